@@ -1,0 +1,54 @@
+// Mail addresses as RFC 5321 section 4.1.2 writes them, parsed strictly:
+//
+//   Path      = "<" [ A-d-l ":" ] Mailbox ">"
+//   Mailbox   = Local-part "@" ( Domain / address-literal )
+//   Local-part = Dot-string / Quoted-string
+//
+// plus, as Postfix does for local mail, a bare Local-part without domain
+// ("<root>"), and UTF-8 in the local part and domain (RFC 6531), which
+// the caller allows only when the client asked for SMTPUTF8. An accepted
+// address never holds a control character, CR, LF or NUL.
+//
+// Used by the SMTP session (MAIL FROM / RCPT TO) and the sendmail command.
+#pragma once
+
+#include <string_view>
+
+namespace laim {
+
+// Limits of RFC 5321 section 4.5.3.1, in octets.
+constexpr size_t ADDR_MAX_LOCAL = 64;    // local part (4.5.3.1.1)
+constexpr size_t ADDR_MAX_DOMAIN = 255;  // domain (4.5.3.1.2)
+constexpr size_t ADDR_MAX_PATH = 256;    // "<...>" with punctuation (4.5.3.1.3)
+
+enum class AddressStatus {
+	Ok,
+	Syntax,   // not a "<...>" path at all (501 5.5.4)
+	Invalid,  // a path, but its content is not an address (553)
+};
+
+// A path parsed out of a MAIL FROM: or RCPT TO: argument.
+struct SmtpPath {
+	std::string_view mailbox;  // the Mailbox, source route stripped; "" for "<>"
+	std::string_view rest;     // what follows ">": ESMTP parameters
+	bool utf8 = false;         // non-ASCII (valid UTF-8): needs SMTPUTF8
+};
+
+// Parses the path at the start of arg ("<user@example.com> SIZE=100").
+// A source route ("<@a,@b:user@c>") is checked and dropped. "<>" is
+// accepted with an empty mailbox: only a reverse-path may be null, the
+// caller decides. UTF-8 is accepted and flagged in out.utf8. On Ok, out's
+// views point into arg.
+AddressStatus parse_path(std::string_view arg, SmtpPath& out);
+
+// Checks a bare Mailbox, without angle brackets: "user@example.com",
+// "\"john doe\"@[192.0.2.1]", or a local part alone ("root") when
+// allow_bare_local. Non-ASCII only when utf8 (and then valid UTF-8).
+bool valid_mailbox(std::string_view mailbox, bool utf8, bool allow_bare_local = true);
+
+// Checks a Domain (RFC 5321 4.1.2: dot-separated labels of letters,
+// digits and inner hyphens, at most 63 octets each, 255 in all); with
+// utf8, non-ASCII characters count as letters.
+bool valid_domain(std::string_view domain, bool utf8);
+
+}  // namespace laim

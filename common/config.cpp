@@ -1,0 +1,816 @@
+// The configuration loader: libyaml events to a YamlNode tree, then the
+// tree to a validated Config. Nothing here has side effects besides
+// config_read(), so the handler process can parse the same text again.
+#include "common/config.h"
+
+#include <config.h>  // PACKAGE_VERSION, from the build directory
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <unordered_set>
+
+#include "common/fd.h"
+
+#ifndef LAIM_SOCKET
+#define LAIM_SOCKET "/run/laim/submit.sock"
+#endif
+#ifndef LAIM_SPOOL_DIR
+#define LAIM_SPOOL_DIR "/var/spool/laim"
+#endif
+
+namespace laim {
+
+namespace {
+
+// "FILE:LINE: key: what", leaving out the parts that are unknown.
+std::string config_message(const std::string& file, int line, const std::string& key,
+			   const std::string& what)
+{
+	std::string msg = file;
+	if (line > 0)
+		msg += ":" + std::to_string(line);
+	msg += ": ";
+	if (!key.empty())
+		msg += key + ": ";
+	return msg + what;
+}
+
+}  // namespace
+
+ConfigError::ConfigError(const std::string& file, int line, const std::string& key,
+			 const std::string& what)
+    : std::runtime_error(config_message(file, line, key, what))
+{
+}
+
+const YamlNode* YamlNode::find(std::string_view key) const
+{
+	if (kind != Kind::Mapping)
+		return nullptr;
+	for (const auto& [k, v] : entries)
+		if (k == key)
+			return &v;
+	return nullptr;
+}
+
+const HandlerSection* Config::find_handler(std::string_view name) const
+{
+	for (const auto& h : handlers)
+		if (h.name == name)
+			return &h;
+	return nullptr;
+}
+
+// ---------------------------------------------------------------- YAML
+
+namespace {
+
+// Deeper nesting than this is refused: no config needs it, and it bounds
+// the recursion of the tree builder and of YamlNode's destructor.
+constexpr int yaml_max_depth = 64;
+
+// Pulls libyaml events one at a time; owns the parser and the current event.
+class YamlEvents {
+ public:
+	YamlEvents(std::string_view text, const std::string& file) : text_(text), file_(file)
+	{
+		if (!yaml_parser_initialize(&parser_))
+			throw ConfigError(file, 0, "", "cannot initialize the YAML parser");
+		yaml_parser_set_input_string(&parser_, reinterpret_cast<const unsigned char*>(text.data()),
+					     text.size());
+	}
+	~YamlEvents()
+	{
+		release();
+		yaml_parser_delete(&parser_);
+	}
+	YamlEvents(const YamlEvents&) = delete;
+	YamlEvents& operator=(const YamlEvents&) = delete;
+
+	// Parses the next event; the previous one is released. A syntax error
+	// throws with libyaml's description and line.
+	const yaml_event_t& next()
+	{
+		release();
+		if (!yaml_parser_parse(&parser_, &event_))
+			syntax_error();
+		have_event_ = true;
+		return event_;
+	}
+	const yaml_event_t& current() const { return event_; }
+
+ private:
+	void release()
+	{
+		if (have_event_)
+			yaml_event_delete(&event_);
+		have_event_ = false;
+	}
+
+	[[noreturn]] void syntax_error() const
+	{
+		int line = (int)parser_.problem_mark.line + 1;
+		// The reader (bad encoding, control characters) gives only an offset.
+		if (parser_.error == YAML_READER_ERROR) {
+			size_t off = std::min(parser_.problem_offset, text_.size());
+			line = 1 + (int)std::count(text_.begin(), text_.begin() + off, '\n');
+		}
+		std::string what = "syntax error: ";
+		what += parser_.problem ? parser_.problem : "invalid YAML";
+		if (parser_.context)
+			what += std::string(" (") + parser_.context + " started at line " +
+				std::to_string(parser_.context_mark.line + 1) + ")";
+		throw ConfigError(file_, line, "", what);
+	}
+
+	yaml_parser_t parser_;
+	yaml_event_t event_;
+	bool have_event_ = false;
+	std::string_view text_;
+	const std::string& file_;
+};
+
+int event_line(const yaml_event_t& ev)
+{
+	return (int)ev.start_mark.line + 1;
+}
+
+// A plain (unquoted) scalar that YAML reads as null.
+bool is_null_scalar(const yaml_event_t& ev)
+{
+	if (ev.data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return false;
+	std::string_view v(reinterpret_cast<const char*>(ev.data.scalar.value), ev.data.scalar.length);
+	return v.empty() || v == "~" || v == "null" || v == "Null" || v == "NULL";
+}
+
+// Builds the tree from the event stream. Anchors, aliases and tags are
+// refused: a config means what it literally says.
+class TreeBuilder {
+ public:
+	TreeBuilder(YamlEvents& events, const std::string& file) : ev_(events), file_(file) {}
+
+	// The node whose first event is current.
+	YamlNode node(const std::string& path, int depth)
+	{
+		const yaml_event_t& ev = ev_.current();
+		int line = event_line(ev);
+		switch (ev.type) {
+		case YAML_ALIAS_EVENT:
+			fail(line, path, "aliases (*" + anchor_name(ev.data.alias.anchor) + ") are not allowed");
+		case YAML_SCALAR_EVENT:
+			refuse_anchor_tag(ev.data.scalar.anchor, ev.data.scalar.tag, line, path);
+			return scalar(ev);
+		case YAML_SEQUENCE_START_EVENT:
+			refuse_anchor_tag(ev.data.sequence_start.anchor, ev.data.sequence_start.tag, line, path);
+			check_depth(depth, line, path);
+			return sequence(line, path, depth);
+		case YAML_MAPPING_START_EVENT:
+			refuse_anchor_tag(ev.data.mapping_start.anchor, ev.data.mapping_start.tag, line, path);
+			check_depth(depth, line, path);
+			return mapping(line, path, depth);
+		default:
+			fail(line, path, "unexpected YAML event");
+		}
+	}
+
+ private:
+	static std::string anchor_name(const yaml_char_t* a)
+	{
+		return a ? reinterpret_cast<const char*>(a) : "";
+	}
+
+	[[noreturn]] void fail(int line, const std::string& path, const std::string& what) const
+	{
+		throw ConfigError(file_, line, path, what);
+	}
+
+	void refuse_anchor_tag(const yaml_char_t* anchor, const yaml_char_t* tag, int line,
+			       const std::string& path) const
+	{
+		if (anchor)
+			fail(line, path, "anchors (&" + anchor_name(anchor) + ") are not allowed");
+		if (tag)
+			fail(line, path, "tags (" + anchor_name(tag) + ") are not allowed");
+	}
+
+	void check_depth(int depth, int line, const std::string& path) const
+	{
+		if (depth >= yaml_max_depth)
+			fail(line, path, "nested more than " + std::to_string(yaml_max_depth) + " levels deep");
+	}
+
+	static YamlNode scalar(const yaml_event_t& ev)
+	{
+		YamlNode n;
+		n.line = event_line(ev);
+		if (is_null_scalar(ev))
+			return n;
+		n.kind = YamlNode::Kind::Scalar;
+		n.value.assign(reinterpret_cast<const char*>(ev.data.scalar.value), ev.data.scalar.length);
+		n.quoted = ev.data.scalar.style == YAML_SINGLE_QUOTED_SCALAR_STYLE ||
+			   ev.data.scalar.style == YAML_DOUBLE_QUOTED_SCALAR_STYLE;
+		return n;
+	}
+
+	YamlNode sequence(int line, const std::string& path, int depth)
+	{
+		YamlNode n;
+		n.kind = YamlNode::Kind::Sequence;
+		n.line = line;
+		while (ev_.next().type != YAML_SEQUENCE_END_EVENT)
+			n.items.push_back(node(path + "[" + std::to_string(n.items.size()) + "]", depth + 1));
+		return n;
+	}
+
+	YamlNode mapping(int line, const std::string& path, int depth)
+	{
+		YamlNode n;
+		n.kind = YamlNode::Kind::Mapping;
+		n.line = line;
+		std::unordered_set<std::string> seen;
+		while (ev_.next().type != YAML_MAPPING_END_EVENT) {
+			auto [key, key_line] = mapping_key(path);
+			std::string key_path = path.empty() ? key : path + "." + key;
+			if (!seen.insert(key).second)
+				fail(key_line, key_path, "duplicate key");
+			ev_.next();
+			YamlNode value = node(key_path, depth + 1);
+			n.entries.emplace_back(std::move(key), std::move(value));
+			n.key_lines.push_back(key_line);
+		}
+		return n;
+	}
+
+	// A mapping key must be a non-empty scalar.
+	std::pair<std::string, int> mapping_key(const std::string& path)
+	{
+		const yaml_event_t& ev = ev_.current();
+		int line = event_line(ev);
+		if (ev.type == YAML_ALIAS_EVENT)
+			fail(line, path, "aliases (*" + anchor_name(ev.data.alias.anchor) + ") are not allowed");
+		if (ev.type != YAML_SCALAR_EVENT)
+			fail(line, path, "mapping keys must be scalars");
+		refuse_anchor_tag(ev.data.scalar.anchor, ev.data.scalar.tag, line, path);
+		std::string key(reinterpret_cast<const char*>(ev.data.scalar.value), ev.data.scalar.length);
+		if (key.empty())
+			fail(line, path, "empty mapping key");
+		if (key.find('\0') != std::string::npos)
+			fail(line, path, "mapping key contains a NUL character");
+		return {std::move(key), line};
+	}
+
+	YamlEvents& ev_;
+	const std::string& file_;
+};
+
+}  // namespace
+
+YamlNode yaml_parse(std::string_view text, const std::string& file)
+{
+	YamlEvents events(text, file);
+	TreeBuilder builder(events, file);
+
+	events.next();  // STREAM-START
+	const yaml_event_t* ev = &events.next();
+	if (ev->type == YAML_STREAM_END_EVENT)
+		return YamlNode{};  // an empty file: an empty config
+	// DOCUMENT-START, the root node, DOCUMENT-END, then nothing else.
+	events.next();
+	YamlNode root = builder.node("", 0);
+	events.next();
+	ev = &events.next();
+	if (ev->type != YAML_STREAM_END_EVENT)
+		throw ConfigError(file, event_line(*ev), "", "more than one YAML document");
+	return root;
+}
+
+// ---------------------------------------------------------------- Config
+
+namespace {
+
+bool is_name_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '_' || c == '-';
+}
+
+// Instance and type names: [A-Za-z0-9_-]+.
+bool valid_name(std::string_view s)
+{
+	return !s.empty() && std::all_of(s.begin(), s.end(), is_name_char);
+}
+
+bool has_control_char(std::string_view s)
+{
+	return std::any_of(s.begin(), s.end(),
+			   [](char c) { return (unsigned char)c < 0x20 || c == 0x7f; });
+}
+
+// A domain name (RFC 1035 2.3.1 preferred syntax, digits allowed first as
+// RFC 1123 2.1 says): dot-separated labels of letters, digits and hyphens,
+// no hyphen at either end of a label, at most 63 octets per label and 253
+// in all. With allow_utf8, octets >= 0x80 are accepted in labels too, for
+// RFC 6531 (SMTPUTF8) domains.
+bool valid_domain(std::string_view s, bool allow_utf8)
+{
+	if (s.empty() || s.size() > 253)
+		return false;
+	size_t start = 0;
+	while (start <= s.size()) {
+		size_t dot = s.find('.', start);
+		if (dot == std::string_view::npos)
+			dot = s.size();
+		std::string_view label = s.substr(start, dot - start);
+		if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-')
+			return false;
+		for (char c : label) {
+			bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+				  (c >= '0' && c <= '9') || c == '-' ||
+				  (allow_utf8 && (unsigned char)c >= 0x80);
+			if (!ok)
+				return false;
+		}
+		start = dot + 1;
+	}
+	return true;
+}
+
+// A local part in a route pattern: at most 64 octets (RFC 5321 4.5.3.1.1),
+// no '@', space or control character.
+bool valid_local_part(std::string_view s)
+{
+	return !s.empty() && s.size() <= 64 && !has_control_char(s) &&
+	       s.find_first_of("@ ") == std::string_view::npos;
+}
+
+// Unsigned decimal, no sign, no leading zero; false on overflow too.
+bool parse_decimal(std::string_view s, uint64_t* out)
+{
+	if (s.empty() || (s.size() > 1 && s[0] == '0'))
+		return false;
+	auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
+	return ec == std::errc() && end == s.data() + s.size();
+}
+
+const char* kind_name(const YamlNode& n)
+{
+	switch (n.kind) {
+	case YamlNode::Kind::Null:
+		return "an empty value";
+	case YamlNode::Kind::Scalar:
+		return n.quoted ? "a quoted string" : "a string";
+	case YamlNode::Kind::Sequence:
+		return "a sequence";
+	case YamlNode::Kind::Mapping:
+		return "a mapping";
+	}
+	return "?";
+}
+
+// Validates a YamlNode tree into a Config, remembering the file for errors.
+class ConfigParser {
+ public:
+	explicit ConfigParser(const std::string& file) : file_(file) {}
+
+	Config parse(const YamlNode& root);
+
+ private:
+	[[noreturn]] void fail(int line, const std::string& key, const std::string& what) const
+	{
+		throw ConfigError(file_, line, key, what);
+	}
+	[[noreturn]] void wrong_type(const YamlNode& n, const std::string& key, const std::string& expected) const
+	{
+		fail(n.line, key, "expected " + expected + ", got " + kind_name(n));
+	}
+
+	std::string string(const YamlNode& n, const std::string& key) const;
+	std::string path(const YamlNode& n, const std::string& key) const;
+	bool boolean(const YamlNode& n, const std::string& key) const;
+	uint64_t integer(const YamlNode& n, const std::string& key, uint64_t min, uint64_t max) const;
+	template <typename T>
+	void set_integer(T* out, const YamlNode& n, const std::string& key, uint64_t min,
+			 uint64_t max = std::numeric_limits<T>::max()) const
+	{
+		*out = (T)integer(n, key, min, max);
+	}
+
+	void key(const std::string& name, int key_line, const YamlNode& n);
+	void listen(const YamlNode& n);
+	ListenAddress listen_address(const YamlNode& n, const std::string& key) const;
+	void handlers(const YamlNode& n);
+	void routes(const YamlNode& n);
+	Route route(const YamlNode& n, const std::string& key) const;
+	void route_match(const YamlNode& n, const std::string& key, Route* r) const;
+	void route_handlers(const YamlNode& n, const std::string& key, Route* r) const;
+
+	const std::string& file_;
+	Config cfg_;
+	int smtputf8_line_ = 0;  // set once enable_smtputf8 (either spelling) is seen
+	int retry_initial_line_ = 0;
+	int retry_max_line_ = 0;
+};
+
+// A scalar used as text; NUL (possible through "\0" escapes) is refused
+// because these strings end up in C APIs and on the wire.
+std::string ConfigParser::string(const YamlNode& n, const std::string& key) const
+{
+	if (n.kind != YamlNode::Kind::Scalar)
+		wrong_type(n, key, "a string");
+	if (n.value.find('\0') != std::string::npos)
+		fail(n.line, key, "contains a NUL character");
+	return n.value;
+}
+
+std::string ConfigParser::path(const YamlNode& n, const std::string& key) const
+{
+	std::string p = string(n, key);
+	if (p.empty() || p[0] != '/')
+		fail(n.line, key, "expected an absolute path, got \"" + p + "\"");
+	return p;
+}
+
+// YAML 1.1 booleans, unquoted only: a quoted "yes" is a string.
+bool ConfigParser::boolean(const YamlNode& n, const std::string& key) const
+{
+	static const char expected[] = "a boolean (true/false, yes/no, on/off)";
+	if (n.kind != YamlNode::Kind::Scalar || n.quoted)
+		wrong_type(n, key, expected);
+	std::string v = n.value;
+	std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return std::tolower(c); });
+	if (v == "true" || v == "yes" || v == "on")
+		return true;
+	if (v == "false" || v == "no" || v == "off")
+		return false;
+	fail(n.line, key, std::string("expected ") + expected + ", got \"" + n.value + "\"");
+}
+
+// An unquoted decimal integer within [min, max].
+uint64_t ConfigParser::integer(const YamlNode& n, const std::string& key, uint64_t min,
+			       uint64_t max) const
+{
+	std::string expected;
+	if (min == 1 && max >= std::numeric_limits<uint32_t>::max())
+		expected = "a positive integer";
+	else if (min == 0 && max >= std::numeric_limits<uint32_t>::max())
+		expected = "a non-negative integer";
+	else
+		expected = "an integer from " + std::to_string(min) + " to " + std::to_string(max);
+	if (n.kind != YamlNode::Kind::Scalar || n.quoted)
+		wrong_type(n, key, expected);
+	uint64_t v;
+	bool digits = !n.value.empty() &&
+		      std::all_of(n.value.begin(), n.value.end(), [](char c) { return c >= '0' && c <= '9'; });
+	if (!parse_decimal(n.value, &v)) {
+		if (digits && n.value[0] != '0')  // all digits, yet unparsable: too large
+			fail(n.line, key, n.value + " is out of range: expected " + expected);
+		fail(n.line, key, "expected " + expected + ", got \"" + n.value + "\"");
+	}
+	if (v < min || v > max)
+		fail(n.line, key, n.value + " is out of range: expected " + expected);
+	return v;
+}
+
+// "HOST:PORT" with a numeric IPv4 host or a bracketed IPv6 host. laim does
+// no DNS, so a name is an error rather than a lookup.
+ListenAddress ConfigParser::listen_address(const YamlNode& n, const std::string& key) const
+{
+	static const char form[] =
+	    "expected HOST:PORT with a numeric IPv4 address or a bracketed IPv6 address, "
+	    "e.g. 127.0.0.1:25 or [::1]:25";
+	if (n.kind != YamlNode::Kind::Scalar)
+		wrong_type(n, key, "a HOST:PORT string");
+	std::string_view s = n.value;
+	std::string_view host, port;
+	int family;
+	if (!s.empty() && s[0] == '[') {
+		size_t close = s.find(']');
+		if (close == std::string_view::npos || close + 1 >= s.size() || s[close + 1] != ':')
+			fail(n.line, key, "\"" + n.value + "\": " + form);
+		host = s.substr(1, close - 1);
+		port = s.substr(close + 2);
+		family = AF_INET6;
+	} else {
+		size_t colon = s.rfind(':');
+		if (colon == std::string_view::npos)
+			fail(n.line, key, "\"" + n.value + "\": " + form);
+		host = s.substr(0, colon);
+		port = s.substr(colon + 1);
+		family = AF_INET;
+	}
+	ListenAddress a;
+	a.host = std::string(host);
+	a.line = n.line;
+	unsigned char buf[sizeof(struct in6_addr)];
+	if (a.host.find('\0') != std::string::npos || inet_pton(family, a.host.c_str(), buf) != 1)
+		fail(n.line, key, "\"" + n.value + "\": " +
+			       (family == AF_INET6 ? "not a numeric IPv6 address inside the brackets"
+						   : "the host must be a numeric IPv4 address or a bracketed IPv6 address (laim does no DNS)"));
+	uint64_t p;
+	if (!parse_decimal(port, &p) || p < 1 || p > 65535)
+		fail(n.line, key, "\"" + n.value + "\": the port must be a number from 1 to 65535");
+	a.port = (uint16_t)p;
+	return a;
+}
+
+// listen: one "HOST:PORT" or a sequence of them; an empty sequence means
+// no TCP listener (only the local submission socket).
+void ConfigParser::listen(const YamlNode& n)
+{
+	cfg_.listen.clear();
+	if (n.kind == YamlNode::Kind::Scalar) {
+		cfg_.listen.push_back(listen_address(n, "listen"));
+		return;
+	}
+	if (n.kind != YamlNode::Kind::Sequence)
+		wrong_type(n, "listen", "a HOST:PORT string or a sequence of them");
+	for (size_t i = 0; i < n.items.size(); i++) {
+		std::string key = "listen[" + std::to_string(i) + "]";
+		ListenAddress a = listen_address(n.items[i], key);
+		for (const auto& b : cfg_.listen)
+			if (b.host == a.host && b.port == a.port)
+				fail(a.line, key, "duplicate listen address \"" + n.items[i].value + "\"");
+		cfg_.listen.push_back(std::move(a));
+	}
+}
+
+// handlers: instance name -> mapping with at least "type: NAME". The other
+// options are left for the handler class to validate.
+void ConfigParser::handlers(const YamlNode& n)
+{
+	if (n.kind != YamlNode::Kind::Mapping)
+		wrong_type(n, "handlers", "a mapping of handler instances");
+	for (size_t i = 0; i < n.entries.size(); i++) {
+		const auto& [name, section] = n.entries[i];
+		std::string key = "handlers." + name;
+		int line = n.key_lines[i];
+		if (!valid_name(name))
+			fail(line, key, "invalid instance name (use letters, digits, '_' and '-')");
+		if (section.kind != YamlNode::Kind::Mapping)
+			wrong_type(section, key, "a mapping with a \"type\" key");
+		const YamlNode* type = section.find("type");
+		if (!type)
+			fail(line, key, "missing required key \"type\"");
+		HandlerSection h;
+		h.name = name;
+		h.type = string(*type, key + ".type");
+		if (!valid_name(h.type))
+			fail(type->line, key + ".type", "invalid handler type \"" + h.type + "\"");
+		h.line = line;
+		h.options = section;
+		cfg_.handlers.push_back(std::move(h));
+	}
+}
+
+// match: "*", "*@domain", "local@*" or a full address (see handler/routes.h).
+void ConfigParser::route_match(const YamlNode& n, const std::string& key, Route* r) const
+{
+	r->match = string(n, key);
+	if (r->match == "*")
+		return;
+	std::string_view m = r->match;
+	size_t at = m.rfind('@');
+	bool ok = false;
+	if (at != std::string_view::npos) {
+		std::string_view local = m.substr(0, at), domain = m.substr(at + 1);
+		if (local == "*")
+			ok = valid_domain(domain, true);
+		else if (domain == "*")
+			ok = valid_local_part(local);
+		else
+			ok = valid_local_part(local) && valid_domain(domain, true);
+	}
+	if (!ok)
+		fail(n.line, key, "\"" + r->match + "\": expected \"*\", \"*@domain\", \"local@*\" or an address");
+}
+
+// handlers: one instance name or a sequence of them, each defined under
+// handlers: and named once.
+void ConfigParser::route_handlers(const YamlNode& n, const std::string& key, Route* r) const
+{
+	std::vector<const YamlNode*> names;
+	if (n.kind == YamlNode::Kind::Scalar)
+		names.push_back(&n);
+	else if (n.kind == YamlNode::Kind::Sequence)
+		for (const auto& item : n.items)
+			names.push_back(&item);
+	else
+		wrong_type(n, key, "a handler instance name or a sequence of them");
+	if (names.empty())
+		fail(n.line, key, "names no handler instance");
+	for (size_t i = 0; i < names.size(); i++) {
+		const YamlNode& item = *names[i];
+		std::string item_key = n.kind == YamlNode::Kind::Sequence ? key + "[" + std::to_string(i) + "]" : key;
+		std::string name = string(item, item_key);
+		if (!cfg_.find_handler(name))
+			fail(item.line, item_key, "unknown handler instance \"" + name + "\"");
+		if (std::find(r->handlers.begin(), r->handlers.end(), name) != r->handlers.end())
+			fail(item.line, item_key, "handler instance \"" + name + "\" named twice");
+		r->handlers.push_back(std::move(name));
+	}
+}
+
+Route ConfigParser::route(const YamlNode& n, const std::string& key) const
+{
+	if (n.kind != YamlNode::Kind::Mapping)
+		wrong_type(n, key, "a mapping with \"match\" and \"handlers\"");
+	Route r;
+	r.line = n.line;
+	for (size_t i = 0; i < n.entries.size(); i++) {
+		const auto& [k, v] = n.entries[i];
+		if (k != "match" && k != "handlers")
+			fail(n.key_lines[i], key + "." + k, "unknown key");
+	}
+	const YamlNode* match = n.find("match");
+	if (!match)
+		fail(n.line, key, "missing required key \"match\"");
+	route_match(*match, key + ".match", &r);
+	const YamlNode* names = n.find("handlers");
+	if (!names)
+		fail(n.line, key, "missing required key \"handlers\"");
+	route_handlers(*names, key + ".handlers", &r);
+	return r;
+}
+
+// routes: a sequence of {match, handlers}, first match wins. Parsed after
+// handlers: so the instance names can be checked whatever the key order.
+void ConfigParser::routes(const YamlNode& n)
+{
+	if (n.kind != YamlNode::Kind::Sequence)
+		wrong_type(n, "routes", "a sequence of routes");
+	for (size_t i = 0; i < n.items.size(); i++)
+		cfg_.routes.push_back(route(n.items[i], "routes[" + std::to_string(i) + "]"));
+}
+
+// One core key. handlers and routes are dealt with by parse().
+void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
+{
+	if (name == "listen") {
+		listen(n);
+	} else if (name == "socket") {
+		cfg_.socket = path(n, name);
+		if (cfg_.socket.size() >= sizeof(sockaddr_un::sun_path))
+			fail(n.line, name, "too long for a unix socket path (at most " +
+					       std::to_string(sizeof(sockaddr_un::sun_path) - 1) + " bytes)");
+	} else if (name == "user") {
+		cfg_.user = string(n, name);
+		if (cfg_.user.empty() || has_control_char(cfg_.user))
+			fail(n.line, name, "expected a user name, got \"" + cfg_.user + "\"");
+	} else if (name == "hostname") {
+		cfg_.hostname = string(n, name);
+		if (!cfg_.hostname.empty() && !valid_domain(cfg_.hostname, false))
+			fail(n.line, name, "\"" + cfg_.hostname + "\" is not a valid domain name");
+	} else if (name == "ident") {
+		// It goes into the 220 greeting line.
+		cfg_.ident = string(n, name);
+		if (has_control_char(cfg_.ident))
+			fail(n.line, name, "must not contain control characters");
+	} else if (name == "max_queue_size") {
+		set_integer(&cfg_.max_queue_size, n, name, 1);
+	} else if (name == "data_size_limit") {
+		set_integer(&cfg_.data_size_limit, n, name, 0);
+	} else if (name == "timeout") {
+		set_integer(&cfg_.timeout, n, name, 1);
+	} else if (name == "enable_smtputf8" || name == "enable_SMTPUTF8") {
+		if (smtputf8_line_)
+			fail(key_line, name, "given twice (as enable_smtputf8 and enable_SMTPUTF8)");
+		smtputf8_line_ = key_line;
+		cfg_.enable_smtputf8 = boolean(n, name);
+	} else if (name == "spool") {
+		cfg_.spool = path(n, name);
+	} else if (name == "aliases") {
+		cfg_.aliases = path(n, name);
+	} else if (name == "max_sessions") {
+		set_integer(&cfg_.max_sessions, n, name, 1);
+	} else if (name == "greeting_delay") {
+		set_integer(&cfg_.greeting_delay, n, name, 0, 10000);
+	} else if (name == "retry_initial") {
+		set_integer(&cfg_.retry_initial, n, name, 1);
+		retry_initial_line_ = n.line;
+	} else if (name == "retry_max") {
+		set_integer(&cfg_.retry_max, n, name, 1);
+		retry_max_line_ = n.line;
+	} else if (name == "max_queue_age") {
+		set_integer(&cfg_.max_queue_age, n, name, 1);
+	} else if (name == "delivery_timeout") {
+		set_integer(&cfg_.delivery_timeout, n, name, 1);
+	} else {
+		fail(key_line, name, "unknown key");
+	}
+}
+
+Config ConfigParser::parse(const YamlNode& root)
+{
+	cfg_.file = file_;
+	cfg_.listen = {{"127.0.0.1", 25, 0}, {"::1", 25, 0}};
+	cfg_.socket = LAIM_SOCKET;
+	cfg_.ident = "laim " PACKAGE_VERSION;
+	cfg_.spool = LAIM_SPOOL_DIR;
+	if (root.kind == YamlNode::Kind::Null)
+		return std::move(cfg_);
+	if (root.kind != YamlNode::Kind::Mapping)
+		fail(root.line, "", std::string("the top level must be a mapping, got ") + kind_name(root));
+
+	const YamlNode* handlers_node = nullptr;
+	const YamlNode* routes_node = nullptr;
+	for (size_t i = 0; i < root.entries.size(); i++) {
+		const auto& [name, value] = root.entries[i];
+		if (name == "handlers")
+			handlers_node = &value;
+		else if (name == "routes")
+			routes_node = &value;
+		else
+			key(name, root.key_lines[i], value);
+	}
+	if (cfg_.retry_max < cfg_.retry_initial) {
+		int line = retry_max_line_ ? retry_max_line_ : retry_initial_line_;
+		fail(line, retry_max_line_ ? "retry_max" : "retry_initial",
+		     "retry_max (" + std::to_string(cfg_.retry_max) + ") must not be less than retry_initial (" +
+			 std::to_string(cfg_.retry_initial) + ")");
+	}
+	if (handlers_node)
+		handlers(*handlers_node);
+	if (routes_node)
+		routes(*routes_node);
+	return std::move(cfg_);
+}
+
+}  // namespace
+
+Config config_parse(std::string_view text, const std::string& file)
+{
+	YamlNode root = yaml_parse(text, file);
+	return ConfigParser(file).parse(root);
+}
+
+// ---------------------------------------------------------------- file
+
+namespace {
+
+constexpr size_t config_max_size = 1 << 20;
+
+std::string octal_mode(mode_t mode)
+{
+	char m[8];
+	snprintf(m, sizeof m, "%04o", (unsigned)(mode & 07777));
+	return m;
+}
+
+}  // namespace
+
+// The parent reads the config as root, so it must not be a file that
+// someone other than root could have written: it names the programs and
+// paths laim uses and holds handler secrets.
+std::string config_read(const std::string& file, bool* world_readable)
+{
+	// O_NONBLOCK so that a FIFO put in its place cannot stall the open.
+	UniqueFd fd(open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+	if (!fd) {
+		if (errno == ELOOP)
+			throw ConfigError(file + ": refusing config: it is a symbolic link");
+		throw ConfigError(file + ": " + strerror(errno));
+	}
+	struct stat st;
+	if (fstat(fd.get(), &st) == -1)
+		throw ConfigError(file + ": fstat: " + strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		throw ConfigError(file + ": refusing config: not a regular file");
+	if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)))
+		throw ConfigError(file + ": refusing config: must be owned by root and not writable by group or others (uid " +
+				  std::to_string(st.st_uid) + ", mode " + octal_mode(st.st_mode) + ")");
+	if ((uint64_t)st.st_size > config_max_size)
+		throw ConfigError(file + ": refusing config: larger than 1 MiB");
+	if (world_readable)
+		*world_readable = (st.st_mode & S_IROTH) != 0;
+
+	std::string text;
+	char buf[16384];
+	for (;;) {
+		ssize_t n = read(fd.get(), buf, sizeof buf);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			throw ConfigError(file + ": read: " + strerror(errno));
+		if (n == 0)
+			break;
+		text.append(buf, n);
+		if (text.size() > config_max_size)  // it grew while being read
+			throw ConfigError(file + ": refusing config: larger than 1 MiB");
+	}
+	return text;
+}
+
+}  // namespace laim

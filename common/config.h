@@ -1,0 +1,98 @@
+// The configuration: /etc/laim/config.yml, parsed with libyaml.
+//
+// Every error names the file, the line and the key:
+//   /etc/laim/config.yml:12: max_queue_size: expected a positive integer
+// The parent parses the file as root; the handler process parses the same
+// text again (passed over imsg) on SIGHUP, so parsing has no side effects.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace laim {
+
+// A parse or validation error; what() is "FILE:LINE: key: what is wrong".
+class ConfigError : public std::runtime_error {
+ public:
+	ConfigError(const std::string& file, int line, const std::string& key, const std::string& what);
+	explicit ConfigError(const std::string& msg) : std::runtime_error(msg) {}
+};
+
+// A YAML document as a plain tree with the line of every node, so that
+// handler classes can validate their own section with precise errors.
+struct YamlNode {
+	enum class Kind { Null, Scalar, Sequence, Mapping };
+	Kind kind = Kind::Null;
+	std::string value;  // Scalar
+	int line = 0;       // 1-based line where the node starts
+	bool quoted = false;  // Scalar was written quoted ('..' or "..")
+	std::vector<YamlNode> items;  // Sequence
+	std::vector<std::pair<std::string, YamlNode>> entries;  // Mapping, in file order; key lines are entries[i].second.line
+	std::vector<int> key_lines;  // Mapping: line of each key, parallel to entries
+
+	const YamlNode* find(std::string_view key) const;
+};
+
+// Parses YAML text into a tree; throws ConfigError (file:line: what).
+YamlNode yaml_parse(std::string_view text, const std::string& file);
+
+struct ListenAddress {
+	std::string host;  // numeric IPv4 or IPv6 address, no brackets
+	uint16_t port = 25;
+	int line = 0;
+};
+
+struct HandlerSection {
+	std::string name;  // instance name: the key under handlers:
+	std::string type;  // registered handler class
+	int line = 0;      // line of the instance name
+	YamlNode options;  // the whole mapping, "type" included
+};
+
+struct Route {
+	std::string match;  // "*", "*@domain", "local@*" or an exact address
+	std::vector<std::string> handlers;  // instance names, in order
+	int line = 0;
+};
+
+struct Config {
+	std::string file;  // the path it was read from, for messages
+	std::vector<ListenAddress> listen;  // default 127.0.0.1:25 and [::1]:25
+	std::string socket;  // local submission socket; default LAIM_SOCKET
+	std::string user = "laim";
+	std::string hostname;  // empty: /etc/mailname or the FQDN, resolved once at start
+	std::string ident;     // default "laim VERSION"
+	uint32_t max_queue_size = 50;
+	uint64_t data_size_limit = 33554432;  // 0 = no limit
+	uint32_t timeout = 300;               // seconds between commands
+	bool enable_smtputf8 = true;
+	std::string spool;    // default LAIM_SPOOL_DIR
+	std::string aliases = "/etc/aliases";
+	uint32_t max_sessions = 100;
+	uint32_t greeting_delay = 0;       // milliseconds before the 220 (pregreet check)
+	uint32_t retry_initial = 60;       // seconds before the first retry
+	uint32_t retry_max = 3600;         // cap of the exponential back-off
+	uint64_t max_queue_age = 345600;   // seconds; then the message fails (4 days)
+	uint32_t delivery_timeout = 300;   // seconds one handler call may take
+	std::vector<HandlerSection> handlers;
+	std::vector<Route> routes;
+
+	const HandlerSection* find_handler(std::string_view name) const;
+};
+
+// Parses and validates configuration text (core keys, handler sections'
+// shape and type name, routes naming existing instances). Handler-specific
+// options are validated by handler_validate() in handler/, which needs the
+// registry. Throws ConfigError.
+Config config_parse(std::string_view text, const std::string& file);
+
+// Reads the file, refusing one not owned by root or writable by group or
+// others (ConfigError); *world_readable is set when others may read it.
+// Returns the text; parse it with config_parse.
+std::string config_read(const std::string& file, bool* world_readable);
+
+}  // namespace laim

@@ -1,0 +1,192 @@
+#include "common/imsg.h"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace laim {
+
+namespace {
+struct Header {
+	uint32_t type, len, peerid, pid;
+};
+static_assert(sizeof(Header) == IMSG_HEADER_SIZE);
+}  // namespace
+
+const char* imsg_strerror(ImsgError e)
+{
+	switch (e) {
+	case ImsgError::None: return "no error";
+	case ImsgError::Truncated: return "truncated frame";
+	case ImsgError::Oversized: return "oversized frame";
+	case ImsgError::Trailing: return "trailing bytes after frame";
+	case ImsgError::UnknownType: return "unknown message type";
+	case ImsgError::BadFd: return "unexpected or missing descriptor";
+	}
+	return "unknown error";
+}
+
+ImsgError imsg_decode(const uint8_t* rec, size_t n, int fd, ImsgValidator valid, Imsg& out)
+{
+	if (n < IMSG_HEADER_SIZE)
+		return ImsgError::Truncated;
+	Header h;
+	memcpy(&h, rec, sizeof h);
+	if (h.len < IMSG_HEADER_SIZE || h.len > IMSG_HEADER_SIZE + IMSG_MAX_PAYLOAD ||
+	    n > IMSG_HEADER_SIZE + IMSG_MAX_PAYLOAD)
+		return h.len < IMSG_HEADER_SIZE ? ImsgError::Truncated : ImsgError::Oversized;
+	if (n < h.len)
+		return ImsgError::Truncated;
+	if (n > h.len)
+		return ImsgError::Trailing;
+	ImsgTypeInfo info = valid(h.type);
+	if (!info.known)
+		return ImsgError::UnknownType;
+	if (info.with_fd != (fd >= 0))
+		return ImsgError::BadFd;
+	out.type = h.type;
+	out.peerid = h.peerid;
+	out.pid = h.pid;
+	out.data.assign(reinterpret_cast<const char*>(rec) + IMSG_HEADER_SIZE, n - IMSG_HEADER_SIZE);
+	out.fd.reset(fd);
+	return ImsgError::None;
+}
+
+void imsg_encode(uint32_t type, uint32_t peerid, uint32_t pid, std::string_view payload, std::string& out)
+{
+	Header h{type, static_cast<uint32_t>(IMSG_HEADER_SIZE + payload.size()), peerid, pid};
+	out.assign(reinterpret_cast<const char*>(&h), sizeof h);
+	out.append(payload);
+}
+
+ImsgChannel::ImsgChannel(UniqueFd fd, ImsgValidator valid) : fd_(std::move(fd)), valid_(valid) {}
+
+void ImsgChannel::compose(uint32_t type, uint32_t peerid, std::string_view payload, int fd)
+{
+	Frame f;
+	imsg_encode(type, peerid, static_cast<uint32_t>(getpid()), payload, f.bytes);
+	f.fd.reset(fd);
+	out_.push_back(std::move(f));
+}
+
+bool ImsgChannel::flush()
+{
+	while (!out_.empty()) {
+		Frame& f = out_.front();
+		struct iovec iov = {f.bytes.data(), f.bytes.size()};
+		struct msghdr mh = {};
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		alignas(struct cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
+		if (f.fd) {
+			memset(cbuf, 0, sizeof cbuf);
+			mh.msg_control = cbuf;
+			mh.msg_controllen = sizeof cbuf;
+			struct cmsghdr* c = CMSG_FIRSTHDR(&mh);
+			c->cmsg_level = SOL_SOCKET;
+			c->cmsg_type = SCM_RIGHTS;
+			c->cmsg_len = CMSG_LEN(sizeof(int));
+			int fd = f.fd.get();
+			memcpy(CMSG_DATA(c), &fd, sizeof fd);
+		}
+		ssize_t n = sendmsg(fd_.get(), &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS;
+		}
+		out_.pop_front();
+	}
+	return true;
+}
+
+ImsgChannel::Read ImsgChannel::read(Imsg& msg, ImsgError* err)
+{
+	uint8_t buf[IMSG_HEADER_SIZE + IMSG_MAX_PAYLOAD];
+	struct iovec iov = {buf, sizeof buf};
+	alignas(struct cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 4)];
+	struct msghdr mh = {};
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = cbuf;
+	mh.msg_controllen = sizeof cbuf;
+	ssize_t n;
+	do
+		n = recvmsg(fd_.get(), &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK ? Read::Again : Read::Error;
+	if (n == 0)
+		return Read::Closed;
+
+	// Collect every descriptor so none leaks, whatever happens next.
+	std::vector<UniqueFd> fds;
+	for (struct cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+			fds.emplace_back(fd);
+		}
+	}
+	ImsgError e;
+	if (mh.msg_flags & MSG_TRUNC)
+		e = ImsgError::Oversized;
+	else if ((mh.msg_flags & MSG_CTRUNC) || fds.size() > 1)
+		e = ImsgError::BadFd;
+	else {
+		int fd = fds.empty() ? -1 : fds[0].get();
+		e = imsg_decode(buf, static_cast<size_t>(n), fd, valid_, msg);
+		if (e == ImsgError::None && fd >= 0)
+			fds[0].release();
+	}
+	if (err)
+		*err = e;
+	return e == ImsgError::None ? Read::Message : Read::Error;
+}
+
+ImsgWriter& ImsgWriter::u32(uint32_t v)
+{
+	buf_.append(reinterpret_cast<const char*>(&v), sizeof v);
+	return *this;
+}
+
+ImsgWriter& ImsgWriter::u64(uint64_t v)
+{
+	buf_.append(reinterpret_cast<const char*>(&v), sizeof v);
+	return *this;
+}
+
+ImsgWriter& ImsgWriter::str(std::string_view s)
+{
+	u32(static_cast<uint32_t>(s.size()));
+	buf_.append(s);
+	return *this;
+}
+
+bool ImsgReader::take(void* p, size_t n)
+{
+	if (!ok_ || d_.size() < n)
+		return ok_ = false;
+	memcpy(p, d_.data(), n);
+	d_.remove_prefix(n);
+	return true;
+}
+
+bool ImsgReader::u32(uint32_t& v) { return take(&v, sizeof v); }
+bool ImsgReader::u64(uint64_t& v) { return take(&v, sizeof v); }
+
+bool ImsgReader::str(std::string& s)
+{
+	uint32_t n;
+	if (!u32(n) || d_.size() < n)
+		return ok_ = false;
+	s.assign(d_.data(), n);
+	d_.remove_prefix(n);
+	return true;
+}
+
+}  // namespace laim

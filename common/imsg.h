@@ -1,0 +1,114 @@
+// imsg: framed messages between laim's processes (design.md).
+//
+// A frame is a 16-byte header {uint32 type, uint32 len (header included),
+// uint32 peerid, uint32 pid} in host byte order, then len - 16 bytes of
+// payload (at most IMSG_MAX_PAYLOAD), optionally with one fd attached by
+// SCM_RIGHTS. The channels are SOCK_SEQPACKET socketpairs: every frame is
+// one record, so a record that is short, longer than its header says,
+// oversized, of an unknown type, or with an fd its type does not carry is
+// a protocol error. Payloads are built with ImsgWriter and read with
+// ImsgReader, which is just as strict (truncated field, trailing bytes).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/fd.h"
+
+namespace laim {
+
+constexpr size_t IMSG_HEADER_SIZE = 16;
+constexpr size_t IMSG_MAX_PAYLOAD = 16384;
+
+struct Imsg {
+	uint32_t type = 0;
+	uint32_t peerid = 0;
+	uint32_t pid = 0;
+	std::string data;  // payload
+	UniqueFd fd;       // attached descriptor, if any
+};
+
+enum class ImsgError {
+	None,
+	Truncated,   // record shorter than the header or than its len
+	Oversized,   // len or record larger than header + IMSG_MAX_PAYLOAD
+	Trailing,    // record longer than its len
+	UnknownType, // type rejected by the channel's validator
+	BadFd,       // fd missing where the type needs one, or present where not
+};
+const char* imsg_strerror(ImsgError e);
+
+// Which types a channel accepts, and whether each carries an fd.
+struct ImsgTypeInfo {
+	bool known = false;
+	bool with_fd = false;
+};
+using ImsgValidator = ImsgTypeInfo (*)(uint32_t type);
+
+// Decodes one record (header + payload) strictly; fd is the descriptor
+// received with it or -1 (ownership passes to out on success only).
+ImsgError imsg_decode(const uint8_t* rec, size_t n, int fd, ImsgValidator valid, Imsg& out);
+// Encodes a frame's header and payload into out.
+void imsg_encode(uint32_t type, uint32_t peerid, uint32_t pid, std::string_view payload, std::string& out);
+
+// One end of a SOCK_SEQPACKET socketpair, non-blocking.
+class ImsgChannel {
+ public:
+	ImsgChannel(UniqueFd fd, ImsgValidator valid);
+	int fd() const { return fd_.get(); }
+
+	// Queues a frame (fd: attached and closed after sending, or -1).
+	void compose(uint32_t type, uint32_t peerid, std::string_view payload, int fd = -1);
+	// Sends queued frames; false on a fatal socket error (peer gone).
+	bool flush();
+	bool pending() const { return !out_.empty(); }
+
+	enum class Read { Message, Again, Closed, Error };
+	// Receives one frame: Message (in msg), Again (nothing now), Closed
+	// (peer closed), or Error (*err says which decoding rule it broke).
+	Read read(Imsg& msg, ImsgError* err);
+
+ private:
+	struct Frame {
+		std::string bytes;
+		UniqueFd fd;
+	};
+	UniqueFd fd_;
+	ImsgValidator valid_;
+	std::deque<Frame> out_;
+};
+
+// Payload builder: fixed-width integers and length-prefixed strings.
+class ImsgWriter {
+ public:
+	ImsgWriter& u32(uint32_t v);
+	ImsgWriter& u64(uint64_t v);
+	ImsgWriter& str(std::string_view s);
+	const std::string& data() const { return buf_; }
+
+ private:
+	std::string buf_;
+};
+
+// Strict payload reader: every get fails on truncation; done() fails when
+// bytes are left over. A failed reader stays failed.
+class ImsgReader {
+ public:
+	explicit ImsgReader(std::string_view data) : d_(data) {}
+	bool u32(uint32_t& v);
+	bool u64(uint64_t& v);
+	bool str(std::string& s);
+	bool done() const { return ok_ && d_.empty(); }
+	bool ok() const { return ok_; }
+
+ private:
+	bool take(void* p, size_t n);
+	std::string_view d_;
+	bool ok_ = true;
+};
+
+}  // namespace laim

@@ -1,0 +1,111 @@
+#include "common/log.h"
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <syslog.h>
+#include <unistd.h>
+
+namespace laim {
+
+namespace {
+bool log_to_stderr = true;
+int log_verbose = 0;
+
+// Formats one line and writes it with a single write(2) so lines of the
+// three processes never interleave on a shared stderr.
+void vlog(int pri, const char* fmt, va_list ap, const char* suffix)
+{
+	char msg[2048];
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	if (!log_to_stderr) {
+		if (suffix)
+			syslog(pri, "%s: %s", msg, suffix);
+		else
+			syslog(pri, "%s", msg);
+		return;
+	}
+	char line[2304];
+	int n = snprintf(line, sizeof line, "laimd[%d]: %s%s%s\n", (int)getpid(), msg,
+			 suffix ? ": " : "", suffix ? suffix : "");
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof line) {
+		n = sizeof line;
+		line[n - 1] = '\n';
+	}
+	(void)!write(STDERR_FILENO, line, n);
+}
+}  // namespace
+
+void log_init(bool foreground, int verbose)
+{
+	log_to_stderr = foreground;
+	log_verbose = verbose;
+	if (!foreground) {
+		closelog();  // a forked child reconnects before it is confined
+		openlog("laimd", LOG_PID | LOG_NDELAY, LOG_MAIL);
+	}
+}
+
+void log_setverbose(int verbose) { log_verbose = verbose; }
+int log_getverbose() { return log_verbose; }
+
+void log_info(const char* fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vlog(LOG_INFO, fmt, ap, nullptr);
+	va_end(ap);
+}
+
+void log_warn(const char* fmt, ...)
+{
+	int saved = errno;
+	va_list ap;
+	va_start(ap, fmt);
+	vlog(LOG_WARNING, fmt, ap, strerror(saved));
+	va_end(ap);
+	errno = saved;
+}
+
+void log_warnx(const char* fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vlog(LOG_WARNING, fmt, ap, nullptr);
+	va_end(ap);
+}
+
+void log_debug(const char* fmt, ...)
+{
+	if (log_verbose < 1)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vlog(LOG_DEBUG, fmt, ap, nullptr);
+	va_end(ap);
+}
+
+void fatal(const char* fmt, ...)
+{
+	int saved = errno;
+	va_list ap;
+	va_start(ap, fmt);
+	vlog(LOG_CRIT, fmt, ap, strerror(saved));
+	va_end(ap);
+	_exit(1);
+}
+
+void fatalx(const char* fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vlog(LOG_CRIT, fmt, ap, nullptr);
+	va_end(ap);
+	_exit(1);
+}
+
+}  // namespace laim

@@ -1,0 +1,24 @@
+// Logging for all three processes, in the style of OpenSMTPD's log.c:
+// log_info/log_warnx for events, log_warn appends strerror(errno),
+// fatal/fatalx log and exit. Lines go to syslog (facility mail, ident
+// laimd, with the pid) or, in the foreground (-d), to stderr as
+// "laimd[PID]: message" so tests and admins grep the same text.
+#pragma once
+
+#define LAIM_PRINTF(a, b) __attribute__((format(printf, a, b)))
+
+namespace laim {
+
+// foreground: log to stderr instead of syslog. verbose > 0 enables debug.
+void log_init(bool foreground, int verbose);
+void log_setverbose(int verbose);
+int log_getverbose();
+
+void log_info(const char* fmt, ...) LAIM_PRINTF(1, 2);
+void log_warn(const char* fmt, ...) LAIM_PRINTF(1, 2);
+void log_warnx(const char* fmt, ...) LAIM_PRINTF(1, 2);
+void log_debug(const char* fmt, ...) LAIM_PRINTF(1, 2);
+[[noreturn]] void fatal(const char* fmt, ...) LAIM_PRINTF(1, 2);
+[[noreturn]] void fatalx(const char* fmt, ...) LAIM_PRINTF(1, 2);
+
+}  // namespace laim

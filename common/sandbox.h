@@ -1,0 +1,38 @@
+// Confinement of the two unprivileged processes: identity, capabilities,
+// no_new_privs and seccomp (design.md "Processes").
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+namespace laim {
+
+struct RunAs {
+	std::string name;
+	uid_t uid = 0;
+	gid_t gid = 0;
+};
+
+// Looks up the configured user; fatal error when missing or root.
+RunAs sandbox_lookup_user(const std::string& name);
+
+// chroot into root_dir (if not null), then become `who` with no
+// supplementary groups, an empty capability bounding set and no
+// capabilities at all (libcap-ng), and set PR_SET_NO_NEW_PRIVS. Fatal on
+// any failure: a child never runs half-confined.
+void sandbox_drop(const RunAs& who, const char* root_dir);
+
+// Seccomp for the smtp process: an allowlist, everything else kills the
+// process (SCMP_ACT_KILL_PROCESS; the parent sees SIGSYS).
+void sandbox_seccomp_smtp();
+
+// Seccomp for the handler process: handlers need files, sockets and
+// exec, so this refuses (EPERM) what a mail handler never needs: kernel
+// modules, ptrace, mount and namespaces, BPF, keyrings, clock changes...
+void sandbox_seccomp_handler();
+
+// Makes root_dir an empty directory owned by root, mode 0555.
+void sandbox_prepare_chroot(const char* root_dir);
+
+}  // namespace laim

@@ -1,0 +1,148 @@
+// The handler API. A handler is a C++ class compiled into laimd: it gets
+// every message routed to one of its configured instances and says whether
+// it was delivered. Adding one: write handler/NAME.cpp with a class
+// derived from laim::Handler and one LAIM_HANDLER("type", Class) line, add
+// the file to HANDLER_BUILTINS in Makefile.am, rebuild. See README.
+#pragma once
+
+#include <sys/types.h>
+
+#include <ctime>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/config.h"
+
+namespace laim {
+
+// Who sent the message and to whom it goes (for one handler instance: the
+// recipients routed to it).
+struct Envelope {
+	std::string id;      // queue id, as in the 250 reply and every log line
+	std::string sender;  // reverse-path without <>; empty for the null sender
+	std::vector<std::string> recipients;
+	std::optional<uid_t> uid;  // submitting uid, when known (local submission)
+	std::string client;  // client address ("127.0.0.1", "::1", "local")
+	std::string helo;    // HELO/EHLO name
+	time_t arrival = 0;
+};
+
+struct Header {
+	std::string name;   // as written
+	std::string value;  // unfolded, not decoded, leading space removed
+};
+
+// The message as received (Received: header first). Parsing is lazy: the
+// raw bytes cost nothing, headers/subject/text parse on first use (GMime).
+class Message {
+ public:
+	explicit Message(std::string_view raw);
+	~Message();
+	Message(const Message&) = delete;
+	Message& operator=(const Message&) = delete;
+
+	std::string_view raw() const { return raw_; }
+	size_t size() const { return raw_.size(); }
+	const std::vector<Header>& headers() const;
+	// First header of that name (case-insensitive), unfolded, or nullopt.
+	std::optional<std::string> header(std::string_view name) const;
+	// Subject with RFC 2047 encoded-words decoded to UTF-8; "" when absent.
+	std::string subject() const;
+	// The first text/plain part (or a text/* body), transfer-decoded and
+	// converted to UTF-8; "" when there is none.
+	std::string text() const;
+
+ private:
+	struct Parsed;
+	const Parsed& parsed() const;
+	std::string_view raw_;
+	mutable std::unique_ptr<Parsed> parsed_;
+};
+
+// What a delivery came to. An exception thrown by deliver() counts as
+// a temporary failure with the exception's message as reason.
+struct Result {
+	enum class Status { Delivered, TempFail, PermFail };
+	Status status = Status::Delivered;
+	std::string reason;
+
+	static Result delivered() { return {}; }
+	static Result tempfail(std::string why) { return {Status::TempFail, std::move(why)}; }
+	static Result permfail(std::string why) { return {Status::PermFail, std::move(why)}; }
+};
+
+// A handler's verdict on one recipient at RCPT time.
+enum class RcptVerdict { Accept, Reject /* 550 */, Defer /* 451 */ };
+
+// A handler instance's section of the config. Constructors read their
+// options through this; each option read is marked used, and any key left
+// unread is an "unknown key" error naming file, line and key.
+class HandlerOptions {
+ public:
+	HandlerOptions(const HandlerSection& section, const std::string& file);
+
+	const std::string& name() const { return section_.name; }
+	const std::string& file() const { return file_; }
+	bool has(const char* key) const;
+	// Missing key without a default is an error "missing required option".
+	std::string string(const char* key, std::optional<std::string> def = std::nullopt);
+	long long integer(const char* key, std::optional<long long> def = std::nullopt,
+			  long long min = 0, long long max = (1LL << 53));
+	bool boolean(const char* key, std::optional<bool> def = std::nullopt);
+	std::vector<std::string> strings(const char* key);  // a sequence of scalars; missing = empty
+	// Throws ConfigError at the key's line (or the section's when absent).
+	[[noreturn]] void fail(const char* key, const std::string& what) const;
+	// Throws for the first key that no accessor read.
+	void check_unused() const;
+
+ private:
+	const YamlNode* lookup(const char* key);
+	const HandlerSection& section_;
+	std::string file_;
+	std::vector<std::string> used_;
+};
+
+// Base class of every handler. The constructor runs in the parent too
+// (for `laimd -n` and SIGHUP validation), as root: it must only read its
+// options and throw on bad ones, never touch files or the network. Work
+// that needs I/O belongs in start() or deliver(), which run in the
+// unprivileged handler process. deliver() is never called concurrently on
+// one instance, but different instances run in parallel threads.
+class Handler {
+ public:
+	virtual ~Handler() = default;
+	// Once in the handler process, before the first delivery.
+	virtual void start() {}
+	// Judge a recipient at RCPT time; the default accepts.
+	virtual RcptVerdict check_recipient(std::string_view /*rcpt*/) { return RcptVerdict::Accept; }
+	virtual Result deliver(const Envelope& env, const Message& msg) = 0;
+};
+
+using HandlerFactory = std::unique_ptr<Handler> (*)(HandlerOptions&);
+
+// Registry of handler classes by type name, filled by LAIM_HANDLER.
+struct HandlerRegistration {
+	HandlerRegistration(const char* type, HandlerFactory factory);
+};
+HandlerFactory handler_factory(std::string_view type);  // nullptr if unknown
+std::vector<std::string> handler_types();
+
+// Builds every handler instance of the config; throws ConfigError on an
+// unknown type or a handler's invalid option. Used by -n, at start and on
+// SIGHUP (in the parent only to validate).
+std::vector<std::pair<std::string, std::unique_ptr<Handler>>> handlers_create(const Config& cfg);
+
+}  // namespace laim
+
+#define LAIM_HANDLER_CAT2(a, b) a##b
+#define LAIM_HANDLER_CAT(a, b) LAIM_HANDLER_CAT2(a, b)
+// Registers Class under the config type name `type`.
+#define LAIM_HANDLER(type, Class)                                                      \
+	static const ::laim::HandlerRegistration LAIM_HANDLER_CAT(laim_handler_reg_, __LINE__)( \
+		type, [](::laim::HandlerOptions& o) -> std::unique_ptr<::laim::Handler> {        \
+			return std::make_unique<Class>(o);                                       \
+		})

@@ -1,0 +1,268 @@
+// maildir: delivers each recipient's copy into a Maildir
+// (https://cr.yp.to/proto/maildir.html): written to tmp/ under a unique
+// name, fsynced, then linked into new/. Each copy starts with
+// Return-Path and Delivered-To, as Postfix's local(8) writes them, and
+// then holds the message exactly as received (CRLF line endings).
+//
+//   handlers:
+//     inbox:
+//       type: maildir
+//       path: /var/lib/laim/Maildir   # absolute
+//       per_recipient: false          # true: PATH/LOCALPART/ per recipient
+//       create: true                  # create the Maildir when missing
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+
+#include "common/fd.h"
+#include "common/log.h"
+#include "handler/handler.h"
+
+namespace laim {
+
+namespace {
+
+// The host part of Maildir file names, with '/' and ':' encoded as the
+// specification asks; computed once.
+const std::string& maildir_hostname()
+{
+	static std::string name = [] {
+		char buf[256] = "localhost";
+		if (gethostname(buf, sizeof buf - 1) != 0)
+			strcpy(buf, "localhost");
+		buf[sizeof buf - 1] = '\0';
+		std::string out;
+		for (const char* p = buf; *p; p++) {
+			if (*p == '/')
+				out += "\\057";
+			else if (*p == ':')
+				out += "\\072";
+			else
+				out += *p;
+		}
+		return out;
+	}();
+	return name;
+}
+
+// time.M<usec>P<pid>Q<counter>.<host>: unique across processes by pid and
+// within this one by the delivery counter.
+std::string maildir_unique_name()
+{
+	static std::atomic<unsigned long> counter{0};
+	struct timeval tv;
+	gettimeofday(&tv, nullptr);
+	return std::to_string(tv.tv_sec) + ".M" + std::to_string(tv.tv_usec) + "P" +
+	       std::to_string(getpid()) + "Q" + std::to_string(++counter) + "." +
+	       maildir_hostname();
+}
+
+bool write_all(int fd, std::string_view data)
+{
+	while (!data.empty()) {
+		ssize_t n = write(fd, data.data(), data.size());
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return false;
+		}
+		data.remove_prefix(n);
+	}
+	return true;
+}
+
+// Creates DIR (and its missing parents) with mode 0700; true when it exists.
+bool mkdir_p(const std::string& dir)
+{
+	if (mkdir(dir.c_str(), 0700) == 0 || errno == EEXIST)
+		return true;
+	if (errno != ENOENT)
+		return false;
+	size_t slash = dir.find_last_of('/');
+	if (slash == std::string::npos || slash == 0)
+		return false;
+	if (!mkdir_p(dir.substr(0, slash)))
+		return false;
+	return mkdir(dir.c_str(), 0700) == 0 || errno == EEXIST;
+}
+
+// The local part of a recipient as a directory name, or "" when it could
+// escape the Maildir root or is not a plain name.
+std::string safe_local_part(std::string_view rcpt)
+{
+	size_t at = rcpt.rfind('@');
+	std::string_view local = at == std::string_view::npos ? rcpt : rcpt.substr(0, at);
+	if (local.empty() || local.front() == '.')
+		return {};
+	for (char c : local) {
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			  (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '+' || c == '-';
+		if (!ok)
+			return {};
+	}
+	return std::string(local);
+}
+
+class MaildirHandler : public Handler {
+ public:
+	explicit MaildirHandler(HandlerOptions& o)
+	    : path_(o.string("path")),
+	      per_recipient_(o.boolean("per_recipient", false)),
+	      create_(o.boolean("create", true))
+	{
+		if (path_.empty() || path_.front() != '/')
+			o.fail("path", "expected an absolute path, got \"" + path_ + "\"");
+		while (path_.size() > 1 && path_.back() == '/')
+			path_.pop_back();
+	}
+
+	void start() override
+	{
+		if (create_ && !per_recipient_ && !make_maildir(path_))
+			log_warn("maildir: cannot create %s", path_.c_str());
+	}
+
+	// With per_recipient, a local part that cannot be a directory name is
+	// refused at RCPT time already.
+	RcptVerdict check_recipient(std::string_view rcpt) override
+	{
+		if (per_recipient_ && safe_local_part(rcpt).empty())
+			return RcptVerdict::Reject;
+		return RcptVerdict::Accept;
+	}
+
+	Result deliver(const Envelope& env, const Message& msg) override;
+
+ private:
+	struct Copy {
+		std::string dir;   // the Maildir
+		std::string name;  // unique file name in tmp/ and new/
+	};
+
+	bool make_maildir(const std::string& dir) const;
+	Result write_copy(const Envelope& env, const std::string& rcpt, const Message& msg,
+			  Copy& copy) const;
+	static Result io_error(const std::string& path, int err);
+
+	std::string path_;
+	bool per_recipient_;
+	bool create_;
+};
+
+LAIM_HANDLER("maildir", MaildirHandler);
+
+bool MaildirHandler::make_maildir(const std::string& dir) const
+{
+	return mkdir_p(dir) && mkdir_p(dir + "/tmp") && mkdir_p(dir + "/new") &&
+	       mkdir_p(dir + "/cur");
+}
+
+// Every I/O failure is temporary: a full disk, a quota, a permission an
+// administrator can fix; the queue retries.
+Result MaildirHandler::io_error(const std::string& path, int err)
+{
+	return Result::tempfail("maildir: " + path + ": " + strerror(err));
+}
+
+// Writes one recipient's copy to DIR/tmp/NAME and fsyncs it.
+Result MaildirHandler::write_copy(const Envelope& env, const std::string& rcpt,
+				  const Message& msg, Copy& copy) const
+{
+	copy.name = maildir_unique_name();
+	std::string tmp = copy.dir + "/tmp/" + copy.name;
+	UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+	if (!fd && errno == ENOENT && create_) {
+		if (!make_maildir(copy.dir))
+			return io_error(copy.dir, errno);
+		fd.reset(open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+	}
+	if (!fd)
+		return io_error(tmp, errno);
+
+	std::string head = "Return-Path: <" + env.sender + ">\r\nDelivered-To: " + rcpt + "\r\n";
+	if (!write_all(fd.get(), head) || !write_all(fd.get(), msg.raw()) || fsync(fd.get()) != 0) {
+		int err = errno;
+		unlink(tmp.c_str());
+		return io_error(tmp, err);
+	}
+	if (close(fd.release()) != 0) {
+		int err = errno;
+		unlink(tmp.c_str());
+		return io_error(tmp, err);
+	}
+	return Result::delivered();
+}
+
+// Two phases, so that a failure leaves no copy behind and a retry does not
+// deliver twice: every copy is written to tmp/ first, and only when all
+// are safe on disk are they moved into new/ and the directories synced.
+Result MaildirHandler::deliver(const Envelope& env, const Message& msg)
+{
+	std::vector<Copy> copies;
+	std::vector<std::string> refused;
+	auto discard_tmp = [&copies] {
+		for (const Copy& c : copies)
+			if (!c.name.empty())
+				unlink((c.dir + "/tmp/" + c.name).c_str());
+	};
+
+	for (const std::string& rcpt : env.recipients) {
+		Copy copy{path_, {}};
+		if (per_recipient_) {
+			std::string local = safe_local_part(rcpt);
+			if (local.empty()) {
+				refused.push_back(rcpt);
+				continue;
+			}
+			copy.dir = path_ + "/" + local;
+		}
+		Result r = write_copy(env, rcpt, msg, copy);
+		if (r.status != Result::Status::Delivered) {
+			discard_tmp();
+			return r;
+		}
+		copies.push_back(std::move(copy));
+	}
+
+	std::vector<std::string> synced;
+	for (const Copy& c : copies) {
+		std::string tmp = c.dir + "/tmp/" + c.name;
+		std::string dst = c.dir + "/new/" + c.name;
+		// link() refuses to replace; rename() for filesystems without links.
+		bool moved = link(tmp.c_str(), dst.c_str()) == 0;
+		if (!moved && (errno == EPERM || errno == ENOTSUP))
+			moved = rename(tmp.c_str(), dst.c_str()) == 0;
+		if (!moved) {
+			int err = errno;
+			discard_tmp();
+			return io_error(dst, err);
+		}
+		unlink(tmp.c_str());
+		std::string newdir = c.dir + "/new";
+		if (std::find(synced.begin(), synced.end(), newdir) != synced.end())
+			continue;
+		UniqueFd dfd(open(newdir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+		if (!dfd || fsync(dfd.get()) != 0)
+			return io_error(newdir, errno);
+		synced.push_back(std::move(newdir));
+	}
+
+	if (!refused.empty()) {
+		std::string list;
+		for (const std::string& r : refused)
+			list += (list.empty() ? "<" : ", <") + r + ">";
+		return Result::permfail("maildir: invalid local part for a mailbox directory: " + list);
+	}
+	return Result::delivered();
+}
+
+}  // namespace
+
+}  // namespace laim

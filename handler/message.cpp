@@ -1,0 +1,243 @@
+// Message: the raw bytes of a received message plus the parsed view that
+// handlers need (headers, decoded Subject, decoded text body). All MIME
+// work is GMime's; laim only walks the tree GMime builds.
+#include <gmime/gmime.h>
+
+#include <algorithm>
+#include <mutex>
+#include <strings.h>
+
+#include "handler/handler.h"
+
+namespace laim {
+
+// What the first use of any accessor computes, once, whatever the thread:
+// a Message may be handed to several handler instances running in parallel.
+struct Message::Parsed {
+	std::once_flag once;
+	std::vector<Header> headers;
+	std::string subject;
+	std::string text;
+};
+
+namespace {
+
+// g_mime_init() is not reentrant; the handler threads share one GMime.
+void gmime_init_once()
+{
+	static std::once_flag flag;
+	std::call_once(flag, [] { g_mime_init(); });
+}
+
+// Parser options shared by every parse: 8-bit header text that is not
+// valid UTF-8 is taken as ISO-8859-1 rather than lost.
+GMimeParserOptions* parser_options()
+{
+	static GMimeParserOptions* opts = [] {
+		GMimeParserOptions* o = g_mime_parser_options_new();
+		static const char* fallback[] = {"UTF-8", "ISO-8859-1", nullptr};
+		g_mime_parser_options_set_fallback_charsets(o, fallback);
+		return o;
+	}();
+	return opts;
+}
+
+// Owns one GObject reference.
+template <typename T>
+struct GRef {
+	T* p = nullptr;
+	explicit GRef(T* obj) : p(obj) {}
+	GRef(const GRef&) = delete;
+	GRef& operator=(const GRef&) = delete;
+	~GRef()
+	{
+		if (p)
+			g_object_unref(p);
+	}
+	T* get() const { return p; }
+	explicit operator bool() const { return p != nullptr; }
+};
+
+// RFC 5322 2.2.3: unfolding removes each CRLF that is followed by WSP.
+// GMime's raw value still holds the folds, the leading space and the
+// final line break; strip those too.
+std::string unfold(std::string_view raw)
+{
+	std::string out;
+	out.reserve(raw.size());
+	for (size_t i = 0; i < raw.size(); i++) {
+		char c = raw[i];
+		if (c == '\r' || c == '\n')
+			continue;
+		out += c;
+	}
+	size_t start = out.find_first_not_of(" \t");
+	if (start == std::string::npos)
+		return {};
+	size_t end = out.find_last_not_of(" \t");
+	return out.substr(start, end - start + 1);
+}
+
+// Collects one header list into (offset, Header) pairs.
+void collect_headers(GMimeObject* obj, std::vector<std::pair<gint64, Header>>& out)
+{
+	if (!obj)
+		return;
+	GMimeHeaderList* list = g_mime_object_get_header_list(obj);
+	int n = g_mime_header_list_get_count(list);
+	for (int i = 0; i < n; i++) {
+		GMimeHeader* h = g_mime_header_list_get_header_at(list, i);
+		const char* name = g_mime_header_get_name(h);
+		const char* raw = g_mime_header_get_raw_value(h);
+		out.emplace_back(g_mime_header_get_offset(h),
+				 Header{name ? name : "", unfold(raw ? raw : "")});
+	}
+}
+
+// GMime keeps the Content-* headers of the top level on the message's MIME
+// part and the rest on the message; merge them back into file order.
+std::vector<Header> message_headers(GMimeMessage* msg)
+{
+	std::vector<std::pair<gint64, Header>> all;
+	collect_headers(GMIME_OBJECT(msg), all);
+	collect_headers(g_mime_message_get_mime_part(msg), all);
+	std::stable_sort(all.begin(), all.end(),
+			 [](const auto& a, const auto& b) { return a.first < b.first; });
+	std::vector<Header> out;
+	out.reserve(all.size());
+	for (auto& [offset, h] : all)
+		out.push_back(std::move(h));
+	return out;
+}
+
+bool is_attachment(GMimeObject* obj)
+{
+	GMimeContentDisposition* disp = g_mime_object_get_content_disposition(obj);
+	return disp && g_mime_content_disposition_is_attachment(disp);
+}
+
+// Depth-first search through multiparts for the first text/plain leaf
+// that is not an attachment. Attached messages (message/rfc822) are not
+// entered: their text is not this message's text.
+GMimePart* find_text_plain(GMimeObject* obj)
+{
+	if (GMIME_IS_MULTIPART(obj)) {
+		GMimeMultipart* mp = GMIME_MULTIPART(obj);
+		int n = g_mime_multipart_get_count(mp);
+		for (int i = 0; i < n; i++)
+			if (GMimePart* p = find_text_plain(g_mime_multipart_get_part(mp, i)))
+				return p;
+		return nullptr;
+	}
+	if (!GMIME_IS_PART(obj) || is_attachment(obj))
+		return nullptr;
+	GMimeContentType* ct = g_mime_object_get_content_type(obj);
+	if (ct && g_mime_content_type_is_type(ct, "text", "plain"))
+		return GMIME_PART(obj);
+	return nullptr;
+}
+
+// The part whose text the message carries: the first text/plain part,
+// else a single-part text/* body (text/html, say).
+GMimePart* find_text_part(GMimeMessage* msg)
+{
+	GMimeObject* top = g_mime_message_get_mime_part(msg);
+	if (!top)
+		return nullptr;
+	if (GMimePart* p = find_text_plain(top))
+		return p;
+	if (GMIME_IS_PART(top)) {
+		GMimeContentType* ct = g_mime_object_get_content_type(top);
+		if (ct && g_mime_content_type_is_type(ct, "text", "*"))
+			return GMIME_PART(top);
+	}
+	return nullptr;
+}
+
+// Decodes a text part to UTF-8 through GMime's filters: the content
+// transfer encoding (RFC 2045 6) is undone by the data wrapper, then the
+// charset filter converts from the declared charset (RFC 2046 4.1.2) and
+// dos2unix turns the CRLF of the wire into plain newlines. A part
+// without a charset, or with one iconv does not know, is kept as is;
+// whatever is still not valid UTF-8 is repaired with U+FFFD.
+std::string decode_text(GMimePart* part)
+{
+	GMimeDataWrapper* content = g_mime_part_get_content(part);
+	if (!content)
+		return {};
+	GByteArray* bytes = g_byte_array_new();
+	GRef<GMimeStream> mem(g_mime_stream_mem_new_with_byte_array(bytes));  // owns bytes
+	GRef<GMimeStream> filtered(g_mime_stream_filter_new(mem.get()));
+	GMimeStreamFilter* sf = GMIME_STREAM_FILTER(filtered.get());
+
+	const char* charset = g_mime_object_get_content_type_parameter(GMIME_OBJECT(part), "charset");
+	if (charset && g_ascii_strcasecmp(charset, "utf-8") != 0 &&
+	    g_ascii_strcasecmp(charset, "us-ascii") != 0) {
+		if (GMimeFilter* f = g_mime_filter_charset_new(charset, "UTF-8")) {
+			g_mime_stream_filter_add(sf, f);
+			g_object_unref(f);
+		}
+	}
+	GMimeFilter* d2u = g_mime_filter_dos2unix_new(FALSE);
+	g_mime_stream_filter_add(sf, d2u);
+	g_object_unref(d2u);
+
+	if (g_mime_data_wrapper_write_to_stream(content, filtered.get()) < 0)
+		return {};
+	g_mime_stream_flush(filtered.get());
+
+	const char* data = reinterpret_cast<const char*>(bytes->data);
+	if (g_utf8_validate(data, bytes->len, nullptr))
+		return std::string(data, bytes->len);
+	gchar* valid = g_utf8_make_valid(data, bytes->len);
+	std::string out(valid);
+	g_free(valid);
+	return out;
+}
+
+}  // namespace
+
+Message::Message(std::string_view raw) : raw_(raw), parsed_(std::make_unique<Parsed>()) {}
+
+Message::~Message() = default;
+
+// Parses the message on first use: one GMime parse fills headers,
+// subject and text, then every GMime object is released, so a Message
+// holds no more than its results.
+const Message::Parsed& Message::parsed() const
+{
+	Parsed& p = *parsed_;
+	std::call_once(p.once, [this, &p] {
+		gmime_init_once();
+		GRef<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(raw_.data(), raw_.size()));
+		GRef<GMimeParser> parser(g_mime_parser_new_with_stream(stream.get()));
+		g_mime_parser_set_format(parser.get(), GMIME_FORMAT_MESSAGE);
+		GRef<GMimeMessage> msg(g_mime_parser_construct_message(parser.get(), parser_options()));
+		if (!msg)
+			return;
+		p.headers = message_headers(msg.get());
+		// RFC 2047 decoding and charset conversion to UTF-8 by GMime.
+		if (const char* s = g_mime_message_get_subject(msg.get()))
+			p.subject = s;
+		if (GMimePart* part = find_text_part(msg.get()))
+			p.text = decode_text(part);
+	});
+	return p;
+}
+
+const std::vector<Header>& Message::headers() const { return parsed().headers; }
+
+std::optional<std::string> Message::header(std::string_view name) const
+{
+	for (const Header& h : parsed().headers)
+		if (h.name.size() == name.size() &&
+		    strncasecmp(h.name.data(), name.data(), name.size()) == 0)
+			return h.value;
+	return std::nullopt;
+}
+
+std::string Message::subject() const { return parsed().subject; }
+
+std::string Message::text() const { return parsed().text; }
+
+}  // namespace laim

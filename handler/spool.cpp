@@ -1,0 +1,481 @@
+// The spool: one file per committed message, made durable in three steps
+// (fdatasync the file, rename it into queue/, fsync queue/) before the
+// smtp process may answer 250. See spool.h for the file format.
+#include "handler/spool.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <system_error>
+#include <utility>
+
+#include "common/log.h"
+
+namespace laim {
+
+namespace {
+
+constexpr size_t ID_LEN = 10;
+constexpr std::string_view MAGIC = "LAIM 1";
+
+[[noreturn]] void throw_errno(const std::string& what)
+{
+	throw std::system_error(errno, std::generic_category(), what);
+}
+
+// A queue id is exactly what new_id() makes: 10 upper-case hex digits.
+// Checking it before building a path keeps "../x" out of the spool.
+bool valid_id(std::string_view id)
+{
+	return id.size() == ID_LEN && std::all_of(id.begin(), id.end(), [](char c) {
+		       return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F');
+	       });
+}
+
+void check_id(const std::string& id)
+{
+	if (!valid_id(id))
+		throw std::invalid_argument("id: not a queue id: \"" + id + "\"");
+}
+
+// Envelope values go one per header line: CR, LF or NUL would let a
+// value end the header early or forge a key.
+void check_value(const char* field, std::string_view value)
+{
+	if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos)
+		throw std::invalid_argument(std::string(field) + ": CR, LF or NUL in envelope value");
+}
+
+// write(2) until everything is out, across short writes and EINTR.
+bool write_all(int fd, std::string_view data)
+{
+	while (!data.empty()) {
+		ssize_t n = ::write(fd, data.data(), data.size());
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return false;
+		}
+		data.remove_prefix((size_t)n);
+	}
+	return true;
+}
+
+// The envelope header of spool.h, blank line included.
+std::string format_header(const Envelope& env)
+{
+	std::string h;
+	h.append(MAGIC).append("\n");
+	h.append("id ").append(env.id).append("\n");
+	h.append("arrival ").append(std::to_string((long long)env.arrival)).append("\n");
+	h.append("sender ").append(env.sender).append("\n");
+	for (const auto& r : env.recipients)
+		h.append("rcpt ").append(r).append("\n");
+	if (env.uid)
+		h.append("uid ").append(std::to_string(*env.uid)).append("\n");
+	h.append("client ").append(env.client).append("\n");
+	h.append("helo ").append(env.helo).append("\n");
+	h.append("\n");
+	return h;
+}
+
+template <typename T>
+bool parse_int(std::string_view s, T& out)
+{
+	auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+	return !s.empty() && ec == std::errc() && end == s.data() + s.size();
+}
+
+// Parses the envelope header at the start of `data` into env and returns
+// the offset of the message. Throws SpoolError("ID: what") on anything
+// create() would not have written.
+size_t parse_header(std::string_view data, const std::string& id, Envelope& env)
+{
+	auto bad = [&id](const std::string& what) -> SpoolError { return SpoolError(id + ": " + what); };
+	bool seen_id = false, seen_arrival = false, seen_sender = false, seen_uid = false,
+	     seen_client = false, seen_helo = false;
+	size_t pos = 0;
+	for (int lineno = 1;; lineno++) {
+		size_t nl = data.find('\n', pos);
+		if (nl == std::string_view::npos)
+			throw bad("truncated header (no blank line)");
+		std::string_view line = data.substr(pos, nl - pos);
+		pos = nl + 1;
+		if (lineno == 1) {
+			if (line != MAGIC)
+				throw bad("not a laim spool file (bad magic)");
+			continue;
+		}
+		if (line.empty())
+			break;
+		size_t sp = line.find(' ');
+		if (sp == std::string_view::npos)
+			throw bad("header line " + std::to_string(lineno) + ": no value");
+		std::string_view key = line.substr(0, sp), value = line.substr(sp + 1);
+		if (value.find_first_of(std::string_view("\r\0", 2)) != std::string_view::npos)
+			throw bad(std::string(key) + ": CR or NUL in value");
+		auto once = [&](bool& seen) {
+			if (seen)
+				throw bad("duplicate " + std::string(key));
+			seen = true;
+		};
+		if (key == "id") {
+			once(seen_id);
+			if (value != id)
+				throw bad("id " + std::string(value) + " does not match the file name");
+			env.id = value;
+		} else if (key == "arrival") {
+			once(seen_arrival);
+			long long t;
+			if (!parse_int(value, t))
+				throw bad("arrival: not an integer");
+			env.arrival = (time_t)t;
+		} else if (key == "sender") {
+			once(seen_sender);
+			env.sender = value;
+		} else if (key == "rcpt") {
+			if (value.empty())
+				throw bad("rcpt: empty");
+			env.recipients.emplace_back(value);
+		} else if (key == "uid") {
+			once(seen_uid);
+			uid_t uid;
+			if (!parse_int(value, uid))
+				throw bad("uid: not an integer");
+			env.uid = uid;
+		} else if (key == "client") {
+			once(seen_client);
+			env.client = value;
+		} else if (key == "helo") {
+			once(seen_helo);
+			env.helo = value;
+		} else {
+			throw bad("unknown key \"" + std::string(key) + "\"");
+		}
+	}
+	const std::pair<bool, const char*> required[] = {
+		{seen_id, "id"}, {seen_arrival, "arrival"}, {seen_sender, "sender"},
+		{seen_client, "client"}, {seen_helo, "helo"},
+	};
+	for (const auto& [seen, key] : required)
+		if (!seen)
+			throw bad(std::string("missing ") + key);
+	if (env.recipients.empty())
+		throw bad("no rcpt");
+	return pos;
+}
+
+// Opens a directory for readdir at its start, with its own file offset.
+UniqueFd open_dir(int dirfd, const char* name, const std::string& path)
+{
+	UniqueFd fd(::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+	if (!fd)
+		throw_errno("open " + path);
+	return fd;
+}
+
+struct DirCloser {
+	void operator()(DIR* d) const { ::closedir(d); }
+};
+using UniqueDir = std::unique_ptr<DIR, DirCloser>;
+
+UniqueDir fd_to_dir(UniqueFd fd, const std::string& path)
+{
+	DIR* d = ::fdopendir(fd.get());
+	if (!d)
+		throw_errno("fdopendir " + path);
+	fd.release();
+	return UniqueDir(d);
+}
+
+}  // namespace
+
+SpoolMessage::SpoolMessage(SpoolMessage&& o) noexcept
+	: envelope(std::move(o.envelope)),
+	  map_(std::exchange(o.map_, nullptr)),
+	  map_len_(std::exchange(o.map_len_, 0)),
+	  body_(std::exchange(o.body_, {}))
+{
+}
+
+SpoolMessage& SpoolMessage::operator=(SpoolMessage&& o) noexcept
+{
+	if (this != &o) {
+		if (map_)
+			::munmap(map_, map_len_);
+		envelope = std::move(o.envelope);
+		map_ = std::exchange(o.map_, nullptr);
+		map_len_ = std::exchange(o.map_len_, 0);
+		body_ = std::exchange(o.body_, {});
+	}
+	return *this;
+}
+
+SpoolMessage::~SpoolMessage()
+{
+	if (map_)
+		::munmap(map_, map_len_);
+}
+
+Spool::Spool(std::string dir) : dir_(std::move(dir))
+{
+	std::string q = dir_ + "/queue";
+	queue_dirfd_ = UniqueFd(::open(q.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+	if (!queue_dirfd_)
+		throw_errno("open " + q);
+}
+
+std::string Spool::path(const char* sub, const std::string& id) const
+{
+	return dir_ + "/" + sub + "/" + id;
+}
+
+// mkdir with mode 0700, accepting an existing directory (left as it is).
+static void make_dir(const std::string& path)
+{
+	if (::mkdir(path.c_str(), 0700) == 0)
+		return;
+	if (errno != EEXIST)
+		throw_errno("mkdir " + path);
+	struct stat st;
+	if (::stat(path.c_str(), &st) < 0)
+		throw_errno("stat " + path);
+	if (!S_ISDIR(st.st_mode)) {
+		errno = ENOTDIR;
+		throw_errno(path);
+	}
+}
+
+void Spool::prepare(const std::string& dir)
+{
+	make_dir(dir);
+	for (const char* sub : {"incoming", "queue", "failed", "offline"})
+		make_dir(dir + "/" + sub);
+}
+
+// 40 random bits; an id still present anywhere in the spool (even failed/,
+// whose files keep their id) is drawn again.
+std::string Spool::new_id() const
+{
+	for (int attempt = 0; attempt < 100; attempt++) {
+		unsigned char rnd[ID_LEN / 2];
+		ssize_t n;
+		do
+			n = ::getrandom(rnd, sizeof rnd, 0);
+		while (n < 0 && errno == EINTR);
+		if (n != (ssize_t)sizeof rnd) {
+			if (n >= 0)
+				errno = EIO;
+			throw_errno("getrandom");
+		}
+		static const char hex[] = "0123456789ABCDEF";
+		std::string id;
+		for (unsigned char b : rnd) {
+			id += hex[b >> 4];
+			id += hex[b & 0xf];
+		}
+		bool used = false;
+		for (const char* sub : {"incoming", "queue", "failed"}) {
+			std::string p = path(sub, id);
+			struct stat st;
+			if (::lstat(p.c_str(), &st) == 0)
+				used = true;
+			else if (errno != ENOENT)
+				throw_errno("stat " + p);
+		}
+		if (!used)
+			return id;
+	}
+	errno = EEXIST;
+	throw_errno("new queue id in " + dir_);
+}
+
+UniqueFd Spool::create(const Envelope& env)
+{
+	check_id(env.id);
+	check_value("sender", env.sender);
+	if (env.recipients.empty())
+		throw std::invalid_argument("rcpt: no recipient");
+	for (const auto& r : env.recipients) {
+		if (r.empty())
+			throw std::invalid_argument("rcpt: empty recipient");
+		check_value("rcpt", r);
+	}
+	check_value("client", env.client);
+	check_value("helo", env.helo);
+
+	std::string p = path("incoming", env.id);
+	UniqueFd fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+	if (!fd)
+		throw_errno("create " + p);
+	if (!write_all(fd.get(), format_header(env))) {
+		int saved = errno;
+		::unlink(p.c_str());
+		errno = saved;
+		throw_errno("write " + p);
+	}
+	return fd;
+}
+
+void Spool::sync_file(int fd)
+{
+	if (::fdatasync(fd) < 0)
+		throw_errno("fdatasync spool file (fd " + std::to_string(fd) + ") in " + dir_);
+}
+
+// RENAME_NOREPLACE: a queue file, once committed, is never overwritten,
+// even if an id were somehow drawn twice. On a filesystem without the
+// flag, link(2) gives the same guarantee.
+void Spool::publish(const std::string& id)
+{
+	check_id(id);
+	std::string from = path("incoming", id);
+	if (::renameat2(AT_FDCWD, from.c_str(), queue_dirfd_.get(), id.c_str(), RENAME_NOREPLACE) == 0)
+		return;
+	if (errno != EINVAL)
+		throw_errno("rename " + from + " to " + path("queue", id));
+	if (::linkat(AT_FDCWD, from.c_str(), queue_dirfd_.get(), id.c_str(), 0) < 0)
+		throw_errno("link " + from + " to " + path("queue", id));
+	if (::unlink(from.c_str()) < 0)
+		log_warn("unlink %s", from.c_str());
+}
+
+void Spool::sync_queue_dir()
+{
+	if (::fsync(queue_dirfd_.get()) < 0)
+		throw_errno("fsync " + dir_ + "/queue");
+}
+
+void Spool::discard(const std::string& id)
+{
+	check_id(id);
+	std::string p = path("incoming", id);
+	if (::unlink(p.c_str()) < 0 && errno != ENOENT)
+		throw_errno("unlink " + p);
+}
+
+size_t Spool::clean_incoming()
+{
+	std::string in = dir_ + "/incoming";
+	UniqueDir d = fd_to_dir(open_dir(AT_FDCWD, in.c_str(), in), in);
+	size_t count = 0;
+	errno = 0;
+	while (struct dirent* de = ::readdir(d.get())) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (::unlinkat(::dirfd(d.get()), de->d_name, 0) < 0)
+			throw_errno("unlink " + in + "/" + de->d_name);
+		count++;
+		errno = 0;
+	}
+	if (errno != 0)
+		throw_errno("readdir " + in);
+	return count;
+}
+
+// Ids of the regular files in queue/, oldest mtime first, ties by id so
+// the order is stable. Anything else there (a stray file, a directory)
+// is not ours and is skipped.
+std::vector<std::string> Spool::list_queue() const
+{
+	std::string q = dir_ + "/queue";
+	UniqueDir d = fd_to_dir(open_dir(queue_dirfd_.get(), ".", q), q);
+	struct Entry {
+		struct timespec mtime;
+		std::string id;
+	};
+	std::vector<Entry> entries;
+	errno = 0;
+	while (struct dirent* de = ::readdir(d.get())) {
+		if (!valid_id(de->d_name)) {
+			errno = 0;
+			continue;
+		}
+		struct stat st;
+		if (::fstatat(::dirfd(d.get()), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno != ENOENT)
+				throw_errno("stat " + q + "/" + de->d_name);
+		} else if (S_ISREG(st.st_mode)) {
+			entries.push_back({st.st_mtim, de->d_name});
+		}
+		errno = 0;
+	}
+	if (errno != 0)
+		throw_errno("readdir " + q);
+	std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+		if (a.mtime.tv_sec != b.mtime.tv_sec)
+			return a.mtime.tv_sec < b.mtime.tv_sec;
+		if (a.mtime.tv_nsec != b.mtime.tv_nsec)
+			return a.mtime.tv_nsec < b.mtime.tv_nsec;
+		return a.id < b.id;
+	});
+	std::vector<std::string> ids;
+	ids.reserve(entries.size());
+	for (auto& e : entries)
+		ids.push_back(std::move(e.id));
+	return ids;
+}
+
+SpoolMessage Spool::load(const std::string& id) const
+{
+	if (!valid_id(id))
+		throw SpoolError(id + ": not a queue id");
+	UniqueFd fd(::openat(queue_dirfd_.get(), id.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+	if (!fd)
+		throw SpoolError(id + ": open " + path("queue", id) + ": " + strerror(errno));
+	struct stat st;
+	if (::fstat(fd.get(), &st) < 0)
+		throw SpoolError(id + ": fstat: " + strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		throw SpoolError(id + ": not a regular file");
+	if (st.st_size == 0)
+		throw SpoolError(id + ": empty file");
+
+	SpoolMessage msg;
+	void* map = ::mmap(nullptr, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+	if (map == MAP_FAILED)
+		throw SpoolError(id + ": mmap: " + strerror(errno));
+	msg.map_ = map;
+	msg.map_len_ = (size_t)st.st_size;
+	std::string_view data(static_cast<const char*>(map), msg.map_len_);
+	size_t body = parse_header(data, id, msg.envelope);
+	msg.body_ = data.substr(body);
+	return msg;
+}
+
+void Spool::remove(const std::string& id)
+{
+	check_id(id);
+	if (::unlinkat(queue_dirfd_.get(), id.c_str(), 0) < 0)
+		throw_errno("unlink " + path("queue", id));
+}
+
+// The reason is written first so that a file in failed/ always has one;
+// a message that never reached queue/ (a corrupt offline import) still
+// gets its reason recorded.
+void Spool::fail(const std::string& id, const std::string& reason)
+{
+	check_id(id);
+	std::string rpath = path("failed", id) + ".reason";
+	UniqueFd fd(::open(rpath.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+	if (!fd)
+		throw_errno("create " + rpath);
+	if (!write_all(fd.get(), reason + "\n"))
+		throw_errno("write " + rpath);
+	std::string to = path("failed", id);
+	if (::renameat(queue_dirfd_.get(), id.c_str(), AT_FDCWD, to.c_str()) < 0 && errno != ENOENT)
+		throw_errno("rename " + path("queue", id) + " to " + to);
+}
+
+}  // namespace laim

@@ -1,0 +1,99 @@
+// The spool: the durable half of the bounded queue (design.md).
+//
+//   SPOOL/incoming/ID   being received; removed at start
+//   SPOOL/queue/ID      committed (250 sent), not yet handled
+//   SPOOL/failed/ID     given up; SPOOL/failed/ID.reason says why
+//   SPOOL/offline/      dropped by sendmail while laimd is down
+//
+// A spool file is an envelope header written by the handler process,
+// followed by the message exactly as the smtp process wrote it:
+//
+//   LAIM 1\n id ID\n arrival SECONDS\n sender ADDR\n rcpt ADDR\n ...
+//   [uid N\n] client ADDR\n helo NAME\n \n MESSAGE...
+//
+// Envelope values never contain CR, LF or NUL (create() refuses them), so
+// the first empty line ends the header whatever bytes the message holds.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/fd.h"
+#include "handler/handler.h"
+
+namespace laim {
+
+// A spool file that cannot be used (bad header, unreadable); what() says why.
+class SpoolError : public std::runtime_error {
+ public:
+	using std::runtime_error::runtime_error;
+};
+
+// A committed message mapped read-only into memory.
+class SpoolMessage {
+ public:
+	SpoolMessage() = default;
+	SpoolMessage(SpoolMessage&&) noexcept;
+	SpoolMessage& operator=(SpoolMessage&&) noexcept;
+	~SpoolMessage();
+
+	Envelope envelope;
+	std::string_view body() const { return body_; }  // the message after the header
+
+ private:
+	friend class Spool;
+	void* map_ = nullptr;
+	size_t map_len_ = 0;
+	std::string_view body_;
+};
+
+class Spool {
+ public:
+	// dir must exist with incoming/, queue/, failed/ (prepare() makes them).
+	explicit Spool(std::string dir);
+
+	// Creates the spool directories with mode 0700 when missing (used by the
+	// parent as root, then chowned, and by tests).
+	static void prepare(const std::string& dir);
+
+	const std::string& dir() const { return dir_; }
+
+	// A fresh queue id: 10 upper-case hex digits, unused in incoming/ and
+	// queue/.
+	std::string new_id() const;
+
+	// Creates incoming/ID (O_EXCL, 0600), writes the envelope header
+	// (env.id must be set) and returns the fd positioned after it, opened
+	// for writing. Throws std::system_error, or std::invalid_argument for
+	// an envelope value holding CR, LF or NUL.
+	UniqueFd create(const Envelope& env);
+
+	// Commit step 1, per message: flush the file to disk.
+	void sync_file(int fd);
+	// Commit step 2, per message: move incoming/ID to queue/ID (never
+	// replacing an existing file). Throws std::system_error.
+	void publish(const std::string& id);
+	// Commit step 3, once for a group of published messages: fsync queue/.
+	void sync_queue_dir();
+
+	// Removes incoming/ID (aborted transaction); no error if missing.
+	void discard(const std::string& id);
+	// At start: removes everything in incoming/; returns how many.
+	size_t clean_incoming();
+	// Ids in queue/, oldest first by arrival order of the file (mtime).
+	std::vector<std::string> list_queue() const;
+	// Maps queue/ID; throws SpoolError when missing or malformed.
+	SpoolMessage load(const std::string& id) const;
+	// Delivered: removes queue/ID.
+	void remove(const std::string& id);
+	// Given up: writes failed/ID.reason, then moves queue/ID to failed/ID.
+	void fail(const std::string& id, const std::string& reason);
+
+ private:
+	std::string path(const char* sub, const std::string& id) const;
+	std::string dir_;
+	UniqueFd queue_dirfd_;
+};
+
+}  // namespace laim

@@ -1,0 +1,126 @@
+// The parent's privileged setup: sockets bound as root, the host name.
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include "common/log.h"
+#include "parent/parent.h"
+
+namespace laim {
+
+namespace {
+
+// A TCP listener on a numeric address; IPv6 sockets are v6-only so that
+// 127.0.0.1 and ::1 can be bound side by side.
+Listener listen_tcp(const ListenAddress& a)
+{
+	struct sockaddr_storage ss = {};
+	socklen_t len;
+	int family;
+	if (inet_pton(AF_INET, a.host.c_str(), &reinterpret_cast<sockaddr_in*>(&ss)->sin_addr) == 1) {
+		auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
+		sin->sin_family = family = AF_INET;
+		sin->sin_port = htons(a.port);
+		len = sizeof *sin;
+	} else if (inet_pton(AF_INET6, a.host.c_str(), &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr) == 1) {
+		auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
+		sin6->sin6_family = family = AF_INET6;
+		sin6->sin6_port = htons(a.port);
+		len = sizeof *sin6;
+	} else {
+		fatalx("listen: %s is not a numeric address", a.host.c_str());
+	}
+	std::string name = family == AF_INET6 ? "[" + a.host + "]:" + std::to_string(a.port)
+					      : a.host + ":" + std::to_string(a.port);
+	UniqueFd fd(socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+	if (!fd)
+		fatal("socket for %s", name.c_str());
+	int one = 1;
+	setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (family == AF_INET6)
+		setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+	if (bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) == -1)
+		fatal("bind %s", name.c_str());
+	if (listen(fd.get(), SOMAXCONN) == -1)
+		fatal("listen %s", name.c_str());
+	return {std::move(fd), name, false};
+}
+
+// The local submission socket, reachable by every local user (0666).
+Listener listen_unix(const std::string& path)
+{
+	struct sockaddr_un sun = {};
+	sun.sun_family = AF_UNIX;
+	if (path.size() >= sizeof sun.sun_path)
+		fatalx("socket %s: path too long", path.c_str());
+	memcpy(sun.sun_path, path.c_str(), path.size());
+	std::string dir = path.substr(0, path.rfind('/'));
+	if (!dir.empty() && mkdir(dir.c_str(), 0755) == -1 && errno != EEXIST)
+		fatal("mkdir %s", dir.c_str());
+	struct stat st;
+	if (lstat(path.c_str(), &st) == 0) {
+		if (!S_ISSOCK(st.st_mode))
+			fatalx("socket %s: exists and is not a socket", path.c_str());
+		unlink(path.c_str());
+	}
+	UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+	if (!fd)
+		fatal("socket %s", path.c_str());
+	if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun) == -1)
+		fatal("bind %s", path.c_str());
+	if (chmod(path.c_str(), 0666) == -1)
+		fatal("chmod %s", path.c_str());
+	if (listen(fd.get(), SOMAXCONN) == -1)
+		fatal("listen %s", path.c_str());
+	return {std::move(fd), path, true};
+}
+
+}  // namespace
+
+std::vector<Listener> listen_all(const Config& cfg)
+{
+	std::vector<Listener> out;
+	for (const ListenAddress& a : cfg.listen)
+		out.push_back(listen_tcp(a));
+	if (!cfg.socket.empty())
+		out.push_back(listen_unix(cfg.socket));
+	for (const Listener& l : out)
+		log_info("listening on %s", l.name.c_str());
+	return out;
+}
+
+// Resolved once at start, never while serving a client (design: no DNS
+// in the mail path): config, then /etc/mailname, then the FQDN.
+std::string resolve_hostname(const Config& cfg)
+{
+	if (!cfg.hostname.empty())
+		return cfg.hostname;
+	std::ifstream mailname("/etc/mailname");
+	std::string line;
+	if (mailname && std::getline(mailname, line) && !line.empty() &&
+	    line.find_first_of(" \t\r") == std::string::npos)
+		return line;
+	char host[256] = {};
+	if (gethostname(host, sizeof host - 1) == -1)
+		fatal("gethostname");
+	struct addrinfo hints = {}, *res = nullptr;
+	hints.ai_flags = AI_CANONNAME;
+	hints.ai_family = AF_UNSPEC;
+	std::string fqdn = host;
+	if (getaddrinfo(host, nullptr, &hints, &res) == 0) {
+		if (res && res->ai_canonname && strchr(res->ai_canonname, '.'))
+			fqdn = res->ai_canonname;
+		freeaddrinfo(res);
+	}
+	return fqdn;
+}
+
+}  // namespace laim

@@ -1,0 +1,389 @@
+// laimd: the root parent. Reads the config, binds, forks the smtp and
+// handler processes, then only supervises them (design.md "Processes").
+#include "config.h"
+
+#include <bsd/unistd.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <string>
+
+#include "common/log.h"
+#include "common/proto.h"
+#include "handler/handler.h"
+#include "handler/handlerd.h"
+#include "handler/spool.h"
+#include "parent/parent.h"
+#include "smtp/smtp.h"
+
+using namespace laim;
+
+namespace {
+
+enum { SMTP = 0, HANDLER = 1 };
+const char* const child_name[] = {"smtp", "handler"};
+
+struct Child {
+	pid_t pid = -1;
+	std::unique_ptr<ImsgChannel> chan;  // parent's end
+	time_t started = 0;
+	time_t restart_at = 0;  // when dead: when to fork it again
+	unsigned backoff = 1;   // seconds, doubles per quick death, max 60
+};
+
+Runtime rt;
+Child children[2];
+UniqueFd sibling_end[2];  // the smtp<->handler end kept for a child not yet forked
+bool shutting_down = false;
+
+[[noreturn]] void usage()
+{
+	fprintf(stderr, "usage: laimd [-d] [-n] [-v] [-f file]\n");
+	exit(64);  // EX_USAGE
+}
+
+// Loads and fully validates a config, handler sections included (their
+// constructors only parse options). Throws ConfigError.
+Config load_config(const std::string& file, std::string* text, bool* world_readable)
+{
+	*text = config_read(file, world_readable);
+	Config cfg = config_parse(*text, file);
+	handlers_create(cfg);
+	return cfg;
+}
+
+std::pair<UniqueFd, UniqueFd> seqpacket_pair()
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1)
+		fatal("socketpair");
+	return {UniqueFd(sv[0]), UniqueFd(sv[1])};
+}
+
+// Closes every descriptor a freshly forked child must not keep.
+void close_other_fds(std::initializer_list<int> keep)
+{
+	int maxfd = static_cast<int>(sysconf(_SC_OPEN_MAX));
+	for (int fd = 3; fd < maxfd && fd < 65536; fd++) {
+		bool k = false;
+		for (int f : keep)
+			k |= f == fd;
+		for (const Listener& l : rt.listeners)
+			k |= l.fd.get() == fd;
+		if (!k)
+			close(fd);
+	}
+}
+
+// Forks one child with a fresh parent channel; sib is its end of the
+// smtp<->handler channel.
+void start_child(int which, UniqueFd sib)
+{
+	auto [mine, theirs] = seqpacket_pair();
+	pid_t pid = fork();
+	if (pid == -1) {
+		log_warn("fork %s process", child_name[which]);
+		children[which].restart_at = time(nullptr) + children[which].backoff;
+		sibling_end[which] = std::move(sib);
+		return;
+	}
+	if (pid == 0) {
+		mine.reset();
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, nullptr);
+		signal(SIGHUP, SIG_IGN);
+		close_other_fds({theirs.get(), sib.get()});
+		log_init(rt.foreground, rt.verbose);
+		setproctitle("-laimd: %s", child_name[which]);
+		if (which == SMTP) {
+			// The listeners stay with smtp only.
+			smtp_main(rt, std::move(theirs), std::move(sib));
+		}
+		for (Listener& l : rt.listeners)
+			l.fd.reset();
+		handler_main(rt, std::move(theirs), std::move(sib));
+	}
+	Child& c = children[which];
+	c.pid = pid;
+	c.started = time(nullptr);
+	c.restart_at = 0;
+	c.chan = std::make_unique<ImsgChannel>(std::move(mine), imsg_valid_child_to_parent);
+	log_debug("%s process started, pid %d", child_name[which], (int)pid);
+}
+
+// A restarted child needs a fresh smtp<->handler channel: one end goes to
+// it at fork, the other to its running sibling over imsg (or is kept for
+// the sibling's own restart when it is down too).
+void restart_child(int which)
+{
+	int other = 1 - which;
+	if (sibling_end[which]) {
+		start_child(which, std::move(sibling_end[which]));
+		return;
+	}
+	auto [mine, theirs] = seqpacket_pair();
+	if (children[other].pid > 0) {
+		uint32_t type = other == SMTP ? IMSG_P_HANDLER_CHANNEL : IMSG_P_SMTP_CHANNEL;
+		children[other].chan->compose(type, 0, "", theirs.release());
+		children[other].chan->flush();
+	} else {
+		sibling_end[other] = std::move(theirs);
+	}
+	start_child(which, std::move(mine));
+}
+
+std::string describe_status(int status)
+{
+	if (WIFEXITED(status))
+		return "exited with status " + std::to_string(WEXITSTATUS(status));
+	if (WIFSIGNALED(status)) {
+		int sig = WTERMSIG(status);
+		std::string s = std::string("killed by signal SIG") + sigabbrev_np(sig);
+		if (sig == SIGSYS)
+			s += " (seccomp violation)";
+		return s;
+	}
+	return "stopped with status " + std::to_string(status);
+}
+
+void reap_children()
+{
+	int status;
+	pid_t pid;
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (int which : {SMTP, HANDLER}) {
+			Child& c = children[which];
+			if (c.pid != pid)
+				continue;
+			c.pid = -1;
+			c.chan.reset();
+			if (shutting_down) {
+				log_debug("%s process %s", child_name[which], describe_status(status).c_str());
+				continue;
+			}
+			time_t now = time(nullptr);
+			if (now - c.started > 60)
+				c.backoff = 1;
+			log_warnx("%s process (pid %d) %s; restarting in %us", child_name[which], (int)pid,
+				  describe_status(status).c_str(), c.backoff);
+			c.restart_at = now + c.backoff;
+			c.backoff = std::min(c.backoff * 2, 60u);
+		}
+	}
+}
+
+// SIGHUP: a valid new config replaces the old one in both children; an
+// invalid one is logged and the old one stays.
+void reload()
+{
+	std::string text;
+	bool world_readable = false;
+	Config cfg;
+	try {
+		cfg = load_config(rt.cfg.file, &text, &world_readable);
+	} catch (const ConfigError& e) {
+		log_warnx("%s; keeping the previous configuration", e.what());
+		return;
+	}
+	if (world_readable)
+		log_warnx("%s is readable by others: handlers may keep secrets there", cfg.file.c_str());
+	bool listeners_changed = cfg.socket != rt.cfg.socket || cfg.listen.size() != rt.cfg.listen.size();
+	for (size_t i = 0; !listeners_changed && i < cfg.listen.size(); i++)
+		listeners_changed = cfg.listen[i].host != rt.cfg.listen[i].host || cfg.listen[i].port != rt.cfg.listen[i].port;
+	if (listeners_changed || cfg.user != rt.cfg.user || cfg.spool != rt.cfg.spool)
+		log_warnx("listen, socket, user and spool changes take effect at the next restart");
+	cfg.listen = rt.cfg.listen;
+	cfg.socket = rt.cfg.socket;
+	cfg.user = rt.cfg.user;
+	cfg.spool = rt.cfg.spool;
+	rt.cfg = std::move(cfg);
+	rt.config_text = std::move(text);
+	if (!rt.cfg.hostname.empty())
+		rt.hostname = rt.cfg.hostname;
+
+	if (children[SMTP].pid > 0) {
+		ImsgWriter w;
+		w.str(rt.hostname).str(rt.cfg.ident).u64(rt.cfg.data_size_limit).u32(rt.cfg.enable_smtputf8)
+			.u32(rt.cfg.timeout).u32(rt.cfg.max_sessions).u32(rt.cfg.greeting_delay);
+		children[SMTP].chan->compose(IMSG_P_SMTP_CONF, 0, w.data());
+		children[SMTP].chan->flush();
+	}
+	if (children[HANDLER].pid > 0) {
+		int mfd = memfd_create("laim-config", MFD_CLOEXEC);
+		if (mfd == -1 || write(mfd, rt.config_text.data(), rt.config_text.size()) !=
+					 static_cast<ssize_t>(rt.config_text.size())) {
+			log_warn("passing the configuration to the handler process");
+			if (mfd != -1)
+				close(mfd);
+		} else {
+			children[HANDLER].chan->compose(IMSG_P_HANDLER_CONF, 0, rt.cfg.file, mfd);
+			children[HANDLER].chan->flush();
+		}
+	}
+	log_info("configuration reloaded");
+}
+
+// SIGTERM: smtp first (its sessions may still need the handler to commit),
+// then the handler (which finishes deliveries in progress), each with a
+// bounded wait.
+[[noreturn]] void shutdown_children()
+{
+	shutting_down = true;
+	for (int which : {SMTP, HANDLER}) {
+		Child& c = children[which];
+		if (c.pid <= 0)
+			continue;
+		kill(c.pid, SIGTERM);
+		for (int i = 0; i < 600 && c.pid > 0; i++) {  // 60 s
+			usleep(100000);
+			reap_children();
+		}
+		if (c.pid > 0) {
+			log_warnx("%s process did not stop in time, killing it", child_name[which]);
+			kill(c.pid, SIGKILL);
+			waitpid(c.pid, nullptr, 0);
+			c.pid = -1;
+		}
+	}
+	if (!rt.cfg.socket.empty())
+		unlink(rt.cfg.socket.c_str());
+	log_info("exiting");
+	exit(0);
+}
+
+void prepare_spool()
+{
+	try {
+		Spool::prepare(rt.cfg.spool);
+	} catch (const std::exception& e) {
+		fatalx("spool %s: %s", rt.cfg.spool.c_str(), e.what());
+	}
+	for (const char* sub : {"", "/incoming", "/queue", "/failed", "/offline"}) {
+		std::string p = rt.cfg.spool + sub;
+		if (chown(p.c_str(), rt.user.uid, rt.user.gid) == -1 || chmod(p.c_str(), 0700) == -1)
+			fatal("spool %s", p.c_str());
+	}
+}
+
+void daemonize()
+{
+	if (daemon(0, 0) == -1)
+		fatal("daemon");
+}
+
+// The supervision loop: signals through a signalfd, child restarts on
+// their back-off timers.
+[[noreturn]] void supervise(int sigfd)
+{
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = {};
+	ev.events = EPOLLIN;
+	ev.data.fd = sigfd;
+	epoll_ctl(ep, EPOLL_CTL_ADD, sigfd, &ev);
+	for (;;) {
+		time_t now = time(nullptr);
+		for (int which : {SMTP, HANDLER})
+			if (children[which].pid <= 0 && children[which].restart_at && children[which].restart_at <= now)
+				restart_child(which);
+		struct epoll_event got;
+		int n = epoll_wait(ep, &got, 1, 250);
+		if (n <= 0)
+			continue;
+		struct signalfd_siginfo si;
+		while (read(sigfd, &si, sizeof si) == sizeof si) {
+			switch (si.ssi_signo) {
+			case SIGCHLD: reap_children(); break;
+			case SIGHUP: reload(); break;
+			case SIGTERM:
+			case SIGINT:
+				log_info("received SIG%s, shutting down", sigabbrev_np(si.ssi_signo));
+				shutdown_children();
+			}
+		}
+	}
+}
+
+}  // namespace
+
+int main(int argc, char* argv[], char* envp[])
+{
+	setproctitle_init(argc, argv, envp);
+	std::string file = LAIM_CONFIG_FILE;
+	bool check_only = false;
+	int ch;
+	while ((ch = getopt(argc, argv, "df:nv")) != -1) {
+		switch (ch) {
+		case 'd': rt.foreground = true; break;
+		case 'f': file = optarg; break;
+		case 'n': check_only = true; break;
+		case 'v': rt.verbose++; break;
+		default: usage();
+		}
+	}
+	if (optind != argc)
+		usage();
+
+	bool world_readable = false;
+	try {
+		rt.cfg = load_config(file, &rt.config_text, &world_readable);
+	} catch (const ConfigError& e) {
+		fprintf(stderr, "laimd: %s\n", e.what());
+		return 1;
+	}
+	if (world_readable)
+		fprintf(stderr, "laimd: warning: %s is readable by others: handlers may keep secrets there\n",
+			file.c_str());
+	if (check_only) {
+		printf("%s: configuration OK\n", file.c_str());
+		return 0;
+	}
+	if (geteuid() != 0) {
+		fprintf(stderr, "laimd: must be started as root\n");
+		return 77;  // EX_NOPERM
+	}
+
+	// Under systemd (Type=notify) stay in the foreground but log to syslog.
+	bool systemd = getenv("NOTIFY_SOCKET") != nullptr;
+	log_init(rt.foreground, rt.verbose);
+	log_info("laimd %s starting", PACKAGE_VERSION);
+	rt.user = sandbox_lookup_user(rt.cfg.user);
+	rt.hostname = resolve_hostname(rt.cfg);
+	sandbox_prepare_chroot(LAIM_EMPTY_DIR);
+	prepare_spool();
+	rt.listeners = listen_all(rt.cfg);
+	if (!rt.foreground && !systemd)
+		daemonize();
+	setproctitle("-laimd: parent");
+
+	sigset_t mask;
+	sigemptyset(&mask);
+	for (int s : {SIGCHLD, SIGHUP, SIGTERM, SIGINT})
+		sigaddset(&mask, s);
+	sigprocmask(SIG_BLOCK, &mask, nullptr);
+	signal(SIGPIPE, SIG_IGN);
+	int sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (sigfd == -1)
+		fatal("signalfd");
+
+	auto [s_end, h_end] = seqpacket_pair();
+	start_child(SMTP, std::move(s_end));
+	start_child(HANDLER, std::move(h_end));
+	log_info("ready");
+	sd_notify(0, "READY=1");
+	supervise(sigfd);
+}

@@ -1,0 +1,718 @@
+# Shared harness of laim's end-to-end regress cases.
+#
+# Each case is a small python3 program, regress/e2e/t_NAME.py, that starts
+# a real laimd as root on a loopback port with a generated config, drives
+# it with a raw-socket SMTP client (so the bytes on the wire are exactly the
+# ones the case wrote), and checks replies, delivered files, log lines and
+# /proc/PID/status of each child.  Run one with
+#
+#   LAIMD=/path/to/laimd LAIM_SRCDIR=/path/to/src python3 regress/e2e/t_x.py
+#
+# Exit status: 0 pass, 1 fail (the reason is printed), 77 not root.
+# Only the Debian python3 standard library is used.
+
+import atexit
+import glob
+import grp
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import zlib
+
+TEST_USER = "laimtest"
+HOSTNAME = "test.laim.example"
+IDENT = "laim-e2e"
+QID_RE = r"[0-9A-F]{10}"
+
+_daemons = []
+
+
+class Fail(Exception):
+	"""A check failed; the message says what was expected and seen."""
+
+
+class Closed(Exception):
+	"""The server closed the connection."""
+
+
+def check(cond, what):
+	if not cond:
+		raise Fail(what)
+
+
+def check_eq(seen, expected, what):
+	if seen != expected:
+		raise Fail("%s: expected %r, got %r" % (what, expected, seen))
+
+
+def test_name():
+	return os.path.splitext(os.path.basename(sys.argv[0]))[0]
+
+
+def laimd_path():
+	path = os.environ.get("LAIMD")
+	if not path:
+		raise Fail("LAIMD is not set (absolute path of the built laimd)")
+	if not os.access(path, os.X_OK):
+		raise Fail("LAIMD=%s is not an executable" % path)
+	return path
+
+
+def ensure_user():
+	"""Creates the system user the daemon drops to, when missing."""
+	try:
+		return pwd.getpwnam(TEST_USER)
+	except KeyError:
+		pass
+	r = subprocess.run(["useradd", "--system", "--no-create-home",
+			    "--shell", "/usr/sbin/nologin", TEST_USER],
+			   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+	try:
+		return pwd.getpwnam(TEST_USER)
+	except KeyError:
+		raise Fail("cannot create user %s: %s" % (TEST_USER, r.stdout.decode(errors="replace")))
+
+
+def test_ids():
+	pw = ensure_user()
+	return pw.pw_uid, pw.pw_gid
+
+
+def run(main):
+	"""Runs a case: 77 when not root, 0 when main() returns, 1 on failure.
+	Every laimd started through the harness is killed on the way out."""
+	if os.geteuid() != 0:
+		print("SKIP: end-to-end cases need root")
+		sys.exit(77)
+	status = 0
+	try:
+		main()
+	except Fail as e:
+		print("FAIL: %s" % e)
+		status = 1
+	except Exception:
+		traceback.print_exc()
+		print("FAIL: unexpected exception")
+		status = 1
+	finally:
+		for d in list(_daemons):
+			if status:
+				d.dump_log()
+			d.cleanup(keep_dir=bool(status))
+	if status == 0:
+		print("PASS: %s" % test_name())
+	sys.stdout.flush()
+	sys.exit(status)
+
+
+@atexit.register
+def _kill_all():
+	for d in list(_daemons):
+		d.kill_tree()
+
+
+# ------------------------------------------------------------------ YAML
+
+def _yaml_scalar(v):
+	if isinstance(v, bool):
+		return "true" if v else "false"
+	if isinstance(v, int):
+		return str(v)
+	s = str(v)
+	return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def yaml_dump(obj, indent=0):
+	"""A small block-style emitter: mappings, sequences, scalars."""
+	pad = "  " * indent
+	out = []
+	if isinstance(obj, dict):
+		for k, v in obj.items():
+			if isinstance(v, dict):
+				out.append("%s%s:" % (pad, k))
+				out.append(yaml_dump(v, indent + 1))
+			elif isinstance(v, list) and any(isinstance(x, dict) for x in v):
+				out.append("%s%s:" % (pad, k))
+				out.append(yaml_dump(v, indent + 1))
+			elif isinstance(v, list):
+				out.append("%s%s: [%s]" % (pad, k, ", ".join(_yaml_scalar(x) for x in v)))
+			else:
+				out.append("%s%s: %s" % (pad, k, _yaml_scalar(v)))
+	elif isinstance(obj, list):
+		for item in obj:
+			sub = yaml_dump(item, indent + 1).split("\n")
+			first = sub[0][len(pad) + 2:]
+			out.append("%s- %s" % (pad, first))
+			out.extend(sub[1:])
+	else:
+		out.append(pad + _yaml_scalar(obj))
+	return "\n".join(out)
+
+
+# ------------------------------------------------------------------ /proc
+
+def proc_status(pid):
+	"""/proc/PID/status as a dict of strings; {} when the process is gone."""
+	st = {}
+	try:
+		with open("/proc/%d/status" % pid) as f:
+			for line in f:
+				k, _, v = line.partition(":")
+				st[k] = v.strip()
+	except (FileNotFoundError, ProcessLookupError):
+		return {}
+	return st
+
+
+def proc_title(pid):
+	try:
+		with open("/proc/%d/cmdline" % pid, "rb") as f:
+			raw = f.read()
+	except (FileNotFoundError, ProcessLookupError):
+		return None
+	return raw.replace(b"\0", b" ").strip().decode(errors="replace")
+
+
+def proc_alive(pid):
+	st = proc_status(pid)
+	return bool(st) and not st.get("State", "").startswith("Z")
+
+
+def rss_kb(pid):
+	st = proc_status(pid)
+	check("VmRSS" in st, "no VmRSS for pid %d" % pid)
+	return int(st["VmRSS"].split()[0])
+
+
+def _all_pids():
+	for name in os.listdir("/proc"):
+		if name.isdigit():
+			yield int(name)
+
+
+def children_of(ppid):
+	"""Living children of ppid as {pid: title}."""
+	kids = {}
+	for pid in _all_pids():
+		st = proc_status(pid)
+		if st.get("PPid") == str(ppid) and not st.get("State", "").startswith("Z"):
+			kids[pid] = proc_title(pid) or ""
+	return kids
+
+
+def _pgid_members(pgid):
+	pids = []
+	for pid in _all_pids():
+		try:
+			with open("/proc/%d/stat" % pid) as f:
+				stat = f.read()
+		except (FileNotFoundError, ProcessLookupError):
+			continue
+		fields = stat[stat.rfind(")") + 2:].split()
+		if len(fields) > 2 and fields[2] == str(pgid):
+			pids.append(pid)
+	return pids
+
+
+def port_listening(port):
+	"""True when 127.0.0.1:port is in LISTEN state (no connection made)."""
+	want = "0100007F:%04X" % port
+	try:
+		with open("/proc/net/tcp") as f:
+			for line in f.readlines()[1:]:
+				fields = line.split()
+				if fields[1] == want and fields[3] == "0A":
+					return True
+	except FileNotFoundError:
+		pass
+	return False
+
+
+def wait_for(pred, timeout, what, interval=0.05):
+	"""Polls pred() until it returns a true value, which is returned."""
+	end = time.monotonic() + timeout
+	while True:
+		v = pred()
+		if v:
+			return v
+		if time.monotonic() > end:
+			raise Fail("timed out after %gs waiting for %s" % (timeout, what))
+		time.sleep(interval)
+
+
+# ------------------------------------------------------------------ Maildir
+
+def maildir_files(path):
+	"""Paths of the messages in a Maildir (new/ and cur/), sorted."""
+	files = []
+	for sub in ("new", "cur"):
+		files.extend(glob.glob(os.path.join(path, sub, "*")))
+	return sorted(f for f in files if os.path.isfile(f))
+
+
+def maildir_messages(path):
+	out = []
+	for f in maildir_files(path):
+		with open(f, "rb") as fh:
+			out.append(fh.read())
+	return out
+
+
+def wait_maildir(path, count, timeout=15):
+	"""Waits until the Maildir holds at least count messages; returns them."""
+	wait_for(lambda: len(maildir_files(path)) >= count, timeout,
+		 "%d message(s) in %s" % (count, path))
+	return maildir_messages(path)
+
+
+def split_delivered(data):
+	"""Splits a delivered file into (return_path, delivered_to, received,
+	rest): the two lines Postfix's local(8) writes ("Return-Path: <s>",
+	"Delivered-To: r"), the Received: header (with its folded continuation
+	lines) and the message bytes after it."""
+	m = re.match(rb"Return-Path: <([^\r\n]*)>\r\nDelivered-To: ([^\r\n]*)\r\n", data)
+	check(m, "delivered file does not start with Return-Path/Delivered-To: %r" % data[:200])
+	rest = data[m.end():]
+	check(rest.startswith(b"Received:"), "no Received: header after Delivered-To: %r" % rest[:200])
+	end = 0
+	while True:
+		nl = rest.find(b"\r\n", end)
+		check(nl >= 0, "unterminated Received: header: %r" % rest[:300])
+		end = nl + 2
+		if rest[end:end + 1] not in (b" ", b"\t"):
+			break
+	return m.group(1), m.group(2), rest[:end], rest[end:]
+
+
+# ------------------------------------------------------------------ SMTP client
+
+class Reply:
+	def __init__(self, lines):
+		self.lines = lines  # decoded lines, CRLF removed
+		self.code = int(lines[-1][:3])
+		self.text = "\n".join(lines)
+
+	def __repr__(self):
+		return "<%s>" % self.text.replace("\n", " | ")
+
+
+class Smtp:
+	"""A raw-socket SMTP client: the case decides every byte sent."""
+
+	def __init__(self, port, greet=True, timeout=10, host="127.0.0.1"):
+		self.sock = socket.create_connection((host, port), timeout=timeout)
+		self.buf = b""
+		self.greeting = self.expect(220, timeout=timeout) if greet else None
+
+	def send(self, data):
+		if isinstance(data, str):
+			data = data.encode()
+		self.sock.sendall(data)
+
+	def _fill(self, timeout):
+		self.sock.settimeout(timeout)
+		try:
+			chunk = self.sock.recv(65536)
+		except ConnectionResetError:
+			chunk = b""
+		if not chunk:
+			raise Closed("connection closed by the server")
+		self.buf += chunk
+
+	def read_line(self, timeout=10):
+		end = time.monotonic() + timeout
+		while b"\n" not in self.buf:
+			left = end - time.monotonic()
+			if left <= 0:
+				raise Fail("no reply line within %gs (buffer %r)" % (timeout, self.buf[:200]))
+			try:
+				self._fill(left)
+			except socket.timeout:
+				raise Fail("no reply line within %gs (buffer %r)" % (timeout, self.buf[:200]))
+		line, _, self.buf = self.buf.partition(b"\n")
+		return line.rstrip(b"\r").decode(errors="replace")
+
+	def reply(self, timeout=10):
+		"""Reads one (possibly multi-line) reply."""
+		lines = []
+		while True:
+			line = self.read_line(timeout)
+			check(re.match(r"^[2-5][0-9][0-9][ -]", line) or re.match(r"^[2-5][0-9][0-9]$", line),
+			      "malformed reply line %r" % line)
+			lines.append(line)
+			if len(line) == 3 or line[3] == " ":
+				return Reply(lines)
+
+	def expect(self, code, timeout=10, what=None):
+		r = self.reply(timeout)
+		if r.code != code:
+			raise Fail("%sexpected %d, got %r" % (what + ": " if what else "", code, r))
+		return r
+
+	def cmd(self, line, expect=None, timeout=10):
+		"""Sends one command line (CRLF added) and reads its reply."""
+		if isinstance(line, str):
+			line = line.encode()
+		self.send(line + b"\r\n")
+		if expect is None:
+			return self.reply(timeout)
+		return self.expect(expect, timeout, what=line[:80].decode(errors="replace"))
+
+	def ehlo(self, name="client.example"):
+		return self.cmd("EHLO " + name, 250)
+
+	def wait_closed(self, timeout=10):
+		"""True when the server closes within timeout; data read meanwhile
+		is kept in self.buf."""
+		end = time.monotonic() + timeout
+		while True:
+			left = end - time.monotonic()
+			if left <= 0:
+				return False
+			try:
+				self._fill(left)
+			except Closed:
+				return True
+			except socket.timeout:
+				return False
+			except OSError:
+				return True
+
+	def close(self):
+		try:
+			self.sock.close()
+		except OSError:
+			pass
+
+	def __enter__(self):
+		return self
+
+	def __exit__(self, *a):
+		self.close()
+
+
+def dot_stuff(msg):
+	"""RFC 5321 4.5.2: a leading '.' on a line is doubled."""
+	out = re.sub(rb"(^|\r\n)\.", rb"\1..", msg)
+	return out
+
+
+def data_terminated(msg):
+	"""The message as sent after 354: stuffed, CRLF-terminated, then '.'."""
+	body = dot_stuff(msg)
+	if not body.endswith(b"\r\n"):
+		body += b"\r\n"
+	return body + b".\r\n"
+
+
+def queue_id(reply):
+	m = re.search(r"^250 2\.0\.0 Ok: queued as (" + QID_RE + r")$", reply.lines[-1])
+	check(m, "250 reply to DATA is not 'Ok: queued as ID': %r" % reply)
+	return m.group(1)
+
+
+def send_mail(port, sender, rcpts, msg, ehlo=True):
+	"""One whole transaction; returns the queue id."""
+	with Smtp(port) as c:
+		if ehlo:
+			c.ehlo()
+		else:
+			c.cmd("HELO client.example", 250)
+		return c_transaction(c, sender, rcpts, msg)
+
+
+def c_transaction(c, sender, rcpts, msg):
+	c.cmd("MAIL FROM:<%s>" % sender, 250)
+	for r in rcpts:
+		c.cmd("RCPT TO:<%s>" % r, 250)
+	c.cmd("DATA", 354)
+	c.send(data_terminated(msg))
+	return queue_id(c.expect(250, what="end of data"))
+
+
+def simple_message(tag="hello"):
+	return ("From: sender@client.example\r\nTo: rcpt@test.laim.example\r\n"
+		"Subject: %s\r\n\r\nbody of %s\r\n" % (tag, tag)).encode()
+
+
+# ------------------------------------------------------------------ the daemon
+
+def _port_for(name, attempt):
+	h = zlib.crc32(name.encode())
+	return 20000 + (h + attempt * 7919) % 10000
+
+
+def _port_free(port):
+	s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+	s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+	try:
+		s.bind(("127.0.0.1", port))
+		return True
+	except OSError:
+		return False
+	finally:
+		s.close()
+
+
+class Laimd:
+	"""A laimd under test, in its own temp dir with its own port.
+
+	dir/laimd.yml   the config (root, 0600)
+	dir/spool       the spool (the daemon creates it)
+	dir/Maildir     the default handler's Maildir (owned by the test user)
+	dir/laimd.log   stderr of every run, appended
+	"""
+
+	def __init__(self, name=None, **config):
+		self.name = name or test_name()
+		self.uid, self.gid = test_ids()
+		self.laimd = laimd_path()
+		self.dir = tempfile.mkdtemp(prefix="laim-e2e-%s-" % self.name)
+		os.chmod(self.dir, 0o755)
+		self.confpath = os.path.join(self.dir, "laimd.yml")
+		self.logpath = os.path.join(self.dir, "laimd.log")
+		self.spool = os.path.join(self.dir, "spool")
+		self.maildir = os.path.join(self.dir, "Maildir")
+		self.make_user_dir(self.maildir)
+		aliases = os.path.join(self.dir, "aliases")
+		open(aliases, "w").close()
+		os.chmod(aliases, 0o644)
+		self.attempt = 0
+		self.port = _port_for(self.name, 0)
+		self.proc = None
+		self.start_mark = 0
+		self.known_children = set()
+		self.config = {
+			"listen": None,  # filled with the port at start
+			"socket": os.path.join(self.dir, "submit.sock"),
+			"user": TEST_USER,
+			"hostname": HOSTNAME,
+			"ident": IDENT,
+			"spool": self.spool,
+			"aliases": aliases,
+			"retry_initial": 1,
+			"retry_max": 2,
+			"handlers": {"inbox": {"type": "maildir", "path": self.maildir}},
+			"routes": [{"match": "*", "handlers": ["inbox"]}],
+		}
+		self.config.update(config)
+		open(self.logpath, "ab").close()
+		_daemons.append(self)
+
+	# -- files and dirs
+
+	def make_user_dir(self, path, mode=0o700):
+		"""A directory the handler (test user) may write."""
+		os.makedirs(path, exist_ok=True)
+		os.chown(path, self.uid, self.gid)
+		os.chmod(path, mode)
+		return path
+
+	def make_blocked_dir(self, path):
+		"""A directory owned by root, mode 0700: the test user cannot write
+		into it, so a maildir handler there always defers."""
+		os.makedirs(path, exist_ok=True)
+		os.chown(path, 0, 0)
+		os.chmod(path, 0o700)
+		return path
+
+	def unblock_dir(self, path):
+		os.chown(path, self.uid, self.gid)
+
+	def spool_files(self, sub):
+		try:
+			return sorted(os.listdir(os.path.join(self.spool, sub)))
+		except FileNotFoundError:
+			return []
+
+	def write_config(self, text=None):
+		if text is None:
+			cfg = dict(self.config)
+			if cfg.get("listen") is None:
+				cfg["listen"] = ["127.0.0.1:%d" % self.port]
+			text = yaml_dump(cfg) + "\n"
+		with open(self.confpath, "w") as f:
+			f.write(text)
+		os.chown(self.confpath, 0, 0)
+		os.chmod(self.confpath, 0o600)
+
+	# -- log
+
+	def log(self, since=None):
+		with open(self.logpath, "rb") as f:
+			f.seek(self.start_mark if since is None else since)
+			return f.read().decode(errors="replace")
+
+	def mark(self):
+		return os.path.getsize(self.logpath)
+
+	def search_log(self, pattern, since=None):
+		return re.search(pattern, self.log(since), re.M)
+
+	def findall_log(self, pattern, since=None):
+		return list(re.finditer(pattern, self.log(since), re.M))
+
+	def wait_log(self, pattern, timeout=10, since=None):
+		"""Waits until a log line matches pattern (a regex); returns the match."""
+		return wait_for(lambda: self.search_log(pattern, since), timeout,
+				"log line /%s/" % pattern)
+
+	def dump_log(self, lines=80):
+		try:
+			text = self.log(0).splitlines()
+		except OSError:
+			return
+		print("---- %s (last %d lines)" % (self.logpath, lines))
+		for l in text[-lines:]:
+			print("   " + l)
+		print("----")
+
+	# -- process control
+
+	def start(self, timeout=15):
+		"""Starts laimd -d -v and waits for "ready" and the listening port.
+		When the port is taken, another one is tried."""
+		check(self.proc is None or self.proc.poll() is not None, "laimd already running")
+		for _ in range(8):
+			if not _port_free(self.port):
+				self._next_port()
+				continue
+			self.write_config()
+			self.start_mark = self.mark()
+			logf = open(self.logpath, "ab")
+			self.proc = subprocess.Popen([self.laimd, "-d", "-v", "-f", self.confpath],
+						     stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+						     start_new_session=True, close_fds=True)
+			logf.close()
+			end = time.monotonic() + timeout
+			while time.monotonic() < end:
+				if self.search_log(r"laimd\[\d+\]: ready$"):
+					break
+				if self.proc.poll() is not None:
+					break
+				time.sleep(0.02)
+			if self.proc.poll() is not None:
+				text = self.log()
+				if re.search(r"(?i)address already in use|EADDRINUSE", text):
+					self._next_port()
+					continue
+				raise Fail("laimd exited with status %d before ready:\n%s" % (self.proc.returncode, text))
+			check(self.search_log(r"laimd\[\d+\]: ready$"), "laimd not ready within %ds" % timeout)
+			wait_for(lambda: port_listening(self.port), 5, "127.0.0.1:%d listening" % self.port)
+			self.wait_children()
+			return self
+		raise Fail("no free port found for %s" % self.name)
+
+	def _next_port(self):
+		self.attempt += 1
+		self.port = _port_for(self.name, self.attempt)
+
+	@property
+	def pid(self):
+		return self.proc.pid
+
+	def running(self):
+		return self.proc is not None and self.proc.poll() is None
+
+	def children(self):
+		"""{'smtp': pid, 'handler': pid, ...} from the titles of the living
+		children of the parent."""
+		out = {}
+		for pid, title in children_of(self.proc.pid).items():
+			self.known_children.add(pid)
+			m = re.match(r"laimd: (\w+)", title)
+			if m:
+				out[m.group(1)] = pid
+		return out
+
+	def wait_children(self, timeout=10, old=None):
+		"""Waits until both children run (with pids other than those in old,
+		when given); returns children()."""
+		old = old or {}
+
+		def ok():
+			k = self.children()
+			if all(n in k and k[n] != old.get(n) for n in ("smtp", "handler")):
+				return k
+			return None
+		return wait_for(ok, timeout, "laimd children smtp and handler")
+
+	def child(self, name):
+		k = self.children()
+		check(name in k, "no %s child (children: %r)" % (name, children_of(self.proc.pid)))
+		return k[name]
+
+	def signal(self, sig):
+		os.kill(self.proc.pid, sig)
+
+	def stop(self, sig=signal.SIGTERM, timeout=20):
+		"""Signals the parent and waits for it; returns its exit status."""
+		self.signal(sig)
+		try:
+			return self.proc.wait(timeout)
+		except subprocess.TimeoutExpired:
+			self.kill_tree()
+			raise Fail("laimd did not exit within %ds of signal %d" % (timeout, sig))
+		finally:
+			wait_for(lambda: not self._leftovers(), 10, "laimd children to exit")
+
+	def _leftovers(self):
+		pids = set(_pgid_members(self.proc.pid))
+		pids |= {p for p in self.known_children if proc_alive(p) and
+			 (proc_title(p) or "").startswith("laimd")}
+		return pids
+
+	def kill_tree(self):
+		"""SIGKILL to the parent and every child (the process group plus
+		children seen earlier that still carry a laimd title)."""
+		if self.proc is None:
+			return
+		try:
+			os.killpg(self.proc.pid, signal.SIGKILL)
+		except ProcessLookupError:
+			pass
+		for p in self._leftovers():
+			try:
+				os.kill(p, signal.SIGKILL)
+			except ProcessLookupError:
+				pass
+		try:
+			self.proc.wait(10)
+		except subprocess.TimeoutExpired:
+			pass
+		end = time.monotonic() + 5
+		while self._leftovers() and time.monotonic() < end:
+			time.sleep(0.05)
+
+	def cleanup(self, keep_dir=False):
+		self.kill_tree()
+		if self in _daemons:
+			_daemons.remove(self)
+		if keep_dir:
+			print("test dir kept: %s" % self.dir)
+		else:
+			shutil.rmtree(self.dir, ignore_errors=True)
+
+	# -- conveniences
+
+	def smtp(self, **kw):
+		return Smtp(self.port, **kw)
+
+	def send(self, sender="sender@client.example", rcpts=("rcpt@test.laim.example",), msg=None):
+		return send_mail(self.port, sender, list(rcpts), msg if msg is not None else simple_message())
+
+	def wait_delivered(self, qid, rcpt=None, timeout=15):
+		who = re.escape(rcpt) if rcpt else ".*?"
+		return self.wait_log(r"%s: to=<%s>, handler=\w+, status=delivered, delay=[0-9.]+$" % (qid, who),
+				     timeout, since=0)
+
+	def wait_removed(self, qid, timeout=15):
+		return self.wait_log(r"%s: removed$" % qid, timeout, since=0)

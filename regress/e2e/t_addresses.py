@@ -1,0 +1,110 @@
+# Addresses are parsed strictly (RFC 5321 4.1.2 Mailbox, quoted local
+# parts, <> as sender only): anything else gets 501 or 553 and never
+# reaches a handler. Valid unusual forms are delivered as written.
+import sys
+sys.dont_write_bytecode = True
+from harness import *
+
+BAD_SENDERS = [
+	"a@client.example",            # no angle brackets
+	"<a@client.example",
+	"<a b@client.example>",
+	"<a@b@client.example>",
+	"<@client.example>",
+	"<a@>",
+	"<.a@client.example>",
+	"<a.@client.example>",
+	"<a..b@client.example>",
+	"<a@-client.example>",
+	"<a@client..example>",
+	"<a@client_example.org>",
+	"<a@client.example;rm -rf />",
+	"<`id`@client.example>",
+	"<a|b@client.example>",
+	"<\"unterminated@client.example>",
+	"<a@[127.0.0.1>",
+	"<a@[300.1.1.1]>",
+	"<a\x01b@client.example>",
+	"<a@client.example\x7f>",
+	"<\xfc@client.example>",       # UTF-8 without SMTPUTF8
+	"<%s@client.example>" % ("l" * 65),  # local part over 64 octets (4.5.3.1.1)
+]
+
+BAD_RCPTS = [
+	"<>",
+	"r@test.laim.example",
+	"<r@test.laim.example",
+	"<r @test.laim.example>",
+	"<r@test.laim.example>x",
+	"<|/bin/sh@test.laim.example>",
+	"<r@@test.laim.example>",
+	"<r@test.laim.example.>",
+	"<\"a\\\"@test.laim.example>",
+	"<r@[IPv6:zz::1]>",
+	"<r@%s.example>" % ("d" * 64),  # a label over 63 octets
+]
+
+GOOD = [
+	# (sender, recipient) as written in the commands
+	("", "root"),
+	("a@client.example", "postmaster"),
+	("a+tag@client.example", "\"a b\"@test.laim.example"),
+	("\"odd \\\"quoted\\\"\"@client.example", "r.s-t_u@test.laim.example"),
+	("a@[127.0.0.1]", "r@[IPv6:::1]"),
+	("a@client.example", "Mixed.Case@test.laim.example"),
+]
+
+
+def main():
+	d = Laimd().start()
+	with d.smtp() as c:
+		c.ehlo()
+		for s in BAD_SENDERS:
+			r = c.cmd(("MAIL FROM:" + s).encode("utf-8", "surrogateescape"))
+			check(r.code in (501, 553), "MAIL FROM:%r: expected 501 or 553, got %r" % (s, r))
+		c.cmd("RCPT TO:<r@test.laim.example>", 503)  # no bad MAIL started a transaction
+		c.cmd("MAIL FROM:<a@client.example>", 250)
+		for rc in BAD_RCPTS:
+			r = c.cmd("RCPT TO:" + rc)
+			check(r.code in (501, 553), "RCPT TO:%r: expected 501 or 553, got %r" % (rc, r))
+		c.cmd("DATA", 503)  # no recipient was accepted
+		c.cmd("RSET", 250)
+		c.cmd("QUIT", 221)
+	check_eq(maildir_files(d.maildir), [], "Maildir after refused addresses")
+
+	qids = {}
+	for sender, rcpt in GOOD:
+		with d.smtp() as c:
+			c.ehlo()
+			c.cmd("MAIL FROM:<%s>" % sender, 250)
+			c.cmd("RCPT TO:<%s>" % rcpt, 250)
+			c.cmd("DATA", 354)
+			c.send(data_terminated(simple_message("good %s" % rcpt)))
+			qids[queue_id(c.expect(250))] = (sender, rcpt)
+			c.cmd("QUIT", 221)
+	for qid, (sender, rcpt) in qids.items():
+		d.wait_delivered(qid, rcpt)
+		check(d.search_log(r"%s: from=<%s>, size=\d+, nrcpt=1$" % (qid, re.escape(sender)), 0),
+		      "no from=<%s> line for %s" % (sender, qid))
+	msgs = maildir_messages(d.maildir)
+	check_eq(len(msgs), len(GOOD), "messages delivered")
+	got = sorted((split_delivered(m)[0], split_delivered(m)[1]) for m in msgs)
+	want = sorted((s.encode(), r.encode()) for s, r in GOOD)
+	check_eq(got, want, "(Return-Path, Delivered-To) of the delivered messages")
+
+	# SMTPUTF8 addresses with the SMTPUTF8 parameter (RFC 6531 3.4).
+	with d.smtp() as c:
+		c.ehlo()
+		c.cmd("MAIL FROM:<j\u00fcrgen@client.example> SMTPUTF8".encode(), 250)
+		c.cmd("RCPT TO:<\u00fc@test.laim.example>".encode(), 250)
+		c.cmd("DATA", 354)
+		c.send(data_terminated(simple_message("utf8")))
+		qid = queue_id(c.expect(250))
+	d.wait_delivered(qid)
+	m = [x for x in maildir_messages(d.maildir) if b"Subject: utf8" in x]
+	check_eq(len(m), 1, "SMTPUTF8 message delivered")
+	check_eq(split_delivered(m[0])[:2], ("j\u00fcrgen@client.example".encode(), "\u00fc@test.laim.example".encode()),
+		 "SMTPUTF8 envelope")
+
+
+run(main)

@@ -1,0 +1,121 @@
+# `laimd -n -f FILE` checks a config: exit 0, or exit 1 with
+# "FILE:LINE: key: what is wrong". A config not owned by root or writable
+# by group or others is refused (by -n and by the daemon); one readable by
+# others is accepted with a warning.
+import sys
+sys.dont_write_bytecode = True
+import subprocess
+from harness import *
+
+
+def base_lines(d):
+	return [
+		'listen: ["127.0.0.1:%d"]' % d.port,        # 1
+		"user: %s" % TEST_USER,                     # 2
+		"hostname: %s" % HOSTNAME,                  # 3
+		"spool: %s" % d.spool,                      # 4
+		"socket: %s" % os.path.join(d.dir, "submit.sock"),  # 5
+		"handlers:",                                # 6
+		"  inbox:",                                 # 7
+		"    type: maildir",                        # 8
+		"    path: %s" % d.maildir,                 # 9
+		"routes:",                                  # 10
+		'  - match: "*"',                           # 11
+		"    handlers: [inbox]",                    # 12
+	]
+
+
+# (what, edit(lines) -> lines, line, fragment of the key part)
+BROKEN = [
+	("unknown key", lambda l: l + ["bogus_key: 1"], 13, "bogus_key"),
+	("wrong type", lambda l: l + ["max_queue_size: many"], 13, "max_queue_size"),
+	("negative", lambda l: l + ["timeout: -5"], 13, "timeout"),
+	("not a bool", lambda l: l + ["enable_smtputf8: perhaps"], 13, "enable_smtputf8"),
+	("duplicate key", lambda l: l + ["user: root"], 13, "user"),
+	("bad port", lambda l: ['listen: ["127.0.0.1:99999"]'] + l[1:], 1, "listen"),
+	("bad hostname", lambda l: l[:2] + ['hostname: "bad host"'] + l[3:], 3, "hostname"),
+	("relative spool", lambda l: l[:3] + ["spool: var/spool"] + l[4:], 4, "spool"),
+	("unknown handler type", lambda l: l[:7] + ["    type: nosuchtype"] + l[8:], 8, "type"),
+	("handler option", lambda l: l[:8] + ["    path: relative/Maildir"] + l[9:], 9, "path"),
+	("unknown handler option", lambda l: l[:9] + ["    colour: blue"] + l[9:], 10, "colour"),
+	("unknown route target", lambda l: l[:11] + ["    handlers: [inbox, nosuch]"], 12, "handlers"),
+	("route without match", lambda l: l[:10] + ["  - handlers: [inbox]"], 11, "match"),
+]
+
+
+def laimd_n(path):
+	return subprocess.run([laimd_path(), "-n", "-f", path], stdout=subprocess.PIPE,
+			      stderr=subprocess.PIPE, timeout=20)
+
+
+def write(d, lines, mode=0o600, owner=(0, 0)):
+	with open(d.confpath, "w") as f:
+		f.write("\n".join(lines) + "\n")
+	os.chown(d.confpath, *owner)
+	os.chmod(d.confpath, mode)
+
+
+def main():
+	d = Laimd()
+	good = base_lines(d)
+	write(d, good)
+	r = laimd_n(d.confpath)
+	check_eq(r.returncode, 0, "laimd -n on a valid config (stderr %r)" % r.stderr)
+
+	# The harness's full config passes as well.
+	d.write_config()
+	r = laimd_n(d.confpath)
+	check_eq(r.returncode, 0, "laimd -n on the harness config (stderr %r)" % r.stderr)
+
+	for what, edit, line, key in BROKEN:
+		write(d, edit(list(good)))
+		r = laimd_n(d.confpath)
+		err = r.stderr.decode(errors="replace")
+		check_eq(r.returncode, 1, "%s: exit status of laimd -n (stderr %r)" % (what, err))
+		m = re.search(re.escape(d.confpath) + r":(\d+): (\S[^\n]*: \S.*)", err)
+		check(m, "%s: no 'FILE:LINE: key: what' on stderr: %r" % (what, err))
+		check_eq(int(m.group(1)), line, "%s: line in %r" % (what, err))
+		check(key in m.group(2), "%s: key %r not named in %r" % (what, key, err))
+
+	# YAML syntax error: FILE:LINE names a line of the broken construct.
+	write(d, good[:2] + ['hostname: "unterminated'] + good[3:])
+	r = laimd_n(d.confpath)
+	err = r.stderr.decode(errors="replace")
+	check_eq(r.returncode, 1, "syntax error: exit status (stderr %r)" % err)
+	m = re.search(re.escape(d.confpath) + r":(\d+): ", err)
+	check(m and 3 <= int(m.group(1)) <= 13, "syntax error: no FILE:LINE near line 3: %r" % err)
+
+	# Ownership and mode.
+	write(d, good, mode=0o644)
+	r = laimd_n(d.confpath)
+	err = r.stderr.decode(errors="replace")
+	check_eq(r.returncode, 0, "world-readable config: exit status (stderr %r)" % err)
+	check(d.confpath in err and "readable" in err, "no warning for a world-readable config: %r" % err)
+	for mode, owner, what in ((0o620, (0, 0), "group-writable"),
+				  (0o602, (0, 0), "world-writable"),
+				  (0o600, (d.uid, d.gid), "owned by %s" % TEST_USER),
+				  (0o600, (0, d.gid), None)):
+		write(d, good, mode=mode, owner=owner)
+		r = laimd_n(d.confpath)
+		err = r.stderr.decode(errors="replace")
+		if what is None:  # root-owned, group not root, 0600: fine
+			check_eq(r.returncode, 0, "root-owned 0600 config with group %d (stderr %r)" % (d.gid, err))
+			continue
+		check_eq(r.returncode, 1, "%s config: exit status of laimd -n (stderr %r)" % (what, err))
+		check(d.confpath in err, "%s config: the refusal does not name the file: %r" % (what, err))
+		# The daemon refuses to start with it too.
+		p = subprocess.Popen([laimd_path(), "-d", "-f", d.confpath], stdout=subprocess.PIPE,
+				     stderr=subprocess.PIPE, start_new_session=True)
+		try:
+			out, perr = p.communicate(timeout=10)
+		except subprocess.TimeoutExpired:
+			os.killpg(p.pid, 9)
+			p.wait()
+			raise Fail("%s config: laimd -d started anyway" % what)
+		check_eq(p.returncode, 1, "%s config: exit status of laimd -d (stderr %r)" % (what, perr))
+
+	r = laimd_n(os.path.join(d.dir, "missing.yml"))
+	check_eq(r.returncode, 1, "laimd -n on a missing file")
+
+
+run(main)

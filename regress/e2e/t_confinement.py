@@ -1,0 +1,70 @@
+# Process titles and the confinement of each child (/proc/PID/status):
+# smtp runs as the configured user without supplementary groups or any
+# capability, with no_new_privs, a seccomp filter and chrooted into the
+# empty directory; the handler runs as the user, without capabilities,
+# with no_new_privs and a seccomp filter. The parent stays root.
+import sys
+sys.dont_write_bytecode = True
+import os
+from harness import *
+
+EMPTY = "/run/laim/empty"
+
+
+def ids(st, key):
+	return st[key].split()
+
+
+def main():
+	d = Laimd().start()
+	uid, gid = d.uid, d.gid
+	check_eq(proc_title(d.pid), "laimd: parent", "title of the parent")
+	pst = proc_status(d.pid)
+	check_eq(ids(pst, "Uid")[0], "0", "parent's real uid")
+
+	kids = children_of(d.pid)
+	titles = sorted(kids.values())
+	check_eq(titles, ["laimd: handler", "laimd: smtp"], "titles of the parent's children")
+	smtp, handler = d.child("smtp"), d.child("handler")
+
+	st = proc_status(smtp)
+	check_eq(ids(st, "Uid"), [str(uid)] * 4, "smtp Uid (real, effective, saved, fs)")
+	check_eq(ids(st, "Gid"), [str(gid)] * 4, "smtp Gid")
+	check_eq(st.get("Groups", ""), "", "smtp supplementary groups")
+	for cap in ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"):
+		if cap in st or cap in ("CapEff", "CapPrm", "CapBnd"):
+			check_eq(int(st[cap], 16), 0, "smtp %s" % cap)
+	check_eq(st["NoNewPrivs"], "1", "smtp NoNewPrivs")
+	check_eq(st["Seccomp"], "2", "smtp Seccomp")
+	check_eq(os.readlink("/proc/%d/root" % smtp), EMPTY, "smtp root directory")
+	check_eq(os.listdir(EMPTY), [], "contents of %s" % EMPTY)
+	est = os.stat(EMPTY)
+	check(est.st_uid == 0 and not (est.st_mode & 0o022), "%s must be root-owned and not writable by others" % EMPTY)
+	check_eq(os.readlink("/proc/%d/cwd" % smtp), EMPTY, "smtp working directory")
+	# No fd of the smtp process points to a file or directory other than
+	# the sockets, pipes and stdio it got from the parent.
+	for fd in os.listdir("/proc/%d/fd" % smtp):
+		target = os.readlink("/proc/%d/fd/%s" % (smtp, fd))
+		check(target.startswith(("socket:", "pipe:", "anon_inode:", "/dev/null")) or fd in ("0", "1", "2"),
+		      "smtp holds fd %s -> %s" % (fd, target))
+
+	st = proc_status(handler)
+	check_eq(ids(st, "Uid"), [str(uid)] * 4, "handler Uid")
+	check_eq(ids(st, "Gid"), [str(gid)] * 4, "handler Gid")
+	for cap in ("CapEff", "CapPrm"):
+		check_eq(int(st[cap], 16), 0, "handler %s" % cap)
+	check_eq(st["NoNewPrivs"], "1", "handler NoNewPrivs")
+	check_eq(st["Seccomp"], "2", "handler Seccomp")
+
+	# The confined children still do their work.
+	qid = d.send()
+	d.wait_removed(qid)
+	# The spool belongs to the user, mode 0700 (design.md).
+	sst = os.stat(d.spool)
+	check_eq((sst.st_uid, sst.st_mode & 0o777), (uid, 0o700), "spool owner and mode")
+	for sub in ("incoming", "queue", "failed"):
+		s = os.stat(os.path.join(d.spool, sub))
+		check_eq((s.st_uid, s.st_mode & 0o777), (uid, 0o700), "spool/%s owner and mode" % sub)
+
+
+run(main)

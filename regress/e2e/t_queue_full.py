@@ -1,0 +1,67 @@
+# The bounded queue: with max_queue_size messages committed but not yet
+# handled, a new transaction gets 452 4.3.1 at MAIL FROM (never a 250
+# followed by a drop); once the queue drains, mail is accepted again.
+import sys
+sys.dont_write_bytecode = True
+from harness import *
+
+
+def main():
+	d = Laimd(max_queue_size=2)
+	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
+	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
+	d.start()
+
+	q1 = d.send(msg=simple_message("one"))
+	q2 = d.send(msg=simple_message("two"))
+	check_eq(sorted(d.spool_files("queue")), sorted([q1, q2]), "queue/ with two deferred messages")
+	with d.smtp() as c:
+		c.ehlo()
+		r = c.cmd("MAIL FROM:<third@client.example>", 452)
+		check(r.lines[-1].startswith("452 4.3.1"), "MAIL with a full queue: %r" % r)
+		c.cmd("RCPT TO:<r@test.laim.example>", 503)
+		c.cmd("QUIT", 221)
+	check_eq(sorted(d.spool_files("queue")), sorted([q1, q2]), "queue/ after the refusal")
+	check(not d.search_log(r"from=<third@client\.example>", 0), "the refused sender reached the queue")
+
+	d.unblock_dir(blocked)
+	d.wait_removed(q1, 15)
+	d.wait_removed(q2, 15)
+	check_eq(len(maildir_files(blocked)), 2, "messages delivered once the queue drained")
+	q3 = d.send(sender="third@client.example", msg=simple_message("three"))
+	d.wait_removed(q3)
+	check_eq(len(maildir_files(blocked)), 3, "messages after the queue drained")
+
+
+def reservations():
+	"""Transactions between MAIL and the end of data count against the
+	queue too: with max_queue_size 1, a second MAIL is refused while the
+	first transaction is open, and accepted again after its RSET."""
+	d = Laimd(name="t_queue_full_rsv", max_queue_size=1)
+	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
+	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
+	d.start()
+	a, b = d.smtp(), d.smtp()
+	a.ehlo()
+	b.ehlo()
+	a.cmd("MAIL FROM:<a@client.example>", 250)
+	r = b.cmd("MAIL FROM:<b@client.example>", 452)
+	check(r.lines[-1].startswith("452 4.3.1"), "second MAIL with one slot taken: %r" % r)
+	a.cmd("RSET", 250)
+	b.cmd("MAIL FROM:<b@client.example>", 250)
+	b.cmd("RCPT TO:<r@test.laim.example>", 250)
+	b.cmd("DATA", 354)
+	b.send(data_terminated(simple_message("b")))
+	qb = queue_id(b.expect(250))
+	a.cmd("MAIL FROM:<a@client.example>", 452)
+	a.close()
+	b.close()
+	check_eq(d.spool_files("queue"), [qb], "queue/ with max_queue_size 1")
+
+
+def both():
+	main()
+	reservations()
+
+
+run(both)

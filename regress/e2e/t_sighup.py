@@ -1,0 +1,72 @@
+# SIGHUP re-reads the config: a valid changed one takes effect (the next
+# message goes to the new Maildir) without losing messages; an invalid
+# one is logged with FILE:LINE and the old one stays in force.
+import sys
+sys.dont_write_bytecode = True
+import signal
+from harness import *
+
+
+def main():
+	d = Laimd().start()
+	first = d.maildir
+	second = d.make_user_dir(os.path.join(d.dir, "Maildir2"))
+
+	qid1 = d.send(msg=simple_message("before reload"))
+	d.wait_removed(qid1)
+
+	# A message in a session that spans the reload.
+	c = d.smtp()
+	c.ehlo()
+	c.cmd("MAIL FROM:<span@client.example>", 250)
+	c.cmd("RCPT TO:<r@test.laim.example>", 250)
+
+	d.config["handlers"] = {"inbox": {"type": "maildir", "path": second}}
+	d.write_config()
+	mark = d.mark()
+	d.signal(signal.SIGHUP)
+	d.wait_log(r"configuration reloaded$", since=mark)
+
+	c.cmd("DATA", 354)
+	c.send(data_terminated(simple_message("spanning")))
+	qid_span = queue_id(c.expect(250))
+	c.cmd("QUIT", 221)
+	c.close()
+	qid2 = d.send(msg=simple_message("after reload"))
+	d.wait_removed(qid_span)
+	d.wait_removed(qid2)
+	check_eq(len(maildir_files(first)), 1, "messages in the first Maildir")
+	got = maildir_messages(second)
+	check_eq(len(got), 2, "messages in the second Maildir")
+	check(any(b"Subject: after reload" in m for m in got), "the message after the reload is not in the new Maildir")
+
+	# An invalid config: logged with file and line, the old one stays.
+	bad = open(d.confpath).read() + "max_queue_size: many\n"
+	line = bad.count("\n")
+	d.write_config(bad)
+	mark = d.mark()
+	d.signal(signal.SIGHUP)
+	m = d.wait_log(r"(\S+):(\d+): .*; keeping the previous configuration$", since=mark)
+	check_eq((m.group(1), int(m.group(2))), (d.confpath, line), "FILE:LINE of the refused config")
+	check(not d.search_log(r"configuration reloaded$", mark), "invalid config reported as reloaded")
+	check(d.running(), "the parent died on an invalid config")
+	qid3 = d.send(msg=simple_message("after bad reload"))
+	d.wait_removed(qid3)
+	check_eq(len(maildir_files(second)), 3, "messages in the second Maildir after the bad reload")
+
+	# A config the parent refuses to read (group-writable) is not taken.
+	d.config["handlers"] = {"inbox": {"type": "maildir", "path": first}}
+	d.write_config()
+	os.chmod(d.confpath, 0o620)
+	mark = d.mark()
+	d.signal(signal.SIGHUP)
+	d.wait_log(r"keeping the previous configuration$", since=mark)
+	qid4 = d.send(msg=simple_message("after refused reload"))
+	d.wait_removed(qid4)
+	check_eq(len(maildir_files(second)), 4, "messages in the second Maildir after the refused reload")
+	check_eq(len(maildir_files(first)), 1, "messages in the first Maildir after the refused reload")
+	check(d.running(), "the parent died")
+	d.wait_children()
+
+
+run(main)

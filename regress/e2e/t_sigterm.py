@@ -1,0 +1,84 @@
+# SIGTERM: the daemon stops accepting, lets a session in progress finish
+# its transaction (then 421), exits 0; a message committed but not yet
+# delivered stays in queue/ and is delivered at the next start.
+import sys
+sys.dont_write_bytecode = True
+import signal
+import socket
+import time
+from harness import *
+
+
+def main():
+	d = Laimd()
+	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
+	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
+	d.start()
+
+	# A committed message the handler cannot deliver yet.
+	queued = d.send(msg=simple_message("queued before SIGTERM"))
+	d.wait_log(r"%s: to=<[^>]*>, handler=inbox, status=deferred" % queued)
+	check_eq(d.spool_files("queue"), [queued], "queue/ before SIGTERM")
+
+	# A session in the middle of a transaction when SIGTERM arrives.
+	c = d.smtp()
+	c.ehlo()
+	c.cmd("MAIL FROM:<inflight@client.example>", 250)
+	c.cmd("RCPT TO:<r@test.laim.example>", 250)
+	d.signal(signal.SIGTERM)
+	d.wait_log(r"received SIGTERM, shutting down$")
+	c.cmd("DATA", 354)
+	c.send(data_terminated(simple_message("in flight")))
+	inflight = queue_id(c.expect(250, what="end of data after SIGTERM"))
+	r = c.cmd("NOOP")
+	check_eq(r.code, 421, "command after the transaction during shutdown (%r)" % r)
+	check(c.wait_closed(5), "session not closed after 421")
+	c.close()
+
+	try:
+		status = d.proc.wait(20)
+	except subprocess.TimeoutExpired:
+		raise Fail("laimd did not exit within 20 s of SIGTERM")
+	check_eq(status, 0, "exit status after SIGTERM")
+	wait_for(lambda: not d._leftovers(), 10, "children to exit")
+	check(not port_listening(d.port), "port still listening after exit")
+	check_eq(sorted(d.spool_files("queue")), sorted([queued, inflight]), "queue/ after the shutdown")
+
+	# Next start, with the Maildir writable: both are delivered.
+	d.unblock_dir(blocked)
+	d.start()
+	d.wait_removed(queued)
+	d.wait_removed(inflight)
+	msgs = maildir_messages(blocked)
+	check_eq(len(msgs), 2, "messages delivered after the restart")
+	check_eq(d.spool_files("queue"), [], "queue/ at the end")
+	check_eq(d.stop(), 0, "exit status of the second run")
+
+
+def idle_sessions():
+	"""An idle session gets 421 4.3.2 at once; new connections are refused."""
+	d = Laimd(name="t_sigterm_idle")
+	d.start()
+	c = d.smtp()
+	c.ehlo()
+	t0 = time.monotonic()
+	d.signal(signal.SIGTERM)
+	r = c.reply(10)
+	check(r.code == 421, "idle session at SIGTERM: expected 421, got %r" % r)
+	check(c.wait_closed(5), "idle session not closed after 421")
+	c.close()
+	check_eq(d.proc.wait(20), 0, "exit status after SIGTERM")
+	check(time.monotonic() - t0 < 15, "shutdown with an idle session took %.1fs" % (time.monotonic() - t0))
+	try:
+		socket.create_connection(("127.0.0.1", d.port), timeout=2).close()
+		raise Fail("connection accepted after the daemon exited")
+	except ConnectionRefusedError:
+		pass
+
+
+def both():
+	main()
+	idle_sessions()
+
+
+run(both)

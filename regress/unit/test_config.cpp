@@ -1,0 +1,952 @@
+// Unit tests of the configuration loader (common/config.cpp): the YAML
+// tree, every core key and its default, every error path with its exact
+// "FILE:LINE: key" prefix, and the ownership checks of config_read().
+// Run as root: config_read() is tested with files owned by root and by
+// another uid.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include <config.h>
+
+#include "common/config.h"
+#include "handler/handler.h"
+
+// Last: check.h defines a "fail" macro that clashes with C++ headers.
+#include <check.h>
+
+using laim::Config;
+using laim::ConfigError;
+using laim::YamlNode;
+
+namespace {
+
+const std::string test_file = "t.yml";
+
+// ck_assert_str_eq on std::string values, temporaries included (the check
+// macro keeps only the char pointers, which would outlive a temporary).
+#define ck_assert_string_eq(a, b)                                   \
+	do {                                                         \
+		const std::string a_ = (a), b_ = (b);                \
+		ck_assert_str_eq(a_.c_str(), b_.c_str());           \
+	} while (0)
+
+// The message config_parse() throws for text, or "(no error)".
+std::string parse_error(const std::string& text)
+{
+	try {
+		laim::config_parse(text, test_file);
+	} catch (const ConfigError& e) {
+		return e.what();
+	}
+	return "(no error)";
+}
+
+bool starts_with(const std::string& s, const std::string& prefix)
+{
+	return s.compare(0, prefix.size(), prefix) == 0;
+}
+
+// The error for text begins with prefix (e.g. "t.yml:3: timeout: ") and
+// contains what.
+void check_error(const std::string& text, const std::string& prefix, const std::string& what)
+{
+	std::string msg = parse_error(text);
+	ck_assert_msg(starts_with(msg, prefix) && msg.find(what) != std::string::npos,
+		      "config:\n%s\ngot: %s\nexpected: %s...%s", text.c_str(), msg.c_str(),
+		      prefix.c_str(), what.c_str());
+}
+
+Config parse_ok(const std::string& text)
+{
+	try {
+		return laim::config_parse(text, test_file);
+	} catch (const ConfigError& e) {
+		ck_abort_msg("config:\n%s\nunexpected error: %s", text.c_str(), e.what());
+	}
+	return {};
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- defaults
+
+static void check_defaults(const Config& c)
+{
+	ck_assert_str_eq(c.file.c_str(), "t.yml");
+	ck_assert_uint_eq(c.listen.size(), 2);
+	ck_assert_str_eq(c.listen[0].host.c_str(), "127.0.0.1");
+	ck_assert_uint_eq(c.listen[0].port, 25);
+	ck_assert_str_eq(c.listen[1].host.c_str(), "::1");
+	ck_assert_uint_eq(c.listen[1].port, 25);
+	ck_assert_str_eq(c.socket.c_str(), LAIM_SOCKET);
+	ck_assert_str_eq(c.user.c_str(), "laim");
+	ck_assert_str_eq(c.hostname.c_str(), "");
+	ck_assert_str_eq(c.ident.c_str(), "laim " PACKAGE_VERSION);
+	ck_assert_uint_eq(c.max_queue_size, 50);
+	ck_assert_uint_eq(c.data_size_limit, 33554432);
+	ck_assert_uint_eq(c.timeout, 300);
+	ck_assert(c.enable_smtputf8);
+	ck_assert_str_eq(c.spool.c_str(), LAIM_SPOOL_DIR);
+	ck_assert_str_eq(c.aliases.c_str(), "/etc/aliases");
+	ck_assert_uint_eq(c.max_sessions, 100);
+	ck_assert_uint_eq(c.greeting_delay, 0);
+	ck_assert_uint_eq(c.retry_initial, 60);
+	ck_assert_uint_eq(c.retry_max, 3600);
+	ck_assert_uint_eq(c.max_queue_age, 345600);
+	ck_assert_uint_eq(c.delivery_timeout, 300);
+	ck_assert(c.handlers.empty());
+	ck_assert(c.routes.empty());
+}
+
+START_TEST(defaults_empty_file)
+{
+	check_defaults(parse_ok(""));
+	check_defaults(parse_ok("# nothing but a comment\n\n"));
+	check_defaults(parse_ok("---\n"));
+	check_defaults(parse_ok("---\n...\n"));
+}
+END_TEST
+
+START_TEST(defaults_unrelated_key)
+{
+	Config c = parse_ok("user: laim\n");
+	check_defaults(c);
+}
+END_TEST
+
+// ---------------------------------------------------------------- every key
+
+static const char full_config[] =
+    "# every key\n"                          // 1
+    "listen:\n"                              // 2
+    "  - 127.0.0.1:2525\n"                   // 3
+    "  - \"[::1]:2526\"\n"                   // 4
+    "  - 0.0.0.0:25\n"                       // 5
+    "socket: /run/test/submit.sock\n"        // 6
+    "user: nobody\n"                         // 7
+    "hostname: mx.example.org\n"             // 8
+    "ident: 'test agent 1.0'\n"              // 9
+    "max_queue_size: 7\n"                    // 10
+    "data_size_limit: 0\n"                   // 11
+    "timeout: 42\n"                          // 12
+    "enable_smtputf8: false\n"               // 13
+    "spool: /var/tmp/spool\n"                // 14
+    "aliases: /etc/mail/aliases\n"           // 15
+    "max_sessions: 3\n"                      // 16
+    "greeting_delay: 10000\n"                // 17
+    "retry_initial: 5\n"                     // 18
+    "retry_max: 5\n"                         // 19
+    "max_queue_age: 18446744073709551615\n"  // 20
+    "delivery_timeout: 9\n"                  // 21
+    "routes:\n"                              // 22
+    "  - match: \"alerts@*\"\n"              // 23
+    "    handlers: [audit, inbox]\n"         // 24
+    "  - handlers: inbox\n"                  // 25
+    "    match: '*@example.org'\n"           // 26
+    "  - match: root@host.lan\n"             // 27
+    "    handlers:\n"                        // 28
+    "      - inbox\n"                        // 29
+    "  - match: \"*\"\n"                     // 30
+    "    handlers: [audit]\n"                // 31
+    "handlers:\n"                            // 32
+    "  inbox:\n"                             // 33
+    "    type: maildir\n"                    // 34
+    "    path: /var/lib/laim/Maildir\n"      // 35
+    "    subdirs: [a, b]\n"                  // 36
+    "  audit:\n"                             // 37
+    "    type: log\n";                       // 38
+
+START_TEST(every_key)
+{
+	Config c = parse_ok(full_config);
+	ck_assert_uint_eq(c.listen.size(), 3);
+	ck_assert_str_eq(c.listen[0].host.c_str(), "127.0.0.1");
+	ck_assert_uint_eq(c.listen[0].port, 2525);
+	ck_assert_int_eq(c.listen[0].line, 3);
+	ck_assert_str_eq(c.listen[1].host.c_str(), "::1");
+	ck_assert_uint_eq(c.listen[1].port, 2526);
+	ck_assert_int_eq(c.listen[1].line, 4);
+	ck_assert_str_eq(c.listen[2].host.c_str(), "0.0.0.0");
+	ck_assert_uint_eq(c.listen[2].port, 25);
+	ck_assert_str_eq(c.socket.c_str(), "/run/test/submit.sock");
+	ck_assert_str_eq(c.user.c_str(), "nobody");
+	ck_assert_str_eq(c.hostname.c_str(), "mx.example.org");
+	ck_assert_str_eq(c.ident.c_str(), "test agent 1.0");
+	ck_assert_uint_eq(c.max_queue_size, 7);
+	ck_assert_uint_eq(c.data_size_limit, 0);
+	ck_assert_uint_eq(c.timeout, 42);
+	ck_assert(!c.enable_smtputf8);
+	ck_assert_str_eq(c.spool.c_str(), "/var/tmp/spool");
+	ck_assert_str_eq(c.aliases.c_str(), "/etc/mail/aliases");
+	ck_assert_uint_eq(c.max_sessions, 3);
+	ck_assert_uint_eq(c.greeting_delay, 10000);
+	ck_assert_uint_eq(c.retry_initial, 5);
+	ck_assert_uint_eq(c.retry_max, 5);
+	ck_assert(c.max_queue_age == UINT64_MAX);
+	ck_assert_uint_eq(c.delivery_timeout, 9);
+
+	ck_assert_uint_eq(c.handlers.size(), 2);
+	ck_assert_str_eq(c.handlers[0].name.c_str(), "inbox");
+	ck_assert_str_eq(c.handlers[0].type.c_str(), "maildir");
+	ck_assert_int_eq(c.handlers[0].line, 33);
+	const YamlNode* path = c.handlers[0].options.find("path");
+	ck_assert_ptr_nonnull(path);
+	ck_assert_str_eq(path->value.c_str(), "/var/lib/laim/Maildir");
+	ck_assert_int_eq(path->line, 35);
+	ck_assert_ptr_nonnull(c.handlers[0].options.find("type"));
+	const YamlNode* subdirs = c.handlers[0].options.find("subdirs");
+	ck_assert_ptr_nonnull(subdirs);
+	ck_assert(subdirs->kind == YamlNode::Kind::Sequence);
+	ck_assert_uint_eq(subdirs->items.size(), 2);
+	ck_assert_str_eq(c.handlers[1].name.c_str(), "audit");
+	ck_assert_str_eq(c.handlers[1].type.c_str(), "log");
+	ck_assert_int_eq(c.handlers[1].line, 37);
+
+	ck_assert_ptr_eq(c.find_handler("audit"), &c.handlers[1]);
+	ck_assert_ptr_eq(c.find_handler("inbox"), &c.handlers[0]);
+	ck_assert_ptr_null(c.find_handler("nosuch"));
+	ck_assert_ptr_null(c.find_handler(""));
+
+	ck_assert_uint_eq(c.routes.size(), 4);
+	ck_assert_str_eq(c.routes[0].match.c_str(), "alerts@*");
+	ck_assert_uint_eq(c.routes[0].handlers.size(), 2);
+	ck_assert_str_eq(c.routes[0].handlers[0].c_str(), "audit");
+	ck_assert_str_eq(c.routes[0].handlers[1].c_str(), "inbox");
+	ck_assert_int_eq(c.routes[0].line, 23);
+	ck_assert_str_eq(c.routes[1].match.c_str(), "*@example.org");
+	ck_assert_uint_eq(c.routes[1].handlers.size(), 1);
+	ck_assert_str_eq(c.routes[1].handlers[0].c_str(), "inbox");
+	ck_assert_int_eq(c.routes[1].line, 25);
+	ck_assert_str_eq(c.routes[2].match.c_str(), "root@host.lan");
+	ck_assert_uint_eq(c.routes[2].handlers.size(), 1);
+	ck_assert_str_eq(c.routes[3].match.c_str(), "*");
+	ck_assert_str_eq(c.routes[3].handlers[0].c_str(), "audit");
+}
+END_TEST
+
+START_TEST(listen_forms)
+{
+	Config c = parse_ok("listen: 127.0.0.1:2525\n");
+	ck_assert_uint_eq(c.listen.size(), 1);
+	ck_assert_str_eq(c.listen[0].host.c_str(), "127.0.0.1");
+	ck_assert_uint_eq(c.listen[0].port, 2525);
+	ck_assert_int_eq(c.listen[0].line, 1);
+
+	c = parse_ok("listen: \"[::1]:65535\"\n");
+	ck_assert_uint_eq(c.listen.size(), 1);
+	ck_assert_str_eq(c.listen[0].host.c_str(), "::1");
+	ck_assert_uint_eq(c.listen[0].port, 65535);
+
+	c = parse_ok("listen: ['[2001:db8::1]:1', 10.0.0.1:587]\n");
+	ck_assert_uint_eq(c.listen.size(), 2);
+	ck_assert_str_eq(c.listen[0].host.c_str(), "2001:db8::1");
+	ck_assert_uint_eq(c.listen[0].port, 1);
+	ck_assert_str_eq(c.listen[1].host.c_str(), "10.0.0.1");
+	ck_assert_uint_eq(c.listen[1].port, 587);
+
+	// An empty list: no TCP listener at all.
+	c = parse_ok("listen: []\n");
+	ck_assert(c.listen.empty());
+}
+END_TEST
+
+START_TEST(booleans)
+{
+	static const struct {
+		const char* text;
+		bool value;
+	} cases[] = {
+	    {"true", true}, {"True", true}, {"TRUE", true}, {"yes", true}, {"Yes", true},
+	    {"on", true},   {"ON", true},   {"false", false}, {"False", false}, {"no", false},
+	    {"NO", false},  {"off", false}, {"Off", false},
+	};
+	for (const auto& t : cases) {
+		Config c = parse_ok(std::string("enable_smtputf8: ") + t.text + "\n");
+		ck_assert_msg(c.enable_smtputf8 == t.value, "enable_smtputf8: %s", t.text);
+	}
+	// The spelling Laim used.
+	ck_assert(!parse_ok("enable_SMTPUTF8: no\n").enable_smtputf8);
+	ck_assert(parse_ok("enable_SMTPUTF8: yes\n").enable_smtputf8);
+}
+END_TEST
+
+START_TEST(integer_bounds_accepted)
+{
+	Config c = parse_ok("max_queue_size: 4294967295\ndata_size_limit: 18446744073709551615\n"
+			    "greeting_delay: 0\ntimeout: 1\n");
+	ck_assert_uint_eq(c.max_queue_size, 4294967295u);
+	ck_assert(c.data_size_limit == UINT64_MAX);
+	ck_assert_uint_eq(c.greeting_delay, 0);
+	ck_assert_uint_eq(c.timeout, 1);
+}
+END_TEST
+
+START_TEST(hostname_forms)
+{
+	ck_assert_string_eq(parse_ok("hostname: localhost\n").hostname, "localhost");
+	ck_assert_string_eq(parse_ok("hostname: a-1.b2.example\n").hostname, "a-1.b2.example");
+	ck_assert_string_eq(parse_ok("hostname: ''\n").hostname, "");
+	std::string label63(63, 'a');
+	ck_assert_string_eq(parse_ok("hostname: " + label63 + ".org\n").hostname, label63 + ".org");
+}
+END_TEST
+
+START_TEST(route_match_forms)
+{
+	static const char* ok[] = {"*", "*@example.org", "postmaster@*", "root@host.lan",
+				   "a.b+tag@sub.example.org", "*@bücher.example"};
+	for (const char* m : ok) {
+		Config c = parse_ok(std::string("handlers: {x: {type: discard}}\n"
+						"routes: [{match: '") + m + "', handlers: x}]\n");
+		ck_assert_str_eq(c.routes[0].match.c_str(), m);
+	}
+}
+END_TEST
+
+START_TEST(routes_absent_with_handlers)
+{
+	Config c = parse_ok("handlers:\n  x:\n    type: discard\n");
+	ck_assert_uint_eq(c.handlers.size(), 1);
+	ck_assert(c.routes.empty());
+}
+END_TEST
+
+// ---------------------------------------------------------------- YAML tree
+
+START_TEST(yaml_tree_lines)
+{
+	YamlNode root = laim::yaml_parse("a: 1\n"
+					 "b:\n"
+					 "  - x\n"
+					 "  - 'y'\n"
+					 "c:\n"
+					 "\n"
+					 "  d: \"q\"\n"
+					 "  e:\n"
+					 "f: ~\n",
+					 "y.yml");
+	ck_assert(root.kind == YamlNode::Kind::Mapping);
+	ck_assert_int_eq(root.line, 1);
+	ck_assert_uint_eq(root.entries.size(), 4);
+	ck_assert_uint_eq(root.key_lines.size(), 4);
+	ck_assert_int_eq(root.key_lines[0], 1);
+	ck_assert_int_eq(root.key_lines[1], 2);
+	ck_assert_int_eq(root.key_lines[2], 5);
+	ck_assert_int_eq(root.key_lines[3], 9);
+
+	const YamlNode* a = root.find("a");
+	ck_assert_ptr_nonnull(a);
+	ck_assert(a->kind == YamlNode::Kind::Scalar);
+	ck_assert_str_eq(a->value.c_str(), "1");
+	ck_assert(!a->quoted);
+	ck_assert_int_eq(a->line, 1);
+
+	const YamlNode* b = root.find("b");
+	ck_assert(b->kind == YamlNode::Kind::Sequence);
+	ck_assert_int_eq(b->line, 3);
+	ck_assert_uint_eq(b->items.size(), 2);
+	ck_assert_int_eq(b->items[0].line, 3);
+	ck_assert_int_eq(b->items[1].line, 4);
+	ck_assert(!b->items[0].quoted);
+	ck_assert(b->items[1].quoted);
+	ck_assert_str_eq(b->items[1].value.c_str(), "y");
+
+	const YamlNode* c = root.find("c");
+	ck_assert(c->kind == YamlNode::Kind::Mapping);
+	ck_assert_int_eq(c->line, 7);
+	ck_assert_int_eq(c->key_lines[0], 7);
+	ck_assert_int_eq(c->key_lines[1], 8);
+	ck_assert(c->find("d")->quoted);
+	ck_assert(c->find("e")->kind == YamlNode::Kind::Null);
+	ck_assert_int_eq(c->find("e")->line, 8);
+	ck_assert(root.find("f")->kind == YamlNode::Kind::Null);
+
+	ck_assert_ptr_null(root.find("nosuch"));
+	ck_assert_ptr_null(a->find("a"));  // find on a scalar
+	ck_assert_ptr_null(b->find("x"));  // find on a sequence
+
+	// Quoted null words and empty quotes stay strings.
+	YamlNode q = laim::yaml_parse("a: 'null'\nb: \"\"\nc: null\n", "y.yml");
+	ck_assert(q.find("a")->kind == YamlNode::Kind::Scalar);
+	ck_assert(q.find("b")->kind == YamlNode::Kind::Scalar);
+	ck_assert(q.find("b")->quoted);
+	ck_assert(q.find("c")->kind == YamlNode::Kind::Null);
+
+	// An empty stream is a Null root.
+	ck_assert(laim::yaml_parse("", "y.yml").kind == YamlNode::Kind::Null);
+	// Embedded NUL through an escape is kept, not truncated.
+	YamlNode n = laim::yaml_parse("a: \"x\\0y\"\n", "y.yml");
+	ck_assert_uint_eq(n.find("a")->value.size(), 3);
+}
+END_TEST
+
+// ---------------------------------------------------------------- YAML errors
+
+START_TEST(error_syntax)
+{
+	check_error("a: 1\nb: [1, 2\nc: 3\n", "t.yml:3: syntax error: ", "did not find expected ',' or ']'");
+	check_error("a: 1\nb: 2\n  c: 3\n", "t.yml:3: syntax error: ", "mapping values are not allowed");
+	check_error("a: 1\nb:\n\t- x\n", "t.yml:3: syntax error: ", "cannot start any token");
+	check_error("a: 1\nb: \"open\n", "t.yml:3: syntax error: ", "quoted scalar");
+	check_error("a: 1\n- b\n", "t.yml:2: syntax error: ", "did not find expected key");
+	// Invalid UTF-8: libyaml's reader gives only an offset; the line is counted.
+	check_error("a: 1\nb: 2\nident: \xff\xfe\n", "t.yml:3: syntax error: ", "UTF-8");
+	// A raw control character.
+	check_error("a: 1\nident: a\x01z\n", "t.yml:2: syntax error: ", "control characters");
+}
+END_TEST
+
+START_TEST(error_duplicate_key)
+{
+	check_error("user: a\ntimeout: 5\nuser: b\n", "t.yml:3: user: ", "duplicate key");
+	check_error("handlers:\n  inbox:\n    type: maildir\n    path: /a\n    path: /b\n",
+		    "t.yml:5: handlers.inbox.path: ", "duplicate key");
+	check_error("handlers:\n  a: {type: log}\n  a: {type: log}\n", "t.yml:3: handlers.a: ", "duplicate key");
+	check_error("routes:\n  - match: '*'\n    match: x@y\n", "t.yml:3: routes[0].match: ", "duplicate key");
+}
+END_TEST
+
+START_TEST(error_alias_anchor_tag)
+{
+	check_error("user: &u laim\nident: *u\n", "t.yml:1: user: ", "anchors (&u) are not allowed");
+	check_error("handlers:\n  a: &base\n    type: log\n", "t.yml:2: handlers.a: ", "anchors");
+	check_error("listen: &l [127.0.0.1:25]\n", "t.yml:1: listen: ", "anchors");
+	check_error("&k user: laim\n", "t.yml:1: ", "anchors (&k)");
+	// An alias whose anchor libyaml accepted: refused at the alias.
+	std::string msg = parse_error("routes:\n  - handlers: *x\n");
+	ck_assert_msg(starts_with(msg, "t.yml:2: "), "%s", msg.c_str());
+	check_error("user: !!str laim\n", "t.yml:1: user: ", "tags (tag:yaml.org,2002:str) are not allowed");
+	check_error("listen: !!seq []\n", "t.yml:1: listen: ", "tags");
+	check_error("handlers: !!map {}\n", "t.yml:1: handlers: ", "tags");
+	check_error("!!str user: laim\n", "t.yml:1: ", "tags");
+	check_error("a: 1\n*b : 2\n", "t.yml:2: ", "aliases");
+}
+END_TEST
+
+START_TEST(error_non_scalar_key)
+{
+	check_error("? [a, b]\n: 1\n", "t.yml:1: ", "mapping keys must be scalars");
+	check_error("handlers:\n  ? {a: 1}\n  : x\n", "t.yml:2: handlers: ", "mapping keys must be scalars");
+	check_error("'': 1\n", "t.yml:1: ", "empty mapping key");
+	check_error("a: 1\n\"x\\0y\": 2\n", "t.yml:2: ", "NUL");
+}
+END_TEST
+
+START_TEST(error_multiple_documents)
+{
+	check_error("user: a\n---\nuser: b\n", "t.yml:2: ", "more than one YAML document");
+	check_error("---\nuser: a\n...\n---\n", "t.yml:4: ", "more than one YAML document");
+}
+END_TEST
+
+START_TEST(error_too_deep)
+{
+	std::string deep(200, '[');
+	deep += std::string(200, ']');
+	check_error("handlers:\n  a:\n    type: x\n    o: " + deep + "\n", "t.yml:4: handlers.a.o", "nested more than 64");
+	// Just within the limit is fine for the YAML layer.
+	std::string ok = std::string(63, '[') + std::string(63, ']');
+	YamlNode n = laim::yaml_parse(ok, "y.yml");
+	ck_assert(n.kind == YamlNode::Kind::Sequence);
+}
+END_TEST
+
+// ---------------------------------------------------------------- config errors
+
+START_TEST(error_top_level_not_mapping)
+{
+	check_error("just a string\n", "t.yml:1: ", "the top level must be a mapping, got a string");
+	check_error("\n- user: laim\n", "t.yml:2: ", "the top level must be a mapping, got a sequence");
+	check_error("'quoted'\n", "t.yml:1: ", "got a quoted string");
+}
+END_TEST
+
+START_TEST(error_unknown_key)
+{
+	check_error("user: laim\nmax_queue: 5\n", "t.yml:2: max_queue: ", "unknown key");
+	check_error("User: laim\n", "t.yml:1: User: ", "unknown key");
+	check_error("routes:\n  - match: '*'\n    handlers: []\n    priority: 1\n",
+		    "t.yml:4: routes[0].priority: ", "unknown key");
+}
+END_TEST
+
+// Each scalar-valued core key, given a mapping, a sequence or nothing.
+START_TEST(error_wrong_types)
+{
+	static const struct {
+		const char* key;
+		const char* expected;
+	} keys[] = {
+	    {"socket", "expected a string"},
+	    {"user", "expected a string"},
+	    {"hostname", "expected a string"},
+	    {"ident", "expected a string"},
+	    {"spool", "expected a string"},
+	    {"aliases", "expected a string"},
+	    {"max_queue_size", "expected a positive integer"},
+	    {"data_size_limit", "expected a non-negative integer"},
+	    {"timeout", "expected a positive integer"},
+	    {"enable_smtputf8", "expected a boolean (true/false, yes/no, on/off)"},
+	    {"enable_SMTPUTF8", "expected a boolean (true/false, yes/no, on/off)"},
+	    {"max_sessions", "expected a positive integer"},
+	    {"greeting_delay", "expected an integer from 0 to 10000"},
+	    {"retry_initial", "expected a positive integer"},
+	    {"retry_max", "expected a positive integer"},
+	    {"max_queue_age", "expected a positive integer"},
+	    {"delivery_timeout", "expected a positive integer"},
+	    {"listen", "expected a HOST:PORT string or a sequence of them"},
+	    {"handlers", "expected a mapping of handler instances"},
+	    {"routes", "expected a sequence of routes"},
+	};
+	for (const auto& k : keys) {
+		std::string prefix = std::string("t.yml:2: ") + k.key + ": ";
+		std::string key = k.key;
+		if (key != "handlers")
+			check_error("# " + key + "\n" + key + ":\n  a: 1\n", "t.yml:3: " + key + ": ",
+				    std::string(k.expected) + ", got a mapping");
+		if (key != "listen" && key != "routes")
+			check_error("# " + key + "\n" + key + ": [1]\n", prefix,
+				    std::string(k.expected) + ", got a sequence");
+		check_error("# " + key + "\n" + key + ":\n", prefix,
+			    std::string(k.expected) + ", got an empty value");
+	}
+	// Quoted numbers and booleans are strings, not the type asked for.
+	check_error("timeout: '30'\n", "t.yml:1: timeout: ", "expected a positive integer, got a quoted string");
+	check_error("enable_smtputf8: \"true\"\n", "t.yml:1: enable_smtputf8: ",
+		    "expected a boolean (true/false, yes/no, on/off), got a quoted string");
+	// A list element of the wrong type.
+	check_error("listen:\n  - 127.0.0.1:25\n  - {a: 1}\n", "t.yml:3: listen[1]: ",
+		    "expected a HOST:PORT string, got a mapping");
+}
+END_TEST
+
+START_TEST(error_bad_integers)
+{
+	static const struct {
+		const char* text;
+		const char* prefix;
+		const char* what;
+	} cases[] = {
+	    {"max_queue_size: 0\n", "t.yml:1: max_queue_size: ", "0 is out of range: expected a positive integer"},
+	    {"max_queue_size: -1\n", "t.yml:1: max_queue_size: ", "expected a positive integer, got \"-1\""},
+	    {"max_queue_size: +5\n", "t.yml:1: max_queue_size: ", "got \"+5\""},
+	    {"max_queue_size: 1.5\n", "t.yml:1: max_queue_size: ", "got \"1.5\""},
+	    {"max_queue_size: 0x10\n", "t.yml:1: max_queue_size: ", "got \"0x10\""},
+	    {"max_queue_size: 010\n", "t.yml:1: max_queue_size: ", "got \"010\""},
+	    {"max_queue_size: 1_000\n", "t.yml:1: max_queue_size: ", "got \"1_000\""},
+	    {"max_queue_size: ' 5'\n", "t.yml:1: max_queue_size: ", "got a quoted string"},
+	    {"max_queue_size: 5 k\n", "t.yml:1: max_queue_size: ", "got \"5 k\""},
+	    {"max_queue_size: 4294967296\n", "t.yml:1: max_queue_size: ", "4294967296 is out of range"},
+	    {"data_size_limit: 18446744073709551616\n", "t.yml:1: data_size_limit: ",
+	     "18446744073709551616 is out of range: expected a non-negative integer"},
+	    {"data_size_limit: 99999999999999999999999\n", "t.yml:1: data_size_limit: ", "is out of range"},
+	    {"data_size_limit: -0\n", "t.yml:1: data_size_limit: ", "got \"-0\""},
+	    {"timeout: 0\n", "t.yml:1: timeout: ", "0 is out of range"},
+	    {"max_sessions: 0\n", "t.yml:1: max_sessions: ", "0 is out of range"},
+	    {"greeting_delay: 10001\n", "t.yml:1: greeting_delay: ",
+	     "10001 is out of range: expected an integer from 0 to 10000"},
+	    {"retry_initial: 0\n", "t.yml:1: retry_initial: ", "0 is out of range"},
+	    {"retry_max: 0\n", "t.yml:1: retry_max: ", "0 is out of range"},
+	    {"max_queue_age: 0\n", "t.yml:1: max_queue_age: ", "0 is out of range"},
+	    {"delivery_timeout: 0\n", "t.yml:1: delivery_timeout: ", "0 is out of range"},
+	    {"delivery_timeout: ten\n", "t.yml:1: delivery_timeout: ", "got \"ten\""},
+	};
+	for (const auto& t : cases)
+		check_error(t.text, t.prefix, t.what);
+}
+END_TEST
+
+START_TEST(error_retry_order)
+{
+	check_error("retry_max: 30\nretry_initial: 60\n", "t.yml:1: retry_max: ",
+		    "retry_max (30) must not be less than retry_initial (60)");
+	// retry_max left at its default of 3600: the error is at retry_initial.
+	check_error("timeout: 5\nretry_initial: 7200\n", "t.yml:2: retry_initial: ",
+		    "retry_max (3600) must not be less than retry_initial (7200)");
+}
+END_TEST
+
+START_TEST(error_bad_boolean)
+{
+	check_error("enable_smtputf8: maybe\n", "t.yml:1: enable_smtputf8: ",
+		    "expected a boolean (true/false, yes/no, on/off), got \"maybe\"");
+	check_error("enable_SMTPUTF8: 1\n", "t.yml:1: enable_SMTPUTF8: ", "got \"1\"");
+	check_error("enable_smtputf8: yes\nenable_SMTPUTF8: no\n", "t.yml:2: enable_SMTPUTF8: ", "given twice");
+}
+END_TEST
+
+START_TEST(error_bad_strings)
+{
+	static const struct {
+		const char* text;
+		const char* prefix;
+		const char* what;
+	} cases[] = {
+	    {"socket: run/laim.sock\n", "t.yml:1: socket: ", "expected an absolute path, got \"run/laim.sock\""},
+	    {"socket: ''\n", "t.yml:1: socket: ", "expected an absolute path"},
+	    {"spool: var/spool\n", "t.yml:1: spool: ", "expected an absolute path"},
+	    {"aliases: aliases\n", "t.yml:1: aliases: ", "expected an absolute path"},
+	    {"aliases: \"/etc/al\\0iases\"\n", "t.yml:1: aliases: ", "contains a NUL character"},
+	    {"user: ''\n", "t.yml:1: user: ", "expected a user name, got \"\""},
+	    {"user: \"la\\tim\"\n", "t.yml:1: user: ", "expected a user name"},
+	    {"hostname: -bad.example\n", "t.yml:1: hostname: ", "\"-bad.example\" is not a valid domain name"},
+	    {"hostname: bad-.example\n", "t.yml:1: hostname: ", "is not a valid domain name"},
+	    {"hostname: a..b\n", "t.yml:1: hostname: ", "is not a valid domain name"},
+	    {"hostname: host.\n", "t.yml:1: hostname: ", "is not a valid domain name"},
+	    {"hostname: under_score.example\n", "t.yml:1: hostname: ", "is not a valid domain name"},
+	    {"hostname: 'mx example'\n", "t.yml:1: hostname: ", "is not a valid domain name"},
+	    {"hostname: bücher.example\n", "t.yml:1: hostname: ", "is not a valid domain name"},
+	    {"ident: \"laim\\r\\n250 injected\"\n", "t.yml:1: ident: ", "must not contain control characters"},
+	    {"ident: \"a\\0b\"\n", "t.yml:1: ident: ", "contains a NUL character"},
+	};
+	for (const auto& t : cases)
+		check_error(t.text, t.prefix, t.what);
+
+	std::string long_label(64, 'a');
+	check_error("hostname: " + long_label + ".org\n", "t.yml:1: hostname: ", "is not a valid domain name");
+	std::string long_name;
+	for (int i = 0; i < 64; i++)
+		long_name += "abc.";
+	long_name += "org";  // 259 octets
+	check_error("hostname: " + long_name + "\n", "t.yml:1: hostname: ", "is not a valid domain name");
+	std::string long_socket = "/" + std::string(107, 's');
+	check_error("socket: " + long_socket + "\n", "t.yml:1: socket: ", "too long for a unix socket path (at most 107 bytes)");
+	// 107 bytes fits sun_path with its NUL.
+	ck_assert_string_eq(parse_ok("socket: /" + std::string(106, 's') + "\n").socket, "/" + std::string(106, 's'));
+}
+END_TEST
+
+START_TEST(error_bad_listen)
+{
+	static const struct {
+		const char* value;
+		const char* what;
+	} cases[] = {
+	    {"localhost:25", "the host must be a numeric IPv4 address"},
+	    {"mail.example.org:25", "laim does no DNS"},
+	    {"127.0.0.1", "expected HOST:PORT"},
+	    {"127.0.0.1:", "the port must be a number from 1 to 65535"},
+	    {"127.0.0.1:0", "the port must be a number from 1 to 65535"},
+	    {"127.0.0.1:65536", "the port must be a number from 1 to 65535"},
+	    {"127.0.0.1:99999999999999999999999", "the port must be a number"},
+	    {"127.0.0.1:smtp", "the port must be a number"},
+	    {"127.0.0.1:025", "the port must be a number"},
+	    {"127.0.0.1:-25", "the port must be a number"},
+	    {"127.1:25", "numeric IPv4"},
+	    {"1.2.3.256:25", "numeric IPv4"},
+	    {":25", "numeric IPv4"},
+	    {"::1:25", "numeric IPv4"},
+	    {"[::1]", "expected HOST:PORT"},
+	    {"[::1]25", "expected HOST:PORT"},
+	    {"[::1:25", "expected HOST:PORT"},
+	    {"[::1]:", "the port must be a number"},
+	    {"[127.0.0.1]:25", "not a numeric IPv6 address"},
+	    {"[fe80::1%eth0]:25", "not a numeric IPv6 address"},
+	    {"[localhost]:25", "not a numeric IPv6 address"},
+	    {"", "expected HOST:PORT"},
+	};
+	for (const auto& t : cases) {
+		check_error(std::string("listen: '") + t.value + "'\n", "t.yml:1: listen: ", t.what);
+		check_error(std::string("listen:\n  - 127.0.0.1:25\n  - '") + t.value + "'\n",
+			    "t.yml:3: listen[1]: ", t.what);
+	}
+	check_error("listen:\n  - 127.0.0.1:25\n  - '[::1]:25'\n  - 127.0.0.1:25\n", "t.yml:4: listen[2]: ",
+		    "duplicate listen address \"127.0.0.1:25\"");
+	check_error("listen: [[127.0.0.1:25]]\n", "t.yml:1: listen[0]: ", "expected a HOST:PORT string, got a sequence");
+	check_error("listen:\n  -\n", "t.yml:2: listen[0]: ", "got an empty value");
+}
+END_TEST
+
+START_TEST(error_bad_handlers)
+{
+	check_error("handlers:\n  inbox:\n    path: /tmp/x\n", "t.yml:2: handlers.inbox: ",
+		    "missing required key \"type\"");
+	check_error("handlers:\n  inbox: {}\n", "t.yml:2: handlers.inbox: ", "missing required key \"type\"");
+	check_error("handlers:\n  inbox: maildir\n", "t.yml:2: handlers.inbox: ",
+		    "expected a mapping with a \"type\" key, got a string");
+	check_error("handlers:\n  inbox:\n", "t.yml:2: handlers.inbox: ", "got an empty value");
+	check_error("handlers:\n  inbox:\n    - type: maildir\n", "t.yml:3: handlers.inbox: ", "got a sequence");
+	check_error("handlers:\n  inbox:\n    type: [maildir]\n", "t.yml:3: handlers.inbox.type: ",
+		    "expected a string, got a sequence");
+	check_error("handlers:\n  inbox:\n    type:\n", "t.yml:3: handlers.inbox.type: ",
+		    "expected a string, got an empty value");
+	check_error("handlers:\n  inbox:\n    type: mail dir\n", "t.yml:3: handlers.inbox.type: ",
+		    "invalid handler type \"mail dir\"");
+	check_error("handlers:\n  inbox:\n    type: ''\n", "t.yml:3: handlers.inbox.type: ", "invalid handler type");
+	check_error("handlers:\n  in.box:\n    type: log\n", "t.yml:2: handlers.in.box: ", "invalid instance name");
+	check_error("handlers:\n  'in box':\n    type: log\n", "t.yml:2: handlers.in box: ", "invalid instance name");
+	check_error("handlers:\n  - inbox\n", "t.yml:2: handlers: ", "expected a mapping of handler instances, got a sequence");
+	check_error("handlers: inbox\n", "t.yml:1: handlers: ", "got a string");
+}
+END_TEST
+
+static const char handlers_ab[] = "handlers:\n  a: {type: log}\n  b: {type: discard}\n";  // lines 1-3
+
+START_TEST(error_bad_routes)
+{
+	static const struct {
+		const char* routes;  // starting at line 4
+		const char* prefix;
+		const char* what;
+	} cases[] = {
+	    {"routes:\n  - match: '*'\n    handlers: [a, nosuch]\n", "t.yml:6: routes[0].handlers[1]: ",
+	     "unknown handler instance \"nosuch\""},
+	    {"routes:\n  - match: '*'\n    handlers: nosuch\n", "t.yml:6: routes[0].handlers: ",
+	     "unknown handler instance \"nosuch\""},
+	    {"routes:\n  - match: '*'\n    handlers:\n      - b\n      - A\n", "t.yml:8: routes[0].handlers[1]: ",
+	     "unknown handler instance \"A\""},
+	    {"routes:\n  - match: '*'\n    handlers: [a, b, a]\n", "t.yml:6: routes[0].handlers[2]: ",
+	     "handler instance \"a\" named twice"},
+	    {"routes:\n  - match: '*'\n    handlers: []\n", "t.yml:6: routes[0].handlers: ", "names no handler instance"},
+	    {"routes:\n  - match: '*'\n    handlers:\n", "t.yml:6: routes[0].handlers: ",
+	     "expected a handler instance name or a sequence of them, got an empty value"},
+	    {"routes:\n  - match: '*'\n    handlers: {a: 1}\n", "t.yml:6: routes[0].handlers: ", "got a mapping"},
+	    {"routes:\n  - match: '*'\n    handlers: [[a]]\n", "t.yml:6: routes[0].handlers[0]: ",
+	     "expected a string, got a sequence"},
+	    {"routes:\n  - match: '*'\n    handlers: a\n  - handlers: [b]\n", "t.yml:7: routes[1]: ",
+	     "missing required key \"match\""},
+	    {"routes:\n  - match: '*'\n", "t.yml:5: routes[0]: ", "missing required key \"handlers\""},
+	    {"routes:\n  - match: '*'\n    handler: a\n", "t.yml:6: routes[0].handler: ", "unknown key"},
+	    {"routes:\n  - '*'\n", "t.yml:5: routes[0]: ",
+	     "expected a mapping with \"match\" and \"handlers\", got a quoted string"},
+	    {"routes:\n  - [a]\n", "t.yml:5: routes[0]: ", "got a sequence"},
+	    {"routes:\n  match: '*'\n", "t.yml:5: routes: ", "expected a sequence of routes, got a mapping"},
+	    {"routes:\n  - match: [x]\n    handlers: a\n", "t.yml:5: routes[0].match: ", "expected a string, got a sequence"},
+	    {"routes:\n  - match:\n    handlers: a\n", "t.yml:5: routes[0].match: ", "got an empty value"},
+	};
+	for (const auto& t : cases)
+		check_error(std::string(handlers_ab) + t.routes, t.prefix, t.what);
+
+	static const char* bad_match[] = {
+	    "nobody", "", "**", "*@*", "@example.org", "root@", "a b@example.org", "*@bad_domain",
+	    "*@-x.org", "x@y@*", "root@host.", "*@", "@*", "x\\ty@*",
+	};
+	for (const char* m : bad_match)
+		check_error(std::string(handlers_ab) + "routes:\n  - match: \"" + m + "\"\n    handlers: a\n",
+			    "t.yml:5: routes[0].match: ", "expected \"*\", \"*@domain\", \"local@*\" or an address");
+	std::string long_local(65, 'l');
+	check_error(std::string(handlers_ab) + "routes:\n  - match: " + long_local + "@*\n    handlers: a\n",
+		    "t.yml:5: routes[0].match: ", "or an address");
+	// Routes may come before handlers in the file.
+	Config c = parse_ok("routes:\n  - match: '*'\n    handlers: b\n" + std::string(handlers_ab));
+	ck_assert_str_eq(c.routes[0].handlers[0].c_str(), "b");
+	// No handlers at all: any named instance is unknown.
+	check_error("routes:\n  - match: '*'\n    handlers: a\n", "t.yml:3: routes[0].handlers: ",
+		    "unknown handler instance \"a\"");
+}
+END_TEST
+
+START_TEST(config_error_format)
+{
+	ck_assert_string_eq(ConfigError("f.yml", 12, "max_queue_size", "expected a positive integer").what(),
+			 "f.yml:12: max_queue_size: expected a positive integer");
+	ck_assert_string_eq(ConfigError("f.yml", 3, "", "syntax error: x").what(), "f.yml:3: syntax error: x");
+	ck_assert_string_eq(ConfigError("f.yml", 0, "user", "bad").what(), "f.yml: user: bad");
+	ck_assert_string_eq(ConfigError("plain message").what(), "plain message");
+	// The file name given to config_parse is the one in messages.
+	try {
+		laim::config_parse("\n\nuser: ''\n", "/etc/laim/config.yml");
+		ck_abort_msg("no error");
+	} catch (const ConfigError& e) {
+		ck_assert_str_eq(e.what(), "/etc/laim/config.yml:3: user: expected a user name, got \"\"");
+	}
+}
+END_TEST
+
+// ---------------------------------------------------------------- config_read
+
+static std::string read_dir;  // a fresh directory for each test
+
+static std::string write_file(const char* name, const std::string& text, mode_t mode, uid_t uid)
+{
+	std::string path = read_dir + "/" + name;
+	FILE* f = fopen(path.c_str(), "w");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_eq(fwrite(text.data(), 1, text.size(), f), text.size());
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_int_eq(chown(path.c_str(), uid, 0), 0);
+	ck_assert_int_eq(chmod(path.c_str(), mode), 0);
+	return path;
+}
+
+static std::string read_error(const std::string& path)
+{
+	bool wr = false;
+	try {
+		laim::config_read(path, &wr);
+	} catch (const ConfigError& e) {
+		return e.what();
+	}
+	return "(no error)";
+}
+
+static void read_setup()
+{
+	ck_assert_msg(geteuid() == 0, "the config_read tests run as root");
+	char tmpl[] = "/tmp/laim-test-config.XXXXXX";
+	ck_assert_ptr_nonnull(mkdtemp(tmpl));
+	read_dir = tmpl;
+}
+
+static void read_teardown()
+{
+	std::string cmd = "rm -rf '" + read_dir + "'";
+	(void)!system(cmd.c_str());
+}
+
+START_TEST(read_root_owned)
+{
+	std::string text = "user: laim\nlisten: 127.0.0.1:2525\n";
+	std::string path = write_file("ok.yml", text, 0600, 0);
+	bool wr = true;
+	ck_assert_string_eq(laim::config_read(path, &wr), text);
+	ck_assert(!wr);
+
+	path = write_file("readable.yml", text, 0644, 0);
+	wr = false;
+	ck_assert_string_eq(laim::config_read(path, &wr), text);
+	ck_assert(wr);
+
+	path = write_file("group.yml", text, 0640, 0);
+	wr = true;
+	laim::config_read(path, &wr);
+	ck_assert(!wr);
+
+	// Empty, and exactly 1 MiB, are fine.
+	path = write_file("empty.yml", "", 0600, 0);
+	ck_assert_string_eq(laim::config_read(path, &wr), "");
+	std::string big(1 << 20, '#');
+	path = write_file("big.yml", big, 0600, 0);
+	ck_assert_uint_eq(laim::config_read(path, &wr).size(), 1 << 20);
+}
+END_TEST
+
+START_TEST(read_refused)
+{
+	std::string text = "user: laim\n";
+	std::string path = write_file("nobody.yml", text, 0600, 65534);
+	std::string msg = read_error(path);
+	ck_assert_msg(starts_with(msg, path + ": refusing config: must be owned by root and not writable by group or others"),
+		      "%s", msg.c_str());
+	ck_assert_msg(msg.find("uid 65534") != std::string::npos, "%s", msg.c_str());
+
+	path = write_file("groupw.yml", text, 0620, 0);
+	msg = read_error(path);
+	ck_assert_msg(starts_with(msg, path + ": refusing config: must be owned by root"), "%s", msg.c_str());
+	ck_assert_msg(msg.find("mode 0620") != std::string::npos, "%s", msg.c_str());
+
+	path = write_file("otherw.yml", text, 0602, 0);
+	msg = read_error(path);
+	ck_assert_msg(starts_with(msg, path + ": refusing config: must be owned by root"), "%s", msg.c_str());
+
+	std::string big((1 << 20) + 1, '#');
+	path = write_file("huge.yml", big, 0600, 0);
+	msg = read_error(path);
+	ck_assert_string_eq(msg, path + ": refusing config: larger than 1 MiB");
+
+	std::string missing = read_dir + "/missing.yml";
+	msg = read_error(missing);
+	ck_assert_string_eq(msg, missing + ": " + strerror(ENOENT));
+
+	msg = read_error(read_dir);
+	ck_assert_string_eq(msg, read_dir + ": refusing config: not a regular file");
+
+	// A FIFO is refused without blocking on open.
+	std::string fifo = read_dir + "/fifo.yml";
+	ck_assert_int_eq(mkfifo(fifo.c_str(), 0600), 0);
+	msg = read_error(fifo);
+	ck_assert_string_eq(msg, fifo + ": refusing config: not a regular file");
+
+	// A symbolic link, even to a good file, is refused (O_NOFOLLOW).
+	std::string good = write_file("good.yml", text, 0600, 0);
+	std::string link = read_dir + "/link.yml";
+	ck_assert_int_eq(symlink(good.c_str(), link.c_str()), 0);
+	msg = read_error(link);
+	ck_assert_string_eq(msg, link + ": refusing config: it is a symbolic link");
+}
+END_TEST
+
+// ---------------------------------------------------------------- handler types
+
+// The type name is checked against the registry when the handlers are
+// built, with the file, the line of the type and the key.
+START_TEST(handlers_create_unknown_type)
+{
+	Config c = parse_ok("user: laim\n"
+			    "handlers:\n"
+			    "  inbox:\n"
+			    "    type: nosuchtype\n");
+	try {
+		laim::handlers_create(c);
+		ck_abort_msg("an unknown handler type was accepted");
+	} catch (const ConfigError& e) {
+		std::string msg = e.what();
+		ck_assert_msg(starts_with(msg, "t.yml:4: ") || starts_with(msg, "t.yml:3: "), "%s", msg.c_str());
+		ck_assert_msg(msg.find("type") != std::string::npos, "%s", msg.c_str());
+		ck_assert_msg(msg.find("nosuchtype") != std::string::npos, "%s", msg.c_str());
+	}
+}
+END_TEST
+
+static Suite* config_suite()
+{
+	Suite* s = suite_create("config");
+	TCase* tc = tcase_create("parse");
+	tcase_add_test(tc, defaults_empty_file);
+	tcase_add_test(tc, defaults_unrelated_key);
+	tcase_add_test(tc, every_key);
+	tcase_add_test(tc, listen_forms);
+	tcase_add_test(tc, booleans);
+	tcase_add_test(tc, integer_bounds_accepted);
+	tcase_add_test(tc, hostname_forms);
+	tcase_add_test(tc, route_match_forms);
+	tcase_add_test(tc, routes_absent_with_handlers);
+	tcase_add_test(tc, yaml_tree_lines);
+	tcase_add_test(tc, config_error_format);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("errors");
+	tcase_add_test(tc, error_syntax);
+	tcase_add_test(tc, error_duplicate_key);
+	tcase_add_test(tc, error_alias_anchor_tag);
+	tcase_add_test(tc, error_non_scalar_key);
+	tcase_add_test(tc, error_multiple_documents);
+	tcase_add_test(tc, error_too_deep);
+	tcase_add_test(tc, error_top_level_not_mapping);
+	tcase_add_test(tc, error_unknown_key);
+	tcase_add_test(tc, error_wrong_types);
+	tcase_add_test(tc, error_bad_integers);
+	tcase_add_test(tc, error_retry_order);
+	tcase_add_test(tc, error_bad_boolean);
+	tcase_add_test(tc, error_bad_strings);
+	tcase_add_test(tc, error_bad_listen);
+	tcase_add_test(tc, error_bad_handlers);
+	tcase_add_test(tc, error_bad_routes);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("read");
+	tcase_add_checked_fixture(tc, read_setup, read_teardown);
+	tcase_add_test(tc, read_root_owned);
+	tcase_add_test(tc, read_refused);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("handlers");
+	tcase_add_test(tc, handlers_create_unknown_type);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main()
+{
+	SRunner* sr = srunner_create(config_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

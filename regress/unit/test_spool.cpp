@@ -1,0 +1,595 @@
+// Unit tests of the spool: the header format, the commit steps, the
+// strict loader, and what a restart finds.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+#include "handler/spool.h"
+
+#include <check.h>
+#undef fail  // Check's deprecated fail() macro would hide Spool::fail
+
+using namespace laim;
+
+namespace {
+
+std::string g_tmp;    // per-test temporary directory
+std::string g_spool;  // g_tmp/spool, made by Spool::prepare
+
+void setup()
+{
+	const char* base = getenv("TMPDIR");
+	std::string templ = std::string(base && *base ? base : "/tmp") + "/laim-spool-XXXXXX";
+	ck_assert_ptr_nonnull(mkdtemp(templ.data()));
+	g_tmp = templ;
+	g_spool = g_tmp + "/spool";
+	Spool::prepare(g_spool);
+}
+
+void teardown()
+{
+	std::error_code ec;
+	std::filesystem::remove_all(g_tmp, ec);
+}
+
+std::string slurp(const std::string& path)
+{
+	std::ifstream in(path, std::ios::binary);
+	ck_assert_msg(in.good(), "cannot read %s", path.c_str());
+	std::ostringstream ss;
+	ss << in.rdbuf();
+	return ss.str();
+}
+
+void spit(const std::string& path, std::string_view data)
+{
+	std::ofstream out(path, std::ios::binary | std::ios::trunc);
+	out.write(data.data(), (std::streamsize)data.size());
+	ck_assert_msg(out.good(), "cannot write %s", path.c_str());
+}
+
+bool exists(const std::string& path)
+{
+	struct stat st;
+	return lstat(path.c_str(), &st) == 0;
+}
+
+size_t count_entries(const std::string& dir)
+{
+	size_t n = 0;
+	for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir))
+		n++;
+	return n;
+}
+
+Envelope sample_env(const std::string& id)
+{
+	Envelope env;
+	env.id = id;
+	env.sender = "alice@example.org";
+	env.recipients = {"root@host.lan", "\"Bob Smith\"@Example.ORG"};
+	env.uid = 1000;
+	env.client = "127.0.0.1";
+	env.helo = "client.example.org";
+	env.arrival = 1700000000;
+	return env;
+}
+
+void write_body(int fd, std::string_view body)
+{
+	ck_assert_int_eq(write(fd, body.data(), body.size()), (ssize_t)body.size());
+}
+
+// The three commit steps, as the handler process does them before 250.
+void commit(Spool& spool, const Envelope& env, std::string_view body)
+{
+	UniqueFd fd = spool.create(env);
+	write_body(fd.get(), body);
+	spool.sync_file(fd.get());
+	spool.publish(env.id);
+	spool.sync_queue_dir();
+}
+
+void check_same_envelope(const Envelope& got, const Envelope& want)
+{
+	ck_assert_str_eq(got.id.c_str(), want.id.c_str());
+	ck_assert_str_eq(got.sender.c_str(), want.sender.c_str());
+	ck_assert_uint_eq(got.recipients.size(), want.recipients.size());
+	for (size_t i = 0; i < want.recipients.size(); i++)
+		ck_assert_str_eq(got.recipients[i].c_str(), want.recipients[i].c_str());
+	ck_assert(got.uid.has_value() == want.uid.has_value());
+	if (want.uid)
+		ck_assert_uint_eq(*got.uid, *want.uid);
+	ck_assert_str_eq(got.client.c_str(), want.client.c_str());
+	ck_assert_str_eq(got.helo.c_str(), want.helo.c_str());
+	ck_assert_int_eq(got.arrival, want.arrival);
+}
+
+// what() of the SpoolError that load(id) throws; fails the test when it
+// loads or throws anything else.
+std::string load_error(const Spool& spool, const std::string& id)
+{
+	try {
+		(void)spool.load(id);
+	} catch (const SpoolError& e) {
+		return e.what();
+	}
+	ck_abort_msg("load(%s) succeeded", id.c_str());
+	return "";
+}
+
+}  // namespace
+
+START_TEST(test_prepare)
+{
+	for (const char* sub : {"", "/incoming", "/queue", "/failed", "/offline"}) {
+		struct stat st;
+		std::string p = g_spool + sub;
+		ck_assert_int_eq(stat(p.c_str(), &st), 0);
+		ck_assert(S_ISDIR(st.st_mode));
+		ck_assert_msg((st.st_mode & 077) == 0, "%s mode %o", p.c_str(), st.st_mode & 0777);
+	}
+	// Again on the existing tree: nothing to do, no error.
+	Spool::prepare(g_spool);
+	// A file where the spool should be is an error naming it.
+	std::string file = g_tmp + "/plainfile";
+	spit(file, "x");
+	try {
+		Spool::prepare(file);
+		ck_abort_msg("prepare on a file succeeded");
+	} catch (const std::system_error& e) {
+		ck_assert_ptr_nonnull(strstr(e.what(), "plainfile"));
+	}
+}
+END_TEST
+
+START_TEST(test_missing_dir)
+{
+	std::string nodir = g_tmp + "/nospool";
+	try {
+		Spool spool(nodir);
+		ck_abort_msg("Spool on a missing directory succeeded");
+	} catch (const std::system_error& e) {
+		ck_assert_ptr_nonnull(strstr(e.what(), "nospool/queue"));
+	}
+}
+END_TEST
+
+START_TEST(test_new_id)
+{
+	Spool spool(g_spool);
+	std::set<std::string> seen;
+	for (int i = 0; i < 200; i++) {
+		std::string id = spool.new_id();
+		ck_assert_uint_eq(id.size(), 10);
+		ck_assert_msg(id.find_first_not_of("0123456789ABCDEF") == std::string::npos, "bad id %s",
+			      id.c_str());
+		seen.insert(id);
+	}
+	ck_assert_uint_eq(seen.size(), 200);
+}
+END_TEST
+
+// The header is written byte for byte as spool.h documents, the fd is
+// left after it, and the null sender is "sender " with an empty value.
+START_TEST(test_header_format)
+{
+	Spool spool(g_spool);
+	Envelope env;
+	env.id = spool.new_id();
+	env.sender = "";
+	env.recipients = {"root"};
+	env.client = "local";
+	env.helo = "host.lan";
+	env.arrival = 1700000001;
+	const std::string want = "LAIM 1\nid " + env.id +
+				 "\narrival 1700000001\nsender \nrcpt root\nclient local\nhelo host.lan\n\n";
+
+	UniqueFd fd = spool.create(env);
+	ck_assert_int_eq(lseek(fd.get(), 0, SEEK_CUR), (off_t)want.size());
+	std::string incoming = g_spool + "/incoming/" + env.id;
+	ck_assert(slurp(incoming) == want);
+	struct stat st;
+	ck_assert_int_eq(stat(incoming.c_str(), &st), 0);
+	ck_assert_int_eq(st.st_mode & 0777, 0600);
+
+	// With a uid, its line sits between the recipients and client.
+	Envelope env2 = env;
+	env2.id = spool.new_id();
+	env2.uid = 0;
+	UniqueFd fd2 = spool.create(env2);
+	const std::string want2 = "LAIM 1\nid " + env2.id +
+				  "\narrival 1700000001\nsender \nrcpt root\nuid 0\nclient local\nhelo host.lan\n\n";
+	ck_assert(slurp(g_spool + "/incoming/" + env2.id) == want2);
+
+	// create never reuses an existing incoming file.
+	try {
+		(void)spool.create(env);
+		ck_abort_msg("create over an existing incoming file succeeded");
+	} catch (const std::system_error& e) {
+		ck_assert_int_eq(e.code().value(), EEXIST);
+		ck_assert_ptr_nonnull(strstr(e.what(), incoming.c_str()));
+	}
+}
+END_TEST
+
+// Message bodies come back byte for byte, whatever they hold: blank
+// lines, a forged spool header, CR, NUL, nothing at all.
+START_TEST(test_roundtrip)
+{
+	const std::string bodies[] = {
+		"Subject: hello\n\nbody\n",
+		"\n\n",
+		"a\n\n\nb\n\n",
+		"LAIM 1\nid X\n\nrcpt evil@example.org\n",
+		std::string("bin\r\n\0\xff\r\n.\r\n", 10),
+		"",
+	};
+	Spool spool(g_spool);
+	for (const auto& body : bodies) {
+		Envelope env = sample_env(spool.new_id());
+		commit(spool, env, body);
+		ck_assert(!exists(g_spool + "/incoming/" + env.id));
+		SpoolMessage msg = spool.load(env.id);
+		check_same_envelope(msg.envelope, env);
+		ck_assert_uint_eq(msg.body().size(), body.size());
+		ck_assert(msg.body() == body);
+	}
+}
+END_TEST
+
+START_TEST(test_message_move)
+{
+	Spool spool(g_spool);
+	Envelope a = sample_env(spool.new_id()), b = sample_env(spool.new_id());
+	commit(spool, a, "first body\n");
+	commit(spool, b, "second body\n");
+
+	SpoolMessage m1 = spool.load(a.id);
+	SpoolMessage m2(std::move(m1));
+	ck_assert(m1.body().empty());
+	ck_assert(m2.body() == "first body\n");
+	ck_assert_str_eq(m2.envelope.id.c_str(), a.id.c_str());
+
+	SpoolMessage m3 = spool.load(b.id);
+	m3 = std::move(m2);  // unmaps b, takes a
+	ck_assert(m3.body() == "first body\n");
+	ck_assert(m2.body().empty());
+	m3 = spool.load(b.id);
+	ck_assert(m3.body() == "second body\n");
+}
+END_TEST
+
+// publish never replaces a committed message, even for a reused id.
+START_TEST(test_publish_noreplace)
+{
+	Spool spool(g_spool);
+	Envelope env = sample_env(spool.new_id());
+	commit(spool, env, "original\n");
+
+	UniqueFd fd = spool.create(env);  // incoming/ID is free again
+	write_body(fd.get(), "impostor\n");
+	spool.sync_file(fd.get());
+	try {
+		spool.publish(env.id);
+		ck_abort_msg("publish replaced an existing queue file");
+	} catch (const std::system_error& e) {
+		ck_assert_int_eq(e.code().value(), EEXIST);
+		ck_assert_ptr_nonnull(strstr(e.what(), env.id.c_str()));
+	}
+	ck_assert(spool.load(env.id).body() == "original\n");
+	ck_assert(exists(g_spool + "/incoming/" + env.id));
+
+	// Publishing what is not in incoming/ fails with the path.
+	std::string other = spool.new_id();
+	try {
+		spool.publish(other);
+		ck_abort_msg("publish of a missing file succeeded");
+	} catch (const std::system_error& e) {
+		ck_assert_int_eq(e.code().value(), ENOENT);
+		ck_assert_ptr_nonnull(strstr(e.what(), ("incoming/" + other).c_str()));
+	}
+}
+END_TEST
+
+START_TEST(test_sync_errors)
+{
+	Spool spool(g_spool);
+	try {
+		spool.sync_file(-1);
+		ck_abort_msg("sync_file(-1) succeeded");
+	} catch (const std::system_error& e) {
+		ck_assert_int_eq(e.code().value(), EBADF);
+	}
+	spool.sync_queue_dir();  // a real directory fd: no error
+}
+END_TEST
+
+START_TEST(test_discard)
+{
+	Spool spool(g_spool);
+	Envelope env = sample_env(spool.new_id());
+	{
+		UniqueFd fd = spool.create(env);
+		write_body(fd.get(), "partial");
+	}
+	ck_assert(exists(g_spool + "/incoming/" + env.id));
+	spool.discard(env.id);
+	ck_assert(!exists(g_spool + "/incoming/" + env.id));
+	spool.discard(env.id);  // already gone: no error
+	ck_assert_uint_eq(spool.list_queue().size(), 0);
+}
+END_TEST
+
+START_TEST(test_clean_incoming)
+{
+	Spool spool(g_spool);
+	Envelope kept = sample_env(spool.new_id());
+	commit(spool, kept, "kept\n");
+	UniqueFd open_fd = spool.create(sample_env(spool.new_id()));
+	(void)spool.create(sample_env(spool.new_id()));
+	spit(g_spool + "/incoming/stray", "junk");
+	ck_assert_uint_eq(count_entries(g_spool + "/incoming"), 3);
+
+	ck_assert_uint_eq(spool.clean_incoming(), 3);
+	ck_assert_uint_eq(count_entries(g_spool + "/incoming"), 0);
+	ck_assert_uint_eq(spool.clean_incoming(), 0);
+	auto ids = spool.list_queue();
+	ck_assert_uint_eq(ids.size(), 1);
+	ck_assert_str_eq(ids[0].c_str(), kept.id.c_str());
+}
+END_TEST
+
+// Oldest mtime first, ties by id; foreign entries are skipped.
+START_TEST(test_list_queue_order)
+{
+	Spool spool(g_spool);
+	const struct {
+		std::string id;
+		time_t mtime;
+	} files[] = {
+		{"C000000000", 2000}, {"A000000000", 3000}, {"B000000000", 1000}, {"0000000001", 3000},
+	};
+	for (const auto& f : files) {
+		commit(spool, sample_env(f.id), "x\n");
+		struct timespec ts[2] = {{f.mtime, 0}, {f.mtime, 0}};
+		ck_assert_int_eq(utimensat(AT_FDCWD, (g_spool + "/queue/" + f.id).c_str(), ts, 0), 0);
+	}
+	std::string q = g_spool + "/queue/";
+	spit(q + "notanid", "x");
+	spit(q + "0123456789AB", "x");
+	spit(q + "ABCDEF012", "x");
+	ck_assert_int_eq(mkdir((q + "ABCDEF0123").c_str(), 0700), 0);
+	ck_assert_int_eq(symlink((q + "A000000000").c_str(), (q + "ABCDEF0124").c_str()), 0);
+
+	auto ids = spool.list_queue();
+	const char* want[] = {"B000000000", "C000000000", "0000000001", "A000000000"};
+	ck_assert_uint_eq(ids.size(), 4);
+	for (size_t i = 0; i < 4; i++)
+		ck_assert_str_eq(ids[i].c_str(), want[i]);
+	// A second listing sees the same (the directory is read from its start).
+	ck_assert(spool.list_queue() == ids);
+}
+END_TEST
+
+START_TEST(test_load_errors)
+{
+	Spool spool(g_spool);
+	const std::string id = "ABCDEF0000";
+	const std::string good_tail = "arrival 5\nsender a@b\nrcpt c@d\nclient local\nhelo h\n";
+	const struct {
+		std::string content;
+		const char* why;
+	} cases[] = {
+		{"LAIM 1\nid " + id + "\narriv", "truncated"},
+		{"LAIM 1\nid " + id + "\n" + good_tail, "no blank line"},
+		{"LAIM 2\nid " + id + "\n" + good_tail + "\nbody", "bad magic"},
+		{"id " + id + "\nLAIM 1\n" + good_tail + "\nbody", "bad magic"},
+		{"\nLAIM 1\nid " + id + "\n" + good_tail + "\nbody", "bad magic"},
+		{"LAIM 1\nid " + id + "\ncolor blue\n" + good_tail + "\nbody", "unknown key \"color\""},
+		{"LAIM 1\nid ABCDEF0001\n" + good_tail + "\nbody", "does not match"},
+		{"LAIM 1\nid " + id + "\nsender x@y\n" + good_tail + "\nbody", "duplicate sender"},
+		{"LAIM 1\nid " + id + "\nid " + id + "\n" + good_tail + "\nbody", "duplicate id"},
+		{"LAIM 1\nid " + id + "\nuid 1\nuid 2\n" + good_tail + "\nbody", "duplicate uid"},
+		{"LAIM 1\nid " + id + "\narrival 5\nsender a@b\nrcpt c@d\nhelo h\n\nbody", "missing client"},
+		{"LAIM 1\nid " + id + "\narrival 5\nsender a@b\nrcpt c@d\nclient local\n\nbody", "missing helo"},
+		{"LAIM 1\narrival 5\nsender a@b\nrcpt c@d\nclient local\nhelo h\n\nbody", "missing id"},
+		{"LAIM 1\nid " + id + "\nsender a@b\nrcpt c@d\nclient local\nhelo h\n\nbody", "missing arrival"},
+		{"LAIM 1\nid " + id + "\narrival 5\nrcpt c@d\nclient local\nhelo h\n\nbody", "missing sender"},
+		{"LAIM 1\nid " + id + "\narrival 5\nsender a@b\nclient local\nhelo h\n\nbody", "no rcpt"},
+		{"LAIM 1\nid " + id + "\narrival 12x\nsender a@b\nrcpt c@d\nclient local\nhelo h\n\n", "arrival: not an integer"},
+		{"LAIM 1\nid " + id + "\nuid -1\n" + good_tail + "\n", "uid: not an integer"},
+		{"LAIM 1\nid " + id + "\nhelo\n" + good_tail + "\n", "no value"},
+		{"LAIM 1\nid " + id + "\n" + good_tail + "rcpt x\r\n\nbody", "CR or NUL"},
+		{"", "empty file"},
+	};
+	for (const auto& c : cases) {
+		spit(g_spool + "/queue/" + id, c.content);
+		std::string err = load_error(spool, id);
+		ck_assert_msg(err.rfind(id + ": ", 0) == 0, "error does not start with the id: %s", err.c_str());
+		ck_assert_msg(err.find(c.why) != std::string::npos, "expected \"%s\", got \"%s\"", c.why,
+			      err.c_str());
+	}
+
+	// The same content as the last good case does load: the cases above
+	// fail for the reason they test, not for something else.
+	spit(g_spool + "/queue/" + id, "LAIM 1\nid " + id + "\n" + good_tail + "\nbody");
+	ck_assert(spool.load(id).body() == "body");
+
+	// A symlink to a valid spool file is refused (O_NOFOLLOW).
+	const std::string link_id = "ABCDEF0002";
+	std::string target = g_tmp + "/elsewhere";
+	spit(target, "LAIM 1\nid " + link_id + "\n" + good_tail + "\nbody");
+	ck_assert_int_eq(symlink(target.c_str(), (g_spool + "/queue/" + link_id).c_str()), 0);
+	ck_assert(load_error(spool, link_id).rfind(link_id + ": ", 0) == 0);
+
+	// Missing file, directory, not an id at all.
+	ck_assert(load_error(spool, "ABCDEF0003").rfind("ABCDEF0003: ", 0) == 0);
+	ck_assert_int_eq(mkdir((g_spool + "/queue/ABCDEF0004").c_str(), 0700), 0);
+	ck_assert(load_error(spool, "ABCDEF0004").find("ABCDEF0004: ") == 0);
+	ck_assert(load_error(spool, "../queue/" + id).find("not a queue id") != std::string::npos);
+}
+END_TEST
+
+// CR, LF or NUL in any envelope value could end the header early or forge
+// a key: create refuses them before making any file.
+START_TEST(test_create_refuses)
+{
+	Spool spool(g_spool);
+	const std::string bad_chars[] = {"\r", "\n", std::string(1, '\0')};
+	const char* fields[] = {"sender", "rcpt", "client", "helo"};
+	for (const char* field : fields) {
+		for (const auto& c : bad_chars) {
+			Envelope env = sample_env(spool.new_id());
+			std::string value = "x" + c + "rcpt evil@example.org";
+			if (!strcmp(field, "sender"))
+				env.sender = value;
+			else if (!strcmp(field, "rcpt"))
+				env.recipients.push_back(value);
+			else if (!strcmp(field, "client"))
+				env.client = value;
+			else
+				env.helo = value;
+			try {
+				(void)spool.create(env);
+				ck_abort_msg("create accepted %s with char %d", field, c[0]);
+			} catch (const std::invalid_argument& e) {
+				ck_assert_msg(strstr(e.what(), field) != nullptr, "%s not named in: %s", field,
+					      e.what());
+			}
+		}
+	}
+	Envelope env = sample_env(spool.new_id());
+	env.recipients.clear();
+	try {
+		(void)spool.create(env);
+		ck_abort_msg("create accepted an envelope without recipient");
+	} catch (const std::invalid_argument& e) {
+		ck_assert_ptr_nonnull(strstr(e.what(), "rcpt"));
+	}
+	env = sample_env("../queue/X");
+	try {
+		(void)spool.create(env);
+		ck_abort_msg("create accepted a path as id");
+	} catch (const std::invalid_argument& e) {
+		ck_assert_ptr_nonnull(strstr(e.what(), "id"));
+	}
+	ck_assert_uint_eq(count_entries(g_spool + "/incoming"), 0);
+	ck_assert_uint_eq(count_entries(g_spool + "/queue"), 0);
+}
+END_TEST
+
+START_TEST(test_fail)
+{
+	Spool spool(g_spool);
+	Envelope env = sample_env(spool.new_id());
+	commit(spool, env, "undeliverable\n");
+	std::string committed = slurp(g_spool + "/queue/" + env.id);
+
+	spool.fail(env.id, "550 5.1.1 no such user");
+	ck_assert(!exists(g_spool + "/queue/" + env.id));
+	ck_assert_uint_eq(spool.list_queue().size(), 0);
+	ck_assert(slurp(g_spool + "/failed/" + env.id) == committed);
+	std::string reason = g_spool + "/failed/" + env.id + ".reason";
+	ck_assert(slurp(reason) == "550 5.1.1 no such user\n");
+	struct stat st;
+	ck_assert_int_eq(stat(reason.c_str(), &st), 0);
+	ck_assert_int_eq(st.st_mode & 0777, 0600);
+
+	// A message that never reached queue/ still gets its reason recorded.
+	std::string orphan = spool.new_id();
+	spool.fail(orphan, "corrupt offline file");
+	ck_assert(slurp(g_spool + "/failed/" + orphan + ".reason") == "corrupt offline file\n");
+	ck_assert(!exists(g_spool + "/failed/" + orphan));
+}
+END_TEST
+
+START_TEST(test_remove)
+{
+	Spool spool(g_spool);
+	Envelope a = sample_env(spool.new_id()), b = sample_env(spool.new_id());
+	commit(spool, a, "a\n");
+	commit(spool, b, "b\n");
+	spool.remove(a.id);
+	auto ids = spool.list_queue();
+	ck_assert_uint_eq(ids.size(), 1);
+	ck_assert_str_eq(ids[0].c_str(), b.id.c_str());
+	ck_assert(load_error(spool, a.id).rfind(a.id + ": ", 0) == 0);
+	try {
+		spool.remove(a.id);
+		ck_abort_msg("second remove succeeded");
+	} catch (const std::system_error& e) {
+		ck_assert_int_eq(e.code().value(), ENOENT);
+		ck_assert_ptr_nonnull(strstr(e.what(), a.id.c_str()));
+	}
+}
+END_TEST
+
+// A crash between 250 and delivery: what was published survives a new
+// Spool on the same directory, what was still incoming is cleaned.
+START_TEST(test_recovery)
+{
+	Envelope published, unpublished;
+	{
+		Spool spool(g_spool);
+		published = sample_env(spool.new_id());
+		unpublished = sample_env(spool.new_id());
+		commit(spool, published, "survives\n");
+		UniqueFd fd = spool.create(unpublished);
+		write_body(fd.get(), "half a mess");
+	}
+	Spool spool(g_spool);
+	ck_assert_uint_eq(spool.clean_incoming(), 1);
+	ck_assert(!exists(g_spool + "/incoming/" + unpublished.id));
+	auto ids = spool.list_queue();
+	ck_assert_uint_eq(ids.size(), 1);
+	ck_assert_str_eq(ids[0].c_str(), published.id.c_str());
+	SpoolMessage msg = spool.load(ids[0]);
+	check_same_envelope(msg.envelope, published);
+	ck_assert(msg.body() == "survives\n");
+}
+END_TEST
+
+static Suite* spool_suite()
+{
+	Suite* s = suite_create("spool");
+	TCase* tc = tcase_create("spool");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_prepare);
+	tcase_add_test(tc, test_missing_dir);
+	tcase_add_test(tc, test_new_id);
+	tcase_add_test(tc, test_header_format);
+	tcase_add_test(tc, test_roundtrip);
+	tcase_add_test(tc, test_message_move);
+	tcase_add_test(tc, test_publish_noreplace);
+	tcase_add_test(tc, test_sync_errors);
+	tcase_add_test(tc, test_discard);
+	tcase_add_test(tc, test_clean_incoming);
+	tcase_add_test(tc, test_list_queue_order);
+	tcase_add_test(tc, test_load_errors);
+	tcase_add_test(tc, test_create_refuses);
+	tcase_add_test(tc, test_fail);
+	tcase_add_test(tc, test_remove);
+	tcase_add_test(tc, test_recovery);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main()
+{
+	SRunner* sr = srunner_create(spool_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,921 @@
+// One SMTP session (RFC 5321): command parsing, the transaction state
+// machine and the data phase, which streams the message into the spool fd
+// through a fixed write buffer. See session.h for the interface.
+//
+// Memory per session is constant: a fixed input buffer (a command line
+// longer than RFC 5321 allows is discarded up to its LF, never buffered),
+// a fixed write buffer for the data phase, and reply strings whose
+// capacity is reused from line to line.
+#include "config.h"
+
+#include "smtp/session.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+
+#include "common/address.h"
+#include "common/fd.h"
+#include "common/log.h"
+#include "smtp/replies.h"
+
+namespace laim {
+
+namespace {
+
+constexpr size_t INPUT_SIZE = 4096;          // fixed input buffer
+constexpr size_t MAX_COMMAND_LINE = 512;     // RFC 5321 4.5.3.1.4, CRLF included
+constexpr size_t MAX_TEXT_LINE = 1000;       // RFC 5321 4.5.3.1.6, CRLF included
+constexpr size_t MAX_HELO = 255;             // a domain or address literal
+constexpr size_t WRITE_BUFFER_SIZE = 65536;  // data phase, flushed when full
+constexpr size_t OUTPUT_HIGH_WATER = 65536;  // stop reading while this much waits
+
+// ASCII case-insensitive comparison, as SMTP verbs and keywords compare.
+bool iequal(std::string_view a, std::string_view b)
+{
+	if (a.size() != b.size())
+		return false;
+	for (size_t i = 0; i < a.size(); i++) {
+		unsigned char x = a[i], y = b[i];
+		if (x >= 'A' && x <= 'Z')
+			x += 'a' - 'A';
+		if (y >= 'A' && y <= 'Z')
+			y += 'a' - 'A';
+		if (x != y)
+			return false;
+	}
+	return true;
+}
+
+bool istarts(std::string_view s, std::string_view prefix)
+{
+	return s.size() >= prefix.size() && iequal(s.substr(0, prefix.size()), prefix);
+}
+
+// HELO/EHLO argument: a domain or address literal (RFC 5321 4.1.1.1).
+// Clients send all sorts of names, so only the characters are checked:
+// one word of printable ASCII, which keeps the Received: header clean.
+bool valid_helo(std::string_view s)
+{
+	if (s.empty() || s.size() > MAX_HELO)
+		return false;
+	for (unsigned char c : s)
+		if (c < 0x21 || c > 0x7e)
+			return false;
+	return true;
+}
+
+// RFC 5322 3.3 date-time in UTC, "Sat, 22 Nov 2026 10:00:00 +0000".
+// Civil-calendar arithmetic from <chrono>: unlike gmtime_r, which makes
+// glibc load /etc/localtime on first use, it touches no file, which
+// matters in the chrooted, seccomp-confined smtp process.
+size_t format_date(char* buf, size_t len)
+{
+	static constexpr const char* wdays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+	static constexpr const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+						 "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	using namespace std::chrono;
+	auto now = floor<seconds>(system_clock::now());
+	auto day = floor<days>(now);
+	year_month_day ymd{day};
+	hh_mm_ss hms{now - day};
+	int n = snprintf(buf, len, "%s, %u %s %d %02d:%02d:%02d +0000", wdays[weekday{day}.c_encoding()],
+			 unsigned(ymd.day()), months[unsigned(ymd.month()) - 1], int(ymd.year()),
+			 int(hms.hours().count()), int(hms.minutes().count()), int(hms.seconds().count()));
+	return n < 0 ? 0 : std::min(size_t(n), len - 1);
+}
+
+// Scanner state of the data phase: where we are relative to a line start.
+// A line starts only after CRLF (or right after the 354), so bare CR or LF
+// can never open a line, and so never end the message or unstuff a dot.
+enum class DataState : uint8_t {
+	LineStart,  // after CRLF
+	Dot,        // "." at a line start
+	DotCR,      // ".\r" at a line start: LF ends the message
+	Text,       // inside a line
+	CR,         // a CR inside a line: LF ends the line
+};
+
+// Why a message is refused at its end; the first cause found wins.
+enum class Reject : uint8_t { None, BareCrLf, LongLine, Nul, TooBig, WriteError };
+
+std::string_view reject_reply(Reject r)
+{
+	switch (r) {
+	case Reject::BareCrLf:
+		return reply::data_bare_crlf;
+	case Reject::LongLine:
+		return reply::data_long_line;
+	case Reject::Nul:
+		return reply::data_nul;
+	case Reject::TooBig:
+		return reply::size_exceeded;
+	case Reject::WriteError:
+	case Reject::None:
+		break;
+	}
+	return reply::tempfail;
+}
+
+std::string_view without_crlf(std::string_view s)
+{
+	while (!s.empty() && (s.back() == '\n' || s.back() == '\r'))
+		s.remove_suffix(1);
+	return s;
+}
+
+}  // namespace
+
+struct Session::Impl {
+	// Command and data input; never grows.
+	std::array<char, INPUT_SIZE> in;
+	size_t in_start = 0, in_end = 0;
+	bool discarding = false;  // skipping the rest of a too long command line
+	bool busy = false;        // inside process(): its loop picks up replies
+	bool in_data = false;     // between 354 and the final "."
+
+	enum class Proto : uint8_t { None, Helo, Ehlo } proto = Proto::None;
+	bool txn = false;         // MAIL accepted, neither committed nor aborted
+	bool utf8 = false;        // SMTPUTF8 on the MAIL command
+	bool rcpt_tried = false;  // some RCPT was given in this transaction
+	bool shutdown_pending = false;
+	std::string pending;      // the recipient the backend is judging
+
+	// Data phase.
+	UniqueFd spool;
+	std::string queue_id;
+	std::unique_ptr<char[]> wbuf;  // WRITE_BUFFER_SIZE, allocated at first DATA
+	size_t wlen = 0;
+	uint64_t written = 0;  // bytes written to the spool, Received: included
+	uint64_t size = 0;     // message bytes after unstuffing, Received: excluded
+	size_t line_len = 0;   // octets of the current line, CRLF excluded
+	DataState ds = DataState::LineStart;
+	Reject reject = Reject::None;
+};
+
+Session::Session(SessionBackend& backend, const SmtpSettings& settings, ClientInfo client, uint32_t id)
+    : backend_(backend), settings_(settings), client_(std::move(client)), id_(id),
+      impl_(std::make_unique<Impl>())
+{
+}
+
+Session::~Session() = default;
+
+void Session::greet()
+{
+	out_.append("220 ").append(settings_.hostname).append(" ESMTP ").append(settings_.ident).append("\r\n");
+}
+
+// A client that talks before the greeting is not a mail client that
+// follows RFC 5321 3.1; tell it and close.
+void Session::pregreet()
+{
+	reply(reply::pregreet);
+	closing_ = true;
+}
+
+// "421 4.x.x HOSTNAME text": the replies that close the connection.
+void Session::reply_host(std::string_view code, std::string_view text)
+{
+	out_.append(code).append(settings_.hostname).append(text);
+}
+
+std::pair<char*, size_t> Session::input_space()
+{
+	Impl& m = *impl_;
+	// Backpressure: a client that does not read its replies stops being read.
+	if (closing_ || out_.size() >= OUTPUT_HIGH_WATER)
+		return {nullptr, 0};
+	if (m.in_start > 0) {
+		memmove(m.in.data(), m.in.data() + m.in_start, m.in_end - m.in_start);
+		m.in_end -= m.in_start;
+		m.in_start = 0;
+	}
+	return {m.in.data() + m.in_end, INPUT_SIZE - m.in_end};
+}
+
+void Session::input_commit(size_t n)
+{
+	Impl& m = *impl_;
+	m.in_end += std::min(n, INPUT_SIZE - m.in_end);
+	if (closing_) {
+		m.in_start = m.in_end = 0;
+		return;
+	}
+	process();
+}
+
+bool Session::has_pending_input() const { return impl_->in_end > impl_->in_start; }
+
+void Session::output_consumed(size_t n) { out_.erase(0, std::min(n, out_.size())); }
+
+// Works through the buffered input until it is used up, a backend reply
+// is awaited, or the session closes. Backend replies given synchronously
+// from inside (busy) are picked up by this loop rather than recursing.
+void Session::process()
+{
+	Impl& m = *impl_;
+	if (m.busy)
+		return;
+	m.busy = true;
+	while (!closing_ && waiting_ == Wait::None && m.in_start < m.in_end) {
+		if (m.in_data)
+			data_input();
+		else if (!command_input())
+			break;
+	}
+	if (m.in_start == m.in_end)
+		m.in_start = m.in_end = 0;
+	m.busy = false;
+}
+
+// After an asynchronous backend reply: continue with buffered input.
+void Session::resume()
+{
+	if (!impl_->busy)
+		process();
+}
+
+// Takes one command line off the input buffer and runs it; false when no
+// complete line is buffered yet.
+bool Session::command_input()
+{
+	Impl& m = *impl_;
+	const char* p = m.in.data() + m.in_start;
+	size_t n = m.in_end - m.in_start;
+	const char* lf = static_cast<const char*>(memchr(p, '\n', n));
+	if (m.discarding) {
+		if (lf == nullptr) {
+			m.in_start = m.in_end = 0;
+			return false;
+		}
+		m.discarding = false;
+		m.in_start += lf - p + 1;
+		return true;
+	}
+	if (lf == nullptr) {
+		if (n < MAX_COMMAND_LINE)
+			return false;
+		// Already too long whatever follows (RFC 5321 4.5.3.1.10): answer
+		// now and drop bytes up to the LF instead of buffering them.
+		reply(reply::line_too_long);
+		m.discarding = true;
+		m.in_start = m.in_end = 0;
+		return true;
+	}
+	size_t len = lf - p + 1;
+	m.in_start += len;
+	if (len > MAX_COMMAND_LINE) {
+		reply(reply::line_too_long);
+		return true;
+	}
+	std::string_view line(p, len - 1);
+	if (!line.empty() && line.back() == '\r')
+		line.remove_suffix(1);
+	command(line);
+	return true;
+}
+
+// Runs one command line (CRLF removed). Verbs are case-insensitive
+// (RFC 5321 2.4).
+void Session::command(std::string_view line)
+{
+	Impl& m = *impl_;
+	if (memchr(line.data(), '\0', line.size()) != nullptr) {
+		reply(reply::nul_in_command);
+		return;
+	}
+	while (!line.empty() && (line.back() == ' ' || line.back() == '\t'))
+		line.remove_suffix(1);
+	size_t sp = line.find(' ');
+	std::string_view verb = line.substr(0, sp);
+	std::string_view arg = sp == std::string_view::npos ? std::string_view() : line.substr(sp + 1);
+
+	if (m.shutdown_pending && !m.txn) {
+		reply_host("421 4.3.2 ", reply::shutdown);
+		closing_ = true;
+		return;
+	}
+	if (iequal(verb, "EHLO")) {
+		cmd_helo(arg, true);
+	} else if (iequal(verb, "HELO")) {
+		cmd_helo(arg, false);
+	} else if (iequal(verb, "MAIL")) {
+		cmd_mail(arg);
+	} else if (iequal(verb, "RCPT")) {
+		cmd_rcpt(arg);
+	} else if (iequal(verb, "DATA")) {
+		cmd_data(arg);
+	} else if (iequal(verb, "RSET")) {
+		if (!arg.empty()) {
+			reply(reply::syntax_noarg);
+			return;
+		}
+		abort_transaction();
+		reply(reply::ok);
+	} else if (iequal(verb, "NOOP")) {
+		reply(reply::ok);
+	} else if (iequal(verb, "QUIT")) {
+		if (!arg.empty()) {
+			reply(reply::syntax_noarg);
+			return;
+		}
+		reply(reply::bye);
+		abort_transaction();
+		closing_ = true;
+	} else if (iequal(verb, "VRFY")) {
+		reply(arg.empty() ? reply::syntax_vrfy : reply::vrfy);
+	} else if (iequal(verb, "HELP")) {
+		reply(reply::help);
+#ifdef LAIM_SECCOMP_TRIGGER
+	} else if (iequal(verb, "XSECCOMP")) {
+		backend_.on_seccomp_trigger();
+		reply(reply::ok);
+#endif
+	} else {
+		reply(reply::unknown_command);
+	}
+}
+
+// HELO/EHLO (RFC 5321 4.1.1.1): resets any transaction, like RSET.
+void Session::cmd_helo(std::string_view arg, bool ehlo)
+{
+	Impl& m = *impl_;
+	if (!valid_helo(arg)) {
+		reply(ehlo ? reply::syntax_ehlo : reply::syntax_helo);
+		return;
+	}
+	abort_transaction();
+	helo_.assign(arg);
+	if (!ehlo) {
+		m.proto = Impl::Proto::Helo;
+		out_.append("250 ").append(settings_.hostname).append("\r\n");
+		return;
+	}
+	m.proto = Impl::Proto::Ehlo;
+	out_.append("250-").append(settings_.hostname).append("\r\n");
+	out_.append(reply::ehlo_size);
+	if (settings_.size_limit > 0) {
+		char num[24];
+		auto r = std::to_chars(num, num + sizeof num, settings_.size_limit);
+		out_.append(" ").append(num, r.ptr);
+	}
+	out_.append("\r\n").append(reply::ehlo_8bitmime);
+	if (settings_.smtputf8)
+		out_.append(reply::ehlo_smtputf8);
+	out_.append(reply::ehlo_last);
+}
+
+// "FROM:" / "TO:" and at most one space before the path: RFC 5321 has
+// none, but enough clients send one that Postfix and others allow it.
+static bool take_path_prefix(std::string_view& arg, std::string_view prefix)
+{
+	if (!istarts(arg, prefix))
+		return false;
+	arg.remove_prefix(prefix.size());
+	if (!arg.empty() && arg[0] == ' ')
+		arg.remove_prefix(1);
+	return true;
+}
+
+// MAIL FROM:<reverse-path> [SP Mail-parameters] (RFC 5321 4.1.1.2), with
+// SIZE (RFC 1870), BODY (RFC 6152) and SMTPUTF8 (RFC 6531).
+void Session::cmd_mail(std::string_view arg)
+{
+	Impl& m = *impl_;
+	if (m.proto == Impl::Proto::None) {
+		reply(reply::need_helo);
+		return;
+	}
+	if (m.txn) {
+		reply(reply::nested_mail);
+		return;
+	}
+	SmtpPath path;
+	AddressStatus st = AddressStatus::Syntax;
+	if (take_path_prefix(arg, "FROM:"))
+		st = parse_path(arg, path);
+	if (st == AddressStatus::Syntax) {
+		reply(reply::syntax_mail);
+		return;
+	}
+	if (st == AddressStatus::Invalid) {
+		reply(reply::bad_sender);
+		return;
+	}
+
+	bool utf8 = false;
+	std::string_view params = path.rest;
+	for (;;) {
+		while (!params.empty() && params[0] == ' ')
+			params.remove_prefix(1);
+		if (params.empty())
+			break;
+		size_t sp = params.find(' ');
+		std::string_view param = params.substr(0, sp);
+		params.remove_prefix(param.size());
+		size_t eq = param.find('=');
+		std::string_view key = param.substr(0, eq);
+		std::string_view value = eq == std::string_view::npos ? std::string_view() : param.substr(eq + 1);
+		if (eq != std::string_view::npos && iequal(key, "SIZE")) {
+			// RFC 1870 6: refuse at MAIL what would exceed the limit.
+			uint64_t v = 0;
+			auto r = std::from_chars(value.data(), value.data() + value.size(), v);
+			bool overflow = r.ec == std::errc::result_out_of_range;
+			if (value.empty() || r.ptr != value.data() + value.size() || (r.ec != std::errc() && !overflow)) {
+				reply(reply::syntax_param);
+				return;
+			}
+			if (settings_.size_limit > 0 && (overflow || v > settings_.size_limit)) {
+				reply(reply::size_exceeded);
+				return;
+			}
+		} else if (eq != std::string_view::npos && iequal(key, "BODY")) {
+			if (!iequal(value, "7BIT") && !iequal(value, "8BITMIME")) {
+				reply(reply::mail_param);
+				return;
+			}
+		} else if (settings_.smtputf8 && iequal(param, "SMTPUTF8")) {
+			utf8 = true;
+		} else {
+			reply(reply::mail_param);
+			return;
+		}
+	}
+	// RFC 6531 3.7.4.1: non-ASCII addresses only with SMTPUTF8.
+	if (path.utf8 && !utf8) {
+		reply(reply::need_smtputf8);
+		return;
+	}
+	m.utf8 = utf8;
+	m.rcpt_tried = false;
+	sender_.assign(path.mailbox);
+	waiting_ = Wait::Mail;
+	backend_.on_mail(*this, sender_);
+}
+
+// RCPT TO:<forward-path> (RFC 5321 4.1.1.3); no parameters are supported.
+void Session::cmd_rcpt(std::string_view arg)
+{
+	Impl& m = *impl_;
+	if (!m.txn) {
+		reply(reply::need_mail);
+		return;
+	}
+	m.rcpt_tried = true;
+	// RFC 5321 4.5.3.1.8 and 4.5.3.1.10: 452 beyond the recipient limit.
+	if (rcpts_.size() >= settings_.max_rcpts) {
+		reply(reply::too_many_rcpts);
+		return;
+	}
+	SmtpPath path;
+	AddressStatus st = AddressStatus::Syntax;
+	if (take_path_prefix(arg, "TO:"))
+		st = parse_path(arg, path);
+	if (st == AddressStatus::Syntax) {
+		reply(reply::syntax_rcpt);
+		return;
+	}
+	if (st == AddressStatus::Invalid || path.mailbox.empty()) {
+		reply(reply::bad_rcpt);
+		return;
+	}
+	if (path.rest.find_first_not_of(' ') != std::string_view::npos) {
+		reply(reply::rcpt_param);
+		return;
+	}
+	if (path.utf8 && !m.utf8) {
+		reply(reply::need_smtputf8);
+		return;
+	}
+	m.pending.assign(path.mailbox);
+	waiting_ = Wait::Rcpt;
+	backend_.on_rcpt(*this, m.pending);
+}
+
+// DATA (RFC 5321 4.1.1.4): the backend creates the spool file first.
+void Session::cmd_data(std::string_view arg)
+{
+	Impl& m = *impl_;
+	if (!arg.empty()) {
+		reply(reply::syntax_noarg);
+		return;
+	}
+	if (!m.txn) {
+		reply(reply::need_mail);
+		return;
+	}
+	// RFC 5321 3.3: no recipient accepted, 503 or 554.
+	if (rcpts_.empty()) {
+		reply(m.rcpt_tried ? reply::no_valid_rcpts : reply::need_rcpt);
+		return;
+	}
+	waiting_ = Wait::Data;
+	backend_.on_data(*this);
+}
+
+void Session::mail_reply(BackendStatus st)
+{
+	Impl& m = *impl_;
+	if (waiting_ != Wait::Mail)
+		return;
+	waiting_ = Wait::None;
+	if (closing_) {
+		// The client left while the backend reserved room: give it back.
+		if (st == BackendStatus::Ok)
+			backend_.on_abort(*this);
+		sender_.clear();
+		return;
+	}
+	switch (st) {
+	case BackendStatus::Ok:
+		m.txn = true;
+		reply(reply::mail_ok);
+		break;
+	case BackendStatus::Full:
+		sender_.clear();
+		reply(reply::queue_full);
+		break;
+	default:
+		sender_.clear();
+		reply(reply::tempfail);
+		break;
+	}
+	resume();
+}
+
+void Session::rcpt_reply(BackendStatus st)
+{
+	Impl& m = *impl_;
+	if (waiting_ != Wait::Rcpt)
+		return;
+	waiting_ = Wait::None;
+	if (closing_)
+		return;
+	switch (st) {
+	case BackendStatus::Ok:
+		rcpts_.push_back(m.pending);
+		reply(reply::rcpt_ok);
+		break;
+	case BackendStatus::Reject:
+		reply(reply::rcpt_rejected);
+		break;
+	case BackendStatus::Full:
+		reply(reply::queue_full);
+		break;
+	default:
+		reply(reply::rcpt_deferred);
+		break;
+	}
+	resume();
+}
+
+void Session::data_reply(BackendStatus st, int fd, const std::string& queue_id)
+{
+	Impl& m = *impl_;
+	UniqueFd spool(fd);  // ours from here, whatever happens
+	if (waiting_ != Wait::Data)
+		return;
+	waiting_ = Wait::None;
+	if (closing_)
+		return;  // the transaction was aborted when the session closed
+	if (st != BackendStatus::Ok || !spool) {
+		spool.reset();
+		reply(st == BackendStatus::Full ? reply::queue_full : reply::tempfail);
+		abort_transaction();
+		resume();
+		return;
+	}
+	// RFC 2920 3.1: DATA ends a command group; a client that sends more
+	// before the 354 is not speaking SMTP (or is smuggling): close.
+	if (m.in_end > m.in_start) {
+		spool.reset();
+		log_info("session %u: %s: pipelining after DATA from %s[%s]", id_, queue_id.c_str(),
+			 helo_.c_str(), client_.address.c_str());
+		reply(reply::pipelining);
+		abort_transaction();
+		closing_ = true;
+		return;
+	}
+	m.spool = std::move(spool);
+	m.queue_id.assign(queue_id);
+	data_start();
+	reply(reply::data_go);
+	resume();
+}
+
+void Session::commit_reply(BackendStatus st)
+{
+	Impl& m = *impl_;
+	if (waiting_ != Wait::Commit)
+		return;
+	waiting_ = Wait::None;
+	reset_transaction();
+	if (closing_)
+		return;
+	switch (st) {
+	case BackendStatus::Ok:
+		out_.append(reply::queued).append(m.queue_id).append("\r\n");
+		break;
+	case BackendStatus::TooBig:
+		reply(reply::size_exceeded);
+		break;
+	default:
+		reply(reply::tempfail);
+		break;
+	}
+	resume();
+}
+
+void Session::timeout()
+{
+	if (closing_)
+		return;
+	reply_host("421 4.4.2 ", reply::timeout);
+	abort_transaction();
+	closing_ = true;
+}
+
+void Session::shutdown()
+{
+	Impl& m = *impl_;
+	if (closing_)
+		return;
+	if (m.txn || m.in_data || waiting_ != Wait::None) {
+		m.shutdown_pending = true;
+		return;
+	}
+	reply_host("421 4.3.2 ", reply::shutdown);
+	closing_ = true;
+}
+
+void Session::disconnected()
+{
+	Impl& m = *impl_;
+	m.in_start = m.in_end = 0;
+	abort_transaction();
+	closing_ = true;
+}
+
+// Ends the transaction without commit: the spool fd is closed first, then
+// the backend drops its reservation and any spool file.
+void Session::abort_transaction()
+{
+	Impl& m = *impl_;
+	bool had = m.txn;
+	m.spool.reset();
+	m.in_data = false;
+	if (had)
+		backend_.on_abort(*this);
+	reset_transaction();
+}
+
+void Session::reset_transaction()
+{
+	Impl& m = *impl_;
+	m.txn = false;
+	m.utf8 = false;
+	m.rcpt_tried = false;
+	sender_.clear();
+	rcpts_.clear();
+}
+
+// ---------------------------------------------------------------- data
+
+void Session::data_start()
+{
+	Impl& m = *impl_;
+	if (!m.wbuf)
+		m.wbuf = std::make_unique_for_overwrite<char[]>(WRITE_BUFFER_SIZE);
+	m.wlen = 0;
+	m.written = 0;
+	m.size = 0;
+	m.line_len = 0;
+	m.ds = DataState::LineStart;
+	m.reject = Reject::None;
+	m.in_data = true;
+	write_received();
+}
+
+// The trace header of RFC 5321 4.4, first in the message:
+//   Received: from HELO (CLIENT)
+//   	by HOSTNAME (laim) with ESMTP id QUEUEID
+//   	for <rcpt>; DATE
+// "with" names the protocol as RFC 3848 and RFC 6531 3.7.3 register it;
+// "for" only with a single recipient, not to disclose the others.
+void Session::write_received()
+{
+	Impl& m = *impl_;
+	auto put = [this](std::string_view s) { spool_put(s.data(), s.size()); };
+	put("Received: from ");
+	put(helo_);
+	put(" (");
+	put(client_.address);
+	if (client_.uid) {
+		char num[16];
+		auto r = std::to_chars(num, num + sizeof num, *client_.uid);
+		put(" uid ");
+		put(std::string_view(num, r.ptr - num));
+		if (!client_.user.empty()) {
+			put(" (");
+			put(client_.user);
+			put(")");
+		}
+	}
+	put(")\r\n\tby ");
+	put(settings_.hostname);
+	put(" (laim) with ");
+	put(m.utf8 ? "UTF8SMTP" : m.proto == Impl::Proto::Ehlo ? "ESMTP" : "SMTP");
+	put(" id ");
+	put(m.queue_id);
+	if (rcpts_.size() == 1) {
+		put("\r\n\tfor <");
+		put(rcpts_[0]);
+		put(">");
+	}
+	put("; ");
+	char date[64];
+	put(std::string_view(date, format_date(date, sizeof date)));
+	put("\r\n");
+}
+
+void Session::data_input()
+{
+	Impl& m = *impl_;
+	bool end = false;
+	m.in_start += data_scan(m.in.data() + m.in_start, m.in_end - m.in_start, end);
+	if (end)
+		data_end();
+}
+
+// The data phase byte machine (RFC 5321 4.1.1.4, 4.5.2): removes the
+// transparency dot, finds the end at CRLF "." CRLF only, and marks the
+// message bad on a bare CR or LF (never treating either as a line end, so
+// no SMTP smuggling), on NUL and on an over-long line. Returns the bytes
+// used; sets end after the final LF.
+size_t Session::data_scan(const char* p, size_t n, bool& end)
+{
+	Impl& m = *impl_;
+	size_t i = 0;
+	auto refuse = [&m](Reject r) {
+		if (m.reject == Reject::None)
+			m.reject = r;
+	};
+	while (i < n) {
+		char c = p[i];
+		switch (m.ds) {
+		case DataState::Text: {
+			size_t j = i;
+			while (j < n && p[j] != '\r' && p[j] != '\n' && p[j] != '\0')
+				j++;
+			if (j > i) {
+				data_put(p + i, j - i);
+				i = j;
+				break;
+			}
+			i++;
+			if (c == '\r')
+				m.ds = DataState::CR;
+			else if (c == '\n')
+				refuse(Reject::BareCrLf);
+			else
+				refuse(Reject::Nul);
+			break;
+		}
+		case DataState::LineStart:
+			if (c == '.') {
+				i++;
+				m.ds = DataState::Dot;
+			} else {
+				m.ds = DataState::Text;
+			}
+			break;
+		case DataState::Dot:
+			if (c == '\r') {
+				i++;
+				m.ds = DataState::DotCR;
+			} else {
+				// A line starting with "." had it doubled: drop one (4.5.2).
+				m.ds = DataState::Text;
+			}
+			break;
+		case DataState::DotCR:
+			i++;
+			if (c == '\n') {
+				end = true;
+				return i;
+			}
+			refuse(Reject::BareCrLf);
+			m.ds = DataState::Text;
+			i--;
+			break;
+		case DataState::CR:
+			if (c == '\n') {
+				i++;
+				data_put_crlf();
+				m.ds = DataState::LineStart;
+			} else {
+				refuse(Reject::BareCrLf);
+				m.ds = DataState::Text;
+			}
+			break;
+		}
+	}
+	return i;
+}
+
+// Message text within a line: counted, limited, written.
+void Session::data_put(const char* p, size_t n)
+{
+	Impl& m = *impl_;
+	m.line_len += n;
+	m.size += n;
+	if (m.reject != Reject::None)
+		return;
+	if (m.line_len > MAX_TEXT_LINE - 2)
+		m.reject = Reject::LongLine;
+	else if (settings_.size_limit > 0 && m.size > settings_.size_limit)
+		m.reject = Reject::TooBig;
+	else
+		spool_put(p, n);
+}
+
+void Session::data_put_crlf()
+{
+	Impl& m = *impl_;
+	m.line_len = 0;
+	m.size += 2;
+	if (m.reject != Reject::None)
+		return;
+	if (settings_.size_limit > 0 && m.size > settings_.size_limit)
+		m.reject = Reject::TooBig;
+	else
+		spool_put("\r\n", 2);
+}
+
+void Session::spool_put(const char* p, size_t n)
+{
+	Impl& m = *impl_;
+	while (n > 0 && m.reject == Reject::None) {
+		size_t k = std::min(n, WRITE_BUFFER_SIZE - m.wlen);
+		memcpy(m.wbuf.get() + m.wlen, p, k);
+		m.wlen += k;
+		p += k;
+		n -= k;
+		if (m.wlen == WRITE_BUFFER_SIZE)
+			spool_flush();
+	}
+}
+
+// Writes the buffer to the spool fd. A failure is remembered: the rest of
+// the message is still read (to find its end) and then refused with 451.
+void Session::spool_flush()
+{
+	Impl& m = *impl_;
+	size_t off = 0;
+	while (off < m.wlen) {
+		ssize_t r = ::write(m.spool.get(), m.wbuf.get() + off, m.wlen - off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			if (r == 0)
+				errno = EIO;
+			log_warn("session %u: %s: write to spool file", id_, m.queue_id.c_str());
+			m.reject = Reject::WriteError;
+			break;
+		}
+		off += size_t(r);
+	}
+	m.written += off;
+	m.wlen = 0;
+}
+
+// After CRLF "." CRLF: commit the message or refuse it.
+void Session::data_end()
+{
+	Impl& m = *impl_;
+	m.in_data = false;
+	if (m.reject == Reject::None)
+		spool_flush();
+	m.wlen = 0;
+	m.spool.reset();  // closed before on_commit/on_abort
+	if (m.reject != Reject::None) {
+		std::string_view text = reject_reply(m.reject);
+		log_info("%s: reject: DATA from %s[%s]: %.*s; from=<%s>", m.queue_id.c_str(), helo_.c_str(),
+			 client_.address.c_str(), int(without_crlf(text).size()), text.data(), sender_.c_str());
+		reply(text);
+		abort_transaction();
+		return;
+	}
+	m.txn = false;  // from here the backend owns the message: no on_abort
+	waiting_ = Wait::Commit;
+	backend_.on_commit(*this, m.written);
+}
+
+}  // namespace laim

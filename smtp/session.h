@@ -1,0 +1,157 @@
+// One SMTP session (RFC 5321): the protocol state machine, independent of
+// sockets and processes so it can be unit-tested and fuzzed. The smtp
+// process feeds it client bytes and writes out what it produces; the
+// transaction steps that need the handler process (MAIL, RCPT, DATA,
+// end of data) go out through SessionBackend and come back, possibly
+// later, through the *_reply methods. While such a reply is pending the
+// session processes no further input (pipelined commands wait in the
+// input buffer, whose fixed size bounds memory).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/proto.h"
+
+namespace laim {
+
+class Session;
+
+struct SmtpSettings {
+	std::string hostname;  // in the greeting, EHLO reply and Received:
+	std::string ident;     // "laim 0.1.0", in the greeting
+	uint64_t size_limit = 33554432;  // data_size_limit; 0 = none
+	bool smtputf8 = true;
+	unsigned max_rcpts = 100;
+};
+
+// What the smtp process knows about the client, for Received: and logs.
+struct ClientInfo {
+	std::string address;  // "127.0.0.1", "::1", or "local" for the unix socket
+	std::optional<uid_t> uid;  // SO_PEERCRED on the unix socket
+	std::string user;  // login name of uid when known, else ""
+};
+
+class SessionBackend {
+ public:
+	virtual ~SessionBackend() = default;
+	// Start of a transaction: reserve room in the queue.
+	// Answer with Session::mail_reply(Ok|Full|Unavailable|Error).
+	virtual void on_mail(Session& s, const std::string& sender) = 0;
+	// Answer with Session::rcpt_reply(Ok|Reject|Defer|Unavailable).
+	virtual void on_rcpt(Session& s, const std::string& rcpt) = 0;
+	// DATA: the handler creates the spool file for the envelope gathered
+	// so far. Answer with Session::data_reply(status, fd, queue_id).
+	virtual void on_data(Session& s) = 0;
+	// End of data with everything written to the spool fd (fd closed by
+	// the session). Answer with Session::commit_reply(status).
+	virtual void on_commit(Session& s, uint64_t size) = 0;
+	// The transaction ended without commit (RSET, rejected data, QUIT,
+	// disconnect): the handler drops the reservation and any spool file.
+	// No reply.
+	virtual void on_abort(Session& s) = 0;
+#ifdef LAIM_SECCOMP_TRIGGER
+	// Test builds only: the XSECCOMP command.
+	virtual void on_seccomp_trigger() {}
+#endif
+};
+
+class Session {
+ public:
+	Session(SessionBackend& backend, const SmtpSettings& settings, ClientInfo client, uint32_t id);
+	~Session();
+	Session(const Session&) = delete;
+	Session& operator=(const Session&) = delete;
+
+	uint32_t id() const { return id_; }
+	const ClientInfo& client() const { return client_; }
+	const std::string& helo() const { return helo_; }
+	const std::string& sender() const { return sender_; }
+	const std::vector<std::string>& recipients() const { return rcpts_; }
+
+	// Queue the 220 greeting. If the client already sent something (the
+	// smtp process checks before greeting), call pregreet() instead: 554
+	// and close.
+	void greet();
+	void pregreet();
+
+	// Input: the caller reads into input_space() (never more than its
+	// size), then calls input_commit(n), which processes as much as it can.
+	// When input_space() is empty the caller stops reading (backpressure).
+	std::pair<char*, size_t> input_space();
+	void input_commit(size_t n);
+	// True when buffered input waits (e.g. pipelined commands).
+	bool has_pending_input() const;
+
+	// Output for the client, to write in order; consume what was written.
+	const std::string& output() const { return out_; }
+	void output_consumed(size_t n);
+
+	// True once the session must end: close after output is flushed.
+	bool closing() const { return closing_; }
+	// True while a backend reply is outstanding.
+	bool waiting() const { return waiting_ != Wait::None; }
+
+	// Timed out between commands: 421 4.4.2 and close.
+	void timeout();
+	// Daemon shutting down: idle sessions get 421 4.3.2 now; a session in
+	// a transaction gets it at its next command (the smtp process closes
+	// it after a bounded wait anyway).
+	void shutdown();
+	// The client went away: abort any transaction.
+	void disconnected();
+
+	// Backend replies.
+	void mail_reply(BackendStatus st);
+	void rcpt_reply(BackendStatus st);
+	// On Ok, fd is the spool file (the session owns and closes it) and id
+	// the queue id, used in the Received: header and the 250 reply.
+	void data_reply(BackendStatus st, int fd, const std::string& queue_id);
+	void commit_reply(BackendStatus st);
+
+ private:
+	// Private members are the implementation's to shape (see session.cpp).
+	enum class Wait { None, Mail, Rcpt, Data, Commit };
+	struct Impl;
+
+	void process();
+	void resume();
+	bool command_input();
+	void data_input();
+	void command(std::string_view line);
+	void cmd_helo(std::string_view arg, bool ehlo);
+	void cmd_mail(std::string_view arg);
+	void cmd_rcpt(std::string_view arg);
+	void cmd_data(std::string_view arg);
+	void data_start();
+	void write_received();
+	size_t data_scan(const char* p, size_t n, bool& end);
+	void data_put(const char* p, size_t n);
+	void data_put_crlf();
+	void spool_put(const char* p, size_t n);
+	void spool_flush();
+	void data_end();
+	void abort_transaction();
+	void reset_transaction();
+	void reply(std::string_view text) { out_.append(text); }
+	void reply_host(std::string_view code, std::string_view text);
+
+	SessionBackend& backend_;
+	const SmtpSettings& settings_;
+	ClientInfo client_;
+	uint32_t id_;
+	Wait waiting_ = Wait::None;
+	bool closing_ = false;
+	std::string helo_, sender_;
+	std::vector<std::string> rcpts_;
+	std::string out_;
+	std::unique_ptr<Impl> impl_;  // buffers, state and data-phase state
+};
+
+}  // namespace laim

@@ -1,0 +1,530 @@
+// The smtp process: accepts clients on the listeners it inherited, runs one
+// Session per client in a single epoll loop, and asks the handler process
+// over imsg for every transaction step (design.md "Processes").
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <memory>
+
+#include "common/log.h"
+#include "common/proto.h"
+#include "common/sandbox.h"
+#include "smtp/session.h"
+#include "smtp/smtp.h"
+
+namespace laim {
+
+namespace {
+
+volatile sig_atomic_t got_sigterm = 0;
+constexpr time_t SHUTDOWN_GRACE = 10;  // seconds sessions get to finish at SIGTERM
+
+// epoll user data: what kind of descriptor woke us.
+enum class Tag : uint32_t { Listener, Parent, Handler, Client };
+uint64_t tag(Tag t, uint32_t n) { return (static_cast<uint64_t>(t) << 32) | n; }
+
+struct Conn {
+	UniqueFd fd;
+	std::unique_ptr<Session> session;
+	time_t last_input = 0;
+	bool greeted = false;
+	struct timespec greet_at = {};
+	uint32_t events = 0;  // current epoll interest
+};
+
+class SmtpServer : public SessionBackend {
+ public:
+	SmtpServer(Runtime& rt, UniqueFd parent, UniqueFd handler);
+	[[noreturn]] void run();
+
+	// SessionBackend: each step becomes one imsg to the handler process.
+	void on_mail(Session& s, const std::string& sender) override;
+	void on_rcpt(Session& s, const std::string& rcpt) override;
+	void on_data(Session& s) override;
+	void on_commit(Session& s, uint64_t size) override;
+	void on_abort(Session& s) override;
+#ifdef LAIM_SECCOMP_TRIGGER
+	void on_seccomp_trigger() override;
+#endif
+
+ private:
+	void watch(int fd, uint32_t events, uint64_t data, int op = EPOLL_CTL_ADD);
+	void accept_clients(size_t idx);
+	void greet(Conn& c);
+	void client_event(uint32_t id, uint32_t events);
+	void update(uint32_t id);
+	void close_conn(uint32_t id);
+	void set_handler_channel(UniqueFd fd);
+	void handler_gone();
+	void handler_event();
+	void dispatch_handler(Imsg& m);
+	void parent_event();
+	void tick();
+	void begin_shutdown();
+	bool to_handler(uint32_t type, Session& s, const std::string& payload);
+
+	Runtime& rt_;
+	SmtpSettings settings_;
+	uint32_t timeout_, max_sessions_, greeting_delay_;
+	int ep_ = -1;
+	std::unique_ptr<ImsgChannel> parent_, handler_;
+	std::map<uint32_t, Conn> conns_;
+	uint32_t next_id_ = 1;
+	bool shutting_down_ = false;
+	time_t shutdown_deadline_ = 0;
+};
+
+SmtpServer::SmtpServer(Runtime& rt, UniqueFd parent, UniqueFd handler) : rt_(rt)
+{
+	settings_.hostname = rt.hostname;
+	settings_.ident = rt.cfg.ident;
+	settings_.size_limit = rt.cfg.data_size_limit;
+	settings_.smtputf8 = rt.cfg.enable_smtputf8;
+	timeout_ = rt.cfg.timeout;
+	max_sessions_ = rt.cfg.max_sessions;
+	greeting_delay_ = rt.cfg.greeting_delay;
+	ep_ = epoll_create1(EPOLL_CLOEXEC);
+	if (ep_ == -1)
+		fatal("epoll_create1");
+	parent_ = std::make_unique<ImsgChannel>(std::move(parent), imsg_valid_parent_to_smtp);
+	watch(parent_->fd(), EPOLLIN, tag(Tag::Parent, 0));
+	set_handler_channel(std::move(handler));
+	for (size_t i = 0; i < rt.listeners.size(); i++)
+		watch(rt.listeners[i].fd.get(), EPOLLIN, tag(Tag::Listener, static_cast<uint32_t>(i)));
+}
+
+void SmtpServer::watch(int fd, uint32_t events, uint64_t data, int op)
+{
+	struct epoll_event ev = {};
+	ev.events = events;
+	ev.data.u64 = data;
+	if (epoll_ctl(ep_, op, fd, &ev) == -1)
+		fatal("epoll_ctl");
+}
+
+void SmtpServer::set_handler_channel(UniqueFd fd)
+{
+	if (handler_)
+		handler_gone();
+	handler_ = std::make_unique<ImsgChannel>(std::move(fd), imsg_valid_handler_to_smtp);
+	watch(handler_->fd(), EPOLLIN, tag(Tag::Handler, 0));
+}
+
+// The handler process died: every session waiting on it gets a temporary
+// failure now; later steps fail the same way until the parent hands us a
+// channel to its successor.
+void SmtpServer::handler_gone()
+{
+	if (!handler_)
+		return;
+	epoll_ctl(ep_, EPOLL_CTL_DEL, handler_->fd(), nullptr);
+	handler_.reset();
+	log_warnx("lost the handler process; new transactions get 451 until it is back");
+	for (auto& [id, c] : conns_) {
+		Session& s = *c.session;
+		if (!s.waiting())
+			continue;
+		// Exactly one of these matches the step the session waits for;
+		// the others are ignored by the session.
+		s.mail_reply(BackendStatus::Unavailable);
+		s.rcpt_reply(BackendStatus::Unavailable);
+		s.data_reply(BackendStatus::Unavailable, -1, "");
+		s.commit_reply(BackendStatus::Unavailable);
+	}
+	for (auto it = conns_.begin(); it != conns_.end();) {
+		uint32_t id = (it++)->first;
+		update(id);
+	}
+}
+
+bool SmtpServer::to_handler(uint32_t type, Session& s, const std::string& payload)
+{
+	if (!handler_)
+		return false;
+	handler_->compose(type, s.id(), payload);
+	if (!handler_->flush()) {
+		handler_gone();
+		return false;
+	}
+	return true;
+}
+
+void SmtpServer::on_mail(Session& s, const std::string& sender)
+{
+	const ClientInfo& ci = s.client();
+	ImsgWriter w;
+	w.str(sender).str(s.helo()).str(ci.address).u32(ci.uid.has_value()).u32(ci.uid.value_or(0));
+	if (!to_handler(IMSG_S_MAIL, s, w.data()))
+		s.mail_reply(BackendStatus::Unavailable);
+}
+
+void SmtpServer::on_rcpt(Session& s, const std::string& rcpt)
+{
+	ImsgWriter w;
+	w.str(rcpt);
+	if (!to_handler(IMSG_S_RCPT, s, w.data()))
+		s.rcpt_reply(BackendStatus::Unavailable);
+}
+
+void SmtpServer::on_data(Session& s)
+{
+	if (!to_handler(IMSG_S_DATA, s, ""))
+		s.data_reply(BackendStatus::Unavailable, -1, "");
+}
+
+void SmtpServer::on_commit(Session& s, uint64_t size)
+{
+	ImsgWriter w;
+	w.u64(size);
+	if (!to_handler(IMSG_S_COMMIT, s, w.data()))
+		s.commit_reply(BackendStatus::Unavailable);
+}
+
+void SmtpServer::on_abort(Session& s)
+{
+	to_handler(IMSG_S_ABORT, s, "");
+}
+
+#ifdef LAIM_SECCOMP_TRIGGER
+// Test builds only: a system call the smtp policy does not allow.
+void SmtpServer::on_seccomp_trigger()
+{
+	log_warnx("XSECCOMP: calling a forbidden system call on purpose");
+	syscall(SYS_ptrace, 0, 0, 0, 0);
+}
+#endif
+
+// Reads the client address of a TCP connection, numeric, without DNS.
+std::string peer_address(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	char buf[INET6_ADDRSTRLEN] = "unknown";
+	if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+		if (ss.ss_family == AF_INET)
+			inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&ss)->sin_addr, buf, sizeof buf);
+		else if (ss.ss_family == AF_INET6)
+			inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr, buf, sizeof buf);
+	}
+	return buf;
+}
+
+void SmtpServer::accept_clients(size_t idx)
+{
+	const Listener& l = rt_.listeners[idx];
+	for (int i = 0; i < 64; i++) {
+		UniqueFd fd(accept4(l.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+		if (!fd) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+				log_warn("accept on %s", l.name.c_str());
+			return;
+		}
+		if (shutting_down_)
+			return;
+		if (conns_.size() >= max_sessions_) {
+			std::string msg = "421 4.3.2 " + settings_.hostname + " Too many sessions, try again later\r\n";
+			(void)!write(fd.get(), msg.data(), msg.size());
+			log_warnx("max_sessions (%u) reached: refused a client on %s", max_sessions_, l.name.c_str());
+			continue;
+		}
+		ClientInfo ci;
+		if (l.local) {
+			struct ucred cred;
+			socklen_t len = sizeof cred;
+			ci.address = "local";
+			if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+				ci.uid = cred.uid;
+		} else {
+			ci.address = peer_address(fd.get());
+		}
+		uint32_t id = next_id_++;
+		if (next_id_ == 0)
+			next_id_ = 1;
+		Conn& c = conns_[id];
+		c.fd = std::move(fd);
+		c.session = std::make_unique<Session>(*this, settings_, std::move(ci), id);
+		c.last_input = time(nullptr);
+		clock_gettime(CLOCK_MONOTONIC, &c.greet_at);
+		c.greet_at.tv_nsec += static_cast<long>(greeting_delay_ % 1000) * 1000000;
+		c.greet_at.tv_sec += greeting_delay_ / 1000 + c.greet_at.tv_nsec / 1000000000;
+		c.greet_at.tv_nsec %= 1000000000;
+		watch(c.fd.get(), 0, tag(Tag::Client, id));
+		if (greeting_delay_ == 0)
+			greet(c);
+		update(id);
+	}
+}
+
+// The 220, unless the client already talked: RFC 5321 3.1 has the client
+// wait for the greeting, so early input is a broken or hostile client.
+void SmtpServer::greet(Conn& c)
+{
+	char b;
+	c.greeted = true;
+	if (recv(c.fd.get(), &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {
+		log_info("client %s talked before the greeting: rejected", c.session->client().address.c_str());
+		c.session->pregreet();
+	} else {
+		c.session->greet();
+	}
+}
+
+void SmtpServer::client_event(uint32_t id, uint32_t events)
+{
+	auto it = conns_.find(id);
+	if (it == conns_.end())
+		return;
+	Conn& c = it->second;
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+		auto [buf, room] = c.session->input_space();
+		if (room > 0) {
+			ssize_t n = read(c.fd.get(), buf, room);
+			if (n > 0) {
+				c.last_input = time(nullptr);
+				c.session->input_commit(static_cast<size_t>(n));
+			} else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+				c.session->disconnected();
+				close_conn(id);
+				return;
+			}
+		}
+	}
+	update(id);
+}
+
+// Writes pending output, closes a finished session, and sets the epoll
+// interest: read only while the session has input room and is not
+// waiting to flush a large reply (backpressure keeps memory flat).
+void SmtpServer::update(uint32_t id)
+{
+	auto it = conns_.find(id);
+	if (it == conns_.end())
+		return;
+	Conn& c = it->second;
+	Session& s = *c.session;
+	while (!s.output().empty()) {
+		ssize_t n = write(c.fd.get(), s.output().data(), s.output().size());
+		if (n > 0) {
+			s.output_consumed(static_cast<size_t>(n));
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		s.disconnected();
+		close_conn(id);
+		return;
+	}
+	if (s.closing() && s.output().empty()) {
+		close_conn(id);
+		return;
+	}
+	uint32_t want = 0;
+	if (c.greeted && !s.closing() && s.input_space().second > 0 && s.output().size() < 65536)
+		want |= EPOLLIN;
+	if (!s.output().empty())
+		want |= EPOLLOUT;
+	if (want != c.events) {
+		c.events = want;
+		watch(c.fd.get(), want, tag(Tag::Client, id), EPOLL_CTL_MOD);
+	}
+}
+
+void SmtpServer::close_conn(uint32_t id)
+{
+	auto it = conns_.find(id);
+	if (it == conns_.end())
+		return;
+	epoll_ctl(ep_, EPOLL_CTL_DEL, it->second.fd.get(), nullptr);
+	conns_.erase(it);
+}
+
+void SmtpServer::dispatch_handler(Imsg& m)
+{
+	auto it = conns_.find(m.peerid);
+	ImsgReader r(m.data);
+	uint32_t st = 0;
+	std::string id;
+	bool ok = m.type == IMSG_H_DATA_OK ? r.str(id) && r.done() : r.u32(st) && r.done();
+	if (!ok || st > static_cast<uint32_t>(BackendStatus::Error))
+		fatalx("malformed message %u from the handler process", m.type);
+	if (it == conns_.end()) {
+		// The session is gone; an opened spool file must be let go.
+		if (m.type == IMSG_H_DATA_OK && handler_) {
+			handler_->compose(IMSG_S_ABORT, m.peerid, "");
+			handler_->flush();
+		}
+		return;
+	}
+	Session& s = *it->second.session;
+	auto status = static_cast<BackendStatus>(st);
+	switch (m.type) {
+	case IMSG_H_MAIL: s.mail_reply(status); break;
+	case IMSG_H_RCPT: s.rcpt_reply(status); break;
+	case IMSG_H_DATA_OK: s.data_reply(BackendStatus::Ok, m.fd.release(), id); break;
+	case IMSG_H_DATA_FAIL: s.data_reply(status, -1, ""); break;
+	case IMSG_H_COMMIT: s.commit_reply(status); break;
+	}
+	update(m.peerid);
+}
+
+void SmtpServer::handler_event()
+{
+	for (int i = 0; i < 256 && handler_; i++) {
+		Imsg m;
+		ImsgError err = ImsgError::None;
+		switch (handler_->read(m, &err)) {
+		case ImsgChannel::Read::Message: dispatch_handler(m); break;
+		case ImsgChannel::Read::Again: return;
+		case ImsgChannel::Read::Closed: handler_gone(); return;
+		case ImsgChannel::Read::Error:
+			if (err == ImsgError::None) {
+				handler_gone();
+				return;
+			}
+			// Between trusted processes a protocol error ends the offender:
+			// drop the channel; the parent restarts the handler when it dies.
+			log_warnx("handler channel: %s", imsg_strerror(err));
+			handler_gone();
+			return;
+		}
+	}
+}
+
+void SmtpServer::parent_event()
+{
+	Imsg m;
+	ImsgError err = ImsgError::None;
+	switch (parent_->read(m, &err)) {
+	case ImsgChannel::Read::Again: return;
+	case ImsgChannel::Read::Closed: fatalx("parent went away");
+	case ImsgChannel::Read::Error: fatalx("parent channel: %s", imsg_strerror(err));
+	case ImsgChannel::Read::Message: break;
+	}
+	if (m.type == IMSG_P_HANDLER_CHANNEL) {
+		if (!m.data.empty())
+			fatalx("malformed handler channel message from the parent");
+		set_handler_channel(std::move(m.fd));
+		log_info("handler process is back");
+		return;
+	}
+	ImsgReader r(m.data);
+	uint32_t utf8, timeout, sessions, delay;
+	SmtpSettings s;
+	if (!(r.str(s.hostname) && r.str(s.ident) && r.u64(s.size_limit) && r.u32(utf8) && r.u32(timeout) &&
+	      r.u32(sessions) && r.u32(delay) && r.done()))
+		fatalx("malformed configuration from the parent");
+	settings_.hostname = s.hostname;
+	settings_.ident = s.ident;
+	settings_.size_limit = s.size_limit;
+	settings_.smtputf8 = utf8 != 0;
+	timeout_ = timeout;
+	max_sessions_ = sessions;
+	greeting_delay_ = delay;
+	log_debug("smtp settings reloaded");
+}
+
+// Once per loop: delayed greetings, idle timeouts, the shutdown deadline.
+void SmtpServer::tick()
+{
+	time_t now = time(nullptr);
+	struct timespec mono;
+	clock_gettime(CLOCK_MONOTONIC, &mono);
+	for (auto it = conns_.begin(); it != conns_.end();) {
+		uint32_t id = it->first;
+		Conn& c = (it++)->second;
+		if (!c.greeted && (mono.tv_sec > c.greet_at.tv_sec ||
+				   (mono.tv_sec == c.greet_at.tv_sec && mono.tv_nsec >= c.greet_at.tv_nsec)))
+			greet(c);
+		else if (c.greeted && !c.session->waiting() && !c.session->closing() &&
+			 now - c.last_input >= static_cast<time_t>(timeout_))
+			c.session->timeout();
+		else if (shutting_down_ && now >= shutdown_deadline_ && !c.session->closing()) {
+			std::string msg = "421 4.3.2 " + settings_.hostname + " Service shutting down\r\n";
+			(void)!write(c.fd.get(), msg.data(), msg.size());
+			c.session->disconnected();
+			close_conn(id);
+			continue;
+		}
+		update(id);
+	}
+}
+
+// SIGTERM: no new clients; idle sessions get 421 now, sessions in a
+// transaction may finish it within SHUTDOWN_GRACE seconds.
+void SmtpServer::begin_shutdown()
+{
+	shutting_down_ = true;
+	shutdown_deadline_ = time(nullptr) + SHUTDOWN_GRACE;
+	for (Listener& l : rt_.listeners) {
+		epoll_ctl(ep_, EPOLL_CTL_DEL, l.fd.get(), nullptr);
+		l.fd.reset();
+	}
+	for (auto it = conns_.begin(); it != conns_.end();) {
+		uint32_t id = it->first;
+		(it++)->second.session->shutdown();
+		update(id);
+	}
+}
+
+void SmtpServer::run()
+{
+	for (;;) {
+		if (got_sigterm && !shutting_down_)
+			begin_shutdown();
+		if (shutting_down_ && conns_.empty()) {
+			if (handler_)
+				handler_->flush();
+			log_debug("smtp process done");
+			_exit(0);
+		}
+		int wait_ms = greeting_delay_ && greeting_delay_ < 1000 ? static_cast<int>(greeting_delay_ / 4) + 1 : 250;
+		struct epoll_event evs[64];
+		int n = epoll_wait(ep_, evs, 64, wait_ms);
+		if (n == -1 && errno != EINTR)
+			fatal("epoll_wait");
+		for (int i = 0; i < n; i++) {
+			uint64_t d = evs[i].data.u64;
+			auto t = static_cast<Tag>(d >> 32);
+			auto num = static_cast<uint32_t>(d);
+			switch (t) {
+			case Tag::Listener: accept_clients(num); break;
+			case Tag::Parent: parent_event(); break;
+			case Tag::Handler: handler_event(); break;
+			case Tag::Client: client_event(num, evs[i].events); break;
+			}
+		}
+		tick();
+	}
+}
+
+void on_sigterm(int) { got_sigterm = 1; }
+
+}  // namespace
+
+void smtp_main(Runtime& rt, UniqueFd parent_chan, UniqueFd handler_chan)
+{
+	struct sigaction sa = {};
+	sa.sa_handler = on_sigterm;
+	sigaction(SIGTERM, &sa, nullptr);
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
+	sandbox_drop(rt.user, LAIM_EMPTY_DIR);
+	sandbox_seccomp_smtp();
+	SmtpServer server(rt, std::move(parent_chan), std::move(handler_chan));
+	server.run();
+}
+
+}  // namespace laim

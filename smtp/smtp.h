@@ -1,0 +1,12 @@
+// The smtp process: one epoll loop serving every SMTP session.
+#pragma once
+
+#include "common/fd.h"
+#include "parent/parent.h"
+
+namespace laim {
+
+// Confines the process, then serves until SIGTERM; never returns.
+[[noreturn]] void smtp_main(Runtime& rt, UniqueFd parent_chan, UniqueFd handler_chan);
+
+}  // namespace laim
