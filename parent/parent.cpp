@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <bsd/unistd.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
@@ -15,6 +16,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -77,16 +79,23 @@ std::pair<UniqueFd, UniqueFd> seqpacket_pair()
 // Closes every descriptor a freshly forked child must not keep.
 void close_other_fds(std::initializer_list<int> keep)
 {
-	int maxfd = static_cast<int>(sysconf(_SC_OPEN_MAX));
-	for (int fd = 3; fd < maxfd && fd < 65536; fd++) {
-		bool k = false;
+	std::vector<int> doomed;
+	DIR* d = opendir("/proc/self/fd");
+	if (!d)
+		fatal("/proc/self/fd");
+	while (struct dirent* e = readdir(d)) {
+		int fd = atoi(e->d_name);
+		bool k = fd < 3 || fd == dirfd(d) || !isdigit(static_cast<unsigned char>(e->d_name[0]));
 		for (int f : keep)
 			k |= f == fd;
 		for (const Listener& l : rt.listeners)
 			k |= l.fd.get() == fd;
 		if (!k)
-			close(fd);
+			doomed.push_back(fd);
 	}
+	closedir(d);
+	for (int fd : doomed)
+		close(fd);
 }
 
 // Forks one child with a fresh parent channel; sib is its end of the

@@ -522,8 +522,8 @@ void smtp_main(Runtime& rt, UniqueFd parent_chan, UniqueFd handler_chan)
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
 	sandbox_drop(rt.user, LAIM_EMPTY_DIR);
-	sandbox_seccomp_smtp();
 	SmtpServer server(rt, std::move(parent_chan), std::move(handler_chan));
+	sandbox_seccomp_smtp();
 	server.run();
 }
 

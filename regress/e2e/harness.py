@@ -650,12 +650,12 @@ class Laimd:
 		check(name in k, "no %s child (children: %r)" % (name, children_of(self.proc.pid)))
 		return k[name]
 
-	def signal(self, sig):
+	def send_signal(self, sig):
 		os.kill(self.proc.pid, sig)
 
 	def stop(self, sig=signal.SIGTERM, timeout=20):
 		"""Signals the parent and waits for it; returns its exit status."""
-		self.signal(sig)
+		self.send_signal(sig)
 		try:
 			return self.proc.wait(timeout)
 		except subprocess.TimeoutExpired:

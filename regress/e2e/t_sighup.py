@@ -24,7 +24,7 @@ def main():
 	d.config["handlers"] = {"inbox": {"type": "maildir", "path": second}}
 	d.write_config()
 	mark = d.mark()
-	d.signal(signal.SIGHUP)
+	d.send_signal(signal.SIGHUP)
 	d.wait_log(r"configuration reloaded$", since=mark)
 
 	c.cmd("DATA", 354)
@@ -45,7 +45,7 @@ def main():
 	line = bad.count("\n")
 	d.write_config(bad)
 	mark = d.mark()
-	d.signal(signal.SIGHUP)
+	d.send_signal(signal.SIGHUP)
 	m = d.wait_log(r"(\S+):(\d+): .*; keeping the previous configuration$", since=mark)
 	check_eq((m.group(1), int(m.group(2))), (d.confpath, line), "FILE:LINE of the refused config")
 	check(not d.search_log(r"configuration reloaded$", mark), "invalid config reported as reloaded")
@@ -59,7 +59,7 @@ def main():
 	d.write_config()
 	os.chmod(d.confpath, 0o620)
 	mark = d.mark()
-	d.signal(signal.SIGHUP)
+	d.send_signal(signal.SIGHUP)
 	d.wait_log(r"keeping the previous configuration$", since=mark)
 	qid4 = d.send(msg=simple_message("after refused reload"))
 	d.wait_removed(qid4)
