@@ -44,8 +44,12 @@ inline constexpr std::string_view tempfail =
 inline constexpr std::string_view rcpt_deferred =
 	"451 4.3.0 Recipient temporarily unavailable, try again later" LAIM_CRLF;
 inline constexpr std::string_view too_many_rcpts = "452 4.5.3 Too many recipients" LAIM_CRLF;
-inline constexpr std::string_view timeout = " Error: timeout exceeded" LAIM_CRLF;   // "421 4.4.2 HOST"
-inline constexpr std::string_view shutdown = " Service shutting down" LAIM_CRLF;  // "421 4.3.2 HOST"
+// "421 4.4.2 HOSTNAME Error: timeout exceeded" (RFC 5321 4.5.3.2)
+inline constexpr std::string_view timeout_code = "421 4.4.2 ";
+inline constexpr std::string_view timeout = " Error: timeout exceeded" LAIM_CRLF;
+// "421 4.3.2 HOSTNAME Service shutting down" (RFC 5321 3.8)
+inline constexpr std::string_view shutdown_code = "421 4.3.2 ";
+inline constexpr std::string_view shutdown = " Service shutting down" LAIM_CRLF;
 
 // 5xx: command syntax and sequence (RFC 5321 4.2.4, 4.3.2)
 inline constexpr std::string_view line_too_long = "500 5.5.2 Line too long" LAIM_CRLF;

@@ -146,6 +146,7 @@ struct Session::Impl {
 	bool rcpt_tried = false;  // some RCPT was given in this transaction
 	bool shutdown_pending = false;
 	std::string pending;      // the recipient the backend is judging
+	std::vector<std::string> spare;  // strings of past recipients, reused
 
 	// Data phase.
 	UniqueFd spool;
@@ -298,7 +299,7 @@ void Session::command(std::string_view line)
 	std::string_view arg = sp == std::string_view::npos ? std::string_view() : line.substr(sp + 1);
 
 	if (m.shutdown_pending && !m.txn) {
-		reply_host("421 4.3.2 ", reply::shutdown);
+		reply_host(reply::shutdown_code, reply::shutdown);
 		closing_ = true;
 		return;
 	}
@@ -560,7 +561,13 @@ void Session::rcpt_reply(BackendStatus st)
 		return;
 	switch (st) {
 	case BackendStatus::Ok:
-		rcpts_.push_back(m.pending);
+		if (m.spare.empty()) {
+			rcpts_.push_back(m.pending);
+		} else {
+			rcpts_.push_back(std::move(m.spare.back()));
+			m.spare.pop_back();
+			rcpts_.back().assign(m.pending);
+		}
 		reply(reply::rcpt_ok);
 		break;
 	case BackendStatus::Reject:
@@ -637,7 +644,7 @@ void Session::timeout()
 {
 	if (closing_)
 		return;
-	reply_host("421 4.4.2 ", reply::timeout);
+	reply_host(reply::timeout_code, reply::timeout);
 	abort_transaction();
 	closing_ = true;
 }
@@ -651,7 +658,7 @@ void Session::shutdown()
 		m.shutdown_pending = true;
 		return;
 	}
-	reply_host("421 4.3.2 ", reply::shutdown);
+	reply_host(reply::shutdown_code, reply::shutdown);
 	closing_ = true;
 }
 
@@ -683,6 +690,9 @@ void Session::reset_transaction()
 	m.utf8 = false;
 	m.rcpt_tried = false;
 	sender_.clear();
+	// Keep the strings' memory for the next transaction.
+	for (std::string& r : rcpts_)
+		m.spare.push_back(std::move(r));
 	rcpts_.clear();
 }
 
@@ -723,8 +733,13 @@ void Session::write_received()
 		put(" uid ");
 		put(std::string_view(num, r.ptr - num));
 		if (!client_.user.empty()) {
+			// A login name is a trusted but unchecked string: only
+			// printable ASCII goes into the header.
 			put(" (");
-			put(client_.user);
+			for (unsigned char c : client_.user) {
+				char safe = c > 0x20 && c < 0x7f && c != '(' && c != ')' ? char(c) : '_';
+				spool_put(&safe, 1);
+			}
 			put(")");
 		}
 	}

@@ -361,8 +361,9 @@ void SmtpServer::dispatch_handler(Imsg& m)
 	if (!ok || st > static_cast<uint32_t>(BackendStatus::Error))
 		fatalx("malformed message %u from the handler process", m.type);
 	if (it == conns_.end()) {
-		// The session is gone; an opened spool file must be let go.
-		if (m.type == IMSG_H_DATA_OK && handler_) {
+		// The session is gone: whatever the handler holds for it (a
+		// queue reservation, a spool file) must be let go.
+		if (handler_) {
 			handler_->compose(IMSG_S_ABORT, m.peerid, "");
 			handler_->flush();
 		}

@@ -13,7 +13,6 @@
 
 import atexit
 import glob
-import grp
 import os
 import pwd
 import re
@@ -94,6 +93,7 @@ def run(main):
 		sys.exit(77)
 	status = 0
 	try:
+		_install_watchdog()
 		main()
 	except Fail as e:
 		print("FAIL: %s" % e)
@@ -103,6 +103,7 @@ def run(main):
 		print("FAIL: unexpected exception")
 		status = 1
 	finally:
+		signal.alarm(0)
 		for d in list(_daemons):
 			if status:
 				d.dump_log()
@@ -111,6 +112,24 @@ def run(main):
 		print("PASS: %s" % test_name())
 	sys.stdout.flush()
 	sys.exit(status)
+
+
+CASE_TIME_LIMIT = 50  # seconds; the whole case, then it fails
+
+
+def _install_watchdog():
+	"""A case that hangs fails after CASE_TIME_LIMIT seconds, and one that
+	is told to stop (make interrupted) still kills its daemons: both go
+	through the normal failure path."""
+	def on_alarm(signum, frame):
+		raise Fail("case took longer than %d s" % CASE_TIME_LIMIT)
+
+	def on_term(signum, frame):
+		raise Fail("interrupted by signal %d" % signum)
+	signal.signal(signal.SIGALRM, on_alarm)
+	signal.signal(signal.SIGTERM, on_term)
+	signal.signal(signal.SIGHUP, on_term)
+	signal.alarm(CASE_TIME_LIMIT)
 
 
 @atexit.register
@@ -209,6 +228,7 @@ def children_of(ppid):
 
 
 def _pgid_members(pgid):
+	"""Living (not zombie) processes of a process group."""
 	pids = []
 	for pid in _all_pids():
 		try:
@@ -217,7 +237,7 @@ def _pgid_members(pgid):
 		except (FileNotFoundError, ProcessLookupError):
 			continue
 		fields = stat[stat.rfind(")") + 2:].split()
-		if len(fields) > 2 and fields[2] == str(pgid):
+		if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
 			pids.append(pid)
 	return pids
 
@@ -307,8 +327,13 @@ class Reply:
 class Smtp:
 	"""A raw-socket SMTP client: the case decides every byte sent."""
 
-	def __init__(self, port, greet=True, timeout=10, host="127.0.0.1"):
-		self.sock = socket.create_connection((host, port), timeout=timeout)
+	def __init__(self, port=None, greet=True, timeout=10, host="127.0.0.1", unix=None):
+		if unix:
+			self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+			self.sock.settimeout(timeout)
+			self.sock.connect(unix)
+		else:
+			self.sock = socket.create_connection((host, port), timeout=timeout)
 		self.buf = b""
 		self.greeting = self.expect(220, timeout=timeout) if greet else None
 
@@ -491,7 +516,7 @@ class Laimd:
 		self.start_mark = 0
 		self.known_children = set()
 		self.config = {
-			"listen": None,  # filled with the port at start
+			"listen": None,  # ["127.0.0.1:{port}"], {port} filled in at start
 			"socket": os.path.join(self.dir, "submit.sock"),
 			"user": TEST_USER,
 			"hostname": HOSTNAME,
@@ -537,7 +562,8 @@ class Laimd:
 		if text is None:
 			cfg = dict(self.config)
 			if cfg.get("listen") is None:
-				cfg["listen"] = ["127.0.0.1:%d" % self.port]
+				cfg["listen"] = ["127.0.0.1:{port}"]
+			cfg["listen"] = [a.format(port=self.port) for a in cfg["listen"]]
 			text = yaml_dump(cfg) + "\n"
 		with open(self.confpath, "w") as f:
 			f.write(text)

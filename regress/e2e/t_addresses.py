@@ -19,8 +19,6 @@ BAD_SENDERS = [
 	"<a@client..example>",
 	"<a@client_example.org>",
 	"<a@client.example;rm -rf />",
-	"<`id`@client.example>",
-	"<a|b@client.example>",
 	"<\"unterminated@client.example>",
 	"<a@[127.0.0.1>",
 	"<a@[300.1.1.1]>",
@@ -36,7 +34,6 @@ BAD_RCPTS = [
 	"<r@test.laim.example",
 	"<r @test.laim.example>",
 	"<r@test.laim.example>x",
-	"<|/bin/sh@test.laim.example>",
 	"<r@@test.laim.example>",
 	"<r@test.laim.example.>",
 	"<\"a\\\"@test.laim.example>",
@@ -67,7 +64,8 @@ def main():
 		for rc in BAD_RCPTS:
 			r = c.cmd("RCPT TO:" + rc)
 			check(r.code in (501, 553), "RCPT TO:%r: expected 501 or 553, got %r" % (rc, r))
-		c.cmd("DATA", 503)  # no recipient was accepted
+		r = c.cmd("DATA")  # no recipient was accepted (RFC 5321 3.3: 503 or 554)
+		check(r.code in (503, 554), "DATA without a valid recipient: %r" % r)
 		c.cmd("RSET", 250)
 		c.cmd("QUIT", 221)
 	check_eq(maildir_files(d.maildir), [], "Maildir after refused addresses")
@@ -84,7 +82,7 @@ def main():
 			c.cmd("QUIT", 221)
 	for qid, (sender, rcpt) in qids.items():
 		d.wait_delivered(qid, rcpt)
-		check(d.search_log(r"%s: from=<%s>, size=\d+, nrcpt=1$" % (qid, re.escape(sender)), 0),
+		check(d.search_log(r"%s: from=<%s>, size=\d+, nrcpt=1(,|$)" % (qid, re.escape(sender)), 0),
 		      "no from=<%s> line for %s" % (sender, qid))
 	msgs = maildir_messages(d.maildir)
 	check_eq(len(msgs), len(GOOD), "messages delivered")

@@ -11,6 +11,11 @@ from harness import *
 EMPTY = "/run/laim/empty"
 
 
+def proc_argv0(pid):
+	with open("/proc/%d/cmdline" % pid, "rb") as f:
+		return f.read().split(b"\0", 1)[0].decode(errors="replace")
+
+
 def ids(st, key):
 	return st[key].split()
 
@@ -18,13 +23,8 @@ def ids(st, key):
 def main():
 	d = Laimd().start()
 	uid, gid = d.uid, d.gid
-	check_eq(proc_title(d.pid), "laimd: parent", "title of the parent")
 	pst = proc_status(d.pid)
 	check_eq(ids(pst, "Uid")[0], "0", "parent's real uid")
-
-	kids = children_of(d.pid)
-	titles = sorted(kids.values())
-	check_eq(titles, ["laimd: handler", "laimd: smtp"], "titles of the parent's children")
 	smtp, handler = d.child("smtp"), d.child("handler")
 
 	st = proc_status(smtp)
@@ -65,6 +65,15 @@ def main():
 	for sub in ("incoming", "queue", "failed"):
 		s = os.stat(os.path.join(d.spool, sub))
 		check_eq((s.st_uid, s.st_mode & 0o777), (uid, 0o700), "spool/%s owner and mode" % sub)
+
+	# Titles: the string the process set, and the argument area as ps(1)
+	# shows it (NULs as spaces), where libbsd's setproctitle may leave its
+	# "." marker at the end of the original arguments.
+	for pid, want in ((d.pid, "laimd: parent"), (smtp, "laimd: smtp"), (handler, "laimd: handler")):
+		check_eq(proc_argv0(pid), want, "title of pid %d" % pid)
+		check(re.fullmatch(re.escape(want) + r"(\s+\.)?", proc_title(pid)),
+		      "title of pid %d as ps shows it: %r" % (pid, proc_title(pid)))
+	check_eq(sorted(children_of(d.pid)), sorted([smtp, handler]), "children of the parent")
 
 
 run(main)

@@ -43,12 +43,12 @@ def megabyte_line(d):
 			c.send(b"\r\n")
 		except (BrokenPipeError, ConnectionResetError):
 			pass
+		r = c.reply(10)
 		after = rss_kb(smtp)
 		grown = max(during, after) - before
 		print("smtp VmRSS before %d kB, during %d kB, after %d kB (sent %d octets)" %
 		      (before, during, after, sent))
 		check(grown < 2048, "smtp RSS grew by %d kB on a 1 MiB line" % grown)
-		r = c.reply(10)
 		check(r.code == 500 and r.lines[-1].startswith("500 5.5.2"),
 		      "1 MiB command line: expected 500 5.5.2, got %r" % r)
 	# Still serving.
@@ -74,7 +74,7 @@ def hundred_recipients(d):
 	check_eq(len(maildir_files(d.maildir)), 100, "copies delivered for 100 recipients")
 	got = sorted(split_delivered(m)[1] for m in msgs)
 	check_eq(got, sorted(b"r%d@test.laim.example" % i for i in range(100)), "Delivered-To of the copies")
-	check(d.search_log(r"%s: from=<a@client\.example>, size=\d+, nrcpt=100$" % qid, 0),
+	check(d.search_log(r"%s: from=<a@client\.example>, size=\d+, nrcpt=100(,|$)" % qid, 0),
 	      "no 'nrcpt=100' log line for %s" % qid)
 
 

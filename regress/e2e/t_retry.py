@@ -6,7 +6,7 @@ import sys
 sys.dont_write_bytecode = True
 from harness import *
 
-DEFERRED = (r"(%s): to=<r@test\.laim\.example>, handler=inbox, status=deferred, "
+DEFERRED = (r"(%s): to=<rcpt@test\.laim\.example>, handler=inbox, status=deferred, "
 	    r"delay=([0-9.]+), attempt=(\d+), retry_in=(\d+)s \((.+)\)$")
 
 
@@ -33,7 +33,7 @@ def main():
 	check_eq(d.spool_files("queue"), [qid], "queue/ while deferred")
 
 	d.unblock_dir(blocked)
-	d.wait_delivered(qid, "r@test.laim.example", 10)
+	d.wait_delivered(qid, "rcpt@test.laim.example", 10)
 	d.wait_removed(qid)
 	msgs = maildir_messages(blocked)
 	check_eq(len(msgs), 1, "messages delivered after the retries")

@@ -1,0 +1,70 @@
+# The built-in handlers behind routes: file (mbox with From_ line, LF line
+# ends and mboxrd >From quoting), log (one line with id, from, to, size and
+# the decoded subject), discard; a route may name several handlers.
+import sys
+sys.dont_write_bytecode = True
+from harness import *
+
+ASCTIME = r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d \d\d:\d\d:\d\d \d{4}"
+
+BODY = (b"Subject: =?UTF-8?B?w6l0w6k=?= report\r\n\r\n"
+	b"From the start\r\n>From quoted\r\n>>From twice\r\nFromage\r\n \r\nend\r\n")
+MBOXRD = b">From the start\n>>From quoted\n>>>From twice\nFromage\n \nend\n"
+
+
+def main():
+	d = Laimd()
+	mail = d.make_user_dir(os.path.join(d.dir, "mail"))
+	mbox = os.path.join(mail, "mbox")
+	d.config["handlers"] = {
+		"inbox": {"type": "maildir", "path": d.maildir},
+		"archive": {"type": "file", "path": mbox},
+		"audit": {"type": "log"},
+		"trash": {"type": "discard"},
+	}
+	d.config["routes"] = [
+		{"match": "mbox@*", "handlers": ["archive"]},
+		{"match": "audit@*", "handlers": ["audit", "inbox"]},
+		{"match": "*@null.example", "handlers": ["trash"]},
+		{"match": "*", "handlers": ["inbox"]},
+	]
+	d.start()
+
+	q1 = d.send(rcpts=["mbox@test.laim.example"], msg=BODY)
+	q2 = d.send(rcpts=["audit@test.laim.example"], msg=BODY)
+	q3 = d.send(rcpts=["x@null.example"], msg=BODY)
+	q4 = d.send(sender="", rcpts=["mbox@test.laim.example"], msg=simple_message("bounce"))
+	for q in (q1, q2, q3, q4):
+		d.wait_removed(q)
+
+	d.wait_delivered(q1, "mbox@test.laim.example")
+	with open(mbox, "rb") as f:
+		text = f.read()
+	check(b"\r" not in text, "CR in the mbox")
+	parts = re.split(rb"(?<=\n\n)(?=From )", text)
+	check_eq(len(parts), 2, "messages in the mbox (%r)" % text[:600])
+	first, second = parts
+	m = re.match((r"From sender@client\.example %s\nReturn-Path: <sender@client\.example>\n"
+		      r"Delivered-To: mbox@test\.laim\.example\nReceived: [^\n]*\n(?:[ \t][^\n]*\n)*"
+		      % ASCTIME).encode(), first)
+	check(m, "first mbox message starts wrong: %r" % first[:400])
+	rest = first[m.end():]
+	check_eq(rest, b"Subject: =?UTF-8?B?w6l0w6k=?= report\n\n" + MBOXRD + b"\n", "first mbox message body")
+	check(re.match((r"From MAILER-DAEMON %s\nReturn-Path: <>\n" % ASCTIME).encode(), second),
+	      "null-sender mbox message starts wrong: %r" % second[:200])
+	check(second.endswith(b"body of bounce\n\n"), "second mbox message end: %r" % second[-60:])
+
+	line = d.wait_log(r"%s: handler=audit, from=<sender@client\.example>, to=(.*), size=(\d+), subject=(.*)$" % q2)
+	check("audit@test.laim.example" in line.group(1), "log handler line names no recipient: %r" % line.group(0))
+	check_eq(line.group(3), "\u00e9t\u00e9 report", "decoded subject in the log handler line")
+	d.wait_delivered(q2, "audit@test.laim.example")
+	check(d.search_log(r"%s: to=<audit@test\.laim\.example>, handler=inbox, status=delivered" % q2, 0),
+	      "the second handler of the route did not deliver")
+
+	d.wait_delivered(q3, "x@null.example")
+	msgs = maildir_messages(d.maildir)
+	check_eq(len(msgs), 1, "messages in the Maildir (only the audit copy)")
+	check_eq(split_delivered(msgs[0])[1], b"audit@test.laim.example", "Delivered-To of the Maildir copy")
+
+
+run(main)

@@ -1,0 +1,60 @@
+# kill -9 of the smtp process: a message answered 250 just before is
+# delivered; a session killed in the middle of DATA (before the final dot)
+# sees its connection drop, its message is never delivered, and the
+# incoming/ file is gone at the latest after the next start.
+import sys
+sys.dont_write_bytecode = True
+import signal
+import time
+from harness import *
+
+RESTART = r"smtp process \(pid %d\) killed by signal SIGKILL; restarting in [0-9.]+s$"
+
+
+def main():
+	d = Laimd()
+	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
+	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
+	d.start()
+
+	# Right after a 250.
+	qid = d.send(msg=simple_message("after 250"))
+	old = d.children()
+	os.kill(old["smtp"], signal.SIGKILL)
+	d.wait_log(RESTART % old["smtp"], 10)
+	d.wait_children(15, old={"smtp": old["smtp"]})
+	check_eq(d.spool_files("queue"), [qid], "queue/ after the smtp kill")
+
+	# In the middle of DATA.
+	c = d.smtp()
+	c.ehlo()
+	c.cmd("MAIL FROM:<partial@client.example>", 250)
+	c.cmd("RCPT TO:<rcpt@test.laim.example>", 250)
+	c.cmd("DATA", 354)
+	c.send(b"Subject: partial\r\n\r\n" + b"half a message\r\n" * 2000)
+	wait_for(lambda: d.spool_files("incoming"), 5, "the spool file in incoming/")
+	old = d.children()
+	os.kill(old["smtp"], signal.SIGKILL)
+	check(c.wait_closed(5), "connection still open after the smtp process died")
+	check(b"250" not in c.buf, "a 250 arrived for the partial message: %r" % c.buf)
+	c.close()
+	d.wait_log(RESTART % old["smtp"], 10)
+	d.wait_children(15, old={"smtp": old["smtp"]})
+
+	# Deliver what was committed, then restart: incoming/ must be empty and
+	# the partial message never delivered.
+	d.unblock_dir(blocked)
+	d.wait_removed(qid, 15)
+	time.sleep(1.5)
+	check_eq(d.stop(), 0, "exit status after SIGTERM")
+	d.start()
+	wait_for(lambda: not d.spool_files("incoming"), 5, "incoming/ to be cleaned at start")
+	q2 = d.send(msg=simple_message("after restart"))
+	d.wait_removed(q2)
+	msgs = maildir_messages(blocked)
+	check_eq(len(msgs), 2, "messages delivered (never the partial one)")
+	check(not any(b"Subject: partial" in m for m in msgs), "the partial message was delivered")
+	check(not d.search_log(r"from=<partial@client\.example>", 0), "the partial message was committed")
+
+
+run(main)

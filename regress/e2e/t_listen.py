@@ -1,0 +1,83 @@
+# Every listener serves: 127.0.0.1, [::1] and the local submission unix
+# socket, which any local user may connect to and where the daemon learns
+# the client's uid (SO_PEERCRED) and names it in the Received: header.
+import sys
+sys.dont_write_bytecode = True
+import stat
+from harness import *
+
+
+def unix_transaction(sock, tag):
+	with Smtp(unix=sock) as c:
+		c.ehlo("localhost")
+		qid = c_transaction(c, "local@test.laim.example", ["rcpt@test.laim.example"], simple_message(tag))
+		c.cmd("QUIT", 221)
+	return qid
+
+
+def as_test_user(d, fn):
+	"""Runs fn() in a child process with the test user's uid and gid;
+	returns what it printed, failing when it failed."""
+	r, w = os.pipe()
+	pid = os.fork()
+	if pid == 0:
+		code = 1
+		try:
+			os.close(r)
+			os.setgroups([])
+			os.setgid(d.gid)
+			os.setuid(d.uid)
+			os.write(w, str(fn()).encode())
+			code = 0
+		except BaseException as e:
+			os.write(w, ("error: %r" % e).encode())
+		finally:
+			os._exit(code)
+	os.close(w)
+	out = b""
+	while True:
+		chunk = os.read(r, 4096)
+		if not chunk:
+			break
+		out += chunk
+	os.close(r)
+	_, status = os.waitpid(pid, 0)
+	check(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "as %s: %s" % (TEST_USER, out.decode()))
+	return out.decode()
+
+
+def received_of(d, qid):
+	for m in maildir_messages(d.maildir):
+		received = split_delivered(m)[2]
+		if re.search(rb"\bid %s\b" % qid.encode(), received):
+			return re.sub(rb"\r\n[ \t]+", b" ", received).decode()
+	raise Fail("no delivered copy of %s" % qid)
+
+
+def main():
+	d = Laimd(listen=["127.0.0.1:{port}", "[::1]:{port}"]).start()
+	q4 = d.send(msg=simple_message("v4"))
+	with Smtp(d.port, host="::1") as c:
+		c.ehlo()
+		q6 = c_transaction(c, "a@client.example", ["rcpt@test.laim.example"], simple_message("v6"))
+		c.cmd("QUIT", 221)
+
+	sock = d.config["socket"]
+	st = os.stat(sock)
+	check(stat.S_ISSOCK(st.st_mode), "%s is not a socket" % sock)
+	qroot = unix_transaction(sock, "unix root")
+	quser = as_test_user(d, lambda: unix_transaction(sock, "unix user"))
+	check(re.fullmatch(QID_RE, quser), "transaction as %s: %r" % (TEST_USER, quser))
+
+	for q in (q4, q6, qroot, quser):
+		d.wait_removed(q)
+	check("(127.0.0.1)" in received_of(d, q4), "Received: of the IPv4 message: %r" % received_of(d, q4))
+	check("(::1)" in received_of(d, q6) or "(IPv6:::1)" in received_of(d, q6),
+	      "Received: of the IPv6 message: %r" % received_of(d, q6))
+	check(re.search(r"\buid 0\b", received_of(d, qroot)), "Received: via the socket as root: %r" % received_of(d, qroot))
+	check(re.search(r"\buid %d\b" % d.uid, received_of(d, quser)),
+	      "Received: via the socket as %s: %r" % (TEST_USER, received_of(d, quser)))
+	check_eq(len(maildir_files(d.maildir)), 4, "messages delivered")
+
+
+run(main)

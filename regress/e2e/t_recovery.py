@@ -1,0 +1,45 @@
+# At start, leftovers in incoming/ (transactions a previous run never
+# committed) are removed and never delivered, and the messages in queue/
+# (committed by a previous run, not yet handled) are delivered.
+import sys
+sys.dont_write_bytecode = True
+import signal
+from harness import *
+
+
+def main():
+	d = Laimd()
+	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
+	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
+	d.start()
+	queued = [d.send(msg=simple_message("queued %d" % i)) for i in range(3)]
+	for q in queued:
+		d.wait_log(r"%s: to=<[^>]*>, handler=inbox, status=deferred" % q)
+	check_eq(d.spool_files("queue"), sorted(queued), "queue/ before the stop")
+	check_eq(d.stop(), 0, "exit status of the first run")
+
+	# A half-received message, as a crash during DATA leaves it.
+	stale = "0123456789"
+	path = os.path.join(d.spool, "incoming", stale)
+	with open(path, "wb") as f:
+		f.write(b"LAIM 1\nid %s\narrival 1\nsender stale@client.example\nrcpt r@test.laim.example\n"
+			b"client 127.0.0.1\nhelo x\n\nSubject: stale\r\n\r\nhalf" % stale.encode())
+	os.chown(path, d.uid, d.gid)
+	os.chmod(path, 0o600)
+
+	d.unblock_dir(blocked)
+	d.start()
+	for q in queued:
+		d.wait_delivered(q, "rcpt@test.laim.example")
+		d.wait_removed(q)
+	wait_for(lambda: not d.spool_files("incoming"), 5, "incoming/ to be cleaned")
+	msgs = maildir_messages(blocked)
+	check_eq(len(msgs), 3, "messages delivered after the restart")
+	subjects = sorted(re.search(rb"Subject: ([^\r]*)", m).group(1) for m in msgs)
+	check_eq(subjects, [b"queued 0", b"queued 1", b"queued 2"], "subjects delivered")
+	check(not d.search_log(r"%s: (from|to)=" % stale, 0),
+	      "the stale incoming/ file was handled as a message")
+	check_eq(d.spool_files("queue"), [], "queue/ at the end")
+
+
+run(main)

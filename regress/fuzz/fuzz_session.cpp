@@ -1,0 +1,147 @@
+// libFuzzer target: arbitrary client bytes into an SMTP Session whose
+// backend accepts everything at once, so every command, the data phase
+// and the transaction ends are reachable. The input is fed in pieces of
+// varying size (taken from the input itself) to exercise state carried
+// across reads. Checks the session's invariants as it goes: bounded
+// input buffer, well-formed replies, no control character in an accepted
+// address, each transaction ending in exactly one commit or abort.
+//
+// The session logs each refused message to stderr; run with
+// -close_fd_mask=2 to silence that (sanitizer reports still show):
+//   ./regress/fuzz/fuzz_session -close_fd_mask=2 -max_total_time=60
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "smtp/session.h"
+
+using namespace laim;
+
+namespace {
+
+int devnull = -1;
+
+void check_address(const std::string& a)
+{
+	for (unsigned char c : a)
+		if (c < 0x20 || c == 0x7f)
+			abort();
+}
+
+struct OkBackend : SessionBackend {
+	int open_txn = 0;  // MAIL accepted, not yet committed or aborted
+	void on_mail(Session& s, const std::string& sender) override
+	{
+		check_address(sender);
+		if (open_txn != 0)
+			abort();
+		open_txn++;
+		s.mail_reply(BackendStatus::Ok);
+	}
+	void on_rcpt(Session& s, const std::string& rcpt) override
+	{
+		check_address(rcpt);
+		if (rcpt.empty() || open_txn != 1)
+			abort();
+		s.rcpt_reply(BackendStatus::Ok);
+	}
+	void on_data(Session& s) override
+	{
+		if (open_txn != 1 || s.recipients().empty())
+			abort();
+		s.data_reply(BackendStatus::Ok, dup(devnull), "0123456789");
+	}
+	void on_commit(Session& s, uint64_t) override
+	{
+		if (open_txn-- != 1)
+			abort();
+		s.commit_reply(BackendStatus::Ok);
+	}
+	void on_abort(Session&) override
+	{
+		if (open_txn-- != 1)
+			abort();
+	}
+};
+
+// Every reply line is "DDD" then SP or "-", and output ends with CRLF.
+void check_output(const std::string& out)
+{
+	size_t pos = 0;
+	while (pos < out.size()) {
+		size_t eol = out.find("\r\n", pos);
+		if (eol == std::string::npos || eol - pos < 4)
+			abort();
+		for (size_t i = pos; i < pos + 3; i++)
+			if (out[i] < '0' || out[i] > '9')
+				abort();
+		if (out[pos + 3] != ' ' && out[pos + 3] != '-')
+			abort();
+		pos = eol + 2;
+	}
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
+{
+	if (devnull < 0) {
+		devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+		if (devnull < 0)
+			abort();
+	}
+	static SmtpSettings settings = [] {
+		SmtpSettings s;
+		s.hostname = "fuzz.example";
+		s.ident = "laim fuzz";
+		s.size_limit = 4096;  // small limits, so fuzzing reaches them
+		s.max_rcpts = 4;
+		return s;
+	}();
+	OkBackend be;
+	{
+		Session s(be, settings, ClientInfo{"127.0.0.1", std::nullopt, ""}, 1);
+		s.greet();
+		// The first byte chooses the piece size, so the same command text
+		// is also tried split at every position.
+		size_t piece = size > 0 ? (data[0] % 16) + 1 : 1;
+		if (size > 0 && data[0] >= 0x80)
+			piece = 4096;
+		size_t off = size > 0 ? 1 : 0;
+		while (off < size && !s.closing()) {
+			auto [p, n] = s.input_space();
+			if (n > 4096)
+				abort();
+			if (n == 0) {
+				if (s.output().empty())
+					abort();  // stalled with nothing to write: a hang
+				check_output(s.output());
+				s.output_consumed(s.output().size());
+				continue;
+			}
+			n = std::min({n, piece, size - off});
+			memcpy(p, data + off, n);
+			s.input_commit(n);
+			off += n;
+			if (s.waiting())
+				abort();  // the backend always answers at once
+		}
+		check_output(s.output());
+		s.output_consumed(s.output().size());
+		s.shutdown();
+		s.timeout();
+		s.disconnected();
+		check_output(s.output());
+		if (!s.closing())
+			abort();
+	}
+	if (be.open_txn != 0)
+		abort();
+	return 0;
+}
