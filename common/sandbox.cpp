@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/log.h"
@@ -119,6 +120,39 @@ void sandbox_seccomp_handler()
 	for (const char* name : deny)
 		seccomp_add(ctx, SCMP_ACT_ERRNO(EPERM), name);
 	seccomp_load_or_die(ctx, "handler");
+}
+
+namespace {
+char* argv_start = nullptr;
+size_t argv_len = 0;
+}  // namespace
+
+void process_title_init(int argc, char* argv[])
+{
+	if (argc < 1)
+		return;
+	argv_start = argv[0];
+	char* end = argv[0] + strlen(argv[0]) + 1;
+	for (int i = 1; i < argc && argv[i] == end; i++)
+		end = argv[i] + strlen(argv[i]) + 1;
+	argv_len = static_cast<size_t>(end - argv_start);
+}
+
+void set_process_title(const char* title)
+{
+	static char buf[64];
+	size_t n = strnlen(title, sizeof buf - 1);
+	memcpy(buf, title, n);
+	buf[n] = '\0';
+	// ARG_START first: the new buffer lies below the stack, so start < end
+	// holds after each step.
+	if (prctl(PR_SET_MM, PR_SET_MM_ARG_START, reinterpret_cast<unsigned long>(buf), 0, 0) == 0 &&
+	    prctl(PR_SET_MM, PR_SET_MM_ARG_END, reinterpret_cast<unsigned long>(buf + n + 1), 0, 0) == 0)
+		return;
+	if (argv_len < 2)
+		return;
+	memset(argv_start, 0, argv_len);
+	memcpy(argv_start, buf, std::min(n, argv_len - 1));
 }
 
 void sandbox_prepare_chroot(const char* root_dir)

@@ -32,6 +32,14 @@ void sandbox_seccomp_smtp();
 // modules, ptrace, mount and namespaces, BPF, keyrings, clock changes...
 void sandbox_seccomp_handler();
 
+// Remembers main's argv area, which set_process_title may overwrite.
+void process_title_init(int argc, char* argv[]);
+// Sets what ps shows for this process ("laimd: smtp"): points the kernel's
+// view of the command line at a static buffer (needs CAP_SYS_RESOURCE, so
+// call it before dropping privileges), or else overwrites the original
+// argv area, truncating the title if that area is shorter.
+void set_process_title(const char* title);
+
 // Makes root_dir an empty directory owned by root, mode 0555.
 void sandbox_prepare_chroot(const char* root_dir);
 

@@ -2,7 +2,6 @@
 // handler processes, then only supervises them (design.md "Processes").
 #include "config.h"
 
-#include <bsd/unistd.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -118,7 +117,7 @@ void start_child(int which, UniqueFd sib)
 		signal(SIGHUP, SIG_IGN);
 		close_other_fds({theirs.get(), sib.get()});
 		log_init(rt.foreground, rt.verbose);
-		setproctitle("-laimd: %s", child_name[which]);
+		set_process_title(which == SMTP ? "laimd: smtp" : "laimd: handler");
 		if (which == SMTP) {
 			// The listeners stay with smtp only.
 			smtp_main(rt, std::move(theirs), std::move(sib));
@@ -329,9 +328,9 @@ void daemonize()
 
 }  // namespace
 
-int main(int argc, char* argv[], char* envp[])
+int main(int argc, char* argv[])
 {
-	setproctitle_init(argc, argv, envp);
+	process_title_init(argc, argv);
 	std::string file = LAIM_CONFIG_FILE;
 	bool check_only = false;
 	int ch;
@@ -377,7 +376,7 @@ int main(int argc, char* argv[], char* envp[])
 	rt.listeners = listen_all(rt.cfg);
 	if (!rt.foreground && !systemd)
 		daemonize();
-	setproctitle("-laimd: parent");
+	set_process_title("laimd: parent");
 
 	sigset_t mask;
 	sigemptyset(&mask);

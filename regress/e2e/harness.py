@@ -66,18 +66,22 @@ def laimd_path():
 
 
 def ensure_user():
-	"""Creates the system user the daemon drops to, when missing."""
-	try:
-		return pwd.getpwnam(TEST_USER)
-	except KeyError:
-		pass
-	r = subprocess.run(["useradd", "--system", "--no-create-home",
-			    "--shell", "/usr/sbin/nologin", TEST_USER],
-			   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-	try:
-		return pwd.getpwnam(TEST_USER)
-	except KeyError:
-		raise Fail("cannot create user %s: %s" % (TEST_USER, r.stdout.decode(errors="replace")))
+	"""Creates the system user the daemon drops to, when missing. Two
+	cases may start together, so a useradd that loses the race for
+	/etc/passwd's lock is retried."""
+	out = b""
+	for _ in range(10):
+		try:
+			return pwd.getpwnam(TEST_USER)
+		except KeyError:
+			pass
+		r = subprocess.run(["useradd", "--system", "--no-create-home",
+				    "--shell", "/usr/sbin/nologin", TEST_USER],
+				   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+		out = r.stdout
+		if r.returncode != 0:
+			time.sleep(0.3)
+	raise Fail("cannot create user %s: %s" % (TEST_USER, out.decode(errors="replace")))
 
 
 def test_ids():
@@ -318,6 +322,7 @@ class Reply:
 	def __init__(self, lines):
 		self.lines = lines  # decoded lines, CRLF removed
 		self.code = int(lines[-1][:3])
+		check(all(l[:3] == lines[-1][:3] for l in lines), "reply lines with different codes: %r" % lines)
 		self.text = "\n".join(lines)
 
 	def __repr__(self):
@@ -363,7 +368,8 @@ class Smtp:
 			except socket.timeout:
 				raise Fail("no reply line within %gs (buffer %r)" % (timeout, self.buf[:200]))
 		line, _, self.buf = self.buf.partition(b"\n")
-		return line.rstrip(b"\r").decode(errors="replace")
+		check(line.endswith(b"\r"), "reply line not ended by CRLF: %r" % line)
+		return line[:-1].decode(errors="replace")
 
 	def reply(self, timeout=10):
 		"""Reads one (possibly multi-line) reply."""
@@ -451,10 +457,14 @@ def send_mail(port, sender, rcpts, msg, ehlo=True):
 			c.ehlo()
 		else:
 			c.cmd("HELO client.example", 250)
-		return c_transaction(c, sender, rcpts, msg)
+		qid = c_transaction(c, sender, rcpts, msg)
+		c.cmd("QUIT", 221)
+		return qid
 
 
 def c_transaction(c, sender, rcpts, msg):
+	"""MAIL, RCPT..., DATA on an open session, each expected to succeed;
+	returns the queue id of the 250."""
 	c.cmd("MAIL FROM:<%s>" % sender, 250)
 	for r in rcpts:
 		c.cmd("RCPT TO:<%s>" % r, 250)

@@ -52,7 +52,7 @@ def main():
 		c.cmd(b"\0", 501)
 		c.cmd("RCPT TO:<r@test.laim.example>", 503)  # the MAIL with a NUL did not count
 		c.cmd("NOOP", 250)
-		r = c.cmd("QUIT", 221)
+		c.cmd("QUIT", 221)
 		check(c.wait_closed(5), "connection not closed after QUIT")
 
 	check_eq(maildir_files(d.maildir), [], "Maildir after transactions without DATA")

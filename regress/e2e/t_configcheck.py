@@ -107,7 +107,7 @@ def main():
 		p = subprocess.Popen([laimd_path(), "-d", "-f", d.confpath], stdout=subprocess.PIPE,
 				     stderr=subprocess.PIPE, start_new_session=True)
 		try:
-			out, perr = p.communicate(timeout=10)
+			_, perr = p.communicate(timeout=10)
 		except subprocess.TimeoutExpired:
 			os.killpg(p.pid, 9)
 			p.wait()

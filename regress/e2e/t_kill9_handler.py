@@ -20,7 +20,7 @@ def try_transaction(c, tag):
 	"""Runs a transaction whatever happens; returns the queue id on 250,
 	None when the server refused with 451 4.3.0 at some step."""
 	steps = ["MAIL FROM:<%s@client.example>" % tag, "RCPT TO:<rcpt@test.laim.example>", "DATA"]
-	for i, step in enumerate(steps):
+	for step in steps:
 		r = c.cmd(step)
 		if r.code in (451, 421):
 			check(r.lines[-1][4:].startswith("4.3.0") or r.code == 421, "%s: %r" % (step, r))

@@ -4,7 +4,6 @@
 # SIZE= over data_size_limit gets 552 5.3.4 at MAIL (RFC 1870 6.1).
 import sys
 sys.dont_write_bytecode = True
-import socket
 from harness import *
 
 LIMIT = 100000

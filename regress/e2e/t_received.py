@@ -68,7 +68,7 @@ def main():
 		copies = copies_of(d, qid)
 		check_eq(sorted(c[2] for c in copies), sorted(r.encode() for r in rcpts),
 			 "%s: Delivered-To of the copies" % qid)
-		for m, ret, to, received, rest in copies:
+		for m, _, to, received, _ in copies:
 			check_received(received, helo, proto, qid, rcpts[0] if len(rcpts) == 1 else None)
 			expect = (b"Return-Path: <" + sender.encode() + b">\r\nDelivered-To: " + to + b"\r\n" +
 				  received + MSG)

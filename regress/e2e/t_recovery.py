@@ -3,7 +3,6 @@
 # (committed by a previous run, not yet handled) are delivered.
 import sys
 sys.dont_write_bytecode = True
-import signal
 from harness import *
 
 

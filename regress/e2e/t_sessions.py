@@ -2,7 +2,6 @@
 # greeting and is closed; once a session ends there is room again.
 import sys
 sys.dont_write_bytecode = True
-import time
 from harness import *
 
 

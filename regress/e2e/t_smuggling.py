@@ -40,7 +40,7 @@ def main():
 			if r.code == 550:
 				check(r.lines[-1].startswith("550 5.6.0"), "ending %r: %r" % (ending, r))
 			# Nothing of the smuggled part was taken for commands.
-			r = c.cmd("QUIT", 221, timeout=10)
+			c.cmd("QUIT", 221, timeout=10)
 			check(c.wait_closed(5), "ending %r: not closed after QUIT" % ending)
 		msgs = maildir_messages(d.maildir)
 		check(len(msgs) - before <= 1, "ending %r: %d messages delivered" % (ending, len(msgs) - before))
