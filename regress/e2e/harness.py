@@ -510,7 +510,9 @@ class Laimd:
 		self.name = name or test_name()
 		self.uid, self.gid = test_ids()
 		self.laimd = laimd_path()
+		self.proc = None
 		self.dir = tempfile.mkdtemp(prefix="laim-e2e-%s-" % self.name)
+		_daemons.append(self)  # from now on cleanup() removes the dir
 		os.chmod(self.dir, 0o755)
 		self.confpath = os.path.join(self.dir, "laimd.yml")
 		self.logpath = os.path.join(self.dir, "laimd.log")
@@ -522,7 +524,6 @@ class Laimd:
 		os.chmod(aliases, 0o644)
 		self.attempt = 0
 		self.port = _port_for(self.name, 0)
-		self.proc = None
 		self.start_mark = 0
 		self.known_children = set()
 		self.config = {
@@ -540,7 +541,6 @@ class Laimd:
 		}
 		self.config.update(config)
 		open(self.logpath, "ab").close()
-		_daemons.append(self)
 
 	# -- files and dirs
 
