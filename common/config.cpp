@@ -26,6 +26,9 @@
 #ifndef LAIM_SOCKET
 #define LAIM_SOCKET "/run/laim/submit.sock"
 #endif
+#ifndef LAIM_CONTROL_SOCKET
+#define LAIM_CONTROL_SOCKET "/run/laim/control.sock"
+#endif
 #ifndef LAIM_SPOOL_DIR
 #define LAIM_SPOOL_DIR "/var/spool/laim"
 #endif
@@ -660,9 +663,10 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 {
 	if (name == "listen") {
 		listen(n);
-	} else if (name == "socket") {
-		cfg_.socket = path(n, name);
-		if (cfg_.socket.size() >= sizeof(sockaddr_un::sun_path))
+	} else if (name == "socket" || name == "control_socket") {
+		std::string& p = name == "socket" ? cfg_.socket : cfg_.control_socket;
+		p = path(n, name);
+		if (p.size() >= sizeof(sockaddr_un::sun_path))
 			fail(n.line, name, "too long for a unix socket path (at most " +
 					       std::to_string(sizeof(sockaddr_un::sun_path) - 1) + " bytes)");
 	} else if (name == "user") {
@@ -717,6 +721,7 @@ Config ConfigParser::parse(const YamlNode& root)
 	cfg_.file = file_;
 	cfg_.listen = {{"127.0.0.1", 25, 0}, {"::1", 25, 0}};
 	cfg_.socket = LAIM_SOCKET;
+	cfg_.control_socket = LAIM_CONTROL_SOCKET;
 	cfg_.ident = "laim " PACKAGE_VERSION;
 	cfg_.spool = LAIM_SPOOL_DIR;
 	if (root.kind == YamlNode::Kind::Null)

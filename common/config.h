@@ -63,6 +63,7 @@ struct Config {
 	std::string file;  // the path it was read from, for messages
 	std::vector<ListenAddress> listen;  // default 127.0.0.1:25 and [::1]:25
 	std::string socket;  // local submission socket; default LAIM_SOCKET
+	std::string control_socket;  // laimctl, mailq; default LAIM_CONTROL_SOCKET
 	std::string user = "laim";
 	std::string hostname;  // empty: /etc/mailname or the FQDN, resolved once at start
 	std::string ident;     // default "laim VERSION"

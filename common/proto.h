@@ -27,7 +27,7 @@ enum ImsgType : uint32_t {
 	// handler -> smtp; peerid = session id; status = BackendStatus value
 	IMSG_H_MAIL = 200,        // u32 status
 	IMSG_H_RCPT,              // u32 status
-	IMSG_H_DATA_OK,           // str queue id; fd: the spool file
+	IMSG_H_DATA_OK,           // str queue id, str login name of the uid ("" if none); fd: the spool file
 	IMSG_H_DATA_FAIL,         // u32 status
 	IMSG_H_COMMIT,            // u32 status
 };

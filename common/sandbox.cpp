@@ -164,6 +164,21 @@ void set_process_title(const char* title)
 	memcpy(argv_start, buf, std::min(n, argv_len - 1));
 }
 
+namespace {
+volatile sig_atomic_t* term_flag = nullptr;
+void on_term(int) { *term_flag = 1; }
+}  // namespace
+
+void child_signals(volatile sig_atomic_t* term)
+{
+	term_flag = term;
+	struct sigaction sa = {};
+	sa.sa_handler = on_term;
+	sigaction(SIGTERM, &sa, nullptr);
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
+}
+
 void sandbox_prepare_chroot(const char* root_dir)
 {
 	std::string path(root_dir);

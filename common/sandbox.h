@@ -2,6 +2,7 @@
 // no_new_privs and seccomp (design.md "Processes").
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <string>
@@ -39,6 +40,11 @@ void process_title_init(int argc, char* argv[]);
 // call it before dropping privileges), or else overwrites the original
 // argv area, truncating the title if that area is shorter.
 void set_process_title(const char* title);
+
+// Signals of a child process: SIGTERM sets *term (the main loop polls
+// it), SIGPIPE and SIGINT (the terminal's, meant for the parent) are
+// ignored.
+void child_signals(volatile sig_atomic_t* term);
 
 // Makes root_dir an empty directory owned by root, mode 0555.
 void sandbox_prepare_chroot(const char* root_dir);

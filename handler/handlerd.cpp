@@ -3,21 +3,29 @@
 #include "config.h"
 
 #include <fcntl.h>
+#include <pwd.h>
+#include <strings.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/epoll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <fstream>
 #include <map>
 #include <system_error>
 
+#include "common/aliases.h"
 #include "common/log.h"
 #include "common/proto.h"
 #include "common/sandbox.h"
+#include "handler/control.h"
 #include "handler/handlerd.h"
+#include "handler/import.h"
 #include "handler/queue.h"
 #include "handler/routes.h"
 #include "handler/spool.h"
@@ -29,7 +37,17 @@ namespace {
 volatile sig_atomic_t got_sigterm = 0;
 constexpr int SHUTDOWN_GRACE = 30;  // seconds deliveries in progress get at SIGTERM
 
-enum : uint64_t { EV_PARENT = 1, EV_SMTP, EV_QUEUE };
+enum : uint64_t { EV_PARENT = 1, EV_SMTP, EV_QUEUE, EV_CONTROL, EV_CTLCONN = 1ULL << 32 };
+constexpr time_t CONTROL_TIMEOUT = 5;    // seconds a control client gets to send its line
+constexpr time_t IMPORT_INTERVAL = 2;    // seconds between looks into offline/
+
+// A laimctl/mailq client on the control socket.
+struct CtlConn {
+	UniqueFd fd;
+	uid_t uid = 0;
+	std::string in, out;
+	time_t started = 0;
+};
 
 // One SMTP transaction as the handler sees it, keyed by session id.
 struct Txn {
@@ -39,10 +57,18 @@ struct Txn {
 	uint64_t size = 0;  // message size reported at commit
 };
 
-class HandlerServer {
+class HandlerServer : public ControlTarget {
  public:
 	HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp);
 	[[noreturn]] void run();
+
+	// ControlTarget: what laimctl and mailq see and do.
+	std::vector<QueueItem> queue() override;
+	std::vector<FailedItem> failed() override;
+	std::vector<std::pair<std::string, uint64_t>> stats() override;
+	void flush() override { queue_.flush(); }
+	bool remove(const std::string& id) override { return queue_.remove(id); }
+	std::string reload_aliases() override;
 
  private:
 	void watch(int fd, uint64_t data, int op = EPOLL_CTL_ADD);
@@ -60,6 +86,12 @@ class HandlerServer {
 	void parent_event();
 	void reload(Imsg& m);
 	void shutdown();
+	bool is_local(const std::string& rcpt) const;
+	std::vector<std::string> expand(const std::string& rcpt);
+	void control_accept();
+	void control_event(uint32_t n, uint32_t events);
+	void control_expire();
+	void import_offline(bool force);
 
 	Runtime& rt_;
 	Config cfg_;
@@ -69,10 +101,17 @@ class HandlerServer {
 	std::unique_ptr<ImsgChannel> parent_, smtp_;
 	std::map<uint32_t, Txn> txns_;
 	std::vector<uint32_t> commits_;  // sessions whose commit waits for the group fsync
+	Aliases aliases_;
+	std::vector<std::string> local_domains_;  // hostname, mailname, localhost
+	OfflineImport import_;
+	time_t next_import_ = 0;
+	std::map<uint32_t, CtlConn> ctl_;
+	uint32_t next_ctl_ = 1;
+	uint64_t received_ = 0;
 };
 
 HandlerServer::HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp)
-	: rt_(rt), cfg_(rt.cfg), spool_(rt.cfg.spool), queue_(spool_)
+	: rt_(rt), cfg_(rt.cfg), spool_(rt.cfg.spool), queue_(spool_), import_(spool_, rt.hostname, rt.drop_gid)
 {
 	ep_ = epoll_create1(EPOLL_CLOEXEC);
 	if (ep_ == -1)
@@ -82,10 +121,62 @@ HandlerServer::HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp)
 	watch(queue_.notify_fd(), EV_QUEUE);
 	set_smtp_channel(std::move(smtp));
 	queue_.configure(cfg_, build_instances(cfg_));
+	if (rt.control.fd)
+		watch(rt.control.fd.get(), EV_CONTROL);
+	local_domains_ = {rt.hostname, "localhost", "localhost.localdomain"};
+	std::ifstream mailname("/etc/mailname");
+	std::string line;
+	if (mailname && std::getline(mailname, line) && !line.empty())
+		local_domains_.push_back(line);
+	reload_aliases();
 	size_t n = spool_.clean_incoming();
 	if (n)
 		log_info("removed %zu incomplete messages from incoming/", n);
 	queue_.load_spool();
+	import_offline(true);
+}
+
+// (Re)reads the aliases file. As with Postfix's newaliases, the entries
+// that parse are used even when other lines have errors; those are logged
+// and the first is returned for the control client.
+std::string HandlerServer::reload_aliases()
+{
+	std::vector<std::string> errors;
+	aliases_ = Aliases::load(cfg_.aliases, &errors);
+	for (const std::string& e : errors)
+		log_warnx("%s", e.c_str());
+	log_debug("%zu aliases loaded from %s", aliases_.size(), cfg_.aliases.c_str());
+	return errors.empty() ? "" : errors.front();
+}
+
+// Local recipients (no domain, or one of ours) go through the aliases.
+bool HandlerServer::is_local(const std::string& rcpt) const
+{
+	size_t at = rcpt.rfind('@');
+	if (at == std::string::npos)
+		return true;
+	std::string_view dom = std::string_view(rcpt).substr(at + 1);
+	for (const std::string& d : local_domains_)
+		if (d.size() == dom.size() && strncasecmp(d.data(), dom.data(), d.size()) == 0)
+			return true;
+	return false;
+}
+
+// The final recipients of one envelope recipient after /etc/aliases; an
+// address without an alias stays as it was given.
+std::vector<std::string> HandlerServer::expand(const std::string& rcpt)
+{
+	if (!is_local(rcpt))
+		return {rcpt};
+	std::string local = rcpt.substr(0, rcpt.rfind('@') == std::string::npos ? rcpt.size() : rcpt.rfind('@'));
+	Aliases::Expansion x = aliases_.expand(local);
+	for (const std::string& r : x.refused)
+		log_warnx("<%s>: alias target %s", rcpt.c_str(), r.c_str());
+	if (x.loop)
+		log_warnx("alias %s: expansion loop cut", local.c_str());
+	if (x.addresses.size() == 1 && x.addresses[0] == local)
+		return {rcpt};
+	return x.addresses;
 }
 
 void HandlerServer::watch(int fd, uint64_t data, int op)
@@ -166,7 +257,8 @@ void HandlerServer::on_mail(uint32_t session, ImsgReader& r)
 	reply(IMSG_H_MAIL, session, BackendStatus::Ok);
 }
 
-// RCPT TO: the recipient needs a route, and each handler on it may judge it.
+// RCPT TO: after /etc/aliases, each final recipient needs a route, and each
+// handler on it may judge it.
 void HandlerServer::on_rcpt(uint32_t session, ImsgReader& r)
 {
 	std::string rcpt;
@@ -177,27 +269,37 @@ void HandlerServer::on_rcpt(uint32_t session, ImsgReader& r)
 		reply(IMSG_H_RCPT, session, BackendStatus::Unavailable);
 		return;
 	}
-	const Route* route = route_find(cfg_.routes, rcpt);
-	BackendStatus st = route ? BackendStatus::Ok : BackendStatus::Reject;
-	for (size_t i = 0; route && i < route->handlers.size() && st == BackendStatus::Ok; i++) {
-		auto inst = queue_.instances().find(route->handlers[i]);
-		if (inst == queue_.instances().end())
-			continue;
-		RcptVerdict v = RcptVerdict::Defer;
-		try {
-			v = inst->second->handler->check_recipient(rcpt);
-		} catch (const std::exception& e) {
-			log_warnx("handler %s: checking <%s>: %s", inst->first.c_str(), rcpt.c_str(), e.what());
-		}
-		if (v == RcptVerdict::Reject)
+	std::vector<std::string> targets = expand(rcpt);
+	BackendStatus st = targets.empty() ? BackendStatus::Reject : BackendStatus::Ok;
+	for (const std::string& t : targets) {
+		const Route* route = route_find(cfg_.routes, t);
+		if (!route) {
+			log_info("recipient <%s> refused: no route matches <%s>", rcpt.c_str(), t.c_str());
 			st = BackendStatus::Reject;
-		else if (v == RcptVerdict::Defer)
-			st = BackendStatus::Defer;
+			break;
+		}
+		for (const std::string& name : route->handlers) {
+			auto inst = queue_.instances().find(name);
+			if (inst == queue_.instances().end())
+				continue;
+			RcptVerdict v = RcptVerdict::Defer;
+			try {
+				v = inst->second->handler->check_recipient(t);
+			} catch (const std::exception& e) {
+				log_warnx("handler %s: checking <%s>: %s", name.c_str(), t.c_str(), e.what());
+			}
+			if (v == RcptVerdict::Reject)
+				st = BackendStatus::Reject;
+			else if (v == RcptVerdict::Defer && st == BackendStatus::Ok)
+				st = BackendStatus::Defer;
+		}
 	}
-	if (!route)
-		log_info("recipient <%s> refused: no route matches", rcpt.c_str());
-	if (st == BackendStatus::Ok)
-		it->second.env.recipients.push_back(rcpt);
+	if (st == BackendStatus::Ok) {
+		auto& rcpts = it->second.env.recipients;
+		for (std::string& t : targets)
+			if (std::find(rcpts.begin(), rcpts.end(), t) == rcpts.end())
+				rcpts.push_back(std::move(t));
+	}
 	reply(IMSG_H_RCPT, session, st);
 }
 
@@ -219,7 +321,14 @@ void HandlerServer::on_data(uint32_t session)
 		int dup = fcntl(t.file.get(), F_DUPFD_CLOEXEC, 0);
 		if (dup == -1 || t.header_len < 0)
 			throw std::system_error(errno, std::generic_category(), "duplicating the spool fd");
-		smtp_->compose(IMSG_H_DATA_OK, session, ImsgWriter().str(t.env.id).data(), dup);
+		std::string user;
+		if (t.env.uid) {
+			struct passwd pw, *res = nullptr;
+			char buf[4096];
+			if (getpwuid_r(*t.env.uid, &pw, buf, sizeof buf, &res) == 0 && res)
+				user = pw.pw_name;
+		}
+		smtp_->compose(IMSG_H_DATA_OK, session, ImsgWriter().str(t.env.id).str(user).data(), dup);
 	} catch (const std::exception& e) {
 		log_warnx("cannot create a spool file: %s", e.what());
 		if (!t.env.id.empty())
@@ -294,6 +403,7 @@ void HandlerServer::commit_pending()
 		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu, client=%s%s", t.env.id.c_str(), t.env.sender.c_str(),
 			 (unsigned long long)t.size, t.env.recipients.size(), t.env.client.c_str(), uid.c_str());
 		queue_.add(t.env, now);
+		received_++;
 		txns_.erase(session);
 	}
 }
@@ -364,6 +474,7 @@ void HandlerServer::reload(Imsg& m)
 		Config cfg = config_parse(text, m.data);
 		queue_.configure(cfg, build_instances(cfg));
 		cfg_ = std::move(cfg);
+		reload_aliases();
 		log_debug("handler configuration reloaded");
 	} catch (const std::exception& e) {
 		log_warnx("%s; keeping the previous configuration", e.what());
@@ -403,37 +514,169 @@ void HandlerServer::shutdown()
 	_exit(0);
 }
 
+// The control socket: one request line per connection, answered and
+// closed. Clients are local users; each is bounded in time and size.
+void HandlerServer::control_accept()
+{
+	for (int i = 0; i < 16; i++) {
+		UniqueFd fd(accept4(rt_.control.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+		if (!fd)
+			return;
+		struct ucred cred;
+		socklen_t len = sizeof cred;
+		if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1)
+			continue;
+		uint32_t n = next_ctl_++;
+		CtlConn& c = ctl_[n];
+		c.fd = std::move(fd);
+		c.uid = cred.uid;
+		c.started = time(nullptr);
+		struct epoll_event ev = {};
+		ev.events = EPOLLIN;
+		ev.data.u64 = EV_CTLCONN | n;
+		epoll_ctl(ep_, EPOLL_CTL_ADD, c.fd.get(), &ev);
+	}
+}
+
+void HandlerServer::control_event(uint32_t n, uint32_t events)
+{
+	auto it = ctl_.find(n);
+	if (it == ctl_.end())
+		return;
+	CtlConn& c = it->second;
+	if (c.out.empty() && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+		char buf[512];
+		ssize_t r = read(c.fd.get(), buf, sizeof buf);
+		if (r <= 0 && !(r < 0 && errno == EAGAIN)) {
+			ctl_.erase(it);
+			return;
+		}
+		if (r > 0)
+			c.in.append(buf, static_cast<size_t>(r));
+		size_t nl = c.in.find('\n');
+		if (nl == std::string::npos && c.in.size() < 1024)
+			return;
+		c.out = control_answer(c.in, c.uid, *this);
+		if (c.out.empty())
+			c.out = "ERR no answer\n";
+		struct epoll_event ev = {};
+		ev.events = EPOLLOUT;
+		ev.data.u64 = EV_CTLCONN | n;
+		epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd.get(), &ev);
+	}
+	while (!c.out.empty()) {
+		ssize_t w = write(c.fd.get(), c.out.data(), c.out.size());
+		if (w < 0 && errno == EAGAIN)
+			return;
+		if (w <= 0)
+			break;
+		c.out.erase(0, static_cast<size_t>(w));
+	}
+	ctl_.erase(it);
+}
+
+void HandlerServer::control_expire()
+{
+	time_t now = time(nullptr);
+	for (auto it = ctl_.begin(); it != ctl_.end();)
+		it = now - it->second.started > CONTROL_TIMEOUT ? ctl_.erase(it) : std::next(it);
+}
+
+std::vector<QueueItem> HandlerServer::queue()
+{
+	std::vector<QueueItem> out;
+	for (Queue::Item& i : queue_.items())
+		out.push_back({i.env.id, i.env.arrival, i.size, i.env.uid, i.env.sender, i.env.recipients, i.attempts,
+			       i.last_error});
+	return out;
+}
+
+std::vector<FailedItem> HandlerServer::failed()
+{
+	std::vector<FailedItem> out;
+	for (const std::string& id : spool_.list_queue("failed")) {
+		FailedItem f;
+		f.id = id;
+		std::ifstream reason(spool_.dir() + "/failed/" + id + ".reason");
+		std::getline(reason, f.reason);
+		try {
+			SpoolMessage m = spool_.load(id, "failed");
+			f.arrival = m.envelope.arrival;
+			f.size = m.body().size();
+			f.sender = m.envelope.sender;
+			f.recipients = m.envelope.recipients;
+		} catch (const std::exception& e) {
+			f.reason += f.reason.empty() ? e.what() : "";
+		}
+		out.push_back(std::move(f));
+	}
+	return out;
+}
+
+std::vector<std::pair<std::string, uint64_t>> HandlerServer::stats()
+{
+	const auto& s = queue_.stats();
+	auto get = [&](const char* k) { auto it = s.find(k); return it == s.end() ? uint64_t(0) : it->second; };
+	std::vector<std::pair<std::string, uint64_t>> out = {
+		{"received", received_}, {"delivered", get("delivered")}, {"deferred", get("deferred")},
+		{"failed", get("failed")}, {"queue_length", queue_.size()}};
+	for (const auto& [name, inst] : queue_.instances())
+		for (const char* what : {"delivered", "deferred", "failed"}) {
+			std::string k = "handler." + name + "." + what;
+			out.push_back({k, get(k.c_str())});
+		}
+	return out;
+}
+
+// offline/ is looked at every IMPORT_INTERVAL seconds and whenever the
+// queue has room, within max_queue_size.
+void HandlerServer::import_offline(bool force)
+{
+	time_t now = time(nullptr);
+	if (!rt_.have_drop_group || (!force && now < next_import_))
+		return;
+	next_import_ = now + IMPORT_INTERVAL;
+	size_t used = queue_.size() + txns_.size();
+	size_t room = used < cfg_.max_queue_size ? cfg_.max_queue_size - used : 0;
+	for (Envelope& env : import_.run(room, cfg_.data_size_limit, [this](const std::string& r) { return expand(r); })) {
+		queue_.add(env, static_cast<double>(env.arrival));
+		received_++;
+	}
+}
+
 void HandlerServer::run()
 {
 	for (;;) {
 		if (got_sigterm)
 			shutdown();
 		queue_.run();
+		import_offline(false);
+		control_expire();
 		struct epoll_event evs[8];
-		int n = epoll_wait(ep_, evs, 8, queue_.next_wakeup_ms());
+		int n = epoll_wait(ep_, evs, 8, std::min(queue_.next_wakeup_ms(), 1000));
 		if (n == -1 && errno != EINTR)
 			fatal("epoll_wait");
 		for (int i = 0; i < n; i++) {
-			switch (evs[i].data.u64) {
+			uint64_t d = evs[i].data.u64;
+			if (d & EV_CTLCONN) {
+				control_event(static_cast<uint32_t>(d), evs[i].events);
+				continue;
+			}
+			switch (d) {
 			case EV_PARENT: parent_event(); break;
 			case EV_SMTP: smtp_event(); break;
 			case EV_QUEUE: queue_.collect(); break;
+			case EV_CONTROL: control_accept(); break;
 			}
 		}
 	}
 }
 
-void on_sigterm(int) { got_sigterm = 1; }
-
 }  // namespace
 
 void handler_main(Runtime& rt, UniqueFd parent_chan, UniqueFd smtp_chan)
 {
-	struct sigaction sa = {};
-	sa.sa_handler = on_sigterm;
-	sigaction(SIGTERM, &sa, nullptr);
-	signal(SIGPIPE, SIG_IGN);
-	signal(SIGINT, SIG_IGN);
+	child_signals(&got_sigterm);
 	sandbox_drop(rt.user, nullptr);
 	if (chdir(rt.cfg.spool.c_str()) == -1)
 		fatal("chdir %s", rt.cfg.spool.c_str());

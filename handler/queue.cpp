@@ -122,6 +122,7 @@ void Queue::dispatch(Entry& e)
 		if (!r) {
 			if (e.done.insert({"", rcpt}).second) {
 				e.failures.push_back("<" + rcpt + ">: no route");
+				count("failed");
 				log_info("%s: to=<%s>, handler=none, status=failed (no route)", e.env.id.c_str(), rcpt.c_str());
 			}
 			continue;
@@ -241,12 +242,16 @@ void Queue::finish_job(const std::shared_ptr<Job>& job)
 	case Result::Status::Delivered:
 		for (const std::string& r : job->env.recipients) {
 			e.done.insert({job->inst->name, r});
+			count("delivered");
+			count("handler." + job->inst->name + ".delivered");
 			log_info("%s: to=<%s>, handler=%s, status=delivered, delay=%.2f", id, r.c_str(), name, delay);
 		}
 		break;
 	case Result::Status::PermFail:
 		for (const std::string& r : job->env.recipients) {
 			e.done.insert({job->inst->name, r});
+			count("failed");
+			count("handler." + job->inst->name + ".failed");
 			e.failures.push_back("<" + r + "> handler " + job->inst->name + ": " + reason);
 			log_info("%s: to=<%s>, handler=%s, status=failed (%s)", id, r.c_str(), name, reason.c_str());
 		}
@@ -278,7 +283,11 @@ void Queue::end_round(const std::string& id)
 	for (auto& job : e.deferred) {
 		std::string reason = one_line(job->result.reason);
 		const std::string name = job->inst ? job->inst->name : "none";
+		e.last_error = reason;
 		for (const std::string& r : job->env.recipients) {
+			std::string what = expired ? "failed" : "deferred";
+			count(what);
+			count("handler." + name + "." + what);
 			if (expired) {
 				e.failures.push_back("<" + r + "> handler " + name + ": expired after " +
 						     std::to_string(e.attempts) + " attempts: " + reason);
@@ -328,6 +337,47 @@ int Queue::next_wakeup_ms() const
 		if (e.running == 0)
 			ms = std::min<long>(ms, std::max<long>(0, (e.next_try - now) * 1000));
 	return static_cast<int>(ms);
+}
+
+std::vector<Queue::Item> Queue::items() const
+{
+	std::vector<Item> out;
+	for (const auto& [id, e] : entries_) {
+		Item it;
+		it.env = e.env;
+		it.attempts = e.attempts;
+		it.last_error = e.last_error;
+		try {
+			it.size = spool_.load(id).body().size();
+		} catch (const std::exception&) {
+			// Being finished right now; show it without a size.
+		}
+		out.push_back(std::move(it));
+	}
+	std::sort(out.begin(), out.end(), [](const Item& a, const Item& b) { return a.env.arrival < b.env.arrival; });
+	return out;
+}
+
+void Queue::flush()
+{
+	for (auto& [id, e] : entries_)
+		e.next_try = 0;
+}
+
+bool Queue::remove(const std::string& id)
+{
+	auto it = entries_.find(id);
+	if (it == entries_.end() || it->second.running > 0)
+		return false;
+	try {
+		spool_.remove(id);
+	} catch (const std::exception& ex) {
+		log_warnx("%s: remove: %s", id.c_str(), ex.what());
+		return false;
+	}
+	entries_.erase(it);
+	log_info("%s: removed by the administrator", id.c_str());
+	return true;
 }
 
 size_t Queue::running() const

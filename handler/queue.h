@@ -58,6 +58,23 @@ class Queue {
 	void stop() { stopped_ = true; }
 	size_t running() const;
 
+	// For the control socket (laimctl, mailq).
+	struct Item {
+		Envelope env;
+		uint64_t size = 0;
+		unsigned attempts = 0;
+		std::string last_error;
+	};
+	std::vector<Item> items() const;
+	// Every deferred message becomes due now.
+	void flush();
+	// Drops a message that is not being delivered right now.
+	bool remove(const std::string& id);
+	// Counters: received, delivered, deferred, failed, and per instance
+	// handler.NAME.delivered/deferred/failed.
+	void count(const std::string& key) { stats_[key]++; }
+	const std::map<std::string, uint64_t>& stats() const { return stats_; }
+
  private:
 	struct Entry {
 		Envelope env;
@@ -68,6 +85,7 @@ class Queue {
 		std::set<std::pair<std::string, std::string>> done;  // (instance, rcpt) finished
 		std::vector<std::string> failures;   // permanent failure reasons
 		std::vector<std::shared_ptr<Job>> deferred;  // this round's temporary failures
+		std::string last_error;
 	};
 	void dispatch(Entry& e);
 	void finish_job(const std::shared_ptr<Job>& job);
@@ -83,6 +101,7 @@ class Queue {
 	std::map<std::string, Entry> entries_;
 	std::vector<std::shared_ptr<Job>> jobs_;  // running (not yet collected)
 	bool stopped_ = false;
+	std::map<std::string, uint64_t> stats_;
 };
 
 }  // namespace laim

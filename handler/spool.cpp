@@ -384,13 +384,13 @@ size_t Spool::clean_incoming()
 	return count;
 }
 
-// Ids of the regular files in queue/, oldest mtime first, ties by id so
-// the order is stable. Anything else there (a stray file, a directory)
-// is not ours and is skipped.
-std::vector<std::string> Spool::list_queue() const
+// Ids of the regular files in queue/ (or failed/), oldest mtime first,
+// ties by id so the order is stable. Anything else there (a stray file, a
+// directory, a .reason file) is not a message and is skipped.
+std::vector<std::string> Spool::list_queue(const char* sub) const
 {
-	std::string q = dir_ + "/queue";
-	UniqueDir d = fd_to_dir(open_dir(queue_dirfd_.get(), ".", q), q);
+	std::string q = dir_ + "/" + sub;
+	UniqueDir d = fd_to_dir(open_dir(AT_FDCWD, q.c_str(), q), q);
 	struct Entry {
 		struct timespec mtime;
 		std::string id;
@@ -427,13 +427,13 @@ std::vector<std::string> Spool::list_queue() const
 	return ids;
 }
 
-SpoolMessage Spool::load(const std::string& id) const
+SpoolMessage Spool::load(const std::string& id, const char* sub) const
 {
 	if (!valid_id(id))
 		throw SpoolError(id + ": not a queue id");
-	UniqueFd fd(::openat(queue_dirfd_.get(), id.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+	UniqueFd fd(::open(path(sub, id).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
 	if (!fd)
-		throw SpoolError(id + ": open " + path("queue", id) + ": " + strerror(errno));
+		throw SpoolError(id + ": open " + path(sub, id) + ": " + strerror(errno));
 	struct stat st;
 	if (::fstat(fd.get(), &st) < 0)
 		throw SpoolError(id + ": fstat: " + strerror(errno));

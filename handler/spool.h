@@ -81,10 +81,10 @@ class Spool {
 	void discard(const std::string& id);
 	// At start: removes everything in incoming/; returns how many.
 	size_t clean_incoming();
-	// Ids in queue/, oldest first by arrival order of the file (mtime).
-	std::vector<std::string> list_queue() const;
-	// Maps queue/ID; throws SpoolError when missing or malformed.
-	SpoolMessage load(const std::string& id) const;
+	// Ids in queue/ (or sub = "failed"), oldest first by mtime.
+	std::vector<std::string> list_queue(const char* sub = "queue") const;
+	// Maps queue/ID (or sub/ID); throws SpoolError when missing or malformed.
+	SpoolMessage load(const std::string& id, const char* sub = "queue") const;
 	// Delivered: removes queue/ID.
 	void remove(const std::string& id);
 	// Given up: writes failed/ID.reason, then moves queue/ID to failed/ID.

@@ -54,7 +54,10 @@ Listener listen_tcp(const ListenAddress& a)
 	return {std::move(fd), name, false};
 }
 
-// The local submission socket, reachable by every local user (0666).
+}  // namespace
+
+// The local submission and control sockets, reachable by every local user
+// (0666); the serving process tells callers apart with SO_PEERCRED.
 Listener listen_unix(const std::string& path)
 {
 	struct sockaddr_un sun = {};
@@ -82,8 +85,6 @@ Listener listen_unix(const std::string& path)
 		fatal("listen %s", path.c_str());
 	return {std::move(fd), path, true};
 }
-
-}  // namespace
 
 std::vector<Listener> listen_all(const Config& cfg)
 {

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
@@ -115,11 +116,13 @@ void start_child(int which, UniqueFd sib)
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, nullptr);
 		signal(SIGHUP, SIG_IGN);
-		close_other_fds({theirs.get(), sib.get()});
+		close_other_fds({theirs.get(), sib.get(), rt.control.fd.get()});
 		log_init(rt.foreground, rt.verbose);
 		set_process_title(which == SMTP ? "laimd: smtp" : "laimd: handler");
 		if (which == SMTP) {
-			// The listeners stay with smtp only.
+			// The listeners stay with smtp only, the control socket
+			// with the handler.
+			rt.control.fd.reset();
 			smtp_main(rt, std::move(theirs), std::move(sib));
 		}
 		for (Listener& l : rt.listeners)
@@ -210,13 +213,15 @@ void reload()
 	}
 	if (world_readable)
 		log_warnx("%s is readable by others: handlers may keep secrets there", cfg.file.c_str());
-	bool listeners_changed = cfg.socket != rt.cfg.socket || cfg.listen.size() != rt.cfg.listen.size();
+	bool listeners_changed = cfg.socket != rt.cfg.socket || cfg.control_socket != rt.cfg.control_socket ||
+				 cfg.listen.size() != rt.cfg.listen.size();
 	for (size_t i = 0; !listeners_changed && i < cfg.listen.size(); i++)
 		listeners_changed = cfg.listen[i].host != rt.cfg.listen[i].host || cfg.listen[i].port != rt.cfg.listen[i].port;
 	if (listeners_changed || cfg.user != rt.cfg.user || cfg.spool != rt.cfg.spool)
 		log_warnx("listen, socket, user and spool changes take effect at the next restart");
 	cfg.listen = rt.cfg.listen;
 	cfg.socket = rt.cfg.socket;
+	cfg.control_socket = rt.cfg.control_socket;
 	cfg.user = rt.cfg.user;
 	cfg.spool = rt.cfg.spool;
 	rt.cfg = std::move(cfg);
@@ -268,12 +273,15 @@ void reload()
 			c.pid = -1;
 		}
 	}
-	if (!rt.cfg.socket.empty())
-		unlink(rt.cfg.socket.c_str());
+	unlink(rt.cfg.socket.c_str());
+	unlink(rt.cfg.control_socket.c_str());
 	log_info("exiting");
 	exit(0);
 }
 
+// The spool belongs to the unprivileged user. offline/ also admits the
+// setgid laim-drop (group laimdrop): the spool is group-searchable and
+// offline/ group-writable but not readable, sticky like Postfix's maildrop.
 void prepare_spool()
 {
 	try {
@@ -281,9 +289,23 @@ void prepare_spool()
 	} catch (const std::exception& e) {
 		fatalx("spool %s: %s", rt.cfg.spool.c_str(), e.what());
 	}
-	for (const char* sub : {"", "/incoming", "/queue", "/failed", "/offline"}) {
-		std::string p = rt.cfg.spool + sub;
-		if (chown(p.c_str(), rt.user.uid, rt.user.gid) == -1 || chmod(p.c_str(), 0700) == -1)
+	struct group* gr = getgrnam(LAIM_DROP_GROUP);
+	rt.have_drop_group = gr != nullptr;
+	if (gr)
+		rt.drop_gid = gr->gr_gid;
+	else
+		log_warnx("group %s does not exist: sendmail cannot store mail while laimd is down", LAIM_DROP_GROUP);
+	struct {
+		const char* sub;
+		bool drop;
+		mode_t mode;
+	} dirs[] = {{"", true, 0710}, {"/incoming", false, 0700}, {"/queue", false, 0700},
+		    {"/failed", false, 0700}, {"/offline", true, 01730}};
+	for (const auto& d : dirs) {
+		std::string p = rt.cfg.spool + d.sub;
+		gid_t gid = d.drop && gr ? rt.drop_gid : rt.user.gid;
+		mode_t mode = d.drop && gr ? d.mode : 0700;
+		if (chown(p.c_str(), rt.user.uid, gid) == -1 || chmod(p.c_str(), mode) == -1)
 			fatal("spool %s", p.c_str());
 	}
 }
@@ -374,6 +396,7 @@ int main(int argc, char* argv[])
 	sandbox_prepare_chroot(LAIM_EMPTY_DIR);
 	prepare_spool();
 	rt.listeners = listen_all(rt.cfg);
+	rt.control = listen_unix(rt.cfg.control_socket);
 	if (!rt.foreground && !systemd)
 		daemonize();
 	set_process_title("laimd: parent");

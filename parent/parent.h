@@ -21,13 +21,18 @@ struct Runtime {
 	std::string config_text;  // as read, for the handler's reloads
 	std::string hostname;     // resolved once at start
 	RunAs user;
-	std::vector<Listener> listeners;
+	std::vector<Listener> listeners;  // served by smtp
+	Listener control;   // the control socket, served by the handler process
+	bool have_drop_group = false;  // the laimdrop group exists: offline/ is open to laim-drop
+	gid_t drop_gid = 0;
 	bool foreground = false;  // -d: log to stderr
 	int verbose = 0;
 };
 
 // parent/listen.cpp: binds every configured listener, fatal on failure.
 std::vector<Listener> listen_all(const Config& cfg);
+// parent/listen.cpp: a unix socket every local user may connect to (0666).
+Listener listen_unix(const std::string& path);
 // parent/listen.cpp: the configured hostname, /etc/mailname, or the FQDN.
 std::string resolve_hostname(const Config& cfg);
 

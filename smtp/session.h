@@ -71,6 +71,9 @@ class Session {
 
 	uint32_t id() const { return id_; }
 	const ClientInfo& client() const { return client_; }
+	// The login name of client().uid, which the handler process looks up
+	// (the chrooted smtp process cannot read the user database).
+	void set_client_user(std::string user) { client_.user = std::move(user); }
 	const std::string& helo() const { return helo_; }
 	const std::string& sender() const { return sender_; }
 	const std::vector<std::string>& recipients() const { return rcpts_; }

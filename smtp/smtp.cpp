@@ -31,6 +31,13 @@ namespace {
 volatile sig_atomic_t got_sigterm = 0;
 constexpr time_t SHUTDOWN_GRACE = 10;  // seconds sessions get to finish at SIGTERM
 
+int64_t monotonic_ms()
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
 // epoll user data: what kind of descriptor woke us.
 enum class Tag : uint32_t { Listener, Parent, Handler, Client };
 uint64_t tag(Tag t, uint32_t n) { return (static_cast<uint64_t>(t) << 32) | n; }
@@ -38,9 +45,9 @@ uint64_t tag(Tag t, uint32_t n) { return (static_cast<uint64_t>(t) << 32) | n; }
 struct Conn {
 	UniqueFd fd;
 	std::unique_ptr<Session> session;
-	time_t last_input = 0;
+	int64_t last_input_ms = 0;  // CLOCK_MONOTONIC
 	bool greeted = false;
-	struct timespec greet_at = {};
+	int64_t greet_at_ms = 0;    // CLOCK_MONOTONIC
 	uint32_t events = 0;  // current epoll interest
 };
 
@@ -259,11 +266,8 @@ void SmtpServer::accept_clients(size_t idx)
 		Conn& c = conns_[id];
 		c.fd = std::move(fd);
 		c.session = std::make_unique<Session>(*this, settings_, std::move(ci), id);
-		c.last_input = time(nullptr);
-		clock_gettime(CLOCK_MONOTONIC, &c.greet_at);
-		c.greet_at.tv_nsec += static_cast<long>(greeting_delay_ % 1000) * 1000000;
-		c.greet_at.tv_sec += greeting_delay_ / 1000 + c.greet_at.tv_nsec / 1000000000;
-		c.greet_at.tv_nsec %= 1000000000;
+		c.last_input_ms = monotonic_ms();
+		c.greet_at_ms = c.last_input_ms + greeting_delay_;
 		watch(c.fd.get(), 0, tag(Tag::Client, id));
 		if (greeting_delay_ == 0)
 			greet(c);
@@ -296,7 +300,7 @@ void SmtpServer::client_event(uint32_t id, uint32_t events)
 		if (room > 0) {
 			ssize_t n = read(c.fd.get(), buf, room);
 			if (n > 0) {
-				c.last_input = time(nullptr);
+				c.last_input_ms = monotonic_ms();
 				c.session->input_commit(static_cast<size_t>(n));
 			} else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
 				c.session->disconnected();
@@ -361,8 +365,8 @@ void SmtpServer::dispatch_handler(Imsg& m)
 	auto it = conns_.find(m.peerid);
 	ImsgReader r(m.data);
 	uint32_t st = 0;
-	std::string id;
-	bool ok = m.type == IMSG_H_DATA_OK ? r.str(id) && r.done() : r.u32(st) && r.done();
+	std::string id, user;
+	bool ok = m.type == IMSG_H_DATA_OK ? r.str(id) && r.str(user) && r.done() : r.u32(st) && r.done();
 	if (!ok || st > static_cast<uint32_t>(BackendStatus::Error))
 		fatalx("malformed message %u from the handler process", m.type);
 	if (it == conns_.end()) {
@@ -379,7 +383,10 @@ void SmtpServer::dispatch_handler(Imsg& m)
 	switch (m.type) {
 	case IMSG_H_MAIL: s.mail_reply(status); break;
 	case IMSG_H_RCPT: s.rcpt_reply(status); break;
-	case IMSG_H_DATA_OK: s.data_reply(BackendStatus::Ok, m.fd.release(), id); break;
+	case IMSG_H_DATA_OK:
+		s.set_client_user(user);
+		s.data_reply(BackendStatus::Ok, m.fd.release(), id);
+		break;
 	case IMSG_H_DATA_FAIL: s.data_reply(status, -1, ""); break;
 	case IMSG_H_COMMIT: s.commit_reply(status); break;
 	}
@@ -446,16 +453,14 @@ void SmtpServer::parent_event()
 void SmtpServer::tick()
 {
 	time_t now = time(nullptr);
-	struct timespec mono;
-	clock_gettime(CLOCK_MONOTONIC, &mono);
+	int64_t now_ms = monotonic_ms();
 	for (auto it = conns_.begin(); it != conns_.end();) {
 		uint32_t id = it->first;
 		Conn& c = (it++)->second;
-		if (!c.greeted && (mono.tv_sec > c.greet_at.tv_sec ||
-				   (mono.tv_sec == c.greet_at.tv_sec && mono.tv_nsec >= c.greet_at.tv_nsec)))
+		if (!c.greeted && now_ms >= c.greet_at_ms)
 			greet(c);
 		else if (c.greeted && !c.session->waiting() && !c.session->closing() &&
-			 now - c.last_input >= static_cast<time_t>(timeout_))
+			 now_ms - c.last_input_ms >= static_cast<int64_t>(timeout_) * 1000)
 			c.session->timeout();
 		else if (shutting_down_ && now >= shutdown_deadline_ && !c.session->closing()) {
 			std::string msg = "421 4.3.2 " + settings_.hostname + " Service shutting down\r\n";
@@ -516,17 +521,11 @@ void SmtpServer::run()
 	}
 }
 
-void on_sigterm(int) { got_sigterm = 1; }
-
 }  // namespace
 
 void smtp_main(Runtime& rt, UniqueFd parent_chan, UniqueFd handler_chan)
 {
-	struct sigaction sa = {};
-	sa.sa_handler = on_sigterm;
-	sigaction(SIGTERM, &sa, nullptr);
-	signal(SIGPIPE, SIG_IGN);
-	signal(SIGINT, SIG_IGN);
+	child_signals(&got_sigterm);
 	sandbox_drop(rt.user, LAIM_EMPTY_DIR);
 	SmtpServer server(rt, std::move(parent_chan), std::move(handler_chan));
 	sandbox_seccomp_smtp();

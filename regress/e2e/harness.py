@@ -8,17 +8,22 @@
 #
 #   LAIMD=/path/to/laimd LAIM_SRCDIR=/path/to/src python3 regress/e2e/t_x.py
 #
+# The cases of sendmail, laimctl and laim-drop also need the DESTDIR
+# install that make check prepares (see "the installed tree" below).
+#
 # Exit status: 0 pass, 1 fail (the reason is printed), 77 not root.
 # Only the Debian python3 standard library is used.
 
 import atexit
 import glob
+import grp
 import os
 import pwd
 import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -36,6 +41,11 @@ _daemons = []
 
 class Fail(Exception):
 	"""A check failed; the message says what was expected and seen."""
+
+
+class Interrupted(Fail):
+	"""The case ran out of time or was told to stop: it ends the whole
+	case, even inside run_rows()."""
 
 
 class Closed(Exception):
@@ -126,10 +136,10 @@ def _install_watchdog():
 	is told to stop (make interrupted) still kills its daemons: both go
 	through the normal failure path."""
 	def on_alarm(signum, frame):
-		raise Fail("case took longer than %d s" % CASE_TIME_LIMIT)
+		raise Interrupted("case took longer than %d s" % CASE_TIME_LIMIT)
 
 	def on_term(signum, frame):
-		raise Fail("interrupted by signal %d" % signum)
+		raise Interrupted("interrupted by signal %d" % signum)
 	signal.signal(signal.SIGALRM, on_alarm)
 	signal.signal(signal.SIGTERM, on_term)
 	signal.signal(signal.SIGHUP, on_term)
@@ -522,6 +532,12 @@ class Laimd:
 		aliases = os.path.join(self.dir, "aliases")
 		open(aliases, "w").close()
 		os.chmod(aliases, 0o644)
+		# What sendmail qualifies domainless addresses with (LAIM_MAILNAME),
+		# so that it never looks up the host's FQDN.
+		self.mailname = os.path.join(self.dir, "mailname")
+		with open(self.mailname, "w") as f:
+			f.write(HOSTNAME + "\n")
+		os.chmod(self.mailname, 0o644)
 		self.attempt = 0
 		self.port = _port_for(self.name, 0)
 		self.start_mark = 0
@@ -529,6 +545,7 @@ class Laimd:
 		self.config = {
 			"listen": None,  # ["127.0.0.1:{port}"], {port} filled in at start
 			"socket": os.path.join(self.dir, "submit.sock"),
+			"control_socket": os.path.join(self.dir, "control.sock"),
 			"user": TEST_USER,
 			"hostname": HOSTNAME,
 			"ident": IDENT,
@@ -752,3 +769,335 @@ class Laimd:
 
 	def wait_removed(self, qid, timeout=15):
 		return self.wait_log(r"%s: removed$" % qid, timeout, since=0)
+
+	# -- local submission: the installed sendmail and laimctl against this laimd
+
+	def local_env(self):
+		"""The environment that points sendmail and laimctl at this laimd
+		(laim-drop ignores it: it always writes to the compiled-in spool)."""
+		return {
+			"LAIM_SOCKET": self.config["socket"],
+			"LAIM_CONTROL": self.config["control_socket"],
+			"LAIM_DROP": drop_path(),
+			"LAIM_MAILNAME": self.mailname,
+			"LAIM_ALIASES": self.config["aliases"],
+		}
+
+	def sendmail(self, args, stdin=b"", user=None, argv0="sendmail", env=None, timeout=20):
+		"""Runs the installed sendmail (as argv0: "mailq", "newaliases") as
+		root or as user (a pwd entry); returns a Run."""
+		e = self.local_env()
+		e.update(env or {})
+		return run_program(sendmail_path(), args, stdin, user=user, env=e, argv0=argv0, timeout=timeout)
+
+	def laimctl(self, args, user=None, timeout=20):
+		return run_program(laimctl_path(), args, b"", user=user, env=self.local_env(), timeout=timeout)
+
+	def wait_local_submission(self, since, sender=None, timeout=10):
+		"""Waits for the from= line of a local submission logged after the
+		mark since (client=local, uid=U, and ", offline=NAME" for an
+		imported offline file); returns its match: groups qid, sender,
+		size, nrcpt, uid, offline name or None."""
+		who = re.escape(sender) if sender is not None else r"[^>]*"
+		return self.wait_log(LOCAL_FROM_RE % who, timeout, since=since)
+
+	def delivered_copies(self, qid, maildir=None):
+		"""The copies of qid in the Maildir, as {Delivered-To: (Return-Path,
+		Received: unfolded, the message after Received:)}; fails on two
+		copies for one recipient."""
+		out = {}
+		for data in maildir_messages(maildir or self.maildir):
+			rp, dt, rec, rest = split_delivered(data)
+			if not re.search(rb"\bid %s\b" % qid.encode(), rec):
+				continue
+			key = dt.decode(errors="replace")
+			check(key not in out, "two copies of %s for %s in the Maildir" % (qid, key))
+			flat = re.sub(rb"\r\n[ \t]+", b" ", rec).decode(errors="replace").rstrip("\r\n")
+			out[key] = (rp.decode(errors="replace"), flat, rest)
+		return out
+
+
+# ------------------------------------------------------------------ the installed tree
+#
+# make check installs the programs into a DESTDIR (laim-drop setgid
+# laimdrop) and exports LAIM_DESTDIR, LAIM_SBINDIR, LAIM_BINDIR and
+# LAIM_PKGLIBEXECDIR. By hand, as root:
+#   groupadd --system laimdrop; make install-exec DESTDIR=$PWD/destdir
+#   LAIM_DESTDIR=$PWD/destdir LAIM_SBINDIR=/usr/sbin LAIM_BINDIR=/usr/bin \
+#   LAIM_PKGLIBEXECDIR=/usr/libexec/laim LAIMD=$PWD/laimd python3 t_x.py
+# The cases run them as root or as LOCAL_USER, an ordinary login user.
+
+LOCAL_USER = "laimuser"
+LOCAL_GECOS = "Laim Local User"
+DROP_GROUP = "laimdrop"
+
+# A from= line of a local submission (see Laimd.wait_local_submission).
+LOCAL_FROM_RE = (r"(" + QID_RE + r"): from=<(%s)>, size=(\d+), nrcpt=(\d+), client=local, uid=(\d+)"
+		 r"(?:, offline=(\S+))?$")
+# RFC 5322 3.3 date-time (day of week and seconds optional, zone numeric).
+DATE_RE = (r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?\d{1,2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+	   r"\d{4} \d\d:\d\d(?::\d\d)? [+-]\d{4}(?: \([^()]*\))?")
+# RFC 5322 3.6.4 msg-id, in its dot-atom form.
+MSGID_RE = r"<[^<>@\s]+@[^<>@\s]+>"
+
+
+def installed(dirvar, name):
+	"""$LAIM_DESTDIR$dirvar/name, an executable of the DESTDIR install."""
+	destdir = os.environ.get("LAIM_DESTDIR")
+	sub = os.environ.get(dirvar)
+	if not destdir or not sub:
+		raise Fail("LAIM_DESTDIR and %s are not set (make check sets them; by hand: "
+			   "make install-exec DESTDIR=..., then set them)" % dirvar)
+	path = destdir + sub + "/" + name
+	if not os.access(path, os.X_OK):
+		raise Fail("%s is not an installed executable" % path)
+	return path
+
+
+def sendmail_path():
+	return installed("LAIM_SBINDIR", "sendmail")
+
+
+def laimctl_path():
+	return installed("LAIM_SBINDIR", "laimctl")
+
+
+def drop_path():
+	return installed("LAIM_PKGLIBEXECDIR", "laim-drop")
+
+
+def drop_gid():
+	"""The gid of the laimdrop group, failing when the installed laim-drop
+	is not setgid to it (the DESTDIR install sets it when run as root)."""
+	try:
+		gid = grp.getgrnam(DROP_GROUP).gr_gid
+	except KeyError:
+		raise Fail("group %s does not exist (make check creates it)" % DROP_GROUP)
+	st = os.stat(drop_path())
+	check(st.st_gid == gid and st.st_mode & stat.S_ISGID and st.st_mode & 0o777 == 0o755,
+	      "%s is not mode 2755 group %s: mode %o gid %d" % (drop_path(), DROP_GROUP, st.st_mode & 0o7777, st.st_gid))
+	return gid
+
+
+def local_user():
+	"""LOCAL_USER, an ordinary login user with a home and a GECOS name,
+	created when missing (retried like ensure_user)."""
+	out = b""
+	for _ in range(10):
+		try:
+			return pwd.getpwnam(LOCAL_USER)
+		except KeyError:
+			pass
+		r = subprocess.run(["useradd", "--create-home", "--comment", LOCAL_GECOS,
+				    "--shell", "/bin/sh", LOCAL_USER],
+				   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+		out = r.stdout
+		if r.returncode != 0:
+			time.sleep(0.3)
+	raise Fail("cannot create user %s: %s" % (LOCAL_USER, out.decode(errors="replace")))
+
+
+class Run:
+	"""What one run of an installed program did."""
+
+	def __init__(self, argv, user, returncode, out, err, elapsed):
+		self.argv = argv
+		self.user = user
+		self.returncode = returncode
+		self.out = out
+		self.err = err
+		self.elapsed = elapsed
+
+	@property
+	def stdout(self):
+		return self.out.decode(errors="replace")
+
+	@property
+	def stderr(self):
+		return self.err.decode(errors="replace")
+
+	def __repr__(self):
+		return "<%s as %s: exit %d, stdout %r, stderr %r>" % (
+			" ".join(self.argv), self.user, self.returncode, self.out[:500], self.err[:500])
+
+
+def run_program(path, args, stdin=b"", user=None, env=None, argv0=None, timeout=20):
+	"""Runs path with argv[0] argv0 (default its name) as root, or as user
+	(a pwd entry: its uid and gid, no supplementary group), in /, with a
+	small environment plus env; returns a Run."""
+	pw = user or pwd.getpwuid(0)
+	e = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": pw.pw_dir, "USER": pw.pw_name,
+	     "LOGNAME": pw.pw_name, "LANG": "C.UTF-8"}
+	e.update(env or {})
+	kw = {}
+	if user is not None and user.pw_uid != 0:
+		kw = dict(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+	argv = [argv0 or os.path.basename(path)] + list(args)
+	t0 = time.monotonic()
+	try:
+		p = subprocess.run(argv, executable=path, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+				   env=e, cwd="/", timeout=timeout, close_fds=True, **kw)
+	except subprocess.TimeoutExpired:
+		raise Fail("%r as %s did not finish within %ds" % (argv, pw.pw_name, timeout))
+	return Run(argv, pw.pw_name, p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
+
+
+def check_ran(r, code=0, quiet=True):
+	"""The run exited with code and, when quiet, wrote nothing on stderr."""
+	check(r.returncode == code, "expected exit %d: %r" % (code, r))
+	if quiet:
+		check(r.err == b"", "expected nothing on stderr: %r" % r)
+
+
+def as_user(pw, fn):
+	"""Runs fn() in a forked child with pw's uid and gid (no supplementary
+	group); returns str(fn()) as the child printed it, failing when fn
+	raised."""
+	r, w = os.pipe()
+	pid = os.fork()
+	if pid == 0:
+		code = 1
+		try:
+			signal.alarm(0)
+			os.close(r)
+			os.setgroups([])
+			os.setgid(pw.pw_gid)
+			os.setuid(pw.pw_uid)
+			os.write(w, str(fn()).encode())
+			code = 0
+		except BaseException as e:
+			os.write(w, ("%s: %s" % (type(e).__name__, e)).encode())
+		finally:
+			os._exit(code)
+	os.close(w)
+	out = b""
+	while True:
+		chunk = os.read(r, 65536)
+		if not chunk:
+			break
+		out += chunk
+	os.close(r)
+	_, status = os.waitpid(pid, 0)
+	check(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "as %s: %s" % (pw.pw_name, out.decode(errors="replace")))
+	return out.decode(errors="replace")
+
+
+def run_rows(rows):
+	"""Runs every (name, fn) of a table of cases, printing "ok - name" or
+	"not ok - name: why"; fails at the end naming the rows that failed.
+	Running out of time still ends the case at once."""
+	failed = []
+	for name, fn in rows:
+		try:
+			fn()
+			print("ok - %s" % name)
+		except Interrupted:
+			raise
+		except Fail as e:
+			print("not ok - %s: %s" % (name, e))
+			failed.append(name)
+		except Exception:
+			traceback.print_exc()
+			print("not ok - %s: unexpected exception" % name)
+			failed.append(name)
+		sys.stdout.flush()
+	check(not failed, "%d of %d rows failed: %s" % (len(failed), len(rows), "; ".join(failed)))
+
+
+# ------------------------------------------------------------------ messages as delivered
+
+def header_fields(msg):
+	"""Splits a CRLF message into its header fields (each with its folded
+	continuation lines and CRLF) and the rest, from the empty line on."""
+	fields = []
+	pos = 0
+	while pos < len(msg) and not msg.startswith(b"\r\n", pos):
+		end = msg.find(b"\r\n", pos)
+		check(end >= 0, "header line without CRLF: %r" % msg[pos:pos + 200])
+		end += 2
+		while msg[end:end + 1] in (b" ", b"\t"):
+			nl = msg.find(b"\r\n", end)
+			check(nl >= 0, "header line without CRLF: %r" % msg[end:end + 200])
+			end = nl + 2
+		fields.append(msg[pos:end])
+		pos = end
+	return fields, msg[pos:]
+
+
+def field_name(field):
+	return field.split(b":", 1)[0].strip().lower().decode(errors="replace")
+
+
+def field_value(field):
+	v = field.split(b":", 1)[1] if b":" in field else b""
+	return re.sub(rb"\r\n([ \t])", rb"\1", v).strip().decode(errors="replace")
+
+
+def crlf(msg):
+	"""LF line ends as CRLF, as sendmail sends them."""
+	return msg.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def check_passthrough(delivered, sent, what, added=(), removed=()):
+	"""Checks a delivered message (after laimd's Received:) against what
+	the program wrote (LF line ends): byte for byte the same with CRLF,
+	except that the header fields named in removed are gone and one field
+	is added for each name in added (the program wrote none). Returns the
+	added fields as {name: unfolded value}."""
+	want_fields, want_rest = header_fields(crlf(sent))
+	names_sent = {field_name(f) for f in want_fields}
+	want_fields = [f for f in want_fields if field_name(f) not in removed]
+	got_fields, got_rest = header_fields(delivered)
+	extra = {}
+	kept = []
+	for f in got_fields:
+		n = field_name(f)
+		if n in added and n not in names_sent:
+			check(n not in extra, "%s: two %s: headers added: %r" % (what, n, delivered[:1000]))
+			extra[n] = field_value(f)
+		else:
+			kept.append(f)
+	check(sorted(extra) == sorted(added), "%s: header fields added: expected %r, got %r (delivered header %r)" %
+	      (what, sorted(added), sorted(extra), b"".join(got_fields)))
+	check(kept == want_fields, "%s: the header was not passed through: expected %r, got %r" %
+	      (what, b"".join(want_fields), b"".join(kept)))
+	check(got_rest == want_rest, "%s: the body was not passed through: expected %r, got %r" %
+	      (what, want_rest[:2000], got_rest[:2000]))
+	return extra
+
+
+def check_added_headers(extra, what, from_name=None, from_addr=None):
+	"""The Date:, Message-ID: and From: that sendmail added are well formed;
+	From: names from_addr with the phrase from_name (or as a comment)."""
+	if "date" in extra:
+		check(re.fullmatch(DATE_RE, extra["date"]), "%s: added Date: %r" % (what, extra["date"]))
+	if "message-id" in extra:
+		check(re.fullmatch(MSGID_RE, extra["message-id"]), "%s: added Message-ID: %r" % (what, extra["message-id"]))
+	if "from" in extra:
+		v = extra["from"]
+		name, addr = re.escape(from_name), re.escape(from_addr)
+		check(re.fullmatch(r'"?%s"? <%s>' % (name, addr), v) or re.fullmatch(r"%s \(%s\)" % (addr, name), v),
+		      "%s: added From: %r, expected %s <%s>" % (what, v, from_name, from_addr))
+
+
+def check_local_delivery(d, since, sender, rcpts, uid, login, timeout=15):
+	"""After one local submission logged since the mark: its from= line
+	names sender, len(rcpts) recipients and uid; each recipient gets one
+	copy in the Maildir with Return-Path <sender> and a Received: naming
+	"uid UID (login)". Returns (qid, {rcpt: message after Received:})."""
+	m = d.wait_local_submission(since, sender, timeout)
+	qid = m.group(1)
+	check_eq(int(m.group(4)), len(rcpts), "nrcpt= in %r" % m.group(0))
+	check_eq(int(m.group(5)), uid, "uid= in %r" % m.group(0))
+	for r in rcpts:
+		d.wait_delivered(qid, r, timeout)
+	d.wait_removed(qid, timeout)
+	copies = d.delivered_copies(qid)
+	check_eq(sorted(copies), sorted(rcpts), "Delivered-To: of the copies of %s" % qid)
+	out = {}
+	for r, (rp, rec, rest) in copies.items():
+		check_eq(rp, sender, "Return-Path: of %s to %s" % (qid, r))
+		check(re.search(r"\buid %d \(%s\)" % (uid, re.escape(login)), rec),
+		      "Received: of %s does not name uid %d (%s): %r" % (qid, uid, login, rec))
+		out[r] = rest
+	return qid, out

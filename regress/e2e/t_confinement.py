@@ -59,9 +59,24 @@ def main():
 	# The confined children still do their work.
 	qid = d.send()
 	d.wait_removed(qid)
-	# The spool belongs to the user, mode 0700 (design.md).
+	# The spool belongs to the user. With the laimdrop group (created by
+	# the build's install step), the spool is searchable by that group and
+	# offline/ is its sticky drop box, as Postfix's maildrop; the rest
+	# stays 0700 (design.md).
+	import grp
+	try:
+		drop_gid = grp.getgrnam("laimdrop").gr_gid
+	except KeyError:
+		drop_gid = None
 	sst = os.stat(d.spool)
-	check_eq((sst.st_uid, sst.st_mode & 0o777), (uid, 0o700), "spool owner and mode")
+	if drop_gid is None:
+		check_eq((sst.st_uid, sst.st_mode & 0o7777), (uid, 0o700), "spool owner and mode")
+	else:
+		check_eq((sst.st_uid, sst.st_gid, sst.st_mode & 0o7777), (uid, drop_gid, 0o710),
+			 "spool owner, group and mode")
+		ost = os.stat(os.path.join(d.spool, "offline"))
+		check_eq((ost.st_uid, ost.st_gid, ost.st_mode & 0o7777), (uid, drop_gid, 0o1730),
+			 "spool/offline owner, group and mode")
 	for sub in ("incoming", "queue", "failed"):
 		s = os.stat(os.path.join(d.spool, sub))
 		check_eq((s.st_uid, s.st_mode & 0o777), (uid, 0o700), "spool/%s owner and mode" % sub)

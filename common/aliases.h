@@ -1,0 +1,94 @@
+// The aliases table: /etc/aliases in the format of aliases(5) as Debian's
+// sendmail and Postfix read it.
+//
+//   # comment
+//   postmaster: root
+//   root: admin@example.org, "john doe",
+//       \alice, :include:/etc/mail/staff
+//
+// A logical line is "name: target, target"; a line that starts with
+// whitespace continues it; blank lines and lines whose first non-blank
+// character is '#' are skipped. Names are local parts (quoted or not),
+// compared case-insensitively. Targets are:
+//   name, "quoted local"    another alias, or a local user when none
+//   \name                   a local user, never expanded again
+//   local@domain            an address, kept as written
+//   :include:/abs/path      the targets listed in that file (one or more
+//                           per line, '#' comments), read when loading
+//   |command, "|command"    delivery to a command: refused
+//   /path/file              delivery to a file: refused
+// Commands and files never become addresses: expand() returns them in
+// Expansion::refused with the reason, and the caller logs them.
+//
+// Used by the handler process (expansion at RCPT time, reloaded on
+// "reload aliases") and by newaliases (check and count).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace laim {
+
+// Limits: a single file, all files of one load together, include nesting,
+// and what one expansion may produce.
+constexpr size_t ALIASES_MAX_FILE = 16 * 1024 * 1024;
+constexpr size_t ALIASES_MAX_TOTAL = 64 * 1024 * 1024;
+constexpr int ALIASES_MAX_INCLUDE_DEPTH = 8;
+constexpr size_t ALIASES_MAX_ADDRESSES = 1000;
+constexpr size_t ALIASES_MAX_DEPTH = 20;
+
+class Aliases {
+ public:
+	// Parses path (and its :include: files, read when loading); errors
+	// are "FILE:LINE: what" ("FILE: what" for the file as a whole) and
+	// are appended to *errors when errors is not null. A missing main file
+	// is an empty table (the built-in defaults only), not an error. The
+	// entries that parsed are kept even when there are errors.
+	static Aliases load(const std::string& path, std::vector<std::string>* errors);
+
+	struct Expansion {
+		std::vector<std::string> addresses;  // final recipients, deduplicated, in order
+		std::vector<std::string> refused;    // "|cmd" or "/file" targets, with why
+		bool loop = false;                   // a loop, or a cap, was cut (logged by the caller)
+	};
+
+	// Expands a local part recursively; a name without an alias expands
+	// to itself. Lookup is case-insensitive; a quoted local part
+	// ("\"john doe\"") is looked up unquoted. A target equal to the name
+	// being expanded ("root: root, admin@x") is delivered as it is; a name
+	// already on the current expansion path is cut (loop). Expansion stops
+	// at ALIASES_MAX_DEPTH levels and ALIASES_MAX_ADDRESSES addresses
+	// (loop is set then too).
+	Expansion expand(std::string_view local) const;
+
+	// The number of aliases defined by the file (defaults not counted).
+	size_t size() const;
+
+ private:
+	struct Target {
+		enum class Kind { Name, Local, Address, Command, File };
+		Kind kind = Kind::Name;
+		std::string text;  // as written (Local: without the backslash)
+		std::string key;   // Name: the lookup key
+		uint32_t file = 0;  // index in files_, for messages
+		uint32_t line = 0;
+	};
+	struct Entry {
+		std::string name;  // as written, unquoted
+		std::vector<Target> targets;
+	};
+	class Loader;
+	struct Walk;
+
+	const Entry* find(const std::string& key) const;
+	void walk(const Entry& e, const std::string& key, Walk& w) const;
+
+	std::unordered_map<std::string, Entry> table_;  // by lookup key
+	std::vector<std::string> files_;                 // paths read, for messages
+};
+
+}  // namespace laim

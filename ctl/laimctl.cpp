@@ -1,0 +1,207 @@
+// laimctl: the administrator's view of a running laimd, over the control
+// socket (handler/control.h has the protocol).
+//
+//   laimctl show queue | show stats | show failed | flush | remove ID | reload aliases
+//
+// Exit status: 0 done, 1 laimd refused (its ERR text on stderr), 64 usage,
+// 69 (EX_UNAVAILABLE) laimd is not running.
+#include <sysexits.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <initializer_list>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "common/ctl.h"
+
+using namespace laim;
+
+namespace {
+
+[[noreturn]] void usage()
+{
+	fprintf(stderr, "usage: laimctl show queue|show stats|show failed|flush|remove ID|reload aliases\n");
+	exit(EX_USAGE);
+}
+
+// The request for the command line, or usage(). A queue id may be typed
+// in lower case; laimd's ids are upper-case hex.
+std::string request_of(const std::vector<std::string>& args)
+{
+	auto is = [&](std::initializer_list<const char*> words) {
+		return std::equal(args.begin(), args.end(), words.begin(), words.end(),
+		                  [](const std::string& a, const char* w) { return a == w; });
+	};
+	if (is({"show", "queue"}) || is({"show", "stats"}) || is({"show", "failed"}) ||
+	    is({"flush"}) || is({"reload", "aliases"}))
+		return args[0] + (args.size() > 1 ? " " + args[1] : "");
+	if (args.size() == 2 && args[0] == "remove") {
+		std::string id = args[1];
+		bool ok = id.size() == 10 && std::all_of(id.begin(), id.end(), [](unsigned char c) {
+			return std::isxdigit(c);
+		});
+		if (!ok) {
+			fprintf(stderr, "laimctl: invalid queue id: %s (10 hexadecimal digits)\n", id.c_str());
+			exit(EX_USAGE);
+		}
+		std::transform(id.begin(), id.end(), id.begin(), [](unsigned char c) { return std::toupper(c); });
+		return "remove " + id;
+	}
+	usage();
+}
+
+// How long ago, in the largest whole unit: "45s", "2m", "3h", "12d".
+std::string age(time_t arrival, time_t now)
+{
+	long long s = now > arrival ? (long long)(now - arrival) : 0;
+	if (s < 60)
+		return std::to_string(s) + "s";
+	if (s < 3600)
+		return std::to_string(s / 60) + "m";
+	if (s < 86400)
+		return std::to_string(s / 3600) + "h";
+	return std::to_string(s / 86400) + "d";
+}
+
+std::string human_size(uint64_t bytes)
+{
+	if (bytes < 1024)
+		return std::to_string(bytes) + "B";
+	const char* units = "KMGT";
+	double v = (double)bytes / 1024;
+	int u = 0;
+	while (v >= 1024 && u < 3) {
+		v /= 1024;
+		u++;
+	}
+	char buf[32];
+	snprintf(buf, sizeof(buf), v < 10 ? "%.1f%c" : "%.0f%c", v, units[u]);
+	return buf;
+}
+
+std::string join(const std::vector<std::string>& v)
+{
+	std::string out;
+	for (const auto& s : v)
+		out += (out.empty() ? "" : ",") + s;
+	return out;
+}
+
+// Prints rows as aligned columns; right_aligned[i] says which are numbers.
+// The last column is not padded (it holds free text: errors, reasons).
+void print_table(const std::vector<std::vector<std::string>>& rows, const std::vector<bool>& right_aligned)
+{
+	std::vector<size_t> width(right_aligned.size(), 0);
+	for (const auto& row : rows)
+		for (size_t i = 0; i < row.size(); i++)
+			width[i] = std::max(width[i], row[i].size());
+	for (const auto& row : rows) {
+		std::string line;
+		for (size_t i = 0; i < row.size(); i++) {
+			bool last = i + 1 == row.size();
+			size_t pad = width[i] - row[i].size();
+			if (right_aligned[i])
+				line += std::string(pad, ' ') + row[i];
+			else
+				line += row[i] + (last ? "" : std::string(pad, ' '));
+			if (!last)
+				line += "  ";
+		}
+		while (!line.empty() && line.back() == ' ')
+			line.pop_back();
+		printf("%s\n", line.c_str());
+	}
+}
+
+void show_queue(const std::vector<std::string>& lines)
+{
+	if (lines.empty()) {
+		printf("queue is empty\n");
+		return;
+	}
+	time_t now = time(nullptr);
+	std::vector<std::vector<std::string>> rows = {
+		{"ID", "AGE", "SIZE", "SENDER", "RECIPIENTS", "ATTEMPTS", "LAST ERROR"}};
+	for (const auto& line : lines) {
+		CtlQueueEntry e = ctl_parse_queue_line(line);
+		rows.push_back({e.id, age(e.arrival, now), human_size(e.size),
+		                e.sender.empty() ? "<>" : e.sender, join(e.recipients),
+		                std::to_string(e.attempts), e.last_error});
+	}
+	print_table(rows, {false, true, true, false, false, true, false});
+}
+
+void show_failed(const std::vector<std::string>& lines)
+{
+	if (lines.empty()) {
+		printf("no failed messages\n");
+		return;
+	}
+	time_t now = time(nullptr);
+	std::vector<std::vector<std::string>> rows = {
+		{"ID", "AGE", "SIZE", "SENDER", "RECIPIENTS", "REASON"}};
+	for (const auto& line : lines) {
+		CtlFailedEntry e = ctl_parse_failed_line(line);
+		rows.push_back({e.id, age(e.arrival, now), human_size(e.size),
+		                e.sender.empty() ? "<>" : e.sender, join(e.recipients), e.reason});
+	}
+	print_table(rows, {false, true, true, false, false, false});
+}
+
+// "key value" lines, the values aligned in one column.
+void show_stats(const std::vector<std::string>& lines)
+{
+	size_t width = 0;
+	for (const auto& l : lines)
+		width = std::max(width, std::min(l.find(' '), l.size()));
+	for (const auto& l : lines) {
+		size_t sp = l.find(' ');
+		if (sp == std::string::npos) {
+			printf("%s\n", l.c_str());
+			continue;
+		}
+		printf("%-*s %s\n", (int)width, l.substr(0, sp).c_str(), l.c_str() + sp + 1);
+	}
+}
+
+}  // namespace
+
+int main(int argc, char** argv)
+{
+	std::vector<std::string> args(argv + 1, argv + argc);
+	std::string request = request_of(args);
+	std::string path = ctl_socket_path();
+
+	try {
+		std::vector<std::string> lines = ctl_request(path, request);
+		if (request == "show queue")
+			show_queue(lines);
+		else if (request == "show failed")
+			show_failed(lines);
+		else if (request == "show stats")
+			show_stats(lines);
+		else if (request == "flush")
+			printf("deferred messages are due now\n");
+		else if (request == "reload aliases")
+			printf("aliases reloaded\n");
+		else
+			printf("%s removed\n", request.c_str() + 7);
+	} catch (const std::system_error& e) {
+		fprintf(stderr, "laimctl: laimd is not running (%s)\n", e.what());
+		return EX_UNAVAILABLE;
+	} catch (const std::exception& e) {
+		fprintf(stderr, "laimctl: %s\n", e.what());
+		return 1;
+	}
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		perror("laimctl: stdout");
+		return 1;
+	}
+	return 0;
+}

@@ -1,0 +1,166 @@
+// The control protocol, server side; see control.h.
+#include "handler/control.h"
+
+#include <exception>
+
+namespace laim {
+
+namespace {
+
+constexpr uid_t ROOT_UID = 0;
+constexpr size_t QUEUE_ID_LEN = 10;
+
+bool is_control(unsigned char c) { return c < 0x20 || c == 0x7f; }
+
+// A field value as it may appear in a response line: tabs, CR, LF and the
+// other control characters become spaces, so no value can add a field or
+// a line.
+std::string field(std::string_view s)
+{
+	std::string out(s);
+	for (char& c : out)
+		if (is_control((unsigned char)c))
+			c = ' ';
+	return out;
+}
+
+// A stats key must stay one word: spaces become '_' as well.
+std::string stats_key(std::string_view s)
+{
+	std::string out = field(s);
+	for (char& c : out)
+		if (c == ' ')
+			c = '_';
+	return out;
+}
+
+std::string join_recipients(const std::vector<std::string>& rcpts)
+{
+	std::string out;
+	for (const auto& r : rcpts) {
+		if (!out.empty())
+			out += ',';
+		out += field(r);
+	}
+	return out;
+}
+
+// The first line of a failure reason (the .reason file may hold a full
+// remote reply).
+std::string_view first_line(std::string_view s)
+{
+	size_t nl = s.find_first_of("\r\n");
+	return nl == std::string_view::npos ? s : s.substr(0, nl);
+}
+
+// A queue id as Spool::new_id makes them: 10 upper-case hex digits.
+bool valid_queue_id(std::string_view id)
+{
+	if (id.size() != QUEUE_ID_LEN)
+		return false;
+	for (char c : id)
+		if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'F')))
+			return false;
+	return true;
+}
+
+std::string err(std::string_view msg) { return "ERR " + field(msg) + "\n"; }
+
+std::string show_queue(ControlTarget& t, uid_t uid)
+{
+	std::string out = "OK\n";
+	for (const QueueItem& q : t.queue()) {
+		// A user sees only what they submitted; root sees everything.
+		if (uid != ROOT_UID && q.uid != uid)
+			continue;
+		out += field(q.id) + '\t' + std::to_string((long long)q.arrival) + '\t' +
+		       std::to_string(q.size) + '\t' +
+		       (q.uid ? std::to_string(*q.uid) : std::string("-")) + '\t' +
+		       field(q.sender) + '\t' + join_recipients(q.recipients) + '\t' +
+		       std::to_string(q.attempts) + '\t' + field(q.last_error) + '\n';
+	}
+	return out;
+}
+
+std::string show_failed(ControlTarget& t)
+{
+	std::string out = "OK\n";
+	for (const FailedItem& f : t.failed())
+		out += field(f.id) + '\t' + std::to_string((long long)f.arrival) + '\t' +
+		       std::to_string(f.size) + '\t' + field(f.sender) + '\t' +
+		       join_recipients(f.recipients) + '\t' + field(first_line(f.reason)) + '\n';
+	return out;
+}
+
+std::string show_stats(ControlTarget& t)
+{
+	std::string out = "OK\n";
+	for (const auto& [key, value] : t.stats())
+		out += stats_key(key) + ' ' + std::to_string(value) + '\n';
+	return out;
+}
+
+// "remove ID" for root; arg is everything after "remove".
+std::string remove_message(ControlTarget& t, std::string_view arg)
+{
+	if (arg.size() < 2 || arg[0] != ' ' || arg.find(' ', 1) != std::string_view::npos)
+		return err("usage: remove ID");
+	std::string_view id = arg.substr(1);
+	if (!valid_queue_id(id))
+		return err("invalid queue id: " + std::string(id));
+	if (!t.remove(std::string(id)))
+		return err("no such message");
+	return "OK\n";
+}
+
+// Dispatches a well-formed request line (no newline, no control bytes).
+std::string dispatch(std::string_view req, uid_t uid, ControlTarget& t)
+{
+	bool root = uid == ROOT_UID;
+
+	if (req == "show queue")
+		return show_queue(t, uid);
+	if (req == "flush") {
+		t.flush();
+		return "OK\n";
+	}
+	if (req == "reload aliases") {
+		std::string error = t.reload_aliases();
+		return error.empty() ? "OK\n" : err(error);
+	}
+	bool known = req == "show stats" || req == "show failed" || req == "remove" ||
+	             req.starts_with("remove ");
+	if (!known)
+		return err("unknown command: " + std::string(req));
+	// The rest is for root only; the arguments of a refused command are
+	// not even looked at.
+	if (!root)
+		return err("permission denied");
+	if (req == "show stats")
+		return show_stats(t);
+	if (req == "show failed")
+		return show_failed(t);
+	return remove_message(t, req.substr(6));
+}
+
+}  // namespace
+
+std::string control_answer(std::string_view line, uid_t uid, ControlTarget& t)
+{
+	if (line.ends_with('\n'))
+		line.remove_suffix(1);
+	if (line.size() >= CONTROL_MAX_LINE)
+		return err("request too long");
+	if (line.empty())
+		return err("empty request");
+	for (unsigned char c : line)
+		if (is_control(c))
+			return err("malformed request");
+	try {
+		return dispatch(line, uid, t);
+	} catch (const std::exception& e) {
+		return err(std::string("internal error: ") + e.what());
+	}
+}
+
+}  // namespace laim

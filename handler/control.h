@@ -1,0 +1,77 @@
+// The control protocol, server side: what laimd answers on the control
+// socket. The handler process owns the socket and learns the caller's uid
+// with SO_PEERCRED; this file only turns one request line into the
+// response text, so it is pure and testable.
+//
+// Request: ONE line, one of
+//
+//   show queue | show stats | show failed | flush | remove ID | reload aliases
+//
+// Response: "OK\n" or "ERR <message>\n", then payload lines, then EOF.
+//
+//   show queue   ID \t ARRIVAL \t SIZE \t UID_or_- \t SENDER \t RCPT,RCPT \t ATTEMPTS \t LAST_ERROR
+//   show failed  ID \t ARRIVAL \t SIZE \t SENDER \t RCPT,RCPT \t REASON (its first line)
+//   show stats   "key value" per line
+//
+// uid 0 may do everything; other users may "show queue" (their own
+// messages only), "flush" and "reload aliases". Fields never hold a tab,
+// CR, LF or other control character: they are replaced by spaces, so no
+// value (a last error quoting a remote reply, say) can forge a line.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <ctime>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/ctl.h"
+
+namespace laim {
+
+// Longest request line accepted, "\n" included; the socket reader can stop
+// reading there.
+constexpr size_t CONTROL_MAX_LINE = 1024;
+
+// A message waiting in queue/ (new or deferred).
+struct QueueItem {
+	std::string id;
+	time_t arrival = 0;
+	uint64_t size = 0;
+	std::optional<uid_t> uid;  // submitting uid, for local submissions
+	std::string sender;        // "" for the null sender
+	std::vector<std::string> recipients;
+	unsigned attempts = 0;
+	std::string last_error;    // "" until a delivery was deferred
+};
+
+// A message in failed/, with the first line of its .reason file: the
+// same fields the client parses.
+using FailedItem = CtlFailedEntry;
+
+// What the control protocol acts on; the handler process implements it
+// over its queue, the unit tests with a fake.
+class ControlTarget {
+ public:
+	virtual ~ControlTarget() = default;
+	virtual std::vector<QueueItem> queue() = 0;
+	virtual std::vector<FailedItem> failed() = 0;
+	virtual std::vector<std::pair<std::string, uint64_t>> stats() = 0;
+	// Makes every deferred message due now.
+	virtual void flush() = 0;
+	// Removes a queued message; false when there is no such message.
+	virtual bool remove(const std::string& id) = 0;
+	// Re-reads the aliases file: "" or the first error.
+	virtual std::string reload_aliases() = 0;
+};
+
+// Answers one request line (with or without its final "\n") from a client
+// with uid `uid`: the complete response, every line ending in "\n".
+// Exceptions from the target become "ERR internal error: ...".
+std::string control_answer(std::string_view line, uid_t uid, ControlTarget& t);
+
+}  // namespace laim

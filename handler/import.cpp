@@ -1,0 +1,194 @@
+#include "handler/import.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <system_error>
+
+#include "common/address.h"
+#include "common/log.h"
+#include "common/offline.h"
+
+namespace laim {
+
+namespace {
+
+// A read-only mapping of one offline file, unmapped on every path.
+struct Mapping {
+	void* p = MAP_FAILED;
+	size_t len = 0;
+	~Mapping()
+	{
+		if (p != MAP_FAILED)
+			munmap(p, len);
+	}
+};
+
+std::string login_name(uid_t uid)
+{
+	struct passwd pw, *res = nullptr;
+	char buf[4096];
+	if (getpwuid_r(uid, &pw, buf, sizeof buf, &res) != 0 || !res)
+		return "";
+	return pw.pw_name;
+}
+
+// "Sun, 22 Nov 2026 02:24:26 +0000" for the Received: header.
+std::string rfc5322_now()
+{
+	char buf[64];
+	time_t t = time(nullptr);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+	return buf;
+}
+
+bool write_all(int fd, const char* p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return false;
+		p += w;
+		n -= static_cast<size_t>(w);
+	}
+	return true;
+}
+
+}  // namespace
+
+OfflineImport::OfflineImport(Spool& spool, std::string hostname, gid_t drop_gid)
+	: spool_(spool), hostname_(std::move(hostname)), drop_gid_(drop_gid)
+{
+}
+
+std::vector<Envelope> OfflineImport::run(size_t room, uint64_t size_limit, const Expand& expand)
+{
+	std::vector<Envelope> out;
+	if (room == 0)
+		return out;
+	std::string dir = spool_.dir() + "/offline";
+	DIR* d = opendir(dir.c_str());
+	if (!d) {
+		log_warn("%s", dir.c_str());
+		return out;
+	}
+	std::vector<std::string> names;
+	while (struct dirent* e = readdir(d))
+		if (e->d_name[0] != '.')
+			names.push_back(e->d_name);
+	closedir(d);
+	for (const std::string& name : names) {
+		if (out.size() >= room)
+			break;
+		Envelope env;
+		if (import_one(name, size_limit, expand, env))
+			out.push_back(std::move(env));
+	}
+	return out;
+}
+
+// One offline file: checked, copied into a fresh spool file with a
+// Received: header, committed, and only then removed from offline/.
+bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, const Expand& expand, Envelope& env)
+{
+	std::string path = spool_.dir() + "/offline/" + name;
+	UniqueFd fd(open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+	struct stat st;
+	if (!fd || fstat(fd.get(), &st) == -1) {
+		refuse(name, std::string("cannot open: ") + strerror(errno));
+		return false;
+	}
+	std::string user = login_name(st.st_uid);
+	if (!S_ISREG(st.st_mode) || st.st_nlink != 1)
+		return refuse(name, "not a regular file with one link"), false;
+	if (st.st_gid != drop_gid_)
+		return refuse(name, "not created by laim-drop (group " + std::to_string(st.st_gid) + ")"), false;
+	if (user.empty())
+		return refuse(name, "owner uid " + std::to_string(st.st_uid) + " is not a user"), false;
+	if (st.st_size == 0)
+		return refuse(name, "empty file"), false;
+
+	Mapping m;
+	m.len = static_cast<size_t>(st.st_size);
+	m.p = mmap(nullptr, m.len, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+	if (m.p == MAP_FAILED)
+		return refuse(name, std::string("mmap: ") + strerror(errno)), false;
+	std::string_view data(static_cast<const char*>(m.p), m.len);
+	OfflineEnvelope oe;
+	size_t hdr;
+	try {
+		hdr = offline_decode(data, oe);
+	} catch (const std::exception& e) {
+		return refuse(name, std::string("malformed: ") + e.what()), false;
+	}
+	std::string_view body = data.substr(hdr);
+	if (size_limit && body.size() > size_limit)
+		return refuse(name, "message of " + std::to_string(body.size()) + " bytes exceeds data_size_limit"), false;
+	if (!oe.sender.empty() && !valid_mailbox(oe.sender, true))
+		return refuse(name, "bad sender <" + oe.sender + ">"), false;
+	for (const std::string& r : oe.recipients) {
+		if (!valid_mailbox(r, true))
+			return refuse(name, "bad recipient <" + r + ">"), false;
+		for (std::string& x : expand(r))
+			if (std::find(env.recipients.begin(), env.recipients.end(), x) == env.recipients.end())
+				env.recipients.push_back(std::move(x));
+	}
+	if (env.recipients.empty())
+		return refuse(name, "no recipients left after alias expansion"), false;
+
+	env.sender = oe.sender;
+	env.uid = st.st_uid;
+	env.client = "local";
+	env.helo = "localhost";
+	env.arrival = st.st_mtime;
+	try {
+		env.id = spool_.new_id();
+		UniqueFd out = spool_.create(env);
+		std::string received = "Received: from local uid " + std::to_string(st.st_uid) + " (" + user +
+				       ")\r\n\tby " + hostname_ + " (laim) with local-offline id " + env.id +
+				       "; " + rfc5322_now() + "\r\n";
+		if (!write_all(out.get(), received.data(), received.size()) ||
+		    !write_all(out.get(), body.data(), body.size()))
+			throw std::system_error(errno, std::generic_category(), "writing the spool file");
+		spool_.sync_file(out.get());
+		spool_.publish(env.id);
+	} catch (const std::exception& e) {
+		log_warnx("offline/%s: cannot import now: %s", name.c_str(), e.what());
+		if (!env.id.empty())
+			spool_.discard(env.id);
+		return false;
+	}
+	// The copy must be durable before the original goes: sync queue/ now
+	// (run() syncs again for the group, which is then cheap).
+	spool_.sync_queue_dir();
+	if (unlink(path.c_str()) == -1)
+		log_warn("%s: imported as %s but not removed (it may be imported twice)", path.c_str(), env.id.c_str());
+	log_info("%s: from=<%s>, size=%zu, nrcpt=%zu, client=local, uid=%u, offline=%s", env.id.c_str(),
+		 env.sender.c_str(), body.size(), env.recipients.size(), (unsigned)st.st_uid, name.c_str());
+	return true;
+}
+
+// A file laimd will not import is kept for the administrator in failed/.
+void OfflineImport::refuse(const std::string& name, const std::string& why)
+{
+	std::string from = spool_.dir() + "/offline/" + name;
+	std::string to = spool_.dir() + "/failed/offline." + name;
+	if (rename(from.c_str(), to.c_str()) == -1)
+		log_warn("offline/%s: refused (%s), and cannot move it to failed/", name.c_str(), why.c_str());
+	else
+		log_warnx("offline/%s: refused (%s): moved to failed/offline.%s", name.c_str(), why.c_str(), name.c_str());
+}
+
+}  // namespace laim

@@ -1,0 +1,39 @@
+// Import of SPOOL/offline/: messages that sendmail handed to the setgid
+// laim-drop while laimd was down or its queue was full (issue: nothing
+// submitted locally is ever lost).
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "handler/handler.h"
+#include "handler/spool.h"
+
+namespace laim {
+
+class OfflineImport {
+ public:
+	// drop_gid: the laimdrop group; files of any other group are refused.
+	OfflineImport(Spool& spool, std::string hostname, gid_t drop_gid);
+
+	using Expand = std::function<std::vector<std::string>(const std::string& rcpt)>;
+	// Moves up to `room` offline files into queue/ (each fsynced before its
+	// offline file is removed) and returns their envelopes. Recipients go
+	// through `expand` (aliases). Files that fail the checks (not a regular
+	// file with one link, not group laimdrop, owner not a real user,
+	// malformed, over size_limit) are moved to failed/ and logged.
+	std::vector<Envelope> run(size_t room, uint64_t size_limit, const Expand& expand);
+
+ private:
+	bool import_one(const std::string& name, uint64_t size_limit, const Expand& expand, Envelope& out);
+	void refuse(const std::string& name, const std::string& why);
+
+	Spool& spool_;
+	std::string hostname_;
+	gid_t drop_gid_;
+};
+
+}  // namespace laim

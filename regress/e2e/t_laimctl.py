@@ -1,0 +1,167 @@
+# laimctl and mailq over the control socket, with a handler that defers:
+# show queue (id, sender, recipients, attempts, last error), show stats,
+# flush (a retry now, although retry_initial is 60 s; also sendmail -q),
+# remove ID, show failed; mailq in Postfix's layout, everything for root
+# and only the caller's own messages for another user, who may flush but
+# not remove nor see the stats.
+import sys
+sys.dont_write_bytecode = True
+import signal
+from harness import *
+
+ROOT = "root@" + HOSTNAME
+OPS = "ops@" + HOSTNAME
+BAD = '"a/b"@' + HOSTNAME
+DEFERRED = r"%s: to=<%s>, handler=inbox, status=deferred, delay=[0-9.]+, attempt=%d, retry_in=\d+s \((.+)\)$"
+# A row of "laimctl show queue": ID AGE SIZE SENDER RECIPIENTS ATTEMPTS LAST ERROR
+ROW = r"^(%s) +(\d+[smhd]) +(\S+) +(\S+) +(\S+) +(\d+)(?:  (.*))?$" % QID_RE
+
+
+def queue_rows(r):
+	check_ran(r)
+	rows = {}
+	for line in r.stdout.splitlines()[1:]:
+		m = re.match(ROW, line)
+		check(m, "not a row of show queue: %r in %r" % (line, r))
+		rows[m.group(1)] = m
+	return rows
+
+
+def mailq_blocks(text):
+	"""{id: block of lines} of a Postfix-style mailq listing."""
+	blocks = {}
+	for chunk in text.split("\n\n"):
+		m = re.search(r"(?m)^(%s)\*?!? +(\d+) (\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d) +(\S+)\n" % QID_RE, chunk)
+		if m:
+			check(m.group(1) not in blocks, "%s twice in mailq: %r" % (m.group(1), text))
+			blocks[m.group(1)] = chunk[m.start():]
+	return blocks
+
+
+def main():
+	lu = local_user()
+	user = "%s@%s" % (lu.pw_name, HOSTNAME)
+	d = Laimd(retry_initial=60, retry_max=3600)
+	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
+	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
+	d.start()
+
+	mark = d.mark()
+	check_ran(d.sendmail(["-f", OPS, "root"], b"Subject: from root\n\nroot's\n"))
+	qroot = d.wait_local_submission(mark, OPS).group(1)
+	check_ran(d.sendmail(["root"], b"Subject: from a user\n\nthe user's\n", user=lu))
+	quser = d.wait_local_submission(mark, user).group(1)
+	reason = {}
+	for q in (qroot, quser):
+		reason[q] = d.wait_log(DEFERRED % (q, re.escape(ROOT), 1)).group(1)
+
+	def show_queue():
+		rows = queue_rows(d.laimctl(["show", "queue"]))
+		check_eq(sorted(rows), sorted([qroot, quser]), "ids in laimctl show queue")
+		for q, sender in ((qroot, OPS), (quser, user)):
+			m = rows[q]
+			check_eq((m.group(4), m.group(5), m.group(6)), (sender, ROOT, "1"),
+				 "sender, recipients, attempts of %s" % q)
+			check_eq(m.group(7), reason[q], "last error of %s" % q)
+
+	def stats():
+		r = d.laimctl(["show", "stats"])
+		check_ran(r)
+		st = dict(re.findall(r"(?m)^(\S+) +(\d+)$", r.stdout))
+		for k, v in (("received", "2"), ("deferred", "2"), ("queue_length", "2"), ("delivered", "0"),
+			     ("handler.inbox.deferred", "2")):
+			check_eq(st.get(k), v, "%s in show stats (%r)" % (k, r.stdout))
+
+	def flush():
+		m = d.mark()
+		r = d.laimctl(["flush"])
+		check_ran(r)
+		for q in (qroot, quser):
+			d.wait_log(DEFERRED % (q, re.escape(ROOT), 2), timeout=5, since=m)
+
+	def sendmail_q():
+		m = d.mark()
+		check_ran(d.sendmail(["-q"]), quiet=False)
+		d.wait_log(DEFERRED % (qroot, re.escape(ROOT), 3), timeout=5, since=m)
+
+	def mailq_root():
+		r = d.sendmail([], argv0="mailq")
+		check_ran(r)
+		check(r.stdout.startswith("-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n"),
+		      "mailq heading: %r" % r.stdout)
+		blocks = mailq_blocks(r.stdout)
+		check_eq(sorted(blocks), sorted([qroot, quser]), "ids in mailq (%r)" % r.stdout)
+		for q, sender in ((qroot, OPS), (quser, user)):
+			b = blocks[q]
+			check(re.match(r"%s +\d+ .{20} %s\n" % (q, re.escape(sender)), b), "mailq: sender of %s: %r" % (q, b))
+			check(re.search(r"(?m)^ *\(maildir: %s/.*\)$" % re.escape(blocked), b), "mailq: no (last error) line for %s: %r" % (q, b))
+			check(re.search(r"(?m)^ {42}%s$" % re.escape(ROOT), b), "mailq: recipient of %s: %r" % (q, b))
+		check(re.search(r"(?m)^-- \d+ Kbytes in 2 Requests\.$", r.stdout), "mailq total line: %r" % r.stdout)
+
+	def mailq_user():
+		for argv0, args in (("mailq", []), ("sendmail", ["-bp"])):
+			r = d.sendmail(args, argv0=argv0, user=lu)
+			check_ran(r)
+			check_eq(sorted(mailq_blocks(r.stdout)), [quser], "ids in %s as %s (%r)" % (argv0, lu.pw_name, r.stdout))
+			check(qroot not in r.stdout, "root's message shown to %s: %r" % (lu.pw_name, r.stdout))
+		rows = queue_rows(d.laimctl(["show", "queue"], user=lu))
+		check_eq(sorted(rows), [quser], "laimctl show queue as %s" % lu.pw_name)
+
+	def user_limits():
+		m = d.mark()
+		r = d.laimctl(["flush"], user=lu)
+		check_ran(r)
+		d.wait_log(DEFERRED % (quser, re.escape(ROOT), 4), timeout=5, since=m)
+		for args in (["remove", qroot], ["show", "stats"], ["show", "failed"]):
+			r = d.laimctl(args, user=lu)
+			check(r.returncode != 0 and r.err.strip(), "laimctl %s as %s: %r" % (" ".join(args), lu.pw_name, r))
+		check(qroot in d.spool_files("queue"), "%s left queue/ after a user's remove" % qroot)
+
+	def remove():
+		r = d.laimctl(["remove", qroot])
+		check_ran(r)
+		d.wait_log(r"%s: removed by the administrator$" % qroot, since=0)
+		check_eq(d.spool_files("queue"), [quser], "queue/ after remove")
+		check_eq(sorted(queue_rows(d.laimctl(["show", "queue"]))), [quser], "show queue after remove")
+		r = d.laimctl(["remove", qroot])
+		check(r.returncode != 0 and "no such message" in r.stderr, "removing it again: %r" % r)
+
+	def failed():
+		# Accepted while inbox is a plain Maildir, then inbox delivers per
+		# recipient, where "a/b" cannot be a directory: a permanent failure.
+		qbad = d.send(sender="bad@client.example", rcpts=[BAD], msg=simple_message("doomed"))
+		d.wait_log(DEFERRED % (qbad, re.escape(BAD), 1))
+		boxes = d.make_user_dir(os.path.join(d.dir, "boxes"))
+		d.config["handlers"] = {"inbox": {"type": "maildir", "path": boxes, "per_recipient": True}}
+		d.write_config()
+		m = d.mark()
+		d.send_signal(signal.SIGHUP)
+		d.wait_log(r"configuration reloaded$", since=m)
+		check_ran(d.laimctl(["flush"]))
+		d.wait_log(r"%s: moved to failed/" % qbad, since=m)
+		d.wait_removed(quser)
+		r = d.laimctl(["show", "failed"])
+		check_ran(r)
+		row = re.search(r"(?m)^%s +\d+[smhd] +\S+ +bad@client\.example +%s +(.*a/b.*)$" % (qbad, re.escape(BAD)),
+				r.stdout)
+		check(row, "show failed does not list %s with its reason: %r" % (qbad, r.stdout))
+		st = dict(re.findall(r"(?m)^(\S+) +(\d+)$", d.laimctl(["show", "stats"]).stdout))
+		check(int(st.get("failed", 0)) >= 1 and int(st.get("delivered", 0)) >= 1, "stats after: %r" % st)
+		r = d.sendmail([], argv0="mailq")
+		check_ran(r)
+		check_eq(r.stdout, "Mail queue is empty\n", "mailq with an empty queue")
+
+	run_rows([
+		("laimctl show queue: id, sender, recipients, attempts, last error", show_queue),
+		("laimctl show stats: received, deferred, queue_length", stats),
+		("laimctl flush: a retry now (attempt=2) despite retry_initial 60", flush),
+		("sendmail -q: a retry now (attempt=3)", sendmail_q),
+		("mailq as root: every message, Postfix layout", mailq_root),
+		("mailq, sendmail -bp, laimctl show queue as a user: only the user's message", mailq_user),
+		("a user may flush, but not remove, show stats or show failed", user_limits),
+		("laimctl remove ID", remove),
+		("laimctl show failed; mailq with an empty queue", failed),
+	])
+
+
+run(main)

@@ -1,0 +1,145 @@
+# /etc/aliases (the `aliases` key) at RCPT time, before routing: chains,
+# :include:, the Debian defaults (postmaster -> root, routed as root), a
+# loop cut and logged, |command and /file targets refused and logged while
+# the other targets still get the mail; newaliases reports a broken file
+# as FILE:LINE and exits 65, checks a good one, and makes laimd re-read it.
+import sys
+sys.dont_write_bytecode = True
+from harness import *
+
+ROOT = "root@" + HOSTNAME
+FORBIDDEN = "/tmp/laim-e2e-alias-file-target"
+
+ALIASES = """# aliases of t_sendmail_aliases
+team: admins,
+	:include:{inc}
+admins: alice, bob@remote.example
+alice: alice@mail.example
+# a loop: loopa -> loopb -> loopa
+loopa: loopb, carol
+loopb: loopa
+pipe: "|/usr/bin/touch /tmp/laim-e2e-alias-pipe", dave
+tofile: {forbidden}, erin
+changeme: first@remote.example
+"""
+COUNT = 8  # aliases the file defines
+INCLUDE = "# staff\nfrank\ngrace@remote.example\n"
+
+BROKEN = """# broken on line 3
+good: root
+this line has no colon
+"""
+
+
+def local_or_qualified(name):
+	"""A local result of the expansion, with or without the mailname."""
+	return r"%s(?:@%s)?" % (re.escape(name), re.escape(HOSTNAME))
+
+
+def mail_to(d, alias, expected, maildir=None, handler="inbox"):
+	"""sendmail ALIAS as root reaches exactly the expected recipients
+	(full addresses, or local names that may come back qualified), through
+	handler into maildir (default the inbox)."""
+	mark = d.mark()
+	check_ran(d.sendmail([alias], ("Subject: to %s\n\nfor %s\n" % (alias, alias)).encode()))
+	m = d.wait_local_submission(mark, ROOT)
+	qid = m.group(1)
+	d.wait_removed(qid)
+	got = sorted(d.delivered_copies(qid, maildir))
+	check_eq(int(m.group(4)), len(expected), "nrcpt= for %s (delivered to %r)" % (alias, got))
+	left = list(got)
+	for e in expected:
+		pat = local_or_qualified(e) if "@" not in e else re.escape(e)
+		hit = [g for g in left if re.fullmatch(pat, g)]
+		check(hit, "mail to %s: no copy for %s (Delivered-To: %r)" % (alias, e, got))
+		left.remove(hit[0])
+	check(not left, "mail to %s: unexpected copies for %r" % (alias, left))
+	for g in got:
+		check(re.search(r"to=<%s>, handler=%s, status=delivered" % (re.escape(g), handler), d.log(mark)),
+		      "no delivery log line for %s" % g)
+	return mark
+
+
+def newaliases(d, path, argv0="newaliases", args=()):
+	return d.sendmail(list(args), b"", argv0=argv0, env={"LAIM_ALIASES": path})
+
+
+def main():
+	d = Laimd()
+	inc = os.path.join(d.dir, "staff.inc")
+	with open(inc, "w") as f:
+		f.write(INCLUDE)
+	os.chmod(inc, 0o644)
+	aliases = d.config["aliases"]
+	with open(aliases, "w") as f:
+		f.write(ALIASES.format(inc=inc, forbidden=FORBIDDEN))
+	broken = os.path.join(d.dir, "aliases.broken")
+	with open(broken, "w") as f:
+		f.write(BROKEN)
+	# Routes see the expanded recipients: root's mail has its own box.
+	rootbox = d.make_user_dir(os.path.join(d.dir, "rootbox"))
+	d.config["handlers"]["rootbox"] = {"type": "maildir", "path": rootbox}
+	d.config["routes"] = [{"match": "root@*", "handlers": ["rootbox"]}, {"match": "*", "handlers": ["inbox"]}]
+	for p in (FORBIDDEN, "/tmp/laim-e2e-alias-pipe"):
+		if os.path.exists(p):
+			os.unlink(p)
+	d.start()
+
+	def loop():
+		mark = mail_to(d, "loopa", ["carol"])
+		check(d.search_log(r"alias loopa: .*loop", mark), "the loop was not logged:\n%s" % d.log(mark))
+
+	def pipe():
+		mark = mail_to(d, "pipe", ["dave"])
+		check(d.search_log(r"alias pipe: .*\|/usr/bin/touch.* refused", mark),
+		      "the |command target was not logged as refused:\n%s" % d.log(mark))
+		check(not os.path.exists("/tmp/laim-e2e-alias-pipe"), "the |command ran")
+
+	def tofile():
+		mark = mail_to(d, "tofile", ["erin"])
+		check(d.search_log(r"alias tofile: .*%s.* refused" % re.escape(FORBIDDEN), mark),
+		      "the /file target was not logged as refused:\n%s" % d.log(mark))
+		check(not os.path.exists(FORBIDDEN), "the /file target was written")
+
+	def broken_file():
+		r = newaliases(d, broken)
+		check_eq(r.returncode, 65, "newaliases exit with a broken file (%r)" % r)
+		check(re.search(r"%s:3: \S" % re.escape(broken), r.stderr), "no %s:3: error on stderr: %r" % (broken, r))
+		check(not re.search(r"%s:[12]: " % re.escape(broken), r.stderr), "errors on good lines: %r" % r)
+
+	def reload():
+		mail_to(d, "changeme", ["first@remote.example"])
+		with open(aliases, "w") as f:
+			f.write(ALIASES.format(inc=inc, forbidden=FORBIDDEN).replace("first@", "second@"))
+		r = newaliases(d, aliases)
+		check_ran(r, quiet=False)
+		check(re.search(r"%s: %d aliases" % (re.escape(aliases), COUNT), r.stdout),
+		      "newaliases did not print '%s: %d aliases': %r" % (aliases, COUNT, r))
+		mail_to(d, "changeme", ["second@remote.example"])
+		r = newaliases(d, aliases, argv0="sendmail", args=["-bi"])
+		check_ran(r, quiet=False)
+		check(re.search(r"%s: %d aliases" % (re.escape(aliases), COUNT), r.stdout), "sendmail -bi: %r" % r)
+
+	def daemon_down():
+		d.stop()
+		r = newaliases(d, aliases)
+		check_eq(r.returncode, 0, "newaliases exit with laimd down (%r)" % r)
+		check(r.err.strip(), "newaliases with laimd down says nothing on stderr: %r" % r)
+
+	run_rows([
+		("a chain with :include: reaches every final recipient",
+		 lambda: mail_to(d, "team", ["alice@mail.example", "bob@remote.example", "frank", "grace@remote.example"])),
+		("postmaster -> root, mailer-daemon -> postmaster -> root (Debian defaults), routed as root",
+		 lambda: (mail_to(d, "postmaster", ["root"], rootbox, "rootbox"),
+			  mail_to(d, "MAILER-DAEMON", ["root"], rootbox, "rootbox"))),
+		("a name without an alias stays itself", lambda: mail_to(d, "nobody-here", ["nobody-here"])),
+		("a loop is cut and logged, the other target gets the mail", loop),
+		("a |command target is refused and logged", pipe),
+		("a /file target is refused and logged", tofile),
+		("newaliases with a broken file: FILE:LINE on stderr, exit 65", broken_file),
+		("newaliases with a good file: exit 0, laimd uses the changed alias", reload),
+		("newaliases with laimd down: says so, exit 0", daemon_down),
+	])
+
+
+run(main)

@@ -1,0 +1,112 @@
+# The command lines of the daemons that report by mail, each run as the
+# user the daemon runs it as:
+#   sudo                          sendmail -t                 (the invoking user)
+#   unattended-upgrades, apt-listchanges  sendmail -oi -t     (root)
+#   mdadm, logwatch, debsecan     sendmail -t, no -i: a lone "." line ends
+#                                 the input, as with the real sendmail
+#   fail2ban                      sendmail -f "fail2ban <root@localhost>" root@localhost
+# Each checks the envelope (sender, recipients, uid in the from= line and
+# in the Received: header) and the delivered message byte for byte, with
+# only the missing Date:/Message-ID:/From: added.
+import sys
+sys.dont_write_bytecode = True
+from harness import *
+
+ROOT = "root@" + HOSTNAME
+
+SUDO = (b"To: root\n"
+	b"From: laimuser\n"
+	b"Auto-Submitted: auto-generated\n"
+	b"Subject: *** SECURITY information for vm ***\n"
+	b"\n"
+	b"vm : Jan  6 10:00:00 : laimuser : user NOT in sudoers ; TTY=pts/0 ; "
+	b"PWD=/home/laimuser ; USER=root ; COMMAND=/usr/bin/id\n")
+
+UNATTENDED = (b"Content-Type: text/plain; charset=\"utf-8\"\n"
+	      b"MIME-Version: 1.0\n"
+	      b"Content-Transfer-Encoding: 8bit\n"
+	      b"Subject: [reboot required] unattended-upgrades result for vm: SUCCESS\n"
+	      b"From: root\n"
+	      b"To: root\n"
+	      b"Auto-Submitted: auto-generated\n"
+	      b"\n"
+	      b"Unattended upgrade result: All upgrades installed\n"
+	      b"\n"
+	      b"Packages that were upgraded:\n"
+	      b" libc-bin libc6 tzdata\n"
+	      b".\n"
+	      b"Unattended-upgrades log: caf\xc3\xa9 \xe2\x9c\x93\n")
+
+MDADM_HEAD = (b"From: mdadm monitoring <root>\n"
+	      b"To: root\n"
+	      b"Subject: Fail event on /dev/md0:vm\n"
+	      b"\n"
+	      b"This is an automatically generated mail message from mdadm\n"
+	      b"running on vm\n"
+	      b"\n"
+	      b"A Fail event had been detected on md device /dev/md0.\n")
+MDADM_TAIL = (b".\n"
+	      b"After the lone dot: never delivered.\n")
+
+FAIL2BAN = (b"Subject: [Fail2Ban] sshd: started on vm\n"
+	    b"Date: Wed, 08 Jan 2025 12:00:00 +0000\n"
+	    b"From: fail2ban <root@localhost>\n"
+	    b"To: root@localhost\n"
+	    b"\n"
+	    b"Hi,\n"
+	    b"\n"
+	    b"The jail sshd has been started successfully.\n"
+	    b"\n"
+	    b"Regards,\n"
+	    b"\n"
+	    b"Fail2Ban\n")
+
+
+def submit(d, args, msg, user, sender, rcpts, added, sent=None):
+	"""One row: runs sendmail as user (None: root), checks the delivery and
+	returns the added header fields of the first recipient's copy."""
+	mark = d.mark()
+	check_ran(d.sendmail(args, msg, user=user))
+	login = user.pw_name if user else "root"
+	uid = user.pw_uid if user else 0
+	qid, copies = check_local_delivery(d, mark, sender, rcpts, uid, login)
+	what = "sendmail " + " ".join(args)
+	extras = [check_passthrough(copies[r], sent if sent is not None else msg, what, added=added) for r in rcpts]
+	return extras[0]
+
+
+def sudo(d, lu):
+	addr = "%s@%s" % (lu.pw_name, HOSTNAME)
+	extra = submit(d, ["-t"], SUDO, lu, addr, [ROOT], ("date", "message-id"))
+	check_added_headers(extra, "sudo")
+
+
+def unattended(d):
+	extra = submit(d, ["-oi", "-t"], UNATTENDED, None, ROOT, [ROOT], ("date", "message-id"))
+	check_added_headers(extra, "unattended-upgrades")
+
+
+def mdadm(d):
+	extra = submit(d, ["-t"], MDADM_HEAD + MDADM_TAIL, None, ROOT, [ROOT], ("date", "message-id"),
+		       sent=MDADM_HEAD)
+	check_added_headers(extra, "mdadm")
+
+
+def fail2ban(d):
+	extra = submit(d, ["-f", "fail2ban <root@localhost>", "root@localhost"], FAIL2BAN, None,
+		       "root@localhost", ["root@localhost"], ("message-id",))
+	check_added_headers(extra, "fail2ban")
+
+
+def main():
+	lu = local_user()
+	d = Laimd().start()
+	run_rows([
+		("sudo: sendmail -t, run as %s" % lu.pw_name, lambda: sudo(d, lu)),
+		("unattended-upgrades, apt-listchanges: sendmail -oi -t (a lone dot line kept)", lambda: unattended(d)),
+		("mdadm, logwatch, debsecan: sendmail -t (input ends at the lone dot line)", lambda: mdadm(d)),
+		('fail2ban: sendmail -f "fail2ban <root@localhost>" root@localhost', lambda: fail2ban(d)),
+	])
+
+
+run(main)

@@ -1,0 +1,215 @@
+# No mail is lost while laimd is down or its queue is full: sendmail hands
+# the message to the setgid laim-drop, which stores it in the spool's
+# offline/ (owned by the caller, group laimdrop, one link), and laimd
+# imports it at start or once the queue has room, delivered once with the
+# caller's uid. A file planted in offline/ that laim-drop did not make
+# (wrong group, two links) is moved to failed/ and logged, not delivered.
+#
+# laim-drop always writes to the compiled-in spool, so this is the only
+# case that runs laimd on /var/spool/laim; it empties offline/, queue/ and
+# incoming/ there before and after.
+import sys
+sys.dont_write_bytecode = True
+import random
+import socket
+import time
+from harness import *
+
+SPOOL = os.environ.get("LAIM_SPOOL_DIR") or "/var/spool/laim"
+ROOT = "root@" + HOSTNAME
+QUICK = 5  # seconds sendmail may take when laimd is down
+
+
+def ns(s):
+	b = s.encode()
+	return b"%d:%s," % (len(b), b)
+
+
+def offline_header(sender, rcpts):
+	"""The offline file header of common/offline.h."""
+	return b"LAIMDROP 1\n" + ns(sender) + ns(str(len(rcpts))) + b"".join(ns(r) for r in rcpts) + b"\n"
+
+
+def msg(tag):
+	return ("Subject: %s\n\nbody of %s \u00e9\n" % (tag, tag)).encode()
+
+
+def clean_spool(extra=()):
+	for sub in ("offline", "queue", "incoming"):
+		path = os.path.join(SPOOL, sub)
+		for name in os.listdir(path) if os.path.isdir(path) else []:
+			os.unlink(os.path.join(path, name))
+	for p in extra:
+		try:
+			os.unlink(p)
+		except FileNotFoundError:
+			pass
+
+
+def offline_files():
+	return sorted(os.listdir(os.path.join(SPOOL, "offline")))
+
+
+def no_live_laimd():
+	"""This case takes /var/spool/laim: refuse to run beside a laimd that
+	serves the system."""
+	s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+	try:
+		s.connect("/run/laim/submit.sock")
+		raise Fail("a laimd serves /run/laim/submit.sock: this case needs %s for itself" % SPOOL)
+	except OSError:
+		pass
+	finally:
+		s.close()
+
+
+def check_dropped(name, uid, gid, sender, rcpts, body_tail):
+	path = os.path.join(SPOOL, "offline", name)
+	st = os.lstat(path)
+	check(stat.S_ISREG(st.st_mode), "offline/%s is not a regular file" % name)
+	check_eq((st.st_uid, st.st_gid, st.st_nlink), (uid, gid, 1), "offline/%s owner, group, links" % name)
+	check(re.fullmatch(r"\d+\.\d+\.[0-9a-f]{8}", name), "offline/%s: not named EPOCH.PID.RANDOM" % name)
+	with open(path, "rb") as f:
+		data = f.read()
+	head = offline_header(sender, rcpts)
+	check(data.startswith(head), "offline/%s starts with %r, expected %r" % (name, data[:200], head))
+	check(data.endswith(body_tail) or data.endswith(crlf(body_tail)),
+	      "offline/%s does not end with the message body: %r" % (name, data[-200:]))
+
+
+def down(d, lu, gid):
+	"""laimd stopped: sendmail as root and as a user exits 0 at once."""
+	check(not d.running(), "laimd is running")
+	r1 = d.sendmail(["root"], msg("down root"))
+	check_ran(r1)
+	check(r1.elapsed < QUICK, "sendmail took %.1fs with laimd down" % r1.elapsed)
+	r2 = d.sendmail(["root"], msg("down user"), user=lu)
+	check_ran(r2)
+	check(r2.elapsed < QUICK, "sendmail as %s took %.1fs with laimd down" % (lu.pw_name, r2.elapsed))
+	names = offline_files()
+	check_eq(len(names), 2, "files in offline/ (%r)" % names)
+	owners = {os.lstat(os.path.join(SPOOL, "offline", n)).st_uid: n for n in names}
+	check_eq(sorted(owners), sorted([0, lu.pw_uid]), "owners of the offline/ files")
+	check_dropped(owners[0], 0, gid, ROOT, [ROOT], b"body of down root \xc3\xa9\n")
+	check_dropped(owners[lu.pw_uid], lu.pw_uid, gid, "%s@%s" % (lu.pw_name, HOSTNAME), [ROOT],
+		      b"body of down user \xc3\xa9\n")
+	return owners
+
+
+def imported(d, lu, owners):
+	"""At start both are imported and each is delivered once."""
+	mark = d.mark()
+	d.start()
+	seen = {}
+	for uid, login, sender in ((0, "root", ROOT), (lu.pw_uid, lu.pw_name, "%s@%s" % (lu.pw_name, HOSTNAME))):
+		qid, copies = check_local_delivery(d, mark, sender, [ROOT], uid, login)
+		m = d.wait_local_submission(mark, sender)
+		check_eq(m.group(6), owners[uid], "offline= in %r" % m.group(0))
+		check(b"\r\n\r\nbody of down " in copies[ROOT], "the imported copy: %r" % copies[ROOT][:400])
+		seen[uid] = qid
+	wait_for(lambda: not offline_files(), 5, "offline/ to be empty")
+	time.sleep(2.5)  # another import round: nothing is imported twice
+	check_eq(len(d.findall_log(r"client=local", mark)), 2, "from= lines after the import")
+	check_eq(len(maildir_files(d.maildir)), 2, "messages delivered from offline/")
+	d.stop()
+
+
+def queue_full(d, lu, gid):
+	"""max_queue_size 1 and a deferring handler: laimd answers 452 and
+	sendmail falls back to laim-drop; once the queue drains the file is
+	imported and delivered."""
+	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
+	d.config["max_queue_size"] = 1
+	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
+	mark = d.mark()
+	d.start()
+	check_ran(d.sendmail(["root"], msg("fills the queue")))
+	q1 = d.wait_local_submission(mark, ROOT).group(1)
+	d.wait_log(r"%s: to=<%s>, handler=inbox, status=deferred" % (q1, re.escape(ROOT)))
+
+	user = "%s@%s" % (lu.pw_name, HOSTNAME)
+	r = d.sendmail(["root"], msg("queue full"), user=lu)
+	check_ran(r)
+	check(r.elapsed < QUICK, "sendmail took %.1fs with the queue full" % r.elapsed)
+	d.wait_log(r"queue full .*deferring mail from <%s>" % re.escape(user), since=mark)
+	names = offline_files()
+	check_eq(len(names), 1, "files in offline/ after the 452")
+	check_dropped(names[0], lu.pw_uid, gid, user, [ROOT], b"body of queue full \xc3\xa9\n")
+	time.sleep(2.5)  # an import round while the queue is still full
+	check_eq(offline_files(), names, "offline/ while the queue is full")
+	check_eq(d.spool_files("queue"), [q1], "queue/ while full")
+
+	d.unblock_dir(blocked)
+	d.wait_removed(q1)
+	m = d.wait_local_submission(mark, user, timeout=15)
+	check_eq((int(m.group(5)), m.group(6)), (lu.pw_uid, names[0]), "uid= and offline= of the import")
+	d.wait_delivered(m.group(1), ROOT)
+	d.wait_removed(m.group(1))
+	check_eq(len(maildir_files(blocked)), 2, "messages delivered after the queue drained")
+	check_eq(len(d.findall_log(r"client=local", mark)), 2, "from= lines (each message once)")
+	check_eq(offline_files(), [], "offline/ after the import")
+	d.stop()
+	return blocked
+
+
+def planted(d, gid, link):
+	"""Files laim-drop did not make are moved aside, not delivered."""
+	body = msg("planted")
+	bad = {}
+	for why in ("group", "links"):
+		name = "%d.%d.%08x" % (time.time(), os.getpid(), random.getrandbits(32))
+		path = os.path.join(SPOOL, "offline", name)
+		with open(path, "wb") as f:
+			f.write(offline_header("planted-%s@%s" % (why, HOSTNAME), [ROOT]) + body)
+		os.chown(path, 0, 0 if why == "group" else gid)
+		os.chmod(path, 0o644)
+		if why == "links":
+			os.link(path, link)
+		bad[why] = name
+	mark = d.mark()
+	before = len(maildir_files(d.config["handlers"]["inbox"]["path"]))
+	d.start()
+	for why, name in bad.items():
+		d.wait_log(r"offline/%s: refused \(.+\): moved to failed/offline\.%s$" % (re.escape(name), re.escape(name)),
+			   since=mark)
+		check(os.path.exists(os.path.join(SPOOL, "failed", "offline." + name)), "failed/offline.%s missing" % name)
+	check_eq(offline_files(), [], "offline/ after the refusals")
+	time.sleep(2.5)
+	check(not d.search_log(r"from=<planted-", mark), "a planted file was imported:\n%s" % d.log(mark))
+	check_eq(len(maildir_files(d.config["handlers"]["inbox"]["path"])), before, "messages after the refusals")
+	d.stop()
+	return [os.path.join(SPOOL, "failed", "offline." + n) for n in bad.values()]
+
+
+def main():
+	no_live_laimd()
+	gid = drop_gid()
+	lu = local_user()
+	d = Laimd(spool=SPOOL)
+	d.spool = SPOOL
+	link = SPOOL + ".e2e-second-link"
+	leftovers = [link]
+	clean_spool(leftovers)
+	try:
+		d.start()
+		st = os.stat(os.path.join(SPOOL, "offline"))
+		check_eq((st.st_mode & 0o7777, st.st_gid), (0o1730, gid), "mode and group of offline/")
+		d.stop()
+		owners = {}
+		run_rows([
+			("laimd down: sendmail exits 0 at once, the file is the caller's, group laimdrop, one link",
+			 lambda: owners.update(down(d, lu, gid))),
+			("laimd started: each offline message delivered once with its uid",
+			 lambda: imported(d, lu, owners)),
+			("queue full: 452, laim-drop, imported and delivered once the queue has room",
+			 lambda: queue_full(d, lu, gid)),
+			("planted files (wrong group, two links) moved to failed/ and logged",
+			 lambda: leftovers.extend(planted(d, gid, link))),
+		])
+	finally:
+		if d.running():
+			d.kill_tree()
+		clean_spool(leftovers)
+
+
+run(main)

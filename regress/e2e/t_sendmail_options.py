@@ -1,0 +1,94 @@
+# sendmail's option parsing, hostile and odd: an unknown option, a
+# recipient that looks like an option, CR or LF in an envelope value are
+# usage errors (64, with a message naming what is wrong, and nothing is
+# submitted); no recipient at all is a data error (65); every option that
+# is accepted and ignored leaves the message delivered; -v shows the SMTP
+# dialogue on stderr; commas split recipients; -r and -F NAME work.
+import sys
+sys.dont_write_bytecode = True
+import time
+from harness import *
+
+ROOT = "root@" + HOSTNAME
+
+
+def msg(tag):
+	return ("Subject: %s\n\nbody of %s\n" % (tag, tag)).encode()
+
+
+def refused(d, args, code, names, stdin=None):
+	"""sendmail args exits with code, says something naming each of names
+	on stderr, and submits nothing."""
+	mark = d.mark()
+	r = d.sendmail(args, stdin if stdin is not None else msg("refused"))
+	check(r.returncode == code, "expected exit %d: %r" % (code, r))
+	check(r.err.strip(), "no message on stderr: %r" % r)
+	for n in names:
+		check(n in r.stderr, "stderr does not name %r: %r" % (n, r))
+	time.sleep(0.2)
+	check(not d.search_log(r"from=<", mark), "a message was submitted: %s" % d.log(mark))
+
+
+def accepted(d, args, tag, sender=ROOT, rcpts=(ROOT,)):
+	"""sendmail args delivers the message, silently."""
+	mark = d.mark()
+	r = d.sendmail(args, msg(tag))
+	check_ran(r)
+	qid, copies = check_local_delivery(d, mark, sender, list(rcpts), 0, "root")
+	for rest in copies.values():
+		check(b"Subject: " + tag.encode() + b"\r\n" in rest, "the copy is not the message sent: %r" % rest[:300])
+	return copies
+
+
+IGNORED = [
+	["-B8BITMIME"], ["-B", "8BITMIME"], ["-oem"], ["-oep"], ["-odi"], ["-odb"], ["-oXanything"],
+	["-em"], ["-ep"], ["-N", "never"], ["-R", "hdrs"], ["-V", "xyz"], ["-bm"],
+]
+
+
+def verbose(d):
+	r = d.sendmail(["-v", "root"], msg("verbose"))
+	check(r.returncode == 0, "sendmail -v: %r" % r)
+	for step in ("EHLO", "MAIL FROM:<%s>" % ROOT, "RCPT TO:<%s>" % ROOT, "DATA", "354", "250", "QUIT"):
+		check(step in r.stderr, "-v: %r missing from the dialogue on stderr: %r" % (step, r))
+	m = re.search(r"queued as (%s)" % QID_RE, r.stderr)
+	check(m, "-v: no 'queued as ID' on stderr: %r" % r)
+	d.wait_delivered(m.group(1), ROOT)
+
+
+def from_name(d):
+	copies = accepted(d, ["-F", "Nightly Job", "-r", "jobs@other.example", "root"], "fullname",
+			  sender="jobs@other.example")
+	extra = check_passthrough(copies[ROOT], msg("fullname"), "-F NAME -r ADDR",
+				  added=("date", "message-id", "from"))
+	check_added_headers(extra, "-F NAME", "Nightly Job", "jobs@other.example")  # the envelope sender, as sendmail 8 and Postfix do
+
+
+def main():
+	d = Laimd().start()
+	run_rows([
+		("unknown option -Y: 64 naming it", lambda: refused(d, ["-Y", "root"], 64, ["Y"])),
+		("recipient -oQ/tmp/x after --: 64", lambda: refused(d, ["--", "-oQ/tmp/x"], 64, ["-oQ/tmp/x"])),
+		("recipient --help after --: 64", lambda: refused(d, ["-i", "--", "--help"], 64, ["--help"])),
+		("recipient -oQ/tmp/x split from root,-oQ/tmp/x: 64",
+		 lambda: refused(d, ["root,-oQ/tmp/x"], 64, ["-oQ/tmp/x"])),
+		("CR LF in the -f value: 64",
+		 lambda: refused(d, ["-f", "a@b.example\r\nRCPT TO:<evil@x.example>", "root"], 64, [])),
+		("LF in the -f value: 64", lambda: refused(d, ["-fa@b.example\nX", "root"], 64, [])),
+		("LF in a recipient: 64",
+		 lambda: refused(d, ["root\nRCPT TO:<evil@x.example>"], 64, [])),
+		("-t without any recipient: 65",
+		 lambda: refused(d, ["-t"], 65, [], stdin=b"Subject: nobody\n\nno To, Cc or Bcc\n")),
+	] + [
+		("accepted and ignored: %s" % " ".join(a), lambda a=a: accepted(d, a + ["root"], "ign" + "".join(a)))
+		for a in IGNORED
+	] + [
+		("-v prints the SMTP dialogue on stderr", lambda: verbose(d)),
+		("comma-separated recipients are split",
+		 lambda: accepted(d, ["alpha, beta@other.example,gamma"], "commas",
+				  rcpts=("alpha@" + HOSTNAME, "beta@other.example", "gamma@" + HOSTNAME))),
+		("-F NAME (separate) and -r ADDR", lambda: from_name(d)),
+	])
+
+
+run(main)

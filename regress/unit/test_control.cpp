@@ -1,0 +1,701 @@
+// Unit tests of the control protocol: the daemon's answers (parsing,
+// authorization, filtering, field sanitizing) with a fake target, the
+// client against a real unix socket server thread, and the mailq layout
+// byte for byte.
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "common/ctl.h"
+#include "common/fd.h"
+#include "handler/control.h"
+
+#include <check.h>
+
+using namespace laim;
+
+// ck_assert_str_eq keeps a pointer past the end of the statement that made
+// it; this copies both sides first, so temporaries can be compared.
+#define check_str(X, Y)                                  \
+	do {                                             \
+		const std::string check_x_ = (X);        \
+		const std::string check_y_ = (Y);        \
+		ck_assert_str_eq(check_x_.c_str(), check_y_.c_str()); \
+	} while (0)
+
+namespace {
+
+// A ControlTarget that records what the protocol asked of it.
+class FakeTarget : public ControlTarget {
+ public:
+	std::vector<QueueItem> items;
+	std::vector<FailedItem> failed_items;
+	std::vector<std::pair<std::string, uint64_t>> counters;
+	std::vector<std::string> present;  // ids remove() finds
+	std::vector<std::string> removed;
+	std::string alias_error;
+	bool throw_on_queue = false;
+	int queue_calls = 0, failed_calls = 0, stats_calls = 0, flush_calls = 0, reload_calls = 0;
+
+	std::vector<QueueItem> queue() override
+	{
+		queue_calls++;
+		if (throw_on_queue)
+			throw std::runtime_error("cannot read queue/ABC: I/O error");
+		return items;
+	}
+	std::vector<FailedItem> failed() override
+	{
+		failed_calls++;
+		return failed_items;
+	}
+	std::vector<std::pair<std::string, uint64_t>> stats() override
+	{
+		stats_calls++;
+		return counters;
+	}
+	void flush() override { flush_calls++; }
+	bool remove(const std::string& id) override
+	{
+		removed.push_back(id);
+		return std::find(present.begin(), present.end(), id) != present.end();
+	}
+	std::string reload_aliases() override
+	{
+		reload_calls++;
+		return alias_error;
+	}
+};
+
+QueueItem item(std::string id, std::optional<uid_t> uid, std::string sender, std::vector<std::string> rcpts,
+               unsigned attempts = 0, std::string last_error = "")
+{
+	QueueItem q;
+	q.id = std::move(id);
+	q.arrival = 1606011866;
+	q.size = 1234;
+	q.uid = uid;
+	q.sender = std::move(sender);
+	q.recipients = std::move(rcpts);
+	q.attempts = attempts;
+	q.last_error = std::move(last_error);
+	return q;
+}
+
+FakeTarget sample_target()
+{
+	FakeTarget t;
+	t.items.push_back(item("4F3A2C1B09", 0, "root@host.example", {"root"}));
+	t.items.push_back(item("00000000A1", 1000, "alice@host.example", {"bob@example.org", "carol@example.org"},
+	                       2, "connect to mx.example.org: Connection refused"));
+	t.items.push_back(item("00000000B2", std::nullopt, "", {"root@host.example"}));
+	t.items.push_back(item("00000000C3", 1001, "dave@host.example", {"root"}));
+	return t;
+}
+
+size_t count(const std::string& s, char c) { return (size_t)std::count(s.begin(), s.end(), c); }
+
+}  // namespace
+
+// ------------------------------------------------------------ server side
+
+START_TEST(test_show_queue_root)
+{
+	FakeTarget t = sample_target();
+	check_str(control_answer("show queue\n", 0, t).c_str(),
+	                 "OK\n"
+	                 "4F3A2C1B09\t1606011866\t1234\t0\troot@host.example\troot\t0\t\n"
+	                 "00000000A1\t1606011866\t1234\t1000\talice@host.example\tbob@example.org,carol@example.org\t2\t"
+	                 "connect to mx.example.org: Connection refused\n"
+	                 "00000000B2\t1606011866\t1234\t-\t\troot@host.example\t0\t\n"
+	                 "00000000C3\t1606011866\t1234\t1001\tdave@host.example\troot\t0\t\n");
+	// The final "\n" is optional.
+	check_str(control_answer("show queue", 0, t).c_str(), control_answer("show queue\n", 0, t).c_str());
+}
+END_TEST
+
+START_TEST(test_show_queue_user_sees_own)
+{
+	FakeTarget t = sample_target();
+	check_str(control_answer("show queue\n", 1000, t).c_str(),
+	                 "OK\n"
+	                 "00000000A1\t1606011866\t1234\t1000\talice@host.example\tbob@example.org,carol@example.org\t2\t"
+	                 "connect to mx.example.org: Connection refused\n");
+	check_str(control_answer("show queue\n", 1001, t).c_str(),
+	                 "OK\n00000000C3\t1606011866\t1234\t1001\tdave@host.example\troot\t0\t\n");
+	// Neither root's messages nor those without a uid (network) show.
+	check_str(control_answer("show queue\n", 4242, t).c_str(), "OK\n");
+}
+END_TEST
+
+START_TEST(test_show_queue_empty)
+{
+	FakeTarget t;
+	check_str(control_answer("show queue\n", 0, t).c_str(), "OK\n");
+	ck_assert_int_eq(t.queue_calls, 1);
+}
+END_TEST
+
+START_TEST(test_show_failed)
+{
+	FakeTarget t;
+	FailedItem f;
+	f.id = "0123456789";
+	f.arrival = 1604307907;
+	f.size = 99;
+	f.sender = "";
+	f.recipients = {"x@example.org", "y@example.org"};
+	f.reason = "handler mbox: /var/mail/x: Permission denied\nsecond line\n";
+	t.failed_items.push_back(f);
+	check_str(control_answer("show failed\n", 0, t).c_str(),
+	                 "OK\n0123456789\t1604307907\t99\t\tx@example.org,y@example.org\t"
+	                 "handler mbox: /var/mail/x: Permission denied\n");
+	f.reason = "550 5.1.1 no such user\r\n";
+	t.failed_items = {f};
+	check_str(control_answer("show failed", 0, t).c_str(),
+	                 "OK\n0123456789\t1604307907\t99\t\tx@example.org,y@example.org\t550 5.1.1 no such user\n");
+}
+END_TEST
+
+START_TEST(test_show_stats)
+{
+	FakeTarget t;
+	t.counters = {{"received", 12}, {"delivered", 10}, {"deferred", 1}, {"failed", 1}, {"queue_length", 2},
+	              {"handler.local mbox.delivered", 7}, {"handler.log\tx.failed", 18446744073709551615ull}};
+	check_str(control_answer("show stats\n", 0, t).c_str(),
+	                 "OK\nreceived 12\ndelivered 10\ndeferred 1\nfailed 1\nqueue_length 2\n"
+	                 "handler.local_mbox.delivered 7\nhandler.log_x.failed 18446744073709551615\n");
+}
+END_TEST
+
+START_TEST(test_flush)
+{
+	FakeTarget t;
+	check_str(control_answer("flush\n", 0, t).c_str(), "OK\n");
+	check_str(control_answer("flush", 1000, t).c_str(), "OK\n");
+	ck_assert_int_eq(t.flush_calls, 2);
+}
+END_TEST
+
+START_TEST(test_reload_aliases)
+{
+	FakeTarget t;
+	check_str(control_answer("reload aliases\n", 1000, t).c_str(), "OK\n");
+	t.alias_error = "/etc/aliases:3: missing ':'";
+	check_str(control_answer("reload aliases\n", 0, t).c_str(), "ERR /etc/aliases:3: missing ':'\n");
+	// An error text cannot add a line to the answer.
+	t.alias_error = "/etc/aliases:7: bad\nOK\tforged";
+	check_str(control_answer("reload aliases\n", 0, t).c_str(), "ERR /etc/aliases:7: bad OK forged\n");
+	ck_assert_int_eq(t.reload_calls, 3);
+}
+END_TEST
+
+START_TEST(test_remove)
+{
+	FakeTarget t;
+	t.present = {"4F3A2C1B09"};
+	check_str(control_answer("remove 4F3A2C1B09\n", 0, t).c_str(), "OK\n");
+	check_str(control_answer("remove 0123456789\n", 0, t).c_str(), "ERR no such message\n");
+	ck_assert_int_eq(t.removed.size(), 2);
+	check_str(t.removed[0].c_str(), "4F3A2C1B09");
+	check_str(t.removed[1].c_str(), "0123456789");
+}
+END_TEST
+
+START_TEST(test_remove_bad_arguments)
+{
+	FakeTarget t;
+	t.present = {"4F3A2C1B09"};
+	check_str(control_answer("remove\n", 0, t).c_str(), "ERR usage: remove ID\n");
+	check_str(control_answer("remove \n", 0, t).c_str(), "ERR usage: remove ID\n");
+	check_str(control_answer("remove  4F3A2C1B09\n", 0, t).c_str(), "ERR usage: remove ID\n");
+	check_str(control_answer("remove 4F3A2C1B09 \n", 0, t).c_str(), "ERR usage: remove ID\n");
+	check_str(control_answer("remove 4F3A2C1B09 0123456789\n", 0, t).c_str(), "ERR usage: remove ID\n");
+	check_str(control_answer("remove 4f3a2c1b09\n", 0, t).c_str(), "ERR invalid queue id: 4f3a2c1b09\n");
+	check_str(control_answer("remove 4F3A2C1B0\n", 0, t).c_str(), "ERR invalid queue id: 4F3A2C1B0\n");
+	check_str(control_answer("remove 4F3A2C1B099\n", 0, t).c_str(), "ERR invalid queue id: 4F3A2C1B099\n");
+	check_str(control_answer("remove ../../etc\n", 0, t).c_str(), "ERR invalid queue id: ../../etc\n");
+	check_str(control_answer("remove 4F3A2C1G09\n", 0, t).c_str(), "ERR invalid queue id: 4F3A2C1G09\n");
+	check_str(control_answer("removeX\n", 0, t).c_str(), "ERR unknown command: removeX\n");
+	ck_assert_int_eq(t.removed.size(), 0);
+}
+END_TEST
+
+START_TEST(test_non_root_denied)
+{
+	FakeTarget t = sample_target();
+	t.present = {"4F3A2C1B09"};
+	const char* denied[] = {"show stats\n", "show failed\n", "remove 4F3A2C1B09\n", "remove\n", "remove garbage\n"};
+	for (const char* req : denied)
+		check_str(control_answer(req, 1000, t).c_str(), "ERR permission denied\n");
+	ck_assert_int_eq(t.stats_calls, 0);
+	ck_assert_int_eq(t.failed_calls, 0);
+	ck_assert_int_eq(t.removed.size(), 0);
+	// Unknown stays unknown, whoever asks.
+	check_str(control_answer("shutdown\n", 1000, t).c_str(), "ERR unknown command: shutdown\n");
+}
+END_TEST
+
+START_TEST(test_malformed_lines)
+{
+	FakeTarget t = sample_target();
+	struct {
+		std::string req;
+		const char* answer;
+	} cases[] = {
+		{"", "ERR empty request\n"},
+		{"\n", "ERR empty request\n"},
+		{"flush\n\n", "ERR malformed request\n"},
+		{"flush\r\n", "ERR malformed request\n"},
+		{"flush\nshow failed\n", "ERR malformed request\n"},
+		{std::string("flush\0x", 7), "ERR malformed request\n"},
+		{"show\tqueue\n", "ERR malformed request\n"},
+		{"show queue\x7f\n", "ERR malformed request\n"},
+		{"show\n", "ERR unknown command: show\n"},
+		{"show queues\n", "ERR unknown command: show queues\n"},
+		{"SHOW QUEUE\n", "ERR unknown command: SHOW QUEUE\n"},
+		{"show  queue\n", "ERR unknown command: show  queue\n"},
+		{" flush\n", "ERR unknown command:  flush\n"},
+		{"flush \n", "ERR unknown command: flush \n"},
+		{"flush now\n", "ERR unknown command: flush now\n"},
+		{"reload\n", "ERR unknown command: reload\n"},
+		{std::string(CONTROL_MAX_LINE, 'a'), "ERR request too long\n"},
+	};
+	for (const auto& c : cases) {
+		check_str(control_answer(c.req, 0, t).c_str(), c.answer);
+		check_str(control_answer(c.req, 1000, t).c_str(), c.answer);
+	}
+	ck_assert_int_eq(t.flush_calls, 0);
+	ck_assert_int_eq(t.queue_calls, 0);
+	ck_assert_int_eq(t.failed_calls, 0);
+}
+END_TEST
+
+START_TEST(test_fields_sanitized)
+{
+	FakeTarget t;
+	t.items.push_back(item("00000000D4", 0, "evil\t@host", {"a\n@x", "b\r@y"}, 3,
+	                       "451 4.3.0 temporary\r\n00000000E5\t0\t0\t0\tforged\tforged\t0\t"));
+	FailedItem f;
+	f.id = "00000000F6";
+	f.sender = "s\x01@x";
+	f.recipients = {"r\t@x"};
+	f.reason = "bad\tthing\x1b[31m";
+	t.failed_items.push_back(f);
+
+	std::string q = control_answer("show queue\n", 0, t);
+	check_str(q.c_str(),
+	                 "OK\n00000000D4\t1606011866\t1234\t0\tevil @host\ta @x,b @y\t3\t"
+	                 "451 4.3.0 temporary  00000000E5 0 0 0 forged forged 0 \n");
+	ck_assert_int_eq(count(q, '\n'), 2);
+	ck_assert_int_eq(count(q, '\t'), 7);
+
+	std::string fl = control_answer("show failed\n", 0, t);
+	check_str(fl.c_str(), "OK\n00000000F6\t0\t0\ts @x\tr @x\tbad thing [31m\n");
+	ck_assert_int_eq(count(fl, '\t'), 5);
+}
+END_TEST
+
+START_TEST(test_target_exception)
+{
+	FakeTarget t;
+	t.throw_on_queue = true;
+	check_str(control_answer("show queue\n", 0, t).c_str(),
+	                 "ERR internal error: cannot read queue/ABC: I/O error\n");
+}
+END_TEST
+
+// ------------------------------------------------------------ client side
+
+namespace {
+
+std::string g_tmp;
+
+void setup()
+{
+	const char* base = getenv("TMPDIR");
+	std::string templ = std::string(base && *base ? base : "/tmp") + "/laim-ctl-XXXXXX";
+	ck_assert_ptr_nonnull(mkdtemp(templ.data()));
+	g_tmp = templ;
+}
+
+void teardown()
+{
+	std::error_code ec;
+	std::filesystem::remove_all(g_tmp, ec);
+}
+
+UniqueFd bind_unix(const std::string& path)
+{
+	UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+	ck_assert(fd);
+	sockaddr_un sun{};
+	sun.sun_family = AF_UNIX;
+	ck_assert_uint_lt(path.size(), sizeof(sun.sun_path));
+	memcpy(sun.sun_path, path.c_str(), path.size());
+	ck_assert_int_eq(bind(fd.get(), reinterpret_cast<sockaddr*>(&sun), sizeof(sun)), 0);
+	return fd;
+}
+
+// A one-connection server on a real unix socket: it reads the request
+// line (unless told to hang up at once), writes a canned answer, closes.
+class CannedServer {
+ public:
+	enum Mode { Answer, HangUp };
+
+	CannedServer(std::string answer, Mode mode = Answer) : path_(g_tmp + "/control.sock")
+	{
+		unlink(path_.c_str());  // a previous server's socket file
+		listener_ = bind_unix(path_);
+		ck_assert_int_eq(listen(listener_.get(), 1), 0);
+		thread_ = std::thread([this, answer = std::move(answer), mode] { serve(answer, mode); });
+	}
+	~CannedServer()
+	{
+		if (thread_.joinable())
+			thread_.join();
+	}
+	const std::string& path() const { return path_; }
+	// The request as received; valid once the client has its answer.
+	std::string request()
+	{
+		thread_.join();
+		return request_;
+	}
+
+ private:
+	void serve(const std::string& answer, Mode mode)
+	{
+		UniqueFd conn(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+		if (!conn || mode == HangUp)
+			return;
+		char c;
+		while (read(conn.get(), &c, 1) == 1) {
+			request_ += c;
+			if (c == '\n')
+				break;
+		}
+		size_t off = 0;
+		while (off < answer.size()) {
+			ssize_t n = write(conn.get(), answer.data() + off, answer.size() - off);
+			if (n <= 0)
+				return;
+			off += (size_t)n;
+		}
+	}
+
+	std::string path_;
+	UniqueFd listener_;
+	std::string request_;
+	std::thread thread_;
+};
+
+// Runs ctl_request and returns what() of the runtime_error it must throw;
+// fails when it returns or throws a system_error (that means "not running").
+std::string request_error(const std::string& path, const std::string& cmd)
+{
+	try {
+		ctl_request(path, cmd);
+	} catch (const std::system_error& e) {
+		ck_abort_msg("unexpected system_error: %s", e.what());
+	} catch (const std::runtime_error& e) {
+		return e.what();
+	}
+	ck_abort_msg("ctl_request(%s) did not throw", cmd.c_str());
+	return "";
+}
+
+int connect_errno(const std::string& path)
+{
+	try {
+		ctl_request(path, "show queue");
+	} catch (const std::system_error& e) {
+		std::string expect = "cannot connect to " + path + ": ";
+		ck_assert_msg(std::string(e.what()).starts_with(expect), "what() = %s", e.what());
+		return e.code().value();
+	}
+	ck_abort_msg("ctl_request did not throw a system_error");
+	return 0;
+}
+
+}  // namespace
+
+START_TEST(test_request_ok_lines)
+{
+	CannedServer srv("OK\nline one\tA\tB\n\nlast\n");
+	auto lines = ctl_request(srv.path(), "show queue");
+	ck_assert_int_eq(lines.size(), 3);
+	check_str(lines[0].c_str(), "line one\tA\tB");
+	check_str(lines[1].c_str(), "");
+	check_str(lines[2].c_str(), "last");
+	check_str(srv.request().c_str(), "show queue\n");
+}
+END_TEST
+
+START_TEST(test_request_ok_empty)
+{
+	CannedServer srv("OK\n");
+	ck_assert_int_eq(ctl_request(srv.path(), "flush").size(), 0);
+	check_str(srv.request().c_str(), "flush\n");
+}
+END_TEST
+
+START_TEST(test_request_err)
+{
+	CannedServer srv("ERR permission denied\n");
+	check_str(request_error(srv.path(), "show stats").c_str(), "permission denied");
+	check_str(srv.request().c_str(), "show stats\n");
+}
+END_TEST
+
+START_TEST(test_request_hangup)
+{
+	CannedServer srv("", CannedServer::HangUp);
+	check_str(request_error(srv.path(), "show queue").c_str(),
+	                 "laimd closed the connection without an answer");
+}
+END_TEST
+
+START_TEST(test_request_truncated)
+{
+	{
+		CannedServer srv("OK\n4F3A2C1B09\t160");
+		check_str(request_error(srv.path(), "show queue").c_str(), "truncated answer from laimd");
+	}
+	{
+		CannedServer srv("HELLO\n");
+		check_str(request_error(srv.path(), "show queue").c_str(), "unexpected answer from laimd: HELLO");
+	}
+}
+END_TEST
+
+START_TEST(test_request_cannot_connect)
+{
+	ck_assert_int_eq(connect_errno(g_tmp + "/missing.sock"), ENOENT);
+	// A socket file left behind by a dead laimd: nobody listens.
+	std::string stale = g_tmp + "/stale.sock";
+	bind_unix(stale);  // closed again at once
+	ck_assert_int_eq(connect_errno(stale), ECONNREFUSED);
+	ck_assert_int_eq(connect_errno("/" + std::string(200, 'x')), ENAMETOOLONG);
+}
+END_TEST
+
+START_TEST(test_request_refuses_control_chars)
+{
+	CannedServer srv("OK\n");
+	ck_assert_int_eq(ctl_request(srv.path(), "flush").size(), 0);  // the server is real
+	for (const char* cmd : {"flush\nremove 4F3A2C1B09", "flush\r", "flush\t"}) {
+		try {
+			ctl_request(g_tmp + "/none.sock", cmd);
+			ck_abort_msg("command with a control character was sent");
+		} catch (const std::invalid_argument&) {
+		}
+	}
+}
+END_TEST
+
+// The two halves together: the daemon's answer read back by the client.
+START_TEST(test_round_trip)
+{
+	FakeTarget t = sample_target();
+	CannedServer srv(control_answer("show queue\n", 1000, t));
+	auto lines = ctl_request(srv.path(), "show queue");
+	ck_assert_int_eq(lines.size(), 1);
+	CtlQueueEntry e = ctl_parse_queue_line(lines[0]);
+	check_str(e.id.c_str(), "00000000A1");
+	ck_assert_int_eq(e.arrival, 1606011866);
+	ck_assert_uint_eq(e.size, 1234);
+	check_str(e.uid.c_str(), "1000");
+	check_str(e.sender.c_str(), "alice@host.example");
+	ck_assert_int_eq(e.recipients.size(), 2);
+	check_str(e.recipients[1].c_str(), "carol@example.org");
+	ck_assert_uint_eq(e.attempts, 2);
+	check_str(e.last_error.c_str(), "connect to mx.example.org: Connection refused");
+}
+END_TEST
+
+START_TEST(test_socket_path)
+{
+	setenv("LAIM_CONTROL", "/tmp/x/control.sock", 1);
+	check_str(ctl_socket_path().c_str(), "/tmp/x/control.sock");
+	setenv("LAIM_CONTROL", "", 1);
+	check_str(ctl_socket_path().c_str(), LAIM_CONTROL_SOCKET);
+	unsetenv("LAIM_CONTROL");
+	check_str(ctl_socket_path().c_str(), LAIM_CONTROL_SOCKET);
+}
+END_TEST
+
+// ------------------------------------------------------------ mailq layout
+
+namespace {
+
+void utc()
+{
+	setenv("TZ", "UTC", 1);
+	tzset();
+}
+
+const char* HEADING = "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n";
+const std::string RCPT_INDENT(42, ' ');
+
+}  // namespace
+
+START_TEST(test_mailq_empty)
+{
+	check_str(format_mailq({}).c_str(), "Mail queue is empty\n");
+}
+END_TEST
+
+START_TEST(test_mailq_one)
+{
+	utc();
+	std::string expect = std::string(HEADING) +
+	                     "4F3A2C1B09      1234 Sun Nov 22 02:24:26  root@host.example\n" +
+	                     RCPT_INDENT + "root\n"
+	                     "\n"
+	                     "-- 1 Kbytes in 1 Request.\n";
+	check_str(format_mailq({"4F3A2C1B09\t1606011866\t1234\t0\troot@host.example\troot\t0\t"}).c_str(),
+	                 expect.c_str());
+}
+END_TEST
+
+START_TEST(test_mailq_several_deferred)
+{
+	utc();
+	std::vector<std::string> lines = {
+		"00000000A1\t1604307907\t523\t1000\talice@host.example\tbob@example.org,\"c,d\"@example.org\t2\t"
+		"connect to mx.example.org[192.0.2.1]:25: Connection refused",
+		"00000000B2\t1606011866\t123456789\t-\tbounce@example.net\troot@host.example\t1\t"
+		"handler mbox: 451 a reason far too long to be right-aligned within the seventy-eight columns",
+		"00000000C3\t1606011866\t1000\t0\troot@host.example\troot\t0\t",
+	};
+	std::string expect = std::string(HEADING) +
+	                     "00000000A1       523 Mon Nov  2 09:05:07  alice@host.example\n"
+	                     "                 (connect to mx.example.org[192.0.2.1]:25: Connection refused)\n" +
+	                     RCPT_INDENT + "bob@example.org\n" +
+	                     RCPT_INDENT + "\"c,d\"@example.org\n"
+	                     "\n"
+	                     "00000000B2  123456789 Sun Nov 22 02:24:26  bounce@example.net\n"
+	                     "(handler mbox: 451 a reason far too long to be right-aligned within the seventy-eight columns)\n" +
+	                     RCPT_INDENT + "root@host.example\n"
+	                     "\n"
+	                     "00000000C3      1000 Sun Nov 22 02:24:26  root@host.example\n" +
+	                     RCPT_INDENT + "root\n"
+	                     "\n"
+	                     "-- 120564 Kbytes in 3 Requests.\n";
+	check_str(format_mailq(lines).c_str(), expect.c_str());
+}
+END_TEST
+
+START_TEST(test_mailq_null_sender)
+{
+	utc();
+	std::string expect = std::string(HEADING) +
+	                     "00000000B2       900 Sun Nov 22 02:24:26  MAILER-DAEMON\n" +
+	                     RCPT_INDENT + "root@host.example\n"
+	                     "\n"
+	                     "-- 0 Kbytes in 1 Request.\n";
+	check_str(format_mailq({"00000000B2\t1606011866\t900\t-\t\troot@host.example\t0\t"}).c_str(),
+	                 expect.c_str());
+}
+END_TEST
+
+START_TEST(test_mailq_malformed)
+{
+	const char* bad[] = {
+		"4F3A2C1B09\t1606011866\t1234\t0\troot@host.example\troot\t0",  // 7 fields
+		"4F3A2C1B09\tyesterday\t1234\t0\troot@host.example\troot\t0\t",
+		"4F3A2C1B09\t1606011866\t12k\t0\troot@host.example\troot\t0\t",
+		"4F3A2C1B09\t1606011866\t1234\t0\troot@host.example\troot\t\t",
+	};
+	for (const char* line : bad) {
+		try {
+			format_mailq({line});
+			ck_abort_msg("accepted: %s", line);
+		} catch (const std::runtime_error&) {
+		}
+	}
+	// A newer laimd may add fields: they are ignored.
+	utc();
+	std::string out = format_mailq({"4F3A2C1B09\t1606011866\t1234\t0\troot@host.example\troot\t0\t\tnew"});
+	ck_assert(out.find("4F3A2C1B09      1234 Sun Nov 22 02:24:26  root@host.example\n") != std::string::npos);
+}
+END_TEST
+
+START_TEST(test_split_recipients)
+{
+	auto r = ctl_split_recipients("a@x,\"b,c\"@y,\"q\\\",z\"@w,u@[IPv6:2001:db8::1],v@[tag:p,q],last");
+	ck_assert_int_eq(r.size(), 6);
+	check_str(r[0].c_str(), "a@x");
+	check_str(r[1].c_str(), "\"b,c\"@y");
+	check_str(r[2].c_str(), "\"q\\\",z\"@w");
+	check_str(r[3].c_str(), "u@[IPv6:2001:db8::1]");
+	check_str(r[4].c_str(), "v@[tag:p,q]");
+	check_str(r[5].c_str(), "last");
+	ck_assert_int_eq(ctl_split_recipients("").size(), 0);
+}
+END_TEST
+
+static Suite* control_suite()
+{
+	Suite* s = suite_create("control");
+
+	TCase* server = tcase_create("server");
+	tcase_add_test(server, test_show_queue_root);
+	tcase_add_test(server, test_show_queue_user_sees_own);
+	tcase_add_test(server, test_show_queue_empty);
+	tcase_add_test(server, test_show_failed);
+	tcase_add_test(server, test_show_stats);
+	tcase_add_test(server, test_flush);
+	tcase_add_test(server, test_reload_aliases);
+	tcase_add_test(server, test_remove);
+	tcase_add_test(server, test_remove_bad_arguments);
+	tcase_add_test(server, test_non_root_denied);
+	tcase_add_test(server, test_malformed_lines);
+	tcase_add_test(server, test_fields_sanitized);
+	tcase_add_test(server, test_target_exception);
+	suite_add_tcase(s, server);
+
+	TCase* client = tcase_create("client");
+	tcase_add_checked_fixture(client, setup, teardown);
+	tcase_add_test(client, test_request_ok_lines);
+	tcase_add_test(client, test_request_ok_empty);
+	tcase_add_test(client, test_request_err);
+	tcase_add_test(client, test_request_hangup);
+	tcase_add_test(client, test_request_truncated);
+	tcase_add_test(client, test_request_cannot_connect);
+	tcase_add_test(client, test_request_refuses_control_chars);
+	tcase_add_test(client, test_round_trip);
+	tcase_add_test(client, test_socket_path);
+	suite_add_tcase(s, client);
+
+	TCase* mailq = tcase_create("mailq");
+	tcase_add_test(mailq, test_mailq_empty);
+	tcase_add_test(mailq, test_mailq_one);
+	tcase_add_test(mailq, test_mailq_several_deferred);
+	tcase_add_test(mailq, test_mailq_null_sender);
+	tcase_add_test(mailq, test_mailq_malformed);
+	tcase_add_test(mailq, test_split_recipients);
+	suite_add_tcase(s, mailq);
+	return s;
+}
+
+int main()
+{
+	SRunner* sr = srunner_create(control_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,223 @@
+// laim-drop: stores one message in the spool's offline/ directory while
+// laimd cannot take it. Installed setgid laimdrop (mode 2755); offline/
+// is laim:laimdrop 1730, so only this program can add files there and no
+// caller can read or remove another's.
+//
+//   laim-drop -f SENDER -- RCPT...     (the message on stdin)
+//
+// It trusts nothing it is given and reads nothing but its arguments and
+// stdin: no environment, no configuration. The group privilege is used
+// for two system calls only: creating the unnamed file, and linking it
+// into offline/ once it is complete and on disk. The file ends owned by
+// the caller's uid (laimd imports it as that uid's), group laimdrop, one
+// link, in the format of common/offline.h.
+//
+// Exit status: 0 stored, 64 usage, 65 bad address or message too large,
+// 75 cannot store it ("laim-drop: cannot store the message: REASON").
+#include <fcntl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <stdexcept>
+#include <string>
+
+#include "common/address.h"
+#include "common/fd.h"
+#include "common/offline.h"
+
+#ifndef LAIM_SPOOL_DIR
+#define LAIM_SPOOL_DIR "/var/spool/laim"
+#endif
+
+using laim::OfflineEnvelope;
+using laim::UniqueFd;
+
+namespace {
+
+constexpr size_t MAX_MESSAGE = 256u << 20;
+
+[[noreturn]] void die(int code, const std::string& msg)
+{
+	fprintf(stderr, "laim-drop: %s\n", msg.c_str());
+	exit(code);
+}
+
+[[noreturn]] void cannot_store(const std::string& why)
+{
+	die(EX_TEMPFAIL, "cannot store the message: " + why);
+}
+
+[[noreturn]] void cannot_store_errno(const std::string& what)
+{
+	cannot_store(what + ": " + strerror(errno));
+}
+
+// A setgid program must not let its own files land on fds 0-2 (where a
+// careless write would go): any of them closed is opened on /dev/null.
+void sanitize_std_fds()
+{
+	for (int fd = 0; fd <= 2; fd++)
+		if (fcntl(fd, F_GETFD) == -1 && errno == EBADF)
+			if (open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) != fd)
+				_exit(EX_OSERR);
+}
+
+// Checks an envelope address as sendmail wrote it: qualified, RFC 5321
+// syntax (UTF-8 allowed), no control characters, not an option.
+void check_address(const std::string& a, const char* what, bool may_be_empty)
+{
+	if (a.empty() && may_be_empty)
+		return;
+	bool ok = !a.empty() && a[0] != '-' && a.size() <= laim::OFFLINE_MAX_VALUE &&
+		  a.find_first_of("\r\n") == std::string::npos && laim::valid_mailbox(a, true, false);
+	if (!ok)
+		die(EX_DATAERR, std::string("bad ") + what + " address \"" + a + "\"");
+}
+
+OfflineEnvelope parse_args(int argc, char** argv)
+{
+	if (argc < 5 || strcmp(argv[1], "-f") != 0 || strcmp(argv[3], "--") != 0)
+		die(EX_USAGE, "usage: laim-drop -f SENDER -- RCPT...");
+	OfflineEnvelope env;
+	env.sender = argv[2];
+	check_address(env.sender, "sender", true);
+	if (size_t(argc - 4) > laim::OFFLINE_MAX_RECIPIENTS)
+		die(EX_USAGE, "more than 1000 recipients");
+	for (int i = 4; i < argc; i++) {
+		env.recipients.emplace_back(argv[i]);
+		check_address(env.recipients.back(), "recipient", false);
+	}
+	return env;
+}
+
+// Effective gid changes; the saved gid keeps laimdrop until the end.
+void set_egid(gid_t gid)
+{
+	if (setresgid(gid_t(-1), gid, gid_t(-1)) == -1)
+		cannot_store_errno("setresgid");
+}
+
+bool write_all(int fd, const char* p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return false;
+		p += w;
+		n -= size_t(w);
+	}
+	return true;
+}
+
+// Header, then stdin up to MAX_MESSAGE bytes, then fsync.
+void write_message(int fd, const std::string& header)
+{
+	if (!write_all(fd, header.data(), header.size()))
+		cannot_store_errno("write");
+	char buf[64 * 1024];
+	size_t total = 0;
+	for (;;) {
+		ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			cannot_store_errno("reading the message");
+		if (n == 0)
+			break;
+		total += size_t(n);
+		if (total > MAX_MESSAGE)
+			die(EX_DATAERR, "message too large (more than 256 MiB)");
+		if (!write_all(fd, buf, size_t(n)))
+			cannot_store_errno("write");
+	}
+	if (fsync(fd) == -1)
+		cannot_store_errno("fsync");
+}
+
+// "<epoch>.<pid>.<8 random hex>": unique without reading the directory.
+std::string file_name()
+{
+	unsigned char r[4] = {};
+	if (getrandom(r, sizeof r, 0) != ssize_t(sizeof r))
+		cannot_store_errno("getrandom");
+	char name[64];
+	snprintf(name, sizeof name, "%lld.%d.%02x%02x%02x%02x", (long long)time(nullptr), int(getpid()), r[0], r[1],
+		 r[2], r[3]);
+	return name;
+}
+
+// Gives the unnamed file its name in offline/ (the only other use of the
+// group), retrying on the unlikely clash.
+void link_into(int fd, int dirfd, gid_t drop_gid, gid_t rgid)
+{
+	std::string proc = "/proc/self/fd/" + std::to_string(fd);
+	for (int attempt = 0;; attempt++) {
+		std::string name = file_name();
+		set_egid(drop_gid);
+		int r = linkat(AT_FDCWD, proc.c_str(), dirfd, name.c_str(), AT_SYMLINK_FOLLOW);
+		int err = errno;
+		set_egid(rgid);
+		if (r == 0)
+			return;
+		errno = err;
+		if (err != EEXIST || attempt == 5)
+			cannot_store_errno("linking the file into " LAIM_SPOOL_DIR "/offline");
+	}
+}
+
+// The new directory entry must be durable too. offline/ is not readable
+// by the group, so it cannot be opened for fsync(2) unless the caller
+// owns it (root, laim): then syncfs(2) on the file's filesystem.
+void sync_directory(int fd)
+{
+	UniqueFd dir(open(LAIM_SPOOL_DIR "/offline", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+	int r = dir ? fsync(dir.get()) : syncfs(fd);
+	if (r == -1)
+		cannot_store_errno("syncing " LAIM_SPOOL_DIR "/offline");
+}
+
+}  // namespace
+
+int main(int argc, char** argv)
+{
+	clearenv();
+	sanitize_std_fds();
+	umask(022);
+	OfflineEnvelope env = parse_args(argc, argv);
+	std::string header;
+	try {
+		header = laim::offline_encode(env);
+	} catch (const std::invalid_argument& e) {
+		die(EX_DATAERR, e.what());
+	}
+
+	gid_t rgid, egid, sgid;
+	if (getresgid(&rgid, &egid, &sgid) == -1)
+		cannot_store_errno("getresgid");
+	gid_t drop_gid = egid;  // laimdrop, by the setgid bit
+
+	UniqueFd dirfd(open(LAIM_SPOOL_DIR "/offline", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+	if (!dirfd)
+		cannot_store_errno("opening " LAIM_SPOOL_DIR "/offline");
+	UniqueFd fd(openat(dirfd.get(), ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644));
+	if (!fd)
+		cannot_store_errno("creating a file in " LAIM_SPOOL_DIR "/offline");
+	set_egid(rgid);
+
+	write_message(fd.get(), header);
+	link_into(fd.get(), dirfd.get(), drop_gid, rgid);
+	if (setresgid(rgid, rgid, rgid) == -1)
+		cannot_store_errno("setresgid");
+	sync_directory(fd.get());
+	return EX_OK;
+}

@@ -1,0 +1,314 @@
+// The message as the sendmail command submits it; see MessagePreparer in
+// sendmail.h. The header block is parsed only as far as RFC 5322 2.2
+// needs (field name, colon, folded lines); addresses go to GMime.
+#include <gmime/gmime.h>
+#include <strings.h>
+#include <sysexits.h>
+
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+
+#include "sendmail/sendmail.h"
+
+namespace laim::sendmail {
+
+namespace {
+
+constexpr std::string_view CRLF = "\r\n";
+
+// RFC 5322 2.2: a field name is printable US-ASCII but ':', then the
+// colon (obsolete syntax, 4.5.8, allows blanks before it).
+std::optional<std::string_view> field_name(std::string_view line)
+{
+	size_t i = 0;
+	while (i < line.size() && line[i] >= 33 && line[i] <= 126 && line[i] != ':')
+		i++;
+	if (i == 0)
+		return std::nullopt;
+	size_t j = i;
+	while (j < line.size() && (line[j] == ' ' || line[j] == '\t'))
+		j++;
+	if (j == line.size() || line[j] != ':')
+		return std::nullopt;
+	return line.substr(0, i);
+}
+
+bool iequal(std::string_view a, std::string_view b)
+{
+	return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+bool is_blank(char c) { return c == ' ' || c == '\t'; }
+
+// A header's value with its folding undone (RFC 5322 2.2.3).
+std::string unfolded_value(const std::string& text)
+{
+	std::string v;
+	size_t colon = text.find(':');
+	for (size_t i = colon + 1; i < text.size(); i++)
+		if (text[i] != '\r' && text[i] != '\n')
+			v += text[i];
+	return v;
+}
+
+}  // namespace
+
+std::string rfc5322_date(time_t t)
+{
+	static const char* const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+	static const char* const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+					     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	struct tm tm;
+	localtime_r(&t, &tm);
+	long off = tm.tm_gmtoff / 60;
+	char sign = off < 0 ? '-' : '+';
+	off = std::labs(off);
+	char buf[64];
+	snprintf(buf, sizeof buf, "%s, %d %s %d %02d:%02d:%02d %c%02ld%02ld", days[tm.tm_wday], tm.tm_mday,
+		 months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec, sign, off / 60, off % 60);
+	return buf;
+}
+
+std::string gecos_name(std::string_view gecos, std::string_view login)
+{
+	std::string_view full = gecos.substr(0, gecos.find(','));
+	std::string name;
+	for (char c : full) {
+		if (c == '&' && !login.empty()) {
+			name += static_cast<char>(std::toupper(static_cast<unsigned char>(login[0])));
+			name += login.substr(1);
+		} else {
+			name += c;
+		}
+	}
+	size_t b = name.find_first_not_of(" \t");
+	if (b == std::string::npos)
+		return "";
+	return name.substr(b, name.find_last_not_of(" \t") - b + 1);
+}
+
+std::string format_mailbox(const std::string& name, const std::string& addr)
+{
+	if (name.empty())
+		return addr;
+	gmime_init_once();
+	InternetAddress* ia = internet_address_mailbox_new(name.c_str(), addr.c_str());
+	char* s = internet_address_to_string(ia, nullptr, TRUE);
+	std::string out;
+	// GMime folds a long result with bare LFs: make them CRLF.
+	for (const char* p = s; *p; p++) {
+		if (*p == '\n' && (out.empty() || out.back() != '\r'))
+			out += '\r';
+		out += *p;
+	}
+	g_free(s);
+	g_object_unref(ia);
+	return out;
+}
+
+MessagePreparer::MessagePreparer(bool ignore_dots, bool extract, HeaderFacts facts, Sink sink)
+	: ignore_dots_(ignore_dots), extract_(extract), facts_(std::move(facts)), sink_(std::move(sink))
+{
+}
+
+bool MessagePreparer::feed(std::string_view data)
+{
+	size_t i = 0;
+	while (i < data.size() && !ended_) {
+		char c = data[i];
+		if (pending_cr_) {
+			// A CR ends a line with or without its LF: a bare CR would
+			// be refused by laimd (no SMTP smuggling), so it becomes CRLF.
+			pending_cr_ = false;
+			end_line();
+			if (c == '\n')
+				i++;
+			continue;
+		}
+		if (c == '\r' || c == '\n') {
+			i++;
+			if (c == '\r')
+				pending_cr_ = true;
+			else
+				end_line();
+			continue;
+		}
+		size_t j = data.find_first_of("\r\n", i);
+		if (j == std::string_view::npos)
+			j = data.size();
+		text(data.substr(i, j - i));
+		i = j;
+	}
+	return !ended_;
+}
+
+// Bytes inside a line.
+void MessagePreparer::text(std::string_view s)
+{
+	if (in_headers_) {
+		line_ += s;
+		if (header_bytes_ + line_.size() <= MAX_HEADER)
+			return;
+		// Only a header block that long is refused: a first line that
+		// is no header at all (a body without headers) is the body.
+		bool header = (is_blank(line_[0]) && !headers_.empty()) || field_name(line_);
+		if (header)
+			throw Failure(EX_DATAERR, "header block larger than " + std::to_string(MAX_HEADER) + " bytes");
+		first_line_ = false;
+		end_headers(true);
+		line_start_ = false;
+		emit(line_);
+		line_.clear();
+		return;
+	}
+	if (s.empty())
+		return;
+	if (line_start_) {
+		line_start_ = false;
+		if (!ignore_dots_ && s[0] == '.') {
+			dot_pending_ = true;
+			s.remove_prefix(1);
+			if (s.empty())
+				return;
+		}
+	}
+	if (dot_pending_) {
+		dot_pending_ = false;
+		emit(".");
+	}
+	emit(s);
+}
+
+void MessagePreparer::end_line()
+{
+	if (in_headers_) {
+		std::string line;
+		line.swap(line_);
+		header_line(line);
+		return;
+	}
+	if (dot_pending_) {
+		// A line holding a single dot ends the input (sendmail without -i).
+		dot_pending_ = false;
+		ended_ = true;
+		return;
+	}
+	emit(CRLF);
+	line_start_ = true;
+}
+
+// One complete line of the header block.
+void MessagePreparer::header_line(const std::string& line)
+{
+	if (!ignore_dots_ && line == ".") {
+		ended_ = true;
+		return;
+	}
+	std::optional<std::string_view> name = field_name(line);
+	if (first_line_) {
+		first_line_ = false;
+		// A Unix mailbox "From " line is not part of the message.
+		if (line.compare(0, 5, "From ") == 0 && !name)
+			return;
+	}
+	header_bytes_ += line.size() + 2;
+	if (header_bytes_ > MAX_HEADER)
+		throw Failure(EX_DATAERR, "header block larger than " + std::to_string(MAX_HEADER) + " bytes");
+	if (line.empty()) {
+		end_headers(true);
+		return;
+	}
+	if (is_blank(line[0]) && !headers_.empty()) {
+		headers_.back().text.append(line).append(CRLF);
+		return;
+	}
+	if (name) {
+		headers_.push_back({std::string(*name), line + std::string(CRLF)});
+		return;
+	}
+	// Not a header field: the body starts here, without the empty line
+	// RFC 5322 2.1 requires; it is supplied.
+	end_headers(true);
+	emit(line);
+	emit(CRLF);
+}
+
+// The header block is complete: collect -t recipients, drop Bcc, add the
+// missing fields (RFC 5322 3.6: Date and From are required, Message-ID
+// should be there), then the empty line when a body follows.
+void MessagePreparer::end_headers(bool separator)
+{
+	in_headers_ = false;
+	bool has_date = false, has_from = false, has_id = false;
+	for (const Header& h : headers_) {
+		bool bcc = iequal(h.name, "Bcc");
+		if (extract_ && (bcc || iequal(h.name, "To") || iequal(h.name, "Cc")))
+			add_address_list(unfolded_value(h.text), facts_.domain, h.name + ": header", EX_DATAERR,
+					 recipients_);
+		has_date |= iequal(h.name, "Date");
+		has_from |= iequal(h.name, "From");
+		has_id |= iequal(h.name, "Message-ID");
+		if (!(extract_ && bcc))
+			emit(h.text);
+	}
+	headers_.clear();
+	if (!has_date)
+		emit("Date: " + rfc5322_date(facts_.now) + std::string(CRLF));
+	if (!has_from)
+		emit("From: " + format_mailbox(facts_.from_name, facts_.from_address) + std::string(CRLF));
+	if (!has_id)
+		emit("Message-ID: <" + std::to_string(facts_.now) + "." + std::to_string(facts_.pid) + "." +
+		     facts_.random + "@" + facts_.domain + ">" + std::string(CRLF));
+	if (separator)
+		emit(CRLF);
+}
+
+void MessagePreparer::finish()
+{
+	if (pending_cr_) {
+		pending_cr_ = false;
+		if (!ended_)
+			end_line();
+	}
+	if (in_headers_) {
+		if (!ended_ && !line_.empty()) {
+			std::string line;
+			line.swap(line_);
+			header_line(line);
+		}
+		if (in_headers_)
+			end_headers(false);
+	} else if (!ended_) {
+		if (dot_pending_)
+			dot_pending_ = false;  // a last "." without its line end ends the input too
+		else if (!line_start_)
+			emit(CRLF);  // the message ends with a complete line
+	}
+	ended_ = true;
+	flush();
+}
+
+void MessagePreparer::emit(std::string_view s)
+{
+	if (!eight_bit_)
+		for (char c : s)
+			if (static_cast<unsigned char>(c) >= 0x80) {
+				eight_bit_ = true;
+				break;
+			}
+	size_ += s.size();
+	out_ += s;
+	if (out_.size() >= 64 * 1024)
+		flush();
+}
+
+void MessagePreparer::flush()
+{
+	if (!out_.empty())
+		sink_(out_);
+	out_.clear();
+}
+
+}  // namespace laim::sendmail

@@ -1,0 +1,400 @@
+// sendmail(8) for laim: the system's mail submission command, also
+// installed as mailq (-bp) and newaliases (-bi).
+//
+// The message on stdin is prepared (headers added, Bcc removed under -t,
+// line ends made CRLF) into an unlinked temporary file, then submitted to
+// laimd over its unix socket with SMTP. When laimd cannot be reached or
+// answers with a temporary failure, the same file goes to the setgid
+// laim-drop, which stores it in the spool's offline/ directory for laimd
+// to import later. Exit status (sysexits.h): 0 once the message is
+// stored, 64 usage, 65 data error, 67 a recipient refused, 69 laimd
+// refused or is not there for -bp/-q, 75 not even laim-drop could store it.
+#include <fcntl.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "common/address.h"
+#include "common/aliases.h"
+#include "common/ctl.h"
+#include "common/fd.h"
+#include "sendmail/sendmail.h"
+
+#ifndef LAIM_DROP
+#define LAIM_DROP "/usr/libexec/laim/laim-drop"
+#endif
+
+using namespace laim;
+using namespace laim::sendmail;
+
+namespace {
+
+std::string progname = "sendmail";
+
+bool write_all(int fd, const char* p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return false;
+		p += w;
+		n -= size_t(w);
+	}
+	return true;
+}
+
+std::string random_hex(size_t bytes)
+{
+	unsigned char b[16] = {};
+	bytes = std::min(bytes, sizeof b);
+	if (getrandom(b, bytes, 0) != ssize_t(bytes)) {
+		// Uniqueness only (Message-ID): time and pid already differ.
+		for (size_t i = 0; i < bytes; i++)
+			b[i] = static_cast<unsigned char>(rand());
+	}
+	static const char hex[] = "0123456789abcdef";
+	std::string s;
+	for (size_t i = 0; i < bytes; i++) {
+		s += hex[b[i] >> 4];
+		s += hex[b[i] & 15];
+	}
+	return s;
+}
+
+// An unlinked file for the prepared message, so that SMTP and laim-drop
+// can both stream it and memory stays small: O_TMPFILE in $TMPDIR or
+// /tmp, else a file unlinked at once, else (last resort) memory.
+UniqueFd temp_file()
+{
+	std::vector<std::string> dirs;
+	if (const char* t = getenv("TMPDIR"); t && *t)
+		dirs.emplace_back(t);
+	dirs.emplace_back("/tmp");
+	int err = 0;
+	for (const std::string& d : dirs) {
+		UniqueFd fd(open(d.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+		if (fd)
+			return fd;
+		std::string path = d + "/sendmail.XXXXXX";
+		fd.reset(mkostemp(path.data(), O_CLOEXEC));
+		if (fd) {
+			unlink(path.c_str());
+			return fd;
+		}
+		err = errno;
+	}
+	UniqueFd fd(memfd_create("sendmail", MFD_CLOEXEC));
+	if (fd)
+		return fd;
+	throw Failure(EX_TEMPFAIL, std::string("cannot create a temporary file: ") + strerror(err));
+}
+
+// The caller, from the password database.
+struct Caller {
+	bool known = false;
+	std::string login, gecos;
+};
+
+Caller caller()
+{
+	Caller c;
+	if (struct passwd* pw = getpwuid(getuid())) {
+		c.known = true;
+		c.login = pw->pw_name;
+		c.gecos = pw->pw_gecos ? pw->pw_gecos : "";
+	}
+	return c;
+}
+
+// login@domain, the default sender and From: address.
+std::string login_address(const Caller& c, const std::string& domain)
+{
+	if (!c.known)
+		throw Failure(EX_NOUSER, "cannot find the login name of uid " + std::to_string(getuid()) +
+				       ": give a sender with -f");
+	std::string a = qualify(c.login, domain);
+	if (!valid_mailbox(a, true, false))
+		throw Failure(EX_NOUSER, "the login name \"" + c.login + "\" is not a valid address: give a sender with -f");
+	return a;
+}
+
+// Reads stdin through a MessagePreparer into fd; the preparer, finished,
+// has the -t recipients and what the message holds.
+MessagePreparer prepare(const Options& o, HeaderFacts facts, int fd)
+{
+	MessagePreparer prep(o.ignore_dots, o.extract_recipients, std::move(facts), [fd](std::string_view s) {
+		if (!write_all(fd, s.data(), s.size()))
+			throw Failure(EX_TEMPFAIL, std::string("cannot write the message to a temporary file: ") +
+							   strerror(errno));
+	});
+	char buf[64 * 1024];
+	for (;;) {
+		ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			throw Failure(EX_IOERR, std::string("reading the message: ") + strerror(errno));
+		if (n == 0 || !prep.feed(std::string_view(buf, size_t(n))))
+			break;
+	}
+	prep.finish();
+	return prep;
+}
+
+// Hands the prepared message to laim-drop; its exit status is ours.
+int offline_drop(const std::string& sender, const std::vector<std::string>& rcpts, int fd, const std::string& why,
+		 bool verbose)
+{
+	const char* env = getenv("LAIM_DROP");
+	std::string path = env && *env ? env : LAIM_DROP;
+	if (verbose)
+		fprintf(stderr, "%s: %s: handing the message to %s\n", progname.c_str(), why.c_str(), path.c_str());
+	std::vector<const char*> argv = {"laim-drop", "-f", sender.c_str(), "--"};
+	for (const std::string& r : rcpts)
+		argv.push_back(r.c_str());
+	argv.push_back(nullptr);
+	fflush(stderr);
+
+	pid_t pid = fork();
+	if (pid < 0)
+		throw Failure(EX_TEMPFAIL, std::string("cannot store the message: fork: ") + strerror(errno));
+	if (pid == 0) {
+		char* const envp[] = {nullptr};
+		signal(SIGPIPE, SIG_DFL);
+		if (lseek(fd, 0, SEEK_SET) == 0 && dup2(fd, STDIN_FILENO) == STDIN_FILENO)
+			execve(path.c_str(), const_cast<char* const*>(argv.data()), envp);
+		dprintf(STDERR_FILENO, "%s: cannot store the message: %s: %s (laimd: %s)\n", progname.c_str(),
+			path.c_str(), strerror(errno), why.c_str());
+		_exit(EX_TEMPFAIL);
+	}
+	int status;
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			throw Failure(EX_TEMPFAIL, std::string("waiting for laim-drop: ") + strerror(errno));
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	throw Failure(EX_TEMPFAIL, "cannot store the message: laim-drop killed by signal " +
+				   std::to_string(WTERMSIG(status)));
+}
+
+// The default mode: one message from stdin.
+int deliver(const Options& o)
+{
+	gmime_init_once();
+	std::string domain = mailname();
+	Caller me = caller();
+	std::string sender = o.sender ? parse_sender(*o.sender, domain) : login_address(me, domain);
+	std::vector<std::string> rcpts;
+	for (const std::string& a : o.recipients)
+		add_address_list(a, domain, "recipient \"" + a + "\"", EX_USAGE, rcpts);
+	if (rcpts.empty() && !o.extract_recipients)
+		throw Failure(EX_DATAERR, "no recipients");
+
+	// From: is the caller, or the -f address; named by -F or the GECOS.
+	HeaderFacts facts;
+	facts.from_address = o.sender && !sender.empty() ? sender : login_address(me, domain);
+	facts.from_name = o.full_name ? *o.full_name : gecos_name(me.gecos, me.login);
+	facts.domain = domain;
+	facts.now = time(nullptr);
+	facts.pid = getpid();
+	facts.random = random_hex(8);
+
+	UniqueFd tmp = temp_file();
+	MessagePreparer prep = prepare(o, std::move(facts), tmp.get());
+	for (const std::string& r : prep.recipients())
+		if (std::find(rcpts.begin(), rcpts.end(), r) == rcpts.end())
+			rcpts.push_back(r);
+	if (rcpts.empty())
+		throw Failure(EX_DATAERR, "no recipients");
+
+	Submission s;
+	s.socket_path = submit_socket_path();
+	s.sender = sender;
+	s.recipients = rcpts;
+	s.eight_bit = prep.eight_bit();
+	s.message_fd = tmp.get();
+	s.verbose = o.verbose;
+	try {
+		smtp_submit(s);
+		return EX_OK;
+	} catch (const TemporaryFailure& t) {
+		return offline_drop(sender, rcpts, tmp.get(), t.what(), o.verbose);
+	}
+}
+
+// Copies laimd's greeting to stdout. The client's input is relayed only
+// after it: laimd drops a client that talks first (RFC 5321 3.1), and a
+// script piped into -bs has written all its commands already.
+void relay_greeting(int sock)
+{
+	std::string buf;
+	char b[4096];
+	for (;;) {
+		pollfd p{sock, POLLIN, 0};
+		int n = poll(&p, 1, 60 * 1000);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0)
+			throw Failure(EX_TEMPFAIL, "no greeting from laimd within 60 seconds");
+		ssize_t r = read(sock, b, sizeof b);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0 || !write_all(STDOUT_FILENO, b, size_t(r)))
+			throw Failure(EX_TEMPFAIL, "laimd closed the connection before its greeting");
+		buf.append(b, size_t(r));
+		// The greeting ends with a line "220 ..." (not "220-...").
+		for (size_t start = 0, lf; (lf = buf.find('\n', start)) != std::string::npos; start = lf + 1)
+			if (lf - start < 4 || buf[start + 3] != '-')
+				return;
+		if (buf.size() > 64 * 1024)
+			throw Failure(EX_PROTOCOL, "laimd sent an endless greeting");
+	}
+}
+
+// -bs: copies stdin to laimd's socket and its replies to stdout, so the
+// client speaks SMTP to laimd itself (and laimd sees our uid).
+int relay_smtp()
+{
+	UniqueFd sock;
+	try {
+		sock = connect_unix(submit_socket_path());
+	} catch (const TemporaryFailure& t) {
+		printf("421 4.3.0 Mail system not available, try again later\r\n");
+		fflush(stdout);
+		throw Failure(EX_TEMPFAIL, t.what());
+	}
+	relay_greeting(sock.get());
+	pollfd p[2] = {{STDIN_FILENO, POLLIN, 0}, {sock.get(), POLLIN, 0}};
+	char buf[16 * 1024];
+	for (;;) {
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			throw Failure(EX_OSERR, std::string("poll: ") + strerror(errno));
+		}
+		if (p[0].revents) {
+			ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
+			if (n > 0 && !write_all(sock.get(), buf, size_t(n)))
+				n = 0;
+			if (n <= 0 && !(n < 0 && errno == EINTR)) {
+				shutdown(sock.get(), SHUT_WR);
+				p[0].fd = -1;
+			}
+		}
+		if (p[1].revents) {
+			ssize_t n = read(sock.get(), buf, sizeof buf);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return EX_OK;
+			if (!write_all(STDOUT_FILENO, buf, size_t(n)))
+				return EX_IOERR;
+		}
+	}
+}
+
+// One control request; laimd not running is EX_UNAVAILABLE.
+std::vector<std::string> control(const std::string& command)
+{
+	try {
+		return ctl_request(ctl_socket_path(), command);
+	} catch (const std::system_error& e) {
+		throw Failure(EX_UNAVAILABLE, std::string("laimd is not running (") + e.what() + ")");
+	} catch (const std::runtime_error& e) {
+		throw Failure(EX_UNAVAILABLE, std::string("laimd: ") + e.what());
+	}
+}
+
+// -bp, mailq: the queue in the traditional layout.
+int list_queue()
+{
+	std::vector<std::string> lines = control("show queue");
+	try {
+		fputs(format_mailq(lines).c_str(), stdout);
+	} catch (const std::runtime_error& e) {
+		throw Failure(EX_PROTOCOL, std::string("laimd: ") + e.what());
+	}
+	return fflush(stdout) == 0 ? EX_OK : EX_IOERR;
+}
+
+// -bi, newaliases: check the aliases file, then have laimd re-read it.
+int new_aliases()
+{
+	const char* env = getenv("LAIM_ALIASES");
+	std::string path = env && *env ? env : "/etc/aliases";
+	std::vector<std::string> errors;
+	Aliases aliases = Aliases::load(path, &errors);
+	for (const std::string& e : errors)
+		fprintf(stderr, "%s: %s\n", progname.c_str(), e.c_str());
+	if (!errors.empty())
+		return EX_DATAERR;
+	try {
+		ctl_request(ctl_socket_path(), "reload aliases");
+	} catch (const std::system_error& e) {
+		fprintf(stderr, "%s: laimd is not running; it reads %s when it starts\n", progname.c_str(), path.c_str());
+	} catch (const std::runtime_error& e) {
+		fprintf(stderr, "%s: laimd: %s\n", progname.c_str(), e.what());
+		return EX_DATAERR;
+	}
+	printf("%s: %zu aliases\n", path.c_str(), aliases.size());
+	return EX_OK;
+}
+
+int run(int argc, char** argv)
+{
+	std::vector<std::string> args(argv + 1, argv + argc);
+	Options o = parse_options(argv[0], args);
+	switch (o.mode) {
+	case Mode::ListQueue:
+		return list_queue();
+	case Mode::Flush:
+		control("flush");
+		return EX_OK;
+	case Mode::NewAliases:
+		return new_aliases();
+	case Mode::SmtpRelay:
+		return relay_smtp();
+	case Mode::Deliver:
+		break;
+	}
+	return deliver(o);
+}
+
+}  // namespace
+
+int main(int argc, char** argv)
+{
+	if (argc < 1 || argv[0] == nullptr)
+		return EX_USAGE;
+	std::string_view a0 = argv[0];
+	if (size_t slash = a0.rfind('/'); slash != std::string_view::npos)
+		a0.remove_prefix(slash + 1);
+	if (!a0.empty())
+		progname = a0;
+	signal(SIGPIPE, SIG_IGN);
+	try {
+		return run(argc, argv);
+	} catch (const Failure& f) {
+		fprintf(stderr, "%s: %s\n", progname.c_str(), f.what());
+		return f.code();
+	} catch (const std::exception& e) {
+		fprintf(stderr, "%s: %s\n", progname.c_str(), e.what());
+		return EX_SOFTWARE;
+	}
+}

@@ -1,0 +1,273 @@
+// The sendmail command's SMTP client: a small blocking client over
+// laimd's unix submission socket (RFC 5321), one reply at a time, each
+// within a timeout. laimd learns the caller's uid from SO_PEERCRED.
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <strings.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "sendmail/sendmail.h"
+
+#ifndef LAIM_SOCKET
+#define LAIM_SOCKET "/run/laim/submit.sock"
+#endif
+
+namespace laim::sendmail {
+
+namespace {
+
+constexpr size_t MAX_REPLY_LINE = 4096;  // RFC 5321 4.5.3.1.5 says 512
+constexpr size_t MAX_REPLY_LINES = 100;
+
+struct Reply {
+	int code = 0;
+	std::string text;  // every line, joined with "\n", without CRLF
+	std::vector<std::string> lines;
+};
+
+// One SMTP connection: commands out, replies in, -v echoes both.
+class Client {
+ public:
+	Client(UniqueFd fd, bool verbose, int timeout) : fd_(std::move(fd)), verbose_(verbose), timeout_(timeout) {}
+
+	void command(const std::string& line)
+	{
+		if (verbose_)
+			fprintf(stderr, ">>> %s\n", line.c_str());
+		send(line + "\r\n");
+	}
+
+	void send(std::string_view data)
+	{
+		while (!data.empty()) {
+			wait_for(POLLOUT);
+			ssize_t n = ::send(fd_.get(), data.data(), data.size(), MSG_NOSIGNAL);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0)
+				throw TemporaryFailure(std::string("connection to laimd lost: ") + strerror(errno));
+			data.remove_prefix(size_t(n));
+		}
+	}
+
+	// Reads a complete (possibly multi-line) reply, RFC 5321 4.2.1.
+	Reply reply()
+	{
+		Reply r;
+		for (;;) {
+			std::string line = read_line();
+			if (verbose_)
+				fprintf(stderr, "<<< %s\n", line.c_str());
+			bool digits = line.size() >= 3 && std::isdigit((unsigned char)line[0]) &&
+				      std::isdigit((unsigned char)line[1]) && std::isdigit((unsigned char)line[2]);
+			if (!digits || (line.size() > 3 && line[3] != ' ' && line[3] != '-'))
+				throw TemporaryFailure("laimd sent a malformed reply: " + line);
+			int code = std::stoi(line.substr(0, 3));
+			if (r.code != 0 && code != r.code)
+				throw TemporaryFailure("laimd sent a malformed reply: " + line);
+			r.code = code;
+			r.text += (r.text.empty() ? "" : "\n") + line;
+			r.lines.push_back(line);
+			if (line.size() == 3 || line[3] == ' ')
+				return r;
+			if (r.lines.size() >= MAX_REPLY_LINES)
+				throw TemporaryFailure("laimd sent an endless reply");
+		}
+	}
+
+ private:
+	// Waits until the socket is ready for events, at most timeout_ seconds.
+	void wait_for(short events)
+	{
+		pollfd p{fd_.get(), events, 0};
+		timespec start;
+		clock_gettime(CLOCK_MONOTONIC, &start);
+		for (;;) {
+			timespec now;
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			long left = long(timeout_) * 1000 - ((now.tv_sec - start.tv_sec) * 1000 +
+							     (now.tv_nsec - start.tv_nsec) / 1000000);
+			if (left <= 0)
+				throw TemporaryFailure("no answer from laimd within " + std::to_string(timeout_) +
+						       " seconds");
+			int n = poll(&p, 1, int(left));
+			if (n > 0)
+				return;
+			if (n < 0 && errno != EINTR)
+				throw TemporaryFailure(std::string("poll: ") + strerror(errno));
+		}
+	}
+
+	std::string read_line()
+	{
+		for (;;) {
+			size_t lf = buf_.find('\n');
+			if (lf != std::string::npos) {
+				std::string line = buf_.substr(0, lf);
+				buf_.erase(0, lf + 1);
+				if (!line.empty() && line.back() == '\r')
+					line.pop_back();
+				return line;
+			}
+			if (buf_.size() > MAX_REPLY_LINE)
+				throw TemporaryFailure("laimd sent a reply line that is too long");
+			wait_for(POLLIN);
+			char b[4096];
+			ssize_t n = ::read(fd_.get(), b, sizeof b);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0)
+				throw TemporaryFailure(std::string("connection to laimd lost: ") + strerror(errno));
+			if (n == 0)
+				throw TemporaryFailure("laimd closed the connection");
+			buf_.append(b, size_t(n));
+		}
+	}
+
+	UniqueFd fd_;
+	bool verbose_;
+	int timeout_;
+	std::string buf_;
+};
+
+// Judges a reply at one step: `ok` is the expected first digit. 4xx (and
+// anything unexpected) is temporary; 5xx ends with exit code `code`.
+void expect(const Reply& r, int ok, const char* step, int code)
+{
+	int cls = r.code / 100;
+	if (cls == ok)
+		return;
+	if (cls == 5)
+		throw Failure(code, std::string("laimd refused ") + step + ": " + r.text);
+	throw TemporaryFailure(std::string("laimd answered ") + step + " with: " + r.text);
+}
+
+bool has_extension(const Reply& ehlo, std::string_view name)
+{
+	for (size_t i = 1; i < ehlo.lines.size(); i++) {
+		std::string_view kw = std::string_view(ehlo.lines[i]).substr(4);
+		kw = kw.substr(0, kw.find(' '));
+		if (kw.size() == name.size() && strncasecmp(kw.data(), name.data(), kw.size()) == 0)
+			return true;
+	}
+	return false;
+}
+
+// Streams the prepared message through the encoder.
+void send_message(Client& c, int fd)
+{
+	DataEncoder enc;
+	std::string out;
+	char buf[64 * 1024];
+	off_t off = 0;
+	for (;;) {
+		ssize_t n = pread(fd, buf, sizeof buf, off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			throw Failure(EX_IOERR, std::string("reading the temporary message file: ") + strerror(errno));
+		if (n == 0)
+			break;
+		off += n;
+		out.clear();
+		enc.encode(std::string_view(buf, size_t(n)), out);
+		c.send(out);
+	}
+	out.clear();
+	enc.finish(out);
+	c.send(out);
+}
+
+}  // namespace
+
+void DataEncoder::encode(std::string_view in, std::string& out)
+{
+	out.reserve(out.size() + in.size() + in.size() / 32 + 2);
+	for (char c : in) {
+		if (line_start_ && c == '.')
+			out += '.';  // RFC 5321 4.5.2 transparency
+		if (c == '\n' && !after_cr_)
+			out += '\r';
+		out += c;
+		after_cr_ = c == '\r';
+		line_start_ = c == '\n';
+	}
+}
+
+void DataEncoder::finish(std::string& out)
+{
+	if (!line_start_)
+		out += "\r\n";
+	out += ".\r\n";
+	line_start_ = true;
+	after_cr_ = false;
+}
+
+std::string submit_socket_path()
+{
+	const char* env = getenv("LAIM_SOCKET");
+	return env && *env ? env : LAIM_SOCKET;
+}
+
+UniqueFd connect_unix(const std::string& path)
+{
+	sockaddr_un sun{};
+	sun.sun_family = AF_UNIX;
+	if (path.empty() || path.size() >= sizeof sun.sun_path)
+		throw TemporaryFailure("cannot connect to " + path + ": path too long");
+	memcpy(sun.sun_path, path.data(), path.size());
+	UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+	if (!fd)
+		throw TemporaryFailure(std::string("socket: ") + strerror(errno));
+	int r;
+	do
+		r = connect(fd.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		throw TemporaryFailure("cannot connect to " + path + ": " + strerror(errno));
+	return fd;
+}
+
+void smtp_submit(const Submission& s)
+{
+	Client c(connect_unix(s.socket_path), s.verbose, s.timeout);
+	expect(c.reply(), 2, "the connection", EX_UNAVAILABLE);
+	c.command("EHLO localhost");
+	Reply ehlo = c.reply();
+	expect(ehlo, 2, "EHLO", EX_UNAVAILABLE);
+
+	std::string mail = "MAIL FROM:<" + s.sender + ">";
+	if (s.eight_bit && has_extension(ehlo, "8BITMIME"))
+		mail += " BODY=8BITMIME";  // RFC 6152
+	if (needs_smtputf8(s.sender, s.recipients) && has_extension(ehlo, "SMTPUTF8"))
+		mail += " SMTPUTF8";  // RFC 6531 3.4
+	c.command(mail);
+	expect(c.reply(), 2, "the sender", EX_DATAERR);
+	for (const std::string& r : s.recipients) {
+		c.command("RCPT TO:<" + r + ">");
+		expect(c.reply(), 2, ("recipient <" + r + ">").c_str(), EX_NOUSER);
+	}
+	c.command("DATA");
+	expect(c.reply(), 3, "DATA", EX_UNAVAILABLE);
+	send_message(c, s.message_fd);
+	if (s.verbose)
+		fprintf(stderr, ">>> .\n");
+	expect(c.reply(), 2, "the message", EX_DATAERR);
+
+	// Stored: the rest is courtesy (RFC 5321 4.1.1.10).
+	try {
+		c.command("QUIT");
+		c.reply();
+	} catch (const TemporaryFailure&) {
+	}
+}
+
+}  // namespace laim::sendmail
