@@ -171,7 +171,7 @@ std::vector<std::string> HandlerServer::expand(const std::string& rcpt)
 	std::string local = rcpt.substr(0, rcpt.rfind('@') == std::string::npos ? rcpt.size() : rcpt.rfind('@'));
 	Aliases::Expansion x = aliases_.expand(local);
 	for (const std::string& r : x.refused)
-		log_warnx("<%s>: alias target %s", rcpt.c_str(), r.c_str());
+		log_warnx("alias %s: target refused: %s", local.c_str(), r.c_str());
 	if (x.loop)
 		log_warnx("alias %s: expansion loop cut", local.c_str());
 	if (x.addresses.size() == 1 && x.addresses[0] == local)

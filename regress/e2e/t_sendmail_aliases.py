@@ -91,13 +91,13 @@ def main():
 
 	def pipe():
 		mark = mail_to(d, "pipe", ["dave"])
-		check(d.search_log(r"alias pipe: .*\|/usr/bin/touch.* refused", mark),
+		check(d.search_log(r"alias pipe: target refused: .*\|/usr/bin/touch.*command is not enabled", mark),
 		      "the |command target was not logged as refused:\n%s" % d.log(mark))
 		check(not os.path.exists("/tmp/laim-e2e-alias-pipe"), "the |command ran")
 
 	def tofile():
 		mark = mail_to(d, "tofile", ["erin"])
-		check(d.search_log(r"alias tofile: .*%s.* refused" % re.escape(FORBIDDEN), mark),
+		check(d.search_log(r"alias tofile: target refused: .*%s.*file is not enabled" % re.escape(FORBIDDEN), mark),
 		      "the /file target was not logged as refused:\n%s" % d.log(mark))
 		check(not os.path.exists(FORBIDDEN), "the /file target was written")
 
