@@ -2,6 +2,9 @@
 #pragma once
 
 #include <unistd.h>
+
+#include <cerrno>
+#include <string_view>
 #include <utility>
 
 namespace laim {
@@ -29,5 +32,20 @@ class UniqueFd {
  private:
 	int fd_ = -1;
 };
+
+// write(2) until everything is out, across short writes and EINTR; false
+// on an error (errno says which) or a write that wrote nothing.
+inline bool write_all(int fd, std::string_view data)
+{
+	while (!data.empty()) {
+		ssize_t n = ::write(fd, data.data(), data.size());
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return false;
+		data.remove_prefix(static_cast<size_t>(n));
+	}
+	return true;
+}
 
 }  // namespace laim

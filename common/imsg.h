@@ -71,6 +71,10 @@ class ImsgChannel {
 	// Receives one frame: Message (in msg), Again (nothing now), Closed
 	// (peer closed), or Error (*err says which decoding rule it broke).
 	Read read(Imsg& msg, ImsgError* err);
+	// For a channel to a trusted peer (a child's to the parent): true with
+	// a message in msg, false when none is waiting; a closed or broken
+	// channel ends this process, since nothing can go on without the peer.
+	bool read_or_die(Imsg& msg, const char* peer);
 
  private:
 	struct Frame {

@@ -484,13 +484,8 @@ void HandlerServer::reload(Imsg& m)
 void HandlerServer::parent_event()
 {
 	Imsg m;
-	ImsgError err = ImsgError::None;
-	switch (parent_->read(m, &err)) {
-	case ImsgChannel::Read::Again: return;
-	case ImsgChannel::Read::Closed: fatalx("parent went away");
-	case ImsgChannel::Read::Error: fatalx("parent channel: %s", imsg_strerror(err));
-	case ImsgChannel::Read::Message: break;
-	}
+	if (!parent_->read_or_die(m, "parent"))
+		return;
 	if (m.type == IMSG_P_SMTP_CHANNEL) {
 		set_smtp_channel(std::move(m.fd));
 		log_debug("new smtp channel");

@@ -52,20 +52,6 @@ std::string rfc5322_now()
 	return buf;
 }
 
-bool write_all(int fd, const char* p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return false;
-		p += w;
-		n -= static_cast<size_t>(w);
-	}
-	return true;
-}
-
 }  // namespace
 
 OfflineImport::OfflineImport(Spool& spool, std::string hostname, gid_t drop_gid)
@@ -159,8 +145,8 @@ bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, con
 		std::string received = "Received: from local uid " + std::to_string(st.st_uid) + " (" + user +
 				       ")\r\n\tby " + hostname_ + " (laim) with local-offline id " + env.id +
 				       "; " + rfc5322_now() + "\r\n";
-		if (!write_all(out.get(), received.data(), received.size()) ||
-		    !write_all(out.get(), body.data(), body.size()))
+		if (!write_all(out.get(), received) ||
+		    !write_all(out.get(), body))
 			throw std::system_error(errno, std::generic_category(), "writing the spool file");
 		spool_.sync_file(out.get());
 		spool_.publish(env.id);

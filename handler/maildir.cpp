@@ -64,20 +64,6 @@ std::string maildir_unique_name()
 	       maildir_hostname();
 }
 
-bool write_all(int fd, std::string_view data)
-{
-	while (!data.empty()) {
-		ssize_t n = write(fd, data.data(), data.size());
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return false;
-		}
-		data.remove_prefix(n);
-	}
-	return true;
-}
-
 // Creates DIR (and its missing parents) with mode 0700; true when it exists.
 bool mkdir_p(const std::string& dir)
 {

@@ -57,21 +57,6 @@ void check_value(const char* field, std::string_view value)
 		throw std::invalid_argument(std::string(field) + ": CR, LF or NUL in envelope value");
 }
 
-// write(2) until everything is out, across short writes and EINTR.
-bool write_all(int fd, std::string_view data)
-{
-	while (!data.empty()) {
-		ssize_t n = ::write(fd, data.data(), data.size());
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return false;
-		}
-		data.remove_prefix((size_t)n);
-	}
-	return true;
-}
-
 // The envelope header of spool.h, blank line included.
 std::string format_header(const Envelope& env)
 {

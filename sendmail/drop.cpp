@@ -39,6 +39,7 @@
 
 using laim::OfflineEnvelope;
 using laim::UniqueFd;
+using laim::write_all;
 
 namespace {
 
@@ -105,24 +106,10 @@ void set_egid(gid_t gid)
 		cannot_store_errno("setresgid");
 }
 
-bool write_all(int fd, const char* p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return false;
-		p += w;
-		n -= size_t(w);
-	}
-	return true;
-}
-
 // Header, then stdin up to MAX_MESSAGE bytes, then fsync.
 void write_message(int fd, const std::string& header)
 {
-	if (!write_all(fd, header.data(), header.size()))
+	if (!write_all(fd, header))
 		cannot_store_errno("write");
 	char buf[64 * 1024];
 	size_t total = 0;
@@ -137,7 +124,7 @@ void write_message(int fd, const std::string& header)
 		total += size_t(n);
 		if (total > MAX_MESSAGE)
 			die(EX_DATAERR, "message too large (more than 256 MiB)");
-		if (!write_all(fd, buf, size_t(n)))
+		if (!write_all(fd, std::string_view(buf, size_t(n))))
 			cannot_store_errno("write");
 	}
 	if (fsync(fd) == -1)

@@ -45,20 +45,6 @@ namespace {
 
 std::string progname = "sendmail";
 
-bool write_all(int fd, const char* p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return false;
-		p += w;
-		n -= size_t(w);
-	}
-	return true;
-}
-
 std::string random_hex(size_t bytes)
 {
 	unsigned char b[16] = {};
@@ -139,7 +125,7 @@ std::string login_address(const Caller& c, const std::string& domain)
 MessagePreparer prepare(const Options& o, HeaderFacts facts, int fd)
 {
 	MessagePreparer prep(o.ignore_dots, o.extract_recipients, std::move(facts), [fd](std::string_view s) {
-		if (!write_all(fd, s.data(), s.size()))
+		if (!write_all(fd, s))
 			throw Failure(EX_TEMPFAIL, std::string("cannot write the message to a temporary file: ") +
 							   strerror(errno));
 	});
@@ -255,7 +241,7 @@ void relay_greeting(int sock)
 		ssize_t r = read(sock, b, sizeof b);
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r <= 0 || !write_all(STDOUT_FILENO, b, size_t(r)))
+		if (r <= 0 || !write_all(STDOUT_FILENO, std::string_view(b, size_t(r))))
 			throw Failure(EX_TEMPFAIL, "laimd closed the connection before its greeting");
 		buf.append(b, size_t(r));
 		// The greeting ends with a line "220 ..." (not "220-...").
@@ -290,7 +276,7 @@ int relay_smtp()
 		}
 		if (p[0].revents) {
 			ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
-			if (n > 0 && !write_all(sock.get(), buf, size_t(n)))
+			if (n > 0 && !write_all(sock.get(), std::string_view(buf, size_t(n))))
 				n = 0;
 			if (n <= 0 && !(n < 0 && errno == EINTR)) {
 				shutdown(sock.get(), SHUT_WR);
@@ -303,7 +289,7 @@ int relay_smtp()
 				continue;
 			if (n <= 0)
 				return EX_OK;
-			if (!write_all(STDOUT_FILENO, buf, size_t(n)))
+			if (!write_all(STDOUT_FILENO, std::string_view(buf, size_t(n))))
 				return EX_IOERR;
 		}
 	}

@@ -419,13 +419,8 @@ void SmtpServer::handler_event()
 void SmtpServer::parent_event()
 {
 	Imsg m;
-	ImsgError err = ImsgError::None;
-	switch (parent_->read(m, &err)) {
-	case ImsgChannel::Read::Again: return;
-	case ImsgChannel::Read::Closed: fatalx("parent went away");
-	case ImsgChannel::Read::Error: fatalx("parent channel: %s", imsg_strerror(err));
-	case ImsgChannel::Read::Message: break;
-	}
+	if (!parent_->read_or_die(m, "parent"))
+		return;
 	if (m.type == IMSG_P_HANDLER_CHANNEL) {
 		if (!m.data.empty())
 			fatalx("malformed handler channel message from the parent");
