@@ -1,0 +1,64 @@
+# Throughput benchmark: a real laimd (as the e2e cases start it) receives
+# N small messages over C concurrent loopback SMTP sessions, each message
+# committed durably before its 250; prints messages per second and the
+# smtp process's resident memory. Not part of `make check`.
+#
+#   LAIMD=build/check/laimd LAIM_SRCDIR=. python3 regress/bench/smtp_rate.py [N] [C]
+import sys
+import os
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+sys.dont_write_bytecode = True
+from harness import Laimd, Smtp, rss_kb  # noqa: E402
+
+TOTAL = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+CONNS = int(sys.argv[2]) if len(sys.argv) > 2 else 8
+MESSAGE = b"Subject: bench\r\n\r\n" + (b"x" * 78 + b"\r\n") * 12 + b".\r\n"
+
+
+def client(port, count, errors):
+	try:
+		with Smtp(port) as c:
+			c.ehlo()
+			for _ in range(count):
+				c.send(b"MAIL FROM:<bench@client.example>\r\nRCPT TO:<root>\r\nDATA\r\n")
+				c.expect(250)
+				c.expect(250)
+				c.expect(354)
+				c.send(MESSAGE)
+				c.expect(250)
+			c.cmd("QUIT", 221)
+	except Exception as e:  # reported below, the run goes on
+		errors.append(repr(e))
+
+
+def main():
+	d = Laimd(name="bench", max_queue_size=100000,
+		  handlers={"sink": {"type": "discard"}}, routes=[{"match": "*", "handlers": ["sink"]}])
+	try:
+		d.start()
+		smtp = d.child("smtp")
+		errors = []
+		per = TOTAL // CONNS
+		threads = [threading.Thread(target=client, args=(d.port, per, errors)) for _ in range(CONNS)]
+		start = time.monotonic()
+		for t in threads:
+			t.start()
+		for t in threads:
+			t.join()
+		took = time.monotonic() - start
+		n = per * CONNS
+		print("%d messages over %d sessions in %.2f s: %.0f messages/s (each fsynced before 250)"
+		      % (n, CONNS, took, n / took))
+		print("smtp process RSS after the run: %d kB" % rss_kb(smtp))
+		if errors:
+			print("client errors: %d, first: %s" % (len(errors), errors[0]))
+			return 1
+	finally:
+		d.cleanup()
+	return 0
+
+
+sys.exit(main())
