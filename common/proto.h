@@ -30,6 +30,9 @@ enum ImsgType : uint32_t {
 	IMSG_H_DATA_OK,           // str queue id, str login name of the uid ("" if none); fd: the spool file
 	IMSG_H_DATA_FAIL,         // u32 status
 	IMSG_H_COMMIT,            // u32 status
+
+	// child -> parent
+	IMSG_C_PEER_ERROR = 300,  // str what: the sibling broke the protocol; end it
 };
 
 // Outcome of a transaction step, as the handler process answers it to the
@@ -82,7 +85,9 @@ inline ImsgTypeInfo imsg_valid_smtp_to_handler(uint32_t t)
 	}
 }
 
-// The children send nothing to the parent yet; any frame is an error.
-inline ImsgTypeInfo imsg_valid_child_to_parent(uint32_t) { return {}; }
+inline ImsgTypeInfo imsg_valid_child_to_parent(uint32_t t)
+{
+	return t == IMSG_C_PEER_ERROR ? ImsgTypeInfo{true, false} : ImsgTypeInfo{};
+}
 
 }  // namespace laim

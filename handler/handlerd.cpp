@@ -17,6 +17,7 @@
 #include <ctime>
 #include <fstream>
 #include <map>
+#include <stdexcept>
 #include <system_error>
 
 #include "common/aliases.h"
@@ -40,6 +41,9 @@ constexpr int SHUTDOWN_GRACE = 30;  // seconds deliveries in progress get at SIG
 enum : uint64_t { EV_PARENT = 1, EV_SMTP, EV_QUEUE, EV_CONTROL, EV_CTLCONN = 1ULL << 32 };
 constexpr time_t CONTROL_TIMEOUT = 5;    // seconds a control client gets to send its line
 constexpr time_t IMPORT_INTERVAL = 2;    // seconds between looks into offline/
+constexpr size_t IMPORT_BATCH = 4;       // offline files imported per loop turn
+constexpr size_t CONTROL_MAX_CLIENTS = 32;  // control connections at once...
+constexpr size_t CONTROL_MAX_PER_UID = 4;   // ...and per local user
 
 // A laimctl/mailq client on the control socket.
 struct CtlConn {
@@ -47,6 +51,11 @@ struct CtlConn {
 	uid_t uid = 0;
 	std::string in, out;
 	time_t started = 0;
+};
+
+// The smtp process broke the protocol; it is ended (design.md "imsg").
+struct ProtocolError : std::runtime_error {
+	using std::runtime_error::runtime_error;
 };
 
 // One SMTP transaction as the handler sees it, keyed by session id.
@@ -75,6 +84,7 @@ class HandlerServer : public ControlTarget {
 	Instances build_instances(const Config& cfg);
 	void set_smtp_channel(UniqueFd fd);
 	void drop_smtp_channel();
+	void peer_error(const char* what);
 	void smtp_event();
 	void dispatch_smtp(Imsg& m);
 	void reply(uint32_t type, uint32_t session, BackendStatus st);
@@ -107,6 +117,7 @@ class HandlerServer : public ControlTarget {
 	time_t next_import_ = 0;
 	std::map<uint32_t, CtlConn> ctl_;
 	uint32_t next_ctl_ = 1;
+	time_t control_paused_until_ = 0;  // listener unwatched after EMFILE
 	uint64_t received_ = 0;
 };
 
@@ -243,7 +254,7 @@ void HandlerServer::on_mail(uint32_t session, ImsgReader& r)
 	uint32_t has_uid, uid;
 	if (!(r.str(t.env.sender) && r.str(t.env.helo) && r.str(t.env.client) && r.u32(has_uid) && r.u32(uid) &&
 	      r.done()))
-		fatalx("malformed MAIL message from the smtp process");
+		throw ProtocolError("malformed MAIL message");
 	if (has_uid)
 		t.env.uid = uid;
 	abort_txn(session);
@@ -263,7 +274,7 @@ void HandlerServer::on_rcpt(uint32_t session, ImsgReader& r)
 {
 	std::string rcpt;
 	if (!(r.str(rcpt) && r.done()))
-		fatalx("malformed RCPT message from the smtp process");
+		throw ProtocolError("malformed RCPT message");
 	auto it = txns_.find(session);
 	if (it == txns_.end()) {
 		reply(IMSG_H_RCPT, session, BackendStatus::Unavailable);
@@ -391,7 +402,10 @@ void HandlerServer::commit_pending()
 	if (clock_gettime(CLOCK_REALTIME, &ts) == 0)
 		now = static_cast<double>(ts.tv_sec) + ts.tv_nsec / 1e9;
 	for (uint32_t session : published) {
-		Txn& t = txns_.at(session);
+		auto it = txns_.find(session);
+		if (it == txns_.end())
+			continue;
+		Txn& t = it->second;
 		if (!synced) {
 			// Already in queue/ and so delivered later, but not durable
 			// yet: the client must not count on it.
@@ -416,14 +430,16 @@ void HandlerServer::dispatch_smtp(Imsg& m)
 	case IMSG_S_RCPT: on_rcpt(m.peerid, r); break;
 	case IMSG_S_DATA:
 		if (!r.done())
-			fatalx("malformed DATA message from the smtp process");
+			throw ProtocolError("malformed DATA message");
 		on_data(m.peerid);
 		break;
 	case IMSG_S_COMMIT: {
 		uint64_t size;
 		if (!(r.u64(size) && r.done()))
-			fatalx("malformed COMMIT message from the smtp process");
+			throw ProtocolError("malformed COMMIT message");
 		auto it = txns_.find(m.peerid);
+		if (std::find(commits_.begin(), commits_.end(), m.peerid) != commits_.end())
+			throw ProtocolError("second COMMIT for one transaction");
 		if (it == txns_.end() || !it->second.file) {
 			reply(IMSG_H_COMMIT, m.peerid, BackendStatus::Unavailable);
 			break;
@@ -434,7 +450,7 @@ void HandlerServer::dispatch_smtp(Imsg& m)
 	}
 	case IMSG_S_ABORT:
 		if (!r.done())
-			fatalx("malformed ABORT message from the smtp process");
+			throw ProtocolError("malformed ABORT message");
 		abort_txn(m.peerid);
 		break;
 	}
@@ -446,12 +462,21 @@ void HandlerServer::smtp_event()
 		Imsg m;
 		ImsgError err = ImsgError::None;
 		switch (smtp_->read(m, &err)) {
-		case ImsgChannel::Read::Message: dispatch_smtp(m); continue;
+		case ImsgChannel::Read::Message:
+			try {
+				dispatch_smtp(m);
+				continue;
+			} catch (const ProtocolError& e) {
+				peer_error(e.what());
+			}
+			break;
 		case ImsgChannel::Read::Again: break;
 		case ImsgChannel::Read::Closed: drop_smtp_channel(); break;
 		case ImsgChannel::Read::Error:
-			log_warnx("smtp channel: %s", err == ImsgError::None ? strerror(errno) : imsg_strerror(err));
-			drop_smtp_channel();
+			if (err == ImsgError::None)
+				drop_smtp_channel();
+			else
+				peer_error(imsg_strerror(err));
 			break;
 		}
 		break;
@@ -459,6 +484,17 @@ void HandlerServer::smtp_event()
 	commit_pending();
 	if (smtp_ && !smtp_->flush())
 		drop_smtp_channel();
+}
+
+// The smtp process sent something it never would unless broken or
+// subverted: its transactions are dropped and the parent is asked to
+// end it (it forks a fresh one, with a fresh channel).
+void HandlerServer::peer_error(const char* what)
+{
+	log_warnx("protocol error from the smtp process: %s; asking the parent to restart it", what);
+	drop_smtp_channel();
+	parent_->compose(IMSG_C_PEER_ERROR, 0, ImsgWriter().str(what).data());
+	parent_->flush();
 }
 
 // SIGHUP, as relayed by the parent (which validated the file already).
@@ -515,12 +551,28 @@ void HandlerServer::control_accept()
 {
 	for (int i = 0; i < 16; i++) {
 		UniqueFd fd(accept4(rt_.control.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-		if (!fd)
+		if (!fd) {
+			if (errno == EMFILE || errno == ENFILE) {
+				// Out of descriptors: stop listening for a moment rather
+				// than spin on a socket that stays readable.
+				log_warn("control socket");
+				epoll_ctl(ep_, EPOLL_CTL_DEL, rt_.control.fd.get(), nullptr);
+				control_paused_until_ = time(nullptr) + 1;
+			}
 			return;
+		}
 		struct ucred cred;
 		socklen_t len = sizeof cred;
 		if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1)
 			continue;
+		// Every local user may connect: bound them all, and each one.
+		size_t mine = 0;
+		for (const auto& [n, c] : ctl_)
+			mine += c.uid == cred.uid;
+		if (ctl_.size() >= CONTROL_MAX_CLIENTS || mine >= CONTROL_MAX_PER_UID) {
+			(void)!write(fd.get(), "ERR too many connections\n", 25);
+			continue;
+		}
 		uint32_t n = next_ctl_++;
 		CtlConn& c = ctl_[n];
 		c.fd = std::move(fd);
@@ -573,6 +625,10 @@ void HandlerServer::control_event(uint32_t n, uint32_t events)
 void HandlerServer::control_expire()
 {
 	time_t now = time(nullptr);
+	if (control_paused_until_ && now >= control_paused_until_) {
+		control_paused_until_ = 0;
+		watch(rt_.control.fd.get(), EV_CONTROL);
+	}
 	for (auto it = ctl_.begin(); it != ctl_.end();)
 		it = now - it->second.started > CONTROL_TIMEOUT ? ctl_.erase(it) : std::next(it);
 }
@@ -633,7 +689,13 @@ void HandlerServer::import_offline(bool force)
 	next_import_ = now + IMPORT_INTERVAL;
 	size_t used = queue_.size() + txns_.size();
 	size_t room = used < cfg_.max_queue_size ? cfg_.max_queue_size - used : 0;
-	for (Envelope& env : import_.run(room, cfg_.data_size_limit, [this](const std::string& r) { return expand(r); })) {
+	// A few files per loop turn, so that a pile of large ones never holds
+	// up SMTP transactions for long; more follow at the next turn.
+	auto imported = import_.run(std::min(room, IMPORT_BATCH), cfg_.data_size_limit,
+				    [this](const std::string& r) { return expand(r); });
+	if (imported.size() == IMPORT_BATCH)
+		next_import_ = now;
+	for (Envelope& env : imported) {
 		queue_.add(env, static_cast<double>(env.arrival));
 		received_++;
 	}

@@ -131,10 +131,14 @@ Result FileHandler::deliver(const Envelope& env, const Message& msg)
 	UniqueFd fd(open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600));
 	if (!fd)
 		return fail("open", errno);
+	// An open file description lock: it conflicts with mail readers'
+	// fcntl locks and, unlike those, also with another delivery thread of
+	// this process appending to the same file.
 	struct flock lk {};
 	lk.l_type = F_WRLCK;
 	lk.l_whence = SEEK_SET;
-	while (fcntl(fd.get(), F_SETLKW, &lk) != 0)
+	lk.l_pid = 0;
+	while (fcntl(fd.get(), F_OFD_SETLKW, &lk) != 0)
 		if (errno != EINTR)
 			return fail("lock", errno);
 	struct stat st;

@@ -51,8 +51,11 @@ void work(std::shared_ptr<Job> job, const Spool* spool, int notify)
 		r = Result::tempfail("unknown exception");
 	}
 	{
+		// An expired job's result was settled by the main thread, which
+		// may be reading it: leave it alone.
 		std::lock_guard<std::mutex> lock(jobs_mutex);
-		job->result = std::move(r);
+		if (!job->expired)
+			job->result = std::move(r);
 		job->finished = true;
 	}
 	uint64_t one = 1;

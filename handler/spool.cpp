@@ -233,12 +233,14 @@ static void make_dir(const std::string& path)
 		return;
 	if (errno != EEXIST)
 		throw_errno("mkdir " + path);
+	// lstat: the spool belongs to the unprivileged user, and root must
+	// never be led through a symbolic link it planted.
 	struct stat st;
-	if (::stat(path.c_str(), &st) < 0)
+	if (::lstat(path.c_str(), &st) < 0)
 		throw_errno("stat " + path);
 	if (!S_ISDIR(st.st_mode)) {
 		errno = ENOTDIR;
-		throw_errno(path);
+		throw_errno(path + " (a symbolic link or not a directory)");
 	}
 }
 

@@ -49,6 +49,7 @@ struct Child {
 
 Runtime rt;
 Child children[2];
+int parent_ep = -1;  // the supervision loop's epoll: signals and child channels
 UniqueFd sibling_end[2];  // the smtp<->handler end kept for a child not yet forked
 bool shutting_down = false;
 
@@ -134,6 +135,10 @@ void start_child(int which, UniqueFd sib)
 	c.started = time(nullptr);
 	c.restart_at = 0;
 	c.chan = std::make_unique<ImsgChannel>(std::move(mine), imsg_valid_child_to_parent);
+	struct epoll_event ev = {};
+	ev.events = EPOLLIN;
+	ev.data.u64 = static_cast<uint64_t>(which) + 1;
+	epoll_ctl(parent_ep, EPOLL_CTL_ADD, c.chan->fd(), &ev);
 	log_debug("%s process started, pid %d", child_name[which], (int)pid);
 }
 
@@ -282,12 +287,20 @@ void reload()
 // The spool belongs to the unprivileged user. offline/ also admits the
 // setgid laim-drop (group laimdrop): the spool is group-searchable and
 // offline/ group-writable but not readable, sticky like Postfix's maildrop.
+// Root works on these directories through O_NOFOLLOW descriptors only: the
+// user owns them and could have swapped one for a link to /etc.
 void prepare_spool()
 {
+	const std::string& spool = rt.cfg.spool;
+	std::string parent = spool.substr(0, spool.find_last_of('/') + 1);
+	struct stat pst;
+	if (stat(parent.c_str(), &pst) == -1 || pst.st_uid != 0 || (pst.st_mode & (S_IWGRP | S_IWOTH)))
+		fatalx("spool %s: its parent directory %s must be owned by root and not writable by others",
+		       spool.c_str(), parent.c_str());
 	try {
-		Spool::prepare(rt.cfg.spool);
+		Spool::prepare(spool);
 	} catch (const std::exception& e) {
-		fatalx("spool %s: %s", rt.cfg.spool.c_str(), e.what());
+		fatalx("spool %s: %s", spool.c_str(), e.what());
 	}
 	struct group* gr = getgrnam(LAIM_DROP_GROUP);
 	rt.have_drop_group = gr != nullptr;
@@ -299,14 +312,17 @@ void prepare_spool()
 		const char* sub;
 		bool drop;
 		mode_t mode;
-	} dirs[] = {{"", true, 0710}, {"/incoming", false, 0700}, {"/queue", false, 0700},
-		    {"/failed", false, 0700}, {"/offline", true, 01730}};
+	} dirs[] = {{".", true, 0710}, {"incoming", false, 0700}, {"queue", false, 0700},
+		    {"failed", false, 0700}, {"offline", true, 01730}};
+	UniqueFd top(open(spool.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+	if (!top)
+		fatal("spool %s", spool.c_str());
 	for (const auto& d : dirs) {
-		std::string p = rt.cfg.spool + d.sub;
+		UniqueFd fd(openat(top.get(), d.sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
 		gid_t gid = d.drop && gr ? rt.drop_gid : rt.user.gid;
 		mode_t mode = d.drop && gr ? d.mode : 0700;
-		if (chown(p.c_str(), rt.user.uid, gid) == -1 || chmod(p.c_str(), mode) == -1)
-			fatal("spool %s", p.c_str());
+		if (!fd || fchown(fd.get(), rt.user.uid, gid) == -1 || fchmod(fd.get(), mode) == -1)
+			fatal("spool %s/%s", spool.c_str(), d.sub);
 	}
 }
 
@@ -316,24 +332,56 @@ void daemonize()
 		fatal("daemon");
 }
 
-// The supervision loop: signals through a signalfd, child restarts on
-// their back-off timers.
+// A child reports that its sibling broke the imsg protocol: a trusted
+// process that does so is broken or subverted, so it is ended and, like any
+// child that dies, restarted (design.md "imsg").
+void child_event(int which)
+{
+	Child& c = children[which];
+	Imsg m;
+	ImsgError err = ImsgError::None;
+	ImsgChannel::Read r = c.chan ? c.chan->read(m, &err) : ImsgChannel::Read::Closed;
+	if (r == ImsgChannel::Read::Again)
+		return;
+	if (r != ImsgChannel::Read::Message) {
+		if (c.chan)
+			epoll_ctl(parent_ep, EPOLL_CTL_DEL, c.chan->fd(), nullptr);
+		if (r == ImsgChannel::Read::Error && err != ImsgError::None)
+			log_warnx("%s process channel: %s", child_name[which], imsg_strerror(err));
+		return;
+	}
+	ImsgReader rd(m.data);
+	std::string what;
+	if (!(rd.str(what) && rd.done()))
+		what = "(malformed report)";
+	Child& other = children[1 - which];
+	log_warnx("%s process reports a protocol error from the %s process (%s): ending it", child_name[which],
+		  child_name[1 - which], what.c_str());
+	if (other.pid > 0)
+		kill(other.pid, SIGKILL);
+}
+
+// The supervision loop: signals through a signalfd, reports from the
+// children, child restarts on their back-off timers.
 [[noreturn]] void supervise(int sigfd)
 {
-	int ep = epoll_create1(EPOLL_CLOEXEC);
 	struct epoll_event ev = {};
 	ev.events = EPOLLIN;
-	ev.data.fd = sigfd;
-	epoll_ctl(ep, EPOLL_CTL_ADD, sigfd, &ev);
+	ev.data.u64 = 0;
+	epoll_ctl(parent_ep, EPOLL_CTL_ADD, sigfd, &ev);
 	for (;;) {
 		time_t now = time(nullptr);
 		for (int which : {SMTP, HANDLER})
 			if (children[which].pid <= 0 && children[which].restart_at && children[which].restart_at <= now)
 				restart_child(which);
 		struct epoll_event got;
-		int n = epoll_wait(ep, &got, 1, 250);
+		int n = epoll_wait(parent_ep, &got, 1, 250);
 		if (n <= 0)
 			continue;
+		if (got.data.u64 != 0) {
+			child_event(static_cast<int>(got.data.u64) - 1);
+			continue;
+		}
 		struct signalfd_siginfo si;
 		while (read(sigfd, &si, sizeof si) == sizeof si) {
 			switch (si.ssi_signo) {
@@ -411,6 +459,9 @@ int main(int argc, char* argv[])
 	if (sigfd == -1)
 		fatal("signalfd");
 
+	parent_ep = epoll_create1(EPOLL_CLOEXEC);
+	if (parent_ep == -1)
+		fatal("epoll_create1");
 	auto [s_end, h_end] = seqpacket_pair();
 	start_child(SMTP, std::move(s_end));
 	start_child(HANDLER, std::move(h_end));

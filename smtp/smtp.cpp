@@ -75,6 +75,7 @@ class SmtpServer : public SessionBackend {
 	void close_conn(uint32_t id);
 	void set_handler_channel(UniqueFd fd);
 	void handler_gone();
+	void peer_error(const char* what);
 	void handler_event();
 	void dispatch_handler(Imsg& m);
 	void parent_event();
@@ -154,6 +155,16 @@ void SmtpServer::handler_gone()
 		uint32_t id = (it++)->first;
 		update(id);
 	}
+}
+
+// Between trusted processes a protocol error ends the offender (design.md):
+// the handler's channel is dropped and the parent asked to restart it.
+void SmtpServer::peer_error(const char* what)
+{
+	log_warnx("protocol error from the handler process: %s; asking the parent to restart it", what);
+	handler_gone();
+	parent_->compose(IMSG_C_PEER_ERROR, 0, ImsgWriter().str(what).data());
+	parent_->flush();
 }
 
 bool SmtpServer::to_handler(uint32_t type, Session& s, const std::string& payload)
@@ -367,8 +378,10 @@ void SmtpServer::dispatch_handler(Imsg& m)
 	uint32_t st = 0;
 	std::string id, user;
 	bool ok = m.type == IMSG_H_DATA_OK ? r.str(id) && r.str(user) && r.done() : r.u32(st) && r.done();
-	if (!ok || st > static_cast<uint32_t>(BackendStatus::Error))
-		fatalx("malformed message %u from the handler process", m.type);
+	if (!ok || st > static_cast<uint32_t>(BackendStatus::Error)) {
+		peer_error("malformed message from the handler process");
+		return;
+	}
 	if (it == conns_.end()) {
 		// The session is gone: whatever the handler holds for it (a
 		// queue reservation, a spool file) must be let go.
@@ -407,10 +420,7 @@ void SmtpServer::handler_event()
 				handler_gone();
 				return;
 			}
-			// Between trusted processes a protocol error ends the offender:
-			// drop the channel; the parent restarts the handler when it dies.
-			log_warnx("handler channel: %s", imsg_strerror(err));
-			handler_gone();
+			peer_error(imsg_strerror(err));
 			return;
 		}
 	}

@@ -207,6 +207,8 @@ START_TEST(protocol_validators_separate_peers)
 	ck_assert(imsg_valid_handler_to_smtp(IMSG_H_DATA_OK).with_fd);
 	ck_assert(!imsg_valid_smtp_to_handler(IMSG_S_COMMIT).with_fd);
 	ck_assert(!imsg_valid_child_to_parent(IMSG_S_MAIL).known);
+	ck_assert(imsg_valid_child_to_parent(IMSG_C_PEER_ERROR).known);
+	ck_assert(!imsg_valid_smtp_to_handler(IMSG_C_PEER_ERROR).known);
 }
 END_TEST
 

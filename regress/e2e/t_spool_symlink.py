@@ -1,0 +1,38 @@
+# The spool belongs to the unprivileged user, so root must never follow a
+# link planted there: with spool/failed replaced by a symbolic link to a
+# root-owned directory, laimd refuses to start and the directory keeps its
+# owner and mode.
+import sys
+sys.dont_write_bytecode = True
+import os
+import subprocess
+from harness import *
+
+
+def main():
+	d = Laimd()
+	target = os.path.join(d.dir, "precious")
+	os.mkdir(target, 0o755)
+	os.makedirs(os.path.join(d.spool, "queue"))
+	os.symlink(target, os.path.join(d.spool, "failed"))
+	d.write_config()
+	r = subprocess.run([d.laimd, "-d", "-f", d.confpath], stdin=subprocess.DEVNULL,
+			   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
+	out = r.stdout.decode(errors="replace")
+	check(r.returncode != 0, "laimd started on a spool holding a symbolic link:\n%s" % out)
+	check("failed" in out and "symbolic link" in out, "no clear error naming spool/failed:\n%s" % out)
+	st = os.lstat(target)
+	check_eq((st.st_uid, st.st_gid, st.st_mode & 0o7777), (0, 0, 0o755), "owner and mode of the link's target")
+
+	# The same for the spool's own parent: writable by others, refused.
+	os.unlink(os.path.join(d.spool, "failed"))
+	os.chmod(d.dir, 0o777)
+	r = subprocess.run([d.laimd, "-d", "-f", d.confpath], stdin=subprocess.DEVNULL,
+			   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
+	out = r.stdout.decode(errors="replace")
+	check(r.returncode != 0 and "parent directory" in out,
+	      "laimd accepted a spool in a directory writable by others:\n%s" % out)
+	os.chmod(d.dir, 0o755)
+
+
+run(main)
