@@ -75,23 +75,27 @@ def laimd_path():
 	return path
 
 
-def ensure_user():
-	"""Creates the system user the daemon drops to, when missing. Two
+def _ensure_account(name, useradd_args):
+	"""The passwd entry of name, created with useradd when missing. Two
 	cases may start together, so a useradd that loses the race for
 	/etc/passwd's lock is retried."""
 	out = b""
 	for _ in range(10):
 		try:
-			return pwd.getpwnam(TEST_USER)
+			return pwd.getpwnam(name)
 		except KeyError:
 			pass
-		r = subprocess.run(["useradd", "--system", "--no-create-home",
-				    "--shell", "/usr/sbin/nologin", TEST_USER],
+		r = subprocess.run(["useradd"] + useradd_args + [name],
 				   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 		out = r.stdout
 		if r.returncode != 0:
 			time.sleep(0.3)
-	raise Fail("cannot create user %s: %s" % (TEST_USER, out.decode(errors="replace")))
+	raise Fail("cannot create user %s: %s" % (name, out.decode(errors="replace")))
+
+
+def ensure_user():
+	"""The system user the daemon drops to."""
+	return _ensure_account(TEST_USER, ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin"])
 
 
 def test_ids():
@@ -880,21 +884,8 @@ def drop_gid():
 
 
 def local_user():
-	"""LOCAL_USER, an ordinary login user with a home and a GECOS name,
-	created when missing (retried like ensure_user)."""
-	out = b""
-	for _ in range(10):
-		try:
-			return pwd.getpwnam(LOCAL_USER)
-		except KeyError:
-			pass
-		r = subprocess.run(["useradd", "--create-home", "--comment", LOCAL_GECOS,
-				    "--shell", "/bin/sh", LOCAL_USER],
-				   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-		out = r.stdout
-		if r.returncode != 0:
-			time.sleep(0.3)
-	raise Fail("cannot create user %s: %s" % (LOCAL_USER, out.decode(errors="replace")))
+	"""LOCAL_USER, an ordinary login user with a home and a GECOS name."""
+	return _ensure_account(LOCAL_USER, ["--create-home", "--comment", LOCAL_GECOS, "--shell", "/bin/sh"])
 
 
 class Run:

@@ -15,37 +15,6 @@ def unix_transaction(sock, tag):
 	return qid
 
 
-def as_test_user(d, fn):
-	"""Runs fn() in a child process with the test user's uid and gid;
-	returns what it printed, failing when it failed."""
-	r, w = os.pipe()
-	pid = os.fork()
-	if pid == 0:
-		code = 1
-		try:
-			os.close(r)
-			os.setgroups([])
-			os.setgid(d.gid)
-			os.setuid(d.uid)
-			os.write(w, str(fn()).encode())
-			code = 0
-		except BaseException as e:
-			os.write(w, ("error: %r" % e).encode())
-		finally:
-			os._exit(code)
-	os.close(w)
-	out = b""
-	while True:
-		chunk = os.read(r, 4096)
-		if not chunk:
-			break
-		out += chunk
-	os.close(r)
-	_, status = os.waitpid(pid, 0)
-	check(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "as %s: %s" % (TEST_USER, out.decode()))
-	return out.decode()
-
-
 def received_of(d, qid):
 	for m in maildir_messages(d.maildir):
 		received = split_delivered(m)[2]
@@ -66,7 +35,7 @@ def main():
 	st = os.stat(sock)
 	check(stat.S_ISSOCK(st.st_mode), "%s is not a socket" % sock)
 	qroot = unix_transaction(sock, "unix root")
-	quser = as_test_user(d, lambda: unix_transaction(sock, "unix user"))
+	quser = as_user(pwd.getpwnam(TEST_USER), lambda: unix_transaction(sock, "unix user"))
 	check(re.fullmatch(QID_RE, quser), "transaction as %s: %r" % (TEST_USER, quser))
 
 	for q in (q4, q6, qroot, quser):
