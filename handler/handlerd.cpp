@@ -3,7 +3,6 @@
 #include "config.h"
 
 #include <fcntl.h>
-#include <pwd.h>
 #include <strings.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -21,6 +20,7 @@
 #include <system_error>
 
 #include "common/aliases.h"
+#include "common/hostname.h"
 #include "common/log.h"
 #include "common/proto.h"
 #include "common/sandbox.h"
@@ -135,10 +135,8 @@ HandlerServer::HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp)
 	if (rt.control.fd)
 		watch(rt.control.fd.get(), EV_CONTROL);
 	local_domains_ = {rt.hostname, "localhost", "localhost.localdomain"};
-	std::ifstream mailname("/etc/mailname");
-	std::string line;
-	if (mailname && std::getline(mailname, line) && !line.empty())
-		local_domains_.push_back(line);
+	if (std::string m = read_mailname("/etc/mailname"); !m.empty())
+		local_domains_.push_back(m);
 	reload_aliases();
 	size_t n = spool_.clean_incoming();
 	if (n)
@@ -332,13 +330,7 @@ void HandlerServer::on_data(uint32_t session)
 		int dup = fcntl(t.file.get(), F_DUPFD_CLOEXEC, 0);
 		if (dup == -1 || t.header_len < 0)
 			throw std::system_error(errno, std::generic_category(), "duplicating the spool fd");
-		std::string user;
-		if (t.env.uid) {
-			struct passwd pw, *res = nullptr;
-			char buf[4096];
-			if (getpwuid_r(*t.env.uid, &pw, buf, sizeof buf, &res) == 0 && res)
-				user = pw.pw_name;
-		}
+		std::string user = t.env.uid ? login_name(*t.env.uid) : "";
 		smtp_->compose(IMSG_H_DATA_OK, session, ImsgWriter().str(t.env.id).str(user).data(), dup);
 	} catch (const std::exception& e) {
 		log_warnx("cannot create a spool file: %s", e.what());

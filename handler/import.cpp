@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <pwd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,6 +13,7 @@
 #include <system_error>
 
 #include "common/address.h"
+#include "common/hostname.h"
 #include "common/log.h"
 #include "common/offline.h"
 
@@ -31,15 +31,6 @@ struct Mapping {
 			munmap(p, len);
 	}
 };
-
-std::string login_name(uid_t uid)
-{
-	struct passwd pw, *res = nullptr;
-	char buf[4096];
-	if (getpwuid_r(uid, &pw, buf, sizeof buf, &res) != 0 || !res)
-		return "";
-	return pw.pw_name;
-}
 
 // "Sun, 22 Nov 2026 02:24:26 +0000" for the Received: header.
 std::string rfc5322_now()

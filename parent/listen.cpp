@@ -1,6 +1,5 @@
 // The parent's privileged setup: sockets bound as root, the host name.
 #include <arpa/inet.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -9,8 +8,8 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 
+#include "common/hostname.h"
 #include "common/log.h"
 #include "parent/parent.h"
 
@@ -104,24 +103,8 @@ std::string resolve_hostname(const Config& cfg)
 {
 	if (!cfg.hostname.empty())
 		return cfg.hostname;
-	std::ifstream mailname("/etc/mailname");
-	std::string line;
-	if (mailname && std::getline(mailname, line) && !line.empty() &&
-	    line.find_first_of(" \t\r") == std::string::npos)
-		return line;
-	char host[256] = {};
-	if (gethostname(host, sizeof host - 1) == -1)
-		fatal("gethostname");
-	struct addrinfo hints = {}, *res = nullptr;
-	hints.ai_flags = AI_CANONNAME;
-	hints.ai_family = AF_UNSPEC;
-	std::string fqdn = host;
-	if (getaddrinfo(host, nullptr, &hints, &res) == 0) {
-		if (res && res->ai_canonname && strchr(res->ai_canonname, '.'))
-			fqdn = res->ai_canonname;
-		freeaddrinfo(res);
-	}
-	return fqdn;
+	std::string name = read_mailname("/etc/mailname");
+	return name.empty() ? host_fqdn() : name;
 }
 
 }  // namespace laim

@@ -3,17 +3,16 @@
 // comments, quoted local parts), and the checks every address passes
 // before it goes into an SMTP command or an offline file.
 #include <gmime/gmime.h>
-#include <netdb.h>
 #include <sysexits.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <climits>
-#include <fstream>
 #include <memory>
 #include <mutex>
 
 #include "common/address.h"
+#include "common/hostname.h"
 #include "sendmail/sendmail.h"
 
 namespace laim::sendmail {
@@ -36,26 +35,6 @@ std::string_view trim(std::string_view s)
 
 // The host's fully qualified name: gethostname, made canonical through
 // the resolver (AI_CANONNAME), as sendmail and Postfix do.
-std::string fqdn()
-{
-	char host[HOST_NAME_MAX + 1] = {};
-	if (gethostname(host, sizeof host - 1) == -1 || host[0] == '\0')
-		return "localhost";
-	std::string name = host;
-	if (name.find('.') != std::string::npos)
-		return name;
-	addrinfo hints{};
-	hints.ai_flags = AI_CANONNAME;
-	hints.ai_socktype = SOCK_STREAM;
-	addrinfo* res = nullptr;
-	if (getaddrinfo(host, nullptr, &hints, &res) == 0 && res) {
-		if (res->ai_canonname && valid_domain(res->ai_canonname, false))
-			name = res->ai_canonname;
-		freeaddrinfo(res);
-	}
-	return name;
-}
-
 // Appends every mailbox of list (recursing into groups) to addrs.
 void flatten(InternetAddressList* list, std::vector<std::string>& addrs)
 {
@@ -124,14 +103,8 @@ void gmime_init_once()
 std::string mailname()
 {
 	const char* env = getenv("LAIM_MAILNAME");
-	std::ifstream f(env && *env ? env : "/etc/mailname");
-	std::string line;
-	if (f && std::getline(f, line)) {
-		std::string_view name = trim(line);
-		if (valid_domain(name, true))
-			return std::string(name);
-	}
-	return fqdn();
+	std::string name = read_mailname(env && *env ? env : "/etc/mailname");
+	return name.empty() ? host_fqdn() : name;
 }
 
 std::string qualify(std::string_view addr, std::string_view domain)

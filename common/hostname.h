@@ -1,0 +1,22 @@
+// Names of this host and of its users, looked up once at start (never in
+// the mail path, where laim does no DNS).
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+namespace laim {
+
+// The first line of a mailname file (/etc/mailname), trimmed, when it is a
+// valid domain; "" when the file is missing or holds something else.
+std::string read_mailname(const char* path);
+
+// The host's fully qualified name: gethostname(), canonicalized through
+// the resolver only when it has no dot; "localhost" when there is none.
+std::string host_fqdn();
+
+// The login name of uid, or "" when no user has it.
+std::string login_name(uid_t uid);
+
+}  // namespace laim
