@@ -1,5 +1,5 @@
 # A large message streams through sendmail: a 24 MiB message (8-bit
-# bytes, a 990-octet line, lone "." lines under -i) is delivered byte for
+# bytes, a 1 MiB line, lone "." lines under -i) is delivered byte for
 # byte, and sendmail's peak memory is not more than 4 MiB above what it
 # takes for a three-line message (it holds a few MiB, never the message).
 import sys
@@ -20,7 +20,7 @@ PEAK = ("import resource, subprocess, sys\n"
 
 
 def big_message():
-	chunk = (b"caf\xc3\xa9 \xff " + b"z" * 60 + b"\n") * 1000 + b".\n" + b"L" * 990 + b"\n"
+	chunk = (b"caf\xc3\xa9 \xff " + b"z" * 60 + b"\n") * 1000 + b".\n" + b"L" * (1 << 20) + b"\n"
 	body = chunk * (SIZE // len(chunk) + 1)
 	return b"Subject: large\nTo: root\n\n" + body
 

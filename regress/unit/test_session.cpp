@@ -953,6 +953,15 @@ START_TEST(test_data_line_length)
 		ck_assert_int_eq(h.be.count("abort"), 1);
 		ck_assert_int_eq(h.be.count("commit"), 0);
 	}
+	{
+		// The unix socket (sendmail) takes long lines as they are.
+		Harness h({"local", 1000, "alice"});
+		h.start();
+		h.envelope();
+		std::string big(300000, 'z');
+		expect_eq(send_data(h, big + "\r\nnext\r\n.\r\n", 4096).substr(0, 4), "250 ");
+		ck_assert(h.be.spool_content().ends_with("\r\n" + big + "\r\nnext\r\n"));
+	}
 }
 END_TEST
 
