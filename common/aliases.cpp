@@ -195,13 +195,16 @@ class Aliases::Loader {
 	std::unordered_map<std::string, uint32_t> first_line_;  // every name seen, valid or not
 	std::unordered_map<std::string, uint32_t> file_index_;
 	std::vector<std::string> include_stack_;
+	bool root_owned_ = false;  // of the file read_file read last
 };
 
 uint32_t Aliases::Loader::add_file(const std::string& path)
 {
 	auto [it, added] = file_index_.emplace(path, uint32_t(a_.files_.size()));
-	if (added)
+	if (added) {
 		a_.files_.push_back(path);
+		a_.root_owned_.push_back(false);
+	}
 	return it->second;
 }
 
@@ -231,6 +234,7 @@ Aliases::Loader::Read Aliases::Loader::read_file(const std::string& path, std::s
 		why = "not a regular file";
 		return Read::Failed;
 	}
+	root_owned_ = st.st_uid == 0 && (st.st_mode & (S_IWGRP | S_IWOTH)) == 0;
 	size_t limit = std::min(ALIASES_MAX_FILE, ALIASES_MAX_TOTAL - total_);
 	text.clear();
 	char buf[65536];
@@ -270,6 +274,7 @@ void Aliases::Loader::load_main(const std::string& path)
 			errors_->push_back(path + ": " + why);
 		return;
 	}
+	a_.root_owned_[file] = root_owned_;
 	LineReader lines(text);
 	std::string_view line;
 	while (lines.next(line)) {
@@ -389,15 +394,17 @@ void Aliases::Loader::add_target(std::string_view t, uint32_t file, uint32_t lin
 	target.line = line;
 	if (inner.starts_with('|')) {
 		target.kind = Target::Kind::Command;
+		target.text = inner;
 	} else if (inner.starts_with('/')) {
 		target.kind = Target::Kind::File;
+		target.text = inner;
 	} else if (inner.size() >= 9 && strncasecmp(inner.c_str(), ":include:", 9) == 0) {
 		include(trim(std::string_view(inner).substr(9)), file, line, depth);
 		return;
 	} else if (t.front() == '\\') {
 		// sendmail's "\user": deliver to the user, do not look it up again.
 		std::string_view user = t.substr(1);
-		if (user.empty() || !valid_local(user)) {
+		if (user.empty() || !valid_local(user) || alias_delivery(user)) {
 			error(file, line, "invalid target " + shown(t));
 			return;
 		}
@@ -447,6 +454,7 @@ void Aliases::Loader::include(std::string_view path_sv, uint32_t file, uint32_t 
 		return;
 	}
 	uint32_t inc = add_file(path);
+	a_.root_owned_[inc] = root_owned_;
 	include_stack_.push_back(path);
 	LineReader lines(text);
 	std::string_view l;
@@ -504,6 +512,7 @@ const Aliases::Entry* Aliases::find(const std::string& key) const
 // The state of one expansion: the result, what is already in it, and the
 // names on the current path (a loop) or expanded already (nothing new).
 struct Aliases::Walk {
+	AliasPermit permit;
 	Expansion out;
 	std::unordered_set<std::string> addresses;
 	std::unordered_set<std::string> refused;
@@ -531,6 +540,28 @@ struct Aliases::Walk {
 	}
 };
 
+// A command or file target: a recipient when permitted and listed by a
+// file only root can change (the command runs, the file is written, as
+// the laim user); else refused with where it is and why.
+void Aliases::deliver_to(const Entry& e, const Target& t, Walk& w) const
+{
+	bool command = t.kind == Target::Kind::Command;
+	const char* why = nullptr;
+	if (!(command ? w.permit.commands : w.permit.files))
+		why = command ? "delivery to a command is not enabled (alias_commands)"
+			      : "delivery to a file is not enabled (alias_files)";
+	else if (!root_owned_[t.file])
+		why = "the file is not root's, or others may write it";
+	if (why == nullptr) {
+		w.add(t.text, t.text);
+		return;
+	}
+	std::string where = t.text + " (alias " + e.name + ", " + files_[t.file] + ":" + std::to_string(t.line) +
+			    "): " + why;
+	if (w.refused.insert(where).second)
+		w.out.refused.push_back(std::move(where));
+}
+
 // Depth-first expansion of entry e (lookup key `key`, on w.path). A name
 // met twice off the path is not expanded again: its addresses are in.
 void Aliases::walk(const Entry& e, const std::string& key, Walk& w) const
@@ -540,14 +571,9 @@ void Aliases::walk(const Entry& e, const std::string& key, Walk& w) const
 			return;
 		switch (t.kind) {
 		case Target::Kind::Command:
-		case Target::Kind::File: {
-			std::string why = t.text + " (alias " + e.name + ", " + files_[t.file] + ":" +
-					  std::to_string(t.line) + "): delivery to a " +
-					  (t.kind == Target::Kind::Command ? "command" : "file") + " is not enabled";
-			if (w.refused.insert(why).second)
-				w.out.refused.push_back(std::move(why));
+		case Target::Kind::File:
+			deliver_to(e, t, w);
 			break;
-		}
 		case Target::Kind::Address:
 			w.add(t.text, address_key(t.text));
 			break;
@@ -584,7 +610,7 @@ void Aliases::walk(const Entry& e, const std::string& key, Walk& w) const
 	}
 }
 
-Aliases::Expansion Aliases::expand(std::string_view local) const
+Aliases::Expansion Aliases::expand(std::string_view local, AliasPermit permit) const
 {
 	std::string key = name_key(local);
 	const Entry* e = find(key);
@@ -594,6 +620,7 @@ Aliases::Expansion Aliases::expand(std::string_view local) const
 		return x;
 	}
 	Walk w;
+	w.permit = permit;
 	w.expanded.insert(key);
 	w.path.push_back(key);
 	walk(*e, key, w);

@@ -15,10 +15,14 @@
 //   local@domain            an address, kept as written
 //   :include:/abs/path      the targets listed in that file (one or more
 //                           per line, '#' comments), read when loading
-//   |command, "|command"    delivery to a command: refused
-//   /path/file              delivery to a file: refused
-// Commands and files never become addresses: expand() returns them in
-// Expansion::refused with the reason, and the caller logs them.
+//   |command, "|command"    delivery to a command
+//   /path/file              delivery to a file
+// A command or file is delivered only when the caller permits it (the
+// alias_commands and alias_files keys) and the file that lists it is
+// owned by root and writable by nobody else; expand() then returns it as
+// the recipient "|command" or "/path/file" (which no address accepted
+// from a client may look like: see alias_delivery()). Otherwise it is in
+// Expansion::refused with the reason, and the caller logs it.
 //
 // Used by the handler process (expansion at RCPT time, reloaded on
 // "reload aliases") and by newaliases (check and count).
@@ -40,6 +44,19 @@ constexpr size_t ALIASES_MAX_TOTAL = 64 * 1024 * 1024;
 constexpr int ALIASES_MAX_INCLUDE_DEPTH = 8;
 constexpr size_t ALIASES_MAX_ADDRESSES = 1000;
 constexpr size_t ALIASES_MAX_DEPTH = 20;
+
+// What expansion may produce besides addresses.
+struct AliasPermit {
+	bool commands = false;
+	bool files = false;
+};
+
+// The recipient is an alias delivery ("|command" or "/file"), which only
+// expansion may produce: a client's recipient that looks like one is refused.
+inline bool alias_delivery(std::string_view rcpt)
+{
+	return !rcpt.empty() && (rcpt.front() == '|' || rcpt.front() == '/');
+}
 
 class Aliases {
  public:
@@ -63,7 +80,7 @@ class Aliases {
 	// already on the current expansion path is cut (loop). Expansion stops
 	// at ALIASES_MAX_DEPTH levels and ALIASES_MAX_ADDRESSES addresses
 	// (loop is set then too).
-	Expansion expand(std::string_view local) const;
+	Expansion expand(std::string_view local, AliasPermit permit = {}) const;
 
 	// The number of aliases defined by the file (defaults not counted).
 	size_t size() const;
@@ -72,7 +89,7 @@ class Aliases {
 	struct Target {
 		enum class Kind { Name, Local, Address, Command, File };
 		Kind kind = Kind::Name;
-		std::string text;  // as written (Local: without the backslash)
+		std::string text;  // as written (Local: without the backslash; Command, File: unquoted)
 		std::string key;   // Name: the lookup key
 		uint32_t file = 0;  // index in files_, for messages
 		uint32_t line = 0;
@@ -86,9 +103,11 @@ class Aliases {
 
 	const Entry* find(const std::string& key) const;
 	void walk(const Entry& e, const std::string& key, Walk& w) const;
+	void deliver_to(const Entry& e, const Target& t, Walk& w) const;
 
 	std::unordered_map<std::string, Entry> table_;  // by lookup key
 	std::vector<std::string> files_;                 // paths read, for messages
+	std::vector<bool> root_owned_;                   // per file: root's, not writable by others
 };
 
 }  // namespace laim

@@ -697,6 +697,10 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 		cfg_.spool = path(n, name);
 	} else if (name == "aliases") {
 		cfg_.aliases = path(n, name);
+	} else if (name == "alias_commands") {
+		cfg_.alias_commands = boolean(n, name);
+	} else if (name == "alias_files") {
+		cfg_.alias_files = boolean(n, name);
 	} else if (name == "max_sessions") {
 		set_integer(&cfg_.max_sessions, n, name, 1);
 	} else if (name == "greeting_delay") {

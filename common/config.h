@@ -73,6 +73,8 @@ struct Config {
 	bool enable_smtputf8 = true;
 	std::string spool;    // default LAIM_SPOOL_DIR
 	std::string aliases = "/etc/aliases";
+	bool alias_commands = false;  // deliver "|command" targets of root's aliases files
+	bool alias_files = false;     // deliver "/file" targets of root's aliases files
 	uint32_t max_sessions = 100;
 	uint32_t greeting_delay = 0;       // milliseconds before the 220 (pregreet check)
 	uint32_t retry_initial = 60;       // seconds before the first retry

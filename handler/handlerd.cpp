@@ -24,6 +24,7 @@
 #include "common/log.h"
 #include "common/proto.h"
 #include "common/sandbox.h"
+#include "handler/alias_delivery.h"
 #include "handler/control.h"
 #include "handler/handlerd.h"
 #include "handler/import.h"
@@ -175,10 +176,14 @@ bool HandlerServer::is_local(const std::string& rcpt) const
 // address without an alias stays as it was given.
 std::vector<std::string> HandlerServer::expand(const std::string& rcpt)
 {
+	if (alias_delivery(rcpt)) {
+		log_info("recipient <%s> refused: only /etc/aliases may name a command or file", rcpt.c_str());
+		return {};
+	}
 	if (!is_local(rcpt))
 		return {rcpt};
 	std::string local = rcpt.substr(0, rcpt.rfind('@') == std::string::npos ? rcpt.size() : rcpt.rfind('@'));
-	Aliases::Expansion x = aliases_.expand(local);
+	Aliases::Expansion x = aliases_.expand(local, {cfg_.alias_commands, cfg_.alias_files});
 	for (const std::string& r : x.refused)
 		log_warnx("alias %s: target refused: %s", local.c_str(), r.c_str());
 	if (x.loop)
@@ -213,6 +218,17 @@ Instances HandlerServer::build_instances(const Config& cfg)
 		inst->handler = std::move(h);
 		out[name] = inst;
 	}
+	auto builtin = [&out](const char* name, std::unique_ptr<Handler> h) {
+		auto inst = std::make_shared<Instance>();
+		inst->name = name;
+		inst->handler = std::move(h);
+		inst->one_per_call = true;
+		out[name] = inst;
+	};
+	if (cfg.alias_commands)
+		builtin(ALIAS_COMMAND_INSTANCE, alias_command_handler(cfg.user, cfg.delivery_timeout));
+	if (cfg.alias_files)
+		builtin(ALIAS_FILE_INSTANCE, alias_file_handler());
 	return out;
 }
 

@@ -116,7 +116,9 @@ void Queue::load_spool()
 }
 
 // Starts the deliveries of one message: its recipients grouped by handler
-// instance, skipping what is done. Waits while a needed instance is busy.
+// instance (one at a time for a one_per_call instance), skipping what is
+// done; finalizes it when nothing is left. Waits while a needed instance
+// is busy.
 void Queue::dispatch(Entry& e)
 {
 	std::map<std::string, std::vector<std::string>> groups;
@@ -130,14 +132,19 @@ void Queue::dispatch(Entry& e)
 			}
 			continue;
 		}
-		for (const std::string& name : r->handlers)
-			if (!e.done.count({name, rcpt}))
+		for (const std::string& name : r->handlers) {
+			auto inst = instances_.find(name);
+			bool one = inst != instances_.end() && inst->second->one_per_call;
+			if (!e.done.count({name, rcpt}) && !(one && groups.count(name)))
 				groups[name].push_back(rcpt);
+		}
 	}
 	if (groups.empty()) {
 		finalize(e.env.id);
 		return;
 	}
+	if (stopped_)
+		return;  // what is left stays queued for the next start
 	for (const auto& [name, rcpts] : groups) {
 		auto it = instances_.find(name);
 		if (it != instances_.end() && it->second->busy)
@@ -274,7 +281,7 @@ void Queue::end_round(const std::string& id)
 {
 	Entry& e = entries_.at(id);
 	if (e.deferred.empty()) {
-		finalize(id);
+		dispatch(e);  // the next recipients of one_per_call instances, or finalize
 		return;
 	}
 	e.attempts++;

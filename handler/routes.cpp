@@ -1,6 +1,9 @@
 // Route matching: which configured route a recipient falls under.
 #include "handler/routes.h"
 
+#include "common/aliases.h"
+#include "handler/alias_delivery.h"
+
 namespace laim {
 
 namespace {
@@ -70,6 +73,10 @@ bool route_matches(std::string_view pattern, std::string_view rcpt)
 
 const Route* route_find(const std::vector<Route>& routes, std::string_view rcpt)
 {
+	static const Route command_route{"|", {ALIAS_COMMAND_INSTANCE}, 0};
+	static const Route file_route{"/", {ALIAS_FILE_INSTANCE}, 0};
+	if (alias_delivery(rcpt))
+		return rcpt.front() == '|' ? &command_route : &file_route;
 	for (const auto& route : routes)
 		if (route_matches(route.match, rcpt))
 			return &route;

@@ -5,7 +5,9 @@
 //   "alerts@*"       that local part at any domain, or without one
 //   "root@host.lan"  exactly that address
 // Domains compare case-insensitively, local parts as written (RFC 5321
-// 2.4), except that "postmaster" matches in any case.
+// 2.4), except that "postmaster" matches in any case. Alias deliveries
+// ("|command", "/file") always go to their built-in instances
+// (alias_delivery.h).
 #pragma once
 
 #include <string_view>

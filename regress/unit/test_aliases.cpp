@@ -1,5 +1,6 @@
 // Unit tests of the aliases table (common/aliases.cpp): the aliases(5)
 // format, :include: files, every error message, and the expansion.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -166,7 +167,7 @@ START_TEST(include_basic)
 			 "last@example.org");
 	// A command from an include names the include's line.
 	ck_assert_uint_eq(x.refused.size(), 1);
-	std::string why = "\"|/usr/bin/archive\" (alias list, " + inc1 + ":6): delivery to a command is not enabled";
+	std::string why = "|/usr/bin/archive (alias list, " + inc1 + ":6): delivery to a command is not enabled (alias_commands)";
 	expect_str(x.refused[0], why);
 	expect_expand(a, "quoted", "deep@example.org");
 }
@@ -398,24 +399,62 @@ START_TEST(expand_refused)
 	expect_str(join(x.addresses), "a@example.org");
 	ck_assert_uint_eq(x.refused.size(), 3);
 	expect_str(x.refused[0],
-			 ("\"|/usr/bin/archive --all\" (alias archive, " + f + ":1): delivery to a command is not enabled")
-			     );
+			 ("|/usr/bin/archive --all (alias archive, " + f + ":1): delivery to a command is not enabled (alias_commands)"));
 	expect_str(x.refused[1],
-			 ("|/bin/true (alias archive, " + f + ":1): delivery to a command is not enabled"));
+			 ("|/bin/true (alias archive, " + f + ":1): delivery to a command is not enabled (alias_commands)"));
 	expect_str(x.refused[2],
-			 ("/var/mail/archive (alias archive, " + f + ":1): delivery to a file is not enabled"));
+			 ("/var/mail/archive (alias archive, " + f + ":1): delivery to a file is not enabled (alias_files)"));
 	ck_assert(!x.loop);
 
 	x = a.expand("/x");
 	ck_assert(x.addresses.empty());
 	ck_assert_uint_eq(x.refused.size(), 1);
 	expect_str(x.refused[0],
-			 ("\"/var/log/quoted file\" (alias /x, " + f + ":2): delivery to a file is not enabled"));
+			 ("/var/log/quoted file (alias /x, " + f + ":2): delivery to a file is not enabled (alias_files)"));
 
 	// Reached twice, refused once.
 	x = a.expand("outer");
 	expect_str(join(x.addresses), "a@example.org");
 	ck_assert_uint_eq(x.refused.size(), 3);
+}
+END_TEST
+
+// With alias_commands and alias_files, commands and files become
+// recipients, but only from files root owns and nobody else may write
+// (the suite runs as root, so the files it writes are root's).
+START_TEST(expand_permitted)
+{
+	std::string inc = put("inc", "\"|/usr/bin/from-include\"\n");
+	Aliases a = load_ok("archive: \"|/usr/bin/archive --all\", /var/mail/archive, :include:" + inc +
+			    ", a@example.org\n");
+	laim::AliasPermit both{true, true};
+	Aliases::Expansion x = a.expand("archive", both);
+	expect_str(join(x.addresses), "|/usr/bin/archive --all,/var/mail/archive,|/usr/bin/from-include,a@example.org");
+	ck_assert(x.refused.empty());
+
+	// One permitted, the other not.
+	x = a.expand("archive", {false, true});
+	expect_str(join(x.addresses), "/var/mail/archive,a@example.org");
+	ck_assert_uint_eq(x.refused.size(), 2);
+
+	// An include others may write gives no command.
+	ck_assert_int_eq(chmod(inc.c_str(), 0664), 0);
+	a = load_ok("archive: \"|/usr/bin/archive\", :include:" + inc + "\n");
+	x = a.expand("archive", both);
+	expect_str(join(x.addresses), "|/usr/bin/archive");
+	ck_assert_uint_eq(x.refused.size(), 1);
+	expect_str(x.refused[0], "|/usr/bin/from-include (alias archive, " + inc +
+					 ":1): the file is not root's, or others may write it");
+
+	// Nor does a file owned by another user.
+	ck_assert_int_eq(chmod(inc.c_str(), 0644), 0);
+	ck_assert_int_eq(chown(inc.c_str(), 65534, 65534), 0);
+	x = Aliases::load(put("aliases", "archive: :include:" + inc + "\n"), nullptr).expand("archive", both);
+	ck_assert(x.addresses.empty());
+	ck_assert_uint_eq(x.refused.size(), 1);
+
+	// "\|cmd" is not a way around it.
+	load_errors("x: \\|/bin/true\n", {"@:1: invalid target '\\|/bin/true'"});
 }
 END_TEST
 
@@ -490,6 +529,7 @@ int main()
 	tcase_add_test(expand, expand_loops);
 	tcase_add_test(expand, expand_defaults);
 	tcase_add_test(expand, expand_refused);
+	tcase_add_test(expand, expand_permitted);
 	tcase_add_test(expand, expand_address_cap);
 	tcase_add_test(expand, expand_depth_cap);
 	suite_add_tcase(s, expand);

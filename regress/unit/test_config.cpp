@@ -95,6 +95,8 @@ static void check_defaults(const Config& c)
 	ck_assert(c.enable_smtputf8);
 	ck_assert_str_eq(c.spool.c_str(), LAIM_SPOOL_DIR);
 	ck_assert_str_eq(c.aliases.c_str(), "/etc/aliases");
+	ck_assert(!c.alias_commands);
+	ck_assert(!c.alias_files);
 	ck_assert_uint_eq(c.max_sessions, 100);
 	ck_assert_uint_eq(c.greeting_delay, 0);
 	ck_assert_uint_eq(c.retry_initial, 60);
@@ -274,6 +276,9 @@ START_TEST(booleans)
 	// The spelling Laim used.
 	ck_assert(!parse_ok("enable_SMTPUTF8: no\n").enable_smtputf8);
 	ck_assert(parse_ok("enable_SMTPUTF8: yes\n").enable_smtputf8);
+	Config both = parse_ok("alias_commands: yes\nalias_files: true\n");
+	ck_assert(both.alias_commands && both.alias_files);
+	ck_assert(!parse_ok("alias_commands: off\n").alias_commands);
 }
 END_TEST
 
@@ -495,6 +500,8 @@ START_TEST(error_wrong_types)
 	    {"timeout", "expected a positive integer"},
 	    {"enable_smtputf8", "expected a boolean (true/false, yes/no, on/off)"},
 	    {"enable_SMTPUTF8", "expected a boolean (true/false, yes/no, on/off)"},
+	    {"alias_commands", "expected a boolean (true/false, yes/no, on/off)"},
+	    {"alias_files", "expected a boolean (true/false, yes/no, on/off)"},
 	    {"max_sessions", "expected a positive integer"},
 	    {"greeting_delay", "expected an integer from 0 to 10000"},
 	    {"retry_initial", "expected a positive integer"},

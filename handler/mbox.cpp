@@ -1,0 +1,152 @@
+// mbox and LF text output for the file handler and alias deliveries.
+#include "handler/mbox.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include "common/fd.h"
+
+namespace laim {
+
+namespace {
+
+// Buffers output to an fd; the first failure sticks and keeps its errno.
+class FdWriter {
+ public:
+	explicit FdWriter(int fd) : fd_(fd) {}
+
+	void put(std::string_view s)
+	{
+		if (buf_.size() + s.size() > kFlushAt)
+			flush();
+		if (s.size() > kFlushAt)
+			write_out(s);
+		else
+			buf_.append(s);
+	}
+	void put(char c) { put(std::string_view(&c, 1)); }
+	bool flush()
+	{
+		write_out(buf_);
+		buf_.clear();
+		return error_ == 0;
+	}
+	int error() const { return error_; }
+
+ private:
+	static constexpr size_t kFlushAt = 64 * 1024;
+
+	void write_out(std::string_view s)
+	{
+		if (error_ == 0 && !write_all(fd_, s))
+			error_ = errno ? errno : EIO;
+	}
+
+	int fd_;
+	int error_ = 0;
+	std::string buf_;
+};
+
+// "Sun Nov 22 10:00:00 2026": the From_ line's date, the message's arrival
+// in asctime(3) format and local time, as every mbox reader expects.
+std::string from_date(time_t t)
+{
+	struct tm tm;
+	char buf[64];
+	if (!localtime_r(&t, &tm) || !asctime_r(&tm, buf))
+		return "Thu Jan  1 00:00:00 1970";
+	std::string s(buf);
+	if (!s.empty() && s.back() == '\n')
+		s.pop_back();
+	return s;
+}
+
+// Writes the message with LF line ends. With mboxrd, a line that is
+// "From " after any number of '>' gets one more '>', so that readers
+// neither split the message there nor lose the original text.
+void put_lines(FdWriter& w, std::string_view raw, bool mboxrd)
+{
+	while (!raw.empty()) {
+		size_t nl = raw.find('\n');
+		std::string_view line = raw.substr(0, nl);
+		raw.remove_prefix(nl == std::string_view::npos ? raw.size() : nl + 1);
+		if (!line.empty() && line.back() == '\r')
+			line.remove_suffix(1);
+		std::string_view rest = line.substr(std::min(line.find_first_not_of('>'), line.size()));
+		if (mboxrd && rest.starts_with("From "))
+			w.put('>');
+		w.put(line);
+		w.put('\n');
+	}
+}
+
+Result fail(const std::string& path, const char* what, int err)
+{
+	return Result::tempfail(path + ": " + what + ": " + strerror(err));
+}
+
+}  // namespace
+
+bool write_lf_text(int fd, std::string_view raw)
+{
+	FdWriter w(fd);
+	put_lines(w, raw, false);
+	if (w.flush())
+		return true;
+	errno = w.error();
+	return false;
+}
+
+Result mbox_deliver(const std::string& path, int extra_flags, const Envelope& env,
+		    const std::vector<std::string>& delivered_to, const Message& msg)
+{
+	UniqueFd fd(open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | extra_flags, 0600));
+	if (!fd)
+		return fail(path, "open", errno);
+	// An open file description lock: it conflicts with mail readers'
+	// fcntl locks and, unlike those, also with another delivery thread of
+	// this process appending to the same file.
+	struct flock lk {};
+	lk.l_type = F_WRLCK;
+	lk.l_whence = SEEK_SET;
+	lk.l_pid = 0;
+	while (fcntl(fd.get(), F_OFD_SETLKW, &lk) != 0)
+		if (errno != EINTR)
+			return fail(path, "lock", errno);
+	struct stat st;
+	if (fstat(fd.get(), &st) != 0)
+		return fail(path, "stat", errno);
+	if (!S_ISREG(st.st_mode))
+		return Result::tempfail(path + ": not a regular file");
+
+	std::string sender = env.sender.empty() ? "MAILER-DAEMON" : env.sender;
+	std::string date = from_date(env.arrival ? env.arrival : time(nullptr));
+	FdWriter w(fd.get());
+	for (const std::string& rcpt : delivered_to) {
+		w.put("From " + sender + " " + date + "\n");
+		w.put("Return-Path: <" + env.sender + ">\n");
+		if (!rcpt.empty())
+			w.put("Delivered-To: " + rcpt + "\n");
+		put_lines(w, msg.raw(), true);  // ends every line, the last one included
+		w.put('\n');
+	}
+	int err = 0;
+	const char* what = "write";
+	if (!w.flush())
+		err = w.error();
+	else if (fsync(fd.get()) != 0)
+		err = errno, what = "fsync";
+	if (err) {
+		(void)!ftruncate(fd.get(), st.st_size);
+		return fail(path, what, err);
+	}
+	return Result::delivered();  // closing the fd releases the lock
+}
+
+}  // namespace laim

@@ -1,0 +1,138 @@
+# "|command" and "/file" targets of /etc/aliases with alias_commands and
+# alias_files set: a command runs as the laim user with the message (LF
+# line ends, Return-Path first) on stdin and SENDER in its environment; a
+# file gets an mbox copy. Exit 75 defers and is retried, another status
+# fails with the command's output as reason; two commands of one alias
+# each run once even when the other is retried; a command past
+# delivery_timeout is killed with its whole session; a /file that is a
+# symbolic link is not followed; a target from an :include: file the
+# root does not own is refused; a client's "|..." recipient gets 550.
+import sys
+sys.dont_write_bytecode = True
+import time
+from harness import *
+from harness import _pgid_members
+
+ALIASES = """# aliases of t_alias_delivery
+tocmd: "|cat > {out}/cmd.msg; printf '%s' \\"$SENDER\\" > {out}/cmd.sender; id -u > {out}/cmd.uid", dave
+tofile: {out}/archive.mbox
+twice: "|echo run >> {out}/twice.count", "|test -e {out}/go || exit 75"
+refuse: "|echo 'no such list here' >&2; exit 67"
+slow: "|echo $$ >> {out}/slow.pid; sleep 60 & sleep 61"
+linked: {out}/link.mbox
+untrusted: :include:{out}/user.inc, erin
+"""
+
+
+def at(name):
+	return "%s@%s" % (name, HOSTNAME)
+
+
+def line_re(qid, target, status):
+	return r"%s: to=<%s>, handler=alias:(?:command|file), status=%s" % (qid, re.escape(target), status)
+
+
+def read(path):
+	with open(path, "rb") as f:
+		return f.read()
+
+
+def main():
+	d = Laimd(alias_commands=True, alias_files=True, delivery_timeout=3)
+	out = d.make_user_dir(os.path.join(d.dir, "out"), 0o755)
+	aliases = d.config["aliases"]
+	with open(aliases, "w") as f:
+		f.write(ALIASES.format(out=out))
+	inc = os.path.join(out, "user.inc")
+	with open(inc, "w") as f:
+		f.write('"|touch %s/untrusted.ran"\n' % out)
+	os.chown(inc, d.uid, d.gid)
+	victim = os.path.join(d.dir, "victim")
+	open(victim, "w").close()
+	os.chown(victim, d.uid, d.gid)
+	os.symlink(victim, os.path.join(out, "link.mbox"))
+	d.start()
+
+	def command():
+		msg = simple_message("to a command")
+		qid = d.send(sender="ops@client.example", rcpts=[at("tocmd")], msg=msg)
+		d.wait_log(r"%s: to=<\|cat > .*>, handler=alias:command, status=delivered" % qid)
+		d.wait_removed(qid)
+		got = read(os.path.join(out, "cmd.msg"))
+		check(got.startswith(b"Return-Path: <ops@client.example>\nReceived: "), "command input starts %r" % got[:80])
+		check(b"\r" not in got, "command input has CR: %r" % got[:200])
+		check(got.endswith(msg.replace(b"\r\n", b"\n")), "command input ends %r" % got[-120:])
+		check_eq(read(os.path.join(out, "cmd.sender")), b"ops@client.example", "SENDER")
+		check_eq(int(read(os.path.join(out, "cmd.uid"))), d.uid, "the command's uid")
+		check(d.delivered_copies(qid).keys() == {"dave"}, "dave's copy: %r" % d.delivered_copies(qid).keys())
+
+	def mbox():
+		qid = d.send(rcpts=[at("tofile")], msg=simple_message("From the archive"))
+		d.wait_log(line_re(qid, out + "/archive.mbox", "delivered"))
+		box = read(os.path.join(out, "archive.mbox"))
+		check(re.match(rb"From sender@client\.example \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\n"
+			       rb"Return-Path: <sender@client\.example>\nReceived: ", box), "mbox copy starts %r" % box[:120])
+		check(b"\r" not in box and box.endswith(b"\n\n"), "mbox copy: %r" % box[-80:])
+
+	def each_once():
+		qid = d.send(rcpts=[at("twice")])
+		d.wait_log(r"%s: to=<\|test -e .*, status=deferred" % qid)
+		d.wait_log(r"%s: to=<\|test -e .*, status=deferred.*attempt=2" % qid, 10)
+		open(os.path.join(out, "go"), "w").close()
+		d.wait_log(r"%s: to=<\|test -e .*, status=delivered" % qid, 10)
+		d.wait_removed(qid)
+		check_eq(read(os.path.join(out, "twice.count")), b"run\n", "runs of the command that succeeded")
+
+	def permanent():
+		qid = d.send(rcpts=[at("refuse")])
+		m = d.wait_log(r"%s: to=<\|echo .*, status=failed \((.*)\)$" % qid)
+		check_eq(m.group(1), "command exited with status 67: no such list here", "reason")
+		d.wait_log(r"%s: moved to failed/" % qid)
+
+	def timeout():
+		qid = d.send(rcpts=[at("slow")])
+		m = d.wait_log(r"%s: to=<\|echo .*>, handler=alias:command, status=deferred.*\((.*)\)$" % qid, 10)
+		check("3s" in m.group(1), "timeout reason: %r" % m.group(1))
+		# The shell led its own session: it and its background sleep are gone.
+		first = int(read(os.path.join(out, "slow.pid")).split()[0])
+		wait_for(lambda: not proc_alive(first) and not _pgid_members(first), 5, "the command's session killed")
+
+	def symlink():
+		qid = d.send(rcpts=[at("linked")])
+		m = d.wait_log(r"%s: to=<%s>, handler=alias:file, status=deferred.*\((.*)\)$" %
+			       (qid, re.escape(out + "/link.mbox")))
+		check("symbolic links" in m.group(1), "reason: %r" % m.group(1))
+		check_eq(read(victim), b"", "the link's target")
+
+	def untrusted():
+		mark = d.mark()
+		qid = d.send(rcpts=[at("untrusted")])
+		d.wait_removed(qid)
+		check(d.search_log(r"alias untrusted: target refused: \|touch .*user\.inc:1\): the file is not root's", mark),
+		      "no refusal line:\n%s" % d.log(mark))
+		check(not os.path.exists(os.path.join(out, "untrusted.ran")), "the untrusted command ran")
+
+	def client_pipe():
+		mark = d.mark()
+		with d.smtp() as c:
+			c.ehlo()
+			c.cmd("MAIL FROM:<a@client.example>", 250)
+			for r in ("|touch@%s" % HOSTNAME, "/tmp/x@%s" % HOSTNAME):
+				check_eq(c.cmd("RCPT TO:<%s>" % r).code, 550, "RCPT TO:<%s>" % r)
+		check(d.search_log(r"recipient <\|touch@.*> refused: only /etc/aliases may name a command", mark),
+		      "no refusal line:\n%s" % d.log(mark))
+
+	run_rows([
+		("|command: the message on stdin, SENDER, the laim uid", command),
+		("/file: an mbox copy", mbox),
+		("two commands of one alias: the one that worked runs once while the other is retried", each_once),
+		("a command's exit 67 fails the recipient with its output", permanent),
+		("a command from a file root does not own is refused", untrusted),
+		("a client's |command or /file recipient gets 550", client_pipe),
+		# These two stay deferred and keep their instance busy: last.
+		("a /file that is a symbolic link is not followed", symlink),
+		("a command past delivery_timeout is killed with its session", timeout),
+	])
+
+
+run(main)
