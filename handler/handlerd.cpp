@@ -202,33 +202,31 @@ void HandlerServer::watch(int fd, uint64_t data, int op)
 		fatal("epoll_ctl");
 }
 
-// Constructs and starts every handler instance; a start() failure is
-// logged and left to show up as delivery failures.
+// Constructs and starts every handler instance, plus the built-in alias
+// delivery instances the config enables; a start() failure is logged and
+// left to show up as delivery failures.
 Instances HandlerServer::build_instances(const Config& cfg)
 {
 	Instances out;
+	auto add = [&out](const std::string& name, std::unique_ptr<Handler> h, bool one_per_call) {
+		auto inst = std::make_shared<Instance>();
+		inst->name = name;
+		inst->handler = std::move(h);
+		inst->one_per_call = one_per_call;
+		out[name] = inst;
+	};
 	for (auto& [name, h] : handlers_create(cfg)) {
 		try {
 			h->start();
 		} catch (const std::exception& e) {
 			log_warnx("handler %s: start failed: %s", name.c_str(), e.what());
 		}
-		auto inst = std::make_shared<Instance>();
-		inst->name = name;
-		inst->handler = std::move(h);
-		out[name] = inst;
+		add(name, std::move(h), false);
 	}
-	auto builtin = [&out](const char* name, std::unique_ptr<Handler> h) {
-		auto inst = std::make_shared<Instance>();
-		inst->name = name;
-		inst->handler = std::move(h);
-		inst->one_per_call = true;
-		out[name] = inst;
-	};
 	if (cfg.alias_commands)
-		builtin(ALIAS_COMMAND_INSTANCE, alias_command_handler(cfg.user, cfg.delivery_timeout));
+		add(ALIAS_COMMAND_INSTANCE, alias_command_handler(cfg.user, cfg.delivery_timeout), true);
 	if (cfg.alias_files)
-		builtin(ALIAS_FILE_INSTANCE, alias_file_handler());
+		add(ALIAS_FILE_INSTANCE, alias_file_handler(), true);
 	return out;
 }
 
