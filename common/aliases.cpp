@@ -195,16 +195,14 @@ class Aliases::Loader {
 	std::unordered_map<std::string, uint32_t> first_line_;  // every name seen, valid or not
 	std::unordered_map<std::string, uint32_t> file_index_;
 	std::vector<std::string> include_stack_;
-	bool root_owned_ = false;  // of the file read_file read last
+	bool root_owned_ = false;  // the file read_file read last: root's, not writable by others
 };
 
 uint32_t Aliases::Loader::add_file(const std::string& path)
 {
 	auto [it, added] = file_index_.emplace(path, uint32_t(a_.files_.size()));
-	if (added) {
+	if (added)
 		a_.files_.push_back(path);
-		a_.root_owned_.push_back(false);
-	}
 	return it->second;
 }
 
@@ -274,7 +272,7 @@ void Aliases::Loader::load_main(const std::string& path)
 			errors_->push_back(path + ": " + why);
 		return;
 	}
-	a_.root_owned_[file] = root_owned_;
+	a_.main_root_owned_ = root_owned_;
 	LineReader lines(text);
 	std::string_view line;
 	while (lines.next(line)) {
@@ -392,6 +390,7 @@ void Aliases::Loader::add_target(std::string_view t, uint32_t file, uint32_t lin
 	target.text = t;
 	target.file = file;
 	target.line = line;
+	target.included = depth > 0;
 	if (inner.starts_with('|')) {
 		target.kind = Target::Kind::Command;
 		target.text = inner;
@@ -454,7 +453,6 @@ void Aliases::Loader::include(std::string_view path_sv, uint32_t file, uint32_t 
 		return;
 	}
 	uint32_t inc = add_file(path);
-	a_.root_owned_[inc] = root_owned_;
 	include_stack_.push_back(path);
 	LineReader lines(text);
 	std::string_view l;
@@ -540,9 +538,9 @@ struct Aliases::Walk {
 	}
 };
 
-// A command or file target: a recipient when permitted and listed by a
-// file only root can change (the command runs, the file is written, as
-// the laim user); else refused with where it is and why.
+// A command or file target: a recipient when permitted and listed by the
+// aliases file itself, which only root can change (the command runs, the
+// file is written, as the laim user); else refused with where and why.
 void Aliases::deliver_to(const Entry& e, const Target& t, Walk& w) const
 {
 	bool command = t.kind == Target::Kind::Command;
@@ -550,8 +548,10 @@ void Aliases::deliver_to(const Entry& e, const Target& t, Walk& w) const
 	if (!(command ? w.permit.commands : w.permit.files))
 		why = command ? "delivery to a command is not enabled (alias_commands)"
 			      : "delivery to a file is not enabled (alias_files)";
-	else if (!root_owned_[t.file])
-		why = "the file is not root's, or others may write it";
+	else if (t.included)
+		why = "only the aliases file itself may name commands and files, not an :include: file";
+	else if (!main_root_owned_)
+		why = "the aliases file is not root's, or others may write it";
 	if (why == nullptr) {
 		w.add(t.text, t.text);
 		return;

@@ -18,11 +18,14 @@
 //   |command, "|command"    delivery to a command
 //   /path/file              delivery to a file
 // A command or file is delivered only when the caller permits it (the
-// alias_commands and alias_files keys) and the file that lists it is
-// owned by root and writable by nobody else; expand() then returns it as
-// the recipient "|command" or "/path/file" (which no address accepted
-// from a client may look like: see alias_delivery()). Otherwise it is in
-// Expansion::refused with the reason, and the caller logs it.
+// alias_commands and alias_files keys) and the aliases file itself lists
+// it, that file being owned by root and writable by nobody else (as with
+// Postfix's default allow_mail_to_commands, :include: files never name
+// one: they may be users' lists, and a path can lead anywhere, /proc
+// included). expand() then returns it as the recipient "|command" or
+// "/path/file" (which no address accepted from a client may look like:
+// see alias_delivery()). Otherwise it is in Expansion::refused with the
+// reason, and the caller logs it.
 //
 // Used by the handler process (expansion at RCPT time, reloaded on
 // "reload aliases") and by newaliases (check and count).
@@ -93,6 +96,7 @@ class Aliases {
 		std::string key;   // Name: the lookup key
 		uint32_t file = 0;  // index in files_, for messages
 		uint32_t line = 0;
+		bool included = false;  // read from an :include: file
 	};
 	struct Entry {
 		std::string name;  // as written, unquoted
@@ -107,7 +111,7 @@ class Aliases {
 
 	std::unordered_map<std::string, Entry> table_;  // by lookup key
 	std::vector<std::string> files_;                 // paths read, for messages
-	std::vector<bool> root_owned_;                   // per file: root's, not writable by others
+	bool main_root_owned_ = false;  // the aliases file: root's, not writable by others
 };
 
 }  // namespace laim

@@ -124,11 +124,7 @@ std::string dispatch(std::string_view req, uid_t uid, ControlTarget& t)
 		t.flush();
 		return "OK\n";
 	}
-	if (req == "reload aliases") {
-		std::string error = t.reload_aliases();
-		return error.empty() ? "OK\n" : err(error);
-	}
-	bool known = req == "show stats" || req == "show failed" || req == "remove" ||
+	bool known = req == "show stats" || req == "show failed" || req == "reload aliases" || req == "remove" ||
 	             req.starts_with("remove ");
 	if (!known)
 		return err("unknown command: " + std::string(req));
@@ -140,6 +136,10 @@ std::string dispatch(std::string_view req, uid_t uid, ControlTarget& t)
 		return show_stats(t);
 	if (req == "show failed")
 		return show_failed(t);
+	if (req == "reload aliases") {
+		std::string error = t.reload_aliases();
+		return error.empty() ? "OK\n" : err(error);
+	}
 	return remove_message(t, req.substr(6));
 }
 

@@ -14,7 +14,7 @@
 //   show stats   "key value" per line
 //
 // uid 0 may do everything; other users may "show queue" (their own
-// messages only), "flush" and "reload aliases". Fields never hold a tab,
+// messages only) and "flush". Fields never hold a tab,
 // CR, LF or other control character: they are replaced by spaces, so no
 // value (a last error quoting a remote reply, say) can forge a line.
 #pragma once

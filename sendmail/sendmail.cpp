@@ -319,7 +319,8 @@ int list_queue()
 	return fflush(stdout) == 0 ? EX_OK : EX_IOERR;
 }
 
-// -bi, newaliases: check the aliases file, then have laimd re-read it.
+// -bi, newaliases: check the aliases file, then have laimd re-read it
+// (which only root may ask).
 int new_aliases()
 {
 	const char* env = getenv("LAIM_ALIASES");
@@ -330,6 +331,11 @@ int new_aliases()
 		fprintf(stderr, "%s: %s\n", progname.c_str(), e.c_str());
 	if (!errors.empty())
 		return EX_DATAERR;
+	if (getuid() != 0) {
+		printf("%s: %zu aliases\n", path.c_str(), aliases.size());
+		fprintf(stderr, "%s: only root can make laimd re-read %s\n", progname.c_str(), path.c_str());
+		return EX_NOPERM;
+	}
 	try {
 		ctl_request(ctl_socket_path(), "reload aliases");
 	} catch (const std::system_error& e) {

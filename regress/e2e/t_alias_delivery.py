@@ -5,8 +5,8 @@
 # fails with the command's output as reason; two commands of one alias
 # each run once even when the other is retried; a command past
 # delivery_timeout is killed with its whole session; a /file that is a
-# symbolic link is not followed; a target from an :include: file the
-# root does not own is refused; a client's "|..." recipient gets 550.
+# symbolic link is not followed; a command from an :include: file is
+# refused, even one root owns; a client's "|..." recipient gets 550.
 import sys
 sys.dont_write_bytecode = True
 import time
@@ -20,7 +20,7 @@ twice: "|echo run >> {out}/twice.count", "|test -e {out}/go || exit 75"
 refuse: "|echo 'no such list here' >&2; exit 67"
 slow: "|echo $$ >> {out}/slow.pid; sleep 60 & sleep 61"
 linked: {out}/link.mbox
-untrusted: :include:{out}/user.inc, erin
+untrusted: :include:{out}/user.inc, :include:{out}/root.inc, erin
 """
 
 
@@ -47,6 +47,8 @@ def main():
 	with open(inc, "w") as f:
 		f.write('"|touch %s/untrusted.ran"\n' % out)
 	os.chown(inc, d.uid, d.gid)
+	with open(os.path.join(out, "root.inc"), "w") as f:
+		f.write('"|touch %s/root-include.ran"\n' % out)
 	victim = os.path.join(d.dir, "victim")
 	open(victim, "w").close()
 	os.chown(victim, d.uid, d.gid)
@@ -108,9 +110,11 @@ def main():
 		mark = d.mark()
 		qid = d.send(rcpts=[at("untrusted")])
 		d.wait_removed(qid)
-		check(d.search_log(r"alias untrusted: target refused: \|touch .*user\.inc:1\): the file is not root's", mark),
-		      "no refusal line:\n%s" % d.log(mark))
-		check(not os.path.exists(os.path.join(out, "untrusted.ran")), "the untrusted command ran")
+		for inc in ("user.inc", "root.inc"):
+			check(d.search_log(r"alias untrusted: target refused: \|touch .*%s:1\): only the aliases file itself"
+					   % re.escape(inc), mark), "no refusal line for %s:\n%s" % (inc, d.log(mark)))
+		check(not os.path.exists(os.path.join(out, "untrusted.ran")), "the user's include ran a command")
+		check(not os.path.exists(os.path.join(out, "root-include.ran")), "root's include ran a command")
 
 	def client_pipe():
 		mark = d.mark()
@@ -127,7 +131,7 @@ def main():
 		("/file: an mbox copy", mbox),
 		("two commands of one alias: the one that worked runs once while the other is retried", each_once),
 		("a command's exit 67 fails the recipient with its output", permanent),
-		("a command from a file root does not own is refused", untrusted),
+		("a command from an :include: file is refused, whoever owns it", untrusted),
 		("a client's |command or /file recipient gets 550", client_pipe),
 		# These two stay deferred and keep their instance busy: last.
 		("a /file that is a symbolic link is not followed", symlink),

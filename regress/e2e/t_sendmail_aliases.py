@@ -2,7 +2,8 @@
 # :include:, the Debian defaults (postmaster -> root, routed as root), a
 # loop cut and logged, |command and /file targets refused and logged while
 # the other targets still get the mail; newaliases reports a broken file
-# as FILE:LINE and exits 65, checks a good one, and makes laimd re-read it.
+# as FILE:LINE and exits 65, checks a good one, and makes laimd re-read it
+# when root runs it (a user gets exit 77).
 import sys
 sys.dont_write_bytecode = True
 from harness import *
@@ -60,8 +61,8 @@ def mail_to(d, alias, expected, maildir=None, handler="inbox"):
 	return mark
 
 
-def newaliases(d, path, argv0="newaliases", args=()):
-	return d.sendmail(list(args), b"", argv0=argv0, env={"LAIM_ALIASES": path})
+def newaliases(d, path, argv0="newaliases", args=(), user=None):
+	return d.sendmail(list(args), b"", argv0=argv0, env={"LAIM_ALIASES": path}, user=user)
 
 
 def main():
@@ -120,6 +121,13 @@ def main():
 		check_ran(r, quiet=False)
 		check(re.search(r"%s: %d aliases" % (re.escape(aliases), COUNT), r.stdout), "sendmail -bi: %r" % r)
 
+	def not_root():
+		r = newaliases(d, aliases, user=local_user())
+		check_eq(r.returncode, 77, "newaliases exit as a user (%r)" % r)
+		check("only root can make laimd re-read" in r.stderr, "newaliases as a user: %r" % r)
+		r = d.laimctl(["reload", "aliases"], user=local_user())
+		check(r.returncode != 0 and "permission denied" in r.stderr, "laimctl reload aliases as a user: %r" % r)
+
 	def daemon_down():
 		d.stop()
 		r = newaliases(d, aliases)
@@ -138,6 +146,7 @@ def main():
 		("a /file target is refused and logged", tofile),
 		("newaliases with a broken file: FILE:LINE on stderr, exit 65", broken_file),
 		("newaliases with a good file: exit 0, laimd uses the changed alias", reload),
+		("newaliases as a user checks the file but may not reload: exit 77", not_root),
 		("newaliases with laimd down: says so, exit 0", daemon_down),
 	])
 

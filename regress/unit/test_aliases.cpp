@@ -420,38 +420,41 @@ START_TEST(expand_refused)
 END_TEST
 
 // With alias_commands and alias_files, commands and files become
-// recipients, but only from files root owns and nobody else may write
-// (the suite runs as root, so the files it writes are root's).
+// recipients, but only when the aliases file itself names them and it is
+// root's and nobody else may write it (the suite runs as root, so the
+// files it writes are root's); an :include: file never names one.
 START_TEST(expand_permitted)
 {
-	std::string inc = put("inc", "\"|/usr/bin/from-include\"\n");
+	std::string inc = put("inc", "\"|/usr/bin/from-include\", /var/log/from-include\n");
 	Aliases a = load_ok("archive: \"|/usr/bin/archive --all\", /var/mail/archive, :include:" + inc +
 			    ", a@example.org\n");
 	laim::AliasPermit both{true, true};
 	Aliases::Expansion x = a.expand("archive", both);
-	expect_str(join(x.addresses), "|/usr/bin/archive --all,/var/mail/archive,|/usr/bin/from-include,a@example.org");
-	ck_assert(x.refused.empty());
+	expect_str(join(x.addresses), "|/usr/bin/archive --all,/var/mail/archive,a@example.org");
+	ck_assert_uint_eq(x.refused.size(), 2);
+	expect_str(x.refused[0], "|/usr/bin/from-include (alias archive, " + inc +
+					 ":1): only the aliases file itself may name commands and files, not an "
+					 ":include: file");
 
 	// One permitted, the other not.
 	x = a.expand("archive", {false, true});
 	expect_str(join(x.addresses), "/var/mail/archive,a@example.org");
-	ck_assert_uint_eq(x.refused.size(), 2);
+	ck_assert_uint_eq(x.refused.size(), 3);
 
-	// An include others may write gives no command.
-	ck_assert_int_eq(chmod(inc.c_str(), 0664), 0);
-	a = load_ok("archive: \"|/usr/bin/archive\", :include:" + inc + "\n");
-	x = a.expand("archive", both);
-	expect_str(join(x.addresses), "|/usr/bin/archive");
+	// An aliases file others may write, or another user's, names none.
+	std::string f = put("aliases", "archive: \"|/usr/bin/archive\", b@example.org\n");
+	ck_assert_int_eq(chmod(f.c_str(), 0664), 0);
+	x = Aliases::load(f, nullptr).expand("archive", both);
+	expect_str(join(x.addresses), "b@example.org");
 	ck_assert_uint_eq(x.refused.size(), 1);
-	expect_str(x.refused[0], "|/usr/bin/from-include (alias archive, " + inc +
-					 ":1): the file is not root's, or others may write it");
-
-	// Nor does a file owned by another user.
-	ck_assert_int_eq(chmod(inc.c_str(), 0644), 0);
-	ck_assert_int_eq(chown(inc.c_str(), 65534, 65534), 0);
-	x = Aliases::load(put("aliases", "archive: :include:" + inc + "\n"), nullptr).expand("archive", both);
-	ck_assert(x.addresses.empty());
+	expect_str(x.refused[0], "|/usr/bin/archive (alias archive, " + f +
+					 ":1): the aliases file is not root's, or others may write it");
+	ck_assert_int_eq(chmod(f.c_str(), 0644), 0);
+	ck_assert_int_eq(chown(f.c_str(), 65534, 65534), 0);
+	x = Aliases::load(f, nullptr).expand("archive", both);
+	expect_str(join(x.addresses), "b@example.org");
 	ck_assert_uint_eq(x.refused.size(), 1);
+	ck_assert_int_eq(chown(f.c_str(), 0, 0), 0);
 
 	// "\|cmd" is not a way around it.
 	load_errors("x: \\|/bin/true\n", {"@:1: invalid target '\\|/bin/true'"});

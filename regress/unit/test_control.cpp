@@ -191,7 +191,10 @@ END_TEST
 START_TEST(test_reload_aliases)
 {
 	FakeTarget t;
-	check_str(control_answer("reload aliases\n", 1000, t).c_str(), "OK\n");
+	check_str(control_answer("reload aliases\n", 0, t).c_str(), "OK\n");
+	// Root only: an error would show other users lines of files they may
+	// not read, and each reload costs the handler a full parse.
+	check_str(control_answer("reload aliases\n", 1000, t).c_str(), "ERR permission denied\n");
 	t.alias_error = "/etc/aliases:3: missing ':'";
 	check_str(control_answer("reload aliases\n", 0, t).c_str(), "ERR /etc/aliases:3: missing ':'\n");
 	// An error text cannot add a line to the answer.
