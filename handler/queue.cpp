@@ -117,8 +117,8 @@ void Queue::load_spool()
 
 // Starts the deliveries of one message: its recipients grouped by handler
 // instance (one at a time for a one_per_call instance), skipping what is
-// done; finalizes it when nothing is left. Waits while a needed instance
-// is busy.
+// done or was tried this round; settles the round when nothing is left to
+// try. Waits while a needed instance is busy.
 void Queue::dispatch(Entry& e)
 {
 	std::map<std::string, std::vector<std::string>> groups;
@@ -135,12 +135,12 @@ void Queue::dispatch(Entry& e)
 		for (const std::string& name : r->handlers) {
 			auto inst = instances_.find(name);
 			bool one = inst != instances_.end() && inst->second->one_per_call;
-			if (!e.done.count({name, rcpt}) && !(one && groups.count(name)))
+			if (!e.done.count({name, rcpt}) && !e.tried.count({name, rcpt}) && !(one && groups.count(name)))
 				groups[name].push_back(rcpt);
 		}
 	}
 	if (groups.empty()) {
-		finalize(e.env.id);
+		settle(e.env.id);
 		return;
 	}
 	if (stopped_)
@@ -152,6 +152,8 @@ void Queue::dispatch(Entry& e)
 	}
 	time_t now = time(nullptr);
 	for (const auto& [name, rcpts] : groups) {
+		for (const std::string& r : rcpts)
+			e.tried.insert({name, r});
 		auto job = std::make_shared<Job>();
 		job->id = e.env.id;
 		job->env = e.env;
@@ -177,7 +179,7 @@ void Queue::dispatch(Entry& e)
 		e.running++;
 	}
 	if (e.running == 0)
-		end_round(e.env.id);
+		dispatch(e);  // nothing started: the rest of the round, or settle it
 }
 
 void Queue::run()
@@ -271,17 +273,18 @@ void Queue::finish_job(const std::shared_ptr<Job>& job)
 		break;
 	}
 	if (--e.running == 0)
-		end_round(job->id);
+		dispatch(e);  // what this round has not tried yet, or settle it
 }
 
-// All jobs of a round are in: done, or retry later with exponential
-// back-off (retry_initial doubling up to retry_max), or give up when the
-// message is older than max_queue_age.
-void Queue::end_round(const std::string& id)
+// A round is over (each pending recipient was tried once): done, or retry
+// later with exponential back-off (retry_initial doubling up to
+// retry_max), or give up when the message is older than max_queue_age.
+void Queue::settle(const std::string& id)
 {
 	Entry& e = entries_.at(id);
+	e.tried.clear();
 	if (e.deferred.empty()) {
-		dispatch(e);  // the next recipients of one_per_call instances, or finalize
+		finalize(id);
 		return;
 	}
 	e.attempts++;

@@ -84,14 +84,15 @@ class Queue {
 		unsigned attempts = 0;
 		time_t next_try = 0;
 		int running = 0;
-		std::set<std::pair<std::string, std::string>> done;  // (instance, rcpt) finished
+		std::set<std::pair<std::string, std::string>> done;   // (instance, rcpt) finished
+		std::set<std::pair<std::string, std::string>> tried;  // (instance, rcpt) tried this round
 		std::vector<std::string> failures;   // permanent failure reasons
 		std::vector<std::shared_ptr<Job>> deferred;  // this round's temporary failures
 		std::string last_error;
 	};
 	void dispatch(Entry& e);
 	void finish_job(const std::shared_ptr<Job>& job);
-	void end_round(const std::string& id);
+	void settle(const std::string& id);
 	void finalize(const std::string& id);
 
 	Spool& spool_;

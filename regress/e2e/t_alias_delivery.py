@@ -3,7 +3,8 @@
 # line ends, Return-Path first) on stdin and SENDER in its environment; a
 # file gets an mbox copy. Exit 75 defers and is retried, another status
 # fails with the command's output as reason; two commands of one alias
-# each run once even when the other is retried; a command past
+# each run once even when the other is retried, and one that keeps
+# deferring does not hold back the next; a command past
 # delivery_timeout is killed with its whole session; a /file that is a
 # symbolic link is not followed; a command from an :include: file is
 # refused, even one root owns; a client's "|..." recipient gets 550.
@@ -18,6 +19,7 @@ tocmd: "|cat > {out}/cmd.msg; printf '%s' \\"$SENDER\\" > {out}/cmd.sender; id -
 tofile: {out}/archive.mbox
 twice: "|echo run >> {out}/twice.count", "|test -e {out}/go || exit 75"
 refuse: "|echo 'no such list here' >&2; exit 67"
+stuck: "|exit 75", "|touch {out}/second.ran"
 slow: "|echo $$ >> {out}/slow.pid; sleep 60 & sleep 61"
 linked: {out}/link.mbox
 untrusted: :include:{out}/user.inc, :include:{out}/root.inc, erin
@@ -85,6 +87,13 @@ def main():
 		d.wait_removed(qid)
 		check_eq(read(os.path.join(out, "twice.count")), b"run\n", "runs of the command that succeeded")
 
+	def not_held_back():
+		qid = d.send(rcpts=[at("stuck")])
+		d.wait_log(r"%s: to=<\|touch .*>, handler=alias:command, status=delivered" % qid)
+		check(os.path.exists(os.path.join(out, "second.ran")), "the second command did not run")
+		m = d.wait_log(r"%s: to=<\|exit 75>, handler=alias:command, status=deferred.*\((.*)\)$" % qid)
+		check_eq(m.group(1), "command exited with status 75", "reason")
+
 	def permanent():
 		qid = d.send(rcpts=[at("refuse")])
 		m = d.wait_log(r"%s: to=<\|echo .*, status=failed \((.*)\)$" % qid)
@@ -130,6 +139,7 @@ def main():
 		("|command: the message on stdin, SENDER, the laim uid", command),
 		("/file: an mbox copy", mbox),
 		("two commands of one alias: the one that worked runs once while the other is retried", each_once),
+		("a command that keeps deferring does not hold back the next one", not_held_back),
 		("a command's exit 67 fails the recipient with its output", permanent),
 		("a command from an :include: file is refused, whoever owns it", untrusted),
 		("a client's |command or /file recipient gets 550", client_pipe),
