@@ -89,10 +89,29 @@ int spawn(const std::string& command, const std::string& user, const Envelope& e
 	return err;
 }
 
+// How a command ended: exited (status from waitpid), killed at the
+// deadline, or lost (it could not be waited for).
+struct Ending {
+	enum class How { Exited, Killed, Lost } how;
+	int status = 0;
+};
+
+// Kills what is left of the command's session, then reaps the shell.
+// Called while the shell is unreaped, so its pid cannot be reused as
+// another process group's id meanwhile.
+int end_session(pid_t pid)
+{
+	kill(-pid, SIGKILL);
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+	}
+	return status;
+}
+
 // Reads the command's output (keeping the first OUTPUT_KEPT bytes) until
-// the shell exits, or kills its whole session at the deadline. Returns
-// the wait status, or -1 when it was killed or cannot be waited for.
-int wait_child(Child& child, time_t deadline, std::string& output)
+// the shell exits or the deadline passes. Either way nothing of its
+// session is left running.
+Ending wait_child(Child& child, time_t deadline, std::string& output)
 {
 	char buf[4096];
 	while (time(nullptr) < deadline) {
@@ -103,17 +122,14 @@ int wait_child(Child& child, time_t deadline, std::string& output)
 			child.output.reset();
 		else if (r > 0 && output.size() < OUTPUT_KEPT)
 			output.append(buf, std::min(size_t(r), OUTPUT_KEPT - output.size()));
-		int status;
-		pid_t w = waitpid(child.pid, &status, WNOHANG);
-		if (w == child.pid)
-			return status;
-		if (w < 0 && errno != EINTR)
-			return -1;
+		siginfo_t si = {};
+		if (waitid(P_PID, static_cast<id_t>(child.pid), &si, WEXITED | WNOHANG | WNOWAIT) != 0 && errno != EINTR)
+			return {Ending::How::Lost};
+		if (si.si_pid == child.pid)
+			return {Ending::How::Exited, end_session(child.pid)};
 	}
-	kill(-child.pid, SIGKILL);
-	while (waitpid(child.pid, nullptr, 0) < 0 && errno == EINTR) {
-	}
-	return -1;
+	end_session(child.pid);
+	return {Ending::How::Killed};
 }
 
 // The first line of what the command printed, for the reason.
@@ -160,9 +176,12 @@ Result CommandDelivery::run(const std::string& command, const Envelope& env, con
 		return Result::tempfail(std::string("command: cannot run /bin/sh: ") + strerror(err));
 	input.reset();
 	std::string output;
-	int status = wait_child(child, time(nullptr) + timeout_, output);
-	if (status == -1)
+	Ending end = wait_child(child, time(nullptr) + timeout_, output);
+	if (end.how == Ending::How::Killed)
 		return Result::tempfail("command still running after " + std::to_string(timeout_) + "s: killed");
+	if (end.how == Ending::How::Lost)
+		return Result::tempfail(std::string("command: waiting for it: ") + strerror(errno));
+	int status = end.status;
 	if (WIFSIGNALED(status))
 		return Result::tempfail("command killed by signal " + std::to_string(WTERMSIG(status)) +
 					first_line(output));
@@ -175,15 +194,14 @@ Result CommandDelivery::run(const std::string& command, const Envelope& env, con
 	return Result::permfail(why);
 }
 
-// "/file": an mbox append that never follows a symbolic link, since a
-// link in a directory others can write would redirect the laim user's
-// write.
+// "/file": an mbox append through no symbolic link, since a link in a
+// directory others can write would redirect the laim user's write.
 class FileDelivery : public Handler {
  public:
 	Result deliver(const Envelope& env, const Message& msg) override
 	{
 		for (const std::string& path : env.recipients) {
-			Result r = mbox_deliver(path, O_NOFOLLOW, env, {""}, msg);
+			Result r = mbox_deliver(path, true, env, {""}, msg);
 			if (r.status != Result::Status::Delivered)
 				return r;
 		}
@@ -195,7 +213,9 @@ class FileDelivery : public Handler {
 
 std::unique_ptr<Handler> alias_command_handler(const std::string& user, unsigned timeout)
 {
-	return std::make_unique<CommandDelivery>(user, timeout);
+	// A second less than the queue's own limit, so the command's end,
+	// not the queue's, decides the outcome.
+	return std::make_unique<CommandDelivery>(user, timeout > 1 ? timeout - 1 : timeout);
 }
 
 std::unique_ptr<Handler> alias_file_handler()

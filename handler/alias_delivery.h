@@ -17,8 +17,9 @@ namespace laim {
 inline constexpr const char* ALIAS_COMMAND_INSTANCE = "alias:command";
 inline constexpr const char* ALIAS_FILE_INSTANCE = "alias:file";
 
-// user: the laim user's name, for LOGNAME and USER; timeout: seconds a
-// command may run before it is killed (delivery_timeout).
+// user: the laim user's name, for LOGNAME and USER; timeout: the queue's
+// delivery_timeout (a command is killed a second before it). When the
+// shell exits, whatever it left running in its session is killed too.
 std::unique_ptr<Handler> alias_command_handler(const std::string& user, unsigned timeout);
 std::unique_ptr<Handler> alias_file_handler();
 

@@ -2,7 +2,9 @@
 #include "handler/mbox.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -91,6 +93,28 @@ Result fail(const std::string& path, const char* what, int err)
 	return Result::tempfail(path + ": " + what + ": " + strerror(err));
 }
 
+// Opens path for appending, creating it 0600. O_NONBLOCK keeps a FIFO put
+// in its place from stalling the delivery thread (the caller refuses
+// anything but a regular file), and is cleared again. With no_symlinks,
+// no component of the path may be a symbolic link (openat2).
+int open_append(const std::string& path, bool no_symlinks)
+{
+	int flags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+	int fd;
+	if (no_symlinks) {
+		struct open_how how {};
+		how.flags = flags;
+		how.mode = 0600;
+		how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+		fd = static_cast<int>(syscall(SYS_openat2, AT_FDCWD, path.c_str(), &how, sizeof how));
+	} else {
+		fd = open(path.c_str(), flags, 0600);
+	}
+	if (fd >= 0)
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	return fd;
+}
+
 }  // namespace
 
 bool write_lf_text(int fd, std::string_view raw)
@@ -103,10 +127,10 @@ bool write_lf_text(int fd, std::string_view raw)
 	return false;
 }
 
-Result mbox_deliver(const std::string& path, int extra_flags, const Envelope& env,
+Result mbox_deliver(const std::string& path, bool no_symlinks, const Envelope& env,
 		    const std::vector<std::string>& delivered_to, const Message& msg)
 {
-	UniqueFd fd(open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | extra_flags, 0600));
+	UniqueFd fd(open_append(path, no_symlinks));
 	if (!fd)
 		return fail(path, "open", errno);
 	// An open file description lock: it conflicts with mail readers'

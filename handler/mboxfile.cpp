@@ -27,7 +27,7 @@ class FileHandler : public Handler {
 
 	Result deliver(const Envelope& env, const Message& msg) override
 	{
-		Result r = mbox_deliver(path_, 0, env, env.recipients, msg);
+		Result r = mbox_deliver(path_, false, env, env.recipients, msg);
 		if (r.status != Result::Status::Delivered)
 			r.reason = "file: " + r.reason;
 		return r;

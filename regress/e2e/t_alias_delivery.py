@@ -5,9 +5,11 @@
 # fails with the command's output as reason; two commands of one alias
 # each run once even when the other is retried, and one that keeps
 # deferring does not hold back the next; a command past
-# delivery_timeout is killed with its whole session; a /file that is a
-# symbolic link is not followed; a command from an :include: file is
-# refused, even one root owns; a client's "|..." recipient gets 550.
+# delivery_timeout is killed with its whole session, as is what one that
+# exits leaves running; a /file reached
+# through a symbolic link, or a FIFO, is refused without blocking; a
+# command from an :include: file is refused, even one root owns; a
+# client's "|..." recipient gets 550.
 import sys
 sys.dont_write_bytecode = True
 import time
@@ -20,8 +22,9 @@ tofile: {out}/archive.mbox
 twice: "|echo run >> {out}/twice.count", "|test -e {out}/go || exit 75"
 refuse: "|echo 'no such list here' >&2; exit 67"
 stuck: "|exit 75", "|touch {out}/second.ran"
+leaves: "|sleep 300 & echo $! > {out}/bg.pid"
 slow: "|echo $$ >> {out}/slow.pid; sleep 60 & sleep 61"
-linked: {out}/link.mbox
+linked: {out}/link.mbox, {out}/linkdir/x.mbox, {out}/fifo.mbox
 untrusted: :include:{out}/user.inc, :include:{out}/root.inc, erin
 """
 
@@ -55,6 +58,10 @@ def main():
 	open(victim, "w").close()
 	os.chown(victim, d.uid, d.gid)
 	os.symlink(victim, os.path.join(out, "link.mbox"))
+	victim_dir = d.make_user_dir(os.path.join(d.dir, "victim.d"))
+	os.symlink(victim_dir, os.path.join(out, "linkdir"))
+	os.mkfifo(os.path.join(out, "fifo.mbox"))
+	os.chown(os.path.join(out, "fifo.mbox"), d.uid, d.gid)
 	d.start()
 
 	def command():
@@ -87,6 +94,12 @@ def main():
 		d.wait_removed(qid)
 		check_eq(read(os.path.join(out, "twice.count")), b"run\n", "runs of the command that succeeded")
 
+	def nothing_left():
+		qid = d.send(rcpts=[at("leaves")])
+		d.wait_log(r"%s: to=<\|sleep 300 .*>, handler=alias:command, status=delivered" % qid)
+		bg = int(read(os.path.join(out, "bg.pid")))
+		wait_for(lambda: not proc_alive(bg), 5, "the background job the command left killed")
+
 	def not_held_back():
 		qid = d.send(rcpts=[at("stuck")])
 		d.wait_log(r"%s: to=<\|touch .*>, handler=alias:command, status=delivered" % qid)
@@ -103,17 +116,21 @@ def main():
 	def timeout():
 		qid = d.send(rcpts=[at("slow")])
 		m = d.wait_log(r"%s: to=<\|echo .*>, handler=alias:command, status=deferred.*\((.*)\)$" % qid, 10)
-		check("3s" in m.group(1), "timeout reason: %r" % m.group(1))
+		check_eq(m.group(1), "command still running after 2s: killed", "timeout reason")
 		# The shell led its own session: it and its background sleep are gone.
 		first = int(read(os.path.join(out, "slow.pid")).split()[0])
 		wait_for(lambda: not proc_alive(first) and not _pgid_members(first), 5, "the command's session killed")
 
 	def symlink():
 		qid = d.send(rcpts=[at("linked")])
-		m = d.wait_log(r"%s: to=<%s>, handler=alias:file, status=deferred.*\((.*)\)$" %
-			       (qid, re.escape(out + "/link.mbox")))
-		check("symbolic links" in m.group(1), "reason: %r" % m.group(1))
+		# A FIFO without a reader fails the non-blocking open (ENXIO).
+		for target, why in (("link.mbox", "symbolic links"), ("linkdir/x.mbox", "symbolic links"),
+				    ("fifo.mbox", "No such device or address")):
+			m = d.wait_log(r"%s: to=<%s>, handler=alias:file, status=deferred.*\((.*)\)$" %
+				       (qid, re.escape(out + "/" + target)))
+			check(why in m.group(1), "reason for %s: %r" % (target, m.group(1)))
 		check_eq(read(victim), b"", "the link's target")
+		check_eq(os.listdir(victim_dir), [], "the linked directory")
 
 	def untrusted():
 		mark = d.mark()
@@ -139,12 +156,13 @@ def main():
 		("|command: the message on stdin, SENDER, the laim uid", command),
 		("/file: an mbox copy", mbox),
 		("two commands of one alias: the one that worked runs once while the other is retried", each_once),
+		("what a command leaves running in its session is killed when it exits", nothing_left),
 		("a command that keeps deferring does not hold back the next one", not_held_back),
 		("a command's exit 67 fails the recipient with its output", permanent),
 		("a command from an :include: file is refused, whoever owns it", untrusted),
 		("a client's |command or /file recipient gets 550", client_pipe),
 		# These two stay deferred and keep their instance busy: last.
-		("a /file that is a symbolic link is not followed", symlink),
+		("a /file through a symbolic link, or a FIFO, is refused", symlink),
 		("a command past delivery_timeout is killed with its session", timeout),
 	])
 
