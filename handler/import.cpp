@@ -84,7 +84,10 @@ bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, con
 	UniqueFd fd(open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
 	struct stat st;
 	if (!fd || fstat(fd.get(), &st) == -1) {
-		refuse(name, std::string("cannot open: ") + strerror(errno));
+		if (errno == ENOENT)
+			return false;  // gone meanwhile
+		if (!postpone(name, "open"))
+			refuse(name, std::string("cannot open: ") + strerror(errno));
 		return false;
 	}
 	std::string user = login_name(st.st_uid);
@@ -100,8 +103,11 @@ bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, con
 	Mapping m;
 	m.len = static_cast<size_t>(st.st_size);
 	m.p = mmap(nullptr, m.len, PROT_READ, MAP_PRIVATE, fd.get(), 0);
-	if (m.p == MAP_FAILED)
-		return refuse(name, std::string("mmap: ") + strerror(errno)), false;
+	if (m.p == MAP_FAILED) {
+		if (!postpone(name, "mmap"))
+			refuse(name, std::string("mmap: ") + strerror(errno));
+		return false;
+	}
 	std::string_view data(static_cast<const char*>(m.p), m.len);
 	OfflineEnvelope oe;
 	size_t hdr;
@@ -154,6 +160,17 @@ bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, con
 		log_warn("%s: imported as %s but not removed (it may be imported twice)", path.c_str(), env.id.c_str());
 	log_info("%s: from=<%s>, size=%zu, nrcpt=%zu, client=local, uid=%u, offline=%s", env.id.c_str(),
 		 env.sender.c_str(), body.size(), env.recipients.size(), (unsigned)st.st_uid, name.c_str());
+	return true;
+}
+
+// A shortage of descriptors or memory (errno) is no fault of the file:
+// it stays in offline/ for a later look. True when that is the case.
+bool OfflineImport::postpone(const std::string& name, const char* what)
+{
+	int err = errno;
+	if (err != EMFILE && err != ENFILE && err != ENOMEM && err != EAGAIN)
+		return false;
+	log_warnx("offline/%s: cannot import now: %s: %s", name.c_str(), what, strerror(err));
 	return true;
 }
 

@@ -30,6 +30,7 @@ class OfflineImport {
  private:
 	bool import_one(const std::string& name, uint64_t size_limit, const Expand& expand, Envelope& out);
 	void refuse(const std::string& name, const std::string& why);
+	bool postpone(const std::string& name, const char* what);
 
 	Spool& spool_;
 	std::string hostname_;
