@@ -23,6 +23,7 @@ struct Job {
 	Result result;
 	bool finished = false;
 	bool expired = false;  // timed out; its result was already accounted for
+	bool late_delivered = false;  // expired, then the call returned delivered
 };
 
 namespace {
@@ -56,6 +57,8 @@ void work(std::shared_ptr<Job> job, const Spool* spool, int notify)
 		std::lock_guard<std::mutex> lock(jobs_mutex);
 		if (!job->expired)
 			job->result = std::move(r);
+		else
+			job->late_delivered = r.status == Result::Status::Delivered;
 		job->finished = true;
 	}
 	uint64_t one = 1;
@@ -236,6 +239,23 @@ void Queue::collect()
 		job->inst->busy = false;
 		if (!job->expired)
 			finish_job(job);
+		else if (job->late_delivered)
+			late_delivery(*job);
+	}
+}
+
+// A call that timed out (counted as deferred) returned delivered after
+// all: its recipients are done, so the retry does not deliver them twice.
+void Queue::late_delivery(const Job& job)
+{
+	auto it = entries_.find(job.id);
+	for (const std::string& r : job.env.recipients) {
+		log_info("%s: to=<%s>, handler=%s, status=delivered, late (after its timeout)%s", job.id.c_str(),
+			 r.c_str(), job.inst->name.c_str(), it == entries_.end() ? ", message no longer queued" : "");
+		count("delivered");
+		count("handler." + job.inst->name + ".delivered");
+		if (it != entries_.end())
+			it->second.done.insert({job.inst->name, r});
 	}
 }
 

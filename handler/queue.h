@@ -93,6 +93,7 @@ class Queue {
 	void dispatch(Entry& e);
 	void finish_job(const std::shared_ptr<Job>& job);
 	void settle(const std::string& id);
+	void late_delivery(const Job& job);
 	void finalize(const std::string& id);
 
 	Spool& spool_;
