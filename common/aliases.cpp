@@ -178,7 +178,7 @@ class Aliases::Loader {
 		size_t errors_at_start = 0;
 	};
 
-	Read read_file(const std::string& path, std::string& text, std::string& why);
+	Read read_file(const std::string& path, std::string& text, std::string& why, bool* root_owned = nullptr);
 	uint32_t add_file(const std::string& path);
 	void error(uint32_t file, uint32_t line, const std::string& what);
 	void name_line(std::string_view line, uint32_t n);
@@ -195,7 +195,6 @@ class Aliases::Loader {
 	std::unordered_map<std::string, uint32_t> first_line_;  // every name seen, valid or not
 	std::unordered_map<std::string, uint32_t> file_index_;
 	std::vector<std::string> include_stack_;
-	bool root_owned_ = false;  // the file read_file read last: root's, not writable by others
 };
 
 uint32_t Aliases::Loader::add_file(const std::string& path)
@@ -216,7 +215,10 @@ void Aliases::Loader::error(uint32_t file, uint32_t line, const std::string& wha
 // Reads a whole regular file, within ALIASES_MAX_FILE and what is left of
 // ALIASES_MAX_TOTAL. O_NONBLOCK so that a FIFO put in place of the file
 // cannot stall the handler process; it is then refused by the type check.
-Aliases::Loader::Read Aliases::Loader::read_file(const std::string& path, std::string& text, std::string& why)
+// *root_owned, when given, tells whether root owns the file and nobody
+// else may write it.
+Aliases::Loader::Read Aliases::Loader::read_file(const std::string& path, std::string& text, std::string& why,
+						  bool* root_owned)
 {
 	UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
 	if (!fd) {
@@ -232,7 +234,8 @@ Aliases::Loader::Read Aliases::Loader::read_file(const std::string& path, std::s
 		why = "not a regular file";
 		return Read::Failed;
 	}
-	root_owned_ = st.st_uid == 0 && (st.st_mode & (S_IWGRP | S_IWOTH)) == 0;
+	if (root_owned != nullptr)
+		*root_owned = st.st_uid == 0 && (st.st_mode & (S_IWGRP | S_IWOTH)) == 0;
 	size_t limit = std::min(ALIASES_MAX_FILE, ALIASES_MAX_TOTAL - total_);
 	text.clear();
 	char buf[65536];
@@ -263,7 +266,7 @@ void Aliases::Loader::load_main(const std::string& path)
 {
 	uint32_t file = add_file(path);
 	std::string text, why;
-	Read r = read_file(path, text, why);
+	Read r = read_file(path, text, why, &a_.main_root_owned_);
 	if (r == Read::Missing)
 		return;
 	if (r == Read::Failed) {
@@ -272,7 +275,6 @@ void Aliases::Loader::load_main(const std::string& path)
 			errors_->push_back(path + ": " + why);
 		return;
 	}
-	a_.main_root_owned_ = root_owned_;
 	LineReader lines(text);
 	std::string_view line;
 	while (lines.next(line)) {

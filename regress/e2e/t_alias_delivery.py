@@ -33,10 +33,6 @@ def at(name):
 	return "%s@%s" % (name, HOSTNAME)
 
 
-def line_re(qid, target, status):
-	return r"%s: to=<%s>, handler=alias:(?:command|file), status=%s" % (qid, re.escape(target), status)
-
-
 def read(path):
 	with open(path, "rb") as f:
 		return f.read()
@@ -79,7 +75,7 @@ def main():
 
 	def mbox():
 		qid = d.send(rcpts=[at("tofile")], msg=simple_message("From the archive"))
-		d.wait_log(line_re(qid, out + "/archive.mbox", "delivered"))
+		d.wait_log(r"%s: to=<%s>, handler=alias:file, status=delivered" % (qid, re.escape(out + "/archive.mbox")))
 		box = read(os.path.join(out, "archive.mbox"))
 		check(re.match(rb"From sender@client\.example \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\n"
 			       rb"Return-Path: <sender@client\.example>\nReceived: ", box), "mbox copy starts %r" % box[:120])
