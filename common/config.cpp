@@ -697,6 +697,8 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 		cfg_.spool = path(n, name);
 	} else if (name == "aliases") {
 		cfg_.aliases = path(n, name);
+	} else if (name == "mail_dir") {
+		cfg_.mail_dir = path(n, name);
 	} else if (name == "alias_commands") {
 		cfg_.alias_commands = boolean(n, name);
 	} else if (name == "alias_files") {

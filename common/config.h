@@ -73,6 +73,7 @@ struct Config {
 	bool enable_smtputf8 = true;
 	std::string spool;    // default LAIM_SPOOL_DIR
 	std::string aliases = "/etc/aliases";
+	std::string mail_dir = "/var/mail";  // users' mboxes, for the mbox handler
 	bool alias_commands = false;  // deliver "|command" targets of root's aliases files
 	bool alias_files = false;     // deliver "/file" targets of root's aliases files
 	uint32_t max_sessions = 100;

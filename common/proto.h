@@ -33,6 +33,20 @@ enum ImsgType : uint32_t {
 
 	// child -> parent
 	IMSG_C_PEER_ERROR = 300,  // str what: the sibling broke the protocol; end it
+
+	// handler -> parent, on the mailbox service channel; peerid = lease id
+	IMSG_H_MAILBOX_OPEN = 400,  // str user: open and lock mail_dir/USER
+	IMSG_H_MAILBOX_DONE,        // (empty): the lease's fd is closed, drop its dotlock
+	// parent -> handler, on the mailbox service channel; peerid = lease id
+	IMSG_P_MAILBOX_OK,          // fd: the mailbox, O_APPEND, fcntl- and dot-locked
+	IMSG_P_MAILBOX_FAIL,        // u32 MailboxStatus, str why
+};
+
+// Why the parent did not hand out a mailbox (IMSG_P_MAILBOX_FAIL).
+enum class MailboxStatus : uint32_t {
+	Busy,       // locked by a mail reader: ask again shortly
+	TempFail,   // an error worth retrying later
+	PermFail,   // never deliverable as it stands (no such user, a link, ...)
 };
 
 // Outcome of a transaction step, as the handler process answers it to the
@@ -88,6 +102,20 @@ inline ImsgTypeInfo imsg_valid_smtp_to_handler(uint32_t t)
 inline ImsgTypeInfo imsg_valid_child_to_parent(uint32_t t)
 {
 	return t == IMSG_C_PEER_ERROR ? ImsgTypeInfo{true, false} : ImsgTypeInfo{};
+}
+
+inline ImsgTypeInfo imsg_valid_mailbox_request(uint32_t t)
+{
+	return t == IMSG_H_MAILBOX_OPEN || t == IMSG_H_MAILBOX_DONE ? ImsgTypeInfo{true, false} : ImsgTypeInfo{};
+}
+
+inline ImsgTypeInfo imsg_valid_mailbox_reply(uint32_t t)
+{
+	switch (t) {
+	case IMSG_P_MAILBOX_OK: return {true, true};
+	case IMSG_P_MAILBOX_FAIL: return {true, false};
+	default: return {};
+	}
 }
 
 }  // namespace laim

@@ -145,6 +145,7 @@ std::string first_line(const std::string& output)
 class CommandDelivery : public Handler {
  public:
 	CommandDelivery(std::string user, unsigned timeout) : user_(std::move(user)), timeout_(timeout) {}
+	bool one_recipient_per_call() const override { return true; }
 	Result deliver(const Envelope& env, const Message& msg) override;
 
  private:
@@ -198,6 +199,7 @@ Result CommandDelivery::run(const std::string& command, const Envelope& env, con
 // directory others can write would redirect the laim user's write.
 class FileDelivery : public Handler {
  public:
+	bool one_recipient_per_call() const override { return true; }
 	Result deliver(const Envelope& env, const Message& msg) override
 	{
 		for (const std::string& path : env.recipients) {

@@ -119,6 +119,10 @@ class Handler {
 	virtual void start() {}
 	// Judge a recipient at RCPT time; the default accepts.
 	virtual RcptVerdict check_recipient(std::string_view /*rcpt*/) { return RcptVerdict::Accept; }
+	// True when each recipient must be its own call with its own result
+	// (a handler whose recipients fail independently); the default is
+	// one call with every recipient routed to the instance.
+	virtual bool one_recipient_per_call() const { return false; }
 	virtual Result deliver(const Envelope& env, const Message& msg) = 0;
 };
 

@@ -208,11 +208,10 @@ void HandlerServer::watch(int fd, uint64_t data, int op)
 Instances HandlerServer::build_instances(const Config& cfg)
 {
 	Instances out;
-	auto add = [&out](const std::string& name, std::unique_ptr<Handler> h, bool one_per_call) {
+	auto add = [&out](const std::string& name, std::unique_ptr<Handler> h) {
 		auto inst = std::make_shared<Instance>();
 		inst->name = name;
 		inst->handler = std::move(h);
-		inst->one_per_call = one_per_call;
 		out[name] = inst;
 	};
 	for (auto& [name, h] : handlers_create(cfg)) {
@@ -221,12 +220,12 @@ Instances HandlerServer::build_instances(const Config& cfg)
 		} catch (const std::exception& e) {
 			log_warnx("handler %s: start failed: %s", name.c_str(), e.what());
 		}
-		add(name, std::move(h), false);
+		add(name, std::move(h));
 	}
 	if (cfg.alias_commands)
-		add(ALIAS_COMMAND_INSTANCE, alias_command_handler(cfg.user, cfg.delivery_timeout), true);
+		add(ALIAS_COMMAND_INSTANCE, alias_command_handler(cfg.user, cfg.delivery_timeout));
 	if (cfg.alias_files)
-		add(ALIAS_FILE_INSTANCE, alias_file_handler(), true);
+		add(ALIAS_FILE_INSTANCE, alias_file_handler());
 	return out;
 }
 

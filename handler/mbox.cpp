@@ -143,15 +143,21 @@ Result mbox_deliver(const std::string& path, bool no_symlinks, const Envelope& e
 	while (fcntl(fd.get(), F_OFD_SETLKW, &lk) != 0)
 		if (errno != EINTR)
 			return fail(path, "lock", errno);
+	return mbox_append(fd.get(), path, env, delivered_to, msg);  // closing the fd releases the lock
+}
+
+Result mbox_append(int fd, const std::string& path, const Envelope& env,
+		   const std::vector<std::string>& delivered_to, const Message& msg)
+{
 	struct stat st;
-	if (fstat(fd.get(), &st) != 0)
+	if (fstat(fd, &st) != 0)
 		return fail(path, "stat", errno);
 	if (!S_ISREG(st.st_mode))
 		return Result::tempfail(path + ": not a regular file");
 
 	std::string sender = env.sender.empty() ? "MAILER-DAEMON" : env.sender;
 	std::string date = from_date(env.arrival ? env.arrival : time(nullptr));
-	FdWriter w(fd.get());
+	FdWriter w(fd);
 	for (const std::string& rcpt : delivered_to) {
 		w.put("From " + sender + " " + date + "\n");
 		w.put("Return-Path: <" + env.sender + ">\n");
@@ -164,13 +170,13 @@ Result mbox_deliver(const std::string& path, bool no_symlinks, const Envelope& e
 	const char* what = "write";
 	if (!w.flush())
 		err = w.error();
-	else if (fsync(fd.get()) != 0)
+	else if (fsync(fd) != 0)
 		err = errno, what = "fsync";
 	if (err) {
-		(void)!ftruncate(fd.get(), st.st_size);
+		(void)!ftruncate(fd, st.st_size);
 		return fail(path, what, err);
 	}
-	return Result::delivered();  // closing the fd releases the lock
+	return Result::delivered();
 }
 
 }  // namespace laim

@@ -1,5 +1,5 @@
 // Writing messages the way Unix mail programs read them: mbox copies
-// (for the file handler and "/file" alias targets) and plain LF text (for
+// (for the file and mbox handlers and "/file" alias targets) and plain LF text (for
 // "|command" alias targets).
 #pragma once
 
@@ -22,6 +22,11 @@ namespace laim {
 // name the path.
 Result mbox_deliver(const std::string& path, bool no_symlinks, const Envelope& env,
 		    const std::vector<std::string>& delivered_to, const Message& msg);
+
+// The same append to a mailbox the caller opened (O_APPEND) and locked;
+// path only names it in errors.
+Result mbox_append(int fd, const std::string& path, const Envelope& env,
+		   const std::vector<std::string>& delivered_to, const Message& msg);
 
 // Writes raw (lines ending in CRLF, as received) to fd with LF line ends
 // and nothing else changed. False on a write error, with errno set.

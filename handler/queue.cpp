@@ -119,7 +119,7 @@ void Queue::load_spool()
 }
 
 // Starts the deliveries of one message: its recipients grouped by handler
-// instance (one at a time for a one_per_call instance), skipping what is
+// instance (one at a time for a handler that takes one per call), skipping what is
 // done or was tried this round; settles the round when nothing is left to
 // try. Waits while a needed instance is busy.
 void Queue::dispatch(Entry& e)
@@ -137,7 +137,7 @@ void Queue::dispatch(Entry& e)
 		}
 		for (const std::string& name : r->handlers) {
 			auto inst = instances_.find(name);
-			bool one = inst != instances_.end() && inst->second->one_per_call;
+			bool one = inst != instances_.end() && inst->second->handler->one_recipient_per_call();
 			if (!e.done.count({name, rcpt}) && !e.tried.count({name, rcpt}) && !(one && groups.count(name)))
 				groups[name].push_back(rcpt);
 		}

@@ -21,13 +21,12 @@
 namespace laim {
 
 // A configured handler instance. busy while a worker calls it, so that
-// deliver() never runs twice at once on one instance. A one_per_call
-// instance gets one recipient per call, so each has its own result.
+// deliver() never runs twice at once on one instance. A handler that asks
+// for one recipient per call gets each in its own call, with its own result.
 struct Instance {
 	std::string name;
 	std::unique_ptr<Handler> handler;
 	bool busy = false;
-	bool one_per_call = false;
 };
 using Instances = std::map<std::string, std::shared_ptr<Instance>>;
 

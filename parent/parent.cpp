@@ -23,11 +23,13 @@
 #include <cstring>
 #include <ctime>
 #include <string>
+#include <tuple>
 
 #include "common/log.h"
 #include "common/proto.h"
 #include "handler/handler.h"
 #include "handler/handlerd.h"
+#include "handler/mailbox_client.h"
 #include "handler/spool.h"
 #include "parent/parent.h"
 #include "smtp/smtp.h"
@@ -42,6 +44,7 @@ const char* const child_name[] = {"smtp", "handler"};
 struct Child {
 	pid_t pid = -1;
 	std::unique_ptr<ImsgChannel> chan;  // parent's end
+	std::unique_ptr<ImsgChannel> mailbox_chan;  // handler only: its mailbox requests
 	time_t started = 0;
 	time_t restart_at = 0;  // when dead: when to fork it again
 	unsigned backoff = 1;   // seconds, doubles per quick death, max 60
@@ -49,7 +52,10 @@ struct Child {
 
 Runtime rt;
 Child children[2];
+MailboxService mailboxes;
 int parent_ep = -1;  // the supervision loop's epoll: signals and child channels
+// epoll tags: 0 the signalfd, 1 + SMTP or HANDLER a child's channel, and
+const uint64_t EV_MAILBOX = 3;  // the handler's mailbox requests
 UniqueFd sibling_end[2];  // the smtp<->handler end kept for a child not yet forked
 bool shutting_down = false;
 
@@ -99,11 +105,23 @@ void close_other_fds(std::initializer_list<int> keep)
 		close(fd);
 }
 
+void watch(int fd, uint64_t tag)
+{
+	struct epoll_event ev = {};
+	ev.events = EPOLLIN;
+	ev.data.u64 = tag;
+	epoll_ctl(parent_ep, EPOLL_CTL_ADD, fd, &ev);
+}
+
 // Forks one child with a fresh parent channel; sib is its end of the
-// smtp<->handler channel.
+// smtp<->handler channel. The handler also gets a channel of its own for
+// mailbox requests, which its delivery threads use synchronously.
 void start_child(int which, UniqueFd sib)
 {
 	auto [mine, theirs] = seqpacket_pair();
+	UniqueFd mbox_mine, mbox_theirs;
+	if (which == HANDLER)
+		std::tie(mbox_mine, mbox_theirs) = seqpacket_pair();
 	pid_t pid = fork();
 	if (pid == -1) {
 		log_warn("fork %s process", child_name[which]);
@@ -117,7 +135,8 @@ void start_child(int which, UniqueFd sib)
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, nullptr);
 		signal(SIGHUP, SIG_IGN);
-		close_other_fds({theirs.get(), sib.get(), rt.control.fd.get()});
+		mbox_mine.reset();
+		close_other_fds({theirs.get(), sib.get(), rt.control.fd.get(), mbox_theirs.get()});
 		log_init(rt.foreground, rt.verbose);
 		set_process_title(which == SMTP ? "laimd: smtp" : "laimd: handler");
 		if (which == SMTP) {
@@ -128,6 +147,7 @@ void start_child(int which, UniqueFd sib)
 		}
 		for (Listener& l : rt.listeners)
 			l.fd.reset();
+		mailbox_client_init(std::move(mbox_theirs));
 		handler_main(rt, std::move(theirs), std::move(sib));
 	}
 	Child& c = children[which];
@@ -135,10 +155,11 @@ void start_child(int which, UniqueFd sib)
 	c.started = time(nullptr);
 	c.restart_at = 0;
 	c.chan = std::make_unique<ImsgChannel>(std::move(mine), imsg_valid_child_to_parent);
-	struct epoll_event ev = {};
-	ev.events = EPOLLIN;
-	ev.data.u64 = static_cast<uint64_t>(which) + 1;
-	epoll_ctl(parent_ep, EPOLL_CTL_ADD, c.chan->fd(), &ev);
+	watch(c.chan->fd(), static_cast<uint64_t>(which) + 1);
+	if (which == HANDLER) {
+		c.mailbox_chan = std::make_unique<ImsgChannel>(std::move(mbox_mine), imsg_valid_mailbox_request);
+		watch(c.mailbox_chan->fd(), EV_MAILBOX);
+	}
 	log_debug("%s process started, pid %d", child_name[which], (int)pid);
 }
 
@@ -188,6 +209,10 @@ void reap_children()
 				continue;
 			c.pid = -1;
 			c.chan.reset();
+			if (which == HANDLER) {
+				c.mailbox_chan.reset();
+				mailboxes.release_all();
+			}
 			if (shutting_down) {
 				log_debug("%s process %s", child_name[which], describe_status(status).c_str());
 				continue;
@@ -361,14 +386,33 @@ void child_event(int which)
 		kill(other.pid, SIGKILL);
 }
 
+// A mailbox request from the handler process. One that breaks the
+// protocol ends the process, as a protocol error between siblings does.
+void mailbox_event()
+{
+	Child& c = children[HANDLER];
+	Imsg m;
+	ImsgError err = ImsgError::None;
+	ImsgChannel::Read r = c.mailbox_chan ? c.mailbox_chan->read(m, &err) : ImsgChannel::Read::Closed;
+	if (r == ImsgChannel::Read::Again)
+		return;
+	if (r == ImsgChannel::Read::Message && mailboxes.request(rt.cfg, *c.mailbox_chan, m))
+		return;
+	if (c.mailbox_chan)
+		epoll_ctl(parent_ep, EPOLL_CTL_DEL, c.mailbox_chan->fd(), nullptr);
+	if (r == ImsgChannel::Read::Closed)
+		return;
+	log_warnx("handler process broke the mailbox protocol (%s): ending it",
+		  r == ImsgChannel::Read::Error ? imsg_strerror(err) : "bad request");
+	if (c.pid > 0)
+		kill(c.pid, SIGKILL);
+}
+
 // The supervision loop: signals through a signalfd, reports from the
 // children, child restarts on their back-off timers.
 [[noreturn]] void supervise(int sigfd)
 {
-	struct epoll_event ev = {};
-	ev.events = EPOLLIN;
-	ev.data.u64 = 0;
-	epoll_ctl(parent_ep, EPOLL_CTL_ADD, sigfd, &ev);
+	watch(sigfd, 0);
 	for (;;) {
 		time_t now = time(nullptr);
 		for (int which : {SMTP, HANDLER})
@@ -378,6 +422,10 @@ void child_event(int which)
 		int n = epoll_wait(parent_ep, &got, 1, 250);
 		if (n <= 0)
 			continue;
+		if (got.data.u64 == EV_MAILBOX) {
+			mailbox_event();
+			continue;
+		}
 		if (got.data.u64 != 0) {
 			child_event(static_cast<int>(got.data.u64) - 1);
 			continue;

@@ -1,11 +1,16 @@
 // What the root parent prepares for its two children before forking them.
 #pragma once
 
+#include <sys/types.h>
+
+#include <map>
 #include <string>
 #include <vector>
 
 #include "common/config.h"
 #include "common/fd.h"
+#include "common/imsg.h"
+#include "common/proto.h"
 #include "common/sandbox.h"
 
 namespace laim {
@@ -27,6 +32,31 @@ struct Runtime {
 	gid_t drop_gid = 0;
 	bool foreground = false;  // -d: log to stderr
 	int verbose = 0;
+};
+
+struct MailboxRefusal {
+	MailboxStatus status;
+	std::string why;
+};
+
+// parent/mailbox.cpp: users' mailboxes under mail_dir, opened and locked
+// (fcntl and dotlock) for the handler process. Each grant is a lease that
+// holds the dotlock until the handler says it is done or dies.
+class MailboxService {
+ public:
+	// Answers one request; false when it breaks the protocol.
+	bool request(const Config& cfg, ImsgChannel& chan, const Imsg& m);
+	void release_all();
+
+ private:
+	struct Lease {
+		std::string dir, dotlock;
+		dev_t dev;
+		ino_t ino;
+	};
+	UniqueFd open(const Config& cfg, uint32_t id, const std::string& user, MailboxRefusal& no);
+	void release(uint32_t id);
+	std::map<uint32_t, Lease> leases_;
 };
 
 // parent/listen.cpp: binds every configured listener, fatal on failure.

@@ -1,0 +1,123 @@
+// Mailbox requests from delivery threads to the root parent: one request
+// at a time, answered at once (the parent never waits for a lock).
+#include "handler/mailbox_client.h"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+
+#include "common/imsg.h"
+#include "common/proto.h"
+
+namespace laim {
+
+namespace {
+
+constexpr int ANSWER_TIMEOUT_MS = 10000;
+
+std::mutex service_mu;
+std::unique_ptr<ImsgChannel> service;  // guarded by service_mu
+uint32_t next_id = 1;
+
+// Sends what is queued, waiting for room; false when the parent is gone.
+bool send_queued()
+{
+	while (service->pending()) {
+		if (!service->flush())
+			return false;
+		struct pollfd p = {service->fd(), POLLOUT, 0};
+		if (service->pending() && poll(&p, 1, ANSWER_TIMEOUT_MS) <= 0)
+			return false;
+	}
+	return true;
+}
+
+// The parent's answer to request id. A late answer to an earlier request
+// that timed out is handed back at once, so its dotlock goes too.
+bool await_answer(uint32_t id, Imsg& m)
+{
+	auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ANSWER_TIMEOUT_MS);
+	for (;;) {
+		ImsgError err = ImsgError::None;
+		ImsgChannel::Read r = service->read(m, &err);
+		if (r == ImsgChannel::Read::Message && m.peerid == id)
+			return true;
+		if (r == ImsgChannel::Read::Message) {
+			if (m.type == IMSG_P_MAILBOX_OK)
+				service->compose(IMSG_H_MAILBOX_DONE, m.peerid, "");
+			continue;
+		}
+		if (r != ImsgChannel::Read::Again)
+			return false;
+		auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+		struct pollfd p = {service->fd(), POLLIN, 0};
+		if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) == 0)
+			return false;
+	}
+}
+
+// One request and its answer; *busy tells a lock held by a reader.
+Result ask(const std::string& user, MailboxLease* lease, bool* busy)
+{
+	std::lock_guard<std::mutex> hold(service_mu);
+	*busy = false;
+	if (!service)
+		return Result::tempfail("mailbox service unavailable");
+	uint32_t id = next_id;
+	next_id = next_id == UINT32_MAX ? 1 : next_id + 1;  // never 0: 0 is "no lease"
+	service->compose(IMSG_H_MAILBOX_OPEN, id, ImsgWriter().str(user).data());
+	Imsg m;
+	if (!send_queued() || !await_answer(id, m))
+		return Result::tempfail("mailbox service: no answer from the parent process");
+	if (m.type == IMSG_P_MAILBOX_OK) {
+		lease->fd = std::move(m.fd);
+		lease->id = id;
+		return Result::delivered();
+	}
+	ImsgReader rd(m.data);
+	uint32_t status = 0;
+	std::string why;
+	if (!(rd.u32(status) && rd.str(why) && rd.done()))
+		return Result::tempfail("mailbox service: malformed answer");
+	*busy = status == static_cast<uint32_t>(MailboxStatus::Busy);
+	if (status == static_cast<uint32_t>(MailboxStatus::PermFail))
+		return Result::permfail(why);
+	return Result::tempfail(why);
+}
+
+}  // namespace
+
+void mailbox_client_init(UniqueFd chan)
+{
+	std::lock_guard<std::mutex> hold(service_mu);
+	service = std::make_unique<ImsgChannel>(std::move(chan), imsg_valid_mailbox_reply);
+}
+
+MailboxLease::~MailboxLease()
+{
+	if (!id)
+		return;
+	fd.reset();  // the fcntl lock first, then the dotlock: the reverse of taking them
+	std::lock_guard<std::mutex> hold(service_mu);
+	if (service) {
+		service->compose(IMSG_H_MAILBOX_DONE, id, "");
+		send_queued();
+	}
+}
+
+Result mailbox_open(const std::string& user, unsigned max_wait, MailboxLease* lease)
+{
+	for (unsigned waited = 0;; waited++) {
+		bool busy = false;
+		Result r = ask(user, lease, &busy);
+		if (!busy || waited >= max_wait)
+			return r;
+		sleep(1);
+	}
+}
+
+}  // namespace laim

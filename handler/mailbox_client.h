@@ -1,0 +1,36 @@
+// The handler process's end of the parent's mailbox service (see
+// parent/mailbox.cpp): delivery threads ask for a user's mailbox and get
+// an open descriptor, locked the way Debian's mail readers lock.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/fd.h"
+#include "handler/handler.h"
+
+namespace laim {
+
+// Called once in the handler process, before any delivery.
+void mailbox_client_init(UniqueFd chan);
+
+// A granted mailbox: fd is open for appending and holds the fcntl lock;
+// the parent holds the dotlock until the lease ends (on destruction, after
+// fd is closed).
+class MailboxLease {
+ public:
+	MailboxLease() = default;
+	MailboxLease(const MailboxLease&) = delete;
+	MailboxLease& operator=(const MailboxLease&) = delete;
+	~MailboxLease();
+
+	UniqueFd fd;
+	uint32_t id = 0;
+};
+
+// Asks for USER's mailbox, waiting up to max_wait seconds while a mail
+// reader holds it locked. Delivered with *lease set, or the failure to
+// report (no such user is permanent, a lock held too long temporary).
+Result mailbox_open(const std::string& user, unsigned max_wait, MailboxLease* lease);
+
+}  // namespace laim

@@ -1,0 +1,90 @@
+// mbox: delivers to each recipient's own mailbox, mail_dir/USER
+// (/var/mail/USER), as Debian's MTAs do; `mail` and mutt read it there.
+//
+//   handlers:
+//     local:
+//       type: mbox
+//
+// The recipient's local part (after /etc/aliases) names the user; an
+// unknown user is refused at RCPT (550). The handler process cannot open
+// other users' files, so the root parent opens the mailbox (creating it
+// USER:mail 0660), refuses links and files not the user's, takes the
+// fcntl lock and the dotlock, and passes the descriptor over; see
+// parent/mailbox.cpp. The copy itself is written as the file handler's.
+#include <pwd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <optional>
+
+#include "handler/handler.h"
+#include "handler/mailbox_client.h"
+#include "handler/mbox.h"
+
+namespace laim {
+
+namespace {
+
+// How long a delivery waits for a mail reader to release the mailbox
+// before it is retried later.
+constexpr unsigned LOCK_WAIT = 10;
+
+// The user a recipient's mail belongs to: its local part, or that in
+// lower case (mail to "Root" reaches root, as with exim and Postfix).
+std::optional<std::string> local_user(std::string_view rcpt)
+{
+	std::string local(rcpt.substr(0, std::min(rcpt.rfind('@'), rcpt.size())));
+	std::string lower = local;
+	std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return tolower(c); });
+	for (const std::string& name : {local, lower}) {
+		struct passwd pw, *found = nullptr;
+		char buf[4096];
+		if (!name.empty() && getpwnam_r(name.c_str(), &pw, buf, sizeof buf, &found) == 0 && found)
+			return std::string(found->pw_name);
+	}
+	return std::nullopt;
+}
+
+class MboxHandler : public Handler {
+ public:
+	explicit MboxHandler(HandlerOptions&) {}
+
+	// Each user's mailbox succeeds or fails on its own.
+	bool one_recipient_per_call() const override { return true; }
+
+	RcptVerdict check_recipient(std::string_view rcpt) override
+	{
+		return local_user(rcpt) ? RcptVerdict::Accept : RcptVerdict::Reject;
+	}
+
+	Result deliver(const Envelope& env, const Message& msg) override
+	{
+		for (const std::string& rcpt : env.recipients) {
+			Result r = deliver_one(rcpt, env, msg);
+			if (r.status != Result::Status::Delivered) {
+				r.reason = "mbox: " + r.reason;
+				return r;
+			}
+		}
+		return Result::delivered();
+	}
+
+ private:
+	static Result deliver_one(const std::string& rcpt, const Envelope& env, const Message& msg)
+	{
+		std::optional<std::string> user = local_user(rcpt);
+		if (!user)
+			return Result::permfail("<" + rcpt + ">: no such local user");
+		MailboxLease lease;
+		Result r = mailbox_open(*user, LOCK_WAIT, &lease);
+		if (r.status != Result::Status::Delivered)
+			return r;
+		return mbox_append(lease.fd.get(), "mailbox of " + *user, env, {rcpt}, msg);
+	}
+};
+
+LAIM_HANDLER("mbox", MboxHandler);
+
+}  // namespace
+
+}  // namespace laim

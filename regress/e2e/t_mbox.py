@@ -1,0 +1,156 @@
+# The mbox handler: each recipient's mail goes to mail_dir/USER, which the
+# root parent opens (creating it USER:mail 0660) and locks (fcntl and
+# dotlock) for the unprivileged handler process. Mail to root goes to
+# /var/mail/root-style mail_dir/root unless /etc/aliases sends it
+# elsewhere, and then the parent refuses root's mailbox even to a handler
+# with a stale alias table; an unknown user gets 550 at RCPT; a mailbox
+# that is a symbolic link, has a second hard link or belongs to someone
+# else is refused and the message stays queued; a mail reader's fcntl lock
+# or dotlock holds the delivery back until it is released, and a stale
+# dotlock is removed; the result reads as mbox.
+import sys
+sys.dont_write_bytecode = True
+import fcntl
+import grp
+import mailbox
+import pwd
+from harness import *
+
+
+def main():
+	user = local_user()
+	mail_gid = grp.getgrnam("mail").gr_gid
+	d = Laimd(handlers={"local": {"type": "mbox"}}, routes=[{"match": "*", "handlers": ["local"]}])
+	mail_dir = os.path.join(d.dir, "mail")
+	os.mkdir(mail_dir)
+	os.chown(mail_dir, 0, mail_gid)
+	os.chmod(mail_dir, 0o2775)  # as Debian's /var/mail
+	d.config["mail_dir"] = mail_dir
+	d.start()
+	box = lambda name: os.path.join(mail_dir, name)
+
+	def messages(name):
+		return [m for m in mailbox.mbox(box(name), create=False)]
+
+	def deliver(rcpt, subject, status="delivered", timeout=15):
+		qid = d.send(rcpts=[rcpt], msg=simple_message(subject))
+		d.wait_log(r"%s: to=<%s>, handler=local, status=%s" % (qid, re.escape(rcpt), status), timeout)
+		return qid
+
+	def created():
+		body = ("From: sender@client.example\r\nSubject: quoting\r\n\r\nFrom the start\r\n"
+			">From quoted\r\n").encode()
+		deliver("%s@%s" % (user.pw_name, HOSTNAME), "first")
+		qid = d.send(rcpts=["%s@%s" % (user.pw_name, HOSTNAME)], msg=body)
+		d.wait_log(r"%s: to=<.*>, handler=local, status=delivered" % qid)
+		st = os.lstat(box(user.pw_name))
+		check_eq((st.st_uid, st.st_gid, st.st_mode & 0o7777), (user.pw_uid, mail_gid, 0o660),
+			 "owner, group and mode of the new mailbox")
+		check(d.search_log(r"mailbox created for %s$" % user.pw_name), "no creation line")
+		raw = open(box(user.pw_name), "rb").read()
+		check(re.match(rb"From sender@client\.example \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\n"
+			       rb"Return-Path: <sender@client\.example>\nDelivered-To: laimuser@test\.laim\.example\n"
+			       rb"Received: ", raw), "mailbox starts %r" % raw[:200])
+		check(b"\n>From the start\n>>From quoted\n\n" in raw, "mboxrd quoting: %r" % raw[-120:])
+		msgs = messages(user.pw_name)
+		check_eq([m["Subject"] for m in msgs], ["first", "quoting"], "subjects read back as mbox")
+		check_eq(os.listdir(mail_dir), [user.pw_name], "files in mail_dir (no dotlock left)")
+
+	def root_unaliased():
+		deliver("root@" + HOSTNAME, "to root")
+		deliver("Root", "to Root")
+		st = os.lstat(box("root"))
+		check_eq((st.st_uid, st.st_gid, st.st_mode & 0o7777), (0, mail_gid, 0o660), "root's mailbox")
+		check_eq([m["Subject"] for m in messages("root")], ["to root", "to Root"], "root's messages")
+
+	def root_aliased():
+		with open(d.config["aliases"], "w") as f:
+			f.write("root: %s\n" % user.pw_name)
+		# The handler still has the old table: the parent reads the file
+		# itself and will not open root's mailbox.
+		mark = d.mark()
+		deliver("root@" + HOSTNAME, "stale alias", "failed")
+		check(d.search_log(r"mailbox for root refused: %s: .*aliases sends this user's mail elsewhere"
+				   % re.escape(box("root")), mark), "no refusal line:\n%s" % d.log(mark))
+		check_eq(len(messages("root")), 2, "messages in root's mailbox")
+		d.send_signal(signal.SIGHUP)
+		d.wait_log(r"configuration reloaded", since=mark)
+		before = len(messages(user.pw_name))
+		qid = d.send(rcpts=["root@" + HOSTNAME], msg=simple_message("aliased"))
+		d.wait_log(r"%s: to=<%s>, handler=local, status=delivered" % (qid, user.pw_name))
+		check_eq(messages(user.pw_name)[-1]["Subject"], "aliased", "the aliased copy")
+		check_eq(len(messages(user.pw_name)), before + 1, "messages in the alias target's mailbox")
+		check_eq(len(messages("root")), 2, "messages in root's mailbox")
+
+	def unknown():
+		with d.smtp() as c:
+			c.ehlo()
+			c.cmd("MAIL FROM:<a@client.example>", 250)
+			check_eq(c.cmd("RCPT TO:<no-such-user-here@%s>" % HOSTNAME).code, 550, "RCPT of an unknown user")
+			c.cmd("RCPT TO:<%s@%s>" % (user.pw_name, HOSTNAME), 250)
+
+	def refused():
+		# laimtest's mailbox is a link to a file of its own; daemon's has a
+		# second hard link; bin's belongs to root.
+		target = os.path.join(d.dir, "target")
+		open(target, "w").close()
+		os.chown(target, d.uid, d.gid)
+		os.symlink(target, box(TEST_USER))
+		daemon, binu = pwd.getpwnam("daemon"), pwd.getpwnam("bin")
+		open(box("daemon"), "w").close()
+		os.chown(box("daemon"), daemon.pw_uid, mail_gid)
+		os.link(box("daemon"), os.path.join(d.dir, "daemon.link"))
+		open(box("bin"), "w").close()
+		mark = d.mark()
+		for name, why in ((TEST_USER, "is a symbolic link"), ("daemon", "has 2 hard links"),
+				  ("bin", "is owned by uid 0, not bin")):
+			deliver("%s@%s" % (name, HOSTNAME), "refused", "deferred")
+			check(d.search_log(r"mailbox for %s refused: %s: %s$" % (name, re.escape(box(name)), why), mark),
+			      "no refusal line for %s:\n%s" % (name, d.log(mark)))
+		for path in (target, box("daemon"), box("bin")):
+			check_eq(os.path.getsize(path), 0, "size of " + path)
+		check_eq(sorted(n for n in os.listdir(mail_dir) if n.endswith(".lock")), [], "dotlocks left")
+
+	def held(lock, release, what):
+		"""Delivery waits while lock() is in force, and goes on after
+		release(). The mailbox is only stat()ed meanwhile: closing any
+		descriptor of it would drop this process's fcntl lock."""
+		path = box(user.pw_name)
+		size = os.path.getsize(path)
+		lock()
+		qid = d.send(rcpts=["%s@%s" % (user.pw_name, HOSTNAME)], msg=simple_message(what))
+		time.sleep(2)
+		check_eq(os.path.getsize(path), size, "mailbox size while a reader holds the %s" % what)
+		check(not d.search_log(r"%s: to=.*status=delivered" % qid), "delivered while locked")
+		release()
+		d.wait_log(r"%s: to=<.*>, handler=local, status=delivered" % qid, 20)
+		check_eq(messages(user.pw_name)[-1]["Subject"], what, "the held message")
+
+	def fcntl_lock():
+		with open(box(user.pw_name), "r+b") as f:
+			held(lambda: fcntl.lockf(f, fcntl.LOCK_EX), lambda: fcntl.lockf(f, fcntl.LOCK_UN), "fcntl lock")
+
+	def dotlock():
+		lock = box(user.pw_name) + ".lock"
+		held(lambda: open(lock, "w").close(), lambda: os.unlink(lock), "dotlock")
+		open(lock, "w").close()
+		os.utime(lock, (time.time() - 600, time.time() - 600))
+		mark = d.mark()
+		deliver("%s@%s" % (user.pw_name, HOSTNAME), "after a stale dotlock")
+		check(d.search_log(r"%s: removing a stale dotlock" % re.escape(user.pw_name + ".lock"), mark),
+		      "no stale dotlock line:\n%s" % d.log(mark))
+		check(not os.path.exists(lock), "dotlock left behind")
+
+	run_rows([
+		("a new mailbox: USER:mail 0660, From_ line, Delivered-To, mboxrd quoting", created),
+		("mail to root, in any case, goes to root's own mailbox", root_unaliased),
+		("root aliased: the parent refuses root's mailbox, the alias gets the mail", root_aliased),
+		("an unknown user gets 550 at RCPT", unknown),
+		("a fcntl lock holds delivery back until released", fcntl_lock),
+		("a dotlock holds delivery back; a stale one is removed", dotlock),
+		# These stay deferred: last.
+		("a symbolic link, a second hard link, another owner: refused", refused),
+	])
+
+
+run(main)
