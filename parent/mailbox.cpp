@@ -26,6 +26,9 @@ namespace {
 // A dotlock older than this is left over from a crash (liblockfile and
 // mutt use the same age).
 constexpr time_t STALE_DOTLOCK = 300;
+// Mailboxes the handler process may hold at once: more than its delivery
+// threads ever need, few enough that it cannot lock every user out.
+constexpr size_t MAX_LEASES = 64;
 
 // What may name a mailbox file: a plain user name, never a path.
 bool valid_user_name(const std::string& user)
@@ -153,6 +156,10 @@ UniqueFd MailboxService::open(const Config& cfg, uint32_t id, const std::string&
 	gid_t gid = pw->pw_gid;
 	if (uid == 0 && aliased_away(cfg, user)) {
 		no = {MailboxStatus::PermFail, cfg.aliases + " sends this user's mail elsewhere (run newaliases)"};
+		return UniqueFd();
+	}
+	if (leases_.size() >= MAX_LEASES) {
+		no = {MailboxStatus::TempFail, "too many mailboxes open at once"};
 		return UniqueFd();
 	}
 	UniqueFd dir(::open(cfg.mail_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
