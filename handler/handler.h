@@ -135,6 +135,13 @@ struct HandlerRegistration {
 HandlerFactory handler_factory(std::string_view type);  // nullptr if unknown
 std::vector<std::string> handler_types();
 
+// True when rcpt has no domain or one of this host's names (the
+// hostname, /etc/mailname, localhost): the recipients /etc/aliases
+// applies to, and the only ones a local mailbox takes.
+bool is_local_address(std::string_view rcpt);
+// Set once by the handler process at start, before any delivery.
+void set_local_domains(std::vector<std::string> domains);
+
 // Builds every handler instance of the config; throws ConfigError on an
 // unknown type or a handler's invalid option. Used by -n, at start and on
 // SIGHUP (in the parent only to validate).

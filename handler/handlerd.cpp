@@ -97,7 +97,6 @@ class HandlerServer : public ControlTarget {
 	void parent_event();
 	void reload(Imsg& m);
 	void shutdown();
-	bool is_local(const std::string& rcpt) const;
 	std::vector<std::string> expand(const std::string& rcpt);
 	void control_accept();
 	void control_event(uint32_t n, uint32_t events);
@@ -113,7 +112,6 @@ class HandlerServer : public ControlTarget {
 	std::map<uint32_t, Txn> txns_;
 	std::vector<uint32_t> commits_;  // sessions whose commit waits for the group fsync
 	Aliases aliases_;
-	std::vector<std::string> local_domains_;  // hostname, mailname, localhost
 	OfflineImport import_;
 	time_t next_import_ = 0;
 	std::map<uint32_t, CtlConn> ctl_;
@@ -131,13 +129,14 @@ HandlerServer::HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp)
 	parent_ = std::make_unique<ImsgChannel>(std::move(parent), imsg_valid_parent_to_handler);
 	watch(parent_->fd(), EV_PARENT);
 	watch(queue_.notify_fd(), EV_QUEUE);
+	std::vector<std::string> domains = {rt.hostname, "localhost", "localhost.localdomain"};
+	if (std::string m = read_mailname("/etc/mailname"); !m.empty())
+		domains.push_back(m);
+	set_local_domains(std::move(domains));
 	set_smtp_channel(std::move(smtp));
 	queue_.configure(cfg_, build_instances(cfg_));
 	if (rt.control.fd)
 		watch(rt.control.fd.get(), EV_CONTROL);
-	local_domains_ = {rt.hostname, "localhost", "localhost.localdomain"};
-	if (std::string m = read_mailname("/etc/mailname"); !m.empty())
-		local_domains_.push_back(m);
 	reload_aliases();
 	size_t n = spool_.clean_incoming();
 	if (n)
@@ -159,19 +158,6 @@ std::string HandlerServer::reload_aliases()
 	return errors.empty() ? "" : errors.front();
 }
 
-// Local recipients (no domain, or one of ours) go through the aliases.
-bool HandlerServer::is_local(const std::string& rcpt) const
-{
-	size_t at = rcpt.rfind('@');
-	if (at == std::string::npos)
-		return true;
-	std::string_view dom = std::string_view(rcpt).substr(at + 1);
-	for (const std::string& d : local_domains_)
-		if (d.size() == dom.size() && strncasecmp(d.data(), dom.data(), d.size()) == 0)
-			return true;
-	return false;
-}
-
 // The final recipients of one envelope recipient after /etc/aliases; an
 // address without an alias stays as it was given.
 std::vector<std::string> HandlerServer::expand(const std::string& rcpt)
@@ -180,7 +166,7 @@ std::vector<std::string> HandlerServer::expand(const std::string& rcpt)
 		log_info("recipient <%s> refused: only /etc/aliases may name a command or file", rcpt.c_str());
 		return {};
 	}
-	if (!is_local(rcpt))
+	if (!is_local_address(rcpt))
 		return {rcpt};
 	std::string local = rcpt.substr(0, rcpt.rfind('@') == std::string::npos ? rcpt.size() : rcpt.rfind('@'));
 	Aliases::Expansion x = aliases_.expand(local, {cfg_.alias_commands, cfg_.alias_files});

@@ -57,6 +57,27 @@ HandlerRegistration::HandlerRegistration(const char* type, HandlerFactory factor
 		fatalx("handler type \"%s\" registered twice", type);
 }
 
+namespace {
+std::vector<std::string> local_domains;  // written before any delivery thread starts
+}  // namespace
+
+void set_local_domains(std::vector<std::string> domains)
+{
+	local_domains = std::move(domains);
+}
+
+bool is_local_address(std::string_view rcpt)
+{
+	size_t at = rcpt.rfind('@');
+	if (at == std::string_view::npos)
+		return true;
+	std::string_view dom = rcpt.substr(at + 1);
+	for (const std::string& d : local_domains)
+		if (d.size() == dom.size() && strncasecmp(d.data(), dom.data(), d.size()) == 0)
+			return true;
+	return false;
+}
+
 HandlerFactory handler_factory(std::string_view type)
 {
 	auto it = registry().find(type);

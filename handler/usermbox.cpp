@@ -6,7 +6,8 @@
 //       type: mbox
 //
 // The recipient's local part (after /etc/aliases) names the user; an
-// unknown user is refused at RCPT (550). The handler process cannot open
+// unknown user, or an address at another domain than this host's, is
+// refused at RCPT (550). The handler process cannot open
 // other users' files, so the root parent opens the mailbox (creating it
 // USER:mail 0660), refuses links and files not the user's, takes the
 // fcntl lock and the dotlock, and passes the descriptor over; see
@@ -33,6 +34,8 @@ constexpr unsigned LOCK_WAIT = 10;
 // lower case (mail to "Root" reaches root, as with exim and Postfix).
 std::optional<std::string> local_user(std::string_view rcpt)
 {
+	if (!is_local_address(rcpt))
+		return std::nullopt;
 	std::string local(rcpt.substr(0, std::min(rcpt.rfind('@'), rcpt.size())));
 	std::string lower = local;
 	std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return tolower(c); });
@@ -74,7 +77,7 @@ class MboxHandler : public Handler {
 	{
 		std::optional<std::string> user = local_user(rcpt);
 		if (!user)
-			return Result::permfail("<" + rcpt + ">: no such local user");
+			return Result::permfail("<" + rcpt + ">: not a local user");
 		MailboxLease lease;
 		Result r = mailbox_open(*user, LOCK_WAIT, &lease);
 		if (r.status != Result::Status::Delivered)

@@ -3,7 +3,8 @@
 # dotlock) for the unprivileged handler process. Mail to root goes to
 # /var/mail/root-style mail_dir/root unless /etc/aliases sends it
 # elsewhere, and then the parent refuses root's mailbox even to a handler
-# with a stale alias table; an unknown user gets 550 at RCPT; a mailbox
+# with a stale alias table; an unknown user, or an address at another
+# domain, gets 550 at RCPT; a mailbox
 # that is a symbolic link, has a second hard link or belongs to someone
 # else is refused and the message stays queued; a mail reader's fcntl lock
 # or dotlock holds the delivery back until it is released, and a stale
@@ -87,6 +88,7 @@ def main():
 			c.ehlo()
 			c.cmd("MAIL FROM:<a@client.example>", 250)
 			check_eq(c.cmd("RCPT TO:<no-such-user-here@%s>" % HOSTNAME).code, 550, "RCPT of an unknown user")
+			check_eq(c.cmd("RCPT TO:<%s@elsewhere.example>" % user.pw_name).code, 550, "RCPT at another domain")
 			c.cmd("RCPT TO:<%s@%s>" % (user.pw_name, HOSTNAME), 250)
 
 	def refused():
@@ -145,7 +147,7 @@ def main():
 		("a new mailbox: USER:mail 0660, From_ line, Delivered-To, mboxrd quoting", created),
 		("mail to root, in any case, goes to root's own mailbox", root_unaliased),
 		("root aliased: the parent refuses root's mailbox, the alias gets the mail", root_aliased),
-		("an unknown user gets 550 at RCPT", unknown),
+		("an unknown user, or one at another domain, gets 550 at RCPT", unknown),
 		("a fcntl lock holds delivery back until released", fcntl_lock),
 		("a dotlock holds delivery back; a stale one is removed", dotlock),
 		# These stay deferred: last.
