@@ -45,8 +45,8 @@ enum ImsgType : uint32_t {
 // Why the parent did not hand out a mailbox (IMSG_P_MAILBOX_FAIL).
 enum class MailboxStatus : uint32_t {
 	Busy,       // locked by a mail reader: ask again shortly
-	TempFail,   // an error worth retrying later
-	PermFail,   // never deliverable as it stands (no such user, a link, ...)
+	TempFail,   // worth retrying: an I/O error, or a link or wrong owner the admin can fix
+	PermFail,   // never deliverable: no such user, or root aliased elsewhere
 };
 
 // Outcome of a transaction step, as the handler process answers it to the
