@@ -8,7 +8,8 @@
 # that is a symbolic link, has a second hard link or belongs to someone
 # else is refused and the message stays queued; a mail reader's fcntl lock
 # or dotlock holds the delivery back until it is released, and a stale
-# dotlock is removed; the result reads as mbox.
+# dotlock is removed; the result reads as mbox; a restarted handler
+# process gets a fresh channel to the parent and still delivers.
 import sys
 sys.dont_write_bytecode = True
 import fcntl
@@ -143,6 +144,14 @@ def main():
 		      "no stale dotlock line:\n%s" % d.log(mark))
 		check(not os.path.exists(lock), "dotlock left behind")
 
+	def handler_restarted():
+		# The restarted handler process gets a fresh mailbox channel.
+		old = d.child("handler")
+		os.kill(old, signal.SIGKILL)
+		d.wait_children(old={"handler": old})
+		deliver("%s@%s" % (user.pw_name, HOSTNAME), "after a handler restart")
+		check_eq(messages(user.pw_name)[-1]["Subject"], "after a handler restart", "the last message")
+
 	run_rows([
 		("a new mailbox: USER:mail 0660, From_ line, Delivered-To, mboxrd quoting", created),
 		("mail to root, in any case, goes to root's own mailbox", root_unaliased),
@@ -150,6 +159,7 @@ def main():
 		("an unknown user, or one at another domain, gets 550 at RCPT", unknown),
 		("a fcntl lock holds delivery back until released", fcntl_lock),
 		("a dotlock holds delivery back; a stale one is removed", dotlock),
+		("a restarted handler process still reaches the mailboxes", handler_restarted),
 		# These stay deferred: last.
 		("a symbolic link, a second hard link, another owner: refused", refused),
 	])
