@@ -139,8 +139,9 @@ std::vector<std::string> handler_types();
 // hostname, /etc/mailname, localhost): the recipients /etc/aliases
 // applies to, and the only ones a local mailbox takes.
 bool is_local_address(std::string_view rcpt);
-// Set once by the handler process at start, before any delivery.
-void set_local_domains(std::vector<std::string> domains);
+// This host's names: hostname, /etc/mailname, localhost. Set once by each
+// process that asks is_local_address(), before any delivery thread starts.
+void set_local_domains(const std::string& hostname);
 
 // Builds every handler instance of the config; throws ConfigError on an
 // unknown type or a handler's invalid option. Used by -n, at start and on

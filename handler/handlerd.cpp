@@ -129,10 +129,7 @@ HandlerServer::HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp)
 	parent_ = std::make_unique<ImsgChannel>(std::move(parent), imsg_valid_parent_to_handler);
 	watch(parent_->fd(), EV_PARENT);
 	watch(queue_.notify_fd(), EV_QUEUE);
-	std::vector<std::string> domains = {rt.hostname, "localhost", "localhost.localdomain"};
-	if (std::string m = read_mailname("/etc/mailname"); !m.empty())
-		domains.push_back(m);
-	set_local_domains(std::move(domains));
+	set_local_domains(rt.hostname);
 	set_smtp_channel(std::move(smtp));
 	queue_.configure(cfg_, build_instances(cfg_));
 	if (rt.control.fd)

@@ -3,7 +3,6 @@
 #include "handler/mailbox_client.h"
 
 #include <poll.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
@@ -60,35 +59,6 @@ bool await_answer(uint32_t id, Imsg& m)
 	}
 }
 
-// One request and its answer; *busy tells a lock held by a reader.
-Result ask(const std::string& user, MailboxLease* lease, bool* busy)
-{
-	std::lock_guard<std::mutex> hold(service_mu);
-	*busy = false;
-	if (!service)
-		return Result::tempfail("mailbox service unavailable");
-	uint32_t id = next_id;
-	next_id = next_id == UINT32_MAX ? 1 : next_id + 1;  // never 0: 0 is "no lease"
-	service->compose(IMSG_H_MAILBOX_OPEN, id, ImsgWriter().str(user).data());
-	Imsg m;
-	if (!send_queued() || !await_answer(id, m))
-		return Result::tempfail("mailbox service: no answer from the parent process");
-	if (m.type == IMSG_P_MAILBOX_OK) {
-		lease->fd = std::move(m.fd);
-		lease->id = id;
-		return Result::delivered();
-	}
-	ImsgReader rd(m.data);
-	uint32_t status = 0;
-	std::string why;
-	if (!(rd.u32(status) && rd.str(why) && rd.done()))
-		return Result::tempfail("mailbox service: malformed answer");
-	*busy = status == static_cast<uint32_t>(MailboxStatus::Busy);
-	if (status == static_cast<uint32_t>(MailboxStatus::PermFail))
-		return Result::permfail(why);
-	return Result::tempfail(why);
-}
-
 }  // namespace
 
 void mailbox_client_init(UniqueFd chan)
@@ -109,15 +79,33 @@ MailboxLease::~MailboxLease()
 	}
 }
 
-Result mailbox_open(const std::string& user, unsigned max_wait, MailboxLease* lease)
+// One request and its answer. A mailbox a reader holds locked is a
+// temporary failure at once: waiting here would keep the instance busy
+// for everyone else's mail.
+Result mailbox_open(const std::string& user, MailboxLease* lease)
 {
-	for (unsigned waited = 0;; waited++) {
-		bool busy = false;
-		Result r = ask(user, lease, &busy);
-		if (!busy || waited >= max_wait)
-			return r;
-		sleep(1);
+	std::lock_guard<std::mutex> hold(service_mu);
+	if (!service)
+		return Result::tempfail("mailbox service unavailable");
+	uint32_t id = next_id;
+	next_id = next_id == UINT32_MAX ? 1 : next_id + 1;  // never 0: 0 is "no lease"
+	service->compose(IMSG_H_MAILBOX_OPEN, id, ImsgWriter().str(user).data());
+	Imsg m;
+	if (!send_queued() || !await_answer(id, m))
+		return Result::tempfail("mailbox service: no answer from the parent process");
+	if (m.type == IMSG_P_MAILBOX_OK) {
+		lease->fd = std::move(m.fd);
+		lease->id = id;
+		return Result::delivered();
 	}
+	ImsgReader rd(m.data);
+	uint32_t status = 0;
+	std::string why;
+	if (!(rd.u32(status) && rd.str(why) && rd.done()))
+		return Result::tempfail("mailbox service: malformed answer");
+	if (status == static_cast<uint32_t>(MailboxStatus::PermFail))
+		return Result::permfail(why);
+	return Result::tempfail(why);
 }
 
 }  // namespace laim

@@ -28,9 +28,9 @@ class MailboxLease {
 	uint32_t id = 0;
 };
 
-// Asks for USER's mailbox, waiting up to max_wait seconds while a mail
-// reader holds it locked. Delivered with *lease set, or the failure to
-// report (no such user is permanent, a lock held too long temporary).
-Result mailbox_open(const std::string& user, unsigned max_wait, MailboxLease* lease);
+// Asks for USER's mailbox: delivered with *lease set, or the failure to
+// report (no such user is permanent; a mail reader's lock is temporary,
+// and is not waited for).
+Result mailbox_open(const std::string& user, MailboxLease* lease);
 
 }  // namespace laim

@@ -7,6 +7,7 @@
 #include <map>
 #include <strings.h>
 
+#include "common/hostname.h"
 #include "common/log.h"
 #include "handler/handler.h"
 
@@ -61,9 +62,11 @@ namespace {
 std::vector<std::string> local_domains;  // written before any delivery thread starts
 }  // namespace
 
-void set_local_domains(std::vector<std::string> domains)
+void set_local_domains(const std::string& hostname)
 {
-	local_domains = std::move(domains);
+	local_domains = {hostname, "localhost", "localhost.localdomain"};
+	if (std::string m = read_mailname("/etc/mailname"); !m.empty())
+		local_domains.push_back(m);
 }
 
 bool is_local_address(std::string_view rcpt)

@@ -26,10 +26,6 @@ namespace laim {
 
 namespace {
 
-// How long a delivery waits for a mail reader to release the mailbox
-// before it is retried later.
-constexpr unsigned LOCK_WAIT = 10;
-
 // The user a recipient's mail belongs to: its local part, or that in
 // lower case (mail to "Root" reaches root, as with exim and Postfix).
 std::optional<std::string> local_user(std::string_view rcpt)
@@ -79,7 +75,7 @@ class MboxHandler : public Handler {
 		if (!user)
 			return Result::permfail("<" + rcpt + ">: not a local user");
 		MailboxLease lease;
-		Result r = mailbox_open(*user, LOCK_WAIT, &lease);
+		Result r = mailbox_open(*user, &lease);
 		if (r.status != Result::Status::Delivered)
 			return r;
 		return mbox_append(lease.fd.get(), "mailbox of " + *user, env, {rcpt}, msg);

@@ -17,6 +17,7 @@
 #include "common/aliases.h"
 #include "common/log.h"
 #include "common/proto.h"
+#include "handler/handler.h"
 #include "parent/parent.h"
 
 namespace laim {
@@ -29,6 +30,10 @@ constexpr time_t STALE_DOTLOCK = 300;
 // Mailboxes the handler process may hold at once: more than its delivery
 // threads ever need, few enough that it cannot lock every user out.
 constexpr size_t MAX_LEASES = 64;
+// One append never takes this long; a lease that does is a handler
+// process that holds mailboxes locked on purpose or by a bug. Well under
+// STALE_DOTLOCK, so a reader never removes a dotlock still leased.
+constexpr time_t MAX_LEASE_AGE = 120;
 
 // What may name a mailbox file: a plain user name, never a path.
 bool valid_user_name(const std::string& user)
@@ -40,12 +45,15 @@ bool valid_user_name(const std::string& user)
 	});
 }
 
-// True when /etc/aliases sends this name's mail elsewhere (and not also to
-// itself): the handler must then never ask for its mailbox.
+// True when /etc/aliases sends this name's mail elsewhere and not also to
+// itself (as "root", or "root@" one of this host's names): the handler
+// must then never ask for its mailbox.
 bool aliased_away(const Config& cfg, const std::string& user)
 {
 	Aliases::Expansion x = Aliases::load(cfg.aliases, nullptr).expand(user);
-	return std::find(x.addresses.begin(), x.addresses.end(), user) == x.addresses.end();
+	return std::none_of(x.addresses.begin(), x.addresses.end(), [&](const std::string& a) {
+		return a.substr(0, a.rfind('@')) == user && is_local_address(a);
+	});
 }
 
 // Opens mail_dir/USER for appending without following a link, creating it
@@ -71,6 +79,7 @@ UniqueFd open_mailbox(int dir, const std::string& user, uid_t uid, gid_t user_gi
 		gid_t gid = mail ? mail->gr_gid : user_gid;
 		if (fchown(fd.get(), uid, gid) == -1 || fchmod(fd.get(), mail ? 0660 : 0600) == -1) {
 			no = {MailboxStatus::TempFail, std::string("create: ") + strerror(errno)};
+			unlinkat(dir, user.c_str(), 0);  // else a root-owned file would block every later try
 			return UniqueFd();
 		}
 		log_info("mailbox created for %s", user.c_str());
@@ -147,8 +156,8 @@ bool lock_dotlock(int dir, const std::string& name, struct stat* made, MailboxRe
 // Opens and locks USER's mailbox for lease id, or says why not.
 UniqueFd MailboxService::open(const Config& cfg, uint32_t id, const std::string& user, MailboxRefusal& no)
 {
-	struct passwd* pw = valid_user_name(user) ? getpwnam(user.c_str()) : nullptr;
-	if (!pw) {
+	struct passwd* pw = getpwnam(user.c_str());
+	if (!pw || pw->pw_name != user) {
 		no = {MailboxStatus::PermFail, "no such user"};
 		return UniqueFd();
 	}
@@ -169,7 +178,7 @@ UniqueFd MailboxService::open(const Config& cfg, uint32_t id, const std::string&
 		return UniqueFd();
 	}
 	UniqueFd fd = open_mailbox(dir.get(), user, uid, gid, no);
-	Lease lease{cfg.mail_dir, user + ".lock", 0, 0};
+	Lease lease{cfg.mail_dir, user + ".lock", 0, 0, 0};
 	struct stat made;
 	if (!fd || !check_mailbox(fd.get(), user, uid, no) || !lock_fcntl(fd.get(), no) ||
 	    !lock_dotlock(dir.get(), lease.dotlock, &made, no))
@@ -177,6 +186,7 @@ UniqueFd MailboxService::open(const Config& cfg, uint32_t id, const std::string&
 	fcntl(fd.get(), F_SETFL, fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK);
 	lease.dev = made.st_dev;
 	lease.ino = made.st_ino;
+	lease.granted = time(nullptr);
 	leases_[id] = std::move(lease);
 	return fd;
 }
@@ -203,8 +213,18 @@ void MailboxService::release_all()
 		release(leases_.begin()->first);
 }
 
+// True when a lease has been held longer than any append takes.
+bool MailboxService::overdue(time_t now) const
+{
+	return std::any_of(leases_.begin(), leases_.end(),
+			   [now](const auto& l) { return now - l.second.granted > MAX_LEASE_AGE; });
+}
+
 // Answers one request from the handler process. False when it broke the
-// protocol (the caller ends that process).
+// protocol (the caller ends that process): a malformed frame, a lease id
+// in use, a name that cannot be a user's, or a new request while an
+// answer is still unsent (the client waits for each, so only a handler
+// that stopped reading does that).
 bool MailboxService::request(const Config& cfg, ImsgChannel& chan, const Imsg& m)
 {
 	ImsgReader rd(m.data);
@@ -215,7 +235,7 @@ bool MailboxService::request(const Config& cfg, ImsgChannel& chan, const Imsg& m
 		return true;
 	}
 	std::string user;
-	if (!(rd.str(user) && rd.done()) || leases_.count(m.peerid))
+	if (!(rd.str(user) && rd.done()) || leases_.count(m.peerid) || !valid_user_name(user) || chan.pending())
 		return false;
 	MailboxRefusal no{MailboxStatus::TempFail, ""};
 	UniqueFd fd = open(cfg, m.peerid, user, no);

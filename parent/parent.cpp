@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
@@ -281,6 +282,8 @@ void reload()
 	log_info("configuration reloaded");
 }
 
+void mailbox_event();
+
 // SIGTERM: smtp first (its sessions may still need the handler to commit),
 // then the handler (which finishes deliveries in progress), each with a
 // bounded wait.
@@ -293,7 +296,10 @@ void reload()
 			continue;
 		kill(c.pid, SIGTERM);
 		for (int i = 0; i < 600 && c.pid > 0; i++) {  // 60 s
-			usleep(100000);
+			// Deliveries the handler finishes may still need a mailbox.
+			struct pollfd p = {children[HANDLER].mailbox_chan ? children[HANDLER].mailbox_chan->fd() : -1, POLLIN, 0};
+			if (poll(&p, 1, 100) > 0)
+				mailbox_event();
 			reap_children();
 		}
 		if (c.pid > 0) {
@@ -303,6 +309,7 @@ void reload()
 			c.pid = -1;
 		}
 	}
+	mailboxes.release_all();
 	unlink(rt.cfg.socket.c_str());
 	unlink(rt.cfg.control_socket.c_str());
 	log_info("exiting");
@@ -418,6 +425,11 @@ void mailbox_event()
 		for (int which : {SMTP, HANDLER})
 			if (children[which].pid <= 0 && children[which].restart_at && children[which].restart_at <= now)
 				restart_child(which);
+		if (children[HANDLER].pid > 0 && mailboxes.overdue(now)) {
+			log_warnx("handler process holds a mailbox locked for too long: ending it");
+			kill(children[HANDLER].pid, SIGKILL);
+			mailboxes.release_all();
+		}
 		struct epoll_event got;
 		int n = epoll_wait(parent_ep, &got, 1, 250);
 		if (n <= 0)
@@ -489,6 +501,7 @@ int main(int argc, char* argv[])
 	log_info("laimd %s starting", PACKAGE_VERSION);
 	rt.user = sandbox_lookup_user(rt.cfg.user);
 	rt.hostname = resolve_hostname(rt.cfg);
+	set_local_domains(rt.hostname);  // for the mailbox service's alias check
 	sandbox_prepare_chroot(LAIM_EMPTY_DIR);
 	prepare_spool();
 	rt.listeners = listen_all(rt.cfg);

@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <ctime>
 #include <map>
 #include <string>
 #include <vector>
@@ -46,6 +47,8 @@ class MailboxService {
  public:
 	// Answers one request; false when it breaks the protocol.
 	bool request(const Config& cfg, ImsgChannel& chan, const Imsg& m);
+	// A lease held far longer than an append takes.
+	bool overdue(time_t now) const;
 	void release_all();
 
  private:
@@ -53,6 +56,7 @@ class MailboxService {
 		std::string dir, dotlock;
 		dev_t dev;
 		ino_t ino;
+		time_t granted;
 	};
 	UniqueFd open(const Config& cfg, uint32_t id, const std::string& user, MailboxRefusal& no);
 	void release(uint32_t id);

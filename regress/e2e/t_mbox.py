@@ -83,6 +83,15 @@ def main():
 		check_eq(messages(user.pw_name)[-1]["Subject"], "aliased", "the aliased copy")
 		check_eq(len(messages(user.pw_name)), before + 1, "messages in the alias target's mailbox")
 		check_eq(len(messages("root")), 2, "messages in root's mailbox")
+		# "root@localhost" is root itself.
+		with open(d.config["aliases"], "w") as f:
+			f.write("root: root@localhost\n")
+		mark = d.mark()
+		d.send_signal(signal.SIGHUP)
+		d.wait_log(r"configuration reloaded", since=mark)
+		qid = d.send(rcpts=["root@" + HOSTNAME], msg=simple_message("root at localhost"))
+		d.wait_log(r"%s: to=<root@localhost>, handler=local, status=delivered" % qid)
+		check_eq(messages("root")[-1]["Subject"], "root at localhost", "root's last message")
 
 	def unknown():
 		with d.smtp() as c:
@@ -114,7 +123,7 @@ def main():
 			check_eq(os.path.getsize(path), 0, "size of " + path)
 		check_eq(sorted(n for n in os.listdir(mail_dir) if n.endswith(".lock")), [], "dotlocks left")
 
-	def held(lock, release, what):
+	def held(lock, release, what, reason):
 		"""Delivery waits while lock() is in force, and goes on after
 		release(). The mailbox is only stat()ed meanwhile: closing any
 		descriptor of it would drop this process's fcntl lock."""
@@ -122,7 +131,8 @@ def main():
 		size = os.path.getsize(path)
 		lock()
 		qid = d.send(rcpts=["%s@%s" % (user.pw_name, HOSTNAME)], msg=simple_message(what))
-		time.sleep(2)
+		d.wait_log(r"%s: to=<.*>, handler=local, status=deferred.*\(mbox: .*: locked \(%s\) by a mail reader\)$"
+			   % (qid, reason))
 		check_eq(os.path.getsize(path), size, "mailbox size while a reader holds the %s" % what)
 		check(not d.search_log(r"%s: to=.*status=delivered" % qid), "delivered while locked")
 		release()
@@ -131,11 +141,12 @@ def main():
 
 	def fcntl_lock():
 		with open(box(user.pw_name), "r+b") as f:
-			held(lambda: fcntl.lockf(f, fcntl.LOCK_EX), lambda: fcntl.lockf(f, fcntl.LOCK_UN), "fcntl lock")
+			held(lambda: fcntl.lockf(f, fcntl.LOCK_EX), lambda: fcntl.lockf(f, fcntl.LOCK_UN), "fcntl lock", "fcntl")
 
 	def dotlock():
 		lock = box(user.pw_name) + ".lock"
-		held(lambda: open(lock, "w").close(), lambda: os.unlink(lock), "dotlock")
+		held(lambda: open(lock, "w").close(), lambda: os.unlink(lock), "dotlock",
+		     re.escape(user.pw_name + ".lock"))
 		open(lock, "w").close()
 		os.utime(lock, (time.time() - 600, time.time() - 600))
 		mark = d.mark()
