@@ -888,6 +888,19 @@ def local_user():
 	return _ensure_account(LOCAL_USER, ["--create-home", "--comment", LOCAL_GECOS, "--shell", "/bin/sh"])
 
 
+def mbox_laimd():
+	"""A Laimd (not started) whose every recipient goes to the mbox handler
+	instance "local", with a mail_dir of its own made like Debian's
+	/var/mail (root:mail 2775); returns (laimd, mail_dir)."""
+	d = Laimd(handlers={"local": {"type": "mbox"}}, routes=[{"match": "*", "handlers": ["local"]}])
+	mail_dir = os.path.join(d.dir, "mail")
+	os.mkdir(mail_dir)
+	os.chown(mail_dir, 0, grp.getgrnam("mail").gr_gid)
+	os.chmod(mail_dir, 0o2775)
+	d.config["mail_dir"] = mail_dir
+	return d, mail_dir
+
+
 class Run:
 	"""What one run of an installed program did."""
 

@@ -10,7 +10,6 @@ import sys
 sys.dont_write_bytecode = True
 import array
 import ctypes
-import grp
 import socket
 import struct
 from harness import *
@@ -58,13 +57,7 @@ def open_request(peerid, user):
 
 def main():
 	user = local_user()
-	mail_gid = grp.getgrnam("mail").gr_gid
-	d = Laimd(handlers={"local": {"type": "mbox"}}, routes=[{"match": "*", "handlers": ["local"]}])
-	mail_dir = os.path.join(d.dir, "mail")
-	os.mkdir(mail_dir)
-	os.chown(mail_dir, 0, mail_gid)
-	os.chmod(mail_dir, 0o2775)
-	d.config["mail_dir"] = mail_dir
+	d, mail_dir = mbox_laimd()
 	d.start()
 
 	def subvert():

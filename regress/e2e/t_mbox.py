@@ -22,12 +22,7 @@ from harness import *
 def main():
 	user = local_user()
 	mail_gid = grp.getgrnam("mail").gr_gid
-	d = Laimd(handlers={"local": {"type": "mbox"}}, routes=[{"match": "*", "handlers": ["local"]}])
-	mail_dir = os.path.join(d.dir, "mail")
-	os.mkdir(mail_dir)
-	os.chown(mail_dir, 0, mail_gid)
-	os.chmod(mail_dir, 0o2775)  # as Debian's /var/mail
-	d.config["mail_dir"] = mail_dir
+	d, mail_dir = mbox_laimd()
 	d.start()
 	box = lambda name: os.path.join(mail_dir, name)
 
