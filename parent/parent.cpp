@@ -405,8 +405,7 @@ void mailbox_event()
 		return;
 	if (r == ImsgChannel::Read::Message && mailboxes.request(rt.cfg, *c.mailbox_chan, m))
 		return;
-	if (c.mailbox_chan)
-		epoll_ctl(parent_ep, EPOLL_CTL_DEL, c.mailbox_chan->fd(), nullptr);
+	c.mailbox_chan.reset();  // closing it also takes it out of the epoll set
 	if (r == ImsgChannel::Read::Closed)
 		return;
 	log_warnx("handler process broke the mailbox protocol (%s): ending it",
