@@ -44,7 +44,7 @@ enum ImsgType : uint32_t {
 
 // Why the parent did not hand out a mailbox (IMSG_P_MAILBOX_FAIL).
 enum class MailboxStatus : uint32_t {
-	Busy,       // locked by a mail reader: ask again shortly
+	Busy,       // locked by a mail reader: temporary, and not worth a log line
 	TempFail,   // worth retrying: an I/O error, or a link or wrong owner the admin can fix
 	PermFail,   // never deliverable: no such user, or root aliased elsewhere
 };

@@ -139,6 +139,11 @@ std::vector<std::string> handler_types();
 // hostname, /etc/mailname, localhost): the recipients /etc/aliases
 // applies to, and the only ones a local mailbox takes.
 bool is_local_address(std::string_view rcpt);
+// What comes before the last '@' of rcpt, or all of it when there is none.
+inline std::string_view local_part(std::string_view rcpt)
+{
+	return rcpt.substr(0, rcpt.rfind('@'));
+}
 // This host's names: hostname, /etc/mailname, localhost. Set once by each
 // process that asks is_local_address(), before any delivery thread starts.
 void set_local_domains(const std::string& hostname);

@@ -165,7 +165,7 @@ std::vector<std::string> HandlerServer::expand(const std::string& rcpt)
 	}
 	if (!is_local_address(rcpt))
 		return {rcpt};
-	std::string local = rcpt.substr(0, rcpt.rfind('@') == std::string::npos ? rcpt.size() : rcpt.rfind('@'));
+	std::string local(local_part(rcpt));
 	Aliases::Expansion x = aliases_.expand(local, {cfg_.alias_commands, cfg_.alias_files});
 	for (const std::string& r : x.refused)
 		log_warnx("alias %s: target refused: %s", local.c_str(), r.c_str());

@@ -83,8 +83,7 @@ bool mkdir_p(const std::string& dir)
 // escape the Maildir root or is not a plain name.
 std::string safe_local_part(std::string_view rcpt)
 {
-	size_t at = rcpt.rfind('@');
-	std::string_view local = at == std::string_view::npos ? rcpt : rcpt.substr(0, at);
+	std::string_view local = local_part(rcpt);
 	if (local.empty() || local.front() == '.')
 		return {};
 	for (char c : local) {

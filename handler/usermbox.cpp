@@ -32,7 +32,7 @@ std::optional<std::string> local_user(std::string_view rcpt)
 {
 	if (!is_local_address(rcpt))
 		return std::nullopt;
-	std::string local(rcpt.substr(0, std::min(rcpt.rfind('@'), rcpt.size())));
+	std::string local(local_part(rcpt));
 	std::string lower = local;
 	std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return tolower(c); });
 	for (const std::string& name : {local, lower}) {

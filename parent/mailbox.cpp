@@ -52,7 +52,7 @@ bool aliased_away(const Config& cfg, const std::string& user)
 {
 	Aliases::Expansion x = Aliases::load(cfg.aliases, nullptr).expand(user);
 	return std::none_of(x.addresses.begin(), x.addresses.end(), [&](const std::string& a) {
-		return a.substr(0, a.rfind('@')) == user && is_local_address(a);
+		return local_part(a) == user && is_local_address(a);
 	});
 }
 
