@@ -309,6 +309,7 @@ wait_for 10 test -S "$work/notify.sock" || fail "the notify socket stand-in star
 [ "$devlog_before" = yes ] || wait_for 10 test -S /dev/log || fail "the /dev/log stand-in started"
 
 ready_count() { grep -c '^READY=1' "$work/notify.log" 2>/dev/null || true; }
+ready_above() { [ "$(ready_count)" -gt "$1" ]; }
 
 # start_laimd: RuntimeDirectory=laim, ExecStartPre, ExecStart with
 # NOTIFY_SOCKET, then the wait for READY=1 (Type=notify).
@@ -321,7 +322,7 @@ start_laimd() {
 	/usr/sbin/laimd -n >"$work/laimd-n.log" 2>&1 || { cat "$work/laimd-n.log"; fail "ExecStartPre laimd -n"; }
 	NOTIFY_SOCKET="$work/notify.sock" /usr/sbin/laimd >>"$work/laimd.out" 2>&1 </dev/null &
 	laimd_pid=$!
-	if ! wait_for 30 sh -c "[ \$(grep -c '^READY=1' '$work/notify.log' 2>/dev/null) -gt $before ]"; then
+	if ! wait_for 30 ready_above "$before"; then
 		tail -20 "$work/syslog.log" "$work/laimd.out" 2>/dev/null
 		fail "laimd reported READY=1 within 30 s"
 	fi
