@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "common/fd.h"
-#include "handler/mbox.h"
+#include "handler/api/mbox_format.h"
 
 namespace laim {
 

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "common/config.h"
-#include "handler/handler.h"
+#include "handler/api/handler.h"
 
 namespace laim {
 

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "handler/handler.h"
+#include "handler/api/handler.h"
 #include "handler/spool.h"
 
 namespace laim {

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "common/fd.h"
-#include "handler/handler.h"
+#include "handler/api/handler.h"
 
 namespace laim {
 

@@ -15,7 +15,7 @@
 
 #include "common/config.h"
 #include "common/fd.h"
-#include "handler/handler.h"
+#include "handler/api/handler.h"
 #include "handler/spool.h"
 
 namespace laim {

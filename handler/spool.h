@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "common/fd.h"
-#include "handler/handler.h"
+#include "handler/api/handler.h"
 
 namespace laim {
 

@@ -17,7 +17,7 @@
 #include "common/aliases.h"
 #include "common/log.h"
 #include "common/proto.h"
-#include "handler/handler.h"
+#include "handler/api/handler.h"
 #include "parent/parent.h"
 
 namespace laim {

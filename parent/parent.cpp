@@ -28,7 +28,7 @@
 
 #include "common/log.h"
 #include "common/proto.h"
-#include "handler/handler.h"
+#include "handler/api/handler.h"
 #include "handler/handlerd.h"
 #include "handler/mailbox_client.h"
 #include "handler/spool.h"

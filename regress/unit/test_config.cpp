@@ -16,7 +16,7 @@
 #include <config.h>
 
 #include "common/config.h"
-#include "handler/handler.h"
+#include "handler/api/handler.h"
 
 // Last: check.h defines a "fail" macro that clashes with C++ headers.
 #include <check.h>

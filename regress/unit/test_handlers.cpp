@@ -17,7 +17,7 @@
 
 #include "common/config.h"
 #include "common/log.h"
-#include "handler/handler.h"
+#include "handler/api/handler.h"
 
 // Last: check.h defines a deprecated fail() macro that would clash with
 // HandlerOptions::fail.

@@ -23,7 +23,7 @@
 
 #include "common/fd.h"
 #include "common/log.h"
-#include "handler/handler.h"
+#include "handler/api/handler.h"
 
 namespace laim {
 

@@ -4,7 +4,7 @@
 //   handlers:
 //     null:
 //       type: discard
-#include "handler/handler.h"
+#include "handler/api/handler.h"
 
 namespace laim {
 

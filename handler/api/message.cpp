@@ -7,7 +7,7 @@
 #include <mutex>
 #include <strings.h>
 
-#include "handler/handler.h"
+#include "handler/api/handler.h"
 
 namespace laim {
 

@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-#include "handler/handler.h"
+#include "handler/api/handler.h"
 
 namespace laim {
 

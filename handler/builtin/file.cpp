@@ -10,8 +10,8 @@
 // message with CRLF turned into LF and mboxrd quoting (">From ",
 // ">>From ", ...), then an empty line. A failed append is cut back off
 // the file, so a reader never sees half a message.
-#include "handler/handler.h"
-#include "handler/mbox.h"
+#include "handler/api/handler.h"
+#include "handler/api/mbox_format.h"
 
 namespace laim {
 

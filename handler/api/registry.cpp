@@ -9,7 +9,7 @@
 
 #include "common/hostname.h"
 #include "common/log.h"
-#include "handler/handler.h"
+#include "handler/api/handler.h"
 
 namespace laim {
 

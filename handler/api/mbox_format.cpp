@@ -1,5 +1,5 @@
 // mbox and LF text output for the file handler and alias deliveries.
-#include "handler/mbox.h"
+#include "handler/api/mbox_format.h"
 
 #include <fcntl.h>
 #include <linux/openat2.h>

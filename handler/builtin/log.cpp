@@ -6,7 +6,7 @@
 //     audit:
 //       type: log
 #include "common/log.h"
-#include "handler/handler.h"
+#include "handler/api/handler.h"
 
 namespace laim {
 

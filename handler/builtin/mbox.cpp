@@ -18,9 +18,9 @@
 #include <cctype>
 #include <optional>
 
-#include "handler/handler.h"
+#include "handler/api/handler.h"
 #include "handler/mailbox_client.h"
-#include "handler/mbox.h"
+#include "handler/api/mbox_format.h"
 
 namespace laim {
 
