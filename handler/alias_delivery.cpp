@@ -145,8 +145,7 @@ std::string first_line(const std::string& output)
 class CommandDelivery : public Handler {
  public:
 	CommandDelivery(std::string user, unsigned timeout) : user_(std::move(user)), timeout_(timeout) {}
-	bool one_recipient_per_call() const override { return true; }
-	Result deliver(const Envelope& env, const Message& msg) override;
+	Results deliver(const Envelope& env, const Message& msg) override;
 
  private:
 	Result run(const std::string& command, const Envelope& env, const Message& msg) const;
@@ -154,14 +153,14 @@ class CommandDelivery : public Handler {
 	unsigned timeout_;
 };
 
-Result CommandDelivery::deliver(const Envelope& env, const Message& msg)
+// Each command is a delivery of its own: one that fails never makes
+// another run twice.
+Results CommandDelivery::deliver(const Envelope& env, const Message& msg)
 {
-	for (const std::string& rcpt : env.recipients) {
-		Result r = run(rcpt.substr(1), env, msg);
-		if (r.status != Result::Status::Delivered)
-			return r;
-	}
-	return Result::delivered();
+	std::vector<Result> each;
+	for (const std::string& rcpt : env.recipients)
+		each.push_back(run(rcpt.substr(1), env, msg));
+	return each;
 }
 
 // Exit 0 is delivered; EX_TEMPFAIL, EX_OSERR, EX_IOERR, a signal or the
@@ -199,15 +198,12 @@ Result CommandDelivery::run(const std::string& command, const Envelope& env, con
 // directory others can write would redirect the laim user's write.
 class FileDelivery : public Handler {
  public:
-	bool one_recipient_per_call() const override { return true; }
-	Result deliver(const Envelope& env, const Message& msg) override
+	Results deliver(const Envelope& env, const Message& msg) override
 	{
-		for (const std::string& path : env.recipients) {
-			Result r = mbox_deliver(path, true, env, {""}, msg);
-			if (r.status != Result::Status::Delivered)
-				return r;
-		}
-		return Result::delivered();
+		std::vector<Result> each;
+		for (const std::string& path : env.recipients)
+			each.push_back(mbox_deliver(path, true, env, {""}, msg));
+		return each;
 	}
 };
 

@@ -2,8 +2,8 @@
 // /bin/sh as the laim user, the message on stdin) and "/file" (an mbox
 // append). They exist only when alias_commands or alias_files is set, and
 // route_find() sends those recipients to them whatever the routes say.
-// Each call gets one recipient (one_recipient_per_call), so one failing
-// command never makes another run twice.
+// Each target gets its own result, so one failing command never makes
+// another run twice.
 #pragma once
 
 #include <memory>

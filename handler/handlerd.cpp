@@ -191,24 +191,22 @@ void HandlerServer::watch(int fd, uint64_t data, int op)
 Instances HandlerServer::build_instances(const Config& cfg)
 {
 	Instances out;
-	auto add = [&out](const std::string& name, std::unique_ptr<Handler> h) {
-		auto inst = std::make_shared<Instance>();
-		inst->name = name;
-		inst->handler = std::move(h);
-		out[name] = inst;
+	auto add = [&out](const std::string& name, std::unique_ptr<Handler> h, unsigned workers) {
+		out[name] = std::make_shared<Instance>(name, std::move(h), workers);
 	};
-	for (auto& [name, h] : handlers_create(cfg)) {
+	for (ConfiguredHandler& h : handlers_create(cfg, rt_.secrets)) {
 		try {
-			h->start();
+			h.handler->start();
 		} catch (const std::exception& e) {
-			log_warnx("handler %s: start failed: %s", name.c_str(), e.what());
+			log_warnx("handler %s: start failed: %s", h.name.c_str(), e.what());
 		}
-		add(name, std::move(h));
+		add(h.name, std::move(h.handler), h.workers);
 	}
+	// Commands run one at a time, as they always did.
 	if (cfg.alias_commands)
-		add(ALIAS_COMMAND_INSTANCE, alias_command_handler(cfg.user, cfg.delivery_timeout));
+		add(ALIAS_COMMAND_INSTANCE, alias_command_handler(cfg.user, cfg.delivery_timeout), 1);
 	if (cfg.alias_files)
-		add(ALIAS_FILE_INSTANCE, alias_file_handler());
+		add(ALIAS_FILE_INSTANCE, alias_file_handler(), 1);
 	return out;
 }
 
@@ -485,17 +483,23 @@ void HandlerServer::peer_error(const char* what)
 	parent_->flush();
 }
 
-// SIGHUP, as relayed by the parent (which validated the file already).
+// SIGHUP, as relayed by the parent (which validated the file already):
+// the memfd holds the config text and the secrets it names.
 void HandlerServer::reload(Imsg& m)
 {
-	std::string text;
+	std::string conf;
 	char buf[65536];
 	ssize_t n;
 	lseek(m.fd.get(), 0, SEEK_SET);
 	while ((n = read(m.fd.get(), buf, sizeof buf)) > 0)
-		text.append(buf, static_cast<size_t>(n));
+		conf.append(buf, static_cast<size_t>(n));
 	try {
+		std::string text, secrets;
+		ImsgReader r(conf);
+		if (!(r.str(text) && r.str(secrets) && r.done()))
+			throw std::runtime_error("malformed configuration from the parent");
 		Config cfg = config_parse(text, m.data);
+		rt_.secrets = Secrets::passed(secrets);
 		queue_.configure(cfg, build_instances(cfg));
 		cfg_ = std::move(cfg);
 		reload_aliases();
@@ -722,6 +726,7 @@ void HandlerServer::run()
 void handler_main(Runtime& rt, UniqueFd parent_chan, UniqueFd smtp_chan)
 {
 	child_signals(&got_sigterm);
+	rt.secrets = Secrets::passed(rt.secrets.encode());  // this process cannot read them itself
 	sandbox_drop(rt.user, nullptr);
 	if (chdir(rt.cfg.spool.c_str()) == -1)
 		fatal("chdir %s", rt.cfg.spool.c_str());

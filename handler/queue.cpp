@@ -5,25 +5,24 @@
 
 #include <algorithm>
 #include <cmath>
-#include <thread>
 
 #include "common/log.h"
 #include "handler/routes.h"
 
 namespace laim {
 
-// One delivery: a message to the recipients routed to one instance. The
-// worker thread writes result and finished under jobs_mutex; everything
-// else belongs to the main thread.
+// One call on a worker: a delivery of a message to the recipients routed
+// to one instance, or a `laimctl test`. The worker writes results and
+// finished under jobs_mutex; everything else belongs to the main thread.
 struct Job {
 	std::string id;
 	std::shared_ptr<Instance> inst;
 	Envelope env;
 	time_t started = 0;
-	Result result;
+	std::function<void(const Result&)> tested;  // set: a test, not a delivery
+	Results results = Result();
 	bool finished = false;
-	bool expired = false;  // timed out; its result was already accounted for
-	bool late_delivered = false;  // expired, then the call returned delivered
+	bool expired = false;  // timed out; its results were already accounted for
 };
 
 namespace {
@@ -37,28 +36,30 @@ double now_real()
 	return static_cast<double>(ts.tv_sec) + ts.tv_nsec / 1e9;
 }
 
-// The worker thread: loads the message, calls the handler, reports back.
-// An exception is a temporary failure (design.md "Handlers").
-void work(std::shared_ptr<Job> job, const Spool* spool, int notify)
+// What a call returned, or the temporary failure its exception means.
+Results call(Job& job, const Spool& spool)
 {
-	Result r;
 	try {
-		SpoolMessage sm = spool->load(job->id);
+		if (job.tested)
+			return job.inst->handler->test();
+		SpoolMessage sm = spool.load(job.id);
 		Message msg(sm.body());
-		r = job->inst->handler->deliver(job->env, msg);
+		return job.inst->handler->deliver(job.env, msg);
 	} catch (const std::exception& e) {
-		r = Result::tempfail(e.what());
+		return Result::tempfail(e.what());
 	} catch (...) {
-		r = Result::tempfail("unknown exception");
+		return Result::tempfail("unknown exception");
 	}
+}
+
+// A worker's task: makes the call and reports back through the eventfd.
+// An expired job keeps the results of the late call for late_delivery().
+void work(const std::shared_ptr<Job>& job, const Spool& spool, int notify)
+{
+	Results r = call(*job, spool);
 	{
-		// An expired job's result was settled by the main thread, which
-		// may be reading it: leave it alone.
 		std::lock_guard<std::mutex> lock(jobs_mutex);
-		if (!job->expired)
-			job->result = std::move(r);
-		else
-			job->late_delivered = r.status == Result::Status::Delivered;
+		job->results = std::move(r);
 		job->finished = true;
 	}
 	uint64_t one = 1;
@@ -118,10 +119,10 @@ void Queue::load_spool()
 		log_info("%zu queued messages loaded from the spool", entries_.size());
 }
 
-// Starts the deliveries of one message: its recipients grouped by handler
-// instance (one at a time for a handler that takes one per call), skipping what is
-// done or was tried this round; settles the round when nothing is left to
-// try. Waits while a needed instance is busy.
+// Starts what it can of one message's round: its pending recipients
+// grouped by instance, skipping what is done or was tried this round, on
+// instances with a free worker (the others are tried again at the next
+// run()). Settles the round when nothing is left to try or running.
 void Queue::dispatch(Entry& e)
 {
 	std::map<std::string, std::vector<std::string>> groups;
@@ -135,54 +136,77 @@ void Queue::dispatch(Entry& e)
 			}
 			continue;
 		}
-		for (const std::string& name : r->handlers) {
-			auto inst = instances_.find(name);
-			bool one = inst != instances_.end() && inst->second->handler->one_recipient_per_call();
-			if (!e.done.count({name, rcpt}) && !e.tried.count({name, rcpt}) && !(one && groups.count(name)))
+		for (const std::string& name : r->handlers)
+			if (!e.done.count({name, rcpt}) && !e.tried.count({name, rcpt}))
 				groups[name].push_back(rcpt);
-		}
 	}
 	if (groups.empty()) {
-		settle(e.env.id);
+		if (e.running == 0)
+			settle(e.env.id);
 		return;
 	}
 	if (stopped_)
 		return;  // what is left stays queued for the next start
-	for (const auto& [name, rcpts] : groups) {
-		auto it = instances_.find(name);
-		if (it != instances_.end() && it->second->busy)
-			return;
-	}
-	time_t now = time(nullptr);
-	for (const auto& [name, rcpts] : groups) {
+	bool started = false;
+	for (auto& [name, rcpts] : groups)
+		started |= start(e, name, std::move(rcpts));
+	if (started && e.running == 0)
+		dispatch(e);  // only failures to start: the rest of the round, or settle it
+}
+
+// Starts one call of e's on instance name, unless all its workers are
+// busy (false). An instance that is gone or a thread that cannot start
+// defers these recipients for this round.
+bool Queue::start(Entry& e, const std::string& name, std::vector<std::string> rcpts)
+{
+	auto it = instances_.find(name);
+	if (it != instances_.end() && it->second->busy >= it->second->workers)
+		return false;
+	for (const std::string& r : rcpts)
+		e.tried.insert({name, r});
+	auto defer = [&](const std::string& why) {
 		for (const std::string& r : rcpts)
-			e.tried.insert({name, r});
-		auto job = std::make_shared<Job>();
-		job->id = e.env.id;
-		job->env = e.env;
-		job->env.recipients = rcpts;
-		job->started = now;
-		auto it = instances_.find(name);
-		if (it == instances_.end()) {
-			job->result = Result::tempfail("handler instance " + name + " is not configured");
-			e.deferred.push_back(job);
-			continue;
-		}
-		job->inst = it->second;
-		try {
-			std::thread(work, job, &spool_, notify_.get()).detach();
-		} catch (const std::exception& ex) {
-			log_warnx("%s: cannot start a delivery thread: %s", e.env.id.c_str(), ex.what());
-			job->result = Result::tempfail("cannot start a delivery thread");
-			e.deferred.push_back(job);
-			continue;
-		}
-		job->inst->busy = true;
-		jobs_.push_back(job);
-		e.running++;
+			e.deferred.push_back({name, r, Result::tempfail(why)});
+		return true;
+	};
+	if (it == instances_.end())
+		return defer("handler instance " + name + " is not configured");
+	auto job = std::make_shared<Job>();
+	job->id = e.env.id;
+	job->env = e.env;
+	job->env.recipients = std::move(rcpts);
+	job->started = time(nullptr);
+	job->inst = it->second;
+	try {
+		job->inst->pool.run([job, this] { work(job, spool_, notify_.get()); });
+	} catch (const std::exception& ex) {
+		log_warnx("%s: cannot start a worker for handler %s: %s", e.env.id.c_str(), name.c_str(), ex.what());
+		return defer("cannot start a worker thread");
 	}
-	if (e.running == 0)
-		dispatch(e);  // nothing started: the rest of the round, or settle it
+	job->inst->busy++;
+	jobs_.push_back(job);
+	e.running++;
+	return true;
+}
+
+bool Queue::test(const std::string& instance, std::function<void(const Result&)> done)
+{
+	auto it = instances_.find(instance);
+	if (it == instances_.end())
+		return false;
+	auto job = std::make_shared<Job>();
+	job->inst = it->second;
+	job->started = time(nullptr);
+	job->tested = std::move(done);
+	try {
+		job->inst->pool.run([job, this] { work(job, spool_, notify_.get()); });
+	} catch (const std::exception& ex) {
+		job->tested(Result::tempfail(std::string("cannot start a worker thread: ") + ex.what()));
+		return true;
+	}
+	job->inst->busy++;
+	jobs_.push_back(job);
+	return true;
 }
 
 void Queue::run()
@@ -195,32 +219,33 @@ void Queue::run()
 			if (job->finished || job->expired || now - job->started < static_cast<time_t>(delivery_timeout_))
 				continue;
 			job->expired = true;
-			job->result = Result::tempfail("handler " + job->inst->name + " timed out after " +
-						       std::to_string(delivery_timeout_) + "s");
 			expired.push_back(job);
 		}
 	}
 	for (auto& job : expired) {
-		log_warnx("%s: handler %s timed out after %us; it stays busy until the call returns", job->id.c_str(),
-			  job->inst->name.c_str(), delivery_timeout_);
-		finish_job(job);
+		Result late = Result::tempfail("handler " + job->inst->name + " timed out after " +
+					       std::to_string(delivery_timeout_) + "s");
+		log_warnx("%s: handler %s timed out after %us; its worker stays busy until the call returns",
+			  job->tested ? "test" : job->id.c_str(), job->inst->name.c_str(), delivery_timeout_);
+		finish_job(*job, late);
 	}
 	if (stopped_)
 		return;
 	std::vector<std::string> due;
 	for (auto& [id, e] : entries_)
-		if (e.running == 0 && e.next_try <= now)
+		if (e.next_try <= now)
 			due.push_back(id);
 	for (const std::string& id : due) {
 		auto it = entries_.find(id);
 		if (it == entries_.end())
 			continue;
-		if (it->second.attempts > 0 && now_real() - it->second.arrival >= static_cast<double>(max_queue_age_)) {
-			it->second.failures.push_back("expired: in the queue longer than max_queue_age");
+		Entry& e = it->second;
+		if (e.running == 0 && e.attempts > 0 && now_real() - e.arrival >= static_cast<double>(max_queue_age_)) {
+			e.failures.push_back("expired: in the queue longer than max_queue_age");
 			finalize(id);
 			continue;
 		}
-		dispatch(it->second);
+		dispatch(e);
 	}
 }
 
@@ -236,20 +261,23 @@ void Queue::collect()
 		jobs_.erase(mid, jobs_.end());
 	}
 	for (auto& job : finished) {
-		job->inst->busy = false;
+		job->inst->busy--;
 		if (!job->expired)
-			finish_job(job);
-		else if (job->late_delivered)
+			finish_job(*job, job->results);
+		else if (!job->tested)
 			late_delivery(*job);
 	}
 }
 
-// A call that timed out (counted as deferred) returned delivered after
-// all: its recipients are done, so the retry does not deliver them twice.
+// A call that timed out (counted as deferred) returned after all: the
+// recipients it delivered are done, so the retry does not deliver them twice.
 void Queue::late_delivery(const Job& job)
 {
 	auto it = entries_.find(job.id);
-	for (const std::string& r : job.env.recipients) {
+	for (size_t i = 0; i < job.env.recipients.size(); i++) {
+		if (job.results.at(i).status != Result::Status::Delivered)
+			continue;
+		const std::string& r = job.env.recipients[i];
 		log_info("%s: to=<%s>, handler=%s, status=delivered, late (after its timeout)%s", job.id.c_str(),
 			 r.c_str(), job.inst->name.c_str(), it == entries_.end() ? ", message no longer queued" : "");
 		count("delivered");
@@ -259,46 +287,65 @@ void Queue::late_delivery(const Job& job)
 	}
 }
 
-// Accounts for one job's result; the last job of a round ends it.
-void Queue::finish_job(const std::shared_ptr<Job>& job)
+// Accounts for one call's results, each recipient on its own; the last
+// call of a round ends it.
+void Queue::finish_job(Job& job, const Results& results)
 {
-	auto it = entries_.find(job->id);
+	if (job.tested) {
+		job.tested(results.at(0));
+		return;
+	}
+	auto it = entries_.find(job.id);
 	if (it == entries_.end())
 		return;
 	Entry& e = it->second;
-	const char* id = job->id.c_str();
-	const char* name = job->inst->name.c_str();
-	double delay = now_real() - e.arrival;
-	std::string reason = one_line(job->result.reason);
-	switch (job->result.status) {
-	case Result::Status::Delivered:
-		for (const std::string& r : job->env.recipients) {
-			e.done.insert({job->inst->name, r});
-			count("delivered");
-			count("handler." + job->inst->name + ".delivered");
-			log_info("%s: to=<%s>, handler=%s, status=delivered, delay=%.2f", id, r.c_str(), name, delay);
-		}
-		break;
-	case Result::Status::PermFail:
-		for (const std::string& r : job->env.recipients) {
-			e.done.insert({job->inst->name, r});
-			count("failed");
-			count("handler." + job->inst->name + ".failed");
-			e.failures.push_back("<" + r + "> handler " + job->inst->name + ": " + reason);
-			log_info("%s: to=<%s>, handler=%s, status=failed (%s)", id, r.c_str(), name, reason.c_str());
-		}
-		break;
-	case Result::Status::TempFail:
-		e.deferred.push_back(job);
-		break;
-	}
+	for (size_t i = 0; i < job.env.recipients.size(); i++)
+		settle_recipient(e, job.inst->name, job.env.recipients[i], results.at(i));
 	if (--e.running == 0)
 		dispatch(e);  // what this round has not tried yet, or settle it
 }
 
+// What the log adds to a result: the peer's enhanced code and its reason.
+std::string Queue::describe(const Result& r)
+{
+	std::string out = r.code.empty() ? "" : ", dsn=" + r.code;
+	std::string reason = one_line(r.reason);
+	if (!reason.empty())
+		out += " (" + reason + ")";
+	return out;
+}
+
+// One recipient of one instance: done (delivered or failed for good), or
+// deferred to the end of the round.
+void Queue::settle_recipient(Entry& e, const std::string& inst, const std::string& rcpt, const Result& r)
+{
+	const char* id = e.env.id.c_str();
+	switch (r.status) {
+	case Result::Status::Delivered:
+		e.done.insert({inst, rcpt});
+		count("delivered");
+		count("handler." + inst + ".delivered");
+		log_info("%s: to=<%s>, handler=%s, status=delivered, delay=%.2f%s", id, rcpt.c_str(), inst.c_str(),
+			 now_real() - e.arrival, describe(r).c_str());
+		break;
+	case Result::Status::PermFail:
+		e.done.insert({inst, rcpt});
+		count("failed");
+		count("handler." + inst + ".failed");
+		e.failures.push_back("<" + rcpt + "> handler " + inst + ": " + (r.code.empty() ? "" : r.code + " ") +
+				     one_line(r.reason));
+		log_info("%s: to=<%s>, handler=%s, status=failed%s", id, rcpt.c_str(), inst.c_str(), describe(r).c_str());
+		break;
+	case Result::Status::TempFail:
+		e.deferred.push_back({inst, rcpt, r});
+		break;
+	}
+}
+
 // A round is over (each pending recipient was tried once): done, or retry
 // later with exponential back-off (retry_initial doubling up to
-// retry_max), or give up when the message is older than max_queue_age.
+// retry_max, or later when a handler asked so), or give up when the
+// message is older than max_queue_age.
 void Queue::settle(const std::string& id)
 {
 	Entry& e = entries_.at(id);
@@ -311,25 +358,25 @@ void Queue::settle(const std::string& id)
 	double backoff = std::min(static_cast<double>(retry_max_),
 				  retry_initial_ * std::pow(2.0, std::min(e.attempts - 1, 30u)));
 	time_t retry_in = static_cast<time_t>(backoff);
+	for (const Deferral& d : e.deferred)
+		retry_in = std::max<time_t>(retry_in, d.result.retry_after);
 	double delay = now_real() - e.arrival;
 	bool expired = delay >= static_cast<double>(max_queue_age_);
-	for (auto& job : e.deferred) {
-		std::string reason = one_line(job->result.reason);
-		const std::string name = job->inst ? job->inst->name : "none";
-		e.last_error = reason;
-		for (const std::string& r : job->env.recipients) {
-			std::string what = expired ? "failed" : "deferred";
-			count(what);
-			count("handler." + name + "." + what);
-			if (expired) {
-				e.failures.push_back("<" + r + "> handler " + name + ": expired after " +
-						     std::to_string(e.attempts) + " attempts: " + reason);
-				log_info("%s: to=<%s>, handler=%s, status=failed (expired after %u attempts: %s)", id.c_str(),
-					 r.c_str(), name.c_str(), e.attempts, reason.c_str());
-			} else {
-				log_info("%s: to=<%s>, handler=%s, status=deferred, delay=%.2f, attempt=%u, retry_in=%lds (%s)",
-					 id.c_str(), r.c_str(), name.c_str(), delay, e.attempts, (long)retry_in, reason.c_str());
-			}
+	for (const Deferral& d : e.deferred) {
+		const char* name = d.instance.c_str();
+		const char* rcpt = d.rcpt.c_str();
+		std::string what = expired ? "failed" : "deferred";
+		e.last_error = one_line(d.result.reason);
+		count(what);
+		count("handler." + d.instance + "." + what);
+		if (expired) {
+			e.failures.push_back("<" + d.rcpt + "> handler " + d.instance + ": expired after " +
+					     std::to_string(e.attempts) + " attempts: " + e.last_error);
+			log_info("%s: to=<%s>, handler=%s, status=failed (expired after %u attempts: %s)", id.c_str(), rcpt,
+				 name, e.attempts, e.last_error.c_str());
+		} else {
+			log_info("%s: to=<%s>, handler=%s, status=deferred, delay=%.2f, attempt=%u, retry_in=%lds%s",
+				 id.c_str(), rcpt, name, delay, e.attempts, (long)retry_in, describe(d.result).c_str());
 		}
 	}
 	e.deferred.clear();
@@ -366,9 +413,11 @@ int Queue::next_wakeup_ms() const
 {
 	time_t now = time(nullptr);
 	long ms = 1000;
+	// Due entries were dispatched just now; those waiting for a worker
+	// are woken by its notify_fd.
 	for (const auto& [id, e] : entries_)
-		if (e.running == 0)
-			ms = std::min<long>(ms, std::max<long>(0, (e.next_try - now) * 1000));
+		if (e.next_try > now)
+			ms = std::min<long>(ms, (e.next_try - now) * 1000);
 	return static_cast<int>(ms);
 }
 
@@ -379,6 +428,7 @@ std::vector<Queue::Item> Queue::items() const
 		Item it;
 		it.env = e.env;
 		it.attempts = e.attempts;
+		it.next_try = e.next_try;
 		it.last_error = e.last_error;
 		try {
 			it.size = spool_.load(id).body().size();
@@ -418,7 +468,7 @@ size_t Queue::running() const
 	std::lock_guard<std::mutex> lock(jobs_mutex);
 	size_t n = 0;
 	for (const auto& job : jobs_)
-		n += !job->finished && !job->expired;
+		n += !job->finished && !job->expired && !job->tested;
 	return n;
 }
 

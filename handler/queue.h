@@ -1,11 +1,14 @@
 // The delivery queue of the handler process: committed messages waiting
-// for their handler instances, with the retry policy of design.md
-// ("The bounded queue"). Deliveries run in worker threads, one job per
-// (message, handler instance); the main loop dispatches and collects.
+// for their handler instances, with the retry policy of
+// doc/architecture.md ("The queue"). Each instance has a pool of worker
+// threads; a job is one call: a message to the recipients routed to one
+// instance. The main loop dispatches and collects; each recipient's
+// result is settled on its own.
 #pragma once
 
 #include <ctime>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -17,16 +20,21 @@
 #include "common/fd.h"
 #include "handler/api/handler.h"
 #include "handler/spool.h"
+#include "handler/workers.h"
 
 namespace laim {
 
-// A configured handler instance. busy while a worker calls it, so that
-// deliver() never runs twice at once on one instance. A handler that asks
-// for one recipient per call gets each in its own call, with its own result.
+// A configured handler instance and its workers. busy counts the calls in
+// progress, timed-out ones included (a call that timed out holds its
+// worker until it returns); no call starts while busy == workers.
 struct Instance {
+	Instance(std::string n, std::unique_ptr<Handler> h, unsigned w)
+		: name(std::move(n)), handler(std::move(h)), workers(w), pool(w) {}
 	std::string name;
 	std::unique_ptr<Handler> handler;
-	bool busy = false;
+	unsigned workers;
+	unsigned busy = 0;  // main thread only
+	WorkerPool pool;
 };
 using Instances = std::map<std::string, std::shared_ptr<Instance>>;
 
@@ -49,6 +57,11 @@ class Queue {
 	void load_spool();
 	size_t size() const { return entries_.size(); }
 
+	// `laimctl test`: runs the instance's test() on one of its workers;
+	// done gets the answer in the main thread, from collect(). False when
+	// there is no such instance.
+	bool test(const std::string& instance, std::function<void(const Result&)> done);
+
 	// Starts due deliveries and expires timed-out ones.
 	void run();
 	// Processes the jobs the workers finished (call when notify_fd is readable).
@@ -64,6 +77,7 @@ class Queue {
 		Envelope env;
 		uint64_t size = 0;
 		unsigned attempts = 0;
+		time_t next_try = 0;
 		std::string last_error;
 	};
 	std::vector<Item> items() const;
@@ -77,6 +91,11 @@ class Queue {
 	const std::map<std::string, uint64_t>& stats() const { return stats_; }
 
  private:
+	// A recipient of one instance that failed temporarily this round.
+	struct Deferral {
+		std::string instance, rcpt;
+		Result result;
+	};
 	struct Entry {
 		Envelope env;
 		double arrival = 0;
@@ -86,11 +105,14 @@ class Queue {
 		std::set<std::pair<std::string, std::string>> done;   // (instance, rcpt) finished
 		std::set<std::pair<std::string, std::string>> tried;  // (instance, rcpt) tried this round
 		std::vector<std::string> failures;   // permanent failure reasons
-		std::vector<std::shared_ptr<Job>> deferred;  // this round's temporary failures
+		std::vector<Deferral> deferred;      // this round's temporary failures
 		std::string last_error;
 	};
 	void dispatch(Entry& e);
-	void finish_job(const std::shared_ptr<Job>& job);
+	bool start(Entry& e, const std::string& name, std::vector<std::string> rcpts);
+	void finish_job(Job& job, const Results& results);
+	static std::string describe(const Result& r);
+	void settle_recipient(Entry& e, const std::string& instance, const std::string& rcpt, const Result& r);
 	void settle(const std::string& id);
 	void late_delivery(const Job& job);
 	void finalize(const std::string& id);

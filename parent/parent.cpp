@@ -67,12 +67,14 @@ bool shutting_down = false;
 }
 
 // Loads and fully validates a config, handler sections included (their
-// constructors only parse options). Throws ConfigError.
-Config load_config(const std::string& file, std::string* text, bool* world_readable)
+// constructors only parse options, and read the secret files they name
+// into *secrets). Throws ConfigError.
+Config load_config(const std::string& file, std::string* text, Secrets* secrets, bool* world_readable)
 {
 	*text = config_read(file, world_readable);
 	Config cfg = config_parse(*text, file);
-	handlers_create(cfg);
+	*secrets = Secrets::from_files();
+	handlers_create(cfg, *secrets);
 	return cfg;
 }
 
@@ -234,10 +236,11 @@ void reap_children()
 void reload()
 {
 	std::string text;
+	Secrets secrets;
 	bool world_readable = false;
 	Config cfg;
 	try {
-		cfg = load_config(rt.cfg.file, &text, &world_readable);
+		cfg = load_config(rt.cfg.file, &text, &secrets, &world_readable);
 	} catch (const ConfigError& e) {
 		log_warnx("%s; keeping the previous configuration", e.what());
 		return;
@@ -257,6 +260,7 @@ void reload()
 	cfg.spool = rt.cfg.spool;
 	rt.cfg = std::move(cfg);
 	rt.config_text = std::move(text);
+	rt.secrets = std::move(secrets);
 	if (!rt.cfg.hostname.empty())
 		rt.hostname = rt.cfg.hostname;
 
@@ -268,9 +272,10 @@ void reload()
 		children[SMTP].chan->flush();
 	}
 	if (children[HANDLER].pid > 0) {
+		// The config and its secrets, which the handler process cannot read.
+		std::string conf = ImsgWriter().str(rt.config_text).str(rt.secrets.encode()).data();
 		int mfd = memfd_create("laim-config", MFD_CLOEXEC);
-		if (mfd == -1 || write(mfd, rt.config_text.data(), rt.config_text.size()) !=
-					 static_cast<ssize_t>(rt.config_text.size())) {
+		if (mfd == -1 || write(mfd, conf.data(), conf.size()) != static_cast<ssize_t>(conf.size())) {
 			log_warn("passing the configuration to the handler process");
 			if (mfd != -1)
 				close(mfd);
@@ -477,7 +482,7 @@ int main(int argc, char* argv[])
 
 	bool world_readable = false;
 	try {
-		rt.cfg = load_config(file, &rt.config_text, &world_readable);
+		rt.cfg = load_config(file, &rt.config_text, &rt.secrets, &world_readable);
 	} catch (const ConfigError& e) {
 		fprintf(stderr, "laimd: %s\n", e.what());
 		return 1;

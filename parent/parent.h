@@ -13,6 +13,7 @@
 #include "common/imsg.h"
 #include "common/proto.h"
 #include "common/sandbox.h"
+#include "common/secrets.h"
 
 namespace laim {
 
@@ -25,6 +26,7 @@ struct Listener {
 struct Runtime {
 	Config cfg;
 	std::string config_text;  // as read, for the handler's reloads
+	Secrets secrets;          // the secret files the handler sections name, as read
 	std::string hostname;     // resolved once at start
 	RunAs user;
 	std::vector<Listener> listeners;  // served by smtp

@@ -531,6 +531,7 @@ void SmtpServer::run()
 void smtp_main(Runtime& rt, UniqueFd parent_chan, UniqueFd handler_chan)
 {
 	child_signals(&got_sigterm);
+	rt.secrets.wipe();  // the network-facing process keeps no handler secret
 	sandbox_drop(rt.user, LAIM_EMPTY_DIR);
 	SmtpServer server(rt, std::move(parent_chan), std::move(handler_chan));
 	sandbox_seccomp_smtp();

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/config.h"
+#include "common/secrets.h"
 
 namespace laim {
 
@@ -63,16 +64,60 @@ class Message {
 	mutable std::unique_ptr<Parsed> parsed_;
 };
 
-// What a delivery came to. An exception thrown by deliver() counts as
-// a temporary failure with the exception's message as reason.
+// What a delivery came to, for one recipient or for all of a call's. A
+// default-constructed Result is a temporary failure, so that a forgotten
+// assignment can never read as delivered. An exception thrown by
+// deliver() counts as a temporary failure with its message as reason.
 struct Result {
-	enum class Status { Delivered, TempFail, PermFail };
-	Status status = Status::Delivered;
-	std::string reason;
+	enum class Status { TempFail, PermFail, Delivered };
+	Status status = Status::TempFail;
+	std::string reason = "the handler gave no result";
+	std::string code;          // enhanced status code the peer gave ("5.2.2"), or empty
+	unsigned retry_after = 0;  // TempFail: seconds before the next try, when the
+				   // peer said (HTTP 429 Retry-After, a rate limit)
 
-	static Result delivered() { return {}; }
-	static Result tempfail(std::string why) { return {Status::TempFail, std::move(why)}; }
+	// reason, when given, is the peer's answer ("250 2.0.0 <alice> Saved").
+	static Result delivered(std::string reason = "") { return {Status::Delivered, std::move(reason)}; }
+	// The queue waits retry_after seconds, or its own back-off if that is later.
+	static Result tempfail(std::string why, unsigned retry_after = 0)
+	{
+		return {Status::TempFail, std::move(why), "", retry_after};
+	}
 	static Result permfail(std::string why) { return {Status::PermFail, std::move(why)}; }
+	// The same result with the peer's enhanced status code.
+	Result with_code(std::string enhanced) &&
+	{
+		code = std::move(enhanced);
+		return std::move(*this);
+	}
+};
+
+// What deliver() returns: one Result for every recipient of the call (the
+// one-result form, from a plain Result), or one per recipient in
+// env.recipients order (from a vector), so that a peer that answers each
+// recipient on its own (LMTP after DATA, an SMTP relay at RCPT) has each
+// settled on its own: delivered ones are never delivered again.
+class Results {
+ public:
+	Results(Result all) : each_{std::move(all)} {}  // NOLINT: implicit on purpose
+	Results(std::vector<Result> each) : each_(std::move(each)), per_recipient_(true) {}  // NOLINT
+
+	// Recipient i's result; a per-recipient list too short for i gives a
+	// temporary failure, never a delivery.
+	Result at(size_t i) const
+	{
+		if (!per_recipient_)
+			return each_.at(0);
+		if (i < each_.size())
+			return each_[i];
+		return Result::tempfail("the handler gave " + std::to_string(each_.size()) + " results for recipient " +
+					std::to_string(i + 1));
+	}
+	bool per_recipient() const { return per_recipient_; }
+
+ private:
+	std::vector<Result> each_;
+	bool per_recipient_ = false;
 };
 
 // A handler's verdict on one recipient at RCPT time.
@@ -83,7 +128,7 @@ enum class RcptVerdict { Accept, Reject /* 550 */, Defer /* 451 */ };
 // unread is an "unknown key" error naming file, line and key.
 class HandlerOptions {
  public:
-	HandlerOptions(const HandlerSection& section, const std::string& file);
+	HandlerOptions(const HandlerSection& section, const std::string& file, Secrets* secrets = nullptr);
 
 	const std::string& name() const { return section_.name; }
 	const std::string& file() const { return file_; }
@@ -94,6 +139,10 @@ class HandlerOptions {
 			  long long min = 0, long long max = (1LL << 53));
 	bool boolean(const char* key, std::optional<bool> def = std::nullopt);
 	std::vector<std::string> strings(const char* key);  // a sequence of scalars; missing = empty
+	// The bytes of the secret file the option names (an absolute path
+	// that the root parent reads: see common/secrets.h). Errors name the
+	// file, line, key and secret file, never the bytes.
+	std::string secret(const char* key);
 	// Throws ConfigError at the key's line (or the section's when absent).
 	[[noreturn]] void fail(const char* key, const std::string& what) const;
 	// Throws for the first key that no accessor read.
@@ -104,14 +153,16 @@ class HandlerOptions {
 	const HandlerSection& section_;
 	std::string file_;
 	std::vector<std::string> used_;
+	Secrets* secrets_;
 };
 
 // Base class of every handler. The constructor runs in the parent too
 // (for `laimd -n` and SIGHUP validation), as root: it must only read its
 // options and throw on bad ones, never touch files or the network. Work
-// that needs I/O belongs in start() or deliver(), which run in the
-// unprivileged handler process. deliver() is never called concurrently on
-// one instance, but different instances run in parallel threads.
+// that needs I/O belongs in start(), test() or deliver(), which run in the
+// unprivileged handler process. An instance has `workers` threads (the
+// option, default default_workers()): with more than one, deliver() runs
+// in several of them at once, so it must guard any state it changes.
 class Handler {
  public:
 	virtual ~Handler() = default;
@@ -119,11 +170,15 @@ class Handler {
 	virtual void start() {}
 	// Judge a recipient at RCPT time; the default accepts.
 	virtual RcptVerdict check_recipient(std::string_view /*rcpt*/) { return RcptVerdict::Accept; }
-	// True when each recipient must be its own call with its own result
-	// (a handler whose recipients fail independently); the default is
-	// one call with every recipient routed to the instance.
-	virtual bool one_recipient_per_call() const { return false; }
-	virtual Result deliver(const Envelope& env, const Message& msg) = 0;
+	// Delivers msg to env.recipients (those routed to this instance).
+	virtual Results deliver(const Envelope& env, const Message& msg) = 0;
+	// `laimctl test INSTANCE`: checks that a delivery could succeed now
+	// (connect, TLS, AUTH, a writable path) without sending anything.
+	// Delivered means ready; the reason says what was checked.
+	virtual Result test() { return Result::delivered("nothing to check for this handler type"); }
+	// Threads an instance gets when its section sets no `workers:`: 1
+	// where order or a lock serialises deliveries anyway.
+	virtual unsigned default_workers() const { return 1; }
 };
 
 using HandlerFactory = std::unique_ptr<Handler> (*)(HandlerOptions&);
@@ -148,10 +203,21 @@ inline std::string_view local_part(std::string_view rcpt)
 // process that asks is_local_address(), before any delivery thread starts.
 void set_local_domains(const std::string& hostname);
 
+// Most threads one instance may have (the `workers:` option).
+constexpr unsigned MAX_WORKERS = 64;
+
+// A configured handler instance, as handlers_create() builds it.
+struct ConfiguredHandler {
+	std::string name;
+	std::unique_ptr<Handler> handler;
+	unsigned workers = 1;  // the `workers:` option, else default_workers()
+};
+
 // Builds every handler instance of the config; throws ConfigError on an
-// unknown type or a handler's invalid option. Used by -n, at start and on
-// SIGHUP (in the parent only to validate).
-std::vector<std::pair<std::string, std::unique_ptr<Handler>>> handlers_create(const Config& cfg);
+// unknown type or a handler's invalid option (a secret file too open
+// included). Used by -n, at start and on SIGHUP (in the parent to
+// validate and to read the secrets, which it then passes on).
+std::vector<ConfiguredHandler> handlers_create(const Config& cfg, Secrets& secrets);
 
 }  // namespace laim
 

@@ -28,8 +28,8 @@ std::string got(const YamlNode& n)
 
 }  // namespace
 
-HandlerOptions::HandlerOptions(const HandlerSection& section, const std::string& file)
-    : section_(section), file_(file), used_{"type"}
+HandlerOptions::HandlerOptions(const HandlerSection& section, const std::string& file, Secrets* secrets)
+    : section_(section), file_(file), used_{"type"}, secrets_(secrets)
 {
 }
 
@@ -133,6 +133,18 @@ std::vector<std::string> HandlerOptions::strings(const char* key)
 		out.push_back(item.value);
 	}
 	return out;
+}
+
+std::string HandlerOptions::secret(const char* key)
+{
+	std::string path = string(key);
+	if (!secrets_)
+		fail(key, "no secrets in this context");
+	try {
+		return secrets_->get(path);
+	} catch (const std::runtime_error& e) {
+		fail(key, e.what());
+	}
 }
 
 void HandlerOptions::check_unused() const

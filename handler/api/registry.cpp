@@ -82,9 +82,9 @@ std::vector<std::string> handler_types()
 // Builds every configured instance: the factory reads and validates its
 // options, then any key it did not read is an error. A constructor that
 // throws something other than ConfigError is reported at its section.
-std::vector<std::pair<std::string, std::unique_ptr<Handler>>> handlers_create(const Config& cfg)
+std::vector<ConfiguredHandler> handlers_create(const Config& cfg, Secrets& secrets)
 {
-	std::vector<std::pair<std::string, std::unique_ptr<Handler>>> out;
+	std::vector<ConfiguredHandler> out;
 	for (const HandlerSection& section : cfg.handlers) {
 		HandlerFactory factory = handler_factory(section.type);
 		if (!factory) {
@@ -94,17 +94,19 @@ std::vector<std::pair<std::string, std::unique_ptr<Handler>>> handlers_create(co
 					  "unknown handler type \"" + section.type + "\" (known: " +
 						  join(handler_types(), ", ") + ")");
 		}
-		HandlerOptions opts(section, cfg.file);
-		std::unique_ptr<Handler> handler;
+		HandlerOptions opts(section, cfg.file, &secrets);
+		ConfiguredHandler h;
+		h.name = section.name;
 		try {
-			handler = factory(opts);
+			h.handler = factory(opts);
 		} catch (const ConfigError&) {
 			throw;
 		} catch (const std::exception& e) {
 			throw ConfigError(cfg.file, section.line, "handlers." + section.name, e.what());
 		}
+		h.workers = static_cast<unsigned>(opts.integer("workers", h.handler->default_workers(), 1, MAX_WORKERS));
 		opts.check_unused();
-		out.emplace_back(section.name, std::move(handler));
+		out.push_back(std::move(h));
 	}
 	return out;
 }

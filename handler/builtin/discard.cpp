@@ -14,7 +14,7 @@ class DiscardHandler : public Handler {
  public:
 	explicit DiscardHandler(HandlerOptions&) {}
 
-	Result deliver(const Envelope&, const Message&) override { return Result::delivered(); }
+	Results deliver(const Envelope&, const Message&) override { return Result::delivered(); }
 };
 
 LAIM_HANDLER("discard", DiscardHandler);

@@ -25,7 +25,7 @@ class FileHandler : public Handler {
 			o.fail("path", "expected an absolute path, got \"" + path_ + "\"");
 	}
 
-	Result deliver(const Envelope& env, const Message& msg) override
+	Results deliver(const Envelope& env, const Message& msg) override
 	{
 		Result r = mbox_deliver(path_, false, env, env.recipients, msg);
 		if (r.status != Result::Status::Delivered)

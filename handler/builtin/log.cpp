@@ -37,7 +37,7 @@ class LogHandler : public Handler {
  public:
 	explicit LogHandler(HandlerOptions& o) : name_(o.name()) {}
 
-	Result deliver(const Envelope& env, const Message& msg) override
+	Results deliver(const Envelope& env, const Message& msg) override
 	{
 		std::string to;
 		for (const std::string& r : env.recipients)

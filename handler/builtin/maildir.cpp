@@ -10,6 +10,7 @@
 //       path: /var/lib/laim/Maildir   # absolute
 //       per_recipient: false          # true: PATH/LOCALPART/ per recipient
 //       create: true                  # create the Maildir when missing
+//       workers: 4                    # deliveries at once
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -123,7 +124,10 @@ class MaildirHandler : public Handler {
 		return RcptVerdict::Accept;
 	}
 
-	Result deliver(const Envelope& env, const Message& msg) override;
+	Results deliver(const Envelope& env, const Message& msg) override;
+	Result test() override;
+	// Copies have unique names and need no lock: deliveries run side by side.
+	unsigned default_workers() const override { return 4; }
 
  private:
 	struct Copy {
@@ -188,22 +192,23 @@ Result MaildirHandler::write_copy(const Envelope& env, const std::string& rcpt,
 // Two phases, so that a failure leaves no copy behind and a retry does not
 // deliver twice: every copy is written to tmp/ first, and only when all
 // are safe on disk are they moved into new/ and the directories synced.
-Result MaildirHandler::deliver(const Envelope& env, const Message& msg)
+Results MaildirHandler::deliver(const Envelope& env, const Message& msg)
 {
 	std::vector<Copy> copies;
-	std::vector<std::string> refused;
+	std::vector<Result> each(env.recipients.size(), Result::delivered());
 	auto discard_tmp = [&copies] {
 		for (const Copy& c : copies)
 			if (!c.name.empty())
 				unlink((c.dir + "/tmp/" + c.name).c_str());
 	};
 
-	for (const std::string& rcpt : env.recipients) {
+	for (size_t i = 0; i < env.recipients.size(); i++) {
+		const std::string& rcpt = env.recipients[i];
 		Copy copy{path_, {}};
 		if (per_recipient_) {
 			std::string local = safe_local_part(rcpt);
 			if (local.empty()) {
-				refused.push_back(rcpt);
+				each[i] = Result::permfail("maildir: invalid local part for a mailbox directory: <" + rcpt + ">");
 				continue;
 			}
 			copy.dir = path_ + "/" + local;
@@ -239,13 +244,23 @@ Result MaildirHandler::deliver(const Envelope& env, const Message& msg)
 		synced.push_back(std::move(newdir));
 	}
 
-	if (!refused.empty()) {
-		std::string list;
-		for (const std::string& r : refused)
-			list += (list.empty() ? "<" : ", <") + r + ">";
-		return Result::permfail("maildir: invalid local part for a mailbox directory: " + list);
-	}
-	return Result::delivered();
+	return each;
+}
+
+// A file created in tmp/ and removed again: the same open, as the same
+// user, that a delivery makes first. With per_recipient, the root
+// directory the users' Maildirs are created in.
+Result MaildirHandler::test()
+{
+	std::string dir = per_recipient_ ? path_ : path_ + "/tmp";
+	if (create_ && !per_recipient_ && !make_maildir(path_))
+		return io_error(path_, errno);
+	std::string probe = dir + "/" + maildir_unique_name() + ".test";
+	UniqueFd fd(open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+	if (!fd)
+		return io_error(dir, errno);
+	unlink(probe.c_str());
+	return Result::delivered("maildir: " + dir + " is writable");
 }
 
 }  // namespace

@@ -48,24 +48,21 @@ class MboxHandler : public Handler {
  public:
 	explicit MboxHandler(HandlerOptions&) {}
 
-	// Each user's mailbox succeeds or fails on its own.
-	bool one_recipient_per_call() const override { return true; }
-
 	RcptVerdict check_recipient(std::string_view rcpt) override
 	{
 		return local_user(rcpt) ? RcptVerdict::Accept : RcptVerdict::Reject;
 	}
 
-	Result deliver(const Envelope& env, const Message& msg) override
+	// Each user's mailbox succeeds or fails on its own.
+	Results deliver(const Envelope& env, const Message& msg) override
 	{
+		std::vector<Result> each;
 		for (const std::string& rcpt : env.recipients) {
-			Result r = deliver_one(rcpt, env, msg);
-			if (r.status != Result::Status::Delivered) {
-				r.reason = "mbox: " + r.reason;
-				return r;
-			}
+			each.push_back(deliver_one(rcpt, env, msg));
+			if (each.back().status != Result::Status::Delivered)
+				each.back().reason = "mbox: " + each.back().reason;
 		}
-		return Result::delivered();
+		return each;
 	}
 
  private:

@@ -905,7 +905,8 @@ START_TEST(handlers_create_unknown_type)
 			    "  inbox:\n"
 			    "    type: nosuchtype\n");
 	try {
-		laim::handlers_create(c);
+		laim::Secrets secrets;
+		laim::handlers_create(c, secrets);
 		ck_abort_msg("an unknown handler type was accepted");
 	} catch (const ConfigError& e) {
 		std::string msg = e.what();

@@ -82,10 +82,17 @@ mode_t mode_of(const std::string& path)
 }
 
 // Builds the handlers of a YAML config text, as laimd does.
-std::vector<std::pair<std::string, std::unique_ptr<Handler>>> create(const std::string& yaml)
+std::vector<laim::ConfiguredHandler> create(const std::string& yaml)
 {
 	Config cfg = config_parse(yaml, "test.yml");
-	return handlers_create(cfg);
+	laim::Secrets secrets = laim::Secrets::from_files();
+	return handlers_create(cfg, secrets);
+}
+
+// The result for the first recipient of a call.
+Result result_of(const laim::Results& r)
+{
+	return r.at(0);
 }
 
 // The one handler of a config text.
@@ -93,7 +100,7 @@ std::unique_ptr<Handler> create_one(const std::string& yaml)
 {
 	auto hs = create(yaml);
 	ck_assert_uint_eq(hs.size(), 1);
-	return std::move(hs[0].second);
+	return std::move(hs[0].handler);
 }
 
 // The ConfigError message handlers_create gives for a config text, or
@@ -329,9 +336,9 @@ START_TEST(create_in_order)
 			 "    per_recipient: yes\n"
 			 "    create: off\n");
 	ck_assert_uint_eq(hs.size(), 3);
-	ck_assert_string_eq(hs[0].first, "zeta");
-	ck_assert_string_eq(hs[1].first, "audit");
-	ck_assert_string_eq(hs[2].first, "box");
+	ck_assert_string_eq(hs[0].name, "zeta");
+	ck_assert_string_eq(hs[1].name, "audit");
+	ck_assert_string_eq(hs[2].name, "box");
 	// Construction touched nothing on disk.
 	ck_assert_int_ne(access("/nonexistent/Maildir", F_OK), 0);
 }
@@ -527,7 +534,7 @@ START_TEST(maildir_delivery)
 	std::string box = t.path + "/deep/Maildir";
 	auto h = create_one(maildir_yaml(box));
 	Message msg(plain_msg);
-	Result r = h->deliver(envelope("cron@host.example", {"root@host.example"}), msg);
+	Result r = result_of(h->deliver(envelope("cron@host.example", {"root@host.example"}), msg));
 	ck_assert_int_eq((int)r.status, (int)Result::Status::Delivered);
 
 	ck_assert_uint_eq(mode_of(box), 0700);
@@ -558,7 +565,7 @@ START_TEST(maildir_null_sender_exact_bytes)
 	// Bytes kept as received: CRLF, an 8-bit body, no final newline.
 	std::string raw = "Subject: x\r\n\r\nbin\xff\x01 data\r\n.dot\r\nFrom me\r\nno newline";
 	Message msg(raw);
-	Result r = h->deliver(envelope("", {"postmaster"}), msg);
+	Result r = result_of(h->deliver(envelope("", {"postmaster"}), msg));
 	ck_assert_int_eq((int)r.status, (int)Result::Status::Delivered);
 	std::string want = "Return-Path: <>\r\nDelivered-To: postmaster\r\n" + raw;
 	std::string got = only_new_file(t.path + "/Maildir");
@@ -575,7 +582,7 @@ START_TEST(maildir_two_recipients)
 	h->start();
 	ck_assert_uint_eq(mode_of(box + "/tmp"), 0700);
 	Message msg(plain_msg);
-	Result r = h->deliver(envelope("a@b.example", {"one@x.example", "two@y.example"}), msg);
+	Result r = result_of(h->deliver(envelope("a@b.example", {"one@x.example", "two@y.example"}), msg));
 	ck_assert_int_eq((int)r.status, (int)Result::Status::Delivered);
 	std::vector<std::string> names = list_dir(box + "/new");
 	ck_assert_uint_eq(names.size(), 2);
@@ -595,7 +602,7 @@ START_TEST(maildir_per_recipient)
 	TempDir t;
 	auto h = create_one(maildir_yaml(t.path, "    per_recipient: true\n"));
 	Message msg(plain_msg);
-	Result r = h->deliver(envelope("s@x", {"alice@example.org", "Bob.Smith+tag@example.org"}), msg);
+	Result r = result_of(h->deliver(envelope("s@x", {"alice@example.org", "Bob.Smith+tag@example.org"}), msg));
 	ck_assert_int_eq((int)r.status, (int)Result::Status::Delivered);
 	ck_assert_string_eq(only_new_file(t.path + "/alice"),
 			 (std::string("Return-Path: <s@x>\r\nDelivered-To: alice@example.org\r\n") +
@@ -622,7 +629,7 @@ START_TEST(maildir_per_recipient_refuses_bad_local_parts)
 	ck_assert(h->check_recipient("a.b_c-d+e@x") == RcptVerdict::Accept);
 
 	Message msg(plain_msg);
-	Result r = h->deliver(envelope("s@x", {"../evil@x", "good@x"}), msg);
+	Result r = result_of(h->deliver(envelope("s@x", {"../evil@x", "good@x"}), msg));
 	ck_assert_int_eq((int)r.status, (int)Result::Status::PermFail);
 	ck_assert_msg(r.reason.find("<../evil@x>") != std::string::npos, "%s", r.reason.c_str());
 	// The good recipient got its copy; nothing was written outside.
@@ -643,7 +650,7 @@ START_TEST(maildir_errors_tempfail)
 	auto h = create_one(maildir_yaml(t.path + "/missing", "    create: false\n"));
 	h->start();
 	ck_assert_int_ne(access((t.path + "/missing").c_str(), F_OK), 0);
-	Result r = h->deliver(envelope("s@x", {"r@x"}), msg);
+	Result r = result_of(h->deliver(envelope("s@x", {"r@x"}), msg));
 	ck_assert_int_eq((int)r.status, (int)Result::Status::TempFail);
 	ck_assert_msg(r.reason.find(t.path + "/missing/tmp/") != std::string::npos, "%s",
 		      r.reason.c_str());
@@ -655,7 +662,7 @@ START_TEST(maildir_errors_tempfail)
 	ck_assert_int_eq(mkdir((box + "/new").c_str(), 0700), 0);
 	write_file(box + "/tmp", "not a directory");
 	auto b = create_one(maildir_yaml(box));
-	r = b->deliver(envelope("s@x", {"r@x"}), msg);
+	r = result_of(b->deliver(envelope("s@x", {"r@x"}), msg));
 	ck_assert_int_eq((int)r.status, (int)Result::Status::TempFail);
 	ck_assert_msg(r.reason.find(box) != std::string::npos, "%s", r.reason.c_str());
 	ck_assert_msg(r.reason.find(strerror(ENOTDIR)) != std::string::npos, "%s", r.reason.c_str());
@@ -690,7 +697,7 @@ START_TEST(file_mbox_bytes)
 	std::string path = t.path + "/mbox";
 	auto h = create_one(file_yaml(path));
 	Message msg(quoting_msg);
-	Result r = h->deliver(envelope("cron@host.example", {"root@host.example"}), msg);
+	Result r = result_of(h->deliver(envelope("cron@host.example", {"root@host.example"}), msg));
 	ck_assert_int_eq((int)r.status, (int)Result::Status::Delivered);
 	ck_assert_uint_eq(mode_of(path), 0600);
 	std::string first =
@@ -715,7 +722,7 @@ START_TEST(file_mbox_bytes)
 	Envelope env = envelope("", {"a@x", "b@y"});
 	env.arrival = 1793606709;  // Mon Nov  2 08:05:09 2026 UTC
 	Message bounce("Subject: bounce\r\n\r\nbody without newline");
-	r = h->deliver(env, bounce);
+	r = result_of(h->deliver(env, bounce));
 	ck_assert_int_eq((int)r.status, (int)Result::Status::Delivered);
 	std::string copy_tail = "Subject: bounce\n\nbody without newline\n\n";
 	std::string want = first +
@@ -737,7 +744,7 @@ START_TEST(file_keeps_existing_content)
 	ck_assert_int_eq(chmod(path.c_str(), 0640), 0);
 	auto h = create_one(file_yaml(path));
 	Message msg("X: y\r\n\r\nA lone\rCR stays\r\n");
-	Result r = h->deliver(envelope("s@x", {"r@x"}), msg);
+	Result r = result_of(h->deliver(envelope("s@x", {"r@x"}), msg));
 	ck_assert_int_eq((int)r.status, (int)Result::Status::Delivered);
 	ck_assert_string_eq(read_file(path), "existing\n\n"
 						  "From s@x Sun Nov 22 10:00:00 2026\n"
@@ -764,7 +771,7 @@ START_TEST(file_write_error_truncates)
 	lim = old;
 	lim.rlim_cur = 1000;
 	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
-	Result r = h->deliver(envelope("s@x", {"r@x"}), msg);
+	Result r = result_of(h->deliver(envelope("s@x", {"r@x"}), msg));
 	setrlimit(RLIMIT_FSIZE, &old);
 
 	ck_assert_int_eq((int)r.status, (int)Result::Status::TempFail);
@@ -780,7 +787,7 @@ START_TEST(file_open_error_tempfail)
 	std::string path = t.path + "/no/such/dir/mbox";
 	auto h = create_one(file_yaml(path));
 	Message msg(plain_msg);
-	Result r = h->deliver(envelope("s@x", {"r@x"}), msg);
+	Result r = result_of(h->deliver(envelope("s@x", {"r@x"}), msg));
 	ck_assert_int_eq((int)r.status, (int)Result::Status::TempFail);
 	ck_assert_msg(r.reason.find(path) != std::string::npos, "%s", r.reason.c_str());
 	ck_assert_msg(r.reason.find(strerror(ENOENT)) != std::string::npos, "%s", r.reason.c_str());
@@ -820,7 +827,7 @@ START_TEST(log_line)
 	Message msg(raw);
 	Result r;
 	std::string out = capture_stderr(
-		[&] { r = h->deliver(envelope("a@b.example", {"r1@x", "r2@y"}), msg); });
+		[&] { r = result_of(h->deliver(envelope("a@b.example", {"r1@x", "r2@y"}), msg)); });
 	ck_assert_int_eq((int)r.status, (int)Result::Status::Delivered);
 	std::string want = "laimd[" + std::to_string(getpid()) +
 			   "]: 4F3A2C1B: handler=audit, from=<a@b.example>, to=<r1@x>,<r2@y>, size=" +
@@ -828,7 +835,7 @@ START_TEST(log_line)
 	ck_assert_string_eq(out, want);
 
 	Message nosubj("From: x\r\n\r\n");
-	out = capture_stderr([&] { h->deliver(envelope("", {"root"}), nosubj); });
+	out = capture_stderr([&] { result_of(h->deliver(envelope("", {"root"}), nosubj)); });
 	want = "laimd[" + std::to_string(getpid()) +
 	       "]: 4F3A2C1B: handler=audit, from=<>, to=<root>, size=11, subject=\n";
 	ck_assert_string_eq(out, want);
@@ -843,7 +850,7 @@ START_TEST(discard_accepts)
 	ck_assert(h->check_recipient("anyone@anywhere") == RcptVerdict::Accept);
 	std::string out;
 	Result r;
-	out = capture_stderr([&] { r = h->deliver(envelope("a@b", {"c@d"}), msg); });
+	out = capture_stderr([&] { r = result_of(h->deliver(envelope("a@b", {"c@d"}), msg)); });
 	ck_assert_int_eq((int)r.status, (int)Result::Status::Delivered);
 	ck_assert_string_eq(out, "");
 }

@@ -1,0 +1,70 @@
+#include "handler/workers.h"
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+namespace laim {
+
+// Shared by the pool and its threads, so that a thread still in a call
+// when the pool goes (a reload, a timed-out call) has something to return to.
+struct WorkerPool::State {
+	std::mutex mutex;
+	std::condition_variable wake;
+	std::deque<std::function<void()>> tasks;
+	unsigned threads = 0;
+	unsigned idle = 0;
+	bool closing = false;
+};
+
+WorkerPool::WorkerPool(unsigned size) : st_(std::make_shared<State>()), size_(size ? size : 1) {}
+
+WorkerPool::~WorkerPool()
+{
+	std::lock_guard<std::mutex> lock(st_->mutex);
+	st_->closing = true;
+	st_->wake.notify_all();
+}
+
+void WorkerPool::run(std::function<void()> task)
+{
+	std::lock_guard<std::mutex> lock(st_->mutex);
+	st_->tasks.push_back(std::move(task));
+	if (st_->idle >= st_->tasks.size() || st_->threads >= size_) {
+		st_->wake.notify_one();
+		return;
+	}
+	try {
+		std::thread(serve, st_).detach();
+	} catch (...) {
+		st_->tasks.pop_back();
+		throw;
+	}
+	st_->threads++;
+}
+
+// A worker thread: runs tasks until the pool closes and none is left.
+void WorkerPool::serve(std::shared_ptr<State> st)
+{
+	std::unique_lock<std::mutex> lock(st->mutex);
+	for (;;) {
+		while (st->tasks.empty() && !st->closing) {
+			st->idle++;
+			st->wake.wait(lock);
+			st->idle--;
+		}
+		if (st->tasks.empty()) {
+			st->threads--;
+			return;
+		}
+		std::function<void()> task = std::move(st->tasks.front());
+		st->tasks.pop_front();
+		lock.unlock();
+		task();
+		task = nullptr;  // what it holds goes before the lock is taken again
+		lock.lock();
+	}
+}
+
+}  // namespace laim
