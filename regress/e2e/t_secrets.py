@@ -1,0 +1,100 @@
+# Secret files named by handler options: the root parent reads them (the
+# handler process, as the laim user, never could) and refuses one that is
+# not root's or that others may read, naming file and line, under
+# `laimd -n` and on SIGHUP; the bytes reach the handler, at start and after
+# a reload, and never the log or laimd -n's output.
+import sys
+sys.dont_write_bytecode = True
+import signal
+import subprocess
+from harness import *
+
+H = "test.laim.example"
+SECRET = "s3cr3t-Token-4711"
+RENEWED = "renewed-Token-0815"
+
+
+def laimd_n(d):
+	return subprocess.run([laimd_path(), "-n", "-f", d.confpath], stdout=subprocess.PIPE,
+			      stderr=subprocess.PIPE, timeout=20)
+
+
+def put_secret(path, text, mode=0o600, owner=(0, 0)):
+	with open(path, "w") as f:
+		f.write(text + "\n")
+	os.chown(path, *owner)
+	os.chmod(path, mode)
+
+
+def credentials_line(d):
+	with open(d.confpath) as f:
+		for n, line in enumerate(f, 1):
+			if line.strip().startswith("credentials:"):
+				return n
+	raise Fail("no credentials: line in %s" % d.confpath)
+
+
+def main():
+	d = Laimd()
+	out = d.make_user_dir(os.path.join(d.dir, "probe"))
+	secret = os.path.join(d.dir, "relay.secret")
+	d.config["handlers"] = {"relay": {"type": "probe", "path": out, "credentials": secret}}
+	d.config["routes"] = [{"match": "*", "handlers": ["relay"]}]
+	d.write_config()
+	line = credentials_line(d)
+	uid, gid = test_ids()
+
+	refused = [
+		("mode 0644", 0o644, (0, 0), "not readable by others.*mode 0644"),
+		("mode 0602", 0o602, (0, 0), "mode 0602"),
+		("group-writable", 0o660, (0, 0), "mode 0660"),
+		("owned by the laim user", 0o600, (uid, gid), "owned by root.*uid %d" % uid),
+	]
+	for what, mode, owner, why in refused:
+		put_secret(secret, SECRET, mode, owner)
+		r = laimd_n(d)
+		err = r.stderr.decode()
+		check_eq(r.returncode, 1, "laimd -n exit status with a secret %s" % what)
+		check(re.search(r"^laimd: %s:%d: handlers\.relay\.credentials: %s: .*%s" %
+				(re.escape(d.confpath), line, re.escape(secret), why), err, re.M),
+		      "laimd -n on a secret %s: %r" % (what, err))
+		check(SECRET not in err + r.stdout.decode(), "secret in laimd -n output")
+	os.remove(secret)
+	os.symlink("/etc/hostname", secret)
+	err = laimd_n(d).stderr.decode()
+	check(re.search(r":%d: handlers\.relay\.credentials: .*symbolic link" % line, err), "symlinked secret: %r" % err)
+	os.remove(secret)
+
+	put_secret(secret, SECRET)
+	r = laimd_n(d)
+	check_eq(r.returncode, 0, "laimd -n with a root 0600 secret (%r)" % r.stderr)
+	d.start()
+	q1 = d.send(rcpts=["ok@" + H])
+	d.wait_removed(q1)
+	with open(os.path.join(out, "secret-seen")) as f:
+		check_eq(f.read(), SECRET, "what the handler process got at start")
+
+	# Renewed and reloaded: the new bytes travel with the config.
+	put_secret(secret, RENEWED)
+	mark = d.mark()
+	d.send_signal(signal.SIGHUP)
+	d.wait_log(r"configuration reloaded$", since=mark)
+	q2 = d.send(rcpts=["ok@" + H])
+	d.wait_removed(q2)
+	with open(os.path.join(out, "secret-seen")) as f:
+		check_eq(f.read(), SECRET + RENEWED, "what the handler process got after SIGHUP")
+
+	# An open secret on SIGHUP: refused with file and line, old config kept.
+	put_secret(secret, "leaked-Token-0000", 0o644)
+	mark = d.mark()
+	d.send_signal(signal.SIGHUP)
+	d.wait_log(r"%s:%d: handlers\.relay\.credentials: %s: .*mode 0644.*keeping the previous configuration" %
+		   (re.escape(d.confpath), line, re.escape(secret)), since=mark)
+
+	check_eq(d.stop(), 0, "laimd exit status")
+	log = d.log(0)
+	for s in (SECRET, RENEWED, "leaked-Token-0000"):
+		check(s not in log, "secret %s in the log" % s)
+
+
+run(main)

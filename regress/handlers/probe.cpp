@@ -1,0 +1,80 @@
+// probe: a handler for the regress suite only (configure
+// --enable-test-handlers), whose answer each recipient's local part
+// chooses, so that end-to-end cases can drive the queue through a real
+// laimd:
+//   ok...     delivered: "ID RCPT" appended to PATH/deliveries
+//   defer...  451 4.2.0 until the file `release` names exists, then as ok
+//   fail...   552 5.2.2 over quota, for good
+//   later...  429 with Retry-After: `retry_after` seconds
+// With `credentials:` (a secret file), each delivery also writes the
+// secret's bytes to PATH/secret-seen, proving they reached the handler
+// process; test() reports their length, never the bytes.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "common/fd.h"
+#include "handler/api/handler.h"
+
+namespace laim {
+
+namespace {
+
+class ProbeHandler : public Handler {
+ public:
+	explicit ProbeHandler(HandlerOptions& o)
+	    : path_(o.string("path")), release_(o.string("release", "")),
+	      retry_after_(static_cast<unsigned>(o.integer("retry_after", 0))),
+	      secret_(o.has("credentials") ? o.secret("credentials") : "")
+	{
+	}
+
+	Results deliver(const Envelope& env, const Message&) override
+	{
+		std::vector<Result> each;
+		for (const std::string& rcpt : env.recipients)
+			each.push_back(answer(env, rcpt));
+		return each;
+	}
+
+	Result test() override
+	{
+		if (access(path_.c_str(), W_OK) != 0)
+			return Result::tempfail("probe: " + path_ + " is not writable");
+		return Result::delivered("probe: credentials of " + std::to_string(secret_.size()) + " bytes");
+	}
+
+	unsigned default_workers() const override { return 2; }
+
+ private:
+	Result answer(const Envelope& env, const std::string& rcpt)
+	{
+		std::string_view local = local_part(rcpt);
+		if (local.substr(0, 4) == "fail")
+			return Result::permfail("552 5.2.2 <" + rcpt + "> Quota exceeded").with_code("5.2.2");
+		if (local.substr(0, 5) == "later")
+			return Result::tempfail("HTTP 429 Too Many Requests", retry_after_);
+		if (local.substr(0, 5) == "defer" && access(release_.c_str(), F_OK) != 0)
+			return Result::tempfail("451 4.2.0 <" + rcpt + "> Temporary internal error").with_code("4.2.0");
+		if (!append(path_ + "/deliveries", env.id + " " + rcpt + "\n"))
+			return Result::tempfail("probe: cannot write " + path_);
+		if (!secret_.empty() && !append(path_ + "/secret-seen", secret_))
+			return Result::tempfail("probe: cannot write " + path_);
+		return Result::delivered("250 2.0.0 <" + rcpt + "> Saved");
+	}
+
+	static bool append(const std::string& file, const std::string& line)
+	{
+		UniqueFd fd(open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+		return fd && write_all(fd.get(), line);
+	}
+
+	std::string path_, release_;
+	unsigned retry_after_;
+	std::string secret_;
+};
+
+LAIM_HANDLER("probe", ProbeHandler);
+
+}  // namespace
+
+}  // namespace laim
