@@ -2,6 +2,7 @@
 // socket (handler/control.h has the protocol).
 //
 //   laimctl show queue | show stats | show failed | flush | remove ID | reload aliases
+//         | test INSTANCE
 //
 // Exit status: 0 done, 1 laimd refused (its ERR text on stderr), 64 usage,
 // 69 (EX_UNAVAILABLE) laimd is not running.
@@ -26,7 +27,7 @@ namespace {
 
 [[noreturn]] void usage()
 {
-	fprintf(stderr, "usage: laimctl show queue|show stats|show failed|flush|remove ID|reload aliases\n");
+	fprintf(stderr, "usage: laimctl show queue|show stats|show failed|flush|remove ID|reload aliases|test INSTANCE\n");
 	exit(EX_USAGE);
 }
 
@@ -41,6 +42,8 @@ std::string request_of(const std::vector<std::string>& args)
 	if (is({"show", "queue"}) || is({"show", "stats"}) || is({"show", "failed"}) ||
 	    is({"flush"}) || is({"reload", "aliases"}))
 		return args[0] + (args.size() > 1 ? " " + args[1] : "");
+	if (args.size() == 2 && args[0] == "test")
+		return "test " + args[1];
 	if (args.size() == 2 && args[0] == "remove") {
 		std::string id = args[1];
 		bool ok = id.size() == 10 && std::all_of(id.begin(), id.end(), [](unsigned char c) {
@@ -190,6 +193,9 @@ int main(int argc, char** argv)
 			printf("deferred messages are due now\n");
 		else if (request == "reload aliases")
 			printf("aliases reloaded\n");
+		else if (request.starts_with("test "))
+			for (const std::string& l : lines)
+				printf("%s\n", l.c_str());
 		else
 			printf("%s removed\n", request.c_str() + 7);
 	} catch (const std::system_error& e) {

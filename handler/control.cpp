@@ -113,8 +113,21 @@ std::string remove_message(ControlTarget& t, std::string_view arg)
 	return "OK\n";
 }
 
+// "test INSTANCE" for root: "" now, the verdict through later.
+std::string test_instance(ControlTarget& t, std::string_view arg, ControlReply later)
+{
+	if (arg.size() < 2 || arg[0] != ' ' || arg.find(' ', 1) != std::string_view::npos || !later)
+		return err("usage: test INSTANCE");
+	std::string name(arg.substr(1));
+	bool started = t.test(name, [name, later](bool ready, std::string what) {
+		later(ready ? "OK\n" + field(name) + ": ready: " + field(what) + "\n"
+			    : err(name + ": not ready: " + what));
+	});
+	return started ? "" : err("no handler instance " + name);
+}
+
 // Dispatches a well-formed request line (no newline, no control bytes).
-std::string dispatch(std::string_view req, uid_t uid, ControlTarget& t)
+std::string dispatch(std::string_view req, uid_t uid, ControlTarget& t, ControlReply later)
 {
 	bool root = uid == ROOT_UID;
 
@@ -125,7 +138,7 @@ std::string dispatch(std::string_view req, uid_t uid, ControlTarget& t)
 		return "OK\n";
 	}
 	bool known = req == "show stats" || req == "show failed" || req == "reload aliases" || req == "remove" ||
-	             req.starts_with("remove ");
+	             req.starts_with("remove ") || req == "test" || req.starts_with("test ");
 	if (!known)
 		return err("unknown command: " + std::string(req));
 	// The rest is for root only; the arguments of a refused command are
@@ -140,12 +153,14 @@ std::string dispatch(std::string_view req, uid_t uid, ControlTarget& t)
 		std::string error = t.reload_aliases();
 		return error.empty() ? "OK\n" : err(error);
 	}
+	if (req.starts_with("test"))
+		return test_instance(t, req.substr(4), std::move(later));
 	return remove_message(t, req.substr(6));
 }
 
 }  // namespace
 
-std::string control_answer(std::string_view line, uid_t uid, ControlTarget& t)
+std::string control_answer(std::string_view line, uid_t uid, ControlTarget& t, ControlReply later)
 {
 	if (line.ends_with('\n'))
 		line.remove_suffix(1);
@@ -157,7 +172,7 @@ std::string control_answer(std::string_view line, uid_t uid, ControlTarget& t)
 		if (is_control(c))
 			return err("malformed request");
 	try {
-		return dispatch(line, uid, t);
+		return dispatch(line, uid, t, std::move(later));
 	} catch (const std::exception& e) {
 		return err(std::string("internal error: ") + e.what());
 	}

@@ -6,12 +6,15 @@
 // Request: ONE line, one of
 //
 //   show queue | show stats | show failed | flush | remove ID | reload aliases
+//   | test INSTANCE
 //
 // Response: "OK\n" or "ERR <message>\n", then payload lines, then EOF.
 //
 //   show queue   ID \t ARRIVAL \t SIZE \t UID_or_- \t SENDER \t RCPT,RCPT \t ATTEMPTS \t LAST_ERROR
 //   show failed  ID \t ARRIVAL \t SIZE \t SENDER \t RCPT,RCPT \t REASON (its first line)
 //   show stats   "key value" per line
+//   test         "OK\nINSTANCE: ready: WHAT WAS CHECKED\n", or
+//                "ERR INSTANCE: not ready: WHY\n" (the handler's test())
 //
 // uid 0 may do everything; other users may "show queue" (their own
 // messages only) and "flush". Fields never hold a tab,
@@ -23,6 +26,7 @@
 
 #include <cstdint>
 #include <ctime>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -67,11 +71,19 @@ class ControlTarget {
 	virtual bool remove(const std::string& id) = 0;
 	// Re-reads the aliases file: "" or the first error.
 	virtual std::string reload_aliases() = 0;
+	// Starts the dry run of a handler instance (Handler::test(), which may
+	// take a while on a worker); done gets its verdict later: ready, and
+	// what was checked or why not. False when there is no such instance.
+	virtual bool test(const std::string& instance, std::function<void(bool ready, std::string what)> done) = 0;
 };
 
+// How an answer that comes later is delivered: the complete response.
+using ControlReply = std::function<void(std::string response)>;
+
 // Answers one request line (with or without its final "\n") from a client
-// with uid `uid`: the complete response, every line ending in "\n".
+// with uid `uid`: the complete response, every line ending in "\n"; or ""
+// when the answer comes later, through `later` (test INSTANCE).
 // Exceptions from the target become "ERR internal error: ...".
-std::string control_answer(std::string_view line, uid_t uid, ControlTarget& t);
+std::string control_answer(std::string_view line, uid_t uid, ControlTarget& t, ControlReply later = {});
 
 }  // namespace laim

@@ -79,6 +79,12 @@ class HandlerServer : public ControlTarget {
 	void flush() override { queue_.flush(); }
 	bool remove(const std::string& id) override { return queue_.remove(id); }
 	std::string reload_aliases() override;
+	bool test(const std::string& instance, std::function<void(bool, std::string)> done) override
+	{
+		return queue_.test(instance, [done](const Result& r) {
+			done(r.status == Result::Status::Delivered, r.reason);
+		});
+	}
 
  private:
 	void watch(int fd, uint64_t data, int op = EPOLL_CTL_ADD);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -75,6 +76,15 @@ class FakeTarget : public ControlTarget {
 	{
 		reload_calls++;
 		return alias_error;
+	}
+	// "inbox" exists; its verdict is given later, by finish_test().
+	std::function<void(bool, std::string)> pending_test;
+	bool test(const std::string& instance, std::function<void(bool, std::string)> done) override
+	{
+		if (instance != "inbox")
+			return false;
+		pending_test = std::move(done);
+		return true;
 	}
 };
 
@@ -201,6 +211,28 @@ START_TEST(test_reload_aliases)
 	t.alias_error = "/etc/aliases:7: bad\nOK\tforged";
 	check_str(control_answer("reload aliases\n", 0, t).c_str(), "ERR /etc/aliases:7: bad OK forged\n");
 	ck_assert_int_eq(t.reload_calls, 3);
+}
+END_TEST
+
+// test INSTANCE answers later, through the reply the server passed;
+// only root may ask, and a verdict's text cannot add a line.
+START_TEST(test_test_instance)
+{
+	FakeTarget t;
+	std::string later = "none";
+	auto reply = [&later](std::string r) { later = std::move(r); };
+	auto ask = [&](const char* line, uid_t uid) { return control_answer(line, uid, t, reply); };
+	ck_assert(ask("test inbox\n", 0) == "");
+	ck_assert_str_eq(later.c_str(), "none");
+	t.pending_test(true, "maildir: /srv/Maildir/tmp is writable");
+	ck_assert_str_eq(later.c_str(), "OK\ninbox: ready: maildir: /srv/Maildir/tmp is writable\n");
+	control_answer("test inbox", 0, t, reply);
+	t.pending_test(false, "maildir: /srv/Maildir/tmp: Permission denied\nforged line");
+	ck_assert_str_eq(later.c_str(), "ERR inbox: not ready: maildir: /srv/Maildir/tmp: Permission denied forged line\n");
+	ck_assert(ask("test nosuch", 0) == "ERR no handler instance nosuch\n");
+	ck_assert(ask("test inbox", 1000) == "ERR permission denied\n");
+	ck_assert(ask("test", 0) == "ERR usage: test INSTANCE\n");
+	ck_assert(ask("test a b", 0) == "ERR usage: test INSTANCE\n");
 }
 END_TEST
 
@@ -668,6 +700,7 @@ static Suite* control_suite()
 	tcase_add_test(server, test_malformed_lines);
 	tcase_add_test(server, test_fields_sanitized);
 	tcase_add_test(server, test_target_exception);
+	tcase_add_test(server, test_test_instance);
 	suite_add_tcase(s, server);
 
 	TCase* client = tcase_create("client");
