@@ -21,6 +21,7 @@
 #include <limits>
 #include <unordered_set>
 
+#include "common/address.h"
 #include "common/fd.h"
 
 #ifndef LAIM_SOCKET
@@ -320,35 +321,6 @@ bool has_control_char(std::string_view s)
 {
 	return std::any_of(s.begin(), s.end(),
 			   [](char c) { return (unsigned char)c < 0x20 || c == 0x7f; });
-}
-
-// A domain name (RFC 1035 2.3.1 preferred syntax, digits allowed first as
-// RFC 1123 2.1 says): dot-separated labels of letters, digits and hyphens,
-// no hyphen at either end of a label, at most 63 octets per label and 253
-// in all. With allow_utf8, octets >= 0x80 are accepted in labels too, for
-// RFC 6531 (SMTPUTF8) domains.
-bool valid_domain(std::string_view s, bool allow_utf8)
-{
-	if (s.empty() || s.size() > 253)
-		return false;
-	size_t start = 0;
-	while (start <= s.size()) {
-		size_t dot = s.find('.', start);
-		if (dot == std::string_view::npos)
-			dot = s.size();
-		std::string_view label = s.substr(start, dot - start);
-		if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-')
-			return false;
-		for (char c : label) {
-			bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-				  (c >= '0' && c <= '9') || c == '-' ||
-				  (allow_utf8 && (unsigned char)c >= 0x80);
-			if (!ok)
-				return false;
-		}
-		start = dot + 1;
-	}
-	return true;
 }
 
 // A local part in a route pattern: at most 64 octets (RFC 5321 4.5.3.1.1),

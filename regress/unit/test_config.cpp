@@ -300,6 +300,8 @@ START_TEST(hostname_forms)
 	ck_assert_string_eq(parse_ok("hostname: ''\n").hostname, "");
 	std::string label63(63, 'a');
 	ck_assert_string_eq(parse_ok("hostname: " + label63 + ".org\n").hostname, label63 + ".org");
+	std::string name253 = label63 + "." + label63 + "." + label63 + "." + std::string(61, 'd');
+	ck_assert_string_eq(parse_ok("hostname: " + name253 + "\n").hostname, name253);
 }
 END_TEST
 
@@ -625,6 +627,9 @@ START_TEST(error_bad_strings)
 		long_name += "abc.";
 	long_name += "org";  // 259 octets
 	check_error("hostname: " + long_name + "\n", "t.yml:1: hostname: ", "is not a valid domain name");
+	std::string name254 = long_label.substr(1) + "." + long_label.substr(1) + "." + long_label.substr(1) + "." +
+			      std::string(62, 'd');
+	check_error("hostname: " + name254 + "\n", "t.yml:1: hostname: ", "is not a valid domain name");
 	std::string long_socket = "/" + std::string(107, 's');
 	check_error("socket: " + long_socket + "\n", "t.yml:1: socket: ", "too long for a unix socket path (at most 107 bytes)");
 	// 107 bytes fits sun_path with its NUL.
@@ -736,6 +741,7 @@ START_TEST(error_bad_routes)
 	static const char* bad_match[] = {
 	    "nobody", "", "**", "*@*", "@example.org", "root@", "a b@example.org", "*@bad_domain",
 	    "*@-x.org", "x@y@*", "root@host.", "*@", "@*", "x\\ty@*",
+	    "*@a\\x80b.example",  // U+0080, a C1 control: not a letter of a UTF-8 domain
 	};
 	for (const char* m : bad_match)
 		check_error(std::string(handlers_ab) + "routes:\n  - match: \"" + m + "\"\n    handlers: a\n",
