@@ -469,9 +469,9 @@ END_TEST
 
 START_TEST(error_top_level_not_mapping)
 {
-	check_error("just a string\n", "t.yml:1: ", "the top level must be a mapping, got a string");
-	check_error("\n- user: laim\n", "t.yml:2: ", "the top level must be a mapping, got a sequence");
-	check_error("'quoted'\n", "t.yml:1: ", "got a quoted string");
+	check_error("just a string\n", "t.yml:1: ", "expected a mapping at the top level, got \"just a string\"");
+	check_error("\n- user: laim\n", "t.yml:2: ", "expected a mapping at the top level, got a sequence");
+	check_error("'quoted'\n", "t.yml:1: ", "got a quoted string \"quoted\"");
 }
 END_TEST
 
@@ -684,7 +684,7 @@ START_TEST(error_bad_handlers)
 		    "missing required key \"type\"");
 	check_error("handlers:\n  inbox: {}\n", "t.yml:2: handlers.inbox: ", "missing required key \"type\"");
 	check_error("handlers:\n  inbox: maildir\n", "t.yml:2: handlers.inbox: ",
-		    "expected a mapping with a \"type\" key, got a string");
+		    "expected a mapping with a \"type\" key, got \"maildir\"");
 	check_error("handlers:\n  inbox:\n", "t.yml:2: handlers.inbox: ", "got an empty value");
 	check_error("handlers:\n  inbox:\n    - type: maildir\n", "t.yml:3: handlers.inbox: ", "got a sequence");
 	check_error("handlers:\n  inbox:\n    type: [maildir]\n", "t.yml:3: handlers.inbox.type: ",
@@ -697,7 +697,7 @@ START_TEST(error_bad_handlers)
 	check_error("handlers:\n  in.box:\n    type: log\n", "t.yml:2: handlers.in.box: ", "invalid instance name");
 	check_error("handlers:\n  'in box':\n    type: log\n", "t.yml:2: handlers.in box: ", "invalid instance name");
 	check_error("handlers:\n  - inbox\n", "t.yml:2: handlers: ", "expected a mapping of handler instances, got a sequence");
-	check_error("handlers: inbox\n", "t.yml:1: handlers: ", "got a string");
+	check_error("handlers: inbox\n", "t.yml:1: handlers: ", "got \"inbox\"");
 }
 END_TEST
 
