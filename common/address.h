@@ -18,7 +18,10 @@ namespace laim {
 
 // Limits of RFC 5321 section 4.5.3.1, in octets.
 constexpr size_t ADDR_MAX_LOCAL = 64;    // local part (4.5.3.1.1)
-constexpr size_t ADDR_MAX_DOMAIN = 255;  // domain (4.5.3.1.2)
+// A domain in text form: 4.5.3.1.2 allows 255 octets, but counts them as
+// DNS carries the name (RFC 1035 3.1: a length octet before each label and
+// the root's zero octet), which leaves 253 for the dotted text.
+constexpr size_t ADDR_MAX_DOMAIN = 253;
 constexpr size_t ADDR_MAX_PATH = 256;    // "<...>" with punctuation (4.5.3.1.3)
 
 enum class AddressStatus {
@@ -46,9 +49,11 @@ AddressStatus parse_path(std::string_view arg, SmtpPath& out);
 // allow_bare_local. Non-ASCII only when utf8 (and then valid UTF-8).
 bool valid_mailbox(std::string_view mailbox, bool utf8, bool allow_bare_local = true);
 
-// Checks a Domain (RFC 5321 4.1.2: dot-separated labels of letters,
-// digits and inner hyphens, at most 63 octets each, 255 in all); with
-// utf8, non-ASCII characters count as letters.
+// Checks a Domain (RFC 5321 4.1.2, RFC 1035 2.3.1 with the leading digit
+// of RFC 1123 2.1): dot-separated labels of letters, digits and inner
+// hyphens, at most 63 octets each and ADDR_MAX_DOMAIN in all; with utf8,
+// non-ASCII characters count as letters and must be valid UTF-8 (RFC
+// 6531). The one rule for addresses, the hostname and route patterns.
 bool valid_domain(std::string_view domain, bool utf8);
 
 }  // namespace laim

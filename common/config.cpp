@@ -13,15 +13,15 @@
 #include <yaml.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
-#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <limits>
 #include <unordered_set>
 
+#include "common/address.h"
 #include "common/fd.h"
+#include "common/yaml_value.h"
 
 #ifndef LAIM_SOCKET
 #define LAIM_SOCKET "/run/laim/submit.sock"
@@ -322,65 +322,12 @@ bool has_control_char(std::string_view s)
 			   [](char c) { return (unsigned char)c < 0x20 || c == 0x7f; });
 }
 
-// A domain name (RFC 1035 2.3.1 preferred syntax, digits allowed first as
-// RFC 1123 2.1 says): dot-separated labels of letters, digits and hyphens,
-// no hyphen at either end of a label, at most 63 octets per label and 253
-// in all. With allow_utf8, octets >= 0x80 are accepted in labels too, for
-// RFC 6531 (SMTPUTF8) domains.
-bool valid_domain(std::string_view s, bool allow_utf8)
-{
-	if (s.empty() || s.size() > 253)
-		return false;
-	size_t start = 0;
-	while (start <= s.size()) {
-		size_t dot = s.find('.', start);
-		if (dot == std::string_view::npos)
-			dot = s.size();
-		std::string_view label = s.substr(start, dot - start);
-		if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-')
-			return false;
-		for (char c : label) {
-			bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-				  (c >= '0' && c <= '9') || c == '-' ||
-				  (allow_utf8 && (unsigned char)c >= 0x80);
-			if (!ok)
-				return false;
-		}
-		start = dot + 1;
-	}
-	return true;
-}
-
 // A local part in a route pattern: at most 64 octets (RFC 5321 4.5.3.1.1),
 // no '@', space or control character.
 bool valid_local_part(std::string_view s)
 {
 	return !s.empty() && s.size() <= 64 && !has_control_char(s) &&
 	       s.find_first_of("@ ") == std::string_view::npos;
-}
-
-// Unsigned decimal, no sign, no leading zero; false on overflow too.
-bool parse_decimal(std::string_view s, uint64_t* out)
-{
-	if (s.empty() || (s.size() > 1 && s[0] == '0'))
-		return false;
-	auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
-	return ec == std::errc() && end == s.data() + s.size();
-}
-
-const char* kind_name(const YamlNode& n)
-{
-	switch (n.kind) {
-	case YamlNode::Kind::Null:
-		return "an empty value";
-	case YamlNode::Kind::Scalar:
-		return n.quoted ? "a quoted string" : "a string";
-	case YamlNode::Kind::Sequence:
-		return "a sequence";
-	case YamlNode::Kind::Mapping:
-		return "a mapping";
-	}
-	return "?";
 }
 
 // Validates a YamlNode tree into a Config, remembering the file for errors.
@@ -395,20 +342,14 @@ class ConfigParser {
 	{
 		throw ConfigError(file_, line, key, what);
 	}
-	[[noreturn]] void wrong_type(const YamlNode& n, const std::string& key, const std::string& expected) const
-	{
-		fail(n.line, key, "expected " + expected + ", got " + kind_name(n));
-	}
-
-	std::string string(const YamlNode& n, const std::string& key) const;
-	std::string path(const YamlNode& n, const std::string& key) const;
-	bool boolean(const YamlNode& n, const std::string& key) const;
-	uint64_t integer(const YamlNode& n, const std::string& key, uint64_t min, uint64_t max) const;
+	// The value n of key, to read or refuse with the one rule of
+	// common/yaml_value.h.
+	YamlValue value(const YamlNode& n, const std::string& key) const { return YamlValue(n, file_, key); }
 	template <typename T>
 	void set_integer(T* out, const YamlNode& n, const std::string& key, uint64_t min,
 			 uint64_t max = std::numeric_limits<T>::max()) const
 	{
-		*out = (T)integer(n, key, min, max);
+		*out = (T)value(n, key).integer(min, max);
 	}
 
 	void key(const std::string& name, int key_line, const YamlNode& n);
@@ -427,66 +368,6 @@ class ConfigParser {
 	int retry_max_line_ = 0;
 };
 
-// A scalar used as text; NUL (possible through "\0" escapes) is refused
-// because these strings end up in C APIs and on the wire.
-std::string ConfigParser::string(const YamlNode& n, const std::string& key) const
-{
-	if (n.kind != YamlNode::Kind::Scalar)
-		wrong_type(n, key, "a string");
-	if (n.value.find('\0') != std::string::npos)
-		fail(n.line, key, "contains a NUL character");
-	return n.value;
-}
-
-std::string ConfigParser::path(const YamlNode& n, const std::string& key) const
-{
-	std::string p = string(n, key);
-	if (p.empty() || p[0] != '/')
-		fail(n.line, key, "expected an absolute path, got \"" + p + "\"");
-	return p;
-}
-
-// YAML 1.1 booleans, unquoted only: a quoted "yes" is a string.
-bool ConfigParser::boolean(const YamlNode& n, const std::string& key) const
-{
-	static const char expected[] = "a boolean (true/false, yes/no, on/off)";
-	if (n.kind != YamlNode::Kind::Scalar || n.quoted)
-		wrong_type(n, key, expected);
-	std::string v = n.value;
-	std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return std::tolower(c); });
-	if (v == "true" || v == "yes" || v == "on")
-		return true;
-	if (v == "false" || v == "no" || v == "off")
-		return false;
-	fail(n.line, key, std::string("expected ") + expected + ", got \"" + n.value + "\"");
-}
-
-// An unquoted decimal integer within [min, max].
-uint64_t ConfigParser::integer(const YamlNode& n, const std::string& key, uint64_t min,
-			       uint64_t max) const
-{
-	std::string expected;
-	if (min == 1 && max >= std::numeric_limits<uint32_t>::max())
-		expected = "a positive integer";
-	else if (min == 0 && max >= std::numeric_limits<uint32_t>::max())
-		expected = "a non-negative integer";
-	else
-		expected = "an integer from " + std::to_string(min) + " to " + std::to_string(max);
-	if (n.kind != YamlNode::Kind::Scalar || n.quoted)
-		wrong_type(n, key, expected);
-	uint64_t v;
-	bool digits = !n.value.empty() &&
-		      std::all_of(n.value.begin(), n.value.end(), [](char c) { return c >= '0' && c <= '9'; });
-	if (!parse_decimal(n.value, &v)) {
-		if (digits && n.value[0] != '0')  // all digits, yet unparsable: too large
-			fail(n.line, key, n.value + " is out of range: expected " + expected);
-		fail(n.line, key, "expected " + expected + ", got \"" + n.value + "\"");
-	}
-	if (v < min || v > max)
-		fail(n.line, key, n.value + " is out of range: expected " + expected);
-	return v;
-}
-
 // "HOST:PORT" with a numeric IPv4 host or a bracketed IPv6 host. laim does
 // no DNS, so a name is an error rather than a lookup.
 ListenAddress ConfigParser::listen_address(const YamlNode& n, const std::string& key) const
@@ -495,7 +376,7 @@ ListenAddress ConfigParser::listen_address(const YamlNode& n, const std::string&
 	    "expected HOST:PORT with a numeric IPv4 address or a bracketed IPv6 address, "
 	    "e.g. 127.0.0.1:25 or [::1]:25";
 	if (n.kind != YamlNode::Kind::Scalar)
-		wrong_type(n, key, "a HOST:PORT string");
+		value(n, key).fail_expected("a HOST:PORT string");
 	std::string_view s = n.value;
 	std::string_view host, port;
 	int family;
@@ -539,7 +420,7 @@ void ConfigParser::listen(const YamlNode& n)
 		return;
 	}
 	if (n.kind != YamlNode::Kind::Sequence)
-		wrong_type(n, "listen", "a HOST:PORT string or a sequence of them");
+		value(n, "listen").fail_expected("a HOST:PORT string or a sequence of them");
 	for (size_t i = 0; i < n.items.size(); i++) {
 		std::string key = "listen[" + std::to_string(i) + "]";
 		ListenAddress a = listen_address(n.items[i], key);
@@ -555,7 +436,7 @@ void ConfigParser::listen(const YamlNode& n)
 void ConfigParser::handlers(const YamlNode& n)
 {
 	if (n.kind != YamlNode::Kind::Mapping)
-		wrong_type(n, "handlers", "a mapping of handler instances");
+		value(n, "handlers").fail_expected("a mapping of handler instances");
 	for (size_t i = 0; i < n.entries.size(); i++) {
 		const auto& [name, section] = n.entries[i];
 		std::string key = "handlers." + name;
@@ -563,13 +444,13 @@ void ConfigParser::handlers(const YamlNode& n)
 		if (!valid_name(name))
 			fail(line, key, "invalid instance name (use letters, digits, '_' and '-')");
 		if (section.kind != YamlNode::Kind::Mapping)
-			wrong_type(section, key, "a mapping with a \"type\" key");
+			value(section, key).fail_expected("a mapping with a \"type\" key");
 		const YamlNode* type = section.find("type");
 		if (!type)
 			fail(line, key, "missing required key \"type\"");
 		HandlerSection h;
 		h.name = name;
-		h.type = string(*type, key + ".type");
+		h.type = value(*type, key + ".type").string();
 		if (!valid_name(h.type))
 			fail(type->line, key + ".type", "invalid handler type \"" + h.type + "\"");
 		h.line = line;
@@ -581,7 +462,7 @@ void ConfigParser::handlers(const YamlNode& n)
 // match: "*", "*@domain", "local@*" or a full address (see handler/routes.h).
 void ConfigParser::route_match(const YamlNode& n, const std::string& key, Route* r) const
 {
-	r->match = string(n, key);
+	r->match = value(n, key).string();
 	if (r->match == "*")
 		return;
 	std::string_view m = r->match;
@@ -611,13 +492,13 @@ void ConfigParser::route_handlers(const YamlNode& n, const std::string& key, Rou
 		for (const auto& item : n.items)
 			names.push_back(&item);
 	else
-		wrong_type(n, key, "a handler instance name or a sequence of them");
+		value(n, key).fail_expected("a handler instance name or a sequence of them");
 	if (names.empty())
 		fail(n.line, key, "names no handler instance");
 	for (size_t i = 0; i < names.size(); i++) {
 		const YamlNode& item = *names[i];
 		std::string item_key = n.kind == YamlNode::Kind::Sequence ? key + "[" + std::to_string(i) + "]" : key;
-		std::string name = string(item, item_key);
+		std::string name = value(item, item_key).string();
 		if (!cfg_.find_handler(name))
 			fail(item.line, item_key, "unknown handler instance \"" + name + "\"");
 		if (std::find(r->handlers.begin(), r->handlers.end(), name) != r->handlers.end())
@@ -629,7 +510,7 @@ void ConfigParser::route_handlers(const YamlNode& n, const std::string& key, Rou
 Route ConfigParser::route(const YamlNode& n, const std::string& key) const
 {
 	if (n.kind != YamlNode::Kind::Mapping)
-		wrong_type(n, key, "a mapping with \"match\" and \"handlers\"");
+		value(n, key).fail_expected("a mapping with \"match\" and \"handlers\"");
 	Route r;
 	r.line = n.line;
 	for (size_t i = 0; i < n.entries.size(); i++) {
@@ -653,7 +534,7 @@ Route ConfigParser::route(const YamlNode& n, const std::string& key) const
 void ConfigParser::routes(const YamlNode& n)
 {
 	if (n.kind != YamlNode::Kind::Sequence)
-		wrong_type(n, "routes", "a sequence of routes");
+		value(n, "routes").fail_expected("a sequence of routes");
 	for (size_t i = 0; i < n.items.size(); i++)
 		cfg_.routes.push_back(route(n.items[i], "routes[" + std::to_string(i) + "]"));
 }
@@ -665,21 +546,21 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 		listen(n);
 	} else if (name == "socket" || name == "control_socket") {
 		std::string& p = name == "socket" ? cfg_.socket : cfg_.control_socket;
-		p = path(n, name);
+		p = value(n, name).path();
 		if (p.size() >= sizeof(sockaddr_un::sun_path))
 			fail(n.line, name, "too long for a unix socket path (at most " +
 					       std::to_string(sizeof(sockaddr_un::sun_path) - 1) + " bytes)");
 	} else if (name == "user") {
-		cfg_.user = string(n, name);
+		cfg_.user = value(n, name).string();
 		if (cfg_.user.empty() || has_control_char(cfg_.user))
 			fail(n.line, name, "expected a user name, got \"" + cfg_.user + "\"");
 	} else if (name == "hostname") {
-		cfg_.hostname = string(n, name);
+		cfg_.hostname = value(n, name).string();
 		if (!cfg_.hostname.empty() && !valid_domain(cfg_.hostname, false))
 			fail(n.line, name, "\"" + cfg_.hostname + "\" is not a valid domain name");
 	} else if (name == "ident") {
 		// It goes into the 220 greeting line.
-		cfg_.ident = string(n, name);
+		cfg_.ident = value(n, name).string();
 		if (has_control_char(cfg_.ident))
 			fail(n.line, name, "must not contain control characters");
 	} else if (name == "max_queue_size") {
@@ -692,17 +573,17 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 		if (smtputf8_line_)
 			fail(key_line, name, "given twice (as enable_smtputf8 and enable_SMTPUTF8)");
 		smtputf8_line_ = key_line;
-		cfg_.enable_smtputf8 = boolean(n, name);
+		cfg_.enable_smtputf8 = value(n, name).boolean();
 	} else if (name == "spool") {
-		cfg_.spool = path(n, name);
+		cfg_.spool = value(n, name).path();
 	} else if (name == "aliases") {
-		cfg_.aliases = path(n, name);
+		cfg_.aliases = value(n, name).path();
 	} else if (name == "mail_dir") {
-		cfg_.mail_dir = path(n, name);
+		cfg_.mail_dir = value(n, name).path();
 	} else if (name == "alias_commands") {
-		cfg_.alias_commands = boolean(n, name);
+		cfg_.alias_commands = value(n, name).boolean();
 	} else if (name == "alias_files") {
-		cfg_.alias_files = boolean(n, name);
+		cfg_.alias_files = value(n, name).boolean();
 	} else if (name == "max_sessions") {
 		set_integer(&cfg_.max_sessions, n, name, 1);
 	} else if (name == "greeting_delay") {
@@ -733,7 +614,7 @@ Config ConfigParser::parse(const YamlNode& root)
 	if (root.kind == YamlNode::Kind::Null)
 		return std::move(cfg_);
 	if (root.kind != YamlNode::Kind::Mapping)
-		fail(root.line, "", std::string("the top level must be a mapping, got ") + kind_name(root));
+		value(root, "").fail_expected("a mapping at the top level");
 
 	const YamlNode* handlers_node = nullptr;
 	const YamlNode* routes_node = nullptr;

@@ -125,7 +125,8 @@ enum class RcptVerdict { Accept, Reject /* 550 */, Defer /* 451 */ };
 
 // A handler instance's section of the config. Constructors read their
 // options through this; each option read is marked used, and any key left
-// unread is an "unknown key" error naming file, line and key.
+// unread is an "unknown key" error naming file, line and key. Values obey
+// the same rules as the core keys (common/yaml_value.h, laim.yml(5)).
 class HandlerOptions {
  public:
 	HandlerOptions(const HandlerSection& section, const std::string& file, Secrets* secrets = nullptr);
@@ -135,6 +136,7 @@ class HandlerOptions {
 	bool has(const char* key) const;
 	// Missing key without a default is an error "missing required option".
 	std::string string(const char* key, std::optional<std::string> def = std::nullopt);
+	std::string path(const char* key, std::optional<std::string> def = std::nullopt);  // absolute
 	long long integer(const char* key, std::optional<long long> def = std::nullopt,
 			  long long min = 0, long long max = (1LL << 53));
 	bool boolean(const char* key, std::optional<bool> def = std::nullopt);

@@ -1,29 +1,34 @@
 // HandlerOptions: how every handler class reads and validates its own
-// section of the config (file, line and key in every error).
+// section of the config (file, line and key in every error). The values
+// obey the rules of the core keys: common/yaml_value.h reads both.
 #include <algorithm>
-#include <charconv>
-#include <strings.h>
 
+#include "common/yaml_value.h"
 #include "handler/api/handler.h"
 
 namespace laim {
 
 namespace {
 
-// How a wrong value is described: "expected a string, got a sequence".
-std::string got(const YamlNode& n)
+// The default of an absent option; without one, the option is required.
+template <typename T>
+T absent(const HandlerOptions& o, const char* key, std::optional<T> def)
 {
-	switch (n.kind) {
-	case YamlNode::Kind::Null:
-		return ", got an empty value";
-	case YamlNode::Kind::Scalar:
-		return ", got \"" + n.value + "\"";
-	case YamlNode::Kind::Sequence:
-		return ", got a sequence";
-	case YamlNode::Kind::Mapping:
-		return ", got a mapping";
-	}
-	return "";
+	if (!def)
+		o.fail(key, "missing required option");
+	return std::move(*def);
+}
+
+// The key path that errors name: handlers.INSTANCE.key.
+std::string key_path(const HandlerOptions& o, const char* key)
+{
+	return "handlers." + o.name() + "." + key;
+}
+
+// An option's value, to read with the rules of the core keys.
+YamlValue value(const HandlerOptions& o, const YamlNode& node, const char* key)
+{
+	return YamlValue(node, o.file(), key_path(o, key));
 }
 
 }  // namespace
@@ -57,82 +62,41 @@ void HandlerOptions::fail(const char* key, const std::string& what) const
 		line = i < opts.key_lines.size() ? opts.key_lines[i] : opts.entries[i].second.line;
 		break;
 	}
-	throw ConfigError(file_, line, "handlers." + section_.name + "." + key, what);
+	throw ConfigError(file_, line, key_path(*this, key), what);
 }
 
 std::string HandlerOptions::string(const char* key, std::optional<std::string> def)
 {
 	const YamlNode* node = lookup(key);
-	if (!node) {
-		if (!def)
-			fail(key, "missing required option");
-		return *def;
-	}
-	if (node->kind != YamlNode::Kind::Scalar)
-		fail(key, "expected a string" + got(*node));
-	// These strings reach C APIs: a "\0" escape would cut them short.
-	if (node->value.find('\0') != std::string::npos)
-		fail(key, "contains a NUL character");
-	return node->value;
+	return node ? value(*this, *node, key).string() : absent(*this, key, std::move(def));
 }
 
+std::string HandlerOptions::path(const char* key, std::optional<std::string> def)
+{
+	const YamlNode* node = lookup(key);
+	return node ? value(*this, *node, key).path() : absent(*this, key, std::move(def));
+}
+
+// The bounds are clamped to 0: an integer is written without a sign.
 long long HandlerOptions::integer(const char* key, std::optional<long long> def, long long min,
 				  long long max)
 {
 	const YamlNode* node = lookup(key);
-	if (!node) {
-		if (!def)
-			fail(key, "missing required option");
-		return *def;
-	}
-	const std::string& v = node->value;
-	long long n = 0;
-	auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-	if (node->kind != YamlNode::Kind::Scalar || node->quoted || v.empty() || ec != std::errc() ||
-	    end != v.data() + v.size())
-		fail(key, "expected an integer" + got(*node));
-	if (n < min || n > max)
-		fail(key, "expected an integer from " + std::to_string(min) + " to " +
-				  std::to_string(max) + got(*node));
-	return n;
+	if (!node)
+		return absent(*this, key, def);
+	return (long long)value(*this, *node, key).integer(std::max(min, 0LL), std::max(max, 0LL));
 }
 
-// YAML 1.1 booleans, as Laim's PyYAML config accepted them.
 bool HandlerOptions::boolean(const char* key, std::optional<bool> def)
 {
 	const YamlNode* node = lookup(key);
-	if (!node) {
-		if (!def)
-			fail(key, "missing required option");
-		return *def;
-	}
-	if (node->kind == YamlNode::Kind::Scalar && !node->quoted) {
-		const char* v = node->value.c_str();
-		for (const char* t : {"true", "yes", "on"})
-			if (strcasecmp(v, t) == 0)
-				return true;
-		for (const char* f : {"false", "no", "off"})
-			if (strcasecmp(v, f) == 0)
-				return false;
-	}
-	fail(key, "expected a boolean (true/false, yes/no, on/off)" + got(*node));
+	return node ? value(*this, *node, key).boolean() : absent(*this, key, def);
 }
 
 std::vector<std::string> HandlerOptions::strings(const char* key)
 {
 	const YamlNode* node = lookup(key);
-	if (!node)
-		return {};
-	if (node->kind != YamlNode::Kind::Sequence)
-		fail(key, "expected a list of strings" + got(*node));
-	std::vector<std::string> out;
-	for (const YamlNode& item : node->items) {
-		if (item.kind != YamlNode::Kind::Scalar || item.value.find('\0') != std::string::npos)
-			throw ConfigError(file_, item.line, "handlers." + section_.name + "." + key,
-					  "expected a list of strings" + got(item));
-		out.push_back(item.value);
-	}
-	return out;
+	return node ? value(*this, *node, key).strings() : std::vector<std::string>{};
 }
 
 std::string HandlerOptions::secret(const char* key)

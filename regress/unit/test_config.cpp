@@ -300,6 +300,8 @@ START_TEST(hostname_forms)
 	ck_assert_string_eq(parse_ok("hostname: ''\n").hostname, "");
 	std::string label63(63, 'a');
 	ck_assert_string_eq(parse_ok("hostname: " + label63 + ".org\n").hostname, label63 + ".org");
+	std::string name253 = label63 + "." + label63 + "." + label63 + "." + std::string(61, 'd');
+	ck_assert_string_eq(parse_ok("hostname: " + name253 + "\n").hostname, name253);
 }
 END_TEST
 
@@ -467,9 +469,9 @@ END_TEST
 
 START_TEST(error_top_level_not_mapping)
 {
-	check_error("just a string\n", "t.yml:1: ", "the top level must be a mapping, got a string");
-	check_error("\n- user: laim\n", "t.yml:2: ", "the top level must be a mapping, got a sequence");
-	check_error("'quoted'\n", "t.yml:1: ", "got a quoted string");
+	check_error("just a string\n", "t.yml:1: ", "expected a mapping at the top level, got \"just a string\"");
+	check_error("\n- user: laim\n", "t.yml:2: ", "expected a mapping at the top level, got a sequence");
+	check_error("'quoted'\n", "t.yml:1: ", "got a quoted string \"quoted\"");
 }
 END_TEST
 
@@ -625,6 +627,9 @@ START_TEST(error_bad_strings)
 		long_name += "abc.";
 	long_name += "org";  // 259 octets
 	check_error("hostname: " + long_name + "\n", "t.yml:1: hostname: ", "is not a valid domain name");
+	std::string name254 = long_label.substr(1) + "." + long_label.substr(1) + "." + long_label.substr(1) + "." +
+			      std::string(62, 'd');
+	check_error("hostname: " + name254 + "\n", "t.yml:1: hostname: ", "is not a valid domain name");
 	std::string long_socket = "/" + std::string(107, 's');
 	check_error("socket: " + long_socket + "\n", "t.yml:1: socket: ", "too long for a unix socket path (at most 107 bytes)");
 	// 107 bytes fits sun_path with its NUL.
@@ -679,7 +684,7 @@ START_TEST(error_bad_handlers)
 		    "missing required key \"type\"");
 	check_error("handlers:\n  inbox: {}\n", "t.yml:2: handlers.inbox: ", "missing required key \"type\"");
 	check_error("handlers:\n  inbox: maildir\n", "t.yml:2: handlers.inbox: ",
-		    "expected a mapping with a \"type\" key, got a string");
+		    "expected a mapping with a \"type\" key, got \"maildir\"");
 	check_error("handlers:\n  inbox:\n", "t.yml:2: handlers.inbox: ", "got an empty value");
 	check_error("handlers:\n  inbox:\n    - type: maildir\n", "t.yml:3: handlers.inbox: ", "got a sequence");
 	check_error("handlers:\n  inbox:\n    type: [maildir]\n", "t.yml:3: handlers.inbox.type: ",
@@ -692,7 +697,7 @@ START_TEST(error_bad_handlers)
 	check_error("handlers:\n  in.box:\n    type: log\n", "t.yml:2: handlers.in.box: ", "invalid instance name");
 	check_error("handlers:\n  'in box':\n    type: log\n", "t.yml:2: handlers.in box: ", "invalid instance name");
 	check_error("handlers:\n  - inbox\n", "t.yml:2: handlers: ", "expected a mapping of handler instances, got a sequence");
-	check_error("handlers: inbox\n", "t.yml:1: handlers: ", "got a string");
+	check_error("handlers: inbox\n", "t.yml:1: handlers: ", "got \"inbox\"");
 }
 END_TEST
 
@@ -736,6 +741,7 @@ START_TEST(error_bad_routes)
 	static const char* bad_match[] = {
 	    "nobody", "", "**", "*@*", "@example.org", "root@", "a b@example.org", "*@bad_domain",
 	    "*@-x.org", "x@y@*", "root@host.", "*@", "@*", "x\\ty@*",
+	    "*@a\\x80b.example",  // U+0080, a C1 control: not a letter of a UTF-8 domain
 	};
 	for (const char* m : bad_match)
 		check_error(std::string(handlers_ab) + "routes:\n  - match: \"" + m + "\"\n    handlers: a\n",
@@ -766,6 +772,87 @@ START_TEST(config_error_format)
 	} catch (const ConfigError& e) {
 		ck_assert_str_eq(e.what(), "/etc/laim/config.yml:3: user: expected a user name, got \"\"");
 	}
+}
+END_TEST
+
+// ---------------------------------------------------------------- one rule
+
+// A core key and a handler option read a value by the same rule: the
+// same bad value gives the same text after "KEY: " on either side.
+
+// The text after "key: " in an error message, or the message whole.
+static std::string after_key(const std::string& msg, const std::string& key)
+{
+	size_t at = msg.find(" " + key + ": ");
+	return at == std::string::npos ? msg : msg.substr(at + key.size() + 3);
+}
+
+// What the core key says of value.
+static std::string core_error(const std::string& key, const std::string& value)
+{
+	return after_key(parse_error(key + ": " + value + "\n"), key);
+}
+
+// What a handler option "opt" says of value, read by read.
+static std::string option_error(const std::string& value, void (*read)(laim::HandlerOptions&))
+{
+	YamlNode root = laim::yaml_parse("h:\n  type: custom\n  opt: " + value + "\n", test_file);
+	laim::HandlerSection section;
+	section.name = "h";
+	section.type = "custom";
+	section.line = 1;
+	section.options = *root.find("h");
+	laim::HandlerOptions o(section, test_file);
+	try {
+		read(o);
+	} catch (const ConfigError& e) {
+		return after_key(e.what(), "handlers.h.opt");
+	}
+	return "(no error)";
+}
+
+START_TEST(one_rule_core_and_handler)
+{
+	// Each handler reader is given the bounds of its core key.
+	auto integer = [](laim::HandlerOptions& o) { o.integer("opt", std::nullopt, 1, 4294967295); };
+	auto boolean = [](laim::HandlerOptions& o) { o.boolean("opt"); };
+	auto string = [](laim::HandlerOptions& o) { o.string("opt"); };
+	auto path = [](laim::HandlerOptions& o) { o.path("opt"); };
+	static const char positive[] = "expected a positive integer, got ";
+	static const char boolean_words[] = "expected a boolean (true/false, yes/no, on/off), got ";
+	const struct {
+		const char* core_key;
+		void (*read)(laim::HandlerOptions&);
+		const char* value;
+		std::string what;
+	} cases[] = {
+	    {"timeout", integer, "050",
+	     positive + std::string("\"050\" (YAML 1.1 reads a leading 0 as octal: write the number without it)")},
+	    {"timeout", integer, "-1", positive + std::string("\"-1\"")},
+	    {"timeout", integer, "'12'", positive + std::string("a quoted string \"12\"")},
+	    {"timeout", integer, "1e3", positive + std::string("\"1e3\"")},
+	    {"timeout", integer, "0x10", positive + std::string("\"0x10\"")},
+	    {"timeout", integer, "yes", positive + std::string("\"yes\"")},
+	    {"timeout", integer, "", positive + std::string("an empty value")},
+	    {"timeout", integer, "0", "0 is out of range: expected a positive integer"},
+	    {"timeout", integer, "4294967296", "4294967296 is out of range: expected a positive integer"},
+	    {"alias_files", boolean, "1", boolean_words + std::string("\"1\"")},
+	    {"alias_files", boolean, "'yes'", boolean_words + std::string("a quoted string \"yes\"")},
+	    {"alias_files", boolean, "", boolean_words + std::string("an empty value")},
+	    {"ident", string, "[a]", "expected a string, got a sequence"},
+	    {"ident", string, "{a: 1}", "expected a string, got a mapping"},
+	    {"ident", string, "", "expected a string, got an empty value"},
+	    {"ident", string, "\"a\\0b\"", "contains a NUL character"},
+	    {"spool", path, "var/spool", "expected an absolute path, got \"var/spool\""},
+	};
+	std::string wrong;  // every case that differs, not only the first
+	for (const auto& t : cases) {
+		std::string core = core_error(t.core_key, t.value), option = option_error(t.value, t.read);
+		if (core != t.what || option != t.what)
+			wrong += std::string("\n") + t.core_key + ": " + t.value + "\n  core key: " + core +
+				 "\n  option:   " + option + "\n  expected: " + t.what;
+	}
+	ck_assert_msg(wrong.empty(), "%s", wrong.c_str());
 }
 END_TEST
 
@@ -961,6 +1048,7 @@ static Suite* config_suite()
 
 	tc = tcase_create("handlers");
 	tcase_add_test(tc, handlers_create_unknown_type);
+	tcase_add_test(tc, one_rule_core_and_handler);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -434,7 +434,7 @@ START_TEST(error_wrong_type)
 				      "    path:\n"
 				      "      nested: /x\n")
 				 ,
-			 "test.yml:4: handlers.box.path: expected a string, got a mapping");
+			 "test.yml:5: handlers.box.path: expected a string, got a mapping");
 	// A quoted "yes" is a string, not a boolean.
 	ck_assert_string_eq(create_error("handlers:\n"
 				      "  box:\n"
@@ -443,7 +443,7 @@ START_TEST(error_wrong_type)
 				      "    create: \"yes\"\n")
 				 ,
 			 "test.yml:5: handlers.box.create: expected a boolean "
-			 "(true/false, yes/no, on/off), got \"yes\"");
+			 "(true/false, yes/no, on/off), got a quoted string \"yes\"");
 }
 END_TEST
 
@@ -459,7 +459,9 @@ START_TEST(options_accessors)
 				   "    list: [a, \"b c\"]\n"
 				   "    bad_list: [a, [b]]\n"
 				   "    scalar_list: a\n"
-				   "    flag: On\n",
+				   "    flag: On\n"
+				   "    dir: /var/lib/x\n"
+				   "    rel: var/lib/x\n",
 				   "t.yml");
 	HandlerSection s;
 	s.name = "h";
@@ -477,6 +479,8 @@ START_TEST(options_accessors)
 	ck_assert(o.boolean("flag"));
 	ck_assert(o.boolean("absent_flag", true));
 	ck_assert_string_eq(o.string("absent_s", std::string("dflt")), "dflt");
+	ck_assert_string_eq(o.path("dir"), "/var/lib/x");
+	ck_assert_string_eq(o.path("absent_p", std::string("/run/x")), "/run/x");
 	std::vector<std::string> l = o.strings("list");
 	ck_assert_uint_eq(l.size(), 2);
 	ck_assert_string_eq(l[1], "b c");
@@ -491,15 +495,19 @@ START_TEST(options_accessors)
 		return "no error";
 	};
 	ck_assert_string_eq(error_of([&] { o.integer("quoted"); }),
-			 "t.yml:5: handlers.h.quoted: expected an integer, got \"12\"");
+			 "t.yml:5: handlers.h.quoted: expected a non-negative integer, got a quoted string \"12\"");
 	ck_assert_string_eq(error_of([&] { o.integer("big", std::nullopt, 0, 1000); }),
-			 "t.yml:6: handlers.h.big: expected an integer from 0 to 1000, got \"99999\"");
+			 "t.yml:6: handlers.h.big: 99999 is out of range: expected an integer from 0 to 1000");
 	ck_assert_string_eq(error_of([&] { o.integer("missing"); }),
 			 "t.yml:2: handlers.h.missing: missing required option");
 	ck_assert_string_eq(error_of([&] { o.strings("bad_list"); }),
-			 "t.yml:8: handlers.h.bad_list: expected a list of strings, got a sequence");
+			 "t.yml:8: handlers.h.bad_list[1]: expected a string, got a sequence");
 	ck_assert_string_eq(error_of([&] { o.strings("scalar_list"); }),
 			 "t.yml:9: handlers.h.scalar_list: expected a list of strings, got \"a\"");
+	ck_assert_string_eq(error_of([&] { o.path("rel"); }),
+			 "t.yml:12: handlers.h.rel: expected an absolute path, got \"var/lib/x\"");
+	ck_assert_string_eq(error_of([&] { o.path("absent_p2"); }),
+			 "t.yml:2: handlers.h.absent_p2: missing required option");
 	ck_assert_string_eq(error_of([&] { o.fail("port", "refused"); }),
 			 "t.yml:4: handlers.h.port: refused");
 	// Every key was read: no unknown key (type counts as used).
