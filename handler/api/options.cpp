@@ -101,7 +101,7 @@ std::vector<std::string> HandlerOptions::strings(const char* key)
 
 std::string HandlerOptions::secret(const char* key)
 {
-	std::string path = string(key);
+	std::string path = this->path(key);
 	if (!secrets_)
 		fail(key, "no secrets in this context");
 	try {

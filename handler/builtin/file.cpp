@@ -19,11 +19,7 @@ namespace {
 
 class FileHandler : public Handler {
  public:
-	explicit FileHandler(HandlerOptions& o) : path_(o.string("path"))
-	{
-		if (path_.empty() || path_.front() != '/')
-			o.fail("path", "expected an absolute path, got \"" + path_ + "\"");
-	}
+	explicit FileHandler(HandlerOptions& o) : path_(o.path("path")) {}
 
 	Results deliver(const Envelope& env, const Message& msg) override
 	{

@@ -99,12 +99,10 @@ std::string safe_local_part(std::string_view rcpt)
 class MaildirHandler : public Handler {
  public:
 	explicit MaildirHandler(HandlerOptions& o)
-	    : path_(o.string("path")),
+	    : path_(o.path("path")),
 	      per_recipient_(o.boolean("per_recipient", false)),
 	      create_(o.boolean("create", true))
 	{
-		if (path_.empty() || path_.front() != '/')
-			o.fail("path", "expected an absolute path, got \"" + path_ + "\"");
 		while (path_.size() > 1 && path_.back() == '/')
 			path_.pop_back();
 	}
