@@ -28,6 +28,7 @@
 #include "handler/control.h"
 #include "handler/handlerd.h"
 #include "handler/import.h"
+#include "handler/mailbox_client.h"
 #include "handler/queue.h"
 #include "handler/routes.h"
 #include "handler/spool.h"
@@ -719,8 +720,9 @@ void HandlerServer::run()
 
 }  // namespace
 
-void handler_main(Runtime& rt, UniqueFd parent_chan, UniqueFd smtp_chan)
+void handler_main(Runtime& rt, UniqueFd parent_chan, UniqueFd smtp_chan, UniqueFd mailbox_chan)
 {
+	mailbox_client_init(std::move(mailbox_chan));
 	child_signals(&got_sigterm);
 	sandbox_drop(rt.user, nullptr);
 	if (chdir(rt.cfg.spool.c_str()) == -1)
