@@ -257,10 +257,7 @@ void reload()
 		rt.hostname = rt.cfg.hostname;
 
 	if (children[SMTP].pid > 0) {
-		ImsgWriter w;
-		w.str(rt.hostname).str(rt.cfg.ident).u64(rt.cfg.data_size_limit).u32(rt.cfg.enable_smtputf8)
-			.u32(rt.cfg.timeout).u32(rt.cfg.max_sessions).u32(rt.cfg.greeting_delay);
-		children[SMTP].chan->compose(IMSG_P_SMTP_CONF, 0, w.data());
+		children[SMTP].chan->compose(IMSG_P_SMTP_CONF, 0, encode(smtp_conf(rt.cfg, rt.hostname)));
 		children[SMTP].chan->flush();
 	}
 	if (children[HANDLER].pid > 0) {
@@ -271,7 +268,7 @@ void reload()
 			if (mfd != -1)
 				close(mfd);
 		} else {
-			children[HANDLER].chan->compose(IMSG_P_HANDLER_CONF, 0, rt.cfg.file, mfd);
+			children[HANDLER].chan->compose(IMSG_P_HANDLER_CONF, 0, encode(HandlerConf{rt.cfg.file}), mfd);
 			children[HANDLER].chan->flush();
 		}
 	}
@@ -336,13 +333,12 @@ void child_event(int which)
 			log_warnx("%s process channel: %s", child_name[which], imsg_strerror(err));
 		return;
 	}
-	ImsgReader rd(m.data);
-	std::string what;
-	if (!(rd.str(what) && rd.done()))
-		what = "(malformed report)";
+	PeerErrorMsg report;
+	if (!decode(m.data, report))
+		report.what = "(malformed report)";
 	Child& other = children[1 - which];
 	log_warnx("%s process reports a protocol error from the %s process (%s): ending it", child_name[which],
-		  child_name[1 - which], what.c_str());
+		  child_name[1 - which], report.what.c_str());
 	if (other.pid > 0)
 		kill(other.pid, SIGKILL);
 }

@@ -79,6 +79,7 @@ class SmtpServer : public SessionBackend {
 	void handler_event();
 	void dispatch_handler(Imsg& m);
 	void parent_event();
+	void configure(const SmtpConf& conf);
 	void tick();
 	void begin_shutdown();
 	bool to_handler(uint32_t type, Session& s, const std::string& payload);
@@ -96,13 +97,7 @@ class SmtpServer : public SessionBackend {
 
 SmtpServer::SmtpServer(Runtime& rt, UniqueFd parent, UniqueFd handler) : rt_(rt)
 {
-	settings_.hostname = rt.hostname;
-	settings_.ident = rt.cfg.ident;
-	settings_.size_limit = rt.cfg.data_size_limit;
-	settings_.smtputf8 = rt.cfg.enable_smtputf8;
-	timeout_ = rt.cfg.timeout;
-	max_sessions_ = rt.cfg.max_sessions;
-	greeting_delay_ = rt.cfg.greeting_delay;
+	configure(smtp_conf(rt.cfg, rt.hostname));
 	ep_ = epoll_create1(EPOLL_CLOEXEC);
 	if (ep_ == -1)
 		fatal("epoll_create1");
@@ -163,7 +158,7 @@ void SmtpServer::peer_error(const char* what)
 {
 	log_warnx("protocol error from the handler process: %s; asking the parent to restart it", what);
 	handler_gone();
-	parent_->compose(IMSG_C_PEER_ERROR, 0, ImsgWriter().str(what).data());
+	parent_->compose(IMSG_C_PEER_ERROR, 0, encode(PeerErrorMsg{what}));
 	parent_->flush();
 }
 
@@ -182,17 +177,13 @@ bool SmtpServer::to_handler(uint32_t type, Session& s, const std::string& payloa
 void SmtpServer::on_mail(Session& s, const std::string& sender)
 {
 	const ClientInfo& ci = s.client();
-	ImsgWriter w;
-	w.str(sender).str(s.helo()).str(ci.address).u32(ci.uid.has_value()).u32(ci.uid.value_or(0));
-	if (!to_handler(IMSG_S_MAIL, s, w.data()))
+	if (!to_handler(IMSG_S_MAIL, s, encode(MailMsg{sender, s.helo(), ci.address, ci.uid})))
 		s.mail_reply(BackendStatus::Unavailable);
 }
 
 void SmtpServer::on_rcpt(Session& s, const std::string& rcpt)
 {
-	ImsgWriter w;
-	w.str(rcpt);
-	if (!to_handler(IMSG_S_RCPT, s, w.data()))
+	if (!to_handler(IMSG_S_RCPT, s, encode(RcptMsg{rcpt})))
 		s.rcpt_reply(BackendStatus::Unavailable);
 }
 
@@ -204,9 +195,7 @@ void SmtpServer::on_data(Session& s)
 
 void SmtpServer::on_commit(Session& s, uint64_t size)
 {
-	ImsgWriter w;
-	w.u64(size);
-	if (!to_handler(IMSG_S_COMMIT, s, w.data()))
+	if (!to_handler(IMSG_S_COMMIT, s, encode(CommitMsg{size})))
 		s.commit_reply(BackendStatus::Unavailable);
 }
 
@@ -374,11 +363,10 @@ void SmtpServer::close_conn(uint32_t id)
 void SmtpServer::dispatch_handler(Imsg& m)
 {
 	auto it = conns_.find(m.peerid);
-	ImsgReader r(m.data);
-	uint32_t st = 0;
-	std::string id, user;
-	bool ok = m.type == IMSG_H_DATA_OK ? r.str(id) && r.str(user) && r.done() : r.u32(st) && r.done();
-	if (!ok || st > static_cast<uint32_t>(BackendStatus::Error)) {
+	StatusMsg st;
+	DataOkMsg data;
+	bool ok = m.type == IMSG_H_DATA_OK ? decode(m.data, data) : decode(m.data, st);
+	if (!ok) {
 		peer_error("malformed message from the handler process");
 		return;
 	}
@@ -392,13 +380,13 @@ void SmtpServer::dispatch_handler(Imsg& m)
 		return;
 	}
 	Session& s = *it->second.session;
-	auto status = static_cast<BackendStatus>(st);
+	BackendStatus status = st.status;
 	switch (m.type) {
 	case IMSG_H_MAIL: s.mail_reply(status); break;
 	case IMSG_H_RCPT: s.rcpt_reply(status); break;
 	case IMSG_H_DATA_OK:
-		s.set_client_user(user);
-		s.data_reply(BackendStatus::Ok, m.fd.release(), id);
+		s.set_client_user(data.user);
+		s.data_reply(BackendStatus::Ok, m.fd.release(), data.queue_id);
 		break;
 	case IMSG_H_DATA_FAIL: s.data_reply(status, -1, ""); break;
 	case IMSG_H_COMMIT: s.commit_reply(status); break;
@@ -432,26 +420,31 @@ void SmtpServer::parent_event()
 	if (!parent_->read_or_die(m, "parent"))
 		return;
 	if (m.type == IMSG_P_HANDLER_CHANNEL) {
-		if (!m.data.empty())
+		NoPayload none;
+		if (!decode(m.data, none))
 			fatalx("malformed handler channel message from the parent");
 		set_handler_channel(std::move(m.fd));
 		log_info("handler process is back");
 		return;
 	}
-	ImsgReader r(m.data);
-	uint32_t utf8, timeout, sessions, delay;
-	SmtpSettings s;
-	if (!(r.str(s.hostname) && r.str(s.ident) && r.u64(s.size_limit) && r.u32(utf8) && r.u32(timeout) &&
-	      r.u32(sessions) && r.u32(delay) && r.done()))
+	SmtpConf conf;
+	if (!decode(m.data, conf))
 		fatalx("malformed configuration from the parent");
-	settings_.hostname = s.hostname;
-	settings_.ident = s.ident;
-	settings_.size_limit = s.size_limit;
-	settings_.smtputf8 = utf8 != 0;
-	timeout_ = timeout;
-	max_sessions_ = sessions;
-	greeting_delay_ = delay;
+	configure(conf);
 	log_debug("smtp settings reloaded");
+}
+
+// The configuration's part that smtp serves with: at start, and at each
+// reload (sessions see the change, they hold settings_ by reference).
+void SmtpServer::configure(const SmtpConf& conf)
+{
+	settings_.hostname = conf.hostname;
+	settings_.ident = conf.ident;
+	settings_.size_limit = conf.size_limit;
+	settings_.smtputf8 = conf.smtputf8;
+	timeout_ = conf.timeout;
+	max_sessions_ = conf.max_sessions;
+	greeting_delay_ = conf.greeting_delay;
 }
 
 // Once per loop: delayed greetings, idle timeouts, the shutdown deadline.
