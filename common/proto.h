@@ -1,46 +1,59 @@
-// The imsg vocabulary between laim's three processes. Each channel accepts
-// only its own types (validators below); payloads are ImsgWriter fields in
-// the order given.
+// The imsg vocabulary between laim's three processes: the message types,
+// the channel validators that say which types each end accepts, and one
+// payload struct per type with its encode/decode pair, which sender and
+// receiver both use. Decoding is as strict as the framing: a truncated
+// payload, trailing bytes or an out-of-range status is refused.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
 
 #include "common/imsg.h"
 
 namespace laim {
 
+struct Config;
+
 enum ImsgType : uint32_t {
 	// parent -> smtp
-	IMSG_P_SMTP_CONF = 1,     // SmtpConf fields (see smtp/smtp.cpp)
-	IMSG_P_HANDLER_CHANNEL,   // fd: a fresh smtp<->handler channel
+	IMSG_P_SMTP_CONF = 1,     // SmtpConf
+	IMSG_P_HANDLER_CHANNEL,   // NoPayload; fd: a fresh smtp<->handler channel
 	// parent -> handler
-	IMSG_P_HANDLER_CONF,      // str file; fd: memfd holding the config text
-	IMSG_P_SMTP_CHANNEL,      // fd: a fresh smtp<->handler channel
+	IMSG_P_HANDLER_CONF,      // HandlerConf; fd: memfd holding a HandlerConfText
+	IMSG_P_SMTP_CHANNEL,      // NoPayload; fd: a fresh smtp<->handler channel
 
 	// smtp -> handler; peerid = session id
-	IMSG_S_MAIL = 100,        // str sender, str helo, str client, u32 has_uid, u32 uid
-	IMSG_S_RCPT,              // str rcpt
-	IMSG_S_DATA,              // (empty)
-	IMSG_S_COMMIT,            // u64 size written after the header
-	IMSG_S_ABORT,             // (empty)
+	IMSG_S_MAIL = 100,        // MailMsg
+	IMSG_S_RCPT,              // RcptMsg
+	IMSG_S_DATA,              // NoPayload
+	IMSG_S_COMMIT,            // CommitMsg
+	IMSG_S_ABORT,             // NoPayload
 
-	// handler -> smtp; peerid = session id; status = BackendStatus value
-	IMSG_H_MAIL = 200,        // u32 status
-	IMSG_H_RCPT,              // u32 status
-	IMSG_H_DATA_OK,           // str queue id, str login name of the uid ("" if none); fd: the spool file
-	IMSG_H_DATA_FAIL,         // u32 status
-	IMSG_H_COMMIT,            // u32 status
+	// handler -> smtp; peerid = session id
+	IMSG_H_MAIL = 200,        // StatusMsg
+	IMSG_H_RCPT,              // StatusMsg
+	IMSG_H_DATA_OK,           // DataOkMsg; fd: the spool file
+	IMSG_H_DATA_FAIL,         // StatusMsg
+	IMSG_H_COMMIT,            // StatusMsg
 
 	// child -> parent
-	IMSG_C_PEER_ERROR = 300,  // str what: the sibling broke the protocol; end it
+	IMSG_C_PEER_ERROR = 300,  // PeerErrorMsg: the sibling broke the protocol; end it
 
 	// handler -> parent, on the mailbox service channel; peerid = lease id
-	IMSG_H_MAILBOX_OPEN = 400,  // str user: open and lock mail_dir/USER
-	IMSG_H_MAILBOX_DONE,        // (empty): the lease's fd is closed, drop its dotlock
+	IMSG_H_MAILBOX_OPEN = 400,  // MailboxOpenMsg: open and lock mail_dir/USER
+	IMSG_H_MAILBOX_DONE,        // NoPayload: the lease's fd is closed, drop its dotlock
 	// parent -> handler, on the mailbox service channel; peerid = lease id
-	IMSG_P_MAILBOX_OK,          // fd: the mailbox, O_APPEND, fcntl- and dot-locked
-	IMSG_P_MAILBOX_FAIL,        // u32 MailboxStatus, str why
+	IMSG_P_MAILBOX_OK,          // NoPayload; fd: the mailbox, O_APPEND, fcntl- and dot-locked
+	IMSG_P_MAILBOX_FAIL,        // MailboxFailMsg
 };
+
+// "IMSG_S_MAIL" for IMSG_S_MAIL, for messages about the protocol.
+const char* imsg_name(uint32_t type);
 
 // Why the parent did not hand out a mailbox (IMSG_P_MAILBOX_FAIL).
 enum class MailboxStatus : uint32_t {
@@ -60,6 +73,129 @@ enum class BackendStatus : uint32_t {
 	TooBig,       // over the size limit: 552 5.3.4
 	Error,        // local error (disk full, ...): 451 4.3.0
 };
+
+// The payloads, each with its encode/decode pair. Strings and integers
+// travel as ImsgWriter fields, in the order of the struct.
+
+// IMSG_P_SMTP_CONF: what the smtp process takes from the configuration.
+struct SmtpConf {
+	std::string hostname;
+	std::string ident;
+	uint64_t size_limit = 0;
+	bool smtputf8 = false;
+	uint32_t timeout = 0;
+	uint32_t max_sessions = 0;
+	uint32_t greeting_delay = 0;
+};
+// The smtp process's part of cfg, hostname as resolved at start.
+SmtpConf smtp_conf(const Config& cfg, const std::string& hostname);
+
+// IMSG_P_HANDLER_CONF: the config file's name, for messages; its text
+// comes in the memfd.
+struct HandlerConf {
+	std::string file;
+};
+// What that memfd holds: the config text, and the secret files it names
+// as the parent read them (Secrets::encode), which the handler process
+// could not read itself.
+struct HandlerConfText {
+	std::string text;
+	std::string secrets;
+};
+
+// IMSG_S_MAIL: a transaction's start.
+struct MailMsg {
+	std::string sender;  // "" for the null sender
+	std::string helo;
+	std::string client;  // the client's address, or "local"
+	std::optional<uid_t> uid;  // the local client's uid (SO_PEERCRED)
+};
+
+// IMSG_S_RCPT
+struct RcptMsg {
+	std::string rcpt;
+};
+
+// IMSG_S_COMMIT: end of data.
+struct CommitMsg {
+	uint64_t size = 0;  // bytes smtp wrote after the envelope header
+};
+
+// IMSG_H_MAIL, IMSG_H_RCPT, IMSG_H_DATA_FAIL, IMSG_H_COMMIT
+struct StatusMsg {
+	BackendStatus status = BackendStatus::Ok;
+};
+
+// IMSG_H_DATA_OK: the spool file is ready for the message.
+struct DataOkMsg {
+	std::string queue_id;
+	std::string user;  // login name of the client's uid, "" if none
+};
+
+// IMSG_C_PEER_ERROR
+struct PeerErrorMsg {
+	std::string what;
+};
+
+// IMSG_H_MAILBOX_OPEN
+struct MailboxOpenMsg {
+	std::string user;
+};
+
+// IMSG_P_MAILBOX_FAIL
+struct MailboxFailMsg {
+	MailboxStatus status = MailboxStatus::TempFail;
+	std::string why;
+};
+
+// The types whose frame is all they say (and the fd they carry).
+struct NoPayload {};
+
+std::string encode(const SmtpConf& m);
+std::string encode(const HandlerConf& m);
+std::string encode(const HandlerConfText& m);
+std::string encode(const MailMsg& m);
+std::string encode(const RcptMsg& m);
+std::string encode(const CommitMsg& m);
+std::string encode(const StatusMsg& m);
+std::string encode(const DataOkMsg& m);
+std::string encode(const PeerErrorMsg& m);
+std::string encode(const MailboxOpenMsg& m);
+std::string encode(const MailboxFailMsg& m);
+std::string encode(const NoPayload& m);
+
+bool decode(std::string_view data, SmtpConf& m);
+bool decode(std::string_view data, HandlerConf& m);
+bool decode(std::string_view data, HandlerConfText& m);
+bool decode(std::string_view data, MailMsg& m);
+bool decode(std::string_view data, RcptMsg& m);
+bool decode(std::string_view data, CommitMsg& m);
+bool decode(std::string_view data, StatusMsg& m);
+bool decode(std::string_view data, DataOkMsg& m);
+bool decode(std::string_view data, PeerErrorMsg& m);
+bool decode(std::string_view data, MailboxOpenMsg& m);
+bool decode(std::string_view data, MailboxFailMsg& m);
+bool decode(std::string_view data, NoPayload& m);
+
+// A message that breaks the protocol: malformed, of a type its channel
+// does not serve, or out of turn. A channel's dispatch throws it; the
+// channel's owner decides what that costs the peer (common/peer.h).
+struct ImsgProtocolError : std::runtime_error {
+	using std::runtime_error::runtime_error;
+};
+
+// m's payload as T; ImsgProtocolError when it does not decode.
+template <typename T>
+T payload(const Imsg& m)
+{
+	T out;
+	if (!decode(m.data, out))
+		throw ImsgProtocolError(std::string("malformed ") + imsg_name(m.type));
+	return out;
+}
+
+// For a dispatch's default case: a type the channel does not serve.
+[[noreturn]] void unexpected_imsg(const Imsg& m);
 
 // Channel validators: the types each end of each channel accepts, and
 // whether each carries an fd. A child never accepts a parent's message from

@@ -28,6 +28,7 @@
 #include "handler/control.h"
 #include "handler/handlerd.h"
 #include "handler/import.h"
+#include "handler/mailbox_client.h"
 #include "handler/queue.h"
 #include "handler/routes.h"
 #include "handler/spool.h"
@@ -52,11 +53,6 @@ struct CtlConn {
 	uid_t uid = 0;
 	std::string in, out;
 	time_t started = 0;
-};
-
-// The smtp process broke the protocol; it is ended (design.md "imsg").
-struct ProtocolError : std::runtime_error {
-	using std::runtime_error::runtime_error;
 };
 
 // One SMTP transaction as the handler sees it, keyed by session id.
@@ -95,13 +91,13 @@ class HandlerServer : public ControlTarget {
 	void smtp_event();
 	void dispatch_smtp(Imsg& m);
 	void reply(uint32_t type, uint32_t session, BackendStatus st);
-	void on_mail(uint32_t session, ImsgReader& r);
-	void on_rcpt(uint32_t session, ImsgReader& r);
+	void on_mail(uint32_t session, MailMsg m);
+	void on_rcpt(uint32_t session, const std::string& rcpt);
 	void on_data(uint32_t session);
 	void abort_txn(uint32_t session);
 	void commit_pending();
 	void parent_event();
-	void reload(Imsg& m);
+	void reload(const std::string& file, int fd);
 	void shutdown();
 	std::vector<std::string> expand(const std::string& rcpt);
 	void control_accept();
@@ -239,22 +235,18 @@ void HandlerServer::reply(uint32_t type, uint32_t session, BackendStatus st)
 {
 	if (!smtp_)
 		return;
-	ImsgWriter w;
-	w.u32(static_cast<uint32_t>(st));
-	smtp_->compose(type, session, w.data());
+	smtp_->compose(type, session, encode(StatusMsg{st}));
 }
 
 // MAIL FROM: a new transaction reserves a place in the bounded queue, so
 // that a 250 is never followed by a drop (design.md).
-void HandlerServer::on_mail(uint32_t session, ImsgReader& r)
+void HandlerServer::on_mail(uint32_t session, MailMsg m)
 {
 	Txn t;
-	uint32_t has_uid, uid;
-	if (!(r.str(t.env.sender) && r.str(t.env.helo) && r.str(t.env.client) && r.u32(has_uid) && r.u32(uid) &&
-	      r.done()))
-		throw ProtocolError("malformed MAIL message");
-	if (has_uid)
-		t.env.uid = uid;
+	t.env.sender = std::move(m.sender);
+	t.env.helo = std::move(m.helo);
+	t.env.client = std::move(m.client);
+	t.env.uid = m.uid;
 	abort_txn(session);
 	if (queue_.size() + txns_.size() >= cfg_.max_queue_size) {
 		log_warnx("queue full (%zu queued, %zu in progress, max_queue_size %u): deferring mail from <%s>",
@@ -268,11 +260,8 @@ void HandlerServer::on_mail(uint32_t session, ImsgReader& r)
 
 // RCPT TO: after /etc/aliases, each final recipient needs a route, and each
 // handler on it may judge it.
-void HandlerServer::on_rcpt(uint32_t session, ImsgReader& r)
+void HandlerServer::on_rcpt(uint32_t session, const std::string& rcpt)
 {
-	std::string rcpt;
-	if (!(r.str(rcpt) && r.done()))
-		throw ProtocolError("malformed RCPT message");
 	auto it = txns_.find(session);
 	if (it == txns_.end()) {
 		reply(IMSG_H_RCPT, session, BackendStatus::Unavailable);
@@ -331,7 +320,7 @@ void HandlerServer::on_data(uint32_t session)
 		if (dup == -1 || t.header_len < 0)
 			throw std::system_error(errno, std::generic_category(), "duplicating the spool fd");
 		std::string user = t.env.uid ? login_name(*t.env.uid) : "";
-		smtp_->compose(IMSG_H_DATA_OK, session, ImsgWriter().str(t.env.id).str(user).data(), dup);
+		smtp_->compose(IMSG_H_DATA_OK, session, encode(DataOkMsg{t.env.id, user}), dup);
 	} catch (const std::exception& e) {
 		log_warnx("cannot create a spool file: %s", e.what());
 		if (!t.env.id.empty())
@@ -416,22 +405,18 @@ void HandlerServer::commit_pending()
 
 void HandlerServer::dispatch_smtp(Imsg& m)
 {
-	ImsgReader r(m.data);
 	switch (m.type) {
-	case IMSG_S_MAIL: on_mail(m.peerid, r); break;
-	case IMSG_S_RCPT: on_rcpt(m.peerid, r); break;
+	case IMSG_S_MAIL: on_mail(m.peerid, payload<MailMsg>(m)); break;
+	case IMSG_S_RCPT: on_rcpt(m.peerid, payload<RcptMsg>(m).rcpt); break;
 	case IMSG_S_DATA:
-		if (!r.done())
-			throw ProtocolError("malformed DATA message");
+		payload<NoPayload>(m);
 		on_data(m.peerid);
 		break;
 	case IMSG_S_COMMIT: {
-		uint64_t size;
-		if (!(r.u64(size) && r.done()))
-			throw ProtocolError("malformed COMMIT message");
+		uint64_t size = payload<CommitMsg>(m).size;
 		auto it = txns_.find(m.peerid);
 		if (std::find(commits_.begin(), commits_.end(), m.peerid) != commits_.end())
-			throw ProtocolError("second COMMIT for one transaction");
+			throw ImsgProtocolError("second COMMIT for one transaction");
 		if (it == txns_.end() || !it->second.file) {
 			reply(IMSG_H_COMMIT, m.peerid, BackendStatus::Unavailable);
 			break;
@@ -441,10 +426,11 @@ void HandlerServer::dispatch_smtp(Imsg& m)
 		break;
 	}
 	case IMSG_S_ABORT:
-		if (!r.done())
-			throw ProtocolError("malformed ABORT message");
+		payload<NoPayload>(m);
 		abort_txn(m.peerid);
 		break;
+	default:
+		unexpected_imsg(m);
 	}
 }
 
@@ -458,7 +444,7 @@ void HandlerServer::smtp_event()
 			try {
 				dispatch_smtp(m);
 				continue;
-			} catch (const ProtocolError& e) {
+			} catch (const ImsgProtocolError& e) {
 				peer_error(e.what());
 			}
 			break;
@@ -485,27 +471,26 @@ void HandlerServer::peer_error(const char* what)
 {
 	log_warnx("protocol error from the smtp process: %s; asking the parent to restart it", what);
 	drop_smtp_channel();
-	parent_->compose(IMSG_C_PEER_ERROR, 0, ImsgWriter().str(what).data());
+	parent_->compose(IMSG_C_PEER_ERROR, 0, encode(PeerErrorMsg{what}));
 	parent_->flush();
 }
 
 // SIGHUP, as relayed by the parent (which validated the file already):
 // the memfd holds the config text and the secrets it names.
-void HandlerServer::reload(Imsg& m)
+void HandlerServer::reload(const std::string& file, int fd)
 {
 	std::string conf;
 	char buf[65536];
 	ssize_t n;
-	lseek(m.fd.get(), 0, SEEK_SET);
-	while ((n = read(m.fd.get(), buf, sizeof buf)) > 0)
+	lseek(fd, 0, SEEK_SET);
+	while ((n = read(fd, buf, sizeof buf)) > 0)
 		conf.append(buf, static_cast<size_t>(n));
 	try {
-		std::string text, secrets;
-		ImsgReader r(conf);
-		if (!(r.str(text) && r.str(secrets) && r.done()))
+		HandlerConfText given;
+		if (!decode(conf, given))
 			throw std::runtime_error("malformed configuration from the parent");
-		Config cfg = config_parse(text, m.data);
-		rt_.secrets = Secrets::passed(secrets);
+		Config cfg = config_parse(given.text, file);
+		rt_.secrets = Secrets::passed(given.secrets);
 		queue_.configure(cfg, build_instances(cfg));
 		cfg_ = std::move(cfg);
 		reload_aliases();
@@ -520,11 +505,22 @@ void HandlerServer::parent_event()
 	Imsg m;
 	if (!parent_->read_or_die(m, "parent"))
 		return;
-	if (m.type == IMSG_P_SMTP_CHANNEL) {
+	switch (m.type) {
+	case IMSG_P_SMTP_CHANNEL: {
+		NoPayload none;
+		if (!decode(m.data, none))
+			fatalx("malformed smtp channel message from the parent");
 		set_smtp_channel(std::move(m.fd));
 		log_debug("new smtp channel");
-	} else {
-		reload(m);
+		break;
+	}
+	case IMSG_P_HANDLER_CONF: {
+		HandlerConf conf;
+		if (!decode(m.data, conf))
+			fatalx("malformed configuration message from the parent");
+		reload(conf.file, m.fd.get());
+		break;
+	}
 	}
 }
 
@@ -729,8 +725,9 @@ void HandlerServer::run()
 
 }  // namespace
 
-void handler_main(Runtime& rt, UniqueFd parent_chan, UniqueFd smtp_chan)
+void handler_main(Runtime& rt, UniqueFd parent_chan, UniqueFd smtp_chan, UniqueFd mailbox_chan)
 {
+	mailbox_client_init(std::move(mailbox_chan));
 	child_signals(&got_sigterm);
 	rt.secrets = Secrets::passed(rt.secrets.encode());  // this process cannot read them itself
 	sandbox_drop(rt.user, nullptr);

@@ -2,11 +2,12 @@
 #pragma once
 
 #include "common/fd.h"
-#include "parent/parent.h"
+#include "common/runtime.h"
 
 namespace laim {
 
 // Confines the process, then serves until SIGTERM; never returns.
-[[noreturn]] void handler_main(Runtime& rt, UniqueFd parent_chan, UniqueFd smtp_chan);
+// mailbox_chan carries the delivery threads' mailbox requests to the parent.
+[[noreturn]] void handler_main(Runtime& rt, UniqueFd parent_chan, UniqueFd smtp_chan, UniqueFd mailbox_chan);
 
 }  // namespace laim

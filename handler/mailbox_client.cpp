@@ -89,23 +89,22 @@ Result mailbox_open(const std::string& user, MailboxLease* lease)
 		return Result::tempfail("mailbox service unavailable");
 	uint32_t id = next_id;
 	next_id = next_id == UINT32_MAX ? 1 : next_id + 1;  // never 0: 0 is "no lease"
-	service->compose(IMSG_H_MAILBOX_OPEN, id, ImsgWriter().str(user).data());
+	service->compose(IMSG_H_MAILBOX_OPEN, id, encode(MailboxOpenMsg{user}));
 	Imsg m;
 	if (!send_queued() || !await_answer(id, m))
 		return Result::tempfail("mailbox service: no answer from the parent process");
-	if (m.type == IMSG_P_MAILBOX_OK) {
+	NoPayload granted;
+	if (m.type == IMSG_P_MAILBOX_OK && decode(m.data, granted)) {
 		lease->fd = std::move(m.fd);
 		lease->id = id;
 		return Result::delivered();
 	}
-	ImsgReader rd(m.data);
-	uint32_t status = 0;
-	std::string why;
-	if (!(rd.u32(status) && rd.str(why) && rd.done()))
+	MailboxFailMsg refused;
+	if (m.type != IMSG_P_MAILBOX_FAIL || !decode(m.data, refused))
 		return Result::tempfail("mailbox service: malformed answer");
-	if (status == static_cast<uint32_t>(MailboxStatus::PermFail))
-		return Result::permfail(why);
-	return Result::tempfail(why);
+	if (refused.status == MailboxStatus::PermFail)
+		return Result::permfail(refused.why);
+	return Result::tempfail(refused.why);
 }
 
 }  // namespace laim

@@ -226,31 +226,6 @@ std::string Spool::path(const char* sub, const std::string& id) const
 	return dir_ + "/" + sub + "/" + id;
 }
 
-// mkdir with mode 0700, accepting an existing directory (left as it is).
-static void make_dir(const std::string& path)
-{
-	if (::mkdir(path.c_str(), 0700) == 0)
-		return;
-	if (errno != EEXIST)
-		throw_errno("mkdir " + path);
-	// lstat: the spool belongs to the unprivileged user, and root must
-	// never be led through a symbolic link it planted.
-	struct stat st;
-	if (::lstat(path.c_str(), &st) < 0)
-		throw_errno("stat " + path);
-	if (!S_ISDIR(st.st_mode)) {
-		errno = ENOTDIR;
-		throw_errno(path + " (a symbolic link or not a directory)");
-	}
-}
-
-void Spool::prepare(const std::string& dir)
-{
-	make_dir(dir);
-	for (const char* sub : {"incoming", "queue", "failed", "offline"})
-		make_dir(dir + "/" + sub);
-}
-
 // 40 random bits; an id still present anywhere in the spool (even failed/,
 // whose files keep their id) is drawn again.
 std::string Spool::new_id() const

@@ -50,12 +50,9 @@ class SpoolMessage {
 
 class Spool {
  public:
-	// dir must exist with incoming/, queue/, failed/ (prepare() makes them).
+	// dir must exist with incoming/, queue/, failed/ (the parent makes
+	// them, parent/spool.cpp).
 	explicit Spool(std::string dir);
-
-	// Creates the spool directories with mode 0700 when missing (used by the
-	// parent as root, then chowned, and by tests).
-	static void prepare(const std::string& dir);
 
 	const std::string& dir() const { return dir_; }
 

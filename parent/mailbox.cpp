@@ -227,16 +227,17 @@ bool MailboxService::overdue(time_t now) const
 // that stopped reading does that).
 bool MailboxService::request(const Config& cfg, ImsgChannel& chan, const Imsg& m)
 {
-	ImsgReader rd(m.data);
 	if (m.type == IMSG_H_MAILBOX_DONE) {
-		if (!rd.done())
+		NoPayload none;
+		if (!decode(m.data, none))
 			return false;
 		release(m.peerid);
 		return true;
 	}
-	std::string user;
-	if (!(rd.str(user) && rd.done()) || leases_.count(m.peerid) || !valid_user_name(user) || chan.pending())
+	MailboxOpenMsg open_msg;
+	if (!decode(m.data, open_msg) || leases_.count(m.peerid) || !valid_user_name(open_msg.user) || chan.pending())
 		return false;
+	const std::string& user = open_msg.user;
 	MailboxRefusal no{MailboxStatus::TempFail, ""};
 	UniqueFd fd = open(cfg, m.peerid, user, no);
 	if (fd) {
@@ -245,8 +246,7 @@ bool MailboxService::request(const Config& cfg, ImsgChannel& chan, const Imsg& m
 		std::string why = cfg.mail_dir + "/" + user + ": " + no.why;
 		if (no.status != MailboxStatus::Busy)
 			log_warnx("mailbox for %s refused: %s", user.c_str(), why.c_str());
-		chan.compose(IMSG_P_MAILBOX_FAIL, m.peerid,
-			     ImsgWriter().u32(static_cast<uint32_t>(no.status)).str(why).data());
+		chan.compose(IMSG_P_MAILBOX_FAIL, m.peerid, encode(MailboxFailMsg{no.status, why}));
 	}
 	chan.flush();
 	return true;

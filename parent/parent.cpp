@@ -5,7 +5,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -30,8 +29,6 @@
 #include "common/proto.h"
 #include "handler/api/handler.h"
 #include "handler/handlerd.h"
-#include "handler/mailbox_client.h"
-#include "handler/spool.h"
 #include "parent/parent.h"
 #include "smtp/smtp.h"
 
@@ -150,8 +147,7 @@ void start_child(int which, UniqueFd sib)
 		}
 		for (Listener& l : rt.listeners)
 			l.fd.reset();
-		mailbox_client_init(std::move(mbox_theirs));
-		handler_main(rt, std::move(theirs), std::move(sib));
+		handler_main(rt, std::move(theirs), std::move(sib), std::move(mbox_theirs));
 	}
 	Child& c = children[which];
 	c.pid = pid;
@@ -265,22 +261,19 @@ void reload()
 		rt.hostname = rt.cfg.hostname;
 
 	if (children[SMTP].pid > 0) {
-		ImsgWriter w;
-		w.str(rt.hostname).str(rt.cfg.ident).u64(rt.cfg.data_size_limit).u32(rt.cfg.enable_smtputf8)
-			.u32(rt.cfg.timeout).u32(rt.cfg.max_sessions).u32(rt.cfg.greeting_delay);
-		children[SMTP].chan->compose(IMSG_P_SMTP_CONF, 0, w.data());
+		children[SMTP].chan->compose(IMSG_P_SMTP_CONF, 0, encode(smtp_conf(rt.cfg, rt.hostname)));
 		children[SMTP].chan->flush();
 	}
 	if (children[HANDLER].pid > 0) {
 		// The config and its secrets, which the handler process cannot read.
-		std::string conf = ImsgWriter().str(rt.config_text).str(rt.secrets.encode()).data();
+		std::string conf = encode(HandlerConfText{rt.config_text, rt.secrets.encode()});
 		int mfd = memfd_create("laim-config", MFD_CLOEXEC);
 		if (mfd == -1 || write(mfd, conf.data(), conf.size()) != static_cast<ssize_t>(conf.size())) {
 			log_warn("passing the configuration to the handler process");
 			if (mfd != -1)
 				close(mfd);
 		} else {
-			children[HANDLER].chan->compose(IMSG_P_HANDLER_CONF, 0, rt.cfg.file, mfd);
+			children[HANDLER].chan->compose(IMSG_P_HANDLER_CONF, 0, encode(HandlerConf{rt.cfg.file}), mfd);
 			children[HANDLER].chan->flush();
 		}
 	}
@@ -321,48 +314,6 @@ void mailbox_event();
 	exit(0);
 }
 
-// The spool belongs to the unprivileged user. offline/ also admits the
-// setgid laim-drop (group laimdrop): the spool is group-searchable and
-// offline/ group-writable but not readable, sticky like Postfix's maildrop.
-// Root works on these directories through O_NOFOLLOW descriptors only: the
-// user owns them and could have swapped one for a link to /etc.
-void prepare_spool()
-{
-	const std::string& spool = rt.cfg.spool;
-	std::string parent = spool.substr(0, spool.find_last_of('/') + 1);
-	struct stat pst;
-	if (stat(parent.c_str(), &pst) == -1 || pst.st_uid != 0 || (pst.st_mode & (S_IWGRP | S_IWOTH)))
-		fatalx("spool %s: its parent directory %s must be owned by root and not writable by others",
-		       spool.c_str(), parent.c_str());
-	try {
-		Spool::prepare(spool);
-	} catch (const std::exception& e) {
-		fatalx("spool %s: %s", spool.c_str(), e.what());
-	}
-	struct group* gr = getgrnam(LAIM_DROP_GROUP);
-	rt.have_drop_group = gr != nullptr;
-	if (gr)
-		rt.drop_gid = gr->gr_gid;
-	else
-		log_warnx("group %s does not exist: sendmail cannot store mail while laimd is down", LAIM_DROP_GROUP);
-	struct {
-		const char* sub;
-		bool drop;
-		mode_t mode;
-	} dirs[] = {{".", true, 0710}, {"incoming", false, 0700}, {"queue", false, 0700},
-		    {"failed", false, 0700}, {"offline", true, 01730}};
-	UniqueFd top(open(spool.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-	if (!top)
-		fatal("spool %s", spool.c_str());
-	for (const auto& d : dirs) {
-		UniqueFd fd(openat(top.get(), d.sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-		gid_t gid = d.drop && gr ? rt.drop_gid : rt.user.gid;
-		mode_t mode = d.drop && gr ? d.mode : 0700;
-		if (!fd || fchown(fd.get(), rt.user.uid, gid) == -1 || fchmod(fd.get(), mode) == -1)
-			fatal("spool %s/%s", spool.c_str(), d.sub);
-	}
-}
-
 void daemonize()
 {
 	if (daemon(0, 0) == -1)
@@ -387,13 +338,12 @@ void child_event(int which)
 			log_warnx("%s process channel: %s", child_name[which], imsg_strerror(err));
 		return;
 	}
-	ImsgReader rd(m.data);
-	std::string what;
-	if (!(rd.str(what) && rd.done()))
-		what = "(malformed report)";
+	PeerErrorMsg report;
+	if (!decode(m.data, report))
+		report.what = "(malformed report)";
 	Child& other = children[1 - which];
 	log_warnx("%s process reports a protocol error from the %s process (%s): ending it", child_name[which],
-		  child_name[1 - which], what.c_str());
+		  child_name[1 - which], report.what.c_str());
 	if (other.pid > 0)
 		kill(other.pid, SIGKILL);
 }
@@ -507,7 +457,7 @@ int main(int argc, char* argv[])
 	rt.hostname = resolve_hostname(rt.cfg);
 	set_local_domains(rt.hostname);  // for the mailbox service's alias check
 	sandbox_prepare_chroot(LAIM_EMPTY_DIR);
-	prepare_spool();
+	prepare_spool(rt);
 	rt.listeners = listen_all(rt.cfg);
 	rt.control = listen_unix(rt.cfg.control_socket);
 	if (!rt.foreground && !systemd)

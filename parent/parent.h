@@ -1,4 +1,5 @@
-// What the root parent prepares for its two children before forking them.
+// The root parent's own parts: binding the listeners, preparing the spool,
+// the mailbox service for the handler process.
 #pragma once
 
 #include <sys/types.h>
@@ -12,30 +13,9 @@
 #include "common/fd.h"
 #include "common/imsg.h"
 #include "common/proto.h"
-#include "common/sandbox.h"
-#include "common/secrets.h"
+#include "common/runtime.h"
 
 namespace laim {
-
-struct Listener {
-	UniqueFd fd;
-	std::string name;  // "127.0.0.1:25", "[::1]:25" or the socket path
-	bool local = false;  // the unix submission socket (SO_PEERCRED)
-};
-
-struct Runtime {
-	Config cfg;
-	std::string config_text;  // as read, for the handler's reloads
-	Secrets secrets;          // the secret files the handler sections name, as read
-	std::string hostname;     // resolved once at start
-	RunAs user;
-	std::vector<Listener> listeners;  // served by smtp
-	Listener control;   // the control socket, served by the handler process
-	bool have_drop_group = false;  // the laimdrop group exists: offline/ is open to laim-drop
-	gid_t drop_gid = 0;
-	bool foreground = false;  // -d: log to stderr
-	int verbose = 0;
-};
 
 struct MailboxRefusal {
 	MailboxStatus status;
@@ -71,5 +51,8 @@ std::vector<Listener> listen_all(const Config& cfg);
 Listener listen_unix(const std::string& path);
 // parent/listen.cpp: the configured hostname, /etc/mailname, or the FQDN.
 std::string resolve_hostname(const Config& cfg);
+// parent/spool.cpp: makes the spool's directories and gives them to
+// rt.user (offline/ also to laim-drop's group); fatal on failure.
+void prepare_spool(Runtime& rt);
 
 }  // namespace laim

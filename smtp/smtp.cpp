@@ -18,7 +18,9 @@
 #include <map>
 #include <memory>
 
+#include "common/event_loop.h"
 #include "common/log.h"
+#include "common/peer.h"
 #include "common/proto.h"
 #include "common/sandbox.h"
 #include "smtp/session.h"
@@ -38,17 +40,13 @@ int64_t monotonic_ms()
 	return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
-// epoll user data: what kind of descriptor woke us.
-enum class Tag : uint32_t { Listener, Parent, Handler, Client };
-uint64_t tag(Tag t, uint32_t n) { return (static_cast<uint64_t>(t) << 32) | n; }
-
 struct Conn {
 	UniqueFd fd;
+	EventLoop::Watch watch;
 	std::unique_ptr<Session> session;
 	int64_t last_input_ms = 0;  // CLOCK_MONOTONIC
 	bool greeted = false;
 	int64_t greet_at_ms = 0;    // CLOCK_MONOTONIC
-	uint32_t events = 0;  // current epoll interest
 };
 
 class SmtpServer : public SessionBackend {
@@ -56,7 +54,8 @@ class SmtpServer : public SessionBackend {
 	SmtpServer(Runtime& rt, UniqueFd parent, UniqueFd handler);
 	[[noreturn]] void run();
 
-	// SessionBackend: each step becomes one imsg to the handler process.
+	// SessionBackend: each step becomes one imsg to the handler process;
+	// one that cannot be sent is answered with a temporary failure.
 	void on_mail(Session& s, const std::string& sender) override;
 	void on_rcpt(Session& s, const std::string& rcpt) override;
 	void on_data(Session& s) override;
@@ -67,78 +66,50 @@ class SmtpServer : public SessionBackend {
 #endif
 
  private:
-	void watch(int fd, uint32_t events, uint64_t data, int op = EPOLL_CTL_ADD);
 	void accept_clients(size_t idx);
 	void greet(Conn& c);
 	void client_event(uint32_t id, uint32_t events);
 	void update(uint32_t id);
 	void close_conn(uint32_t id);
-	void set_handler_channel(UniqueFd fd);
 	void handler_gone();
-	void peer_error(const char* what);
-	void handler_event();
-	void dispatch_handler(Imsg& m);
-	void parent_event();
+	void handler_message(Imsg& m);
+	void parent_message(Imsg& m);
+	void configure(const SmtpConf& conf);
 	void tick();
 	void begin_shutdown();
-	bool to_handler(uint32_t type, Session& s, const std::string& payload);
 
 	Runtime& rt_;
 	SmtpSettings settings_;
 	uint32_t timeout_, max_sessions_, greeting_delay_;
-	int ep_ = -1;
-	std::unique_ptr<ImsgChannel> parent_, handler_;
+	EventLoop loop_;
+	ImsgPeer parent_;
+	SiblingChannel handler_;
+	std::vector<EventLoop::Watch> listening_;
 	std::map<uint32_t, Conn> conns_;
 	uint32_t next_id_ = 1;
 	bool shutting_down_ = false;
 	time_t shutdown_deadline_ = 0;
 };
 
-SmtpServer::SmtpServer(Runtime& rt, UniqueFd parent, UniqueFd handler) : rt_(rt)
+SmtpServer::SmtpServer(Runtime& rt, UniqueFd parent, UniqueFd handler)
+	: rt_(rt),
+	  parent_(loop_, std::move(parent), imsg_valid_parent_to_smtp, [this](Imsg& m) { parent_message(m); },
+		  ImsgPeer::fatal_loss("parent")),
+	  handler_(loop_, parent_, "handler", imsg_valid_handler_to_smtp, [this](Imsg& m) { handler_message(m); },
+		   [this] { handler_gone(); })
 {
-	settings_.hostname = rt.hostname;
-	settings_.ident = rt.cfg.ident;
-	settings_.size_limit = rt.cfg.data_size_limit;
-	settings_.smtputf8 = rt.cfg.enable_smtputf8;
-	timeout_ = rt.cfg.timeout;
-	max_sessions_ = rt.cfg.max_sessions;
-	greeting_delay_ = rt.cfg.greeting_delay;
-	ep_ = epoll_create1(EPOLL_CLOEXEC);
-	if (ep_ == -1)
-		fatal("epoll_create1");
-	parent_ = std::make_unique<ImsgChannel>(std::move(parent), imsg_valid_parent_to_smtp);
-	watch(parent_->fd(), EPOLLIN, tag(Tag::Parent, 0));
-	set_handler_channel(std::move(handler));
+	configure(smtp_conf(rt.cfg, rt.hostname));
+	handler_.attach(std::move(handler));
 	for (size_t i = 0; i < rt.listeners.size(); i++)
-		watch(rt.listeners[i].fd.get(), EPOLLIN, tag(Tag::Listener, static_cast<uint32_t>(i)));
+		listening_.push_back(
+			loop_.watch(rt.listeners[i].fd.get(), EPOLLIN, [this, i](uint32_t) { accept_clients(i); }));
 }
 
-void SmtpServer::watch(int fd, uint32_t events, uint64_t data, int op)
-{
-	struct epoll_event ev = {};
-	ev.events = events;
-	ev.data.u64 = data;
-	if (epoll_ctl(ep_, op, fd, &ev) == -1)
-		fatal("epoll_ctl");
-}
-
-void SmtpServer::set_handler_channel(UniqueFd fd)
-{
-	if (handler_)
-		handler_gone();
-	handler_ = std::make_unique<ImsgChannel>(std::move(fd), imsg_valid_handler_to_smtp);
-	watch(handler_->fd(), EPOLLIN, tag(Tag::Handler, 0));
-}
-
-// The handler process died: every session waiting on it gets a temporary
-// failure now; later steps fail the same way until the parent hands us a
-// channel to its successor.
+// The handler process died or broke the protocol: every session waiting on
+// it gets a temporary failure now; later steps fail the same way until the
+// parent hands us a channel to its successor.
 void SmtpServer::handler_gone()
 {
-	if (!handler_)
-		return;
-	epoll_ctl(ep_, EPOLL_CTL_DEL, handler_->fd(), nullptr);
-	handler_.reset();
 	log_warnx("lost the handler process; new transactions get 451 until it is back");
 	for (auto& [id, c] : conns_) {
 		Session& s = *c.session;
@@ -157,62 +128,34 @@ void SmtpServer::handler_gone()
 	}
 }
 
-// Between trusted processes a protocol error ends the offender (design.md):
-// the handler's channel is dropped and the parent asked to restart it.
-void SmtpServer::peer_error(const char* what)
-{
-	log_warnx("protocol error from the handler process: %s; asking the parent to restart it", what);
-	handler_gone();
-	parent_->compose(IMSG_C_PEER_ERROR, 0, ImsgWriter().str(what).data());
-	parent_->flush();
-}
-
-bool SmtpServer::to_handler(uint32_t type, Session& s, const std::string& payload)
-{
-	if (!handler_)
-		return false;
-	handler_->compose(type, s.id(), payload);
-	if (!handler_->flush()) {
-		handler_gone();
-		return false;
-	}
-	return true;
-}
-
 void SmtpServer::on_mail(Session& s, const std::string& sender)
 {
 	const ClientInfo& ci = s.client();
-	ImsgWriter w;
-	w.str(sender).str(s.helo()).str(ci.address).u32(ci.uid.has_value()).u32(ci.uid.value_or(0));
-	if (!to_handler(IMSG_S_MAIL, s, w.data()))
+	if (!handler_.send(IMSG_S_MAIL, s.id(), encode(MailMsg{sender, s.helo(), ci.address, ci.uid})))
 		s.mail_reply(BackendStatus::Unavailable);
 }
 
 void SmtpServer::on_rcpt(Session& s, const std::string& rcpt)
 {
-	ImsgWriter w;
-	w.str(rcpt);
-	if (!to_handler(IMSG_S_RCPT, s, w.data()))
+	if (!handler_.send(IMSG_S_RCPT, s.id(), encode(RcptMsg{rcpt})))
 		s.rcpt_reply(BackendStatus::Unavailable);
 }
 
 void SmtpServer::on_data(Session& s)
 {
-	if (!to_handler(IMSG_S_DATA, s, ""))
+	if (!handler_.send(IMSG_S_DATA, s.id()))
 		s.data_reply(BackendStatus::Unavailable, -1, "");
 }
 
 void SmtpServer::on_commit(Session& s, uint64_t size)
 {
-	ImsgWriter w;
-	w.u64(size);
-	if (!to_handler(IMSG_S_COMMIT, s, w.data()))
+	if (!handler_.send(IMSG_S_COMMIT, s.id(), encode(CommitMsg{size})))
 		s.commit_reply(BackendStatus::Unavailable);
 }
 
 void SmtpServer::on_abort(Session& s)
 {
-	to_handler(IMSG_S_ABORT, s, "");
+	handler_.send(IMSG_S_ABORT, s.id());
 }
 
 #ifdef LAIM_SECCOMP_TRIGGER
@@ -279,7 +222,7 @@ void SmtpServer::accept_clients(size_t idx)
 		c.session = std::make_unique<Session>(*this, settings_, std::move(ci), id);
 		c.last_input_ms = monotonic_ms();
 		c.greet_at_ms = c.last_input_ms + greeting_delay_;
-		watch(c.fd.get(), 0, tag(Tag::Client, id));
+		c.watch = loop_.watch(c.fd.get(), 0, [this, id](uint32_t events) { client_event(id, events); });
 		if (greeting_delay_ == 0)
 			greet(c);
 		update(id);
@@ -356,102 +299,91 @@ void SmtpServer::update(uint32_t id)
 		want |= EPOLLIN;
 	if (!s.output().empty())
 		want |= EPOLLOUT;
-	if (want != c.events) {
-		c.events = want;
-		watch(c.fd.get(), want, tag(Tag::Client, id), EPOLL_CTL_MOD);
-	}
+	c.watch.set_events(want);
 }
 
 void SmtpServer::close_conn(uint32_t id)
 {
-	auto it = conns_.find(id);
-	if (it == conns_.end())
-		return;
-	epoll_ctl(ep_, EPOLL_CTL_DEL, it->second.fd.get(), nullptr);
-	conns_.erase(it);
+	conns_.erase(id);
 }
 
-void SmtpServer::dispatch_handler(Imsg& m)
+// An answer from the handler process for session m.peerid. It is decoded
+// even when the session is gone: a malformed one breaks the protocol all
+// the same.
+void SmtpServer::handler_message(Imsg& m)
 {
 	auto it = conns_.find(m.peerid);
-	ImsgReader r(m.data);
-	uint32_t st = 0;
-	std::string id, user;
-	bool ok = m.type == IMSG_H_DATA_OK ? r.str(id) && r.str(user) && r.done() : r.u32(st) && r.done();
-	if (!ok || st > static_cast<uint32_t>(BackendStatus::Error)) {
-		peer_error("malformed message from the handler process");
-		return;
-	}
-	if (it == conns_.end()) {
-		// The session is gone: whatever the handler holds for it (a
-		// queue reservation, a spool file) must be let go.
-		if (handler_) {
-			handler_->compose(IMSG_S_ABORT, m.peerid, "");
-			handler_->flush();
-		}
-		return;
-	}
-	Session& s = *it->second.session;
-	auto status = static_cast<BackendStatus>(st);
+	Session* s = it == conns_.end() ? nullptr : it->second.session.get();
 	switch (m.type) {
-	case IMSG_H_MAIL: s.mail_reply(status); break;
-	case IMSG_H_RCPT: s.rcpt_reply(status); break;
-	case IMSG_H_DATA_OK:
-		s.set_client_user(user);
-		s.data_reply(BackendStatus::Ok, m.fd.release(), id);
+	case IMSG_H_MAIL: {
+		BackendStatus st = payload<StatusMsg>(m).status;
+		if (s)
+			s->mail_reply(st);
 		break;
-	case IMSG_H_DATA_FAIL: s.data_reply(status, -1, ""); break;
-	case IMSG_H_COMMIT: s.commit_reply(status); break;
 	}
-	update(m.peerid);
-}
-
-void SmtpServer::handler_event()
-{
-	for (int i = 0; i < 256 && handler_; i++) {
-		Imsg m;
-		ImsgError err = ImsgError::None;
-		switch (handler_->read(m, &err)) {
-		case ImsgChannel::Read::Message: dispatch_handler(m); break;
-		case ImsgChannel::Read::Again: return;
-		case ImsgChannel::Read::Closed: handler_gone(); return;
-		case ImsgChannel::Read::Error:
-			if (err == ImsgError::None) {
-				handler_gone();
-				return;
-			}
-			peer_error(imsg_strerror(err));
-			return;
+	case IMSG_H_RCPT: {
+		BackendStatus st = payload<StatusMsg>(m).status;
+		if (s)
+			s->rcpt_reply(st);
+		break;
+	}
+	case IMSG_H_DATA_OK: {
+		DataOkMsg ok = payload<DataOkMsg>(m);
+		if (s) {
+			s->set_client_user(ok.user);
+			s->data_reply(BackendStatus::Ok, m.fd.release(), ok.queue_id);
 		}
+		break;
+	}
+	case IMSG_H_DATA_FAIL: {
+		BackendStatus st = payload<StatusMsg>(m).status;
+		if (s)
+			s->data_reply(st, -1, "");
+		break;
+	}
+	case IMSG_H_COMMIT: {
+		BackendStatus st = payload<StatusMsg>(m).status;
+		if (s)
+			s->commit_reply(st);
+		break;
+	}
+	default:
+		unexpected_imsg(m);
+	}
+	if (s)
+		update(m.peerid);
+	else  // what the handler holds for the session (a queue place, a spool file) must go
+		handler_.send(IMSG_S_ABORT, m.peerid);
+}
+
+void SmtpServer::parent_message(Imsg& m)
+{
+	switch (m.type) {
+	case IMSG_P_HANDLER_CHANNEL:
+		payload<NoPayload>(m);
+		handler_.attach(std::move(m.fd));
+		log_info("handler process is back");
+		break;
+	case IMSG_P_SMTP_CONF:
+		configure(payload<SmtpConf>(m));
+		log_debug("smtp settings reloaded");
+		break;
+	default:
+		unexpected_imsg(m);
 	}
 }
 
-void SmtpServer::parent_event()
+// The configuration's part that smtp serves with: at start, and at each
+// reload (sessions see the change, they hold settings_ by reference).
+void SmtpServer::configure(const SmtpConf& conf)
 {
-	Imsg m;
-	if (!parent_->read_or_die(m, "parent"))
-		return;
-	if (m.type == IMSG_P_HANDLER_CHANNEL) {
-		if (!m.data.empty())
-			fatalx("malformed handler channel message from the parent");
-		set_handler_channel(std::move(m.fd));
-		log_info("handler process is back");
-		return;
-	}
-	ImsgReader r(m.data);
-	uint32_t utf8, timeout, sessions, delay;
-	SmtpSettings s;
-	if (!(r.str(s.hostname) && r.str(s.ident) && r.u64(s.size_limit) && r.u32(utf8) && r.u32(timeout) &&
-	      r.u32(sessions) && r.u32(delay) && r.done()))
-		fatalx("malformed configuration from the parent");
-	settings_.hostname = s.hostname;
-	settings_.ident = s.ident;
-	settings_.size_limit = s.size_limit;
-	settings_.smtputf8 = utf8 != 0;
-	timeout_ = timeout;
-	max_sessions_ = sessions;
-	greeting_delay_ = delay;
-	log_debug("smtp settings reloaded");
+	settings_.hostname = conf.hostname;
+	settings_.ident = conf.ident;
+	settings_.size_limit = conf.size_limit;
+	settings_.smtputf8 = conf.smtputf8;
+	timeout_ = conf.timeout;
+	max_sessions_ = conf.max_sessions;
+	greeting_delay_ = conf.greeting_delay;
 }
 
 // Once per loop: delayed greetings, idle timeouts, the shutdown deadline.
@@ -484,10 +416,9 @@ void SmtpServer::begin_shutdown()
 {
 	shutting_down_ = true;
 	shutdown_deadline_ = time(nullptr) + SHUTDOWN_GRACE;
-	for (Listener& l : rt_.listeners) {
-		epoll_ctl(ep_, EPOLL_CTL_DEL, l.fd.get(), nullptr);
+	listening_.clear();
+	for (Listener& l : rt_.listeners)
 		l.fd.reset();
-	}
 	for (auto it = conns_.begin(); it != conns_.end();) {
 		uint32_t id = it->first;
 		(it++)->second.session->shutdown();
@@ -501,27 +432,12 @@ void SmtpServer::run()
 		if (got_sigterm && !shutting_down_)
 			begin_shutdown();
 		if (shutting_down_ && conns_.empty()) {
-			if (handler_)
-				handler_->flush();
+			handler_.flush();
 			log_debug("smtp process done");
 			_exit(0);
 		}
 		int wait_ms = greeting_delay_ && greeting_delay_ < 1000 ? static_cast<int>(greeting_delay_ / 4) + 1 : 250;
-		struct epoll_event evs[64];
-		int n = epoll_wait(ep_, evs, 64, wait_ms);
-		if (n == -1 && errno != EINTR)
-			fatal("epoll_wait");
-		for (int i = 0; i < n; i++) {
-			uint64_t d = evs[i].data.u64;
-			auto t = static_cast<Tag>(d >> 32);
-			auto num = static_cast<uint32_t>(d);
-			switch (t) {
-			case Tag::Listener: accept_clients(num); break;
-			case Tag::Parent: parent_event(); break;
-			case Tag::Handler: handler_event(); break;
-			case Tag::Client: client_event(num, evs[i].events); break;
-			}
-		}
+		loop_.wait(wait_ms);
 		tick();
 	}
 }

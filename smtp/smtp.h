@@ -2,7 +2,7 @@
 #pragma once
 
 #include "common/fd.h"
-#include "parent/parent.h"
+#include "common/runtime.h"
 
 namespace laim {
 

@@ -4,6 +4,7 @@
 // handlers below are real handler classes registered as laimd's are; the
 // queue, the spool and the worker threads under them are the real ones.
 #include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -123,7 +124,8 @@ void setup()
 	std::string templ = "/tmp/laim-queue-XXXXXX";
 	ck_assert_ptr_nonnull(mkdtemp(templ.data()));
 	g_tmp = templ;
-	Spool::prepare(g_tmp + "/spool");
+	for (const char* sub : {"/spool", "/spool/incoming", "/spool/queue", "/spool/failed", "/spool/offline"})
+		ck_assert_int_eq(mkdir((g_tmp + sub).c_str(), 0700), 0);
 	calls.clear();
 	bob_recovers = false;
 	in_flight = most_in_flight = 0;

@@ -1,0 +1,137 @@
+#include "common/peer.h"
+
+#include <sys/epoll.h>
+
+#include <string>
+
+#include "common/log.h"
+
+namespace laim {
+
+ImsgPeer::ImsgPeer(EventLoop& loop, UniqueFd fd, ImsgValidator valid, OnMessage on_message, OnLost on_lost)
+	: chan_(std::move(fd), valid), on_message_(std::move(on_message)), on_lost_(std::move(on_lost))
+{
+	watch_ = loop.watch(chan_.fd(), EPOLLIN, [this](uint32_t events) { on_event(events); });
+}
+
+ImsgPeer::OnLost ImsgPeer::fatal_loss(const char* peer)
+{
+	return [peer](const char* broken) {
+		if (!broken)
+			fatalx("%s went away", peer);
+		fatalx("%s channel: %s", peer, broken);
+	};
+}
+
+bool ImsgPeer::send(uint32_t type, uint32_t peerid, std::string_view payload, UniqueFd fd)
+{
+	chan_.compose(type, peerid, payload, fd.release());
+	if (!chan_.flush())
+		failed_ = true;
+	watch_output();
+	return !failed_;
+}
+
+// Write readiness is watched only while output waits, or to have the loop
+// report a failed write.
+void ImsgPeer::watch_output()
+{
+	uint32_t events = EPOLLIN;
+	if (failed_ || chan_.pending())
+		events |= EPOLLOUT;
+	watch_.set_events(events);
+}
+
+void ImsgPeer::on_event(uint32_t events)
+{
+	if (!failed_ && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !read_frames())
+		return;
+	if (failed_ || !chan_.flush())
+		return lose(nullptr);
+	watch_output();
+}
+
+// Reads and dispatches up to MAX_FRAMES frames. False when the peer was
+// lost or destroyed meanwhile: then this must not be touched.
+bool ImsgPeer::read_frames()
+{
+	std::shared_ptr<bool> alive = alive_;
+	OnMessage dispatch = on_message_;  // the peer, and so on_message_, may go during the call
+	for (int i = 0; i < MAX_FRAMES && !failed_; i++) {
+		Imsg m;
+		ImsgError err = ImsgError::None;
+		switch (chan_.read(m, &err)) {
+		case ImsgChannel::Read::Message:
+			break;
+		case ImsgChannel::Read::Again:
+			return true;
+		case ImsgChannel::Read::Closed:
+			lose(nullptr);
+			return false;
+		case ImsgChannel::Read::Error:
+			lose(err == ImsgError::None ? nullptr : imsg_strerror(err));
+			return false;
+		}
+		std::string broken;
+		try {
+			dispatch(m);
+		} catch (const ImsgProtocolError& e) {
+			broken = e.what();
+		}
+		if (!*alive)
+			return false;
+		if (!broken.empty()) {
+			lose(broken.c_str());
+			return false;
+		}
+	}
+	return true;
+}
+
+void ImsgPeer::lose(const char* broken)
+{
+	watch_.reset();
+	failed_ = true;
+	OnLost lost = on_lost_;  // it may destroy the peer
+	lost(broken);
+}
+
+SiblingChannel::SiblingChannel(EventLoop& loop, ImsgPeer& parent, const char* sibling, ImsgValidator valid,
+			       ImsgPeer::OnMessage on_message, std::function<void()> on_drop)
+	: loop_(loop), parent_(parent), sibling_(sibling), valid_(valid), on_message_(std::move(on_message)),
+	  on_drop_(std::move(on_drop))
+{
+}
+
+void SiblingChannel::attach(UniqueFd fd)
+{
+	drop();
+	peer_ = std::make_unique<ImsgPeer>(loop_, std::move(fd), valid_, on_message_, [this](const char* broken) {
+		if (broken)
+			protocol_error(broken);
+		else
+			drop();
+	});
+}
+
+void SiblingChannel::drop()
+{
+	if (!peer_)
+		return;
+	peer_.reset();
+	on_drop_();
+}
+
+void SiblingChannel::protocol_error(const char* what)
+{
+	log_warnx("protocol error from the %s process: %s; asking the parent to restart it", sibling_, what);
+	drop();
+	parent_.send(IMSG_C_PEER_ERROR, 0, encode(PeerErrorMsg{what}));
+}
+
+bool SiblingChannel::send(uint32_t type, uint32_t peerid, std::string_view payload, UniqueFd fd)
+{
+	return peer_ && peer_->send(type, peerid, payload, std::move(fd));
+}
+
+}  // namespace laim

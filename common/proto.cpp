@@ -1,0 +1,174 @@
+// The payloads of laim's imsg types: one encode/decode pair each.
+#include "common/proto.h"
+
+#include "common/config.h"
+
+namespace laim {
+
+namespace {
+
+// A status travels as its u32 value; a value past the enum's last is refused.
+template <typename Enum>
+bool status(ImsgReader& r, Enum& out, Enum last)
+{
+	uint32_t v;
+	if (!r.u32(v) || v > static_cast<uint32_t>(last))
+		return false;
+	out = static_cast<Enum>(v);
+	return true;
+}
+
+}  // namespace
+
+const char* imsg_name(uint32_t type)
+{
+	switch (type) {
+	case IMSG_P_SMTP_CONF: return "IMSG_P_SMTP_CONF";
+	case IMSG_P_HANDLER_CHANNEL: return "IMSG_P_HANDLER_CHANNEL";
+	case IMSG_P_HANDLER_CONF: return "IMSG_P_HANDLER_CONF";
+	case IMSG_P_SMTP_CHANNEL: return "IMSG_P_SMTP_CHANNEL";
+	case IMSG_S_MAIL: return "IMSG_S_MAIL";
+	case IMSG_S_RCPT: return "IMSG_S_RCPT";
+	case IMSG_S_DATA: return "IMSG_S_DATA";
+	case IMSG_S_COMMIT: return "IMSG_S_COMMIT";
+	case IMSG_S_ABORT: return "IMSG_S_ABORT";
+	case IMSG_H_MAIL: return "IMSG_H_MAIL";
+	case IMSG_H_RCPT: return "IMSG_H_RCPT";
+	case IMSG_H_DATA_OK: return "IMSG_H_DATA_OK";
+	case IMSG_H_DATA_FAIL: return "IMSG_H_DATA_FAIL";
+	case IMSG_H_COMMIT: return "IMSG_H_COMMIT";
+	case IMSG_C_PEER_ERROR: return "IMSG_C_PEER_ERROR";
+	case IMSG_H_MAILBOX_OPEN: return "IMSG_H_MAILBOX_OPEN";
+	case IMSG_H_MAILBOX_DONE: return "IMSG_H_MAILBOX_DONE";
+	case IMSG_P_MAILBOX_OK: return "IMSG_P_MAILBOX_OK";
+	case IMSG_P_MAILBOX_FAIL: return "IMSG_P_MAILBOX_FAIL";
+	}
+	return "an unknown imsg type";
+}
+
+void unexpected_imsg(const Imsg& m)
+{
+	throw ImsgProtocolError(std::string("unexpected ") + imsg_name(m.type));
+}
+
+SmtpConf smtp_conf(const Config& cfg, const std::string& hostname)
+{
+	return {hostname, cfg.ident, cfg.data_size_limit, cfg.enable_smtputf8, cfg.timeout, cfg.max_sessions,
+		cfg.greeting_delay};
+}
+
+std::string encode(const SmtpConf& m)
+{
+	return ImsgWriter().str(m.hostname).str(m.ident).u64(m.size_limit).u32(m.smtputf8).u32(m.timeout)
+		.u32(m.max_sessions).u32(m.greeting_delay).data();
+}
+
+bool decode(std::string_view data, SmtpConf& m)
+{
+	ImsgReader r(data);
+	uint32_t utf8;
+	if (!(r.str(m.hostname) && r.str(m.ident) && r.u64(m.size_limit) && r.u32(utf8) && r.u32(m.timeout) &&
+	      r.u32(m.max_sessions) && r.u32(m.greeting_delay)))
+		return false;
+	m.smtputf8 = utf8 != 0;
+	return r.done();
+}
+
+std::string encode(const HandlerConf& m) { return ImsgWriter().str(m.file).data(); }
+
+bool decode(std::string_view data, HandlerConf& m)
+{
+	ImsgReader r(data);
+	return r.str(m.file) && r.done();
+}
+
+std::string encode(const HandlerConfText& m) { return ImsgWriter().str(m.text).str(m.secrets).data(); }
+
+bool decode(std::string_view data, HandlerConfText& m)
+{
+	ImsgReader r(data);
+	return r.str(m.text) && r.str(m.secrets) && r.done();
+}
+
+std::string encode(const MailMsg& m)
+{
+	return ImsgWriter().str(m.sender).str(m.helo).str(m.client).u32(m.uid.has_value()).u32(m.uid.value_or(0))
+		.data();
+}
+
+bool decode(std::string_view data, MailMsg& m)
+{
+	ImsgReader r(data);
+	uint32_t has_uid, uid;
+	if (!(r.str(m.sender) && r.str(m.helo) && r.str(m.client) && r.u32(has_uid) && r.u32(uid) && r.done()))
+		return false;
+	m.uid.reset();
+	if (has_uid)
+		m.uid = uid;
+	return true;
+}
+
+std::string encode(const RcptMsg& m) { return ImsgWriter().str(m.rcpt).data(); }
+
+bool decode(std::string_view data, RcptMsg& m)
+{
+	ImsgReader r(data);
+	return r.str(m.rcpt) && r.done();
+}
+
+std::string encode(const CommitMsg& m) { return ImsgWriter().u64(m.size).data(); }
+
+bool decode(std::string_view data, CommitMsg& m)
+{
+	ImsgReader r(data);
+	return r.u64(m.size) && r.done();
+}
+
+std::string encode(const StatusMsg& m) { return ImsgWriter().u32(static_cast<uint32_t>(m.status)).data(); }
+
+bool decode(std::string_view data, StatusMsg& m)
+{
+	ImsgReader r(data);
+	return status(r, m.status, BackendStatus::Error) && r.done();
+}
+
+std::string encode(const DataOkMsg& m) { return ImsgWriter().str(m.queue_id).str(m.user).data(); }
+
+bool decode(std::string_view data, DataOkMsg& m)
+{
+	ImsgReader r(data);
+	return r.str(m.queue_id) && r.str(m.user) && r.done();
+}
+
+std::string encode(const PeerErrorMsg& m) { return ImsgWriter().str(m.what).data(); }
+
+bool decode(std::string_view data, PeerErrorMsg& m)
+{
+	ImsgReader r(data);
+	return r.str(m.what) && r.done();
+}
+
+std::string encode(const MailboxOpenMsg& m) { return ImsgWriter().str(m.user).data(); }
+
+bool decode(std::string_view data, MailboxOpenMsg& m)
+{
+	ImsgReader r(data);
+	return r.str(m.user) && r.done();
+}
+
+std::string encode(const MailboxFailMsg& m)
+{
+	return ImsgWriter().u32(static_cast<uint32_t>(m.status)).str(m.why).data();
+}
+
+bool decode(std::string_view data, MailboxFailMsg& m)
+{
+	ImsgReader r(data);
+	return status(r, m.status, MailboxStatus::PermFail) && r.str(m.why) && r.done();
+}
+
+std::string encode(const NoPayload&) { return ""; }
+
+bool decode(std::string_view data, NoPayload&) { return data.empty(); }
+
+}  // namespace laim

@@ -1,0 +1,38 @@
+// What the root parent prepares for its two children before forking them:
+// the configuration, the sockets it bound as root, the unprivileged user.
+// Each child takes what it serves and closes the rest.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/fd.h"
+#include "common/sandbox.h"
+#include "common/secrets.h"
+
+namespace laim {
+
+struct Listener {
+	UniqueFd fd;
+	std::string name;  // "127.0.0.1:25", "[::1]:25" or the socket path
+	bool local = false;  // the unix submission socket (SO_PEERCRED)
+};
+
+struct Runtime {
+	Config cfg;
+	std::string config_text;  // as read, for the handler's reloads
+	Secrets secrets;          // the secret files the handler sections name, as read
+	std::string hostname;     // resolved once at start
+	RunAs user;
+	std::vector<Listener> listeners;  // served by smtp
+	Listener control;   // the control socket, served by the handler process
+	bool have_drop_group = false;  // the laimdrop group exists: offline/ is open to laim-drop
+	gid_t drop_gid = 0;
+	bool foreground = false;  // -d: log to stderr
+	int verbose = 0;
+};
+
+}  // namespace laim

@@ -1,0 +1,70 @@
+// The spool's directories, made and handed to the unprivileged user by
+// the root parent before the handler process starts (handler/spool.h
+// describes the layout).
+#include <fcntl.h>
+#include <grp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/log.h"
+#include "parent/parent.h"
+
+namespace laim {
+
+namespace {
+
+// Makes dir/sub (mode 0700) when missing and opens it. The spool belongs
+// to the unprivileged user, so root never follows a link planted there.
+UniqueFd open_spool_dir(int dir, const std::string& path, const char* sub)
+{
+	if (mkdirat(dir, sub, 0700) == -1 && errno != EEXIST)
+		fatal("spool %s: mkdir %s", path.c_str(), sub);
+	UniqueFd fd(openat(dir, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+	if (!fd && (errno == ELOOP || errno == ENOTDIR))
+		fatalx("spool %s: %s is a symbolic link or not a directory", path.c_str(), sub);
+	if (!fd)
+		fatal("spool %s: %s", path.c_str(), sub);
+	return fd;
+}
+
+}  // namespace
+
+// The spool belongs to the unprivileged user. offline/ also admits the
+// setgid laim-drop (group laimdrop): the spool is group-searchable and
+// offline/ group-writable but not readable, sticky like Postfix's maildrop.
+// Root works on these directories through O_NOFOLLOW descriptors only: the
+// user owns them and could have swapped one for a link to /etc.
+void prepare_spool(Runtime& rt)
+{
+	const std::string& spool = rt.cfg.spool;
+	std::string parent = spool.substr(0, spool.find_last_of('/') + 1);
+	struct stat pst;
+	if (stat(parent.c_str(), &pst) == -1 || pst.st_uid != 0 || (pst.st_mode & (S_IWGRP | S_IWOTH)))
+		fatalx("spool %s: its parent directory %s must be owned by root and not writable by others",
+		       spool.c_str(), parent.c_str());
+	struct group* gr = getgrnam(LAIM_DROP_GROUP);
+	rt.have_drop_group = gr != nullptr;
+	if (gr)
+		rt.drop_gid = gr->gr_gid;
+	else
+		log_warnx("group %s does not exist: sendmail cannot store mail while laimd is down", LAIM_DROP_GROUP);
+	struct {
+		const char* sub;
+		bool drop;
+		mode_t mode;
+	} dirs[] = {{".", true, 0710}, {"incoming", false, 0700}, {"queue", false, 0700},
+		    {"failed", false, 0700}, {"offline", true, 01730}};
+	UniqueFd top = open_spool_dir(AT_FDCWD, spool, spool.c_str());
+	for (const auto& d : dirs) {
+		UniqueFd fd = open_spool_dir(top.get(), spool, d.sub);
+		gid_t gid = d.drop && gr ? rt.drop_gid : rt.user.gid;
+		mode_t mode = d.drop && gr ? d.mode : 0700;
+		if (fchown(fd.get(), rt.user.uid, gid) == -1 || fchmod(fd.get(), mode) == -1)
+			fatal("spool %s/%s", spool.c_str(), d.sub);
+	}
+}
+
+}  // namespace laim

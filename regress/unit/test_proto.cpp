@@ -1,0 +1,160 @@
+// The imsg payloads (common/proto.h): every type's encode/decode pair
+// round-trips, and decode refuses a truncated payload, trailing bytes and
+// an out-of-range status.
+#include <check.h>
+
+#include <string>
+
+#include "common/config.h"
+#include "common/proto.h"
+
+using namespace laim;
+
+namespace {
+
+// decode(encode(in)) succeeds and encodes back to the same bytes (every
+// field in the tests differs, so a field read into the wrong place shows);
+// every shorter payload and one with a byte more are refused.
+template <typename T>
+T roundtrip(const T& in)
+{
+	std::string wire = encode(in);
+	T out;
+	ck_assert(decode(wire, out));
+	ck_assert(encode(out) == wire);
+	for (size_t n = 0; n < wire.size(); n++) {
+		T cut;
+		ck_assert_msg(!decode(std::string_view(wire).substr(0, n), cut), "%zu of %zu bytes accepted", n,
+			      wire.size());
+	}
+	T longer;
+	ck_assert(!decode(wire + '\0', longer));
+	return out;
+}
+
+}  // namespace
+
+START_TEST(parent_messages)
+{
+	Config cfg;
+	cfg.ident = "laim test";
+	cfg.data_size_limit = 1ULL << 40;
+	cfg.enable_smtputf8 = false;
+	cfg.timeout = 7;
+	cfg.max_sessions = 9;
+	cfg.greeting_delay = 11;
+	SmtpConf c = roundtrip(smtp_conf(cfg, "mx.example.org"));
+	ck_assert_str_eq(c.hostname.c_str(), "mx.example.org");
+	ck_assert_str_eq(c.ident.c_str(), "laim test");
+	ck_assert(c.size_limit == 1ULL << 40 && !c.smtputf8);
+	ck_assert(c.timeout == 7 && c.max_sessions == 9 && c.greeting_delay == 11);
+	cfg.enable_smtputf8 = true;
+	ck_assert(roundtrip(smtp_conf(cfg, "h")).smtputf8);
+
+	ck_assert(roundtrip(HandlerConf{"/etc/laim/config.yml"}).file == "/etc/laim/config.yml");
+	HandlerConfText t = roundtrip(HandlerConfText{"user: laim\n", std::string("\0\1secret", 8)});
+	ck_assert(t.text == "user: laim\n" && t.secrets == std::string("\0\1secret", 8));
+	ck_assert(roundtrip(PeerErrorMsg{"unexpected IMSG_S_MAIL"}).what == "unexpected IMSG_S_MAIL");
+}
+END_TEST
+
+START_TEST(transaction_messages)
+{
+	MailMsg m = roundtrip(MailMsg{"a@example.org", "client.example.org", "127.0.0.1", std::nullopt});
+	ck_assert_str_eq(m.sender.c_str(), "a@example.org");
+	ck_assert_str_eq(m.helo.c_str(), "client.example.org");
+	ck_assert_str_eq(m.client.c_str(), "127.0.0.1");
+	ck_assert(!m.uid);
+	m = roundtrip(MailMsg{"", "h", "local", 0});
+	ck_assert(m.uid && *m.uid == 0 && m.sender.empty());
+	ck_assert(*roundtrip(MailMsg{"s", "h", "local", 1000}).uid == 1000);
+
+	ck_assert(roundtrip(RcptMsg{"root@localhost"}).rcpt == "root@localhost");
+	ck_assert(roundtrip(CommitMsg{(1ULL << 33) + 5}).size == (1ULL << 33) + 5);
+	DataOkMsg d = roundtrip(DataOkMsg{"0123456789", "alice"});
+	ck_assert_str_eq(d.queue_id.c_str(), "0123456789");
+	ck_assert_str_eq(d.user.c_str(), "alice");
+	for (BackendStatus s : {BackendStatus::Ok, BackendStatus::Full, BackendStatus::Unavailable,
+				BackendStatus::Reject, BackendStatus::Defer, BackendStatus::TooBig, BackendStatus::Error})
+		ck_assert(roundtrip(StatusMsg{s}).status == s);
+}
+END_TEST
+
+START_TEST(mailbox_messages)
+{
+	ck_assert(roundtrip(MailboxOpenMsg{"bob"}).user == "bob");
+	for (MailboxStatus s : {MailboxStatus::Busy, MailboxStatus::TempFail, MailboxStatus::PermFail}) {
+		MailboxFailMsg f = roundtrip(MailboxFailMsg{s, "/var/mail/bob: locked"});
+		ck_assert(f.status == s);
+		ck_assert_str_eq(f.why.c_str(), "/var/mail/bob: locked");
+	}
+}
+END_TEST
+
+// The types that carry only their frame (and maybe an fd): nothing else.
+START_TEST(empty_messages)
+{
+	NoPayload none;
+	ck_assert(encode(none).empty());
+	ck_assert(decode("", none));
+	ck_assert(!decode(std::string(1, '\0'), none));
+	ck_assert(!decode("x", none));
+}
+END_TEST
+
+START_TEST(status_out_of_range)
+{
+	StatusMsg s;
+	std::string past = ImsgWriter().u32(static_cast<uint32_t>(BackendStatus::Error) + 1).data();
+	ck_assert(!decode(past, s));
+	MailboxFailMsg f;
+	std::string bad = ImsgWriter().u32(static_cast<uint32_t>(MailboxStatus::PermFail) + 1).str("why").data();
+	ck_assert(!decode(bad, f));
+}
+END_TEST
+
+// payload<T>() is how a dispatch decodes: a malformed payload or a type
+// the channel does not serve is an ImsgProtocolError naming the type.
+START_TEST(protocol_errors_name_the_type)
+{
+	Imsg m;
+	m.type = IMSG_S_RCPT;
+	m.data = encode(RcptMsg{"x"}) + "junk";
+	try {
+		payload<RcptMsg>(m);
+		ck_abort_msg("trailing bytes accepted");
+	} catch (const ImsgProtocolError& e) {
+		ck_assert_str_eq(e.what(), "malformed IMSG_S_RCPT");
+	}
+	m.type = IMSG_P_SMTP_CONF;
+	try {
+		unexpected_imsg(m);
+		ck_abort_msg("no exception");
+	} catch (const ImsgProtocolError& e) {
+		ck_assert_str_eq(e.what(), "unexpected IMSG_P_SMTP_CONF");
+	}
+	for (uint32_t t : {IMSG_P_SMTP_CONF, IMSG_P_HANDLER_CHANNEL, IMSG_P_HANDLER_CONF, IMSG_P_SMTP_CHANNEL,
+			   IMSG_S_MAIL, IMSG_S_RCPT, IMSG_S_DATA, IMSG_S_COMMIT, IMSG_S_ABORT, IMSG_H_MAIL, IMSG_H_RCPT,
+			   IMSG_H_DATA_OK, IMSG_H_DATA_FAIL, IMSG_H_COMMIT, IMSG_C_PEER_ERROR, IMSG_H_MAILBOX_OPEN,
+			   IMSG_H_MAILBOX_DONE, IMSG_P_MAILBOX_OK, IMSG_P_MAILBOX_FAIL})
+		ck_assert_msg(std::string(imsg_name(t)).rfind("IMSG_", 0) == 0, "type %u has no name", t);
+}
+END_TEST
+
+int main()
+{
+	Suite* s = suite_create("proto");
+	TCase* tc = tcase_create("payloads");
+	tcase_add_test(tc, parent_messages);
+	tcase_add_test(tc, transaction_messages);
+	tcase_add_test(tc, mailbox_messages);
+	tcase_add_test(tc, empty_messages);
+	tcase_add_test(tc, status_out_of_range);
+	tcase_add_test(tc, protocol_errors_name_the_type);
+	suite_add_tcase(s, tc);
+	SRunner* sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
