@@ -4,6 +4,9 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <strings.h>
+
+#include <algorithm>
 #include <climits>
 #include <fstream>
 #include <string_view>
@@ -44,6 +47,23 @@ std::string host_fqdn()
 		freeaddrinfo(res);
 	}
 	return name;
+}
+
+std::vector<std::string> host_names(const std::string& hostname)
+{
+	std::vector<std::string> out;
+	char host[HOST_NAME_MAX + 1] = {};
+	if (gethostname(host, sizeof host - 1) == -1)
+		host[0] = '\0';
+	for (const std::string& name : {hostname, std::string(host), host_fqdn(), read_mailname("/etc/mailname"),
+					 std::string("localhost"), std::string("localhost.localdomain")}) {
+		bool seen = std::any_of(out.begin(), out.end(), [&](const std::string& o) {
+			return strcasecmp(o.c_str(), name.c_str()) == 0;
+		});
+		if (!name.empty() && !seen)
+			out.push_back(name);
+	}
+	return out;
 }
 
 std::string login_name(uid_t uid)

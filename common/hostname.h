@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <vector>
 
 namespace laim {
 
@@ -15,6 +16,11 @@ std::string read_mailname(const char* path);
 // The host's fully qualified name: gethostname(), canonicalized through
 // the resolver only when it has no dot; "localhost" when there is none.
 std::string host_fqdn();
+
+// This host's names, the domains whose addresses are local: hostname (as
+// configured or resolved), the machine's own name and FQDN, /etc/mailname
+// and localhost; without repeats. Resolved once, by the parent at start.
+std::vector<std::string> host_names(const std::string& hostname);
 
 // The login name of uid, or "" when no user has it.
 std::string login_name(uid_t uid);

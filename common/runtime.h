@@ -26,6 +26,7 @@ struct Runtime {
 	std::string config_text;  // as read, for the handler's reloads
 	Secrets secrets;          // the secret files the handler sections name, as read
 	std::string hostname;     // resolved once at start
+	std::vector<std::string> local_domains;  // host_names(hostname), at start
 	RunAs user;
 	std::vector<Listener> listeners;  // served by smtp
 	Listener control;   // the control socket, served by the handler process

@@ -131,7 +131,7 @@ HandlerServer::HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp)
 	parent_ = std::make_unique<ImsgChannel>(std::move(parent), imsg_valid_parent_to_handler);
 	watch(parent_->fd(), EV_PARENT);
 	watch(queue_.notify_fd(), EV_QUEUE);
-	set_local_domains(rt.hostname);
+	set_local_domains(rt.local_domains);
 	set_smtp_channel(std::move(smtp));
 	queue_.configure(cfg_, build_instances(cfg_));
 	if (rt.control.fd)
@@ -158,7 +158,9 @@ std::string HandlerServer::reload_aliases()
 }
 
 // The final recipients of one envelope recipient after /etc/aliases; an
-// address without an alias stays as it was given.
+// address without an alias stays as it was given. A name the aliases
+// produce is qualified with the domain rcpt had, so that routes see
+// "postmaster@HOST" expanded as they see "root@HOST" written.
 std::vector<std::string> HandlerServer::expand(const std::string& rcpt)
 {
 	if (alias_delivery(rcpt)) {
@@ -175,6 +177,10 @@ std::vector<std::string> HandlerServer::expand(const std::string& rcpt)
 		log_warnx("alias %s: expansion loop cut", local.c_str());
 	if (x.addresses.size() == 1 && x.addresses[0] == local)
 		return {rcpt};
+	size_t at = rcpt.rfind('@');
+	for (std::string& a : x.addresses)
+		if (at != std::string::npos && !alias_delivery(a) && a.find('@') == std::string::npos)
+			a += rcpt.substr(at);
 	return x.addresses;
 }
 
@@ -293,10 +299,8 @@ void HandlerServer::on_rcpt(uint32_t session, const std::string& rcpt)
 		}
 	}
 	if (st == BackendStatus::Ok) {
-		auto& rcpts = it->second.env.recipients;
 		for (std::string& t : targets)
-			if (std::find(rcpts.begin(), rcpts.end(), t) == rcpts.end())
-				rcpts.push_back(std::move(t));
+			add_recipient(it->second.env.recipients, std::move(t));
 	}
 	reply(IMSG_H_RCPT, session, st);
 }

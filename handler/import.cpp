@@ -125,8 +125,7 @@ bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, con
 		if (!valid_mailbox(r, true))
 			return refuse(name, "bad recipient <" + r + ">"), false;
 		for (std::string& x : expand(r))
-			if (std::find(env.recipients.begin(), env.recipients.end(), x) == env.recipients.end())
-				env.recipients.push_back(std::move(x));
+			add_recipient(env.recipients, std::move(x));
 	}
 	if (env.recipients.empty())
 		return refuse(name, "no recipients left after alias expansion"), false;

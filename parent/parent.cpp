@@ -25,6 +25,7 @@
 #include <string>
 #include <tuple>
 
+#include "common/hostname.h"
 #include "common/log.h"
 #include "common/proto.h"
 #include "handler/api/handler.h"
@@ -455,7 +456,8 @@ int main(int argc, char* argv[])
 	log_info("laimd %s starting", PACKAGE_VERSION);
 	rt.user = sandbox_lookup_user(rt.cfg.user);
 	rt.hostname = resolve_hostname(rt.cfg);
-	set_local_domains(rt.hostname);  // for the mailbox service's alias check
+	rt.local_domains = host_names(rt.hostname);
+	set_local_domains(rt.local_domains);  // for the mailbox service's alias check
 	sandbox_prepare_chroot(LAIM_EMPTY_DIR);
 	prepare_spool(rt);
 	rt.listeners = listen_all(rt.cfg);

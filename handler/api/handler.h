@@ -193,7 +193,7 @@ HandlerFactory handler_factory(std::string_view type);  // nullptr if unknown
 std::vector<std::string> handler_types();
 
 // True when rcpt has no domain or one of this host's names (the
-// hostname, /etc/mailname, localhost): the recipients /etc/aliases
+// hostname, the FQDN, /etc/mailname, localhost): the recipients /etc/aliases
 // applies to, and the only ones a local mailbox takes.
 bool is_local_address(std::string_view rcpt);
 // What comes before the last '@' of rcpt, or all of it when there is none.
@@ -201,9 +201,16 @@ inline std::string_view local_part(std::string_view rcpt)
 {
 	return rcpt.substr(0, rcpt.rfind('@'));
 }
-// This host's names: hostname, /etc/mailname, localhost. Set once by each
-// process that asks is_local_address(), before any delivery thread starts.
-void set_local_domains(const std::string& hostname);
+// This host's names (common/hostname.h's host_names(), as the parent
+// resolved them at start). Set once by each process that asks
+// is_local_address(), before any delivery thread starts.
+void set_local_domains(std::vector<std::string> domains);
+// True when a and b reach the same final recipient: the same local part
+// (in any case) when both are local, else the same address with the
+// domain in any case. One copy goes to each final recipient.
+bool same_recipient(std::string_view a, std::string_view b);
+// Appends rcpt to list unless list already reaches its final recipient.
+void add_recipient(std::vector<std::string>& list, std::string rcpt);
 
 // Most threads one instance may have (the `workers:` option).
 constexpr unsigned MAX_WORKERS = 64;

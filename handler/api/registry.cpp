@@ -5,7 +5,6 @@
 #include <map>
 #include <strings.h>
 
-#include "common/hostname.h"
 #include "common/log.h"
 #include "handler/api/handler.h"
 
@@ -44,12 +43,17 @@ namespace {
 std::vector<std::string> local_domains;  // written before any delivery thread starts
 }  // namespace
 
-void set_local_domains(const std::string& hostname)
+void set_local_domains(std::vector<std::string> domains)
 {
-	local_domains = {hostname, "localhost", "localhost.localdomain"};
-	if (std::string m = read_mailname("/etc/mailname"); !m.empty())
-		local_domains.push_back(m);
+	local_domains = std::move(domains);
 }
+
+namespace {
+bool equal_nocase(std::string_view a, std::string_view b)
+{
+	return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+}  // namespace
 
 bool is_local_address(std::string_view rcpt)
 {
@@ -57,10 +61,24 @@ bool is_local_address(std::string_view rcpt)
 	if (at == std::string_view::npos)
 		return true;
 	std::string_view dom = rcpt.substr(at + 1);
-	for (const std::string& d : local_domains)
-		if (d.size() == dom.size() && strncasecmp(d.data(), dom.data(), d.size()) == 0)
-			return true;
-	return false;
+	return std::any_of(local_domains.begin(), local_domains.end(),
+			   [dom](const std::string& d) { return equal_nocase(d, dom); });
+}
+
+
+bool same_recipient(std::string_view a, std::string_view b)
+{
+	if (is_local_address(a) && is_local_address(b))
+		return equal_nocase(local_part(a), local_part(b));
+	size_t at_a = a.rfind('@'), at_b = b.rfind('@');
+	return at_a != std::string_view::npos && at_b != std::string_view::npos && local_part(a) == local_part(b) &&
+	       equal_nocase(a.substr(at_a), b.substr(at_b));
+}
+
+void add_recipient(std::vector<std::string>& list, std::string rcpt)
+{
+	if (std::none_of(list.begin(), list.end(), [&rcpt](const std::string& r) { return same_recipient(r, rcpt); }))
+		list.push_back(std::move(rcpt));
 }
 
 HandlerFactory handler_factory(std::string_view type)

@@ -103,6 +103,19 @@ def test_ids():
 	return pw.pw_uid, pw.pw_gid
 
 
+def ensure_hosts_entry():
+	"""laimd resolves this machine's FQDN once at start (its own names are
+	local); with the host name in /etc/hosts that never asks a DNS server.
+	Adds "127.0.1.1 HOST" when no line names it, as Debian's installer does."""
+	host = socket.gethostname()
+	with open("/etc/hosts") as f:
+		for line in f:
+			if host in line.split("#")[0].split()[1:]:
+				return
+	with open("/etc/hosts", "a") as f:
+		f.write("127.0.1.1\t%s\n" % host)
+
+
 def run(main):
 	"""Runs a case: 77 when not root, 0 when main() returns, 1 on failure.
 	Every laimd started through the harness is killed on the way out."""
@@ -523,6 +536,7 @@ class Laimd:
 	def __init__(self, name=None, **config):
 		self.name = name or test_name()
 		self.uid, self.gid = test_ids()
+		ensure_hosts_entry()
 		self.laimd = laimd_path()
 		self.proc = None
 		self.dir = tempfile.mkdtemp(prefix="laim-e2e-%s-" % self.name)

@@ -71,7 +71,8 @@ def main():
 		check(got.endswith(msg.replace(b"\r\n", b"\n")), "command input ends %r" % got[-120:])
 		check_eq(read(os.path.join(out, "cmd.sender")), b"ops@client.example", "SENDER")
 		check_eq(int(read(os.path.join(out, "cmd.uid"))), d.uid, "the command's uid")
-		check(d.delivered_copies(qid).keys() == {"dave"}, "dave's copy: %r" % d.delivered_copies(qid).keys())
+		# dave, qualified as tocmd@HOST was.
+		check(d.delivered_copies(qid).keys() == {at("dave")}, "dave's copy: %r" % d.delivered_copies(qid).keys())
 
 	def mbox():
 		qid = d.send(rcpts=[at("tofile")], msg=simple_message("From the archive"))

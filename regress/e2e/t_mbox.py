@@ -74,7 +74,8 @@ def main():
 		d.wait_log(r"configuration reloaded", since=mark)
 		before = len(messages(user.pw_name))
 		qid = d.send(rcpts=["root@" + HOSTNAME], msg=simple_message("aliased"))
-		d.wait_log(r"%s: to=<%s>, handler=local, status=delivered" % (qid, user.pw_name))
+		# The alias target is qualified as root@HOSTNAME was.
+		d.wait_log(r"%s: to=<%s@%s>, handler=local, status=delivered" % (qid, user.pw_name, re.escape(HOSTNAME)))
 		check_eq(messages(user.pw_name)[-1]["Subject"], "aliased", "the aliased copy")
 		check_eq(len(messages(user.pw_name)), before + 1, "messages in the alias target's mailbox")
 		check_eq(len(messages("root")), 2, "messages in root's mailbox")

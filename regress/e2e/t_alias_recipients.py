@@ -1,0 +1,73 @@
+# Final recipients after /etc/aliases, as sendmail, Postfix and Exim see
+# them: one copy per final recipient however many addresses lead to it
+# (To: root plus Bcc: postmaster@HOST); the machine's own host name and
+# FQDN are local even when the config sets another hostname; and a name
+# an alias produces is qualified like the address it came from, so a
+# *@domain route sees it.
+import sys
+sys.dont_write_bytecode = True
+import socket
+from harness import *
+
+
+def machine_fqdn():
+	"""What sendmail qualifies with when there is no mailname: the host name,
+	canonicalized (from /etc/hosts) when it has no dot."""
+	host = socket.gethostname()
+	if "." in host:
+		return host
+	try:
+		return socket.getaddrinfo(host, None, flags=socket.AI_CANONNAME)[0][3] or host
+	except OSError:
+		return host
+
+
+def main():
+	d = Laimd()
+	with open(d.config["aliases"], "w") as f:
+		f.write("ops: alice\n")
+	domainbox = d.make_user_dir(os.path.join(d.dir, "domainbox"))
+	d.config["handlers"]["domainbox"] = {"type": "maildir", "path": domainbox}
+	d.config["routes"] = [{"match": "*@" + HOSTNAME, "handlers": ["domainbox"]},
+			      {"match": "*", "handlers": ["inbox"]}]
+	d.start()
+
+	def one_copy():
+		mark = d.mark()
+		msg = b"To: root\nCc: Root@localhost\nBcc: postmaster@" + HOSTNAME.encode() + b"\nSubject: once\n\nbody\n"
+		check_ran(d.sendmail(["-t", "-i"], msg))
+		m = d.wait_local_submission(mark)
+		check_eq(m.group(4), "1", "nrcpt= of root, Root@localhost and postmaster@%s" % HOSTNAME)
+		d.wait_removed(m.group(1))
+		check_eq(sorted(d.delivered_copies(m.group(1), domainbox)), ["root@" + HOSTNAME], "the copies")
+
+	def own_names():
+		# No mailname: sendmail qualifies with the FQDN, which the config's
+		# hostname does not name; it is still this host, so postmaster is
+		# aliased (to root, the Debian default).
+		fqdn = machine_fqdn()
+		mark = d.mark()
+		check_ran(d.sendmail(["postmaster"], b"Subject: fqdn\n\nbody\n",
+				     env={"LAIM_MAILNAME": os.path.join(d.dir, "no-mailname")}))
+		m = d.wait_local_submission(mark, "root@" + fqdn)
+		d.wait_removed(m.group(1))
+		check_eq(sorted(d.delivered_copies(m.group(1))), ["root@" + fqdn], "the copy for postmaster@%s" % fqdn)
+		short = socket.gethostname().split(".")[0]
+		qid = d.send(rcpts=["postmaster@" + short], msg=simple_message("short"))
+		d.wait_removed(qid)
+		check_eq(sorted(d.delivered_copies(qid)), ["root@" + short], "the copy for postmaster@%s" % short)
+
+	def qualified():
+		qid = d.send(rcpts=["ops@" + HOSTNAME], msg=simple_message("ops"))
+		d.wait_removed(qid)
+		check_eq(sorted(d.delivered_copies(qid, domainbox)), ["alice@" + HOSTNAME], "ops's copy, by the domain route")
+		check_eq(d.delivered_copies(qid), {}, "copies in the default route's Maildir")
+
+	run_rows([
+		("To: root + Cc: Root@localhost + Bcc: postmaster@HOST: one copy", one_copy),
+		("the machine's own name and FQDN are local beside hostname:", own_names),
+		("an alias's result is qualified like its address: the *@domain route takes it", qualified),
+	])
+
+
+run(main)
