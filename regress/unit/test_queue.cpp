@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -173,6 +174,7 @@ struct Fixture {
 	{
 		for (int i = 0; i < 1000; i++) {
 			queue.run();
+			most_running = std::max(most_running, queue.running());
 			if (queue.running() == 0 && queue.next_wakeup_ms() > 0 && !due())
 				return;
 			struct pollfd p = {queue.notify_fd(), POLLIN, 0};
@@ -193,6 +195,7 @@ struct Fixture {
 
 	Spool spool;
 	Queue queue;
+	size_t most_running = 0;  // calls in flight at once, as the queue counts them
 };
 
 std::string slurp(const std::string& path)
@@ -321,6 +324,7 @@ START_TEST(workers_bound_and_reused)
 	f.drain();
 	ck_assert_uint_eq(f.queue.size(), 0);
 	ck_assert_int_eq(most_in_flight.load(), 3);
+	ck_assert_uint_eq(f.most_running, 3);  // the others wait in the queue, not on a worker
 	ck_assert_uint_eq(threads_seen.size(), 3);
 }
 END_TEST
