@@ -89,9 +89,9 @@ struct Config {
 };
 
 // Parses and validates configuration text (core keys, handler sections'
-// shape and type name, routes naming existing instances). Handler-specific
-// options are validated by handler_validate() in handler/, which needs the
-// registry. Throws ConfigError.
+// shape, routes naming existing instances). The type names and each
+// type's options are validated by handlers_create() (handler/api/), which
+// needs the registry. Throws ConfigError.
 Config config_parse(std::string_view text, const std::string& file);
 
 // Reads the file, refusing one not owned by root or writable by group or
