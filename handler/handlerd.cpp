@@ -20,8 +20,10 @@
 #include <system_error>
 
 #include "common/aliases.h"
+#include "common/event_loop.h"
 #include "common/hostname.h"
 #include "common/log.h"
+#include "common/peer.h"
 #include "common/proto.h"
 #include "common/sandbox.h"
 #include "handler/alias_delivery.h"
@@ -40,7 +42,6 @@ namespace {
 volatile sig_atomic_t got_sigterm = 0;
 constexpr int SHUTDOWN_GRACE = 30;  // seconds deliveries in progress get at SIGTERM
 
-enum : uint64_t { EV_PARENT = 1, EV_SMTP, EV_QUEUE, EV_CONTROL, EV_CTLCONN = 1ULL << 32 };
 constexpr time_t CONTROL_TIMEOUT = 5;    // seconds a control client gets to send its line
 constexpr time_t IMPORT_INTERVAL = 2;    // seconds between looks into offline/
 constexpr size_t IMPORT_BATCH = 4;       // offline files imported per loop turn
@@ -50,6 +51,7 @@ constexpr size_t CONTROL_MAX_PER_UID = 4;   // ...and per local user
 // A laimctl/mailq client on the control socket.
 struct CtlConn {
 	UniqueFd fd;
+	EventLoop::Watch watch;
 	uid_t uid = 0;
 	std::string in, out;
 	time_t started = 0;
@@ -77,23 +79,20 @@ class HandlerServer : public ControlTarget {
 	std::string reload_aliases() override;
 
  private:
-	void watch(int fd, uint64_t data, int op = EPOLL_CTL_ADD);
 	Instances build_instances(const Config& cfg);
-	void set_smtp_channel(UniqueFd fd);
-	void drop_smtp_channel();
-	void peer_error(const char* what);
-	void smtp_event();
-	void dispatch_smtp(Imsg& m);
+	void smtp_gone();
+	void smtp_message(Imsg& m);
 	void reply(uint32_t type, uint32_t session, BackendStatus st);
 	void on_mail(uint32_t session, MailMsg m);
 	void on_rcpt(uint32_t session, const std::string& rcpt);
 	void on_data(uint32_t session);
 	void abort_txn(uint32_t session);
 	void commit_pending();
-	void parent_event();
+	void parent_message(Imsg& m);
 	void reload(const std::string& file, int fd);
 	void shutdown();
 	std::vector<std::string> expand(const std::string& rcpt);
+	void control_listen();
 	void control_accept();
 	void control_event(uint32_t n, uint32_t events);
 	void control_expire();
@@ -103,8 +102,10 @@ class HandlerServer : public ControlTarget {
 	Config cfg_;
 	Spool spool_;
 	Queue queue_;
-	int ep_ = -1;
-	std::unique_ptr<ImsgChannel> parent_, smtp_;
+	EventLoop loop_;
+	ImsgPeer parent_;
+	SiblingChannel smtp_;
+	EventLoop::Watch queue_done_, control_listener_;
 	std::map<uint32_t, Txn> txns_;
 	std::vector<uint32_t> commits_;  // sessions whose commit waits for the group fsync
 	Aliases aliases_;
@@ -117,19 +118,21 @@ class HandlerServer : public ControlTarget {
 };
 
 HandlerServer::HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp)
-	: rt_(rt), cfg_(rt.cfg), spool_(rt.cfg.spool), queue_(spool_), import_(spool_, rt.hostname, rt.drop_gid)
+	: rt_(rt),
+	  cfg_(rt.cfg),
+	  spool_(rt.cfg.spool),
+	  queue_(spool_),
+	  parent_(loop_, std::move(parent), imsg_valid_parent_to_handler, [this](Imsg& m) { parent_message(m); },
+		  ImsgPeer::fatal_loss("parent")),
+	  smtp_(loop_, parent_, "smtp", imsg_valid_smtp_to_handler, [this](Imsg& m) { smtp_message(m); },
+		[this] { smtp_gone(); }),
+	  import_(spool_, rt.hostname, rt.drop_gid)
 {
-	ep_ = epoll_create1(EPOLL_CLOEXEC);
-	if (ep_ == -1)
-		fatal("epoll_create1");
-	parent_ = std::make_unique<ImsgChannel>(std::move(parent), imsg_valid_parent_to_handler);
-	watch(parent_->fd(), EV_PARENT);
-	watch(queue_.notify_fd(), EV_QUEUE);
+	queue_done_ = loop_.watch(queue_.notify_fd(), EPOLLIN, [this](uint32_t) { queue_.collect(); });
 	set_local_domains(rt.hostname);
-	set_smtp_channel(std::move(smtp));
+	smtp_.attach(std::move(smtp));
 	queue_.configure(cfg_, build_instances(cfg_));
-	if (rt.control.fd)
-		watch(rt.control.fd.get(), EV_CONTROL);
+	control_listen();
 	reload_aliases();
 	size_t n = spool_.clean_incoming();
 	if (n)
@@ -172,15 +175,6 @@ std::vector<std::string> HandlerServer::expand(const std::string& rcpt)
 	return x.addresses;
 }
 
-void HandlerServer::watch(int fd, uint64_t data, int op)
-{
-	struct epoll_event ev = {};
-	ev.events = EPOLLIN;
-	ev.data.u64 = data;
-	if (epoll_ctl(ep_, op, fd, &ev) == -1)
-		fatal("epoll_ctl");
-}
-
 // Constructs and starts every handler instance, plus the built-in alias
 // delivery instances the config enables; a start() failure is logged and
 // left to show up as delivery failures.
@@ -208,20 +202,9 @@ Instances HandlerServer::build_instances(const Config& cfg)
 	return out;
 }
 
-void HandlerServer::set_smtp_channel(UniqueFd fd)
-{
-	drop_smtp_channel();
-	smtp_ = std::make_unique<ImsgChannel>(std::move(fd), imsg_valid_smtp_to_handler);
-	watch(smtp_->fd(), EV_SMTP);
-}
-
 // The smtp process is gone: its open transactions can never complete.
-void HandlerServer::drop_smtp_channel()
+void HandlerServer::smtp_gone()
 {
-	if (!smtp_)
-		return;
-	epoll_ctl(ep_, EPOLL_CTL_DEL, smtp_->fd(), nullptr);
-	smtp_.reset();
 	while (!txns_.empty())
 		abort_txn(txns_.begin()->first);
 	commits_.clear();
@@ -229,9 +212,7 @@ void HandlerServer::drop_smtp_channel()
 
 void HandlerServer::reply(uint32_t type, uint32_t session, BackendStatus st)
 {
-	if (!smtp_)
-		return;
-	smtp_->compose(type, session, encode(StatusMsg{st}));
+	smtp_.send(type, session, encode(StatusMsg{st}));
 }
 
 // MAIL FROM: a new transaction reserves a place in the bounded queue, so
@@ -312,11 +293,11 @@ void HandlerServer::on_data(uint32_t session)
 		t.env.arrival = time(nullptr);
 		t.file = spool_.create(t.env);
 		t.header_len = lseek(t.file.get(), 0, SEEK_CUR);
-		int dup = fcntl(t.file.get(), F_DUPFD_CLOEXEC, 0);
-		if (dup == -1 || t.header_len < 0)
+		UniqueFd dup(fcntl(t.file.get(), F_DUPFD_CLOEXEC, 0));
+		if (!dup || t.header_len < 0)
 			throw std::system_error(errno, std::generic_category(), "duplicating the spool fd");
 		std::string user = t.env.uid ? login_name(*t.env.uid) : "";
-		smtp_->compose(IMSG_H_DATA_OK, session, encode(DataOkMsg{t.env.id, user}), dup);
+		smtp_.send(IMSG_H_DATA_OK, session, encode(DataOkMsg{t.env.id, user}), std::move(dup));
 	} catch (const std::exception& e) {
 		log_warnx("cannot create a spool file: %s", e.what());
 		if (!t.env.id.empty())
@@ -399,7 +380,8 @@ void HandlerServer::commit_pending()
 	}
 }
 
-void HandlerServer::dispatch_smtp(Imsg& m)
+// One transaction step from the smtp process, for session m.peerid.
+void HandlerServer::smtp_message(Imsg& m)
 {
 	switch (m.type) {
 	case IMSG_S_MAIL: on_mail(m.peerid, payload<MailMsg>(m)); break;
@@ -430,47 +412,6 @@ void HandlerServer::dispatch_smtp(Imsg& m)
 	}
 }
 
-void HandlerServer::smtp_event()
-{
-	for (int i = 0; i < 256 && smtp_; i++) {
-		Imsg m;
-		ImsgError err = ImsgError::None;
-		switch (smtp_->read(m, &err)) {
-		case ImsgChannel::Read::Message:
-			try {
-				dispatch_smtp(m);
-				continue;
-			} catch (const ImsgProtocolError& e) {
-				peer_error(e.what());
-			}
-			break;
-		case ImsgChannel::Read::Again: break;
-		case ImsgChannel::Read::Closed: drop_smtp_channel(); break;
-		case ImsgChannel::Read::Error:
-			if (err == ImsgError::None)
-				drop_smtp_channel();
-			else
-				peer_error(imsg_strerror(err));
-			break;
-		}
-		break;
-	}
-	commit_pending();
-	if (smtp_ && !smtp_->flush())
-		drop_smtp_channel();
-}
-
-// The smtp process sent something it never would unless broken or
-// subverted: its transactions are dropped and the parent is asked to
-// end it (it forks a fresh one, with a fresh channel).
-void HandlerServer::peer_error(const char* what)
-{
-	log_warnx("protocol error from the smtp process: %s; asking the parent to restart it", what);
-	drop_smtp_channel();
-	parent_->compose(IMSG_C_PEER_ERROR, 0, encode(PeerErrorMsg{what}));
-	parent_->flush();
-}
-
 // SIGHUP, as relayed by the parent (which validated the file already).
 void HandlerServer::reload(const std::string& file, int fd)
 {
@@ -491,27 +432,19 @@ void HandlerServer::reload(const std::string& file, int fd)
 	}
 }
 
-void HandlerServer::parent_event()
+void HandlerServer::parent_message(Imsg& m)
 {
-	Imsg m;
-	if (!parent_->read_or_die(m, "parent"))
-		return;
 	switch (m.type) {
-	case IMSG_P_SMTP_CHANNEL: {
-		NoPayload none;
-		if (!decode(m.data, none))
-			fatalx("malformed smtp channel message from the parent");
-		set_smtp_channel(std::move(m.fd));
+	case IMSG_P_SMTP_CHANNEL:
+		payload<NoPayload>(m);
+		smtp_.attach(std::move(m.fd));
 		log_debug("new smtp channel");
 		break;
-	}
-	case IMSG_P_HANDLER_CONF: {
-		HandlerConf conf;
-		if (!decode(m.data, conf))
-			fatalx("malformed configuration message from the parent");
-		reload(conf.file, m.fd.get());
+	case IMSG_P_HANDLER_CONF:
+		reload(payload<HandlerConf>(m).file, m.fd.get());
 		break;
-	}
+	default:
+		unexpected_imsg(m);
 	}
 }
 
@@ -530,6 +463,12 @@ void HandlerServer::shutdown()
 	_exit(0);
 }
 
+void HandlerServer::control_listen()
+{
+	if (rt_.control.fd)
+		control_listener_ = loop_.watch(rt_.control.fd.get(), EPOLLIN, [this](uint32_t) { control_accept(); });
+}
+
 // The control socket: one request line per connection, answered and
 // closed. Clients are local users; each is bounded in time and size.
 void HandlerServer::control_accept()
@@ -541,7 +480,7 @@ void HandlerServer::control_accept()
 				// Out of descriptors: stop listening for a moment rather
 				// than spin on a socket that stays readable.
 				log_warn("control socket");
-				epoll_ctl(ep_, EPOLL_CTL_DEL, rt_.control.fd.get(), nullptr);
+				control_listener_.reset();
 				control_paused_until_ = time(nullptr) + 1;
 			}
 			return;
@@ -563,10 +502,7 @@ void HandlerServer::control_accept()
 		c.fd = std::move(fd);
 		c.uid = cred.uid;
 		c.started = time(nullptr);
-		struct epoll_event ev = {};
-		ev.events = EPOLLIN;
-		ev.data.u64 = EV_CTLCONN | n;
-		epoll_ctl(ep_, EPOLL_CTL_ADD, c.fd.get(), &ev);
+		c.watch = loop_.watch(c.fd.get(), EPOLLIN, [this, n](uint32_t events) { control_event(n, events); });
 	}
 }
 
@@ -591,10 +527,7 @@ void HandlerServer::control_event(uint32_t n, uint32_t events)
 		c.out = control_answer(c.in, c.uid, *this);
 		if (c.out.empty())
 			c.out = "ERR no answer\n";
-		struct epoll_event ev = {};
-		ev.events = EPOLLOUT;
-		ev.data.u64 = EV_CTLCONN | n;
-		epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd.get(), &ev);
+		c.watch.set_events(EPOLLOUT);
 	}
 	while (!c.out.empty()) {
 		ssize_t w = write(c.fd.get(), c.out.data(), c.out.size());
@@ -612,7 +545,7 @@ void HandlerServer::control_expire()
 	time_t now = time(nullptr);
 	if (control_paused_until_ && now >= control_paused_until_) {
 		control_paused_until_ = 0;
-		watch(rt_.control.fd.get(), EV_CONTROL);
+		control_listen();
 	}
 	for (auto it = ctl_.begin(); it != ctl_.end();)
 		it = now - it->second.started > CONTROL_TIMEOUT ? ctl_.erase(it) : std::next(it);
@@ -694,23 +627,8 @@ void HandlerServer::run()
 		queue_.run();
 		import_offline(false);
 		control_expire();
-		struct epoll_event evs[8];
-		int n = epoll_wait(ep_, evs, 8, std::min(queue_.next_wakeup_ms(), 1000));
-		if (n == -1 && errno != EINTR)
-			fatal("epoll_wait");
-		for (int i = 0; i < n; i++) {
-			uint64_t d = evs[i].data.u64;
-			if (d & EV_CTLCONN) {
-				control_event(static_cast<uint32_t>(d), evs[i].events);
-				continue;
-			}
-			switch (d) {
-			case EV_PARENT: parent_event(); break;
-			case EV_SMTP: smtp_event(); break;
-			case EV_QUEUE: queue_.collect(); break;
-			case EV_CONTROL: control_accept(); break;
-			}
-		}
+		loop_.wait(std::min(queue_.next_wakeup_ms(), 1000));
+		commit_pending();
 	}
 }
 
