@@ -1,7 +1,5 @@
 #include "common/imsg.h"
 
-#include "common/log.h"
-
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -148,18 +146,6 @@ ImsgChannel::Read ImsgChannel::read(Imsg& msg, ImsgError* err)
 	if (err)
 		*err = e;
 	return e == ImsgError::None ? Read::Message : Read::Error;
-}
-
-bool ImsgChannel::read_or_die(Imsg& msg, const char* peer)
-{
-	ImsgError err = ImsgError::None;
-	switch (read(msg, &err)) {
-	case Read::Message: return true;
-	case Read::Again: return false;
-	case Read::Closed: fatalx("%s went away", peer);
-	case Read::Error: break;
-	}
-	fatalx("%s channel: %s", peer, imsg_strerror(err));
 }
 
 ImsgWriter& ImsgWriter::u32(uint32_t v)

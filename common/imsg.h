@@ -7,7 +7,8 @@
 // one record, so a record that is short, longer than its header says,
 // oversized, of an unknown type, or with an fd its type does not carry is
 // a protocol error. Payloads are built with ImsgWriter and read with
-// ImsgReader, which is just as strict (truncated field, trailing bytes).
+// ImsgReader, which is just as strict (truncated field, trailing bytes),
+// in the encode/decode pair of each message type (common/proto.h).
 #pragma once
 
 #include <cstddef>
@@ -55,7 +56,8 @@ ImsgError imsg_decode(const uint8_t* rec, size_t n, int fd, ImsgValidator valid,
 // Encodes a frame's header and payload into out.
 void imsg_encode(uint32_t type, uint32_t peerid, uint32_t pid, std::string_view payload, std::string& out);
 
-// One end of a SOCK_SEQPACKET socketpair, non-blocking.
+// One end of a SOCK_SEQPACKET socketpair, non-blocking. The processes
+// serve theirs through ImsgPeer (common/peer.h).
 class ImsgChannel {
  public:
 	ImsgChannel(UniqueFd fd, ImsgValidator valid);
@@ -71,10 +73,6 @@ class ImsgChannel {
 	// Receives one frame: Message (in msg), Again (nothing now), Closed
 	// (peer closed), or Error (*err says which decoding rule it broke).
 	Read read(Imsg& msg, ImsgError* err);
-	// For a channel to a trusted peer (a child's to the parent): true with
-	// a message in msg, false when none is waiting; a closed or broken
-	// channel ends this process, since nothing can go on without the peer.
-	bool read_or_die(Imsg& msg, const char* peer);
 
  private:
 	struct Frame {

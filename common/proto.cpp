@@ -18,6 +18,15 @@ bool status(ImsgReader& r, Enum& out, Enum last)
 	return true;
 }
 
+// The payloads that are one string.
+std::string encode_str(std::string_view v) { return ImsgWriter().str(v).data(); }
+
+bool decode_str(std::string_view data, std::string& v)
+{
+	ImsgReader r(data);
+	return r.str(v) && r.done();
+}
+
 }  // namespace
 
 const char* imsg_name(uint32_t type)
@@ -74,13 +83,9 @@ bool decode(std::string_view data, SmtpConf& m)
 	return r.done();
 }
 
-std::string encode(const HandlerConf& m) { return ImsgWriter().str(m.file).data(); }
+std::string encode(const HandlerConf& m) { return encode_str(m.file); }
 
-bool decode(std::string_view data, HandlerConf& m)
-{
-	ImsgReader r(data);
-	return r.str(m.file) && r.done();
-}
+bool decode(std::string_view data, HandlerConf& m) { return decode_str(data, m.file); }
 
 std::string encode(const HandlerConfText& m) { return ImsgWriter().str(m.text).str(m.secrets).data(); }
 
@@ -108,13 +113,9 @@ bool decode(std::string_view data, MailMsg& m)
 	return true;
 }
 
-std::string encode(const RcptMsg& m) { return ImsgWriter().str(m.rcpt).data(); }
+std::string encode(const RcptMsg& m) { return encode_str(m.rcpt); }
 
-bool decode(std::string_view data, RcptMsg& m)
-{
-	ImsgReader r(data);
-	return r.str(m.rcpt) && r.done();
-}
+bool decode(std::string_view data, RcptMsg& m) { return decode_str(data, m.rcpt); }
 
 std::string encode(const CommitMsg& m) { return ImsgWriter().u64(m.size).data(); }
 
@@ -140,21 +141,13 @@ bool decode(std::string_view data, DataOkMsg& m)
 	return r.str(m.queue_id) && r.str(m.user) && r.done();
 }
 
-std::string encode(const PeerErrorMsg& m) { return ImsgWriter().str(m.what).data(); }
+std::string encode(const PeerErrorMsg& m) { return encode_str(m.what); }
 
-bool decode(std::string_view data, PeerErrorMsg& m)
-{
-	ImsgReader r(data);
-	return r.str(m.what) && r.done();
-}
+bool decode(std::string_view data, PeerErrorMsg& m) { return decode_str(data, m.what); }
 
-std::string encode(const MailboxOpenMsg& m) { return ImsgWriter().str(m.user).data(); }
+std::string encode(const MailboxOpenMsg& m) { return encode_str(m.user); }
 
-bool decode(std::string_view data, MailboxOpenMsg& m)
-{
-	ImsgReader r(data);
-	return r.str(m.user) && r.done();
-}
+bool decode(std::string_view data, MailboxOpenMsg& m) { return decode_str(data, m.user); }
 
 std::string encode(const MailboxFailMsg& m)
 {

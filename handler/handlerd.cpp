@@ -1,36 +1,31 @@
-// The handler process: answers the smtp process's transaction steps,
-// creates and commits spool files, and runs the delivery queue.
+// The handler process: its setup, its channel to the parent, the delivery
+// queue and offline imports. Transactions from the smtp process are
+// handler/intake.cpp's, the control socket handler/control_server.cpp's.
 #include "config.h"
 
-#include <fcntl.h>
-#include <strings.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/epoll.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <ctime>
 #include <fstream>
-#include <map>
 #include <stdexcept>
-#include <system_error>
 
 #include "common/aliases.h"
-#include "common/hostname.h"
+#include "common/event_loop.h"
 #include "common/log.h"
+#include "common/peer.h"
 #include "common/proto.h"
 #include "common/sandbox.h"
 #include "handler/alias_delivery.h"
 #include "handler/control.h"
+#include "handler/control_server.h"
 #include "handler/handlerd.h"
 #include "handler/import.h"
+#include "handler/intake.h"
 #include "handler/mailbox_client.h"
 #include "handler/queue.h"
-#include "handler/routes.h"
 #include "handler/spool.h"
 
 namespace laim {
@@ -40,29 +35,11 @@ namespace {
 volatile sig_atomic_t got_sigterm = 0;
 constexpr int SHUTDOWN_GRACE = 30;  // seconds deliveries in progress get at SIGTERM
 
-enum : uint64_t { EV_PARENT = 1, EV_SMTP, EV_QUEUE, EV_CONTROL, EV_CTLCONN = 1ULL << 32 };
-constexpr time_t CONTROL_TIMEOUT = 5;    // seconds a control client gets to send its line
 constexpr time_t IMPORT_INTERVAL = 2;    // seconds between looks into offline/
 constexpr size_t IMPORT_BATCH = 4;       // offline files imported per loop turn
-constexpr size_t CONTROL_MAX_CLIENTS = 32;  // control connections at once...
-constexpr size_t CONTROL_MAX_PER_UID = 4;   // ...and per local user
 
-// A laimctl/mailq client on the control socket.
-struct CtlConn {
-	UniqueFd fd;
-	uid_t uid = 0;
-	std::string in, out;
-	time_t started = 0;
-};
-
-// One SMTP transaction as the handler sees it, keyed by session id.
-struct Txn {
-	Envelope env;
-	UniqueFd file;      // the spool file, once DATA began
-	off_t header_len = 0;
-	uint64_t size = 0;  // message size reported at commit
-};
-
+// The process: its loop, its parent channel, and what runs between loop
+// turns (deliveries, offline imports, group commits).
 class HandlerServer : public ControlTarget {
  public:
 	HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp);
@@ -83,59 +60,45 @@ class HandlerServer : public ControlTarget {
 	}
 
  private:
-	void watch(int fd, uint64_t data, int op = EPOLL_CTL_ADD);
 	Instances build_instances(const Config& cfg);
-	void set_smtp_channel(UniqueFd fd);
-	void drop_smtp_channel();
-	void peer_error(const char* what);
-	void smtp_event();
-	void dispatch_smtp(Imsg& m);
-	void reply(uint32_t type, uint32_t session, BackendStatus st);
-	void on_mail(uint32_t session, MailMsg m);
-	void on_rcpt(uint32_t session, const std::string& rcpt);
-	void on_data(uint32_t session);
-	void abort_txn(uint32_t session);
-	void commit_pending();
-	void parent_event();
+	void parent_message(Imsg& m);
 	void reload(const std::string& file, int fd);
 	void shutdown();
 	std::vector<std::string> expand(const std::string& rcpt);
-	void control_accept();
-	void control_event(uint32_t n, uint32_t events);
-	void control_expire();
+	void enqueue(const Envelope& env, double arrival);
 	void import_offline(bool force);
 
 	Runtime& rt_;
 	Config cfg_;
 	Spool spool_;
 	Queue queue_;
-	int ep_ = -1;
-	std::unique_ptr<ImsgChannel> parent_, smtp_;
-	std::map<uint32_t, Txn> txns_;
-	std::vector<uint32_t> commits_;  // sessions whose commit waits for the group fsync
+	EventLoop loop_;
+	ImsgPeer parent_;
+	Intake intake_;
+	ControlServer control_;
+	EventLoop::Watch queue_done_;
 	Aliases aliases_;
 	OfflineImport import_;
 	time_t next_import_ = 0;
-	std::map<uint32_t, CtlConn> ctl_;
-	uint32_t next_ctl_ = 1;
-	time_t control_paused_until_ = 0;  // listener unwatched after EMFILE
 	uint64_t received_ = 0;
 };
 
 HandlerServer::HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp)
-	: rt_(rt), cfg_(rt.cfg), spool_(rt.cfg.spool), queue_(spool_), import_(spool_, rt.hostname, rt.drop_gid)
+	: rt_(rt),
+	  cfg_(rt.cfg),
+	  spool_(rt.cfg.spool),
+	  queue_(spool_),
+	  parent_(loop_, std::move(parent), imsg_valid_parent_to_handler, [this](Imsg& m) { parent_message(m); },
+		  ImsgPeer::fatal_loss("parent")),
+	  intake_(loop_, parent_, cfg_, spool_, queue_, [this](const std::string& r) { return expand(r); },
+		  [this](const Envelope& env, double arrival) { enqueue(env, arrival); }),
+	  control_(loop_, rt.control.fd.get(), *this),
+	  import_(spool_, rt.hostname, rt.drop_gid)
 {
-	ep_ = epoll_create1(EPOLL_CLOEXEC);
-	if (ep_ == -1)
-		fatal("epoll_create1");
-	parent_ = std::make_unique<ImsgChannel>(std::move(parent), imsg_valid_parent_to_handler);
-	watch(parent_->fd(), EV_PARENT);
-	watch(queue_.notify_fd(), EV_QUEUE);
+	queue_done_ = loop_.watch(queue_.notify_fd(), EPOLLIN, [this](uint32_t) { queue_.collect(); });
 	set_local_domains(rt.local_domains);
-	set_smtp_channel(std::move(smtp));
+	intake_.attach(std::move(smtp));
 	queue_.configure(cfg_, build_instances(cfg_));
-	if (rt.control.fd)
-		watch(rt.control.fd.get(), EV_CONTROL);
 	reload_aliases();
 	size_t n = spool_.clean_incoming();
 	if (n)
@@ -184,15 +147,6 @@ std::vector<std::string> HandlerServer::expand(const std::string& rcpt)
 	return x.addresses;
 }
 
-void HandlerServer::watch(int fd, uint64_t data, int op)
-{
-	struct epoll_event ev = {};
-	ev.events = EPOLLIN;
-	ev.data.u64 = data;
-	if (epoll_ctl(ep_, op, fd, &ev) == -1)
-		fatal("epoll_ctl");
-}
-
 // Constructs and starts every handler instance, plus the built-in alias
 // delivery instances the config enables; a start() failure is logged and
 // left to show up as delivery failures.
@@ -216,267 +170,6 @@ Instances HandlerServer::build_instances(const Config& cfg)
 	if (cfg.alias_files)
 		add(ALIAS_FILE_INSTANCE, alias_file_handler(), 1);
 	return out;
-}
-
-void HandlerServer::set_smtp_channel(UniqueFd fd)
-{
-	drop_smtp_channel();
-	smtp_ = std::make_unique<ImsgChannel>(std::move(fd), imsg_valid_smtp_to_handler);
-	watch(smtp_->fd(), EV_SMTP);
-}
-
-// The smtp process is gone: its open transactions can never complete.
-void HandlerServer::drop_smtp_channel()
-{
-	if (!smtp_)
-		return;
-	epoll_ctl(ep_, EPOLL_CTL_DEL, smtp_->fd(), nullptr);
-	smtp_.reset();
-	while (!txns_.empty())
-		abort_txn(txns_.begin()->first);
-	commits_.clear();
-}
-
-void HandlerServer::reply(uint32_t type, uint32_t session, BackendStatus st)
-{
-	if (!smtp_)
-		return;
-	smtp_->compose(type, session, encode(StatusMsg{st}));
-}
-
-// MAIL FROM: a new transaction reserves a place in the bounded queue, so
-// that a 250 is never followed by a drop (design.md).
-void HandlerServer::on_mail(uint32_t session, MailMsg m)
-{
-	Txn t;
-	t.env.sender = std::move(m.sender);
-	t.env.helo = std::move(m.helo);
-	t.env.client = std::move(m.client);
-	t.env.uid = m.uid;
-	abort_txn(session);
-	if (queue_.size() + txns_.size() >= cfg_.max_queue_size) {
-		log_warnx("queue full (%zu queued, %zu in progress, max_queue_size %u): deferring mail from <%s>",
-			  queue_.size(), txns_.size(), cfg_.max_queue_size, t.env.sender.c_str());
-		reply(IMSG_H_MAIL, session, BackendStatus::Full);
-		return;
-	}
-	txns_[session] = std::move(t);
-	reply(IMSG_H_MAIL, session, BackendStatus::Ok);
-}
-
-// RCPT TO: after /etc/aliases, each final recipient needs a route, and each
-// handler on it may judge it.
-void HandlerServer::on_rcpt(uint32_t session, const std::string& rcpt)
-{
-	auto it = txns_.find(session);
-	if (it == txns_.end()) {
-		reply(IMSG_H_RCPT, session, BackendStatus::Unavailable);
-		return;
-	}
-	std::vector<std::string> targets = expand(rcpt);
-	BackendStatus st = targets.empty() ? BackendStatus::Reject : BackendStatus::Ok;
-	for (const std::string& t : targets) {
-		const Route* route = route_find(cfg_.routes, t);
-		if (!route) {
-			log_info("recipient <%s> refused: no route matches <%s>", rcpt.c_str(), t.c_str());
-			st = BackendStatus::Reject;
-			break;
-		}
-		for (const std::string& name : route->handlers) {
-			auto inst = queue_.instances().find(name);
-			if (inst == queue_.instances().end())
-				continue;
-			RcptVerdict v = RcptVerdict::Defer;
-			try {
-				v = inst->second->handler->check_recipient(t);
-			} catch (const std::exception& e) {
-				log_warnx("handler %s: checking <%s>: %s", name.c_str(), t.c_str(), e.what());
-			}
-			if (v == RcptVerdict::Reject)
-				st = BackendStatus::Reject;
-			else if (v == RcptVerdict::Defer && st == BackendStatus::Ok)
-				st = BackendStatus::Defer;
-		}
-	}
-	if (st == BackendStatus::Ok) {
-		for (std::string& t : targets)
-			add_recipient(it->second.env.recipients, std::move(t));
-	}
-	reply(IMSG_H_RCPT, session, st);
-}
-
-// DATA: create incoming/ID with the envelope and hand its fd to smtp,
-// which writes the message straight into it.
-void HandlerServer::on_data(uint32_t session)
-{
-	auto it = txns_.find(session);
-	if (it == txns_.end() || it->second.env.recipients.empty() || it->second.file) {
-		reply(IMSG_H_DATA_FAIL, session, BackendStatus::Unavailable);
-		return;
-	}
-	Txn& t = it->second;
-	try {
-		t.env.id = spool_.new_id();
-		t.env.arrival = time(nullptr);
-		t.file = spool_.create(t.env);
-		t.header_len = lseek(t.file.get(), 0, SEEK_CUR);
-		int dup = fcntl(t.file.get(), F_DUPFD_CLOEXEC, 0);
-		if (dup == -1 || t.header_len < 0)
-			throw std::system_error(errno, std::generic_category(), "duplicating the spool fd");
-		std::string user = t.env.uid ? login_name(*t.env.uid) : "";
-		smtp_->compose(IMSG_H_DATA_OK, session, encode(DataOkMsg{t.env.id, user}), dup);
-	} catch (const std::exception& e) {
-		log_warnx("cannot create a spool file: %s", e.what());
-		if (!t.env.id.empty())
-			spool_.discard(t.env.id);
-		t.env.id.clear();
-		t.file.reset();
-		reply(IMSG_H_DATA_FAIL, session, BackendStatus::Error);
-	}
-}
-
-void HandlerServer::abort_txn(uint32_t session)
-{
-	auto it = txns_.find(session);
-	if (it == txns_.end())
-		return;
-	if (it->second.file)
-		spool_.discard(it->second.env.id);
-	txns_.erase(it);
-}
-
-// Group commit (design.md): every message whose end of data arrived in
-// this loop iteration is flushed, moved to queue/, and covered by one
-// fsync of queue/; only then do their clients get 250.
-void HandlerServer::commit_pending()
-{
-	std::vector<uint32_t> published;
-	for (uint32_t session : commits_) {
-		auto it = txns_.find(session);
-		if (it == txns_.end())
-			continue;
-		Txn& t = it->second;
-		struct stat st;
-		try {
-			if (fstat(t.file.get(), &st) == -1)
-				throw std::system_error(errno, std::generic_category(), "fstat");
-			if (static_cast<uint64_t>(st.st_size) != static_cast<uint64_t>(t.header_len) + t.size)
-				throw std::runtime_error("size mismatch: smtp reported " + std::to_string(t.size) +
-							 " bytes, file has " + std::to_string(st.st_size - t.header_len));
-			spool_.sync_file(t.file.get());
-			spool_.publish(t.env.id);
-			published.push_back(session);
-		} catch (const std::exception& e) {
-			log_warnx("%s: commit failed: %s", t.env.id.c_str(), e.what());
-			reply(IMSG_H_COMMIT, session, BackendStatus::Error);
-			abort_txn(session);
-		}
-	}
-	commits_.clear();
-	if (published.empty())
-		return;
-	bool synced = true;
-	try {
-		spool_.sync_queue_dir();
-	} catch (const std::exception& e) {
-		log_warnx("fsync of queue/: %s", e.what());
-		synced = false;
-	}
-	double now = static_cast<double>(time(nullptr));
-	struct timespec ts;
-	if (clock_gettime(CLOCK_REALTIME, &ts) == 0)
-		now = static_cast<double>(ts.tv_sec) + ts.tv_nsec / 1e9;
-	for (uint32_t session : published) {
-		auto it = txns_.find(session);
-		if (it == txns_.end())
-			continue;
-		Txn& t = it->second;
-		if (!synced) {
-			// Already in queue/ and so delivered later, but not durable
-			// yet: the client must not count on it.
-			reply(IMSG_H_COMMIT, session, BackendStatus::Error);
-		} else {
-			reply(IMSG_H_COMMIT, session, BackendStatus::Ok);
-		}
-		std::string uid = t.env.uid ? ", uid=" + std::to_string(*t.env.uid) : "";
-		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu, client=%s%s", t.env.id.c_str(), t.env.sender.c_str(),
-			 (unsigned long long)t.size, t.env.recipients.size(), t.env.client.c_str(), uid.c_str());
-		queue_.add(t.env, now);
-		received_++;
-		txns_.erase(session);
-	}
-}
-
-void HandlerServer::dispatch_smtp(Imsg& m)
-{
-	switch (m.type) {
-	case IMSG_S_MAIL: on_mail(m.peerid, payload<MailMsg>(m)); break;
-	case IMSG_S_RCPT: on_rcpt(m.peerid, payload<RcptMsg>(m).rcpt); break;
-	case IMSG_S_DATA:
-		payload<NoPayload>(m);
-		on_data(m.peerid);
-		break;
-	case IMSG_S_COMMIT: {
-		uint64_t size = payload<CommitMsg>(m).size;
-		auto it = txns_.find(m.peerid);
-		if (std::find(commits_.begin(), commits_.end(), m.peerid) != commits_.end())
-			throw ImsgProtocolError("second COMMIT for one transaction");
-		if (it == txns_.end() || !it->second.file) {
-			reply(IMSG_H_COMMIT, m.peerid, BackendStatus::Unavailable);
-			break;
-		}
-		it->second.size = size;
-		commits_.push_back(m.peerid);
-		break;
-	}
-	case IMSG_S_ABORT:
-		payload<NoPayload>(m);
-		abort_txn(m.peerid);
-		break;
-	default:
-		unexpected_imsg(m);
-	}
-}
-
-void HandlerServer::smtp_event()
-{
-	for (int i = 0; i < 256 && smtp_; i++) {
-		Imsg m;
-		ImsgError err = ImsgError::None;
-		switch (smtp_->read(m, &err)) {
-		case ImsgChannel::Read::Message:
-			try {
-				dispatch_smtp(m);
-				continue;
-			} catch (const ImsgProtocolError& e) {
-				peer_error(e.what());
-			}
-			break;
-		case ImsgChannel::Read::Again: break;
-		case ImsgChannel::Read::Closed: drop_smtp_channel(); break;
-		case ImsgChannel::Read::Error:
-			if (err == ImsgError::None)
-				drop_smtp_channel();
-			else
-				peer_error(imsg_strerror(err));
-			break;
-		}
-		break;
-	}
-	commit_pending();
-	if (smtp_ && !smtp_->flush())
-		drop_smtp_channel();
-}
-
-// The smtp process sent something it never would unless broken or
-// subverted: its transactions are dropped and the parent is asked to
-// end it (it forks a fresh one, with a fresh channel).
-void HandlerServer::peer_error(const char* what)
-{
-	log_warnx("protocol error from the smtp process: %s; asking the parent to restart it", what);
-	drop_smtp_channel();
-	parent_->compose(IMSG_C_PEER_ERROR, 0, encode(PeerErrorMsg{what}));
-	parent_->flush();
 }
 
 // SIGHUP, as relayed by the parent (which validated the file already):
@@ -504,27 +197,20 @@ void HandlerServer::reload(const std::string& file, int fd)
 	}
 }
 
-void HandlerServer::parent_event()
+// A message from the parent: a fresh smtp channel, or a new configuration.
+void HandlerServer::parent_message(Imsg& m)
 {
-	Imsg m;
-	if (!parent_->read_or_die(m, "parent"))
-		return;
 	switch (m.type) {
-	case IMSG_P_SMTP_CHANNEL: {
-		NoPayload none;
-		if (!decode(m.data, none))
-			fatalx("malformed smtp channel message from the parent");
-		set_smtp_channel(std::move(m.fd));
+	case IMSG_P_SMTP_CHANNEL:
+		payload<NoPayload>(m);
+		intake_.attach(std::move(m.fd));
 		log_debug("new smtp channel");
 		break;
-	}
-	case IMSG_P_HANDLER_CONF: {
-		HandlerConf conf;
-		if (!decode(m.data, conf))
-			fatalx("malformed configuration message from the parent");
-		reload(conf.file, m.fd.get());
+	case IMSG_P_HANDLER_CONF:
+		reload(payload<HandlerConf>(m).file, m.fd.get());
 		break;
-	}
+	default:
+		unexpected_imsg(m);
 	}
 }
 
@@ -541,94 +227,6 @@ void HandlerServer::shutdown()
 		log_warnx("%zu deliveries still running at exit; they will be retried", queue_.running());
 	log_debug("handler process done, %zu messages stay queued", queue_.size());
 	_exit(0);
-}
-
-// The control socket: one request line per connection, answered and
-// closed. Clients are local users; each is bounded in time and size.
-void HandlerServer::control_accept()
-{
-	for (int i = 0; i < 16; i++) {
-		UniqueFd fd(accept4(rt_.control.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-		if (!fd) {
-			if (errno == EMFILE || errno == ENFILE) {
-				// Out of descriptors: stop listening for a moment rather
-				// than spin on a socket that stays readable.
-				log_warn("control socket");
-				epoll_ctl(ep_, EPOLL_CTL_DEL, rt_.control.fd.get(), nullptr);
-				control_paused_until_ = time(nullptr) + 1;
-			}
-			return;
-		}
-		struct ucred cred;
-		socklen_t len = sizeof cred;
-		if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1)
-			continue;
-		// Every local user may connect: bound them all, and each one.
-		size_t mine = 0;
-		for (const auto& [n, c] : ctl_)
-			mine += c.uid == cred.uid;
-		if (ctl_.size() >= CONTROL_MAX_CLIENTS || mine >= CONTROL_MAX_PER_UID) {
-			(void)!write(fd.get(), "ERR too many connections\n", 25);
-			continue;
-		}
-		uint32_t n = next_ctl_++;
-		CtlConn& c = ctl_[n];
-		c.fd = std::move(fd);
-		c.uid = cred.uid;
-		c.started = time(nullptr);
-		struct epoll_event ev = {};
-		ev.events = EPOLLIN;
-		ev.data.u64 = EV_CTLCONN | n;
-		epoll_ctl(ep_, EPOLL_CTL_ADD, c.fd.get(), &ev);
-	}
-}
-
-void HandlerServer::control_event(uint32_t n, uint32_t events)
-{
-	auto it = ctl_.find(n);
-	if (it == ctl_.end())
-		return;
-	CtlConn& c = it->second;
-	if (c.out.empty() && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
-		char buf[512];
-		ssize_t r = read(c.fd.get(), buf, sizeof buf);
-		if (r <= 0 && !(r < 0 && errno == EAGAIN)) {
-			ctl_.erase(it);
-			return;
-		}
-		if (r > 0)
-			c.in.append(buf, static_cast<size_t>(r));
-		size_t nl = c.in.find('\n');
-		if (nl == std::string::npos && c.in.size() < 1024)
-			return;
-		c.out = control_answer(c.in, c.uid, *this);
-		if (c.out.empty())
-			c.out = "ERR no answer\n";
-		struct epoll_event ev = {};
-		ev.events = EPOLLOUT;
-		ev.data.u64 = EV_CTLCONN | n;
-		epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd.get(), &ev);
-	}
-	while (!c.out.empty()) {
-		ssize_t w = write(c.fd.get(), c.out.data(), c.out.size());
-		if (w < 0 && errno == EAGAIN)
-			return;
-		if (w <= 0)
-			break;
-		c.out.erase(0, static_cast<size_t>(w));
-	}
-	ctl_.erase(it);
-}
-
-void HandlerServer::control_expire()
-{
-	time_t now = time(nullptr);
-	if (control_paused_until_ && now >= control_paused_until_) {
-		control_paused_until_ = 0;
-		watch(rt_.control.fd.get(), EV_CONTROL);
-	}
-	for (auto it = ctl_.begin(); it != ctl_.end();)
-		it = now - it->second.started > CONTROL_TIMEOUT ? ctl_.erase(it) : std::next(it);
 }
 
 std::vector<QueueItem> HandlerServer::queue()
@@ -685,7 +283,7 @@ void HandlerServer::import_offline(bool force)
 	if (!rt_.have_drop_group || (!force && now < next_import_))
 		return;
 	next_import_ = now + IMPORT_INTERVAL;
-	size_t used = queue_.size() + txns_.size();
+	size_t used = queue_.size() + intake_.in_progress();
 	size_t room = used < cfg_.max_queue_size ? cfg_.max_queue_size - used : 0;
 	// A few files per loop turn, so that a pile of large ones never holds
 	// up SMTP transactions for long; more follow at the next turn.
@@ -693,12 +291,19 @@ void HandlerServer::import_offline(bool force)
 				    [this](const std::string& r) { return expand(r); });
 	if (imported.size() == IMPORT_BATCH)
 		next_import_ = now;
-	for (Envelope& env : imported) {
-		queue_.add(env, static_cast<double>(env.arrival));
-		received_++;
-	}
+	for (Envelope& env : imported)
+		enqueue(env, static_cast<double>(env.arrival));
 }
 
+// A received message, committed to the spool, enters the queue.
+void HandlerServer::enqueue(const Envelope& env, double arrival)
+{
+	queue_.add(env, arrival);
+	received_++;
+}
+
+// One loop turn: deliveries due, an offline import, control timeouts, then
+// whatever is ready, then the group commit of the ends of data it brought.
 void HandlerServer::run()
 {
 	for (;;) {
@@ -706,24 +311,9 @@ void HandlerServer::run()
 			shutdown();
 		queue_.run();
 		import_offline(false);
-		control_expire();
-		struct epoll_event evs[8];
-		int n = epoll_wait(ep_, evs, 8, std::min(queue_.next_wakeup_ms(), 1000));
-		if (n == -1 && errno != EINTR)
-			fatal("epoll_wait");
-		for (int i = 0; i < n; i++) {
-			uint64_t d = evs[i].data.u64;
-			if (d & EV_CTLCONN) {
-				control_event(static_cast<uint32_t>(d), evs[i].events);
-				continue;
-			}
-			switch (d) {
-			case EV_PARENT: parent_event(); break;
-			case EV_SMTP: smtp_event(); break;
-			case EV_QUEUE: queue_.collect(); break;
-			case EV_CONTROL: control_accept(); break;
-			}
-		}
+		control_.expire();
+		loop_.wait(std::min(queue_.next_wakeup_ms(), 1000));
+		intake_.commit_pending();
 	}
 }
 

@@ -225,31 +225,41 @@ bool MailboxService::overdue(time_t now) const
 // in use, a name that cannot be a user's, or a new request while an
 // answer is still unsent (the client waits for each, so only a handler
 // that stopped reading does that).
-bool MailboxService::request(const Config& cfg, ImsgChannel& chan, const Imsg& m)
+bool MailboxService::request(const Config& cfg, ImsgPeer& chan, const Imsg& m)
 {
-	if (m.type == IMSG_H_MAILBOX_DONE) {
+	switch (m.type) {
+	case IMSG_H_MAILBOX_OPEN: {
+		MailboxOpenMsg req;
+		if (!decode(m.data, req) || leases_.count(m.peerid) || !valid_user_name(req.user) || chan.pending())
+			return false;
+		grant(cfg, chan, m.peerid, req.user);
+		return true;
+	}
+	case IMSG_H_MAILBOX_DONE: {
 		NoPayload none;
 		if (!decode(m.data, none))
 			return false;
 		release(m.peerid);
 		return true;
 	}
-	MailboxOpenMsg open_msg;
-	if (!decode(m.data, open_msg) || leases_.count(m.peerid) || !valid_user_name(open_msg.user) || chan.pending())
+	default:
 		return false;
-	const std::string& user = open_msg.user;
-	MailboxRefusal no{MailboxStatus::TempFail, ""};
-	UniqueFd fd = open(cfg, m.peerid, user, no);
-	if (fd) {
-		chan.compose(IMSG_P_MAILBOX_OK, m.peerid, "", fd.release());
-	} else {
-		std::string why = cfg.mail_dir + "/" + user + ": " + no.why;
-		if (no.status != MailboxStatus::Busy)
-			log_warnx("mailbox for %s refused: %s", user.c_str(), why.c_str());
-		chan.compose(IMSG_P_MAILBOX_FAIL, m.peerid, encode(MailboxFailMsg{no.status, why}));
 	}
-	chan.flush();
-	return true;
+}
+
+// Opens USER's mailbox for lease id and sends it, or says why not.
+void MailboxService::grant(const Config& cfg, ImsgPeer& chan, uint32_t id, const std::string& user)
+{
+	MailboxRefusal no{MailboxStatus::TempFail, ""};
+	UniqueFd fd = open(cfg, id, user, no);
+	if (fd) {
+		chan.send(IMSG_P_MAILBOX_OK, id, encode(NoPayload{}), std::move(fd));
+		return;
+	}
+	std::string why = cfg.mail_dir + "/" + user + ": " + no.why;
+	if (no.status != MailboxStatus::Busy)
+		log_warnx("mailbox for %s refused: %s", user.c_str(), why.c_str());
+	chan.send(IMSG_P_MAILBOX_FAIL, id, encode(MailboxFailMsg{no.status, why}));
 }
 
 }  // namespace laim

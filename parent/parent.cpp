@@ -3,15 +3,12 @@
 #include "config.h"
 
 #include <dirent.h>
-#include <fcntl.h>
 #include <getopt.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -22,11 +19,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <optional>
 #include <string>
 #include <tuple>
 
+#include "common/event_loop.h"
 #include "common/hostname.h"
 #include "common/log.h"
+#include "common/peer.h"
 #include "common/proto.h"
 #include "handler/api/handler.h"
 #include "handler/handlerd.h"
@@ -42,19 +42,20 @@ const char* const child_name[] = {"smtp", "handler"};
 
 struct Child {
 	pid_t pid = -1;
-	std::unique_ptr<ImsgChannel> chan;  // parent's end
-	std::unique_ptr<ImsgChannel> mailbox_chan;  // handler only: its mailbox requests
+	std::unique_ptr<ImsgPeer> chan;  // parent's end
+	std::unique_ptr<ImsgPeer> mailbox_chan;  // handler only: its mailbox requests
 	time_t started = 0;
 	time_t restart_at = 0;  // when dead: when to fork it again
 	unsigned backoff = 1;   // seconds, doubles per quick death, max 60
 };
 
+// The supervision loop: signals and the children's channels. Declared
+// first, so that it outlives every Watch at exit.
+std::optional<EventLoop> loop;
+EventLoop::Watch signals;
 Runtime rt;
 Child children[2];
 MailboxService mailboxes;
-int parent_ep = -1;  // the supervision loop's epoll: signals and child channels
-// epoll tags: 0 the signalfd, 1 + SMTP or HANDLER a child's channel, and
-const uint64_t EV_MAILBOX = 3;  // the handler's mailbox requests
 UniqueFd sibling_end[2];  // the smtp<->handler end kept for a child not yet forked
 bool shutting_down = false;
 
@@ -106,13 +107,10 @@ void close_other_fds(std::initializer_list<int> keep)
 		close(fd);
 }
 
-void watch(int fd, uint64_t tag)
-{
-	struct epoll_event ev = {};
-	ev.events = EPOLLIN;
-	ev.data.u64 = tag;
-	epoll_ctl(parent_ep, EPOLL_CTL_ADD, fd, &ev);
-}
+void child_message(int which, Imsg& m);
+void child_channel_lost(int which, const char* broken);
+void mailbox_request(Imsg& m);
+void mailbox_channel_lost(const char* broken);
 
 // Forks one child with a fresh parent channel; sib is its end of the
 // smtp<->handler channel. The handler also gets a channel of its own for
@@ -154,12 +152,12 @@ void start_child(int which, UniqueFd sib)
 	c.pid = pid;
 	c.started = time(nullptr);
 	c.restart_at = 0;
-	c.chan = std::make_unique<ImsgChannel>(std::move(mine), imsg_valid_child_to_parent);
-	watch(c.chan->fd(), static_cast<uint64_t>(which) + 1);
-	if (which == HANDLER) {
-		c.mailbox_chan = std::make_unique<ImsgChannel>(std::move(mbox_mine), imsg_valid_mailbox_request);
-		watch(c.mailbox_chan->fd(), EV_MAILBOX);
-	}
+	c.chan = std::make_unique<ImsgPeer>(
+		*loop, std::move(mine), imsg_valid_child_to_parent, [which](Imsg& m) { child_message(which, m); },
+		[which](const char* broken) { child_channel_lost(which, broken); });
+	if (which == HANDLER)
+		c.mailbox_chan = std::make_unique<ImsgPeer>(*loop, std::move(mbox_mine), imsg_valid_mailbox_request,
+							    mailbox_request, mailbox_channel_lost);
 	log_debug("%s process started, pid %d", child_name[which], (int)pid);
 }
 
@@ -176,8 +174,7 @@ void restart_child(int which)
 	auto [mine, theirs] = seqpacket_pair();
 	if (children[other].pid > 0) {
 		uint32_t type = other == SMTP ? IMSG_P_HANDLER_CHANNEL : IMSG_P_SMTP_CHANNEL;
-		children[other].chan->compose(type, 0, "", theirs.release());
-		children[other].chan->flush();
+		children[other].chan->send(type, 0, encode(NoPayload{}), std::move(theirs));
 	} else {
 		sibling_end[other] = std::move(theirs);
 	}
@@ -261,44 +258,35 @@ void reload()
 	if (!rt.cfg.hostname.empty())
 		rt.hostname = rt.cfg.hostname;
 
-	if (children[SMTP].pid > 0) {
-		children[SMTP].chan->compose(IMSG_P_SMTP_CONF, 0, encode(smtp_conf(rt.cfg, rt.hostname)));
-		children[SMTP].chan->flush();
-	}
+	if (children[SMTP].pid > 0)
+		children[SMTP].chan->send(IMSG_P_SMTP_CONF, 0, encode(smtp_conf(rt.cfg, rt.hostname)));
 	if (children[HANDLER].pid > 0) {
 		// The config and its secrets, which the handler process cannot read.
-		std::string conf = encode(HandlerConfText{rt.config_text, rt.secrets.encode()});
-		int mfd = memfd_create("laim-config", MFD_CLOEXEC);
-		if (mfd == -1 || write(mfd, conf.data(), conf.size()) != static_cast<ssize_t>(conf.size())) {
+		UniqueFd mfd(memfd_create("laim-config", MFD_CLOEXEC));
+		if (!mfd || !write_all(mfd.get(), encode(HandlerConfText{rt.config_text, rt.secrets.encode()})))
 			log_warn("passing the configuration to the handler process");
-			if (mfd != -1)
-				close(mfd);
-		} else {
-			children[HANDLER].chan->compose(IMSG_P_HANDLER_CONF, 0, encode(HandlerConf{rt.cfg.file}), mfd);
-			children[HANDLER].chan->flush();
-		}
+		else
+			children[HANDLER].chan->send(IMSG_P_HANDLER_CONF, 0, encode(HandlerConf{rt.cfg.file}),
+						     std::move(mfd));
 	}
 	log_info("configuration reloaded");
 }
 
-void mailbox_event();
-
 // SIGTERM: smtp first (its sessions may still need the handler to commit),
 // then the handler (which finishes deliveries in progress), each with a
-// bounded wait.
+// bounded wait. Signals are no longer read; the loop still serves the
+// mailboxes that deliveries in progress may need.
 [[noreturn]] void shutdown_children()
 {
 	shutting_down = true;
+	signals.reset();
 	for (int which : {SMTP, HANDLER}) {
 		Child& c = children[which];
 		if (c.pid <= 0)
 			continue;
 		kill(c.pid, SIGTERM);
-		for (int i = 0; i < 600 && c.pid > 0; i++) {  // 60 s
-			// Deliveries the handler finishes may still need a mailbox.
-			struct pollfd p = {children[HANDLER].mailbox_chan ? children[HANDLER].mailbox_chan->fd() : -1, POLLIN, 0};
-			if (poll(&p, 1, 100) > 0)
-				mailbox_event();
+		for (time_t deadline = time(nullptr) + 60; c.pid > 0 && time(nullptr) < deadline;) {
+			loop->wait(100);
 			reap_children();
 		}
 		if (c.pid > 0) {
@@ -324,57 +312,75 @@ void daemonize()
 // A child reports that its sibling broke the imsg protocol: a trusted
 // process that does so is broken or subverted, so it is ended and, like any
 // child that dies, restarted (design.md "imsg").
-void child_event(int which)
+void child_message(int which, Imsg& m)
 {
-	Child& c = children[which];
-	Imsg m;
-	ImsgError err = ImsgError::None;
-	ImsgChannel::Read r = c.chan ? c.chan->read(m, &err) : ImsgChannel::Read::Closed;
-	if (r == ImsgChannel::Read::Again)
-		return;
-	if (r != ImsgChannel::Read::Message) {
-		if (c.chan)
-			epoll_ctl(parent_ep, EPOLL_CTL_DEL, c.chan->fd(), nullptr);
-		if (r == ImsgChannel::Read::Error && err != ImsgError::None)
-			log_warnx("%s process channel: %s", child_name[which], imsg_strerror(err));
-		return;
+	switch (m.type) {
+	case IMSG_C_PEER_ERROR: {
+		PeerErrorMsg report;
+		if (!decode(m.data, report))
+			report.what = "(malformed report)";
+		Child& other = children[1 - which];
+		log_warnx("%s process reports a protocol error from the %s process (%s): ending it",
+			  child_name[which], child_name[1 - which], report.what.c_str());
+		if (other.pid > 0)
+			kill(other.pid, SIGKILL);
+		break;
 	}
-	PeerErrorMsg report;
-	if (!decode(m.data, report))
-		report.what = "(malformed report)";
-	Child& other = children[1 - which];
-	log_warnx("%s process reports a protocol error from the %s process (%s): ending it", child_name[which],
-		  child_name[1 - which], report.what.c_str());
-	if (other.pid > 0)
-		kill(other.pid, SIGKILL);
+	default:
+		unexpected_imsg(m);
+	}
 }
 
-// A mailbox request from the handler process. One that breaks the
-// protocol ends the process, as a protocol error between siblings does.
-void mailbox_event()
+// A child's channel closed (the child is ending) or broke the protocol.
+// The peer stays, for what the parent still sends, until the child is
+// reaped.
+void child_channel_lost(int which, const char* broken)
+{
+	if (broken)
+		log_warnx("%s process channel: %s", child_name[which], broken);
+}
+
+// A mailbox request from the handler process.
+void mailbox_request(Imsg& m)
+{
+	if (!mailboxes.request(rt.cfg, *children[HANDLER].mailbox_chan, m))
+		throw ImsgProtocolError("bad request");
+}
+
+// The mailbox channel closed, or the handler process broke its protocol:
+// that ends the process, as a protocol error between siblings does.
+void mailbox_channel_lost(const char* broken)
 {
 	Child& c = children[HANDLER];
-	Imsg m;
-	ImsgError err = ImsgError::None;
-	ImsgChannel::Read r = c.mailbox_chan ? c.mailbox_chan->read(m, &err) : ImsgChannel::Read::Closed;
-	if (r == ImsgChannel::Read::Again)
+	c.mailbox_chan.reset();
+	if (!broken)
 		return;
-	if (r == ImsgChannel::Read::Message && mailboxes.request(rt.cfg, *c.mailbox_chan, m))
-		return;
-	c.mailbox_chan.reset();  // closing it also takes it out of the epoll set
-	if (r == ImsgChannel::Read::Closed)
-		return;
-	log_warnx("handler process broke the mailbox protocol (%s): ending it",
-		  r == ImsgChannel::Read::Error ? imsg_strerror(err) : "bad request");
+	log_warnx("handler process broke the mailbox protocol (%s): ending it", broken);
 	if (c.pid > 0)
 		kill(c.pid, SIGKILL);
+}
+
+// SIGCHLD reaps, SIGHUP reloads, SIGTERM and SIGINT shut down.
+void read_signals(int sigfd)
+{
+	struct signalfd_siginfo si;
+	while (read(sigfd, &si, sizeof si) == sizeof si) {
+		switch (si.ssi_signo) {
+		case SIGCHLD: reap_children(); break;
+		case SIGHUP: reload(); break;
+		case SIGTERM:
+		case SIGINT:
+			log_info("received SIG%s, shutting down", sigabbrev_np(si.ssi_signo));
+			shutdown_children();
+		}
+	}
 }
 
 // The supervision loop: signals through a signalfd, reports from the
 // children, child restarts on their back-off timers.
 [[noreturn]] void supervise(int sigfd)
 {
-	watch(sigfd, 0);
+	signals = loop->watch(sigfd, EPOLLIN, [sigfd](uint32_t) { read_signals(sigfd); });
 	for (;;) {
 		time_t now = time(nullptr);
 		for (int which : {SMTP, HANDLER})
@@ -385,29 +391,7 @@ void mailbox_event()
 			kill(children[HANDLER].pid, SIGKILL);
 			mailboxes.release_all();
 		}
-		struct epoll_event got;
-		int n = epoll_wait(parent_ep, &got, 1, 250);
-		if (n <= 0)
-			continue;
-		if (got.data.u64 == EV_MAILBOX) {
-			mailbox_event();
-			continue;
-		}
-		if (got.data.u64 != 0) {
-			child_event(static_cast<int>(got.data.u64) - 1);
-			continue;
-		}
-		struct signalfd_siginfo si;
-		while (read(sigfd, &si, sizeof si) == sizeof si) {
-			switch (si.ssi_signo) {
-			case SIGCHLD: reap_children(); break;
-			case SIGHUP: reload(); break;
-			case SIGTERM:
-			case SIGINT:
-				log_info("received SIG%s, shutting down", sigabbrev_np(si.ssi_signo));
-				shutdown_children();
-			}
-		}
+		loop->wait(250);
 	}
 }
 
@@ -476,9 +460,7 @@ int main(int argc, char* argv[])
 	if (sigfd == -1)
 		fatal("signalfd");
 
-	parent_ep = epoll_create1(EPOLL_CLOEXEC);
-	if (parent_ep == -1)
-		fatal("epoll_create1");
+	loop.emplace();
 	auto [s_end, h_end] = seqpacket_pair();
 	start_child(SMTP, std::move(s_end));
 	start_child(HANDLER, std::move(h_end));

@@ -12,6 +12,7 @@
 #include "common/config.h"
 #include "common/fd.h"
 #include "common/imsg.h"
+#include "common/peer.h"
 #include "common/proto.h"
 #include "common/runtime.h"
 
@@ -28,7 +29,7 @@ struct MailboxRefusal {
 class MailboxService {
  public:
 	// Answers one request; false when it breaks the protocol.
-	bool request(const Config& cfg, ImsgChannel& chan, const Imsg& m);
+	bool request(const Config& cfg, ImsgPeer& chan, const Imsg& m);
 	// A lease held far longer than an append takes.
 	bool overdue(time_t now) const;
 	void release_all();
@@ -40,6 +41,7 @@ class MailboxService {
 		ino_t ino;
 		time_t granted;
 	};
+	void grant(const Config& cfg, ImsgPeer& chan, uint32_t id, const std::string& user);
 	UniqueFd open(const Config& cfg, uint32_t id, const std::string& user, MailboxRefusal& no);
 	void release(uint32_t id);
 	std::map<uint32_t, Lease> leases_;

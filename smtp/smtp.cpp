@@ -312,50 +312,35 @@ void SmtpServer::close_conn(uint32_t id)
 // the same.
 void SmtpServer::handler_message(Imsg& m)
 {
+	StatusMsg st;
+	DataOkMsg ok;
+	if (m.type == IMSG_H_DATA_OK)
+		ok = payload<DataOkMsg>(m);
+	else
+		st = payload<StatusMsg>(m);
 	auto it = conns_.find(m.peerid);
-	Session* s = it == conns_.end() ? nullptr : it->second.session.get();
-	switch (m.type) {
-	case IMSG_H_MAIL: {
-		BackendStatus st = payload<StatusMsg>(m).status;
-		if (s)
-			s->mail_reply(st);
-		break;
-	}
-	case IMSG_H_RCPT: {
-		BackendStatus st = payload<StatusMsg>(m).status;
-		if (s)
-			s->rcpt_reply(st);
-		break;
-	}
-	case IMSG_H_DATA_OK: {
-		DataOkMsg ok = payload<DataOkMsg>(m);
-		if (s) {
-			s->set_client_user(ok.user);
-			s->data_reply(BackendStatus::Ok, m.fd.release(), ok.queue_id);
-		}
-		break;
-	}
-	case IMSG_H_DATA_FAIL: {
-		BackendStatus st = payload<StatusMsg>(m).status;
-		if (s)
-			s->data_reply(st, -1, "");
-		break;
-	}
-	case IMSG_H_COMMIT: {
-		BackendStatus st = payload<StatusMsg>(m).status;
-		if (s)
-			s->commit_reply(st);
-		break;
-	}
-	default:
-		unexpected_imsg(m);
-	}
-	if (s)
-		update(m.peerid);
-	else  // what the handler holds for the session (a queue place, a spool file) must go
+	if (it == conns_.end()) {
+		// What the handler holds for the session (a queue reservation, a
+		// spool file) must be let go.
 		handler_.send(IMSG_S_ABORT, m.peerid);
+		return;
+	}
+	Session& s = *it->second.session;
+	switch (m.type) {
+	case IMSG_H_MAIL: s.mail_reply(st.status); break;
+	case IMSG_H_RCPT: s.rcpt_reply(st.status); break;
+	case IMSG_H_DATA_OK:
+		s.set_client_user(ok.user);
+		s.data_reply(BackendStatus::Ok, m.fd.release(), ok.queue_id);
+		break;
+	case IMSG_H_DATA_FAIL: s.data_reply(st.status, -1, ""); break;
+	case IMSG_H_COMMIT: s.commit_reply(st.status); break;
+	default: unexpected_imsg(m);
+	}
+	update(m.peerid);
 }
 
+// A message from the parent: a fresh handler channel, or new settings.
 void SmtpServer::parent_message(Imsg& m)
 {
 	switch (m.type) {

@@ -73,6 +73,8 @@ def main():
 	d.wait_removed(q1)
 	with open(os.path.join(out, "secret-seen")) as f:
 		check_eq(f.read(), SECRET, "what the handler process got at start")
+	r = d.laimctl(["test", "relay"])
+	check_eq(r.stdout, "relay: ready: probe: credentials of %d bytes\n" % len(SECRET), "laimctl test relay")
 
 	# Renewed and reloaded: the new bytes travel with the config.
 	put_secret(secret, RENEWED)

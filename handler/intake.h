@@ -1,0 +1,75 @@
+// Transactions from the smtp process (design.md "Processes"): MAIL
+// reserves a place in the bounded queue, RCPT is checked against aliases,
+// routes and handlers, DATA creates the spool file that smtp writes the
+// message into, and end of data is committed durably, a group at a time,
+// before the client gets its 250.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/event_loop.h"
+#include "common/fd.h"
+#include "common/peer.h"
+#include "common/proto.h"
+#include "handler/api/handler.h"
+#include "handler/queue.h"
+#include "handler/spool.h"
+
+namespace laim {
+
+class Intake {
+ public:
+	// The final recipients of one envelope recipient, after /etc/aliases.
+	using Expand = std::function<std::vector<std::string>(const std::string& rcpt)>;
+	// Hands a committed message to the queue.
+	using Enqueue = std::function<void(const Envelope& env, double arrival)>;
+
+	// cfg is the handler process's own, current across reloads; protocol
+	// errors from smtp are reported to parent.
+	Intake(EventLoop& loop, ImsgPeer& parent, const Config& cfg, Spool& spool, Queue& queue, Expand expand,
+	       Enqueue enqueue);
+
+	// Serves a fresh channel to the smtp process (at start, and whenever
+	// the parent restarted it).
+	void attach(UniqueFd fd) { smtp_.attach(std::move(fd)); }
+	void commit_pending();
+	// Transactions open now: each holds a place in the queue.
+	size_t in_progress() const { return txns_.size(); }
+
+ private:
+	// One SMTP transaction as the handler sees it, keyed by session id.
+	struct Txn {
+		Envelope env;
+		UniqueFd file;      // the spool file, once DATA began
+		off_t header_len = 0;
+		uint64_t size = 0;  // message size reported at commit
+	};
+
+	void smtp_message(Imsg& m);
+	void smtp_gone();
+	void reply(uint32_t type, uint32_t session, BackendStatus st);
+	void on_mail(uint32_t session, MailMsg m);
+	void on_rcpt(uint32_t session, const std::string& rcpt);
+	void on_data(uint32_t session);
+	void on_commit(uint32_t session, uint64_t size);
+	void abort_txn(uint32_t session);
+	std::vector<std::string> expand(const std::string& rcpt) { return expand_(rcpt); }
+
+	const Config& cfg_;
+	Spool& spool_;
+	Queue& queue_;
+	Expand expand_;
+	Enqueue enqueue_;
+	SiblingChannel smtp_;
+	std::map<uint32_t, Txn> txns_;
+	std::vector<uint32_t> commits_;  // sessions whose commit waits for the group fsync
+};
+
+}  // namespace laim
