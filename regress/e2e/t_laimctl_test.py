@@ -1,7 +1,8 @@
 # `laimctl test INSTANCE`: a dry run of one handler instance, answered by
 # the handler's own test() on one of its workers. A maildir instance
 # whose path the laim user cannot write is "not ready" (exit 1) with the
-# reason, and ready (exit 0) once it can, leaving nothing behind; a type
+# reason (also when only its tmp/ is not writable), and ready (exit 0)
+# once it can, leaving nothing behind; a type
 # with nothing to check says so; an unknown instance and a user who is
 # not root are refused.
 import sys
@@ -27,6 +28,14 @@ def main():
 	check_eq(r.stdout, "inbox: ready: maildir: %s/tmp is writable\n" % box, "laimctl test of a writable Maildir")
 	check_eq(os.listdir(os.path.join(box, "tmp")), [], "tmp/ after the test")
 	check_eq(os.listdir(os.path.join(box, "new")), [], "new/ after the test")
+
+	# The Maildir is there, but its tmp/ is not the laim user's.
+	tmp = os.path.join(box, "tmp")
+	os.chown(tmp, 0, 0)
+	r = d.laimctl(["test", "inbox"])
+	check_eq((r.returncode, r.stderr), (1, "laimctl: inbox: not ready: maildir: %s: Permission denied\n" % tmp),
+		 "laimctl test with a tmp/ the laim user cannot write")
+	d.unblock_dir(tmp)
 
 	r = d.laimctl(["test", "audit"])
 	check_ran(r, quiet=False)
