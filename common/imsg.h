@@ -1,4 +1,5 @@
-// imsg: framed messages between laim's processes (design.md).
+// imsg: framed messages between laim's processes (doc/architecture.md,
+// "Channels and messages").
 //
 // A frame is a 16-byte header {uint32 type, uint32 len (header included),
 // uint32 peerid, uint32 pid} in host byte order, then len - 16 bytes of

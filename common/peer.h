@@ -62,7 +62,8 @@ class ImsgPeer {
 // The channel between the smtp and handler processes, from either end.
 // The parent hands out a fresh one whenever it restarts one of them. A
 // sibling that breaks the protocol is broken or subverted: its channel is
-// dropped and the parent asked to end it (design.md "imsg").
+// dropped and the parent asked to end it (doc/architecture.md,
+// "Channels and messages").
 class SiblingChannel {
  public:
 	// sibling names the other process in logs; on_drop lets go of what was

@@ -1,5 +1,5 @@
 // Confinement of the two unprivileged processes: identity, capabilities,
-// no_new_privs and seccomp (design.md "Processes").
+// no_new_privs and seccomp (doc/architecture.md, "Processes").
 #pragma once
 
 #include <signal.h>

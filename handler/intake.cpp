@@ -63,7 +63,7 @@ void Intake::reply(uint32_t type, uint32_t session, BackendStatus st)
 }
 
 // MAIL FROM: a new transaction reserves a place in the bounded queue, so
-// that a 250 is never followed by a drop (design.md).
+// that a 250 is never followed by a drop (doc/architecture.md).
 void Intake::on_mail(uint32_t session, MailMsg m)
 {
 	Txn t;
@@ -180,7 +180,7 @@ void Intake::abort_txn(uint32_t session)
 	txns_.erase(it);
 }
 
-// Group commit (design.md), once per loop turn: every message whose end of
+// Group commit (doc/architecture.md), once per loop turn: every message whose end of
 // data arrived in this loop iteration is flushed, moved to queue/, and covered by one
 // fsync of queue/; only then do their clients get 250.
 void Intake::commit_pending()

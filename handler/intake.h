@@ -1,4 +1,4 @@
-// Transactions from the smtp process (design.md "Processes"): MAIL
+// Transactions from the smtp process (doc/architecture.md, "Processes"): MAIL
 // reserves a place in the bounded queue, RCPT is checked against aliases,
 // routes and handlers, DATA creates the spool file that smtp writes the
 // message into, and end of data is committed durably, a group at a time,

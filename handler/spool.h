@@ -1,4 +1,5 @@
-// The spool: the durable half of the bounded queue (design.md).
+// The spool: the durable half of the bounded queue (doc/architecture.md,
+// "A message's way, and the spool").
 //
 //   SPOOL/incoming/ID   being received; removed at start
 //   SPOOL/queue/ID      committed (250 sent), not yet handled

@@ -1,5 +1,5 @@
 // laimd: the root parent. Reads the config, binds, forks the smtp and
-// handler processes, then only supervises them (design.md "Processes").
+// handler processes, then only supervises them (doc/architecture.md, "Processes").
 #include "config.h"
 
 #include <dirent.h>
@@ -311,7 +311,7 @@ void daemonize()
 
 // A child reports that its sibling broke the imsg protocol: a trusted
 // process that does so is broken or subverted, so it is ended and, like any
-// child that dies, restarted (design.md "imsg").
+// child that dies, restarted (doc/architecture.md, "Channels and messages").
 void child_message(int which, Imsg& m)
 {
 	switch (m.type) {

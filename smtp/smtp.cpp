@@ -1,6 +1,6 @@
 // The smtp process: accepts clients on the listeners it inherited, runs one
 // Session per client in a single epoll loop, and asks the handler process
-// over imsg for every transaction step (design.md "Processes").
+// over imsg for every transaction step (doc/architecture.md, "Processes").
 #include "config.h"
 
 #include <arpa/inet.h>

@@ -72,7 +72,7 @@ mbox_count() {
 pkg_status() { dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null || echo "un"; }
 installed() { case "$(pkg_status "$1")" in ii*) return 0 ;; *) return 1 ;; esac; }
 
-# check_spool WHO: the spool's modes as design.md has them.
+# check_spool WHO: the spool's modes as doc/architecture.md has them.
 check_spool() {
 	check "$1 $SPOOL laim:laimdrop 0710" test "$(stat -c '%U:%G %a' "$SPOOL")" = "laim:laimdrop 710"
 	for d in incoming queue failed; do

@@ -62,7 +62,7 @@ def main():
 	# The spool belongs to the user. With the laimdrop group (created by
 	# the build's install step), the spool is searchable by that group and
 	# offline/ is its sticky drop box, as Postfix's maildrop; the rest
-	# stays 0700 (design.md).
+	# stays 0700 (doc/architecture.md).
 	import grp
 	try:
 		drop_gid = grp.getgrnam("laimdrop").gr_gid
