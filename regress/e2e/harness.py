@@ -273,6 +273,35 @@ def _pgid_members(pgid):
 	return pids
 
 
+def steal_seqpacket(pid, pick):
+	"""A copy of one of pid's SOCK_SEQPACKET sockets (its imsg channels),
+	taken with pidfd_getfd as root: pick(list of (inode, fd)) chooses, by
+	inode order, which is the order the parent made the pairs in. Stands
+	in for code subverted in that process."""
+	import ctypes
+	seq = set()
+	with open("/proc/net/unix") as f:
+		next(f)
+		for line in f:
+			cols = line.split()
+			if cols[4] == "0005":  # SOCK_SEQPACKET
+				seq.add(int(cols[6]))
+	found = []
+	for fd in os.listdir("/proc/%d/fd" % pid):
+		m = re.match(r"socket:\[(\d+)\]", os.readlink("/proc/%d/fd/%s" % (pid, fd)))
+		if m and int(m.group(1)) in seq:
+			found.append((int(m.group(1)), int(fd)))
+	check(found, "process %d has no seqpacket socket" % pid)
+	libc = ctypes.CDLL(None, use_errno=True)
+	pidfd = os.pidfd_open(pid)
+	try:
+		fd = libc.syscall(438, pidfd, pick(found)[1], 0)  # SYS_pidfd_getfd
+	finally:
+		os.close(pidfd)
+	check(fd >= 0, "pidfd_getfd: errno %d" % ctypes.get_errno())
+	return socket.socket(fileno=fd)
+
+
 def port_listening(port):
 	"""True when 127.0.0.1:port is in LISTEN state (no connection made)."""
 	want = "0100007F:%04X" % port

@@ -9,45 +9,17 @@
 import sys
 sys.dont_write_bytecode = True
 import array
-import ctypes
 import socket
 import struct
 from harness import *
 
 IMSG_H_MAILBOX_OPEN, IMSG_P_MAILBOX_OK = 400, 402
-SYS_pidfd_getfd = 438  # x86_64 and most others
-libc = ctypes.CDLL(None, use_errno=True)
-
-
-def seqpacket_inodes():
-	"""Inodes of the unix SOCK_SEQPACKET sockets (type 0005)."""
-	out = set()
-	with open("/proc/net/unix") as f:
-		next(f)
-		for line in f:
-			cols = line.split()
-			if cols[4] == "0005":
-				out.add(int(cols[6]))
-	return out
 
 
 def steal_mailbox_channel(pid):
 	"""A copy of the handler's mailbox channel: its newest seqpacket socket
 	(the parent makes that pair last when it forks the handler)."""
-	seq = seqpacket_inodes()
-	found = []
-	for fd in os.listdir("/proc/%d/fd" % pid):
-		m = re.match(r"socket:\[(\d+)\]", os.readlink("/proc/%d/fd/%s" % (pid, fd)))
-		if m and int(m.group(1)) in seq:
-			found.append((int(m.group(1)), int(fd)))
-	check(found, "the handler has no seqpacket socket")
-	pidfd = os.pidfd_open(pid)
-	try:
-		fd = libc.syscall(SYS_pidfd_getfd, pidfd, max(found)[1], 0)
-	finally:
-		os.close(pidfd)
-	check(fd >= 0, "pidfd_getfd: errno %d" % ctypes.get_errno())
-	return socket.socket(fileno=fd)
+	return steal_seqpacket(pid, max)
 
 
 def open_request(peerid, user):

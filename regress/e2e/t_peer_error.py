@@ -5,46 +5,18 @@
 # and starts a fresh one; mail flows again.
 import sys
 sys.dont_write_bytecode = True
-import ctypes
 import socket
 import struct
 from harness import *
 
 IMSG_S_RCPT, IMSG_H_MAIL = 101, 200
-SYS_pidfd_getfd = 438  # x86_64 and most others
-libc = ctypes.CDLL(None, use_errno=True)
-
-
-def seqpacket_inodes():
-	"""Inodes of the unix SOCK_SEQPACKET sockets (type 0005)."""
-	out = set()
-	with open("/proc/net/unix") as f:
-		next(f)
-		for line in f:
-			cols = line.split()
-			if cols[4] == "0005":
-				out.add(int(cols[6]))
-	return out
 
 
 def steal_sibling_channel(pid):
 	"""A copy of pid's end of the smtp<->handler channel: its oldest
 	seqpacket socket, in children the parent started at once (it makes
 	that pair before their own channels)."""
-	seq = seqpacket_inodes()
-	found = []
-	for fd in os.listdir("/proc/%d/fd" % pid):
-		m = re.match(r"socket:\[(\d+)\]", os.readlink("/proc/%d/fd/%s" % (pid, fd)))
-		if m and int(m.group(1)) in seq:
-			found.append((int(m.group(1)), int(fd)))
-	check(found, "process %d has no seqpacket socket" % pid)
-	pidfd = os.pidfd_open(pid)
-	try:
-		fd = libc.syscall(SYS_pidfd_getfd, pidfd, min(found)[1], 0)
-	finally:
-		os.close(pidfd)
-	check(fd >= 0, "pidfd_getfd: errno %d" % ctypes.get_errno())
-	return socket.socket(fileno=fd)
+	return steal_seqpacket(pid, min)
 
 
 def frame(type, payload):
