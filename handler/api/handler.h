@@ -1,8 +1,10 @@
 // The handler API. A handler is a C++ class compiled into laimd: it gets
-// every message routed to one of its configured instances and says whether
-// it was delivered. Adding one: write handler/NAME.cpp with a class
-// derived from laim::Handler and one LAIM_HANDLER("type", Class) line, add
-// the file to HANDLER_BUILTINS in Makefile.am, rebuild. See README.
+// every message routed to one of its configured instances and says, for
+// each recipient or for all at once, whether it was delivered. Adding one:
+// write handler/builtin/TYPE.cpp with a class derived from laim::Handler
+// and one LAIM_HANDLER("type", Class) line, add the file to
+// HANDLER_BUILTINS in Makefile.am, rebuild. See README and
+// doc/architecture.md ("The handler API").
 #pragma once
 
 #include <sys/types.h>
