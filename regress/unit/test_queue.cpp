@@ -309,42 +309,37 @@ START_TEST(forgotten_result_is_tempfail)
 }
 END_TEST
 
-// workers bounds the calls in flight on one instance, and threads are
-// reused: 12 messages on 3 workers use 3 threads, never 4 calls at once.
-START_TEST(workers_bound_and_reused)
+// Delivers n messages through a test_slow instance with the given
+// `workers:` line ("" for the type's default of 3) and checks that no more
+// than `expect` calls ran at once, on no more than `expect` threads: the
+// others waited in the queue, not on a worker, and threads were reused.
+static void slow_instance(const std::string& workers_line, int n, unsigned expect)
 {
 	Fixture f("handlers:\n"
 		  "  slow:\n"
-		  "    type: test_slow\n"
+		  "    type: test_slow\n" + workers_line +
 		  "routes:\n"
 		  "  - match: \"*\"\n"
 		  "    handlers: [slow]\n");
-	for (int i = 0; i < 12; i++)
+	for (int i = 0; i < n; i++)
 		f.commit({"r" + std::to_string(i)});
 	f.drain();
 	ck_assert_uint_eq(f.queue.size(), 0);
-	ck_assert_int_eq(most_in_flight.load(), 3);
-	ck_assert_uint_eq(f.most_running, 3);  // the others wait in the queue, not on a worker
-	ck_assert_uint_eq(threads_seen.size(), 3);
+	ck_assert_int_eq(most_in_flight.load(), expect);
+	ck_assert_uint_eq(f.most_running, expect);
+	ck_assert_uint_eq(threads_seen.size(), expect);
+}
+
+START_TEST(workers_bound_and_reused)
+{
+	slow_instance("", 12, 3);
 }
 END_TEST
 
 // workers: 1 makes the calls one at a time.
 START_TEST(one_worker_serialises)
 {
-	Fixture f("handlers:\n"
-		  "  slow:\n"
-		  "    type: test_slow\n"
-		  "    workers: 1\n"
-		  "routes:\n"
-		  "  - match: \"*\"\n"
-		  "    handlers: [slow]\n");
-	for (int i = 0; i < 4; i++)
-		f.commit({"r" + std::to_string(i)});
-	f.drain();
-	ck_assert_uint_eq(f.queue.size(), 0);
-	ck_assert_int_eq(most_in_flight.load(), 1);
-	ck_assert_uint_eq(threads_seen.size(), 1);
+	slow_instance("    workers: 1\n", 4, 1);
 }
 END_TEST
 
