@@ -663,30 +663,32 @@ std::string octal_mode(mode_t mode)
 
 }  // namespace
 
-// The parent reads the config as root, so it must not be a file that
-// someone other than root could have written: it names the programs and
-// paths laim uses and holds handler secrets.
-std::string config_read(const std::string& file, bool* world_readable)
+// The checks are made on the open file, so it cannot be swapped in
+// between; O_NONBLOCK so that a FIFO put in its place cannot stall the open.
+std::string read_root_file(const std::string& file, const RootFileRule& rule, mode_t* mode)
 {
-	// O_NONBLOCK so that a FIFO put in its place cannot stall the open.
+	std::string refusing = file + ": refusing " + rule.what + ": ";
 	UniqueFd fd(open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
 	if (!fd) {
 		if (errno == ELOOP)
-			throw ConfigError(file + ": refusing config: it is a symbolic link");
+			throw ConfigError(refusing + "it is a symbolic link");
 		throw ConfigError(file + ": " + strerror(errno));
 	}
 	struct stat st;
 	if (fstat(fd.get(), &st) == -1)
 		throw ConfigError(file + ": fstat: " + strerror(errno));
 	if (!S_ISREG(st.st_mode))
-		throw ConfigError(file + ": refusing config: not a regular file");
-	if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)))
-		throw ConfigError(file + ": refusing config: must be owned by root and not writable by group or others (uid " +
-				  std::to_string(st.st_uid) + ", mode " + octal_mode(st.st_mode) + ")");
-	if ((uint64_t)st.st_size > config_max_size)
-		throw ConfigError(file + ": refusing config: larger than 1 MiB");
-	if (world_readable)
-		*world_readable = (st.st_mode & S_IROTH) != 0;
+		throw ConfigError(refusing + "not a regular file");
+	if (st.st_uid != 0 || (st.st_mode & rule.forbidden))
+		throw ConfigError(refusing + "must be owned by root and " + rule.mode_rule + " (uid " +
+				  std::to_string(st.st_uid) + ", mode " + octal_mode(st.st_mode) + ")" + rule.fix);
+	bool mib = rule.max_size % (1 << 20) == 0;
+	std::string too_large = refusing + "larger than " + std::to_string(rule.max_size >> (mib ? 20 : 10)) +
+				(mib ? " MiB" : " KiB");
+	if ((uint64_t)st.st_size > rule.max_size)
+		throw ConfigError(too_large);
+	if (mode)
+		*mode = st.st_mode;
 
 	std::string text;
 	char buf[16384];
@@ -699,9 +701,23 @@ std::string config_read(const std::string& file, bool* world_readable)
 		if (n == 0)
 			break;
 		text.append(buf, n);
-		if (text.size() > config_max_size)  // it grew while being read
-			throw ConfigError(file + ": refusing config: larger than 1 MiB");
+		if (text.size() > rule.max_size)  // it grew while being read
+			throw ConfigError(too_large);
 	}
+	return text;
+}
+
+// The parent reads the config as root, so it must not be a file that
+// someone other than root could have written: it names the programs and
+// paths laim uses and holds handler secrets.
+std::string config_read(const std::string& file, bool* world_readable)
+{
+	mode_t mode = 0;
+	std::string text =
+		read_root_file(file, {"config", S_IWGRP | S_IWOTH, "not writable by group or others", "", config_max_size},
+			       &mode);
+	if (world_readable)
+		*world_readable = (mode & S_IROTH) != 0;
 	return text;
 }
 

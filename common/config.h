@@ -6,6 +6,8 @@
 // text again (passed over imsg) on SIGHUP, so parsing has no side effects.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -98,5 +100,19 @@ Config config_parse(std::string_view text, const std::string& file);
 // others (ConfigError); *world_readable is set when others may read it.
 // Returns the text; parse it with config_parse.
 std::string config_read(const std::string& file, bool* world_readable);
+
+// What a file the root parent reads (the config, a secret file) must be:
+// a regular file, not a symbolic link, owned by root, without the
+// `forbidden` mode bits, at most max_size bytes.
+struct RootFileRule {
+	const char* what;       // "config": errors say "FILE: refusing config: why"
+	mode_t forbidden;       // S_IWGRP | S_IWOTH, ...
+	const char* mode_rule;  // those bits in words: "not writable by group or others"
+	const char* fix;        // appended to the ownership refusal, or ""
+	size_t max_size;
+};
+// Reads file by rule (ConfigError saying which part it breaks); *mode,
+// when given, gets the file's mode.
+std::string read_root_file(const std::string& file, const RootFileRule& rule, mode_t* mode = nullptr);
 
 }  // namespace laim
