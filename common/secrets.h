@@ -30,6 +30,9 @@ class Secrets {
 	bool empty() const { return bytes_.empty(); }
 	// Overwrites and forgets every secret (in a process that needs none).
 	void wipe();
+	// From now on get() gives only the secrets held (in the handler
+	// process, which could not read the files anyway).
+	void seal() { read_files_ = false; }
 
  private:
 	explicit Secrets(bool read_files) : read_files_(read_files) {}

@@ -323,7 +323,7 @@ void handler_main(Runtime& rt, UniqueFd parent_chan, UniqueFd smtp_chan, UniqueF
 {
 	mailbox_client_init(std::move(mailbox_chan));
 	child_signals(&got_sigterm);
-	rt.secrets = Secrets::passed(rt.secrets.encode());  // this process cannot read them itself
+	rt.secrets.seal();  // this process cannot read them itself
 	sandbox_drop(rt.user, nullptr);
 	if (chdir(rt.cfg.spool.c_str()) == -1)
 		fatal("chdir %s", rt.cfg.spool.c_str());
