@@ -29,7 +29,10 @@ std::string read_mailname(const char* path)
 	return valid_domain(name, true) ? std::string(name) : "";
 }
 
-std::string host_fqdn()
+namespace {
+
+// gethostname(), canonicalized through the resolver when it has no dot.
+std::string resolve_fqdn()
 {
 	char host[HOST_NAME_MAX + 1] = {};
 	if (gethostname(host, sizeof host - 1) == -1 || host[0] == '\0')
@@ -47,6 +50,14 @@ std::string host_fqdn()
 		freeaddrinfo(res);
 	}
 	return name;
+}
+
+}  // namespace
+
+std::string host_fqdn()
+{
+	static const std::string fqdn = resolve_fqdn();
+	return fqdn;
 }
 
 std::vector<std::string> host_names(const std::string& hostname)

@@ -15,6 +15,7 @@ std::string read_mailname(const char* path);
 
 // The host's fully qualified name: gethostname(), canonicalized through
 // the resolver only when it has no dot; "localhost" when there is none.
+// Resolved once per process, on first use.
 std::string host_fqdn();
 
 // This host's names, the domains whose addresses are local: hostname (as
