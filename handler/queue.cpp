@@ -175,16 +175,11 @@ bool Queue::start(Entry& e, const std::string& name, std::vector<std::string> rc
 	job->id = e.env.id;
 	job->env = e.env;
 	job->env.recipients = std::move(rcpts);
-	job->started = time(nullptr);
 	job->inst = it->second;
-	try {
-		job->inst->pool.run([job, this] { work(job, spool_, notify_.get()); });
-	} catch (const std::exception& ex) {
-		log_warnx("%s: cannot start a worker for handler %s: %s", e.env.id.c_str(), name.c_str(), ex.what());
-		return defer("cannot start a worker thread");
+	if (std::string why = launch(job); !why.empty()) {
+		log_warnx("%s: handler %s: %s", e.env.id.c_str(), name.c_str(), why.c_str());
+		return defer(why);
 	}
-	job->inst->busy++;
-	jobs_.push_back(job);
 	e.running++;
 	return true;
 }
@@ -196,17 +191,25 @@ bool Queue::test(const std::string& instance, std::function<void(const Result&)>
 		return false;
 	auto job = std::make_shared<Job>();
 	job->inst = it->second;
-	job->started = time(nullptr);
 	job->tested = std::move(done);
+	if (std::string why = launch(job); !why.empty())
+		job->tested(Result::tempfail(why));
+	return true;
+}
+
+// Hands job to a worker of its instance, which then counts it busy until
+// collect(); "" or why no worker thread could start.
+std::string Queue::launch(const std::shared_ptr<Job>& job)
+{
+	job->started = time(nullptr);
 	try {
 		job->inst->pool.run([job, this] { work(job, spool_, notify_.get()); });
 	} catch (const std::exception& ex) {
-		job->tested(Result::tempfail(std::string("cannot start a worker thread: ") + ex.what()));
-		return true;
+		return std::string("cannot start a worker thread: ") + ex.what();
 	}
 	job->inst->busy++;
 	jobs_.push_back(job);
-	return true;
+	return "";
 }
 
 void Queue::run()

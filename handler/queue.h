@@ -110,6 +110,7 @@ class Queue {
 	};
 	void dispatch(Entry& e);
 	bool start(Entry& e, const std::string& name, std::vector<std::string> rcpts);
+	std::string launch(const std::shared_ptr<Job>& job);
 	void finish_job(Job& job, const Results& results);
 	static std::string describe(const Result& r);
 	void settle_recipient(Entry& e, const std::string& instance, const std::string& rcpt, const Result& r);
