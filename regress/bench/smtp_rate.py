@@ -5,18 +5,22 @@
 # maildir instance with W workers whose directory the laim user cannot
 # write at first: the messages queue up, then the directory is handed
 # over, the queue flushed, and it prints how fast the instance drained
-# the queue (each copy fsynced). Not part of `make check`.
+# the queue (each copy fsynced). With SMTP_SINK naming Postfix's smtp-sink
+# (apt-get download postfix; dpkg-deb -x; LD_LIBRARY_PATH=.../usr/lib/postfix),
+# the same client then runs against it in the same run, and the ratio is
+# printed. Not part of `make check`.
 #
 #   LAIMD=build/check/laimd LAIM_SRCDIR=. python3 regress/bench/smtp_rate.py [N] [C] [maildir W]
 import sys
 import os
 import socket
+import subprocess
 import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
 sys.dont_write_bytecode = True
-from harness import Laimd, Smtp, rss_kb  # noqa: E402
+from harness import Laimd, Smtp, port_listening, rss_kb, wait_for  # noqa: E402
 
 TOTAL = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 CONNS = int(sys.argv[2]) if len(sys.argv) > 2 else 8
@@ -66,27 +70,47 @@ def drain(d, n):
 	      % (WORKERS, got, took, got / took))
 
 
+def burst(port):
+	"""TOTAL messages over CONNS sessions to port: (messages, seconds, errors)."""
+	errors = []
+	per = TOTAL // CONNS
+	threads = [threading.Thread(target=client, args=(port, per, errors)) for _ in range(CONNS)]
+	start = time.monotonic()
+	for t in threads:
+		t.start()
+	for t in threads:
+		t.join()
+	return per * CONNS, time.monotonic() - start, errors
+
+
+def smtp_sink_rate():
+	"""The same burst against Postfix's smtp-sink (accepts and discards)."""
+	port = 29925
+	sink = subprocess.Popen([os.environ["SMTP_SINK"], "-u", "nobody", "127.0.0.1:%d" % port, "256"])
+	try:
+		wait_for(lambda: port_listening(port), 5, "smtp-sink listening")
+		n, took, errors = burst(port)
+	finally:
+		sink.kill()
+		sink.wait()
+	return n / took
+
+
 def main():
 	d = Laimd(name="bench", max_queue_size=100000, routes=[{"match": "*", "handlers": ["sink"]}])
 	d.config["handlers"] = handlers(d)
 	try:
 		d.start()
 		smtp = d.child("smtp")
-		errors = []
-		per = TOTAL // CONNS
-		threads = [threading.Thread(target=client, args=(d.port, per, errors)) for _ in range(CONNS)]
-		start = time.monotonic()
-		for t in threads:
-			t.start()
-		for t in threads:
-			t.join()
-		took = time.monotonic() - start
-		n = per * CONNS
+		n, took, errors = burst(d.port)
 		print("%d messages over %d sessions in %.2f s: %.0f messages/s (each fsynced before 250)"
 		      % (n, CONNS, took, n / took))
 		print("smtp process RSS after the run: %d kB" % rss_kb(smtp))
 		if WORKERS:
 			drain(d, n)
+		if os.environ.get("SMTP_SINK"):
+			sink = smtp_sink_rate()
+			print("smtp-sink: %.0f messages/s; laim/smtp-sink = %.2f" % (sink, n / took / sink))
 		if errors:
 			print("client errors: %d, first: %s" % (len(errors), errors[0]))
 			return 1
