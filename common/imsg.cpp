@@ -5,6 +5,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/log.h"
+
 namespace laim {
 
 namespace {
@@ -65,7 +67,7 @@ ImsgChannel::ImsgChannel(UniqueFd fd, ImsgValidator valid) : fd_(std::move(fd)),
 void ImsgChannel::compose(uint32_t type, uint32_t peerid, std::string_view payload, int fd)
 {
 	Frame f;
-	imsg_encode(type, peerid, static_cast<uint32_t>(getpid()), payload, f.bytes);
+	imsg_encode(type, peerid, static_cast<uint32_t>(process_id()), payload, f.bytes);
 	f.fd.reset(fd);
 	out_.push_back(std::move(f));
 }

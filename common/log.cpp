@@ -1,10 +1,12 @@
 #include "common/log.h"
 
+#include <atomic>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <pthread.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -13,6 +15,8 @@ namespace laim {
 namespace {
 bool log_to_stderr = true;
 int log_verbose = 0;
+std::atomic<pid_t> self_pid{0};
+char syslog_ident[32];
 
 // Formats one line and writes it with a single write(2) so lines of the
 // three processes never interleave on a shared stderr.
@@ -28,7 +32,7 @@ void vlog(int pri, const char* fmt, va_list ap, const char* suffix)
 		return;
 	}
 	char line[2304];
-	int n = snprintf(line, sizeof line, "laimd[%d]: %s%s%s\n", (int)getpid(), msg,
+	int n = snprintf(line, sizeof line, "laimd[%d]: %s%s%s\n", (int)process_id(), msg,
 			 suffix ? ": " : "", suffix ? suffix : "");
 	if (n < 0)
 		return;
@@ -40,13 +44,26 @@ void vlog(int pri, const char* fmt, va_list ap, const char* suffix)
 }
 }  // namespace
 
+pid_t process_id()
+{
+	static bool registered = pthread_atfork(nullptr, nullptr, [] { self_pid = 0; }) == 0;
+	(void)registered;
+	pid_t pid = self_pid.load(std::memory_order_relaxed);
+	if (pid == 0)
+		self_pid = pid = getpid();
+	return pid;
+}
+
+// The ident carries the pid, formatted once: LOG_PID would make syslog(3)
+// call getpid() for every line. A forked child calls this again.
 void log_init(bool foreground, int verbose)
 {
 	log_to_stderr = foreground;
 	log_verbose = verbose;
 	if (!foreground) {
 		closelog();  // a forked child reconnects before it is confined
-		openlog("laimd", LOG_PID | LOG_NDELAY, LOG_MAIL);
+		snprintf(syslog_ident, sizeof syslog_ident, "laimd[%d]", (int)process_id());
+		openlog(syslog_ident, LOG_NDELAY, LOG_MAIL);
 	}
 }
 

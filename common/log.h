@@ -7,7 +7,13 @@
 
 #define LAIM_PRINTF(a, b) __attribute__((format(printf, a, b)))
 
+#include <sys/types.h>
+
 namespace laim {
+
+// getpid(), asked once per process (and again after a fork): imsg
+// headers and log lines carry it.
+pid_t process_id();
 
 // foreground: log to stderr instead of syslog. verbose > 0 enables debug.
 void log_init(bool foreground, int verbose);

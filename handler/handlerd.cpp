@@ -65,7 +65,7 @@ class HandlerServer : public ControlTarget {
 	void reload(const std::string& file, int fd);
 	void shutdown();
 	std::vector<std::string> expand(const std::string& rcpt);
-	void enqueue(const Envelope& env, double arrival);
+	void enqueue(const Envelope& env, uint64_t size, double arrival);
 	void import_offline(bool force);
 
 	Runtime& rt_;
@@ -91,7 +91,7 @@ HandlerServer::HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp)
 	  parent_(loop_, std::move(parent), imsg_valid_parent_to_handler, [this](Imsg& m) { parent_message(m); },
 		  ImsgPeer::fatal_loss("parent")),
 	  intake_(loop_, parent_, cfg_, spool_, queue_, [this](const std::string& r) { return expand(r); },
-		  [this](const Envelope& env, double arrival) { enqueue(env, arrival); }),
+		  [this](const Envelope& env, uint64_t size, double arrival) { enqueue(env, size, arrival); }),
 	  control_(loop_, rt.control.fd.get(), *this),
 	  import_(spool_, rt.hostname, rt.drop_gid)
 {
@@ -291,14 +291,14 @@ void HandlerServer::import_offline(bool force)
 				    [this](const std::string& r) { return expand(r); });
 	if (imported.size() == IMPORT_BATCH)
 		next_import_ = now;
-	for (Envelope& env : imported)
-		enqueue(env, static_cast<double>(env.arrival));
+	for (const Imported& m : imported)
+		enqueue(m.env, m.size, static_cast<double>(m.env.arrival));
 }
 
 // A received message, committed to the spool, enters the queue.
-void HandlerServer::enqueue(const Envelope& env, double arrival)
+void HandlerServer::enqueue(const Envelope& env, uint64_t size, double arrival)
 {
-	queue_.add(env, arrival);
+	queue_.add(env, size, arrival);
 	received_++;
 }
 

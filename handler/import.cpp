@@ -50,9 +50,9 @@ OfflineImport::OfflineImport(Spool& spool, std::string hostname, gid_t drop_gid)
 {
 }
 
-std::vector<Envelope> OfflineImport::run(size_t room, uint64_t size_limit, const Expand& expand)
+std::vector<Imported> OfflineImport::run(size_t room, uint64_t size_limit, const Expand& expand)
 {
-	std::vector<Envelope> out;
+	std::vector<Imported> out;
 	if (room == 0)
 		return out;
 	std::string dir = spool_.dir() + "/offline";
@@ -69,17 +69,18 @@ std::vector<Envelope> OfflineImport::run(size_t room, uint64_t size_limit, const
 	for (const std::string& name : names) {
 		if (out.size() >= room)
 			break;
-		Envelope env;
-		if (import_one(name, size_limit, expand, env))
-			out.push_back(std::move(env));
+		Imported m;
+		if (import_one(name, size_limit, expand, m))
+			out.push_back(std::move(m));
 	}
 	return out;
 }
 
 // One offline file: checked, copied into a fresh spool file with a
 // Received: header, committed, and only then removed from offline/.
-bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, const Expand& expand, Envelope& env)
+bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, const Expand& expand, Imported& out)
 {
+	Envelope& env = out.env;
 	std::string path = spool_.dir() + "/offline/" + name;
 	UniqueFd fd(open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
 	struct stat st;
@@ -137,14 +138,14 @@ bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, con
 	env.arrival = st.st_mtime;
 	try {
 		env.id = spool_.new_id();
-		UniqueFd out = spool_.create(env);
+		UniqueFd file = spool_.create(env);
 		std::string received = "Received: from local uid " + std::to_string(st.st_uid) + " (" + user +
 				       ")\r\n\tby " + hostname_ + " (laim) with local-offline id " + env.id +
 				       "; " + rfc5322_now() + "\r\n";
-		if (!write_all(out.get(), received) ||
-		    !write_all(out.get(), body))
+		if (!write_all(file.get(), received) || !write_all(file.get(), body))
 			throw std::system_error(errno, std::generic_category(), "writing the spool file");
-		spool_.sync_file(out.get());
+		spool_.sync_file(file.get());
+		out.size = received.size() + body.size();
 		spool_.publish(env.id);
 	} catch (const std::exception& e) {
 		log_warnx("offline/%s: cannot import now: %s", name.c_str(), e.what());

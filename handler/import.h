@@ -14,6 +14,12 @@
 
 namespace laim {
 
+// An imported message: its envelope and the size of the spooled message.
+struct Imported {
+	Envelope env;
+	uint64_t size = 0;
+};
+
 class OfflineImport {
  public:
 	// drop_gid: the laimdrop group; files of any other group are refused.
@@ -21,14 +27,14 @@ class OfflineImport {
 
 	using Expand = std::function<std::vector<std::string>(const std::string& rcpt)>;
 	// Moves up to `room` offline files into queue/ (each fsynced before its
-	// offline file is removed) and returns their envelopes. Recipients go
+	// offline file is removed) and returns them. Recipients go
 	// through `expand` (aliases). Files that fail the checks (not a regular
 	// file with one link, not group laimdrop, owner not a real user,
 	// malformed, over size_limit) are moved to failed/ and logged.
-	std::vector<Envelope> run(size_t room, uint64_t size_limit, const Expand& expand);
+	std::vector<Imported> run(size_t room, uint64_t size_limit, const Expand& expand);
 
  private:
-	bool import_one(const std::string& name, uint64_t size_limit, const Expand& expand, Envelope& out);
+	bool import_one(const std::string& name, uint64_t size_limit, const Expand& expand, Imported& out);
 	void refuse(const std::string& name, const std::string& why);
 	bool postpone(const std::string& name, const char* what);
 

@@ -236,7 +236,7 @@ void Intake::commit_pending()
 		std::string uid = t.env.uid ? ", uid=" + std::to_string(*t.env.uid) : "";
 		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu, client=%s%s", t.env.id.c_str(), t.env.sender.c_str(),
 			 (unsigned long long)t.size, t.env.recipients.size(), t.env.client.c_str(), uid.c_str());
-		enqueue_(t.env, now);
+		enqueue_(t.env, t.size, now);
 		txns_.erase(session);
 	}
 }

@@ -29,7 +29,7 @@ class Intake {
 	// The final recipients of one envelope recipient, after /etc/aliases.
 	using Expand = std::function<std::vector<std::string>(const std::string& rcpt)>;
 	// Hands a committed message to the queue.
-	using Enqueue = std::function<void(const Envelope& env, double arrival)>;
+	using Enqueue = std::function<void(const Envelope& env, uint64_t size, double arrival)>;
 
 	// cfg is the handler process's own, current across reloads; protocol
 	// errors from smtp are reported to parent.

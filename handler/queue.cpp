@@ -82,8 +82,13 @@ Queue::Queue(Spool& spool) : spool_(spool), notify_(eventfd(0, EFD_NONBLOCK | EF
 		fatal("eventfd");
 }
 
+// Messages waiting for a worker of an old instance are due again: the new
+// instance starts with an empty waiting list.
 void Queue::configure(const Config& cfg, Instances instances)
 {
+	for (auto& [name, inst] : instances_)
+		for (const std::string& id : inst->waiting)
+			make_due(id);
 	routes_ = cfg.routes;
 	instances_ = std::move(instances);
 	retry_initial_ = cfg.retry_initial;
@@ -92,12 +97,26 @@ void Queue::configure(const Config& cfg, Instances instances)
 	delivery_timeout_ = cfg.delivery_timeout;
 }
 
-void Queue::add(const Envelope& env, double arrival)
+void Queue::add(const Envelope& env, uint64_t size, double arrival)
 {
 	Entry& e = entries_[env.id];
 	e.env = env;
+	e.size = size;
 	e.arrival = arrival;
 	e.next_try = 0;
+	due_.push_back(env.id);
+}
+
+// The message is to be dispatched at the next run(), whatever timer or
+// waiting list holds it (stale ones are skipped when they come up).
+void Queue::make_due(const std::string& id)
+{
+	auto it = entries_.find(id);
+	if (it == entries_.end())
+		return;
+	it->second.next_try = 0;
+	it->second.waiting_for.clear();
+	due_.push_back(id);
 }
 
 void Queue::load_spool()
@@ -105,7 +124,7 @@ void Queue::load_spool()
 	for (const std::string& id : spool_.list_queue()) {
 		try {
 			SpoolMessage m = spool_.load(id);
-			add(m.envelope, static_cast<double>(m.envelope.arrival));
+			add(m.envelope, m.body().size(), static_cast<double>(m.envelope.arrival));
 		} catch (const std::exception& e) {
 			log_warnx("%s: unusable queue file (%s): moved to failed/", id.c_str(), e.what());
 			try {
@@ -155,13 +174,17 @@ void Queue::dispatch(Entry& e)
 }
 
 // Starts one call of e's on instance name, unless all its workers are
-// busy (false). An instance that is gone or a thread that cannot start
-// defers these recipients for this round.
+// busy (false: e waits in the instance's waiting list). An instance that
+// is gone or a thread that cannot start defers these recipients for this
+// round.
 bool Queue::start(Entry& e, const std::string& name, std::vector<std::string> rcpts)
 {
 	auto it = instances_.find(name);
-	if (it != instances_.end() && it->second->busy >= it->second->workers)
+	if (it != instances_.end() && it->second->busy >= it->second->workers) {
+		if (e.waiting_for.insert(name).second)
+			it->second->waiting.push_back(e.env.id);
 		return false;
+	}
 	for (const std::string& r : rcpts)
 		e.tried.insert({name, r});
 	auto defer = [&](const std::string& why) {
@@ -234,13 +257,18 @@ void Queue::run()
 	}
 	if (stopped_)
 		return;
-	std::vector<std::string> due;
-	for (auto& [id, e] : entries_)
-		if (e.next_try <= now)
-			due.push_back(id);
+	while (!timers_.empty() && timers_.begin()->first <= now) {
+		auto [at, id] = *timers_.begin();
+		timers_.erase(timers_.begin());
+		auto it = entries_.find(id);
+		if (it != entries_.end() && it->second.next_try == at)
+			make_due(id);
+	}
+	std::deque<std::string> due;
+	due.swap(due_);
 	for (const std::string& id : due) {
 		auto it = entries_.find(id);
-		if (it == entries_.end())
+		if (it == entries_.end() || it->second.next_try > now)
 			continue;
 		Entry& e = it->second;
 		if (e.running == 0 && e.attempts > 0 && now_real() - e.arrival >= static_cast<double>(max_queue_age_)) {
@@ -249,6 +277,20 @@ void Queue::run()
 			continue;
 		}
 		dispatch(e);
+	}
+}
+
+// A worker of inst is free: the first message waiting for one goes ahead.
+void Queue::worker_freed(Instance& inst)
+{
+	while (!inst.waiting.empty()) {
+		std::string id = std::move(inst.waiting.front());
+		inst.waiting.pop_front();
+		auto it = entries_.find(id);
+		if (it != entries_.end() && it->second.waiting_for.erase(inst.name)) {
+			due_.push_back(std::move(id));
+			return;
+		}
 	}
 }
 
@@ -265,6 +307,7 @@ void Queue::collect()
 	}
 	for (auto& job : finished) {
 		job->inst->busy--;
+		worker_freed(*job->inst);
 		if (!job->expired)
 			finish_job(*job, job->results);
 		else if (!job->tested)
@@ -388,6 +431,7 @@ void Queue::settle(const std::string& id)
 		return;
 	}
 	e.next_try = time(nullptr) + retry_in;
+	timers_.insert({e.next_try, id});
 }
 
 // The message is finished: removed, or moved to failed/ with its reasons.
@@ -414,14 +458,14 @@ void Queue::finalize(const std::string& id)
 
 int Queue::next_wakeup_ms() const
 {
+	if (stopped_)
+		return 1000;
+	if (!due_.empty())
+		return 0;
+	if (timers_.empty())
+		return 1000;
 	time_t now = time(nullptr);
-	long ms = 1000;
-	// Due entries were dispatched just now; those waiting for a worker
-	// are woken by its notify_fd.
-	for (const auto& [id, e] : entries_)
-		if (e.next_try > now)
-			ms = std::min<long>(ms, (e.next_try - now) * 1000);
-	return static_cast<int>(ms);
+	return static_cast<int>(std::clamp<long>((timers_.begin()->first - now) * 1000L, 0, 1000));
 }
 
 std::vector<Queue::Item> Queue::items() const
@@ -433,11 +477,7 @@ std::vector<Queue::Item> Queue::items() const
 		it.attempts = e.attempts;
 		it.next_try = e.next_try;
 		it.last_error = e.last_error;
-		try {
-			it.size = spool_.load(id).body().size();
-		} catch (const std::exception&) {
-			// Being finished right now; show it without a size.
-		}
+		it.size = e.size;
 		out.push_back(std::move(it));
 	}
 	std::sort(out.begin(), out.end(), [](const Item& a, const Item& b) { return a.env.arrival < b.env.arrival; });
@@ -446,8 +486,10 @@ std::vector<Queue::Item> Queue::items() const
 
 void Queue::flush()
 {
+	timers_.clear();
 	for (auto& [id, e] : entries_)
-		e.next_try = 0;
+		if (e.next_try != 0)
+			make_due(id);
 }
 
 bool Queue::remove(const std::string& id)

@@ -34,6 +34,7 @@ struct Instance {
 	std::unique_ptr<Handler> handler;
 	unsigned workers;
 	unsigned busy = 0;  // main thread only
+	std::deque<std::string> waiting;  // ids of messages waiting for a free worker
 	WorkerPool pool;
 };
 using Instances = std::map<std::string, std::shared_ptr<Instance>>;
@@ -51,8 +52,9 @@ class Queue {
 	void configure(const Config& cfg, Instances instances);
 	const Instances& instances() const { return instances_; }
 
-	// A committed message (arrival with sub-second precision when known).
-	void add(const Envelope& env, double arrival);
+	// A committed message of size bytes (arrival with sub-second
+	// precision when known).
+	void add(const Envelope& env, uint64_t size, double arrival);
 	// At start: loads queue/ from the spool; corrupt files go to failed/.
 	void load_spool();
 	size_t size() const { return entries_.size(); }
@@ -67,6 +69,9 @@ class Queue {
 	// Processes the jobs the workers finished (call when notify_fd is readable).
 	void collect();
 	// Milliseconds until run() has something to do (capped at 1000).
+	// Scheduling costs no scan of the queue: due messages wait in a
+	// list, deferred ones in a timer set, those whose instance is busy in
+	// the instance's waiting list.
 	int next_wakeup_ms() const;
 	// No more dispatching (SIGTERM); running() tells what is still going.
 	void stop() { stopped_ = true; }
@@ -98,6 +103,7 @@ class Queue {
 	};
 	struct Entry {
 		Envelope env;
+		uint64_t size = 0;
 		double arrival = 0;
 		unsigned attempts = 0;
 		time_t next_try = 0;
@@ -107,7 +113,9 @@ class Queue {
 		std::vector<std::string> failures;   // permanent failure reasons
 		std::vector<Deferral> deferred;      // this round's temporary failures
 		std::string last_error;
+		std::set<std::string> waiting_for;  // instances whose waiting list holds it
 	};
+	void make_due(const std::string& id);
 	void dispatch(Entry& e);
 	bool start(Entry& e, const std::string& name, std::vector<std::string> rcpts);
 	std::string launch(const std::shared_ptr<Job>& job);
@@ -117,6 +125,7 @@ class Queue {
 	void settle(const std::string& id);
 	void late_delivery(const Job& job);
 	void finalize(const std::string& id);
+	void worker_freed(Instance& inst);
 
 	Spool& spool_;
 	UniqueFd notify_;
@@ -125,6 +134,8 @@ class Queue {
 	uint32_t retry_initial_ = 60, retry_max_ = 3600, delivery_timeout_ = 300;
 	uint64_t max_queue_age_ = 345600;
 	std::map<std::string, Entry> entries_;
+	std::deque<std::string> due_;                       // to dispatch at the next run()
+	std::set<std::pair<time_t, std::string>> timers_;  // (next_try, id) of deferred ones
 	std::vector<std::shared_ptr<Job>> jobs_;  // running (not yet collected)
 	bool stopped_ = false;
 	std::map<std::string, uint64_t> stats_;

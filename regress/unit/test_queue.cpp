@@ -164,7 +164,7 @@ struct Fixture {
 		ck_assert(write_all(fd.get(), "Subject: t\r\n\r\nbody\r\n"));
 		spool.sync_file(fd.get());
 		spool.publish(env.id);
-		queue.add(env, static_cast<double>(env.arrival));
+		queue.add(env, 21, static_cast<double>(env.arrival));
 		return env.id;
 	}
 
