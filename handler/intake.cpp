@@ -1,11 +1,14 @@
 #include "handler/intake.h"
 
 #include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <ctime>
 #include <stdexcept>
 #include <system_error>
@@ -24,8 +27,12 @@ Intake::Intake(EventLoop& loop, ImsgPeer& parent, const Config& cfg, Spool& spoo
 	  expand_(std::move(expand)),
 	  enqueue_(std::move(enqueue)),
 	  smtp_(loop, parent, "smtp", imsg_valid_smtp_to_handler, [this](Imsg& m) { smtp_message(m); },
-		[this] { smtp_gone(); })
+		[this] { smtp_gone(); }),
+	  done_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC))
 {
+	if (!done_)
+		fatal("eventfd");
+	done_watch_ = loop.watch(done_.get(), EPOLLIN, [this](uint32_t) { group_done(); });
 }
 
 // One transaction step from the smtp process, for session m.peerid.
@@ -48,12 +55,15 @@ void Intake::smtp_message(Imsg& m)
 	}
 }
 
-// The smtp process is gone: its open transactions can never complete.
+// The smtp process is gone: its open transactions can never complete. The
+// group being synced goes on (its messages are queued, at least once),
+// but its answers must not reach the next smtp process.
 void Intake::smtp_gone()
 {
 	while (!txns_.empty())
 		abort_txn(txns_.begin()->first);
 	commits_.clear();
+	smtp_channel_++;
 }
 
 // Answers a step with a status (nothing when smtp is gone meanwhile).
@@ -72,9 +82,9 @@ void Intake::on_mail(uint32_t session, MailMsg m)
 	t.env.client = std::move(m.client);
 	t.env.uid = m.uid;
 	abort_txn(session);
-	if (queue_.size() + txns_.size() >= cfg_.max_queue_size) {
+	if (queue_.size() + in_progress() >= cfg_.max_queue_size) {
 		log_warnx("queue full (%zu queued, %zu in progress, max_queue_size %u): deferring mail from <%s>",
-			  queue_.size(), txns_.size(), cfg_.max_queue_size, t.env.sender.c_str());
+			  queue_.size(), in_progress(), cfg_.max_queue_size, t.env.sender.c_str());
 		reply(IMSG_H_MAIL, session, BackendStatus::Full);
 		return;
 	}
@@ -180,65 +190,114 @@ void Intake::abort_txn(uint32_t session)
 	txns_.erase(it);
 }
 
-// Group commit (doc/architecture.md), once per loop turn: every message whose end of
-// data arrived in this loop iteration is flushed, moved to queue/, and covered by one
-// fsync of queue/; only then do their clients get 250.
 void Intake::commit_pending()
 {
-	std::vector<uint32_t> published;
+	if (group_running_ || commits_.empty())
+		return;
 	for (uint32_t session : commits_) {
 		auto it = txns_.find(session);
 		if (it == txns_.end())
 			continue;
-		Txn& t = it->second;
-		struct stat st;
-		try {
-			if (fstat(t.file.get(), &st) == -1)
-				throw std::system_error(errno, std::generic_category(), "fstat");
-			if (static_cast<uint64_t>(st.st_size) != static_cast<uint64_t>(t.header_len) + t.size)
-				throw std::runtime_error("size mismatch: smtp reported " + std::to_string(t.size) +
-							 " bytes, file has " + std::to_string(st.st_size - t.header_len));
-			spool_.sync_file(t.file.get());
-			spool_.publish(t.env.id);
-			published.push_back(session);
-		} catch (const std::exception& e) {
-			log_warnx("%s: commit failed: %s", t.env.id.c_str(), e.what());
-			reply(IMSG_H_COMMIT, session, BackendStatus::Error);
-			abort_txn(session);
-		}
+		syncing_.push_back({session, smtp_channel_, std::move(it->second), "", false});
+		txns_.erase(it);
 	}
 	commits_.clear();
-	if (published.empty())
+	if (syncing_.empty())
 		return;
-	bool synced = true;
+	group_running_ = true;
+	auto sync = [this] {
+		dir_error_ = sync_group(spool_, syncing_);
+		group_finished_.store(true, std::memory_order_release);
+		uint64_t one = 1;
+		(void)!write(done_.get(), &one, sizeof one);
+	};
 	try {
-		spool_.sync_queue_dir();
+		committer_.run(sync);
 	} catch (const std::exception& e) {
-		log_warnx("fsync of queue/: %s", e.what());
-		synced = false;
+		log_warnx("no committer thread (%s): committing in the main loop", e.what());
+		sync();
 	}
-	double now = static_cast<double>(time(nullptr));
-	struct timespec ts;
-	if (clock_gettime(CLOCK_REALTIME, &ts) == 0)
-		now = static_cast<double>(ts.tv_sec) + ts.tv_nsec / 1e9;
-	for (uint32_t session : published) {
-		auto it = txns_.find(session);
-		if (it == txns_.end())
+}
+
+// The group commit (doc/architecture.md), on the committer thread: each
+// file is checked to hold exactly what smtp reported and its writeback is
+// started, all at once; then each is fdatasynced (the first waits cover
+// most of the others' I/O) and renamed into queue/, and one fsync of
+// queue/ covers the group. Returns why that fsync failed, or "".
+std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
+{
+	for (Commit& c : group) {
+		Txn& t = c.txn;
+		struct stat st;
+		if (fstat(t.file.get(), &st) == -1)
+			c.error = std::string("fstat: ") + strerror(errno);
+		else if (static_cast<uint64_t>(st.st_size) != static_cast<uint64_t>(t.header_len) + t.size)
+			c.error = "size mismatch: smtp reported " + std::to_string(t.size) + " bytes, file has " +
+				  std::to_string(st.st_size - t.header_len);
+		else
+			sync_file_range(t.file.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
+	}
+	bool any = false;
+	for (Commit& c : group) {
+		if (!c.error.empty())
 			continue;
-		Txn& t = it->second;
-		if (!synced) {
-			// Already in queue/ and so delivered later, but not durable
-			// yet: the client must not count on it.
-			reply(IMSG_H_COMMIT, session, BackendStatus::Error);
-		} else {
-			reply(IMSG_H_COMMIT, session, BackendStatus::Ok);
+		try {
+			spool.sync_file(c.txn.file.get());
+			spool.publish(c.txn.env.id);
+			c.published = any = true;
+		} catch (const std::exception& e) {
+			c.error = e.what();
 		}
+	}
+	if (!any)
+		return "";
+	try {
+		spool.sync_queue_dir();
+	} catch (const std::exception& e) {
+		return e.what();
+	}
+	return "";
+}
+
+// The committer finished a group: each client gets its answer (the 250
+// only when the file and its name in queue/ are on disk), and the
+// committed messages enter the queue.
+void Intake::group_done()
+{
+	uint64_t v;
+	(void)!read(done_.get(), &v, sizeof v);
+	if (!group_finished_.exchange(false, std::memory_order_acquire))
+		return;
+	group_running_ = false;
+	if (!dir_error_.empty())
+		log_warnx("fsync of queue/: %s", dir_error_.c_str());
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	double now = static_cast<double>(ts.tv_sec) + ts.tv_nsec / 1e9;
+	for (Commit& c : syncing_) {
+		Txn& t = c.txn;
+		bool answer = c.channel == smtp_channel_;
+		if (!c.published) {
+			log_warnx("%s: commit failed: %s", t.env.id.c_str(), c.error.c_str());
+			if (answer)
+				reply(IMSG_H_COMMIT, c.session, BackendStatus::Error);
+			try {
+				spool_.discard(t.env.id);
+			} catch (const std::exception& e) {
+				log_warnx("%s: %s", t.env.id.c_str(), e.what());
+			}
+			continue;
+		}
+		// Not durable when queue/ could not be synced: queued and so
+		// delivered later, but the client must not count on it.
+		if (answer)
+			reply(IMSG_H_COMMIT, c.session, dir_error_.empty() ? BackendStatus::Ok : BackendStatus::Error);
 		std::string uid = t.env.uid ? ", uid=" + std::to_string(*t.env.uid) : "";
 		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu, client=%s%s", t.env.id.c_str(), t.env.sender.c_str(),
 			 (unsigned long long)t.size, t.env.recipients.size(), t.env.client.c_str(), uid.c_str());
 		enqueue_(t.env, t.size, now);
-		txns_.erase(session);
 	}
+	syncing_.clear();
 }
 
 }  // namespace laim

@@ -1,12 +1,13 @@
 // Transactions from the smtp process (doc/architecture.md, "Processes"): MAIL
 // reserves a place in the bounded queue, RCPT is checked against aliases,
 // routes and handlers, DATA creates the spool file that smtp writes the
-// message into, and end of data is committed durably, a group at a time,
-// before the client gets its 250.
+// message into, and end of data is committed durably, a group at a time on
+// the committer thread, before the client gets its 250.
 #pragma once
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -21,6 +22,7 @@
 #include "handler/api/handler.h"
 #include "handler/queue.h"
 #include "handler/spool.h"
+#include "handler/workers.h"
 
 namespace laim {
 
@@ -39,9 +41,11 @@ class Intake {
 	// Serves a fresh channel to the smtp process (at start, and whenever
 	// the parent restarted it).
 	void attach(UniqueFd fd) { smtp_.attach(std::move(fd)); }
+	// Hands the ends of data that arrived since the last group to the
+	// committer, unless a group is being synced (they wait for the next).
 	void commit_pending();
 	// Transactions open now: each holds a place in the queue.
-	size_t in_progress() const { return txns_.size(); }
+	size_t in_progress() const { return txns_.size() + syncing_.size(); }
 
  private:
 	// One SMTP transaction as the handler sees it, keyed by session id.
@@ -50,6 +54,15 @@ class Intake {
 		UniqueFd file;      // the spool file, once DATA began
 		off_t header_len = 0;
 		uint64_t size = 0;  // message size reported at commit
+	};
+	// A transaction in the group being synced, no longer in txns_: the
+	// committer thread owns it until it signals done_.
+	struct Commit {
+		uint32_t session;
+		uint64_t channel;  // smtp_channel_ when committed: whom to answer
+		Txn txn;
+		std::string error;      // set: not committed
+		bool published = false; // in queue/ (durable unless dir_error_)
 	};
 
 	void smtp_message(Imsg& m);
@@ -60,6 +73,8 @@ class Intake {
 	void on_data(uint32_t session);
 	void on_commit(uint32_t session, uint64_t size);
 	void abort_txn(uint32_t session);
+	static std::string sync_group(Spool& spool, std::vector<Commit>& group);
+	void group_done();
 	std::vector<std::string> expand(const std::string& rcpt) { return expand_(rcpt); }
 
 	const Config& cfg_;
@@ -69,7 +84,15 @@ class Intake {
 	Enqueue enqueue_;
 	SiblingChannel smtp_;
 	std::map<uint32_t, Txn> txns_;
-	std::vector<uint32_t> commits_;  // sessions whose commit waits for the group fsync
+	std::vector<uint32_t> commits_;  // sessions whose commit waits for the next group
+	uint64_t smtp_channel_ = 0;      // counts smtp processes gone
+	std::vector<Commit> syncing_;    // the group on the committer thread
+	std::string dir_error_;          // why its fsync of queue/ failed, if it did
+	bool group_running_ = false;
+	std::atomic<bool> group_finished_{false};  // set by the committer, last
+	UniqueFd done_;                  // eventfd: the committer finished a group
+	EventLoop::Watch done_watch_;
+	WorkerPool committer_{1};
 };
 
 }  // namespace laim

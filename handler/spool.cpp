@@ -219,6 +219,45 @@ Spool::Spool(std::string dir) : dir_(std::move(dir))
 	queue_dirfd_ = UniqueFd(::open(q.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
 	if (!queue_dirfd_)
 		throw_errno("open " + q);
+	load_free_files();
+}
+
+// free/ as the last run left it: each file is emptied (a crash may have
+// come between a removal's rename and its truncation) and reusable at
+// once; beyond MAX_FREE_FILES they go.
+void Spool::load_free_files()
+{
+	std::string f = dir_ + "/free";
+	free_dirfd_ = UniqueFd(::open(f.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+	if (!free_dirfd_)
+		return;
+	UniqueDir d = fd_to_dir(open_dir(free_dirfd_.get(), ".", f), f);
+	while (struct dirent* de = ::readdir(d.get())) {
+		if (!valid_id(de->d_name))
+			continue;
+		std::string p = f + "/" + de->d_name;
+		if (free_.size() < MAX_FREE_FILES && ::truncate(p.c_str(), 0) == 0)
+			free_.push_back({0, de->d_name});
+		else
+			::unlink(p.c_str());
+	}
+}
+
+// A recycled file, renamed to `to` and open for writing; none when no file
+// in free/ is reusable yet.
+UniqueFd Spool::take_free_file(const std::string& to)
+{
+	while (!free_.empty() && free_.front().ready_after <= syncs_done_) {
+		std::string name = std::move(free_.front().name);
+		free_.pop_front();
+		if (::renameat2(free_dirfd_.get(), name.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) < 0)
+			continue;
+		UniqueFd fd(::open(to.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
+		if (fd)
+			return fd;
+		::unlink(to.c_str());
+	}
+	return UniqueFd();
 }
 
 std::string Spool::path(const char* sub, const std::string& id) const
@@ -278,7 +317,9 @@ UniqueFd Spool::create(const Envelope& env)
 	check_value("helo", env.helo);
 
 	std::string p = path("incoming", env.id);
-	UniqueFd fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+	UniqueFd fd = take_free_file(p);
+	if (!fd)
+		fd = UniqueFd(::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
 	if (!fd)
 		throw_errno("create " + p);
 	if (!write_all(fd.get(), format_header(env))) {
@@ -315,8 +356,12 @@ void Spool::publish(const std::string& id)
 
 void Spool::sync_queue_dir()
 {
+	uint64_t seq = ++syncs_started_;
 	if (::fsync(queue_dirfd_.get()) < 0)
 		throw_errno("fsync " + dir_ + "/queue");
+	uint64_t done = syncs_done_;
+	while (done < seq && !syncs_done_.compare_exchange_weak(done, seq)) {
+	}
 }
 
 void Spool::discard(const std::string& id)
@@ -419,8 +464,27 @@ SpoolMessage Spool::load(const std::string& id, const char* sub) const
 void Spool::remove(const std::string& id)
 {
 	check_id(id);
+	if (recycle(id))
+		return;
 	if (::unlinkat(queue_dirfd_.get(), id.c_str(), 0) < 0)
 		throw_errno("unlink " + path("queue", id));
+}
+
+// queue/ID moves to free/ID and is emptied there, so that no delivered
+// message lingers on disk. False when there is no room (or no free/).
+bool Spool::recycle(const std::string& id)
+{
+	if (!free_dirfd_ || free_.size() >= MAX_FREE_FILES)
+		return false;
+	if (::renameat(queue_dirfd_.get(), id.c_str(), free_dirfd_.get(), id.c_str()) < 0)
+		return false;
+	std::string p = path("free", id);
+	if (::truncate(p.c_str(), 0) < 0) {
+		::unlink(p.c_str());
+		return true;
+	}
+	free_.push_back({syncs_started_ + 1, id});
+	return true;
 }
 
 // The reason is written first so that a file in failed/ always has one;

@@ -4,6 +4,7 @@
 //   SPOOL/incoming/ID   being received; removed at start
 //   SPOOL/queue/ID      committed (250 sent), not yet handled
 //   SPOOL/failed/ID     given up; SPOOL/failed/ID.reason says why
+//   SPOOL/free/NAME     emptied files of removed messages, for reuse
 //   SPOOL/offline/      dropped by sendmail while laimd is down
 //
 // A spool file is an envelope header written by the handler process,
@@ -16,6 +17,8 @@
 // the first empty line ends the header whatever bytes the message holds.
 #pragma once
 
+#include <atomic>
+#include <deque>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -61,7 +64,8 @@ class Spool {
 	// queue/.
 	std::string new_id() const;
 
-	// Creates incoming/ID (O_EXCL, 0600), writes the envelope header
+	// Creates incoming/ID (O_EXCL, 0600), or renames a recycled file from
+	// free/ to it, writes the envelope header
 	// (env.id must be set) and returns the fd positioned after it, opened
 	// for writing. Throws std::system_error, or std::invalid_argument for
 	// an envelope value holding CR, LF or NUL.
@@ -73,6 +77,7 @@ class Spool {
 	// replacing an existing file). Throws std::system_error.
 	void publish(const std::string& id);
 	// Commit step 3, once for a group of published messages: fsync queue/.
+	// Any thread may call it.
 	void sync_queue_dir();
 
 	// Removes incoming/ID (aborted transaction); no error if missing.
@@ -83,15 +88,32 @@ class Spool {
 	std::vector<std::string> list_queue(const char* sub = "queue") const;
 	// Maps queue/ID (or sub/ID); throws SpoolError when missing or malformed.
 	SpoolMessage load(const std::string& id, const char* sub = "queue") const;
-	// Delivered: removes queue/ID.
+	// Delivered: removes queue/ID, by moving it to free/ emptied while
+	// fewer than MAX_FREE_FILES are kept there.
 	void remove(const std::string& id);
+	static constexpr size_t MAX_FREE_FILES = 1024;
 	// Given up: writes failed/ID.reason, then moves queue/ID to failed/ID.
 	void fail(const std::string& id, const std::string& reason);
 
  private:
 	std::string path(const char* sub, const std::string& id) const;
+	void load_free_files();
+	UniqueFd take_free_file(const std::string& to);
+	bool recycle(const std::string& id);
+
 	std::string dir_;
 	UniqueFd queue_dirfd_;
+	// Recycling saves the file system an inode allocation and release per
+	// message. A file in free/ is reused only once an fsync of queue/
+	// begun after its removal has returned: until then a crash could
+	// bring back its old name in queue/, now holding another message.
+	struct FreeFile {
+		uint64_t ready_after;  // sync_queue_dir() calls that must have returned
+		std::string name;
+	};
+	UniqueFd free_dirfd_;          // none: no free/, no recycling
+	std::deque<FreeFile> free_;    // oldest first; the main thread's
+	std::atomic<uint64_t> syncs_started_{0}, syncs_done_{0};
 };
 
 }  // namespace laim

@@ -56,7 +56,7 @@ void prepare_spool(Runtime& rt)
 		bool drop;
 		mode_t mode;
 	} dirs[] = {{".", true, 0710}, {"incoming", false, 0700}, {"queue", false, 0700},
-		    {"failed", false, 0700}, {"offline", true, 01730}};
+		    {"failed", false, 0700}, {"free", false, 0700}, {"offline", true, 01730}};
 	UniqueFd top = open_spool_dir(AT_FDCWD, spool, spool.c_str());
 	for (const auto& d : dirs) {
 		UniqueFd fd = open_spool_dir(top.get(), spool, d.sub);

@@ -125,7 +125,7 @@ void setup()
 	std::string templ = "/tmp/laim-queue-XXXXXX";
 	ck_assert_ptr_nonnull(mkdtemp(templ.data()));
 	g_tmp = templ;
-	for (const char* sub : {"/spool", "/spool/incoming", "/spool/queue", "/spool/failed", "/spool/offline"})
+	for (const char* sub : {"/spool", "/spool/incoming", "/spool/queue", "/spool/failed", "/spool/free", "/spool/offline"})
 		ck_assert_int_eq(mkdir((g_tmp + sub).c_str(), 0700), 0);
 	calls.clear();
 	bob_recovers = false;

@@ -33,7 +33,7 @@ void setup()
 	ck_assert_ptr_nonnull(mkdtemp(templ.data()));
 	g_tmp = templ;
 	g_spool = g_tmp + "/spool";
-	for (const char* sub : {"", "/incoming", "/queue", "/failed", "/offline"})
+	for (const char* sub : {"", "/incoming", "/queue", "/failed", "/free", "/offline"})
 		ck_assert_int_eq(mkdir((g_spool + sub).c_str(), 0700), 0);
 }
 
