@@ -147,10 +147,9 @@ void Intake::on_data(uint32_t session)
 	try {
 		t.env.id = spool_.new_id();
 		t.env.arrival = time(nullptr);
-		t.file = spool_.create(t.env);
-		t.header_len = lseek(t.file.get(), 0, SEEK_CUR);
+		t.file = spool_.create(t.env, &t.created);
 		UniqueFd dup(fcntl(t.file.get(), F_DUPFD_CLOEXEC, 0));
-		if (!dup || t.header_len < 0)
+		if (!dup)
 			throw std::system_error(errno, std::generic_category(), "duplicating the spool fd");
 		std::string user = t.env.uid ? login_name(*t.env.uid) : "";
 		smtp_.send(IMSG_H_DATA_OK, session, encode(DataOkMsg{t.env.id, user}), std::move(dup));
@@ -228,12 +227,17 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 {
 	for (Commit& c : group) {
 		Txn& t = c.txn;
+		uint64_t want = t.created.header_len + t.size;
 		struct stat st;
 		if (fstat(t.file.get(), &st) == -1)
 			c.error = std::string("fstat: ") + strerror(errno);
-		else if (static_cast<uint64_t>(st.st_size) != static_cast<uint64_t>(t.header_len) + t.size)
+		else if (static_cast<uint64_t>(st.st_size) > want && t.created.recycled &&
+			 ftruncate(t.file.get(), static_cast<off_t>(want)) == -1)
+			c.error = std::string("ftruncate: ") + strerror(errno);
+		else if (static_cast<uint64_t>(st.st_size) < want ||
+			 (static_cast<uint64_t>(st.st_size) > want && !t.created.recycled))
 			c.error = "size mismatch: smtp reported " + std::to_string(t.size) + " bytes, file has " +
-				  std::to_string(st.st_size - t.header_len);
+				  std::to_string(static_cast<long long>(st.st_size - t.created.header_len));
 		else
 			sync_file_range(t.file.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
 	}

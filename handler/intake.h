@@ -52,7 +52,7 @@ class Intake {
 	struct Txn {
 		Envelope env;
 		UniqueFd file;      // the spool file, once DATA began
-		off_t header_len = 0;
+		Spool::Created created;  // the header's length, a recycled file
 		uint64_t size = 0;  // message size reported at commit
 	};
 	// A transaction in the group being synced, no longer in txns_: the

@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -27,6 +28,7 @@ namespace laim {
 namespace {
 
 constexpr size_t ID_LEN = 10;
+constexpr size_t READ_LIMIT = 256 * 1024;  // larger messages are mapped
 constexpr std::string_view MAGIC = "LAIM 1";
 
 [[noreturn]] void throw_errno(const std::string& what)
@@ -190,6 +192,7 @@ SpoolMessage::SpoolMessage(SpoolMessage&& o) noexcept
 	: envelope(std::move(o.envelope)),
 	  map_(std::exchange(o.map_, nullptr)),
 	  map_len_(std::exchange(o.map_len_, 0)),
+	  read_(std::move(o.read_)),
 	  body_(std::exchange(o.body_, {}))
 {
 }
@@ -202,6 +205,7 @@ SpoolMessage& SpoolMessage::operator=(SpoolMessage&& o) noexcept
 		envelope = std::move(o.envelope);
 		map_ = std::exchange(o.map_, nullptr);
 		map_len_ = std::exchange(o.map_len_, 0);
+		read_ = std::move(o.read_);
 		body_ = std::exchange(o.body_, {});
 	}
 	return *this;
@@ -222,9 +226,8 @@ Spool::Spool(std::string dir) : dir_(std::move(dir))
 	load_free_files();
 }
 
-// free/ as the last run left it: each file is emptied (a crash may have
-// come between a removal's rename and its truncation) and reusable at
-// once; beyond MAX_FREE_FILES they go.
+// free/ as the last run left it: its files are reusable at once; beyond
+// MAX_FREE_FILES they go.
 void Spool::load_free_files()
 {
 	std::string f = dir_ + "/free";
@@ -235,16 +238,18 @@ void Spool::load_free_files()
 	while (struct dirent* de = ::readdir(d.get())) {
 		if (!valid_id(de->d_name))
 			continue;
-		std::string p = f + "/" + de->d_name;
-		if (free_.size() < MAX_FREE_FILES && ::truncate(p.c_str(), 0) == 0)
+		if (free_.size() < MAX_FREE_FILES)
 			free_.push_back({0, de->d_name});
 		else
-			::unlink(p.c_str());
+			::unlinkat(free_dirfd_.get(), de->d_name, 0);
 	}
 }
 
-// A recycled file, renamed to `to` and open for writing; none when no file
-// in free/ is reusable yet.
+// A recycled file, renamed to `to` and open for writing, its old bytes
+// turned to zeros where they lie: ZERO_RANGE keeps the blocks, where a
+// truncation would free them (and, on a file system mounted with discard,
+// wait for the device to discard them). None when no file in free/ is
+// reusable yet.
 UniqueFd Spool::take_free_file(const std::string& to)
 {
 	while (!free_.empty() && free_.front().ready_after <= syncs_done_) {
@@ -253,7 +258,10 @@ UniqueFd Spool::take_free_file(const std::string& to)
 		if (::renameat2(free_dirfd_.get(), name.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) < 0)
 			continue;
 		UniqueFd fd(::open(to.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
-		if (fd)
+		struct stat st;
+		if (fd && ::fstat(fd.get(), &st) == 0 &&
+		    (st.st_size == 0 || ::fallocate(fd.get(), FALLOC_FL_ZERO_RANGE, 0, st.st_size) == 0 ||
+		     ::ftruncate(fd.get(), 0) == 0))
 			return fd;
 		::unlink(to.c_str());
 	}
@@ -265,8 +273,9 @@ std::string Spool::path(const char* sub, const std::string& id) const
 	return dir_ + "/" + sub + "/" + id;
 }
 
-// 40 random bits; an id still present anywhere in the spool (even failed/,
-// whose files keep their id) is drawn again.
+// 40 random bits; an id still present in failed/ (whose files keep their
+// id) is drawn again. In incoming/ and queue/ a clash cannot go unseen:
+// create() and publish() refuse to replace a file.
 std::string Spool::new_id() const
 {
 	for (int attempt = 0; attempt < 100; attempt++) {
@@ -286,23 +295,19 @@ std::string Spool::new_id() const
 			id += hex[b >> 4];
 			id += hex[b & 0xf];
 		}
-		bool used = false;
-		for (const char* sub : {"incoming", "queue", "failed"}) {
-			std::string p = path(sub, id);
-			struct stat st;
-			if (::lstat(p.c_str(), &st) == 0)
-				used = true;
-			else if (errno != ENOENT)
+		std::string p = path("failed", id);
+		struct stat st;
+		if (::lstat(p.c_str(), &st) < 0) {
+			if (errno != ENOENT)
 				throw_errno("stat " + p);
-		}
-		if (!used)
 			return id;
+		}
 	}
 	errno = EEXIST;
 	throw_errno("new queue id in " + dir_);
 }
 
-UniqueFd Spool::create(const Envelope& env)
+UniqueFd Spool::create(const Envelope& env, Created* created)
 {
 	check_id(env.id);
 	check_value("sender", env.sender);
@@ -318,11 +323,15 @@ UniqueFd Spool::create(const Envelope& env)
 
 	std::string p = path("incoming", env.id);
 	UniqueFd fd = take_free_file(p);
+	bool recycled = static_cast<bool>(fd);
 	if (!fd)
 		fd = UniqueFd(::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
 	if (!fd)
 		throw_errno("create " + p);
-	if (!write_all(fd.get(), format_header(env))) {
+	std::string header = format_header(env);
+	if (created)
+		*created = {header.size(), recycled};
+	if (!write_all(fd.get(), header)) {
 		int saved = errno;
 		::unlink(p.c_str());
 		errno = saved;
@@ -450,12 +459,22 @@ SpoolMessage Spool::load(const std::string& id, const char* sub) const
 		throw SpoolError(id + ": empty file");
 
 	SpoolMessage msg;
-	void* map = ::mmap(nullptr, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
-	if (map == MAP_FAILED)
-		throw SpoolError(id + ": mmap: " + strerror(errno));
-	msg.map_ = map;
-	msg.map_len_ = (size_t)st.st_size;
-	std::string_view data(static_cast<const char*>(map), msg.map_len_);
+	size_t len = static_cast<size_t>(st.st_size);
+	std::string_view data;
+	if (len <= READ_LIMIT) {
+		msg.read_ = std::make_unique<char[]>(len);
+		ssize_t n = ::pread(fd.get(), msg.read_.get(), len, 0);
+		if (n != static_cast<ssize_t>(len))
+			throw SpoolError(id + ": read: " + (n < 0 ? strerror(errno) : "short read"));
+		data = std::string_view(msg.read_.get(), len);
+	} else {
+		void* map = ::mmap(nullptr, len, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+		if (map == MAP_FAILED)
+			throw SpoolError(id + ": mmap: " + strerror(errno));
+		msg.map_ = map;
+		msg.map_len_ = len;
+		data = std::string_view(static_cast<const char*>(map), len);
+	}
 	size_t body = parse_header(data, id, msg.envelope);
 	msg.body_ = data.substr(body);
 	return msg;
@@ -470,19 +489,18 @@ void Spool::remove(const std::string& id)
 		throw_errno("unlink " + path("queue", id));
 }
 
-// queue/ID moves to free/ID and is emptied there, so that no delivered
-// message lingers on disk. False when there is no room (or no free/).
+// queue/ID moves to free/ID, blocks and all, for take_free_file(). False
+// when it is too large to keep, free/ is full (or missing), or it cannot
+// be moved.
 bool Spool::recycle(const std::string& id)
 {
-	if (!free_dirfd_ || free_.size() >= MAX_FREE_FILES)
+	struct stat st;
+	if (!free_dirfd_ || free_.size() >= MAX_FREE_FILES ||
+	    ::fstatat(queue_dirfd_.get(), id.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode) ||
+	    st.st_size > RECYCLE_MAX_SIZE)
 		return false;
 	if (::renameat(queue_dirfd_.get(), id.c_str(), free_dirfd_.get(), id.c_str()) < 0)
 		return false;
-	std::string p = path("free", id);
-	if (::truncate(p.c_str(), 0) < 0) {
-		::unlink(p.c_str());
-		return true;
-	}
 	free_.push_back({syncs_started_ + 1, id});
 	return true;
 }

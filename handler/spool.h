@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <deque>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,7 +35,9 @@ class SpoolError : public std::runtime_error {
 	using std::runtime_error::runtime_error;
 };
 
-// A committed message mapped read-only into memory.
+// A committed message in memory: read when small (a mapping would cost the
+// threads of the handler process a TLB shootdown when it goes), mapped
+// read-only when large.
 class SpoolMessage {
  public:
 	SpoolMessage() = default;
@@ -49,6 +52,7 @@ class SpoolMessage {
 	friend class Spool;
 	void* map_ = nullptr;
 	size_t map_len_ = 0;
+	std::unique_ptr<char[]> read_;
 	std::string_view body_;
 };
 
@@ -60,16 +64,22 @@ class Spool {
 
 	const std::string& dir() const { return dir_; }
 
-	// A fresh queue id: 10 upper-case hex digits, unused in incoming/ and
-	// queue/.
+	// A fresh queue id: 10 upper-case hex digits, unused in failed/.
 	std::string new_id() const;
 
+	// What create() made: the header's length, and whether the file is a
+	// recycled one, which may be longer than what is written into it
+	// (zeros past that: no byte of the message it held is left).
+	struct Created {
+		size_t header_len = 0;
+		bool recycled = false;
+	};
 	// Creates incoming/ID (O_EXCL, 0600), or renames a recycled file from
-	// free/ to it, writes the envelope header
-	// (env.id must be set) and returns the fd positioned after it, opened
-	// for writing. Throws std::system_error, or std::invalid_argument for
-	// an envelope value holding CR, LF or NUL.
-	UniqueFd create(const Envelope& env);
+	// free/ to it, writes the envelope header (env.id must be set) and
+	// returns the fd positioned after it, opened for writing. Throws
+	// std::system_error, or std::invalid_argument for an envelope value
+	// holding CR, LF or NUL.
+	UniqueFd create(const Envelope& env, Created* created = nullptr);
 
 	// Commit step 1, per message: flush the file to disk.
 	void sync_file(int fd);
@@ -88,10 +98,11 @@ class Spool {
 	std::vector<std::string> list_queue(const char* sub = "queue") const;
 	// Maps queue/ID (or sub/ID); throws SpoolError when missing or malformed.
 	SpoolMessage load(const std::string& id, const char* sub = "queue") const;
-	// Delivered: removes queue/ID, by moving it to free/ emptied while
-	// fewer than MAX_FREE_FILES are kept there.
+	// Delivered: removes queue/ID, by moving it to free/ while it is at
+	// most RECYCLE_MAX_SIZE bytes and fewer than MAX_FREE_FILES are kept.
 	void remove(const std::string& id);
-	static constexpr size_t MAX_FREE_FILES = 1024;
+	static constexpr size_t MAX_FREE_FILES = 256;
+	static constexpr off_t RECYCLE_MAX_SIZE = 64 * 1024;
 	// Given up: writes failed/ID.reason, then moves queue/ID to failed/ID.
 	void fail(const std::string& id, const std::string& reason);
 
@@ -103,10 +114,11 @@ class Spool {
 
 	std::string dir_;
 	UniqueFd queue_dirfd_;
-	// Recycling saves the file system an inode allocation and release per
-	// message. A file in free/ is reused only once an fsync of queue/
-	// begun after its removal has returned: until then a crash could
-	// bring back its old name in queue/, now holding another message.
+	// Recycling saves the file system an inode and its blocks' allocation
+	// and release per message (doc/architecture.md, "The spool"). A file
+	// in free/ is reused only once an fsync of queue/ begun after its
+	// removal has returned: until then a crash could bring back its old
+	// name in queue/, by then holding another message.
 	struct FreeFile {
 		uint64_t ready_after;  // sync_queue_dir() calls that must have returned
 		std::string name;

@@ -513,6 +513,51 @@ START_TEST(test_remove)
 }
 END_TEST
 
+ino_t inode_of(const std::string& path)
+{
+	struct stat st;
+	ck_assert_int_eq(lstat(path.c_str(), &st), 0);
+	return st.st_ino;
+}
+
+// A removed message's file waits in free/ and is reused, its old bytes
+// gone, only once an fsync of queue/ begun after its removal returned; a
+// large one is not kept.
+START_TEST(test_recycle)
+{
+	Spool spool(g_spool);
+	Envelope old = sample_env(spool.new_id());
+	commit(spool, old, std::string(3000, 'S'));
+	ino_t ino = inode_of(g_spool + "/queue/" + old.id);
+	spool.remove(old.id);
+	ck_assert(!exists(g_spool + "/queue/" + old.id));
+	ck_assert_uint_eq(inode_of(g_spool + "/free/" + old.id), ino);
+
+	Envelope early = sample_env(spool.new_id());
+	Spool::Created created;
+	UniqueFd fd = spool.create(early, &created);
+	ck_assert_msg(!created.recycled, "reused before queue/ was synced");
+	ck_assert_uint_ne(inode_of(g_spool + "/incoming/" + early.id), ino);
+	spool.discard(early.id);
+
+	spool.sync_queue_dir();
+	Envelope next = sample_env(spool.new_id());
+	fd = spool.create(next, &created);
+	ck_assert(created.recycled);
+	ck_assert_uint_eq(inode_of(g_spool + "/incoming/" + next.id), ino);
+	ck_assert(!exists(g_spool + "/free/" + old.id));
+	std::string data = slurp(g_spool + "/incoming/" + next.id);
+	ck_assert_uint_eq(data.rfind("LAIM 1\nid " + next.id + "\n", 0), 0);
+	ck_assert_uint_eq(data.size(), created.header_len + 3000);
+	ck_assert_uint_eq(data.find_first_not_of('\0', created.header_len), std::string::npos);
+
+	Envelope big = sample_env(spool.new_id());
+	commit(spool, big, std::string(Spool::RECYCLE_MAX_SIZE, 'B'));
+	spool.remove(big.id);
+	ck_assert(!exists(g_spool + "/free/" + big.id));
+}
+END_TEST
+
 // A crash between 250 and delivery: what was published survives a new
 // Spool on the same directory, what was still incoming is cleaned.
 START_TEST(test_recovery)
@@ -557,6 +602,7 @@ static Suite* spool_suite()
 	tcase_add_test(tc, test_create_refuses);
 	tcase_add_test(tc, test_fail);
 	tcase_add_test(tc, test_remove);
+	tcase_add_test(tc, test_recycle);
 	tcase_add_test(tc, test_recovery);
 	suite_add_tcase(s, tc);
 	return s;
