@@ -1,6 +1,7 @@
 // maildir: delivers each recipient's copy into a Maildir
 // (https://cr.yp.to/proto/maildir.html): written to tmp/ under a unique
-// name, fsynced, then linked into new/. Each copy starts with
+// name, fsynced, then moved into new/, whose fsync deliveries running at
+// once share. Each copy starts with
 // Return-Path and Delivered-To, as Postfix's local(8) writes them, and
 // then holds the message exactly as received (CRLF line endings).
 //
@@ -14,12 +15,15 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
+#include <map>
 #include <mutex>
 
 #include "common/fd.h"
@@ -61,8 +65,41 @@ std::string maildir_unique_name()
 	struct timeval tv;
 	gettimeofday(&tv, nullptr);
 	return std::to_string(tv.tv_sec) + ".M" + std::to_string(tv.tv_usec) + "P" +
-	       std::to_string(getpid()) + "Q" + std::to_string(++counter) + "." +
+	       std::to_string(process_id()) + "Q" + std::to_string(++counter) + "." +
 	       maildir_hostname();
+}
+
+// Writes a then b, in one writev(2) when the file takes it all.
+bool write_both(int fd, std::string_view a, std::string_view b)
+{
+	struct iovec iov[2] = {{const_cast<char*>(a.data()), a.size()}, {const_cast<char*>(b.data()), b.size()}};
+	ssize_t n;
+	do
+		n = writev(fd, iov, 2);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return false;
+	size_t done = static_cast<size_t>(n);
+	if (done >= a.size())
+		return write_all(fd, b.substr(done - a.size()));
+	return write_all(fd, a.substr(done)) && write_all(fd, b);
+}
+
+// tmp/NAME to new/NAME, never replacing a file: renameat2 with
+// RENAME_NOREPLACE, or link() and unlink() where the file system lacks
+// the flag, or rename() where it lacks links too.
+bool move_no_replace(const std::string& from, const std::string& to)
+{
+	if (renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0)
+		return true;
+	if (errno != EINVAL)
+		return false;
+	bool moved = link(from.c_str(), to.c_str()) == 0;
+	if (!moved && (errno == EPERM || errno == ENOTSUP))
+		return rename(from.c_str(), to.c_str()) == 0;
+	if (moved)
+		unlink(from.c_str());
+	return moved;
 }
 
 // Creates DIR (and its missing parents) with mode 0700; true when it exists.
@@ -94,6 +131,50 @@ std::string safe_local_part(std::string_view rcpt)
 			return {};
 	}
 	return std::string(local);
+}
+
+// The fsyncs of new/ directories, shared by the deliveries running side by
+// side (a group commit, as the spool's): a delivery needs a sync begun
+// after its rename; while one runs it waits for the next, which covers
+// every delivery that waited meanwhile.
+class DirSyncs {
+ public:
+	// 0, or the errno of the sync that covered the caller.
+	int sync(const std::string& dir);
+
+ private:
+	struct Dir {
+		uint64_t started = 0, done = 0;  // syncs begun and finished
+		bool running = false;
+		int err = 0;  // of the last one finished
+		std::condition_variable finished;
+	};
+	std::mutex mutex_;
+	std::map<std::string, Dir> dirs_;
+};
+
+int DirSyncs::sync(const std::string& dir)
+{
+	std::unique_lock<std::mutex> lock(mutex_);
+	Dir& d = dirs_[dir];
+	uint64_t need = d.started + 1;
+	while (d.done < need) {
+		if (d.running) {
+			d.finished.wait(lock);
+			continue;
+		}
+		d.running = true;
+		uint64_t seq = ++d.started;
+		lock.unlock();
+		UniqueFd fd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+		int err = fd && fsync(fd.get()) == 0 ? 0 : errno;
+		lock.lock();
+		d.running = false;
+		d.done = seq;
+		d.err = err;
+		d.finished.notify_all();
+	}
+	return d.err;
 }
 
 class MaildirHandler : public Handler {
@@ -141,6 +222,7 @@ class MaildirHandler : public Handler {
 	std::string path_;
 	bool per_recipient_;
 	bool create_;
+	DirSyncs dir_syncs_;
 };
 
 LAIM_HANDLER("maildir", MaildirHandler);
@@ -174,7 +256,7 @@ Result MaildirHandler::write_copy(const Envelope& env, const std::string& rcpt,
 		return io_error(tmp, errno);
 
 	std::string head = "Return-Path: <" + env.sender + ">\r\nDelivered-To: " + rcpt + "\r\n";
-	if (!write_all(fd.get(), head) || !write_all(fd.get(), msg.raw()) || fsync(fd.get()) != 0) {
+	if (!write_both(fd.get(), head, msg.raw()) || fdatasync(fd.get()) != 0) {
 		int err = errno;
 		unlink(tmp.c_str());
 		return io_error(tmp, err);
@@ -223,22 +305,16 @@ Results MaildirHandler::deliver(const Envelope& env, const Message& msg)
 	for (const Copy& c : copies) {
 		std::string tmp = c.dir + "/tmp/" + c.name;
 		std::string dst = c.dir + "/new/" + c.name;
-		// link() refuses to replace; rename() for filesystems without links.
-		bool moved = link(tmp.c_str(), dst.c_str()) == 0;
-		if (!moved && (errno == EPERM || errno == ENOTSUP))
-			moved = rename(tmp.c_str(), dst.c_str()) == 0;
-		if (!moved) {
+		if (!move_no_replace(tmp, dst)) {
 			int err = errno;
 			discard_tmp();
 			return io_error(dst, err);
 		}
-		unlink(tmp.c_str());
 		std::string newdir = c.dir + "/new";
 		if (std::find(synced.begin(), synced.end(), newdir) != synced.end())
 			continue;
-		UniqueFd dfd(open(newdir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-		if (!dfd || fsync(dfd.get()) != 0)
-			return io_error(newdir, errno);
+		if (int err = dir_syncs_.sync(newdir))
+			return io_error(newdir, err);
 		synced.push_back(std::move(newdir));
 	}
 
