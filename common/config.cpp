@@ -565,6 +565,8 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 			fail(n.line, name, "must not contain control characters");
 	} else if (name == "max_queue_size") {
 		set_integer(&cfg_.max_queue_size, n, name, 1);
+	} else if (name == "queue_full_wait") {
+		set_integer(&cfg_.queue_full_wait, n, name, 0, 300);
 	} else if (name == "data_size_limit") {
 		set_integer(&cfg_.data_size_limit, n, name, 0);
 	} else if (name == "timeout") {

@@ -70,6 +70,7 @@ struct Config {
 	std::string hostname;  // empty: /etc/mailname or the FQDN, resolved once at start
 	std::string ident;     // default "laim VERSION"
 	uint32_t max_queue_size = 50;
+	uint32_t queue_full_wait = 10;        // seconds a MAIL waits for room, then 452
 	uint64_t data_size_limit = 33554432;  // 0 = no limit
 	uint32_t timeout = 300;               // seconds between commands
 	bool enable_smtputf8 = true;

@@ -312,6 +312,7 @@ void HandlerServer::run()
 		queue_.run();
 		import_offline(false);
 		control_.expire();
+		intake_.admit_waiting();
 		loop_.wait(std::min(queue_.next_wakeup_ms(), 1000));
 		intake_.commit_pending();
 	}

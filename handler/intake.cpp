@@ -63,6 +63,7 @@ void Intake::smtp_gone()
 	while (!txns_.empty())
 		abort_txn(txns_.begin()->first);
 	commits_.clear();
+	waiting_.clear();
 	smtp_channel_++;
 }
 
@@ -72,24 +73,54 @@ void Intake::reply(uint32_t type, uint32_t session, BackendStatus st)
 	smtp_.send(type, session, encode(StatusMsg{st}));
 }
 
+bool Intake::queue_full() const
+{
+	return queue_.size() + in_progress() >= cfg_.max_queue_size;
+}
+
 // MAIL FROM: a new transaction reserves a place in the bounded queue, so
-// that a 250 is never followed by a drop (doc/architecture.md).
+// that a 250 is never followed by a drop (doc/architecture.md). When the
+// queue is full it waits for room, up to queue_full_wait seconds.
 void Intake::on_mail(uint32_t session, MailMsg m)
 {
-	Txn t;
+	abort_txn(session);
+	if (!queue_full() && waiting_.empty()) {
+		open_txn(session, std::move(m));
+		return;
+	}
+	if (waiting_.empty())
+		log_info("queue full (max_queue_size %u): MAIL FROM waits up to %us for room", cfg_.max_queue_size,
+			 cfg_.queue_full_wait);
+	waiting_.push_back({session, std::move(m), time(nullptr) + static_cast<time_t>(cfg_.queue_full_wait)});
+	admit_waiting();
+}
+
+void Intake::open_txn(uint32_t session, MailMsg m)
+{
+	Txn& t = txns_[session];
 	t.env.sender = std::move(m.sender);
 	t.env.helo = std::move(m.helo);
 	t.env.client = std::move(m.client);
 	t.env.uid = m.uid;
-	abort_txn(session);
-	if (queue_.size() + in_progress() >= cfg_.max_queue_size) {
-		log_warnx("queue full (%zu queued, %zu in progress, max_queue_size %u): deferring mail from <%s>",
-			  queue_.size(), in_progress(), cfg_.max_queue_size, t.env.sender.c_str());
-		reply(IMSG_H_MAIL, session, BackendStatus::Full);
-		return;
-	}
-	txns_[session] = std::move(t);
 	reply(IMSG_H_MAIL, session, BackendStatus::Ok);
+}
+
+void Intake::admit_waiting()
+{
+	time_t now = time(nullptr);
+	while (!waiting_.empty()) {
+		WaitingMail& w = waiting_.front();
+		if (!queue_full()) {
+			open_txn(w.session, std::move(w.mail));
+		} else if (now >= w.deadline) {
+			log_warnx("queue full (%zu queued, %zu in progress, max_queue_size %u): deferring mail from <%s>",
+				  queue_.size(), in_progress(), cfg_.max_queue_size, w.mail.sender.c_str());
+			reply(IMSG_H_MAIL, w.session, BackendStatus::Full);
+		} else {
+			return;
+		}
+		waiting_.pop_front();
+	}
 }
 
 // RCPT TO: after /etc/aliases, each final recipient needs a route, and each
@@ -177,10 +208,13 @@ void Intake::on_commit(uint32_t session, uint64_t size)
 	commits_.push_back(session);
 }
 
-// The transaction ended without commit: its place in the queue and its
-// spool file go.
+// The transaction ended without commit: its place in the queue (or in
+// the line for one) and its spool file go.
 void Intake::abort_txn(uint32_t session)
 {
+	auto w = std::find_if(waiting_.begin(), waiting_.end(), [session](auto& m) { return m.session == session; });
+	if (w != waiting_.end())
+		waiting_.erase(w);
 	auto it = txns_.find(session);
 	if (it == txns_.end())
 		return;

@@ -9,6 +9,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <ctime>
+#include <deque>
 #include <functional>
 #include <map>
 #include <string>
@@ -46,6 +48,9 @@ class Intake {
 	void commit_pending();
 	// Transactions open now: each holds a place in the queue.
 	size_t in_progress() const { return txns_.size() + syncing_.size(); }
+	// Once per loop turn: MAILs waiting for room in a full queue get it,
+	// in their order, or 452 once they waited queue_full_wait seconds.
+	void admit_waiting();
 
  private:
 	// One SMTP transaction as the handler sees it, keyed by session id.
@@ -83,7 +88,18 @@ class Intake {
 	Expand expand_;
 	Enqueue enqueue_;
 	SiblingChannel smtp_;
+	// A MAIL that found the queue full, waiting for room (Postfix's
+	// in_flow_delay, bounded): a burst is slowed down, not turned away.
+	struct WaitingMail {
+		uint32_t session;
+		MailMsg mail;
+		time_t deadline;
+	};
+	bool queue_full() const;
+	void open_txn(uint32_t session, MailMsg m);
+
 	std::map<uint32_t, Txn> txns_;
+	std::deque<WaitingMail> waiting_;
 	std::vector<uint32_t> commits_;  // sessions whose commit waits for the next group
 	uint64_t smtp_channel_ = 0;      // counts smtp processes gone
 	std::vector<Commit> syncing_;    // the group on the committer thread

@@ -1,13 +1,14 @@
 # The bounded queue: with max_queue_size messages committed but not yet
-# handled, a new transaction gets 452 4.3.1 at MAIL FROM (never a 250
-# followed by a drop); once the queue drains, mail is accepted again.
+# handled, a new transaction waits at MAIL FROM for room up to
+# queue_full_wait seconds, then gets 452 4.3.1 (never a 250 followed by a
+# drop); once the queue drains, mail is accepted again.
 import sys
 sys.dont_write_bytecode = True
 from harness import *
 
 
 def main():
-	d = Laimd(max_queue_size=2)
+	d = Laimd(max_queue_size=2, queue_full_wait=0)
 	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
 	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
 	d.start()
@@ -37,7 +38,7 @@ def reservations():
 	"""Transactions between MAIL and the end of data count against the
 	queue too: with max_queue_size 1, a second MAIL is refused while the
 	first transaction is open, and accepted again after its RSET."""
-	d = Laimd(name="t_queue_full_rsv", max_queue_size=1)
+	d = Laimd(name="t_queue_full_rsv", max_queue_size=1, queue_full_wait=0)
 	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
 	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
 	d.start()
@@ -59,9 +60,58 @@ def reservations():
 	check_eq(d.spool_files("queue"), [qb], "queue/ with max_queue_size 1")
 
 
+def waiting():
+	"""With queue_full_wait, a MAIL that finds the queue full is answered
+	when a place frees (250), or 452 once the wait is over; a burst of
+	sessions is slowed to the pace of delivery, not turned away."""
+	d = Laimd(name="t_queue_full_wait", max_queue_size=1, queue_full_wait=2)
+	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
+	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
+	d.start()
+	q1 = d.send(msg=simple_message("one"))
+	with d.smtp() as c:
+		c.ehlo()
+		start = time.monotonic()
+		r = c.cmd("MAIL FROM:<late@client.example>", 452, timeout=10)
+		waited = time.monotonic() - start
+		check(r.lines[-1].startswith("452 4.3.1"), "MAIL after the wait: %r" % r)
+		check(1.5 <= waited <= 4.5, "452 after %.2fs, not after queue_full_wait (2s)" % waited)
+		c.send(b"MAIL FROM:<next@client.example>\r\n")
+		time.sleep(0.5)
+		d.unblock_dir(blocked)
+		check_eq(c.reply(timeout=10).code, 250, "MAIL answered once the queue drained")
+		c.cmd("RCPT TO:<r@test.laim.example>", 250)
+		c.cmd("DATA", 354)
+		c.send(data_terminated(simple_message("waited")))
+		q2 = queue_id(c.expect(250))
+	d.wait_removed(q1)
+	d.wait_removed(q2)
+	check(d.search_log(r"queue full \(max_queue_size 1\): MAIL FROM waits up to 2s for room", 0),
+	      "no log line for the wait")
+
+	# Sessions in line are served in turn; one that leaves does not hold up
+	# the line.
+	d.config["queue_full_wait"] = 10
+	d.stop()
+	d.start()
+	a, b, c = d.smtp(), d.smtp(), d.smtp()
+	for s in (a, b, c):
+		s.ehlo()
+	a.cmd("MAIL FROM:<a@client.example>", 250)
+	b.send(b"MAIL FROM:<b@client.example>\r\n")
+	c.send(b"MAIL FROM:<c@client.example>\r\n")
+	time.sleep(0.3)
+	b.close()
+	a.cmd("RSET", 250)
+	check_eq(c.reply(timeout=5).code, 250, "the third session's MAIL after the second left the line")
+	for s in (a, c):
+		s.close()
+
+
 def both():
 	main()
 	reservations()
+	waiting()
 
 
 run(both)

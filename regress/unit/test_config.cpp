@@ -90,6 +90,7 @@ static void check_defaults(const Config& c)
 	ck_assert_str_eq(c.hostname.c_str(), "");
 	ck_assert_str_eq(c.ident.c_str(), "laim " PACKAGE_VERSION);
 	ck_assert_uint_eq(c.max_queue_size, 50);
+	ck_assert_uint_eq(c.queue_full_wait, 10);
 	ck_assert_uint_eq(c.data_size_limit, 33554432);
 	ck_assert_uint_eq(c.timeout, 300);
 	ck_assert(c.enable_smtputf8);
@@ -284,6 +285,8 @@ END_TEST
 
 START_TEST(integer_bounds_accepted)
 {
+	ck_assert_uint_eq(parse_ok("queue_full_wait: 0\n").queue_full_wait, 0);
+	ck_assert_uint_eq(parse_ok("queue_full_wait: 300\n").queue_full_wait, 300);
 	Config c = parse_ok("max_queue_size: 4294967295\ndata_size_limit: 18446744073709551615\n"
 			    "greeting_delay: 0\ntimeout: 1\n");
 	ck_assert_uint_eq(c.max_queue_size, 4294967295u);
@@ -507,6 +510,7 @@ START_TEST(error_wrong_types)
 	    {"alias_files", "expected a boolean (true/false, yes/no, on/off)"},
 	    {"max_sessions", "expected a positive integer"},
 	    {"greeting_delay", "expected an integer from 0 to 10000"},
+	    {"queue_full_wait", "expected an integer from 0 to 300"},
 	    {"retry_initial", "expected a positive integer"},
 	    {"retry_max", "expected a positive integer"},
 	    {"max_queue_age", "expected a positive integer"},
@@ -562,6 +566,8 @@ START_TEST(error_bad_integers)
 	    {"max_sessions: 0\n", "t.yml:1: max_sessions: ", "0 is out of range"},
 	    {"greeting_delay: 10001\n", "t.yml:1: greeting_delay: ",
 	     "10001 is out of range: expected an integer from 0 to 10000"},
+	    {"queue_full_wait: 301\n", "t.yml:1: queue_full_wait: ",
+	     "301 is out of range: expected an integer from 0 to 300"},
 	    {"retry_initial: 0\n", "t.yml:1: retry_initial: ", "0 is out of range"},
 	    {"retry_max: 0\n", "t.yml:1: retry_max: ", "0 is out of range"},
 	    {"max_queue_age: 0\n", "t.yml:1: max_queue_age: ", "0 is out of range"},
