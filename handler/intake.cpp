@@ -80,7 +80,9 @@ bool Intake::queue_full() const
 
 // MAIL FROM: a new transaction reserves a place in the bounded queue, so
 // that a 250 is never followed by a drop (doc/architecture.md). When the
-// queue is full it waits for room, up to queue_full_wait seconds.
+// queue is full it waits for room, up to queue_full_wait seconds; on the
+// local socket it does not: sendmail then hands the message to laim-drop
+// at once rather than hold up cron.
 void Intake::on_mail(uint32_t session, MailMsg m)
 {
 	abort_txn(session);
@@ -88,10 +90,11 @@ void Intake::on_mail(uint32_t session, MailMsg m)
 		open_txn(session, std::move(m));
 		return;
 	}
-	if (waiting_.empty())
-		log_info("queue full (max_queue_size %u): MAIL FROM waits up to %us for room", cfg_.max_queue_size,
-			 cfg_.queue_full_wait);
-	waiting_.push_back({session, std::move(m), time(nullptr) + static_cast<time_t>(cfg_.queue_full_wait)});
+	time_t wait = m.uid ? 0 : static_cast<time_t>(cfg_.queue_full_wait);
+	if (waiting_.empty() && wait > 0)
+		log_info("queue full (max_queue_size %u): MAIL FROM waits up to %lds for room", cfg_.max_queue_size,
+			 (long)wait);
+	waiting_.push_back({session, std::move(m), time(nullptr) + wait});
 	admit_waiting();
 }
 
