@@ -26,8 +26,15 @@
 #                  connection (smtp-source -d)
 #   large          200 messages of 1 MiB over one session
 #
-# Each measurement starts its server afresh; within a repetition the
-# servers take turns, scenario by scenario. The table shows, for each
+# Each measurement starts its server afresh, on a file system of its own:
+# a new ext4 (mkfs.ext4 defaults, so with a journal) on a loop device over
+# a sparse file in --cache, mounted for that one run and removed after it.
+# Every server then writes its queue and Maildir under the same conditions,
+# whatever the disk under /tmp is and whatever the previous run left (on
+# ext4 without a journal, for one, each new inode is searched for past
+# every inode freed in the last minute). --fs tmpdir runs in TMPDIR
+# instead. Within a repetition the servers take turns, scenario by
+# scenario. The table shows, for each
 # column on its own, the median over the repetitions (3 by default):
 #
 #   msg/s      messages accepted / wall time of smtp-source. Accepted is
@@ -61,8 +68,8 @@
 # another address or a resolver; every name is explicit (bench.example,
 # client.example). OpenSMTPD has its paths compiled in; it runs in a mount
 # and UTS namespace of its own, where tmpfs mounts hold them: its queue
-# /var/spool/smtpd is bind-mounted from its scratch directory in TMPDIR
-# (the disk laim's spool is on), /usr/libexec/opensmtpd from the unpacked
+# /var/spool/smtpd is bind-mounted from its scratch directory (on the
+# file system laim's spool is on), /usr/libexec/opensmtpd from the unpacked
 # package (see OPENSMTPD_NAMESPACE); its host name there is bench.example.
 # Its privilege separation users opensmtpd and opensmtpq are created
 # (useradd --system) when missing.
@@ -72,6 +79,7 @@
 #       [--reps N] [--scenario NAME]... [--server NAME]... [--quick] [--cache DIR]
 import argparse
 import collections
+import contextlib
 import glob
 import os
 import re
@@ -462,6 +470,36 @@ def settled(count):
 		last = now
 
 
+class FreshFileSystem:
+	"""A new ext4 on a loop device over a sparse file in cache, mounted
+	while the with block runs, as the directory temp dirs are made in."""
+
+	SIZE = "4G"
+
+	def __init__(self, cache):
+		self.image = os.path.join(cache, "fs.img")
+		self.mountpoint = os.path.join(cache, "fs")
+
+	def __enter__(self):
+		os.makedirs(self.mountpoint, exist_ok=True)
+		subprocess.run(["truncate", "-s", self.SIZE, self.image], check=True)
+		subprocess.run(["mkfs.ext4", "-q", "-F", self.image], check=True)
+		subprocess.run(["mount", "-o", "loop", self.image, self.mountpoint], check=True)
+		os.chmod(self.mountpoint, 0o755)
+		tempfile.tempdir = self.mountpoint
+		return self
+
+	def __exit__(self, *exc):
+		tempfile.tempdir = None
+		for _ in range(50):  # a killed server's files may still be open for a moment
+			if subprocess.run(["umount", self.mountpoint], stderr=subprocess.DEVNULL).returncode == 0:
+				break
+			time.sleep(0.1)
+		else:
+			subprocess.run(["umount", "--lazy", self.mountpoint])
+		os.unlink(self.image)
+
+
 def measure(tools, server, sc, messages):
 	"""One smtp-source run against a freshly started server: the figures
 	of the table (ratio aside) and notes on anything amiss."""
@@ -521,7 +559,9 @@ def run(args, tools):
 			sink = None
 			for name in args.server:
 				try:
-					fig = measure(tools, new_server(name, tools), sc, sc.quick if args.quick else sc.messages)
+					with (FreshFileSystem(args.cache) if args.fs == "fresh" else contextlib.nullcontext()):
+						fig = measure(tools, new_server(name, tools), sc,
+							      sc.quick if args.quick else sc.messages)
 				except Exception as e:  # one failed measurement does not end the run
 					fig = "n/a (%s)" % (str(e).strip().splitlines() or [type(e).__name__])[0]
 				if name == "smtp-sink" and not isinstance(fig, str):
@@ -586,7 +626,10 @@ def parse_args():
 	p.add_argument("--scenario", action="append", choices=list(SCENARIOS), help="only these (repeatable)")
 	p.add_argument("--server", action="append", choices=SERVERS, help="only these (repeatable)")
 	p.add_argument("--quick", action="store_true", help="500, 500 and 20 messages instead of 5000, 5000, 200")
-	p.add_argument("--cache", default="/var/cache/laim-bench", help="where Postfix and OpenSMTPD are unpacked")
+	p.add_argument("--cache", default="/var/cache/laim-bench",
+		       help="where Postfix and OpenSMTPD are unpacked and the file systems made")
+	p.add_argument("--fs", choices=["fresh", "tmpdir"], default="fresh",
+		       help="a new ext4 for each run (default), or TMPDIR")
 	args = p.parse_args()
 	if args.reps < 1:
 		p.error("--reps must be at least 1")
@@ -596,11 +639,11 @@ def parse_args():
 
 
 def enter_network_namespace():
-	"""Runs this script again in a network namespace of its own, with only
+	"""Runs the script again in a network namespace of its own, with only
 	loopback; returns in that run."""
 	if os.environ.get(NETNS_MARK) != "1":
 		os.environ[NETNS_MARK] = "1"
-		os.execvp("unshare", ["unshare", "--net", sys.executable, os.path.abspath(__file__)] + sys.argv[1:])
+		os.execvp("unshare", ["unshare", "--net", sys.executable, os.path.abspath(sys.argv[0])] + sys.argv[1:])
 	subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 	interfaces = [name for _, name in socket.if_nameindex()]
 	if interfaces != ["lo"]:
@@ -615,7 +658,9 @@ def describe(args, tools, laimd):
 		print("%s: %d messages of %d KiB over %d session(s), %s" % (
 			s, sc.quick if args.quick else sc.messages, sc.size // 1024, sc.sessions,
 			"many messages per connection" if sc.reuse else "a connection per message"))
-	print("%d repetition(s), servers in turn: %s" % (args.reps, ", ".join(args.server)), flush=True)
+	print("%d repetition(s), servers in turn: %s; %s" % (
+		args.reps, ", ".join(args.server),
+		"a new ext4 for each run" if args.fs == "fresh" else "in " + tempfile.gettempdir()), flush=True)
 
 
 def on_signal(signum, frame):
@@ -639,4 +684,5 @@ def main():
 	print_table(args, run(args, tools))
 
 
-main()
+if __name__ == "__main__":
+	main()

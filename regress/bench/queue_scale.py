@@ -1,52 +1,55 @@
-# The queue at scale (a handler down for a day): a real laimd whose only
-# handler fails every delivery (a Maildir its user cannot write, retry in
-# an hour) takes messages from Postfix's smtp-source over 8 reused
-# connections until TOTAL are queued. Prints the intake rate while the
-# queue grows, the handler process's memory per queued message, the time
-# `laimctl show queue` takes, and the time a restarted laimd takes to load
-# the queue. Runs in a private network namespace; not part of make check.
+#!/usr/bin/python3
+# The queue at scale, a handler down for a day: laimd's only handler fails
+# every delivery (a Maildir its user cannot write; retry in an hour), and
+# Postfix's smtp-source sends 1 KiB messages over 8 reused connections
+# until TOTAL (default 100000) are queued. Prints the intake rate as the
+# queue grows (commits must not slow down behind failing deliveries), the
+# handler process's PSS per queued message, how long `laimctl show queue`
+# takes, and how long a restarted laimd takes to load the queue. Runs on a
+# fresh ext4 in a private network namespace, as bench.py does; not part of
+# make check.
 #
-#   make bench-queue     (or: LAIMD=build/check/laimd LAIM_SRCDIR=.
-#                         python3 regress/bench/queue_scale.py [TOTAL])
+#   make bench-queue [BENCH_QUEUE=20000]       (as root, in the build directory)
 import os
-import re
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
 sys.dont_write_bytecode = True
-import tools  # noqa: E402
+import bench  # noqa: E402
 from harness import Laimd, wait_for  # noqa: E402
 
-TOTAL = int(sys.argv[1]) if len(sys.argv) > 1 else 100000
 STEP = 20000
 
 
-def pss_kb(pid):
-	with open("/proc/%d/smaps_rollup" % pid) as f:
-		return int(re.search(r"^Pss:\s+(\d+) kB", f.read(), re.M).group(1))
+def queued(d):
+	return len(d.findall_log(r"from=<%s>" % bench.SENDER, 0))
 
 
-def fill(d, source, count):
+def fill(d, tools, count):
 	"""count more messages over 8 reused connections: (accepted, seconds)."""
-	before = len(d.findall_log(r"from=<bench@"))
+	sc = bench.Scenario(count, count, 1024, 8, True)
+	before = queued(d)
 	start = time.monotonic()
-	source.run(d.port, count, sessions=8, reuse=True)
+	subprocess.run(bench.source_argv(tools, sc, count, d.port), env=tools.env, check=True,
+		       stdout=subprocess.DEVNULL, timeout=bench.CLIENT_TIMEOUT)
 	took = time.monotonic() - start
-	return len(d.findall_log(r"from=<bench@")) - before, took
+	return queued(d) - before, took
 
 
-def laimctl_show_queue(d):
+def show_queue_time(d):
+	"""Seconds `laimctl show queue` takes, and the lines it printed."""
 	laimctl = os.path.join(os.path.dirname(d.laimd), "laimctl")
 	start = time.monotonic()
 	out = subprocess.run([laimctl, "show", "queue"], env=dict(os.environ, **d.local_env()),
-			     capture_output=True, check=True).stdout
+			     stdout=subprocess.PIPE, check=True).stdout
 	return time.monotonic() - start, out.count(b"\n")
 
 
 def restart_load_time(d):
+	"""Seconds from laimd's start until its handler process has loaded
+	the queue, and how many messages it loaded."""
 	d.stop()
 	start = time.monotonic()
 	d.start(timeout=300)
@@ -54,33 +57,42 @@ def restart_load_time(d):
 	return time.monotonic() - start, int(m.group(1))
 
 
-def main():
-	source = tools.PostfixTools()
-	d = Laimd(name="queue-scale", max_queue_size=TOTAL + 1000, retry_initial=3600, retry_max=3600)
+def measure(tools, total):
+	d = Laimd(name="bench-queue", hostname=bench.HOST, max_queue_size=total + 1000, retry_initial=3600,
+		  retry_max=3600)
 	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
 	d.config["handlers"] = {"down": {"type": "maildir", "path": os.path.join(blocked, "Maildir")}}
 	d.config["routes"] = [{"match": "*", "handlers": ["down"]}]
 	try:
 		d.start()
-		handler = d.child("handler")
-		base = pss_kb(handler)
-		queued = 0
-		print("queued before  intake (8 reused connections, every delivery failing)")
-		while queued < TOTAL:
-			n, took = fill(d, source, min(STEP, TOTAL - queued))
-			print("%13d  %6.0f msg/s" % (queued, n / took))
-			queued += n
-		wait_for(lambda: len(d.findall_log(r"status=deferred")) >= queued, 120, "first attempts")
-		grown = pss_kb(handler)
-		print("handler PSS: %d KiB empty, %d KiB with %d queued: %.0f bytes per queued message"
-		      % (base, grown, queued, (grown - base) * 1024 / queued))
-		took, lines = laimctl_show_queue(d)
-		print("laimctl show queue: %.2f s for %d lines" % (took, lines))
+		empty = bench.pss_kb(d.child("handler"))
+		print("queued before | intake msg/s (8 reused connections, every delivery failing)")
+		n = 0
+		while n < total:
+			got, took = fill(d, tools, min(STEP, total - n))
+			print("%13d | %6.0f" % (n, got / took), flush=True)
+			n += got
+		wait_for(lambda: len(d.findall_log(r"status=deferred", 0)) >= n, 300, "every first attempt")
+		full = bench.pss_kb(d.child("handler"))
+		print("handler process PSS: %.1f MiB empty, %.1f MiB with %d queued: %.0f bytes per queued message"
+		      % (empty / 1024, full / 1024, n, (full - empty) * 1024 / n))
+		took, lines = show_queue_time(d)
+		print("laimctl show queue: %.2f s (%d lines)" % (took, lines))
 		took, loaded = restart_load_time(d)
-		print("restart: %d queued messages loaded %.2f s after laimd started" % (loaded, took))
-		print("handler PSS after the restart: %d KiB" % pss_kb(d.child("handler")))
+		print("restart: %d queued messages loaded %.2f s after laimd started; handler PSS then %.1f MiB"
+		      % (loaded, took, bench.pss_kb(d.child("handler")) / 1024))
 	finally:
 		d.cleanup()
 
 
-tools.in_private_network(main)
+def main():
+	total = int(sys.argv[1]) if len(sys.argv) > 1 else 100000
+	if os.geteuid() != 0:
+		sys.exit("queue_scale.py: run as root")
+	tools = bench.Tools("/var/cache/laim-bench")
+	bench.enter_network_namespace()
+	with bench.FreshFileSystem("/var/cache/laim-bench"):
+		measure(tools, total)
+
+
+main()
