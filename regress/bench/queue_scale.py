@@ -42,7 +42,7 @@ def show_queue_time(d):
 	"""Seconds `laimctl show queue` takes, and the lines it printed."""
 	laimctl = os.path.join(os.path.dirname(d.laimd), "laimctl")
 	start = time.monotonic()
-	out = subprocess.run([laimctl, "show", "queue"], env=dict(os.environ, **d.local_env()),
+	out = subprocess.run([laimctl, "show", "queue"], env=dict(os.environ, LAIM_CONTROL=d.config["control_socket"]),
 			     stdout=subprocess.PIPE, check=True).stdout
 	return time.monotonic() - start, out.count(b"\n")
 
