@@ -9,12 +9,13 @@
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <cctype>
 #include <cerrno>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -83,6 +84,33 @@ std::pair<UniqueFd, UniqueFd> seqpacket_pair()
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1)
 		fatal("socketpair");
 	return {UniqueFd(sv[0]), UniqueFd(sv[1])};
+}
+
+// Under systemd (Type=notify): the datagram sd_notify(3) sends, to the
+// socket in NOTIFY_SOCKET ("@" for the abstract namespace). Written out as
+// sd_notify(3) documents it rather than linked from libsystemd, whose
+// library and its compression and crypto libraries would be a tenth of
+// laimd's memory for this one call.
+void notify_ready()
+{
+	const char* path = getenv("NOTIFY_SOCKET");
+	if (!path || (path[0] != '/' && path[0] != '@'))
+		return;
+	struct sockaddr_un sun = {};
+	sun.sun_family = AF_UNIX;
+	size_t len = strlen(path);
+	if (len >= sizeof sun.sun_path) {
+		log_warnx("NOTIFY_SOCKET %s: name too long", path);
+		return;
+	}
+	memcpy(sun.sun_path, path, len);
+	if (sun.sun_path[0] == '@')
+		sun.sun_path[0] = '\0';
+	UniqueFd fd(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+	static const char ready[] = "READY=1";
+	if (!fd || sendto(fd.get(), ready, sizeof ready - 1, MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&sun),
+			  static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len)) < 0)
+		log_warn("NOTIFY_SOCKET %s", path);
 }
 
 // Closes every descriptor a freshly forked child must not keep.
@@ -465,6 +493,6 @@ int main(int argc, char* argv[])
 	start_child(SMTP, std::move(s_end));
 	start_child(HANDLER, std::move(h_end));
 	log_info("ready");
-	sd_notify(0, "READY=1");
+	notify_ready();
 	supervise(sigfd);
 }
