@@ -351,6 +351,16 @@ void Queue::finish_job(Job& job, const Results& results)
 		dispatch(e);  // what this round has not tried yet, or settle it
 }
 
+// The last error of a deferred message, shared with the messages before
+// it that failed the same way: a handler that is down gives thousands of
+// queued messages one reason.
+std::shared_ptr<const std::string> Queue::shared_text(std::string text)
+{
+	if (!last_text_ || *last_text_ != text)
+		last_text_ = std::make_shared<const std::string>(std::move(text));
+	return last_text_;
+}
+
 // What the log adds to a result: the peer's enhanced code and its reason.
 std::string Queue::describe(const Result& r)
 {
@@ -412,20 +422,20 @@ void Queue::settle(const std::string& id)
 		const char* name = d.instance.c_str();
 		const char* rcpt = d.rcpt.c_str();
 		std::string what = expired ? "failed" : "deferred";
-		e.last_error = one_line(d.result.reason);
+		e.last_error = shared_text(one_line(d.result.reason));
 		count(what);
 		count("handler." + d.instance + "." + what);
 		if (expired) {
 			e.failures.push_back("<" + d.rcpt + "> handler " + d.instance + ": expired after " +
-					     std::to_string(e.attempts) + " attempts: " + e.last_error);
+					     std::to_string(e.attempts) + " attempts: " + *e.last_error);
 			log_info("%s: to=<%s>, handler=%s, status=failed (expired after %u attempts: %s)", id.c_str(), rcpt,
-				 name, e.attempts, e.last_error.c_str());
+				 name, e.attempts, e.last_error->c_str());
 		} else {
 			log_info("%s: to=<%s>, handler=%s, status=deferred, delay=%.2f, attempt=%u, retry_in=%lds%s",
 				 id.c_str(), rcpt, name, delay, e.attempts, (long)retry_in, describe(d.result).c_str());
 		}
 	}
-	e.deferred.clear();
+	e.deferred = {};  // its capacity too: a deferred message may wait for hours
 	if (expired) {
 		finalize(id);
 		return;
@@ -476,7 +486,7 @@ std::vector<Queue::Item> Queue::items() const
 		it.env = e.env;
 		it.attempts = e.attempts;
 		it.next_try = e.next_try;
-		it.last_error = e.last_error;
+		it.last_error = e.last_error ? *e.last_error : "";
 		it.size = e.size;
 		out.push_back(std::move(it));
 	}

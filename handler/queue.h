@@ -112,7 +112,7 @@ class Queue {
 		std::set<std::pair<std::string, std::string>> tried;  // (instance, rcpt) tried this round
 		std::vector<std::string> failures;   // permanent failure reasons
 		std::vector<Deferral> deferred;      // this round's temporary failures
-		std::string last_error;
+		std::shared_ptr<const std::string> last_error;
 		std::set<std::string> waiting_for;  // instances whose waiting list holds it
 	};
 	void make_due(const std::string& id);
@@ -121,6 +121,7 @@ class Queue {
 	std::string launch(const std::shared_ptr<Job>& job);
 	void finish_job(Job& job, const Results& results);
 	static std::string describe(const Result& r);
+	std::shared_ptr<const std::string> shared_text(std::string text);
 	void settle_recipient(Entry& e, const std::string& instance, const std::string& rcpt, const Result& r);
 	void settle(const std::string& id);
 	void late_delivery(const Job& job);
@@ -139,6 +140,7 @@ class Queue {
 	std::vector<std::shared_ptr<Job>> jobs_;  // running (not yet collected)
 	bool stopped_ = false;
 	std::map<std::string, uint64_t> stats_;
+	std::shared_ptr<const std::string> last_text_;  // shared_text()'s last
 };
 
 }  // namespace laim
