@@ -43,7 +43,7 @@ Results call(Job& job, const Spool& spool)
 		if (job.tested)
 			return job.inst->handler->test();
 		SpoolMessage sm = spool.load(job.id);
-		Message msg(sm.body());
+		Message msg(sm.body(), sm.file(), sm.body_offset());
 		return job.inst->handler->deliver(job.env, msg);
 	} catch (const std::exception& e) {
 		return Result::tempfail(e.what());

@@ -193,6 +193,8 @@ SpoolMessage::SpoolMessage(SpoolMessage&& o) noexcept
 	  map_(std::exchange(o.map_, nullptr)),
 	  map_len_(std::exchange(o.map_len_, 0)),
 	  read_(std::move(o.read_)),
+	  file_(std::move(o.file_)),
+	  body_offset_(o.body_offset_),
 	  body_(std::exchange(o.body_, {}))
 {
 }
@@ -206,6 +208,8 @@ SpoolMessage& SpoolMessage::operator=(SpoolMessage&& o) noexcept
 		map_ = std::exchange(o.map_, nullptr);
 		map_len_ = std::exchange(o.map_len_, 0);
 		read_ = std::move(o.read_);
+		file_ = std::move(o.file_);
+		body_offset_ = o.body_offset_;
 		body_ = std::exchange(o.body_, {});
 	}
 	return *this;
@@ -473,10 +477,12 @@ SpoolMessage Spool::load(const std::string& id, const char* sub) const
 			throw SpoolError(id + ": mmap: " + strerror(errno));
 		msg.map_ = map;
 		msg.map_len_ = len;
+		msg.file_ = std::move(fd);
 		data = std::string_view(static_cast<const char*>(map), len);
 	}
 	size_t body = parse_header(data, id, msg.envelope);
 	msg.body_ = data.substr(body);
+	msg.body_offset_ = static_cast<off_t>(body);
 	return msg;
 }
 

@@ -47,12 +47,18 @@ class SpoolMessage {
 
 	Envelope envelope;
 	std::string_view body() const { return body_; }  // the message after the header
+	// The file, open while a large message is mapped (else -1), and where
+	// the body starts in it: for Message::write_to().
+	int file() const { return file_.get(); }
+	off_t body_offset() const { return body_offset_; }
 
  private:
 	friend class Spool;
 	void* map_ = nullptr;
 	size_t map_len_ = 0;
 	std::unique_ptr<char[]> read_;
+	UniqueFd file_;
+	off_t body_offset_ = 0;
 	std::string_view body_;
 };
 

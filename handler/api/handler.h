@@ -43,13 +43,19 @@ struct Header {
 // raw bytes cost nothing, headers/subject/text parse on first use (GMime).
 class Message {
  public:
-	explicit Message(std::string_view raw);
+	// raw: the message's bytes; when they also lie in a file (file >= 0, at
+	// offset), write_to() copies from there.
+	explicit Message(std::string_view raw, int file = -1, off_t offset = 0);
 	~Message();
 	Message(const Message&) = delete;
 	Message& operator=(const Message&) = delete;
 
 	std::string_view raw() const { return raw_; }
 	size_t size() const { return raw_.size(); }
+	// Writes prefix, then the message, to fd. A large message is copied
+	// in the kernel (sendfile(2)) from the spool file, so that its pages
+	// never enter the process. False with errno set.
+	bool write_to(int fd, std::string_view prefix = {}) const;
 	const std::vector<Header>& headers() const;
 	// First header of that name (case-insensitive), unfolded, or nullopt.
 	std::optional<std::string> header(std::string_view name) const;
@@ -63,6 +69,8 @@ class Message {
 	struct Parsed;
 	const Parsed& parsed() const;
 	std::string_view raw_;
+	int file_;
+	off_t offset_;
 	mutable std::unique_ptr<Parsed> parsed_;
 };
 

@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <mutex>
 #include <strings.h>
+#include <sys/sendfile.h>
+#include <sys/uio.h>
 
+#include "common/fd.h"
 #include "handler/api/handler.h"
 
 namespace laim {
@@ -197,7 +200,40 @@ std::string decode_text(GMimePart* part)
 
 }  // namespace
 
-Message::Message(std::string_view raw) : raw_(raw), parsed_(std::make_unique<Parsed>()) {}
+Message::Message(std::string_view raw, int file, off_t offset)
+	: raw_(raw), file_(file), offset_(offset), parsed_(std::make_unique<Parsed>())
+{
+}
+
+bool Message::write_to(int fd, std::string_view prefix) const
+{
+	if (file_ < 0) {
+		struct iovec iov[2] = {{const_cast<char*>(prefix.data()), prefix.size()},
+				       {const_cast<char*>(raw_.data()), raw_.size()}};
+		ssize_t n;
+		do
+			n = writev(fd, iov, 2);
+		while (n < 0 && errno == EINTR);
+		if (n < 0)
+			return false;
+		size_t done = static_cast<size_t>(n);
+		if (done >= prefix.size())
+			return write_all(fd, raw_.substr(done - prefix.size()));
+		return write_all(fd, prefix.substr(done)) && write_all(fd, raw_);
+	}
+	if (!write_all(fd, prefix))
+		return false;
+	off_t from = offset_;
+	for (size_t left = raw_.size(); left > 0;) {
+		ssize_t n = sendfile(fd, file_, &from, left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n == 0 ? (errno = EIO, false) : false;
+		left -= static_cast<size_t>(n);
+	}
+	return true;
+}
 
 Message::~Message() = default;
 

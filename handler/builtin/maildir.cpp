@@ -15,7 +15,6 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/time.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -67,22 +66,6 @@ std::string maildir_unique_name()
 	return std::to_string(tv.tv_sec) + ".M" + std::to_string(tv.tv_usec) + "P" +
 	       std::to_string(process_id()) + "Q" + std::to_string(++counter) + "." +
 	       maildir_hostname();
-}
-
-// Writes a then b, in one writev(2) when the file takes it all.
-bool write_both(int fd, std::string_view a, std::string_view b)
-{
-	struct iovec iov[2] = {{const_cast<char*>(a.data()), a.size()}, {const_cast<char*>(b.data()), b.size()}};
-	ssize_t n;
-	do
-		n = writev(fd, iov, 2);
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return false;
-	size_t done = static_cast<size_t>(n);
-	if (done >= a.size())
-		return write_all(fd, b.substr(done - a.size()));
-	return write_all(fd, a.substr(done)) && write_all(fd, b);
 }
 
 // tmp/NAME to new/NAME, never replacing a file: renameat2 with
@@ -256,7 +239,7 @@ Result MaildirHandler::write_copy(const Envelope& env, const std::string& rcpt,
 		return io_error(tmp, errno);
 
 	std::string head = "Return-Path: <" + env.sender + ">\r\nDelivered-To: " + rcpt + "\r\n";
-	if (!write_both(fd.get(), head, msg.raw()) || fdatasync(fd.get()) != 0) {
+	if (!msg.write_to(fd.get(), head) || fdatasync(fd.get()) != 0) {
 		int err = errno;
 		unlink(tmp.c_str());
 		return io_error(tmp, err);

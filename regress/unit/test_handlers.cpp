@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "common/config.h"
+#include "common/fd.h"
 #include "common/log.h"
 #include "handler/api/handler.h"
 
@@ -305,6 +306,29 @@ START_TEST(message_text_html_only_and_none)
 	ck_assert_uint_eq(empty.headers().size(), 0);
 	ck_assert_string_eq(empty.subject(), "");
 	ck_assert_string_eq(empty.text(), "");
+}
+END_TEST
+
+// The bytes written out, from memory or from the file the message lies
+// in (at its offset, after the spool header), each after the prefix.
+START_TEST(message_write_to)
+{
+	std::string body = "Subject: s\r\n\r\n" + std::string(300000, 'b') + "\r\n";
+	char in_path[] = "/tmp/laim-msg-XXXXXX", out_path[] = "/tmp/laim-out-XXXXXX";
+	UniqueFd in(mkstemp(in_path)), out(mkstemp(out_path));
+	unlink(in_path);
+	unlink(out_path);
+	std::string file = "LAIM 1\nheader\n\n" + body;
+	ck_assert(write_all(in.get(), file));
+	Message from_file(body, in.get(), static_cast<off_t>(file.size() - body.size()));
+	ck_assert(from_file.write_to(out.get(), "Return-Path: <>\r\n"));
+	Message from_memory("Subject: m\r\n\r\nmemory\r\n");
+	ck_assert(from_memory.write_to(out.get(), "X: y\r\n"));
+	std::string got(file.size() * 2, '\0');
+	ssize_t n = pread(out.get(), got.data(), got.size(), 0);
+	ck_assert_int_gt(n, 0);
+	got.resize(static_cast<size_t>(n));
+	ck_assert(got == "Return-Path: <>\r\n" + body + "X: y\r\nSubject: m\r\n\r\nmemory\r\n");
 }
 END_TEST
 
@@ -869,6 +893,7 @@ Suite* handlers_suite()
 	Suite* s = suite_create("handlers");
 	TCase* tc = tcase_create("message");
 	tcase_add_test(tc, message_plain);
+	tcase_add_test(tc, message_write_to);
 	tcase_add_test(tc, message_folded_headers);
 	tcase_add_test(tc, message_first_header_wins);
 	tcase_add_test(tc, message_rfc2047_utf8);
