@@ -61,7 +61,7 @@
 #
 # Postfix and OpenSMTPD are never installed (postfix conflicts with laim's
 # package): apt-get download fetches their .debs into --cache (default
-# /var/cache/laim-bench, reused) and dpkg-deb -x unpacks them there; the
+# /var/tmp/laim-bench, reused) and dpkg-deb -x unpacks them there; the
 # Postfix tools run with LD_LIBRARY_PATH=<root>/usr/lib/postfix. The
 # measurements then run in a private network namespace with only loopback
 # (the script re-executes itself under unshare --net), so no server reaches
@@ -112,6 +112,7 @@ OPENSMTPD_PORT = 2526
 CLIENT_TIMEOUT = 600    # seconds for one smtp-source run
 DELIVERY_TIMEOUT = 300  # seconds from the start of a run to its last delivery
 NETNS_MARK = "LAIM_BENCH_NETNS"
+CACHE = "/var/tmp/laim-bench"  # the packages, and the file systems while they are used
 
 
 class Unavailable(Exception):
@@ -626,7 +627,7 @@ def parse_args():
 	p.add_argument("--scenario", action="append", choices=list(SCENARIOS), help="only these (repeatable)")
 	p.add_argument("--server", action="append", choices=SERVERS, help="only these (repeatable)")
 	p.add_argument("--quick", action="store_true", help="500, 500 and 20 messages instead of 5000, 5000, 200")
-	p.add_argument("--cache", default="/var/cache/laim-bench",
+	p.add_argument("--cache", default=CACHE,
 		       help="where Postfix and OpenSMTPD are unpacked and the file systems made")
 	p.add_argument("--fs", choices=["fresh", "tmpdir"], default="fresh",
 		       help="a new ext4 for each run (default), or TMPDIR")

@@ -89,9 +89,9 @@ def main():
 	total = int(sys.argv[1]) if len(sys.argv) > 1 else 100000
 	if os.geteuid() != 0:
 		sys.exit("queue_scale.py: run as root")
-	tools = bench.Tools("/var/cache/laim-bench")
+	tools = bench.Tools(bench.CACHE)
 	bench.enter_network_namespace()
-	with bench.FreshFileSystem("/var/cache/laim-bench"):
+	with bench.FreshFileSystem(bench.CACHE):
 		measure(tools, total)
 
 
