@@ -239,7 +239,8 @@ void Queue::run()
 {
 	time_t now = time(nullptr);
 	std::vector<std::shared_ptr<Job>> expired;
-	{
+	if (now != last_timeout_check_) {  // timeouts are whole seconds: once a second
+		last_timeout_check_ = now;
 		std::lock_guard<std::mutex> lock(jobs_mutex);
 		for (auto& job : jobs_) {
 			if (job->finished || job->expired || now - job->started < static_cast<time_t>(delivery_timeout_))

@@ -139,6 +139,7 @@ class Queue {
 	std::set<std::pair<time_t, std::string>> timers_;  // (next_try, id) of deferred ones
 	std::vector<std::shared_ptr<Job>> jobs_;  // running (not yet collected)
 	bool stopped_ = false;
+	time_t last_timeout_check_ = 0;
 	std::map<std::string, uint64_t> stats_;
 	std::shared_ptr<const std::string> last_text_;  // shared_text()'s last
 };

@@ -27,11 +27,14 @@ WorkerPool::~WorkerPool()
 	st_->wake.notify_all();
 }
 
+// An idle thread is woken after the lock is released, so that it does not
+// wake only to wait for the lock.
 void WorkerPool::run(std::function<void()> task)
 {
-	std::lock_guard<std::mutex> lock(st_->mutex);
+	std::unique_lock<std::mutex> lock(st_->mutex);
 	st_->tasks.push_back(std::move(task));
 	if (st_->idle >= st_->tasks.size() || st_->threads >= size_) {
+		lock.unlock();
 		st_->wake.notify_one();
 		return;
 	}
