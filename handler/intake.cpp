@@ -266,15 +266,17 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 		Txn& t = c.txn;
 		uint64_t want = t.created.header_len + t.size;
 		struct stat st;
-		if (fstat(t.file.get(), &st) == -1)
+		if (fstat(t.file.get(), &st) == -1) {
 			c.error = std::string("fstat: ") + strerror(errno);
-		else if (static_cast<uint64_t>(st.st_size) > want && t.created.recycled &&
-			 ftruncate(t.file.get(), static_cast<off_t>(want)) == -1)
-			c.error = std::string("ftruncate: ") + strerror(errno);
-		else if (static_cast<uint64_t>(st.st_size) < want ||
-			 (static_cast<uint64_t>(st.st_size) > want && !t.created.recycled))
+			continue;
+		}
+		uint64_t has = static_cast<uint64_t>(st.st_size);
+		// Only a recycled file may hold more: zeros, cut off here.
+		if (has < want || (has > want && !t.created.recycled))
 			c.error = "size mismatch: smtp reported " + std::to_string(t.size) + " bytes, file has " +
-				  std::to_string(static_cast<long long>(st.st_size - t.created.header_len));
+				  std::to_string(static_cast<long long>(has - t.created.header_len));
+		else if (has > want && ftruncate(t.file.get(), static_cast<off_t>(want)) == -1)
+			c.error = std::string("ftruncate: ") + strerror(errno);
 		else
 			sync_file_range(t.file.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
 	}
