@@ -1,0 +1,1 @@
+#include "handler/api/smtp_client.h"

@@ -1,0 +1,1 @@
+// lmtp: being written; see issue 11.

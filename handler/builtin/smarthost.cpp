@@ -1,0 +1,1 @@
+// smarthost: being written; see issue 11.

@@ -1,0 +1,1 @@
+// webhook: being written; see issue 11.
