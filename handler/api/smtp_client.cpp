@@ -71,6 +71,8 @@ std::string openssl_error()
 	ERR_clear_error();
 	if (e == 0)
 		return "connection closed";
+	if (ERR_SYSTEM_ERROR(e))
+		return strerror(ERR_GET_REASON(e));
 	const char* reason = ERR_reason_error_string(e);
 	return reason ? reason : "error " + std::to_string(e);
 }
