@@ -188,11 +188,11 @@ SmtpReply LmtpHandler::open(SmtpClient& c) const
 		c.connect_tcp(host_, port_, timeout_);
 	SmtpReply greeting = c.read_reply(timeout_);
 	if (greeting.code != 220)
-		throw SmtpError("greeting: " + greeting.text());
+		throw SmtpError(peer() + " greets with " + greeting.text());
 	SmtpReply lhlo = c.command("LHLO " + lhlo_, timeout_);
 	if (lhlo.code != 250)
-		throw SmtpError("LHLO: " + lhlo.text() + " (is this an LMTP server? it refuses LHLO, as an "
-				"SMTP-only server does)");
+		throw SmtpError(peer() + " answers LHLO with " + lhlo.text() +
+				": an SMTP server, not LMTP (RFC 2033)?");
 	return lhlo;
 }
 
@@ -328,7 +328,7 @@ Result LmtpHandler::test()
 // errors an administrator meets, what to fix.
 std::string LmtpHandler::failure(const SmtpError& e) const
 {
-	std::string why = "lmtp: " + peer() + ": " + e.what();
+	std::string why = std::string("lmtp: ") + e.what();
 	switch (e.error) {
 	case ENOENT:
 		return why + " (is the LMTP server running, and is this its unix_listener's path?)";

@@ -34,8 +34,11 @@ _running = []
 
 @atexit.register
 def _stop_all():
+	"""A case that did not reach cleanup() failed: its instances stop, and
+	their directories stay for a look, as laimd's do."""
 	for dc in list(_running):
 		dc.stop()
+		print("dovecot dir kept: %s" % dc.dir)
 
 
 class Dovecot:
