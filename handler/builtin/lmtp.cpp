@@ -198,8 +198,9 @@ SmtpReply LmtpHandler::open(SmtpClient& c) const
 
 // With verify_recipients, asks the server about the recipient with an
 // LMTP RCPT and no DATA: a 5xx refuses it (550 at laim's RCPT), a 4xx or
-// no answer within timeout defers it (451). This runs on the handler
-// process's main loop, so timeout bounds the wait.
+// no answer defers it (451). This runs on the handler process's main
+// loop, which waits meanwhile: each step (connecting, each reply) gets
+// timeout seconds, and a failed session is closed without QUIT.
 RcptVerdict LmtpHandler::check_recipient(std::string_view rcpt)
 {
 	if (!verify_)
@@ -219,35 +220,32 @@ RcptVerdict LmtpHandler::check_recipient(std::string_view rcpt)
 	} catch (const SmtpError& e) {
 		log_warnx("handler %s: verifying <%s>: %s", name_.c_str(), std::string(rcpt).c_str(),
 			  failure(e).c_str());
+		return RcptVerdict::Defer;
 	}
-	c.quit();
-	return RcptVerdict::Defer;
 }
 
 // MAIL, the RCPTs and DATA: queued and sent at once when the server
-// offers PIPELINING (RFC 2920), else one at a time, stopping after a
-// refused MAIL and leaving DATA out when no RCPT was accepted. Returns
-// the replies read, in the order of lines.
+// offers PIPELINING (RFC 2920), else one at a time, leaving DATA out when
+// no RCPT was accepted. Returns the replies read, in the order of lines;
+// after a refused MAIL, no more.
 std::vector<SmtpReply> LmtpHandler::send_envelope(SmtpClient& c, const std::vector<std::string>& lines,
 						  bool pipelining) const
 {
-	std::vector<SmtpReply> replies;
 	if (pipelining) {
 		for (const std::string& line : lines)
 			c.queue(line);
 		c.flush(timeout_);
-		for (size_t i = 0; i < lines.size(); i++)
-			replies.push_back(c.read_reply(timeout_));
-		return replies;
 	}
+	std::vector<SmtpReply> replies;
 	bool accepted = false;
 	for (size_t i = 0; i < lines.size(); i++) {
-		if (i + 1 == lines.size() && !accepted)
+		bool data = i + 1 == lines.size();
+		if (data && !accepted && !pipelining)
 			break;
-		replies.push_back(c.command(lines[i], timeout_));
+		replies.push_back(pipelining ? c.read_reply(timeout_) : c.command(lines[i], timeout_));
 		if (i == 0 && !replies[0].ok())
 			break;
-		accepted |= i > 0 && replies.back().ok();
+		accepted |= i > 0 && !data && replies.back().ok();
 	}
 	return replies;
 }
@@ -288,6 +286,10 @@ void LmtpHandler::transaction(SmtpClient& c, const Envelope& env, const Message&
 		each[i] = c.read_reply(timeout_).result();
 }
 
+// One result per recipient, in env.recipients order; those the server
+// had not answered when the session failed are deferred with the reason.
+// A failed session is closed without QUIT, whose wait a hung server
+// would only lengthen.
 Results LmtpHandler::deliver(const Envelope& env, const Message& msg)
 {
 	std::vector<std::optional<Result>> each(env.recipients.size());
@@ -295,10 +297,10 @@ Results LmtpHandler::deliver(const Envelope& env, const Message& msg)
 	SmtpClient c;
 	try {
 		transaction(c, env, msg, each);
+		c.quit();
 	} catch (const SmtpError& e) {
 		broken = failure(e);
 	}
-	c.quit();
 	std::vector<Result> out;
 	for (std::optional<Result>& r : each)
 		out.push_back(r ? std::move(*r) : Result::tempfail(broken));
@@ -319,7 +321,6 @@ Result LmtpHandler::test()
 		return Result::delivered("lmtp: " + peer() + " answers LHLO " + lhlo_ + " with 250" +
 					 (ext.empty() ? "" : " (" + ext + ")"));
 	} catch (const SmtpError& e) {
-		c.quit();
 		return Result::tempfail(failure(e));
 	}
 }

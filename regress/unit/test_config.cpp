@@ -1010,6 +1010,72 @@ START_TEST(handlers_create_unknown_type)
 }
 END_TEST
 
+// The error handlers_create gives for an lmtp section whose options
+// start at line 4, or "(no error)".
+static std::string lmtp_error(const std::string& options)
+{
+	Config c = parse_ok("handlers:\n  lm:\n    type: lmtp\n" + options);
+	try {
+		laim::Secrets secrets;
+		laim::handlers_create(c, secrets);
+	} catch (const ConfigError& e) {
+		return e.what();
+	}
+	return "(no error)";
+}
+
+// lmtp: one of socket and host, host as HOST:PORT with the port written,
+// rcpt_to user or address, an LHLO name that fits on the command line.
+START_TEST(handler_lmtp_options)
+{
+	static const char form[] =
+	    "expected HOST:PORT, e.g. 127.0.0.1:24 or [::1]:24 (LMTP has no default port)";
+	static const char port[] = "the port must be a number from 1 to 65535";
+	const struct {
+		const char* options;
+		std::string error;
+	} cases[] = {
+	    {"", "t.yml:2: handlers.lm.socket: missing required option: socket (a unix socket path) or host (HOST:PORT)"},
+	    {"    socket: /run/dovecot/lmtp\n    host: 127.0.0.1:24\n",
+	     "t.yml:5: handlers.lm.host: socket and host exclude each other: give one"},
+	    {"    socket: run/lmtp\n", "t.yml:4: handlers.lm.socket: expected an absolute path, got \"run/lmtp\""},
+	    {"    host: 127.0.0.1\n", "t.yml:4: handlers.lm.host: \"127.0.0.1\": " + std::string(form)},
+	    {"    host: ':24'\n", "t.yml:4: handlers.lm.host: \":24\": " + std::string(form)},
+	    {"    host: '::1:24'\n", "t.yml:4: handlers.lm.host: \"::1:24\": " + std::string(form)},
+	    {"    host: '[::1]24'\n", "t.yml:4: handlers.lm.host: \"[::1]24\": " + std::string(form)},
+	    {"    host: 'a b:24'\n", "t.yml:4: handlers.lm.host: \"a b:24\": " + std::string(form)},
+	    {"    host: '127.0.0.1:'\n", "t.yml:4: handlers.lm.host: \"127.0.0.1:\": " + std::string(port)},
+	    {"    host: 127.0.0.1:0\n", "t.yml:4: handlers.lm.host: \"127.0.0.1:0\": " + std::string(port)},
+	    {"    host: 127.0.0.1:024\n", "t.yml:4: handlers.lm.host: \"127.0.0.1:024\": " + std::string(port)},
+	    {"    host: '[::1]:65536'\n", "t.yml:4: handlers.lm.host: \"[::1]:65536\": " + std::string(port)},
+	    {"    host: [127.0.0.1, 24]\n", "t.yml:4: handlers.lm.host: expected a string, got a sequence"},
+	    {"    socket: /run/dovecot/lmtp\n    rcpt_to: local\n",
+	     "t.yml:5: handlers.lm.rcpt_to: expected user or address, got \"local\""},
+	    {"    socket: /run/dovecot/lmtp\n    lhlo: 'mail example'\n",
+	     "t.yml:5: handlers.lm.lhlo: \"mail example\": expected a host name (printable, no spaces)"},
+	    {"    socket: /run/dovecot/lmtp\n    timeout: 0\n",
+	     "t.yml:5: handlers.lm.timeout: 0 is out of range: expected an integer from 1 to 3600"},
+	    {"    socket: /run/dovecot/lmtp\n    verify_recipients: maybe\n",
+	     "t.yml:5: handlers.lm.verify_recipients: expected a boolean (true/false, yes/no, on/off), got \"maybe\""},
+	    {"    socket: /run/dovecot/lmtp\n    port: 24\n", "t.yml:5: handlers.lm.port: unknown key"},
+	    // Accepted: every option, and each form of host.
+	    {"    socket: /run/dovecot/lmtp\n    rcpt_to: address\n    lhlo: mail.example.org\n"
+	     "    timeout: 10\n    verify_recipients: true\n    workers: 2\n",
+	     "(no error)"},
+	    {"    host: 127.0.0.1:24\n", "(no error)"},
+	    {"    host: '[::1]:24'\n", "(no error)"},
+	    {"    host: dovecot.example.org:2424\n    rcpt_to: user\n", "(no error)"},
+	};
+	std::string wrong;
+	for (const auto& t : cases) {
+		std::string got = lmtp_error(t.options);
+		if (got != t.error)
+			wrong += std::string("\n") + t.options + "  got:      " + got + "\n  expected: " + t.error;
+	}
+	ck_assert_msg(wrong.empty(), "%s", wrong.c_str());
+}
+END_TEST
+
 static Suite* config_suite()
 {
 	Suite* s = suite_create("config");
@@ -1055,6 +1121,7 @@ static Suite* config_suite()
 	tc = tcase_create("handlers");
 	tcase_add_test(tc, handlers_create_unknown_type);
 	tcase_add_test(tc, one_rule_core_and_handler);
+	tcase_add_test(tc, handler_lmtp_options);
 	suite_add_tcase(s, tc);
 	return s;
 }
