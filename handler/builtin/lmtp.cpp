@@ -225,9 +225,8 @@ RcptVerdict LmtpHandler::check_recipient(std::string_view rcpt)
 }
 
 // MAIL, the RCPTs and DATA: queued and sent at once when the server
-// offers PIPELINING (RFC 2920), else one at a time, leaving DATA out when
-// no RCPT was accepted. Returns the replies read, in the order of lines;
-// after a refused MAIL, no more.
+// offers PIPELINING (RFC 2920), else one at a time. Returns the replies
+// read, in the order of lines; after a refused MAIL, no more.
 std::vector<SmtpReply> LmtpHandler::send_envelope(SmtpClient& c, const std::vector<std::string>& lines,
 						  bool pipelining) const
 {
@@ -237,15 +236,10 @@ std::vector<SmtpReply> LmtpHandler::send_envelope(SmtpClient& c, const std::vect
 		c.flush(timeout_);
 	}
 	std::vector<SmtpReply> replies;
-	bool accepted = false;
-	for (size_t i = 0; i < lines.size(); i++) {
-		bool data = i + 1 == lines.size();
-		if (data && !accepted && !pipelining)
+	for (const std::string& line : lines) {
+		replies.push_back(pipelining ? c.read_reply(timeout_) : c.command(line, timeout_));
+		if (!replies[0].ok())
 			break;
-		replies.push_back(pipelining ? c.read_reply(timeout_) : c.command(lines[i], timeout_));
-		if (i == 0 && !replies[0].ok())
-			break;
-		accepted |= i > 0 && !data && replies.back().ok();
 	}
 	return replies;
 }
@@ -268,7 +262,7 @@ void LmtpHandler::transaction(SmtpClient& c, const Envelope& env, const Message&
 		return;
 	}
 	std::vector<size_t> accepted;
-	for (size_t i = 0; i < each.size() && i + 1 < replies.size(); i++) {
+	for (size_t i = 0; i < each.size(); i++) {
 		if (replies[i + 1].ok())
 			accepted.push_back(i);
 		else
@@ -276,7 +270,7 @@ void LmtpHandler::transaction(SmtpClient& c, const Envelope& env, const Message&
 	}
 	if (accepted.empty())
 		return;
-	if (replies.size() < lines.size() || replies.back().code != 354) {
+	if (replies.back().code != 354) {
 		for (size_t i : accepted)
 			each[i] = replies.back().result("DATA: ");
 		return;
