@@ -22,13 +22,13 @@
 // Dovecot's unix_listener must let laim's user connect: `user = laim`,
 // or a group laim is in with mode 0660.
 #include <grp.h>
-#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <optional>
 
+#include "common/hostname.h"
 #include "common/log.h"
 #include "common/yaml_value.h"
 #include "handler/api/handler.h"
@@ -48,14 +48,11 @@ std::string machine_name()
 	return buf;
 }
 
-// The name of a uid or gid (getpwuid_r / getgrgid_r), else the number.
+// The name of a uid or gid, else the number.
 std::string user_name(uid_t uid)
 {
-	struct passwd pw, *found = nullptr;
-	char buf[4096];
-	if (getpwuid_r(uid, &pw, buf, sizeof buf, &found) == 0 && found)
-		return found->pw_name;
-	return std::to_string(uid);
+	std::string name = login_name(uid);
+	return name.empty() ? std::to_string(uid) : name;
 }
 
 std::string group_name(gid_t gid)
@@ -138,11 +135,10 @@ LmtpHandler::LmtpHandler(HandlerOptions& o)
 }
 
 // host: HOST:PORT, an IPv6 address in brackets ([::1]:24). LMTP has no
-// well-known port (RFC 2033 4), so the port is always written.
+// assigned port (RFC 2033 only keeps it off 25), so the port is written.
 void LmtpHandler::read_host(HandlerOptions& o)
 {
 	std::string s = o.string("host");
-	std::string_view port;
 	size_t colon = s.rfind(':');
 	if (!s.empty() && s[0] == '[') {
 		size_t close = s.find(']');
