@@ -114,9 +114,21 @@ class Dovecot:
 			f.write("".join(line + "\n" for line in self.users.values()))
 		os.chmod(path, 0o644)
 
+	def write_config(self):
+		"""Writes DIR/dovecot.conf and DIR/users (start() does; a case
+		that runs dovecot-lda -c DIR/dovecot.conf needs only this)."""
+		if "lmtp" in self.protocols and not self.port:
+			self.port = self._pick_port()
+		self._write_users()
+		with open(self.conf, "w") as f:
+			f.write(self.config_text())
+		os.chmod(self.conf, 0o644)
+
 	def config_text(self):
+		"""dovecot.conf: the instance's own directories, passwd-file
+		users, Maildirs, the quota plugin when a user has a quota, and the
+		LMTP listeners (a unix socket others may use, a 127.0.0.1 port)."""
 		quota = any("quota_rule" in line for line in self.users.values())
-		plugins = "mail_plugins = $mail_plugins quota\n" if quota else ""
 		lines = [
 			"protocols = %s" % " ".join(self.protocols),
 			"instance_name = %s" % os.path.basename(self.dir),
@@ -130,12 +142,12 @@ class Dovecot:
 			"mail_gid = %d" % self.mail_user.pw_gid,
 			"passdb {\n  driver = passwd-file\n  args = %s\n}" % os.path.join(self.dir, "users"),
 			"userdb {\n  driver = passwd-file\n  args = %s\n}" % os.path.join(self.dir, "users"),
-			plugins.rstrip("\n"),
-			"protocol lmtp {\n  %s}" % plugins if quota else "",
+			"mail_plugins = $mail_plugins quota" if quota else "",
 			"plugin {\n  quota = maildir:User quota\n}" if quota else "",
-			"service lmtp {\n  unix_listener lmtp {\n    mode = 0666\n  }\n"
-			"  inet_listener lmtp {\n    address = 127.0.0.1\n    port = %d\n  }\n}" % self.port,
 		]
+		if "lmtp" in self.protocols:
+			lines.append("service lmtp {\n  unix_listener lmtp {\n    mode = 0666\n  }\n"
+				     "  inet_listener lmtp {\n    address = 127.0.0.1\n    port = %d\n  }\n}" % self.port)
 		if self.username_format:
 			lines.append("auth_username_format = %s" % self.username_format)
 		return "\n".join(l for l in lines if l) + "\n"
@@ -163,16 +175,14 @@ class Dovecot:
 	def start(self, timeout=10):
 		"""Writes the config and starts Dovecot; returns once its LMTP
 		socket and port take connections."""
-		self.port = self.port or self._pick_port()
-		self._write_users()
-		with open(self.conf, "w") as f:
-			f.write(self.config_text())
+		self.write_config()
 		status, out = self._dovecot()
 		if status != 0:
 			raise Fail("dovecot -c %s: exit %d: %s" % (self.conf, status, out))
 		self.running = True
 		_running.append(self)
-		wait_for(self._ready, timeout, "Dovecot's LMTP socket %s and 127.0.0.1:%d" % (self.socket, self.port))
+		if "lmtp" in self.protocols:
+			wait_for(self._ready, timeout, "Dovecot's LMTP socket %s and 127.0.0.1:%d" % (self.socket, self.port))
 		return self
 
 	def _ready(self):

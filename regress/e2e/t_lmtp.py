@@ -149,63 +149,87 @@ def only_copy(dc, user, what):
 	return msgs[0]
 
 
-def main():
-	dc = Dovecot("lmtp")
-	for user in ("alice", "bob", "erin@lists.example", "frank@other.example"):
-		dc.add_user(user)
-	dc.add_user("carol", quota="1B")
-	dc.add_user("dave", home_writable=False)
-	dc.start()
+class Peers:
+	"""The servers of the case: Dovecot (alice, bob through postmaster,
+	carol over quota, dave with an unwritable home, erin and frank named by
+	address), aiosmtpd's LMTP and SMTP servers, a port that refuses and one
+	that never answers; and laimd, with an lmtp instance for each."""
 
-	d = Laimd()
-	lmtp_port, smtp_port, refused_port = free_port("aiolmtp"), free_port("aiosmtp"), free_port("refused")
-	aio, aio_out = start_aiosmtpd(d.dir, lmtp_port, smtp_port)
-	hung = socket.socket()  # listens, never accepts: connects, never greets
-	hung.bind(("127.0.0.1", 0))
-	hung.listen(8)
-	hung_port = hung.getsockname()[1]
+	def __init__(self):
+		self.dc = Dovecot("lmtp")
+		for user in ("alice", "bob", "erin@lists.example", "frank@other.example"):
+			self.dc.add_user(user)
+		self.dc.add_user("carol", quota="1B")
+		self.dc.add_user("dave", home_writable=False)
+		self.dc.start()
+		self.d = Laimd()
+		self.lmtp_port, self.smtp_port = free_port("aiolmtp"), free_port("aiosmtp")
+		self.refused_port = free_port("refused")
+		self.aio, self.aio_out = start_aiosmtpd(self.d.dir, self.lmtp_port, self.smtp_port)
+		self.hung = socket.socket()  # listens, never accepts: connects, never greets
+		self.hung.bind(("127.0.0.1", 0))
+		self.hung.listen(8)
+		self.hung_port = self.hung.getsockname()[1]
+		self.configure()
+		self.d.start()
 
-	with open(d.config["aliases"], "w") as f:
-		f.write("postmaster: bob\n")
-	tcp = lambda port: "127.0.0.1:%d" % port
-	d.config["retry_initial"] = 300  # only laimctl flush retries
-	d.config["retry_max"] = 600
-	d.config["handlers"] = {
-		"dovecot": {"type": "lmtp", "socket": dc.socket, "lhlo": LHLO},
-		"virtual": {"type": "lmtp", "host": tcp(dc.port), "rcpt_to": "address", "lhlo": LHLO,
-			    "verify_recipients": True, "timeout": 5},
-		"nopipe": {"type": "lmtp", "host": tcp(lmtp_port), "rcpt_to": "address"},
-		"smtpish": {"type": "lmtp", "host": tcp(smtp_port)},
-		"refused": {"type": "lmtp", "host": tcp(refused_port)},
-		"hung": {"type": "lmtp", "host": tcp(hung_port), "timeout": 1},
-		"nosocket": {"type": "lmtp", "socket": os.path.join(d.dir, "no", "lmtp")},
-		"down": {"type": "lmtp", "host": tcp(refused_port), "verify_recipients": True},
-		"slow": {"type": "lmtp", "host": tcp(hung_port), "verify_recipients": True, "timeout": 2},
-	}
-	d.config["routes"] = [{"match": "*@%s.example" % name, "handlers": [name]}
-			      for name in ("nopipe", "smtpish", "refused", "hung", "nosocket", "down", "slow")]
-	d.config["routes"] += [{"match": "*@lists.example", "handlers": ["virtual"]},
-			       {"match": "*", "handlers": ["dovecot"]}]
-	d.start()
+	def configure(self):
+		d = self.d
+		with open(d.config["aliases"], "w") as f:
+			f.write("postmaster: bob\n")
+		tcp = lambda port: "127.0.0.1:%d" % port
+		d.config["retry_initial"] = 300  # only laimctl flush retries
+		d.config["retry_max"] = 600
+		d.config["handlers"] = {
+			"dovecot": {"type": "lmtp", "socket": self.dc.socket, "lhlo": LHLO},
+			"virtual": {"type": "lmtp", "host": tcp(self.dc.port), "rcpt_to": "address", "lhlo": LHLO,
+				    "verify_recipients": True, "timeout": 5},
+			"nopipe": {"type": "lmtp", "host": tcp(self.lmtp_port), "rcpt_to": "address"},
+			"smtpish": {"type": "lmtp", "host": tcp(self.smtp_port)},
+			"refused": {"type": "lmtp", "host": tcp(self.refused_port)},
+			"hung": {"type": "lmtp", "host": tcp(self.hung_port), "timeout": 1},
+			"nosocket": {"type": "lmtp", "socket": os.path.join(d.dir, "no", "lmtp")},
+			"down": {"type": "lmtp", "host": tcp(self.refused_port), "verify_recipients": True},
+			"slow": {"type": "lmtp", "host": tcp(self.hung_port), "verify_recipients": True, "timeout": 2},
+		}
+		d.config["routes"] = [{"match": "*@%s.example" % name, "handlers": [name]}
+				      for name in ("nopipe", "smtpish", "refused", "hung", "nosocket", "down", "slow")]
+		d.config["routes"] += [{"match": "*@lists.example", "handlers": ["virtual"]},
+				       {"match": "*", "handlers": ["dovecot"]}]
 
-	# laimctl test: greeting and LHLO, then QUIT; nothing delivered.
-	r = d.laimctl(["test", "dovecot"])
+	def stop(self):
+		check_eq(self.d.stop(), 0, "laimd exit status")
+		self.hung.close()
+		self.aio.stdin.close()
+		self.aio.wait(10)
+		self.dc.cleanup()
+
+
+ALICE, BOB, CAROL, DAVE = ("%s@%s" % (u, H) for u in ("alice", "bob", "carol", "dave"))
+
+
+def laimctl_test(p):
+	"""Greeting and LHLO, then QUIT: ready, with the extensions; a refused
+	connection is not ready, with the reason."""
+	r = p.d.laimctl(["test", "dovecot"])
 	check_eq((r.returncode, r.stdout), (0, "dovecot: ready: lmtp: %s answers LHLO %s with 250 "
-					    "(8BITMIME CHUNKING ENHANCEDSTATUSCODES PIPELINING)\n" % (dc.socket, LHLO)),
+					    "(8BITMIME CHUNKING ENHANCEDSTATUSCODES PIPELINING)\n" % (p.dc.socket, LHLO)),
 		 "laimctl test dovecot (%r)" % r)
-	r = d.laimctl(["test", "refused"])
+	r = p.d.laimctl(["test", "refused"])
 	check_eq((r.returncode, r.stderr), (1, "laimctl: refused: not ready: lmtp: connect to 127.0.0.1:%d: "
 					    "Connection refused (is the LMTP server running, with a listener on "
-					    "this port?)\n" % refused_port), "laimctl test refused")
+					    "this port?)\n" % p.refused_port), "laimctl test refused")
 
-	# One transaction, four users, four outcomes after DATA.
-	m1 = message("four users")
-	alice, bob, carol, dave = ("%s@%s" % (u, H) for u in ("alice", "bob", "carol", "dave"))
-	q1 = d.send(SENDER, [alice, "postmaster@" + H, carol, dave], m1)
-	delivered(d, q1, alice, "dovecot", r"250 2\.0\.0 <alice> \S+ Saved")
-	delivered(d, q1, bob, "dovecot", r"250 2\.0\.0 <bob> \S+ Saved")
-	failed(d, q1, carol, "dovecot", "5.2.2", r"552 5\.2\.2 <carol> Quota exceeded \(mailbox for user is full\)")
-	deferred(d, q1, dave, "dovecot", r"451 4\.2\.0 <dave> Internal error occurred\. .*")
+
+def four_users(p):
+	"""One transaction, four users, four outcomes after DATA; the deferred
+	one is delivered alone after the fix and a flush."""
+	d, dc, m1 = p.d, p.dc, message("four users")
+	q1 = d.send(SENDER, [ALICE, "postmaster@" + H, CAROL, DAVE], m1)
+	delivered(d, q1, ALICE, "dovecot", r"250 2\.0\.0 <alice> \S+ Saved")
+	delivered(d, q1, BOB, "dovecot", r"250 2\.0\.0 <bob> \S+ Saved")
+	failed(d, q1, CAROL, "dovecot", "5.2.2", r"552 5\.2\.2 <carol> Quota exceeded \(mailbox for user is full\)")
+	deferred(d, q1, DAVE, "dovecot", r"451 4\.2\.0 <dave> Internal error occurred\. .*")
 	for user in ("alice", "bob"):
 		check_dovecot_copy(only_copy(dc, user, "first try"), q1, m1, user, False, "%s's copy" % user)
 	check_eq((dc.messages("carol"), dc.messages("dave")), ([], []), "carol's and dave's Maildirs")
@@ -213,21 +237,23 @@ def main():
 	dc.fix_home("dave")
 	mark = d.mark()
 	check_ran(d.laimctl(["flush"]), quiet=False)
-	delivered(d, q1, dave, "dovecot", r"250 2\.0\.0 <dave> \S+ Saved")
-	d.wait_log(r"%s: moved to failed/: <%s> handler dovecot: 5\.2\.2 552 " % (q1, re.escape(carol)), since=mark)
+	delivered(d, q1, DAVE, "dovecot", r"250 2\.0\.0 <dave> \S+ Saved")
+	d.wait_log(r"%s: moved to failed/: <%s> handler dovecot: 5\.2\.2 552 " % (q1, re.escape(CAROL)), since=mark)
 	check_eq(len(d.findall_log(r"%s: to=" % q1, mark)), 1, "log lines of %s after the flush (dave's only)" % q1)
 	check_dovecot_copy(only_copy(dc, "dave", "after the fix"), q1, m1, "dave", True, "dave's copy")
 	for user in ("alice", "bob"):
 		check_dovecot_copy(only_copy(dc, user, "after the flush"), q1, m1, user, False, "%s's copy" % user)
 	with open(os.path.join(d.spool, "failed", q1 + ".reason")) as f:
 		check_eq(f.read(), "<%s> handler dovecot: 5.2.2 552 5.2.2 <carol> Quota exceeded (mailbox for user is "
-			 "full)\n" % carol, "failed/%s.reason" % q1)
+			 "full)\n" % CAROL, "failed/%s.reason" % q1)
 	check_eq(dc.messages("carol"), [], "carol's Maildir at the end")
 
-	# rcpt_to: user keeps another domain's address whole: alice@other is
-	# not the local alice, and Dovecot refuses it at RCPT; the other
-	# recipient goes on.
-	m2 = message("other domain")
+
+def other_domain(p):
+	"""rcpt_to: user keeps another domain's address whole: alice@other is
+	not the local alice, and Dovecot refuses it at RCPT; the other
+	recipient goes on."""
+	d, dc, m2 = p.d, p.dc, message("other domain")
 	q2 = d.send(SENDER, ["frank@other.example", "alice@other.example"], m2)
 	failed(d, q2, "alice@other.example", "dovecot", "5.1.1",
 	       r"RCPT: 550 5\.1\.1 <alice@other\.example> User doesn't exist: alice@other\.example")
@@ -236,8 +262,11 @@ def main():
 			   "frank's copy")
 	check_eq(len(dc.messages("alice")), 1, "alice's Maildir after mail to alice@other.example")
 
-	# verify_recipients: Dovecot's 550 at laim's RCPT; 451 when the
-	# server is down, or hangs past timeout (2 s a step).
+
+def verify_at_rcpt(p):
+	"""verify_recipients: Dovecot's 550 at laim's RCPT; 451 when the
+	server is down, or hangs past timeout (2 s a step)."""
+	d, m3 = p.d, message("verified")
 	with d.smtp() as c:
 		c.ehlo()
 		c.cmd("MAIL FROM:<%s>" % SENDER, 250)
@@ -249,69 +278,76 @@ def main():
 		waited = time.monotonic() - t0
 		check(1.5 < waited < 4, "RCPT to a hung server answered after %.1f s, timeout is 2 s" % waited)
 		c.cmd("DATA", 354)
-		m3 = message("verified")
 		c.send(data_terminated(m3))
 		q3 = queue_id(c.expect(250))
 	d.wait_log(r"handler virtual: <nosuch@lists\.example> refused by 127\.0\.0\.1:%d: 550 5\.1\.1 "
-		   r"<nosuch@lists\.example> User doesn't exist: nosuch@lists\.example$" % dc.port)
+		   r"<nosuch@lists\.example> User doesn't exist: nosuch@lists\.example$" % p.dc.port)
 	d.wait_log(r"handler down: verifying <x@down\.example>: lmtp: connect to 127\.0\.0\.1:%d: Connection refused"
-		   % refused_port)
+		   % p.refused_port)
 	d.wait_log(r"handler slow: verifying <x@slow\.example>: lmtp: timeout after 2 s waiting for 127\.0\.0\.1:%d$"
-		   % hung_port)
+		   % p.hung_port)
 	delivered(d, q3, "erin@lists.example", "virtual", r"250 2\.0\.0 <erin@lists\.example> \S+ Saved")
-	check_dovecot_copy(only_copy(dc, "erin@lists.example", "verified"), q3, m3, "erin@lists.example", True,
+	check_dovecot_copy(only_copy(p.dc, "erin@lists.example", "verified"), q3, m3, "erin@lists.example", True,
 			   "erin's copy")
 
-	# A server without PIPELINING: one command at a time, a 550 at RCPT,
-	# one reply after DATA; the copy arrives byte for byte (CRLF).
-	m4 = message("no pipelining")
+
+def without_pipelining(p):
+	"""A server without PIPELINING: one command at a time, a 550 at RCPT,
+	one reply after DATA; the copy arrives byte for byte (CRLF)."""
+	d, m4 = p.d, message("no pipelining")
 	q4 = d.send(SENDER, ["unknown@nopipe.example", "gina@nopipe.example"], m4)
 	failed(d, q4, "unknown@nopipe.example", "nopipe", "5.1.1",
 	       r"RCPT: 550 5\.1\.1 <unknown@nopipe\.example> no such user here")
 	delivered(d, q4, "gina@nopipe.example", "nopipe", r"250 2\.0\.0 stored for gina@nopipe\.example")
-	with open(aio_out, "rb") as f:
-		stored = f.read()
-	head, _, data = stored.partition(b"\n")
+	with open(p.aio_out, "rb") as f:
+		head, _, data = f.read().partition(b"\n")
 	check_eq(head, b"gina@nopipe.example %d" % len(data), "what aiosmtpd's LMTP server stored")
 	laim_copy(data, q4, m4, "aiosmtpd's copy")
 
-	# Connection errors and a server that is not LMTP: deferred, saying why.
+
+def unreachable(p):
+	"""Connection errors and a server that is not LMTP: deferred, saying
+	why."""
+	d = p.d
 	q5 = d.send(SENDER, ["x@smtpish.example", "x@refused.example", "x@hung.example", "x@nosocket.example"],
 		    message("unreachable"))
 	deferred(d, q5, "x@smtpish.example", "smtpish",
 		 r'lmtp: 127\.0\.0\.1:%d answers LHLO with 500 Error: command "LHLO" not recognized: an SMTP '
-		 r'server, not LMTP \(RFC 2033\)\?' % smtp_port)
+		 r'server, not LMTP \(RFC 2033\)\?' % p.smtp_port)
 	deferred(d, q5, "x@refused.example", "refused", r"lmtp: connect to 127\.0\.0\.1:%d: Connection refused "
-		 r"\(is the LMTP server running, with a listener on this port\?\)" % refused_port)
-	deferred(d, q5, "x@hung.example", "hung", r"lmtp: timeout after 1 s waiting for 127\.0\.0\.1:%d" % hung_port)
+		 r"\(is the LMTP server running, with a listener on this port\?\)" % p.refused_port)
+	deferred(d, q5, "x@hung.example", "hung", r"lmtp: timeout after 1 s waiting for 127\.0\.0\.1:%d" % p.hung_port)
 	deferred(d, q5, "x@nosocket.example", "nosocket", r"lmtp: connect to %s: No such file or directory \(is the "
-		 r"LMTP server running, and is this its unix_listener's path\?\)" % re.escape(d.config["handlers"]
-											["nosocket"]["socket"]))
+		 r"LMTP server running, and is this its unix_listener's path\?\)" %
+		 re.escape(d.config["handlers"]["nosocket"]["socket"]))
 
-	# A socket the laim user may not open: the reason names its owner and
-	# mode and the setting to change; fixed, a flush delivers (this one
-	# from the null sender: MAIL FROM:<>).
+
+def socket_mode(p):
+	"""A socket the laim user may not open: the reason names its owner and
+	mode and the setting to change; fixed, a flush delivers (this one from
+	the null sender: MAIL FROM:<>)."""
+	d, dc, m6 = p.d, p.dc, message("socket mode")
 	os.chmod(dc.socket, 0o600)
-	m6 = message("socket mode")
-	q6 = d.send("", [alice], m6)
-	deferred(d, q6, alice, "dovecot", r"lmtp: connect to %s: Permission denied \(the socket is owned by "
+	q6 = d.send("", [ALICE], m6)
+	deferred(d, q6, ALICE, "dovecot", r"lmtp: connect to %s: Permission denied \(the socket is owned by "
 		 r"root:root, mode 0600; %s needs write permission on it: set user = %s \(or group = a group %s is "
 		 r"in, and mode = 0660\) in Dovecot's service lmtp \{ unix_listener lmtp \{ \.\.\. \} \}\)" %
 		 ((re.escape(dc.socket),) + (TEST_USER,) * 3))
 	os.chmod(dc.socket, 0o666)
 	check_ran(d.laimctl(["flush"]), quiet=False)
-	delivered(d, q6, alice, "dovecot", r"250 2\.0\.0 <alice> \S+ Saved")
+	delivered(d, q6, ALICE, "dovecot", r"250 2\.0\.0 <alice> \S+ Saved")
 	msgs = [m for m in dc.messages("alice") if b"Subject: four users\n" not in m]
 	check_eq(len(msgs), 1, "messages in alice's Maildir besides the first")
 	check_dovecot_copy(msgs[0], q6, m6, "alice", True, "alice's copy from <>", sender="")
 	check_eq(len(dc.messages("alice")), 2, "messages in alice's Maildir at the end")
 
-	check_eq(d.stop(), 0, "laimd exit status")
-	hung.close()
-	aio.stdin.close()
-	aio.wait(10)
-	dc.cleanup()
+
+def main():
+	p = Peers()
+	for step in (laimctl_test, four_users, other_domain, verify_at_rcpt, without_pipelining, unreachable,
+		     socket_mode):
+		step(p)
+	p.stop()
 
 
-harness.CASE_TIME_LIMIT = 50
 run(main)
