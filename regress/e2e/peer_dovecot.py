@@ -130,7 +130,7 @@ class Dovecot:
 		LMTP listeners (a unix socket others may use, a 127.0.0.1 port)."""
 		quota = any("quota_rule" in line for line in self.users.values())
 		lines = [
-			"protocols = %s" % " ".join(self.protocols),
+			"protocols = %s" % (" ".join(self.protocols) or "none"),
 			"instance_name = %s" % os.path.basename(self.dir),
 			"base_dir = %s" % self.base_dir,
 			"state_dir = %s" % os.path.join(self.dir, "state"),
