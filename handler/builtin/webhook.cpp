@@ -163,12 +163,13 @@ struct Answer {
 };
 
 // libcurl's header callback: keeps the last status line (a 100 Continue
-// would come before the final one).
+// would come before the final one), without its line end or the space
+// that curl writes after an HTTP/2 status.
 size_t on_header(char* data, size_t size, size_t n, void* user)
 {
 	std::string_view line(data, size * n);
 	if (line.starts_with("HTTP/"))
-		static_cast<Answer*>(user)->status_line = line.substr(0, line.find_first_of("\r\n"));
+		static_cast<Answer*>(user)->status_line = line.substr(0, line.find_last_not_of(" \r\n") + 1);
 	return size * n;
 }
 

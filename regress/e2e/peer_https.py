@@ -85,16 +85,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 		self.send_response(status)
 		for name, value in headers.items():
 			self.send_header(name, value)
-		self.send_header("Content-Length", str(len(data)))
+		if isinstance(data, bytes):
+			self.send_header("Content-Length", str(len(data)))
 		self.end_headers()
-		self.wfile.write(data)
+		if isinstance(data, bytes):
+			self.wfile.write(data)
+			return
+		# Chunks of an answer without a length, that ends when the
+		# connection does (HTTP/1.0), until the client stops reading.
+		for chunk in data:
+			if peer.stopping.is_set():
+				break
+			self.wfile.write(chunk)
 
 	do_GET = do_PUT = do_POST
 
 
 class HttpsPeer:
-	"""routes: {path: (status, {header: value}, body bytes)}, or a function
-	of the Request giving that, or NEVER. certs: a peer_certs.Certs, or
+	"""routes: {path: (status, {header: value}, body)}, or a function of
+	the Request giving that, or NEVER; body is bytes, or an iterable of
+	chunks sent without a Content-Length. certs: a peer_certs.Certs, or
 	None for plain HTTP. rogue: present the self-signed impostor."""
 
 	def __init__(self, certs, routes, rogue=False, host="127.0.0.1"):

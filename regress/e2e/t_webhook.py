@@ -8,8 +8,9 @@
 # Each answer is settled as it should be and logged with the peer's
 # words: 200 delivered; Slack's {"ok":false} failed, its "ratelimited"
 # deferred; 429 and 503 deferred for their Retry-After (seconds and
-# HTTP-date); 408 deferred; 400 failed with the body's first line; a peer
-# that never answers deferred after `timeout`; an impostor's certificate
+# HTTP-date); 408 deferred; 400 failed with the body's first line, also
+# when the body never ends (read up to 64 KiB); a redirect failed, not
+# followed; a peer that never answers deferred after `timeout`; an impostor's certificate
 # and a certificate for another name deferred with curl's reason, and
 # nothing sent to them. Proxy variables in laimd's environment are
 # ignored; http:// needs allow_http. `laimctl test` makes the TLS
@@ -19,6 +20,7 @@ import sys
 sys.dont_write_bytecode = True
 import base64
 import email.utils
+import itertools
 import json
 import subprocess
 from harness import *
@@ -35,8 +37,13 @@ def ok_json(body):
 	return (200, {"Content-Type": "application/json"}, json.dumps(body).encode())
 
 
+def retry_later(req):
+	"""503 with a Retry-After 45 s from now, as an HTTP-date."""
+	return (503, {"Retry-After": email.utils.formatdate(time.time() + 45, usegmt=True)},
+		b"maintenance until noon\nsecond line\n")
+
+
 def routes_of_good_peer():
-	later = email.utils.formatdate(time.time() + 45, usegmt=True)
 	return {
 		"/slack/ok": ok_json({"ok": True, "channel": "C1", "ts": "1700000000.000100"}),
 		"/slack/error": ok_json({"ok": False, "error": "channel_not_found"}),
@@ -44,10 +51,12 @@ def routes_of_good_peer():
 		"/json": (200, {}, b"accepted\n"),
 		"/rfc822": (204, {}, b""),
 		"/busy": (429, {"Retry-After": "30"}, b"slow down\nplease\n"),
-		"/down": (503, {"Retry-After": later}, b"maintenance until noon\nsecond line\n"),
+		"/down": retry_later,
 		"/slow": (408, {}, b""),
 		"/bad": (400, {}, b'invalid payload: no "text"\nsecond line\n'),
 		"/hang": NEVER,
+		"/endless": (400, {}, itertools.chain([b"too much\n"], itertools.repeat(b"x" * 65536))),
+		"/moved": (302, {"Location": "/json"}, b""),
 	}
 
 
@@ -132,6 +141,8 @@ def main():
 		"slow": hook("/slow"),
 		"bad": hook("/bad"),
 		"hang": hook("/hang", timeout=2),
+		"endless": hook("/endless", timeout=5),
+		"moved": hook("/moved"),
 		"rogue": {"type": "webhook", "url": rogue.url("/rogue", "localhost"), "ca_file": certs.ca},
 		"name": {"type": "webhook", "url": elsewhere.url("/name"), "ca_file": certs.ca},
 		"plain": {"type": "webhook", "url": plain.url("/plain"), "allow_http": True},
@@ -263,12 +274,25 @@ def main():
 		check_eq(len(good.seen("/slack/error")) + len(good.seen("/bad")), 2, "one attempt each")
 	rows.append(("slack ok:false and HTTP 400: failed with the peer's words", failures))
 
+	def odd_answers():
+		t0 = time.monotonic()
+		json_before = len(good.seen("/json"))
+		q_end = d.send(rcpts=["endless@" + H])
+		q_moved = d.send(rcpts=["moved@" + H])
+		d.wait_log(r"%s: to=<endless@%s>, handler=endless, status=failed \(HTTP 400 Bad Request: too much\)$" %
+			   (q_end, re.escape(H)))
+		check(time.monotonic() - t0 < 4, "an endless answer was read until the timeout")
+		d.wait_log(r"%s: to=<moved@%s>, handler=moved, status=failed \(HTTP 302 Found\)$" % (q_moved, re.escape(H)))
+		check_eq([q.path for q in good.seen() if q_moved.encode() in q.body], ["/moved"], "requests for %s" % q_moved)
+		check_eq(len(good.seen("/json")), json_before, "requests to the redirect's Location")
+	rows.append(("an endless answer is cut, a redirect is not followed", odd_answers))
+
 	def deferrals():
 		t0 = time.monotonic()
 		qids = {n: d.send(rcpts=["%s@%s" % (n, H)]) for n in ("busy", "down", "slackrl", "slow")}
 		reasons = {
 			"busy": r"retry_in=30s \(HTTP 429 Too Many Requests: slow down\)",
-			"down": r"retry_in=(4[0-5])s \(HTTP 503 Service Unavailable: maintenance until noon\)",
+			"down": r"retry_in=(4[3-5])s \(HTTP 503 Service Unavailable: maintenance until noon\)",
 			"slackrl": r"retry_in=20s \(slack: ratelimited\)",
 			"slow": r"retry_in=1s \(HTTP 408 Request Timeout\)",
 		}
