@@ -10,7 +10,7 @@
 //   json    one object: client, date, from, host, id, message_id, size,
 //           subject, text (the first max_text characters), to[],
 //           truncated, uid and user (null when the sender's uid is
-//           unknown), keys in that order (nlohmann's dump()).
+//           unknown); keys sorted, no spaces, as nlohmann's dump() writes.
 //   rfc822  the message as queued (Received: first), Content-Type
 //           message/rfc822, with the envelope in the request's
 //           X-Envelope-Sender and X-Envelope-Recipient headers (base64,
@@ -43,9 +43,8 @@
 
 #include <curl/curl.h>
 #include <openssl/evp.h>
-#include <unistd.h>
-
 #include <strings.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -290,18 +289,20 @@ void WebhookHandler::read_token(HandlerOptions& o)
 }
 
 // "Name: value" lines; the handler's own headers cannot be replaced.
+// Errors quote no value, which may be a secret.
 void WebhookHandler::read_headers(HandlerOptions& o)
 {
 	static const char tchar[] = "!#$%&'*+-.^_`|~";
 	headers_ = o.strings("headers");
-	for (const std::string& h : headers_) {
+	for (size_t i = 0; i < headers_.size(); i++) {
+		const std::string& h = headers_[i];
 		size_t colon = h.find(':');
 		std::string name = h.substr(0, colon);
 		bool valid = !name.empty() && colon != std::string::npos;
 		for (unsigned char c : name)
 			valid = valid && (isalnum(c) || strchr(tchar, c));
 		if (!valid)
-			o.fail("headers", "expected \"Name: value\", got \"" + h + "\"");
+			o.fail("headers", "entry " + std::to_string(i + 1) + " is not \"Name: value\" with a token as name");
 		for (unsigned char c : h)
 			if ((c < 0x20 && c != '\t') || c == 0x7f)
 				o.fail("headers", "header " + name + " holds a control character");
