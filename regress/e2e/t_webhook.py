@@ -10,9 +10,10 @@
 # deferred; 429 and 503 deferred for their Retry-After (seconds and
 # HTTP-date); 408 deferred; 400 failed with the body's first line, also
 # when the body never ends (read up to 64 KiB); a redirect failed, not
-# followed; a peer that never answers deferred after `timeout`; an impostor's certificate
-# and a certificate for another name deferred with curl's reason, and
-# nothing sent to them. Proxy variables in laimd's environment are
+# followed; a peer that never answers deferred after `timeout`, two
+# deliveries of one instance at once (workers); an impostor's
+# certificate and a certificate for another name deferred with curl's
+# reason, and nothing sent to them. etc/webhook.yml passes laimd -n. Proxy variables in laimd's environment are
 # ignored; http:// needs allow_http. `laimctl test` makes the TLS
 # handshake and sends nothing. laimd -n refuses a token file others can
 # read and an http:// URL without allow_http.
