@@ -140,15 +140,17 @@ std::vector<Field> header_fields(std::string_view msg, size_t* end)
 // other byte stays as it was. False when nothing changes.
 bool rewrite_from(std::string_view msg, const std::string& from, Rewrite mode, std::string* out)
 {
+	if (mode == Rewrite::Off)
+		return false;
 	size_t end = 0;
 	std::vector<Field> fields = header_fields(msg, &end);
 	auto named = [](const char* n) { return [n](const Field& f) { return name_is(f.name, n); }; };
 	bool has_from = std::any_of(fields.begin(), fields.end(), named("from"));
 	bool has_reply_to = std::any_of(fields.begin(), fields.end(), named("reply-to"));
-	if (mode == Rewrite::Off || (mode == Rewrite::Missing && has_from))
+	if (mode == Rewrite::Missing && has_from)
 		return false;
 	out->clear();
-	out->reserve(msg.size() + 2 * from.size() + 64);
+	out->reserve(msg.size() + 1024);  // one copy, even of a large message
 	std::string new_from = "From: " + from + "\r\n";
 	bool first = true;
 	size_t copied = 0;
@@ -384,11 +386,11 @@ Results Smarthost::deliver(const Envelope& env, const Message& msg)
 	try {
 		SmtpReply ehlo_reply = open(c, nullptr);
 		SmtpReply r = c.command(mail_command(env, ehlo_reply, data), command_timeout_);
-		if (!r.ok())
+		if (r.code / 100 != 2)
 			throw Stop{r.result("MAIL FROM: ")};
 		for (size_t i = 0; i < env.recipients.size(); i++) {
 			r = c.command("RCPT TO:<" + env.recipients[i] + ">", command_timeout_);
-			if (!r.ok()) {
+			if (r.code / 100 != 2) {
 				each[i] = r.result("RCPT TO: ");
 				settled[i] = true;
 			}
@@ -399,7 +401,7 @@ Results Smarthost::deliver(const Envelope& env, const Message& msg)
 		}
 		r = c.command("DATA", command_timeout_);
 		if (r.code != 354)
-			throw Stop{r.result("DATA: ")};
+			throw Stop{r.code < 400 ? Result::tempfail(peer_ + ": DATA: " + r.text()) : r.result("DATA: ")};
 		// data_timeout, plus a second per 64 KiB for a large message
 		c.send_data(data, data_timeout_ + static_cast<int>(data.size() >> 16));
 		settle_rest(c.read_reply(data_timeout_).result());
