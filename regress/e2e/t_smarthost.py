@@ -8,7 +8,8 @@
 # password defer with the reason, and the password never goes in clear or
 # into the log; tls: none delivers in clear; a pin accepts the rogue
 # certificate; laimctl test shows each step. laimd -n refuses a
-# credentials file others can read and credentials with tls: none.
+# credentials file others can read and credentials with tls: none, and
+# takes etc/smarthost.yml.
 import sys
 sys.dont_write_bytecode = True
 import subprocess
@@ -105,6 +106,19 @@ def check_config_refused(d, secrets):
 def helo(session):
 	"""The name a session's first EHLO gave."""
 	return next(e["arg"] for e in session if e.get("cmd") == "EHLO")
+
+
+def check_example_config(d, secret):
+	"""etc/smarthost.yml, with the case's credentials file, passes laimd -n."""
+	with open(os.path.join(os.environ.get("LAIM_SRCDIR", "."), "etc", "smarthost.yml")) as f:
+		text = f.read()
+	check("credentials: /etc/laim/relay.secret" in text, "etc/smarthost.yml names no /etc/laim/relay.secret")
+	path = os.path.join(d.dir, "example.yml")
+	with open(path, "w") as f:
+		f.write(text.replace("/etc/laim/relay.secret", secret))
+	os.chmod(path, 0o600)
+	r = subprocess.run([laimd_path(), "-n", "-f", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+	check_eq((r.returncode, r.stderr), (0, b""), "laimd -n etc/smarthost.yml")
 
 
 def log_line(d, qid, rcpt, handler, status, why):
@@ -230,6 +244,7 @@ def main():
 	put_secret(secrets["wrong"], USER + ":" + WRONG_PASSWORD)
 	configure(d, certs, peer, secrets)
 	check_config_refused(d, secrets)
+	check_example_config(d, secrets["alice"])
 	d.start()
 
 	relay = d.send(SENDER, ["%s@relay.example" % n for n in ("ok1", "ok2", "defer1", "reject1")], SENT)
