@@ -13,8 +13,9 @@
 #
 # Recipients answer by their local part: reject... gets 550 5.1.1 at RCPT,
 # defer... gets 451 4.2.1 until the file DIR/release exists, any other is
-# accepted. AUTH takes the users given (PLAIN and LOGIN); a wrong password
-# gets 535 5.7.8.
+# accepted. A message from a sender whose local part starts with "spam"
+# gets 554 5.7.1 at its end. AUTH takes the users given (PLAIN and LOGIN);
+# a wrong password gets 535 5.7.8.
 #
 # What the server saw goes to DIR/events.jsonl, one JSON object a line,
 # each with the connection number "conn", the port kind "port" and "tls"
@@ -23,9 +24,9 @@
 #                                 argument is the mechanism only)
 #   {"reply": "250 ..."}          each reply line it sent
 #   {"auth": USER, "mechanism": M, "ok": bool}
-#   {"message": {...}}            each message accepted at DATA: mail_from,
-#                                 mail_options, rcpt_tos, auth (the user),
-#                                 data (base64), reply
+#   {"message": {...}}            each message received after DATA:
+#                                 mail_from, mail_options, rcpt_tos, auth
+#                                 (the user), data (base64), reply
 # The case side is the class SmtpPeer; the server side is serve(), run by
 # "/usr/bin/python3 peer_smtp.py DIR/peer.json".
 
@@ -190,7 +191,10 @@ def serve(conf):
 			return "250 2.1.5 Ok"
 
 		async def handle_DATA(self, server, session, envelope):
-			reply = "250 2.0.0 Ok: queued as P%04d" % next(queued)
+			if envelope.mail_from.startswith("spam"):
+				reply = "554 5.7.1 Message refused as spam"
+			else:
+				reply = "250 2.0.0 Ok: queued as P%04d" % next(queued)
 			server.record(message={
 				"mail_from": envelope.mail_from, "mail_options": envelope.mail_options,
 				"rcpt_tos": envelope.rcpt_tos, "auth": session.auth_data,

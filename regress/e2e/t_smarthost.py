@@ -2,7 +2,8 @@
 # on 127.0.0.1 with certificates of a private CA (peer_certs.py):
 # STARTTLS with AUTH PLAIN delivers the message byte for byte with the
 # right user; per recipient, a 550 at RCPT fails that one, a 451 defers it
-# and, once the server takes it, only it is sent again; implicit TLS with
+# and, once the server takes it, only it is sent again, and the reply to
+# the message's end settles the others; implicit TLS with
 # AUTH LOGIN, mail_from and rewrite_from as the server sees them; a rogue
 # certificate, a wrong pin, a server without STARTTLS and a refused
 # password defer with the reason, and the password never goes in clear or
@@ -21,6 +22,7 @@ USER, PASSWORD = "alice@example.org", "app:Pass-4711"  # a ':' in the password
 LOGIN_USER, LOGIN_PASSWORD = "bob", "Login-Pass-0815"
 WRONG_PASSWORD = "Wrong-Pass-2342"
 SENDER = "sender@client.example"
+SPAM_SENDER = "spammer@client.example"
 SENT = (b"From: Cron Daemon\r\n <root@client.example>\r\nTo: ops@example.org\r\nSubject: disk\r\n"
 	b"\r\n.a line that starts with a dot\r\n\r\nFrom: not a header\r\n")
 
@@ -141,13 +143,14 @@ def check_relay(d, peer, qid):
 	log_line(d, qid, defer, "relay", r"deferred, .*attempt=1, .*dsn=4\.2\.1",
 		 r"RCPT TO: 451 4\.2\.1 <%s>: Mailbox busy, try again later" % re.escape(defer))
 	log_line(d, qid, defer, "relay", r"deferred, .*attempt=2, .*dsn=4\.2\.1", r"RCPT TO: 451 .*")
-	m = only(peer.messages("starttls"), "messages on the STARTTLS port")
+	m = only([m for m in peer.messages("starttls") if m["mail_from"] == SENDER], "messages on the STARTTLS port")
 	check_eq((m["mail_from"], m["rcpt_tos"], m["auth"], m["tls"]), (SENDER, [ok1, ok2], USER, True),
 		 "what the STARTTLS port got")
 	check_eq(after_received(m["data"]), SENT, "the message as relayed")
 	check_eq(m["mail_options"], ["SIZE=%d" % len(m["data"])], "MAIL parameters of a 7-bit message")
 	# The retries of defer1 alone: its RCPT, no DATA.
-	retries = [s for s in peer.sessions("starttls").values() if any(e.get("cmd") == "RCPT" for e in s)][1:]
+	retries = [s for s in peer.sessions("starttls").values()
+		   if any(e.get("cmd") == "MAIL" and "<%s>" % SENDER in e["arg"] for e in s)][1:]
 	check(retries, "no retry session for %s" % defer)
 	for s in retries:
 		check_eq([(e["cmd"], e["arg"]) for e in s if e.get("cmd") in ("RCPT", "DATA")], [("RCPT", "TO:<%s>" % defer)],
@@ -157,13 +160,23 @@ def check_relay(d, peer, qid):
 	check_ran(d.laimctl(["flush"]), quiet=False)
 	log_line(d, qid, defer, "relay", "delivered", r"250 2\.0\.0 Ok: queued as P\d+")
 	d.wait_log(r"%s: moved to failed/: <%s> handler relay: 5\.1\.1 RCPT TO: 550" % (qid, re.escape(reject)), 10)
-	ms = peer.messages("starttls")
+	ms = [m for m in peer.messages("starttls") if m["mail_from"] == SENDER]
 	check_eq([m["rcpt_tos"] for m in ms], [[ok1, ok2], [defer]], "messages on the STARTTLS port")
 	check_eq(after_received(ms[1]["data"]), SENT, "the message as relayed to %s" % defer)
 	check(qid not in d.spool_files("queue") and qid in d.spool_files("failed"), "%s in queue/ or not in failed/" % qid)
 	with open(os.path.join(d.spool, "failed", qid + ".reason")) as f:
 		check_eq(f.read(), "<%s> handler relay: 5.1.1 RCPT TO: 550 5.1.1 <%s>: Recipient address rejected: "
 			 "User unknown\n" % (reject, reject), "failed/%s.reason" % qid)
+
+
+def check_end_of_data(d, peer, qid):
+	"""The reply to the message's end settles the recipients accepted."""
+	ok, reject = "ok9@relay.example", "reject9@relay.example"
+	log_line(d, qid, ok, "relay", r"failed, dsn=5\.7\.1", r"554 5\.7\.1 Message refused as spam")
+	log_line(d, qid, reject, "relay", r"failed, dsn=5\.1\.1", r"RCPT TO: 550 5\.1\.1 <%s>: .*" % re.escape(reject))
+	m = only([m for m in peer.messages("starttls") if m["mail_from"] == SPAM_SENDER], "spam on the STARTTLS port")
+	check_eq((m["rcpt_tos"], m["reply"]), ([ok], "554 5.7.1 Message refused as spam"), "the spam the peer refused")
+	d.wait_log(r"%s: moved to failed/: <%s> handler relay: 5\.7\.1 554" % (qid, re.escape(ok)), 10)
 
 
 def check_implicit(d, peer, qid):
@@ -256,12 +269,14 @@ def main():
 
 	relay = d.send(SENDER, ["%s@relay.example" % n for n in ("ok1", "ok2", "defer1", "reject1")], SENT)
 	qids = {"relay": relay, "implicit": d.send(SENDER, ["x@implicit.example"], SENT + "caf\u00e9\r\n".encode())}
+	qids["spam"] = d.send(SPAM_SENDER, ["ok9@relay.example", "reject9@relay.example"], SENT)
 	qids["pinned"] = d.send(SENDER, ["x@pinned.example"], SENT[SENT.index(b"To: "):])
 	for name in ("rogue", "wrongpin", "nostarttls", "clear", "badpass"):
 		qids[name] = d.send(SENDER, ["x@%s.example" % name], SENT)
 
 	run_rows([
 		("STARTTLS, AUTH PLAIN, per-recipient results", lambda: check_relay(d, peer, relay)),
+		("the reply to the message's end", lambda: check_end_of_data(d, peer, qids["spam"])),
 		("implicit TLS, AUTH LOGIN, mail_from, rewrite_from always", lambda: check_implicit(d, peer, qids["implicit"])),
 		("a pinned certificate, rewrite_from missing", lambda: check_pinned(d, peer, qids["pinned"])),
 		("refusals before MAIL, tls: none", lambda: check_refusals(d, peer, qids, peer.ports)),
