@@ -386,6 +386,8 @@ Results Smarthost::deliver(const Envelope& env, const Message& msg)
 	try {
 		SmtpReply ehlo_reply = open(c, nullptr);
 		SmtpReply r = c.command(mail_command(env, ehlo_reply, data), command_timeout_);
+		if (r.code == 530)  // RFC 4954: AUTH (or TLS) required, a setting to fix, not a bad message
+			throw Stop{Result::tempfail(peer_ + ": MAIL FROM: " + r.text())};
 		if (r.code / 100 != 2)
 			throw Stop{r.result("MAIL FROM: ")};
 		for (size_t i = 0; i < env.recipients.size(); i++) {

@@ -3,14 +3,14 @@
 # STARTTLS with AUTH PLAIN delivers the message byte for byte with the
 # right user; per recipient, a 550 at RCPT fails that one, a 451 defers it
 # and, once the server takes it, only it is sent again, and the reply to
-# the message's end settles the others; implicit TLS with
-# AUTH LOGIN, mail_from and rewrite_from as the server sees them; a rogue
-# certificate, a wrong pin, a server without STARTTLS and a refused
-# password defer with the reason, and the password never goes in clear or
-# into the log; tls: none delivers in clear; a pin accepts the rogue
-# certificate; laimctl test shows each step. laimd -n refuses a
-# credentials file others can read and credentials with tls: none, and
-# takes etc/smarthost.yml.
+# the message's end settles the others; implicit TLS with AUTH LOGIN,
+# mail_from and rewrite_from as the server sees them; a rogue certificate,
+# a wrong pin, a server without STARTTLS, a refused password and a server
+# that wants AUTH from an instance without credentials defer with the
+# reason, and the password never goes in clear or into the log; tls: none
+# delivers in clear; a pin accepts the rogue certificate; laimctl test
+# shows each step. laimd -n refuses a credentials file others can read and
+# credentials with tls: none, and takes etc/smarthost.yml.
 import sys
 sys.dont_write_bytecode = True
 import subprocess
@@ -76,6 +76,7 @@ def configure(d, certs, peer, secrets):
 		"nostarttls": dict(verified, type="smarthost", host="127.0.0.1", port=ports["plain"]),
 		"clear": {"type": "smarthost", "host": "127.0.0.1", "port": ports["plain"], "tls": "none"},
 		"badpass": dict(verified, type="smarthost", port=ports["starttls"], credentials=secrets["wrong"]),
+		"noauth": {"type": "smarthost", "host": "localhost", "port": ports["starttls"], "ca_file": certs.ca},
 	}
 	d.config["routes"] = [{"match": "*@%s.example" % name, "handlers": [name]} for name in d.config["handlers"]]
 
@@ -150,7 +151,8 @@ def check_relay(d, peer, qid):
 	check_eq(m["mail_options"], ["SIZE=%d" % len(m["data"])], "MAIL parameters of a 7-bit message")
 	# The retries of defer1 alone: its RCPT, no DATA.
 	retries = [s for s in peer.sessions("starttls").values()
-		   if any(e.get("cmd") == "MAIL" and "<%s>" % SENDER in e["arg"] for e in s)][1:]
+		   if any(e.get("cmd") == "MAIL" and "<%s>" % SENDER in e["arg"] for e in s) and
+		   any(e.get("cmd") == "RCPT" and e["arg"].endswith("@relay.example>") for e in s)][1:]
 	check(retries, "no retry session for %s" % defer)
 	for s in retries:
 		check_eq([(e["cmd"], e["arg"]) for e in s if e.get("cmd") in ("RCPT", "DATA")], [("RCPT", "TO:<%s>" % defer)],
@@ -221,6 +223,8 @@ def check_refusals(d, peer, qids, ports):
 	log_line(d, qids["badpass"], "x@badpass.example", "badpass", "deferred",
 		 r"localhost:%d: AUTH PLAIN \*\*\*\*\*\*\*\*: 535 5\.7\.8 Authentication credentials invalid \(check the "
 		 r"credentials file; a provider with two-factor login wants an application password\)" % ports["starttls"])
+	log_line(d, qids["noauth"], "x@noauth.example", "noauth", "deferred",
+		 r"localhost:%d: MAIL FROM: 530 5\.7\.0 Authentication required" % ports["starttls"])
 	for e in peer.events("rogue"):
 		if e.get("cmd") in ("AUTH", "MAIL"):
 			check(helo(peer.sessions("rogue")[e["conn"]]) == "pinned.test",
@@ -271,7 +275,7 @@ def main():
 	qids = {"relay": relay, "implicit": d.send(SENDER, ["x@implicit.example"], SENT + "caf\u00e9\r\n".encode())}
 	qids["spam"] = d.send(SPAM_SENDER, ["ok9@relay.example", "reject9@relay.example"], SENT)
 	qids["pinned"] = d.send(SENDER, ["x@pinned.example"], SENT[SENT.index(b"To: "):])
-	for name in ("rogue", "wrongpin", "nostarttls", "clear", "badpass"):
+	for name in ("rogue", "wrongpin", "nostarttls", "clear", "badpass", "noauth"):
 		qids[name] = d.send(SENDER, ["x@%s.example" % name], SENT)
 
 	run_rows([
