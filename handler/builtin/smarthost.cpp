@@ -225,7 +225,8 @@ Smarthost::Smarthost(HandlerOptions& o)
 	policy_ = {host_, o.has("ca_file") ? o.path("ca_file") : "", o.string("tls_fingerprint", "")};
 	std::string pin = policy_.fingerprint;
 	pin.erase(std::remove(pin.begin(), pin.end(), ':'), pin.end());
-	if (o.has("tls_fingerprint") && (pin.size() != 64 || pin.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos))
+	bool sha256 = pin.size() == 64 && pin.find_first_not_of("0123456789abcdefABCDEF") == std::string::npos;
+	if (o.has("tls_fingerprint") && !sha256)
 		o.fail("tls_fingerprint", "expected a SHA-256 fingerprint, 64 hex digits (colons optional)");
 	for (const char* key : {"ca_file", "tls_fingerprint"})
 		if (tls_ == Tls::None && o.has(key))
@@ -300,7 +301,8 @@ SmtpReply Smarthost::open(SmtpClient& c, std::vector<std::string>* steps) const
 	step("EHLO: " + r.text());
 	if (tls_ == Tls::StartTls) {
 		if (!r.extension("STARTTLS"))
-			throw Stop{Result::tempfail(peer_ + " offers no STARTTLS (tls: starttls): not sending in clear")};
+			throw Stop{Result::tempfail(peer_ +
+						    " offers no STARTTLS (tls: starttls): not sending in clear")};
 		SmtpReply go = c.command("STARTTLS", command_timeout_);
 		if (go.code != 220)
 			throw Stop{Result::tempfail(peer_ + ": STARTTLS: " + go.text())};
@@ -322,16 +324,15 @@ std::string Smarthost::authenticate(SmtpClient& c, const SmtpReply& ehlo) const
 	std::optional<std::string> offered = ehlo.extension("AUTH");
 	if (!offered)
 		throw Stop{Result::tempfail(peer_ + " offers no AUTH, and credentials are set")};
-	std::string mechs = " " + *offered + " ";
-	bool plain = mechs.find(" PLAIN ") != std::string::npos, login = mechs.find(" LOGIN ") != std::string::npos;
-	bool use_plain = plain && auth_ != Auth::Login;
-	if (!use_plain && !(login && auth_ != Auth::Plain))
-		throw Stop{Result::tempfail(peer_ + " offers AUTH " + *offered + ", not " +
-					    (auth_ == Auth::Auto ? "PLAIN or LOGIN" : auth_ == Auth::Plain ? "PLAIN" : "LOGIN"))};
-	std::string mech = use_plain ? "PLAIN" : "LOGIN";
+	std::string list = " " + *offered + " ";
+	auto offers = [&list](const std::string& m) { return list.find(" " + m + " ") != std::string::npos; };
+	std::string mech = auth_ == Auth::Login || (auth_ == Auth::Auto && !offers("PLAIN")) ? "LOGIN" : "PLAIN";
+	if (!offers(mech))
+		throw Stop{Result::tempfail(peer_ + " offers AUTH " + *offered + ", not " + mech)};
 	SmtpReply r;
-	if (use_plain) {
-		r = c.command("AUTH PLAIN " + base64(std::string(1, '\0') + user_ + '\0' + password_), command_timeout_);
+	if (mech == "PLAIN") {
+		std::string plain = std::string(1, '\0') + user_ + '\0' + password_;
+		r = c.command("AUTH PLAIN " + base64(plain), command_timeout_);
 	} else {
 		r = c.command("AUTH LOGIN", command_timeout_);
 		if (r.code == 334)
@@ -403,7 +404,7 @@ Results Smarthost::deliver(const Envelope& env, const Message& msg)
 		}
 		r = c.command("DATA", command_timeout_);
 		if (r.code != 354)
-			throw Stop{r.code < 400 ? Result::tempfail(peer_ + ": DATA: " + r.text()) : r.result("DATA: ")};
+			throw Stop{r.code >= 400 ? r.result("DATA: ") : Result::tempfail(peer_ + ": DATA: " + r.text())};
 		// data_timeout, plus a second per 64 KiB for a large message
 		c.send_data(data, data_timeout_ + static_cast<int>(data.size() >> 16));
 		settle_rest(c.read_reply(data_timeout_).result());
