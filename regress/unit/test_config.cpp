@@ -1010,6 +1010,171 @@ START_TEST(handlers_create_unknown_type)
 }
 END_TEST
 
+// The error handlers_create gives for an lmtp section whose options
+// start at line 4, or "(no error)".
+static std::string lmtp_error(const std::string& options)
+{
+	Config c = parse_ok("handlers:\n  lm:\n    type: lmtp\n" + options);
+	try {
+		laim::Secrets secrets;
+		laim::handlers_create(c, secrets);
+	} catch (const ConfigError& e) {
+		return e.what();
+	}
+	return "(no error)";
+}
+
+// lmtp: one of socket and host, host as HOST:PORT with the port written,
+// rcpt_to user or address, an LHLO name that fits on the command line.
+START_TEST(handler_lmtp_options)
+{
+	static const char form[] =
+	    "expected HOST:PORT, e.g. 127.0.0.1:24 or [::1]:24 (LMTP has no default port)";
+	static const char port[] = "the port must be a number from 1 to 65535";
+	const struct {
+		const char* options;
+		std::string error;
+	} cases[] = {
+	    {"", "t.yml:2: handlers.lm.socket: missing required option: socket (a unix socket path) or host (HOST:PORT)"},
+	    {"    socket: /run/dovecot/lmtp\n    host: 127.0.0.1:24\n",
+	     "t.yml:5: handlers.lm.host: socket and host exclude each other: give one"},
+	    {"    socket: run/lmtp\n", "t.yml:4: handlers.lm.socket: expected an absolute path, got \"run/lmtp\""},
+	    {"    host: 127.0.0.1\n", "t.yml:4: handlers.lm.host: \"127.0.0.1\": " + std::string(form)},
+	    {"    host: ':24'\n", "t.yml:4: handlers.lm.host: \":24\": " + std::string(form)},
+	    {"    host: '::1:24'\n", "t.yml:4: handlers.lm.host: \"::1:24\": " + std::string(form)},
+	    {"    host: '[::1]24'\n", "t.yml:4: handlers.lm.host: \"[::1]24\": " + std::string(form)},
+	    {"    host: 'a b:24'\n", "t.yml:4: handlers.lm.host: \"a b:24\": " + std::string(form)},
+	    {"    host: '127.0.0.1:'\n", "t.yml:4: handlers.lm.host: \"127.0.0.1:\": " + std::string(port)},
+	    {"    host: 127.0.0.1:0\n", "t.yml:4: handlers.lm.host: \"127.0.0.1:0\": " + std::string(port)},
+	    {"    host: 127.0.0.1:024\n", "t.yml:4: handlers.lm.host: \"127.0.0.1:024\": " + std::string(port)},
+	    {"    host: '[::1]:65536'\n", "t.yml:4: handlers.lm.host: \"[::1]:65536\": " + std::string(port)},
+	    {"    host: [127.0.0.1, 24]\n", "t.yml:4: handlers.lm.host: expected a string, got a sequence"},
+	    {"    socket: /run/dovecot/lmtp\n    rcpt_to: local\n",
+	     "t.yml:5: handlers.lm.rcpt_to: expected user or address, got \"local\""},
+	    {"    socket: /run/dovecot/lmtp\n    lhlo: 'mail example'\n",
+	     "t.yml:5: handlers.lm.lhlo: \"mail example\": expected a host name (printable, no spaces)"},
+	    {"    socket: /run/dovecot/lmtp\n    timeout: 0\n",
+	     "t.yml:5: handlers.lm.timeout: 0 is out of range: expected an integer from 1 to 3600"},
+	    {"    socket: /run/dovecot/lmtp\n    verify_recipients: maybe\n",
+	     "t.yml:5: handlers.lm.verify_recipients: expected a boolean (true/false, yes/no, on/off), got \"maybe\""},
+	    {"    socket: /run/dovecot/lmtp\n    port: 24\n", "t.yml:5: handlers.lm.port: unknown key"},
+	    // Accepted: every option, and each form of host.
+	    {"    socket: /run/dovecot/lmtp\n    rcpt_to: address\n    lhlo: mail.example.org\n"
+	     "    timeout: 10\n    verify_recipients: true\n    workers: 2\n",
+	     "(no error)"},
+	    {"    host: 127.0.0.1:24\n", "(no error)"},
+	    {"    host: '[::1]:24'\n", "(no error)"},
+	    {"    host: dovecot.example.org:2424\n    rcpt_to: user\n", "(no error)"},
+	};
+	std::string wrong;
+	for (const auto& t : cases) {
+		std::string got = lmtp_error(t.options);
+		if (got != t.error)
+			wrong += std::string("\n") + t.options + "  got:      " + got + "\n  expected: " + t.error;
+	}
+	ck_assert_msg(wrong.empty(), "%s", wrong.c_str());
+}
+END_TEST
+
+// ---------------------------------------------------------------- webhook options
+
+// What handlers_create() says of a webhook instance "hook" whose options
+// (after its type, from line 4 on) are these lines, or "(no error)".
+static std::string webhook_error(const std::string& options)
+{
+	Config c = parse_ok("handlers:\n  hook:\n    type: webhook\n" + options);
+	laim::Secrets secrets = laim::Secrets::from_files();
+	try {
+		laim::handlers_create(c, secrets);
+	} catch (const ConfigError& e) {
+		return e.what();
+	}
+	return "(no error)";
+}
+
+START_TEST(webhook_option_errors)
+{
+	const std::string url = "    url: https://hooks.example/x\n";
+	const std::string slack = url + "    format: slack\n";
+	const char* h = "t.yml:2: handlers.hook.";
+	const char* l4 = "t.yml:4: handlers.hook.";
+	const char* l5 = "t.yml:5: handlers.hook.";
+	const char* l6 = "t.yml:6: handlers.hook.";
+	const struct {
+		std::string options, error;
+	} cases[] = {
+	    {"", h + std::string("url: missing required option")},
+	    {"    url: ftp://hooks.example/x\n", l4 + std::string("url: expected an https:// URL, got scheme \"ftp\"")},
+	    {"    url: http://hooks.example/x\n",
+	     l4 + std::string("url: http:// sends the message in clear: use https://, or set allow_http: true")},
+	    {"    url: hooks.example/x\n", l4 + std::string("url: not a valid URL (expected https://HOST/PATH)")},
+	    {"    url: [https://a/]\n", l4 + std::string("url: expected a string, got a sequence")},
+	    {url + "    allow_http: maybe\n",
+	     l5 + std::string("allow_http: expected a boolean (true/false, yes/no, on/off), got \"maybe\"")},
+	    {url + "    format: xml\n", l5 + std::string("format: expected slack, json or rfc822, got \"xml\"")},
+	    {slack + "    token: t\n", h + std::string("channel: missing required option")},
+	    {slack + "    channel: \"#a\"\n",
+	     l5 + std::string("format: format slack needs token or token_file (Slack's bot token)")},
+	    {url + "    channel: \"#a\"\n", l5 + std::string("channel: only format slack has a channel")},
+	    {url + "    format: rfc822\n    channel: \"#a\"\n", l6 + std::string("channel: only format slack has a channel")},
+	    {url + "    token: t\n    token_file: /etc/laim/t\n",
+	     l6 + std::string("token_file: give token or token_file, not both")},
+	    {url + "    token: \"a\\tb\"\n", l5 + std::string("token: the token holds a control character or a line break")},
+	    {url + "    token_file: etc/t\n", l5 + std::string("token_file: expected an absolute path, got \"etc/t\"")},
+	    {url + "    headers: [\"X Team: ops\"]\n",
+	     l5 + std::string("headers: entry 1 is not \"Name: value\" with a token as name")},
+	    {url + "    headers: [\"X-Team: ops\", \"s3cret\"]\n",
+	     l5 + std::string("headers: entry 2 is not \"Name: value\" with a token as name")},
+	    {url + "    headers: [\"X-Team: a\\r\\nHost: b\"]\n", l5 + std::string("headers: header X-Team holds a control character")},
+	    {url + "    headers: [\"content-type: text/plain\"]\n",
+	     l5 + std::string("headers: header content-type is set by the handler")},
+	    {url + "    token: t\n    headers: [\"Authorization: Basic eA==\"]\n",
+	     l6 + std::string("headers: header Authorization is set by token or token_file")},
+	    {url + "    headers: X-Team\n", l5 + std::string("headers: expected a list of strings, got \"X-Team\"")},
+	    {url + "    ca_file: ca.pem\n", l5 + std::string("ca_file: expected an absolute path, got \"ca.pem\"")},
+	    {url + "    timeout: 0\n", l5 + std::string("timeout: 0 is out of range: expected an integer from 1 to 3600")},
+	    {url + "    timeout: 3601\n", l5 + std::string("timeout: 3601 is out of range: expected an integer from 1 to 3600")},
+	    {url + "    max_text: 0\n", l5 + std::string("max_text: 0 is out of range: expected an integer from 1 to 1048576")},
+	    {url + "    workers: 65\n", l5 + std::string("workers: 65 is out of range: expected an integer from 1 to 64")},
+	    {url + "    proxy: http://p/\n", l5 + std::string("proxy: unknown key")},
+	    // Accepted: http with allow_http, Authorization without a token.
+	    {"    url: http://127.0.0.1:8080/hook\n    allow_http: true\n", "(no error)"},
+	    {url + "    headers: [\"Authorization: Basic eA==\", \"X-Team: ops\"]\n", "(no error)"},
+	    {url + "    format: rfc822\n    timeout: 5\n    max_text: 100\n    ca_file: /etc/laim/ca.pem\n", "(no error)"},
+	};
+	std::string wrong;  // every case that differs, not only the first
+	for (const auto& t : cases) {
+		std::string got = webhook_error(t.options);
+		if (got != t.error)
+			wrong += "\n" + t.options + "  got:      " + got + "\n  expected: " + t.error;
+	}
+	ck_assert_msg(wrong.empty(), "%s", wrong.c_str());
+}
+END_TEST
+
+// token_file: is a secret file: one that others may read is refused with
+// the file, line and key, and never its bytes; a root 0600 one is taken.
+START_TEST(webhook_token_file)
+{
+	ck_assert_msg(geteuid() == 0, "the token_file test runs as root");
+	char path[] = "/tmp/laim-test-token.XXXXXX";
+	int fd = mkstemp(path);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, "s3cret-token\n", 13), 13);
+	close(fd);
+	std::string options = "    url: https://slack.example/api/chat.postMessage\n    format: slack\n"
+			      "    channel: \"#ops\"\n    token_file: " + std::string(path) + "\n";
+	ck_assert_int_eq(chmod(path, 0644), 0);
+	std::string msg = webhook_error(options);
+	ck_assert_msg(starts_with(msg, "t.yml:7: handlers.hook.token_file: " + std::string(path) + ": ") &&
+			      msg.find("mode 0644") != std::string::npos && msg.find("s3cret") == std::string::npos,
+		      "%s", msg.c_str());
+	ck_assert_int_eq(chmod(path, 0600), 0);
+	ck_assert_string_eq(webhook_error(options), "(no error)");
+	unlink(path);
+}
+END_TEST
+
 // ---------------------------------------------------------------- smarthost options
 
 // What handlers_create() says of a smarthost section whose option lines
@@ -1153,7 +1318,13 @@ static Suite* config_suite()
 	tc = tcase_create("handlers");
 	tcase_add_test(tc, handlers_create_unknown_type);
 	tcase_add_test(tc, one_rule_core_and_handler);
+	tcase_add_test(tc, handler_lmtp_options);
 	tcase_add_test(tc, smarthost_option_errors);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("webhook");
+	tcase_add_test(tc, webhook_option_errors);
+	tcase_add_test(tc, webhook_token_file);
 	suite_add_tcase(s, tc);
 	return s;
 }
