@@ -215,6 +215,10 @@ inline std::string_view local_part(std::string_view rcpt)
 // resolved them at start). Set once by each process that asks
 // is_local_address(), before any delivery thread starts.
 void set_local_domains(std::vector<std::string> domains);
+// This host's name: the `hostname` key as the parent resolved it at start
+// (the first of the names above), for a HELO or a masqueraded sender;
+// "localhost" before set_local_domains().
+std::string host_name();
 // True when a and b reach the same final recipient: the same local part
 // (in any case) when both are local, else the same address with the
 // domain in any case. One copy goes to each final recipient.

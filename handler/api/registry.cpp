@@ -48,6 +48,11 @@ void set_local_domains(std::vector<std::string> domains)
 	local_domains = std::move(domains);
 }
 
+std::string host_name()
+{
+	return local_domains.empty() ? "localhost" : local_domains.front();
+}
+
 namespace {
 bool equal_nocase(std::string_view a, std::string_view b)
 {

@@ -1175,6 +1175,103 @@ START_TEST(webhook_token_file)
 }
 END_TEST
 
+// ---------------------------------------------------------------- smarthost options
+
+// What handlers_create() says of a smarthost section whose option lines
+// (indented by four) follow "handlers:\n  relay:\n    type: smarthost\n"
+// (lines 1-3), or "(no error)".
+static std::string smarthost_error(const std::string& options, laim::Secrets secrets = laim::Secrets())
+{
+	Config c = parse_ok("handlers:\n  relay:\n    type: smarthost\n" + options);
+	try {
+		laim::handlers_create(c, secrets);
+	} catch (const ConfigError& e) {
+		return e.what();
+	}
+	return "(no error)";
+}
+
+START_TEST(smarthost_option_errors)
+{
+	static const char host[] = "    host: smtp.example.org\n";  // line 4
+	static const struct {
+		std::string options;  // from line 4
+		const char* error;
+	} cases[] = {
+	    {"    port: 25\n", "t.yml:2: handlers.relay.host: missing required option"},
+	    {"    host: 'smtp example.org'\n", "t.yml:4: handlers.relay.host: expected a host name or address, got "
+					    "\"smtp example.org\""},
+	    {host + std::string("    port: 0\n"), "t.yml:5: handlers.relay.port: 0 is out of range"},
+	    {host + std::string("    port: 65536\n"), "t.yml:5: handlers.relay.port: 65536 is out of range"},
+	    {host + std::string("    port: '587'\n"), "t.yml:5: handlers.relay.port: expected an integer from 1 to "
+					      "65535, got a quoted string \"587\""},
+	    {host + std::string("    tls: ssl\n"), "t.yml:5: handlers.relay.tls: expected one of starttls, implicit, "
+					       "none, got \"ssl\""},
+	    {host + std::string("    auth: cram-md5\n"), "t.yml:5: handlers.relay.auth: expected one of auto, plain, "
+						     "login, none, got \"cram-md5\""},
+	    {host + std::string("    auth: plain\n"), "t.yml:5: handlers.relay.auth: needs credentials"},
+	    {host + std::string("    tls: none\n    credentials: /etc/laim/relay.secret\n"),
+	     "t.yml:6: handlers.relay.credentials: AUTH never goes in clear: credentials need tls: starttls or "
+	     "implicit"},
+	    {host + std::string("    auth: none\n    credentials: /etc/laim/relay.secret\n"),
+	     "t.yml:6: handlers.relay.credentials: has no use with auth: none"},
+	    {host + std::string("    tls_fingerprint: AB:CD\n"),
+	     "t.yml:5: handlers.relay.tls_fingerprint: expected a SHA-256 fingerprint, 64 hex digits (colons "
+	     "optional)"},
+	    {host + std::string("    tls_fingerprint: ") + std::string(63, 'a') + "g\n",
+	     "t.yml:5: handlers.relay.tls_fingerprint: expected a SHA-256 fingerprint"},
+	    {host + std::string("    tls: none\n    ca_file: /etc/ssl/ca.pem\n"),
+	     "t.yml:6: handlers.relay.ca_file: has no use with tls: none"},
+	    {host + std::string("    ca_file: ca.pem\n"), "t.yml:5: handlers.relay.ca_file: expected an absolute path"},
+	    {host + std::string("    mail_from: '@example.org'\n"),
+	     "t.yml:5: handlers.relay.mail_from: expected user@domain or user@, got \"@example.org\""},
+	    {host + std::string("    mail_from: alerts\n"), "t.yml:5: handlers.relay.mail_from: expected user@domain"},
+	    {host + std::string("    mail_from: 'a@b>'\n"), "t.yml:5: handlers.relay.mail_from: expected user@domain"},
+	    {host + std::string("    helo: \"a\\r\\nRSET\"\n"), "t.yml:5: handlers.relay.helo: expected a host name"},
+	    {host + std::string("    rewrite_from: yes\n"), "t.yml:5: handlers.relay.rewrite_from: expected one of "
+							"off, missing, always, got \"yes\""},
+	    {host + std::string("    rewrite_from: always\n"),
+	     "t.yml:5: handlers.relay.rewrite_from: needs mail_from, or credentials whose user is an address"},
+	    {host + std::string("    command_timeout: 0\n"), "t.yml:5: handlers.relay.command_timeout: 0 is out of "
+							 "range"},
+	    {host + std::string("    password: secret\n"), "t.yml:5: handlers.relay.password: unknown key"},
+	};
+	std::string wrong;
+	for (const auto& t : cases) {
+		std::string msg = smarthost_error(t.options);
+		if (!starts_with(msg, t.error))
+			wrong += "\n" + t.options + "  got:      " + msg + "\n  expected: " + t.error + "...";
+	}
+	ck_assert_msg(wrong.empty(), "%s", wrong.c_str());
+	ck_assert_string_eq(smarthost_error(host + std::string("    port: 465\n    mail_from: alerts@\n"
+							      "    rewrite_from: missing\n")), "(no error)");
+}
+END_TEST
+
+// The credentials file: read by the parent as root, "user:password" on one
+// line; the error names the file, never its bytes.
+START_TEST(smarthost_credentials_file)
+{
+	read_require();
+	auto with = [](const std::string& path) {
+		return smarthost_error("    host: smtp.example.org\n    credentials: " + path + "\n",
+				       laim::Secrets::from_files());
+	};
+	std::string ok = write_file("ok.secret", "alice@example.org:pass:word\n", 0600, 0);
+	ck_assert_string_eq(with(ok), "(no error)");
+	std::string open = write_file("open.secret", "alice@example.org:s3cret\n", 0644, 0);
+	std::string msg = with(open);
+	ck_assert_msg(starts_with(msg, "t.yml:5: handlers.relay.credentials: " + open + ": ") &&
+			      msg.find("mode 0644") != std::string::npos && msg.find("s3cret") == std::string::npos,
+		      "%s", msg.c_str());
+	for (const char* text : {"s3cret\n", ":s3cret\n", "alice:s3cret\nbob:other\n"}) {
+		std::string path = write_file("bad.secret", text, 0600, 0);
+		ck_assert_string_eq(with(path), "t.yml:5: handlers.relay.credentials: " + path +
+							": expected one line \"user:password\"");
+	}
+}
+END_TEST
+
 static Suite* config_suite()
 {
 	Suite* s = suite_create("config");
@@ -1215,12 +1312,14 @@ static Suite* config_suite()
 	tcase_add_unchecked_fixture(tc, read_setup, read_teardown);
 	tcase_add_test(tc, read_root_owned);
 	tcase_add_test(tc, read_refused);
+	tcase_add_test(tc, smarthost_credentials_file);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("handlers");
 	tcase_add_test(tc, handlers_create_unknown_type);
 	tcase_add_test(tc, one_rule_core_and_handler);
 	tcase_add_test(tc, handler_lmtp_options);
+	tcase_add_test(tc, smarthost_option_errors);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("webhook");

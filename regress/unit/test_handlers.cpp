@@ -378,7 +378,7 @@ START_TEST(error_unknown_type)
 				      "    type: nosuch\n")
 				 ,
 			 "test.yml:6: handlers.x.type: unknown handler type \"nosuch\" "
-			 "(known: discard, file, lmtp, log, maildir, mbox, webhook)");
+			 "(known: discard, file, lmtp, log, maildir, mbox, smarthost, webhook)");
 }
 END_TEST
 
