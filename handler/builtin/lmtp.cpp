@@ -14,7 +14,7 @@
 //       rcpt_to: user                # user: the local part, after /etc/aliases, of
 //                                    # this host's addresses (Dovecot's default
 //                                    # auth_username_format); address: as it is
-//       lhlo: mail.example.org       # name sent with LHLO; default: the host name
+//       lhlo: mail.example.org       # name sent with LHLO; default: the hostname key
 //       timeout: 30                  # seconds to connect, and for each reply
 //       verify_recipients: false     # true: ask the server at laim's RCPT (550/451)
 //       workers: 4                   # sessions at once
@@ -37,16 +37,6 @@
 namespace laim {
 
 namespace {
-
-// This machine's name: what LHLO says when `lhlo:` is not given.
-std::string machine_name()
-{
-	char buf[256] = "";
-	if (gethostname(buf, sizeof buf - 1) != 0 || !buf[0])
-		return "localhost";
-	buf[sizeof buf - 1] = '\0';
-	return buf;
-}
 
 // The name of a uid or gid, else the number.
 std::string user_name(uid_t uid)
@@ -89,6 +79,7 @@ class LmtpHandler : public Handler {
  private:
 	void read_host(HandlerOptions& o);
 	std::string peer() const;
+	std::string lhlo_name() const { return lhlo_.empty() ? host_name() : lhlo_; }
 	std::string rcpt_address(std::string_view rcpt) const;
 	SmtpReply open(SmtpClient& c) const;
 	void transaction(SmtpClient& c, const Envelope& env, const Message& msg,
@@ -103,7 +94,7 @@ class LmtpHandler : public Handler {
 	std::string host_;    // a TCP host and port
 	unsigned port_ = 0;
 	bool rcpt_user_;
-	std::string lhlo_;
+	std::string lhlo_;  // empty: host_name()
 	int timeout_;
 	bool verify_;
 };
@@ -129,8 +120,8 @@ LmtpHandler::LmtpHandler(HandlerOptions& o)
 		o.fail("rcpt_to", "expected user or address, got \"" + rcpt_to + "\"");
 	rcpt_user_ = rcpt_to == "user";
 
-	lhlo_ = o.string("lhlo", machine_name());
-	if (!valid_lhlo(lhlo_))
+	lhlo_ = o.string("lhlo", "");
+	if (!lhlo_.empty() && !valid_lhlo(lhlo_))
 		o.fail("lhlo", "\"" + lhlo_ + "\": expected a host name (printable, no spaces)");
 }
 
@@ -185,7 +176,7 @@ SmtpReply LmtpHandler::open(SmtpClient& c) const
 	SmtpReply greeting = c.read_reply(timeout_);
 	if (greeting.code != 220)
 		throw SmtpError(peer() + " greets with " + greeting.text());
-	SmtpReply lhlo = c.command("LHLO " + lhlo_, timeout_);
+	SmtpReply lhlo = c.command("LHLO " + lhlo_name(), timeout_);
 	if (lhlo.code != 250)
 		throw SmtpError(peer() + " answers LHLO with " + lhlo.text() +
 				": an SMTP server, not LMTP (RFC 2033)?");
@@ -308,7 +299,7 @@ Result LmtpHandler::test()
 		std::string ext;
 		for (size_t i = 1; i < lhlo.lines.size(); i++)
 			ext += (ext.empty() ? "" : " ") + lhlo.lines[i];
-		return Result::delivered("lmtp: " + peer() + " answers LHLO " + lhlo_ + " with 250" +
+		return Result::delivered("lmtp: " + peer() + " answers LHLO " + lhlo_name() + " with 250" +
 					 (ext.empty() ? "" : " (" + ext + ")"));
 	} catch (const SmtpError& e) {
 		return Result::tempfail(failure(e));

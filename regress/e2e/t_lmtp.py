@@ -215,6 +215,11 @@ def laimctl_test(p):
 	check_eq((r.returncode, r.stdout), (0, "dovecot: ready: lmtp: %s answers LHLO %s with 250 "
 					    "(8BITMIME CHUNKING ENHANCEDSTATUSCODES PIPELINING)\n" % (p.dc.socket, LHLO)),
 		 "laimctl test dovecot (%r)" % r)
+	# Without lhlo:, LHLO names the host as the hostname key gives it.
+	r = p.d.laimctl(["test", "nopipe"])
+	check(r.returncode == 0 and re.fullmatch(r"nopipe: ready: lmtp: 127\.0\.0\.1:%d answers LHLO %s with 250"
+						 r"( \(.*\))?\n" % (p.lmtp_port, re.escape(HOSTNAME)), r.stdout),
+	      "laimctl test nopipe, LHLO with the hostname key (%r)" % r)
 	r = p.d.laimctl(["test", "refused"])
 	check_eq((r.returncode, r.stderr), (1, "laimctl: refused: not ready: lmtp: connect to 127.0.0.1:%d: "
 					    "Connection refused (is the LMTP server running, with a listener on "
