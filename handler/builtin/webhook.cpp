@@ -216,7 +216,7 @@ class WebhookHandler : public Handler {
 	std::vector<std::string> headers_;
 	long timeout_;
 	size_t max_text_;
-	std::string host_;  // this machine's name, from start()
+	std::string host_;  // host_name(), from start()
 };
 
 LAIM_HANDLER("webhook", WebhookHandler);
@@ -317,10 +317,7 @@ void WebhookHandler::read_headers(HandlerOptions& o)
 void WebhookHandler::start()
 {
 	curl_init_once();
-	char name[256] = "localhost";
-	gethostname(name, sizeof name - 1);
-	name[sizeof name - 1] = '\0';
-	host_ = name;
+	host_ = host_name();
 }
 
 // A handle with what every request shares: the URL, its one scheme, TLS

@@ -31,7 +31,7 @@ from peer_https import HttpsPeer, NEVER
 H = "test.laim.example"
 TOKEN = "xoxb-1234-s3cr3t-Webhook"
 INLINE_TOKEN = "inline-Token-42"
-HOST = socket.gethostname()
+HOST = HOSTNAME  # the hostname key of the harness's config
 
 
 def ok_json(body):
