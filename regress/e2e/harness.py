@@ -811,7 +811,8 @@ class Laimd:
 
 	def wait_delivered(self, qid, rcpt=None, timeout=15):
 		who = re.escape(rcpt) if rcpt else ".*?"
-		return self.wait_log(r"%s: to=<%s>, handler=\w+, status=delivered, delay=[0-9.]+$" % (qid, who),
+		# A network handler's line ends with the peer's answer in parentheses.
+		return self.wait_log(r"%s: to=<%s>, handler=\w+, status=delivered, delay=[0-9.]+( \(.*\))?$" % (qid, who),
 				     timeout, since=0)
 
 	def wait_removed(self, qid, timeout=15):
