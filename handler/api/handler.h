@@ -219,6 +219,8 @@ void set_local_domains(std::vector<std::string> domains);
 // (the first of the names above), for a HELO or a masqueraded sender;
 // "localhost" before set_local_domains().
 std::string host_name();
+// s in base64 (RFC 4648), on one line: AUTH PLAIN, slimta's envelope headers.
+std::string base64(std::string_view s);
 // True when a and b reach the same final recipient: the same local part
 // (in any case) when both are local, else the same address with the
 // domain in any case. One copy goes to each final recipient.

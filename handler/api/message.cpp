@@ -2,6 +2,7 @@
 // handlers need (headers, decoded Subject, decoded text body). All MIME
 // work is GMime's; laim only walks the tree GMime builds.
 #include <gmime/gmime.h>
+#include <openssl/evp.h>
 
 #include <algorithm>
 #include <mutex>
@@ -275,5 +276,14 @@ std::optional<std::string> Message::header(std::string_view name) const
 std::string Message::subject() const { return parsed().subject; }
 
 std::string Message::text() const { return parsed().text; }
+
+std::string base64(std::string_view s)
+{
+	std::string out(4 * ((s.size() + 2) / 3) + 1, '\0');
+	int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+				reinterpret_cast<const unsigned char*>(s.data()), static_cast<int>(s.size()));
+	out.resize(static_cast<size_t>(n));
+	return out;
+}
 
 }  // namespace laim

@@ -27,7 +27,6 @@
 //       command_timeout: 10
 //       data_timeout: 20               # for the reply to the message's end
 //       workers: 4
-#include <openssl/evp.h>
 
 #include <algorithm>
 
@@ -46,15 +45,6 @@ enum class Rewrite { Off, Missing, Always };
 struct Stop {
 	Result result;
 };
-
-std::string base64(std::string_view s)
-{
-	std::string out(4 * ((s.size() + 2) / 3) + 1, '\0');
-	int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-				reinterpret_cast<const unsigned char*>(s.data()), static_cast<int>(s.size()));
-	out.resize(static_cast<size_t>(n));
-	return out;
-}
 
 bool has_8bit(std::string_view s)
 {

@@ -42,7 +42,6 @@
 #include <config.h>
 
 #include <curl/curl.h>
-#include <openssl/evp.h>
 #include <strings.h>
 #include <unistd.h>
 
@@ -116,15 +115,6 @@ std::string slack_escape(std::string_view s)
 		else
 			out += c;
 	}
-	return out;
-}
-
-std::string base64(std::string_view s)
-{
-	std::string out(4 * ((s.size() + 2) / 3) + 1, '\0');
-	int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-				reinterpret_cast<const unsigned char*>(s.data()), static_cast<int>(s.size()));
-	out.resize(static_cast<size_t>(n));
 	return out;
 }
 

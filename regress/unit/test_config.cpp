@@ -1010,18 +1010,25 @@ START_TEST(handlers_create_unknown_type)
 }
 END_TEST
 
-// The error handlers_create gives for an lmtp section whose options
-// start at line 4, or "(no error)".
-static std::string lmtp_error(const std::string& options)
+// What handlers_create() says of one handler section (head: its first
+// three lines, "handlers:", the name and its type) followed by these
+// option lines, or "(no error)".
+static std::string handler_error(const std::string& head, const std::string& options,
+				 laim::Secrets secrets = laim::Secrets())
 {
-	Config c = parse_ok("handlers:\n  lm:\n    type: lmtp\n" + options);
+	Config c = parse_ok(head + options);
 	try {
-		laim::Secrets secrets;
 		laim::handlers_create(c, secrets);
 	} catch (const ConfigError& e) {
 		return e.what();
 	}
 	return "(no error)";
+}
+
+// An lmtp section "lm" whose options start at line 4.
+static std::string lmtp_error(const std::string& options)
+{
+	return handler_error("handlers:\n  lm:\n    type: lmtp\n", options);
 }
 
 // lmtp: one of socket and host, host as HOST:PORT with the port written,
@@ -1082,14 +1089,7 @@ END_TEST
 // (after its type, from line 4 on) are these lines, or "(no error)".
 static std::string webhook_error(const std::string& options)
 {
-	Config c = parse_ok("handlers:\n  hook:\n    type: webhook\n" + options);
-	laim::Secrets secrets = laim::Secrets::from_files();
-	try {
-		laim::handlers_create(c, secrets);
-	} catch (const ConfigError& e) {
-		return e.what();
-	}
-	return "(no error)";
+	return handler_error("handlers:\n  hook:\n    type: webhook\n", options, laim::Secrets::from_files());
 }
 
 START_TEST(webhook_option_errors)
@@ -1182,13 +1182,7 @@ END_TEST
 // (lines 1-3), or "(no error)".
 static std::string smarthost_error(const std::string& options, laim::Secrets secrets = laim::Secrets())
 {
-	Config c = parse_ok("handlers:\n  relay:\n    type: smarthost\n" + options);
-	try {
-		laim::handlers_create(c, secrets);
-	} catch (const ConfigError& e) {
-		return e.what();
-	}
-	return "(no error)";
+	return handler_error("handlers:\n  relay:\n    type: smarthost\n", options, std::move(secrets));
 }
 
 START_TEST(smarthost_option_errors)
