@@ -541,8 +541,9 @@ struct Aliases::Walk {
 };
 
 // A command or file target: a recipient when permitted and listed by the
-// aliases file itself, which only root can change (the command runs, the
-// file is written, as the laim user); else refused with where and why.
+// aliases file itself, which only root can change (the command runs as
+// nobody, the file is written as the laim user); else refused with where
+// and why.
 void Aliases::deliver_to(const Entry& e, const Target& t, Walk& w) const
 {
 	bool command = t.kind == Target::Kind::Command;
@@ -610,6 +611,18 @@ void Aliases::walk(const Entry& e, const std::string& key, Walk& w) const
 		}
 		}
 	}
+}
+
+bool Aliases::lists(std::string_view target) const
+{
+	if (!main_root_owned_)
+		return false;
+	for (const auto& [key, e] : table_)
+		for (const Target& t : e.targets)
+			if ((t.kind == Target::Kind::Command || t.kind == Target::Kind::File) && !t.included &&
+			    t.text == target)
+				return true;
+	return false;
 }
 
 Aliases::Expansion Aliases::expand(std::string_view local, AliasPermit permit) const

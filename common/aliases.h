@@ -28,7 +28,8 @@
 // reason, and the caller logs it.
 //
 // Used by the handler process (expansion at RCPT time, reloaded on
-// "reload aliases") and by newaliases (check and count).
+// "reload aliases"), by newaliases (check and count) and by the parent
+// (root's mailbox, alias commands).
 #pragma once
 
 #include <cstddef>
@@ -87,6 +88,12 @@ class Aliases {
 
 	// The number of aliases defined by the file (defaults not counted).
 	size_t size() const;
+
+	// True when target ("|command" or "/file") is one that expand() may
+	// return: named by the aliases file itself, root's and writable by
+	// nobody else. The root parent asks before it runs an alias command
+	// the handler process names.
+	bool lists(std::string_view target) const;
 
  private:
 	struct Target {

@@ -1,5 +1,6 @@
 #include "common/imsg.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -101,6 +102,31 @@ bool ImsgChannel::flush()
 		out_.pop_front();
 	}
 	return true;
+}
+
+bool ImsgChannel::flush_wait(int timeout_ms)
+{
+	while (pending()) {
+		if (!flush())
+			return false;
+		struct pollfd p = {fd_.get(), POLLOUT, 0};
+		if (pending() && poll(&p, 1, timeout_ms) <= 0)
+			return false;
+	}
+	return true;
+}
+
+ImsgChannel::Read ImsgChannel::read_wait(Imsg& msg, std::chrono::steady_clock::time_point deadline, ImsgError* err)
+{
+	for (;;) {
+		Read r = read(msg, err);
+		if (r != Read::Again)
+			return r;
+		auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+		struct pollfd p = {fd_.get(), POLLIN, 0};
+		if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) == 0)
+			return Read::Again;
+	}
 }
 
 ImsgChannel::Read ImsgChannel::read(Imsg& msg, ImsgError* err)

@@ -12,6 +12,7 @@
 // in the encode/decode pair of each message type (common/proto.h).
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -74,6 +75,14 @@ class ImsgChannel {
 	// Receives one frame: Message (in msg), Again (nothing now), Closed
 	// (peer closed), or Error (*err says which decoding rule it broke).
 	Read read(Imsg& msg, ImsgError* err);
+
+	// For a thread that waits on its channel outside any event loop (the
+	// mailbox and command clients): sends everything queued, waiting up to
+	// timeout_ms for room each time; false when the peer is gone or stuck.
+	bool flush_wait(int timeout_ms);
+	// Waits until deadline for one frame, as read() returns it; Again when
+	// the deadline passed first.
+	Read read_wait(Imsg& msg, std::chrono::steady_clock::time_point deadline, ImsgError* err);
 
  private:
 	struct Frame {

@@ -51,6 +51,12 @@ const char* imsg_name(uint32_t type)
 	case IMSG_H_MAILBOX_DONE: return "IMSG_H_MAILBOX_DONE";
 	case IMSG_P_MAILBOX_OK: return "IMSG_P_MAILBOX_OK";
 	case IMSG_P_MAILBOX_FAIL: return "IMSG_P_MAILBOX_FAIL";
+	case IMSG_H_COMMAND_RUN: return "IMSG_H_COMMAND_RUN";
+	case IMSG_P_COMMAND_INPUT: return "IMSG_P_COMMAND_INPUT";
+	case IMSG_P_COMMAND_UNREAD: return "IMSG_P_COMMAND_UNREAD";
+	case IMSG_P_COMMAND_OUTPUT: return "IMSG_P_COMMAND_OUTPUT";
+	case IMSG_P_COMMAND_EXIT: return "IMSG_P_COMMAND_EXIT";
+	case IMSG_P_COMMAND_FAIL: return "IMSG_P_COMMAND_FAIL";
 	}
 	return "an unknown imsg type";
 }
@@ -158,6 +164,61 @@ bool decode(std::string_view data, MailboxFailMsg& m)
 {
 	ImsgReader r(data);
 	return status(r, m.status, MailboxStatus::PermFail) && r.str(m.why) && r.done();
+}
+
+std::string encode(const CommandRunMsg& m)
+{
+	ImsgWriter w;
+	w.str(m.instance).str(m.queue_id).str(m.sender).u32(static_cast<uint32_t>(m.recipients.size()));
+	for (const std::string& r : m.recipients)
+		w.str(r);
+	return w.data();
+}
+
+// The count is checked against what is left, so that a forged one cannot
+// make the reader reserve more than the frame holds.
+bool decode(std::string_view data, CommandRunMsg& m)
+{
+	ImsgReader r(data);
+	uint32_t n;
+	if (!(r.str(m.instance) && r.str(m.queue_id) && r.str(m.sender) && r.u32(n)) || n > data.size() / 4)
+		return false;
+	m.recipients.assign(n, "");
+	for (std::string& rcpt : m.recipients)
+		if (!r.str(rcpt))
+			return false;
+	return r.done();
+}
+
+std::string encode(const CommandStartedMsg& m) { return encode_str(m.user); }
+
+bool decode(std::string_view data, CommandStartedMsg& m) { return decode_str(data, m.user); }
+
+std::string encode(const CommandExitMsg& m)
+{
+	return ImsgWriter().u32(m.status).u32(m.timed_out).u32(m.timeout).data();
+}
+
+bool decode(std::string_view data, CommandExitMsg& m)
+{
+	ImsgReader r(data);
+	uint32_t timed_out;
+	if (!(r.u32(m.status) && r.u32(timed_out) && r.u32(m.timeout) && r.done()) || timed_out > 1)
+		return false;
+	m.timed_out = timed_out;
+	return true;
+}
+
+std::string encode(const CommandFailMsg& m) { return ImsgWriter().u32(m.permanent).str(m.why).data(); }
+
+bool decode(std::string_view data, CommandFailMsg& m)
+{
+	ImsgReader r(data);
+	uint32_t permanent;
+	if (!(r.u32(permanent) && r.str(m.why) && r.done()) || permanent > 1)
+		return false;
+	m.permanent = permanent;
+	return true;
 }
 
 std::string encode(const NoPayload&) { return ""; }

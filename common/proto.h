@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/imsg.h"
 
@@ -50,6 +51,16 @@ enum ImsgType : uint32_t {
 	// parent -> handler, on the mailbox service channel; peerid = lease id
 	IMSG_P_MAILBOX_OK,          // NoPayload; fd: the mailbox, O_APPEND, fcntl- and dot-locked
 	IMSG_P_MAILBOX_FAIL,        // MailboxFailMsg
+
+	// handler -> parent, on the command service channel
+	IMSG_H_COMMAND_RUN = 500,   // CommandRunMsg; fd: the reply channel, where the rest goes
+	// parent -> handler, on a command's reply channel
+	IMSG_P_COMMAND_INPUT,       // NoPayload; fd: the write end of the command's stdin
+	IMSG_P_COMMAND_UNREAD,      // NoPayload; fd: a read end of that pipe, never read: what it
+	                            // holds once the command is gone was left unread (FIONREAD)
+	IMSG_P_COMMAND_OUTPUT,      // CommandStartedMsg; fd: the read end of its stdout and stderr
+	IMSG_P_COMMAND_EXIT,        // CommandExitMsg: it ended, and its process group is killed
+	IMSG_P_COMMAND_FAIL,        // CommandFailMsg: it was not started
 };
 
 // "IMSG_S_MAIL" for IMSG_S_MAIL, for messages about the protocol.
@@ -148,6 +159,34 @@ struct MailboxFailMsg {
 	std::string why;
 };
 
+// IMSG_H_COMMAND_RUN: run instance's command for one message. The parent
+// takes the argv, the user and the limits from its own configuration, and
+// the values only for the placeholders (handler/api/command.h).
+struct CommandRunMsg {
+	std::string instance;  // a pipe instance, or "alias:command"
+	std::string queue_id;
+	std::string sender;    // "" for the null sender
+	std::vector<std::string> recipients;  // alias:command: the one "|command" target
+};
+
+// IMSG_P_COMMAND_OUTPUT: the command runs.
+struct CommandStartedMsg {
+	std::string user;  // as whom
+};
+
+// IMSG_P_COMMAND_EXIT
+struct CommandExitMsg {
+	uint32_t status = 0;     // as waitpid(2) gives it
+	bool timed_out = false;  // killed by the parent at its time limit
+	uint32_t timeout = 0;    // that limit, in seconds
+};
+
+// IMSG_P_COMMAND_FAIL
+struct CommandFailMsg {
+	bool permanent = false;
+	std::string why;
+};
+
 // The types whose frame is all they say (and the fd they carry).
 struct NoPayload {};
 
@@ -162,6 +201,10 @@ std::string encode(const DataOkMsg& m);
 std::string encode(const PeerErrorMsg& m);
 std::string encode(const MailboxOpenMsg& m);
 std::string encode(const MailboxFailMsg& m);
+std::string encode(const CommandRunMsg& m);
+std::string encode(const CommandStartedMsg& m);
+std::string encode(const CommandExitMsg& m);
+std::string encode(const CommandFailMsg& m);
 std::string encode(const NoPayload& m);
 
 bool decode(std::string_view data, SmtpConf& m);
@@ -175,6 +218,10 @@ bool decode(std::string_view data, DataOkMsg& m);
 bool decode(std::string_view data, PeerErrorMsg& m);
 bool decode(std::string_view data, MailboxOpenMsg& m);
 bool decode(std::string_view data, MailboxFailMsg& m);
+bool decode(std::string_view data, CommandRunMsg& m);
+bool decode(std::string_view data, CommandStartedMsg& m);
+bool decode(std::string_view data, CommandExitMsg& m);
+bool decode(std::string_view data, CommandFailMsg& m);
 bool decode(std::string_view data, NoPayload& m);
 
 // A message that breaks the protocol: malformed, of a type its channel
@@ -252,6 +299,27 @@ inline ImsgTypeInfo imsg_valid_mailbox_reply(uint32_t t)
 	case IMSG_P_MAILBOX_FAIL: return {true, false};
 	default: return {};
 	}
+}
+
+inline ImsgTypeInfo imsg_valid_command_request(uint32_t t)
+{
+	return t == IMSG_H_COMMAND_RUN ? ImsgTypeInfo{true, true} : ImsgTypeInfo{};
+}
+
+inline ImsgTypeInfo imsg_valid_command_reply(uint32_t t)
+{
+	switch (t) {
+	case IMSG_P_COMMAND_INPUT: case IMSG_P_COMMAND_UNREAD: case IMSG_P_COMMAND_OUTPUT: return {true, true};
+	case IMSG_P_COMMAND_EXIT: case IMSG_P_COMMAND_FAIL: return {true, false};
+	default: return {};
+	}
+}
+
+// The parent's end of a command's reply channel: the handler process
+// only closes it (when it gives up on the command).
+inline ImsgTypeInfo imsg_valid_nothing(uint32_t)
+{
+	return {};
 }
 
 }  // namespace laim

@@ -122,6 +122,9 @@ void sandbox_seccomp_handler()
 		"lookup_dcookie", "fanotify_init", "syslog", "vhangup", "sethostname",
 		"setdomainname", "mbind", "migrate_pages", "move_pages", "set_mempolicy",
 		"fsopen", "fsmount", "fsconfig", "move_mount", "open_tree",
+		// Commands run from the root parent (parent/command.cpp): this
+		// process never starts a program.
+		"execve", "execveat",
 	};
 	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
 	if (!ctx)

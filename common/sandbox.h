@@ -28,9 +28,10 @@ void sandbox_drop(const RunAs& who, const char* root_dir);
 // process (SCMP_ACT_KILL_PROCESS; the parent sees SIGSYS).
 void sandbox_seccomp_smtp();
 
-// Seccomp for the handler process: handlers need files, sockets and
-// exec, so this refuses (EPERM) what a mail handler never needs: kernel
-// modules, ptrace, mount and namespaces, BPF, keyrings, clock changes...
+// Seccomp for the handler process: handlers need files and sockets, so
+// this refuses (EPERM) what a mail handler never needs: starting a
+// program (the parent runs commands), kernel modules, ptrace, mount and
+// namespaces, BPF, keyrings, clock changes...
 void sandbox_seccomp_handler();
 
 // Remembers main's argv area, which set_process_title may overwrite.

@@ -20,6 +20,7 @@
 #include "common/sandbox.h"
 #include "handler/alias_delivery.h"
 #include "handler/control.h"
+#include "handler/command_client.h"
 #include "handler/control_server.h"
 #include "handler/handlerd.h"
 #include "handler/import.h"
@@ -166,7 +167,7 @@ Instances HandlerServer::build_instances(const Config& cfg)
 	}
 	// Commands run one at a time, as they always did.
 	if (cfg.alias_commands)
-		add(ALIAS_COMMAND_INSTANCE, alias_command_handler(cfg.user, cfg.delivery_timeout), 1);
+		add(ALIAS_COMMAND_INSTANCE, alias_command_handler(cfg.delivery_timeout), 1);
 	if (cfg.alias_files)
 		add(ALIAS_FILE_INSTANCE, alias_file_handler(), 1);
 	return out;
@@ -320,9 +321,11 @@ void HandlerServer::run()
 
 }  // namespace
 
-void handler_main(Runtime& rt, UniqueFd parent_chan, UniqueFd smtp_chan, UniqueFd mailbox_chan)
+void handler_main(Runtime& rt, UniqueFd parent_chan, UniqueFd smtp_chan, UniqueFd mailbox_chan,
+		  UniqueFd command_chan)
 {
 	mailbox_client_init(std::move(mailbox_chan));
+	command_client_init(std::move(command_chan));
 	child_signals(&got_sigterm);
 	rt.secrets.seal();  // this process cannot read them itself
 	sandbox_drop(rt.user, nullptr);

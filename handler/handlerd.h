@@ -7,7 +7,9 @@
 namespace laim {
 
 // Confines the process, then serves until SIGTERM; never returns.
-// mailbox_chan carries the delivery threads' mailbox requests to the parent.
-[[noreturn]] void handler_main(Runtime& rt, UniqueFd parent_chan, UniqueFd smtp_chan, UniqueFd mailbox_chan);
+// mailbox_chan carries the delivery threads' mailbox requests to the
+// parent, command_chan their requests to start commands.
+[[noreturn]] void handler_main(Runtime& rt, UniqueFd parent_chan, UniqueFd smtp_chan, UniqueFd mailbox_chan,
+				UniqueFd command_chan);
 
 }  // namespace laim

@@ -2,8 +2,6 @@
 // at a time, answered at once (the parent never waits for a lock).
 #include "handler/mailbox_client.h"
 
-#include <poll.h>
-
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -22,41 +20,19 @@ std::mutex service_mu;
 std::unique_ptr<ImsgChannel> service;  // guarded by service_mu
 uint32_t next_id = 1;
 
-// Sends what is queued, waiting for room; false when the parent is gone.
-bool send_queued()
-{
-	while (service->pending()) {
-		if (!service->flush())
-			return false;
-		struct pollfd p = {service->fd(), POLLOUT, 0};
-		if (service->pending() && poll(&p, 1, ANSWER_TIMEOUT_MS) <= 0)
-			return false;
-	}
-	return true;
-}
-
 // The parent's answer to request id. A late answer to an earlier request
 // that timed out is handed back at once, so its dotlock goes too.
 bool await_answer(uint32_t id, Imsg& m)
 {
 	auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ANSWER_TIMEOUT_MS);
-	for (;;) {
-		ImsgError err = ImsgError::None;
-		ImsgChannel::Read r = service->read(m, &err);
-		if (r == ImsgChannel::Read::Message && m.peerid == id)
+	ImsgError err = ImsgError::None;
+	while (service->read_wait(m, deadline, &err) == ImsgChannel::Read::Message) {
+		if (m.peerid == id)
 			return true;
-		if (r == ImsgChannel::Read::Message) {
-			if (m.type == IMSG_P_MAILBOX_OK)
-				service->compose(IMSG_H_MAILBOX_DONE, m.peerid, "");
-			continue;
-		}
-		if (r != ImsgChannel::Read::Again)
-			return false;
-		auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-		struct pollfd p = {service->fd(), POLLIN, 0};
-		if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) == 0)
-			return false;
+		if (m.type == IMSG_P_MAILBOX_OK)
+			service->compose(IMSG_H_MAILBOX_DONE, m.peerid, "");
 	}
+	return false;
 }
 
 }  // namespace
@@ -75,7 +51,7 @@ MailboxLease::~MailboxLease()
 	std::lock_guard<std::mutex> hold(service_mu);
 	if (service) {
 		service->compose(IMSG_H_MAILBOX_DONE, id, "");
-		send_queued();
+		service->flush_wait(ANSWER_TIMEOUT_MS);
 	}
 }
 
@@ -91,7 +67,7 @@ Result mailbox_open(const std::string& user, MailboxLease* lease)
 	next_id = next_id == UINT32_MAX ? 1 : next_id + 1;  // never 0: 0 is "no lease"
 	service->compose(IMSG_H_MAILBOX_OPEN, id, encode(MailboxOpenMsg{user}));
 	Imsg m;
-	if (!send_queued() || !await_answer(id, m))
+	if (!service->flush_wait(ANSWER_TIMEOUT_MS) || !await_answer(id, m))
 		return Result::tempfail("mailbox service: no answer from the parent process");
 	NoPayload granted;
 	if (m.type == IMSG_P_MAILBOX_OK && decode(m.data, granted)) {

@@ -45,6 +45,7 @@ struct Child {
 	pid_t pid = -1;
 	std::unique_ptr<ImsgPeer> chan;  // parent's end
 	std::unique_ptr<ImsgPeer> mailbox_chan;  // handler only: its mailbox requests
+	std::unique_ptr<ImsgPeer> command_chan;  // handler only: its command requests
 	time_t started = 0;
 	time_t restart_at = 0;  // when dead: when to fork it again
 	unsigned backoff = 1;   // seconds, doubles per quick death, max 60
@@ -57,6 +58,7 @@ EventLoop::Watch signals;
 Runtime rt;
 Child children[2];
 MailboxService mailboxes;
+CommandService commands;
 UniqueFd sibling_end[2];  // the smtp<->handler end kept for a child not yet forked
 bool shutting_down = false;
 
@@ -138,17 +140,21 @@ void close_other_fds(std::initializer_list<int> keep)
 void child_message(int which, Imsg& m);
 void child_channel_lost(int which, const char* broken);
 void mailbox_request(Imsg& m);
-void mailbox_channel_lost(const char* broken);
+void command_request(Imsg& m);
+void service_channel_lost(std::unique_ptr<ImsgPeer>& chan, const char* service, const char* broken);
 
 // Forks one child with a fresh parent channel; sib is its end of the
 // smtp<->handler channel. The handler also gets a channel of its own for
-// mailbox requests, which its delivery threads use synchronously.
+// command requests and one for mailbox requests, which its delivery
+// threads use synchronously (the mailbox pair is made last).
 void start_child(int which, UniqueFd sib)
 {
 	auto [mine, theirs] = seqpacket_pair();
-	UniqueFd mbox_mine, mbox_theirs;
-	if (which == HANDLER)
+	UniqueFd mbox_mine, mbox_theirs, cmd_mine, cmd_theirs;
+	if (which == HANDLER) {
+		std::tie(cmd_mine, cmd_theirs) = seqpacket_pair();
 		std::tie(mbox_mine, mbox_theirs) = seqpacket_pair();
+	}
 	pid_t pid = fork();
 	if (pid == -1) {
 		log_warn("fork %s process", child_name[which]);
@@ -163,7 +169,8 @@ void start_child(int which, UniqueFd sib)
 		sigprocmask(SIG_SETMASK, &none, nullptr);
 		signal(SIGHUP, SIG_IGN);
 		mbox_mine.reset();
-		close_other_fds({theirs.get(), sib.get(), rt.control.fd.get(), mbox_theirs.get()});
+		cmd_mine.reset();
+		close_other_fds({theirs.get(), sib.get(), rt.control.fd.get(), mbox_theirs.get(), cmd_theirs.get()});
 		log_init(rt.foreground, rt.verbose);
 		set_process_title(which == SMTP ? "laimd: smtp" : "laimd: handler");
 		if (which == SMTP) {
@@ -174,7 +181,7 @@ void start_child(int which, UniqueFd sib)
 		}
 		for (Listener& l : rt.listeners)
 			l.fd.reset();
-		handler_main(rt, std::move(theirs), std::move(sib), std::move(mbox_theirs));
+		handler_main(rt, std::move(theirs), std::move(sib), std::move(mbox_theirs), std::move(cmd_theirs));
 	}
 	Child& c = children[which];
 	c.pid = pid;
@@ -183,9 +190,14 @@ void start_child(int which, UniqueFd sib)
 	c.chan = std::make_unique<ImsgPeer>(
 		*loop, std::move(mine), imsg_valid_child_to_parent, [which](Imsg& m) { child_message(which, m); },
 		[which](const char* broken) { child_channel_lost(which, broken); });
-	if (which == HANDLER)
-		c.mailbox_chan = std::make_unique<ImsgPeer>(*loop, std::move(mbox_mine), imsg_valid_mailbox_request,
-							    mailbox_request, mailbox_channel_lost);
+	if (which == HANDLER) {
+		c.mailbox_chan = std::make_unique<ImsgPeer>(
+			*loop, std::move(mbox_mine), imsg_valid_mailbox_request, mailbox_request,
+			[](const char* broken) { service_channel_lost(children[HANDLER].mailbox_chan, "mailbox", broken); });
+		c.command_chan = std::make_unique<ImsgPeer>(
+			*loop, std::move(cmd_mine), imsg_valid_command_request, command_request,
+			[](const char* broken) { service_channel_lost(children[HANDLER].command_chan, "command", broken); });
+	}
 	log_debug("%s process started, pid %d", child_name[which], (int)pid);
 }
 
@@ -223,33 +235,48 @@ std::string describe_status(int status)
 	return "stopped with status " + std::to_string(status);
 }
 
+// A child ended (reaped): it is restarted after its back-off, unless
+// laimd is shutting down.
+void child_ended(pid_t pid, int status)
+{
+	for (int which : {SMTP, HANDLER}) {
+		Child& c = children[which];
+		if (c.pid != pid)
+			continue;
+		c.pid = -1;
+		c.chan.reset();
+		if (which == HANDLER) {
+			c.mailbox_chan.reset();
+			c.command_chan.reset();
+			mailboxes.release_all();
+		}
+		if (shutting_down) {
+			log_debug("%s process %s", child_name[which], describe_status(status).c_str());
+			continue;
+		}
+		time_t now = time(nullptr);
+		if (now - c.started > 60)
+			c.backoff = 1;
+		log_warnx("%s process (pid %d) %s; restarting in %us", child_name[which], (int)pid,
+			  describe_status(status).c_str(), c.backoff);
+		c.restart_at = now + c.backoff;
+		c.backoff = std::min(c.backoff * 2, 60u);
+	}
+}
+
+// Each ended process is looked at before it is reaped (WNOWAIT), so that
+// a command's process group is killed while its number is still taken.
 void reap_children()
 {
-	int status;
-	pid_t pid;
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		for (int which : {SMTP, HANDLER}) {
-			Child& c = children[which];
-			if (c.pid != pid)
-				continue;
-			c.pid = -1;
-			c.chan.reset();
-			if (which == HANDLER) {
-				c.mailbox_chan.reset();
-				mailboxes.release_all();
-			}
-			if (shutting_down) {
-				log_debug("%s process %s", child_name[which], describe_status(status).c_str());
-				continue;
-			}
-			time_t now = time(nullptr);
-			if (now - c.started > 60)
-				c.backoff = 1;
-			log_warnx("%s process (pid %d) %s; restarting in %us", child_name[which], (int)pid,
-				  describe_status(status).c_str(), c.backoff);
-			c.restart_at = now + c.backoff;
-			c.backoff = std::min(c.backoff * 2, 60u);
-		}
+	for (;;) {
+		siginfo_t si = {};
+		if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) != 0 || si.si_pid == 0)
+			return;
+		if (commands.reap(si.si_pid))
+			continue;
+		int status = 0;
+		if (waitpid(si.si_pid, &status, 0) == si.si_pid)
+			child_ended(si.si_pid, status);
 	}
 }
 
@@ -303,7 +330,8 @@ void reload()
 // SIGTERM: smtp first (its sessions may still need the handler to commit),
 // then the handler (which finishes deliveries in progress), each with a
 // bounded wait. Signals are no longer read; the loop still serves the
-// mailboxes that deliveries in progress may need.
+// mailboxes and commands that deliveries in progress may need. No
+// command outlives laimd.
 [[noreturn]] void shutdown_children()
 {
 	shutting_down = true;
@@ -325,6 +353,7 @@ void reload()
 		}
 	}
 	mailboxes.release_all();
+	commands.kill_all();
 	unlink(rt.cfg.socket.c_str());
 	unlink(rt.cfg.control_socket.c_str());
 	log_info("exiting");
@@ -375,17 +404,24 @@ void mailbox_request(Imsg& m)
 		throw ImsgProtocolError("bad request");
 }
 
-// The mailbox channel closed, or the handler process broke its protocol:
-// that ends the process, as a protocol error between siblings does.
-void mailbox_channel_lost(const char* broken)
+// A command request from the handler process.
+void command_request(Imsg& m)
 {
-	Child& c = children[HANDLER];
-	c.mailbox_chan.reset();
+	if (!commands.request(rt.cfg, *loop, m))
+		throw ImsgProtocolError("bad request");
+}
+
+// The mailbox or command channel closed, or the handler process broke its
+// protocol: that ends the process, as a protocol error between siblings
+// does.
+void service_channel_lost(std::unique_ptr<ImsgPeer>& chan, const char* service, const char* broken)
+{
+	chan.reset();
 	if (!broken)
 		return;
-	log_warnx("handler process broke the mailbox protocol (%s): ending it", broken);
-	if (c.pid > 0)
-		kill(c.pid, SIGKILL);
+	log_warnx("handler process broke the %s protocol (%s): ending it", service, broken);
+	if (children[HANDLER].pid > 0)
+		kill(children[HANDLER].pid, SIGKILL);
 }
 
 // SIGCHLD reaps, SIGHUP reloads, SIGTERM and SIGINT shut down.
@@ -414,6 +450,7 @@ void read_signals(int sigfd)
 		for (int which : {SMTP, HANDLER})
 			if (children[which].pid <= 0 && children[which].restart_at && children[which].restart_at <= now)
 				restart_child(which);
+		commands.expire(now);
 		if (children[HANDLER].pid > 0 && mailboxes.overdue(now)) {
 			log_warnx("handler process holds a mailbox locked for too long: ending it");
 			kill(children[HANDLER].pid, SIGKILL);

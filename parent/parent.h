@@ -1,15 +1,17 @@
 // The root parent's own parts: binding the listeners, preparing the spool,
-// the mailbox service for the handler process.
+// the mailbox and command services for the handler process.
 #pragma once
 
 #include <sys/types.h>
 
 #include <ctime>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "common/config.h"
+#include "common/event_loop.h"
 #include "common/fd.h"
 #include "common/imsg.h"
 #include "common/peer.h"
@@ -45,6 +47,35 @@ class MailboxService {
 	UniqueFd open(const Config& cfg, uint32_t id, const std::string& user, MailboxRefusal& no);
 	void release(uint32_t id);
 	std::map<uint32_t, Lease> leases_;
+};
+
+// parent/command.cpp: commands for the handler process (pipe instances
+// and alias commands), started as their user from the parent's own
+// configuration; the handler gets their pipes, and a report of their end.
+class CommandService {
+ public:
+	// Answers one IMSG_H_COMMAND_RUN; false when it breaks the protocol.
+	bool request(const Config& cfg, EventLoop& loop, Imsg& m);
+	// pid ended: reaps it, kills what is left of its process group and
+	// reports its end; false when pid is not a command. Call it while pid
+	// is still a zombie (waitid WNOWAIT).
+	bool reap(pid_t pid);
+	// Kills the commands past their time limit.
+	void expire(time_t now);
+	// At exit: kills every command.
+	void kill_all();
+
+ private:
+	struct Running {
+		std::string label;  // "ID: handler=NAME", for log lines
+		unsigned timeout = 0;
+		time_t deadline = 0;
+		bool timed_out = false;
+		std::unique_ptr<ImsgPeer> reply;  // null once the handler process let go
+	};
+	ImsgPeer& watch(EventLoop& loop, pid_t pid, UniqueFd reply, const std::string& label, unsigned timeout);
+	void let_go(pid_t pid);
+	std::map<pid_t, Running> running_;
 };
 
 // parent/listen.cpp: binds every configured listener, fatal on failure.

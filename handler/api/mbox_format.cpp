@@ -1,4 +1,5 @@
-// mbox and LF text output for the file handler and alias deliveries.
+// mbox and LF text output for the file, mbox and pipe handlers and alias
+// deliveries.
 #include "handler/api/mbox_format.h"
 
 #include <fcntl.h>
@@ -88,6 +89,19 @@ void put_lines(FdWriter& w, std::string_view raw, bool mboxrd)
 	}
 }
 
+// One mbox copy: the From_ line, Return-Path, Delivered-To unless rcpt is
+// empty, the message, and the empty line that ends it.
+void put_copy(FdWriter& w, const Envelope& env, const std::string& rcpt, const Message& msg)
+{
+	std::string sender = env.sender.empty() ? "MAILER-DAEMON" : env.sender;
+	w.put("From " + sender + " " + from_date(env.arrival ? env.arrival : time(nullptr)) + "\n");
+	w.put("Return-Path: <" + env.sender + ">\n");
+	if (!rcpt.empty())
+		w.put("Delivered-To: " + rcpt + "\n");
+	put_lines(w, msg.raw(), true);  // ends every line, the last one included
+	w.put('\n');
+}
+
 Result fail(const std::string& path, const char* what, int err)
 {
 	return Result::tempfail(path + ": " + what + ": " + strerror(err));
@@ -127,6 +141,16 @@ bool write_lf_text(int fd, std::string_view raw)
 	return false;
 }
 
+bool write_mbox_copy(int fd, const Envelope& env, const std::string& delivered_to, const Message& msg)
+{
+	FdWriter w(fd);
+	put_copy(w, env, delivered_to, msg);
+	if (w.flush())
+		return true;
+	errno = w.error();
+	return false;
+}
+
 Result mbox_deliver(const std::string& path, bool no_symlinks, const Envelope& env,
 		    const std::vector<std::string>& delivered_to, const Message& msg)
 {
@@ -155,17 +179,9 @@ Result mbox_append(int fd, const std::string& path, const Envelope& env,
 	if (!S_ISREG(st.st_mode))
 		return Result::tempfail(path + ": not a regular file");
 
-	std::string sender = env.sender.empty() ? "MAILER-DAEMON" : env.sender;
-	std::string date = from_date(env.arrival ? env.arrival : time(nullptr));
 	FdWriter w(fd);
-	for (const std::string& rcpt : delivered_to) {
-		w.put("From " + sender + " " + date + "\n");
-		w.put("Return-Path: <" + env.sender + ">\n");
-		if (!rcpt.empty())
-			w.put("Delivered-To: " + rcpt + "\n");
-		put_lines(w, msg.raw(), true);  // ends every line, the last one included
-		w.put('\n');
-	}
+	for (const std::string& rcpt : delivered_to)
+		put_copy(w, env, rcpt, msg);
 	int err = 0;
 	const char* what = "write";
 	if (!w.flush())

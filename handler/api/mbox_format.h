@@ -1,6 +1,7 @@
 // Writing messages the way Unix mail programs read them: mbox copies
-// (for the file and mbox handlers and "/file" alias targets) and plain LF text (for
-// "|command" alias targets).
+// (for the file and mbox handlers, "/file" alias targets and the pipe
+// handler's stdin: mbox) and plain LF text (for "|command" alias targets
+// and stdin: raw).
 #pragma once
 
 #include <string>
@@ -27,6 +28,11 @@ Result mbox_deliver(const std::string& path, bool no_symlinks, const Envelope& e
 // path only names it in errors.
 Result mbox_append(int fd, const std::string& path, const Envelope& env,
 		   const std::vector<std::string>& delivered_to, const Message& msg);
+
+// Writes one such copy to fd (a pipe handler's stdin: mbox), with
+// Delivered-To unless delivered_to is empty. False on a write error, with
+// errno set.
+bool write_mbox_copy(int fd, const Envelope& env, const std::string& delivered_to, const Message& msg);
 
 // Writes raw (lines ending in CRLF, as received) to fd with LF line ends
 // and nothing else changed. False on a write error, with errno set.

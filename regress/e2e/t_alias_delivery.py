@@ -1,8 +1,10 @@
 # "|command" and "/file" targets of /etc/aliases with alias_commands and
-# alias_files set: a command runs as the laim user with the message (LF
-# line ends, Return-Path first) on stdin and SENDER in its environment; a
-# file gets an mbox copy. Exit 75 defers and is retried, another status
-# fails with the command's output as reason; two commands of one alias
+# alias_files set: the root parent runs a command as nobody (Postfix's
+# default_privs for a root-owned aliases file), no longer as the laim
+# user, with the message (LF line ends, Return-Path first) on stdin and
+# SENDER in its environment; a file gets an mbox copy. Exit 75 defers and
+# is retried, 67 fails with Postfix's text and the command's output as
+# reason (the pipe handler's reading of exit statuses); two commands of one alias
 # each run once even when the other is retried, and one that keeps
 # deferring does not hold back the next; a command past
 # delivery_timeout is killed with its whole session, as is what one that
@@ -12,18 +14,19 @@
 # client's "|..." recipient gets 550.
 import sys
 sys.dont_write_bytecode = True
+import pwd
 import time
 from harness import *
 from harness import _pgid_members
 
 ALIASES = """# aliases of t_alias_delivery
-tocmd: "|cat > {out}/cmd.msg; printf '%s' \\"$SENDER\\" > {out}/cmd.sender; id -u > {out}/cmd.uid", dave
+tocmd: "|cat > {cmd}/cmd.msg; printf '%s' \\"$SENDER\\" > {cmd}/cmd.sender; id -u > {cmd}/cmd.uid", dave
 tofile: {out}/archive.mbox
-twice: "|echo run >> {out}/twice.count", "|test -e {out}/go || exit 75"
+twice: "|echo run >> {cmd}/twice.count", "|test -e {cmd}/go || exit 75"
 refuse: "|echo 'no such list here' >&2; exit 67"
-stuck: "|exit 75", "|touch {out}/second.ran"
-leaves: "|sleep 300 & echo $! > {out}/bg.pid"
-slow: "|echo $$ >> {out}/slow.pid; sleep 60 & sleep 61"
+stuck: "|exit 75", "|touch {cmd}/second.ran"
+leaves: "|sleep 300 & echo $! > {cmd}/bg.pid"
+slow: "|echo $$ >> {cmd}/slow.pid; sleep 60 & sleep 61"
 linked: {out}/link.mbox, {out}/linkdir/x.mbox, {out}/fifo.mbox
 untrusted: :include:{out}/user.inc, :include:{out}/root.inc, erin
 """
@@ -41,15 +44,20 @@ def read(path):
 def main():
 	d = Laimd(alias_commands=True, alias_files=True, delivery_timeout=3)
 	out = d.make_user_dir(os.path.join(d.dir, "out"), 0o755)
+	# Where the commands write: they run as nobody.
+	cmd = os.path.join(d.dir, "cmd")
+	os.mkdir(cmd, 0o755)
+	nobody = pwd.getpwnam("nobody")
+	os.chown(cmd, nobody.pw_uid, nobody.pw_gid)
 	aliases = d.config["aliases"]
 	with open(aliases, "w") as f:
-		f.write(ALIASES.format(out=out))
+		f.write(ALIASES.format(out=out, cmd=cmd))
 	inc = os.path.join(out, "user.inc")
 	with open(inc, "w") as f:
-		f.write('"|touch %s/untrusted.ran"\n' % out)
+		f.write('"|touch %s/untrusted.ran"\n' % cmd)
 	os.chown(inc, d.uid, d.gid)
 	with open(os.path.join(out, "root.inc"), "w") as f:
-		f.write('"|touch %s/root-include.ran"\n' % out)
+		f.write('"|touch %s/root-include.ran"\n' % cmd)
 	victim = os.path.join(d.dir, "victim")
 	open(victim, "w").close()
 	os.chown(victim, d.uid, d.gid)
@@ -65,12 +73,12 @@ def main():
 		qid = d.send(sender="ops@client.example", rcpts=[at("tocmd")], msg=msg)
 		d.wait_log(r"%s: to=<\|cat > .*>, handler=alias:command, status=delivered" % qid)
 		d.wait_removed(qid)
-		got = read(os.path.join(out, "cmd.msg"))
+		got = read(os.path.join(cmd, "cmd.msg"))
 		check(got.startswith(b"Return-Path: <ops@client.example>\nReceived: "), "command input starts %r" % got[:80])
 		check(b"\r" not in got, "command input has CR: %r" % got[:200])
 		check(got.endswith(msg.replace(b"\r\n", b"\n")), "command input ends %r" % got[-120:])
-		check_eq(read(os.path.join(out, "cmd.sender")), b"ops@client.example", "SENDER")
-		check_eq(int(read(os.path.join(out, "cmd.uid"))), d.uid, "the command's uid")
+		check_eq(read(os.path.join(cmd, "cmd.sender")), b"ops@client.example", "SENDER")
+		check_eq(int(read(os.path.join(cmd, "cmd.uid"))), nobody.pw_uid, "the command's uid")
 		# dave, qualified as tocmd@HOST was.
 		check(d.delivered_copies(qid).keys() == {at("dave")}, "dave's copy: %r" % d.delivered_copies(qid).keys())
 
@@ -86,36 +94,36 @@ def main():
 		qid = d.send(rcpts=[at("twice")])
 		d.wait_log(r"%s: to=<\|test -e .*, status=deferred" % qid)
 		d.wait_log(r"%s: to=<\|test -e .*, status=deferred.*attempt=2" % qid, 10)
-		open(os.path.join(out, "go"), "w").close()
+		open(os.path.join(cmd, "go"), "w").close()
 		d.wait_log(r"%s: to=<\|test -e .*, status=delivered" % qid, 10)
 		d.wait_removed(qid)
-		check_eq(read(os.path.join(out, "twice.count")), b"run\n", "runs of the command that succeeded")
+		check_eq(read(os.path.join(cmd, "twice.count")), b"run\n", "runs of the command that succeeded")
 
 	def nothing_left():
 		qid = d.send(rcpts=[at("leaves")])
 		d.wait_log(r"%s: to=<\|sleep 300 .*>, handler=alias:command, status=delivered" % qid)
-		bg = int(read(os.path.join(out, "bg.pid")))
+		bg = int(read(os.path.join(cmd, "bg.pid")))
 		wait_for(lambda: not proc_alive(bg), 5, "the background job the command left killed")
 
 	def not_held_back():
 		qid = d.send(rcpts=[at("stuck")])
 		d.wait_log(r"%s: to=<\|touch .*>, handler=alias:command, status=delivered" % qid)
-		check(os.path.exists(os.path.join(out, "second.ran")), "the second command did not run")
-		m = d.wait_log(r"%s: to=<\|exit 75>, handler=alias:command, status=deferred.*\((.*)\)$" % qid)
-		check_eq(m.group(1), "command exited with status 75", "reason")
+		check(os.path.exists(os.path.join(cmd, "second.ran")), "the second command did not run")
+		m = d.wait_log(r"%s: to=<\|exit 75>, handler=alias:command, status=deferred, .*?, dsn=4\.3\.0 \((.*)\)$" % qid)
+		check_eq(m.group(1), "command as nobody exited with status 75 (temporary failure)", "reason")
 
 	def permanent():
 		qid = d.send(rcpts=[at("refuse")])
-		m = d.wait_log(r"%s: to=<\|echo .*, status=failed \((.*)\)$" % qid)
-		check_eq(m.group(1), "command exited with status 67: no such list here", "reason")
+		m = d.wait_log(r"%s: to=<\|echo .*, status=failed, dsn=5\.1\.1 \((.*)\)$" % qid)
+		check_eq(m.group(1), "command as nobody exited with status 67 (user unknown): no such list here", "reason")
 		d.wait_log(r"%s: moved to failed/" % qid)
 
 	def timeout():
 		qid = d.send(rcpts=[at("slow")])
 		m = d.wait_log(r"%s: to=<\|echo .*>, handler=alias:command, status=deferred.*\((.*)\)$" % qid, 10)
-		check_eq(m.group(1), "command still running after 2s: killed", "timeout reason")
+		check_eq(m.group(1), "command as nobody still running after 2s: killed", "timeout reason")
 		# The shell led its own session: it and its background sleep are gone.
-		first = int(read(os.path.join(out, "slow.pid")).split()[0])
+		first = int(read(os.path.join(cmd, "slow.pid")).split()[0])
 		wait_for(lambda: not proc_alive(first) and not _pgid_members(first), 5, "the command's session killed")
 
 	def symlink():
@@ -136,8 +144,8 @@ def main():
 		for inc in ("user.inc", "root.inc"):
 			check(d.search_log(r"alias untrusted: target refused: \|touch .*%s:1\): only the aliases file itself"
 					   % re.escape(inc), mark), "no refusal line for %s:\n%s" % (inc, d.log(mark)))
-		check(not os.path.exists(os.path.join(out, "untrusted.ran")), "the user's include ran a command")
-		check(not os.path.exists(os.path.join(out, "root-include.ran")), "root's include ran a command")
+		check(not os.path.exists(os.path.join(cmd, "untrusted.ran")), "the user's include ran a command")
+		check(not os.path.exists(os.path.join(cmd, "root-include.ran")), "root's include ran a command")
 
 	def client_pipe():
 		mark = d.mark()
@@ -150,7 +158,7 @@ def main():
 		      "no refusal line:\n%s" % d.log(mark))
 
 	run_rows([
-		("|command: the message on stdin, SENDER, the laim uid", command),
+		("|command: the message on stdin, SENDER, nobody's uid", command),
 		("/file: an mbox copy", mbox),
 		("two commands of one alias: the one that worked runs once while the other is retried", each_once),
 		("what a command leaves running in its session is killed when it exits", nothing_left),

@@ -6,11 +6,17 @@
 //   defer...  451 4.2.0 until the file `release` names exists, then as ok
 //   fail...   552 5.2.2 over quota, for good
 //   later...  429 with Retry-After: `retry_after` seconds
+//   exec...   starts /bin/true: delivered if it ran, else failed with
+//             the error (the handler process's seccomp filter refuses it)
 // With `credentials:` (a secret file), each delivery also writes the
 // secret's bytes to PATH/secret-seen, proving they reached the handler
 // process; test() reports their length, never the bytes.
 #include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include "common/fd.h"
 #include "handler/api/handler.h"
@@ -51,6 +57,8 @@ class ProbeHandler : public Handler {
 		std::string_view local = local_part(rcpt);
 		if (local.substr(0, 4) == "fail")
 			return Result::permfail("552 5.2.2 <" + rcpt + "> Quota exceeded").with_code("5.2.2");
+		if (local.substr(0, 4) == "exec")
+			return run_true();
 		if (local.substr(0, 5) == "later")
 			return Result::tempfail("HTTP 429 Too Many Requests", retry_after_);
 		if (local.substr(0, 5) == "defer" && access(release_.c_str(), F_OK) != 0)
@@ -60,6 +68,16 @@ class ProbeHandler : public Handler {
 		if (!secret_.empty() && !append(path_ + "/secret-seen", secret_))
 			return Result::tempfail("probe: cannot write " + path_);
 		return Result::delivered("250 2.0.0 <" + rcpt + "> Saved");
+	}
+
+	static Result run_true()
+	{
+		pid_t pid;
+		char* argv[] = {const_cast<char*>("/bin/true"), nullptr};
+		if (int err = posix_spawn(&pid, argv[0], nullptr, nullptr, argv, nullptr))
+			return Result::permfail(std::string("probe: exec /bin/true: ") + strerror(err));
+		waitpid(pid, nullptr, 0);
+		return Result::delivered("probe: /bin/true ran");
 	}
 
 	static bool append(const std::string& file, const std::string& line)

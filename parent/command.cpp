@@ -1,0 +1,330 @@
+// The parent's command service: the unprivileged handler process asks for
+// the command of a pipe handler instance or of a "|command" alias target,
+// naming the instance, the queue id and the envelope values, and gets the
+// command's pipes back. Only root can start a program as another user,
+// with that user's groups and without laim's confinement (no_new_privs,
+// seccomp), which setuid helpers such as dovecot-lda's need; and only
+// root should decide what runs: the program, its arguments and the user
+// come from the parent's own copy of the configuration (a pipe section),
+// or from an aliases file that root owns (an alias command, run as
+// nobody); the handler's values only fill placeholders, inside argv
+// words, never as options. The parent never waits for a command: it
+// forks it, passes the pipes, and reports its end when it reaps it.
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+#include "common/aliases.h"
+#include "common/log.h"
+#include "common/proto.h"
+#include "handler/api/command.h"
+#include "parent/parent.h"
+
+namespace laim {
+
+namespace {
+
+// Commands at once: more than the handler's delivery threads ever start,
+// few enough that a handler process cannot fill the process table.
+constexpr size_t MAX_COMMANDS = 64;
+// The longest value a placeholder takes (an address is at most 256).
+constexpr size_t MAX_VALUE = 1024;
+
+// A queue id as Spool::new_id() makes them: 10 upper-case hex digits.
+bool valid_queue_id(const std::string& id)
+{
+	return id.size() == 10 &&
+	       std::all_of(id.begin(), id.end(), [](char c) { return isdigit(c) || (c >= 'A' && c <= 'F'); });
+}
+
+// No envelope value the handler process holds has a control character
+// (the spool refuses CR, LF and NUL, SMTP the rest), so none reaches an
+// argv, an environment or a log line.
+bool valid_value(const std::string& v)
+{
+	return v.size() <= MAX_VALUE &&
+	       std::none_of(v.begin(), v.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; });
+}
+
+bool valid_request(const CommandRunMsg& req)
+{
+	return valid_queue_id(req.queue_id) && valid_value(req.instance) && valid_value(req.sender) &&
+	       !req.recipients.empty() && std::all_of(req.recipients.begin(), req.recipients.end(), valid_value);
+}
+
+// Why a command was not started, for the handler's result.
+struct Refusal : std::runtime_error {
+	Refusal(bool permanent, const std::string& why) : std::runtime_error(why), permanent(permanent) {}
+	bool permanent;
+};
+
+// The pipe section req names, from the parent's own configuration.
+CommandSpec pipe_spec(const Config& cfg, const CommandRunMsg& req)
+{
+	auto s = std::find_if(cfg.handlers.begin(), cfg.handlers.end(), [&](const HandlerSection& h) {
+		return h.name == req.instance && h.type == "pipe";
+	});
+	if (s == cfg.handlers.end())
+		throw Refusal(false, "no pipe handler \"" + req.instance + "\" in " + cfg.file);
+	try {
+		HandlerOptions o(*s, cfg.file);
+		CommandSpec spec = read_command_spec(o);
+		if (spec.per_recipient && req.recipients.size() != 1)
+			throw Refusal(true, "per_recipient: one recipient per command");
+		return spec;
+	} catch (const ConfigError& e) {
+		throw Refusal(false, e.what());  // its user went away since the config was read
+	}
+}
+
+// An alias command: /bin/sh -c COMMAND as nobody, when alias_commands is
+// on and the aliases file, read again here, lists that target.
+CommandSpec alias_spec(const Config& cfg, const CommandRunMsg& req)
+{
+	const std::string& target = req.recipients[0];
+	if (!cfg.alias_commands || req.recipients.size() != 1 || !target.starts_with('|'))
+		throw Refusal(true, "alias commands are not enabled (alias_commands)");
+	if (!Aliases::load(cfg.aliases, nullptr).lists(target))
+		throw Refusal(true, target + " is not a command that " + cfg.aliases + " lists (run newaliases)");
+	CommandSpec spec;
+	spec.argv = {"/bin/sh", "-c", target.substr(1)};
+	spec.user = ALIAS_COMMAND_USER;
+	spec.timeout = alias_command_timeout(cfg.delivery_timeout);
+	return spec;
+}
+
+// The user a command runs as: ids, supplementary groups, home, shell.
+struct Account {
+	std::string name, home, shell;
+	uid_t uid = 0;
+	gid_t gid = 0;
+	std::vector<gid_t> groups;
+};
+
+Account lookup_account(const std::string& user)
+{
+	struct passwd* pw = getpwnam(user.c_str());
+	if (!pw)
+		throw Refusal(false, "no such user \"" + user + "\"");
+	if (pw->pw_uid == 0)
+		throw Refusal(true, "\"" + user + "\" is root: a command never runs as root");
+	Account a{pw->pw_name, pw->pw_dir, *pw->pw_shell ? pw->pw_shell : "/bin/sh", pw->pw_uid, pw->pw_gid, {}};
+	int n = 0;
+	getgrouplist(a.name.c_str(), a.gid, nullptr, &n);
+	a.groups.resize(static_cast<size_t>(std::max(n, 1)));
+	if (getgrouplist(a.name.c_str(), a.gid, a.groups.data(), &n) < 0)
+		throw Refusal(false, "the groups of \"" + user + "\" keep changing");
+	a.groups.resize(static_cast<size_t>(n));
+	return a;
+}
+
+// What the child needs after fork: built before, so that it only makes
+// system calls.
+struct Launch {
+	Account account;
+	std::vector<std::string> argv, env;
+	unsigned timeout = 0;
+};
+
+// The command req asks for, or a Refusal (thrown).
+Launch prepare(const Config& cfg, const CommandRunMsg& req)
+{
+	bool alias = req.instance == ALIAS_COMMAND_INSTANCE;
+	CommandSpec spec = alias ? alias_spec(cfg, req) : pipe_spec(cfg, req);
+	Launch l{lookup_account(spec.user), {}, {}, spec.timeout};
+	try {
+		l.argv = alias ? spec.argv : command_argv(spec.argv, {req.queue_id, req.sender, req.recipients});
+	} catch (const std::invalid_argument& e) {
+		throw Refusal(true, e.what());
+	}
+	const Account& a = l.account;
+	l.env = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + a.home, "USER=" + a.name, "LOGNAME=" + a.name,
+		 "SHELL=" + a.shell, "SENDER=" + req.sender, "QUEUE_ID=" + req.queue_id};
+	if (!alias && req.recipients.size() == 1)
+		l.env.push_back("RECIPIENT=" + req.recipients[0]);
+	l.env.insert(l.env.end(), spec.env.begin(), spec.env.end());
+	return l;
+}
+
+std::vector<char*> c_strings(std::vector<std::string>& v)
+{
+	std::vector<char*> out;
+	for (std::string& s : v)
+		out.push_back(s.data());
+	out.push_back(nullptr);
+	return out;
+}
+
+// The child, after fork: stdin from in, stdout and stderr into out (so
+// that a failure here is the command's output), a session of its own,
+// the account's ids and groups, its home (or /) as working directory,
+// default signals, umask 077, no other descriptor; then the program. A
+// step that fails exits 71 (EX_OSERR: deferred) with the reason.
+[[noreturn]] void become(const Account& a, char* const argv[], char* const envp[], int in, int out)
+{
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, nullptr);
+	for (int sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	const char* step = "dup2";
+	if (dup2(in, 0) == 0 && dup2(out, 1) == 1 && dup2(out, 2) == 2 && (step = "setsid", setsid() > 0) &&
+	    (step = "setgroups", setgroups(a.groups.size(), a.groups.data()) == 0) &&
+	    (step = "setgid", setgid(a.gid) == 0) && (step = "setuid", setuid(a.uid) == 0)) {
+		if (chdir(a.home.c_str()) != 0)
+			(void)!chdir("/");
+		umask(077);
+		close_range(3, ~0U, 0);
+		execve(argv[0], argv, envp);
+		step = "exec";
+	}
+	dprintf(2, "cannot run %s as %s: %s: %s\n", argv[0], a.name.c_str(), step, strerror(errno));
+	_exit(EX_OSERR);
+}
+
+// The handler's ends of a command's pipes.
+struct Pipes {
+	UniqueFd input;   // stdin's write end
+	UniqueFd unread;  // a read end of stdin, which the handler never reads
+	UniqueFd output;  // stdout and stderr's read end
+};
+
+// Fork and pipes: the command's pid, and in *p the handler's ends; -1
+// with errno when either fails.
+pid_t spawn(Launch& l, Pipes* p)
+{
+	std::vector<char*> argv = c_strings(l.argv), envp = c_strings(l.env);
+	int in[2], out[2];
+	if (pipe2(in, O_CLOEXEC) != 0)
+		return -1;
+	p->input.reset(in[1]);
+	p->unread.reset(in[0]);
+	if (pipe2(out, O_CLOEXEC) != 0)
+		return -1;
+	p->output.reset(out[0]);
+	UniqueFd child_out(out[1]);
+	pid_t pid = fork();
+	if (pid == 0)
+		become(l.account, argv.data(), envp.data(), in[0], out[1]);
+	return pid;
+}
+
+// The reply channel of a request that started nothing: why, then closed.
+void refuse(UniqueFd reply, const Refusal& r)
+{
+	ImsgChannel chan(std::move(reply), imsg_valid_nothing);
+	chan.compose(IMSG_P_COMMAND_FAIL, 0, encode(CommandFailMsg{r.permanent, r.what()}));
+	chan.flush();
+}
+
+}  // namespace
+
+// Starts the command a request names, or says why not. False when the
+// request is malformed (the caller ends the handler process).
+bool CommandService::request(const Config& cfg, EventLoop& loop, Imsg& m)
+{
+	CommandRunMsg req;
+	if (!decode(m.data, req))
+		return false;
+	if (!valid_request(req)) {
+		log_warnx("command request with a malformed envelope refused");
+		refuse(std::move(m.fd), Refusal(true, "command: malformed envelope values"));
+		return true;
+	}
+	std::string label = req.queue_id + ": handler=" + req.instance;
+	try {
+		if (running_.size() >= MAX_COMMANDS)
+			throw Refusal(false, "too many commands running at once");
+		Launch l = prepare(cfg, req);
+		Pipes p;
+		pid_t pid = spawn(l, &p);
+		if (pid < 0)
+			throw Refusal(false, std::string("cannot start a command: ") + strerror(errno));
+		ImsgPeer& reply = watch(loop, pid, std::move(m.fd), label, l.timeout);
+		reply.send(IMSG_P_COMMAND_INPUT, 0, encode(NoPayload{}), std::move(p.input));
+		reply.send(IMSG_P_COMMAND_UNREAD, 0, encode(NoPayload{}), std::move(p.unread));
+		reply.send(IMSG_P_COMMAND_OUTPUT, 0, encode(CommandStartedMsg{l.account.name}), std::move(p.output));
+		log_debug("%s, command started as %s (uid %u), pid %d: %s", label.c_str(), l.account.name.c_str(),
+			  (unsigned)l.account.uid, (int)pid, l.argv[0].c_str());
+	} catch (const Refusal& r) {
+		log_warnx("%s, command refused: %s", label.c_str(), r.what());
+		refuse(std::move(m.fd), r);
+	}
+	return true;
+}
+
+// A started command, until its end: reply is where the end is reported.
+ImsgPeer& CommandService::watch(EventLoop& loop, pid_t pid, UniqueFd reply, const std::string& label,
+				unsigned timeout)
+{
+	Running& r = running_[pid];
+	r.label = label;
+	r.timeout = timeout;
+	r.deadline = time(nullptr) + timeout;
+	r.reply = std::make_unique<ImsgPeer>(
+		loop, std::move(reply), imsg_valid_nothing, [](Imsg& m) { unexpected_imsg(m); },
+		[this, pid](const char*) { let_go(pid); });
+	return *r.reply;
+}
+
+// The handler process closed a command's reply channel (it gave up, or
+// died): nobody reads the command's output any more, so it is killed.
+void CommandService::let_go(pid_t pid)
+{
+	auto it = running_.find(pid);
+	if (it == running_.end())
+		return;
+	kill(-pid, SIGKILL);
+	it->second.reply.reset();
+}
+
+// Called while pid is an unreaped zombie (waitid with WNOWAIT), so that
+// its number cannot go to another process: what it left in its process
+// group is killed, then it is reaped and its end reported.
+bool CommandService::reap(pid_t pid)
+{
+	auto it = running_.find(pid);
+	if (it == running_.end())
+		return false;
+	kill(-pid, SIGKILL);
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+	}
+	Running& r = it->second;
+	if (r.reply)
+		r.reply->send(IMSG_P_COMMAND_EXIT, 0,
+			      encode(CommandExitMsg{static_cast<uint32_t>(status), r.timed_out, r.timeout}));
+	running_.erase(it);
+	return true;
+}
+
+// Kills the process group of each command past its time limit.
+void CommandService::expire(time_t now)
+{
+	for (auto& [pid, r] : running_) {
+		if (r.timed_out || now < r.deadline)
+			continue;
+		log_warnx("%s, command (pid %d) still running after %us: killed", r.label.c_str(), (int)pid, r.timeout);
+		kill(-pid, SIGKILL);
+		r.timed_out = true;
+	}
+}
+
+// At exit: no command outlives laimd.
+void CommandService::kill_all()
+{
+	for (auto& [pid, r] : running_)
+		kill(-pid, SIGKILL);
+}
+
+}  // namespace laim

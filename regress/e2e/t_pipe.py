@@ -1,0 +1,223 @@
+# The pipe handler through a real laimd: the root parent starts each
+# command as the configured user (its uid, gid and supplementary groups),
+# with a clean environment, the user's home as working directory, leading
+# its own session, without laim's seccomp filter or no_new_privs; the
+# placeholders fill argv words ({sender} empty for the null sender), and
+# with per_recipient: false one command takes every recipient, its
+# {recipient} word repeated, and reads an mbox copy. What a script's end
+# means: exit 0 delivers, 75 defers, 67 fails with 5.1.1 "user unknown",
+# a signal defers, a leading "5.1.1 no such user" with exit 1 fails with
+# that code, exit 1 alone defers (lmtp-bridge's "try again"), exit 0 after
+# reading 10 bytes of the message defers, and a command past its timeout
+# is killed with its session and deferred. Dovecot's own dovecot-lda, run
+# as the user with the config of regress/e2e/peer_dovecot.py (no daemon),
+# stores the message byte for byte.
+import sys
+sys.dont_write_bytecode = True
+import grp
+import pwd
+import subprocess
+from harness import *
+from harness import _ensure_account, _pgid_members
+from peer_dovecot import Dovecot
+
+H = "test.laim.example"
+USER = "laimpipe"
+GROUP = "laimpipegrp"  # a supplementary group of USER
+HOME = "/var/lib/laimpipe"
+LDA = "/usr/lib/dovecot/dovecot-lda"
+
+# argv: OUT USER SENDER RECIPIENT EXTENSION QUEUE_ID. Each recipient's
+# user part picks what the script does.
+SCRIPT = r"""#!/bin/sh
+out="$1"; user="$2"
+case "$user" in
+ok|null)
+	cat > "$out/$user.stdin"
+	printf '%s\n' "$@" > "$out/$user.argv"
+	tr '\0' '\n' < /proc/$$/environ > "$out/$user.env"
+	{ id -u; id -g; id -G; } > "$out/$user.id"
+	echo $$ $(awk '{print $5, $6}' /proc/$$/stat) > "$out/$user.session"
+	readlink /proc/$$/cwd > "$out/$user.cwd"
+	grep -E '^(Seccomp|NoNewPrivs|CapEff):' /proc/$$/status > "$out/$user.status"
+	exit 0 ;;
+tempfail) echo "mailbox busy, try later"; exit 75 ;;
+unknown) exit 67 ;;
+killed) kill -9 $$ ;;
+nosuch) echo "5.1.1 no such user"; exit 1 ;;
+bridge) echo "Failed to connect to /var/run/dovecot-lmtp/lmtp"; exit 1 ;;
+short) head -c 10 > "$out/short.stdin"; exit 0 ;;
+slow) sleep 60 & echo $$ $! > "$out/slow.pids"; wait ;;
+esac
+echo "unexpected user $user"
+exit 70
+"""
+
+# per_recipient: false, stdin: mbox: the whole input and the argv.
+BATCH = r"""#!/bin/sh
+out="$1"
+shift
+cat > "$out/batch.$$"
+printf '%s\n' "$@" > "$out/batch.argv"
+"""
+
+
+def ensure_pipe_user():
+	"""USER, with its home and the supplementary group GROUP."""
+	try:
+		gid = grp.getgrnam(GROUP).gr_gid
+	except KeyError:
+		subprocess.run(["groupadd", "--system", GROUP], check=False)
+		gid = grp.getgrnam(GROUP).gr_gid
+	pw = _ensure_account(USER, ["--system", "--create-home", "--home-dir", HOME, "--shell", "/bin/sh",
+				    "--groups", GROUP])
+	return pw, gid
+
+
+def write_script(path, text):
+	with open(path, "w") as f:
+		f.write(text)
+	os.chmod(path, 0o755)
+
+
+def read(path):
+	with open(path, "rb") as f:
+		return f.read()
+
+
+def queued_lf(stdin, qid, sent, what):
+	"""stdin is laim's Received: naming qid, then sent, with LF line ends."""
+	check(b"\r" not in stdin, "%s: CR in the command's input: %r" % (what, stdin[:200]))
+	fields, body = header_fields(stdin.replace(b"\n", b"\r\n"))
+	check(fields and fields[0].startswith(b"Received: ") and re.search(rb"\bid %s\b" % qid.encode(), fields[0]),
+	      "%s: does not start with laim's Received: naming %s: %r" % (what, qid, stdin[:300]))
+	check_eq(b"".join(fields[1:]) + body, sent, "%s: the message after laim's Received:" % what)
+
+
+def main():
+	pw, extra_gid = ensure_pipe_user()
+	if not os.access(LDA, os.X_OK):
+		raise Fail("%s is missing: apt-get install dovecot-core" % LDA)
+	d = Laimd()
+	out = os.path.join(d.dir, "out")
+	os.mkdir(out, 0o700)
+	os.chown(out, pw.pw_uid, pw.pw_gid)
+	script, batch = os.path.join(d.dir, "script.sh"), os.path.join(d.dir, "batch.sh")
+	write_script(script, SCRIPT)
+	write_script(batch, BATCH)
+	dc = Dovecot("pipe", protocols=(), mail_user=USER)
+	dc.add_user("dcuser")
+	dc.write_config()
+	open(dc.logpath, "w").close()
+	os.chown(dc.logpath, pw.pw_uid, pw.pw_gid)
+	d.config["handlers"] = {
+		"scripts": {"type": "pipe", "user": USER, "timeout": 2, "env": ["PIPE_TEST=yes"],
+			    "command": [script, out, "{user}", "{sender}", "{recipient}", "{extension}", "{queue_id}"]},
+		"batch": {"type": "pipe", "user": USER, "per_recipient": False, "stdin": "mbox",
+			  "command": [batch, out, "rcpt={recipient}", "{queue_id}"]},
+		"lda": {"type": "pipe", "user": USER,
+			"command": [LDA, "-c", dc.conf, "-f", "{sender}",
+				    "-o", "mail_location=maildir:%s/mail/{user}/Maildir" % dc.dir]},
+	}
+	d.config["routes"] = [{"match": "*@batch.example", "handlers": ["batch"]},
+			      {"match": "*@lda.example", "handlers": ["lda"]},
+			      {"match": "*", "handlers": ["scripts"]}]
+	d.start()
+
+	def identity():
+		msg = simple_message("to a pipe")
+		rcpt = "ok+ext@" + H
+		qid = d.send(rcpts=[rcpt], msg=msg)
+		d.wait_log(r"%s: to=<%s>, handler=scripts, status=delivered, delay=[0-9.]+ "
+			   r"\(command as %s exited with status 0\)$" % (qid, re.escape(rcpt), USER))
+		queued_lf(read(os.path.join(out, "ok.stdin")), qid, msg, "stdin: raw")
+		check_eq(read(os.path.join(out, "ok.argv")).decode().split("\n")[:-1],
+			 [out, "ok", "sender@client.example", rcpt, "ext", qid], "argv")
+		env = dict(l.split("=", 1) for l in read(os.path.join(out, "ok.env")).decode().split("\n") if l)
+		check_eq(env, {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": HOME, "USER": USER, "LOGNAME": USER,
+			       "SHELL": "/bin/sh", "SENDER": "sender@client.example", "RECIPIENT": rcpt,
+			       "QUEUE_ID": qid, "PIPE_TEST": "yes"}, "the command's environment")
+		uid, gid, groups = read(os.path.join(out, "ok.id")).decode().split("\n")[:3]
+		check_eq((int(uid), int(gid)), (pw.pw_uid, pw.pw_gid), "uid and gid")
+		check_eq(sorted(int(g) for g in groups.split()), sorted({pw.pw_gid, extra_gid}), "groups")
+		pid, pgrp, sid = read(os.path.join(out, "ok.session")).split()
+		check(pid == pgrp == sid, "the command leads its session: pid %s, group %s, session %s" % (pid, pgrp, sid))
+		check_eq(read(os.path.join(out, "ok.cwd")).decode().strip(), HOME, "working directory")
+		status = dict(l.split(":\t") for l in read(os.path.join(out, "ok.status")).decode().split("\n") if l)
+		check_eq((status["Seccomp"], status["NoNewPrivs"], int(status["CapEff"], 16)), ("0", "0", 0),
+			 "Seccomp, NoNewPrivs, CapEff of the command")
+
+	def null_sender():
+		with d.smtp() as c:
+			c.ehlo()
+			qid = c_transaction(c, "", ["null@" + H], simple_message("bounce"))
+		d.wait_log(r"%s: to=<null@%s>, handler=scripts, status=delivered" % (qid, H))
+		check_eq(read(os.path.join(out, "null.argv")).decode().split("\n")[2], "", "{sender} of <>")
+		env = read(os.path.join(out, "null.env")).decode().split("\n")
+		check("SENDER=" in env, "SENDER of <>: %r" % env)
+
+	def one_for_all():
+		msg = simple_message("batch") + b"From the body\r\n>From quoted\r\n"
+		a, b = "a@batch.example", "b@batch.example"
+		qid = d.send(rcpts=[a, b], msg=msg)
+		for r in (a, b):
+			d.wait_log(r"%s: to=<%s>, handler=batch, status=delivered" % (qid, re.escape(r)))
+		runs = [f for f in os.listdir(out) if f.startswith("batch.") and f != "batch.argv"]
+		check_eq(len(runs), 1, "commands for two recipients with per_recipient: false")
+		check_eq(read(os.path.join(out, "batch.argv")).decode().split("\n")[:-1], ["rcpt=" + a, "rcpt=" + b, qid],
+			 "a {recipient} word per recipient")
+		got = read(os.path.join(out, runs[0]))
+		m = re.match(rb"From sender@client\.example \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\n"
+			     rb"Return-Path: <sender@client\.example>\n(Received: .*)\n\n\Z", got, re.S)
+		check(m, "stdin: mbox: From_ line, Return-Path, no Delivered-To for two, an empty line at the end: %r" % got)
+		want = msg.replace(b"\r\n", b"\n").replace(b"\nFrom the", b"\n>From the").replace(b">From quoted", b">>From quoted")
+		check((m.group(1) + b"\n").endswith(want), "mboxrd quoting: %r" % m.group(1))
+
+	def ending(user, status, reason, code=None, timeout=10):
+		qid = d.send(rcpts=["%s@%s" % (user, H)], msg=simple_message(user))
+		dsn = r" dsn=%s" % re.escape(code) if code else ""
+		line = r"%s: to=<%s@%s>, handler=scripts, status=%s,.*?%s \((.*)\)$" % (qid, user, H, status, dsn)
+		m = d.wait_log(line, timeout)
+		check_eq(m.group(1), "command as %s %s" % (USER, reason), "reason of %s" % user)
+		return qid
+
+	def statuses():
+		ending("tempfail", "deferred", "exited with status 75 (temporary failure): mailbox busy, try later", "4.3.0")
+		qid = ending("unknown", "failed", "exited with status 67 (user unknown)", "5.1.1")
+		d.wait_log(r"%s: moved to failed/" % qid)
+		ending("killed", "deferred", "killed by signal 9 (SIGKILL)")
+		ending("nosuch", "failed", "exited with status 1: no such user", "5.1.1")
+		ending("bridge", "deferred", "exited with status 1: Failed to connect to /var/run/dovecot-lmtp/lmtp")
+		qid = d.send(rcpts=["short@" + H], msg=simple_message("short"))
+		m = d.wait_log(r"%s: to=<short@%s>, handler=scripts, status=deferred, .*\(command as %s exited before "
+			       r"reading all of its input \((\d+) bytes left\)\)$" % (qid, H, USER))
+		check_eq(len(read(os.path.join(out, "short.stdin"))), 10, "bytes the short reader took")
+		check(int(m.group(1)) > 0, "bytes left: %s" % m.group(1))
+
+	def timeout():
+		ending("slow", "deferred", "still running after 2s: killed")
+		shell, bg = (int(p) for p in read(os.path.join(out, "slow.pids")).split())
+		wait_for(lambda: not proc_alive(shell) and not proc_alive(bg) and not _pgid_members(shell), 5,
+			 "the command and its background sleep killed")
+
+	def dovecot_lda():
+		msg = simple_message("to dovecot-lda") + b"..two dots\r\n.\r\nend\r\n"
+		qid = d.send(rcpts=["dcuser@lda.example"], msg=msg)
+		d.wait_log(r"%s: to=<dcuser@lda\.example>, handler=lda, status=delivered" % qid)
+		stored = wait_for(lambda: dc.messages("dcuser"), 5, "dcuser's Maildir")
+		check_eq(len(stored), 1, "messages in dcuser's Maildir")
+		queued_lf(stored[0], qid, msg, "what dovecot-lda stored")
+		check(re.search(r"lda\(%s\).*saved mail to INBOX" % USER, dc.log()), "Dovecot's log: %s" % dc.log())
+
+	run_rows([
+		("the command runs as the user, its groups, a clean environment, its home, its own session", identity),
+		("the null sender is an empty {sender}", null_sender),
+		("per_recipient: false: one command, {recipient} once per recipient, an mbox copy", one_for_all),
+		("exit statuses: 75, 67, a signal, 5.1.1 output, exit 1, a short read", statuses),
+		("dovecot-lda stores the message byte for byte", dovecot_lda),
+		("a command past its timeout is killed with its session", timeout),
+	])
+	dc.cleanup()
+
+
+run(main)
