@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 
 #include "common/log.h"
 
@@ -116,17 +117,24 @@ bool ImsgChannel::flush_wait(int timeout_ms)
 	return true;
 }
 
-ImsgChannel::Read ImsgChannel::read_wait(Imsg& msg, std::chrono::steady_clock::time_point deadline, ImsgError* err)
+ImsgChannel::Read ImsgChannel::read_wait(Imsg& msg, int64_t deadline, ImsgError* err)
 {
 	for (;;) {
 		Read r = read(msg, err);
 		if (r != Read::Again)
 			return r;
-		auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+		int64_t left = deadline - monotonic_ms();
 		struct pollfd p = {fd_.get(), POLLIN, 0};
-		if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) == 0)
+		if (left <= 0 || poll(&p, 1, static_cast<int>(left)) == 0)
 			return Read::Again;
 	}
+}
+
+int64_t monotonic_ms()
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
 ImsgChannel::Read ImsgChannel::read(Imsg& msg, ImsgError* err)

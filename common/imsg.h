@@ -12,7 +12,6 @@
 // in the encode/decode pair of each message type (common/proto.h).
 #pragma once
 
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -80,9 +79,9 @@ class ImsgChannel {
 	// mailbox and command clients): sends everything queued, waiting up to
 	// timeout_ms for room each time; false when the peer is gone or stuck.
 	bool flush_wait(int timeout_ms);
-	// Waits until deadline for one frame, as read() returns it; Again when
-	// the deadline passed first.
-	Read read_wait(Imsg& msg, std::chrono::steady_clock::time_point deadline, ImsgError* err);
+	// Waits until deadline (monotonic_ms()) for one frame, as read()
+	// returns it; Again when the deadline passed first.
+	Read read_wait(Imsg& msg, int64_t deadline, ImsgError* err);
 
  private:
 	struct Frame {
@@ -93,6 +92,9 @@ class ImsgChannel {
 	ImsgValidator valid_;
 	std::deque<Frame> out_;
 };
+
+// Milliseconds on the monotonic clock, for deadlines.
+int64_t monotonic_ms();
 
 // Payload builder: fixed-width integers and length-prefixed strings.
 class ImsgWriter {

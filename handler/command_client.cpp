@@ -15,7 +15,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -27,8 +26,6 @@
 namespace laim {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 constexpr int ANSWER_TIMEOUT_MS = 10000;  // the parent answers a request at once
 constexpr int END_GRACE_S = 10;  // past the time limit, for the parent to report the end
@@ -59,7 +56,7 @@ bool send_request(const CommandRunMsg& req, UniqueFd reply)
 // comes last), or the reason it did not start.
 Result await_start(ImsgChannel& reply, Pipes& p)
 {
-	auto deadline = Clock::now() + std::chrono::milliseconds(ANSWER_TIMEOUT_MS);
+	int64_t deadline = monotonic_ms() + ANSWER_TIMEOUT_MS;
 	while (!p.output) {
 		Imsg m;
 		ImsgError err = ImsgError::None;
@@ -113,13 +110,13 @@ void read_some(UniqueFd& output, std::string& kept)
 // Feeds the command its input and keeps the start of its output until
 // the parent reports its end (then *end is complete); false when it does
 // not by the deadline.
-bool feed(ImsgChannel& reply, Pipes& p, int input, Clock::time_point deadline, CommandEnd* end)
+bool feed(ImsgChannel& reply, Pipes& p, int input, int64_t deadline, CommandEnd* end)
 {
 	off_t size = lseek(input, 0, SEEK_END), done = 0;
 	fcntl(p.input.get(), F_SETFL, O_NONBLOCK);
 	fcntl(p.output.get(), F_SETFL, O_NONBLOCK);
 	for (;;) {
-		auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
+		int64_t left = deadline - monotonic_ms();
 		struct pollfd fds[3] = {{reply.fd(), POLLIN, 0}, {p.output.get(), POLLIN, 0}, {p.input.get(), POLLOUT, 0}};
 		if (left <= 0 || (poll(fds, 3, static_cast<int>(left)) < 0 && errno != EINTR))
 			return false;
@@ -178,7 +175,7 @@ Result command_run(const std::string& instance, const Envelope& env, const std::
 		return started;
 	CommandEnd end;
 	end.user = p.user;
-	if (!feed(reply, p, input, Clock::now() + std::chrono::seconds(timeout + END_GRACE_S), &end))
+	if (!feed(reply, p, input, monotonic_ms() + (timeout + END_GRACE_S) * 1000LL, &end))
 		return Result::tempfail("command as " + p.user + ": the parent process did not report its end");
 	return command_result(end, whole_input);
 }

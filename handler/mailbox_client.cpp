@@ -2,7 +2,6 @@
 // at a time, answered at once (the parent never waits for a lock).
 #include "handler/mailbox_client.h"
 
-#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -24,7 +23,7 @@ uint32_t next_id = 1;
 // that timed out is handed back at once, so its dotlock goes too.
 bool await_answer(uint32_t id, Imsg& m)
 {
-	auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ANSWER_TIMEOUT_MS);
+	int64_t deadline = monotonic_ms() + ANSWER_TIMEOUT_MS;
 	ImsgError err = ImsgError::None;
 	while (service->read_wait(m, deadline, &err) == ImsgChannel::Read::Message) {
 		if (m.peerid == id)
