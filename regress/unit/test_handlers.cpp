@@ -1,6 +1,7 @@
 // Unit tests of the handler API: Message parsing (GMime), the registry and
-// HandlerOptions errors, and the built-in maildir, file, log and discard
-// handlers, checked byte for byte against what they write.
+// HandlerOptions errors, the built-in maildir, file, log and discard
+// handlers, checked byte for byte against what they write, and the
+// commands' placeholders and exit statuses.
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/resource.h>
@@ -18,6 +19,7 @@
 #include "common/config.h"
 #include "common/fd.h"
 #include "common/log.h"
+#include "handler/api/command.h"
 #include "handler/api/handler.h"
 
 // Last: check.h defines a deprecated fail() macro that would clash with
@@ -378,7 +380,7 @@ START_TEST(error_unknown_type)
 				      "    type: nosuch\n")
 				 ,
 			 "test.yml:6: handlers.x.type: unknown handler type \"nosuch\" "
-			 "(known: discard, file, lmtp, log, maildir, mbox, smarthost, webhook)");
+			 "(known: discard, file, lmtp, log, maildir, mbox, pipe, smarthost, webhook)");
 }
 END_TEST
 
@@ -888,6 +890,99 @@ START_TEST(discard_accepts)
 }
 END_TEST
 
+// ---------------------------------------------------------------- commands
+
+// Placeholders fill words, never split or add them; a per-recipient word
+// repeats; a value is not scanned again; one that would start a word with
+// '-' is refused.
+START_TEST(command_placeholders)
+{
+	CommandVars v{"0123456789", "", {"alice+lists+x@example.org", "bob@example.org"}};
+	std::vector<std::string> got = command_argv(
+		{"/bin/deliver", "-f", "{sender}", "--to={recipient}", "{user}", "<{extension}>", "{queue_id}", "{}", "{Sender}"},
+		v);
+	std::vector<std::string> want = {"/bin/deliver", "-f", "", "--to=alice+lists+x@example.org",
+					 "--to=bob@example.org", "alice", "bob", "<lists+x>", "<>", "0123456789", "{}",
+					 "{Sender}"};
+	ck_assert(got == want);
+	v = {"0123456789", "{user} $(id) ;", {"-oQ/tmp@example.org"}};
+	ck_assert(command_argv({"/bin/x", "{sender}"}, v)[1] == "{user} $(id) ;");
+	ck_assert(command_argv({"/bin/x", "-r{recipient}"}, v)[1] == "-r-oQ/tmp@example.org");
+	ck_assert_int_eq(command_argv({"/bin/x", "{recipient}"}, {"0123456789", "a@b", {}}).size(), 1);
+	for (const char* word : {"{recipient}", "{user}"}) {
+		bool refused = false;
+		try {
+			command_argv({"/bin/x", word}, v);
+		} catch (const std::invalid_argument& e) {
+			refused = std::string(e.what()).find("would be an option to the command") != std::string::npos;
+		}
+		ck_assert_msg(refused, "%s with a recipient that begins with '-'", word);
+	}
+}
+END_TEST
+
+// A command's end, read as Postfix's pipe(8) reads it; exit 0 with input
+// left unread is a temporary failure only where the whole input counts.
+START_TEST(command_endings)
+{
+	auto end = [](int status, std::string output = "", uint64_t unread = 0) {
+		CommandEnd e;
+		e.user = "vmail";
+		e.status = status;
+		e.output = std::move(output);
+		e.unread = unread;
+		return e;
+	};
+	const auto D = Result::Status::Delivered, T = Result::Status::TempFail, P = Result::Status::PermFail;
+	const struct {
+		CommandEnd end;
+		bool whole;
+		Result::Status status;
+		const char *code, *reason;
+	} cases[] = {
+	    {end(0), true, D, "", "command as vmail exited with status 0"},
+	    {end(0, "saved\nmore"), true, D, "", "command as vmail exited with status 0: saved"},
+	    {end(0, "5.1.1 no such user"), true, D, "", "command as vmail exited with status 0: 5.1.1 no such user"},
+	    {end(0, "", 42), true, T, "", "command as vmail exited before reading all of its input (42 bytes left)"},
+	    {end(0, "", 42), false, D, "", "command as vmail exited with status 0"},
+	    {end(75 << 8, "busy"), true, T, "4.3.0", "command as vmail exited with status 75 (temporary failure): busy"},
+	    {end(71 << 8), true, T, "4.3.0", "command as vmail exited with status 71 (system resource problem)"},
+	    {end(74 << 8), true, T, "4.3.0", "command as vmail exited with status 74 (input/output error)"},
+	    {end(67 << 8), true, P, "5.1.1", "command as vmail exited with status 67 (user unknown)"},
+	    {end(64 << 8), true, P, "5.3.0", "command as vmail exited with status 64 (command line usage error)"},
+	    {end(65 << 8), true, P, "5.6.0", "command as vmail exited with status 65 (data format error)"},
+	    {end(68 << 8), true, P, "5.1.2", "command as vmail exited with status 68 (host name unknown)"},
+	    {end(73 << 8), true, P, "5.3.0", "command as vmail exited with status 73 (can't create output file)"},
+	    {end(76 << 8), true, P, "5.3.0", "command as vmail exited with status 76 (remote protocol error)"},
+	    {end(77 << 8), true, P, "5.7.0", "command as vmail exited with status 77 (permission denied)"},
+	    {end(78 << 8), true, P, "5.3.5", "command as vmail exited with status 78 (configuration error)"},
+	    {end(1 << 8, "5.1.1 no such user\n"), true, P, "5.1.1", "command as vmail exited with status 1: no such user"},
+	    {end(75 << 8, "5.2.2 over quota"), true, P, "5.2.2", "command as vmail exited with status 75: over quota"},
+	    {end(67 << 8, "4.2.0 mailbox locked"), true, T, "4.2.0", "command as vmail exited with status 67: mailbox locked"},
+	    {end(1 << 8, "5.1.1"), true, P, "5.1.1", "command as vmail exited with status 1"},
+	    {end(1 << 8, "Failed to connect"), true, T, "", "command as vmail exited with status 1: Failed to connect"},
+	    {end(1 << 8, "2.0.0 ok"), true, T, "", "command as vmail exited with status 1: 2.0.0 ok"},
+	    {end(1 << 8, "5.1.1x no"), true, T, "", "command as vmail exited with status 1: 5.1.1x no"},
+	    {end(1 << 8, "5.1234.1 no"), true, T, "", "command as vmail exited with status 1: 5.1234.1 no"},
+	    {end(100 << 8, "a\tb\x1b[31m\r\n"), true, T, "", "command as vmail exited with status 100: a?b?[31m"},
+	    {end(SIGKILL), true, T, "", "command as vmail killed by signal 9 (SIGKILL)"},
+	    {end(SIGSEGV | 0x80, "oops"), true, T, "", "command as vmail killed by signal 11 (SIGSEGV): oops"},
+	};
+	for (const auto& c : cases) {
+		Result r = command_result(c.end, c.whole);
+		ck_assert_msg(r.status == c.status && r.code == c.code && r.reason == c.reason,
+			      "status %d: got %d %s (%s), expected %d %s (%s)", c.end.status, (int)r.status,
+			      r.code.c_str(), r.reason.c_str(), (int)c.status, c.code, c.reason);
+	}
+	CommandEnd slow = end(SIGKILL);
+	slow.timed_out = true;
+	slow.timeout = 120;
+	Result r = command_result(slow, true);
+	ck_assert(r.status == T);
+	ck_assert_string_eq(r.reason, "command as vmail still running after 120s: killed");
+}
+END_TEST
+
 Suite* handlers_suite()
 {
 	Suite* s = suite_create("handlers");
@@ -930,6 +1025,11 @@ Suite* handlers_suite()
 	tcase_add_test(tc, file_keeps_existing_content);
 	tcase_add_test(tc, file_write_error_truncates);
 	tcase_add_test(tc, file_open_error_tempfail);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("command");
+	tcase_add_test(tc, command_placeholders);
+	tcase_add_test(tc, command_endings);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("log");

@@ -91,6 +91,30 @@ START_TEST(mailbox_messages)
 }
 END_TEST
 
+// A command request's recipients are counted; a count larger than the
+// payload could hold is refused before anything is reserved for it.
+START_TEST(command_messages)
+{
+	CommandRunMsg r = roundtrip(CommandRunMsg{"lda", "0123456789", "", {"a@example.org", "b+x@example.org"}});
+	ck_assert(r.instance == "lda" && r.queue_id == "0123456789" && r.sender.empty());
+	ck_assert(r.recipients == std::vector<std::string>({"a@example.org", "b+x@example.org"}));
+	ck_assert(roundtrip(CommandRunMsg{"alias:command", "ABCDEF0123", "s@x", {}}).recipients.empty());
+	std::string huge = ImsgWriter().str("lda").str("0123456789").str("").u32(0xffffffff).data();
+	CommandRunMsg h;
+	ck_assert(!decode(huge, h));
+
+	ck_assert(roundtrip(CommandStartedMsg{"vmail"}).user == "vmail");
+	CommandExitMsg e = roundtrip(CommandExitMsg{75 << 8, true, 120});
+	ck_assert(e.status == 75 << 8 && e.timed_out && e.timeout == 120);
+	ck_assert(!roundtrip(CommandExitMsg{9, false, 1}).timed_out);
+	CommandFailMsg f = roundtrip(CommandFailMsg{true, "no such user"});
+	ck_assert(f.permanent && f.why == "no such user");
+	ck_assert(!roundtrip(CommandFailMsg{false, "busy"}).permanent);
+	ck_assert(!decode(ImsgWriter().u32(9).u32(2).u32(1).data(), e));  // a boolean that is neither
+	ck_assert(!decode(ImsgWriter().u32(2).str("why").data(), f));
+}
+END_TEST
+
 // The types that carry only their frame (and maybe an fd): nothing else.
 START_TEST(empty_messages)
 {
@@ -148,6 +172,7 @@ int main()
 	tcase_add_test(tc, parent_messages);
 	tcase_add_test(tc, transaction_messages);
 	tcase_add_test(tc, mailbox_messages);
+	tcase_add_test(tc, command_messages);
 	tcase_add_test(tc, empty_messages);
 	tcase_add_test(tc, status_out_of_range);
 	tcase_add_test(tc, protocol_errors_name_the_type);
