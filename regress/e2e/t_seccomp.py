@@ -1,14 +1,20 @@
 # A seccomp violation in the smtp process (the XSECCOMP command of test
 # builds makes it call a forbidden syscall): the kernel kills it with
 # SIGSYS, the parent logs it as a seccomp violation and restarts it, and
-# the daemon keeps serving.
+# the daemon keeps serving. The handler process cannot start a program
+# (commands run from the parent): the probe handler's exec recipient gets
+# EPERM from execve.
 import sys
 sys.dont_write_bytecode = True
 from harness import *
 
 
 def main():
-	d = Laimd().start()
+	d = Laimd()
+	probe = d.make_user_dir(os.path.join(d.dir, "probe"))
+	d.config["handlers"]["probe"] = {"type": "probe", "path": probe}
+	d.config["routes"] = [{"match": "exec@*", "handlers": ["probe"]}, {"match": "*", "handlers": ["inbox"]}]
+	d.start()
 	old = d.children()
 	with d.smtp() as c:
 		c.ehlo()
@@ -28,6 +34,10 @@ def main():
 	qid = d.send(msg=simple_message("after seccomp"))
 	d.wait_removed(qid)
 	check_eq(len(maildir_files(d.maildir)), 1, "messages delivered after the restart")
+
+	qid = d.send(rcpts=["exec@" + HOSTNAME], msg=simple_message("exec"))
+	d.wait_log(r"%s: to=<exec@%s>, handler=probe, status=failed \(probe: exec /bin/true: Operation not permitted\)$"
+		   % (qid, re.escape(HOSTNAME)))
 
 
 run(main)

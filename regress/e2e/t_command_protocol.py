@@ -1,0 +1,169 @@
+# The parent's command service against a subverted handler process. The
+# case takes the handler's end of its command channel (pidfd_getfd, as
+# root, standing in for code running as the laim user in the handler),
+# stops the real handler, and sends raw IMSG_H_COMMAND_RUN frames to the
+# root parent, each with a reply channel of its own. A "|command" that
+# the aliases file lists runs, as nobody (the control: the forged
+# requests work); one it does not list, an instance that is no pipe
+# handler, and a recipient that would become an option to the command are
+# refused on the reply channel, logged, and start nothing; a malformed
+# frame ends the handler, which is restarted. When the handler process
+# dies, the parent kills the commands it was feeding.
+import sys
+sys.dont_write_bytecode = True
+import array
+import pwd
+import socket
+import struct
+from harness import *
+
+IMSG_H_COMMAND_RUN = 500
+IMSG_P_COMMAND_INPUT, IMSG_P_COMMAND_UNREAD, IMSG_P_COMMAND_OUTPUT, IMSG_P_COMMAND_EXIT, IMSG_P_COMMAND_FAIL = \
+	range(501, 506)
+
+
+def steal_command_channel(pid):
+	"""A copy of the handler's command channel: its second newest seqpacket
+	socket (the parent makes the command pair just before the mailbox
+	pair when it forks the handler)."""
+	return steal_seqpacket(pid, lambda found: sorted(found)[-2])
+
+
+def s(v):
+	v = v.encode() if isinstance(v, str) else v
+	return struct.pack("<I", len(v)) + v
+
+
+def run_request(instance, rcpts, qid="0123456789", sender="", cut=0):
+	"""The frame; with cut, its payload loses that many bytes at the end
+	(the frame stays whole)."""
+	payload = s(instance) + s(qid) + s(sender) + struct.pack("<I", len(rcpts)) + b"".join(s(r) for r in rcpts)
+	payload = payload[:len(payload) - cut]
+	return struct.pack("<IIII", IMSG_H_COMMAND_RUN, 16 + len(payload), 0, 0) + payload
+
+
+def frames(sock, timeout=10):
+	"""The frames on a reply channel until the parent closes it or sends
+	its last (EXIT or FAIL): [(type, payload, fds)]."""
+	sock.settimeout(timeout)
+	out = []
+	while True:
+		data, anc, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(4 * 4))
+		if not data:
+			return out
+		fds = array.array("i")
+		for _, _, cdata in anc:
+			fds.frombytes(cdata[:len(cdata) - len(cdata) % 4])
+		kind = struct.unpack("<I", data[:4])[0]
+		out.append((kind, data[16:], list(fds)))
+		if kind in (IMSG_P_COMMAND_EXIT, IMSG_P_COMMAND_FAIL):
+			return out
+
+
+def main():
+	d = Laimd(alias_commands=True)
+	cmd = os.path.join(d.dir, "cmd")
+	os.mkdir(cmd, 0o755)
+	nobody = pwd.getpwnam("nobody")
+	os.chown(cmd, nobody.pw_uid, nobody.pw_gid)
+	listed = "|touch %s/listed.ran" % cmd
+	with open(d.config["aliases"], "w") as f:
+		f.write('ran: "%s"\n' % listed)
+	script = os.path.join(d.dir, "sleeper.sh")
+	with open(script, "w") as f:
+		f.write("#!/bin/sh\necho $$ > %s/sleeper.pid\nexec sleep 60\n" % cmd)
+	os.chmod(script, 0o755)
+	d.config["handlers"]["sleeper"] = {"type": "pipe", "user": "nobody", "command": [script, "{recipient}"],
+					   "timeout": 40}
+	d.config["routes"] = [{"match": "sleep@*", "handlers": ["sleeper"]}, {"match": "*", "handlers": ["inbox"]}]
+	d.start()
+
+	def forged(instance, rcpts):
+		"""Sends one request over the stolen channel with the real handler
+		stopped; returns the frames answered on its reply channel."""
+		pid = d.child("handler")
+		chan = steal_command_channel(pid)
+		os.kill(pid, signal.SIGSTOP)
+		mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+		try:
+			socket.send_fds(chan, [run_request(instance, rcpts)], [theirs.fileno()])
+			theirs.close()
+			got = frames(mine)
+		finally:
+			os.kill(pid, signal.SIGCONT)
+			chan.close()
+			mine.close()
+		for _, _, fds in got:
+			for fd in fds:
+				os.close(fd)
+		check_eq(d.child("handler"), pid, "the handler process (a refusal does not end it)")
+		return got
+
+	def refused(instance, rcpts, permanent, why):
+		mark = d.mark()
+		got = forged(instance, rcpts)
+		check_eq([k for k, _, _ in got], [IMSG_P_COMMAND_FAIL], "frames answered")
+		flag, n = struct.unpack("<II", got[0][1][:8])
+		check_eq((flag, got[0][1][8:8 + n].decode()), (int(permanent), why), "the refusal")
+		d.wait_log(r"0123456789: handler=%s, command refused: %s$" % (re.escape(instance), re.escape(why)), since=mark)
+
+	def listed_runs():
+		got = forged("alias:command", [listed])
+		check_eq([k for k, _, _ in got], [IMSG_P_COMMAND_INPUT, IMSG_P_COMMAND_UNREAD, IMSG_P_COMMAND_OUTPUT,
+						 IMSG_P_COMMAND_EXIT], "frames answered")
+		check_eq(got[2][1], s("nobody"), "the user it ran as")
+		check_eq(struct.unpack("<III", got[3][1]), (0, 0, 299), "exit status, timed out, time limit")
+		st = os.stat(os.path.join(cmd, "listed.ran"))
+		check_eq(st.st_uid, nobody.pw_uid, "owner of the file the command made")
+
+	def unlisted():
+		target = "|touch %s/unlisted.ran" % cmd
+		refused("alias:command", [target], True,
+			"%s is not a command that %s lists (run newaliases)" % (target, d.config["aliases"]))
+		check(not os.path.exists(os.path.join(cmd, "unlisted.ran")), "the unlisted command ran")
+
+	def no_pipe():
+		refused("inbox", ["a@b.example"], False, 'no pipe handler "inbox" in %s' % d.confpath)
+
+	def option():
+		refused("sleeper", ["-oQ/tmp@b.example"], True,
+			"\"-oQ/tmp@b.example\" would be an option to the command (it begins with '-')")
+		check(not os.path.exists(os.path.join(cmd, "sleeper.pid")), "the sleeper ran")
+
+	def malformed():
+		mark = d.mark()
+		pid = d.child("handler")
+		chan = steal_command_channel(pid)
+		os.kill(pid, signal.SIGSTOP)
+		mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+		socket.send_fds(chan, [run_request("sleeper", ["a@b"], cut=3)], [theirs.fileno()])
+		for sock in (chan, mine, theirs):
+			sock.close()
+		d.wait_log(r"handler process broke the command protocol \(bad request\): ending it", since=mark)
+		d.wait_children(old={"handler": pid})
+		qid = d.send(msg=simple_message("after the restart"))
+		d.wait_delivered(qid)
+
+	def dies_with_handler():
+		mark = d.mark()
+		qid = d.send(rcpts=["sleep@" + HOSTNAME], msg=simple_message("sleeper"))
+		m = d.wait_log(r"%s: handler=sleeper, command started as nobody \(uid \d+\), pid (\d+): " % qid, since=mark)
+		sleeper = int(m.group(1))
+		wait_for(lambda: os.path.exists(os.path.join(cmd, "sleeper.pid")), 5, "the sleeper to start")
+		check(proc_alive(sleeper), "the sleeper runs")
+		handler = d.child("handler")
+		os.kill(handler, signal.SIGKILL)
+		wait_for(lambda: not proc_alive(sleeper), 5, "the sleeper killed with the handler process")
+		d.wait_children(old={"handler": handler})
+
+	run_rows([
+		("a listed alias command runs, as nobody", listed_runs),
+		("an alias command the aliases file does not list is refused", unlisted),
+		("an instance that is no pipe handler is refused", no_pipe),
+		("a recipient that would be an option is refused", option),
+		("a malformed request ends the handler, which is restarted", malformed),
+		("the commands of a handler process that dies are killed", dies_with_handler),
+	])
+
+
+run(main)
