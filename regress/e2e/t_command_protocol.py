@@ -48,7 +48,10 @@ def frames(sock, timeout=10):
 	sock.settimeout(timeout)
 	out = []
 	while True:
-		data, anc, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(4 * 4))
+		try:
+			data, anc, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(4 * 4))
+		except socket.timeout:
+			return out + [("no answer within %ds" % timeout, b"", [])]
 		if not data:
 			return out
 		fds = array.array("i")
@@ -139,7 +142,11 @@ def main():
 		socket.send_fds(chan, [run_request("sleeper", ["a@b"], cut=3)], [theirs.fileno()])
 		for sock in (chan, mine, theirs):
 			sock.close()
-		d.wait_log(r"handler process broke the command protocol \(bad request\): ending it", since=mark)
+		try:
+			d.wait_log(r"handler process broke the command protocol \(bad request\): ending it", since=mark)
+		finally:
+			if proc_alive(pid):
+				os.kill(pid, signal.SIGCONT)
 		d.wait_children(old={"handler": pid})
 		qid = d.send(msg=simple_message("after the restart"))
 		d.wait_delivered(qid)

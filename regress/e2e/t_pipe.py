@@ -4,14 +4,16 @@
 # its own session, without laim's seccomp filter or no_new_privs; the
 # placeholders fill argv words ({sender} empty for the null sender), and
 # with per_recipient: false one command takes every recipient, its
-# {recipient} word repeated, and reads an mbox copy. What a script's end
+# {recipient} word repeated, and reads an mbox copy; with per_recipient
+# each recipient's command settles it alone. What a script's end
 # means: exit 0 delivers, 75 defers, 67 fails with 5.1.1 "user unknown",
 # a signal defers, a leading "5.1.1 no such user" with exit 1 fails with
 # that code, exit 1 alone defers (lmtp-bridge's "try again"), exit 0 after
 # reading 10 bytes of the message defers, and a command past its timeout
 # is killed with its session and deferred. Dovecot's own dovecot-lda, run
 # as the user with the config of regress/e2e/peer_dovecot.py (no daemon),
-# stores the message byte for byte.
+# stores the message byte for byte. etc/pipe.yml passes laimd -n, which
+# refuses user: root and a user that does not exist with file and line.
 import sys
 sys.dont_write_bytecode = True
 import grp
@@ -41,6 +43,7 @@ ok|null)
 	readlink /proc/$$/cwd > "$out/$user.cwd"
 	grep -E '^(Seccomp|NoNewPrivs|CapEff):' /proc/$$/status > "$out/$user.status"
 	exit 0 ;;
+twice) cat > /dev/null; echo run >> "$out/twice.count"; exit 0 ;;
 tempfail) echo "mailbox busy, try later"; exit 75 ;;
 unknown) exit 67 ;;
 killed) kill -9 $$ ;;
@@ -173,6 +176,12 @@ def main():
 		want = msg.replace(b"\r\n", b"\n").replace(b"\nFrom the", b"\n>From the").replace(b">From quoted", b">>From quoted")
 		check((m.group(1) + b"\n").endswith(want), "mboxrd quoting: %r" % m.group(1))
 
+	def each_own():
+		qid = d.send(rcpts=["twice@" + H, "tempfail@" + H], msg=simple_message("each"))
+		d.wait_log(r"%s: to=<twice@%s>, handler=scripts, status=delivered" % (qid, H))
+		d.wait_log(r"%s: to=<tempfail@%s>, handler=scripts, status=deferred, .*attempt=3" % (qid, H), 15)
+		check_eq(read(os.path.join(out, "twice.count")), b"run\n", "runs of the command that delivered")
+
 	def ending(user, status, reason, code=None, timeout=10):
 		qid = d.send(rcpts=["%s@%s" % (user, H)], msg=simple_message(user))
 		dsn = r" dsn=%s" % re.escape(code) if code else ""
@@ -200,6 +209,24 @@ def main():
 		wait_for(lambda: not proc_alive(shell) and not proc_alive(bg) and not _pgid_members(shell), 5,
 			 "the command and its background sleep killed")
 
+	def config_check():
+		with open(os.path.join(os.environ.get("LAIM_SRCDIR", "."), "etc", "pipe.yml")) as f:
+			text = f.read()
+		check("    user: vmail " in text, "etc/pipe.yml runs no command as vmail")
+		path = os.path.join(d.dir, "example.yml")
+		line = text[:text.index("    user: vmail")].count("\n") + 1
+		for user, code, err in ((USER, 0, ""),
+					("root", 1, "laimd: %s:%d: handlers.lda.user: \"root\" is root: a command never runs "
+					 "as root\n" % (path, line)),
+					("no-such-laim-user", 1, "laimd: %s:%d: handlers.lda.user: no such user "
+					 "\"no-such-laim-user\"\n" % (path, line))):
+			with open(path, "w") as f:
+				f.write(text.replace("    user: vmail ", "    user: %s " % user))
+			os.chmod(path, 0o600)
+			r = subprocess.run([d.laimd, "-n", "-f", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+					   timeout=20)
+			check_eq((r.returncode, r.stderr.decode()), (code, err), "laimd -n of etc/pipe.yml with user %s" % user)
+
 	def dovecot_lda():
 		msg = simple_message("to dovecot-lda") + b"..two dots\r\n.\r\nend\r\n"
 		qid = d.send(rcpts=["dcuser@lda.example"], msg=msg)
@@ -213,8 +240,10 @@ def main():
 		("the command runs as the user, its groups, a clean environment, its home, its own session", identity),
 		("the null sender is an empty {sender}", null_sender),
 		("per_recipient: false: one command, {recipient} once per recipient, an mbox copy", one_for_all),
+		("per_recipient: a command per recipient; the one delivered never runs again", each_own),
 		("exit statuses: 75, 67, a signal, 5.1.1 output, exit 1, a short read", statuses),
 		("dovecot-lda stores the message byte for byte", dovecot_lda),
+		("etc/pipe.yml passes laimd -n; root or a missing user is refused at its line", config_check),
 		("a command past its timeout is killed with its session", timeout),
 	])
 	dc.cleanup()
