@@ -92,8 +92,10 @@ CommandSpec pipe_spec(const Config& cfg, const CommandRunMsg& req)
 CommandSpec alias_spec(const Config& cfg, const CommandRunMsg& req)
 {
 	const std::string& target = req.recipients[0];
-	if (!cfg.alias_commands || req.recipients.size() != 1 || !target.starts_with('|'))
+	if (!cfg.alias_commands)
 		throw Refusal(true, "alias commands are not enabled (alias_commands)");
+	if (req.recipients.size() != 1 || !target.starts_with('|'))
+		throw Refusal(true, "an alias command request names one \"|command\" target");
 	if (!Aliases::load(cfg.aliases, nullptr).lists(target))
 		throw Refusal(true, target + " is not a command that " + cfg.aliases + " lists (run newaliases)");
 	CommandSpec spec;

@@ -5,7 +5,8 @@
 # placeholders fill argv words ({sender} empty for the null sender), and
 # with per_recipient: false one command takes every recipient, its
 # {recipient} word repeated, and reads an mbox copy; with per_recipient
-# each recipient's command settles it alone. What a script's end
+# each recipient's command settles it alone; an address that begins with
+# '-' gets 550 at RCPT. What a script's end
 # means: exit 0 delivers, 75 defers, 67 fails with 5.1.1 "user unknown",
 # a signal defers, a leading "5.1.1 no such user" with exit 1 fails with
 # that code, exit 1 alone defers (lmtp-bridge's "try again"), exit 0 after
@@ -176,6 +177,12 @@ def main():
 		want = msg.replace(b"\r\n", b"\n").replace(b"\nFrom the", b"\n>From the").replace(b">From quoted", b">>From quoted")
 		check((m.group(1) + b"\n").endswith(want), "mboxrd quoting: %r" % m.group(1))
 
+	def dash():
+		with d.smtp() as c:
+			c.ehlo()
+			c.cmd("MAIL FROM:<sender@client.example>", 250)
+			check_eq(c.cmd("RCPT TO:<-oQ/tmp/x@%s>" % H).code, 550, "RCPT of an address that begins with '-'")
+
 	def each_own():
 		qid = d.send(rcpts=["twice@" + H, "tempfail@" + H], msg=simple_message("each"))
 		d.wait_log(r"%s: to=<twice@%s>, handler=scripts, status=delivered" % (qid, H))
@@ -241,6 +248,7 @@ def main():
 		("the null sender is an empty {sender}", null_sender),
 		("per_recipient: false: one command, {recipient} once per recipient, an mbox copy", one_for_all),
 		("per_recipient: a command per recipient; the one delivered never runs again", each_own),
+		("a recipient that begins with '-' gets 550 at RCPT", dash),
 		("exit statuses: 75, 67, a signal, 5.1.1 output, exit 1, a short read", statuses),
 		("dovecot-lda stores the message byte for byte", dovecot_lda),
 		("etc/pipe.yml passes laimd -n; root or a missing user is refused at its line", config_check),
