@@ -3,7 +3,8 @@
 # nothing above it; the smtp and handler processes (smtp/, handler/) stand
 # on it side by side and never include the parent or each other; the
 # parent (parent/) sees only each child's entry point, plus the handler
-# API that `laimd -n` uses to validate handler sections. sendmail/ and
+# API that `laimd -n` uses to validate handler sections and the command
+# service uses to read a pipe section (handler/api/handler.h, command.h). sendmail/ and
 # ctl/ are programs of their own on common/. Lists every include that
 # breaks this and fails.
 set -u
@@ -26,7 +27,7 @@ bad=$(
 	includes smtp | naming 'handler|parent|sendmail|ctl'
 	includes handler | naming 'smtp|parent|sendmail|ctl'
 	includes parent | naming 'smtp|handler|sendmail|ctl' |
-		grep -vE '[\"<](smtp/smtp\.h|handler/handlerd\.h|handler/api/handler\.h)[\">]'
+		grep -vE '[\"<](smtp/smtp\.h|handler/handlerd\.h|handler/api/(handler|command)\.h)[\">]'
 	includes sendmail ctl | naming 'smtp|handler|parent'
 )
 if [ -n "$bad" ]; then
