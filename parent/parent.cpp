@@ -235,48 +235,39 @@ std::string describe_status(int status)
 	return "stopped with status " + std::to_string(status);
 }
 
-// A child ended (reaped): it is restarted after its back-off, unless
-// laimd is shutting down.
-void child_ended(pid_t pid, int status)
-{
-	for (int which : {SMTP, HANDLER}) {
-		Child& c = children[which];
-		if (c.pid != pid)
-			continue;
-		c.pid = -1;
-		c.chan.reset();
-		if (which == HANDLER) {
-			c.mailbox_chan.reset();
-			c.command_chan.reset();
-			mailboxes.release_all();
-		}
-		if (shutting_down) {
-			log_debug("%s process %s", child_name[which], describe_status(status).c_str());
-			continue;
-		}
-		time_t now = time(nullptr);
-		if (now - c.started > 60)
-			c.backoff = 1;
-		log_warnx("%s process (pid %d) %s; restarting in %us", child_name[which], (int)pid,
-			  describe_status(status).c_str(), c.backoff);
-		c.restart_at = now + c.backoff;
-		c.backoff = std::min(c.backoff * 2, 60u);
-	}
-}
-
 // Each ended process is looked at before it is reaped (WNOWAIT), so that
-// a command's process group is killed while its number is still taken.
+// a command's process group is killed while its number is still taken
+// (CommandService::reap); a child is restarted after its back-off.
 void reap_children()
 {
-	for (;;) {
-		siginfo_t si = {};
-		if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) != 0 || si.si_pid == 0)
-			return;
-		if (commands.reap(si.si_pid))
-			continue;
+	for (siginfo_t si{}; waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid != 0; si = {}) {
+		pid_t pid = si.si_pid;
 		int status = 0;
-		if (waitpid(si.si_pid, &status, 0) == si.si_pid)
-			child_ended(si.si_pid, status);
+		if (commands.reap(pid) || waitpid(pid, &status, 0) != pid)
+			continue;
+		for (int which : {SMTP, HANDLER}) {
+			Child& c = children[which];
+			if (c.pid != pid)
+				continue;
+			c.pid = -1;
+			c.chan.reset();
+			if (which == HANDLER) {
+				c.mailbox_chan.reset();
+				c.command_chan.reset();
+				mailboxes.release_all();
+			}
+			if (shutting_down) {
+				log_debug("%s process %s", child_name[which], describe_status(status).c_str());
+				continue;
+			}
+			time_t now = time(nullptr);
+			if (now - c.started > 60)
+				c.backoff = 1;
+			log_warnx("%s process (pid %d) %s; restarting in %us", child_name[which], (int)pid,
+				  describe_status(status).c_str(), c.backoff);
+			c.restart_at = now + c.backoff;
+			c.backoff = std::min(c.backoff * 2, 60u);
+		}
 	}
 }
 
