@@ -14,7 +14,8 @@
 # is killed with its session and deferred. Dovecot's own dovecot-lda, run
 # as the user with the config of regress/e2e/peer_dovecot.py (no daemon),
 # stores the message byte for byte. etc/pipe.yml passes laimd -n, which
-# refuses user: root and a user that does not exist with file and line.
+# refuses user: root and a user that does not exist with file and line;
+# laimctl test says whether the program is executable.
 import sys
 sys.dont_write_bytecode = True
 import grp
@@ -234,6 +235,18 @@ def main():
 					   timeout=20)
 			check_eq((r.returncode, r.stderr.decode()), (code, err), "laimd -n of etc/pipe.yml with user %s" % user)
 
+	def laimctl_test():
+		r = d.laimctl(["test", "lda"])
+		check_eq((r.returncode, r.stdout), (0, "lda: ready: pipe: %s is executable; it runs as %s\n" % (LDA, USER)),
+			 "laimctl test lda")
+		os.chmod(batch, 0o644)
+		try:
+			r = d.laimctl(["test", "batch"])
+		finally:
+			os.chmod(batch, 0o755)
+		check_eq((r.returncode, r.stderr), (1, "laimctl: batch: not ready: pipe: %s is not an executable file\n" % batch),
+			 "laimctl test of a program without x bits")
+
 	def dovecot_lda():
 		msg = simple_message("to dovecot-lda") + b"..two dots\r\n.\r\nend\r\n"
 		qid = d.send(rcpts=["dcuser@lda.example"], msg=msg)
@@ -252,6 +265,7 @@ def main():
 		("exit statuses: 75, 67, a signal, 5.1.1 output, exit 1, a short read", statuses),
 		("dovecot-lda stores the message byte for byte", dovecot_lda),
 		("etc/pipe.yml passes laimd -n; root or a missing user is refused at its line", config_check),
+		("laimctl test: the program is executable", laimctl_test),
 		("a command past its timeout is killed with its session", timeout),
 	])
 	dc.cleanup()
