@@ -195,8 +195,6 @@ std::string dmarc_policy(const std::string& domain)
 	struct __res_state rs {};
 	if (res_ninit(&rs) != 0)
 		throw std::runtime_error("DMARC: the resolver cannot start (/etc/resolv.conf)");
-	rs.retrans = 3;
-	rs.retry = 2;
 	unsigned char answer[4096];
 	std::string name = "_dmarc." + domain;
 	int n = res_nquery(&rs, name.c_str(), ns_c_in, ns_t_txt, answer, sizeof answer);
