@@ -139,6 +139,19 @@ def check_config_errors(d):
 	check_eq((r.returncode, r.stderr), (0, b""), "laimd -n with the case's config")
 
 
+def check_example_config(d, secrets):
+	"""etc/forward.yml, with the case's secret files, passes laimd -n."""
+	with open(os.path.join(os.environ.get("LAIM_SRCDIR", "."), "etc", "forward.yml")) as f:
+		text = f.read()
+	for name, path in secrets.items():
+		check("/etc/laim/%s.secret" % name in text, "etc/forward.yml names no /etc/laim/%s.secret" % name)
+		text = text.replace("/etc/laim/%s.secret" % name, path)
+	path = os.path.join(d.dir, "example.yml")
+	put_file(path, text, 0o600)
+	r = subprocess.run([laimd_path(), "-n", "-f", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+	check_eq((r.returncode, r.stderr), (0, b""), "laimd -n etc/forward.yml")
+
+
 def check_verdicts(d, peer):
 	"""550 and 250 in one session; targets translated, each once; SRS;
 	the subject prefixed; every other byte as sent."""
@@ -339,6 +352,7 @@ def main():
 	put_file(os.path.join(d.dir, "relay.secret"), "%s:%s\n" % (USER, PASSWORD), 0o600)
 	configure(d, certs, peer, mapfile, secret)
 	check_config_errors(d)
+	check_example_config(d, {"srs": secret, "relay": os.path.join(d.dir, "relay.secret")})
 	d.start()
 	run_rows([
 		("550 and 250 in one session, targets once, SRS, prefix", lambda: check_verdicts(d, peer)),
