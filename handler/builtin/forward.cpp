@@ -68,11 +68,6 @@ bool is_ascii(std::string_view s)
 	return std::none_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
 }
 
-bool equal_nocase(std::string_view a, std::string_view b)
-{
-	return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
-}
-
 // The map file, read again when it changes: its inode, size, mtime or
 // ctime (a chmod counts, so that a map made unreadable is noticed).
 // Shared by check_recipient() in the main thread and the workers.
@@ -87,6 +82,7 @@ class ForwardMap {
  private:
 	bool same_file(const struct stat& st) const;
 	void load(const struct stat& st);
+	void set_error(std::string error);
 
 	std::mutex mutex_;
 	std::string instance_, path_;
@@ -103,23 +99,30 @@ bool ForwardMap::same_file(const struct stat& st) const
 	       same(st.st_mtim, seen_.st_mtim) && same(st.st_ctim, seen_.st_ctim);
 }
 
+// Why the map is not usable ("" when it is), logged when that changes.
+void ForwardMap::set_error(std::string error)
+{
+	if (!error.empty() && error != error_)
+		log_warnx("handler %s: %s; its recipients get 451 until it is fixed", instance_.c_str(), error.c_str());
+	error_ = std::move(error);
+}
+
 // Reads the file (stat first, so that a change while it is read is seen
-// at the next use); the first error, and how many more, make error_.
+// at the next use); the first error, and how many more, say why not.
 void ForwardMap::load(const struct stat& st)
 {
 	std::vector<std::string> errors;
 	auto map = std::make_shared<const Aliases>(Aliases::load(path_, &errors, AliasesSyntax::ForwardMap));
-	std::string error = errors.empty() ? "" : "forward map " + errors[0];
-	if (errors.size() > 1)
-		error += " (and " + std::to_string(errors.size() - 1) + " more errors)";
 	read_ = true;
 	seen_ = st;
 	map_ = errors.empty() ? map : nullptr;
-	if (!error.empty() && error != error_)
-		log_warnx("handler %s: %s; its recipients get 451 until it is fixed", instance_.c_str(), error.c_str());
-	else if (error.empty())
+	if (errors.empty()) {
 		log_info("handler %s: forward map %s read: %zu names", instance_.c_str(), path_.c_str(), map->size());
-	error_ = error;
+		set_error("");
+	} else {
+		std::string more = " (and " + std::to_string(errors.size() - 1) + " more errors)";
+		set_error("forward map " + errors[0] + (errors.size() > 1 ? more : ""));
+	}
 }
 
 std::shared_ptr<const Aliases> ForwardMap::get()
@@ -127,16 +130,12 @@ std::shared_ptr<const Aliases> ForwardMap::get()
 	std::lock_guard<std::mutex> lock(mutex_);
 	struct stat st;
 	if (stat(path_.c_str(), &st) != 0) {
-		std::string error = "forward map " + path_ + ": " + strerror(errno);
-		if (error != error_)
-			log_warnx("handler %s: %s; its recipients get 451 until it is fixed", instance_.c_str(),
-				  error.c_str());
-		error_ = error;
 		read_ = false;
-		throw std::runtime_error(error);
-	}
-	if (!same_file(st))
+		map_ = nullptr;
+		set_error("forward map " + path_ + ": " + strerror(errno));
+	} else if (!same_file(st)) {
 		load(st);
+	}
 	if (!map_)
 		throw std::runtime_error(error_);
 	return map_;
@@ -188,8 +187,8 @@ void SettledTargets::put(const std::string& key, std::map<std::string, Result> s
 }
 
 // RFC 7489 6.3: the p= tag of DOMAIN's DMARC record, the TXT record at
-// _dmarc.DOMAIN that starts with "v=DMARC1" (lower case); "" when there is
-// none. Throws when the lookup fails for now (no answer, SERVFAIL).
+// _dmarc.DOMAIN that starts with "v=DMARC1", in lower case; "" when there
+// is none. Throws when the lookup fails for now (no answer, SERVFAIL).
 std::string dmarc_policy(const std::string& domain)
 {
 	struct __res_state rs {};
@@ -223,6 +222,7 @@ std::string dmarc_policy(const std::string& domain)
 		size_t semi = std::min(records[0].find(';', pos), records[0].size());
 		std::string tag = records[0].substr(pos, semi - pos);
 		tag.erase(std::remove_if(tag.begin(), tag.end(), [](char c) { return c == ' ' || c == '\t'; }), tag.end());
+		std::transform(tag.begin(), tag.end(), tag.begin(), [](unsigned char c) { return tolower(c); });
 		if (tag.starts_with("p="))
 			return tag.substr(2);
 		pos = semi + 1;
@@ -414,14 +414,14 @@ std::string Forward::loop_check(const Message& msg) const
 {
 	long long hops = 0;
 	for (const Header& h : msg.headers()) {
-		if (equal_nocase(h.name, "Delivered-To")) {
+		if (header_name_is(h.name, "delivered-to")) {
 			std::string_view to = h.value;
 			if (to.starts_with('<') && to.ends_with('>'))
 				to = to.substr(1, to.size() - 2);
 			hops += is_local_address(to);
 			continue;
 		}
-		if (!equal_nocase(h.name, "Received"))
+		if (!header_name_is(h.name, "received"))
 			continue;
 		std::string v = " " + h.value;
 		for (char& c : v)
@@ -505,7 +505,7 @@ bool Forward::rewrite_dmarc(std::string_view raw, const Message& msg, std::strin
 	if (domain.empty() || domain.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") !=
 				      std::string::npos)
 		return false;
-	if (!equal_nocase(dmarc_policy(domain), "reject"))
+	if (dmarc_policy(domain) != "reject")
 		return false;
 	std::string ours = sender_ == Sender::Address ? mail_from_ : srs(address);
 	return rewrite_from(raw, format_mailbox(name.empty() ? address : name, ours), false, out);
