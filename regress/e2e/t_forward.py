@@ -22,7 +22,6 @@ import email.header
 import email.utils
 import hashlib
 import hmac
-import subprocess
 import time
 from harness import *
 from peer_certs import Certs
@@ -57,17 +56,6 @@ def message(sender_header, subject, extra=b"", tag=b""):
 		b"\r\nMessage-ID: <" + tag + b"@client.example>\r\n\r\nbody of " + tag + b"\r\n.dot line\r\n")
 
 
-def after_received(data):
-	check(data.startswith(b"Received: "), "no Received: first: %r" % data[:200])
-	fields, rest = header_fields(data)
-	return b"".join(fields[1:]) + rest
-
-
-def only(items, what):
-	check(len(items) == 1, "%s: expected one, got %r" % (what, items))
-	return items[0]
-
-
 def relayed(peer, mail_from, count=1, timeout=15):
 	"""The messages the peer accepted from mail_from, once there are count."""
 	wait_for(lambda: len([m for m in peer.messages() if m["mail_from"] == mail_from]) >= count, timeout,
@@ -84,22 +72,6 @@ def put_file(path, text, mode):
 	with open(path, "w") as f:
 		f.write(text)
 	os.chmod(path, mode)
-
-
-def laimd_n(d):
-	d.write_config()
-	return subprocess.run([laimd_path(), "-n", "-f", d.confpath], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-			      timeout=20)
-
-
-def option_line(d, instance, key):
-	with open(d.confpath) as f:
-		lines = f.read().split("\n")
-	start = lines.index("  %s:" % instance)
-	for n in range(start + 1, len(lines)):
-		if lines[n].strip().startswith(key + ":"):
-			return n + 1
-	raise Fail("no %s: in handlers.%s" % (key, instance))
 
 
 def configure(d, certs, peer, mapfile, secret):
@@ -124,32 +96,19 @@ def check_config_errors(d):
 		("relay", "inbox", r'instance "inbox" is of type maildir, expected one of type smarthost')]
 	for key, value, why in rows:
 		d.config["handlers"]["plain"][key] = value
-		r = laimd_n(d)
+		r = d.check_config()
 		check(r.returncode == 1 and re.search(r"^laimd: %s:%d: handlers\.plain\.%s: %s$" % (
-			re.escape(d.confpath), option_line(d, "plain", key), key, why), r.stderr.decode(), re.M),
+			re.escape(d.confpath), d.option_line("plain", key), key, why), r.stderr.decode(), re.M),
 		      "laimd -n with relay: %s: %r" % (value, r))
 	d.config["handlers"]["plain"]["relay"] = "relay"
 	del d.config["handlers"]["plain"]["mail_from"]
-	r = laimd_n(d)
+	r = d.check_config()
 	check(r.returncode == 1 and re.search(r"^laimd: %s:%d: handlers\.plain\.from_rewrite: dmarc needs mail_from" % (
-		re.escape(d.confpath), option_line(d, "plain", "from_rewrite")), r.stderr.decode(), re.M),
+		re.escape(d.confpath), d.option_line("plain", "from_rewrite")), r.stderr.decode(), re.M),
 	      "laimd -n with from_rewrite: dmarc and no mail_from: %r" % r)
 	d.config["handlers"]["plain"]["mail_from"] = "forwarder@" + SRS_DOMAIN
-	r = laimd_n(d)
+	r = d.check_config()
 	check_eq((r.returncode, r.stderr), (0, b""), "laimd -n with the case's config")
-
-
-def check_example_config(d, secrets):
-	"""etc/forward.yml, with the case's secret files, passes laimd -n."""
-	with open(os.path.join(os.environ.get("LAIM_SRCDIR", "."), "etc", "forward.yml")) as f:
-		text = f.read()
-	for name, path in secrets.items():
-		check("/etc/laim/%s.secret" % name in text, "etc/forward.yml names no /etc/laim/%s.secret" % name)
-		text = text.replace("/etc/laim/%s.secret" % name, path)
-	path = os.path.join(d.dir, "example.yml")
-	put_file(path, text, 0o600)
-	r = subprocess.run([laimd_path(), "-n", "-f", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
-	check_eq((r.returncode, r.stderr), (0, b""), "laimd -n etc/forward.yml")
 
 
 def check_verdicts(d, peer):
@@ -352,7 +311,8 @@ def main():
 	put_file(os.path.join(d.dir, "relay.secret"), "%s:%s\n" % (USER, PASSWORD), 0o600)
 	configure(d, certs, peer, mapfile, secret)
 	check_config_errors(d)
-	check_example_config(d, {"srs": secret, "relay": os.path.join(d.dir, "relay.secret")})
+	d.check_example("forward", {"/etc/laim/srs.secret": secret,
+				    "/etc/laim/relay.secret": os.path.join(d.dir, "relay.secret")})
 	d.start()
 	run_rows([
 		("550 and 250 in one session, targets once, SRS, prefix", lambda: check_verdicts(d, peer)),

@@ -1175,6 +1175,20 @@ START_TEST(webhook_token_file)
 }
 END_TEST
 
+// Checks that each case's options give an error that starts with the
+// case's error; every case that differs is reported, not only the first.
+template <typename Cases>
+static void expect_error_prefixes(std::string (*error_of)(const std::string&), const Cases& cases)
+{
+	std::string wrong;
+	for (const auto& t : cases) {
+		std::string msg = error_of(t.options);
+		if (!starts_with(msg, t.error))
+			wrong += "\n" + t.options + "  got:      " + msg + "\n  expected: " + std::string(t.error) + "...";
+	}
+	ck_assert_msg(wrong.empty(), "%s", wrong.c_str());
+}
+
 // ---------------------------------------------------------------- smarthost options
 
 // What handlers_create() says of a smarthost section whose option lines
@@ -1230,13 +1244,7 @@ START_TEST(smarthost_option_errors)
 							 "range"},
 	    {host + std::string("    password: secret\n"), "t.yml:5: handlers.relay.password: unknown key"},
 	};
-	std::string wrong;
-	for (const auto& t : cases) {
-		std::string msg = smarthost_error(t.options);
-		if (!starts_with(msg, t.error))
-			wrong += "\n" + t.options + "  got:      " + msg + "\n  expected: " + t.error + "...";
-	}
-	ck_assert_msg(wrong.empty(), "%s", wrong.c_str());
+	expect_error_prefixes([](const std::string& o) { return smarthost_error(o); }, cases);
 	ck_assert_string_eq(smarthost_error(host + std::string("    port: 465\n    mail_from: alerts@\n"
 							      "    rewrite_from: missing\n")), "(no error)");
 }
@@ -1309,13 +1317,7 @@ START_TEST(forward_option_errors)
 	    {base + "    loop_limit: 0\n", l6 + std::string("loop_limit: 0 is out of range")},
 	    {base + "    relay_host: x\n", l6 + std::string("relay_host: unknown key")},
 	};
-	std::string wrong;
-	for (const auto& t : cases) {
-		std::string msg = forward_error(t.options);
-		if (!starts_with(msg, t.error))
-			wrong += "\n" + t.options + "  got:      " + msg + "\n  expected: " + t.error + "...";
-	}
-	ck_assert_msg(wrong.empty(), "%s", wrong.c_str());
+	expect_error_prefixes([](const std::string& o) { return forward_error(o); }, cases);
 	ck_assert_string_eq(forward_error(base + "    mail_from: fwd@example.org\n    from_rewrite: dmarc\n"
 						 "    subject_prefix: \"[ops]\"\n    loop_limit: 3\n"),
 			    "(no error)");
