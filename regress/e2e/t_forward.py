@@ -19,6 +19,7 @@ enter_private_network()
 
 import base64
 import email.header
+import signal
 import email.utils
 import hashlib
 import hmac
@@ -296,6 +297,20 @@ def check_loop(d, peer):
 	check(not relayed_any(peer, srs("hank@client.example")), "a looping message was relayed")
 
 
+def check_sighup(d, peer):
+	"""After SIGHUP the new instances are linked: forwarding goes on,
+	with the prefix the new config gives."""
+	d.config["handlers"]["lists"]["subject_prefix"] = "[reloaded]"
+	d.write_config()
+	mark = d.mark()
+	d.send_signal(signal.SIGHUP)
+	d.wait_log(r"handler configuration reloaded$", since=mark)
+	sent = message(b"judy@client.example", b"after reload", tag=b"hup")
+	d.wait_removed(d.send("judy@client.example", ["admin@lists.example"], sent))
+	got = after_received(only(relayed(peer, srs("judy@client.example")), "the message after SIGHUP")["data"])
+	check_eq(got, sent.replace(b"Subject: after", b"Subject: [reloaded] after"), "the message after SIGHUP")
+
+
 def check_laimctl_test(d):
 	r = d.laimctl(["test", "lists"])
 	check_ran(r, quiet=False)
@@ -328,6 +343,7 @@ def main():
 		("per-target results and retries", lambda: check_targets(d, peer)),
 		("a map that cannot be read, or has an error", lambda: check_map_errors(d, mapfile)),
 		("mail loop", lambda: check_loop(d, peer)),
+		("SIGHUP", lambda: check_sighup(d, peer)),
 		("laimctl test", lambda: check_laimctl_test(d)),
 	])
 	check_eq(d.stop(), 0, "laimd exit status")
