@@ -389,8 +389,8 @@ void Aliases::Loader::add_targets(std::string_view list, uint32_t file, uint32_t
 void Aliases::Loader::add_target(std::string_view t, uint32_t file, uint32_t line, int depth)
 {
 	// A forward map's targets are addresses: nothing else starts so.
-	if (a_.syntax_ == AliasesSyntax::ForwardMap &&
-	    (t.find('@') == std::string_view::npos || std::string_view("\"|/\\:").find(t.front()) != std::string_view::npos)) {
+	bool address = t.find('@') != std::string_view::npos && std::string_view("\"|/\\:").find(t.front()) == t.npos;
+	if (a_.syntax_ == AliasesSyntax::ForwardMap && !address) {
 		error(file, line, "expected an address (user@domain), got " + shown(t));
 		return;
 	}

@@ -53,6 +53,7 @@
 #include <map>
 #include <mutex>
 
+#include "common/address.h"
 #include "common/aliases.h"
 #include "common/log.h"
 #include "handler/api/gmime.h"
@@ -186,21 +187,20 @@ void SettledTargets::put(const std::string& key, std::map<std::string, Result> s
 		entries_[key] = {std::move(settled), now};
 }
 
-// RFC 7489 6.3: the p= tag of DOMAIN's DMARC record, the TXT record at
-// _dmarc.DOMAIN that starts with "v=DMARC1", in lower case; "" when there
-// is none. Throws when the lookup fails for now (no answer, SERVFAIL).
-std::string dmarc_policy(const std::string& domain)
+// The TXT records at name, each one string (its character-strings
+// joined, RFC 7208 3.3); none when the name or the type does not exist.
+// Throws when the lookup fails for now (no answer, SERVFAIL).
+std::vector<std::string> txt_records(const std::string& name)
 {
 	struct __res_state rs {};
 	if (res_ninit(&rs) != 0)
-		throw std::runtime_error("DMARC: the resolver cannot start (/etc/resolv.conf)");
+		throw std::runtime_error("DNS: the resolver cannot start (/etc/resolv.conf)");
 	unsigned char answer[4096];
-	std::string name = "_dmarc." + domain;
 	int n = res_nquery(&rs, name.c_str(), ns_c_in, ns_t_txt, answer, sizeof answer);
 	int herr = rs.res_h_errno;
 	res_nclose(&rs);
 	if (n < 0 && (herr == HOST_NOT_FOUND || herr == NO_DATA))
-		return "";
+		return {};
 	ns_msg msg;
 	if (n < 0 || ns_initparse(answer, n, &msg) != 0)
 		throw std::runtime_error("DMARC lookup of " + name + ": " + hstrerror(herr));
@@ -209,19 +209,30 @@ std::string dmarc_policy(const std::string& domain)
 		ns_rr rr;
 		if (ns_parserr(&msg, ns_s_an, i, &rr) != 0 || ns_rr_type(rr) != ns_t_txt)
 			continue;
-		std::string text;  // the record's character-strings, joined (RFC 7208 3.3)
+		std::string& text = records.emplace_back();
 		const unsigned char* p = ns_rr_rdata(rr);
 		for (const unsigned char* end = p + ns_rr_rdlen(rr); p < end && p + 1 + *p <= end; p += 1 + *p)
 			text.append(reinterpret_cast<const char*>(p + 1), *p);
-		if (text.starts_with("v=DMARC1;") || text == "v=DMARC1")
-			records.push_back(text);
 	}
+	return records;
+}
+
+// RFC 7489 6.3: the p= tag of DOMAIN's DMARC record (the one TXT record
+// at _dmarc.DOMAIN whose first tag is v=DMARC1), in lower case; "" when
+// there is none, or several. Throws when the lookup fails for now.
+std::string dmarc_policy(const std::string& domain)
+{
+	std::vector<std::string> records = txt_records("_dmarc." + domain);
+	std::erase_if(records, [](const std::string& r) {
+		bool first = r.starts_with("v=DMARC1") && (r.size() == 8 || r[8] == ';' || r[8] == ' ' || r[8] == '\t');
+		return !first;
+	});
 	if (records.size() != 1)
-		return "";  // none, or several: no policy applies
+		return "";
 	for (size_t pos = 0; pos < records[0].size();) {
 		size_t semi = std::min(records[0].find(';', pos), records[0].size());
 		std::string tag = records[0].substr(pos, semi - pos);
-		tag.erase(std::remove_if(tag.begin(), tag.end(), [](char c) { return c == ' ' || c == '\t'; }), tag.end());
+		std::erase_if(tag, [](char c) { return c == ' ' || c == '\t'; });
 		std::transform(tag.begin(), tag.end(), tag.begin(), [](unsigned char c) { return tolower(c); });
 		if (tag.starts_with("p="))
 			return tag.substr(2);
@@ -376,7 +387,7 @@ Forward::Forward(HandlerOptions& o)
 		sender_ = Sender::Srs;
 		srs_secret_ = o.secret("srs_secret");
 		srs_domain_ = o.string("srs_domain", "");
-		if (o.has("srs_domain") && (srs_domain_.empty() || srs_domain_.find_first_of(" \t@<>") != std::string::npos))
+		if (o.has("srs_domain") && !valid_domain(srs_domain_, false))
 			o.fail("srs_domain", "expected a domain, got \"" + srs_domain_ + "\"");
 		if (srs_secret_.size() < 16)
 			o.fail("srs_secret", o.path("srs_secret") + ": expected a secret of 16 bytes or more");
@@ -502,10 +513,7 @@ bool Forward::rewrite_dmarc(std::string_view raw, const Message& msg, std::strin
 		return false;
 	const auto& [name, address] = *mailbox;
 	std::string domain = address.substr(address.rfind('@') + 1);
-	if (domain.empty() || domain.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") !=
-				      std::string::npos)
-		return false;
-	if (dmarc_policy(domain) != "reject")
+	if (!valid_domain(domain, false) || dmarc_policy(domain) != "reject")
 		return false;
 	std::string ours = sender_ == Sender::Address ? mail_from_ : srs(address);
 	return rewrite_from(raw, format_mailbox(name.empty() ? address : name, ours), false, out);

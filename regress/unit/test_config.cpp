@@ -1332,12 +1332,14 @@ END_TEST
 START_TEST(forward_srs_secret)
 {
 	read_require();
-	auto with = [](const std::string& path) {
+	auto with = [](const std::string& path, const std::string& domain = "fwd.example.org") {
 		return forward_error("    map: /etc/laim/forward.map\n    relay: relay\n    mail_from: srs\n"
-				     "    srs_secret: " + path + "\n    srs_domain: fwd.example.org\n",
+				     "    srs_secret: " + path + "\n    srs_domain: " + domain + "\n",
 				     laim::Secrets::from_files());
 	};
-	ck_assert_string_eq(with(write_file("srs.secret", "0123456789abcdef\n", 0600, 0)), "(no error)");
+	std::string ok = write_file("srs.secret", "0123456789abcdef\n", 0600, 0);
+	ck_assert_string_eq(with(ok), "(no error)");
+	ck_assert_string_eq(with(ok, "'fwd example'"), "t.yml:8: handlers.fwd.srs_domain: expected a domain, got \"fwd example\"");
 	std::string path = write_file("short.secret", "s3cret\n", 0600, 0);
 	ck_assert_string_eq(with(path), "t.yml:7: handlers.fwd.srs_secret: " + path +
 					    ": expected a secret of 16 bytes or more");
