@@ -142,14 +142,12 @@ class Handler;
 // may go on using it after SIGHUP replaced both.
 class InstanceLink {
  public:
-	InstanceLink() = default;
 	explicit InstanceLink(std::string name)
 	    : name_(std::move(name)), slot_(std::make_shared<std::shared_ptr<Handler>>()) {}
 
 	const std::string& name() const { return name_; }
 	Handler* operator->() const { return slot_->get(); }
-	explicit operator bool() const { return slot_ && *slot_; }
-	void link(std::shared_ptr<Handler> h) const { *slot_ = std::move(h); }
+	void link(std::shared_ptr<Handler> h) const { *slot_ = std::move(h); }  // by handlers_create()
 
  private:
 	std::string name_;
@@ -275,8 +273,9 @@ struct ConfiguredHandler {
 // Builds every handler instance of the config, then links the instances
 // that options name (HandlerOptions::instance()); throws ConfigError on an
 // unknown type or a handler's invalid option (a secret file too open, a
-// linked instance missing included). Used by -n, at start and on SIGHUP (in the parent to
-// validate and to read the secrets, which it then passes on).
+// linked instance missing included). Used by -n, at start and on SIGHUP
+// (in the parent to validate and to read the secrets, which it then
+// passes on).
 std::vector<ConfiguredHandler> handlers_create(const Config& cfg, Secrets& secrets);
 
 }  // namespace laim
