@@ -327,6 +327,20 @@ std::string srs_timestamp(time_t now)
 	return {base32[(days >> 5) & 31], base32[days & 31]};
 }
 
+// True when a Received: value names this host after "by" (laim's own
+// "by HOSTNAME (laim)", and any other MTA's here).
+bool received_here(const std::string& value)
+{
+	std::string v = " " + value;
+	std::replace(v.begin(), v.end(), '\t', ' ');
+	for (size_t by = 0; (by = v.find(" by ", by)) != std::string::npos; by += 4) {
+		std::string host = v.substr(by + 4, v.find_first_of(" ;", by + 4) - (by + 4));
+		if (!host.empty() && is_local_address("@" + host))
+			return true;
+	}
+	return false;
+}
+
 class Forward : public Handler {
  public:
 	explicit Forward(HandlerOptions& o);
@@ -382,7 +396,6 @@ Forward::Forward(HandlerOptions& o)
 	dmarc_ = rewrite == "dmarc";
 	if (o.has("subject_prefix") && (prefix_.empty() || prefix_.find_first_of("\r\n") != std::string::npos))
 		o.fail("subject_prefix", "expected one line of text");
-	size_t at = mail_from_.find('@');
 	if (mail_from_ == "srs") {
 		sender_ = Sender::Srs;
 		srs_secret_ = o.secret("srs_secret");
@@ -392,8 +405,7 @@ Forward::Forward(HandlerOptions& o)
 		if (srs_secret_.size() < 16)
 			o.fail("srs_secret", o.path("srs_secret") + ": expected a secret of 16 bytes or more");
 	} else if (!mail_from_.empty()) {
-		if (at == 0 || at == std::string::npos || at + 1 == mail_from_.size() ||
-		    mail_from_.find_first_of(" <>\t\r\n") != std::string::npos)
+		if (!valid_mailbox(mail_from_, false, false))
 			o.fail("mail_from", "expected an address (user@domain) or srs, got \"" + mail_from_ + "\"");
 		sender_ = Sender::Address;
 	}
@@ -419,31 +431,19 @@ RcptVerdict Forward::check_recipient(std::string_view rcpt)
 }
 
 // "" or why the message is a mail loop: it carries more than loop_limit
-// Received: lines that name this host after "by" (laim's own, and any
-// other MTA's here) and Delivered-To: lines with an address of this host.
+// Received: lines of this host and Delivered-To: lines with an address
+// of this host.
 std::string Forward::loop_check(const Message& msg) const
 {
 	long long hops = 0;
 	for (const Header& h : msg.headers()) {
-		if (header_name_is(h.name, "delivered-to")) {
-			std::string_view to = h.value;
-			if (to.starts_with('<') && to.ends_with('>'))
-				to = to.substr(1, to.size() - 2);
+		std::string_view to = h.value;
+		if (to.starts_with('<') && to.ends_with('>'))
+			to = to.substr(1, to.size() - 2);
+		if (header_name_is(h.name, "delivered-to"))
 			hops += is_local_address(to);
-			continue;
-		}
-		if (!header_name_is(h.name, "received"))
-			continue;
-		std::string v = " " + h.value;
-		for (char& c : v)
-			c = c == '\t' ? ' ' : c;
-		for (size_t by = 0; (by = v.find(" by ", by)) != std::string::npos; by += 4) {
-			std::string host = v.substr(by + 4, v.find_first_of(" ;", by + 4) - (by + 4));
-			if (!host.empty() && is_local_address("@" + host)) {
-				hops++;
-				break;
-			}
-		}
+		else if (header_name_is(h.name, "received"))
+			hops += received_here(h.value);
 	}
 	if (hops <= loop_limit_)
 		return "";
