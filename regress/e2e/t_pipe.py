@@ -93,10 +93,9 @@ def read(path):
 def queued_lf(stdin, qid, sent, what):
 	"""stdin is laim's Received: naming qid, then sent, with LF line ends."""
 	check(b"\r" not in stdin, "%s: CR in the command's input: %r" % (what, stdin[:200]))
-	fields, body = header_fields(stdin.replace(b"\n", b"\r\n"))
-	check(fields and fields[0].startswith(b"Received: ") and re.search(rb"\bid %s\b" % qid.encode(), fields[0]),
-	      "%s: does not start with laim's Received: naming %s: %r" % (what, qid, stdin[:300]))
-	check_eq(b"".join(fields[1:]) + body, sent, "%s: the message after laim's Received:" % what)
+	check_eq(after_received(crlf(stdin)), sent, "%s: the message after laim's Received:" % what)
+	received = header_fields(crlf(stdin))[0][0]
+	check(re.search(rb"\bid %s\b" % qid.encode(), received), "%s: laim's Received: names no %s: %r" % (what, qid, received))
 
 
 def main():
@@ -218,22 +217,19 @@ def main():
 			 "the command and its background sleep killed")
 
 	def config_check():
-		with open(os.path.join(os.environ.get("LAIM_SRCDIR", "."), "etc", "pipe.yml")) as f:
-			text = f.read()
-		check("    user: vmail " in text, "etc/pipe.yml runs no command as vmail")
+		mine = "    user: %s " % USER
+		d.check_example("pipe", {"    user: vmail ": mine})
 		path = os.path.join(d.dir, "example.yml")
-		line = text[:text.index("    user: vmail")].count("\n") + 1
-		for user, code, err in ((USER, 0, ""),
-					("root", 1, "laimd: %s:%d: handlers.lda.user: \"root\" is root: a command never runs "
-					 "as root\n" % (path, line)),
-					("no-such-laim-user", 1, "laimd: %s:%d: handlers.lda.user: no such user "
-					 "\"no-such-laim-user\"\n" % (path, line))):
+		with open(path) as f:
+			text = f.read()
+		line = text[:text.index(mine)].count("\n") + 1
+		for user, why in (("root", '"root" is root: a command never runs as root'),
+				  ("no-such-laim-user", 'no such user "no-such-laim-user"')):
 			with open(path, "w") as f:
-				f.write(text.replace("    user: vmail ", "    user: %s " % user))
-			os.chmod(path, 0o600)
-			r = subprocess.run([d.laimd, "-n", "-f", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-					   timeout=20)
-			check_eq((r.returncode, r.stderr.decode()), (code, err), "laimd -n of etc/pipe.yml with user %s" % user)
+				f.write(text.replace(mine, "    user: %s " % user))
+			r = d.check_config(path)
+			check_eq((r.returncode, r.stderr.decode()), (1, "laimd: %s:%d: handlers.lda.user: %s\n" % (path, line, why)),
+				 "laimd -n of etc/pipe.yml with user %s" % user)
 
 	def laimctl_test():
 		r = d.laimctl(["test", "lda"])
