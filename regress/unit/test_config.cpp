@@ -1083,59 +1083,6 @@ START_TEST(handler_lmtp_options)
 }
 END_TEST
 
-// ---------------------------------------------------------------- pipe options
-
-// pipe: an argv whose program is an absolute path and whose placeholders
-// are known, a user that exists and is not root, stdin raw or mbox, env
-// entries that set no variable of laim's own.
-START_TEST(pipe_option_errors)
-{
-	static const char cmd[] = "    command: [/usr/bin/procmail, -f, '{sender}']\n";  // line 4
-	const char* h = "t.yml:2: handlers.p.";
-	const char* l4 = "t.yml:4: handlers.p.";
-	const char* l5 = "t.yml:5: handlers.p.";
-	const char* l6 = "t.yml:6: handlers.p.";
-	const std::string ok = cmd + std::string("    user: nobody\n");
-	const struct {
-		std::string options, error;
-	} cases[] = {
-	    {"    user: nobody\n", h + std::string("command: missing required option")},
-	    {"    command: []\n", l4 + std::string("command: expected the program and its arguments, got an empty list")},
-	    {"    command: /bin/true\n", l4 + std::string("command: expected a list of strings, got \"/bin/true\"")},
-	    {"    command: [bin/true]\n", l4 + std::string("command: the program must be an absolute path, got \"bin/true\"")},
-	    {"    command: ['/bin/{user}']\n", l4 + std::string("command: the program cannot hold a placeholder: \"/bin/{user}\"")},
-	    {"    command: [/bin/true, '-d{recipeint}']\n",
-	     l4 + std::string("command: unknown placeholder {recipeint} (known: {sender}, {recipient}, {user}, "
-			      "{extension}, {queue_id})")},
-	    {cmd, h + std::string("user: missing required option")},
-	    {cmd + std::string("    user: root\n"), l5 + std::string("user: \"root\" is root: a command never runs as root")},
-	    {cmd + std::string("    user: no-such-laim-user\n"), l5 + std::string("user: no such user \"no-such-laim-user\"")},
-	    {ok + "    stdin: text\n", l6 + std::string("stdin: expected raw or mbox, got \"text\"")},
-	    {ok + "    env: [PATH=/opt/bin]\n", l6 + std::string("env: PATH is set by laim itself")},
-	    {ok + "    env: [RECIPIENT=x]\n", l6 + std::string("env: RECIPIENT is set by laim itself")},
-	    {ok + "    env: [LANG]\n", l6 + std::string("env: expected NAME=value, got \"LANG\"")},
-	    {ok + "    env: ['1X=y']\n", l6 + std::string("env: expected NAME=value, got \"1X=y\"")},
-	    {ok + "    env: ['A B=y']\n", l6 + std::string("env: expected NAME=value, got \"A B=y\"")},
-	    {ok + "    timeout: 0\n", l6 + std::string("timeout: 0 is out of range: expected an integer from 1 to 86400")},
-	    {ok + "    per_recipient: maybe\n",
-	     l6 + std::string("per_recipient: expected a boolean (true/false, yes/no, on/off), got \"maybe\"")},
-	    {ok + "    shell: /bin/sh\n", l6 + std::string("shell: unknown key")},
-	    // Accepted: every option; braces that are no placeholder pass as they are.
-	    {"    command: [/usr/bin/logger, '{}', '{Sender}', 'x={recipient}{extension}', '{queue_id}']\n"
-	     "    user: nobody\n    per_recipient: false\n    stdin: mbox\n    env: [LANG=C.UTF-8, X=]\n"
-	     "    timeout: 60\n    workers: 2\n",
-	     "(no error)"},
-	};
-	std::string wrong;
-	for (const auto& t : cases) {
-		std::string got = handler_error("handlers:\n  p:\n    type: pipe\n", t.options);
-		if (got != t.error)
-			wrong += "\n" + t.options + "  got:      " + got + "\n  expected: " + t.error;
-	}
-	ck_assert_msg(wrong.empty(), "%s", wrong.c_str());
-}
-END_TEST
-
 // ---------------------------------------------------------------- webhook options
 
 // What handlers_create() says of a webhook instance "hook" whose options
@@ -1324,6 +1271,60 @@ START_TEST(smarthost_credentials_file)
 		ck_assert_string_eq(with(path), "t.yml:5: handlers.relay.credentials: " + path +
 							": expected one line \"user:password\"");
 	}
+}
+END_TEST
+
+// ---------------------------------------------------------------- pipe options
+
+// What handlers_create() says of a pipe section "p" whose option lines
+// start at line 4, or "(no error)".
+static std::string pipe_error(const std::string& options)
+{
+	return handler_error("handlers:\n  p:\n    type: pipe\n", options);
+}
+
+// pipe: an argv whose program is an absolute path and whose placeholders
+// are known, a user that exists and is not root, stdin raw or mbox, env
+// entries that set no variable of laim's own.
+START_TEST(pipe_option_errors)
+{
+	static const char cmd[] = "    command: [/usr/bin/procmail, -f, '{sender}']\n";  // line 4
+	const char* h = "t.yml:2: handlers.p.";
+	const char* l4 = "t.yml:4: handlers.p.";
+	const char* l5 = "t.yml:5: handlers.p.";
+	const char* l6 = "t.yml:6: handlers.p.";
+	const std::string ok = cmd + std::string("    user: nobody\n");
+	const struct {
+		std::string options, error;
+	} cases[] = {
+	    {"    user: nobody\n", h + std::string("command: missing required option")},
+	    {"    command: []\n", l4 + std::string("command: expected the program and its arguments, got an empty list")},
+	    {"    command: /bin/true\n", l4 + std::string("command: expected a list of strings, got \"/bin/true\"")},
+	    {"    command: [bin/true]\n", l4 + std::string("command: the program must be an absolute path, got \"bin/true\"")},
+	    {"    command: ['/bin/{user}']\n", l4 + std::string("command: the program cannot hold a placeholder: \"/bin/{user}\"")},
+	    {"    command: [/bin/true, '-d{recipeint}']\n",
+	     l4 + std::string("command: unknown placeholder {recipeint} (known: {sender}, {recipient}, {user}, "
+			      "{extension}, {queue_id})")},
+	    {cmd, h + std::string("user: missing required option")},
+	    {cmd + std::string("    user: root\n"), l5 + std::string("user: \"root\" is root: a command never runs as root")},
+	    {cmd + std::string("    user: no-such-laim-user\n"), l5 + std::string("user: no such user \"no-such-laim-user\"")},
+	    {ok + "    stdin: text\n", l6 + std::string("stdin: expected raw or mbox, got \"text\"")},
+	    {ok + "    env: [PATH=/opt/bin]\n", l6 + std::string("env: PATH is set by laim itself")},
+	    {ok + "    env: [RECIPIENT=x]\n", l6 + std::string("env: RECIPIENT is set by laim itself")},
+	    {ok + "    env: [LANG]\n", l6 + std::string("env: expected NAME=value, got \"LANG\"")},
+	    {ok + "    env: ['1X=y']\n", l6 + std::string("env: expected NAME=value, got \"1X=y\"")},
+	    {ok + "    env: ['A B=y']\n", l6 + std::string("env: expected NAME=value, got \"A B=y\"")},
+	    {ok + "    timeout: 0\n", l6 + std::string("timeout: 0 is out of range: expected an integer from 1 to 86400")},
+	    {ok + "    per_recipient: maybe\n",
+	     l6 + std::string("per_recipient: expected a boolean (true/false, yes/no, on/off), got \"maybe\"")},
+	    {ok + "    shell: /bin/sh\n", l6 + std::string("shell: unknown key")},
+	    // Accepted: every option; braces that are no placeholder pass as they are.
+	    {"    command: [/usr/bin/logger, '{}', '{Sender}', 'x={recipient}{extension}', '{queue_id}']\n"
+	     "    user: nobody\n    per_recipient: false\n    stdin: mbox\n    env: [LANG=C.UTF-8, X=]\n"
+	     "    timeout: 60\n    workers: 2\n",
+	     "(no error)"},
+	};
+	expect_error_prefixes(pipe_error, cases);
 }
 END_TEST
 
