@@ -1,7 +1,8 @@
 # Rate limits on the other keys, over TCP, and their administration:
 #  - key sender, per recipient: a message's recipients count, the MAIL
 #    after the limit gets 451 4.7.1 naming the recipients; another sender
-#    is not limited; the alert (from the null sender) counts under no key,
+#    is not limited; sessions open at once cannot overshoot (a MAIL counts
+#    when answered) and a transaction without data gives its place back; the alert (from the null sender) counts under no key,
 #    so it can never trigger a limit, and <> is a sender like any other;
 #  - laimctl show limits lists the key, reset-limit KEY clears it; both
 #    are root's only, and an unknown key is an error;
@@ -50,6 +51,30 @@ def per_recipient(d):
 	check(b"Counted:         4 recipients\r\n" in msgs[0], "the alert's count: %r" % msgs[0])
 
 
+def reservations(d):
+	"""A MAIL is counted when it is answered, so sessions open at once
+	cannot overshoot; a transaction that ends without data (QUIT, RSET)
+	gives its place back."""
+	c = "c@client.example"
+	open_ = []
+	try:
+		for i in range(3):
+			s = d.smtp()
+			open_.append(s)
+			s.ehlo()
+			s.cmd("MAIL FROM:<%s>" % c, 250)
+		check_eq(mail(d, c, rcpts(1), "fourth at once"),
+			 "451 4.7.1 rate limit: 3 recipients in 60 s from <%s>; try again later" % c, "a fourth MAIL")
+		open_[0].cmd("RSET", 250)
+		open_[1].cmd("QUIT", 221)
+		open_[2].close()
+		time.sleep(0.3)
+		check(mail(d, c, rcpts(2), "after the others left").startswith("250 "), "the places given back")
+	finally:
+		for s in open_:
+			s.close()
+
+
 def null_sender(d):
 	"""The alert came from <> with one recipient and counted nowhere: <>
 	still has all of its 3 recipients, then is limited like any sender."""
@@ -58,7 +83,7 @@ def null_sender(d):
 	check_eq(mail(d, "", rcpts(1), "bounce 4"), "451 4.7.1 rate limit: 3 recipients in 60 s from <>; try again later",
 		 "fourth message from <>")
 	time.sleep(0.5)
-	check_eq(len(maildir_files(d.alerts)), 2, "alerts (one for <%s>, one for <>)" % A)
+	check_eq(len(maildir_files(d.alerts)), 3, "alerts (one each for <%s>, <c@client.example> and <>)" % A)
 
 
 def administration(d, lu):
@@ -123,6 +148,7 @@ def main():
 	run_rows([
 		("key sender, per recipient: the MAIL after 4 recipients gets 451 4.7.1; one alert",
 		 lambda: per_recipient(d)),
+		("MAIL reserves its count, a transaction without data gives it back", lambda: reservations(d)),
 		("the alert counts under no key: <> has its own 3 recipients", lambda: null_sender(d)),
 		("laimctl show limits and reset-limit: root only; reset lets the sender in", lambda: administration(d, lu)),
 	])
