@@ -67,6 +67,8 @@ struct LimitItem {
 	time_t left = 0;      // seconds until the window ends
 	uint64_t refused = 0;
 	bool held = false;    // files wait in offline/
+	// "sent" (this window's alert went out), "earlier" (the key was limited
+	// in the window before, whose alert covers it), "not yet", "none"
 	std::string alert;
 };
 

@@ -53,7 +53,7 @@ class HandlerServer : public ControlTarget {
 	void flush() override { queue_.flush(); }
 	bool remove(const std::string& id) override { return queue_.remove(id); }
 	std::string reload_aliases() override;
-	std::vector<LimitItem> limits() override;
+	std::vector<LimitItem> limits() override { return limiter_.near_limits(time(nullptr)); }
 	bool reset_limit(const std::string& key) override;
 	bool test(const std::string& instance, std::function<void(bool, std::string)> done) override
 	{
@@ -346,15 +346,6 @@ void HandlerServer::enqueue(const Envelope& env, uint64_t size, double arrival)
 {
 	queue_.add(env, size, arrival);
 	received_++;
-}
-
-std::vector<LimitItem> HandlerServer::limits()
-{
-	std::vector<LimitItem> out;
-	for (RateLimiter::Row& r : limiter_.near_limits(time(nullptr)))
-		out.push_back({r.key, r.who, r.count, r.limit, r.window, r.per_recipient, r.left, r.refused, r.held,
-			       r.alert});
-	return out;
 }
 
 // Held files of that key go at once.

@@ -3,7 +3,6 @@
 #include "handler/ratelimit.h"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -435,9 +434,9 @@ void RateLimiter::load(time_t now)
 	tick(now);
 }
 
-std::vector<RateLimiter::Row> RateLimiter::near_limits(time_t now)
+std::vector<LimitItem> RateLimiter::near_limits(time_t now)
 {
-	std::vector<Row> rows;
+	std::vector<LimitItem> rows;
 	for (auto& [id, w] : windows_) {
 		const RateLimit* r = rule_of(w);
 		if (!r)

@@ -38,6 +38,7 @@
 
 #include "common/config.h"
 #include "handler/api/handler.h"
+#include "handler/control.h"
 
 namespace laim {
 
@@ -88,18 +89,7 @@ class RateLimiter {
 
 	// `laimctl show limits`: the keys at or above 80% of a limit, or
 	// refused or held in their current window.
-	struct Row {
-		std::string key;  // "uid:1000", "sender:a@b.example", "client:127.0.0.1"
-		std::string who;  // "uid 1000 (alice)"
-		uint64_t count = 0, limit = 0;
-		uint32_t window = 0;
-		bool per_recipient = false;
-		time_t left = 0;  // seconds until the window ends
-		uint64_t refused = 0;
-		bool held = false;
-		std::string alert;  // "sent", "earlier" (the run's went out before), "none"
-	};
-	std::vector<Row> near_limits(time_t now);
+	std::vector<LimitItem> near_limits(time_t now);
 	// `laimctl reset-limit KEY`: forgets KEY's windows in every limit;
 	// false when it has none.
 	bool reset(const std::string& key);
