@@ -10,9 +10,10 @@
 #    offline/ (laim-drop, the 451 is no error to the caller);
 #  - SIGTERM and restart mid-window: still limited (the state is in the
 #    spool), the files still wait, laimctl show limits lists the key;
-#  - after the window both files are imported with their uid and
-#    delivered; still one alert: a key limited window after window, and
-#    mail held in offline/, alert no more.
+#  - after the window both files are imported with their uid, delivered
+#    and counted (one more session fits in their window); still one
+#    alert: a key limited window after window, and mail held in offline/,
+#    alert no more.
 #
 # laim-drop writes to the compiled-in spool, so this case runs laimd on
 # it (take_system_spool).
@@ -163,12 +164,17 @@ def imported(d, lu, names, mark):
 		check_eq(int(m.group(5)), lu.pw_uid, "uid= of %r" % m.group(0))
 		d.wait_delivered(m.group(1))
 	check_eq(system_offline_files(), [], "offline/ after the import")
+	# The imports counted: one more message fits in their window.
+	got = as_user(lu, lambda: sessions(d.config["socket"], ["after import 1", "after import 2"])).split("\n")
+	check(got[0].startswith("250 ") and got[1].startswith("451 4.7.1 rate limit: 3 messages in 5 s"),
+	      "two sessions after the two imports: %r" % got)
 	d.wait_log(r"rate limit: uid %d \(%s\): window of 5 s over: 3 messages counted, 3 deferred, "
 		   r"mail held in offline/$" % (lu.pw_uid, LOCAL_USER), since=mark)
 	time.sleep(1)
 	check_eq(len(alerts(d)), 1, "alerts after the sendmail burst, the restart and the import")
-	# 3 + root's + 5: each once.
-	check_eq(len(maildir_files(d.maildir)), 9, "messages in the inbox")
+	# 3 + root's + 5 + 1: each once.
+	d.wait_delivered(got[0][4:])
+	check_eq(len(maildir_files(d.maildir)), 10, "messages in the inbox")
 
 
 def main():
