@@ -4,6 +4,7 @@
 #    is not limited; sessions open at once cannot overshoot (a MAIL counts
 #    when answered) and a transaction without data gives its place back; the alert (from the null sender) counts under no key,
 #    so it can never trigger a limit, and <> is a sender like any other;
+#  - SIGHUP keeps the windows of a limit whose count changed;
 #  - laimctl show limits lists the key, reset-limit KEY clears it; both
 #    are root's only, and an unknown key is an error;
 #  - key client, mode strict: refused attempts count, so a client that
@@ -13,6 +14,7 @@
 #  - a state file that does not parse is logged and laimd starts without it.
 import sys
 sys.dont_write_bytecode = True
+import signal
 import time
 from harness import *
 
@@ -86,13 +88,26 @@ def null_sender(d):
 	check_eq(len(maildir_files(d.alerts)), 3, "alerts (one each for <%s>, <c@client.example> and <>)" % A)
 
 
+def reload(d):
+	"""SIGHUP with a higher count: the window is kept (4 recipients
+	counted), the new limit applies to it."""
+	d.config["rate_limits"][0]["count"] = 5
+	d.write_config()
+	mark = d.mark()
+	d.send_signal(signal.SIGHUP)
+	d.wait_log(r"handler configuration reloaded$", since=mark)
+	check(mail(d, A, rcpts(1), "fifth").startswith("250 "), "the fifth recipient under count 5")
+	check_eq(mail(d, A, rcpts(1), "sixth"), "451 4.7.1 rate limit: 5 recipients in 60 s from <%s>; try again later" % A,
+		 "the sixth")
+
+
 def administration(d, lu):
 	"""show limits and reset-limit: root's; reset lets the sender in."""
 	r = d.laimctl(["show", "limits"])
 	check_ran(r)
 	row = [l.split() for l in r.stdout.splitlines() if l.startswith("sender:" + A)]
 	check(row, "show limits does not list sender:%s:\n%s" % (A, r.stdout))
-	check_eq(row[0][1:4] + row[0][5:8], ["4/3", "rcpt", "60s", "1", "no", "sent"], "its row")
+	check_eq(row[0][1:4] + row[0][5:8], ["5/5", "rcpt", "60s", "2", "no", "sent"], "its row")
 	check(re.search(r"^KEY +USED +PER +WINDOW +LEFT +DEFERRED +HELD +ALERT +WHO$", r.stdout, re.M),
 	      "show limits header: %r" % r.stdout)
 	for args in (["show", "limits"], ["reset-limit", "sender:" + A]):
@@ -150,6 +165,7 @@ def main():
 		 lambda: per_recipient(d)),
 		("MAIL reserves its count, a transaction without data gives it back", lambda: reservations(d)),
 		("the alert counts under no key: <> has its own 3 recipients", lambda: null_sender(d)),
+		("SIGHUP keeps the windows of a limit whose count changed", lambda: reload(d)),
 		("laimctl show limits and reset-limit: root only; reset lets the sender in", lambda: administration(d, lu)),
 	])
 	d.stop()
