@@ -348,7 +348,7 @@ void HandlerServer::enqueue(const Envelope& env, uint64_t size, double arrival)
 	received_++;
 }
 
-// Held files of that key go at once.
+// laimctl reset-limit KEY: the key's files held in offline/ go at once.
 bool HandlerServer::reset_limit(const std::string& key)
 {
 	if (!limiter_.reset(key))

@@ -10,7 +10,6 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
-#include <system_error>
 
 #include "common/address.h"
 #include "common/hostname.h"
@@ -167,7 +166,7 @@ bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, con
 		std::string received = "Received: from local uid " + std::to_string(st.st_uid) + " (" + user +
 				       ")\r\n\tby " + hostname_ + " (laim) with local-offline id " + env.id +
 				       "; " + rfc5322_now() + "\r\n";
-		out.size = spool_.store(env, {received, body});
+		out.size = spool_.store(env, {received, body});  // durable before the original goes
 	} catch (const std::exception& e) {
 		log_warnx("offline/%s: cannot import now: %s", name.c_str(), e.what());
 		limits_.release(ticket);

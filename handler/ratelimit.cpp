@@ -155,8 +155,10 @@ RateLimiter::Match RateLimiter::windows_for(const Envelope& who, time_t now)
 		auto it = windows_.find(id);
 		if (it == windows_.end()) {
 			if (windows_.size() >= MAX_WINDOWS) {
-				log_warnx("rate limit: %zu keys tracked already: %s is not counted", windows_.size(),
-					  key.c_str());
+				if (!full_warned_)
+					log_warnx("rate limit: %zu keys tracked already: new keys (%s) are not counted "
+						  "until windows end", windows_.size(), key.c_str());
+				full_warned_ = true;
 				continue;
 			}
 			it = windows_.emplace(id, Window{signature(r), key}).first;
@@ -228,6 +230,7 @@ std::string RateLimiter::admit(const Envelope& who, Ticket& ticket, time_t now)
 // was limited in the window before (the run's alert went out then).
 void RateLimiter::refuse(const RateLimit& r, Window& w, time_t now)
 {
+	uint64_t counted = w.count;
 	w.refused++;
 	if (r.strict)
 		w.count++;
@@ -236,7 +239,7 @@ void RateLimiter::refuse(const RateLimit& r, Window& w, time_t now)
 		return;
 	std::string who = who_text(w.key);
 	log_warnx("rate limit: %s reached %s (key %s, per %s, %s): deferring its mail for %ld s%s", who.c_str(),
-		  used(r, w.count).c_str(), rate_limit_key_name(r.key), r.per_recipient ? "recipient" : "message",
+		  used(r, counted).c_str(), rate_limit_key_name(r.key), r.per_recipient ? "recipient" : "message",
 		  r.strict ? "strict" : "leaky", (long)(w.start + r.window - now),
 		  w.continued ? "; no new alert: it was limited in the window before too" : "");
 	if (!w.continued && !r.alert.empty())
@@ -365,6 +368,7 @@ void RateLimiter::tick(time_t now)
 			++it;
 		}
 	}
+	full_warned_ = full_warned_ && windows_.size() >= MAX_WINDOWS;
 	if (dirty_)
 		save();
 }

@@ -127,6 +127,7 @@ class RateLimiter {
 	bool dirty_ = false;         // changed since the last save
 	bool save_failed_ = false;   // the last save failed (logged once)
 	time_t swept_at_ = 0;        // tick()'s last sweep
+	bool full_warned_ = false;   // the log said that no more keys are counted
 	unsigned alerts_sent_ = 0;   // for unique Message-IDs
 };
 
