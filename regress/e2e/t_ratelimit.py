@@ -34,19 +34,14 @@ def sessions(sock, tags):
 			c.ehlo("localhost")
 			r = c.cmd("MAIL FROM:<%s@%s>" % (LOCAL_USER, HOSTNAME))
 			if r.code == 250:
-				r = "250 " + c_transaction_after_mail(c, tag)
+				c.cmd("RCPT TO:<rcpt@%s>" % HOSTNAME, 250)
+				c.cmd("DATA", 354)
+				c.send(data_terminated(simple_message(tag)))
+				out.append("250 " + queue_id(c.expect(250, what="end of data")))
 			else:
-				r = r.lines[-1]
+				out.append(r.lines[-1])
 			c.cmd("QUIT", 221)
-		out.append(r)
 	return "\n".join(out)
-
-
-def c_transaction_after_mail(c, tag):
-	c.cmd("RCPT TO:<rcpt@%s>" % HOSTNAME, 250)
-	c.cmd("DATA", 354)
-	c.send(data_terminated(simple_message(tag)))
-	return queue_id(c.expect(250, what="end of data"))
 
 
 def limits(d):
