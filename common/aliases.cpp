@@ -267,9 +267,9 @@ void Aliases::Loader::load_main(const std::string& path)
 	uint32_t file = add_file(path);
 	std::string text, why;
 	Read r = read_file(path, text, why, &a_.main_root_owned_);
-	if (r == Read::Missing)
+	if (r == Read::Missing && a_.syntax_ == AliasesSyntax::Aliases)
 		return;
-	if (r == Read::Failed) {
+	if (r != Read::Ok) {
 		nerrors_++;
 		if (errors_ != nullptr)
 			errors_->push_back(path + ": " + why);
@@ -347,9 +347,10 @@ void Aliases::Loader::name_line(std::string_view line, uint32_t n)
 	add_targets(line.substr(colon + 1), 0, n, 0);
 }
 
-// Ends the pending entry: an entry must list at least one target. One
-// whose targets were all wrong is left out (the errors say why); one whose
-// :include: files are empty expands to nothing.
+// Ends the pending entry: an entry must list at least one target (but
+// in a forward map, where "name:" drops its mail). One whose targets were
+// all wrong is left out (the errors say why); one whose :include: files
+// are empty expands to nothing.
 void Aliases::Loader::finish()
 {
 	if (p_.state != Pending::State::Active) {
@@ -357,7 +358,7 @@ void Aliases::Loader::finish()
 		return;
 	}
 	p_.state = Pending::State::None;
-	if (p_.written == 0) {
+	if (p_.written == 0 && a_.syntax_ != AliasesSyntax::ForwardMap) {
 		error(0, p_.line, "alias " + p_.entry.name + " has no targets");
 		return;
 	}
@@ -387,6 +388,12 @@ void Aliases::Loader::add_targets(std::string_view list, uint32_t file, uint32_t
 // include ("\"|cmd arg\""); otherwise it is a quoted local part.
 void Aliases::Loader::add_target(std::string_view t, uint32_t file, uint32_t line, int depth)
 {
+	// A forward map's targets are addresses: nothing else starts so.
+	bool address = t.find('@') != std::string_view::npos && std::string_view("\"|/\\:").find(t.front()) == t.npos;
+	if (a_.syntax_ == AliasesSyntax::ForwardMap && !address) {
+		error(file, line, "expected an address (user@domain), got " + shown(t));
+		return;
+	}
 	std::string inner = is_quoted(t) ? unquote(t) : std::string(t);
 	Target target;
 	target.text = t;
@@ -471,9 +478,10 @@ void Aliases::Loader::include(std::string_view path_sv, uint32_t file, uint32_t 
 	include_stack_.pop_back();
 }
 
-Aliases Aliases::load(const std::string& path, std::vector<std::string>* errors)
+Aliases Aliases::load(const std::string& path, std::vector<std::string>* errors, AliasesSyntax syntax)
 {
 	Aliases a;
+	a.syntax_ = syntax;
 	Loader(a, errors).load_main(path);
 	return a;
 }
@@ -483,13 +491,18 @@ size_t Aliases::size() const
 	return table_.size();
 }
 
+bool Aliases::defines(std::string_view local) const
+{
+	return find(name_key(local)) != nullptr;
+}
+
 // The entry for key: the file's, else Debian's built-in default (the names
 // RFC 2142 and RFC 5321 4.5.1 want to reach somebody).
 const Aliases::Entry* Aliases::find(const std::string& key) const
 {
 	auto it = table_.find(key);
-	if (it != table_.end())
-		return &it->second;
+	if (it != table_.end() || syntax_ == AliasesSyntax::ForwardMap)
+		return it == table_.end() ? nullptr : &it->second;
 	static const std::unordered_map<std::string, Entry> defaults = [] {
 		auto to = [](const char* name, const char* target) {
 			Target t;

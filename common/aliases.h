@@ -28,7 +28,8 @@
 // reason, and the caller logs it.
 //
 // Used by the handler process (expansion at RCPT time, reloaded on
-// "reload aliases") and by newaliases (check and count).
+// "reload aliases"), by newaliases (check and count), and for the map of
+// the forward handler, whose syntax is stricter (AliasesSyntax::ForwardMap).
 #pragma once
 
 #include <cstddef>
@@ -61,6 +62,15 @@ inline bool alias_delivery(std::string_view rcpt)
 	return !rcpt.empty() && (rcpt.front() == '|' || rcpt.front() == '/');
 }
 
+// What a file in aliases syntax may hold.
+enum class AliasesSyntax {
+	Aliases,     // /etc/aliases: all of the above, Debian's default aliases
+		     // for the names it leaves out, a missing file is empty
+	ForwardMap,  // a forward map: "name: user@domain, ..." (addresses only,
+		     // no :include:, command or file), "name:" with no target
+		     // (its mail is dropped), no defaults, a missing file is an error
+};
+
 class Aliases {
  public:
 	// Parses path (and its :include: files, read when loading); errors
@@ -68,7 +78,8 @@ class Aliases {
 	// are appended to *errors when errors is not null. A missing main file
 	// is an empty table (the built-in defaults only), not an error. The
 	// entries that parsed are kept even when there are errors.
-	static Aliases load(const std::string& path, std::vector<std::string>* errors);
+	static Aliases load(const std::string& path, std::vector<std::string>* errors,
+			    AliasesSyntax syntax = AliasesSyntax::Aliases);
 
 	struct Expansion {
 		std::vector<std::string> addresses;  // final recipients, deduplicated, in order
@@ -87,6 +98,9 @@ class Aliases {
 
 	// The number of aliases defined by the file (defaults not counted).
 	size_t size() const;
+	// True when the file, or Debian's defaults for /etc/aliases, define
+	// the local part (looked up as expand() does).
+	bool defines(std::string_view local) const;
 
  private:
 	struct Target {
@@ -112,6 +126,7 @@ class Aliases {
 	std::unordered_map<std::string, Entry> table_;  // by lookup key
 	std::vector<std::string> files_;                 // paths read, for messages
 	bool main_root_owned_ = false;  // the aliases file: root's, not writable by others
+	AliasesSyntax syntax_ = AliasesSyntax::Aliases;
 };
 
 }  // namespace laim

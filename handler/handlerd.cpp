@@ -164,7 +164,7 @@ std::vector<std::string> HandlerServer::expand(const std::string& rcpt)
 Instances HandlerServer::build_instances(const Config& cfg)
 {
 	Instances out;
-	auto add = [&out](const std::string& name, std::unique_ptr<Handler> h, unsigned workers) {
+	auto add = [&out](const std::string& name, std::shared_ptr<Handler> h, unsigned workers) {
 		out[name] = std::make_shared<Instance>(name, std::move(h), workers);
 	};
 	for (ConfiguredHandler& h : handlers_create(cfg, rt_.secrets)) {

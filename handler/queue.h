@@ -28,10 +28,10 @@ namespace laim {
 // progress, timed-out ones included (a call that timed out holds its
 // worker until it returns); no call starts while busy == workers.
 struct Instance {
-	Instance(std::string n, std::unique_ptr<Handler> h, unsigned w)
+	Instance(std::string n, std::shared_ptr<Handler> h, unsigned w)
 		: name(std::move(n)), handler(std::move(h)), workers(w), pool(w) {}
 	std::string name;
-	std::unique_ptr<Handler> handler;
+	std::shared_ptr<Handler> handler;  // shared with the instances that link it
 	unsigned workers;
 	unsigned busy = 0;  // main thread only
 	std::deque<std::string> waiting;  // ids of messages waiting for a free worker

@@ -136,6 +136,27 @@ class Results {
 // A handler's verdict on one recipient at RCPT time.
 enum class RcptVerdict { Accept, Reject /* 550 */, Defer /* 451 */ };
 
+class Handler;
+
+// Another instance of the config, named by an option and read with
+// HandlerOptions::instance() (forward's relay:). Empty in the
+// constructor; handlers_create() links it once every instance is built.
+// It shares the ownership of that instance, so that a call in progress
+// may go on using it after SIGHUP replaced both.
+class InstanceLink {
+ public:
+	explicit InstanceLink(std::string name)
+	    : name_(std::move(name)), slot_(std::make_shared<std::shared_ptr<Handler>>()) {}
+
+	const std::string& name() const { return name_; }
+	Handler* operator->() const { return slot_->get(); }
+	void link(std::shared_ptr<Handler> h) const { *slot_ = std::move(h); }  // by handlers_create()
+
+ private:
+	std::string name_;
+	std::shared_ptr<std::shared_ptr<Handler>> slot_;  // shared by the copies
+};
+
 // A handler instance's section of the config. Constructors read their
 // options through this; each option read is marked used, and any key left
 // unread is an "unknown key" error naming file, line and key. Values obey
@@ -158,6 +179,16 @@ class HandlerOptions {
 	// that the root parent reads: see common/secrets.h). Errors name the
 	// file, line, key and secret file, never the bytes.
 	std::string secret(const char* key);
+	// The instance that option key names, which must be of handler type
+	// `type`: linked by handlers_create() once every instance is built,
+	// which fails at the key's line when no instance has that name and
+	// type (so laimd -n reports it).
+	InstanceLink instance(const char* key, const char* type);
+	struct Link {
+		std::string key, type;
+		InstanceLink link;
+	};
+	const std::vector<Link>& links() const { return links_; }
 	// Throws ConfigError at the key's line (or the section's when absent).
 	[[noreturn]] void fail(const char* key, const std::string& what) const;
 	// Throws for the first key that no accessor read.
@@ -169,6 +200,7 @@ class HandlerOptions {
 	std::string file_;
 	std::vector<std::string> used_;
 	Secrets* secrets_;
+	std::vector<Link> links_;
 };
 
 // Base class of every handler. The constructor runs in the parent too
@@ -237,14 +269,16 @@ constexpr unsigned MAX_WORKERS = 64;
 // A configured handler instance, as handlers_create() builds it.
 struct ConfiguredHandler {
 	std::string name;
-	std::unique_ptr<Handler> handler;
+	std::shared_ptr<Handler> handler;  // shared with the instances that link it
 	unsigned workers = 1;  // the `workers:` option, else default_workers()
 };
 
-// Builds every handler instance of the config; throws ConfigError on an
-// unknown type or a handler's invalid option (a secret file too open
-// included). Used by -n, at start and on SIGHUP (in the parent to
-// validate and to read the secrets, which it then passes on).
+// Builds every handler instance of the config, then links the instances
+// that options name (HandlerOptions::instance()); throws ConfigError on an
+// unknown type or a handler's invalid option (a secret file too open, a
+// linked instance missing included). Used by -n, at start and on SIGHUP
+// (in the parent to validate and to read the secrets, which it then
+// passes on).
 std::vector<ConfiguredHandler> handlers_create(const Config& cfg, Secrets& secrets);
 
 }  // namespace laim

@@ -1,7 +1,6 @@
 // Message: the raw bytes of a received message plus the parsed view that
 // handlers need (headers, decoded Subject, decoded text body). All MIME
 // work is GMime's; laim only walks the tree GMime builds.
-#include <gmime/gmime.h>
 #include <openssl/evp.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 #include <sys/uio.h>
 
 #include "common/fd.h"
+#include "handler/api/gmime.h"
 #include "handler/api/handler.h"
 
 namespace laim {
@@ -24,18 +24,13 @@ struct Message::Parsed {
 	std::string text;
 };
 
-namespace {
-
-// g_mime_init() is not reentrant; the handler threads share one GMime.
 void gmime_init_once()
 {
 	static std::once_flag flag;
 	std::call_once(flag, [] { g_mime_init(); });
 }
 
-// Parser options shared by every parse: 8-bit header text that is not
-// valid UTF-8 is taken as ISO-8859-1 rather than lost.
-GMimeParserOptions* parser_options()
+GMimeParserOptions* gmime_parser_options()
 {
 	static GMimeParserOptions* opts = [] {
 		GMimeParserOptions* o = g_mime_parser_options_new();
@@ -46,21 +41,7 @@ GMimeParserOptions* parser_options()
 	return opts;
 }
 
-// Owns one GObject reference.
-template <typename T>
-struct GRef {
-	T* p = nullptr;
-	explicit GRef(T* obj) : p(obj) {}
-	GRef(const GRef&) = delete;
-	GRef& operator=(const GRef&) = delete;
-	~GRef()
-	{
-		if (p)
-			g_object_unref(p);
-	}
-	T* get() const { return p; }
-	explicit operator bool() const { return p != nullptr; }
-};
+namespace {
 
 // RFC 5322 2.2.3: unfolding removes each CRLF that is followed by WSP.
 // GMime's raw value still holds the folds, the leading space and the
@@ -249,7 +230,7 @@ const Message::Parsed& Message::parsed() const
 		GRef<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(raw_.data(), raw_.size()));
 		GRef<GMimeParser> parser(g_mime_parser_new_with_stream(stream.get()));
 		g_mime_parser_set_format(parser.get(), GMIME_FORMAT_MESSAGE);
-		GRef<GMimeMessage> msg(g_mime_parser_construct_message(parser.get(), parser_options()));
+		GRef<GMimeMessage> msg(g_mime_parser_construct_message(parser.get(), gmime_parser_options()));
 		if (!msg)
 			return;
 		p.headers = message_headers(msg.get());

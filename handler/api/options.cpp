@@ -111,6 +111,13 @@ std::string HandlerOptions::secret(const char* key)
 	}
 }
 
+InstanceLink HandlerOptions::instance(const char* key, const char* type)
+{
+	InstanceLink link(string(key));
+	links_.push_back({key, type, link});
+	return link;
+}
+
 void HandlerOptions::check_unused() const
 {
 	for (const auto& [key, node] : section_.options.entries)

@@ -2,6 +2,7 @@
 // static initialisation), this host's names, and handlers_create().
 #include <algorithm>
 #include <cstdlib>
+#include <deque>
 #include <map>
 #include <strings.h>
 
@@ -102,12 +103,37 @@ std::vector<std::string> handler_types()
 
 // ---------------------------------------------------------------- create
 
+namespace {
+
+// Links what each instance's options name (HandlerOptions::instance()) to
+// the instance of that name and type; fails at the option's line.
+void link_instances(const Config& cfg, const std::deque<HandlerOptions>& opts, std::vector<ConfiguredHandler>& out)
+{
+	for (const HandlerOptions& o : opts) {
+		for (const HandlerOptions::Link& l : o.links()) {
+			const std::string& want = l.link.name();
+			auto section = std::find_if(cfg.handlers.begin(), cfg.handlers.end(),
+						    [&want](const HandlerSection& s) { return s.name == want; });
+			if (section == cfg.handlers.end())
+				o.fail(l.key.c_str(), "no handler instance named \"" + want + "\"");
+			if (section->type != l.type)
+				o.fail(l.key.c_str(), "instance \"" + want + "\" is of type " + section->type +
+							      ", expected one of type " + l.type);
+			l.link.link(out[static_cast<size_t>(section - cfg.handlers.begin())].handler);
+		}
+	}
+}
+
+}  // namespace
+
 // Builds every configured instance: the factory reads and validates its
 // options, then any key it did not read is an error. A constructor that
 // throws something other than ConfigError is reported at its section.
+// Once all are built, the instances that options name are linked.
 std::vector<ConfiguredHandler> handlers_create(const Config& cfg, Secrets& secrets)
 {
 	std::vector<ConfiguredHandler> out;
+	std::deque<HandlerOptions> all_opts;  // kept for the links' errors
 	for (const HandlerSection& section : cfg.handlers) {
 		HandlerFactory factory = handler_factory(section.type);
 		if (!factory) {
@@ -117,7 +143,7 @@ std::vector<ConfiguredHandler> handlers_create(const Config& cfg, Secrets& secre
 					  "unknown handler type \"" + section.type + "\" (known: " +
 						  join(handler_types(), ", ") + ")");
 		}
-		HandlerOptions opts(section, cfg.file, &secrets);
+		HandlerOptions& opts = all_opts.emplace_back(section, cfg.file, &secrets);
 		ConfiguredHandler h;
 		h.name = section.name;
 		try {
@@ -131,6 +157,7 @@ std::vector<ConfiguredHandler> handlers_create(const Config& cfg, Secrets& secre
 		opts.check_unused();
 		out.push_back(std::move(h));
 	}
+	link_instances(cfg, all_opts, out);
 	return out;
 }
 

@@ -31,6 +31,7 @@
 #include <algorithm>
 
 #include "handler/api/handler.h"
+#include "handler/api/header_edit.h"
 #include "handler/api/smtp_client.h"
 
 namespace laim {
@@ -73,96 +74,6 @@ size_t one_of(HandlerOptions& o, const char* key, std::initializer_list<const ch
 		list += (i++ ? ", " : "") + std::string(w);
 	}
 	o.fail(key, "expected one of " + list + ", got \"" + v + "\"");
-}
-
-// The header field name of a line ("From" of "From: x"), or "" for a
-// continuation line.
-std::string_view field_name(std::string_view line)
-{
-	size_t colon = line.find(':');
-	if (line.empty() || line[0] == ' ' || line[0] == '\t' || colon == std::string_view::npos)
-		return {};
-	std::string_view name = line.substr(0, colon);
-	while (!name.empty() && (name.back() == ' ' || name.back() == '\t'))
-		name.remove_suffix(1);
-	return name;
-}
-
-bool name_is(std::string_view name, std::string_view want)
-{
-	return name.size() == want.size() &&
-	       std::equal(name.begin(), name.end(), want.begin(),
-			  [](char a, char b) { return tolower(static_cast<unsigned char>(a)) == b; });
-}
-
-// One header field: where it starts and ends in the message (continuation
-// lines and line end included), and its name.
-struct Field {
-	size_t begin, end;
-	std::string_view name;
-};
-
-// The fields of msg's header block, which ends at the first empty line
-// (or with the message); *end gets the offset of that line.
-std::vector<Field> header_fields(std::string_view msg, size_t* end)
-{
-	std::vector<Field> fields;
-	size_t pos = 0;
-	while (pos < msg.size()) {
-		size_t nl = msg.find('\n', pos);
-		size_t next = nl == std::string_view::npos ? msg.size() : nl + 1;
-		std::string_view line = msg.substr(pos, next - pos);
-		if (line == "\r\n" || line == "\n")
-			break;
-		if ((line[0] == ' ' || line[0] == '\t') && !fields.empty())
-			fields.back().end = next;
-		else
-			fields.push_back({pos, next, field_name(line)});
-		pos = next;
-	}
-	*end = pos;
-	return fields;
-}
-
-// msg with "From: from" (rewrite_from): with Missing only when it has no
-// From:, with Always in place of its From:, whose value is kept in
-// X-Original-From: and, when the message has no Reply-To:, in one. Every
-// other byte stays as it was. False when nothing changes.
-bool rewrite_from(std::string_view msg, const std::string& from, Rewrite mode, std::string* out)
-{
-	if (mode == Rewrite::Off)
-		return false;
-	size_t end = 0;
-	std::vector<Field> fields = header_fields(msg, &end);
-	auto named = [](const char* n) { return [n](const Field& f) { return name_is(f.name, n); }; };
-	bool has_from = std::any_of(fields.begin(), fields.end(), named("from"));
-	bool has_reply_to = std::any_of(fields.begin(), fields.end(), named("reply-to"));
-	if (mode == Rewrite::Missing && has_from)
-		return false;
-	out->clear();
-	out->reserve(msg.size() + 1024);  // one copy, even of a large message
-	std::string new_from = "From: " + from + "\r\n";
-	bool first = true;
-	size_t copied = 0;
-	for (const Field& f : fields) {
-		if (!name_is(f.name, "from"))
-			continue;
-		std::string_view value = msg.substr(f.begin, f.end - f.begin).substr(f.name.size());
-		value.remove_prefix(value.find(':') + 1);
-		out->append(msg.substr(copied, f.begin - copied));
-		if (first)
-			out->append(new_from);
-		if (first && !has_reply_to)
-			out->append("Reply-To:").append(value);
-		out->append("X-Original-From:").append(value);  // a second From: too: it goes
-		first = false;
-		copied = f.end;
-	}
-	out->append(msg.substr(copied, end - copied));
-	if (!has_from)
-		out->append(new_from);
-	out->append(msg.substr(end));
-	return true;
 }
 
 class Smarthost : public Handler {
@@ -371,7 +282,8 @@ Results Smarthost::deliver(const Envelope& env, const Message& msg)
 	};
 	std::string rewritten;
 	std::string_view data = msg.raw();
-	if (rewrite_from(data, mail_from_.empty() ? user_ : masqueraded(), rewrite_, &rewritten))
+	if (rewrite_ != Rewrite::Off &&
+	    rewrite_from(data, mail_from_.empty() ? user_ : masqueraded(), rewrite_ == Rewrite::Missing, &rewritten))
 		data = rewritten;
 	SmtpClient c;
 	try {

@@ -207,7 +207,7 @@ dpkg-deb -c "$deb" | tee "$work/contents" | sed 's/^/#   /'
 for f in ./usr/sbin/laimd ./usr/sbin/laimctl ./usr/sbin/sendmail ./usr/lib/sendmail ./usr/bin/mailq \
 	./usr/bin/newaliases ./usr/sbin/newaliases ./etc/laim/config.yml ./lib/systemd/system/laim.service \
 	./usr/share/man/man8/laimd.8.gz ./usr/share/man/man5/laim.yml.5.gz ./usr/share/man/man8/sendmail.8.gz \
-	./usr/share/man/man8/laimctl.8.gz ./usr/share/doc/laim/examples/lmtp.yml \
+	./usr/share/man/man8/laimctl.8.gz ./usr/share/doc/laim/examples/forward.yml ./usr/share/doc/laim/examples/lmtp.yml \
 	./usr/share/doc/laim/examples/smarthost.yml ./usr/share/doc/laim/examples/webhook.yml; do
 	check "the package has $f" grep -qE " $f( -> .*)?$" "$work/contents"
 done

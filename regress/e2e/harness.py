@@ -819,6 +819,41 @@ class Laimd:
 	def wait_removed(self, qid, timeout=15):
 		return self.wait_log(r"%s: removed$" % qid, timeout, since=0)
 
+	# -- laimd -n
+
+	def check_config(self, path=None):
+		"""laimd -n on path, or on this laimd's config (written first);
+		returns the CompletedProcess."""
+		if path is None:
+			self.write_config()
+		return subprocess.run([self.laimd, "-n", "-f", path or self.confpath], stdout=subprocess.PIPE,
+				      stderr=subprocess.PIPE, timeout=20)
+
+	def check_example(self, name, files):
+		"""laimd -n takes the source tree's etc/NAME.yml once the paths it
+		names (each key of files, which it must hold) are the case's."""
+		with open(os.path.join(os.environ.get("LAIM_SRCDIR", "."), "etc", name + ".yml")) as f:
+			text = f.read()
+		for example, path in files.items():
+			check(example in text, "etc/%s.yml names no %s" % (name, example))
+			text = text.replace(example, path)
+		path = os.path.join(self.dir, "example.yml")
+		with open(path, "w") as f:
+			f.write(text)
+		os.chmod(path, 0o600)
+		r = self.check_config(path)
+		check_eq((r.returncode, r.stderr), (0, b""), "laimd -n etc/%s.yml" % name)
+
+	def option_line(self, instance, key):
+		"""The line of KEY in the section of handler INSTANCE in the config."""
+		with open(self.confpath) as f:
+			lines = f.read().split("\n")
+		start = lines.index("  %s:" % instance)
+		for n in range(start + 1, len(lines)):
+			if lines[n].strip().startswith(key + ":"):
+				return n + 1
+		raise Fail("no %s: in handlers.%s" % (key, instance))
+
 	# -- local submission: the installed sendmail and laimctl against this laimd
 
 	def local_env(self):
@@ -1129,6 +1164,19 @@ def header_fields(msg):
 		fields.append(msg[pos:end])
 		pos = end
 	return fields, msg[pos:]
+
+
+def only(items, what):
+	"""The one item of items; fails on none or several."""
+	check(len(items) == 1, "%s: expected one, got %r" % (what, items))
+	return items[0]
+
+
+def after_received(data):
+	"""A relayed message as its peer got it, less the Received: laimd added."""
+	check(data.startswith(b"Received: "), "no Received: first: %r" % data[:200])
+	fields, rest = header_fields(data)
+	return b"".join(fields[1:]) + rest
 
 
 def field_name(field):

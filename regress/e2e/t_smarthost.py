@@ -13,7 +13,6 @@
 # credentials with tls: none, and takes etc/smarthost.yml.
 import sys
 sys.dont_write_bytecode = True
-import subprocess
 from harness import *
 from peer_certs import Certs
 from peer_smtp import SmtpPeer
@@ -32,30 +31,6 @@ def put_secret(path, text, mode=0o600):
 		f.write(text + "\n")
 	os.chown(path, 0, 0)
 	os.chmod(path, mode)
-
-
-def option_line(d, instance, key):
-	"""The line of KEY in the section of handler INSTANCE in d's config."""
-	with open(d.confpath) as f:
-		lines = f.read().split("\n")
-	start = lines.index("  %s:" % instance)
-	for n in range(start + 1, len(lines)):
-		if lines[n].strip().startswith(key + ":"):
-			return n + 1
-	raise Fail("no %s: in handlers.%s" % (key, instance))
-
-
-def laimd_n(d):
-	d.write_config()
-	return subprocess.run([laimd_path(), "-n", "-f", d.confpath], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-			      timeout=20)
-
-
-def after_received(data):
-	"""The message as the peer got it, less the Received: laimd added."""
-	check(data.startswith(b"Received: "), "no Received: first: %r" % data[:200])
-	fields, rest = header_fields(data)
-	return b"".join(fields[1:]) + rest
 
 
 def configure(d, certs, peer, secrets):
@@ -85,48 +60,30 @@ def check_config_refused(d, secrets):
 	"""laimd -n: a credentials file others may read, and credentials
 	without TLS, are refused with file, line and key."""
 	put_secret(secrets["alice"], USER + ":" + PASSWORD, 0o644)
-	r = laimd_n(d)
+	r = d.check_config()
 	err = r.stderr.decode()
 	check_eq(r.returncode, 1, "laimd -n with a credentials file of mode 0644")
 	check(re.search(r"^laimd: %s:%d: handlers\.relay\.credentials: %s: .*mode 0644" %
-			(re.escape(d.confpath), option_line(d, "relay", "credentials"), re.escape(secrets["alice"])),
+			(re.escape(d.confpath), d.option_line("relay", "credentials"), re.escape(secrets["alice"])),
 			err, re.M), "laimd -n on a credentials file of mode 0644: %r" % err)
 	check(PASSWORD not in err + r.stdout.decode(), "the password in laimd -n's output")
 	put_secret(secrets["alice"], USER + ":" + PASSWORD)
 
 	d.config["handlers"]["clear"]["credentials"] = secrets["alice"]
-	r = laimd_n(d)
+	r = d.check_config()
 	err = r.stderr.decode()
 	check(r.returncode == 1 and re.search(
 		r"^laimd: %s:%d: handlers\.clear\.credentials: AUTH never goes in clear: credentials need tls: "
-		r"starttls or implicit$" % (re.escape(d.confpath), option_line(d, "clear", "credentials")), err, re.M),
+		r"starttls or implicit$" % (re.escape(d.confpath), d.option_line("clear", "credentials")), err, re.M),
 	      "laimd -n on credentials with tls: none: %r" % r)
 	del d.config["handlers"]["clear"]["credentials"]
-	r = laimd_n(d)
+	r = d.check_config()
 	check_eq((r.returncode, r.stderr), (0, b""), "laimd -n with the case's config")
 
 
 def helo(session):
 	"""The name a session's first EHLO gave, or None before it."""
 	return next((e["arg"] for e in session if e.get("cmd") == "EHLO"), None)
-
-
-def only(items, what):
-	check(len(items) == 1, "%s: expected one, got %r" % (what, items))
-	return items[0]
-
-
-def check_example_config(d, secret):
-	"""etc/smarthost.yml, with the case's credentials file, passes laimd -n."""
-	with open(os.path.join(os.environ.get("LAIM_SRCDIR", "."), "etc", "smarthost.yml")) as f:
-		text = f.read()
-	check("credentials: /etc/laim/relay.secret" in text, "etc/smarthost.yml names no /etc/laim/relay.secret")
-	path = os.path.join(d.dir, "example.yml")
-	with open(path, "w") as f:
-		f.write(text.replace("/etc/laim/relay.secret", secret))
-	os.chmod(path, 0o600)
-	r = subprocess.run([laimd_path(), "-n", "-f", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
-	check_eq((r.returncode, r.stderr), (0, b""), "laimd -n etc/smarthost.yml")
 
 
 def log_line(d, qid, rcpt, handler, status, why):
@@ -268,7 +225,7 @@ def main():
 	put_secret(secrets["wrong"], USER + ":" + WRONG_PASSWORD)
 	configure(d, certs, peer, secrets)
 	check_config_refused(d, secrets)
-	check_example_config(d, secrets["alice"])
+	d.check_example("smarthost", {"/etc/laim/relay.secret": secrets["alice"]})
 	d.start()
 
 	relay = d.send(SENDER, ["%s@relay.example" % n for n in ("ok1", "ok2", "defer1", "reject1")], SENT)

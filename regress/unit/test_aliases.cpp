@@ -504,6 +504,45 @@ START_TEST(expand_depth_cap)
 }
 END_TEST
 
+// A forward map (AliasesSyntax::ForwardMap): addresses only, "name:" with
+// no target defines a name that expands to nothing, no Debian defaults,
+// and a missing file is an error.
+START_TEST(forward_map)
+{
+	std::string path = put("forward.map", "admin: a@x.example\nall: a@x.example,\n  B@Y.example\ndrop:\n");
+	std::vector<std::string> errors;
+	Aliases m = Aliases::load(path, &errors, laim::AliasesSyntax::ForwardMap);
+	ck_assert_msg(errors.empty(), "unexpected error: %s", errors.empty() ? "" : errors[0].c_str());
+	ck_assert(m.defines("Admin") && m.defines("drop") && !m.defines("postmaster") && !m.defines("nobody"));
+	expect_expand(m, "ALL", "a@x.example,B@Y.example");
+	expect_expand(m, "drop", "");
+	ck_assert_uint_eq(m.size(), 3);
+
+	path = put("forward.map", "a: user\nb: \\user\nc: |/bin/true\nd: /var/mail/x\ne: :include:/etc/x\n"
+				  "f: \"|cmd@x\"\ng: ok@x.example, \"q r\"@x.example\n");
+	errors.clear();
+	Aliases::load(path, &errors, laim::AliasesSyntax::ForwardMap);
+	std::vector<std::string> want = {
+	    ":1: expected an address (user@domain), got 'user'", ":2: expected an address (user@domain), got '\\user'",
+	    ":3: expected an address (user@domain), got '|/bin/true'",
+	    ":4: expected an address (user@domain), got '/var/mail/x'",
+	    ":5: expected an address (user@domain), got ':include:/etc/x'",
+	    ":6: expected an address (user@domain), got '\"|cmd@x\"'",
+	    ":7: expected an address (user@domain), got '\"q r\"@x.example'"};
+	ck_assert_uint_eq(errors.size(), want.size());
+	for (size_t i = 0; i < want.size(); i++)
+		expect_str(errors[i], path + want[i]);
+
+	errors.clear();
+	Aliases::load(tmpdir + "/no-such.map", &errors, laim::AliasesSyntax::ForwardMap);
+	ck_assert_uint_eq(errors.size(), 1);
+	expect_str(errors[0], tmpdir + "/no-such.map: No such file or directory");
+	// /etc/aliases: the same lines are an error, the defaults are there.
+	Aliases a = load_errors("drop:\n", {"@:1: alias drop has no targets"});
+	ck_assert(a.defines("postmaster") && !a.defines("drop"));
+}
+END_TEST
+
 int main()
 {
 	char tmpl[] = "/tmp/test_aliases.XXXXXX";
@@ -525,6 +564,7 @@ int main()
 	tcase_add_test(parse, error_messages);
 	tcase_add_test(parse, main_file);
 	tcase_add_test(parse, main_file_too_large);
+	tcase_add_test(parse, forward_map);
 	suite_add_tcase(s, parse);
 	TCase* expand = tcase_create("expand");
 	tcase_add_test(expand, expand_chains);

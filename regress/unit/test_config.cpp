@@ -1265,6 +1265,20 @@ START_TEST(webhook_token_file)
 }
 END_TEST
 
+// Checks that each case's options give an error that starts with the
+// case's error; every case that differs is reported, not only the first.
+template <typename Cases>
+static void expect_error_prefixes(std::string (*error_of)(const std::string&), const Cases& cases)
+{
+	std::string wrong;
+	for (const auto& t : cases) {
+		std::string msg = error_of(t.options);
+		if (!starts_with(msg, t.error))
+			wrong += "\n" + t.options + "  got:      " + msg + "\n  expected: " + std::string(t.error) + "...";
+	}
+	ck_assert_msg(wrong.empty(), "%s", wrong.c_str());
+}
+
 // ---------------------------------------------------------------- smarthost options
 
 // What handlers_create() says of a smarthost section whose option lines
@@ -1320,13 +1334,7 @@ START_TEST(smarthost_option_errors)
 							 "range"},
 	    {host + std::string("    password: secret\n"), "t.yml:5: handlers.relay.password: unknown key"},
 	};
-	std::string wrong;
-	for (const auto& t : cases) {
-		std::string msg = smarthost_error(t.options);
-		if (!starts_with(msg, t.error))
-			wrong += "\n" + t.options + "  got:      " + msg + "\n  expected: " + t.error + "...";
-	}
-	ck_assert_msg(wrong.empty(), "%s", wrong.c_str());
+	expect_error_prefixes([](const std::string& o) { return smarthost_error(o); }, cases);
 	ck_assert_string_eq(smarthost_error(host + std::string("    port: 465\n    mail_from: alerts@\n"
 							      "    rewrite_from: missing\n")), "(no error)");
 }
@@ -1353,6 +1361,83 @@ START_TEST(smarthost_credentials_file)
 		ck_assert_string_eq(with(path), "t.yml:5: handlers.relay.credentials: " + path +
 							": expected one line \"user:password\"");
 	}
+}
+END_TEST
+
+// ---------------------------------------------------------------- forward options
+
+// The smarthost instance that forward sections name as their relay.
+static const char relay_section[] = "  relay:\n    type: smarthost\n    host: smtp.example.org\n";
+
+// What handlers_create() says of a forward section whose option lines
+// follow "handlers:\n  fwd:\n    type: forward\n" (lines 1-3), with the
+// relay section after them, or "(no error)".
+static std::string forward_error(const std::string& options, laim::Secrets secrets = laim::Secrets())
+{
+	return handler_error("handlers:\n  fwd:\n    type: forward\n", options + relay_section, std::move(secrets));
+}
+
+// map, relay (an instance of type smarthost, before or after), mail_from,
+// the SRS options, from_rewrite, subject_prefix, loop_limit.
+START_TEST(forward_option_errors)
+{
+	const std::string map = "    map: /etc/laim/forward.map\n";  // line 4
+	const std::string base = map + "    relay: relay\n";         // lines 4-5
+	const char* l5 = "t.yml:5: handlers.fwd.";
+	const char* l6 = "t.yml:6: handlers.fwd.";
+	const struct {
+		std::string options, error;
+	} cases[] = {
+	    {"", "t.yml:2: handlers.fwd.map: missing required option"},
+	    {"    map: forward.map\n", "t.yml:4: handlers.fwd.map: expected an absolute path, got \"forward.map\""},
+	    {map, "t.yml:2: handlers.fwd.relay: missing required option"},
+	    {map + "    relay: nosuch\n", l5 + std::string("relay: no handler instance named \"nosuch\"")},
+	    {map + "    relay: fwd\n",
+	     l5 + std::string("relay: instance \"fwd\" is of type forward, expected one of type smarthost")},
+	    {base + "    from_rewrite: yes\n", l6 + std::string("from_rewrite: expected off or dmarc, got \"yes\"")},
+	    {base + "    from_rewrite: dmarc\n", l6 + std::string("from_rewrite: dmarc needs mail_from")},
+	    {base + "    mail_from: alerts\n",
+	     l6 + std::string("mail_from: expected an address (user@domain) or srs, got \"alerts\"")},
+	    {base + "    mail_from: '<a@b>'\n", l6 + std::string("mail_from: expected an address")},
+	    {base + "    mail_from: srs\n", "t.yml:2: handlers.fwd.srs_secret: missing required option"},
+	    {base + "    srs_domain: fwd.example\n", l6 + std::string("srs_domain: has no use without mail_from: srs")},
+	    {base + "    srs_secret: /etc/laim/srs.secret\n",
+	     l6 + std::string("srs_secret: has no use without mail_from: srs")},
+	    {base + "    subject_prefix: ''\n", l6 + std::string("subject_prefix: expected one line of text")},
+	    {base + "    loop_limit: 0\n", l6 + std::string("loop_limit: 0 is out of range")},
+	    {base + "    relay_host: x\n", l6 + std::string("relay_host: unknown key")},
+	};
+	expect_error_prefixes([](const std::string& o) { return forward_error(o); }, cases);
+	ck_assert_string_eq(forward_error(base + "    mail_from: fwd@example.org\n    from_rewrite: dmarc\n"
+						 "    subject_prefix: \"[ops]\"\n    loop_limit: 3\n"),
+			    "(no error)");
+	// The relay may come first.
+	ck_assert_string_eq(handler_error(std::string("handlers:\n") + relay_section, "  fwd:\n    type: forward\n" + base),
+			    "(no error)");
+}
+END_TEST
+
+// srs_secret: a root-only file of at least 16 bytes; errors name the
+// file, never its bytes.
+START_TEST(forward_srs_secret)
+{
+	read_require();
+	auto with = [](const std::string& path, const std::string& domain = "fwd.example.org") {
+		return forward_error("    map: /etc/laim/forward.map\n    relay: relay\n    mail_from: srs\n"
+				     "    srs_secret: " + path + "\n    srs_domain: " + domain + "\n",
+				     laim::Secrets::from_files());
+	};
+	std::string ok = write_file("srs.secret", "0123456789abcdef\n", 0600, 0);
+	ck_assert_string_eq(with(ok), "(no error)");
+	ck_assert_string_eq(with(ok, "'fwd example'"), "t.yml:8: handlers.fwd.srs_domain: expected a domain, got \"fwd example\"");
+	std::string path = write_file("short.secret", "s3cret\n", 0600, 0);
+	ck_assert_string_eq(with(path), "t.yml:7: handlers.fwd.srs_secret: " + path +
+					    ": expected a secret of 16 bytes or more");
+	path = write_file("open.secret", "0123456789abcdef\n", 0644, 0);
+	std::string msg = with(path);
+	ck_assert_msg(starts_with(msg, "t.yml:7: handlers.fwd.srs_secret: " + path + ": ") &&
+			      msg.find("mode 0644") != std::string::npos && msg.find("0123456789") == std::string::npos,
+		      "%s", msg.c_str());
 }
 END_TEST
 
@@ -1399,6 +1484,7 @@ static Suite* config_suite()
 	tcase_add_test(tc, read_root_owned);
 	tcase_add_test(tc, read_refused);
 	tcase_add_test(tc, smarthost_credentials_file);
+	tcase_add_test(tc, forward_srs_secret);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("handlers");
@@ -1406,6 +1492,7 @@ static Suite* config_suite()
 	tcase_add_test(tc, one_rule_core_and_handler);
 	tcase_add_test(tc, handler_lmtp_options);
 	tcase_add_test(tc, smarthost_option_errors);
+	tcase_add_test(tc, forward_option_errors);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("webhook");

@@ -97,11 +97,11 @@ Result result_of(const laim::Results& r)
 }
 
 // The one handler of a config text.
-std::unique_ptr<Handler> create_one(const std::string& yaml)
+std::shared_ptr<Handler> create_one(const std::string& yaml)
 {
 	auto hs = create(yaml);
 	ck_assert_uint_eq(hs.size(), 1);
-	return std::move(hs[0].handler);
+	return hs[0].handler;
 }
 
 // The ConfigError message handlers_create gives for a config text, or
@@ -378,7 +378,7 @@ START_TEST(error_unknown_type)
 				      "    type: nosuch\n")
 				 ,
 			 "test.yml:6: handlers.x.type: unknown handler type \"nosuch\" "
-			 "(known: discard, file, lmtp, log, maildir, mbox, smarthost, webhook)");
+			 "(known: discard, file, forward, lmtp, log, maildir, mbox, smarthost, webhook)");
 }
 END_TEST
 
