@@ -360,6 +360,9 @@ class ConfigParser {
 	Route route(const YamlNode& n, const std::string& key) const;
 	void route_match(const YamlNode& n, const std::string& key, Route* r) const;
 	void route_handlers(const YamlNode& n, const std::string& key, Route* r) const;
+	void rate_limits(const YamlNode& n);
+	RateLimit rate_limit(const YamlNode& n, const std::string& key) const;
+	std::string word(const YamlNode& n, const std::string& key, std::initializer_list<const char*> words) const;
 
 	const std::string& file_;
 	Config cfg_;
@@ -539,7 +542,74 @@ void ConfigParser::routes(const YamlNode& n)
 		cfg_.routes.push_back(route(n.items[i], "routes[" + std::to_string(i) + "]"));
 }
 
-// One core key. handlers and routes are dealt with by parse().
+// One of a few fixed words, or an error that lists them.
+std::string ConfigParser::word(const YamlNode& n, const std::string& key, std::initializer_list<const char*> words) const
+{
+	std::string v = value(n, key).string(), list;
+	for (const char* w : words) {
+		if (v == w)
+			return v;
+		list += std::string(list.empty() ? "" : ", ") + w;
+	}
+	fail(n.line, key, "\"" + v + "\": expected one of " + list);
+}
+
+// One rate limit: key, count and window are required; per, mode and
+// alert have defaults. There is no authenticated submission yet, so an
+// auth key could never match: it is refused rather than silently idle.
+RateLimit ConfigParser::rate_limit(const YamlNode& n, const std::string& key) const
+{
+	if (n.kind != YamlNode::Kind::Mapping)
+		value(n, key).fail_expected("a mapping with \"key\", \"count\" and \"window\"");
+	static const char* known[] = {"key", "count", "window", "per", "mode", "alert"};
+	for (size_t i = 0; i < n.entries.size(); i++)
+		if (std::find(std::begin(known), std::end(known), n.entries[i].first) == std::end(known))
+			fail(n.key_lines[i], key + "." + n.entries[i].first, "unknown key");
+	for (const char* required : {"key", "count", "window"})
+		if (!n.find(required))
+			fail(n.line, key, std::string("missing required key \"") + required + "\"");
+	RateLimit r;
+	r.line = n.line;
+	const YamlNode& k = *n.find("key");
+	if (k.kind == YamlNode::Kind::Scalar && k.value == "auth")
+		fail(k.line, key + ".key", "\"auth\" needs an authenticated submission listener, which laim "
+					   "does not have yet; use uid, sender or client");
+	std::string kind = word(k, key + ".key", {"uid", "sender", "client"});
+	r.key = kind == "uid" ? RateLimit::Key::Uid : kind == "sender" ? RateLimit::Key::Sender : RateLimit::Key::Client;
+	r.count = value(*n.find("count"), key + ".count").integer(1, 1000000000);
+	r.window = (uint32_t)value(*n.find("window"), key + ".window").integer(1, 2592000);
+	if (const YamlNode* per = n.find("per"))
+		r.per_recipient = word(*per, key + ".per", {"message", "recipient"}) == "recipient";
+	if (const YamlNode* mode = n.find("mode"))
+		r.strict = word(*mode, key + ".mode", {"leaky", "strict"}) == "strict";
+	if (const YamlNode* alert = n.find("alert")) {
+		r.alert = value(*alert, key + ".alert").string();
+		if (!cfg_.find_handler(r.alert))
+			fail(alert->line, key + ".alert", "unknown handler instance \"" + r.alert + "\"");
+	}
+	return r;
+}
+
+// rate_limits: a sequence of limits, each checked at MAIL. Two limits
+// that count the same thing over the same window would be one limit
+// twice: refused. Parsed after handlers: (alert names an instance).
+void ConfigParser::rate_limits(const YamlNode& n)
+{
+	if (n.kind != YamlNode::Kind::Sequence)
+		value(n, "rate_limits").fail_expected("a sequence of rate limits");
+	for (size_t i = 0; i < n.items.size(); i++) {
+		std::string key = "rate_limits[" + std::to_string(i) + "]";
+		RateLimit r = rate_limit(n.items[i], key);
+		for (size_t j = 0; j < cfg_.rate_limits.size(); j++) {
+			const RateLimit& o = cfg_.rate_limits[j];
+			if (o.key == r.key && o.window == r.window && o.per_recipient == r.per_recipient)
+				fail(r.line, key, "the same key, window and per as rate_limits[" + std::to_string(j) + "]");
+		}
+		cfg_.rate_limits.push_back(std::move(r));
+	}
+}
+
+// One core key. handlers, routes and rate_limits are dealt with by parse().
 void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 {
 	if (name == "listen") {
@@ -620,12 +690,15 @@ Config ConfigParser::parse(const YamlNode& root)
 
 	const YamlNode* handlers_node = nullptr;
 	const YamlNode* routes_node = nullptr;
+	const YamlNode* limits_node = nullptr;
 	for (size_t i = 0; i < root.entries.size(); i++) {
 		const auto& [name, value] = root.entries[i];
 		if (name == "handlers")
 			handlers_node = &value;
 		else if (name == "routes")
 			routes_node = &value;
+		else if (name == "rate_limits")
+			limits_node = &value;
 		else
 			key(name, root.key_lines[i], value);
 	}
@@ -639,10 +712,22 @@ Config ConfigParser::parse(const YamlNode& root)
 		handlers(*handlers_node);
 	if (routes_node)
 		routes(*routes_node);
+	if (limits_node)
+		rate_limits(*limits_node);
 	return std::move(cfg_);
 }
 
 }  // namespace
+
+const char* rate_limit_key_name(RateLimit::Key key)
+{
+	switch (key) {
+	case RateLimit::Key::Uid: return "uid";
+	case RateLimit::Key::Sender: return "sender";
+	case RateLimit::Key::Client: return "client";
+	}
+	return "?";
+}
 
 Config config_parse(std::string_view text, const std::string& file)
 {

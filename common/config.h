@@ -61,6 +61,22 @@ struct Route {
 	int line = 0;
 };
 
+// One entry of rate_limits: how much mail one key (a local uid, an
+// envelope sender, a client address) may send in a window, judged at MAIL
+// (handler/ratelimit.h has the counting).
+struct RateLimit {
+	enum class Key { Uid, Sender, Client };
+	Key key = Key::Uid;
+	uint64_t count = 0;          // messages (or recipients) per window
+	uint32_t window = 0;         // seconds
+	bool per_recipient = false;  // per: recipient; else per: message
+	bool strict = false;         // mode: strict counts refused attempts too; else leaky
+	std::string alert;           // handler instance for the alert, "" for none
+	int line = 0;
+};
+// "uid", "sender" or "client", as the config spells them.
+const char* rate_limit_key_name(RateLimit::Key key);
+
 struct Config {
 	std::string file;  // the path it was read from, for messages
 	std::vector<ListenAddress> listen;  // default 127.0.0.1:25 and [::1]:25
@@ -87,6 +103,7 @@ struct Config {
 	uint32_t delivery_timeout = 300;   // seconds one handler call may take
 	std::vector<HandlerSection> handlers;
 	std::vector<Route> routes;
+	std::vector<RateLimit> rate_limits;
 
 	const HandlerSection* find_handler(std::string_view name) const;
 };

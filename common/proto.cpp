@@ -1,6 +1,8 @@
 // The payloads of laim's imsg types: one encode/decode pair each.
 #include "common/proto.h"
 
+#include <algorithm>
+
 #include "common/config.h"
 
 namespace laim {
@@ -131,12 +133,18 @@ bool decode(std::string_view data, CommitMsg& m)
 	return r.u64(m.size) && r.done();
 }
 
-std::string encode(const StatusMsg& m) { return ImsgWriter().u32(static_cast<uint32_t>(m.status)).data(); }
+std::string encode(const StatusMsg& m)
+{
+	return ImsgWriter().u32(static_cast<uint32_t>(m.status)).str(m.text).data();
+}
 
 bool decode(std::string_view data, StatusMsg& m)
 {
 	ImsgReader r(data);
-	return status(r, m.status, BackendStatus::Error) && r.done();
+	if (!status(r, m.status, BackendStatus::RateLimited) || !r.str(m.text) || !r.done())
+		return false;
+	return m.text.size() <= STATUS_TEXT_MAX &&
+	       std::all_of(m.text.begin(), m.text.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
 }
 
 std::string encode(const DataOkMsg& m) { return ImsgWriter().str(m.queue_id).str(m.user).data(); }

@@ -83,6 +83,7 @@ enum class BackendStatus : uint32_t {
 	Defer,        // recipient deferred: 451 4.3.0
 	TooBig,       // over the size limit: 552 5.3.4
 	Error,        // local error (disk full, ...): 451 4.3.0
+	RateLimited,  // the sender is over a rate limit: 451 4.7.1 with StatusMsg::text
 };
 
 // The payloads, each with its encode/decode pair. Strings and integers
@@ -135,7 +136,12 @@ struct CommitMsg {
 // IMSG_H_MAIL, IMSG_H_RCPT, IMSG_H_DATA_FAIL, IMSG_H_COMMIT
 struct StatusMsg {
 	BackendStatus status = BackendStatus::Ok;
+	// RateLimited: the reply's words after "451 4.7.1 ". Printable ASCII,
+	// at most STATUS_TEXT_MAX bytes: decode() refuses anything else, so
+	// that it can never end the reply line or add one.
+	std::string text;
 };
+constexpr size_t STATUS_TEXT_MAX = 400;
 
 // IMSG_H_DATA_OK: the spool file is ready for the message.
 struct DataOkMsg {

@@ -1,8 +1,8 @@
 // laimctl: the administrator's view of a running laimd, over the control
 // socket (handler/control.h has the protocol).
 //
-//   laimctl show queue | show stats | show failed | flush | remove ID | reload aliases
-//         | test INSTANCE
+//   laimctl show queue | show stats | show failed | show limits | flush | remove ID
+//         | reload aliases | test INSTANCE | reset-limit KEY
 //
 // Exit status: 0 done, 1 laimd refused (its ERR text on stderr), 64 usage,
 // 69 (EX_UNAVAILABLE) laimd is not running.
@@ -27,7 +27,8 @@ namespace {
 
 [[noreturn]] void usage()
 {
-	fprintf(stderr, "usage: laimctl show queue|show stats|show failed|flush|remove ID|reload aliases|test INSTANCE\n");
+	fprintf(stderr, "usage: laimctl show queue|show stats|show failed|show limits|flush|remove ID|reload aliases|"
+			"test INSTANCE|reset-limit KEY\n");
 	exit(EX_USAGE);
 }
 
@@ -39,11 +40,11 @@ std::string request_of(const std::vector<std::string>& args)
 		return std::equal(args.begin(), args.end(), words.begin(), words.end(),
 		                  [](const std::string& a, const char* w) { return a == w; });
 	};
-	if (is({"show", "queue"}) || is({"show", "stats"}) || is({"show", "failed"}) ||
+	if (is({"show", "queue"}) || is({"show", "stats"}) || is({"show", "failed"}) || is({"show", "limits"}) ||
 	    is({"flush"}) || is({"reload", "aliases"}))
 		return args[0] + (args.size() > 1 ? " " + args[1] : "");
-	if (args.size() == 2 && args[0] == "test")
-		return "test " + args[1];
+	if (args.size() == 2 && (args[0] == "test" || args[0] == "reset-limit"))
+		return args[0] + " " + args[1];
 	if (args.size() == 2 && args[0] == "remove") {
 		std::string id = args[1];
 		bool ok = id.size() == 10 && std::all_of(id.begin(), id.end(), [](unsigned char c) {
@@ -157,6 +158,32 @@ void show_failed(const std::vector<std::string>& lines)
 	print_table(rows, {false, true, true, false, false, false});
 }
 
+// The rate limit windows at or near their limits, from "show limits".
+void show_limits(const std::vector<std::string>& lines)
+{
+	if (lines.empty()) {
+		printf("no key is near its rate limit\n");
+		return;
+	}
+	std::vector<std::vector<std::string>> rows = {
+		{"KEY", "USED", "PER", "WINDOW", "LEFT", "DEFERRED", "HELD", "ALERT", "WHO"}};
+	for (const auto& line : lines) {
+		std::vector<std::string> f;
+		for (size_t start = 0;;) {
+			size_t tab = line.find('\t', start);
+			f.push_back(line.substr(start, tab - start));
+			if (tab == std::string::npos)
+				break;
+			start = tab + 1;
+		}
+		if (f.size() < 10)
+			throw std::runtime_error("laimd sent a malformed limits line: " + line);
+		rows.push_back({f[0], f[2] + "/" + f[3], f[5] == "recipient" ? "rcpt" : "msg", f[4] + "s", f[6] + "s",
+				f[7], f[8], f[9], f[1]});
+	}
+	print_table(rows, {false, true, false, true, true, true, false, false, false});
+}
+
 // "key value" lines, the values aligned in one column.
 void show_stats(const std::vector<std::string>& lines)
 {
@@ -189,6 +216,10 @@ int main(int argc, char** argv)
 			show_failed(lines);
 		else if (request == "show stats")
 			show_stats(lines);
+		else if (request == "show limits")
+			show_limits(lines);
+		else if (request.starts_with("reset-limit "))
+			printf("%s: rate limit reset\n", request.c_str() + 12);
 		else if (request == "flush")
 			printf("deferred messages are due now\n");
 		else if (request == "reload aliases")

@@ -100,6 +100,26 @@ std::string show_stats(ControlTarget& t)
 	return out;
 }
 
+std::string show_limits(ControlTarget& t)
+{
+	std::string out = "OK\n";
+	for (const LimitItem& l : t.limits())
+		out += field(l.key) + '\t' + field(l.who) + '\t' + std::to_string(l.count) + '\t' +
+		       std::to_string(l.limit) + '\t' + std::to_string(l.window) + '\t' +
+		       (l.per_recipient ? "recipient" : "message") + '\t' + std::to_string((long long)l.left) + '\t' +
+		       std::to_string(l.refused) + '\t' + (l.held ? "yes" : "no") + '\t' + field(l.alert) + '\n';
+	return out;
+}
+
+// "reset-limit KEY" for root; arg is everything after "reset-limit".
+std::string reset_limit(ControlTarget& t, std::string_view arg)
+{
+	if (arg.size() < 2 || arg[0] != ' ' || arg.find(' ', 1) != std::string_view::npos)
+		return err("usage: reset-limit KEY");
+	std::string key(arg.substr(1));
+	return t.reset_limit(key) ? "OK\n" : err("no rate limit window for " + key);
+}
+
 // "remove ID" for root; arg is everything after "remove".
 std::string remove_message(ControlTarget& t, std::string_view arg)
 {
@@ -137,8 +157,9 @@ std::string dispatch(std::string_view req, uid_t uid, ControlTarget& t, ControlR
 		t.flush();
 		return "OK\n";
 	}
-	bool known = req == "show stats" || req == "show failed" || req == "reload aliases" || req == "remove" ||
-	             req.starts_with("remove ") || req == "test" || req.starts_with("test ");
+	bool known = req == "show stats" || req == "show failed" || req == "show limits" || req == "reload aliases" ||
+	             req == "remove" || req.starts_with("remove ") || req == "test" || req.starts_with("test ") ||
+	             req == "reset-limit" || req.starts_with("reset-limit ");
 	if (!known)
 		return err("unknown command: " + std::string(req));
 	// The rest is for root only; the arguments of a refused command are
@@ -149,6 +170,10 @@ std::string dispatch(std::string_view req, uid_t uid, ControlTarget& t, ControlR
 		return show_stats(t);
 	if (req == "show failed")
 		return show_failed(t);
+	if (req == "show limits")
+		return show_limits(t);
+	if (req.starts_with("reset-limit"))
+		return reset_limit(t, req.substr(11));
 	if (req == "reload aliases") {
 		std::string error = t.reload_aliases();
 		return error.empty() ? "OK\n" : err(error);

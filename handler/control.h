@@ -5,14 +5,18 @@
 //
 // Request: ONE line, one of
 //
-//   show queue | show stats | show failed | flush | remove ID | reload aliases
-//   | test INSTANCE
+//   show queue | show stats | show failed | show limits | flush | remove ID
+//   | reload aliases | test INSTANCE | reset-limit KEY
 //
 // Response: "OK\n" or "ERR <message>\n", then payload lines, then EOF.
 //
 //   show queue   ID \t ARRIVAL \t SIZE \t UID_or_- \t SENDER \t RCPT,RCPT \t ATTEMPTS \t LAST_ERROR
 //   show failed  ID \t ARRIVAL \t SIZE \t SENDER \t RCPT,RCPT \t REASON (its first line)
 //   show stats   "key value" per line
+//   show limits  KEY \t WHO \t COUNT \t LIMIT \t WINDOW \t PER \t LEFT \t DEFERRED \t HELD \t ALERT
+//                (the rate limit windows at or near their limits; PER is
+//                message or recipient, HELD yes or no, ALERT sent, earlier,
+//                not yet or none)
 //   test         "OK\nINSTANCE: ready: WHAT WAS CHECKED\n", or
 //                "ERR INSTANCE: not ready: WHY\n" (the handler's test())
 //
@@ -53,6 +57,21 @@ struct QueueItem {
 	std::string last_error;    // "" until a delivery was deferred
 };
 
+// A rate limit window at or near its limit, for "show limits".
+struct LimitItem {
+	std::string key;  // "uid:1000", what reset-limit takes
+	std::string who;  // "uid 1000 (alice)"
+	uint64_t count = 0, limit = 0;
+	uint32_t window = 0;  // seconds
+	bool per_recipient = false;
+	time_t left = 0;      // seconds until the window ends
+	uint64_t refused = 0;
+	bool held = false;    // files wait in offline/
+	// "sent" (this window's alert went out), "earlier" (the key was limited
+	// in the window before, whose alert covers it), "not yet", "none"
+	std::string alert;
+};
+
 // A message in failed/, with the first line of its .reason file: the
 // same fields the client parses.
 using FailedItem = CtlFailedEntry;
@@ -71,6 +90,10 @@ class ControlTarget {
 	virtual bool remove(const std::string& id) = 0;
 	// Re-reads the aliases file: "" or the first error.
 	virtual std::string reload_aliases() = 0;
+	// The rate limit windows at or near their limits.
+	virtual std::vector<LimitItem> limits() = 0;
+	// Forgets KEY's rate limit windows; false when it has none.
+	virtual bool reset_limit(const std::string& key) = 0;
 	// Starts the dry run of a handler instance (Handler::test(), which may
 	// take a while on a worker); done gets its verdict later: ready, and
 	// what was checked or why not. False when there is no such instance.

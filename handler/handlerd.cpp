@@ -27,6 +27,7 @@
 #include "handler/intake.h"
 #include "handler/mailbox_client.h"
 #include "handler/queue.h"
+#include "handler/ratelimit.h"
 #include "handler/spool.h"
 
 namespace laim {
@@ -53,6 +54,8 @@ class HandlerServer : public ControlTarget {
 	void flush() override { queue_.flush(); }
 	bool remove(const std::string& id) override { return queue_.remove(id); }
 	std::string reload_aliases() override;
+	std::vector<LimitItem> limits() override { return limiter_.near_limits(time(nullptr)); }
+	bool reset_limit(const std::string& key) override;
 	bool test(const std::string& instance, std::function<void(bool, std::string)> done) override
 	{
 		return queue_.test(instance, [done](const Result& r) {
@@ -68,11 +71,13 @@ class HandlerServer : public ControlTarget {
 	std::vector<std::string> expand(const std::string& rcpt);
 	void enqueue(const Envelope& env, uint64_t size, double arrival);
 	void import_offline(bool force);
+	std::string store_alert(const std::string& instance, const std::string& message);
 
 	Runtime& rt_;
 	Config cfg_;
 	Spool spool_;
 	Queue queue_;
+	RateLimiter limiter_;
 	EventLoop loop_;
 	ImsgPeer parent_;
 	Intake intake_;
@@ -89,17 +94,23 @@ HandlerServer::HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp)
 	  cfg_(rt.cfg),
 	  spool_(rt.cfg.spool),
 	  queue_(spool_),
+	  limiter_(rt.cfg.spool + "/ratelimit.json", rt.hostname,
+		   [this](const std::string& instance, const std::string& message) {
+			   return store_alert(instance, message);
+		   }),
 	  parent_(loop_, std::move(parent), imsg_valid_parent_to_handler, [this](Imsg& m) { parent_message(m); },
 		  ImsgPeer::fatal_loss("parent")),
-	  intake_(loop_, parent_, cfg_, spool_, queue_, [this](const std::string& r) { return expand(r); },
+	  intake_(loop_, parent_, cfg_, spool_, queue_, limiter_, [this](const std::string& r) { return expand(r); },
 		  [this](const Envelope& env, uint64_t size, double arrival) { enqueue(env, size, arrival); }),
 	  control_(loop_, rt.control.fd.get(), *this),
-	  import_(spool_, rt.hostname, rt.drop_gid)
+	  import_(spool_, rt.hostname, rt.drop_gid, limiter_)
 {
 	queue_done_ = loop_.watch(queue_.notify_fd(), EPOLLIN, [this](uint32_t) { queue_.collect(); });
 	set_local_domains(rt.local_domains);
 	intake_.attach(std::move(smtp));
 	queue_.configure(cfg_, build_instances(cfg_));
+	limiter_.configure(cfg_.rate_limits);
+	limiter_.load(time(nullptr));
 	reload_aliases();
 	size_t n = spool_.clean_incoming();
 	if (n)
@@ -190,6 +201,7 @@ void HandlerServer::reload(const std::string& file, int fd)
 		Config cfg = config_parse(given.text, file);
 		rt_.secrets = Secrets::passed(given.secrets);
 		queue_.configure(cfg, build_instances(cfg));
+		limiter_.configure(cfg.rate_limits);
 		cfg_ = std::move(cfg);
 		reload_aliases();
 		log_debug("handler configuration reloaded");
@@ -220,6 +232,7 @@ void HandlerServer::parent_message(Imsg& m)
 void HandlerServer::shutdown()
 {
 	queue_.stop();
+	limiter_.save();
 	for (int i = 0; i < SHUTDOWN_GRACE * 10 && queue_.running() > 0; i++) {
 		usleep(100000);
 		queue_.collect();
@@ -292,8 +305,41 @@ void HandlerServer::import_offline(bool force)
 				    [this](const std::string& r) { return expand(r); });
 	if (imported.size() == IMPORT_BATCH)
 		next_import_ = now;
+	// Files held by a rate limit go when their window ends, not later.
+	if (import_.next_release() && import_.next_release() < next_import_)
+		next_import_ = import_.next_release();
 	for (const Imported& m : imported)
 		enqueue(m.env, m.size, static_cast<double>(m.env.arrival));
+}
+
+// A rate limit's alert: from the null sender to postmaster (through
+// /etc/aliases, as Postfix's notices), committed like any message and
+// queued for the limit's instance alone. It passes no rate limit, so it
+// can never trigger one. Returns its queue id, or "".
+std::string HandlerServer::store_alert(const std::string& instance, const std::string& message)
+{
+	Envelope env;
+	std::string postmaster = "postmaster@" + rt_.hostname;
+	for (std::string& r : expand(postmaster))
+		if (!alias_delivery(r))
+			add_recipient(env.recipients, std::move(r));
+	if (env.recipients.empty())
+		env.recipients.push_back(postmaster);
+	env.client = "local";
+	env.helo = rt_.hostname;
+	env.instance = instance;
+	env.arrival = time(nullptr);
+	try {
+		env.id = spool_.new_id();
+		uint64_t size = spool_.store(env, {message});
+		log_info("%s: from=<>, size=%llu, nrcpt=%zu, client=laimd, rate limit alert for handler %s", env.id.c_str(),
+			 (unsigned long long)size, env.recipients.size(), instance.c_str());
+		queue_.add(env, size, static_cast<double>(env.arrival));
+		return env.id;
+	} catch (const std::exception& e) {
+		log_warnx("rate limit alert for handler %s not stored: %s", instance.c_str(), e.what());
+		return "";
+	}
 }
 
 // A received message, committed to the spool, enters the queue.
@@ -303,8 +349,18 @@ void HandlerServer::enqueue(const Envelope& env, uint64_t size, double arrival)
 	received_++;
 }
 
-// One loop turn: deliveries due, an offline import, control timeouts, then
-// whatever is ready, then the group commit of the ends of data it brought.
+// laimctl reset-limit KEY: the key's files held in offline/ go at once.
+bool HandlerServer::reset_limit(const std::string& key)
+{
+	if (!limiter_.reset(key))
+		return false;
+	import_offline(true);
+	return true;
+}
+
+// One loop turn: deliveries due, an offline import, rate limit windows,
+// control timeouts, then whatever is ready, then the group commit of the
+// ends of data it brought.
 void HandlerServer::run()
 {
 	for (;;) {
@@ -312,6 +368,7 @@ void HandlerServer::run()
 			shutdown();
 		queue_.run();
 		import_offline(false);
+		limiter_.tick(time(nullptr));
 		control_.expire();
 		intake_.admit_waiting();
 		loop_.wait(std::min(queue_.next_wakeup_ms(), 1000));

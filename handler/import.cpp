@@ -10,7 +10,6 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
-#include <system_error>
 
 #include "common/address.h"
 #include "common/hostname.h"
@@ -45,8 +44,8 @@ std::string rfc5322_now()
 
 }  // namespace
 
-OfflineImport::OfflineImport(Spool& spool, std::string hostname, gid_t drop_gid)
-	: spool_(spool), hostname_(std::move(hostname)), drop_gid_(drop_gid)
+OfflineImport::OfflineImport(Spool& spool, std::string hostname, gid_t drop_gid, RateLimiter& limits)
+	: spool_(spool), hostname_(std::move(hostname)), drop_gid_(drop_gid), limits_(limits)
 {
 }
 
@@ -66,14 +65,36 @@ std::vector<Imported> OfflineImport::run(size_t room, uint64_t size_limit, const
 		if (e->d_name[0] != '.')
 			names.push_back(e->d_name);
 	closedir(d);
+	// laim-drop's names begin with the time: the oldest go first.
+	std::sort(names.begin(), names.end());
+	std::map<std::string, Envelope> was_held;
+	was_held.swap(held_);
+	next_release_ = 0;
+	time_t now = time(nullptr);
 	for (const std::string& name : names) {
 		if (out.size() >= room)
 			break;
+		auto h = was_held.find(name);
+		if (h != was_held.end() && held(name, h->second, now))
+			continue;
 		Imported m;
 		if (import_one(name, size_limit, expand, m))
 			out.push_back(std::move(m));
 	}
 	return out;
+}
+
+// Whether a file from who waits for its rate limit's window: it is
+// remembered, so that it is not read again before the window allows.
+bool OfflineImport::held(const std::string& name, const Envelope& who, time_t now)
+{
+	time_t until = limits_.hold(who, now);
+	if (!until)
+		return false;
+	held_[name] = who;
+	if (!next_release_ || until < next_release_)
+		next_release_ = until;
+	return true;
 }
 
 // One offline file: checked, copied into a fresh spool file with a
@@ -136,30 +157,27 @@ bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, con
 	env.client = "local";
 	env.helo = "localhost";
 	env.arrival = st.st_mtime;
+	time_t now = time(nullptr);
+	if (held(name, env, now))
+		return false;
+	RateLimiter::Ticket ticket = limits_.reserve(env, now);
 	try {
 		env.id = spool_.new_id();
-		UniqueFd file = spool_.create(env);
 		std::string received = "Received: from local uid " + std::to_string(st.st_uid) + " (" + user +
 				       ")\r\n\tby " + hostname_ + " (laim) with local-offline id " + env.id +
 				       "; " + rfc5322_now() + "\r\n";
-		if (!write_all(file.get(), received) || !write_all(file.get(), body))
-			throw std::system_error(errno, std::generic_category(), "writing the spool file");
-		spool_.sync_file(file.get());
-		out.size = received.size() + body.size();
-		spool_.publish(env.id);
+		out.size = spool_.store(env, {received, body});  // durable before the original goes
 	} catch (const std::exception& e) {
 		log_warnx("offline/%s: cannot import now: %s", name.c_str(), e.what());
-		if (!env.id.empty())
-			spool_.discard(env.id);
+		limits_.release(ticket);
 		return false;
 	}
-	// The copy must be durable before the original goes: sync queue/ now
-	// (run() syncs again for the group, which is then cheap).
-	spool_.sync_queue_dir();
 	if (unlink(path.c_str()) == -1)
 		log_warn("%s: imported as %s but not removed (it may be imported twice)", path.c_str(), env.id.c_str());
 	log_info("%s: from=<%s>, size=%zu, nrcpt=%zu, client=local, uid=%u, offline=%s", env.id.c_str(),
 		 env.sender.c_str(), body.size(), env.recipients.size(), (unsigned)st.st_uid, name.c_str());
+	if (!ticket.windows.empty())
+		limits_.count(ticket, env, message_subject(body));
 	return true;
 }
 

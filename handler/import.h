@@ -5,11 +5,14 @@
 
 #include <sys/types.h>
 
+#include <ctime>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "handler/api/handler.h"
+#include "handler/ratelimit.h"
 #include "handler/spool.h"
 
 namespace laim {
@@ -23,24 +26,33 @@ struct Imported {
 class OfflineImport {
  public:
 	// drop_gid: the laimdrop group; files of any other group are refused.
-	OfflineImport(Spool& spool, std::string hostname, gid_t drop_gid);
+	// limits: a file whose sender is over a rate limit waits in offline/.
+	OfflineImport(Spool& spool, std::string hostname, gid_t drop_gid, RateLimiter& limits);
 
 	using Expand = std::function<std::vector<std::string>(const std::string& rcpt)>;
-	// Moves up to `room` offline files into queue/ (each fsynced before its
-	// offline file is removed) and returns them. Recipients go
-	// through `expand` (aliases). Files that fail the checks (not a regular
-	// file with one link, not group laimdrop, owner not a real user,
-	// malformed, over size_limit) are moved to failed/ and logged.
+	// Moves up to `room` offline files into queue/, oldest name first
+	// (each fsynced before its offline file is removed), and returns them.
+	// Recipients go through `expand` (aliases). Files that fail the checks
+	// (not a regular file with one link, not group laimdrop, owner not a
+	// real user, malformed, over size_limit) are moved to failed/ and
+	// logged. Files held by a rate limit stay, and are not opened again
+	// until their window allows (next_release()).
 	std::vector<Imported> run(size_t room, uint64_t size_limit, const Expand& expand);
+	// When the first file held by a rate limit may go; 0 when none waits.
+	time_t next_release() const { return next_release_; }
 
  private:
 	bool import_one(const std::string& name, uint64_t size_limit, const Expand& expand, Imported& out);
+	bool held(const std::string& name, const Envelope& who, time_t now);
 	void refuse(const std::string& name, const std::string& why);
 	bool postpone(const std::string& name, const char* what);
 
 	Spool& spool_;
 	std::string hostname_;
 	gid_t drop_gid_;
+	RateLimiter& limits_;
+	std::map<std::string, Envelope> held_;  // file name -> its sender (uid, sender, client)
+	time_t next_release_ = 0;
 };
 
 }  // namespace laim

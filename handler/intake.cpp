@@ -19,11 +19,12 @@
 
 namespace laim {
 
-Intake::Intake(EventLoop& loop, ImsgPeer& parent, const Config& cfg, Spool& spool, Queue& queue, Expand expand,
-	       Enqueue enqueue)
+Intake::Intake(EventLoop& loop, ImsgPeer& parent, const Config& cfg, Spool& spool, Queue& queue, RateLimiter& limits,
+	       Expand expand, Enqueue enqueue)
 	: cfg_(cfg),
 	  spool_(spool),
 	  queue_(queue),
+	  limits_(limits),
 	  expand_(std::move(expand)),
 	  enqueue_(std::move(enqueue)),
 	  smtp_(loop, parent, "smtp", imsg_valid_smtp_to_handler, [this](Imsg& m) { smtp_message(m); },
@@ -98,13 +99,20 @@ void Intake::on_mail(uint32_t session, MailMsg m)
 	admit_waiting();
 }
 
+// A MAIL with room in the queue: the rate limits have the last word.
 void Intake::open_txn(uint32_t session, MailMsg m)
 {
-	Txn& t = txns_[session];
+	Txn t;
 	t.env.sender = std::move(m.sender);
 	t.env.helo = std::move(m.helo);
 	t.env.client = std::move(m.client);
 	t.env.uid = m.uid;
+	std::string refusal = limits_.admit(t.env, t.limits, time(nullptr));
+	if (!refusal.empty()) {
+		smtp_.send(IMSG_H_MAIL, session, encode(StatusMsg{BackendStatus::RateLimited, refusal}));
+		return;
+	}
+	txns_[session] = std::move(t);
 	reply(IMSG_H_MAIL, session, BackendStatus::Ok);
 }
 
@@ -223,6 +231,7 @@ void Intake::abort_txn(uint32_t session)
 		return;
 	if (it->second.file)
 		spool_.discard(it->second.env.id);
+	limits_.release(it->second.limits);
 	txns_.erase(it);
 }
 
@@ -322,6 +331,7 @@ void Intake::group_done()
 		bool answer = c.channel == smtp_channel_;
 		if (!c.published) {
 			log_warnx("%s: commit failed: %s", t.env.id.c_str(), c.error.c_str());
+			limits_.release(t.limits);
 			if (answer)
 				reply(IMSG_H_COMMIT, c.session, BackendStatus::Error);
 			try {
@@ -338,9 +348,25 @@ void Intake::group_done()
 		std::string uid = t.env.uid ? ", uid=" + std::to_string(*t.env.uid) : "";
 		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu, client=%s%s", t.env.id.c_str(), t.env.sender.c_str(),
 			 (unsigned long long)t.size, t.env.recipients.size(), t.env.client.c_str(), uid.c_str());
+		count_committed(t);
 		enqueue_(t.env, t.size, now);
 	}
 	syncing_.clear();
+}
+
+// A committed message that a rate limit counts: its windows learn its
+// recipients, queue id and subject.
+void Intake::count_committed(const Txn& t)
+{
+	if (t.limits.windows.empty())
+		return;
+	std::string subject;
+	try {
+		subject = message_subject(spool_.load(t.env.id).body());
+	} catch (const std::exception& e) {
+		log_warnx("%s: %s", t.env.id.c_str(), e.what());
+	}
+	limits_.count(t.limits, t.env, subject);
 }
 
 }  // namespace laim

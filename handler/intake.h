@@ -23,6 +23,7 @@
 #include "common/proto.h"
 #include "handler/api/handler.h"
 #include "handler/queue.h"
+#include "handler/ratelimit.h"
 #include "handler/spool.h"
 #include "handler/workers.h"
 
@@ -36,9 +37,9 @@ class Intake {
 	using Enqueue = std::function<void(const Envelope& env, uint64_t size, double arrival)>;
 
 	// cfg is the handler process's own, current across reloads; protocol
-	// errors from smtp are reported to parent.
-	Intake(EventLoop& loop, ImsgPeer& parent, const Config& cfg, Spool& spool, Queue& queue, Expand expand,
-	       Enqueue enqueue);
+	// errors from smtp are reported to parent; limits judge each MAIL.
+	Intake(EventLoop& loop, ImsgPeer& parent, const Config& cfg, Spool& spool, Queue& queue, RateLimiter& limits,
+	       Expand expand, Enqueue enqueue);
 
 	// Serves a fresh channel to the smtp process (at start, and whenever
 	// the parent restarted it).
@@ -59,6 +60,7 @@ class Intake {
 		UniqueFd file;      // the spool file, once DATA began
 		Spool::Created created;  // the header's length, a recycled file
 		uint64_t size = 0;  // message size reported at commit
+		RateLimiter::Ticket limits;  // what MAIL counted
 	};
 	// A transaction in the group being synced, no longer in txns_: the
 	// committer thread owns it until it signals done_.
@@ -80,11 +82,13 @@ class Intake {
 	void abort_txn(uint32_t session);
 	static std::string sync_group(Spool& spool, std::vector<Commit>& group);
 	void group_done();
+	void count_committed(const Txn& t);
 	std::vector<std::string> expand(const std::string& rcpt) { return expand_(rcpt); }
 
 	const Config& cfg_;
 	Spool& spool_;
 	Queue& queue_;
+	RateLimiter& limits_;
 	Expand expand_;
 	Enqueue enqueue_;
 	SiblingChannel smtp_;

@@ -145,8 +145,12 @@ void Queue::load_spool()
 void Queue::dispatch(Entry& e)
 {
 	std::map<std::string, std::vector<std::string>> groups;
+	// laim's own notices go to their one instance, whatever the routes say.
+	std::vector<Route> own;
+	if (!e.env.instance.empty())
+		own.push_back({"*", {e.env.instance}, 0});
 	for (const std::string& rcpt : e.env.recipients) {
-		const Route* r = route_find(routes_, rcpt);
+		const Route* r = route_find(own.empty() ? routes_ : own, rcpt);
 		if (!r) {
 			if (e.done.insert({"", rcpt}).second) {
 				e.failures.push_back("<" + rcpt + ">: no route");

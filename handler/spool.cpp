@@ -73,6 +73,8 @@ std::string format_header(const Envelope& env)
 		h.append("uid ").append(std::to_string(*env.uid)).append("\n");
 	h.append("client ").append(env.client).append("\n");
 	h.append("helo ").append(env.helo).append("\n");
+	if (!env.instance.empty())
+		h.append("instance ").append(env.instance).append("\n");
 	h.append("\n");
 	return h;
 }
@@ -91,7 +93,7 @@ size_t parse_header(std::string_view data, const std::string& id, Envelope& env)
 {
 	auto bad = [&id](const std::string& what) -> SpoolError { return SpoolError(id + ": " + what); };
 	bool seen_id = false, seen_arrival = false, seen_sender = false, seen_uid = false,
-	     seen_client = false, seen_helo = false;
+	     seen_client = false, seen_helo = false, seen_instance = false;
 	size_t pos = 0;
 	for (int lineno = 1;; lineno++) {
 		size_t nl = data.find('\n', pos);
@@ -147,6 +149,11 @@ size_t parse_header(std::string_view data, const std::string& id, Envelope& env)
 		} else if (key == "helo") {
 			once(seen_helo);
 			env.helo = value;
+		} else if (key == "instance") {
+			once(seen_instance);
+			if (value.empty())
+				throw bad("instance: empty");
+			env.instance = value;
 		} else {
 			throw bad("unknown key \"" + std::string(key) + "\"");
 		}
@@ -324,6 +331,7 @@ UniqueFd Spool::create(const Envelope& env, Created* created)
 	}
 	check_value("client", env.client);
 	check_value("helo", env.helo);
+	check_value("instance", env.instance);
 
 	std::string p = path("incoming", env.id);
 	UniqueFd fd = take_free_file(p);
@@ -342,6 +350,26 @@ UniqueFd Spool::create(const Envelope& env, Created* created)
 		throw_errno("write " + p);
 	}
 	return fd;
+}
+
+uint64_t Spool::store(const Envelope& env, std::initializer_list<std::string_view> parts)
+{
+	UniqueFd file = create(env);
+	uint64_t size = 0;
+	try {
+		for (std::string_view p : parts) {
+			if (!write_all(file.get(), p))
+				throw_errno("writing " + path("incoming", env.id));
+			size += p.size();
+		}
+		sync_file(file.get());
+		publish(env.id);
+	} catch (...) {
+		discard(env.id);
+		throw;
+	}
+	sync_queue_dir();
+	return size;
 }
 
 void Spool::sync_file(int fd)

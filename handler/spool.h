@@ -11,7 +11,10 @@
 // followed by the message exactly as the smtp process wrote it:
 //
 //   LAIM 1\n id ID\n arrival SECONDS\n sender ADDR\n rcpt ADDR\n ...
-//   [uid N\n] client ADDR\n helo NAME\n \n MESSAGE...
+//   [uid N\n] client ADDR\n helo NAME\n [instance NAME\n] \n MESSAGE...
+//
+// instance is set only on laim's own notices: the one handler instance
+// they go to, routes bypassed.
 //
 // Envelope values never contain CR, LF or NUL (create() refuses them), so
 // the first empty line ends the header whatever bytes the message holds.
@@ -19,6 +22,7 @@
 
 #include <atomic>
 #include <deque>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -86,6 +90,12 @@ class Spool {
 	// std::system_error, or std::invalid_argument for an envelope value
 	// holding CR, LF or NUL.
 	UniqueFd create(const Envelope& env, Created* created = nullptr);
+
+	// Commits a message that the handler process makes itself (an
+	// offline import, a rate limit's alert) in one go: incoming/ID with
+	// env's header and the parts, synced, published, queue/ synced.
+	// Returns the message's size; throws, incoming/ID removed, on failure.
+	uint64_t store(const Envelope& env, std::initializer_list<std::string_view> parts);
 
 	// Commit step 1, per message: flush the file to disk.
 	void sync_file(int fd);

@@ -43,6 +43,10 @@ inline constexpr std::string_view tempfail =
 	"451 4.3.0 Local error in processing, try again later" LAIM_CRLF;
 inline constexpr std::string_view rcpt_deferred =
 	"451 4.3.0 Recipient temporarily unavailable, try again later" LAIM_CRLF;
+// RFC 3463 X.7.1 (not authorized) for a sender over its rate limit:
+// "451 4.7.1 " + the limit's words from the handler process + CRLF.
+inline constexpr std::string_view rate_limited = "451 4.7.1 ";
+inline constexpr std::string_view rate_limited_default = "rate limit exceeded; try again later";
 inline constexpr std::string_view too_many_rcpts = "452 4.5.3 Too many recipients" LAIM_CRLF;
 // "421 4.4.2 HOSTNAME Error: timeout exceeded" (RFC 5321 4.5.3.2)
 inline constexpr std::string_view timeout_code = "421 4.4.2 ";

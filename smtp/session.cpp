@@ -521,7 +521,7 @@ void Session::cmd_data(std::string_view arg)
 	backend_.on_data(*this);
 }
 
-void Session::mail_reply(BackendStatus st)
+void Session::mail_reply(BackendStatus st, std::string_view text)
 {
 	Impl& m = *impl_;
 	if (waiting_ != Wait::Mail)
@@ -542,6 +542,10 @@ void Session::mail_reply(BackendStatus st)
 	case BackendStatus::Full:
 		sender_.clear();
 		reply(reply::queue_full);
+		break;
+	case BackendStatus::RateLimited:
+		sender_.clear();
+		out_.append(reply::rate_limited).append(text.empty() ? reply::rate_limited_default : text).append("\r\n");
 		break;
 	default:
 		sender_.clear();

@@ -42,7 +42,8 @@ class SessionBackend {
  public:
 	virtual ~SessionBackend() = default;
 	// Start of a transaction: reserve room in the queue.
-	// Answer with Session::mail_reply(Ok|Full|Unavailable|Error).
+	// Answer with Session::mail_reply(Ok|Full|Unavailable|Error), or
+	// RateLimited with the limit's words.
 	virtual void on_mail(Session& s, const std::string& sender) = 0;
 	// Answer with Session::rcpt_reply(Ok|Reject|Defer|Unavailable).
 	virtual void on_rcpt(Session& s, const std::string& rcpt) = 0;
@@ -111,7 +112,9 @@ class Session {
 	void disconnected();
 
 	// Backend replies.
-	void mail_reply(BackendStatus st);
+	// RateLimited: text (StatusMsg::text, checked by its decoder) follows
+	// "451 4.7.1 ".
+	void mail_reply(BackendStatus st, std::string_view text = {});
 	void rcpt_reply(BackendStatus st);
 	// On Ok, fd is the spool file (the session owns and closes it) and id
 	// the queue id, used in the Received: header and the 250 reply.

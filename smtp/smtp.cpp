@@ -327,7 +327,7 @@ void SmtpServer::handler_message(Imsg& m)
 	}
 	Session& s = *it->second.session;
 	switch (m.type) {
-	case IMSG_H_MAIL: s.mail_reply(st.status); break;
+	case IMSG_H_MAIL: s.mail_reply(st.status, st.text); break;
 	case IMSG_H_RCPT: s.rcpt_reply(st.status); break;
 	case IMSG_H_DATA_OK:
 		s.set_client_user(ok.user);

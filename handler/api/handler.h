@@ -32,6 +32,9 @@ struct Envelope {
 	std::string client;  // client address ("127.0.0.1", "::1", "local")
 	std::string helo;    // HELO/EHLO name
 	time_t arrival = 0;
+	// Set only on laim's own notices (a rate limit's alert): the one
+	// handler instance that gets the message, routes bypassed.
+	std::string instance;
 };
 
 struct Header {

@@ -15,6 +15,7 @@
 # Only the Debian python3 standard library is used.
 
 import atexit
+import fcntl
 import glob
 import grp
 import os
@@ -960,6 +961,64 @@ def drop_gid():
 	check(st.st_gid == gid and st.st_mode & stat.S_ISGID and st.st_mode & 0o777 == 0o755,
 	      "%s is not mode 2755 group %s: mode %o gid %d" % (drop_path(), DROP_GROUP, st.st_mode & 0o7777, st.st_gid))
 	return gid
+
+
+# ------------------------------------------------------------------ the system spool
+#
+# laim-drop always writes to the compiled-in spool (a setgid helper takes
+# no setting a caller could point elsewhere), so the cases that need it
+# run laimd on SYSTEM_SPOOL itself, one at a time.
+
+SYSTEM_SPOOL = os.environ.get("LAIM_SPOOL_DIR") or "/var/spool/laim"
+SYSTEM_SPOOL_LOCK = "/run/lock/laim-e2e-spool.lock"
+_system_spool_lock = []
+
+
+def take_system_spool(wait=240):
+	"""Waits (outside the case's time limit) until no other case uses
+	SYSTEM_SPOOL, refuses to run beside a laimd that serves the system,
+	and empties the spool. Held until the case exits."""
+	s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+	try:
+		s.connect("/run/laim/submit.sock")
+		raise Fail("a laimd serves /run/laim/submit.sock: this case needs %s for itself" % SYSTEM_SPOOL)
+	except OSError:
+		pass
+	finally:
+		s.close()
+	lock = open(SYSTEM_SPOOL_LOCK, "w")
+	signal.alarm(0)
+	end = time.monotonic() + wait
+	while True:
+		try:
+			fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+			break
+		except BlockingIOError:
+			if time.monotonic() > end:
+				raise Fail("another case kept %s for %d s" % (SYSTEM_SPOOL, wait))
+			time.sleep(0.2)
+	_system_spool_lock.append(lock)
+	signal.alarm(CASE_TIME_LIMIT)
+	clean_system_spool()
+
+
+def clean_system_spool(extra=()):
+	"""Empties offline/, queue/ and incoming/ of SYSTEM_SPOOL, removes its
+	rate limit state and the paths in extra."""
+	for sub in ("offline", "queue", "incoming"):
+		path = os.path.join(SYSTEM_SPOOL, sub)
+		for name in os.listdir(path) if os.path.isdir(path) else []:
+			os.unlink(os.path.join(path, name))
+	state = os.path.join(SYSTEM_SPOOL, "ratelimit.json")
+	for p in [state, state + ".tmp"] + list(extra):
+		try:
+			os.unlink(p)
+		except FileNotFoundError:
+			pass
+
+
+def system_offline_files():
+	return sorted(os.listdir(os.path.join(SYSTEM_SPOOL, "offline")))
 
 
 def local_user():

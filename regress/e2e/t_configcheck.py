@@ -40,6 +40,10 @@ BROKEN = [
 	("unknown handler option", lambda l: l[:9] + ["    colour: blue"] + l[9:], 10, "colour"),
 	("unknown route target", lambda l: l[:11] + ["    handlers: [inbox, nosuch]"], 12, "handlers"),
 	("route without match", lambda l: l[:10] + ["  - handlers: [inbox]"], 11, "match"),
+	("rate limit on auth", lambda l: l + ["rate_limits:", "  - {key: auth, count: 3, window: 5}"], 14,
+	 "rate_limits[0].key"),
+	("rate limit alert", lambda l: l + ["rate_limits:", "  - key: uid", "    count: 3", "    window: 5",
+					   "    alert: nosuch"], 17, "rate_limits[0].alert"),
 ]
 
 

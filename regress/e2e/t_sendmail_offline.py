@@ -5,17 +5,16 @@
 # caller's uid. A file planted in offline/ that laim-drop did not make
 # (wrong group, two links) is moved to failed/ and logged, not delivered.
 #
-# laim-drop always writes to the compiled-in spool, so this is the only
-# case that runs laimd on /var/spool/laim; it empties offline/, queue/ and
-# incoming/ there before and after.
+# laim-drop always writes to the compiled-in spool, so this case runs
+# laimd on /var/spool/laim (take_system_spool: one such case at a time);
+# it empties offline/, queue/ and incoming/ there before and after.
 import sys
 sys.dont_write_bytecode = True
 import random
-import socket
 import time
 from harness import *
 
-SPOOL = os.environ.get("LAIM_SPOOL_DIR") or "/var/spool/laim"
+SPOOL = SYSTEM_SPOOL
 ROOT = "root@" + HOSTNAME
 QUICK = 5  # seconds sendmail may take when laimd is down
 
@@ -32,35 +31,6 @@ def offline_header(sender, rcpts):
 
 def msg(tag):
 	return ("Subject: %s\n\nbody of %s \u00e9\n" % (tag, tag)).encode()
-
-
-def clean_spool(extra=()):
-	for sub in ("offline", "queue", "incoming"):
-		path = os.path.join(SPOOL, sub)
-		for name in os.listdir(path) if os.path.isdir(path) else []:
-			os.unlink(os.path.join(path, name))
-	for p in extra:
-		try:
-			os.unlink(p)
-		except FileNotFoundError:
-			pass
-
-
-def offline_files():
-	return sorted(os.listdir(os.path.join(SPOOL, "offline")))
-
-
-def no_live_laimd():
-	"""This case takes /var/spool/laim: refuse to run beside a laimd that
-	serves the system."""
-	s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-	try:
-		s.connect("/run/laim/submit.sock")
-		raise Fail("a laimd serves /run/laim/submit.sock: this case needs %s for itself" % SPOOL)
-	except OSError:
-		pass
-	finally:
-		s.close()
 
 
 def check_dropped(name, uid, gid, sender, rcpts, body_tail):
@@ -86,7 +56,7 @@ def down(d, lu, gid):
 	r2 = d.sendmail(["root"], msg("down user"), user=lu)
 	check_ran(r2)
 	check(r2.elapsed < QUICK, "sendmail as %s took %.1fs with laimd down" % (lu.pw_name, r2.elapsed))
-	names = offline_files()
+	names = system_offline_files()
 	check_eq(len(names), 2, "files in offline/ (%r)" % names)
 	owners = {os.lstat(os.path.join(SPOOL, "offline", n)).st_uid: n for n in names}
 	check_eq(sorted(owners), sorted([0, lu.pw_uid]), "owners of the offline/ files")
@@ -107,7 +77,7 @@ def imported(d, lu, owners):
 		check_eq(m.group(6), owners[uid], "offline= in %r" % m.group(0))
 		check(b"\r\n\r\nbody of down " in copies[ROOT], "the imported copy: %r" % copies[ROOT][:400])
 		seen[uid] = qid
-	wait_for(lambda: not offline_files(), 5, "offline/ to be empty")
+	wait_for(lambda: not system_offline_files(), 5, "offline/ to be empty")
 	time.sleep(2.5)  # another import round: nothing is imported twice
 	check_eq(len(d.findall_log(r"client=local", mark)), 2, "from= lines after the import")
 	check_eq(len(maildir_files(d.maildir)), 2, "messages delivered from offline/")
@@ -132,11 +102,11 @@ def queue_full(d, lu, gid):
 	check_ran(r)
 	check(r.elapsed < QUICK, "sendmail took %.1fs with the queue full" % r.elapsed)
 	d.wait_log(r"queue full .*deferring mail from <%s>" % re.escape(user), since=mark)
-	names = offline_files()
+	names = system_offline_files()
 	check_eq(len(names), 1, "files in offline/ after the 452")
 	check_dropped(names[0], lu.pw_uid, gid, user, [ROOT], b"body of queue full \xc3\xa9\n")
 	time.sleep(2.5)  # an import round while the queue is still full
-	check_eq(offline_files(), names, "offline/ while the queue is full")
+	check_eq(system_offline_files(), names, "offline/ while the queue is full")
 	check_eq(d.spool_files("queue"), [q1], "queue/ while full")
 
 	d.unblock_dir(blocked)
@@ -147,7 +117,7 @@ def queue_full(d, lu, gid):
 	d.wait_removed(m.group(1))
 	check_eq(len(maildir_files(blocked)), 2, "messages delivered after the queue drained")
 	check_eq(len(d.findall_log(r"client=local", mark)), 2, "from= lines (each message once)")
-	check_eq(offline_files(), [], "offline/ after the import")
+	check_eq(system_offline_files(), [], "offline/ after the import")
 	d.stop()
 	return blocked
 
@@ -173,7 +143,7 @@ def planted(d, gid, link):
 		d.wait_log(r"offline/%s: refused \(.+\): moved to failed/offline\.%s$" % (re.escape(name), re.escape(name)),
 			   since=mark)
 		check(os.path.exists(os.path.join(SPOOL, "failed", "offline." + name)), "failed/offline.%s missing" % name)
-	check_eq(offline_files(), [], "offline/ after the refusals")
+	check_eq(system_offline_files(), [], "offline/ after the refusals")
 	time.sleep(2.5)
 	check(not d.search_log(r"from=<planted-", mark), "a planted file was imported:\n%s" % d.log(mark))
 	check_eq(len(maildir_files(d.config["handlers"]["inbox"]["path"])), before, "messages after the refusals")
@@ -182,14 +152,14 @@ def planted(d, gid, link):
 
 
 def main():
-	no_live_laimd()
+	take_system_spool()
 	gid = drop_gid()
 	lu = local_user()
 	d = Laimd(spool=SPOOL)
 	d.spool = SPOOL
 	link = SPOOL + ".e2e-second-link"
 	leftovers = [link]
-	clean_spool(leftovers)
+	clean_system_spool(leftovers)
 	try:
 		d.start()
 		st = os.stat(os.path.join(SPOOL, "offline"))
@@ -209,7 +179,7 @@ def main():
 	finally:
 		if d.running():
 			d.kill_tree()
-		clean_spool(leftovers)
+		clean_system_spool(leftovers)
 
 
 run(main)

@@ -764,6 +764,96 @@ START_TEST(error_bad_routes)
 }
 END_TEST
 
+// ---------------------------------------------------------------- rate_limits
+
+START_TEST(rate_limits_forms)
+{
+	Config c = parse_ok(std::string(handlers_ab) +
+			    "rate_limits:\n"                 // 4
+			    "  - key: uid\n"                 // 5
+			    "    count: 20\n"
+			    "    window: 300\n"
+			    "    per: recipient\n"
+			    "    mode: strict\n"
+			    "    alert: b\n"
+			    "  - {key: sender, count: 1, window: 2592000}\n"  // 11
+			    "  - {key: client, count: 1000000000, window: 1, per: message, mode: leaky}\n");
+	ck_assert_uint_eq(c.rate_limits.size(), 3);
+	const laim::RateLimit& u = c.rate_limits[0];
+	ck_assert(u.key == laim::RateLimit::Key::Uid);
+	ck_assert_uint_eq(u.count, 20);
+	ck_assert_uint_eq(u.window, 300);
+	ck_assert(u.per_recipient && u.strict);
+	ck_assert_string_eq(u.alert, "b");
+	ck_assert_int_eq(u.line, 5);
+	const laim::RateLimit& s = c.rate_limits[1];
+	ck_assert(s.key == laim::RateLimit::Key::Sender && !s.per_recipient && !s.strict && s.alert.empty());
+	ck_assert_uint_eq(s.window, 2592000);
+	ck_assert_int_eq(s.line, 11);
+	ck_assert(c.rate_limits[2].key == laim::RateLimit::Key::Client);
+	ck_assert_uint_eq(c.rate_limits[2].count, 1000000000);
+	ck_assert_string_eq(laim::rate_limit_key_name(laim::RateLimit::Key::Client), "client");
+	// The same key with another window (a burst and a daily limit) is fine,
+	// and so is rate_limits before handlers in the file.
+	c = parse_ok("rate_limits:\n  - {key: uid, count: 5, window: 60, alert: a}\n"
+		     "  - {key: uid, count: 100, window: 86400}\n" + std::string(handlers_ab));
+	ck_assert_uint_eq(c.rate_limits.size(), 2);
+	ck_assert(parse_ok("rate_limits: []\n").rate_limits.empty());
+}
+END_TEST
+
+START_TEST(error_bad_rate_limits)
+{
+	static const struct {
+		const char* limits;  // starting at line 4, after handlers_ab
+		const char* prefix;
+		const char* what;
+	} cases[] = {
+	    {"rate_limits: {key: uid}\n", "t.yml:4: rate_limits: ", "expected a sequence of rate limits, got a mapping"},
+	    {"rate_limits: uid\n", "t.yml:4: rate_limits: ", "expected a sequence of rate limits, got \"uid\""},
+	    {"rate_limits:\n  - uid\n", "t.yml:5: rate_limits[0]: ",
+	     "expected a mapping with \"key\", \"count\" and \"window\", got \"uid\""},
+	    {"rate_limits:\n  - {key: uid, count: 3, window: 5, windows: 6}\n", "t.yml:5: rate_limits[0].windows: ",
+	     "unknown key"},
+	    {"rate_limits:\n  - {count: 3, window: 5}\n", "t.yml:5: rate_limits[0]: ", "missing required key \"key\""},
+	    {"rate_limits:\n  - {key: uid, window: 5}\n", "t.yml:5: rate_limits[0]: ",
+	     "missing required key \"count\""},
+	    {"rate_limits:\n  - key: uid\n    count: 3\n", "t.yml:5: rate_limits[0]: ",
+	     "missing required key \"window\""},
+	    {"rate_limits:\n  - key: auth\n    count: 3\n    window: 5\n", "t.yml:5: rate_limits[0].key: ",
+	     "\"auth\" needs an authenticated submission listener, which laim does not have yet; use uid, sender or client"},
+	    {"rate_limits:\n  - {key: user, count: 3, window: 5}\n", "t.yml:5: rate_limits[0].key: ",
+	     "\"user\": expected one of uid, sender, client"},
+	    {"rate_limits:\n  - {key: [uid], count: 3, window: 5}\n", "t.yml:5: rate_limits[0].key: ",
+	     "expected a string, got a sequence"},
+	    {"rate_limits:\n  - {key: uid, count: 0, window: 5}\n", "t.yml:5: rate_limits[0].count: ",
+	     "0 is out of range: expected an integer from 1 to 1000000000"},
+	    {"rate_limits:\n  - {key: uid, count: '3', window: 5}\n", "t.yml:5: rate_limits[0].count: ",
+	     "a quoted string"},
+	    {"rate_limits:\n  - {key: uid, count: 1000000001, window: 5}\n", "t.yml:5: rate_limits[0].count: ",
+	     "1000000001"},
+	    {"rate_limits:\n  - {key: uid, count: 3, window: 5m}\n", "t.yml:5: rate_limits[0].window: ", "\"5m\""},
+	    {"rate_limits:\n  - {key: uid, count: 3, window: 2592001}\n", "t.yml:5: rate_limits[0].window: ",
+	     "2592001"},
+	    {"rate_limits:\n  - {key: uid, count: 3, window: 5, per: rcpt}\n", "t.yml:5: rate_limits[0].per: ",
+	     "\"rcpt\": expected one of message, recipient"},
+	    {"rate_limits:\n  - {key: uid, count: 3, window: 5, mode: lenient}\n", "t.yml:5: rate_limits[0].mode: ",
+	     "\"lenient\": expected one of leaky, strict"},
+	    {"rate_limits:\n  - {key: uid, count: 3, window: 5, alert: nosuch}\n", "t.yml:5: rate_limits[0].alert: ",
+	     "unknown handler instance \"nosuch\""},
+	    {"rate_limits:\n  - {key: uid, count: 3, window: 5, alert: ''}\n", "t.yml:5: rate_limits[0].alert: ",
+	     "unknown handler instance \"\""},
+	    {"rate_limits:\n  - {key: uid, count: 3, window: 5}\n  - {key: uid, count: 9, window: 5, mode: strict}\n",
+	     "t.yml:6: rate_limits[1]: ", "the same key, window and per as rate_limits[0]"},
+	};
+	for (const auto& t : cases)
+		check_error(std::string(handlers_ab) + t.limits, t.prefix, t.what);
+	// Without handlers, alert names nothing.
+	check_error("rate_limits:\n  - {key: uid, count: 3, window: 5, alert: a}\n", "t.yml:2: rate_limits[0].alert: ",
+		    "unknown handler instance \"a\"");
+}
+END_TEST
+
 START_TEST(config_error_format)
 {
 	ck_assert_string_eq(ConfigError("f.yml", 12, "max_queue_size", "expected a positive integer").what(),
@@ -1439,6 +1529,8 @@ static Suite* config_suite()
 	tcase_add_test(tc, error_bad_listen);
 	tcase_add_test(tc, error_bad_handlers);
 	tcase_add_test(tc, error_bad_routes);
+	tcase_add_test(tc, rate_limits_forms);
+	tcase_add_test(tc, error_bad_rate_limits);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("read");

@@ -77,6 +77,14 @@ class FakeTarget : public ControlTarget {
 		reload_calls++;
 		return alias_error;
 	}
+	std::vector<LimitItem> limit_items;
+	std::vector<std::string> reset_keys;  // what reset_limit() was asked
+	std::vector<LimitItem> limits() override { return limit_items; }
+	bool reset_limit(const std::string& key) override
+	{
+		reset_keys.push_back(key);
+		return key == "uid:1000";
+	}
 	// "inbox" exists; its verdict is given later, by finish_test().
 	std::function<void(bool, std::string)> pending_test;
 	bool test(const std::string& instance, std::function<void(bool, std::string)> done) override
@@ -233,6 +241,28 @@ START_TEST(test_test_instance)
 	ck_assert(ask("test inbox", 1000) == "ERR permission denied\n");
 	ck_assert(ask("test", 0) == "ERR usage: test INSTANCE\n");
 	ck_assert(ask("test a b", 0) == "ERR usage: test INSTANCE\n");
+}
+END_TEST
+
+// show limits and reset-limit KEY: root only (keys name other users and
+// their senders); a key's text cannot add a field or a line.
+START_TEST(test_limits)
+{
+	FakeTarget t;
+	t.limit_items.push_back({"uid:1000", "uid 1000 (alice)", 3, 3, 5, false, 4, 2, true, "sent"});
+	t.limit_items.push_back({"sender:a\tb@x", "<a\tb@x>", 9, 10, 300, true, 120, 0, false, "none"});
+	check_str(control_answer("show limits\n", 0, t),
+		  "OK\nuid:1000\tuid 1000 (alice)\t3\t3\t5\tmessage\t4\t2\tyes\tsent\n"
+		  "sender:a b@x\t<a b@x>\t9\t10\t300\trecipient\t120\t0\tno\tnone\n");
+	check_str(control_answer("show limits\n", 1000, t), "ERR permission denied\n");
+	check_str(control_answer("reset-limit uid:1000\n", 1000, t), "ERR permission denied\n");
+	ck_assert(t.reset_keys.empty());
+	check_str(control_answer("reset-limit uid:1000\n", 0, t), "OK\n");
+	check_str(control_answer("reset-limit uid:1001", 0, t), "ERR no rate limit window for uid:1001\n");
+	check_str(control_answer("reset-limit", 0, t), "ERR usage: reset-limit KEY\n");
+	check_str(control_answer("reset-limit a b", 0, t), "ERR usage: reset-limit KEY\n");
+	check_str(control_answer("reset-limit ", 0, t), "ERR usage: reset-limit KEY\n");
+	ck_assert_int_eq(t.reset_keys.size(), 2);
 }
 END_TEST
 
@@ -695,6 +725,7 @@ static Suite* control_suite()
 	tcase_add_test(server, test_flush);
 	tcase_add_test(server, test_reload_aliases);
 	tcase_add_test(server, test_remove);
+	tcase_add_test(server, test_limits);
 	tcase_add_test(server, test_remove_bad_arguments);
 	tcase_add_test(server, test_non_root_denied);
 	tcase_add_test(server, test_malformed_lines);

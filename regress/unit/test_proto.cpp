@@ -75,8 +75,11 @@ START_TEST(transaction_messages)
 	ck_assert_str_eq(d.queue_id.c_str(), "0123456789");
 	ck_assert_str_eq(d.user.c_str(), "alice");
 	for (BackendStatus s : {BackendStatus::Ok, BackendStatus::Full, BackendStatus::Unavailable,
-				BackendStatus::Reject, BackendStatus::Defer, BackendStatus::TooBig, BackendStatus::Error})
+				BackendStatus::Reject, BackendStatus::Defer, BackendStatus::TooBig, BackendStatus::Error,
+				BackendStatus::RateLimited})
 		ck_assert(roundtrip(StatusMsg{s}).status == s);
+	StatusMsg limited = roundtrip(StatusMsg{BackendStatus::RateLimited, "rate limit: 3 messages in 5 s"});
+	ck_assert_str_eq(limited.text.c_str(), "rate limit: 3 messages in 5 s");
 }
 END_TEST
 
@@ -129,8 +132,17 @@ END_TEST
 START_TEST(status_out_of_range)
 {
 	StatusMsg s;
-	std::string past = ImsgWriter().u32(static_cast<uint32_t>(BackendStatus::Error) + 1).data();
+	std::string past = ImsgWriter().u32(static_cast<uint32_t>(BackendStatus::RateLimited) + 1).str("").data();
 	ck_assert(!decode(past, s));
+	// The text goes into a reply line: no CR, LF, control byte, 8-bit
+	// byte, or more than STATUS_TEXT_MAX bytes.
+	auto limited = [](std::string text) {
+		return ImsgWriter().u32(static_cast<uint32_t>(BackendStatus::RateLimited)).str(text).data();
+	};
+	ck_assert(decode(limited(std::string(STATUS_TEXT_MAX, 'x')), s));
+	for (std::string bad : {std::string("a\r\n250 ok"), std::string("a\tb"), std::string("caf\xc3\xa9"),
+				std::string(1, '\0'), std::string(STATUS_TEXT_MAX + 1, 'x')})
+		ck_assert(!decode(limited(bad), s));
 	MailboxFailMsg f;
 	std::string bad = ImsgWriter().u32(static_cast<uint32_t>(MailboxStatus::PermFail) + 1).str("why").data();
 	ck_assert(!decode(bad, f));

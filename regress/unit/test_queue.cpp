@@ -151,10 +151,12 @@ struct Fixture {
 		queue.configure(cfg, std::move(instances));
 	}
 
-	// Commits a message to these recipients, as the intake does.
-	std::string commit(std::vector<std::string> rcpts)
+	// Commits a message to these recipients, as the intake does (a notice
+	// for one instance when instance is set).
+	std::string commit(std::vector<std::string> rcpts, std::string instance = "")
 	{
 		Envelope env;
+		env.instance = std::move(instance);
 		env.id = spool.new_id();
 		env.sender = "cron@host.example";
 		env.recipients = std::move(rcpts);
@@ -309,6 +311,32 @@ START_TEST(forgotten_result_is_tempfail)
 }
 END_TEST
 
+// laim's own notice (a rate limit's alert) goes to the instance its
+// envelope names, whatever the routes say; other mail follows the routes.
+START_TEST(notice_bypasses_routes)
+{
+	Fixture f("retry_initial: 60\n"
+		  "handlers:\n"
+		  "  lmtp:\n"
+		  "    type: test_mixed\n"
+		  "  admin:\n"
+		  "    type: test_throttled\n"
+		  "    retry_after: 5\n"
+		  "routes:\n"
+		  "  - match: \"*\"\n"
+		  "    handlers: [lmtp]\n");
+	f.commit({"alice"}, "admin");
+	f.drain();
+	ck_assert_int_eq(calls_for("alice"), 0);
+	ck_assert_uint_eq(f.queue.stats().at("handler.admin.deferred"), 1);
+	ck_assert(!f.queue.stats().count("handler.lmtp.delivered"));
+	f.commit({"alice"});
+	f.drain();
+	ck_assert_int_eq(calls_for("alice"), 1);
+	ck_assert_uint_eq(f.queue.stats().at("handler.admin.deferred"), 1);
+}
+END_TEST
+
 // Delivers n messages through a test_slow instance with the given
 // `workers:` line ("" for the type's default of 3) and checks that no more
 // than `expect` calls ran at once, on no more than `expect` threads: the
@@ -352,6 +380,7 @@ int main()
 	tcase_add_test(tc, mixed_results_settle_each_recipient);
 	tcase_add_test(tc, retry_after_later_than_backoff);
 	tcase_add_test(tc, forgotten_result_is_tempfail);
+	tcase_add_test(tc, notice_bypasses_routes);
 	tcase_add_test(tc, workers_bound_and_reused);
 	tcase_add_test(tc, one_worker_serialises);
 	suite_add_tcase(s, tc);

@@ -96,6 +96,7 @@ struct FakeBackend : SessionBackend {
 	bool record = true;  // false: keep no call log (allocation-free)
 	bool async = false;
 	BackendStatus mail_st = BackendStatus::Ok;
+	std::string mail_text;  // RateLimited's words
 	BackendStatus rcpt_st = BackendStatus::Ok;
 	BackendStatus data_st = BackendStatus::Ok;
 	BackendStatus commit_st = BackendStatus::Ok;
@@ -120,7 +121,7 @@ struct FakeBackend : SessionBackend {
 		if (s.sender() != sender)
 			ck_abort_msg("sender() differs from on_mail's argument");
 		if (!async)
-			s.mail_reply(mail_st);
+			s.mail_reply(mail_st, mail_text);
 	}
 	void on_rcpt(Session& s, const std::string& rcpt) override
 	{
@@ -530,12 +531,19 @@ START_TEST(test_mail_backend_status)
 	expect_eq(h.cmd("MAIL FROM:<a@b.example>\r\n"), "451 4.3.0 Local error in processing, try again later\r\n");
 	h.be.mail_st = BackendStatus::Error;
 	expect_eq(h.cmd("MAIL FROM:<a@b.example>\r\n"), "451 4.3.0 Local error in processing, try again later\r\n");
+	h.be.mail_st = BackendStatus::RateLimited;
+	expect_eq(h.cmd("MAIL FROM:<a@b.example>\r\n"), "451 4.7.1 rate limit exceeded; try again later\r\n");
+	expect_eq(h.s->sender(), "");
+	h.be.mail_text = "rate limit: 3 messages in 5 s from uid 1000 (alice); try again later";
+	expect_eq(h.cmd("MAIL FROM:<a@b.example>\r\n"),
+		  "451 4.7.1 rate limit: 3 messages in 5 s from uid 1000 (alice); try again later\r\n");
 	// No transaction was opened: RCPT is out of order, RSET aborts nothing.
 	expect_eq(h.cmd("RCPT TO:<c@d.example>\r\n"), "503 5.5.1 Error: need MAIL command\r\n");
 	expect_eq(h.cmd("RSET\r\n"), "250 2.0.0 Ok\r\n");
 	h.be.mail_st = BackendStatus::Ok;
 	expect_eq(h.cmd("MAIL FROM:<a@b.example>\r\n"), "250 2.1.0 Ok\r\n");
-	expect_eq(h.be.joined(), "mail:a@b.example;mail:a@b.example;mail:a@b.example;mail:a@b.example;");
+	expect_eq(h.be.joined(), "mail:a@b.example;mail:a@b.example;mail:a@b.example;mail:a@b.example;mail:a@b.example;"
+		  "mail:a@b.example;");
 }
 END_TEST
 

@@ -114,6 +114,7 @@ void check_same_envelope(const Envelope& got, const Envelope& want)
 	ck_assert_str_eq(got.client.c_str(), want.client.c_str());
 	ck_assert_str_eq(got.helo.c_str(), want.helo.c_str());
 	ck_assert_int_eq(got.arrival, want.arrival);
+	ck_assert_str_eq(got.instance.c_str(), want.instance.c_str());
 }
 
 // what() of the SpoolError that load(id) throws; fails the test when it
@@ -190,6 +191,15 @@ START_TEST(test_header_format)
 				  "\narrival 1700000001\nsender \nrcpt root\nuid 0\nclient local\nhelo host.lan\n\n";
 	ck_assert(slurp(g_spool + "/incoming/" + env2.id) == want2);
 
+	// A notice's instance comes last.
+	Envelope env3 = env;
+	env3.id = spool.new_id();
+	env3.instance = "admin";
+	UniqueFd fd3 = spool.create(env3);
+	ck_assert(slurp(g_spool + "/incoming/" + env3.id) ==
+		  "LAIM 1\nid " + env3.id +
+			  "\narrival 1700000001\nsender \nrcpt root\nclient local\nhelo host.lan\ninstance admin\n\n");
+
 	// create never reuses an existing incoming file.
 	try {
 		(void)spool.create(env);
@@ -223,6 +233,15 @@ START_TEST(test_roundtrip)
 		ck_assert_uint_eq(msg.body().size(), body.size());
 		ck_assert(msg.body() == body);
 	}
+	// store(): the same commit in one call, from parts; a notice keeps
+	// its instance.
+	Envelope env = sample_env(spool.new_id());
+	env.instance = "admin";
+	ck_assert_uint_eq(spool.store(env, {"Subject: a\r\n", "\r\nbody\r\n"}), 20);
+	ck_assert(!exists(g_spool + "/incoming/" + env.id));
+	SpoolMessage msg = spool.load(env.id);
+	check_same_envelope(msg.envelope, env);
+	ck_assert(msg.body() == "Subject: a\r\n\r\nbody\r\n");
 }
 END_TEST
 
@@ -379,6 +398,8 @@ START_TEST(test_load_errors)
 		{"LAIM 1\nid " + id + "\nsender x@y\n" + good_tail + "\nbody", "duplicate sender"},
 		{"LAIM 1\nid " + id + "\nid " + id + "\n" + good_tail + "\nbody", "duplicate id"},
 		{"LAIM 1\nid " + id + "\nuid 1\nuid 2\n" + good_tail + "\nbody", "duplicate uid"},
+		{"LAIM 1\nid " + id + "\ninstance a\ninstance b\n" + good_tail + "\nbody", "duplicate instance"},
+		{"LAIM 1\nid " + id + "\ninstance \n" + good_tail + "\nbody", "instance: empty"},
 		{"LAIM 1\nid " + id + "\narrival 5\nsender a@b\nrcpt c@d\nhelo h\n\nbody", "missing client"},
 		{"LAIM 1\nid " + id + "\narrival 5\nsender a@b\nrcpt c@d\nclient local\n\nbody", "missing helo"},
 		{"LAIM 1\narrival 5\nsender a@b\nrcpt c@d\nclient local\nhelo h\n\nbody", "missing id"},
@@ -425,7 +446,7 @@ START_TEST(test_create_refuses)
 {
 	Spool spool(g_spool);
 	const std::string bad_chars[] = {"\r", "\n", std::string(1, '\0')};
-	const char* fields[] = {"sender", "rcpt", "client", "helo"};
+	const char* fields[] = {"sender", "rcpt", "client", "helo", "instance"};
 	for (const char* field : fields) {
 		for (const auto& c : bad_chars) {
 			Envelope env = sample_env(spool.new_id());
@@ -436,8 +457,10 @@ START_TEST(test_create_refuses)
 				env.recipients.push_back(value);
 			else if (!strcmp(field, "client"))
 				env.client = value;
-			else
+			else if (!strcmp(field, "helo"))
 				env.helo = value;
+			else
+				env.instance = value;
 			try {
 				(void)spool.create(env);
 				ck_abort_msg("create accepted %s with char %d", field, c[0]);
