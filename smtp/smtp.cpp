@@ -38,6 +38,10 @@ constexpr time_t SHUTDOWN_GRACE = 10;  // seconds sessions get to finish at SIGT
 // Descriptors kept free beside the sessions': a new handler channel, a
 // descriptor in flight over imsg.
 constexpr rlim_t FD_SPARE = 8;
+// Sessions on the local socket (sendmail) beyond max_sessions: network
+// clients that sit idle or send a byte a second cannot lock local
+// submission out.
+constexpr uint32_t LOCAL_RESERVE = 8;
 
 int64_t monotonic_ms()
 {
@@ -103,6 +107,7 @@ class SmtpServer : public SessionBackend {
 	SmtpSettings settings_;
 	uint32_t timeout_, max_sessions_, greeting_delay_;
 	uint32_t fd_sessions_;  // sessions_within_fd_limit() at start
+	uint32_t session_limit(bool local) const;
 	EventLoop loop_;
 	ImsgPeer parent_;
 	SiblingChannel handler_;
@@ -126,9 +131,19 @@ SmtpServer::SmtpServer(Runtime& rt, UniqueFd parent, UniqueFd handler)
 		listening_.push_back(
 			loop_.watch(rt.listeners[i].fd.get(), EPOLLIN, [this, i](uint32_t) { accept_clients(i); }));
 	fd_sessions_ = sessions_within_fd_limit();
-	if (fd_sessions_ < max_sessions_)
+	if (session_limit(false) < max_sessions_)
 		log_warnx("the open file limit leaves room for %u sessions, fewer than max_sessions (%u)",
-			  fd_sessions_, max_sessions_);
+			  session_limit(false), max_sessions_);
+}
+
+// Network clients get at most max_sessions sessions, the local socket
+// LOCAL_RESERVE more; both within the open file limit, where the local
+// socket's reserve comes first.
+uint32_t SmtpServer::session_limit(bool local) const
+{
+	if (local)
+		return std::min(max_sessions_ + LOCAL_RESERVE, fd_sessions_);
+	return std::min(max_sessions_, fd_sessions_ > LOCAL_RESERVE ? fd_sessions_ - LOCAL_RESERVE : 0);
 }
 
 // The handler process died or broke the protocol: every session waiting on
@@ -220,14 +235,14 @@ void SmtpServer::accept_clients(size_t idx)
 		}
 		if (shutting_down_)
 			return;
-		if (conns_.size() >= std::min(max_sessions_, fd_sessions_)) {
+		if (conns_.size() >= session_limit(l.local)) {
 			std::string msg = "421 4.3.2 " + settings_.hostname + " Too many sessions, try again later\r\n";
 			(void)!write(fd.get(), msg.data(), msg.size());
-			if (conns_.size() >= max_sessions_)
+			if (conns_.size() >= max_sessions_ + (l.local ? LOCAL_RESERVE : 0))
 				log_warnx("max_sessions (%u) reached: refused a client on %s", max_sessions_, l.name.c_str());
 			else
-				log_warnx("open file limit: %u sessions reached: refused a client on %s", fd_sessions_,
-					  l.name.c_str());
+				log_warnx("open file limit: %u sessions reached: refused a client on %s",
+					  session_limit(l.local), l.name.c_str());
 			continue;
 		}
 		ClientInfo ci;
