@@ -20,6 +20,7 @@ import glob
 import grp
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -540,7 +541,6 @@ def varied_message(tag, size=30000):
 	tag, then lines of pseudo-random printable text seeded by tag (some
 	starting with a dot, some with trailing white space, one near the 998
 	limit), about size bytes, CRLF line ends."""
-	import random
 	rnd = random.Random(tag)
 	chars = "".join(chr(c) for c in range(33, 127))
 	lines = [b"From: sender@client.example", b"To: rcpt@test.laim.example",
@@ -712,6 +712,16 @@ class Laimd:
 		print("----")
 
 	# -- process control
+
+	def wrap(self, setup="", runner=""):
+		"""Makes start() run laimd through a shell script: the setup
+		lines, then exec runner laimd; the pid stays laimd's (a runner
+		such as strace -D must keep it so)."""
+		path = os.path.join(self.dir, "laimd-wrapped")
+		with open(path, "w") as f:
+			f.write('#!/bin/sh\n%s\nexec %s %s "$@"\n' % (setup, runner, self.laimd))
+		os.chmod(path, 0o755)
+		self.laimd = path
 
 	def start(self, timeout=15):
 		"""Starts laimd -d -v and waits for "ready" and the listening port.

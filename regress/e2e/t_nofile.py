@@ -11,17 +11,9 @@ from harness import *
 NOFILE = 64
 
 
-def limited(d):
-	wrapper = os.path.join(d.dir, "laimd-limited")
-	with open(wrapper, "w") as f:
-		f.write('#!/bin/sh\nulimit -n %d || exit 1\nexec %s "$@"\n' % (NOFILE, d.laimd))
-	os.chmod(wrapper, 0o755)
-	d.laimd = wrapper
-
-
 def main():
 	d = Laimd()
-	limited(d)
+	d.wrap(setup="ulimit -n %d || exit 1" % NOFILE)
 	d.start()
 	m = d.wait_log(r"the open file limit leaves room for (\d+) sessions, fewer than max_sessions \(100\)$")
 	room = int(m.group(1))

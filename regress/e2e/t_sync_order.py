@@ -28,17 +28,6 @@ def strace_path():
 	return path
 
 
-def traced(d, trace):
-	"""Makes d start laimd under strace -D -f -y: the tracer runs as a
-	grandchild, so d.proc is still laimd's parent."""
-	wrapper = os.path.join(d.dir, "laimd-traced")
-	with open(wrapper, "w") as f:
-		f.write('#!/bin/sh\nexec %s -D -f -y -s 256 -e trace=%s -o %s %s "$@"\n' %
-			(strace_path(), SYSCALLS, trace, d.laimd))
-	os.chmod(wrapper, 0o755)
-	d.laimd = wrapper
-
-
 def syscalls(trace):
 	"""The trace as a list of calls: (tid, name, args and result, index of
 	its entry line, index of its exit line), in the order strace saw them."""
@@ -123,7 +112,8 @@ def main():
 	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
 	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
 	trace = os.path.join(d.dir, "strace.out")
-	traced(d, trace)
+	# -D: strace runs as a grandchild, so d.proc stays laimd's parent.
+	d.wrap(runner="%s -D -f -y -s 256 -e trace=%s -o %s" % (strace_path(), SYSCALLS, trace))
 	d.start(timeout=30)
 
 	ids = [d.send(msg=simple_message("one by one %d" % i)) for i in range(3)]
