@@ -184,7 +184,12 @@ void sandbox_seccomp_handler()
 	// parent (parent/command.cpp): this process never starts a program.
 	const scmp_datum_t ns = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC |
 				CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET;
+#if defined(__s390__) || defined(__s390x__)
+	// s390's clone takes the stack first and the flags second.
+	seccomp_add(ctx, SCMP_ACT_ALLOW, "clone", {SCMP_A1(SCMP_CMP_MASKED_EQ, ns | CLONE_THREAD, CLONE_THREAD)});
+#else
 	seccomp_add(ctx, SCMP_ACT_ALLOW, "clone", {SCMP_A0(SCMP_CMP_MASKED_EQ, ns | CLONE_THREAD, CLONE_THREAD)});
+#endif
 	// clone3 passes its flags in memory a filter cannot read: ENOSYS
 	// makes glibc fall back to clone, which the rule above judges.
 	seccomp_add(ctx, SCMP_ACT_ERRNO(ENOSYS), "clone3");
