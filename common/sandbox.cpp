@@ -150,8 +150,9 @@ const char* const handler_allow[] = {
 	// is argument-filtered below
 	"connect", "bind", "getsockname", "getpeername", "getsockopt", "setsockopt", "shutdown",
 	"sendto", "recvfrom", "sendmmsg", "recvmmsg", "socketpair",
-	// memory, threads (the committer, libcurl's resolver thread; clone is
-	// argument-filtered below), signals, time, identity, limits
+	// memory, threads (the committer, the delivery workers, libcurl's
+	// resolver; clone is argument-filtered below), signals, time,
+	// identity, limits
 	"brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "futex", "set_robust_list",
 	"rseq", "set_tid_address", "sched_yield", "sched_getaffinity", "exit", "exit_group",
 	"getpid", "gettid", "getppid", "rt_sigaction", "rt_sigprocmask", "rt_sigreturn",
@@ -164,20 +165,9 @@ const char* const handler_allow[] = {
 	"openat2",
 };
 
-}  // namespace
-
-void sandbox_seccomp_handler()
+// The handler's calls allowed only with certain arguments.
+void seccomp_allow_handler_filtered(scmp_filter_ctx ctx)
 {
-	// Default EPERM, not kill: this process holds accepted mail, and
-	// glibc, OpenSSL and libcurl probe for newer calls and fall back when
-	// refused; a kill there would turn a probe into a restart loop with
-	// deliveries stuck behind it, an error fails one delivery, which the
-	// queue retries and the log names.
-	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(EPERM));
-	if (!ctx)
-		fatalx("seccomp_init failed");
-	for (const char* name : handler_allow)
-		seccomp_add(ctx, SCMP_ACT_ALLOW, name);
 	seccomp_allow_tgkill_self(ctx);
 	// Threads only: a clone without CLONE_THREAD (fork, posix_spawn) or
 	// with any namespace flag is refused. Commands run from the root
@@ -202,11 +192,28 @@ void sandbox_seccomp_handler()
 	// isatty() (stdio's buffering) and non-blocking sockets.
 	for (unsigned long req : {TCGETS, FIONBIO, FIONREAD})
 		seccomp_add(ctx, SCMP_ACT_ALLOW, "ioctl", {SCMP_A1(SCMP_CMP_EQ, req)});
-	// Thread names (GLib names its threads).
+	// Thread names only (pthread_setname_np, pthread_getname_np).
 	for (int option : {PR_SET_NAME, PR_GET_NAME})
 		seccomp_add(ctx, SCMP_ACT_ALLOW, "prctl", {SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(option))});
 	// prlimit64 to read this process's own limits (pid 0, no new limit).
 	seccomp_add(ctx, SCMP_ACT_ALLOW, "prlimit64", {SCMP_A0(SCMP_CMP_EQ, 0), SCMP_A2(SCMP_CMP_EQ, 0)});
+}
+
+}  // namespace
+
+void sandbox_seccomp_handler()
+{
+	// Default EPERM, not kill: this process holds accepted mail, and
+	// glibc, OpenSSL and libcurl probe for newer calls and fall back when
+	// refused; a kill there would turn a probe into a restart loop with
+	// deliveries stuck behind it, an error fails one delivery, which the
+	// queue retries and the log names.
+	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(EPERM));
+	if (!ctx)
+		fatalx("seccomp_init failed");
+	for (const char* name : handler_allow)
+		seccomp_add(ctx, SCMP_ACT_ALLOW, name);
+	seccomp_allow_handler_filtered(ctx);
 	seccomp_load_or_die(ctx, "handler");
 }
 
