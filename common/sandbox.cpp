@@ -192,7 +192,9 @@ void seccomp_allow_handler_filtered(scmp_filter_ctx ctx)
 	// isatty() (stdio's buffering) and non-blocking sockets.
 	for (unsigned long req : {TCGETS, FIONBIO, FIONREAD})
 		seccomp_add(ctx, SCMP_ACT_ALLOW, "ioctl", {SCMP_A1(SCMP_CMP_EQ, req)});
-	// Thread names only (pthread_setname_np, pthread_getname_np).
+	// Thread names only (pthread_setname_np, pthread_getname_np). The
+	// other prctl seen here, libcap's constructor probing the bounding set
+	// when getpwnam loads libnss_systemd, gets EPERM and copes.
 	for (int option : {PR_SET_NAME, PR_GET_NAME})
 		seccomp_add(ctx, SCMP_ACT_ALLOW, "prctl", {SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(option))});
 	// prlimit64 to read this process's own limits (pid 0, no new limit).
