@@ -25,13 +25,14 @@ RunAs sandbox_lookup_user(const std::string& name);
 void sandbox_drop(const RunAs& who, const char* root_dir);
 
 // Seccomp for the smtp process: an allowlist, everything else kills the
-// process (SCMP_ACT_KILL_PROCESS; the parent sees SIGSYS).
+// process (SCMP_ACT_KILL_PROCESS; the parent sees SIGSYS); tgkill only to
+// this process. Call it in the process it confines: it reads getpid().
 void sandbox_seccomp_smtp();
 
-// Seccomp for the handler process: handlers need files and sockets, so
-// this refuses (EPERM) what a mail handler never needs: starting a
-// program (the parent runs commands), kernel modules, ptrace, mount and
-// namespaces, BPF, keyrings, clock changes...
+// Seccomp for the handler process: an allowlist of what its handlers,
+// the spool and its threads need (threads only, no namespaces, sockets
+// of four families); everything else fails with EPERM (why: the comment
+// in sandbox.cpp and doc/architecture.md, "Processes").
 void sandbox_seccomp_handler();
 
 // Remembers main's argv area, which set_process_title may overwrite.
