@@ -7,11 +7,14 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -32,12 +35,34 @@ namespace {
 
 volatile sig_atomic_t got_sigterm = 0;
 constexpr time_t SHUTDOWN_GRACE = 10;  // seconds sessions get to finish at SIGTERM
+// Descriptors kept free beside the sessions': a new handler channel, a
+// descriptor in flight over imsg.
+constexpr rlim_t FD_SPARE = 8;
+// Sessions on the local socket (sendmail) beyond max_sessions: network
+// clients that sit idle or send a byte a second cannot lock local
+// submission out.
+constexpr uint32_t LOCAL_RESERVE = 8;
 
 int64_t monotonic_ms()
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+// How many sessions the open file limit has room for: each holds its
+// socket and, in DATA, its spool file, beside the descriptors open now.
+// Past it a client gets 421 rather than a session that fails at DATA.
+uint32_t sessions_within_fd_limit()
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur == RLIM_INFINITY)
+		return UINT32_MAX;
+	rlim_t used = 0;
+	for (rlim_t fd = 0; fd < std::min<rlim_t>(rl.rlim_cur, 65536); fd++)
+		used += fcntl(static_cast<int>(fd), F_GETFD) != -1;
+	rlim_t spare = rl.rlim_cur > used + FD_SPARE ? rl.rlim_cur - used - FD_SPARE : 0;
+	return static_cast<uint32_t>(std::min<rlim_t>(spare / 2, UINT32_MAX));
 }
 
 struct Conn {
@@ -81,6 +106,8 @@ class SmtpServer : public SessionBackend {
 	Runtime& rt_;
 	SmtpSettings settings_;
 	uint32_t timeout_, max_sessions_, greeting_delay_;
+	uint32_t fd_sessions_;  // sessions_within_fd_limit() at start
+	uint32_t session_limit(bool local) const;
 	EventLoop loop_;
 	ImsgPeer parent_;
 	SiblingChannel handler_;
@@ -103,6 +130,20 @@ SmtpServer::SmtpServer(Runtime& rt, UniqueFd parent, UniqueFd handler)
 	for (size_t i = 0; i < rt.listeners.size(); i++)
 		listening_.push_back(
 			loop_.watch(rt.listeners[i].fd.get(), EPOLLIN, [this, i](uint32_t) { accept_clients(i); }));
+	fd_sessions_ = sessions_within_fd_limit();
+	if (session_limit(false) < max_sessions_)
+		log_warnx("the open file limit leaves room for %u sessions, fewer than max_sessions (%u)",
+			  session_limit(false), max_sessions_);
+}
+
+// Network clients get at most max_sessions sessions, the local socket
+// LOCAL_RESERVE more; both within the open file limit, where the local
+// socket's reserve comes first.
+uint32_t SmtpServer::session_limit(bool local) const
+{
+	if (local)
+		return std::min(max_sessions_ + LOCAL_RESERVE, fd_sessions_);
+	return std::min(max_sessions_, fd_sessions_ > LOCAL_RESERVE ? fd_sessions_ - LOCAL_RESERVE : 0);
 }
 
 // The handler process died or broke the protocol: every session waiting on
@@ -194,10 +235,14 @@ void SmtpServer::accept_clients(size_t idx)
 		}
 		if (shutting_down_)
 			return;
-		if (conns_.size() >= max_sessions_) {
+		if (conns_.size() >= session_limit(l.local)) {
 			std::string msg = "421 4.3.2 " + settings_.hostname + " Too many sessions, try again later\r\n";
 			(void)!write(fd.get(), msg.data(), msg.size());
-			log_warnx("max_sessions (%u) reached: refused a client on %s", max_sessions_, l.name.c_str());
+			if (conns_.size() >= max_sessions_ + (l.local ? LOCAL_RESERVE : 0))
+				log_warnx("max_sessions (%u) reached: refused a client on %s", max_sessions_, l.name.c_str());
+			else
+				log_warnx("open file limit: %u sessions reached: refused a client on %s",
+					  session_limit(l.local), l.name.c_str());
 			continue;
 		}
 		ClientInfo ci;

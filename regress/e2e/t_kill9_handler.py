@@ -1,7 +1,8 @@
 # kill -9 of the handler process: a message answered 250 before it is
 # delivered after the restart; one in DATA when it dies gets a temporary
 # failure and is never delivered; while the handler is down a transaction
-# gets 451 4.3.0 (or 250 once it is back), and nothing accepted is lost.
+# gets 451 4.3.0 (or 250 once it is back), and nothing accepted is lost:
+# each is delivered once, byte for byte as its client sent it.
 import sys
 sys.dont_write_bytecode = True
 import signal
@@ -16,9 +17,10 @@ def kill_handler(d):
 	return old
 
 
-def try_transaction(c, tag):
-	"""Runs a transaction whatever happens; returns the queue id on 250,
-	None when the server refused with 451 4.3.0 at some step."""
+def try_transaction(c, tag, sent):
+	"""Runs a transaction whatever happens; returns the queue id on 250
+	(and notes what was sent in sent), None when the server refused with
+	451 4.3.0 at some step."""
 	steps = ["MAIL FROM:<%s@client.example>" % tag, "RCPT TO:<rcpt@test.laim.example>", "DATA"]
 	for step in steps:
 		r = c.cmd(step)
@@ -26,12 +28,14 @@ def try_transaction(c, tag):
 			check(r.lines[-1][4:].startswith("4.3.0") or r.code == 421, "%s: %r" % (step, r))
 			return None
 		check_eq(r.code, 354 if step == "DATA" else 250, "%s (%r)" % (step, r))
-	c.send(data_terminated(simple_message(tag)))
+	msg = varied_message(tag)
+	c.send(data_terminated(msg))
 	r = c.reply(15)
 	if r.code == 451:
 		check(r.lines[-1].startswith("451 4.3.0"), "end of data: %r" % r)
 		return None
 	check_eq(r.code, 250, "end of data (%r)" % r)
+	sent[queue_id(r)] = msg
 	return queue_id(r)
 
 
@@ -42,7 +46,10 @@ def main():
 	d.start()
 
 	# Right after a 250: the message is on disk, then the handler dies.
-	qid = d.send(msg=simple_message("after 250"))
+	sent = {}
+	msg = varied_message("after 250")
+	qid = d.send(msg=msg)
+	sent[qid] = msg
 	check(os.path.exists(os.path.join(d.spool, "queue", qid)), "queue/%s missing right after the 250" % qid)
 	old = kill_handler(d)
 	d.wait_log(RESTART % old["handler"], 10)
@@ -88,10 +95,12 @@ def main():
 			if tag is None:
 				r = c.cmd("DATA")
 				if r.code == 354:
-					c.send(data_terminated(simple_message("busy%d" % i)))
+					msg = varied_message("busy%d" % i)
+					c.send(data_terminated(msg))
 					r = c.reply(15)
 					if r.code == 250:
 						accepted.append(queue_id(r))
+						sent[queue_id(r)] = msg
 					else:
 						check(r.lines[-1].startswith("451 4.3.0"), "busy end of data: %r" % r)
 						refused += 1
@@ -99,7 +108,7 @@ def main():
 					check(r.lines[-1].startswith("451 4.3.0") or r.code == 421, "busy DATA: %r" % r)
 					refused += 1
 			else:
-				q = try_transaction(c, tag)
+				q = try_transaction(c, tag, sent)
 				if q:
 					accepted.append(q)
 				else:
@@ -110,6 +119,7 @@ def main():
 	for q in accepted:
 		d.wait_removed(q, 15)
 	check_eq(len(maildir_files(blocked)), 1 + len(accepted), "messages delivered (each accepted one once)")
+	check_delivered_exactly(d, sent, blocked)
 	check(not d.search_log(r"from=<cut@client\.example>", 0), "the message cut by the kill was committed")
 	check(not any(b"Subject: cut" in m for m in maildir_messages(blocked)), "the cut message was delivered")
 	check_eq(d.spool_files("queue"), [], "queue/ at the end")

@@ -1,5 +1,5 @@
 # kill -9 of the smtp process: a message answered 250 just before is
-# delivered; a session killed in the middle of DATA (before the final dot)
+# delivered, byte for byte as sent; a session killed in the middle of DATA (before the final dot)
 # sees its connection drop, its message is never delivered, and the
 # incoming/ file is gone at the latest after the next start.
 import sys
@@ -18,7 +18,10 @@ def main():
 	d.start()
 
 	# Right after a 250.
-	qid = d.send(msg=simple_message("after 250"))
+	sent = {}
+	msg = varied_message("after 250")
+	qid = d.send(msg=msg)
+	sent[qid] = msg
 	old = d.children()
 	os.kill(old["smtp"], signal.SIGKILL)
 	d.wait_log(RESTART % old["smtp"], 10)
@@ -49,12 +52,15 @@ def main():
 	check_eq(d.stop(), 0, "exit status after SIGTERM")
 	d.start()
 	wait_for(lambda: not d.spool_files("incoming"), 5, "incoming/ to be cleaned at start")
-	q2 = d.send(msg=simple_message("after restart"))
+	msg = varied_message("after restart")
+	q2 = d.send(msg=msg)
+	sent[q2] = msg
 	d.wait_removed(q2)
 	msgs = maildir_messages(blocked)
 	check_eq(len(msgs), 2, "messages delivered (never the partial one)")
 	check(not any(b"Subject: partial" in m for m in msgs), "the partial message was delivered")
 	check(not d.search_log(r"from=<partial@client\.example>", 0), "the partial message was committed")
+	check_delivered_exactly(d, sent, blocked)
 
 
 run(main)

@@ -1,5 +1,6 @@
 # The parent restarts a child killed with SIGKILL, logging the signal; the
-# daemon keeps serving with the new child, which is confined again.
+# daemon keeps serving with the new child, which is confined again, and
+# delivers each message byte for byte as sent.
 import sys
 sys.dont_write_bytecode = True
 import os
@@ -25,20 +26,24 @@ def kill_and_wait(d, name):
 
 def main():
 	d = Laimd().start()
+	sent = {}
+
+	def send(tag):
+		msg = varied_message(tag)
+		qid = d.send(msg=msg)
+		sent[qid] = msg
+		d.wait_removed(qid)
 	kill_and_wait(d, "smtp")
-	qid = d.send(msg=simple_message("after smtp restart"))
-	d.wait_removed(qid)
+	send("after smtp restart")
 
 	kill_and_wait(d, "handler")
-	qid = d.send(msg=simple_message("after handler restart"))
-	d.wait_removed(qid)
+	send("after handler restart")
 
 	# Again, to see the back-off does not stop restarts.
 	kill_and_wait(d, "smtp")
 	kill_and_wait(d, "handler")
-	qid = d.send(msg=simple_message("after the second restarts"))
-	d.wait_removed(qid)
-	check_eq(len(maildir_files(d.maildir)), 3, "messages delivered")
+	send("after the second restarts")
+	check_delivered_exactly(d, sent)
 	check(d.running(), "the parent died")
 
 

@@ -1,0 +1,152 @@
+# A full file system never costs an accepted message: the spool and the
+# Maildir are each on a small tmpfs the case mounts and fills as root.
+#   - no inode left for the spool file: DATA gets 451/452;
+#   - no space left in the middle of a large message, or at the last write
+#     before the commit: the end of data gets 451, nothing is committed or
+#     delivered and incoming/ is left empty;
+#   - no space left while the maildir handler writes: the message stays in
+#     queue/ (deferred), no half-written copy reaches new/ or stays in tmp/;
+# and once space is back the daemon takes and delivers each message byte
+# for byte as sent, the deferred one included.
+import sys
+sys.dont_write_bytecode = True
+import errno
+import subprocess
+from harness import *
+
+PAGE = 4096
+
+
+def mount_tmpfs(path, mounts, size, inodes):
+	os.makedirs(path, exist_ok=True)
+	r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d,nr_inodes=%d,mode=0755" % (size, inodes),
+			    "tmpfs", path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+	check_eq(r.returncode, 0, "mount tmpfs on %s (%r)" % (path, r.stdout))
+	mounts.append(path)
+
+
+def fill_space(fs, leave):
+	"""A root file that leaves about leave bytes free on fs; returns its path."""
+	path = os.path.join(fs, "filler")
+	st = os.statvfs(fs)
+	free = st.f_bavail * st.f_frsize
+	check(free > leave, "%s: %d bytes free, fewer than the %d to leave" % (fs, free, leave))
+	fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+	try:
+		os.posix_fallocate(fd, 0, free - leave)
+	finally:
+		os.close(fd)
+	return path
+
+
+def fill_inodes(fs):
+	"""Root files in fs/inodes/ until the file system has no inode left."""
+	d = os.path.join(fs, "inodes")
+	os.makedirs(d, exist_ok=True)
+	n = 0
+	while True:
+		try:
+			open(os.path.join(d, str(n)), "w").close()
+		except OSError as e:
+			check_eq(e.errno, errno.ENOSPC, "error creating inode filler %d" % n)
+			return d
+		n += 1
+
+
+def refused_at_data(d, tag, msg):
+	"""A transaction whose message does not fit: DATA or the end of data
+	gets 451/452, never 250."""
+	c = d.smtp()
+	c.ehlo()
+	c.cmd("MAIL FROM:<%s@client.example>" % tag, 250)
+	c.cmd("RCPT TO:<rcpt@test.laim.example>", 250)
+	r = c.cmd("DATA")
+	if r.code == 354:
+		c.send(data_terminated(msg))
+		r = c.reply(15)
+	check(r.code in (451, 452) and r.lines[-1][4:6] == "4.",
+	      "%s: expected 451 or 452 with a 4.x.x code, got %r" % (tag, r))
+	c.cmd("QUIT", 221)
+	c.close()
+	return r
+
+
+def check_nothing_kept(d, what):
+	wait_for(lambda: not d.spool_files("incoming"), 5, "incoming/ to be empty after %s" % what)
+	check_eq(d.spool_files("queue"), [], "queue/ after %s" % what)
+
+
+def spool_full(d, sent):
+	fs = os.path.dirname(d.spool)
+	inodes = fill_inodes(fs)
+	refused_at_data(d, "noinode", varied_message("no inode"))
+	d.wait_log(r"cannot create a spool file: create %s/incoming/%s: No space left on device$" %
+		   (re.escape(d.spool), QID_RE), since=0)
+	check_nothing_kept(d, "the spool ran out of inodes")
+	shutil.rmtree(inodes)
+
+	filler = fill_space(fs, 16 * PAGE)
+	r = refused_at_data(d, "large", varied_message("large", 400000))
+	check_eq(r.code, 451, "end of data with the spool full in mid-message")
+	d.wait_log(r"session \d+: %s: write to spool file: No space left on device$" % QID_RE, since=0)
+	check_nothing_kept(d, "the spool filled in mid-message")
+	os.unlink(filler)
+
+	# 30 kB is less than smtp's write buffer: its one write is the last
+	# before the commit.
+	filler = fill_space(fs, 2 * PAGE)
+	r = refused_at_data(d, "lastwrite", varied_message("last write", 30000))
+	check_eq(r.code, 451, "end of data with the spool full at the last write")
+	check_nothing_kept(d, "the spool filled at the last write")
+	os.unlink(filler)
+	check(not d.search_log(r"%s: from=<(noinode|large|lastwrite)@client\.example>, size=" % QID_RE, 0),
+	      "a message refused for want of space was committed")
+
+	for tag, size in (("large", 400000), ("last write", 30000), ("no inode", 30000)):
+		msg = varied_message(tag + " again", size)
+		sent[d.send(msg=msg)] = msg
+
+
+def maildir_full(d, sent):
+	mfs = os.path.dirname(d.maildir)
+	for qid in sent:
+		d.wait_removed(qid)
+	before = maildir_files(d.maildir)
+	filler = fill_space(mfs, 4 * PAGE)
+	msg = varied_message("maildir full", 100000)
+	qid = d.send(msg=msg)
+	sent[qid] = msg
+	d.wait_log(r"%s: to=<rcpt@test\.laim\.example>, handler=inbox, status=deferred, .*No space left on device\)$" % qid, since=0)
+	check_eq(d.spool_files("queue"), [qid], "queue/ while the Maildir is full")
+	check_eq(maildir_files(d.maildir), before, "messages in the full Maildir")
+	check_eq(os.listdir(os.path.join(d.maildir, "tmp")), [], "half-written files in the full Maildir's tmp/")
+	os.unlink(filler)
+	d.wait_removed(qid, 15)
+
+
+def main():
+	d = Laimd()
+	mounts = []
+	try:
+		mount_tmpfs(os.path.join(d.dir, "spoolfs"), mounts, 2 * 1024 * 1024, 200)
+		mount_tmpfs(os.path.join(d.dir, "mailfs"), mounts, 1024 * 1024, 200)
+		d.spool = d.config["spool"] = os.path.join(d.dir, "spoolfs", "spool")
+		d.maildir = os.path.join(d.dir, "mailfs", "Maildir")
+		for sub in ("", "tmp", "new", "cur"):
+			d.make_user_dir(os.path.join(d.maildir, sub))
+		d.config["handlers"] = {"inbox": {"type": "maildir", "path": d.maildir}}
+		d.start()
+		sent = {}
+		spool_full(d, sent)
+		maildir_full(d, sent)
+		for qid in sent:
+			d.wait_removed(qid)
+		check_delivered_exactly(d, sent)
+		check(d.running(), "the parent died")
+		d.kill_tree()
+	finally:
+		for m in reversed(mounts):
+			subprocess.run(["umount", "-l", m])
+
+
+run(main)
