@@ -36,6 +36,17 @@ struct YamlNode {
 	std::vector<std::pair<std::string, YamlNode>> entries;  // Mapping, in file order; key lines are entries[i].second.line
 	std::vector<int> key_lines;  // Mapping: line of each key, parallel to entries
 
+	// Declared here, defaulted in config.cpp where YamlNode is complete:
+	// implicit ones would make std::pair<std::string, YamlNode> ask
+	// whether the still-incomplete YamlNode is default constructible,
+	// which clang++ with libstdc++ rejects.
+	YamlNode();
+	YamlNode(const YamlNode&);
+	YamlNode(YamlNode&&) noexcept;
+	YamlNode& operator=(const YamlNode&);
+	YamlNode& operator=(YamlNode&&) noexcept;
+	~YamlNode();
+
 	const YamlNode* find(std::string_view key) const;
 };
 

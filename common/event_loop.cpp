@@ -42,7 +42,10 @@ void EventLoop::wait(int timeout_ms)
 	if (n == -1 && errno != EINTR)
 		fatal("epoll_wait");
 	for (int i = 0; i < n; i++) {
-		auto it = callbacks_.find(evs[i].data.u64);
+		// A copy: struct epoll_event is packed on x86-64, and find()
+		// takes a reference, which must not point at a misaligned u64.
+		uint64_t id = evs[i].data.u64;
+		auto it = callbacks_.find(id);
 		if (it == callbacks_.end())
 			continue;  // unwatched by an earlier callback
 		std::shared_ptr<Callback> cb = it->second;

@@ -4,7 +4,9 @@
 // varying size (taken from the input itself) to exercise state carried
 // across reads. Checks the session's invariants as it goes: bounded
 // input buffer, well-formed replies, no control character in an accepted
-// address, each transaction ending in exactly one commit or abort.
+// address, each transaction ending in exactly one commit or abort, and
+// no smuggling: every committed message ended at a CRLF "." CRLF of the
+// client's bytes that no earlier message used.
 //
 // The session logs each refused message to stderr; run with
 // -close_fd_mask=2 to silence that (sanitizer reports still show):
@@ -19,6 +21,8 @@
 #include <cstring>
 #include <string>
 
+#include <strings.h>
+
 #include "smtp/session.h"
 
 using namespace laim;
@@ -26,12 +30,31 @@ using namespace laim;
 namespace {
 
 int devnull = -1;
+std::string fed;          // the client's bytes given to the session so far
+size_t unused_end = 0;    // where to look for the next message's CRLF "." CRLF
 
 void check_address(const std::string& a)
 {
 	for (unsigned char c : a)
 		if (c < 0x20 || c == 0x7f)
 			abort();
+}
+
+// Where the first message end in fed at or after from finishes: LF "."
+// CRLF after a CR, or right after the DATA command line (an empty
+// message: the 354 starts a line, and a command line may end in a bare
+// LF). npos when there is none.
+size_t message_end(size_t from)
+{
+	for (size_t i = fed.find("\n.\r\n", from); i != std::string::npos; i = fed.find("\n.\r\n", i + 1)) {
+		if (i > 0 && fed[i - 1] == '\r')
+			return i + 4;
+		size_t bol = fed.rfind('\n', i - 1);
+		bol = (i == 0 || bol == std::string::npos) ? 0 : bol + 1;
+		if (i - bol >= 4 && strncasecmp(fed.c_str() + bol, "DATA", 4) == 0)
+			return i + 4;
+	}
+	return std::string::npos;
 }
 
 struct OkBackend : SessionBackend {
@@ -61,6 +84,11 @@ struct OkBackend : SessionBackend {
 	{
 		if (open_txn-- != 1)
 			abort();
+		// The smuggling oracle: a message may end only at CRLF.CRLF.
+		size_t end = message_end(unused_end);
+		if (end == std::string::npos)
+			abort();
+		unused_end = end;
 		s.commit_reply(BackendStatus::Ok);
 	}
 	void on_abort(Session&) override
@@ -105,6 +133,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
 		return s;
 	}();
 	OkBackend be;
+	fed.clear();
+	unused_end = 0;
 	{
 		Session s(be, settings, ClientInfo{"127.0.0.1", std::nullopt, ""}, 1);
 		s.greet();
@@ -127,6 +157,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
 			}
 			n = std::min({n, piece, size - off});
 			memcpy(p, data + off, n);
+			fed.append(reinterpret_cast<const char*>(data + off), n);
 			s.input_commit(n);
 			off += n;
 			if (s.waiting())

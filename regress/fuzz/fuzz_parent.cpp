@@ -1,0 +1,84 @@
+// libFuzzer target: what the root parent accepts from its children. A
+// record (with an fd attached or not, chosen by the first byte) goes
+// through each validator the parent's channels use (peer errors,
+// mailbox leases, commands) and, when it passes, its payload through the
+// decoder the parent applies. Checks that a frame keeps its fd exactly
+// when its type carries one, that no fd leaks, and that whatever decodes
+// encodes back to the same fields.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+
+#include "common/imsg.h"
+#include "common/proto.h"
+
+using namespace laim;
+
+namespace {
+
+// decode(encode(m)) gives m back, so the parent acts on what was sent.
+template <typename T, typename Same>
+void check_payload(const Imsg& m, Same same)
+{
+	T msg;
+	if (!decode(m.data, msg))
+		return;
+	T again;
+	if (!decode(encode(msg), again) || !same(msg, again))
+		abort();
+}
+
+void check_message(const Imsg& m)
+{
+	switch (m.type) {
+	case IMSG_C_PEER_ERROR:
+		check_payload<PeerErrorMsg>(m, [](auto& a, auto& b) { return a.what == b.what; });
+		break;
+	case IMSG_H_MAILBOX_OPEN:
+		check_payload<MailboxOpenMsg>(m, [](auto& a, auto& b) { return a.user == b.user; });
+		break;
+	case IMSG_H_COMMAND_RUN:
+		check_payload<CommandRunMsg>(m, [](auto& a, auto& b) {
+			return a.instance == b.instance && a.queue_id == b.queue_id && a.sender == b.sender &&
+			       a.recipients == b.recipients;
+		});
+		break;
+	}
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
+{
+	static const ImsgValidator validators[] = {imsg_valid_child_to_parent, imsg_valid_mailbox_request,
+						   imsg_valid_command_request, imsg_valid_nothing};
+	if (size < 1)
+		return 0;
+	bool with_fd = data[0] & 1;
+	int lowest = open("/dev/null", O_RDONLY | O_CLOEXEC);  // the fd the next open gets
+	close(lowest);
+	for (ImsgValidator v : validators) {
+		int fd = with_fd ? open("/dev/null", O_RDONLY | O_CLOEXEC) : -1;
+		if (with_fd && fd < 0)
+			abort();
+		Imsg m;
+		ImsgError e = imsg_decode(data + 1, size - 1, fd, v, m);
+		if (e != ImsgError::None) {
+			if (fd >= 0)
+				close(fd);  // refused: the caller still owns it
+			continue;
+		}
+		if (m.fd.get() != fd || !v(m.type).known || v(m.type).with_fd != with_fd)
+			abort();
+		check_message(m);
+	}
+	// Every fd opened above is closed again.
+	int probe = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (probe != lowest)
+		abort();
+	close(probe);
+	return 0;
+}
