@@ -21,26 +21,20 @@ def main():
 		before = rss_kb(smtp)
 		peak = before
 		block = b"Subject: big\r\n\r\n" + line * 655  # ~64 KiB
-		try:
-			for i in range(128):  # 8 MiB
-				c.send(block)
-				if i % 16 == 15:
-					peak = max(peak, rss_kb(smtp))
-			c.send(b".\r\n")
-		except (BrokenPipeError, ConnectionResetError):
-			pass
+		for i in range(128):  # 8 MiB, all read: laim never closes on a client mid-message
+			c.send(block)
+			if i % 16 == 15:
+				peak = max(peak, rss_kb(smtp))
+		c.send(b".\r\n")
 		r = c.reply(20)
 		peak = max(peak, rss_kb(smtp))
 		print("smtp VmRSS before %d kB, peak %d kB" % (before, peak))
 		check(r.code == 552 and r.lines[-1].startswith("552 5.3.4"),
 		      "8 MiB message over a 1 MiB limit: expected 552 5.3.4, got %r" % r)
 		check(peak - before < 2048, "smtp RSS grew by %d kB while streaming 8 MiB" % (peak - before))
-		# The session survives the 552 (unless the server closed it).
-		try:
-			r = c.cmd("NOOP")
-			check(r.code in (250, 421), "NOOP after 552: %r" % r)
-		except Closed:
-			pass
+		# laim reads the whole message to its end and the session goes on.
+		r = c.cmd("NOOP")
+		check_eq(r.code, 250, "NOOP after the 552 (%r)" % r)
 
 	qid = d.send(msg=b"Subject: under\r\n\r\n" + line * 9000)  # ~900 KB
 	d.wait_removed(qid)

@@ -16,8 +16,8 @@ def main():
 		c.send("RSET\r\nMAIL FROM:<a@client.example>\r\nRCPT TO:<r1@test.laim.example>\r\n"
 		       "RCPT TO:<bad address>\r\nRCPT TO:<r2@test.laim.example>\r\nDATA\r\n")
 		codes = [c.reply().code for _ in range(6)]
-		check_eq(codes[:3] + codes[4:], [250, 250, 250, 250, 354], "replies to the pipelined group")
-		check(codes[3] in (501, 553), "pipelined bad RCPT: %r" % codes[3])
+		# "<bad address>" is a bad mailbox (553 5.1.3, as Postfix answers it).
+		check_eq(codes, [250, 250, 250, 553, 250, 354], "replies to the pipelined group")
 		c.send(data_terminated(simple_message("pipelined")) + b"MAIL FROM:<b@client.example>\r\n"
 		       b"RCPT TO:<r3@test.laim.example>\r\nDATA\r\n")
 		qid1 = queue_id(c.expect(250))
