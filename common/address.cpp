@@ -33,6 +33,8 @@ bool has_8bit(std::string_view s)
 	return false;
 }
 
+}  // namespace
+
 // Well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
 // past U+10FFFF) without the C1 control characters U+0080..U+009F.
 bool valid_utf8(std::string_view s)
@@ -73,6 +75,8 @@ bool valid_utf8(std::string_view s)
 	}
 	return true;
 }
+
+namespace {
 
 // Length of the Local-part (Dot-string or Quoted-string) at the start of
 // s, or 0 when s does not start with one.

@@ -49,6 +49,9 @@ AddressStatus parse_path(std::string_view arg, SmtpPath& out);
 // allow_bare_local. Non-ASCII only when utf8 (and then valid UTF-8).
 bool valid_mailbox(std::string_view mailbox, bool utf8, bool allow_bare_local = true);
 
+// Well-formed UTF-8 (RFC 3629) without the C1 control characters.
+bool valid_utf8(std::string_view s);
+
 // Checks a Domain (RFC 5321 4.1.2, RFC 1035 2.3.1 with the leading digit
 // of RFC 1123 2.1): dot-separated labels of letters, digits and inner
 // hyphens, at most 63 octets each and ADDR_MAX_DOMAIN in all; with utf8,

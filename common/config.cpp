@@ -376,6 +376,8 @@ class ConfigParser {
 	int smtputf8_line_ = 0;  // set once enable_smtputf8 (either spelling) is seen
 	int retry_initial_line_ = 0;
 	int retry_max_line_ = 0;
+	int user_line_ = 0;
+	int smtp_user_line_ = 0;
 };
 
 // "HOST:PORT" with a numeric IPv4 host or a bracketed IPv6 host. laim does
@@ -627,10 +629,12 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 		if (p.size() >= sizeof(sockaddr_un::sun_path))
 			fail(n.line, name, "too long for a unix socket path (at most " +
 					       std::to_string(sizeof(sockaddr_un::sun_path) - 1) + " bytes)");
-	} else if (name == "user") {
-		cfg_.user = value(n, name).string();
-		if (cfg_.user.empty() || has_control_char(cfg_.user))
-			fail(n.line, name, "expected a user name, got \"" + cfg_.user + "\"");
+	} else if (name == "user" || name == "smtp_user") {
+		std::string& u = name == "user" ? cfg_.user : cfg_.smtp_user;
+		u = value(n, name).string();
+		if (u.empty() || has_control_char(u))
+			fail(n.line, name, "expected a user name, got \"" + u + "\"");
+		(name == "user" ? user_line_ : smtp_user_line_) = key_line;
 	} else if (name == "hostname") {
 		cfg_.hostname = value(n, name).string();
 		if (!cfg_.hostname.empty() && !valid_domain(cfg_.hostname, false))
@@ -715,6 +719,12 @@ Config ConfigParser::parse(const YamlNode& root)
 		     "retry_max (" + std::to_string(cfg_.retry_max) + ") must not be less than retry_initial (" +
 			 std::to_string(cfg_.retry_initial) + ")");
 	}
+	// A compromised smtp process must not be able to signal the handler
+	// process or touch what it owns (doc/architecture.md, "Processes").
+	if (cfg_.smtp_user == cfg_.user)
+		fail(smtp_user_line_ ? smtp_user_line_ : user_line_, smtp_user_line_ ? "smtp_user" : "user",
+		     "the smtp process and the handler process must run as different users (both are \"" +
+			     cfg_.user + "\")");
 	if (handlers_node)
 		handlers(*handlers_node);
 	if (routes_node)

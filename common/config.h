@@ -93,7 +93,8 @@ struct Config {
 	std::vector<ListenAddress> listen;  // default 127.0.0.1:25 and [::1]:25
 	std::string socket;  // local submission socket; default LAIM_SOCKET
 	std::string control_socket;  // laimctl, mailq; default LAIM_CONTROL_SOCKET
-	std::string user = "laim";
+	std::string user = "laim";  // the handler process's user; owns the spool
+	std::string smtp_user = "laim-smtp";  // the smtp process's user; owns nothing
 	std::string hostname;  // empty: /etc/mailname or the FQDN, resolved once at start
 	std::string ident;     // default "laim VERSION"
 	uint32_t max_queue_size = 50;

@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -178,6 +179,10 @@ ImsgChannel::Read ImsgChannel::read(Imsg& msg, ImsgError* err)
 		e = imsg_decode(buf, static_cast<size_t>(n), fd, valid_, msg);
 		if (e == ImsgError::None && fd >= 0)
 			fds[0].release();
+	}
+	if (e != ImsgError::None) {
+		refused_.record.assign(reinterpret_cast<const char*>(buf), std::min(static_cast<size_t>(n), sizeof buf));
+		refused_.fd = fds.empty() ? UniqueFd() : std::move(fds[0]);
 	}
 	if (err)
 		*err = e;

@@ -83,6 +83,14 @@ class ImsgChannel {
 	// returns it; Again when the deadline passed first.
 	Read read_wait(Imsg& msg, int64_t deadline, ImsgError* err);
 
+	// The record the last read() refused (Error) as it came, and the first
+	// descriptor that came with it: what a sibling reports to the parent.
+	struct Refused {
+		std::string record;
+		UniqueFd fd;
+	};
+	Refused take_refused() { return std::move(refused_); }
+
  private:
 	struct Frame {
 		std::string bytes;
@@ -91,6 +99,7 @@ class ImsgChannel {
 	UniqueFd fd_;
 	ImsgValidator valid_;
 	std::deque<Frame> out_;
+	Refused refused_;
 };
 
 // Milliseconds on the monotonic clock, for deadlines.

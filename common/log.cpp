@@ -10,6 +10,8 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include "common/address.h"
+
 namespace laim {
 
 namespace {
@@ -19,11 +21,15 @@ std::atomic<pid_t> self_pid{0};
 char syslog_ident[32];
 
 // Formats one line and writes it with a single write(2) so lines of the
-// three processes never interleave on a shared stderr.
+// three processes never interleave on a shared stderr. What it formats
+// is escaped (log_escape): a client's or a child's words never start a
+// line of their own.
 void vlog(int pri, const char* fmt, va_list ap, const char* suffix)
 {
-	char msg[2048];
-	vsnprintf(msg, sizeof msg, fmt, ap);
+	char raw[2048];
+	vsnprintf(raw, sizeof raw, fmt, ap);
+	std::string escaped = log_escape(raw);
+	const char* msg = escaped.c_str();
 	if (!log_to_stderr) {
 		if (suffix)
 			syslog(pri, "%s: %s", msg, suffix);
@@ -31,7 +37,7 @@ void vlog(int pri, const char* fmt, va_list ap, const char* suffix)
 			syslog(pri, "%s", msg);
 		return;
 	}
-	char line[2304];
+	char line[8448];
 	int n = snprintf(line, sizeof line, "laimd[%d]: %s%s%s\n", (int)process_id(), msg,
 			 suffix ? ": " : "", suffix ? suffix : "");
 	if (n < 0)
@@ -43,6 +49,27 @@ void vlog(int pri, const char* fmt, va_list ap, const char* suffix)
 	(void)!write(STDERR_FILENO, line, n);
 }
 }  // namespace
+
+std::string log_escape(std::string_view s)
+{
+	static const char hex[] = "0123456789abcdef";
+	bool keep_8bit = valid_utf8(s);
+	std::string out;
+	out.reserve(s.size());
+	for (unsigned char c : s) {
+		if (c == '\n')
+			out += "\\n";
+		else if (c == '\r')
+			out += "\\r";
+		else if (c == '\t')
+			out += "\\t";
+		else if (c < 0x20 || c == 0x7f || (c >= 0x80 && !keep_8bit))
+			out.append("\\x").append(1, hex[c >> 4]).append(1, hex[c & 15]);
+		else
+			out += static_cast<char>(c);
+	}
+	return out;
+}
 
 pid_t process_id()
 {

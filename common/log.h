@@ -9,7 +9,17 @@
 
 #include <sys/types.h>
 
+#include <string>
+#include <string_view>
+
 namespace laim {
+
+// s as one line of a log: CR, LF and tab as \r, \n and \t, other control
+// characters (DEL included) as \xNN, and every byte from 0x80 as \xNN
+// unless s is well-formed UTF-8 without C1 controls. Every log line goes
+// through it, so a child's report, a client's address or a handler's
+// reason cannot forge a line.
+std::string log_escape(std::string_view s);
 
 // getpid(), asked once per process (and again after a fork): imsg
 // headers and log lines carry it.

@@ -2,6 +2,7 @@
 
 #include <sys/epoll.h>
 
+#include <algorithm>
 #include <string>
 
 #include "common/log.h"
@@ -69,6 +70,7 @@ bool ImsgPeer::read_frames()
 			lose(nullptr);
 			return false;
 		case ImsgChannel::Read::Error:
+			offense_ = chan_.take_refused();
 			lose(err == ImsgError::None ? nullptr : imsg_strerror(err));
 			return false;
 		}
@@ -77,6 +79,8 @@ bool ImsgPeer::read_frames()
 			dispatch(m);
 		} catch (const ImsgProtocolError& e) {
 			broken = e.what();
+			imsg_encode(m.type, m.peerid, m.pid, m.data, offense_.record);
+			offense_.fd = std::move(m.fd);
 		}
 		if (!*alive)
 			return false;
@@ -108,7 +112,7 @@ void SiblingChannel::attach(UniqueFd fd)
 	drop();
 	peer_ = std::make_unique<ImsgPeer>(loop_, std::move(fd), valid_, on_message_, [this](const char* broken) {
 		if (broken)
-			protocol_error(broken);
+			protocol_error(broken, peer_->take_offense());
 		else
 			drop();
 	});
@@ -122,11 +126,14 @@ void SiblingChannel::drop()
 	on_drop_();
 }
 
-void SiblingChannel::protocol_error(const char* what)
+void SiblingChannel::protocol_error(const char* what, ImsgChannel::Refused offense)
 {
 	log_warnx("protocol error from the %s process: %s; asking the parent to restart it", sibling_, what);
 	drop();
-	parent_.send(IMSG_C_PEER_ERROR, 0, encode(PeerErrorMsg{what}));
+	PeerErrorMsg report{std::string(what).substr(0, PEER_ERROR_WHAT_MAX), std::move(offense.record)};
+	report.frame.resize(std::min(report.frame.size(), PEER_ERROR_FRAME_MAX));
+	bool with_fd = static_cast<bool>(offense.fd);
+	parent_.send(with_fd ? IMSG_C_PEER_ERROR_FD : IMSG_C_PEER_ERROR, 0, encode(report), std::move(offense.fd));
 }
 
 bool SiblingChannel::send(uint32_t type, uint32_t peerid, std::string_view payload, UniqueFd fd)

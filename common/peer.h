@@ -40,6 +40,9 @@ class ImsgPeer {
 	// Writes what is queued, for a process about to exit.
 	bool flush() { return chan_.flush(); }
 	bool pending() const { return chan_.pending(); }
+	// Once the peer broke the protocol: the frame that broke it (a
+	// refused record, or one whose dispatch threw), with its descriptor.
+	ImsgChannel::Refused take_offense() { return std::move(offense_); }
 
 	// The lost callback for a trusted peer (a child's parent): nothing can
 	// go on without it, so losing it ends this process.
@@ -56,6 +59,7 @@ class ImsgPeer {
 	OnMessage on_message_;
 	OnLost on_lost_;
 	bool failed_ = false;  // a write failed: the loop reports the loss
+	ImsgChannel::Refused offense_;
 	std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
@@ -77,15 +81,16 @@ class SiblingChannel {
 	void attach(UniqueFd fd);
 	// Forgets the sibling's channel (closed, failed, or broken).
 	void drop();
-	// Logs what the sibling did, drops its channel and asks the parent to
-	// end it.
-	void protocol_error(const char* what);
 	// False when there is no channel or it failed.
 	bool send(uint32_t type, uint32_t peerid, std::string_view payload = {}, UniqueFd fd = UniqueFd());
 	bool flush() { return peer_ && peer_->flush(); }
 	explicit operator bool() const { return peer_ != nullptr; }
 
  private:
+	// Logs what the sibling did, drops its channel and asks the parent to
+	// end it, forwarding the offending frame for the parent to judge.
+	void protocol_error(const char* what, ImsgChannel::Refused offense);
+
 	EventLoop& loop_;
 	ImsgPeer& parent_;
 	const char* sibling_;

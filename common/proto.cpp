@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "common/config.h"
+#include "common/submitter.h"
 
 namespace laim {
 
@@ -43,12 +44,14 @@ const char* imsg_name(uint32_t type)
 	case IMSG_S_DATA: return "IMSG_S_DATA";
 	case IMSG_S_COMMIT: return "IMSG_S_COMMIT";
 	case IMSG_S_ABORT: return "IMSG_S_ABORT";
+	case IMSG_S_MAIL_LOCAL: return "IMSG_S_MAIL_LOCAL";
 	case IMSG_H_MAIL: return "IMSG_H_MAIL";
 	case IMSG_H_RCPT: return "IMSG_H_RCPT";
 	case IMSG_H_DATA_OK: return "IMSG_H_DATA_OK";
 	case IMSG_H_DATA_FAIL: return "IMSG_H_DATA_FAIL";
 	case IMSG_H_COMMIT: return "IMSG_H_COMMIT";
 	case IMSG_C_PEER_ERROR: return "IMSG_C_PEER_ERROR";
+	case IMSG_C_PEER_ERROR_FD: return "IMSG_C_PEER_ERROR_FD";
 	case IMSG_H_MAILBOX_OPEN: return "IMSG_H_MAILBOX_OPEN";
 	case IMSG_H_MAILBOX_DONE: return "IMSG_H_MAILBOX_DONE";
 	case IMSG_P_MAILBOX_OK: return "IMSG_P_MAILBOX_OK";
@@ -103,22 +106,12 @@ bool decode(std::string_view data, HandlerConfText& m)
 	return r.str(m.text) && r.str(m.secrets) && r.done();
 }
 
-std::string encode(const MailMsg& m)
-{
-	return ImsgWriter().str(m.sender).str(m.helo).str(m.client).u32(m.uid.has_value()).u32(m.uid.value_or(0))
-		.data();
-}
+std::string encode(const MailMsg& m) { return ImsgWriter().str(m.sender).str(m.helo).str(m.client).data(); }
 
 bool decode(std::string_view data, MailMsg& m)
 {
 	ImsgReader r(data);
-	uint32_t has_uid, uid;
-	if (!(r.str(m.sender) && r.str(m.helo) && r.str(m.client) && r.u32(has_uid) && r.u32(uid) && r.done()))
-		return false;
-	m.uid.reset();
-	if (has_uid)
-		m.uid = uid;
-	return true;
+	return r.str(m.sender) && r.str(m.helo) && r.str(m.client) && r.done();
 }
 
 std::string encode(const RcptMsg& m) { return encode_str(m.rcpt); }
@@ -147,17 +140,31 @@ bool decode(std::string_view data, StatusMsg& m)
 	       std::all_of(m.text.begin(), m.text.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
 }
 
-std::string encode(const DataOkMsg& m) { return ImsgWriter().str(m.queue_id).str(m.user).data(); }
+std::string encode(const DataOkMsg& m)
+{
+	return ImsgWriter().str(m.queue_id).u32(m.uid.has_value()).u32(m.uid.value_or(0)).str(m.user).data();
+}
 
 bool decode(std::string_view data, DataOkMsg& m)
 {
 	ImsgReader r(data);
-	return r.str(m.queue_id) && r.str(m.user) && r.done();
+	uint32_t has_uid, uid;
+	if (!(r.str(m.queue_id) && r.u32(has_uid) && r.u32(uid) && r.str(m.user) && r.done()) || has_uid > 1)
+		return false;
+	m.uid.reset();
+	if (has_uid)
+		m.uid = uid;
+	return true;
 }
 
-std::string encode(const PeerErrorMsg& m) { return encode_str(m.what); }
+std::string encode(const PeerErrorMsg& m) { return ImsgWriter().str(m.what).str(m.frame).data(); }
 
-bool decode(std::string_view data, PeerErrorMsg& m) { return decode_str(data, m.what); }
+bool decode(std::string_view data, PeerErrorMsg& m)
+{
+	ImsgReader r(data);
+	return r.str(m.what) && r.str(m.frame) && r.done() && m.what.size() <= PEER_ERROR_WHAT_MAX &&
+	       m.frame.size() <= PEER_ERROR_FRAME_MAX;
+}
 
 std::string encode(const MailboxOpenMsg& m) { return encode_str(m.user); }
 
@@ -227,6 +234,48 @@ bool decode(std::string_view data, CommandFailMsg& m)
 		return false;
 	m.permanent = permanent;
 	return true;
+}
+
+namespace {
+
+template <typename T>
+bool decodes(std::string_view data)
+{
+	T m;
+	return decode(data, m);
+}
+
+// Whether a sibling frame's payload decodes as its receiver decodes it
+// (handler/intake.cpp, smtp/smtp.cpp).
+bool sibling_payload_decodes(const Imsg& m)
+{
+	switch (m.type) {
+	case IMSG_S_MAIL: case IMSG_S_MAIL_LOCAL: return decodes<MailMsg>(m.data);
+	case IMSG_S_RCPT: return decodes<RcptMsg>(m.data);
+	case IMSG_S_DATA: case IMSG_S_ABORT: return decodes<NoPayload>(m.data);
+	case IMSG_S_COMMIT: return decodes<CommitMsg>(m.data);
+	case IMSG_H_MAIL: case IMSG_H_RCPT: case IMSG_H_DATA_FAIL: case IMSG_H_COMMIT:
+		return decodes<StatusMsg>(m.data);
+	case IMSG_H_DATA_OK: return decodes<DataOkMsg>(m.data);
+	default: return false;
+	}
+}
+
+}  // namespace
+
+std::string sibling_frame_fault(std::string_view frame, int fd, ImsgValidator valid, const std::string& socket_path)
+{
+	Imsg m;
+	ImsgError e = imsg_decode(reinterpret_cast<const uint8_t*>(frame.data()), frame.size(), fd, valid, m);
+	if (e != ImsgError::None)
+		return imsg_strerror(e);
+	m.fd.release();  // the caller's
+	if (!sibling_payload_decodes(m))
+		return std::string("malformed ") + imsg_name(m.type);
+	std::string why;
+	if (m.type == IMSG_S_MAIL_LOCAL && !submitter_uid(fd, socket_path, &why))
+		return "IMSG_S_MAIL_LOCAL with " + why;
+	return "";
 }
 
 std::string encode(const NoPayload&) { return ""; }

@@ -34,6 +34,7 @@ enum ImsgType : uint32_t {
 	IMSG_S_DATA,              // NoPayload
 	IMSG_S_COMMIT,            // CommitMsg
 	IMSG_S_ABORT,             // NoPayload
+	IMSG_S_MAIL_LOCAL,        // MailMsg; fd: the client's connection to the submission socket
 
 	// handler -> smtp; peerid = session id
 	IMSG_H_MAIL = 200,        // StatusMsg
@@ -43,7 +44,8 @@ enum ImsgType : uint32_t {
 	IMSG_H_COMMIT,            // StatusMsg
 
 	// child -> parent
-	IMSG_C_PEER_ERROR = 300,  // PeerErrorMsg: the sibling broke the protocol; end it
+	IMSG_C_PEER_ERROR = 300,  // PeerErrorMsg: the sibling broke the protocol with this frame; end it
+	IMSG_C_PEER_ERROR_FD,     // PeerErrorMsg; fd: the descriptor that came with the frame
 
 	// handler -> parent, on the mailbox service channel; peerid = lease id
 	IMSG_H_MAILBOX_OPEN = 400,  // MailboxOpenMsg: open and lock mail_dir/USER
@@ -115,12 +117,13 @@ struct HandlerConfText {
 	std::string secrets;
 };
 
-// IMSG_S_MAIL: a transaction's start.
+// IMSG_S_MAIL, IMSG_S_MAIL_LOCAL: a transaction's start. A local client's
+// uid is not smtp's word: the handler process reads it from the socket
+// that comes with IMSG_S_MAIL_LOCAL (common/submitter.h).
 struct MailMsg {
 	std::string sender;  // "" for the null sender
 	std::string helo;
 	std::string client;  // the client's address, or "local"
-	std::optional<uid_t> uid;  // the local client's uid (SO_PEERCRED)
 };
 
 // IMSG_S_RCPT
@@ -143,16 +146,30 @@ struct StatusMsg {
 };
 constexpr size_t STATUS_TEXT_MAX = 400;
 
-// IMSG_H_DATA_OK: the spool file is ready for the message.
+// IMSG_H_DATA_OK: the spool file is ready for the message; the local
+// client's uid as the handler process read it, for Received:.
 struct DataOkMsg {
 	std::string queue_id;
-	std::string user;  // login name of the client's uid, "" if none
+	std::optional<uid_t> uid;
+	std::string user;  // login name of uid, "" if none
 };
 
-// IMSG_C_PEER_ERROR
+// IMSG_C_PEER_ERROR, IMSG_C_PEER_ERROR_FD: what the sibling broke, and the
+// frame that broke it, for the parent to judge (sibling_frame_fault).
 struct PeerErrorMsg {
-	std::string what;
+	std::string what;   // at most PEER_ERROR_WHAT_MAX bytes
+	std::string frame;  // the record as received, header included; its first PEER_ERROR_FRAME_MAX bytes
 };
+constexpr size_t PEER_ERROR_WHAT_MAX = 512;
+constexpr size_t PEER_ERROR_FRAME_MAX = IMSG_MAX_PAYLOAD - PEER_ERROR_WHAT_MAX - 8;
+
+// Why frame, a record one child sent its sibling as the sibling received
+// it (fd: the descriptor that came with it, or -1; not taken), breaks
+// the rules its receiver applies: the framing and its channel's validator
+// valid, its payload's decoder, and for IMSG_S_MAIL_LOCAL the client's
+// connection to socket_path (common/submitter.h). "" when it breaks
+// none. The parent judges a child's IMSG_C_PEER_ERROR with it.
+std::string sibling_frame_fault(std::string_view frame, int fd, ImsgValidator valid, const std::string& socket_path);
 
 // IMSG_H_MAILBOX_OPEN
 struct MailboxOpenMsg {
@@ -284,13 +301,18 @@ inline ImsgTypeInfo imsg_valid_smtp_to_handler(uint32_t t)
 	switch (t) {
 	case IMSG_S_MAIL: case IMSG_S_RCPT: case IMSG_S_DATA: case IMSG_S_COMMIT: case IMSG_S_ABORT:
 		return {true, false};
+	case IMSG_S_MAIL_LOCAL: return {true, true};
 	default: return {};
 	}
 }
 
 inline ImsgTypeInfo imsg_valid_child_to_parent(uint32_t t)
 {
-	return t == IMSG_C_PEER_ERROR ? ImsgTypeInfo{true, false} : ImsgTypeInfo{};
+	switch (t) {
+	case IMSG_C_PEER_ERROR: return {true, false};
+	case IMSG_C_PEER_ERROR_FD: return {true, true};
+	default: return {};
+	}
 }
 
 inline ImsgTypeInfo imsg_valid_mailbox_request(uint32_t t)

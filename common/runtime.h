@@ -1,5 +1,5 @@
 // What the root parent prepares for its two children before forking them:
-// the configuration, the sockets it bound as root, the unprivileged user.
+// the configuration, the sockets it bound as root, the unprivileged users.
 // Each child takes what it serves and closes the rest.
 #pragma once
 
@@ -27,7 +27,8 @@ struct Runtime {
 	Secrets secrets;          // the secret files the handler sections name, as read
 	std::string hostname;     // resolved once at start
 	std::vector<std::string> local_domains;  // host_names(hostname), at start
-	RunAs user;
+	RunAs user;       // the handler process's
+	RunAs smtp_user;  // the smtp process's, another uid: it cannot signal the handler
 	std::vector<Listener> listeners;  // served by smtp
 	Listener control;   // the control socket, served by the handler process
 	bool have_drop_group = false;  // the laimdrop group exists: offline/ is open to laim-drop

@@ -28,7 +28,7 @@ RunAs sandbox_lookup_user(const std::string& name)
 	errno = 0;
 	struct passwd* pw = getpwnam(name.c_str());
 	if (!pw)
-		fatalx("user \"%s\" does not exist (create it: useradd --system laim)", name.c_str());
+		fatalx("user \"%s\" does not exist (create it: adduser --system --group %s)", name.c_str(), name.c_str());
 	if (pw->pw_uid == 0)
 		fatalx("user \"%s\" is root: laim's children must run unprivileged", name.c_str());
 	return {name, pw->pw_uid, pw->pw_gid};

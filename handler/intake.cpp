@@ -16,6 +16,7 @@
 #include "common/hostname.h"
 #include "common/log.h"
 #include "handler/routes.h"
+#include "common/submitter.h"
 
 namespace laim {
 
@@ -40,7 +41,8 @@ Intake::Intake(EventLoop& loop, ImsgPeer& parent, const Config& cfg, Spool& spoo
 void Intake::smtp_message(Imsg& m)
 {
 	switch (m.type) {
-	case IMSG_S_MAIL: on_mail(m.peerid, payload<MailMsg>(m)); break;
+	case IMSG_S_MAIL: on_mail(m.peerid, payload<MailMsg>(m), std::nullopt); break;
+	case IMSG_S_MAIL_LOCAL: on_local_mail(m.peerid, payload<MailMsg>(m), m.fd.get()); break;
 	case IMSG_S_RCPT: on_rcpt(m.peerid, payload<RcptMsg>(m).rcpt); break;
 	case IMSG_S_DATA:
 		payload<NoPayload>(m);
@@ -84,29 +86,44 @@ bool Intake::queue_full() const
 // queue is full it waits for room, up to queue_full_wait seconds; on the
 // local socket it does not: sendmail then hands the message to laim-drop
 // at once rather than hold up cron.
-void Intake::on_mail(uint32_t session, MailMsg m)
+void Intake::on_mail(uint32_t session, MailMsg m, std::optional<uid_t> uid)
 {
 	abort_txn(session);
 	if (!queue_full() && waiting_.empty()) {
-		open_txn(session, std::move(m));
+		open_txn(session, std::move(m), uid);
 		return;
 	}
-	time_t wait = m.uid ? 0 : static_cast<time_t>(cfg_.queue_full_wait);
+	time_t wait = uid ? 0 : static_cast<time_t>(cfg_.queue_full_wait);
 	if (waiting_.empty() && wait > 0)
 		log_info("queue full (max_queue_size %u): MAIL FROM waits up to %lds for room", cfg_.max_queue_size,
 			 (long)wait);
-	waiting_.push_back({session, std::move(m), time(nullptr) + wait});
+	waiting_.push_back({session, std::move(m), uid, time(nullptr) + wait});
 	admit_waiting();
 }
 
+// MAIL on the local socket: the submitter's uid is the kernel's
+// (SO_PEERCRED on the connection smtp passed, closed with the frame),
+// never smtp's word. A descriptor that is not a client's connection to
+// the submission socket is a protocol error, which the parent checks
+// with the same submitter_uid() (sibling_frame_fault).
+void Intake::on_local_mail(uint32_t session, MailMsg m, int client)
+{
+	std::string why;
+	std::optional<uid_t> uid = submitter_uid(client, cfg_.socket, &why);
+	if (!uid)
+		throw ImsgProtocolError("IMSG_S_MAIL_LOCAL with " + why);
+	m.client = "local";
+	on_mail(session, std::move(m), uid);
+}
+
 // A MAIL with room in the queue: the rate limits have the last word.
-void Intake::open_txn(uint32_t session, MailMsg m)
+void Intake::open_txn(uint32_t session, MailMsg m, std::optional<uid_t> uid)
 {
 	Txn t;
 	t.env.sender = std::move(m.sender);
 	t.env.helo = std::move(m.helo);
 	t.env.client = std::move(m.client);
-	t.env.uid = m.uid;
+	t.env.uid = uid;
 	std::string refusal = limits_.admit(t.env, t.limits, time(nullptr));
 	if (!refusal.empty()) {
 		smtp_.send(IMSG_H_MAIL, session, encode(StatusMsg{BackendStatus::RateLimited, refusal}));
@@ -122,7 +139,7 @@ void Intake::admit_waiting()
 	while (!waiting_.empty()) {
 		WaitingMail& w = waiting_.front();
 		if (!queue_full()) {
-			open_txn(w.session, std::move(w.mail));
+			open_txn(w.session, std::move(w.mail), w.uid);
 		} else if (now >= w.deadline) {
 			log_warnx("queue full (%zu queued, %zu in progress, max_queue_size %u): deferring mail from <%s>",
 				  queue_.size(), in_progress(), cfg_.max_queue_size, w.mail.sender.c_str());
@@ -194,7 +211,7 @@ void Intake::on_data(uint32_t session)
 		if (!dup)
 			throw std::system_error(errno, std::generic_category(), "duplicating the spool fd");
 		std::string user = t.env.uid ? login_name(*t.env.uid) : "";
-		smtp_.send(IMSG_H_DATA_OK, session, encode(DataOkMsg{t.env.id, user}), std::move(dup));
+		smtp_.send(IMSG_H_DATA_OK, session, encode(DataOkMsg{t.env.id, t.env.uid, user}), std::move(dup));
 	} catch (const std::exception& e) {
 		log_warnx("cannot create a spool file: %s", e.what());
 		if (!t.env.id.empty())
@@ -209,8 +226,13 @@ void Intake::on_data(uint32_t session)
 void Intake::on_commit(uint32_t session, uint64_t size)
 {
 	auto it = txns_.find(session);
-	if (std::find(commits_.begin(), commits_.end(), session) != commits_.end())
-		throw ImsgProtocolError("second COMMIT for one transaction");
+	// A second COMMIT breaks no rule the parent could check in the frame
+	// alone (doc/architecture.md, "Channels and messages"): the first
+	// one's answer stands.
+	if (std::find(commits_.begin(), commits_.end(), session) != commits_.end()) {
+		log_warnx("smtp process: a second COMMIT for session %u ignored", (unsigned)session);
+		return;
+	}
 	if (it == txns_.end() || !it->second.file) {
 		reply(IMSG_H_COMMIT, session, BackendStatus::Unavailable);
 		return;

@@ -13,6 +13,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -75,7 +76,8 @@ class Intake {
 	void smtp_message(Imsg& m);
 	void smtp_gone();
 	void reply(uint32_t type, uint32_t session, BackendStatus st);
-	void on_mail(uint32_t session, MailMsg m);
+	void on_mail(uint32_t session, MailMsg m, std::optional<uid_t> uid);
+	void on_local_mail(uint32_t session, MailMsg m, int client);
 	void on_rcpt(uint32_t session, const std::string& rcpt);
 	void on_data(uint32_t session);
 	void on_commit(uint32_t session, uint64_t size);
@@ -97,10 +99,11 @@ class Intake {
 	struct WaitingMail {
 		uint32_t session;
 		MailMsg mail;
+		std::optional<uid_t> uid;  // the local submitter's, from the kernel
 		time_t deadline;
 	};
 	bool queue_full() const;
-	void open_txn(uint32_t session, MailMsg m);
+	void open_txn(uint32_t session, MailMsg m, std::optional<uid_t> uid);
 
 	std::map<uint32_t, Txn> txns_;
 	std::deque<WaitingMail> waiting_;

@@ -291,12 +291,13 @@ void reload()
 				 cfg.listen.size() != rt.cfg.listen.size();
 	for (size_t i = 0; !listeners_changed && i < cfg.listen.size(); i++)
 		listeners_changed = cfg.listen[i].host != rt.cfg.listen[i].host || cfg.listen[i].port != rt.cfg.listen[i].port;
-	if (listeners_changed || cfg.user != rt.cfg.user || cfg.spool != rt.cfg.spool)
-		log_warnx("listen, socket, user and spool changes take effect at the next restart");
+	if (listeners_changed || cfg.user != rt.cfg.user || cfg.smtp_user != rt.cfg.smtp_user || cfg.spool != rt.cfg.spool)
+		log_warnx("listen, socket, user, smtp_user and spool changes take effect at the next restart");
 	cfg.listen = rt.cfg.listen;
 	cfg.socket = rt.cfg.socket;
 	cfg.control_socket = rt.cfg.control_socket;
 	cfg.user = rt.cfg.user;
+	cfg.smtp_user = rt.cfg.smtp_user;
 	cfg.spool = rt.cfg.spool;
 	rt.cfg = std::move(cfg);
 	rt.config_text = std::move(text);
@@ -357,21 +358,31 @@ void daemonize()
 		fatal("daemon");
 }
 
-// A child reports that its sibling broke the imsg protocol: a trusted
-// process that does so is broken or subverted, so it is ended and, like any
-// child that dies, restarted (doc/architecture.md, "Channels and messages").
+// A child reports that its sibling broke the imsg protocol, forwarding
+// the frame. The parent ends the sibling only when that frame breaks a
+// rule its receiver applies (sibling_frame_fault); a report about a valid
+// frame is a lie, and ends the reporter instead. Either way the ended
+// child is restarted, like any child that dies (doc/architecture.md,
+// "Channels and messages").
 void child_message(int which, Imsg& m)
 {
 	switch (m.type) {
-	case IMSG_C_PEER_ERROR: {
-		PeerErrorMsg report;
-		if (!decode(m.data, report))
-			report.what = "(malformed report)";
-		Child& other = children[1 - which];
-		log_warnx("%s process reports a protocol error from the %s process (%s): ending it",
-			  child_name[which], child_name[1 - which], report.what.c_str());
-		if (other.pid > 0)
-			kill(other.pid, SIGKILL);
+	case IMSG_C_PEER_ERROR:
+	case IMSG_C_PEER_ERROR_FD: {
+		PeerErrorMsg report = payload<PeerErrorMsg>(m);
+		int other = 1 - which;
+		ImsgValidator receiver = which == SMTP ? imsg_valid_handler_to_smtp : imsg_valid_smtp_to_handler;
+		std::string fault = sibling_frame_fault(report.frame, m.fd.get(), receiver, rt.cfg.socket);
+		int ended = fault.empty() ? which : other;
+		if (fault.empty())
+			log_warnx("%s process reports a protocol error from the %s process (%s), but the frame it "
+				  "forwards is valid: ending the %s process",
+				  child_name[which], child_name[other], report.what.c_str(), child_name[which]);
+		else
+			log_warnx("%s process reports a protocol error from the %s process (%s): ending it",
+				  child_name[which], child_name[other], fault.c_str());
+		if (children[ended].pid > 0)
+			kill(children[ended].pid, SIGKILL);
 		break;
 	}
 	default:
@@ -379,13 +390,16 @@ void child_message(int which, Imsg& m)
 	}
 }
 
-// A child's channel closed (the child is ending) or broke the protocol.
-// The peer stays, for what the parent still sends, until the child is
-// reaped.
+// A child's channel closed (the child is ending) or broke the protocol,
+// which ends the child. The peer stays, for what the parent still sends,
+// until the child is reaped.
 void child_channel_lost(int which, const char* broken)
 {
-	if (broken)
-		log_warnx("%s process channel: %s", child_name[which], broken);
+	if (!broken)
+		return;
+	log_warnx("%s process broke the protocol of its parent channel (%s): ending it", child_name[which], broken);
+	if (children[which].pid > 0)
+		kill(children[which].pid, SIGKILL);
 }
 
 // A mailbox request from the handler process.
@@ -495,6 +509,11 @@ int main(int argc, char* argv[])
 	log_init(rt.foreground, rt.verbose);
 	log_info("laimd %s starting", PACKAGE_VERSION);
 	rt.user = sandbox_lookup_user(rt.cfg.user);
+	rt.smtp_user = sandbox_lookup_user(rt.cfg.smtp_user);
+	if (rt.smtp_user.uid == rt.user.uid)
+		fatalx("%s: smtp_user \"%s\" and user \"%s\" have the same uid %u: the smtp process must not "
+		       "be able to signal the handler process",
+		       rt.cfg.file.c_str(), rt.smtp_user.name.c_str(), rt.user.name.c_str(), (unsigned)rt.user.uid);
 	rt.hostname = resolve_hostname(rt.cfg);
 	rt.local_domains = host_names(rt.hostname);
 	set_local_domains(rt.local_domains);  // for the mailbox service's alias check

@@ -34,7 +34,7 @@ struct SmtpSettings {
 // What the smtp process knows about the client, for Received: and logs.
 struct ClientInfo {
 	std::string address;  // "127.0.0.1", "::1", or "local" for the unix socket
-	std::optional<uid_t> uid;  // SO_PEERCRED on the unix socket
+	std::optional<uid_t> uid;  // the local client's, as the handler process read it (SO_PEERCRED)
 	std::string user;  // login name of uid when known, else ""
 };
 
@@ -72,9 +72,14 @@ class Session {
 
 	uint32_t id() const { return id_; }
 	const ClientInfo& client() const { return client_; }
-	// The login name of client().uid, which the handler process looks up
-	// (the chrooted smtp process cannot read the user database).
-	void set_client_user(std::string user) { client_.user = std::move(user); }
+	// The local client's uid and login name, which the handler process
+	// reads from the connection and the user database (this process has
+	// neither's word).
+	void set_client_user(std::optional<uid_t> uid, std::string user)
+	{
+		client_.uid = uid;
+		client_.user = std::move(user);
+	}
 	const std::string& helo() const { return helo_; }
 	const std::string& sender() const { return sender_; }
 	const std::vector<std::string>& recipients() const { return rcpts_; }

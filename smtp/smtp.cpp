@@ -91,6 +91,7 @@ class SmtpServer : public SessionBackend {
 #endif
 
  private:
+	UniqueFd local_connection(uint32_t id);
 	void accept_clients(size_t idx);
 	void greet(Conn& c);
 	void client_event(uint32_t id, uint32_t events);
@@ -169,11 +170,39 @@ void SmtpServer::handler_gone()
 	}
 }
 
+// A local client's MAIL comes with its connection, from which the handler
+// process reads who it is (SO_PEERCRED): this process has no say in it.
 void SmtpServer::on_mail(Session& s, const std::string& sender)
 {
 	const ClientInfo& ci = s.client();
-	if (!handler_.send(IMSG_S_MAIL, s.id(), encode(MailMsg{sender, s.helo(), ci.address, ci.uid})))
+	std::string mail = encode(MailMsg{sender, s.helo(), ci.address});
+	bool sent = false;
+	if (ci.address != "local") {
+		sent = handler_.send(IMSG_S_MAIL, s.id(), mail);
+	} else if (UniqueFd conn = local_connection(s.id())) {
+		sent = handler_.send(IMSG_S_MAIL_LOCAL, s.id(), mail, std::move(conn));
+	}
+	if (!sent)
 		s.mail_reply(BackendStatus::Unavailable);
+}
+
+// A copy of session id's connection, to go with its MAIL.
+UniqueFd SmtpServer::local_connection(uint32_t id)
+{
+	auto it = conns_.find(id);
+	int fd = it == conns_.end() ? -1 : it->second.fd.get();
+#ifdef LAIM_SECCOMP_TRIGGER
+	// Test builds only: a subverted smtp process that passes the
+	// listening socket, whose SO_PEERCRED is root's (regress/e2e/t_users.py).
+	if (getenv("LAIM_TEST_SMTP_PASS_LISTENER"))
+		for (const Listener& l : rt_.listeners)
+			if (l.local)
+				fd = l.fd.get();
+#endif
+	UniqueFd dup(fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0));
+	if (!dup)
+		log_warn("passing the connection of session %u", (unsigned)id);
+	return dup;
 }
 
 void SmtpServer::on_rcpt(Session& s, const std::string& rcpt)
@@ -247,11 +276,7 @@ void SmtpServer::accept_clients(size_t idx)
 		}
 		ClientInfo ci;
 		if (l.local) {
-			struct ucred cred;
-			socklen_t len = sizeof cred;
 			ci.address = "local";
-			if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
-				ci.uid = cred.uid;
 		} else {
 			ci.address = peer_address(fd.get());
 			// Replies are small and often follow each other (pipelining):
@@ -375,7 +400,7 @@ void SmtpServer::handler_message(Imsg& m)
 	case IMSG_H_MAIL: s.mail_reply(st.status, st.text); break;
 	case IMSG_H_RCPT: s.rcpt_reply(st.status); break;
 	case IMSG_H_DATA_OK:
-		s.set_client_user(ok.user);
+		s.set_client_user(ok.uid, ok.user);
 		s.data_reply(BackendStatus::Ok, m.fd.release(), ok.queue_id);
 		break;
 	case IMSG_H_DATA_FAIL: s.data_reply(st.status, -1, ""); break;
@@ -478,7 +503,7 @@ void smtp_main(Runtime& rt, UniqueFd parent_chan, UniqueFd handler_chan)
 {
 	child_signals(&got_sigterm);
 	rt.secrets.wipe();  // the network-facing process keeps no handler secret
-	sandbox_drop(rt.user, LAIM_EMPTY_DIR);
+	sandbox_drop(rt.smtp_user, LAIM_EMPTY_DIR);
 	SmtpServer server(rt, std::move(parent_chan), std::move(handler_chan));
 	sandbox_seccomp_smtp();
 	server.run();

@@ -33,7 +33,8 @@ import time
 import traceback
 import zlib
 
-TEST_USER = "laimtest"
+TEST_USER = "laimtest"            # the handler process's user (user:)
+TEST_SMTP_USER = "laimtest-smtp"  # the smtp process's user (smtp_user:)
 HOSTNAME = "test.laim.example"
 IDENT = "laim-e2e"
 QID_RE = r"[0-9A-F]{10}"
@@ -95,9 +96,11 @@ def _ensure_account(name, useradd_args):
 	raise Fail("cannot create user %s: %s" % (name, out.decode(errors="replace")))
 
 
-def ensure_user():
-	"""The system user the daemon drops to."""
-	return _ensure_account(TEST_USER, ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin"])
+def ensure_user(name=TEST_USER):
+	"""A system user the daemon drops to: TEST_USER for the handler
+	process, TEST_SMTP_USER for the smtp process (each with a group of its
+	own, as the package's adduser --system --group makes them)."""
+	return _ensure_account(name, ["--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin"])
 
 
 def test_ids():
@@ -601,6 +604,8 @@ class Laimd:
 	def __init__(self, name=None, **config):
 		self.name = name or test_name()
 		self.uid, self.gid = test_ids()
+		smtp_pw = ensure_user(TEST_SMTP_USER)
+		self.smtp_uid, self.smtp_gid = smtp_pw.pw_uid, smtp_pw.pw_gid
 		ensure_hosts_entry()
 		self.laimd = laimd_path()
 		self.proc = None
@@ -630,6 +635,7 @@ class Laimd:
 			"socket": os.path.join(self.dir, "submit.sock"),
 			"control_socket": os.path.join(self.dir, "control.sock"),
 			"user": TEST_USER,
+			"smtp_user": TEST_SMTP_USER,
 			"hostname": HOSTNAME,
 			"ident": IDENT,
 			"spool": self.spool,

@@ -87,6 +87,7 @@ static void check_defaults(const Config& c)
 	ck_assert_uint_eq(c.listen[1].port, 25);
 	ck_assert_str_eq(c.socket.c_str(), LAIM_SOCKET);
 	ck_assert_str_eq(c.user.c_str(), "laim");
+	ck_assert_str_eq(c.smtp_user.c_str(), "laim-smtp");
 	ck_assert_str_eq(c.hostname.c_str(), "");
 	ck_assert_str_eq(c.ident.c_str(), "laim " PACKAGE_VERSION);
 	ck_assert_uint_eq(c.max_queue_size, 50);
@@ -496,6 +497,7 @@ START_TEST(error_wrong_types)
 	} keys[] = {
 	    {"socket", "expected a string"},
 	    {"user", "expected a string"},
+	    {"smtp_user", "expected a string"},
 	    {"hostname", "expected a string"},
 	    {"ident", "expected a string"},
 	    {"spool", "expected a string"},
@@ -589,6 +591,21 @@ START_TEST(error_retry_order)
 }
 END_TEST
 
+// The smtp process and the handler process never share a user: the
+// error names the key that made them equal.
+START_TEST(error_same_users)
+{
+	const char* what = "the smtp process and the handler process must run as different users (both are \"laim\")";
+	check_error("timeout: 5\nsmtp_user: laim\n", "t.yml:2: smtp_user: ", what);
+	check_error("smtp_user: laim\nuser: laim\n", "t.yml:1: smtp_user: ", what);
+	check_error("timeout: 5\nuser: laim-smtp\n", "t.yml:2: user: ",
+		    "must run as different users (both are \"laim-smtp\")");
+	Config c = parse_ok("user: mail\nsmtp_user: nobody\n");
+	ck_assert_str_eq(c.user.c_str(), "mail");
+	ck_assert_str_eq(c.smtp_user.c_str(), "nobody");
+}
+END_TEST
+
 START_TEST(error_bad_boolean)
 {
 	check_error("enable_smtputf8: maybe\n", "t.yml:1: enable_smtputf8: ",
@@ -613,6 +630,8 @@ START_TEST(error_bad_strings)
 	    {"aliases: \"/etc/al\\0iases\"\n", "t.yml:1: aliases: ", "contains a NUL character"},
 	    {"user: ''\n", "t.yml:1: user: ", "expected a user name, got \"\""},
 	    {"user: \"la\\tim\"\n", "t.yml:1: user: ", "expected a user name"},
+	    {"smtp_user: ''\n", "t.yml:1: smtp_user: ", "expected a user name, got \"\""},
+	    {"smtp_user: \"laim\\nroot\"\n", "t.yml:1: smtp_user: ", "expected a user name"},
 	    {"hostname: -bad.example\n", "t.yml:1: hostname: ", "\"-bad.example\" is not a valid domain name"},
 	    {"hostname: bad-.example\n", "t.yml:1: hostname: ", "is not a valid domain name"},
 	    {"hostname: a..b\n", "t.yml:1: hostname: ", "is not a valid domain name"},
@@ -1524,6 +1543,7 @@ static Suite* config_suite()
 	tcase_add_test(tc, error_wrong_types);
 	tcase_add_test(tc, error_bad_integers);
 	tcase_add_test(tc, error_retry_order);
+	tcase_add_test(tc, error_same_users);
 	tcase_add_test(tc, error_bad_boolean);
 	tcase_add_test(tc, error_bad_strings);
 	tcase_add_test(tc, error_bad_listen);
