@@ -1,11 +1,15 @@
 # Process titles and the confinement of each child (/proc/PID/status):
-# smtp runs as the configured user without supplementary groups or any
-# capability, with no_new_privs, a seccomp filter and chrooted into the
-# empty directory; the handler runs as the user, without capabilities,
-# with no_new_privs and a seccomp filter. The parent stays root.
+# smtp runs as smtp_user without supplementary groups or any capability,
+# with no_new_privs, a seccomp filter and chrooted into the empty
+# directory; the handler runs as user, without capabilities, with
+# no_new_privs and a seccomp filter. The parent stays root. The two
+# users differ: a process with smtp's uid cannot signal the handler
+# process (kill(pid, 0) gives EPERM), where one with the handler's uid can.
 import sys
 sys.dont_write_bytecode = True
+import errno
 import os
+import pwd
 from harness import *
 
 EMPTY = "/run/laim/empty"
@@ -20,6 +24,17 @@ def ids(st, key):
 	return st[key].split()
 
 
+def kill_probe(pid):
+	"""kill(pid, 0) as the caller's uid: "ok", or the errno's name."""
+	def probe():
+		try:
+			os.kill(pid, 0)
+			return "ok"
+		except OSError as e:
+			return errno.errorcode[e.errno]
+	return probe
+
+
 def main():
 	d = Laimd().start()
 	uid, gid = d.uid, d.gid
@@ -28,8 +43,9 @@ def main():
 	smtp, handler = d.child("smtp"), d.child("handler")
 
 	st = proc_status(smtp)
-	check_eq(ids(st, "Uid"), [str(uid)] * 4, "smtp Uid (real, effective, saved, fs)")
-	check_eq(ids(st, "Gid"), [str(gid)] * 4, "smtp Gid")
+	check(d.smtp_uid != uid and d.smtp_gid != gid, "the test's smtp_user shares the handler's uid or gid")
+	check_eq(ids(st, "Uid"), [str(d.smtp_uid)] * 4, "smtp Uid (real, effective, saved, fs)")
+	check_eq(ids(st, "Gid"), [str(d.smtp_gid)] * 4, "smtp Gid")
 	check_eq(st.get("Groups", ""), "", "smtp supplementary groups")
 	for cap in ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"):
 		if cap in st or cap in ("CapEff", "CapPrm", "CapBnd"):
@@ -56,6 +72,15 @@ def main():
 	check_eq(st["NoNewPrivs"], "1", "handler NoNewPrivs")
 	check_eq(st["Seccomp"], "2", "handler Seccomp")
 
+	# The uids themselves keep smtp from signalling the handler (its
+	# seccomp filter refuses kill too; this checks the other wall).
+	smtp_pw, handler_pw = pwd.getpwnam(TEST_SMTP_USER), pwd.getpwnam(TEST_USER)
+	check_eq(as_user(smtp_pw, kill_probe(handler)), "EPERM", "kill(handler, 0) as %s" % TEST_SMTP_USER)
+	check_eq(as_user(smtp_pw, kill_probe(d.pid)), "EPERM", "kill(parent, 0) as %s" % TEST_SMTP_USER)
+	check_eq(as_user(handler_pw, kill_probe(smtp)), "EPERM", "kill(smtp, 0) as %s" % TEST_USER)
+	check_eq(as_user(handler_pw, kill_probe(handler)), "ok", "kill(handler, 0) as %s" % TEST_USER)
+	check_eq(as_user(smtp_pw, kill_probe(smtp)), "ok", "kill(smtp, 0) as %s" % TEST_SMTP_USER)
+
 	# The confined children still do their work.
 	qid = d.send()
 	d.wait_removed(qid)
@@ -80,6 +105,14 @@ def main():
 	for sub in ("incoming", "queue", "failed"):
 		s = os.stat(os.path.join(d.spool, sub))
 		check_eq((s.st_uid, s.st_mode & 0o777), (uid, 0o700), "spool/%s owner and mode" % sub)
+	# smtp wrote that message into a file the handler made: it owns
+	# nothing in the spool, nor the sockets it serves.
+	for top, dirs, files in os.walk(d.spool):
+		for name in dirs + files:
+			p = os.path.join(top, name)
+			check(os.lstat(p).st_uid != d.smtp_uid, "%s is owned by the smtp user" % p)
+	for sock in (d.config["socket"], d.config["control_socket"]):
+		check_eq(os.stat(sock).st_uid, 0, "owner of %s" % sock)
 
 	# Titles: the string the process set, and the argument area as ps(1)
 	# shows it (NULs as spaces): nothing else.

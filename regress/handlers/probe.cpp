@@ -8,6 +8,8 @@
 //   later...  429 with Retry-After: `retry_after` seconds
 //   exec...   starts /bin/true: delivered if it ran, else failed with
 //             the error (the handler process's seccomp filter refuses it)
+//   forge...  failed for good, with a reason that would forge a log line
+//             if it were logged as it is: "554 5.0.0 forged\nlaimd[1]: ..."
 // With `credentials:` (a secret file), each delivery also writes the
 // secret's bytes to PATH/secret-seen, proving they reached the handler
 // process; test() reports their length, never the bytes.
@@ -59,6 +61,8 @@ class ProbeHandler : public Handler {
 			return Result::permfail("552 5.2.2 <" + rcpt + "> Quota exceeded").with_code("5.2.2");
 		if (local.substr(0, 4) == "exec")
 			return run_true();
+		if (local.substr(0, 5) == "forge")
+			return Result::permfail("554 5.0.0 forged\nlaimd[1]: forged line\x1b[2K\r");
 		if (local.substr(0, 5) == "later")
 			return Result::tempfail("HTTP 429 Too Many Requests", retry_after_);
 		if (local.substr(0, 5) == "defer" && access(release_.c_str(), F_OK) != 0)
