@@ -111,14 +111,17 @@ cleanup() {
 	if [ -n "$drop_group_before" ] && ! getent group laimdrop >/dev/null; then
 		groupadd --system --gid "$drop_group_before" laimdrop 2>/dev/null || groupadd --system laimdrop
 	fi
-	if [ -n "$laim_user_before" ] && ! getent passwd laim >/dev/null; then
-		uid=${laim_user_before%:*}
-		gid=${laim_user_before#*:}
-		getent group "$gid" >/dev/null || groupadd --system --gid "$gid" laim 2>/dev/null
+	for before in $laim_user_before; do  # USER:UID:GID
+		u=${before%%:*}
+		ids=${before#*:}
+		uid=${ids%:*}
+		gid=${ids#*:}
+		getent passwd "$u" >/dev/null && continue
+		getent group "$gid" >/dev/null || groupadd --system --gid "$gid" "$u" 2>/dev/null
 		useradd --system --uid "$uid" --gid "$gid" --home-dir /nonexistent --no-create-home \
-			--shell /usr/sbin/nologin laim 2>/dev/null ||
-			useradd --system --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin laim
-	fi
+			--shell /usr/sbin/nologin "$u" 2>/dev/null ||
+			useradd --system --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin "$u"
+	done
 	if [ -n "$work" ]; then
 		if [ "$rc" = 0 ]; then rm -rf "$work"; else echo "# left for inspection: $work"; fi
 	fi
@@ -135,7 +138,9 @@ work=$(mktemp -d /tmp/laim-pkgtest.XXXXXX)
 chmod 0755 "$work"
 
 # ------------------------------------------------------------ the machine
-getent passwd laim >/dev/null && laim_user_before="$(id -u laim):$(id -g laim)"
+for u in laim laim-smtp; do
+	getent passwd "$u" >/dev/null && laim_user_before="$laim_user_before $u:$(id -u "$u"):$(id -g "$u")"
+done
 getent group laimdrop >/dev/null && drop_group_before=$(getent group laimdrop | cut -d: -f3)
 if installed laim; then
 	say "purging a laim package left from an earlier run"
@@ -246,6 +251,9 @@ for l in /usr/bin/mailq /usr/bin/newaliases /usr/sbin/newaliases; do
 	check "$l leads to sendmail" test "$(readlink -f "$l")" = /usr/sbin/sendmail
 done
 check "the system user laim exists" sh -c "getent passwd laim | grep -q ':/usr/sbin/nologin$'"
+check "the system user laim-smtp exists" sh -c "getent passwd laim-smtp | grep -q ':/usr/sbin/nologin$'"
+check "laim and laim-smtp have their own uids and groups" \
+	sh -c "[ \$(id -u laim) != \$(id -u laim-smtp) ] && [ \$(id -gn laim) = laim ] && [ \$(id -gn laim-smtp) = laim-smtp ]"
 check "the group laimdrop exists" sh -c "getent group laimdrop >/dev/null"
 check "laim-drop is root:laimdrop 2755" test "$(stat -c '%U:%G %a' "$DROP")" = "root:laimdrop 2755"
 check "laim-drop's mode is a dpkg-statoverride" sh -c "dpkg-statoverride --list '$DROP' | grep -qx 'root laimdrop 2755 $DROP'"
@@ -355,8 +363,8 @@ start_laimd
 ok "laimd started as ExecStart does and reported READY=1 (pid $laimd_pid)"
 check "laimd listens on /run/laim/submit.sock" test -S /run/laim/submit.sock
 check_spool "laimd keeps"
-check "laimd: smtp and laimd: handler run as laim" \
-	sh -c "ps -o user=,args= -u laim | grep -q 'laimd: smtp' && ps -o user=,args= -u laim | grep -q 'laimd: handler'"
+check "laimd: smtp runs as laim-smtp, laimd: handler as laim" \
+	sh -c "ps -o args= -u laim-smtp | grep -q '^laimd: smtp' && ps -o args= -u laim | grep -q '^laimd: handler'"
 
 # ------------------------------------------------------------ 3. Debian's cron, sudo and mail
 say "installing cron, sudo and bsd-mailx"
@@ -484,6 +492,8 @@ for p in /etc/laim $SPOOL /run/laim /usr/libexec/laim /usr/sbin/laimd /usr/sbin/
 done
 check "the user laim is gone" sh -c "! getent passwd laim"
 check "the group laim is gone" sh -c "! getent group laim"
+check "the user laim-smtp is gone" sh -c "! getent passwd laim-smtp"
+check "the group laim-smtp is gone" sh -c "! getent group laim-smtp"
 check "the group laimdrop is gone" sh -c "! getent group laimdrop"
 check "no statoverride for laim-drop" sh -c "! dpkg-statoverride --list '$DROP' >/dev/null"
 check "/etc/mailname stays (other packages use it)" test -s /etc/mailname

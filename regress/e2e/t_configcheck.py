@@ -32,6 +32,7 @@ BROKEN = [
 	("negative", lambda l: l + ["timeout: -5"], 13, "timeout"),
 	("not a bool", lambda l: l + ["enable_smtputf8: perhaps"], 13, "enable_smtputf8"),
 	("duplicate key", lambda l: l + ["user: root"], 13, "user"),
+	("smtp_user is user", lambda l: l + ["smtp_user: %s" % TEST_USER], 13, "smtp_user"),
 	("bad port", lambda l: ['listen: ["127.0.0.1:99999"]'] + l[1:], 1, "listen"),
 	("bad hostname", lambda l: l[:2] + ['hostname: "bad host"'] + l[3:], 3, "hostname"),
 	("relative spool", lambda l: l[:3] + ["spool: var/spool"] + l[4:], 4, "spool"),

@@ -2,9 +2,11 @@
 // record (with an fd attached or not, chosen by the first byte) goes
 // through each validator the parent's channels use (peer errors,
 // mailbox leases, commands) and, when it passes, its payload through the
-// decoder the parent applies. Checks that a frame keeps its fd exactly
-// when its type carries one, that no fd leaks, and that whatever decodes
-// encodes back to the same fields.
+// decoder the parent applies; a peer error report's forwarded frame then
+// goes through the parent's judgment (sibling_frame_fault) for either
+// child, with the report's fd. Checks that a frame keeps its fd exactly
+// when its type carries one, that no fd leaks, that the judgment leaves
+// the fd open, and that whatever decodes encodes back to the same fields.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -35,8 +37,17 @@ void check_message(const Imsg& m)
 {
 	switch (m.type) {
 	case IMSG_C_PEER_ERROR:
-		check_payload<PeerErrorMsg>(m, [](auto& a, auto& b) { return a.what == b.what; });
+	case IMSG_C_PEER_ERROR_FD: {
+		check_payload<PeerErrorMsg>(m, [](auto& a, auto& b) { return a.what == b.what && a.frame == b.frame; });
+		PeerErrorMsg report;
+		if (!decode(m.data, report))
+			break;
+		for (ImsgValidator receiver : {imsg_valid_handler_to_smtp, imsg_valid_smtp_to_handler})
+			sibling_frame_fault(report.frame, m.fd.get(), receiver, "/run/laim/submit.sock");
+		if (m.fd && fcntl(m.fd.get(), F_GETFD) == -1)
+			abort();
 		break;
+	}
 	case IMSG_H_MAILBOX_OPEN:
 		check_payload<MailboxOpenMsg>(m, [](auto& a, auto& b) { return a.user == b.user; });
 		break;
