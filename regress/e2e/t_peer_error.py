@@ -81,6 +81,23 @@ def main():
 		no_forged_line(d)
 		d.stop()
 
+	def malformed_report():
+		"""A report that does not decode breaks the parent channel's
+		protocol: the reporter is ended, its sibling keeps running."""
+		d.start()
+		mark = d.mark()
+		kids = d.children()
+		chan = steal_seqpacket(kids["smtp"], max)
+		chan.send(frame(IMSG_C_PEER_ERROR, b"bad"))
+		d.wait_log(r"smtp process broke the protocol of its parent channel \(malformed IMSG_C_PEER_ERROR\): "
+			   r"ending it$", since=mark)
+		d.wait_children(old={"smtp": kids["smtp"]})
+		chan.close()
+		check_eq(d.child("handler"), kids["handler"], "the handler's pid after smtp's malformed report")
+		qid = send_mail(d.port, "a@example.org", ["root@" + HOSTNAME], simple_message("after the bad report"))
+		d.wait_removed(qid)
+		d.stop()
+
 	def forged_reason():
 		"""A handler's reason with a line feed and an escape sequence."""
 		out = d.make_user_dir(os.path.join(d.dir, "probe"))
@@ -106,6 +123,7 @@ def main():
 
 	run_rows([(name, stopped(fn)) for name, fn in [
 		("a report about a valid frame ends the reporter, and its words are escaped", lying_report),
+		("a report that does not decode ends the reporter", malformed_report),
 		("a handler's reason is logged escaped", forged_reason),
 		("a malformed RCPT from smtp ends the smtp process",
 		 lambda: broken_by("smtp", "handler", frame(IMSG_S_RCPT, b"bad"), "malformed IMSG_S_RCPT")),
