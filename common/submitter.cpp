@@ -1,3 +1,5 @@
+// SO_PEERCRED of a local submitter's connection, once the descriptor is
+// shown to be one (common/submitter.h).
 #include "common/submitter.h"
 
 #include <sys/socket.h>

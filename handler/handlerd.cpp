@@ -199,6 +199,9 @@ void HandlerServer::reload(const std::string& file, int fd)
 		if (!decode(conf, given))
 			throw std::runtime_error("malformed configuration from the parent");
 		Config cfg = config_parse(given.text, file);
+		// The submission socket stays where it was bound until a restart
+		// (the parent's reload()): local MAILs are checked against it.
+		cfg.socket = cfg_.socket;
 		rt_.secrets = Secrets::passed(given.secrets);
 		queue_.configure(cfg, build_instances(cfg));
 		limiter_.configure(cfg.rate_limits);

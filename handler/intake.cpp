@@ -16,8 +16,8 @@
 
 #include "common/hostname.h"
 #include "common/log.h"
-#include "handler/routes.h"
 #include "common/submitter.h"
+#include "handler/routes.h"
 
 namespace laim {
 

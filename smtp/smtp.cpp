@@ -193,7 +193,7 @@ UniqueFd SmtpServer::local_connection(uint32_t id)
 	int fd = it == conns_.end() ? -1 : it->second.fd.get();
 #ifdef LAIM_SECCOMP_TRIGGER
 	// Test builds only: a subverted smtp process that passes the
-	// listening socket, whose SO_PEERCRED is root's (regress/e2e/t_users.py).
+	// listening socket, whose SO_PEERCRED is root's (regress/e2e/t_submitter_uid.py).
 	if (getenv("LAIM_TEST_SMTP_PASS_LISTENER"))
 		for (const Listener& l : rt_.listeners)
 			if (l.local)

@@ -1,6 +1,9 @@
 # SIGHUP re-reads the config: a valid changed one takes effect (the next
 # message goes to the new Maildir) without losing messages; an invalid
-# one is logged with FILE:LINE and the old one stays in force.
+# one is logged with FILE:LINE and the old one stays in force. A new
+# socket: path waits for a restart, and local mail over the socket still
+# bound keeps its submitter's uid (the handler process checks each local
+# MAIL's connection against the bound path, not the reloaded one).
 import sys
 sys.dont_write_bytecode = True
 import signal
@@ -22,10 +25,21 @@ def main():
 	c.cmd("RCPT TO:<r@test.laim.example>", 250)
 
 	d.config["handlers"] = {"inbox": {"type": "maildir", "path": second}}
+	bound = d.config["socket"]
+	d.config["socket"] = os.path.join(d.dir, "moved.sock")
 	d.write_config()
+	d.config["socket"] = bound
 	mark = d.mark()
 	d.send_signal(signal.SIGHUP)
 	d.wait_log(r"configuration reloaded$", since=mark)
+	check(d.search_log(r"listen, socket, user, smtp_user and spool changes take effect at the next restart$",
+			   since=mark), "no warning that socket: waits for a restart")
+	with Smtp(unix=bound) as lc:
+		lc.ehlo("localhost")
+		qid_local = c_transaction(lc, "local@test.laim.example", ["r@test.laim.example"],
+					  simple_message("local after reload"))
+		lc.cmd("QUIT", 221)
+	d.wait_log(r"%s: from=<local@test\.laim\.example>, .*client=local, uid=0$" % qid_local, since=mark)
 
 	c.cmd("DATA", 354)
 	c.send(data_terminated(simple_message("spanning")))
@@ -35,9 +49,10 @@ def main():
 	qid2 = d.send(msg=simple_message("after reload"))
 	d.wait_removed(qid_span)
 	d.wait_removed(qid2)
+	d.wait_removed(qid_local)
 	check_eq(len(maildir_files(first)), 1, "messages in the first Maildir")
 	got = maildir_messages(second)
-	check_eq(len(got), 2, "messages in the second Maildir")
+	check_eq(len(got), 3, "messages in the second Maildir")
 	check(any(b"Subject: after reload" in m for m in got), "the message after the reload is not in the new Maildir")
 
 	# An invalid config: logged with file and line, the old one stays.
@@ -52,7 +67,7 @@ def main():
 	check(d.running(), "the parent died on an invalid config")
 	qid3 = d.send(msg=simple_message("after bad reload"))
 	d.wait_removed(qid3)
-	check_eq(len(maildir_files(second)), 3, "messages in the second Maildir after the bad reload")
+	check_eq(len(maildir_files(second)), 4, "messages in the second Maildir after the bad reload")
 
 	# A config the parent refuses to read (group-writable) is not taken.
 	d.config["handlers"] = {"inbox": {"type": "maildir", "path": first}}
@@ -63,7 +78,7 @@ def main():
 	d.wait_log(r"keeping the previous configuration$", since=mark)
 	qid4 = d.send(msg=simple_message("after refused reload"))
 	d.wait_removed(qid4)
-	check_eq(len(maildir_files(second)), 4, "messages in the second Maildir after the refused reload")
+	check_eq(len(maildir_files(second)), 5, "messages in the second Maildir after the refused reload")
 	check_eq(len(maildir_files(first)), 1, "messages in the first Maildir after the refused reload")
 	check(d.running(), "the parent died")
 	d.wait_children()
