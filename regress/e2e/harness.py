@@ -15,7 +15,6 @@
 # Only the Debian python3 standard library is used.
 
 import atexit
-import fcntl
 import glob
 import grp
 import os
@@ -125,6 +124,7 @@ def run(main):
 		print("SKIP: end-to-end cases need root")
 		sys.exit(77)
 	status = 0
+	spool_before = system_spool_state()
 	try:
 		_install_watchdog()
 		main()
@@ -141,6 +141,11 @@ def run(main):
 			if status:
 				d.dump_log()
 			d.cleanup(keep_dir=bool(status))
+	try:
+		check_system_spool(spool_before)
+	except Fail as e:
+		print("FAIL: %s" % e)
+		status = 1
 	if status == 0:
 		print("PASS: %s" % test_name())
 	sys.stdout.flush()
@@ -902,10 +907,11 @@ class Laimd:
 	# -- local submission: the installed sendmail and laimctl against this laimd
 
 	def local_env(self):
-		"""The environment that points sendmail and laimctl at this laimd
-		(laim-drop ignores it: it always writes to the compiled-in spool)."""
+		"""The environment that points sendmail, laimctl and the test
+		build's laim-drop at this laimd and its spool."""
 		return {
 			"LAIM_SOCKET": self.config["socket"],
+			"LAIM_TEST_SPOOL_DIR": self.spool,
 			"LAIM_CONTROL": self.config["control_socket"],
 			"LAIM_DROP": drop_path(),
 			"LAIM_MAILNAME": self.mailname,
@@ -1010,62 +1016,42 @@ def drop_gid():
 
 # ------------------------------------------------------------------ the system spool
 #
-# laim-drop always writes to the compiled-in spool (a setgid helper takes
-# no setting a caller could point elsewhere), so the cases that need it
-# run laimd on SYSTEM_SPOOL itself, one at a time.
+# No case touches the system's spool: every Laimd has its own, and the
+# test build's laim-drop writes where LAIM_TEST_SPOOL_DIR points
+# (local_env). run() holds every case to that: what SYSTEM_SPOOL's
+# offline/, queue/ and incoming/ hold (or that they do not exist) must be
+# the same when the case ends.
 
 SYSTEM_SPOOL = os.environ.get("LAIM_SPOOL_DIR") or "/var/spool/laim"
-# In /tmp: the package test counts anything named laim* under /run or /var
-# as a leftover of the purged package.
-SYSTEM_SPOOL_LOCK = "/tmp/laim-e2e-spool.lock"
-_system_spool_lock = []
 
 
-def take_system_spool(wait=240):
-	"""Waits (outside the case's time limit) until no other case uses
-	SYSTEM_SPOOL, refuses to run beside a laimd that serves the system,
-	and empties the spool. Held until the case exits."""
-	s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-	try:
-		s.connect("/run/laim/submit.sock")
-		raise Fail("a laimd serves /run/laim/submit.sock: this case needs %s for itself" % SYSTEM_SPOOL)
-	except OSError:
-		pass
-	finally:
-		s.close()
-	lock = open(SYSTEM_SPOOL_LOCK, "w")
-	signal.alarm(0)
-	end = time.monotonic() + wait
-	while True:
-		try:
-			fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-			break
-		except BlockingIOError:
-			if time.monotonic() > end:
-				raise Fail("another case kept %s for %d s" % (SYSTEM_SPOOL, wait))
-			time.sleep(0.2)
-	_system_spool_lock.append(lock)
-	signal.alarm(CASE_TIME_LIMIT)
-	clean_system_spool()
-
-
-def clean_system_spool(extra=()):
-	"""Empties offline/, queue/ and incoming/ of SYSTEM_SPOOL, removes its
-	rate limit state and the paths in extra."""
+def system_spool_state():
+	"""{SUB: {NAME: (inode, size, mtime_ns)}} for SYSTEM_SPOOL's offline/,
+	queue/ and incoming/; None for a directory that does not exist."""
+	state = {}
 	for sub in ("offline", "queue", "incoming"):
 		path = os.path.join(SYSTEM_SPOOL, sub)
-		for name in os.listdir(path) if os.path.isdir(path) else []:
-			os.unlink(os.path.join(path, name))
-	state = os.path.join(SYSTEM_SPOOL, "ratelimit.json")
-	for p in [state, state + ".tmp"] + list(extra):
 		try:
-			os.unlink(p)
+			names = os.listdir(path)
 		except FileNotFoundError:
-			pass
+			state[sub] = None
+			continue
+		files = {}
+		for name in names:
+			try:
+				st = os.lstat(os.path.join(path, name))
+			except FileNotFoundError:
+				continue
+			files[name] = (st.st_ino, st.st_size, st.st_mtime_ns)
+		state[sub] = files
+	return state
 
 
-def system_offline_files():
-	return sorted(os.listdir(os.path.join(SYSTEM_SPOOL, "offline")))
+def check_system_spool(before):
+	after = system_spool_state()
+	for sub in before:
+		check(before[sub] == after[sub], "the case changed %s/%s/: before %r, after %r"
+		      % (SYSTEM_SPOOL, sub, before[sub], after[sub]))
 
 
 def local_user():
