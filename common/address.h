@@ -7,7 +7,9 @@
 // plus, as Postfix does for local mail, a bare Local-part without domain
 // ("<root>"), and UTF-8 in the local part and domain (RFC 6531), which
 // the caller allows only when the client asked for SMTPUTF8. An accepted
-// address never holds a control character, CR, LF or NUL.
+// address never holds a control character, CR, LF or NUL, nor a code
+// point that reorders or breaks displayed text (the bidi controls and
+// marks, U+2028 and U+2029).
 //
 // Used by the SMTP session (MAIL FROM / RCPT TO) and the sendmail command.
 #pragma once
@@ -55,5 +57,9 @@ bool valid_mailbox(std::string_view mailbox, bool utf8, bool allow_bare_local = 
 // non-ASCII characters count as letters and must be valid UTF-8 (RFC
 // 6531). The one rule for addresses, the hostname and route patterns.
 bool valid_domain(std::string_view domain, bool utf8);
+
+// Checks an address-literal (RFC 5321 4.1.3): "[192.0.2.1]" or
+// "[IPv6:2001:db8::1]"; general address literals are refused.
+bool valid_address_literal(std::string_view literal);
 
 }  // namespace laim

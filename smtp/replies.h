@@ -57,10 +57,13 @@ inline constexpr std::string_view shutdown = " Service shutting down" LAIM_CRLF;
 
 // 5xx: command syntax and sequence (RFC 5321 4.2.4, 4.3.2)
 inline constexpr std::string_view line_too_long = "500 5.5.2 Line too long" LAIM_CRLF;
+// RFC 5321 2.3.8: a command line ends at CRLF, never at a bare CR or LF.
+inline constexpr std::string_view bare_line_end = "500 5.5.2 Line must end with CRLF" LAIM_CRLF;
 inline constexpr std::string_view unknown_command = "500 5.5.2 Command unrecognized" LAIM_CRLF;
 inline constexpr std::string_view nul_in_command = "501 5.5.2 NUL character in command" LAIM_CRLF;
 inline constexpr std::string_view syntax_helo = "501 5.5.4 Syntax: HELO hostname" LAIM_CRLF;
 inline constexpr std::string_view syntax_ehlo = "501 5.5.4 Syntax: EHLO hostname" LAIM_CRLF;
+inline constexpr std::string_view bad_helo = "501 5.5.4 Invalid domain name" LAIM_CRLF;
 inline constexpr std::string_view syntax_mail = "501 5.5.4 Syntax: MAIL FROM:<address>" LAIM_CRLF;
 inline constexpr std::string_view syntax_rcpt = "501 5.5.4 Syntax: RCPT TO:<address>" LAIM_CRLF;
 inline constexpr std::string_view syntax_vrfy = "501 5.5.4 Syntax: VRFY address" LAIM_CRLF;
@@ -78,6 +81,9 @@ inline constexpr std::string_view pregreet =
 	"554 5.5.1 Protocol error: client spoke before the greeting" LAIM_CRLF;
 inline constexpr std::string_view mail_param =
 	"555 5.5.4 Unsupported MAIL parameter" LAIM_CRLF;
+// RFC 5321 4.1.1.11: parameters belong to the extensions EHLO announced.
+inline constexpr std::string_view mail_param_helo =
+	"555 5.5.4 MAIL parameters need EHLO" LAIM_CRLF;
 inline constexpr std::string_view rcpt_param =
 	"555 5.5.4 RCPT parameters are not supported" LAIM_CRLF;
 

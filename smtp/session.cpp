@@ -32,7 +32,6 @@ namespace {
 constexpr size_t INPUT_SIZE = 4096;          // fixed input buffer
 constexpr size_t MAX_COMMAND_LINE = 512;     // RFC 5321 4.5.3.1.4, CRLF included
 constexpr size_t MAX_TEXT_LINE = 1000;       // RFC 5321 4.5.3.1.6, CRLF included
-constexpr size_t MAX_HELO = 255;             // a domain or address literal
 constexpr size_t WRITE_BUFFER_SIZE = 65536;  // data phase, flushed when full
 constexpr size_t OUTPUT_HIGH_WATER = 65536;  // stop reading while this much waits
 
@@ -58,17 +57,12 @@ bool istarts(std::string_view s, std::string_view prefix)
 	return s.size() >= prefix.size() && iequal(s.substr(0, prefix.size()), prefix);
 }
 
-// HELO/EHLO argument: a domain or address literal (RFC 5321 4.1.1.1).
-// Clients send all sorts of names, so only the characters are checked:
-// one word of printable ASCII, which keeps the Received: header clean.
+// HELO/EHLO argument (RFC 5321 4.1.1.1): a domain (letters, digits,
+// hyphens and dots, labels of at most 63 octets) or an address literal,
+// so that what goes into Received: is a name and nothing else.
 bool valid_helo(std::string_view s)
 {
-	if (s.empty() || s.size() > MAX_HELO)
-		return false;
-	for (unsigned char c : s)
-		if (c < 0x21 || c > 0x7e)
-			return false;
-	return true;
+	return valid_domain(s, false) || valid_address_literal(s);
 }
 
 // RFC 5322 3.3 date-time in UTC, "Sat, 22 Nov 2026 10:00:00 +0000".
@@ -276,9 +270,15 @@ bool Session::command_input()
 		reply(reply::line_too_long);
 		return true;
 	}
+	// RFC 5321 2.3.8: only CRLF ends a line. A bare LF, or a CR anywhere
+	// else in the line, gets an answer and the line is not run, so no
+	// reading of the line ends can make one line two commands.
 	std::string_view line(p, len - 1);
-	if (!line.empty() && line.back() == '\r')
-		line.remove_suffix(1);
+	if (line.empty() || line.back() != '\r' || memchr(line.data(), '\r', line.size() - 1) != nullptr) {
+		reply(reply::bare_line_end);
+		return true;
+	}
+	line.remove_suffix(1);
 	command(line);
 	return true;
 }
@@ -348,8 +348,12 @@ void Session::command(std::string_view line)
 void Session::cmd_helo(std::string_view arg, bool ehlo)
 {
 	Impl& m = *impl_;
-	if (!valid_helo(arg)) {
+	if (arg.empty()) {
 		reply(ehlo ? reply::syntax_ehlo : reply::syntax_helo);
+		return;
+	}
+	if (!valid_helo(arg)) {
+		reply(reply::bad_helo);
 		return;
 	}
 	abort_transaction();
@@ -413,6 +417,10 @@ void Session::cmd_mail(std::string_view arg)
 
 	bool utf8 = false;
 	std::string_view params = path.rest;
+	if (m.proto == Impl::Proto::Helo && params.find_first_not_of(' ') != std::string_view::npos) {
+		reply(reply::mail_param_helo);
+		return;
+	}
 	for (;;) {
 		while (!params.empty() && params[0] == ' ')
 			params.remove_prefix(1);

@@ -345,12 +345,22 @@ START_TEST(test_ehlo)
 	expect_eq(h.s->helo(), "other.example");
 	expect_eq(h.cmd("EHLO\r\n"), "501 5.5.4 Syntax: EHLO hostname\r\n");
 	expect_eq(h.cmd("HELO\r\n"), "501 5.5.4 Syntax: HELO hostname\r\n");
-	expect_eq(h.cmd("EHLO two words\r\n"), "501 5.5.4 Syntax: EHLO hostname\r\n");
-	expect_eq(h.cmd("EHLO b\xc3\xbc" "cher\r\n"), "501 5.5.4 Syntax: EHLO hostname\r\n");
-	expect_eq(h.cmd("EHLO " + std::string(256, 'h') + "\r\n"), "501 5.5.4 Syntax: EHLO hostname\r\n");
+	// Only a domain or an address literal goes into Received: (4.1.1.1).
+	std::vector<std::string> bad_names = {
+		"two words", "b\xc3\xbc" "cher", std::string(254, 'h'), "-lead.example", "trail-.example",
+		"a..b", "dot.", ".dot", "under_score.example", "a;b", "x(y)", std::string(64, 'l') + ".example",
+		"[300.1.1.1]", "[IPv6:::g]", "[tag:x]", "[127.0.0.1", "127.0.0.1]"};
+	for (const std::string& bad : bad_names) {
+		expect_eq(h.cmd("EHLO " + bad + "\r\n"), "501 5.5.4 Invalid domain name\r\n");
+		expect_eq(h.cmd("HELO " + bad + "\r\n"), "501 5.5.4 Invalid domain name\r\n");
+	}
 	expect_eq(h.s->helo(), "other.example");
-	expect_eq(h.cmd("ehlo [127.0.0.1]\r\n").substr(0, 15), "250-mx.example\r");
-	expect_eq(h.s->helo(), "[127.0.0.1]");
+	std::vector<std::string> good_names = {"[127.0.0.1]", "[IPv6:::1]", "[ipv6:2001:db8::1]", "localhost", "x",
+					       "0.example", std::string(63, 'l') + ".example", "a-b.c-d.example"};
+	for (const std::string& good : good_names) {
+		expect_eq(h.cmd("ehlo " + good + "\r\n").substr(0, 15), "250-mx.example\r");
+		expect_eq(h.s->helo(), good);
+	}
 }
 END_TEST
 
@@ -398,13 +408,23 @@ START_TEST(test_simple_commands)
 }
 END_TEST
 
+// RFC 5321 2.3.8: a command line ends at CRLF only; a line with a bare
+// LF or CR is answered and not run, and the session goes on.
 START_TEST(test_bare_lf_and_trailing_space)
 {
 	Harness h;
 	h.start();
-	expect_eq(h.cmd("NOOP\n"), "250 2.0.0 Ok\r\n");
+	expect_eq(h.cmd("NOOP\n"), "500 5.5.2 Line must end with CRLF\r\n");
+	expect_eq(h.cmd("\n"), "500 5.5.2 Line must end with CRLF\r\n");
 	expect_eq(h.cmd("HELO x \r\n"), "250 mx.example\r\n");
-	expect_eq(h.cmd("NOOP\r\r\n"), "500 5.5.2 Command unrecognized\r\n");
+	expect_eq(h.cmd("NOOP\r\r\n"), "500 5.5.2 Line must end with CRLF\r\n");
+	expect_eq(h.cmd("HELO y\rMAIL FROM:<a@b.example>\r\n"), "500 5.5.2 Line must end with CRLF\r\n");
+	// A bare LF ends nothing: what follows it is read as the next line.
+	expect_eq(h.cmd("MAIL FROM:<a@b.example>\nRCPT TO:<c@d.example>\r\n"),
+		  "500 5.5.2 Line must end with CRLF\r\n503 5.5.1 Error: need MAIL command\r\n");
+	expect_eq(h.s->helo(), "x");
+	ck_assert(h.be.calls.empty());
+	expect_eq(h.cmd("NOOP\r\n"), "250 2.0.0 Ok\r\n");
 }
 END_TEST
 
@@ -412,7 +432,7 @@ START_TEST(test_case_insensitive)
 {
 	Harness h;
 	h.start();
-	expect_eq(h.cmd("helo x\r\n"), "250 mx.example\r\n");
+	expect_eq(h.cmd("ehlo x\r\n").substr(0, 4), "250-");
 	expect_eq(h.cmd("mail from:<a@b.example> size=10 body=8bitmime\r\n"), "250 2.1.0 Ok\r\n");
 	expect_eq(h.cmd("rCpT tO:<c@d.example>\r\n"), "250 2.1.5 Ok\r\n");
 	expect_eq(h.cmd("DaTa\r\n"), "354 End data with <CR><LF>.<CR><LF>\r\n");
@@ -468,7 +488,8 @@ START_TEST(test_mail_syntax)
 	expect_eq(h.cmd("MAIL\r\n"), "501 5.5.4 Syntax: MAIL FROM:<address>\r\n");
 	expect_eq(h.cmd("MAIL FROM:<a@b.example>junk\r\n"), "501 5.5.4 Syntax: MAIL FROM:<address>\r\n");
 	expect_eq(h.cmd("MAIL FROM:<a@@b.example>\r\n"), "553 5.1.7 Bad sender address syntax\r\n");
-	expect_eq(h.cmd("MAIL FROM:<a@b.example\r>\r\n"), "553 5.1.7 Bad sender address syntax\r\n");
+	expect_eq(h.cmd("MAIL FROM:<a@b.example\r>\r\n"), "500 5.5.2 Line must end with CRLF\r\n");
+	expect_eq(h.cmd("MAIL FROM:<a\t@b.example>\r\n"), "553 5.1.7 Bad sender address syntax\r\n");
 	expect_eq(h.cmd("MAIL FROM:<a b@b.example>\r\n"), "553 5.1.7 Bad sender address syntax\r\n");
 	ck_assert(h.be.calls.empty());
 	// One space after the colon is tolerated.
@@ -516,6 +537,23 @@ START_TEST(test_mail_params)
 	expect_eq(h.cmd("MAIL FROM:<a@b.example> SIZE=1000 BODY=7BIT SMTPUTF8\r\n"), "250 2.1.0 Ok\r\n");
 	expect_eq(h.cmd("RSET\r\n"), "250 2.0.0 Ok\r\n");
 	expect_eq(h.cmd("MAIL FROM:<a@b.example> BODY=8BITMIME\r\n"), "250 2.1.0 Ok\r\n");
+}
+END_TEST
+
+// RFC 5321 4.1.1.11 and 3.3: MAIL parameters belong to the extensions
+// EHLO announced; after HELO they get 555 and the session goes on.
+START_TEST(test_mail_params_need_ehlo)
+{
+	Harness h;
+	h.start();
+	h.cmd("HELO x\r\n");
+	for (const char* p : {"SIZE=10", "BODY=8BITMIME", "SMTPUTF8", "FOO=bar", "SIZE=10 BODY=7BIT"})
+		expect_eq(h.cmd("MAIL FROM:<a@b.example> "s + p + "\r\n"), "555 5.5.4 MAIL parameters need EHLO\r\n");
+	ck_assert(h.be.calls.empty());
+	expect_eq(h.cmd("MAIL FROM:<a@b.example> \r\n"), "250 2.1.0 Ok\r\n");
+	expect_eq(h.cmd("RSET\r\n"), "250 2.0.0 Ok\r\n");
+	expect_eq(h.cmd("EHLO x\r\n").substr(0, 4), "250-");
+	expect_eq(h.cmd("MAIL FROM:<a@b.example> SIZE=10\r\n"), "250 2.1.0 Ok\r\n");
 }
 END_TEST
 
@@ -616,6 +654,9 @@ START_TEST(test_utf8_addresses)
 	expect_eq(h.cmd("MAIL FROM:<用户@例子.广告> SMTPUTF8\r\n"), "250 2.1.0 Ok\r\n");
 	expect_eq(h.cmd("RCPT TO:<jörg@bücher.example>\r\n"), "250 2.1.5 Ok\r\n");
 	expect_eq(h.cmd("RCPT TO:<j\xc2\x85@b.example>\r\n"), "553 5.1.3 Bad recipient address syntax\r\n");
+	// A right-to-left override (U+202E) or a line separator (U+2028).
+	expect_eq(h.cmd("RCPT TO:<j\xe2\x80\xaegpj.exe@b.example>\r\n"), "553 5.1.3 Bad recipient address syntax\r\n");
+	expect_eq(h.cmd("RCPT TO:<j\xe2\x80\xa8x@b.example>\r\n"), "553 5.1.3 Bad recipient address syntax\r\n");
 	time_t before = time(nullptr);
 	expect_eq(send_data(h, "x\r\n.\r\n"), "250 2.0.0 Ok: queued as "s + QUEUE_ID + "\r\n");
 	expect_spool(h, "x (127.0.0.1)", "UTF8SMTP", "jörg@bücher.example", "x\r\n", before);
@@ -1300,6 +1341,7 @@ int main()
 	tcase_add_test(tc, test_mail_syntax);
 	tcase_add_test(tc, test_mail_null_route_bare);
 	tcase_add_test(tc, test_mail_params);
+	tcase_add_test(tc, test_mail_params_need_ehlo);
 	tcase_add_test(tc, test_mail_backend_status);
 	tcase_add_test(tc, test_rcpt);
 	tcase_add_test(tc, test_rcpt_limit);
