@@ -48,7 +48,7 @@ struct Child {
 	std::unique_ptr<ImsgPeer> command_chan;  // handler only: its command requests
 	time_t started = 0;
 	time_t restart_at = 0;  // when dead: when to fork it again
-	unsigned backoff = 1;   // seconds, doubles per quick death, max 60
+	unsigned backoff = 1;   // seconds, restart_delay()'s
 };
 
 // The supervision loop: signals and the children's channels. Declared
@@ -261,12 +261,10 @@ void reap_children()
 				continue;
 			}
 			time_t now = time(nullptr);
-			if (now - c.started > 60)
-				c.backoff = 1;
+			unsigned delay = restart_delay(c.backoff, c.started, now);
 			log_warnx("%s process (pid %d) %s; restarting in %us", child_name[which], (int)pid,
-				  describe_status(status).c_str(), c.backoff);
-			c.restart_at = now + c.backoff;
-			c.backoff = std::min(c.backoff * 2, 60u);
+				  describe_status(status).c_str(), delay);
+			c.restart_at = now + delay;
 		}
 	}
 }

@@ -78,6 +78,15 @@ class CommandService {
 	std::map<pid_t, Running> running_;
 };
 
+// parent/restart.cpp: a child that dies is forked again after its
+// back-off: 1 s, doubling with each death up to RESTART_MAX_DELAY, and 1 s
+// again once it had run more than RESTART_STABLE seconds. Returns the
+// delay for a child started at `started` that died at `died`, and moves
+// backoff (the child's, 1 at first) on to the next one.
+inline constexpr unsigned RESTART_MAX_DELAY = 60;
+inline constexpr time_t RESTART_STABLE = 60;
+unsigned restart_delay(unsigned& backoff, time_t started, time_t died);
+
 // parent/listen.cpp: binds every configured listener, fatal on failure.
 std::vector<Listener> listen_all(const Config& cfg);
 // parent/listen.cpp: a unix socket every local user may connect to (0666).
