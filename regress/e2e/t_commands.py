@@ -89,11 +89,8 @@ def bare_line_ends(d):
 		r = c.cmd("EHLO smuggled.example\nNOOP")  # a bare LF inside: 500, then NOOP's 250
 		check_eq(r.lines, [CRLF_ONLY], "reply to EHLO ending in a bare LF")
 		reply_is(c, "250 2.0.0 Ok", "reply to the NOOP after the bare LF")
-		c.cmd("MAIL FROM:<after@client.example>", 250)
-		c.cmd("RCPT TO:<r@test.laim.example>", 250)
-		c.cmd("DATA", 354)
-		c.send(data_terminated(simple_message("after bare line ends")))
-		qid = queue_id(c.expect(250))
+		qid = c_transaction(c, "after@client.example", ["r@test.laim.example"],
+				    simple_message("after bare line ends"))
 		c.cmd("QUIT", 221)
 	d.wait_delivered(qid)
 	check_eq(len(maildir_files(d.maildir)), 1, "messages delivered after the bare line ends")

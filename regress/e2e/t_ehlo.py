@@ -58,11 +58,8 @@ def bad_names(d):
 			for name in BAD_NAMES:
 				r = c.cmd(("%s %s" % (verb, name)).encode())
 				check_eq(r.lines, ["501 5.5.4 Invalid domain name"], "%s %r" % (verb, name))
-		c.cmd("MAIL FROM:<a@client.example> SIZE=10", 250)  # still EHLO: parameters go
-		c.cmd("RCPT TO:<r@test.laim.example>", 250)
-		c.cmd("DATA", 354)
-		c.send(data_terminated(simple_message("after bad names")))
-		qid = queue_id(c.expect(250))
+		qid = c_transaction(c, "a@client.example", ["r@test.laim.example"],
+				    simple_message("after bad names"))
 		c.cmd("QUIT", 221)
 	d.wait_delivered(qid)
 	rec = d.delivered_copies(qid)["r@test.laim.example"][1]

@@ -36,12 +36,8 @@ def kill_handler(d):
 
 def transaction(c, tag, sent):
 	"""A whole transaction that must get 250; notes what was sent."""
-	c.cmd("MAIL FROM:<%s@client.example>" % tag, 250)
-	c.cmd("RCPT TO:<rcpt@test.laim.example>", 250)
-	c.cmd("DATA", 354)
 	msg = varied_message(tag)
-	c.send(data_terminated(msg))
-	qid = queue_id(c.expect(250, 15, "end of data of %s" % tag))
+	qid = c_transaction(c, "%s@client.example" % tag, ["rcpt@test.laim.example"], msg)
 	sent[qid] = msg
 	return qid
 
