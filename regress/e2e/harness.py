@@ -1050,7 +1050,8 @@ def system_spool_state():
 def check_system_spool(before):
 	after = system_spool_state()
 	for sub in before:
-		check(before[sub] == after[sub], "the case changed %s/%s/: before %r, after %r"
+		check(before[sub] == after[sub], "%s/%s/ changed while the case ran (by the case, or by "
+		      "something else using the system's spool meanwhile): before %r, after %r"
 		      % (SYSTEM_SPOOL, sub, before[sub], after[sub]))
 
 
