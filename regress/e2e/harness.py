@@ -1119,6 +1119,30 @@ def system_offline_files():
 	return sorted(os.listdir(os.path.join(SYSTEM_SPOOL, "offline")))
 
 
+def mount_tmpfs(path, mounts, size, inodes):
+	"""A tmpfs of size bytes and inodes inodes on path (made), appended to
+	mounts, which the case unmounts at its end."""
+	os.makedirs(path, exist_ok=True)
+	r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d,nr_inodes=%d,mode=0755" % (size, inodes),
+			    "tmpfs", path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+	check_eq(r.returncode, 0, "mount tmpfs on %s (%r)" % (path, r.stdout))
+	mounts.append(path)
+
+
+def fill_space(fs, leave):
+	"""A root file that leaves about leave bytes free on fs; returns its path."""
+	path = os.path.join(fs, "filler")
+	st = os.statvfs(fs)
+	free = st.f_bavail * st.f_frsize
+	check(free > leave, "%s: %d bytes free, fewer than the %d to leave" % (fs, free, leave))
+	fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+	try:
+		os.posix_fallocate(fd, 0, free - leave)
+	finally:
+		os.close(fd)
+	return path
+
+
 def local_user():
 	"""LOCAL_USER, an ordinary login user with a home and a GECOS name."""
 	return _ensure_account(LOCAL_USER, ["--create-home", "--comment", LOCAL_GECOS, "--shell", "/bin/sh"])
