@@ -19,12 +19,14 @@
 // dotlock older than 300 s is stale and removed; a held lock is not
 // waited for); the copy is appended and fsynced, and on any failure the
 // mailbox is cut back to its old size before the locks go, so that it
-// never holds half a message. It runs under no_new_privs and a seccomp
-// filter of its own (sandbox_seccomp_mda) with every signal but SIGKILL
+// never holds half a message. It runs without capabilities (root's
+// mailbox is delivered as root), under no_new_privs and a seccomp filter
+// of its own (sandbox_seccomp_mda), with every signal but SIGKILL
 // blocked. One line on stderr says what happened (the handler logs it);
 // exit 0 delivered, EX_TEMPFAIL (75) for what may pass later (a lock, no
 // space, a link in the mailbox's place: the message stays queued),
 // EX_USAGE (64) for a malformed invocation.
+#include <cap-ng.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -229,6 +231,11 @@ int main(int argc, char* argv[])
 		give_up(EX_TEMPFAIL, "the mail directory: %s", strerror(errno));
 	if (dst.st_uid != 0)
 		give_up(EX_TEMPFAIL, "the mail directory is not root's");
+	// Root's own mailbox is delivered as root, but without root's
+	// capabilities: the owner's rights are all an append needs.
+	capng_clear(CAPNG_SELECT_BOTH);
+	if (capng_apply(CAPNG_SELECT_BOTH) != 0)
+		give_up(EX_TEMPFAIL, "dropping capabilities failed");
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
 		give_up(EX_TEMPFAIL, "PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
 	sandbox_seccomp_mda(dir.get());

@@ -130,10 +130,10 @@ bool aliased_away(const Config& cfg, const std::string& user)
 
 // Who delivers to mail_dir/USER: USER, with USER's group and, when the
 // mail directory lets only its group create files (Debian's /var/mail,
-// root:mail 2775), that group as the one supplementary group: the least
-// that can create the mailbox and its dotlock. None of USER's other
-// groups. Root's mailbox only while the aliases do not send root's mail
-// elsewhere.
+// root:mail 2775) and USER does not own it, that group as the one
+// supplementary group: the least that can create the mailbox and its
+// dotlock. None of USER's other groups. Root's mailbox only while the
+// aliases do not send root's mail elsewhere.
 Account mailbox_account(const Config& cfg, const std::string& user)
 {
 	struct passwd* pw = valid_user_name(user) ? getpwnam(user.c_str()) : nullptr;
@@ -144,8 +144,8 @@ Account mailbox_account(const Config& cfg, const std::string& user)
 					    " sends this user's mail elsewhere (run newaliases)");
 	Account a{pw->pw_name, "/", "/bin/sh", pw->pw_uid, pw->pw_gid, {}};
 	struct stat st;
-	if (stat(cfg.mail_dir.c_str(), &st) == 0 && (st.st_mode & S_IWGRP) && !(st.st_mode & S_IWOTH) &&
-	    st.st_gid != a.gid)
+	if (stat(cfg.mail_dir.c_str(), &st) == 0 && st.st_uid != a.uid && (st.st_mode & S_IWGRP) &&
+	    !(st.st_mode & S_IWOTH) && st.st_gid != a.gid)
 		a.groups.push_back(st.st_gid);
 	return a;
 }

@@ -440,7 +440,7 @@ check "mail -f $MBOX lists the mail(1) message" grep -qF "mailx $marker" "$work/
 check "mail -f $MBOX lists the offline message" grep -qF "offline $marker" "$work/mail-H"
 check "mail -f $MBOX lists sudo's mail" grep -qF "SECURITY information" "$work/mail-H"
 if [ "$mbox_existed" = no ]; then
-	check "$MBOX was created root:mail 0660" test "$(stat -c '%U:%G %a' "$MBOX")" = "root:mail 660"
+	check "$MBOX was created root:mail 0600" test "$(stat -c '%U:%G %a' "$MBOX")" = "root:mail 600"
 fi
 
 # Python's mailbox module splits the file as mail readers do: each test

@@ -14,6 +14,7 @@
 import sys
 sys.dont_write_bytecode = True
 import grp
+import pwd
 import socket
 import stat
 from harness import *
@@ -51,11 +52,12 @@ def main():
 		check_eq(len(kids), 1, "processes of the parent besides smtp and handler")
 		return kids[0]
 
-	def deliver(copy, whole=True):
-		"""One forged delivery of copy (cut short unless whole); returns
-		(the exit frame's status, the mda's line) after checking what the
-		handler got and who ran."""
-		pid, reply, got = start([user.pw_name])
+	def deliver(copy, whole=True, who=user, groups=None):
+		"""One forged delivery of copy to who's mailbox (cut short unless
+		whole); returns (the exit frame's status, the mda's line) after
+		checking what the handler got and who ran, with which groups
+		(default: mail alone)."""
+		pid, reply, got = start([who.pw_name])
 		try:
 			check_eq([k for k, _, _ in got], [IMSG_P_COMMAND_INPUT, IMSG_P_COMMAND_UNREAD, IMSG_P_COMMAND_OUTPUT],
 				 "frames answered")
@@ -65,12 +67,14 @@ def main():
 			      "a descriptor that is no pipe: %r" % [os.readlink("/proc/self/fd/%d" % fd) for fd in fds])
 			mda = the_mda()
 			st = {k: v.split() for k, v in proc_status(mda).items()}
-			check_eq((st["Uid"], st["Gid"]), ([str(user.pw_uid)] * 4, [str(user.pw_gid)] * 4), "the mda's ids")
-			check_eq(st["Groups"], [str(mail_gid)], "the mda's supplementary groups")
+			check_eq((st["Uid"], st["Gid"]), ([str(who.pw_uid)] * 4, [str(who.pw_gid)] * 4), "the mda's ids")
+			check_eq(st["Groups"], [str(mail_gid)] if groups is None else groups, "the mda's supplementary groups")
 			check_eq((st["NoNewPrivs"], st["Seccomp"]), (["1"], ["2"]), "no_new_privs and seccomp (filter)")
+			check_eq((st["CapEff"], st["CapPrm"]), (["0000000000000000"], ["0000000000000000"]),
+				 "the mda's capabilities")
 			with open("/proc/%d/cmdline" % mda, "rb") as f:
 				argv = f.read().split(b"\0")[:-1]
-			check_eq([a.decode() for a in argv[1:3]], [mail_dir, user.pw_name], "the mda's arguments")
+			check_eq([a.decode() for a in argv[1:3]], [mail_dir, who.pw_name], "the mda's arguments")
 			data = framed(copy)
 			os.write(fds[0], data if whole else data[:len(data) // 2])
 			os.close(fds[0])
@@ -99,6 +103,13 @@ def main():
 		status, out = deliver(copy, whole=False)
 		check_eq(status, 75 << 8, "exit status of the second copy cut short")
 		check_eq(open(box, "rb").read(), copy, "the mailbox after a copy cut short")
+
+	def root_without_capabilities():
+		root = pwd.getpwnam("root")
+		copy = b"From forged@client.example Thu Jan  1 00:00:00 2026\nSubject: to root\n\nbody\n\n"
+		status, out = deliver(copy, who=root, groups=[])  # root's group is the directory's
+		check_eq((status, out), (0, "%s/root: %d bytes appended, mailbox created\n" % (mail_dir, len(copy))),
+			 "root's copy")
 
 	def refused(rcpts, why):
 		mark = d.mark()
@@ -130,6 +141,7 @@ def main():
 	run_rows([
 		("the handler gets pipes to laim-mda, which runs as the recipient, confined; a copy cut short "
 		 "leaves the mailbox as it was", cut_short),
+		("root's mailbox: laim-mda as root, without capabilities", root_without_capabilities),
 		("a name that is no user, a path, two users, a line break, root aliased away: refused", bad_names),
 	])
 
