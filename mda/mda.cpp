@@ -71,16 +71,23 @@ std::string box;  // MAIL_DIR/USER, for messages
 	_exit(status);
 }
 
+// Waits until stdin has something (or its end) to read; gives up at the
+// deadline, done of n bytes read.
+void wait_input(const struct timespec& deadline, size_t done, size_t n)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	long left = (deadline.tv_sec - now.tv_sec) * 1000 + (deadline.tv_nsec - now.tv_nsec) / 1000000;
+	struct pollfd p = {0, POLLIN, 0};
+	if (left <= 0 || poll(&p, 1, static_cast<int>(left)) == 0)
+		give_up(EX_TEMPFAIL, "the message did not arrive in time (%zu of %zu bytes)", done, n);
+}
+
 // Reads n bytes of stdin into buf, or gives up at the deadline.
 void read_input(char* buf, size_t n, const struct timespec& deadline)
 {
 	for (size_t done = 0; done < n;) {
-		struct timespec now;
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		long left = (deadline.tv_sec - now.tv_sec) * 1000 + (deadline.tv_nsec - now.tv_nsec) / 1000000;
-		struct pollfd p = {0, POLLIN, 0};
-		if (left <= 0 || (poll(&p, 1, static_cast<int>(left)) == 0))
-			give_up(EX_TEMPFAIL, "the message did not arrive in time (%zu of %zu bytes)", done, n);
+		wait_input(deadline, done, n);
 		ssize_t r = read(0, buf + done, n - done);
 		if (r == 0)
 			give_up(EX_TEMPFAIL, "the message ended early (%zu of %zu bytes)", done, n);
@@ -111,6 +118,7 @@ std::string read_copy(unsigned seconds)
 	std::string copy(n, '\0');
 	read_input(copy.data(), n, deadline);
 	char extra;
+	wait_input(deadline, n, n);
 	if (read(0, &extra, 1) != 0)
 		give_up(EX_TEMPFAIL, "more input than the message's length");
 	return copy;

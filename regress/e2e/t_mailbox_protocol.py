@@ -104,6 +104,29 @@ def main():
 		check_eq(status, 75 << 8, "exit status of the second copy cut short")
 		check_eq(open(box, "rb").read(), copy, "the mailbox after a copy cut short")
 
+	def let_go():
+		"""The handler lets go (closes the reply channel) with the whole
+		copy written but its end not yet seen: laim-mda, which may be
+		appending by then, is not killed, and finishes the copy."""
+		copy = b"From forged@client.example Thu Jan  1 00:00:00 2026\nSubject: let go\n\nbody\n\n"
+		size = os.path.getsize(box)
+		pid, reply, got = start([user.pw_name])
+		os.kill(pid, signal.SIGCONT)
+		fds = [fd for _, _, f in got for fd in f]
+		check_eq(len(fds), 3, "descriptors passed")
+		mda = the_mda()
+		mark = d.mark()
+		os.write(fds[0], framed(copy))
+		reply.close()
+		time.sleep(1)  # the parent reads the closed channel
+		check(proc_alive(mda), "laim-mda killed when the handler let go")
+		os.close(fds[0])
+		wait_for(lambda: not proc_alive(mda), 10, "laim-mda to end")
+		check_eq(os.path.getsize(box), size + len(copy), "the mailbox's size after the copy")
+		check(open(box, "rb").read().endswith(copy), "the copy at the mailbox's end")
+		for fd in fds[1:]:
+			os.close(fd)
+
 	def root_without_capabilities():
 		root = pwd.getpwnam("root")
 		copy = b"From forged@client.example Thu Jan  1 00:00:00 2026\nSubject: to root\n\nbody\n\n"
@@ -141,6 +164,7 @@ def main():
 	run_rows([
 		("the handler gets pipes to laim-mda, which runs as the recipient, confined; a copy cut short "
 		 "leaves the mailbox as it was", cut_short),
+		("a handler that lets go does not get laim-mda killed half-way", let_go),
 		("root's mailbox: laim-mda as root, without capabilities", root_without_capabilities),
 		("a name that is no user, a path, two users, a line break, root aliased away: refused", bad_names),
 	])
