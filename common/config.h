@@ -53,10 +53,30 @@ struct YamlNode {
 // Parses YAML text into a tree; throws ConfigError (file:line: what).
 YamlNode yaml_parse(std::string_view text, const std::string& file);
 
+// A file a listen: entry names, with the line of its key for errors.
+struct ListenFile {
+	std::string path;  // empty: not given
+	int line = 0;
+};
+
+// One entry of listen:. A string gives only the address; a mapping may
+// add TLS and authentication, which a listener for other hosts must have
+// (doc/architecture.md, "Submission listeners").
 struct ListenAddress {
+	enum class Tls { None, Starttls, Implicit };
 	std::string host;  // numeric IPv4 or IPv6 address, no brackets
 	uint16_t port = 25;
 	int line = 0;
+	std::string name;  // "listen[1]", as errors name the entry
+	Tls tls = Tls::None;
+	ListenFile cert;     // PEM certificate chain, leaf first
+	ListenFile key;      // PEM private key (RSA or ECDSA); only the parent reads it
+	bool auth_required = false;  // auth: required
+	ListenFile users;    // user:crypt(3) hash lines
+	ListenFile senders;  // optional: the envelope senders each user may use
+
+	// 127.0.0.0/8 or ::1.
+	bool loopback() const;
 };
 
 struct HandlerSection {
@@ -139,9 +159,19 @@ struct RootFileRule {
 	const char* mode_rule;  // those bits in words: "not writable by group or others"
 	const char* fix;        // appended to the ownership refusal, or ""
 	size_t max_size;
+	bool follow_links = false;  // a symbolic link to such a file is fine (certbot's live/)
 };
 // Reads file by rule (ConfigError saying which part it breaks); *mode,
 // when given, gets the file's mode.
 std::string read_root_file(const std::string& file, const RootFileRule& rule, mode_t* mode = nullptr);
+
+// How the parent reads a listener's private key, users and senders files:
+// owned by root, no access for group or others.
+extern const RootFileRule listen_secret_rule;
+
+// The files of the listen: entries, as laimd -n and every (re)load check
+// them: the key, users and senders files by listen_secret_rule, the
+// certificate readable. Throws ConfigError naming file, line and key.
+void listen_check_files(const Config& cfg);
 
 }  // namespace laim
