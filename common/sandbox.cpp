@@ -241,8 +241,9 @@ void sandbox_seccomp_mda(int dir)
 		seccomp_add(ctx, SCMP_ACT_ALLOW, name, {SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(dir))});
 #ifdef LAIM_SANITIZERS
 	for (const char* name : {"pipe", "pipe2", "sigaltstack", "prlimit64", "getrlimit", "sched_yield",
-				 "readlink", "rt_sigaction", "prctl", "gettid", "tgkill", "futex"})
+				 "readlink", "rt_sigaction", "prctl", "gettid", "futex"})
 		seccomp_add(ctx, SCMP_ACT_ALLOW, name);
+	seccomp_allow_tgkill_self(ctx);
 #endif
 	seccomp_load_or_die(ctx, "laim-mda");
 }

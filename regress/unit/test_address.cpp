@@ -265,7 +265,7 @@ START_TEST(test_valid_user_name)
 	for (const char* ok : {"root", "bob", "mary.ann", "svc_backup-2", "a"})
 		ck_assert_msg(valid_user_name(ok), "%s refused", ok);
 	for (const char* bad : {"", ".", "..", "../etc/passwd", "a/b", "/root", "-f", ".hidden", "bob\n", "a b",
-				"b\xc3\xb6b", "x\nlaimd[1]: FORGED"})
+				"b\xc3\xb6" "b", "x\nlaimd[1]: FORGED"})
 		ck_assert_msg(!valid_user_name(bad), "%s accepted", bad);
 	ck_assert(valid_user_name(std::string(64, 'u')));
 	ck_assert(!valid_user_name(std::string(65, 'u')));
