@@ -214,6 +214,8 @@ for f in ./usr/sbin/laimd ./usr/sbin/laimctl ./usr/sbin/sendmail ./usr/lib/sendm
 done
 check "laim-drop is root:root 0755 in the package" \
 	grep -qE '^-rwxr-xr-x root/root .* ./usr/libexec/laim/laim-drop$' "$work/contents"
+check "laim-mda is root:root 0755 in the package" \
+	grep -qE '^-rwxr-xr-x root/root .* ./usr/libexec/laim/laim-mda$' "$work/contents"
 check "config.yml is root:root 0600 in the package" \
 	grep -qE '^-rw------- root/root .* ./etc/laim/config.yml$' "$work/contents"
 dpkg-deb -f "$deb" Provides Conflicts Replaces Depends | sed 's/^/#   /'
