@@ -208,28 +208,31 @@ std::string lock_dotlock(int dir, const char* user, bool* stale)
 	give_up(EX_TEMPFAIL, "locked (%s)", name.c_str());
 }
 
-// Appends the copy and makes it durable; on any failure cuts the mailbox
-// back to size and returns the failed step (errno set), else nullptr.
-const char* append(int fd, const std::string& copy, off_t size)
+// Appends the copy to the locked mailbox and makes it durable; on any
+// failure cuts the mailbox back to the size it had and returns why ("" when
+// delivered).
+std::string append(int fd, const std::string& copy)
 {
+	struct stat st;
+	if (fstat(fd, &st) == -1)  // under the locks: the size to go back to
+		return std::string("fstat: ") + strerror(errno);
 	const char* what = nullptr;
+	int err = EIO;  // a write that takes nothing without an error
 	for (size_t done = 0; !what && done < copy.size();) {
 		ssize_t w = write(fd, copy.data() + done, copy.size() - done);
 		if (w > 0)
 			done += static_cast<size_t>(w);
 		else if (w == 0 || errno != EINTR)
-			what = "write";
+			what = "write", err = w == 0 ? EIO : errno;
 	}
 	if (!what && fsync(fd) != 0)
-		what = "fsync";
-	if (what) {
-		int err = errno;
-		if (ftruncate(fd, size) != 0 || fsync(fd) != 0)
-			give_up(EX_TEMPFAIL, "%s: %s, and cutting it back to %lld bytes failed: %s", what,
-				strerror(err), (long long)size, strerror(errno));
-		errno = err;
-	}
-	return what;
+		what = "fsync", err = errno;
+	if (!what)
+		return "";
+	std::string why = std::string(what) + ": " + strerror(err);
+	if (ftruncate(fd, st.st_size) != 0 || fsync(fd) != 0)
+		return why + ", and cutting it back to " + std::to_string(st.st_size) + " bytes failed: " + strerror(errno);
+	return why + " (cut back to " + std::to_string(st.st_size) + " bytes)";
 }
 
 }  // namespace
@@ -269,11 +272,10 @@ int main(int argc, char* argv[])
 	bool stale = false;
 	std::string dotlock = lock_dotlock(dir.get(), user, &stale);
 	fcntl(fd.get(), F_SETFL, fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK);
-	const char* failed = append(fd.get(), copy, st.st_size);
-	int err = errno;
+	std::string failed = append(fd.get(), copy);
 	unlinkat(dir.get(), dotlock.c_str(), 0);
-	if (failed)
-		give_up(EX_TEMPFAIL, "%s: %s (cut back to %lld bytes)", failed, strerror(err), (long long)st.st_size);
+	if (!failed.empty())
+		give_up(EX_TEMPFAIL, "%s", failed.c_str());
 	dprintf(2, "%s: %zu bytes appended%s%s\n", box.c_str(), copy.size(), created ? ", mailbox created" : "",
 		stale ? ", a stale dotlock removed" : "");
 	return 0;
