@@ -127,6 +127,38 @@ def main():
 		for fd in fds[1:]:
 			os.close(fd)
 
+	def flood():
+		"""Requests as fast as the channel takes them, each reply channel
+		closed at once (so each laim-mda meets the end of its input): at
+		most 64 run at once, the parent stays small, the mailbox is as it
+		was, and mail still gets through."""
+		size = os.path.getsize(box)
+		parent_kb = rss_kb(d.pid)
+		pid = d.child("handler")
+		chan = steal_command_channel(pid)
+		os.kill(pid, signal.SIGSTOP)
+		most = 0
+		try:
+			for i in range(500):
+				mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+				socket.send_fds(chan, [run_request(MAILBOX, [user.pw_name])], [theirs.fileno()])
+				theirs.close()
+				mine.close()
+				if i % 25 == 0:
+					most = max(most, len(children_of(d.pid)) - 2)
+		finally:
+			os.kill(pid, signal.SIGCONT)
+			chan.close()
+		print("# at most %d laim-mda seen at once" % most)
+		check(most <= 64, "%d laim-mda at once" % most)
+		wait_for(lambda: len(children_of(d.pid)) == 2, 20, "every laim-mda to end")
+		grown = rss_kb(d.pid) - parent_kb
+		check(grown < 4096, "the parent grew by %d kB" % grown)
+		check_eq(os.path.getsize(box), size, "the mailbox's size")
+		check_eq(d.child("handler"), pid, "the handler process")
+		qid = d.send(rcpts=["%s@%s" % (user.pw_name, HOSTNAME)], msg=simple_message("after the flood"))
+		d.wait_log(r"%s: to=<.*>, handler=local, status=delivered" % qid, 20)
+
 	def root_without_capabilities():
 		root = pwd.getpwnam("root")
 		copy = b"From forged@client.example Thu Jan  1 00:00:00 2026\nSubject: to root\n\nbody\n\n"
@@ -165,6 +197,7 @@ def main():
 		("the handler gets pipes to laim-mda, which runs as the recipient, confined; a copy cut short "
 		 "leaves the mailbox as it was", cut_short),
 		("a handler that lets go does not get laim-mda killed half-way", let_go),
+		("a flood of requests: at most 64 laim-mda at once, the parent stays small", flood),
 		("root's mailbox: laim-mda as root, without capabilities", root_without_capabilities),
 		("a name that is no user, a path, two users, a line break, root aliased away: refused", bad_names),
 	])
