@@ -155,7 +155,7 @@ def main():
 		check(not os.path.exists(lock), "dotlock left behind")
 
 	def handler_restarted():
-		# The restarted handler process gets a fresh mailbox channel.
+		# The restarted handler process gets a fresh command channel.
 		old = d.child("handler")
 		os.kill(old, signal.SIGKILL)
 		d.wait_children(old={"handler": old})
