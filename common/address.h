@@ -62,4 +62,9 @@ bool valid_domain(std::string_view domain, bool utf8);
 // "[IPv6:2001:db8::1]"; general address literals are refused.
 bool valid_address_literal(std::string_view literal);
 
+// What may name a mailbox file, mail_dir/USER: a plain user name (letters,
+// digits, '.', '_', '-'; not starting with '.' or '-'; at most 64
+// octets), never a path.
+bool valid_user_name(std::string_view user);
+
 }  // namespace laim
