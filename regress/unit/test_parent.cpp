@@ -4,11 +4,12 @@
 //    SOCK_SEQPACKET socketpair with the validators its channels use: each
 //    type valid, short, long, with and without an fd, and every other type;
 //  - the command service (parent/command.cpp): the requests it refuses and
-//    why, and the argv, user and environment of the commands it starts,
-//    run for real as nobody (so this test runs as root, as make check does).
-// Not the mailbox service.
+//    why, and the argv, user, groups and environment of the commands it
+//    starts (pipe sections, alias commands, laim-mda for a mailbox), run
+//    for real as nobody (so this test runs as root, as make check does).
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -162,10 +163,6 @@ std::vector<ChildType> child_types()
 	return {
 		{"child_to_parent", imsg_valid_child_to_parent, IMSG_C_PEER_ERROR, false,
 		 encode(PeerErrorMsg{"bad frame"}), decoder<PeerErrorMsg>()},
-		{"mailbox_request", imsg_valid_mailbox_request, IMSG_H_MAILBOX_OPEN, false,
-		 encode(MailboxOpenMsg{"root"}), decoder<MailboxOpenMsg>()},
-		{"mailbox_request", imsg_valid_mailbox_request, IMSG_H_MAILBOX_DONE, false, encode(NoPayload{}),
-		 decoder<NoPayload>()},
 		{"command_request", imsg_valid_command_request, IMSG_H_COMMAND_RUN, true,
 		 encode(CommandRunMsg{"lda", "0123456789", "a@b.example", {"r@c.example"}}), decoder<CommandRunMsg>()},
 	};
@@ -251,7 +248,6 @@ START_TEST(child_frames_other_types)
 	};
 	Channel channels[] = {
 		{imsg_valid_child_to_parent, {IMSG_C_PEER_ERROR}},
-		{imsg_valid_mailbox_request, {IMSG_H_MAILBOX_OPEN, IMSG_H_MAILBOX_DONE}},
 		{imsg_valid_command_request, {IMSG_H_COMMAND_RUN}},
 		{imsg_valid_nothing, {}},
 	};
@@ -499,6 +495,73 @@ START_TEST(command_alias_targets)
 }
 END_TEST
 
+// A mailbox delivery: laim-mda (here a stand-in that prints what it got,
+// through LAIM_MDA as the e2e cases set it) MAIL_DIR USER SECONDS, as the
+// user, with the mail directory's group when only that group may create
+// files there, and an empty environment.
+START_TEST(command_mailbox_delivery)
+{
+	ck_assert_msg(geteuid() == 0, "the command service tests run as root (make check does)");
+	char dir[] = "/tmp/laim-test-parent-XXXXXX";
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	chmod(dir, 0755);
+	std::string mda = std::string(dir) + "/mda", mail_dir = std::string(dir) + "/mail";
+	FILE* f = fopen(mda.c_str(), "w");
+	ck_assert_ptr_nonnull(f);
+	fputs("#!/bin/sh\nprintf '[%s]' \"$@\"; echo; id -un; id -gn; id -Gn; env | sort\n", f);
+	fclose(f);
+	chmod(mda.c_str(), 0755);
+	ck_assert_int_eq(mkdir(mail_dir.c_str(), 02775), 0);
+	struct group* mail = getgrnam("mail");
+	ck_assert_ptr_nonnull(mail);
+	ck_assert_int_eq(chown(mail_dir.c_str(), 0, mail->gr_gid), 0);
+	chmod(mail_dir.c_str(), 02775);
+	setenv("LAIM_MDA", mda.c_str(), 1);
+	struct passwd* pw = getpwnam("nobody");
+	ck_assert_ptr_nonnull(pw);
+	struct group* primary = getgrgid(pw->pw_gid);
+	ck_assert_ptr_nonnull(primary);
+	std::string group = primary->gr_name;
+
+	Config cfg = command_config("  x:\n    type: discard\n", "mail_dir: " + mail_dir + "\ndelivery_timeout: 61\n");
+	CommandRun r = run_command(cfg, {MAILBOX_INSTANCE, "0123456789", "s@x.example", {"nobody"}});
+	ck_assert_string_eq(r.user, "nobody");
+	// 61 s less a second for the command, four fifths of that to read;
+	// no variable but the PWD the shell sets itself.
+	std::string head = "[" + mail_dir + "][nobody][48]\nnobody\n" + group + "\n";
+	ck_assert_string_eq(r.output, head + group + " mail\nPWD=/\n");
+	ck_assert_uint_eq(r.exit.timeout, 60);
+
+	// A mail directory the group may not write: no extra group.
+	chmod(mail_dir.c_str(), 0755);
+	r = run_command(cfg, {MAILBOX_INSTANCE, "0123456789", "s@x.example", {"nobody"}});
+	ck_assert_string_eq(r.output, head + group + "\nPWD=/\n");
+
+	struct Row {
+		std::vector<std::string> users;
+		std::string why;
+	};
+	Row rows[] = {
+		{{"nobody", "root"}, "a mailbox request names one user"},
+		{{}, ""},  // no recipient: a malformed envelope
+		{{"../etc/passwd"}, "mailbox: no such user \"../etc/passwd\""},
+		{{"-nobody"}, "mailbox: no such user \"-nobody\""},
+		{{"no-such-user-here"}, "mailbox: no such user \"no-such-user-here\""},
+	};
+	for (const Row& row : rows) {
+		r = run_command(cfg, {MAILBOX_INSTANCE, "0123456789", "s@x.example", row.users});
+		ck_assert_uint_eq(r.types.back(), IMSG_P_COMMAND_FAIL);
+		ck_assert(r.fail.permanent);
+		if (!row.why.empty())
+			ck_assert_string_eq(r.fail.why, row.why);
+	}
+	unsetenv("LAIM_MDA");
+	unlink(mda.c_str());
+	rmdir(mail_dir.c_str());
+	rmdir(dir);
+}
+END_TEST
+
 // Requests the service refuses on the reply channel, each with its reason
 // and whether a retry could help; nothing is started for any of them.
 START_TEST(command_refusals)
@@ -572,6 +635,7 @@ int main()
 	tcase_set_timeout(tc, 20);
 	tcase_add_test(tc, command_argv_user_and_environment);
 	tcase_add_test(tc, command_alias_targets);
+	tcase_add_test(tc, command_mailbox_delivery);
 	tcase_add_test(tc, command_refusals);
 	tcase_add_test(tc, command_request_undecodable);
 	suite_add_tcase(s, tc);
