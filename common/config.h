@@ -53,10 +53,30 @@ struct YamlNode {
 // Parses YAML text into a tree; throws ConfigError (file:line: what).
 YamlNode yaml_parse(std::string_view text, const std::string& file);
 
+// A file a listen: entry names, with the line of its key for errors.
+struct ListenFile {
+	std::string path;  // empty: not given
+	int line = 0;
+};
+
+// One entry of listen:. A string gives only the address; a mapping may
+// add TLS and authentication, which a listener for other hosts must have
+// (doc/architecture.md, "Submission listeners").
 struct ListenAddress {
+	enum class Tls { None, Starttls, Implicit };
 	std::string host;  // numeric IPv4 or IPv6 address, no brackets
 	uint16_t port = 25;
 	int line = 0;
+	std::string name;  // "listen[1]", as errors name the entry
+	Tls tls = Tls::None;
+	ListenFile cert;     // PEM certificate chain, leaf first
+	ListenFile key;      // PEM private key (RSA or ECDSA); only the parent reads it
+	bool auth_required = false;  // auth: required
+	ListenFile users;    // user:crypt(3) hash lines
+	ListenFile senders;  // optional: the envelope senders each user may use
+
+	// 127.0.0.0/8 or ::1.
+	bool loopback() const;
 };
 
 struct HandlerSection {
@@ -76,7 +96,7 @@ struct Route {
 // envelope sender, a client address) may send in a window, judged at MAIL
 // (handler/ratelimit.h has the counting).
 struct RateLimit {
-	enum class Key { Uid, Sender, Client };
+	enum class Key { Uid, Sender, Client, Auth };
 	Key key = Key::Uid;
 	uint64_t count = 0;          // messages (or recipients) per window
 	uint32_t window = 0;         // seconds
@@ -85,7 +105,7 @@ struct RateLimit {
 	std::string alert;           // handler instance for the alert, "" for none
 	int line = 0;
 };
-// "uid", "sender" or "client", as the config spells them.
+// "uid", "sender", "client" or "auth", as the config spells them.
 const char* rate_limit_key_name(RateLimit::Key key);
 
 struct Config {

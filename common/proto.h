@@ -61,6 +61,11 @@ enum ImsgType : uint32_t {
 	IMSG_P_COMMAND_OUTPUT,      // CommandStartedMsg; fd: the read end of its stdout and stderr
 	IMSG_P_COMMAND_EXIT,        // CommandExitMsg: it ended, and its process group is killed
 	IMSG_P_COMMAND_FAIL,        // CommandFailMsg: it was not started
+
+	// smtp -> parent; peerid = session id
+	IMSG_S_AUTH = 600,          // AuthMsg: check these credentials
+	// parent -> smtp; peerid = session id
+	IMSG_P_AUTH,                // AuthResultMsg
 };
 
 // "IMSG_S_MAIL" for IMSG_S_MAIL, for messages about the protocol.
@@ -121,6 +126,7 @@ struct MailMsg {
 	std::string helo;
 	std::string client;  // the client's address, or "local"
 	std::optional<uid_t> uid;  // the local client's uid (SO_PEERCRED)
+	std::string auth_user;  // the user the session authenticated as, or ""
 };
 
 // IMSG_S_RCPT
@@ -193,6 +199,24 @@ struct CommandFailMsg {
 	std::string why;
 };
 
+// IMSG_S_AUTH: an AUTH's credentials, for the parent to check against
+// the users file of the listener the session came in on.
+struct AuthMsg {
+	uint32_t listener = 0;  // index in the config's listen:
+	std::string user;
+	std::string password;
+};
+
+// IMSG_P_AUTH: the parent's verdict.
+struct AuthResultMsg {
+	bool ok = false;
+	// ok and the listener has a senders file: the envelope senders the
+	// user may use (patterns: '*' matches any characters); MAIL FROM
+	// anything else gets 553 5.7.1.
+	bool bound = false;
+	std::vector<std::string> senders;
+};
+
 // The types whose frame is all they say (and the fd they carry).
 struct NoPayload {};
 
@@ -211,6 +235,8 @@ std::string encode(const CommandRunMsg& m);
 std::string encode(const CommandStartedMsg& m);
 std::string encode(const CommandExitMsg& m);
 std::string encode(const CommandFailMsg& m);
+std::string encode(const AuthMsg& m);
+std::string encode(const AuthResultMsg& m);
 std::string encode(const NoPayload& m);
 
 bool decode(std::string_view data, SmtpConf& m);
@@ -228,6 +254,8 @@ bool decode(std::string_view data, CommandRunMsg& m);
 bool decode(std::string_view data, CommandStartedMsg& m);
 bool decode(std::string_view data, CommandExitMsg& m);
 bool decode(std::string_view data, CommandFailMsg& m);
+bool decode(std::string_view data, AuthMsg& m);
+bool decode(std::string_view data, AuthResultMsg& m);
 bool decode(std::string_view data, NoPayload& m);
 
 // A message that breaks the protocol: malformed, of a type its channel
@@ -258,6 +286,7 @@ inline ImsgTypeInfo imsg_valid_parent_to_smtp(uint32_t t)
 	switch (t) {
 	case IMSG_P_SMTP_CONF: return {true, false};
 	case IMSG_P_HANDLER_CHANNEL: return {true, true};
+	case IMSG_P_AUTH: return {true, false};
 	default: return {};
 	}
 }
@@ -291,6 +320,12 @@ inline ImsgTypeInfo imsg_valid_smtp_to_handler(uint32_t t)
 inline ImsgTypeInfo imsg_valid_child_to_parent(uint32_t t)
 {
 	return t == IMSG_C_PEER_ERROR ? ImsgTypeInfo{true, false} : ImsgTypeInfo{};
+}
+
+// The smtp process may also ask for an AUTH check.
+inline ImsgTypeInfo imsg_valid_smtp_to_parent(uint32_t t)
+{
+	return t == IMSG_S_AUTH ? ImsgTypeInfo{true, false} : imsg_valid_child_to_parent(t);
 }
 
 inline ImsgTypeInfo imsg_valid_mailbox_request(uint32_t t)

@@ -31,6 +31,7 @@
 #include "common/proto.h"
 #include "handler/api/handler.h"
 #include "handler/handlerd.h"
+#include "parent/auth.h"
 #include "parent/parent.h"
 #include "smtp/smtp.h"
 
@@ -59,6 +60,7 @@ Runtime rt;
 Child children[2];
 MailboxService mailboxes;
 CommandService commands;
+AuthService auth;  // the users files of the auth listeners
 UniqueFd sibling_end[2];  // the smtp<->handler end kept for a child not yet forked
 bool shutting_down = false;
 
@@ -170,6 +172,7 @@ void start_child(int which, UniqueFd sib)
 		signal(SIGHUP, SIG_IGN);
 		mbox_mine.reset();
 		cmd_mine.reset();
+		auth.wipe();  // no child keeps a password hash
 		close_other_fds({theirs.get(), sib.get(), rt.control.fd.get(), mbox_theirs.get(), cmd_theirs.get()});
 		log_init(rt.foreground, rt.verbose);
 		set_process_title(which == SMTP ? "laimd: smtp" : "laimd: handler");
@@ -188,7 +191,8 @@ void start_child(int which, UniqueFd sib)
 	c.started = time(nullptr);
 	c.restart_at = 0;
 	c.chan = std::make_unique<ImsgPeer>(
-		*loop, std::move(mine), imsg_valid_child_to_parent, [which](Imsg& m) { child_message(which, m); },
+		*loop, std::move(mine), which == SMTP ? imsg_valid_smtp_to_parent : imsg_valid_child_to_parent,
+		[which](Imsg& m) { child_message(which, m); },
 		[which](const char* broken) { child_channel_lost(which, broken); });
 	if (which == HANDLER) {
 		c.mailbox_chan = std::make_unique<ImsgPeer>(
@@ -279,8 +283,10 @@ void reload()
 	Secrets secrets;
 	bool world_readable = false;
 	Config cfg;
+	AuthService new_auth;
 	try {
 		cfg = load_config(rt.cfg.file, &text, &secrets, &world_readable);
+		new_auth = AuthService::load(rt.cfg);  // the listeners in use, their files read again
 	} catch (const ConfigError& e) {
 		log_warnx("%s; keeping the previous configuration", e.what());
 		return;
@@ -301,6 +307,8 @@ void reload()
 	rt.cfg = std::move(cfg);
 	rt.config_text = std::move(text);
 	rt.secrets = std::move(secrets);
+	auth.wipe();
+	auth = std::move(new_auth);
 	if (!rt.cfg.hostname.empty())
 		rt.hostname = rt.cfg.hostname;
 
@@ -360,9 +368,14 @@ void daemonize()
 // A child reports that its sibling broke the imsg protocol: a trusted
 // process that does so is broken or subverted, so it is ended and, like any
 // child that dies, restarted (doc/architecture.md, "Channels and messages").
+// The smtp process also asks for AUTH checks.
 void child_message(int which, Imsg& m)
 {
 	switch (m.type) {
+	case IMSG_S_AUTH:
+		if (which != SMTP || !auth.request(*children[SMTP].chan, m))
+			throw ImsgProtocolError("bad AUTH request");
+		break;
 	case IMSG_C_PEER_ERROR: {
 		PeerErrorMsg report;
 		if (!decode(m.data, report))
@@ -381,11 +394,15 @@ void child_message(int which, Imsg& m)
 
 // A child's channel closed (the child is ending) or broke the protocol.
 // The peer stays, for what the parent still sends, until the child is
-// reaped.
+// reaped. A child that broke it is ended (and restarted): the parent no
+// longer reads it, so it could not go on.
 void child_channel_lost(int which, const char* broken)
 {
-	if (broken)
-		log_warnx("%s process channel: %s", child_name[which], broken);
+	if (!broken)
+		return;
+	log_warnx("%s process broke the parent channel's protocol (%s): ending it", child_name[which], broken);
+	if (children[which].pid > 0)
+		kill(children[which].pid, SIGKILL);
 }
 
 // A mailbox request from the handler process.
@@ -474,6 +491,7 @@ int main(int argc, char* argv[])
 	bool world_readable = false;
 	try {
 		rt.cfg = load_config(file, &rt.config_text, &rt.secrets, &world_readable);
+		auth = AuthService::load(rt.cfg);
 	} catch (const ConfigError& e) {
 		fprintf(stderr, "laimd: %s\n", e.what());
 		return 1;

@@ -36,6 +36,10 @@ struct ClientInfo {
 	std::string address;  // "127.0.0.1", "::1", or "local" for the unix socket
 	std::optional<uid_t> uid;  // SO_PEERCRED on the unix socket
 	std::string user;  // login name of uid when known, else ""
+	// The listener's rules (listen: in laim.yml(5)).
+	uint32_t listener = 0;       // index in listen:, for the parent's AUTH check
+	bool tls_required = false;   // a TLS listener: MAIL before TLS gets 530
+	bool auth_required = false;  // auth: required: AUTH offered under TLS, MAIL needs it
 };
 
 class SessionBackend {
@@ -57,6 +61,15 @@ class SessionBackend {
 	// disconnect): the handler drops the reservation and any spool file.
 	// No reply.
 	virtual void on_abort(Session& s) = 0;
+	// AUTH: the credentials to check (the parent does, against the
+	// listener's users file). Answer with Session::auth_reply(). The
+	// session overwrites password once the call returns. The default
+	// answers no.
+	virtual void on_auth(Session& s, const std::string& user, const std::string& password);
+	// A failed AUTH: wait a random 1 to 3 s, without holding up other
+	// sessions, then call Session::auth_delay_over(). The default does
+	// not wait.
+	virtual void on_auth_delay(Session& s);
 #ifdef LAIM_SECCOMP_TRIGGER
 	// Test builds only: the XSECCOMP command.
 	virtual void on_seccomp_trigger() {}
@@ -120,10 +133,22 @@ class Session {
 	// the queue id, used in the Received: header and the 250 reply.
 	void data_reply(BackendStatus st, int fd, const std::string& queue_id);
 	void commit_reply(BackendStatus st);
+	// The parent's verdict on an AUTH. ok: bound says whether the user's
+	// envelope senders are limited to the patterns in senders.
+	void auth_reply(bool ok, bool bound = false, std::vector<std::string> senders = {});
+	// After the delay that a failed AUTH waits: 535, or 421 and the end
+	// at the third failure.
+	void auth_delay_over();
+
+	// The user the session authenticated as; "" before AUTH.
+	const std::string& auth_user() const;
+	// True once the session runs under TLS.
+	bool tls_active() const;
+	void set_tls_active();
 
  private:
 	// Private members are the implementation's to shape (see session.cpp).
-	enum class Wait { None, Mail, Rcpt, Data, Commit };
+	enum class Wait { None, Mail, Rcpt, Data, Commit, Auth, AuthDelay };
 	struct Impl;
 
 	void process();
@@ -135,6 +160,12 @@ class Session {
 	void cmd_mail(std::string_view arg);
 	void cmd_rcpt(std::string_view arg);
 	void cmd_data(std::string_view arg);
+	void cmd_auth(std::string_view arg);
+	void auth_response(std::string_view line);
+	void auth_plain(std::string_view response);
+	void auth_check(std::string_view user, std::string_view password);
+	void auth_failed();
+	bool sender_allowed(std::string_view sender) const;
 	void data_start();
 	void write_received();
 	size_t data_scan(const char* p, size_t n, bool& end);

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -20,6 +21,8 @@
 #include <ctime>
 #include <map>
 #include <memory>
+
+#include <openssl/crypto.h>
 
 #include "common/event_loop.h"
 #include "common/log.h"
@@ -72,6 +75,7 @@ struct Conn {
 	int64_t last_input_ms = 0;  // CLOCK_MONOTONIC
 	bool greeted = false;
 	int64_t greet_at_ms = 0;    // CLOCK_MONOTONIC
+	int64_t auth_delay_until_ms = 0;  // a failed AUTH's 535 waits until then; 0: none
 };
 
 class SmtpServer : public SessionBackend {
@@ -86,6 +90,8 @@ class SmtpServer : public SessionBackend {
 	void on_data(Session& s) override;
 	void on_commit(Session& s, uint64_t size) override;
 	void on_abort(Session& s) override;
+	void on_auth(Session& s, const std::string& user, const std::string& password) override;
+	void on_auth_delay(Session& s) override;
 #ifdef LAIM_SECCOMP_TRIGGER
 	void on_seccomp_trigger() override;
 #endif
@@ -172,7 +178,7 @@ void SmtpServer::handler_gone()
 void SmtpServer::on_mail(Session& s, const std::string& sender)
 {
 	const ClientInfo& ci = s.client();
-	if (!handler_.send(IMSG_S_MAIL, s.id(), encode(MailMsg{sender, s.helo(), ci.address, ci.uid})))
+	if (!handler_.send(IMSG_S_MAIL, s.id(), encode(MailMsg{sender, s.helo(), ci.address, ci.uid, s.auth_user()})))
 		s.mail_reply(BackendStatus::Unavailable);
 }
 
@@ -197,6 +203,30 @@ void SmtpServer::on_commit(Session& s, uint64_t size)
 void SmtpServer::on_abort(Session& s)
 {
 	handler_.send(IMSG_S_ABORT, s.id());
+}
+
+// The parent checks the credentials against the listener's users file;
+// the payload, which holds the password, is overwritten once queued.
+void SmtpServer::on_auth(Session& s, const std::string& user, const std::string& password)
+{
+	std::string req = encode(AuthMsg{s.client().listener, user, password});
+	bool sent = parent_.send(IMSG_S_AUTH, s.id(), req);
+	OPENSSL_cleanse(req.data(), req.size());
+	if (!sent)
+		s.auth_reply(false);
+}
+
+// A random 1 to 3 s before a failed AUTH's 535, served by tick(): a
+// password guesser gets few tries a session and learns nothing from the
+// time the check took; other sessions go on meanwhile.
+void SmtpServer::on_auth_delay(Session& s)
+{
+	auto it = conns_.find(s.id());
+	uint16_t r = 0;
+	if (getrandom(&r, sizeof r, 0) != sizeof r)
+		r = static_cast<uint16_t>(monotonic_ms());
+	if (it != conns_.end())
+		it->second.auth_delay_until_ms = monotonic_ms() + 1000 + r % 2001;
 }
 
 #ifdef LAIM_SECCOMP_TRIGGER
@@ -253,6 +283,10 @@ void SmtpServer::accept_clients(size_t idx)
 			if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
 				ci.uid = cred.uid;
 		} else {
+			const ListenAddress& a = rt_.cfg.listen.at(idx);
+			ci.listener = static_cast<uint32_t>(idx);
+			ci.tls_required = a.tls != ListenAddress::Tls::None;
+			ci.auth_required = a.auth_required;
 			ci.address = peer_address(fd.get());
 			// Replies are small and often follow each other (pipelining):
 			// without this, Nagle and delayed ACKs add 40 ms per reply.
@@ -385,7 +419,8 @@ void SmtpServer::handler_message(Imsg& m)
 	update(m.peerid);
 }
 
-// A message from the parent: a fresh handler channel, or new settings.
+// A message from the parent: a fresh handler channel, new settings, or
+// the verdict on an AUTH.
 void SmtpServer::parent_message(Imsg& m)
 {
 	switch (m.type) {
@@ -398,6 +433,15 @@ void SmtpServer::parent_message(Imsg& m)
 		configure(payload<SmtpConf>(m));
 		log_debug("smtp settings reloaded");
 		break;
+	case IMSG_P_AUTH: {
+		AuthResultMsg r = payload<AuthResultMsg>(m);
+		auto it = conns_.find(m.peerid);
+		if (it == conns_.end())
+			break;
+		it->second.session->auth_reply(r.ok, r.bound, std::move(r.senders));
+		update(m.peerid);
+		break;
+	}
 	default:
 		unexpected_imsg(m);
 	}
@@ -426,6 +470,10 @@ void SmtpServer::tick()
 		Conn& c = (it++)->second;
 		if (!c.greeted && now_ms >= c.greet_at_ms)
 			greet(c);
+		else if (c.auth_delay_until_ms && now_ms >= c.auth_delay_until_ms) {
+			c.auth_delay_until_ms = 0;
+			c.session->auth_delay_over();
+		}
 		else if (c.greeted && !c.session->waiting() && !c.session->closing() &&
 			 now_ms - c.last_input_ms >= static_cast<int64_t>(timeout_) * 1000)
 			c.session->timeout();
