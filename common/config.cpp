@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <tuple>
 #include <unordered_set>
 
 #include "common/address.h"
@@ -361,7 +362,10 @@ class ConfigParser {
 
 	void key(const std::string& name, int key_line, const YamlNode& n);
 	void listen(const YamlNode& n);
+	ListenAddress listen_entry(const YamlNode& n, const std::string& key) const;
 	ListenAddress listen_address(const YamlNode& n, const std::string& key) const;
+	void listen_options(const YamlNode& n, const std::string& key, ListenAddress* a) const;
+	void listen_rules(const ListenAddress& a) const;
 	void handlers(const YamlNode& n);
 	void routes(const YamlNode& n);
 	Route route(const YamlNode& n, const std::string& key) const;
@@ -420,23 +424,94 @@ ListenAddress ConfigParser::listen_address(const YamlNode& n, const std::string&
 	return a;
 }
 
-// listen: one "HOST:PORT" or a sequence of them; an empty sequence means
-// no TCP listener (only the local submission socket).
+// One listen: entry: "HOST:PORT", or a mapping with addr: and the
+// listener's TLS and authentication keys.
+ListenAddress ConfigParser::listen_entry(const YamlNode& n, const std::string& key) const
+{
+	if (n.kind != YamlNode::Kind::Mapping) {
+		ListenAddress a = listen_address(n, key);
+		a.name = key;
+		listen_rules(a);
+		return a;
+	}
+	const YamlNode* addr = n.find("addr");
+	if (!addr)
+		fail(n.line, key, "missing required key \"addr\"");
+	ListenAddress a = listen_address(*addr, key + ".addr");
+	a.line = n.line;
+	a.name = key;
+	listen_options(n, key, &a);
+	listen_rules(a);
+	return a;
+}
+
+// The keys of a listen: mapping besides addr.
+void ConfigParser::listen_options(const YamlNode& n, const std::string& key, ListenAddress* a) const
+{
+	static const char* known[] = {"addr", "tls", "cert", "key", "auth", "users", "senders"};
+	for (size_t i = 0; i < n.entries.size(); i++)
+		if (std::find(std::begin(known), std::end(known), n.entries[i].first) == std::end(known))
+			fail(n.key_lines[i], key + "." + n.entries[i].first, "unknown key");
+	if (const YamlNode* tls = n.find("tls")) {
+		std::string w = word(*tls, key + ".tls", {"starttls", "implicit", "none"});
+		a->tls = w == "starttls" ? ListenAddress::Tls::Starttls
+			 : w == "implicit" ? ListenAddress::Tls::Implicit : ListenAddress::Tls::None;
+	}
+	if (const YamlNode* auth = n.find("auth"))
+		a->auth_required = word(*auth, key + ".auth", {"required", "none"}) == "required";
+	for (auto [name, file] : {std::pair{"cert", &a->cert}, {"key", &a->key}, {"users", &a->users},
+				  {"senders", &a->senders}})
+		if (const YamlNode* v = n.find(name)) {
+			file->path = value(*v, key + "." + name).path();
+			file->line = v->line;
+		}
+}
+
+// What a listener must have: TLS with a certificate and its key, AUTH only
+// under TLS and with a users file, and both for any address other than
+// loopback (laim is no open relay).
+void ConfigParser::listen_rules(const ListenAddress& a) const
+{
+	const std::string& key = a.name;
+	bool tls = a.tls != ListenAddress::Tls::None;
+	if (tls && a.cert.path.empty())
+		fail(a.line, key, "tls needs cert: the certificate chain (PEM)");
+	if (tls && a.key.path.empty())
+		fail(a.line, key, "tls needs key: the certificate's private key (PEM)");
+	if (!tls && !a.cert.path.empty())
+		fail(a.cert.line, key + ".cert", "needs tls: starttls or tls: implicit");
+	if (!tls && !a.key.path.empty())
+		fail(a.key.line, key + ".key", "needs tls: starttls or tls: implicit");
+	if (a.auth_required && a.users.path.empty())
+		fail(a.line, key, "auth: required needs users: the file of user names and password hashes");
+	if (a.auth_required && !tls)
+		fail(a.line, key, "auth: required needs tls: starttls or tls: implicit (AUTH is only offered under TLS)");
+	if (!a.auth_required && !a.users.path.empty())
+		fail(a.users.line, key + ".users", "needs auth: required");
+	if (!a.auth_required && !a.senders.path.empty())
+		fail(a.senders.line, key + ".senders", "needs auth: required");
+	if (!a.loopback() && !(tls && a.auth_required))
+		fail(a.line, key, "\"" + a.host + "\" is not a loopback address: a listener for other hosts needs "
+				  "tls: starttls or tls: implicit, and auth: required");
+}
+
+// listen: one entry or a sequence of them; an empty sequence means no TCP
+// listener (only the local submission socket).
 void ConfigParser::listen(const YamlNode& n)
 {
 	cfg_.listen.clear();
-	if (n.kind == YamlNode::Kind::Scalar) {
-		cfg_.listen.push_back(listen_address(n, "listen"));
+	if (n.kind == YamlNode::Kind::Scalar || n.kind == YamlNode::Kind::Mapping) {
+		cfg_.listen.push_back(listen_entry(n, "listen"));
 		return;
 	}
 	if (n.kind != YamlNode::Kind::Sequence)
-		value(n, "listen").fail_expected("a HOST:PORT string or a sequence of them");
+		value(n, "listen").fail_expected("a HOST:PORT string, a mapping with addr:, or a sequence of them");
 	for (size_t i = 0; i < n.items.size(); i++) {
 		std::string key = "listen[" + std::to_string(i) + "]";
-		ListenAddress a = listen_address(n.items[i], key);
+		ListenAddress a = listen_entry(n.items[i], key);
 		for (const auto& b : cfg_.listen)
 			if (b.host == a.host && b.port == a.port)
-				fail(a.line, key, "duplicate listen address \"" + n.items[i].value + "\"");
+				fail(a.line, key, "duplicate listen address \"" + a.host + ":" + std::to_string(a.port) + "\"");
 		cfg_.listen.push_back(std::move(a));
 	}
 }
@@ -689,7 +764,7 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 Config ConfigParser::parse(const YamlNode& root)
 {
 	cfg_.file = file_;
-	cfg_.listen = {{"127.0.0.1", 25, 0}, {"::1", 25, 0}};
+	cfg_.listen = {{"127.0.0.1", 25, 0, "listen"}, {"::1", 25, 0, "listen"}};
 	cfg_.socket = LAIM_SOCKET;
 	cfg_.control_socket = LAIM_CONTROL_SOCKET;
 	cfg_.ident = "laim " PACKAGE_VERSION;
@@ -767,7 +842,7 @@ std::string octal_mode(mode_t mode)
 std::string read_root_file(const std::string& file, const RootFileRule& rule, mode_t* mode)
 {
 	std::string refusing = file + ": refusing " + rule.what + ": ";
-	UniqueFd fd(open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+	UniqueFd fd(open(file.c_str(), O_RDONLY | (rule.follow_links ? 0 : O_NOFOLLOW) | O_CLOEXEC | O_NONBLOCK));
 	if (!fd) {
 		if (errno == ELOOP)
 			throw ConfigError(refusing + "it is a symbolic link");
@@ -818,6 +893,45 @@ std::string config_read(const std::string& file, bool* world_readable)
 	if (world_readable)
 		*world_readable = (mode & S_IROTH) != 0;
 	return text;
+}
+
+bool ListenAddress::loopback() const
+{
+	unsigned char a[sizeof(struct in6_addr)];
+	if (inet_pton(AF_INET, host.c_str(), a) == 1)
+		return a[0] == 127;
+	return inet_pton(AF_INET6, host.c_str(), a) == 1 && IN6_IS_ADDR_LOOPBACK(reinterpret_cast<in6_addr*>(a));
+}
+
+const RootFileRule listen_secret_rule = {"listen secret", S_IRWXG | S_IRWXO, "without access for group or others",
+					 "; chmod 0600 it", 1 << 20, true};
+
+// The files of each listener, read (and forgotten) to check them; the
+// parent reads the key again where it keeps it (parent/keyserver.cpp).
+void listen_check_files(const Config& cfg)
+{
+	for (const ListenAddress& a : cfg.listen) {
+		for (auto [name, what, f] : {std::tuple{"key", "TLS key", &a.key}, {"users", "users file", &a.users},
+					     {"senders", "senders file", &a.senders}}) {
+			if (f->path.empty())
+				continue;
+			RootFileRule rule = listen_secret_rule;
+			rule.what = what;
+			std::string text;
+			try {
+				text = read_root_file(f->path, rule);
+			} catch (const ConfigError& e) {
+				throw ConfigError(cfg.file, f->line, a.name + "." + name, e.what());
+			}
+			explicit_bzero(text.data(), text.size());
+		}
+		if (a.cert.path.empty())
+			continue;
+		UniqueFd fd(open(a.cert.path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+		char c;
+		if (!fd || read(fd.get(), &c, 1) < 0)
+			throw ConfigError(cfg.file, a.cert.line, a.name + ".cert", a.cert.path + ": " + strerror(errno));
+	}
 }
 
 }  // namespace laim

@@ -159,9 +159,19 @@ struct RootFileRule {
 	const char* mode_rule;  // those bits in words: "not writable by group or others"
 	const char* fix;        // appended to the ownership refusal, or ""
 	size_t max_size;
+	bool follow_links = false;  // a symbolic link to such a file is fine (certbot's live/)
 };
 // Reads file by rule (ConfigError saying which part it breaks); *mode,
 // when given, gets the file's mode.
 std::string read_root_file(const std::string& file, const RootFileRule& rule, mode_t* mode = nullptr);
+
+// How the parent reads a listener's private key, users and senders files:
+// owned by root, no access for group or others.
+extern const RootFileRule listen_secret_rule;
+
+// The files of the listen: entries, as laimd -n and every (re)load check
+// them: the key, users and senders files by listen_secret_rule, the
+// certificate readable. Throws ConfigError naming file, line and key.
+void listen_check_files(const Config& cfg);
 
 }  // namespace laim

@@ -72,11 +72,12 @@ bool shutting_down = false;
 
 // Loads and fully validates a config, handler sections included (their
 // constructors only parse options, and read the secret files they name
-// into *secrets). Throws ConfigError.
+// into *secrets) and the listeners' files. Throws ConfigError.
 Config load_config(const std::string& file, std::string* text, Secrets* secrets, bool* world_readable)
 {
 	*text = config_read(file, world_readable);
 	Config cfg = config_parse(*text, file);
+	listen_check_files(cfg);
 	*secrets = Secrets::from_files();
 	handlers_create(cfg, *secrets);
 	return cfg;

@@ -131,7 +131,7 @@ static const char full_config[] =
     "listen:\n"                              // 2
     "  - 127.0.0.1:2525\n"                   // 3
     "  - \"[::1]:2526\"\n"                   // 4
-    "  - 0.0.0.0:25\n"                       // 5
+    "  - {addr: 0.0.0.0:25, tls: starttls, cert: /c, key: /k, auth: required, users: /u}\n"  // 5
     "socket: /run/test/submit.sock\n"        // 6
     "user: nobody\n"                         // 7
     "hostname: mx.example.org\n"             // 8
@@ -178,6 +178,8 @@ START_TEST(every_key)
 	ck_assert_int_eq(c.listen[1].line, 4);
 	ck_assert_str_eq(c.listen[2].host.c_str(), "0.0.0.0");
 	ck_assert_uint_eq(c.listen[2].port, 25);
+	ck_assert(c.listen[2].tls == laim::ListenAddress::Tls::Starttls);
+	ck_assert(c.listen[2].auth_required);
 	ck_assert_str_eq(c.socket.c_str(), "/run/test/submit.sock");
 	ck_assert_str_eq(c.user.c_str(), "nobody");
 	ck_assert_str_eq(c.hostname.c_str(), "mx.example.org");
@@ -247,11 +249,11 @@ START_TEST(listen_forms)
 	ck_assert_str_eq(c.listen[0].host.c_str(), "::1");
 	ck_assert_uint_eq(c.listen[0].port, 65535);
 
-	c = parse_ok("listen: ['[2001:db8::1]:1', 10.0.0.1:587]\n");
+	c = parse_ok("listen: ['[::1]:1', 127.0.0.10:587]\n");
 	ck_assert_uint_eq(c.listen.size(), 2);
-	ck_assert_str_eq(c.listen[0].host.c_str(), "2001:db8::1");
+	ck_assert_str_eq(c.listen[0].host.c_str(), "::1");
 	ck_assert_uint_eq(c.listen[0].port, 1);
-	ck_assert_str_eq(c.listen[1].host.c_str(), "10.0.0.1");
+	ck_assert_str_eq(c.listen[1].host.c_str(), "127.0.0.10");
 	ck_assert_uint_eq(c.listen[1].port, 587);
 
 	// An empty list: no TCP listener at all.
@@ -515,14 +517,14 @@ START_TEST(error_wrong_types)
 	    {"retry_max", "expected a positive integer"},
 	    {"max_queue_age", "expected a positive integer"},
 	    {"delivery_timeout", "expected a positive integer"},
-	    {"listen", "expected a HOST:PORT string or a sequence of them"},
+	    {"listen", "expected a HOST:PORT string, a mapping with addr:, or a sequence of them"},
 	    {"handlers", "expected a mapping of handler instances"},
 	    {"routes", "expected a sequence of routes"},
 	};
 	for (const auto& k : keys) {
 		std::string prefix = std::string("t.yml:2: ") + k.key + ": ";
 		std::string key = k.key;
-		if (key != "handlers")
+		if (key != "handlers" && key != "listen")
 			check_error("# " + key + "\n" + key + ":\n  a: 1\n", "t.yml:3: " + key + ": ",
 				    std::string(k.expected) + ", got a mapping");
 		if (key != "listen" && key != "routes")
@@ -537,7 +539,8 @@ START_TEST(error_wrong_types)
 		    "expected a boolean (true/false, yes/no, on/off), got a quoted string");
 	// A list element of the wrong type.
 	check_error("listen:\n  - 127.0.0.1:25\n  - {a: 1}\n", "t.yml:3: listen[1]: ",
-		    "expected a HOST:PORT string, got a mapping");
+		    "missing required key \"addr\"");
+	check_error("listen:\n  a: 1\n", "t.yml:2: listen: ", "missing required key \"addr\"");
 }
 END_TEST
 
@@ -681,6 +684,96 @@ START_TEST(error_bad_listen)
 		    "duplicate listen address \"127.0.0.1:25\"");
 	check_error("listen: [[127.0.0.1:25]]\n", "t.yml:1: listen[0]: ", "expected a HOST:PORT string, got a sequence");
 	check_error("listen:\n  -\n", "t.yml:2: listen[0]: ", "got an empty value");
+}
+END_TEST
+
+START_TEST(listen_mappings)
+{
+	Config c = parse_ok("listen:\n"
+			    "  - 127.0.0.1:25\n"
+			    "  - addr: \"0.0.0.0:587\"\n"
+			    "    tls: starttls\n"
+			    "    cert: /etc/laim/tls/fullchain.pem\n"
+			    "    key: /etc/laim/tls/privkey.pem\n"
+			    "    auth: required\n"
+			    "    users: /etc/laim/submit.passwd\n"
+			    "    senders: /etc/laim/senders\n"
+			    "  - {addr: '[::1]:465', tls: implicit, cert: /c.pem, key: /k.pem}\n"
+			    "  - {addr: 127.0.0.2:26, tls: none, auth: none}\n");
+	ck_assert_uint_eq(c.listen.size(), 4);
+	const laim::ListenAddress& s = c.listen[1];
+	ck_assert_string_eq(s.host, "0.0.0.0");
+	ck_assert_uint_eq(s.port, 587);
+	ck_assert_int_eq(s.line, 3);
+	ck_assert_string_eq(s.name, "listen[1]");
+	ck_assert(s.tls == laim::ListenAddress::Tls::Starttls);
+	ck_assert_string_eq(s.cert.path, "/etc/laim/tls/fullchain.pem");
+	ck_assert_int_eq(s.cert.line, 5);
+	ck_assert_string_eq(s.key.path, "/etc/laim/tls/privkey.pem");
+	ck_assert_int_eq(s.key.line, 6);
+	ck_assert(s.auth_required);
+	ck_assert_string_eq(s.users.path, "/etc/laim/submit.passwd");
+	ck_assert_int_eq(s.users.line, 8);
+	ck_assert_string_eq(s.senders.path, "/etc/laim/senders");
+	ck_assert(!s.loopback());
+	const laim::ListenAddress& i = c.listen[2];
+	ck_assert_string_eq(i.host, "::1");
+	ck_assert(i.tls == laim::ListenAddress::Tls::Implicit);
+	ck_assert(!i.auth_required);
+	ck_assert(i.users.path.empty());
+	ck_assert(i.loopback());
+	ck_assert(c.listen[3].tls == laim::ListenAddress::Tls::None);
+	ck_assert(c.listen[3].loopback());
+	ck_assert(c.listen[0].tls == laim::ListenAddress::Tls::None);
+	ck_assert(!c.listen[0].auth_required);
+
+	// One mapping on its own.
+	c = parse_ok("listen: {addr: 127.0.0.1:2525}\n");
+	ck_assert_uint_eq(c.listen.size(), 1);
+	ck_assert_string_eq(c.listen[0].name, "listen");
+}
+END_TEST
+
+// Every rule of a listen: mapping, with the line and key it names.
+START_TEST(error_bad_listen_mapping)
+{
+	const std::string tls = "tls: starttls, cert: /c, key: /k";
+	const std::string submit = tls + ", auth: required, users: /u";
+	static const struct {
+		std::string entry;
+		const char* prefix;
+		const char* what;
+	} cases[] = {
+	    {"{tls: starttls}", "t.yml:2: listen[0]: ", "missing required key \"addr\""},
+	    {"{addr: 127.0.0.1:25, port: 25}", "t.yml:2: listen[0].port: ", "unknown key"},
+	    {"{addr: localhost:25}", "t.yml:2: listen[0].addr: ", "laim does no DNS"},
+	    {"{addr: 127.0.0.1:25, tls: yes}", "t.yml:2: listen[0].tls: ", "expected one of starttls, implicit, none"},
+	    {"{addr: 127.0.0.1:25, tls: STARTTLS}", "t.yml:2: listen[0].tls: ", "expected one of"},
+	    {"{addr: 127.0.0.1:25, auth: optional}", "t.yml:2: listen[0].auth: ", "expected one of required, none"},
+	    {"{addr: 127.0.0.1:25, tls: starttls, cert: c, key: /k}", "t.yml:2: listen[0].cert: ",
+	     "expected an absolute path"},
+	    {"{addr: 127.0.0.1:25, tls: starttls}", "t.yml:2: listen[0]: ", "tls needs cert"},
+	    {"{addr: 127.0.0.1:25, tls: implicit, cert: /c}", "t.yml:2: listen[0]: ", "tls needs key"},
+	    {"{addr: 127.0.0.1:25, tls: implicit, key: /k}", "t.yml:2: listen[0]: ", "tls needs cert"},
+	    {"{addr: 127.0.0.1:25, cert: /c, key: /k}", "t.yml:2: listen[0].cert: ", "needs tls: starttls or tls: implicit"},
+	    {"{addr: 127.0.0.1:25, tls: none, key: /k}", "t.yml:2: listen[0].key: ", "needs tls"},
+	    {"{addr: 127.0.0.1:25, " + tls + ", auth: required}", "t.yml:2: listen[0]: ", "auth: required needs users"},
+	    {"{addr: 127.0.0.1:25, auth: required, users: /u}", "t.yml:2: listen[0]: ",
+	     "auth: required needs tls: starttls or tls: implicit (AUTH is only offered under TLS)"},
+	    {"{addr: 127.0.0.1:25, " + tls + ", users: /u}", "t.yml:2: listen[0].users: ", "needs auth: required"},
+	    {"{addr: 127.0.0.1:25, " + tls + ", senders: /s}", "t.yml:2: listen[0].senders: ", "needs auth: required"},
+	    {"0.0.0.0:25", "t.yml:2: listen[0]: ", "\"0.0.0.0\" is not a loopback address: a listener for other hosts needs"},
+	    {"'[::]:25'", "t.yml:2: listen[0]: ", "is not a loopback address"},
+	    {"{addr: 192.0.2.1:587}", "t.yml:2: listen[0]: ", "is not a loopback address"},
+	    {"{addr: 192.0.2.1:587, " + tls + "}", "t.yml:2: listen[0]: ", "and auth: required"},
+	    {"{addr: '[::ffff:127.0.0.1]:25'}", "t.yml:2: listen[0]: ", "is not a loopback address"},
+	};
+	for (const auto& t : cases)
+		check_error("listen:\n  - " + t.entry + "\n", t.prefix, t.what);
+	parse_ok("listen:\n  - {addr: 192.0.2.1:587, " + submit + "}\n");
+	parse_ok("listen:\n  - {addr: 127.255.0.1:25}\n");
+	check_error("listen:\n  - 127.0.0.1:25\n  - {addr: 127.0.0.1:25, " + tls + "}\n", "t.yml:3: listen[1]: ",
+		    "duplicate listen address \"127.0.0.1:25\"");
 }
 END_TEST
 
@@ -1364,6 +1457,64 @@ START_TEST(smarthost_credentials_file)
 }
 END_TEST
 
+// What listen_check_files() says of a submission listener with these
+// files (line 3 cert, 4 key, 5 users, 6 senders), or "(no error)".
+static std::string listen_files_error(const std::string& cert, const std::string& key, const std::string& users,
+				      const std::string& senders)
+{
+	try {
+		Config c = parse_ok("listen:\n  - addr: 192.0.2.1:587\n    cert: " + cert + "\n    key: " + key +
+				    "\n    users: " + users + "\n    senders: " + senders +
+				    "\n    tls: starttls\n    auth: required\n");
+		laim::listen_check_files(c);
+	} catch (const ConfigError& e) {
+		return e.what();
+	}
+	return "(no error)";
+}
+
+// The key, users and senders files: root's, no access for group or
+// others, a link to such a file fine (certbot's live/); the certificate
+// readable.
+START_TEST(listen_files)
+{
+	read_require();
+	std::string cert = write_file("fullchain.pem", "-----BEGIN CERTIFICATE-----\n", 0644, 0);
+	std::string key = write_file("privkey.pem", "-----BEGIN PRIVATE KEY-----\n", 0600, 0);
+	std::string users = write_file("users", "alice:$6$x$y\n", 0600, 0);
+	std::string senders = write_file("senders", "alice: alice@example.org\n", 0400, 0);
+	ck_assert_string_eq(listen_files_error(cert, key, users, senders), "(no error)");
+	std::string link = read_dir + "/live-privkey.pem";
+	ck_assert_int_eq(symlink(key.c_str(), link.c_str()), 0);
+	ck_assert_string_eq(listen_files_error(cert, link, users, senders), "(no error)");
+
+	auto refused = [&](const std::string& msg, const std::string& prefix, const std::string& what) {
+		ck_assert_msg(starts_with(msg, prefix) && msg.find(what) != std::string::npos, "got: %s\nexpected: %s...%s",
+			      msg.c_str(), prefix.c_str(), what.c_str());
+	};
+	const std::string rule = "must be owned by root and without access for group or others";
+	for (mode_t mode : {0640, 0620, 0604, 0602, 0610}) {
+		std::string bad = write_file("bad", "x\n", mode, 0);
+		refused(listen_files_error(cert, bad, users, senders), "t.yml:4: listen[0].key: " + bad + ": refusing TLS key: ",
+			rule);
+		refused(listen_files_error(cert, key, bad, senders),
+			"t.yml:5: listen[0].users: " + bad + ": refusing users file: ", rule);
+		refused(listen_files_error(cert, key, users, bad),
+			"t.yml:6: listen[0].senders: " + bad + ": refusing senders file: ", rule);
+	}
+	std::string theirs = write_file("theirs", "x\n", 0600, 65534);
+	refused(listen_files_error(cert, theirs, users, senders), "t.yml:4: listen[0].key: ", "uid 65534");
+	refused(listen_files_error(cert, key, theirs, senders), "t.yml:5: listen[0].users: ", "uid 65534");
+	std::string missing = read_dir + "/missing.pem";
+	refused(listen_files_error(missing, key, users, senders), "t.yml:3: listen[0].cert: " + missing + ": ",
+		strerror(ENOENT));
+	refused(listen_files_error(read_dir, key, users, senders), "t.yml:3: listen[0].cert: " + read_dir + ": ",
+		strerror(EISDIR));
+	refused(listen_files_error(cert, missing, users, senders), "t.yml:4: listen[0].key: " + missing + ": ",
+		strerror(ENOENT));
+}
+END_TEST
+
 // ---------------------------------------------------------------- pipe options
 
 // What handlers_create() says of a pipe section "p" whose option lines
@@ -1527,6 +1678,8 @@ static Suite* config_suite()
 	tcase_add_test(tc, error_bad_boolean);
 	tcase_add_test(tc, error_bad_strings);
 	tcase_add_test(tc, error_bad_listen);
+	tcase_add_test(tc, listen_mappings);
+	tcase_add_test(tc, error_bad_listen_mapping);
 	tcase_add_test(tc, error_bad_handlers);
 	tcase_add_test(tc, error_bad_routes);
 	tcase_add_test(tc, rate_limits_forms);
@@ -1538,6 +1691,7 @@ static Suite* config_suite()
 	tcase_add_test(tc, read_root_owned);
 	tcase_add_test(tc, read_refused);
 	tcase_add_test(tc, smarthost_credentials_file);
+	tcase_add_test(tc, listen_files);
 	tcase_add_test(tc, forward_srs_secret);
 	suite_add_tcase(s, tc);
 
