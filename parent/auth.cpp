@@ -5,7 +5,6 @@
 
 #include <crypt.h>
 #include <openssl/crypto.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
@@ -182,8 +181,8 @@ void AuthTable::wipe()
 
 namespace {
 
-// Reads one file of listener a (as root: owned by root, no access for
-// group or others) and hands its text to parse; every error is put in
+// Reads one file of listener a (by listen_secret_rule: owned by root, no
+// access for group or others) and hands its text to parse; every error is put in
 // the config's context: "CONFIG:LINE: listen[N].users: FILE:LINE: what".
 template <typename Parse>
 void read_listen_file(const Config& cfg, const ListenAddress& a, const char* key, const ListenFile& f,
@@ -191,8 +190,9 @@ void read_listen_file(const Config& cfg, const ListenAddress& a, const char* key
 {
 	std::string text;
 	try {
-		text = read_root_file(f.path, {what, S_IRWXG | S_IRWXO, "without access for group or others",
-					       "; chmod 0600 it", 1 << 20});
+		RootFileRule rule = listen_secret_rule;
+		rule.what = what;
+		text = read_root_file(f.path, rule);
 		parse(text);
 	} catch (const ConfigError& e) {
 		OPENSSL_cleanse(text.data(), text.size());
