@@ -77,6 +77,7 @@ struct Conn {
 	std::unique_ptr<TlsStream> tls;  // from the handshake on
 	bool handshaking = false;
 	int listen_index = -1;  // Listener::listen_index
+	const std::string* listener = nullptr;  // Listener::name, for log lines
 };
 
 class SmtpServer : public SessionBackend {
@@ -285,6 +286,7 @@ void SmtpServer::accept_clients(size_t idx)
 		c.last_input_ms = monotonic_ms();
 		c.greet_at_ms = c.last_input_ms + greeting_delay_;
 		c.listen_index = l.listen_index;
+		c.listener = &l.name;
 		c.watch = loop_.watch(c.fd.get(), 0, [this, id](uint32_t events) { client_event(id, events); });
 		if (tls_mode == ListenAddress::Tls::Implicit)
 			start_tls(id, c);
@@ -416,7 +418,7 @@ void SmtpServer::handshake(uint32_t id, Conn& c)
 		c.handshaking = false;
 		c.last_input_ms = monotonic_ms();
 		c.session->tls_started();
-		log_info("smtp: TLS from %s: %s", client.c_str(), c.tls->describe().c_str());
+		log_info("smtp: TLS from %s on %s: %s", client.c_str(), c.listener->c_str(), c.tls->describe().c_str());
 		if (!c.greeted && c.last_input_ms >= c.greet_at_ms)
 			greet(c);
 		return;
