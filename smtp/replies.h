@@ -70,7 +70,6 @@ inline constexpr std::string_view syntax_rcpt = "501 5.5.4 Syntax: RCPT TO:<addr
 inline constexpr std::string_view syntax_vrfy = "501 5.5.4 Syntax: VRFY address" LAIM_CRLF;
 inline constexpr std::string_view syntax_noarg = "501 5.5.4 Syntax error: no arguments allowed" LAIM_CRLF;
 inline constexpr std::string_view syntax_param = "501 5.5.4 Syntax error in parameters" LAIM_CRLF;
-inline constexpr std::string_view no_starttls = "502 5.5.1 STARTTLS not available" LAIM_CRLF;
 inline constexpr std::string_view tls_active = "503 5.5.1 Error: TLS already active" LAIM_CRLF;
 inline constexpr std::string_view need_helo = "503 5.5.1 Error: send HELO/EHLO first" LAIM_CRLF;
 inline constexpr std::string_view nested_mail = "503 5.5.1 Error: nested MAIL command" LAIM_CRLF;

@@ -385,7 +385,7 @@ void Session::cmd_starttls(std::string_view arg)
 {
 	Impl& m = *impl_;
 	if (!client_.starttls) {
-		reply(reply::no_starttls);
+		reply(reply::unknown_command);  // as before listeners had TLS
 		return;
 	}
 	if (tls_) {
