@@ -32,6 +32,7 @@
 #include "handler/api/handler.h"
 #include "handler/handlerd.h"
 #include "parent/auth.h"
+#include "parent/keyserver.h"
 #include "parent/parent.h"
 #include "smtp/smtp.h"
 
@@ -47,6 +48,7 @@ struct Child {
 	std::unique_ptr<ImsgPeer> chan;  // parent's end
 	std::unique_ptr<ImsgPeer> mailbox_chan;  // handler only: its mailbox requests
 	std::unique_ptr<ImsgPeer> command_chan;  // handler only: its command requests
+	std::unique_ptr<ImsgPeer> key_chan;      // smtp only: its private-key operations
 	time_t started = 0;
 	time_t restart_at = 0;  // when dead: when to fork it again
 	unsigned backoff = 1;   // seconds, doubles per quick death, max 60
@@ -61,6 +63,7 @@ Child children[2];
 MailboxService mailboxes;
 CommandService commands;
 AuthService auth;  // the users files of the auth listeners
+KeyServer keys;
 UniqueFd sibling_end[2];  // the smtp<->handler end kept for a child not yet forked
 bool shutting_down = false;
 
@@ -144,6 +147,7 @@ void child_message(int which, Imsg& m);
 void child_channel_lost(int which, const char* broken);
 void mailbox_request(Imsg& m);
 void command_request(Imsg& m);
+void key_channel_lost(const char* broken);
 void service_channel_lost(std::unique_ptr<ImsgPeer>& chan, const char* service, const char* broken);
 
 // Forks one child with a fresh parent channel; sib is its end of the
@@ -153,10 +157,12 @@ void service_channel_lost(std::unique_ptr<ImsgPeer>& chan, const char* service, 
 void start_child(int which, UniqueFd sib)
 {
 	auto [mine, theirs] = seqpacket_pair();
-	UniqueFd mbox_mine, mbox_theirs, cmd_mine, cmd_theirs;
+	UniqueFd mbox_mine, mbox_theirs, cmd_mine, cmd_theirs, key_mine, key_theirs;
 	if (which == HANDLER) {
 		std::tie(cmd_mine, cmd_theirs) = seqpacket_pair();
 		std::tie(mbox_mine, mbox_theirs) = seqpacket_pair();
+	} else {
+		std::tie(key_mine, key_theirs) = seqpacket_pair();
 	}
 	pid_t pid = fork();
 	if (pid == -1) {
@@ -173,15 +179,19 @@ void start_child(int which, UniqueFd sib)
 		signal(SIGHUP, SIG_IGN);
 		mbox_mine.reset();
 		cmd_mine.reset();
-		auth.wipe();  // no child keeps a password hash
-		close_other_fds({theirs.get(), sib.get(), rt.control.fd.get(), mbox_theirs.get(), cmd_theirs.get()});
+		key_mine.reset();
+		keys.forget();  // only the parent holds the TLS keys
+		auth.wipe();  // and the password hashes
+		scrub_stack();
+		close_other_fds({theirs.get(), sib.get(), rt.control.fd.get(), mbox_theirs.get(), cmd_theirs.get(),
+				 key_theirs.get()});
 		log_init(rt.foreground, rt.verbose);
 		set_process_title(which == SMTP ? "laimd: smtp" : "laimd: handler");
 		if (which == SMTP) {
 			// The listeners stay with smtp only, the control socket
 			// with the handler.
 			rt.control.fd.reset();
-			smtp_main(rt, std::move(theirs), std::move(sib));
+			smtp_main(rt, std::move(theirs), std::move(sib), std::move(key_theirs));
 		}
 		for (Listener& l : rt.listeners)
 			l.fd.reset();
@@ -202,6 +212,10 @@ void start_child(int which, UniqueFd sib)
 		c.command_chan = std::make_unique<ImsgPeer>(
 			*loop, std::move(cmd_mine), imsg_valid_command_request, command_request,
 			[](const char* broken) { service_channel_lost(children[HANDLER].command_chan, "command", broken); });
+	} else {
+		c.key_chan = std::make_unique<ImsgPeer>(
+			*loop, std::move(key_mine), imsg_valid_key_request,
+			[](Imsg& m) { keys.answer(*children[SMTP].key_chan, m); }, key_channel_lost);
 	}
 	log_debug("%s process started, pid %d", child_name[which], (int)pid);
 }
@@ -256,6 +270,7 @@ void reap_children()
 				continue;
 			c.pid = -1;
 			c.chan.reset();
+			c.key_chan.reset();
 			if (which == HANDLER) {
 				c.mailbox_chan.reset();
 				c.command_chan.reset();
@@ -305,6 +320,15 @@ void reload()
 	cfg.control_socket = rt.cfg.control_socket;
 	cfg.user = rt.cfg.user;
 	cfg.spool = rt.cfg.spool;
+	TlsKeys tls;
+	try {
+		tls = tls_keys_load(cfg);  // a renewed certificate and key
+	} catch (const ConfigError& e) {
+		log_warnx("%s; keeping the previous configuration and certificates", e.what());
+		return;
+	}
+	keys.adopt(std::move(tls));
+	rt.tls = keys.chains();
 	rt.cfg = std::move(cfg);
 	rt.config_text = std::move(text);
 	rt.secrets = std::move(secrets);
@@ -313,8 +337,11 @@ void reload()
 	if (!rt.cfg.hostname.empty())
 		rt.hostname = rt.cfg.hostname;
 
-	if (children[SMTP].pid > 0)
+	if (children[SMTP].pid > 0) {
 		children[SMTP].chan->send(IMSG_P_SMTP_CONF, 0, encode(smtp_conf(rt.cfg, rt.hostname)));
+		for (const SmtpTls& t : rt.tls)
+			children[SMTP].chan->send(IMSG_P_SMTP_TLS, 0, encode(t));
+	}
 	if (children[HANDLER].pid > 0) {
 		// The config and its secrets, which the handler process cannot read.
 		UniqueFd mfd(memfd_create("laim-config", MFD_CLOEXEC));
@@ -406,6 +433,18 @@ void child_channel_lost(int which, const char* broken)
 		kill(children[which].pid, SIGKILL);
 }
 
+// The key channel closed (smtp is ending) or the smtp process broke its
+// protocol: that ends the process, as a protocol error between siblings
+// does; the parent goes on.
+void key_channel_lost(const char* broken)
+{
+	if (!broken)
+		return;
+	log_warnx("smtp process broke the key protocol (%s): ending it", broken);
+	if (children[SMTP].pid > 0)
+		kill(children[SMTP].pid, SIGKILL);
+}
+
 // A mailbox request from the handler process.
 void mailbox_request(Imsg& m)
 {
@@ -473,6 +512,7 @@ void read_signals(int sigfd)
 
 int main(int argc, char* argv[])
 {
+	keyserver_init();
 	process_title_init(argc, argv);
 	std::string file = LAIM_CONFIG_FILE;
 	bool check_only = false;
@@ -493,6 +533,8 @@ int main(int argc, char* argv[])
 	try {
 		rt.cfg = load_config(file, &rt.config_text, &rt.secrets, &world_readable);
 		auth = AuthService::load(rt.cfg);
+		keys.adopt(tls_keys_load(rt.cfg));
+		rt.tls = keys.chains();
 	} catch (const ConfigError& e) {
 		fprintf(stderr, "laimd: %s\n", e.what());
 		return 1;

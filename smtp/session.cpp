@@ -178,7 +178,6 @@ struct Session::Impl {
 	bool rcpt_tried = false;  // some RCPT was given in this transaction
 	bool shutdown_pending = false;
 	std::string pending;      // the recipient the backend is judging
-	bool tls = false;         // the session runs under TLS
 
 	// AUTH (RFC 4954).
 	enum class AuthStep : uint8_t { None, Plain, LoginUser, LoginPassword } auth_step = AuthStep::None;
@@ -234,7 +233,7 @@ std::pair<char*, size_t> Session::input_space()
 {
 	Impl& m = *impl_;
 	// Backpressure: a client that does not read its replies stops being read.
-	if (closing_ || out_.size() >= OUTPUT_HIGH_WATER)
+	if (closing_ || starttls_wanted_ || out_.size() >= OUTPUT_HIGH_WATER)
 		return {nullptr, 0};
 	if (m.in_start > 0) {
 		memmove(m.in.data(), m.in.data() + m.in_start, m.in_end - m.in_start);
@@ -268,7 +267,7 @@ void Session::process()
 	if (m.busy)
 		return;
 	m.busy = true;
-	while (!closing_ && waiting_ == Wait::None && m.in_start < m.in_end) {
+	while (!closing_ && !starttls_wanted_ && waiting_ == Wait::None && m.in_start < m.in_end) {
 		if (m.in_data)
 			data_input();
 		else if (!command_input())
@@ -366,6 +365,8 @@ void Session::command(std::string_view line)
 		cmd_rcpt(arg);
 	} else if (iequal(verb, "DATA")) {
 		cmd_data(arg);
+	} else if (iequal(verb, "STARTTLS")) {
+		cmd_starttls(arg);
 	} else if (iequal(verb, "RSET")) {
 		if (!arg.empty()) {
 			reply(reply::syntax_noarg);
@@ -423,9 +424,45 @@ void Session::cmd_helo(std::string_view arg, bool ehlo)
 	out_.append("\r\n").append(reply::ehlo_8bitmime);
 	if (settings_.smtputf8)
 		out_.append(reply::ehlo_smtputf8);
-	if (client_.auth_required && m.tls)
+	if (client_.starttls && !tls_)
+		out_.append(reply::ehlo_starttls);
+	if (client_.auth_required && tls_)
 		out_.append(reply::ehlo_auth);
 	out_.append(reply::ehlo_last);
+}
+
+// STARTTLS (RFC 3207 4): only where the listener offers it, once. What
+// the client sent behind it in the clear is dropped unread (the
+// command-injection class of CVE-2011-0411), and the session starts over
+// under TLS: no HELO, no transaction (4.2).
+void Session::cmd_starttls(std::string_view arg)
+{
+	Impl& m = *impl_;
+	if (!client_.starttls) {
+		reply(reply::unknown_command);  // as before listeners had TLS
+		return;
+	}
+	if (tls_) {
+		reply(reply::tls_active);
+		return;
+	}
+	if (!arg.empty()) {
+		reply(reply::syntax_noarg);
+		return;
+	}
+	abort_transaction();
+	helo_.clear();
+	m.proto = Impl::Proto::None;
+	m.in_start = m.in_end = 0;
+	m.discarding = false;
+	reply(reply::starttls_go);
+	starttls_wanted_ = true;
+}
+
+void Session::tls_started()
+{
+	starttls_wanted_ = false;
+	tls_ = true;
 }
 
 // "FROM:" / "TO:" and at most one space before the path: RFC 5321 has
@@ -453,7 +490,10 @@ void Session::cmd_mail(std::string_view arg)
 		reply(reply::nested_mail);
 		return;
 	}
-	if (client_.tls_required && !m.tls) {
+	// A submission listener wants TLS, then AUTH; a STARTTLS listener
+	// without auth: required takes mail in the clear too (as Postfix's
+	// smtpd_tls_security_level=may).
+	if (client_.auth_required && !tls_) {
 		reply(reply::need_starttls);
 		return;
 	}
@@ -601,7 +641,7 @@ void Session::cmd_auth(std::string_view arg)
 		reply(reply::need_helo);
 		return;
 	}
-	if (!client_.auth_required || !m.tls) {
+	if (!client_.auth_required || !tls_) {
 		reply(reply::auth_not_enabled);
 		return;
 	}
@@ -757,10 +797,6 @@ bool Session::sender_allowed(std::string_view sender) const
 }
 
 const std::string& Session::auth_user() const { return impl_->auth_user; }
-
-bool Session::tls_active() const { return impl_->tls; }
-
-void Session::set_tls_active() { impl_->tls = true; }
 
 void SessionBackend::on_auth(Session& s, const std::string&, const std::string&) { s.auth_reply(false); }
 
@@ -1004,10 +1040,10 @@ void Session::write_received()
 	put(settings_.hostname);
 	put(" (laim) with ");
 	put(m.utf8 ? "UTF8SMTP" : m.proto == Impl::Proto::Ehlo ? "ESMTP" : "SMTP");
-	if (m.proto == Impl::Proto::Ehlo && m.tls)
-		put("S");
+	if (tls_ && m.proto == Impl::Proto::Ehlo)
+		put("S");  // ESMTPS, UTF8SMTPS: RFC 3848, RFC 6531 3.7.3
 	if (m.proto == Impl::Proto::Ehlo && !m.auth_user.empty())
-		put("A");
+		put("A");  // ESMTPSA: RFC 3848
 	put(" id ");
 	put(m.queue_id);
 	if (rcpts_.size() == 1) {

@@ -36,9 +36,9 @@ struct ClientInfo {
 	std::string address;  // "127.0.0.1", "::1", or "local" for the unix socket
 	std::optional<uid_t> uid;  // SO_PEERCRED on the unix socket
 	std::string user;  // login name of uid when known, else ""
-	// The listener's rules (listen: in laim.yml(5)).
+	bool starttls = false;  // the listener offers STARTTLS (tls: starttls)
+	// The listener's AUTH (listen: in laim.yml(5)).
 	uint32_t listener = 0;       // index in listen:, for the parent's AUTH check
-	bool tls_required = false;   // a TLS listener: MAIL before TLS gets 530
 	bool auth_required = false;  // auth: required: AUTH offered under TLS, MAIL needs it
 };
 
@@ -115,6 +115,15 @@ class Session {
 	// True while a backend reply is outstanding.
 	bool waiting() const { return waiting_ != Wait::None; }
 
+	// TLS (RFC 3207). After "220 Ready to start TLS" the session reads
+	// nothing until the caller, once that reply is written, has done the
+	// handshake and called tls_started(); the input buffered behind the
+	// STARTTLS command is discarded. tls_started() also begins an
+	// implicit TLS session, before greet().
+	bool starttls_wanted() const { return starttls_wanted_; }
+	void tls_started();
+	bool tls_active() const { return tls_; }
+
 	// Timed out between commands: 421 4.4.2 and close.
 	void timeout();
 	// Daemon shutting down: idle sessions get 421 4.3.2 now; a session in
@@ -142,9 +151,6 @@ class Session {
 
 	// The user the session authenticated as; "" before AUTH.
 	const std::string& auth_user() const;
-	// True once the session runs under TLS.
-	bool tls_active() const;
-	void set_tls_active();
 
  private:
 	// Private members are the implementation's to shape (see session.cpp).
@@ -160,6 +166,7 @@ class Session {
 	void cmd_mail(std::string_view arg);
 	void cmd_rcpt(std::string_view arg);
 	void cmd_data(std::string_view arg);
+	void cmd_starttls(std::string_view arg);
 	void cmd_auth(std::string_view arg);
 	void auth_response(std::string_view line);
 	void auth_plain(std::string_view response);
@@ -185,6 +192,8 @@ class Session {
 	uint32_t id_;
 	Wait waiting_ = Wait::None;
 	bool closing_ = false;
+	bool starttls_wanted_ = false;
+	bool tls_ = false;
 	std::string helo_, sender_;
 	std::vector<std::string> rcpts_;
 	std::string out_;

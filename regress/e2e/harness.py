@@ -673,7 +673,6 @@ class Laimd:
 			cfg = dict(self.config)
 			if cfg.get("listen") is None:
 				cfg["listen"] = ["127.0.0.1:{port}"]
-			# An entry is "HOST:PORT" or a mapping with addr: (a TLS listener).
 			cfg["listen"] = [dict(a, addr=a["addr"].format(port=self.port)) if isinstance(a, dict)
 					 else a.format(port=self.port) for a in cfg["listen"]]
 			text = yaml_dump(cfg) + "\n"

@@ -152,9 +152,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
 	fed.clear();
 	unused_end = 0;
 	{
-		Session s(be, settings, ClientInfo{"127.0.0.1", std::nullopt, "", 0, be.auth, be.auth}, 1);
+		Session s(be, settings, ClientInfo{"127.0.0.1", std::nullopt, "", false, 0, be.auth}, 1);
 		if (be.auth)
-			s.set_tls_active();
+			s.tls_started();
 		s.greet();
 		// The first byte chooses the piece size, so the same command text
 		// is also tried split at every position.
