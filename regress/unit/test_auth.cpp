@@ -5,6 +5,7 @@
 // and the AuthMsg/AuthResultMsg payloads.
 #include <crypt.h>
 
+#include <chrono>
 #include <cstring>
 #include <string>
 
@@ -86,6 +87,21 @@ START_TEST(check_two_users)
 	ck_assert(!t.answer("bob", std::string("b-pass\0x", 8)).ok);
 	t.wipe();
 	ck_assert(!t.check("alice", "a-pass"));
+}
+END_TEST
+
+// An unknown user costs a crypt too: no telling names apart by time.
+START_TEST(unknown_user_timing)
+{
+	AuthTable t = AuthTable::parse_users("alice:" + make_hash("$y$", "a-pass") + "\n", "users");
+	auto time_of = [&t](const char* user) {
+		auto t0 = std::chrono::steady_clock::now();
+		for (int i = 0; i < 5; i++)
+			ck_assert(!t.check(user, "wrong"));
+		return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+	};
+	double known = time_of("alice"), unknown = time_of("nobody");
+	ck_assert_msg(unknown > known / 4 && unknown < known * 4, "alice %.4fs, an unknown user %.4fs", known, unknown);
 }
 END_TEST
 
@@ -209,6 +225,7 @@ int main()
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, check_each_method);
 	tcase_add_test(tc, check_two_users);
+	tcase_add_test(tc, unknown_user_timing);
 	tcase_add_test(tc, users_errors);
 	tcase_add_test(tc, senders_errors);
 	tcase_add_test(tc, answer_senders);
