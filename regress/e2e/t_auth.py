@@ -17,11 +17,13 @@ import ctypes
 import signal
 import smtplib
 import ssl
+import struct
 import subprocess
 from harness import *
 from peer_certs import Certs
 
 RCPT = "rcpt@test.laim.example"
+IMSG_S_AUTH = 700
 PASSWORDS = {"alice": "alice pass 1", "bob": "b0b-pass", "carol": "carol-pass", "dave": "dave-pass"}
 SENDERS = ("alice: alice@example.org\n"
 	   "bob: bob@example.org, bob+*@example.org, @bob.example\n"
@@ -301,6 +303,27 @@ class Case:
 			check_eq(c.cmd("AUTH PLAIN " + plain("alice", PASSWORDS["alice"]), timeout=10).code, 535,
 				 "alice's old password after the reload")
 
+	def forged_request(self):
+		"""A subverted smtp process that asks about a listener without
+		auth, or sends a request that does not decode, is ended by the
+		parent and restarted; AUTH works again."""
+		d = self.d
+		for payload, what in ((struct.pack("<I", 5) + struct.pack("<I", 5) + b"alice" + struct.pack("<I", 1) + b"x",
+				       "listener 5"), (b"bad", "malformed")):
+			mark = d.mark()
+			pid = d.child("smtp")
+			# smtp's channels by age: the sibling's, the parent's, the key channel.
+			chan = steal_seqpacket(pid, lambda found: sorted(found)[1])
+			chan.send(struct.pack("<IIII", IMSG_S_AUTH, 16 + len(payload), 1, 0) + payload)
+			d.wait_log(r"smtp process broke the parent channel's protocol \(bad AUTH request\): ending it",
+				   since=mark)
+			d.wait_children(old={"smtp": pid})
+			chan.close()
+			c, _ = self.tls_session()
+			with c:
+				check_eq(c.cmd("AUTH PLAIN " + plain("dave", PASSWORDS["dave"])).code, 235,
+					 "AUTH after the smtp process that sent a forged request (%s) was replaced" % what)
+
 
 def main():
 	t = Case()
@@ -315,6 +338,7 @@ def main():
 		("rate limit key auth counts per user", t.rate_limit_per_user),
 		("queue file keeps the user across a restart", t.queue_file_survives_restart),
 		("SIGHUP re-reads the users file", t.sighup_rereads_users),
+		("a forged AUTH request ends the smtp process", t.forged_request),
 	])
 
 
