@@ -24,6 +24,8 @@
 
 namespace laim {
 
+class ImsgPeer;
+
 // One listener's users. Errors of its files are ConfigError
 // "FILE:LINE: what".
 class AuthTable {
@@ -61,7 +63,7 @@ class AuthService {
 	static AuthService load(const Config& cfg);
 	// Answers one IMSG_S_AUTH from the smtp process on chan; false when
 	// it breaks the protocol (no such auth listener, a malformed frame).
-	bool request(class ImsgPeer& chan, Imsg& m) const;
+	bool request(ImsgPeer& chan, Imsg& m) const;
 	void wipe();
 
  private:

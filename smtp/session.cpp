@@ -146,11 +146,12 @@ bool base64_decode(std::string_view in, std::string& out)
 }
 
 // A client-supplied name as a log line or a header comment may carry it:
-// printable ASCII without parentheses, at most 64 characters.
+// printable ASCII without parentheses, at most 255 characters (the
+// longest user name a users file holds).
 std::string printable(std::string_view s)
 {
 	std::string r;
-	for (unsigned char c : s.substr(0, 64))
+	for (unsigned char c : s.substr(0, 255))
 		r += c > 0x20 && c < 0x7f && c != '(' && c != ')' ? char(c) : '_';
 	return r;
 }

@@ -324,6 +324,16 @@ class Case:
 				check_eq(c.cmd("AUTH PLAIN " + plain("dave", PASSWORDS["dave"])).code, 235,
 					 "AUTH after the smtp process that sent a forged request (%s) was replaced" % what)
 
+	def example_config(self):
+		"""etc/submission.yml passes laimd -n with the case's files."""
+		secret = os.path.join(self.d.dir, "relay.secret")
+		write_root_file(secret, "relay:password\n")
+		self.d.check_example("submission", {
+			"/etc/letsencrypt/live/mail.example.org/fullchain.pem": self.certs.cert,
+			"/etc/letsencrypt/live/mail.example.org/privkey.pem": self.certs.key,
+			"/etc/laim/submit.passwd": self.users, "/etc/laim/senders": self.senders,
+			"/etc/laim/relay.secret": secret})
+
 
 def main():
 	t = Case()
@@ -339,6 +349,7 @@ def main():
 		("queue file keeps the user across a restart", t.queue_file_survives_restart),
 		("SIGHUP re-reads the users file", t.sighup_rereads_users),
 		("a forged AUTH request ends the smtp process", t.forged_request),
+		("etc/submission.yml passes laimd -n", t.example_config),
 	])
 
 
