@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <latch>
 #include <stdexcept>
 #include <system_error>
 
@@ -266,11 +267,12 @@ void Intake::commit_pending()
 
 // The group commit (doc/architecture.md), on the committer thread: each
 // file is checked to hold exactly what smtp reported and its writeback is
-// started, all at once; then each is fdatasynced (the first waits cover
-// most of the others' I/O) and renamed into queue/, and one fsync of
-// queue/ covers the group. Returns why that fsync failed, or "".
+// started, all at once; then all are fdatasynced at once and renamed
+// into queue/, and one fsync of queue/ covers the group. Returns why that
+// fsync failed, or "".
 std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 {
+	std::vector<Commit*> files;
 	for (Commit& c : group) {
 		Txn& t = c.txn;
 		uint64_t want = t.created.header_len + t.size;
@@ -286,19 +288,21 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 				  std::to_string(static_cast<long long>(has - t.created.header_len));
 		else if (has > want && ftruncate(t.file.get(), static_cast<off_t>(want)) == -1)
 			c.error = std::string("ftruncate: ") + strerror(errno);
-		else
-			sync_file_range(t.file.get(), 0, 0, SYNC_FILE_RANGE_WRITE);
+		else {
+			sync_file_range(t.file.get(), 0, 0, SYNC_FILE_RANGE_WRITE);  // a start: fdatasync reports
+			files.push_back(&c);
+		}
 	}
+	sync_files(spool, files);
 	bool any = false;
-	for (Commit& c : group) {
-		if (!c.error.empty())
+	for (Commit* c : files) {
+		if (!c->error.empty())
 			continue;
 		try {
-			spool.sync_file(c.txn.file.get());
-			spool.publish(c.txn.env.id);
-			c.published = any = true;
+			spool.publish(c->txn.env.id);
+			c->published = any = true;
 		} catch (const std::exception& e) {
-			c.error = e.what();
+			c->error = e.what();
 		}
 	}
 	if (!any)
@@ -309,6 +313,39 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 		return e.what();
 	}
 	return "";
+}
+
+// The fdatasync of every file, SYNC_THREADS at a time on the syncer
+// threads: syncs in flight together share the file system's journal
+// commit and the disk's cache flush, where one after another each waits
+// for its own (ext4 on this project's test machine: a group of 8 in
+// about half the time). A failed sync sets that commit's error.
+void Intake::sync_files(Spool& spool, std::vector<Commit*>& files)
+{
+	auto sync_one = [&spool](Commit* c) {
+		try {
+			spool.sync_file(c->txn.file.get());
+		} catch (const std::exception& e) {
+			c->error = e.what();
+		}
+	};
+	for (size_t start = 0; start < files.size(); start += SYNC_THREADS) {
+		size_t end = std::min(files.size(), start + SYNC_THREADS);
+		std::latch done(static_cast<ptrdiff_t>(end - start));
+		for (size_t i = start; i < end; i++) {
+			Commit* c = files[i];
+			try {
+				syncers_.run([&sync_one, &done, c] {
+					sync_one(c);
+					done.count_down();
+				});
+			} catch (const std::system_error&) {
+				sync_one(c);  // no thread: this one here
+				done.count_down();
+			}
+		}
+		done.wait();
+	}
 }
 
 // The committer finished a group: each client gets its answer (the 250

@@ -29,6 +29,9 @@
 
 namespace laim {
 
+// fdatasync calls a group commit makes at once (Intake::sync_files).
+constexpr size_t SYNC_THREADS = 8;
+
 class Intake {
  public:
 	// The final recipients of one envelope recipient, after /etc/aliases.
@@ -80,7 +83,8 @@ class Intake {
 	void on_data(uint32_t session);
 	void on_commit(uint32_t session, uint64_t size);
 	void abort_txn(uint32_t session);
-	static std::string sync_group(Spool& spool, std::vector<Commit>& group);
+	std::string sync_group(Spool& spool, std::vector<Commit>& group);
+	void sync_files(Spool& spool, std::vector<Commit*>& files);
 	void group_done();
 	void count_committed(const Txn& t);
 	std::vector<std::string> expand(const std::string& rcpt) { return expand_(rcpt); }
@@ -113,6 +117,7 @@ class Intake {
 	UniqueFd done_;                  // eventfd: the committer finished a group
 	EventLoop::Watch done_watch_;
 	WorkerPool committer_{1};
+	WorkerPool syncers_{SYNC_THREADS};  // a group's fdatasyncs at once
 };
 
 }  // namespace laim

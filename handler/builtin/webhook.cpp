@@ -41,7 +41,7 @@
 //       workers: 4                     # requests at once
 #include <config.h>
 
-#include <curl/curl.h>
+#include <glib.h>
 #include <strings.h>
 #include <unistd.h>
 
@@ -49,11 +49,12 @@
 #include <cctype>
 #include <cstring>
 #include <memory>
-#include <mutex>
+#include <stdexcept>
 #include <nlohmann/json.hpp>
 
 #include "common/hostname.h"
 #include "handler/api/handler.h"
+#include "handler/builtin/curl_loader.h"
 
 namespace laim {
 
@@ -65,23 +66,17 @@ constexpr size_t MAX_ANSWER = 64 * 1024;      // bytes of an answer's body kept
 constexpr long MAX_RETRY_AFTER = 24 * 3600;   // a longer Retry-After is cut to this
 constexpr size_t MAX_REASON_LINE = 200;       // characters of the body in a reason
 
+// libcurl, once the first instance started (curl_loader.h); nullptr
+// with why in libcurl_error when it could not be loaded.
+const CurlApi* libcurl = nullptr;
+std::string libcurl_error = "libcurl is loaded when the handler process starts the instance";
+
 struct CurlFree {
-	void operator()(CURL* c) const { curl_easy_cleanup(c); }
-	void operator()(CURLU* u) const { curl_url_cleanup(u); }
-	void operator()(curl_slist* l) const { curl_slist_free_all(l); }
-	void operator()(char* s) const { curl_free(s); }
+	void operator()(CURL* c) const { libcurl->easy_cleanup(c); }
+	void operator()(curl_slist* l) const { libcurl->slist_free_all(l); }
 };
 using Curl = std::unique_ptr<CURL, CurlFree>;
-using CurlUrl = std::unique_ptr<CURLU, CurlFree>;
 using CurlList = std::unique_ptr<curl_slist, CurlFree>;
-using CurlString = std::unique_ptr<char, CurlFree>;
-
-// curl_global_init() is not thread-safe: once, before any worker uses curl.
-void curl_init_once()
-{
-	static std::once_flag once;
-	std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
 
 // The length in bytes of text's first max characters (UTF-8), so that a
 // cut never splits a character.
@@ -234,31 +229,29 @@ WebhookHandler::WebhookHandler(HandlerOptions& o)
 	read_headers(o);
 }
 
-// https://, or http:// with allow_http; parsed by libcurl, which sends it.
-// Errors never quote the URL: a webhook's URL may hold its secret.
+// https://, or http:// with allow_http; split by GLib's URI parser here
+// (the parent checks it for laimd -n without loading libcurl), parsed
+// again by libcurl, which sends it. Errors never quote the URL: a
+// webhook's URL may hold its secret.
 void WebhookHandler::read_url(HandlerOptions& o)
 {
 	url_ = o.string("url");
 	bool allow_http = o.boolean("allow_http", false);
-	CurlUrl u(curl_url());
-	char* scheme = nullptr;
-	char* host = nullptr;
-	if (!u || curl_url_set(u.get(), CURLUPART_URL, url_.c_str(), 0) != CURLUE_OK ||
-	    curl_url_get(u.get(), CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK)
+	gchar* scheme = nullptr;
+	gchar* host = nullptr;
+	gint port = -1;
+	if (!g_uri_split_network(url_.c_str(), G_URI_FLAGS_NONE, &scheme, &host, &port, nullptr))
 		o.fail("url", "not a valid URL (expected https://HOST/PATH)");
-	CurlString scheme_owned(scheme);
+	std::unique_ptr<gchar, decltype(&g_free)> scheme_owned(scheme, g_free), host_owned(host, g_free);
 	https_ = std::string_view(scheme) == "https";
 	if (!https_ && std::string_view(scheme) != "http")
 		o.fail("url", "expected an https:// URL, got scheme \"" + std::string(scheme) + "\"");
 	if (!https_ && !allow_http)
 		o.fail("url", "http:// sends the message in clear: use https://, or set allow_http: true");
-	if (curl_url_get(u.get(), CURLUPART_HOST, &host, 0) != CURLUE_OK)
+	if (!host || !*host)
 		o.fail("url", "no host in the URL");
-	CurlString host_owned(host);
-	char* port = nullptr;
-	curl_url_get(u.get(), CURLUPART_PORT, &port, CURLU_DEFAULT_PORT);
-	CurlString port_owned(port);
-	host_port_ = std::string(host) + ":" + (port ? port : "?");
+	std::string h = strchr(host, ':') ? "[" + std::string(host) + "]" : host;
+	host_port_ = h + ":" + std::to_string(port != -1 ? port : https_ ? 443 : 80);
 }
 
 // token: (inline) or token_file: (a root-only secret file), not both; it
@@ -306,7 +299,8 @@ void WebhookHandler::read_headers(HandlerOptions& o)
 
 void WebhookHandler::start()
 {
-	curl_init_once();
+	if (!libcurl && !(libcurl = curl_load(&libcurl_error)))
+		throw std::runtime_error("cannot load libcurl: " + libcurl_error);
 	host_ = host_name();
 }
 
@@ -314,31 +308,31 @@ void WebhookHandler::start()
 // verification, the timeouts; errors are written to errbuf.
 Curl WebhookHandler::easy(char* errbuf) const
 {
-	Curl c(curl_easy_init());
+	Curl c(libcurl->easy_init());
 	if (!c)
 		return c;
 	CURL* h = c.get();
 	errbuf[0] = '\0';
-	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(h, CURLOPT_URL, url_.c_str());
+	libcurl->easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+	libcurl->easy_setopt(h, CURLOPT_URL, url_.c_str());
 #if LIBCURL_VERSION_NUM >= 0x075500
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, https_ ? "https" : "http");
+	libcurl->easy_setopt(h, CURLOPT_PROTOCOLS_STR, https_ ? "https" : "http");
 #else
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS, https_ ? CURLPROTO_HTTPS : CURLPROTO_HTTP);
+	libcurl->easy_setopt(h, CURLOPT_PROTOCOLS, https_ ? CURLPROTO_HTTPS : CURLPROTO_HTTP);
 #endif
-	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-	curl_easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+	libcurl->easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+	libcurl->easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+	libcurl->easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
 	if (!ca_file_.empty()) {
-		curl_easy_setopt(h, CURLOPT_CAINFO, ca_file_.c_str());
-		curl_easy_setopt(h, CURLOPT_CAPATH, nullptr);
+		libcurl->easy_setopt(h, CURLOPT_CAINFO, ca_file_.c_str());
+		libcurl->easy_setopt(h, CURLOPT_CAPATH, nullptr);
 	}
-	curl_easy_setopt(h, CURLOPT_PROXY, "");  // none, whatever the environment says
-	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);  // no SIGALRM among the worker threads
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, timeout_);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout_);
-	curl_easy_setopt(h, CURLOPT_USERAGENT, "laim/" PACKAGE_VERSION);
+	libcurl->easy_setopt(h, CURLOPT_PROXY, "");  // none, whatever the environment says
+	libcurl->easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	libcurl->easy_setopt(h, CURLOPT_NOSIGNAL, 1L);  // no SIGALRM among the worker threads
+	libcurl->easy_setopt(h, CURLOPT_CONNECTTIMEOUT, timeout_);
+	libcurl->easy_setopt(h, CURLOPT_TIMEOUT, timeout_);
+	libcurl->easy_setopt(h, CURLOPT_USERAGENT, "laim/" PACKAGE_VERSION);
 	return c;
 }
 
@@ -359,9 +353,9 @@ CurlList WebhookHandler::request_headers(const Envelope& env) const
 	lines.insert(lines.end(), headers_.begin(), headers_.end());
 	curl_slist* list = nullptr;
 	for (const std::string& l : lines) {
-		curl_slist* more = curl_slist_append(list, l.c_str());
+		curl_slist* more = libcurl->slist_append(list, l.c_str());
 		if (!more) {
-			curl_slist_free_all(list);
+			libcurl->slist_free_all(list);
 			throw std::bad_alloc();
 		}
 		list = more;
@@ -413,6 +407,8 @@ std::string WebhookHandler::json_body(const Envelope& env, const Message& msg) c
 
 Results WebhookHandler::deliver(const Envelope& env, const Message& msg)
 {
+	if (!libcurl)
+		return Result::tempfail("webhook: cannot load libcurl: " + libcurl_error);
 	CurlList headers = request_headers(env);
 	switch (format_) {
 	case Format::Slack:
@@ -434,21 +430,21 @@ Result WebhookHandler::post(std::string_view body, curl_slist* headers) const
 		return Result::tempfail("webhook: curl_easy_init failed");
 	Answer a;
 	CURL* h = c.get();
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
-	curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
-	curl_easy_setopt(h, CURLOPT_POSTFIELDS, body.data());
-	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(h, CURLOPT_HEADERDATA, &a);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &a);
-	CURLcode rc = curl_easy_perform(h);
+	libcurl->easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+	libcurl->easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+	libcurl->easy_setopt(h, CURLOPT_POSTFIELDS, body.data());
+	libcurl->easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	libcurl->easy_setopt(h, CURLOPT_HEADERDATA, &a);
+	libcurl->easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+	libcurl->easy_setopt(h, CURLOPT_WRITEDATA, &a);
+	CURLcode rc = libcurl->easy_perform(h);
 	if (rc == CURLE_WRITE_ERROR && a.cut)
 		rc = CURLE_OK;  // the status is in; the rest of the body is not needed
 	if (rc != CURLE_OK)
-		return Result::tempfail(errbuf[0] ? errbuf : curl_easy_strerror(rc));
+		return Result::tempfail(errbuf[0] ? errbuf : libcurl->easy_strerror(rc));
 	curl_off_t retry_after = 0;
-	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &a.status);
-	curl_easy_getinfo(h, CURLINFO_RETRY_AFTER, &retry_after);  // seconds or an HTTP-date
+	libcurl->easy_getinfo(h, CURLINFO_RESPONSE_CODE, &a.status);
+	libcurl->easy_getinfo(h, CURLINFO_RETRY_AFTER, &retry_after);  // seconds or an HTTP-date
 	a.retry_after = static_cast<unsigned>(std::clamp<curl_off_t>(retry_after, 0, MAX_RETRY_AFTER));
 	return judge(a);
 }
@@ -485,16 +481,18 @@ Result WebhookHandler::judge_slack(const Answer& a)
 // the token and the endpoint's answer are not checked.
 Result WebhookHandler::test()
 {
+	if (!libcurl)
+		return Result::tempfail("webhook: cannot load libcurl: " + libcurl_error);
 	char errbuf[CURL_ERROR_SIZE];
 	Curl c = easy(errbuf);
 	if (!c)
 		return Result::tempfail("webhook: curl_easy_init failed");
-	curl_easy_setopt(c.get(), CURLOPT_CONNECT_ONLY, 1L);
-	CURLcode rc = curl_easy_perform(c.get());
+	libcurl->easy_setopt(c.get(), CURLOPT_CONNECT_ONLY, 1L);
+	CURLcode rc = libcurl->easy_perform(c.get());
 	if (rc != CURLE_OK)
-		return Result::tempfail("webhook: " + host_port_ + ": " + (errbuf[0] ? errbuf : curl_easy_strerror(rc)));
+		return Result::tempfail("webhook: " + host_port_ + ": " + (errbuf[0] ? errbuf : libcurl->easy_strerror(rc)));
 	char* ip = nullptr;
-	curl_easy_getinfo(c.get(), CURLINFO_PRIMARY_IP, &ip);
+	libcurl->easy_getinfo(c.get(), CURLINFO_PRIMARY_IP, &ip);
 	return Result::delivered("webhook: connected to " + host_port_ + " (" + (ip ? ip : "?") + ")" +
 				 (https_ ? ", certificate verified" : ", plain http") + "; nothing sent");
 }

@@ -1,8 +1,10 @@
 # The 250 is sent only once the message is on disk: laimd runs under
 # strace -f -y, and for every queue id a client got a 250 for, the trace
-# must show, in this order, the fdatasync of spool/incoming/ID, its rename
-# into queue/, an fsync of queue/ begun after that rename (all three on one
-# thread of the handler process) and, after that fsync returned, the write
+# must show, in this order, the fdatasync of spool/incoming/ID (on any
+# thread of the handler process: a group's files are synced at once), its
+# rename into queue/, begun after that fdatasync returned, an fsync of
+# queue/ begun after the rename returned, on the rename's thread, and,
+# after that fsync returned, the write
 # of "250 2.0.0 Ok: queued as ID" to the client (by the chrooted smtp
 # process, whose socket strace cannot name). Removing either
 # sync from the commit (or answering before it) fails this case; the other
@@ -14,7 +16,6 @@
 # process. Needs strace (bootstrap's PEERS); without it the case fails.
 import sys
 sys.dont_write_bytecode = True
-import threading
 from harness import *
 
 SYSCALLS = "fdatasync,fsync,renameat2,linkat,write,writev,sendto,sendmsg"
@@ -50,12 +51,13 @@ def syscalls(trace):
 
 
 def commit_events(calls, spool):
-	"""Per queue id: its fdatasync and rename (tid, exit index), the 250's
+	"""Per queue id: its fdatasync (tid, exit index), its rename (tid,
+	entry and exit index), the 250's
 	entry index; and every successful fsync of queue/ (tid, entry, exit)."""
 	incoming = re.escape(spool + "/incoming/")
 	synced, renamed, answered, dir_syncs = {}, {}, {}, []
 	for tid, name, text, start, end in calls:
-		ok = re.search(r"\) += 0$", text)
+		ok = re.search(r"\) += 0(?: \(DELAYED\))?$", text)
 		if name == "fdatasync" and ok:
 			m = re.match(r"\d+<%s(%s)>\)" % (incoming, QID_RE), text)
 			if m:
@@ -63,7 +65,7 @@ def commit_events(calls, spool):
 		elif name in ("renameat2", "linkat") and ok:
 			m = re.match(r'AT_FDCWD(?:<[^>]*>)?, "%s(%s)", \d+<%s/queue>, "\1"' % (incoming, QID_RE, re.escape(spool)), text)
 			if m:
-				renamed[m.group(1)] = (tid, end)
+				renamed[m.group(1)] = (tid, start, end)
 		elif name == "fsync" and ok and re.match(r"\d+<%s/queue>\)" % re.escape(spool), text):
 			dir_syncs.append((tid, start, end))
 		elif name in ("write", "writev", "sendto", "sendmsg"):
@@ -76,33 +78,49 @@ def check_commit(qid, synced, renamed, answered, dir_syncs):
 	check(qid in answered, "%s: no write of its 250 in the trace" % qid)
 	check(qid in synced, "%s: no fdatasync of incoming/%s in the trace" % (qid, qid))
 	check(qid in renamed, "%s: no rename of incoming/%s into queue/ in the trace" % (qid, qid))
-	tid, sync_end = synced[qid]
-	rtid, rename_end = renamed[qid]
-	check_eq(rtid, tid, "%s: thread of the rename (that of the fdatasync)" % qid)
-	check(sync_end < rename_end, "%s: renamed into queue/ before its fdatasync returned" % qid)
+	sync_end = synced[qid][1]
+	tid, rename_start, rename_end = renamed[qid]
+	check(sync_end < rename_start, "%s: renamed into queue/ before its fdatasync returned" % qid)
 	covering = [s for s in dir_syncs if s[0] == tid and s[1] > rename_end and s[2] < answered[qid]]
 	check(covering, "%s: no fsync of queue/ begun after its rename returned before the 250 "
 	      "(rename at trace line %d, 250 at line %d, fsyncs of queue/ at %r)" %
 	      (qid, rename_end + 1, answered[qid] + 1, [(s[1] + 1, s[2] + 1) for s in dir_syncs]))
 
 
-def send_some(d, tags):
-	"""One transaction per tag, all at once on their own connections;
-	returns the queue ids."""
-	ids, errors = [], []
-
-	def one(tag):
-		try:
-			ids.append(d.send(msg=simple_message(tag)))
-		except Exception as e:
-			errors.append("%s: %s" % (tag, e))
-	threads = [threading.Thread(target=one, args=(t,)) for t in tags]
-	for t in threads:
-		t.start()
-	for t in threads:
-		t.join(30)
-	check(not errors, "transactions: %s" % "; ".join(errors))
+def send_together(d, n):
+	"""n transactions on their own connections, each up to its last body
+	line, then every end of data at once, so that the commits arrive
+	together and form groups; returns the queue ids."""
+	sessions = []
+	for i in range(n):
+		s = Smtp(d.port)
+		s.ehlo()
+		s.cmd("MAIL FROM:<sender@client.example>", 250)
+		s.cmd("RCPT TO:<rcpt@test.laim.example>", 250)
+		s.cmd("DATA", 354)
+		s.send(crlf(simple_message("together %d" % i)))
+		sessions.append(s)
+	for s in sessions:
+		s.send(b".\r\n")
+	ids = []
+	for s in sessions:
+		r = s.expect(250, timeout=30)
+		m = re.search(r"Ok: queued as (%s)$" % QID_RE, r.text)
+		check(m, "no queue id in %r" % r)
+		ids.append(m.group(1))
+		s.cmd("QUIT", 221)
 	return ids
+
+
+def group_sizes(renamed, dir_syncs):
+	"""How many renames each fsync of queue/ covered (those returned after
+	the previous fsync of queue/ on that thread began)."""
+	sizes = []
+	for tid, start, end in dir_syncs:
+		before = [s for s in dir_syncs if s[0] == tid and s[1] < start]
+		floor = max((s[1] for s in before), default=-1)
+		sizes.append(sum(1 for r in renamed.values() if r[0] == tid and floor < r[2] < start))
+	return sizes
 
 
 def main():
@@ -113,12 +131,17 @@ def main():
 	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
 	trace = os.path.join(d.dir, "strace.out")
 	# -D: strace runs as a grandchild, so d.proc stays laimd's parent.
-	d.wrap(runner="%s -D -f -y -s 256 -e trace=%s -o %s" % (strace_path(), SYSCALLS, trace))
+	# Every second fdatasync returns 0.2 s late: the ends of data that
+	# arrive meanwhile wait for the next group, so groups of several form,
+	# and within a group some files are synced long after others, so a
+	# rename that does not wait for its own sync shows.
+	d.wrap(runner="%s -D -f -y -s 256 -e trace=%s -e inject=fdatasync:delay_exit=200000:when=2+2 -o %s" %
+	       (strace_path(), SYSCALLS, trace))
 	d.start(timeout=30)
 
 	ids = [d.send(msg=simple_message("one by one %d" % i)) for i in range(3)]
-	ids += send_some(d, ["together %d" % i for i in range(4)])  # a group commit
-	check_eq(len(set(ids)), 7, "distinct queue ids")
+	ids += send_together(d, 8)  # group commits
+	check_eq(len(set(ids)), 11, "distinct queue ids")
 	for qid in ids:
 		check(os.path.exists(os.path.join(d.spool, "queue", qid)), "queue/%s after its 250" % qid)
 	check_eq(d.stop(), 0, "laimd's exit status after SIGTERM")  # strace ends with it
@@ -126,7 +149,9 @@ def main():
 	events = commit_events(syscalls(trace), os.path.realpath(d.spool))
 	for qid in ids:
 		check_commit(qid, *events)
-	print("%d messages: fdatasync, rename, fsync of queue/, then the 250" % len(ids))
+	sizes = group_sizes(events[1], events[3])
+	check(max(sizes) >= 2, "no group commit of two or more messages (renames per fsync of queue/: %r)" % sizes)
+	print("%d messages: fdatasync, rename, fsync of queue/, then the 250; renames per fsync of queue/: %r" % (len(ids), sizes))
 
 
 run(main)

@@ -114,6 +114,18 @@ def check_example(d):
 		 "laimd -n of etc/webhook.yml")
 
 
+def check_libcurl_mapped(d):
+	"""libcurl (and GnuTLS, Kerberos, LDAP it pulls in) is mapped by the
+	handler process, which runs the webhook instances, and by no other."""
+	kids = d.wait_children()
+	for name, pid in (("parent", d.pid), ("smtp", kids["smtp"]), ("handler", kids["handler"])):
+		with open("/proc/%d/maps" % pid) as f:
+			maps = f.read()
+		check_eq("libcurl.so" in maps, name == "handler", "libcurl mapped by the %s process" % name)
+		if name != "handler":
+			check("libgnutls" not in maps, "GnuTLS mapped by the %s process" % name)
+
+
 def main():
 	d = Laimd()
 	certs = Certs(os.path.join(d.dir, "certs"))
@@ -178,6 +190,7 @@ def main():
 	for var in ("https_proxy", "http_proxy", "ALL_PROXY"):
 		os.environ[var] = "http://127.0.0.1:9"
 	d.start()
+	check_libcurl_mapped(d)
 
 	sent = {}
 	rows = []
