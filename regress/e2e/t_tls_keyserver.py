@@ -5,11 +5,13 @@
 # id, an input too large for the key, an RSA operation on the ECDSA key
 # and a padding it does not do, each with an answer and a log line; a
 # malformed request ends the smtp process, never the parent, and the
-# restarted smtp process serves TLS again.
+# restarted smtp process serves TLS again. Handshakes that fail or time
+# out (timeout: 3, which bounds the handshake too) log one line each.
 import sys
 sys.dont_write_bytecode = True
 import hashlib
 import smtplib
+import socket
 import struct
 import subprocess
 from harness import *
@@ -40,9 +42,30 @@ def refused(d, chan, what, type, key_id, padding, data, why):
 	d.wait_log(r"key service: refused IMSG_T_\w+ from the smtp process: %s$" % re.escape(why), since=mark)
 
 
+def failed_handshakes(d):
+	"""A client that sends nothing after connecting to the implicit TLS
+	listener, and one that talks in the clear after STARTTLS's 220."""
+	mark = d.mark()
+	silent = socket.create_connection((IMPLICIT_HOST, d.port), timeout=10)
+	c = d.smtp()
+	c.ehlo()
+	c.cmd("STARTTLS", expect=220)
+	c.send("EHLO client.example\r\n")
+	check(c.wait_closed(10), "connection open after plain text where a handshake belongs")
+	print(d.wait_log(r"smtp: TLS handshake failed from 127\.0\.0\.1: error:[0-9A-F]+:SSL routines::\S.*$",
+			 since=mark).group(0))
+	started = time.monotonic()
+	print(d.wait_log(r"smtp: TLS handshake failed from 127\.0\.0\.1: timed out$", timeout=10, since=mark).group(0))
+	check(time.monotonic() - started < 8, "the handshake of a silent client was not ended after timeout: 3")
+	silent.settimeout(5)
+	check_eq(silent.recv(100), b"", "what a silent client got before its connection closed")
+	silent.close()
+
+
 def main():
-	d, certs, rsa = tls_laimd()
+	d, certs, rsa = tls_laimd(timeout=3)
 	d.start()
+	failed_handshakes(d)
 	smtp_pid = d.child("smtp")
 	chan = steal_seqpacket(smtp_pid, max)  # the key channel is the last pair the parent made for smtp
 
