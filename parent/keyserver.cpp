@@ -23,6 +23,7 @@
 #include <string>
 
 #include "common/log.h"
+#include "common/openssl_error.h"
 
 namespace laim {
 
@@ -30,18 +31,6 @@ namespace {
 
 constexpr size_t CHAIN_MAX = 12288;  // the PEM chain travels in one imsg
 constexpr size_t DIGEST_MAX = 64;    // SHA-512, the largest digest ECDSA signs
-
-// The first OpenSSL error in the thread's queue, emptied, as text.
-std::string openssl_error()
-{
-	unsigned long e = ERR_get_error();
-	ERR_clear_error();
-	if (e == 0)
-		return "unknown OpenSSL error";
-	char buf[256];
-	ERR_error_string_n(e, buf, sizeof buf);
-	return buf;
-}
 
 // No passphrase prompt: an encrypted key is an error.
 int no_passphrase(char*, int, int, void*) { return -1; }

@@ -311,10 +311,15 @@ void reload()
 		log_warnx("%s is readable by others: handlers may keep secrets there", cfg.file.c_str());
 	bool listeners_changed = cfg.socket != rt.cfg.socket || cfg.control_socket != rt.cfg.control_socket ||
 				 cfg.listen.size() != rt.cfg.listen.size();
-	for (size_t i = 0; !listeners_changed && i < cfg.listen.size(); i++)
-		listeners_changed = cfg.listen[i].host != rt.cfg.listen[i].host || cfg.listen[i].port != rt.cfg.listen[i].port;
+	for (size_t i = 0; !listeners_changed && i < cfg.listen.size(); i++) {
+		const ListenAddress &a = cfg.listen[i], &b = rt.cfg.listen[i];
+		listeners_changed = a.host != b.host || a.port != b.port || a.tls != b.tls || a.cert.path != b.cert.path ||
+				    a.key.path != b.key.path || a.auth_required != b.auth_required ||
+				    a.users.path != b.users.path || a.senders.path != b.senders.path;
+	}
 	if (listeners_changed || cfg.user != rt.cfg.user || cfg.spool != rt.cfg.spool)
-		log_warnx("listen, socket, user and spool changes take effect at the next restart");
+		log_warnx("listen, socket, user and spool changes take effect at the next restart "
+			  "(the files a listener names are read again)");
 	cfg.listen = rt.cfg.listen;
 	cfg.socket = rt.cfg.socket;
 	cfg.control_socket = rt.cfg.control_socket;

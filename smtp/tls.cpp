@@ -26,6 +26,7 @@
 
 #include "common/imsg.h"
 #include "common/log.h"
+#include "common/openssl_error.h"
 #include "common/proto.h"
 
 namespace laim {
@@ -39,18 +40,6 @@ int rsa_index = -1;  // ex_data of the parent's key id on an RSA or EC_KEY
 int ec_index = -1;
 RSA_METHOD* rsa_method = nullptr;
 EC_KEY_METHOD* ec_method = nullptr;
-
-// The first OpenSSL error in the thread's queue, emptied, as text.
-std::string openssl_error()
-{
-	unsigned long e = ERR_get_error();
-	ERR_clear_error();
-	if (e == 0)
-		return "";
-	char buf[256];
-	ERR_error_string_n(e, buf, sizeof buf);
-	return buf;
-}
 
 // One private-key operation by the parent: sends it on the key channel
 // and waits for the answer (this client's handshake waits; OpenSMTPD's ca

@@ -95,6 +95,7 @@ def injection(d, certs):
 		line = None
 	check(line is None, "the RSET sent before the handshake was answered under TLS: %r" % line)
 	r = c.cmd("EHLO client.example", expect=250)
+	check_eq(r.lines[0], "250-" + HOSTNAME, "first reply under TLS (not EHLO's: the RSET sent in the clear was answered)")
 	check("STARTTLS" not in r.text, "STARTTLS offered after the handshake: %r" % r.text)
 	c.cmd("QUIT", expect=221)
 	c.close()
