@@ -1,15 +1,16 @@
-# AUTH on a submission listener (listen: with tls: starttls and auth:
-# required, on 127.0.0.1): AUTH is offered only under TLS, MAIL needs
-# STARTTLS and then AUTH (530), PLAIN and LOGIN with smtplib and swaks
-# deliver, a wrong password gets 535 after a delay that holds up no other
+# AUTH on submission listeners (listen: with auth: required, STARTTLS on
+# 127.0.0.1 and implicit TLS on 127.0.0.2): AUTH is offered only under
+# TLS, MAIL needs STARTTLS and then AUTH (530), PLAIN and LOGIN with
+# smtplib, swaks and a raw client deliver, a wrong password gets 535 after a delay that holds up no other
 # session and the third ends the session (421), an unknown mechanism 504,
 # the senders file binds MAIL FROM (553 5.7.1), the user reaches the
 # Received: header, the handler's Envelope (the probe handler writes it),
 # the queue file across a restart, the log and the auth rate-limit key,
 # and the users file is re-read on SIGHUP (a broken one keeps the old
 # table) and checked by laimd -n. The root parent checks the passwords
-# (crypt(3)); hashes made here with libcrypt (yescrypt) and openssl
-# passwd (sha512crypt, sha256crypt).
+# (crypt(3)); hashes made here with libcrypt (yescrypt, bcrypt) and
+# openssl passwd (sha512crypt, sha256crypt). A forged request from the
+# smtp process ends it; etc/submission.yml passes laimd -n.
 import sys
 sys.dont_write_bytecode = True
 import base64
@@ -24,22 +25,26 @@ from peer_certs import Certs
 
 RCPT = "rcpt@test.laim.example"
 IMSG_S_AUTH = 700
-PASSWORDS = {"alice": "alice pass 1", "bob": "b0b-pass", "carol": "carol-pass", "dave": "dave-pass"}
+PASSWORDS = {"alice": "alice pass 1", "bob": "b0b-pass", "carol": "carol-pass", "dave": "dave-pass",
+	     "erin": "erin-pass"}
+IMPLICIT_HOST = "127.0.0.2"  # the implicit TLS listener: the same port there
 SENDERS = ("alice: alice@example.org\n"
 	   "bob: bob@example.org, bob+*@example.org, @bob.example\n"
 	   "carol: carol@example.org\n"
-	   "dave: dave@example.org\n")
+	   "dave: dave@example.org\n"
+	   "erin: erin@example.org\n")
 
 
-def yescrypt(password):
-	"""A yescrypt hash from libcrypt itself, as mkpasswd -m yescrypt makes it."""
+def libcrypt_hash(prefix, password):
+	"""A hash from libcrypt itself: yescrypt ($y$) as mkpasswd -m yescrypt
+	makes it, or bcrypt ($2b$)."""
 	lib = ctypes.CDLL("libcrypt.so.1")
 	lib.crypt_gensalt.restype = ctypes.c_char_p
 	lib.crypt.restype = ctypes.c_char_p
-	setting = lib.crypt_gensalt(b"$y$", 0, None, 0)
-	check(setting, "crypt_gensalt($y$) failed")
+	setting = lib.crypt_gensalt(prefix.encode(), 0, None, 0)
+	check(setting, "crypt_gensalt(%s) failed" % prefix)
 	h = lib.crypt(password.encode(), setting)
-	check(h and h.startswith(b"$y$"), "crypt with %r gave %r" % (setting, h))
+	check(h and h.startswith(prefix.encode()), "crypt with %r gave %r" % (setting, h))
 	return h.decode()
 
 
@@ -57,11 +62,11 @@ def write_root_file(path, text):
 
 
 def users_text(passwords):
-	methods = {"alice": None, "bob": "-6", "carol": "-5", "dave": "-6"}
+	methods = {"alice": "$y$", "bob": "-6", "carol": "-5", "dave": "-6", "erin": "$2b$"}
 	lines = ["# submission users, made by t_auth"]
 	for user, pw in passwords.items():
 		m = methods[user]
-		lines.append("%s:%s" % (user, yescrypt(pw) if m is None else openssl_passwd(m, pw)))
+		lines.append("%s:%s" % (user, libcrypt_hash(m, pw) if m.startswith("$") else openssl_passwd(m, pw)))
 	return "\n".join(lines) + "\n"
 
 
@@ -82,6 +87,9 @@ class Case:
 		self.release = os.path.join(self.probe, "release")
 		d.config["listen"] = [{"addr": "127.0.0.1:{port}", "tls": "starttls", "cert": self.certs.cert,
 				       "key": self.certs.key, "auth": "required", "users": self.users,
+				       "senders": self.senders},
+				      {"addr": IMPLICIT_HOST + ":{port}", "tls": "implicit", "cert": self.certs.cert,
+				       "key": self.certs.key, "auth": "required", "users": self.users,
 				       "senders": self.senders}]
 		d.config["handlers"] = {"inbox": {"type": "maildir", "path": d.maildir},
 					"probe": {"type": "probe", "path": self.probe, "release": self.release}}
@@ -101,6 +109,22 @@ class Case:
 		check_eq(c.buf, b"", "bytes after the 220 to STARTTLS")
 		c.sock = self.ctx.wrap_socket(c.sock, server_hostname="localhost")
 		return c, c.ehlo()
+
+	def implicit_tls(self):
+		"""The implicit TLS listener (listen[1]): AUTH offered from the
+		first EHLO, MAIL needs it, erin (bcrypt) delivers."""
+		c = self.d.smtp(host=IMPLICIT_HOST, greet=False)
+		with c:
+			c.sock = self.ctx.wrap_socket(c.sock, server_hostname="localhost")
+			c.expect(220)
+			ehlo = c.ehlo()
+			check("250-AUTH PLAIN LOGIN" in ehlo.lines and not any("STARTTLS" in l for l in ehlo.lines),
+			      "EHLO on implicit TLS: %r" % ehlo)
+			check_eq(c.cmd("MAIL FROM:<erin@example.org>").text, "530 5.7.0 Authentication required",
+				 "MAIL before AUTH on implicit TLS")
+			c.cmd("AUTH PLAIN " + plain("erin", PASSWORDS["erin"]), 235)
+			qid = c_transaction(c, "erin@example.org", [RCPT], simple_message("implicit"))
+		self.delivered_as(qid, "erin")
 
 	def smtplib_session(self):
 		s = smtplib.SMTP("127.0.0.1", self.d.port, timeout=10)
@@ -343,6 +367,7 @@ def main():
 		("under TLS: AUTH PLAIN LOGIN, 530 before AUTH, 504, 501", t.after_tls),
 		("smtplib PLAIN and LOGIN deliver as alice", t.smtplib_plain_and_login),
 		("swaks PLAIN and LOGIN deliver as dave", t.swaks_plain_and_login),
+		("implicit TLS: AUTH, 530, erin (bcrypt) delivers", t.implicit_tls),
 		("wrong password: 535 after 1-3 s, 421 after 3", t.wrong_password),
 		("senders file binds MAIL FROM", t.senders_bound),
 		("rate limit key auth counts per user", t.rate_limit_per_user),
