@@ -90,22 +90,29 @@ def key_secrets(keyfile):
 def secrets_in_memory(pid, secrets):
 	"""Which of secrets (name -> bytes) the readable mappings of process
 	pid hold, as it stores them (big-endian, as in the DER) or reversed
-	(little-endian, as OpenSSL's BIGNUM words hold them on this machine)."""
+	(little-endian, as OpenSSL's BIGNUM words hold them on this machine).
+	Mappings are read in pieces that overlap by the longest secret; those
+	larger than 1 GiB are not read: a sanitizer build's shadow memory,
+	reserved terabytes that hold no data of the program."""
 	found = set()
+	needles = [(name, n) for name, b in secrets.items() for n in (b, b[::-1])]
+	overlap = max(len(b) for b in secrets.values())
+	chunk = 16 << 20
 	with open("/proc/%d/maps" % pid) as f:
 		maps = f.read().splitlines()
 	with open("/proc/%d/mem" % pid, "rb", 0) as mem:
 		for line in maps:
 			addr, perms = line.split()[:2]
-			if perms[0] != "r":
-				continue
 			lo, hi = (int(x, 16) for x in addr.split("-"))
-			try:
-				mem.seek(lo)
-				data = mem.read(hi - lo)
-			except (OSError, OverflowError, ValueError):
+			if perms[0] != "r" or hi - lo > 1 << 30:
 				continue
-			for name, b in secrets.items():
-				if b in data or b[::-1] in data:
-					found.add(name)
+			tail = b""
+			for at in range(lo, hi, chunk):
+				try:
+					mem.seek(at)
+					data = tail + mem.read(min(chunk, hi - at))
+				except (OSError, OverflowError, ValueError):
+					break
+				found.update(name for name, n in needles if n in data)
+				tail = data[-overlap:]
 	return found
