@@ -7,9 +7,9 @@
 #include <openssl/crypto.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 
-#include "common/log.h"
 #include "common/peer.h"
 
 namespace laim {
@@ -56,14 +56,19 @@ bool valid_user(std::string_view u)
 	       std::all_of(u.begin(), u.end(), [](char c) { return c > 0x20 && c < 0x7f && c != ':'; });
 }
 
-// A hash of one of HASH_PREFIXES that libxcrypt can check: a setting
-// ("$6$salt") without its checksum is none, since nothing could match it.
+// A hash of one of HASH_PREFIXES that libxcrypt can check, in crypt's
+// alphabet: a setting ("$6$salt") without its checksum is none, since
+// nothing could match it, nor a line of /etc/shadow (more fields).
 bool valid_hash(const std::string& h)
 {
+	auto crypt_char = [](char c) {
+		return isalnum(static_cast<unsigned char>(c)) || std::string_view("./$=,").find(c) != std::string_view::npos;
+	};
 	bool known = std::any_of(std::begin(HASH_PREFIXES), std::end(HASH_PREFIXES),
 				 [&h](std::string_view p) { return h.starts_with(p); });
 	size_t fields = std::count(h.begin(), h.end(), '$');
-	if (!known || fields < (h.starts_with("$y$") ? 4u : 3u) || h.back() == '$')
+	if (!known || fields < (h.starts_with("$y$") ? 4u : 3u) || h.back() == '$' ||
+	    !std::all_of(h.begin(), h.end(), crypt_char))
 		return false;
 	int st = crypt_checksalt(h.c_str());
 	return st == CRYPT_SALT_OK || st == CRYPT_SALT_METHOD_LEGACY;

@@ -117,6 +117,8 @@ START_TEST(users_errors)
 		{"alice:$6$saltsalt\n", "users:1: user alice: not a yescrypt"},
 		{"alice:$y$j9T$saltsalt$\n", "users:1: user alice: not a yescrypt"},
 		{"alice:" + y + " \n", "users:1: user alice: not a yescrypt"},
+		{"alice:" + y + "\r\n", "users:1: user alice: not a yescrypt"},
+		{"alice:" + y + ":19000:0:99999:7:::\n", "users:1: user alice: not a yescrypt"},
 		{"alice:" + y + "\n\n  bob\n", "users:3: expected user:hash"},
 	};
 	for (const auto& r : rows) {
