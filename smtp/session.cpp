@@ -1,6 +1,8 @@
 // One SMTP session (RFC 5321): command parsing, the transaction state
-// machine and the data phase, which streams the message into the spool fd
-// through a fixed write buffer. See session.h for the interface.
+// machine, AUTH on a submission listener (RFC 4954, PLAIN and LOGIN: the
+// credentials go to the parent, the senders it allows bind MAIL FROM) and
+// the data phase, which streams the message into the spool fd through a
+// fixed write buffer. See session.h for the interface.
 //
 // Memory per session is constant: a fixed input buffer (a command line
 // longer than RFC 5321 allows is discarded up to its LF, never buffered),

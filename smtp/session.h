@@ -2,8 +2,9 @@
 // sockets and processes so it can be unit-tested and fuzzed. The smtp
 // process feeds it client bytes and writes out what it produces; the
 // transaction steps that need the handler process (MAIL, RCPT, DATA,
-// end of data) go out through SessionBackend and come back, possibly
-// later, through the *_reply methods. While such a reply is pending the
+// end of data) and AUTH's check by the parent go out through
+// SessionBackend and come back, possibly later, through the *_reply
+// methods. While such a reply is pending the
 // session processes no further input (pipelined commands wait in the
 // input buffer, whose fixed size bounds memory).
 #pragma once
