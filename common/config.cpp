@@ -860,6 +860,7 @@ std::string read_root_file(const std::string& file, const RootFileRule& rule, mo
 		*mode = st.st_mode;
 
 	std::string text;
+	text.reserve(st.st_size + 1);  // no copy left behind by growing: the file may be a key
 	char buf[16384];
 	for (;;) {
 		ssize_t n = read(fd.get(), buf, sizeof buf);
@@ -870,9 +871,12 @@ std::string read_root_file(const std::string& file, const RootFileRule& rule, mo
 		if (n == 0)
 			break;
 		text.append(buf, n);
-		if (text.size() > rule.max_size)  // it grew while being read
+		if (text.size() > rule.max_size) {  // it grew while being read
+			explicit_bzero(buf, sizeof buf);
 			throw ConfigError(too_large);
+		}
 	}
+	explicit_bzero(buf, sizeof buf);
 	return text;
 }
 

@@ -55,6 +55,10 @@ const char* imsg_name(uint32_t type)
 	case IMSG_P_COMMAND_OUTPUT: return "IMSG_P_COMMAND_OUTPUT";
 	case IMSG_P_COMMAND_EXIT: return "IMSG_P_COMMAND_EXIT";
 	case IMSG_P_COMMAND_FAIL: return "IMSG_P_COMMAND_FAIL";
+	case IMSG_P_SMTP_TLS: return "IMSG_P_SMTP_TLS";
+	case IMSG_T_RSA_PRIV_ENC: return "IMSG_T_RSA_PRIV_ENC";
+	case IMSG_T_ECDSA_SIGN: return "IMSG_T_ECDSA_SIGN";
+	case IMSG_K_RESULT: return "IMSG_K_RESULT";
 	}
 	return "an unknown imsg type";
 }
@@ -213,5 +217,36 @@ bool decode(std::string_view data, CommandFailMsg& m)
 std::string encode(const NoPayload&) { return ""; }
 
 bool decode(std::string_view data, NoPayload&) { return data.empty(); }
+
+std::string encode(const SmtpTls& m)
+{
+	return ImsgWriter().u32(m.listen_index).u32(m.key_id).str(m.chain).data();
+}
+
+bool decode(std::string_view data, SmtpTls& m)
+{
+	ImsgReader r(data);
+	return r.u32(m.listen_index) && r.u32(m.key_id) && r.str(m.chain) && r.done();
+}
+
+std::string encode(const KeyOpMsg& m) { return ImsgWriter().u32(m.key_id).u32(m.padding).str(m.data).data(); }
+
+bool decode(std::string_view data, KeyOpMsg& m)
+{
+	ImsgReader r(data);
+	return r.u32(m.key_id) && r.u32(m.padding) && r.str(m.data) && r.done();
+}
+
+std::string encode(const KeyResultMsg& m) { return ImsgWriter().u32(m.ok).str(m.data).data(); }
+
+bool decode(std::string_view data, KeyResultMsg& m)
+{
+	ImsgReader r(data);
+	uint32_t ok = 0;
+	if (!(r.u32(ok) && r.str(m.data) && r.done()) || ok > 1)
+		return false;
+	m.ok = ok == 1;
+	return true;
+}
 
 }  // namespace laim

@@ -24,6 +24,7 @@ enum ImsgType : uint32_t {
 	// parent -> smtp
 	IMSG_P_SMTP_CONF = 1,     // SmtpConf
 	IMSG_P_HANDLER_CHANNEL,   // NoPayload; fd: a fresh smtp<->handler channel
+	IMSG_P_SMTP_TLS = 10,     // SmtpTls: a listener's new certificate chain (SIGHUP)
 	// parent -> handler
 	IMSG_P_HANDLER_CONF,      // HandlerConf; fd: memfd holding a HandlerConfText
 	IMSG_P_SMTP_CHANNEL,      // NoPayload; fd: a fresh smtp<->handler channel
@@ -54,6 +55,12 @@ enum ImsgType : uint32_t {
 	IMSG_P_COMMAND_OUTPUT,      // CommandStartedMsg; fd: the read end of its stdout and stderr
 	IMSG_P_COMMAND_EXIT,        // CommandExitMsg: it ended, and its process group is killed
 	IMSG_P_COMMAND_FAIL,        // CommandFailMsg: it was not started
+
+	// smtp -> parent, on the key channel: a private-key operation
+	IMSG_T_RSA_PRIV_ENC = 600,  // KeyOpMsg: RSA_private_encrypt (a signature)
+	IMSG_T_ECDSA_SIGN,          // KeyOpMsg: an ECDSA signature of a digest, DER
+	// parent -> smtp, on the key channel
+	IMSG_K_RESULT,              // KeyResultMsg
 };
 
 // "IMSG_S_MAIL" for IMSG_S_MAIL, for messages about the protocol.
@@ -87,6 +94,28 @@ struct SmtpConf {
 };
 // The smtp process's part of cfg, hostname as resolved at start.
 SmtpConf smtp_conf(const Config& cfg, const std::string& hostname);
+
+// IMSG_P_SMTP_TLS, and what the smtp process inherits at fork: the
+// certificate chain of listener cfg.listen[listen_index], leaf first
+// (PEM), and the id under which the parent keeps its private key.
+struct SmtpTls {
+	uint32_t listen_index = 0;
+	uint32_t key_id = 0;
+	std::string chain;
+};
+
+// IMSG_T_*: one private-key operation for the parent's key key_id.
+struct KeyOpMsg {
+	uint32_t key_id = 0;
+	uint32_t padding = 0;  // RSA_PKCS1_PADDING or RSA_NO_PADDING (PSS); 0 for ECDSA
+	std::string data;      // what to sign
+};
+// IMSG_K_RESULT: the operation's output; ok false when it failed (an
+// unknown key id, a size out of range, an OpenSSL error).
+struct KeyResultMsg {
+	bool ok = false;
+	std::string data;
+};
 
 // IMSG_P_HANDLER_CONF: the config file's name, for messages; its text
 // comes in the memfd.
@@ -185,6 +214,9 @@ std::string encode(const CommandStartedMsg& m);
 std::string encode(const CommandExitMsg& m);
 std::string encode(const CommandFailMsg& m);
 std::string encode(const NoPayload& m);
+std::string encode(const SmtpTls& m);
+std::string encode(const KeyOpMsg& m);
+std::string encode(const KeyResultMsg& m);
 
 bool decode(std::string_view data, SmtpConf& m);
 bool decode(std::string_view data, HandlerConf& m);
@@ -200,6 +232,9 @@ bool decode(std::string_view data, CommandStartedMsg& m);
 bool decode(std::string_view data, CommandExitMsg& m);
 bool decode(std::string_view data, CommandFailMsg& m);
 bool decode(std::string_view data, NoPayload& m);
+bool decode(std::string_view data, SmtpTls& m);
+bool decode(std::string_view data, KeyOpMsg& m);
+bool decode(std::string_view data, KeyResultMsg& m);
 
 // A message that breaks the protocol: malformed, of a type its channel
 // does not serve, or out of turn. A channel's dispatch throws it; the
@@ -227,7 +262,7 @@ T payload(const Imsg& m)
 inline ImsgTypeInfo imsg_valid_parent_to_smtp(uint32_t t)
 {
 	switch (t) {
-	case IMSG_P_SMTP_CONF: return {true, false};
+	case IMSG_P_SMTP_CONF: case IMSG_P_SMTP_TLS: return {true, false};
 	case IMSG_P_HANDLER_CHANNEL: return {true, true};
 	default: return {};
 	}
@@ -280,6 +315,16 @@ inline ImsgTypeInfo imsg_valid_command_reply(uint32_t t)
 
 // The parent's end of a command's reply channel: the handler process
 // only closes it (when it gives up on the command).
+inline ImsgTypeInfo imsg_valid_key_request(uint32_t t)
+{
+	return t == IMSG_T_RSA_PRIV_ENC || t == IMSG_T_ECDSA_SIGN ? ImsgTypeInfo{true, false} : ImsgTypeInfo{};
+}
+
+inline ImsgTypeInfo imsg_valid_key_reply(uint32_t t)
+{
+	return t == IMSG_K_RESULT ? ImsgTypeInfo{true, false} : ImsgTypeInfo{};
+}
+
 inline ImsgTypeInfo imsg_valid_nothing(uint32_t)
 {
 	return {};

@@ -31,6 +31,7 @@
 #include "common/proto.h"
 #include "handler/api/handler.h"
 #include "handler/handlerd.h"
+#include "parent/keyserver.h"
 #include "parent/parent.h"
 #include "smtp/smtp.h"
 
@@ -45,6 +46,7 @@ struct Child {
 	pid_t pid = -1;
 	std::unique_ptr<ImsgPeer> chan;  // parent's end
 	std::unique_ptr<ImsgPeer> command_chan;  // handler only: its command requests
+	std::unique_ptr<ImsgPeer> key_chan;      // smtp only: its private-key operations
 	time_t started = 0;
 	time_t restart_at = 0;  // when dead: when to fork it again
 	unsigned backoff = 1;   // seconds, doubles per quick death, max 60
@@ -57,6 +59,7 @@ EventLoop::Watch signals;
 Runtime rt;
 Child children[2];
 CommandService commands;
+KeyServer keys;
 UniqueFd sibling_end[2];  // the smtp<->handler end kept for a child not yet forked
 bool shutting_down = false;
 
@@ -139,6 +142,7 @@ void close_other_fds(std::initializer_list<int> keep)
 void child_message(int which, Imsg& m);
 void child_channel_lost(int which, const char* broken);
 void command_request(Imsg& m);
+void key_channel_lost(const char* broken);
 void service_channel_lost(std::unique_ptr<ImsgPeer>& chan, const char* service, const char* broken);
 
 // Forks one child with a fresh parent channel; sib is its end of the
@@ -147,9 +151,11 @@ void service_channel_lost(std::unique_ptr<ImsgPeer>& chan, const char* service, 
 void start_child(int which, UniqueFd sib)
 {
 	auto [mine, theirs] = seqpacket_pair();
-	UniqueFd cmd_mine, cmd_theirs;
+	UniqueFd cmd_mine, cmd_theirs, key_mine, key_theirs;
 	if (which == HANDLER)
 		std::tie(cmd_mine, cmd_theirs) = seqpacket_pair();
+	else
+		std::tie(key_mine, key_theirs) = seqpacket_pair();
 	pid_t pid = fork();
 	if (pid == -1) {
 		log_warn("fork %s process", child_name[which]);
@@ -164,14 +170,17 @@ void start_child(int which, UniqueFd sib)
 		sigprocmask(SIG_SETMASK, &none, nullptr);
 		signal(SIGHUP, SIG_IGN);
 		cmd_mine.reset();
-		close_other_fds({theirs.get(), sib.get(), rt.control.fd.get(), cmd_theirs.get()});
+		key_mine.reset();
+		keys.forget();  // only the parent holds the TLS keys
+		scrub_stack();
+		close_other_fds({theirs.get(), sib.get(), rt.control.fd.get(), cmd_theirs.get(), key_theirs.get()});
 		log_init(rt.foreground, rt.verbose);
 		set_process_title(which == SMTP ? "laimd: smtp" : "laimd: handler");
 		if (which == SMTP) {
 			// The listeners stay with smtp only, the control socket
 			// with the handler.
 			rt.control.fd.reset();
-			smtp_main(rt, std::move(theirs), std::move(sib));
+			smtp_main(rt, std::move(theirs), std::move(sib), std::move(key_theirs));
 		}
 		for (Listener& l : rt.listeners)
 			l.fd.reset();
@@ -184,10 +193,15 @@ void start_child(int which, UniqueFd sib)
 	c.chan = std::make_unique<ImsgPeer>(
 		*loop, std::move(mine), imsg_valid_child_to_parent, [which](Imsg& m) { child_message(which, m); },
 		[which](const char* broken) { child_channel_lost(which, broken); });
-	if (which == HANDLER)
+	if (which == HANDLER) {
 		c.command_chan = std::make_unique<ImsgPeer>(
 			*loop, std::move(cmd_mine), imsg_valid_command_request, command_request,
 			[](const char* broken) { service_channel_lost(children[HANDLER].command_chan, "command", broken); });
+	} else {
+		c.key_chan = std::make_unique<ImsgPeer>(
+			*loop, std::move(key_mine), imsg_valid_key_request,
+			[](Imsg& m) { keys.answer(*children[SMTP].key_chan, m); }, key_channel_lost);
+	}
 	log_debug("%s process started, pid %d", child_name[which], (int)pid);
 }
 
@@ -241,6 +255,7 @@ void reap_children()
 				continue;
 			c.pid = -1;
 			c.chan.reset();
+			c.key_chan.reset();
 			if (which == HANDLER)
 				c.command_chan.reset();
 			if (shutting_down) {
@@ -276,23 +291,40 @@ void reload()
 		log_warnx("%s is readable by others: handlers may keep secrets there", cfg.file.c_str());
 	bool listeners_changed = cfg.socket != rt.cfg.socket || cfg.control_socket != rt.cfg.control_socket ||
 				 cfg.listen.size() != rt.cfg.listen.size();
-	for (size_t i = 0; !listeners_changed && i < cfg.listen.size(); i++)
-		listeners_changed = cfg.listen[i].host != rt.cfg.listen[i].host || cfg.listen[i].port != rt.cfg.listen[i].port;
+	for (size_t i = 0; !listeners_changed && i < cfg.listen.size(); i++) {
+		const ListenAddress &a = cfg.listen[i], &b = rt.cfg.listen[i];
+		listeners_changed = a.host != b.host || a.port != b.port || a.tls != b.tls || a.cert.path != b.cert.path ||
+				    a.key.path != b.key.path || a.auth_required != b.auth_required ||
+				    a.users.path != b.users.path || a.senders.path != b.senders.path;
+	}
 	if (listeners_changed || cfg.user != rt.cfg.user || cfg.spool != rt.cfg.spool)
-		log_warnx("listen, socket, user and spool changes take effect at the next restart");
+		log_warnx("listen, socket, user and spool changes take effect at the next restart "
+			  "(the files a listener names are read again)");
 	cfg.listen = rt.cfg.listen;
 	cfg.socket = rt.cfg.socket;
 	cfg.control_socket = rt.cfg.control_socket;
 	cfg.user = rt.cfg.user;
 	cfg.spool = rt.cfg.spool;
+	TlsKeys tls;
+	try {
+		tls = tls_keys_load(cfg);  // a renewed certificate and key
+	} catch (const ConfigError& e) {
+		log_warnx("%s; keeping the previous configuration and certificates", e.what());
+		return;
+	}
+	keys.adopt(std::move(tls));
+	rt.tls = keys.chains();
 	rt.cfg = std::move(cfg);
 	rt.config_text = std::move(text);
 	rt.secrets = std::move(secrets);
 	if (!rt.cfg.hostname.empty())
 		rt.hostname = rt.cfg.hostname;
 
-	if (children[SMTP].pid > 0)
+	if (children[SMTP].pid > 0) {
 		children[SMTP].chan->send(IMSG_P_SMTP_CONF, 0, encode(smtp_conf(rt.cfg, rt.hostname)));
+		for (const SmtpTls& t : rt.tls)
+			children[SMTP].chan->send(IMSG_P_SMTP_TLS, 0, encode(t));
+	}
 	if (children[HANDLER].pid > 0) {
 		// The config and its secrets, which the handler process cannot read.
 		UniqueFd mfd(memfd_create("laim-config", MFD_CLOEXEC));
@@ -374,6 +406,18 @@ void child_channel_lost(int which, const char* broken)
 		log_warnx("%s process channel: %s", child_name[which], broken);
 }
 
+// The key channel closed (smtp is ending) or the smtp process broke its
+// protocol: that ends the process, as a protocol error between siblings
+// does; the parent goes on.
+void key_channel_lost(const char* broken)
+{
+	if (!broken)
+		return;
+	log_warnx("smtp process broke the key protocol (%s): ending it", broken);
+	if (children[SMTP].pid > 0)
+		kill(children[SMTP].pid, SIGKILL);
+}
+
 // A command request from the handler process.
 void command_request(Imsg& m)
 {
@@ -428,6 +472,7 @@ void read_signals(int sigfd)
 
 int main(int argc, char* argv[])
 {
+	keyserver_init();
 	process_title_init(argc, argv);
 	std::string file = LAIM_CONFIG_FILE;
 	bool check_only = false;
@@ -447,6 +492,8 @@ int main(int argc, char* argv[])
 	bool world_readable = false;
 	try {
 		rt.cfg = load_config(file, &rt.config_text, &rt.secrets, &world_readable);
+		keys.adopt(tls_keys_load(rt.cfg));
+		rt.tls = keys.chains();
 	} catch (const ConfigError& e) {
 		fprintf(stderr, "laimd: %s\n", e.what());
 		return 1;

@@ -29,9 +29,13 @@ inline constexpr std::string_view vrfy =
 inline constexpr std::string_view ehlo_size = "250-SIZE";
 inline constexpr std::string_view ehlo_8bitmime = "250-8BITMIME" LAIM_CRLF;
 inline constexpr std::string_view ehlo_smtputf8 = "250-SMTPUTF8" LAIM_CRLF;
+inline constexpr std::string_view ehlo_starttls = "250-STARTTLS" LAIM_CRLF;
 inline constexpr std::string_view ehlo_last =
 	"250-PIPELINING" LAIM_CRLF
 	"250 ENHANCEDSTATUSCODES" LAIM_CRLF;
+
+// RFC 3207 4
+inline constexpr std::string_view starttls_go = "220 2.0.0 Ready to start TLS" LAIM_CRLF;
 
 // 3xx
 inline constexpr std::string_view data_go = "354 End data with <CR><LF>.<CR><LF>" LAIM_CRLF;
@@ -66,6 +70,7 @@ inline constexpr std::string_view syntax_rcpt = "501 5.5.4 Syntax: RCPT TO:<addr
 inline constexpr std::string_view syntax_vrfy = "501 5.5.4 Syntax: VRFY address" LAIM_CRLF;
 inline constexpr std::string_view syntax_noarg = "501 5.5.4 Syntax error: no arguments allowed" LAIM_CRLF;
 inline constexpr std::string_view syntax_param = "501 5.5.4 Syntax error in parameters" LAIM_CRLF;
+inline constexpr std::string_view tls_active = "503 5.5.1 Error: TLS already active" LAIM_CRLF;
 inline constexpr std::string_view need_helo = "503 5.5.1 Error: send HELO/EHLO first" LAIM_CRLF;
 inline constexpr std::string_view nested_mail = "503 5.5.1 Error: nested MAIL command" LAIM_CRLF;
 inline constexpr std::string_view need_mail = "503 5.5.1 Error: need MAIL command" LAIM_CRLF;

@@ -191,7 +191,7 @@ std::pair<char*, size_t> Session::input_space()
 {
 	Impl& m = *impl_;
 	// Backpressure: a client that does not read its replies stops being read.
-	if (closing_ || out_.size() >= OUTPUT_HIGH_WATER)
+	if (closing_ || starttls_wanted_ || out_.size() >= OUTPUT_HIGH_WATER)
 		return {nullptr, 0};
 	if (m.in_start > 0) {
 		memmove(m.in.data(), m.in.data() + m.in_start, m.in_end - m.in_start);
@@ -225,7 +225,7 @@ void Session::process()
 	if (m.busy)
 		return;
 	m.busy = true;
-	while (!closing_ && waiting_ == Wait::None && m.in_start < m.in_end) {
+	while (!closing_ && !starttls_wanted_ && waiting_ == Wait::None && m.in_start < m.in_end) {
 		if (m.in_data)
 			data_input();
 		else if (!command_input())
@@ -313,6 +313,8 @@ void Session::command(std::string_view line)
 		cmd_rcpt(arg);
 	} else if (iequal(verb, "DATA")) {
 		cmd_data(arg);
+	} else if (iequal(verb, "STARTTLS")) {
+		cmd_starttls(arg);
 	} else if (iequal(verb, "RSET")) {
 		if (!arg.empty()) {
 			reply(reply::syntax_noarg);
@@ -370,7 +372,43 @@ void Session::cmd_helo(std::string_view arg, bool ehlo)
 	out_.append("\r\n").append(reply::ehlo_8bitmime);
 	if (settings_.smtputf8)
 		out_.append(reply::ehlo_smtputf8);
+	if (client_.starttls && !tls_)
+		out_.append(reply::ehlo_starttls);
 	out_.append(reply::ehlo_last);
+}
+
+// STARTTLS (RFC 3207 4): only where the listener offers it, once. What
+// the client sent behind it in the clear is dropped unread (the
+// command-injection class of CVE-2011-0411), and the session starts over
+// under TLS: no HELO, no transaction (4.2).
+void Session::cmd_starttls(std::string_view arg)
+{
+	Impl& m = *impl_;
+	if (!client_.starttls) {
+		reply(reply::unknown_command);  // as before listeners had TLS
+		return;
+	}
+	if (tls_) {
+		reply(reply::tls_active);
+		return;
+	}
+	if (!arg.empty()) {
+		reply(reply::syntax_noarg);
+		return;
+	}
+	abort_transaction();
+	helo_.clear();
+	m.proto = Impl::Proto::None;
+	m.in_start = m.in_end = 0;
+	m.discarding = false;
+	reply(reply::starttls_go);
+	starttls_wanted_ = true;
+}
+
+void Session::tls_started()
+{
+	starttls_wanted_ = false;
+	tls_ = true;
 }
 
 // "FROM:" / "TO:" and at most one space before the path: RFC 5321 has
@@ -751,6 +789,8 @@ void Session::write_received()
 	put(settings_.hostname);
 	put(" (laim) with ");
 	put(m.utf8 ? "UTF8SMTP" : m.proto == Impl::Proto::Ehlo ? "ESMTP" : "SMTP");
+	if (tls_ && m.proto == Impl::Proto::Ehlo)
+		put("S");  // ESMTPS, UTF8SMTPS: RFC 3848, RFC 6531 3.7.3
 	put(" id ");
 	put(m.queue_id);
 	if (rcpts_.size() == 1) {

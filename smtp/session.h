@@ -36,6 +36,7 @@ struct ClientInfo {
 	std::string address;  // "127.0.0.1", "::1", or "local" for the unix socket
 	std::optional<uid_t> uid;  // SO_PEERCRED on the unix socket
 	std::string user;  // login name of uid when known, else ""
+	bool starttls = false;  // the listener offers STARTTLS (tls: starttls)
 };
 
 class SessionBackend {
@@ -102,6 +103,15 @@ class Session {
 	// True while a backend reply is outstanding.
 	bool waiting() const { return waiting_ != Wait::None; }
 
+	// TLS (RFC 3207). After "220 Ready to start TLS" the session reads
+	// nothing until the caller, once that reply is written, has done the
+	// handshake and called tls_started(); the input buffered behind the
+	// STARTTLS command is discarded. tls_started() also begins an
+	// implicit TLS session, before greet().
+	bool starttls_wanted() const { return starttls_wanted_; }
+	void tls_started();
+	bool tls_active() const { return tls_; }
+
 	// Timed out between commands: 421 4.4.2 and close.
 	void timeout();
 	// Daemon shutting down: idle sessions get 421 4.3.2 now; a session in
@@ -135,6 +145,7 @@ class Session {
 	void cmd_mail(std::string_view arg);
 	void cmd_rcpt(std::string_view arg);
 	void cmd_data(std::string_view arg);
+	void cmd_starttls(std::string_view arg);
 	void data_start();
 	void write_received();
 	size_t data_scan(const char* p, size_t n, bool& end);
@@ -154,6 +165,8 @@ class Session {
 	uint32_t id_;
 	Wait waiting_ = Wait::None;
 	bool closing_ = false;
+	bool starttls_wanted_ = false;
+	bool tls_ = false;
 	std::string helo_, sender_;
 	std::vector<std::string> rcpts_;
 	std::string out_;

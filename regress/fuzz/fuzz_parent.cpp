@@ -1,7 +1,8 @@
 // libFuzzer target: what the root parent accepts from its children. A
 // record (with an fd attached or not, chosen by the first byte) goes
 // through each validator the parent's channels use (peer errors,
-// commands, mailbox deliveries among them) and, when it passes, its payload through the
+// commands, mailbox deliveries among them, key operations) and, when it
+// passes, its payload through the
 // decoder the parent applies. Checks that a frame keeps its fd exactly
 // when its type carries one, that no fd leaks, and that whatever decodes
 // encodes back to the same fields.
@@ -43,6 +44,12 @@ void check_message(const Imsg& m)
 			       a.recipients == b.recipients;
 		});
 		break;
+	case IMSG_T_RSA_PRIV_ENC:
+	case IMSG_T_ECDSA_SIGN:
+		check_payload<KeyOpMsg>(m, [](auto& a, auto& b) {
+			return a.key_id == b.key_id && a.padding == b.padding && a.data == b.data;
+		});
+		break;
 	}
 }
 
@@ -51,7 +58,7 @@ void check_message(const Imsg& m)
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
 {
 	static const ImsgValidator validators[] = {imsg_valid_child_to_parent, imsg_valid_command_request,
-						   imsg_valid_nothing};
+						   imsg_valid_key_request, imsg_valid_nothing};
 	if (size < 1)
 		return 0;
 	bool with_fd = data[0] & 1;

@@ -307,6 +307,49 @@ std::string send_data(Harness& h, std::string_view message, size_t chunk = SIZE_
 
 }  // namespace
 
+// ------------------------------------------------------------ STARTTLS
+
+// RFC 3207 on a STARTTLS listener: offered in EHLO before TLS only; what
+// follows the command in the same read is dropped unanswered (CVE-2011-0411);
+// nothing is read until the handshake is done; then the session starts over.
+START_TEST(test_starttls)
+{
+	Harness h(ClientInfo{"192.0.2.1", std::nullopt, "", true});
+	h.start();
+	std::string ehlo = h.cmd("EHLO client.example\r\n");
+	ck_assert_msg(ehlo.find("\r\n250-STARTTLS\r\n") != std::string::npos, "%s", escape(ehlo).c_str());
+	expect_eq(h.cmd("STARTTLS now\r\n"), "501 5.5.4 Syntax error: no arguments allowed\r\n");
+	expect_eq(h.cmd("MAIL FROM:<a@b.example>\r\n"), "250 2.1.0 Ok\r\n");
+	expect_eq(h.cmd("STARTTLS\r\nRSET\r\nMAIL FROM:<x@y.example>\r\n"), "220 2.0.0 Ready to start TLS\r\n");
+	ck_assert(h.s->starttls_wanted());
+	ck_assert(!h.s->tls_active());
+	ck_assert(!h.s->has_pending_input());
+	ck_assert_uint_eq(h.s->input_space().second, 0);
+	expect_eq(h.be.joined(), "mail:a@b.example;abort;");
+	h.s->tls_started();
+	ck_assert(h.s->tls_active());
+	ck_assert(!h.s->starttls_wanted());
+	expect_eq(h.take(), "");
+	expect_eq(h.cmd("MAIL FROM:<a@b.example>\r\n"), "503 5.5.1 Error: send HELO/EHLO first\r\n");
+	ehlo = h.cmd("EHLO client.example\r\n");
+	ck_assert_msg(ehlo.rfind("250-mx.example\r\n", 0) == 0 && ehlo.find("STARTTLS") == std::string::npos, "%s",
+		      escape(ehlo).c_str());
+	expect_eq(h.cmd("STARTTLS\r\n"), "503 5.5.1 Error: TLS already active\r\n");
+	expect_eq(h.be.joined(), "mail:a@b.example;abort;");
+}
+END_TEST
+
+// Without tls: starttls on the listener, STARTTLS is what it was before.
+START_TEST(test_starttls_not_offered)
+{
+	Harness h;
+	h.start();
+	ck_assert(h.cmd("EHLO client.example\r\n").find("STARTTLS") == std::string::npos);
+	expect_eq(h.cmd("STARTTLS\r\n"), "500 5.5.2 Command unrecognized\r\n");
+	ck_assert(!h.s->starttls_wanted());
+}
+END_TEST
+
 // ------------------------------------------------------------ greeting
 
 START_TEST(test_greeting)
@@ -1289,6 +1332,8 @@ int main()
 	TCase* tc = tcase_create("smtp");
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_greeting);
+	tcase_add_test(tc, test_starttls);
+	tcase_add_test(tc, test_starttls_not_offered);
 	tcase_add_test(tc, test_pregreet);
 	tcase_add_test(tc, test_ehlo);
 	tcase_add_test(tc, test_ehlo_no_limit_no_utf8);
