@@ -5,6 +5,8 @@
 #include <arpa/inet.h>
 #include <strings.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdint>
 #include <cstring>
 
@@ -256,6 +258,15 @@ AddressStatus parse_path(std::string_view arg, SmtpPath& out)
 	out.rest = rest;
 	out.utf8 = has_8bit(arg.substr(0, i + 1));
 	return AddressStatus::Ok;
+}
+
+bool valid_user_name(std::string_view user)
+{
+	if (user.empty() || user.size() > 64 || user[0] == '-' || user[0] == '.')
+		return false;
+	return std::all_of(user.begin(), user.end(), [](unsigned char c) {
+		return isalnum(c) || c == '.' || c == '_' || c == '-';
+	});
 }
 
 }  // namespace laim

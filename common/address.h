@@ -56,4 +56,9 @@ bool valid_mailbox(std::string_view mailbox, bool utf8, bool allow_bare_local = 
 // 6531). The one rule for addresses, the hostname and route patterns.
 bool valid_domain(std::string_view domain, bool utf8);
 
+// What may name a mailbox file, mail_dir/USER: a plain user name (letters,
+// digits, '.', '_', '-'; not starting with '.' or '-'; at most 64
+// octets), never a path.
+bool valid_user_name(std::string_view user);
+
 }  // namespace laim

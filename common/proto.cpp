@@ -49,10 +49,6 @@ const char* imsg_name(uint32_t type)
 	case IMSG_H_DATA_FAIL: return "IMSG_H_DATA_FAIL";
 	case IMSG_H_COMMIT: return "IMSG_H_COMMIT";
 	case IMSG_C_PEER_ERROR: return "IMSG_C_PEER_ERROR";
-	case IMSG_H_MAILBOX_OPEN: return "IMSG_H_MAILBOX_OPEN";
-	case IMSG_H_MAILBOX_DONE: return "IMSG_H_MAILBOX_DONE";
-	case IMSG_P_MAILBOX_OK: return "IMSG_P_MAILBOX_OK";
-	case IMSG_P_MAILBOX_FAIL: return "IMSG_P_MAILBOX_FAIL";
 	case IMSG_H_COMMAND_RUN: return "IMSG_H_COMMAND_RUN";
 	case IMSG_P_COMMAND_INPUT: return "IMSG_P_COMMAND_INPUT";
 	case IMSG_P_COMMAND_UNREAD: return "IMSG_P_COMMAND_UNREAD";
@@ -165,21 +161,6 @@ bool decode(std::string_view data, DataOkMsg& m)
 std::string encode(const PeerErrorMsg& m) { return encode_str(m.what); }
 
 bool decode(std::string_view data, PeerErrorMsg& m) { return decode_str(data, m.what); }
-
-std::string encode(const MailboxOpenMsg& m) { return encode_str(m.user); }
-
-bool decode(std::string_view data, MailboxOpenMsg& m) { return decode_str(data, m.user); }
-
-std::string encode(const MailboxFailMsg& m)
-{
-	return ImsgWriter().u32(static_cast<uint32_t>(m.status)).str(m.why).data();
-}
-
-bool decode(std::string_view data, MailboxFailMsg& m)
-{
-	ImsgReader r(data);
-	return status(r, m.status, MailboxStatus::PermFail) && r.str(m.why) && r.done();
-}
 
 std::string encode(const CommandRunMsg& m)
 {

@@ -46,13 +46,6 @@ enum ImsgType : uint32_t {
 	// child -> parent
 	IMSG_C_PEER_ERROR = 300,  // PeerErrorMsg: the sibling broke the protocol; end it
 
-	// handler -> parent, on the mailbox service channel; peerid = lease id
-	IMSG_H_MAILBOX_OPEN = 400,  // MailboxOpenMsg: open and lock mail_dir/USER
-	IMSG_H_MAILBOX_DONE,        // NoPayload: the lease's fd is closed, drop its dotlock
-	// parent -> handler, on the mailbox service channel; peerid = lease id
-	IMSG_P_MAILBOX_OK,          // NoPayload; fd: the mailbox, O_APPEND, fcntl- and dot-locked
-	IMSG_P_MAILBOX_FAIL,        // MailboxFailMsg
-
 	// handler -> parent, on the command service channel
 	IMSG_H_COMMAND_RUN = 500,   // CommandRunMsg; fd: the reply channel, where the rest goes
 	// parent -> handler, on a command's reply channel
@@ -77,13 +70,6 @@ enum ImsgType : uint32_t {
 
 // "IMSG_S_MAIL" for IMSG_S_MAIL, for messages about the protocol.
 const char* imsg_name(uint32_t type);
-
-// Why the parent did not hand out a mailbox (IMSG_P_MAILBOX_FAIL).
-enum class MailboxStatus : uint32_t {
-	Busy,       // locked by a mail reader: temporary, and not worth a log line
-	TempFail,   // worth retrying: an I/O error, or a link or wrong owner the admin can fix
-	PermFail,   // never deliverable: no such user, or root aliased elsewhere
-};
 
 // Outcome of a transaction step, as the handler process answers it to the
 // smtp process (the u32 status of IMSG_H_* payloads).
@@ -189,17 +175,6 @@ struct PeerErrorMsg {
 	std::string what;
 };
 
-// IMSG_H_MAILBOX_OPEN
-struct MailboxOpenMsg {
-	std::string user;
-};
-
-// IMSG_P_MAILBOX_FAIL
-struct MailboxFailMsg {
-	MailboxStatus status = MailboxStatus::TempFail;
-	std::string why;
-};
-
 // IMSG_H_COMMAND_RUN: run instance's command for one message. The parent
 // takes the argv, the user and the limits from its own configuration, and
 // the values only for the placeholders (handler/api/command.h).
@@ -258,8 +233,6 @@ std::string encode(const CommitMsg& m);
 std::string encode(const StatusMsg& m);
 std::string encode(const DataOkMsg& m);
 std::string encode(const PeerErrorMsg& m);
-std::string encode(const MailboxOpenMsg& m);
-std::string encode(const MailboxFailMsg& m);
 std::string encode(const CommandRunMsg& m);
 std::string encode(const CommandStartedMsg& m);
 std::string encode(const CommandExitMsg& m);
@@ -280,8 +253,6 @@ bool decode(std::string_view data, CommitMsg& m);
 bool decode(std::string_view data, StatusMsg& m);
 bool decode(std::string_view data, DataOkMsg& m);
 bool decode(std::string_view data, PeerErrorMsg& m);
-bool decode(std::string_view data, MailboxOpenMsg& m);
-bool decode(std::string_view data, MailboxFailMsg& m);
 bool decode(std::string_view data, CommandRunMsg& m);
 bool decode(std::string_view data, CommandStartedMsg& m);
 bool decode(std::string_view data, CommandExitMsg& m);
@@ -361,20 +332,6 @@ inline ImsgTypeInfo imsg_valid_child_to_parent(uint32_t t)
 inline ImsgTypeInfo imsg_valid_smtp_to_parent(uint32_t t)
 {
 	return t == IMSG_S_AUTH ? ImsgTypeInfo{true, false} : imsg_valid_child_to_parent(t);
-}
-
-inline ImsgTypeInfo imsg_valid_mailbox_request(uint32_t t)
-{
-	return t == IMSG_H_MAILBOX_OPEN || t == IMSG_H_MAILBOX_DONE ? ImsgTypeInfo{true, false} : ImsgTypeInfo{};
-}
-
-inline ImsgTypeInfo imsg_valid_mailbox_reply(uint32_t t)
-{
-	switch (t) {
-	case IMSG_P_MAILBOX_OK: return {true, true};
-	case IMSG_P_MAILBOX_FAIL: return {true, false};
-	default: return {};
-	}
 }
 
 inline ImsgTypeInfo imsg_valid_command_request(uint32_t t)

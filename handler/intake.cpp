@@ -320,7 +320,8 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 // threads: syncs in flight together share the file system's journal
 // commit and the disk's cache flush, where one after another each waits
 // for its own (ext4 on this project's test machine: a group of 8 in
-// about half the time). A failed sync sets that commit's error.
+// about half the time). A group of one is synced on the committer
+// thread. A failed sync sets that commit's error.
 void Intake::sync_files(Spool& spool, std::vector<Commit*>& files)
 {
 	auto sync_one = [&spool](Commit* c) {
@@ -330,6 +331,10 @@ void Intake::sync_files(Spool& spool, std::vector<Commit*>& files)
 			c->error = e.what();
 		}
 	};
+	if (files.size() == 1) {  // one session alone: no hand-off
+		sync_one(files[0]);
+		return;
+	}
 	for (size_t start = 0; start < files.size(); start += SYNC_THREADS) {
 		size_t end = std::min(files.size(), start + SYNC_THREADS);
 		std::latch done(static_cast<ptrdiff_t>(end - start));

@@ -46,7 +46,6 @@ const char* const child_name[] = {"smtp", "handler"};
 struct Child {
 	pid_t pid = -1;
 	std::unique_ptr<ImsgPeer> chan;  // parent's end
-	std::unique_ptr<ImsgPeer> mailbox_chan;  // handler only: its mailbox requests
 	std::unique_ptr<ImsgPeer> command_chan;  // handler only: its command requests
 	std::unique_ptr<ImsgPeer> key_chan;      // smtp only: its private-key operations
 	time_t started = 0;
@@ -60,7 +59,6 @@ std::optional<EventLoop> loop;
 EventLoop::Watch signals;
 Runtime rt;
 Child children[2];
-MailboxService mailboxes;
 CommandService commands;
 AuthService auth;  // the users files of the auth listeners
 KeyServer keys;
@@ -145,25 +143,21 @@ void close_other_fds(std::initializer_list<int> keep)
 
 void child_message(int which, Imsg& m);
 void child_channel_lost(int which, const char* broken);
-void mailbox_request(Imsg& m);
 void command_request(Imsg& m);
 void key_channel_lost(const char* broken);
 void service_channel_lost(std::unique_ptr<ImsgPeer>& chan, const char* service, const char* broken);
 
 // Forks one child with a fresh parent channel; sib is its end of the
 // smtp<->handler channel. The handler also gets a channel of its own for
-// command requests and one for mailbox requests, which its delivery
-// threads use synchronously (the mailbox pair is made last).
+// command requests (mailbox deliveries among them), made last.
 void start_child(int which, UniqueFd sib)
 {
 	auto [mine, theirs] = seqpacket_pair();
-	UniqueFd mbox_mine, mbox_theirs, cmd_mine, cmd_theirs, key_mine, key_theirs;
-	if (which == HANDLER) {
+	UniqueFd cmd_mine, cmd_theirs, key_mine, key_theirs;
+	if (which == HANDLER)
 		std::tie(cmd_mine, cmd_theirs) = seqpacket_pair();
-		std::tie(mbox_mine, mbox_theirs) = seqpacket_pair();
-	} else {
+	else
 		std::tie(key_mine, key_theirs) = seqpacket_pair();
-	}
 	pid_t pid = fork();
 	if (pid == -1) {
 		log_warn("fork %s process", child_name[which]);
@@ -177,14 +171,12 @@ void start_child(int which, UniqueFd sib)
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, nullptr);
 		signal(SIGHUP, SIG_IGN);
-		mbox_mine.reset();
 		cmd_mine.reset();
 		key_mine.reset();
 		keys.forget();  // only the parent holds the TLS keys
 		auth.wipe();  // and the password hashes
 		scrub_stack();
-		close_other_fds({theirs.get(), sib.get(), rt.control.fd.get(), mbox_theirs.get(), cmd_theirs.get(),
-				 key_theirs.get()});
+		close_other_fds({theirs.get(), sib.get(), rt.control.fd.get(), cmd_theirs.get(), key_theirs.get()});
 		log_init(rt.foreground, rt.verbose);
 		set_process_title(which == SMTP ? "laimd: smtp" : "laimd: handler");
 		if (which == SMTP) {
@@ -195,7 +187,7 @@ void start_child(int which, UniqueFd sib)
 		}
 		for (Listener& l : rt.listeners)
 			l.fd.reset();
-		handler_main(rt, std::move(theirs), std::move(sib), std::move(mbox_theirs), std::move(cmd_theirs));
+		handler_main(rt, std::move(theirs), std::move(sib), std::move(cmd_theirs));
 	}
 	Child& c = children[which];
 	c.pid = pid;
@@ -206,9 +198,6 @@ void start_child(int which, UniqueFd sib)
 		[which](Imsg& m) { child_message(which, m); },
 		[which](const char* broken) { child_channel_lost(which, broken); });
 	if (which == HANDLER) {
-		c.mailbox_chan = std::make_unique<ImsgPeer>(
-			*loop, std::move(mbox_mine), imsg_valid_mailbox_request, mailbox_request,
-			[](const char* broken) { service_channel_lost(children[HANDLER].mailbox_chan, "mailbox", broken); });
 		c.command_chan = std::make_unique<ImsgPeer>(
 			*loop, std::move(cmd_mine), imsg_valid_command_request, command_request,
 			[](const char* broken) { service_channel_lost(children[HANDLER].command_chan, "command", broken); });
@@ -271,11 +260,8 @@ void reap_children()
 			c.pid = -1;
 			c.chan.reset();
 			c.key_chan.reset();
-			if (which == HANDLER) {
-				c.mailbox_chan.reset();
+			if (which == HANDLER)
 				c.command_chan.reset();
-				mailboxes.release_all();
-			}
 			if (shutting_down) {
 				log_debug("%s process %s", child_name[which], describe_status(status).c_str());
 				continue;
@@ -362,8 +348,8 @@ void reload()
 // SIGTERM: smtp first (its sessions may still need the handler to commit),
 // then the handler (which finishes deliveries in progress), each with a
 // bounded wait. Signals are no longer read; the loop still serves the
-// mailboxes and commands that deliveries in progress may need. No
-// command outlives laimd.
+// commands (and mailbox deliveries) that deliveries in progress may
+// need. No command outlives laimd.
 [[noreturn]] void shutdown_children()
 {
 	shutting_down = true;
@@ -384,7 +370,6 @@ void reload()
 			c.pid = -1;
 		}
 	}
-	mailboxes.release_all();
 	commands.kill_all();
 	unlink(rt.cfg.socket.c_str());
 	unlink(rt.cfg.control_socket.c_str());
@@ -450,13 +435,6 @@ void key_channel_lost(const char* broken)
 		kill(children[SMTP].pid, SIGKILL);
 }
 
-// A mailbox request from the handler process.
-void mailbox_request(Imsg& m)
-{
-	if (!mailboxes.request(rt.cfg, *children[HANDLER].mailbox_chan, m))
-		throw ImsgProtocolError("bad request");
-}
-
 // A command request from the handler process.
 void command_request(Imsg& m)
 {
@@ -464,9 +442,8 @@ void command_request(Imsg& m)
 		throw ImsgProtocolError("bad request");
 }
 
-// The mailbox or command channel closed, or the handler process broke its
-// protocol: that ends the process, as a protocol error between siblings
-// does.
+// The command channel closed, or the handler process broke its protocol:
+// that ends the process, as a protocol error between siblings does.
 void service_channel_lost(std::unique_ptr<ImsgPeer>& chan, const char* service, const char* broken)
 {
 	chan.reset();
@@ -504,11 +481,6 @@ void read_signals(int sigfd)
 			if (children[which].pid <= 0 && children[which].restart_at && children[which].restart_at <= now)
 				restart_child(which);
 		commands.expire(now);
-		if (children[HANDLER].pid > 0 && mailboxes.overdue(now)) {
-			log_warnx("handler process holds a mailbox locked for too long: ending it");
-			kill(children[HANDLER].pid, SIGKILL);
-			mailboxes.release_all();
-		}
 		loop->wait(250);
 	}
 }
@@ -563,7 +535,7 @@ int main(int argc, char* argv[])
 	rt.user = sandbox_lookup_user(rt.cfg.user);
 	rt.hostname = resolve_hostname(rt.cfg);
 	rt.local_domains = host_names(rt.hostname);
-	set_local_domains(rt.local_domains);  // for the mailbox service's alias check
+	set_local_domains(rt.local_domains);  // for the alias check of root's mailbox
 	sandbox_prepare_chroot(LAIM_EMPTY_DIR);
 	prepare_spool(rt);
 	rt.listeners = listen_all(rt.cfg);

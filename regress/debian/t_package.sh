@@ -214,6 +214,8 @@ for f in ./usr/sbin/laimd ./usr/sbin/laimctl ./usr/sbin/sendmail ./usr/lib/sendm
 done
 check "laim-drop is root:root 0755 in the package" \
 	grep -qE '^-rwxr-xr-x root/root .* ./usr/libexec/laim/laim-drop$' "$work/contents"
+check "laim-mda is root:root 0755 in the package" \
+	grep -qE '^-rwxr-xr-x root/root .* ./usr/libexec/laim/laim-mda$' "$work/contents"
 check "config.yml is root:root 0600 in the package" \
 	grep -qE '^-rw------- root/root .* ./etc/laim/config.yml$' "$work/contents"
 dpkg-deb -f "$deb" Provides Conflicts Replaces Depends | sed 's/^/#   /'
@@ -440,7 +442,7 @@ check "mail -f $MBOX lists the mail(1) message" grep -qF "mailx $marker" "$work/
 check "mail -f $MBOX lists the offline message" grep -qF "offline $marker" "$work/mail-H"
 check "mail -f $MBOX lists sudo's mail" grep -qF "SECURITY information" "$work/mail-H"
 if [ "$mbox_existed" = no ]; then
-	check "$MBOX was created root:mail 0660" test "$(stat -c '%U:%G %a' "$MBOX")" = "root:mail 660"
+	check "$MBOX was created root:mail 0600" test "$(stat -c '%U:%G %a' "$MBOX")" = "root:mail 600"
 fi
 
 # Python's mailbox module splits the file as mail readers do: each test

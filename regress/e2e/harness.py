@@ -14,6 +14,7 @@
 # Exit status: 0 pass, 1 fail (the reason is printed), 77 not root.
 # Only the Debian python3 standard library is used.
 
+import array
 import atexit
 import fcntl
 import glob
@@ -26,6 +27,7 @@ import shutil
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -302,6 +304,55 @@ def steal_seqpacket(pid, pick):
 		os.close(pidfd)
 	check(fd >= 0, "pidfd_getfd: errno %d" % ctypes.get_errno())
 	return socket.socket(fileno=fd)
+
+
+# The command service's frames (common/proto.h), for the cases that
+# speak it as a subverted handler process would.
+IMSG_H_COMMAND_RUN = 500
+IMSG_P_COMMAND_INPUT, IMSG_P_COMMAND_UNREAD, IMSG_P_COMMAND_OUTPUT, IMSG_P_COMMAND_EXIT, IMSG_P_COMMAND_FAIL = \
+	range(501, 506)
+
+
+def steal_command_channel(pid):
+	"""A copy of the handler's command channel: its newest seqpacket
+	socket (the parent makes the command pair last when it forks the
+	handler), taken while the handler runs no command."""
+	return steal_seqpacket(pid, max)
+
+
+def imsg_str(v):
+	v = v.encode() if isinstance(v, str) else v
+	return struct.pack("<I", len(v)) + v
+
+
+def run_request(instance, rcpts, qid="0123456789", sender="", cut=0):
+	"""An IMSG_H_COMMAND_RUN frame; with cut, its payload loses that many
+	bytes at the end (the frame stays whole)."""
+	payload = (imsg_str(instance) + imsg_str(qid) + imsg_str(sender) + struct.pack("<I", len(rcpts)) +
+		   b"".join(imsg_str(r) for r in rcpts))
+	payload = payload[:len(payload) - cut]
+	return struct.pack("<IIII", IMSG_H_COMMAND_RUN, 16 + len(payload), 0, 0) + payload
+
+
+def frames(sock, timeout=10, until=(IMSG_P_COMMAND_EXIT, IMSG_P_COMMAND_FAIL)):
+	"""The frames on a reply channel until the parent closes it or sends a
+	type in until: [(type, payload, fds)]."""
+	sock.settimeout(timeout)
+	out = []
+	while True:
+		try:
+			data, anc, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(4 * 4))
+		except socket.timeout:
+			return out + [("no answer within %ds" % timeout, b"", [])]
+		if not data:
+			return out
+		fds = array.array("i")
+		for _, _, cdata in anc:
+			fds.frombytes(cdata[:len(cdata) - len(cdata) % 4])
+		kind = struct.unpack("<I", data[:4])[0]
+		out.append((kind, data[16:], list(fds)))
+		if kind in until:
+			return out
 
 
 def port_listening(port):
@@ -1067,6 +1118,30 @@ def clean_system_spool(extra=()):
 
 def system_offline_files():
 	return sorted(os.listdir(os.path.join(SYSTEM_SPOOL, "offline")))
+
+
+def mount_tmpfs(path, mounts, size, inodes):
+	"""A tmpfs of size bytes and inodes inodes on path (made), appended to
+	mounts, which the case unmounts at its end."""
+	os.makedirs(path, exist_ok=True)
+	r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d,nr_inodes=%d,mode=0755" % (size, inodes),
+			    "tmpfs", path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+	check_eq(r.returncode, 0, "mount tmpfs on %s (%r)" % (path, r.stdout))
+	mounts.append(path)
+
+
+def fill_space(fs, leave):
+	"""A root file that leaves about leave bytes free on fs; returns its path."""
+	path = os.path.join(fs, "filler")
+	st = os.statvfs(fs)
+	free = st.f_bavail * st.f_frsize
+	check(free > leave, "%s: %d bytes free, fewer than the %d to leave" % (fs, free, leave))
+	fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+	try:
+		os.posix_fallocate(fd, 0, free - leave)
+	finally:
+		os.close(fd)
+	return path
 
 
 def local_user():

@@ -1,8 +1,8 @@
 // libFuzzer target: what the root parent accepts from its children. A
 // record (with an fd attached or not, chosen by the first byte) goes
 // through each validator the parent's channels use (peer errors, the
-// smtp process's AUTH requests, mailbox leases, commands, key
-// operations) and, when it passes, its payload through the
+// smtp process's AUTH requests, commands, mailbox deliveries among them,
+// key operations) and, when it passes, its payload through the
 // decoder the parent applies. Checks that a frame keeps its fd exactly
 // when its type carries one, that no fd leaks, and that whatever decodes
 // encodes back to the same fields.
@@ -38,9 +38,6 @@ void check_message(const Imsg& m)
 	case IMSG_C_PEER_ERROR:
 		check_payload<PeerErrorMsg>(m, [](auto& a, auto& b) { return a.what == b.what; });
 		break;
-	case IMSG_H_MAILBOX_OPEN:
-		check_payload<MailboxOpenMsg>(m, [](auto& a, auto& b) { return a.user == b.user; });
-		break;
 	case IMSG_S_AUTH:
 		check_payload<AuthMsg>(m, [](auto& a, auto& b) {
 			return a.listener == b.listener && a.user == b.user && a.password == b.password;
@@ -66,7 +63,7 @@ void check_message(const Imsg& m)
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
 {
 	static const ImsgValidator validators[] = {imsg_valid_child_to_parent, imsg_valid_smtp_to_parent,
-						   imsg_valid_mailbox_request, imsg_valid_command_request,
+						   imsg_valid_command_request,
 						   imsg_valid_key_request, imsg_valid_nothing};
 	if (size < 1)
 		return 0;

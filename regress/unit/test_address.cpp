@@ -12,6 +12,7 @@ using laim::parse_path;
 using laim::SmtpPath;
 using laim::valid_domain;
 using laim::valid_mailbox;
+using laim::valid_user_name;
 
 namespace {
 
@@ -257,6 +258,21 @@ START_TEST(test_valid_mailbox)
 }
 END_TEST
 
+// What may name mail_dir/USER (the parent's check of a mailbox request,
+// and laim-mda's of its argument): a plain name, never a path or an option.
+START_TEST(test_valid_user_name)
+{
+	for (const char* ok : {"root", "bob", "mary.ann", "svc_backup-2", "a"})
+		ck_assert_msg(valid_user_name(ok), "%s refused", ok);
+	for (const char* bad : {"", ".", "..", "../etc/passwd", "a/b", "/root", "-f", ".hidden", "bob\n", "a b",
+				"b\xc3\xb6" "b", "x\nlaimd[1]: FORGED"})
+		ck_assert_msg(!valid_user_name(bad), "%s accepted", bad);
+	ck_assert(valid_user_name(std::string(64, 'u')));
+	ck_assert(!valid_user_name(std::string(65, 'u')));
+	ck_assert(!valid_user_name(std::string_view("bob\0x", 5)));
+}
+END_TEST
+
 int main()
 {
 	Suite* s = suite_create("address");
@@ -273,6 +289,7 @@ int main()
 	tcase_add_test(tc, test_utf8);
 	tcase_add_test(tc, test_no_controls);
 	tcase_add_test(tc, test_valid_mailbox);
+	tcase_add_test(tc, test_valid_user_name);
 	suite_add_tcase(s, tc);
 	SRunner* sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
