@@ -259,7 +259,8 @@ class Case:
 					 "MAIL FROM:<%s> as bob" % bad)
 
 	def rate_limit_per_user(self):
-		"""key: auth, count 2: carol's third message waits, bob's goes."""
+		"""key: auth, count 2: carol's third message waits, bob's goes;
+		laimctl shows auth:carol, and resetting it lets her in."""
 		for n in range(2):
 			c, _ = self.tls_session()
 			with c:
@@ -271,6 +272,15 @@ class Case:
 			r = c.cmd("MAIL FROM:<carol@example.org>")
 			check(r.code == 451 and r.text.startswith("451 4.7.1 ") and "user carol" in r.text,
 			      "carol's third MAIL: %r" % r)
+			r = self.d.laimctl(["show", "limits"])
+			check_ran(r)
+			row = [l.split() for l in r.stdout.splitlines() if l.startswith("auth:carol ")]
+			check(row and row[0][1] == "2/2" and row[0][-2:] == ["user", "carol"],
+			      "show limits on auth:carol:\n%s" % r.stdout)
+			r = self.d.laimctl(["reset-limit", "auth:carol"])
+			check_ran(r)
+			check_eq(r.stdout, "auth:carol: rate limit reset\n", "reset-limit auth:carol")
+			c.cmd("MAIL FROM:<carol@example.org>", 250)
 		c, _ = self.tls_session()
 		with c:
 			c.cmd("AUTH LOGIN " + base64.b64encode(b"bob").decode(), 334)
