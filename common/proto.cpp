@@ -55,6 +55,12 @@ const char* imsg_name(uint32_t type)
 	case IMSG_P_COMMAND_OUTPUT: return "IMSG_P_COMMAND_OUTPUT";
 	case IMSG_P_COMMAND_EXIT: return "IMSG_P_COMMAND_EXIT";
 	case IMSG_P_COMMAND_FAIL: return "IMSG_P_COMMAND_FAIL";
+	case IMSG_P_SMTP_TLS: return "IMSG_P_SMTP_TLS";
+	case IMSG_T_RSA_PRIV_ENC: return "IMSG_T_RSA_PRIV_ENC";
+	case IMSG_T_ECDSA_SIGN: return "IMSG_T_ECDSA_SIGN";
+	case IMSG_K_RESULT: return "IMSG_K_RESULT";
+	case IMSG_S_AUTH: return "IMSG_S_AUTH";
+	case IMSG_P_AUTH: return "IMSG_P_AUTH";
 	}
 	return "an unknown imsg type";
 }
@@ -102,14 +108,15 @@ bool decode(std::string_view data, HandlerConfText& m)
 std::string encode(const MailMsg& m)
 {
 	return ImsgWriter().str(m.sender).str(m.helo).str(m.client).u32(m.uid.has_value()).u32(m.uid.value_or(0))
-		.data();
+		.str(m.auth_user).data();
 }
 
 bool decode(std::string_view data, MailMsg& m)
 {
 	ImsgReader r(data);
 	uint32_t has_uid, uid;
-	if (!(r.str(m.sender) && r.str(m.helo) && r.str(m.client) && r.u32(has_uid) && r.u32(uid) && r.done()))
+	if (!(r.str(m.sender) && r.str(m.helo) && r.str(m.client) && r.u32(has_uid) && r.u32(uid) &&
+	      r.str(m.auth_user) && r.done()))
 		return false;
 	m.uid.reset();
 	if (has_uid)
@@ -210,8 +217,72 @@ bool decode(std::string_view data, CommandFailMsg& m)
 	return true;
 }
 
+std::string encode(const AuthMsg& m) { return ImsgWriter().u32(m.listener).str(m.user).str(m.password).data(); }
+
+bool decode(std::string_view data, AuthMsg& m)
+{
+	ImsgReader r(data);
+	return r.u32(m.listener) && r.str(m.user) && r.str(m.password) && r.done();
+}
+
+std::string encode(const AuthResultMsg& m)
+{
+	ImsgWriter w;
+	w.u32(m.ok).u32(m.bound).u32(static_cast<uint32_t>(m.senders.size()));
+	for (const std::string& s : m.senders)
+		w.str(s);
+	return w.data();
+}
+
+// As CommandRunMsg: the count cannot ask for more than the frame holds.
+bool decode(std::string_view data, AuthResultMsg& m)
+{
+	ImsgReader r(data);
+	uint32_t ok, bound, n;
+	if (!(r.u32(ok) && r.u32(bound) && r.u32(n)) || ok > 1 || bound > 1 || n > data.size() / 4)
+		return false;
+	m.ok = ok;
+	m.bound = bound;
+	m.senders.assign(n, "");
+	for (std::string& s : m.senders)
+		if (!r.str(s))
+			return false;
+	return r.done();
+}
+
 std::string encode(const NoPayload&) { return ""; }
 
 bool decode(std::string_view data, NoPayload&) { return data.empty(); }
+
+std::string encode(const SmtpTls& m)
+{
+	return ImsgWriter().u32(m.listen_index).u32(m.key_id).str(m.chain).data();
+}
+
+bool decode(std::string_view data, SmtpTls& m)
+{
+	ImsgReader r(data);
+	return r.u32(m.listen_index) && r.u32(m.key_id) && r.str(m.chain) && r.done();
+}
+
+std::string encode(const KeyOpMsg& m) { return ImsgWriter().u32(m.key_id).u32(m.padding).str(m.data).data(); }
+
+bool decode(std::string_view data, KeyOpMsg& m)
+{
+	ImsgReader r(data);
+	return r.u32(m.key_id) && r.u32(m.padding) && r.str(m.data) && r.done();
+}
+
+std::string encode(const KeyResultMsg& m) { return ImsgWriter().u32(m.ok).str(m.data).data(); }
+
+bool decode(std::string_view data, KeyResultMsg& m)
+{
+	ImsgReader r(data);
+	uint32_t ok = 0;
+	if (!(r.u32(ok) && r.str(m.data) && r.done()) || ok > 1)
+		return false;
+	m.ok = ok == 1;
+	return true;
+}
 
 }  // namespace laim

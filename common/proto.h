@@ -24,6 +24,7 @@ enum ImsgType : uint32_t {
 	// parent -> smtp
 	IMSG_P_SMTP_CONF = 1,     // SmtpConf
 	IMSG_P_HANDLER_CHANNEL,   // NoPayload; fd: a fresh smtp<->handler channel
+	IMSG_P_SMTP_TLS = 10,     // SmtpTls: a listener's new certificate chain (SIGHUP)
 	// parent -> handler
 	IMSG_P_HANDLER_CONF,      // HandlerConf; fd: memfd holding a HandlerConfText
 	IMSG_P_SMTP_CHANNEL,      // NoPayload; fd: a fresh smtp<->handler channel
@@ -54,6 +55,17 @@ enum ImsgType : uint32_t {
 	IMSG_P_COMMAND_OUTPUT,      // CommandStartedMsg; fd: the read end of its stdout and stderr
 	IMSG_P_COMMAND_EXIT,        // CommandExitMsg: it ended, and its process group is killed
 	IMSG_P_COMMAND_FAIL,        // CommandFailMsg: it was not started
+
+	// smtp -> parent, on the key channel: a private-key operation
+	IMSG_T_RSA_PRIV_ENC = 600,  // KeyOpMsg: RSA_private_encrypt (a signature)
+	IMSG_T_ECDSA_SIGN,          // KeyOpMsg: an ECDSA signature of a digest, DER
+	// parent -> smtp, on the key channel
+	IMSG_K_RESULT,              // KeyResultMsg
+
+	// smtp -> parent; peerid = session id
+	IMSG_S_AUTH = 700,          // AuthMsg: check these credentials
+	// parent -> smtp; peerid = session id
+	IMSG_P_AUTH,                // AuthResultMsg
 };
 
 // "IMSG_S_MAIL" for IMSG_S_MAIL, for messages about the protocol.
@@ -88,6 +100,28 @@ struct SmtpConf {
 // The smtp process's part of cfg, hostname as resolved at start.
 SmtpConf smtp_conf(const Config& cfg, const std::string& hostname);
 
+// IMSG_P_SMTP_TLS, and what the smtp process inherits at fork: the
+// certificate chain of listener cfg.listen[listen_index], leaf first
+// (PEM), and the id under which the parent keeps its private key.
+struct SmtpTls {
+	uint32_t listen_index = 0;
+	uint32_t key_id = 0;
+	std::string chain;
+};
+
+// IMSG_T_*: one private-key operation for the parent's key key_id.
+struct KeyOpMsg {
+	uint32_t key_id = 0;
+	uint32_t padding = 0;  // RSA_PKCS1_PADDING or RSA_NO_PADDING (PSS); 0 for ECDSA
+	std::string data;      // what to sign
+};
+// IMSG_K_RESULT: the operation's output; ok false when it failed (an
+// unknown key id, a size out of range, an OpenSSL error).
+struct KeyResultMsg {
+	bool ok = false;
+	std::string data;
+};
+
 // IMSG_P_HANDLER_CONF: the config file's name, for messages; its text
 // comes in the memfd.
 struct HandlerConf {
@@ -107,6 +141,7 @@ struct MailMsg {
 	std::string helo;
 	std::string client;  // the client's address, or "local"
 	std::optional<uid_t> uid;  // the local client's uid (SO_PEERCRED)
+	std::string auth_user;  // the user the session authenticated as, or ""
 };
 
 // IMSG_S_RCPT
@@ -168,6 +203,24 @@ struct CommandFailMsg {
 	std::string why;
 };
 
+// IMSG_S_AUTH: an AUTH's credentials, for the parent to check against
+// the users file of the listener the session came in on.
+struct AuthMsg {
+	uint32_t listener = 0;  // index in the config's listen:
+	std::string user;
+	std::string password;
+};
+
+// IMSG_P_AUTH: the parent's verdict.
+struct AuthResultMsg {
+	bool ok = false;
+	// ok and the listener has a senders file: the envelope senders the
+	// user may use (patterns: '*' matches any characters); MAIL FROM
+	// anything else gets 553 5.7.1.
+	bool bound = false;
+	std::vector<std::string> senders;
+};
+
 // The types whose frame is all they say (and the fd they carry).
 struct NoPayload {};
 
@@ -184,7 +237,12 @@ std::string encode(const CommandRunMsg& m);
 std::string encode(const CommandStartedMsg& m);
 std::string encode(const CommandExitMsg& m);
 std::string encode(const CommandFailMsg& m);
+std::string encode(const AuthMsg& m);
+std::string encode(const AuthResultMsg& m);
 std::string encode(const NoPayload& m);
+std::string encode(const SmtpTls& m);
+std::string encode(const KeyOpMsg& m);
+std::string encode(const KeyResultMsg& m);
 
 bool decode(std::string_view data, SmtpConf& m);
 bool decode(std::string_view data, HandlerConf& m);
@@ -199,7 +257,12 @@ bool decode(std::string_view data, CommandRunMsg& m);
 bool decode(std::string_view data, CommandStartedMsg& m);
 bool decode(std::string_view data, CommandExitMsg& m);
 bool decode(std::string_view data, CommandFailMsg& m);
+bool decode(std::string_view data, AuthMsg& m);
+bool decode(std::string_view data, AuthResultMsg& m);
 bool decode(std::string_view data, NoPayload& m);
+bool decode(std::string_view data, SmtpTls& m);
+bool decode(std::string_view data, KeyOpMsg& m);
+bool decode(std::string_view data, KeyResultMsg& m);
 
 // A message that breaks the protocol: malformed, of a type its channel
 // does not serve, or out of turn. A channel's dispatch throws it; the
@@ -227,8 +290,9 @@ T payload(const Imsg& m)
 inline ImsgTypeInfo imsg_valid_parent_to_smtp(uint32_t t)
 {
 	switch (t) {
-	case IMSG_P_SMTP_CONF: return {true, false};
+	case IMSG_P_SMTP_CONF: case IMSG_P_SMTP_TLS: return {true, false};
 	case IMSG_P_HANDLER_CHANNEL: return {true, true};
+	case IMSG_P_AUTH: return {true, false};
 	default: return {};
 	}
 }
@@ -264,6 +328,12 @@ inline ImsgTypeInfo imsg_valid_child_to_parent(uint32_t t)
 	return t == IMSG_C_PEER_ERROR ? ImsgTypeInfo{true, false} : ImsgTypeInfo{};
 }
 
+// The smtp process may also ask for an AUTH check.
+inline ImsgTypeInfo imsg_valid_smtp_to_parent(uint32_t t)
+{
+	return t == IMSG_S_AUTH ? ImsgTypeInfo{true, false} : imsg_valid_child_to_parent(t);
+}
+
 inline ImsgTypeInfo imsg_valid_command_request(uint32_t t)
 {
 	return t == IMSG_H_COMMAND_RUN ? ImsgTypeInfo{true, true} : ImsgTypeInfo{};
@@ -280,6 +350,16 @@ inline ImsgTypeInfo imsg_valid_command_reply(uint32_t t)
 
 // The parent's end of a command's reply channel: the handler process
 // only closes it (when it gives up on the command).
+inline ImsgTypeInfo imsg_valid_key_request(uint32_t t)
+{
+	return t == IMSG_T_RSA_PRIV_ENC || t == IMSG_T_ECDSA_SIGN ? ImsgTypeInfo{true, false} : ImsgTypeInfo{};
+}
+
+inline ImsgTypeInfo imsg_valid_key_reply(uint32_t t)
+{
+	return t == IMSG_K_RESULT ? ImsgTypeInfo{true, false} : ImsgTypeInfo{};
+}
+
 inline ImsgTypeInfo imsg_valid_nothing(uint32_t)
 {
 	return {};

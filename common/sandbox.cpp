@@ -103,6 +103,10 @@ void sandbox_seccomp_smtp()
 		"clock_gettime", "gettimeofday", "time", "getpid", "gettid", "rt_sigreturn",
 		"rt_sigprocmask", "exit", "exit_group", "restart_syscall", "getrandom",
 		"clock_nanosleep", "nanosleep",
+		// TLS: a handshake waits in poll for the parent's answer to a
+		// private-key operation (smtp/tls.cpp); OpenSSL's DRBG reseeds
+		// with getrandom, above.
+		"poll", "ppoll",
 	};
 	// Denied quietly so glibc's syslog reconnect or a stray open fails
 	// with an error instead of killing a process that serves clients.

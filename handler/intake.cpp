@@ -108,6 +108,7 @@ void Intake::open_txn(uint32_t session, MailMsg m)
 	t.env.helo = std::move(m.helo);
 	t.env.client = std::move(m.client);
 	t.env.uid = m.uid;
+	t.env.auth_user = std::move(m.auth_user);
 	std::string refusal = limits_.admit(t.env, t.limits, time(nullptr));
 	if (!refusal.empty()) {
 		smtp_.send(IMSG_H_MAIL, session, encode(StatusMsg{BackendStatus::RateLimited, refusal}));
@@ -387,9 +388,11 @@ void Intake::group_done()
 		// delivered later, but the client must not count on it.
 		if (answer)
 			reply(IMSG_H_COMMIT, c.session, dir_error_.empty() ? BackendStatus::Ok : BackendStatus::Error);
-		std::string uid = t.env.uid ? ", uid=" + std::to_string(*t.env.uid) : "";
+		std::string who = t.env.uid ? ", uid=" + std::to_string(*t.env.uid) : "";
+		if (!t.env.auth_user.empty())
+			who += ", auth=" + t.env.auth_user;
 		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu, client=%s%s", t.env.id.c_str(), t.env.sender.c_str(),
-			 (unsigned long long)t.size, t.env.recipients.size(), t.env.client.c_str(), uid.c_str());
+			 (unsigned long long)t.size, t.env.recipients.size(), t.env.client.c_str(), who.c_str());
 		count_committed(t);
 		enqueue_(t.env, t.size, now);
 	}

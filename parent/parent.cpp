@@ -31,6 +31,8 @@
 #include "common/proto.h"
 #include "handler/api/handler.h"
 #include "handler/handlerd.h"
+#include "parent/auth.h"
+#include "parent/keyserver.h"
 #include "parent/parent.h"
 #include "smtp/smtp.h"
 
@@ -45,6 +47,7 @@ struct Child {
 	pid_t pid = -1;
 	std::unique_ptr<ImsgPeer> chan;  // parent's end
 	std::unique_ptr<ImsgPeer> command_chan;  // handler only: its command requests
+	std::unique_ptr<ImsgPeer> key_chan;      // smtp only: its private-key operations
 	time_t started = 0;
 	time_t restart_at = 0;  // when dead: when to fork it again
 	unsigned backoff = 1;   // seconds, restart_delay()'s
@@ -57,6 +60,8 @@ EventLoop::Watch signals;
 Runtime rt;
 Child children[2];
 CommandService commands;
+AuthService auth;  // the users files of the auth listeners
+KeyServer keys;
 UniqueFd sibling_end[2];  // the smtp<->handler end kept for a child not yet forked
 bool shutting_down = false;
 
@@ -139,6 +144,7 @@ void close_other_fds(std::initializer_list<int> keep)
 void child_message(int which, Imsg& m);
 void child_channel_lost(int which, const char* broken);
 void command_request(Imsg& m);
+void key_channel_lost(const char* broken);
 void service_channel_lost(std::unique_ptr<ImsgPeer>& chan, const char* service, const char* broken);
 
 // Forks one child with a fresh parent channel; sib is its end of the
@@ -147,9 +153,11 @@ void service_channel_lost(std::unique_ptr<ImsgPeer>& chan, const char* service, 
 void start_child(int which, UniqueFd sib)
 {
 	auto [mine, theirs] = seqpacket_pair();
-	UniqueFd cmd_mine, cmd_theirs;
+	UniqueFd cmd_mine, cmd_theirs, key_mine, key_theirs;
 	if (which == HANDLER)
 		std::tie(cmd_mine, cmd_theirs) = seqpacket_pair();
+	else
+		std::tie(key_mine, key_theirs) = seqpacket_pair();
 	pid_t pid = fork();
 	if (pid == -1) {
 		log_warn("fork %s process", child_name[which]);
@@ -164,14 +172,18 @@ void start_child(int which, UniqueFd sib)
 		sigprocmask(SIG_SETMASK, &none, nullptr);
 		signal(SIGHUP, SIG_IGN);
 		cmd_mine.reset();
-		close_other_fds({theirs.get(), sib.get(), rt.control.fd.get(), cmd_theirs.get()});
+		key_mine.reset();
+		keys.forget();  // only the parent holds the TLS keys
+		auth.wipe();  // and the password hashes
+		scrub_stack();
+		close_other_fds({theirs.get(), sib.get(), rt.control.fd.get(), cmd_theirs.get(), key_theirs.get()});
 		log_init(rt.foreground, rt.verbose);
 		set_process_title(which == SMTP ? "laimd: smtp" : "laimd: handler");
 		if (which == SMTP) {
 			// The listeners stay with smtp only, the control socket
 			// with the handler.
 			rt.control.fd.reset();
-			smtp_main(rt, std::move(theirs), std::move(sib));
+			smtp_main(rt, std::move(theirs), std::move(sib), std::move(key_theirs));
 		}
 		for (Listener& l : rt.listeners)
 			l.fd.reset();
@@ -182,12 +194,18 @@ void start_child(int which, UniqueFd sib)
 	c.started = time(nullptr);
 	c.restart_at = 0;
 	c.chan = std::make_unique<ImsgPeer>(
-		*loop, std::move(mine), imsg_valid_child_to_parent, [which](Imsg& m) { child_message(which, m); },
+		*loop, std::move(mine), which == SMTP ? imsg_valid_smtp_to_parent : imsg_valid_child_to_parent,
+		[which](Imsg& m) { child_message(which, m); },
 		[which](const char* broken) { child_channel_lost(which, broken); });
-	if (which == HANDLER)
+	if (which == HANDLER) {
 		c.command_chan = std::make_unique<ImsgPeer>(
 			*loop, std::move(cmd_mine), imsg_valid_command_request, command_request,
 			[](const char* broken) { service_channel_lost(children[HANDLER].command_chan, "command", broken); });
+	} else {
+		c.key_chan = std::make_unique<ImsgPeer>(
+			*loop, std::move(key_mine), imsg_valid_key_request,
+			[](Imsg& m) { keys.answer(*children[SMTP].key_chan, m); }, key_channel_lost);
+	}
 	log_debug("%s process started, pid %d", child_name[which], (int)pid);
 }
 
@@ -241,6 +259,7 @@ void reap_children()
 				continue;
 			c.pid = -1;
 			c.chan.reset();
+			c.key_chan.reset();
 			if (which == HANDLER)
 				c.command_chan.reset();
 			if (shutting_down) {
@@ -264,8 +283,10 @@ void reload()
 	Secrets secrets;
 	bool world_readable = false;
 	Config cfg;
+	AuthService new_auth;
 	try {
 		cfg = load_config(rt.cfg.file, &text, &secrets, &world_readable);
+		new_auth = AuthService::load(rt.cfg);  // the listeners in use, their files read again
 	} catch (const ConfigError& e) {
 		log_warnx("%s; keeping the previous configuration", e.what());
 		return;
@@ -274,23 +295,42 @@ void reload()
 		log_warnx("%s is readable by others: handlers may keep secrets there", cfg.file.c_str());
 	bool listeners_changed = cfg.socket != rt.cfg.socket || cfg.control_socket != rt.cfg.control_socket ||
 				 cfg.listen.size() != rt.cfg.listen.size();
-	for (size_t i = 0; !listeners_changed && i < cfg.listen.size(); i++)
-		listeners_changed = cfg.listen[i].host != rt.cfg.listen[i].host || cfg.listen[i].port != rt.cfg.listen[i].port;
+	for (size_t i = 0; !listeners_changed && i < cfg.listen.size(); i++) {
+		const ListenAddress &a = cfg.listen[i], &b = rt.cfg.listen[i];
+		listeners_changed = a.host != b.host || a.port != b.port || a.tls != b.tls || a.cert.path != b.cert.path ||
+				    a.key.path != b.key.path || a.auth_required != b.auth_required ||
+				    a.users.path != b.users.path || a.senders.path != b.senders.path;
+	}
 	if (listeners_changed || cfg.user != rt.cfg.user || cfg.spool != rt.cfg.spool)
-		log_warnx("listen, socket, user and spool changes take effect at the next restart");
+		log_warnx("listen, socket, user and spool changes take effect at the next restart "
+			  "(the files a listener names are read again)");
 	cfg.listen = rt.cfg.listen;
 	cfg.socket = rt.cfg.socket;
 	cfg.control_socket = rt.cfg.control_socket;
 	cfg.user = rt.cfg.user;
 	cfg.spool = rt.cfg.spool;
+	TlsKeys tls;
+	try {
+		tls = tls_keys_load(cfg);  // a renewed certificate and key
+	} catch (const ConfigError& e) {
+		log_warnx("%s; keeping the previous configuration and certificates", e.what());
+		return;
+	}
+	keys.adopt(std::move(tls));
+	rt.tls = keys.chains();
 	rt.cfg = std::move(cfg);
 	rt.config_text = std::move(text);
 	rt.secrets = std::move(secrets);
+	auth.wipe();
+	auth = std::move(new_auth);
 	if (!rt.cfg.hostname.empty())
 		rt.hostname = rt.cfg.hostname;
 
-	if (children[SMTP].pid > 0)
+	if (children[SMTP].pid > 0) {
 		children[SMTP].chan->send(IMSG_P_SMTP_CONF, 0, encode(smtp_conf(rt.cfg, rt.hostname)));
+		for (const SmtpTls& t : rt.tls)
+			children[SMTP].chan->send(IMSG_P_SMTP_TLS, 0, encode(t));
+	}
 	if (children[HANDLER].pid > 0) {
 		// The config and its secrets, which the handler process cannot read.
 		UniqueFd mfd(memfd_create("laim-config", MFD_CLOEXEC));
@@ -344,9 +384,14 @@ void daemonize()
 // A child reports that its sibling broke the imsg protocol: a trusted
 // process that does so is broken or subverted, so it is ended and, like any
 // child that dies, restarted (doc/architecture.md, "Channels and messages").
+// The smtp process also asks for AUTH checks.
 void child_message(int which, Imsg& m)
 {
 	switch (m.type) {
+	case IMSG_S_AUTH:
+		if (which != SMTP || !auth.request(*children[SMTP].chan, m))
+			throw ImsgProtocolError("bad AUTH request");
+		break;
 	case IMSG_C_PEER_ERROR: {
 		PeerErrorMsg report;
 		if (!decode(m.data, report))
@@ -365,11 +410,27 @@ void child_message(int which, Imsg& m)
 
 // A child's channel closed (the child is ending) or broke the protocol.
 // The peer stays, for what the parent still sends, until the child is
-// reaped.
+// reaped. A child that broke it is ended (and restarted): the parent no
+// longer reads it, so it could not go on.
 void child_channel_lost(int which, const char* broken)
 {
-	if (broken)
-		log_warnx("%s process channel: %s", child_name[which], broken);
+	if (!broken)
+		return;
+	log_warnx("%s process broke the parent channel's protocol (%s): ending it", child_name[which], broken);
+	if (children[which].pid > 0)
+		kill(children[which].pid, SIGKILL);
+}
+
+// The key channel closed (smtp is ending) or the smtp process broke its
+// protocol: that ends the process, as a protocol error between siblings
+// does; the parent goes on.
+void key_channel_lost(const char* broken)
+{
+	if (!broken)
+		return;
+	log_warnx("smtp process broke the key protocol (%s): ending it", broken);
+	if (children[SMTP].pid > 0)
+		kill(children[SMTP].pid, SIGKILL);
 }
 
 // A command request from the handler process.
@@ -426,6 +487,7 @@ void read_signals(int sigfd)
 
 int main(int argc, char* argv[])
 {
+	keyserver_init();
 	process_title_init(argc, argv);
 	std::string file = LAIM_CONFIG_FILE;
 	bool check_only = false;
@@ -445,6 +507,9 @@ int main(int argc, char* argv[])
 	bool world_readable = false;
 	try {
 		rt.cfg = load_config(file, &rt.config_text, &rt.secrets, &world_readable);
+		auth = AuthService::load(rt.cfg);
+		keys.adopt(tls_keys_load(rt.cfg));
+		rt.tls = keys.chains();
 	} catch (const ConfigError& e) {
 		fprintf(stderr, "laimd: %s\n", e.what());
 		return 1;

@@ -729,7 +729,8 @@ class Laimd:
 			cfg = dict(self.config)
 			if cfg.get("listen") is None:
 				cfg["listen"] = ["127.0.0.1:{port}"]
-			cfg["listen"] = [a.format(port=self.port) for a in cfg["listen"]]
+			cfg["listen"] = [dict(a, addr=a["addr"].format(port=self.port)) if isinstance(a, dict)
+					 else a.format(port=self.port) for a in cfg["listen"]]
 			text = yaml_dump(cfg) + "\n"
 		with open(self.confpath, "w") as f:
 			f.write(text)

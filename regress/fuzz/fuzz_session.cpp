@@ -7,7 +7,10 @@
 // address (nor a bidi control or line separator), a HELO name that is a
 // domain or an address literal, each transaction ending in exactly one
 // commit or abort, and no smuggling: every committed message ended at a
-// CRLF "." CRLF of the client's bytes that no earlier message used.
+// CRLF "." CRLF of the client's bytes that no earlier message used. With
+// bit 0x40 of the first byte the session is on an auth: required listener
+// under TLS, whose backend takes the password "pw" and binds the senders
+// to *@example.org: no other sender may then reach MAIL.
 //
 // The session logs each refused message to stderr; run with
 // -close_fd_mask=2 to silence that (sanitizer reports still show):
@@ -70,10 +73,15 @@ size_t message_end(size_t from)
 
 struct OkBackend : SessionBackend {
 	int open_txn = 0;  // MAIL accepted, not yet committed or aborted
+	bool auth = false;  // an auth: required listener
 	void on_mail(Session& s, const std::string& sender) override
 	{
 		check_address(sender);
 		check_helo(s.helo());
+		if (auth && (s.auth_user().empty() ||
+			     (!sender.empty() && (sender.size() < 12 ||
+						  strcasecmp(sender.c_str() + sender.size() - 12, "@example.org") != 0))))
+			abort();
 		if (open_txn != 0)
 			abort();
 		open_txn++;
@@ -107,6 +115,13 @@ struct OkBackend : SessionBackend {
 	{
 		if (open_txn-- != 1)
 			abort();
+	}
+	void on_auth(Session& s, const std::string& user, const std::string& password) override
+	{
+		if (!auth || !s.auth_user().empty() || open_txn != 0)
+			abort();
+		s.auth_reply(password == "pw", true, {"*@example.org"});
+		(void)user;
 	}
 };
 
@@ -145,10 +160,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
 		return s;
 	}();
 	OkBackend be;
+	be.auth = size > 0 && (data[0] & 0x40);
 	fed.clear();
 	unused_end = 0;
 	{
-		Session s(be, settings, ClientInfo{"127.0.0.1", std::nullopt, ""}, 1);
+		Session s(be, settings, ClientInfo{"127.0.0.1", std::nullopt, "", false, 0, be.auth}, 1);
+		if (be.auth)
+			s.tls_started();
 		s.greet();
 		// The first byte chooses the piece size, so the same command text
 		// is also tried split at every position.

@@ -190,6 +190,13 @@ long call_perf_event_open() { return syscall(SYS_perf_event_open, nullptr, 0, -1
 long call_userfaultfd() { return syscall(SYS_userfaultfd, -1); }
 long call_personality() { return syscall(SYS_personality, 0xffffffff) == -1 ? -1 : 0; }
 long call_ioctl_tiocsti() { return syscall(SYS_ioctl, -1, TIOCSTI, "x"); }
+// The smtp process's wait for the parent's signature (TLS).
+long call_poll() { return syscall(SYS_poll, nullptr, 0, 0); }
+long call_ppoll()
+{
+	struct timespec zero = {};
+	return syscall(SYS_ppoll, nullptr, 0, &zero, nullptr, 0);
+}
 
 // laim-mda's filter takes the mail directory's descriptor: a directory
 // opened just before it goes in (the calls below run after).
@@ -211,6 +218,8 @@ const Row smtp_rows[] = {
 	{"getpid", call_getpid, Expect::Allowed, 0},
 	{"write", call_write_badfd, Expect::Allowed, 0},
 	{"tgkill to itself", call_tgkill_self, Expect::Allowed, 0},
+	{"poll (TLS: the key service's answer)", call_poll, Expect::Allowed, 0},
+	{"ppoll", call_ppoll, Expect::Allowed, 0},
 	{"execve", call_execve, Expect::Killed, 0},
 	{"execveat", call_execveat, Expect::Killed, 0},
 	{"open", call_open, Expect::Refused, EACCES},

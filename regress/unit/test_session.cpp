@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -107,6 +108,11 @@ struct FakeBackend : SessionBackend {
 	int spool_given = -1;  // the fd number handed to the session
 	bool spool_closed_at_end = false;  // closed by the time of on_commit/on_abort
 	int seccomp_triggers = 0;
+	// AUTH: the passwords the "parent" accepts, and its senders answer.
+	std::map<std::string, std::string> passwords;
+	bool senders_bound = false;
+	std::vector<std::string> senders;
+	bool hold_delay = false;  // leave a failed AUTH waiting for auth_delay_over()
 
 	~FakeBackend() override
 	{
@@ -154,6 +160,19 @@ struct FakeBackend : SessionBackend {
 #ifdef LAIM_SECCOMP_TRIGGER
 	void on_seccomp_trigger() override { seccomp_triggers++; }
 #endif
+	void on_auth(Session& s, const std::string& user, const std::string& password) override
+	{
+		calls.push_back("auth:" + user + ":" + password);
+		auto it = passwords.find(user);
+		bool ok = it != passwords.end() && it->second == password;
+		s.auth_reply(ok, ok && senders_bound, ok ? senders : std::vector<std::string>{});
+	}
+	void on_auth_delay(Session& s) override
+	{
+		calls.push_back("delay");
+		if (!hold_delay)
+			s.auth_delay_over();
+	}
 
 	// Creates an anonymous temporary spool file and hands a second fd on
 	// it to the session, as the handler process would.
@@ -308,6 +327,49 @@ std::string send_data(Harness& h, std::string_view message, size_t chunk = SIZE_
 }
 
 }  // namespace
+
+// ------------------------------------------------------------ STARTTLS
+
+// RFC 3207 on a STARTTLS listener: offered in EHLO before TLS only; what
+// follows the command in the same read is dropped unanswered (CVE-2011-0411);
+// nothing is read until the handshake is done; then the session starts over.
+START_TEST(test_starttls)
+{
+	Harness h(ClientInfo{"192.0.2.1", std::nullopt, "", true});
+	h.start();
+	std::string ehlo = h.cmd("EHLO client.example\r\n");
+	ck_assert_msg(ehlo.find("\r\n250-STARTTLS\r\n") != std::string::npos, "%s", escape(ehlo).c_str());
+	expect_eq(h.cmd("STARTTLS now\r\n"), "501 5.5.4 Syntax error: no arguments allowed\r\n");
+	expect_eq(h.cmd("MAIL FROM:<a@b.example>\r\n"), "250 2.1.0 Ok\r\n");
+	expect_eq(h.cmd("STARTTLS\r\nRSET\r\nMAIL FROM:<x@y.example>\r\n"), "220 2.0.0 Ready to start TLS\r\n");
+	ck_assert(h.s->starttls_wanted());
+	ck_assert(!h.s->tls_active());
+	ck_assert(!h.s->has_pending_input());
+	ck_assert_uint_eq(h.s->input_space().second, 0);
+	expect_eq(h.be.joined(), "mail:a@b.example;abort;");
+	h.s->tls_started();
+	ck_assert(h.s->tls_active());
+	ck_assert(!h.s->starttls_wanted());
+	expect_eq(h.take(), "");
+	expect_eq(h.cmd("MAIL FROM:<a@b.example>\r\n"), "503 5.5.1 Error: send HELO/EHLO first\r\n");
+	ehlo = h.cmd("EHLO client.example\r\n");
+	ck_assert_msg(ehlo.rfind("250-mx.example\r\n", 0) == 0 && ehlo.find("STARTTLS") == std::string::npos, "%s",
+		      escape(ehlo).c_str());
+	expect_eq(h.cmd("STARTTLS\r\n"), "503 5.5.1 Error: TLS already active\r\n");
+	expect_eq(h.be.joined(), "mail:a@b.example;abort;");
+}
+END_TEST
+
+// Without tls: starttls on the listener, STARTTLS is what it was before.
+START_TEST(test_starttls_not_offered)
+{
+	Harness h;
+	h.start();
+	ck_assert(h.cmd("EHLO client.example\r\n").find("STARTTLS") == std::string::npos);
+	expect_eq(h.cmd("STARTTLS\r\n"), "500 5.5.2 Command unrecognized\r\n");
+	ck_assert(!h.s->starttls_wanted());
+}
+END_TEST
 
 // ------------------------------------------------------------ greeting
 
@@ -1315,6 +1377,192 @@ START_TEST(test_reply_after_close)
 }
 END_TEST
 
+// ------------------------------------------------------------ AUTH
+
+namespace {
+
+// A session on a STARTTLS listener with auth: required; under TLS unless
+// told otherwise. alice's password is "secret".
+struct AuthHarness : Harness {
+	explicit AuthHarness(bool tls = true)
+	    : Harness(ClientInfo{"192.0.2.7", std::nullopt, "", true, 1, true})
+	{
+		be.passwords["alice"] = "secret";
+		start();
+		if (tls)
+			s->tls_started();
+	}
+};
+
+std::string b64(std::string_view s)
+{
+	static const char* a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	std::string r;
+	for (size_t i = 0; i < s.size(); i += 3) {
+		unsigned v = (unsigned char)s[i] << 16;
+		if (i + 1 < s.size())
+			v |= (unsigned char)s[i + 1] << 8;
+		if (i + 2 < s.size())
+			v |= (unsigned char)s[i + 2];
+		r += a[v >> 18 & 63];
+		r += a[v >> 12 & 63];
+		r += i + 1 < s.size() ? a[v >> 6 & 63] : '=';
+		r += i + 2 < s.size() ? a[v & 63] : '=';
+	}
+	return r;
+}
+
+const std::string plain_alice = b64("\0alice\0secret"s);
+
+}  // namespace
+
+// Before TLS: no AUTH in EHLO, AUTH refused, MAIL asks for STARTTLS.
+// Under TLS: AUTH offered, MAIL asks for AUTH.
+START_TEST(test_auth_needs_tls)
+{
+	AuthHarness h(false);
+	std::string ehlo = h.cmd("EHLO client.example\r\n");
+	ck_assert_msg(ehlo.find("AUTH") == std::string::npos, "%s", escape(ehlo).c_str());
+	expect_eq(h.cmd("AUTH PLAIN " + plain_alice + "\r\n"), "503 5.5.1 Error: authentication not enabled\r\n");
+	expect_eq(h.cmd("MAIL FROM:<alice@example.org>\r\n"), "530 5.7.0 Must issue a STARTTLS command first\r\n");
+	h.s->tls_started();
+	ehlo = h.cmd("EHLO client.example\r\n");
+	ck_assert_msg(ehlo.find("\r\n250-AUTH PLAIN LOGIN\r\n") != std::string::npos, "%s", escape(ehlo).c_str());
+	expect_eq(h.cmd("MAIL FROM:<alice@example.org>\r\n"), "530 5.7.0 Authentication required\r\n");
+	expect_eq(h.cmd("RCPT TO:<c@d.example>\r\n"), "503 5.5.1 Error: need MAIL command\r\n");
+	expect_eq(h.be.joined(), "");
+}
+END_TEST
+
+// A listener without auth: required, TLS or not: no AUTH, MAIL as today.
+START_TEST(test_auth_not_on_plain_listener)
+{
+	Harness h;
+	h.start();
+	h.s->tls_started();
+	std::string ehlo = h.cmd("EHLO client.example\r\n");
+	ck_assert_msg(ehlo.find("AUTH") == std::string::npos, "%s", escape(ehlo).c_str());
+	expect_eq(h.cmd("AUTH PLAIN " + plain_alice + "\r\n"), "503 5.5.1 Error: authentication not enabled\r\n");
+	expect_eq(h.cmd("MAIL FROM:<a@b.example>\r\n"), "250 2.1.0 Ok\r\n");
+}
+END_TEST
+
+START_TEST(test_auth_plain_and_login)
+{
+	const char* ok = "235 2.7.0 Authentication successful\r\n";
+	{  // PLAIN with an initial response
+		AuthHarness h;
+		h.cmd("EHLO client.example\r\n");
+		expect_eq(h.cmd("AUTH PLAIN " + plain_alice + "\r\n"), ok);
+		expect_eq(h.s->auth_user(), "alice");
+		expect_eq(h.cmd("AUTH PLAIN " + plain_alice + "\r\n"), "503 5.5.1 Error: already authenticated\r\n");
+		expect_eq(h.cmd("MAIL FROM:<anyone@example.org>\r\n"), "250 2.1.0 Ok\r\n");
+		expect_eq(h.be.joined(), "auth:alice:secret;mail:anyone@example.org;");
+		expect_eq(h.cmd("AUTH LOGIN\r\n"), "503 5.5.1 Error: already authenticated\r\n");
+	}
+	{  // PLAIN after 334, authzid = authcid, lower-case mechanism
+		AuthHarness h;
+		h.cmd("EHLO client.example\r\n");
+		expect_eq(h.cmd("auth plain\r\n"), "334 \r\n");
+		expect_eq(h.cmd(b64("alice\0alice\0secret"s) + "\r\n"), ok);
+	}
+	{  // LOGIN in three steps, and with the user as initial response
+		AuthHarness h;
+		h.cmd("EHLO client.example\r\n");
+		expect_eq(h.cmd("AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
+		expect_eq(h.cmd(b64("alice") + "\r\n"), "334 UGFzc3dvcmQ6\r\n");
+		expect_eq(h.cmd(b64("secret") + "\r\n"), ok);
+		AuthHarness h2;
+		h2.cmd("EHLO client.example\r\n");
+		expect_eq(h2.cmd("AUTH LOGIN " + b64("alice") + "\r\n"), "334 UGFzc3dvcmQ6\r\n");
+		expect_eq(h2.cmd(b64("secret") + "\r\n"), ok);
+		expect_eq(h2.be.joined(), "auth:alice:secret;");
+	}
+}
+END_TEST
+
+START_TEST(test_auth_errors)
+{
+	AuthHarness h;
+	expect_eq(h.cmd("AUTH PLAIN " + plain_alice + "\r\n"), "503 5.5.1 Error: send HELO/EHLO first\r\n");
+	h.cmd("EHLO client.example\r\n");
+	expect_eq(h.cmd("AUTH CRAM-MD5\r\n"), "504 5.5.4 Unrecognized authentication type\r\n");
+	expect_eq(h.cmd("AUTH\r\n"), "501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n");
+	expect_eq(h.cmd("AUTH PLAIN\r\n"), "334 \r\n");
+	expect_eq(h.cmd("*\r\n"), "501 5.0.0 Authentication cancelled\r\n");
+	expect_eq(h.cmd("AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
+	expect_eq(h.cmd("*\r\n"), "501 5.0.0 Authentication cancelled\r\n");
+	for (const char* bad : {"AUTH PLAIN AGFsaWNl!HNlY3JldA==", "AUTH PLAIN AGFsaWNlAHNlY3JldA", "AUTH PLAIN =AGFsaWNlAHNlY3JldA",
+				"AUTH PLAIN " /* "alice" alone: no NULs */ "YWxpY2U="})
+		expect_eq(h.cmd(std::string(bad) + "\r\n"), "501 5.5.2 Cannot decode response\r\n");
+	// None of these asked the parent or counted as a failure.
+	expect_eq(h.be.joined(), "");
+	expect_eq(h.cmd("NOOP\r\n"), "250 2.0.0 Ok\r\n");
+}
+END_TEST
+
+// A wrong password waits for the delay (input meanwhile waits too), then
+// 535; the third failure ends the session with 421 4.7.0.
+START_TEST(test_auth_failures)
+{
+	AuthHarness h;
+	h.be.hold_delay = true;
+	h.cmd("EHLO client.example\r\n");
+	expect_eq(h.cmd("AUTH PLAIN " + b64("\0alice\0wrong"s) + "\r\nNOOP\r\n"), "");
+	ck_assert(h.s->waiting());
+	h.s->auth_delay_over();
+	expect_eq(h.take(), "535 5.7.8 Authentication credentials invalid\r\n250 2.0.0 Ok\r\n");
+	// Acting for another user is a failure too, without asking the parent.
+	expect_eq(h.cmd("AUTH PLAIN " + b64("bob\0alice\0secret"s) + "\r\n"), "");
+	h.s->auth_delay_over();
+	expect_eq(h.take(), "535 5.7.8 Authentication credentials invalid\r\n");
+	expect_eq(h.cmd("AUTH LOGIN " + b64("mallory") + "\r\n"), "334 UGFzc3dvcmQ6\r\n");
+	expect_eq(h.cmd(b64("secret") + "\r\n"), "");
+	ck_assert(!h.s->closing());
+	h.s->auth_delay_over();
+	expect_eq(h.take(), "535 5.7.8 Authentication credentials invalid\r\n421 4.7.0 mx.example Error: too many failed "
+			    "authentications\r\n");
+	ck_assert(h.s->closing());
+	expect_eq(h.be.joined(), "auth:alice:wrong;delay;delay;auth:mallory:secret;delay;");
+	expect_eq(h.s->auth_user(), "");
+}
+END_TEST
+
+// The senders file's patterns bind MAIL FROM; <> is always allowed.
+START_TEST(test_auth_senders)
+{
+	AuthHarness h;
+	h.be.senders_bound = true;
+	h.be.senders = {"alice@example.org", "*@lists.example.org", "alice+*@example.org"};
+	h.cmd("EHLO client.example\r\n");
+	h.cmd("AUTH PLAIN " + plain_alice + "\r\n");
+	for (const char* ok : {"alice@example.org", "ALICE@Example.ORG", "x@lists.example.org", "alice+tag@example.org", ""}) {
+		expect_eq(h.cmd("MAIL FROM:<"s + ok + ">\r\n"), "250 2.1.0 Ok\r\n");
+		expect_eq(h.cmd("RSET\r\n"), "250 2.0.0 Ok\r\n");
+	}
+	for (const char* bad : {"bob@example.org", "alice@example.org.evil", "alice@lists.example.org.evil"})
+		expect_eq(h.cmd("MAIL FROM:<"s + bad + ">\r\n"),
+			  "553 5.7.1 <"s + bad + ">: sender not owned by user alice\r\n");
+}
+END_TEST
+
+// Received: names the user, and the protocol is ESMTPSA.
+START_TEST(test_auth_received)
+{
+	AuthHarness h;
+	h.cmd("EHLO client.example\r\n");
+	h.cmd("AUTH PLAIN " + plain_alice + "\r\n");
+	h.cmd("MAIL FROM:<alice@example.org>\r\n");
+	h.cmd("RCPT TO:<c@d.example>\r\n");
+	expect_eq(send_data(h, "Subject: x\r\n\r\nhi\r\n.\r\n"), "250 2.0.0 Ok: queued as "s + QUEUE_ID + "\r\n");
+	std::string got = h.be.spool_content();
+	std::string want = "Received: from client.example (192.0.2.7)\r\n\t(authenticated as alice)\r\n\tby mx.example "
+			   "(laim) with ESMTPSA id "s + QUEUE_ID + "\r\n\tfor <c@d.example>; ";
+	expect_eq(got.substr(0, want.size()), want);
+	ck_assert(got.ends_with("\r\nSubject: x\r\n\r\nhi\r\n"));
+}
+END_TEST
+
 #ifdef LAIM_SECCOMP_TRIGGER
 START_TEST(test_seccomp_trigger)
 {
@@ -1332,6 +1580,8 @@ int main()
 	TCase* tc = tcase_create("smtp");
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_greeting);
+	tcase_add_test(tc, test_starttls);
+	tcase_add_test(tc, test_starttls_not_offered);
 	tcase_add_test(tc, test_pregreet);
 	tcase_add_test(tc, test_ehlo);
 	tcase_add_test(tc, test_ehlo_no_limit_no_utf8);
@@ -1372,6 +1622,13 @@ int main()
 	tcase_add_test(tc, test_shutdown_in_transaction);
 	tcase_add_test(tc, test_shutdown_while_waiting);
 	tcase_add_test(tc, test_reply_after_close);
+	tcase_add_test(tc, test_auth_needs_tls);
+	tcase_add_test(tc, test_auth_not_on_plain_listener);
+	tcase_add_test(tc, test_auth_plain_and_login);
+	tcase_add_test(tc, test_auth_errors);
+	tcase_add_test(tc, test_auth_failures);
+	tcase_add_test(tc, test_auth_senders);
+	tcase_add_test(tc, test_auth_received);
 #ifdef LAIM_SECCOMP_TRIGGER
 	tcase_add_test(tc, test_seccomp_trigger);
 #endif
