@@ -1466,6 +1466,16 @@ START_TEST(test_auth_plain_and_login)
 		expect_eq(h.cmd("auth plain\r\n"), "334 \r\n");
 		expect_eq(h.cmd(b64("alice\0alice\0secret"s) + "\r\n"), ok);
 	}
+	{  // a response ending in a bare LF ends the exchange, unread
+		AuthHarness h;
+		h.cmd("EHLO client.example\r\n");
+		expect_eq(h.cmd("AUTH PLAIN\r\n"), "334 \r\n");
+		expect_eq(h.cmd(b64("alice\0alice\0secret"s) + "\n"), "500 5.5.2 Line must end with CRLF\r\n");
+		expect_eq(h.cmd("AUTH PLAIN " + plain_alice + "\n"), "500 5.5.2 Line must end with CRLF\r\n");
+		ck_assert(h.s->auth_user().empty());
+		expect_eq(h.cmd("NOOP\r\n"), "250 2.0.0 Ok\r\n");
+		expect_eq(h.cmd("AUTH PLAIN " + plain_alice + "\r\n"), ok);
+	}
 	{  // LOGIN in three steps, and with the user as initial response
 		AuthHarness h;
 		h.cmd("EHLO client.example\r\n");
