@@ -5,6 +5,8 @@
 #include <arpa/inet.h>
 #include <strings.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdint>
 #include <cstring>
 
@@ -33,10 +35,20 @@ bool has_8bit(std::string_view s)
 	return false;
 }
 
+// Code points that change how the text around them is shown: the bidi
+// embeddings, overrides and isolates and the LRM/RLM marks ("Trojan
+// Source", CVE-2021-42574: an address that reads as another one), and
+// the line and paragraph separators U+2028 and U+2029.
+bool is_display_control(uint32_t cp)
+{
+	return cp == 0x200e || cp == 0x200f || (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
 }  // namespace
 
 // Well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
-// past U+10FFFF) without the C1 control characters U+0080..U+009F.
+// past U+10FFFF) without the C1 control characters U+0080..U+009F and
+// without is_display_control's code points.
 bool valid_utf8(std::string_view s)
 {
 	size_t i = 0, n = s.size();
@@ -69,7 +81,7 @@ bool valid_utf8(std::string_view s)
 			cp = (cp << 6) | (b & 0x3f);
 		}
 		if (cp < 0xa0 || (len == 3 && cp < 0x800) || (cp >= 0xd800 && cp <= 0xdfff) ||
-		    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) || is_display_control(cp))
 			return false;
 		i += len;
 	}
@@ -139,6 +151,8 @@ bool valid_ipv4(std::string_view s)
 	return s.empty();
 }
 
+}  // namespace
+
 // address-literal = "[" ( IPv4-address-literal / IPv6-address-literal ) "]".
 // General-address-literal tags are refused: none is standardized.
 bool valid_address_literal(std::string_view s)
@@ -158,8 +172,6 @@ bool valid_address_literal(std::string_view s)
 	}
 	return valid_ipv4(s);
 }
-
-}  // namespace
 
 bool valid_domain(std::string_view d, bool utf8)
 {
@@ -260,6 +272,15 @@ AddressStatus parse_path(std::string_view arg, SmtpPath& out)
 	out.rest = rest;
 	out.utf8 = has_8bit(arg.substr(0, i + 1));
 	return AddressStatus::Ok;
+}
+
+bool valid_user_name(std::string_view user)
+{
+	if (user.empty() || user.size() > 64 || user[0] == '-' || user[0] == '.')
+		return false;
+	return std::all_of(user.begin(), user.end(), [](unsigned char c) {
+		return isalnum(c) || c == '.' || c == '_' || c == '-';
+	});
 }
 
 }  // namespace laim

@@ -7,7 +7,9 @@
 // plus, as Postfix does for local mail, a bare Local-part without domain
 // ("<root>"), and UTF-8 in the local part and domain (RFC 6531), which
 // the caller allows only when the client asked for SMTPUTF8. An accepted
-// address never holds a control character, CR, LF or NUL.
+// address never holds a control character, CR, LF or NUL, nor a code
+// point that reorders or breaks displayed text (the bidi controls and
+// marks, U+2028 and U+2029).
 //
 // Used by the SMTP session (MAIL FROM / RCPT TO) and the sendmail command.
 #pragma once
@@ -49,7 +51,8 @@ AddressStatus parse_path(std::string_view arg, SmtpPath& out);
 // allow_bare_local. Non-ASCII only when utf8 (and then valid UTF-8).
 bool valid_mailbox(std::string_view mailbox, bool utf8, bool allow_bare_local = true);
 
-// Well-formed UTF-8 (RFC 3629) without the C1 control characters.
+// Well-formed UTF-8 (RFC 3629) without the C1 control characters, the
+// bidi controls and the line and paragraph separators.
 bool valid_utf8(std::string_view s);
 
 // Checks a Domain (RFC 5321 4.1.2, RFC 1035 2.3.1 with the leading digit
@@ -58,5 +61,14 @@ bool valid_utf8(std::string_view s);
 // non-ASCII characters count as letters and must be valid UTF-8 (RFC
 // 6531). The one rule for addresses, the hostname and route patterns.
 bool valid_domain(std::string_view domain, bool utf8);
+
+// Checks an address-literal (RFC 5321 4.1.3): "[192.0.2.1]" or
+// "[IPv6:2001:db8::1]"; general address literals are refused.
+bool valid_address_literal(std::string_view literal);
+
+// What may name a mailbox file, mail_dir/USER: a plain user name (letters,
+// digits, '.', '_', '-'; not starting with '.' or '-'; at most 64
+// octets), never a path.
+bool valid_user_name(std::string_view user);
 
 }  // namespace laim

@@ -639,8 +639,7 @@ std::string ConfigParser::word(const YamlNode& n, const std::string& key, std::i
 }
 
 // One rate limit: key, count and window are required; per, mode and
-// alert have defaults. There is no authenticated submission yet, so an
-// auth key could never match: it is refused rather than silently idle.
+// alert have defaults.
 RateLimit ConfigParser::rate_limit(const YamlNode& n, const std::string& key) const
 {
 	if (n.kind != YamlNode::Kind::Mapping)
@@ -655,11 +654,16 @@ RateLimit ConfigParser::rate_limit(const YamlNode& n, const std::string& key) co
 	RateLimit r;
 	r.line = n.line;
 	const YamlNode& k = *n.find("key");
-	if (k.kind == YamlNode::Kind::Scalar && k.value == "auth")
-		fail(k.line, key + ".key", "\"auth\" needs an authenticated submission listener, which laim "
-					   "does not have yet; use uid, sender or client");
-	std::string kind = word(k, key + ".key", {"uid", "sender", "client"});
-	r.key = kind == "uid" ? RateLimit::Key::Uid : kind == "sender" ? RateLimit::Key::Sender : RateLimit::Key::Client;
+	std::string kind = word(k, key + ".key", {"uid", "sender", "client", "auth"});
+	bool auth_listener = std::any_of(cfg_.listen.begin(), cfg_.listen.end(),
+					 [](const ListenAddress& a) { return a.auth_required; });
+	if (kind == "auth" && !auth_listener)
+		fail(k.line, key + ".key", "\"auth\" counts authenticated users, and no listen: entry has "
+					   "auth: required");
+	r.key = kind == "uid"	   ? RateLimit::Key::Uid
+		: kind == "sender" ? RateLimit::Key::Sender
+		: kind == "client" ? RateLimit::Key::Client
+				   : RateLimit::Key::Auth;
 	r.count = value(*n.find("count"), key + ".count").integer(1, 1000000000);
 	r.window = (uint32_t)value(*n.find("window"), key + ".window").integer(1, 2592000);
 	if (const YamlNode* per = n.find("per"))
@@ -817,6 +821,7 @@ const char* rate_limit_key_name(RateLimit::Key key)
 	case RateLimit::Key::Uid: return "uid";
 	case RateLimit::Key::Sender: return "sender";
 	case RateLimit::Key::Client: return "client";
+	case RateLimit::Key::Auth: return "auth";
 	}
 	return "?";
 }
@@ -870,6 +875,7 @@ std::string read_root_file(const std::string& file, const RootFileRule& rule, mo
 		*mode = st.st_mode;
 
 	std::string text;
+	text.reserve(st.st_size + 1);  // no copy left behind by growing: the file may be a key
 	char buf[16384];
 	for (;;) {
 		ssize_t n = read(fd.get(), buf, sizeof buf);
@@ -880,9 +886,12 @@ std::string read_root_file(const std::string& file, const RootFileRule& rule, mo
 		if (n == 0)
 			break;
 		text.append(buf, n);
-		if (text.size() > rule.max_size)  // it grew while being read
+		if (text.size() > rule.max_size) {  // it grew while being read
+			explicit_bzero(buf, sizeof buf);
 			throw ConfigError(too_large);
+		}
 	}
+	explicit_bzero(buf, sizeof buf);
 	return text;
 }
 

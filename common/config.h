@@ -96,7 +96,7 @@ struct Route {
 // envelope sender, a client address) may send in a window, judged at MAIL
 // (handler/ratelimit.h has the counting).
 struct RateLimit {
-	enum class Key { Uid, Sender, Client };
+	enum class Key { Uid, Sender, Client, Auth };
 	Key key = Key::Uid;
 	uint64_t count = 0;          // messages (or recipients) per window
 	uint32_t window = 0;         // seconds
@@ -105,7 +105,7 @@ struct RateLimit {
 	std::string alert;           // handler instance for the alert, "" for none
 	int line = 0;
 };
-// "uid", "sender" or "client", as the config spells them.
+// "uid", "sender", "client" or "auth", as the config spells them.
 const char* rate_limit_key_name(RateLimit::Key key);
 
 struct Config {

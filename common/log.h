@@ -16,7 +16,7 @@ namespace laim {
 
 // s as one line of a log: CR, LF and tab as \r, \n and \t, other control
 // characters (DEL included) as \xNN, and every byte from 0x80 as \xNN
-// unless s is well-formed UTF-8 without C1 controls. Every log line goes
+// unless s is valid_utf8() (no C1 or bidi controls). Every log line goes
 // through it, so a child's report, a client's address or a handler's
 // reason cannot forge a line.
 std::string log_escape(std::string_view s);

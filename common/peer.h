@@ -1,7 +1,7 @@
 // An imsg channel served by the event loop (OpenSMTPD's mproc): the one
 // way laim's processes read and write their channels to each other. The
-// mailbox client's synchronous channel (handler/mailbox_client.cpp) is the
-// one exception: delivery threads wait on it outside any loop.
+// command client's synchronous channels (handler/command_client.cpp) are
+// the one exception: delivery threads wait on them outside any loop.
 #pragma once
 
 #include <functional>

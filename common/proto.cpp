@@ -52,16 +52,18 @@ const char* imsg_name(uint32_t type)
 	case IMSG_H_COMMIT: return "IMSG_H_COMMIT";
 	case IMSG_C_PEER_ERROR: return "IMSG_C_PEER_ERROR";
 	case IMSG_C_PEER_ERROR_FD: return "IMSG_C_PEER_ERROR_FD";
-	case IMSG_H_MAILBOX_OPEN: return "IMSG_H_MAILBOX_OPEN";
-	case IMSG_H_MAILBOX_DONE: return "IMSG_H_MAILBOX_DONE";
-	case IMSG_P_MAILBOX_OK: return "IMSG_P_MAILBOX_OK";
-	case IMSG_P_MAILBOX_FAIL: return "IMSG_P_MAILBOX_FAIL";
 	case IMSG_H_COMMAND_RUN: return "IMSG_H_COMMAND_RUN";
 	case IMSG_P_COMMAND_INPUT: return "IMSG_P_COMMAND_INPUT";
 	case IMSG_P_COMMAND_UNREAD: return "IMSG_P_COMMAND_UNREAD";
 	case IMSG_P_COMMAND_OUTPUT: return "IMSG_P_COMMAND_OUTPUT";
 	case IMSG_P_COMMAND_EXIT: return "IMSG_P_COMMAND_EXIT";
 	case IMSG_P_COMMAND_FAIL: return "IMSG_P_COMMAND_FAIL";
+	case IMSG_P_SMTP_TLS: return "IMSG_P_SMTP_TLS";
+	case IMSG_T_RSA_PRIV_ENC: return "IMSG_T_RSA_PRIV_ENC";
+	case IMSG_T_ECDSA_SIGN: return "IMSG_T_ECDSA_SIGN";
+	case IMSG_K_RESULT: return "IMSG_K_RESULT";
+	case IMSG_S_AUTH: return "IMSG_S_AUTH";
+	case IMSG_P_AUTH: return "IMSG_P_AUTH";
 	}
 	return "an unknown imsg type";
 }
@@ -106,12 +108,15 @@ bool decode(std::string_view data, HandlerConfText& m)
 	return r.str(m.text) && r.str(m.secrets) && r.done();
 }
 
-std::string encode(const MailMsg& m) { return ImsgWriter().str(m.sender).str(m.helo).str(m.client).data(); }
+std::string encode(const MailMsg& m)
+{
+	return ImsgWriter().str(m.sender).str(m.helo).str(m.client).str(m.auth_user).data();
+}
 
 bool decode(std::string_view data, MailMsg& m)
 {
 	ImsgReader r(data);
-	return r.str(m.sender) && r.str(m.helo) && r.str(m.client) && r.done();
+	return r.str(m.sender) && r.str(m.helo) && r.str(m.client) && r.str(m.auth_user) && r.done();
 }
 
 std::string encode(const RcptMsg& m) { return encode_str(m.rcpt); }
@@ -164,21 +169,6 @@ bool decode(std::string_view data, PeerErrorMsg& m)
 	ImsgReader r(data);
 	return r.str(m.what) && r.str(m.frame) && r.done() && m.what.size() <= PEER_ERROR_WHAT_MAX &&
 	       m.frame.size() <= PEER_ERROR_FRAME_MAX;
-}
-
-std::string encode(const MailboxOpenMsg& m) { return encode_str(m.user); }
-
-bool decode(std::string_view data, MailboxOpenMsg& m) { return decode_str(data, m.user); }
-
-std::string encode(const MailboxFailMsg& m)
-{
-	return ImsgWriter().u32(static_cast<uint32_t>(m.status)).str(m.why).data();
-}
-
-bool decode(std::string_view data, MailboxFailMsg& m)
-{
-	ImsgReader r(data);
-	return status(r, m.status, MailboxStatus::PermFail) && r.str(m.why) && r.done();
 }
 
 std::string encode(const CommandRunMsg& m)
@@ -236,6 +226,39 @@ bool decode(std::string_view data, CommandFailMsg& m)
 	return true;
 }
 
+std::string encode(const AuthMsg& m) { return ImsgWriter().u32(m.listener).str(m.user).str(m.password).data(); }
+
+bool decode(std::string_view data, AuthMsg& m)
+{
+	ImsgReader r(data);
+	return r.u32(m.listener) && r.str(m.user) && r.str(m.password) && r.done();
+}
+
+std::string encode(const AuthResultMsg& m)
+{
+	ImsgWriter w;
+	w.u32(m.ok).u32(m.bound).u32(static_cast<uint32_t>(m.senders.size()));
+	for (const std::string& s : m.senders)
+		w.str(s);
+	return w.data();
+}
+
+// As CommandRunMsg: the count cannot ask for more than the frame holds.
+bool decode(std::string_view data, AuthResultMsg& m)
+{
+	ImsgReader r(data);
+	uint32_t ok, bound, n;
+	if (!(r.u32(ok) && r.u32(bound) && r.u32(n)) || ok > 1 || bound > 1 || n > data.size() / 4)
+		return false;
+	m.ok = ok;
+	m.bound = bound;
+	m.senders.assign(n, "");
+	for (std::string& s : m.senders)
+		if (!r.str(s))
+			return false;
+	return r.done();
+}
+
 namespace {
 
 template <typename T>
@@ -281,5 +304,36 @@ std::string sibling_frame_fault(std::string_view frame, int fd, ImsgValidator va
 std::string encode(const NoPayload&) { return ""; }
 
 bool decode(std::string_view data, NoPayload&) { return data.empty(); }
+
+std::string encode(const SmtpTls& m)
+{
+	return ImsgWriter().u32(m.listen_index).u32(m.key_id).str(m.chain).data();
+}
+
+bool decode(std::string_view data, SmtpTls& m)
+{
+	ImsgReader r(data);
+	return r.u32(m.listen_index) && r.u32(m.key_id) && r.str(m.chain) && r.done();
+}
+
+std::string encode(const KeyOpMsg& m) { return ImsgWriter().u32(m.key_id).u32(m.padding).str(m.data).data(); }
+
+bool decode(std::string_view data, KeyOpMsg& m)
+{
+	ImsgReader r(data);
+	return r.u32(m.key_id) && r.u32(m.padding) && r.str(m.data) && r.done();
+}
+
+std::string encode(const KeyResultMsg& m) { return ImsgWriter().u32(m.ok).str(m.data).data(); }
+
+bool decode(std::string_view data, KeyResultMsg& m)
+{
+	ImsgReader r(data);
+	uint32_t ok = 0;
+	if (!(r.u32(ok) && r.str(m.data) && r.done()) || ok > 1)
+		return false;
+	m.ok = ok == 1;
+	return true;
+}
 
 }  // namespace laim

@@ -24,6 +24,7 @@ enum ImsgType : uint32_t {
 	// parent -> smtp
 	IMSG_P_SMTP_CONF = 1,     // SmtpConf
 	IMSG_P_HANDLER_CHANNEL,   // NoPayload; fd: a fresh smtp<->handler channel
+	IMSG_P_SMTP_TLS = 10,     // SmtpTls: a listener's new certificate chain (SIGHUP)
 	// parent -> handler
 	IMSG_P_HANDLER_CONF,      // HandlerConf; fd: memfd holding a HandlerConfText
 	IMSG_P_SMTP_CHANNEL,      // NoPayload; fd: a fresh smtp<->handler channel
@@ -47,13 +48,6 @@ enum ImsgType : uint32_t {
 	IMSG_C_PEER_ERROR = 300,  // PeerErrorMsg: the sibling broke the protocol with this frame; end it
 	IMSG_C_PEER_ERROR_FD,     // PeerErrorMsg; fd: the descriptor that came with the frame
 
-	// handler -> parent, on the mailbox service channel; peerid = lease id
-	IMSG_H_MAILBOX_OPEN = 400,  // MailboxOpenMsg: open and lock mail_dir/USER
-	IMSG_H_MAILBOX_DONE,        // NoPayload: the lease's fd is closed, drop its dotlock
-	// parent -> handler, on the mailbox service channel; peerid = lease id
-	IMSG_P_MAILBOX_OK,          // NoPayload; fd: the mailbox, O_APPEND, fcntl- and dot-locked
-	IMSG_P_MAILBOX_FAIL,        // MailboxFailMsg
-
 	// handler -> parent, on the command service channel
 	IMSG_H_COMMAND_RUN = 500,   // CommandRunMsg; fd: the reply channel, where the rest goes
 	// parent -> handler, on a command's reply channel
@@ -63,17 +57,21 @@ enum ImsgType : uint32_t {
 	IMSG_P_COMMAND_OUTPUT,      // CommandStartedMsg; fd: the read end of its stdout and stderr
 	IMSG_P_COMMAND_EXIT,        // CommandExitMsg: it ended, and its process group is killed
 	IMSG_P_COMMAND_FAIL,        // CommandFailMsg: it was not started
+
+	// smtp -> parent, on the key channel: a private-key operation
+	IMSG_T_RSA_PRIV_ENC = 600,  // KeyOpMsg: RSA_private_encrypt (a signature)
+	IMSG_T_ECDSA_SIGN,          // KeyOpMsg: an ECDSA signature of a digest, DER
+	// parent -> smtp, on the key channel
+	IMSG_K_RESULT,              // KeyResultMsg
+
+	// smtp -> parent; peerid = session id
+	IMSG_S_AUTH = 700,          // AuthMsg: check these credentials
+	// parent -> smtp; peerid = session id
+	IMSG_P_AUTH,                // AuthResultMsg
 };
 
 // "IMSG_S_MAIL" for IMSG_S_MAIL, for messages about the protocol.
 const char* imsg_name(uint32_t type);
-
-// Why the parent did not hand out a mailbox (IMSG_P_MAILBOX_FAIL).
-enum class MailboxStatus : uint32_t {
-	Busy,       // locked by a mail reader: temporary, and not worth a log line
-	TempFail,   // worth retrying: an I/O error, or a link or wrong owner the admin can fix
-	PermFail,   // never deliverable: no such user, or root aliased elsewhere
-};
 
 // Outcome of a transaction step, as the handler process answers it to the
 // smtp process (the u32 status of IMSG_H_* payloads).
@@ -104,6 +102,28 @@ struct SmtpConf {
 // The smtp process's part of cfg, hostname as resolved at start.
 SmtpConf smtp_conf(const Config& cfg, const std::string& hostname);
 
+// IMSG_P_SMTP_TLS, and what the smtp process inherits at fork: the
+// certificate chain of listener cfg.listen[listen_index], leaf first
+// (PEM), and the id under which the parent keeps its private key.
+struct SmtpTls {
+	uint32_t listen_index = 0;
+	uint32_t key_id = 0;
+	std::string chain;
+};
+
+// IMSG_T_*: one private-key operation for the parent's key key_id.
+struct KeyOpMsg {
+	uint32_t key_id = 0;
+	uint32_t padding = 0;  // RSA_PKCS1_PADDING or RSA_NO_PADDING (PSS); 0 for ECDSA
+	std::string data;      // what to sign
+};
+// IMSG_K_RESULT: the operation's output; ok false when it failed (an
+// unknown key id, a size out of range, an OpenSSL error).
+struct KeyResultMsg {
+	bool ok = false;
+	std::string data;
+};
+
 // IMSG_P_HANDLER_CONF: the config file's name, for messages; its text
 // comes in the memfd.
 struct HandlerConf {
@@ -124,6 +144,7 @@ struct MailMsg {
 	std::string sender;  // "" for the null sender
 	std::string helo;
 	std::string client;  // the client's address, or "local"
+	std::string auth_user;  // the user the session authenticated as, or ""
 };
 
 // IMSG_S_RCPT
@@ -171,17 +192,6 @@ constexpr size_t PEER_ERROR_FRAME_MAX = IMSG_MAX_PAYLOAD - PEER_ERROR_WHAT_MAX -
 // none. The parent judges a child's IMSG_C_PEER_ERROR with it.
 std::string sibling_frame_fault(std::string_view frame, int fd, ImsgValidator valid, const std::string& socket_path);
 
-// IMSG_H_MAILBOX_OPEN
-struct MailboxOpenMsg {
-	std::string user;
-};
-
-// IMSG_P_MAILBOX_FAIL
-struct MailboxFailMsg {
-	MailboxStatus status = MailboxStatus::TempFail;
-	std::string why;
-};
-
 // IMSG_H_COMMAND_RUN: run instance's command for one message. The parent
 // takes the argv, the user and the limits from its own configuration, and
 // the values only for the placeholders (handler/api/command.h).
@@ -210,6 +220,24 @@ struct CommandFailMsg {
 	std::string why;
 };
 
+// IMSG_S_AUTH: an AUTH's credentials, for the parent to check against
+// the users file of the listener the session came in on.
+struct AuthMsg {
+	uint32_t listener = 0;  // index in the config's listen:
+	std::string user;
+	std::string password;
+};
+
+// IMSG_P_AUTH: the parent's verdict.
+struct AuthResultMsg {
+	bool ok = false;
+	// ok and the listener has a senders file: the envelope senders the
+	// user may use (patterns: '*' matches any characters); MAIL FROM
+	// anything else gets 553 5.7.1.
+	bool bound = false;
+	std::vector<std::string> senders;
+};
+
 // The types whose frame is all they say (and the fd they carry).
 struct NoPayload {};
 
@@ -222,13 +250,16 @@ std::string encode(const CommitMsg& m);
 std::string encode(const StatusMsg& m);
 std::string encode(const DataOkMsg& m);
 std::string encode(const PeerErrorMsg& m);
-std::string encode(const MailboxOpenMsg& m);
-std::string encode(const MailboxFailMsg& m);
 std::string encode(const CommandRunMsg& m);
 std::string encode(const CommandStartedMsg& m);
 std::string encode(const CommandExitMsg& m);
 std::string encode(const CommandFailMsg& m);
+std::string encode(const AuthMsg& m);
+std::string encode(const AuthResultMsg& m);
 std::string encode(const NoPayload& m);
+std::string encode(const SmtpTls& m);
+std::string encode(const KeyOpMsg& m);
+std::string encode(const KeyResultMsg& m);
 
 bool decode(std::string_view data, SmtpConf& m);
 bool decode(std::string_view data, HandlerConf& m);
@@ -239,13 +270,16 @@ bool decode(std::string_view data, CommitMsg& m);
 bool decode(std::string_view data, StatusMsg& m);
 bool decode(std::string_view data, DataOkMsg& m);
 bool decode(std::string_view data, PeerErrorMsg& m);
-bool decode(std::string_view data, MailboxOpenMsg& m);
-bool decode(std::string_view data, MailboxFailMsg& m);
 bool decode(std::string_view data, CommandRunMsg& m);
 bool decode(std::string_view data, CommandStartedMsg& m);
 bool decode(std::string_view data, CommandExitMsg& m);
 bool decode(std::string_view data, CommandFailMsg& m);
+bool decode(std::string_view data, AuthMsg& m);
+bool decode(std::string_view data, AuthResultMsg& m);
 bool decode(std::string_view data, NoPayload& m);
+bool decode(std::string_view data, SmtpTls& m);
+bool decode(std::string_view data, KeyOpMsg& m);
+bool decode(std::string_view data, KeyResultMsg& m);
 
 // A message that breaks the protocol: malformed, of a type its channel
 // does not serve, or out of turn. A channel's dispatch throws it; the
@@ -273,8 +307,9 @@ T payload(const Imsg& m)
 inline ImsgTypeInfo imsg_valid_parent_to_smtp(uint32_t t)
 {
 	switch (t) {
-	case IMSG_P_SMTP_CONF: return {true, false};
+	case IMSG_P_SMTP_CONF: case IMSG_P_SMTP_TLS: return {true, false};
 	case IMSG_P_HANDLER_CHANNEL: return {true, true};
+	case IMSG_P_AUTH: return {true, false};
 	default: return {};
 	}
 }
@@ -315,18 +350,10 @@ inline ImsgTypeInfo imsg_valid_child_to_parent(uint32_t t)
 	}
 }
 
-inline ImsgTypeInfo imsg_valid_mailbox_request(uint32_t t)
+// The smtp process may also ask for an AUTH check.
+inline ImsgTypeInfo imsg_valid_smtp_to_parent(uint32_t t)
 {
-	return t == IMSG_H_MAILBOX_OPEN || t == IMSG_H_MAILBOX_DONE ? ImsgTypeInfo{true, false} : ImsgTypeInfo{};
-}
-
-inline ImsgTypeInfo imsg_valid_mailbox_reply(uint32_t t)
-{
-	switch (t) {
-	case IMSG_P_MAILBOX_OK: return {true, true};
-	case IMSG_P_MAILBOX_FAIL: return {true, false};
-	default: return {};
-	}
+	return t == IMSG_S_AUTH ? ImsgTypeInfo{true, false} : imsg_valid_child_to_parent(t);
 }
 
 inline ImsgTypeInfo imsg_valid_command_request(uint32_t t)
@@ -345,6 +372,16 @@ inline ImsgTypeInfo imsg_valid_command_reply(uint32_t t)
 
 // The parent's end of a command's reply channel: the handler process
 // only closes it (when it gives up on the command).
+inline ImsgTypeInfo imsg_valid_key_request(uint32_t t)
+{
+	return t == IMSG_T_RSA_PRIV_ENC || t == IMSG_T_ECDSA_SIGN ? ImsgTypeInfo{true, false} : ImsgTypeInfo{};
+}
+
+inline ImsgTypeInfo imsg_valid_key_reply(uint32_t t)
+{
+	return t == IMSG_K_RESULT ? ImsgTypeInfo{true, false} : ImsgTypeInfo{};
+}
+
 inline ImsgTypeInfo imsg_valid_nothing(uint32_t)
 {
 	return {};

@@ -10,6 +10,7 @@
 
 #include "common/config.h"
 #include "common/fd.h"
+#include "common/proto.h"
 #include "common/sandbox.h"
 #include "common/secrets.h"
 
@@ -19,6 +20,7 @@ struct Listener {
 	UniqueFd fd;
 	std::string name;  // "127.0.0.1:25", "[::1]:25" or the socket path
 	bool local = false;  // the unix submission socket (SO_PEERCRED)
+	int listen_index = -1;  // its entry in Config::listen; -1 for the unix socket
 };
 
 struct Runtime {
@@ -30,6 +32,7 @@ struct Runtime {
 	RunAs user;       // the handler process's
 	RunAs smtp_user;  // the smtp process's, another uid: it cannot signal the handler
 	std::vector<Listener> listeners;  // served by smtp
+	std::vector<SmtpTls> tls;  // the TLS listeners' certificate chains (the parent keeps their keys)
 	Listener control;   // the control socket, served by the handler process
 	bool have_drop_group = false;  // the laimdrop group exists: offline/ is open to laim-drop
 	gid_t drop_gid = 0;

@@ -103,6 +103,10 @@ void sandbox_seccomp_smtp()
 		"clock_gettime", "gettimeofday", "time", "getpid", "gettid", "rt_sigreturn",
 		"rt_sigprocmask", "exit", "exit_group", "restart_syscall", "getrandom",
 		"clock_nanosleep", "nanosleep",
+		// TLS: a handshake waits in poll for the parent's answer to a
+		// private-key operation (smtp/tls.cpp); OpenSSL's DRBG reseeds
+		// with getrandom, above.
+		"poll", "ppoll",
 	};
 	// Denied quietly so glibc's syslog reconnect or a stray open fails
 	// with an error instead of killing a process that serves clients.
@@ -217,6 +221,35 @@ void sandbox_seccomp_handler()
 		seccomp_add(ctx, SCMP_ACT_ALLOW, name);
 	seccomp_allow_handler_filtered(ctx);
 	seccomp_load_or_die(ctx, "handler");
+}
+
+void sandbox_seccomp_mda(int dir)
+{
+	// Appending one message to one file: read stdin (with a deadline),
+	// open, lock, stat, write, fsync and cut back the mailbox, make and
+	// remove the dotlock, say why on stderr, exit; memory for the copy.
+	// Files are opened and unlinked only relative to the mail directory
+	// (the filter sees the descriptor, never the name: the names come
+	// from laim-mda itself, and it runs as the recipient).
+	static const char* const allow[] = {
+		"read", "write", "close", "fstat", "newfstatat", "fcntl", "fsync", "ftruncate", "lseek",
+		"poll", "ppoll", "brk", "mmap", "munmap", "mremap", "madvise", "clock_gettime", "getpid", "getuid",
+		"rt_sigprocmask", "rt_sigreturn", "exit", "exit_group",
+	};
+	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
+	if (!ctx)
+		fatalx("seccomp_init failed");
+	for (const char* name : allow)
+		seccomp_add(ctx, SCMP_ACT_ALLOW, name);
+	for (const char* name : {"openat", "unlinkat"})
+		seccomp_add(ctx, SCMP_ACT_ALLOW, name, {SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(dir))});
+#ifdef LAIM_SANITIZERS
+	for (const char* name : {"pipe", "pipe2", "sigaltstack", "prlimit64", "getrlimit", "sched_yield",
+				 "readlink", "rt_sigaction", "prctl", "gettid", "futex"})
+		seccomp_add(ctx, SCMP_ACT_ALLOW, name);
+	seccomp_allow_tgkill_self(ctx);
+#endif
+	seccomp_load_or_die(ctx, "laim-mda");
 }
 
 namespace {

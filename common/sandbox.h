@@ -1,5 +1,5 @@
-// Confinement of the two unprivileged processes: identity, capabilities,
-// no_new_privs and seccomp (doc/architecture.md, "Processes").
+// Confinement of the unprivileged processes (smtp, handler, laim-mda):
+// identity, capabilities, no_new_privs and seccomp (doc/architecture.md, "Processes").
 #pragma once
 
 #include <signal.h>
@@ -34,6 +34,11 @@ void sandbox_seccomp_smtp();
 // of four families); everything else fails with EPERM (why: the comment
 // in sandbox.cpp and doc/architecture.md, "Processes").
 void sandbox_seccomp_handler();
+
+// Seccomp for laim-mda, the mailbox delivery process (mda/mda.cpp): what
+// appending to one file needs, openat and unlinkat only relative to dir
+// (the mail directory); everything else kills the process.
+void sandbox_seccomp_mda(int dir);
 
 // Remembers main's argv area, which set_process_title may overwrite.
 void process_title_init(int argc, char* argv[]);

@@ -25,7 +25,6 @@
 #include "handler/handlerd.h"
 #include "handler/import.h"
 #include "handler/intake.h"
-#include "handler/mailbox_client.h"
 #include "handler/queue.h"
 #include "handler/ratelimit.h"
 #include "handler/spool.h"
@@ -381,10 +380,8 @@ void HandlerServer::run()
 
 }  // namespace
 
-void handler_main(Runtime& rt, UniqueFd parent_chan, UniqueFd smtp_chan, UniqueFd mailbox_chan,
-		  UniqueFd command_chan)
+void handler_main(Runtime& rt, UniqueFd parent_chan, UniqueFd smtp_chan, UniqueFd command_chan)
 {
-	mailbox_client_init(std::move(mailbox_chan));
 	command_client_init(std::move(command_chan));
 	child_signals(&got_sigterm);
 	rt.secrets.seal();  // this process cannot read them itself

@@ -7,9 +7,8 @@
 namespace laim {
 
 // Confines the process, then serves until SIGTERM; never returns.
-// mailbox_chan carries the delivery threads' mailbox requests to the
-// parent, command_chan their requests to start commands.
-[[noreturn]] void handler_main(Runtime& rt, UniqueFd parent_chan, UniqueFd smtp_chan, UniqueFd mailbox_chan,
-				UniqueFd command_chan);
+// command_chan carries the delivery threads' requests to start commands
+// (mailbox deliveries among them) to the parent.
+[[noreturn]] void handler_main(Runtime& rt, UniqueFd parent_chan, UniqueFd smtp_chan, UniqueFd command_chan);
 
 }  // namespace laim

@@ -125,6 +125,7 @@ void Intake::open_txn(uint32_t session, MailMsg m, std::optional<uid_t> uid)
 	t.env.helo = std::move(m.helo);
 	t.env.client = std::move(m.client);
 	t.env.uid = uid;
+	t.env.auth_user = std::move(m.auth_user);
 	std::string refusal = limits_.admit(t.env, t.limits, time(nullptr));
 	if (!refusal.empty()) {
 		smtp_.send(IMSG_H_MAIL, session, encode(StatusMsg{BackendStatus::RateLimited, refusal}));
@@ -341,7 +342,8 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 // threads: syncs in flight together share the file system's journal
 // commit and the disk's cache flush, where one after another each waits
 // for its own (ext4 on this project's test machine: a group of 8 in
-// about half the time). A failed sync sets that commit's error.
+// about half the time). A group of one is synced on the committer
+// thread. A failed sync sets that commit's error.
 void Intake::sync_files(Spool& spool, std::vector<Commit*>& files)
 {
 	auto sync_one = [&spool](Commit* c) {
@@ -351,6 +353,10 @@ void Intake::sync_files(Spool& spool, std::vector<Commit*>& files)
 			c->error = e.what();
 		}
 	};
+	if (files.size() == 1) {  // one session alone: no hand-off
+		sync_one(files[0]);
+		return;
+	}
 	for (size_t start = 0; start < files.size(); start += SYNC_THREADS) {
 		size_t end = std::min(files.size(), start + SYNC_THREADS);
 		std::latch done(static_cast<ptrdiff_t>(end - start));
@@ -404,9 +410,11 @@ void Intake::group_done()
 		// delivered later, but the client must not count on it.
 		if (answer)
 			reply(IMSG_H_COMMIT, c.session, dir_error_.empty() ? BackendStatus::Ok : BackendStatus::Error);
-		std::string uid = t.env.uid ? ", uid=" + std::to_string(*t.env.uid) : "";
+		std::string who = t.env.uid ? ", uid=" + std::to_string(*t.env.uid) : "";
+		if (!t.env.auth_user.empty())
+			who += ", auth=" + t.env.auth_user;
 		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu, client=%s%s", t.env.id.c_str(), t.env.sender.c_str(),
-			 (unsigned long long)t.size, t.env.recipients.size(), t.env.client.c_str(), uid.c_str());
+			 (unsigned long long)t.size, t.env.recipients.size(), t.env.client.c_str(), who.c_str());
 		count_committed(t);
 		enqueue_(t.env, t.size, now);
 	}

@@ -48,6 +48,7 @@ std::string key_of(RateLimit::Key kind, const Envelope& who)
 	case RateLimit::Key::Uid: return who.uid ? "uid:" + std::to_string(*who.uid) : "";
 	case RateLimit::Key::Sender: return "sender:" + (who.sender.empty() ? std::string("<>") : who.sender);
 	case RateLimit::Key::Client: return "client:" + who.client;
+	case RateLimit::Key::Auth: return who.auth_user.empty() ? "" : "auth:" + who.auth_user;
 	}
 	return "";
 }
@@ -62,6 +63,8 @@ std::string who_text(const std::string& key)
 	}
 	if (key.starts_with("sender:"))
 		return key == "sender:<>" ? "<>" : "<" + key.substr(7) + ">";
+	if (key.starts_with("auth:"))
+		return "user " + key.substr(5);
 	return key == "client:local" ? "the local socket" : key.substr(7);
 }
 

@@ -73,6 +73,8 @@ std::string format_header(const Envelope& env)
 		h.append("uid ").append(std::to_string(*env.uid)).append("\n");
 	h.append("client ").append(env.client).append("\n");
 	h.append("helo ").append(env.helo).append("\n");
+	if (!env.auth_user.empty())
+		h.append("auth ").append(env.auth_user).append("\n");
 	if (!env.instance.empty())
 		h.append("instance ").append(env.instance).append("\n");
 	h.append("\n");
@@ -93,7 +95,7 @@ size_t parse_header(std::string_view data, const std::string& id, Envelope& env)
 {
 	auto bad = [&id](const std::string& what) -> SpoolError { return SpoolError(id + ": " + what); };
 	bool seen_id = false, seen_arrival = false, seen_sender = false, seen_uid = false,
-	     seen_client = false, seen_helo = false, seen_instance = false;
+	     seen_client = false, seen_helo = false, seen_instance = false, seen_auth = false;
 	size_t pos = 0;
 	for (int lineno = 1;; lineno++) {
 		size_t nl = data.find('\n', pos);
@@ -149,6 +151,11 @@ size_t parse_header(std::string_view data, const std::string& id, Envelope& env)
 		} else if (key == "helo") {
 			once(seen_helo);
 			env.helo = value;
+		} else if (key == "auth") {
+			once(seen_auth);
+			if (value.empty())
+				throw bad("auth: empty");
+			env.auth_user = value;
 		} else if (key == "instance") {
 			once(seen_instance);
 			if (value.empty())
@@ -331,6 +338,7 @@ UniqueFd Spool::create(const Envelope& env, Created* created)
 	}
 	check_value("client", env.client);
 	check_value("helo", env.helo);
+	check_value("auth", env.auth_user);
 	check_value("instance", env.instance);
 
 	std::string p = path("incoming", env.id);

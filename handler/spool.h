@@ -11,8 +11,9 @@
 // followed by the message exactly as the smtp process wrote it:
 //
 //   LAIM 1\n id ID\n arrival SECONDS\n sender ADDR\n rcpt ADDR\n ...
-//   [uid N\n] client ADDR\n helo NAME\n [instance NAME\n] \n MESSAGE...
+//   [uid N\n] client ADDR\n helo NAME\n [auth USER\n] [instance NAME\n] \n MESSAGE...
 //
+// auth is the user an SMTP AUTH authenticated, when there was one.
 // instance is set only on laim's own notices: the one handler instance
 // they go to, routes bypassed.
 //

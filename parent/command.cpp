@@ -8,8 +8,11 @@
 // come from the parent's own copy of the configuration (a pipe section),
 // or from an aliases file that root owns (an alias command, run as
 // nobody); the handler's values only fill placeholders, inside argv
-// words, never as options. The parent never waits for a command: it
-// forks it, passes the pipes, and reports its end when it reaps it.
+// words, never as options. The mbox handler's mailbox deliveries are
+// commands too, which the parent builds itself: laim-mda (mda/mda.cpp)
+// as the recipient, for a user name it checks. The parent never waits
+// for a command: it forks it, passes the pipes, and reports its end when
+// it reaps it.
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
@@ -24,6 +27,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "common/address.h"
 #include "common/aliases.h"
 #include "common/log.h"
 #include "common/proto.h"
@@ -113,6 +117,39 @@ struct Account {
 	std::vector<gid_t> groups;
 };
 
+// True when /etc/aliases sends this name's mail elsewhere and not also to
+// itself (as "root", or "root@" one of this host's names): its mailbox
+// then takes no mail, even from a handler with a stale alias table.
+bool aliased_away(const Config& cfg, const std::string& user)
+{
+	Aliases::Expansion x = Aliases::load(cfg.aliases, nullptr).expand(user);
+	return std::none_of(x.addresses.begin(), x.addresses.end(), [&](const std::string& a) {
+		return local_part(a) == user && is_local_address(a);
+	});
+}
+
+// Who delivers to mail_dir/USER: USER, with USER's group and, when the
+// mail directory lets only its group create files (Debian's /var/mail,
+// root:mail 2775) and USER does not own it, that group as the one
+// supplementary group: the least that can create the mailbox and its
+// dotlock. None of USER's other groups. Root's mailbox only while the
+// aliases do not send root's mail elsewhere.
+Account mailbox_account(const Config& cfg, const std::string& user)
+{
+	struct passwd* pw = valid_user_name(user) ? getpwnam(user.c_str()) : nullptr;
+	if (!pw || pw->pw_name != user)
+		throw Refusal(true, "mailbox: no such user \"" + user + "\"");
+	if (pw->pw_uid == 0 && aliased_away(cfg, user))
+		throw Refusal(true, "mailbox of " + user + ": " + cfg.aliases +
+					    " sends this user's mail elsewhere (run newaliases)");
+	Account a{pw->pw_name, "/", "/bin/sh", pw->pw_uid, pw->pw_gid, {}};
+	struct stat st;
+	if (stat(cfg.mail_dir.c_str(), &st) == 0 && st.st_uid != a.uid && (st.st_mode & S_IWGRP) &&
+	    !(st.st_mode & S_IWOTH) && st.st_gid != a.gid)
+		a.groups.push_back(st.st_gid);
+	return a;
+}
+
 Account lookup_account(const std::string& user)
 {
 	struct passwd* pw = getpwnam(user.c_str());
@@ -138,9 +175,25 @@ struct Launch {
 	unsigned timeout = 0;
 };
 
+// A mailbox delivery: laim-mda MAIL_DIR USER SECONDS, with SECONDS (its
+// time to read the message) well inside the parent's time limit.
+Launch mailbox_launch(const Config& cfg, const CommandRunMsg& req)
+{
+	if (req.recipients.size() != 1)
+		throw Refusal(true, "a mailbox request names one user");
+	const char* env = getenv("LAIM_MDA");  // root's own environment: the e2e cases' build tree
+	unsigned timeout = alias_command_timeout(cfg.delivery_timeout);
+	Launch l{mailbox_account(cfg, req.recipients[0]), {}, {}, timeout};
+	l.argv = {env && *env ? env : LAIM_MDA, cfg.mail_dir, l.account.name,
+		  std::to_string(std::max(1u, timeout * 4 / 5))};
+	return l;
+}
+
 // The command req asks for, or a Refusal (thrown).
 Launch prepare(const Config& cfg, const CommandRunMsg& req)
 {
+	if (req.instance == MAILBOX_INSTANCE)
+		return mailbox_launch(cfg, req);
 	bool alias = req.instance == ALIAS_COMMAND_INSTANCE;
 	CommandSpec spec = alias ? alias_spec(cfg, req) : pipe_spec(cfg, req);
 	Launch l{lookup_account(spec.user), {}, {}, spec.timeout};
@@ -252,7 +305,7 @@ bool CommandService::request(const Config& cfg, EventLoop& loop, Imsg& m)
 		pid_t pid = spawn(l, &p);
 		if (pid < 0)
 			throw Refusal(false, std::string("cannot start a command: ") + strerror(errno));
-		ImsgPeer& reply = watch(loop, pid, std::move(m.fd), label, l.timeout);
+		ImsgPeer& reply = watch(loop, pid, std::move(m.fd), label, l.timeout, req.instance == MAILBOX_INSTANCE);
 		reply.send(IMSG_P_COMMAND_INPUT, 0, encode(NoPayload{}), std::move(p.input));
 		reply.send(IMSG_P_COMMAND_UNREAD, 0, encode(NoPayload{}), std::move(p.unread));
 		reply.send(IMSG_P_COMMAND_OUTPUT, 0, encode(CommandStartedMsg{l.account.name}), std::move(p.output));
@@ -267,11 +320,12 @@ bool CommandService::request(const Config& cfg, EventLoop& loop, Imsg& m)
 
 // A started command, until its end: reply is where the end is reported.
 ImsgPeer& CommandService::watch(EventLoop& loop, pid_t pid, UniqueFd reply, const std::string& label,
-				unsigned timeout)
+				unsigned timeout, bool mailbox)
 {
 	Running& r = running_[pid];
 	r.label = label;
 	r.timeout = timeout;
+	r.mailbox = mailbox;
 	r.deadline = time(nullptr) + timeout;
 	r.reply = std::make_unique<ImsgPeer>(
 		loop, std::move(reply), imsg_valid_nothing, [](Imsg& m) { unexpected_imsg(m); },
@@ -281,12 +335,15 @@ ImsgPeer& CommandService::watch(EventLoop& loop, pid_t pid, UniqueFd reply, cons
 
 // The handler process closed a command's reply channel (it gave up, or
 // died): nobody reads the command's output any more, so it is killed.
+// Not laim-mda, which may be appending: it finishes a copy it has read
+// whole, sees a short one end early, or meets its time limit.
 void CommandService::let_go(pid_t pid)
 {
 	auto it = running_.find(pid);
 	if (it == running_.end())
 		return;
-	kill(-pid, SIGKILL);
+	if (!it->second.mailbox)
+		kill(-pid, SIGKILL);
 	it->second.reply.reset();
 }
 

@@ -88,8 +88,10 @@ Listener listen_unix(const std::string& path)
 std::vector<Listener> listen_all(const Config& cfg)
 {
 	std::vector<Listener> out;
-	for (const ListenAddress& a : cfg.listen)
-		out.push_back(listen_tcp(a));
+	for (size_t i = 0; i < cfg.listen.size(); i++) {
+		out.push_back(listen_tcp(cfg.listen[i]));
+		out.back().listen_index = (int)i;
+	}
 	if (!cfg.socket.empty())
 		out.push_back(listen_unix(cfg.socket));
 	for (const Listener& l : out)

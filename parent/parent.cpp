@@ -31,6 +31,8 @@
 #include "common/proto.h"
 #include "handler/api/handler.h"
 #include "handler/handlerd.h"
+#include "parent/auth.h"
+#include "parent/keyserver.h"
 #include "parent/parent.h"
 #include "smtp/smtp.h"
 
@@ -44,11 +46,11 @@ const char* const child_name[] = {"smtp", "handler"};
 struct Child {
 	pid_t pid = -1;
 	std::unique_ptr<ImsgPeer> chan;  // parent's end
-	std::unique_ptr<ImsgPeer> mailbox_chan;  // handler only: its mailbox requests
 	std::unique_ptr<ImsgPeer> command_chan;  // handler only: its command requests
+	std::unique_ptr<ImsgPeer> key_chan;      // smtp only: its private-key operations
 	time_t started = 0;
 	time_t restart_at = 0;  // when dead: when to fork it again
-	unsigned backoff = 1;   // seconds, doubles per quick death, max 60
+	unsigned backoff = 1;   // seconds, restart_delay()'s
 };
 
 // The supervision loop: signals and the children's channels. Declared
@@ -57,8 +59,9 @@ std::optional<EventLoop> loop;
 EventLoop::Watch signals;
 Runtime rt;
 Child children[2];
-MailboxService mailboxes;
 CommandService commands;
+AuthService auth;  // the users files of the auth listeners
+KeyServer keys;
 UniqueFd sibling_end[2];  // the smtp<->handler end kept for a child not yet forked
 bool shutting_down = false;
 
@@ -140,22 +143,21 @@ void close_other_fds(std::initializer_list<int> keep)
 
 void child_message(int which, Imsg& m);
 void child_channel_lost(int which, const char* broken);
-void mailbox_request(Imsg& m);
 void command_request(Imsg& m);
+void key_channel_lost(const char* broken);
 void service_channel_lost(std::unique_ptr<ImsgPeer>& chan, const char* service, const char* broken);
 
 // Forks one child with a fresh parent channel; sib is its end of the
 // smtp<->handler channel. The handler also gets a channel of its own for
-// command requests and one for mailbox requests, which its delivery
-// threads use synchronously (the mailbox pair is made last).
+// command requests (mailbox deliveries among them), made last.
 void start_child(int which, UniqueFd sib)
 {
 	auto [mine, theirs] = seqpacket_pair();
-	UniqueFd mbox_mine, mbox_theirs, cmd_mine, cmd_theirs;
-	if (which == HANDLER) {
+	UniqueFd cmd_mine, cmd_theirs, key_mine, key_theirs;
+	if (which == HANDLER)
 		std::tie(cmd_mine, cmd_theirs) = seqpacket_pair();
-		std::tie(mbox_mine, mbox_theirs) = seqpacket_pair();
-	}
+	else
+		std::tie(key_mine, key_theirs) = seqpacket_pair();
 	pid_t pid = fork();
 	if (pid == -1) {
 		log_warn("fork %s process", child_name[which]);
@@ -169,35 +171,40 @@ void start_child(int which, UniqueFd sib)
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, nullptr);
 		signal(SIGHUP, SIG_IGN);
-		mbox_mine.reset();
 		cmd_mine.reset();
-		close_other_fds({theirs.get(), sib.get(), rt.control.fd.get(), mbox_theirs.get(), cmd_theirs.get()});
+		key_mine.reset();
+		keys.forget();  // only the parent holds the TLS keys
+		auth.wipe();  // and the password hashes
+		scrub_stack();
+		close_other_fds({theirs.get(), sib.get(), rt.control.fd.get(), cmd_theirs.get(), key_theirs.get()});
 		log_init(rt.foreground, rt.verbose);
 		set_process_title(which == SMTP ? "laimd: smtp" : "laimd: handler");
 		if (which == SMTP) {
 			// The listeners stay with smtp only, the control socket
 			// with the handler.
 			rt.control.fd.reset();
-			smtp_main(rt, std::move(theirs), std::move(sib));
+			smtp_main(rt, std::move(theirs), std::move(sib), std::move(key_theirs));
 		}
 		for (Listener& l : rt.listeners)
 			l.fd.reset();
-		handler_main(rt, std::move(theirs), std::move(sib), std::move(mbox_theirs), std::move(cmd_theirs));
+		handler_main(rt, std::move(theirs), std::move(sib), std::move(cmd_theirs));
 	}
 	Child& c = children[which];
 	c.pid = pid;
 	c.started = time(nullptr);
 	c.restart_at = 0;
 	c.chan = std::make_unique<ImsgPeer>(
-		*loop, std::move(mine), imsg_valid_child_to_parent, [which](Imsg& m) { child_message(which, m); },
+		*loop, std::move(mine), which == SMTP ? imsg_valid_smtp_to_parent : imsg_valid_child_to_parent,
+		[which](Imsg& m) { child_message(which, m); },
 		[which](const char* broken) { child_channel_lost(which, broken); });
 	if (which == HANDLER) {
-		c.mailbox_chan = std::make_unique<ImsgPeer>(
-			*loop, std::move(mbox_mine), imsg_valid_mailbox_request, mailbox_request,
-			[](const char* broken) { service_channel_lost(children[HANDLER].mailbox_chan, "mailbox", broken); });
 		c.command_chan = std::make_unique<ImsgPeer>(
 			*loop, std::move(cmd_mine), imsg_valid_command_request, command_request,
 			[](const char* broken) { service_channel_lost(children[HANDLER].command_chan, "command", broken); });
+	} else {
+		c.key_chan = std::make_unique<ImsgPeer>(
+			*loop, std::move(key_mine), imsg_valid_key_request,
+			[](Imsg& m) { keys.answer(*children[SMTP].key_chan, m); }, key_channel_lost);
 	}
 	log_debug("%s process started, pid %d", child_name[which], (int)pid);
 }
@@ -252,22 +259,18 @@ void reap_children()
 				continue;
 			c.pid = -1;
 			c.chan.reset();
-			if (which == HANDLER) {
-				c.mailbox_chan.reset();
+			c.key_chan.reset();
+			if (which == HANDLER)
 				c.command_chan.reset();
-				mailboxes.release_all();
-			}
 			if (shutting_down) {
 				log_debug("%s process %s", child_name[which], describe_status(status).c_str());
 				continue;
 			}
 			time_t now = time(nullptr);
-			if (now - c.started > 60)
-				c.backoff = 1;
+			unsigned delay = restart_delay(c.backoff, c.started, now);
 			log_warnx("%s process (pid %d) %s; restarting in %us", child_name[which], (int)pid,
-				  describe_status(status).c_str(), c.backoff);
-			c.restart_at = now + c.backoff;
-			c.backoff = std::min(c.backoff * 2, 60u);
+				  describe_status(status).c_str(), delay);
+			c.restart_at = now + delay;
 		}
 	}
 }
@@ -280,8 +283,10 @@ void reload()
 	Secrets secrets;
 	bool world_readable = false;
 	Config cfg;
+	AuthService new_auth;
 	try {
 		cfg = load_config(rt.cfg.file, &text, &secrets, &world_readable);
+		new_auth = AuthService::load(rt.cfg);  // the listeners in use, their files read again
 	} catch (const ConfigError& e) {
 		log_warnx("%s; keeping the previous configuration", e.what());
 		return;
@@ -290,24 +295,43 @@ void reload()
 		log_warnx("%s is readable by others: handlers may keep secrets there", cfg.file.c_str());
 	bool listeners_changed = cfg.socket != rt.cfg.socket || cfg.control_socket != rt.cfg.control_socket ||
 				 cfg.listen.size() != rt.cfg.listen.size();
-	for (size_t i = 0; !listeners_changed && i < cfg.listen.size(); i++)
-		listeners_changed = cfg.listen[i].host != rt.cfg.listen[i].host || cfg.listen[i].port != rt.cfg.listen[i].port;
+	for (size_t i = 0; !listeners_changed && i < cfg.listen.size(); i++) {
+		const ListenAddress &a = cfg.listen[i], &b = rt.cfg.listen[i];
+		listeners_changed = a.host != b.host || a.port != b.port || a.tls != b.tls || a.cert.path != b.cert.path ||
+				    a.key.path != b.key.path || a.auth_required != b.auth_required ||
+				    a.users.path != b.users.path || a.senders.path != b.senders.path;
+	}
 	if (listeners_changed || cfg.user != rt.cfg.user || cfg.smtp_user != rt.cfg.smtp_user || cfg.spool != rt.cfg.spool)
-		log_warnx("listen, socket, user, smtp_user and spool changes take effect at the next restart");
+		log_warnx("listen, socket, user, smtp_user and spool changes take effect at the next restart "
+			  "(the files a listener names are read again)");
 	cfg.listen = rt.cfg.listen;
 	cfg.socket = rt.cfg.socket;
 	cfg.control_socket = rt.cfg.control_socket;
 	cfg.user = rt.cfg.user;
 	cfg.smtp_user = rt.cfg.smtp_user;
 	cfg.spool = rt.cfg.spool;
+	TlsKeys tls;
+	try {
+		tls = tls_keys_load(cfg);  // a renewed certificate and key
+	} catch (const ConfigError& e) {
+		log_warnx("%s; keeping the previous configuration and certificates", e.what());
+		return;
+	}
+	keys.adopt(std::move(tls));
+	rt.tls = keys.chains();
 	rt.cfg = std::move(cfg);
 	rt.config_text = std::move(text);
 	rt.secrets = std::move(secrets);
+	auth.wipe();
+	auth = std::move(new_auth);
 	if (!rt.cfg.hostname.empty())
 		rt.hostname = rt.cfg.hostname;
 
-	if (children[SMTP].pid > 0)
+	if (children[SMTP].pid > 0) {
 		children[SMTP].chan->send(IMSG_P_SMTP_CONF, 0, encode(smtp_conf(rt.cfg, rt.hostname)));
+		for (const SmtpTls& t : rt.tls)
+			children[SMTP].chan->send(IMSG_P_SMTP_TLS, 0, encode(t));
+	}
 	if (children[HANDLER].pid > 0) {
 		// The config and its secrets, which the handler process cannot read.
 		UniqueFd mfd(memfd_create("laim-config", MFD_CLOEXEC));
@@ -323,8 +347,8 @@ void reload()
 // SIGTERM: smtp first (its sessions may still need the handler to commit),
 // then the handler (which finishes deliveries in progress), each with a
 // bounded wait. Signals are no longer read; the loop still serves the
-// mailboxes and commands that deliveries in progress may need. No
-// command outlives laimd.
+// commands (and mailbox deliveries) that deliveries in progress may
+// need. No command outlives laimd.
 [[noreturn]] void shutdown_children()
 {
 	shutting_down = true;
@@ -345,7 +369,6 @@ void reload()
 			c.pid = -1;
 		}
 	}
-	mailboxes.release_all();
 	commands.kill_all();
 	unlink(rt.cfg.socket.c_str());
 	unlink(rt.cfg.control_socket.c_str());
@@ -364,10 +387,14 @@ void daemonize()
 // rule its receiver applies (sibling_frame_fault); a report about a valid
 // frame is a lie, and ends the reporter instead. Either way the ended
 // child is restarted, like any child that dies (doc/architecture.md,
-// "Channels and messages").
+// "Channels and messages"). The smtp process also asks for AUTH checks.
 void child_message(int which, Imsg& m)
 {
 	switch (m.type) {
+	case IMSG_S_AUTH:
+		if (which != SMTP || !auth.request(*children[SMTP].chan, m))
+			throw ImsgProtocolError("bad AUTH request");
+		break;
 	case IMSG_C_PEER_ERROR:
 	case IMSG_C_PEER_ERROR_FD: {
 		PeerErrorMsg report = payload<PeerErrorMsg>(m);
@@ -391,23 +418,29 @@ void child_message(int which, Imsg& m)
 	}
 }
 
-// A child's channel closed (the child is ending) or broke the protocol,
-// which ends the child. The peer stays, for what the parent still sends,
-// until the child is reaped.
+// A child's channel closed (the child is ending) or broke the protocol.
+// The peer stays, for what the parent still sends, until the child is
+// reaped. A child that broke it is ended (and restarted): the parent no
+// longer reads it, so it could not go on.
 void child_channel_lost(int which, const char* broken)
 {
 	if (!broken)
 		return;
-	log_warnx("%s process broke the protocol of its parent channel (%s): ending it", child_name[which], broken);
+	log_warnx("%s process broke the parent channel's protocol (%s): ending it", child_name[which], broken);
 	if (children[which].pid > 0)
 		kill(children[which].pid, SIGKILL);
 }
 
-// A mailbox request from the handler process.
-void mailbox_request(Imsg& m)
+// The key channel closed (smtp is ending) or the smtp process broke its
+// protocol: that ends the process, as a protocol error between siblings
+// does; the parent goes on.
+void key_channel_lost(const char* broken)
 {
-	if (!mailboxes.request(rt.cfg, *children[HANDLER].mailbox_chan, m))
-		throw ImsgProtocolError("bad request");
+	if (!broken)
+		return;
+	log_warnx("smtp process broke the key protocol (%s): ending it", broken);
+	if (children[SMTP].pid > 0)
+		kill(children[SMTP].pid, SIGKILL);
 }
 
 // A command request from the handler process.
@@ -417,9 +450,8 @@ void command_request(Imsg& m)
 		throw ImsgProtocolError("bad request");
 }
 
-// The mailbox or command channel closed, or the handler process broke its
-// protocol: that ends the process, as a protocol error between siblings
-// does.
+// The command channel closed, or the handler process broke its protocol:
+// that ends the process, as a protocol error between siblings does.
 void service_channel_lost(std::unique_ptr<ImsgPeer>& chan, const char* service, const char* broken)
 {
 	chan.reset();
@@ -457,11 +489,6 @@ void read_signals(int sigfd)
 			if (children[which].pid <= 0 && children[which].restart_at && children[which].restart_at <= now)
 				restart_child(which);
 		commands.expire(now);
-		if (children[HANDLER].pid > 0 && mailboxes.overdue(now)) {
-			log_warnx("handler process holds a mailbox locked for too long: ending it");
-			kill(children[HANDLER].pid, SIGKILL);
-			mailboxes.release_all();
-		}
 		loop->wait(250);
 	}
 }
@@ -470,6 +497,7 @@ void read_signals(int sigfd)
 
 int main(int argc, char* argv[])
 {
+	keyserver_init();
 	process_title_init(argc, argv);
 	std::string file = LAIM_CONFIG_FILE;
 	bool check_only = false;
@@ -489,6 +517,9 @@ int main(int argc, char* argv[])
 	bool world_readable = false;
 	try {
 		rt.cfg = load_config(file, &rt.config_text, &rt.secrets, &world_readable);
+		auth = AuthService::load(rt.cfg);
+		keys.adopt(tls_keys_load(rt.cfg));
+		rt.tls = keys.chains();
 	} catch (const ConfigError& e) {
 		fprintf(stderr, "laimd: %s\n", e.what());
 		return 1;
@@ -517,7 +548,7 @@ int main(int argc, char* argv[])
 		       rt.cfg.file.c_str(), rt.smtp_user.name.c_str(), rt.user.name.c_str(), (unsigned)rt.user.uid);
 	rt.hostname = resolve_hostname(rt.cfg);
 	rt.local_domains = host_names(rt.hostname);
-	set_local_domains(rt.local_domains);  // for the mailbox service's alias check
+	set_local_domains(rt.local_domains);  // for the alias check of root's mailbox
 	sandbox_prepare_chroot(LAIM_EMPTY_DIR);
 	prepare_spool(rt);
 	rt.listeners = listen_all(rt.cfg);

@@ -1,5 +1,6 @@
 // The root parent's own parts: binding the listeners, preparing the spool,
-// the mailbox and command services for the handler process.
+// the command service for the handler process (which also runs its
+// mailbox deliveries).
 #pragma once
 
 #include <sys/types.h>
@@ -20,38 +21,10 @@
 
 namespace laim {
 
-struct MailboxRefusal {
-	MailboxStatus status;
-	std::string why;
-};
-
-// parent/mailbox.cpp: users' mailboxes under mail_dir, opened and locked
-// (fcntl and dotlock) for the handler process. Each grant is a lease that
-// holds the dotlock until the handler says it is done or dies.
-class MailboxService {
- public:
-	// Answers one request; false when it breaks the protocol.
-	bool request(const Config& cfg, ImsgPeer& chan, const Imsg& m);
-	// A lease held far longer than an append takes.
-	bool overdue(time_t now) const;
-	void release_all();
-
- private:
-	struct Lease {
-		std::string dir, dotlock;
-		dev_t dev;
-		ino_t ino;
-		time_t granted;
-	};
-	void grant(const Config& cfg, ImsgPeer& chan, uint32_t id, const std::string& user);
-	UniqueFd open(const Config& cfg, uint32_t id, const std::string& user, MailboxRefusal& no);
-	void release(uint32_t id);
-	std::map<uint32_t, Lease> leases_;
-};
-
-// parent/command.cpp: commands for the handler process (pipe instances
-// and alias commands), started as their user from the parent's own
-// configuration; the handler gets their pipes, and a report of their end.
+// parent/command.cpp: commands for the handler process (pipe instances,
+// alias commands and laim-mda for the mbox handler), started as their
+// user from the parent's own configuration; the handler gets their pipes,
+// and a report of their end.
 class CommandService {
  public:
 	// Answers one IMSG_H_COMMAND_RUN; false when it breaks the protocol.
@@ -71,12 +44,23 @@ class CommandService {
 		unsigned timeout = 0;
 		time_t deadline = 0;
 		bool timed_out = false;
+		bool mailbox = false;  // laim-mda: not killed when the handler lets go
 		std::unique_ptr<ImsgPeer> reply;  // null once the handler process let go
 	};
-	ImsgPeer& watch(EventLoop& loop, pid_t pid, UniqueFd reply, const std::string& label, unsigned timeout);
+	ImsgPeer& watch(EventLoop& loop, pid_t pid, UniqueFd reply, const std::string& label, unsigned timeout,
+			bool mailbox);
 	void let_go(pid_t pid);
 	std::map<pid_t, Running> running_;
 };
+
+// parent/restart.cpp: a child that dies is forked again after its
+// back-off: 1 s, doubling with each death up to RESTART_MAX_DELAY, and 1 s
+// again once it had run more than RESTART_STABLE seconds. Returns the
+// delay for a child started at `started` that died at `died`, and moves
+// backoff (the child's, 1 at first) on to the next one.
+inline constexpr unsigned RESTART_MAX_DELAY = 60;
+inline constexpr time_t RESTART_STABLE = 60;
+unsigned restart_delay(unsigned& backoff, time_t started, time_t died);
 
 // parent/listen.cpp: binds every configured listener, fatal on failure.
 std::vector<Listener> listen_all(const Config& cfg);

@@ -6,7 +6,10 @@
 //   laim-drop -f SENDER -- RCPT...     (the message on stdin)
 //
 // It trusts nothing it is given and reads nothing but its arguments and
-// stdin: no environment, no configuration. The group privilege is used
+// stdin: no environment, no configuration. (A test build, configured
+// with --enable-test-handlers, takes the spool from $LAIM_TEST_SPOOL_DIR
+// so that the regress cases never touch the system's spool; the package
+// is built without it.) The group privilege is used
 // for two system calls only: creating the unnamed file, and linking it
 // into offline/ once it is complete and on disk. The file ends owned by
 // the caller's uid (laimd imports it as that uid's), group laimdrop, one
@@ -14,6 +17,8 @@
 //
 // Exit status: 0 stored, 64 usage, 65 bad address or message too large,
 // 75 cannot store it ("laim-drop: cannot store the message: REASON").
+#include "config.h"
+
 #include <fcntl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -44,6 +49,19 @@ using laim::write_all;
 namespace {
 
 constexpr size_t MAX_MESSAGE = 256u << 20;
+
+std::string offline_dir = LAIM_SPOOL_DIR "/offline";
+
+// The test seam, read before the environment is cleared: only in a test
+// build (LAIM_TEST_SEAMS), never in a setgid laim-drop of the package.
+void take_test_spool()
+{
+#ifdef LAIM_TEST_SEAMS
+	const char* dir = getenv("LAIM_TEST_SPOOL_DIR");
+	if (dir && *dir)
+		offline_dir = std::string(dir) + "/offline";
+#endif
+}
 
 [[noreturn]] void die(int code, const std::string& msg)
 {
@@ -158,7 +176,7 @@ void link_into(int fd, int dirfd, gid_t drop_gid, gid_t rgid)
 			return;
 		errno = err;
 		if (err != EEXIST || attempt == 5)
-			cannot_store_errno("linking the file into " LAIM_SPOOL_DIR "/offline");
+			cannot_store_errno("linking the file into " + offline_dir);
 	}
 }
 
@@ -167,16 +185,17 @@ void link_into(int fd, int dirfd, gid_t drop_gid, gid_t rgid)
 // owns it (root, laim): then syncfs(2) on the file's filesystem.
 void sync_directory(int fd)
 {
-	UniqueFd dir(open(LAIM_SPOOL_DIR "/offline", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+	UniqueFd dir(open(offline_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
 	int r = dir ? fsync(dir.get()) : syncfs(fd);
 	if (r == -1)
-		cannot_store_errno("syncing " LAIM_SPOOL_DIR "/offline");
+		cannot_store_errno("syncing " + offline_dir);
 }
 
 }  // namespace
 
 int main(int argc, char** argv)
 {
+	take_test_spool();
 	clearenv();
 	sanitize_std_fds();
 	umask(022);
@@ -193,12 +212,12 @@ int main(int argc, char** argv)
 		cannot_store_errno("getresgid");
 	gid_t drop_gid = egid;  // laimdrop, by the setgid bit
 
-	UniqueFd dirfd(open(LAIM_SPOOL_DIR "/offline", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+	UniqueFd dirfd(open(offline_dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
 	if (!dirfd)
-		cannot_store_errno("opening " LAIM_SPOOL_DIR "/offline");
+		cannot_store_errno("opening " + offline_dir);
 	UniqueFd fd(openat(dirfd.get(), ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644));
 	if (!fd)
-		cannot_store_errno("creating a file in " LAIM_SPOOL_DIR "/offline");
+		cannot_store_errno("creating a file in " + offline_dir);
 	set_egid(rgid);
 
 	write_message(fd.get(), header);

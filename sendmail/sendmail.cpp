@@ -9,6 +9,8 @@
 // to import later. Exit status (sysexits.h): 0 once the message is
 // stored, 64 usage, 65 data error, 67 a recipient refused, 69 laimd
 // refused or is not there for -bp/-q, 75 not even laim-drop could store it.
+#include "config.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <pwd.h>
@@ -155,16 +157,26 @@ int offline_drop(const std::string& sender, const std::vector<std::string>& rcpt
 	for (const std::string& r : rcpts)
 		argv.push_back(r.c_str());
 	argv.push_back(nullptr);
+	// laim-drop gets an empty environment; a test build passes on its
+	// seam, the spool of the laimd under test (see drop.cpp).
+	std::vector<const char*> envp;
+#ifdef LAIM_TEST_SEAMS
+	const char* test_spool = getenv("LAIM_TEST_SPOOL_DIR");
+	std::string test_env = std::string("LAIM_TEST_SPOOL_DIR=") + (test_spool ? test_spool : "");
+	if (test_spool)
+		envp.push_back(test_env.c_str());
+#endif
+	envp.push_back(nullptr);
 	fflush(stderr);
 
 	pid_t pid = fork();
 	if (pid < 0)
 		throw Failure(EX_TEMPFAIL, std::string("cannot store the message: fork: ") + strerror(errno));
 	if (pid == 0) {
-		char* const envp[] = {nullptr};
 		signal(SIGPIPE, SIG_DFL);
 		if (lseek(fd, 0, SEEK_SET) == 0 && dup2(fd, STDIN_FILENO) == STDIN_FILENO)
-			execve(path.c_str(), const_cast<char* const*>(argv.data()), envp);
+			execve(path.c_str(), const_cast<char* const*>(argv.data()),
+			       const_cast<char* const*>(envp.data()));
 		dprintf(STDERR_FILENO, "%s: cannot store the message: %s: %s (laimd: %s)\n", progname.c_str(),
 			path.c_str(), strerror(errno), why.c_str());
 		_exit(EX_TEMPFAIL);

@@ -29,12 +29,26 @@ inline constexpr std::string_view vrfy =
 inline constexpr std::string_view ehlo_size = "250-SIZE";
 inline constexpr std::string_view ehlo_8bitmime = "250-8BITMIME" LAIM_CRLF;
 inline constexpr std::string_view ehlo_smtputf8 = "250-SMTPUTF8" LAIM_CRLF;
+inline constexpr std::string_view ehlo_starttls = "250-STARTTLS" LAIM_CRLF;
+// RFC 4954: only on an auth: required listener, and only under TLS.
+inline constexpr std::string_view ehlo_auth = "250-AUTH PLAIN LOGIN" LAIM_CRLF;
 inline constexpr std::string_view ehlo_last =
 	"250-PIPELINING" LAIM_CRLF
 	"250 ENHANCEDSTATUSCODES" LAIM_CRLF;
 
+// RFC 3207 4
+inline constexpr std::string_view starttls_go = "220 2.0.0 Ready to start TLS" LAIM_CRLF;
+
 // 3xx
 inline constexpr std::string_view data_go = "354 End data with <CR><LF>.<CR><LF>" LAIM_CRLF;
+// RFC 4954 4: AUTH's challenges. PLAIN's is empty; LOGIN asks for
+// "Username:" and "Password:" in base64.
+inline constexpr std::string_view auth_plain_go = "334 " LAIM_CRLF;
+inline constexpr std::string_view auth_login_user = "334 VXNlcm5hbWU6" LAIM_CRLF;
+inline constexpr std::string_view auth_login_password = "334 UGFzc3dvcmQ6" LAIM_CRLF;
+
+// 2xx, AUTH (RFC 4954 6)
+inline constexpr std::string_view auth_ok = "235 2.7.0 Authentication successful" LAIM_CRLF;
 
 // 4xx
 inline constexpr std::string_view queue_full =
@@ -51,21 +65,29 @@ inline constexpr std::string_view too_many_rcpts = "452 4.5.3 Too many recipient
 // "421 4.4.2 HOSTNAME Error: timeout exceeded" (RFC 5321 4.5.3.2)
 inline constexpr std::string_view timeout_code = "421 4.4.2 ";
 inline constexpr std::string_view timeout = " Error: timeout exceeded" LAIM_CRLF;
+// "421 4.7.0 HOSTNAME Error: too many failed authentications": the third
+// failed AUTH ends the session, as Postfix's smtpd_hard_error_limit.
+inline constexpr std::string_view auth_limit_code = "421 4.7.0 ";
+inline constexpr std::string_view auth_limit = " Error: too many failed authentications" LAIM_CRLF;
 // "421 4.3.2 HOSTNAME Service shutting down" (RFC 5321 3.8)
 inline constexpr std::string_view shutdown_code = "421 4.3.2 ";
 inline constexpr std::string_view shutdown = " Service shutting down" LAIM_CRLF;
 
 // 5xx: command syntax and sequence (RFC 5321 4.2.4, 4.3.2)
 inline constexpr std::string_view line_too_long = "500 5.5.2 Line too long" LAIM_CRLF;
+// RFC 5321 2.3.8: a command line ends at CRLF, never at a bare CR or LF.
+inline constexpr std::string_view bare_line_end = "500 5.5.2 Line must end with CRLF" LAIM_CRLF;
 inline constexpr std::string_view unknown_command = "500 5.5.2 Command unrecognized" LAIM_CRLF;
 inline constexpr std::string_view nul_in_command = "501 5.5.2 NUL character in command" LAIM_CRLF;
 inline constexpr std::string_view syntax_helo = "501 5.5.4 Syntax: HELO hostname" LAIM_CRLF;
 inline constexpr std::string_view syntax_ehlo = "501 5.5.4 Syntax: EHLO hostname" LAIM_CRLF;
+inline constexpr std::string_view bad_helo = "501 5.5.4 Invalid domain name" LAIM_CRLF;
 inline constexpr std::string_view syntax_mail = "501 5.5.4 Syntax: MAIL FROM:<address>" LAIM_CRLF;
 inline constexpr std::string_view syntax_rcpt = "501 5.5.4 Syntax: RCPT TO:<address>" LAIM_CRLF;
 inline constexpr std::string_view syntax_vrfy = "501 5.5.4 Syntax: VRFY address" LAIM_CRLF;
 inline constexpr std::string_view syntax_noarg = "501 5.5.4 Syntax error: no arguments allowed" LAIM_CRLF;
 inline constexpr std::string_view syntax_param = "501 5.5.4 Syntax error in parameters" LAIM_CRLF;
+inline constexpr std::string_view tls_active = "503 5.5.1 Error: TLS already active" LAIM_CRLF;
 inline constexpr std::string_view need_helo = "503 5.5.1 Error: send HELO/EHLO first" LAIM_CRLF;
 inline constexpr std::string_view nested_mail = "503 5.5.1 Error: nested MAIL command" LAIM_CRLF;
 inline constexpr std::string_view need_mail = "503 5.5.1 Error: need MAIL command" LAIM_CRLF;
@@ -78,6 +100,9 @@ inline constexpr std::string_view pregreet =
 	"554 5.5.1 Protocol error: client spoke before the greeting" LAIM_CRLF;
 inline constexpr std::string_view mail_param =
 	"555 5.5.4 Unsupported MAIL parameter" LAIM_CRLF;
+// RFC 5321 4.1.1.11: parameters belong to the extensions EHLO announced.
+inline constexpr std::string_view mail_param_helo =
+	"555 5.5.4 MAIL parameters need EHLO" LAIM_CRLF;
 inline constexpr std::string_view rcpt_param =
 	"555 5.5.4 RCPT parameters are not supported" LAIM_CRLF;
 
@@ -88,6 +113,24 @@ inline constexpr std::string_view need_smtputf8 =
 	"553 5.6.7 Non-ASCII address requires SMTPUTF8" LAIM_CRLF;
 inline constexpr std::string_view rcpt_rejected =
 	"550 5.1.1 Recipient address rejected: user unknown" LAIM_CRLF;
+
+// 5xx: the submission listener's rules (RFC 3207 4, RFC 4954 6), worded as
+// Postfix's submission service words them.
+inline constexpr std::string_view need_starttls = "530 5.7.0 Must issue a STARTTLS command first" LAIM_CRLF;
+inline constexpr std::string_view need_auth = "530 5.7.0 Authentication required" LAIM_CRLF;
+inline constexpr std::string_view auth_failed = "535 5.7.8 Authentication credentials invalid" LAIM_CRLF;
+inline constexpr std::string_view auth_unknown_mech = "504 5.5.4 Unrecognized authentication type" LAIM_CRLF;
+// AUTH where it is not offered: a listener without auth: required, or
+// before TLS (it is not in the EHLO reply there).
+inline constexpr std::string_view auth_not_enabled = "503 5.5.1 Error: authentication not enabled" LAIM_CRLF;
+inline constexpr std::string_view auth_twice = "503 5.5.1 Error: already authenticated" LAIM_CRLF;
+inline constexpr std::string_view auth_in_txn = "503 5.5.1 Error: MAIL transaction in progress" LAIM_CRLF;
+inline constexpr std::string_view syntax_auth = "501 5.5.4 Syntax: AUTH mechanism [initial-response]" LAIM_CRLF;
+inline constexpr std::string_view auth_cancelled = "501 5.0.0 Authentication cancelled" LAIM_CRLF;
+inline constexpr std::string_view auth_bad_base64 = "501 5.5.2 Cannot decode response" LAIM_CRLF;
+// "553 5.7.1 <ADDR>: sender not owned by user NAME" (the senders file)
+inline constexpr std::string_view sender_not_owned_code = "553 5.7.1 <";
+inline constexpr std::string_view sender_not_owned = ">: sender not owned by user ";
 
 // 5xx: message content
 inline constexpr std::string_view size_exceeded = "552 5.3.4 Message size exceeds fixed limit" LAIM_CRLF;

@@ -1,6 +1,8 @@
 // One SMTP session (RFC 5321): command parsing, the transaction state
-// machine and the data phase, which streams the message into the spool fd
-// through a fixed write buffer. See session.h for the interface.
+// machine, AUTH on a submission listener (RFC 4954, PLAIN and LOGIN: the
+// credentials go to the parent, the senders it allows bind MAIL FROM) and
+// the data phase, which streams the message into the spool fd through a
+// fixed write buffer. See session.h for the interface.
 //
 // Memory per session is constant: a fixed input buffer (a command line
 // longer than RFC 5321 allows is discarded up to its LF, never buffered),
@@ -10,6 +12,9 @@
 
 #include "smtp/session.h"
 
+#include <fnmatch.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,9 +37,9 @@ namespace {
 constexpr size_t INPUT_SIZE = 4096;          // fixed input buffer
 constexpr size_t MAX_COMMAND_LINE = 512;     // RFC 5321 4.5.3.1.4, CRLF included
 constexpr size_t MAX_TEXT_LINE = 1000;       // RFC 5321 4.5.3.1.6, CRLF included
-constexpr size_t MAX_HELO = 255;             // a domain or address literal
 constexpr size_t WRITE_BUFFER_SIZE = 65536;  // data phase, flushed when full
 constexpr size_t OUTPUT_HIGH_WATER = 65536;  // stop reading while this much waits
+constexpr unsigned AUTH_MAX_FAILURES = 3;    // then 421 and the end of the session
 
 // ASCII case-insensitive comparison, as SMTP verbs and keywords compare.
 bool iequal(std::string_view a, std::string_view b)
@@ -58,17 +63,12 @@ bool istarts(std::string_view s, std::string_view prefix)
 	return s.size() >= prefix.size() && iequal(s.substr(0, prefix.size()), prefix);
 }
 
-// HELO/EHLO argument: a domain or address literal (RFC 5321 4.1.1.1).
-// Clients send all sorts of names, so only the characters are checked:
-// one word of printable ASCII, which keeps the Received: header clean.
+// HELO/EHLO argument (RFC 5321 4.1.1.1): a domain (letters, digits,
+// hyphens and dots, labels of at most 63 octets) or an address literal,
+// so that what goes into Received: is a name and nothing else.
 bool valid_helo(std::string_view s)
 {
-	if (s.empty() || s.size() > MAX_HELO)
-		return false;
-	for (unsigned char c : s)
-		if (c < 0x21 || c > 0x7e)
-			return false;
-	return true;
+	return valid_domain(s, false) || valid_address_literal(s);
 }
 
 // RFC 5322 3.3 date-time in UTC, "Sat, 22 Nov 2026 10:00:00 +0000".
@@ -123,6 +123,35 @@ std::string_view reject_reply(Reject r)
 	return reply::tempfail;
 }
 
+// RFC 4648 base64 as AUTH sends it: whole groups of four, '=' only as
+// padding at the end. False for anything else.
+bool base64_decode(std::string_view in, std::string& out)
+{
+	static constexpr std::string_view alphabet =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t pad = in.size() - std::min(in.size(), in.find_last_not_of('=') + 1);
+	if (in.size() % 4 != 0 || pad > 2 || in.substr(0, in.size() - pad).find_first_not_of(alphabet) != in.npos)
+		return false;
+	out.resize(in.size() / 4 * 3);
+	int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+				reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
+	if (n < 0 || size_t(n) < pad)
+		return false;
+	out.resize(size_t(n) - pad);  // EVP_DecodeBlock counts the padding as bytes
+	return true;
+}
+
+// A client-supplied name as a log line or a header comment may carry it:
+// printable ASCII without parentheses, at most 255 characters (the
+// longest user name a users file holds).
+std::string printable(std::string_view s)
+{
+	std::string r;
+	for (unsigned char c : s.substr(0, 255))
+		r += c > 0x20 && c < 0x7f && c != '(' && c != ')' ? char(c) : '_';
+	return r;
+}
+
 std::string_view without_crlf(std::string_view s)
 {
 	while (!s.empty() && (s.back() == '\n' || s.back() == '\r'))
@@ -146,6 +175,16 @@ struct Session::Impl {
 	bool rcpt_tried = false;  // some RCPT was given in this transaction
 	bool shutdown_pending = false;
 	std::string pending;      // the recipient the backend is judging
+
+	// AUTH (RFC 4954).
+	enum class AuthStep : uint8_t { None, Plain, LoginUser, LoginPassword } auth_step = AuthStep::None;
+	std::string auth_user;      // authenticated as; "" before
+	std::string auth_pending;   // the user the parent is asked about
+	std::string login_user;     // LOGIN's first answer
+	std::string secret;         // a decoded response, overwritten after use
+	unsigned auth_failures = 0;
+	bool senders_bound = false;
+	std::vector<std::string> senders;  // patterns, when senders_bound
 	std::vector<std::string> spare;  // strings of past recipients, reused
 
 	// Data phase.
@@ -191,7 +230,7 @@ std::pair<char*, size_t> Session::input_space()
 {
 	Impl& m = *impl_;
 	// Backpressure: a client that does not read its replies stops being read.
-	if (closing_ || out_.size() >= OUTPUT_HIGH_WATER)
+	if (closing_ || starttls_wanted_ || out_.size() >= OUTPUT_HIGH_WATER)
 		return {nullptr, 0};
 	if (m.in_start > 0) {
 		memmove(m.in.data(), m.in.data() + m.in_start, m.in_end - m.in_start);
@@ -225,7 +264,7 @@ void Session::process()
 	if (m.busy)
 		return;
 	m.busy = true;
-	while (!closing_ && waiting_ == Wait::None && m.in_start < m.in_end) {
+	while (!closing_ && !starttls_wanted_ && waiting_ == Wait::None && m.in_start < m.in_end) {
 		if (m.in_data)
 			data_input();
 		else if (!command_input())
@@ -276,9 +315,29 @@ bool Session::command_input()
 		reply(reply::line_too_long);
 		return true;
 	}
+	// RFC 5321 2.3.8: only CRLF ends a line. A bare LF, or a CR anywhere
+	// else in the line, gets an answer and the line is not run, so no
+	// reading of the line ends can make one line two commands.
 	std::string_view line(p, len - 1);
-	if (!line.empty() && line.back() == '\r')
+	bool crlf = !line.empty() && line.back() == '\r' && memchr(line.data(), '\r', line.size() - 1) == nullptr;
+	if (crlf)
 		line.remove_suffix(1);
+	if (m.auth_step != Impl::AuthStep::None || istarts(line, "AUTH ")) {
+		if (!crlf) {
+			m.auth_step = Impl::AuthStep::None;  // a reply other than 334 ends the exchange
+			reply(reply::bare_line_end);
+		} else if (m.auth_step != Impl::AuthStep::None) {
+			auth_response(line);
+		} else {
+			command(line);
+		}
+		OPENSSL_cleanse(const_cast<char*>(p), len);  // the credentials, in base64
+		return true;
+	}
+	if (!crlf) {
+		reply(reply::bare_line_end);
+		return true;
+	}
 	command(line);
 	return true;
 }
@@ -309,10 +368,14 @@ void Session::command(std::string_view line)
 		cmd_helo(arg, false);
 	} else if (iequal(verb, "MAIL")) {
 		cmd_mail(arg);
+	} else if (iequal(verb, "AUTH")) {
+		cmd_auth(arg);
 	} else if (iequal(verb, "RCPT")) {
 		cmd_rcpt(arg);
 	} else if (iequal(verb, "DATA")) {
 		cmd_data(arg);
+	} else if (iequal(verb, "STARTTLS")) {
+		cmd_starttls(arg);
 	} else if (iequal(verb, "RSET")) {
 		if (!arg.empty()) {
 			reply(reply::syntax_noarg);
@@ -348,8 +411,12 @@ void Session::command(std::string_view line)
 void Session::cmd_helo(std::string_view arg, bool ehlo)
 {
 	Impl& m = *impl_;
-	if (!valid_helo(arg)) {
+	if (arg.empty()) {
 		reply(ehlo ? reply::syntax_ehlo : reply::syntax_helo);
+		return;
+	}
+	if (!valid_helo(arg)) {
+		reply(reply::bad_helo);
 		return;
 	}
 	abort_transaction();
@@ -370,7 +437,45 @@ void Session::cmd_helo(std::string_view arg, bool ehlo)
 	out_.append("\r\n").append(reply::ehlo_8bitmime);
 	if (settings_.smtputf8)
 		out_.append(reply::ehlo_smtputf8);
+	if (client_.starttls && !tls_)
+		out_.append(reply::ehlo_starttls);
+	if (client_.auth_required && tls_)
+		out_.append(reply::ehlo_auth);
 	out_.append(reply::ehlo_last);
+}
+
+// STARTTLS (RFC 3207 4): only where the listener offers it, once. What
+// the client sent behind it in the clear is dropped unread (the
+// command-injection class of CVE-2011-0411), and the session starts over
+// under TLS: no HELO, no transaction (4.2).
+void Session::cmd_starttls(std::string_view arg)
+{
+	Impl& m = *impl_;
+	if (!client_.starttls) {
+		reply(reply::unknown_command);  // as before listeners had TLS
+		return;
+	}
+	if (tls_) {
+		reply(reply::tls_active);
+		return;
+	}
+	if (!arg.empty()) {
+		reply(reply::syntax_noarg);
+		return;
+	}
+	abort_transaction();
+	helo_.clear();
+	m.proto = Impl::Proto::None;
+	m.in_start = m.in_end = 0;
+	m.discarding = false;
+	reply(reply::starttls_go);
+	starttls_wanted_ = true;
+}
+
+void Session::tls_started()
+{
+	starttls_wanted_ = false;
+	tls_ = true;
 }
 
 // "FROM:" / "TO:" and at most one space before the path: RFC 5321 has
@@ -398,6 +503,17 @@ void Session::cmd_mail(std::string_view arg)
 		reply(reply::nested_mail);
 		return;
 	}
+	// A submission listener wants TLS, then AUTH; a STARTTLS listener
+	// without auth: required takes mail in the clear too (as Postfix's
+	// smtpd_tls_security_level=may).
+	if (client_.auth_required && !tls_) {
+		reply(reply::need_starttls);
+		return;
+	}
+	if (client_.auth_required && m.auth_user.empty()) {
+		reply(reply::need_auth);
+		return;
+	}
 	SmtpPath path;
 	AddressStatus st = AddressStatus::Syntax;
 	if (take_path_prefix(arg, "FROM:"))
@@ -413,6 +529,10 @@ void Session::cmd_mail(std::string_view arg)
 
 	bool utf8 = false;
 	std::string_view params = path.rest;
+	if (m.proto == Impl::Proto::Helo && params.find_first_not_of(' ') != std::string_view::npos) {
+		reply(reply::mail_param_helo);
+		return;
+	}
 	for (;;) {
 		while (!params.empty() && params[0] == ' ')
 			params.remove_prefix(1);
@@ -452,6 +572,11 @@ void Session::cmd_mail(std::string_view arg)
 	// RFC 6531 3.7.4.1: non-ASCII addresses only with SMTPUTF8.
 	if (path.utf8 && !utf8) {
 		reply(reply::need_smtputf8);
+		return;
+	}
+	if (!sender_allowed(path.mailbox)) {
+		out_.append(reply::sender_not_owned_code).append(path.mailbox).append(reply::sender_not_owned);
+		out_.append(m.auth_user).append("\r\n");
 		return;
 	}
 	m.utf8 = utf8;
@@ -520,6 +645,179 @@ void Session::cmd_data(std::string_view arg)
 	waiting_ = Wait::Data;
 	backend_.on_data(*this);
 }
+
+// ---------------------------------------------------------------- AUTH
+
+// AUTH mechanism [initial-response] (RFC 4954 4): PLAIN (RFC 4616) and
+// LOGIN, offered only on an auth: required listener under TLS, once per
+// session and outside a transaction.
+void Session::cmd_auth(std::string_view arg)
+{
+	Impl& m = *impl_;
+	if (m.proto != Impl::Proto::Ehlo) {
+		reply(reply::need_helo);
+		return;
+	}
+	if (!client_.auth_required || !tls_) {
+		reply(reply::auth_not_enabled);
+		return;
+	}
+	if (!m.auth_user.empty()) {
+		reply(reply::auth_twice);
+		return;
+	}
+	if (m.txn) {
+		reply(reply::auth_in_txn);
+		return;
+	}
+	size_t sp = arg.find(' ');
+	std::string_view mech = arg.substr(0, sp);
+	std::string_view initial = sp == std::string_view::npos ? std::string_view() : arg.substr(sp + 1);
+	if (mech.empty() || initial.find(' ') != std::string_view::npos) {
+		reply(reply::syntax_auth);
+		return;
+	}
+	if (iequal(mech, "PLAIN")) {
+		m.auth_step = Impl::AuthStep::Plain;
+	} else if (iequal(mech, "LOGIN")) {
+		m.auth_step = Impl::AuthStep::LoginUser;
+	} else {
+		reply(reply::auth_unknown_mech);
+		return;
+	}
+	if (initial.empty())
+		reply(m.auth_step == Impl::AuthStep::Plain ? reply::auth_plain_go : reply::auth_login_user);
+	else
+		auth_response(initial == "=" ? std::string_view() : initial);  // "=": an empty response
+}
+
+// One base64 response: an initial response, or a line after a 334.
+void Session::auth_response(std::string_view line)
+{
+	Impl& m = *impl_;
+	Impl::AuthStep step = m.auth_step;
+	m.auth_step = Impl::AuthStep::None;
+	if (line == "*") {
+		reply(reply::auth_cancelled);
+		return;
+	}
+	bool ok = base64_decode(line, m.secret);
+	if (ok && step == Impl::AuthStep::Plain) {
+		auth_plain(m.secret);
+	} else if (ok && step == Impl::AuthStep::LoginUser) {
+		m.login_user.assign(m.secret);
+		m.auth_step = Impl::AuthStep::LoginPassword;
+		reply(reply::auth_login_password);
+	} else if (ok) {
+		auth_check(m.login_user, m.secret);
+	} else {
+		reply(reply::auth_bad_base64);
+	}
+	OPENSSL_cleanse(m.secret.data(), m.secret.size());
+	m.secret.clear();
+}
+
+// PLAIN's response: authzid NUL authcid NUL password. Acting for another
+// user (an authzid other than the authcid) is not allowed: a failure.
+void Session::auth_plain(std::string_view response)
+{
+	size_t a = response.find('\0');
+	size_t b = a == std::string_view::npos ? a : response.find('\0', a + 1);
+	if (b == std::string_view::npos || response.find('\0', b + 1) != std::string_view::npos) {
+		reply(reply::auth_bad_base64);
+		return;
+	}
+	std::string_view authzid = response.substr(0, a), user = response.substr(a + 1, b - a - 1);
+	if (!authzid.empty() && authzid != user) {
+		impl_->auth_pending.assign(user);
+		waiting_ = Wait::Auth;
+		auth_failed();
+		return;
+	}
+	auth_check(user, response.substr(b + 1));
+}
+
+// Asks the parent (through the backend) whether password is user's.
+void Session::auth_check(std::string_view user, std::string_view password)
+{
+	Impl& m = *impl_;
+	m.auth_pending.assign(user);
+	waiting_ = Wait::Auth;
+	std::string pw(password);
+	backend_.on_auth(*this, m.auth_pending, pw);
+	OPENSSL_cleanse(pw.data(), pw.size());
+	OPENSSL_cleanse(m.login_user.data(), m.login_user.size());
+	m.login_user.clear();
+}
+
+void Session::auth_reply(bool ok, bool bound, std::vector<std::string> senders)
+{
+	Impl& m = *impl_;
+	if (waiting_ != Wait::Auth)
+		return;
+	if (!ok) {
+		auth_failed();
+		return;
+	}
+	waiting_ = Wait::None;
+	if (closing_)
+		return;
+	m.auth_user = std::move(m.auth_pending);
+	m.senders_bound = bound;
+	m.senders = std::move(senders);
+	log_info("smtp: AUTH as %s from %s", printable(m.auth_user).c_str(), client_.address.c_str());
+	reply(reply::auth_ok);
+	resume();
+}
+
+// Counts and logs a failure; the 535 waits for the backend's delay.
+void Session::auth_failed()
+{
+	Impl& m = *impl_;
+	m.auth_failures++;
+	log_info("smtp: AUTH failed for user=%s from %s (%u/%u)", printable(m.auth_pending).c_str(),
+		 client_.address.c_str(), m.auth_failures, AUTH_MAX_FAILURES);
+	m.auth_pending.clear();
+	waiting_ = Wait::AuthDelay;
+	backend_.on_auth_delay(*this);
+}
+
+void Session::auth_delay_over()
+{
+	Impl& m = *impl_;
+	if (waiting_ != Wait::AuthDelay)
+		return;
+	waiting_ = Wait::None;
+	if (closing_)
+		return;
+	reply(reply::auth_failed);
+	if (m.auth_failures >= AUTH_MAX_FAILURES) {
+		reply_host(reply::auth_limit_code, reply::auth_limit);
+		closing_ = true;
+		return;
+	}
+	resume();
+}
+
+// The senders file binds an authenticated user's MAIL FROM to its
+// patterns ('*' any characters, case ignored); the null sender is always
+// allowed, as Postfix's reject_sender_login_mismatch allows it (bounces
+// and receipts a user's client sends).
+bool Session::sender_allowed(std::string_view sender) const
+{
+	const Impl& m = *impl_;
+	if (!m.senders_bound || sender.empty())
+		return true;
+	std::string s(sender);
+	return std::any_of(m.senders.begin(), m.senders.end(),
+			   [&s](const std::string& p) { return fnmatch(p.c_str(), s.c_str(), FNM_CASEFOLD) == 0; });
+}
+
+const std::string& Session::auth_user() const { return impl_->auth_user; }
+
+void SessionBackend::on_auth(Session& s, const std::string&, const std::string&) { s.auth_reply(false); }
+
+void SessionBackend::on_auth_delay(Session& s) { s.auth_delay_over(); }
 
 void Session::mail_reply(BackendStatus st, std::string_view text)
 {
@@ -719,10 +1017,12 @@ void Session::data_start()
 
 // The trace header of RFC 5321 4.4, first in the message:
 //   Received: from HELO (CLIENT)
-//   	by HOSTNAME (laim) with ESMTP id QUEUEID
+//   	(authenticated as USER)             after AUTH
+//   	by HOSTNAME (laim) with ESMTPSA id QUEUEID
 //   	for <rcpt>; DATE
-// "with" names the protocol as RFC 3848 and RFC 6531 3.7.3 register it;
-// "for" only with a single recipient, not to disclose the others.
+// "with" names the protocol as RFC 3848 and RFC 6531 3.7.3 register it
+// (S under TLS, A after AUTH); "for" only with a single recipient, not
+// to disclose the others.
 void Session::write_received()
 {
 	Impl& m = *impl_;
@@ -747,10 +1047,20 @@ void Session::write_received()
 			put(")");
 		}
 	}
-	put(")\r\n\tby ");
+	put(")\r\n\t");
+	if (!m.auth_user.empty()) {
+		put("(authenticated as ");
+		put(printable(m.auth_user));
+		put(")\r\n\t");
+	}
+	put("by ");
 	put(settings_.hostname);
 	put(" (laim) with ");
 	put(m.utf8 ? "UTF8SMTP" : m.proto == Impl::Proto::Ehlo ? "ESMTP" : "SMTP");
+	if (tls_ && m.proto == Impl::Proto::Ehlo)
+		put("S");  // ESMTPS, UTF8SMTPS: RFC 3848, RFC 6531 3.7.3
+	if (m.proto == Impl::Proto::Ehlo && !m.auth_user.empty())
+		put("A");  // ESMTPSA: RFC 3848
 	put(" id ");
 	put(m.queue_id);
 	if (rcpts_.size() == 1) {

@@ -2,8 +2,9 @@
 // sockets and processes so it can be unit-tested and fuzzed. The smtp
 // process feeds it client bytes and writes out what it produces; the
 // transaction steps that need the handler process (MAIL, RCPT, DATA,
-// end of data) go out through SessionBackend and come back, possibly
-// later, through the *_reply methods. While such a reply is pending the
+// end of data) and AUTH's check by the parent go out through
+// SessionBackend and come back, possibly later, through the *_reply
+// methods. While such a reply is pending the
 // session processes no further input (pipelined commands wait in the
 // input buffer, whose fixed size bounds memory).
 #pragma once
@@ -36,6 +37,10 @@ struct ClientInfo {
 	std::string address;  // "127.0.0.1", "::1", or "local" for the unix socket
 	std::optional<uid_t> uid;  // the local client's, as the handler process read it (SO_PEERCRED)
 	std::string user;  // login name of uid when known, else ""
+	bool starttls = false;  // the listener offers STARTTLS (tls: starttls)
+	// The listener's AUTH (listen: in laim.yml(5)).
+	uint32_t listener = 0;       // index in listen:, for the parent's AUTH check
+	bool auth_required = false;  // auth: required: AUTH offered under TLS, MAIL needs it
 };
 
 class SessionBackend {
@@ -57,6 +62,15 @@ class SessionBackend {
 	// disconnect): the handler drops the reservation and any spool file.
 	// No reply.
 	virtual void on_abort(Session& s) = 0;
+	// AUTH: the credentials to check (the parent does, against the
+	// listener's users file). Answer with Session::auth_reply(). The
+	// session overwrites password once the call returns. The default
+	// answers no.
+	virtual void on_auth(Session& s, const std::string& user, const std::string& password);
+	// A failed AUTH: wait a random 1 to 3 s, without holding up other
+	// sessions, then call Session::auth_delay_over(). The default does
+	// not wait.
+	virtual void on_auth_delay(Session& s);
 #ifdef LAIM_SECCOMP_TRIGGER
 	// Test builds only: the XSECCOMP command.
 	virtual void on_seccomp_trigger() {}
@@ -107,6 +121,15 @@ class Session {
 	// True while a backend reply is outstanding.
 	bool waiting() const { return waiting_ != Wait::None; }
 
+	// TLS (RFC 3207). After "220 Ready to start TLS" the session reads
+	// nothing until the caller, once that reply is written, has done the
+	// handshake and called tls_started(); the input buffered behind the
+	// STARTTLS command is discarded. tls_started() also begins an
+	// implicit TLS session, before greet().
+	bool starttls_wanted() const { return starttls_wanted_; }
+	void tls_started();
+	bool tls_active() const { return tls_; }
+
 	// Timed out between commands: 421 4.4.2 and close.
 	void timeout();
 	// Daemon shutting down: idle sessions get 421 4.3.2 now; a session in
@@ -125,10 +148,19 @@ class Session {
 	// the queue id, used in the Received: header and the 250 reply.
 	void data_reply(BackendStatus st, int fd, const std::string& queue_id);
 	void commit_reply(BackendStatus st);
+	// The parent's verdict on an AUTH. ok: bound says whether the user's
+	// envelope senders are limited to the patterns in senders.
+	void auth_reply(bool ok, bool bound = false, std::vector<std::string> senders = {});
+	// After the delay that a failed AUTH waits: 535, or 421 and the end
+	// at the third failure.
+	void auth_delay_over();
+
+	// The user the session authenticated as; "" before AUTH.
+	const std::string& auth_user() const;
 
  private:
 	// Private members are the implementation's to shape (see session.cpp).
-	enum class Wait { None, Mail, Rcpt, Data, Commit };
+	enum class Wait { None, Mail, Rcpt, Data, Commit, Auth, AuthDelay };
 	struct Impl;
 
 	void process();
@@ -140,6 +172,13 @@ class Session {
 	void cmd_mail(std::string_view arg);
 	void cmd_rcpt(std::string_view arg);
 	void cmd_data(std::string_view arg);
+	void cmd_starttls(std::string_view arg);
+	void cmd_auth(std::string_view arg);
+	void auth_response(std::string_view line);
+	void auth_plain(std::string_view response);
+	void auth_check(std::string_view user, std::string_view password);
+	void auth_failed();
+	bool sender_allowed(std::string_view sender) const;
 	void data_start();
 	void write_received();
 	size_t data_scan(const char* p, size_t n, bool& end);
@@ -159,6 +198,8 @@ class Session {
 	uint32_t id_;
 	Wait waiting_ = Wait::None;
 	bool closing_ = false;
+	bool starttls_wanted_ = false;
+	bool tls_ = false;
 	std::string helo_, sender_;
 	std::vector<std::string> rcpts_;
 	std::string out_;

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -21,6 +22,8 @@
 #include <map>
 #include <memory>
 
+#include <openssl/crypto.h>
+
 #include "common/event_loop.h"
 #include "common/log.h"
 #include "common/peer.h"
@@ -28,6 +31,7 @@
 #include "common/sandbox.h"
 #include "smtp/session.h"
 #include "smtp/smtp.h"
+#include "smtp/tls.h"
 
 namespace laim {
 
@@ -42,6 +46,7 @@ constexpr rlim_t FD_SPARE = 8;
 // clients that sit idle or send a byte a second cannot lock local
 // submission out.
 constexpr uint32_t LOCAL_RESERVE = 8;
+constexpr int64_t HANDSHAKE_TIMEOUT_MS = 30000;  // at most; timeout: when shorter
 
 int64_t monotonic_ms()
 {
@@ -72,6 +77,11 @@ struct Conn {
 	int64_t last_input_ms = 0;  // CLOCK_MONOTONIC
 	bool greeted = false;
 	int64_t greet_at_ms = 0;    // CLOCK_MONOTONIC
+	std::unique_ptr<TlsStream> tls;  // from the handshake on
+	bool handshaking = false;
+	int listen_index = -1;  // Listener::listen_index
+	const std::string* listener = nullptr;  // Listener::name, for log lines
+	int64_t auth_delay_until_ms = 0;  // a failed AUTH's 535 waits until then; 0: none
 };
 
 class SmtpServer : public SessionBackend {
@@ -86,6 +96,8 @@ class SmtpServer : public SessionBackend {
 	void on_data(Session& s) override;
 	void on_commit(Session& s, uint64_t size) override;
 	void on_abort(Session& s) override;
+	void on_auth(Session& s, const std::string& user, const std::string& password) override;
+	void on_auth_delay(Session& s) override;
 #ifdef LAIM_SECCOMP_TRIGGER
 	void on_seccomp_trigger() override;
 #endif
@@ -95,6 +107,11 @@ class SmtpServer : public SessionBackend {
 	void accept_clients(size_t idx);
 	void greet(Conn& c);
 	void client_event(uint32_t id, uint32_t events);
+	bool read_input(uint32_t id, Conn& c);
+	bool flush_output(uint32_t id, Conn& c);
+	void start_tls(uint32_t id, Conn& c);
+	void handshake(uint32_t id, Conn& c);
+	void set_tls(const SmtpTls& t, bool reloaded);
 	void update(uint32_t id);
 	void close_conn(uint32_t id);
 	void handler_gone();
@@ -114,6 +131,9 @@ class SmtpServer : public SessionBackend {
 	SiblingChannel handler_;
 	std::vector<EventLoop::Watch> listening_;
 	std::map<uint32_t, Conn> conns_;
+	// By Listener::listen_index; a session's SSL holds its own reference,
+	// so a context replaced at SIGHUP lives on while its sessions do.
+	std::map<int, std::unique_ptr<TlsContext>> tls_;
 	uint32_t next_id_ = 1;
 	bool shutting_down_ = false;
 	time_t shutdown_deadline_ = 0;
@@ -127,6 +147,8 @@ SmtpServer::SmtpServer(Runtime& rt, UniqueFd parent, UniqueFd handler)
 		   [this] { handler_gone(); })
 {
 	configure(smtp_conf(rt.cfg, rt.hostname));
+	for (const SmtpTls& t : rt.tls)
+		set_tls(t, false);
 	handler_.attach(std::move(handler));
 	for (size_t i = 0; i < rt.listeners.size(); i++)
 		listening_.push_back(
@@ -175,7 +197,7 @@ void SmtpServer::handler_gone()
 void SmtpServer::on_mail(Session& s, const std::string& sender)
 {
 	const ClientInfo& ci = s.client();
-	std::string mail = encode(MailMsg{sender, s.helo(), ci.address});
+	std::string mail = encode(MailMsg{sender, s.helo(), ci.address, s.auth_user()});
 	bool sent = false;
 	if (ci.address != "local") {
 		sent = handler_.send(IMSG_S_MAIL, s.id(), mail);
@@ -228,6 +250,30 @@ void SmtpServer::on_abort(Session& s)
 	handler_.send(IMSG_S_ABORT, s.id());
 }
 
+// The parent checks the credentials against the listener's users file;
+// the payload, which holds the password, is overwritten once queued.
+void SmtpServer::on_auth(Session& s, const std::string& user, const std::string& password)
+{
+	std::string req = encode(AuthMsg{s.client().listener, user, password});
+	bool sent = parent_.send(IMSG_S_AUTH, s.id(), req);
+	OPENSSL_cleanse(req.data(), req.size());
+	if (!sent)
+		s.auth_reply(false);
+}
+
+// A random 1 to 3 s before a failed AUTH's 535, served by tick(): a
+// password guesser gets few tries a session and learns nothing from the
+// time the check took; other sessions go on meanwhile.
+void SmtpServer::on_auth_delay(Session& s)
+{
+	auto it = conns_.find(s.id());
+	uint16_t r = 0;
+	if (getrandom(&r, sizeof r, 0) != sizeof r)
+		r = static_cast<uint16_t>(monotonic_ms());
+	if (it != conns_.end())
+		it->second.auth_delay_until_ms = monotonic_ms() + 1000 + r % 2001;
+}
+
 #ifdef LAIM_SECCOMP_TRIGGER
 // Test builds only: a system call the smtp policy does not allow.
 void SmtpServer::on_seccomp_trigger()
@@ -275,9 +321,13 @@ void SmtpServer::accept_clients(size_t idx)
 			continue;
 		}
 		ClientInfo ci;
+		auto tls_mode = l.listen_index < 0 ? ListenAddress::Tls::None : rt_.cfg.listen[l.listen_index].tls;
+		ci.starttls = tls_mode == ListenAddress::Tls::Starttls;
 		if (l.local) {
 			ci.address = "local";
 		} else {
+			ci.listener = static_cast<uint32_t>(l.listen_index);
+			ci.auth_required = rt_.cfg.listen.at(l.listen_index).auth_required;
 			ci.address = peer_address(fd.get());
 			// Replies are small and often follow each other (pipelining):
 			// without this, Nagle and delayed ACKs add 40 ms per reply.
@@ -292,8 +342,12 @@ void SmtpServer::accept_clients(size_t idx)
 		c.session = std::make_unique<Session>(*this, settings_, std::move(ci), id);
 		c.last_input_ms = monotonic_ms();
 		c.greet_at_ms = c.last_input_ms + greeting_delay_;
+		c.listen_index = l.listen_index;
+		c.listener = &l.name;
 		c.watch = loop_.watch(c.fd.get(), 0, [this, id](uint32_t events) { client_event(id, events); });
-		if (greeting_delay_ == 0)
+		if (tls_mode == ListenAddress::Tls::Implicit)
+			start_tls(id, c);
+		else if (greeting_delay_ == 0)
 			greet(c);
 		update(id);
 	}
@@ -319,26 +373,139 @@ void SmtpServer::client_event(uint32_t id, uint32_t events)
 	if (it == conns_.end())
 		return;
 	Conn& c = it->second;
-	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-		auto [buf, room] = c.session->input_space();
-		if (room > 0) {
-			ssize_t n = read(c.fd.get(), buf, room);
-			if (n > 0) {
-				c.last_input_ms = monotonic_ms();
-				c.session->input_commit(static_cast<size_t>(n));
-			} else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-				c.session->disconnected();
-				close_conn(id);
-				return;
-			}
-		}
-	}
+	if (c.handshaking)
+		handshake(id, c);
+	else if (events & (EPOLLIN | EPOLLHUP | EPOLLERR) || (c.tls && c.tls->wants_write()))
+		read_input(id, c);
 	update(id);
 }
 
-// Writes pending output, closes a finished session, and sets the epoll
-// interest: read only while the session has input room and is not
-// waiting to flush a large reply (backpressure keeps memory flat).
+// Reads what the session has room for, through TLS when it is on; false
+// when the client went away (the connection is closed then).
+bool SmtpServer::read_input(uint32_t id, Conn& c)
+{
+	auto [buf, room] = c.session->input_space();
+	if (room == 0)
+		return true;
+	size_t n = 0;
+	bool gone;
+	if (c.tls) {
+		TlsStream::Io r = c.tls->read(buf, room, &n);
+		if (r == TlsStream::Io::Again)
+			return true;
+		gone = r != TlsStream::Io::Done;
+	} else {
+		ssize_t r = read(c.fd.get(), buf, room);
+		if (r < 0 && (errno == EAGAIN || errno == EINTR))
+			return true;
+		gone = r <= 0;
+		n = r > 0 ? static_cast<size_t>(r) : 0;
+	}
+	if (gone) {
+		c.session->disconnected();
+		close_conn(id);
+		return false;
+	}
+	c.last_input_ms = monotonic_ms();
+	c.session->input_commit(n);
+	return true;
+}
+
+// Writes what the socket takes of the session's output; false when the
+// client went away (the connection is closed then).
+bool SmtpServer::flush_output(uint32_t id, Conn& c)
+{
+	Session& s = *c.session;
+	while (!s.output().empty()) {
+		size_t n = 0;
+		if (c.tls) {
+			TlsStream::Io r = c.tls->write(s.output().data(), s.output().size(), &n);
+			if (r == TlsStream::Io::Again)
+				return true;
+			if (r != TlsStream::Io::Done)
+				break;
+		} else {
+			ssize_t r = write(c.fd.get(), s.output().data(), s.output().size());
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+				return true;
+			if (r <= 0)
+				break;
+			n = static_cast<size_t>(r);
+		}
+		s.output_consumed(n);
+	}
+	if (s.output().empty())
+		return true;
+	s.disconnected();
+	close_conn(id);
+	return false;
+}
+
+// The server side of a TLS handshake on the listener's context: at accept
+// for implicit TLS, after the 220 to STARTTLS otherwise.
+void SmtpServer::start_tls(uint32_t id, Conn& c)
+{
+	auto ctx = tls_.find(c.listen_index);
+	try {
+		if (ctx == tls_.end())
+			throw std::runtime_error("no certificate for this listener");
+		c.tls = std::make_unique<TlsStream>(ctx->second->get(), c.fd.get());
+	} catch (const std::exception& e) {
+		log_warnx("smtp: TLS handshake failed from %s: %s", c.session->client().address.c_str(), e.what());
+		c.session->disconnected();
+		close_conn(id);
+		return;
+	}
+	c.handshaking = true;
+	c.last_input_ms = monotonic_ms();
+	handshake(id, c);
+}
+
+// One step of the handshake; when done, the session goes on under TLS
+// (an implicit TLS session gets its greeting now).
+void SmtpServer::handshake(uint32_t id, Conn& c)
+{
+	const std::string& client = c.session->client().address;
+	switch (c.tls->handshake()) {
+	case TlsStream::Io::Again:
+		return;
+	case TlsStream::Io::Done:
+		c.handshaking = false;
+		c.last_input_ms = monotonic_ms();
+		c.session->tls_started();
+		log_info("smtp: TLS from %s on %s: %s", client.c_str(), c.listener->c_str(), c.tls->describe().c_str());
+		if (!c.greeted && c.last_input_ms >= c.greet_at_ms)
+			greet(c);
+		return;
+	case TlsStream::Io::Closed:
+	case TlsStream::Io::Failed:
+		log_info("smtp: TLS handshake failed from %s: %s", client.c_str(),
+			 c.tls->error().empty() ? "connection closed" : c.tls->error().c_str());
+		c.session->disconnected();
+		close_conn(id);
+	}
+}
+
+// A listener's context from its chain and the parent's key id; a chain
+// that does not load leaves the context before it.
+void SmtpServer::set_tls(const SmtpTls& t, bool reloaded)
+{
+	try {
+		tls_[(int)t.listen_index] = std::make_unique<TlsContext>(t.chain, t.key_id);
+		if (reloaded)
+			log_info("smtp: new sessions on listen[%u] get the reloaded certificate", t.listen_index);
+	} catch (const std::exception& e) {
+		log_warnx("smtp: keeping the previous certificate of listen[%u]: %s", t.listen_index, e.what());
+	}
+}
+
+// Writes pending output, starts TLS after a STARTTLS reply, closes a
+// finished session, and sets the epoll interest: read only while the
+// session has input room and is not waiting to flush a large reply
+// (backpressure keeps memory flat). Bytes that OpenSSL decrypted ahead
+// wait unseen by epoll: they are read here.
 void SmtpServer::update(uint32_t id)
 {
 	auto it = conns_.find(id);
@@ -346,28 +513,31 @@ void SmtpServer::update(uint32_t id)
 		return;
 	Conn& c = it->second;
 	Session& s = *c.session;
-	while (!s.output().empty()) {
-		ssize_t n = write(c.fd.get(), s.output().data(), s.output().size());
-		if (n > 0) {
-			s.output_consumed(static_cast<size_t>(n));
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			break;
-		s.disconnected();
-		close_conn(id);
+	if (c.handshaking) {
+		c.watch.set_events(c.tls->wants_write() ? EPOLLOUT : EPOLLIN);
 		return;
 	}
+	if (!flush_output(id, c))
+		return;
 	if (s.closing() && s.output().empty()) {
 		close_conn(id);
 		return;
 	}
+	if (s.starttls_wanted() && s.output().empty() && !c.tls) {
+		start_tls(id, c);
+		update(id);
+		return;
+	}
+	bool room = c.greeted && !s.closing() && s.input_space().second > 0 && s.output().size() < 65536;
+	if (room && c.tls && c.tls->pending()) {
+		if (read_input(id, c))
+			update(id);
+		return;
+	}
 	uint32_t want = 0;
-	if (c.greeted && !s.closing() && s.input_space().second > 0 && s.output().size() < 65536)
+	if (room)
 		want |= EPOLLIN;
-	if (!s.output().empty())
+	if (!s.output().empty() || (c.tls && c.tls->wants_write()))
 		want |= EPOLLOUT;
 	c.watch.set_events(want);
 }
@@ -410,7 +580,8 @@ void SmtpServer::handler_message(Imsg& m)
 	update(m.peerid);
 }
 
-// A message from the parent: a fresh handler channel, or new settings.
+// A message from the parent: a fresh handler channel, new settings, or
+// the verdict on an AUTH.
 void SmtpServer::parent_message(Imsg& m)
 {
 	switch (m.type) {
@@ -423,6 +594,18 @@ void SmtpServer::parent_message(Imsg& m)
 		configure(payload<SmtpConf>(m));
 		log_debug("smtp settings reloaded");
 		break;
+	case IMSG_P_SMTP_TLS:
+		set_tls(payload<SmtpTls>(m), true);
+		break;
+	case IMSG_P_AUTH: {
+		AuthResultMsg r = payload<AuthResultMsg>(m);
+		auto it = conns_.find(m.peerid);
+		if (it == conns_.end())
+			break;
+		it->second.session->auth_reply(r.ok, r.bound, std::move(r.senders));
+		update(m.peerid);
+		break;
+	}
 	default:
 		unexpected_imsg(m);
 	}
@@ -449,14 +632,27 @@ void SmtpServer::tick()
 	for (auto it = conns_.begin(); it != conns_.end();) {
 		uint32_t id = it->first;
 		Conn& c = (it++)->second;
+		if (c.handshaking && now_ms - c.last_input_ms >= std::min<int64_t>(HANDSHAKE_TIMEOUT_MS, timeout_ * 1000LL)) {
+			log_info("smtp: TLS handshake failed from %s: timed out", c.session->client().address.c_str());
+			c.session->disconnected();
+			close_conn(id);
+			continue;
+		}
+		if (c.handshaking)
+			continue;
 		if (!c.greeted && now_ms >= c.greet_at_ms)
 			greet(c);
+		else if (c.auth_delay_until_ms && now_ms >= c.auth_delay_until_ms) {
+			c.auth_delay_until_ms = 0;
+			c.session->auth_delay_over();
+		}
 		else if (c.greeted && !c.session->waiting() && !c.session->closing() &&
 			 now_ms - c.last_input_ms >= static_cast<int64_t>(timeout_) * 1000)
 			c.session->timeout();
 		else if (shutting_down_ && now >= shutdown_deadline_ && !c.session->closing()) {
 			std::string msg = "421 4.3.2 " + settings_.hostname + " Service shutting down\r\n";
-			(void)!write(c.fd.get(), msg.data(), msg.size());
+			if (!c.tls)  // not written in the clear into a TLS stream
+				(void)!write(c.fd.get(), msg.data(), msg.size());
 			c.session->disconnected();
 			close_conn(id);
 			continue;
@@ -499,10 +695,12 @@ void SmtpServer::run()
 
 }  // namespace
 
-void smtp_main(Runtime& rt, UniqueFd parent_chan, UniqueFd handler_chan)
+void smtp_main(Runtime& rt, UniqueFd parent_chan, UniqueFd handler_chan, UniqueFd key_chan)
 {
 	child_signals(&got_sigterm);
 	rt.secrets.wipe();  // the network-facing process keeps no handler secret
+	if (!rt.tls.empty())
+		tls_init(std::move(key_chan));  // before the chroot: OpenSSL's config, the DRBG's seed
 	sandbox_drop(rt.smtp_user, LAIM_EMPTY_DIR);
 	SmtpServer server(rt, std::move(parent_chan), std::move(handler_chan));
 	sandbox_seccomp_smtp();

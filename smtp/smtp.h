@@ -7,6 +7,7 @@
 namespace laim {
 
 // Confines the process, then serves until SIGTERM; never returns.
-[[noreturn]] void smtp_main(Runtime& rt, UniqueFd parent_chan, UniqueFd handler_chan);
+// key_chan: the parent's key service, for the TLS listeners' keys.
+[[noreturn]] void smtp_main(Runtime& rt, UniqueFd parent_chan, UniqueFd handler_chan, UniqueFd key_chan);
 
 }  // namespace laim

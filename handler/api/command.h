@@ -19,6 +19,10 @@ namespace laim {
 
 // The instance that delivers "|command" targets of /etc/aliases.
 inline constexpr const char* ALIAS_COMMAND_INSTANCE = "alias:command";
+// The instance of the mbox handler's mailbox deliveries: the parent runs
+// laim-mda as the one recipient, a user name (mda/mda.cpp). Its stdin:
+// the mbox copy's length in decimal and a LF, then the copy.
+inline constexpr const char* MAILBOX_INSTANCE = "mbox:mailbox";
 // The user alias commands run as: Postfix's default_privs, since laim
 // takes commands only from an aliases file that root owns.
 inline constexpr const char* ALIAS_COMMAND_USER = "nobody";

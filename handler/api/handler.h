@@ -31,6 +31,10 @@ struct Envelope {
 	std::optional<uid_t> uid;  // submitting uid, when known (local submission)
 	std::string client;  // client address ("127.0.0.1", "::1", "local")
 	std::string helo;    // HELO/EHLO name
+	// The user the client authenticated as (SMTP AUTH on a submission
+	// listener, checked by the parent against the listener's users
+	// file); empty when the client did not authenticate.
+	std::string auth_user;
 	time_t arrival = 0;
 	// Set only on laim's own notices (a rate limit's alert): the one
 	// handler instance that gets the message, routes bypassed.

@@ -151,25 +151,10 @@ bool write_mbox_copy(int fd, const Envelope& env, const std::string& delivered_t
 	return false;
 }
 
-Result mbox_deliver(const std::string& path, bool no_symlinks, const Envelope& env,
-		    const std::vector<std::string>& delivered_to, const Message& msg)
-{
-	UniqueFd fd(open_append(path, no_symlinks));
-	if (!fd)
-		return fail(path, "open", errno);
-	// An open file description lock: it conflicts with mail readers'
-	// fcntl locks and, unlike those, also with another delivery thread of
-	// this process appending to the same file.
-	struct flock lk {};
-	lk.l_type = F_WRLCK;
-	lk.l_whence = SEEK_SET;
-	lk.l_pid = 0;
-	while (fcntl(fd.get(), F_OFD_SETLKW, &lk) != 0)
-		if (errno != EINTR)
-			return fail(path, "lock", errno);
-	return mbox_append(fd.get(), path, env, delivered_to, msg);  // closing the fd releases the lock
-}
+namespace {
 
+// The append to a mailbox the caller opened (O_APPEND) and locked; path
+// only names it in errors.
 Result mbox_append(int fd, const std::string& path, const Envelope& env,
 		   const std::vector<std::string>& delivered_to, const Message& msg)
 {
@@ -193,6 +178,27 @@ Result mbox_append(int fd, const std::string& path, const Envelope& env,
 		return fail(path, what, err);
 	}
 	return Result::delivered();
+}
+
+}  // namespace
+
+Result mbox_deliver(const std::string& path, bool no_symlinks, const Envelope& env,
+		    const std::vector<std::string>& delivered_to, const Message& msg)
+{
+	UniqueFd fd(open_append(path, no_symlinks));
+	if (!fd)
+		return fail(path, "open", errno);
+	// An open file description lock: it conflicts with mail readers'
+	// fcntl locks and, unlike those, also with another delivery thread of
+	// this process appending to the same file.
+	struct flock lk {};
+	lk.l_type = F_WRLCK;
+	lk.l_whence = SEEK_SET;
+	lk.l_pid = 0;
+	while (fcntl(fd.get(), F_OFD_SETLKW, &lk) != 0)
+		if (errno != EINTR)
+			return fail(path, "lock", errno);
+	return mbox_append(fd.get(), path, env, delivered_to, msg);  // closing the fd releases the lock
 }
 
 }  // namespace laim

@@ -24,11 +24,6 @@ namespace laim {
 Result mbox_deliver(const std::string& path, bool no_symlinks, const Envelope& env,
 		    const std::vector<std::string>& delivered_to, const Message& msg);
 
-// The same append to a mailbox the caller opened (O_APPEND) and locked;
-// path only names it in errors.
-Result mbox_append(int fd, const std::string& path, const Envelope& env,
-		   const std::vector<std::string>& delivered_to, const Message& msg);
-
 // Writes one such copy to fd (a pipe handler's stdin: mbox), with
 // Delivered-To unless delivered_to is empty. False on a write error, with
 // errno set.

@@ -7,20 +7,28 @@
 //
 // The recipient's local part (after /etc/aliases) names the user; an
 // unknown user, or an address at another domain than this host's, is
-// refused at RCPT (550). The handler process cannot open
-// other users' files, so the root parent opens the mailbox (creating it
-// USER:mail 0660), refuses links and files not the user's, takes the
-// fcntl lock and the dotlock, and passes the descriptor over; see
-// parent/mailbox.cpp. The copy itself is written as the file handler's.
+// refused at RCPT (550). The handler process never opens a mailbox: it
+// asks the root parent for a mailbox delivery (a command the parent
+// builds itself, handler/api/command.h's MAILBOX_INSTANCE), which runs
+// laim-mda as the user (mda/mda.cpp: it creates the mailbox 0600,
+// refuses links and files not the user's, takes the fcntl lock and the
+// dotlock, appends and fsyncs, or cuts the mailbox back), and streams it
+// the copy, written as the file handler's. laim-mda's exit status and
+// its one line decide the result, as a pipe command's do.
 #include <pwd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <optional>
 
+#include "handler/api/command.h"
 #include "handler/api/handler.h"
-#include "handler/mailbox_client.h"
 #include "handler/api/mbox_format.h"
+#include "handler/command_client.h"
 
 namespace laim {
 
@@ -42,6 +50,25 @@ std::optional<std::string> local_user(std::string_view rcpt)
 			return std::string(found->pw_name);
 	}
 	return std::nullopt;
+}
+
+// The parent's time limit (delivery_timeout) ends every mailbox delivery
+// first; this only bounds the wait for its report.
+constexpr unsigned MAILBOX_WAIT = 24 * 3600;
+// laim-mda's stdin: the copy's length, 19 digits and a LF, then the copy.
+constexpr off_t LENGTH_LINE = 20;
+
+// The framed copy for rcpt's mailbox in a memory file, or null with errno.
+UniqueFd framed_copy(const Envelope& env, const std::string& rcpt, const Message& msg)
+{
+	UniqueFd fd = command_input_file();
+	if (!fd || lseek(fd.get(), LENGTH_LINE, SEEK_SET) != LENGTH_LINE || !write_mbox_copy(fd.get(), env, rcpt, msg))
+		return UniqueFd();
+	char line[32];
+	int n = snprintf(line, sizeof line, "%019lld\n", (long long)(lseek(fd.get(), 0, SEEK_END) - LENGTH_LINE));
+	if (n != LENGTH_LINE || pwrite(fd.get(), line, LENGTH_LINE, 0) != LENGTH_LINE)
+		return UniqueFd();
+	return fd;
 }
 
 class MboxHandler : public Handler {
@@ -71,11 +98,13 @@ class MboxHandler : public Handler {
 		std::optional<std::string> user = local_user(rcpt);
 		if (!user)
 			return Result::permfail("<" + rcpt + ">: not a local user");
-		MailboxLease lease;
-		Result r = mailbox_open(*user, &lease);
-		if (r.status != Result::Status::Delivered)
-			return r;
-		return mbox_append(lease.fd.get(), "mailbox of " + *user, env, {rcpt}, msg);
+		UniqueFd copy = framed_copy(env, rcpt, msg);
+		if (!copy)
+			return Result::tempfail(std::string("the copy for laim-mda: ") + strerror(errno));
+		Result r = command_run(MAILBOX_INSTANCE, env, {*user}, copy.get(), MAILBOX_WAIT, true);
+		if (r.reason.starts_with("command as "))
+			r.reason.replace(0, 7, "laim-mda");  // "laim-mda as USER exited with ..."
+		return r;
 	}
 };
 

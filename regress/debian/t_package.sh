@@ -5,8 +5,11 @@
 # Debian's own cron, sudo and mail(1) send mail to root's mailbox; then
 # purge the package and check that nothing is left behind.
 #
-# It changes the machine (packages, users, /var/mail/root), so it is not
-# part of `make check`; .ci/run runs it after ./bootstrap check. As root:
+# It changes the machine (packages, users), so it is not part of `make
+# check`; .ci/run runs it after ./bootstrap check. An existing spool
+# and root's mailbox are moved aside for the run and put back after it,
+# so the postinst's and laimd's modes are checked on ones they create.
+# As root:
 #   regress/debian/t_package.sh
 # It needs only the Debian archive and sends nothing off this machine.
 set -eu
@@ -89,8 +92,41 @@ policy_saved=""
 hosts_saved=""
 pam_saved=""
 mailname_existed=""
+SPOOL_SAVED=/var/spool/.t_package-saved-spool
+MBOX_SAVED=/var/mail/.t_package-saved-root
+spool_saved=""
+mbox_saved=""
+aside=""
 laim_user_before=""
 drop_group_before=""
+
+# set_aside: the spool and root's mailbox of the machine go out of the
+# way (a rename, same file system), so the test starts without them.
+set_aside() {
+	if [ -e "$SPOOL" ]; then
+		[ ! -e "$SPOOL_SAVED" ] || fail "$SPOOL_SAVED exists: an earlier run did not finish; put it back by hand"
+		mv "$SPOOL" "$SPOOL_SAVED"
+		spool_saved=yes
+		say "$SPOOL moved aside to $SPOOL_SAVED for the test"
+	fi
+	if [ -e "$MBOX" ]; then
+		[ ! -e "$MBOX_SAVED" ] || fail "$MBOX_SAVED exists: an earlier run did not finish; put it back by hand"
+		mv "$MBOX" "$MBOX_SAVED"
+		mbox_saved=yes
+		say "$MBOX moved aside to $MBOX_SAVED for the test"
+	fi
+	aside=yes
+}
+
+# restore_aside: the test's spool (when the package is still installed)
+# and mailbox go, the machine's come back.
+restore_aside() {
+	[ -n "$aside" ] || return 0
+	[ -e "$SPOOL" ] && mv "$SPOOL" "$work/spool-of-the-test"
+	[ -n "$spool_saved" ] && mv "$SPOOL_SAVED" "$SPOOL" && say "$SPOOL put back"
+	[ -e "$MBOX" ] && mv "$MBOX" "$work/mbox-of-the-test"
+	[ -n "$mbox_saved" ] && mv "$MBOX_SAVED" "$MBOX" && say "$MBOX put back"
+}
 
 cleanup() {
 	local rc=$?
@@ -106,6 +142,7 @@ cleanup() {
 	if [ "$policy_saved" = none ]; then rm -f "$POLICY"; elif [ -n "$policy_saved" ]; then cp -p "$policy_saved" "$POLICY"; fi
 	if [ -n "$hosts_saved" ]; then cat "$hosts_saved" >/etc/hosts; fi
 	[ "$mailname_existed" = no ] && ! installed laim && rm -f /etc/mailname
+	restore_aside
 	# Accounts that were here before (a developer's, or make check's
 	# laimdrop), as they were; the package's purge removed them.
 	if [ -n "$drop_group_before" ] && ! getent group laimdrop >/dev/null; then
@@ -147,8 +184,9 @@ if installed laim; then
 	apt-get purge -y -q laim >"$work/apt-purge-old.log" 2>&1 || fail "purge of an old laim package"
 fi
 if [ -e /etc/mailname ]; then mailname_existed=yes; else mailname_existed=no; fi
-if [ -e "$MBOX" ]; then mbox_existed=yes; else mbox_existed=no; fi
-if [ -e "$SPOOL" ]; then spool_existed=yes; else spool_existed=no; fi
+set_aside
+check "no $SPOOL before the install" test ! -e "$SPOOL"
+check "no $MBOX before the install" test ! -e "$MBOX"
 
 # Services stay down during the installs: exim must never bind port 25,
 # and laimd is started below the way systemd would.
@@ -219,6 +257,8 @@ for f in ./usr/sbin/laimd ./usr/sbin/laimctl ./usr/sbin/sendmail ./usr/lib/sendm
 done
 check "laim-drop is root:root 0755 in the package" \
 	grep -qE '^-rwxr-xr-x root/root .* ./usr/libexec/laim/laim-drop$' "$work/contents"
+check "laim-mda is root:root 0755 in the package" \
+	grep -qE '^-rwxr-xr-x root/root .* ./usr/libexec/laim/laim-mda$' "$work/contents"
 check "config.yml is root:root 0600 in the package" \
 	grep -qE '^-rw------- root/root .* ./etc/laim/config.yml$' "$work/contents"
 dpkg-deb -f "$deb" Provides Conflicts Replaces Depends | sed 's/^/#   /'
@@ -262,9 +302,7 @@ check "/etc/laim/config.yml is a conffile" sh -c "dpkg-query -W -f='\${Conffiles
 check "the default route delivers to the users' mailboxes" grep -qE '^ +type: mbox' /etc/laim/config.yml
 check "/etc/mailname exists" test -s /etc/mailname
 say "/etc/mailname: $(cat /etc/mailname)"
-if [ "$spool_existed" = no ]; then
-	check_spool "postinst created"
-fi
+check_spool "postinst created"
 check "laim.service is enabled" test -L /etc/systemd/system/multi-user.target.wants/laim.service
 for m in laimd.8 laim.yml.5 sendmail.8 laimctl.8; do
 	check "man ${m##*.} ${m%.*} finds the page" sh -c "man -w '${m##*.}' '${m%.*}' >/dev/null"
@@ -447,9 +485,7 @@ check "mail -f $MBOX lists the cron mail" grep -qF "Cron <root@" "$work/mail-H"
 check "mail -f $MBOX lists the mail(1) message" grep -qF "mailx $marker" "$work/mail-H"
 check "mail -f $MBOX lists the offline message" grep -qF "offline $marker" "$work/mail-H"
 check "mail -f $MBOX lists sudo's mail" grep -qF "SECURITY information" "$work/mail-H"
-if [ "$mbox_existed" = no ]; then
-	check "$MBOX was created root:mail 0660" test "$(stat -c '%U:%G %a' "$MBOX")" = "root:mail 660"
-fi
+check "$MBOX was created root:mail 0600" test "$(stat -c '%U:%G %a' "$MBOX")" = "root:mail 600"
 
 # Python's mailbox module splits the file as mail readers do: each test
 # message is there once (cron's job may have run more than once). The

@@ -14,8 +14,8 @@
 # Exit status: 0 pass, 1 fail (the reason is printed), 77 not root.
 # Only the Debian python3 standard library is used.
 
+import array
 import atexit
-import fcntl
 import glob
 import grp
 import os
@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -128,6 +129,7 @@ def run(main):
 		print("SKIP: end-to-end cases need root")
 		sys.exit(77)
 	status = 0
+	spool_before = system_spool_state()
 	try:
 		_install_watchdog()
 		main()
@@ -144,6 +146,11 @@ def run(main):
 			if status:
 				d.dump_log()
 			d.cleanup(keep_dir=bool(status))
+	try:
+		check_system_spool(spool_before)
+	except Fail as e:
+		print("FAIL: %s" % e)
+		status = 1
 	if status == 0:
 		print("PASS: %s" % test_name())
 	sys.stdout.flush()
@@ -305,6 +312,55 @@ def steal_seqpacket(pid, pick):
 		os.close(pidfd)
 	check(fd >= 0, "pidfd_getfd: errno %d" % ctypes.get_errno())
 	return socket.socket(fileno=fd)
+
+
+# The command service's frames (common/proto.h), for the cases that
+# speak it as a subverted handler process would.
+IMSG_H_COMMAND_RUN = 500
+IMSG_P_COMMAND_INPUT, IMSG_P_COMMAND_UNREAD, IMSG_P_COMMAND_OUTPUT, IMSG_P_COMMAND_EXIT, IMSG_P_COMMAND_FAIL = \
+	range(501, 506)
+
+
+def steal_command_channel(pid):
+	"""A copy of the handler's command channel: its newest seqpacket
+	socket (the parent makes the command pair last when it forks the
+	handler), taken while the handler runs no command."""
+	return steal_seqpacket(pid, max)
+
+
+def imsg_str(v):
+	v = v.encode() if isinstance(v, str) else v
+	return struct.pack("<I", len(v)) + v
+
+
+def run_request(instance, rcpts, qid="0123456789", sender="", cut=0):
+	"""An IMSG_H_COMMAND_RUN frame; with cut, its payload loses that many
+	bytes at the end (the frame stays whole)."""
+	payload = (imsg_str(instance) + imsg_str(qid) + imsg_str(sender) + struct.pack("<I", len(rcpts)) +
+		   b"".join(imsg_str(r) for r in rcpts))
+	payload = payload[:len(payload) - cut]
+	return struct.pack("<IIII", IMSG_H_COMMAND_RUN, 16 + len(payload), 0, 0) + payload
+
+
+def frames(sock, timeout=10, until=(IMSG_P_COMMAND_EXIT, IMSG_P_COMMAND_FAIL)):
+	"""The frames on a reply channel until the parent closes it or sends a
+	type in until: [(type, payload, fds)]."""
+	sock.settimeout(timeout)
+	out = []
+	while True:
+		try:
+			data, anc, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(4 * 4))
+		except socket.timeout:
+			return out + [("no answer within %ds" % timeout, b"", [])]
+		if not data:
+			return out
+		fds = array.array("i")
+		for _, _, cdata in anc:
+			fds.frombytes(cdata[:len(cdata) - len(cdata) % 4])
+		kind = struct.unpack("<I", data[:4])[0]
+		out.append((kind, data[16:], list(fds)))
+		if kind in until:
+			return out
 
 
 def port_listening(port):
@@ -679,7 +735,8 @@ class Laimd:
 			cfg = dict(self.config)
 			if cfg.get("listen") is None:
 				cfg["listen"] = ["127.0.0.1:{port}"]
-			cfg["listen"] = [a.format(port=self.port) for a in cfg["listen"]]
+			cfg["listen"] = [dict(a, addr=a["addr"].format(port=self.port)) if isinstance(a, dict)
+					 else a.format(port=self.port) for a in cfg["listen"]]
 			text = yaml_dump(cfg) + "\n"
 		with open(self.confpath, "w") as f:
 			f.write(text)
@@ -908,10 +965,11 @@ class Laimd:
 	# -- local submission: the installed sendmail and laimctl against this laimd
 
 	def local_env(self):
-		"""The environment that points sendmail and laimctl at this laimd
-		(laim-drop ignores it: it always writes to the compiled-in spool)."""
+		"""The environment that points sendmail, laimctl and the test
+		build's laim-drop at this laimd and its spool."""
 		return {
 			"LAIM_SOCKET": self.config["socket"],
+			"LAIM_TEST_SPOOL_DIR": self.spool,
 			"LAIM_CONTROL": self.config["control_socket"],
 			"LAIM_DROP": drop_path(),
 			"LAIM_MAILNAME": self.mailname,
@@ -1016,62 +1074,67 @@ def drop_gid():
 
 # ------------------------------------------------------------------ the system spool
 #
-# laim-drop always writes to the compiled-in spool (a setgid helper takes
-# no setting a caller could point elsewhere), so the cases that need it
-# run laimd on SYSTEM_SPOOL itself, one at a time.
+# No case touches the system's spool: every Laimd has its own, and the
+# test build's laim-drop writes where LAIM_TEST_SPOOL_DIR points
+# (local_env). run() holds every case to that: what SYSTEM_SPOOL's
+# offline/, queue/ and incoming/ hold (or that they do not exist) must be
+# the same when the case ends.
 
 SYSTEM_SPOOL = os.environ.get("LAIM_SPOOL_DIR") or "/var/spool/laim"
-# In /tmp: the package test counts anything named laim* under /run or /var
-# as a leftover of the purged package.
-SYSTEM_SPOOL_LOCK = "/tmp/laim-e2e-spool.lock"
-_system_spool_lock = []
 
 
-def take_system_spool(wait=240):
-	"""Waits (outside the case's time limit) until no other case uses
-	SYSTEM_SPOOL, refuses to run beside a laimd that serves the system,
-	and empties the spool. Held until the case exits."""
-	s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-	try:
-		s.connect("/run/laim/submit.sock")
-		raise Fail("a laimd serves /run/laim/submit.sock: this case needs %s for itself" % SYSTEM_SPOOL)
-	except OSError:
-		pass
-	finally:
-		s.close()
-	lock = open(SYSTEM_SPOOL_LOCK, "w")
-	signal.alarm(0)
-	end = time.monotonic() + wait
-	while True:
-		try:
-			fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-			break
-		except BlockingIOError:
-			if time.monotonic() > end:
-				raise Fail("another case kept %s for %d s" % (SYSTEM_SPOOL, wait))
-			time.sleep(0.2)
-	_system_spool_lock.append(lock)
-	signal.alarm(CASE_TIME_LIMIT)
-	clean_system_spool()
-
-
-def clean_system_spool(extra=()):
-	"""Empties offline/, queue/ and incoming/ of SYSTEM_SPOOL, removes its
-	rate limit state and the paths in extra."""
+def system_spool_state():
+	"""{SUB: {NAME: (inode, size, mtime_ns)}} for SYSTEM_SPOOL's offline/,
+	queue/ and incoming/; None for a directory that does not exist."""
+	state = {}
 	for sub in ("offline", "queue", "incoming"):
 		path = os.path.join(SYSTEM_SPOOL, sub)
-		for name in os.listdir(path) if os.path.isdir(path) else []:
-			os.unlink(os.path.join(path, name))
-	state = os.path.join(SYSTEM_SPOOL, "ratelimit.json")
-	for p in [state, state + ".tmp"] + list(extra):
 		try:
-			os.unlink(p)
+			names = os.listdir(path)
 		except FileNotFoundError:
-			pass
+			state[sub] = None
+			continue
+		files = {}
+		for name in names:
+			try:
+				st = os.lstat(os.path.join(path, name))
+			except FileNotFoundError:
+				continue
+			files[name] = (st.st_ino, st.st_size, st.st_mtime_ns)
+		state[sub] = files
+	return state
 
 
-def system_offline_files():
-	return sorted(os.listdir(os.path.join(SYSTEM_SPOOL, "offline")))
+def check_system_spool(before):
+	after = system_spool_state()
+	for sub in before:
+		check(before[sub] == after[sub], "%s/%s/ changed while the case ran (by the case, or by "
+		      "something else using the system's spool meanwhile): before %r, after %r"
+		      % (SYSTEM_SPOOL, sub, before[sub], after[sub]))
+
+
+def mount_tmpfs(path, mounts, size, inodes):
+	"""A tmpfs of size bytes and inodes inodes on path (made), appended to
+	mounts, which the case unmounts at its end."""
+	os.makedirs(path, exist_ok=True)
+	r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d,nr_inodes=%d,mode=0755" % (size, inodes),
+			    "tmpfs", path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+	check_eq(r.returncode, 0, "mount tmpfs on %s (%r)" % (path, r.stdout))
+	mounts.append(path)
+
+
+def fill_space(fs, leave):
+	"""A root file that leaves about leave bytes free on fs; returns its path."""
+	path = os.path.join(fs, "filler")
+	st = os.statvfs(fs)
+	free = st.f_bavail * st.f_frsize
+	check(free > leave, "%s: %d bytes free, fewer than the %d to leave" % (fs, free, leave))
+	fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+	try:
+		os.posix_fallocate(fd, 0, free - leave)
+	finally:
+		os.close(fd)
+	return path
 
 
 def local_user():

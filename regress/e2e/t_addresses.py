@@ -1,6 +1,8 @@
 # Addresses are parsed strictly (RFC 5321 4.1.2 Mailbox, quoted local
 # parts, <> as sender only): anything else gets 501 or 553 and never
-# reaches a handler. Valid unusual forms are delivered as written.
+# reaches a handler. Valid unusual forms are delivered as written. Code
+# points that reorder or break displayed text (bidi controls and marks,
+# U+2028, U+2029) get 553 even with SMTPUTF8.
 import sys
 sys.dont_write_bytecode = True
 from harness import *
@@ -106,6 +108,39 @@ def main():
 	check_eq(len(m), 1, "SMTPUTF8 message delivered")
 	check_eq(split_delivered(m[0])[:2], ("j\u00fcrgen@client.example".encode(), "\u00fc@test.laim.example".encode()),
 		 "SMTPUTF8 envelope")
+
+	display_controls(d)
+
+
+DISPLAY_CONTROLS = [0x200e, 0x200f, 0x2028, 0x2029, 0x202a, 0x202b, 0x202c, 0x202d, 0x202e,
+		    0x2066, 0x2067, 0x2068, 0x2069]
+
+
+def display_controls(d):
+	"""Each refused code point, in a sender and in a recipient, with and
+	without SMTPUTF8: exactly 553 5.1.7 or 553 5.1.3; nothing of them is
+	delivered, and the session goes on to deliver a clean message."""
+	before = len(maildir_files(d.maildir))
+	with d.smtp() as c:
+		c.ehlo()
+		for cp in DISPLAY_CONTROLS:
+			bad = "a%sb" % chr(cp)
+			for utf8 in ("", " SMTPUTF8"):
+				r = c.cmd(("MAIL FROM:<%s@client.example>%s" % (bad, utf8)).encode())
+				check_eq(r.lines, ["553 5.1.7 Bad sender address syntax"], "MAIL with U+%04X%s" % (cp, utf8))
+		c.cmd("MAIL FROM:<j\u00fcrgen@client.example> SMTPUTF8".encode(), 250)
+		for cp in DISPLAY_CONTROLS:
+			for rcpt in ("a%sb@test.laim.example" % chr(cp), "\u00fc@test.laim.ex%sample" % chr(cp)):
+				r = c.cmd(("RCPT TO:<%s>" % rcpt).encode())
+				check_eq(r.lines, ["553 5.1.3 Bad recipient address syntax"], "RCPT with U+%04X" % cp)
+		c.cmd("RCPT TO:<\u00fc@test.laim.example>".encode(), 250)
+		c.cmd("DATA", 354)
+		c.send(data_terminated(simple_message("after display controls")))
+		qid = queue_id(c.expect(250))
+		c.cmd("QUIT", 221)
+	d.wait_delivered(qid)
+	check_eq(len(maildir_files(d.maildir)), before + 1, "messages delivered after the display controls")
+	check_eq(list(d.delivered_copies(qid)), ["\u00fc@test.laim.example"], "recipients of the clean message")
 
 
 run(main)

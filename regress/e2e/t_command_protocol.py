@@ -11,56 +11,9 @@
 # dies, the parent kills the commands it was feeding.
 import sys
 sys.dont_write_bytecode = True
-import array
 import pwd
 import socket
-import struct
 from harness import *
-
-IMSG_H_COMMAND_RUN = 500
-IMSG_P_COMMAND_INPUT, IMSG_P_COMMAND_UNREAD, IMSG_P_COMMAND_OUTPUT, IMSG_P_COMMAND_EXIT, IMSG_P_COMMAND_FAIL = \
-	range(501, 506)
-
-
-def steal_command_channel(pid):
-	"""A copy of the handler's command channel: its second newest seqpacket
-	socket (the parent makes the command pair just before the mailbox
-	pair when it forks the handler)."""
-	return steal_seqpacket(pid, lambda found: sorted(found)[-2])
-
-
-def s(v):
-	v = v.encode() if isinstance(v, str) else v
-	return struct.pack("<I", len(v)) + v
-
-
-def run_request(instance, rcpts, qid="0123456789", sender="", cut=0):
-	"""The frame; with cut, its payload loses that many bytes at the end
-	(the frame stays whole)."""
-	payload = s(instance) + s(qid) + s(sender) + struct.pack("<I", len(rcpts)) + b"".join(s(r) for r in rcpts)
-	payload = payload[:len(payload) - cut]
-	return struct.pack("<IIII", IMSG_H_COMMAND_RUN, 16 + len(payload), 0, 0) + payload
-
-
-def frames(sock, timeout=10):
-	"""The frames on a reply channel until the parent closes it or sends
-	its last (EXIT or FAIL): [(type, payload, fds)]."""
-	sock.settimeout(timeout)
-	out = []
-	while True:
-		try:
-			data, anc, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(4 * 4))
-		except socket.timeout:
-			return out + [("no answer within %ds" % timeout, b"", [])]
-		if not data:
-			return out
-		fds = array.array("i")
-		for _, _, cdata in anc:
-			fds.frombytes(cdata[:len(cdata) - len(cdata) % 4])
-		kind = struct.unpack("<I", data[:4])[0]
-		out.append((kind, data[16:], list(fds)))
-		if kind in (IMSG_P_COMMAND_EXIT, IMSG_P_COMMAND_FAIL):
-			return out
 
 
 def main():
@@ -114,7 +67,7 @@ def main():
 		got = forged("alias:command", [listed])
 		check_eq([k for k, _, _ in got], [IMSG_P_COMMAND_INPUT, IMSG_P_COMMAND_UNREAD, IMSG_P_COMMAND_OUTPUT,
 						 IMSG_P_COMMAND_EXIT], "frames answered")
-		check_eq(got[2][1], s("nobody"), "the user it ran as")
+		check_eq(got[2][1], imsg_str("nobody"), "the user it ran as")
 		check_eq(struct.unpack("<III", got[3][1]), (0, 0, 299), "exit status, timed out, time limit")
 		st = os.stat(os.path.join(cmd, "listed.ran"))
 		check_eq(st.st_uid, nobody.pw_uid, "owner of the file the command made")

@@ -17,28 +17,6 @@ from harness import *
 PAGE = 4096
 
 
-def mount_tmpfs(path, mounts, size, inodes):
-	os.makedirs(path, exist_ok=True)
-	r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d,nr_inodes=%d,mode=0755" % (size, inodes),
-			    "tmpfs", path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-	check_eq(r.returncode, 0, "mount tmpfs on %s (%r)" % (path, r.stdout))
-	mounts.append(path)
-
-
-def fill_space(fs, leave):
-	"""A root file that leaves about leave bytes free on fs; returns its path."""
-	path = os.path.join(fs, "filler")
-	st = os.statvfs(fs)
-	free = st.f_bavail * st.f_frsize
-	check(free > leave, "%s: %d bytes free, fewer than the %d to leave" % (fs, free, leave))
-	fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-	try:
-		os.posix_fallocate(fd, 0, free - leave)
-	finally:
-		os.close(fd)
-	return path
-
-
 def fill_inodes(fs):
 	"""Root files in fs/inodes/ until the file system has no inode left."""
 	d = os.path.join(fs, "inodes")

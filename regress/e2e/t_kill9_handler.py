@@ -1,14 +1,31 @@
-# kill -9 of the handler process: a message answered 250 before it is
-# delivered after the restart; one in DATA when it dies gets a temporary
-# failure and is never delivered; while the handler is down a transaction
-# gets 451 4.3.0 (or 250 once it is back), and nothing accepted is lost:
-# each is delivered once, byte for byte as its client sent it.
+# kill -9 of the handler process, at defined points, each with the one
+# outcome laim promises there:
+#  - right after a 250: the message is on disk and is delivered after the
+#    restart;
+#  - while a commit waits (the committer thread held in the fdatasync of
+#    the message's file by strace's delay injection): the client gets
+#    exactly 451 4.3.0, and the message, never renamed into queue/, is
+#    never delivered;
+#  - while the handler is down (the parent is stopped with SIGSTOP, so it
+#    cannot restart it, and the smtp process has logged the loss): a
+#    session in the middle of DATA gets exactly 451 4.3.0 at its final
+#    dot, one with MAIL and RCPT accepted gets it for DATA, a new session
+#    gets it for MAIL; each session goes on, and once the parent runs
+#    again and smtp has logged "handler process is back", each of them
+#    gets its next message through with 250.
+# Every 250 is delivered once, byte for byte as its client sent it.
+# Needs strace (bootstrap's PEERS); without it the case fails.
 import sys
 sys.dont_write_bytecode = True
 import signal
+import subprocess
 from harness import *
 
 RESTART = r"handler process \(pid %d\) killed by signal SIGKILL; restarting in [0-9.]+s$"
+LOST = r"lost the handler process; new transactions get 451 until it is back$"
+BACK = r"handler process is back$"
+TEMPFAIL = "451 4.3.0 Local error in processing, try again later"
+FDATASYNC = 75  # x86_64
 
 
 def kill_handler(d):
@@ -17,36 +34,21 @@ def kill_handler(d):
 	return old
 
 
-def try_transaction(c, tag, sent):
-	"""Runs a transaction whatever happens; returns the queue id on 250
-	(and notes what was sent in sent), None when the server refused with
-	451 4.3.0 at some step."""
-	steps = ["MAIL FROM:<%s@client.example>" % tag, "RCPT TO:<rcpt@test.laim.example>", "DATA"]
-	for step in steps:
-		r = c.cmd(step)
-		if r.code in (451, 421):
-			check(r.lines[-1][4:].startswith("4.3.0") or r.code == 421, "%s: %r" % (step, r))
-			return None
-		check_eq(r.code, 354 if step == "DATA" else 250, "%s (%r)" % (step, r))
+def transaction(c, tag, sent):
+	"""A whole transaction that must get 250; notes what was sent."""
 	msg = varied_message(tag)
-	c.send(data_terminated(msg))
-	r = c.reply(15)
-	if r.code == 451:
-		check(r.lines[-1].startswith("451 4.3.0"), "end of data: %r" % r)
-		return None
-	check_eq(r.code, 250, "end of data (%r)" % r)
-	sent[queue_id(r)] = msg
-	return queue_id(r)
+	qid = c_transaction(c, "%s@client.example" % tag, ["rcpt@test.laim.example"], msg)
+	sent[qid] = msg
+	return qid
 
 
-def main():
-	d = Laimd()
-	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
-	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
-	d.start()
+def expect_line(c, want, what, timeout=15):
+	r = c.reply(timeout)
+	check_eq(r.lines, [want], what)
 
-	# Right after a 250: the message is on disk, then the handler dies.
-	sent = {}
+
+def after_250(d, blocked, sent):
+	"""The handler dies right after a 250: delivered after the restart."""
 	msg = varied_message("after 250")
 	qid = d.send(msg=msg)
 	sent[qid] = msg
@@ -58,70 +60,132 @@ def main():
 	d.wait_removed(qid, 15)
 	check_eq(len(maildir_files(blocked)), 1, "copies of the message committed before the kill")
 
-	# Killed while a client is in DATA (before the final dot): the end of
-	# data gets a temporary failure, never 250, and nothing is delivered.
-	c = d.smtp()
-	c.ehlo()
-	c.cmd("MAIL FROM:<cut@client.example>", 250)
-	c.cmd("RCPT TO:<rcpt@test.laim.example>", 250)
-	c.cmd("DATA", 354)
-	c.send(b"Subject: cut\r\n\r\nfirst half\r\n")
-	wait_for(lambda: d.spool_files("incoming"), 5, "the spool file in incoming/")
-	old = kill_handler(d)
-	d.wait_log(RESTART % old["handler"], 10)
-	c.send(b"second half\r\n.\r\n")
-	try:
-		r = c.reply(15)
-		check(r.lines[-1].startswith("451 4.3.0") or r.code == 421,
-		      "end of data after the handler died: expected 451 4.3.0, got %r" % r)
-	except Closed:
-		pass
-	c.close()
-	d.wait_children(15, old={"handler": old["handler"]})
 
-	# A transaction started the moment the handler dies, and one that was
-	# in progress: 451 4.3.0 or, once it is back, 250; every 250 delivered.
-	accepted = []
-	refused = 0
-	for i in range(2):
+def in_fdatasync(pid):
+	"""True when a thread of pid is stopped in fdatasync (strace holds it
+	there)."""
+	for tid in os.listdir("/proc/%d/task" % pid):
+		try:
+			with open("/proc/%d/task/%s/syscall" % (pid, tid)) as f:
+				if f.read().split(" ")[0] == str(FDATASYNC):
+					return True
+		except OSError:
+			pass
+	return False
+
+
+def while_commit_waits(d, sent):
+	"""The handler dies while the committer is in the message's fdatasync:
+	exactly 451 4.3.0, and the message is never delivered."""
+	check(shutil.which("strace"), "strace is not installed (bootstrap's PEERS)")
+	handler = d.child("handler")
+	tracer = subprocess.Popen(["strace", "-f", "-qq", "-p", str(handler), "-e", "trace=fdatasync",
+				   "-e", "inject=fdatasync:delay_enter=20000000", "-o", "/dev/null"],
+				  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+	try:
+		# Attached once every thread of the handler is traced.
+		wait_for(lambda: all(proc_status_tid(handler, t).get("TracerPid", "0") != "0"
+				     for t in os.listdir("/proc/%d/task" % handler)), 5, "strace attached to the handler")
+		c = d.smtp()
+		c.ehlo()
+		c.cmd("MAIL FROM:<stalled@client.example>", 250)
+		c.cmd("RCPT TO:<rcpt@test.laim.example>", 250)
+		c.cmd("DATA", 354)
+		c.send(data_terminated(varied_message("stalled")))
+		wait_for(lambda: in_fdatasync(handler), 10, "the committer held in fdatasync")
+		ids = d.spool_files("incoming")
+		check_eq(len(ids), 1, "files in incoming/ while the commit waits")
+		check_eq(d.spool_files("queue"), [], "queue/ while the commit waits")
+		# SIGKILL first, then the tracer: a thread strace holds in a
+		# stop leaves it only when strace lets go, and then with the
+		# SIGKILL pending it never returns to rename the file.
+		old = kill_handler(d)
+		tracer.kill()
+		expect_line(c, TEMPFAIL, "end of data when the handler died in the commit's fdatasync")
+		c.cmd("NOOP", 250)
+		c.cmd("QUIT", 221)
+	finally:
+		if tracer.poll() is None:
+			tracer.kill()
+		tracer.wait()
+	d.wait_children(15, old={"handler": old["handler"]})
+	return ids[0]
+
+
+def proc_status_tid(pid, tid):
+	st = {}
+	try:
+		with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+			for line in f:
+				k, _, v = line.partition(":")
+				st[k] = v.strip()
+	except OSError:
+		pass
+	return st
+
+
+def while_down(d, sent):
+	"""The parent stopped, the handler killed: every step that needs the
+	handler gets exactly 451 4.3.0; once it is back, each session's next
+	transaction gets 250."""
+	in_data = d.smtp()
+	in_data.ehlo()
+	in_data.cmd("MAIL FROM:<cut@client.example>", 250)
+	in_data.cmd("RCPT TO:<rcpt@test.laim.example>", 250)
+	in_data.cmd("DATA", 354)
+	in_data.send(b"Subject: cut\r\n\r\nfirst half\r\n")
+	wait_for(lambda: d.spool_files("incoming"), 5, "the spool file in incoming/")
+	busy = d.smtp()
+	busy.ehlo()
+	busy.cmd("MAIL FROM:<busy@client.example>", 250)
+	busy.cmd("RCPT TO:<rcpt@test.laim.example>", 250)
+
+	mark = d.mark()
+	d.send_signal(signal.SIGSTOP)
+	try:
+		old = kill_handler(d)
+		d.wait_log(LOST, 10, since=mark)
+		in_data.send(b"second half\r\n.\r\n")
+		expect_line(in_data, TEMPFAIL, "end of data with the handler gone")
+		in_data.cmd("NOOP", 250)
+		r = busy.cmd("DATA")
+		check_eq(r.lines, [TEMPFAIL], "DATA with the handler gone")
 		fresh = d.smtp()
 		fresh.ehlo()
-		busy = d.smtp()
-		busy.ehlo()
-		busy.cmd("MAIL FROM:<busy%d@client.example>" % i, 250)
-		busy.cmd("RCPT TO:<rcpt@test.laim.example>", 250)
-		old = kill_handler(d)
-		for c, tag in ((fresh, "fresh%d" % i), (busy, None)):
-			if tag is None:
-				r = c.cmd("DATA")
-				if r.code == 354:
-					msg = varied_message("busy%d" % i)
-					c.send(data_terminated(msg))
-					r = c.reply(15)
-					if r.code == 250:
-						accepted.append(queue_id(r))
-						sent[queue_id(r)] = msg
-					else:
-						check(r.lines[-1].startswith("451 4.3.0"), "busy end of data: %r" % r)
-						refused += 1
-				else:
-					check(r.lines[-1].startswith("451 4.3.0") or r.code == 421, "busy DATA: %r" % r)
-					refused += 1
-			else:
-				q = try_transaction(c, tag, sent)
-				if q:
-					accepted.append(q)
-				else:
-					refused += 1
-			c.close()
-		d.wait_children(15, old={"handler": old["handler"]})
-	print("accepted %d, refused %d while the handler was down" % (len(accepted), refused))
-	for q in accepted:
-		d.wait_removed(q, 15)
-	check_eq(len(maildir_files(blocked)), 1 + len(accepted), "messages delivered (each accepted one once)")
+		r = fresh.cmd("MAIL FROM:<fresh@client.example>")
+		check_eq(r.lines, [TEMPFAIL], "MAIL with the handler gone")
+		check_eq(d.children().get("handler"), None, "a handler process while the parent is stopped")
+	finally:
+		d.send_signal(signal.SIGCONT)
+	d.wait_log(RESTART % old["handler"], 10, since=mark)
+	d.wait_log(BACK, 15, since=mark)
+	for c, tag in ((in_data, "after-cut"), (busy, "busy"), (fresh, "fresh")):
+		transaction(c, tag, sent)
+		c.cmd("QUIT", 221)
+
+
+def main():
+	d = Laimd()
+	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
+	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
+	d.start()
+	sent = {}
+	stalled = []
+	run_rows([
+		("right after a 250: delivered after the restart", lambda: after_250(d, blocked, sent)),
+		("in the commit's fdatasync: 451 4.3.0, never delivered",
+		 lambda: stalled.append(while_commit_waits(d, sent))),
+		("handler down: 451 4.3.0 at the dot, for DATA and for MAIL; 250 once it is back",
+		 lambda: while_down(d, sent)),
+	])
+	for qid in sent:
+		d.wait_removed(qid, 15)
 	check_delivered_exactly(d, sent, blocked)
+	check_eq(len(maildir_files(blocked)), len(sent), "messages delivered (each accepted one once)")
+	for tag in (b"Subject: stalled", b"Subject: cut"):
+		check(not any(tag in m for m in maildir_messages(blocked)), "%r was delivered" % tag)
+	check(not d.search_log(r"%s: to=" % stalled[0], 0), "the stalled message was handed to a handler")
 	check(not d.search_log(r"from=<cut@client\.example>", 0), "the message cut by the kill was committed")
-	check(not any(b"Subject: cut" in m for m in maildir_messages(blocked)), "the cut message was delivered")
 	check_eq(d.spool_files("queue"), [], "queue/ at the end")
 	wait_for(lambda: not d.spool_files("incoming"), 5, "incoming/ to be empty")
 	check(d.running(), "the parent died")

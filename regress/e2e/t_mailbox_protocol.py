@@ -1,102 +1,205 @@
-# The parent's mailbox service against a subverted handler process. The
-# case takes the handler's end of its mailbox channel (pidfd_getfd, as
-# root, standing in for code running as the laim user in the handler),
-# stops the real handler, and speaks raw imsg frames to the root parent:
-# a request naming no possible user, or requests whose answers are never
-# read, end the handler (which is restarted) without a forged log line or
-# the parent growing; the dotlock of a lease the handler never returns
-# goes when the handler dies.
+# Mailbox delivery against a subverted handler process. The case takes the
+# handler's end of its command channel (pidfd_getfd, as root, standing in
+# for code running as the laim user in the handler), stops the real
+# handler, and asks the root parent for mailbox deliveries with raw
+# IMSG_H_COMMAND_RUN frames, as the mbox handler does. What comes back is
+# pipes, never a descriptor of a mailbox; behind them runs laim-mda as the
+# recipient (its uid and group, the mail directory's group as its only
+# other one), with no_new_privs and a seccomp filter, its arguments made
+# by the parent. A copy cut short leaves the mailbox as it was; a whole
+# one is appended as it is (all a handler can do to a mailbox). A name
+# that is no user, a path, two users, or root while the aliases send
+# root's mail elsewhere is refused, logged, and starts nothing; no forged
+# log line comes of a name with a line break.
 import sys
 sys.dont_write_bytecode = True
-import array
+import grp
+import pwd
 import socket
-import struct
+import stat
 from harness import *
 
-IMSG_H_MAILBOX_OPEN, IMSG_P_MAILBOX_OK = 400, 402
+MAILBOX = "mbox:mailbox"
 
 
-def steal_mailbox_channel(pid):
-	"""A copy of the handler's mailbox channel: its newest seqpacket socket
-	(the parent makes that pair last when it forks the handler)."""
-	return steal_seqpacket(pid, max)
-
-
-def open_request(peerid, user):
-	payload = struct.pack("<I", len(user)) + user
-	return struct.pack("<IIII", IMSG_H_MAILBOX_OPEN, 16 + len(payload), peerid, 0) + payload
+def framed(copy):
+	"""laim-mda's stdin: the length line, then the copy."""
+	return b"%019d\n" % len(copy) + copy
 
 
 def main():
 	user = local_user()
+	mail_gid = grp.getgrnam("mail").gr_gid
 	d, mail_dir = mbox_laimd()
 	d.start()
+	box = os.path.join(mail_dir, user.pw_name)
 
-	def subvert():
-		"""The stolen channel, with the real handler stopped."""
+	def start(rcpts):
+		"""Sends one mailbox request with the real handler stopped; returns
+		(the handler's pid, the reply channel, the frames up to the output
+		pipe or a refusal). The caller lets the handler go on."""
 		pid = d.child("handler")
-		chan = steal_mailbox_channel(pid)
+		chan = steal_command_channel(pid)
 		os.kill(pid, signal.SIGSTOP)
-		return pid, chan
+		mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+		socket.send_fds(chan, [run_request(MAILBOX, rcpts)], [theirs.fileno()])
+		theirs.close()
+		chan.close()
+		return pid, mine, frames(mine, until=(IMSG_P_COMMAND_OUTPUT, IMSG_P_COMMAND_FAIL))
 
-	def ended(pid, mark):
-		d.wait_log(r"handler process broke the mailbox protocol \(bad request\): ending it", since=mark)
-		d.wait_children(old={"handler": pid})
+	def the_mda():
+		kids = [p for p in children_of(d.pid) if p not in d.children().values()]
+		check_eq(len(kids), 1, "processes of the parent besides smtp and handler")
+		return kids[0]
 
-	def delivers():
+	def deliver(copy, whole=True, who=user, groups=None):
+		"""One forged delivery of copy to who's mailbox (cut short unless
+		whole); returns (the exit frame's status, the mda's line) after
+		checking what the handler got and who ran, with which groups
+		(default: mail alone)."""
+		pid, reply, got = start([who.pw_name])
+		try:
+			check_eq([k for k, _, _ in got], [IMSG_P_COMMAND_INPUT, IMSG_P_COMMAND_UNREAD, IMSG_P_COMMAND_OUTPUT],
+				 "frames answered")
+			fds = [fd for _, _, f in got for fd in f]
+			check_eq(len(fds), 3, "descriptors passed")
+			check(all(stat.S_ISFIFO(os.fstat(fd).st_mode) for fd in fds),
+			      "a descriptor that is no pipe: %r" % [os.readlink("/proc/self/fd/%d" % fd) for fd in fds])
+			mda = the_mda()
+			st = {k: v.split() for k, v in proc_status(mda).items()}
+			check_eq((st["Uid"], st["Gid"]), ([str(who.pw_uid)] * 4, [str(who.pw_gid)] * 4), "the mda's ids")
+			check_eq(st["Groups"], [str(mail_gid)] if groups is None else groups, "the mda's supplementary groups")
+			check_eq((st["NoNewPrivs"], st["Seccomp"]), (["1"], ["2"]), "no_new_privs and seccomp (filter)")
+			check_eq((st["CapEff"], st["CapPrm"]), (["0000000000000000"], ["0000000000000000"]),
+				 "the mda's capabilities")
+			with open("/proc/%d/cmdline" % mda, "rb") as f:
+				argv = f.read().split(b"\0")[:-1]
+			check_eq([a.decode() for a in argv[1:3]], [mail_dir, who.pw_name], "the mda's arguments")
+			data = framed(copy)
+			os.write(fds[0], data if whole else data[:len(data) // 2])
+			os.close(fds[0])
+			end = frames(reply, 15)
+			check_eq([k for k, _, _ in end], [IMSG_P_COMMAND_EXIT], "the end")
+			out = os.read(fds[2], 4096).decode()
+			for fd in fds[1:]:
+				os.close(fd)
+			return struct.unpack("<I", end[0][1][:4])[0], out
+		finally:
+			reply.close()
+			os.kill(pid, signal.SIGCONT)
+
+	def cut_short():
+		copy = b"From forged@client.example Thu Jan  1 00:00:00 2026\nSubject: forged\n\nbody\n\n"
+		status, out = deliver(copy, whole=False)
+		check_eq(status, 75 << 8, "exit status (EX_TEMPFAIL)")
+		check(re.fullmatch(r"%s: the message ended early \(\d+ of %d bytes\)\n" % (re.escape(box), len(copy)), out),
+		      "the mda's line: %r" % out)
+		check(not os.path.exists(box), "a mailbox made of a copy cut short")
+		status, out = deliver(copy)
+		check_eq((status, out), (0, "%s: %d bytes appended, mailbox created\n" % (box, len(copy))), "the whole copy")
+		check_eq(open(box, "rb").read(), copy, "the mailbox")
+		st = os.stat(box)
+		check_eq((st.st_uid, st.st_mode & 0o7777), (user.pw_uid, 0o600), "owner and mode of the mailbox")
+		status, out = deliver(copy, whole=False)
+		check_eq(status, 75 << 8, "exit status of the second copy cut short")
+		check_eq(open(box, "rb").read(), copy, "the mailbox after a copy cut short")
+
+	def let_go():
+		"""The handler lets go (closes the reply channel) with the whole
+		copy written but its end not yet seen: laim-mda, which may be
+		appending by then, is not killed, and finishes the copy."""
+		copy = b"From forged@client.example Thu Jan  1 00:00:00 2026\nSubject: let go\n\nbody\n\n"
+		size = os.path.getsize(box)
+		pid, reply, got = start([user.pw_name])
+		os.kill(pid, signal.SIGCONT)
+		fds = [fd for _, _, f in got for fd in f]
+		check_eq(len(fds), 3, "descriptors passed")
+		mda = the_mda()
+		mark = d.mark()
+		os.write(fds[0], framed(copy))
+		reply.close()
+		time.sleep(1)  # the parent reads the closed channel
+		check(proc_alive(mda), "laim-mda killed when the handler let go")
+		os.close(fds[0])
+		wait_for(lambda: not proc_alive(mda), 10, "laim-mda to end")
+		check_eq(os.path.getsize(box), size + len(copy), "the mailbox's size after the copy")
+		check(open(box, "rb").read().endswith(copy), "the copy at the mailbox's end")
+		for fd in fds[1:]:
+			os.close(fd)
+
+	def flood():
+		"""Requests as fast as the channel takes them, each reply channel
+		closed at once (so each laim-mda meets the end of its input): at
+		most 64 run at once, the parent stays small, the mailbox is as it
+		was, and mail still gets through."""
+		size = os.path.getsize(box)
+		parent_kb = rss_kb(d.pid)
+		pid = d.child("handler")
+		chan = steal_command_channel(pid)
+		os.kill(pid, signal.SIGSTOP)
+		most = 0
+		try:
+			for i in range(500):
+				mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+				socket.send_fds(chan, [run_request(MAILBOX, [user.pw_name])], [theirs.fileno()])
+				theirs.close()
+				mine.close()
+				if i % 25 == 0:
+					most = max(most, len(children_of(d.pid)) - 2)
+		finally:
+			os.kill(pid, signal.SIGCONT)
+			chan.close()
+		print("# at most %d laim-mda seen at once" % most)
+		check(most <= 64, "%d laim-mda at once" % most)
+		wait_for(lambda: len(children_of(d.pid)) == 2, 20, "every laim-mda to end")
+		grown = rss_kb(d.pid) - parent_kb
+		check(grown < 4096, "the parent grew by %d kB" % grown)
+		check_eq(os.path.getsize(box), size, "the mailbox's size")
+		check_eq(d.child("handler"), pid, "the handler process")
+		qid = d.send(rcpts=["%s@%s" % (user.pw_name, HOSTNAME)], msg=simple_message("after the flood"))
+		d.wait_log(r"%s: to=<.*>, handler=local, status=delivered" % qid, 20)
+
+	def root_without_capabilities():
+		root = pwd.getpwnam("root")
+		copy = b"From forged@client.example Thu Jan  1 00:00:00 2026\nSubject: to root\n\nbody\n\n"
+		status, out = deliver(copy, who=root, groups=[])  # root's group is the directory's
+		check_eq((status, out), (0, "%s/root: %d bytes appended, mailbox created\n" % (mail_dir, len(copy))),
+			 "root's copy")
+
+	def refused(rcpts, why):
+		mark = d.mark()
+		pid, reply, got = start(rcpts)
+		reply.close()
+		os.kill(pid, signal.SIGCONT)
+		check_eq([k for k, _, _ in got], [IMSG_P_COMMAND_FAIL], "frames answered to %r" % rcpts)
+		n = struct.unpack("<I", got[0][1][4:8])[0]
+		check_eq(got[0][1][8:8 + n].decode(), why, "the refusal")
+		d.wait_log(r"(0123456789: handler=%s, command refused: %s|command request with a malformed envelope "
+			   r"refused)$" % (MAILBOX, re.escape(why)), since=mark)
+		check(not d.search_log(r"^laimd\[1\]: FORGED", mark), "a forged log line:\n%s" % d.log(mark))
+		check_eq(d.child("handler"), pid, "the handler process (a refusal does not end it)")
+
+	def bad_names():
+		before = sorted(os.listdir(mail_dir))
+		refused(["no-such-user-here"], 'mailbox: no such user "no-such-user-here"')
+		refused(["../../etc/passwd"], 'mailbox: no such user "../../etc/passwd"')
+		refused([user.pw_name, "root"], "a mailbox request names one user")
+		refused(["x\nlaimd[1]: FORGED line"], "command: malformed envelope values")
+		with open(d.config["aliases"], "w") as f:
+			f.write("root: %s\n" % user.pw_name)
+		refused(["root"], "mailbox of root: %s sends this user's mail elsewhere (run newaliases)"
+			% d.config["aliases"])
+		check_eq(sorted(os.listdir(mail_dir)), before, "files in mail_dir")
 		qid = d.send(rcpts=["%s@%s" % (user.pw_name, HOSTNAME)], msg=simple_message("still works"))
 		d.wait_log(r"%s: to=<.*>, handler=local, status=delivered" % qid)
 
-	def bad_name():
-		mark = d.mark()
-		pid, chan = subvert()
-		chan.send(open_request(1, b"x\nlaimd[1]: FORGED line"))
-		ended(pid, mark)
-		chan.close()
-		check(not d.search_log(r"^laimd\[1\]: FORGED", mark), "a forged log line:\n%s" % d.log(mark))
-		delivers()
-
-	def unread_answers():
-		mark = d.mark()
-		parent_kb = rss_kb(d.pid)
-		pid, chan = subvert()
-		chan.setblocking(False)
-		sent = 0
-		try:
-			for sent in range(20000):
-				chan.send(open_request(1, b"no-such-user-" + b"x" * 200))
-		except (BlockingIOError, BrokenPipeError, ConnectionResetError):
-			pass
-		ended(pid, mark)
-		chan.close()
-		grown = rss_kb(d.pid) - parent_kb
-		print("# %d requests sent before the parent ended the handler; parent grew %d kB" % (sent, grown))
-		check(grown < 4096, "the parent grew by %d kB" % grown)
-		delivers()
-
-	def lease_dies_with_handler():
-		pid, chan = subvert()
-		chan.send(open_request(7, user.pw_name.encode()))
-		chan.settimeout(5)
-		data, anc, _, _ = chan.recvmsg(1024, socket.CMSG_SPACE(4))
-		fds = array.array("i")
-		for _, _, cdata in anc:
-			fds.frombytes(cdata[:len(cdata) - len(cdata) % 4])
-		check_eq(struct.unpack("<I", data[:4])[0], IMSG_P_MAILBOX_OK, "answer type")
-		for fd in fds:
-			os.close(fd)
-		lock = os.path.join(mail_dir, user.pw_name + ".lock")
-		check(os.path.exists(lock), "no dotlock while the lease is held")
-		chan.close()
-		os.kill(pid, signal.SIGKILL)
-		d.wait_children(old={"handler": pid})
-		wait_for(lambda: not os.path.exists(lock), 5, "the dotlock removed")
-		delivers()
-
 	run_rows([
-		("a request naming no possible user ends the handler, no forged log line", bad_name),
-		("a handler that never reads its answers is ended; the parent stays small", unread_answers),
-		("a lease's dotlock goes when the handler dies", lease_dies_with_handler),
+		("the handler gets pipes to laim-mda, which runs as the recipient, confined; a copy cut short "
+		 "leaves the mailbox as it was", cut_short),
+		("a handler that lets go does not get laim-mda killed half-way", let_go),
+		("a flood of requests: at most 64 laim-mda at once, the parent stays small", flood),
+		("root's mailbox: laim-mda as root, without capabilities", root_without_capabilities),
+		("a name that is no user, a path, two users, a line break, root aliased away: refused", bad_names),
 	])
 
 

@@ -29,6 +29,12 @@ def steal_sibling_channel(pid):
 	return steal_seqpacket(pid, min)
 
 
+def parent_channel(found):
+	"""smtp's channel to the parent: the pair made after the sibling pair
+	and before the key channel's (parent/parent.cpp, start_child)."""
+	return sorted(found)[1]
+
+
 def frame(type, payload):
 	return struct.pack("<IIII", type, 16 + len(payload), 1, 0) + payload
 
@@ -66,7 +72,7 @@ def main():
 		d.start()
 		mark = d.mark()
 		kids = d.children()
-		chan = steal_seqpacket(kids["smtp"], max)  # its parent channel, made after the sibling pair
+		chan = steal_seqpacket(kids["smtp"], parent_channel)
 		valid = frame(IMSG_H_MAIL, struct.pack("<I", 0) + imsg_str(b""))
 		chan.send(frame(IMSG_C_PEER_ERROR, imsg_str(("made up" + FORGED).encode()) + imsg_str(valid)))
 		d.wait_log(r"smtp process reports a protocol error from the handler process \(made up\\nlaimd\[1\]: "
@@ -87,9 +93,9 @@ def main():
 		d.start()
 		mark = d.mark()
 		kids = d.children()
-		chan = steal_seqpacket(kids["smtp"], max)
+		chan = steal_seqpacket(kids["smtp"], parent_channel)
 		chan.send(frame(IMSG_C_PEER_ERROR, b"bad"))
-		d.wait_log(r"smtp process broke the protocol of its parent channel \(malformed IMSG_C_PEER_ERROR\): "
+		d.wait_log(r"smtp process broke the parent channel's protocol \(malformed IMSG_C_PEER_ERROR\): "
 			   r"ending it$", since=mark)
 		d.wait_children(old={"smtp": kids["smtp"]})
 		chan.close()

@@ -15,8 +15,8 @@
 #    alert: a key limited window after window, and mail held in offline/,
 #    alert no more.
 #
-# laim-drop writes to the compiled-in spool, so this case runs laimd on
-# it (take_system_spool).
+# The test build's laim-drop writes to this laimd's own spool
+# (LAIM_TEST_SPOOL_DIR, see harness.local_env).
 import sys
 sys.dont_write_bytecode = True
 import time
@@ -125,10 +125,10 @@ def sendmail_burst(d, lu, mark):
 		check_ran(r)
 	direct = [m for m in d.findall_log(LOCAL_FROM_RE % re.escape("%s@%s" % (LOCAL_USER, HOSTNAME)), mark)]
 	check_eq([m.group(6) for m in direct], [None] * 3, "offline= of the messages accepted at once")
-	names = system_offline_files()
+	names = d.spool_files("offline")
 	check_eq(len(names), 2, "files in offline/ (%r)" % names)
 	for n in names:
-		check_eq(os.lstat(os.path.join(SYSTEM_SPOOL, "offline", n)).st_uid, lu.pw_uid, "owner of offline/%s" % n)
+		check_eq(os.lstat(os.path.join(d.spool, "offline", n)).st_uid, lu.pw_uid, "owner of offline/%s" % n)
 	return names
 
 
@@ -138,14 +138,14 @@ def restart(d, lu, key):
 	row = limits(d)[key]
 	check(int(row[4].rstrip("s")) >= 3, "too little of the window left to restart in it: %r" % row)
 	d.stop()
-	check(os.path.exists(os.path.join(SYSTEM_SPOOL, "ratelimit.json")), "no rate limit state in the spool")
+	check(os.path.exists(os.path.join(d.spool, "ratelimit.json")), "no rate limit state in the spool")
 	d.start()
 	got = as_user(lu, lambda: sessions(d.config["socket"], ["after restart"]))
 	check(got.startswith("451 4.7.1 rate limit: 3 messages in 5 s from uid %d" % lu.pw_uid),
 	      "after the restart: %r" % got)
 	row = limits(d)[key]
 	check_eq(row[1:4] + row[5:8], ["3/3", "msg", "5s", "3", "yes", "earlier"], "show limits after the restart: %r" % row)
-	check_eq(len(system_offline_files()), 2, "files in offline/ after the restart")
+	check_eq(len(d.spool_files("offline")), 2, "files in offline/ after the restart")
 
 
 def imported(d, lu, names, mark):
@@ -158,7 +158,7 @@ def imported(d, lu, names, mark):
 	for m in got.values():
 		check_eq(int(m.group(5)), lu.pw_uid, "uid= of %r" % m.group(0))
 		d.wait_delivered(m.group(1))
-	check_eq(system_offline_files(), [], "offline/ after the import")
+	check_eq(d.spool_files("offline"), [], "offline/ after the import")
 	# The imports counted: one more message fits in their window.
 	got = as_user(lu, lambda: sessions(d.config["socket"], ["after import 1", "after import 2"])).split("\n")
 	check(got[0].startswith("250 ") and got[1].startswith("451 4.7.1 rate limit: 3 messages in 5 s"),
@@ -173,18 +173,16 @@ def imported(d, lu, names, mark):
 
 
 def main():
-	take_system_spool()
 	gid = drop_gid()
 	lu = local_user()
 	key = "uid:%d" % lu.pw_uid
-	d = Laimd(spool=SYSTEM_SPOOL)
-	d.spool = SYSTEM_SPOOL
+	d = Laimd()
 	d.alerts = d.make_user_dir(os.path.join(d.dir, "alerts"))
 	d.config["handlers"]["admin"] = {"type": "maildir", "path": d.alerts}
 	d.config["rate_limits"] = [{"key": "uid", "count": COUNT, "window": WINDOW, "alert": "admin"}]
 	try:
 		d.start()
-		check_eq(os.stat(os.path.join(SYSTEM_SPOOL, "offline")).st_gid, gid, "group of offline/")
+		check_eq(os.stat(os.path.join(d.spool, "offline")).st_gid, gid, "group of offline/")
 		run_rows([
 			("five sessions as one uid: 250 x3, 451 4.7.1 x2, logged once, one alert; root unaffected",
 			 lambda: smtp_burst(d, lu, key)),
@@ -204,7 +202,6 @@ def main():
 	finally:
 		if d.running():
 			d.kill_tree()
-		clean_system_spool()
 
 
 run(main)

@@ -5,16 +5,14 @@
 # caller's uid. A file planted in offline/ that laim-drop did not make
 # (wrong group, two links) is moved to failed/ and logged, not delivered.
 #
-# laim-drop always writes to the compiled-in spool, so this case runs
-# laimd on /var/spool/laim (take_system_spool: one such case at a time);
-# it empties offline/, queue/ and incoming/ there before and after.
+# The laimd under test has a spool of its own, where the test build's
+# laim-drop writes too (LAIM_TEST_SPOOL_DIR, see harness.local_env).
 import sys
 sys.dont_write_bytecode = True
 import random
 import time
 from harness import *
 
-SPOOL = SYSTEM_SPOOL
 ROOT = "root@" + HOSTNAME
 QUICK = 5  # seconds sendmail may take when laimd is down
 
@@ -33,8 +31,8 @@ def msg(tag):
 	return ("Subject: %s\n\nbody of %s \u00e9\n" % (tag, tag)).encode()
 
 
-def check_dropped(name, uid, gid, sender, rcpts, body_tail):
-	path = os.path.join(SPOOL, "offline", name)
+def check_dropped(spool, name, uid, gid, sender, rcpts, body_tail):
+	path = os.path.join(spool, "offline", name)
 	st = os.lstat(path)
 	check(stat.S_ISREG(st.st_mode), "offline/%s is not a regular file" % name)
 	check_eq((st.st_uid, st.st_gid, st.st_nlink), (uid, gid, 1), "offline/%s owner, group, links" % name)
@@ -56,12 +54,12 @@ def down(d, lu, gid):
 	r2 = d.sendmail(["root"], msg("down user"), user=lu)
 	check_ran(r2)
 	check(r2.elapsed < QUICK, "sendmail as %s took %.1fs with laimd down" % (lu.pw_name, r2.elapsed))
-	names = system_offline_files()
+	names = d.spool_files("offline")
 	check_eq(len(names), 2, "files in offline/ (%r)" % names)
-	owners = {os.lstat(os.path.join(SPOOL, "offline", n)).st_uid: n for n in names}
+	owners = {os.lstat(os.path.join(d.spool, "offline", n)).st_uid: n for n in names}
 	check_eq(sorted(owners), sorted([0, lu.pw_uid]), "owners of the offline/ files")
-	check_dropped(owners[0], 0, gid, ROOT, [ROOT], b"body of down root \xc3\xa9\n")
-	check_dropped(owners[lu.pw_uid], lu.pw_uid, gid, "%s@%s" % (lu.pw_name, HOSTNAME), [ROOT],
+	check_dropped(d.spool, owners[0], 0, gid, ROOT, [ROOT], b"body of down root \xc3\xa9\n")
+	check_dropped(d.spool, owners[lu.pw_uid], lu.pw_uid, gid, "%s@%s" % (lu.pw_name, HOSTNAME), [ROOT],
 		      b"body of down user \xc3\xa9\n")
 	return owners
 
@@ -77,7 +75,7 @@ def imported(d, lu, owners):
 		check_eq(m.group(6), owners[uid], "offline= in %r" % m.group(0))
 		check(b"\r\n\r\nbody of down " in copies[ROOT], "the imported copy: %r" % copies[ROOT][:400])
 		seen[uid] = qid
-	wait_for(lambda: not system_offline_files(), 5, "offline/ to be empty")
+	wait_for(lambda: not d.spool_files("offline"), 5, "offline/ to be empty")
 	time.sleep(2.5)  # another import round: nothing is imported twice
 	check_eq(len(d.findall_log(r"client=local", mark)), 2, "from= lines after the import")
 	check_eq(len(maildir_files(d.maildir)), 2, "messages delivered from offline/")
@@ -102,11 +100,11 @@ def queue_full(d, lu, gid):
 	check_ran(r)
 	check(r.elapsed < QUICK, "sendmail took %.1fs with the queue full" % r.elapsed)
 	d.wait_log(r"queue full .*deferring mail from <%s>" % re.escape(user), since=mark)
-	names = system_offline_files()
+	names = d.spool_files("offline")
 	check_eq(len(names), 1, "files in offline/ after the 452")
-	check_dropped(names[0], lu.pw_uid, gid, user, [ROOT], b"body of queue full \xc3\xa9\n")
+	check_dropped(d.spool, names[0], lu.pw_uid, gid, user, [ROOT], b"body of queue full \xc3\xa9\n")
 	time.sleep(2.5)  # an import round while the queue is still full
-	check_eq(system_offline_files(), names, "offline/ while the queue is full")
+	check_eq(d.spool_files("offline"), names, "offline/ while the queue is full")
 	check_eq(d.spool_files("queue"), [q1], "queue/ while full")
 
 	d.unblock_dir(blocked)
@@ -117,7 +115,7 @@ def queue_full(d, lu, gid):
 	d.wait_removed(m.group(1))
 	check_eq(len(maildir_files(blocked)), 2, "messages delivered after the queue drained")
 	check_eq(len(d.findall_log(r"client=local", mark)), 2, "from= lines (each message once)")
-	check_eq(system_offline_files(), [], "offline/ after the import")
+	check_eq(d.spool_files("offline"), [], "offline/ after the import")
 	d.stop()
 	return blocked
 
@@ -128,7 +126,7 @@ def planted(d, gid, link):
 	bad = {}
 	for why in ("group", "links"):
 		name = "%d.%d.%08x" % (time.time(), os.getpid(), random.getrandbits(32))
-		path = os.path.join(SPOOL, "offline", name)
+		path = os.path.join(d.spool, "offline", name)
 		with open(path, "wb") as f:
 			f.write(offline_header("planted-%s@%s" % (why, HOSTNAME), [ROOT]) + body)
 		os.chown(path, 0, 0 if why == "group" else gid)
@@ -142,27 +140,22 @@ def planted(d, gid, link):
 	for why, name in bad.items():
 		d.wait_log(r"offline/%s: refused \(.+\): moved to failed/offline\.%s$" % (re.escape(name), re.escape(name)),
 			   since=mark)
-		check(os.path.exists(os.path.join(SPOOL, "failed", "offline." + name)), "failed/offline.%s missing" % name)
-	check_eq(system_offline_files(), [], "offline/ after the refusals")
+		check(os.path.exists(os.path.join(d.spool, "failed", "offline." + name)), "failed/offline.%s missing" % name)
+	check_eq(d.spool_files("offline"), [], "offline/ after the refusals")
 	time.sleep(2.5)
 	check(not d.search_log(r"from=<planted-", mark), "a planted file was imported:\n%s" % d.log(mark))
 	check_eq(len(maildir_files(d.config["handlers"]["inbox"]["path"])), before, "messages after the refusals")
 	d.stop()
-	return [os.path.join(SPOOL, "failed", "offline." + n) for n in bad.values()]
 
 
 def main():
-	take_system_spool()
 	gid = drop_gid()
 	lu = local_user()
-	d = Laimd(spool=SPOOL)
-	d.spool = SPOOL
-	link = SPOOL + ".e2e-second-link"
-	leftovers = [link]
-	clean_system_spool(leftovers)
+	d = Laimd()
+	link = os.path.join(d.dir, "second-link")
 	try:
 		d.start()
-		st = os.stat(os.path.join(SPOOL, "offline"))
+		st = os.stat(os.path.join(d.spool, "offline"))
 		check_eq((st.st_mode & 0o7777, st.st_gid), (0o1730, gid), "mode and group of offline/")
 		d.stop()
 		owners = {}
@@ -174,12 +167,11 @@ def main():
 			("queue full: 452, laim-drop, imported and delivered once the queue has room",
 			 lambda: queue_full(d, lu, gid)),
 			("planted files (wrong group, two links) moved to failed/ and logged",
-			 lambda: leftovers.extend(planted(d, gid, link))),
+			 lambda: planted(d, gid, link)),
 		])
 	finally:
 		if d.running():
 			d.kill_tree()
-		clean_system_spool(leftovers)
 
 
 run(main)

@@ -32,7 +32,7 @@ def main():
 	mark = d.mark()
 	d.send_signal(signal.SIGHUP)
 	d.wait_log(r"configuration reloaded$", since=mark)
-	check(d.search_log(r"listen, socket, user, smtp_user and spool changes take effect at the next restart$",
+	check(d.search_log(r"listen, socket, user, smtp_user and spool changes take effect at the next restart",
 			   since=mark), "no warning that socket: waits for a restart")
 	with Smtp(unix=bound) as lc:
 		lc.ehlo("localhost")

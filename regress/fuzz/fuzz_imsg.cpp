@@ -12,7 +12,7 @@ using namespace laim;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
 {
 	static const ImsgValidator validators[] = {imsg_valid_parent_to_smtp, imsg_valid_parent_to_handler,
-						   imsg_valid_handler_to_smtp, imsg_valid_smtp_to_handler};
+						   imsg_valid_handler_to_smtp, imsg_valid_smtp_to_handler, imsg_valid_key_reply};
 	for (ImsgValidator v : validators) {
 		Imsg m;
 		if (imsg_decode(data, size, -1, v, m) != ImsgError::None)

@@ -1,12 +1,13 @@
 // libFuzzer target: what the root parent accepts from its children. A
 // record (with an fd attached or not, chosen by the first byte) goes
-// through each validator the parent's channels use (peer errors,
-// mailbox leases, commands) and, when it passes, its payload through the
-// decoder the parent applies; a peer error report's forwarded frame then
-// goes through the parent's judgment (sibling_frame_fault) for either
-// child, with the report's fd. Checks that a frame keeps its fd exactly
-// when its type carries one, that no fd leaks, that the judgment leaves
-// the fd open, and that whatever decodes encodes back to the same fields.
+// through each validator the parent's channels use (peer errors, the
+// smtp process's AUTH requests, commands, mailbox deliveries among them,
+// key operations) and, when it passes, its payload through the decoder
+// the parent applies; a peer error report's forwarded frame then goes
+// through the parent's judgment (sibling_frame_fault) for either child,
+// with the report's fd. Checks that a frame keeps its fd exactly when
+// its type carries one, that no fd leaks, that the judgment leaves the fd
+// open, and that whatever decodes encodes back to the same fields.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -48,13 +49,21 @@ void check_message(const Imsg& m)
 			abort();
 		break;
 	}
-	case IMSG_H_MAILBOX_OPEN:
-		check_payload<MailboxOpenMsg>(m, [](auto& a, auto& b) { return a.user == b.user; });
+	case IMSG_S_AUTH:
+		check_payload<AuthMsg>(m, [](auto& a, auto& b) {
+			return a.listener == b.listener && a.user == b.user && a.password == b.password;
+		});
 		break;
 	case IMSG_H_COMMAND_RUN:
 		check_payload<CommandRunMsg>(m, [](auto& a, auto& b) {
 			return a.instance == b.instance && a.queue_id == b.queue_id && a.sender == b.sender &&
 			       a.recipients == b.recipients;
+		});
+		break;
+	case IMSG_T_RSA_PRIV_ENC:
+	case IMSG_T_ECDSA_SIGN:
+		check_payload<KeyOpMsg>(m, [](auto& a, auto& b) {
+			return a.key_id == b.key_id && a.padding == b.padding && a.data == b.data;
 		});
 		break;
 	}
@@ -64,8 +73,9 @@ void check_message(const Imsg& m)
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
 {
-	static const ImsgValidator validators[] = {imsg_valid_child_to_parent, imsg_valid_mailbox_request,
-						   imsg_valid_command_request, imsg_valid_nothing};
+	static const ImsgValidator validators[] = {imsg_valid_child_to_parent, imsg_valid_smtp_to_parent,
+						   imsg_valid_command_request,
+						   imsg_valid_key_request, imsg_valid_nothing};
 	if (size < 1)
 		return 0;
 	bool with_fd = data[0] & 1;

@@ -4,9 +4,13 @@
 // varying size (taken from the input itself) to exercise state carried
 // across reads. Checks the session's invariants as it goes: bounded
 // input buffer, well-formed replies, no control character in an accepted
-// address, each transaction ending in exactly one commit or abort, and
-// no smuggling: every committed message ended at a CRLF "." CRLF of the
-// client's bytes that no earlier message used.
+// address (nor a bidi control or line separator), a HELO name that is a
+// domain or an address literal, each transaction ending in exactly one
+// commit or abort, and no smuggling: every committed message ended at a
+// CRLF "." CRLF of the client's bytes that no earlier message used. With
+// bit 0x40 of the first byte the session is on an auth: required listener
+// under TLS, whose backend takes the password "pw" and binds the senders
+// to *@example.org: no other sender may then reach MAIL.
 //
 // The session logs each refused message to stderr; run with
 // -close_fd_mask=2 to silence that (sanitizer reports still show):
@@ -23,6 +27,7 @@
 
 #include <strings.h>
 
+#include "common/address.h"
 #include "smtp/session.h"
 
 using namespace laim;
@@ -33,35 +38,50 @@ int devnull = -1;
 std::string fed;          // the client's bytes given to the session so far
 size_t unused_end = 0;    // where to look for the next message's CRLF "." CRLF
 
+// No control character, and none of the code points that reorder or
+// break displayed text (U+200E, U+200F, U+2028..U+202E, U+2066..U+2069).
 void check_address(const std::string& a)
 {
 	for (unsigned char c : a)
 		if (c < 0x20 || c == 0x7f)
 			abort();
+	for (size_t i = a.find("\xe2\x80"); i != std::string::npos; i = a.find("\xe2\x80", i + 1))
+		if (i + 2 < a.size() && (a[i + 2] == '\x8e' || a[i + 2] == '\x8f' ||
+					 (a[i + 2] >= '\xa8' && a[i + 2] <= '\xae')))
+			abort();
+	for (size_t i = a.find("\xe2\x81"); i != std::string::npos; i = a.find("\xe2\x81", i + 1))
+		if (i + 2 < a.size() && a[i + 2] >= '\xa6' && a[i + 2] <= '\xa9')
+			abort();
 }
 
-// Where the first message end in fed at or after from finishes: LF "."
-// CRLF after a CR, or right after the DATA command line (an empty
-// message: the 354 starts a line, and a command line may end in a bare
-// LF). npos when there is none.
+// What goes into Received: after "from" is a domain or an address literal.
+void check_helo(const std::string& h)
+{
+	if (!valid_domain(h, false) && !valid_address_literal(h))
+		abort();
+}
+
+// Where the first CRLF "." CRLF in fed at or after from finishes (the
+// CRLF that ends the DATA line counts: an empty message); npos when there
+// is none. Command lines too end at CRLF only, so a DATA line ending in a
+// bare LF never starts a message.
 size_t message_end(size_t from)
 {
-	for (size_t i = fed.find("\n.\r\n", from); i != std::string::npos; i = fed.find("\n.\r\n", i + 1)) {
-		if (i > 0 && fed[i - 1] == '\r')
-			return i + 4;
-		size_t bol = fed.rfind('\n', i - 1);
-		bol = (i == 0 || bol == std::string::npos) ? 0 : bol + 1;
-		if (i - bol >= 4 && strncasecmp(fed.c_str() + bol, "DATA", 4) == 0)
-			return i + 4;
-	}
-	return std::string::npos;
+	size_t i = fed.find("\r\n.\r\n", from);
+	return i == std::string::npos ? i : i + 5;
 }
 
 struct OkBackend : SessionBackend {
 	int open_txn = 0;  // MAIL accepted, not yet committed or aborted
+	bool auth = false;  // an auth: required listener
 	void on_mail(Session& s, const std::string& sender) override
 	{
 		check_address(sender);
+		check_helo(s.helo());
+		if (auth && (s.auth_user().empty() ||
+			     (!sender.empty() && (sender.size() < 12 ||
+						  strcasecmp(sender.c_str() + sender.size() - 12, "@example.org") != 0))))
+			abort();
 		if (open_txn != 0)
 			abort();
 		open_txn++;
@@ -95,6 +115,13 @@ struct OkBackend : SessionBackend {
 	{
 		if (open_txn-- != 1)
 			abort();
+	}
+	void on_auth(Session& s, const std::string& user, const std::string& password) override
+	{
+		if (!auth || !s.auth_user().empty() || open_txn != 0)
+			abort();
+		s.auth_reply(password == "pw", true, {"*@example.org"});
+		(void)user;
 	}
 };
 
@@ -133,10 +160,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
 		return s;
 	}();
 	OkBackend be;
+	be.auth = size > 0 && (data[0] & 0x40);
 	fed.clear();
 	unused_end = 0;
 	{
-		Session s(be, settings, ClientInfo{"127.0.0.1", std::nullopt, ""}, 1);
+		Session s(be, settings, ClientInfo{"127.0.0.1", std::nullopt, "", false, 0, be.auth}, 1);
+		if (be.auth)
+			s.tls_started();
 		s.greet();
 		// The first byte chooses the piece size, so the same command text
 		// is also tried split at every position.

@@ -2,7 +2,8 @@
 // --enable-test-handlers), whose answer each recipient's local part
 // chooses, so that end-to-end cases can drive the queue through a real
 // laimd:
-//   ok...     delivered: "ID RCPT" appended to PATH/deliveries
+//   ok...     delivered: "ID RCPT" appended to PATH/deliveries, with
+//             " auth=USER" when the envelope has an authenticated user
 //   defer...  451 4.2.0 until the file `release` names exists, then as ok
 //   fail...   552 5.2.2 over quota, for good
 //   later...  429 with Retry-After: `retry_after` seconds
@@ -67,7 +68,8 @@ class ProbeHandler : public Handler {
 			return Result::tempfail("HTTP 429 Too Many Requests", retry_after_);
 		if (local.substr(0, 5) == "defer" && access(release_.c_str(), F_OK) != 0)
 			return Result::tempfail("451 4.2.0 <" + rcpt + "> Temporary internal error").with_code("4.2.0");
-		if (!append(path_ + "/deliveries", env.id + " " + rcpt + "\n"))
+		std::string auth = env.auth_user.empty() ? "" : " auth=" + env.auth_user;
+		if (!append(path_ + "/deliveries", env.id + " " + rcpt + auth + "\n"))
 			return Result::tempfail("probe: cannot write " + path_);
 		if (!secret_.empty() && !append(path_ + "/secret-seen", secret_))
 			return Result::tempfail("probe: cannot write " + path_);

@@ -5,7 +5,7 @@
 # parent (parent/) sees only each child's entry point, plus the handler
 # API that `laimd -n` uses to validate handler sections and the command
 # service uses to read a pipe section (handler/api/handler.h, command.h). sendmail/ and
-# ctl/ are programs of their own on common/. Lists every include that
+# ctl/ are programs of their own on common/, and so is mda/ (laim-mda). Lists every include that
 # breaks this and fails.
 set -u
 top=${LAIM_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -29,6 +29,7 @@ bad=$(
 	includes parent | naming 'smtp|handler|sendmail|ctl' |
 		grep -vE '[\"<](smtp/smtp\.h|handler/handlerd\.h|handler/api/(handler|command)\.h)[\">]'
 	includes sendmail ctl | naming 'smtp|handler|parent'
+	includes mda | naming 'smtp|handler|parent|sendmail|ctl'
 )
 if [ -n "$bad" ]; then
 	echo "includes that do not point down:"

@@ -12,6 +12,7 @@ using laim::parse_path;
 using laim::SmtpPath;
 using laim::valid_domain;
 using laim::valid_mailbox;
+using laim::valid_user_name;
 
 namespace {
 
@@ -224,6 +225,29 @@ START_TEST(test_utf8)
 }
 END_TEST
 
+// Code points that reorder or break the displayed text (bidi controls and
+// marks, line and paragraph separators) are refused in every part of an
+// address, quoted or not; their neighbours are not.
+START_TEST(test_display_controls)
+{
+	const unsigned refused[] = {0x200e, 0x200f, 0x2028, 0x2029, 0x202a, 0x202b, 0x202c,
+				    0x202d, 0x202e, 0x2066, 0x2067, 0x2068, 0x2069};
+	auto utf8 = [](unsigned cp) {
+		return std::string{char(0xe0 | (cp >> 12)), char(0x80 | ((cp >> 6) & 0x3f)), char(0x80 | (cp & 0x3f))};
+	};
+	for (unsigned cp : refused) {
+		std::string ch = utf8(cp);
+		expect_invalid("us" + ch + "er@example.com");
+		expect_invalid("user@exa" + ch + "mple.com");
+		expect_invalid("\"us" + ch + "er\"@example.com");
+		expect_invalid(ch + "user@example.com");
+		ck_assert(!valid_domain("exa" + ch + "mple.com", true));
+	}
+	for (unsigned cp : {0x200du, 0x2027u, 0x202fu, 0x2065u, 0x206au})
+		ck_assert_msg(valid_mailbox("us" + utf8(cp) + "er@example.com", true), "U+%04X refused", cp);
+}
+END_TEST
+
 START_TEST(test_no_controls)
 {
 	// No accepted address may hold a control character, wherever it is put.
@@ -257,6 +281,21 @@ START_TEST(test_valid_mailbox)
 }
 END_TEST
 
+// What may name mail_dir/USER (the parent's check of a mailbox request,
+// and laim-mda's of its argument): a plain name, never a path or an option.
+START_TEST(test_valid_user_name)
+{
+	for (const char* ok : {"root", "bob", "mary.ann", "svc_backup-2", "a"})
+		ck_assert_msg(valid_user_name(ok), "%s refused", ok);
+	for (const char* bad : {"", ".", "..", "../etc/passwd", "a/b", "/root", "-f", ".hidden", "bob\n", "a b",
+				"b\xc3\xb6" "b", "x\nlaimd[1]: FORGED"})
+		ck_assert_msg(!valid_user_name(bad), "%s accepted", bad);
+	ck_assert(valid_user_name(std::string(64, 'u')));
+	ck_assert(!valid_user_name(std::string(65, 'u')));
+	ck_assert(!valid_user_name(std::string_view("bob\0x", 5)));
+}
+END_TEST
+
 int main()
 {
 	Suite* s = suite_create("address");
@@ -271,8 +310,10 @@ int main()
 	tcase_add_test(tc, test_source_route);
 	tcase_add_test(tc, test_lengths);
 	tcase_add_test(tc, test_utf8);
+	tcase_add_test(tc, test_display_controls);
 	tcase_add_test(tc, test_no_controls);
 	tcase_add_test(tc, test_valid_mailbox);
+	tcase_add_test(tc, test_valid_user_name);
 	suite_add_tcase(s, tc);
 	SRunner* sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

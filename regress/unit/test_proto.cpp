@@ -84,17 +84,6 @@ START_TEST(transaction_messages)
 }
 END_TEST
 
-START_TEST(mailbox_messages)
-{
-	ck_assert(roundtrip(MailboxOpenMsg{"bob"}).user == "bob");
-	for (MailboxStatus s : {MailboxStatus::Busy, MailboxStatus::TempFail, MailboxStatus::PermFail}) {
-		MailboxFailMsg f = roundtrip(MailboxFailMsg{s, "/var/mail/bob: locked"});
-		ck_assert(f.status == s);
-		ck_assert_str_eq(f.why.c_str(), "/var/mail/bob: locked");
-	}
-}
-END_TEST
-
 // A command request's recipients are counted; a count larger than the
 // payload could hold is refused before anything is reserved for it.
 START_TEST(command_messages)
@@ -144,9 +133,6 @@ START_TEST(status_out_of_range)
 	for (std::string bad : {std::string("a\r\n250 ok"), std::string("a\tb"), std::string("caf\xc3\xa9"),
 				std::string(1, '\0'), std::string(STATUS_TEXT_MAX + 1, 'x')})
 		ck_assert(!decode(limited(bad), s));
-	MailboxFailMsg f;
-	std::string bad = ImsgWriter().u32(static_cast<uint32_t>(MailboxStatus::PermFail) + 1).str("why").data();
-	ck_assert(!decode(bad, f));
 }
 END_TEST
 
@@ -172,8 +158,9 @@ START_TEST(protocol_errors_name_the_type)
 	}
 	for (uint32_t t : {IMSG_P_SMTP_CONF, IMSG_P_HANDLER_CHANNEL, IMSG_P_HANDLER_CONF, IMSG_P_SMTP_CHANNEL,
 			   IMSG_S_MAIL, IMSG_S_RCPT, IMSG_S_DATA, IMSG_S_COMMIT, IMSG_S_ABORT, IMSG_H_MAIL, IMSG_H_RCPT,
-			   IMSG_H_DATA_OK, IMSG_H_DATA_FAIL, IMSG_H_COMMIT, IMSG_C_PEER_ERROR, IMSG_H_MAILBOX_OPEN,
-			   IMSG_H_MAILBOX_DONE, IMSG_P_MAILBOX_OK, IMSG_P_MAILBOX_FAIL})
+			   IMSG_H_DATA_OK, IMSG_H_DATA_FAIL, IMSG_H_COMMIT, IMSG_C_PEER_ERROR, IMSG_H_COMMAND_RUN,
+			   IMSG_P_COMMAND_INPUT, IMSG_P_COMMAND_UNREAD, IMSG_P_COMMAND_OUTPUT, IMSG_P_COMMAND_EXIT,
+			   IMSG_P_COMMAND_FAIL})
 		ck_assert_msg(std::string(imsg_name(t)).rfind("IMSG_", 0) == 0, "type %u has no name", t);
 }
 END_TEST
@@ -184,7 +171,6 @@ int main()
 	TCase* tc = tcase_create("payloads");
 	tcase_add_test(tc, parent_messages);
 	tcase_add_test(tc, transaction_messages);
-	tcase_add_test(tc, mailbox_messages);
 	tcase_add_test(tc, command_messages);
 	tcase_add_test(tc, empty_messages);
 	tcase_add_test(tc, status_out_of_range);

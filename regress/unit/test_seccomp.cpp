@@ -1,6 +1,7 @@
-// The seccomp filters of the smtp and handler processes, syscall by
-// syscall: a child installs the filter exactly as the daemon does
-// (sandbox_seccomp_smtp, sandbox_seccomp_handler), makes one system call
+// The seccomp filters of the smtp and handler processes and of laim-mda,
+// syscall by syscall: a child installs the filter exactly as the daemon
+// does (sandbox_seccomp_smtp, sandbox_seccomp_handler,
+// sandbox_seccomp_mda on an open directory), makes one system call
 // and reports its errno; the parent compares that, or the SIGSYS that
 // killed the child, with the table. Each refused call is also made
 // without a filter, with arguments that then give another answer, so a
@@ -189,6 +190,27 @@ long call_perf_event_open() { return syscall(SYS_perf_event_open, nullptr, 0, -1
 long call_userfaultfd() { return syscall(SYS_userfaultfd, -1); }
 long call_personality() { return syscall(SYS_personality, 0xffffffff) == -1 ? -1 : 0; }
 long call_ioctl_tiocsti() { return syscall(SYS_ioctl, -1, TIOCSTI, "x"); }
+// The smtp process's wait for the parent's signature (TLS).
+long call_poll() { return syscall(SYS_poll, nullptr, 0, 0); }
+long call_ppoll()
+{
+	struct timespec zero = {};
+	return syscall(SYS_ppoll, nullptr, 0, &zero, nullptr, 0);
+}
+
+// laim-mda's filter takes the mail directory's descriptor: a directory
+// opened just before it goes in (the calls below run after).
+int g_mail_dir = -1;
+void install_mda()
+{
+	g_mail_dir = open("/tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	sandbox_seccomp_mda(g_mail_dir);
+}
+long call_openat_mail_dir() { return syscall(SYS_openat, g_mail_dir, "nonexistent-laim-test", O_RDONLY); }
+long call_unlinkat_mail_dir() { return syscall(SYS_unlinkat, g_mail_dir, "nonexistent-laim-test", 0); }
+long call_unlinkat() { return syscall(SYS_unlinkat, AT_FDCWD, "/nonexistent/laim-test", 0); }
+long call_ftruncate_badfd() { return syscall(SYS_ftruncate, -1, 0); }
+long call_fsync_badfd() { return syscall(SYS_fsync, -1); }
 
 // The smtp process: an allowlist; open and sockets get EACCES (glibc's
 // syslog reconnect), everything else kills.
@@ -196,6 +218,8 @@ const Row smtp_rows[] = {
 	{"getpid", call_getpid, Expect::Allowed, 0},
 	{"write", call_write_badfd, Expect::Allowed, 0},
 	{"tgkill to itself", call_tgkill_self, Expect::Allowed, 0},
+	{"poll (TLS: the key service's answer)", call_poll, Expect::Allowed, 0},
+	{"ppoll", call_ppoll, Expect::Allowed, 0},
 	{"execve", call_execve, Expect::Killed, 0},
 	{"execveat", call_execveat, Expect::Killed, 0},
 	{"open", call_open, Expect::Refused, EACCES},
@@ -266,6 +290,41 @@ const Row handler_rows[] = {
 	{"ioctl TIOCSTI", call_ioctl_tiocsti, Expect::Refused, EPERM},
 };
 
+// laim-mda: appending to a file in the mail directory; anything else
+// kills it (an open outside the directory's descriptor included).
+const Row mda_rows[] = {
+	{"getpid", call_getpid, Expect::Allowed, 0},
+	{"write", call_write_badfd, Expect::Allowed, 0},
+	{"fsync", call_fsync_badfd, Expect::Allowed, 0},
+	{"ftruncate", call_ftruncate_badfd, Expect::Allowed, 0},
+	{"openat in the mail directory", call_openat_mail_dir, Expect::Allowed, 0},
+	{"unlinkat in the mail directory", call_unlinkat_mail_dir, Expect::Allowed, 0},
+	{"openat elsewhere", call_openat, Expect::Killed, 0},
+	{"open", call_open, Expect::Killed, 0},
+	{"unlinkat elsewhere", call_unlinkat, Expect::Killed, 0},
+	{"execve", call_execve, Expect::Killed, 0},
+	{"execveat", call_execveat, Expect::Killed, 0},
+	{"socket", call_socket_inet, Expect::Killed, 0},
+	{"connect", call_connect, Expect::Killed, 0},
+	{"bind", call_bind, Expect::Killed, 0},
+	{"ptrace", call_ptrace, Expect::Killed, 0},
+	{"process_vm_writev", call_process_vm_writev, Expect::Killed, 0},
+	{"kill to another process", call_kill_other, Expect::Killed, 0},
+	{"tgkill to another process", call_tgkill_other, Expect::Killed, 0},
+	{"fork (clone)", call_clone_fork, Expect::Killed, 0},
+	{"clone3", call_clone3, Expect::Killed, 0},
+	{"unshare", call_unshare, Expect::Killed, 0},
+	{"setns", call_setns, Expect::Killed, 0},
+	{"mount", call_mount, Expect::Killed, 0},
+	{"io_uring_setup", call_io_uring_setup, Expect::Killed, 0},
+	{"bpf", call_bpf, Expect::Killed, 0},
+	{"keyctl", call_keyctl, Expect::Killed, 0},
+	{"perf_event_open", call_perf_event_open, Expect::Killed, 0},
+	{"userfaultfd", call_userfaultfd, Expect::Killed, 0},
+	{"personality", call_personality, Expect::Killed, 0},
+	{"ioctl TIOCSTI", call_ioctl_tiocsti, Expect::Killed, 0},
+};
+
 }  // namespace
 
 START_TEST(smtp_filter)
@@ -280,6 +339,12 @@ START_TEST(handler_filter)
 }
 END_TEST
 
+START_TEST(mda_filter)
+{
+	check_table(mda_rows, sizeof mda_rows / sizeof *mda_rows, install_mda, "laim-mda");
+}
+END_TEST
+
 // As root, like make check: unprivileged, bpf, userfaultfd and raw
 // sockets answer EPERM even without a filter.
 START_TEST(rows_bite_without_filter)
@@ -287,6 +352,7 @@ START_TEST(rows_bite_without_filter)
 	ck_assert_msg(geteuid() == 0, "run as root (make check is): unprivileged, some rows answer EPERM anyway");
 	check_rows_bite(smtp_rows, sizeof smtp_rows / sizeof *smtp_rows);
 	check_rows_bite(handler_rows, sizeof handler_rows / sizeof *handler_rows);
+	check_rows_bite(mda_rows, sizeof mda_rows / sizeof *mda_rows);
 }
 END_TEST
 
@@ -296,6 +362,7 @@ int main()
 	TCase* tc = tcase_create("filters");
 	tcase_add_test(tc, smtp_filter);
 	tcase_add_test(tc, handler_filter);
+	tcase_add_test(tc, mda_filter);
 	tcase_add_test(tc, rows_bite_without_filter);
 	suite_add_tcase(s, tc);
 	SRunner* sr = srunner_create(s);

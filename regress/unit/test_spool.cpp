@@ -82,6 +82,7 @@ Envelope sample_env(const std::string& id)
 	env.uid = 1000;
 	env.client = "127.0.0.1";
 	env.helo = "client.example.org";
+	env.auth_user = "alice";
 	env.arrival = 1700000000;
 	return env;
 }
@@ -115,6 +116,7 @@ void check_same_envelope(const Envelope& got, const Envelope& want)
 	ck_assert_str_eq(got.helo.c_str(), want.helo.c_str());
 	ck_assert_int_eq(got.arrival, want.arrival);
 	ck_assert_str_eq(got.instance.c_str(), want.instance.c_str());
+	ck_assert_str_eq(got.auth_user.c_str(), want.auth_user.c_str());
 }
 
 // what() of the SpoolError that load(id) throws; fails the test when it
@@ -199,6 +201,22 @@ START_TEST(test_header_format)
 	ck_assert(slurp(g_spool + "/incoming/" + env3.id) ==
 		  "LAIM 1\nid " + env3.id +
 			  "\narrival 1700000001\nsender \nrcpt root\nclient local\nhelo host.lan\ninstance admin\n\n");
+
+	// An authenticated user comes after helo.
+	Envelope env4 = env;
+	env4.id = spool.new_id();
+	env4.auth_user = "alice@example.org";
+	UniqueFd fd4 = spool.create(env4);
+	ck_assert(slurp(g_spool + "/incoming/" + env4.id) ==
+		  "LAIM 1\nid " + env4.id +
+			  "\narrival 1700000001\nsender \nrcpt root\nclient local\nhelo host.lan\nauth alice@example.org\n\n");
+	env4.auth_user = "alice\nrcpt evil";
+	env4.id = spool.new_id();
+	try {
+		(void)spool.create(env4);
+		ck_abort_msg("an auth user with LF was written");
+	} catch (const std::invalid_argument&) {
+	}
 
 	// create never reuses an existing incoming file.
 	try {
@@ -400,6 +418,8 @@ START_TEST(test_load_errors)
 		{"LAIM 1\nid " + id + "\nuid 1\nuid 2\n" + good_tail + "\nbody", "duplicate uid"},
 		{"LAIM 1\nid " + id + "\ninstance a\ninstance b\n" + good_tail + "\nbody", "duplicate instance"},
 		{"LAIM 1\nid " + id + "\ninstance \n" + good_tail + "\nbody", "instance: empty"},
+		{"LAIM 1\nid " + id + "\nauth a\nauth b\n" + good_tail + "\nbody", "duplicate auth"},
+		{"LAIM 1\nid " + id + "\nauth \n" + good_tail + "\nbody", "auth: empty"},
 		{"LAIM 1\nid " + id + "\narrival 5\nsender a@b\nrcpt c@d\nhelo h\n\nbody", "missing client"},
 		{"LAIM 1\nid " + id + "\narrival 5\nsender a@b\nrcpt c@d\nclient local\n\nbody", "missing helo"},
 		{"LAIM 1\narrival 5\nsender a@b\nrcpt c@d\nclient local\nhelo h\n\nbody", "missing id"},

@@ -1,0 +1,225 @@
+// The root parent's key service: it reads each TLS listener's private key
+// and keeps it; the smtp process, which never holds a key, sends each
+// private-key operation of a handshake here (smtp/tls.cpp) and gets the
+// result. Every request is checked (a key of the current or the previous
+// load, sizes within the key's); a bad one gets a failure answer and a log
+// line, never more: the parent does not trust the smtp process. It only
+// signs: RSA key exchange, where it would decrypt for the smtp process
+// (a padding oracle for whoever owns that process, and no forward
+// secrecy), is not offered (smtp/tls.cpp).
+#include "parent/keyserver.h"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+#include <malloc.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+
+#include <memory>
+#include <string>
+
+#include "common/log.h"
+#include "common/openssl_error.h"
+
+namespace laim {
+
+namespace {
+
+constexpr size_t CHAIN_MAX = 12288;  // the PEM chain travels in one imsg
+constexpr size_t DIGEST_MAX = 64;    // SHA-512, the largest digest ECDSA signs
+
+// No passphrase prompt: an encrypted key is an error.
+int no_passphrase(char*, int, int, void*) { return -1; }
+
+using X509Ptr = std::unique_ptr<X509, decltype(&X509_free)>;
+using BioPtr = std::unique_ptr<BIO, decltype(&BIO_free)>;
+
+// The certificates of file a.cert, leaf first, written again as PEM: only
+// certificates reach the smtp process, whatever else the file holds.
+std::string read_chain(const std::string& cfg_file, const ListenAddress& a, X509Ptr* leaf)
+{
+	auto fail = [&](const std::string& why) {
+		throw ConfigError(cfg_file, a.cert.line, a.name + ".cert", a.cert.path + ": " + why);
+	};
+	BioPtr in(BIO_new_file(a.cert.path.c_str(), "r"), BIO_free);
+	if (!in)
+		fail(strerror(errno));
+	BioPtr out(BIO_new(BIO_s_mem()), BIO_free);
+	for (int n = 0;; n++) {
+		X509Ptr x(PEM_read_bio_X509(in.get(), nullptr, no_passphrase, nullptr), X509_free);
+		if (!x) {
+			unsigned long e = ERR_peek_last_error();
+			if (n > 0 && ERR_GET_REASON(e) == PEM_R_NO_START_LINE) {
+				ERR_clear_error();
+				break;
+			}
+			fail(n == 0 ? "no PEM certificate: " + openssl_error() : openssl_error());
+		}
+		if (!PEM_write_bio_X509(out.get(), x.get()))
+			fail(openssl_error());
+		if (n == 0)
+			*leaf = std::move(x);
+	}
+	char* p;
+	long len = BIO_get_mem_data(out.get(), &p);
+	if ((size_t)len > CHAIN_MAX)
+		fail("the certificate chain is larger than " + std::to_string(CHAIN_MAX / 1024) + " KiB");
+	return std::string(p, len);
+}
+
+// The key of file a.key, read by listen_secret_rule; its text is cleared.
+std::shared_ptr<EVP_PKEY> read_key(const std::string& cfg_file, const ListenAddress& a, X509* leaf)
+{
+	auto fail = [&](const std::string& why) {
+		throw ConfigError(cfg_file, a.key.line, a.name + ".key", why);
+	};
+	RootFileRule rule = listen_secret_rule;
+	rule.what = "TLS key";
+	std::string text;
+	try {
+		text = read_root_file(a.key.path, rule);
+	} catch (const ConfigError& e) {
+		fail(e.what());
+	}
+	BioPtr in(BIO_new_mem_buf(text.data(), (int)text.size()), BIO_free);
+	std::shared_ptr<EVP_PKEY> key(PEM_read_bio_PrivateKey(in.get(), nullptr, no_passphrase, nullptr), EVP_PKEY_free);
+	explicit_bzero(text.data(), text.size());
+	if (!key)
+		fail(a.key.path + ": no PEM private key without a passphrase: " + openssl_error());
+	int type = EVP_PKEY_get_base_id(key.get());
+	if (type != EVP_PKEY_RSA && type != EVP_PKEY_EC)
+		fail(a.key.path + ": a " + std::string(OBJ_nid2sn(type)) + " key; laim takes RSA and ECDSA keys");
+	if (X509_check_private_key(leaf, key.get()) != 1) {
+		ERR_clear_error();
+		fail(a.key.path + ": does not match the certificate " + a.cert.path);
+	}
+	return key;
+}
+
+// One operation of key on op.data into *out; false with *why.
+bool key_operation(uint32_t type, EVP_PKEY* key, const KeyOpMsg& op, std::string* out, std::string* why)
+{
+	size_t size = (size_t)EVP_PKEY_get_size(key);
+	bool rsa = EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA;
+	if (rsa != (type != IMSG_T_ECDSA_SIGN)) {
+		*why = "operation for another key type";
+		return false;
+	}
+	if (op.data.empty() || op.data.size() > (rsa ? size : DIGEST_MAX)) {
+		*why = "input of " + std::to_string(op.data.size()) + " bytes";
+		return false;
+	}
+	int padding = (int)op.padding;
+	if (rsa && padding != RSA_PKCS1_PADDING && padding != RSA_NO_PADDING) {
+		*why = "padding " + std::to_string(op.padding);
+		return false;
+	}
+	std::unique_ptr<EVP_PKEY_CTX, decltype(&EVP_PKEY_CTX_free)> ctx(EVP_PKEY_CTX_new(key, nullptr),
+									EVP_PKEY_CTX_free);
+	out->resize(size);
+	size_t len = size;
+	auto in = reinterpret_cast<const unsigned char*>(op.data.data());
+	auto buf = reinterpret_cast<unsigned char*>(out->data());
+	bool ok = ctx && EVP_PKEY_sign_init(ctx.get()) == 1 &&
+		  (!rsa || EVP_PKEY_CTX_set_rsa_padding(ctx.get(), padding) == 1) &&
+		  EVP_PKEY_sign(ctx.get(), buf, &len, in, op.data.size()) == 1;
+	if (!ok) {
+		*why = openssl_error();
+		return false;
+	}
+	out->resize(len);
+	return true;
+}
+
+// OpenSSL's allocator, clearing what it frees (keyserver_init).
+void* clearing_malloc(size_t n, const char*, int) { return malloc(n); }
+
+void clearing_free(void* p, const char*, int)
+{
+	if (!p)
+		return;
+	explicit_bzero(p, malloc_usable_size(p));
+	free(p);
+}
+
+void* clearing_realloc(void* p, size_t n, const char* file, int line)
+{
+	if (!p)
+		return malloc(n);
+	if (n == 0) {
+		clearing_free(p, file, line);
+		return nullptr;
+	}
+	void* q = malloc(n);
+	if (q) {
+		memcpy(q, p, std::min(n, malloc_usable_size(p)));
+		clearing_free(p, file, line);
+	}
+	return q;
+}
+
+}  // namespace
+
+void keyserver_init()
+{
+	if (CRYPTO_set_mem_functions(clearing_malloc, clearing_realloc, clearing_free) != 1)
+		fatalx("OpenSSL allocated memory before laimd could make it clear what it frees");
+}
+
+void scrub_stack()
+{
+	volatile char below[256 * 1024];
+	explicit_bzero(const_cast<char*>(below), sizeof below);
+}
+
+TlsKeys tls_keys_load(const Config& cfg)
+{
+	static uint32_t next_id = 1;
+	TlsKeys k;
+	for (size_t i = 0; i < cfg.listen.size(); i++) {
+		const ListenAddress& a = cfg.listen[i];
+		if (a.tls == ListenAddress::Tls::None)
+			continue;
+		X509Ptr leaf(nullptr, X509_free);
+		SmtpTls chain{(uint32_t)i, next_id++, read_chain(cfg.file, a, &leaf)};
+		k.keys[chain.key_id] = read_key(cfg.file, a, leaf.get());
+		k.chains.push_back(std::move(chain));
+	}
+	return k;
+}
+
+void KeyServer::adopt(TlsKeys next)
+{
+	previous_ = std::move(current_);
+	current_ = std::move(next);
+}
+
+void KeyServer::answer(ImsgPeer& chan, const Imsg& m)
+{
+	KeyOpMsg op = payload<KeyOpMsg>(m);
+	KeyResultMsg result;
+	std::string why = "unknown key id " + std::to_string(op.key_id);
+	for (const TlsKeys* k : {&current_, &previous_}) {
+		auto it = k->keys.find(op.key_id);
+		if (it != k->keys.end()) {
+			result.ok = key_operation(m.type, it->second.get(), op, &result.data, &why);
+			break;
+		}
+	}
+	if (!result.ok)
+		log_warnx("key service: refused %s from the smtp process: %s", imsg_name(m.type), why.c_str());
+	chan.send(IMSG_K_RESULT, m.peerid, encode(result));
+	explicit_bzero(op.data.data(), op.data.size());
+}
+
+void KeyServer::forget()
+{
+	current_ = {};
+	previous_ = {};
+}
+
+}  // namespace laim

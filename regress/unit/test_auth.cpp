@@ -1,0 +1,236 @@
+// Unit tests of the parent's AUTH tables (parent/auth.cpp): the users and
+// senders file parsers with their "FILE:LINE: what" errors, the crypt(3)
+// check against hashes made here with crypt_gensalt_rn (yescrypt,
+// sha512crypt, sha256crypt, bcrypt), and the answer's sender patterns;
+// and the AuthMsg/AuthResultMsg payloads.
+#include <crypt.h>
+
+#include <chrono>
+#include <cstring>
+#include <string>
+
+#include "common/proto.h"
+#include "parent/auth.h"
+
+// Last: check.h defines a "fail" macro that clashes with C++ headers.
+#include <check.h>
+
+using laim::AuthTable;
+using laim::ConfigError;
+
+namespace {
+
+// A hash of password by the method of prefix ("$y$", "$6$", ...).
+std::string make_hash(const char* prefix, const char* password)
+{
+	char setting[CRYPT_GENSALT_OUTPUT_SIZE];
+	ck_assert_ptr_nonnull(crypt_gensalt_rn(prefix, 0, nullptr, 0, setting, sizeof setting));
+	struct crypt_data data = {};
+	const char* h = crypt_rn(password, setting, &data, sizeof data);
+	ck_assert_ptr_nonnull(h);
+	return h;
+}
+
+std::string users_error(const std::string& text)
+{
+	try {
+		AuthTable::parse_users(text, "users");
+	} catch (const ConfigError& e) {
+		return e.what();
+	}
+	return "(no error)";
+}
+
+std::string senders_error(const std::string& users, const std::string& senders)
+{
+	try {
+		AuthTable t = AuthTable::parse_users(users, "users");
+		t.parse_senders(senders, "senders");
+	} catch (const ConfigError& e) {
+		return e.what();
+	}
+	return "(no error)";
+}
+
+}  // namespace
+
+START_TEST(check_each_method)
+{
+	for (const char* prefix : {"$y$", "$6$", "$5$", "$2b$"}) {
+		std::string text = "# submission users\n\nalice:" + make_hash(prefix, "right horse") + "\n";
+		AuthTable t = AuthTable::parse_users(text, "users");
+		ck_assert_msg(t.check("alice", "right horse"), "%s: the right password", prefix);
+		ck_assert_msg(!t.check("alice", "right hors"), "%s: a wrong password", prefix);
+		ck_assert_msg(!t.check("alice", ""), "%s: an empty password", prefix);
+		ck_assert_msg(!t.check("bob", "right horse"), "%s: an unknown user with alice's password", prefix);
+		ck_assert_msg(!t.check("Alice", "right horse"), "%s: names are case-sensitive", prefix);
+	}
+}
+END_TEST
+
+START_TEST(check_two_users)
+{
+	std::string text = "alice:" + make_hash("$y$", "a-pass") + "\nbob:" + make_hash("$6$", "b-pass") + "\n";
+	AuthTable t = AuthTable::parse_users(text, "users");
+	ck_assert_uint_eq(t.size(), 2);
+	ck_assert(t.check("alice", "a-pass"));
+	ck_assert(t.check("bob", "b-pass"));
+	ck_assert(!t.check("alice", "b-pass"));
+	ck_assert(!t.check("bob", "a-pass"));
+	// A NUL in the password never reaches crypt: refused.
+	ck_assert(!t.answer("bob", std::string("b-pass\0x", 8)).ok);
+	t.wipe();
+	ck_assert(!t.check("alice", "a-pass"));
+}
+END_TEST
+
+// An unknown user costs a crypt too: no telling names apart by time.
+START_TEST(unknown_user_timing)
+{
+	AuthTable t = AuthTable::parse_users("alice:" + make_hash("$y$", "a-pass") + "\n", "users");
+	auto time_of = [&t](const char* user) {
+		auto t0 = std::chrono::steady_clock::now();
+		for (int i = 0; i < 5; i++)
+			ck_assert(!t.check(user, "wrong"));
+		return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+	};
+	double known = time_of("alice"), unknown = time_of("nobody");
+	ck_assert_msg(unknown > known / 4 && unknown < known * 4, "alice %.4fs, an unknown user %.4fs", known, unknown);
+}
+END_TEST
+
+START_TEST(users_errors)
+{
+	std::string y = make_hash("$y$", "x");
+	struct {
+		std::string text, error;
+	} rows[] = {
+		{"alice\n", "users:1: expected user:hash"},
+		{"# c\n\nalice:" + y + "\nalice:" + y + "\n", "users:4: user alice listed twice"},
+		{"al ice:" + y + "\n", "users:1: bad user name (printable ASCII without spaces or ':')"},
+		{":" + y + "\n", "users:1: bad user name"},
+		{"alice:$1$abcdefgh$abcdefghijklmnopqrstuv\n", "users:1: user alice: not a yescrypt ($y$)"},
+		{"alice:plaintext\n", "users:1: user alice: not a yescrypt"},
+		{"alice:\n", "users:1: user alice: not a yescrypt"},
+		{"alice:*\n", "users:1: user alice: not a yescrypt"},
+		{"alice:$6$\n", "users:1: user alice: not a yescrypt"},
+		{"alice:$6$saltsalt\n", "users:1: user alice: not a yescrypt"},
+		{"alice:$y$j9T$saltsalt$\n", "users:1: user alice: not a yescrypt"},
+		{"alice:" + y + " \n", "users:1: user alice: not a yescrypt"},
+		{"alice:" + y + "\r\n", "users:1: user alice: not a yescrypt"},
+		{"alice:" + y + ":19000:0:99999:7:::\n", "users:1: user alice: not a yescrypt"},
+		{"alice:" + y + "\n\n  bob\n", "users:3: expected user:hash"},
+	};
+	for (const auto& r : rows) {
+		std::string got = users_error(r.text);
+		ck_assert_msg(got.compare(0, r.error.size(), r.error) == 0, "users file %s\ngot: %s\nexpected: %s...",
+			      r.text.c_str(), got.c_str(), r.error.c_str());
+	}
+	ck_assert(users_error("") == "(no error)");
+	ck_assert(users_error("# nobody yet\n") == "(no error)");
+}
+END_TEST
+
+START_TEST(senders_errors)
+{
+	std::string users = "alice:" + make_hash("$6$", "x") + "\nbob:" + make_hash("$6$", "y") + "\n";
+	struct {
+		const char* text;
+		const char* error;
+	} rows[] = {
+		{"alice alice@example.org\n", "senders:1: expected user: sender, sender, ..."},
+		{"carol: carol@example.org\n", "senders:1: user carol is not in the users file"},
+		{"# c\nalice: a@example.org\nalice: b@example.org\n", "senders:3: user alice listed twice"},
+		{"alice:\n", "senders:1: user alice: bad sender \"\""},
+		{"alice: a@example.org,\n", "senders:1: user alice: bad sender \"\""},
+		{"alice: a@exa[m]ple.org\n", "senders:1: user alice: bad sender \"a@exa[m]ple.org\""},
+		{"alice: a?@example.org\n", "senders:1: user alice: bad sender"},
+		{"alice: a b@example.org\n", "senders:1: user alice: bad sender \"a b@example.org\""},
+	};
+	for (const auto& r : rows) {
+		std::string got = senders_error(users, r.text);
+		ck_assert_msg(got.compare(0, strlen(r.error), r.error) == 0, "senders file %s\ngot: %s\nexpected: %s...",
+			      r.text, got.c_str(), r.error);
+	}
+	std::string many = "alice: ";
+	for (int i = 0; i < 400; i++)
+		many += "alice" + std::to_string(i) + "@example.org, ";
+	many += "x@example.org\n";
+	std::string e = senders_error(users, many);
+	ck_assert_str_eq(e.c_str(), "senders:1: user alice: more than 8192 bytes of senders");
+	e = senders_error(users, "alice: alice@example.org, alice+*@example.org\n\nbob: *\n");
+	ck_assert_str_eq(e.c_str(), "(no error)");
+}
+END_TEST
+
+// The answer: no senders without a senders file; with one, the user's
+// patterns ("@domain" as "*@domain"), and none for a user it leaves out.
+START_TEST(answer_senders)
+{
+	std::string users = "alice:" + make_hash("$5$", "a") + "\nbob:" + make_hash("$5$", "b") + "\n";
+	AuthTable free = AuthTable::parse_users(users, "users");
+	laim::AuthResultMsg r = free.answer("alice", "a");
+	ck_assert(r.ok && !r.bound && r.senders.empty());
+	ck_assert(!free.answer("alice", "b").ok);
+
+	AuthTable bound = AuthTable::parse_users(users, "users");
+	bound.parse_senders("alice: alice@example.org, @lists.example.org , alice+*@example.org\n", "senders");
+	r = bound.answer("alice", "a");
+	ck_assert(r.ok && r.bound);
+	ck_assert_uint_eq(r.senders.size(), 3);
+	ck_assert_str_eq(r.senders[0].c_str(), "alice@example.org");
+	ck_assert_str_eq(r.senders[1].c_str(), "*@lists.example.org");
+	ck_assert_str_eq(r.senders[2].c_str(), "alice+*@example.org");
+	r = bound.answer("bob", "b");
+	ck_assert(r.ok && r.bound && r.senders.empty());
+	r = bound.answer("bob", "a");
+	ck_assert(!r.ok && !r.bound && r.senders.empty());
+}
+END_TEST
+
+START_TEST(auth_payloads)
+{
+	laim::AuthMsg a{2, "alice", std::string("pa\0ss", 5)}, a2;
+	ck_assert(laim::decode(laim::encode(a), a2));
+	ck_assert(a2.listener == 2 && a2.user == "alice" && a2.password == a.password);
+	std::string enc = laim::encode(a);
+	ck_assert(!laim::decode(enc.substr(0, enc.size() - 1), a2));
+	ck_assert(!laim::decode(enc + "x", a2));
+
+	laim::AuthResultMsg r{true, true, {"*@example.org", "alice@example.org"}}, r2;
+	ck_assert(laim::decode(laim::encode(r), r2));
+	ck_assert(r2.ok && r2.bound && r2.senders == r.senders);
+	std::string renc = laim::encode(r);
+	ck_assert(!laim::decode(renc.substr(0, renc.size() - 1), r2));
+	// A forged count larger than the frame is refused, not reserved.
+	laim::AuthResultMsg big{true, false, {}};
+	std::string benc = laim::encode(big);
+	benc[8] = '\xff';
+	benc[9] = '\xff';
+	ck_assert(!laim::decode(benc, r2));
+	// ok and bound are booleans.
+	std::string bad = renc;
+	bad[0] = 2;
+	ck_assert(!laim::decode(bad, r2));
+}
+END_TEST
+
+int main()
+{
+	Suite* s = suite_create("auth");
+	TCase* tc = tcase_create("auth");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, check_each_method);
+	tcase_add_test(tc, check_two_users);
+	tcase_add_test(tc, unknown_user_timing);
+	tcase_add_test(tc, users_errors);
+	tcase_add_test(tc, senders_errors);
+	tcase_add_test(tc, answer_senders);
+	tcase_add_test(tc, auth_payloads);
+	suite_add_tcase(s, tc);
+	SRunner* sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? 0 : 1;
+}
