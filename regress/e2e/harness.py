@@ -17,6 +17,7 @@
 import array
 import atexit
 import glob
+import fcntl
 import grp
 import os
 import pwd
@@ -79,10 +80,85 @@ def laimd_path():
 	return path
 
 
+# The users and groups cases create are removed again when the last case
+# running on this machine ends (cases run in parallel, and share them):
+# ACCOUNTS_DIR holds the pids of the cases running and what they created,
+# under an flock. A case killed before its end is pruned by the next one
+# to end. An account that existed before (the package's) is never
+# recorded. The laimdrop group stays: make check's DESTDIR install makes
+# it, as the package does, for the setgid laim-drop it installs.
+ACCOUNTS_DIR = "/tmp/laim-e2e-accounts"
+
+
+def _accounts(update):
+	"""update(pids, created) under the lock: both are lists of lines,
+	changed in place and written back."""
+	os.makedirs(ACCOUNTS_DIR, exist_ok=True)
+	with open(os.path.join(ACCOUNTS_DIR, "lock"), "w") as lock:
+		fcntl.flock(lock, fcntl.LOCK_EX)
+		state = {}
+		for name in ("pids", "created"):
+			try:
+				with open(os.path.join(ACCOUNTS_DIR, name)) as f:
+					state[name] = f.read().split()
+			except FileNotFoundError:
+				state[name] = []
+		update(state["pids"], state["created"])
+		for name, lines in state.items():
+			with open(os.path.join(ACCOUNTS_DIR, name), "w") as f:
+				f.write("".join(line + "\n" for line in lines))
+
+
+def _accounts_enter():
+	_accounts(lambda pids, created: pids.append(str(os.getpid())))
+
+
+def _alive(pid):
+	try:
+		os.kill(int(pid), 0)
+		return True
+	except ProcessLookupError:
+		return False
+
+
+def _accounts_leave():
+	"""Removes this case from the running ones; the last one out removes
+	every account the cases created."""
+	def leave(pids, created):
+		pids[:] = [p for p in pids if p != str(os.getpid()) and _alive(p)]
+		if pids:
+			return
+		for entry in reversed(sorted(set(created), key=created.index)):
+			kind, name = entry.split(":", 1)
+			if kind == "user":
+				subprocess.run(["userdel", "--remove", name], stdout=subprocess.DEVNULL,
+					       stderr=subprocess.DEVNULL)
+			else:
+				subprocess.run(["groupdel", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+		created.clear()
+	_accounts(leave)
+
+
+def _record_created(kind, name):
+	_accounts(lambda pids, created: created.append("%s:%s" % (kind, name)))
+
+
+def ensure_group(name):
+	"""The gid of group name (a system group), created when missing."""
+	try:
+		return grp.getgrnam(name).gr_gid
+	except KeyError:
+		pass
+	if subprocess.run(["groupadd", "--system", name], stdout=subprocess.DEVNULL,
+			  stderr=subprocess.DEVNULL).returncode == 0:
+		_record_created("group", name)
+	return grp.getgrnam(name).gr_gid
+
+
 def _ensure_account(name, useradd_args):
-	"""The passwd entry of name, created with useradd when missing. Two
-	cases may start together, so a useradd that loses the race for
-	/etc/passwd's lock is retried."""
+	"""The passwd entry of name, created with useradd when missing (and
+	recorded, to be removed). Two cases may start together, so a useradd
+	that loses the race for /etc/passwd's lock is retried."""
 	out = b""
 	for _ in range(10):
 		try:
@@ -92,7 +168,9 @@ def _ensure_account(name, useradd_args):
 		r = subprocess.run(["useradd"] + useradd_args + [name],
 				   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 		out = r.stdout
-		if r.returncode != 0:
+		if r.returncode == 0:
+			_record_created("user", name)
+		else:
 			time.sleep(0.3)
 	raise Fail("cannot create user %s: %s" % (name, out.decode(errors="replace")))
 
@@ -130,6 +208,7 @@ def run(main):
 		sys.exit(77)
 	status = 0
 	spool_before = system_spool_state()
+	_accounts_enter()
 	try:
 		_install_watchdog()
 		main()
@@ -146,6 +225,7 @@ def run(main):
 			if status:
 				d.dump_log()
 			d.cleanup(keep_dir=bool(status))
+		_accounts_leave()
 	try:
 		check_system_spool(spool_before)
 	except Fail as e:

@@ -69,11 +69,7 @@ printf '%s\n' "$@" > "$out/batch.argv"
 
 def ensure_pipe_user():
 	"""USER, with its home and the supplementary group GROUP."""
-	try:
-		gid = grp.getgrnam(GROUP).gr_gid
-	except KeyError:
-		subprocess.run(["groupadd", "--system", GROUP], check=False)
-		gid = grp.getgrnam(GROUP).gr_gid
+	gid = ensure_group(GROUP)
 	pw = _ensure_account(USER, ["--system", "--create-home", "--home-dir", HOME, "--shell", "/bin/sh",
 				    "--groups", GROUP])
 	return pw, gid
