@@ -48,7 +48,22 @@ def main():
 		return pid, mine, frames(mine, until=(IMSG_P_COMMAND_OUTPUT, IMSG_P_COMMAND_FAIL))
 
 	def the_mda():
-		kids = [p for p in children_of(d.pid) if p not in d.children().values()]
+		"""The one laim-mda the parent runs, once it has confined itself:
+		a child just forked still has the parent's title, then runs the
+		program before its filter."""
+		def mdas():
+			return [p for p, title in children_of(d.pid).items()
+				if not title.startswith(("laimd: smtp", "laimd: handler"))]
+
+		def confined(pid):
+			try:
+				with open("/proc/%d/cmdline" % pid, "rb") as f:
+					argv0 = f.read().split(b"\0")[0]
+			except FileNotFoundError:
+				return False
+			return argv0.endswith(b"laim-mda") and proc_status(pid).get("Seccomp") == "2"
+		wait_for(lambda: mdas() and all(confined(p) for p in mdas()), 10, "laim-mda running under its filter")
+		kids = mdas()
 		check_eq(len(kids), 1, "processes of the parent besides smtp and handler")
 		return kids[0]
 
