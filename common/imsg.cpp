@@ -1,7 +1,10 @@
 #include "common/imsg.h"
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -65,12 +68,38 @@ void imsg_encode(uint32_t type, uint32_t peerid, uint32_t pid, std::string_view 
 	out.append(payload);
 }
 
+std::string imsg_mac(const ImsgMacKey& key, std::string_view record, int fd)
+{
+	struct stat st = {};
+	uint64_t id[3] = {fd >= 0, 0, 0};
+	if (fd >= 0 && fstat(fd, &st) == 0) {
+		id[1] = st.st_dev;
+		id[2] = st.st_ino;
+	}
+	std::string in(record);
+	in.append(reinterpret_cast<const char*>(id), sizeof id);
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+	if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(in.data()),
+		  in.size(), md, &n) || n < IMSG_MAC_SIZE)
+		fatalx("HMAC-SHA256 failed");
+	return std::string(reinterpret_cast<const char*>(md), IMSG_MAC_SIZE);
+}
+
 ImsgChannel::ImsgChannel(UniqueFd fd, ImsgValidator valid) : fd_(std::move(fd)), valid_(valid) {}
+
+void ImsgChannel::seal_with(const ImsgMacKey& key)
+{
+	sealed_ = true;
+	key_ = key;
+}
 
 void ImsgChannel::compose(uint32_t type, uint32_t peerid, std::string_view payload, int fd)
 {
 	Frame f;
 	imsg_encode(type, peerid, static_cast<uint32_t>(process_id()), payload, f.bytes);
+	if (sealed_)
+		f.bytes += imsg_mac(key_, f.bytes, fd);
 	f.fd.reset(fd);
 	out_.push_back(std::move(f));
 }
@@ -140,7 +169,7 @@ int64_t monotonic_ms()
 
 ImsgChannel::Read ImsgChannel::read(Imsg& msg, ImsgError* err)
 {
-	uint8_t buf[IMSG_HEADER_SIZE + IMSG_MAX_PAYLOAD];
+	uint8_t buf[IMSG_HEADER_SIZE + IMSG_MAX_PAYLOAD + IMSG_MAC_SIZE];
 	struct iovec iov = {buf, sizeof buf};
 	alignas(struct cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 4)];
 	struct msghdr mh = {};
@@ -176,7 +205,13 @@ ImsgChannel::Read ImsgChannel::read(Imsg& msg, ImsgError* err)
 		e = ImsgError::BadFd;
 	else {
 		int fd = fds.empty() ? -1 : fds[0].get();
-		e = imsg_decode(buf, static_cast<size_t>(n), fd, valid_, msg);
+		size_t len = static_cast<size_t>(n);
+		last_mac_.clear();
+		if (sealed_ && len >= IMSG_HEADER_SIZE + IMSG_MAC_SIZE) {
+			len -= IMSG_MAC_SIZE;
+			last_mac_.assign(reinterpret_cast<const char*>(buf) + len, IMSG_MAC_SIZE);
+		}
+		e = imsg_decode(buf, len, fd, valid_, msg);
 		if (e == ImsgError::None && fd >= 0)
 			fds[0].release();
 	}

@@ -12,6 +12,7 @@
 // in the encode/decode pair of each message type (common/proto.h).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -25,6 +26,17 @@ namespace laim {
 
 constexpr size_t IMSG_HEADER_SIZE = 16;
 constexpr size_t IMSG_MAX_PAYLOAD = 16384;
+
+// The smtp<->handler channel's frames carry a MAC trailer after the
+// record: HMAC-SHA256 with the sender's key (the parent draws one per
+// child at each fork), truncated. The receiver strips it unread; only the
+// parent, which holds both keys, checks it when a child reports a frame
+// (doc/architecture.md, "Channels and messages").
+constexpr size_t IMSG_MAC_SIZE = 16;
+using ImsgMacKey = std::array<uint8_t, 32>;
+// The MAC of a record (header + payload) and the descriptor that came with
+// it (-1: none; else its file's identity, st_dev and st_ino).
+std::string imsg_mac(const ImsgMacKey& key, std::string_view record, int fd);
 
 struct Imsg {
 	uint32_t type = 0;
@@ -64,6 +76,12 @@ class ImsgChannel {
 	ImsgChannel(UniqueFd fd, ImsgValidator valid);
 	int fd() const { return fd_.get(); }
 
+	// The smtp<->handler channel's ends: every frame sent carries a MAC
+	// with key, every frame read has its trailer stripped before decoding.
+	void seal_with(const ImsgMacKey& key);
+	// The trailer of the last frame read (sealed channels only).
+	const std::string& last_mac() const { return last_mac_; }
+
 	// Queues a frame (fd: attached and closed after sending, or -1).
 	void compose(uint32_t type, uint32_t peerid, std::string_view payload, int fd = -1);
 	// Sends queued frames; false on a fatal socket error (peer gone).
@@ -100,6 +118,9 @@ class ImsgChannel {
 	ImsgValidator valid_;
 	std::deque<Frame> out_;
 	Refused refused_;
+	bool sealed_ = false;
+	ImsgMacKey key_{};
+	std::string last_mac_;
 };
 
 // Milliseconds on the monotonic clock, for deadlines.

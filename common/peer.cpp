@@ -80,6 +80,7 @@ bool ImsgPeer::read_frames()
 		} catch (const ImsgProtocolError& e) {
 			broken = e.what();
 			imsg_encode(m.type, m.peerid, m.pid, m.data, offense_.record);
+			offense_.record += chan_.last_mac();
 			offense_.fd = std::move(m.fd);
 		}
 		if (!*alive)
@@ -107,6 +108,13 @@ SiblingChannel::SiblingChannel(EventLoop& loop, ImsgPeer& parent, const char* si
 {
 }
 
+ImsgMacKey SiblingChannel::key_;
+
+void SiblingChannel::set_key(const ImsgMacKey& key)
+{
+	key_ = key;
+}
+
 void SiblingChannel::attach(UniqueFd fd)
 {
 	drop();
@@ -116,6 +124,7 @@ void SiblingChannel::attach(UniqueFd fd)
 		else
 			drop();
 	});
+	peer_->seal_with(key_);
 }
 
 void SiblingChannel::drop()

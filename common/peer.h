@@ -43,6 +43,8 @@ class ImsgPeer {
 	// Once the peer broke the protocol: the frame that broke it (a
 	// refused record, or one whose dispatch threw), with its descriptor.
 	ImsgChannel::Refused take_offense() { return std::move(offense_); }
+	// MACs what it sends with key, strips the trailer of what it reads.
+	void seal_with(const ImsgMacKey& key) { chan_.seal_with(key); }
 
 	// The lost callback for a trusted peer (a child's parent): nothing can
 	// go on without it, so losing it ends this process.
@@ -77,6 +79,9 @@ class SiblingChannel {
 	SiblingChannel(const SiblingChannel&) = delete;
 	SiblingChannel& operator=(const SiblingChannel&) = delete;
 
+	// This process's key, which MACs every frame it sends its sibling (the
+	// parent sets it in the child it forks; common/imsg.h).
+	static void set_key(const ImsgMacKey& key);
 	// Serves fd from now on, dropping the channel in use first.
 	void attach(UniqueFd fd);
 	// Forgets the sibling's channel (closed, failed, or broken).
@@ -98,6 +103,7 @@ class SiblingChannel {
 	ImsgPeer::OnMessage on_message_;
 	std::function<void()> on_drop_;
 	std::unique_ptr<ImsgPeer> peer_;
+	static ImsgMacKey key_;
 };
 
 }  // namespace laim

@@ -1,6 +1,8 @@
 // The payloads of laim's imsg types: one encode/decode pair each.
 #include "common/proto.h"
 
+#include <openssl/crypto.h>
+
 #include <algorithm>
 
 #include "common/config.h"
@@ -299,6 +301,19 @@ std::string sibling_frame_fault(std::string_view frame, int fd, ImsgValidator va
 	if (m.type == IMSG_S_MAIL_LOCAL && !submitter_uid(fd, socket_path, &why))
 		return "IMSG_S_MAIL_LOCAL with " + why;
 	return "";
+}
+
+PeerReport judge_peer_report(std::string_view frame, int fd, const ImsgMacKey& sender_key, ImsgValidator valid,
+			     const std::string& socket_path, std::string* fault)
+{
+	if (frame.size() < IMSG_MAC_SIZE)
+		return PeerReport::Unauthenticated;
+	std::string_view record = frame.substr(0, frame.size() - IMSG_MAC_SIZE);
+	std::string mac = imsg_mac(sender_key, record, fd);
+	if (CRYPTO_memcmp(mac.data(), frame.data() + record.size(), IMSG_MAC_SIZE) != 0)
+		return PeerReport::Unauthenticated;
+	*fault = sibling_frame_fault(record, fd, valid, socket_path);
+	return fault->empty() ? PeerReport::Lie : PeerReport::Fault;
 }
 
 std::string encode(const NoPayload&) { return ""; }

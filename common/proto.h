@@ -192,6 +192,15 @@ constexpr size_t PEER_ERROR_FRAME_MAX = IMSG_MAX_PAYLOAD - PEER_ERROR_WHAT_MAX -
 // none. The parent judges a child's IMSG_C_PEER_ERROR with it.
 std::string sibling_frame_fault(std::string_view frame, int fd, ImsgValidator valid, const std::string& socket_path);
 
+// The parent's verdict on a child's IMSG_C_PEER_ERROR (frame as forwarded,
+// MAC trailer included): Fault when the frame carries the accused
+// sibling's MAC (sender_key) and breaks a rule (*fault says which); Lie
+// when it is valid; Unauthenticated when its MAC does not verify, which
+// either child could have caused (doc/architecture.md).
+enum class PeerReport { Fault, Lie, Unauthenticated };
+PeerReport judge_peer_report(std::string_view frame, int fd, const ImsgMacKey& sender_key, ImsgValidator valid,
+			     const std::string& socket_path, std::string* fault);
+
 // IMSG_H_COMMAND_RUN: run instance's command for one message. The parent
 // takes the argv, the user and the limits from its own configuration, and
 // the values only for the placeholders (handler/api/command.h).

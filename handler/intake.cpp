@@ -1,5 +1,7 @@
 #include "handler/intake.h"
 
+#include "config.h"
+
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -89,6 +91,14 @@ bool Intake::queue_full() const
 // at once rather than hold up cron.
 void Intake::on_mail(uint32_t session, MailMsg m, std::optional<uid_t> uid)
 {
+#ifdef LAIM_SECCOMP_TRIGGER
+	// Test builds only: a broken handler process that answers with a
+	// status out of range, MACed as all it sends (regress/e2e/t_peer_error.py).
+	if (m.sender.rfind("badframe@", 0) == 0) {
+		smtp_.send(IMSG_H_MAIL, session, ImsgWriter().u32(99).data());
+		return;
+	}
+#endif
 	abort_txn(session);
 	if (!queue_full() && waiting_.empty()) {
 		open_txn(session, std::move(m), uid);

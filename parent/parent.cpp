@@ -5,6 +5,8 @@
 #include <dirent.h>
 #include <getopt.h>
 #include <signal.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
@@ -51,6 +53,7 @@ struct Child {
 	time_t started = 0;
 	time_t restart_at = 0;  // when dead: when to fork it again
 	unsigned backoff = 1;   // seconds, restart_delay()'s
+	ImsgMacKey mac_key{};   // MACs its sibling frames; drawn afresh at each fork
 };
 
 // The supervision loop: signals and the children's channels. Declared
@@ -158,6 +161,8 @@ void start_child(int which, UniqueFd sib)
 		std::tie(cmd_mine, cmd_theirs) = seqpacket_pair();
 	else
 		std::tie(key_mine, key_theirs) = seqpacket_pair();
+	if (RAND_bytes(children[which].mac_key.data(), static_cast<int>(children[which].mac_key.size())) != 1)
+		fatalx("RAND_bytes failed for the %s process's key", child_name[which]);
 	pid_t pid = fork();
 	if (pid == -1) {
 		log_warn("fork %s process", child_name[which]);
@@ -173,6 +178,9 @@ void start_child(int which, UniqueFd sib)
 		signal(SIGHUP, SIG_IGN);
 		cmd_mine.reset();
 		key_mine.reset();
+		SiblingChannel::set_key(children[which].mac_key);  // its own key only
+		for (Child& c : children)
+			OPENSSL_cleanse(c.mac_key.data(), c.mac_key.size());
 		keys.forget();  // only the parent holds the TLS keys
 		auth.wipe();  // and the password hashes
 		scrub_stack();
@@ -383,10 +391,12 @@ void daemonize()
 }
 
 // A child reports that its sibling broke the imsg protocol, forwarding
-// the frame. The parent ends the sibling only when that frame breaks a
-// rule its receiver applies (sibling_frame_fault); a report about a valid
-// frame is a lie, and ends the reporter instead. Either way the ended
-// child is restarted, like any child that dies (doc/architecture.md,
+// the frame with its MAC. The parent ends the sibling only when the frame
+// carries the sibling's MAC and breaks a rule its receiver applies
+// (judge_peer_report); a report about a valid frame is a lie, and ends the
+// reporter instead; a frame without the sibling's MAC was made up by one
+// of them, the parent cannot tell which, and ends both. Either way the
+// ended child is restarted, like any child that dies (doc/architecture.md,
 // "Channels and messages"). The smtp process also asks for AUTH checks.
 void child_message(int which, Imsg& m)
 {
@@ -400,17 +410,27 @@ void child_message(int which, Imsg& m)
 		PeerErrorMsg report = payload<PeerErrorMsg>(m);
 		int other = 1 - which;
 		ImsgValidator receiver = which == SMTP ? imsg_valid_handler_to_smtp : imsg_valid_smtp_to_handler;
-		std::string fault = sibling_frame_fault(report.frame, m.fd.get(), receiver, rt.cfg.socket);
-		int ended = fault.empty() ? which : other;
-		if (fault.empty())
+		std::string fault;
+		PeerReport verdict = judge_peer_report(report.frame, m.fd.get(), children[other].mac_key, receiver,
+						       rt.cfg.socket, &fault);
+		const char* reporter = child_name[which];
+		const char* accused = child_name[other];
+		if (verdict == PeerReport::Fault)
+			log_warnx("%s process reports a protocol error from the %s process (%s): ending it", reporter,
+				  accused, fault.c_str());
+		else if (verdict == PeerReport::Lie)
 			log_warnx("%s process reports a protocol error from the %s process (%s), but the frame it "
 				  "forwards is valid: ending the %s process",
-				  child_name[which], child_name[other], report.what.c_str(), child_name[which]);
+				  reporter, accused, report.what.c_str(), reporter);
 		else
-			log_warnx("%s process reports a protocol error from the %s process (%s): ending it",
-				  child_name[which], child_name[other], fault.c_str());
-		if (children[ended].pid > 0)
-			kill(children[ended].pid, SIGKILL);
+			log_warnx("%s process reports a protocol error from the %s process (%s), but the frame it "
+				  "forwards does not carry the %s process's MAC: ending both",
+				  reporter, accused, report.what.c_str(), accused);
+		for (int c : {SMTP, HANDLER}) {
+			bool ended = verdict == PeerReport::Unauthenticated || c == (verdict == PeerReport::Fault ? other : which);
+			if (ended && children[c].pid > 0)
+				kill(children[c].pid, SIGKILL);
+		}
 		break;
 	}
 	default:

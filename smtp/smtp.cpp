@@ -129,6 +129,9 @@ class SmtpServer : public SessionBackend {
 	EventLoop loop_;
 	ImsgPeer parent_;
 	SiblingChannel handler_;
+#ifdef LAIM_SECCOMP_TRIGGER
+	bool test_lie_ = false;  // the next answer from the handler is reported as broken
+#endif
 	std::vector<EventLoop::Watch> listening_;
 	std::map<uint32_t, Conn> conns_;
 	// By Listener::listen_index; a session's SSL holds its own reference,
@@ -196,6 +199,9 @@ void SmtpServer::handler_gone()
 // process reads who it is (SO_PEERCRED): this process has no say in it.
 void SmtpServer::on_mail(Session& s, const std::string& sender)
 {
+#ifdef LAIM_SECCOMP_TRIGGER
+	test_lie_ = sender.rfind("liar@", 0) == 0;
+#endif
 	const ClientInfo& ci = s.client();
 	std::string mail = encode(MailMsg{sender, s.helo(), ci.address, s.auth_user()});
 	bool sent = false;
@@ -229,6 +235,14 @@ UniqueFd SmtpServer::local_connection(uint32_t id)
 
 void SmtpServer::on_rcpt(Session& s, const std::string& rcpt)
 {
+#ifdef LAIM_SECCOMP_TRIGGER
+	// Test builds only: a broken smtp process that sends the handler a
+	// malformed RCPT, MACed as all it sends (regress/e2e/t_peer_error.py).
+	if (rcpt.rfind("badframe@", 0) == 0) {
+		handler_.send(IMSG_S_RCPT, s.id(), "bad");
+		return;
+	}
+#endif
 	if (!handler_.send(IMSG_S_RCPT, s.id(), encode(RcptMsg{rcpt})))
 		s.rcpt_reply(BackendStatus::Unavailable);
 }
@@ -552,6 +566,14 @@ void SmtpServer::close_conn(uint32_t id)
 // the same.
 void SmtpServer::handler_message(Imsg& m)
 {
+#ifdef LAIM_SECCOMP_TRIGGER
+	// Test builds only: a subverted smtp process that reports a valid frame
+	// from the handler, in words that carry a forged log line.
+	if (test_lie_) {
+		test_lie_ = false;
+		throw ImsgProtocolError("made up\nlaimd[1]: forged line\x1b[2K\r");
+	}
+#endif
 	StatusMsg st;
 	DataOkMsg ok;
 	if (m.type == IMSG_H_DATA_OK)

@@ -1,16 +1,24 @@
-# A sibling that breaks the imsg protocol is ended: the case takes one end
-# of the smtp<->handler channel (pidfd_getfd, as root, standing in for
-# code subverted in the other process) and sends a malformed frame. The
-# receiver drops the channel and reports it with the frame; the parent
-# finds the frame invalid, kills the sender and starts a fresh one; mail
-# flows again.
+# A sibling that breaks the imsg protocol is ended: a test build's smtp
+# process sends a malformed RCPT for a badframe@ recipient, its handler
+# an out-of-range status for a badframe@ sender, each MACed with the key
+# the parent gave it, as every frame on that channel. The receiver drops
+# the channel and reports it with the frame; the parent verifies the
+# sender's MAC, finds the frame invalid, kills the sender and starts a
+# fresh one; mail flows again.
 #
-# A child that reports a valid frame is the liar: the case takes the smtp
-# process's parent channel and reports a well-formed IMSG_H_MAIL from the
-# handler; the parent ends smtp, not the handler. Its words, which carry a
-# line feed and a forged "laimd[1]:" line, are logged escaped, as is a
-# handler's reason with the same trick (the probe's forge... recipient):
-# no log line starts with the forged text.
+# A child that reports a valid frame is the liar: a test build's smtp
+# process reports the handler's genuine answer to a liar@ sender; the
+# parent ends smtp, not the handler. Its words, which carry a line feed
+# and a forged "laimd[1]:" line, are logged escaped, as is a handler's
+# reason with the same trick (the probe's forge... recipient): no log
+# line starts with the forged text.
+#
+# A frame without the accused's MAC is made up: the case takes the smtp
+# process's parent channel (pidfd_getfd, as root, standing in for code
+# subverted in smtp) and reports an invalid IMSG_H_MAIL the handler never
+# sent; or it takes smtp's end of the sibling channel and sends the
+# handler a malformed frame without a MAC. The parent cannot tell the
+# liar from the forger there, and ends both.
 import sys
 sys.dont_write_bytecode = True
 import os
@@ -51,40 +59,78 @@ def no_forged_line(d):
 def main():
 	d = Laimd()
 
-	def broken_by(sender, receiver, data, what):
-		d.start()
-		mark = d.mark()
-		pid = d.child(sender)
-		chan = steal_sibling_channel(pid)
-		chan.send(data)
-		d.wait_log(r"protocol error from the %s process: %s; asking the parent to restart it" % (sender, what),
-			   since=mark)
-		d.wait_log(r"%s process reports a protocol error from the %s process \(%s\): ending it" %
-			   (receiver, sender, what), since=mark)
-		d.wait_children(old={sender: pid})
-		chan.close()
-		qid = send_mail(d.port, "a@example.org", ["root@" + HOSTNAME], simple_message("after " + what))
-		check(qid, "no queue id after the restart")
-		d.stop()
-
-	def lying_report():
-		"""smtp reports a valid H_MAIL (status Ok): smtp is ended."""
+	def broken_by(sender, receiver, mail_from, rcpt, what):
+		"""The test build's sender sends a genuine, MACed, invalid frame."""
 		d.start()
 		mark = d.mark()
 		kids = d.children()
-		chan = steal_seqpacket(kids["smtp"], parent_channel)
-		valid = frame(IMSG_H_MAIL, struct.pack("<I", 0) + imsg_str(b""))
-		chan.send(frame(IMSG_C_PEER_ERROR, imsg_str(("made up" + FORGED).encode()) + imsg_str(valid)))
+		try:
+			send_mail(d.port, mail_from, [rcpt], simple_message("broken"))
+		except Exception:
+			pass  # the sender's or the receiver's end went away meanwhile
+		d.wait_log(r"protocol error from the %s process: %s; asking the parent to restart it" % (sender, what),
+			   since=mark)
+		d.wait_log(r"%s process reports a protocol error from the %s process \(%s\): ending it$" %
+			   (receiver, sender, what), since=mark)
+		d.wait_children(old={sender: kids[sender]})
+		check_eq(d.child(receiver), kids[receiver], "the %s's pid after the %s's bad frame" % (receiver, sender))
+		qid = send_mail(d.port, "a@example.org", ["root@" + HOSTNAME], simple_message("after " + what))
+		d.wait_removed(qid)
+		d.stop()
+
+	def lying_report():
+		"""smtp reports the handler's genuine H_MAIL (status Ok): smtp is ended."""
+		d.start()
+		mark = d.mark()
+		kids = d.children()
+		try:
+			send_mail(d.port, "liar@example.org", ["root@" + HOSTNAME], simple_message("lie"))
+		except Exception:
+			pass  # smtp is ended mid-transaction
 		d.wait_log(r"smtp process reports a protocol error from the handler process \(made up\\nlaimd\[1\]: "
 			   r"forged line\\x1b\[2K\\r\), but the frame it forwards is valid: ending the smtp process$",
 			   since=mark)
 		d.wait_children(old={"smtp": kids["smtp"]})
-		chan.close()
 		check_eq(d.child("handler"), kids["handler"], "the handler's pid after smtp's lie")
 		check(not d.search_log(r"handler process \(pid", since=mark), "the handler process was restarted")
 		qid = send_mail(d.port, "a@example.org", ["root@" + HOSTNAME], simple_message("after the lie"))
 		d.wait_removed(qid)
 		no_forged_line(d)
+		d.stop()
+
+	def fabricated_report():
+		"""smtp forwards an invalid H_MAIL the handler never sent, with
+		a made-up MAC: both are ended."""
+		d.start()
+		mark = d.mark()
+		kids = d.children()
+		chan = steal_seqpacket(kids["smtp"], parent_channel)
+		invalid = frame(IMSG_H_MAIL, struct.pack("<I", 99)) + os.urandom(16)
+		chan.send(frame(IMSG_C_PEER_ERROR, imsg_str(b"made up") + imsg_str(invalid)))
+		d.wait_log(r"smtp process reports a protocol error from the handler process \(made up\), but the frame "
+			   r"it forwards does not carry the handler process's MAC: ending both$", since=mark)
+		check(not d.search_log(r"reports a protocol error from the handler process \(malformed", since=mark),
+		      "the parent took the made-up frame for the handler's")
+		d.wait_children(old=kids)
+		chan.close()
+		qid = send_mail(d.port, "a@example.org", ["root@" + HOSTNAME], simple_message("after the forgery"))
+		d.wait_removed(qid)
+		d.stop()
+
+	def unsealed_frame():
+		"""A frame without a MAC on the sibling channel (smtp's end,
+		taken): the handler reports it, the parent ends both."""
+		d.start()
+		mark = d.mark()
+		kids = d.children()
+		chan = steal_sibling_channel(kids["smtp"])
+		chan.send(frame(IMSG_S_RCPT, b"bad"))
+		d.wait_log(r"handler process reports a protocol error from the smtp process \(.*\), but the frame it "
+			   r"forwards does not carry the smtp process's MAC: ending both$", since=mark)
+		d.wait_children(old=kids)
+		chan.close()
+		qid = send_mail(d.port, "a@example.org", ["root@" + HOSTNAME], simple_message("after the unsealed frame"))
+		d.wait_removed(qid)
 		d.stop()
 
 	def malformed_report():
@@ -131,10 +177,12 @@ def main():
 		("a report about a valid frame ends the reporter, and its words are escaped", lying_report),
 		("a report that does not decode ends the reporter", malformed_report),
 		("a handler's reason is logged escaped", forged_reason),
+		("a made-up frame without the handler's MAC ends both", fabricated_report),
+		("a frame without a MAC on the sibling channel ends both", unsealed_frame),
 		("a malformed RCPT from smtp ends the smtp process",
-		 lambda: broken_by("smtp", "handler", frame(IMSG_S_RCPT, b"bad"), "malformed IMSG_S_RCPT")),
+		 lambda: broken_by("smtp", "handler", "a@example.org", "badframe@" + HOSTNAME, "malformed IMSG_S_RCPT")),
 		("a status out of range from the handler ends the handler process",
-		 lambda: broken_by("handler", "smtp", frame(IMSG_H_MAIL, struct.pack("<I", 99)), "malformed IMSG_H_MAIL")),
+		 lambda: broken_by("handler", "smtp", "badframe@example.org", "root@" + HOSTNAME, "malformed IMSG_H_MAIL")),
 	]])
 
 
