@@ -74,6 +74,18 @@ def main():
 			   (receiver, sender, what), since=mark)
 		d.wait_children(old={sender: kids[sender]})
 		check_eq(d.child(receiver), kids[receiver], "the %s's pid after the %s's bad frame" % (receiver, sender))
+		# The restarted sender MACs with its new key, the receiver with
+		# its old one: the parent judges with both.
+		mark = d.mark()
+		again = d.children()
+		try:
+			send_mail(d.port, mail_from, [rcpt], simple_message("broken again"))
+		except Exception:
+			pass
+		d.wait_log(r"%s process reports a protocol error from the %s process \(%s\): ending it$" %
+			   (receiver, sender, what), since=mark)
+		d.wait_children(old={sender: again[sender]})
+		check_eq(d.child(receiver), kids[receiver], "the %s's pid after the second bad frame" % receiver)
 		qid = send_mail(d.port, "a@example.org", ["root@" + HOSTNAME], simple_message("after " + what))
 		d.wait_removed(qid)
 		d.stop()

@@ -4,16 +4,22 @@
 // smtp process's AUTH requests, commands, mailbox deliveries among them,
 // key operations) and, when it passes, its payload through the decoder
 // the parent applies; a peer error report's forwarded frame then goes
-// through the parent's judgment (sibling_frame_fault) for either child,
-// with the report's fd. Checks that a frame keeps its fd exactly when
-// its type carries one, that no fd leaks, that the judgment leaves the fd
-// open, and that whatever decodes encodes back to the same fields.
+// through the parent's judgment (judge_peer_report) for either child,
+// with the report's fd: as it came (its MAC trailer made up, so it is
+// unauthenticated) and with its trailer replaced by the key's true MAC
+// (so the frame's rules are judged). Checks that a frame keeps its fd
+// exactly when its type carries one, that no fd leaks, that the judgment
+// leaves the fd open and ends the accused only for a frame with its MAC
+// that sibling_frame_fault finds invalid, and that whatever decodes
+// encodes back to the same fields.
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <string>
 
 #include "common/imsg.h"
 #include "common/proto.h"
@@ -34,6 +40,24 @@ void check_payload(const Imsg& m, Same same)
 		abort();
 }
 
+// The parent's judgment of a forwarded frame, as it came and sealed.
+void judge_sealed(const std::string& frame, int fd, ImsgValidator receiver)
+{
+	static const ImsgMacKey key{};
+	const std::string socket = "/run/laim/submit.sock";
+	std::string fault;
+	PeerReport raw = judge_peer_report(frame, fd, key, receiver, socket, &fault);
+	std::string record = frame.substr(0, frame.size() - std::min(frame.size(), IMSG_MAC_SIZE));
+	bool forged = frame.size() < IMSG_MAC_SIZE || frame.compare(record.size(), IMSG_MAC_SIZE,
+								    imsg_mac(key, record, fd)) != 0;
+	if (forged != (raw == PeerReport::Unauthenticated))
+		abort();
+	PeerReport sealed = judge_peer_report(record + imsg_mac(key, record, fd), fd, key, receiver, socket, &fault);
+	bool invalid = !sibling_frame_fault(record, fd, receiver, socket).empty();
+	if (sealed != (invalid ? PeerReport::Fault : PeerReport::Lie) || invalid == fault.empty())
+		abort();
+}
+
 void check_message(const Imsg& m)
 {
 	switch (m.type) {
@@ -44,7 +68,7 @@ void check_message(const Imsg& m)
 		if (!decode(m.data, report))
 			break;
 		for (ImsgValidator receiver : {imsg_valid_handler_to_smtp, imsg_valid_smtp_to_handler})
-			sibling_frame_fault(report.frame, m.fd.get(), receiver, "/run/laim/submit.sock");
+			judge_sealed(report.frame, m.fd.get(), receiver);
 		if (m.fd && fcntl(m.fd.get(), F_GETFD) == -1)
 			abort();
 		break;
