@@ -203,14 +203,12 @@ ImsgChannel::Read ImsgChannel::read(Imsg& msg, ImsgError* err)
 		e = ImsgError::Oversized;
 	else if ((mh.msg_flags & MSG_CTRUNC) || fds.size() > 1)
 		e = ImsgError::BadFd;
+	else if (sealed_ && static_cast<size_t>(n) < IMSG_HEADER_SIZE + IMSG_MAC_SIZE)
+		e = ImsgError::Truncated;  // no room for a header and the MAC
 	else {
 		int fd = fds.empty() ? -1 : fds[0].get();
-		size_t len = static_cast<size_t>(n);
-		last_mac_.clear();
-		if (sealed_ && len >= IMSG_HEADER_SIZE + IMSG_MAC_SIZE) {
-			len -= IMSG_MAC_SIZE;
-			last_mac_.assign(reinterpret_cast<const char*>(buf) + len, IMSG_MAC_SIZE);
-		}
+		size_t len = static_cast<size_t>(n) - (sealed_ ? IMSG_MAC_SIZE : 0);
+		last_mac_.assign(reinterpret_cast<const char*>(buf) + len, static_cast<size_t>(n) - len);
 		e = imsg_decode(buf, len, fd, valid_, msg);
 		if (e == ImsgError::None && fd >= 0)
 			fds[0].release();

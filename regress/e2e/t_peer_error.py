@@ -110,40 +110,35 @@ def main():
 		no_forged_line(d)
 		d.stop()
 
-	def fabricated_report():
-		"""smtp forwards an invalid H_MAIL the handler never sent, with
-		a made-up MAC: both are ended."""
+	def both_ended(chan_of, data, reporter, accused, what):
+		"""A frame without the accused's MAC reaches the parent (sent as
+		data on the channel chan_of picks in smtp): both are ended."""
 		d.start()
 		mark = d.mark()
 		kids = d.children()
-		chan = steal_seqpacket(kids["smtp"], parent_channel)
-		invalid = frame(IMSG_H_MAIL, struct.pack("<I", 99)) + os.urandom(16)
-		chan.send(frame(IMSG_C_PEER_ERROR, imsg_str(b"made up") + imsg_str(invalid)))
-		d.wait_log(r"smtp process reports a protocol error from the handler process \(made up\), but the frame "
-			   r"it forwards does not carry the handler process's MAC: ending both$", since=mark)
-		check(not d.search_log(r"reports a protocol error from the handler process \(malformed", since=mark),
-		      "the parent took the made-up frame for the handler's")
+		chan = chan_of(kids["smtp"])
+		chan.send(data)
+		d.wait_log(r"%s process reports a protocol error from the %s process \(%s\), but the frame it forwards "
+			   r"does not carry the %s process's MAC: ending both$" % (reporter, accused, what, accused),
+			   since=mark)
+		check(not d.search_log(r"protocol error from the %s process \([^)]*\): ending it" % accused, since=mark),
+		      "the parent took the frame for the %s's" % accused)
 		d.wait_children(old=kids)
 		chan.close()
-		qid = send_mail(d.port, "a@example.org", ["root@" + HOSTNAME], simple_message("after the forgery"))
+		qid = send_mail(d.port, "a@example.org", ["root@" + HOSTNAME], simple_message("after " + what))
 		d.wait_removed(qid)
 		d.stop()
 
+	def fabricated_report():
+		"""smtp forwards an invalid H_MAIL the handler never sent."""
+		invalid = frame(IMSG_H_MAIL, struct.pack("<I", 99)) + os.urandom(16)
+		both_ended(lambda pid: steal_seqpacket(pid, parent_channel),
+			   frame(IMSG_C_PEER_ERROR, imsg_str(b"made up") + imsg_str(invalid)), "smtp", "handler", "made up")
+
 	def unsealed_frame():
-		"""A frame without a MAC on the sibling channel (smtp's end,
-		taken): the handler reports it, the parent ends both."""
-		d.start()
-		mark = d.mark()
-		kids = d.children()
-		chan = steal_sibling_channel(kids["smtp"])
-		chan.send(frame(IMSG_S_RCPT, b"bad"))
-		d.wait_log(r"handler process reports a protocol error from the smtp process \(.*\), but the frame it "
-			   r"forwards does not carry the smtp process's MAC: ending both$", since=mark)
-		d.wait_children(old=kids)
-		chan.close()
-		qid = send_mail(d.port, "a@example.org", ["root@" + HOSTNAME], simple_message("after the unsealed frame"))
-		d.wait_removed(qid)
-		d.stop()
+		"""smtp's end of the sibling channel, taken, sends the handler a
+		frame without a MAC."""
+		both_ended(steal_sibling_channel, frame(IMSG_S_RCPT, b"bad"), "handler", "smtp", "truncated frame")
 
 	def malformed_report():
 		"""A report that does not decode breaks the parent channel's
