@@ -310,7 +310,7 @@ def main():
 		qids = {n: d.send(rcpts=["%s@%s" % (n, H)]) for n in ("busy", "down", "slackrl", "slow")}
 		reasons = {
 			"busy": r"retry_in=30s \(HTTP 429 Too Many Requests: slow down\)",
-			"down": r"retry_in=(4[3-5])s \(HTTP 503 Service Unavailable: maintenance until noon\)",
+			"down": r"retry_in=(4[3-6])s \(HTTP 503 Service Unavailable: maintenance until noon\)",
 			"slackrl": r"retry_in=20s \(slack: ratelimited\)",
 			"slow": r"retry_in=1s \(HTTP 408 Request Timeout\)",
 		}
