@@ -380,7 +380,11 @@ def steal_seqpacket(pid, pick):
 				seq.add(int(cols[6]))
 	found = []
 	for fd in os.listdir("/proc/%d/fd" % pid):
-		m = re.match(r"socket:\[(\d+)\]", os.readlink("/proc/%d/fd/%s" % (pid, fd)))
+		try:
+			target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+		except FileNotFoundError:
+			continue  # closed meanwhile: a session's socket
+		m = re.match(r"socket:\[(\d+)\]", target)
 		if m and int(m.group(1)) in seq:
 			found.append((int(m.group(1)), int(fd)))
 	check(found, "process %d has no seqpacket socket" % pid)
