@@ -170,12 +170,6 @@ void keyserver_init()
 		fatalx("OpenSSL allocated memory before laimd could make it clear what it frees");
 }
 
-void scrub_stack()
-{
-	volatile char below[256 * 1024];
-	explicit_bzero(const_cast<char*>(below), sizeof below);
-}
-
 TlsKeys tls_keys_load(const Config& cfg)
 {
 	static uint32_t next_id = 1;

@@ -22,10 +22,6 @@ namespace laim {
 // text, its DER) outlives its use in the parent, nor reaches a child by fork.
 void keyserver_init();
 
-// In a child just forked: overwrites the stack that the parent's earlier
-// calls left below this frame.
-void scrub_stack();
-
 // The chains and keys of a configuration's TLS listeners, as one load read them.
 struct TlsKeys {
 	std::vector<SmtpTls> chains;  // one per TLS listener

@@ -6,10 +6,10 @@
 #include <getopt.h>
 #include <signal.h>
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -161,8 +161,11 @@ void start_child(int which, UniqueFd sib)
 		std::tie(cmd_mine, cmd_theirs) = seqpacket_pair();
 	else
 		std::tie(key_mine, key_theirs) = seqpacket_pair();
-	if (RAND_bytes(children[which].mac_key.data(), static_cast<int>(children[which].mac_key.size())) != 1)
-		fatalx("RAND_bytes failed for the %s process's key", child_name[which]);
+	// The kernel's generator: OpenSSL's would load its providers into the
+	// parent (about 2.5 MiB of the tree's memory) for 32 bytes.
+	ImsgMacKey& key = children[which].mac_key;
+	if (getrandom(key.data(), key.size(), 0) != static_cast<ssize_t>(key.size()))
+		fatal("getrandom for the %s process's key", child_name[which]);
 	pid_t pid = fork();
 	if (pid == -1) {
 		log_warn("fork %s process", child_name[which]);
@@ -183,7 +186,6 @@ void start_child(int which, UniqueFd sib)
 			OPENSSL_cleanse(c.mac_key.data(), c.mac_key.size());
 		keys.forget();  // only the parent holds the TLS keys
 		auth.wipe();  // and the password hashes
-		scrub_stack();
 		close_other_fds({theirs.get(), sib.get(), rt.control.fd.get(), cmd_theirs.get(), key_theirs.get()});
 		log_init(rt.foreground, rt.verbose);
 		set_process_title(which == SMTP ? "laimd: smtp" : "laimd: handler");
