@@ -93,10 +93,12 @@ class ForgetfulHandler : public Handler {
 };
 LAIM_HANDLER("test_forgetful", ForgetfulHandler);
 
-// Takes 100 ms per call and records how many calls overlap and on which threads.
+// Takes 100 ms per call and records how many calls overlap and on which
+// threads: by kernel thread id, which a new thread never shares with one
+// that exited a moment ago (a std::thread::id may be reused).
 std::atomic<int> in_flight{0}, most_in_flight{0};
 std::mutex threads_mutex;
-std::set<std::thread::id> threads_seen;
+std::set<pid_t> threads_seen;
 class SlowHandler : public Handler {
  public:
 	explicit SlowHandler(HandlerOptions&) {}
@@ -108,7 +110,7 @@ class SlowHandler : public Handler {
 		}
 		{
 			std::lock_guard<std::mutex> lock(threads_mutex);
-			threads_seen.insert(std::this_thread::get_id());
+			threads_seen.insert(gettid());
 		}
 		std::this_thread::sleep_for(std::chrono::milliseconds(100));
 		--in_flight;
