@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "common/config.h"
@@ -367,6 +368,44 @@ START_TEST(create_in_order)
 	ck_assert_string_eq(hs[2].name, "box");
 	// Construction touched nothing on disk.
 	ck_assert_int_ne(access("/nonexistent/Maildir", F_OK), 0);
+}
+END_TEST
+
+// An instance without `workers:` gets its type's default: several where
+// deliveries need no lock (maildir, LMTP, a relay), one where a lock
+// serialises them anyway (an mbox file); the option overrides it.
+START_TEST(workers_default_per_type)
+{
+	auto hs = create("handlers:\n"
+			 "  box:\n"
+			 "    type: maildir\n"
+			 "    path: /nonexistent/Maildir\n"
+			 "  onebox:\n"
+			 "    type: maildir\n"
+			 "    path: /nonexistent/Maildir\n"
+			 "    workers: 1\n"
+			 "  dovecot:\n"
+			 "    type: lmtp\n"
+			 "    socket: /run/dovecot/lmtp\n"
+			 "  relay:\n"
+			 "    type: smarthost\n"
+			 "    host: 127.0.0.1\n"
+			 "  spoolfile:\n"
+			 "    type: file\n"
+			 "    path: /nonexistent/all.mbox\n"
+			 "  wide:\n"
+			 "    type: file\n"
+			 "    path: /nonexistent/all.mbox\n"
+			 "    workers: 8\n");
+	std::map<std::string, unsigned> workers;
+	for (const ConfiguredHandler& h : hs)
+		workers[h.name] = h.workers;
+	ck_assert_uint_eq(workers["box"], 4);
+	ck_assert_uint_eq(workers["onebox"], 1);
+	ck_assert_uint_eq(workers["dovecot"], 4);
+	ck_assert_uint_eq(workers["relay"], 4);
+	ck_assert_uint_eq(workers["spoolfile"], 1);
+	ck_assert_uint_eq(workers["wide"], 8);
 }
 END_TEST
 
@@ -1003,6 +1042,7 @@ Suite* handlers_suite()
 	tc = tcase_create("options");
 	tcase_add_test(tc, registry_types);
 	tcase_add_test(tc, create_in_order);
+	tcase_add_test(tc, workers_default_per_type);
 	tcase_add_test(tc, error_unknown_type);
 	tcase_add_test(tc, error_maildir_missing_path);
 	tcase_add_test(tc, error_path_not_absolute);
