@@ -108,6 +108,21 @@ START_TEST(command_messages)
 }
 END_TEST
 
+// The TLS messages: a listener's new certificate chain for smtp, and the
+// key server's operations and answers; ok is a boolean.
+START_TEST(tls_messages)
+{
+	SmtpTls t = roundtrip(SmtpTls{3, 7, "-----BEGIN CERTIFICATE-----\n"});
+	ck_assert(t.listen_index == 3 && t.key_id == 7 && t.chain == "-----BEGIN CERTIFICATE-----\n");
+	KeyOpMsg k = roundtrip(KeyOpMsg{2, 6, std::string("\0digest", 7)});
+	ck_assert(k.key_id == 2 && k.padding == 6 && k.data == std::string("\0digest", 7));
+	KeyResultMsg r = roundtrip(KeyResultMsg{true, "signature"});
+	ck_assert(r.ok && r.data == "signature");
+	ck_assert(!roundtrip(KeyResultMsg{false, ""}).ok);
+	ck_assert(!decode(ImsgWriter().u32(2).str("x").data(), r));
+}
+END_TEST
+
 // The types that carry only their frame (and maybe an fd): nothing else.
 START_TEST(empty_messages)
 {
@@ -160,7 +175,8 @@ START_TEST(protocol_errors_name_the_type)
 			   IMSG_S_MAIL, IMSG_S_RCPT, IMSG_S_DATA, IMSG_S_COMMIT, IMSG_S_ABORT, IMSG_H_MAIL, IMSG_H_RCPT,
 			   IMSG_H_DATA_OK, IMSG_H_DATA_FAIL, IMSG_H_COMMIT, IMSG_C_PEER_ERROR, IMSG_H_COMMAND_RUN,
 			   IMSG_P_COMMAND_INPUT, IMSG_P_COMMAND_UNREAD, IMSG_P_COMMAND_OUTPUT, IMSG_P_COMMAND_EXIT,
-			   IMSG_P_COMMAND_FAIL})
+			   IMSG_P_COMMAND_FAIL, IMSG_P_SMTP_TLS, IMSG_S_MAIL_LOCAL, IMSG_C_PEER_ERROR_FD,
+			   IMSG_T_RSA_PRIV_ENC, IMSG_T_ECDSA_SIGN, IMSG_K_RESULT, IMSG_S_AUTH, IMSG_P_AUTH})
 		ck_assert_msg(std::string(imsg_name(t)).rfind("IMSG_", 0) == 0, "type %u has no name", t);
 }
 END_TEST
@@ -172,6 +188,7 @@ int main()
 	tcase_add_test(tc, parent_messages);
 	tcase_add_test(tc, transaction_messages);
 	tcase_add_test(tc, command_messages);
+	tcase_add_test(tc, tls_messages);
 	tcase_add_test(tc, empty_messages);
 	tcase_add_test(tc, status_out_of_range);
 	tcase_add_test(tc, protocol_errors_name_the_type);
