@@ -10,7 +10,8 @@
 #                  handler and max_queue_size 100000: the commit path alone,
 #                  each message fsynced in the spool before its 250
 #   laim-maildir   laimd with the harness's maildir handler (default
-#                  workers) and max_queue_size 50, laim's default
+#                  workers, or --maildir-workers) and max_queue_size 50,
+#                  laim's default
 #   opensmtpd      OpenSMTPD (Debian's opensmtpd 6.8.0p2): its queue on the
 #                  same file system as laim's spool, each message delivered
 #                  by its maildir method into a Maildir, as the laim test
@@ -301,8 +302,9 @@ class SmtpSink:
 class LaimServer:
 	"""laimd through the e2e harness (its temp dir, its test user)."""
 
-	def __init__(self, name):
+	def __init__(self, name, workers=None):
 		self.name = name
+		self.workers = workers  # the maildir instance's, when not its type's default
 		self.d = None
 
 	def start(self):
@@ -312,6 +314,8 @@ class LaimServer:
 				       routes=[{"match": "*", "handlers": ["sink"]}])
 		else:  # the harness's default handler: a maildir in d.maildir
 			self.d = Laimd(name="bench-maildir", hostname=HOST, max_queue_size=50)
+			if self.workers:
+				self.d.config["handlers"]["inbox"]["workers"] = self.workers
 		self.d.start()
 		return self.d.port
 
@@ -432,12 +436,12 @@ class OpenSmtpd:
 			shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def new_server(name, tools):
+def new_server(name, tools, args):
 	if name == "smtp-sink":
 		return SmtpSink(tools)
 	if name == "opensmtpd":
 		return OpenSmtpd(tools)
-	return LaimServer(name)
+	return LaimServer(name, args.maildir_workers)
 
 
 # ------------------------------------------------------------------ one measurement
@@ -561,7 +565,7 @@ def run(args, tools):
 			for name in args.server:
 				try:
 					with (FreshFileSystem(args.cache) if args.fs == "fresh" else contextlib.nullcontext()):
-						fig = measure(tools, new_server(name, tools), sc,
+						fig = measure(tools, new_server(name, tools, args), sc,
 							      sc.quick if args.quick else sc.messages)
 				except Exception as e:  # one failed measurement does not end the run
 					fig = "n/a (%s)" % (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -631,9 +635,13 @@ def parse_args():
 		       help="where Postfix and OpenSMTPD are unpacked and the file systems made")
 	p.add_argument("--fs", choices=["fresh", "tmpdir"], default="fresh",
 		       help="a new ext4 for each run (default), or TMPDIR")
+	p.add_argument("--maildir-workers", type=int, metavar="N",
+		       help="laim-maildir's instance gets workers: N (default: the maildir type's)")
 	args = p.parse_args()
 	if args.reps < 1:
 		p.error("--reps must be at least 1")
+	if args.maildir_workers is not None and not 1 <= args.maildir_workers <= 64:
+		p.error("--maildir-workers must be from 1 to 64")
 	args.scenario = [s for s in SCENARIOS if s in (args.scenario or SCENARIOS)]
 	args.server = [s for s in SERVERS if s in (args.server or SERVERS)]
 	return args
@@ -662,6 +670,8 @@ def describe(args, tools, laimd):
 	print("%d repetition(s), servers in turn: %s; %s" % (
 		args.reps, ", ".join(args.server),
 		"a new ext4 for each run" if args.fs == "fresh" else "in " + tempfile.gettempdir()), flush=True)
+	if args.maildir_workers and "laim-maildir" in args.server:
+		print("laim-maildir's instance: workers: %d" % args.maildir_workers, flush=True)
 
 
 def on_signal(signum, frame):
