@@ -48,13 +48,6 @@ constexpr rlim_t FD_SPARE = 8;
 constexpr uint32_t LOCAL_RESERVE = 8;
 constexpr int64_t HANDSHAKE_TIMEOUT_MS = 30000;  // at most; timeout: when shorter
 
-int64_t monotonic_ms()
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
-
 // How many sessions the open file limit has room for: each holds its
 // socket and, in DATA, its spool file, beside the descriptors open now.
 // Past it a client gets 421 rather than a session that fails at DATA.
