@@ -1,8 +1,9 @@
 // Unit tests of the delivery queue with handler API v2: each recipient's
-// result settled on its own, retry hints, a forgotten result read as a
-// failure, and an instance's bounded pool of reused worker threads. The
-// handlers below are real handler classes registered as laimd's are; the
-// queue, the spool and the worker threads under them are the real ones.
+// result settled on its own, retry hints, a forgotten result (or an
+// exception) read as a failure, and an instance's bounded pool of reused
+// worker threads. The handlers below are real handler classes registered
+// as laimd's are; the queue, the spool and the worker threads under them
+// are the real ones.
 #include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #include <mutex>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 #include "handler/queue.h"
@@ -92,6 +94,17 @@ class ForgetfulHandler : public Handler {
 	}
 };
 LAIM_HANDLER("test_forgetful", ForgetfulHandler);
+
+// Throws from deliver(), as a handler's library may.
+class ThrowingHandler : public Handler {
+ public:
+	explicit ThrowingHandler(HandlerOptions&) {}
+	Results deliver(const Envelope&, const Message&) override
+	{
+		throw std::runtime_error("lmtp: connection reset");
+	}
+};
+LAIM_HANDLER("test_throwing", ThrowingHandler);
 
 // Takes 100 ms per call and records how many calls overlap and on which
 // threads: by kernel thread id, which a new thread never shares with one
@@ -313,6 +326,26 @@ START_TEST(forgotten_result_is_tempfail)
 }
 END_TEST
 
+// An exception from deliver() is a temporary failure of the whole call,
+// with its message as the reason.
+START_TEST(exception_is_tempfail)
+{
+	Fixture f("handlers:\n"
+		  "  h:\n"
+		  "    type: test_throwing\n"
+		  "routes:\n"
+		  "  - match: \"*\"\n"
+		  "    handlers: [h]\n");
+	f.commit({"one", "two"});
+	f.drain();
+	ck_assert_uint_eq(f.queue.size(), 1);
+	ck_assert(!f.queue.stats().count("handler.h.delivered"));
+	ck_assert_uint_eq(f.queue.stats().at("handler.h.deferred"), 2);
+	std::vector<Queue::Item> items = f.queue.items();
+	ck_assert_str_eq(items[0].last_error.c_str(), "lmtp: connection reset");
+}
+END_TEST
+
 // laim's own notice (a rate limit's alert) goes to the instance its
 // envelope names, whatever the routes say; other mail follows the routes.
 START_TEST(notice_bypasses_routes)
@@ -382,6 +415,7 @@ int main()
 	tcase_add_test(tc, mixed_results_settle_each_recipient);
 	tcase_add_test(tc, retry_after_later_than_backoff);
 	tcase_add_test(tc, forgotten_result_is_tempfail);
+	tcase_add_test(tc, exception_is_tempfail);
 	tcase_add_test(tc, notice_bypasses_routes);
 	tcase_add_test(tc, workers_bound_and_reused);
 	tcase_add_test(tc, one_worker_serialises);
