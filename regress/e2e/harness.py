@@ -178,27 +178,31 @@ def _accounts_leave():
 		"or by something else meanwhile): " + "; ".join(differs))
 
 
-def _record_created(kind, name):
-	_accounts(lambda pids, created, before: created.append("%s:%s" % (kind, name)))
-
-
-def _group(name, created):
-	"""The gid of group name, created as a system group when missing (and
-	recorded in created); under the accounts lock. A groupadd that loses
-	the race for /etc/group's lock to a case's useradd is retried."""
+def _account(kind, name, command, created):
+	"""The entry of user or group (kind) name, created with command + [name]
+	when missing and recorded in created; under the accounts lock, so that
+	two cases never run useradd for one name together (both would pass
+	its check that the name is new, and the second would replace the
+	first's entry with another uid under the first's running laimd). A
+	command that loses /etc/passwd's lock to another tool is retried."""
+	lookup = pwd.getpwnam if kind == "user" else grp.getgrnam
 	out = b""
 	for _ in range(10):
 		try:
-			return grp.getgrnam(name).gr_gid
+			return lookup(name)
 		except KeyError:
 			pass
-		r = subprocess.run(["groupadd", "--system", name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+		r = subprocess.run(command + [name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 		out = r.stdout
 		if r.returncode == 0:
-			created.append("group:" + name)
+			created.append("%s:%s" % (kind, name))
 		else:
 			time.sleep(0.3)
-	raise Fail("cannot create group %s: %s" % (name, out.decode(errors="replace")))
+	raise Fail("cannot create %s %s: %s" % (kind, name, out.decode(errors="replace")))
+
+
+def _group(name, created):
+	return _account("group", name, ["groupadd", "--system"], created).gr_gid
 
 
 def ensure_group(name):
@@ -210,22 +214,10 @@ def ensure_group(name):
 
 def _ensure_account(name, useradd_args):
 	"""The passwd entry of name, created with useradd when missing (and
-	recorded, to be removed). Two cases may start together, so a useradd
-	that loses the race for /etc/passwd's lock is retried."""
-	out = b""
-	for _ in range(10):
-		try:
-			return pwd.getpwnam(name)
-		except KeyError:
-			pass
-		r = subprocess.run(["useradd"] + useradd_args + [name],
-				   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-		out = r.stdout
-		if r.returncode == 0:
-			_record_created("user", name)
-		else:
-			time.sleep(0.3)
-	raise Fail("cannot create user %s: %s" % (name, out.decode(errors="replace")))
+	recorded, to be removed)."""
+	pw = []
+	_accounts(lambda pids, created, before: pw.append(_account("user", name, ["useradd"] + useradd_args, created)))
+	return pw[0]
 
 
 def ensure_user(name=TEST_USER):
