@@ -1,7 +1,6 @@
 #include "common/imsg.h"
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <glib.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -68,7 +67,22 @@ void imsg_encode(uint32_t type, uint32_t peerid, uint32_t pid, std::string_view 
 	out.append(payload);
 }
 
-std::string imsg_mac(const ImsgMacKey& key, std::string_view record, int fd)
+void ImsgMac::set_key(const ImsgMacKey& key)
+{
+	if (keyed_)
+		g_hmac_unref(keyed_);
+	keyed_ = g_hmac_new(G_CHECKSUM_SHA256, key.data(), key.size());
+	if (!keyed_)
+		fatalx("HMAC-SHA256: no GHmac");
+}
+
+ImsgMac::~ImsgMac()
+{
+	if (keyed_)
+		g_hmac_unref(keyed_);
+}
+
+void ImsgMac::append(std::string_view record, int fd, std::string& out)
 {
 	struct stat st = {};
 	uint64_t id[3] = {fd >= 0, 0, 0};
@@ -76,30 +90,36 @@ std::string imsg_mac(const ImsgMacKey& key, std::string_view record, int fd)
 		id[1] = st.st_dev;
 		id[2] = st.st_ino;
 	}
-	std::string in(record);
-	in.append(reinterpret_cast<const char*>(id), sizeof id);
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int n = 0;
-	if (!HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(in.data()),
-		  in.size(), md, &n) || n < IMSG_MAC_SIZE)
-		fatalx("HMAC-SHA256 failed");
-	return std::string(reinterpret_cast<const char*>(md), IMSG_MAC_SIZE);
+	GHmac* h = g_hmac_copy(keyed_);
+	g_hmac_update(h, reinterpret_cast<const guchar*>(record.data()), static_cast<gssize>(record.size()));
+	g_hmac_update(h, reinterpret_cast<const guchar*>(id), sizeof id);
+	guint8 md[32];
+	gsize n = sizeof md;
+	g_hmac_get_digest(h, md, &n);
+	g_hmac_unref(h);
+	out.append(reinterpret_cast<const char*>(md), IMSG_MAC_SIZE);
+}
+
+std::string imsg_mac(const ImsgMacKey& key, std::string_view record, int fd)
+{
+	std::string mac;
+	ImsgMac(key).append(record, fd, mac);
+	return mac;
 }
 
 ImsgChannel::ImsgChannel(UniqueFd fd, ImsgValidator valid) : fd_(std::move(fd)), valid_(valid) {}
 
 void ImsgChannel::seal_with(const ImsgMacKey& key)
 {
-	sealed_ = true;
-	key_ = key;
+	mac_.set_key(key);
 }
 
 void ImsgChannel::compose(uint32_t type, uint32_t peerid, std::string_view payload, int fd)
 {
 	Frame f;
 	imsg_encode(type, peerid, static_cast<uint32_t>(process_id()), payload, f.bytes);
-	if (sealed_)
-		f.bytes += imsg_mac(key_, f.bytes, fd);
+	if (mac_)
+		mac_.append(f.bytes, fd, f.bytes);
 	f.fd.reset(fd);
 	out_.push_back(std::move(f));
 }
@@ -203,11 +223,11 @@ ImsgChannel::Read ImsgChannel::read(Imsg& msg, ImsgError* err)
 		e = ImsgError::Oversized;
 	else if ((mh.msg_flags & MSG_CTRUNC) || fds.size() > 1)
 		e = ImsgError::BadFd;
-	else if (sealed_ && static_cast<size_t>(n) < IMSG_HEADER_SIZE + IMSG_MAC_SIZE)
+	else if (mac_ && static_cast<size_t>(n) < IMSG_HEADER_SIZE + IMSG_MAC_SIZE)
 		e = ImsgError::Truncated;  // no room for a header and the MAC
 	else {
 		int fd = fds.empty() ? -1 : fds[0].get();
-		size_t len = static_cast<size_t>(n) - (sealed_ ? IMSG_MAC_SIZE : 0);
+		size_t len = static_cast<size_t>(n) - (mac_ ? IMSG_MAC_SIZE : 0);
 		last_mac_.assign(reinterpret_cast<const char*>(buf) + len, static_cast<size_t>(n) - len);
 		e = imsg_decode(buf, len, fd, valid_, msg);
 		if (e == ImsgError::None && fd >= 0)

@@ -22,6 +22,8 @@
 
 #include "common/fd.h"
 
+typedef struct _GHmac GHmac;  // <glib.h>
+
 namespace laim {
 
 constexpr size_t IMSG_HEADER_SIZE = 16;
@@ -37,6 +39,26 @@ using ImsgMacKey = std::array<uint8_t, 32>;
 // The MAC of a record (header + payload) and the descriptor that came with
 // it (-1: none; else its file's identity, st_dev and st_ino).
 std::string imsg_mac(const ImsgMacKey& key, std::string_view record, int fd);
+
+// HMAC-SHA256 keyed once, for a channel that seals every frame. GLib's
+// GHmac, not OpenSSL's: OpenSSL 3 reaches HMAC only through its provider
+// machinery, whose first use initialises the default provider's tables
+// in each process (about 2 MiB of the tree's PSS, for a few hashes).
+class ImsgMac {
+ public:
+	ImsgMac() = default;  // unkeyed: the channel is not sealed
+	explicit ImsgMac(const ImsgMacKey& key) { set_key(key); }
+	~ImsgMac();
+	void set_key(const ImsgMacKey& key);
+	explicit operator bool() const { return keyed_ != nullptr; }
+	ImsgMac(ImsgMac&& o) noexcept : keyed_(o.keyed_) { o.keyed_ = nullptr; }
+	ImsgMac& operator=(ImsgMac&&) = delete;
+	// Appends the MAC of record and fd (as imsg_mac() defines it) to out.
+	void append(std::string_view record, int fd, std::string& out);
+
+ private:
+	GHmac* keyed_ = nullptr;  // the key's inner and outer states, copied per MAC
+};
 
 struct Imsg {
 	uint32_t type = 0;
@@ -118,8 +140,7 @@ class ImsgChannel {
 	ImsgValidator valid_;
 	std::deque<Frame> out_;
 	Refused refused_;
-	bool sealed_ = false;
-	ImsgMacKey key_{};
+	ImsgMac mac_;  // keyed: the channel is sealed
 	std::string last_mac_;
 };
 

@@ -298,90 +298,103 @@ void Intake::commit_pending()
 	}
 }
 
-// The group commit (doc/architecture.md), on the committer thread: each
-// file is checked to hold exactly what smtp reported and its writeback is
-// started, all at once; then all are fdatasynced at once and renamed
-// into queue/, and one fsync of queue/ covers the group. Returns why that
-// fsync failed, or "".
+// The group commit (doc/architecture.md, "The spool"), on the committer
+// thread: each file is checked to hold exactly what smtp reported, sealed
+// with its sum, its writeback started and renamed into queue/; then one
+// barrier: every file's fdatasync and one fsync of queue/, all at once;
+// then each file whose sync returned is marked committed. Returns why the
+// fsync of queue/ failed, or "".
 std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 {
 	std::vector<Commit*> files;
 	for (Commit& c : group) {
-		Txn& t = c.txn;
-		uint64_t want = t.created.header_len + t.size;
-		struct stat st;
-		if (fstat(t.file.get(), &st) == -1) {
-			c.error = std::string("fstat: ") + strerror(errno);
-			continue;
-		}
-		uint64_t has = static_cast<uint64_t>(st.st_size);
-		// Only a recycled file may hold more: zeros, cut off here.
-		if (has < want || (has > want && !t.created.recycled))
-			c.error = "size mismatch: smtp reported " + std::to_string(t.size) + " bytes, file has " +
-				  std::to_string(static_cast<long long>(has - t.created.header_len));
-		else if (has > want && ftruncate(t.file.get(), static_cast<off_t>(want)) == -1)
-			c.error = std::string("ftruncate: ") + strerror(errno);
-		else {
-			sync_file_range(t.file.get(), 0, 0, SYNC_FILE_RANGE_WRITE);  // a start: fdatasync reports
-			files.push_back(&c);
-		}
-	}
-	sync_files(spool, files);
-	bool any = false;
-	for (Commit* c : files) {
-		if (!c->error.empty())
+		c.error = check_size(c.txn);
+		if (!c.error.empty())
 			continue;
 		try {
-			spool.publish(c->txn.env.id);
-			c->published = any = true;
+			spool.seal(c.txn.env.id, c.txn.file.get(), c.txn.created, c.txn.size);
+			sync_file_range(c.txn.file.get(), 0, 0, SYNC_FILE_RANGE_WRITE);  // a start: fdatasync reports
+			spool.publish(c.txn.env.id);
+			files.push_back(&c);
 		} catch (const std::exception& e) {
-			c->error = e.what();
+			c.error = e.what();
 		}
 	}
-	if (!any)
+	if (files.empty())
 		return "";
-	try {
-		spool.sync_queue_dir();
-	} catch (const std::exception& e) {
-		return e.what();
+	std::string dir_error;
+	std::vector<std::function<void()>> syncs;
+	syncs.push_back([&spool, &dir_error] {
+		try {
+			spool.sync_queue_dir();
+		} catch (const std::exception& e) {
+			dir_error = e.what();
+		}
+	});
+	for (Commit* c : files)
+		syncs.push_back([&spool, c] {
+			try {
+				spool.sync_file(c->txn.file.get());
+			} catch (const std::exception& e) {
+				c->error = e.what();
+			}
+		});
+	run_together(syncs);
+	for (Commit* c : files) {
+		try {
+			if (!c->error.empty())
+				spool.unpublish(c->txn.env.id);  // never answered 250: it goes
+			else {
+				spool.mark_committed(c->txn.file.get());
+				c->published = true;
+			}
+		} catch (const std::exception& e) {
+			log_warnx("%s: %s", c->txn.env.id.c_str(), e.what());
+		}
 	}
+	return dir_error;
+}
+
+// Whether the file holds exactly what smtp reported ("" if so); a
+// recycled file's zeros past it are cut off.
+std::string Intake::check_size(Txn& t)
+{
+	uint64_t want = t.created.header_len + t.size;
+	struct stat st;
+	if (fstat(t.file.get(), &st) == -1)
+		return std::string("fstat: ") + strerror(errno);
+	uint64_t has = static_cast<uint64_t>(st.st_size);
+	// Only a recycled file may hold more: zeros, cut off here.
+	if (has < want || (has > want && !t.created.recycled))
+		return "size mismatch: smtp reported " + std::to_string(t.size) + " bytes, file has " +
+		       std::to_string(static_cast<long long>(has - t.created.header_len));
+	if (has > want && ftruncate(t.file.get(), static_cast<off_t>(want)) == -1)
+		return std::string("ftruncate: ") + strerror(errno);
 	return "";
 }
 
-// The fdatasync of every file, SYNC_THREADS at a time on the syncer
-// threads: syncs in flight together share the file system's journal
-// commit and the disk's cache flush, where one after another each waits
-// for its own (ext4 on this project's test machine: a group of 8 in
-// about half the time). A group of one is synced on the committer
-// thread. A failed sync sets that commit's error.
-void Intake::sync_files(Spool& spool, std::vector<Commit*>& files)
+// Runs the calls at once and returns when all have: SYNC_THREADS at a
+// time on the syncer threads, one more on this thread. Syncs in flight
+// together share the file system's journal commit and the disk's cache
+// flush, where one after another each waits for its own.
+void Intake::run_together(std::vector<std::function<void()>>& calls)
 {
-	auto sync_one = [&spool](Commit* c) {
-		try {
-			spool.sync_file(c->txn.file.get());
-		} catch (const std::exception& e) {
-			c->error = e.what();
-		}
-	};
-	if (files.size() == 1) {  // one session alone: no hand-off
-		sync_one(files[0]);
-		return;
-	}
-	for (size_t start = 0; start < files.size(); start += SYNC_THREADS) {
-		size_t end = std::min(files.size(), start + SYNC_THREADS);
-		std::latch done(static_cast<ptrdiff_t>(end - start));
-		for (size_t i = start; i < end; i++) {
-			Commit* c = files[i];
+	for (size_t start = 0; start < calls.size(); start += SYNC_THREADS + 1) {
+		size_t last = std::min(calls.size(), start + SYNC_THREADS + 1) - 1;
+		std::latch done(static_cast<ptrdiff_t>(last - start));
+		for (size_t i = start; i < last; i++) {
+			auto& call = calls[i];
 			try {
-				syncers_.run([&sync_one, &done, c] {
-					sync_one(c);
+				syncers_.run([&call, &done] {
+					call();
 					done.count_down();
 				});
 			} catch (const std::system_error&) {
-				sync_one(c);  // no thread: this one here
+				call();  // no thread: this one here
 				done.count_down();
 			}
 		}
+		calls[last]();
 		done.wait();
 	}
 }

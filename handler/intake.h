@@ -73,7 +73,7 @@ class Intake {
 		uint64_t channel;  // smtp_channel_ when committed: whom to answer
 		Txn txn;
 		std::string error;      // set: not committed
-		bool published = false; // in queue/ (durable unless dir_error_)
+		bool published = false; // committed in queue/ (durable unless dir_error_)
 	};
 
 	void smtp_message(Imsg& m);
@@ -86,7 +86,8 @@ class Intake {
 	void on_commit(uint32_t session, uint64_t size);
 	void abort_txn(uint32_t session);
 	std::string sync_group(Spool& spool, std::vector<Commit>& group);
-	void sync_files(Spool& spool, std::vector<Commit*>& files);
+	static std::string check_size(Txn& t);
+	void run_together(std::vector<std::function<void()>>& calls);
 	void group_done();
 	void count_committed(const Txn& t);
 	std::vector<std::string> expand(const std::string& rcpt) { return expand_(rcpt); }

@@ -21,6 +21,8 @@
 #include <system_error>
 #include <utility>
 
+#include <zlib.h>
+
 #include "common/log.h"
 
 namespace laim {
@@ -30,10 +32,55 @@ namespace {
 constexpr size_t ID_LEN = 10;
 constexpr size_t READ_LIMIT = 256 * 1024;  // larger messages are mapped
 constexpr std::string_view MAGIC = "LAIM 1";
+constexpr std::string_view SUM_PENDING = "--------";  // 8 hex digits at the commit
+// The mode bits of a queue file whose commit has not finished.
+constexpr mode_t MODE_PENDING = 0700, MODE_COMMITTED = 0600;
 
 [[noreturn]] void throw_errno(const std::string& what)
 {
 	throw std::system_error(errno, std::generic_category(), what);
+}
+
+// The kernel's id of this boot: a pending file from another boot was cut
+// off by a crash of the system, one from this boot by laim's own end.
+std::string read_boot_id()
+{
+	char buf[64] = {};
+	UniqueFd fd(::open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC));
+	ssize_t n = fd ? ::read(fd.get(), buf, sizeof buf - 1) : -1;
+	std::string id(buf, n > 0 ? static_cast<size_t>(n) : 0);
+	while (!id.empty() && id.back() == '\n')
+		id.pop_back();
+	return id.find_first_of(" \r\n") == std::string::npos ? id : "";
+}
+
+// CRC-32 (zlib's) of len bytes of fd from offset.
+uint32_t crc_of_range(int fd, off_t offset, uint64_t len, const std::string& what)
+{
+	uLong crc = crc32(0, nullptr, 0);
+	std::unique_ptr<char[]> buf(new char[64 * 1024]);
+	while (len > 0) {
+		size_t want = static_cast<size_t>(std::min<uint64_t>(len, 64 * 1024));
+		ssize_t n = ::pread(fd, buf.get(), want, offset);
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			if (errno == EINTR)
+				continue;
+			throw_errno("read " + what);
+		}
+		crc = crc32(crc, reinterpret_cast<const Bytef*>(buf.get()), static_cast<uInt>(n));
+		offset += n;
+		len -= static_cast<uint64_t>(n);
+	}
+	return static_cast<uint32_t>(crc);
+}
+
+std::string sum_text(uint32_t crc)
+{
+	char hex[9];
+	snprintf(hex, sizeof hex, "%08x", crc);
+	return hex;
 }
 
 // A queue id is exactly what new_id() makes: 10 upper-case hex digits.
@@ -59,11 +106,17 @@ void check_value(const char* field, std::string_view value)
 		throw std::invalid_argument(std::string(field) + ": CR, LF or NUL in envelope value");
 }
 
-// The envelope header of spool.h, blank line included.
-std::string format_header(const Envelope& env)
+// The envelope header of spool.h, blank line included; *sum_offset is
+// where the sum's digits go.
+std::string format_header(const Envelope& env, const std::string& boot, size_t* sum_offset)
 {
 	std::string h;
 	h.append(MAGIC).append("\n");
+	if (!boot.empty())
+		h.append("boot ").append(boot).append("\n");
+	h.append("sum ");
+	*sum_offset = h.size();
+	h.append(SUM_PENDING).append("\n");
 	h.append("id ").append(env.id).append("\n");
 	h.append("arrival ").append(std::to_string((long long)env.arrival)).append("\n");
 	h.append("sender ").append(env.sender).append("\n");
@@ -91,11 +144,12 @@ bool parse_int(std::string_view s, T& out)
 // Parses the envelope header at the start of `data` into env and returns
 // the offset of the message. Throws SpoolError("ID: what") on anything
 // create() would not have written.
-size_t parse_header(std::string_view data, const std::string& id, Envelope& env)
+size_t parse_header(std::string_view data, const std::string& id, Envelope& env, std::string& boot, std::string& sum)
 {
 	auto bad = [&id](const std::string& what) -> SpoolError { return SpoolError(id + ": " + what); };
 	bool seen_id = false, seen_arrival = false, seen_sender = false, seen_uid = false,
-	     seen_client = false, seen_helo = false, seen_instance = false, seen_auth = false;
+	     seen_client = false, seen_helo = false, seen_instance = false, seen_auth = false, seen_boot = false,
+	     seen_sum = false;
 	size_t pos = 0;
 	for (int lineno = 1;; lineno++) {
 		size_t nl = data.find('\n', pos);
@@ -121,7 +175,15 @@ size_t parse_header(std::string_view data, const std::string& id, Envelope& env)
 				throw bad("duplicate " + std::string(key));
 			seen = true;
 		};
-		if (key == "id") {
+		if (key == "boot") {
+			once(seen_boot);
+			boot = value;
+		} else if (key == "sum") {
+			once(seen_sum);
+			if (value.size() != SUM_PENDING.size())
+				throw bad("sum: not 8 hex digits");
+			sum = value;
+		} else if (key == "id") {
 			once(seen_id);
 			if (value != id)
 				throw bad("id " + std::string(value) + " does not match the file name");
@@ -235,7 +297,7 @@ SpoolMessage::~SpoolMessage()
 		::munmap(map_, map_len_);
 }
 
-Spool::Spool(std::string dir) : dir_(std::move(dir))
+Spool::Spool(std::string dir) : dir_(std::move(dir)), boot_id_(read_boot_id())
 {
 	std::string q = dir_ + "/queue";
 	queue_dirfd_ = UniqueFd(::open(q.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -277,7 +339,7 @@ UniqueFd Spool::take_free_file(const std::string& to)
 			continue;
 		UniqueFd fd(::open(to.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
 		struct stat st;
-		if (fd && ::fstat(fd.get(), &st) == 0 &&
+		if (fd && ::fstat(fd.get(), &st) == 0 && ::fchmod(fd.get(), MODE_PENDING) == 0 &&
 		    (st.st_size == 0 || ::fallocate(fd.get(), FALLOC_FL_ZERO_RANGE, 0, st.st_size) == 0 ||
 		     ::ftruncate(fd.get(), 0) == 0))
 			return fd;
@@ -345,12 +407,13 @@ UniqueFd Spool::create(const Envelope& env, Created* created)
 	UniqueFd fd = take_free_file(p);
 	bool recycled = static_cast<bool>(fd);
 	if (!fd)
-		fd = UniqueFd(::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+		fd = UniqueFd(::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, MODE_PENDING));
 	if (!fd)
 		throw_errno("create " + p);
-	std::string header = format_header(env);
+	size_t sum_offset = 0;
+	std::string header = format_header(env, boot_id_, &sum_offset);
 	if (created)
-		*created = {header.size(), recycled};
+		*created = {header.size(), recycled, sum_offset};
 	if (!write_all(fd.get(), header)) {
 		int saved = errno;
 		::unlink(p.c_str());
@@ -362,7 +425,8 @@ UniqueFd Spool::create(const Envelope& env, Created* created)
 
 uint64_t Spool::store(const Envelope& env, std::initializer_list<std::string_view> parts)
 {
-	UniqueFd file = create(env);
+	Created created;
+	UniqueFd file = create(env, &created);
 	uint64_t size = 0;
 	try {
 		for (std::string_view p : parts) {
@@ -370,20 +434,54 @@ uint64_t Spool::store(const Envelope& env, std::initializer_list<std::string_vie
 				throw_errno("writing " + path("incoming", env.id));
 			size += p.size();
 		}
-		sync_file(file.get());
-		publish(env.id);
+		seal(env.id, file.get(), created, size);
 	} catch (...) {
 		discard(env.id);
 		throw;
 	}
+	publish(env.id);
+	try {
+		sync_file(file.get());
+	} catch (...) {
+		unpublish(env.id);
+		throw;
+	}
 	sync_queue_dir();
+	mark_committed(file.get());
 	return size;
+}
+
+// The sum is read through a descriptor of its own: the one smtp shares
+// is opened for writing only.
+void Spool::seal(const std::string& id, int fd, const Created& created, uint64_t size)
+{
+	check_id(id);
+	std::string p = path("incoming", id);
+	UniqueFd in(::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+	if (!in)
+		throw_errno("open " + p);
+	std::string sum = sum_text(crc_of_range(in.get(), static_cast<off_t>(created.header_len), size, p));
+	if (::pwrite(fd, sum.data(), sum.size(), static_cast<off_t>(created.sum_offset)) != static_cast<ssize_t>(sum.size()))
+		throw_errno("write the sum of a spool file in " + dir_);
 }
 
 void Spool::sync_file(int fd)
 {
 	if (::fdatasync(fd) < 0)
 		throw_errno("fdatasync spool file (fd " + std::to_string(fd) + ") in " + dir_);
+}
+
+void Spool::mark_committed(int fd)
+{
+	if (::fchmod(fd, MODE_COMMITTED) < 0)
+		throw_errno("chmod spool file (fd " + std::to_string(fd) + ") in " + dir_);
+}
+
+void Spool::unpublish(const std::string& id)
+{
+	check_id(id);
+	if (::unlinkat(queue_dirfd_.get(), id.c_str(), 0) < 0 && errno != ENOENT)
+		throw_errno("unlink " + path("queue", id));
 }
 
 // RENAME_NOREPLACE: a queue file, once committed, is never overwritten,
@@ -516,10 +614,32 @@ SpoolMessage Spool::load(const std::string& id, const char* sub) const
 		msg.file_ = std::move(fd);
 		data = std::string_view(static_cast<const char*>(map), len);
 	}
-	size_t body = parse_header(data, id, msg.envelope);
+	size_t body = parse_header(data, id, msg.envelope, msg.boot_, msg.sum_);
+	msg.pending_ = (st.st_mode & 0777) == MODE_PENDING;
 	msg.body_ = data.substr(body);
 	msg.body_offset_ = static_cast<off_t>(body);
 	return msg;
+}
+
+Spool::Recovered Spool::recover(const std::string& id, const SpoolMessage& m)
+{
+	if (!m.pending_)
+		return Recovered::Committed;
+	if (!boot_id_.empty() && m.boot_ == boot_id_) {
+		unpublish(id);
+		return Recovered::Removed;
+	}
+	uLong crc = crc32(0, nullptr, 0);
+	for (size_t at = 0; at < m.body_.size(); at += 1 << 30)  // crc32() takes at most 4 GiB
+		crc = crc32(crc, reinterpret_cast<const Bytef*>(m.body_.data() + at),
+			    static_cast<uInt>(std::min<size_t>(m.body_.size() - at, 1 << 30)));
+	if (m.sum_ != sum_text(static_cast<uint32_t>(crc))) {
+		fail(id, "commit cut off by a stop of the system; the message is not whole (sum " + m.sum_ + ")");
+		return Recovered::Failed;
+	}
+	if (::fchmodat(queue_dirfd_.get(), id.c_str(), MODE_COMMITTED, 0) < 0)
+		throw_errno("chmod " + path("queue", id));
+	return Recovered::Kept;
 }
 
 void Spool::remove(const std::string& id)

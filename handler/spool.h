@@ -10,8 +10,15 @@
 // A spool file is an envelope header written by the handler process,
 // followed by the message exactly as the smtp process wrote it:
 //
-//   LAIM 1\n id ID\n arrival SECONDS\n sender ADDR\n rcpt ADDR\n ...
-//   [uid N\n] client ADDR\n helo NAME\n [auth USER\n] [instance NAME\n] \n MESSAGE...
+//   LAIM 1\n [boot BOOTID\n] sum CRC\n id ID\n arrival SECONDS\n sender ADDR\n
+//   rcpt ADDR\n ... [uid N\n] client ADDR\n helo NAME\n [auth USER\n]
+//   [instance NAME\n] \n MESSAGE...
+//
+// boot is the kernel's boot id when the file was made. sum is the CRC-32
+// of MESSAGE in 8 hex digits, written at the commit ("--------" before).
+// A queue file's mode says where its commit stands: 0700 from its
+// creation until the commit's syncs have all returned, 0600 after. Files
+// of laim before boot and sum have neither and are 0600.
 //
 // auth is the user an SMTP AUTH authenticated, when there was one.
 // instance is set only on laim's own notices: the one handler instance
@@ -65,6 +72,8 @@ class SpoolMessage {
 	UniqueFd file_;
 	off_t body_offset_ = 0;
 	std::string_view body_;
+	bool pending_ = false;  // mode 0700: its commit did not finish
+	std::string boot_, sum_;
 };
 
 class Spool {
@@ -84,8 +93,9 @@ class Spool {
 	struct Created {
 		size_t header_len = 0;
 		bool recycled = false;
+		size_t sum_offset = 0;  // where seal() writes the sum
 	};
-	// Creates incoming/ID (O_EXCL, 0600), or renames a recycled file from
+	// Creates incoming/ID (O_EXCL, 0700: pending), or renames a recycled file from
 	// free/ to it, writes the envelope header (env.id must be set) and
 	// returns the fd positioned after it, opened for writing. Throws
 	// std::system_error, or std::invalid_argument for an envelope value
@@ -98,14 +108,28 @@ class Spool {
 	// Returns the message's size; throws, incoming/ID removed, on failure.
 	uint64_t store(const Envelope& env, std::initializer_list<std::string_view> parts);
 
-	// Commit step 1, per message: flush the file to disk.
-	void sync_file(int fd);
-	// Commit step 2, per message: move incoming/ID to queue/ID (never
-	// replacing an existing file). Throws std::system_error.
+	// The commit (doc/architecture.md, "The spool"). Step 1, per message:
+	// the CRC-32 of the size bytes after the header of incoming/ID into
+	// its sum, through fd.
+	void seal(const std::string& id, int fd, const Created& created, uint64_t size);
+	// Step 2, per message: move incoming/ID to queue/ID (never replacing
+	// an existing file). Throws std::system_error.
 	void publish(const std::string& id);
-	// Commit step 3, once for a group of published messages: fsync queue/.
-	// Any thread may call it.
+	// Step 3, all at once for a group: each file's fdatasync and one fsync
+	// of queue/. Any thread may call them.
+	void sync_file(int fd);
 	void sync_queue_dir();
+	// Step 4, once both syncs returned: the file's mode says committed.
+	void mark_committed(int fd);
+	// A published message whose sync failed: queue/ID goes.
+	void unpublish(const std::string& id);
+
+	// At start, for a queue file load() found pending (its commit cut off):
+	// from this boot, laim stopped before the 250, so it is removed; from
+	// another, the system stopped, maybe after the 250, so it is kept when
+	// its sum matches and goes to failed/ when not.
+	enum class Recovered { Committed, Removed, Kept, Failed };
+	Recovered recover(const std::string& id, const SpoolMessage& m);
 
 	// Removes incoming/ID (aborted transaction); no error if missing.
 	void discard(const std::string& id);
@@ -130,6 +154,7 @@ class Spool {
 	bool recycle(const std::string& id);
 
 	std::string dir_;
+	std::string boot_id_;  // the kernel's, "" when unreadable
 	UniqueFd queue_dirfd_;
 	// Recycling saves the file system an inode and its blocks' allocation
 	// and release per message (doc/architecture.md, "The spool"). A file

@@ -1,6 +1,8 @@
 // The spool's directories, made and handed to the unprivileged user by
 // the root parent before the handler process starts (handler/spool.h
 // describes the layout).
+#include "config.h"
+
 #include <fcntl.h>
 #include <grp.h>
 #include <sys/stat.h>

@@ -143,8 +143,8 @@ cleanup() {
 	if [ -n "$hosts_saved" ]; then cat "$hosts_saved" >/etc/hosts; fi
 	[ "$mailname_existed" = no ] && ! installed laim && rm -f /etc/mailname
 	restore_aside
-	# Accounts that were here before (a developer's, or make check's
-	# laimdrop), as they were; the package's purge removed them.
+	# Accounts that were here before (a developer's laimdrop), as they
+	# were; the package's purge removed them.
 	if [ -n "$drop_group_before" ] && ! getent group laimdrop >/dev/null; then
 		groupadd --system --gid "$drop_group_before" laimdrop 2>/dev/null || groupadd --system laimdrop
 	fi

@@ -82,35 +82,59 @@ def laimd_path():
 
 # The users and groups cases create are removed again when the last case
 # running on this machine ends (cases run in parallel, and share them):
-# ACCOUNTS_DIR holds the pids of the cases running and what they created,
-# under an flock. A case killed before its end is pruned by the next one
-# to end. An account that existed before (the package's) is never
-# recorded. The laimdrop group stays: make check's DESTDIR install makes
-# it, as the package does, for the setgid laim-drop it installs.
+# ACCOUNTS_DIR holds the pids of the cases running, what they created and
+# the accounts the machine had when the first of them started, under an
+# flock. A case killed before its end is pruned by the next one to start
+# or end. An account that existed before (the package's) is never
+# recorded, so never removed. The last case out checks that the machine
+# has the accounts it had before the first one in, no more, no fewer.
 ACCOUNTS_DIR = "/tmp/laim-e2e-accounts"
+ACCOUNTS_STATE = ("pids", "created", "before")
 
 
 def _accounts(update):
-	"""update(pids, created) under the lock: both are lists of lines,
+	"""update(pids, created, before) under the lock: each a list of lines,
 	changed in place and written back."""
 	os.makedirs(ACCOUNTS_DIR, exist_ok=True)
 	with open(os.path.join(ACCOUNTS_DIR, "lock"), "w") as lock:
 		fcntl.flock(lock, fcntl.LOCK_EX)
 		state = {}
-		for name in ("pids", "created"):
+		for name in ACCOUNTS_STATE:
 			try:
 				with open(os.path.join(ACCOUNTS_DIR, name)) as f:
 					state[name] = f.read().split()
 			except FileNotFoundError:
 				state[name] = []
-		update(state["pids"], state["created"])
+		update(*(state[name] for name in ACCOUNTS_STATE))
 		for name, lines in state.items():
 			with open(os.path.join(ACCOUNTS_DIR, name), "w") as f:
 				f.write("".join(line + "\n" for line in lines))
 
 
+def _account_names():
+	"""Every user and group of the machine, as "user:NAME", "group:NAME"."""
+	return (["user:" + p.pw_name for p in pwd.getpwall()] +
+		["group:" + g.gr_name for g in grp.getgrall()])
+
+
+def _created_names(created):
+	"""The accounts in created, with the group of each user created there
+	(useradd --user-group made it, userdel removes it)."""
+	return set(created) | {"group:" + e.split(":", 1)[1] for e in created if e.startswith("user:")}
+
+
 def _accounts_enter():
-	_accounts(lambda pids, created: pids.append(str(os.getpid())))
+	"""Adds this case to the running ones (the first one in notes the
+	machine's accounts), and gives it DROP_GROUP and the DESTDIR
+	laim-drop setgid to it: under the lock, so that no last case out
+	removes the group meanwhile."""
+	def enter(pids, created, before):
+		pids[:] = [p for p in pids if _alive(p)]
+		if not pids:
+			before[:] = sorted(set(_account_names()) - _created_names(created))
+		pids.append(str(os.getpid()))
+		_setgid_drop(_group(DROP_GROUP, created))
+	_accounts(enter)
 
 
 def _alive(pid):
@@ -123,8 +147,11 @@ def _alive(pid):
 
 def _accounts_leave():
 	"""Removes this case from the running ones; the last one out removes
-	every account the cases created."""
-	def leave(pids, created):
+	every account the cases created. Returns what then differs from the
+	accounts before the first case in ("" when nothing)."""
+	differs = []
+
+	def leave(pids, created, before):
 		pids[:] = [p for p in pids if p != str(os.getpid()) and _alive(p)]
 		if pids:
 			return
@@ -136,43 +163,61 @@ def _accounts_leave():
 			else:
 				subprocess.run(["groupdel", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 		created.clear()
+		if before:
+			now = set(_account_names())
+			left, gone = sorted(now - set(before)), sorted(set(before) - now)
+			if left:
+				differs.append("left behind: %s" % ", ".join(left))
+			if gone:
+				differs.append("removed, though they existed before: %s" % ", ".join(gone))
+		before.clear()
 	_accounts(leave)
+	if not differs:
+		return ""
+	return ("the machine's accounts after the last case differ from before the first (by the cases, "
+		"or by something else meanwhile): " + "; ".join(differs))
 
 
-def _record_created(kind, name):
-	_accounts(lambda pids, created: created.append("%s:%s" % (kind, name)))
+def _account(kind, name, command, created):
+	"""The entry of user or group (kind) name, created with command + [name]
+	when missing and recorded in created; under the accounts lock, so that
+	two cases never run useradd for one name together (both would pass
+	its check that the name is new, and the second would replace the
+	first's entry with another uid under the first's running laimd). A
+	command that loses /etc/passwd's lock to another tool is retried."""
+	lookup = pwd.getpwnam if kind == "user" else grp.getgrnam
+	out = b""
+	for _ in range(10):
+		try:
+			return lookup(name)
+		except KeyError:
+			pass
+		r = subprocess.run(command + [name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+		out = r.stdout
+		if r.returncode == 0:
+			created.append("%s:%s" % (kind, name))
+		else:
+			time.sleep(0.3)
+	raise Fail("cannot create %s %s: %s" % (kind, name, out.decode(errors="replace")))
+
+
+def _group(name, created):
+	return _account("group", name, ["groupadd", "--system"], created).gr_gid
 
 
 def ensure_group(name):
 	"""The gid of group name (a system group), created when missing."""
-	try:
-		return grp.getgrnam(name).gr_gid
-	except KeyError:
-		pass
-	if subprocess.run(["groupadd", "--system", name], stdout=subprocess.DEVNULL,
-			  stderr=subprocess.DEVNULL).returncode == 0:
-		_record_created("group", name)
-	return grp.getgrnam(name).gr_gid
+	gid = []
+	_accounts(lambda pids, created, before: gid.append(_group(name, created)))
+	return gid[0]
 
 
 def _ensure_account(name, useradd_args):
 	"""The passwd entry of name, created with useradd when missing (and
-	recorded, to be removed). Two cases may start together, so a useradd
-	that loses the race for /etc/passwd's lock is retried."""
-	out = b""
-	for _ in range(10):
-		try:
-			return pwd.getpwnam(name)
-		except KeyError:
-			pass
-		r = subprocess.run(["useradd"] + useradd_args + [name],
-				   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-		out = r.stdout
-		if r.returncode == 0:
-			_record_created("user", name)
-		else:
-			time.sleep(0.3)
-	raise Fail("cannot create user %s: %s" % (name, out.decode(errors="replace")))
+	recorded, to be removed)."""
+	pw = []
+	_accounts(lambda pids, created, before: pw.append(_account("user", name, ["useradd"] + useradd_args, created)))
+	return pw[0]
 
 
 def ensure_user(name=TEST_USER):
@@ -208,8 +253,8 @@ def run(main):
 		sys.exit(77)
 	status = 0
 	spool_before = system_spool_state()
-	_accounts_enter()
 	try:
+		_accounts_enter()
 		_install_watchdog()
 		main()
 	except Fail as e:
@@ -225,9 +270,10 @@ def run(main):
 			if status:
 				d.dump_log()
 			d.cleanup(keep_dir=bool(status))
-		_accounts_leave()
+		accounts_differ = _accounts_leave()
 	try:
 		check_system_spool(spool_before)
+		check(not accounts_differ, accounts_differ)
 	except Fail as e:
 		print("FAIL: %s" % e)
 		status = 1
@@ -1096,17 +1142,21 @@ class Laimd:
 
 # ------------------------------------------------------------------ the installed tree
 #
-# make check installs the programs into a DESTDIR (laim-drop setgid
-# laimdrop) and exports LAIM_DESTDIR, LAIM_SBINDIR, LAIM_BINDIR and
-# LAIM_PKGLIBEXECDIR. By hand, as root:
-#   groupadd --system laimdrop; make install-exec DESTDIR=$PWD/destdir
+# make check installs the programs into a DESTDIR and exports
+# LAIM_DESTDIR, LAIM_SBINDIR, LAIM_BINDIR, LAIM_PKGLIBEXECDIR and
+# LAIM_DROP_GROUP. By hand, as root:
+#   make install-exec DESTDIR=$PWD/destdir LAIM_DROP_SETGID=no
 #   LAIM_DESTDIR=$PWD/destdir LAIM_SBINDIR=/usr/sbin LAIM_BINDIR=/usr/bin \
 #   LAIM_PKGLIBEXECDIR=/usr/libexec/laim LAIMD=$PWD/laimd python3 t_x.py
 # The cases run them as root or as LOCAL_USER, an ordinary login user.
+# Each case makes that laim-drop setgid DROP_GROUP (_accounts_enter): a
+# test build's own group, never the package's laimdrop, which a test run
+# must neither create (and then remove under an installed package) nor
+# remove.
 
 LOCAL_USER = "laimuser"
 LOCAL_GECOS = "Laim Local User"
-DROP_GROUP = "laimdrop"
+DROP_GROUP = os.environ.get("LAIM_DROP_GROUP") or "laimtestdrop"
 
 # A from= line of a local submission (see Laimd.wait_local_submission).
 LOCAL_FROM_RE = (r"(" + QID_RE + r"): from=<(%s)>, size=(\d+), nrcpt=(\d+), client=local, uid=(\d+)"
@@ -1143,13 +1193,27 @@ def drop_path():
 	return installed("LAIM_PKGLIBEXECDIR", "laim-drop")
 
 
+def _setgid_drop(gid):
+	"""The DESTDIR laim-drop, when there is one, root:gid 2755, as the
+	package's postinst makes it. Only what differs is changed: a chown
+	clears the setgid bit of a laim-drop another case may be running."""
+	path = "%s%s/laim-drop" % (os.environ.get("LAIM_DESTDIR", ""), os.environ.get("LAIM_PKGLIBEXECDIR", ""))
+	if "LAIM_DESTDIR" not in os.environ or not os.path.exists(path):
+		return
+	st = os.stat(path)
+	if (st.st_uid, st.st_gid) != (0, gid):
+		os.chown(path, 0, gid)
+	if stat.S_IMODE(os.stat(path).st_mode) != 0o2755:
+		os.chmod(path, 0o2755)
+
+
 def drop_gid():
-	"""The gid of the laimdrop group, failing when the installed laim-drop
-	is not setgid to it (the DESTDIR install sets it when run as root)."""
+	"""The gid of DROP_GROUP, failing when the installed laim-drop is not
+	setgid to it (each case's start makes it so)."""
 	try:
 		gid = grp.getgrnam(DROP_GROUP).gr_gid
 	except KeyError:
-		raise Fail("group %s does not exist (make check creates it)" % DROP_GROUP)
+		raise Fail("group %s does not exist (each case's start creates it)" % DROP_GROUP)
 	st = os.stat(drop_path())
 	check(st.st_gid == gid and st.st_mode & stat.S_ISGID and st.st_mode & 0o777 == 0o755,
 	      "%s is not mode 2755 group %s: mode %o gid %d" % (drop_path(), DROP_GROUP, st.st_mode & 0o7777, st.st_gid))

@@ -8,6 +8,7 @@
 import sys
 sys.dont_write_bytecode = True
 import errno
+import grp
 import os
 import pwd
 from harness import *
@@ -84,24 +85,17 @@ def main():
 	# The confined children still do their work.
 	qid = d.send()
 	d.wait_removed(qid)
-	# The spool belongs to the user. With the laimdrop group (created by
-	# the build's install step), the spool is searchable by that group and
-	# offline/ is its sticky drop box, as Postfix's maildrop; the rest
-	# stays 0700 (doc/architecture.md).
-	import grp
-	try:
-		drop_gid = grp.getgrnam("laimdrop").gr_gid
-	except KeyError:
-		drop_gid = None
+	# The spool belongs to the user. It is searchable by laim-drop's
+	# group (the harness creates it when the case starts) and offline/ is
+	# that group's sticky drop box, as Postfix's maildrop; the rest stays
+	# 0700 (doc/architecture.md).
+	drop_gid = grp.getgrnam(DROP_GROUP).gr_gid
 	sst = os.stat(d.spool)
-	if drop_gid is None:
-		check_eq((sst.st_uid, sst.st_mode & 0o7777), (uid, 0o700), "spool owner and mode")
-	else:
-		check_eq((sst.st_uid, sst.st_gid, sst.st_mode & 0o7777), (uid, drop_gid, 0o710),
-			 "spool owner, group and mode")
-		ost = os.stat(os.path.join(d.spool, "offline"))
-		check_eq((ost.st_uid, ost.st_gid, ost.st_mode & 0o7777), (uid, drop_gid, 0o1730),
-			 "spool/offline owner, group and mode")
+	check_eq((sst.st_uid, sst.st_gid, sst.st_mode & 0o7777), (uid, drop_gid, 0o710),
+		 "spool owner, group and mode")
+	ost = os.stat(os.path.join(d.spool, "offline"))
+	check_eq((ost.st_uid, ost.st_gid, ost.st_mode & 0o7777), (uid, drop_gid, 0o1730),
+		 "spool/offline owner, group and mode")
 	for sub in ("incoming", "queue", "failed"):
 		s = os.stat(os.path.join(d.spool, sub))
 		check_eq((s.st_uid, s.st_mode & 0o777), (uid, 0o700), "spool/%s owner and mode" % sub)

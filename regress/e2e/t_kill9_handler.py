@@ -2,10 +2,11 @@
 # outcome laim promises there:
 #  - right after a 250: the message is on disk and is delivered after the
 #    restart;
-#  - while a commit waits (the committer thread held in the fdatasync of
-#    the message's file by strace's delay injection): the client gets
-#    exactly 451 4.3.0, and the message, never renamed into queue/, is
-#    never delivered;
+#  - while a commit waits (held in the fdatasync of the message's file by
+#    strace's delay injection, the file already in queue/ but still 0700,
+#    pending): the client gets exactly 451 4.3.0, and the restarted
+#    handler process removes the file, since no 250 can have gone out for
+#    it in this boot, so the message is never delivered;
 #  - while the handler is down (the parent is stopped with SIGSTOP, so it
 #    cannot restart it, and the smtp process has logged the loss): a
 #    session in the middle of DATA gets exactly 451 4.3.0 at its final
@@ -93,9 +94,11 @@ def while_commit_waits(d, sent):
 		c.cmd("DATA", 354)
 		c.send(data_terminated(varied_message("stalled")))
 		wait_for(lambda: in_fdatasync(handler), 10, "the committer held in fdatasync")
-		ids = d.spool_files("incoming")
-		check_eq(len(ids), 1, "files in incoming/ while the commit waits")
-		check_eq(d.spool_files("queue"), [], "queue/ while the commit waits")
+		ids = d.spool_files("queue")
+		check_eq(len(ids), 1, "files in queue/ while the commit waits")
+		check_eq(d.spool_files("incoming"), [], "incoming/ while the commit waits")
+		mode = os.stat(os.path.join(d.spool, "queue", ids[0])).st_mode & 0o777
+		check_eq(oct(mode), oct(0o700), "the mode of a queue file whose commit waits")
 		# SIGKILL first, then the tracer: a thread strace holds in a
 		# stop leaves it only when strace lets go, and then with the
 		# SIGKILL pending it never returns to rename the file.
@@ -109,6 +112,8 @@ def while_commit_waits(d, sent):
 			tracer.kill()
 		tracer.wait()
 	d.wait_children(15, old={"handler": old["handler"]})
+	d.wait_log(r"%s: commit cut off by laimd's end, before any 250: removed$" % ids[0], 10)
+	check(not os.path.exists(os.path.join(d.spool, "queue", ids[0])), "queue/%s after the restart" % ids[0])
 	return ids[0]
 
 

@@ -1,6 +1,6 @@
 # No mail is lost while laimd is down or its queue is full: sendmail hands
 # the message to the setgid laim-drop, which stores it in the spool's
-# offline/ (owned by the caller, group laimdrop, one link), and laimd
+# offline/ (owned by the caller, laim-drop's group, one link), and laimd
 # imports it at start or once the queue has room, delivered once with the
 # caller's uid. A file planted in offline/ that laim-drop did not make
 # (wrong group, two links) is moved to failed/ and logged, not delivered.
@@ -160,7 +160,7 @@ def main():
 		d.stop()
 		owners = {}
 		run_rows([
-			("laimd down: sendmail exits 0 at once, the file is the caller's, group laimdrop, one link",
+			("laimd down: sendmail exits 0 at once, the file is the caller's, laim-drop's group, one link",
 			 lambda: owners.update(down(d, lu, gid))),
 			("laimd started: each offline message delivered once with its uid",
 			 lambda: imported(d, lu, owners)),

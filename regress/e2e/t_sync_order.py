@@ -1,24 +1,26 @@
 # The 250 is sent only once the message is on disk: laimd runs under
 # strace -f -y, and for every queue id a client got a 250 for, the trace
-# must show, in this order, the fdatasync of spool/incoming/ID (on any
-# thread of the handler process: a group's files are synced at once), its
-# rename into queue/, begun after that fdatasync returned, an fsync of
-# queue/ begun after the rename returned, on the rename's thread, and,
-# after that fsync returned, the write
-# of "250 2.0.0 Ok: queued as ID" to the client (by the chrooted smtp
-# process, whose socket strace cannot name). Removing either
-# sync from the commit (or answering before it) fails this case; the other
-# cases cannot see it, since a lost sync only shows at a power cut.
+# must show, in this order (doc/architecture.md, "The spool"): the
+# write of the message's sum into its file in incoming/, the rename of
+# that file into queue/, begun after that write returned; then, both
+# begun after the rename returned (on any thread of the handler process:
+# a group's syncs run at once), the fdatasync of the file and an fsync
+# of queue/; after both returned, the file's chmod to 0600 (committed);
+# and after that, the write of "250 2.0.0 Ok: queued as ID" to the client
+# (by the chrooted smtp process, whose socket strace cannot name).
+# Removing either sync from the commit (or answering before it) fails
+# this case; the other cases cannot see it, since a lost sync only shows
+# at a power cut.
 #
 # The strace trace shows causality: a traced thread is stopped at each
-# syscall's exit until strace has recorded it, and the 250 follows the
-# fsync's return through the committer, the main loop and the smtp
-# process. Needs strace (bootstrap's PEERS); without it the case fails.
+# syscall's entry and exit until strace has recorded it, and the 250
+# follows the syncs' return through the committer, the main loop and the
+# smtp process. Needs strace (bootstrap's PEERS); without it the case fails.
 import sys
 sys.dont_write_bytecode = True
 from harness import *
 
-SYSCALLS = "fdatasync,fsync,renameat2,linkat,write,writev,sendto,sendmsg"
+SYSCALLS = "pwrite64,fdatasync,fsync,fchmod,renameat2,linkat,write,writev,sendto,sendmsg"
 LINE_RE = re.compile(r"^(\d+) +(?:<\.\.\. (\w+) resumed>(.*)|(\w+)\((.*))$")
 QUEUED_RE = re.compile(r'"250 2\.0\.0 Ok: queued as (' + QID_RE + r')\\r\\n')
 
@@ -51,40 +53,47 @@ def syscalls(trace):
 
 
 def commit_events(calls, spool):
-	"""Per queue id: its fdatasync (tid, exit index), its rename (tid,
-	entry and exit index), the 250's
-	entry index; and every successful fsync of queue/ (tid, entry, exit)."""
-	incoming = re.escape(spool + "/incoming/")
-	synced, renamed, answered, dir_syncs = {}, {}, {}, []
+	"""Per queue id: its sum's write, its rename, its fdatasync, its chmod
+	to 0600 (the first of each, as (start, end) trace line indexes) and
+	its 250's start;
+	and every successful fsync of queue/ (start, end)."""
+	incoming, queue = re.escape(spool + "/incoming/"), re.escape(spool + "/queue/")
+	ev = {k: {} for k in ("sum", "rename", "sync", "chmod", "answer")}
+	dir_syncs = []
 	for tid, name, text, start, end in calls:
-		ok = re.search(r"\) += 0(?: \(DELAYED\))?$", text)
-		if name == "fdatasync" and ok:
-			m = re.match(r"\d+<%s(%s)>\)" % (incoming, QID_RE), text)
-			if m:
-				synced[m.group(1)] = (tid, end)
+		ok = re.search(r"\) += (?:0|8)(?: \(DELAYED\))?$", text)
+		fd_in = lambda d: re.match(r"\d+<%s(%s)>" % (d, QID_RE), text)
+		if name == "pwrite64" and ok and fd_in(incoming) and re.search(r', "[0-9a-f]{8}", 8, ', text):
+			ev["sum"].setdefault(fd_in(incoming).group(1), (start, end))
 		elif name in ("renameat2", "linkat") and ok:
 			m = re.match(r'AT_FDCWD(?:<[^>]*>)?, "%s(%s)", \d+<%s/queue>, "\1"' % (incoming, QID_RE, re.escape(spool)), text)
 			if m:
-				renamed[m.group(1)] = (tid, start, end)
+				ev["rename"][m.group(1)] = (start, end)
+		elif name == "fdatasync" and ok and fd_in(queue):
+			ev["sync"].setdefault(fd_in(queue).group(1), (start, end))
+		elif name == "fchmod" and ok and fd_in(queue) and ", 0600)" in text:
+			ev["chmod"].setdefault(fd_in(queue).group(1), (start, end))
 		elif name == "fsync" and ok and re.match(r"\d+<%s/queue>\)" % re.escape(spool), text):
-			dir_syncs.append((tid, start, end))
+			dir_syncs.append((start, end))
 		elif name in ("write", "writev", "sendto", "sendmsg"):
 			for qid in QUEUED_RE.findall(text):
-				answered.setdefault(qid, start)
-	return synced, renamed, answered, dir_syncs
+				ev["answer"].setdefault(qid, start)
+	return ev, dir_syncs
 
 
-def check_commit(qid, synced, renamed, answered, dir_syncs):
-	check(qid in answered, "%s: no write of its 250 in the trace" % qid)
-	check(qid in synced, "%s: no fdatasync of incoming/%s in the trace" % (qid, qid))
-	check(qid in renamed, "%s: no rename of incoming/%s into queue/ in the trace" % (qid, qid))
-	sync_end = synced[qid][1]
-	tid, rename_start, rename_end = renamed[qid]
-	check(sync_end < rename_start, "%s: renamed into queue/ before its fdatasync returned" % qid)
-	covering = [s for s in dir_syncs if s[0] == tid and s[1] > rename_end and s[2] < answered[qid]]
-	check(covering, "%s: no fsync of queue/ begun after its rename returned before the 250 "
-	      "(rename at trace line %d, 250 at line %d, fsyncs of queue/ at %r)" %
-	      (qid, rename_end + 1, answered[qid] + 1, [(s[1] + 1, s[2] + 1) for s in dir_syncs]))
+def check_commit(qid, ev, dir_syncs):
+	for step in ("sum", "rename", "sync", "chmod", "answer"):
+		check(qid in ev[step], "%s: no %s in the trace" % (qid, step))
+	summed, renamed, synced, chmodded = (ev[k][qid] for k in ("sum", "rename", "sync", "chmod"))
+	answered = ev["answer"][qid]
+	check(summed[1] < renamed[0], "%s: renamed into queue/ before its sum was written" % qid)
+	check(renamed[1] < synced[0], "%s: its fdatasync began before its rename returned" % qid)
+	check(synced[1] < chmodded[0], "%s: marked committed before its fdatasync returned" % qid)
+	covering = [s for s in dir_syncs if renamed[1] < s[0] and s[1] < chmodded[0]]
+	check(covering, "%s: no fsync of queue/ begun after its rename returned and returned before its chmod "
+	      "(rename at trace line %d, chmod at line %d, fsyncs of queue/ at %r)" %
+	      (qid, renamed[1] + 1, chmodded[0] + 1, [(s[0] + 1, s[1] + 1) for s in dir_syncs]))
+	check(chmodded[1] < answered, "%s: its 250 went out before it was marked committed" % qid)
 
 
 def send_together(d, n):
@@ -114,12 +123,11 @@ def send_together(d, n):
 
 def group_sizes(renamed, dir_syncs):
 	"""How many renames each fsync of queue/ covered (those returned after
-	the previous fsync of queue/ on that thread began)."""
-	sizes = []
-	for tid, start, end in dir_syncs:
-		before = [s for s in dir_syncs if s[0] == tid and s[1] < start]
-		floor = max((s[1] for s in before), default=-1)
-		sizes.append(sum(1 for r in renamed.values() if r[0] == tid and floor < r[2] < start))
+	the previous fsync of queue/ began and before this one began)."""
+	sizes, floor = [], -1
+	for start, end in sorted(dir_syncs):
+		sizes.append(sum(1 for r in renamed.values() if floor < r[1] < start))
+		floor = start
 	return sizes
 
 
@@ -134,7 +142,7 @@ def main():
 	# Every second fdatasync returns 0.2 s late: the ends of data that
 	# arrive meanwhile wait for the next group, so groups of several form,
 	# and within a group some files are synced long after others, so a
-	# rename that does not wait for its own sync shows.
+	# chmod or a 250 that does not wait for its own sync shows.
 	d.wrap(runner="%s -D -f -y -s 256 -e trace=%s -e inject=fdatasync:delay_exit=200000:when=2+2 -o %s" %
 	       (strace_path(), SYSCALLS, trace))
 	d.start(timeout=30)
@@ -146,12 +154,12 @@ def main():
 		check(os.path.exists(os.path.join(d.spool, "queue", qid)), "queue/%s after its 250" % qid)
 	check_eq(d.stop(), 0, "laimd's exit status after SIGTERM")  # strace ends with it
 
-	events = commit_events(syscalls(trace), os.path.realpath(d.spool))
+	ev, dir_syncs = commit_events(syscalls(trace), os.path.realpath(d.spool))
 	for qid in ids:
-		check_commit(qid, *events)
-	sizes = group_sizes(events[1], events[3])
+		check_commit(qid, ev, dir_syncs)
+	sizes = group_sizes(ev["rename"], dir_syncs)
 	check(max(sizes) >= 2, "no group commit of two or more messages (renames per fsync of queue/: %r)" % sizes)
-	print("%d messages: fdatasync, rename, fsync of queue/, then the 250; renames per fsync of queue/: %r" % (len(ids), sizes))
+	print("%d messages: sum, rename, fdatasync and fsync of queue/, chmod, then the 250; renames per fsync of queue/: %r" % (len(ids), sizes))
 
 
 run(main)

@@ -92,14 +92,40 @@ void write_body(int fd, std::string_view body)
 	ck_assert_int_eq(write(fd, body.data(), body.size()), (ssize_t)body.size());
 }
 
-// The three commit steps, as the handler process does them before 250.
-void commit(Spool& spool, const Envelope& env, std::string_view body)
+// The commit's steps, as the handler process takes them before 250;
+// without the last one, the commit is cut off.
+void commit(Spool& spool, const Envelope& env, std::string_view body, bool finish = true)
 {
-	UniqueFd fd = spool.create(env);
+	Spool::Created created;
+	UniqueFd fd = spool.create(env, &created);
 	write_body(fd.get(), body);
-	spool.sync_file(fd.get());
+	spool.seal(env.id, fd.get(), created, body.size());
 	spool.publish(env.id);
+	spool.sync_file(fd.get());
 	spool.sync_queue_dir();
+	if (finish)
+		spool.mark_committed(fd.get());
+}
+
+std::string boot_id()
+{
+	std::string id = slurp("/proc/sys/kernel/random/boot_id");
+	ck_assert(!id.empty() && id.back() == '\n');
+	id.pop_back();
+	return id;
+}
+
+// The header's first lines as create() writes them, before the commit.
+std::string header_start(const std::string& id)
+{
+	return "LAIM 1\nboot " + boot_id() + "\nsum --------\nid " + id + "\n";
+}
+
+mode_t mode_of(const std::string& path)
+{
+	struct stat st;
+	ck_assert_int_eq(stat(path.c_str(), &st), 0);
+	return st.st_mode & 0777;
 }
 
 void check_same_envelope(const Envelope& got, const Envelope& want)
@@ -173,24 +199,22 @@ START_TEST(test_header_format)
 	env.client = "local";
 	env.helo = "host.lan";
 	env.arrival = 1700000001;
-	const std::string want = "LAIM 1\nid " + env.id +
-				 "\narrival 1700000001\nsender \nrcpt root\nclient local\nhelo host.lan\n\n";
+	const std::string want = header_start(env.id) +
+				 "arrival 1700000001\nsender \nrcpt root\nclient local\nhelo host.lan\n\n";
 
 	UniqueFd fd = spool.create(env);
 	ck_assert_int_eq(lseek(fd.get(), 0, SEEK_CUR), (off_t)want.size());
 	std::string incoming = g_spool + "/incoming/" + env.id;
 	ck_assert(slurp(incoming) == want);
-	struct stat st;
-	ck_assert_int_eq(stat(incoming.c_str(), &st), 0);
-	ck_assert_int_eq(st.st_mode & 0777, 0600);
+	ck_assert_int_eq(mode_of(incoming), 0700);  // pending
 
 	// With a uid, its line sits between the recipients and client.
 	Envelope env2 = env;
 	env2.id = spool.new_id();
 	env2.uid = 0;
 	UniqueFd fd2 = spool.create(env2);
-	const std::string want2 = "LAIM 1\nid " + env2.id +
-				  "\narrival 1700000001\nsender \nrcpt root\nuid 0\nclient local\nhelo host.lan\n\n";
+	const std::string want2 = header_start(env2.id) +
+				  "arrival 1700000001\nsender \nrcpt root\nuid 0\nclient local\nhelo host.lan\n\n";
 	ck_assert(slurp(g_spool + "/incoming/" + env2.id) == want2);
 
 	// A notice's instance comes last.
@@ -199,8 +223,8 @@ START_TEST(test_header_format)
 	env3.instance = "admin";
 	UniqueFd fd3 = spool.create(env3);
 	ck_assert(slurp(g_spool + "/incoming/" + env3.id) ==
-		  "LAIM 1\nid " + env3.id +
-			  "\narrival 1700000001\nsender \nrcpt root\nclient local\nhelo host.lan\ninstance admin\n\n");
+		  header_start(env3.id) +
+			  "arrival 1700000001\nsender \nrcpt root\nclient local\nhelo host.lan\ninstance admin\n\n");
 
 	// An authenticated user comes after helo.
 	Envelope env4 = env;
@@ -208,8 +232,8 @@ START_TEST(test_header_format)
 	env4.auth_user = "alice@example.org";
 	UniqueFd fd4 = spool.create(env4);
 	ck_assert(slurp(g_spool + "/incoming/" + env4.id) ==
-		  "LAIM 1\nid " + env4.id +
-			  "\narrival 1700000001\nsender \nrcpt root\nclient local\nhelo host.lan\nauth alice@example.org\n\n");
+		  header_start(env4.id) +
+			  "arrival 1700000001\nsender \nrcpt root\nclient local\nhelo host.lan\nauth alice@example.org\n\n");
 	env4.auth_user = "alice\nrcpt evil";
 	env4.id = spool.new_id();
 	try {
@@ -420,6 +444,9 @@ START_TEST(test_load_errors)
 		{"LAIM 1\nid " + id + "\ninstance \n" + good_tail + "\nbody", "instance: empty"},
 		{"LAIM 1\nid " + id + "\nauth a\nauth b\n" + good_tail + "\nbody", "duplicate auth"},
 		{"LAIM 1\nid " + id + "\nauth \n" + good_tail + "\nbody", "auth: empty"},
+		{"LAIM 1\nboot a\nboot a\nid " + id + "\n" + good_tail + "\nbody", "duplicate boot"},
+		{"LAIM 1\nsum 00000000\nsum 00000000\nid " + id + "\n" + good_tail + "\nbody", "duplicate sum"},
+		{"LAIM 1\nsum 0000000\nid " + id + "\n" + good_tail + "\nbody", "sum: not 8 hex digits"},
 		{"LAIM 1\nid " + id + "\narrival 5\nsender a@b\nrcpt c@d\nhelo h\n\nbody", "missing client"},
 		{"LAIM 1\nid " + id + "\narrival 5\nsender a@b\nrcpt c@d\nclient local\n\nbody", "missing helo"},
 		{"LAIM 1\narrival 5\nsender a@b\nrcpt c@d\nclient local\nhelo h\n\nbody", "missing id"},
@@ -590,7 +617,7 @@ START_TEST(test_recycle)
 	ck_assert_uint_eq(inode_of(g_spool + "/incoming/" + next.id), ino);
 	ck_assert(!exists(g_spool + "/free/" + old.id));
 	std::string data = slurp(g_spool + "/incoming/" + next.id);
-	ck_assert_uint_eq(data.rfind("LAIM 1\nid " + next.id + "\n", 0), 0);
+	ck_assert_uint_eq(data.rfind(header_start(next.id), 0), 0);
 	ck_assert_uint_eq(data.size(), created.header_len + 3000);
 	ck_assert_uint_eq(data.find_first_not_of('\0', created.header_len), std::string::npos);
 
@@ -626,6 +653,50 @@ START_TEST(test_recovery)
 }
 END_TEST
 
+// A commit cut off after its rename into queue/, before its syncs all
+// returned (the file is still 0700). From this boot: laim itself stopped,
+// no 250 went out, the file goes. From another boot (the system stopped,
+// perhaps after the 250): kept, committed, when its sum matches the
+// message; to failed/ when not. A finished commit is left alone.
+START_TEST(test_interrupted_commit)
+{
+	Spool spool(g_spool);
+	Envelope done = sample_env(spool.new_id()), this_boot = sample_env(spool.new_id()),
+		 whole = sample_env(spool.new_id()), torn = sample_env(spool.new_id());
+	const std::string body = "Subject: cut off\r\n\r\nline\r\n";
+	commit(spool, done, body);
+	for (const Envelope* e : {&this_boot, &whole, &torn})
+		commit(spool, *e, body, false);
+	ck_assert_int_eq(mode_of(g_spool + "/queue/" + done.id), 0600);
+	ck_assert_int_eq(mode_of(g_spool + "/queue/" + this_boot.id), 0700);
+	// Another boot's files: the same length of id, another value.
+	for (const Envelope* e : {&whole, &torn}) {
+		std::string path = g_spool + "/queue/" + e->id;
+		std::string data = slurp(path);
+		size_t at = data.find(boot_id());
+		ck_assert_uint_ne(at, std::string::npos);
+		data.replace(at, 8, "00000000");
+		if (e == &torn)
+			data[data.size() - 3] = 'X';  // a block that never reached the disk
+		spit(path, data);
+		ck_assert_int_eq(chmod(path.c_str(), 0700), 0);
+	}
+	using R = Spool::Recovered;
+	ck_assert(spool.recover(done.id, spool.load(done.id)) == R::Committed);
+	ck_assert(spool.recover(this_boot.id, spool.load(this_boot.id)) == R::Removed);
+	ck_assert(!exists(g_spool + "/queue/" + this_boot.id));
+	ck_assert(spool.recover(whole.id, spool.load(whole.id)) == R::Kept);
+	ck_assert_int_eq(mode_of(g_spool + "/queue/" + whole.id), 0600);
+	ck_assert(spool.load(whole.id).body() == body);
+	ck_assert(spool.recover(torn.id, spool.load(torn.id)) == R::Failed);
+	ck_assert(!exists(g_spool + "/queue/" + torn.id));
+	ck_assert(exists(g_spool + "/failed/" + torn.id));
+	ck_assert_ptr_nonnull(strstr(slurp(g_spool + "/failed/" + torn.id + ".reason").c_str(), "not whole"));
+	// A sealed file's sum is the CRC-32 of its message.
+	ck_assert_ptr_nonnull(strstr(slurp(g_spool + "/queue/" + done.id).c_str(), "\nsum b65348d3\n"));
+}
+END_TEST
+
 static Suite* spool_suite()
 {
 	Suite* s = suite_create("spool");
@@ -647,6 +718,7 @@ static Suite* spool_suite()
 	tcase_add_test(tc, test_remove);
 	tcase_add_test(tc, test_recycle);
 	tcase_add_test(tc, test_recovery);
+	tcase_add_test(tc, test_interrupted_commit);
 	suite_add_tcase(s, tc);
 	return s;
 }
