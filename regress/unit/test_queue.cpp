@@ -346,6 +346,32 @@ START_TEST(exception_is_tempfail)
 }
 END_TEST
 
+// The one-result form: a single Result settles every recipient of the call.
+START_TEST(one_result_for_all)
+{
+	Fixture f("retry_initial: 60\n"
+		  "handlers:\n"
+		  "  box:\n"
+		  "    type: test_slow\n"
+		  "  hook:\n"
+		  "    type: test_throttled\n"
+		  "    retry_after: 5\n"
+		  "routes:\n"
+		  "  - match: \"*@hook.example\"\n"
+		  "    handlers: [hook]\n"
+		  "  - match: \"*\"\n"
+		  "    handlers: [box]\n");
+	f.commit({"a", "b", "c"});
+	f.commit({"x@hook.example", "y@hook.example"});
+	f.drain();
+	ck_assert_uint_eq(f.queue.stats().at("handler.box.delivered"), 3);
+	ck_assert_uint_eq(f.queue.stats().at("handler.hook.deferred"), 2);
+	std::vector<Queue::Item> items = f.queue.items();
+	ck_assert_uint_eq(items.size(), 1);
+	ck_assert_str_eq(items[0].last_error.c_str(), "HTTP 429 Too Many Requests");
+}
+END_TEST
+
 // laim's own notice (a rate limit's alert) goes to the instance its
 // envelope names, whatever the routes say; other mail follows the routes.
 START_TEST(notice_bypasses_routes)
@@ -416,6 +442,7 @@ int main()
 	tcase_add_test(tc, retry_after_later_than_backoff);
 	tcase_add_test(tc, forgotten_result_is_tempfail);
 	tcase_add_test(tc, exception_is_tempfail);
+	tcase_add_test(tc, one_result_for_all);
 	tcase_add_test(tc, notice_bypasses_routes);
 	tcase_add_test(tc, workers_bound_and_reused);
 	tcase_add_test(tc, one_worker_serialises);
