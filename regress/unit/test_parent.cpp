@@ -241,8 +241,10 @@ START_TEST(child_frames_fd_rules)
 }
 END_TEST
 
-// On each of the parent's channels, every type but its own is refused,
-// with or without an fd; the reply channel of a command takes nothing.
+// On each of the parent's channels, and on the children's, every type but
+// the channel's own is refused, with or without an fd (so a process's
+// dispatch never sees a type its channel does not carry); the reply
+// channel of a command takes nothing.
 START_TEST(child_frames_other_types)
 {
 	struct Channel {
@@ -251,11 +253,21 @@ START_TEST(child_frames_other_types)
 	};
 	Channel channels[] = {
 		{imsg_valid_child_to_parent, {IMSG_C_PEER_ERROR, IMSG_C_PEER_ERROR_FD}},
+		{imsg_valid_smtp_to_parent, {IMSG_S_AUTH, IMSG_C_PEER_ERROR, IMSG_C_PEER_ERROR_FD}},
 		{imsg_valid_command_request, {IMSG_H_COMMAND_RUN}},
+		{imsg_valid_key_request, {IMSG_T_RSA_PRIV_ENC, IMSG_T_ECDSA_SIGN}},
 		{imsg_valid_nothing, {}},
+		{imsg_valid_parent_to_smtp, {IMSG_P_SMTP_CONF, IMSG_P_HANDLER_CHANNEL, IMSG_P_SMTP_TLS, IMSG_P_AUTH}},
+		{imsg_valid_parent_to_handler, {IMSG_P_HANDLER_CONF, IMSG_P_SMTP_CHANNEL}},
+		{imsg_valid_smtp_to_handler,
+		 {IMSG_S_MAIL, IMSG_S_RCPT, IMSG_S_DATA, IMSG_S_COMMIT, IMSG_S_ABORT, IMSG_S_MAIL_LOCAL}},
+		{imsg_valid_handler_to_smtp, {IMSG_H_MAIL, IMSG_H_RCPT, IMSG_H_DATA_OK, IMSG_H_DATA_FAIL, IMSG_H_COMMIT}},
+		{imsg_valid_command_reply, {IMSG_P_COMMAND_INPUT, IMSG_P_COMMAND_UNREAD, IMSG_P_COMMAND_OUTPUT,
+					    IMSG_P_COMMAND_EXIT, IMSG_P_COMMAND_FAIL}},
+		{imsg_valid_key_reply, {IMSG_K_RESULT}},
 	};
 	std::vector<uint32_t> types = {0, 5, 99, 299, 301, 399, 402, 403, 499, 506, 0xffffffffu};
-	for (uint32_t base : {1u, 100u, 200u, 300u, 400u, 500u})
+	for (uint32_t base : {1u, 10u, 100u, 200u, 300u, 400u, 500u, 600u, 700u})
 		for (uint32_t k = 0; k < 6; k++)
 			types.push_back(base + k);
 	for (const Channel& c : channels) {
