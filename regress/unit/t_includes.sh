@@ -14,7 +14,7 @@ cd "$top" || exit 99
 # includes DIR... : every quoted or bracketed project include under DIR,
 # as FILE:LINE:TEXT.
 includes() {
-	grep -rnE '^[[:space:]]*#[[:space:]]*include[[:space:]]*["<](common|smtp|handler|parent|sendmail|ctl)/' \
+	grep -rnE '^[[:space:]]*#[[:space:]]*include[[:space:]]*["<](common|smtp|handler|parent|sendmail|ctl|mda)/' \
 		--include='*.h' --include='*.cpp' "$@"
 }
 # includes of DIR naming any of the folders in the pattern
@@ -23,12 +23,13 @@ naming() {
 }
 
 bad=$(
-	includes common | naming 'smtp|handler|parent|sendmail|ctl'
-	includes smtp | naming 'handler|parent|sendmail|ctl'
-	includes handler | naming 'smtp|parent|sendmail|ctl'
-	includes parent | naming 'smtp|handler|sendmail|ctl' |
+	includes common | naming 'smtp|handler|parent|sendmail|ctl|mda'
+	includes smtp | naming 'handler|parent|sendmail|ctl|mda'
+	includes handler | naming 'smtp|parent|sendmail|ctl|mda'
+	includes parent | naming 'smtp|handler|sendmail|ctl|mda' |
 		grep -vE '[\"<](smtp/smtp\.h|handler/handlerd\.h|handler/api/(handler|command)\.h)[\">]'
-	includes sendmail ctl | naming 'smtp|handler|parent'
+	includes sendmail | naming 'smtp|handler|parent|ctl|mda'
+	includes ctl | naming 'smtp|handler|parent|sendmail|mda'
 	includes mda | naming 'smtp|handler|parent|sendmail|ctl'
 )
 if [ -n "$bad" ]; then
