@@ -1,7 +1,7 @@
 // GMime by dlopen (gmime.h says why).
 #include "handler/api/gmime.h"
 
-#include <dlfcn.h>
+#include "handler/api/dl.h"
 
 #include <mutex>
 #include <stdexcept>
@@ -19,13 +19,7 @@ constexpr const char* LIBGMIME = "libgmime-3.0.so.0";
 // libraries it depends on.
 bool resolve(void* lib, GMimeApi& api, std::string* error)
 {
-	auto get = [&](auto& fn, const char* name) {
-		fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, name));
-		if (!fn)
-			*error = std::string(LIBGMIME) + " has no " + name;
-		return fn != nullptr;
-	};
-#define LAIM_GMIME_RESOLVE(prefix, name) &&get(api.name, #prefix #name)
+#define LAIM_GMIME_RESOLVE(prefix, name) &&dl_function(lib, LIBGMIME, api.name, #prefix #name, error)
 	return true LAIM_GMIME_CALLS(LAIM_GMIME_RESOLVE);
 #undef LAIM_GMIME_RESOLVE
 }
@@ -38,12 +32,8 @@ bool load(GMimeApi& api, std::string* error)
 		*error = dlerror();
 		return false;
 	}
-	auto init = reinterpret_cast<decltype(&g_mime_init)>(dlsym(lib, "g_mime_init"));
-	if (!init) {
-		*error = std::string(LIBGMIME) + " has no g_mime_init";
-		return false;
-	}
-	if (!resolve(lib, api, error))
+	decltype(&g_mime_init) init;
+	if (!dl_function(lib, LIBGMIME, init, "g_mime_init", error) || !resolve(lib, api, error))
 		return false;
 	init();
 	api.options = api.parser_options_new();
