@@ -1,8 +1,6 @@
 // Message: the raw bytes of a received message plus the parsed view that
 // handlers need (headers, decoded Subject, decoded text body). All MIME
 // work is GMime's; laim only walks the tree GMime builds.
-#include "handler/api/gmime.h"  // first: it sets how GObject's casts expand
-
 #include <openssl/evp.h>
 
 #include <algorithm>
@@ -12,6 +10,7 @@
 #include <sys/uio.h>
 
 #include "common/fd.h"
+#include "handler/api/gmime.h"
 #include "handler/api/handler.h"
 
 namespace laim {
