@@ -484,7 +484,12 @@ std::string message_subject(std::string_view message)
 		end = head.find("\n\n");
 	if (end != std::string_view::npos)
 		head = head.substr(0, end + 2);
-	return Message(head).subject();
+	try {
+		return Message(head).subject();
+	} catch (const std::exception& e) {  // GMime cannot be loaded
+		log_warnx("rate limit: the alert lists no subject: %s", e.what());
+		return "";
+	}
 }
 
 }  // namespace laim

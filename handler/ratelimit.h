@@ -132,7 +132,7 @@ class RateLimiter {
 };
 
 // The decoded Subject: of a message, read from its header block alone;
-// "" when it has none.
+// "" when it has none, or when GMime cannot be loaded (a warning says why).
 std::string message_subject(std::string_view message);
 
 }  // namespace laim

@@ -24,23 +24,6 @@ struct Message::Parsed {
 	std::string text;
 };
 
-void gmime_init_once()
-{
-	static std::once_flag flag;
-	std::call_once(flag, [] { g_mime_init(); });
-}
-
-GMimeParserOptions* gmime_parser_options()
-{
-	static GMimeParserOptions* opts = [] {
-		GMimeParserOptions* o = g_mime_parser_options_new();
-		static const char* fallback[] = {"UTF-8", "ISO-8859-1", nullptr};
-		g_mime_parser_options_set_fallback_charsets(o, fallback);
-		return o;
-	}();
-	return opts;
-}
-
 namespace {
 
 // RFC 5322 2.2.3: unfolding removes each CRLF that is followed by WSP.
@@ -68,13 +51,14 @@ void collect_headers(GMimeObject* obj, std::vector<std::pair<gint64, Header>>& o
 {
 	if (!obj)
 		return;
-	GMimeHeaderList* list = g_mime_object_get_header_list(obj);
-	int n = g_mime_header_list_get_count(list);
+	const GMimeApi& g = gm();
+	GMimeHeaderList* list = g.object_get_header_list(obj);
+	int n = g.header_list_get_count(list);
 	for (int i = 0; i < n; i++) {
-		GMimeHeader* h = g_mime_header_list_get_header_at(list, i);
-		const char* name = g_mime_header_get_name(h);
-		const char* raw = g_mime_header_get_raw_value(h);
-		out.emplace_back(g_mime_header_get_offset(h),
+		GMimeHeader* h = g.header_list_get_header_at(list, i);
+		const char* name = g.header_get_name(h);
+		const char* raw = g.header_get_raw_value(h);
+		out.emplace_back(g.header_get_offset(h),
 				 Header{name ? name : "", unfold(raw ? raw : "")});
 	}
 }
@@ -85,7 +69,7 @@ std::vector<Header> message_headers(GMimeMessage* msg)
 {
 	std::vector<std::pair<gint64, Header>> all;
 	collect_headers(GMIME_OBJECT(msg), all);
-	collect_headers(g_mime_message_get_mime_part(msg), all);
+	collect_headers(gm().message_get_mime_part(msg), all);
 	std::stable_sort(all.begin(), all.end(),
 			 [](const auto& a, const auto& b) { return a.first < b.first; });
 	std::vector<Header> out;
@@ -97,8 +81,8 @@ std::vector<Header> message_headers(GMimeMessage* msg)
 
 bool is_attachment(GMimeObject* obj)
 {
-	GMimeContentDisposition* disp = g_mime_object_get_content_disposition(obj);
-	return disp && g_mime_content_disposition_is_attachment(disp);
+	GMimeContentDisposition* disp = gm().object_get_content_disposition(obj);
+	return disp && gm().content_disposition_is_attachment(disp);
 }
 
 // Depth-first search through multiparts for the first text/plain leaf
@@ -106,18 +90,19 @@ bool is_attachment(GMimeObject* obj)
 // entered: their text is not this message's text.
 GMimePart* find_text_plain(GMimeObject* obj)
 {
-	if (GMIME_IS_MULTIPART(obj)) {
+	const GMimeApi& g = gm();
+	if (g.is(obj, g.multipart_get_type)) {
 		GMimeMultipart* mp = GMIME_MULTIPART(obj);
-		int n = g_mime_multipart_get_count(mp);
+		int n = g.multipart_get_count(mp);
 		for (int i = 0; i < n; i++)
-			if (GMimePart* p = find_text_plain(g_mime_multipart_get_part(mp, i)))
+			if (GMimePart* p = find_text_plain(g.multipart_get_part(mp, i)))
 				return p;
 		return nullptr;
 	}
-	if (!GMIME_IS_PART(obj) || is_attachment(obj))
+	if (!g.is(obj, g.part_get_type) || is_attachment(obj))
 		return nullptr;
-	GMimeContentType* ct = g_mime_object_get_content_type(obj);
-	if (ct && g_mime_content_type_is_type(ct, "text", "plain"))
+	GMimeContentType* ct = g.object_get_content_type(obj);
+	if (ct && g.content_type_is_type(ct, "text", "plain"))
 		return GMIME_PART(obj);
 	return nullptr;
 }
@@ -126,14 +111,15 @@ GMimePart* find_text_plain(GMimeObject* obj)
 // else a single-part text/* body (text/html, say).
 GMimePart* find_text_part(GMimeMessage* msg)
 {
-	GMimeObject* top = g_mime_message_get_mime_part(msg);
+	const GMimeApi& g = gm();
+	GMimeObject* top = g.message_get_mime_part(msg);
 	if (!top)
 		return nullptr;
 	if (GMimePart* p = find_text_plain(top))
 		return p;
-	if (GMIME_IS_PART(top)) {
-		GMimeContentType* ct = g_mime_object_get_content_type(top);
-		if (ct && g_mime_content_type_is_type(ct, "text", "*"))
+	if (g.is(top, g.part_get_type)) {
+		GMimeContentType* ct = g.object_get_content_type(top);
+		if (ct && g.content_type_is_type(ct, "text", "*"))
 			return GMIME_PART(top);
 	}
 	return nullptr;
@@ -147,29 +133,30 @@ GMimePart* find_text_part(GMimeMessage* msg)
 // whatever is still not valid UTF-8 is repaired with U+FFFD.
 std::string decode_text(GMimePart* part)
 {
-	GMimeDataWrapper* content = g_mime_part_get_content(part);
+	const GMimeApi& g = gm();
+	GMimeDataWrapper* content = g.part_get_content(part);
 	if (!content)
 		return {};
 	GByteArray* bytes = g_byte_array_new();
-	GRef<GMimeStream> mem(g_mime_stream_mem_new_with_byte_array(bytes));  // owns bytes
-	GRef<GMimeStream> filtered(g_mime_stream_filter_new(mem.get()));
+	GRef<GMimeStream> mem(g.stream_mem_new_with_byte_array(bytes));  // owns bytes
+	GRef<GMimeStream> filtered(g.stream_filter_new(mem.get()));
 	GMimeStreamFilter* sf = GMIME_STREAM_FILTER(filtered.get());
 
-	const char* charset = g_mime_object_get_content_type_parameter(GMIME_OBJECT(part), "charset");
+	const char* charset = g.object_get_content_type_parameter(GMIME_OBJECT(part), "charset");
 	if (charset && g_ascii_strcasecmp(charset, "utf-8") != 0 &&
 	    g_ascii_strcasecmp(charset, "us-ascii") != 0) {
-		if (GMimeFilter* f = g_mime_filter_charset_new(charset, "UTF-8")) {
-			g_mime_stream_filter_add(sf, f);
-			g_object_unref(f);
+		if (GMimeFilter* f = g.filter_charset_new(charset, "UTF-8")) {
+			g.stream_filter_add(sf, f);
+			g.object_unref(f);
 		}
 	}
-	GMimeFilter* d2u = g_mime_filter_dos2unix_new(FALSE);
-	g_mime_stream_filter_add(sf, d2u);
-	g_object_unref(d2u);
+	GMimeFilter* d2u = g.filter_dos2unix_new(FALSE);
+	g.stream_filter_add(sf, d2u);
+	g.object_unref(d2u);
 
-	if (g_mime_data_wrapper_write_to_stream(content, filtered.get()) < 0)
+	if (g.data_wrapper_write_to_stream(content, filtered.get()) < 0)
 		return {};
-	g_mime_stream_flush(filtered.get());
+	g.stream_flush(filtered.get());
 
 	const char* data = reinterpret_cast<const char*>(bytes->data);
 	if (g_utf8_validate(data, bytes->len, nullptr))
@@ -221,21 +208,22 @@ Message::~Message() = default;
 
 // Parses the message on first use: one GMime parse fills headers,
 // subject and text, then every GMime object is released, so a Message
-// holds no more than its results.
+// holds no more than its results. When GMime cannot be loaded, the
+// accessors throw what gm() threw.
 const Message::Parsed& Message::parsed() const
 {
 	Parsed& p = *parsed_;
 	std::call_once(p.once, [this, &p] {
-		gmime_init_once();
-		GRef<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(raw_.data(), raw_.size()));
-		GRef<GMimeParser> parser(g_mime_parser_new_with_stream(stream.get()));
-		g_mime_parser_set_format(parser.get(), GMIME_FORMAT_MESSAGE);
-		GRef<GMimeMessage> msg(g_mime_parser_construct_message(parser.get(), gmime_parser_options()));
+		const GMimeApi& g = gm();
+		GRef<GMimeStream> stream(g.stream_mem_new_with_buffer(raw_.data(), raw_.size()));
+		GRef<GMimeParser> parser(g.parser_new_with_stream(stream.get()));
+		g.parser_set_format(parser.get(), GMIME_FORMAT_MESSAGE);
+		GRef<GMimeMessage> msg(g.parser_construct_message(parser.get(), g.options));
 		if (!msg)
 			return;
 		p.headers = message_headers(msg.get());
 		// RFC 2047 decoding and charset conversion to UTF-8 by GMime.
-		if (const char* s = g_mime_message_get_subject(msg.get()))
+		if (const char* s = g.message_get_subject(msg.get()))
 			p.subject = s;
 		if (GMimePart* part = find_text_part(msg.get()))
 			p.text = decode_text(part);

@@ -1,7 +1,7 @@
 // libcurl by dlopen (curl_loader.h says why).
 #include "handler/builtin/curl_loader.h"
 
-#include <dlfcn.h>
+#include "handler/api/dl.h"
 
 #include <mutex>
 
@@ -16,12 +16,7 @@ constexpr const char* LIBCURL = "libcurl.so.4";
 // Fills api from an open handle; false and *error at the first symbol missing.
 bool resolve(void* lib, CurlApi& api, std::string* error)
 {
-	auto get = [&](auto& fn, const char* name) {
-		fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, name));
-		if (!fn)
-			*error = std::string(LIBCURL) + " has no " + name;
-		return fn != nullptr;
-	};
+	auto get = [&](auto& fn, const char* name) { return dl_function(lib, LIBCURL, fn, name, error); };
 	return get(api.easy_init, "curl_easy_init") && get(api.easy_setopt, "curl_easy_setopt") &&
 	       get(api.easy_perform, "curl_easy_perform") && get(api.easy_getinfo, "curl_easy_getinfo") &&
 	       get(api.easy_cleanup, "curl_easy_cleanup") && get(api.easy_strerror, "curl_easy_strerror") &&
@@ -42,10 +37,10 @@ const CurlApi* curl_load(std::string* error)
 			why = dlerror();
 			return;
 		}
-		auto global_init = reinterpret_cast<decltype(&curl_global_init)>(dlsym(lib, "curl_global_init"));
-		if (!global_init)
-			why = std::string(LIBCURL) + " has no curl_global_init";
-		else if (resolve(lib, api, &why) && global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK)
+		decltype(&curl_global_init) global_init;
+		if (!dl_function(lib, LIBCURL, global_init, "curl_global_init", &why))
+			return;
+		if (resolve(lib, api, &why) && global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK)
 			loaded = true;
 		else if (why.empty())
 			why = "curl_global_init failed";

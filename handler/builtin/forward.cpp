@@ -245,15 +245,15 @@ std::string dmarc_policy(const std::string& domain)
 // (decoded, UTF-8) and address (the domain in IDNA form), or nullopt.
 std::optional<std::pair<std::string, std::string>> first_mailbox(const std::string& value)
 {
-	gmime_init_once();
-	GRef<InternetAddressList> list(internet_address_list_parse(gmime_parser_options(), value.c_str()));
-	if (!list || internet_address_list_length(list.get()) < 1)
+	const GMimeApi& g = gm();
+	GRef<InternetAddressList> list(g.internet_address_list_parse(g.options, value.c_str()));
+	if (!list || g.internet_address_list_length(list.get()) < 1)
 		return std::nullopt;
-	InternetAddress* a = internet_address_list_get_address(list.get(), 0);
-	if (!INTERNET_ADDRESS_IS_MAILBOX(a))
+	InternetAddress* a = g.internet_address_list_get_address(list.get(), 0);
+	if (!g.is(a, g.internet_address_mailbox_get_type))
 		return std::nullopt;
-	const char* name = internet_address_get_name(a);
-	const char* addr = internet_address_mailbox_get_idn_addr(INTERNET_ADDRESS_MAILBOX(a));
+	const char* name = g.internet_address_get_name(a);
+	const char* addr = g.internet_address_mailbox_get_idn_addr(INTERNET_ADDRESS_MAILBOX(a));
 	if (!addr || !strchr(addr, '@'))
 		return std::nullopt;
 	return std::make_pair(std::string(name ? name : ""), std::string(addr));
@@ -262,10 +262,10 @@ std::optional<std::pair<std::string, std::string>> first_mailbox(const std::stri
 // "name" <address>, the name RFC 2047-encoded (UTF-8) when it is not ASCII.
 std::string format_mailbox(const std::string& name, const std::string& address)
 {
-	gmime_init_once();
-	GRef<InternetAddress> ia(internet_address_mailbox_new(name.c_str(), address.c_str()));
-	internet_address_set_charset(ia.get(), "utf-8");
-	char* s = internet_address_to_string(ia.get(), nullptr, TRUE);
+	const GMimeApi& g = gm();
+	GRef<InternetAddress> ia(g.internet_address_mailbox_new(name.c_str(), address.c_str()));
+	g.internet_address_set_charset(ia.get(), "utf-8");
+	char* s = g.internet_address_to_string(ia.get(), nullptr, TRUE);
 	std::string out(s);
 	g_free(s);
 	return out;
@@ -275,11 +275,11 @@ std::string format_mailbox(const std::string& name, const std::string& address)
 // folded by GMime, with CRLF line ends.
 std::string encoded_subject(const std::string& text)
 {
-	gmime_init_once();
-	char* enc = g_mime_utils_header_encode_text(nullptr, text.c_str(), "utf-8");
+	const GMimeApi& g = gm();
+	char* enc = g.utils_header_encode_text(nullptr, text.c_str(), "utf-8");
 	std::string field = std::string("Subject: ") + enc;
 	g_free(enc);
-	char* folded = g_mime_utils_unstructured_header_fold(gmime_parser_options(), nullptr, field.c_str());
+	char* folded = g.utils_unstructured_header_fold(g.options, nullptr, field.c_str());
 	std::string out;
 	for (const char* p = folded; *p; p++)
 		out += *p == '\n' ? std::string("\r\n") : std::string(1, *p);

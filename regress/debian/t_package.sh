@@ -266,6 +266,11 @@ for f in Provides Conflicts Replaces; do
 	check "$f: mail-transport-agent" sh -c "dpkg-deb -f '$deb' $f | grep -qx 'mail-transport-agent'"
 done
 check "Depends on adduser and the shared libraries" sh -c "dpkg-deb -f '$deb' Depends | grep -q 'adduser' && dpkg-deb -f '$deb' Depends | grep -q 'libc6'"
+# laimd loads these two with dlopen (handler/builtin/curl_loader.h,
+# handler/api/gmime.h): shlibs does not see them in laimd.
+for lib in libcurl4 libgmime-3.0-0; do
+	check "Depends on $lib" sh -c "dpkg-deb -f '$deb' Depends | grep -qE '(^|, )$lib( |,|\$)'"
+done
 
 say "lintian"
 lintian "$work"/laim_*.changes >"$work/lintian.log" 2>&1 || true
