@@ -417,16 +417,16 @@ void Intake::group_done()
 	for (Commit& c : syncing_) {
 		Txn& t = c.txn;
 		bool answer = c.channel == smtp_channel_;
-		if (!c.published) {
-			log_warnx("%s: commit failed: %s", t.env.id.c_str(), c.error.c_str());
-			limits_.release(t.limits);
-			if (answer)
-				reply(IMSG_H_COMMIT, c.session, BackendStatus::Error);
+		if (!c.published) {  // its file goes first, then the answer
 			try {
 				spool_.discard(t.env.id);
 			} catch (const std::exception& e) {
 				log_warnx("%s: %s", t.env.id.c_str(), e.what());
 			}
+			log_warnx("%s: commit failed: %s", t.env.id.c_str(), c.error.c_str());
+			limits_.release(t.limits);
+			if (answer)
+				reply(IMSG_H_COMMIT, c.session, BackendStatus::Error);
 			continue;
 		}
 		// Not durable when queue/ could not be synced: queued and so
