@@ -349,7 +349,8 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 				c->published = true;
 			}
 		} catch (const std::exception& e) {
-			log_warnx("%s: %s", c->txn.env.id.c_str(), e.what());
+			// Left pending in queue/: removed at the next start.
+			c->error += (c->error.empty() ? "" : "; ") + std::string(e.what());
 		}
 	}
 	return dir_error;
