@@ -30,7 +30,8 @@
 
 namespace laim {
 
-// fdatasync calls a group commit makes at once (Intake::sync_files).
+// Syncer threads of a group commit (Intake::run_together): with the
+// committer itself, the syncs a group runs at once.
 constexpr size_t SYNC_THREADS = 8;
 
 class Intake {

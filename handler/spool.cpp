@@ -1,6 +1,7 @@
-// The spool: one file per committed message, made durable in three steps
-// (fdatasync the file, rename it into queue/, fsync queue/) before the
-// smtp process may answer 250. See spool.h for the file format.
+// The spool: one file per committed message, sealed with its sum, renamed
+// into queue/ and made durable by one barrier (its fdatasync and an fsync
+// of queue/ at once) before the smtp process may answer 250. See spool.h
+// for the file format and what a file's mode says.
 #include "handler/spool.h"
 
 #include <dirent.h>
