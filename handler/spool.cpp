@@ -55,7 +55,17 @@ std::string read_boot_id()
 	return id.find_first_of(" \r\n") == std::string::npos ? id : "";
 }
 
-// CRC-32 (zlib's) of len bytes of fd from offset.
+// crc (zlib's CRC-32) carried over bytes, which may exceed the 4 GiB
+// one crc32() call takes.
+uLong crc_add(uLong crc, std::string_view bytes)
+{
+	for (size_t at = 0; at < bytes.size(); at += 1 << 30)
+		crc = crc32(crc, reinterpret_cast<const Bytef*>(bytes.data() + at),
+			    static_cast<uInt>(std::min<size_t>(bytes.size() - at, 1 << 30)));
+	return crc;
+}
+
+// CRC-32 of len bytes of fd from offset.
 uint32_t crc_of_range(int fd, off_t offset, uint64_t len, const std::string& what)
 {
 	uLong crc = crc32(0, nullptr, 0);
@@ -70,7 +80,7 @@ uint32_t crc_of_range(int fd, off_t offset, uint64_t len, const std::string& wha
 				continue;
 			throw_errno("read " + what);
 		}
-		crc = crc32(crc, reinterpret_cast<const Bytef*>(buf.get()), static_cast<uInt>(n));
+		crc = crc_add(crc, std::string_view(buf.get(), static_cast<size_t>(n)));
 		offset += n;
 		len -= static_cast<uint64_t>(n);
 	}
@@ -630,10 +640,7 @@ Spool::Recovered Spool::recover(const std::string& id, const SpoolMessage& m)
 		unpublish(id);
 		return Recovered::Removed;
 	}
-	uLong crc = crc32(0, nullptr, 0);
-	for (size_t at = 0; at < m.body_.size(); at += 1 << 30)  // crc32() takes at most 4 GiB
-		crc = crc32(crc, reinterpret_cast<const Bytef*>(m.body_.data() + at),
-			    static_cast<uInt>(std::min<size_t>(m.body_.size() - at, 1 << 30)));
+	uLong crc = crc_add(crc32(0, nullptr, 0), m.body_);
 	if (m.sum_ != sum_text(static_cast<uint32_t>(crc))) {
 		fail(id, "commit cut off by a stop of the system; the message is not whole (sum " + m.sum_ + ")");
 		return Recovered::Failed;

@@ -1197,9 +1197,10 @@ def _setgid_drop(gid):
 	"""The DESTDIR laim-drop, when there is one, root:gid 2755, as the
 	package's postinst makes it. Only what differs is changed: a chown
 	clears the setgid bit of a laim-drop another case may be running."""
-	path = "%s%s/laim-drop" % (os.environ.get("LAIM_DESTDIR", ""), os.environ.get("LAIM_PKGLIBEXECDIR", ""))
-	if "LAIM_DESTDIR" not in os.environ or not os.path.exists(path):
-		return
+	try:
+		path = drop_path()
+	except Fail:
+		return  # no DESTDIR install (a case run by hand without one)
 	st = os.stat(path)
 	if (st.st_uid, st.st_gid) != (0, gid):
 		os.chown(path, 0, gid)
