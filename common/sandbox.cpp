@@ -146,7 +146,7 @@ const char* const handler_allow[] = {
 	"openat", "open", "creat", "fstat", "newfstatat", "stat", "lstat", "statx", "fstatfs",
 	"statfs", "access", "faccessat", "faccessat2", "readlink", "readlinkat", "getdents64",
 	"mkdir", "mkdirat", "rmdir", "unlink", "unlinkat", "rename", "renameat", "renameat2",
-	"link", "linkat", "fsync", "fdatasync", "sync_file_range", "fallocate", "ftruncate",
+	"link", "linkat", "fsync", "fdatasync", "syncfs", "sync_file_range", "fallocate", "ftruncate",
 	"fchmod", "fchmodat", "umask", "getcwd", "chdir", "fchdir", "flock", "utimensat",
 	"sendfile", "copy_file_range", "memfd_create",
 	// handlers that talk to networks: lmtp, smarthost (OpenSSL), webhook

@@ -114,6 +114,7 @@ HandlerServer::HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp)
 	size_t n = spool_.clean_incoming();
 	if (n)
 		log_info("removed %zu incomplete messages from incoming/", n);
+	spool_.recover();
 	queue_.load_spool();
 	import_offline(true);
 }

@@ -300,47 +300,86 @@ void Intake::commit_pending()
 
 // The group commit (doc/architecture.md, "The spool"), on the committer
 // thread: each file is checked to hold exactly what smtp reported, sealed
-// with its sum, its writeback started and renamed into queue/; then one
-// barrier: every file's fdatasync and one fsync of queue/, all at once;
-// then each file whose sync returned is marked committed. Returns why the
-// fsync of queue/ failed, or "".
+// with its sum, renamed into queue/ and recorded in the journal (the
+// whole file, or only its id when too large, its file then synced on its
+// own); then one barrier: the journal's sync, with any large file's
+// fdatasync and an fsync of queue/, all at once; then each file whose
+// syncs returned is marked committed. Returns why the fsync of queue/
+// failed, or "".
 std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 {
+	Journal* journal = spool.journal();  // none: every file synced on its own
+	auto in_journal = [journal](const Txn& t) { return journal && t.created.header_len + t.size <= Journal::INLINE_MAX; };
+	size_t bytes = 0;
+	for (const Commit& c : group)
+		bytes += Journal::RECORD_HEAD + (in_journal(c.txn) ? c.txn.created.header_len + c.txn.size : 0);
+	if (spool.wants_checkpoint(bytes)) {
+		try {
+			spool.checkpoint();
+		} catch (const std::exception& e) {
+			log_warnx("checkpoint of the journal: %s", e.what());  // a full journal fails the group
+		}
+	}
 	std::vector<Commit*> files;
+	bool any_large = false;
+	std::string content;
 	for (Commit& c : group) {
 		c.error = check_size(c.txn);
 		if (!c.error.empty())
 			continue;
 		try {
-			spool.seal(c.txn.env.id, c.txn.file.get(), c.txn.created, c.txn.size);
-			sync_file_range(c.txn.file.get(), 0, 0, SYNC_FILE_RANGE_WRITE);  // a start: fdatasync reports
+			bool whole = in_journal(c.txn);
+			spool.seal(c.txn.env.id, c.txn.file.get(), c.txn.created, c.txn.size, whole ? &content : nullptr);
+			if (!whole)
+				sync_file_range(c.txn.file.get(), 0, 0, SYNC_FILE_RANGE_WRITE);  // a start: fdatasync reports
 			spool.publish(c.txn.env.id);
+			if (journal)
+				journal->add(whole ? Journal::Commit : Journal::Named, c.txn.env.id, whole ? content : "");
 			files.push_back(&c);
+			any_large |= !whole;
 		} catch (const std::exception& e) {
 			c.error = e.what();
 		}
 	}
 	if (files.empty())
 		return "";
-	std::string dir_error;
+	std::string journal_error, dir_error;
 	std::vector<std::function<void()>> syncs;
-	syncs.push_back([&spool, &dir_error] {
-		try {
-			spool.sync_queue_dir();
-		} catch (const std::exception& e) {
-			dir_error = e.what();
+	try {
+		if (journal) {
+			journal->write();
+			syncs.push_back([journal, &journal_error] {
+				try {
+					journal->sync();
+				} catch (const std::exception& e) {
+					journal_error = e.what();
+				}
+			});
 		}
-	});
-	for (Commit* c : files)
-		syncs.push_back([&spool, c] {
+	} catch (const std::exception& e) {
+		journal_error = e.what();
+	}
+	if (any_large)
+		syncs.push_back([&spool, &dir_error] {
 			try {
-				spool.sync_file(c->txn.file.get());
+				spool.sync_queue_dir();
 			} catch (const std::exception& e) {
-				c->error = e.what();
+				dir_error = e.what();
 			}
 		});
+	for (Commit* c : files)
+		if (!in_journal(c->txn))
+			syncs.push_back([&spool, c] {
+				try {
+					spool.sync_file(c->txn.file.get());
+				} catch (const std::exception& e) {
+					c->error = e.what();
+				}
+			});
 	run_together(syncs);
 	for (Commit* c : files) {
+		if (!journal_error.empty())
+			c->error += (c->error.empty() ? "" : "; ") + journal_error;
 		try {
 			if (!c->error.empty())
 				spool.unpublish(c->txn.env.id);  // never answered 250: it goes

@@ -119,34 +119,11 @@ void Queue::make_due(const std::string& id)
 	due_.push_back(id);
 }
 
-// A queue file whose commit was cut off (Spool::recover()) is queued
-// only when it may have been answered 250 and is whole; says so.
-bool Queue::recovered(const std::string& id, const SpoolMessage& m)
-{
-	switch (spool_.recover(id, m)) {
-	case Spool::Recovered::Committed:
-		return true;
-	case Spool::Recovered::Removed:
-		log_warnx("%s: commit cut off by laimd's end, before any 250: removed", id.c_str());
-		return false;
-	case Spool::Recovered::Kept:
-		log_warnx("%s: commit cut off by a stop of the system; the message is whole: queued", id.c_str());
-		return true;
-	case Spool::Recovered::Failed:
-		log_warnx("%s: commit cut off by a stop of the system; the message is not whole: moved to failed/",
-			  id.c_str());
-		return false;
-	}
-	return false;
-}
-
 void Queue::load_spool()
 {
 	for (const std::string& id : spool_.list_queue()) {
 		try {
 			SpoolMessage m = spool_.load(id);
-			if (!recovered(id, m))
-				continue;
 			add(m.envelope, m.body().size(), static_cast<double>(m.envelope.arrival));
 		} catch (const std::exception& e) {
 			log_warnx("%s: unusable queue file (%s): moved to failed/", id.c_str(), e.what());

@@ -96,7 +96,6 @@ class Queue {
 	const std::map<std::string, uint64_t>& stats() const { return stats_; }
 
  private:
-	bool recovered(const std::string& id, const SpoolMessage& m);
 	// A recipient of one instance that failed temporarily this round.
 	struct Deferral {
 		std::string instance, rcpt;

@@ -1,7 +1,7 @@
 // The spool: one file per committed message, sealed with its sum, renamed
-// into queue/ and made durable by one barrier (its fdatasync and an fsync
-// of queue/ at once) before the smtp process may answer 250. See spool.h
-// for the file format and what a file's mode says.
+// into queue/ and made durable by one barrier, the journal's sync, before
+// the smtp process may answer 250. See spool.h for the file format and
+// what a file's mode says, journal.h for the journal.
 #include "handler/spool.h"
 
 #include <dirent.h>
@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
@@ -40,19 +41,6 @@ constexpr mode_t MODE_PENDING = 0700, MODE_COMMITTED = 0600;
 [[noreturn]] void throw_errno(const std::string& what)
 {
 	throw std::system_error(errno, std::generic_category(), what);
-}
-
-// The kernel's id of this boot: a pending file from another boot was cut
-// off by a crash of the system, one from this boot by laim's own end.
-std::string read_boot_id()
-{
-	char buf[64] = {};
-	UniqueFd fd(::open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC));
-	ssize_t n = fd ? ::read(fd.get(), buf, sizeof buf - 1) : -1;
-	std::string id(buf, n > 0 ? static_cast<size_t>(n) : 0);
-	while (!id.empty() && id.back() == '\n')
-		id.pop_back();
-	return id.find_first_of(" \r\n") == std::string::npos ? id : "";
 }
 
 // crc (zlib's CRC-32) carried over bytes, which may exceed the 4 GiB
@@ -119,12 +107,10 @@ void check_value(const char* field, std::string_view value)
 
 // The envelope header of spool.h, blank line included; *sum_offset is
 // where the sum's digits go.
-std::string format_header(const Envelope& env, const std::string& boot, size_t* sum_offset)
+std::string format_header(const Envelope& env, size_t* sum_offset)
 {
 	std::string h;
 	h.append(MAGIC).append("\n");
-	if (!boot.empty())
-		h.append("boot ").append(boot).append("\n");
 	h.append("sum ");
 	*sum_offset = h.size();
 	h.append(SUM_PENDING).append("\n");
@@ -155,7 +141,7 @@ bool parse_int(std::string_view s, T& out)
 // Parses the envelope header at the start of `data` into env and returns
 // the offset of the message. Throws SpoolError("ID: what") on anything
 // create() would not have written.
-size_t parse_header(std::string_view data, const std::string& id, Envelope& env, std::string& boot, std::string& sum)
+size_t parse_header(std::string_view data, const std::string& id, Envelope& env, std::string& sum)
 {
 	auto bad = [&id](const std::string& what) -> SpoolError { return SpoolError(id + ": " + what); };
 	bool seen_id = false, seen_arrival = false, seen_sender = false, seen_uid = false,
@@ -186,9 +172,8 @@ size_t parse_header(std::string_view data, const std::string& id, Envelope& env,
 				throw bad("duplicate " + std::string(key));
 			seen = true;
 		};
-		if (key == "boot") {
+		if (key == "boot") {  // written by earlier laim
 			once(seen_boot);
-			boot = value;
 		} else if (key == "sum") {
 			once(seen_sum);
 			if (value.size() != SUM_PENDING.size())
@@ -308,12 +293,17 @@ SpoolMessage::~SpoolMessage()
 		::munmap(map_, map_len_);
 }
 
-Spool::Spool(std::string dir) : dir_(std::move(dir)), boot_id_(read_boot_id())
+Spool::Spool(std::string dir)
+	: dir_(std::move(dir)),
+	  queue_dirfd_(open_dir(AT_FDCWD, (dir_ + "/queue").c_str(), dir_ + "/queue"))
 {
-	std::string q = dir_ + "/queue";
-	queue_dirfd_ = UniqueFd(::open(q.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-	if (!queue_dirfd_)
-		throw_errno("open " + q);
+	try {
+		journal_ = std::make_unique<Journal>(dir_);
+	} catch (const std::exception& e) {
+		log_warnx("%s: no journal (%s): each commit syncs its own files and queue/, a slower way", dir_.c_str(),
+			  e.what());
+		::unlinkat(AT_FDCWD, (dir_ + "/journal").c_str(), 0);  // what it took of a full disk
+	}
 	load_free_files();
 }
 
@@ -422,7 +412,7 @@ UniqueFd Spool::create(const Envelope& env, Created* created)
 	if (!fd)
 		throw_errno("create " + p);
 	size_t sum_offset = 0;
-	std::string header = format_header(env, boot_id_, &sum_offset);
+	std::string header = format_header(env, &sum_offset);
 	if (created)
 		*created = {header.size(), recycled, sum_offset};
 	if (!write_all(fd.get(), header)) {
@@ -458,20 +448,35 @@ uint64_t Spool::store(const Envelope& env, std::initializer_list<std::string_vie
 		throw;
 	}
 	sync_queue_dir();
+	// Committed without the journal: its mode is synced too, else a stop
+	// could leave it pending with no record, for recover() to remove.
 	mark_committed(file.get());
+	if (::fsync(file.get()) < 0)
+		throw_errno("fsync " + path("queue", env.id));
 	return size;
 }
 
-// The sum is read through a descriptor of its own: the one smtp shares
+// The file is read through a descriptor of its own: the one smtp shares
 // is opened for writing only.
-void Spool::seal(const std::string& id, int fd, const Created& created, uint64_t size)
+void Spool::seal(const std::string& id, int fd, const Created& created, uint64_t size, std::string* content)
 {
 	check_id(id);
 	std::string p = path("incoming", id);
 	UniqueFd in(::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
 	if (!in)
 		throw_errno("open " + p);
-	std::string sum = sum_text(crc_of_range(in.get(), static_cast<off_t>(created.header_len), size, p));
+	std::string sum;
+	if (content) {
+		content->resize(created.header_len + size);
+		ssize_t n = ::pread(in.get(), content->data(), content->size(), 0);
+		if (n != static_cast<ssize_t>(content->size()))
+			throw_errno("read " + p);
+		sum = sum_text(static_cast<uint32_t>(
+			crc_add(crc32(0, nullptr, 0), std::string_view(*content).substr(created.header_len))));
+		content->replace(created.sum_offset, sum.size(), sum);
+	} else {
+		sum = sum_text(crc_of_range(in.get(), static_cast<off_t>(created.header_len), size, p));
+	}
 	if (::pwrite(fd, sum.data(), sum.size(), static_cast<off_t>(created.sum_offset)) != static_cast<ssize_t>(sum.size()))
 		throw_errno("write the sum of a spool file in " + dir_);
 }
@@ -512,14 +517,46 @@ void Spool::publish(const std::string& id)
 		log_warn("unlink %s", from.c_str());
 }
 
-void Spool::sync_queue_dir()
+// A barrier for free/: files removed before sync began are reusable
+// once it returned.
+template <typename F>
+void Spool::barrier(F sync)
 {
 	uint64_t seq = ++syncs_started_;
-	if (::fsync(queue_dirfd_.get()) < 0)
-		throw_errno("fsync " + dir_ + "/queue");
+	removed_since_barrier_ = 0;
+	sync();
 	uint64_t done = syncs_done_;
 	while (done < seq && !syncs_done_.compare_exchange_weak(done, seq)) {
 	}
+}
+
+void Spool::sync_queue_dir()
+{
+	barrier([this] {
+		if (::fsync(queue_dirfd_.get()) < 0)
+			throw_errno("fsync " + dir_ + "/queue");
+	});
+}
+
+// syncfs: one call for thousands of files, most of them long written back
+// by then; it flushes the rest of the file system's dirty data too, which
+// the kernel would write within seconds anyway.
+void Spool::checkpoint()
+{
+	barrier([this] {
+		if (::syncfs(queue_dirfd_.get()) < 0)
+			throw_errno("syncfs " + dir_);
+	});
+	if (journal_)
+		journal_->reset();
+}
+
+// Before a group of group_bytes of records: when the journal cannot hold
+// it, or when half of free/'s files wait for a barrier (each file made
+// new, for want of one to reuse, costs the file system an inode).
+bool Spool::wants_checkpoint(size_t group_bytes) const
+{
+	return (journal_ && !journal_->fits(group_bytes)) || removed_since_barrier_ >= MAX_FREE_FILES / 2;
 }
 
 void Spool::discard(const std::string& id)
@@ -625,38 +662,105 @@ SpoolMessage Spool::load(const std::string& id, const char* sub) const
 		msg.file_ = std::move(fd);
 		data = std::string_view(static_cast<const char*>(map), len);
 	}
-	size_t body = parse_header(data, id, msg.envelope, msg.boot_, msg.sum_);
-	msg.pending_ = (st.st_mode & 0777) == MODE_PENDING;
+	size_t body = parse_header(data, id, msg.envelope, msg.sum_);
 	msg.body_ = data.substr(body);
 	msg.body_offset_ = static_cast<off_t>(body);
 	return msg;
 }
 
-Spool::Recovered Spool::recover(const std::string& id, const SpoolMessage& m)
+// What a stop in the middle of commits left. When the journal was
+// written in this boot, laimd (or its handler process) ended, not the
+// system: the page cache holds every write, a pending file never got its
+// 250 and goes, and the files are the truth. After a stop of the system
+// the journal decides: a message it holds may have been answered 250,
+// and its file is kept when whole, else restored from the journal (or
+// failed, when too large to be in it); one it holds that is gone from
+// queue/, neither done nor failed, is restored (delivered twice at
+// worst, never lost); a pending file it does not hold goes.
+void Spool::recover()
 {
-	if (!m.pending_)
-		return Recovered::Committed;
-	if (!boot_id_.empty() && m.boot_ == boot_id_) {
-		unpublish(id);
-		return Recovered::Removed;
+	bool same_boot = journal_ && journal_->written_this_boot();
+	std::map<std::string, const Journal::Record*> held;
+	if (journal_ && !same_boot)
+		for (const Journal::Record& r : journal_->records()) {
+			if (r.kind == Journal::Done)
+				held.erase(r.id);
+			else
+				held[r.id] = &r;
+		}
+	for (const std::string& id : list_queue()) {
+		auto it = held.find(id);
+		recover_file(id, it == held.end() ? nullptr : it->second, same_boot);
+		if (it != held.end())
+			held.erase(it);
 	}
-	uLong crc = crc_add(crc32(0, nullptr, 0), m.body_);
-	if (m.sum_ != sum_text(static_cast<uint32_t>(crc))) {
-		fail(id, "commit cut off by a stop of the system; the message is not whole (sum " + m.sum_ + ")");
-		return Recovered::Failed;
+	for (const auto& [id, r] : held) {
+		struct stat st;
+		if (r->kind != Journal::Commit || ::lstat(path("failed", id).c_str(), &st) == 0)
+			continue;
+		restore(id, r->content);
+		log_warnx("%s: queue file missing after a stop of the system: restored from the journal", id.c_str());
 	}
-	if (::fchmodat(queue_dirfd_.get(), id.c_str(), MODE_COMMITTED, 0) < 0)
-		throw_errno("chmod " + path("queue", id));
-	return Recovered::Kept;
+	checkpoint();
+}
+
+// One file of queue/ at start, r its record in the journal if it counts.
+// Without a journal a pending file is judged as a large one.
+void Spool::recover_file(const std::string& id, const Journal::Record* r, bool same_boot)
+{
+	struct stat st;
+	if (::fstatat(queue_dirfd_.get(), id.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return;
+	bool pending = (st.st_mode & 0777) == MODE_PENDING;
+	if (!r && (journal_ || !pending)) {
+		if (pending) {
+			unpublish(id);
+			log_warnx(same_boot ? "%s: commit cut off by laimd's end, before any 250: removed"
+					    : "%s: commit cut off before the journal held it, so before any 250: removed",
+				  id.c_str());
+		}
+		return;
+	}
+	bool whole = false;
+	try {
+		SpoolMessage m = load(id);
+		whole = m.sum_ == sum_text(static_cast<uint32_t>(crc_add(crc32(0, nullptr, 0), m.body_)));
+	} catch (const SpoolError&) {
+	}
+	if (whole) {
+		if (pending && ::fchmodat(queue_dirfd_.get(), id.c_str(), MODE_COMMITTED, 0) < 0)
+			throw_errno("chmod " + path("queue", id));
+	} else if (r && r->kind == Journal::Commit) {
+		restore(id, r->content);
+		log_warnx("%s: queue file not whole after a stop of the system: restored from the journal", id.c_str());
+	} else {
+		fail(id, "committed, but its file is not whole after a stop of the system");
+		log_warnx("%s: queue file not whole after a stop of the system: moved to failed/", id.c_str());
+	}
+}
+
+// queue/ID from the journal's copy, written beside it and renamed over
+// it; recover()'s checkpoint makes it durable.
+void Spool::restore(const std::string& id, const std::string& content)
+{
+	check_id(id);
+	std::string p = path("incoming", id);
+	UniqueFd fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, MODE_COMMITTED));
+	if (!fd)
+		throw_errno("create " + p);
+	if (!write_all(fd.get(), content) || ::fchmod(fd.get(), MODE_COMMITTED) < 0)
+		throw_errno("write " + p);
+	if (::renameat(AT_FDCWD, p.c_str(), queue_dirfd_.get(), id.c_str()) < 0)
+		throw_errno("rename " + p + " to " + path("queue", id));
 }
 
 void Spool::remove(const std::string& id)
 {
 	check_id(id);
-	if (recycle(id))
-		return;
-	if (::unlinkat(queue_dirfd_.get(), id.c_str(), 0) < 0)
+	if (!recycle(id) && ::unlinkat(queue_dirfd_.get(), id.c_str(), 0) < 0)
 		throw_errno("unlink " + path("queue", id));
+	if (journal_)
+		journal_->note_done(id);
 }
 
 // queue/ID moves to free/ID, blocks and all, for take_free_file(). False
@@ -672,6 +776,7 @@ bool Spool::recycle(const std::string& id)
 	if (::renameat(queue_dirfd_.get(), id.c_str(), free_dirfd_.get(), id.c_str()) < 0)
 		return false;
 	free_.push_back({syncs_started_ + 1, id});
+	removed_since_barrier_++;
 	return true;
 }
 

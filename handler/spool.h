@@ -10,15 +10,17 @@
 // A spool file is an envelope header written by the handler process,
 // followed by the message exactly as the smtp process wrote it:
 //
-//   LAIM 1\n [boot BOOTID\n] sum CRC\n id ID\n arrival SECONDS\n sender ADDR\n
+//   LAIM 1\n sum CRC\n id ID\n arrival SECONDS\n sender ADDR\n
 //   rcpt ADDR\n ... [uid N\n] client ADDR\n helo NAME\n [auth USER\n]
 //   [instance NAME\n] \n MESSAGE...
 //
-// boot is the kernel's boot id when the file was made. sum is the CRC-32
-// of MESSAGE in 8 hex digits, written at the commit ("--------" before).
-// A queue file's mode says where its commit stands: 0700 from its
-// creation until the commit's syncs have all returned, 0600 after. Files
-// of laim before boot and sum have neither and are 0600.
+// sum is the CRC-32 of MESSAGE in 8 hex digits, written at the commit
+// ("--------" before). A queue file's mode says where its commit stands:
+// 0700 from its creation until the commit's syncs have all returned, 0600
+// after. Files of earlier laim may have a boot line (ignored) or no sum.
+//
+// SPOOL/journal (handler/journal.h) holds what the last commits made
+// durable, until a checkpoint has synced their files.
 //
 // auth is the user an SMTP AUTH authenticated, when there was one.
 // instance is set only on laim's own notices: the one handler instance
@@ -38,6 +40,7 @@
 
 #include "common/fd.h"
 #include "handler/api/handler.h"
+#include "handler/journal.h"
 
 namespace laim {
 
@@ -72,8 +75,7 @@ class SpoolMessage {
 	UniqueFd file_;
 	off_t body_offset_ = 0;
 	std::string_view body_;
-	bool pending_ = false;  // mode 0700: its commit did not finish
-	std::string boot_, sum_;
+	std::string sum_;
 };
 
 class Spool {
@@ -110,26 +112,35 @@ class Spool {
 
 	// The commit (doc/architecture.md, "The spool"). Step 1, per message:
 	// the CRC-32 of the size bytes after the header of incoming/ID into
-	// its sum, through fd.
-	void seal(const std::string& id, int fd, const Created& created, uint64_t size);
+	// its sum, through fd; with content, the whole file, sum included,
+	// into *content too.
+	void seal(const std::string& id, int fd, const Created& created, uint64_t size,
+		  std::string* content = nullptr);
 	// Step 2, per message: move incoming/ID to queue/ID (never replacing
 	// an existing file). Throws std::system_error.
 	void publish(const std::string& id);
-	// Step 3, all at once for a group: each file's fdatasync and one fsync
-	// of queue/. Any thread may call them.
+	// Step 3, all at once for a group: the journal's write and sync and,
+	// for a message too large for it, its file's fdatasync and an fsync of
+	// queue/. Any thread may call them.
+	Journal* journal() { return journal_.get(); }  // none when it could not be made
 	void sync_file(int fd);
 	void sync_queue_dir();
-	// Step 4, once both syncs returned: the file's mode says committed.
+	// Step 4, once the syncs returned: the file's mode says committed.
 	void mark_committed(int fd);
 	// A published message whose sync failed: queue/ID goes.
 	void unpublish(const std::string& id);
+	// Every file the journal stands for is made durable on its own (a
+	// syncfs of the spool's file system), and the journal emptied. On the
+	// committer, between groups: when the journal is full, or when free/
+	// waits for a barrier; and at start.
+	void checkpoint();
+	bool wants_checkpoint(size_t group_bytes) const;
 
-	// At start, for a queue file load() found pending (its commit cut off):
-	// from this boot, laim stopped before the 250, so it is removed; from
-	// another, the system stopped, maybe after the 250, so it is kept when
-	// its sum matches and goes to failed/ when not.
-	enum class Recovered { Committed, Removed, Kept, Failed };
-	Recovered recover(const std::string& id, const SpoolMessage& m);
+	// At start, before the queue loads: a pending file that cannot have
+	// had its 250 is removed; after a stop of the system, each message the
+	// journal holds is made whole in queue/ (restored from the journal
+	// when torn or lost). Then a checkpoint. Logs what it changed.
+	void recover();
 
 	// Removes incoming/ID (aborted transaction); no error if missing.
 	void discard(const std::string& id);
@@ -153,21 +164,27 @@ class Spool {
 	UniqueFd take_free_file(const std::string& to);
 	bool recycle(const std::string& id);
 
+	void recover_file(const std::string& id, const Journal::Record* r, bool same_boot);
+	void restore(const std::string& id, const std::string& content);
+	template <typename F>
+	void barrier(F sync);
+
 	std::string dir_;
-	std::string boot_id_;  // the kernel's, "" when unreadable
 	UniqueFd queue_dirfd_;
+	std::unique_ptr<Journal> journal_;
 	// Recycling saves the file system an inode and its blocks' allocation
 	// and release per message (doc/architecture.md, "The spool"). A file
-	// in free/ is reused only once an fsync of queue/ begun after its
-	// removal has returned: until then a crash could bring back its old
+	// in free/ is reused only once a barrier (an fsync of queue/ or a
+	// checkpoint) begun after its removal has returned: until then a crash could bring back its old
 	// name in queue/, by then holding another message.
 	struct FreeFile {
-		uint64_t ready_after;  // sync_queue_dir() calls that must have returned
+		uint64_t ready_after;  // barriers that must have returned
 		std::string name;
 	};
 	UniqueFd free_dirfd_;          // none: no free/, no recycling
 	std::deque<FreeFile> free_;    // oldest first; the main thread's
 	std::atomic<uint64_t> syncs_started_{0}, syncs_done_{0};
+	std::atomic<size_t> removed_since_barrier_{0};  // moved to free/ since a barrier began
 };
 
 }  // namespace laim

@@ -1,11 +1,12 @@
 # The commit's own system calls failing: strace attaches to the running
 # handler process and makes every call of one kind fail, as a full or
 # failing disk would:
-#   - fdatasync of the spool file (ENOSPC) and its rename into queue/
-#     (ENOSPC): the end of data gets 451 4.3.0, the message is neither in
-#     incoming/ nor in queue/, and nothing is ever delivered;
-#   - the fsync of queue/ (EIO): 451 4.3.0 as well, but the file is in
-#     queue/ already, so it is delivered (at least once, as
+#   - fdatasync of the journal (ENOSPC) and the spool file's rename into
+#     queue/ (ENOSPC): the end of data gets 451 4.3.0, the message is
+#     neither in incoming/ nor in queue/, and nothing is ever delivered;
+#   - the fsync of queue/ (EIO), which only a message too large for the
+#     journal needs: 451 4.3.0 as well, but the file is in queue/
+#     already, so it is delivered (at least once, as
 #     doc/architecture.md says), byte for byte.
 # Then strace detaches (the disk is back) and the same daemon takes and
 # delivers the next message byte for byte. t_enospc covers a full file
@@ -17,10 +18,11 @@ import subprocess
 from harness import *
 
 SCENARIOS = [
-	# (system call, errno injected, whether the refused message is queued anyway)
-	("fdatasync", "ENOSPC", False),
-	("renameat2", "ENOSPC", False),
-	("fsync", "EIO", True),
+	# (system call, errno injected, whether the refused message is queued
+	# anyway, its size: 30000 goes through the journal, 100000 not)
+	("fdatasync", "ENOSPC", False, 30000),
+	("renameat2", "ENOSPC", False, 30000),
+	("fsync", "EIO", True, 100000),
 ]
 ERRNO_TEXT = {"ENOSPC": "No space left on device", "EIO": "Input/output error"}
 
@@ -56,11 +58,11 @@ def refused_commit(d, msg):
 		c.cmd("QUIT", 221)
 
 
-def scenario(syscall, err, queued_anyway):
+def scenario(syscall, err, queued_anyway, size):
 	d = Laimd(name="t_commit_fault_" + syscall)
 	d.start()
 	tracer = attach_failing(d, syscall, err)
-	refused = varied_message("refused while %s fails" % syscall)
+	refused = varied_message("refused while %s fails" % syscall, size)
 	try:
 		refused_commit(d, refused)
 		if syscall == "fsync":

@@ -2,15 +2,15 @@
 # strace -f -y, and for every queue id a client got a 250 for, the trace
 # must show, in this order (doc/architecture.md, "The spool"): the
 # write of the message's sum into its file in incoming/, the rename of
-# that file into queue/, begun after that write returned; then, both
-# begun after the rename returned (on any thread of the handler process:
-# a group's syncs run at once), the fdatasync of the file and an fsync
-# of queue/; after both returned, the file's chmod to 0600 (committed);
-# and after that, the write of "250 2.0.0 Ok: queued as ID" to the client
-# (by the chrooted smtp process, whose socket strace cannot name).
-# Removing either sync from the commit (or answering before it) fails
-# this case; the other cases cannot see it, since a lost sync only shows
-# at a power cut.
+# that file into queue/, begun after that write returned; a write to the
+# journal, begun after the rename returned, holding the message's record
+# (kind C, its id, the file with that same sum); an fdatasync of the
+# journal begun after that write returned; after it returned, the file's
+# chmod to 0600 (committed); and after that, the write of "250 2.0.0 Ok:
+# queued as ID" to the client (by the chrooted smtp process, whose socket
+# strace cannot name). Leaving the record out, or the journal's sync, or
+# answering before it, fails this case; the other cases cannot see it,
+# since a lost sync only shows at a power cut.
 #
 # The strace trace shows causality: a traced thread is stopped at each
 # syscall's entry and exit until strace has recorded it, and the 250
@@ -18,6 +18,7 @@
 # smtp process. Needs strace (bootstrap's PEERS); without it the case fails.
 import sys
 sys.dont_write_bytecode = True
+import collections
 from harness import *
 
 SYSCALLS = "pwrite64,fdatasync,fsync,fchmod,renameat2,linkat,write,writev,sendto,sendmsg"
@@ -53,46 +54,50 @@ def syscalls(trace):
 
 
 def commit_events(calls, spool):
-	"""Per queue id: its sum's write, its rename, its fdatasync, its chmod
-	to 0600 (the first of each, as (start, end) trace line indexes) and
-	its 250's start;
-	and every successful fsync of queue/ (start, end)."""
+	"""Per queue id: its sum (the digits and the write's (start, end)
+	trace line indexes), its rename, the journal write holding its
+	record, its chmod to 0600 (the first of each) and its 250's start;
+	and every successful fdatasync of the journal (start, end)."""
 	incoming, queue = re.escape(spool + "/incoming/"), re.escape(spool + "/queue/")
-	ev = {k: {} for k in ("sum", "rename", "sync", "chmod", "answer")}
-	dir_syncs = []
+	journal = re.escape(spool + "/journal")
+	ev = {k: {} for k in ("sum", "rename", "record", "chmod", "answer")}
+	journal_syncs = []
 	for tid, name, text, start, end in calls:
-		ok = re.search(r"\) += (?:0|8)(?: \(DELAYED\))?$", text)
+		ok = re.search(r"\) += (?:0|\d+)(?: \(DELAYED\))?$", text)
 		fd_in = lambda d: re.match(r"\d+<%s(%s)>" % (d, QID_RE), text)
-		if name == "pwrite64" and ok and fd_in(incoming) and re.search(r', "[0-9a-f]{8}", 8, ', text):
-			ev["sum"].setdefault(fd_in(incoming).group(1), (start, end))
+		if name == "pwrite64" and ok and fd_in(incoming):
+			m = re.search(r', "([0-9a-f]{8})", 8, ', text)
+			if m:
+				ev["sum"].setdefault(fd_in(incoming).group(1), (m.group(1), start, end))
+		elif name == "pwrite64" and ok and re.match(r"\d+<%s>" % journal, text):
+			for qid, body in re.findall(r"C(%s)\\0.*?sum ([0-9a-f]{8})\\nid \1\\n" % QID_RE, text):
+				ev["record"].setdefault(qid, (body, start, end))
 		elif name in ("renameat2", "linkat") and ok:
 			m = re.match(r'AT_FDCWD(?:<[^>]*>)?, "%s(%s)", \d+<%s/queue>, "\1"' % (incoming, QID_RE, re.escape(spool)), text)
 			if m:
 				ev["rename"][m.group(1)] = (start, end)
-		elif name == "fdatasync" and ok and fd_in(queue):
-			ev["sync"].setdefault(fd_in(queue).group(1), (start, end))
 		elif name == "fchmod" and ok and fd_in(queue) and ", 0600)" in text:
 			ev["chmod"].setdefault(fd_in(queue).group(1), (start, end))
-		elif name == "fsync" and ok and re.match(r"\d+<%s/queue>\)" % re.escape(spool), text):
-			dir_syncs.append((start, end))
+		elif name == "fdatasync" and ok and re.match(r"\d+<%s>\)" % journal, text):
+			journal_syncs.append((start, end))
 		elif name in ("write", "writev", "sendto", "sendmsg"):
 			for qid in QUEUED_RE.findall(text):
 				ev["answer"].setdefault(qid, start)
-	return ev, dir_syncs
+	return ev, journal_syncs
 
 
-def check_commit(qid, ev, dir_syncs):
-	for step in ("sum", "rename", "sync", "chmod", "answer"):
+def check_commit(qid, ev, journal_syncs):
+	for step in ("sum", "rename", "record", "chmod", "answer"):
 		check(qid in ev[step], "%s: no %s in the trace" % (qid, step))
-	summed, renamed, synced, chmodded = (ev[k][qid] for k in ("sum", "rename", "sync", "chmod"))
+	(sum_digits, *summed), renamed, (record_sum, *recorded), chmodded = (ev[k][qid] for k in ("sum", "rename", "record", "chmod"))
 	answered = ev["answer"][qid]
 	check(summed[1] < renamed[0], "%s: renamed into queue/ before its sum was written" % qid)
-	check(renamed[1] < synced[0], "%s: its fdatasync began before its rename returned" % qid)
-	check(synced[1] < chmodded[0], "%s: marked committed before its fdatasync returned" % qid)
-	covering = [s for s in dir_syncs if renamed[1] < s[0] and s[1] < chmodded[0]]
-	check(covering, "%s: no fsync of queue/ begun after its rename returned and returned before its chmod "
-	      "(rename at trace line %d, chmod at line %d, fsyncs of queue/ at %r)" %
-	      (qid, renamed[1] + 1, chmodded[0] + 1, [(s[0] + 1, s[1] + 1) for s in dir_syncs]))
+	check_eq(record_sum, sum_digits, "%s: the sum in its journal record" % qid)
+	check(renamed[1] < recorded[0], "%s: its journal record was written before its rename returned" % qid)
+	covering = [s for s in journal_syncs if recorded[1] < s[0] and s[1] < chmodded[0]]
+	check(covering, "%s: no fdatasync of the journal begun after its record was written and returned before "
+	      "its chmod (record at trace line %d, chmod at line %d, fdatasyncs of the journal at %r)" %
+	      (qid, recorded[1] + 1, chmodded[0] + 1, [(s[0] + 1, s[1] + 1) for s in journal_syncs]))
 	check(chmodded[1] < answered, "%s: its 250 went out before it was marked committed" % qid)
 
 
@@ -121,29 +126,25 @@ def send_together(d, n):
 	return ids
 
 
-def group_sizes(renamed, dir_syncs):
-	"""How many renames each fsync of queue/ covered (those returned after
-	the previous fsync of queue/ began and before this one began)."""
-	sizes, floor = [], -1
-	for start, end in sorted(dir_syncs):
-		sizes.append(sum(1 for r in renamed.values() if floor < r[1] < start))
-		floor = start
-	return sizes
+def group_sizes(records):
+	"""How many records each write to the journal held."""
+	writes = collections.Counter(start for _, start, _ in records.values())
+	return [writes[k] for k in sorted(writes)]
 
 
 def main():
 	d = Laimd()
 	# A Maildir the handler cannot write: nothing is delivered, so no
-	# removal's fsync of queue/ can stand in for the commit's.
+	# checkpoint's syncfs can stand in for the commit's sync.
 	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
 	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
 	trace = os.path.join(d.dir, "strace.out")
 	# -D: strace runs as a grandchild, so d.proc stays laimd's parent.
 	# Every second fdatasync returns 0.2 s late: the ends of data that
 	# arrive meanwhile wait for the next group, so groups of several form,
-	# and within a group some files are synced long after others, so a
-	# chmod or a 250 that does not wait for its own sync shows.
-	d.wrap(runner="%s -D -f -y -s 256 -e trace=%s -e inject=fdatasync:delay_exit=200000:when=2+2 -o %s" %
+	# and a chmod or a 250 that does not wait for its sync shows. -s:
+	# each journal write whole.
+	d.wrap(runner="%s -D -f -y -s 65536 -e trace=%s -e inject=fdatasync:delay_exit=200000:when=2+2 -o %s" %
 	       (strace_path(), SYSCALLS, trace))
 	d.start(timeout=30)
 
@@ -154,12 +155,12 @@ def main():
 		check(os.path.exists(os.path.join(d.spool, "queue", qid)), "queue/%s after its 250" % qid)
 	check_eq(d.stop(), 0, "laimd's exit status after SIGTERM")  # strace ends with it
 
-	ev, dir_syncs = commit_events(syscalls(trace), os.path.realpath(d.spool))
+	ev, journal_syncs = commit_events(syscalls(trace), os.path.realpath(d.spool))
 	for qid in ids:
-		check_commit(qid, ev, dir_syncs)
-	sizes = group_sizes(ev["rename"], dir_syncs)
-	check(max(sizes) >= 2, "no group commit of two or more messages (renames per fsync of queue/: %r)" % sizes)
-	print("%d messages: sum, rename, fdatasync and fsync of queue/, chmod, then the 250; renames per fsync of queue/: %r" % (len(ids), sizes))
+		check_commit(qid, ev, journal_syncs)
+	sizes = group_sizes(ev["record"])
+	check(max(sizes) >= 2, "no group commit of two or more messages (records per journal write: %r)" % sizes)
+	print("%d messages: sum, rename, journal record, its fdatasync, chmod, then the 250; records per journal write: %r" % (len(ids), sizes))
 
 
 run(main)

@@ -92,33 +92,49 @@ void write_body(int fd, std::string_view body)
 	ck_assert_int_eq(write(fd, body.data(), body.size()), (ssize_t)body.size());
 }
 
-// The commit's steps, as the handler process takes them before 250;
-// without the last one, the commit is cut off.
-void commit(Spool& spool, const Envelope& env, std::string_view body, bool finish = true)
+// How far a commit got before it was cut off.
+enum class Until { Published, Journaled, Finished };
+
+// The commit's steps, as the handler process takes them before 250 for a
+// small message (kind Commit: the file in the journal) or a large one
+// (Named: its own syncs).
+void commit(Spool& spool, const Envelope& env, std::string_view body, Until until = Until::Finished,
+	    Journal::Kind kind = Journal::Commit)
 {
 	Spool::Created created;
 	UniqueFd fd = spool.create(env, &created);
 	write_body(fd.get(), body);
-	spool.seal(env.id, fd.get(), created, body.size());
+	std::string content;
+	spool.seal(env.id, fd.get(), created, body.size(), kind == Journal::Commit ? &content : nullptr);
 	spool.publish(env.id);
-	spool.sync_file(fd.get());
-	spool.sync_queue_dir();
-	if (finish)
+	if (until == Until::Published)
+		return;
+	spool.journal()->add(kind, env.id, content);
+	spool.journal()->write();
+	spool.journal()->sync();
+	if (kind == Journal::Named) {
+		spool.sync_file(fd.get());
+		spool.sync_queue_dir();
+	}
+	if (until == Until::Finished)
 		spool.mark_committed(fd.get());
 }
 
-std::string boot_id()
+// The journal as a stop of the system leaves it: written in another boot.
+void from_other_boot()
 {
-	std::string id = slurp("/proc/sys/kernel/random/boot_id");
-	ck_assert(!id.empty() && id.back() == '\n');
-	id.pop_back();
-	return id;
+	std::string path = g_spool + "/journal";
+	std::string data = slurp(path);
+	ck_assert_uint_eq(data.size(), Journal::SIZE);
+	ck_assert_int_ne(data[16], '\0');  // this boot's id is there
+	data.replace(16, Journal::BOOT_ID_MAX, std::string(Journal::BOOT_ID_MAX, '\0').replace(0, 5, "other"));
+	spit(path, data);
 }
 
 // The header's first lines as create() writes them, before the commit.
 std::string header_start(const std::string& id)
 {
-	return "LAIM 1\nboot " + boot_id() + "\nsum --------\nid " + id + "\n";
+	return "LAIM 1\nsum --------\nid " + id + "\n";
 }
 
 mode_t mode_of(const std::string& path)
@@ -610,7 +626,7 @@ START_TEST(test_recycle)
 	ck_assert_uint_ne(inode_of(g_spool + "/incoming/" + early.id), ino);
 	spool.discard(early.id);
 
-	spool.sync_queue_dir();
+	spool.checkpoint();
 	Envelope next = sample_env(spool.new_id());
 	fd = spool.create(next, &created);
 	ck_assert(created.recycled);
@@ -625,6 +641,22 @@ START_TEST(test_recycle)
 	commit(spool, big, std::string(Spool::RECYCLE_MAX_SIZE, 'B'));
 	spool.remove(big.id);
 	ck_assert(!exists(g_spool + "/free/" + big.id));
+
+	// Half of free/ waiting for a barrier asks for a checkpoint.
+	ck_assert(!spool.wants_checkpoint(0));
+	for (size_t i = 1; i < Spool::MAX_FREE_FILES / 2; i++) {
+		Envelope e = sample_env(spool.new_id());
+		commit(spool, e, "x");
+		spool.remove(e.id);
+	}
+	ck_assert(!spool.wants_checkpoint(0));
+	Envelope last = sample_env(spool.new_id());
+	commit(spool, last, "x");
+	spool.remove(last.id);
+	ck_assert(spool.wants_checkpoint(0));
+	spool.checkpoint();
+	ck_assert(!spool.wants_checkpoint(0));
+	ck_assert(spool.wants_checkpoint(Journal::SIZE));  // a group the journal cannot hold
 }
 END_TEST
 
@@ -653,47 +685,123 @@ START_TEST(test_recovery)
 }
 END_TEST
 
-// A commit cut off after its rename into queue/, before its syncs all
-// returned (the file is still 0700). From this boot: laim itself stopped,
-// no 250 went out, the file goes. From another boot (the system stopped,
-// perhaps after the 250): kept, committed, when its sum matches the
-// message; to failed/ when not. A finished commit is left alone.
-START_TEST(test_interrupted_commit)
+// What a start finds after a stop in the middle of commits, judged by
+// the journal (Spool::recover): a message it holds is kept when whole and
+// restored from it when torn or lost; a pending file it does not hold is
+// removed; a removal it holds, or a file in failed/, is not undone; a
+// large message (id only) that is not whole goes to failed/. After the
+// checkpoint the journal is empty, its old records stale.
+START_TEST(test_journal_recovery)
 {
-	Spool spool(g_spool);
-	Envelope done = sample_env(spool.new_id()), this_boot = sample_env(spool.new_id()),
-		 whole = sample_env(spool.new_id()), torn = sample_env(spool.new_id());
 	const std::string body = "Subject: cut off\r\n\r\nline\r\n";
-	commit(spool, done, body);
-	for (const Envelope* e : {&this_boot, &whole, &torn})
-		commit(spool, *e, body, false);
-	ck_assert_int_eq(mode_of(g_spool + "/queue/" + done.id), 0600);
-	ck_assert_int_eq(mode_of(g_spool + "/queue/" + this_boot.id), 0700);
-	// Another boot's files: the same length of id, another value.
-	for (const Envelope* e : {&whole, &torn}) {
-		std::string path = g_spool + "/queue/" + e->id;
-		std::string data = slurp(path);
-		size_t at = data.find(boot_id());
-		ck_assert_uint_ne(at, std::string::npos);
-		data.replace(at, 8, "00000000");
-		if (e == &torn)
+	Envelope done, cut, held, torn, lost, delivered, failed, large;
+	std::string torn_file;
+	{
+		Spool spool(g_spool);
+		for (Envelope* e : {&done, &cut, &held, &torn, &lost, &delivered, &failed, &large})
+			*e = sample_env(spool.new_id());
+		commit(spool, done, body);
+		commit(spool, cut, body, Until::Published);
+		commit(spool, held, body, Until::Journaled);
+		commit(spool, torn, body);
+		commit(spool, lost, body);
+		commit(spool, delivered, body);
+		commit(spool, failed, body);
+		commit(spool, large, body, Until::Journaled, Journal::Named);
+		ck_assert_int_eq(mode_of(g_spool + "/queue/" + done.id), 0600);
+		ck_assert_int_eq(mode_of(g_spool + "/queue/" + held.id), 0700);
+		torn_file = slurp(g_spool + "/queue/" + torn.id);
+		for (const Envelope* e : {&torn, &large}) {
+			std::string path = g_spool + "/queue/" + e->id;
+			std::string data = slurp(path);
 			data[data.size() - 3] = 'X';  // a block that never reached the disk
-		spit(path, data);
-		ck_assert_int_eq(chmod(path.c_str(), 0700), 0);
+			spit(path, data);
+		}
+		ck_assert_int_eq(unlink((g_spool + "/queue/" + lost.id).c_str()), 0);
+		spool.remove(delivered.id);
+		spool.fail(failed.id, "refused");
 	}
-	using R = Spool::Recovered;
-	ck_assert(spool.recover(done.id, spool.load(done.id)) == R::Committed);
-	ck_assert(spool.recover(this_boot.id, spool.load(this_boot.id)) == R::Removed);
-	ck_assert(!exists(g_spool + "/queue/" + this_boot.id));
-	ck_assert(spool.recover(whole.id, spool.load(whole.id)) == R::Kept);
-	ck_assert_int_eq(mode_of(g_spool + "/queue/" + whole.id), 0600);
-	ck_assert(spool.load(whole.id).body() == body);
-	ck_assert(spool.recover(torn.id, spool.load(torn.id)) == R::Failed);
-	ck_assert(!exists(g_spool + "/queue/" + torn.id));
-	ck_assert(exists(g_spool + "/failed/" + torn.id));
-	ck_assert_ptr_nonnull(strstr(slurp(g_spool + "/failed/" + torn.id + ".reason").c_str(), "not whole"));
+	from_other_boot();
+	Spool spool(g_spool);
+	ck_assert_uint_eq(spool.journal()->records().size(), 8);  // 7 commits and a removal
+	spool.recover();
+	for (const Envelope* e : {&done, &held, &torn, &lost}) {
+		std::string path = g_spool + "/queue/" + e->id;
+		ck_assert_msg(exists(path), "%s gone", e == &lost ? "lost" : e == &torn ? "torn" : "held");
+		ck_assert_int_eq(mode_of(path), 0600);
+		ck_assert(spool.load(e->id).body() == body);
+	}
+	ck_assert(slurp(g_spool + "/queue/" + torn.id) == torn_file);
+	for (const Envelope* e : {&cut, &delivered, &failed, &large})
+		ck_assert(!exists(g_spool + "/queue/" + e->id));
+	ck_assert(exists(g_spool + "/failed/" + failed.id));
+	ck_assert(exists(g_spool + "/failed/" + large.id));
+	ck_assert_ptr_nonnull(strstr(slurp(g_spool + "/failed/" + large.id + ".reason").c_str(), "not whole"));
+	ck_assert_uint_eq(count_entries(g_spool + "/incoming"), 0);
 	// A sealed file's sum is the CRC-32 of its message.
 	ck_assert_ptr_nonnull(strstr(slurp(g_spool + "/queue/" + done.id).c_str(), "\nsum b65348d3\n"));
+
+	ck_assert_uint_eq(spool.journal()->records().size(), 0);
+	Envelope next = sample_env(spool.new_id());
+	commit(spool, next, body);
+	from_other_boot();
+	Spool again(g_spool);
+	ck_assert_uint_eq(again.journal()->records().size(), 1);  // the older ones are stale
+	ck_assert_str_eq(again.journal()->records()[0].id.c_str(), next.id.c_str());
+}
+END_TEST
+
+// laimd ended, not the system (the journal is from this boot): the files
+// are the truth. A pending file goes even when the journal holds it (its
+// 250 never went out), and a file gone from queue/ stays gone.
+START_TEST(test_journal_same_boot)
+{
+	const std::string body = "Subject: same boot\r\n\r\nline\r\n";
+	Envelope done, held, gone;
+	{
+		Spool spool(g_spool);
+		for (Envelope* e : {&done, &held, &gone})
+			*e = sample_env(spool.new_id());
+		commit(spool, done, body);
+		commit(spool, held, body, Until::Journaled);
+		commit(spool, gone, body);
+		spool.unpublish(gone.id);  // as after a failed sync: its client got 451
+	}
+	Spool spool(g_spool);
+	ck_assert_uint_eq(spool.journal()->records().size(), 3);
+	ck_assert(spool.journal()->written_this_boot());
+	spool.recover();
+	ck_assert_int_eq(mode_of(g_spool + "/queue/" + done.id), 0600);
+	ck_assert(!exists(g_spool + "/queue/" + held.id));
+	ck_assert(!exists(g_spool + "/queue/" + gone.id));
+}
+END_TEST
+
+// A record cut short (its sum fails) ends the journal: the commit it was
+// for never returned, so its pending file goes.
+START_TEST(test_journal_torn_record)
+{
+	const std::string body = "Subject: torn\r\n\r\nline\r\n";
+	Envelope first, second;
+	{
+		Spool spool(g_spool);
+		first = sample_env(spool.new_id());
+		second = sample_env(spool.new_id());
+		commit(spool, first, body, Until::Journaled);
+		commit(spool, second, body, Until::Journaled);
+	}
+	std::string journal = slurp(g_spool + "/journal");
+	ck_assert_uint_eq(journal.size(), Journal::SIZE);
+	size_t at = journal.find(second.id);
+	ck_assert_uint_ne(at, std::string::npos);
+	journal[at + Journal::RECORD_HEAD] ^= 1;  // a byte of its content
+	spit(g_spool + "/journal", journal);
+	from_other_boot();
+	Spool spool(g_spool);
+	ck_assert_uint_eq(spool.journal()->records().size(), 1);
+	spool.recover();
+	ck_assert_int_eq(mode_of(g_spool + "/queue/" + first.id), 0600);
+	ck_assert(!exists(g_spool + "/queue/" + second.id));
 }
 END_TEST
 
@@ -718,7 +826,9 @@ static Suite* spool_suite()
 	tcase_add_test(tc, test_remove);
 	tcase_add_test(tc, test_recycle);
 	tcase_add_test(tc, test_recovery);
-	tcase_add_test(tc, test_interrupted_commit);
+	tcase_add_test(tc, test_journal_recovery);
+	tcase_add_test(tc, test_journal_torn_record);
+	tcase_add_test(tc, test_journal_same_boot);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1,0 +1,209 @@
+// The commit journal: see journal.h for its format and
+// doc/architecture.md, "The spool", for its part in the commit.
+#include "handler/journal.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+
+#include <zlib.h>
+
+namespace laim {
+
+namespace {
+
+constexpr char FILE_MAGIC[8] = {'L', 'A', 'I', 'M', 'J', 'R', 'N', '1'};
+constexpr uint32_t RECORD_MAGIC = 0x4c4a5243;  // "CRJL" on disk
+constexpr size_t ID_LEN = 10;
+constexpr size_t CHUNK = 1 << 20;  // zeros written per call when making the file
+
+[[noreturn]] void throw_errno(const std::string& what)
+{
+	throw std::system_error(errno, std::generic_category(), what);
+}
+
+void pwrite_all(int fd, const char* data, size_t len, uint64_t off, const std::string& path)
+{
+	while (len > 0) {
+		ssize_t n = ::pwrite(fd, data, len, static_cast<off_t>(off));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			throw_errno("write " + path);
+		data += n;
+		len -= static_cast<size_t>(n);
+		off += static_cast<uint64_t>(n);
+	}
+}
+
+// The kernel's id of this boot ("" when unreadable).
+std::string read_boot_id()
+{
+	char buf[64] = {};
+	UniqueFd fd(::open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC));
+	ssize_t n = fd ? ::read(fd.get(), buf, sizeof buf - 1) : -1;
+	std::string id(buf, n > 0 ? static_cast<size_t>(n) : 0);
+	while (!id.empty() && id.back() == '\n')
+		id.pop_back();
+	return id.size() <= Journal::BOOT_ID_MAX ? id : "";
+}
+
+template <typename T>
+T get(const char* p)
+{
+	T v;
+	memcpy(&v, p, sizeof v);
+	return v;
+}
+
+template <typename T>
+void put(std::string& s, T v)
+{
+	s.append(reinterpret_cast<const char*>(&v), sizeof v);
+}
+
+}  // namespace
+
+// A journal of another size, or a new one, is written whole with zeros:
+// blocks allocated and written now are never metadata to a later append.
+Journal::Journal(const std::string& dir) : path_(dir + "/journal"), boot_id_(read_boot_id())
+{
+	fd_ = UniqueFd(::open(path_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+	if (!fd_)
+		throw_errno("open " + path_);
+	struct stat st;
+	if (::fstat(fd_.get(), &st) < 0)
+		throw_errno("fstat " + path_);
+	if (!S_ISREG(st.st_mode))
+		throw std::system_error(EINVAL, std::generic_category(), path_ + " is not a regular file");
+	if (static_cast<uint64_t>(st.st_size) == SIZE) {
+		read_records();
+		return;
+	}
+	std::string zeros(CHUNK, '\0');
+	if (::ftruncate(fd_.get(), 0) < 0)
+		throw_errno("truncate " + path_);
+	for (uint64_t off = 0; off < SIZE; off += CHUNK)
+		pwrite_all(fd_.get(), zeros.data(), CHUNK, off, path_);
+	reset();
+}
+
+// The records of the header's generation, up to the first that is torn,
+// stale or not a record.
+void Journal::read_records()
+{
+	char head[HEADER];
+	if (::pread(fd_.get(), head, HEADER, 0) != static_cast<ssize_t>(HEADER))
+		throw_errno("read " + path_);
+	if (memcmp(head, FILE_MAGIC, sizeof FILE_MAGIC) != 0) {
+		reset();  // never written whole: holds no commit
+		return;
+	}
+	generation_ = get<uint64_t>(head + 8);
+	std::string boot(head + 16, strnlen(head + 16, BOOT_ID_MAX));
+	written_this_boot_ = !boot_id_.empty() && boot == boot_id_;
+	std::string rec;
+	for (end_ = HEADER; end_ + RECORD_HEAD <= SIZE;) {
+		rec.resize(RECORD_HEAD);
+		if (::pread(fd_.get(), rec.data(), RECORD_HEAD, static_cast<off_t>(end_)) != static_cast<ssize_t>(RECORD_HEAD))
+			throw_errno("read " + path_);
+		uint32_t len = get<uint32_t>(rec.data() + 4);
+		if (get<uint32_t>(rec.data()) != RECORD_MAGIC || get<uint64_t>(rec.data() + 8) != generation_ ||
+		    len > SIZE - end_ - RECORD_HEAD)
+			break;
+		rec.resize(RECORD_HEAD + len);
+		if (::pread(fd_.get(), rec.data() + RECORD_HEAD, len, static_cast<off_t>(end_ + RECORD_HEAD)) !=
+		    static_cast<ssize_t>(len))
+			throw_errno("read " + path_);
+		uint32_t sum = get<uint32_t>(rec.data() + 28);
+		memset(rec.data() + 28, 0, 4);
+		if (sum != crc32(0, reinterpret_cast<const Bytef*>(rec.data()), static_cast<uInt>(rec.size())))
+			break;
+		Kind kind = static_cast<Kind>(rec[16]);
+		found_.push_back({kind, rec.substr(17, ID_LEN), kind == Commit ? rec.substr(RECORD_HEAD) : ""});
+		end_ += rec.size();
+	}
+}
+
+void Journal::append(std::string& to, Kind kind, std::string_view id, std::string_view content) const
+{
+	if (id.size() != ID_LEN || content.size() > SIZE)
+		throw std::invalid_argument("journal record for " + std::string(id) + ": bad id or size");
+	size_t start = to.size();
+	put<uint32_t>(to, RECORD_MAGIC);
+	put<uint32_t>(to, static_cast<uint32_t>(content.size()));
+	put<uint64_t>(to, generation_);
+	to += static_cast<char>(kind);
+	to += id;
+	to += '\0';
+	put<uint32_t>(to, 0);
+	to += content;
+	uint32_t sum = crc32(0, reinterpret_cast<const Bytef*>(to.data() + start), static_cast<uInt>(to.size() - start));
+	memcpy(to.data() + start + 28, &sum, sizeof sum);
+}
+
+// Written at once (not synced): the page cache keeps it across the end
+// of laimd, so only a stop of the system can bring the message back.
+void Journal::note_done(std::string_view id)
+{
+	std::string rec;
+	append(rec, Done, id, {});
+	std::lock_guard<std::mutex> lock(mutex_);
+	if (end_ + rec.size() > SIZE)
+		return;  // dropped: at worst delivered twice, after a stop of the system
+	pwrite_all(fd_.get(), rec.data(), rec.size(), end_, path_);
+	end_ += rec.size();
+}
+
+void Journal::add(Kind kind, std::string_view id, std::string_view content)
+{
+	append(batch_, kind, id, content);
+}
+
+bool Journal::fits(size_t extra) const
+{
+	std::lock_guard<std::mutex> lock(mutex_);
+	return end_ + batch_.size() + extra + SLACK <= SIZE;
+}
+
+// A batch that does not fit is refused whole: the caller checkpoints
+// first (fits()), so this is a bound, not a path. Records are written
+// under the lock and end_ moves only past what was written, so no record
+// ever follows a gap (which would end the journal before it).
+void Journal::write()
+{
+	std::string batch = std::move(batch_);
+	batch_.clear();
+	if (batch.empty())
+		return;
+	std::lock_guard<std::mutex> lock(mutex_);
+	if (end_ + batch.size() > SIZE)
+		throw std::system_error(ENOSPC, std::generic_category(), "write " + path_ + ": journal full");
+	pwrite_all(fd_.get(), batch.data(), batch.size(), end_, path_);
+	end_ += batch.size();
+}
+
+void Journal::sync()
+{
+	if (::fdatasync(fd_.get()) < 0)
+		throw_errno("fdatasync " + path_);
+}
+
+void Journal::reset()
+{
+	std::string head(FILE_MAGIC, sizeof FILE_MAGIC);
+	put<uint64_t>(head, ++generation_);
+	head += boot_id_;
+	head.resize(HEADER, '\0');
+	std::lock_guard<std::mutex> lock(mutex_);
+	pwrite_all(fd_.get(), head.data(), head.size(), 0, path_);
+	sync();
+	end_ = HEADER;
+	found_.clear();
+}
+
+}  // namespace laim

@@ -1,0 +1,90 @@
+// The commit journal (doc/architecture.md, "The spool"): SPOOL/journal, a
+// file of fixed size whose blocks were written once when it was made, so
+// that appending to it and its fdatasync change no metadata and cost the
+// file system no journal commit of its own: one write and one cache flush
+// make a whole group of messages durable.
+//
+// After a 64-byte header (magic, u64 generation, the kernel's boot id when
+// the journal was last emptied, at the latest at laimd's start), records
+// follow each other:
+//
+//   u32 magic | u32 length | u64 generation | char kind | char id[10] |
+//   char 0 | u32 CRC-32 of the record with this field 0 | length bytes
+//
+// kind 'C': a committed message, its queue file's bytes inline; 'N': a
+// committed message too large to be inline, its file synced on its own;
+// 'D': a message delivered and removed. A record counts only when its
+// generation is the header's and its sum holds, and the first one that
+// does not ends the journal. A checkpoint (Spool::checkpoint: every file
+// the records stand for is synced) empties it by raising the generation.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/fd.h"
+
+namespace laim {
+
+class Journal {
+ public:
+	static constexpr uint64_t SIZE = 8 << 20;  // bytes, header included
+	static constexpr size_t HEADER = 64, RECORD_HEAD = 32, BOOT_ID_MAX = HEADER - 16;
+	// A queue file larger than this is not copied into its record: it is
+	// synced on its own (the copy would double a large message's writes).
+	static constexpr size_t INLINE_MAX = 64 * 1024;
+
+	enum Kind : char { Commit = 'C', Named = 'N', Done = 'D' };
+	struct Record {
+		Kind kind;
+		std::string id;
+		std::string content;  // a Commit's queue file
+	};
+
+	// Opens dir/journal, made (its SIZE bytes written and synced) when
+	// missing or of another size, and reads its records. Throws
+	// std::system_error.
+	explicit Journal(const std::string& dir);
+
+	// The records found at open, until reset().
+	const std::vector<Record>& records() const { return found_; }
+	// Whether they were written in this boot: then laimd ended, not the
+	// system, and the page cache still holds every write.
+	bool written_this_boot() const { return written_this_boot_; }
+
+	// Any thread: a removed message's record, written at once.
+	void note_done(std::string_view id);
+	// The committer: adds a record to the batch.
+	void add(Kind kind, std::string_view id, std::string_view content = {});
+	// Whether the batch, with extra more bytes of records, still fits.
+	bool fits(size_t extra = 0) const;
+	// Writes the batch after the last record (one pwrite), then
+	// sync() makes it durable. Both throw std::system_error.
+	void write();
+	void sync();
+	// Empties the journal: a new generation, in the header, synced.
+	void reset();
+
+ private:
+	void read_records();
+	void append(std::string& to, Kind kind, std::string_view id, std::string_view content) const;
+
+	std::string path_;
+	std::string boot_id_;  // this boot's
+	bool written_this_boot_ = false;
+	UniqueFd fd_;
+	uint64_t generation_ = 0;
+	uint64_t end_ = HEADER;      // where the next record goes; under mutex_
+	// Room kept for removals' records between two groups; past it they
+	// are dropped, and the next group checkpoints first.
+	static constexpr size_t SLACK = 64 * 1024;
+
+	std::vector<Record> found_;
+	std::string batch_;          // the committer's
+	mutable std::mutex mutex_;   // end_ and writes to the file
+};
+
+}  // namespace laim
