@@ -701,7 +701,11 @@ void Spool::recover()
 		restore(id, r->content);
 		log_warnx("%s: queue file missing after a stop of the system: restored from the journal", id.c_str());
 	}
-	checkpoint();
+	try {
+		checkpoint();
+	} catch (const std::exception& e) {
+		log_warnx("checkpoint of the journal at start: %s", e.what());  // its records stay, judged again
+	}
 }
 
 // One file of queue/ at start, r its record in the journal if it counts.

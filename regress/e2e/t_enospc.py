@@ -7,7 +7,10 @@
 #   - no space left while the maildir handler writes: the message stays in
 #     queue/ (deferred), no half-written copy reaches new/ or stays in tmp/;
 # and once space is back the daemon takes and delivers each message byte
-# for byte as sent, the deferred one included.
+# for byte as sent, the deferred one included. Twice: with a spool of 12
+# MiB, which holds the commit journal (8 MiB, made at the first start),
+# and with one of 2 MiB, which does not: laimd says so and commits each
+# file with syncs of its own.
 import sys
 sys.dont_write_bytecode = True
 import errno
@@ -102,11 +105,14 @@ def maildir_full(d, sent):
 	d.wait_removed(qid, 15)
 
 
-def main():
-	d = Laimd()
+JOURNAL_SIZE = 8 * 1024 * 1024
+
+
+def full_disks(spool_size):
+	d = Laimd(name="t_enospc_%d" % spool_size)
 	mounts = []
 	try:
-		mount_tmpfs(os.path.join(d.dir, "spoolfs"), mounts, 2 * 1024 * 1024, 200)
+		mount_tmpfs(os.path.join(d.dir, "spoolfs"), mounts, spool_size, 200)
 		mount_tmpfs(os.path.join(d.dir, "mailfs"), mounts, 1024 * 1024, 200)
 		d.spool = d.config["spool"] = os.path.join(d.dir, "spoolfs", "spool")
 		d.maildir = os.path.join(d.dir, "mailfs", "Maildir")
@@ -114,6 +120,13 @@ def main():
 			d.make_user_dir(os.path.join(d.maildir, sub))
 		d.config["handlers"] = {"inbox": {"type": "maildir", "path": d.maildir}}
 		d.start()
+		journal = os.path.join(d.spool, "journal")
+		if spool_size > JOURNAL_SIZE:
+			check_eq(os.path.getsize(journal), JOURNAL_SIZE, "size of the journal")
+		else:
+			d.wait_log(r"%s: no journal \(write %s: No space left on device\): each commit syncs its own files "
+				   r"and queue/, a slower way$" % (re.escape(d.spool), re.escape(journal)), since=0)
+			check(not os.path.exists(journal), "a journal left on the full spool")
 		sent = {}
 		spool_full(d, sent)
 		maildir_full(d, sent)
@@ -125,6 +138,11 @@ def main():
 	finally:
 		for m in reversed(mounts):
 			subprocess.run(["umount", "-l", m])
+
+
+def main():
+	full_disks(12 * 1024 * 1024)
+	full_disks(2 * 1024 * 1024)
 
 
 run(main)
