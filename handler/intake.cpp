@@ -299,13 +299,10 @@ void Intake::commit_pending()
 }
 
 // The group commit (doc/architecture.md, "The spool"), on the committer
-// thread: each file is checked to hold exactly what smtp reported, sealed
-// with its sum, renamed into queue/ and recorded in the journal (the
-// whole file, or only its id when too large, its file then synced on its
-// own); then one barrier: the journal's sync, with any large file's
-// fdatasync and an fsync of queue/, all at once; then each file whose
-// syncs returned is marked committed. Returns why the fsync of queue/
-// failed, or "".
+// thread: each file is staged (stage()); then one barrier: the journal's
+// sync, with any large file's fdatasync and an fsync of queue/, all at
+// once; then each file whose syncs returned is marked committed. Returns
+// why the fsync of queue/ failed, or "".
 std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 {
 	Journal* journal = spool.journal();  // none: every file synced on its own
@@ -321,61 +318,36 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 		}
 	}
 	std::vector<Commit*> files;
-	bool any_large = false;
 	std::string content;
-	for (Commit& c : group) {
-		c.error = check_size(c.txn);
-		if (!c.error.empty())
-			continue;
-		try {
-			bool whole = in_journal(c.txn);
-			spool.seal(c.txn.env.id, c.txn.file.get(), c.txn.created, c.txn.size, whole ? &content : nullptr);
-			if (!whole)
-				sync_file_range(c.txn.file.get(), 0, 0, SYNC_FILE_RANGE_WRITE);  // a start: fdatasync reports
-			spool.publish(c.txn.env.id);
-			if (journal)
-				journal->add(whole ? Journal::Commit : Journal::Named, c.txn.env.id, whole ? content : "");
+	for (Commit& c : group)
+		if (stage(spool, c, in_journal(c.txn), content))
 			files.push_back(&c);
-			any_large |= !whole;
-		} catch (const std::exception& e) {
-			c.error = e.what();
-		}
-	}
 	if (files.empty())
 		return "";
 	std::string journal_error, dir_error;
-	std::vector<std::function<void()>> syncs;
-	try {
-		if (journal) {
-			journal->write();
-			syncs.push_back([journal, &journal_error] {
-				try {
-					journal->sync();
-				} catch (const std::exception& e) {
-					journal_error = e.what();
-				}
-			});
-		}
-	} catch (const std::exception& e) {
-		journal_error = e.what();
-	}
-	if (any_large)
-		syncs.push_back([&spool, &dir_error] {
+	auto catching = [](std::string& error, auto call) {
+		return [&error, call] {
 			try {
-				spool.sync_queue_dir();
+				call();
 			} catch (const std::exception& e) {
-				dir_error = e.what();
+				error = e.what();
 			}
-		});
+		};
+	};
+	std::vector<std::function<void()>> syncs;
+	if (journal) {
+		catching(journal_error, [journal] { journal->write(); })();
+		if (journal_error.empty())
+			syncs.push_back(catching(journal_error, [journal] { journal->sync(); }));
+	}
+	bool large = false;  // a file synced on its own: its name in queue/ too
 	for (Commit* c : files)
-		if (!in_journal(c->txn))
-			syncs.push_back([&spool, c] {
-				try {
-					spool.sync_file(c->txn.file.get());
-				} catch (const std::exception& e) {
-					c->error = e.what();
-				}
-			});
+		if (!in_journal(c->txn)) {
+			syncs.push_back(catching(c->error, [&spool, c] { spool.sync_file(c->txn.file.get()); }));
+			large = true;
+		}
+	if (large)
+		syncs.push_back(catching(dir_error, [&spool] { spool.sync_queue_dir(); }));
 	run_together(syncs);
 	for (Commit* c : files) {
 		if (!journal_error.empty())
@@ -393,6 +365,29 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 		}
 	}
 	return dir_error;
+}
+
+// One file of a group, before the barrier: checked to hold exactly what
+// smtp reported, sealed with its sum, renamed into queue/ and recorded in
+// the journal: whole when in_journal, else by its id only, its writeback
+// started for its own fdatasync. False, c.error set, when it failed.
+bool Intake::stage(Spool& spool, Commit& c, bool in_journal, std::string& content)
+{
+	c.error = check_size(c.txn);
+	if (!c.error.empty())
+		return false;
+	try {
+		spool.seal(c.txn.env.id, c.txn.file.get(), c.txn.created, c.txn.size, in_journal ? &content : nullptr);
+		if (!in_journal)
+			sync_file_range(c.txn.file.get(), 0, 0, SYNC_FILE_RANGE_WRITE);  // a start: fdatasync reports
+		spool.publish(c.txn.env.id);
+		if (Journal* journal = spool.journal())
+			journal->add(in_journal ? Journal::Commit : Journal::Named, c.txn.env.id, in_journal ? content : "");
+		return true;
+	} catch (const std::exception& e) {
+		c.error = e.what();
+		return false;
+	}
 }
 
 // Whether the file holds exactly what smtp reported ("" if so); a

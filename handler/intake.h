@@ -87,6 +87,7 @@ class Intake {
 	void on_commit(uint32_t session, uint64_t size);
 	void abort_txn(uint32_t session);
 	std::string sync_group(Spool& spool, std::vector<Commit>& group);
+	static bool stage(Spool& spool, Commit& c, bool in_journal, std::string& content);
 	static std::string check_size(Txn& t);
 	void run_together(std::vector<std::function<void()>>& calls);
 	void group_done();

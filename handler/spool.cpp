@@ -688,7 +688,13 @@ void Spool::recover()
 			else
 				held[r.id] = &r;
 		}
-	for (const std::string& id : list_queue()) {
+	std::string q = dir_ + "/queue";
+	std::vector<std::string> ids;  // unsorted: list_queue() would stat each file once more
+	UniqueDir d = fd_to_dir(open_dir(AT_FDCWD, q.c_str(), q), q);
+	while (struct dirent* de = ::readdir(d.get()))
+		if (valid_id(de->d_name))
+			ids.emplace_back(de->d_name);
+	for (const std::string& id : ids) {
 		auto it = held.find(id);
 		recover_file(id, it == held.end() ? nullptr : it->second, same_boot);
 		if (it != held.end())

@@ -175,8 +175,9 @@ class Spool {
 	// Recycling saves the file system an inode and its blocks' allocation
 	// and release per message (doc/architecture.md, "The spool"). A file
 	// in free/ is reused only once a barrier (an fsync of queue/ or a
-	// checkpoint) begun after its removal has returned: until then a crash could bring back its old
-	// name in queue/, by then holding another message.
+	// checkpoint) begun after its removal has returned: until then a crash
+	// could bring back its old name in queue/, by then holding another
+	// message.
 	struct FreeFile {
 		uint64_t ready_after;  // barriers that must have returned
 		std::string name;
