@@ -309,7 +309,7 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 	auto in_journal = [journal](const Txn& t) { return journal && t.created.header_len + t.size <= Journal::INLINE_MAX; };
 	size_t bytes = 0;
 	for (const Commit& c : group)
-		bytes += Journal::RECORD_HEAD + (in_journal(c.txn) ? c.txn.created.header_len + c.txn.size : 0);
+		bytes += in_journal(c.txn) ? Journal::RECORD_HEAD + c.txn.created.header_len + c.txn.size : 0;
 	if (spool.wants_checkpoint(bytes)) {
 		try {
 			spool.checkpoint();
@@ -335,11 +335,11 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 		};
 	};
 	std::vector<std::function<void()>> syncs;
-	if (journal) {
-		catching(journal_error, [journal] { journal->write(); })();
-		if (journal_error.empty())
-			syncs.push_back(catching(journal_error, [journal] { journal->sync(); }));
-	}
+	bool journaled = false;
+	if (journal)
+		catching(journal_error, [journal, &journaled] { journaled = journal->write(); })();
+	if (journaled)
+		syncs.push_back(catching(journal_error, [journal] { journal->sync(); }));
 	bool large = false;  // a file synced on its own: its name in queue/ too
 	for (Commit* c : files)
 		if (!in_journal(c->txn)) {
@@ -350,7 +350,7 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 		syncs.push_back(catching(dir_error, [&spool] { spool.sync_queue_dir(); }));
 	run_together(syncs);
 	for (Commit* c : files) {
-		if (!journal_error.empty())
+		if (!journal_error.empty() && in_journal(c->txn))
 			c->error += (c->error.empty() ? "" : "; ") + journal_error;
 		try {
 			if (!c->error.empty())
@@ -368,9 +368,9 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 }
 
 // One file of a group, before the barrier: checked to hold exactly what
-// smtp reported, sealed with its sum, renamed into queue/ and recorded in
-// the journal: whole when in_journal, else by its id only, its writeback
-// started for its own fdatasync. False, c.error set, when it failed.
+// smtp reported, sealed with its sum and renamed into queue/; recorded
+// in the journal, whole, when in_journal, else its writeback started for
+// its own fdatasync. False, c.error set, when it failed.
 bool Intake::stage(Spool& spool, Commit& c, bool in_journal, std::string& content)
 {
 	c.error = check_size(c.txn);
@@ -381,8 +381,8 @@ bool Intake::stage(Spool& spool, Commit& c, bool in_journal, std::string& conten
 		if (!in_journal)
 			sync_file_range(c.txn.file.get(), 0, 0, SYNC_FILE_RANGE_WRITE);  // a start: fdatasync reports
 		spool.publish(c.txn.env.id);
-		if (Journal* journal = spool.journal())
-			journal->add(in_journal ? Journal::Commit : Journal::Named, c.txn.env.id, in_journal ? content : "");
+		if (in_journal)
+			spool.journal()->add(Journal::Commit, c.txn.env.id, content);
 		return true;
 	} catch (const std::exception& e) {
 		c.error = e.what();

@@ -174,17 +174,18 @@ bool Journal::fits(size_t extra) const
 // first (fits()), so this is a bound, not a path. Records are written
 // under the lock and end_ moves only past what was written, so no record
 // ever follows a gap (which would end the journal before it).
-void Journal::write()
+bool Journal::write()
 {
 	std::string batch = std::move(batch_);
 	batch_.clear();
 	if (batch.empty())
-		return;
+		return false;
 	std::lock_guard<std::mutex> lock(mutex_);
 	if (end_ + batch.size() > SIZE)
 		throw std::system_error(ENOSPC, std::generic_category(), "write " + path_ + ": journal full");
 	pwrite_all(fd_.get(), batch.data(), batch.size(), end_, path_);
 	end_ += batch.size();
+	return true;
 }
 
 void Journal::sync()

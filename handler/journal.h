@@ -11,9 +11,9 @@
 //   u32 magic | u32 length | u64 generation | char kind | char id[10] |
 //   char 0 | u32 CRC-32 of the record with this field 0 | length bytes
 //
-// kind 'C': a committed message, its queue file's bytes inline; 'N': a
-// committed message too large to be inline, its file synced on its own;
-// 'D': a message delivered and removed. A record counts only when its
+// kind 'C': a committed message, its queue file's bytes inline; 'D': a
+// message delivered and removed. (A message too large to be inline has no
+// record: its file is synced on its own.) A record counts only when its
 // generation is the header's and its sum holds, and the first one that
 // does not ends the journal. A checkpoint (Spool::checkpoint: every file
 // the records stand for is synced) empties it by raising the generation.
@@ -37,7 +37,7 @@ class Journal {
 	// synced on its own (the copy would double a large message's writes).
 	static constexpr size_t INLINE_MAX = 64 * 1024;
 
-	enum Kind : char { Commit = 'C', Named = 'N', Done = 'D' };
+	enum Kind : char { Commit = 'C', Done = 'D' };
 	struct Record {
 		Kind kind;
 		std::string id;
@@ -61,9 +61,10 @@ class Journal {
 	void add(Kind kind, std::string_view id, std::string_view content = {});
 	// Whether the batch, with extra more bytes of records, still fits.
 	bool fits(size_t extra = 0) const;
-	// Writes the batch after the last record (one pwrite), then
-	// sync() makes it durable. Both throw std::system_error.
-	void write();
+	// Writes the batch after the last record (one pwrite); false when it
+	// was empty. Then sync() makes it durable. Both throw
+	// std::system_error.
+	bool write();
 	void sync();
 	// Empties the journal: a new generation, in the header, synced.
 	void reset();

@@ -715,14 +715,18 @@ void Spool::recover()
 }
 
 // One file of queue/ at start, r its record in the journal if it counts.
-// Without a journal a pending file is judged as a large one.
+// After a stop of the system, a pending file too large for the journal
+// (or with no journal) is kept when whole, maybe without its 250
+// (delivered twice at worst), and failed when not.
 void Spool::recover_file(const std::string& id, const Journal::Record* r, bool same_boot)
 {
 	struct stat st;
 	if (::fstatat(queue_dirfd_.get(), id.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return;
 	bool pending = (st.st_mode & 0777) == MODE_PENDING;
-	if (!r && (journal_ || !pending)) {
+	// A small file's commit went through the journal, a large one's not.
+	bool small = journal_ && static_cast<uint64_t>(st.st_size) <= Journal::INLINE_MAX;
+	if (!r && (!pending || same_boot || small)) {
 		if (pending) {
 			unpublish(id);
 			log_warnx(same_boot ? "%s: commit cut off by laimd's end, before any 250: removed"

@@ -96,23 +96,23 @@ void write_body(int fd, std::string_view body)
 enum class Until { Published, Journaled, Finished };
 
 // The commit's steps, as the handler process takes them before 250 for a
-// small message (kind Commit: the file in the journal) or a large one
-// (Named: its own syncs).
-void commit(Spool& spool, const Envelope& env, std::string_view body, Until until = Until::Finished,
-	    Journal::Kind kind = Journal::Commit)
+// small message (the file in the journal) or a large one (its own syncs).
+void commit(Spool& spool, const Envelope& env, std::string_view body, Until until = Until::Finished)
 {
 	Spool::Created created;
 	UniqueFd fd = spool.create(env, &created);
 	write_body(fd.get(), body);
 	std::string content;
-	spool.seal(env.id, fd.get(), created, body.size(), kind == Journal::Commit ? &content : nullptr);
+	bool small = created.header_len + body.size() <= Journal::INLINE_MAX;
+	spool.seal(env.id, fd.get(), created, body.size(), small ? &content : nullptr);
 	spool.publish(env.id);
 	if (until == Until::Published)
 		return;
-	spool.journal()->add(kind, env.id, content);
-	spool.journal()->write();
-	spool.journal()->sync();
-	if (kind == Journal::Named) {
+	if (small) {
+		spool.journal()->add(Journal::Commit, env.id, content);
+		spool.journal()->write();
+		spool.journal()->sync();
+	} else {
 		spool.sync_file(fd.get());
 		spool.sync_queue_dir();
 	}
@@ -689,16 +689,17 @@ END_TEST
 // the journal (Spool::recover): a message it holds is kept when whole and
 // restored from it when torn or lost; a pending file it does not hold is
 // removed; a removal it holds, or a file in failed/, is not undone; a
-// large message (id only) that is not whole goes to failed/. After the
+// large message (no record: synced on its own) still pending is kept when
+// whole and goes to failed/ when not. After the
 // checkpoint the journal is empty, its old records stale.
 START_TEST(test_journal_recovery)
 {
 	const std::string body = "Subject: cut off\r\n\r\nline\r\n";
-	Envelope done, cut, held, torn, lost, delivered, failed, large;
+	Envelope done, cut, held, torn, lost, delivered, failed, large, large_whole;
 	std::string torn_file;
 	{
 		Spool spool(g_spool);
-		for (Envelope* e : {&done, &cut, &held, &torn, &lost, &delivered, &failed, &large})
+		for (Envelope* e : {&done, &cut, &held, &torn, &lost, &delivered, &failed, &large, &large_whole})
 			*e = sample_env(spool.new_id());
 		commit(spool, done, body);
 		commit(spool, cut, body, Until::Published);
@@ -707,7 +708,8 @@ START_TEST(test_journal_recovery)
 		commit(spool, lost, body);
 		commit(spool, delivered, body);
 		commit(spool, failed, body);
-		commit(spool, large, body, Until::Journaled, Journal::Named);
+		commit(spool, large, std::string(Journal::INLINE_MAX, 'L'), Until::Journaled);
+		commit(spool, large_whole, std::string(Journal::INLINE_MAX, 'W'), Until::Journaled);
 		ck_assert_int_eq(mode_of(g_spool + "/queue/" + done.id), 0600);
 		ck_assert_int_eq(mode_of(g_spool + "/queue/" + held.id), 0700);
 		torn_file = slurp(g_spool + "/queue/" + torn.id);
@@ -723,8 +725,10 @@ START_TEST(test_journal_recovery)
 	}
 	from_other_boot();
 	Spool spool(g_spool);
-	ck_assert_uint_eq(spool.journal()->records().size(), 8);  // 7 commits and a removal
+	ck_assert_uint_eq(spool.journal()->records().size(), 7);  // 6 small commits and a removal
 	spool.recover();
+	ck_assert_int_eq(mode_of(g_spool + "/queue/" + large_whole.id), 0600);
+	ck_assert(spool.load(large_whole.id).body() == std::string(Journal::INLINE_MAX, 'W'));
 	for (const Envelope* e : {&done, &held, &torn, &lost}) {
 		std::string path = g_spool + "/queue/" + e->id;
 		ck_assert_msg(exists(path), "%s gone", e == &lost ? "lost" : e == &torn ? "torn" : "held");
