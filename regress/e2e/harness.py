@@ -851,6 +851,14 @@ class Laimd:
 		os.chmod(path, 0o700)
 		return path
 
+	def block_inbox(self):
+		"""Routes everything to a maildir handler "inbox" in a blocked
+		directory (make_blocked_dir): messages stay queued, deferred,
+		until unblock_dir(); returns the directory."""
+		blocked = self.make_blocked_dir(os.path.join(self.dir, "blocked"))
+		self.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
+		return blocked
+
 	def unblock_dir(self, path):
 		os.chown(path, self.uid, self.gid)
 

@@ -171,8 +171,7 @@ def while_down(d, sent):
 
 def main():
 	d = Laimd()
-	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
-	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
+	blocked = d.block_inbox()
 	d.start()
 	sent = {}
 	stalled = []

@@ -13,8 +13,7 @@ RESTART = r"smtp process \(pid %d\) killed by signal SIGKILL; restarting in [0-9
 
 def main():
 	d = Laimd()
-	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
-	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
+	blocked = d.block_inbox()
 	d.start()
 
 	# Right after a 250.

@@ -9,8 +9,7 @@ from harness import *
 
 def main():
 	d = Laimd()
-	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
-	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
+	blocked = d.block_inbox()
 	d.start()
 	sent = {}
 	for i in range(3):

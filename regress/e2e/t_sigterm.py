@@ -11,8 +11,7 @@ from harness import *
 
 def main():
 	d = Laimd()
-	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
-	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
+	blocked = d.block_inbox()
 	d.start()
 
 	# A committed message the handler cannot deliver yet.

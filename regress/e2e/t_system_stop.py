@@ -38,8 +38,7 @@ def plant_unheld(d, model, qid):
 
 def main():
 	d = Laimd()
-	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
-	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
+	blocked = d.block_inbox()
 	d.start()
 	sent = {}
 	for tag in ("torn", "lost", "pending", "whole"):
