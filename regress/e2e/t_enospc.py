@@ -121,8 +121,9 @@ def full_disks(spool_size):
 		d.config["handlers"] = {"inbox": {"type": "maildir", "path": d.maildir}}
 		d.start()
 		journal = os.path.join(d.spool, "journal")
-		if spool_size > JOURNAL_SIZE:
-			check_eq(os.path.getsize(journal), JOURNAL_SIZE, "size of the journal")
+		if spool_size > JOURNAL_SIZE:  # the handler process makes it as it starts, after laimd's "ready"
+			wait_for(lambda: os.path.exists(journal) and os.path.getsize(journal) == JOURNAL_SIZE, 10,
+				 "a journal of %d bytes" % JOURNAL_SIZE)
 		else:
 			d.wait_log(r"%s: no journal \(write %s: No space left on device\): each commit syncs its own files "
 				   r"and queue/, a slower way$" % (re.escape(d.spool), re.escape(journal)), since=0)
