@@ -306,7 +306,7 @@ void Intake::commit_pending()
 std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 {
 	Journal* journal = spool.journal();  // none: every file synced on its own
-	auto in_journal = [journal](const Txn& t) { return journal && t.created.header_len + t.size <= Journal::INLINE_MAX; };
+	auto in_journal = [&spool](const Txn& t) { return spool.journals(t.created.header_len + t.size); };
 	size_t bytes = 0;
 	for (const Commit& c : group)
 		bytes += in_journal(c.txn) ? Journal::RECORD_HEAD + c.txn.created.header_len + c.txn.size : 0;

@@ -124,7 +124,9 @@ void Journal::read_records()
 		if (sum != crc32(0, reinterpret_cast<const Bytef*>(rec.data()), static_cast<uInt>(rec.size())))
 			break;
 		Kind kind = static_cast<Kind>(rec[16]);
-		found_.push_back({kind, rec.substr(17, ID_LEN), kind == Commit ? rec.substr(RECORD_HEAD) : ""});
+		// After laimd's own end the files are the truth: no copy is kept.
+		bool keep = kind == Commit && !written_this_boot_;
+		found_.push_back({kind, rec.substr(17, ID_LEN), keep ? rec.substr(RECORD_HEAD) : ""});
 		end_ += rec.size();
 	}
 }

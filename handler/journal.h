@@ -49,7 +49,8 @@ class Journal {
 	// std::system_error.
 	explicit Journal(const std::string& dir);
 
-	// The records found at open, until reset().
+	// The records found at open, until reset(); a Commit's content only
+	// when they were written in another boot (Spool::recover's use).
 	const std::vector<Record>& records() const { return found_; }
 	// Whether they were written in this boot: then laimd ended, not the
 	// system, and the page cache still holds every write.

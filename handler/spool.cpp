@@ -82,6 +82,12 @@ std::string sum_text(uint32_t crc)
 	return hex;
 }
 
+// The header's sum of a message in memory.
+std::string sum_of(std::string_view message)
+{
+	return sum_text(static_cast<uint32_t>(crc_add(crc32(0, nullptr, 0), message)));
+}
+
 // A queue id is exactly what new_id() makes: 10 upper-case hex digits.
 // Checking it before building a path keeps "../x" out of the spool.
 bool valid_id(std::string_view id)
@@ -471,8 +477,7 @@ void Spool::seal(const std::string& id, int fd, const Created& created, uint64_t
 		ssize_t n = ::pread(in.get(), content->data(), content->size(), 0);
 		if (n != static_cast<ssize_t>(content->size()))
 			throw_errno("read " + p);
-		sum = sum_text(static_cast<uint32_t>(
-			crc_add(crc32(0, nullptr, 0), std::string_view(*content).substr(created.header_len))));
+		sum = sum_of(std::string_view(*content).substr(created.header_len));
 		content->replace(created.sum_offset, sum.size(), sum);
 	} else {
 		sum = sum_text(crc_of_range(in.get(), static_cast<off_t>(created.header_len), size, p));
@@ -724,8 +729,7 @@ void Spool::recover_file(const std::string& id, const Journal::Record* r, bool s
 	if (::fstatat(queue_dirfd_.get(), id.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return;
 	bool pending = (st.st_mode & 0777) == MODE_PENDING;
-	// A small file's commit went through the journal, a large one's not.
-	bool small = journal_ && static_cast<uint64_t>(st.st_size) <= Journal::INLINE_MAX;
+	bool small = journals(static_cast<uint64_t>(st.st_size));
 	if (!r && (!pending || same_boot || small)) {
 		if (pending) {
 			unpublish(id);
@@ -738,7 +742,7 @@ void Spool::recover_file(const std::string& id, const Journal::Record* r, bool s
 	bool whole = false;
 	try {
 		SpoolMessage m = load(id);
-		whole = m.sum_ == sum_text(static_cast<uint32_t>(crc_add(crc32(0, nullptr, 0), m.body_)));
+		whole = m.sum_ == sum_of(m.body_);
 	} catch (const SpoolError&) {
 	}
 	if (whole) {
