@@ -30,7 +30,9 @@ EventLoop::Watch EventLoop::watch(int fd, uint32_t events, Callback cb)
 	w.fd_ = fd;
 	w.id_ = next_id_++;
 	w.events_ = events;
-	control(EPOLL_CTL_ADD, fd, w.id_, events);
+	w.added_ = events != 0;
+	if (w.added_)
+		control(EPOLL_CTL_ADD, fd, w.id_, events);
 	callbacks_[w.id_] = std::make_shared<Callback>(std::move(cb));
 	return w;
 }
@@ -61,23 +63,28 @@ EventLoop::Watch& EventLoop::Watch::operator=(Watch&& o) noexcept
 		fd_ = o.fd_;
 		id_ = o.id_;
 		events_ = o.events_;
+		added_ = o.added_;
 	}
 	return *this;
 }
 
+// A descriptor watched for nothing yet is added at its first events: a
+// new connection costs one epoll_ctl, not two.
 void EventLoop::Watch::set_events(uint32_t events)
 {
 	if (!loop_ || events == events_)
 		return;
 	events_ = events;
-	loop_->control(EPOLL_CTL_MOD, fd_, id_, events);
+	loop_->control(added_ ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd_, id_, events);
+	added_ = true;
 }
 
 void EventLoop::Watch::reset()
 {
 	if (!loop_)
 		return;
-	epoll_ctl(loop_->ep_.get(), EPOLL_CTL_DEL, fd_, nullptr);
+	if (added_)
+		epoll_ctl(loop_->ep_.get(), EPOLL_CTL_DEL, fd_, nullptr);
 	loop_->callbacks_.erase(id_);
 	loop_ = nullptr;
 }

@@ -40,13 +40,15 @@ class EventLoop {
 		int fd_ = -1;
 		uint64_t id_ = 0;
 		uint32_t events_ = 0;
+		bool added_ = false;  // in the epoll set: not while watched for nothing
 	};
 
 	EventLoop();  // fatal when epoll is not to be had
 	EventLoop(const EventLoop&) = delete;
 	EventLoop& operator=(const EventLoop&) = delete;
 
-	// Watches fd for events; cb runs from wait() until the Watch goes.
+	// Watches fd for events (0: for nothing until set_events(), not
+	// even EPOLLHUP); cb runs from wait() until the Watch goes.
 	[[nodiscard]] Watch watch(int fd, uint32_t events, Callback cb);
 	// Waits up to timeout_ms for ready descriptors and runs their callbacks.
 	void wait(int timeout_ms);

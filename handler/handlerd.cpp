@@ -68,7 +68,7 @@ class HandlerServer : public ControlTarget {
 	void reload(const std::string& file, int fd);
 	void shutdown();
 	std::vector<std::string> expand(const std::string& rcpt);
-	void enqueue(const Envelope& env, uint64_t size, double arrival);
+	void enqueue(const Envelope& env, uint64_t size, double arrival, Queue::Bytes bytes);
 	void import_offline(bool force);
 	std::string store_alert(const std::string& instance, const std::string& message);
 
@@ -100,7 +100,9 @@ HandlerServer::HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp)
 	  parent_(loop_, std::move(parent), imsg_valid_parent_to_handler, [this](Imsg& m) { parent_message(m); },
 		  ImsgPeer::fatal_loss("parent")),
 	  intake_(loop_, parent_, cfg_, spool_, queue_, limiter_, [this](const std::string& r) { return expand(r); },
-		  [this](const Envelope& env, uint64_t size, double arrival) { enqueue(env, size, arrival); }),
+		  [this](const Envelope& env, uint64_t size, double arrival, Queue::Bytes bytes) {
+			  enqueue(env, size, arrival, std::move(bytes));
+		  }),
 	  control_(loop_, rt.control.fd.get(), *this),
 	  import_(spool_, rt.hostname, rt.drop_gid, limiter_)
 {
@@ -312,7 +314,7 @@ void HandlerServer::import_offline(bool force)
 	if (import_.next_release() && import_.next_release() < next_import_)
 		next_import_ = import_.next_release();
 	for (const Imported& m : imported)
-		enqueue(m.env, m.size, static_cast<double>(m.env.arrival));
+		enqueue(m.env, m.size, static_cast<double>(m.env.arrival), nullptr);
 }
 
 // A rate limit's alert: from the null sender to postmaster (through
@@ -346,9 +348,9 @@ std::string HandlerServer::store_alert(const std::string& instance, const std::s
 }
 
 // A received message, committed to the spool, enters the queue.
-void HandlerServer::enqueue(const Envelope& env, uint64_t size, double arrival)
+void HandlerServer::enqueue(const Envelope& env, uint64_t size, double arrival, Queue::Bytes bytes)
 {
-	queue_.add(env, size, arrival);
+	queue_.add(env, size, arrival, std::move(bytes));
 	received_++;
 }
 

@@ -318,9 +318,8 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 		}
 	}
 	std::vector<Commit*> files;
-	std::string content;
 	for (Commit& c : group)
-		if (stage(spool, c, in_journal(c.txn), content))
+		if (stage(spool, c, in_journal(c.txn)))
 			files.push_back(&c);
 	if (files.empty())
 		return "";
@@ -369,20 +368,21 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 
 // One file of a group, before the barrier: checked to hold exactly what
 // smtp reported, sealed with its sum and renamed into queue/; recorded
-// in the journal, whole, when in_journal, else its writeback started for
-// its own fdatasync. False, c.error set, when it failed.
-bool Intake::stage(Spool& spool, Commit& c, bool in_journal, std::string& content)
+// in the journal, whole (c.bytes keep what it read), when in_journal,
+// else its writeback started for its own fdatasync. False, c.error set,
+// when it failed.
+bool Intake::stage(Spool& spool, Commit& c, bool in_journal)
 {
 	c.error = check_size(c.txn);
 	if (!c.error.empty())
 		return false;
 	try {
-		spool.seal(c.txn.env.id, c.txn.file.get(), c.txn.created, c.txn.size, in_journal ? &content : nullptr);
+		spool.seal(c.txn.env.id, c.txn.file.get(), c.txn.created, c.txn.size, in_journal ? &c.bytes : nullptr);
 		if (!in_journal)
 			sync_file_range(c.txn.file.get(), 0, 0, SYNC_FILE_RANGE_WRITE);  // a start: fdatasync reports
 		spool.publish(c.txn.env.id);
 		if (in_journal)
-			spool.journal()->add(Journal::Commit, c.txn.env.id, content);
+			spool.journal()->add(Journal::Commit, c.txn.env.id, c.bytes);
 		return true;
 	} catch (const std::exception& e) {
 		c.error = e.what();
@@ -473,21 +473,22 @@ void Intake::group_done()
 			who += ", auth=" + t.env.auth_user;
 		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu, client=%s%s", t.env.id.c_str(), t.env.sender.c_str(),
 			 (unsigned long long)t.size, t.env.recipients.size(), t.env.client.c_str(), who.c_str());
-		count_committed(t);
-		enqueue_(t.env, t.size, now);
+		Queue::Bytes bytes = c.bytes.empty() ? nullptr : std::make_shared<const std::string>(std::move(c.bytes));
+		count_committed(t, bytes);
+		enqueue_(t.env, t.size, now, std::move(bytes));
 	}
 	syncing_.clear();
 }
 
 // A committed message that a rate limit counts: its windows learn its
 // recipients, queue id and subject.
-void Intake::count_committed(const Txn& t)
+void Intake::count_committed(const Txn& t, const Queue::Bytes& bytes)
 {
 	if (t.limits.windows.empty())
 		return;
 	std::string subject;
 	try {
-		subject = message_subject(spool_.load(t.env.id).body());
+		subject = message_subject((bytes ? Spool::parse(t.env.id, bytes) : spool_.load(t.env.id)).body());
 	} catch (const std::exception& e) {
 		log_warnx("%s: %s", t.env.id.c_str(), e.what());
 	}

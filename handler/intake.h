@@ -39,7 +39,7 @@ class Intake {
 	// The final recipients of one envelope recipient, after /etc/aliases.
 	using Expand = std::function<std::vector<std::string>(const std::string& rcpt)>;
 	// Hands a committed message to the queue.
-	using Enqueue = std::function<void(const Envelope& env, uint64_t size, double arrival)>;
+	using Enqueue = std::function<void(const Envelope& env, uint64_t size, double arrival, Queue::Bytes bytes)>;
 
 	// cfg is the handler process's own, current across reloads; protocol
 	// errors from smtp are reported to parent; limits judge each MAIL.
@@ -75,6 +75,7 @@ class Intake {
 		Txn txn;
 		std::string error;      // set: not committed
 		bool published = false; // committed in queue/ (durable unless dir_error_)
+		std::string bytes;      // the file as its journal record holds it (small ones)
 	};
 
 	void smtp_message(Imsg& m);
@@ -87,11 +88,11 @@ class Intake {
 	void on_commit(uint32_t session, uint64_t size);
 	void abort_txn(uint32_t session);
 	std::string sync_group(Spool& spool, std::vector<Commit>& group);
-	static bool stage(Spool& spool, Commit& c, bool in_journal, std::string& content);
+	static bool stage(Spool& spool, Commit& c, bool in_journal);
 	static std::string check_size(Txn& t);
 	void run_together(std::vector<std::function<void()>>& calls);
 	void group_done();
-	void count_committed(const Txn& t);
+	void count_committed(const Txn& t, const Queue::Bytes& bytes);
 	std::vector<std::string> expand(const std::string& rcpt) { return expand_(rcpt); }
 
 	const Config& cfg_;

@@ -18,6 +18,7 @@ struct Job {
 	std::string id;
 	std::shared_ptr<Instance> inst;
 	Envelope env;
+	Queue::Bytes bytes;  // the file as committed, for a first delivery
 	time_t started = 0;
 	std::function<void(const Result&)> tested;  // set: a test, not a delivery
 	Results results = Result();
@@ -42,7 +43,7 @@ Results call(Job& job, const Spool& spool)
 	try {
 		if (job.tested)
 			return job.inst->handler->test();
-		SpoolMessage sm = spool.load(job.id);
+		SpoolMessage sm = job.bytes ? Spool::parse(job.id, job.bytes) : spool.load(job.id);
 		Message msg(sm.body(), sm.file(), sm.body_offset());
 		return job.inst->handler->deliver(job.env, msg);
 	} catch (const std::exception& e) {
@@ -97,12 +98,13 @@ void Queue::configure(const Config& cfg, Instances instances)
 	delivery_timeout_ = cfg.delivery_timeout;
 }
 
-void Queue::add(const Envelope& env, uint64_t size, double arrival)
+void Queue::add(const Envelope& env, uint64_t size, double arrival, Bytes bytes)
 {
 	Entry& e = entries_[env.id];
 	e.env = env;
 	e.size = size;
 	e.arrival = arrival;
+	e.bytes = std::move(bytes);
 	e.next_try = 0;
 	due_.push_back(env.id);
 }
@@ -144,6 +146,7 @@ void Queue::load_spool()
 // run()). Settles the round when nothing is left to try or running.
 void Queue::dispatch(Entry& e)
 {
+	Bytes bytes = std::move(e.bytes);  // later rounds read the file
 	std::map<std::string, std::vector<std::string>> groups;
 	// laim's own notices go to their one instance, whatever the routes say.
 	std::vector<Route> own;
@@ -172,7 +175,7 @@ void Queue::dispatch(Entry& e)
 		return;  // what is left stays queued for the next start
 	bool started = false;
 	for (auto& [name, rcpts] : groups)
-		started |= start(e, name, std::move(rcpts));
+		started |= start(e, name, std::move(rcpts), bytes);
 	if (started && e.running == 0)
 		dispatch(e);  // only failures to start: the rest of the round, or settle it
 }
@@ -181,7 +184,7 @@ void Queue::dispatch(Entry& e)
 // busy (false: e waits in the instance's waiting list). An instance that
 // is gone or a thread that cannot start defers these recipients for this
 // round.
-bool Queue::start(Entry& e, const std::string& name, std::vector<std::string> rcpts)
+bool Queue::start(Entry& e, const std::string& name, std::vector<std::string> rcpts, const Bytes& bytes)
 {
 	auto it = instances_.find(name);
 	if (it != instances_.end() && it->second->busy >= it->second->workers) {
@@ -203,6 +206,7 @@ bool Queue::start(Entry& e, const std::string& name, std::vector<std::string> rc
 	job->env = e.env;
 	job->env.recipients = std::move(rcpts);
 	job->inst = it->second;
+	job->bytes = bytes;
 	if (std::string why = launch(job); !why.empty()) {
 		log_warnx("%s: handler %s: %s", e.env.id.c_str(), name.c_str(), why.c_str());
 		return defer(why);

@@ -52,9 +52,12 @@ class Queue {
 	void configure(const Config& cfg, Instances instances);
 	const Instances& instances() const { return instances_; }
 
+	// A committed message's file as the commit read it, for its first
+	// dispatch: those jobs need not read it again.
+	using Bytes = std::shared_ptr<const std::string>;
 	// A committed message of size bytes (arrival with sub-second
 	// precision when known).
-	void add(const Envelope& env, uint64_t size, double arrival);
+	void add(const Envelope& env, uint64_t size, double arrival, Bytes bytes = nullptr);
 	// At start: loads queue/ from the spool; corrupt files go to failed/.
 	void load_spool();
 	size_t size() const { return entries_.size(); }
@@ -114,10 +117,11 @@ class Queue {
 		std::vector<Deferral> deferred;      // this round's temporary failures
 		std::shared_ptr<const std::string> last_error;
 		std::set<std::string> waiting_for;  // instances whose waiting list holds it
+		Bytes bytes;  // until its first dispatch
 	};
 	void make_due(const std::string& id);
 	void dispatch(Entry& e);
-	bool start(Entry& e, const std::string& name, std::vector<std::string> rcpts);
+	bool start(Entry& e, const std::string& name, std::vector<std::string> rcpts, const Bytes& bytes);
 	std::string launch(const std::shared_ptr<Job>& job);
 	void finish_job(Job& job, const Results& results);
 	static std::string describe(const Result& r);

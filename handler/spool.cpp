@@ -273,7 +273,8 @@ SpoolMessage::SpoolMessage(SpoolMessage&& o) noexcept
 	  read_(std::move(o.read_)),
 	  file_(std::move(o.file_)),
 	  body_offset_(o.body_offset_),
-	  body_(std::exchange(o.body_, {}))
+	  body_(std::exchange(o.body_, {})),
+	  sum_(std::move(o.sum_))
 {
 }
 
@@ -289,6 +290,7 @@ SpoolMessage& SpoolMessage::operator=(SpoolMessage&& o) noexcept
 		file_ = std::move(o.file_);
 		body_offset_ = o.body_offset_;
 		body_ = std::exchange(o.body_, {});
+		sum_ = std::move(o.sum_);
 	}
 	return *this;
 }
@@ -649,28 +651,38 @@ SpoolMessage Spool::load(const std::string& id, const char* sub) const
 	if (st.st_size == 0)
 		throw SpoolError(id + ": empty file");
 
-	SpoolMessage msg;
 	size_t len = static_cast<size_t>(st.st_size);
-	std::string_view data;
 	if (len <= READ_LIMIT) {
-		msg.read_ = std::make_unique<char[]>(len);
-		ssize_t n = ::pread(fd.get(), msg.read_.get(), len, 0);
+		auto bytes = std::make_shared<std::string>(len, '\0');
+		ssize_t n = ::pread(fd.get(), bytes->data(), len, 0);
 		if (n != static_cast<ssize_t>(len))
 			throw SpoolError(id + ": read: " + (n < 0 ? strerror(errno) : "short read"));
-		data = std::string_view(msg.read_.get(), len);
-	} else {
-		void* map = ::mmap(nullptr, len, PROT_READ, MAP_PRIVATE, fd.get(), 0);
-		if (map == MAP_FAILED)
-			throw SpoolError(id + ": mmap: " + strerror(errno));
-		msg.map_ = map;
-		msg.map_len_ = len;
-		msg.file_ = std::move(fd);
-		data = std::string_view(static_cast<const char*>(map), len);
+		return parse(id, std::move(bytes));
 	}
-	size_t body = parse_header(data, id, msg.envelope, msg.sum_);
-	msg.body_ = data.substr(body);
-	msg.body_offset_ = static_cast<off_t>(body);
+	SpoolMessage msg;
+	void* map = ::mmap(nullptr, len, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+	if (map == MAP_FAILED)
+		throw SpoolError(id + ": mmap: " + strerror(errno));
+	msg.map_ = map;
+	msg.map_len_ = len;
+	msg.file_ = std::move(fd);
+	msg.set_data(id, std::string_view(static_cast<const char*>(map), len));
 	return msg;
+}
+
+SpoolMessage Spool::parse(const std::string& id, std::shared_ptr<const std::string> bytes)
+{
+	SpoolMessage msg;
+	msg.read_ = std::move(bytes);
+	msg.set_data(id, *msg.read_);
+	return msg;
+}
+
+void SpoolMessage::set_data(const std::string& id, std::string_view data)
+{
+	size_t body = parse_header(data, id, envelope, sum_);
+	body_ = data.substr(body);
+	body_offset_ = static_cast<off_t>(body);
 }
 
 // What a stop in the middle of commits left. When the journal was

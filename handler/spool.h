@@ -52,7 +52,7 @@ class SpoolError : public std::runtime_error {
 
 // A committed message in memory: read when small (a mapping would cost the
 // threads of the handler process a TLB shootdown when it goes), mapped
-// read-only when large.
+// read-only when large; or the bytes the commit read (Spool::parse).
 class SpoolMessage {
  public:
 	SpoolMessage() = default;
@@ -69,9 +69,11 @@ class SpoolMessage {
 
  private:
 	friend class Spool;
+	// The header parsed from data (the file's bytes), body_ set after it.
+	void set_data(const std::string& id, std::string_view data);
 	void* map_ = nullptr;
 	size_t map_len_ = 0;
-	std::unique_ptr<char[]> read_;
+	std::shared_ptr<const std::string> read_;
 	UniqueFd file_;
 	off_t body_offset_ = 0;
 	std::string_view body_;
@@ -153,6 +155,10 @@ class Spool {
 	std::vector<std::string> list_queue(const char* sub = "queue") const;
 	// Maps queue/ID (or sub/ID); throws SpoolError when missing or malformed.
 	SpoolMessage load(const std::string& id, const char* sub = "queue") const;
+	// The message from its file's bytes, as the commit read them: its
+	// first delivery needs no read of the file. SpoolError when they do
+	// not parse.
+	static SpoolMessage parse(const std::string& id, std::shared_ptr<const std::string> bytes);
 	// Delivered: removes queue/ID, by moving it to free/ while it is at
 	// most RECYCLE_MAX_SIZE bytes and fewer than MAX_FREE_FILES are kept.
 	void remove(const std::string& id);
