@@ -104,9 +104,25 @@ void Queue::add(const Envelope& env, uint64_t size, double arrival, Bytes bytes)
 	e.env = env;
 	e.size = size;
 	e.arrival = arrival;
-	e.bytes = std::move(bytes);
+	hold(e, std::move(bytes));
 	e.next_try = 0;
 	due_.push_back(env.id);
+}
+
+void Queue::hold(Entry& e, Bytes bytes)
+{
+	take(e);
+	if (!bytes || held_bytes_ + bytes->size() > HELD_BYTES_MAX)
+		return;
+	held_bytes_ += bytes->size();
+	e.bytes = std::move(bytes);
+}
+
+Queue::Bytes Queue::take(Entry& e)
+{
+	if (e.bytes)
+		held_bytes_ -= e.bytes->size();
+	return std::move(e.bytes);
 }
 
 // The message is to be dispatched at the next run(), whatever timer or
@@ -146,7 +162,7 @@ void Queue::load_spool()
 // run()). Settles the round when nothing is left to try or running.
 void Queue::dispatch(Entry& e)
 {
-	Bytes bytes = std::move(e.bytes);  // later rounds read the file
+	Bytes bytes = take(e);  // later rounds read the file
 	std::map<std::string, std::vector<std::string>> groups;
 	// laim's own notices go to their one instance, whatever the routes say.
 	std::vector<Route> own;
@@ -173,9 +189,14 @@ void Queue::dispatch(Entry& e)
 	}
 	if (stopped_)
 		return;  // what is left stays queued for the next start
-	bool started = false;
-	for (auto& [name, rcpts] : groups)
-		started |= start(e, name, std::move(rcpts), bytes);
+	bool started = false, waits = false;
+	for (auto& [name, rcpts] : groups) {
+		bool ok = start(e, name, std::move(rcpts), bytes);
+		started |= ok;
+		waits |= !ok;
+	}
+	if (waits)
+		hold(e, std::move(bytes));  // for its turn: a worker is seldom long in coming
 	if (started && e.running == 0)
 		dispatch(e);  // only failures to start: the rest of the round, or settle it
 }
@@ -472,6 +493,7 @@ void Queue::finalize(const std::string& id)
 	} catch (const std::exception& ex) {
 		log_warnx("%s: finishing the queue file: %s", id.c_str(), ex.what());
 	}
+	take(e);
 	entries_.erase(id);
 }
 
@@ -522,6 +544,7 @@ bool Queue::remove(const std::string& id)
 		log_warnx("%s: remove: %s", id.c_str(), ex.what());
 		return false;
 	}
+	take(it->second);
 	entries_.erase(it);
 	log_info("%s: removed by the administrator", id.c_str());
 	return true;

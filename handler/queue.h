@@ -93,6 +93,12 @@ class Queue {
 	void flush();
 	// Drops a message that is not being delivered right now.
 	bool remove(const std::string& id);
+	// The first round's bytes that messages not yet dispatched, or
+	// waiting for a worker, keep: at most HELD_BYTES_MAX in all; the
+	// others read their file when their turn comes.
+	static constexpr size_t HELD_BYTES_MAX = 512 * 1024;
+	size_t held_bytes() const { return held_bytes_; }
+
 	// Counters: received, delivered, deferred, failed, and per instance
 	// handler.NAME.delivered/deferred/failed.
 	void count(const std::string& key) { stats_[key]++; }
@@ -117,8 +123,12 @@ class Queue {
 		std::vector<Deferral> deferred;      // this round's temporary failures
 		std::shared_ptr<const std::string> last_error;
 		std::set<std::string> waiting_for;  // instances whose waiting list holds it
-		Bytes bytes;  // until its first dispatch
+		Bytes bytes;  // for the first round's jobs, until they all started
 	};
+	// Entry::bytes, counted in held_bytes_.
+	void hold(Entry& e, Bytes bytes);
+	Bytes take(Entry& e);
+	size_t held_bytes_ = 0;
 	void make_due(const std::string& id);
 	void dispatch(Entry& e);
 	bool start(Entry& e, const std::string& name, std::vector<std::string> rcpts, const Bytes& bytes);

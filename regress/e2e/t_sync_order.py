@@ -13,8 +13,9 @@
 # since a lost sync only shows at a power cut.
 #
 # The first delivery of each message uses the bytes its commit read for
-# the journal: no file of queue/ is opened (the Maildir's failure comes
-# after the message is in hand, and the retry is an hour away).
+# the journal, also when it waited for the Maildir's one worker: no file
+# of queue/ is opened (the Maildir's failure comes after the message is
+# in hand, and the retry is an hour away).
 #
 # The strace trace shows causality: a traced thread is stopped at each
 # syscall's entry and exit until strace has recorded it, and the 250
@@ -145,7 +146,7 @@ def main():
 	# A Maildir the handler cannot write: nothing is delivered, so no
 	# checkpoint's syncfs can stand in for the commit's sync.
 	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
-	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
+	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked, "workers": 1}}
 	d.config["retry_initial"] = d.config["retry_max"] = 3600
 	trace = os.path.join(d.dir, "strace.out")
 	# -D: strace runs as a grandchild, so d.proc stays laimd's parent.

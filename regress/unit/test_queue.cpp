@@ -133,6 +133,25 @@ class SlowHandler : public Handler {
 };
 LAIM_HANDLER("test_slow", SlowHandler);
 
+// Records, per queue id, whether the body it was given is the one the
+// test passed to Queue::add ("memo") or the file's ("disk"); 20 ms a call.
+std::map<std::string, std::string> seen_body;
+class MarkerHandler : public Handler {
+ public:
+	explicit MarkerHandler(HandlerOptions&) {}
+	Results deliver(const Envelope& env, const Message& msg) override
+	{
+		std::string_view raw = msg.raw();
+		{
+			std::lock_guard<std::mutex> lock(calls_mutex);
+			seen_body[env.id] = std::string(raw.substr(raw.size() - 6, 4));
+		}
+		std::this_thread::sleep_for(std::chrono::milliseconds(20));
+		return Result::delivered();
+	}
+};
+LAIM_HANDLER("test_marker", MarkerHandler);
+
 std::string g_tmp;
 
 void setup()
@@ -419,6 +438,46 @@ static void slow_instance(const std::string& workers_line, int n, unsigned expec
 	ck_assert_uint_eq(threads_seen.size(), expect);
 }
 
+// Messages keep the bytes their commit read until their first round's
+// jobs start, also while they wait for the instance's one worker, up to
+// Queue::HELD_BYTES_MAX in all; the others read their file.
+START_TEST(held_bytes_bounded)
+{
+	Fixture f("handlers:\n  m:\n    type: test_marker\n    workers: 1\n"
+		  "routes:\n  - match: \"*\"\n    handlers: [m]\n");
+	std::string body = "Subject: t\r\n\r\n" + std::string(100 * 1024, 'x') + "\r\ndisk\r\n";
+	std::vector<std::string> ids;
+	size_t file_size = 0;
+	for (int i = 0; i < 12; i++) {
+		Envelope env;
+		env.id = f.spool.new_id();
+		env.sender = "cron@host.example";
+		env.recipients = {"root"};
+		env.client = "local";
+		env.arrival = time(nullptr);
+		UniqueFd fd = f.spool.create(env);
+		ck_assert(write_all(fd.get(), body));
+		f.spool.publish(env.id);
+		std::string file = slurp(g_tmp + "/spool/queue/" + env.id);
+		file.replace(file.size() - 6, 4, "memo");
+		file_size = file.size();
+		f.queue.add(env, body.size(), static_cast<double>(env.arrival), std::make_shared<const std::string>(file));
+		ids.push_back(env.id);
+	}
+	size_t keep = Queue::HELD_BYTES_MAX / file_size;
+	ck_assert_uint_lt(keep, ids.size());
+	ck_assert_uint_eq(f.queue.held_bytes(), keep * file_size);
+	ck_assert(f.queue.remove(ids[1]));  // laimctl remove: its bytes go too
+	ck_assert_uint_eq(f.queue.held_bytes(), (keep - 1) * file_size);
+	f.drain();
+	ck_assert_uint_eq(f.queue.held_bytes(), 0);
+	ck_assert(!seen_body.count(ids[1]));
+	for (size_t i = 0; i < ids.size(); i++)
+		if (i != 1)
+			ck_assert_str_eq(seen_body[ids[i]].c_str(), i < keep ? "memo" : "disk");
+}
+END_TEST
+
 START_TEST(workers_bound_and_reused)
 {
 	slow_instance("", 12, 3);
@@ -444,6 +503,7 @@ int main()
 	tcase_add_test(tc, exception_is_tempfail);
 	tcase_add_test(tc, one_result_for_all);
 	tcase_add_test(tc, notice_bypasses_routes);
+	tcase_add_test(tc, held_bytes_bounded);
 	tcase_add_test(tc, workers_bound_and_reused);
 	tcase_add_test(tc, one_worker_serialises);
 	suite_add_tcase(s, tc);
