@@ -205,8 +205,8 @@ void Intake::on_rcpt(uint32_t session, const std::string& rcpt)
 	reply(IMSG_H_RCPT, session, st);
 }
 
-// DATA: create incoming/ID with the envelope and hand its fd to smtp,
-// which writes the message straight into it.
+// DATA: create queue/ID, pending, with the envelope and hand its fd to
+// smtp, which writes the message straight into it.
 void Intake::on_data(uint32_t session)
 {
 	auto it = txns_.find(session);
@@ -351,26 +351,22 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 	for (Commit* c : files) {
 		if (!journal_error.empty() && in_journal(c->txn))
 			c->error += (c->error.empty() ? "" : "; ") + journal_error;
+		if (!c->error.empty())
+			continue;  // never answered 250: group_done() removes its file
 		try {
-			if (!c->error.empty())
-				spool.unpublish(c->txn.env.id);  // never answered 250: it goes
-			else {
-				spool.mark_committed(c->txn.file.get());
-				c->published = true;
-			}
+			spool.mark_committed(c->txn.file.get());
+			c->committed = true;
 		} catch (const std::exception& e) {
-			// Left pending in queue/: removed at the next start.
-			c->error += (c->error.empty() ? "" : "; ") + std::string(e.what());
+			c->error = e.what();
 		}
 	}
 	return dir_error;
 }
 
 // One file of a group, before the barrier: checked to hold exactly what
-// smtp reported, sealed with its sum and renamed into queue/; recorded
-// in the journal, whole (c.bytes keep what it read), when in_journal,
-// else its writeback started for its own fdatasync. False, c.error set,
-// when it failed.
+// smtp reported and sealed with its sum; recorded in the journal, whole
+// (c.bytes keep what it read), when in_journal, else its writeback
+// started for its own fdatasync. False, c.error set, when it failed.
 bool Intake::stage(Spool& spool, Commit& c, bool in_journal)
 {
 	c.error = check_size(c.txn);
@@ -380,8 +376,7 @@ bool Intake::stage(Spool& spool, Commit& c, bool in_journal)
 		spool.seal(c.txn.env.id, c.txn.file.get(), c.txn.created, c.txn.size, in_journal ? &c.bytes : nullptr);
 		if (!in_journal)
 			sync_file_range(c.txn.file.get(), 0, 0, SYNC_FILE_RANGE_WRITE);  // a start: fdatasync reports
-		spool.publish(c.txn.env.id);
-		if (in_journal)
+		else
 			spool.journal()->add(Journal::Commit, c.txn.env.id, c.bytes);
 		return true;
 	} catch (const std::exception& e) {
@@ -452,7 +447,7 @@ void Intake::group_done()
 	for (Commit& c : syncing_) {
 		Txn& t = c.txn;
 		bool answer = c.channel == smtp_channel_;
-		if (!c.published) {  // its file goes first, then the answer
+		if (!c.committed) {  // its file goes first, then the answer
 			try {
 				spool_.discard(t.env.id);
 			} catch (const std::exception& e) {

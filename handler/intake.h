@@ -74,7 +74,7 @@ class Intake {
 		uint64_t channel;  // smtp_channel_ when committed: whom to answer
 		Txn txn;
 		std::string error;      // set: not committed
-		bool published = false; // committed in queue/ (durable unless dir_error_)
+		bool committed = false; // marked committed in queue/ (durable unless dir_error_)
 		std::string bytes;      // the file as its journal record holds it (small ones)
 	};
 

@@ -334,25 +334,27 @@ void Spool::load_free_files()
 	}
 }
 
-// A recycled file, renamed to `to` and open for writing, its old bytes
-// turned to zeros where they lie: ZERO_RANGE keeps the blocks, where a
-// truncation would free them (and, on a file system mounted with discard,
-// wait for the device to discard them). None when no file in free/ is
-// reusable yet.
-UniqueFd Spool::take_free_file(const std::string& to)
+// A recycled file, renamed to queue/ID and open for writing, pending, its
+// old bytes turned to zeros where they lie: ZERO_RANGE keeps the blocks,
+// where a truncation would free them (and, on a file system mounted with
+// discard, wait for the device to discard them). It is made pending
+// before the rename, so that no stop can leave queue/ID committed with
+// the old message's bytes. None when no file in free/ is reusable yet.
+UniqueFd Spool::take_free_file(const std::string& id)
 {
 	while (!free_.empty() && free_.front().ready_after <= syncs_done_) {
 		std::string name = std::move(free_.front().name);
 		free_.pop_front();
-		if (::renameat2(free_dirfd_.get(), name.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) < 0)
+		if (::fchmodat(free_dirfd_.get(), name.c_str(), MODE_PENDING, 0) < 0 ||
+		    ::renameat2(free_dirfd_.get(), name.c_str(), queue_dirfd_.get(), id.c_str(), RENAME_NOREPLACE) < 0)
 			continue;
-		UniqueFd fd(::open(to.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
+		UniqueFd fd(::openat(queue_dirfd_.get(), id.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
 		struct stat st;
-		if (fd && ::fstat(fd.get(), &st) == 0 && ::fchmod(fd.get(), MODE_PENDING) == 0 &&
+		if (fd && ::fstat(fd.get(), &st) == 0 &&
 		    (st.st_size == 0 || ::fallocate(fd.get(), FALLOC_FL_ZERO_RANGE, 0, st.st_size) == 0 ||
 		     ::ftruncate(fd.get(), 0) == 0))
 			return fd;
-		::unlink(to.c_str());
+		::unlinkat(queue_dirfd_.get(), id.c_str(), 0);
 	}
 	return UniqueFd();
 }
@@ -363,8 +365,8 @@ std::string Spool::path(const char* sub, const std::string& id) const
 }
 
 // 40 random bits; an id still present in failed/ (whose files keep their
-// id) is drawn again. In incoming/ and queue/ a clash cannot go unseen:
-// create() and publish() refuse to replace a file.
+// id) is drawn again. In queue/ a clash cannot go unseen: create()
+// refuses to replace a file.
 std::string Spool::new_id() const
 {
 	for (int attempt = 0; attempt < 100; attempt++) {
@@ -412,22 +414,22 @@ UniqueFd Spool::create(const Envelope& env, Created* created)
 	check_value("auth", env.auth_user);
 	check_value("instance", env.instance);
 
-	std::string p = path("incoming", env.id);
-	UniqueFd fd = take_free_file(p);
+	UniqueFd fd = take_free_file(env.id);
 	bool recycled = static_cast<bool>(fd);
 	if (!fd)
-		fd = UniqueFd(::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, MODE_PENDING));
+		fd = UniqueFd(::openat(queue_dirfd_.get(), env.id.c_str(),
+				       O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, MODE_PENDING));
 	if (!fd)
-		throw_errno("create " + p);
+		throw_errno("create " + path("queue", env.id));
 	size_t sum_offset = 0;
 	std::string header = format_header(env, &sum_offset);
 	if (created)
 		*created = {header.size(), recycled, sum_offset};
 	if (!write_all(fd.get(), header)) {
 		int saved = errno;
-		::unlink(p.c_str());
+		::unlinkat(queue_dirfd_.get(), env.id.c_str(), 0);
 		errno = saved;
-		throw_errno("write " + p);
+		throw_errno("write " + path("queue", env.id));
 	}
 	return fd;
 }
@@ -440,19 +442,13 @@ uint64_t Spool::store(const Envelope& env, std::initializer_list<std::string_vie
 	try {
 		for (std::string_view p : parts) {
 			if (!write_all(file.get(), p))
-				throw_errno("writing " + path("incoming", env.id));
+				throw_errno("writing " + path("queue", env.id));
 			size += p.size();
 		}
 		seal(env.id, file.get(), created, size);
-	} catch (...) {
-		discard(env.id);
-		throw;
-	}
-	publish(env.id);
-	try {
 		sync_file(file.get());
 	} catch (...) {
-		unpublish(env.id);
+		discard(env.id);
 		throw;
 	}
 	sync_queue_dir();
@@ -469,8 +465,8 @@ uint64_t Spool::store(const Envelope& env, std::initializer_list<std::string_vie
 void Spool::seal(const std::string& id, int fd, const Created& created, uint64_t size, std::string* content)
 {
 	check_id(id);
-	std::string p = path("incoming", id);
-	UniqueFd in(::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+	std::string p = path("queue", id);
+	UniqueFd in(::openat(queue_dirfd_.get(), id.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
 	if (!in)
 		throw_errno("open " + p);
 	std::string sum;
@@ -498,30 +494,6 @@ void Spool::mark_committed(int fd)
 {
 	if (::fchmod(fd, MODE_COMMITTED) < 0)
 		throw_errno("chmod spool file (fd " + std::to_string(fd) + ") in " + dir_);
-}
-
-void Spool::unpublish(const std::string& id)
-{
-	check_id(id);
-	if (::unlinkat(queue_dirfd_.get(), id.c_str(), 0) < 0 && errno != ENOENT)
-		throw_errno("unlink " + path("queue", id));
-}
-
-// RENAME_NOREPLACE: a queue file, once committed, is never overwritten,
-// even if an id were somehow drawn twice. On a filesystem without the
-// flag, link(2) gives the same guarantee.
-void Spool::publish(const std::string& id)
-{
-	check_id(id);
-	std::string from = path("incoming", id);
-	if (::renameat2(AT_FDCWD, from.c_str(), queue_dirfd_.get(), id.c_str(), RENAME_NOREPLACE) == 0)
-		return;
-	if (errno != EINVAL)
-		throw_errno("rename " + from + " to " + path("queue", id));
-	if (::linkat(AT_FDCWD, from.c_str(), queue_dirfd_.get(), id.c_str(), 0) < 0)
-		throw_errno("link " + from + " to " + path("queue", id));
-	if (::unlink(from.c_str()) < 0)
-		log_warn("unlink %s", from.c_str());
 }
 
 // A barrier for free/: files removed before sync began are reusable
@@ -569,9 +541,8 @@ bool Spool::wants_checkpoint(size_t group_bytes) const
 void Spool::discard(const std::string& id)
 {
 	check_id(id);
-	std::string p = path("incoming", id);
-	if (::unlink(p.c_str()) < 0 && errno != ENOENT)
-		throw_errno("unlink " + p);
+	if (::unlinkat(queue_dirfd_.get(), id.c_str(), 0) < 0 && errno != ENOENT)
+		throw_errno("unlink " + path("queue", id));
 }
 
 size_t Spool::clean_incoming()
@@ -733,8 +704,11 @@ void Spool::recover()
 
 // One file of queue/ at start, r its record in the journal if it counts.
 // After a stop of the system, a pending file too large for the journal
-// (or with no journal) is kept when whole, maybe without its 250
-// (delivered twice at worst), and failed when not.
+// (or with no journal) is removed when never sealed or not even readable
+// as a spool file (cut off in its DATA, or a recycled file not yet
+// rewritten: its fdatasync, before any 250, would have made it whole),
+// kept when whole, maybe without its 250 (delivered twice at worst), and
+// failed when not.
 void Spool::recover_file(const std::string& id, const Journal::Record* r, bool same_boot)
 {
 	struct stat st;
@@ -744,20 +718,24 @@ void Spool::recover_file(const std::string& id, const Journal::Record* r, bool s
 	bool small = journals(static_cast<uint64_t>(st.st_size));
 	if (!r && (!pending || same_boot || small)) {
 		if (pending) {
-			unpublish(id);
+			discard(id);
 			log_warnx(same_boot ? "%s: commit cut off by laimd's end, before any 250: removed"
 					    : "%s: commit cut off before the journal held it, so before any 250: removed",
 				  id.c_str());
 		}
 		return;
 	}
-	bool whole = false;
+	bool whole = false, sealed = false;
 	try {
 		SpoolMessage m = load(id);
 		whole = m.sum_ == sum_of(m.body_);
+		sealed = m.sum_ != SUM_PENDING;
 	} catch (const SpoolError&) {
 	}
-	if (whole) {
+	if (pending && !r && !sealed) {
+		discard(id);
+		log_warnx("%s: message cut off before its commit, so before any 250: removed", id.c_str());
+	} else if (whole) {
 		if (pending && ::fchmodat(queue_dirfd_.get(), id.c_str(), MODE_COMMITTED, 0) < 0)
 			throw_errno("chmod " + path("queue", id));
 	} else if (r && r->kind == Journal::Commit) {

@@ -1,11 +1,13 @@
 // The spool: the durable half of the bounded queue (doc/architecture.md,
 // "A message's way, and the spool").
 //
-//   SPOOL/incoming/ID   being received; removed at start
-//   SPOOL/queue/ID      committed (250 sent), not yet handled
+//   SPOOL/queue/ID      being received or committed (mode 0700 until its
+//                       commit returned, 0600 after), not yet handled
 //   SPOOL/failed/ID     given up; SPOOL/failed/ID.reason says why
 //   SPOOL/free/NAME     emptied files of removed messages, for reuse
 //   SPOOL/offline/      dropped by sendmail while laimd is down
+//   SPOOL/incoming/     files of earlier laim, removed at start; the
+//                       restore of a file (recover()) writes it there
 //
 // A spool file is an envelope header written by the handler process,
 // followed by the message exactly as the smtp process wrote it:
@@ -99,29 +101,26 @@ class Spool {
 		bool recycled = false;
 		size_t sum_offset = 0;  // where seal() writes the sum
 	};
-	// Creates incoming/ID (O_EXCL, 0700: pending), or renames a recycled file from
-	// free/ to it, writes the envelope header (env.id must be set) and
-	// returns the fd positioned after it, opened for writing. Throws
-	// std::system_error, or std::invalid_argument for an envelope value
-	// holding CR, LF or NUL.
+	// Creates queue/ID (O_EXCL, 0700: pending), or renames a recycled
+	// file from free/ to it (never over an existing file), writes the
+	// envelope header (env.id must be set) and returns the fd positioned
+	// after it, opened for writing. Throws std::system_error, or
+	// std::invalid_argument for an envelope value holding CR, LF or NUL.
 	UniqueFd create(const Envelope& env, Created* created = nullptr);
 
 	// Commits a message that the handler process makes itself (an
-	// offline import, a rate limit's alert) in one go: incoming/ID with
-	// env's header and the parts, synced, published, queue/ synced.
-	// Returns the message's size; throws, incoming/ID removed, on failure.
+	// offline import, a rate limit's alert) in one go: queue/ID with
+	// env's header and the parts, synced, queue/ synced, committed.
+	// Returns the message's size; throws, queue/ID removed, on failure.
 	uint64_t store(const Envelope& env, std::initializer_list<std::string_view> parts);
 
 	// The commit (doc/architecture.md, "The spool"). Step 1, per message:
-	// the CRC-32 of the size bytes after the header of incoming/ID into
-	// its sum, through fd; with content, the whole file, sum included,
-	// into *content too.
+	// the CRC-32 of the size bytes after the header of queue/ID into its
+	// sum, through fd; with content, the whole file, sum included, into
+	// *content too.
 	void seal(const std::string& id, int fd, const Created& created, uint64_t size,
 		  std::string* content = nullptr);
-	// Step 2, per message: move incoming/ID to queue/ID (never replacing
-	// an existing file). Throws std::system_error.
-	void publish(const std::string& id);
-	// Step 3, all at once for a group: the journal's write and sync and,
+	// Step 2, all at once for a group: the journal's write and sync and,
 	// for a message too large for it, its file's fdatasync and an fsync of
 	// queue/. Any thread may call them.
 	Journal* journal() { return journal_.get(); }  // none when it could not be made
@@ -130,10 +129,8 @@ class Spool {
 	bool journals(uint64_t file_size) const { return journal_ && file_size <= Journal::INLINE_MAX; }
 	void sync_file(int fd);
 	void sync_queue_dir();
-	// Step 4, once the syncs returned: the file's mode says committed.
+	// Step 3, once the syncs returned: the file's mode says committed.
 	void mark_committed(int fd);
-	// A published message whose sync failed: queue/ID goes.
-	void unpublish(const std::string& id);
 	// Every file the journal stands for is made durable on its own (a
 	// syncfs of the spool's file system), and the journal emptied. On the
 	// committer, between groups: when the journal is full, or when free/
@@ -147,7 +144,8 @@ class Spool {
 	// when torn or lost). Then a checkpoint. Logs what it changed.
 	void recover();
 
-	// Removes incoming/ID (aborted transaction); no error if missing.
+	// Removes queue/ID of a transaction that never got its 250 (aborted,
+	// or its commit failed); no error if missing.
 	void discard(const std::string& id);
 	// At start: removes everything in incoming/; returns how many.
 	size_t clean_incoming();
@@ -170,7 +168,7 @@ class Spool {
  private:
 	std::string path(const char* sub, const std::string& id) const;
 	void load_free_files();
-	UniqueFd take_free_file(const std::string& to);
+	UniqueFd take_free_file(const std::string& id);
 	bool recycle(const std::string& id);
 
 	void recover_file(const std::string& id, const Journal::Record* r, bool same_boot);

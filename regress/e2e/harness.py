@@ -868,6 +868,21 @@ class Laimd:
 		except FileNotFoundError:
 			return []
 
+	def pending_files(self):
+		"""Files of queue/ still mode 0700: being received or in their
+		commit, never answered 250."""
+		return [f for f in self.spool_files("queue") if self._queue_mode(f) == 0o700]
+
+	def committed_files(self):
+		"""Files of queue/ whose commit returned (mode 0600)."""
+		return [f for f in self.spool_files("queue") if self._queue_mode(f) == 0o600]
+
+	def _queue_mode(self, name):
+		try:
+			return stat.S_IMODE(os.lstat(os.path.join(self.spool, "queue", name)).st_mode)
+		except FileNotFoundError:
+			return None
+
 	def write_config(self, text=None):
 		if text is None:
 			cfg = dict(self.config)

@@ -1,9 +1,9 @@
 # The commit's own system calls failing: strace attaches to the running
 # handler process and makes every call of one kind fail, as a full or
 # failing disk would:
-#   - fdatasync of the journal (ENOSPC) and the spool file's rename into
-#     queue/ (ENOSPC): the end of data gets 451 4.3.0, the message is
-#     neither in incoming/ nor in queue/, and nothing is ever delivered;
+#   - fdatasync of the journal (ENOSPC) and the chmod that marks the
+#     spool file committed (EIO): the end of data gets 451 4.3.0, its
+#     file is gone from queue/, and nothing is ever delivered;
 #   - the fsync of queue/ (EIO), which only a message too large for the
 #     journal needs: 451 4.3.0 as well, but the file is in queue/
 #     already, so it is delivered (at least once, as
@@ -21,7 +21,7 @@ SCENARIOS = [
 	# (system call, errno injected, whether the refused message is queued
 	# anyway, its size: 30000 goes through the journal, 100000 not)
 	("fdatasync", "ENOSPC", False, 30000),
-	("renameat2", "ENOSPC", False, 30000),
+	("fchmod", "EIO", False, 30000),
 	("fsync", "EIO", True, 100000),
 ]
 ERRNO_TEXT = {"ENOSPC": "No space left on device", "EIO": "Input/output error"}
@@ -70,7 +70,7 @@ def scenario(syscall, err, queued_anyway, size):
 		else:
 			d.wait_log(r"%s: commit failed: .*%s$" % (QID_RE, ERRNO_TEXT[err]))
 			check_eq(d.spool_files("queue"), [], "queue/ after the failed commit")
-		check_eq(d.spool_files("incoming"), [], "incoming/ after the failed commit")
+		check_eq(d.pending_files(), [], "pending files in queue/ after the failed commit")
 	finally:
 		tracer.send_signal(signal.SIGINT)  # detaches: the calls work again
 		tracer.wait(10)

@@ -69,7 +69,7 @@ def main():
 		qid = qid.group(1).decode()
 		check(qid in delivered, "delivered message %s not among %r" % (qid, list(delivered)))
 		check_eq(rest, delivered[qid], "message %s after the Received: header" % qid)
-	wait_for(lambda: not d.spool_files("incoming"), 5, "incoming/ to be empty")
+	wait_for(lambda: not d.pending_files(), 5, "no pending file left in queue/")
 	check_eq(d.spool_files("queue"), [], "queue/ after delivery")
 
 

@@ -41,7 +41,7 @@ def main():
 	msgs = maildir_messages(d.maildir)
 	check_eq(len(msgs), 1, "messages delivered (only the one under the limit)")
 	check(b"Subject: under" in msgs[0], "the delivered message is not the small one")
-	check_eq(d.spool_files("incoming"), [], "incoming/ after the refused message")
+	check_eq(d.spool_files("queue"), [], "queue/ after the refused message")
 
 
 run(main)

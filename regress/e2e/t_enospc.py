@@ -3,7 +3,7 @@
 #   - no inode left for the spool file: DATA gets 451/452;
 #   - no space left in the middle of a large message, or at the last write
 #     before the commit: the end of data gets 451, nothing is committed or
-#     delivered and incoming/ is left empty;
+#     delivered and its file is gone from queue/;
 #   - no space left while the maildir handler writes: the message stays in
 #     queue/ (deferred), no half-written copy reaches new/ or stays in tmp/;
 # and once space is back the daemon takes and delivers each message byte
@@ -53,7 +53,7 @@ def refused_at_data(d, tag, msg):
 
 
 def check_nothing_kept(d, what):
-	wait_for(lambda: not d.spool_files("incoming"), 5, "incoming/ to be empty after %s" % what)
+	wait_for(lambda: not d.pending_files(), 5, "no pending file in queue/ after %s" % what)
 	check_eq(d.spool_files("queue"), [], "queue/ after %s" % what)
 
 
@@ -61,7 +61,7 @@ def spool_full(d, sent):
 	fs = os.path.dirname(d.spool)
 	inodes = fill_inodes(fs)
 	refused_at_data(d, "noinode", varied_message("no inode"))
-	d.wait_log(r"cannot create a spool file: create %s/incoming/%s: No space left on device$" %
+	d.wait_log(r"cannot create a spool file: create %s/queue/%s: No space left on device$" %
 		   (re.escape(d.spool), QID_RE), since=0)
 	check_nothing_kept(d, "the spool ran out of inodes")
 	shutil.rmtree(inodes)

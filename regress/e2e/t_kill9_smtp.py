@@ -1,7 +1,7 @@
 # kill -9 of the smtp process: a message answered 250 just before is
 # delivered, byte for byte as sent; a session killed in the middle of DATA (before the final dot)
-# sees its connection drop, its message is never delivered, and the
-# incoming/ file is gone at the latest after the next start.
+# sees its connection drop, its message is never delivered, and its
+# pending file in queue/ is gone at the latest after the next start.
 import sys
 sys.dont_write_bytecode = True
 import signal
@@ -25,7 +25,7 @@ def main():
 	os.kill(old["smtp"], signal.SIGKILL)
 	d.wait_log(RESTART % old["smtp"], 10)
 	d.wait_children(15, old={"smtp": old["smtp"]})
-	check_eq(d.spool_files("queue"), [qid], "queue/ after the smtp kill")
+	check_eq(d.committed_files(), [qid], "committed files in queue/ after the smtp kill")
 
 	# In the middle of DATA.
 	c = d.smtp()
@@ -34,7 +34,7 @@ def main():
 	c.cmd("RCPT TO:<rcpt@test.laim.example>", 250)
 	c.cmd("DATA", 354)
 	c.send(b"Subject: partial\r\n\r\n" + b"half a message\r\n" * 2000)
-	wait_for(lambda: d.spool_files("incoming"), 5, "the spool file in incoming/")
+	wait_for(lambda: d.pending_files(), 5, "the pending spool file in queue/")
 	old = d.children()
 	os.kill(old["smtp"], signal.SIGKILL)
 	check(c.wait_closed(5), "connection still open after the smtp process died")
@@ -43,14 +43,14 @@ def main():
 	d.wait_log(RESTART % old["smtp"], 10)
 	d.wait_children(15, old={"smtp": old["smtp"]})
 
-	# Deliver what was committed, then restart: incoming/ must be empty and
-	# the partial message never delivered.
+	# Deliver what was committed, then restart: no pending file may be
+	# left and the partial message never delivered.
 	d.unblock_dir(blocked)
 	d.wait_removed(qid, 15)
 	time.sleep(1.5)
 	check_eq(d.stop(), 0, "exit status after SIGTERM")
 	d.start()
-	wait_for(lambda: not d.spool_files("incoming"), 5, "incoming/ to be cleaned at start")
+	wait_for(lambda: not d.pending_files(), 5, "no pending file in queue/ after the start")
 	msg = varied_message("after restart")
 	q2 = d.send(msg=msg)
 	sent[q2] = msg

@@ -1,7 +1,7 @@
 # kill -9 of the whole process tree right after a 250: the message is on
 # disk and is delivered, byte for byte as sent, when laimd starts again; a transaction cut in the
-# middle of DATA by the same kill is never delivered, its incoming/ file is
-# removed at start.
+# middle of DATA by the same kill is never delivered, its pending file in
+# queue/ is removed at start.
 import sys
 sys.dont_write_bytecode = True
 import signal
@@ -20,7 +20,8 @@ def main():
 	c.cmd("RCPT TO:<rcpt@test.laim.example>", 250)
 	c.cmd("DATA", 354)
 	c.send(b"Subject: partial\r\n\r\nno end yet\r\n")
-	wait_for(lambda: d.spool_files("incoming"), 5, "the spool file in incoming/")
+	wait_for(lambda: d.pending_files(), 5, "the partial message's pending file in queue/")
+	partial = d.pending_files()[0]
 
 	committed = varied_message("committed")
 	qid = d.send(msg=committed)
@@ -35,14 +36,15 @@ def main():
 	wait_for(lambda: not any(proc_alive(p) for p in pids), 10, "every laimd process to die")
 	check(c.wait_closed(5), "connection open after the tree died")
 	c.close()
-	check_eq(d.spool_files("queue"), [qid], "queue/ after kill -9 of the tree")
-	check(d.spool_files("incoming"), "the partial transaction left nothing in incoming/ (test premise)")
+	check_eq(d.committed_files(), [qid], "committed files in queue/ after kill -9 of the tree")
+	check_eq(d.pending_files(), [partial], "pending files in queue/ after kill -9 of the tree (test premise)")
 
 	d.unblock_dir(blocked)
 	d.start()
 	d.wait_delivered(qid, "rcpt@test.laim.example")
 	d.wait_removed(qid)
-	wait_for(lambda: not d.spool_files("incoming"), 5, "incoming/ to be cleaned at start")
+	d.wait_log(r"%s: commit cut off by laimd's end, before any 250: removed$" % partial, since=0)
+	check_eq(d.pending_files(), [], "pending files in queue/ after the start")
 	check_delivered_exactly(d, {qid: committed}, blocked)
 	check(not d.search_log(r"from=<partial@client\.example>", 0), "the partial message was committed")
 

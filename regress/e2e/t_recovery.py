@@ -1,7 +1,7 @@
-# At start, leftovers in incoming/ (transactions a previous run never
-# committed) are removed and never delivered, and the messages in queue/
-# (committed by a previous run, not yet handled) are delivered, byte for
-# byte as sent.
+# At start, a half-received message (a pending file in queue/, or in
+# incoming/ as an earlier laim left it) is removed and never delivered,
+# and the messages in queue/ (committed by a previous run, not yet
+# handled) are delivered, byte for byte as sent.
 import sys
 sys.dont_write_bytecode = True
 from harness import *
@@ -21,24 +21,29 @@ def main():
 	check_eq(d.spool_files("queue"), sorted(queued), "queue/ before the stop")
 	check_eq(d.stop(), 0, "exit status of the first run")
 
-	# A half-received message, as a crash during DATA leaves it.
-	stale = "0123456789"
-	path = os.path.join(d.spool, "incoming", stale)
-	with open(path, "wb") as f:
-		f.write(b"LAIM 1\nid %s\narrival 1\nsender stale@client.example\nrcpt r@test.laim.example\n"
-			b"client 127.0.0.1\nhelo x\n\nSubject: stale\r\n\r\nhalf" % stale.encode())
-	os.chown(path, d.uid, d.gid)
-	os.chmod(path, 0o600)
+	# Half-received messages, as a crash during DATA leaves them: in
+	# queue/, pending, and in incoming/, where an earlier laim wrote.
+	stale, old_stale = "0123456789", "0123456788"
+	for sub, qid, mode in (("queue", stale, 0o700), ("incoming", old_stale, 0o600)):
+		path = os.path.join(d.spool, sub, qid)
+		with open(path, "wb") as f:
+			f.write(b"LAIM 1\nsum --------\nid %s\narrival 1\nsender stale@client.example\n"
+				b"rcpt r@test.laim.example\nclient 127.0.0.1\nhelo x\n\nSubject: stale\r\n\r\nhalf" %
+				qid.encode())
+		os.chown(path, d.uid, d.gid)
+		os.chmod(path, mode)
 
 	d.unblock_dir(blocked)
 	d.start()
 	for q in queued:
 		d.wait_delivered(q, "rcpt@test.laim.example")
 		d.wait_removed(q)
-	wait_for(lambda: not d.spool_files("incoming"), 5, "incoming/ to be cleaned")
+	d.wait_log(r"%s: commit cut off by laimd's end, before any 250: removed$" % stale, since=0)
+	d.wait_log(r"removed 1 incomplete messages from incoming/$", since=0)
+	check_eq(d.spool_files("incoming"), [], "incoming/ after the start")
 	check_delivered_exactly(d, sent, blocked)
-	check(not d.search_log(r"%s: (from|to)=" % stale, 0),
-	      "the stale incoming/ file was handled as a message")
+	for qid in (stale, old_stale):
+		check(not d.search_log(r"%s: (from|to)=" % qid, 0), "the stale file %s was handled as a message" % qid)
 	check_eq(d.spool_files("queue"), [], "queue/ at the end")
 
 

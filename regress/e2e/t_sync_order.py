@@ -1,11 +1,10 @@
 # The 250 is sent only once the message is on disk: laimd runs under
 # strace -f -y, and for every queue id a client got a 250 for, the trace
 # must show, in this order (doc/architecture.md, "The spool"): the
-# write of the message's sum into its file in incoming/, the rename of
-# that file into queue/, begun after that write returned; a write to the
-# journal, begun after the rename returned, holding the message's record
-# (kind C, its id, the file with that same sum); an fdatasync of the
-# journal begun after that write returned; after it returned, the file's
+# write of the message's sum into its file, born in queue/ (no rename);
+# a write to the journal, begun after that write returned, holding the
+# message's record (kind C, its id, the file with that same sum); an
+# fdatasync of the journal begun after that write returned; after it returned, the file's
 # chmod to 0600 (committed); and after that, the write of "250 2.0.0 Ok:
 # queued as ID" to the client (by the chrooted smtp process, whose socket
 # strace cannot name). Leaving the record out, or the journal's sync, or
@@ -60,31 +59,37 @@ def syscalls(trace):
 
 def commit_events(calls, spool):
 	"""Per queue id: its sum (the digits and the write's (start, end)
-	trace line indexes), its rename, the journal write holding its
-	record, its chmod to 0600 (the first of each) and its 250's start;
-	and every successful fdatasync of the journal (start, end)."""
-	incoming, queue = re.escape(spool + "/incoming/"), re.escape(spool + "/queue/")
+	trace line indexes), the journal write holding its record, its chmod
+	to 0600 (the first of each), its 250's start and its file's first
+	opening by path; every rename into queue/ at a commit (there must be
+	none); and every successful fdatasync of the journal (start, end)."""
+	queue = re.escape(spool + "/queue/")
 	journal = re.escape(spool + "/journal")
-	ev = {k: {} for k in ("sum", "rename", "record", "chmod", "answer", "read")}
+	# A path in queue/ as strace -y shows it: absolute, or a name beside
+	# a descriptor of queue/.
+	in_queue = r'(?:"%s(%s)"|\d+<%s>, "(%s)")' % (queue, QID_RE, re.escape(spool + "/queue"), QID_RE)
+	qid_of = lambda m: m.group(1) or m.group(2)
+	ev = {k: {} for k in ("sum", "rename", "record", "chmod", "answer")}
+	ev["read"] = []  # (qid, start) of every opening of a queue file by its path
 	journal_syncs = []
 	for tid, name, text, start, end in calls:
 		ok = re.search(r"\) += (?:0|\d+)(?: \(DELAYED\))?$", text)
 		fd_in = lambda d: re.match(r"\d+<%s(%s)>" % (d, QID_RE), text)
-		if name == "pwrite64" and ok and fd_in(incoming):
+		if name == "pwrite64" and ok and fd_in(queue):
 			m = re.search(r', "([0-9a-f]{8})", 8, ', text)
 			if m:
-				ev["sum"].setdefault(fd_in(incoming).group(1), (m.group(1), start, end))
+				ev["sum"].setdefault(fd_in(queue).group(1), (m.group(1), start, end))
 		elif name == "pwrite64" and ok and re.match(r"\d+<%s>" % journal, text):
 			for qid, body in re.findall(r"C(%s)\\0.*?sum ([0-9a-f]{8})\\nid \1\\n" % QID_RE, text):
 				ev["record"].setdefault(qid, (body, start, end))
-		elif name in ("renameat2", "linkat") and ok:
-			m = re.match(r'AT_FDCWD(?:<[^>]*>)?, "%s(%s)", \d+<%s/queue>, "\1"' % (incoming, QID_RE, re.escape(spool)), text)
+		elif name in ("renameat2", "linkat") and ok and "%s/free" % spool not in text:
+			m = re.search(r', %s, ' % in_queue, text)
 			if m:
-				ev["rename"][m.group(1)] = (start, end)
+				ev["rename"][qid_of(m)] = (start, end)
 		elif name == "fchmod" and ok and fd_in(queue) and ", 0600)" in text:
 			ev["chmod"].setdefault(fd_in(queue).group(1), (start, end))
-		elif name == "openat" and re.search(r'"%s(%s)", .*\) += \d+<' % (queue, QID_RE), text):
-			ev["read"].setdefault(re.search(r'"%s(%s)"' % (queue, QID_RE), text).group(1), start)
+		elif name == "openat" and re.search(r"\) += \d+<", text) and re.match(r"(?:AT_FDCWD[^,]*, )?%s" % in_queue, text):
+			ev["read"].append((qid_of(re.match(r"(?:AT_FDCWD[^,]*, )?%s" % in_queue, text)), start))
 		elif name == "fdatasync" and ok and re.match(r"\d+<%s>\)" % journal, text):
 			journal_syncs.append((start, end))
 		elif name in ("write", "writev", "sendto", "sendmsg"):
@@ -94,20 +99,21 @@ def commit_events(calls, spool):
 
 
 def check_commit(qid, ev, journal_syncs):
-	for step in ("sum", "rename", "record", "chmod", "answer"):
+	for step in ("sum", "record", "chmod", "answer"):
 		check(qid in ev[step], "%s: no %s in the trace" % (qid, step))
-	(sum_digits, *summed), renamed, (record_sum, *recorded), chmodded = (ev[k][qid] for k in ("sum", "rename", "record", "chmod"))
+	check(qid not in ev["rename"], "%s: renamed into queue/ at its commit: it is born there" % qid)
+	(sum_digits, *summed), (record_sum, *recorded), chmodded = (ev[k][qid] for k in ("sum", "record", "chmod"))
 	answered = ev["answer"][qid]
-	check(summed[1] < renamed[0], "%s: renamed into queue/ before its sum was written" % qid)
 	check_eq(record_sum, sum_digits, "%s: the sum in its journal record" % qid)
-	check(renamed[1] < recorded[0], "%s: its journal record was written before its rename returned" % qid)
+	check(summed[1] < recorded[0], "%s: its journal record was written before its sum's write returned" % qid)
 	covering = [s for s in journal_syncs if recorded[1] < s[0] and s[1] < chmodded[0]]
 	check(covering, "%s: no fdatasync of the journal begun after its record was written and returned before "
 	      "its chmod (record at trace line %d, chmod at line %d, fdatasyncs of the journal at %r)" %
 	      (qid, recorded[1] + 1, chmodded[0] + 1, [(s[0] + 1, s[1] + 1) for s in journal_syncs]))
 	check(chmodded[1] < answered, "%s: its 250 went out before it was marked committed" % qid)
-	check(qid not in ev["read"], "%s: its file in queue/ was opened (trace line %d): the first delivery "
-	      "read again what its commit had read" % (qid, ev["read"].get(qid, -1) + 1))
+	late = [s for q, s in ev["read"] if q == qid and s > chmodded[1]]
+	check(not late, "%s: its file in queue/ was opened after its commit (trace line %d): the first delivery "
+	      "read again what its commit had read" % (qid, late[0] + 1 if late else 0))
 
 
 def send_together(d, n):
@@ -172,7 +178,7 @@ def main():
 		check_commit(qid, ev, journal_syncs)
 	sizes = group_sizes(ev["record"])
 	check(max(sizes) >= 2, "no group commit of two or more messages (records per journal write: %r)" % sizes)
-	print("%d messages: sum, rename, journal record, its fdatasync, chmod, then the 250; records per journal write: %r" % (len(ids), sizes))
+	print("%d messages: sum, journal record, its fdatasync, chmod, then the 250; records per journal write: %r" % (len(ids), sizes))
 
 
 run(main)

@@ -47,7 +47,7 @@ def main():
 	qid = d.send(msg=simple_message("after"))
 	d.wait_removed(qid)
 	check_eq(len(maildir_files(d.maildir)), 1, "messages delivered (only the last)")
-	wait_for(lambda: not d.spool_files("incoming"), 5, "incoming/ to be empty")
+	wait_for(lambda: not d.pending_files(), 5, "no pending file in queue/")
 
 
 run(main)

@@ -199,7 +199,6 @@ struct Fixture {
 		UniqueFd fd = spool.create(env);
 		ck_assert(write_all(fd.get(), "Subject: t\r\n\r\nbody\r\n"));
 		spool.sync_file(fd.get());
-		spool.publish(env.id);
 		queue.add(env, 21, static_cast<double>(env.arrival));
 		return env.id;
 	}
@@ -457,7 +456,6 @@ START_TEST(held_bytes_bounded)
 		env.arrival = time(nullptr);
 		UniqueFd fd = f.spool.create(env);
 		ck_assert(write_all(fd.get(), body));
-		f.spool.publish(env.id);
 		std::string file = slurp(g_tmp + "/spool/queue/" + env.id);
 		file.replace(file.size() - 6, 4, "memo");
 		file_size = file.size();

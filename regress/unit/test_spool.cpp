@@ -93,7 +93,7 @@ void write_body(int fd, std::string_view body)
 }
 
 // How far a commit got before it was cut off.
-enum class Until { Published, Journaled, Finished };
+enum class Until { Sealed, Journaled, Finished };
 
 // The commit's steps, as the handler process takes them before 250 for a
 // small message (the file in the journal) or a large one (its own syncs).
@@ -105,8 +105,7 @@ void commit(Spool& spool, const Envelope& env, std::string_view body, Until unti
 	std::string content;
 	bool small = created.header_len + body.size() <= Journal::INLINE_MAX;
 	spool.seal(env.id, fd.get(), created, body.size(), small ? &content : nullptr);
-	spool.publish(env.id);
-	if (until == Until::Published)
+	if (until == Until::Sealed)
 		return;
 	if (small) {
 		spool.journal()->add(Journal::Commit, env.id, content);
@@ -220,9 +219,9 @@ START_TEST(test_header_format)
 
 	UniqueFd fd = spool.create(env);
 	ck_assert_int_eq(lseek(fd.get(), 0, SEEK_CUR), (off_t)want.size());
-	std::string incoming = g_spool + "/incoming/" + env.id;
-	ck_assert(slurp(incoming) == want);
-	ck_assert_int_eq(mode_of(incoming), 0700);  // pending
+	std::string queued = g_spool + "/queue/" + env.id;
+	ck_assert(slurp(queued) == want);
+	ck_assert_int_eq(mode_of(queued), 0700);  // pending
 
 	// With a uid, its line sits between the recipients and client.
 	Envelope env2 = env;
@@ -231,14 +230,14 @@ START_TEST(test_header_format)
 	UniqueFd fd2 = spool.create(env2);
 	const std::string want2 = header_start(env2.id) +
 				  "arrival 1700000001\nsender \nrcpt root\nuid 0\nclient local\nhelo host.lan\n\n";
-	ck_assert(slurp(g_spool + "/incoming/" + env2.id) == want2);
+	ck_assert(slurp(g_spool + "/queue/" + env2.id) == want2);
 
 	// A notice's instance comes last.
 	Envelope env3 = env;
 	env3.id = spool.new_id();
 	env3.instance = "admin";
 	UniqueFd fd3 = spool.create(env3);
-	ck_assert(slurp(g_spool + "/incoming/" + env3.id) ==
+	ck_assert(slurp(g_spool + "/queue/" + env3.id) ==
 		  header_start(env3.id) +
 			  "arrival 1700000001\nsender \nrcpt root\nclient local\nhelo host.lan\ninstance admin\n\n");
 
@@ -247,7 +246,7 @@ START_TEST(test_header_format)
 	env4.id = spool.new_id();
 	env4.auth_user = "alice@example.org";
 	UniqueFd fd4 = spool.create(env4);
-	ck_assert(slurp(g_spool + "/incoming/" + env4.id) ==
+	ck_assert(slurp(g_spool + "/queue/" + env4.id) ==
 		  header_start(env4.id) +
 			  "arrival 1700000001\nsender \nrcpt root\nclient local\nhelo host.lan\nauth alice@example.org\n\n");
 	env4.auth_user = "alice\nrcpt evil";
@@ -258,13 +257,13 @@ START_TEST(test_header_format)
 	} catch (const std::invalid_argument&) {
 	}
 
-	// create never reuses an existing incoming file.
+	// create never reuses an existing queue file.
 	try {
 		(void)spool.create(env);
-		ck_abort_msg("create over an existing incoming file succeeded");
+		ck_abort_msg("create over an existing queue file succeeded");
 	} catch (const std::system_error& e) {
 		ck_assert_int_eq(e.code().value(), EEXIST);
-		ck_assert_ptr_nonnull(strstr(e.what(), incoming.c_str()));
+		ck_assert_ptr_nonnull(strstr(e.what(), queued.c_str()));
 	}
 }
 END_TEST
@@ -285,7 +284,7 @@ START_TEST(test_roundtrip)
 	for (const auto& body : bodies) {
 		Envelope env = sample_env(spool.new_id());
 		commit(spool, env, body);
-		ck_assert(!exists(g_spool + "/incoming/" + env.id));
+		ck_assert_int_eq(mode_of(g_spool + "/queue/" + env.id), 0600);
 		SpoolMessage msg = spool.load(env.id);
 		check_same_envelope(msg.envelope, env);
 		ck_assert_uint_eq(msg.body().size(), body.size());
@@ -296,7 +295,7 @@ START_TEST(test_roundtrip)
 	Envelope env = sample_env(spool.new_id());
 	env.instance = "admin";
 	ck_assert_uint_eq(spool.store(env, {"Subject: a\r\n", "\r\nbody\r\n"}), 20);
-	ck_assert(!exists(g_spool + "/incoming/" + env.id));
+	ck_assert_int_eq(mode_of(g_spool + "/queue/" + env.id), 0600);
 	SpoolMessage msg = spool.load(env.id);
 	check_same_envelope(msg.envelope, env);
 	ck_assert(msg.body() == "Subject: a\r\n\r\nbody\r\n");
@@ -325,35 +324,27 @@ START_TEST(test_message_move)
 }
 END_TEST
 
-// publish never replaces a committed message, even for a reused id.
-START_TEST(test_publish_noreplace)
+// create never replaces a committed message, even for a reused id, nor
+// when it takes a recycled file.
+START_TEST(test_create_noreplace)
 {
 	Spool spool(g_spool);
 	Envelope env = sample_env(spool.new_id());
 	commit(spool, env, "original\n");
+	Envelope other = sample_env(spool.new_id());
+	commit(spool, other, "recycled\n");
+	spool.remove(other.id);
+	spool.checkpoint();  // other's file in free/ is reusable
 
-	UniqueFd fd = spool.create(env);  // incoming/ID is free again
-	write_body(fd.get(), "impostor\n");
-	spool.sync_file(fd.get());
 	try {
-		spool.publish(env.id);
-		ck_abort_msg("publish replaced an existing queue file");
+		(void)spool.create(env);
+		ck_abort_msg("create replaced an existing queue file");
 	} catch (const std::system_error& e) {
 		ck_assert_int_eq(e.code().value(), EEXIST);
 		ck_assert_ptr_nonnull(strstr(e.what(), env.id.c_str()));
 	}
 	ck_assert(spool.load(env.id).body() == "original\n");
-	ck_assert(exists(g_spool + "/incoming/" + env.id));
-
-	// Publishing what is not in incoming/ fails with the path.
-	std::string other = spool.new_id();
-	try {
-		spool.publish(other);
-		ck_abort_msg("publish of a missing file succeeded");
-	} catch (const std::system_error& e) {
-		ck_assert_int_eq(e.code().value(), ENOENT);
-		ck_assert_ptr_nonnull(strstr(e.what(), ("incoming/" + other).c_str()));
-	}
+	ck_assert_int_eq(mode_of(g_spool + "/queue/" + env.id), 0600);
 }
 END_TEST
 
@@ -378,25 +369,26 @@ START_TEST(test_discard)
 		UniqueFd fd = spool.create(env);
 		write_body(fd.get(), "partial");
 	}
-	ck_assert(exists(g_spool + "/incoming/" + env.id));
+	ck_assert_int_eq(mode_of(g_spool + "/queue/" + env.id), 0700);
 	spool.discard(env.id);
-	ck_assert(!exists(g_spool + "/incoming/" + env.id));
+	ck_assert(!exists(g_spool + "/queue/" + env.id));
 	spool.discard(env.id);  // already gone: no error
 	ck_assert_uint_eq(spool.list_queue().size(), 0);
 }
 END_TEST
 
+// incoming/ holds what an earlier laim was receiving when it stopped:
+// removed at start, queue/ untouched.
 START_TEST(test_clean_incoming)
 {
 	Spool spool(g_spool);
 	Envelope kept = sample_env(spool.new_id());
 	commit(spool, kept, "kept\n");
-	UniqueFd open_fd = spool.create(sample_env(spool.new_id()));
-	(void)spool.create(sample_env(spool.new_id()));
+	spit(g_spool + "/incoming/" + spool.new_id(), header_start("0123456789") + "arrival 1\n");
 	spit(g_spool + "/incoming/stray", "junk");
-	ck_assert_uint_eq(count_entries(g_spool + "/incoming"), 3);
+	ck_assert_uint_eq(count_entries(g_spool + "/incoming"), 2);
 
-	ck_assert_uint_eq(spool.clean_incoming(), 3);
+	ck_assert_uint_eq(spool.clean_incoming(), 2);
 	ck_assert_uint_eq(count_entries(g_spool + "/incoming"), 0);
 	ck_assert_uint_eq(spool.clean_incoming(), 0);
 	auto ids = spool.list_queue();
@@ -548,7 +540,6 @@ START_TEST(test_create_refuses)
 	} catch (const std::invalid_argument& e) {
 		ck_assert_ptr_nonnull(strstr(e.what(), "id"));
 	}
-	ck_assert_uint_eq(count_entries(g_spool + "/incoming"), 0);
 	ck_assert_uint_eq(count_entries(g_spool + "/queue"), 0);
 }
 END_TEST
@@ -623,16 +614,17 @@ START_TEST(test_recycle)
 	Spool::Created created;
 	UniqueFd fd = spool.create(early, &created);
 	ck_assert_msg(!created.recycled, "reused before queue/ was synced");
-	ck_assert_uint_ne(inode_of(g_spool + "/incoming/" + early.id), ino);
+	ck_assert_uint_ne(inode_of(g_spool + "/queue/" + early.id), ino);
 	spool.discard(early.id);
 
 	spool.checkpoint();
 	Envelope next = sample_env(spool.new_id());
 	fd = spool.create(next, &created);
 	ck_assert(created.recycled);
-	ck_assert_uint_eq(inode_of(g_spool + "/incoming/" + next.id), ino);
+	ck_assert_uint_eq(inode_of(g_spool + "/queue/" + next.id), ino);
+	ck_assert_int_eq(mode_of(g_spool + "/queue/" + next.id), 0700);
 	ck_assert(!exists(g_spool + "/free/" + old.id));
-	std::string data = slurp(g_spool + "/incoming/" + next.id);
+	std::string data = slurp(g_spool + "/queue/" + next.id);
 	ck_assert_uint_eq(data.rfind(header_start(next.id), 0), 0);
 	ck_assert_uint_eq(data.size(), created.header_len + 3000);
 	ck_assert_uint_eq(data.find_first_not_of('\0', created.header_len), std::string::npos);
@@ -660,27 +652,27 @@ START_TEST(test_recycle)
 }
 END_TEST
 
-// A crash between 250 and delivery: what was published survives a new
-// Spool on the same directory, what was still incoming is cleaned.
+// A crash between 250 and delivery: what was committed survives a new
+// Spool on the same directory, what was still being received goes.
 START_TEST(test_recovery)
 {
-	Envelope published, unpublished;
+	Envelope committed, cut;
 	{
 		Spool spool(g_spool);
-		published = sample_env(spool.new_id());
-		unpublished = sample_env(spool.new_id());
-		commit(spool, published, "survives\n");
-		UniqueFd fd = spool.create(unpublished);
+		committed = sample_env(spool.new_id());
+		cut = sample_env(spool.new_id());
+		commit(spool, committed, "survives\n");
+		UniqueFd fd = spool.create(cut);
 		write_body(fd.get(), "half a mess");
 	}
 	Spool spool(g_spool);
-	ck_assert_uint_eq(spool.clean_incoming(), 1);
-	ck_assert(!exists(g_spool + "/incoming/" + unpublished.id));
+	spool.recover();
+	ck_assert(!exists(g_spool + "/queue/" + cut.id));
 	auto ids = spool.list_queue();
 	ck_assert_uint_eq(ids.size(), 1);
-	ck_assert_str_eq(ids[0].c_str(), published.id.c_str());
+	ck_assert_str_eq(ids[0].c_str(), committed.id.c_str());
 	SpoolMessage msg = spool.load(ids[0]);
-	check_same_envelope(msg.envelope, published);
+	check_same_envelope(msg.envelope, committed);
 	ck_assert(msg.body() == "survives\n");
 }
 END_TEST
@@ -690,19 +682,21 @@ END_TEST
 // restored from it when torn or lost; a pending file it does not hold is
 // removed; a removal it holds, or a file in failed/, is not undone; a
 // large message (no record: synced on its own) still pending is kept when
-// whole and goes to failed/ when not. After the
+// whole and goes to failed/ when not, and removed when it was never
+// sealed (cut off in its DATA) or its header is not even readable. After the
 // checkpoint the journal is empty, its old records stale.
 START_TEST(test_journal_recovery)
 {
 	const std::string body = "Subject: cut off\r\n\r\nline\r\n";
-	Envelope done, cut, held, torn, lost, delivered, failed, large, large_whole;
+	Envelope done, cut, held, torn, lost, delivered, failed, large, large_whole, receiving, garbled;
 	std::string torn_file;
 	{
 		Spool spool(g_spool);
-		for (Envelope* e : {&done, &cut, &held, &torn, &lost, &delivered, &failed, &large, &large_whole})
+		for (Envelope* e :
+		     {&done, &cut, &held, &torn, &lost, &delivered, &failed, &large, &large_whole, &receiving, &garbled})
 			*e = sample_env(spool.new_id());
 		commit(spool, done, body);
-		commit(spool, cut, body, Until::Published);
+		commit(spool, cut, body, Until::Sealed);
 		commit(spool, held, body, Until::Journaled);
 		commit(spool, torn, body);
 		commit(spool, lost, body);
@@ -710,6 +704,11 @@ START_TEST(test_journal_recovery)
 		commit(spool, failed, body);
 		commit(spool, large, std::string(Journal::INLINE_MAX, 'L'), Until::Journaled);
 		commit(spool, large_whole, std::string(Journal::INLINE_MAX, 'W'), Until::Journaled);
+		UniqueFd in_data = spool.create(receiving);
+		write_body(in_data.get(), std::string(Journal::INLINE_MAX, 'R'));
+		UniqueFd zeroed = spool.create(garbled);
+		write_body(zeroed.get(), std::string(Journal::INLINE_MAX, 'G'));
+		ck_assert_int_eq(pwrite(zeroed.get(), std::string(64, '\0').data(), 64, 0), 64);  // its header never reached the disk
 		ck_assert_int_eq(mode_of(g_spool + "/queue/" + done.id), 0600);
 		ck_assert_int_eq(mode_of(g_spool + "/queue/" + held.id), 0700);
 		torn_file = slurp(g_spool + "/queue/" + torn.id);
@@ -736,12 +735,13 @@ START_TEST(test_journal_recovery)
 		ck_assert(spool.load(e->id).body() == body);
 	}
 	ck_assert(slurp(g_spool + "/queue/" + torn.id) == torn_file);
-	for (const Envelope* e : {&cut, &delivered, &failed, &large})
+	for (const Envelope* e : {&cut, &delivered, &failed, &large, &receiving, &garbled})
 		ck_assert(!exists(g_spool + "/queue/" + e->id));
+	ck_assert(!exists(g_spool + "/failed/" + receiving.id));
+	ck_assert(!exists(g_spool + "/failed/" + garbled.id));
 	ck_assert(exists(g_spool + "/failed/" + failed.id));
 	ck_assert(exists(g_spool + "/failed/" + large.id));
 	ck_assert_ptr_nonnull(strstr(slurp(g_spool + "/failed/" + large.id + ".reason").c_str(), "not whole"));
-	ck_assert_uint_eq(count_entries(g_spool + "/incoming"), 0);
 	// A sealed file's sum is the CRC-32 of its message.
 	ck_assert_ptr_nonnull(strstr(slurp(g_spool + "/queue/" + done.id).c_str(), "\nsum b65348d3\n"));
 
@@ -769,7 +769,7 @@ START_TEST(test_journal_same_boot)
 		commit(spool, done, body);
 		commit(spool, held, body, Until::Journaled);
 		commit(spool, gone, body);
-		spool.unpublish(gone.id);  // as after a failed sync: its client got 451
+		spool.discard(gone.id);  // as after a failed sync: its client got 451
 	}
 	Spool spool(g_spool);
 	ck_assert_uint_eq(spool.journal()->records().size(), 3);
@@ -819,7 +819,7 @@ static Suite* spool_suite()
 	tcase_add_test(tc, test_header_format);
 	tcase_add_test(tc, test_roundtrip);
 	tcase_add_test(tc, test_message_move);
-	tcase_add_test(tc, test_publish_noreplace);
+	tcase_add_test(tc, test_create_noreplace);
 	tcase_add_test(tc, test_sync_errors);
 	tcase_add_test(tc, test_discard);
 	tcase_add_test(tc, test_clean_incoming);
