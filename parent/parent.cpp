@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <getopt.h>
+#include <sched.h>
 #include <signal.h>
 #include <openssl/crypto.h>
 #include <sys/epoll.h>
@@ -122,6 +123,18 @@ void notify_ready()
 		log_warn("NOTIFY_SOCKET %s", path);
 }
 
+// A freshly forked smtp or handler process runs SCHED_BATCH, unless laimd
+// was given another policy than the default (systemd's
+// CPUSchedulingPolicy=): mail is not interactive, and a woken laim
+// process that does not preempt the running one lets each do more per
+// wake-up. The parent, and the commands it runs, keep the default.
+void batch_scheduling()
+{
+	struct sched_param p = {};
+	if (sched_getscheduler(0) == SCHED_OTHER && sched_setscheduler(0, SCHED_BATCH, &p) == -1)
+		log_warn("sched_setscheduler SCHED_BATCH");
+}
+
 // Closes every descriptor a freshly forked child must not keep.
 void close_other_fds(std::initializer_list<int> keep)
 {
@@ -189,6 +202,7 @@ void start_child(int which, UniqueFd sib)
 		close_other_fds({theirs.get(), sib.get(), rt.control.fd.get(), cmd_theirs.get(), key_theirs.get()});
 		log_init(rt.foreground, rt.verbose);
 		set_process_title(which == SMTP ? "laimd: smtp" : "laimd: handler");
+		batch_scheduling();
 		if (which == SMTP) {
 			// The listeners stay with smtp only, the control socket
 			// with the handler.

@@ -1,7 +1,8 @@
 # The pipe handler through a real laimd: the root parent starts each
 # command as the configured user (its uid, gid and supplementary groups),
 # with a clean environment, the user's home as working directory, leading
-# its own session, without laim's seccomp filter or no_new_privs; the
+# its own session, without laim's seccomp filter or no_new_privs, with the
+# default scheduling policy (not the handler process's SCHED_BATCH); the
 # placeholders fill argv words ({sender} empty for the null sender), and
 # with per_recipient: false one command takes every recipient, its
 # {recipient} word repeated, and reads an mbox copy; with per_recipient
@@ -44,6 +45,7 @@ ok|null)
 	echo $$ $(awk '{print $5, $6}' /proc/$$/stat) > "$out/$user.session"
 	readlink /proc/$$/cwd > "$out/$user.cwd"
 	grep -E '^(Seccomp|NoNewPrivs|CapEff):' /proc/$$/status > "$out/$user.status"
+	chrt -p $$ > "$out/$user.sched"
 	exit 0 ;;
 twice) cat > /dev/null; echo run >> "$out/twice.count"; exit 0 ;;
 tempfail) echo "mailbox busy, try later"; exit 75 ;;
@@ -146,6 +148,8 @@ def main():
 		status = dict(l.split(":\t") for l in read(os.path.join(out, "ok.status")).decode().split("\n") if l)
 		check_eq((status["Seccomp"], status["NoNewPrivs"], int(status["CapEff"], 16)), ("0", "0", 0),
 			 "Seccomp, NoNewPrivs, CapEff of the command")
+		check(b"scheduling policy: SCHED_OTHER\n" in read(os.path.join(out, "ok.sched")),
+		      "the command's scheduling policy: %r" % read(os.path.join(out, "ok.sched")))
 
 	def null_sender():
 		with d.smtp() as c:
