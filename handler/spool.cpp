@@ -398,7 +398,7 @@ std::string Spool::new_id() const
 	throw_errno("new queue id in " + dir_);
 }
 
-UniqueFd Spool::create(const Envelope& env, Created* created)
+UniqueFd Spool::create(const Envelope& env, Created* created, bool fresh)
 {
 	check_id(env.id);
 	check_value("sender", env.sender);
@@ -414,7 +414,7 @@ UniqueFd Spool::create(const Envelope& env, Created* created)
 	check_value("auth", env.auth_user);
 	check_value("instance", env.instance);
 
-	UniqueFd fd = take_free_file(env.id);
+	UniqueFd fd = fresh ? UniqueFd() : take_free_file(env.id);
 	bool recycled = static_cast<bool>(fd);
 	if (!fd)
 		fd = UniqueFd(::openat(queue_dirfd_.get(), env.id.c_str(),
@@ -437,7 +437,7 @@ UniqueFd Spool::create(const Envelope& env, Created* created)
 uint64_t Spool::store(const Envelope& env, std::initializer_list<std::string_view> parts)
 {
 	Created created;
-	UniqueFd file = create(env, &created);
+	UniqueFd file = create(env, &created, true);
 	uint64_t size = 0;
 	try {
 		for (std::string_view p : parts) {

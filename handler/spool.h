@@ -101,17 +101,20 @@ class Spool {
 		bool recycled = false;
 		size_t sum_offset = 0;  // where seal() writes the sum
 	};
-	// Creates queue/ID (O_EXCL, 0700: pending), or renames a recycled
-	// file from free/ to it (never over an existing file), writes the
-	// envelope header (env.id must be set) and returns the fd positioned
-	// after it, opened for writing. Throws std::system_error, or
-	// std::invalid_argument for an envelope value holding CR, LF or NUL.
-	UniqueFd create(const Envelope& env, Created* created = nullptr);
+	// Creates queue/ID (O_EXCL, 0700: pending), or, unless fresh, renames
+	// a recycled file from free/ to it (never over an existing file),
+	// writes the envelope header (env.id must be set) and returns the fd
+	// positioned after it, opened for writing. Throws std::system_error,
+	// or std::invalid_argument for an envelope value holding CR, LF or NUL.
+	UniqueFd create(const Envelope& env, Created* created = nullptr, bool fresh = false);
 
 	// Commits a message that the handler process makes itself (an
-	// offline import, a rate limit's alert) in one go: queue/ID with
-	// env's header and the parts, synced, queue/ synced, committed.
-	// Returns the message's size; throws, queue/ID removed, on failure.
+	// offline import, a rate limit's alert) in one go: queue/ID, a fresh
+	// file (a recycled one may still be open in the smtp process, which
+	// wrote an earlier message into it; what comes through smtp it could
+	// change anyway, this must stay out of its reach), with env's header
+	// and the parts, synced, queue/ synced, committed. Returns the
+	// message's size; throws, queue/ID removed, on failure.
 	uint64_t store(const Envelope& env, std::initializer_list<std::string_view> parts);
 
 	// The commit (doc/architecture.md, "The spool"). Step 1, per message:

@@ -598,8 +598,8 @@ ino_t inode_of(const std::string& path)
 }
 
 // A removed message's file waits in free/ and is reused, its old bytes
-// gone, only once an fsync of queue/ begun after its removal returned; a
-// large one is not kept.
+// gone, only once an fsync of queue/ begun after its removal returned,
+// and never by store(); a large one is not kept.
 START_TEST(test_recycle)
 {
 	Spool spool(g_spool);
@@ -618,6 +618,10 @@ START_TEST(test_recycle)
 	spool.discard(early.id);
 
 	spool.checkpoint();
+	Envelope stored = sample_env(spool.new_id());
+	spool.store(stored, {"an alert\n"});
+	ck_assert_uint_ne(inode_of(g_spool + "/queue/" + stored.id), ino);
+	ck_assert_uint_eq(inode_of(g_spool + "/free/" + old.id), ino);
 	Envelope next = sample_env(spool.new_id());
 	fd = spool.create(next, &created);
 	ck_assert(created.recycled);
