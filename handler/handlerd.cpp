@@ -233,14 +233,19 @@ void HandlerServer::parent_message(Imsg& m)
 }
 
 // SIGTERM: no new deliveries; those in progress get SHUTDOWN_GRACE
-// seconds. Queued messages stay in the spool for the next start.
+// seconds. Queued messages stay in the spool for the next start. A
+// delivery that ended before the signal was seen is settled too: left
+// uncollected, its message would be delivered again at the next start.
 void HandlerServer::shutdown()
 {
 	queue_.stop();
 	limiter_.save();
-	for (int i = 0; i < SHUTDOWN_GRACE * 10 && queue_.running() > 0; i++) {
-		usleep(100000);
+	for (int i = 0;; i++) {
+		bool ended = queue_.running() == 0;  // then collect() settles every one
 		queue_.collect();
+		if (ended || i == SHUTDOWN_GRACE * 10)
+			break;
+		usleep(100000);
 	}
 	if (queue_.running() > 0)
 		log_warnx("%zu deliveries still running at exit; they will be retried", queue_.running());

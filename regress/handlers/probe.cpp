@@ -11,11 +11,17 @@
 //             the error (the handler process's seccomp filter refuses it)
 //   forge...  failed for good, with a reason that would forge a log line
 //             if it were logged as it is: "554 5.0.0 forged\nlaimd[1]: ..."
+//   term...   as ok, after a SIGTERM to the handler process's main
+//             thread, once the process is on its way out: the delivery
+//             ends while the process stops
 // With `credentials:` (a secret file), each delivery also writes the
 // secret's bytes to PATH/secret-seen, proving they reached the handler
 // process; test() reports their length, never the bytes.
 #include <fcntl.h>
+#include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -73,7 +79,24 @@ class ProbeHandler : public Handler {
 			return Result::tempfail("probe: cannot write " + path_);
 		if (!secret_.empty() && !append(path_ + "/secret-seen", secret_))
 			return Result::tempfail("probe: cannot write " + path_);
+		if (local.substr(0, 4) == "term")
+			stop_main_thread();
 		return Result::delivered("250 2.0.0 <" + rcpt + "> Saved");
+	}
+
+	// SIGTERM to the main thread (its id is the pid), then back once it
+	// is on its way out: its first step, saving the rate limit state,
+	// replaced ratelimit.json in the spool (the working directory).
+	static void stop_main_thread()
+	{
+		auto inode = [] {
+			struct stat st;
+			return stat("ratelimit.json", &st) == 0 ? st.st_ino : 0;
+		};
+		ino_t before = inode();
+		syscall(SYS_tgkill, getpid(), getpid(), SIGTERM);
+		for (int i = 0; i < 10000000 && inode() == before; i++) {
+		}
 	}
 
 	static Result run_true()
