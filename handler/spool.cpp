@@ -255,6 +255,20 @@ struct DirCloser {
 };
 using UniqueDir = std::unique_ptr<DIR, DirCloser>;
 
+// A spool file opened for reading without an access time: on a file
+// system mounted relatime, the first read after each change would
+// otherwise write its inode (the seal's read of every message, and each
+// file's first read after a restart). A file laim does not own (restored
+// by hand as root) is opened as usual.
+UniqueFd open_for_reading(int dirfd, const char* name)
+{
+	int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC;
+	UniqueFd fd(::openat(dirfd, name, flags | O_NOATIME));
+	if (!fd && errno == EPERM)
+		fd.reset(::openat(dirfd, name, flags));
+	return fd;
+}
+
 UniqueDir fd_to_dir(UniqueFd fd, const std::string& path)
 {
 	DIR* d = ::fdopendir(fd.get());
@@ -466,7 +480,7 @@ void Spool::seal(const std::string& id, int fd, const Created& created, uint64_t
 {
 	check_id(id);
 	std::string p = path("queue", id);
-	UniqueFd in(::openat(queue_dirfd_.get(), id.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+	UniqueFd in = open_for_reading(queue_dirfd_.get(), id.c_str());
 	if (!in)
 		throw_errno("open " + p);
 	std::string sum;
@@ -611,7 +625,7 @@ SpoolMessage Spool::load(const std::string& id, const char* sub) const
 {
 	if (!valid_id(id))
 		throw SpoolError(id + ": not a queue id");
-	UniqueFd fd(::open(path(sub, id).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+	UniqueFd fd = open_for_reading(AT_FDCWD, path(sub, id).c_str());
 	if (!fd)
 		throw SpoolError(id + ": open " + path(sub, id) + ": " + strerror(errno));
 	struct stat st;

@@ -302,6 +302,24 @@ START_TEST(test_roundtrip)
 }
 END_TEST
 
+// Reading a spool file (the seal, a delivery, the load at start) leaves
+// its access time alone: on a relatime mount each first read after a
+// change would write the inode.
+START_TEST(test_read_keeps_atime)
+{
+	Spool spool(g_spool);
+	Envelope env = sample_env(spool.new_id());
+	commit(spool, env, "read me\n");
+	std::string path = g_spool + "/queue/" + env.id;
+	struct timespec times[2] = {{1000, 0}, {0, UTIME_OMIT}};  // atime long before mtime
+	ck_assert_int_eq(utimensat(AT_FDCWD, path.c_str(), times, 0), 0);
+	ck_assert(spool.load(env.id).body() == "read me\n");
+	struct stat st;
+	ck_assert_int_eq(stat(path.c_str(), &st), 0);
+	ck_assert_int_eq(st.st_atim.tv_sec, 1000);
+}
+END_TEST
+
 START_TEST(test_message_move)
 {
 	Spool spool(g_spool);
@@ -824,6 +842,7 @@ static Suite* spool_suite()
 	tcase_add_test(tc, test_roundtrip);
 	tcase_add_test(tc, test_message_move);
 	tcase_add_test(tc, test_create_noreplace);
+	tcase_add_test(tc, test_read_keeps_atime);
 	tcase_add_test(tc, test_sync_errors);
 	tcase_add_test(tc, test_discard);
 	tcase_add_test(tc, test_clean_incoming);
