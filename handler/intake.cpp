@@ -483,7 +483,7 @@ void Intake::count_committed(const Txn& t, const Queue::Bytes& bytes)
 		return;
 	std::string subject;
 	try {
-		subject = message_subject((bytes ? Spool::parse(t.env.id, bytes) : spool_.load(t.env.id)).body());
+		subject = message_subject(spool_.load(t.env.id, bytes).body());
 	} catch (const std::exception& e) {
 		log_warnx("%s: %s", t.env.id.c_str(), e.what());
 	}

@@ -43,7 +43,7 @@ Results call(Job& job, const Spool& spool)
 	try {
 		if (job.tested)
 			return job.inst->handler->test();
-		SpoolMessage sm = job.bytes ? Spool::parse(job.id, job.bytes) : spool.load(job.id);
+		SpoolMessage sm = spool.load(job.id, job.bytes);
 		Message msg(sm.body(), sm.file(), sm.body_offset());
 		return job.inst->handler->deliver(job.env, msg);
 	} catch (const std::exception& e) {

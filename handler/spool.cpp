@@ -655,6 +655,11 @@ SpoolMessage Spool::load(const std::string& id, const char* sub) const
 	return msg;
 }
 
+SpoolMessage Spool::load(const std::string& id, std::shared_ptr<const std::string> bytes) const
+{
+	return bytes ? parse(id, std::move(bytes)) : load(id);
+}
+
 SpoolMessage Spool::parse(const std::string& id, std::shared_ptr<const std::string> bytes)
 {
 	SpoolMessage msg;

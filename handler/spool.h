@@ -54,7 +54,7 @@ class SpoolError : public std::runtime_error {
 
 // A committed message in memory: read when small (a mapping would cost the
 // threads of the handler process a TLB shootdown when it goes), mapped
-// read-only when large; or the bytes the commit read (Spool::parse).
+// read-only when large; or the bytes the commit read.
 class SpoolMessage {
  public:
 	SpoolMessage() = default;
@@ -156,10 +156,10 @@ class Spool {
 	std::vector<std::string> list_queue(const char* sub = "queue") const;
 	// Maps queue/ID (or sub/ID); throws SpoolError when missing or malformed.
 	SpoolMessage load(const std::string& id, const char* sub = "queue") const;
-	// The message from its file's bytes, as the commit read them: its
-	// first delivery needs no read of the file. SpoolError when they do
-	// not parse.
-	static SpoolMessage parse(const std::string& id, std::shared_ptr<const std::string> bytes);
+	// The message from its file's bytes as the commit read them, when it
+	// kept them (its first round needs no read of the file), else as
+	// load(id). SpoolError when they do not parse.
+	SpoolMessage load(const std::string& id, std::shared_ptr<const std::string> bytes) const;
 	// Delivered: removes queue/ID, by moving it to free/ while it is at
 	// most RECYCLE_MAX_SIZE bytes and fewer than MAX_FREE_FILES are kept.
 	void remove(const std::string& id);
@@ -170,6 +170,7 @@ class Spool {
 
  private:
 	std::string path(const char* sub, const std::string& id) const;
+	static SpoolMessage parse(const std::string& id, std::shared_ptr<const std::string> bytes);
 	void load_free_files();
 	UniqueFd take_free_file(const std::string& id);
 	bool recycle(const std::string& id);
