@@ -34,7 +34,9 @@
 # whatever the disk under /tmp is and whatever the previous run left (on
 # ext4 without a journal, for one, each new inode is searched for past
 # every inode freed in the last minute). --fs tmpdir runs in TMPDIR
-# instead. Within a repetition the servers take turns, scenario by
+# instead. --fs tmpfs mounts a new tmpfs for each run, where a sync costs
+# nothing: what each server's design does with the disk taken away, the
+# ceiling of laim's durable commits on this machine. Within a repetition the servers take turns, scenario by
 # scenario. The table shows, for each
 # column on its own, the median over the repetitions (3 by default):
 #
@@ -476,20 +478,25 @@ def settled(count):
 
 
 class FreshFileSystem:
-	"""A new ext4 on a loop device over a sparse file in cache, mounted
-	while the with block runs, as the directory temp dirs are made in."""
+	"""A new ext4 on a loop device over a sparse file in cache (or, with
+	tmpfs, a new tmpfs), mounted while the with block runs, as the
+	directory temp dirs are made in."""
 
 	SIZE = "4G"
 
-	def __init__(self, cache):
-		self.image = os.path.join(cache, "fs.img")
+	def __init__(self, cache, tmpfs=False):
+		self.image = None if tmpfs else os.path.join(cache, "fs.img")
 		self.mountpoint = os.path.join(cache, "fs")
 
 	def __enter__(self):
 		os.makedirs(self.mountpoint, exist_ok=True)
-		subprocess.run(["truncate", "-s", self.SIZE, self.image], check=True)
-		subprocess.run(["mkfs.ext4", "-q", "-F", self.image], check=True)
-		subprocess.run(["mount", "-o", "loop", self.image, self.mountpoint], check=True)
+		if self.image:
+			subprocess.run(["truncate", "-s", self.SIZE, self.image], check=True)
+			subprocess.run(["mkfs.ext4", "-q", "-F", self.image], check=True)
+			subprocess.run(["mount", "-o", "loop", self.image, self.mountpoint], check=True)
+		else:
+			subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + self.SIZE, "laim-bench", self.mountpoint],
+				       check=True)
 		os.chmod(self.mountpoint, 0o755)
 		tempfile.tempdir = self.mountpoint
 		return self
@@ -502,7 +509,8 @@ class FreshFileSystem:
 			time.sleep(0.1)
 		else:
 			subprocess.run(["umount", "--lazy", self.mountpoint])
-		os.unlink(self.image)
+		if self.image:
+			os.unlink(self.image)
 
 
 def measure(tools, server, sc, messages):
@@ -564,7 +572,8 @@ def run(args, tools):
 			sink = None
 			for name in args.server:
 				try:
-					with (FreshFileSystem(args.cache) if args.fs == "fresh" else contextlib.nullcontext()):
+					with (FreshFileSystem(args.cache, args.fs == "tmpfs") if args.fs != "tmpdir"
+					      else contextlib.nullcontext()):
 						fig = measure(tools, new_server(name, tools, args), sc,
 							      sc.quick if args.quick else sc.messages)
 				except Exception as e:  # one failed measurement does not end the run
@@ -633,8 +642,8 @@ def parse_args():
 	p.add_argument("--quick", action="store_true", help="500, 500 and 20 messages instead of 5000, 5000, 200")
 	p.add_argument("--cache", default=CACHE,
 		       help="where Postfix and OpenSMTPD are unpacked and the file systems made")
-	p.add_argument("--fs", choices=["fresh", "tmpdir"], default="fresh",
-		       help="a new ext4 for each run (default), or TMPDIR")
+	p.add_argument("--fs", choices=["fresh", "tmpfs", "tmpdir"], default="fresh",
+		       help="a new ext4 for each run (default), a new tmpfs (a sync costs nothing), or TMPDIR")
 	p.add_argument("--maildir-workers", type=int, metavar="N",
 		       help="laim-maildir's instance gets workers: N (default: the maildir type's)")
 	args = p.parse_args()
@@ -669,7 +678,8 @@ def describe(args, tools, laimd):
 			"many messages per connection" if sc.reuse else "a connection per message"))
 	print("%d repetition(s), servers in turn: %s; %s" % (
 		args.reps, ", ".join(args.server),
-		"a new ext4 for each run" if args.fs == "fresh" else "in " + tempfile.gettempdir()), flush=True)
+		{"fresh": "a new ext4 for each run", "tmpfs": "a new tmpfs for each run (no disk: a ceiling)"}.get(
+			args.fs, "in " + tempfile.gettempdir())), flush=True)
 	if args.maildir_workers and "laim-maildir" in args.server:
 		print("laim-maildir's instance: workers: %d" % args.maildir_workers, flush=True)
 
