@@ -738,7 +738,7 @@ void Spool::recover_file(const std::string& id, const Journal::Record* r, bool s
 	if (!r && (!pending || same_boot || small)) {
 		if (pending) {
 			discard(id);
-			log_warnx(same_boot ? "%s: commit cut off by laimd's end, before any 250: removed"
+			log_warnx(same_boot ? "%s: message cut off by laimd's end, before any 250: removed"
 					    : "%s: commit cut off before the journal held it, so before any 250: removed",
 				  id.c_str());
 		}

@@ -110,7 +110,7 @@ def while_commit_waits(d, sent):
 			tracer.kill()
 		tracer.wait()
 	d.wait_children(15, old={"handler": old["handler"]})
-	d.wait_log(r"%s: commit cut off by laimd's end, before any 250: removed$" % ids[0], 10)
+	d.wait_log(r"%s: message cut off by laimd's end, before any 250: removed$" % ids[0], 10)
 	check(not os.path.exists(os.path.join(d.spool, "queue", ids[0])), "queue/%s after the restart" % ids[0])
 	return ids[0]
 

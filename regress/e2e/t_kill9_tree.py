@@ -43,7 +43,7 @@ def main():
 	d.start()
 	d.wait_delivered(qid, "rcpt@test.laim.example")
 	d.wait_removed(qid)
-	d.wait_log(r"%s: commit cut off by laimd's end, before any 250: removed$" % partial, since=0)
+	d.wait_log(r"%s: message cut off by laimd's end, before any 250: removed$" % partial, since=0)
 	check_eq(d.pending_files(), [], "pending files in queue/ after the start")
 	check_delivered_exactly(d, {qid: committed}, blocked)
 	check(not d.search_log(r"from=<partial@client\.example>", 0), "the partial message was committed")

@@ -45,7 +45,7 @@ def main():
 	for q in queued:
 		d.wait_delivered(q, "rcpt@test.laim.example")
 		d.wait_removed(q)
-	d.wait_log(r"%s: commit cut off by laimd's end, before any 250: removed$" % stale, since=0)
+	d.wait_log(r"%s: message cut off by laimd's end, before any 250: removed$" % stale, since=0)
 	d.wait_log(r"removed 1 incomplete messages from incoming/$", since=0)
 	check_eq(d.spool_files("incoming"), [], "incoming/ after the start")
 	check_delivered_exactly(d, sent, blocked)
