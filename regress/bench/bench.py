@@ -53,6 +53,12 @@
 #   PSS        the peak, over samples every 50 ms until the run (and its
 #              deliveries) ended, of the sum of Pss in
 #              /proc/PID/smaps_rollup over the server's process tree
+#   CPU        user and system time of the server's process tree over the
+#              run and its deliveries, per message accepted
+#   kthreads   the same of every kernel thread: the work a server's writes
+#              and syncs leave to the kernel (on the loop device of --fs
+#              fresh, each sync is a write and an fsync of its backing
+#              file, done by the loop worker on the same two CPUs)
 #   ratio      msg/s over smtp-sink's msg/s in the same scenario and
 #              repetition
 #
@@ -180,6 +186,29 @@ def process_tree(root):
 		tree.append(pid)
 		todo.extend(kids[pid])
 	return tree
+
+
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+PF_KTHREAD = 0x00200000
+
+
+def cpu_seconds(pids=None):
+	"""User and system time of pids (with their reaped children), or,
+	when None, of every kernel thread: the loop device's workers, the
+	flusher, jbd2 and the softirq threads, busy on behalf of whichever
+	process wrote or synced."""
+	total = 0
+	for name in filter(str.isdigit, os.listdir("/proc")) if pids is None else map(str, pids):
+		try:
+			with open("/proc/%s/stat" % name) as f:
+				stat = f.read()
+		except OSError:
+			continue
+		fields = stat[stat.rfind(")") + 2:].split()
+		if pids is None and not int(fields[6]) & PF_KTHREAD:
+			continue
+		total += sum(int(v) for v in fields[11:15])
+	return total / CLOCK_TICK
 
 
 def pss_kb(pid):
@@ -522,6 +551,7 @@ def measure(tools, server, sc, messages):
 		sampler = PssSampler(server.pid)
 		try:
 			drops = listen_drops()
+			cpu = cpu_seconds(process_tree(server.pid)), cpu_seconds()
 			start = time.monotonic()
 			r = subprocess.run(source_argv(tools, sc, messages, port), env=tools.env, stdout=subprocess.DEVNULL,
 					   stderr=subprocess.PIPE, text=True, timeout=CLIENT_TIMEOUT)
@@ -531,6 +561,7 @@ def measure(tools, server, sc, messages):
 			drops = listen_drops() - drops
 			accepted = settled(server.accepted)
 			delivered_in = wait_maildir(server.maildir, accepted, start) if server.maildir else None
+			cpu = cpu_seconds(process_tree(server.pid)) - cpu[0], cpu_seconds() - cpu[1]
 		finally:
 			pss = sampler.stop()
 	finally:
@@ -538,6 +569,8 @@ def measure(tools, server, sc, messages):
 	codes = REFUSAL_RE.findall(r.stderr)
 	fig = {"rate": accepted / took, "mib": accepted * sc.size / 2 ** 20 / took, "452": codes.count("452"),
 	       "other": len(codes) - codes.count("452"), "pss": pss, "notes": []}
+	if accepted:
+		fig["cpu"], fig["kcpu"] = (c * 1e6 / accepted for c in cpu)
 	if delivered_in:
 		fig["deliver"] = accepted / delivered_in
 	elif server.maildir:
@@ -555,6 +588,8 @@ def progress(rep, scenario, name, fig):
 	else:
 		line = "%.0f msg/s, %.1f MiB/s, %d 452s, %d other refusals, peak PSS %.1f MiB" % (
 			fig["rate"], fig["mib"], fig["452"], fig["other"], fig["pss"])
+		if "cpu" in fig:
+			line += ", CPU %.0f us/msg (kernel threads %.0f)" % (fig["cpu"], fig["kcpu"])
 		if "deliver" in fig:
 			line += ", %.0f deliveries/s" % fig["deliver"]
 		if fig["notes"]:
@@ -591,7 +626,8 @@ def run(args, tools):
 
 COLUMNS = [("msg/s", "rate", "%.0f"), ("MiB/s", "mib", "%.1f"), ("452s", "452", "%.0f"),
 	   ("other", "other", "%.0f"), ("deliver msg/s", "deliver", "%.0f"),
-	   ("peak PSS MiB", "pss", "%.1f"), ("ratio to smtp-sink", "ratio", "%.3f")]
+	   ("peak PSS MiB", "pss", "%.1f"), ("CPU us/msg", "cpu", "%.0f"), ("kthreads us/msg", "kcpu", "%.0f"),
+	   ("ratio to smtp-sink", "ratio", "%.3f")]
 
 
 def row(scenario, name, figs):
