@@ -36,8 +36,8 @@
 # every inode freed in the last minute). --fs tmpdir runs in TMPDIR
 # instead. --fs tmpfs mounts a new tmpfs for each run, where a sync costs
 # nothing: what each server's design does with the disk taken away, the
-# ceiling of laim's durable commits on this machine. Within a repetition the servers take turns, scenario by
-# scenario. The table shows, for each
+# ceiling of laim's durable commits on this machine. Within a repetition
+# the servers take turns, scenario by scenario. The table shows, for each
 # column on its own, the median over the repetitions (3 by default):
 #
 #   msg/s      messages accepted / wall time of smtp-source. Accepted is
