@@ -257,14 +257,15 @@ Result MaildirHandler::write_copy(const Envelope& env, const std::string& rcpt,
 // Two phases, so that a failure leaves no copy behind and a retry does not
 // deliver twice: every copy is written to tmp/ first, and only when all
 // are safe on disk are they moved into new/ and the directories synced.
+// When a move or a sync fails, the copies already in new/ leave it again
+// (a sync of new/ that failed says nothing of what is on disk).
 Results MaildirHandler::deliver(const Envelope& env, const Message& msg)
 {
 	std::vector<Copy> copies;
 	std::vector<Result> each(env.recipients.size(), Result::delivered());
-	auto discard_tmp = [&copies] {
-		for (const Copy& c : copies)
-			if (!c.name.empty())
-				unlink((c.dir + "/tmp/" + c.name).c_str());
+	auto undo = [&copies](size_t moved) {  // the first moved copies are in new/, the rest in tmp/
+		for (size_t i = 0; i < copies.size(); i++)
+			unlink((copies[i].dir + (i < moved ? "/new/" : "/tmp/") + copies[i].name).c_str());
 	};
 
 	for (size_t i = 0; i < env.recipients.size(); i++) {
@@ -280,26 +281,30 @@ Results MaildirHandler::deliver(const Envelope& env, const Message& msg)
 		}
 		Result r = write_copy(env, rcpt, msg, copy);
 		if (r.status != Result::Status::Delivered) {
-			discard_tmp();
+			undo(0);
 			return r;
 		}
 		copies.push_back(std::move(copy));
 	}
 
-	std::vector<std::string> synced;
-	for (const Copy& c : copies) {
-		std::string tmp = c.dir + "/tmp/" + c.name;
-		std::string dst = c.dir + "/new/" + c.name;
-		if (!move_no_replace(tmp, dst)) {
+	for (size_t i = 0; i < copies.size(); i++) {
+		std::string dst = copies[i].dir + "/new/" + copies[i].name;
+		if (!move_no_replace(copies[i].dir + "/tmp/" + copies[i].name, dst)) {
 			int err = errno;
-			discard_tmp();
+			undo(i);
 			return io_error(dst, err);
 		}
+	}
+	// Each new/ once, after every move into it.
+	std::vector<std::string> synced;
+	for (const Copy& c : copies) {
 		std::string newdir = c.dir + "/new";
 		if (std::find(synced.begin(), synced.end(), newdir) != synced.end())
 			continue;
-		if (int err = dir_syncs_.sync(newdir))
+		if (int err = dir_syncs_.sync(newdir)) {
+			undo(copies.size());
 			return io_error(newdir, err);
+		}
 		synced.push_back(std::move(newdir));
 	}
 

@@ -345,6 +345,32 @@ def yaml_dump(obj, indent=0):
 	return "\n".join(out)
 
 
+# ------------------------------------------------------------------ strace
+
+STRACE_LINE_RE = re.compile(r"^(\d+) +(?:<\.\.\. (\w+) resumed>(.*)|(\w+)\((.*))$")
+
+
+def strace_calls(trace):
+	"""An strace -f trace as a list of calls: (tid, name, args and result, index of
+	its entry line, index of its exit line), in the order strace saw them."""
+	pending = {}
+	calls = []
+	with open(trace) as f:
+		for n, line in enumerate(f):
+			m = STRACE_LINE_RE.match(line.rstrip("\n"))
+			if not m:
+				continue
+			tid = int(m.group(1))
+			if m.group(2):
+				name, start, head = pending.pop(tid, (m.group(2), n, ""))
+				calls.append((tid, name, head + m.group(3), start, n))
+			elif m.group(5).endswith("<unfinished ...>"):
+				pending[tid] = (m.group(4), n, m.group(5)[:-len("<unfinished ...>")].rstrip())
+			else:
+				calls.append((tid, m.group(4), m.group(5), n, n))
+	return calls
+
+
 # ------------------------------------------------------------------ /proc
 
 def proc_status(pid):

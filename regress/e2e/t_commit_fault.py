@@ -7,7 +7,10 @@
 #   - the fsync of queue/ (EIO), which only a message too large for the
 #     journal needs: 451 4.3.0 as well, but the file is in queue/
 #     already, so it is delivered (at least once, as
-#     doc/architecture.md says), byte for byte.
+#     doc/architecture.md says), byte for byte. Its first delivery comes
+#     while the fault lasts: the Maildir's fsync of new/ fails as well,
+#     the delivery is deferred and its copy leaves new/ again, so that
+#     the retry leaves exactly one.
 # Then strace detaches (the disk is back) and the same daemon takes and
 # delivers the next message byte for byte. t_enospc covers a full file
 # system before the commit; tmpfs never fails these calls themselves.
@@ -67,6 +70,7 @@ def scenario(syscall, err, queued_anyway, size):
 		refused_commit(d, refused)
 		if syscall == "fsync":
 			d.wait_log(r"fsync of queue/: fsync \S+/queue: %s$" % ERRNO_TEXT[err])
+			d.wait_log(r"status=deferred, .*\(maildir: \S+/Maildir/new: %s\)$" % ERRNO_TEXT[err])
 		else:
 			d.wait_log(r"%s: commit failed: .*%s$" % (QID_RE, ERRNO_TEXT[err]))
 			check_eq(d.spool_files("queue"), [], "queue/ after the failed commit")

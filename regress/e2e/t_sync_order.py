@@ -26,7 +26,6 @@ import collections
 from harness import *
 
 SYSCALLS = "pwrite64,fdatasync,fsync,fchmod,renameat2,linkat,write,writev,sendto,sendmsg,openat"
-LINE_RE = re.compile(r"^(\d+) +(?:<\.\.\. (\w+) resumed>(.*)|(\w+)\((.*))$")
 QUEUED_RE = re.compile(r'"250 2\.0\.0 Ok: queued as (' + QID_RE + r')\\r\\n')
 
 
@@ -34,27 +33,6 @@ def strace_path():
 	path = shutil.which("strace")
 	check(path, "strace is not installed (bootstrap's PEERS lists it)")
 	return path
-
-
-def syscalls(trace):
-	"""The trace as a list of calls: (tid, name, args and result, index of
-	its entry line, index of its exit line), in the order strace saw them."""
-	pending = {}
-	calls = []
-	with open(trace) as f:
-		for n, line in enumerate(f):
-			m = LINE_RE.match(line.rstrip("\n"))
-			if not m:
-				continue
-			tid = int(m.group(1))
-			if m.group(2):
-				name, start, head = pending.pop(tid, (m.group(2), n, ""))
-				calls.append((tid, name, head + m.group(3), start, n))
-			elif m.group(5).endswith("<unfinished ...>"):
-				pending[tid] = (m.group(4), n, m.group(5)[:-len("<unfinished ...>")].rstrip())
-			else:
-				calls.append((tid, m.group(4), m.group(5), n, n))
-	return calls
 
 
 def commit_events(calls, spool):
@@ -173,7 +151,7 @@ def main():
 		check(os.path.exists(os.path.join(d.spool, "queue", qid)), "queue/%s after its 250" % qid)
 	check_eq(d.stop(), 0, "laimd's exit status after SIGTERM")  # strace ends with it
 
-	ev, journal_syncs = commit_events(syscalls(trace), os.path.realpath(d.spool))
+	ev, journal_syncs = commit_events(strace_calls(trace), os.path.realpath(d.spool))
 	for qid in ids:
 		check_commit(qid, ev, journal_syncs)
 	sizes = group_sizes(ev["record"])

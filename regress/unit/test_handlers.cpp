@@ -743,6 +743,26 @@ START_TEST(maildir_errors_tempfail)
 }
 END_TEST
 
+// A copy that cannot be moved into new/ (there, a file): the copies
+// already moved leave new/ again and every tmp/ file goes, so that the
+// retry delivers each recipient once.
+START_TEST(maildir_failed_move_leaves_no_copy)
+{
+	TempDir t;
+	for (const char* sub : {"/b", "/b/tmp", "/b/cur"})
+		ck_assert_int_eq(mkdir((t.path + sub).c_str(), 0700), 0);
+	write_file(t.path + "/b/new", "not a directory");
+	auto h = create_one(maildir_yaml(t.path, "    per_recipient: true\n"));
+	Message msg(plain_msg);
+	Result r = result_of(h->deliver(envelope("s@x", {"a@x", "b@x"}), msg));
+	ck_assert_int_eq((int)r.status, (int)Result::Status::TempFail);
+	ck_assert_msg(r.reason.find(t.path + "/b/new/") != std::string::npos, "%s", r.reason.c_str());
+	ck_assert_uint_eq(list_dir(t.path + "/a/new").size(), 0);
+	ck_assert_uint_eq(list_dir(t.path + "/a/tmp").size(), 0);
+	ck_assert_uint_eq(list_dir(t.path + "/b/tmp").size(), 0);
+}
+END_TEST
+
 // ---------------------------------------------------------------- file (mbox)
 
 std::string file_yaml(const std::string& path)
@@ -1058,6 +1078,7 @@ Suite* handlers_suite()
 	tcase_add_test(tc, maildir_per_recipient);
 	tcase_add_test(tc, maildir_per_recipient_refuses_bad_local_parts);
 	tcase_add_test(tc, maildir_errors_tempfail);
+	tcase_add_test(tc, maildir_failed_move_leaves_no_copy);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("file");
