@@ -55,10 +55,11 @@
 #              /proc/PID/smaps_rollup over the server's process tree
 #   CPU        user and system time of the server's process tree over the
 #              run and its deliveries, per message accepted
-#   kthreads   the same of every kernel thread: the work a server's writes
-#              and syncs leave to the kernel (on the loop device of --fs
-#              fresh, each sync is a write and an fsync of its backing
-#              file, done by the loop worker on the same two CPUs)
+#   kthreads   the same of the kernel threads (those alive at the end of
+#              the run): the work a server's writes and syncs leave to
+#              the kernel (on the loop device of --fs fresh, each sync is
+#              a write and an fsync of its backing file, done by the loop
+#              worker on the same two CPUs)
 #   ratio      msg/s over smtp-sink's msg/s in the same scenario and
 #              repetition
 #
@@ -192,12 +193,12 @@ CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 PF_KTHREAD = 0x00200000
 
 
-def cpu_seconds(pids=None):
-	"""User and system time of pids (with their reaped children), or,
+def cpu_ticks(pids=None):
+	"""{pid: user and system time, with reaped children's} of pids, or,
 	when None, of every kernel thread: the loop device's workers, the
 	flusher, jbd2 and the softirq threads, busy on behalf of whichever
 	process wrote or synced."""
-	total = 0
+	ticks = {}
 	for name in filter(str.isdigit, os.listdir("/proc")) if pids is None else map(str, pids):
 		try:
 			with open("/proc/%s/stat" % name) as f:
@@ -207,8 +208,14 @@ def cpu_seconds(pids=None):
 		fields = stat[stat.rfind(")") + 2:].split()
 		if pids is None and not int(fields[6]) & PF_KTHREAD:
 			continue
-		total += sum(int(v) for v in fields[11:15])
-	return total / CLOCK_TICK
+		ticks[name] = sum(int(v) for v in fields[11:15])
+	return ticks
+
+
+def cpu_seconds_since(before, after):
+	"""CPU seconds between two cpu_ticks(): of the threads alive at the
+	end (one that exited meanwhile took its time with it)."""
+	return sum(max(0, t - before.get(pid, 0)) for pid, t in after.items()) / CLOCK_TICK
 
 
 def pss_kb(pid):
@@ -551,7 +558,7 @@ def measure(tools, server, sc, messages):
 		sampler = PssSampler(server.pid)
 		try:
 			drops = listen_drops()
-			cpu = cpu_seconds(process_tree(server.pid)), cpu_seconds()
+			cpu = cpu_ticks(process_tree(server.pid)), cpu_ticks()
 			start = time.monotonic()
 			r = subprocess.run(source_argv(tools, sc, messages, port), env=tools.env, stdout=subprocess.DEVNULL,
 					   stderr=subprocess.PIPE, text=True, timeout=CLIENT_TIMEOUT)
@@ -561,7 +568,8 @@ def measure(tools, server, sc, messages):
 			drops = listen_drops() - drops
 			accepted = settled(server.accepted)
 			delivered_in = wait_maildir(server.maildir, accepted, start) if server.maildir else None
-			cpu = cpu_seconds(process_tree(server.pid)) - cpu[0], cpu_seconds() - cpu[1]
+			cpu = (cpu_seconds_since(cpu[0], cpu_ticks(process_tree(server.pid))),
+			       cpu_seconds_since(cpu[1], cpu_ticks()))
 		finally:
 			pss = sampler.stop()
 	finally:
