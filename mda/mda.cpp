@@ -19,7 +19,7 @@
 // copy cut short by a dying handler is told from a whole one. All of it
 // is read, within SECONDS, before the mailbox is touched. Then: MAIL_DIR
 // must be root's; USER is opened without following a link, or created
-// 0600; anything but this user's own regular file with one name is
+// 0600 and MAIL_DIR synced so that its name is durable; anything but this user's own regular file with one name is
 // refused; the fcntl lock and then the dotlock USER.lock are taken (a
 // dotlock older than 300 s is stale and removed; a held lock is not
 // waited for); the copy is appended and fsynced, and on any failure the
@@ -270,6 +270,8 @@ int main(int argc, char* argv[])
 	std::string copy = read_copy(static_cast<unsigned>(atoi(argv[3])));
 	bool created = false;
 	UniqueFd fd = open_mailbox(dir.get(), user, &created);
+	if (created && fsync(dir.get()) != 0)  // the new name, durable before any mail is in it
+		give_up(EX_TEMPFAIL, "syncing the mail directory: %s", strerror(errno));
 	struct stat st;
 	check_mailbox(fd.get(), user, &st);
 	lock_fcntl(fd.get());

@@ -107,26 +107,49 @@ Result fail(const std::string& path, const char* what, int err)
 	return Result::tempfail(path + ": " + what + ": " + strerror(err));
 }
 
-// Opens path for appending, creating it 0600. O_NONBLOCK keeps a FIFO put
-// in its place from stalling the delivery thread (the caller refuses
-// anything but a regular file), and is cleared again. With no_symlinks,
-// no component of the path may be a symbolic link (openat2).
-int open_append(const std::string& path, bool no_symlinks)
+// open(2), or with no_symlinks openat2(2) refusing any symbolic link on
+// the way.
+int open_with(const std::string& path, int flags, bool no_symlinks)
 {
-	int flags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
-	int fd;
-	if (no_symlinks) {
-		struct open_how how {};
-		how.flags = flags;
-		how.mode = 0600;
-		how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-		fd = static_cast<int>(syscall(SYS_openat2, AT_FDCWD, path.c_str(), &how, sizeof how));
-	} else {
-		fd = open(path.c_str(), flags, 0600);
+	if (!no_symlinks)
+		return open(path.c_str(), flags, 0600);
+	struct open_how how {};
+	how.flags = static_cast<uint64_t>(flags);
+	how.mode = flags & O_CREAT ? 0600 : 0;  // else EINVAL
+	how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+	return static_cast<int>(syscall(SYS_openat2, AT_FDCWD, path.c_str(), &how, sizeof how));
+}
+
+// Opens path for appending, creating it 0600 when missing (*created says
+// whether this call did). O_NONBLOCK keeps a FIFO put in its place from
+// stalling the delivery thread (the caller refuses anything but a regular
+// file), and is cleared again. With no_symlinks, no component of the path
+// may be a symbolic link (openat2).
+int open_append(const std::string& path, bool no_symlinks, bool* created)
+{
+	const int flags = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+	int fd = -1;
+	for (int attempt = 0; fd < 0 && attempt < 2; attempt++) {
+		fd = open_with(path, flags, no_symlinks);
+		if (fd < 0 && errno == ENOENT) {
+			fd = open_with(path, flags | O_CREAT | O_EXCL, no_symlinks);
+			*created = fd >= 0;
+		}
+		if (fd < 0 && errno != EEXIST)  // else created meanwhile: open that one
+			return -1;
 	}
 	if (fd >= 0)
 		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 	return fd;
+}
+
+// A new file's name is durable only once its directory is synced (POSIX;
+// ext4 and XFS do it with the file's own fsync, other file systems may not).
+int sync_parent(const std::string& path)
+{
+	std::string dir = path.substr(0, path.rfind('/') + 1);
+	UniqueFd fd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+	return fd && fsync(fd.get()) == 0 ? 0 : errno;
 }
 
 }  // namespace
@@ -185,9 +208,14 @@ Result mbox_append(int fd, const std::string& path, const Envelope& env,
 Result mbox_deliver(const std::string& path, bool no_symlinks, const Envelope& env,
 		    const std::vector<std::string>& delivered_to, const Message& msg)
 {
-	UniqueFd fd(open_append(path, no_symlinks));
+	bool created = false;
+	UniqueFd fd(open_append(path, no_symlinks, &created));
 	if (!fd)
 		return fail(path, "open", errno);
+	if (created) {
+		if (int err = sync_parent(path))
+			return fail(path, "syncing its directory", err);
+	}
 	// An open file description lock: it conflicts with mail readers'
 	// fcntl locks and, unlike those, also with another delivery thread of
 	// this process appending to the same file.

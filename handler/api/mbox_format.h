@@ -13,7 +13,7 @@
 namespace laim {
 
 // Appends to the mbox file at path (opened O_APPEND, created 0600 when
-// missing; with no_symlinks, refused when any component of the path is
+// missing, and then its directory synced; with no_symlinks, refused when any component of the path is
 // a symbolic link) one copy
 // of msg per entry of delivered_to: the From_ line, Return-Path, a
 // Delivered-To header unless the entry is empty, then the message with LF
