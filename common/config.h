@@ -61,7 +61,7 @@ struct ListenFile {
 
 // One entry of listen:. A string gives only the address; a mapping may
 // add TLS and authentication, which a listener for other hosts must have
-// (doc/architecture.md, "Submission listeners").
+// (doc/architecture.md, "TLS" and "AUTH").
 struct ListenAddress {
 	enum class Tls { None, Starttls, Implicit };
 	std::string host;  // numeric IPv4 or IPv6 address, no brackets
