@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <ctime>
 #include <fstream>
+#include <optional>
 #include <stdexcept>
 
 #include "common/aliases.h"
@@ -397,8 +398,13 @@ void handler_main(Runtime& rt, UniqueFd parent_chan, UniqueFd smtp_chan, UniqueF
 	if (chdir(rt.cfg.spool.c_str()) == -1)
 		fatal("chdir %s", rt.cfg.spool.c_str());
 	sandbox_seccomp_handler();
-	HandlerServer server(rt, std::move(parent_chan), std::move(smtp_chan));
-	server.run();
+	std::optional<HandlerServer> server;
+	try {
+		server.emplace(rt, std::move(parent_chan), std::move(smtp_chan));
+	} catch (const std::exception& e) {  // the spool unreadable, say: the parent restarts this process
+		fatalx("handler process cannot start: %s", e.what());
+	}
+	server->run();
 }
 
 }  // namespace laim

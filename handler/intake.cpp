@@ -298,29 +298,40 @@ void Intake::commit_pending()
 	}
 }
 
+// The size of a transaction's journal record; 0 for a file too large to
+// be in one.
+size_t Intake::record_size(const Spool& spool, const Txn& t)
+{
+	uint64_t n = t.created.header_len + t.size;
+	return spool.journals(n) ? Journal::RECORD_HEAD + n : 0;
+}
+
 // The group commit (doc/architecture.md, "The spool"), on the committer
-// thread: each file is staged (stage()); then one barrier: the journal's
-// sync, with any large file's fdatasync and an fsync of queue/, all at
-// once; then each file whose syncs returned is marked committed. Returns
-// why the fsync of queue/ failed, or "".
+// thread: each file is staged (stage()), in the journal while it has
+// room; then one barrier: the journal's sync, with the fdatasync of each
+// file not in it and an fsync of queue/, all at once; then each file
+// whose syncs returned is marked committed. Returns why the fsync of
+// queue/ failed, or "".
 std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 {
 	Journal* journal = spool.journal();  // none: every file synced on its own
-	auto in_journal = [&spool](const Txn& t) { return spool.journals(t.created.header_len + t.size); };
 	size_t bytes = 0;
 	for (const Commit& c : group)
-		bytes += in_journal(c.txn) ? Journal::RECORD_HEAD + c.txn.created.header_len + c.txn.size : 0;
+		bytes += record_size(spool, c.txn);
 	if (spool.wants_checkpoint(bytes)) {
 		try {
 			spool.checkpoint();
 		} catch (const std::exception& e) {
-			log_warnx("checkpoint of the journal: %s", e.what());  // a full journal fails the group
+			log_warnx("checkpoint of the journal: %s", e.what());  // what does not fit is synced on its own
 		}
 	}
 	std::vector<Commit*> files;
-	for (Commit& c : group)
-		if (stage(spool, c, in_journal(c.txn)))
+	for (Commit& c : group) {
+		size_t rec = record_size(spool, c.txn);
+		c.in_journal = rec && journal->fits(rec);
+		if (stage(spool, c))
 			files.push_back(&c);
+	}
 	if (files.empty())
 		return "";
 	std::string journal_error, dir_error;
@@ -339,22 +350,24 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 		catching(journal_error, [journal, &journaled] { journaled = journal->write(); })();
 	if (journaled)
 		syncs.push_back(catching(journal_error, [journal] { journal->sync(); }));
-	bool large = false;  // a file synced on its own: its name in queue/ too
+	bool alone = false;  // a file synced on its own: its name in queue/ too
 	for (Commit* c : files)
-		if (!in_journal(c->txn)) {
+		if (!c->in_journal) {
 			syncs.push_back(catching(c->error, [&spool, c] { spool.sync_file(c->txn.file.get()); }));
-			large = true;
+			alone = true;
 		}
-	if (large)
+	if (alone)
 		syncs.push_back(catching(dir_error, [&spool] { spool.sync_queue_dir(); }));
 	run_together(syncs);
 	for (Commit* c : files) {
-		if (!journal_error.empty() && in_journal(c->txn))
+		if (!journal_error.empty() && c->in_journal)
 			c->error += (c->error.empty() ? "" : "; ") + journal_error;
 		if (!c->error.empty())
 			continue;  // never answered 250: group_done() removes its file
 		try {
-			spool.mark_committed(c->txn.file.get());
+			// A small file the journal does not hold (it was full) needs
+			// its mode on disk: recover() removes one that is pending.
+			spool.mark_committed(c->txn.file.get(), !c->in_journal && record_size(spool, c->txn));
 			c->committed = true;
 		} catch (const std::exception& e) {
 			c->error = e.what();
@@ -365,21 +378,24 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 
 // One file of a group, before the barrier: checked to hold exactly what
 // smtp reported and sealed with its sum; recorded in the journal, whole
-// (c.bytes keep what it read), when in_journal, else its writeback
+// (c.bytes keep what it read), when c.in_journal, else its writeback
 // started for its own fdatasync. False, c.error set, when it failed.
-bool Intake::stage(Spool& spool, Commit& c, bool in_journal)
+bool Intake::stage(Spool& spool, Commit& c)
 {
 	c.error = check_size(c.txn);
-	if (!c.error.empty())
+	if (!c.error.empty()) {
+		c.in_journal = false;
 		return false;
+	}
 	try {
-		spool.seal(c.txn.env.id, c.txn.file.get(), c.txn.created, c.txn.size, in_journal ? &c.bytes : nullptr);
-		if (!in_journal)
+		spool.seal(c.txn.env.id, c.txn.file.get(), c.txn.created, c.txn.size, c.in_journal ? &c.bytes : nullptr);
+		if (!c.in_journal)
 			sync_file_range(c.txn.file.get(), 0, 0, SYNC_FILE_RANGE_WRITE);  // a start: fdatasync reports
 		else
 			spool.journal()->add(Journal::Commit, c.txn.env.id, c.bytes);
 		return true;
 	} catch (const std::exception& e) {
+		c.in_journal = false;
 		c.error = e.what();
 		return false;
 	}
@@ -389,13 +405,14 @@ bool Intake::stage(Spool& spool, Commit& c, bool in_journal)
 // recycled file's zeros past it are cut off.
 std::string Intake::check_size(Txn& t)
 {
-	uint64_t want = t.created.header_len + t.size;
 	struct stat st;
 	if (fstat(t.file.get(), &st) == -1)
 		return std::string("fstat: ") + strerror(errno);
 	uint64_t has = static_cast<uint64_t>(st.st_size);
-	// Only a recycled file may hold more: zeros, cut off here.
-	if (has < want || (has > want && !t.created.recycled))
+	uint64_t want = t.created.header_len + t.size;
+	// Only a recycled file may hold more: zeros, cut off here. (A size
+	// that wraps want around is more than the file has.)
+	if (has < want || want < t.size || (has > want && !t.created.recycled))
 		return "size mismatch: smtp reported " + std::to_string(t.size) + " bytes, file has " +
 		       std::to_string(static_cast<long long>(has - t.created.header_len));
 	if (has > want && ftruncate(t.file.get(), static_cast<off_t>(want)) == -1)
@@ -450,6 +467,10 @@ void Intake::group_done()
 		if (!c.committed) {  // its file goes first, then the answer
 			try {
 				spool_.discard(t.env.id);
+				// Its record may reach the disk with a later group: D
+				// keeps a stop of the system from bringing it back.
+				if (c.in_journal)
+					spool_.journal()->note_done(t.env.id);
 			} catch (const std::exception& e) {
 				log_warnx("%s: %s", t.env.id.c_str(), e.what());
 			}

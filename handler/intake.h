@@ -75,6 +75,7 @@ class Intake {
 		Txn txn;
 		std::string error;      // set: not committed
 		bool committed = false; // marked committed in queue/ (durable unless dir_error_)
+		bool in_journal = false; // its record is in the group's batch
 		std::string bytes;      // the file as its journal record holds it (small ones)
 	};
 
@@ -88,7 +89,8 @@ class Intake {
 	void on_commit(uint32_t session, uint64_t size);
 	void abort_txn(uint32_t session);
 	std::string sync_group(Spool& spool, std::vector<Commit>& group);
-	static bool stage(Spool& spool, Commit& c, bool in_journal);
+	static size_t record_size(const Spool& spool, const Txn& t);
+	static bool stage(Spool& spool, Commit& c);
 	static std::string check_size(Txn& t);
 	void run_together(std::vector<std::function<void()>>& calls);
 	void group_done();

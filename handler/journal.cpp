@@ -169,7 +169,7 @@ void Journal::add(Kind kind, std::string_view id, std::string_view content)
 bool Journal::fits(size_t extra) const
 {
 	std::lock_guard<std::mutex> lock(mutex_);
-	return end_ + batch_.size() + extra + SLACK <= SIZE;
+	return !reset_failed_ && end_ + batch_.size() + extra + SLACK <= SIZE;
 }
 
 // A batch that does not fit is refused whole: the caller checkpoints
@@ -196,15 +196,22 @@ void Journal::sync()
 		throw_errno("fdatasync " + path_);
 }
 
+// The new generation counts only once its header is on disk: until then
+// records keep the old one. After a failed reset the header on disk may
+// say either, so no record is trusted to it (fits() is false) until a
+// reset succeeds.
 void Journal::reset()
 {
 	std::string head(FILE_MAGIC, sizeof FILE_MAGIC);
-	put<uint64_t>(head, ++generation_);
+	put<uint64_t>(head, generation_ + 1);
 	head += boot_id_;
 	head.resize(HEADER, '\0');
 	std::lock_guard<std::mutex> lock(mutex_);
+	reset_failed_ = true;
 	pwrite_all(fd_.get(), head.data(), head.size(), 0, path_);
 	sync();
+	reset_failed_ = false;
+	generation_++;
 	end_ = HEADER;
 	found_.clear();
 }

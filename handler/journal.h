@@ -60,7 +60,8 @@ class Journal {
 	void note_done(std::string_view id);
 	// The committer: adds a record to the batch.
 	void add(Kind kind, std::string_view id, std::string_view content = {});
-	// Whether the batch, with extra more bytes of records, still fits.
+	// Whether the batch, with extra more bytes of records, still fits;
+	// never after a failed reset(), until one succeeds.
 	bool fits(size_t extra = 0) const;
 	// Writes the batch after the last record (one pwrite); false when it
 	// was empty. Then sync() makes it durable. Both throw
@@ -68,6 +69,7 @@ class Journal {
 	bool write();
 	void sync();
 	// Empties the journal: a new generation, in the header, synced.
+	// Throws std::system_error.
 	void reset();
 
  private:
@@ -80,6 +82,7 @@ class Journal {
 	UniqueFd fd_;
 	uint64_t generation_ = 0;
 	uint64_t end_ = HEADER;      // where the next record goes; under mutex_
+	bool reset_failed_ = false;  // under mutex_
 	// Room kept for removals' records between two groups; past it they
 	// are dropped, and the next group checkpoints first.
 	static constexpr size_t SLACK = 64 * 1024;

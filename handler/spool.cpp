@@ -461,16 +461,15 @@ uint64_t Spool::store(const Envelope& env, std::initializer_list<std::string_vie
 		}
 		seal(env.id, file.get(), created, size);
 		sync_file(file.get());
+		sync_queue_dir();
+		// Committed without the journal: its mode is synced too, else a
+		// stop could leave it pending with no record, for recover() to
+		// remove.
+		mark_committed(file.get(), true);
 	} catch (...) {
-		discard(env.id);
+		discard(env.id);  // committed or not: the caller tries again
 		throw;
 	}
-	sync_queue_dir();
-	// Committed without the journal: its mode is synced too, else a stop
-	// could leave it pending with no record, for recover() to remove.
-	mark_committed(file.get());
-	if (::fsync(file.get()) < 0)
-		throw_errno("fsync " + path("queue", env.id));
 	return size;
 }
 
@@ -504,10 +503,12 @@ void Spool::sync_file(int fd)
 		throw_errno("fdatasync spool file (fd " + std::to_string(fd) + ") in " + dir_);
 }
 
-void Spool::mark_committed(int fd)
+void Spool::mark_committed(int fd, bool sync)
 {
 	if (::fchmod(fd, MODE_COMMITTED) < 0)
 		throw_errno("chmod spool file (fd " + std::to_string(fd) + ") in " + dir_);
+	if (sync && ::fsync(fd) < 0)
+		throw_errno("fsync spool file (fd " + std::to_string(fd) + ") in " + dir_);
 }
 
 // A barrier for free/: files removed before sync began are reusable
@@ -701,9 +702,18 @@ void Spool::recover()
 	while (struct dirent* de = ::readdir(d.get()))
 		if (valid_id(de->d_name))
 			ids.emplace_back(de->d_name);
+	bool unjudged = false;  // a file left as it was: the journal's records stay for the next start
+	auto judging = [&unjudged](const std::string& id, auto judge) {
+		try {
+			judge();
+		} catch (const std::exception& e) {
+			log_warnx("%s: left in the spool as it is, judged again at the next start: %s", id.c_str(), e.what());
+			unjudged = true;
+		}
+	};
 	for (const std::string& id : ids) {
 		auto it = held.find(id);
-		recover_file(id, it == held.end() ? nullptr : it->second, same_boot);
+		judging(id, [&] { recover_file(id, it == held.end() ? nullptr : it->second, same_boot); });
 		if (it != held.end())
 			held.erase(it);
 	}
@@ -711,9 +721,14 @@ void Spool::recover()
 		struct stat st;
 		if (r->kind != Journal::Commit || ::lstat(path("failed", id).c_str(), &st) == 0)
 			continue;
-		restore(id, r->content);
-		log_warnx("%s: queue file missing after a stop of the system: restored from the journal", id.c_str());
+		judging(id, [&, &id = id, &r = r] {
+			restore(id, r->content);
+			log_warnx("%s: queue file missing after a stop of the system: restored from the journal",
+				  id.c_str());
+		});
 	}
+	if (unjudged)
+		return;
 	try {
 		checkpoint();
 	} catch (const std::exception& e) {
@@ -733,6 +748,10 @@ void Spool::recover_file(const std::string& id, const Journal::Record* r, bool s
 	struct stat st;
 	if (::fstatat(queue_dirfd_.get(), id.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return;
+	if (!S_ISREG(st.st_mode)) {
+		log_warnx("%s: not a regular file, ignored", path("queue", id).c_str());
+		return;
+	}
 	bool pending = (st.st_mode & 0777) == MODE_PENDING;
 	bool small = journals(static_cast<uint64_t>(st.st_size));
 	if (!r && (!pending || same_boot || small)) {

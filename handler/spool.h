@@ -132,8 +132,9 @@ class Spool {
 	bool journals(uint64_t file_size) const { return journal_ && file_size <= Journal::INLINE_MAX; }
 	void sync_file(int fd);
 	void sync_queue_dir();
-	// Step 3, once the syncs returned: the file's mode says committed.
-	void mark_committed(int fd);
+	// Step 3, once the syncs returned: the file's mode says committed,
+	// and with sync that is on disk too.
+	void mark_committed(int fd, bool sync = false);
 	// Every file the journal stands for is made durable on its own (a
 	// syncfs of the spool's file system), and the journal emptied. On the
 	// committer, between groups: when the journal is full, or when free/

@@ -386,6 +386,14 @@ def proc_status(pid):
 	return st
 
 
+def confined_status(pid, timeout=5):
+	"""proc_status(pid) once its seccomp filter is loaded: a restarted
+	child has its title from the fork, before it confines itself. Fails
+	after timeout seconds unconfined."""
+	wait_for(lambda: proc_status(pid).get("Seccomp") == "2", timeout, "pid %d under its seccomp filter" % pid)
+	return proc_status(pid)
+
+
 def proc_title(pid):
 	try:
 		with open("/proc/%d/cmdline" % pid, "rb") as f:
@@ -767,6 +775,23 @@ def varied_message(tag, size=30000):
 		lines.append(line.encode())
 		total += len(line) + 2
 	return b"\r\n".join(lines) + b"\r\n"
+
+
+def journal_of_another_boot(spool):
+	"""What a stop of the system leaves for the next start to find: the
+	journal's header names another boot, so its records decide
+	(Spool::recover)."""
+	with open(os.path.join(spool, "journal"), "r+b") as f:
+		f.seek(16)  # the boot id, 48 bytes
+		f.write(b"another boot".ljust(48, b"\0"))
+
+
+def journal_records(spool, kind):
+	"""The queue ids of the journal's records of kind (b"C", b"D"), stale
+	ones included (a byte search: enough for ids seen only once)."""
+	with open(os.path.join(spool, "journal"), "rb") as f:
+		data = f.read()
+	return set(m.decode() for m in re.findall(rb"(?<=" + kind + rb")[0-9A-F]{10}(?=\0)", data))
 
 
 def check_delivered_exactly(d, sent, maildir=None, rcpt="rcpt@test.laim.example"):
@@ -1255,6 +1280,24 @@ def _setgid_drop(gid):
 		os.chown(path, 0, gid)
 	if stat.S_IMODE(os.stat(path).st_mode) != 0o2755:
 		os.chmod(path, 0o2755)
+
+
+def offline_header(sender, rcpts):
+	"""The offline file header of common/offline.h."""
+	ns = lambda s: b"%d:%s," % (len(s.encode()), s.encode())
+	return b"LAIMDROP 1\n" + ns(sender) + ns(str(len(rcpts))) + b"".join(ns(r) for r in rcpts) + b"\n"
+
+
+def plant_offline(spool, sender, rcpts, body, gid):
+	"""A file in spool's offline/ as laim-drop makes one (root's, group
+	gid, 0644), named EPOCH.PID.RANDOM; returns its name."""
+	name = "%d.%d.%08x" % (time.time(), os.getpid(), random.getrandbits(32))
+	path = os.path.join(spool, "offline", name)
+	with open(path, "wb") as f:
+		f.write(offline_header(sender, rcpts) + body)
+	os.chown(path, 0, gid)
+	os.chmod(path, 0o644)
+	return name
 
 
 def drop_gid():

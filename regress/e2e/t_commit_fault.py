@@ -3,7 +3,9 @@
 # failing disk would:
 #   - fdatasync of the journal (ENOSPC) and the chmod that marks the
 #     spool file committed (EIO): the end of data gets 451 4.3.0, its
-#     file is gone from queue/, and nothing is ever delivered;
+#     file is gone from queue/, and nothing is ever delivered, not even
+#     after a stop of the system: the journal's record of it, which the
+#     next group's sync makes durable, is followed by a removal (D);
 #   - the fsync of queue/ (EIO), which only a message too large for the
 #     journal needs: 451 4.3.0 as well, but the file is in queue/
 #     already, so it is delivered (at least once, as
@@ -12,12 +14,25 @@
 #     the delivery is deferred and its copy leaves new/ again, so that
 #     the retry leaves exactly one.
 # Then strace detaches (the disk is back) and the same daemon takes and
-# delivers the next message byte for byte. t_enospc covers a full file
-# system before the commit; tmpfs never fails these calls themselves.
+# delivers the next message byte for byte. Three more cases:
+#   - a checkpoint whose new journal header cannot be written (EIO):
+#     the next message still gets its 250, committed without the journal
+#     (its file fdatasynced, its mode fsynced), and once the disk is back
+#     the next checkpoint succeeds and messages go to the journal again,
+#     whose record restores one after a stop of the system;
+#   - a group larger than the journal (140 messages of 64000 bytes held
+#     behind one slow fdatasync): every one gets 250, those the journal
+#     has no room for committed on their own;
+#   - an offline import whose final fsync fails: its file leaves queue/,
+#     the import is tried again, and the message is delivered once, also
+#     after a restart.
+# t_enospc covers a full file system before the commit; tmpfs never fails
+# these calls themselves.
 import sys
 sys.dont_write_bytecode = True
 import signal
 import subprocess
+import threading
 from harness import *
 
 SCENARIOS = [
@@ -61,6 +76,21 @@ def refused_commit(d, msg):
 		c.cmd("QUIT", 221)
 
 
+def stop_of_the_system(d, sent):
+	"""laimd killed as by a power cut, its journal deciding at the next
+	start; returns the log's mark at that start, once a message sent after
+	it (added to sent) was delivered, so that recovery is over."""
+	d.kill_tree()
+	journal_of_another_boot(d.spool)
+	mark = d.mark()
+	d.start()
+	probe = varied_message("after the stop of the system")
+	qid = d.send(msg=probe)
+	d.wait_removed(qid, 15)
+	sent[qid] = probe
+	return mark
+
+
 def scenario(syscall, err, queued_anyway, size):
 	d = Laimd(name="t_commit_fault_" + syscall)
 	d.start()
@@ -91,15 +121,181 @@ def scenario(syscall, err, queued_anyway, size):
 	sent[qid] = after
 	check_delivered_exactly(d, sent)
 	check_eq(d.spool_files("queue"), [], "queue/ at the end")
+	if not queued_anyway:
+		refused_id = d.wait_log(r"(%s): commit failed: " % QID_RE, since=0).group(1)
+		mark = stop_of_the_system(d, sent)
+		check(not d.search_log(r"%s: " % refused_id, mark), "the refused %s after a stop of the system:\n%s"
+		      % (refused_id, d.log(mark)))
+		check_delivered_exactly(d, sent)
 	d.stop()
 	print("%s failing with %s: 451 4.3.0, %s; %d message(s) delivered byte for byte after" %
 	      (syscall, err, "queued and delivered anyway" if queued_anyway else "nothing queued or delivered",
 	       len(sent)))
 
 
+def traced(d, args):
+	"""strace -f -qq -y with args on the handler process, attached."""
+	check(shutil.which("strace"), "strace is not installed (bootstrap's PEERS lists it)")
+	handler = d.child("handler")
+	trace = os.path.join(d.dir, "strace-%d.out" % len(os.listdir(d.dir)))
+	p = subprocess.Popen(["strace", "-f", "-qq", "-y", "-s", "100", "-o", trace] + args + ["-p", str(handler)])
+	wait_for(lambda: tracer_of(handler) == p.pid, 10, "strace attached to the handler process")
+	return p, trace
+
+
+def detach(p):
+	p.send_signal(signal.SIGINT)
+	p.wait(10)
+
+
+def synced_alone(trace, qid):
+	"""Whether the trace shows qid's queue file fdatasynced, then fsynced
+	(its committed mode), before its from= line was logged."""
+	calls = strace_calls(trace)
+	def at(name, pattern):
+		return [start for _, n, text, start, _ in calls if n == name and re.search(pattern, text)]
+	datasynced = at("fdatasync", r"^\d+<\S+/queue/%s>\)" % qid)
+	synced = at("fsync", r"^\d+<\S+/queue/%s>\)" % qid)
+	logged = at("write", r"%s: from=<" % qid)
+	return bool(datasynced and synced and logged and datasynced[0] < synced[0] < logged[0])
+
+
+def failed_checkpoint():
+	d = Laimd(name="t_commit_fault_checkpoint")
+	blocked = d.block_inbox()
+	d.unblock_dir(blocked)
+	d.start()
+	# 128 removals since the last barrier: the next group checkpoints.
+	with d.smtp() as c:
+		c.ehlo()
+		ids = [c_transaction(c, "sender@client.example", ["rcpt@test.laim.example"], simple_message("m%d" % i))
+		       for i in range(128)]
+	for q in ids:
+		d.wait_removed(q)
+	os.chown(blocked, 0, 0)  # X stays queued: no removal writes to the journal while strace counts
+	# The committer's first pwrite is the new header's (strace counts per
+	# thread).
+	tracer, trace = traced(d, ["-e", "trace=pwrite64,fdatasync,fsync,write", "-e",
+				   "inject=pwrite64:error=EIO:when=1"])
+	try:
+		x_msg = varied_message("committed while the journal's header cannot be written", 3000)
+		x = d.send(msg=x_msg)
+		d.wait_log(r"checkpoint of the journal: write \S+/journal: Input/output error$")
+		d.wait_log(r"%s: to=<[^>]*>, handler=inbox, status=deferred" % x)
+	finally:
+		detach(tracer)
+	check(x not in journal_records(d.spool, b"C"), "%s has a record in a journal whose header may be stale" % x)
+	check(synced_alone(trace, x), "%s: its file was not fdatasynced and fsynced before its 250 (trace %s)"
+	      % (x, trace))
+	y_msg = varied_message("after the disk is back", 3000)
+	y = d.send(msg=y_msg)
+	d.wait_log(r"%s: to=<[^>]*>, handler=inbox, status=deferred" % y)
+	check(y in journal_records(d.spool, b"C"), "%s not in the journal once a checkpoint succeeded" % y)
+	# A stop of the system that lost Y's file, which the journal stands for.
+	d.kill_tree()
+	journal_of_another_boot(d.spool)
+	os.unlink(os.path.join(d.spool, "queue", y))
+	d.unblock_dir(blocked)
+	mark = d.mark()
+	d.start()
+	d.wait_log(r"%s: queue file missing after a stop of the system: restored from the journal$" % y, since=mark)
+	for q in (x, y):
+		d.wait_removed(q, 30)
+	check_eq(len(maildir_files(blocked)), 130, "messages in the Maildir")
+	for q, msg in ((x, x_msg), (y, y_msg)):
+		check_eq(d.delivered_copies(q, blocked)["rcpt@test.laim.example"][2], msg, "%s as delivered" % q)
+	d.stop()
+	print("a checkpoint's header write failing (EIO): the next message committed without the journal, "
+	      "then the journal used again")
+
+
+def overflowing_group():
+	n = 140
+	d = Laimd(name="t_commit_fault_overflow", max_sessions=300, max_queue_size=1000)
+	d.start()
+	# The first fdatasync, message 0's group's, held 4 s: the n ends of
+	# data sent meanwhile make the next group, 8.9 MB of records for an
+	# 8 MiB journal.
+	tracer, trace = traced(d, ["-e", "trace=fdatasync,fsync,write", "-e",
+				   "inject=fdatasync:delay_enter=4000000:when=1"])
+	msgs = [varied_message("group %d" % i, 64000) for i in range(n + 1)]
+	codes, ids = {}, {}
+	go = threading.Event()
+
+	def one(i):
+		with d.smtp() as c:
+			c.ehlo()
+			c.cmd("MAIL FROM:<sender@client.example>", 250)
+			c.cmd("RCPT TO:<rcpt@test.laim.example>", 250)
+			c.cmd("DATA", 354)
+			if i > 0:
+				go.wait(60)
+			c.send(data_terminated(msgs[i]))
+			if i == 0:
+				time.sleep(0.5)  # its group is in the held fdatasync
+				go.set()
+			r = c.reply(timeout=60)
+			codes[i] = r.code
+			if r.code == 250:
+				ids[i] = queue_id(r)
+
+	threads = [threading.Thread(target=one, args=(i,)) for i in range(1, n + 1)]
+	try:
+		for t in threads:
+			t.start()
+		one(0)
+		for t in threads:
+			t.join(90)
+	finally:
+		detach(tracer)
+	check_eq(sorted(set(codes.values())), [250], "replies to the ends of data")
+	# The group checkpointed first (it could not fit): its records are
+	# all the journal has.
+	journaled = journal_records(d.spool, b"C")
+	group = [ids[i] for i in range(1, n + 1)]
+	alone = [q for q in group if q not in journaled]
+	check(alone and len(alone) < n, "%d of the group's %d messages committed without the journal" % (len(alone), n))
+	for q in alone:
+		check(synced_alone(trace, q), "%s: not in the journal, and its file not fdatasynced and fsynced before "
+		      "its 250 (trace %s)" % (q, trace))
+	for q in ids.values():
+		d.wait_removed(q, 60)
+	check_delivered_exactly(d, {ids[i]: msgs[i] for i in ids})
+	d.stop()
+	print("a group of %d messages of 64000 bytes: all 250, %d committed without the journal" % (n, len(alone)))
+
+
+def failed_import_commit():
+	d = Laimd(name="t_commit_fault_import")
+	d.start()
+	# The handler's main thread: store()'s fsync of queue/, then the one
+	# of the file's committed mode, which fails.
+	tracer, _ = traced(d, ["-e", "trace=fsync", "-e", "inject=fsync:error=EIO:when=2"])
+	try:
+		body = b"Subject: imported once\n\nbody\n"
+		name = plant_offline(d.spool, "cron@" + HOSTNAME, ["rcpt@" + HOSTNAME], body, drop_gid())
+		d.wait_log(r"offline/%s: cannot import now: fsync spool file .*: Input/output error$" % re.escape(name))
+		qid = d.wait_log(r"(%s): from=<cron@%s>, .*offline=%s$" % (QID_RE, re.escape(HOSTNAME), re.escape(name))).group(1)
+	finally:
+		detach(tracer)
+	d.wait_removed(qid)
+	check_eq(d.spool_files("queue"), [], "queue/ after the import")
+	d.stop()
+	d.start()
+	probe = d.send(msg=simple_message("after the restart"))
+	d.wait_removed(probe)
+	copies = [f for f in maildir_files(d.maildir) if b"Subject: imported once" in open(f, "rb").read()]
+	check_eq(len(copies), 1, "copies of the imported message, after a restart")
+	d.stop()
+	print("an import whose commit fails at its last fsync: imported again, delivered once")
+
+
 def main():
 	for s in SCENARIOS:
 		scenario(*s)
+	failed_checkpoint()
+	overflowing_group()
+	failed_import_commit()
 
 
 run(main)

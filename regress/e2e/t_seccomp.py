@@ -26,8 +26,7 @@ def main():
 	wait_for(lambda: not proc_alive(old["smtp"]), 5, "the old smtp process to be gone")
 	new = d.wait_children(15, old={"smtp": old["smtp"]})
 	check_eq(new["handler"], old["handler"], "handler pid (it must not be restarted)")
-	st = proc_status(new["smtp"])
-	check_eq(st["Seccomp"], "2", "Seccomp of the restarted smtp")
+	st = confined_status(new["smtp"])
 	check_eq(st["NoNewPrivs"], "1", "NoNewPrivs of the restarted smtp")
 	check(d.running(), "the parent died")
 

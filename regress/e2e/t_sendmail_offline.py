@@ -9,22 +9,11 @@
 # laim-drop writes too (LAIM_TEST_SPOOL_DIR, see harness.local_env).
 import sys
 sys.dont_write_bytecode = True
-import random
 import time
 from harness import *
 
 ROOT = "root@" + HOSTNAME
 QUICK = 5  # seconds sendmail may take when laimd is down
-
-
-def ns(s):
-	b = s.encode()
-	return b"%d:%s," % (len(b), b)
-
-
-def offline_header(sender, rcpts):
-	"""The offline file header of common/offline.h."""
-	return b"LAIMDROP 1\n" + ns(sender) + ns(str(len(rcpts))) + b"".join(ns(r) for r in rcpts) + b"\n"
 
 
 def msg(tag):
@@ -125,14 +114,10 @@ def planted(d, gid, link):
 	body = msg("planted")
 	bad = {}
 	for why in ("group", "links"):
-		name = "%d.%d.%08x" % (time.time(), os.getpid(), random.getrandbits(32))
-		path = os.path.join(d.spool, "offline", name)
-		with open(path, "wb") as f:
-			f.write(offline_header("planted-%s@%s" % (why, HOSTNAME), [ROOT]) + body)
-		os.chown(path, 0, 0 if why == "group" else gid)
-		os.chmod(path, 0o644)
+		name = plant_offline(d.spool, "planted-%s@%s" % (why, HOSTNAME), [ROOT], body,
+				     0 if why == "group" else gid)
 		if why == "links":
-			os.link(path, link)
+			os.link(os.path.join(d.spool, "offline", name), link)
 		bad[why] = name
 	mark = d.mark()
 	before = len(maildir_files(d.config["handlers"]["inbox"]["path"]))

@@ -17,9 +17,6 @@ import sys
 sys.dont_write_bytecode = True
 from harness import *
 
-JOURNAL_BOOT = 16  # offset of the boot id in the journal's header
-BOOT_ID_LEN = 48
-
 
 def queue_path(d, qid):
 	return os.path.join(d.spool, "queue", qid)
@@ -51,9 +48,7 @@ def main():
 		d.wait_log(r"%s: to=<[^>]*>, handler=inbox, status=deferred" % q)
 	d.kill_tree()
 
-	with open(os.path.join(d.spool, "journal"), "r+b") as f:
-		f.seek(JOURNAL_BOOT)
-		f.write(b"another boot".ljust(BOOT_ID_LEN, b"\0"))
+	journal_of_another_boot(d.spool)
 	os.truncate(queue_path(d, torn), os.path.getsize(queue_path(d, torn)) // 2)
 	with open(queue_path(d, large), "r+b") as f:
 		f.seek(40960)

@@ -831,6 +831,42 @@ START_TEST(test_journal_torn_record)
 }
 END_TEST
 
+// What recover() cannot judge stays as it is and does not stop the
+// start: a directory with a queue id's name is ignored, and a message
+// the journal holds that cannot be restored now (incoming/ gone) keeps
+// its record for the next start, which restores it.
+START_TEST(test_recovery_leaves_what_it_cannot_judge)
+{
+	const std::string body = "Subject: later\r\n\r\nline\r\n";
+	Envelope lost, whole;
+	{
+		Spool spool(g_spool);
+		lost = sample_env(spool.new_id());
+		whole = sample_env(spool.new_id());
+		commit(spool, lost, body);
+		commit(spool, whole, body, Until::Journaled);
+	}
+	ck_assert_int_eq(unlink((g_spool + "/queue/" + lost.id).c_str()), 0);
+	ck_assert_int_eq(mkdir((g_spool + "/queue/0123456789").c_str(), 0700), 0);
+	ck_assert_int_eq(rename((g_spool + "/incoming").c_str(), (g_spool + "/incoming.away").c_str()), 0);
+	from_other_boot();
+	{
+		Spool spool(g_spool);
+		spool.recover();
+		ck_assert(!exists(g_spool + "/queue/" + lost.id));
+		ck_assert_int_eq(mode_of(g_spool + "/queue/" + whole.id), 0600);
+		ck_assert_uint_eq(spool.journal()->records().size(), 2);
+	}
+	ck_assert(exists(g_spool + "/queue/0123456789"));
+	ck_assert_int_eq(rename((g_spool + "/incoming.away").c_str(), (g_spool + "/incoming").c_str()), 0);
+	Spool spool(g_spool);
+	ck_assert_uint_eq(spool.journal()->records().size(), 2);
+	spool.recover();
+	ck_assert(spool.load(lost.id).body() == body);
+	ck_assert_uint_eq(spool.journal()->records().size(), 0);
+}
+END_TEST
+
 static Suite* spool_suite()
 {
 	Suite* s = suite_create("spool");
@@ -856,6 +892,7 @@ static Suite* spool_suite()
 	tcase_add_test(tc, test_journal_recovery);
 	tcase_add_test(tc, test_journal_torn_record);
 	tcase_add_test(tc, test_journal_same_boot);
+	tcase_add_test(tc, test_recovery_leaves_what_it_cannot_judge);
 	suite_add_tcase(s, tc);
 	return s;
 }
