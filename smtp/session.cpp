@@ -168,6 +168,7 @@ struct Session::Impl {
 	bool discarding = false;  // skipping the rest of a too long command line
 	bool busy = false;        // inside process(): its loop picks up replies
 	bool in_data = false;     // between 354 and the final "."
+	bool input_ended = false; // the client shut its side: nothing more comes
 
 	enum class Proto : uint8_t { None, Helo, Ehlo } proto = Proto::None;
 	bool txn = false;         // MAIL accepted, neither committed nor aborted
@@ -273,6 +274,12 @@ void Session::process()
 	if (m.in_start == m.in_end)
 		m.in_start = m.in_end = 0;
 	m.busy = false;
+	// What is left cannot go on once the client's side is shut: a line
+	// without its end, a message without its final ".".
+	if (m.input_ended && !closing_ && waiting_ == Wait::None) {
+		abort_transaction();
+		closing_ = true;
+	}
 }
 
 // After an asynchronous backend reply: continue with buffered input.
@@ -304,6 +311,7 @@ bool Session::command_input()
 			return false;
 		// Already too long whatever follows (RFC 5321 4.5.3.1.10): answer
 		// now and drop bytes up to the LF instead of buffering them.
+		m.auth_step = Impl::AuthStep::None;  // a reply other than 334 ends the exchange
 		reply(reply::line_too_long);
 		m.discarding = true;
 		m.in_start = m.in_end = 0;
@@ -312,6 +320,7 @@ bool Session::command_input()
 	size_t len = lf - p + 1;
 	m.in_start += len;
 	if (len > MAX_COMMAND_LINE) {
+		m.auth_step = Impl::AuthStep::None;
 		reply(reply::line_too_long);
 		return true;
 	}
@@ -962,6 +971,15 @@ void Session::shutdown()
 	}
 	reply_host(reply::shutdown_code, reply::shutdown);
 	closing_ = true;
+}
+
+// A client may shut its side once it has sent all (sendmail -bs after
+// QUIT does): what it sent is still answered, and process() ends the
+// session once nothing buffered can go on.
+void Session::input_ended()
+{
+	impl_->input_ended = true;
+	process();
 }
 
 void Session::disconnected()

@@ -136,6 +136,10 @@ class Session {
 	// a transaction gets it at its next command (the smtp process closes
 	// it after a bounded wait anyway).
 	void shutdown();
+	// The client shut its sending side (EOF): what it sent is answered,
+	// then the session closes; an unfinished command or message is
+	// dropped.
+	void input_ended();
 	// The client went away: abort any transaction.
 	void disconnected();
 

@@ -76,6 +76,8 @@ struct Conn {
 	int listen_index = -1;  // Listener::listen_index
 	const std::string* listener = nullptr;  // Listener::name, for log lines
 	int64_t auth_delay_until_ms = 0;  // a failed AUTH's 535 waits until then; 0: none
+	int64_t output_moved_ms = 0;  // when its output was last written, or empty
+	bool input_ended = false;     // the client shut its side (EOF)
 };
 
 class SmtpServer : public SessionBackend {
@@ -347,6 +349,7 @@ void SmtpServer::accept_clients(size_t idx)
 		c.fd = std::move(fd);
 		c.session = std::make_unique<Session>(*this, settings_, std::move(ci), id);
 		c.last_input_ms = monotonic_ms();
+		c.output_moved_ms = c.last_input_ms;
 		c.greet_at_ms = c.last_input_ms + greeting_delay_;
 		c.listen_index = l.listen_index;
 		c.listener = &l.name;
@@ -379,33 +382,49 @@ void SmtpServer::client_event(uint32_t id, uint32_t events)
 	if (it == conns_.end())
 		return;
 	Conn& c = it->second;
-	if (c.handshaking)
+	if (c.handshaking) {
 		handshake(id, c);
-	else if (events & (EPOLLIN | EPOLLHUP | EPOLLERR) || (c.tls && c.tls->wants_write()))
+	} else if (events & (EPOLLHUP | EPOLLERR) && (c.input_ended || c.session->input_space().second == 0)) {
+		// Reset, and no room to read the error with: epoll reports it
+		// until the descriptor goes.
+		c.session->disconnected();
+		close_conn(id);
+		return;
+	} else if (events & (EPOLLIN | EPOLLHUP | EPOLLERR) || (c.tls && c.tls->wants_write())) {
 		read_input(id, c);
+	}
 	update(id);
 }
 
 // Reads what the session has room for, through TLS when it is on; false
-// when the client went away (the connection is closed then).
+// when the client went away (the connection is closed then). At the end
+// of its input (EOF, or TLS close_notify) the session still answers what
+// it has.
 bool SmtpServer::read_input(uint32_t id, Conn& c)
 {
 	auto [buf, room] = c.session->input_space();
-	if (room == 0)
+	if (room == 0 || c.input_ended)
 		return true;
 	size_t n = 0;
-	bool gone;
+	bool gone, ended;
 	if (c.tls) {
 		TlsStream::Io r = c.tls->read(buf, room, &n);
 		if (r == TlsStream::Io::Again)
 			return true;
-		gone = r != TlsStream::Io::Done;
+		ended = r == TlsStream::Io::Closed;
+		gone = r == TlsStream::Io::Failed;
 	} else {
 		ssize_t r = read(c.fd.get(), buf, room);
 		if (r < 0 && (errno == EAGAIN || errno == EINTR))
 			return true;
-		gone = r <= 0;
+		ended = r == 0;
+		gone = r < 0;
 		n = r > 0 ? static_cast<size_t>(r) : 0;
+	}
+	if (ended) {
+		c.input_ended = true;
+		c.session->input_ended();
+		return true;
 	}
 	if (gone) {
 		c.session->disconnected();
@@ -441,9 +460,12 @@ bool SmtpServer::flush_output(uint32_t id, Conn& c)
 			n = static_cast<size_t>(r);
 		}
 		s.output_consumed(n);
+		c.output_moved_ms = monotonic_ms();
 	}
-	if (s.output().empty())
+	if (s.output().empty()) {
+		c.output_moved_ms = monotonic_ms();
 		return true;
+	}
 	s.disconnected();
 	close_conn(id);
 	return false;
@@ -534,7 +556,8 @@ void SmtpServer::update(uint32_t id)
 		update(id);
 		return;
 	}
-	bool room = c.greeted && !s.closing() && s.input_space().second > 0 && s.output().size() < 65536;
+	bool room = c.greeted && !s.closing() && !c.input_ended && s.input_space().second > 0 &&
+		    s.output().size() < 65536;
 	if (room && c.tls && c.tls->pending()) {
 		if (read_input(id, c))
 			update(id);
@@ -663,9 +686,14 @@ void SmtpServer::tick()
 		else if (c.greeted && !c.session->waiting() && !c.session->closing() &&
 			 now_ms - c.last_input_ms >= static_cast<int64_t>(timeout_) * 1000)
 			c.session->timeout();
-		else if (shutting_down_ && now >= shutdown_deadline_ && !c.session->closing()) {
+		else if (c.session->closing() && now_ms - c.output_moved_ms >= static_cast<int64_t>(timeout_) * 1000) {
+			// A client that reads none of its last replies.
+			log_info("smtp: %s reads no replies: connection closed", c.session->client().address.c_str());
+			close_conn(id);
+			continue;
+		} else if (shutting_down_ && now >= shutdown_deadline_) {
 			std::string msg = "421 4.3.2 " + settings_.hostname + " Service shutting down\r\n";
-			if (!c.tls)  // not written in the clear into a TLS stream
+			if (!c.tls && !c.session->closing())  // not in the clear into TLS, nor after a last reply
 				(void)!write(c.fd.get(), msg.data(), msg.size());
 			c.session->disconnected();
 			close_conn(id);

@@ -250,8 +250,10 @@ std::string TlsStream::describe() const
 // What an OpenSSL call's return value r means for the event loop.
 TlsStream::Io TlsStream::result(int r)
 {
-	if (r == 1)
+	if (r == 1) {
+		wants_write_ = false;
 		return Io::Done;
+	}
 	int e = SSL_get_error(ssl_, r);
 	wants_write_ = e == SSL_ERROR_WANT_WRITE;
 	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)

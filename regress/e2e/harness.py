@@ -386,6 +386,13 @@ def proc_status(pid):
 	return st
 
 
+def cpu_seconds(pid):
+	"""User and system CPU time of process pid so far, in seconds."""
+	with open("/proc/%d/stat" % pid) as f:
+		fields = f.read().rsplit(")", 1)[1].split()
+	return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def confined_status(pid, timeout=5):
 	"""proc_status(pid) once its seccomp filter is loaded: a restarted
 	child has its title from the fork, before it confines itself. Fails

@@ -20,6 +20,7 @@ import smtplib
 import ssl
 import struct
 import subprocess
+import threading
 from harness import *
 from peer_certs import Certs
 
@@ -181,6 +182,12 @@ class Case:
 			check_eq(c.cmd("AUTH PLAIN").text, "334 ", "AUTH PLAIN without a response")
 			check_eq(c.cmd("*").text, "501 5.0.0 Authentication cancelled", "* after 334")
 			check_eq(c.cmd("AUTH PLAIN not*base64").text, "501 5.5.2 Cannot decode response", "bad base64")
+			# A reply other than 334 ends the exchange: the next line is a
+			# command again, not a credential.
+			for long_line in ("x" * 600, "x" * 5000):
+				check_eq(c.cmd("AUTH LOGIN").text, "334 VXNlcm5hbWU6", "AUTH LOGIN")
+				check_eq(c.cmd(long_line).text, "500 5.5.2 Line too long", "a %d-byte answer" % len(long_line))
+				check_eq(c.cmd("NOOP").text, "250 2.0.0 Ok", "NOOP after the 500")
 
 	def smtplib_plain_and_login(self):
 		msg = simple_message("smtplib auth").decode()
@@ -246,6 +253,34 @@ class Case:
 			check(c.wait_closed(5), "the session did not end after three failures")
 		for secret in blobs + ["wrong 1", "wrong 2", "wrong 3", PASSWORDS["alice"]]:
 			check(secret not in self.d.log(0), "%r reached the log" % secret)
+
+	def flooded_failure(self):
+		"""Replies piled up unread (OpenSSL's write once wanted the socket
+		writable), then a failed AUTH with commands behind it: the smtp
+		process waits out the delay without spinning on EPOLLOUT."""
+		c, _ = self.tls_session()
+		smtp = self.d.child("smtp")
+		payload = b"NOOP\r\n" * 400000 + b"AUTH PLAIN " + plain("alice", "wrong").encode() + b"\r\n" + \
+			b"NOOP\r\n" * 2000
+		writer = threading.Thread(target=c.sock.sendall, args=(payload,))
+		with c:
+			writer.start()
+			time.sleep(3)
+			c.sock.settimeout(10)
+			tail, before, failed = b"", None, False
+			while not failed:  # the NOOPs' replies, then the delayed 535
+				chunk = c.sock.recv(65536)
+				check(chunk, "the session ended before the 535")
+				failed = b"535 " in tail + chunk
+				tail = (tail + chunk)[-8:]
+				now = (cpu_seconds(smtp), time.monotonic())
+				if not failed:
+					before = now
+			writer.join(10)
+		check(before, "no reply before the 535")
+		used, waited = now[0] - before[0], now[1] - before[1]
+		check(used < 0.3 * waited + 0.2, "the smtp process used %.2fs of CPU in the %.1fs before the 535"
+		      % (used, waited))
 
 	def senders_bound(self):
 		c, _ = self.tls_session()
@@ -374,11 +409,12 @@ def main():
 	t.d.start()
 	run_rows([
 		("before STARTTLS: no AUTH, 503, 530", t.before_tls),
-		("under TLS: AUTH PLAIN LOGIN, 530 before AUTH, 504, 501", t.after_tls),
+		("under TLS: AUTH PLAIN LOGIN, 530 before AUTH, 504, 501, 500 ends it", t.after_tls),
 		("smtplib PLAIN and LOGIN deliver as alice", t.smtplib_plain_and_login),
 		("swaks PLAIN and LOGIN deliver as dave", t.swaks_plain_and_login),
 		("implicit TLS: AUTH, 530, erin (bcrypt) delivers", t.implicit_tls),
 		("wrong password: 535 after 1-3 s, 421 after 3", t.wrong_password),
+		("a failed AUTH behind unread replies: no busy wait", t.flooded_failure),
 		("senders file binds MAIL FROM", t.senders_bound),
 		("rate limit key auth counts per user", t.rate_limit_per_user),
 		("queue file keeps the user across a restart", t.queue_file_survives_restart),
