@@ -119,8 +119,14 @@ bool MessagePreparer::feed(std::string_view data)
 	while (i < data.size() && !ended_) {
 		char c = data[i];
 		if (pending_cr_) {
-			// A CR ends a line with or without its LF: a bare CR would
-			// be refused by laimd (no SMTP smuggling), so it becomes CRLF.
+			// A CR ends a line with or without its LF, and so does a run
+			// of them before the LF (CR CR LF: a line end converted twice):
+			// a bare CR would be refused by laimd (no SMTP smuggling), so
+			// it becomes CRLF.
+			if (c == '\r') {
+				i++;
+				continue;
+			}
 			pending_cr_ = false;
 			end_line();
 			if (c == '\n')
@@ -135,7 +141,11 @@ bool MessagePreparer::feed(std::string_view data)
 				end_line();
 			continue;
 		}
-		size_t j = data.find_first_of("\r\n", i);
+		if (c == '\0') {  // laimd refuses NUL in DATA: dropped, so the rest gets through
+			i++;
+			continue;
+		}
+		size_t j = data.find_first_of(std::string_view("\r\n\0", 3), i);
 		if (j == std::string_view::npos)
 			j = data.size();
 		text(data.substr(i, j - i));
@@ -235,8 +245,9 @@ void MessagePreparer::header_line(const std::string& line)
 	emit(CRLF);
 }
 
-// The header block is complete: collect -t recipients, drop Bcc, add the
-// missing fields (RFC 5322 3.6: Date and From are required, Message-ID
+// The header block is complete: collect -t recipients, drop Bcc and
+// Resent-Bcc (with or without -t: mailx -b puts the addresses on the
+// command line and leaves their removal to the MTA), add the missing fields (RFC 5322 3.6: Date and From are required, Message-ID
 // should be there), then the empty line when a body follows.
 void MessagePreparer::end_headers(bool separator)
 {
@@ -250,7 +261,7 @@ void MessagePreparer::end_headers(bool separator)
 		has_date |= iequal(h.name, "Date");
 		has_from |= iequal(h.name, "From");
 		has_id |= iequal(h.name, "Message-ID");
-		if (!(extract_ && bcc))
+		if (!bcc && !iequal(h.name, "Resent-Bcc"))
 			emit(h.text);
 	}
 	headers_.clear();

@@ -20,6 +20,7 @@ namespace {
 //   e x        error reporting mode (-em, -ep...): ignored
 //   F name     full name for the From: header
 //   f, r addr  envelope sender
+//   h hops     hop count (-h 17): ignored
 //   N dsn      DSN notify (-Nnever): ignored
 //   o opt      -oi as -i; the others (-oem, -odi, -odb...) ignored
 //   R ret      DSN return (-Rhdrs): ignored
@@ -27,8 +28,8 @@ namespace {
 bool takes_argument(char c)
 {
 	switch (c) {
-	case 'B': case 'b': case 'e': case 'F': case 'f': case 'N':
-	case 'o': case 'R': case 'r': case 'V':
+	case 'B': case 'b': case 'e': case 'F': case 'f': case 'h':
+	case 'N': case 'o': case 'R': case 'r': case 'V':
 		return true;
 	default:
 		return false;
@@ -83,7 +84,7 @@ void apply(Options& o, char c, const std::string& arg)
 		if (arg == "i")
 			o.ignore_dots = true;
 		break;
-	default:  // B, e, N, R, V
+	default:  // B, e, h, N, R, V
 		break;
 	}
 }
@@ -114,6 +115,9 @@ void parse_cluster(Options& o, const std::vector<std::string>& args, size_t& i)
 			break;
 		case 'v':
 			o.verbose = true;
+			break;
+		case 'm':  // "me too" (mailx's metoo): laim never leaves out the sender
+		case 'U':  // initial user submission
 			break;
 		case 'q':  // -q, or -q with a sendmail queue interval: flush now
 			o.mode = Mode::Flush;

@@ -34,6 +34,7 @@
 #include "common/aliases.h"
 #include "common/ctl.h"
 #include "common/fd.h"
+#include "common/offline.h"
 #include "sendmail/sendmail.h"
 
 #ifndef LAIM_DROP
@@ -146,8 +147,8 @@ MessagePreparer prepare(const Options& o, HeaderFacts facts, int fd)
 }
 
 // Hands the prepared message to laim-drop; its exit status is ours.
-int offline_drop(const std::string& sender, const std::vector<std::string>& rcpts, int fd, const std::string& why,
-		 bool verbose)
+int offline_drop_once(const std::string& sender, const std::vector<std::string>& rcpts, int fd,
+		      const std::string& why, bool verbose)
 {
 	const char* env = getenv("LAIM_DROP");
 	std::string path = env && *env ? env : LAIM_DROP;
@@ -191,6 +192,21 @@ int offline_drop(const std::string& sender, const std::vector<std::string>& rcpt
 				   std::to_string(WTERMSIG(status)));
 }
 
+// laim-drop takes at most OFFLINE_MAX_RECIPIENTS a file: as many files as
+// that needs, for the recipients from first on.
+int offline_drop(const std::string& sender, const std::vector<std::string>& rcpts, size_t first, int fd,
+		 const std::string& why, bool verbose)
+{
+	for (size_t i = first; i < rcpts.size(); i += OFFLINE_MAX_RECIPIENTS) {
+		auto from = rcpts.begin() + static_cast<ptrdiff_t>(i);
+		auto to = rcpts.begin() + static_cast<ptrdiff_t>(std::min(rcpts.size(), i + OFFLINE_MAX_RECIPIENTS));
+		int st = offline_drop_once(sender, std::vector<std::string>(from, to), fd, why, verbose);
+		if (st != EX_OK)
+			return st;
+	}
+	return EX_OK;
+}
+
 // The default mode: one message from stdin.
 int deliver(const Options& o)
 {
@@ -232,7 +248,8 @@ int deliver(const Options& o)
 		smtp_submit(s);
 		return EX_OK;
 	} catch (const TemporaryFailure& t) {
-		return offline_drop(sender, rcpts, tmp.get(), t.what(), o.verbose);
+		// Those laimd has taken the message for are not given it twice.
+		return offline_drop(sender, rcpts, s.submitted, tmp.get(), t.what(), o.verbose);
 	}
 }
 

@@ -199,13 +199,16 @@ struct Submission {
 	int message_fd = -1;  // the prepared message, read from offset 0
 	bool verbose = false;
 	int timeout = 60;     // seconds per reply
+	size_t submitted = 0; // how many of recipients laimd has taken the message for
 };
 
-// Submits over SMTP: returns once laimd has answered 250 to the data.
+// Submits over SMTP, in as many transactions as laimd's recipient limit
+// asks for: returns once laimd has answered 250 to the data of each.
 // Throws TemporaryFailure (cannot connect, 4xx, timeout, broken
 // connection) or Failure (5xx: 65 for the sender or the data, 67 for a
-// recipient, 69 otherwise, with laimd's reply).
-void smtp_submit(const Submission& s);
+// recipient, 69 otherwise, with laimd's reply); s.submitted then says
+// which recipients have the message already.
+void smtp_submit(Submission& s);
 
 // The socket: $LAIM_SOCKET when set and not empty, else LAIM_SOCKET.
 std::string submit_socket_path();

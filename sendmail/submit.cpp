@@ -236,7 +236,7 @@ UniqueFd connect_unix(const std::string& path)
 	return fd;
 }
 
-void smtp_submit(const Submission& s)
+void smtp_submit(Submission& s)
 {
 	Client c(connect_unix(s.socket_path), s.verbose, s.timeout);
 	expect(c.reply(), 2, "the connection", EX_UNAVAILABLE);
@@ -249,18 +249,29 @@ void smtp_submit(const Submission& s)
 		mail += " BODY=8BITMIME";  // RFC 6152
 	if (needs_smtputf8(s.sender, s.recipients) && has_extension(ehlo, "SMTPUTF8"))
 		mail += " SMTPUTF8";  // RFC 6531 3.4
-	c.command(mail);
-	expect(c.reply(), 2, "the sender", EX_DATAERR);
-	for (const std::string& r : s.recipients) {
-		c.command("RCPT TO:<" + r + ">");
-		expect(c.reply(), 2, ("recipient <" + r + ">").c_str(), EX_NOUSER);
+	// RFC 5321 3.3: a 452 to one recipient too many (laimd takes 100 a
+	// transaction) sends the message to those accepted, and the rest go
+	// in the next transaction.
+	while (s.submitted < s.recipients.size()) {
+		c.command(mail);
+		expect(c.reply(), 2, "the sender", EX_DATAERR);
+		size_t end = s.submitted;
+		for (; end < s.recipients.size(); end++) {
+			const std::string& r = s.recipients[end];
+			c.command("RCPT TO:<" + r + ">");
+			Reply rr = c.reply();
+			if (rr.code == 452 && end > s.submitted)
+				break;
+			expect(rr, 2, ("recipient <" + r + ">").c_str(), EX_NOUSER);
+		}
+		c.command("DATA");
+		expect(c.reply(), 3, "DATA", EX_UNAVAILABLE);
+		send_message(c, s.message_fd);
+		if (s.verbose)
+			fprintf(stderr, ">>> .\n");
+		expect(c.reply(), 2, "the message", EX_DATAERR);
+		s.submitted = end;
 	}
-	c.command("DATA");
-	expect(c.reply(), 3, "DATA", EX_UNAVAILABLE);
-	send_message(c, s.message_fd);
-	if (s.verbose)
-		fprintf(stderr, ">>> .\n");
-	expect(c.reply(), 2, "the message", EX_DATAERR);
 
 	// Stored: the rest is courtesy (RFC 5321 4.1.1.10).
 	try {

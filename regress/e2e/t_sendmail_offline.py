@@ -133,6 +133,22 @@ def planted(d, gid, link):
 	d.stop()
 
 
+def many_recipients(d):
+	"""laimd down, 1001 recipients: laim-drop takes 1000 a file, so two
+	files; each recipient gets one copy once laimd starts."""
+	check(not d.running(), "laimd is running")
+	rcpts = ["r%d@%s" % (i, HOSTNAME) for i in range(1001)]
+	check_ran(d.sendmail(["-i"] + rcpts, msg("many offline")))
+	check_eq(len(d.spool_files("offline")), 2, "files in offline/")
+	mark = d.mark()
+	d.start()
+	wait_for(lambda: len(d.findall_log(r"status=delivered", since=mark)) >= 1001, 60, "1001 deliveries")
+	got = [split_delivered(m)[1] for m in maildir_messages(d.config["handlers"]["inbox"]["path"])
+	       if b"Subject: many offline\r\n" in m]
+	check_eq(sorted(got), sorted(r.encode() for r in rcpts), "Delivered-To of the copies")
+	d.stop()
+
+
 def main():
 	gid = drop_gid()
 	lu = local_user()
@@ -153,6 +169,7 @@ def main():
 			 lambda: queue_full(d, lu, gid)),
 			("planted files (wrong group, two links) moved to failed/ and logged",
 			 lambda: planted(d, gid, link)),
+			("1001 recipients, laimd down: two offline files, one copy each", lambda: many_recipients(d)),
 		])
 	finally:
 		if d.running():

@@ -42,7 +42,7 @@ def accepted(d, args, tag, sender=ROOT, rcpts=(ROOT,)):
 
 IGNORED = [
 	["-B8BITMIME"], ["-B", "8BITMIME"], ["-oem"], ["-oep"], ["-odi"], ["-odb"], ["-oXanything"],
-	["-em"], ["-ep"], ["-N", "never"], ["-R", "hdrs"], ["-V", "xyz"], ["-bm"],
+	["-em"], ["-ep"], ["-N", "never"], ["-R", "hdrs"], ["-V", "xyz"], ["-bm"], ["-m"], ["-h", "17"], ["-U"],
 ]
 
 
@@ -62,6 +62,21 @@ def from_name(d):
 	extra = check_passthrough(copies[ROOT], msg("fullname"), "-F NAME -r ADDR",
 				  added=("date", "message-id", "from"))
 	check_added_headers(extra, "-F NAME", "Nightly Job", "jobs@other.example")  # the envelope sender, as sendmail 8 and Postfix do
+
+
+def many_recipients(d):
+	"""More recipients than laimd takes in one transaction (100): sendmail
+	sends the message in as many, each recipient gets one copy."""
+	rcpts = ["r%d@%s" % (i, HOSTNAME) for i in range(250)]
+	mark = d.mark()
+	r = d.sendmail(["-i"] + rcpts, msg("many"))
+	check_ran(r)
+	sizes = [int(m.group(1)) for m in d.findall_log(r"%s: from=<[^>]*>, size=\d+, nrcpt=(\d+), client=local" % QID_RE,
+							      since=mark)]
+	check_eq(sorted(sizes), [50, 100, 100], "recipients of each transaction")
+	wait_for(lambda: len(d.findall_log(r"status=delivered", since=mark)) >= 250, 30, "250 deliveries")
+	got = [split_delivered(m)[1] for m in maildir_messages(d.maildir) if b"Subject: many\r\n" in m]
+	check_eq(sorted(got), sorted(x.encode() for x in rcpts), "Delivered-To of the copies")
 
 
 def main():
@@ -88,6 +103,7 @@ def main():
 		 lambda: accepted(d, ["alpha, beta@other.example,gamma"], "commas",
 				  rcpts=("alpha@" + HOSTNAME, "beta@other.example", "gamma@" + HOSTNAME))),
 		("-F NAME (separate) and -r ADDR", lambda: from_name(d)),
+		("250 recipients: three transactions, one copy each", lambda: many_recipients(d)),
 	])
 
 
