@@ -179,11 +179,13 @@ void Queue::dispatch(Entry& e)
 			continue;
 		}
 		for (const std::string& name : r->handlers)
-			if (!e.done.count({name, rcpt}) && !e.tried.count({name, rcpt}))
+			if (!e.done.count({name, rcpt}) && !e.tried.count({name, rcpt}) && !e.late.count({name, rcpt}))
 				groups[name].push_back(rcpt);
 	}
 	if (groups.empty()) {
-		if (e.running == 0)
+		if (e.running == 0 && e.deferred.empty() && !e.late.empty())
+			e.awaits_late = true;  // settled once the late call says how it went
+		else if (e.running == 0)
 			settle(e.env.id);
 		return;
 	}
@@ -283,6 +285,9 @@ void Queue::run()
 					       std::to_string(delivery_timeout_) + "s");
 		log_warnx("%s: handler %s timed out after %us; its worker stays busy until the call returns",
 			  job->tested ? "test" : job->id.c_str(), job->inst->name.c_str(), delivery_timeout_);
+		if (auto it = entries_.find(job->id); it != entries_.end() && !job->tested)
+			for (const std::string& r : job->env.recipients)
+				it->second.late.insert({job->inst->name, r});
 		finish_job(*job, late);
 	}
 	if (stopped_)
@@ -346,20 +351,27 @@ void Queue::collect()
 }
 
 // A call that timed out (counted as deferred) returned after all: the
-// recipients it delivered are done, so the retry does not deliver them twice.
+// recipients it delivered are done, so the retry does not deliver them
+// twice; the others may be tried again now.
 void Queue::late_delivery(const Job& job)
 {
 	auto it = entries_.find(job.id);
 	for (size_t i = 0; i < job.env.recipients.size(); i++) {
+		const std::string& r = job.env.recipients[i];
+		if (it != entries_.end())
+			it->second.late.erase({job.inst->name, r});
 		if (job.results.at(i).status != Result::Status::Delivered)
 			continue;
-		const std::string& r = job.env.recipients[i];
 		log_info("%s: to=<%s>, handler=%s, status=delivered, late (after its timeout)%s", job.id.c_str(),
 			 r.c_str(), job.inst->name.c_str(), it == entries_.end() ? ", message no longer queued" : "");
 		count("delivered");
 		count("handler." + job.inst->name + ".delivered");
 		if (it != entries_.end())
 			it->second.done.insert({job.inst->name, r});
+	}
+	if (it != entries_.end() && it->second.awaits_late && it->second.late.empty()) {
+		it->second.awaits_late = false;
+		make_due(job.id);
 	}
 }
 

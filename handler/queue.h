@@ -119,6 +119,10 @@ class Queue {
 		int running = 0;
 		std::set<std::pair<std::string, std::string>> done;   // (instance, rcpt) finished
 		std::set<std::pair<std::string, std::string>> tried;  // (instance, rcpt) tried this round
+		// (instance, rcpt) of a call that timed out and still runs: not
+		// tried again until it returns (late_delivery()).
+		std::set<std::pair<std::string, std::string>> late;
+		bool awaits_late = false;  // nothing else to do: made due when the late call returns
 		std::vector<std::string> failures;   // permanent failure reasons
 		std::vector<Deferral> deferred;      // this round's temporary failures
 		std::shared_ptr<const std::string> last_error;

@@ -83,8 +83,10 @@ CommandSpec pipe_spec(const Config& cfg, const CommandRunMsg& req)
 	try {
 		HandlerOptions o(*s, cfg.file);
 		CommandSpec spec = read_command_spec(o);
+		// Temporary: the handler process may still run the instance of
+		// the config before a SIGHUP that turned per_recipient on.
 		if (spec.per_recipient && req.recipients.size() != 1)
-			throw Refusal(true, "per_recipient: one recipient per command");
+			throw Refusal(false, "per_recipient: one recipient per command");
 		return spec;
 	} catch (const ConfigError& e) {
 		throw Refusal(false, e.what());  // its user went away since the config was read

@@ -1,11 +1,10 @@
 # A handler call that hangs is cut after delivery_timeout: the delivery is
 # deferred with a timeout reason, and the handler process keeps delivering
-# other mail. The instance stays busy while the call hangs (calls on one
-# instance never overlap), so there is no second attempt meanwhile; when
-# the call returns delivered after all, that counts, and the message is
-# removed with one copy, not delivered again. The hanging handler is a
-# file handler whose mbox a reader holds locked (fcntl), as mail readers
-# do.
+# other mail. The recipient is not tried again while the call hangs, not
+# even on the instance's other worker; when the call returns delivered
+# after all, that counts, and the message is removed with one copy, not
+# delivered again. The hanging handler is a file handler (two workers)
+# whose mbox a reader holds locked (fcntl), as mail readers do.
 import sys
 sys.dont_write_bytecode = True
 import fcntl
@@ -20,7 +19,7 @@ def main():
 	os.chown(box, d.uid, d.gid)
 	d.config["handlers"] = {
 		"inbox": {"type": "maildir", "path": d.maildir},
-		"stuck": {"type": "file", "path": box},
+		"stuck": {"type": "file", "path": box, "workers": 2},
 	}
 	d.config["routes"] = [
 		{"match": "stuck@*", "handlers": ["stuck"]},
