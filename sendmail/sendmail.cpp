@@ -123,15 +123,42 @@ std::string login_address(const Caller& c, const std::string& domain)
 	return a;
 }
 
-// Reads stdin through a MessagePreparer into fd; the preparer, finished,
-// has the -t recipients and what the message holds.
-MessagePreparer prepare(const Options& o, HeaderFacts facts, int fd)
+// A memory file holding the first len bytes of fd: where the message
+// goes on when the temporary file's file system is full.
+UniqueFd copy_to_memory(int fd, uint64_t len)
 {
-	MessagePreparer prep(o.ignore_dots, o.extract_recipients, std::move(facts), [fd](std::string_view s) {
-		if (!write_all(fd, s))
-			throw Failure(EX_TEMPFAIL, std::string("cannot write the message to a temporary file: ") +
-							   strerror(errno));
-	});
+	UniqueFd mem(memfd_create("sendmail", MFD_CLOEXEC));
+	char buf[64 * 1024];
+	for (uint64_t off = 0; mem && off < len;) {
+		ssize_t n = pread(fd, buf, std::min<uint64_t>(sizeof buf, len - off), static_cast<off_t>(off));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || !write_all(mem.get(), std::string_view(buf, size_t(n))))
+			return UniqueFd();
+		off += static_cast<uint64_t>(n);
+	}
+	return mem;
+}
+
+// Reads stdin through a MessagePreparer into fd; the preparer, finished,
+// has the -t recipients and what the message holds. A full /tmp (where
+// cron's mail waits when the disk fills) moves the message to memory:
+// fd is then a memory file.
+MessagePreparer prepare(const Options& o, HeaderFacts facts, UniqueFd& fd)
+{
+	auto sink = [&fd, written = uint64_t{0}](std::string_view s) mutable {
+		if (!write_all(fd.get(), s)) {
+			int err = errno;
+			UniqueFd mem = err == ENOSPC || err == EDQUOT || err == EFBIG ? copy_to_memory(fd.get(), written)
+										    : UniqueFd();
+			if (!mem || !write_all(mem.get(), s))
+				throw Failure(EX_TEMPFAIL, std::string("cannot write the message to a temporary file: ") +
+								   strerror(err));
+			fd = std::move(mem);
+		}
+		written += s.size();
+	};
+	MessagePreparer prep(o.ignore_dots, o.extract_recipients, std::move(facts), sink);
 	char buf[64 * 1024];
 	for (;;) {
 		ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
@@ -230,7 +257,7 @@ int deliver(const Options& o)
 	facts.random = random_hex(8);
 
 	UniqueFd tmp = temp_file();
-	MessagePreparer prep = prepare(o, std::move(facts), tmp.get());
+	MessagePreparer prep = prepare(o, std::move(facts), tmp);
 	for (const std::string& r : prep.recipients())
 		if (std::find(rcpts.begin(), rcpts.end(), r) == rcpts.end())
 			rcpts.push_back(r);

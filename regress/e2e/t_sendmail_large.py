@@ -2,6 +2,7 @@
 # bytes, a 1 MiB line, lone "." lines under -i) is delivered byte for
 # byte, and sendmail's peak memory is not more than 4 MiB above what it
 # takes for a three-line message (it holds a few MiB, never the message).
+# With $TMPDIR on a full file system, a 1 MiB message goes on in memory.
 import sys
 sys.dont_write_bytecode = True
 import subprocess
@@ -52,6 +53,26 @@ def main():
 	check(peak - base < GROWTH_KB, "sendmail grew by %d kB for a %d MiB message" % (peak - base, SIZE >> 20))
 	qid, copies = check_local_delivery(d, mark, ROOT, [ROOT], 0, "root", timeout=30)
 	check_passthrough(copies[ROOT], msg, "24 MiB message", added=("date", "message-id", "from"))
+	full_tmp(d)
+
+
+def full_tmp(d):
+	"""$TMPDIR on a file system with room for 64 KiB: a 1 MiB message goes
+	on in memory and is delivered whole."""
+	tmp = os.path.join(d.dir, "small-tmp")
+	os.mkdir(tmp)
+	subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=1777", "tmpfs", tmp], check=True)
+	try:
+		msg = b"Subject: full tmp\nTo: root\n\n" + b"".join(b"line %d of a message larger than /tmp\n" % i
+								       for i in range(30000))
+		mark = d.mark()
+		r = d.sendmail(["-i", "root"], msg, env={"TMPDIR": tmp})
+		check_ran(r)
+		qid, copies = check_local_delivery(d, mark, ROOT, [ROOT], 0, "root", timeout=30)
+		check_passthrough(copies[ROOT], msg, "a message larger than $TMPDIR", added=("date", "message-id", "from"))
+	finally:
+		subprocess.run(["umount", tmp], check=True)
+	print("a %d-byte message with $TMPDIR on a 64 KiB file system: delivered whole" % len(msg))
 
 
 run(main)
