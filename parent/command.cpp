@@ -17,6 +17,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sysexits.h>
@@ -191,11 +192,16 @@ Launch mailbox_launch(const Config& cfg, const CommandRunMsg& req)
 	return l;
 }
 
-// The command req asks for, or a Refusal (thrown).
+// The command req asks for, or a Refusal (thrown). Mailboxes are
+// delivered only for a configured mbox handler (temporary: the handler
+// process may still run the config before a SIGHUP).
 Launch prepare(const Config& cfg, const CommandRunMsg& req)
 {
-	if (req.instance == MAILBOX_INSTANCE)
+	if (req.instance == MAILBOX_INSTANCE) {
+		if (std::none_of(cfg.handlers.begin(), cfg.handlers.end(), [](auto& h) { return h.type == "mbox"; }))
+			throw Refusal(false, "no mbox handler in " + cfg.file);
 		return mailbox_launch(cfg, req);
+	}
 	bool alias = req.instance == ALIAS_COMMAND_INSTANCE;
 	CommandSpec spec = alias ? alias_spec(cfg, req) : pipe_spec(cfg, req);
 	Launch l{lookup_account(spec.user), {}, {}, spec.timeout};
@@ -287,12 +293,29 @@ void refuse(UniqueFd reply, const Refusal& r)
 }  // namespace
 
 // Starts the command a request names, or says why not. False when the
+// The reply channel must be one end of the AF_UNIX SOCK_SEQPACKET pair
+// the handler process makes (handler/command_client.cpp): another kind of
+// descriptor does not go into the parent's event loop.
+static bool reply_channel(int fd)
+{
+	struct stat st;
+	int type = 0, domain = 0;
+	socklen_t tlen = sizeof type, dlen = sizeof domain;
+	return fd >= 0 && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) &&
+	       getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0 && type == SOCK_SEQPACKET &&
+	       getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dlen) == 0 && domain == AF_UNIX;
+}
+
 // request is malformed (the caller ends the handler process).
 bool CommandService::request(const Config& cfg, EventLoop& loop, Imsg& m)
 {
 	CommandRunMsg req;
 	if (!decode(m.data, req))
 		return false;
+	if (!reply_channel(m.fd.get())) {
+		log_warnx("command request whose reply channel is not a unix seqpacket socket");
+		return false;
+	}
 	if (!valid_request(req)) {
 		log_warnx("command request with a malformed envelope refused");
 		refuse(std::move(m.fd), Refusal(true, "command: malformed envelope values"));

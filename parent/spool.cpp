@@ -3,6 +3,7 @@
 // describes the layout).
 #include "config.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <sys/stat.h>
@@ -30,6 +31,27 @@ UniqueFd open_spool_dir(int dir, const std::string& path, const char* sub)
 	if (!fd)
 		fatal("spool %s: %s", path.c_str(), sub);
 	return fd;
+}
+
+// A spool directory the user does not own yet is handed over only when
+// empty: a typo ("spool: /var/spool") must not give it a system directory.
+void check_unowned_spool(int fd, const std::string& spool, uid_t uid)
+{
+	struct stat st;
+	if (fstat(fd, &st) == -1)
+		fatal("spool %s", spool.c_str());
+	if (st.st_uid == uid)
+		return;
+	DIR* d = fdopendir(dup(fd));
+	if (!d)
+		fatal("spool %s", spool.c_str());
+	bool empty = true;
+	while (struct dirent* de = readdir(d))
+		empty = empty && (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."));
+	closedir(d);
+	if (!empty)
+		fatalx("spool %s: a directory that laimd's user does not own, and not empty (owner uid %u): "
+		       "give laimd a directory of its own", spool.c_str(), (unsigned)st.st_uid);
 }
 
 }  // namespace
@@ -60,6 +82,7 @@ void prepare_spool(Runtime& rt)
 	} dirs[] = {{".", true, 0710}, {"incoming", false, 0700}, {"queue", false, 0700},
 		    {"failed", false, 0700}, {"free", false, 0700}, {"offline", true, 01730}};
 	UniqueFd top = open_spool_dir(AT_FDCWD, spool, spool.c_str());
+	check_unowned_spool(top.get(), spool, rt.user.uid);
 	for (const auto& d : dirs) {
 		UniqueFd fd = open_spool_dir(top.get(), spool, d.sub);
 		gid_t gid = d.drop && gr ? rt.drop_gid : rt.user.gid;

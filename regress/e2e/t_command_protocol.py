@@ -5,9 +5,11 @@
 # root parent, each with a reply channel of its own. A "|command" that
 # the aliases file lists runs, as nobody (the control: the forged
 # requests work); one it does not list, an instance that is no pipe
-# handler, and a recipient that would become an option to the command are
-# refused on the reply channel, logged, and start nothing; a malformed
-# frame ends the handler, which is restarted. When the handler process
+# handler, a mailbox while no mbox handler is configured, and a recipient
+# that would become an option to the command are refused on the reply
+# channel, logged, and start nothing; a malformed frame, or a reply channel
+# that is a file or a stream socket, ends the handler, which is restarted,
+# and never the parent. When the handler process
 # dies, the parent kills the commands it was feeding.
 import sys
 sys.dont_write_bytecode = True
@@ -86,23 +88,42 @@ def main():
 			"\"-oQ/tmp@b.example\" would be an option to the command (it begins with '-')")
 		check(not os.path.exists(os.path.join(cmd, "sleeper.pid")), "the sleeper ran")
 
-	def malformed():
+	def no_mbox():
+		refused("mbox:mailbox", ["nobody"], False, "no mbox handler in %s" % d.confpath)
+
+	def ends_handler(request, reply_fd, line=None):
+		"""request, with reply_fd as its reply channel, ends the handler
+		process (restarted); the parent goes on."""
 		mark = d.mark()
 		pid = d.child("handler")
 		chan = steal_command_channel(pid)
 		os.kill(pid, signal.SIGSTOP)
-		mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-		socket.send_fds(chan, [run_request("sleeper", ["a@b"], cut=3)], [theirs.fileno()])
-		for sock in (chan, mine, theirs):
-			sock.close()
+		socket.send_fds(chan, [request], [reply_fd])
+		chan.close()
 		try:
+			if line:
+				d.wait_log(re.escape(line), since=mark)
 			d.wait_log(r"handler process broke the command protocol \(bad request\): ending it", since=mark)
 		finally:
 			if proc_alive(pid):
 				os.kill(pid, signal.SIGCONT)
-		d.wait_children(old={"handler": pid})
+		d.wait_children(30, old={"handler": pid})  # each restart waits twice as long as the last
+		check(d.running(), "the parent ended")
 		qid = d.send(msg=simple_message("after the restart"))
 		d.wait_delivered(qid)
+
+	def malformed():
+		mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+		with mine, theirs:
+			ends_handler(run_request("sleeper", ["a@b"], cut=3), theirs.fileno())
+
+	def file_as_reply():
+		with open(os.path.join(d.dir, "not-a-channel"), "w") as f:
+			ends_handler(run_request("alias:command", [listed]), f.fileno(),
+				     "command request whose reply channel is not a unix seqpacket socket")
+		mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+		with mine, theirs:
+			ends_handler(run_request("alias:command", [listed]), theirs.fileno())
 
 	def dies_with_handler():
 		mark = d.mark()
@@ -114,14 +135,16 @@ def main():
 		handler = d.child("handler")
 		os.kill(handler, signal.SIGKILL)
 		wait_for(lambda: not proc_alive(sleeper), 5, "the sleeper killed with the handler process")
-		d.wait_children(old={"handler": handler})
+		d.wait_children(30, old={"handler": handler})  # the restarts above doubled the wait
 
 	run_rows([
 		("a listed alias command runs, as nobody", listed_runs),
 		("an alias command the aliases file does not list is refused", unlisted),
 		("an instance that is no pipe handler is refused", no_pipe),
 		("a recipient that would be an option is refused", option),
+		("a mailbox without an mbox handler is refused", no_mbox),
 		("a malformed request ends the handler, which is restarted", malformed),
+		("a reply channel that is a file or a stream socket ends the handler", file_as_reply),
 		("the commands of a handler process that dies are killed", dies_with_handler),
 	])
 

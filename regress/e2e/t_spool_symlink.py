@@ -1,7 +1,8 @@
 # The spool belongs to the unprivileged user, so root must never follow a
 # link planted there: with spool/failed replaced by a symbolic link to a
 # root-owned directory, laimd refuses to start and the directory keeps its
-# owner and mode.
+# owner and mode. A spool directory that the user does not own and that is
+# not empty (a typo naming a system directory) is refused as well.
 import sys
 sys.dont_write_bytecode = True
 import os
@@ -14,6 +15,7 @@ def main():
 	target = os.path.join(d.dir, "precious")
 	os.mkdir(target, 0o755)
 	os.makedirs(os.path.join(d.spool, "queue"))
+	os.chown(d.spool, d.uid, d.gid)  # the user's spool, where it planted the link
 	os.symlink(target, os.path.join(d.spool, "failed"))
 	d.write_config()
 	r = subprocess.run([d.laimd, "-d", "-f", d.confpath], stdin=subprocess.DEVNULL,
@@ -33,6 +35,21 @@ def main():
 	check(r.returncode != 0 and "parent directory" in out,
 	      "laimd accepted a spool in a directory writable by others:\n%s" % out)
 	os.chmod(d.dir, 0o755)
+
+	# A directory laimd's user does not own, not empty (a typo such as
+	# "spool: /var/spool"): refused, and left as it was.
+	other = os.path.join(d.dir, "var-spool")
+	os.makedirs(os.path.join(other, "cron"), 0o755)
+	d.config["spool"] = other
+	d.write_config()
+	r = subprocess.run([d.laimd, "-d", "-f", d.confpath], stdin=subprocess.DEVNULL,
+			   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
+	out = r.stdout.decode(errors="replace")
+	check(r.returncode != 0 and "does not own, and not empty" in out,
+	      "laimd took a directory it does not own:\n%s" % out)
+	st = os.lstat(other)
+	check_eq((st.st_uid, st.st_mode & 0o7777, sorted(os.listdir(other))), (0, 0o755, ["cron"]),
+		 "owner, mode and entries of that directory")
 
 
 run(main)
