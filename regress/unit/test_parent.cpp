@@ -538,7 +538,7 @@ START_TEST(command_mailbox_delivery)
 	ck_assert_ptr_nonnull(primary);
 	std::string group = primary->gr_name;
 
-	Config cfg = command_config("  x:\n    type: discard\n", "mail_dir: " + mail_dir + "\ndelivery_timeout: 61\n");
+	Config cfg = command_config("  x:\n    type: mbox\n", "mail_dir: " + mail_dir + "\ndelivery_timeout: 61\n");
 	CommandRun r = run_command(cfg, {MAILBOX_INSTANCE, "0123456789", "s@x.example", {"nobody"}});
 	ck_assert_string_eq(r.user, "nobody");
 	// 61 s less a second for the command, four fifths of that to read;
