@@ -282,6 +282,8 @@ std::vector<FailedItem> HandlerServer::failed()
 		}
 		out.push_back(std::move(f));
 	}
+	for (FailedItem& f : import_.refused())
+		out.push_back(std::move(f));
 	return out;
 }
 

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <fstream>
 
 #include "common/address.h"
 #include "common/hostname.h"
@@ -192,11 +193,51 @@ bool OfflineImport::postpone(const std::string& name, const char* what)
 	return true;
 }
 
-// A file laimd will not import is kept for the administrator in failed/.
+std::vector<CtlFailedEntry> OfflineImport::refused() const
+{
+	std::vector<CtlFailedEntry> out;
+	std::string dir = spool_.dir() + "/failed/";
+	DIR* d = opendir(dir.c_str());
+	if (!d)
+		return out;
+	while (struct dirent* de = readdir(d)) {
+		std::string name = de->d_name;
+		bool reason_file = name.size() > 7 && name.compare(name.size() - 7, 7, ".reason") == 0;
+		struct stat st;
+		if (name.rfind("offline.", 0) != 0 || reason_file ||
+		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == -1 || !S_ISREG(st.st_mode))
+			continue;
+		CtlFailedEntry f;
+		f.id = name;
+		f.arrival = st.st_mtime;
+		f.size = static_cast<uint64_t>(st.st_size);
+		std::ifstream reason(dir + name + ".reason");
+		std::getline(reason, f.reason);
+		std::string head(std::min<size_t>(f.size, 1 << 20), '\0');  // the envelope is at the start
+		std::ifstream file(dir + name, std::ios::binary);
+		OfflineEnvelope oe;
+		try {
+			if (file.read(head.data(), static_cast<std::streamsize>(head.size()))) {
+				offline_decode(head, oe);
+				f.sender = oe.sender;
+				f.recipients = oe.recipients;
+			}
+		} catch (const std::exception&) {
+			// not a file laim-drop made: the reason says so
+		}
+		out.push_back(std::move(f));
+	}
+	closedir(d);
+	return out;
+}
+
+// A file laimd will not import is kept for the administrator in failed/,
+// with its reason beside it (laimctl show failed lists both).
 void OfflineImport::refuse(const std::string& name, const std::string& why)
 {
 	std::string from = spool_.dir() + "/offline/" + name;
 	std::string to = spool_.dir() + "/failed/offline." + name;
+	std::ofstream(to + ".reason") << why << '\n';
 	if (rename(from.c_str(), to.c_str()) == -1)
 		log_warn("offline/%s: refused (%s), and cannot move it to failed/", name.c_str(), why.c_str());
 	else

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/ctl.h"
 #include "handler/api/handler.h"
 #include "handler/ratelimit.h"
 #include "handler/spool.h"
@@ -40,6 +41,9 @@ class OfflineImport {
 	std::vector<Imported> run(size_t room, uint64_t size_limit, const Expand& expand);
 	// When the first file held by a rate limit may go; 0 when none waits.
 	time_t next_release() const { return next_release_; }
+	// The files refused so far, in failed/ as offline.NAME: their reason,
+	// size, mtime, and the envelope when its header reads.
+	std::vector<CtlFailedEntry> refused() const;
 
  private:
 	bool import_one(const std::string& name, uint64_t size_limit, const Expand& expand, Imported& out);

@@ -3,7 +3,8 @@
 # offline/ (owned by the caller, laim-drop's group, one link), and laimd
 # imports it at start or once the queue has room, delivered once with the
 # caller's uid. A file planted in offline/ that laim-drop did not make
-# (wrong group, two links) is moved to failed/ and logged, not delivered.
+# (wrong group, two links) is moved to failed/ and logged, not delivered,
+# and laimctl show failed lists it with its reason.
 #
 # The laimd under test has a spool of its own, where the test build's
 # laim-drop writes too (LAIM_TEST_SPOOL_DIR, see harness.local_env).
@@ -130,6 +131,14 @@ def planted(d, gid, link):
 	time.sleep(2.5)
 	check(not d.search_log(r"from=<planted-", mark), "a planted file was imported:\n%s" % d.log(mark))
 	check_eq(len(maildir_files(d.config["handlers"]["inbox"]["path"])), before, "messages after the refusals")
+	r = d.laimctl(["show", "failed"])
+	check_ran(r)
+	reasons = {"group": "not created by laim-drop (group 0)", "links": "not a regular file with one link"}
+	for why, name in bad.items():
+		row = re.search(r"(?m)^offline\.%s +\S+ +\S+ +planted-%s@\S+ +%s +(.+)$"
+				% (re.escape(name), why, re.escape(ROOT)), r.stdout)
+		check(row and row.group(1) == reasons[why], "show failed does not list offline.%s with its reason: %r"
+		      % (name, r.stdout))
 	d.stop()
 
 
