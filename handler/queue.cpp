@@ -183,9 +183,13 @@ void Queue::dispatch(Entry& e)
 				groups[name].push_back(rcpt);
 	}
 	if (groups.empty()) {
-		if (e.running == 0 && e.deferred.empty() && !e.late.empty())
-			e.awaits_late = true;  // settled once the late call says how it went
-		else if (e.running == 0)
+		if (e.running == 0 && e.deferred.empty() && !e.late.empty()) {
+			// Settled once the late call says how it went; looked at again
+			// meanwhile, so that max_queue_age still ends a call that hangs.
+			e.awaits_late = true;
+			e.next_try = time(nullptr) + static_cast<time_t>(retry_max_);
+			timers_.insert({e.next_try, e.env.id});
+		} else if (e.running == 0)
 			settle(e.env.id);
 		return;
 	}

@@ -3,8 +3,9 @@
 # other mail. The recipient is not tried again while the call hangs, not
 # even on the instance's other worker; when the call returns delivered
 # after all, that counts, and the message is removed with one copy, not
-# delivered again. The hanging handler is a file handler (two workers)
-# whose mbox a reader holds locked (fcntl), as mail readers do.
+# delivered again; a call that hangs past max_queue_age still lets the
+# message expire to failed/. The hanging handler is a file handler (two
+# workers) whose mbox a reader holds locked (fcntl), as mail readers do.
 import sys
 sys.dont_write_bytecode = True
 import fcntl
@@ -58,5 +59,26 @@ def main():
 	check(not d.search_log(r"%s: .*attempt=2, " % qid, 0), "delivered again after the late success")
 	check(d.running(), "the parent died")
 	d.wait_children()
+	d.stop()
+	hangs_past_max_age(d, box)
+
+
+def hangs_past_max_age(d, box):
+	"""A call that hangs past max_queue_age: the message, waiting for it,
+	still expires to failed/; the call's late success is logged, and
+	nothing is delivered twice."""
+	d.config["max_queue_age"] = 6
+	d.start()
+	reader = open(box, "r+")
+	fcntl.lockf(reader, fcntl.LOCK_EX)
+	qid = d.send(rcpts=["stuck@test.laim.example"], msg=simple_message("hangs"))
+	d.wait_log(r"%s: moved to failed/: expired: in the queue longer than max_queue_age$" % qid, 20)
+	fcntl.lockf(reader, fcntl.LOCK_UN)
+	reader.close()
+	d.wait_log(r"%s: to=<stuck@test\.laim\.example>, handler=stuck, status=delivered, late \(after its timeout\), "
+		   r"message no longer queued$" % qid, 10)
+	with open(box, "rb") as f:
+		check_eq(f.read().count(b"\nSubject: hangs"), 1, "copies of the expired message in the mbox")
+	check(d.running(), "the parent died")
 
 run(main)
