@@ -350,6 +350,27 @@ def yaml_dump(obj, indent=0):
 STRACE_LINE_RE = re.compile(r"^(\d+) +(?:<\.\.\. (\w+) resumed>(.*)|(\w+)\((.*))$")
 
 
+def strace_attach(pids, args, out="/dev/null", timeout=10):
+	"""strace -f -qq -o out ARGS on the processes pids; returns the strace
+	process once every thread of each is traced (an injection meant for one
+	thread must not miss it). strace_detach() ends it."""
+	check(shutil.which("strace"), "strace is not installed (bootstrap's PEERS lists it)")
+	p = subprocess.Popen(["strace", "-f", "-qq", "-o", out] + args + [a for pid in pids for a in ("-p", str(pid))],
+			     stdin=subprocess.DEVNULL)
+
+	def attached():
+		return all(proc_status_tid(pid, tid).get("TracerPid") == str(p.pid)
+			   for pid in pids for tid in os.listdir("/proc/%d/task" % pid))
+	wait_for(attached, timeout, "strace attached to %s" % " ".join(map(str, pids)))
+	return p
+
+
+def strace_detach(p):
+	"""Lets the traced processes go on untraced."""
+	p.send_signal(signal.SIGINT)
+	p.wait(10)
+
+
 def strace_calls(trace):
 	"""An strace -f trace as a list of calls: (tid, name, args and result, index of
 	its entry line, index of its exit line), in the order strace saw them."""
@@ -399,6 +420,19 @@ def confined_status(pid, timeout=5):
 	after timeout seconds unconfined."""
 	wait_for(lambda: proc_status(pid).get("Seccomp") == "2", timeout, "pid %d under its seccomp filter" % pid)
 	return proc_status(pid)
+
+
+def proc_status_tid(pid, tid):
+	"""/proc/PID/task/TID/status as a dict of strings; {} when it is gone."""
+	st = {}
+	try:
+		with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+			for line in f:
+				k, _, v = line.partition(":")
+				st[k] = v.strip()
+	except OSError:
+		pass
+	return st
 
 
 def proc_title(pid):

@@ -30,8 +30,6 @@
 # these calls themselves.
 import sys
 sys.dont_write_bytecode = True
-import signal
-import subprocess
 import threading
 from harness import *
 
@@ -45,21 +43,11 @@ SCENARIOS = [
 ERRNO_TEXT = {"ENOSPC": "No space left on device", "EIO": "Input/output error"}
 
 
-def tracer_of(pid):
-	with open("/proc/%d/status" % pid) as f:
-		return int(re.search(r"^TracerPid:\s+(\d+)$", f.read(), re.M).group(1))
-
-
 def attach_failing(d, syscall, err):
 	"""strace on every thread of the handler process, failing each
 	syscall with err; returns the strace process once it is attached."""
-	strace = shutil.which("strace")
-	check(strace, "strace is not installed (bootstrap's PEERS lists it)")
-	handler = d.child("handler")
-	p = subprocess.Popen([strace, "-f", "-qq", "-o", os.path.join(d.dir, "strace-%s.out" % syscall),
-			      "-e", "trace=" + syscall, "-e", "inject=%s:error=%s" % (syscall, err), "-p", str(handler)])
-	wait_for(lambda: tracer_of(handler) == p.pid, 10, "strace attached to the handler process")
-	return p
+	return strace_attach([d.child("handler")], ["-e", "trace=" + syscall, "-e", "inject=%s:error=%s" % (syscall, err)],
+			     os.path.join(d.dir, "strace-%s.out" % syscall))
 
 
 def refused_commit(d, msg):
@@ -106,9 +94,9 @@ def scenario(syscall, err, queued_anyway, size):
 			check_eq(d.spool_files("queue"), [], "queue/ after the failed commit")
 		check_eq(d.pending_files(), [], "pending files in queue/ after the failed commit")
 	finally:
-		tracer.send_signal(signal.SIGINT)  # detaches: the calls work again
-		tracer.wait(10)
-	check_eq(tracer_of(d.child("handler")), 0, "tracer of the handler process after strace left")
+		strace_detach(tracer)  # the calls work again
+	check_eq(proc_status(d.child("handler")).get("TracerPid"), "0",
+		 "tracer of the handler process after strace left")
 
 	sent = {}
 	if queued_anyway:
@@ -134,18 +122,10 @@ def scenario(syscall, err, queued_anyway, size):
 
 
 def traced(d, args):
-	"""strace -f -qq -y with args on the handler process, attached."""
-	check(shutil.which("strace"), "strace is not installed (bootstrap's PEERS lists it)")
-	handler = d.child("handler")
+	"""strace -y with args on the handler process, attached; returns it
+	and its trace file."""
 	trace = os.path.join(d.dir, "strace-%d.out" % len(os.listdir(d.dir)))
-	p = subprocess.Popen(["strace", "-f", "-qq", "-y", "-s", "100", "-o", trace] + args + ["-p", str(handler)])
-	wait_for(lambda: tracer_of(handler) == p.pid, 10, "strace attached to the handler process")
-	return p, trace
-
-
-def detach(p):
-	p.send_signal(signal.SIGINT)
-	p.wait(10)
+	return strace_attach([d.child("handler")], ["-y", "-s", "100"] + args, trace), trace
 
 
 def synced_alone(trace, qid):
@@ -183,7 +163,7 @@ def failed_checkpoint():
 		d.wait_log(r"checkpoint of the journal: write \S+/journal: Input/output error$")
 		d.wait_log(r"%s: to=<[^>]*>, handler=inbox, status=deferred" % x)
 	finally:
-		detach(tracer)
+		strace_detach(tracer)
 	check(x not in journal_records(d.spool, b"C"), "%s has a record in a journal whose header may be stale" % x)
 	check(synced_alone(trace, x), "%s: its file was not fdatasynced and fsynced before its 250 (trace %s)"
 	      % (x, trace))
@@ -247,7 +227,7 @@ def overflowing_group():
 		for t in threads:
 			t.join(90)
 	finally:
-		detach(tracer)
+		strace_detach(tracer)
 	check_eq(sorted(set(codes.values())), [250], "replies to the ends of data")
 	# The group checkpointed first (it could not fit): its records are
 	# all the journal has.
@@ -277,7 +257,7 @@ def failed_import_commit():
 		d.wait_log(r"offline/%s: cannot import now: fsync spool file .*: Input/output error$" % re.escape(name))
 		qid = d.wait_log(r"(%s): from=<cron@%s>, .*offline=%s$" % (QID_RE, re.escape(HOSTNAME), re.escape(name))).group(1)
 	finally:
-		detach(tracer)
+		strace_detach(tracer)
 	d.wait_removed(qid)
 	check_eq(d.spool_files("queue"), [], "queue/ after the import")
 	d.stop()

@@ -19,7 +19,6 @@
 import sys
 sys.dont_write_bytecode = True
 import signal
-import subprocess
 from harness import *
 
 RESTART = r"handler process \(pid %d\) killed by signal SIGKILL; restarting in [0-9.]+s$"
@@ -78,15 +77,10 @@ def in_fdatasync(pid):
 def while_commit_waits(d, sent):
 	"""The handler dies while the committer is in the message's fdatasync:
 	exactly 451 4.3.0, and the message is never delivered."""
-	check(shutil.which("strace"), "strace is not installed (bootstrap's PEERS)")
 	handler = d.child("handler")
-	tracer = subprocess.Popen(["strace", "-f", "-qq", "-p", str(handler), "-e", "trace=fdatasync",
-				   "-e", "inject=fdatasync:delay_enter=20000000", "-o", "/dev/null"],
-				  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+	tracer = strace_attach([handler], ["-e", "trace=fdatasync", "-e", "inject=fdatasync:delay_enter=20000000"],
+			       timeout=5)
 	try:
-		# Attached once every thread of the handler is traced.
-		wait_for(lambda: all(proc_status_tid(handler, t).get("TracerPid", "0") != "0"
-				     for t in os.listdir("/proc/%d/task" % handler)), 5, "strace attached to the handler")
 		c = d.smtp()
 		c.ehlo()
 		c.cmd("MAIL FROM:<stalled@client.example>", 250)
@@ -113,18 +107,6 @@ def while_commit_waits(d, sent):
 	d.wait_log(r"%s: message cut off by laimd's end, before any 250: removed$" % ids[0], 10)
 	check(not os.path.exists(os.path.join(d.spool, "queue", ids[0])), "queue/%s after the restart" % ids[0])
 	return ids[0]
-
-
-def proc_status_tid(pid, tid):
-	st = {}
-	try:
-		with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
-			for line in f:
-				k, _, v = line.partition(":")
-				st[k] = v.strip()
-	except OSError:
-		pass
-	return st
 
 
 def while_down(d, sent):

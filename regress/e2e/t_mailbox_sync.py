@@ -7,8 +7,6 @@
 # POSIX does not promise it. Needs strace (bootstrap's PEERS).
 import sys
 sys.dont_write_bytecode = True
-import signal
-import subprocess
 from harness import *
 
 CREATED_RE = re.compile(r'"([^"]+)", (?:\{flags=)?O_WRONLY\|[A-Z_|]*O_CREAT\|O_EXCL[^)]*\) += \d+<')
@@ -16,7 +14,6 @@ SYNCED_RE = re.compile(r'^\d+<([^>]+)>\) += 0$')
 
 
 def main():
-	check(shutil.which("strace"), "strace is not installed (bootstrap's PEERS lists it)")
 	user = local_user()
 	d, mail_dir = mbox_laimd()
 	files = d.make_user_dir(os.path.join(d.dir, "files"))
@@ -29,16 +26,14 @@ def main():
 	d.config["routes"] = [{"match": "archive@*", "handlers": ["archive"]}, {"match": "*", "handlers": ["local"]}]
 	d.start()
 	trace = os.path.join(d.dir, "strace.out")
-	tracer = subprocess.Popen(["strace", "-f", "-qq", "-y", "-s", "300", "-o", trace, "-p", str(d.pid),
-				   "-p", str(d.child("handler")), "-e", "trace=open,openat,openat2,fsync,write"])
+	tracer = strace_attach([d.pid, d.child("handler")], ["-y", "-s", "300", "-e",
+							      "trace=open,openat,openat2,fsync,write"], trace)
 	try:
-		wait_for(lambda: proc_status(d.pid).get("TracerPid") == str(tracer.pid), 10, "strace attached")
 		for rcpt in ("%s@%s" % (user.pw_name, HOSTNAME), "archive@" + HOSTNAME, "tofile@" + HOSTNAME):
 			qid = d.send(rcpts=[rcpt], msg=simple_message("the first mail makes the mailbox"))
 			d.wait_removed(qid)
 	finally:
-		tracer.send_signal(signal.SIGINT)
-		tracer.wait(10)
+		strace_detach(tracer)
 
 	calls = strace_calls(trace)
 	for box in (os.path.join(mail_dir, user.pw_name), archive, aliased):

@@ -8,8 +8,6 @@
 # Needs strace (bootstrap's PEERS).
 import sys
 sys.dont_write_bytecode = True
-import signal
-import subprocess
 from harness import *
 
 RCPTS = ("one@test.laim.example", "two@test.laim.example")
@@ -18,22 +16,17 @@ SYNCED_RE = re.compile(r'^\d+<(\S+/Maildir/new)>\) += 0$')
 
 
 def main():
-	check(shutil.which("strace"), "strace is not installed (bootstrap's PEERS lists it)")
 	d = Laimd()
 	d.start()
-	handler = d.child("handler")
 	trace = os.path.join(d.dir, "strace.out")
-	tracer = subprocess.Popen(["strace", "-f", "-qq", "-y", "-s", "300", "-o", trace, "-p", str(handler),
-				   "-e", "trace=renameat2,rename,linkat,link,fsync,write"])
+	tracer = strace_attach([d.child("handler")], ["-y", "-s", "300", "-e",
+						      "trace=renameat2,rename,linkat,link,fsync,write"], trace)
 	try:
-		wait_for(lambda: proc_status(handler).get("TracerPid") == str(tracer.pid), 10,
-			 "strace attached to the handler process")
 		qid = d.send(rcpts=RCPTS, msg=simple_message("two copies"))
 		for r in RCPTS:
 			d.wait_delivered(qid, r)
 	finally:
-		tracer.send_signal(signal.SIGINT)
-		tracer.wait(10)
+		strace_detach(tracer)
 
 	calls = strace_calls(trace)
 	moves = [(end, m.group(1)) for _, name, text, _, end in calls
