@@ -6,7 +6,8 @@
 // line, never more: the parent does not trust the smtp process. It only
 // signs: RSA key exchange, where it would decrypt for the smtp process
 // (a padding oracle for whoever owns that process, and no forward
-// secrecy), is not offered (smtp/tls.cpp).
+// secrecy), is not offered (smtp/tls.cpp), and the raw RSA operation of
+// PSS signatures is done only on a block shaped as PSS encodes it.
 #include "parent/keyserver.h"
 
 #include <openssl/err.h>
@@ -100,6 +101,64 @@ std::shared_ptr<EVP_PKEY> read_key(const std::string& cfg_file, const ListenAddr
 	return key;
 }
 
+// MGF1 (RFC 8017 B.2.1) of seed with md: len bytes into mask.
+bool mgf1(unsigned char* mask, size_t len, const unsigned char* seed, size_t seed_len, const EVP_MD* md)
+{
+	unsigned char block[EVP_MAX_MD_SIZE];
+	unsigned char in[EVP_MAX_MD_SIZE + 4];
+	memcpy(in, seed, seed_len);
+	for (uint32_t counter = 0; len > 0; counter++) {
+		for (int i = 0; i < 4; i++)
+			in[seed_len + i] = (unsigned char)(counter >> (24 - 8 * i));
+		unsigned int n;
+		if (EVP_Digest(in, seed_len + 4, block, &n, md, nullptr) != 1)
+			return false;
+		size_t take = std::min(len, (size_t)n);
+		memcpy(mask, block, take);
+		mask += take;
+		len -= take;
+	}
+	return true;
+}
+
+// Whether block, the input of a raw RSA operation with a key of bits, is an
+// EMSA-PSS encoding (RFC 8017 9.1.1) as TLS makes it: SHA-256, -384 or -512,
+// MGF1 with the same hash, a salt as long as the hash. The raw operation is
+// also RSA's decryption; held to this shape, which a ciphertext has with a
+// chance below 2^-128 however it is blinded, it only ever signs.
+bool is_pss_encoding(const std::string& block, int bits)
+{
+	auto em = reinterpret_cast<const unsigned char*>(block.data());
+	size_t em_len = block.size();
+	int top_bits = (bits - 1) & 7;  // bits used in EM's first byte, 0 for all 8
+	if (top_bits == 0) {
+		if (em_len == 0 || em[0] != 0)
+			return false;
+		em++;
+		em_len--;
+	}
+	if (em_len == 0 || em[em_len - 1] != 0xbc || (top_bits && (em[0] >> top_bits) != 0))
+		return false;
+	for (const EVP_MD* md : {EVP_sha256(), EVP_sha384(), EVP_sha512()}) {
+		size_t h_len = (size_t)EVP_MD_get_size(md);
+		if (em_len < 2 * h_len + 2 + 16)  // room for at least 16 zero bytes of padding
+			continue;
+		size_t db_len = em_len - h_len - 1;
+		std::string db(db_len, '\0');
+		auto d = reinterpret_cast<unsigned char*>(db.data());
+		if (!mgf1(d, db_len, em + db_len, h_len, md))
+			return false;
+		for (size_t i = 0; i < db_len; i++)
+			d[i] ^= em[i];
+		if (top_bits)
+			d[0] &= (unsigned char)(0xff >> (8 - top_bits));
+		size_t one = db_len - h_len - 1;  // padding zeros, then 0x01, then the salt
+		if (d[one] == 1 && std::all_of(d, d + one, [](unsigned char c) { return c == 0; }))
+			return true;
+	}
+	return false;
+}
+
 // One operation of key on op.data into *out; false with *why.
 bool key_operation(uint32_t type, EVP_PKEY* key, const KeyOpMsg& op, std::string* out, std::string* why)
 {
@@ -116,6 +175,10 @@ bool key_operation(uint32_t type, EVP_PKEY* key, const KeyOpMsg& op, std::string
 	int padding = (int)op.padding;
 	if (rsa && padding != RSA_PKCS1_PADDING && padding != RSA_NO_PADDING) {
 		*why = "padding " + std::to_string(op.padding);
+		return false;
+	}
+	if (rsa && padding == RSA_NO_PADDING && !is_pss_encoding(op.data, EVP_PKEY_get_bits(key))) {
+		*why = "a raw RSA operation on a block that is not a PSS signature's encoding";
 		return false;
 	}
 	std::unique_ptr<EVP_PKEY_CTX, decltype(&EVP_PKEY_CTX_free)> ctx(EVP_PKEY_CTX_new(key, nullptr),

@@ -2,8 +2,11 @@
 # a copy of the smtp process's key channel (pidfd_getfd) and sends what
 # such a process could. The parent signs a digest with the ECDSA key
 # (the signature verifies against the certificate), refuses an unknown key
-# id, an input too large for the key, an RSA operation on the ECDSA key
-# and a padding it does not do, each with an answer and a log line; a
+# id, an input too large for the key, an RSA operation on the ECDSA key,
+# a padding it does not do and a raw RSA operation on anything but a PSS
+# encoding (a ciphertext of the RSA key, which it would have decrypted),
+# each with an answer and a log line, while the PSS encoding of a digest
+# comes back as a signature that verifies; a
 # malformed request ends the smtp process, never the parent, and the
 # restarted smtp process serves TLS again. Handshakes that fail or time
 # out (timeout: 3, which bounds the handshake too) log one line each.
@@ -19,7 +22,7 @@ from tls_util import *
 
 T_RSA_PRIV_ENC, T_ECDSA_SIGN, K_RESULT = 600, 601, 602
 EC_KEY_ID, RSA_KEY_ID = 1, 2  # the parent numbers the keys of listen[0], listen[1] from 1
-RSA_PKCS1_PADDING, RSA_PKCS1_OAEP_PADDING = 1, 4
+RSA_PKCS1_PADDING, RSA_NO_PADDING, RSA_PKCS1_OAEP_PADDING = 1, 3, 4
 
 
 def request(chan, type, key_id, padding, data, peerid=1):
@@ -40,6 +43,52 @@ def refused(d, chan, what, type, key_id, padding, data, why):
 	ok, out = request(chan, type, key_id, padding, data)
 	check_eq((ok, out), (0, b""), "answer to %s" % what)
 	d.wait_log(r"key service: refused IMSG_T_\w+ from the smtp process: %s$" % re.escape(why), since=mark)
+
+
+def pss_encoding(digest, em_bits):
+	"""EMSA-PSS (RFC 8017 9.1.1) of a SHA-256 digest, salt of 32 bytes, as
+	OpenSSL makes it for TLS: what the smtp process sends for a raw RSA
+	operation."""
+	h_len = len(digest)
+	em_len = (em_bits + 7) // 8
+	salt = os.urandom(h_len)
+	h = hashlib.sha256(b"\0" * 8 + digest + salt).digest()
+	db = b"\0" * (em_len - 2 * h_len - 2) + b"\1" + salt
+	mask = b"".join(hashlib.sha256(h + struct.pack(">I", i)).digest() for i in range(len(db) // h_len + 1))
+	masked = bytearray(a ^ b for a, b in zip(db, mask))
+	masked[0] &= 0xff >> (8 * em_len - em_bits)
+	return bytes(masked) + h + b"\xbc"
+
+
+def raw_rsa(d, chan, rsa):
+	"""The raw RSA operation: a PSS encoding is signed, a ciphertext is not
+	decrypted."""
+	digest = hashlib.sha256(b"laim raw").digest()
+	with open(os.path.join(d.dir, "digest"), "wb") as f:
+		f.write(digest)
+	for salt in range(16):  # half of the encodings have the mask's top bit set, which EM clears
+		ok, sig = request(chan, T_RSA_PRIV_ENC, RSA_KEY_ID, RSA_NO_PADDING, pss_encoding(digest, 2047))
+		check_eq((ok, len(sig)), (1, 256), "raw RSA operation on a PSS encoding (salt %d)" % salt)
+	with open(os.path.join(d.dir, "sig.pss"), "wb") as f:
+		f.write(sig)
+	subprocess.run(["openssl", "x509", "-in", rsa[0], "-pubkey", "-noout", "-out", "rsa.pub"], cwd=d.dir, check=True)
+	r = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "rsa.pub", "-in", "digest", "-sigfile",
+			    "sig.pss", "-pkeyopt", "rsa_padding_mode:pss", "-pkeyopt", "digest:sha256",
+			    "-pkeyopt", "rsa_pss_saltlen:32"], cwd=d.dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+	check(r.returncode == 0, "the parent's PSS signature does not verify: %s" % r.stdout.decode(errors="replace"))
+
+	secret = b"\0" + os.urandom(255)
+	with open(os.path.join(d.dir, "secret"), "wb") as f:
+		f.write(secret)
+	ciphertext = subprocess.run(["openssl", "pkeyutl", "-encrypt", "-pubin", "-inkey", "rsa.pub", "-in", "secret",
+				     "-pkeyopt", "rsa_padding_mode:none"], cwd=d.dir, stdout=subprocess.PIPE,
+				    check=True).stdout
+	refused(d, chan, "a ciphertext of the RSA key", T_RSA_PRIV_ENC, RSA_KEY_ID, RSA_NO_PADDING, ciphertext,
+		"a raw RSA operation on a block that is not a PSS signature's encoding")
+	tampered = bytearray(pss_encoding(digest, 2047))
+	tampered[100] ^= 1  # in the padding's zeros once unmasked
+	refused(d, chan, "a PSS encoding with a bit flipped", T_RSA_PRIV_ENC, RSA_KEY_ID, RSA_NO_PADDING,
+		bytes(tampered), "a raw RSA operation on a block that is not a PSS signature's encoding")
 
 
 def failed_handshakes(d):
@@ -94,6 +143,7 @@ def main():
 	refused(d, chan, "OAEP padding", T_RSA_PRIV_ENC, RSA_KEY_ID, RSA_PKCS1_OAEP_PADDING, digest, "padding 4")
 	ok, sig = request(chan, T_RSA_PRIV_ENC, RSA_KEY_ID, RSA_PKCS1_PADDING, digest)
 	check_eq((ok, len(sig)), (1, 256), "RSA PKCS#1 signature of 32 bytes")
+	raw_rsa(d, chan, rsa)
 	check_eq(d.child("smtp"), smtp_pid, "smtp pid after refused requests")
 
 	# A malformed request: a payload shorter than its fields.
