@@ -1,6 +1,7 @@
 // UniqueFd: RAII owner of one file descriptor.
 #pragma once
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -46,6 +47,14 @@ inline bool write_all(int fd, std::string_view data)
 		data.remove_prefix(static_cast<size_t>(n));
 	}
 	return true;
+}
+
+// fsync of directory dir (a path): what makes a name created, renamed or
+// removed in it durable. 0, or the errno of the open or the fsync.
+inline int fsync_dir(const char* dir)
+{
+	UniqueFd fd(::open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+	return fd && ::fsync(fd.get()) == 0 ? 0 : errno;
 }
 
 }  // namespace laim

@@ -398,8 +398,7 @@ void RateLimiter::write_state(const std::string& text)
 	bool ok = fd && write_all(fd.get(), text) && fsync(fd.get()) == 0;
 	fd.reset();
 	ok = ok && rename(tmp.c_str(), file_.c_str()) == 0;
-	UniqueFd d(ok ? open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1);
-	ok = ok && d && fsync(d.get()) == 0;
+	ok = ok && fsync_dir(dir.c_str()) == 0;
 	if (!ok && !save_failed_)
 		log_warn("rate limit state %s not saved (tried again while counts change)", file_.c_str());
 	else if (ok && save_failed_)

@@ -147,9 +147,7 @@ int open_append(const std::string& path, bool no_symlinks, bool* created)
 // ext4 and XFS do it with the file's own fsync, other file systems may not).
 int sync_parent(const std::string& path)
 {
-	std::string dir = path.substr(0, path.rfind('/') + 1);
-	UniqueFd fd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-	return fd && fsync(fd.get()) == 0 ? 0 : errno;
+	return fsync_dir(path.substr(0, path.rfind('/') + 1).c_str());
 }
 
 }  // namespace

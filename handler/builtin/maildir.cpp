@@ -149,8 +149,7 @@ int DirSyncs::sync(const std::string& dir)
 		d.running = true;
 		uint64_t seq = ++d.started;
 		lock.unlock();
-		UniqueFd fd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-		int err = fd && fsync(fd.get()) == 0 ? 0 : errno;
+		int err = fsync_dir(dir.c_str());
 		lock.lock();
 		d.running = false;
 		d.done = seq;
