@@ -257,9 +257,9 @@ using UniqueDir = std::unique_ptr<DIR, DirCloser>;
 
 // A spool file opened for reading without an access time: on a file
 // system mounted relatime, the first read after each change would
-// otherwise write its inode (the seal's read of every message, and each
-// file's first read after a restart). A file laim does not own (restored
-// by hand as root) is opened as usual.
+// otherwise write its inode (each file's first read after a restart; the
+// seal reads through create()'s descriptor, also O_NOATIME). A file laim
+// does not own (restored by hand as root) is opened as usual.
 UniqueFd open_for_reading(int dirfd, const char* name)
 {
 	int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC;
@@ -362,7 +362,7 @@ UniqueFd Spool::take_free_file(const std::string& id)
 		if (::fchmodat(free_dirfd_.get(), name.c_str(), MODE_PENDING, 0) < 0 ||
 		    ::renameat2(free_dirfd_.get(), name.c_str(), queue_dirfd_.get(), id.c_str(), RENAME_NOREPLACE) < 0)
 			continue;
-		UniqueFd fd(::openat(queue_dirfd_.get(), id.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
+		UniqueFd fd(::openat(queue_dirfd_.get(), id.c_str(), O_RDWR | O_NOATIME | O_NOFOLLOW | O_CLOEXEC));
 		struct stat st;
 		if (fd && ::fstat(fd.get(), &st) == 0 &&
 		    (st.st_size == 0 || ::fallocate(fd.get(), FALLOC_FL_ZERO_RANGE, 0, st.st_size) == 0 ||
@@ -378,27 +378,32 @@ std::string Spool::path(const char* sub, const std::string& id) const
 	return dir_ + "/" + sub + "/" + id;
 }
 
-// 40 random bits; an id still present in failed/ (whose files keep their
+// 40 random bits, from a pool that one getrandom fills for 51 ids; an
+// id still present in failed/ (whose files keep their
 // id) is drawn again. In queue/ a clash cannot go unseen: create()
 // refuses to replace a file.
-std::string Spool::new_id() const
+std::string Spool::new_id()
 {
 	for (int attempt = 0; attempt < 100; attempt++) {
-		unsigned char rnd[ID_LEN / 2];
-		ssize_t n;
-		do
-			n = ::getrandom(rnd, sizeof rnd, 0);
-		while (n < 0 && errno == EINTR);
-		if (n != (ssize_t)sizeof rnd) {
-			if (n >= 0)
-				errno = EIO;
-			throw_errno("getrandom");
+		if (random_used_ + ID_LEN / 2 > sizeof random_) {
+			ssize_t n;
+			do
+				n = ::getrandom(random_, sizeof random_, 0);
+			while (n < 0 && errno == EINTR);
+			if (n != (ssize_t)sizeof random_) {
+				if (n >= 0)
+					errno = EIO;
+				throw_errno("getrandom");
+			}
+			random_used_ = 0;
 		}
+		const unsigned char* rnd = random_ + random_used_;
+		random_used_ += ID_LEN / 2;
 		static const char hex[] = "0123456789ABCDEF";
 		std::string id;
-		for (unsigned char b : rnd) {
-			id += hex[b >> 4];
-			id += hex[b & 0xf];
+		for (const unsigned char* b = rnd; b < rnd + ID_LEN / 2; b++) {
+			id += hex[*b >> 4];
+			id += hex[*b & 0xf];
 		}
 		std::string p = path("failed", id);
 		struct stat st;
@@ -432,7 +437,7 @@ UniqueFd Spool::create(const Envelope& env, Created* created, bool fresh)
 	bool recycled = static_cast<bool>(fd);
 	if (!fd)
 		fd = UniqueFd(::openat(queue_dirfd_.get(), env.id.c_str(),
-				       O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, MODE_PENDING));
+				       O_RDWR | O_NOATIME | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, MODE_PENDING));
 	if (!fd)
 		throw_errno("create " + path("queue", env.id));
 	size_t sum_offset = 0;
@@ -473,25 +478,20 @@ uint64_t Spool::store(const Envelope& env, std::initializer_list<std::string_vie
 	return size;
 }
 
-// The file is read through a descriptor of its own: the one smtp shares
-// is opened for writing only.
 void Spool::seal(const std::string& id, int fd, const Created& created, uint64_t size, std::string* content)
 {
 	check_id(id);
 	std::string p = path("queue", id);
-	UniqueFd in = open_for_reading(queue_dirfd_.get(), id.c_str());
-	if (!in)
-		throw_errno("open " + p);
 	std::string sum;
 	if (content) {
 		content->resize(created.header_len + size);
-		ssize_t n = ::pread(in.get(), content->data(), content->size(), 0);
+		ssize_t n = ::pread(fd, content->data(), content->size(), 0);
 		if (n != static_cast<ssize_t>(content->size()))
 			throw_errno("read " + p);
 		sum = sum_of(std::string_view(*content).substr(created.header_len));
 		content->replace(created.sum_offset, sum.size(), sum);
 	} else {
-		sum = sum_text(crc_of_range(in.get(), static_cast<off_t>(created.header_len), size, p));
+		sum = sum_text(crc_of_range(fd, static_cast<off_t>(created.header_len), size, p));
 	}
 	if (::pwrite(fd, sum.data(), sum.size(), static_cast<off_t>(created.sum_offset)) != static_cast<ssize_t>(sum.size()))
 		throw_errno("write the sum of a spool file in " + dir_);

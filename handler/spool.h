@@ -91,7 +91,7 @@ class Spool {
 	const std::string& dir() const { return dir_; }
 
 	// A fresh queue id: 10 upper-case hex digits, unused in failed/.
-	std::string new_id() const;
+	std::string new_id();
 
 	// What create() made: the header's length, and whether the file is a
 	// recycled one, which may be longer than what is written into it
@@ -104,7 +104,9 @@ class Spool {
 	// Creates queue/ID (O_EXCL, 0700: pending), or, unless fresh, renames
 	// a recycled file from free/ to it (never over an existing file),
 	// writes the envelope header (env.id must be set) and returns the fd
-	// positioned after it, opened for writing. Throws std::system_error,
+	// positioned after it, open for reading and writing without access
+	// times (O_NOATIME: on a file system mounted relatime, the seal's read
+	// would otherwise write the inode). Throws std::system_error,
 	// or std::invalid_argument for an envelope value holding CR, LF or NUL.
 	UniqueFd create(const Envelope& env, Created* created = nullptr, bool fresh = false);
 
@@ -184,6 +186,8 @@ class Spool {
 	std::string dir_;
 	UniqueFd queue_dirfd_;
 	std::unique_ptr<Journal> journal_;
+	unsigned char random_[255];  // new_id()'s pool: 5 bytes an id
+	size_t random_used_ = sizeof random_;
 	// Recycling saves the file system an inode and its blocks' allocation
 	// and release per message (doc/architecture.md, "The spool"). A file
 	// in free/ is reused only once a barrier (an fsync of queue/ or a

@@ -11,7 +11,9 @@
 # answering before it, fails this case; the other cases cannot see it,
 # since a lost sync only shows at a power cut.
 #
-# The first delivery of each message uses the bytes its commit read for
+# Each file of queue/ is opened once up to its commit, when it is made
+# (or taken from free/): the seal reads through that descriptor. The
+# first delivery of each message uses the bytes its commit read for
 # the journal, also when it waited for the Maildir's one worker: no file
 # of queue/ is opened (the Maildir's failure comes after the message is
 # in hand, and the retry is an hour away).
@@ -89,6 +91,9 @@ def check_commit(qid, ev, journal_syncs):
 	      "its chmod (record at trace line %d, chmod at line %d, fdatasyncs of the journal at %r)" %
 	      (qid, recorded[1] + 1, chmodded[0] + 1, [(s[0] + 1, s[1] + 1) for s in journal_syncs]))
 	check(chmodded[1] < answered, "%s: its 250 went out before it was marked committed" % qid)
+	opened = [s for q, s in ev["read"] if q == qid and s < summed[0]]
+	check(len(opened) == 1, "%s: its file in queue/ was opened %d times before its seal (trace lines %r): the "
+	      "seal reads through the descriptor its creation opened" % (qid, len(opened), [s + 1 for s in opened]))
 	late = [s for q, s in ev["read"] if q == qid and s > chmodded[1]]
 	check(not late, "%s: its file in queue/ was opened after its commit (trace line %d): the first delivery "
 	      "read again what its commit had read" % (qid, late[0] + 1 if late else 0))

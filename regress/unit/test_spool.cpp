@@ -317,6 +317,22 @@ START_TEST(test_read_keeps_atime)
 	struct stat st;
 	ck_assert_int_eq(stat(path.c_str(), &st), 0);
 	ck_assert_int_eq(st.st_atim.tv_sec, 1000);
+
+	// The seal reads each new message, small (into its journal record)
+	// and large (its sum), through create()'s descriptor.
+	for (size_t size : {(size_t)8, (size_t)Journal::INLINE_MAX}) {
+		Envelope e = sample_env(spool.new_id());
+		Spool::Created created;
+		UniqueFd fd = spool.create(e, &created);
+		std::string body(size, 'x'), content;
+		write_body(fd.get(), body);
+		std::string p = g_spool + "/queue/" + e.id;
+		ck_assert_int_eq(utimensat(AT_FDCWD, p.c_str(), times, 0), 0);
+		bool small = created.header_len + size <= Journal::INLINE_MAX;
+		spool.seal(e.id, fd.get(), created, size, small ? &content : nullptr);
+		ck_assert_int_eq(stat(p.c_str(), &st), 0);
+		ck_assert_int_eq(st.st_atim.tv_sec, 1000);
+	}
 }
 END_TEST
 
