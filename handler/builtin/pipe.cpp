@@ -31,6 +31,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <stdexcept>
 #include <utility>
 
 #include "handler/api/command.h"
@@ -50,11 +51,19 @@ class PipeHandler : public Handler {
  public:
 	explicit PipeHandler(HandlerOptions& o) : name_(o.name()), spec_(read_command_spec(o)) {}
 
-	// An address that begins with '-' could pass for an option to the
-	// command (Postfix's allow_min_user).
+	// 550 for a recipient whose {recipient}, {user} or {extension} would
+	// start an argument with '-', an option to the command (Postfix's
+	// allow_min_user): the argv built as delivery builds it, which refuses
+	// such a value, with the null sender (an empty {sender} leaves the
+	// recipient's value first in its word) and a queue id like any other.
 	RcptVerdict check_recipient(std::string_view rcpt) override
 	{
-		return rcpt.starts_with('-') ? RcptVerdict::Reject : RcptVerdict::Accept;
+		try {
+			command_argv(spec_.argv, {"Q", "", {std::string(rcpt)}});
+		} catch (const std::invalid_argument&) {
+			return RcptVerdict::Reject;
+		}
+		return RcptVerdict::Accept;
 	}
 
 	Results deliver(const Envelope& env, const Message& msg) override;

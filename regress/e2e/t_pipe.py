@@ -6,8 +6,9 @@
 # placeholders fill argv words ({sender} empty for the null sender), and
 # with per_recipient: false one command takes every recipient, its
 # {recipient} word repeated, and reads an mbox copy; with per_recipient
-# each recipient's command settles it alone; an address that begins with
-# '-' gets 550 at RCPT. What a script's end
+# each recipient's command settles it alone; a recipient whose {user} or
+# {extension} would begin an argument with '-' gets 550 at RCPT, and one
+# that begins a word only after "rcpt=" is accepted. What a script's end
 # means: exit 0 delivers, 75 defers, 67 fails with 5.1.1 "user unknown",
 # a signal defers, a leading "5.1.1 no such user" with exit 1 fails with
 # that code, exit 1 alone defers (lmtp-bridge's "try again"), exit 0 after
@@ -182,6 +183,8 @@ def main():
 			c.ehlo()
 			c.cmd("MAIL FROM:<sender@client.example>", 250)
 			check_eq(c.cmd("RCPT TO:<-oQ/tmp/x@%s>" % H).code, 550, "RCPT of an address that begins with '-'")
+			check_eq(c.cmd("RCPT TO:<alice+-oQ@%s>" % H).code, 550, "RCPT of an {extension} that begins with '-'")
+			check_eq(c.cmd("RCPT TO:<-x@batch.example>").code, 250, "RCPT of '-x' for the word rcpt={recipient}")
 
 	def each_own():
 		qid = d.send(rcpts=["twice@" + H, "tempfail@" + H], msg=simple_message("each"))
@@ -257,7 +260,7 @@ def main():
 		("the null sender is an empty {sender}", null_sender),
 		("per_recipient: false: one command, {recipient} once per recipient, an mbox copy", one_for_all),
 		("per_recipient: a command per recipient; the one delivered never runs again", each_own),
-		("a recipient that begins with '-' gets 550 at RCPT", dash),
+		("a recipient that would begin an argument with '-' gets 550 at RCPT", dash),
 		("exit statuses: 75, 67, a signal, 5.1.1 output, exit 1, a short read", statuses),
 		("dovecot-lda stores the message byte for byte", dovecot_lda),
 		("etc/pipe.yml passes laimd -n; root or a missing user is refused at its line", config_check),
