@@ -13,8 +13,9 @@
 //           unknown); keys sorted, no spaces, as nlohmann's dump() writes.
 //   rfc822  the message as queued (Received: first), Content-Type
 //           message/rfc822, with the envelope in the request's
-//           X-Envelope-Sender and X-Envelope-Recipient headers (base64,
-//           one per recipient) and X-Ehlo, as slimta's HTTP relay sends it.
+//           X-Envelope-Sender (empty for the null sender) and
+//           X-Envelope-Recipient headers (base64, one per recipient) and
+//           X-Ehlo, as slimta's HTTP relay sends it.
 // One POST per call and one result for all its recipients: the endpoint
 // takes the message once (json's to[], slack's text, rfc822's headers
 // name them all), so there is no recipient that could succeed alone.
@@ -341,7 +342,8 @@ CurlList WebhookHandler::request_headers(const Envelope& env) const
 	std::vector<std::string> lines = {"Expect:"};  // no 100-continue round trip
 	if (format_ == Format::Rfc822) {
 		lines.push_back("Content-Type: message/rfc822");
-		lines.push_back("X-Envelope-Sender: " + base64(env.sender));
+		// curl drops a header with nothing after the colon; "Name;" sends it empty.
+		lines.push_back(env.sender.empty() ? "X-Envelope-Sender;" : "X-Envelope-Sender: " + base64(env.sender));
 		for (const std::string& rcpt : env.recipients)
 			lines.push_back("X-Envelope-Recipient: " + base64(rcpt));
 		lines.push_back("X-Ehlo: " + host_);

@@ -2,7 +2,8 @@
 # (peer_https.py: Python's http.server with the test CA's certificate),
 # through a real laimd. Checked byte for byte: the bodies it posts in the
 # three formats (Slack's chat.postMessage, the JSON object, the raw
-# message with slimta's envelope headers): escaping, a UTF-8 subject from
+# message with slimta's envelope headers, an empty X-Envelope-Sender for
+# the null sender): escaping, a UTF-8 subject from
 # RFC 2047, truncation by characters with its mark, the uid and user name
 # of a local submission; the bearer token from a root-only secret file.
 # Each answer is settled as it should be and logged with the peer's
@@ -278,7 +279,11 @@ def main():
 		check_eq(req[0].header("X-Ehlo"), [HOST], "X-Ehlo")
 		check_eq(req[0].header("Content-Type"), ["message/rfc822"], "Content-Type")
 		check_eq(req[0].header("Authorization"), [], "Authorization without a token")
-	rows.append(("rfc822: the message as queued, envelope in slimta's headers", rfc822))
+		qid = d.send(sender="", rcpts=["raw@" + H], msg=simple_message("raw bounce"))
+		d.wait_log(r"%s: to=<raw@%s>, handler=raw, status=delivered" % (qid, re.escape(H)))
+		req = good.wait_requests("/rfc822", 2)
+		check_eq(req[1].header("X-Envelope-Sender"), [""], "X-Envelope-Sender of the null sender")
+	rows.append(("rfc822: the message as queued, envelope in slimta's headers, also for <>", rfc822))
 
 	def failures():
 		q_err = d.send(rcpts=["slackerr@" + H])
