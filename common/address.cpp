@@ -274,6 +274,32 @@ AddressStatus parse_path(std::string_view arg, SmtpPath& out)
 	return AddressStatus::Ok;
 }
 
+std::string local_part_text(std::string_view local)
+{
+	if (local.size() < 2 || local.front() != '"' || local.back() != '"')
+		return std::string(local);
+	std::string text;
+	for (size_t i = 1; i + 1 < local.size(); i++) {
+		if (local[i] == '\\' && i + 2 < local.size())
+			i++;
+		text += local[i];
+	}
+	return text;
+}
+
+std::string quote_local_part(std::string_view text)
+{
+	if (!text.empty() && local_part_len(text, true) == text.size())
+		return std::string(text);
+	std::string quoted = "\"";
+	for (char c : text) {
+		if (c == '"' || c == '\\')
+			quoted += '\\';
+		quoted += c;
+	}
+	return quoted + '"';
+}
+
 bool valid_user_name(std::string_view user)
 {
 	if (user.empty() || user.size() > 64 || user[0] == '-' || user[0] == '.')

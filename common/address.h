@@ -14,6 +14,7 @@
 // Used by the SMTP session (MAIL FROM / RCPT TO) and the sendmail command.
 #pragma once
 
+#include <string>
 #include <string_view>
 
 namespace laim {
@@ -65,6 +66,18 @@ bool valid_domain(std::string_view domain, bool utf8);
 // Checks an address-literal (RFC 5321 4.1.3): "[192.0.2.1]" or
 // "[IPv6:2001:db8::1]"; general address literals are refused.
 bool valid_address_literal(std::string_view literal);
+
+// The text a Local-part stands for: a Quoted-string without its quotes
+// and with its quoted-pairs resolved ("\"john doe\"" is john doe), a
+// Dot-string as it is.
+std::string local_part_text(std::string_view local);
+
+// text written as a Local-part: as it is when it is a Dot-string (UTF-8
+// counting as atext), else as a Quoted-string with '"' and '\\' quoted,
+// as Postfix writes an address it rebuilt ("\"SRS0=...=john doe\"").
+// text must hold printable ASCII or UTF-8 only, as local_part_text()
+// gives for an address that valid_mailbox() accepts.
+std::string quote_local_part(std::string_view text);
 
 // What may name a mailbox file, mail_dir/USER: a plain user name (letters,
 // digits, '.', '_', '-'; not starting with '.' or '-'; at most 64

@@ -475,11 +475,13 @@ Forward::Plan Forward::translate(const Aliases& map, const Envelope& env) const
 // it: TT the day (srs_timestamp()), HHHH the first four characters of
 // base64(HMAC-SHA1(srs_secret, lower case of TT, domain and local)), so
 // that the domain's SRS reverser, holding the same secret, takes back a
-// bounce to it and no other.
+// bounce to it and no other. local is the local part's text (unquoted,
+// as Postfix hands it to postsrsd); the new local part is quoted as a
+// whole when it is no Dot-string ("SRS0=HHHH=TT=domain=john doe"@...).
 std::string Forward::srs(const std::string& address) const
 {
 	size_t at = address.rfind('@');
-	std::string local = address.substr(0, at);
+	std::string local = local_part_text(std::string_view(address).substr(0, at));
 	std::string domain = at == std::string::npos ? host_name() : address.substr(at + 1);
 	std::string tt = srs_timestamp(time(nullptr));
 	std::string data = tt + domain + local;
@@ -489,7 +491,7 @@ std::string Forward::srs(const std::string& address) const
 	HMAC(EVP_sha1(), srs_secret_.data(), static_cast<int>(srs_secret_.size()),
 	     reinterpret_cast<const unsigned char*>(data.data()), data.size(), mac, &len);
 	std::string hash = base64(std::string_view(reinterpret_cast<const char*>(mac), len)).substr(0, 4);
-	return "SRS0=" + hash + "=" + tt + "=" + domain + "=" + local + "@" +
+	return quote_local_part("SRS0=" + hash + "=" + tt + "=" + domain + "=" + local) + "@" +
 	       (srs_domain_.empty() ? host_name() : srs_domain_);
 }
 

@@ -4,7 +4,8 @@
 # case's (peer_dns.py), so that the DMARC lookups never leave the machine.
 # In one session a name the map does not know gets 550 5.1.1 at RCPT and
 # the known ones 250; the relay gets each target once, the envelope
-# sender in SRS form (hash checked here with the secret), the subject
+# sender in SRS form (hash checked here with the secret; a quoted local
+# part's text, the SRS local part quoted as a whole), the subject
 # prefixed once (RFC 2047 subjects decoded and encoded again in UTF-8), every
 # other byte as sent; a sender whose domain publishes p=reject gets a
 # From: of the forwarder's with the original in Reply-To:; each target
@@ -43,13 +44,20 @@ drop:
 
 
 def srs(address):
-	"""SRS0 as Mail::SRS and postsrsd write it, computed independently."""
+	"""SRS0 as Mail::SRS and postsrsd write it, computed independently: of
+	the local part's text ("john doe" without its quotes), the whole SRS
+	local part quoted when it is no dot-atom, as Postfix writes it."""
 	local, domain = address.rsplit("@", 1)
+	if local.startswith('"'):
+		local = re.sub(r"\\(.)", r"\1", local[1:-1])
 	days = int(time.time() // 86400) % 1024
 	b32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 	tt = b32[(days >> 5) & 31] + b32[days & 31]
 	mac = hmac.new(SRS_SECRET.encode(), (tt + domain + local).lower().encode(), hashlib.sha1).digest()
-	return "SRS0=%s=%s=%s=%s@%s" % (base64.b64encode(mac).decode()[:4], tt, domain, local, SRS_DOMAIN)
+	srs_local = "SRS0=%s=%s=%s=%s" % (base64.b64encode(mac).decode()[:4], tt, domain, local)
+	if not re.fullmatch(r"[\w!#$%&'*+/=?^`{|}~-]+(\.[\w!#$%&'*+/=?^`{|}~-]+)*", srs_local, re.A):
+		srs_local = '"%s"' % re.sub(r'(["\\])', r"\\\1", srs_local)
+	return srs_local + "@" + SRS_DOMAIN
 
 
 def message(sender_header, subject, extra=b"", tag=b""):
@@ -141,6 +149,20 @@ def check_verdicts(d, peer):
 		 "recipients, AUTH and TLS at the peer")
 	check_eq(after_received(m["data"]), sent.replace(b"Subject: disk full", b"Subject: [lists] disk full"),
 		 "the message as forwarded")
+
+
+def check_quoted_sender(d, peer):
+	"""A sender with a quoted local part: its SRS form is made of the
+	text and quoted as a whole, so the relay's MAIL FROM is a valid
+	address."""
+	sender = '"john doe"@client.example'
+	d.wait_removed(d.send(sender, ["admin@lists.example"], message(b"<john@client.example>", b"quoted", tag=b"quoted")))
+	want = srs(sender)
+	check(want.startswith('"SRS0=') and '=john doe"@' in want, "the expected SRS address: %r" % want)
+	mails = [re.match(r"FROM:<([^>]*)>", e["arg"]).group(1) for e in peer.events()
+		 if e.get("cmd") == "MAIL" and "john doe" in e["arg"]]
+	check_eq(mails, [want], "MAIL FROM at the peer for <%s>" % sender)
+	only(relayed(peer, want), "messages from " + sender)
 
 
 def check_subjects(d, peer):
@@ -340,6 +362,7 @@ def main():
 	run_rows([
 		("550 and 250 in one session, targets once, SRS, prefix", lambda: check_verdicts(d, peer)),
 		("the subject prefix once, RFC 2047", lambda: check_subjects(d, peer)),
+		("SRS of a quoted local part is quoted as a whole", lambda: check_quoted_sender(d, peer)),
 		("from_rewrite dmarc", lambda: check_dmarc(d, peer, dns)),
 		("per-target results and retries", lambda: check_targets(d, peer)),
 		("a map that cannot be read, or has an error", lambda: check_map_errors(d, mapfile)),

@@ -8,7 +8,9 @@
 #include "common/address.h"
 
 using laim::AddressStatus;
+using laim::local_part_text;
 using laim::parse_path;
+using laim::quote_local_part;
 using laim::SmtpPath;
 using laim::valid_domain;
 using laim::valid_mailbox;
@@ -296,6 +298,27 @@ START_TEST(test_valid_user_name)
 }
 END_TEST
 
+// A local part's text and back: a Dot-string stays as it is, any other
+// text becomes one Quoted-string that valid_mailbox() accepts (an SRS
+// address made of "john doe"@example.net).
+START_TEST(test_quote_local_part)
+{
+	expect_view(local_part_text("\"john doe\""), "john doe");
+	expect_view(local_part_text("\"a\\\"b\\\\c\""), "a\"b\\c");
+	expect_view(local_part_text("plain.user"), "plain.user");
+	expect_view(quote_local_part("SRS0=ab+/=TT=example.net=john"), "SRS0=ab+/=TT=example.net=john");
+	expect_view(quote_local_part("b\xc3\xb6b"), "b\xc3\xb6b");
+	std::string srs = quote_local_part("SRS0=qPYb=JU=example.net=john doe");
+	expect_view(srs, "\"SRS0=qPYb=JU=example.net=john doe\"");
+	ck_assert(valid_mailbox(srs + "@fwd.example", false));
+	for (const char* text : {"john doe", "a\"b\\c", "a..b", ".a", "a.", "", "[192.0.2.1]=x", "a@b"}) {
+		std::string quoted = quote_local_part(text);
+		ck_assert_msg(valid_mailbox(quoted + "@fwd.example", false), "%s: %s refused", text, quoted.c_str());
+		expect_view(local_part_text(quoted), text);
+	}
+}
+END_TEST
+
 int main()
 {
 	Suite* s = suite_create("address");
@@ -314,6 +337,7 @@ int main()
 	tcase_add_test(tc, test_no_controls);
 	tcase_add_test(tc, test_valid_mailbox);
 	tcase_add_test(tc, test_valid_user_name);
+	tcase_add_test(tc, test_quote_local_part);
 	suite_add_tcase(s, tc);
 	SRunner* sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
