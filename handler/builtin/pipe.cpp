@@ -7,8 +7,9 @@
 //       type: pipe
 //       command: [/usr/lib/dovecot/dovecot-lda, -f, "{sender}", -a, "{recipient}"]
 //       user: vmail            # the command runs as this user; never root
-//       per_recipient: true    # a command per recipient; false: one for all,
-//                              # and a word holding {recipient}, {user} or
+//       per_recipient: true    # a command per recipient; false: one for all
+//                              # (for each batch of 8 KiB of addresses), and
+//                              # a word holding {recipient}, {user} or
 //                              # {extension} is repeated for each recipient
 //       stdin: raw             # the message, LF line ends; mbox: From_ line,
 //                              # Return-Path, Delivered-To, >From quoting
@@ -43,9 +44,13 @@ namespace laim {
 
 namespace {
 
-// Recipients per command with per_recipient: false, in bytes: the request
-// to the parent must fit in one imsg frame.
+// Recipients per command with per_recipient: false: at most this many
+// bytes of addresses, each counted with the 4-byte length it has in the
+// request to the parent, which must fit in one imsg frame
+// (IMSG_MAX_PAYLOAD, 16 KiB) with the instance, the queue id and the
+// sender.
 constexpr size_t BATCH_BYTES = 8192;
+constexpr size_t BATCH_COST_EACH = 4;
 
 class PipeHandler : public Handler {
  public:
@@ -89,9 +94,10 @@ Results PipeHandler::deliver(const Envelope& env, const Message& msg)
 	size_t bytes = 0;
 	for (size_t i = 0; i < env.recipients.size(); i++) {
 		batch.push_back(env.recipients[i]);
-		bytes += env.recipients[i].size();
+		bytes += env.recipients[i].size() + BATCH_COST_EACH;
 		bool last = i + 1 == env.recipients.size();
-		if (!last && !spec_.per_recipient && bytes + env.recipients[i + 1].size() <= BATCH_BYTES)
+		if (!last && !spec_.per_recipient &&
+		    bytes + env.recipients[i + 1].size() + BATCH_COST_EACH <= BATCH_BYTES)
 			continue;
 		each.resize(i + 1, run(env, batch, msg));
 		batch.clear();

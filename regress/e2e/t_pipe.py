@@ -5,7 +5,9 @@
 # default scheduling policy (not the handler process's SCHED_BATCH); the
 # placeholders fill argv words ({sender} empty for the null sender), and
 # with per_recipient: false one command takes every recipient, its
-# {recipient} word repeated, and reads an mbox copy; with per_recipient
+# {recipient} word repeated, and reads an mbox copy, and 2400 recipients
+# of 4 bytes (an alias expanded) go in three runs, 1024, 1024 and 352,
+# none too large for the request to the parent; with per_recipient
 # each recipient's command settles it alone; a recipient whose {user} or
 # {extension} would begin an argument with '-' gets 550 at RCPT, and one
 # that begins a word only after "rcpt=" is accepted. What a script's end
@@ -69,6 +71,19 @@ cat > "$out/batch.$$"
 printf '%s\n' "$@" > "$out/batch.argv"
 """
 
+# per_recipient: false, for many recipients: the count of each run.
+WIDE = r"""#!/bin/sh
+out="$1"
+shift
+cat > /dev/null
+echo $# >> "$out/wide.runs"
+"""
+
+# 2400 distinct addresses of 4 bytes at the domain b, 800 to each of the
+# aliases wide0, wide1 and wide2.
+CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+WIDE_TARGETS = [a + b + "@b" for a in CHARS for b in CHARS][:2400]
+
 
 def ensure_pipe_user():
 	"""USER, with its home and the supplementary group GROUP."""
@@ -108,6 +123,11 @@ def main():
 	script, batch = os.path.join(d.dir, "script.sh"), os.path.join(d.dir, "batch.sh")
 	write_script(script, SCRIPT)
 	write_script(batch, BATCH)
+	wide = os.path.join(d.dir, "wide.sh")
+	write_script(wide, WIDE)
+	with open(d.config["aliases"], "w") as f:
+		for k in range(3):
+			f.write("wide%d: %s\n" % (k, ", ".join(WIDE_TARGETS[k * 800:(k + 1) * 800])))
 	dc = Dovecot("pipe", protocols=(), mail_user=USER)
 	dc.add_user("dcuser")
 	dc.write_config()
@@ -118,11 +138,13 @@ def main():
 			    "command": [script, out, "{user}", "{sender}", "{recipient}", "{extension}", "{queue_id}"]},
 		"batch": {"type": "pipe", "user": USER, "per_recipient": False, "stdin": "mbox",
 			  "command": [batch, out, "rcpt={recipient}", "{queue_id}"]},
+		"wide": {"type": "pipe", "user": USER, "per_recipient": False, "command": [wide, out, "{recipient}"]},
 		"lda": {"type": "pipe", "user": USER,
 			"command": [LDA, "-c", dc.conf, "-f", "{sender}",
 				    "-o", "mail_location=maildir:%s/mail/{user}/Maildir" % dc.dir]},
 	}
 	d.config["routes"] = [{"match": "*@batch.example", "handlers": ["batch"]},
+			      {"match": "*@b", "handlers": ["wide"]},
 			      {"match": "*@lda.example", "handlers": ["lda"]},
 			      {"match": "*", "handlers": ["scripts"]}]
 	d.start()
@@ -177,6 +199,13 @@ def main():
 		check(m, "stdin: mbox: From_ line, Return-Path, no Delivered-To for two, an empty line at the end: %r" % got)
 		want = msg.replace(b"\r\n", b"\n").replace(b"\nFrom the", b"\n>From the").replace(b">From quoted", b">>From quoted")
 		check((m.group(1) + b"\n").endswith(want), "mboxrd quoting: %r" % m.group(1))
+
+	def batches():
+		qid = d.send(rcpts=["wide0", "wide1", "wide2"], msg=simple_message("wide"))
+		m = d.wait_log(r"%s: (removed|moved to failed/.*)$" % qid, 30)
+		check_eq(m.group(1), "removed", "the message to 2400 addresses")
+		runs = [int(n) for n in read(os.path.join(out, "wide.runs")).split()]
+		check_eq(runs, [1024, 1024, 352], "recipients of each run (8192 bytes, 4 for each address's length)")
 
 	def dash():
 		with d.smtp() as c:
@@ -259,6 +288,7 @@ def main():
 		("the command runs as the user, its groups, a clean environment, its home, its own session", identity),
 		("the null sender is an empty {sender}", null_sender),
 		("per_recipient: false: one command, {recipient} once per recipient, an mbox copy", one_for_all),
+		("per_recipient: false: batches of 8192 bytes, each address counted with 4 more", batches),
 		("per_recipient: a command per recipient; the one delivered never runs again", each_own),
 		("a recipient that would begin an argument with '-' gets 550 at RCPT", dash),
 		("exit statuses: 75, 67, a signal, 5.1.1 output, exit 1, a short read", statuses),
