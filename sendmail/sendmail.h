@@ -204,6 +204,8 @@ struct Submission {
 
 // Submits over SMTP, in as many transactions as laimd's recipient limit
 // asks for: returns once laimd has answered 250 to the data of each.
+// With more than one, every recipient is tried (MAIL, RCPT, RSET) before
+// the first DATA, so a refused recipient leaves nothing stored.
 // Throws TemporaryFailure (cannot connect, 4xx, timeout, broken
 // connection) or Failure (5xx: 65 for the sender or the data, 67 for a
 // recipient, 69 otherwise, with laimd's reply); s.submitted then says

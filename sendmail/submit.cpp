@@ -186,6 +186,30 @@ void send_message(Client& c, int fd)
 	c.send(out);
 }
 
+// MAIL, then RCPT for the recipients from first on, until laimd answers
+// 452 to one too many: returns the end of those it took.
+size_t open_transaction(Client& c, const std::string& mail, const std::vector<std::string>& rcpts, size_t first)
+{
+	c.command(mail);
+	expect(c.reply(), 2, "the sender", EX_DATAERR);
+	size_t end = first;
+	for (; end < rcpts.size(); end++) {
+		c.command("RCPT TO:<" + rcpts[end] + ">");
+		Reply rr = c.reply();
+		if (rr.code == 452 && end > first)
+			break;
+		expect(rr, 2, ("recipient <" + rcpts[end] + ">").c_str(), EX_NOUSER);
+	}
+	return end;
+}
+
+// Ends the open transaction without a message (RFC 5321 4.1.1.5).
+void reset(Client& c)
+{
+	c.command("RSET");
+	expect(c.reply(), 2, "RSET", EX_UNAVAILABLE);
+}
+
 }  // namespace
 
 void DataEncoder::encode(std::string_view in, std::string& out)
@@ -251,19 +275,19 @@ void smtp_submit(Submission& s)
 		mail += " SMTPUTF8";  // RFC 6531 3.4
 	// RFC 5321 3.3: a 452 to one recipient too many (laimd takes 100 a
 	// transaction) sends the message to those accepted, and the rest go
-	// in the next transaction.
-	while (s.submitted < s.recipients.size()) {
-		c.command(mail);
-		expect(c.reply(), 2, "the sender", EX_DATAERR);
-		size_t end = s.submitted;
-		for (; end < s.recipients.size(); end++) {
-			const std::string& r = s.recipients[end];
-			c.command("RCPT TO:<" + r + ">");
-			Reply rr = c.reply();
-			if (rr.code == 452 && end > s.submitted)
-				break;
-			expect(rr, 2, ("recipient <" + r + ">").c_str(), EX_NOUSER);
+	// in the next transaction. A later transaction's refusal would then
+	// come after the first is stored: so the later ones are tried first,
+	// and reset, and nothing is stored unless laimd takes every recipient.
+	size_t end = open_transaction(c, mail, s.recipients, s.submitted);
+	if (end < s.recipients.size()) {
+		for (size_t from = end; from < s.recipients.size();) {
+			reset(c);
+			from = open_transaction(c, mail, s.recipients, from);
 		}
+		reset(c);
+		end = open_transaction(c, mail, s.recipients, s.submitted);
+	}
+	for (;;) {
 		c.command("DATA");
 		expect(c.reply(), 3, "DATA", EX_UNAVAILABLE);
 		send_message(c, s.message_fd);
@@ -271,6 +295,9 @@ void smtp_submit(Submission& s)
 			fprintf(stderr, ">>> .\n");
 		expect(c.reply(), 2, "the message", EX_DATAERR);
 		s.submitted = end;
+		if (end == s.recipients.size())
+			break;
+		end = open_transaction(c, mail, s.recipients, end);
 	}
 
 	// Stored: the rest is courtesy (RFC 5321 4.1.1.10).

@@ -3,7 +3,9 @@
 # usage errors (64, with a message naming what is wrong, and nothing is
 # submitted); no recipient at all is a data error (65); every option that
 # is accepted and ignored leaves the message delivered; -v shows the SMTP
-# dialogue on stderr; commas split recipients; -r and -F NAME work.
+# dialogue on stderr; commas split recipients; -r and -F NAME work; more
+# recipients than one transaction takes go in several, and a refused one
+# among them leaves nothing stored.
 import sys
 sys.dont_write_bytecode = True
 import time
@@ -79,8 +81,24 @@ def many_recipients(d):
 	check_eq(sorted(got), sorted(x.encode() for x in rcpts), "Delivered-To of the copies")
 
 
+def refused_later(d):
+	"""150 recipients, the 120th without a route: laimd would take the
+	first 100 in one transaction and refuse the 120th in the next, so
+	sendmail tries every recipient before any DATA: 67 naming it, and
+	nothing is stored (a caller that retries sends no duplicates)."""
+	rcpts = ["r%d@%s" % (i, HOSTNAME) for i in range(150)]
+	rcpts[119] = "nobody@nowhere.example"
+	mark = d.mark()
+	r = d.sendmail(["-i"] + rcpts, msg("later refused"))
+	check(r.returncode == 67, "expected exit 67: %r" % r)
+	check("<nobody@nowhere.example>" in r.stderr, "stderr does not name the recipient: %r" % r)
+	time.sleep(0.5)
+	check(not d.search_log(r"from=<", mark), "a message was stored: %s" % d.log(mark))
+
+
 def main():
-	d = Laimd().start()
+	# No route for nowhere.example: laimd refuses it at RCPT.
+	d = Laimd(routes=[{"match": m, "handlers": ["inbox"]} for m in ("*@" + HOSTNAME, "*@other.example")]).start()
 	run_rows([
 		("unknown option -Y: 64 naming it", lambda: refused(d, ["-Y", "root"], 64, ["Y"])),
 		("recipient -oQ/tmp/x after --: 64", lambda: refused(d, ["--", "-oQ/tmp/x"], 64, ["-oQ/tmp/x"])),
@@ -104,6 +122,7 @@ def main():
 				  rcpts=("alpha@" + HOSTNAME, "beta@other.example", "gamma@" + HOSTNAME))),
 		("-F NAME (separate) and -r ADDR", lambda: from_name(d)),
 		("250 recipients: three transactions, one copy each", lambda: many_recipients(d)),
+		("150 recipients, the 120th refused: 67, nothing stored", lambda: refused_later(d)),
 	])
 
 
