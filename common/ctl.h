@@ -3,6 +3,7 @@
 // request line, then "OK" or "ERR message", payload lines, EOF.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <ctime>
 #include <string>
@@ -10,13 +11,17 @@
 
 namespace laim {
 
+// Longest request line laimd accepts, "\n" included; its socket reader
+// stops reading there.
+constexpr size_t CONTROL_MAX_LINE = 1024;
+
 // Connects to the control socket at path, sends command (one line, without
 // "\n") and returns the payload lines after "OK", without their "\n".
 // Throws std::system_error when it cannot connect ("cannot connect to
 // PATH: reason"), std::runtime_error for an "ERR" answer (what() is the
 // text after "ERR ") and for a connection that breaks, times out or
 // answers something else, and std::invalid_argument for a command holding
-// a control character.
+// a control character or too long for laimd (CONTROL_MAX_LINE).
 std::vector<std::string> ctl_request(const std::string& path, const std::string& command);
 
 // The control socket: $LAIM_CONTROL when set and not empty, else the

@@ -32,6 +32,29 @@ namespace {
 	exit(EX_USAGE);
 }
 
+// "VERB ARG", or exit 64 naming what is wrong with ARG, before laimd
+// would refuse it: empty, a control character, a space where the name
+// cannot hold one (an instance name; a sender key may), or longer than
+// laimd reads.
+std::string with_argument(const std::string& verb, const char* what, const std::string& arg, bool spaces)
+{
+	std::string request = verb + " " + arg;
+	size_t longest = CONTROL_MAX_LINE - 2 - verb.size();  // the space and "\n"
+	std::string wrong;
+	if (arg.empty())
+		wrong = "is empty";
+	else if (std::any_of(arg.begin(), arg.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; }))
+		wrong = "holds a control character";
+	else if (!spaces && arg.find(' ') != std::string::npos)
+		wrong = "holds a space";
+	else if (arg.size() > longest)
+		wrong = "is longer than " + std::to_string(longest) + " bytes";
+	if (wrong.empty())
+		return request;
+	fprintf(stderr, "laimctl: %s: %s %s\n", verb.c_str(), what, wrong.c_str());
+	exit(EX_USAGE);
+}
+
 // The request for the command line, or usage(). A queue id may be typed
 // in lower case; laimd's ids are upper-case hex.
 std::string request_of(const std::vector<std::string>& args)
@@ -43,8 +66,10 @@ std::string request_of(const std::vector<std::string>& args)
 	if (is({"show", "queue"}) || is({"show", "stats"}) || is({"show", "failed"}) || is({"show", "limits"}) ||
 	    is({"flush"}) || is({"reload", "aliases"}))
 		return args[0] + (args.size() > 1 ? " " + args[1] : "");
-	if (args.size() == 2 && (args[0] == "test" || args[0] == "reset-limit"))
-		return args[0] + " " + args[1];
+	if (args.size() == 2 && args[0] == "test")
+		return with_argument(args[0], "INSTANCE", args[1], false);
+	if (args.size() == 2 && args[0] == "reset-limit")
+		return with_argument(args[0], "KEY", args[1], true);
 	if (args.size() == 2 && args[0] == "remove") {
 		std::string id = args[1];
 		bool ok = id.size() == 10 && std::all_of(id.begin(), id.end(), [](unsigned char c) {

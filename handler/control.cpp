@@ -111,10 +111,12 @@ std::string show_limits(ControlTarget& t)
 	return out;
 }
 
-// "reset-limit KEY" for root; arg is everything after "reset-limit".
+// "reset-limit KEY" for root; arg is everything after "reset-limit". The
+// key is the rest of the line: a sender key's quoted local part may hold
+// spaces ("sender:\"a b\"@host").
 std::string reset_limit(ControlTarget& t, std::string_view arg)
 {
-	if (arg.size() < 2 || arg[0] != ' ' || arg.find(' ', 1) != std::string_view::npos)
+	if (arg.size() < 2 || arg[0] != ' ')
 		return err("usage: reset-limit KEY");
 	std::string key(arg.substr(1));
 	return t.reset_limit(key) ? "OK\n" : err("no rate limit window for " + key);

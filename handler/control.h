@@ -8,6 +8,11 @@
 //   show queue | show stats | show failed | show limits | flush | remove ID
 //   | reload aliases | test INSTANCE | reset-limit KEY
 //
+// KEY is the rest of the line (a sender key may hold spaces). A line of
+// CONTROL_MAX_LINE bytes or more gets "ERR request too long", and the
+// connection is closed with the rest unread (the client sees a reset
+// after the answer).
+//
 // Response: "OK\n" or "ERR <message>\n", then payload lines, then EOF.
 //
 //   show queue   ID \t ARRIVAL \t SIZE \t UID_or_- \t SENDER \t RCPT,RCPT \t ATTEMPTS \t LAST_ERROR
@@ -40,10 +45,6 @@
 #include "common/ctl.h"
 
 namespace laim {
-
-// Longest request line accepted, "\n" included; the socket reader can stop
-// reading there.
-constexpr size_t CONTROL_MAX_LINE = 1024;
 
 // A message waiting in queue/ (new or deferred).
 struct QueueItem {

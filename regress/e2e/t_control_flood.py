@@ -1,8 +1,10 @@
 # The control socket is open to every local user (mode 0666): a user who
 # opens connections and sends nothing gets only a few of them, the rest are
-# refused at once, and mail keeps flowing meanwhile.
+# refused at once (laimctl then says why, although laimd closes with its
+# request unread), and mail keeps flowing meanwhile.
 import sys
 sys.dont_write_bytecode = True
+import json
 import socket
 import encodings.idna  # noqa: F401 (loaded before as_user drops to a user who cannot read it)
 from harness import *
@@ -23,18 +25,21 @@ def flood(path, port):
 				refused += 1
 		except socket.timeout:
 			pass
-	# Still holding them all: the daemon must accept and commit mail.
+	# Still holding them all: laimctl is refused with the reason, and the
+	# daemon must accept and commit mail.
+	r = run_program(laimctl_path(), ["show", "queue"], env={"LAIM_CONTROL": path})
 	with Smtp(port) as c:
 		c.ehlo()
 		qid = c_transaction(c, "flood@client.example", ["root"], simple_message("during flood"))
-	return "%d %s" % (refused, qid)
+	return json.dumps([refused, qid, r.returncode, r.stderr])
 
 
 def main():
 	d = Laimd().start()
 	pw = local_user()
-	refused, qid = as_user(pw, lambda: flood(d.config["control_socket"], d.port)).split()
-	check_eq(int(refused), HELD - 4, "connections refused beyond the per-user limit of 4")
+	refused, qid, code, err = json.loads(as_user(pw, lambda: flood(d.config["control_socket"], d.port)))
+	check_eq(refused, HELD - 4, "connections refused beyond the per-user limit of 4")
+	check_eq((code, err), (1, "laimctl: too many connections\n"), "laimctl during the flood")
 	d.wait_delivered(qid)
 	# And once the flood is gone, the control socket answers as before.
 	r = subprocess.run([installed("LAIM_SBINDIR", "laimctl"), "show", "stats"],

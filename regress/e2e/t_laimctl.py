@@ -3,7 +3,8 @@
 # flush (a retry now, although retry_initial is 60 s; also sendmail -q),
 # remove ID, show failed; mailq in Postfix's layout, everything for root
 # and only the caller's own messages for another user, who may flush but
-# not remove nor see the stats.
+# not remove nor see the stats; an argument laimd would refuse (empty, a
+# control character, too long) is a usage error.
 import sys
 sys.dont_write_bytecode = True
 import signal
@@ -151,6 +152,24 @@ def main():
 		check_ran(r)
 		check_eq(r.stdout, "Mail queue is empty\n", "mailq with an empty queue")
 
+	def usage_errors():
+		"""An argument laimd would refuse is a usage error (64) naming what
+		is wrong, before sending it; the longest one laimd reads goes."""
+		longest = "x" * (1024 - len("test \n"))
+		for args, what in ((["test", ""], "test: INSTANCE is empty"),
+				   (["test", "a b"], "test: INSTANCE holds a space"),
+				   (["test", "a\tb"], "test: INSTANCE holds a control character"),
+				   (["reset-limit", ""], "reset-limit: KEY is empty"),
+				   (["reset-limit", "uid:0\x7f"], "reset-limit: KEY holds a control character"),
+				   (["test", longest + "x"], "test: INSTANCE is longer than %d bytes" % len(longest)),
+				   (["reset-limit", "k" * 2000], "reset-limit: KEY is longer than 1011 bytes")):
+			r = d.laimctl(args)
+			check_ran(r, 64, quiet=False)
+			check_eq(r.stderr, "laimctl: %s\n" % what, "laimctl %r" % args[:1])
+		r = d.laimctl(["test", longest])
+		check_ran(r, 1, quiet=False)
+		check_eq(r.stderr, "laimctl: no handler instance %s\n" % longest, "the longest request")
+
 	run_rows([
 		("laimctl show queue: id, sender, recipients, attempts, last error", show_queue),
 		("laimctl show stats: received, deferred, queue_length", stats),
@@ -161,6 +180,7 @@ def main():
 		("a user may flush, but not remove, show stats or show failed", user_limits),
 		("laimctl remove ID", remove),
 		("laimctl show failed; mailq with an empty queue", failed),
+		("laimctl usage errors exit 64 before sending; the longest request goes", usage_errors),
 	])
 
 

@@ -5,8 +5,9 @@
 #    when answered) and a transaction without data gives its place back; the alert (from the null sender) counts under no key,
 #    so it can never trigger a limit, and <> is a sender like any other;
 #  - SIGHUP keeps the windows of a limit whose count changed;
-#  - laimctl show limits lists the key, reset-limit KEY clears it; both
-#    are root's only, and an unknown key is an error;
+#  - laimctl show limits lists the key, reset-limit KEY clears it (a
+#    sender key with a space in its quoted local part too); both are
+#    root's only, and an unknown key is an error;
 #  - key client, mode strict: refused attempts count, so a client that
 #    keeps trying is still refused in the next window (leaky would accept
 #    it, t_ratelimit) and gets through once it has been quiet; the local
@@ -124,6 +125,14 @@ def administration(d, lu):
 	r = d.laimctl(["reset-limit", "sender:nobody@client.example"])
 	check_ran(r, 1, quiet=False)
 	check_eq(r.stderr, "laimctl: no rate limit window for sender:nobody@client.example\n", "unknown key")
+	# Any client may give a quoted local part with a space: its key too.
+	q = '"john doe"@client.example'
+	check(mail(d, q, rcpts(5), "quoted").startswith("250 "), "%s's first message" % q)
+	check(mail(d, q, rcpts(1), "quoted limited").startswith("451 4.7.1 "), "%s limited" % q)
+	r = d.laimctl(["reset-limit", "sender:" + q])
+	check_ran(r)
+	check_eq(r.stdout, "sender:%s: rate limit reset\n" % q, "reset-limit's answer for a key with a space")
+	check(mail(d, q, rcpts(1), "quoted after reset").startswith("250 "), "%s after the reset" % q)
 
 
 def strict(d):

@@ -3,6 +3,7 @@
 // client against a real unix socket server thread, and the mailq layout
 // byte for byte.
 #include <errno.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -260,9 +261,13 @@ START_TEST(test_limits)
 	check_str(control_answer("reset-limit uid:1000\n", 0, t), "OK\n");
 	check_str(control_answer("reset-limit uid:1001", 0, t), "ERR no rate limit window for uid:1001\n");
 	check_str(control_answer("reset-limit", 0, t), "ERR usage: reset-limit KEY\n");
-	check_str(control_answer("reset-limit a b", 0, t), "ERR usage: reset-limit KEY\n");
 	check_str(control_answer("reset-limit ", 0, t), "ERR usage: reset-limit KEY\n");
-	ck_assert_int_eq(t.reset_keys.size(), 2);
+	// A sender key's quoted local part may hold spaces: the key is the
+	// rest of the line.
+	check_str(control_answer("reset-limit sender:\"john doe\"@x.example\n", 0, t),
+		  "ERR no rate limit window for sender:\"john doe\"@x.example\n");
+	ck_assert_int_eq(t.reset_keys.size(), 3);
+	check_str(t.reset_keys[2], "sender:\"john doe\"@x.example");
 }
 END_TEST
 
@@ -415,9 +420,11 @@ UniqueFd bind_unix(const std::string& path)
 
 // A one-connection server on a real unix socket: it reads the request
 // line (unless told to hang up at once), writes a canned answer, closes.
+// Unread waits for the request but does not read it, as laimd does past
+// CONTROL_MAX_LINE: its close then resets the connection.
 class CannedServer {
  public:
-	enum Mode { Answer, HangUp };
+	enum Mode { Answer, HangUp, Unread };
 
 	CannedServer(std::string answer, Mode mode = Answer) : path_(g_tmp + "/control.sock")
 	{
@@ -445,8 +452,11 @@ class CannedServer {
 		UniqueFd conn(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
 		if (!conn || mode == HangUp)
 			return;
+		pollfd p{conn.get(), POLLIN, 0};
+		if (mode == Unread && poll(&p, 1, 10000) != 1)
+			return;
 		char c;
-		while (read(conn.get(), &c, 1) == 1) {
+		while (mode == Answer && read(conn.get(), &c, 1) == 1) {
 			request_ += c;
 			if (c == '\n')
 				break;
@@ -481,10 +491,10 @@ std::string request_error(const std::string& path, const std::string& cmd)
 	return "";
 }
 
-int connect_errno(const std::string& path)
+int connect_errno(const std::string& path, const std::string& cmd = "show queue")
 {
 	try {
-		ctl_request(path, "show queue");
+		ctl_request(path, cmd);
 	} catch (const std::system_error& e) {
 		std::string expect = "cannot connect to " + path + ": ";
 		ck_assert_msg(std::string(e.what()).starts_with(expect), "what() = %s", e.what());
@@ -566,6 +576,49 @@ START_TEST(test_request_refuses_control_chars)
 			ck_abort_msg("command with a control character was sent");
 		} catch (const std::invalid_argument&) {
 		}
+	}
+}
+END_TEST
+
+// laimd closing with the request unread resets the connection: the answer
+// before the reset is read all the same (an "ERR" or an "OK"); a reset
+// before any answer is a hang-up.
+START_TEST(test_request_answer_then_reset)
+{
+	{
+		CannedServer srv("ERR request too long\n", CannedServer::Unread);
+		check_str(request_error(srv.path(), "show queue"), "request too long");
+	}
+	{
+		CannedServer srv("OK\nline\n", CannedServer::Unread);
+		auto lines = ctl_request(srv.path(), "show queue");
+		ck_assert_int_eq(lines.size(), 1);
+		check_str(lines[0], "line");
+	}
+	{
+		CannedServer srv("", CannedServer::Unread);
+		check_str(request_error(srv.path(), "show queue"), "laimd closed the connection without an answer");
+	}
+	{
+		CannedServer srv("OK\n4F3A2C1B09\t160", CannedServer::Unread);
+		ck_assert(request_error(srv.path(), "show queue").starts_with("connection to laimd broke"));
+	}
+}
+END_TEST
+
+// A request laimd would refuse as too long is not sent.
+START_TEST(test_request_refuses_too_long)
+{
+	std::string longest = "test " + std::string(CONTROL_MAX_LINE - 2 - 4, 'x');
+	ck_assert_uint_eq(longest.size() + 1, CONTROL_MAX_LINE);
+	ck_assert_int_eq(connect_errno(g_tmp + "/none.sock", longest), ENOENT);  // it would go
+	try {
+		ctl_request(g_tmp + "/none.sock", longest + "x");
+		ck_abort_msg("a request of %zu bytes was sent", longest.size() + 2);
+	} catch (const std::system_error&) {
+		ck_abort_msg("a request of %zu bytes was sent", longest.size() + 2);
+	} catch (const std::invalid_argument& e) {
+		check_str(e.what(), "control command longer than " + std::to_string(CONTROL_MAX_LINE - 1) + " bytes");
 	}
 }
 END_TEST
@@ -743,6 +796,8 @@ static Suite* control_suite()
 	tcase_add_test(client, test_request_truncated);
 	tcase_add_test(client, test_request_cannot_connect);
 	tcase_add_test(client, test_request_refuses_control_chars);
+	tcase_add_test(client, test_request_answer_then_reset);
+	tcase_add_test(client, test_request_refuses_too_long);
 	tcase_add_test(client, test_round_trip);
 	tcase_add_test(client, test_socket_path);
 	suite_add_tcase(s, client);
