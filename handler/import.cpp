@@ -193,6 +193,8 @@ bool OfflineImport::postpone(const std::string& name, const char* what)
 	return true;
 }
 
+// Only a regular file is read for its envelope: a planted symlink is not
+// followed, a FIFO cannot block the handler.
 std::vector<CtlFailedEntry> OfflineImport::refused() const
 {
 	std::vector<CtlFailedEntry> out;
@@ -205,14 +207,18 @@ std::vector<CtlFailedEntry> OfflineImport::refused() const
 		bool reason_file = name.size() > 7 && name.compare(name.size() - 7, 7, ".reason") == 0;
 		struct stat st;
 		if (name.rfind("offline.", 0) != 0 || reason_file ||
-		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == -1 || !S_ISREG(st.st_mode))
+		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == -1)
 			continue;
 		CtlFailedEntry f;
 		f.id = name;
 		f.arrival = st.st_mtime;
-		f.size = static_cast<uint64_t>(st.st_size);
 		std::ifstream reason(dir + name + ".reason");
 		std::getline(reason, f.reason);
+		if (!S_ISREG(st.st_mode)) {
+			out.push_back(std::move(f));
+			continue;
+		}
+		f.size = static_cast<uint64_t>(st.st_size);
 		std::string head(std::min<size_t>(f.size, 1 << 20), '\0');  // the envelope is at the start
 		std::ifstream file(dir + name, std::ios::binary);
 		OfflineEnvelope oe;

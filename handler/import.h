@@ -42,7 +42,8 @@ class OfflineImport {
 	// When the first file held by a rate limit may go; 0 when none waits.
 	time_t next_release() const { return next_release_; }
 	// The files refused so far, in failed/ as offline.NAME: their reason,
-	// size, mtime, and the envelope when its header reads.
+	// size, mtime, and the envelope when its header reads (a symlink,
+	// directory or FIFO is listed with its reason, never opened).
 	std::vector<CtlFailedEntry> refused() const;
 
  private:

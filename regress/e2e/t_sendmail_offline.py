@@ -3,8 +3,8 @@
 # offline/ (owned by the caller, laim-drop's group, one link), and laimd
 # imports it at start or once the queue has room, delivered once with the
 # caller's uid. A file planted in offline/ that laim-drop did not make
-# (wrong group, two links) is moved to failed/ and logged, not delivered,
-# and laimctl show failed lists it with its reason.
+# (wrong group, two links, not a regular file) is moved to failed/ and
+# logged, not delivered, and laimctl show failed lists it with its reason.
 #
 # The laimd under test has a spool of its own, where the test build's
 # laim-drop writes too (LAIM_TEST_SPOOL_DIR, see harness.local_env).
@@ -111,7 +111,8 @@ def queue_full(d, lu, gid):
 
 
 def planted(d, gid, link):
-	"""Files laim-drop did not make are moved aside, not delivered."""
+	"""Files laim-drop did not make are moved aside, not delivered; a
+	symlink, a directory and a FIFO too, and show failed lists them all."""
 	body = msg("planted")
 	bad = {}
 	for why in ("group", "links"):
@@ -120,13 +121,19 @@ def planted(d, gid, link):
 		if why == "links":
 			os.link(os.path.join(d.spool, "offline", name), link)
 		bad[why] = name
+	odd = {}
+	for kind, make in (("symlink", lambda p: os.symlink(link, p)), ("directory", os.mkdir), ("fifo", os.mkfifo)):
+		odd[kind] = "%d.%d.planted-%s" % (time.time(), os.getpid(), kind)
+		make(os.path.join(d.spool, "offline", odd[kind]))
+	# Moving a directory rewrites its "..": the spool's owner made it.
+	os.chown(os.path.join(d.spool, "offline", odd["directory"]), os.stat(d.spool).st_uid, -1)
 	mark = d.mark()
 	before = len(maildir_files(d.config["handlers"]["inbox"]["path"]))
 	d.start()
-	for why, name in bad.items():
+	for name in list(bad.values()) + list(odd.values()):
 		d.wait_log(r"offline/%s: refused \(.+\): moved to failed/offline\.%s$" % (re.escape(name), re.escape(name)),
 			   since=mark)
-		check(os.path.exists(os.path.join(d.spool, "failed", "offline." + name)), "failed/offline.%s missing" % name)
+		check(os.path.lexists(os.path.join(d.spool, "failed", "offline." + name)), "failed/offline.%s missing" % name)
 	check_eq(d.spool_files("offline"), [], "offline/ after the refusals")
 	time.sleep(2.5)
 	check(not d.search_log(r"from=<planted-", mark), "a planted file was imported:\n%s" % d.log(mark))
@@ -139,6 +146,12 @@ def planted(d, gid, link):
 				% (re.escape(name), why, re.escape(ROOT)), r.stdout)
 		check(row and row.group(1) == reasons[why], "show failed does not list offline.%s with its reason: %r"
 		      % (name, r.stdout))
+	reasons = {"symlink": "cannot open: Too many levels of symbolic links",
+		   "directory": "not a regular file with one link", "fifo": "not a regular file with one link"}
+	for kind, name in odd.items():
+		row = re.search(r"(?m)^offline\.%s +\S+ +0B +<> +(.+)$" % re.escape(name), r.stdout)
+		check(row and row.group(1) == reasons[kind], "show failed does not list the %s offline.%s with its reason: %r"
+		      % (kind, name, r.stdout))
 	d.stop()
 
 
@@ -176,7 +189,7 @@ def main():
 			 lambda: imported(d, lu, owners)),
 			("queue full: 452, laim-drop, imported and delivered once the queue has room",
 			 lambda: queue_full(d, lu, gid)),
-			("planted files (wrong group, two links) moved to failed/ and logged",
+			("planted files (wrong group, two links, symlink, directory, FIFO) moved to failed/, logged, listed",
 			 lambda: planted(d, gid, link)),
 			("1001 recipients, laimd down: two offline files, one copy each", lambda: many_recipients(d)),
 		])
