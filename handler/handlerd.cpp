@@ -119,6 +119,9 @@ HandlerServer::HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp)
 		log_info("removed %zu incomplete messages from incoming/", n);
 	spool_.recover();
 	queue_.load_spool();
+	for (const Queue::Item& q : queue_.items())
+		if (!q.env.offline.empty())
+			import_.imported_before(q.env.offline, q.env.id);
 	import_offline(true);
 }
 

@@ -13,6 +13,7 @@
 #include <fstream>
 
 #include "common/address.h"
+#include "common/fd.h"
 #include "common/hostname.h"
 #include "common/log.h"
 #include "common/offline.h"
@@ -53,17 +54,28 @@ OfflineImport::OfflineImport(Spool& spool, std::string hostname, gid_t drop_gid,
 std::vector<Imported> OfflineImport::run(size_t room, uint64_t size_limit, const Expand& expand)
 {
 	std::vector<Imported> out;
-	if (room == 0)
-		return out;
+	bool removed = remove_imported();
+	if (room > 0)
+		import_some(room, size_limit, expand, out);
+	// A removal not yet on disk could come back at a stop of the system,
+	// after its message was delivered and removed: imported once more.
+	if (removed || !out.empty())
+		sync_offline();
+	return out;
+}
+
+// Up to room files of offline/ into out, oldest name first.
+void OfflineImport::import_some(size_t room, uint64_t size_limit, const Expand& expand, std::vector<Imported>& out)
+{
 	std::string dir = spool_.dir() + "/offline";
 	DIR* d = opendir(dir.c_str());
 	if (!d) {
 		log_warn("%s", dir.c_str());
-		return out;
+		return;
 	}
 	std::vector<std::string> names;
 	while (struct dirent* e = readdir(d))
-		if (e->d_name[0] != '.')
+		if (e->d_name[0] != '.' && !imported_.count(e->d_name))
 			names.push_back(e->d_name);
 	closedir(d);
 	// laim-drop's names begin with the time: the oldest go first.
@@ -82,7 +94,37 @@ std::vector<Imported> OfflineImport::run(size_t room, uint64_t size_limit, const
 		if (import_one(name, size_limit, expand, m))
 			out.push_back(std::move(m));
 	}
-	return out;
+}
+
+// The files of imported_ go from offline/ (gone already: forgotten);
+// one that cannot be removed is tried again at the next run. True when
+// any was removed.
+bool OfflineImport::remove_imported()
+{
+	bool removed = false;
+	for (auto it = imported_.begin(); it != imported_.end();) {
+		const auto& [name, id] = *it;
+		std::string path = spool_.dir() + "/offline/" + name;
+		if (unlink(path.c_str()) == 0) {
+			log_warnx("offline/%s: imported before as %s: removed, not imported again", name.c_str(), id.c_str());
+			removed = true;
+		} else if (errno != ENOENT) {
+			log_warn("%s: imported as %s, not removed (tried again, never imported again)", path.c_str(),
+				 id.c_str());
+			++it;
+			continue;
+		}
+		it = imported_.erase(it);
+	}
+	return removed;
+}
+
+void OfflineImport::sync_offline()
+{
+	std::string dir = spool_.dir() + "/offline";
+	if (int err = fsync_dir(dir.c_str()))
+		log_warnx("fsync %s: %s (a stop of the system could bring back the files just imported)", dir.c_str(),
+			  strerror(err));
 }
 
 // Whether a file from who waits for its rate limit's window: it is
@@ -122,6 +164,8 @@ bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, con
 		return refuse(name, "owner uid " + std::to_string(st.st_uid) + " is not a user"), false;
 	if (st.st_size == 0)
 		return refuse(name, "empty file"), false;
+	if (name.find_first_of("\r\n") != std::string::npos)
+		return refuse(name, "CR or LF in the file name"), false;  // it goes into the spool header
 
 	Mapping m;
 	m.len = static_cast<size_t>(st.st_size);
@@ -158,6 +202,7 @@ bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, con
 	env.client = "local";
 	env.helo = "localhost";
 	env.arrival = st.st_mtime;
+	env.offline = name;
 	time_t now = time(nullptr);
 	if (held(name, env, now))
 		return false;
@@ -173,10 +218,10 @@ bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, con
 		limits_.release(ticket);
 		return false;
 	}
-	if (unlink(path.c_str()) == -1)
-		log_warn("%s: imported as %s but not removed (it may be imported twice)", path.c_str(), env.id.c_str());
 	log_info("%s: from=<%s>, size=%zu, nrcpt=%zu, client=local, uid=%u, offline=%s", env.id.c_str(),
 		 env.sender.c_str(), body.size(), env.recipients.size(), (unsigned)st.st_uid, name.c_str());
+	if (unlink(path.c_str()) == -1)
+		imported_before(name, env.id);  // removed at the next run
 	if (!ticket.windows.empty())
 		limits_.count(ticket, env, message_subject(body));
 	return true;

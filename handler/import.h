@@ -38,7 +38,15 @@ class OfflineImport {
 	// real user, malformed, over size_limit) are moved to failed/ and
 	// logged. Files held by a rate limit stay, and are not opened again
 	// until their window allows (next_release()).
+	// Files whose message is in queue/ already (imported_before()) are
+	// only removed. Every removal is synced (an fsync of offline/) before
+	// run() returns, so before any message it returns can be delivered.
 	std::vector<Imported> run(size_t room, uint64_t size_limit, const Expand& expand);
+	// At start, for each message of queue/ that names its offline file
+	// (Envelope::offline): a stop between its commit and the file's
+	// removal left the file in offline/, and the next run() removes it
+	// instead of importing it again.
+	void imported_before(const std::string& name, const std::string& id) { imported_[name] = id; }
 	// When the first file held by a rate limit may go; 0 when none waits.
 	time_t next_release() const { return next_release_; }
 	// The files refused so far, in failed/ as offline.NAME: their reason,
@@ -47,10 +55,13 @@ class OfflineImport {
 	std::vector<CtlFailedEntry> refused() const;
 
  private:
+	void import_some(size_t room, uint64_t size_limit, const Expand& expand, std::vector<Imported>& out);
 	bool import_one(const std::string& name, uint64_t size_limit, const Expand& expand, Imported& out);
 	bool held(const std::string& name, const Envelope& who, time_t now);
 	void refuse(const std::string& name, const std::string& why);
 	bool postpone(const std::string& name, const char* what);
+	bool remove_imported();
+	void sync_offline();
 
 	Spool& spool_;
 	std::string hostname_;
@@ -58,6 +69,7 @@ class OfflineImport {
 	RateLimiter& limits_;
 	std::map<std::string, Envelope> held_;  // file name -> its sender (uid, sender, client)
 	time_t next_release_ = 0;
+	std::map<std::string, std::string> imported_;  // file name -> the queue id its message has
 };
 
 }  // namespace laim

@@ -133,6 +133,8 @@ std::string format_header(const Envelope& env, size_t* sum_offset)
 		h.append("auth ").append(env.auth_user).append("\n");
 	if (!env.instance.empty())
 		h.append("instance ").append(env.instance).append("\n");
+	if (!env.offline.empty())
+		h.append("offline ").append(env.offline).append("\n");
 	h.append("\n");
 	return h;
 }
@@ -152,7 +154,7 @@ size_t parse_header(std::string_view data, const std::string& id, Envelope& env,
 	auto bad = [&id](const std::string& what) -> SpoolError { return SpoolError(id + ": " + what); };
 	bool seen_id = false, seen_arrival = false, seen_sender = false, seen_uid = false,
 	     seen_client = false, seen_helo = false, seen_instance = false, seen_auth = false, seen_boot = false,
-	     seen_sum = false;
+	     seen_sum = false, seen_offline = false;
 	size_t pos = 0;
 	for (int lineno = 1;; lineno++) {
 		size_t nl = data.find('\n', pos);
@@ -225,6 +227,11 @@ size_t parse_header(std::string_view data, const std::string& id, Envelope& env,
 			if (value.empty())
 				throw bad("instance: empty");
 			env.instance = value;
+		} else if (key == "offline") {
+			once(seen_offline);
+			if (value.empty())
+				throw bad("offline: empty");
+			env.offline = value;
 		} else {
 			throw bad("unknown key \"" + std::string(key) + "\"");
 		}
@@ -432,6 +439,7 @@ UniqueFd Spool::create(const Envelope& env, Created* created, bool fresh)
 	check_value("helo", env.helo);
 	check_value("auth", env.auth_user);
 	check_value("instance", env.instance);
+	check_value("offline", env.offline);
 
 	UniqueFd fd = fresh ? UniqueFd() : take_free_file(env.id);
 	bool recycled = static_cast<bool>(fd);

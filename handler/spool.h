@@ -14,7 +14,7 @@
 //
 //   LAIM 1\n sum CRC\n id ID\n arrival SECONDS\n sender ADDR\n
 //   rcpt ADDR\n ... [uid N\n] client ADDR\n helo NAME\n [auth USER\n]
-//   [instance NAME\n] \n MESSAGE...
+//   [instance NAME\n] [offline FILE\n] \n MESSAGE...
 //
 // sum is the CRC-32 of MESSAGE in 8 hex digits, written at the commit
 // ("--------" before). A queue file's mode says where its commit stands:
@@ -26,7 +26,8 @@
 //
 // auth is the user an SMTP AUTH authenticated, when there was one.
 // instance is set only on laim's own notices: the one handler instance
-// they go to, routes bypassed.
+// they go to, routes bypassed. offline is set only on an offline import:
+// the name of the file in offline/ the message came from.
 //
 // Envelope values never contain CR, LF or NUL (create() refuses them), so
 // the first empty line ends the header whatever bytes the message holds.

@@ -39,6 +39,10 @@ struct Envelope {
 	// Set only on laim's own notices (a rate limit's alert): the one
 	// handler instance that gets the message, routes bypassed.
 	std::string instance;
+	// Set only on an offline import: the name of the file in offline/ it
+	// came from, so that a file whose removal a crash cut off is not
+	// imported again (handler/import.h).
+	std::string offline;
 };
 
 struct Header {

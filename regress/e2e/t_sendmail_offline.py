@@ -10,11 +10,13 @@
 # laim-drop writes too (LAIM_TEST_SPOOL_DIR, see harness.local_env).
 import sys
 sys.dont_write_bytecode = True
+import signal
 import time
 from harness import *
 
 ROOT = "root@" + HOSTNAME
 QUICK = 5  # seconds sendmail may take when laimd is down
+UNLINK = 87  # x86_64
 
 
 def msg(tag):
@@ -70,6 +72,90 @@ def imported(d, lu, owners):
 	check_eq(len(d.findall_log(r"client=local", mark)), 2, "from= lines after the import")
 	check_eq(len(maildir_files(d.maildir)), 2, "messages delivered from offline/")
 	d.stop()
+
+
+def stopped_after(d, row, *args):
+	"""row(d, *args), laimd stopped after it whatever happened, for the next rows."""
+	try:
+		row(d, *args)
+	finally:
+		if d.running():
+			d.stop()
+
+
+def in_unlink(pid):
+	"""True when a thread of pid is stopped in unlink (strace holds it)."""
+	for tid in os.listdir("/proc/%d/task" % pid):
+		try:
+			with open("/proc/%d/task/%s/syscall" % (pid, tid)) as f:
+				if f.read().split(" ")[0] == str(UNLINK):
+					return True
+		except OSError:
+			pass
+	return False
+
+
+def synced_removal(d, gid):
+	"""An import removes the offline file and fsyncs offline/ before the
+	message is delivered: a stop of the system cannot bring the file
+	back once its message is gone."""
+	d.start()
+	trace = os.path.join(d.dir, "strace-import")
+	tracer = strace_attach([d.child("handler")], ["-y", "-s", "300", "-e", "trace=unlink,fsync,openat"], trace)
+	try:
+		mark = d.mark()
+		name = plant_offline(d.spool, ROOT, [ROOT], msg("synced removal"), gid)
+		m = d.wait_local_submission(mark, ROOT)
+		d.wait_delivered(m.group(1), ROOT)
+	finally:
+		strace_detach(tracer)
+	calls = strace_calls(trace)
+	removed = [end for _, call, text, _, end in calls if call == "unlink" and
+		   re.match(r'"[^"]*/offline/%s"\) += 0$' % re.escape(name), text)]
+	offline = re.escape(os.path.join(os.path.realpath(d.spool), "offline"))
+	synced = [(start, end) for _, call, text, start, end in calls if call == "fsync" and
+		  re.match(r"\d+<%s>\) += 0$" % offline, text)]
+	written = [start for _, call, text, start, _ in calls if call == "openat" and
+		   "/Maildir/tmp/" in text and "O_CREAT" in text]
+	check(removed and written, "no unlink of offline/%s or no file made in the Maildir in the trace:\n%s"
+	      % (name, open(trace).read()[-3000:]))
+	check([s for s, e in synced if removed[0] < s and e < written[0]],
+	      "no fsync of offline/ begun after the unlink of offline/%s (trace line %d) and returned before the "
+	      "Maildir's file was made (line %d); fsyncs of offline/ at %r" % (name, removed[0] + 1, written[0] + 1, synced))
+
+
+def cut_off(d, gid):
+	"""The handler process dies after an import stored the message, in the
+	unlink of its offline file (held there by strace): the restarted
+	handler finds the message in queue/ naming the file, removes the file
+	and does not import it again. One copy."""
+	d.start()
+	before = len(maildir_files(d.maildir))
+	handler = d.child("handler")
+	tracer = strace_attach([handler], ["-e", "trace=unlink", "-e", "inject=unlink:delay_enter=20000000"], timeout=5)
+	try:
+		mark = d.mark()
+		name = plant_offline(d.spool, ROOT, [ROOT], msg("cut off"), gid)
+		wait_for(lambda: in_unlink(handler), 10, "the handler held in the unlink of offline/%s" % name)
+		ids = d.spool_files("queue")
+		check_eq(len(ids), 1, "files in queue/ while the unlink waits")
+		check(os.path.exists(os.path.join(d.spool, "offline", name)), "offline/%s gone before the kill" % name)
+		os.kill(handler, signal.SIGKILL)  # first: see t_kill9_handler.py
+		tracer.kill()
+	finally:
+		if tracer.poll() is None:
+			tracer.kill()
+		tracer.wait()
+	d.wait_children(15, old={"handler": handler})
+	d.wait_delivered(ids[0], ROOT)
+	d.wait_removed(ids[0])
+	time.sleep(2.5)  # another import round
+	check_eq(len(maildir_files(d.maildir)) - before, 1, "copies delivered of the file")
+	check_eq(len(d.findall_log(r"client=local, uid=0, offline=%s$" % re.escape(name), mark)), 1,
+		 "from= lines for the file (imported once)")
+	check(d.search_log(r"offline/%s: imported before as %s: removed, not imported again$" % (re.escape(name), ids[0]),
+			   mark), "the restarted handler did not log the removal of offline/%s:\n%s" % (name, d.log(mark)))
+	check_eq(d.spool_files("offline"), [], "offline/ after the restart")
 
 
 def queue_full(d, lu, gid):
@@ -187,6 +273,10 @@ def main():
 			 lambda: owners.update(down(d, lu, gid))),
 			("laimd started: each offline message delivered once with its uid",
 			 lambda: imported(d, lu, owners)),
+			("an import fsyncs offline/ after the unlink, before the delivery",
+			 lambda: stopped_after(d, synced_removal, gid)),
+			("the handler dies between an import's store and its unlink: removed after the restart, one copy",
+			 lambda: stopped_after(d, cut_off, gid)),
 			("queue full: 452, laim-drop, imported and delivered once the queue has room",
 			 lambda: queue_full(d, lu, gid)),
 			("planted files (wrong group, two links, symlink, directory, FIFO) moved to failed/, logged, listed",

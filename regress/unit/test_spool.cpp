@@ -158,6 +158,7 @@ void check_same_envelope(const Envelope& got, const Envelope& want)
 	ck_assert_int_eq(got.arrival, want.arrival);
 	ck_assert_str_eq(got.instance.c_str(), want.instance.c_str());
 	ck_assert_str_eq(got.auth_user.c_str(), want.auth_user.c_str());
+	ck_assert_str_eq(got.offline.c_str(), want.offline.c_str());
 }
 
 // what() of the SpoolError that load(id) throws; fails the test when it
@@ -291,7 +292,7 @@ START_TEST(test_roundtrip)
 		ck_assert(msg.body() == body);
 	}
 	// store(): the same commit in one call, from parts; a notice keeps
-	// its instance.
+	// its instance, an offline import the name of its file.
 	Envelope env = sample_env(spool.new_id());
 	env.instance = "admin";
 	ck_assert_uint_eq(spool.store(env, {"Subject: a\r\n", "\r\nbody\r\n"}), 20);
@@ -299,6 +300,12 @@ START_TEST(test_roundtrip)
 	SpoolMessage msg = spool.load(env.id);
 	check_same_envelope(msg.envelope, env);
 	ck_assert(msg.body() == "Subject: a\r\n\r\nbody\r\n");
+	Envelope imported = sample_env(spool.new_id());
+	imported.offline = "1700000001.4242.0badf00d";
+	spool.store(imported, {"Subject: b\r\n\r\n"});
+	ck_assert(slurp(g_spool + "/queue/" + imported.id).find("\noffline 1700000001.4242.0badf00d\n\n") !=
+		  std::string::npos);
+	check_same_envelope(spool.load(imported.id).envelope, imported);
 }
 END_TEST
 
@@ -484,6 +491,8 @@ START_TEST(test_load_errors)
 		{"LAIM 1\nid " + id + "\nuid 1\nuid 2\n" + good_tail + "\nbody", "duplicate uid"},
 		{"LAIM 1\nid " + id + "\ninstance a\ninstance b\n" + good_tail + "\nbody", "duplicate instance"},
 		{"LAIM 1\nid " + id + "\ninstance \n" + good_tail + "\nbody", "instance: empty"},
+		{"LAIM 1\nid " + id + "\noffline a\noffline b\n" + good_tail + "\nbody", "duplicate offline"},
+		{"LAIM 1\nid " + id + "\noffline \n" + good_tail + "\nbody", "offline: empty"},
 		{"LAIM 1\nid " + id + "\nauth a\nauth b\n" + good_tail + "\nbody", "duplicate auth"},
 		{"LAIM 1\nid " + id + "\nauth \n" + good_tail + "\nbody", "auth: empty"},
 		{"LAIM 1\nboot a\nboot a\nid " + id + "\n" + good_tail + "\nbody", "duplicate boot"},
@@ -535,7 +544,7 @@ START_TEST(test_create_refuses)
 {
 	Spool spool(g_spool);
 	const std::string bad_chars[] = {"\r", "\n", std::string(1, '\0')};
-	const char* fields[] = {"sender", "rcpt", "client", "helo", "instance"};
+	const char* fields[] = {"sender", "rcpt", "client", "helo", "instance", "offline"};
 	for (const char* field : fields) {
 		for (const auto& c : bad_chars) {
 			Envelope env = sample_env(spool.new_id());
@@ -548,8 +557,10 @@ START_TEST(test_create_refuses)
 				env.client = value;
 			else if (!strcmp(field, "helo"))
 				env.helo = value;
-			else
+			else if (!strcmp(field, "instance"))
 				env.instance = value;
+			else
+				env.offline = value;
 			try {
 				(void)spool.create(env);
 				ck_abort_msg("create accepted %s with char %d", field, c[0]);
