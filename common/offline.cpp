@@ -148,4 +148,18 @@ size_t offline_decode(std::string_view data, OfflineEnvelope& out)
 	return OFFLINE_MAGIC.size() + r.pos() + 1;
 }
 
+std::string offline_body_fault(std::string_view message)
+{
+	constexpr std::string_view special("\r\n\0", 3);
+	for (size_t i = message.find_first_of(special); i != message.npos; i = message.find_first_of(special, i + 1)) {
+		if (message[i] == '\0')
+			return "NUL in the message at octet " + std::to_string(i);
+		if (message[i] == '\r' && i + 1 < message.size() && message[i + 1] == '\n')
+			i++;
+		else
+			return "bare CR or LF in the message at octet " + std::to_string(i);
+	}
+	return "";
+}
+
 }  // namespace laim

@@ -42,4 +42,13 @@ std::string offline_encode(const OfflineEnvelope& env);
 // wrong with anything malformed or over the limits.
 size_t offline_decode(std::string_view data, OfflineEnvelope& out);
 
+// What is wrong with a message (the bytes after the header) by the rules
+// the smtp process applies to DATA on the local socket (smtp/session.cpp,
+// data_scan), or "" when nothing is: only CRLF ends a line, so a bare CR
+// or LF (which a peer further on could take for a line end: SMTP
+// smuggling) is refused, and so is NUL. Long lines pass, as they do on
+// the local socket. sendmail normalises what it hands to laim-drop;
+// anything else run directly must not get past laimd's rules that way.
+std::string offline_body_fault(std::string_view message);
+
 }  // namespace laim

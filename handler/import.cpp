@@ -186,6 +186,8 @@ bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, con
 	std::string_view body = data.substr(hdr);
 	if (size_limit && body.size() > size_limit)
 		return refuse(name, "message of " + std::to_string(body.size()) + " bytes exceeds data_size_limit"), false;
+	if (std::string fault = offline_body_fault(body); !fault.empty())
+		return refuse(name, fault), false;
 	if (!oe.sender.empty() && !valid_mailbox(oe.sender, true))
 		return refuse(name, "bad sender <" + oe.sender + ">"), false;
 	for (const std::string& r : oe.recipients) {

@@ -252,7 +252,7 @@ def failed_import_commit():
 	# of the file's committed mode, which fails.
 	tracer, _ = traced(d, ["-e", "trace=fsync", "-e", "inject=fsync:error=EIO:when=2"])
 	try:
-		body = b"Subject: imported once\n\nbody\n"
+		body = b"Subject: imported once\r\n\r\nbody\r\n"
 		name = plant_offline(d.spool, "cron@" + HOSTNAME, ["rcpt@" + HOSTNAME], body, drop_gid())
 		d.wait_log(r"offline/%s: cannot import now: fsync spool file .*: Input/output error$" % re.escape(name))
 		qid = d.wait_log(r"(%s): from=<cron@%s>, .*offline=%s$" % (QID_RE, re.escape(HOSTNAME), re.escape(name))).group(1)

@@ -104,7 +104,7 @@ def synced_removal(d, gid):
 	tracer = strace_attach([d.child("handler")], ["-y", "-s", "300", "-e", "trace=unlink,fsync,openat"], trace)
 	try:
 		mark = d.mark()
-		name = plant_offline(d.spool, ROOT, [ROOT], msg("synced removal"), gid)
+		name = plant_offline(d.spool, ROOT, [ROOT], crlf(msg("synced removal")), gid)
 		m = d.wait_local_submission(mark, ROOT)
 		d.wait_delivered(m.group(1), ROOT)
 	finally:
@@ -135,7 +135,7 @@ def cut_off(d, gid):
 	tracer = strace_attach([handler], ["-e", "trace=unlink", "-e", "inject=unlink:delay_enter=20000000"], timeout=5)
 	try:
 		mark = d.mark()
-		name = plant_offline(d.spool, ROOT, [ROOT], msg("cut off"), gid)
+		name = plant_offline(d.spool, ROOT, [ROOT], crlf(msg("cut off")), gid)
 		wait_for(lambda: in_unlink(handler), 10, "the handler held in the unlink of offline/%s" % name)
 		ids = d.spool_files("queue")
 		check_eq(len(ids), 1, "files in queue/ while the unlink waits")
@@ -241,6 +241,52 @@ def planted(d, gid, link):
 	d.stop()
 
 
+def raw_drop(d, lu):
+	"""laim-drop run directly, not by sendmail (which makes every line end
+	CRLF and drops NUL): a message with a bare CR, a bare LF or a NUL is
+	refused as the smtp process refuses it in DATA (a bare CR or LF could
+	end a line or the data at a peer further on: SMTP smuggling), moved to
+	failed/ with its reason; a line of 5000 octets is delivered, as
+	through the local socket."""
+	check(not d.running(), "laimd is running")
+	user = "%s@%s" % (lu.pw_name, HOSTNAME)
+	bad = {
+		b"Subject: cr\r\n\r\na\r.\r\nb\r\n": "bare CR or LF in the message at octet 16",
+		b"Subject: lf\r\n\r\na\n.\nb\r\n": "bare CR or LF in the message at octet 16",
+		b"Subject: nul\r\n\r\na\x00b\r\n": "NUL in the message at octet 17",
+	}
+	long_line = b"Subject: long\r\n\r\n" + b"L" * 5000 + b"\r\n"
+	names = {}
+	for body in list(bad) + [long_line]:
+		before = set(d.spool_files("offline"))
+		r = run_program(drop_path(), ["-f", user, "--", ROOT], stdin=body, user=lu, env=d.local_env())
+		check_ran(r)
+		new = set(d.spool_files("offline")) - before
+		check_eq(len(new), 1, "files laim-drop made")
+		names[body] = new.pop()
+	inbox = d.config["handlers"]["inbox"]["path"]
+	before = len(maildir_files(inbox))
+	mark = d.mark()
+	d.start()
+	for body, why in bad.items():
+		name = re.escape(names[body])
+		d.wait_log(r"offline/%s: refused \(%s\): moved to failed/offline\.%s$" % (name, why, name), since=mark)
+	m = d.wait_local_submission(mark, user)
+	check_eq(m.group(6), names[long_line], "offline= of the message with the long line")
+	d.wait_removed(m.group(1))
+	got = [x for x in maildir_messages(inbox) if b"Subject: long\r\n" in x]
+	check(len(got) == 1 and got[0].endswith(b"\r\n\r\n" + b"L" * 5000 + b"\r\n"),
+	      "the message with the long line as delivered: %r" % [x[-100:] for x in got])
+	check_eq(len(maildir_files(inbox)) - before, 1, "messages delivered")
+	check_eq(len(d.findall_log(r"client=local", mark)), 1, "from= lines (only the long line's)")
+	r = d.laimctl(["show", "failed"])
+	check_ran(r)
+	for body, why in bad.items():
+		check(re.search(r"(?m)^offline\.%s .* %s$" % (re.escape(names[body]), why), r.stdout),
+		      "show failed does not list offline.%s with its reason: %r" % (names[body], r.stdout))
+	d.stop()
+
+
 def many_recipients(d):
 	"""laimd down, 1001 recipients: laim-drop takes 1000 a file, so two
 	files; each recipient gets one copy once laimd starts."""
@@ -281,6 +327,8 @@ def main():
 			 lambda: queue_full(d, lu, gid)),
 			("planted files (wrong group, two links, symlink, directory, FIFO) moved to failed/, logged, listed",
 			 lambda: planted(d, gid, link)),
+			("laim-drop run directly: bare CR, bare LF, NUL refused to failed/; a long line delivered",
+			 lambda: stopped_after(d, raw_drop, lu)),
 			("1001 recipients, laimd down: two offline files, one copy each", lambda: many_recipients(d)),
 		])
 	finally:

@@ -186,6 +186,29 @@ START_TEST(test_control_characters)
 }
 END_TEST
 
+// The message's line ends and NUL, by the smtp process's rules for the
+// local socket: the first fault is named with its offset.
+START_TEST(test_body_fault)
+{
+	// ck_assert_str_eq keeps a pointer to its argument: compare owned strings.
+	auto expect = [](const std::string& message, const char* want) {
+		std::string got = laim::offline_body_fault(message);
+		ck_assert_str_eq(got.c_str(), want);
+	};
+	expect("", "");
+	expect("Subject: a\r\n\r\nbody\r\n.\r\n", "");
+	expect("no line end at all", "");
+	expect("a\r\n" + std::string(5000, 'L') + "\r\n", "");
+	expect("a\r\nb\rc\r\n", "bare CR or LF in the message at octet 4");
+	expect("a\r.\r\n", "bare CR or LF in the message at octet 1");
+	expect("a\r\nb\n", "bare CR or LF in the message at octet 4");
+	expect("\n", "bare CR or LF in the message at octet 0");
+	expect("a\r\r\n", "bare CR or LF in the message at octet 1");
+	expect("a\r", "bare CR or LF in the message at octet 1");
+	expect(std::string("ab\0\r\n", 5), "NUL in the message at octet 2");
+}
+END_TEST
+
 START_TEST(test_trailing_garbage)
 {
 	expect_malformed(header_with("0:,1:1,1:a,x\n"), "garbage");
@@ -228,6 +251,7 @@ static Suite* offline_suite()
 	tcase_add_test(tc, test_count);
 	tcase_add_test(tc, test_too_many_recipients);
 	tcase_add_test(tc, test_control_characters);
+	tcase_add_test(tc, test_body_fault);
 	tcase_add_test(tc, test_trailing_garbage);
 	tcase_add_test(tc, test_truncated);
 	suite_add_tcase(s, tc);
