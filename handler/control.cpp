@@ -130,8 +130,8 @@ std::string remove_message(ControlTarget& t, std::string_view arg)
 	std::string_view id = arg.substr(1);
 	if (!valid_queue_id(id))
 		return err("invalid queue id: " + std::string(id));
-	if (!t.remove(std::string(id)))
-		return err("no such message");
+	if (std::string why = t.remove(std::string(id)); !why.empty())
+		return err(why);
 	return "OK\n";
 }
 

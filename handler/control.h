@@ -87,8 +87,9 @@ class ControlTarget {
 	virtual std::vector<std::pair<std::string, uint64_t>> stats() = 0;
 	// Makes every deferred message due now.
 	virtual void flush() = 0;
-	// Removes a queued message; false when there is no such message.
-	virtual bool remove(const std::string& id) = 0;
+	// Removes a queued message: "" when done, else why not (no such
+	// message, a delivery call of it still running).
+	virtual std::string remove(const std::string& id) = 0;
 	// Re-reads the aliases file: "" or the first error.
 	virtual std::string reload_aliases() = 0;
 	// The rate limit windows at or near their limits.

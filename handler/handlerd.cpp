@@ -52,7 +52,7 @@ class HandlerServer : public ControlTarget {
 	std::vector<FailedItem> failed() override;
 	std::vector<std::pair<std::string, uint64_t>> stats() override;
 	void flush() override { queue_.flush(); }
-	bool remove(const std::string& id) override { return queue_.remove(id); }
+	std::string remove(const std::string& id) override { return queue_.remove(id); }
 	std::string reload_aliases() override;
 	std::vector<LimitItem> limits() override { return limiter_.near_limits(time(nullptr)); }
 	bool reset_limit(const std::string& key) override;

@@ -549,21 +549,23 @@ void Queue::flush()
 			make_due(id);
 }
 
-bool Queue::remove(const std::string& id)
+std::string Queue::remove(const std::string& id)
 {
 	auto it = entries_.find(id);
-	if (it == entries_.end() || it->second.running > 0)
-		return false;
+	if (it == entries_.end())
+		return "no such message";
+	if (it->second.running > 0 || !it->second.late.empty())
+		return "a delivery call of " + id + " is still running: try again once it has returned";
 	try {
 		spool_.remove(id);
 	} catch (const std::exception& ex) {
 		log_warnx("%s: remove: %s", id.c_str(), ex.what());
-		return false;
+		return std::string("cannot remove it: ") + ex.what();
 	}
 	take(it->second);
 	entries_.erase(it);
 	log_info("%s: removed by the administrator", id.c_str());
-	return true;
+	return "";
 }
 
 size_t Queue::running() const

@@ -91,8 +91,10 @@ class Queue {
 	std::vector<Item> items() const;
 	// Every deferred message becomes due now.
 	void flush();
-	// Drops a message that is not being delivered right now.
-	bool remove(const std::string& id);
+	// Drops a message that no delivery call is running for, one past
+	// delivery_timeout included (it may still deliver). "" when done,
+	// else why not.
+	std::string remove(const std::string& id);
 	// The first round's bytes that messages not yet dispatched, or
 	// waiting for a worker, keep: at most HELD_BYTES_MAX in all; the
 	// others read their file when their turn comes.

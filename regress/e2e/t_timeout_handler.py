@@ -4,7 +4,8 @@
 # even on the instance's other worker; when the call returns delivered
 # after all, that counts, and the message is removed with one copy, not
 # delivered again; a call that hangs past max_queue_age still lets the
-# message expire to failed/. The hanging handler is a file handler (two
+# message expire to failed/. laimctl remove refuses the message while
+# the call hangs. The hanging handler is a file handler (two
 # workers) whose mbox a reader holds locked (fcntl), as mail readers do.
 import sys
 sys.dont_write_bytecode = True
@@ -47,6 +48,12 @@ def main():
 	time.sleep(2.5)  # past retry_in: a retry would start now if the call had returned
 	check(not d.search_log(r"%s: .*attempt=2, " % qid, 0), "retried while the first call still hangs")
 	check_eq(os.path.getsize(box), 0, "the mbox while locked")
+	# The call may still deliver: laimctl remove refuses, saying why.
+	r = d.laimctl(["remove", qid])
+	check(r.returncode == 1 and "a delivery call of %s is still running" % qid in r.stderr,
+	      "laimctl remove of a message whose call outlived its timeout: exit %d, %r %r"
+	      % (r.returncode, r.stdout, r.stderr))
+	check_eq(d.spool_files("queue"), [qid], "queue/ after the refused remove")
 
 	fcntl.lockf(reader, fcntl.LOCK_UN)
 	reader.close()

@@ -68,10 +68,10 @@ class FakeTarget : public ControlTarget {
 		return counters;
 	}
 	void flush() override { flush_calls++; }
-	bool remove(const std::string& id) override
+	std::string remove(const std::string& id) override
 	{
 		removed.push_back(id);
-		return std::find(present.begin(), present.end(), id) != present.end();
+		return std::find(present.begin(), present.end(), id) != present.end() ? "" : "no such message";
 	}
 	std::string reload_aliases() override
 	{
