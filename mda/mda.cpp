@@ -43,6 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
@@ -113,6 +114,32 @@ void read_input(char* buf, size_t n, const struct timespec& deadline)
 	}
 }
 
+// The copy: n bytes of stdin, taken as they come, or give up at the
+// deadline. The buffer grows with what arrived (doubling, never past n),
+// not with what the length line claims: else a subverted handler process
+// could have root start laim-mda processes that each allocate and zero
+// 2 GiB before a byte came, the zeroing eating into the deadline.
+std::string read_message(size_t n, const struct timespec& deadline)
+{
+	char buf[64 * 1024];
+	std::string copy;
+	copy.reserve(std::min(n, sizeof buf));
+	while (copy.size() < n) {
+		wait_input(deadline, copy.size(), n);
+		ssize_t r = read(0, buf, std::min(sizeof buf, n - copy.size()));
+		if (r == 0)
+			give_up(EX_TEMPFAIL, "the message ended early (%zu of %zu bytes)", copy.size(), n);
+		if (r < 0 && errno != EINTR && errno != EAGAIN)
+			give_up(EX_TEMPFAIL, "reading the message: %s", strerror(errno));
+		if (r < 0)
+			continue;
+		if (copy.size() + r > copy.capacity())
+			copy.reserve(std::min(n, 2 * copy.capacity()));
+		copy.append(buf, static_cast<size_t>(r));
+	}
+	return copy;
+}
+
 // The whole framed copy from stdin (see the header comment), and nothing
 // after it.
 std::string read_copy(unsigned seconds)
@@ -131,8 +158,7 @@ std::string read_copy(unsigned seconds)
 	size_t n = len.empty() ? 0 : strtoull(len.c_str(), nullptr, 10);
 	if (n == 0 || n > MAX_COPY)
 		give_up(EX_TEMPFAIL, "the message's length (%s) is out of range", len.c_str());
-	std::string copy(n, '\0');
-	read_input(copy.data(), n, deadline);
+	std::string copy = read_message(n, deadline);
 	char extra;
 	wait_input(deadline, n, n);
 	if (read(0, &extra, 1) != 0)

@@ -194,6 +194,41 @@ def main():
 		check(not d.search_log(r"^laimd\[1\]: FORGED", mark), "a forged log line:\n%s" % d.log(mark))
 		check_eq(d.child("handler"), pid, "the handler process (a refusal does not end it)")
 
+	def announced_only():
+		"""A length line of 2 GiB, then nothing: laim-mda takes memory as
+		the copy arrives, not as the length claims (else each of the 64 a
+		subverted handler can have running as other users would touch 2
+		GiB), and gives up at its deadline. It runs as the parent runs it:
+		as the user, with MAIL_DIR USER SECONDS; its peak resident size
+		comes from wait4."""
+		argv = [installed("LAIM_PKGLIBEXECDIR", "laim-mda"), mail_dir, user.pw_name, "2"]
+		p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/",
+				     env={"PATH": "/usr/bin:/bin"}, user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+		t0 = time.monotonic()
+		try:
+			p.stdin.write(b"%d\n" % (1 << 31))
+			p.stdin.flush()
+			ended = None
+			while ended is None and time.monotonic() - t0 < 20:
+				pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+				ended = (status, usage) if pid else time.sleep(0.05)
+			if ended is None:
+				p.kill()
+				raise Fail("laim-mda did not give up within 20 s of its 2 s deadline")
+		finally:
+			p.stdin.close()
+		took = time.monotonic() - t0
+		status, usage = ended
+		p.returncode = os.waitstatus_to_exitcode(status)
+		err = p.stderr.read().decode()
+		p.stderr.close()
+		print("# laim-mda told of 2 GiB, sent none: peak %d kB, gave up after %.1fs" % (usage.ru_maxrss, took))
+		check_eq((p.returncode, err), (75, "%s: the message did not arrive in time (0 of 2147483648 bytes)\n" % box),
+			 "laim-mda's exit status and line")
+		# The peak counts the harness's fork before the exec too (some 12 MB).
+		check(usage.ru_maxrss < 64 * 1024, "laim-mda's peak resident size: %d kB" % usage.ru_maxrss)
+		check(took < 4, "laim-mda gave up after %.1fs (deadline 2s)" % took)
+
 	def bad_names():
 		before = sorted(os.listdir(mail_dir))
 		refused(["no-such-user-here"], 'mailbox: no such user "no-such-user-here"')
@@ -214,6 +249,7 @@ def main():
 		("a handler that lets go does not get laim-mda killed half-way", let_go),
 		("a flood of requests: at most 64 laim-mda at once, the parent stays small", flood),
 		("root's mailbox: laim-mda as root, without capabilities", root_without_capabilities),
+		("a length of 2 GiB and no copy: laim-mda stays small and gives up at its deadline", announced_only),
 		("a name that is no user, a path, two users, a line break, root aliased away: refused", bad_names),
 	])
 
