@@ -28,6 +28,7 @@
 #include "handler/intake.h"
 #include "handler/queue.h"
 #include "handler/ratelimit.h"
+#include "handler/routes.h"
 #include "handler/spool.h"
 
 namespace laim {
@@ -317,7 +318,7 @@ void HandlerServer::import_offline(bool force)
 	size_t room = used < cfg_.max_queue_size ? cfg_.max_queue_size - used : 0;
 	// A few files per loop turn, so that a pile of large ones never holds
 	// up SMTP transactions for long; more follow at the next turn.
-	auto imported = import_.run(std::min(room, IMPORT_BATCH), cfg_.data_size_limit,
+	auto imported = import_.run(std::min(room, IMPORT_BATCH), cfg_.data_size_limit, cfg_.routes,
 				    [this](const std::string& r) { return expand(r); });
 	if (imported.size() == IMPORT_BATCH)
 		next_import_ = now;
@@ -336,9 +337,10 @@ std::string HandlerServer::store_alert(const std::string& instance, const std::s
 {
 	Envelope env;
 	std::string postmaster = "postmaster@" + rt_.hostname;
+	const std::vector<Route> own = {{"*", {instance}, 0}};  // as Queue::dispatch() routes it
 	for (std::string& r : expand(postmaster))
 		if (!alias_delivery(r))
-			add_recipient(env.recipients, std::move(r));
+			add_recipient(own, env.recipients, std::move(r));
 	if (env.recipients.empty())
 		env.recipients.push_back(postmaster);
 	env.client = "local";

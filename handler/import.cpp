@@ -51,12 +51,13 @@ OfflineImport::OfflineImport(Spool& spool, std::string hostname, gid_t drop_gid,
 {
 }
 
-std::vector<Imported> OfflineImport::run(size_t room, uint64_t size_limit, const Expand& expand)
+std::vector<Imported> OfflineImport::run(size_t room, uint64_t size_limit, const std::vector<Route>& routes,
+					 const Expand& expand)
 {
 	std::vector<Imported> out;
 	bool removed = remove_imported();
 	if (room > 0)
-		import_some(room, size_limit, expand, out);
+		import_some(room, size_limit, routes, expand, out);
 	// A removal not yet on disk could come back at a stop of the system,
 	// after its message was delivered and removed: imported once more.
 	if (removed || !out.empty())
@@ -65,7 +66,8 @@ std::vector<Imported> OfflineImport::run(size_t room, uint64_t size_limit, const
 }
 
 // Up to room files of offline/ into out, oldest name first.
-void OfflineImport::import_some(size_t room, uint64_t size_limit, const Expand& expand, std::vector<Imported>& out)
+void OfflineImport::import_some(size_t room, uint64_t size_limit, const std::vector<Route>& routes,
+				const Expand& expand, std::vector<Imported>& out)
 {
 	std::string dir = spool_.dir() + "/offline";
 	DIR* d = opendir(dir.c_str());
@@ -91,7 +93,7 @@ void OfflineImport::import_some(size_t room, uint64_t size_limit, const Expand& 
 		if (h != was_held.end() && held(name, h->second, now))
 			continue;
 		Imported m;
-		if (import_one(name, size_limit, expand, m))
+		if (import_one(name, size_limit, routes, expand, m))
 			out.push_back(std::move(m));
 	}
 }
@@ -142,7 +144,8 @@ bool OfflineImport::held(const std::string& name, const Envelope& who, time_t no
 
 // One offline file: checked, copied into a fresh spool file with a
 // Received: header, committed, and only then removed from offline/.
-bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, const Expand& expand, Imported& out)
+bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, const std::vector<Route>& routes,
+			       const Expand& expand, Imported& out)
 {
 	Envelope& env = out.env;
 	std::string path = spool_.dir() + "/offline/" + name;
@@ -194,7 +197,7 @@ bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, con
 		if (!valid_mailbox(r, true))
 			return refuse(name, "bad recipient <" + r + ">"), false;
 		for (std::string& x : expand(r))
-			add_recipient(env.recipients, std::move(x));
+			add_recipient(routes, env.recipients, std::move(x));
 	}
 	if (env.recipients.empty())
 		return refuse(name, "no recipients left after alias expansion"), false;

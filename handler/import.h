@@ -14,6 +14,7 @@
 #include "common/ctl.h"
 #include "handler/api/handler.h"
 #include "handler/ratelimit.h"
+#include "handler/routes.h"
 #include "handler/spool.h"
 
 namespace laim {
@@ -33,7 +34,8 @@ class OfflineImport {
 	using Expand = std::function<std::vector<std::string>(const std::string& rcpt)>;
 	// Moves up to `room` offline files into queue/, oldest name first
 	// (each fsynced before its offline file is removed), and returns them.
-	// Recipients go through `expand` (aliases). Files that fail the checks
+	// Recipients go through `expand` (aliases), then routes
+	// (add_recipient() of handler/routes.h). Files that fail the checks
 	// (not a regular file with one link, not group laimdrop, owner not a
 	// real user, malformed, over size_limit) are moved to failed/ and
 	// logged. Files held by a rate limit stay, and are not opened again
@@ -41,7 +43,8 @@ class OfflineImport {
 	// Files whose message is in queue/ already (imported_before()) are
 	// only removed. Every removal is synced (an fsync of offline/) before
 	// run() returns, so before any message it returns can be delivered.
-	std::vector<Imported> run(size_t room, uint64_t size_limit, const Expand& expand);
+	std::vector<Imported> run(size_t room, uint64_t size_limit, const std::vector<Route>& routes,
+				  const Expand& expand);
 	// At start, for each message of queue/ that names its offline file
 	// (Envelope::offline): a stop between its commit and the file's
 	// removal left the file in offline/, and the next run() removes it
@@ -55,8 +58,10 @@ class OfflineImport {
 	std::vector<CtlFailedEntry> refused() const;
 
  private:
-	void import_some(size_t room, uint64_t size_limit, const Expand& expand, std::vector<Imported>& out);
-	bool import_one(const std::string& name, uint64_t size_limit, const Expand& expand, Imported& out);
+	void import_some(size_t room, uint64_t size_limit, const std::vector<Route>& routes, const Expand& expand,
+			 std::vector<Imported>& out);
+	bool import_one(const std::string& name, uint64_t size_limit, const std::vector<Route>& routes,
+			const Expand& expand, Imported& out);
 	bool held(const std::string& name, const Envelope& who, time_t now);
 	void refuse(const std::string& name, const std::string& why);
 	bool postpone(const std::string& name, const char* what);

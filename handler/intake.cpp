@@ -200,7 +200,7 @@ void Intake::on_rcpt(uint32_t session, const std::string& rcpt)
 	if (st == BackendStatus::Ok) {
 		auto& rcpts = it->second.env.recipients;
 		for (std::string& t : targets)
-			add_recipient(rcpts, std::move(t));
+			add_recipient(cfg_.routes, rcpts, std::move(t));
 	}
 	reply(IMSG_H_RCPT, session, st);
 }

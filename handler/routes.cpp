@@ -1,8 +1,11 @@
 // Route matching: which configured route a recipient falls under.
 #include "handler/routes.h"
 
+#include <algorithm>
+
 #include "common/aliases.h"
 #include "handler/alias_delivery.h"
+#include "handler/api/handler.h"
 
 namespace laim {
 
@@ -81,6 +84,19 @@ const Route* route_find(const std::vector<Route>& routes, std::string_view rcpt)
 		if (route_matches(route.match, rcpt))
 			return &route;
 	return nullptr;
+}
+
+void add_recipient(const std::vector<Route>& routes, std::vector<std::string>& list, std::string rcpt)
+{
+	const Route* mine = route_find(routes, rcpt);
+	auto same = [&](const std::string& r) {
+		if (!same_recipient(r, rcpt))
+			return false;
+		const Route* theirs = route_find(routes, r);
+		return theirs == mine || (theirs && mine && theirs->handlers == mine->handlers);
+	};
+	if (std::none_of(list.begin(), list.end(), same))
+		list.push_back(std::move(rcpt));
 }
 
 }  // namespace laim

@@ -20,5 +20,12 @@ namespace laim {
 bool route_matches(std::string_view pattern, std::string_view rcpt);
 // The first matching route, or nullptr (the recipient is refused: 550).
 const Route* route_find(const std::vector<Route>& routes, std::string_view rcpt);
+// Appends rcpt to the envelope's list unless the list already holds a
+// recipient that reaches the same final recipient (same_recipient())
+// through the same handler instances. Routes compare local parts as
+// written and same_recipient() local ones in any case, so only both
+// together say that one copy is enough: Alice@* and alice@* routed
+// apart, or root@localhost and root@HOST, each keep theirs.
+void add_recipient(const std::vector<Route>& routes, std::vector<std::string>& list, std::string rcpt);
 
 }  // namespace laim

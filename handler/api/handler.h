@@ -266,10 +266,9 @@ std::string host_name();
 std::string base64(std::string_view s);
 // True when a and b reach the same final recipient: the same local part
 // (in any case) when both are local, else the same address with the
-// domain in any case. One copy goes to each final recipient.
+// domain in any case. One copy goes to each final recipient that the
+// routes send to the same handlers (handler/routes.h, add_recipient()).
 bool same_recipient(std::string_view a, std::string_view b);
-// Appends rcpt to list unless list already reaches its final recipient.
-void add_recipient(std::vector<std::string>& list, std::string rcpt);
 
 // Most threads one instance may have (the `workers:` option).
 constexpr unsigned MAX_WORKERS = 64;

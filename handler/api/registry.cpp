@@ -81,12 +81,6 @@ bool same_recipient(std::string_view a, std::string_view b)
 	       equal_nocase(a.substr(at_a), b.substr(at_b));
 }
 
-void add_recipient(std::vector<std::string>& list, std::string rcpt)
-{
-	if (std::none_of(list.begin(), list.end(), [&rcpt](const std::string& r) { return same_recipient(r, rcpt); }))
-		list.push_back(std::move(rcpt));
-}
-
 HandlerFactory handler_factory(std::string_view type)
 {
 	auto it = registry().find(type);

@@ -1,7 +1,10 @@
 # Final recipients after /etc/aliases, as sendmail, Postfix and Exim see
 # them: one copy per final recipient however many addresses lead to it
-# (To: root plus Bcc: postmaster@HOST); the machine's own host name and
-# FQDN are local even when the config sets another hostname; and a name
+# (To: root plus Bcc: postmaster@HOST), but one for each recipient that
+# the routes send to other handlers (Carol@* and carol@*, root@localhost
+# and root@HOST: each got 250, each keeps its copy); the machine's own
+# host name and FQDN are local even when the config sets another
+# hostname; and a name
 # an alias produces is qualified like the address it came from, so a
 # *@domain route sees it. laimd runs in a mount namespace of its own
 # where /etc/mailname is empty, as on a machine without one: a mailname
@@ -40,7 +43,13 @@ def main():
 		f.write("ops: alice\n")
 	domainbox = d.make_user_dir(os.path.join(d.dir, "domainbox"))
 	d.config["handlers"]["domainbox"] = {"type": "maildir", "path": domainbox}
-	d.config["routes"] = [{"match": "*@" + HOSTNAME, "handlers": ["domainbox"]},
+	upper = d.make_user_dir(os.path.join(d.dir, "upper"))
+	lower = d.make_user_dir(os.path.join(d.dir, "lower"))
+	d.config["handlers"]["upper"] = {"type": "maildir", "path": upper}
+	d.config["handlers"]["lower"] = {"type": "maildir", "path": lower}
+	d.config["routes"] = [{"match": "Carol@*", "handlers": ["upper"]},
+			      {"match": "carol@*", "handlers": ["lower"]},
+			      {"match": "*@" + HOSTNAME, "handlers": ["domainbox"]},
 			      {"match": "*", "handlers": ["inbox"]}]
 	d.start()
 	if os.path.exists("/etc/mailname"):
@@ -49,12 +58,23 @@ def main():
 
 	def one_copy():
 		mark = d.mark()
-		msg = b"To: root\nCc: Root@localhost\nBcc: postmaster@" + HOSTNAME.encode() + b"\nSubject: once\n\nbody\n"
+		msg = (b"To: root\nCc: Root@" + HOSTNAME.encode() + b"\nBcc: postmaster@" + HOSTNAME.encode() +
+		       b"\nSubject: once\n\nbody\n")
 		check_ran(d.sendmail(["-t", "-i"], msg))
 		m = d.wait_local_submission(mark)
-		check_eq(m.group(4), "1", "nrcpt= of root, Root@localhost and postmaster@%s" % HOSTNAME)
+		check_eq(m.group(4), "1", "nrcpt= of root, Root@%s and postmaster@%s" % (HOSTNAME, HOSTNAME))
 		d.wait_removed(m.group(1))
 		check_eq(sorted(d.delivered_copies(m.group(1), domainbox)), ["root@" + HOSTNAME], "the copies")
+
+	def routed_apart():
+		rcpts = ["Carol@" + HOSTNAME, "carol@" + HOSTNAME, "root@localhost", "root@" + HOSTNAME]
+		qid = d.send(rcpts=rcpts, msg=simple_message("apart"))
+		check(d.search_log(r"%s: from=<[^>]*>, size=\d+, nrcpt=4," % qid, since=0), "nrcpt=4 for %s" % rcpts)
+		d.wait_removed(qid)
+		check_eq(sorted(d.delivered_copies(qid, upper)), ["Carol@" + HOSTNAME], "the Carol@* route's copy")
+		check_eq(sorted(d.delivered_copies(qid, lower)), ["carol@" + HOSTNAME], "the carol@* route's copy")
+		check_eq(sorted(d.delivered_copies(qid)), ["root@localhost"], "the default route's copy")
+		check_eq(sorted(d.delivered_copies(qid, domainbox)), ["root@" + HOSTNAME], "the domain route's copy")
 
 	def own_names():
 		# No mailname: sendmail qualifies with the FQDN, which the config's
@@ -79,7 +99,8 @@ def main():
 		check_eq(d.delivered_copies(qid), {}, "copies in the default route's Maildir")
 
 	run_rows([
-		("To: root + Cc: Root@localhost + Bcc: postmaster@HOST: one copy", one_copy),
+		("To: root + Cc: Root@HOST + Bcc: postmaster@HOST: one copy", one_copy),
+		("Carol, carol, root@localhost, root@HOST routed apart: four copies", routed_apart),
 		("the machine's own name and FQDN are local beside hostname:", own_names),
 		("an alias's result is qualified like its address: the *@domain route takes it", qualified),
 	])

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "handler/api/handler.h"
 #include "handler/routes.h"
 
 #include <check.h>
@@ -164,6 +165,35 @@ START_TEST(test_find)
 }
 END_TEST
 
+// One copy per final recipient, but only among those the routes send to
+// the same handlers: a recipient that got 250 is never dropped because
+// another differs from it in case or in its local domain.
+START_TEST(test_add_recipient)
+{
+	set_local_domains({"host.lan", "localhost"});
+	const std::vector<Route> routes = {
+		route("Alice@*", "upper", 10),
+		route("alice@*", "lower", 11),
+		route("root@localhost", "inbox", 12),
+		route("*@host.lan", "domain", 13),
+		route("*", "inbox", 14),
+	};
+	std::vector<std::string> list;
+	for (const char* r : {"Alice@host.lan", "alice@host.lan", "ALICE@HOST.lan", "root@localhost", "root@host.lan",
+			      "Root@host.lan", "root", "bob@host.lan", "Bob@HOST.LAN", "x@remote.example",
+			      "x@REMOTE.example", "X@remote.example"})
+		add_recipient(routes, list, r);
+	// ALICE falls under *@host.lan; "root" under "*", as root@localhost's
+	// route, with the same handler: one copy.
+	const std::vector<std::string> want = {"Alice@host.lan", "alice@host.lan",   "ALICE@HOST.lan",
+					       "root@localhost", "root@host.lan",    "bob@host.lan",
+					       "x@remote.example", "X@remote.example"};
+	ck_assert_int_eq(list.size(), want.size());
+	for (size_t i = 0; i < want.size(); i++)
+		ck_assert_str_eq(list[i].c_str(), want[i].c_str());
+}
+END_TEST
+
 static Suite* routes_suite()
 {
 	Suite* s = suite_create("routes");
@@ -174,6 +204,7 @@ static Suite* routes_suite()
 	tcase_add_test(tc, test_exact);
 	tcase_add_test(tc, test_postmaster);
 	tcase_add_test(tc, test_find);
+	tcase_add_test(tc, test_add_recipient);
 	suite_add_tcase(s, tc);
 	return s;
 }
