@@ -270,6 +270,7 @@ void Aliases::Loader::load_main(const std::string& path)
 	if (r == Read::Missing && a_.syntax_ == AliasesSyntax::Aliases)
 		return;
 	if (r != Read::Ok) {
+		a_.unreadable_ = r == Read::Failed;
 		nerrors_++;
 		if (errors_ != nullptr)
 			errors_->push_back(path + ": " + why);
@@ -458,7 +459,15 @@ void Aliases::Loader::include(std::string_view path_sv, uint32_t file, uint32_t 
 	}
 	std::string text, why;
 	if (read_file(path, text, why) != Read::Ok) {
-		error(file, line, "cannot read :include: file " + path + ": " + why);
+		// Kept as a target, so that the alias is deferred, not taken
+		// for a name without an alias.
+		Target t;
+		t.kind = Target::Kind::Unreadable;
+		t.text = "cannot read :include: file " + path + ": " + why;
+		t.file = file;
+		t.line = line;
+		p_.entry.targets.push_back(t);
+		error(file, line, t.text);
 		return;
 	}
 	uint32_t inc = add_file(path);
@@ -539,7 +548,7 @@ struct Aliases::Walk {
 			return;
 		if (out.addresses.size() >= ALIASES_MAX_ADDRESSES) {
 			full = true;
-			out.loop = true;
+			out.stopped = "expansion stopped at " + std::to_string(ALIASES_MAX_ADDRESSES) + " addresses";
 			return;
 		}
 		out.addresses.push_back(text);
@@ -596,6 +605,10 @@ void Aliases::walk(const Entry& e, const std::string& key, Walk& w) const
 		case Target::Kind::Local:
 			w.add(t.text, name_key(t.text));
 			break;
+		case Target::Kind::Unreadable:
+			if (w.out.unreadable.empty())
+				w.out.unreadable = t.text + " (" + files_[t.file] + ":" + std::to_string(t.line) + ")";
+			break;
 		case Target::Kind::Name: {
 			if (t.key == key) {
 				w.add(t.text, t.key);  // "root: root": the user itself
@@ -613,7 +626,7 @@ void Aliases::walk(const Entry& e, const std::string& key, Walk& w) const
 				break;
 			}
 			if (w.path.size() >= ALIASES_MAX_DEPTH) {
-				w.out.loop = true;
+				w.out.stopped = "expansion stopped at " + std::to_string(ALIASES_MAX_DEPTH) + " levels";
 				break;
 			}
 			w.expanded.insert(t.key);

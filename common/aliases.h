@@ -14,7 +14,8 @@
 //   \name                   a local user, never expanded again
 //   local@domain            an address, kept as written
 //   :include:/abs/path      the targets listed in that file (one or more
-//                           per line, '#' comments), read when loading
+//                           per line, '#' comments), read when loading;
+//                           one that cannot be read defers the alias
 //   |command, "|command"    delivery to a command
 //   /path/file              delivery to a file
 // A command or file is delivered only when the caller permits it (the
@@ -77,15 +78,19 @@ class Aliases {
 	// Parses path (and its :include: files, read when loading); errors
 	// are "FILE:LINE: what" ("FILE: what" for the file as a whole) and
 	// are appended to *errors when errors is not null. A missing main file
-	// is an empty table (the built-in defaults only), not an error. The
-	// entries that parsed are kept even when there are errors.
+	// is an empty table (the built-in defaults only), not an error; one
+	// that exists but cannot be read is an error and unreadable() is then
+	// true. The entries that parsed are kept even when there are errors.
 	static Aliases load(const std::string& path, std::vector<std::string>* errors,
 			    AliasesSyntax syntax = AliasesSyntax::Aliases);
 
 	struct Expansion {
 		std::vector<std::string> addresses;  // final recipients, deduplicated, in order
 		std::vector<std::string> refused;    // "|cmd" or "/file" targets, with why
-		bool loop = false;                   // a loop, or a cap, was cut (logged by the caller)
+		bool loop = false;                   // a name on its own path was cut (logged by the caller)
+		// When not empty, addresses are incomplete and must not be used:
+		std::string stopped;     // "expansion stopped at N addresses" (or levels)
+		std::string unreadable;  // an :include: file could not be read: which, why, where
 	};
 
 	// Expands a local part recursively; a name without an alias expands
@@ -94,11 +99,16 @@ class Aliases {
 	// being expanded ("root: root, admin@x") is delivered as it is; a name
 	// already on the current expansion path is cut (loop). Expansion stops
 	// at ALIASES_MAX_DEPTH levels and ALIASES_MAX_ADDRESSES addresses
-	// (loop is set then too).
+	// (stopped says so), and an :include: file that could not be read
+	// makes it incomplete too (unreadable).
 	Expansion expand(std::string_view local, AliasPermit permit = {}) const;
 
 	// The number of aliases defined by the file (defaults not counted).
 	size_t size() const;
+	// True when the main file exists but could not be read: the table
+	// holds the built-in defaults only, and is no replacement for one
+	// read before.
+	bool unreadable() const { return unreadable_; }
 	// True when the file, or Debian's defaults for /etc/aliases, define
 	// the local part (looked up as expand() does).
 	bool defines(std::string_view local) const;
@@ -111,9 +121,10 @@ class Aliases {
 
  private:
 	struct Target {
-		enum class Kind { Name, Local, Address, Command, File };
+		enum class Kind { Name, Local, Address, Command, File, Unreadable };
 		Kind kind = Kind::Name;
-		std::string text;  // as written (Local: without the backslash; Command, File: unquoted)
+		std::string text;  // as written (Local: without the backslash; Command, File: unquoted;
+				   // Unreadable: the :include: file and why)
 		std::string key;   // Name: the lookup key
 		uint32_t file = 0;  // index in files_, for messages
 		uint32_t line = 0;
@@ -133,6 +144,7 @@ class Aliases {
 	std::unordered_map<std::string, Entry> table_;  // by lookup key
 	std::vector<std::string> files_;                 // paths read, for messages
 	bool main_root_owned_ = false;  // the aliases file: root's, not writable by others
+	bool unreadable_ = false;       // the aliases file exists but could not be read
 	AliasesSyntax syntax_ = AliasesSyntax::Aliases;
 };
 

@@ -141,7 +141,7 @@ std::string encode(const StatusMsg& m)
 bool decode(std::string_view data, StatusMsg& m)
 {
 	ImsgReader r(data);
-	if (!status(r, m.status, BackendStatus::RateLimited) || !r.str(m.text) || !r.done())
+	if (!status(r, m.status, BackendStatus::TooMany) || !r.str(m.text) || !r.done())
 		return false;
 	return m.text.size() <= STATUS_TEXT_MAX &&
 	       std::all_of(m.text.begin(), m.text.end(), [](char c) { return c >= 0x20 && c < 0x7f; });

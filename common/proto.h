@@ -84,6 +84,7 @@ enum class BackendStatus : uint32_t {
 	TooBig,       // over the size limit: 552 5.3.4
 	Error,        // local error (disk full, ...): 451 4.3.0
 	RateLimited,  // the sender is over a rate limit: 451 4.7.1 with StatusMsg::text
+	TooMany,      // the recipient's alias expands past laim's limits: 452 4.5.3
 };
 
 // The payloads, each with its encode/decode pair. Strings and integers

@@ -69,7 +69,7 @@ class HandlerServer : public ControlTarget {
 	void parent_message(Imsg& m);
 	void reload(const std::string& file, int fd);
 	void shutdown();
-	std::vector<std::string> expand(const std::string& rcpt);
+	Expanded expand(const std::string& rcpt);
 	void enqueue(const Envelope& env, uint64_t size, double arrival, Queue::Bytes bytes);
 	void import_offline(bool force);
 	std::string store_alert(const std::string& instance, const std::string& message);
@@ -84,7 +84,7 @@ class HandlerServer : public ControlTarget {
 	Intake intake_;
 	ControlServer control_;
 	EventLoop::Watch queue_done_;
-	Aliases aliases_;
+	std::optional<Aliases> aliases_;  // none while the file was never read
 	OfflineImport import_;
 	time_t next_import_ = 0;
 	uint64_t received_ = 0;
@@ -128,42 +128,68 @@ HandlerServer::HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp)
 
 // (Re)reads the aliases file. As with Postfix's newaliases, the entries
 // that parse are used even when other lines have errors; those are logged
-// and the first is returned for the control client.
+// and the first is returned for the control client. A file that cannot be
+// read at all replaces nothing: the table read before stays, and without
+// one local recipients are deferred (expand()), never taken unaliased.
 std::string HandlerServer::reload_aliases()
 {
 	std::vector<std::string> errors;
-	aliases_ = Aliases::load(cfg_.aliases, &errors);
+	Aliases loaded = Aliases::load(cfg_.aliases, &errors);
 	for (const std::string& e : errors)
 		log_warnx("%s", e.c_str());
-	log_debug("%zu aliases loaded from %s", aliases_.size(), cfg_.aliases.c_str());
+	if (loaded.unreadable()) {
+		if (aliases_)
+			log_warnx("aliases file %s unreadable: keeping the %zu aliases read before", cfg_.aliases.c_str(),
+				  aliases_->size());
+		else
+			log_warnx("aliases file %s unreadable: local recipients are deferred until it can be read",
+				  cfg_.aliases.c_str());
+		return errors.front();
+	}
+	aliases_ = std::move(loaded);
+	log_debug("%zu aliases loaded from %s", aliases_->size(), cfg_.aliases.c_str());
 	return errors.empty() ? "" : errors.front();
 }
 
 // The final recipients of one envelope recipient after /etc/aliases; an
 // address without an alias stays as it was given. A name the aliases
 // produce is qualified with the domain rcpt had, so that routes see
-// "postmaster@HOST" expanded as they see "root@HOST" written.
-std::vector<std::string> HandlerServer::expand(const std::string& rcpt)
+// "postmaster@HOST" expanded as they see "root@HOST" written. An
+// expansion that is incomplete is never used: an unreadable file defers
+// the recipient, one past the limits gets 452 4.5.3.
+Expanded HandlerServer::expand(const std::string& rcpt)
 {
 	if (alias_delivery(rcpt)) {
 		log_info("recipient <%s> refused: only /etc/aliases may name a command or file", rcpt.c_str());
-		return {};
+		return {{}, BackendStatus::Reject};
 	}
 	if (!is_local_address(rcpt))
-		return {rcpt};
+		return {{rcpt}};
+	if (!aliases_) {
+		log_warnx("recipient <%s> deferred: aliases file %s unreadable", rcpt.c_str(), cfg_.aliases.c_str());
+		return {{}, BackendStatus::Defer};
+	}
 	std::string local(local_part(rcpt));
-	Aliases::Expansion x = aliases_.expand(local, {cfg_.alias_commands, cfg_.alias_files});
+	Aliases::Expansion x = aliases_->expand(local, {cfg_.alias_commands, cfg_.alias_files});
 	for (const std::string& r : x.refused)
 		log_warnx("alias %s: target refused: %s", local.c_str(), r.c_str());
 	if (x.loop)
 		log_warnx("alias %s: expansion loop cut", local.c_str());
+	if (!x.unreadable.empty()) {
+		log_warnx("alias %s: %s; recipient <%s> deferred", local.c_str(), x.unreadable.c_str(), rcpt.c_str());
+		return {{}, BackendStatus::Defer};
+	}
+	if (!x.stopped.empty()) {
+		log_warnx("alias %s: %s; recipient <%s> refused", local.c_str(), x.stopped.c_str(), rcpt.c_str());
+		return {{}, BackendStatus::TooMany};
+	}
 	if (x.addresses.size() == 1 && x.addresses[0] == local)
-		return {rcpt};
+		return {{rcpt}};
 	size_t at = rcpt.rfind('@');
 	for (std::string& a : x.addresses)
 		if (at != std::string::npos && !alias_delivery(a) && a.find('@') == std::string::npos)
 			a += rcpt.substr(at);
-	return x.addresses;
+	return {std::move(x.addresses)};
 }
 
 // Constructs and starts every handler instance, plus the built-in alias
@@ -338,7 +364,7 @@ std::string HandlerServer::store_alert(const std::string& instance, const std::s
 	Envelope env;
 	std::string postmaster = "postmaster@" + rt_.hostname;
 	const std::vector<Route> own = {{"*", {instance}, 0}};  // as Queue::dispatch() routes it
-	for (std::string& r : expand(postmaster))
+	for (std::string& r : expand(postmaster).addresses)
 		if (!alias_delivery(r))
 			add_recipient(own, env.recipients, std::move(r));
 	if (env.recipients.empty())

@@ -196,8 +196,13 @@ bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, con
 	for (const std::string& r : oe.recipients) {
 		if (!valid_mailbox(r, true))
 			return refuse(name, "bad recipient <" + r + ">"), false;
-		for (std::string& x : expand(r))
-			add_recipient(routes, env.recipients, std::move(x));
+		Expanded x = expand(r);
+		if (x.status == BackendStatus::Defer || x.status == BackendStatus::TooMany) {
+			log_warnx("offline/%s: cannot import now: recipient <%s> deferred", name.c_str(), r.c_str());
+			return false;
+		}
+		for (std::string& a : x.addresses)
+			add_recipient(routes, env.recipients, std::move(a));
 	}
 	if (env.recipients.empty())
 		return refuse(name, "no recipients left after alias expansion"), false;

@@ -31,11 +31,11 @@ class OfflineImport {
 	// limits: a file whose sender is over a rate limit waits in offline/.
 	OfflineImport(Spool& spool, std::string hostname, gid_t drop_gid, RateLimiter& limits);
 
-	using Expand = std::function<std::vector<std::string>(const std::string& rcpt)>;
 	// Moves up to `room` offline files into queue/, oldest name first
 	// (each fsynced before its offline file is removed), and returns them.
 	// Recipients go through `expand` (aliases), then routes
-	// (add_recipient() of handler/routes.h). Files that fail the checks
+	// (add_recipient() of handler/routes.h); a file with a recipient
+	// that expand() defers or finds too big stays for a later run. Files that fail the checks
 	// (not a regular file with one link, not group laimdrop, owner not a
 	// real user, malformed, over size_limit) are moved to failed/ and
 	// logged. Files held by a rate limit stay, and are not opened again

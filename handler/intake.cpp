@@ -172,8 +172,9 @@ void Intake::on_rcpt(uint32_t session, const std::string& rcpt)
 		reply(IMSG_H_RCPT, session, BackendStatus::Unavailable);
 		return;
 	}
-	std::vector<std::string> targets = expand(rcpt);
-	BackendStatus st = targets.empty() ? BackendStatus::Reject : BackendStatus::Ok;
+	Expanded x = expand(rcpt);
+	std::vector<std::string>& targets = x.addresses;
+	BackendStatus st = x.status == BackendStatus::Ok && targets.empty() ? BackendStatus::Reject : x.status;
 	for (const std::string& t : targets) {
 		const Route* route = route_find(cfg_.routes, t);
 		if (!route) {

@@ -25,6 +25,7 @@
 #include "handler/api/handler.h"
 #include "handler/queue.h"
 #include "handler/ratelimit.h"
+#include "handler/routes.h"
 #include "handler/spool.h"
 #include "handler/workers.h"
 
@@ -36,8 +37,6 @@ constexpr size_t SYNC_THREADS = 8;
 
 class Intake {
  public:
-	// The final recipients of one envelope recipient, after /etc/aliases.
-	using Expand = std::function<std::vector<std::string>(const std::string& rcpt)>;
 	// Hands a committed message to the queue.
 	using Enqueue = std::function<void(const Envelope& env, uint64_t size, double arrival, Queue::Bytes bytes)>;
 
@@ -95,7 +94,7 @@ class Intake {
 	void run_together(std::vector<std::function<void()>>& calls);
 	void group_done();
 	void count_committed(const Txn& t, const Queue::Bytes& bytes);
-	std::vector<std::string> expand(const std::string& rcpt) { return expand_(rcpt); }
+	Expanded expand(const std::string& rcpt) { return expand_(rcpt); }
 
 	const Config& cfg_;
 	Spool& spool_;

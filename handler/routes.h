@@ -10,12 +10,25 @@
 // (alias_delivery.h).
 #pragma once
 
+#include <functional>
+#include <string>
 #include <string_view>
 #include <vector>
 
 #include "common/config.h"
+#include "common/proto.h"
 
 namespace laim {
+
+// One envelope recipient after /etc/aliases, before the routes: its final
+// recipients, or the answer it gets instead (Reject: 550, Defer: 451, an
+// aliases file or :include: file unreadable; TooMany: 452, the alias
+// expands past laim's limits). Ok with no addresses is a 550 too.
+struct Expanded {
+	std::vector<std::string> addresses;
+	BackendStatus status = BackendStatus::Ok;
+};
+using Expand = std::function<Expanded(const std::string& rcpt)>;
 
 bool route_matches(std::string_view pattern, std::string_view rcpt);
 // The first matching route, or nullptr (the recipient is refused: 550).

@@ -887,6 +887,9 @@ void Session::rcpt_reply(BackendStatus st)
 	case BackendStatus::Full:
 		reply(reply::queue_full);
 		break;
+	case BackendStatus::TooMany:
+		reply(reply::too_many_rcpts);
+		break;
 	default:
 		reply(reply::rcpt_deferred);
 		break;

@@ -1,11 +1,16 @@
 # /etc/aliases (the `aliases` key) at RCPT time, before routing: chains,
 # :include:, the Debian defaults (postmaster -> root, routed as root), a
 # loop cut and logged, |command and /file targets refused and logged while
-# the other targets still get the mail; newaliases reports a broken file
+# the other targets still get the mail; an alias past 1000 addresses gets
+# 452 4.5.3, never a 250 for part of its list; an :include: file the
+# handler cannot read defers its alias (451), an aliases file it cannot
+# read on reload keeps the table read before, and without one (at start)
+# local recipients get 451; newaliases reports a broken file
 # as FILE:LINE and exits 65, checks a good one, and makes laimd re-read it
 # when root runs it (a user gets exit 77).
 import sys
 sys.dont_write_bytecode = True
+import signal
 from harness import *
 
 ROOT = "root@" + HOSTNAME
@@ -22,8 +27,9 @@ loopb: loopa
 pipe: "|/usr/bin/touch /tmp/laim-e2e-alias-pipe", dave
 tofile: {forbidden}, erin
 changeme: first@remote.example
+big: :include:{big}
 """
-COUNT = 8  # aliases the file defines
+COUNT = 9  # aliases the file defines
 INCLUDE = "# staff\nfrank\ngrace@remote.example\n"
 
 BROKEN = """# broken on line 3
@@ -61,6 +67,14 @@ def mail_to(d, alias, expected, maildir=None, handler="inbox"):
 	return mark
 
 
+def rcpt_reply(d, rcpt):
+	"""The reply to RCPT TO:<rcpt> in a fresh SMTP transaction."""
+	with d.smtp() as c:
+		c.ehlo()
+		c.cmd("MAIL FROM:<s@client.example>", 250)
+		return c.cmd("RCPT TO:<%s>" % rcpt)
+
+
 def newaliases(d, path, argv0="newaliases", args=(), user=None):
 	return d.sendmail(list(args), b"", argv0=argv0, env={"LAIM_ALIASES": path}, user=user)
 
@@ -71,9 +85,18 @@ def main():
 	with open(inc, "w") as f:
 		f.write(INCLUDE)
 	os.chmod(inc, 0o644)
+	big = os.path.join(d.dir, "big.inc")
+	with open(big, "w") as f:
+		f.write("".join("u%d@remote.example\n" % i for i in range(1500)))
+	os.chmod(big, 0o644)
+	secret = os.path.join(d.dir, "secret.inc")
+	with open(secret, "w") as f:
+		f.write("hidden@remote.example\n")
+	os.chmod(secret, 0o600)  # root's: the handler process cannot read it
 	aliases = d.config["aliases"]
+	text = ALIASES.format(inc=inc, forbidden=FORBIDDEN, big=big)
 	with open(aliases, "w") as f:
-		f.write(ALIASES.format(inc=inc, forbidden=FORBIDDEN))
+		f.write(text)
 	broken = os.path.join(d.dir, "aliases.broken")
 	with open(broken, "w") as f:
 		f.write(BROKEN)
@@ -102,6 +125,41 @@ def main():
 		      "the /file target was not logged as refused:\n%s" % d.log(mark))
 		check(not os.path.exists(FORBIDDEN), "the /file target was written")
 
+	def too_many():
+		mark = d.mark()
+		r = rcpt_reply(d, "big@" + HOSTNAME)
+		check_eq(r.text, "452 4.5.3 Too many recipients", "RCPT big@HOST")
+		d.wait_log(r"alias big: expansion stopped at 1000 addresses; recipient <big@%s> refused$" %
+			   re.escape(HOSTNAME), since=mark)
+
+	def unreadable_file():
+		os.chmod(aliases, 0o600)
+		try:
+			mark = d.mark()
+			d.send_signal(signal.SIGHUP)
+			d.wait_log(r"%s: Permission denied$" % re.escape(aliases), since=mark)
+			mail_to(d, "changeme", ["first@remote.example"])
+			check(d.search_log(r"aliases file %s unreadable: keeping the %d aliases read before$" %
+					   (re.escape(aliases), COUNT), since=mark), "no 'keeping the aliases' line")
+		finally:
+			os.chmod(aliases, 0o644)
+
+	def unreadable_include():
+		with open(aliases, "w") as f:
+			f.write(text + "secret: :include:%s\n" % secret)
+		try:
+			d.laimctl(["reload", "aliases"])
+			mark = d.mark()
+			r = rcpt_reply(d, "secret@" + HOSTNAME)
+			check_eq(r.text, "451 4.3.0 Recipient temporarily unavailable, try again later", "RCPT secret@HOST")
+			d.wait_log(r"alias secret: cannot read :include: file %s: Permission denied .*; "
+				   r"recipient <secret@%s> deferred$" % (re.escape(secret), re.escape(HOSTNAME)), since=mark)
+			mail_to(d, "changeme", ["first@remote.example"])
+		finally:
+			with open(aliases, "w") as f:
+				f.write(text)
+			d.laimctl(["reload", "aliases"])
+
 	def broken_file():
 		r = newaliases(d, broken)
 		check_eq(r.returncode, 65, "newaliases exit with a broken file (%r)" % r)
@@ -111,7 +169,7 @@ def main():
 	def reload():
 		mail_to(d, "changeme", ["first@remote.example"])
 		with open(aliases, "w") as f:
-			f.write(ALIASES.format(inc=inc, forbidden=FORBIDDEN).replace("first@", "second@"))
+			f.write(text.replace("first@", "second@"))
 		r = newaliases(d, aliases)
 		check_ran(r, quiet=False)
 		check(re.search(r"%s: %d aliases" % (re.escape(aliases), COUNT), r.stdout),
@@ -127,6 +185,22 @@ def main():
 		check("only root can make laimd re-read" in r.stderr, "newaliases as a user: %r" % r)
 		r = d.laimctl(["reload", "aliases"], user=local_user())
 		check(r.returncode != 0 and "permission denied" in r.stderr, "laimctl reload aliases as a user: %r" % r)
+
+	def unreadable_at_start():
+		os.chmod(aliases, 0o600)
+		try:
+			mark = d.mark()
+			d.start()
+			d.wait_log(r"aliases file %s unreadable: local recipients are deferred until it can be read$" %
+				   re.escape(aliases), since=mark)
+			r = rcpt_reply(d, "changeme@" + HOSTNAME)
+			check_eq(r.text, "451 4.3.0 Recipient temporarily unavailable, try again later",
+				 "RCPT changeme@HOST with no table")
+			check_eq(rcpt_reply(d, "x@remote.example").code, 250, "RCPT of a remote address with no table")
+		finally:
+			os.chmod(aliases, 0o644)
+		check_ran(d.laimctl(["reload", "aliases"]))
+		mail_to(d, "changeme", ["second@remote.example"])
 
 	def daemon_down():
 		d.stop()
@@ -144,10 +218,15 @@ def main():
 		("a loop is cut and logged, the other target gets the mail", loop),
 		("a |command target is refused and logged", pipe),
 		("a /file target is refused and logged", tofile),
+		("an alias past 1000 addresses: 452 4.5.3 at RCPT, logged", too_many),
+		("an aliases file unreadable on SIGHUP: the table read before stays", unreadable_file),
+		("an :include: file the handler cannot read: its alias gets 451", unreadable_include),
 		("newaliases with a broken file: FILE:LINE on stderr, exit 65", broken_file),
 		("newaliases with a good file: exit 0, laimd uses the changed alias", reload),
 		("newaliases as a user checks the file but may not reload: exit 77", not_root),
 		("newaliases with laimd down: says so, exit 0", daemon_down),
+		("an aliases file unreadable at start: local recipients get 451 until a reload reads it",
+		 unreadable_at_start),
 	])
 
 

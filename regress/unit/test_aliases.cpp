@@ -211,12 +211,22 @@ START_TEST(include_errors)
 		    {"@:3: cannot read :include: file " + missing + ": No such file or directory"});
 	load_errors("list: :include:etc/relative\n", {"@:1: :include: path must be absolute: 'etc/relative'"});
 	load_errors("list: :include:\n", {"@:1: :include: path must be absolute: ''"});
-	load_errors("list: :include:" + tmpdir + "\n",
-		    {"@:1: cannot read :include: file " + tmpdir + ": not a regular file"});
+	Aliases a = load_errors("list: :include:" + tmpdir + "\n",
+				{"@:1: cannot read :include: file " + tmpdir + ": not a regular file"});
+	// The alias is there, and its expansion says that it is incomplete:
+	// not a name without an alias, whose mail would go to "list" itself.
+	ck_assert(a.defines("list"));
+	Aliases::Expansion x = a.expand("list");
+	expect_str(x.unreadable, "cannot read :include: file " + tmpdir + ": not a regular file (" + tmpdir +
+					 "/aliases:1)");
+	a = load_errors("ok: a@example.org\nlist: b@example.org, :include:" + missing + "\n",
+			{"@:2: cannot read :include: file " + missing + ": No such file or directory"});
+	ck_assert(!a.expand("list").unreadable.empty());
+	ck_assert(a.expand("ok").unreadable.empty());
 
 	// An include that includes itself, directly or through another.
 	std::string self = put("self.inc", "s@example.org\n:include:" + tmpdir + "/self.inc\n");
-	Aliases a = load_errors("list: :include:" + self + "\n", {self + ":2: :include: loop: " + self});
+	a = load_errors("list: :include:" + self + "\n", {self + ":2: :include: loop: " + self});
 	expect_expand(a, "list", "s@example.org");
 	std::string la = tmpdir + "/loop-a.inc", lb = tmpdir + "/loop-b.inc";
 	put("loop-a.inc", ":include:" + lb + "\n");
@@ -283,11 +293,15 @@ START_TEST(main_file)
 	expect_expand(a, "postmaster", "root");
 	expect_expand(a, "alice", "alice");
 
-	// A file that cannot be read is an error.
+	ck_assert(!a.unreadable());
+
+	// A file that cannot be read is an error, and says so: its table is
+	// no replacement for one read before.
 	a = Aliases::load(tmpdir, &errors);
 	ck_assert_uint_eq(errors.size(), 1);
 	expect_str(errors[0], tmpdir + ": not a regular file");
 	ck_assert_uint_eq(a.size(), 0);
+	ck_assert(a.unreadable());
 
 	// Errors without a list to put them in are dropped.
 	a = Aliases::load(put("aliases", "bad\nok: o@example.org\n"), nullptr);
@@ -472,7 +486,8 @@ START_TEST(expand_address_cap)
 	ck_assert_uint_eq(x.addresses.size(), laim::ALIASES_MAX_ADDRESSES);
 	expect_str(x.addresses[0], "first");
 	expect_str(x.addresses[999], "m998@example.org");
-	ck_assert(x.loop);
+	ck_assert(!x.loop);
+	expect_str(x.stopped, "expansion stopped at 1000 addresses");
 
 	// 1000 exactly is within the cap.
 	members.clear();
@@ -483,6 +498,7 @@ START_TEST(expand_address_cap)
 	x = a.expand("big");
 	ck_assert_uint_eq(x.addresses.size(), 1000);
 	ck_assert(!x.loop);
+	ck_assert(x.stopped.empty());
 }
 END_TEST
 
@@ -498,8 +514,10 @@ START_TEST(expand_depth_cap)
 	};
 	Aliases a = load_ok(chain(19));  // n0..n19: 20 aliases
 	expect_expand(a, "n0", "end@example.org");
+	ck_assert(a.expand("n0").stopped.empty());
 	a = load_ok(chain(20));  // n0..n20: 21 aliases
-	expect_expand(a, "n0", "", true);
+	expect_expand(a, "n0", "");
+	expect_str(a.expand("n0").stopped, "expansion stopped at 20 levels");
 	expect_expand(a, "n1", "end@example.org");
 }
 END_TEST

@@ -77,7 +77,7 @@ START_TEST(transaction_messages)
 	ck_assert(!roundtrip(DataOkMsg{"0123456789", std::nullopt, ""}).uid);
 	for (BackendStatus s : {BackendStatus::Ok, BackendStatus::Full, BackendStatus::Unavailable,
 				BackendStatus::Reject, BackendStatus::Defer, BackendStatus::TooBig, BackendStatus::Error,
-				BackendStatus::RateLimited})
+				BackendStatus::RateLimited, BackendStatus::TooMany})
 		ck_assert(roundtrip(StatusMsg{s}).status == s);
 	StatusMsg limited = roundtrip(StatusMsg{BackendStatus::RateLimited, "rate limit: 3 messages in 5 s"});
 	ck_assert_str_eq(limited.text.c_str(), "rate limit: 3 messages in 5 s");
@@ -137,7 +137,7 @@ END_TEST
 START_TEST(status_out_of_range)
 {
 	StatusMsg s;
-	std::string past = ImsgWriter().u32(static_cast<uint32_t>(BackendStatus::RateLimited) + 1).str("").data();
+	std::string past = ImsgWriter().u32(static_cast<uint32_t>(BackendStatus::TooMany) + 1).str("").data();
 	ck_assert(!decode(past, s));
 	// The text goes into a reply line: no CR, LF, control byte, 8-bit
 	// byte, or more than STATUS_TEXT_MAX bytes.
