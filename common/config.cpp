@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -380,8 +381,6 @@ class ConfigParser {
 	int smtputf8_line_ = 0;  // set once enable_smtputf8 (either spelling) is seen
 	int retry_initial_line_ = 0;
 	int retry_max_line_ = 0;
-	int user_line_ = 0;
-	int smtp_user_line_ = 0;
 };
 
 // "HOST:PORT" with a numeric IPv4 host or a bracketed IPv6 host. laim does
@@ -424,6 +423,18 @@ ListenAddress ConfigParser::listen_address(const YamlNode& n, const std::string&
 		fail(n.line, key, "\"" + n.value + "\": the port must be a number from 1 to 65535");
 	a.port = (uint16_t)p;
 	return a;
+}
+
+// True when two numeric hosts of listen: entries are the same address,
+// however written ("::1" and "0:0::1"): bind() would refuse the second.
+bool same_host(const std::string& a, const std::string& b)
+{
+	int family = a.find(':') != std::string::npos ? AF_INET6 : AF_INET;
+	if ((b.find(':') != std::string::npos ? AF_INET6 : AF_INET) != family)
+		return false;
+	unsigned char x[sizeof(struct in6_addr)] = {}, y[sizeof(struct in6_addr)] = {};
+	return inet_pton(family, a.c_str(), x) == 1 && inet_pton(family, b.c_str(), y) == 1 &&
+	       memcmp(x, y, sizeof x) == 0;
 }
 
 // One listen: entry: "HOST:PORT", or a mapping with addr: and the
@@ -512,8 +523,10 @@ void ConfigParser::listen(const YamlNode& n)
 		std::string key = "listen[" + std::to_string(i) + "]";
 		ListenAddress a = listen_entry(n.items[i], key);
 		for (const auto& b : cfg_.listen)
-			if (b.host == a.host && b.port == a.port)
-				fail(a.line, key, "duplicate listen address \"" + a.host + ":" + std::to_string(a.port) + "\"");
+			if (same_host(b.host, a.host) && b.port == a.port)
+				fail(a.line, key, "duplicate listen address \"" +
+							  (a.host.find(':') != std::string::npos ? "[" + a.host + "]" : a.host) +
+							  ":" + std::to_string(a.port) + "\" (the same as " + b.name + ")");
 		cfg_.listen.push_back(std::move(a));
 	}
 }
@@ -713,7 +726,7 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 		u = value(n, name).string();
 		if (u.empty() || has_control_char(u))
 			fail(n.line, name, "expected a user name, got \"" + u + "\"");
-		(name == "user" ? user_line_ : smtp_user_line_) = key_line;
+		(name == "user" ? cfg_.user_line : cfg_.smtp_user_line) = key_line;
 	} else if (name == "hostname") {
 		cfg_.hostname = value(n, name).string();
 		if (!cfg_.hostname.empty() && !valid_domain(cfg_.hostname, false))
@@ -738,6 +751,8 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 		cfg_.enable_smtputf8 = value(n, name).boolean();
 	} else if (name == "spool") {
 		cfg_.spool = value(n, name).path();
+		if (cfg_.spool == "/")
+			fail(n.line, name, "must be a directory below / (laimd makes it the laim user's)");
 	} else if (name == "aliases") {
 		cfg_.aliases = value(n, name).path();
 	} else if (name == "mail_dir") {
@@ -801,7 +816,7 @@ Config ConfigParser::parse(const YamlNode& root)
 	// A compromised smtp process must not be able to signal the handler
 	// process or touch what it owns (doc/architecture.md, "Processes").
 	if (cfg_.smtp_user == cfg_.user)
-		fail(smtp_user_line_ ? smtp_user_line_ : user_line_, smtp_user_line_ ? "smtp_user" : "user",
+		fail(cfg_.smtp_user_line ? cfg_.smtp_user_line : cfg_.user_line, cfg_.smtp_user_line ? "smtp_user" : "user",
 		     "the smtp process and the handler process must run as different users (both are \"" +
 			     cfg_.user + "\")");
 	if (handlers_node)
@@ -946,6 +961,32 @@ void listen_check_files(const Config& cfg)
 		if (!fd || read(fd.get(), &c, 1) < 0)
 			throw ConfigError(cfg.file, a.cert.line, a.name + ".cert", a.cert.path + ": " + strerror(errno));
 	}
+}
+
+void config_check_users(const Config& cfg)
+{
+	struct Who {
+		const char* key;
+		const std::string& name;
+		int line;
+		uid_t uid = 0;
+	} who[] = {{"user", cfg.user, cfg.user_line}, {"smtp_user", cfg.smtp_user, cfg.smtp_user_line}};
+	for (Who& w : who) {
+		const struct passwd* pw = getpwnam(w.name.c_str());
+		if (!pw)
+			throw ConfigError(cfg.file, w.line, w.key, "user \"" + w.name + "\" does not exist (create it: "
+					  "adduser --system --group " + w.name + ")");
+		if (pw->pw_uid == 0)
+			throw ConfigError(cfg.file, w.line, w.key, "user \"" + w.name + "\" has uid 0: laim's children "
+					  "must run unprivileged");
+		w.uid = pw->pw_uid;
+	}
+	if (who[0].uid == who[1].uid)
+		throw ConfigError(cfg.file, cfg.smtp_user_line ? cfg.smtp_user_line : cfg.user_line,
+				  cfg.smtp_user_line ? "smtp_user" : "user",
+				  "\"" + cfg.smtp_user + "\" and \"" + cfg.user + "\" have the same uid " +
+					  std::to_string(who[0].uid) + ": the smtp process must not be able to "
+					  "signal the handler process");
 }
 
 }  // namespace laim

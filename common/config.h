@@ -115,6 +115,7 @@ struct Config {
 	std::string control_socket;  // laimctl, mailq; default LAIM_CONTROL_SOCKET
 	std::string user = "laim";  // the handler process's user; owns the spool
 	std::string smtp_user = "laim-smtp";  // the smtp process's user; owns nothing
+	int user_line = 0, smtp_user_line = 0;  // where the file sets them; 0: the default
 	std::string hostname;  // empty: /etc/mailname or the FQDN, resolved once at start
 	std::string ident;     // default "laim VERSION"
 	uint32_t max_queue_size = 50;
@@ -174,5 +175,12 @@ extern const RootFileRule listen_secret_rule;
 // them: the key, users and senders files by listen_secret_rule, the
 // certificate readable. Throws ConfigError naming file, line and key.
 void listen_check_files(const Config& cfg);
+
+// The user and smtp_user, as laimd -n and every (re)load check them: each
+// exists, neither is root, and their uids differ (the smtp process must
+// not be able to signal the handler process). Throws ConfigError naming
+// file, line and key. Not part of config_parse(): the handler process,
+// which parses a reloaded config too, does not read the user database.
+void config_check_users(const Config& cfg);
 
 }  // namespace laim

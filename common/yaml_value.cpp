@@ -88,6 +88,15 @@ std::string YamlValue::path() const
 	std::string p = string();
 	if (p.empty() || p[0] != '/')
 		fail("expected an absolute path, got \"" + p + "\"");
+	// One spelling per file: laimd compares paths and takes the parent
+	// of one as what comes before its last '/' (the spool's, say).
+	for (size_t i = 1; p != "/" && i <= p.size();) {
+		size_t end = std::min(p.find('/', i), p.size());
+		std::string_view part(p.data() + i, end - i);
+		if (part.empty() || part == "." || part == "..")
+			fail("\"" + p + "\": write the path without a trailing '/', '//', '.' or '..'");
+		i = end + 1;
+	}
 	return p;
 }
 

@@ -26,7 +26,8 @@ class YamlValue {
 	// A scalar, quoted or not, without NUL: these strings reach C APIs,
 	// and a "\0" escape would cut them short.
 	std::string string() const;
-	// A string that starts with '/'.
+	// A string that starts with '/', "/" or with no empty, "." or ".."
+	// component (no trailing '/').
 	std::string path() const;
 	// An unquoted true, yes, on, false, no or off, in any case (YAML 1.1);
 	// a quoted "yes" is a string.

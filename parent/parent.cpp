@@ -83,6 +83,7 @@ Config load_config(const std::string& file, std::string* text, Secrets* secrets,
 	*text = config_read(file, world_readable);
 	Config cfg = config_parse(*text, file);
 	listen_check_files(cfg);
+	config_check_users(cfg);
 	*secrets = Secrets::from_files();
 	handlers_create(cfg, *secrets);
 	return cfg;
@@ -578,10 +579,6 @@ int main(int argc, char* argv[])
 	log_info("laimd %s starting", PACKAGE_VERSION);
 	rt.user = sandbox_lookup_user(rt.cfg.user);
 	rt.smtp_user = sandbox_lookup_user(rt.cfg.smtp_user);
-	if (rt.smtp_user.uid == rt.user.uid)
-		fatalx("%s: smtp_user \"%s\" and user \"%s\" have the same uid %u: the smtp process must not "
-		       "be able to signal the handler process",
-		       rt.cfg.file.c_str(), rt.smtp_user.name.c_str(), rt.user.name.c_str(), (unsigned)rt.user.uid);
 	rt.hostname = resolve_hostname(rt.cfg);
 	rt.local_domains = host_names(rt.hostname);
 	set_local_domains(rt.local_domains);  // for the alias check of root's mailbox

@@ -606,6 +606,33 @@ START_TEST(error_same_users)
 	Config c = parse_ok("user: mail\nsmtp_user: nobody\n");
 	ck_assert_str_eq(c.user.c_str(), "mail");
 	ck_assert_str_eq(c.smtp_user.c_str(), "nobody");
+	laim::config_check_users(c);
+}
+END_TEST
+
+// What laimd -n says of users that laimd could not start with: the file,
+// the key's line (none for a default) and the key.
+START_TEST(error_users_unusable)
+{
+	auto users_error = [](const std::string& text) -> std::string {
+		Config c = parse_ok(text);
+		try {
+			laim::config_check_users(c);
+		} catch (const ConfigError& e) {
+			return e.what();
+		}
+		return "";
+	};
+	auto expect_error = [](const std::string& got, const std::string& want) {
+		ck_assert_msg(got.starts_with(want), "got \"%s\", want \"%s...\"", got.c_str(), want.c_str());
+	};
+	expect_error(users_error("timeout: 5\nuser: root\nsmtp_user: nobody\n"),
+		     "t.yml:2: user: user \"root\" has uid 0: laim's children must run unprivileged");
+	expect_error(users_error("user: mail\nsmtp_user: root\n"),
+		     "t.yml:2: smtp_user: user \"root\" has uid 0");
+	expect_error(users_error("user: nosuchuser-laim\nsmtp_user: nobody\n"),
+		     "t.yml:1: user: user \"nosuchuser-laim\" does not exist (create it: adduser --system --group "
+		     "nosuchuser-laim)");
 }
 END_TEST
 
@@ -630,6 +657,14 @@ START_TEST(error_bad_strings)
 	    {"spool: var/spool\n", "t.yml:1: spool: ", "expected an absolute path"},
 	    {"aliases: aliases\n", "t.yml:1: aliases: ", "expected an absolute path"},
 	    {"mail_dir: var/mail\n", "t.yml:1: mail_dir: ", "expected an absolute path"},
+	    // One spelling per path: the spool's parent is what comes before its last '/'.
+	    {"spool: /var/spool/laim/\n", "t.yml:1: spool: ",
+	     "\"/var/spool/laim/\": write the path without a trailing '/', '//', '.' or '..'"},
+	    {"spool: /var/spool/laim/.\n", "t.yml:1: spool: ", "without a trailing '/', '//', '.' or '..'"},
+	    {"spool: /var/spool/../laim\n", "t.yml:1: spool: ", "without a trailing '/', '//', '.' or '..'"},
+	    {"spool: /\n", "t.yml:1: spool: ", "must be a directory below /"},
+	    {"mail_dir: /var//mail\n", "t.yml:1: mail_dir: ", "without a trailing '/', '//', '.' or '..'"},
+	    {"socket: /run/laim/./s\n", "t.yml:1: socket: ", "without a trailing '/', '//', '.' or '..'"},
 	    {"aliases: \"/etc/al\\0iases\"\n", "t.yml:1: aliases: ", "contains a NUL character"},
 	    {"user: ''\n", "t.yml:1: user: ", "expected a user name, got \"\""},
 	    {"user: \"la\\tim\"\n", "t.yml:1: user: ", "expected a user name"},
@@ -700,7 +735,13 @@ START_TEST(error_bad_listen)
 			    "t.yml:3: listen[1]: ", t.what);
 	}
 	check_error("listen:\n  - 127.0.0.1:25\n  - '[::1]:25'\n  - 127.0.0.1:25\n", "t.yml:4: listen[2]: ",
-		    "duplicate listen address \"127.0.0.1:25\"");
+		    "duplicate listen address \"127.0.0.1:25\" (the same as listen[0])");
+	// The same address however written: bind() would refuse the second.
+	check_error("listen:\n  - '[::1]:25'\n  - '[0:0::1]:25'\n", "t.yml:3: listen[1]: ",
+		    "duplicate listen address \"[0:0::1]:25\" (the same as listen[0])");
+	check_error("listen:\n  - '[::1]:25'\n  - '[0000:0000:0000:0000:0000:0000:0000:0001]:25'\n",
+		    "t.yml:3: listen[1]: ", "duplicate listen address");
+	parse_ok("listen:\n  - '[::1]:25'\n  - '[::1]:26'\n  - 127.0.0.1:25\n");
 	check_error("listen: [[127.0.0.1:25]]\n", "t.yml:1: listen[0]: ", "expected a HOST:PORT string, got a sequence");
 	check_error("listen:\n  -\n", "t.yml:2: listen[0]: ", "got an empty value");
 }
@@ -1052,6 +1093,7 @@ START_TEST(one_rule_core_and_handler)
 	    {"ident", string, "", "expected a string, got an empty value"},
 	    {"ident", string, "\"a\\0b\"", "contains a NUL character"},
 	    {"spool", path, "var/spool", "expected an absolute path, got \"var/spool\""},
+	    {"spool", path, "/var/spool/", "\"/var/spool/\": write the path without a trailing '/', '//', '.' or '..'"},
 	};
 	std::string wrong;  // every case that differs, not only the first
 	for (const auto& t : cases) {
@@ -1695,6 +1737,7 @@ static Suite* config_suite()
 	tcase_add_test(tc, error_bad_integers);
 	tcase_add_test(tc, error_retry_order);
 	tcase_add_test(tc, error_same_users);
+	tcase_add_test(tc, error_users_unusable);
 	tcase_add_test(tc, error_bad_boolean);
 	tcase_add_test(tc, error_bad_strings);
 	tcase_add_test(tc, error_bad_listen);
