@@ -331,6 +331,10 @@ bool has_control_char(std::string_view s)
 			   [](char c) { return (unsigned char)c < 0x20 || c == 0x7f; });
 }
 
+// The longest ident: "220 " HOST " ESMTP " IDENT CRLF stays within RFC
+// 5321's 512 octets (4.5.3.1.5) with a host name of 253.
+constexpr size_t IDENT_MAX = 512 - 4 - 253 - 7 - 2;
+
 // A local part in a route pattern: at most 64 octets (RFC 5321 4.5.3.1.1),
 // no '@', space or control character.
 bool valid_local_part(std::string_view s)
@@ -732,10 +736,13 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 		if (!cfg_.hostname.empty() && !valid_domain(cfg_.hostname, false))
 			fail(n.line, name, "\"" + cfg_.hostname + "\" is not a valid domain name");
 	} else if (name == "ident") {
-		// It goes into the 220 greeting line.
+		// It goes into the 220 greeting line, as it is.
 		cfg_.ident = value(n, name).string();
-		if (has_control_char(cfg_.ident))
-			fail(n.line, name, "must not contain control characters");
+		if (!std::all_of(cfg_.ident.begin(), cfg_.ident.end(), [](char c) { return c >= 0x20 && c < 0x7f; }))
+			fail(n.line, name, "must be printable ASCII (no control characters, no UTF-8)");
+		if (cfg_.ident.size() > IDENT_MAX)
+			fail(n.line, name, "longer than " + std::to_string(IDENT_MAX) +
+						   " characters: the greeting line must stay within 512 octets");
 	} else if (name == "max_queue_size") {
 		set_integer(&cfg_.max_queue_size, n, name, 1);
 	} else if (name == "queue_full_wait") {

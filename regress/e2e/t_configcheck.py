@@ -42,6 +42,9 @@ BROKEN = [
 	("spool with a trailing /", lambda l: l[:3] + [l[3] + "/"] + l[4:], 4, "spool"),
 	("spool ending in /.", lambda l: l[:3] + [l[3] + "/."] + l[4:], 4, "spool"),
 	("socket with //", lambda l: l[:4] + [l[4].replace("/submit", "//submit")] + l[5:], 5, "socket"),
+	# ident goes into the 220 line: printable ASCII, 512 octets in all.
+	("ident of 2000 characters", lambda l: l + ["ident: " + "x" * 2000], 13, "ident"),
+	("ident with U+202E", lambda l: l + ['ident: "laim \\u202egnilbmaw"'], 13, "ident"),
 	("bad port", lambda l: ['listen: ["127.0.0.1:99999"]'] + l[1:], 1, "listen"),
 	("bad hostname", lambda l: l[:2] + ['hostname: "bad host"'] + l[3:], 3, "hostname"),
 	("relative spool", lambda l: l[:3] + ["spool: var/spool"] + l[4:], 4, "spool"),

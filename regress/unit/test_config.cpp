@@ -677,7 +677,11 @@ START_TEST(error_bad_strings)
 	    {"hostname: under_score.example\n", "t.yml:1: hostname: ", "is not a valid domain name"},
 	    {"hostname: 'mx example'\n", "t.yml:1: hostname: ", "is not a valid domain name"},
 	    {"hostname: bücher.example\n", "t.yml:1: hostname: ", "is not a valid domain name"},
-	    {"ident: \"laim\\r\\n250 injected\"\n", "t.yml:1: ident: ", "must not contain control characters"},
+	    {"ident: \"laim\\r\\n250 injected\"\n", "t.yml:1: ident: ", "must be printable ASCII"},
+	    {"ident: \"a\\x7fb\"\n", "t.yml:1: ident: ", "must be printable ASCII (no control characters, no UTF-8)"},
+	    {"ident: \"a\\u0085b\"\n", "t.yml:1: ident: ", "must be printable ASCII"},
+	    {"ident: \"laim \\u202eevil\"\n", "t.yml:1: ident: ", "must be printable ASCII"},
+	    {"ident: caf\u00e9\n", "t.yml:1: ident: ", "must be printable ASCII"},
 	    {"ident: \"a\\0b\"\n", "t.yml:1: ident: ", "contains a NUL character"},
 	};
 	for (const auto& t : cases)
@@ -693,6 +697,10 @@ START_TEST(error_bad_strings)
 	std::string name254 = long_label.substr(1) + "." + long_label.substr(1) + "." + long_label.substr(1) + "." +
 			      std::string(62, 'd');
 	check_error("hostname: " + name254 + "\n", "t.yml:1: hostname: ", "is not a valid domain name");
+	// "220 " + a 253-octet host + " ESMTP " + ident + CRLF: 512 octets at most.
+	check_error("ident: " + std::string(247, 'x') + "\n", "t.yml:1: ident: ",
+		    "longer than 246 characters: the greeting line must stay within 512 octets");
+	ck_assert_string_eq(parse_ok("ident: " + std::string(246, 'x') + "\n").ident, std::string(246, 'x'));
 	std::string long_socket = "/" + std::string(107, 's');
 	check_error("socket: " + long_socket + "\n", "t.yml:1: socket: ", "too long for a unix socket path (at most 107 bytes)");
 	// 107 bytes fits sun_path with its NUL.
