@@ -781,7 +781,9 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 	} else if (name == "max_queue_age") {
 		set_integer(&cfg_.max_queue_age, n, name, 1);
 	} else if (name == "delivery_timeout") {
-		set_integer(&cfg_.delivery_timeout, n, name, 1);
+		// At most a day: the parent's time limits for commands and
+		// laim-mda's SECONDS are derived from it in unsigned arithmetic.
+		set_integer(&cfg_.delivery_timeout, n, name, 1, DELIVERY_TIMEOUT_MAX);
 	} else {
 		fail(key_line, name, "unknown key");
 	}

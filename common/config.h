@@ -108,6 +108,9 @@ struct RateLimit {
 // "uid", "sender", "client" or "auth", as the config spells them.
 const char* rate_limit_key_name(RateLimit::Key key);
 
+// The largest delivery_timeout: a day.
+constexpr uint32_t DELIVERY_TIMEOUT_MAX = 86400;
+
 struct Config {
 	std::string file;  // the path it was read from, for messages
 	std::vector<ListenAddress> listen;  // default 127.0.0.1:25 and [::1]:25
@@ -133,7 +136,7 @@ struct Config {
 	uint32_t retry_initial = 60;       // seconds before the first retry
 	uint32_t retry_max = 3600;         // cap of the exponential back-off
 	uint64_t max_queue_age = 345600;   // seconds; then the message fails (4 days)
-	uint32_t delivery_timeout = 300;   // seconds one handler call may take
+	uint32_t delivery_timeout = 300;   // seconds one handler call may take, at most DELIVERY_TIMEOUT_MAX
 	std::vector<HandlerSection> handlers;
 	std::vector<Route> routes;
 	std::vector<RateLimit> rate_limits;

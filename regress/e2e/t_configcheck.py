@@ -44,6 +44,7 @@ BROKEN = [
 	("socket with //", lambda l: l[:4] + [l[4].replace("/submit", "//submit")] + l[5:], 5, "socket"),
 	# ident goes into the 220 line: printable ASCII, 512 octets in all.
 	("ident of 2000 characters", lambda l: l + ["ident: " + "x" * 2000], 13, "ident"),
+	("delivery_timeout past a day", lambda l: l + ["delivery_timeout: 4294967295"], 13, "delivery_timeout"),
 	("ident with U+202E", lambda l: l + ['ident: "laim \\u202egnilbmaw"'], 13, "ident"),
 	("bad port", lambda l: ['listen: ["127.0.0.1:99999"]'] + l[1:], 1, "listen"),
 	("bad hostname", lambda l: l[:2] + ['hostname: "bad host"'] + l[3:], 3, "hostname"),

@@ -518,7 +518,7 @@ START_TEST(error_wrong_types)
 	    {"retry_initial", "expected a positive integer"},
 	    {"retry_max", "expected a positive integer"},
 	    {"max_queue_age", "expected a positive integer"},
-	    {"delivery_timeout", "expected a positive integer"},
+	    {"delivery_timeout", "expected an integer from 1 to 86400"},
 	    {"listen", "expected a HOST:PORT string, a mapping with addr:, or a sequence of them"},
 	    {"handlers", "expected a mapping of handler instances"},
 	    {"routes", "expected a sequence of routes"},
@@ -578,6 +578,10 @@ START_TEST(error_bad_integers)
 	    {"max_queue_age: 0\n", "t.yml:1: max_queue_age: ", "0 is out of range"},
 	    {"delivery_timeout: 0\n", "t.yml:1: delivery_timeout: ", "0 is out of range"},
 	    {"delivery_timeout: ten\n", "t.yml:1: delivery_timeout: ", "got \"ten\""},
+	    // laim-mda's SECONDS, four fifths of it, once wrapped to 1 s.
+	    {"delivery_timeout: 86401\n", "t.yml:1: delivery_timeout: ",
+	     "86401 is out of range: expected an integer from 1 to 86400"},
+	    {"delivery_timeout: 4294967295\n", "t.yml:1: delivery_timeout: ", "is out of range"},
 	};
 	for (const auto& t : cases)
 		check_error(t.text, t.prefix, t.what);
