@@ -326,10 +326,14 @@ void reload()
 				    a.key.path != b.key.path || a.auth_required != b.auth_required ||
 				    a.users.path != b.users.path || a.senders.path != b.senders.path;
 	}
-	if (listeners_changed || cfg.user != rt.cfg.user || cfg.smtp_user != rt.cfg.smtp_user || cfg.spool != rt.cfg.spool)
-		log_warnx("listen, socket, user, smtp_user and spool changes take effect at the next restart "
-			  "(the files a listener names are read again)");
+	// The host name is one of them: the handler process's local domains
+	// (set_local_domains()) and the parent's are resolved once, at start.
+	if (listeners_changed || cfg.user != rt.cfg.user || cfg.smtp_user != rt.cfg.smtp_user ||
+	    cfg.spool != rt.cfg.spool || cfg.hostname != rt.cfg.hostname)
+		log_warnx("listen, socket, control_socket, user, smtp_user, spool and hostname changes take effect "
+			  "at the next restart (the files a listener names are read again)");
 	cfg.listen = rt.cfg.listen;
+	cfg.hostname = rt.cfg.hostname;
 	cfg.socket = rt.cfg.socket;
 	cfg.control_socket = rt.cfg.control_socket;
 	cfg.user = rt.cfg.user;
@@ -349,8 +353,6 @@ void reload()
 	rt.secrets = std::move(secrets);
 	auth.wipe();
 	auth = std::move(new_auth);
-	if (!rt.cfg.hostname.empty())
-		rt.hostname = rt.cfg.hostname;
 
 	if (children[SMTP].pid > 0) {
 		children[SMTP].chan->send(IMSG_P_SMTP_CONF, 0, encode(smtp_conf(rt.cfg, rt.hostname)));
