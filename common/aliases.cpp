@@ -73,23 +73,11 @@ bool is_quoted(std::string_view s)
 	return s.size() >= 2 && s.front() == '"' && closing_quote(s) == s.size() - 1;
 }
 
-// The content of a quoted string, its quoted-pairs resolved.
-std::string unquote(std::string_view s)
-{
-	std::string r;
-	for (size_t i = 1; i + 1 < s.size(); i++) {
-		if (s[i] == '\\' && i + 2 < s.size())
-			i++;
-		r += s[i];
-	}
-	return r;
-}
-
 // The lookup key of a local part: unquoted, lower case, so that "Root",
 // root and "root" are the same alias.
 std::string name_key(std::string_view local)
 {
-	return lower(is_quoted(local) ? std::string_view(unquote(local)) : local);
+	return lower(is_quoted(local) ? std::string_view(local_part_text(local)) : local);
 }
 
 // The key that deduplicates an address: the domain is case-insensitive
@@ -335,7 +323,7 @@ void Aliases::Loader::name_line(std::string_view line, uint32_t n)
 		error(0, n, "invalid alias name " + shown(name));
 		return;
 	}
-	std::string written = is_quoted(name) ? unquote(name) : std::string(name);
+	std::string written = is_quoted(name) ? local_part_text(name) : std::string(name);
 	p_.key = lower(written);
 	auto [it, added] = first_line_.emplace(p_.key, n);
 	if (!added) {
@@ -395,7 +383,7 @@ void Aliases::Loader::add_target(std::string_view t, uint32_t file, uint32_t lin
 		error(file, line, "expected an address (user@domain), got " + shown(t));
 		return;
 	}
-	std::string inner = is_quoted(t) ? unquote(t) : std::string(t);
+	std::string inner = is_quoted(t) ? local_part_text(t) : std::string(t);
 	Target target;
 	target.text = t;
 	target.file = file;

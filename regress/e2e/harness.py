@@ -371,6 +371,19 @@ def strace_detach(p):
 	p.wait(10)
 
 
+def in_syscall(pid, number):
+	"""True when a thread of pid is stopped in system call number (x86_64
+	numbers; strace holds it there)."""
+	for tid in os.listdir("/proc/%d/task" % pid):
+		try:
+			with open("/proc/%d/task/%s/syscall" % (pid, tid)) as f:
+				if f.read().split(" ")[0] == str(number):
+					return True
+		except OSError:
+			pass
+	return False
+
+
 def strace_calls(trace):
 	"""An strace -f trace as a list of calls: (tid, name, args and result, index of
 	its entry line, index of its exit line), in the order strace saw them."""

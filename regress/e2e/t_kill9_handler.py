@@ -61,19 +61,6 @@ def after_250(d, blocked, sent):
 	check_eq(len(maildir_files(blocked)), 1, "copies of the message committed before the kill")
 
 
-def in_fdatasync(pid):
-	"""True when a thread of pid is stopped in fdatasync (strace holds it
-	there)."""
-	for tid in os.listdir("/proc/%d/task" % pid):
-		try:
-			with open("/proc/%d/task/%s/syscall" % (pid, tid)) as f:
-				if f.read().split(" ")[0] == str(FDATASYNC):
-					return True
-		except OSError:
-			pass
-	return False
-
-
 def while_commit_waits(d, sent):
 	"""The handler dies while the committer is in the message's fdatasync:
 	exactly 451 4.3.0, and the message is never delivered."""
@@ -87,7 +74,7 @@ def while_commit_waits(d, sent):
 		c.cmd("RCPT TO:<rcpt@test.laim.example>", 250)
 		c.cmd("DATA", 354)
 		c.send(data_terminated(varied_message("stalled")))
-		wait_for(lambda: in_fdatasync(handler), 10, "the committer held in fdatasync")
+		wait_for(lambda: in_syscall(handler, FDATASYNC), 10, "the committer held in fdatasync")
 		ids = d.spool_files("queue")
 		check_eq(len(ids), 1, "files in queue/ while the commit waits")
 		check_eq(d.pending_files(), ids, "pending (0700) files in queue/ while the commit waits")

@@ -83,18 +83,6 @@ def stopped_after(d, row, *args):
 			d.stop()
 
 
-def in_unlink(pid):
-	"""True when a thread of pid is stopped in unlink (strace holds it)."""
-	for tid in os.listdir("/proc/%d/task" % pid):
-		try:
-			with open("/proc/%d/task/%s/syscall" % (pid, tid)) as f:
-				if f.read().split(" ")[0] == str(UNLINK):
-					return True
-		except OSError:
-			pass
-	return False
-
-
 def synced_removal(d, gid):
 	"""An import removes the offline file and fsyncs offline/ before the
 	message is delivered: a stop of the system cannot bring the file
@@ -136,7 +124,7 @@ def cut_off(d, gid):
 	try:
 		mark = d.mark()
 		name = plant_offline(d.spool, ROOT, [ROOT], crlf(msg("cut off")), gid)
-		wait_for(lambda: in_unlink(handler), 10, "the handler held in the unlink of offline/%s" % name)
+		wait_for(lambda: in_syscall(handler, UNLINK), 10, "the handler held in the unlink of offline/%s" % name)
 		ids = d.spool_files("queue")
 		check_eq(len(ids), 1, "files in queue/ while the unlink waits")
 		check(os.path.exists(os.path.join(d.spool, "offline", name)), "offline/%s gone before the kill" % name)
