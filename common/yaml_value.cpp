@@ -89,15 +89,20 @@ std::string YamlValue::path() const
 	if (p.empty() || p[0] != '/')
 		fail("expected an absolute path, got \"" + p + "\"");
 	// One spelling per file: laimd compares paths and takes the parent
-	// of one as what comes before its last '/' (the spool's, say).
-	for (size_t i = 1; p != "/" && i <= p.size();) {
+	// of one as what comes before its last '/' (the spool's, say). So a
+	// trailing '/', '//' and '.' go; '..' is refused (through a symbolic
+	// link it is not the parent the text shows).
+	std::string clean;
+	for (size_t i = 1; i <= p.size();) {
 		size_t end = std::min(p.find('/', i), p.size());
 		std::string_view part(p.data() + i, end - i);
-		if (part.empty() || part == "." || part == "..")
-			fail("\"" + p + "\": write the path without a trailing '/', '//', '.' or '..'");
+		if (part == "..")
+			fail("\"" + p + "\": write the path without '..'");
+		if (!part.empty() && part != ".")
+			clean.append("/").append(part);
 		i = end + 1;
 	}
-	return p;
+	return clean.empty() ? "/" : clean;
 }
 
 bool YamlValue::boolean() const

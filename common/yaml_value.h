@@ -26,8 +26,9 @@ class YamlValue {
 	// A scalar, quoted or not, without NUL: these strings reach C APIs,
 	// and a "\0" escape would cut them short.
 	std::string string() const;
-	// A string that starts with '/', "/" or with no empty, "." or ".."
-	// component (no trailing '/').
+	// A string that starts with '/' and holds no ".." component, written
+	// one way: without a trailing '/', "//" or "." ("/var/spool/laim/."
+	// is "/var/spool/laim").
 	std::string path() const;
 	// An unquoted true, yes, on, false, no or off, in any case (YAML 1.1);
 	// a quoted "yes" is a string.
