@@ -336,11 +336,7 @@ void SmtpServer::accept_clients(size_t idx)
 		} else {
 			ci.listener = static_cast<uint32_t>(l.listen_index);
 			ci.auth_required = rt_.cfg.listen.at(l.listen_index).auth_required;
-			ci.address = peer_address(ss);
-			// Replies are small and often follow each other (pipelining):
-			// without this, Nagle and delayed ACKs add 40 ms per reply.
-			int one = 1;
-			setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+			ci.address = peer_address(ss);  // TCP_NODELAY: from the listener (parent/listen.cpp)
 		}
 		uint32_t id = next_id_++;
 		if (next_id_ == 0)

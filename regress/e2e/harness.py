@@ -504,7 +504,6 @@ def steal_seqpacket(pid, pick):
 	taken with pidfd_getfd as root: pick(list of (inode, fd)) chooses, by
 	inode order, which is the order the parent made the pairs in. Stands
 	in for code subverted in that process."""
-	import ctypes
 	seq = set()
 	with open("/proc/net/unix") as f:
 		next(f)
@@ -522,14 +521,20 @@ def steal_seqpacket(pid, pick):
 		if m and int(m.group(1)) in seq:
 			found.append((int(m.group(1)), int(fd)))
 	check(found, "process %d has no seqpacket socket" % pid)
+	return steal_fd(pid, pick(found)[1])
+
+
+def steal_fd(pid, fd):
+	"""A copy of pid's socket fd, taken with pidfd_getfd as root."""
+	import ctypes
 	libc = ctypes.CDLL(None, use_errno=True)
 	pidfd = os.pidfd_open(pid)
 	try:
-		fd = libc.syscall(438, pidfd, pick(found)[1], 0)  # SYS_pidfd_getfd
+		copy = libc.syscall(438, pidfd, fd, 0)  # SYS_pidfd_getfd
 	finally:
 		os.close(pidfd)
-	check(fd >= 0, "pidfd_getfd: errno %d" % ctypes.get_errno())
-	return socket.socket(fileno=fd)
+	check(copy >= 0, "pidfd_getfd: errno %d" % ctypes.get_errno())
+	return socket.socket(fileno=copy)
 
 
 # The command service's frames (common/proto.h), for the cases that

@@ -23,11 +23,32 @@ def received_of(d, qid):
 	raise Fail("no delivered copy of %s" % qid)
 
 
+def check_nodelay(d, c):
+	"""The session's socket in the smtp process has TCP_NODELAY (from its
+	listener): replies that follow each other wait for no ACK."""
+	port = c.sock.getsockname()[1]
+	smtp = d.child("smtp")
+	for fd in os.listdir("/proc/%d/fd" % smtp):
+		try:
+			if not os.readlink("/proc/%d/fd/%s" % (smtp, fd)).startswith("socket:"):
+				continue
+			s = steal_fd(smtp, int(fd))
+		except (FileNotFoundError, Fail):
+			continue
+		with s:
+			if s.type == socket.SOCK_STREAM and s.family == socket.AF_INET6 and \
+			   not s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) and s.getpeername()[1] == port:
+				check_eq(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1, "TCP_NODELAY of the session")
+				return
+	raise Fail("no socket of the session in the smtp process")
+
+
 def main():
 	d = Laimd(listen=["127.0.0.1:{port}", "[::1]:{port}"]).start()
 	q4 = d.send(msg=simple_message("v4"))
 	with Smtp(d.port, host="::1") as c:
 		c.ehlo()
+		check_nodelay(d, c)
 		q6 = c_transaction(c, "a@client.example", ["rcpt@test.laim.example"], simple_message("v6"))
 		c.cmd("QUIT", 221)
 
