@@ -98,7 +98,7 @@ void sandbox_seccomp_smtp()
 	static const char* const allow[] = {
 		"read", "write", "writev", "close", "epoll_wait", "epoll_pwait", "epoll_ctl",
 		"accept", "accept4", "recvmsg", "sendmsg", "recvfrom", "sendto", "getsockopt",
-		"setsockopt", "shutdown", "fcntl", "fstat", "newfstatat", "brk", "mmap", "munmap",
+		"shutdown", "fcntl", "fstat", "newfstatat", "brk", "mmap", "munmap",
 		"mremap", "madvise", "mprotect", "futex",
 		"clock_gettime", "gettimeofday", "time", "getpid", "gettid", "rt_sigreturn",
 		"rt_sigprocmask", "exit", "exit_group", "restart_syscall", "getrandom",

@@ -146,6 +146,7 @@ long call_socket_netlink_route() { return syscall(SYS_socket, AF_NETLINK, SOCK_R
 long call_socket_netlink_audit() { return syscall(SYS_socket, AF_NETLINK, SOCK_RAW, NETLINK_AUDIT) >= 0 ? 0 : -1; }
 long call_connect() { return syscall(SYS_connect, -1, nullptr, 0); }
 long call_bind() { return syscall(SYS_bind, -1, nullptr, 0); }
+long call_setsockopt() { return syscall(SYS_setsockopt, -1, SOL_SOCKET, SO_KEEPALIVE, nullptr, 0); }
 long call_ptrace() { return syscall(SYS_ptrace, PTRACE_PEEKDATA, g_other, nullptr, nullptr); }
 long call_process_vm_writev() { return syscall(SYS_process_vm_writev, g_other, nullptr, 0, nullptr, 0, 0); }
 long call_kill_other() { return syscall(SYS_kill, g_other, 0); }
@@ -227,6 +228,9 @@ const Row smtp_rows[] = {
 	{"socket", call_socket_inet, Expect::Refused, EACCES},
 	{"connect", call_connect, Expect::Refused, EACCES},
 	{"bind", call_bind, Expect::Killed, 0},
+	// TCP_NODELAY comes from the listener: a socket's options are not the
+	// smtp process's to change (SO_LINGER, TCP_ULP, buffer sizes).
+	{"setsockopt", call_setsockopt, Expect::Killed, 0},
 	{"ptrace", call_ptrace, Expect::Killed, 0},
 	{"process_vm_writev", call_process_vm_writev, Expect::Killed, 0},
 	{"kill to another process", call_kill_other, Expect::Killed, 0},
