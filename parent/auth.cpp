@@ -5,6 +5,7 @@
 
 #include <crypt.h>
 #include <openssl/crypto.h>
+#include <time.h>
 
 #include <algorithm>
 #include <cctype>
@@ -85,6 +86,29 @@ bool valid_sender_pattern(std::string_view p)
 	});
 }
 
+// A hash's method and cost parameters, without salt or checksum
+// ("$y$j9T$", "$6$", "$6$rounds=9999$", "$2b$05$"): the hashes of one
+// setting take as long to check.
+std::string cost_setting(const std::string& h)
+{
+	size_t second = h.find('$', 1);
+	if (h.starts_with("$y$") || h.starts_with("$2b$") || h.compare(second + 1, 7, "rounds=") == 0)
+		return h.substr(0, h.find('$', second + 1) + 1);
+	return h.substr(0, second + 1);
+}
+
+// The CPU time one check against hash takes, in seconds.
+double check_cost(const std::string& hash)
+{
+	struct crypt_data data = {};
+	struct timespec a, b;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
+	crypt_rn("", hash.c_str(), &data, sizeof data);
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
+	OPENSSL_cleanse(&data, sizeof data);
+	return double(b.tv_sec - a.tv_sec) + double(b.tv_nsec - a.tv_nsec) / 1e9;
+}
+
 std::string_view trim(std::string_view s)
 {
 	size_t a = s.find_first_not_of(" \t"), b = s.find_last_not_of(" \t");
@@ -112,11 +136,35 @@ AuthTable AuthTable::parse_users(std::string_view text, const std::string& file)
 		if (!t.users_.emplace(std::string(user), User{std::move(hash), {}}).second)
 			fail(file, n, "user " + std::string(user) + " listed twice");
 	});
-	// An unknown user's password is checked against a real hash of the
-	// file, so that the answer takes as long as for a known user.
-	if (!t.users_.empty())
-		t.dummy_ = t.users_.begin()->second.hash;
+	t.pick_dummy(file);
 	return t;
+}
+
+// An unknown user's password is checked against the hash that costs
+// most to check, found by timing one check per cost setting: no known
+// user's answer comes sooner than an unknown user's. Hashes of several
+// settings still tell the users apart from each other: a warning.
+void AuthTable::pick_dummy(const std::string& file)
+{
+	std::map<std::string, const std::string*> settings;  // one hash of each
+	for (const auto& [name, u] : users_)
+		settings.emplace(cost_setting(u.hash), &u.hash);
+	double most = -1;
+	for (const auto& [setting, hash] : settings) {
+		double cost = check_cost(*hash);
+		if (cost > most) {
+			most = cost;
+			dummy_ = *hash;
+		}
+	}
+	if (settings.size() > 1) {
+		std::string list;
+		for (const auto& [setting, hash] : settings)
+			list += (list.empty() ? "" : ", ") + setting;
+		warnings_.push_back(file + ": hashes of " + std::to_string(settings.size()) + " settings (" + list +
+				    "): a wrong password for one user answers faster than for another or for an "
+				    "unknown user: make every hash with one method");
+	}
 }
 
 // Lines "user: pattern, pattern, ..."; see valid_sender_pattern().
@@ -221,6 +269,9 @@ AuthService AuthService::load(const Config& cfg)
 		if (!a.senders.path.empty())
 			read_listen_file(cfg, a, "senders", a.senders, "senders file",
 					 [&](std::string_view text) { t.parse_senders(text, a.senders.path); });
+		for (const std::string& w : t.warnings())
+			if (std::find(s.warnings_.begin(), s.warnings_.end(), w) == s.warnings_.end())
+				s.warnings_.push_back(w);
 		s.tables_.emplace(uint32_t(i), std::move(t));
 	}
 	return s;

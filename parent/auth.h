@@ -7,7 +7,11 @@
 //
 //   # /etc/laim/submit.passwd, root:root 0600
 //   alice:$y$j9T$...          (mkpasswd -m yescrypt)
-//   bob:$6$...                (openssl passwd -6)
+//   bob:$y$j9T$...
+//
+// Every hash of a file should have one method and cost: an unknown
+// user is checked against the costliest, but a cheaper hash answers
+// sooner and so tells its user from the others (a warning at load).
 //
 //   # /etc/laim/senders, root:root 0600
 //   alice: alice@example.org, alice+*@example.org
@@ -36,11 +40,14 @@ class AuthTable {
 	void parse_senders(std::string_view text, const std::string& file);
 
 	// True when password is user's: crypt(3) against the stored hash,
-	// compared in constant time. An unknown user costs a crypt too.
+	// compared in constant time. An unknown user costs a crypt too,
+	// against the hash of the file that costs most to check.
 	bool check(const std::string& user, const std::string& password) const;
 	// The answer to an AUTH request (senders filled in for a yes).
 	AuthResultMsg answer(const std::string& user, const std::string& password) const;
 	size_t size() const { return users_.size(); }
+	// What laimd -n and the log should say about the file ("FILE: what").
+	const std::vector<std::string>& warnings() const { return warnings_; }
 	// Overwrites the hashes (in a child that must not keep them).
 	void wipe();
 
@@ -50,7 +57,10 @@ class AuthTable {
 		std::vector<std::string> senders;  // patterns, when senders_bound_
 	};
 	std::map<std::string, User, std::less<>> users_;
+	void pick_dummy(const std::string& file);
+
 	std::string dummy_;  // what an unknown user's password is checked against
+	std::vector<std::string> warnings_;
 	bool senders_bound_ = false;
 };
 
@@ -64,10 +74,13 @@ class AuthService {
 	// Answers one IMSG_S_AUTH from the smtp process on chan; false when
 	// it breaks the protocol (no such auth listener, a malformed frame).
 	bool request(ImsgPeer& chan, Imsg& m) const;
+	// The tables' warnings, each once.
+	const std::vector<std::string>& warnings() const { return warnings_; }
 	void wipe();
 
  private:
 	std::map<uint32_t, AuthTable> tables_;
+	std::vector<std::string> warnings_;
 };
 
 }  // namespace laim

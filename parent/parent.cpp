@@ -318,6 +318,8 @@ void reload()
 	}
 	if (world_readable)
 		log_warnx("%s is readable by others: handlers may keep secrets there", cfg.file.c_str());
+	for (const std::string& w : new_auth.warnings())
+		log_warnx("%s", w.c_str());
 	bool listeners_changed = cfg.socket != rt.cfg.socket || cfg.control_socket != rt.cfg.control_socket ||
 				 cfg.listen.size() != rt.cfg.listen.size();
 	for (size_t i = 0; !listeners_changed && i < cfg.listen.size(); i++) {
@@ -566,6 +568,8 @@ int main(int argc, char* argv[])
 	if (world_readable)
 		fprintf(stderr, "laimd: warning: %s is readable by others: handlers may keep secrets there\n",
 			file.c_str());
+	for (const std::string& w : auth.warnings())
+		fprintf(stderr, "laimd: warning: %s\n", w.c_str());
 	if (check_only) {
 		printf("%s: configuration OK\n", file.c_str());
 		return 0;

@@ -7,10 +7,11 @@
 # Received: header, the handler's Envelope (the probe handler writes it),
 # the queue file across a restart, the log and the auth rate-limit key,
 # and the users file is re-read on SIGHUP (a broken one keeps the old
-# table) and checked by laimd -n. The root parent checks the passwords
-# (crypt(3)); hashes made here with libcrypt (yescrypt, bcrypt) and
-# openssl passwd (sha512crypt, sha256crypt). A forged request from the
-# smtp process ends it; etc/submission.yml passes laimd -n.
+# table) and checked by laimd -n, which warns that it mixes methods. The
+# root parent checks the passwords (crypt(3)); hashes made here with
+# libcrypt (yescrypt, bcrypt) and openssl passwd (sha512crypt,
+# sha256crypt). A forged request from the smtp process ends it;
+# etc/submission.yml passes laimd -n.
 import sys
 sys.dont_write_bytecode = True
 import base64
@@ -69,6 +70,12 @@ def users_text(passwords):
 		m = methods[user]
 		lines.append("%s:%s" % (user, libcrypt_hash(m, pw) if m.startswith("$") else openssl_passwd(m, pw)))
 	return "\n".join(lines) + "\n"
+
+
+def yescrypt_users():
+	"""The case's users with yescrypt hashes alone, as etc/submission.yml
+	makes them."""
+	return "".join("%s:%s\n" % (user, libcrypt_hash("$y$", pw)) for user, pw in PASSWORDS.items())
 
 
 def plain(user, password):
@@ -372,6 +379,23 @@ class Case:
 			check_eq(c.cmd("AUTH PLAIN " + plain("alice", PASSWORDS["alice"]), timeout=10).code, 535,
 				 "alice's old password after the reload")
 
+	def mixed_methods_warned(self):
+		"""The case's users file mixes four methods: laimd -n and the start
+		warn, naming the file and the settings; one method does not."""
+		d = self.d
+		warning = (r"laimd: warning: %s: hashes of 4 settings \(\$2b\$\d+\$, \$5\$, \$6\$, \$y\$j9T\$\): a wrong "
+			   r"password for one user answers faster than for another or for an unknown user: make every "
+			   r"hash with one method$" % re.escape(self.users))
+		check(len(d.findall_log(warning, since=0)) >= 1, "no warning at start: %r" % d.log(0)[-2000:])
+		r = d.check_config(d.confpath)
+		err = r.stderr.decode()
+		check(r.returncode == 0 and re.search(warning, err, re.M), "laimd -n on mixed hashes: %r" % r)
+		good = open(self.users).read()
+		write_root_file(self.users, yescrypt_users())
+		r = d.check_config(d.confpath)
+		write_root_file(self.users, good)
+		check(r.returncode == 0 and b"warning" not in r.stderr, "laimd -n on yescrypt hashes: %r" % r)
+
 	def forged_request(self):
 		"""A subverted smtp process that asks about a listener without
 		auth, or sends a request that does not decode, is ended by the
@@ -394,13 +418,16 @@ class Case:
 					 "AUTH after the smtp process that sent a forged request (%s) was replaced" % what)
 
 	def example_config(self):
-		"""etc/submission.yml passes laimd -n with the case's files."""
+		"""etc/submission.yml passes laimd -n, without a warning, with the
+		case's files (its users' hashes made as it says: yescrypt)."""
 		secret = os.path.join(self.d.dir, "relay.secret")
 		write_root_file(secret, "relay:password\n")
+		users = os.path.join(self.d.dir, "submit-yescrypt.passwd")
+		write_root_file(users, yescrypt_users())
 		self.d.check_example("submission", {
 			"/etc/letsencrypt/live/mail.example.org/fullchain.pem": self.certs.cert,
 			"/etc/letsencrypt/live/mail.example.org/privkey.pem": self.certs.key,
-			"/etc/laim/submit.passwd": self.users, "/etc/laim/senders": self.senders,
+			"/etc/laim/submit.passwd": users, "/etc/laim/senders": self.senders,
 			"/etc/laim/relay.secret": secret})
 
 
@@ -419,6 +446,7 @@ def main():
 		("rate limit key auth counts per user", t.rate_limit_per_user),
 		("queue file keeps the user across a restart", t.queue_file_survives_restart),
 		("SIGHUP re-reads the users file", t.sighup_rereads_users),
+		("a users file of mixed methods is warned about", t.mixed_methods_warned),
 		("a forged AUTH request ends the smtp process", t.forged_request),
 		("etc/submission.yml passes laimd -n", t.example_config),
 	])
