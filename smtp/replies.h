@@ -123,6 +123,8 @@ inline constexpr std::string_view auth_unknown_mech = "504 5.5.4 Unrecognized au
 // AUTH where it is not offered: a listener without auth: required, or
 // before TLS (it is not in the EHLO reply there).
 inline constexpr std::string_view auth_not_enabled = "503 5.5.1 Error: authentication not enabled" LAIM_CRLF;
+// AUTH after HELO or no greeting: only EHLO offers it (RFC 4954 3).
+inline constexpr std::string_view auth_need_ehlo = "503 5.5.1 Error: send EHLO first" LAIM_CRLF;
 inline constexpr std::string_view auth_twice = "503 5.5.1 Error: already authenticated" LAIM_CRLF;
 inline constexpr std::string_view auth_in_txn = "503 5.5.1 Error: MAIL transaction in progress" LAIM_CRLF;
 inline constexpr std::string_view syntax_auth = "501 5.5.4 Syntax: AUTH mechanism [initial-response]" LAIM_CRLF;

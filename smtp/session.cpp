@@ -664,7 +664,7 @@ void Session::cmd_auth(std::string_view arg)
 {
 	Impl& m = *impl_;
 	if (m.proto != Impl::Proto::Ehlo) {
-		reply(reply::need_helo);
+		reply(reply::auth_need_ehlo);
 		return;
 	}
 	if (!client_.auth_required || !tls_) {

@@ -1494,7 +1494,10 @@ END_TEST
 START_TEST(test_auth_errors)
 {
 	AuthHarness h;
-	expect_eq(h.cmd("AUTH PLAIN " + plain_alice + "\r\n"), "503 5.5.1 Error: send HELO/EHLO first\r\n");
+	// Only EHLO offers AUTH: after HELO, saying HELO again would not help.
+	expect_eq(h.cmd("AUTH PLAIN " + plain_alice + "\r\n"), "503 5.5.1 Error: send EHLO first\r\n");
+	h.cmd("HELO client.example\r\n");
+	expect_eq(h.cmd("AUTH PLAIN " + plain_alice + "\r\n"), "503 5.5.1 Error: send EHLO first\r\n");
 	h.cmd("EHLO client.example\r\n");
 	expect_eq(h.cmd("AUTH CRAM-MD5\r\n"), "504 5.5.4 Unrecognized authentication type\r\n");
 	expect_eq(h.cmd("AUTH\r\n"), "501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n");
