@@ -129,6 +129,13 @@ AuthTable AuthTable::parse_users(std::string_view text, const std::string& file)
 		std::string hash(line.substr(colon + 1));
 		if (!valid_user(user))
 			fail(file, n, "bad user name (printable ASCII without spaces or ':')");
+		if (hash.ends_with('\r'))
+			fail(file, n, "user " + std::string(user) +
+					      ": the hash ends with a carriage return (a file with Windows line endings?)");
+		if (hash.ends_with(' ') || hash.ends_with('\t'))
+			fail(file, n, "user " + std::string(user) + ": a space after the hash");
+		if (hash.starts_with(' ') || hash.starts_with('\t'))
+			fail(file, n, "user " + std::string(user) + ": a space before the hash");
 		if (!valid_hash(hash))
 			fail(file, n, "user " + std::string(user) +
 					      ": not a yescrypt ($y$), sha512crypt ($6$), sha256crypt ($5$) or "
@@ -136,6 +143,8 @@ AuthTable AuthTable::parse_users(std::string_view text, const std::string& file)
 		if (!t.users_.emplace(std::string(user), User{std::move(hash), {}}).second)
 			fail(file, n, "user " + std::string(user) + " listed twice");
 	});
+	if (t.users_.empty())
+		t.warnings_.push_back(file + ": no users: nobody can log in on its listener");
 	t.pick_dummy(file);
 	return t;
 }

@@ -396,6 +396,30 @@ class Case:
 		write_root_file(self.users, good)
 		check(r.returncode == 0 and b"warning" not in r.stderr, "laimd -n on yescrypt hashes: %r" % r)
 
+	def users_file_mistakes(self):
+		"""laimd -n names a carriage return or a space after a hash (a
+		valid hash otherwise) and warns about a file without users."""
+		d = self.d
+		good = open(self.users).read()
+		try:
+			for text, what in ((good.replace("\n", "\r\n"), "the hash ends with a carriage return"),
+					   (good.replace("\n", " \n"), "a space after the hash")):
+				write_root_file(self.users, text)
+				r = d.check_config(d.confpath)
+				check(r.returncode == 1 and re.search(r"listen\[0\]\.users: %s:2: user alice: %s" %
+								      (re.escape(self.users), what), r.stderr.decode()),
+				      "laimd -n on a users file with %s: %r" % (what, r))
+			for text in ("", "# nobody yet\n"):
+				write_root_file(self.users, text)
+				write_root_file(self.senders, "")
+				r = d.check_config(d.confpath)
+				check(r.returncode == 0 and r.stderr.decode() ==
+				      "laimd: warning: %s: no users: nobody can log in on its listener\n" % self.users,
+				      "laimd -n on a users file %r: %r" % (text, r))
+		finally:
+			write_root_file(self.users, good)
+			write_root_file(self.senders, SENDERS)
+
 	def forged_request(self):
 		"""A subverted smtp process that asks about a listener without
 		auth, or sends a request that does not decode, is ended by the
@@ -447,6 +471,7 @@ def main():
 		("queue file keeps the user across a restart", t.queue_file_survives_restart),
 		("SIGHUP re-reads the users file", t.sighup_rereads_users),
 		("a users file of mixed methods is warned about", t.mixed_methods_warned),
+		("laimd -n: a CR or space after a hash, a file without users", t.users_file_mistakes),
 		("a forged AUTH request ends the smtp process", t.forged_request),
 		("etc/submission.yml passes laimd -n", t.example_config),
 	])

@@ -145,8 +145,12 @@ START_TEST(users_errors)
 		{"alice:$6$\n", "users:1: user alice: not a yescrypt"},
 		{"alice:$6$saltsalt\n", "users:1: user alice: not a yescrypt"},
 		{"alice:$y$j9T$saltsalt$\n", "users:1: user alice: not a yescrypt"},
-		{"alice:" + y + " \n", "users:1: user alice: not a yescrypt"},
-		{"alice:" + y + "\r\n", "users:1: user alice: not a yescrypt"},
+		{"alice:" + y + " \n", "users:1: user alice: a space after the hash"},
+		{"alice:" + y + "\t\n", "users:1: user alice: a space after the hash"},
+		{"alice: " + y + "\n", "users:1: user alice: a space before the hash"},
+		{"alice:" + y + "\r\n", "users:1: user alice: the hash ends with a carriage return (a file with Windows "
+					"line endings?)"},
+		{"# c\r\nalice:" + y + "\r\n", "users:2: user alice: the hash ends with a carriage return"},
 		{"alice:" + y + ":19000:0:99999:7:::\n", "users:1: user alice: not a yescrypt"},
 		{"alice:" + y + "\n\n  bob\n", "users:3: expected user:hash"},
 	};
@@ -157,6 +161,12 @@ START_TEST(users_errors)
 	}
 	ck_assert(users_error("") == "(no error)");
 	ck_assert(users_error("# nobody yet\n") == "(no error)");
+	// ... but a file without users is warned about.
+	for (const char* text : {"", "# nobody yet\n\n"}) {
+		AuthTable t = AuthTable::parse_users(text, "users");
+		ck_assert_uint_eq(t.warnings().size(), 1);
+		ck_assert_str_eq(t.warnings()[0].c_str(), "users: no users: nobody can log in on its listener");
+	}
 }
 END_TEST
 
