@@ -22,7 +22,7 @@ namespace laim {
 
 namespace {
 
-constexpr size_t MAX_LINE = 4096;        // longest reply line taken (RFC 5321 says 512)
+constexpr size_t MAX_LINE = 4096;        // longest reply line kept whole (RFC 5321 says 512)
 constexpr size_t MAX_REPLY_LINES = 200;  // lines of one reply
 constexpr size_t FLUSH_AT = 64 * 1024;   // data queued before it is written
 
@@ -274,18 +274,28 @@ void SmtpClient::Impl::fill(const Deadline& deadline)
 	}
 }
 
+// One line without its CRLF. A line longer than MAX_LINE keeps its first
+// MAX_LINE bytes and " [...]"; the rest is read and dropped up to its LF,
+// within the deadline. Memory stays bounded, and a long reply is still
+// the answer it is, however the peer's segments fall: failing it would
+// defer, and so send again, a message the server has taken.
 std::string SmtpClient::Impl::read_line(const Deadline& deadline)
 {
+	bool cut = false;
 	size_t end;
 	while ((end = in.find('\n')) == std::string::npos) {
-		if (in.size() > MAX_LINE)
-			throw SmtpError(peer + " sent a reply line longer than " + std::to_string(MAX_LINE) + " bytes");
+		if (in.size() > MAX_LINE + 1) {  // more than the bytes kept and a CR
+			in.resize(MAX_LINE);
+			cut = true;
+		}
 		fill(deadline);
 	}
 	std::string line = in.substr(0, end);
 	in.erase(0, end + 1);
 	if (!line.empty() && line.back() == '\r')
 		line.pop_back();
+	if (cut || line.size() > MAX_LINE)
+		line = line.substr(0, MAX_LINE) + " [...]";
 	return line;
 }
 

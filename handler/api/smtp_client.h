@@ -1,8 +1,9 @@
 // SmtpClient: the client side of SMTP (RFC 5321) and LMTP (RFC 2033) for
 // the handlers that pass mail on (lmtp, smarthost). One connection, over
 // TCP or a unix socket, optionally TLS verified with OpenSSL; replies are
-// read whole (multi-line); the message goes out dot-stuffed. Blocking, with
-// a deadline on every step, so that it runs on a handler's worker thread.
+// read whole (multi-line, each line cut at 4096 bytes); the message goes
+// out dot-stuffed. Blocking, with a deadline on every step, so that it
+// runs on a handler's worker thread.
 // Every failure throws SmtpError, whose text says what failed (and, for
 // connection errors, carries errno so that a handler can say what to fix).
 #pragma once
@@ -69,7 +70,8 @@ class SmtpClient {
 	// "TLSv1.3 TLS_AES_256_GCM_SHA384, certificate CN=localhost verified"
 	std::string tls_summary() const;
 
-	// Reads one whole reply within timeout seconds.
+	// Reads one whole reply within timeout seconds. A line longer than
+	// 4096 bytes keeps its first 4096 and " [...]"; the rest is dropped.
 	SmtpReply read_reply(int timeout);
 	// Queues a command line (CRLF added); flush() sends what is queued.
 	// Pipelined commands are queued, flushed once, then their replies read.

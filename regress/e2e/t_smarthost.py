@@ -10,12 +10,16 @@
 # reason, and the password never goes in clear or into the log; tls: none
 # delivers in clear; a pin accepts the rogue certificate; laimctl test
 # shows each step. laimd -n refuses a credentials file others can read and
-# credentials with tls: none, and takes etc/smarthost.yml.
+# credentials with tls: none, and takes etc/smarthost.yml. Against a
+# scripted server (peer_scripted.py): a 5000-byte reply to the message's
+# end whose LF comes in a later segment delivers the message once.
 import sys
+import time
 sys.dont_write_bytecode = True
 from harness import *
 from peer_certs import Certs
 from peer_smtp import SmtpPeer
+from peer_scripted import ScriptedPeer
 
 USER, PASSWORD = "alice@example.org", "app:Pass-4711"  # a ':' in the password
 LOGIN_USER, LOGIN_PASSWORD = "bob", "Login-Pass-0815"
@@ -33,7 +37,7 @@ def put_secret(path, text, mode=0o600):
 	os.chmod(path, mode)
 
 
-def configure(d, certs, peer, secrets):
+def configure(d, certs, peer, secrets, scripted):
 	ports = peer.ports
 	verified = {"host": "localhost", "ca_file": certs.ca, "credentials": secrets["alice"]}
 	d.config["handlers"] = {
@@ -52,6 +56,7 @@ def configure(d, certs, peer, secrets):
 		"clear": {"type": "smarthost", "host": "127.0.0.1", "port": ports["plain"], "tls": "none"},
 		"badpass": dict(verified, type="smarthost", port=ports["starttls"], credentials=secrets["wrong"]),
 		"noauth": {"type": "smarthost", "host": "localhost", "port": ports["starttls"], "ca_file": certs.ca},
+		"scripted": {"type": "smarthost", "host": "127.0.0.1", "port": scripted.port, "tls": "none"},
 	}
 	d.config["routes"] = [{"match": "*@%s.example" % name, "handlers": [name]} for name in d.config["handlers"]]
 
@@ -215,6 +220,25 @@ def check_laimctl_test(d, peer, ports):
 	      "laimctl test rogue: %r" % r)
 
 
+def scripted_end(session, rcpts):
+	"""What the scripted server does after the message's end, by its
+	recipient's local part."""
+	local = rcpts[0].split("@")[0]
+	if local == "long":  # a 5000-byte line, its CRLF in another segment
+		return [b"250 2.0.0 " + b"x" * 5000, 0.3, b"\r\n"]
+	return [b"250 2.0.0 Ok\r\n"]
+
+
+def check_scripted(d, scripted, qids):
+	"""A reply line too long is cut, not a broken session: one copy."""
+	# (the log cuts the line before the reply's end)
+	d.wait_log(r"%s: to=<long@scripted\.example>, handler=scripted, status=delivered, .*\(250 2\.0\.0 x{1000}" %
+		   qids["long"], timeout=15, since=0)
+	time.sleep(2)  # past a retry, were there one
+	check_eq(len([m for m in scripted.messages if m[1] == ["long@scripted.example"]]), 1,
+		 "copies of the message answered with a 5000-byte line")
+
+
 def main():
 	d = Laimd()
 	certs = Certs(os.path.join(d.dir, "certs"))
@@ -223,7 +247,8 @@ def main():
 	put_secret(secrets["alice"], USER + ":" + PASSWORD)
 	put_secret(secrets["bob"], LOGIN_USER + ":" + LOGIN_PASSWORD)
 	put_secret(secrets["wrong"], USER + ":" + WRONG_PASSWORD)
-	configure(d, certs, peer, secrets)
+	scripted = ScriptedPeer(end=scripted_end)
+	configure(d, certs, peer, secrets, scripted)
 	check_config_refused(d, secrets)
 	d.check_example("smarthost", {"/etc/laim/relay.secret": secrets["alice"]})
 	d.start()
@@ -234,6 +259,8 @@ def main():
 	qids["pinned"] = d.send(SENDER, ["x@pinned.example"], SENT[SENT.index(b"To: "):])
 	for name in ("rogue", "wrongpin", "nostarttls", "clear", "badpass", "noauth"):
 		qids[name] = d.send(SENDER, ["x@%s.example" % name], SENT)
+	for name in ("long",):
+		qids[name] = d.send(SENDER, ["%s@scripted.example" % name], SENT)
 
 	run_rows([
 		("STARTTLS, AUTH PLAIN, per-recipient results", lambda: check_relay(d, peer, relay)),
@@ -242,12 +269,14 @@ def main():
 		("a pinned certificate, rewrite_from missing", lambda: check_pinned(d, peer, qids["pinned"])),
 		("refusals before MAIL, tls: none", lambda: check_refusals(d, peer, qids, peer.ports)),
 		("laimctl test", lambda: check_laimctl_test(d, peer, peer.ports)),
+		("a scripted server's replies", lambda: check_scripted(d, scripted, qids)),
 	])
 	check_eq(d.stop(), 0, "laimd exit status")
 	log = d.log(0)
 	for secret in (PASSWORD, LOGIN_PASSWORD, WRONG_PASSWORD):
 		check(secret not in log, "a password in the log")
 	peer.stop()
+	scripted.stop()
 
 
 run(main)

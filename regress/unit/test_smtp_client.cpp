@@ -27,14 +27,15 @@ using namespace laim;
 
 namespace {
 
-// A peer that writes `script` once a client connects, and keeps what the
-// client sent until it closes; at most one connection.
+// A peer that writes `script` once a client connects, then `later` in a
+// segment of its own a moment after, and keeps what the client sent until
+// it closes; at most one connection.
 struct ScriptedPeer {
-	std::string path, script, received;
+	std::string path, script, later, received;
 	int listener = -1;
 	std::thread thread;
 
-	explicit ScriptedPeer(std::string s) : script(std::move(s))
+	explicit ScriptedPeer(std::string s, std::string l = "") : script(std::move(s)), later(std::move(l))
 	{
 		char dir[] = "/tmp/laim-smtpc-XXXXXX";
 		ck_assert_ptr_nonnull(mkdtemp(dir));
@@ -49,6 +50,10 @@ struct ScriptedPeer {
 			int c = accept(listener, nullptr, nullptr);
 			ck_assert_int_ge(c, 0);
 			ck_assert_int_eq(write(c, script.data(), script.size()), (ssize_t)script.size());
+			if (!later.empty()) {
+				usleep(200 * 1000);
+				ck_assert_int_eq(write(c, later.data(), later.size()), (ssize_t)later.size());
+			}
 			char buf[4096];
 			ssize_t n;
 			while ((n = read(c, buf, sizeof buf)) > 0)
@@ -146,6 +151,28 @@ START_TEST(stalled_peer_times_out)
 }
 END_TEST
 
+// A reply line longer than 4096 bytes is cut there and marked, whether its
+// LF comes in the same segment or a later one; the next reply follows.
+START_TEST(long_line_cut_wherever_it_breaks)
+{
+	std::string text = "2.0.0 " + std::string(5000, 'x');
+	std::string cut = text.substr(0, 4096 - 4) + " [...]";
+	ScriptedPeer peer("250 " + text + "\r\n250 " + text, "\r\n221 2.0.0 bye\r\n");
+	SmtpClient c;
+	c.connect_unix(peer.path, 5);
+	for (int i = 0; i < 2; i++) {
+		SmtpReply r = c.read_reply(5);
+		ck_assert_int_eq(r.code, 250);
+		ck_assert_int_eq(r.lines.size(), 1);
+		CHECK_STR(r.lines[0], cut);
+		ck_assert(r.result().status == Result::Status::Delivered);
+	}
+	CHECK_STR(c.read_reply(5).text(), "221 2.0.0 bye");
+	c.quit();
+	peer.wait();
+}
+END_TEST
+
 START_TEST(malformed_replies_refused)
 {
 	const char* bad[] = {"hello\r\n", "250-a\r\n451 b\r\n", "25\r\n", "250x\r\n"};
@@ -186,6 +213,7 @@ int main()
 	tcase_add_test(tc, replies_whole_with_enhanced_codes);
 	tcase_add_test(tc, data_dot_stuffed_with_crlf);
 	tcase_add_test(tc, stalled_peer_times_out);
+	tcase_add_test(tc, long_line_cut_wherever_it_breaks);
 	tcase_add_test(tc, malformed_replies_refused);
 	tcase_add_test(tc, connect_errors_carry_errno);
 	suite_add_tcase(s, tc);
