@@ -185,9 +185,10 @@ SmtpReply LmtpHandler::open(SmtpClient& c) const
 
 // With verify_recipients, asks the server about the recipient with an
 // LMTP RCPT and no DATA: a 5xx refuses it (550 at laim's RCPT), a 4xx or
-// no answer defers it (451). This runs on the handler process's main
-// loop, which waits meanwhile: each step (connecting, each reply) gets
-// timeout seconds, and a failed session is closed without QUIT.
+// no answer defers it (451), as does a refused MAIL FROM:<>, whatever its
+// class: it says nothing of the recipient. This runs on the handler
+// process's main loop, which waits meanwhile: each step (connecting, each
+// reply) gets timeout seconds, and a failed session is closed without QUIT.
 RcptVerdict LmtpHandler::check_recipient(std::string_view rcpt)
 {
 	if (!verify_)
@@ -195,9 +196,14 @@ RcptVerdict LmtpHandler::check_recipient(std::string_view rcpt)
 	SmtpClient c;
 	try {
 		open(c);
-		SmtpReply r = c.command("MAIL FROM:<>", timeout_);
-		if (r.ok())
-			r = c.command("RCPT TO:<" + rcpt_address(rcpt) + ">", timeout_);
+		SmtpReply mail = c.command("MAIL FROM:<>", timeout_);
+		if (!mail.ok()) {
+			c.quit();
+			log_warnx("handler %s: verifying <%s>: %s refuses MAIL FROM:<>: %s", name_.c_str(),
+				  std::string(rcpt).c_str(), peer().c_str(), mail.text().c_str());
+			return RcptVerdict::Defer;
+		}
+		SmtpReply r = c.command("RCPT TO:<" + rcpt_address(rcpt) + ">", timeout_);
 		c.quit();
 		if (r.ok())
 			return RcptVerdict::Accept;

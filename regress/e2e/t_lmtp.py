@@ -8,7 +8,8 @@
 # delivered alone after the fix and `laimctl flush`, the others never
 # twice. A 550 at RCPT fails that recipient only; rcpt_to: user keeps
 # another domain's address whole; verify_recipients answers 550 and 451
-# at laim's own RCPT, also when the server is down or hangs; connection
+# at laim's own RCPT, also when the server is down or hangs, and 451 when
+# a server (a scripted one, peer_scripted.py) refuses MAIL FROM:<>; connection
 # errors defer with what to fix (a socket laim may not open: its owner,
 # mode and Dovecot's unix_listener setting); laimctl test says LHLO
 # was answered.
@@ -21,6 +22,7 @@ import time
 import harness
 from harness import *
 from peer_dovecot import Dovecot
+from peer_scripted import ScriptedPeer
 
 H = "test.laim.example"
 LHLO = "laim-lmtp.example"
@@ -170,6 +172,8 @@ class Peers:
 		self.hung.bind(("127.0.0.1", 0))
 		self.hung.listen(8)
 		self.hung_port = self.hung.getsockname()[1]
+		self.scripted = ScriptedPeer(lmtp=True, mail=lambda sender: "550 5.7.1 null sender refused" if not sender
+					     else "250 2.1.0 Ok")
 		self.configure()
 		self.d.start()
 
@@ -191,15 +195,17 @@ class Peers:
 			"nosocket": {"type": "lmtp", "socket": os.path.join(d.dir, "no", "lmtp")},
 			"down": {"type": "lmtp", "host": tcp(self.refused_port), "verify_recipients": True},
 			"slow": {"type": "lmtp", "host": tcp(self.hung_port), "verify_recipients": True, "timeout": 2},
+			"scripted": {"type": "lmtp", "host": tcp(self.scripted.port), "verify_recipients": True},
 		}
 		d.config["routes"] = [{"match": "*@%s.example" % name, "handlers": [name]}
-				      for name in ("nopipe", "smtpish", "refused", "hung", "nosocket", "down", "slow")]
+				      for name in ("nopipe", "smtpish", "refused", "hung", "nosocket", "down", "slow", "scripted")]
 		d.config["routes"] += [{"match": "*@lists.example", "handlers": ["virtual"]},
 				       {"match": "*", "handlers": ["dovecot"]}]
 
 	def stop(self):
 		check_eq(self.d.stop(), 0, "laimd exit status")
 		self.hung.close()
+		self.scripted.stop()
 		self.aio.stdin.close()
 		self.aio.wait(10)
 		self.dc.cleanup()
@@ -270,7 +276,8 @@ def other_domain(p):
 
 def verify_at_rcpt(p):
 	"""verify_recipients: Dovecot's 550 at laim's RCPT; 451 when the
-	server is down, or hangs past timeout (2 s a step)."""
+	server is down, or hangs past timeout (2 s a step), or refuses MAIL
+	FROM:<> (a 550 that says nothing of the recipient)."""
 	d, m3 = p.d, message("verified")
 	with d.smtp() as c:
 		c.ehlo()
@@ -278,6 +285,7 @@ def verify_at_rcpt(p):
 		c.cmd("RCPT TO:<nosuch@lists.example>", 550)
 		c.cmd("RCPT TO:<erin@lists.example>", 250)
 		c.cmd("RCPT TO:<x@down.example>", 451)
+		c.cmd("RCPT TO:<x@scripted.example>", 451)
 		t0 = time.monotonic()
 		c.cmd("RCPT TO:<x@slow.example>", 451, timeout=20)
 		waited = time.monotonic() - t0
@@ -289,6 +297,8 @@ def verify_at_rcpt(p):
 		   r"<nosuch@lists\.example> User doesn't exist: nosuch@lists\.example$" % p.dc.port)
 	d.wait_log(r"handler down: verifying <x@down\.example>: lmtp: connect to 127\.0\.0\.1:%d: Connection refused"
 		   % p.refused_port)
+	d.wait_log(r"handler scripted: verifying <x@scripted\.example>: 127\.0\.0\.1:%d refuses MAIL FROM:<>: 550 5\.7\.1 "
+		   r"null sender refused$" % p.scripted.port)
 	d.wait_log(r"handler slow: verifying <x@slow\.example>: lmtp: timeout after 2 s waiting for 127\.0\.0\.1:%d$"
 		   % p.hung_port)
 	delivered(d, q3, "erin@lists.example", "virtual", r"250 2\.0\.0 <erin@lists\.example> \S+ Saved")
