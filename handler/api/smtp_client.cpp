@@ -135,6 +135,9 @@ std::string SmtpReply::text() const
 	return out;
 }
 
+// Only a 5xx fails for good: any other code where a 2xx, 4xx or 5xx
+// belongs (a 354 to the message's end) is the server's error, deferred
+// as the other protocol errors are.
 Result SmtpReply::result(std::string_view what) const
 {
 	std::string why = std::string(what) + text();
@@ -142,7 +145,9 @@ Result SmtpReply::result(std::string_view what) const
 		return Result::delivered(why);
 	if (code >= 400 && code < 500)
 		return Result::tempfail(why).with_code(enhanced);
-	return Result::permfail(why).with_code(enhanced);
+	if (code >= 500 && code < 600)
+		return Result::permfail(why).with_code(enhanced);
+	return Result::tempfail(std::string(what) + "unexpected reply " + text());
 }
 
 std::optional<std::string> SmtpReply::extension(std::string_view keyword) const

@@ -34,9 +34,10 @@ struct SmtpReply {
 	// the lines of a multi-line reply joined by " / ".
 	std::string text() const;
 	bool ok() const { return code >= 200 && code < 400; }
-	// 2xx delivered, 4xx tempfail, 5xx (and anything else) permfail; the
-	// reason is text() prefixed by what (e.g. "RCPT: "), and the code is
-	// the enhanced status code when the server gave one.
+	// 2xx delivered, 4xx tempfail, 5xx permfail, anything else tempfail
+	// ("unexpected reply 354 ..."); the reason is text() prefixed by what
+	// (e.g. "RCPT: "), and the code is the enhanced status code when the
+	// server gave one.
 	Result result(std::string_view what = {}) const;
 	// The parameters of an EHLO/LHLO keyword ("AUTH" -> "PLAIN LOGIN",
 	// "PIPELINING" -> ""), or nullopt when the reply does not offer it.

@@ -12,7 +12,8 @@
 # shows each step. laimd -n refuses a credentials file others can read and
 # credentials with tls: none, and takes etc/smarthost.yml. Against a
 # scripted server (peer_scripted.py): a 5000-byte reply to the message's
-# end whose LF comes in a later segment delivers the message once.
+# end whose LF comes in a later segment delivers the message once; a 354
+# to it defers (only a 5xx fails for good).
 import sys
 import time
 sys.dont_write_bytecode = True
@@ -226,6 +227,8 @@ def scripted_end(session, rcpts):
 	local = rcpts[0].split("@")[0]
 	if local == "long":  # a 5000-byte line, its CRLF in another segment
 		return [b"250 2.0.0 " + b"x" * 5000, 0.3, b"\r\n"]
+	if local == "odd":  # a reply no message's end can have
+		return [b"354 go on\r\n"]
 	return [b"250 2.0.0 Ok\r\n"]
 
 
@@ -237,6 +240,8 @@ def check_scripted(d, scripted, qids):
 	time.sleep(2)  # past a retry, were there one
 	check_eq(len([m for m in scripted.messages if m[1] == ["long@scripted.example"]]), 1,
 		 "copies of the message answered with a 5000-byte line")
+	log_line(d, qids["odd"], "odd@scripted.example", "scripted", "deferred, .*attempt=2,", r"unexpected reply 354 go on")
+	check(qids["odd"] not in d.spool_files("failed"), "a message answered 354 at its end in failed/")
 
 
 def main():
@@ -259,7 +264,7 @@ def main():
 	qids["pinned"] = d.send(SENDER, ["x@pinned.example"], SENT[SENT.index(b"To: "):])
 	for name in ("rogue", "wrongpin", "nostarttls", "clear", "badpass", "noauth"):
 		qids[name] = d.send(SENDER, ["x@%s.example" % name], SENT)
-	for name in ("long",):
+	for name in ("long", "odd"):
 		qids[name] = d.send(SENDER, ["%s@scripted.example" % name], SENT)
 
 	run_rows([

@@ -80,7 +80,7 @@ struct ScriptedPeer {
 START_TEST(replies_whole_with_enhanced_codes)
 {
 	ScriptedPeer peer("220 lmtp ready\r\n250-mx\r\n250-PIPELINING\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n"
-			  "552 5.2.2 <carol> Quota exceeded\r\n451 4.3.0\r\n250 ok 4.2.0 is no code here\r\n");
+			  "552 5.2.2 <carol> Quota exceeded\r\n451 4.3.0\r\n250 ok 4.2.0 is no code here\r\n354 go on\r\n");
 	SmtpClient c;
 	c.connect_unix(peer.path, 5);
 	SmtpReply r = c.read_reply(5);
@@ -107,6 +107,9 @@ START_TEST(replies_whole_with_enhanced_codes)
 	r = c.read_reply(5);
 	CHECK_STR(r.enhanced, "");
 	ck_assert(r.result().status == Result::Status::Delivered);
+	res = c.read_reply(5).result();  // only a 5xx fails for good
+	ck_assert(res.status == Result::Status::TempFail);
+	CHECK_STR(res.reason, "unexpected reply 354 go on");
 	c.quit();
 	peer.wait();
 }
