@@ -331,6 +331,18 @@ SmtpReply SmtpClient::read_reply(int timeout)
 	return reply;
 }
 
+// read_reply() after the message's end: a failure says so, since the
+// server may have taken the message, and the retry may make a copy.
+SmtpReply SmtpClient::read_end_reply(int timeout)
+{
+	try {
+		return read_reply(timeout);
+	} catch (const SmtpError& e) {
+		throw SmtpError(std::string("after the end of the message (it may have been delivered): ") + e.what(),
+				e.error);
+	}
+}
+
 void SmtpClient::queue(std::string_view line)
 {
 	impl_->out.append(line);

@@ -74,6 +74,9 @@ class SmtpClient {
 	// Reads one whole reply within timeout seconds. A line longer than
 	// 4096 bytes keeps its first 4096 and " [...]"; the rest is dropped.
 	SmtpReply read_reply(int timeout);
+	// read_reply() for the reply to the message's end: its errors start
+	// "after the end of the message (it may have been delivered): ".
+	SmtpReply read_end_reply(int timeout);
 	// Queues a command line (CRLF added); flush() sends what is queued.
 	// Pipelined commands are queued, flushed once, then their replies read.
 	void queue(std::string_view line);

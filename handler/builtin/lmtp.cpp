@@ -270,7 +270,7 @@ void LmtpHandler::transaction(SmtpClient& c, const Envelope& env, const Message&
 	}
 	c.send_data(msg.raw(), timeout_);
 	for (size_t i : accepted)
-		each[i] = c.read_reply(timeout_).result();
+		each[i] = c.read_end_reply(timeout_).result();
 }
 
 // One result per recipient, in env.recipients order; those the server

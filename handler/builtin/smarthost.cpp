@@ -309,7 +309,7 @@ Results Smarthost::deliver(const Envelope& env, const Message& msg)
 			throw Stop{r.code >= 400 ? r.result("DATA: ") : Result::tempfail(peer_ + ": DATA: " + r.text())};
 		// data_timeout, plus a second per 64 KiB for a large message
 		c.send_data(data, data_timeout_ + static_cast<int>(data.size() >> 16));
-		settle_rest(c.read_reply(data_timeout_).result());
+		settle_rest(c.read_end_reply(data_timeout_).result());
 		c.quit();
 	} catch (const Stop& s) {
 		settle_rest(s.result);

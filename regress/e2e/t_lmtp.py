@@ -9,7 +9,9 @@
 # twice. A 550 at RCPT fails that recipient only; rcpt_to: user keeps
 # another domain's address whole; verify_recipients answers 550 and 451
 # at laim's own RCPT, also when the server is down or hangs, and 451 when
-# a server (a scripted one, peer_scripted.py) refuses MAIL FROM:<>; connection
+# a server (a scripted one, peer_scripted.py) refuses MAIL FROM:<>; a
+# server that closes after the message's end defers, saying the message
+# may have been delivered; connection
 # errors defer with what to fix (a socket laim may not open: its owner,
 # mode and Dovecot's unix_listener setting); laimctl test says LHLO
 # was answered.
@@ -173,7 +175,7 @@ class Peers:
 		self.hung.listen(8)
 		self.hung_port = self.hung.getsockname()[1]
 		self.scripted = ScriptedPeer(lmtp=True, mail=lambda sender: "550 5.7.1 null sender refused" if not sender
-					     else "250 2.1.0 Ok")
+					     else "250 2.1.0 Ok", end=lambda session, rcpts: [None])
 		self.configure()
 		self.d.start()
 
@@ -196,9 +198,11 @@ class Peers:
 			"down": {"type": "lmtp", "host": tcp(self.refused_port), "verify_recipients": True},
 			"slow": {"type": "lmtp", "host": tcp(self.hung_port), "verify_recipients": True, "timeout": 2},
 			"scripted": {"type": "lmtp", "host": tcp(self.scripted.port), "verify_recipients": True},
+			"closes": {"type": "lmtp", "host": tcp(self.scripted.port)},
 		}
 		d.config["routes"] = [{"match": "*@%s.example" % name, "handlers": [name]}
-				      for name in ("nopipe", "smtpish", "refused", "hung", "nosocket", "down", "slow", "scripted")]
+				      for name in ("nopipe", "smtpish", "refused", "hung", "nosocket", "down", "slow", "scripted",
+						   "closes")]
 		d.config["routes"] += [{"match": "*@lists.example", "handlers": ["virtual"]},
 				       {"match": "*", "handlers": ["dovecot"]}]
 
@@ -321,11 +325,13 @@ def without_pipelining(p):
 
 
 def unreachable(p):
-	"""Connection errors and a server that is not LMTP: deferred, saying
-	why."""
+	"""Connection errors, a server that is not LMTP and one that closes
+	after the message's end: deferred, saying why."""
 	d = p.d
-	q5 = d.send(SENDER, ["x@smtpish.example", "x@refused.example", "x@hung.example", "x@nosocket.example"],
-		    message("unreachable"))
+	q5 = d.send(SENDER, ["x@smtpish.example", "x@refused.example", "x@hung.example", "x@nosocket.example",
+			     "x@closes.example"], message("unreachable"))
+	deferred(d, q5, "x@closes.example", "closes", r"lmtp: after the end of the message \(it may have been "
+		 r"delivered\): 127\.0\.0\.1:%d closed the connection" % p.scripted.port)
 	deferred(d, q5, "x@smtpish.example", "smtpish",
 		 r'lmtp: 127\.0\.0\.1:%d answers LHLO with 500 Error: command "LHLO" not recognized: an SMTP '
 		 r'server, not LMTP \(RFC 2033\)\?' % p.smtp_port)

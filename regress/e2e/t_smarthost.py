@@ -13,7 +13,8 @@
 # credentials with tls: none, and takes etc/smarthost.yml. Against a
 # scripted server (peer_scripted.py): a 5000-byte reply to the message's
 # end whose LF comes in a later segment delivers the message once; a 354
-# to it defers (only a 5xx fails for good).
+# to it defers (only a 5xx fails for good); a close right after it defers
+# with a reason that says the message may have been delivered.
 import sys
 import time
 sys.dont_write_bytecode = True
@@ -221,6 +222,9 @@ def check_laimctl_test(d, peer, ports):
 	      "laimctl test rogue: %r" % r)
 
 
+CLOSED = set()  # the local parts whose message's end got no reply once
+
+
 def scripted_end(session, rcpts):
 	"""What the scripted server does after the message's end, by its
 	recipient's local part."""
@@ -229,6 +233,9 @@ def scripted_end(session, rcpts):
 		return [b"250 2.0.0 " + b"x" * 5000, 0.3, b"\r\n"]
 	if local == "odd":  # a reply no message's end can have
 		return [b"354 go on\r\n"]
+	if local == "closes" and local not in CLOSED:  # the first time, no reply
+		CLOSED.add(local)
+		return [None]
 	return [b"250 2.0.0 Ok\r\n"]
 
 
@@ -242,6 +249,10 @@ def check_scripted(d, scripted, qids):
 		 "copies of the message answered with a 5000-byte line")
 	log_line(d, qids["odd"], "odd@scripted.example", "scripted", "deferred, .*attempt=2,", r"unexpected reply 354 go on")
 	check(qids["odd"] not in d.spool_files("failed"), "a message answered 354 at its end in failed/")
+	log_line(d, qids["closes"], "closes@scripted.example", "scripted", "deferred, .*attempt=1,",
+		 r"after the end of the message \(it may have been delivered\): 127\.0\.0\.1:%d closed the connection" %
+		 scripted.port)
+	log_line(d, qids["closes"], "closes@scripted.example", "scripted", "delivered", r"250 2\.0\.0 Ok")
 
 
 def main():
@@ -264,7 +275,7 @@ def main():
 	qids["pinned"] = d.send(SENDER, ["x@pinned.example"], SENT[SENT.index(b"To: "):])
 	for name in ("rogue", "wrongpin", "nostarttls", "clear", "badpass", "noauth"):
 		qids[name] = d.send(SENDER, ["x@%s.example" % name], SENT)
-	for name in ("long", "odd"):
+	for name in ("long", "odd", "closes"):
 		qids[name] = d.send(SENDER, ["%s@scripted.example" % name], SENT)
 
 	run_rows([
