@@ -71,6 +71,19 @@ std::string log_escape(std::string_view s)
 	return out;
 }
 
+std::string log_escape_lines(std::string_view s)
+{
+	std::string out;
+	for (size_t start = 0;;) {
+		size_t end = s.find('\n', start);
+		out += log_escape(s.substr(start, end == std::string_view::npos ? end : end - start));
+		if (end == std::string_view::npos)
+			return out;
+		out += '\n';
+		start = end + 1;
+	}
+}
+
 pid_t process_id()
 {
 	static bool registered = pthread_atfork(nullptr, nullptr, [] { self_pid = 0; }) == 0;

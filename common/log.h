@@ -20,6 +20,10 @@ namespace laim {
 // through it, so a child's report, a client's address or a handler's
 // reason cannot forge a line.
 std::string log_escape(std::string_view s);
+// The same for text of several lines, each escaped on its own: a reason
+// file in failed/, whose lines a peer's reply may have written, is read
+// by an administrator's terminal.
+std::string log_escape_lines(std::string_view s);
 
 // getpid(), asked once per process (and again after a fork): imsg
 // headers and log lines carry it.

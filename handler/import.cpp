@@ -298,7 +298,7 @@ void OfflineImport::refuse(const std::string& name, const std::string& why)
 {
 	std::string from = spool_.dir() + "/offline/" + name;
 	std::string to = spool_.dir() + "/failed/offline." + name;
-	std::ofstream(to + ".reason") << why << '\n';
+	std::ofstream(to + ".reason") << log_escape_lines(why) << '\n';
 	if (rename(from.c_str(), to.c_str()) == -1)
 		log_warn("offline/%s: refused (%s), and cannot move it to failed/", name.c_str(), why.c_str());
 	else

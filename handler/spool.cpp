@@ -844,7 +844,7 @@ void Spool::fail(const std::string& id, const std::string& reason)
 	UniqueFd fd(::open(rpath.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
 	if (!fd)
 		throw_errno("create " + rpath);
-	if (!write_all(fd.get(), reason + "\n"))
+	if (!write_all(fd.get(), log_escape_lines(reason) + "\n"))
 		throw_errno("write " + rpath);
 	std::string to = path("failed", id);
 	if (::renameat(queue_dirfd_.get(), id.c_str(), AT_FDCWD, to.c_str()) < 0 && errno != ENOENT)

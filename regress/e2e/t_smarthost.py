@@ -233,6 +233,8 @@ def scripted_end(session, rcpts):
 		return [b"250 2.0.0 " + b"x" * 5000, 0.3, b"\r\n"]
 	if local == "odd":  # a reply no message's end can have
 		return [b"354 go on\r\n"]
+	if local == "escape":  # terminal controls, for whoever reads failed/
+		return [b"550 5.7.1 bad\x1b[2J\x1b]0;pwned\x07 reply\r\n"]
 	if local == "closes" and local not in CLOSED:  # the first time, no reply
 		CLOSED.add(local)
 		return [None]
@@ -253,6 +255,13 @@ def check_scripted(d, scripted, qids):
 		 r"after the end of the message \(it may have been delivered\): 127\.0\.0\.1:%d closed the connection" %
 		 scripted.port)
 	log_line(d, qids["closes"], "closes@scripted.example", "scripted", "delivered", r"250 2\.0\.0 Ok")
+	# A peer's words reach failed/ID.reason escaped, as they reach the log.
+	reason_path = os.path.join(d.spool, "failed", qids["escape"] + ".reason")
+	wait_for(lambda: os.path.exists(reason_path), 15, "failed/%s.reason" % qids["escape"])
+	with open(reason_path, "rb") as f:
+		reason = f.read()
+	check(b"bad\\x1b[2J" in reason and not re.search(rb"[\x00-\x09\x0b-\x1f\x7f]", reason),
+	      "failed/%s.reason holds a control byte: %r" % (qids["escape"], reason))
 
 
 def main():
@@ -275,7 +284,7 @@ def main():
 	qids["pinned"] = d.send(SENDER, ["x@pinned.example"], SENT[SENT.index(b"To: "):])
 	for name in ("rogue", "wrongpin", "nostarttls", "clear", "badpass", "noauth"):
 		qids[name] = d.send(SENDER, ["x@%s.example" % name], SENT)
-	for name in ("long", "odd", "closes"):
+	for name in ("long", "odd", "closes", "escape"):
 		qids[name] = d.send(SENDER, ["%s@scripted.example" % name], SENT)
 
 	run_rows([
