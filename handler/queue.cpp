@@ -307,29 +307,37 @@ void Queue::run()
 	due.swap(due_);
 	for (const std::string& id : due) {
 		auto it = entries_.find(id);
-		if (it == entries_.end() || it->second.next_try > now)
-			continue;
-		Entry& e = it->second;
-		if (e.running == 0 && e.attempts > 0 && now_real() - e.arrival >= static_cast<double>(max_queue_age_)) {
-			e.failures.push_back("expired: in the queue longer than max_queue_age");
-			finalize(id);
-			continue;
-		}
-		dispatch(e);
+		if (it != entries_.end() && it->second.next_try <= now)
+			go(id);
 	}
+	for (auto& [name, inst] : instances_)
+		take_waiting(*inst);
 }
 
-// A worker of inst is free: the first message waiting for one goes ahead.
-void Queue::worker_freed(Instance& inst)
+// Dispatches a message, or gives it up when it is older than max_queue_age
+// (not in the middle of a call).
+void Queue::go(const std::string& id)
 {
-	while (!inst.waiting.empty()) {
+	Entry& e = entries_.at(id);
+	if (e.running == 0 && e.attempts > 0 && now_real() - e.arrival >= static_cast<double>(max_queue_age_)) {
+		e.failures.push_back("expired: in the queue longer than max_queue_age");
+		finalize(id);
+		return;
+	}
+	dispatch(e);
+}
+
+// The messages waiting for a worker of inst go ahead, in turn, while one is
+// free. One that expires meanwhile uses no worker: the next one takes it,
+// so no free worker is left idle while a message waits for it.
+void Queue::take_waiting(Instance& inst)
+{
+	while (inst.busy < inst.workers && !inst.waiting.empty()) {
 		std::string id = std::move(inst.waiting.front());
 		inst.waiting.pop_front();
 		auto it = entries_.find(id);
-		if (it != entries_.end() && it->second.waiting_for.erase(inst.name)) {
-			due_.push_back(std::move(id));
-			return;
-		}
+		if (it != entries_.end() && it->second.waiting_for.erase(inst.name))
+			go(id);
 	}
 }
 
@@ -345,8 +353,7 @@ void Queue::collect()
 		jobs_.erase(mid, jobs_.end());
 	}
 	for (auto& job : finished) {
-		job->inst->busy--;
-		worker_freed(*job->inst);
+		job->inst->busy--;  // its waiting messages go ahead at the next run()
 		if (!job->expired)
 			finish_job(*job, job->results);
 		else if (!job->tested)

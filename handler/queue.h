@@ -146,7 +146,8 @@ class Queue {
 	void settle(const std::string& id);
 	void late_delivery(const Job& job);
 	void finalize(const std::string& id);
-	void worker_freed(Instance& inst);
+	void go(const std::string& id);
+	void take_waiting(Instance& inst);
 
 	Spool& spool_;
 	UniqueFd notify_;
