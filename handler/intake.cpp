@@ -100,16 +100,28 @@ void Intake::on_mail(uint32_t session, MailMsg m, std::optional<uid_t> uid)
 	}
 #endif
 	abort_txn(session);
+	admit_waiting();  // those already in line have the first turn
 	if (!queue_full() && waiting_.empty()) {
 		open_txn(session, std::move(m), uid);
 		return;
 	}
 	time_t wait = uid ? 0 : static_cast<time_t>(cfg_.queue_full_wait);
-	if (waiting_.empty() && wait > 0)
+	if (wait == 0) {  // answered at once, never behind those that wait
+		refuse_full(session, m.sender);
+		return;
+	}
+	if (waiting_.empty())
 		log_info("queue full (max_queue_size %u): MAIL FROM waits up to %lds for room", cfg_.max_queue_size,
 			 (long)wait);
 	waiting_.push_back({session, std::move(m), uid, time(nullptr) + wait});
-	admit_waiting();
+}
+
+// A MAIL the full queue has no room for: 452, and smtp defers the mail.
+void Intake::refuse_full(uint32_t session, const std::string& sender)
+{
+	log_warnx("queue full (%zu queued, %zu in progress, max_queue_size %u): deferring mail from <%s>",
+		  queue_.size(), in_progress(), cfg_.max_queue_size, sender.c_str());
+	reply(IMSG_H_MAIL, session, BackendStatus::Full);
 }
 
 // MAIL on the local socket: the submitter's uid is the kernel's
@@ -153,9 +165,7 @@ void Intake::admit_waiting()
 		if (!queue_full()) {
 			open_txn(w.session, std::move(w.mail), w.uid);
 		} else if (now >= w.deadline) {
-			log_warnx("queue full (%zu queued, %zu in progress, max_queue_size %u): deferring mail from <%s>",
-				  queue_.size(), in_progress(), cfg_.max_queue_size, w.mail.sender.c_str());
-			reply(IMSG_H_MAIL, w.session, BackendStatus::Full);
+			refuse_full(w.session, w.mail.sender);
 		} else {
 			return;
 		}

@@ -112,6 +112,7 @@ class Intake {
 		time_t deadline;
 	};
 	bool queue_full() const;
+	void refuse_full(uint32_t session, const std::string& sender);
 	void open_txn(uint32_t session, MailMsg m, std::optional<uid_t> uid);
 
 	std::map<uint32_t, Txn> txns_;

@@ -109,6 +109,23 @@ def waiting():
 	for s in (a, c):
 		s.close()
 
+	# The local socket never waits, not even behind a TCP session in line:
+	# sendmail gets its 452 at once and leaves the message in offline/.
+	a, b = d.smtp(), d.smtp()
+	for s in (a, b):
+		s.ehlo()
+	a.cmd("MAIL FROM:<a@client.example>", 250)
+	b.send(b"MAIL FROM:<b@client.example>\r\n")
+	time.sleep(0.3)
+	start = time.monotonic()
+	r = d.sendmail(["-f", "ops@" + HOSTNAME, "root"], b"Subject: local\n\nlocal\n")
+	waited = time.monotonic() - start
+	check_eq(r.returncode, 0, "sendmail with the queue full: %r" % r)
+	check(waited < 3, "sendmail answered after %.2fs, behind the TCP MAIL in line" % waited)
+	check_eq(len(d.spool_files("offline")), 1, "offline/ after sendmail with the queue full")
+	for s in (a, b):
+		s.close()
+
 
 def both():
 	main()
