@@ -320,8 +320,7 @@ void Queue::go(const std::string& id)
 {
 	Entry& e = entries_.at(id);
 	if (e.running == 0 && e.attempts > 0 && now_real() - e.arrival >= static_cast<double>(max_queue_age_)) {
-		e.failures.push_back("expired: in the queue longer than max_queue_age");
-		finalize(id);
+		expire(id);
 		return;
 	}
 	dispatch(e);
@@ -458,43 +457,57 @@ void Queue::settle_recipient(Entry& e, const std::string& inst, const std::strin
 void Queue::settle(const std::string& id)
 {
 	Entry& e = entries_.at(id);
-	e.tried.clear();
 	if (e.deferred.empty()) {
 		finalize(id);
 		return;
 	}
 	e.attempts++;
+	double delay = now_real() - e.arrival;
+	if (delay >= static_cast<double>(max_queue_age_)) {
+		expire(id);
+		return;
+	}
+	e.tried.clear();
 	double backoff = std::min(static_cast<double>(retry_max_),
 				  retry_initial_ * std::pow(2.0, std::min(e.attempts - 1, 30u)));
 	time_t retry_in = static_cast<time_t>(backoff);
 	for (const Deferral& d : e.deferred)
 		retry_in = std::max<time_t>(retry_in, d.result.retry_after);
-	double delay = now_real() - e.arrival;
-	bool expired = delay >= static_cast<double>(max_queue_age_);
+	e.pending.clear();
 	for (const Deferral& d : e.deferred) {
-		const char* name = d.instance.c_str();
-		const char* rcpt = d.rcpt.c_str();
-		std::string what = expired ? "failed" : "deferred";
-		e.last_error = shared_text(one_line(d.result.reason));
-		count(what);
-		count("handler." + d.instance + "." + what);
-		if (expired) {
-			e.failures.push_back("<" + d.rcpt + "> handler " + d.instance + ": expired after " +
-					     std::to_string(e.attempts) + " attempts: " + *e.last_error);
-			log_info("%s: to=<%s>, handler=%s, status=failed (expired after %u attempts: %s)", id.c_str(), rcpt,
-				 name, e.attempts, e.last_error->c_str());
-		} else {
-			log_info("%s: to=<%s>, handler=%s, status=deferred, delay=%.2f, attempt=%u, retry_in=%lds%s",
-				 id.c_str(), rcpt, name, delay, e.attempts, (long)retry_in, describe(d.result).c_str());
-		}
+		e.pending.push_back({d.instance, d.rcpt, shared_text(one_line(d.result.reason))});
+		count("deferred");
+		count("handler." + d.instance + ".deferred");
+		log_info("%s: to=<%s>, handler=%s, status=deferred, delay=%.2f, attempt=%u, retry_in=%lds%s", id.c_str(),
+			 d.rcpt.c_str(), d.instance.c_str(), delay, e.attempts, (long)retry_in, describe(d.result).c_str());
 	}
 	e.deferred = {};  // its capacity too: a deferred message may wait for hours
-	if (expired) {
-		finalize(id);
-		return;
-	}
 	e.next_try = time(nullptr) + retry_in;
 	timers_.insert({e.next_try, id});
+}
+
+// The message is older than max_queue_age, at the end of a round or when
+// its retry comes up: each (instance, recipient) still pending fails for
+// good with the last error it got, counted and logged as a failure, and
+// the message goes to failed/ with these reasons.
+void Queue::expire(const std::string& id)
+{
+	Entry& e = entries_.at(id);
+	std::vector<Pending> left;
+	for (const Deferral& d : e.deferred)  // this round's
+		left.push_back({d.instance, d.rcpt, shared_text(one_line(d.result.reason))});
+	for (Pending& p : e.pending)  // the last round's not tried again since
+		if (!e.done.count({p.instance, p.rcpt}) && !e.tried.count({p.instance, p.rcpt}))
+			left.push_back(std::move(p));
+	for (const Pending& p : left) {
+		count("failed");
+		count("handler." + p.instance + ".failed");
+		e.failures.push_back("<" + p.rcpt + "> handler " + p.instance + ": expired after " +
+				     std::to_string(e.attempts) + " attempts: " + *p.error);
+		log_info("%s: to=<%s>, handler=%s, status=failed (expired after %u attempts: %s)", id.c_str(),
+			 p.rcpt.c_str(), p.instance.c_str(), e.attempts, p.error->c_str());
+	}
+	finalize(id);
 }
 
 // The message is finished: removed, or moved to failed/ with its reasons.
@@ -540,7 +553,7 @@ std::vector<Queue::Item> Queue::items() const
 		it.env = e.env;
 		it.attempts = e.attempts;
 		it.next_try = e.next_try;
-		it.last_error = e.last_error ? *e.last_error : "";
+		it.last_error = e.pending.empty() ? "" : *e.pending.back().error;
 		it.size = e.size;
 		out.push_back(std::move(it));
 	}

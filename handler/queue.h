@@ -112,6 +112,12 @@ class Queue {
 		std::string instance, rcpt;
 		Result result;
 	};
+	// A recipient of one instance still to deliver after a round, with the
+	// last error it got.
+	struct Pending {
+		std::string instance, rcpt;
+		std::shared_ptr<const std::string> error;
+	};
 	struct Entry {
 		Envelope env;
 		uint64_t size = 0;
@@ -127,7 +133,7 @@ class Queue {
 		bool awaits_late = false;  // nothing else to do: made due when the late call returns
 		std::vector<std::string> failures;   // permanent failure reasons
 		std::vector<Deferral> deferred;      // this round's temporary failures
-		std::shared_ptr<const std::string> last_error;
+		std::vector<Pending> pending;        // the last round's temporary failures
 		std::set<std::string> waiting_for;  // instances whose waiting list holds it
 		Bytes bytes;  // for the first round's jobs, until they all started
 	};
@@ -144,6 +150,7 @@ class Queue {
 	std::shared_ptr<const std::string> shared_text(std::string text);
 	void settle_recipient(Entry& e, const std::string& instance, const std::string& rcpt, const Result& r);
 	void settle(const std::string& id);
+	void expire(const std::string& id);
 	void late_delivery(const Job& job);
 	void finalize(const std::string& id);
 	void go(const std::string& id);

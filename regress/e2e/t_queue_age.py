@@ -3,6 +3,7 @@
 import sys
 sys.dont_write_bytecode = True
 import fcntl
+import re
 import time
 from harness import *
 
@@ -67,9 +68,34 @@ def waiting():
 	check_eq(d.spool_files("queue"), [], "queue/ once the worker is free")
 
 
+def at_retry():
+	"""A message that expires when its retry comes up (not at the end of a
+	round) is counted and logged as failed per recipient, with the last
+	error in its reason, like one that expires at the end of a round."""
+	d = Laimd(name="t_queue_age_retry", max_queue_age=4, retry_initial=3, retry_max=3)
+	p = d.make_user_dir(os.path.join(d.dir, "probe"))
+	d.config["handlers"] = {"p": {"type": "probe", "path": p, "release": p + "/release"}}
+	d.config["routes"] = [{"match": "*", "handlers": ["p"]}]
+	d.start()
+	# Deferred at 0s and 3s (younger than 4s); given up at its retry at 6s.
+	qid = d.send(rcpts=["defer@test.laim.example"])
+	d.wait_log(r"%s: to=.*status=deferred.*attempt=2, " % qid, 10)
+	d.wait_log(r"%s: moved to failed/" % qid, 10)
+	err = r"451 4\.2\.0 <defer@test\.laim\.example> Temporary internal error"
+	check(d.search_log(r"%s: to=<defer@test\.laim\.example>, handler=p, status=failed \(expired after 2 attempts: %s\)$"
+			   % (qid, err), 0), "no failed line for the recipient of %s" % qid)
+	st = dict(re.findall(r"(?m)^(\S+) +(\d+)$", d.laimctl(["show", "stats"]).stdout))
+	check_eq((st.get("failed"), st.get("handler.p.failed")), ("1", "1"), "failed counters after the expiry")
+	with open(os.path.join(d.spool, "failed", qid + ".reason")) as f:
+		reason = f.read().strip()
+	check(re.fullmatch(r"<defer@test\.laim\.example> handler p: expired after 2 attempts: " + err, reason),
+	      "reason of %s: %r" % (qid, reason))
+
+
 def both():
 	main()
 	waiting()
+	at_retry()
 
 
 run(both)

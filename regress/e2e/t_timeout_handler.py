@@ -79,7 +79,10 @@ def hangs_past_max_age(d, box):
 	reader = open(box, "r+")
 	fcntl.lockf(reader, fcntl.LOCK_EX)
 	qid = d.send(rcpts=["stuck@test.laim.example"], msg=simple_message("hangs"))
-	d.wait_log(r"%s: moved to failed/: expired: in the queue longer than max_queue_age$" % qid, 20)
+	d.wait_log(r"%s: moved to failed/: <stuck@test\.laim\.example> handler stuck: expired after 1 attempts: "
+		   r"handler stuck timed out after 2s$" % qid, 20)
+	check(d.search_log(r"%s: to=<stuck@test\.laim\.example>, handler=stuck, status=failed \(expired after 1 attempts: "
+			   r"handler stuck timed out after 2s\)$" % qid, 0), "no failed line for the expired recipient")
 	fcntl.lockf(reader, fcntl.LOCK_UN)
 	reader.close()
 	d.wait_log(r"%s: to=<stuck@test\.laim\.example>, handler=stuck, status=delivered, late \(after its timeout\), "
