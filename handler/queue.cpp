@@ -84,12 +84,16 @@ Queue::Queue(Spool& spool) : spool_(spool), notify_(eventfd(0, EFD_NONBLOCK | EF
 }
 
 // Messages waiting for a worker of an old instance are due again: the new
-// instance starts with an empty waiting list.
+// instance starts with an empty waiting list, and with the old one's
+// calls in progress counted (workers holds across a reload).
 void Queue::configure(const Config& cfg, Instances instances)
 {
-	for (auto& [name, inst] : instances_)
+	for (auto& [name, inst] : instances_) {
 		for (const std::string& id : inst->waiting)
 			make_due(id);
+		if (auto it = instances.find(name); it != instances.end())
+			it->second->busy = inst->busy;
+	}
 	routes_ = cfg.routes;
 	instances_ = std::move(instances);
 	retry_initial_ = cfg.retry_initial;
@@ -214,7 +218,7 @@ void Queue::dispatch(Entry& e)
 bool Queue::start(Entry& e, const std::string& name, std::vector<std::string> rcpts, const Bytes& bytes)
 {
 	auto it = instances_.find(name);
-	if (it != instances_.end() && it->second->busy >= it->second->workers) {
+	if (it != instances_.end() && *it->second->busy >= it->second->workers) {
 		if (e.waiting_for.insert(name).second)
 			it->second->waiting.push_back(e.env.id);
 		return false;
@@ -265,7 +269,7 @@ std::string Queue::launch(const std::shared_ptr<Job>& job)
 	} catch (const std::exception& ex) {
 		return std::string("cannot start a worker thread: ") + ex.what();
 	}
-	job->inst->busy++;
+	(*job->inst->busy)++;
 	jobs_.push_back(job);
 	return "";
 }
@@ -331,7 +335,7 @@ void Queue::go(const std::string& id)
 // so no free worker is left idle while a message waits for it.
 void Queue::take_waiting(Instance& inst)
 {
-	while (inst.busy < inst.workers && !inst.waiting.empty()) {
+	while (*inst.busy < inst.workers && !inst.waiting.empty()) {
 		std::string id = std::move(inst.waiting.front());
 		inst.waiting.pop_front();
 		auto it = entries_.find(id);
@@ -352,7 +356,7 @@ void Queue::collect()
 		jobs_.erase(mid, jobs_.end());
 	}
 	for (auto& job : finished) {
-		job->inst->busy--;  // its waiting messages go ahead at the next run()
+		(*job->inst->busy)--;  // its waiting messages go ahead at the next run()
 		if (!job->expired)
 			finish_job(*job, job->results);
 		else if (!job->tested)

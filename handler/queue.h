@@ -26,14 +26,16 @@ namespace laim {
 
 // A configured handler instance and its workers. busy counts the calls in
 // progress, timed-out ones included (a call that timed out holds its
-// worker until it returns); no call starts while busy == workers.
+// worker until it returns); no call starts while busy == workers. A
+// reload's instance of the same name shares the count, so that the calls
+// still running on the old one hold their workers across a SIGHUP.
 struct Instance {
 	Instance(std::string n, std::shared_ptr<Handler> h, unsigned w)
 		: name(std::move(n)), handler(std::move(h)), workers(w), pool(w) {}
 	std::string name;
 	std::shared_ptr<Handler> handler;  // shared with the instances that link it
 	unsigned workers;
-	unsigned busy = 0;  // main thread only
+	std::shared_ptr<unsigned> busy = std::make_shared<unsigned>(0);  // main thread only
 	std::deque<std::string> waiting;  // ids of messages waiting for a free worker
 	WorkerPool pool;
 };

@@ -5,9 +5,12 @@
 # bound keeps its submitter's uid (the handler process checks each local
 # MAIL's connection against the bound path, not the reloaded one). A new
 # hostname waits for a restart too, in the greeting as in the aliases.
+# An instance's workers bound its calls across a reload.
 import sys
 sys.dont_write_bytecode = True
+import fcntl
 import signal
+import time
 from harness import *
 
 
@@ -100,4 +103,39 @@ def main():
 	d.wait_children()
 
 
-run(main)
+def workers_hold():
+	"""workers bounds an instance's calls across a reload: a call still
+	running (here one past its timeout, on a file whose lock a reader
+	holds) keeps its worker, so a message waiting for that worker does
+	not start on the reloaded instance."""
+	d = Laimd(name="t_sighup_workers", delivery_timeout=2, retry_initial=1, retry_max=1)
+	box = os.path.join(d.dir, "box")
+	open(box, "w").close()
+	os.chown(box, d.uid, d.gid)
+	d.config["handlers"] = {"a": {"type": "file", "path": box, "workers": 1}}
+	d.config["routes"] = [{"match": "*", "handlers": ["a"]}]
+	d.start()
+	reader = open(box, "r+")
+	fcntl.lockf(reader, fcntl.LOCK_EX)
+	x = d.send(rcpts=["x@test.laim.example"], msg=simple_message("X"))
+	d.wait_log(r"%s: handler a timed out after 2s" % x, 10)
+	y = d.send(rcpts=["y@test.laim.example"], msg=simple_message("Y"))
+	for _ in range(2):
+		mark = d.mark()
+		d.send_signal(signal.SIGHUP)
+		d.wait_log(r"configuration reloaded$", since=mark)
+	time.sleep(3.5)  # past delivery_timeout: a call of Y's would have timed out
+	check(not d.search_log(r"%s: handler a timed out" % y, 0), "Y's call started beside X's after a reload")
+	reader.close()
+	d.wait_removed(x, 10)
+	d.wait_removed(y, 10)
+	with open(box) as f:
+		check_eq(f.read().count("\nSubject: "), 2, "copies in the file")
+
+
+def both():
+	main()
+	workers_hold()
+
+
+run(both)
