@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <ctime>
-#include <fstream>
 #include <optional>
 #include <stdexcept>
 
@@ -299,8 +298,7 @@ std::vector<FailedItem> HandlerServer::failed()
 	for (const std::string& id : spool_.list_queue("failed")) {
 		FailedItem f;
 		f.id = id;
-		std::ifstream reason(spool_.dir() + "/failed/" + id + ".reason");
-		std::getline(reason, f.reason);
+		f.reason = spool_.reason(id);
 		try {
 			SpoolMessage m = spool_.load(id, "failed");
 			f.arrival = m.envelope.arrival;

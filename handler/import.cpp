@@ -267,8 +267,7 @@ std::vector<CtlFailedEntry> OfflineImport::refused() const
 		CtlFailedEntry f;
 		f.id = name;
 		f.arrival = st.st_mtime;
-		std::ifstream reason(dir + name + ".reason");
-		std::getline(reason, f.reason);
+		f.reason = spool_.reason(name);
 		if (!S_ISREG(st.st_mode)) {
 			out.push_back(std::move(f));
 			continue;
@@ -298,7 +297,11 @@ void OfflineImport::refuse(const std::string& name, const std::string& why)
 {
 	std::string from = spool_.dir() + "/offline/" + name;
 	std::string to = spool_.dir() + "/failed/offline." + name;
-	std::ofstream(to + ".reason") << log_escape_lines(why) << '\n';
+	try {
+		spool_.write_reason("offline." + name, why);
+	} catch (const std::exception& e) {
+		log_warnx("offline/%s: %s", name.c_str(), e.what());
+	}
 	if (rename(from.c_str(), to.c_str()) == -1)
 		log_warn("offline/%s: refused (%s), and cannot move it to failed/", name.c_str(), why.c_str());
 	else

@@ -17,6 +17,7 @@
 #include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <stdexcept>
@@ -840,15 +841,28 @@ bool Spool::recycle(const std::string& id)
 void Spool::fail(const std::string& id, const std::string& reason)
 {
 	check_id(id);
-	std::string rpath = path("failed", id) + ".reason";
+	write_reason(id, reason);
+	std::string to = path("failed", id);
+	if (::renameat(queue_dirfd_.get(), id.c_str(), AT_FDCWD, to.c_str()) < 0 && errno != ENOENT)
+		throw_errno("rename " + path("queue", id) + " to " + to);
+}
+
+void Spool::write_reason(const std::string& name, const std::string& reason)
+{
+	std::string rpath = path("failed", name) + ".reason";
 	UniqueFd fd(::open(rpath.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
 	if (!fd)
 		throw_errno("create " + rpath);
 	if (!write_all(fd.get(), log_escape_lines(reason) + "\n"))
 		throw_errno("write " + rpath);
-	std::string to = path("failed", id);
-	if (::renameat(queue_dirfd_.get(), id.c_str(), AT_FDCWD, to.c_str()) < 0 && errno != ENOENT)
-		throw_errno("rename " + path("queue", id) + " to " + to);
+}
+
+std::string Spool::reason(const std::string& name) const
+{
+	std::ifstream in(path("failed", name) + ".reason");
+	std::string line;
+	std::getline(in, line);
+	return line;
 }
 
 }  // namespace laim

@@ -171,6 +171,11 @@ class Spool {
 	static constexpr off_t RECYCLE_MAX_SIZE = 64 * 1024;
 	// Given up: writes failed/ID.reason, then moves queue/ID to failed/ID.
 	void fail(const std::string& id, const std::string& reason);
+	// failed/NAME.reason: reason written (each line escaped as the log
+	// escapes it: a peer's words may be in it; throws), or its first line
+	// read ("" when there is none).
+	void write_reason(const std::string& name, const std::string& reason);
+	std::string reason(const std::string& name) const;
 
  private:
 	std::string path(const char* sub, const std::string& id) const;
