@@ -386,10 +386,9 @@ std::string Spool::path(const char* sub, const std::string& id) const
 	return dir_ + "/" + sub + "/" + id;
 }
 
-// 40 random bits, from a pool that one getrandom fills for 51 ids; an
-// id still present in failed/ (whose files keep their
-// id) is drawn again. In queue/ a clash cannot go unseen: create()
-// refuses to replace a file.
+// 40 random bits, from a pool that one getrandom fills for 51 ids; an id
+// still present in failed/ (whose files keep their id) is drawn again.
+// In queue/ a clash cannot go unseen: create() refuses to replace a file.
 std::string Spool::new_id()
 {
 	for (int attempt = 0; attempt < 100; attempt++) {

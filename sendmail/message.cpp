@@ -247,8 +247,9 @@ void MessagePreparer::header_line(const std::string& line)
 
 // The header block is complete: collect -t recipients, drop Bcc and
 // Resent-Bcc (with or without -t: mailx -b puts the addresses on the
-// command line and leaves their removal to the MTA), add the missing fields (RFC 5322 3.6: Date and From are required, Message-ID
-// should be there), then the empty line when a body follows.
+// command line and leaves their removal to the MTA), add the missing
+// fields (RFC 5322 3.6: Date and From are required, Message-ID should be
+// there), then the empty line when a body follows.
 void MessagePreparer::end_headers(bool separator)
 {
 	in_headers_ = false;
