@@ -227,6 +227,20 @@ def ensure_user(name=TEST_USER):
 	return _ensure_account(name, ["--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin"])
 
 
+# The users laim's defaults and examples name (user:, smtp_user:), which
+# the package makes: laimd -n refuses a config naming a missing user.
+PACKAGE_USERS = ("laim", "laim-smtp")
+
+
+def laimd_n(path, laimd=None):
+	"""laimd -n -f path (through laimd, when given), once the package's users exist (made as the
+	package would make them, and removed after the last case)."""
+	for name in PACKAGE_USERS:
+		ensure_user(name)
+	return subprocess.run([laimd or laimd_path(), "-n", "-f", path], stdout=subprocess.PIPE,
+			      stderr=subprocess.PIPE, timeout=20)
+
+
 def test_ids():
 	pw = ensure_user()
 	return pw.pw_uid, pw.pw_gid
@@ -1197,8 +1211,7 @@ class Laimd:
 		returns the CompletedProcess."""
 		if path is None:
 			self.write_config()
-		return subprocess.run([self.laimd, "-n", "-f", path or self.confpath], stdout=subprocess.PIPE,
-				      stderr=subprocess.PIPE, timeout=20)
+		return laimd_n(path or self.confpath, self.laimd)
 
 	def check_example(self, name, files):
 		"""laimd -n takes the source tree's etc/NAME.yml once the paths it

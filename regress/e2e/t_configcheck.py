@@ -59,11 +59,6 @@ BROKEN = [
 ]
 
 
-def laimd_n(path):
-	return subprocess.run([laimd_path(), "-n", "-f", path], stdout=subprocess.PIPE,
-			      stderr=subprocess.PIPE, timeout=20)
-
-
 def write(d, lines, mode=0o600, owner=(0, 0)):
 	with open(d.confpath, "w") as f:
 		f.write("\n".join(lines) + "\n")

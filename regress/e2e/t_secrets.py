@@ -14,11 +14,6 @@ SECRET = "s3cr3t-Token-4711"
 RENEWED = "renewed-Token-0815"
 
 
-def laimd_n(d):
-	return subprocess.run([laimd_path(), "-n", "-f", d.confpath], stdout=subprocess.PIPE,
-			      stderr=subprocess.PIPE, timeout=20)
-
-
 def put_secret(path, text, mode=0o600, owner=(0, 0)):
 	with open(path, "w") as f:
 		f.write(text + "\n")
@@ -52,7 +47,7 @@ def main():
 	]
 	for what, mode, owner, why in refused:
 		put_secret(secret, SECRET, mode, owner)
-		r = laimd_n(d)
+		r = laimd_n(d.confpath)
 		err = r.stderr.decode()
 		check_eq(r.returncode, 1, "laimd -n exit status with a secret %s" % what)
 		check(re.search(r"^laimd: %s:%d: handlers\.relay\.credentials: %s: .*%s" %
@@ -61,12 +56,12 @@ def main():
 		check(SECRET not in err + r.stdout.decode(), "secret in laimd -n output")
 	os.remove(secret)
 	os.symlink("/etc/hostname", secret)
-	err = laimd_n(d).stderr.decode()
+	err = laimd_n(d.confpath).stderr.decode()
 	check(re.search(r":%d: handlers\.relay\.credentials: .*symbolic link" % line, err), "symlinked secret: %r" % err)
 	os.remove(secret)
 
 	put_secret(secret, SECRET)
-	r = laimd_n(d)
+	r = laimd_n(d.confpath)
 	check_eq(r.returncode, 0, "laimd -n with a root 0600 secret (%r)" % r.stderr)
 	d.start()
 	q1 = d.send(rcpts=["ok@" + H])

@@ -15,11 +15,6 @@ from harness import *
 from peer_certs import Certs, _openssl
 
 
-def laimd_n(path):
-	return subprocess.run([laimd_path(), "-n", "-f", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-			      timeout=20)
-
-
 def secret_file(path, text, mode=0o600, owner=(0, 0)):
 	with open(path, "w") as f:
 		f.write(text)

@@ -83,12 +83,6 @@ def logged_size(d, qid):
 	return int(m.group(1))
 
 
-def laimd_n(d):
-	d.write_config()
-	return subprocess.run([laimd_path(), "-n", "-f", d.confpath], stdout=subprocess.PIPE,
-			      stderr=subprocess.PIPE, timeout=20)
-
-
 def config_line(d, text):
 	with open(d.confpath) as f:
 		for n, line in enumerate(f, 1):
@@ -110,7 +104,7 @@ def check_example(d):
 	with open(path, "w") as f:
 		f.write(text)
 	os.chmod(path, 0o600)
-	r = subprocess.run([laimd_path(), "-n", "-f", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+	r = laimd_n(path)
 	check_eq((r.returncode, r.stdout.decode(), r.stderr), (0, path + ": configuration OK\n", b""),
 		 "laimd -n of etc/webhook.yml")
 
@@ -173,7 +167,7 @@ def main():
 
 	# laimd -n: a token file others may read, an http:// URL without allow_http.
 	os.chmod(token_file, 0o644)
-	r = laimd_n(d)
+	r = d.check_config()
 	line = config_line(d, "token_file:")
 	check(r.returncode == 1 and re.search(r"^laimd: %s:%d: handlers\.\w+\.token_file: %s: .*mode 0644" %
 					      (re.escape(d.confpath), line, re.escape(token_file)), r.stderr.decode(), re.M),
@@ -181,12 +175,12 @@ def main():
 	check(TOKEN not in (r.stdout + r.stderr).decode(), "the token in laimd -n's output")
 	os.chmod(token_file, 0o600)
 	del d.config["handlers"]["plain"]["allow_http"]
-	r = laimd_n(d)
+	r = d.check_config()
 	check(r.returncode == 1 and re.search(r":%d: handlers\.plain\.url: http:// sends the message in clear" %
 					      config_line(d, plain.url("/plain")), r.stderr.decode()),
 	      "laimd -n with an http:// URL and no allow_http: %r" % r)
 	d.config["handlers"]["plain"]["allow_http"] = True
-	r = laimd_n(d)
+	r = d.check_config()
 	check_eq((r.returncode, r.stderr), (0, b""), "laimd -n of the case's config")
 	check_example(d)
 
