@@ -180,13 +180,6 @@ ImsgChannel::Read ImsgChannel::read_wait(Imsg& msg, int64_t deadline, ImsgError*
 	}
 }
 
-int64_t monotonic_ms()
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
-
 ImsgChannel::Read ImsgChannel::read(Imsg& msg, ImsgError* err)
 {
 	uint8_t buf[IMSG_HEADER_SIZE + IMSG_MAX_PAYLOAD + IMSG_MAC_SIZE];

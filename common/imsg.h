@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/fd.h"
 
 typedef struct _GHmac GHmac;  // <glib.h>
@@ -143,9 +144,6 @@ class ImsgChannel {
 	ImsgMac mac_;  // keyed: the channel is sealed
 	std::string last_mac_;
 };
-
-// Milliseconds on the monotonic clock, for deadlines.
-int64_t monotonic_ms();
 
 // Payload builder: fixed-width integers and length-prefixed strings.
 class ImsgWriter {

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <iterator>
 
+#include "common/clock.h"
 #include "common/log.h"
 
 namespace laim {
@@ -44,7 +45,7 @@ void ControlServer::accept_clients()
 				// than spin on a socket that stays readable.
 				log_warn("control socket");
 				listening_.reset();
-				paused_until_ = time(nullptr) + 1;
+				paused_until_ = seconds_since_boot() + 1;
 			}
 			return;
 		}
@@ -64,7 +65,7 @@ void ControlServer::accept_clients()
 		Client& c = clients_[n];
 		c.fd = std::move(fd);
 		c.uid = cred.uid;
-		c.started = time(nullptr);
+		c.started = seconds_since_boot();
 		c.watch = loop_.watch(c.fd.get(), EPOLLIN, [this, n](uint32_t events) { client_event(n, events); });
 	}
 }
@@ -123,7 +124,7 @@ void ControlServer::answer(uint32_t n, std::string response)
 	if (it == clients_.end())
 		return;
 	it->second.waiting = false;
-	it->second.started = time(nullptr);  // CONTROL_TIMEOUT from now to write it
+	it->second.started = seconds_since_boot();  // CONTROL_TIMEOUT from now to write it
 	it->second.out = std::move(response);
 	it->second.watch.set_events(EPOLLOUT);
 }
@@ -133,7 +134,7 @@ void ControlServer::answer(uint32_t n, std::string response)
 // answer is still to come, which then says so).
 void ControlServer::expire()
 {
-	time_t now = time(nullptr);
+	time_t now = seconds_since_boot();
 	if (paused_until_ && now >= paused_until_) {
 		paused_until_ = 0;
 		listen();

@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "common/aliases.h"
+#include "common/clock.h"
 #include "common/event_loop.h"
 #include "common/log.h"
 #include "common/peer.h"
@@ -334,7 +335,7 @@ std::vector<std::pair<std::string, uint64_t>> HandlerServer::stats()
 // queue has room, within max_queue_size.
 void HandlerServer::import_offline(bool force)
 {
-	time_t now = time(nullptr);
+	time_t now = seconds_since_boot();
 	if (!rt_.have_drop_group || (!force && now < next_import_))
 		return;
 	next_import_ = now + IMPORT_INTERVAL;

@@ -16,6 +16,7 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "common/clock.h"
 #include "common/hostname.h"
 #include "common/log.h"
 #include "common/submitter.h"
@@ -113,7 +114,7 @@ void Intake::on_mail(uint32_t session, MailMsg m, std::optional<uid_t> uid)
 	if (waiting_.empty())
 		log_info("queue full (max_queue_size %u): MAIL FROM waits up to %lds for room", cfg_.max_queue_size,
 			 (long)wait);
-	waiting_.push_back({session, std::move(m), uid, time(nullptr) + wait});
+	waiting_.push_back({session, std::move(m), uid, seconds_since_boot() + wait});
 }
 
 // A MAIL the full queue has no room for: 452, and smtp defers the mail.
@@ -159,7 +160,7 @@ void Intake::open_txn(uint32_t session, MailMsg m, std::optional<uid_t> uid)
 
 void Intake::admit_waiting()
 {
-	time_t now = time(nullptr);
+	time_t now = seconds_since_boot();
 	while (!waiting_.empty()) {
 		WaitingMail& w = waiting_.front();
 		if (!queue_full()) {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "handler/routes.h"
 
@@ -191,7 +192,7 @@ void Queue::dispatch(Entry& e)
 			// Settled once the late call says how it went; looked at again
 			// meanwhile, so that max_queue_age still ends a call that hangs.
 			e.awaits_late = true;
-			e.next_try = time(nullptr) + static_cast<time_t>(retry_max_);
+			e.next_try = seconds_since_boot() + static_cast<time_t>(retry_max_);
 			timers_.insert({e.next_try, e.env.id});
 		} else if (e.running == 0)
 			settle(e.env.id);
@@ -263,7 +264,7 @@ bool Queue::test(const std::string& instance, std::function<void(const Result&)>
 // collect(); "" or why no worker thread could start.
 std::string Queue::launch(const std::shared_ptr<Job>& job)
 {
-	job->started = time(nullptr);
+	job->started = seconds_since_boot();
 	try {
 		job->inst->pool.run([job, this] { work(job, spool_, notify_.get()); });
 	} catch (const std::exception& ex) {
@@ -276,7 +277,7 @@ std::string Queue::launch(const std::shared_ptr<Job>& job)
 
 void Queue::run()
 {
-	time_t now = time(nullptr);
+	time_t now = seconds_since_boot();
 	std::vector<std::shared_ptr<Job>> expired;
 	if (now != last_timeout_check_) {  // timeouts are whole seconds: once a second
 		last_timeout_check_ = now;
@@ -486,7 +487,7 @@ void Queue::settle(const std::string& id)
 			 d.rcpt.c_str(), d.instance.c_str(), delay, e.attempts, (long)retry_in, describe(d.result).c_str());
 	}
 	e.deferred = {};  // its capacity too: a deferred message may wait for hours
-	e.next_try = time(nullptr) + retry_in;
+	e.next_try = seconds_since_boot() + retry_in;
 	timers_.insert({e.next_try, id});
 }
 
@@ -545,7 +546,7 @@ int Queue::next_wakeup_ms() const
 		return 0;
 	if (timers_.empty())
 		return 1000;
-	time_t now = time(nullptr);
+	time_t now = seconds_since_boot();
 	return static_cast<int>(std::clamp<long>((timers_.begin()->first - now) * 1000L, 0, 1000));
 }
 

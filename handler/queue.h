@@ -87,7 +87,7 @@ class Queue {
 		Envelope env;
 		uint64_t size = 0;
 		unsigned attempts = 0;
-		time_t next_try = 0;
+		time_t next_try = 0;  // seconds_since_boot()
 		std::string last_error;
 	};
 	std::vector<Item> items() const;
@@ -125,7 +125,7 @@ class Queue {
 		uint64_t size = 0;
 		double arrival = 0;
 		unsigned attempts = 0;
-		time_t next_try = 0;
+		time_t next_try = 0;  // seconds_since_boot(); 0: not deferred
 		int running = 0;
 		std::set<std::pair<std::string, std::string>> done;   // (instance, rcpt) finished
 		std::set<std::pair<std::string, std::string>> tried;  // (instance, rcpt) tried this round

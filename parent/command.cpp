@@ -30,6 +30,7 @@
 
 #include "common/address.h"
 #include "common/aliases.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/proto.h"
 #include "handler/api/command.h"
@@ -351,7 +352,7 @@ ImsgPeer& CommandService::watch(EventLoop& loop, pid_t pid, UniqueFd reply, cons
 	r.label = label;
 	r.timeout = timeout;
 	r.mailbox = mailbox;
-	r.deadline = time(nullptr) + timeout;
+	r.deadline = seconds_since_boot() + timeout;
 	r.reply = std::make_unique<ImsgPeer>(
 		loop, std::move(reply), imsg_valid_nothing, [](Imsg& m) { unexpected_imsg(m); },
 		[this, pid](const char*) { let_go(pid); });

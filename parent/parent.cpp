@@ -27,6 +27,7 @@
 #include <string>
 #include <tuple>
 
+#include "common/clock.h"
 #include "common/event_loop.h"
 #include "common/hostname.h"
 #include "common/log.h"
@@ -183,7 +184,7 @@ void start_child(int which, UniqueFd sib)
 	pid_t pid = fork();
 	if (pid == -1) {
 		log_warn("fork %s process", child_name[which]);
-		children[which].restart_at = time(nullptr) + children[which].backoff;
+		children[which].restart_at = seconds_since_boot() + children[which].backoff;
 		sibling_end[which] = std::move(sib);
 		return;
 	}
@@ -216,7 +217,7 @@ void start_child(int which, UniqueFd sib)
 	}
 	Child& c = children[which];
 	c.pid = pid;
-	c.started = time(nullptr);
+	c.started = seconds_since_boot();
 	c.restart_at = 0;
 	c.chan = std::make_unique<ImsgPeer>(
 		*loop, std::move(mine), which == SMTP ? imsg_valid_smtp_to_parent : imsg_valid_child_to_parent,
@@ -291,7 +292,7 @@ void reap_children()
 				log_debug("%s process %s", child_name[which], describe_status(status).c_str());
 				continue;
 			}
-			time_t now = time(nullptr);
+			time_t now = seconds_since_boot();
 			unsigned delay = restart_delay(c.backoff, c.started, now);
 			log_warnx("%s process (pid %d) %s; restarting in %us", child_name[which], (int)pid,
 				  describe_status(status).c_str(), delay);
@@ -387,7 +388,7 @@ void reload()
 		if (c.pid <= 0)
 			continue;
 		kill(c.pid, SIGTERM);
-		for (time_t deadline = time(nullptr) + 60; c.pid > 0 && time(nullptr) < deadline;) {
+		for (time_t deadline = seconds_since_boot() + 60; c.pid > 0 && seconds_since_boot() < deadline;) {
 			loop->wait(100);
 			reap_children();
 		}
@@ -525,7 +526,7 @@ void read_signals(int sigfd)
 {
 	signals = loop->watch(sigfd, EPOLLIN, [sigfd](uint32_t) { read_signals(sigfd); });
 	for (;;) {
-		time_t now = time(nullptr);
+		time_t now = seconds_since_boot();
 		for (int which : {SMTP, HANDLER})
 			if (children[which].pid <= 0 && children[which].restart_at && children[which].restart_at <= now)
 				restart_child(which);

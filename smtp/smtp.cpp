@@ -25,6 +25,7 @@
 
 #include <openssl/crypto.h>
 
+#include "common/clock.h"
 #include "common/event_loop.h"
 #include "common/log.h"
 #include "common/peer.h"
@@ -660,7 +661,7 @@ void SmtpServer::configure(const SmtpConf& conf)
 // Once per loop: delayed greetings, idle timeouts, the shutdown deadline.
 void SmtpServer::tick()
 {
-	time_t now = time(nullptr);
+	time_t now = seconds_since_boot();
 	int64_t now_ms = monotonic_ms();
 	for (auto it = conns_.begin(); it != conns_.end();) {
 		uint32_t id = it->first;
@@ -704,7 +705,7 @@ void SmtpServer::tick()
 void SmtpServer::begin_shutdown()
 {
 	shutting_down_ = true;
-	shutdown_deadline_ = time(nullptr) + SHUTDOWN_GRACE;
+	shutdown_deadline_ = seconds_since_boot() + SHUTDOWN_GRACE;
 	listening_.clear();
 	for (Listener& l : rt_.listeners)
 		l.fd.reset();

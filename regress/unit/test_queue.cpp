@@ -21,6 +21,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "common/clock.h"
 #include "handler/queue.h"
 #include "handler/spool.h"
 
@@ -221,7 +222,7 @@ struct Fixture {
 
 	bool due() const
 	{
-		time_t now = time(nullptr);
+		time_t now = seconds_since_boot();
 		for (const Queue::Item& it : queue.items())
 			if (it.next_try <= now)
 				return true;
@@ -307,7 +308,7 @@ START_TEST(retry_after_later_than_backoff)
 		  "    handlers: [quick_hook]\n");
 	f.commit({"slow@example.org"});
 	f.commit({"quick"});
-	time_t before = time(nullptr);
+	time_t before = seconds_since_boot();
 	f.drain();
 	std::vector<Queue::Item> items = f.queue.items();
 	ck_assert_uint_eq(items.size(), 2);
