@@ -119,6 +119,8 @@ inline constexpr std::string_view rcpt_rejected =
 inline constexpr std::string_view need_starttls = "530 5.7.0 Must issue a STARTTLS command first" LAIM_CRLF;
 inline constexpr std::string_view need_auth = "530 5.7.0 Authentication required" LAIM_CRLF;
 inline constexpr std::string_view auth_failed = "535 5.7.8 Authentication credentials invalid" LAIM_CRLF;
+// AUTH from an address held off after its failures (smtp/auth_guard.h).
+inline constexpr std::string_view auth_held = "454 4.7.0 Temporary authentication failure, try again later" LAIM_CRLF;
 inline constexpr std::string_view auth_unknown_mech = "504 5.5.4 Unrecognized authentication type" LAIM_CRLF;
 // AUTH where it is not offered: a listener without auth: required, or
 // before TLS (it is not in the EHLO reply there).

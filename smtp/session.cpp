@@ -779,6 +779,18 @@ void Session::auth_reply(bool ok, bool bound, std::vector<std::string> senders)
 	resume();
 }
 
+void Session::auth_held()
+{
+	if (waiting_ != Wait::Auth)
+		return;
+	impl_->auth_pending.clear();
+	waiting_ = Wait::None;
+	if (closing_)
+		return;
+	reply(reply::auth_held);
+	resume();
+}
+
 // Counts and logs a failure; the 535 waits for the backend's delay.
 void Session::auth_failed()
 {

@@ -158,6 +158,9 @@ class Session {
 	// After the delay that a failed AUTH waits: 535, or 421 and the end
 	// at the third failure.
 	void auth_delay_over();
+	// Instead of auth_reply(): the backend checked nothing (the client's
+	// address is held off): 454, and the session goes on.
+	void auth_held();
 
 	// The user the session authenticated as; "" before AUTH.
 	const std::string& auth_user() const;

@@ -31,6 +31,7 @@
 #include "common/peer.h"
 #include "common/proto.h"
 #include "common/sandbox.h"
+#include "smtp/auth_guard.h"
 #include "smtp/session.h"
 #include "smtp/smtp.h"
 #include "smtp/tls.h"
@@ -131,6 +132,7 @@ class SmtpServer : public SessionBackend {
 #endif
 	std::vector<EventLoop::Watch> listening_;
 	std::map<uint32_t, Conn> conns_;
+	AuthGuard auth_guard_;
 	// By Listener::listen_index; a session's SSL holds its own reference,
 	// so a context replaced at SIGHUP lives on while its sessions do.
 	std::map<int, std::unique_ptr<TlsContext>> tls_;
@@ -265,6 +267,10 @@ void SmtpServer::on_abort(Session& s)
 // the payload, which holds the password, is overwritten once queued.
 void SmtpServer::on_auth(Session& s, const std::string& user, const std::string& password)
 {
+	if (!auth_guard_.allowed(s.client().address, seconds_since_boot())) {
+		s.auth_held();
+		return;
+	}
 	std::string req = encode(AuthMsg{s.client().listener, user, password});
 	bool sent = parent_.send(IMSG_S_AUTH, s.id(), req);
 	OPENSSL_cleanse(req.data(), req.size());
@@ -277,6 +283,9 @@ void SmtpServer::on_auth(Session& s, const std::string& user, const std::string&
 // time the check took; other sessions go on meanwhile.
 void SmtpServer::on_auth_delay(Session& s)
 {
+	if (auth_guard_.failed(s.client().address, seconds_since_boot()))
+		log_warnx("smtp: AUTH from %s held off for %lds: %u failed authentications within %lds",
+			  s.client().address.c_str(), (long)AUTH_GUARD_HOLD, AUTH_GUARD_FAILURES, (long)AUTH_GUARD_WINDOW);
 	auto it = conns_.find(s.id());
 	uint16_t r = 0;
 	if (getrandom(&r, sizeof r, 0) != sizeof r)

@@ -686,13 +686,14 @@ class Reply:
 class Smtp:
 	"""A raw-socket SMTP client: the case decides every byte sent."""
 
-	def __init__(self, port=None, greet=True, timeout=10, host="127.0.0.1", unix=None):
+	def __init__(self, port=None, greet=True, timeout=10, host="127.0.0.1", unix=None, source=None):
 		if unix:
 			self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 			self.sock.settimeout(timeout)
 			self.sock.connect(unix)
 		else:
-			self.sock = socket.create_connection((host, port), timeout=timeout)
+			self.sock = socket.create_connection((host, port), timeout=timeout,
+							     source_address=(source, 0) if source else None)
 		self.buf = b""
 		self.greeting = self.expect(220, timeout=timeout) if greet else None
 

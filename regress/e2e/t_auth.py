@@ -108,10 +108,11 @@ class Case:
 
 	# -- clients
 
-	def tls_session(self):
+	def tls_session(self, source=None):
 		"""A raw session after STARTTLS (verified against the test CA) and
-		a second EHLO, whose reply it returns with the client."""
-		c = self.d.smtp()
+		a second EHLO, whose reply it returns with the client; from the
+		address source when given."""
+		c = self.d.smtp(source=source)
 		c.ehlo()
 		c.cmd("STARTTLS", 220)
 		check_eq(c.buf, b"", "bytes after the 220 to STARTTLS")
@@ -288,6 +289,46 @@ class Case:
 		used, waited = now[0] - before[0], now[1] - before[1]
 		check(used < 0.3 * waited + 0.2, "the smtp process used %.2fs of CPU in the %.1fs before the 535"
 		      % (used, waited))
+
+	def guesser_held_off(self):
+		"""Sessions from one address (127.0.0.5) fail AUTH ten times in
+		all (three sessions of three in parallel, then one): then its AUTH
+		gets 454 at once, the right password too, in that session and the
+		next, and the parent checks nothing; another address (127.0.0.6)
+		goes on."""
+		replies = []
+
+		def guess(n):
+			c, _ = self.tls_session(source="127.0.0.5")
+			with c:
+				for k in range(3):
+					c.send("AUTH PLAIN %s\r\n" % plain("alice", "guess %d.%d" % (n, k)))
+					replies.append(c.reply(timeout=10).code)
+		threads = [threading.Thread(target=guess, args=(n,)) for n in range(3)]
+		for t in threads:
+			t.start()
+		for t in threads:
+			t.join(30)
+		check_eq(replies, [535] * 9, "the first nine failures")
+		check(not self.d.search_log(r"held off", 0), "held off before the tenth failure")
+		c, _ = self.tls_session(source="127.0.0.5")
+		with c:
+			c.cmd("AUTH PLAIN " + plain("alice", "guess 10"), 535)
+			self.d.wait_log(r"smtp: AUTH from 127\.0\.0\.5 held off for 900s: 10 failed authentications within "
+					r"600s$", since=0)
+			mark = self.d.mark()
+			t0 = time.monotonic()
+			check_eq(c.cmd("AUTH PLAIN " + plain("bob", PASSWORDS["bob"])).text,
+				 "454 4.7.0 Temporary authentication failure, try again later", "the right password, held off")
+			check(time.monotonic() - t0 < 1, "the 454 took %.2fs" % (time.monotonic() - t0))
+		c, _ = self.tls_session(source="127.0.0.5")
+		with c:
+			c.cmd("AUTH PLAIN " + plain("bob", PASSWORDS["bob"]), 454)
+		check(not self.d.search_log(r"AUTH (as|failed for user=)bob from 127\.0\.0\.5", mark),
+		      "a password was checked during the hold")
+		c, _ = self.tls_session(source="127.0.0.6")
+		with c:
+			c.cmd("AUTH PLAIN " + plain("bob", PASSWORDS["bob"]), 235)
 
 	def senders_bound(self):
 		c, _ = self.tls_session()
@@ -474,6 +515,7 @@ def main():
 		("laimd -n: a CR or space after a hash, a file without users", t.users_file_mistakes),
 		("a forged AUTH request ends the smtp process", t.forged_request),
 		("etc/submission.yml passes laimd -n", t.example_config),
+		("ten failures from an address: its AUTH held off, others go on", t.guesser_held_off),
 	])
 
 

@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "smtp/auth_guard.h"
 #include "smtp/session.h"
 
 // Last: check.h defines a fail() macro that clashes with <ios>.
@@ -1560,6 +1561,44 @@ START_TEST(test_auth_senders)
 END_TEST
 
 // Received: names the user, and the protocol is ESMTPSA.
+// The guard against guessing across sessions: ten failures within the
+// window hold the address off, IPv6 by its /64; the window starts again
+// after it; other addresses are not touched; the table stays bounded.
+START_TEST(test_auth_guard)
+{
+	AuthGuard g;
+	time_t t = 1000;
+	for (unsigned i = 1; i < AUTH_GUARD_FAILURES; i++)
+		ck_assert(!g.failed("192.0.2.1", t + i));
+	ck_assert(g.allowed("192.0.2.1", t + 20));
+	ck_assert(g.failed("192.0.2.1", t + 20));
+	ck_assert(!g.allowed("192.0.2.1", t + 21));
+	ck_assert(g.allowed("192.0.2.2", t + 21));
+	ck_assert(g.allowed("192.0.2.1", t + 20 + AUTH_GUARD_HOLD));
+
+	// Failures spread wider than the window never add up to a hold.
+	for (unsigned i = 0; i < 3 * AUTH_GUARD_FAILURES; i++)
+		ck_assert(!g.failed("192.0.2.3", t + i * (AUTH_GUARD_WINDOW / (AUTH_GUARD_FAILURES - 1) + 1)));
+	ck_assert(g.allowed("192.0.2.3", t + 3 * AUTH_GUARD_FAILURES * AUTH_GUARD_WINDOW));
+
+	// Each address of a /64 counts for it.
+	for (unsigned i = 1; i <= AUTH_GUARD_FAILURES; i++)
+		ck_assert_int_eq(g.failed("2001:db8:1:2::" + std::to_string(i), t), i == AUTH_GUARD_FAILURES);
+	ck_assert(!g.allowed("2001:db8:1:2:ffff::1", t + 1));
+	ck_assert(g.allowed("2001:db8:1:3::1", t + 1));
+
+	// A full table forgets what expired, and tracks no more while full.
+	AuthGuard full;
+	for (size_t i = 0; i < AUTH_GUARD_ADDRESSES; i++)
+		full.failed("10.0." + std::to_string(i / 256) + "." + std::to_string(i % 256), t);
+	for (unsigned i = 0; i < AUTH_GUARD_FAILURES; i++)
+		ck_assert(!full.failed("192.0.2.9", t + 1));
+	for (unsigned i = 1; i < AUTH_GUARD_FAILURES; i++)
+		ck_assert(!full.failed("192.0.2.9", t + AUTH_GUARD_WINDOW));
+	ck_assert(full.failed("192.0.2.9", t + AUTH_GUARD_WINDOW));
+}
+END_TEST
+
 START_TEST(test_auth_received)
 {
 	AuthHarness h;
@@ -1642,6 +1681,7 @@ int main()
 	tcase_add_test(tc, test_auth_failures);
 	tcase_add_test(tc, test_auth_senders);
 	tcase_add_test(tc, test_auth_received);
+	tcase_add_test(tc, test_auth_guard);
 #ifdef LAIM_SECCOMP_TRIGGER
 	tcase_add_test(tc, test_seccomp_trigger);
 #endif

@@ -1,0 +1,55 @@
+#include "smtp/auth_guard.h"
+
+#include <arpa/inet.h>
+
+#include <cstring>
+
+namespace laim {
+
+// The address itself, or for IPv6 its /64 prefix.
+std::string AuthGuard::key(const std::string& address)
+{
+	struct in6_addr a;
+	if (inet_pton(AF_INET6, address.c_str(), &a) != 1)
+		return address;
+	memset(a.s6_addr + 8, 0, 8);
+	char buf[INET6_ADDRSTRLEN];
+	return inet_ntop(AF_INET6, &a, buf, sizeof buf) ? std::string(buf) + "/64" : address;
+}
+
+bool AuthGuard::allowed(const std::string& address, time_t now) const
+{
+	auto it = by_address_.find(key(address));
+	return it == by_address_.end() || it->second.held_until <= now;
+}
+
+bool AuthGuard::failed(const std::string& address, time_t now)
+{
+	std::string k = key(address);
+	auto it = by_address_.find(k);
+	if (it == by_address_.end()) {
+		if (by_address_.size() >= AUTH_GUARD_ADDRESSES)
+			forget_expired(now);
+		if (by_address_.size() >= AUTH_GUARD_ADDRESSES)
+			return false;  // that many guessing at once: each still ends at its session's limit
+		it = by_address_.emplace(std::move(k), Failures{}).first;
+	}
+	Failures& f = it->second;
+	if (f.count == 0 || now - f.since >= AUTH_GUARD_WINDOW)
+		f = {0, now, f.held_until};
+	if (++f.count < AUTH_GUARD_FAILURES)
+		return false;
+	f = {0, 0, now + AUTH_GUARD_HOLD};
+	return true;
+}
+
+// Drops the addresses neither held nor with a failure in the window.
+void AuthGuard::forget_expired(time_t now)
+{
+	std::erase_if(by_address_, [now](const auto& e) {
+		const Failures& f = e.second;
+		return f.held_until <= now && (f.count == 0 || now - f.since >= AUTH_GUARD_WINDOW);
+	});
+}
+
+}  // namespace laim

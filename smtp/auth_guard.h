@@ -1,0 +1,41 @@
+// Failed AUTHs by client address, across sessions. A session ends at its
+// third failure, but a guesser can open session after session, in
+// parallel, each costing the parent a password hash: once an address has
+// failed AUTH_GUARD_FAILURES times within AUTH_GUARD_WINDOW seconds, its
+// AUTH gets 454 for AUTH_GUARD_HOLD seconds and none of its passwords is
+// checked, the right one neither. IPv6 addresses count by their /64,
+// which one client usually holds whole.
+#pragma once
+
+#include <time.h>
+
+#include <string>
+#include <unordered_map>
+
+namespace laim {
+
+inline constexpr unsigned AUTH_GUARD_FAILURES = 10;
+inline constexpr time_t AUTH_GUARD_WINDOW = 600;
+inline constexpr time_t AUTH_GUARD_HOLD = 900;
+inline constexpr size_t AUTH_GUARD_ADDRESSES = 4096;  // tracked at most
+
+class AuthGuard {
+ public:
+	// False while address is held off.
+	bool allowed(const std::string& address, time_t now) const;
+	// Counts a failure of address; true when it starts a hold (to be
+	// logged once).
+	bool failed(const std::string& address, time_t now);
+
+ private:
+	struct Failures {
+		unsigned count = 0;
+		time_t since = 0;       // the first failure counted
+		time_t held_until = 0;  // 0: not held
+	};
+	static std::string key(const std::string& address);
+	void forget_expired(time_t now);
+	std::unordered_map<std::string, Failures> by_address_;
+};
+
+}  // namespace laim
