@@ -36,6 +36,7 @@ namespace {
 
 constexpr size_t INPUT_SIZE = 4096;          // fixed input buffer
 constexpr size_t MAX_COMMAND_LINE = 512;     // RFC 5321 4.5.3.1.4, CRLF included
+constexpr size_t AUTH_PARAM_ROOM = 500;      // RFC 4954 5: MAIL's AUTH= may make its line longer
 constexpr size_t MAX_TEXT_LINE = 1000;       // RFC 5321 4.5.3.1.6, CRLF included
 constexpr size_t WRITE_BUFFER_SIZE = 65536;  // data phase, flushed when full
 constexpr size_t OUTPUT_HIGH_WATER = 65536;  // stop reading while this much waits
@@ -61,6 +62,24 @@ bool iequal(std::string_view a, std::string_view b)
 bool istarts(std::string_view s, std::string_view prefix)
 {
 	return s.size() >= prefix.size() && iequal(s.substr(0, prefix.size()), prefix);
+}
+
+// xtext (RFC 3461 4), as MAIL's AUTH= parameter carries an address or
+// "<>": printable ASCII but '+' and '=', and "+XX" (two upper-case hex
+// digits) for any octet. Empty is no value.
+bool valid_xtext(std::string_view s)
+{
+	auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F'); };
+	for (size_t i = 0; i < s.size(); i++) {
+		if (s[i] == '+') {
+			if (i + 2 >= s.size() || !hex(s[i + 1]) || !hex(s[i + 2]))
+				return false;
+			i += 2;
+		} else if (s[i] < '!' || s[i] > '~' || s[i] == '=') {
+			return false;
+		}
+	}
+	return !s.empty();
 }
 
 // HELO/EHLO argument (RFC 5321 4.1.1.1): a domain (letters, digits,
@@ -307,7 +326,7 @@ bool Session::command_input()
 		return true;
 	}
 	if (lf == nullptr) {
-		if (n < MAX_COMMAND_LINE)
+		if (n < command_line_limit(std::string_view(p, n)))
 			return false;
 		// Already too long whatever follows (RFC 5321 4.5.3.1.10): answer
 		// now and drop bytes up to the LF instead of buffering them.
@@ -319,7 +338,7 @@ bool Session::command_input()
 	}
 	size_t len = lf - p + 1;
 	m.in_start += len;
-	if (len > MAX_COMMAND_LINE) {
+	if (len > command_line_limit(std::string_view(p, len))) {
 		m.auth_step = Impl::AuthStep::None;
 		reply(reply::line_too_long);
 		return true;
@@ -349,6 +368,14 @@ bool Session::command_input()
 	}
 	command(line);
 	return true;
+}
+
+// The longest command line (CRLF included) that one starting with start
+// may be: RFC 5321's, and for MAIL 500 octets more where AUTH is offered
+// (RFC 4954 5), for its AUTH= parameter.
+size_t Session::command_line_limit(std::string_view start) const
+{
+	return auth_offered() && istarts(start, "MAIL ") ? MAX_COMMAND_LINE + AUTH_PARAM_ROOM : MAX_COMMAND_LINE;
 }
 
 // Runs one command line (CRLF removed). Verbs are case-insensitive
@@ -448,7 +475,7 @@ void Session::cmd_helo(std::string_view arg, bool ehlo)
 		out_.append(reply::ehlo_smtputf8);
 	if (client_.starttls && !tls_)
 		out_.append(reply::ehlo_starttls);
-	if (client_.auth_required && tls_)
+	if (auth_offered())
 		out_.append(reply::ehlo_auth);
 	out_.append(reply::ehlo_last);
 }
@@ -500,7 +527,8 @@ static bool take_path_prefix(std::string_view& arg, std::string_view prefix)
 }
 
 // MAIL FROM:<reverse-path> [SP Mail-parameters] (RFC 5321 4.1.1.2), with
-// SIZE (RFC 1870), BODY (RFC 6152) and SMTPUTF8 (RFC 6531).
+// SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531) and, where AUTH
+// is offered, AUTH (RFC 4954 5).
 void Session::cmd_mail(std::string_view arg)
 {
 	Impl& m = *impl_;
@@ -573,6 +601,14 @@ void Session::cmd_mail(std::string_view arg)
 			}
 		} else if (settings_.smtputf8 && iequal(param, "SMTPUTF8")) {
 			utf8 = true;
+		} else if (eq != std::string_view::npos && iequal(key, "AUTH") && auth_offered()) {
+			// RFC 4954 5: who submitted the message, as the client
+			// says; taken and ignored (the Received: header names
+			// the user of this session's AUTH).
+			if (!valid_xtext(value)) {
+				reply(reply::syntax_param);
+				return;
+			}
 		} else {
 			reply(reply::mail_param);
 			return;
@@ -667,7 +703,7 @@ void Session::cmd_auth(std::string_view arg)
 		reply(reply::auth_need_ehlo);
 		return;
 	}
-	if (!client_.auth_required || !tls_) {
+	if (!auth_offered()) {
 		reply(reply::auth_not_enabled);
 		return;
 	}

@@ -173,6 +173,9 @@ class Session {
 	void process();
 	void resume();
 	bool command_input();
+	size_t command_line_limit(std::string_view start) const;
+	// AUTH is offered: an auth: required listener, under TLS.
+	bool auth_offered() const { return client_.auth_required && tls_; }
 	void data_input();
 	void command(std::string_view line);
 	void cmd_helo(std::string_view arg, bool ehlo);

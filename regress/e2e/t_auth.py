@@ -218,6 +218,26 @@ class Case:
 		check(len(self.d.findall_log(r"smtp: AUTH as alice from 127\.0\.0\.1$", since=0)) >= 2,
 		      "no 'smtp: AUTH as alice from 127.0.0.1' lines")
 
+	def mail_auth_param(self):
+		"""MAIL's AUTH= parameter (RFC 4954 5), as Postfix's client and
+		Office 365 send it after AUTH: taken and ignored, also on a MAIL
+		line 500 octets longer than 512; one that is not xtext gets 501."""
+		c, _ = self.tls_session()
+		with c:
+			c.cmd("AUTH PLAIN " + plain("erin", PASSWORDS["erin"]), 235)
+			for param in ("AUTH=<>", "AUTH=erin+2Bx@example.org", "AUTH=%s@example.org" % ("e" * 963)):
+				c.cmd("MAIL FROM:<erin@example.org> " + param, 250)
+				c.cmd("RSET", 250)
+			check_eq(c.cmd("MAIL FROM:<erin@example.org> AUTH=erin=x").text, "501 5.5.4 Syntax error in parameters",
+				 "MAIL with AUTH= not xtext")
+		with self.smtplib_session() as s:
+			s.login("erin", PASSWORDS["erin"])
+			mark = self.d.mark()
+			s.sendmail("erin@example.org", [RCPT], simple_message("AUTH= on MAIL").decode(),
+				   mail_options=["AUTH=erin@example.org"])
+		m = self.d.wait_log(r"(%s): from=<erin@example\.org>" % QID_RE, since=mark)
+		self.delivered_as(m.group(1), "erin")
+
 	def swaks_plain_and_login(self):
 		for mech in ("PLAIN", "LOGIN"):
 			mark = self.d.mark()
@@ -505,6 +525,7 @@ def main():
 		("smtplib PLAIN and LOGIN deliver as alice", t.smtplib_plain_and_login),
 		("swaks PLAIN and LOGIN deliver as dave", t.swaks_plain_and_login),
 		("implicit TLS: AUTH, 530, erin (bcrypt) delivers", t.implicit_tls),
+		("MAIL's AUTH= parameter after AUTH is taken", t.mail_auth_param),
 		("wrong password: 535 after 1-3 s, 421 after 3", t.wrong_password),
 		("a failed AUTH behind unread replies: no busy wait", t.flooded_failure),
 		("senders file binds MAIL FROM", t.senders_bound),

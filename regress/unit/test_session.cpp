@@ -1560,6 +1560,41 @@ START_TEST(test_auth_senders)
 }
 END_TEST
 
+// RFC 4954 5: where AUTH is offered, MAIL's AUTH= (xtext, or <>) is
+// taken and ignored, and its line may be 500 octets longer; bad xtext
+// gets 501. Elsewhere AUTH= stays 555 (test_mail_params) and MAIL's
+// line 512 octets.
+START_TEST(test_auth_mail_param)
+{
+	AuthHarness h;
+	h.cmd("EHLO client.example\r\n");
+	h.cmd("AUTH PLAIN " + plain_alice + "\r\n");
+	for (const char* ok : {"AUTH=<>", "auth=alice@example.org", "AUTH=alice+2Bx@example.org SIZE=10",
+			       "BODY=8BITMIME AUTH=a+3Db@example.org"}) {
+		expect_eq(h.cmd("MAIL FROM:<alice@example.org> "s + ok + "\r\n"), "250 2.1.0 Ok\r\n");
+		expect_eq(h.cmd("RSET\r\n"), "250 2.0.0 Ok\r\n");
+	}
+	for (const char* bad : {"AUTH=", "AUTH=a=b@example.org", "AUTH=a+2b@example.org", "AUTH=a+2", "AUTH=a\x7f",
+				"AUTH=\xc3\xa9@example.org"})
+		expect_eq(h.cmd("MAIL FROM:<alice@example.org> "s + bad + "\r\n"), "501 5.5.4 Syntax error in parameters\r\n");
+	expect_eq(h.cmd("MAIL FROM:<alice@example.org> AUTH\r\n"), "555 5.5.4 Unsupported MAIL parameter\r\n");
+	// 1012 octets with CRLF: the limit of a MAIL line here.
+	std::string mail = "MAIL FROM:<alice@example.org> AUTH=" + std::string(963, 'x') + "@example.org";
+	ck_assert_uint_eq(mail.size() + 2, 1012);
+	expect_eq(h.cmd(mail + "\r\n"), "250 2.1.0 Ok\r\n");
+	expect_eq(h.cmd("RSET\r\n"), "250 2.0.0 Ok\r\n");
+	h.feed(mail + "x\r\nNOOP " + std::string(600, 'x') + "\r\n", 1);
+	expect_eq(h.take(), "500 5.5.2 Line too long\r\n500 5.5.2 Line too long\r\n");
+	expect_eq(h.be.joined(), "auth:alice:secret;mail:alice@example.org;abort;mail:alice@example.org;abort;"
+				 "mail:alice@example.org;abort;mail:alice@example.org;abort;mail:alice@example.org;abort;");
+	// Before TLS AUTH is not offered: the MAIL line has RFC 5321's limit.
+	AuthHarness clear(false);
+	clear.cmd("EHLO client.example\r\n");
+	expect_eq(clear.cmd("MAIL FROM:<a@b.example> AUTH=<>" + std::string(500, ' ') + "\r\n"),
+		  "500 5.5.2 Line too long\r\n");
+}
+END_TEST
+
 // Received: names the user, and the protocol is ESMTPSA.
 // The guard against guessing across sessions: ten failures within the
 // window hold the address off, IPv6 by its /64; the window starts again
@@ -1680,6 +1715,7 @@ int main()
 	tcase_add_test(tc, test_auth_errors);
 	tcase_add_test(tc, test_auth_failures);
 	tcase_add_test(tc, test_auth_senders);
+	tcase_add_test(tc, test_auth_mail_param);
 	tcase_add_test(tc, test_auth_received);
 	tcase_add_test(tc, test_auth_guard);
 #ifdef LAIM_SECCOMP_TRIGGER
