@@ -70,7 +70,10 @@ struct Conn {
 	UniqueFd fd;
 	EventLoop::Watch watch;
 	std::unique_ptr<Session> session;
-	int64_t last_input_ms = 0;  // CLOCK_MONOTONIC
+	// CLOCK_MONOTONIC: since when the client owes its next command (or
+	// its handshake): its last input, the greeting, or the end of a wait
+	// for the backend. The idle timeout counts from it.
+	int64_t idle_since_ms = 0;
 	bool greeted = false;
 	int64_t greet_at_ms = 0;    // CLOCK_MONOTONIC
 	std::unique_ptr<TlsStream> tls;  // from the handshake on
@@ -354,9 +357,9 @@ void SmtpServer::accept_clients(size_t idx)
 		Conn& c = conns_[id];
 		c.fd = std::move(fd);
 		c.session = std::make_unique<Session>(*this, settings_, std::move(ci), id);
-		c.last_input_ms = monotonic_ms();
-		c.output_moved_ms = c.last_input_ms;
-		c.greet_at_ms = c.last_input_ms + greeting_delay_;
+		c.idle_since_ms = monotonic_ms();
+		c.output_moved_ms = c.idle_since_ms;
+		c.greet_at_ms = c.idle_since_ms + greeting_delay_;
 		c.listen_index = l.listen_index;
 		c.listener = &l.name;
 		c.watch = loop_.watch(c.fd.get(), 0, [this, id](uint32_t events) { client_event(id, events); });
@@ -374,6 +377,7 @@ void SmtpServer::greet(Conn& c)
 {
 	char b;
 	c.greeted = true;
+	c.idle_since_ms = monotonic_ms();  // greeting_delay is not the client's silence
 	if (recv(c.fd.get(), &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {
 		log_info("client %s talked before the greeting: rejected", c.session->client().address.c_str());
 		c.session->pregreet();
@@ -437,7 +441,7 @@ bool SmtpServer::read_input(uint32_t id, Conn& c)
 		close_conn(id);
 		return false;
 	}
-	c.last_input_ms = monotonic_ms();
+	c.idle_since_ms = monotonic_ms();
 	c.session->input_commit(n);
 	return true;
 }
@@ -493,7 +497,7 @@ void SmtpServer::start_tls(uint32_t id, Conn& c)
 		return;
 	}
 	c.handshaking = true;
-	c.last_input_ms = monotonic_ms();
+	c.idle_since_ms = monotonic_ms();
 	handshake(id, c);
 }
 
@@ -507,10 +511,10 @@ void SmtpServer::handshake(uint32_t id, Conn& c)
 		return;
 	case TlsStream::Io::Done:
 		c.handshaking = false;
-		c.last_input_ms = monotonic_ms();
+		c.idle_since_ms = monotonic_ms();
 		c.session->tls_started();
 		log_info("smtp: TLS from %s on %s: %s", client.c_str(), c.listener->c_str(), c.tls->describe().c_str());
-		if (!c.greeted && c.last_input_ms >= c.greet_at_ms)
+		if (!c.greeted && c.idle_since_ms >= c.greet_at_ms)
 			greet(c);
 		return;
 	case TlsStream::Io::Closed:
@@ -675,7 +679,7 @@ void SmtpServer::tick()
 	for (auto it = conns_.begin(); it != conns_.end();) {
 		uint32_t id = it->first;
 		Conn& c = (it++)->second;
-		if (c.handshaking && now_ms - c.last_input_ms >= std::min<int64_t>(HANDSHAKE_TIMEOUT_MS, timeout_ * 1000LL)) {
+		if (c.handshaking && now_ms - c.idle_since_ms >= std::min<int64_t>(HANDSHAKE_TIMEOUT_MS, timeout_ * 1000LL)) {
 			log_info("smtp: TLS handshake failed from %s: timed out", c.session->client().address.c_str());
 			c.session->disconnected();
 			close_conn(id);
@@ -683,6 +687,10 @@ void SmtpServer::tick()
 		}
 		if (c.handshaking)
 			continue;
+		// While the session waits for the handler or the parent (a MAIL
+		// in line for queue room, a commit, AUTH) the client waits too.
+		if (c.session->waiting())
+			c.idle_since_ms = now_ms;
 		if (!c.greeted && now_ms >= c.greet_at_ms)
 			greet(c);
 		else if (c.auth_delay_until_ms && now_ms >= c.auth_delay_until_ms) {
@@ -690,7 +698,7 @@ void SmtpServer::tick()
 			c.session->auth_delay_over();
 		}
 		else if (c.greeted && !c.session->waiting() && !c.session->closing() &&
-			 now_ms - c.last_input_ms >= static_cast<int64_t>(timeout_) * 1000)
+			 now_ms - c.idle_since_ms >= static_cast<int64_t>(timeout_) * 1000)
 			c.session->timeout();
 		else if (c.session->closing() && now_ms - c.output_moved_ms >= static_cast<int64_t>(timeout_) * 1000) {
 			// A client that reads none of its last replies.

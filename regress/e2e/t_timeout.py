@@ -1,6 +1,8 @@
 # A client silent for longer than `timeout` between commands gets
 # 421 4.4.2 and is closed (RFC 5321 4.5.3.2); a transaction it had open
-# is dropped, nothing delivered. An active client is not cut.
+# is dropped, nothing delivered. An active client is not cut, nor one
+# that waited for laimd longer than `timeout` (a greeting_delay, a MAIL
+# in line for room in the queue): its clock starts at laimd's answer.
 import sys
 sys.dont_write_bytecode = True
 import time
@@ -50,4 +52,26 @@ def main():
 	wait_for(lambda: not d.pending_files(), 5, "no pending file in queue/")
 
 
-run(main)
+def server_waits():
+	d = Laimd(name="t_timeout_waits", timeout=2, greeting_delay=3000, max_queue_size=1, queue_full_wait=20)
+	blocked = d.block_inbox()
+	d.start()
+	d.send(msg=simple_message("fills the queue"))  # stays queued: the inbox is blocked
+	with d.smtp() as c:  # its 220 after 3 s
+		time.sleep(1)
+		c.ehlo()
+		c.send(b"MAIL FROM:<a@client.example>\r\n")
+		time.sleep(3)  # the MAIL waits for room
+		d.unblock_dir(blocked)
+		check_eq(c.reply(20).code, 250, "MAIL once the queue has room")
+		time.sleep(1)
+		c.cmd("RCPT TO:<r@test.laim.example>", 250)
+		expect_timeout(c, time.monotonic(), "idle after the waits")
+
+
+def both():
+	main()
+	server_waits()
+
+
+run(both)
