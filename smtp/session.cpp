@@ -1026,10 +1026,18 @@ void Session::shutdown()
 
 // A client may shut its side once it has sent all (sendmail -bs after
 // QUIT does): what it sent is still answered, and process() ends the
-// session once nothing buffered can go on.
+// session once nothing buffered can go on. But a client that shut it
+// with nothing behind a MAIL still unanswered has left (it can send no
+// RCPT, nor QUIT): the MAIL goes now, not once the handler's line for
+// queue room reaches it.
 void Session::input_ended()
 {
-	impl_->input_ended = true;
+	Impl& m = *impl_;
+	m.input_ended = true;
+	if (waiting_ == Wait::Mail && m.in_start == m.in_end) {
+		disconnected();
+		return;
+	}
 	process();
 }
 
@@ -1037,6 +1045,10 @@ void Session::disconnected()
 {
 	Impl& m = *impl_;
 	m.in_start = m.in_end = 0;
+	// A MAIL in the handler's line for queue room has no transaction yet,
+	// but its place in line must go, not be served later.
+	if (waiting_ == Wait::Mail)
+		backend_.on_abort(*this);
 	abort_transaction();
 	closing_ = true;
 }

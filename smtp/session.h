@@ -59,8 +59,9 @@ class SessionBackend {
 	// the session). Answer with Session::commit_reply(status).
 	virtual void on_commit(Session& s, uint64_t size) = 0;
 	// The transaction ended without commit (RSET, rejected data, QUIT,
-	// disconnect): the handler drops the reservation and any spool file.
-	// No reply.
+	// disconnect), or the client left while its MAIL waited for an
+	// answer: the handler drops the reservation, the MAIL's place in the
+	// line for queue room and any spool file. No reply.
 	virtual void on_abort(Session& s) = 0;
 	// AUTH: the credentials to check (the parent does, against the
 	// listener's users file). Answer with Session::auth_reply(). The
@@ -138,9 +139,11 @@ class Session {
 	void shutdown();
 	// The client shut its sending side (EOF): what it sent is answered,
 	// then the session closes; an unfinished command or message is
-	// dropped.
+	// dropped. With nothing sent after a MAIL still unanswered, it is
+	// taken as gone: disconnected().
 	void input_ended();
-	// The client went away: abort any transaction.
+	// The client went away: abort any transaction, or the MAIL waiting
+	// for its answer.
 	void disconnected();
 
 	// Backend replies.

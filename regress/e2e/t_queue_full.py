@@ -4,6 +4,8 @@
 # drop); once the queue drains, mail is accepted again.
 import sys
 sys.dont_write_bytecode = True
+import socket
+import struct
 from harness import *
 
 
@@ -127,10 +129,36 @@ def waiting():
 		s.close()
 
 
+def leavers():
+	"""Clients that leave while their MAIL waits for room, by a close
+	(FIN) or a reset, leave the line at once: the wait of neither ends
+	in a 452 logged for it, as it does for the client that stays."""
+	d = Laimd(name="t_queue_full_leave", max_queue_size=1, queue_full_wait=2)
+	d.block_inbox()
+	d.start()
+	d.send(msg=simple_message("fills the queue"))
+	mark = d.mark()
+	for how in ("close", "reset"):
+		c = d.smtp()
+		c.ehlo()
+		c.send(b"MAIL FROM:<%s@client.example>\r\n" % how.encode())
+		time.sleep(0.3)
+		if how == "reset":
+			c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+		c.close()
+	with d.smtp() as c:
+		c.ehlo()
+		check_eq(c.cmd("MAIL FROM:<stays@client.example>", timeout=10).code, 452, "MAIL after the wait")
+	d.wait_log(r"queue full .*: deferring mail from <stays@client\.example>$", since=mark)
+	stayed = [m.group(0) for m in d.findall_log(r".*deferring mail from <(close|reset)@.*", mark)]
+	check(not stayed, "MAILs of clients gone stayed in line: %s" % stayed)
+
+
 def both():
 	main()
 	reservations()
 	waiting()
+	leavers()
 
 
 run(both)

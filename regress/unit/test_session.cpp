@@ -1363,18 +1363,52 @@ END_TEST
 
 START_TEST(test_reply_after_close)
 {
-	// The client left while MAIL was with the backend: a reservation made
-	// after that is given back.
+	// The client left while MAIL was with the backend (in line for queue
+	// room, say): the MAIL is aborted at once, and a reservation that
+	// crossed the abort is given back too.
 	Harness h;
 	h.be.async = true;
 	h.start();
 	h.cmd("EHLO x\r\n");
 	h.feed("MAIL FROM:<a@b.example>\r\n");
 	h.s->disconnected();
-	ck_assert(h.be.calls.size() == 1);
-	h.s->mail_reply(BackendStatus::Ok);
 	expect_eq(h.be.joined(), "mail:a@b.example;abort;");
+	h.s->mail_reply(BackendStatus::Ok);
+	expect_eq(h.be.joined(), "mail:a@b.example;abort;abort;");
 	expect_eq(h.take(), "");
+}
+END_TEST
+
+// The client shut its side right behind a MAIL still unanswered: it has
+// left, and the MAIL goes at once. With commands behind the MAIL, it
+// still gets the answers to all.
+START_TEST(test_eof_behind_waiting_mail)
+{
+	{
+		Harness h;
+		h.be.async = true;
+		h.start();
+		h.cmd("EHLO x\r\n");
+		h.feed("MAIL FROM:<a@b.example>\r\n");
+		h.s->input_ended();
+		ck_assert(h.s->closing());
+		expect_eq(h.be.joined(), "mail:a@b.example;abort;");
+		expect_eq(h.take(), "");
+	}
+	{
+		Harness h;
+		h.be.async = true;
+		h.start();
+		h.cmd("EHLO x\r\n");
+		h.feed("MAIL FROM:<a@b.example>\r\nQUIT\r\n");
+		h.s->input_ended();
+		ck_assert(!h.s->closing());
+		expect_eq(h.be.joined(), "mail:a@b.example;");
+		h.s->mail_reply(BackendStatus::Ok);
+		expect_eq(h.take(), "250 2.1.0 Ok\r\n221 2.0.0 Bye\r\n");
+		ck_assert(h.s->closing());
+		expect_eq(h.be.joined(), "mail:a@b.example;abort;");
+	}
 }
 END_TEST
 
@@ -1709,6 +1743,7 @@ int main()
 	tcase_add_test(tc, test_shutdown_in_transaction);
 	tcase_add_test(tc, test_shutdown_while_waiting);
 	tcase_add_test(tc, test_reply_after_close);
+	tcase_add_test(tc, test_eof_behind_waiting_mail);
 	tcase_add_test(tc, test_auth_needs_tls);
 	tcase_add_test(tc, test_auth_not_on_plain_listener);
 	tcase_add_test(tc, test_auth_plain_and_login);
