@@ -8,7 +8,8 @@
 // laim-drop, which stores it in the spool's offline/ directory for laimd
 // to import later. Exit status (sysexits.h): 0 once the message is
 // stored, 64 usage, 65 data error, 67 a recipient refused, 69 laimd
-// refused or is not there for -bp/-q, 75 not even laim-drop could store it.
+// refused or is not there for -bp/-q, 75 not even laim-drop could store it
+// (or a -bs session ended without the 221 to QUIT).
 #include "config.h"
 
 #include <fcntl.h>
@@ -310,7 +311,9 @@ void relay_greeting(int sock)
 }
 
 // -bs: copies stdin to laimd's socket and its replies to stdout, so the
-// client speaks SMTP to laimd itself (and laimd sees our uid).
+// client speaks SMTP to laimd itself (and laimd sees our uid); SmtpRelay
+// makes bare LFs CRLF and holds the input after DATA until its reply.
+// The session went well when it ended with the 221 to QUIT.
 int relay_smtp()
 {
 	UniqueFd sock;
@@ -322,21 +325,36 @@ int relay_smtp()
 		throw Failure(EX_TEMPFAIL, t.what());
 	}
 	relay_greeting(sock.get());
-	pollfd p[2] = {{STDIN_FILENO, POLLIN, 0}, {sock.get(), POLLIN, 0}};
-	char buf[16 * 1024];
+	SmtpRelay relay;
+	char in[16 * 1024], buf[16 * 1024];
+	size_t in_start = 0, in_end = 0;  // stdin read, not yet taken by the relay
+	bool reading = true;
+	std::string out;
 	for (;;) {
+		if (in_start < in_end && !relay.held()) {
+			out.clear();
+			in_start += relay.from_client(std::string_view(in + in_start, in_end - in_start), out);
+			if (!write_all(sock.get(), out)) {  // laimd is gone: its last words are read below
+				in_start = in_end = 0;
+				reading = false;
+			}
+		}
+		bool more = reading && in_start == in_end;
+		pollfd p[2] = {{more ? STDIN_FILENO : -1, POLLIN, 0}, {sock.get(), POLLIN, 0}};
 		if (poll(p, 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			throw Failure(EX_OSERR, std::string("poll: ") + strerror(errno));
 		}
 		if (p[0].revents) {
-			ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
-			if (n > 0 && !write_all(sock.get(), std::string_view(buf, size_t(n))))
-				n = 0;
-			if (n <= 0 && !(n < 0 && errno == EINTR)) {
+			ssize_t n = read(STDIN_FILENO, in, sizeof in);
+			if (n < 0 && errno == EINTR)
+				continue;
+			in_start = 0;
+			in_end = n > 0 ? size_t(n) : 0;
+			if (n <= 0) {
 				shutdown(sock.get(), SHUT_WR);
-				p[0].fd = -1;
+				reading = false;
 			}
 		}
 		if (p[1].revents) {
@@ -344,11 +362,17 @@ int relay_smtp()
 			if (n < 0 && errno == EINTR)
 				continue;
 			if (n <= 0)
-				return EX_OK;
+				break;
+			relay.from_laimd(std::string_view(buf, size_t(n)));
 			if (!write_all(STDOUT_FILENO, std::string_view(buf, size_t(n))))
 				return EX_IOERR;
 		}
 	}
+	if (relay.last_code() == 221)
+		return EX_OK;
+	if (relay.last_code() == 421)
+		throw Failure(EX_TEMPFAIL, "laimd ended the session (421)");
+	throw Failure(EX_TEMPFAIL, "the session ended without QUIT");
 }
 
 // One control request; laimd not running is EX_UNAVAILABLE.

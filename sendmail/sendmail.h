@@ -5,7 +5,7 @@
 //   addresses.cpp  envelope addresses: splitting, qualification, checks
 //   message.cpp    the message as submitted: headers added, Bcc removed,
 //                  the lone-dot end, line ends made CRLF
-//   submit.cpp     the SMTP client over laimd's unix socket
+//   submit.cpp     the SMTP client over laimd's unix socket; the -bs relay
 //   sendmail.cpp   main(): the modes, the laim-drop fallback
 #pragma once
 
@@ -217,5 +217,38 @@ std::string submit_socket_path();
 
 // Connects to the unix stream socket at path; throws TemporaryFailure.
 UniqueFd connect_unix(const std::string& path);
+
+// The -bs relay's view of the session, between the client (stdin) and
+// laimd, which answers every command itself. The client's bytes go on as
+// they are but for a bare LF, which becomes CRLF (laimd takes only CRLF;
+// a person or a script types LF). After a DATA line the client's input
+// waits until laimd has answered every command sent, DATA last: laimd
+// ends a session whose text comes before its 354 (RFC 2920 3.1), and a
+// script piped in whole would lose its message. After a 354 the message
+// goes on up to its lone "." line.
+class SmtpRelay {
+ public:
+	// Takes client input, appending what goes to laimd to out; returns
+	// the bytes taken, all of in unless a DATA line ended in it: then
+	// held() is true and the rest waits.
+	size_t from_client(std::string_view in, std::string& out);
+	// Reads what laimd sent (which the caller relays unchanged).
+	void from_laimd(std::string_view in);
+	// The client's input waits for laimd's reply to DATA.
+	bool held() const { return held_; }
+	// The code of laimd's last reply: 221 once QUIT is answered, 421
+	// when laimd ended the session; 0 before any.
+	int last_code() const { return last_code_; }
+
+ private:
+	bool data_ = false;         // between the 354 and the lone "."
+	bool held_ = false;
+	bool client_cr_ = false;    // the client's last byte was a CR
+	bool client_in_line_ = false;  // inside a line of the client's
+	std::string client_line_;   // the first octets of its line, CR left out
+	uint64_t unanswered_ = 0;   // commands (and ends of data) sent, not answered
+	std::string reply_line_;    // the first octets of laimd's line, CR left out
+	int last_code_ = 0;
+};
 
 }  // namespace laim::sendmail

@@ -1,6 +1,7 @@
 // The sendmail command's SMTP client: a small blocking client over
 // laimd's unix submission socket (RFC 5321), one reply at a time, each
 // within a timeout. laimd learns the caller's uid from SO_PEERCRED.
+// Also SmtpRelay, what -bs needs to follow of a session it relays.
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -305,6 +306,69 @@ void smtp_submit(Submission& s)
 		c.command("QUIT");
 		c.reply();
 	} catch (const TemporaryFailure&) {
+	}
+}
+
+size_t SmtpRelay::from_client(std::string_view in, std::string& out)
+{
+	constexpr size_t HEAD = 5;  // "DATA" and what follows it
+	for (size_t i = 0; i < in.size(); i++) {
+		char c = in[i];
+		if (c == '\n' && !client_cr_)
+			out += '\r';
+		out += c;
+		client_cr_ = c == '\r';
+		// A command is counted at its first octet: laimd answers a line
+		// too long before its end.
+		if (!client_in_line_ && !data_)
+			unanswered_++;
+		client_in_line_ = c != '\n';
+		if (c == '\r')
+			continue;
+		if (c != '\n') {
+			if (client_line_.size() < HEAD)
+				client_line_ += c;
+			continue;
+		}
+		std::string_view line = client_line_;
+		if (data_ && line == ".") {  // the end of data, which is answered
+			data_ = false;
+			unanswered_++;
+		} else if (!data_) {
+			// laimd's verb: DATA, alone or with arguments (which get 501).
+			held_ = line.size() >= 4 && strncasecmp(line.data(), "DATA", 4) == 0 &&
+				(line.size() == 4 || line[4] == ' ');
+		}
+		client_line_.clear();
+		if (held_)
+			return i + 1;
+	}
+	return in.size();
+}
+
+void SmtpRelay::from_laimd(std::string_view in)
+{
+	for (char c : in) {
+		if (c == '\r')
+			continue;
+		if (c != '\n') {
+			if (reply_line_.size() < 4)
+				reply_line_ += c;
+			continue;
+		}
+		// The last line of a reply: "NNN" or "NNN text" (RFC 5321 4.2.1).
+		const std::string& r = reply_line_;
+		auto digit = [&r](size_t i) { return std::isdigit(static_cast<unsigned char>(r[i])) != 0; };
+		if (r.size() >= 3 && digit(0) && digit(1) && digit(2) && (r.size() == 3 || r[3] != '-')) {
+			last_code_ = (r[0] - '0') * 100 + (r[1] - '0') * 10 + (r[2] - '0');
+			if (unanswered_ > 0)
+				unanswered_--;
+			if (held_ && unanswered_ == 0) {
+				held_ = false;
+				data_ = last_code_ == 354;
+			}
+		}
+		reply_line_.clear();
 	}
 }
 

@@ -4,6 +4,8 @@
 #     what it sent: the end of data's 250 and QUIT's 221, or the replies
 #     to pipelined commands; a message cut off by the shutdown is dropped
 #     and nothing of it stays in the spool;
+#   - sendmail -bs takes a whole session piped in, with CRLF or LF line
+#     ends, and exits 0 after the 221 to QUIT, 75 without it;
 #   - a client that never reads its replies is closed once the idle
 #     timeout and then the same time without its output moving have
 #     passed, so its session slot is free again and SIGTERM ends laimd
@@ -79,6 +81,45 @@ def sendmail_bs(d):
 	check(re.match(r"250 2\.0\.0 Ok: queued as %s\r\n221 " % QID_RE, rest), "sendmail -bs last replies: %r" % rest)
 
 
+def sendmail_bs_script(d):
+	"""A session piped whole into sendmail -bs, its lines ending in CRLF
+	or in LF alone: the message goes after the 354 (laimd ends a session
+	whose text comes before it), LFs become CRLF, exit 0 after the 221."""
+	for eol in (b"\r\n", b"\n"):
+		lines = [b"EHLO client.example", b"MAIL FROM:<root@test.laim.example>", b"RCPT TO:<%s>" % RCPT.encode(),
+			 b"DATA", b"Subject: piped into -bs", b"", b"body", b".", b"QUIT"]
+		r = d.sendmail(["-bs"], eol.join(lines) + eol)
+		check_ran(r)
+		m = re.search(rb"\r\n354 [^\r\n]*\r\n250 2\.0\.0 Ok: queued as (%s)\r\n221 [^\r\n]*\r\n$" % QID_RE.encode(),
+			      r.out)
+		check(m, "sendmail -bs with %r line ends: %r" % (eol, r.out))
+		qid = m.group(1).decode()
+		d.wait_removed(qid)
+		copy = d.delivered_copies(qid)[RCPT][2]
+		check(copy.endswith(b"Subject: piped into -bs\r\n\r\nbody\r\n"), "the message: %r" % copy)
+
+
+def sendmail_bs_status(d):
+	"""sendmail -bs exits 75 when the session ends without the 221 to
+	QUIT: its input ended first, or laimd ended it with 421."""
+	r = d.sendmail(["-bs"], b"EHLO client.example\r\nNOOP\r\n")
+	check_ran(r, 75, quiet=False)
+	check_eq(r.err, b"sendmail: the session ended without QUIT\n", "sendmail -bs without QUIT")
+	t = Laimd(name="t_client_end_bs", timeout=1)
+	t.start()
+	p = subprocess.Popen([sendmail_path(), "-bs"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+			     stderr=subprocess.PIPE, env=dict(os.environ, **t.local_env()))
+	try:
+		p.wait(10)  # its stdin open and silent: laimd's timeout ends the session
+	finally:
+		p.kill()
+		p.stdin.close()
+	out, err = p.stdout.read(), p.stderr.read()
+	check(re.search(rb"\r\n421 4\.4\.2 [^\r\n]*\r\n$", out), "sendmail -bs after laimd's timeout: %r" % out)
+	check_eq((p.returncode, err), (75, b"sendmail: laimd ended the session (421)\n"), "sendmail -bs after a 421")
+	t.stop()
+
+
 def unread_replies():
 	d = Laimd(name="t_client_end_unread", timeout=2, max_sessions=2)
 	d.start()
@@ -132,6 +173,8 @@ def main():
 	run_rows([
 		("a client's shutdown: the replies to what it sent, then the end", lambda: half_closed(d)),
 		("sendmail -bs gets its 250 and 221", lambda: sendmail_bs(d)),
+		("a session piped whole into sendmail -bs, with CRLF or LF", lambda: sendmail_bs_script(d)),
+		("sendmail -bs exits 75 without the 221 to QUIT", lambda: sendmail_bs_status(d)),
 	])
 	d.stop()
 	unread_replies()

@@ -655,6 +655,56 @@ START_TEST(test_data_encoding)
 }
 END_TEST
 
+// ------------------------------------------------------ the -bs relay
+
+// A -bs script in chunks of chunk octets: what goes to laimd, and where
+// the relay held the input for DATA's reply.
+START_TEST(test_bs_relay)
+{
+	std::string script = "EHLO x\nMAIL FROM:<a>\r\nRCPT TO:<b>\nData\nSubject: s\r\n\nbody\n.\nQUIT\n";
+	std::string want = "EHLO x\r\nMAIL FROM:<a>\r\nRCPT TO:<b>\r\nData\r\n";
+	std::string rest = "Subject: s\r\n\r\nbody\r\n.\r\nQUIT\r\n";
+	for (size_t chunk : {size_t(1), size_t(2), size_t(3), script.size()}) {
+		SmtpRelay r;
+		std::string out;
+		size_t off = 0;
+		while (off < script.size() && !r.held())
+			off += r.from_client(std::string_view(script).substr(off, chunk), out);
+		ck_assert_msg(out == want && r.held(), "chunk %zu: %s", chunk, out.c_str());
+		r.from_laimd("250-x\r\n250 OK\r\n250 2.1.0 Ok\r\n");
+		ck_assert_msg(r.held(), "chunk %zu: released before DATA's reply", chunk);
+		r.from_laimd("250 2.1.5 Ok\r");
+		r.from_laimd("\n354 go ahead\r\n");
+		ck_assert(!r.held());
+		out.clear();
+		off += r.from_client(std::string_view(script).substr(off), out);
+		ck_assert_uint_eq(off, script.size());
+		expect_str(out, rest);
+		r.from_laimd("250 2.0.0 Ok: queued\r\n221 2.0.0 Bye\r\n");
+		ck_assert_int_eq(r.last_code(), 221);
+	}
+	// A DATA refused: what follows goes as commands; a line too long,
+	// answered before its end, is one command.
+	SmtpRelay r;
+	std::string out;
+	ck_assert_uint_eq(r.from_client("DATA \r\nx\r\n", out), 7);
+	r.from_laimd("503 5.5.1 need MAIL\r\n");
+	ck_assert(!r.held());
+	std::string long_line(600, 'x');
+	r.from_client(long_line.substr(0, 512), out);
+	r.from_laimd("500 5.5.2 Line too long\r\n");
+	r.from_client(long_line.substr(512) + "\r\ndata\r\n", out);
+	ck_assert(r.held());
+	r.from_laimd("354 go\r\n");
+	ck_assert(!r.held());
+	out.clear();
+	r.from_client("..\n.\n", out);
+	expect_str(out, "..\r\n.\r\n");
+	r.from_laimd("421 4.3.2 bye\r\n");
+	ck_assert_int_eq(r.last_code(), 421);
+}
+END_TEST
+
 // ------------------------------------------------------ the SMTP client
 
 namespace {
@@ -912,6 +962,7 @@ static Suite* sendmail_suite()
 	tcase_add_test(msg, test_byte_for_byte);
 	tcase_add_test(msg, test_header_limit);
 	tcase_add_test(msg, test_data_encoding);
+	tcase_add_test(msg, test_bs_relay);
 	suite_add_tcase(s, msg);
 
 	TCase* smtp = tcase_create("smtp");
