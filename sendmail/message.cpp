@@ -118,26 +118,20 @@ bool MessagePreparer::feed(std::string_view data)
 	size_t i = 0;
 	while (i < data.size() && !ended_) {
 		char c = data[i];
-		if (pending_cr_) {
-			// A CR ends a line with or without its LF, and so does a run
-			// of them before the LF (CR CR LF: a line end converted twice):
-			// a bare CR would be refused by laimd (no SMTP smuggling), so
-			// it becomes CRLF.
-			if (c == '\r') {
-				i++;
-				continue;
-			}
-			pending_cr_ = false;
-			end_line();
-			if (c == '\n')
-				i++;
+		if (c == '\r') {
+			i++;
+			pending_crs_++;
 			continue;
 		}
-		if (c == '\r' || c == '\n') {
-			i++;
-			if (c == '\r')
-				pending_cr_ = true;
-			else
+		if (pending_crs_ > 0 || c == '\n') {
+			// A run of CRs before a LF is one line end (CR CR LF: a line
+			// end converted twice); without the LF each CR is one (a bare
+			// CR would be refused by laimd: no SMTP smuggling).
+			size_t ends = c == '\n' ? 1 : pending_crs_;
+			if (c == '\n')
+				i++;
+			pending_crs_ = 0;
+			while (ends-- > 0 && !ended_)
 				end_line();
 			continue;
 		}
@@ -279,11 +273,8 @@ void MessagePreparer::end_headers(bool separator)
 
 void MessagePreparer::finish()
 {
-	if (pending_cr_) {
-		pending_cr_ = false;
-		if (!ended_)
-			end_line();
-	}
+	for (; pending_crs_ > 0 && !ended_; pending_crs_--)
+		end_line();
 	if (in_headers_) {
 		if (!ended_ && !line_.empty()) {
 			std::string line;

@@ -112,7 +112,7 @@ std::string format_mailbox(const std::string& name, const std::string& addr);
 std::string gecos_name(std::string_view gecos, std::string_view login);
 
 // Turns sendmail's input into the message to submit, streaming: line ends
-// (LF, CRLF, a bare CR) become CRLF, a leading Unix "From " line is
+// (LF, CRs before a LF, each bare CR) become CRLF, a leading Unix "From " line is
 // dropped; without ignore_dots a line holding a single "." ends the input;
 // the header block (at most MAX_HEADER bytes) is held until its end, then
 // Date, From and Message-ID are added when missing and, with extract, the
@@ -155,7 +155,7 @@ class MessagePreparer {
 	HeaderFacts facts_;
 	Sink sink_;
 	bool ended_ = false;        // a lone dot, or finish()
-	bool pending_cr_ = false;   // a CR whose LF may come in the next chunk
+	size_t pending_crs_ = 0;    // CRs whose LF may come in the next chunk
 	bool first_line_ = true;
 	bool in_headers_ = true;
 	bool line_start_ = true;    // body: at the start of a line

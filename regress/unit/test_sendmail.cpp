@@ -596,8 +596,15 @@ START_TEST(test_line_ends)
 	expect_prepared("Subject: s\n\na\nb\r\nc\rd\r\r\ne", true, false, head + "a\r\nb\r\nc\r\nd\r\ne\r\n");
 	// CRs before a LF make one line end (a line end converted twice),
 	// also in the header block, which goes on past them.
-	expect_prepared("Subject: s\r\r\nX-Tag: t\r\r\n\r\r\nb\r\r\r\nc\r\r", true, false,
+	expect_prepared("Subject: s\r\r\nX-Tag: t\r\r\n\r\r\nb\r\r\r\nc\r\n", true, false,
 			"Subject: s\r\nX-Tag: t\r\n" + ADDED + "\r\nb\r\nc\r\n");
+	// Without a LF each CR is a line end: two make an empty line, which
+	// in the header block ends it (the next line is body, not a field).
+	expect_prepared("Subject: s\r\rpara one\r\rpara two\r", true, false,
+			head + "para one\r\n\r\npara two\r\n");
+	expect_prepared("Subject: s\r\rNote: moved\r", true, false, head + "Note: moved\r\n");
+	expect_prepared("Subject: s\n\nc\r\r", true, false, head + "c\r\n\r\n");
+	expect_prepared("Subject: s\n\na\r\r.\r\rb\n", false, false, head + "a\r\n\r\n");
 	// NUL bytes, which laimd refuses, are dropped.
 	expect_prepared(std::string("Subject: s\0t\n\na\0b\n\0", 19), true, false,
 			"Subject: st\r\n" + ADDED + "\r\nab\r\n");
