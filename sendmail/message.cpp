@@ -5,6 +5,7 @@
 #include <strings.h>
 #include <sysexits.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
@@ -51,6 +52,18 @@ std::string unfolded_value(const std::string& text)
 		if (text[i] != '\r' && text[i] != '\n')
 			v += text[i];
 	return v;
+}
+
+// Whether a field names recipients: To, Cc or Bcc, or with resent their
+// Resent- forms (RFC 5322 3.6.6).
+bool recipient_field(std::string_view name, bool resent)
+{
+	if (resent) {
+		if (name.size() <= 7 || !iequal(name.substr(0, 7), "Resent-"))
+			return false;
+		name.remove_prefix(7);
+	}
+	return iequal(name, "To") || iequal(name, "Cc") || iequal(name, "Bcc");
 }
 
 }  // namespace
@@ -243,20 +256,24 @@ void MessagePreparer::header_line(const std::string& line)
 // Resent-Bcc (with or without -t: mailx -b puts the addresses on the
 // command line and leaves their removal to the MTA), add the missing
 // fields (RFC 5322 3.6: Date and From are required, Message-ID should be
-// there), then the empty line when a body follows.
+// there), then the empty line when a body follows. A message being
+// re-sent (a Resent-To, -Cc or -Bcc field) goes to its Resent- recipients
+// only, not to the original ones again, as with Postfix, Exim and
+// sendmail 8.
 void MessagePreparer::end_headers(bool separator)
 {
 	in_headers_ = false;
+	bool resent = std::any_of(headers_.begin(), headers_.end(),
+				  [](const Header& h) { return recipient_field(h.name, true); });
 	bool has_date = false, has_from = false, has_id = false;
 	for (const Header& h : headers_) {
-		bool bcc = iequal(h.name, "Bcc");
-		if (extract_ && (bcc || iequal(h.name, "To") || iequal(h.name, "Cc")))
+		if (extract_ && recipient_field(h.name, resent))
 			add_address_list(unfolded_value(h.text), facts_.domain, h.name + ": header", EX_DATAERR,
 					 recipients_);
 		has_date |= iequal(h.name, "Date");
 		has_from |= iequal(h.name, "From");
 		has_id |= iequal(h.name, "Message-ID");
-		if (!bcc && !iequal(h.name, "Resent-Bcc"))
+		if (!iequal(h.name, "Bcc") && !iequal(h.name, "Resent-Bcc"))
 			emit(h.text);
 	}
 	headers_.clear();

@@ -115,9 +115,10 @@ std::string gecos_name(std::string_view gecos, std::string_view login);
 // (LF, CRs before a LF, each bare CR) become CRLF, a leading Unix "From " line is
 // dropped; without ignore_dots a line holding a single "." ends the input;
 // the header block (at most MAX_HEADER bytes) is held until its end, then
-// Date, From and Message-ID are added when missing and, with extract, the
-// To/Cc/Bcc recipients are collected and Bcc is removed. Everything else
-// passes byte for byte. Output goes to sink in chunks.
+// Date, From and Message-ID are added when missing, Bcc and Resent-Bcc are
+// removed and, with extract, the To/Cc/Bcc recipients are collected (the
+// Resent-To/Cc/Bcc ones instead when there are such fields). Everything
+// else passes byte for byte. Output goes to sink in chunks.
 class MessagePreparer {
  public:
 	static constexpr size_t MAX_HEADER = 1024 * 1024;

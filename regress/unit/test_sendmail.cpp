@@ -545,13 +545,42 @@ START_TEST(test_bcc_and_extract)
 	ck_assert_uint_eq(p.recipients.size(), 0);
 	ck_assert(p.out.find("Bcc") == std::string::npos);
 	ck_assert(p.out.find("To: undisclosed-recipients:;\r\n") == 0);
-	// Resent-Bcc goes too, but gives no recipients; X-Bcc is not Bcc.
+	// Resent-Bcc goes too; X-Bcc is not Bcc.
 	for (bool extract : {true, false}) {
 		p = prepare("To: a@x\nResent-Bcc: c@x\nX-Bcc: b@x\n\nb\n", true, extract);
 		ck_assert(p.out.find("X-Bcc: b@x\r\n") != std::string::npos);
 		ck_assert(p.out.find("Resent-Bcc") == std::string::npos);
 		ck_assert_uint_eq(p.recipients.size(), extract ? 1 : 0);
 	}
+}
+END_TEST
+
+// A message being re-sent goes to its Resent- recipients only (Postfix,
+// Exim and sendmail 8 do the same): the original ones had it already.
+START_TEST(test_resent)
+{
+	std::string in = "Resent-From: admin@x.example\nResent-To: bob@x.example\nresent-cc: Team: c@x.example;\n"
+			 "Resent-Bcc: hidden@x.example\nFrom: alice@x.example\nTo: alice@x.example\n"
+			 "Cc: dave@x.example\nBcc: eve@x.example\nSubject: redirected\n\nbody\n";
+	Prepared p = prepare(in, true, true);
+	expect_strings(p.recipients, {"bob@x.example", "c@x.example", "hidden@x.example"});
+	ck_assert(p.out.find("Bcc") == std::string::npos);
+	ck_assert(p.out.find("Resent-To: bob@x.example\r\n") != std::string::npos);
+	ck_assert(p.out.find("To: alice@x.example\r\nCc: dave@x.example\r\n") != std::string::npos);
+	// Resent-From or Resent-Date alone names no recipient: To, Cc and Bcc
+	// count, and Resent-Bcc alone is enough.
+	p = prepare("Resent-From: admin@x.example\nTo: alice@x.example\n\nb\n", true, true);
+	expect_strings(p.recipients, {"alice@x.example"});
+	p = prepare("To: alice@x.example\nResent-Bcc: hidden@x.example\n\nb\n", true, true);
+	expect_strings(p.recipients, {"hidden@x.example"});
+	// A Resent-To with nobody in it still makes the message a re-sent one.
+	p = prepare("To: alice@x.example\nResent-To: undisclosed-recipients:;\n\nb\n", true, true);
+	ck_assert_uint_eq(p.recipients.size(), 0);
+	// Only the header fields in use are parsed.
+	p = prepare("To: a@@x\nResent-To: bob@x.example\n\nb\n", true, true);
+	expect_strings(p.recipients, {"bob@x.example"});
+	expect_failure([] { prepare("To: bob@x.example\nResent-Cc: a@@x\n\nb\n", true, true); }, EX_DATAERR,
+		       "Resent-Cc: header");
 }
 END_TEST
 
@@ -963,6 +992,7 @@ static Suite* sendmail_suite()
 	tcase_add_test(msg, test_headers_added_when_missing);
 	tcase_add_test(msg, test_no_header_block);
 	tcase_add_test(msg, test_bcc_and_extract);
+	tcase_add_test(msg, test_resent);
 	tcase_add_test(msg, test_extract_errors);
 	tcase_add_test(msg, test_lone_dot);
 	tcase_add_test(msg, test_line_ends);
