@@ -279,6 +279,8 @@ void MessagePreparer::end_headers(bool separator)
 	headers_.clear();
 	if (!has_date)
 		emit("Date: " + rfc5322_date(facts_.now) + std::string(CRLF));
+	if (!has_from && facts_.from_address.empty())
+		throw Failure(EX_NOUSER, facts_.from_error);
 	if (!has_from)
 		emit("From: " + format_mailbox(facts_.from_name, facts_.from_address) + std::string(CRLF));
 	if (!has_id)

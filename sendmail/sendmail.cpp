@@ -248,9 +248,18 @@ int deliver(const Options& o)
 	if (rcpts.empty() && !o.extract_recipients)
 		throw Failure(EX_DATAERR, "no recipients");
 
-	// From: is the caller, or the -f address; named by -F or the GECOS.
+	// From: is the -f address, or the caller (for the null sender too);
+	// named by -F or the GECOS. A null sender's message with a From: of
+	// its own (a bounce, a vacation reply) needs no login name.
 	HeaderFacts facts;
-	facts.from_address = o.sender && !sender.empty() ? sender : login_address(me, domain);
+	facts.from_address = sender;
+	if (sender.empty()) {
+		try {
+			facts.from_address = login_address(me, domain);
+		} catch (const Failure& f) {
+			facts.from_error = std::string("the message has no From: header, and ") + f.what();
+		}
+	}
 	facts.from_name = o.full_name ? *o.full_name : gecos_name(me.gecos, me.login);
 	facts.domain = domain;
 	facts.now = time(nullptr);

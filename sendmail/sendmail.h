@@ -91,7 +91,8 @@ bool needs_smtputf8(const std::string& sender, const std::vector<std::string>& r
 
 // What the headers that sendmail adds say.
 struct HeaderFacts {
-	std::string from_address;  // the From: mailbox
+	std::string from_address;  // the From: mailbox, "" for none:
+	std::string from_error;    // then why, for a message without From:
 	std::string from_name;     // its display name, "" for none
 	std::string domain;        // right-hand side of the Message-ID
 	time_t now = 0;            // Date:, and the Message-ID
@@ -128,9 +129,12 @@ class MessagePreparer {
 
 	// Takes more input; returns false once the input has ended (a lone
 	// dot), when the caller stops reading. Throws Failure(EX_DATAERR) for
-	// a header block over MAX_HEADER and for bad addresses under -t.
+	// a header block over MAX_HEADER and for bad addresses under -t, and
+	// Failure(EX_NOUSER, facts.from_error) for a message without From:
+	// when facts.from_address is empty.
 	bool feed(std::string_view data);
-	// The end of the input: flushes everything to the sink.
+	// The end of the input: flushes everything to the sink. Throws as
+	// feed() does.
 	void finish();
 
 	// After finish(): the -t recipients (qualified with facts.domain),

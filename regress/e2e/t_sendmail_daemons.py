@@ -5,11 +5,16 @@
 #   mdadm, logwatch, debsecan     sendmail -t, no -i: a lone "." line ends
 #                                 the input, as with the real sendmail
 #   fail2ban                      sendmail -f "fail2ban <root@localhost>" root@localhost
+#   a bounce or vacation reply    sendmail -f '<>' root, with its own From:,
+#   from a uid without a passwd   which needs no login name (one without
+#   entry (a container's)         From: is refused: 67, saying why)
 # Each checks the envelope (sender, recipients, uid in the from= line and
 # in the Received: header) and the delivered message byte for byte, with
 # only the missing Date:/Message-ID:/From: added.
 import sys
 sys.dont_write_bytecode = True
+import pwd
+import time
 from harness import *
 
 ROOT = "root@" + HOSTNAME
@@ -98,6 +103,31 @@ def fail2ban(d):
 	check_added_headers(extra, "fail2ban")
 
 
+def unknown_uid(d):
+	def known(uid):
+		try:
+			return pwd.getpwuid(uid)
+		except KeyError:
+			return None
+	uid = next(u for u in range(54321, 60000) if not known(u))
+	pw = pwd.struct_passwd(("uid%d" % uid, "x", uid, uid, "", "/", "/bin/sh"))
+	msg = b"From: app@x.example\nSubject: vacation\n\nback on Monday\n"
+	mark = d.mark()
+	check_ran(d.sendmail(["-f", "<>", "root"], msg, user=pw))
+	qid = d.wait_local_submission(mark, "").group(1)
+	d.wait_delivered(qid, ROOT)
+	d.wait_removed(qid)
+	rp, rec, rest = d.delivered_copies(qid)[ROOT]
+	check_eq(rp, "", "Return-Path: of the copy")
+	check_passthrough(rest, msg, "sendmail -f '<>' as uid %d" % uid, added=("date", "message-id"))
+	mark = d.mark()
+	r = d.sendmail(["-f", "<>", "root"], b"Subject: no From:\n\nbody\n", user=pw)
+	check_eq((r.returncode, r.stderr), (67, "sendmail: the message has no From: header, and cannot find the "
+				    "login name of uid %d: give a sender with -f\n" % uid), "exit status and message")
+	time.sleep(0.2)
+	check(not d.search_log(r"from=<", mark), "a message was submitted: %s" % d.log(mark))
+
+
 def main():
 	lu = local_user()
 	d = Laimd().start()
@@ -106,6 +136,8 @@ def main():
 		("unattended-upgrades, apt-listchanges: sendmail -oi -t (a lone dot line kept)", lambda: unattended(d)),
 		("mdadm, logwatch, debsecan: sendmail -t (input ends at the lone dot line)", lambda: mdadm(d)),
 		('fail2ban: sendmail -f "fail2ban <root@localhost>" root@localhost', lambda: fail2ban(d)),
+		("a uid without a passwd entry: sendmail -f '<>' root, with a From: of its own",
+		 lambda: unknown_uid(d)),
 	])
 
 

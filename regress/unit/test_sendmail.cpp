@@ -494,6 +494,13 @@ START_TEST(test_headers_added_when_missing)
 	f.from_name = "";
 	Prepared p = prepare("Subject: x\n\nb\n", true, false, 0, f);
 	ck_assert_msg(p.out.find("\r\nFrom: alice@host.example\r\n") != std::string::npos, "%s", p.out.c_str());
+	// No From: address to add (a null sender without a login name): only
+	// a message with a From: of its own goes.
+	f.from_address = "";
+	f.from_error = "no From: header, and no login name";
+	p = prepare("From: app@x\n\nb\n", true, false, 0, f);
+	ck_assert_msg(p.out.find("From: app@x\r\nDate: ") == 0, "%s", p.out.c_str());
+	expect_failure([&] { prepare("Subject: x\n\nb\n", true, false, 0, f); }, EX_NOUSER, f.from_error);
 	// Header names merely containing the words do not count.
 	p = prepare("X-Date: 1\nX-From: 2\nIn-Reply-To-Message-ID: 3\n\nb\n", true, false);
 	expect_str(p.out, "X-Date: 1\r\nX-From: 2\r\nIn-Reply-To-Message-ID: 3\r\n" + ADDED + "\r\nb\r\n");
