@@ -107,7 +107,18 @@ std::string format_mailbox(const std::string& name, const std::string& addr)
 	if (name.empty())
 		return addr;
 	gmime_init_once();
-	InternetAddress* ia = internet_address_mailbox_new(name.c_str(), addr.c_str());
+	// A name that is not UTF-8 is taken as Latin-1 (an old GECOS field or
+	// terminal), where every byte is a character, so that it is encoded
+	// like any other, not written raw.
+	std::string utf8 = name;
+	if (!g_utf8_validate(name.data(), static_cast<gssize>(name.size()), nullptr)) {
+		gchar* s = g_convert(name.data(), static_cast<gssize>(name.size()), "UTF-8", "ISO-8859-1", nullptr,
+				     nullptr, nullptr);
+		if (s)
+			utf8 = s;
+		g_free(s);
+	}
+	InternetAddress* ia = internet_address_mailbox_new(utf8.c_str(), addr.c_str());
 	char* s = internet_address_to_string(ia, nullptr, TRUE);
 	std::string out;
 	// GMime folds a long result with bare LFs: make them CRLF.

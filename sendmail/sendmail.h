@@ -105,7 +105,8 @@ struct HeaderFacts {
 std::string rfc5322_date(time_t t);
 
 // "Name <addr>" (or "addr" when name is empty), the name quoted or
-// RFC 2047 encoded as needed, for a From: header.
+// RFC 2047 encoded as needed, for a From: header. A name that is not
+// UTF-8 is read as Latin-1.
 std::string format_mailbox(const std::string& name, const std::string& addr);
 
 // The GECOS full name: the part before the first comma, with '&' (BSD

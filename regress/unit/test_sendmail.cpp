@@ -473,6 +473,10 @@ START_TEST(test_from_format)
 	ck_assert_msg(s.find("=?") == 0 && s.find("?= <j@h.example>") != std::string::npos, "got %s", s.c_str());
 	for (char c : s)
 		ck_assert_msg(static_cast<unsigned char>(c) < 0x80 && c != '\n', "raw byte in %s", s.c_str());
+	// A name that is not UTF-8 (a Latin-1 GECOS or -F) is read as Latin-1.
+	std::string latin1 = format_mailbox("J\xf6rg M\xfc" "ller", "j@h.example");
+	std::string utf8 = format_mailbox("J\xc3\xb6rg M\xc3\xbc" "ller", "j@h.example");
+	ck_assert_msg(latin1 == utf8, "got %s, want %s", latin1.c_str(), utf8.c_str());
 }
 END_TEST
 
