@@ -2,7 +2,8 @@
 // grouped ("-ti"), an option's argument may be attached ("-fuser") or the
 // next argument ("-f user"), options may follow operands, and "--" ends
 // them. The accepted set is what cron, sudo, mailx, mutt, PHP, git and
-// the Debian tools pass; other flags are refused by name.
+// the Debian tools pass, and what Postfix's sendmail(1) accepts and
+// ignores; other flags are refused by name.
 #include <sysexits.h>
 
 #include <cstdio>
@@ -15,21 +16,24 @@ namespace laim::sendmail {
 namespace {
 
 // Options that take an argument; every other known option is a flag.
+//   A m|c      sendmail 8's configuration file (-Am, -Ac): ignored
 //   B type     body type (-B8BITMIME): ignored, the body is sent as it is
 //   b mode     -bm deliver, -bs SMTP session, -bp queue, -bi aliases
 //   e x        error reporting mode (-em, -ep...): ignored
 //   F name     full name for the From: header
 //   f, r addr  envelope sender
 //   h hops     hop count (-h 17): ignored
+//   L tag      syslog tag: ignored
 //   N dsn      DSN notify (-Nnever): ignored
 //   o opt      -oi as -i; the others (-oem, -odi, -odb...) ignored
 //   R ret      DSN return (-Rhdrs): ignored
 //   V envid    DSN envelope id: ignored
+//   X file     sendmail 8's traffic log: ignored, as Postfix documents
 bool takes_argument(char c)
 {
 	switch (c) {
-	case 'B': case 'b': case 'e': case 'F': case 'f': case 'h':
-	case 'N': case 'o': case 'R': case 'r': case 'V':
+	case 'A': case 'B': case 'b': case 'e': case 'F': case 'f': case 'h':
+	case 'L': case 'N': case 'o': case 'R': case 'r': case 'V': case 'X':
 		return true;
 	default:
 		return false;
@@ -68,6 +72,10 @@ void set_mode(Options& o, std::string_view mode)
 void apply(Options& o, char c, const std::string& arg)
 {
 	switch (c) {
+	case 'A':
+		if (arg != "m" && arg != "c")
+			throw Failure(EX_USAGE, "unsupported option -A" + arg);
+		break;
 	case 'b':
 		set_mode(o, arg);
 		break;
@@ -84,7 +92,7 @@ void apply(Options& o, char c, const std::string& arg)
 		if (arg == "i")
 			o.ignore_dots = true;
 		break;
-	default:  // B, e, h, N, R, V
+	default:  // B, e, h, L, N, R, V, X
 		break;
 	}
 }
@@ -116,8 +124,13 @@ void parse_cluster(Options& o, const std::vector<std::string>& args, size_t& i)
 		case 'v':
 			o.verbose = true;
 			break;
+		case 'I':  // newaliases, as Postfix has it
+			o.mode = Mode::NewAliases;
+			break;
 		case 'm':  // "me too" (mailx's metoo): laim never leaves out the sender
 		case 'U':  // initial user submission
+		case 'G':  // a relayed, not an initial, submission: laim rewrites no address
+		case 'n':  // no alias expansion (sendmail 8): laimd expands aliases at delivery
 			break;
 		case 'q':  // -q, or -q with a sendmail queue interval: flush now
 			o.mode = Mode::Flush;

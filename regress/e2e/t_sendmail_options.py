@@ -45,6 +45,7 @@ def accepted(d, args, tag, sender=ROOT, rcpts=(ROOT,)):
 IGNORED = [
 	["-B8BITMIME"], ["-B", "8BITMIME"], ["-oem"], ["-oep"], ["-odi"], ["-odb"], ["-oXanything"],
 	["-em"], ["-ep"], ["-N", "never"], ["-R", "hdrs"], ["-V", "xyz"], ["-bm"], ["-m"], ["-h", "17"], ["-U"],
+	["-L", "cron"], ["-n"], ["-G"], ["-Am"], ["-Ac"], ["-X", "/dev/null"],  # Postfix's
 ]
 
 

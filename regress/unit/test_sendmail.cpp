@@ -259,7 +259,8 @@ START_TEST(test_ignored_flags)
 {
 	Options o = parse({"-B", "8BITMIME", "-oep", "-odb", "-oQ/var/spool/x", "-o", "em", "-em", "-ep",
 			   "-Nnever", "-N", "success,failure", "-Rhdrs", "-R", "full", "-Vid1", "-V", "id2", "-bm",
-			   "-e", "q", "-m", "-h", "17", "-h3", "-U", "-mU", "root"});
+			   "-e", "q", "-m", "-h", "17", "-h3", "-U", "-mU", "-L", "cron", "-Lcron", "-n", "-G", "-Am",
+			   "-A", "c", "-X", "/dev/null", "-X/tmp/log", "-nG", "root"});
 	ck_assert(o.mode == Mode::Deliver);
 	ck_assert(!o.extract_recipients && !o.ignore_dots && !o.verbose);
 	ck_assert(!o.sender && !o.full_name);
@@ -302,6 +303,7 @@ START_TEST(test_modes)
 	ck_assert(parse({"-bs"}).mode == Mode::SmtpRelay);
 	ck_assert(parse({"-bp"}).mode == Mode::ListQueue);
 	ck_assert(parse({"-bi"}).mode == Mode::NewAliases);
+	ck_assert(parse({"-I"}).mode == Mode::NewAliases);  // Postfix's
 	ck_assert(parse({"-q"}).mode == Mode::Flush);
 	ck_assert(parse({"-q15m"}).mode == Mode::Flush);
 	ck_assert(parse({"-b", "p"}).mode == Mode::ListQueue);
@@ -315,7 +317,9 @@ END_TEST
 
 START_TEST(test_refused_options)
 {
-	expect_usage_error({"-X", "root"}, "unknown option -X");
+	expect_usage_error({"-Y", "root"}, "unknown option -Y");
+	expect_usage_error({"-Ax", "root"}, "unsupported option -Ax");
+	expect_usage_error({"-X"}, "option -X requires an argument");
 	expect_usage_error({"-t", "-C", "/etc/other.cf"}, "unknown option -C");
 	expect_usage_error({"-d0.1"}, "unknown option -d");
 	expect_usage_error({"-tiz"}, "unknown option -z");
