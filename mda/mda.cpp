@@ -24,13 +24,18 @@
 // dotlock older than 300 s is stale and removed; a held lock is not
 // waited for); the copy is appended and fsynced, and on any failure the
 // mailbox is cut back to its old size before the locks go, so that it
-// never holds half a message. It runs without capabilities (root's
-// mailbox is delivered as root), under no_new_privs and a seccomp filter
-// of its own (sandbox_seccomp_mda), with every signal but SIGKILL
-// blocked. One line on stderr says what happened (the handler logs it);
-// exit 0 delivered, EX_TEMPFAIL (75) for what may pass later (a lock, no
-// space, a link in the mailbox's place: the message stays queued),
-// EX_USAGE (64) for a malformed invocation.
+// never holds half a message. The append starts only within SECONDS of
+// the start (else the locks go and it gives up, the mailbox as it was):
+// SECONDS is four fifths of the delivery's limit, and the parent kills
+// laim-mda only at twice that limit, so a slow disk has the rest to end
+// an append. A kill in the append would leave the copy, or part of it,
+// and the dotlock, and the retry would append it again. It runs without
+// capabilities (root's mailbox is delivered as root), under no_new_privs
+// and a seccomp filter of its own (sandbox_seccomp_mda), with every
+// signal but SIGKILL blocked. One line on stderr says what happened (the
+// handler logs it); exit 0 delivered, EX_TEMPFAIL (75) for what may pass
+// later (a lock, no space, a link in the mailbox's place, no time left:
+// the message stays queued), EX_USAGE (64) for a malformed invocation.
 #include <config.h>
 
 #include <cap-ng.h>
@@ -88,13 +93,19 @@ std::string box;  // MAIL_DIR/USER, for messages
 	_exit(status);
 }
 
+// Milliseconds left until the deadline, <= 0 once it has passed.
+long ms_left(const struct timespec& deadline)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (deadline.tv_sec - now.tv_sec) * 1000 + (deadline.tv_nsec - now.tv_nsec) / 1000000;
+}
+
 // Waits until stdin has something (or its end) to read; gives up at the
 // deadline, done of n bytes read.
 void wait_input(const struct timespec& deadline, size_t done, size_t n)
 {
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	long left = (deadline.tv_sec - now.tv_sec) * 1000 + (deadline.tv_nsec - now.tv_nsec) / 1000000;
+	long left = ms_left(deadline);
 	struct pollfd p = {0, POLLIN, 0};
 	if (left <= 0 || poll(&p, 1, static_cast<int>(left)) == 0)
 		give_up(EX_TEMPFAIL, "the message did not arrive in time (%zu of %zu bytes)", done, n);
@@ -141,12 +152,9 @@ std::string read_message(size_t n, const struct timespec& deadline)
 }
 
 // The whole framed copy from stdin (see the header comment), and nothing
-// after it.
-std::string read_copy(unsigned seconds)
+// after it, by the deadline.
+std::string read_copy(const struct timespec& deadline)
 {
-	struct timespec deadline;
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += seconds;
 	std::string len;
 	for (char c = 0; c != '\n';) {
 		read_input(&c, 1, deadline);
@@ -293,7 +301,11 @@ int main(int argc, char* argv[])
 		give_up(EX_TEMPFAIL, "PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
 	sandbox_seccomp_mda(dir.get());
 
-	std::string copy = read_copy(static_cast<unsigned>(atoi(argv[3])));
+	unsigned seconds = static_cast<unsigned>(atoi(argv[3]));
+	struct timespec deadline;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += seconds;
+	std::string copy = read_copy(deadline);
 	bool created = false;
 	UniqueFd fd = open_mailbox(dir.get(), user, &created);
 	if (created && fsync(dir.get()) != 0)  // the new name, durable before any mail is in it
@@ -303,6 +315,10 @@ int main(int argc, char* argv[])
 	lock_fcntl(fd.get());
 	bool stale = false;
 	std::string dotlock = lock_dotlock(dir.get(), user, &stale);
+	if (ms_left(deadline) <= 0) {  // no append starts late (see the header comment)
+		unlinkat(dir.get(), dotlock.c_str(), 0);
+		give_up(EX_TEMPFAIL, "not appended: reading the copy and locking took more than %u s", seconds);
+	}
 	fcntl(fd.get(), F_SETFL, fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK);
 	std::string failed = append(fd.get(), copy);
 	unlinkat(dir.get(), dotlock.c_str(), 0);

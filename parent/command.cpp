@@ -179,15 +179,20 @@ struct Launch {
 	unsigned timeout = 0;
 };
 
-// A mailbox delivery: laim-mda MAIL_DIR USER SECONDS, with SECONDS (its
-// time to read the message) well inside the parent's time limit.
+// A mailbox delivery: laim-mda MAIL_DIR USER SECONDS. SECONDS, four
+// fifths of a command's limit, is its time to read the message and take
+// the locks: it starts no append later. The parent's time limit is twice
+// a command's: a SIGKILL during the append would leave the copy (or part
+// of it) and the dotlock, and the retry would append the copy again, so
+// a slow disk gets that long to end it. (The queue counts the call as
+// deferred at delivery_timeout, and as delivered if it then ends so.)
 Launch mailbox_launch(const Config& cfg, const CommandRunMsg& req)
 {
 	if (req.recipients.size() != 1)
 		throw Refusal(true, "a mailbox request names one user");
 	const char* env = getenv("LAIM_MDA");  // root's own environment: the e2e cases' build tree
 	unsigned timeout = alias_command_timeout(cfg.delivery_timeout);
-	Launch l{mailbox_account(cfg, req.recipients[0]), {}, {}, timeout};
+	Launch l{mailbox_account(cfg, req.recipients[0]), {}, {}, 2 * timeout};
 	l.argv = {env && *env ? env : LAIM_MDA, cfg.mail_dir, l.account.name,
 		  std::to_string(std::max(1u, timeout * 4 / 5))};
 	return l;

@@ -52,8 +52,9 @@ std::optional<std::string> local_user(std::string_view rcpt)
 	return std::nullopt;
 }
 
-// The parent's time limit (delivery_timeout) ends every mailbox delivery
-// first; this only bounds the wait for its report.
+// The parent's time limit (twice delivery_timeout, parent/command.cpp)
+// ends every mailbox delivery first; this only bounds the wait for its
+// report.
 constexpr unsigned MAILBOX_WAIT = 24 * 3600;
 // laim-mda's stdin: the copy's length, 19 digits and a LF, then the copy.
 constexpr off_t LENGTH_LINE = 20;
