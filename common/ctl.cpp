@@ -270,10 +270,14 @@ CtlFailedEntry ctl_parse_failed_line(const std::string& line)
 // arrival time and sender, the deferral reason right-aligned in
 // parentheses, the recipients under the sender column, a blank line; and
 // a total at the end.
-std::string format_mailq(const std::vector<std::string>& queue_lines)
+std::string format_mailq(const std::vector<std::string>& queue_lines, size_t offline)
 {
+	std::string waiting;
+	if (offline > 0)
+		waiting = "-- " + std::to_string(offline) + (offline == 1 ? " message waits" : " messages wait") +
+			  " in offline/ to be taken into the queue\n";
 	if (queue_lines.empty())
-		return "Mail queue is empty\n";
+		return offline > 0 ? waiting : "Mail queue is empty\n";
 	std::string out = "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n";
 	const std::string rcpt_indent(42, ' ');
 	uint64_t total = 0;
@@ -292,7 +296,7 @@ std::string format_mailq(const std::vector<std::string>& queue_lines)
 	size_t n = queue_lines.size();
 	out += "-- " + std::to_string(total / 1024) + " Kbytes in " + std::to_string(n) +
 	       (n == 1 ? " Request.\n" : " Requests.\n");
-	return out;
+	return out + waiting;
 }
 
 }  // namespace laim

@@ -29,8 +29,10 @@ std::vector<std::string> ctl_request(const std::string& path, const std::string&
 std::string ctl_socket_path();
 
 // The traditional mailq listing, in Postfix's layout, from "show queue"
-// lines. Throws std::runtime_error for a line that is not one.
-std::string format_mailq(const std::vector<std::string>& queue_lines);
+// lines, then a line saying how many messages wait in offline/ ("show
+// offline") when some do: those are not lost, and an empty queue is then
+// not "empty". Throws std::runtime_error for a line that is not one.
+std::string format_mailq(const std::vector<std::string>& queue_lines, size_t offline = 0);
 
 // One line of "show queue" and of "show failed", parsed. Extra trailing
 // fields (from a newer laimd) are ignored; the parsers throw

@@ -82,6 +82,12 @@ std::string show_queue(ControlTarget& t, uid_t uid)
 	return out;
 }
 
+// A user counts only their own files (laim-drop leaves them the owner).
+std::string show_offline(ControlTarget& t, uid_t uid)
+{
+	return "OK\n" + std::to_string(t.offline(uid == ROOT_UID ? std::nullopt : std::optional<uid_t>(uid))) + "\n";
+}
+
 std::string show_failed(ControlTarget& t)
 {
 	std::string out = "OK\n";
@@ -155,6 +161,8 @@ std::string dispatch(std::string_view req, uid_t uid, ControlTarget& t, ControlR
 
 	if (req == "show queue")
 		return show_queue(t, uid);
+	if (req == "show offline")
+		return show_offline(t, uid);
 	if (req == "flush") {
 		t.flush();
 		return "OK\n";

@@ -5,8 +5,8 @@
 //
 // Request: ONE line, one of
 //
-//   show queue | show stats | show failed | show limits | flush | remove ID
-//   | reload aliases | test INSTANCE | reset-limit KEY
+//   show queue | show offline | show stats | show failed | show limits
+//   | flush | remove ID | reload aliases | test INSTANCE | reset-limit KEY
 //
 // KEY is the rest of the line (a sender key may hold spaces). A line of
 // CONTROL_MAX_LINE bytes or more gets "ERR request too long", and the
@@ -16,6 +16,7 @@
 // Response: "OK\n" or "ERR <message>\n", then payload lines, then EOF.
 //
 //   show queue   ID \t ARRIVAL \t SIZE \t UID_or_- \t SENDER \t RCPT,RCPT \t ATTEMPTS \t LAST_ERROR
+//   show offline N: how many files wait in offline/, not imported yet
 //   show failed  ID \t ARRIVAL \t SIZE \t SENDER \t RCPT,RCPT \t REASON (its first line)
 //   show stats   "key value" per line
 //   show limits  KEY \t WHO \t COUNT \t LIMIT \t WINDOW \t PER \t LEFT \t DEFERRED \t HELD \t ALERT
@@ -25,8 +26,8 @@
 //   test         "OK\nINSTANCE: ready: WHAT WAS CHECKED\n", or
 //                "ERR INSTANCE: not ready: WHY\n" (the handler's test())
 //
-// uid 0 may do everything; other users may "show queue" (their own
-// messages only) and "flush". Fields never hold a tab,
+// uid 0 may do everything; other users may "show queue" and "show
+// offline" (their own messages only) and "flush". Fields never hold a tab,
 // CR, LF or other control character: they are replaced by spaces, so no
 // value (a last error quoting a remote reply, say) can forge a line.
 #pragma once
@@ -83,6 +84,8 @@ class ControlTarget {
  public:
 	virtual ~ControlTarget() = default;
 	virtual std::vector<QueueItem> queue() = 0;
+	// The files in offline/ not imported yet: those owner owns, or all.
+	virtual size_t offline(std::optional<uid_t> owner) = 0;
 	virtual std::vector<FailedItem> failed() = 0;
 	virtual std::vector<std::pair<std::string, uint64_t>> stats() = 0;
 	// Makes every deferred message due now.

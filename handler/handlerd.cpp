@@ -50,6 +50,7 @@ class HandlerServer : public ControlTarget {
 
 	// ControlTarget: what laimctl and mailq see and do.
 	std::vector<QueueItem> queue() override;
+	size_t offline(std::optional<uid_t> owner) override { return import_.waiting(owner); }
 	std::vector<FailedItem> failed() override;
 	std::vector<std::pair<std::string, uint64_t>> stats() override;
 	void flush() override { queue_.flush(); }

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <stdexcept>
 
 #include "common/address.h"
 #include "common/fd.h"
@@ -246,6 +247,25 @@ bool OfflineImport::postpone(const std::string& name, const char* what)
 		return false;
 	log_warnx("offline/%s: cannot import now: %s: %s", name.c_str(), what, strerror(err));
 	return true;
+}
+
+// Counted by their owner, the caller of laim-drop; a name whose message
+// is in queue/ already is not counted twice.
+size_t OfflineImport::waiting(std::optional<uid_t> owner) const
+{
+	std::string dir = spool_.dir() + "/offline";
+	DIR* d = opendir(dir.c_str());
+	if (!d)
+		throw std::runtime_error(dir + ": " + strerror(errno));
+	size_t n = 0;
+	while (struct dirent* e = readdir(d)) {
+		struct stat st;
+		if (e->d_name[0] != '.' && !imported_.count(e->d_name) &&
+		    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && (!owner || st.st_uid == *owner))
+			n++;
+	}
+	closedir(d);
+	return n;
 }
 
 // Only a regular file is read for its envelope: a planted symlink is not

@@ -8,6 +8,7 @@
 #include <ctime>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,10 @@ class OfflineImport {
 	// removal left the file in offline/, and the next run() removes it
 	// instead of importing it again.
 	void imported_before(const std::string& name, const std::string& id) { imported_[name] = id; }
+	// The files in offline/ not imported yet (held by a rate limit, or
+	// waiting for room in the queue): those owner owns, or all. Throws
+	// std::runtime_error when offline/ cannot be read.
+	size_t waiting(std::optional<uid_t> owner) const;
 	// When the first file held by a rate limit may go; 0 when none waits.
 	time_t next_release() const { return next_release_; }
 	// The files refused so far, in failed/ as offline.NAME: their reason,

@@ -396,12 +396,30 @@ std::vector<std::string> control(const std::string& command)
 	}
 }
 
-// -bp, mailq: the queue in the traditional layout.
+// How many of the caller's messages (all, for root) wait in offline/:
+// 0, with a warning, when laimd cannot say (one older than this command).
+size_t offline_waiting()
+{
+	try {
+		std::vector<std::string> n = control("show offline");
+		if (n.size() == 1 && !n[0].empty() && n[0].size() < 10 &&
+		    n[0].find_first_not_of("0123456789") == std::string::npos)
+			return std::stoul(n[0]);
+		fprintf(stderr, "%s: laimd: a malformed answer to show offline\n", progname.c_str());
+	} catch (const Failure& f) {
+		fprintf(stderr, "%s: cannot count the messages in offline/: %s\n", progname.c_str(), f.what());
+	}
+	return 0;
+}
+
+// -bp, mailq: the queue in the traditional layout, and the messages that
+// laim-drop stored in offline/ while laimd could not take them.
 int list_queue()
 {
 	std::vector<std::string> lines = control("show queue");
+	size_t offline = offline_waiting();
 	try {
-		fputs(format_mailq(lines).c_str(), stdout);
+		fputs(format_mailq(lines, offline).c_str(), stdout);
 	} catch (const std::runtime_error& e) {
 		throw Failure(EX_PROTOCOL, std::string("laimd: ") + e.what());
 	}

@@ -2,7 +2,8 @@
 # the message to the setgid laim-drop, which stores it in the spool's
 # offline/ (owned by the caller, laim-drop's group, one link), and laimd
 # imports it at start or once the queue has room, delivered once with the
-# caller's uid. A file planted in offline/ that laim-drop did not make
+# caller's uid; meanwhile mailq counts it among the caller's mail (and
+# root's). A file planted in offline/ that laim-drop did not make
 # (wrong group, two links, not a regular file) is moved to failed/ and
 # logged, not delivered, and laimctl show failed lists it with its reason.
 #
@@ -10,6 +11,7 @@
 # laim-drop writes too (LAIM_TEST_SPOOL_DIR, see harness.local_env).
 import sys
 sys.dont_write_bytecode = True
+import pwd
 import signal
 import time
 from harness import *
@@ -148,8 +150,9 @@ def cut_off(d, gid):
 
 def queue_full(d, lu, gid):
 	"""max_queue_size 1 and a deferring handler: laimd answers 452 and
-	sendmail falls back to laim-drop; once the queue drains the file is
-	imported and delivered."""
+	sendmail falls back to laim-drop; mailq counts the waiting file for
+	its owner and for root, not for another user; once the queue drains
+	the file is imported and delivered."""
 	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
 	d.config["max_queue_size"] = 1
 	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
@@ -170,6 +173,17 @@ def queue_full(d, lu, gid):
 	time.sleep(2.5)  # an import round while the queue is still full
 	check_eq(d.spool_files("offline"), names, "offline/ while the queue is full")
 	check_eq(d.spool_files("queue"), [q1], "queue/ while full")
+	waits = "-- 1 message waits in offline/ to be taken into the queue\n"
+	r = d.sendmail([], user=lu, argv0="mailq")
+	check_ran(r)
+	check_eq(r.stdout, waits, "mailq as %s" % lu.pw_name)
+	r = d.sendmail([], argv0="mailq")
+	check_ran(r)
+	check(r.stdout.startswith("-Queue ID-") and q1 in r.stdout and r.stdout.endswith(" Request.\n" + waits),
+	      "mailq as root: %r" % r.stdout)
+	r = d.sendmail([], user=pwd.getpwnam("nobody"), argv0="mailq")
+	check_ran(r)
+	check_eq(r.stdout, "Mail queue is empty\n", "mailq as nobody")
 
 	d.unblock_dir(blocked)
 	d.wait_removed(q1)

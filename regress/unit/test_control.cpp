@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <functional>
+#include <map>
+#include <optional>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -56,6 +58,16 @@ class FakeTarget : public ControlTarget {
 		if (throw_on_queue)
 			throw std::runtime_error("cannot read queue/ABC: I/O error");
 		return items;
+	}
+	std::map<uid_t, size_t> offline_files;  // by owner
+	std::vector<std::optional<uid_t>> offline_asked;
+	size_t offline(std::optional<uid_t> owner) override
+	{
+		offline_asked.push_back(owner);
+		size_t n = 0;
+		for (auto [uid, count] : offline_files)
+			n += !owner || uid == *owner ? count : 0;
+		return n;
 	}
 	std::vector<FailedItem> failed() override
 	{
@@ -163,6 +175,18 @@ START_TEST(test_show_queue_empty)
 	FakeTarget t;
 	check_str(control_answer("show queue\n", 0, t).c_str(), "OK\n");
 	ck_assert_int_eq(t.queue_calls, 1);
+}
+END_TEST
+
+// The files waiting in offline/: root counts all, a user their own.
+START_TEST(test_show_offline)
+{
+	FakeTarget t;
+	t.offline_files = {{0, 1}, {1000, 2}};
+	check_str(control_answer("show offline\n", 0, t), "OK\n3\n");
+	check_str(control_answer("show offline", 1000, t), "OK\n2\n");
+	check_str(control_answer("show offline", 4242, t), "OK\n0\n");
+	ck_assert(t.offline_asked == (std::vector<std::optional<uid_t>>{std::nullopt, 1000, 4242}));
 }
 END_TEST
 
@@ -672,6 +696,9 @@ const std::string RCPT_INDENT(42, ' ');
 START_TEST(test_mailq_empty)
 {
 	check_str(format_mailq({}).c_str(), "Mail queue is empty\n");
+	// Not empty for the caller while messages wait in offline/.
+	check_str(format_mailq({}, 1), "-- 1 message waits in offline/ to be taken into the queue\n");
+	check_str(format_mailq({}, 2), "-- 2 messages wait in offline/ to be taken into the queue\n");
 }
 END_TEST
 
@@ -685,6 +712,8 @@ START_TEST(test_mailq_one)
 	                     "-- 1 Kbytes in 1 Request.\n";
 	check_str(format_mailq({"4F3A2C1B09\t1606011866\t1234\t0\troot@host.example\troot\t0\t"}).c_str(),
 	                 expect.c_str());
+	check_str(format_mailq({"4F3A2C1B09\t1606011866\t1234\t0\troot@host.example\troot\t0\t"}, 3),
+	          expect + "-- 3 messages wait in offline/ to be taken into the queue\n");
 }
 END_TEST
 
@@ -773,6 +802,7 @@ static Suite* control_suite()
 	tcase_add_test(server, test_show_queue_root);
 	tcase_add_test(server, test_show_queue_user_sees_own);
 	tcase_add_test(server, test_show_queue_empty);
+	tcase_add_test(server, test_show_offline);
 	tcase_add_test(server, test_show_failed);
 	tcase_add_test(server, test_show_stats);
 	tcase_add_test(server, test_flush);
