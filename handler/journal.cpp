@@ -149,12 +149,14 @@ void Journal::append(std::string& to, Kind kind, std::string_view id, std::strin
 }
 
 // Written at once (not synced): the page cache keeps it across the end
-// of laimd, so only a stop of the system can bring the message back.
+// of laimd, so only a stop of the system can bring the message back. The
+// record is made under the lock, so its generation is the one of the
+// records it follows, also while a reset() runs.
 void Journal::note_done(std::string_view id)
 {
 	std::string rec;
-	append(rec, Done, id, {});
 	std::lock_guard<std::mutex> lock(mutex_);
+	append(rec, Done, id, {});
 	if (end_ + rec.size() > SIZE)
 		return;  // dropped: at worst delivered twice, after a stop of the system
 	pwrite_all(fd_.get(), rec.data(), rec.size(), end_, path_);
@@ -199,17 +201,23 @@ void Journal::sync()
 // The new generation counts only once its header is on disk: until then
 // records keep the old one. After a failed reset the header on disk may
 // say either, so no record is trusted to it (fits() is false) until a
-// reset succeeds.
+// reset succeeds. The lock is not held across the sync, so that a
+// removal (note_done(), on the main loop) never waits for the disk: its
+// record meanwhile follows the old records, in their generation, and
+// counts only if the new header never reaches the disk.
 void Journal::reset()
 {
 	std::string head(FILE_MAGIC, sizeof FILE_MAGIC);
 	put<uint64_t>(head, generation_ + 1);
 	head += boot_id_;
 	head.resize(HEADER, '\0');
-	std::lock_guard<std::mutex> lock(mutex_);
-	reset_failed_ = true;
-	pwrite_all(fd_.get(), head.data(), head.size(), 0, path_);
+	{
+		std::lock_guard<std::mutex> lock(mutex_);
+		reset_failed_ = true;
+		pwrite_all(fd_.get(), head.data(), head.size(), 0, path_);
+	}
 	sync();
+	std::lock_guard<std::mutex> lock(mutex_);
 	reset_failed_ = false;
 	generation_++;
 	end_ = HEADER;

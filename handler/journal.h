@@ -80,7 +80,7 @@ class Journal {
 	std::string boot_id_;  // this boot's
 	bool written_this_boot_ = false;
 	UniqueFd fd_;
-	uint64_t generation_ = 0;
+	uint64_t generation_ = 0;    // changed by reset() under mutex_, read under it by others
 	uint64_t end_ = HEADER;      // where the next record goes; under mutex_
 	bool reset_failed_ = false;  // under mutex_
 	// Room kept for removals' records between two groups; past it they

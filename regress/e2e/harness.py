@@ -868,6 +868,26 @@ def journal_records(spool, kind):
 	return set(m.decode() for m in re.findall(rb"(?<=" + kind + rb")[0-9A-F]{10}(?=\0)", data))
 
 
+def journal_counted(spool):
+	"""The journal's records as the next start counts them
+	(Journal::read_records): (kind, queue id) of each record of the
+	header's generation whose sum holds, up to the first that is not."""
+	with open(os.path.join(spool, "journal"), "rb") as f:
+		data = f.read()
+	generation, end, counted = struct.unpack_from("<Q", data, 8)[0], 64, []
+	while end + 32 <= len(data):
+		magic, length, gen = struct.unpack_from("<IIQ", data, end)
+		if magic != 0x4c4a5243 or gen != generation or length > len(data) - end - 32:
+			break
+		rec = bytearray(data[end:end + 32 + length])
+		rec[28:32] = bytes(4)
+		if struct.unpack_from("<I", data, end + 28)[0] != zlib.crc32(rec):
+			break
+		counted.append((chr(rec[16]), rec[17:27].decode()))
+		end += len(rec)
+	return counted
+
+
 def check_delivered_exactly(d, sent, maildir=None, rcpt="rcpt@test.laim.example"):
 	"""sent maps queue ids to the messages their clients sent: the Maildir
 	holds exactly one copy of each, for rcpt, and nothing else, and each
