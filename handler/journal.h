@@ -12,11 +12,12 @@
 //   char 0 | u32 CRC-32 of the record with this field 0 | length bytes
 //
 // kind 'C': a committed message, its queue file's bytes inline; 'D': a
-// message delivered and removed. (A message too large to be inline has no
-// record: its file is synced on its own.) A record counts only when its
-// generation is the header's and its sum holds, and the first one that
-// does not ends the journal. A checkpoint (Spool::checkpoint: every file
-// the records stand for is synced) empties it by raising the generation.
+// message delivered and removed, or moved to failed/. (A message too
+// large to be inline has no record: its file is synced on its own.) A
+// record counts only when its generation is the header's and its sum
+// holds, and the first one that does not ends the journal. A checkpoint
+// (Spool::checkpoint: every file the records stand for is synced)
+// empties it by raising the generation.
 #pragma once
 
 #include <cstdint>
@@ -56,7 +57,7 @@ class Journal {
 	// system, and the page cache still holds every write.
 	bool written_this_boot() const { return written_this_boot_; }
 
-	// Any thread: a removed message's record, written at once.
+	// Any thread: a removed (or failed) message's record, written at once.
 	void note_done(std::string_view id);
 	// The committer: adds a record to the batch.
 	void add(Kind kind, std::string_view id, std::string_view content = {});

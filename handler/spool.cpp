@@ -836,7 +836,9 @@ bool Spool::recycle(const std::string& id)
 
 // The reason is written first so that a file in failed/ always has one;
 // a message that never reached queue/ (a corrupt offline import) still
-// gets its reason recorded.
+// gets its reason recorded. Done for the journal, as a removal is: the
+// administrator may delete failed/ID, and a stop of the system must not
+// bring it back from its record.
 void Spool::fail(const std::string& id, const std::string& reason)
 {
 	check_id(id);
@@ -844,6 +846,8 @@ void Spool::fail(const std::string& id, const std::string& reason)
 	std::string to = path("failed", id);
 	if (::renameat(queue_dirfd_.get(), id.c_str(), AT_FDCWD, to.c_str()) < 0 && errno != ENOENT)
 		throw_errno("rename " + path("queue", id) + " to " + to);
+	if (journal_)
+		journal_->note_done(id);
 }
 
 void Spool::write_reason(const std::string& name, const std::string& reason)

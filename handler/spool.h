@@ -169,7 +169,8 @@ class Spool {
 	void remove(const std::string& id);
 	static constexpr size_t MAX_FREE_FILES = 256;
 	static constexpr off_t RECYCLE_MAX_SIZE = 64 * 1024;
-	// Given up: writes failed/ID.reason, then moves queue/ID to failed/ID.
+	// Given up: writes failed/ID.reason, then moves queue/ID to failed/ID,
+	// done for the journal as remove() is.
 	void fail(const std::string& id, const std::string& reason);
 	// failed/NAME.reason: reason written (each line escaped as the log
 	// escapes it: a peer's words may be in it; throws), or its first line

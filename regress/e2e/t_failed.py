@@ -2,7 +2,9 @@
 # file, logged, and it is never retried. A per_recipient maildir refuses a
 # local part that cannot be a directory name: at RCPT time (550) when it
 # judges the recipient, and at delivery time (permanent failure) for a
-# message queued before the config changed to per_recipient.
+# message queued before the config changed to per_recipient. Deleted
+# from failed/ by the administrator, it stays gone after a restart of
+# the system, though the journal held it.
 import sys
 sys.dont_write_bytecode = True
 import signal
@@ -63,6 +65,20 @@ def main():
 	check_eq(len(maildir_files(os.path.join(boxes, "alice"))), 1, "messages in boxes/alice")
 	check_eq(sorted(os.listdir(boxes)), ["alice"], "directories under the per_recipient root")
 	check_eq(sorted(d.spool_files("failed")), sorted([qid, qid + ".reason"]), "failed/ at the end")
+
+	# The administrator deletes the failed message, as laimctl(8) says; the
+	# system is restarted cleanly. The journal still holds the message's
+	# record, and the D record written with its move keeps it gone.
+	check(("C", qid) in journal_counted(d.spool), "%s has no record in the journal" % qid)
+	for name in (qid, qid + ".reason"):
+		os.unlink(os.path.join(d.spool, "failed", name))
+	check_eq(d.stop(), 0, "exit status")
+	journal_of_another_boot(d.spool)
+	d.start()
+	d.wait_removed(d.send(rcpts=["alice@test.laim.example"], msg=simple_message("after the restart")))
+	check(not d.search_log(r"%s: queue file .*restored" % qid, d.start_mark),
+	      "%s, given up and deleted from failed/, restored after a restart of the system" % qid)
+	check_eq(d.spool_files("failed") + d.spool_files("queue"), [], "failed/ and queue/ after the restart")
 
 
 run(main)

@@ -773,7 +773,7 @@ START_TEST(test_journal_recovery)
 	}
 	from_other_boot();
 	Spool spool(g_spool);
-	ck_assert_uint_eq(spool.journal()->records().size(), 7);  // 6 small commits and a removal
+	ck_assert_uint_eq(spool.journal()->records().size(), 8);  // 6 small commits, a removal, a failure
 	spool.recover();
 	ck_assert_int_eq(mode_of(g_spool + "/queue/" + large_whole.id), 0600);
 	ck_assert(spool.load(large_whole.id).body() == std::string(Journal::INLINE_MAX, 'W'));
