@@ -377,9 +377,11 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 		if (!c->error.empty())
 			continue;  // never answered 250: group_done() removes its file
 		try {
-			// A small file the journal does not hold (it was full) needs
-			// its mode on disk: recover() removes one that is pending.
-			spool.mark_committed(c->txn.file.get(), !c->in_journal && record_size(spool, c->txn));
+			// A small file the journal does not hold (it was full, or
+			// there is none: the next start may make one) needs its
+			// mode on disk: recover() removes one that is pending.
+			bool small = c->txn.created.header_len + c->txn.size <= Journal::INLINE_MAX;
+			spool.mark_committed(c->txn.file.get(), !c->in_journal && small);
 			c->committed = true;
 		} catch (const std::exception& e) {
 			c->error = e.what();
