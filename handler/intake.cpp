@@ -228,9 +228,21 @@ void Intake::on_data(uint32_t session)
 	}
 	Txn& t = it->second;
 	try {
-		t.env.id = spool_.new_id();
 		t.env.arrival = time(nullptr);
-		t.file = spool_.create(t.env, &t.created);
+		constexpr int ID_TRIES = 10;
+		for (int tries = 1; !t.file; tries++) {
+			t.env.id = spool_.new_id();
+			try {
+				t.file = spool_.create(t.env, &t.created);
+			} catch (const std::system_error& e) {
+				// The id is in queue/ already: another is drawn. (A file
+				// create() made is removed again when it fails.)
+				if (e.code() != std::errc::file_exists || tries == ID_TRIES)
+					throw;
+				log_warnx("%s: in %s/queue already: drawing another queue id", t.env.id.c_str(),
+					  spool_.dir().c_str());
+			}
+		}
 		UniqueFd dup(fcntl(t.file.get(), F_DUPFD_CLOEXEC, 0));
 		if (!dup)
 			throw std::system_error(errno, std::generic_category(), "duplicating the spool fd");
@@ -238,8 +250,8 @@ void Intake::on_data(uint32_t session)
 		smtp_.send(IMSG_H_DATA_OK, session, encode(DataOkMsg{t.env.id, t.env.uid, user}), std::move(dup));
 	} catch (const std::exception& e) {
 		log_warnx("cannot create a spool file: %s", e.what());
-		if (!t.env.id.empty())
-			spool_.discard(t.env.id);
+		if (t.file)
+			discard(t.env.id);
 		t.env.id.clear();
 		t.file.reset();
 		reply(IMSG_H_DATA_FAIL, session, BackendStatus::Error);
@@ -276,9 +288,21 @@ void Intake::abort_txn(uint32_t session)
 	if (it == txns_.end())
 		return;
 	if (it->second.file)
-		spool_.discard(it->second.env.id);
+		discard(it->second.env.id);
 	limits_.release(it->second.limits);
 	txns_.erase(it);
+}
+
+// Removes the file of a transaction that never got its 250. A failure (a
+// failing disk) is logged, not thrown: the file stays pending, and the
+// next start removes it.
+void Intake::discard(const std::string& id)
+{
+	try {
+		spool_.discard(id);
+	} catch (const std::exception& e) {
+		log_warnx("%s: %s", id.c_str(), e.what());
+	}
 }
 
 void Intake::commit_pending()

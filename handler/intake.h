@@ -87,6 +87,7 @@ class Intake {
 	void on_data(uint32_t session);
 	void on_commit(uint32_t session, uint64_t size);
 	void abort_txn(uint32_t session);
+	void discard(const std::string& id);
 	std::string sync_group(Spool& spool, std::vector<Commit>& group);
 	static size_t record_size(const Spool& spool, const Txn& t);
 	static bool stage(Spool& spool, Commit& c);

@@ -338,7 +338,8 @@ Spool::Spool(std::string dir)
 }
 
 // free/ as the last run left it: its files are reusable at once; beyond
-// MAX_FREE_FILES they go.
+// MAX_FREE_FILES they go. An entry that is not a regular file (left by
+// hand) is not one of them: taken, it would stay in queue/ for good.
 void Spool::load_free_files()
 {
 	std::string f = dir_ + "/free";
@@ -349,6 +350,11 @@ void Spool::load_free_files()
 	while (struct dirent* de = ::readdir(d.get())) {
 		if (!valid_id(de->d_name))
 			continue;
+		struct stat st;
+		if (::fstatat(free_dirfd_.get(), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode)) {
+			log_warnx("%s/%s: not a regular file, ignored", f.c_str(), de->d_name);
+			continue;
+		}
 		if (free_.size() < MAX_FREE_FILES)
 			free_.push_back({0, de->d_name});
 		else
@@ -388,7 +394,8 @@ std::string Spool::path(const char* sub, const std::string& id) const
 
 // 40 random bits, from a pool that one getrandom fills for 51 ids; an id
 // still present in failed/ (whose files keep their id) is drawn again.
-// In queue/ a clash cannot go unseen: create() refuses to replace a file.
+// An id in queue/ already makes create() fail with EEXIST (it never
+// replaces a file): its caller draws another.
 std::string Spool::new_id()
 {
 	for (int attempt = 0; attempt < 100; attempt++) {

@@ -107,8 +107,9 @@ class Spool {
 	// writes the envelope header (env.id must be set) and returns the fd
 	// positioned after it, open for reading and writing without access
 	// times (O_NOATIME: on a file system mounted relatime, the seal's read
-	// would otherwise write the inode). Throws std::system_error,
-	// or std::invalid_argument for an envelope value holding CR, LF or NUL.
+	// would otherwise write the inode). Throws std::system_error (EEXIST:
+	// queue/ID is there already; a file it made is removed again), or
+	// std::invalid_argument for an envelope value holding CR, LF or NUL.
 	UniqueFd create(const Envelope& env, Created* created = nullptr, bool fresh = false);
 
 	// Commits a message that the handler process makes itself (an
