@@ -7,10 +7,14 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <system_error>
 
 #include <zlib.h>
+
+#include "common/log.h"
 
 namespace laim {
 
@@ -68,28 +72,80 @@ void put(std::string& s, T v)
 
 }  // namespace
 
-// A journal of another size, or a new one, is written whole with zeros:
-// blocks allocated and written now are never metadata to a later append.
+// A journal that is there but cannot serve (cannot be opened, not a
+// regular file, of another size, without a journal's header) is moved
+// aside for the administrator, never overwritten or removed, and a new
+// one is made.
 Journal::Journal(const std::string& dir) : path_(dir + "/journal"), boot_id_(read_boot_id())
 {
-	fd_ = UniqueFd(::open(path_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
-	if (!fd_)
+	std::string damage;
+	fd_ = UniqueFd(::open(path_.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+	if (fd_) {
+		damage = check();
+		if (damage.empty()) {
+			read_records();
+			return;
+		}
+		fd_.reset();
+	} else if (errno == EACCES || errno == EPERM || errno == ELOOP || errno == EISDIR) {
+		damage = std::string("cannot be opened: ") + strerror(errno);
+	} else if (errno != ENOENT) {
 		throw_errno("open " + path_);
+	}
+	if (!damage.empty()) {
+		std::string aside = path_ + ".damaged." + std::to_string(time(nullptr));
+		if (::renameat2(AT_FDCWD, path_.c_str(), AT_FDCWD, aside.c_str(), RENAME_NOREPLACE) < 0)
+			throw_errno(path_ + " " + damage + ": rename to " + aside);
+		log_warnx("%s %s: moved to %s; a new journal is made, and queue/ judged by its files alone", path_.c_str(),
+			  damage.c_str(), aside.c_str());
+	}
+	make(dir);
+}
+
+// What makes the open journal unusable, or "".
+std::string Journal::check()
+{
 	struct stat st;
 	if (::fstat(fd_.get(), &st) < 0)
 		throw_errno("fstat " + path_);
 	if (!S_ISREG(st.st_mode))
-		throw std::system_error(EINVAL, std::generic_category(), path_ + " is not a regular file");
-	if (static_cast<uint64_t>(st.st_size) == SIZE) {
-		read_records();
-		return;
+		return "is not a regular file";
+	if (static_cast<uint64_t>(st.st_size) != SIZE)
+		return "has " + std::to_string(st.st_size) + " bytes, not " + std::to_string(SIZE);
+	char magic[sizeof FILE_MAGIC];
+	if (::pread(fd_.get(), magic, sizeof magic, 0) != static_cast<ssize_t>(sizeof magic))
+		throw_errno("read " + path_);
+	if (memcmp(magic, FILE_MAGIC, sizeof FILE_MAGIC) != 0)
+		return "has no journal header";
+	return "";
+}
+
+// A new journal, made as journal.new (what an earlier start left of one
+// is replaced) and written whole with zeros: blocks allocated and written
+// now are never metadata to a later append. Its header synced, it is
+// named journal and the spool's directory synced. What it took of a full
+// disk is given back when that fails.
+void Journal::make(const std::string& dir)
+{
+	std::string fresh = path_ + ".new";
+	fd_ = UniqueFd(::open(fresh.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+	if (!fd_)
+		throw_errno("create " + fresh);
+	try {
+		std::string zeros(CHUNK, '\0');
+		for (uint64_t off = 0; off < SIZE; off += CHUNK)
+			pwrite_all(fd_.get(), zeros.data(), CHUNK, off, fresh);
+		reset();
+		if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, path_.c_str(), RENAME_NOREPLACE) < 0)
+			throw_errno("rename " + fresh + " to " + path_);
+		UniqueFd dirfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+		if (!dirfd || ::fsync(dirfd.get()) < 0)
+			throw_errno("fsync " + dir);
+	} catch (...) {
+		::unlinkat(AT_FDCWD, fresh.c_str(), 0);
+		throw;
 	}
-	std::string zeros(CHUNK, '\0');
-	if (::ftruncate(fd_.get(), 0) < 0)
-		throw_errno("truncate " + path_);
-	for (uint64_t off = 0; off < SIZE; off += CHUNK)
-		pwrite_all(fd_.get(), zeros.data(), CHUNK, off, path_);
-	reset();
+	made_ = true;
 }
 
 // The records of the header's generation, up to the first that is torn,
@@ -99,10 +155,6 @@ void Journal::read_records()
 	char head[HEADER];
 	if (::pread(fd_.get(), head, HEADER, 0) != static_cast<ssize_t>(HEADER))
 		throw_errno("read " + path_);
-	if (memcmp(head, FILE_MAGIC, sizeof FILE_MAGIC) != 0) {
-		reset();  // never written whole: holds no commit
-		return;
-	}
 	generation_ = get<uint64_t>(head + 8);
 	std::string boot(head + 16, strnlen(head + 16, BOOT_ID_MAX));
 	written_this_boot_ = !boot_id_.empty() && boot == boot_id_;

@@ -45,8 +45,10 @@ class Journal {
 		std::string content;  // a Commit's queue file
 	};
 
-	// Opens dir/journal, made (its SIZE bytes written and synced) when
-	// missing or of another size, and reads its records. Throws
+	// Opens dir/journal and reads its records. One missing is made (its
+	// SIZE bytes written and synced); one damaged (another size, no
+	// header, not openable) is logged, moved aside to
+	// dir/journal.damaged.TIME and a new one made. Throws
 	// std::system_error.
 	explicit Journal(const std::string& dir);
 
@@ -56,6 +58,9 @@ class Journal {
 	// Whether they were written in this boot: then laimd ended, not the
 	// system, and the page cache still holds every write.
 	bool written_this_boot() const { return written_this_boot_; }
+	// Whether it was made at this start: then it knows nothing of the
+	// commits before (Spool::recover judges queue/ by the files alone).
+	bool made() const { return made_; }
 
 	// Any thread: a removed (or failed) message's record, written at once.
 	void note_done(std::string_view id);
@@ -74,12 +79,15 @@ class Journal {
 	void reset();
 
  private:
+	std::string check();
+	void make(const std::string& dir);
 	void read_records();
 	void append(std::string& to, Kind kind, std::string_view id, std::string_view content) const;
 
 	std::string path_;
 	std::string boot_id_;  // this boot's
 	bool written_this_boot_ = false;
+	bool made_ = false;
 	UniqueFd fd_;
 	uint64_t generation_ = 0;    // changed by reset() under mutex_, read under it by others
 	uint64_t end_ = HEADER;      // where the next record goes; under mutex_

@@ -332,7 +332,6 @@ Spool::Spool(std::string dir)
 	} catch (const std::exception& e) {
 		log_warnx("%s: no journal (%s): each commit syncs its own files and queue/, a slower way", dir_.c_str(),
 			  e.what());
-		::unlinkat(AT_FDCWD, (dir_ + "/journal").c_str(), 0);  // what it took of a full disk
 	}
 	load_free_files();
 }
@@ -699,7 +698,9 @@ void SpoolMessage::set_data(const std::string& id, std::string_view data)
 // and its file is kept when whole, else restored from the journal (or
 // failed, when too large to be in it); one it holds that is gone from
 // queue/, neither done nor failed, is restored (delivered twice at
-// worst, never lost); a pending file it does not hold goes.
+// worst, never lost); a pending file it does not hold goes. A journal
+// made at this start knows nothing of earlier commits: queue/ is judged
+// as without one (recover_file()).
 void Spool::recover()
 {
 	bool same_boot = journal_ && journal_->written_this_boot();
@@ -753,11 +754,11 @@ void Spool::recover()
 
 // One file of queue/ at start, r its record in the journal if it counts.
 // After a stop of the system, a pending file too large for the journal
-// (or with no journal) is removed when never sealed or not even readable
-// as a spool file (cut off in its DATA, or a recycled file not yet
-// rewritten: its fdatasync, before any 250, would have made it whole),
-// kept when whole, maybe without its 250 (delivered twice at worst), and
-// failed when not.
+// (or with no journal, or one made at this start) is removed when never
+// sealed or not even readable as a spool file (cut off in its DATA, or a
+// recycled file not yet rewritten: its fdatasync, before any 250, would
+// have made it whole), kept when whole, maybe without its 250 (delivered
+// twice at worst), and failed when not.
 void Spool::recover_file(const std::string& id, const Journal::Record* r, bool same_boot)
 {
 	struct stat st;
@@ -768,7 +769,8 @@ void Spool::recover_file(const std::string& id, const Journal::Record* r, bool s
 		return;
 	}
 	bool pending = (st.st_mode & 0777) == MODE_PENDING;
-	bool small = journals(static_cast<uint64_t>(st.st_size));
+	// A journal made at this start cannot say that it never held a file.
+	bool small = journals(static_cast<uint64_t>(st.st_size)) && !journal_->made();
 	if (!r && (!pending || same_boot || small)) {
 		if (pending) {
 			discard(id);
