@@ -145,6 +145,8 @@ void Queue::make_due(const std::string& id)
 void Queue::load_spool()
 {
 	for (const std::string& id : spool_.list_queue()) {
+		if (spool_.unjudged(id))
+			continue;  // as it is until the next start judges it
 		try {
 			SpoolMessage m = spool_.load(id);
 			add(m.envelope, m.body().size(), static_cast<double>(m.envelope.arrival));

@@ -549,22 +549,28 @@ void Spool::sync_queue_dir()
 // syncfs: one call for thousands of files, most of them long written back
 // by then; it flushes the rest of the file system's dirty data too, which
 // the kernel would write within seconds anyway.
+//
+// While a file recover() could not judge is left, the journal is not
+// emptied: its record decides at the next start. (Once the journal is
+// full, small messages commit as large ones do.)
 void Spool::checkpoint()
 {
 	barrier([this] {
 		if (::syncfs(queue_dirfd_.get()) < 0)
 			throw_errno("syncfs " + dir_);
 	});
-	if (journal_)
+	if (journal_ && unjudged_.empty())
 		journal_->reset();
 }
 
 // Before a group of group_bytes of records: when the journal cannot hold
-// it, or when half of free/'s files wait for a barrier (each file made
-// new, for want of one to reuse, costs the file system an inode).
+// it (and a checkpoint would empty it), or when half of free/'s files
+// wait for a barrier (each file made new, for want of one to reuse,
+// costs the file system an inode).
 bool Spool::wants_checkpoint(size_t group_bytes) const
 {
-	return (journal_ && !journal_->fits(group_bytes)) || removed_since_barrier_ >= MAX_FREE_FILES / 2;
+	return (journal_ && unjudged_.empty() && !journal_->fits(group_bytes)) ||
+	       removed_since_barrier_ >= MAX_FREE_FILES / 2;
 }
 
 void Spool::discard(const std::string& id)
@@ -718,13 +724,12 @@ void Spool::recover()
 	while (struct dirent* de = ::readdir(d.get()))
 		if (valid_id(de->d_name))
 			ids.emplace_back(de->d_name);
-	bool unjudged = false;  // a file left as it was: the journal's records stay for the next start
-	auto judging = [&unjudged](const std::string& id, auto judge) {
+	auto judging = [this](const std::string& id, auto judge) {
 		try {
 			judge();
 		} catch (const std::exception& e) {
 			log_warnx("%s: left in the spool as it is, judged again at the next start: %s", id.c_str(), e.what());
-			unjudged = true;
+			unjudged_.insert(id);
 		}
 	};
 	for (const std::string& id : ids) {
@@ -743,8 +748,6 @@ void Spool::recover()
 				  id.c_str());
 		});
 	}
-	if (unjudged)
-		return;
 	try {
 		checkpoint();
 	} catch (const std::exception& e) {

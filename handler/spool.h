@@ -37,6 +37,7 @@
 #include <deque>
 #include <initializer_list>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -140,17 +141,21 @@ class Spool {
 	// and with sync that is on disk too.
 	void mark_committed(int fd, bool sync = false);
 	// Every file the journal stands for is made durable on its own (a
-	// syncfs of the spool's file system), and the journal emptied. On the
-	// committer, between groups: when the journal is full, or when free/
-	// waits for a barrier; and at start.
+	// syncfs of the spool's file system), and the journal emptied, unless
+	// recover() left a message unjudged. On the committer, between
+	// groups: when the journal is full, or when free/ waits for a
+	// barrier; and at start.
 	void checkpoint();
 	bool wants_checkpoint(size_t group_bytes) const;
 
 	// At start, before the queue loads: a pending file that cannot have
 	// had its 250 is removed; after a stop of the system, each message the
 	// journal holds is made whole in queue/ (restored from the journal
-	// when torn or lost). Then a checkpoint. Logs what it changed.
+	// when torn or lost). Then a checkpoint. Logs what it changed. A
+	// message it could not judge (a failing or full disk) is left as it
+	// is for the next start: unjudged() until then.
 	void recover();
+	bool unjudged(const std::string& id) const { return unjudged_.count(id) != 0; }
 
 	// Removes queue/ID of a transaction that never got its 250 (aborted,
 	// or its commit failed); no error if missing.
@@ -194,6 +199,7 @@ class Spool {
 	std::string dir_;
 	UniqueFd queue_dirfd_;
 	std::unique_ptr<Journal> journal_;
+	std::set<std::string> unjudged_;  // by recover(); read-only after
 	unsigned char random_[255];  // new_id()'s pool: 5 bytes an id
 	size_t random_used_ = sizeof random_;
 	// Recycling saves the file system an inode and its blocks' allocation

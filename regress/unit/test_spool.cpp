@@ -861,7 +861,8 @@ END_TEST
 // What recover() cannot judge stays as it is and does not stop the
 // start: a directory with a queue id's name is ignored, and a message
 // the journal holds that cannot be restored now (incoming/ gone) keeps
-// its record for the next start, which restores it.
+// its record for the next start, which restores it: no checkpoint
+// empties the journal meanwhile.
 START_TEST(test_recovery_leaves_what_it_cannot_judge)
 {
 	const std::string body = "Subject: later\r\n\r\nline\r\n";
@@ -882,6 +883,9 @@ START_TEST(test_recovery_leaves_what_it_cannot_judge)
 		spool.recover();
 		ck_assert(!exists(g_spool + "/queue/" + lost.id));
 		ck_assert_int_eq(mode_of(g_spool + "/queue/" + whole.id), 0600);
+		ck_assert_uint_eq(spool.journal()->records().size(), 2);
+		ck_assert(spool.unjudged(lost.id) && !spool.unjudged(whole.id));
+		spool.checkpoint();  // as a busy run makes them: the journal is kept
 		ck_assert_uint_eq(spool.journal()->records().size(), 2);
 	}
 	ck_assert(exists(g_spool + "/queue/0123456789"));
