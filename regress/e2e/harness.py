@@ -1457,6 +1457,15 @@ def mount_tmpfs(path, mounts, size, inodes):
 	mounts.append(path)
 
 
+def spool_on_tmpfs(d, mounts, size, inodes):
+	"""Puts d's spool on a tmpfs (mount_tmpfs) in its dir; returns the
+	mount point."""
+	fs = os.path.join(d.dir, "spoolfs")
+	mount_tmpfs(fs, mounts, size, inodes)
+	d.spool = d.config["spool"] = os.path.join(fs, "spool")
+	return fs
+
+
 def fill_space(fs, leave):
 	"""A root file that leaves about leave bytes free on fs; returns its path."""
 	path = os.path.join(fs, "filler")

@@ -112,9 +112,8 @@ def full_disks(spool_size):
 	d = Laimd(name="t_enospc_%d" % spool_size)
 	mounts = []
 	try:
-		mount_tmpfs(os.path.join(d.dir, "spoolfs"), mounts, spool_size, 200)
+		spool_on_tmpfs(d, mounts, spool_size, 200)
 		mount_tmpfs(os.path.join(d.dir, "mailfs"), mounts, 1024 * 1024, 200)
-		d.spool = d.config["spool"] = os.path.join(d.dir, "spoolfs", "spool")
 		d.maildir = os.path.join(d.dir, "mailfs", "Maildir")
 		for sub in ("", "tmp", "new", "cur"):
 			d.make_user_dir(os.path.join(d.maildir, sub))

@@ -21,9 +21,7 @@ def main():
 	blocked = d.block_inbox()
 	mounts = []
 	try:
-		fs = os.path.join(d.dir, "spoolfs")
-		mount_tmpfs(fs, mounts, 16 * 1024 * 1024, 1000)
-		d.spool = d.config["spool"] = os.path.join(fs, "spool")
+		fs = spool_on_tmpfs(d, mounts, 16 * 1024 * 1024, 1000)
 		d.start()
 		sent = {}
 		for tag in ("torn", "lost"):

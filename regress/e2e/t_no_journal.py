@@ -29,9 +29,7 @@ def main():
 	blocked = d.block_inbox()
 	mounts = []
 	try:
-		fs = os.path.join(d.dir, "spoolfs")
-		mount_tmpfs(fs, mounts, 2 * 1024 * 1024, 200)
-		d.spool = d.config["spool"] = os.path.join(fs, "spool")
+		fs = spool_on_tmpfs(d, mounts, 2 * 1024 * 1024, 200)
 		d.start()
 		journal = os.path.join(d.spool, "journal")
 		d.wait_log(r"%s: no journal \(write %s\.new: No space left on device\)" % (re.escape(d.spool),
