@@ -248,6 +248,9 @@ def overflowing_group():
 def failed_import_commit():
 	d = Laimd(name="t_commit_fault_import")
 	d.start()
+	# Its start over (the new journal's fsync of the spool, which may come
+	# after the parent's "ready", must not be counted below).
+	d.wait_log(r"laimd\[\d+\]: \d+ aliases loaded from ")
 	# The handler's main thread: store()'s fsync of queue/, then the one
 	# of the file's committed mode, which fails.
 	tracer, _ = traced(d, ["-e", "trace=fsync", "-e", "inject=fsync:error=EIO:when=2"])
