@@ -138,9 +138,8 @@ void Journal::make(const std::string& dir)
 		reset();
 		if (::renameat2(AT_FDCWD, fresh.c_str(), AT_FDCWD, path_.c_str(), RENAME_NOREPLACE) < 0)
 			throw_errno("rename " + fresh + " to " + path_);
-		UniqueFd dirfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-		if (!dirfd || ::fsync(dirfd.get()) < 0)
-			throw_errno("fsync " + dir);
+		if (int err = fsync_dir(dir.c_str()))
+			throw std::system_error(err, std::generic_category(), "fsync " + dir);
 	} catch (...) {
 		::unlinkat(AT_FDCWD, fresh.c_str(), 0);
 		throw;
