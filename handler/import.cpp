@@ -70,17 +70,11 @@ std::vector<Imported> OfflineImport::run(size_t room, uint64_t size_limit, const
 void OfflineImport::import_some(size_t room, uint64_t size_limit, const std::vector<Route>& routes,
 				const Expand& expand, std::vector<Imported>& out)
 {
-	std::string dir = spool_.dir() + "/offline";
-	DIR* d = opendir(dir.c_str());
-	if (!d) {
-		log_warn("%s", dir.c_str());
+	std::vector<std::string> names;
+	if (!not_imported(names)) {
+		log_warn("%s/offline", spool_.dir().c_str());
 		return;
 	}
-	std::vector<std::string> names;
-	while (struct dirent* e = readdir(d))
-		if (e->d_name[0] != '.' && !imported_.count(e->d_name))
-			names.push_back(e->d_name);
-	closedir(d);
 	// laim-drop's names begin with the time: the oldest go first.
 	std::sort(names.begin(), names.end());
 	std::map<std::string, Envelope> was_held;
@@ -253,19 +247,31 @@ bool OfflineImport::postpone(const std::string& name, const char* what)
 // is in queue/ already is not counted twice.
 size_t OfflineImport::waiting(std::optional<uid_t> owner) const
 {
-	std::string dir = spool_.dir() + "/offline";
-	DIR* d = opendir(dir.c_str());
-	if (!d)
+	std::string dir = spool_.dir() + "/offline/";
+	std::vector<std::string> names;
+	if (!not_imported(names))
 		throw std::runtime_error(dir + ": " + strerror(errno));
 	size_t n = 0;
-	while (struct dirent* e = readdir(d)) {
+	for (const std::string& name : names) {
 		struct stat st;
-		if (e->d_name[0] != '.' && !imported_.count(e->d_name) &&
-		    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && (!owner || st.st_uid == *owner))
-			n++;
+		n += fstatat(AT_FDCWD, (dir + name).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		     (!owner || st.st_uid == *owner);
 	}
-	closedir(d);
 	return n;
+}
+
+// The entries of offline/ not imported before, into names; false (errno
+// set) when offline/ cannot be read.
+bool OfflineImport::not_imported(std::vector<std::string>& names) const
+{
+	DIR* d = opendir((spool_.dir() + "/offline").c_str());
+	if (!d)
+		return false;
+	while (struct dirent* e = readdir(d))
+		if (e->d_name[0] != '.' && !imported_.count(e->d_name))
+			names.push_back(e->d_name);
+	closedir(d);
+	return true;
 }
 
 // Only a regular file is read for its envelope: a planted symlink is not

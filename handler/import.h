@@ -63,6 +63,7 @@ class OfflineImport {
 	std::vector<CtlFailedEntry> refused() const;
 
  private:
+	bool not_imported(std::vector<std::string>& names) const;
 	void import_some(size_t room, uint64_t size_limit, const std::vector<Route>& routes, const Expand& expand,
 			 std::vector<Imported>& out);
 	bool import_one(const std::string& name, uint64_t size_limit, const std::vector<Route>& routes,
