@@ -43,10 +43,18 @@ SCENARIOS = [
 ERRNO_TEXT = {"ENOSPC": "No space left on device", "EIO": "Input/output error"}
 
 
+def handler_started(d):
+	"""The handler process, once its start is over: the new journal's
+	syncs, which may come after the parent's "ready", must not be counted
+	or failed by a trace attached for what follows."""
+	d.wait_log(r"laimd\[\d+\]: \d+ aliases loaded from ")
+	return d.child("handler")
+
+
 def attach_failing(d, syscall, err):
 	"""strace on every thread of the handler process, failing each
 	syscall with err; returns the strace process once it is attached."""
-	return strace_attach([d.child("handler")], ["-e", "trace=" + syscall, "-e", "inject=%s:error=%s" % (syscall, err)],
+	return strace_attach([handler_started(d)], ["-e", "trace=" + syscall, "-e", "inject=%s:error=%s" % (syscall, err)],
 			     os.path.join(d.dir, "strace-%s.out" % syscall))
 
 
@@ -125,7 +133,7 @@ def traced(d, args):
 	"""strace -y with args on the handler process, attached; returns it
 	and its trace file."""
 	trace = os.path.join(d.dir, "strace-%d.out" % len(os.listdir(d.dir)))
-	return strace_attach([d.child("handler")], ["-y", "-s", "100"] + args, trace), trace
+	return strace_attach([handler_started(d)], ["-y", "-s", "100"] + args, trace), trace
 
 
 def synced_alone(trace, qid):
@@ -248,9 +256,6 @@ def overflowing_group():
 def failed_import_commit():
 	d = Laimd(name="t_commit_fault_import")
 	d.start()
-	# Its start over (the new journal's fsync of the spool, which may come
-	# after the parent's "ready", must not be counted below).
-	d.wait_log(r"laimd\[\d+\]: \d+ aliases loaded from ")
 	# The handler's main thread: store()'s fsync of queue/, then the one
 	# of the file's committed mode, which fails.
 	tracer, _ = traced(d, ["-e", "trace=fsync", "-e", "inject=fsync:error=EIO:when=2"])
