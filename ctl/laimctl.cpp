@@ -1,8 +1,8 @@
 // laimctl: the administrator's view of a running laimd, over the control
 // socket (handler/control.h has the protocol).
 //
-//   laimctl show queue | show stats | show failed | show limits | flush | remove ID
-//         | reload aliases | test INSTANCE | reset-limit KEY
+//   laimctl show queue | show offline | show stats | show failed | show limits | flush
+//         | remove ID | reload aliases | test INSTANCE | reset-limit KEY
 //
 // Exit status: 0 done, 1 laimd refused (its ERR text on stderr), 64 usage,
 // 69 (EX_UNAVAILABLE) laimd is not running.
@@ -27,7 +27,7 @@ namespace {
 
 [[noreturn]] void usage()
 {
-	fprintf(stderr, "usage: laimctl show queue|show stats|show failed|show limits|flush|remove ID|reload aliases|"
+	fprintf(stderr, "usage: laimctl show queue|show offline|show stats|show failed|show limits|flush|remove ID|reload aliases|"
 			"test INSTANCE|reset-limit KEY\n");
 	exit(EX_USAGE);
 }
@@ -63,7 +63,7 @@ std::string request_of(const std::vector<std::string>& args)
 		return std::equal(args.begin(), args.end(), words.begin(), words.end(),
 		                  [](const std::string& a, const char* w) { return a == w; });
 	};
-	if (is({"show", "queue"}) || is({"show", "stats"}) || is({"show", "failed"}) || is({"show", "limits"}) ||
+	if (is({"show", "queue"}) || is({"show", "offline"}) || is({"show", "stats"}) || is({"show", "failed"}) || is({"show", "limits"}) ||
 	    is({"flush"}) || is({"reload", "aliases"}))
 		return args[0] + (args.size() > 1 ? " " + args[1] : "");
 	if (args.size() == 2 && args[0] == "test")
@@ -183,6 +183,17 @@ void show_failed(const std::vector<std::string>& lines)
 	print_table(rows, {false, true, true, false, false, false});
 }
 
+// How many messages (the caller's; all, for root) laim-drop stored in
+// offline/ that the handler has not taken into the queue yet.
+void show_offline(const std::vector<std::string>& lines)
+{
+	if (lines.size() != 1 || lines[0].empty() || lines[0].size() > 9 ||
+	    lines[0].find_first_not_of("0123456789") != std::string::npos)
+		throw std::runtime_error("laimd sent a malformed answer to show offline");
+	unsigned long n = std::stoul(lines[0]);
+	printf("%lu message%s in offline/, not taken into the queue yet\n", n, n == 1 ? "" : "s");
+}
+
 // The rate limit windows at or near their limits, from "show limits".
 void show_limits(const std::vector<std::string>& lines)
 {
@@ -237,6 +248,8 @@ int main(int argc, char** argv)
 		std::vector<std::string> lines = ctl_request(path, request);
 		if (request == "show queue")
 			show_queue(lines);
+		else if (request == "show offline")
+			show_offline(lines);
 		else if (request == "show failed")
 			show_failed(lines);
 		else if (request == "show stats")

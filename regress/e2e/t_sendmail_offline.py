@@ -2,10 +2,11 @@
 # the message to the setgid laim-drop, which stores it in the spool's
 # offline/ (owned by the caller, laim-drop's group, one link), and laimd
 # imports it at start or once the queue has room, delivered once with the
-# caller's uid; meanwhile mailq counts it among the caller's mail (and
-# root's). A file planted in offline/ that laim-drop did not make
-# (wrong group, two links, not a regular file) is moved to failed/ and
-# logged, not delivered, and laimctl show failed lists it with its reason.
+# caller's uid; meanwhile mailq and laimctl show offline count it among
+# the caller's mail (and root's). A file planted in offline/ that
+# laim-drop did not make (wrong group, two links, not a regular file) is
+# moved to failed/ and logged, not delivered, and laimctl show failed
+# lists it with its reason.
 #
 # The laimd under test has a spool of its own, where the test build's
 # laim-drop writes too (LAIM_TEST_SPOOL_DIR, see harness.local_env).
@@ -184,6 +185,10 @@ def queue_full(d, lu, gid):
 	r = d.sendmail([], user=pwd.getpwnam("nobody"), argv0="mailq")
 	check_ran(r)
 	check_eq(r.stdout, "Mail queue is empty\n", "mailq as nobody")
+	for who, expected in ((lu, 1), (None, 1), (pwd.getpwnam("nobody"), 0)):
+		r = d.laimctl(["show", "offline"], user=who)
+		check_eq((r.returncode, r.stdout), (0, "%d message%s in offline/, not taken into the queue yet\n" % (
+			expected, "" if expected == 1 else "s")), "laimctl show offline as %s" % (who.pw_name if who else "root"))
 
 	d.unblock_dir(blocked)
 	d.wait_removed(q1)
