@@ -63,8 +63,8 @@ void Intake::smtp_message(Imsg& m)
 }
 
 // The smtp process is gone: its open transactions can never complete. The
-// group being synced goes on (its messages are queued, at least once),
-// but its answers must not reach the next smtp process.
+// group being synced goes on, but its answers must not reach the next
+// smtp process, and its messages are not queued (group_done()).
 void Intake::smtp_gone()
 {
 	while (!txns_.empty())
@@ -486,7 +486,9 @@ void Intake::run_together(std::vector<std::function<void()>>& calls)
 
 // The committer finished a group: each client gets its answer (the 250
 // only when the file and its name in queue/ are on disk), and the
-// committed messages enter the queue.
+// committed messages enter the queue. A message whose smtp process ended
+// during the sync never got its 250: its client (sendmail's offline/
+// fallback, a retrying MTA) sends it again, so it goes like a failed one.
 void Intake::group_done()
 {
 	uint64_t v;
@@ -502,7 +504,7 @@ void Intake::group_done()
 	for (Commit& c : syncing_) {
 		Txn& t = c.txn;
 		bool answer = c.channel == smtp_channel_;
-		if (!c.committed) {  // its file goes first, then the answer
+		if (!c.committed || !answer) {  // its file goes first, then the answer
 			try {
 				spool_.discard(t.env.id);
 				// Its record may reach the disk with a later group: D
@@ -512,7 +514,10 @@ void Intake::group_done()
 			} catch (const std::exception& e) {
 				log_warnx("%s: %s", t.env.id.c_str(), e.what());
 			}
-			log_warnx("%s: commit failed: %s", t.env.id.c_str(), c.error.c_str());
+			if (c.committed)
+				log_warnx("%s: removed: the smtp process ended before its 250", t.env.id.c_str());
+			else
+				log_warnx("%s: commit failed: %s", t.env.id.c_str(), c.error.c_str());
 			limits_.release(t.limits);
 			if (answer)
 				reply(IMSG_H_COMMIT, c.session, BackendStatus::Error);
