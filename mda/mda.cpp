@@ -22,7 +22,8 @@
 // 0600 and MAIL_DIR synced so that its name is durable; anything but this user's own regular file with one name is
 // refused; the fcntl lock and then the dotlock USER.lock are taken (a
 // dotlock older than 300 s is stale and removed; a held lock is not
-// waited for); the copy is appended and fsynced, and on any failure the
+// waited for); the copy is appended (after ending the mailbox's last line
+// when that lacks its newline) and fsynced, and on any failure the
 // mailbox is cut back to its old size before the locks go, so that it
 // never holds half a message. The append starts only within SECONDS of
 // the start (else the locks go and it gives up, the mailbox as it was):
@@ -55,8 +56,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <string_view>
 
 #include "common/fd.h"
+#include "common/mbox_tail.h"
 #include "common/sandbox.h"
 
 using namespace laim;
@@ -176,11 +179,15 @@ std::string read_copy(const struct timespec& deadline)
 
 // Opens USER for appending without following a link, creating it 0600
 // (the umask the parent set) when missing; *created says which.
+// Read-write, so that the append sees how the mailbox ends
+// (mbox_tail_gap), or write-only where its mode allows only that.
 UniqueFd open_mailbox(int dir, const char* user, bool* created)
 {
-	const int flags = O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+	const int flags = O_RDWR | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
 	for (int attempt = 0; attempt < 2; attempt++) {
 		UniqueFd fd(openat(dir, user, flags));
+		if (!fd && errno == EACCES)
+			fd.reset(openat(dir, user, (flags & ~O_ACCMODE) | O_WRONLY));
 		if (!fd && errno == ENOENT) {
 			fd.reset(openat(dir, user, flags | O_CREAT | O_EXCL, 0600));
 			*created = static_cast<bool>(fd);
@@ -246,22 +253,27 @@ std::string lock_dotlock(int dir, const char* user, bool* stale)
 	give_up(EX_TEMPFAIL, "locked (%s)", name.c_str());
 }
 
-// Appends the copy to the locked mailbox and makes it durable; on any
-// failure cuts the mailbox back to the size it had and returns why ("" when
+// Appends the copy to the locked mailbox, after the line ends its last
+// line lacks (*gap, mbox_tail_gap), and makes it durable; on any failure
+// cuts the mailbox back to the size it had and returns why ("" when
 // delivered).
-std::string append(int fd, const std::string& copy)
+std::string append(int fd, const std::string& copy, std::string_view* gap)
 {
 	struct stat st;
 	if (fstat(fd, &st) == -1)  // under the locks: the size to go back to
 		return std::string("fstat: ") + strerror(errno);
+	if (!mbox_tail_gap(fd, st.st_size, gap))
+		return std::string("reading its end: ") + strerror(errno);
 	const char* what = nullptr;
 	int err = EIO;  // a write that takes nothing without an error
-	for (size_t done = 0; !what && done < copy.size();) {
-		ssize_t w = write(fd, copy.data() + done, copy.size() - done);
-		if (w > 0)
-			done += static_cast<size_t>(w);
-		else if (w == 0 || errno != EINTR)
-			what = "write", err = w == 0 ? EIO : errno;
+	for (std::string_view part : {*gap, std::string_view(copy)}) {
+		for (size_t done = 0; !what && done < part.size();) {
+			ssize_t w = write(fd, part.data() + done, part.size() - done);
+			if (w > 0)
+				done += static_cast<size_t>(w);
+			else if (w == 0 || errno != EINTR)
+				what = "write", err = w == 0 ? EIO : errno;
+		}
 	}
 	if (!what && fsync(fd) != 0)
 		what = "fsync", err = errno;
@@ -320,11 +332,13 @@ int main(int argc, char* argv[])
 		give_up(EX_TEMPFAIL, "not appended: reading the copy and locking took more than %u s", seconds);
 	}
 	fcntl(fd.get(), F_SETFL, fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK);
-	std::string failed = append(fd.get(), copy);
+	std::string_view gap;
+	std::string failed = append(fd.get(), copy, &gap);
 	unlinkat(dir.get(), dotlock.c_str(), 0);
 	if (!failed.empty())
 		give_up(EX_TEMPFAIL, "%s", failed.c_str());
-	dprintf(2, "%s: %zu bytes appended%s%s\n", box.c_str(), copy.size(), created ? ", mailbox created" : "",
+	dprintf(2, "%s: %zu bytes appended%s%s%s\n", box.c_str(), copy.size(), created ? ", mailbox created" : "",
+		gap == "\n\n" ? ", after ending the mailbox's last line" : "",
 		stale ? ", a stale dotlock removed" : "");
 	return 0;
 }

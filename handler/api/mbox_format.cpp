@@ -14,6 +14,7 @@
 #include <ctime>
 
 #include "common/fd.h"
+#include "common/mbox_tail.h"
 
 namespace laim {
 
@@ -121,16 +122,20 @@ int open_with(const std::string& path, int flags, bool no_symlinks)
 }
 
 // Opens path for appending, creating it 0600 when missing (*created says
-// whether this call did). O_NONBLOCK keeps a FIFO put in its place from
-// stalling the delivery thread (the caller refuses anything but a regular
-// file), and is cleared again. With no_symlinks, no component of the path
-// may be a symbolic link (openat2).
+// whether this call did). Read-write, so that the append sees how the file
+// ends (mbox_tail_gap), or write-only where only writing is allowed.
+// O_NONBLOCK keeps a FIFO put in its place from stalling the delivery
+// thread (the caller refuses anything but a regular file), and is cleared
+// again. With no_symlinks, no component of the path may be a symbolic
+// link (openat2).
 int open_append(const std::string& path, bool no_symlinks, bool* created)
 {
-	const int flags = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+	const int flags = O_RDWR | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
 	int fd = -1;
 	for (int attempt = 0; fd < 0 && attempt < 2; attempt++) {
 		fd = open_with(path, flags, no_symlinks);
+		if (fd < 0 && errno == EACCES)
+			fd = open_with(path, (flags & ~O_ACCMODE) | O_WRONLY, no_symlinks);
 		if (fd < 0 && errno == ENOENT) {
 			fd = open_with(path, flags | O_CREAT | O_EXCL, no_symlinks);
 			*created = fd >= 0;
@@ -184,8 +189,12 @@ Result mbox_append(int fd, const std::string& path, const Envelope& env,
 		return fail(path, "stat", errno);
 	if (!S_ISREG(st.st_mode))
 		return Result::tempfail(path + ": not a regular file");
+	std::string_view gap;
+	if (!mbox_tail_gap(fd, st.st_size, &gap))
+		return fail(path, "reading its end", errno);
 
 	FdWriter w(fd);
+	w.put(gap);
 	for (const std::string& rcpt : delivered_to)
 		put_copy(w, env, rcpt, msg);
 	int err = 0;

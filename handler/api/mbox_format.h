@@ -17,7 +17,8 @@ namespace laim {
 // a symbolic link) one copy
 // of msg per entry of delivered_to: the From_ line, Return-Path, a
 // Delivered-To header unless the entry is empty, then the message with LF
-// line ends and mboxrd quoting, then an empty line. Holds an fcntl write
+// line ends and mboxrd quoting, then an empty line; before them, the line
+// ends a last line without its newline lacks (mbox_tail_gap). Holds an fcntl write
 // lock, fsyncs, and on any error cuts the file back to where it was, so a
 // reader never sees half a message. Errors are temporary failures that
 // name the path.

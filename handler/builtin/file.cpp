@@ -8,7 +8,8 @@
 //
 // A copy is the From_ line, Return-Path and Delivered-To, then the
 // message with CRLF turned into LF and mboxrd quoting (">From ",
-// ">>From ", ...), then an empty line. A failed append is cut back off
+// ">>From ", ...), then an empty line; a last line without its newline is
+// ended first. A failed append is cut back off
 // the file, so a reader never sees half a message.
 #include "handler/api/handler.h"
 #include "handler/api/mbox_format.h"

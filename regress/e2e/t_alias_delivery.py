@@ -2,7 +2,9 @@
 # alias_files set: the root parent runs a command as nobody (Postfix's
 # default_privs for a root-owned aliases file), no longer as the laim
 # user, with the message (LF line ends, Return-Path first) on stdin and
-# SENDER in its environment; a file gets an mbox copy. Exit 75 defers and
+# SENDER in its environment; a file gets an mbox copy (after ending its
+# last line when that lacks its newline, and also when the file is
+# write-only to laim). Exit 75 defers and
 # is retried, 67 fails with Postfix's text and the command's output as
 # reason (the pipe handler's reading of exit statuses); two commands of one alias
 # each run once even when the other is retried, and one that keeps
@@ -14,6 +16,7 @@
 # client's "|..." recipient gets 550.
 import sys
 sys.dont_write_bytecode = True
+import mailbox
 import pwd
 import time
 from harness import *
@@ -90,6 +93,27 @@ def main():
 			       rb"Return-Path: <sender@client\.example>\nReceived: ", box), "mbox copy starts %r" % box[:120])
 		check(b"\r" not in box and box.endswith(b"\n\n"), "mbox copy: %r" % box[-80:])
 
+	def no_final_newline():
+		# The file's last line lacks its newline: the new From_ line still
+		# starts a message of its own. Then, write-only to the laim user,
+		# the file is still appended to.
+		path = os.path.join(out, "archive.mbox")
+		with open(path, "r+b") as f:
+			raw = f.read().rstrip(b"\n") + b"\nlast line without newline"
+			f.seek(0)
+			f.write(raw)
+			f.truncate()
+		for subject, mode in (("after a cut line", 0o600), ("write-only", 0o200)):
+			os.chmod(path, mode)
+			qid = d.send(rcpts=[at("tofile")], msg=simple_message(subject))
+			d.wait_log(r"%s: to=<%s>, handler=alias:file, status=delivered" % (qid, re.escape(path)))
+		msgs = list(mailbox.mbox(path, create=False))
+		check_eq([m["Subject"] for m in msgs], ["From the archive", "after a cut line", "write-only"],
+			 "subjects read back as mbox")
+		check_eq(msgs[0].get_payload().splitlines()[-1], "last line without newline", "the old message's end")
+		check_eq(msgs[1].get_payload(), "body of after a cut line\n", "the new message's body")
+		check_eq(read(path)[len(raw):len(raw) + 7], b"\n\nFrom ", "bytes after the old end")
+
 	def each_once():
 		qid = d.send(rcpts=[at("twice")])
 		d.wait_log(r"%s: to=<\|test -e .*, status=deferred" % qid)
@@ -128,9 +152,9 @@ def main():
 
 	def symlink():
 		qid = d.send(rcpts=[at("linked")])
-		# A FIFO without a reader fails the non-blocking open (ENXIO).
+		# A FIFO opened read-write never blocks, and is then refused.
 		for target, why in (("link.mbox", "symbolic links"), ("linkdir/x.mbox", "symbolic links"),
-				    ("fifo.mbox", "No such device or address")):
+				    ("fifo.mbox", "not a regular file")):
 			m = d.wait_log(r"%s: to=<%s>, handler=alias:file, status=deferred.*\((.*)\)$" %
 				       (qid, re.escape(out + "/" + target)))
 			check(why in m.group(1), "reason for %s: %r" % (target, m.group(1)))
@@ -160,6 +184,7 @@ def main():
 	run_rows([
 		("|command: the message on stdin, SENDER, nobody's uid", command),
 		("/file: an mbox copy", mbox),
+		("/file: a last line without its newline is ended before the next copy", no_final_newline),
 		("two commands of one alias: the one that worked runs once while the other is retried", each_once),
 		("what a command leaves running in its session is killed when it exits", nothing_left),
 		("a command that keeps deferring does not hold back the next one", not_held_back),

@@ -8,7 +8,8 @@
 # that is a symbolic link, has a second hard link or belongs to someone
 # else is refused and the message stays queued; a mail reader's fcntl lock
 # or dotlock holds the delivery back until it is released, and a stale
-# dotlock is removed; the result reads as mbox; a restarted handler
+# dotlock is removed; the result reads as mbox, also after a mailbox
+# whose last line lacked its newline (it is ended first); a restarted handler
 # process gets a fresh channel to the parent and still delivers.
 import sys
 sys.dont_write_bytecode = True
@@ -154,6 +155,24 @@ def main():
 		check(why.endswith("bytes appended, a stale dotlock removed"), "no stale dotlock note: " + why)
 		check(not os.path.exists(lock), "dotlock left behind")
 
+	def no_final_newline():
+		# A mail reader or an append cut short left the last line without
+		# its newline: the new From_ line must still start a line of its own.
+		path = box(user.pw_name)
+		with open(path, "r+b") as f:
+			raw = f.read().rstrip(b"\n") + b"\nlast line without newline"
+			f.seek(0)
+			f.write(raw)
+			f.truncate()
+		before = [m["Subject"] for m in messages(user.pw_name)]
+		why = deliver("%s@%s" % (user.pw_name, HOSTNAME), "after a cut line")
+		msgs = messages(user.pw_name)
+		check_eq([m["Subject"] for m in msgs], before + ["after a cut line"], "subjects read back as mbox")
+		check_eq(msgs[-2].get_payload().splitlines()[-1], "last line without newline", "the old message's end")
+		check_eq(msgs[-1].get_payload(), "body of after a cut line\n", "the new message's body")
+		check_eq(open(path, "rb").read()[len(raw):len(raw) + 7], b"\n\nFrom ", "bytes after the old end")
+		check(why.endswith("bytes appended, after ending the mailbox's last line"), "no line end note: " + why)
+
 	def handler_restarted():
 		# The restarted handler process gets a fresh command channel.
 		old = d.child("handler")
@@ -169,6 +188,7 @@ def main():
 		("an unknown user, or one at another domain, gets 550 at RCPT", unknown),
 		("a fcntl lock holds delivery back until released", fcntl_lock),
 		("a dotlock holds delivery back; a stale one is removed", dotlock),
+		("a mailbox whose last line lacks its newline gets it before the new From_ line", no_final_newline),
 		("a restarted handler process still reaches the mailboxes", handler_restarted),
 		# These stay deferred: last.
 		("a symbolic link, a second hard link, another owner: refused", refused),

@@ -847,7 +847,29 @@ START_TEST(file_keeps_existing_content)
 }
 END_TEST
 
-// A write that fails half-way (here: the file size limit) is cut back off.
+// The next From_ line starts after an empty line: a last line without its
+// newline gets it and an empty line, a single line end an empty line.
+START_TEST(file_ends_last_line)
+{
+	setenv("TZ", "UTC", 1);
+	tzset();
+	TempDir t;
+	std::string path = t.path + "/mbox";
+	auto h = create_one(file_yaml(path));
+	Message msg("X: y\r\n\r\nbody\r\n");
+	const std::string copy = "From s@x Sun Nov 22 10:00:00 2026\nReturn-Path: <s@x>\nDelivered-To: r@x\n"
+				 "X: y\n\nbody\n\n";
+	for (const std::string before : {"existing", "existing\n", "\n"}) {
+		write_file(path, before);
+		Result r = result_of(h->deliver(envelope("s@x", {"r@x"}), msg));
+		ck_assert_int_eq((int)r.status, (int)Result::Status::Delivered);
+		ck_assert_string_eq(read_file(path), (before == "\n" ? before : "existing\n\n") + copy);
+	}
+}
+END_TEST
+
+// A write that fails half-way (here: the file size limit) is cut back off,
+// with the line end added before it (the file ended without one).
 START_TEST(file_write_error_truncates)
 {
 	TempDir t;
@@ -1084,6 +1106,7 @@ Suite* handlers_suite()
 	tc = tcase_create("file");
 	tcase_add_test(tc, file_mbox_bytes);
 	tcase_add_test(tc, file_keeps_existing_content);
+	tcase_add_test(tc, file_ends_last_line);
 	tcase_add_test(tc, file_write_error_truncates);
 	tcase_add_test(tc, file_open_error_tempfail);
 	suite_add_tcase(s, tc);
