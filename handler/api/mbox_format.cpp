@@ -225,14 +225,19 @@ Result mbox_deliver(const std::string& path, bool no_symlinks, const Envelope& e
 	}
 	// An open file description lock: it conflicts with mail readers'
 	// fcntl locks and, unlike those, also with another delivery thread of
-	// this process appending to the same file.
+	// this process appending to the same file. A held lock is not waited
+	// for (as laim-mda does not): anyone who may read the file could hold
+	// it for ever, and the instance's worker, and every file's mail behind
+	// it, would wait with it. The delivery is deferred and retried.
 	struct flock lk {};
 	lk.l_type = F_WRLCK;
 	lk.l_whence = SEEK_SET;
 	lk.l_pid = 0;
-	while (fcntl(fd.get(), F_OFD_SETLKW, &lk) != 0)
-		if (errno != EINTR)
-			return fail(path, "lock", errno);
+	if (fcntl(fd.get(), F_OFD_SETLK, &lk) != 0) {
+		if (errno == EAGAIN || errno == EACCES)
+			return Result::tempfail(path + ": locked (fcntl) by another process, not waited for");
+		return fail(path, "lock", errno);
+	}
 	return mbox_append(fd.get(), path, env, delivered_to, msg);  // closing the fd releases the lock
 }
 

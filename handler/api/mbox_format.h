@@ -13,15 +13,16 @@
 namespace laim {
 
 // Appends to the mbox file at path (opened O_APPEND, created 0600 when
-// missing, and then its directory synced; with no_symlinks, refused when any component of the path is
-// a symbolic link) one copy
-// of msg per entry of delivered_to: the From_ line, Return-Path, a
-// Delivered-To header unless the entry is empty, then the message with LF
-// line ends and mboxrd quoting, then an empty line; before them, the line
-// ends a last line without its newline lacks (mbox_tail_gap). Holds an fcntl write
-// lock, fsyncs, and on any error cuts the file back to where it was, so a
-// reader never sees half a message. Errors are temporary failures that
-// name the path.
+// missing, and then its directory synced; with no_symlinks, refused when
+// any component of the path is a symbolic link) one copy of msg per entry
+// of delivered_to: the From_ line, Return-Path, a Delivered-To header
+// unless the entry is empty, then the message with LF line ends and mboxrd
+// quoting, then an empty line; before them, the line ends a last line
+// without its newline lacks (mbox_tail_gap). Holds an fcntl write lock (a
+// lock held by another process is not waited for: a temporary failure),
+// fsyncs, and on any error cuts the file back to where it was, so a reader
+// never sees half a message. Errors are temporary failures that name the
+// path.
 Result mbox_deliver(const std::string& path, bool no_symlinks, const Envelope& env,
 		    const std::vector<std::string>& delivered_to, const Message& msg);
 

@@ -1,5 +1,6 @@
 // file: appends each recipient's copy to an mbox file, under an fcntl
-// write lock (the lock mutt, mailx and Postfix's local(8) take too).
+// write lock (the lock mutt, mailx and Postfix's local(8) take too; one
+// held by another process defers the delivery).
 //
 //   handlers:
 //     archive:

@@ -4,7 +4,8 @@
 # user, with the message (LF line ends, Return-Path first) on stdin and
 # SENDER in its environment; a file gets an mbox copy (after ending its
 # last line when that lacks its newline, and also when the file is
-# write-only to laim). Exit 75 defers and
+# write-only to laim; a reader's lock on it defers the delivery at once
+# and other files' deliveries go on). Exit 75 defers and
 # is retried, 67 fails with Postfix's text and the command's output as
 # reason (the pipe handler's reading of exit statuses); two commands of one alias
 # each run once even when the other is retried, and one that keeps
@@ -16,6 +17,7 @@
 # client's "|..." recipient gets 550.
 import sys
 sys.dont_write_bytecode = True
+import fcntl
 import mailbox
 import pwd
 import time
@@ -25,6 +27,7 @@ from harness import _pgid_members
 ALIASES = """# aliases of t_alias_delivery
 tocmd: "|cat > {cmd}/cmd.msg; printf '%s' \\"$SENDER\\" > {cmd}/cmd.sender; id -u > {cmd}/cmd.uid", dave
 tofile: {out}/archive.mbox
+tootherfile: {out}/other.mbox
 twice: "|echo run >> {cmd}/twice.count", "|test -e {cmd}/go || exit 75"
 refuse: "|echo 'no such list here' >&2; exit 67"
 stuck: "|exit 75", "|touch {cmd}/second.ran"
@@ -114,6 +117,25 @@ def main():
 		check_eq(msgs[1].get_payload(), "body of after a cut line\n", "the new message's body")
 		check_eq(read(path)[len(raw):len(raw) + 7], b"\n\nFrom ", "bytes after the old end")
 
+	def locked():
+		# A reader (anyone the file is readable to) holds a lock: the
+		# delivery is deferred at once, not waited for in the instance's
+		# one worker, and another file's mail goes on meanwhile.
+		path = os.path.join(out, "archive.mbox")
+		os.chmod(path, 0o644)
+		size = os.path.getsize(path)
+		with open(path, "rb") as f:
+			fcntl.lockf(f, fcntl.LOCK_SH)
+			qid = d.send(rcpts=[at("tofile")], msg=simple_message("while locked"))
+			m = d.wait_log(r"%s: to=<%s>, handler=alias:file, status=deferred[^(]*\((.*)\)$" % (qid, re.escape(path)), 5)
+			check_eq(m.group(1), path + ": locked (fcntl) by another process, not waited for", "reason")
+			other = d.send(rcpts=[at("tootherfile")], msg=simple_message("to another file"))
+			d.wait_log(r"%s: to=<%s/other\.mbox>, handler=alias:file, status=delivered" % (other, re.escape(out)), 5)
+			check_eq(os.path.getsize(path), size, "size of the locked file")
+		check_ran(d.laimctl(["flush"]), quiet=False)
+		d.wait_log(r"%s: to=<%s>, handler=alias:file, status=delivered" % (qid, re.escape(path)), 5)
+		check_eq(list(mailbox.mbox(path, create=False))[-1]["Subject"], "while locked", "the held message")
+
 	def each_once():
 		qid = d.send(rcpts=[at("twice")])
 		d.wait_log(r"%s: to=<\|test -e .*, status=deferred" % qid)
@@ -185,6 +207,7 @@ def main():
 		("|command: the message on stdin, SENDER, nobody's uid", command),
 		("/file: an mbox copy", mbox),
 		("/file: a last line without its newline is ended before the next copy", no_final_newline),
+		("/file: a reader's lock defers the delivery at once; other files go on", locked),
 		("two commands of one alias: the one that worked runs once while the other is retried", each_once),
 		("what a command leaves running in its session is killed when it exits", nothing_left),
 		("a command that keeps deferring does not hold back the next one", not_held_back),

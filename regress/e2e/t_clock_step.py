@@ -13,7 +13,6 @@
 # next hung call's timeout for hours. Each still comes when due.
 import sys
 sys.dont_write_bytecode = True
-import fcntl
 import socket
 import struct
 import time
@@ -57,20 +56,16 @@ def main():
 	closed = socket.socket()  # bound, never listening: a connection is refused
 	closed.bind(("127.0.0.1", 0))
 	slow_done = os.path.join(d.dir, "slow.done")  # then the command ends at once
-	box = os.path.join(d.dir, "stuck.mbox")
-	open(box, "w").close()
-	os.chown(box, d.uid, d.gid)
+	probe = d.make_user_dir(os.path.join(d.dir, "probe"))
 	d.config["handlers"] = {
-		"stuck": {"type": "file", "path": box, "workers": 2},
+		"stuck": {"type": "probe", "path": probe, "hang_until": probe + "/go", "workers": 2},
 		"slowpipe": {"type": "pipe", "user": TEST_USER, "timeout": 3,
 			     "command": ["/bin/sh", "-c", "test -e %s && exec cat >/dev/null; exec sleep 30" % slow_done]},
 		"relay": {"type": "smarthost", "host": "127.0.0.1", "port": closed.getsockname()[1], "tls": "none"},
 	}
 	d.config["routes"] = [{"match": "stuck@*", "handlers": ["stuck"]}, {"match": "stuck2@*", "handlers": ["stuck"]},
 			      {"match": "slow@*", "handlers": ["slowpipe"]}, {"match": "*", "handlers": ["relay"]}]
-	d.start()
-	reader = open(box, "r+")
-	fcntl.lockf(reader, fcntl.LOCK_EX)  # as a mail reader holds it: the file handler's calls hang
+	d.start()  # the probe's calls hang until its hang_until file exists
 
 	hung = d.send(rcpts=[HANG], msg=simple_message("hangs"))
 	slow = d.send(rcpts=["slow@test.laim.example"], msg=simple_message("sleeps"))
@@ -98,8 +93,7 @@ def main():
 	d.wait_log(timed_out(hung2), 10)
 	check(time.monotonic() - t1 < 9, "the timeout after the step back took %.1fs" % (time.monotonic() - t1))
 
-	fcntl.lockf(reader, fcntl.LOCK_UN)
-	reader.close()
+	open(probe + "/go", "w").close()
 	for qid in (hung, hung2, slow):
 		d.wait_removed(qid, 15)
 	closed.close()

@@ -1,25 +1,23 @@
-# A handler instance whose calls hang for good (a file handler whose mbox
-# a reader keeps locked for the whole case, well inside delivery_timeout)
+# A handler instance whose calls hang for good (a probe handler waiting
+# for its hang_until file for the whole case, well inside delivery_timeout)
 # does not stop the others: mail for other instances, sent before and
 # after it hangs, is delivered at once, byte for byte; a message for both
 # the hanging instance and another gets the other's copy and stays queued
 # for the hanging one; the handler process and the parent keep running.
 import sys
 sys.dont_write_bytecode = True
-import fcntl
 from harness import *
 
 
 def main():
 	d = Laimd(delivery_timeout=300)
-	box = os.path.join(d.dir, "stuck.mbox")
-	open(box, "w").close()
-	os.chown(box, d.uid, d.gid)
+	probe = d.make_user_dir(os.path.join(d.dir, "probe"))
+	go = os.path.join(probe, "go")
 	other = d.make_user_dir(os.path.join(d.dir, "Other"))
 	d.config["handlers"] = {
 		"inbox": {"type": "maildir", "path": d.maildir},
 		"other": {"type": "maildir", "path": other},
-		"stuck": {"type": "file", "path": box},
+		"stuck": {"type": "probe", "path": probe, "hang_until": go},
 	}
 	d.config["routes"] = [
 		{"match": "stuck@*", "handlers": ["stuck"]},
@@ -28,8 +26,6 @@ def main():
 	]
 	d.start()
 
-	reader = open(box, "r+")
-	fcntl.lockf(reader, fcntl.LOCK_EX)
 	stuck = [d.send(rcpts=["stuck@test.laim.example"], msg=varied_message("stuck %d" % i)) for i in range(3)]
 	d.wait_log(r"%s: from=" % stuck[-1])
 	sent = {}
@@ -45,11 +41,11 @@ def main():
 	check_delivered_exactly(d, {both: both_msg}, other, rcpt="both@test.laim.example")
 
 	check_eq(sorted(d.spool_files("queue")), sorted(stuck + [both]), "queue/ while the stuck instance hangs")
-	check_eq(os.path.getsize(box), 0, "the locked mbox")
+	check_eq(os.listdir(probe), [], "the hanging instance's deliveries")
 	check(not d.search_log(r"handler=stuck, status=", 0), "the hanging instance reported a result")
 	check(d.running(), "the parent died")
 	check(d.children().get("handler"), "the handler process is gone")
-	reader.close()
+	open(go, "w").close()
 
 
 run(main)

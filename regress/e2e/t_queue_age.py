@@ -2,7 +2,6 @@
 # failed/ with a reason file, logged, not retried any more.
 import sys
 sys.dont_write_bytecode = True
-import fcntl
 import re
 import time
 from harness import *
@@ -43,25 +42,23 @@ def waiting():
 	to the next one waiting: that one is not stuck in queue/."""
 	d = Laimd(name="t_queue_age_waiting", max_queue_age=5, retry_initial=2, retry_max=2, delivery_timeout=120)
 	bd = d.make_blocked_dir(os.path.join(d.dir, "bd"))
-	box = os.path.join(bd, "box")
-	d.config["handlers"] = {"a": {"type": "file", "path": box, "workers": 1}}
+	go = os.path.join(d.dir, "go")
+	open(go, "w").close()
+	d.config["handlers"] = {"a": {"type": "probe", "path": bd, "hang_until": go, "workers": 1}}
 	d.config["routes"] = [{"match": "*", "handlers": ["a"]}]
 	d.start()
 	m = d.send(rcpts=["m@test.laim.example"], msg=simple_message("M"))
 	d.wait_log(r"%s: to=.*status=deferred.*attempt=1" % m)
-	open(box, "w").close()
-	os.chown(box, d.uid, d.gid)
 	d.unblock_dir(bd)
-	# A reader's lock holds the one worker in X's call (X comes before M's
-	# retry, due in 2s); M's retry, then N, wait for the worker, and M
-	# grows older than max_queue_age meanwhile.
-	reader = open(box, "r+")
-	fcntl.lockf(reader, fcntl.LOCK_EX)
+	# Without its hang_until file the probe holds the one worker in X's
+	# call (X comes before M's retry, due in 2s); M's retry, then N, wait
+	# for the worker, and M grows older than max_queue_age meanwhile.
+	os.unlink(go)
 	x = d.send(rcpts=["x@test.laim.example"], msg=simple_message("X"))
 	time.sleep(2.5)
 	n = d.send(rcpts=["n@test.laim.example"], msg=simple_message("N"))
 	time.sleep(4)
-	reader.close()
+	open(go, "w").close()
 	d.wait_removed(x, 10)
 	d.wait_log(r"%s: moved to failed/" % m, 10)
 	d.wait_removed(n, 10)

@@ -8,7 +8,6 @@
 # An instance's workers bound its calls across a reload.
 import sys
 sys.dont_write_bytecode = True
-import fcntl
 import signal
 import time
 from harness import *
@@ -105,18 +104,14 @@ def main():
 
 def workers_hold():
 	"""workers bounds an instance's calls across a reload: a call still
-	running (here one past its timeout, on a file whose lock a reader
-	holds) keeps its worker, so a message waiting for that worker does
+	running (here one past its timeout, waiting for its probe's
+	hang_until file) keeps its worker, so a message waiting for that worker does
 	not start on the reloaded instance."""
 	d = Laimd(name="t_sighup_workers", delivery_timeout=2, retry_initial=1, retry_max=1)
-	box = os.path.join(d.dir, "box")
-	open(box, "w").close()
-	os.chown(box, d.uid, d.gid)
-	d.config["handlers"] = {"a": {"type": "file", "path": box, "workers": 1}}
+	probe = d.make_user_dir(os.path.join(d.dir, "probe"))
+	d.config["handlers"] = {"a": {"type": "probe", "path": probe, "hang_until": probe + "/go", "workers": 1}}
 	d.config["routes"] = [{"match": "*", "handlers": ["a"]}]
 	d.start()
-	reader = open(box, "r+")
-	fcntl.lockf(reader, fcntl.LOCK_EX)
 	x = d.send(rcpts=["x@test.laim.example"], msg=simple_message("X"))
 	d.wait_log(r"%s: handler a timed out after 2s" % x, 10)
 	y = d.send(rcpts=["y@test.laim.example"], msg=simple_message("Y"))
@@ -126,11 +121,11 @@ def workers_hold():
 		d.wait_log(r"configuration reloaded$", since=mark)
 	time.sleep(3.5)  # past delivery_timeout: a call of Y's would have timed out
 	check(not d.search_log(r"%s: handler a timed out" % y, 0), "Y's call started beside X's after a reload")
-	reader.close()
+	open(probe + "/go", "w").close()
 	d.wait_removed(x, 10)
 	d.wait_removed(y, 10)
-	with open(box) as f:
-		check_eq(f.read().count("\nSubject: "), 2, "copies in the file")
+	with open(probe + "/deliveries") as f:
+		check_eq(len(f.readlines()), 2, "deliveries")
 
 
 def both():

@@ -5,23 +5,21 @@
 # after all, that counts, and the message is removed with one copy, not
 # delivered again; a call that hangs past max_queue_age still lets the
 # message expire to failed/. laimctl remove refuses the message while
-# the call hangs. The hanging handler is a file handler (two
-# workers) whose mbox a reader holds locked (fcntl), as mail readers do.
+# the call hangs. The hanging handler is a probe handler (two workers)
+# whose calls wait for its hang_until file.
 import sys
 sys.dont_write_bytecode = True
-import fcntl
 import time
 from harness import *
 
 
 def main():
 	d = Laimd(delivery_timeout=2, retry_initial=1, retry_max=2)
-	box = os.path.join(d.dir, "stuck.mbox")
-	open(box, "w").close()
-	os.chown(box, d.uid, d.gid)
+	probe = d.make_user_dir(os.path.join(d.dir, "probe"))
+	go = os.path.join(probe, "go")
 	d.config["handlers"] = {
 		"inbox": {"type": "maildir", "path": d.maildir},
-		"stuck": {"type": "file", "path": box, "workers": 2},
+		"stuck": {"type": "probe", "path": probe, "hang_until": go, "workers": 2},
 	}
 	d.config["routes"] = [
 		{"match": "stuck@*", "handlers": ["stuck"]},
@@ -29,8 +27,6 @@ def main():
 	]
 	d.start()
 
-	reader = open(box, "r+")
-	fcntl.lockf(reader, fcntl.LOCK_EX)
 	t0 = time.monotonic()
 	qid = d.send(rcpts=["stuck@test.laim.example"], msg=simple_message("stuck"))
 	m = d.wait_log(r"%s: to=<stuck@test\.laim\.example>, handler=stuck, status=deferred, "
@@ -47,7 +43,7 @@ def main():
 
 	time.sleep(2.5)  # past retry_in: a retry would start now if the call had returned
 	check(not d.search_log(r"%s: .*attempt=2, " % qid, 0), "retried while the first call still hangs")
-	check_eq(os.path.getsize(box), 0, "the mbox while locked")
+	check_eq(os.listdir(probe), [], "the hanging instance's deliveries")
 	# The call may still deliver: laimctl remove refuses, saying why.
 	r = d.laimctl(["remove", qid])
 	check(r.returncode == 1 and "a delivery call of %s is still running" % qid in r.stderr,
@@ -55,40 +51,41 @@ def main():
 	      % (r.returncode, r.stdout, r.stderr))
 	check_eq(d.spool_files("queue"), [qid], "queue/ after the refused remove")
 
-	fcntl.lockf(reader, fcntl.LOCK_UN)
-	reader.close()
+	open(go, "w").close()
 	d.wait_log(r"%s: to=<stuck@test\.laim\.example>, handler=stuck, status=delivered, late \(after its timeout\)$"
 		   % qid, 10)
 	d.wait_removed(qid, 10)
-	with open(box, "rb") as f:
-		copies = f.read().count(b"\nSubject: stuck")
-	check_eq(copies, 1, "copies in the mbox")
+	check_eq(deliveries(probe, qid), 1, "deliveries of the message")
 	check(not d.search_log(r"%s: .*attempt=2, " % qid, 0), "delivered again after the late success")
 	check(d.running(), "the parent died")
 	d.wait_children()
 	d.stop()
-	hangs_past_max_age(d, box)
+	hangs_past_max_age(d, probe)
 
 
-def hangs_past_max_age(d, box):
+def deliveries(probe, qid):
+	"""How often the probe handler delivered qid."""
+	with open(os.path.join(probe, "deliveries")) as f:
+		return f.read().split().count(qid)
+
+
+def hangs_past_max_age(d, probe):
 	"""A call that hangs past max_queue_age: the message, waiting for it,
 	still expires to failed/; the call's late success is logged, and
 	nothing is delivered twice."""
 	d.config["max_queue_age"] = 6
+	go = os.path.join(probe, "go")
+	os.unlink(go)
 	d.start()
-	reader = open(box, "r+")
-	fcntl.lockf(reader, fcntl.LOCK_EX)
 	qid = d.send(rcpts=["stuck@test.laim.example"], msg=simple_message("hangs"))
 	d.wait_log(r"%s: moved to failed/: <stuck@test\.laim\.example> handler stuck: expired after 1 attempts: "
 		   r"handler stuck timed out after 2s$" % qid, 20)
 	check(d.search_log(r"%s: to=<stuck@test\.laim\.example>, handler=stuck, status=failed \(expired after 1 attempts: "
 			   r"handler stuck timed out after 2s\)$" % qid, 0), "no failed line for the expired recipient")
-	fcntl.lockf(reader, fcntl.LOCK_UN)
-	reader.close()
+	open(go, "w").close()
 	d.wait_log(r"%s: to=<stuck@test\.laim\.example>, handler=stuck, status=delivered, late \(after its timeout\), "
 		   r"message no longer queued$" % qid, 10)
-	with open(box, "rb") as f:
-		check_eq(f.read().count(b"\nSubject: hangs"), 1, "copies of the expired message in the mbox")
+	check_eq(deliveries(probe, qid), 1, "deliveries of the expired message")
 	check(d.running(), "the parent died")
 
 run(main)

@@ -14,6 +14,9 @@
 //   term...   as ok, after a SIGTERM to the handler process's main
 //             thread, once the process is on its way out: the delivery
 //             ends while the process stops
+// With `hang_until:` (a path), every call first waits until that file
+// exists: a call that hangs for as long as a case needs (a mail reader's
+// lock no longer does: file appends do not wait for it).
 // With `credentials:` (a secret file), each delivery also writes the
 // secret's bytes to PATH/secret-seen, proving they reached the handler
 // process; test() reports their length, never the bytes.
@@ -37,7 +40,7 @@ namespace {
 class ProbeHandler : public Handler {
  public:
 	explicit ProbeHandler(HandlerOptions& o)
-	    : path_(o.string("path")), release_(o.string("release", "")),
+	    : path_(o.string("path")), release_(o.string("release", "")), hang_until_(o.string("hang_until", "")),
 	      retry_after_(static_cast<unsigned>(o.integer("retry_after", 0))),
 	      secret_(o.has("credentials") ? o.secret("credentials") : "")
 	{
@@ -45,6 +48,8 @@ class ProbeHandler : public Handler {
 
 	Results deliver(const Envelope& env, const Message&) override
 	{
+		while (!hang_until_.empty() && access(hang_until_.c_str(), F_OK) != 0)
+			usleep(10000);
 		std::vector<Result> each;
 		for (const std::string& rcpt : env.recipients)
 			each.push_back(answer(env, rcpt));
@@ -115,7 +120,7 @@ class ProbeHandler : public Handler {
 		return fd && write_all(fd.get(), line);
 	}
 
-	std::string path_, release_;
+	std::string path_, release_, hang_until_;
 	unsigned retry_after_;
 	std::string secret_;
 };
