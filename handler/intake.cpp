@@ -188,6 +188,11 @@ void Intake::on_rcpt(uint32_t session, const std::string& rcpt)
 	BackendStatus st = x.status == BackendStatus::Ok && targets.empty() ? BackendStatus::Reject : x.status;
 	for (const std::string& t : targets) {
 		const Route* route = route_find(cfg_.routes, t);
+		if (!route && cfg_.routes.empty()) {  // a file cut short, say: not for the sender to bounce
+			log_warnx("recipient <%s> deferred: %s has no routes", rcpt.c_str(), cfg_.file.c_str());
+			st = BackendStatus::Defer;
+			break;
+		}
 		if (!route) {
 			log_info("recipient <%s> refused: no route matches <%s>", rcpt.c_str(), t.c_str());
 			st = BackendStatus::Reject;

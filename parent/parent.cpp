@@ -319,6 +319,8 @@ void reload()
 	}
 	if (world_readable)
 		log_warnx("%s is readable by others: handlers may keep secrets there", cfg.file.c_str());
+	if (cfg.routes.empty())
+		log_warnx("%s has no routes: every recipient is deferred", cfg.file.c_str());
 	for (const std::string& w : new_auth.warnings())
 		log_warnx("%s", w.c_str());
 	bool listeners_changed = cfg.socket != rt.cfg.socket || cfg.control_socket != rt.cfg.control_socket ||
@@ -569,6 +571,8 @@ int main(int argc, char* argv[])
 	if (world_readable)
 		fprintf(stderr, "laimd: warning: %s is readable by others: handlers may keep secrets there\n",
 			file.c_str());
+	if (rt.cfg.routes.empty())
+		fprintf(stderr, "laimd: warning: %s has no routes: every recipient is deferred\n", file.c_str());
 	for (const std::string& w : auth.warnings())
 		fprintf(stderr, "laimd: warning: %s\n", w.c_str());
 	if (check_only) {

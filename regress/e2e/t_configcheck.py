@@ -72,6 +72,14 @@ def main():
 	write(d, good)
 	r = laimd_n(d.confpath)
 	check_eq(r.returncode, 0, "laimd -n on a valid config (stderr %r)" % r.stderr)
+	check(b"no routes" not in r.stderr, "a warning of no routes for a config with routes: %r" % r.stderr)
+
+	# Without routes (a file cut short, say) it is valid, with a warning.
+	write(d, good[:9])
+	r = laimd_n(d.confpath)
+	check_eq((r.returncode, r.stderr.decode(errors="replace")),
+		 (0, "laimd: warning: %s has no routes: every recipient is deferred\n" % d.confpath),
+		 "laimd -n on a config without routes")
 
 	# The harness's full config passes as well.
 	d.write_config()

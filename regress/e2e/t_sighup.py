@@ -4,8 +4,9 @@
 # socket: path waits for a restart, and local mail over the socket still
 # bound keeps its submitter's uid (the handler process checks each local
 # MAIL's connection against the bound path, not the reloaded one). A new
-# hostname waits for a restart too, in the greeting as in the aliases.
-# An instance's workers bound its calls across a reload.
+# hostname waits for a restart too, in the greeting as in the aliases. A
+# config without routes defers every recipient. An instance's workers
+# bound its calls across a reload.
 import sys
 sys.dont_write_bytecode = True
 import signal
@@ -100,6 +101,22 @@ def main():
 	qid5 = d.send(rcpts=["postmaster@" + HOSTNAME], msg=simple_message("postmaster after reload"))
 	d.wait_log(r"%s: to=<root@%s>, handler=inbox, status=delivered" % (qid5, re.escape(HOSTNAME)), since=mark)
 	d.wait_children()
+
+	# A config without routes (a file cut short, say): each recipient is
+	# deferred, never refused for good, and the reload warns.
+	d.config["routes"] = []
+	d.write_config()
+	mark = d.mark()
+	d.send_signal(signal.SIGHUP)
+	d.wait_log(r"configuration reloaded$", since=mark)
+	check(d.search_log(r"%s has no routes: every recipient is deferred$" % re.escape(d.confpath), mark),
+	      "no warning that the reloaded config has no routes")
+	with d.smtp() as c:
+		c.ehlo()
+		c.cmd("MAIL FROM:<noroute@client.example>", 250)
+		c.cmd("RCPT TO:<root@%s>" % HOSTNAME, 451)
+	d.wait_log(r"recipient <root@%s> deferred: %s has no routes$" % (re.escape(HOSTNAME), re.escape(d.confpath)),
+		   since=mark)
 
 
 def workers_hold():
