@@ -1,8 +1,10 @@
 // laim-mda: appends one message to one user's mailbox, MAIL_DIR/USER
 // (Debian's /var/mail layout), as that user. The root parent starts it
 // for the mbox handler (parent/command.cpp, a mailbox request) with the
-// user's uid and group, plus the mail directory's group only when the
-// directory is writable by that group alone; the handler process streams
+// user's uid and group and, only when the directory is writable by its
+// group alone, that group as effective and saved gid (not a supplementary
+// group: so the user can neither ptrace it nor read its memory, and
+// glibc runs it in secure mode); the handler process streams
 // the mbox copy to its stdin. So the handler process, compromised or
 // not, never holds a descriptor to anyone's mailbox, and a delivery can
 // do to a mailbox no more than its owner could (OpenSMTPD's mda and

@@ -114,10 +114,12 @@ CommandSpec alias_spec(const Config& cfg, const CommandRunMsg& req)
 }
 
 // The user a command runs as: ids, supplementary groups, home, shell.
+// egid is gid but for laim-mda in a mail directory only its group may
+// write (mailbox_account()).
 struct Account {
 	std::string name, home, shell;
 	uid_t uid = 0;
-	gid_t gid = 0;
+	gid_t gid = 0, egid = 0;
 	std::vector<gid_t> groups;
 };
 
@@ -132,12 +134,15 @@ bool aliased_away(const Config& cfg, const std::string& user)
 	});
 }
 
-// Who delivers to mail_dir/USER: USER, with USER's group and, when the
-// mail directory lets only its group create files (Debian's /var/mail,
-// root:mail 2775) and USER does not own it, that group as the one
-// supplementary group: the least that can create the mailbox and its
-// dotlock. None of USER's other groups. Root's mailbox only while the
-// aliases do not send root's mail elsewhere.
+// Who delivers to mail_dir/USER: USER, with USER's group and no other.
+// When the mail directory lets only its group create files (Debian's
+// /var/mail, root:mail 2775) and USER does not own it, that group is the
+// effective and saved gid, USER's the real one: the least that can create
+// the mailbox and its dotlock, and a process USER cannot ptrace (the
+// kernel wants the tracer's gid to be all three) and that is not dumpable
+// (its gids differ at exec). As a supplementary group USER could ptrace
+// it and use the group on other users' mailboxes. Root's mailbox only
+// while the aliases do not send root's mail elsewhere.
 Account mailbox_account(const Config& cfg, const std::string& user)
 {
 	struct passwd* pw = valid_user_name(user) ? getpwnam(user.c_str()) : nullptr;
@@ -146,11 +151,11 @@ Account mailbox_account(const Config& cfg, const std::string& user)
 	if (pw->pw_uid == 0 && aliased_away(cfg, user))
 		throw Refusal(true, "mailbox of " + user + ": " + cfg.aliases +
 					    " sends this user's mail elsewhere (run newaliases)");
-	Account a{pw->pw_name, "/", "/bin/sh", pw->pw_uid, pw->pw_gid, {}};
+	Account a{pw->pw_name, "/", "/bin/sh", pw->pw_uid, pw->pw_gid, pw->pw_gid, {}};
 	struct stat st;
 	if (stat(cfg.mail_dir.c_str(), &st) == 0 && st.st_uid != a.uid && (st.st_mode & S_IWGRP) &&
-	    !(st.st_mode & S_IWOTH) && st.st_gid != a.gid)
-		a.groups.push_back(st.st_gid);
+	    !(st.st_mode & S_IWOTH))
+		a.egid = st.st_gid;
 	return a;
 }
 
@@ -161,7 +166,8 @@ Account lookup_account(const std::string& user)
 		throw Refusal(false, "no such user \"" + user + "\"");
 	if (pw->pw_uid == 0)
 		throw Refusal(true, "\"" + user + "\" is root: a command never runs as root");
-	Account a{pw->pw_name, pw->pw_dir, *pw->pw_shell ? pw->pw_shell : "/bin/sh", pw->pw_uid, pw->pw_gid, {}};
+	Account a{pw->pw_name, pw->pw_dir, *pw->pw_shell ? pw->pw_shell : "/bin/sh", pw->pw_uid, pw->pw_gid,
+		  pw->pw_gid, {}};
 	int n = 0;
 	getgrouplist(a.name.c_str(), a.gid, nullptr, &n);
 	a.groups.resize(static_cast<size_t>(std::max(n, 1)));
@@ -236,9 +242,10 @@ std::vector<char*> c_strings(std::vector<std::string>& v)
 
 // The child, after fork: stdin from in, stdout and stderr into out (so
 // that a failure here is the command's output), a session of its own,
-// the account's ids and groups, its home (or /) as working directory,
-// default signals, umask 077, no other descriptor; then the program. A
-// step that fails exits 71 (EX_OSERR: deferred) with the reason.
+// the account's ids and groups (an effective gid of its own: see
+// mailbox_account()), its home (or /) as working directory, default
+// signals, umask 077, no other descriptor; then the program. A step that
+// fails exits 71 (EX_OSERR: deferred) with the reason.
 [[noreturn]] void become(const Account& a, char* const argv[], char* const envp[], int in, int out)
 {
 	sigset_t none;
@@ -249,7 +256,7 @@ std::vector<char*> c_strings(std::vector<std::string>& v)
 	const char* step = "dup2";
 	if (dup2(in, 0) == 0 && dup2(out, 1) == 1 && dup2(out, 2) == 2 && (step = "setsid", setsid() > 0) &&
 	    (step = "setgroups", setgroups(a.groups.size(), a.groups.data()) == 0) &&
-	    (step = "setgid", setgid(a.gid) == 0) && (step = "setuid", setuid(a.uid) == 0)) {
+	    (step = "setresgid", setresgid(a.gid, a.egid, a.egid) == 0) && (step = "setuid", setuid(a.uid) == 0)) {
 		if (chdir(a.home.c_str()) != 0)
 			(void)!chdir("/");
 		umask(077);

@@ -4,15 +4,18 @@
 # handler, and asks the root parent for mailbox deliveries with raw
 # IMSG_H_COMMAND_RUN frames, as the mbox handler does. What comes back is
 # pipes, never a descriptor of a mailbox; behind them runs laim-mda as the
-# recipient (its uid and group, the mail directory's group as its only
-# other one), with no_new_privs and a seccomp filter, its arguments made
-# by the parent. A copy cut short leaves the mailbox as it was; a whole
+# recipient (its uid, its group as the real gid and the mail directory's
+# group as the effective and saved one, no other group: the recipient
+# can neither ptrace it nor open its memory to use that group), with
+# no_new_privs and a seccomp filter, its arguments made by the parent.
+# A copy cut short leaves the mailbox as it was; a whole
 # one is appended as it is (all a handler can do to a mailbox). A name
 # that is no user, a path, two users, or root while the aliases send
 # root's mail elsewhere is refused, logged, and starts nothing; no forged
 # log line comes of a name with a line break.
 import sys
 sys.dont_write_bytecode = True
+import ctypes
 import grp
 import pwd
 import socket
@@ -20,11 +23,28 @@ import stat
 from harness import *
 
 MAILBOX = "mbox:mailbox"
+PTRACE_SEIZE = 0x4206
 
 
 def framed(copy):
 	"""laim-mda's stdin: the length line, then the copy."""
 	return b"%019d\n" % len(copy) + copy
+
+
+def trace_attempts(pid):
+	"""What PTRACE_SEIZE of pid, and an open of its /proc/PID/mem, give
+	the caller: "allowed" or the error. A seize does not stop pid, and the
+	caller's exit ends it."""
+	libc = ctypes.CDLL(None, use_errno=True)
+	libc.ptrace.restype = ctypes.c_long
+	seized = libc.ptrace(ctypes.c_long(PTRACE_SEIZE), ctypes.c_int(pid), None, None) == 0
+	seize = "allowed" if seized else os.strerror(ctypes.get_errno())
+	try:
+		with open("/proc/%d/mem" % pid, "rb"):
+			mem = "allowed"
+	except OSError as e:
+		mem = e.strerror
+	return "PTRACE_SEIZE: %s; /proc/PID/mem: %s" % (seize, mem)
 
 
 def main():
@@ -67,11 +87,12 @@ def main():
 		check_eq(len(kids), 1, "processes of the parent besides smtp and handler")
 		return kids[0]
 
-	def deliver(copy, whole=True, who=user, groups=None):
+	def deliver(copy, whole=True, who=user, egid=None, probe=None):
 		"""One forged delivery of copy to who's mailbox (cut short unless
 		whole); returns (the exit frame's status, the mda's line) after
-		checking what the handler got and who ran, with which groups
-		(default: mail alone)."""
+		calling probe(pid of laim-mda) and checking what the handler got and
+		who ran, with which effective gid (default: mail's) and no
+		supplementary group."""
 		pid, reply, got = start([who.pw_name])
 		try:
 			check_eq([k for k, _, _ in got], [IMSG_P_COMMAND_INPUT, IMSG_P_COMMAND_UNREAD, IMSG_P_COMMAND_OUTPUT],
@@ -81,9 +102,13 @@ def main():
 			check(all(stat.S_ISFIFO(os.fstat(fd).st_mode) for fd in fds),
 			      "a descriptor that is no pipe: %r" % [os.readlink("/proc/self/fd/%d" % fd) for fd in fds])
 			mda = the_mda()
+			if probe:
+				probe(mda)
 			st = {k: v.split() for k, v in proc_status(mda).items()}
-			check_eq((st["Uid"], st["Gid"]), ([str(who.pw_uid)] * 4, [str(who.pw_gid)] * 4), "the mda's ids")
-			check_eq(st["Groups"], [str(mail_gid)] if groups is None else groups, "the mda's supplementary groups")
+			check_eq((st["Uid"], st["Gid"]),
+				 ([str(who.pw_uid)] * 4, [str(who.pw_gid)] + [str(mail_gid if egid is None else egid)] * 3),
+				 "the mda's ids (real, effective, saved, filesystem)")
+			check_eq(st["Groups"], [], "the mda's supplementary groups")
 			check_eq((st["NoNewPrivs"], st["Seccomp"]), (["1"], ["2"]), "no_new_privs and seccomp (filter)")
 			check_eq((st["CapEff"], st["CapPrm"]), (["0000000000000000"], ["0000000000000000"]),
 				 "the mda's capabilities")
@@ -118,6 +143,22 @@ def main():
 		status, out = deliver(copy, whole=False)
 		check_eq(status, 75 << 8, "exit status of the second copy cut short")
 		check_eq(open(box, "rb").read(), copy, "the mailbox after a copy cut short")
+
+	def untraceable():
+		"""The recipient may not ptrace its laim-mda, or open its memory:
+		else it could have it unlink, read or lock other users' mailboxes
+		with the mail directory's group. The delivery goes on (and the
+		mailbox it creates goes, for the next row)."""
+		copy = b"From forged@client.example Thu Jan  1 00:00:00 2026\nSubject: traced\n\nbody\n\n"
+
+		def attempts(mda):
+			check_eq(as_user(user, lambda: trace_attempts(mda)),
+				 "PTRACE_SEIZE: Operation not permitted; /proc/PID/mem: Permission denied",
+				 "the recipient's attempts on its laim-mda")
+		status, out = deliver(copy, probe=attempts)
+		check_eq((status, out), (0, "%s: %d bytes appended, mailbox created\n" % (box, len(copy))), "the copy")
+		check_eq(open(box, "rb").read(), copy, "the mailbox")
+		os.unlink(box)
 
 	def let_go():
 		"""The handler lets go (closes the reply channel) with the whole
@@ -177,7 +218,7 @@ def main():
 	def root_without_capabilities():
 		root = pwd.getpwnam("root")
 		copy = b"From forged@client.example Thu Jan  1 00:00:00 2026\nSubject: to root\n\nbody\n\n"
-		status, out = deliver(copy, who=root, groups=[])  # root's group is the directory's
+		status, out = deliver(copy, who=root, egid=0)  # root's group is the directory's
 		check_eq((status, out), (0, "%s/root: %d bytes appended, mailbox created\n" % (mail_dir, len(copy))),
 			 "root's copy")
 
@@ -244,6 +285,7 @@ def main():
 		d.wait_log(r"%s: to=<.*>, handler=local, status=delivered" % qid)
 
 	run_rows([
+		("the recipient can neither ptrace its laim-mda nor open its memory; the copy is appended", untraceable),
 		("the handler gets pipes to laim-mda, which runs as the recipient, confined; a copy cut short "
 		 "leaves the mailbox as it was", cut_short),
 		("a handler that lets go does not get laim-mda killed half-way", let_go),

@@ -23,6 +23,14 @@ def slow(inject):
 	return [STRACE, "-qq", "-o", "/dev/null", "-e", "trace=" + inject.split(":")[0], "-e", "inject=" + inject]
 
 
+def as_mda(user, mail_gid):
+	"""The ids the parent gives laim-mda: user's uid, user's group as the
+	real gid and the mail directory's as the effective and saved one."""
+	os.setgroups([])
+	os.setresgid(user.pw_gid, mail_gid, mail_gid)
+	os.setresuid(user.pw_uid, user.pw_uid, user.pw_uid)
+
+
 def main():
 	user = local_user()
 	mail_gid = grp.getgrnam("mail").gr_gid
@@ -35,7 +43,9 @@ def main():
 	d.config["retry_initial"] = 1
 	wrapper = os.path.join(d.dir, "laim-mda-slow")
 	with open(wrapper, "w") as f:
-		f.write("#!/bin/sh\nexec %s %s \"$@\"\n" % (" ".join(slow("fsync:delay_enter=7500000")), real))
+		# -p: else dash sets the effective gid (the mail directory's
+		# group, which laim-mda creates its dotlock with) to the real one.
+		f.write("#!/bin/sh -p\nexec %s %s \"$@\"\n" % (" ".join(slow("fsync:delay_enter=7500000")), real))
 	os.chmod(wrapper, 0o755)
 	os.environ["LAIM_MDA"] = wrapper
 	with open(box, "wb"):
@@ -60,13 +70,13 @@ def main():
 
 	def late_locks():
 		"""laim-mda run by hand as the parent runs it, its fcntl lock (the
-		first fcntl) held back 2.5 s past its 1 s deadline."""
+		fourth fcntl: glibc checks descriptors 0 to 2 first in a program
+		whose gids differ) held back 2.5 s past its 1 s deadline."""
 		before = open(box, "rb").read()
 		copy = b"From sender@client.example Thu Jan  1 00:00:00 2026\nSubject: late\n\nbody\n\n"
-		p = subprocess.run(slow("fcntl:delay_enter=2500000:when=1") + [real, mail_dir, user.pw_name, "1"],
+		p = subprocess.run(slow("fcntl:delay_enter=2500000:when=4") + [real, mail_dir, user.pw_name, "1"],
 				   input=b"%019d\n" % len(copy) + copy, capture_output=True, cwd="/", timeout=20,
-				   env={"PATH": "/usr/bin:/bin"}, user=user.pw_uid, group=user.pw_gid,
-				   extra_groups=[mail_gid])
+				   env={"PATH": "/usr/bin:/bin"}, preexec_fn=lambda: as_mda(user, mail_gid))
 		check_eq((p.returncode, p.stderr.decode()),
 			 (75, "%s: not appended: reading the copy and locking took more than 1 s\n" % box),
 			 "laim-mda's exit status and line")

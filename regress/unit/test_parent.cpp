@@ -512,8 +512,10 @@ END_TEST
 
 // A mailbox delivery: laim-mda (here a stand-in that prints what it got,
 // through LAIM_MDA as the e2e cases set it) MAIL_DIR USER SECONDS, as the
-// user, with the mail directory's group when only that group may create
-// files there, and an empty environment.
+// user, its group the real gid and, when only the mail directory's group
+// may create files there, that group the effective one (the stand-in is
+// sh -p, or dash would reset it), no supplementary group, and an empty
+// environment.
 START_TEST(command_mailbox_delivery)
 {
 	ck_assert_msg(geteuid() == 0, "the command service tests run as root (make check does)");
@@ -523,7 +525,7 @@ START_TEST(command_mailbox_delivery)
 	std::string mda = std::string(dir) + "/mda", mail_dir = std::string(dir) + "/mail";
 	FILE* f = fopen(mda.c_str(), "w");
 	ck_assert_ptr_nonnull(f);
-	fputs("#!/bin/sh\nprintf '[%s]' \"$@\"; echo; id -un; id -gn; id -Gn; env | sort\n", f);
+	fputs("#!/bin/sh -p\nprintf '[%s]' \"$@\"; echo; id -un; id -rgn; id -gn; id -Gn; env | sort\n", f);
 	fclose(f);
 	chmod(mda.c_str(), 0755);
 	ck_assert_int_eq(mkdir(mail_dir.c_str(), 02775), 0);
@@ -545,13 +547,13 @@ START_TEST(command_mailbox_delivery)
 	// lock, twice that before the parent kills laim-mda; no variable but
 	// the PWD the shell sets itself.
 	std::string head = "[" + mail_dir + "][nobody][48]\nnobody\n" + group + "\n";
-	ck_assert_string_eq(r.output, head + group + " mail\nPWD=/\n");
+	ck_assert_string_eq(r.output, head + "mail\n" + group + " mail\nPWD=/\n");
 	ck_assert_uint_eq(r.exit.timeout, 120);
 
-	// A mail directory the group may not write: no extra group.
+	// A mail directory the group may not write: the user's group alone.
 	chmod(mail_dir.c_str(), 0755);
 	r = run_command(cfg, {MAILBOX_INSTANCE, "0123456789", "s@x.example", {"nobody"}});
-	ck_assert_string_eq(r.output, head + group + "\nPWD=/\n");
+	ck_assert_string_eq(r.output, head + group + "\n" + group + "\nPWD=/\n");
 
 	struct Row {
 		std::vector<std::string> users;
