@@ -230,11 +230,13 @@ void sandbox_seccomp_mda(int dir)
 	// remove the dotlock, say why on stderr, exit; memory for the copy.
 	// Files are opened and unlinked only relative to the mail directory
 	// (the filter sees the descriptor, never the name: the names come
-	// from laim-mda itself, and it runs as the recipient).
+	// from laim-mda itself, and it runs as the recipient). restart_syscall:
+	// its user may stop it, the parent continues it, and the kernel then
+	// resumes its poll with that call.
 	static const char* const allow[] = {
 		"read", "write", "close", "fstat", "newfstatat", "fcntl", "fsync", "ftruncate", "lseek",
 		"poll", "ppoll", "brk", "mmap", "munmap", "mremap", "madvise", "clock_gettime", "getpid", "getuid",
-		"rt_sigprocmask", "rt_sigreturn", "exit", "exit_group",
+		"rt_sigprocmask", "rt_sigreturn", "restart_syscall", "exit", "exit_group",
 	};
 	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
 	if (!ctx)

@@ -35,7 +35,8 @@
 // and the dotlock, and the retry would append it again. It runs without
 // capabilities (root's mailbox is delivered as root), under no_new_privs
 // and a seccomp filter of its own (sandbox_seccomp_mda), with every
-// signal but SIGKILL blocked. One line on stderr says what happened (the
+// signal but SIGKILL blocked (its user may still SIGSTOP it: the parent
+// continues it at once). One line on stderr says what happened (the
 // handler logs it); exit 0 delivered, EX_TEMPFAIL (75) for what may pass
 // later (a lock, no space, a link in the mailbox's place, no time left:
 // the message stays queued), EX_USAGE (64) for a malformed invocation.

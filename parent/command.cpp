@@ -11,8 +11,8 @@
 // words, never as options. The mbox handler's mailbox deliveries are
 // commands too, which the parent builds itself: laim-mda (mda/mda.cpp)
 // as the recipient, for a user name it checks. The parent never waits
-// for a command: it forks it, passes the pipes, and reports its end when
-// it reaps it.
+// for a command: it forks it, passes the pipes, continues it when it is
+// stopped (its user may signal it), and reports its end when it reaps it.
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
@@ -343,7 +343,8 @@ bool CommandService::request(const Config& cfg, EventLoop& loop, Imsg& m)
 		pid_t pid = spawn(l, &p);
 		if (pid < 0)
 			throw Refusal(false, std::string("cannot start a command: ") + strerror(errno));
-		ImsgPeer& reply = watch(loop, pid, std::move(m.fd), label, l.timeout, req.instance == MAILBOX_INSTANCE);
+		ImsgPeer& reply = watch(loop, pid, std::move(m.fd), label, l.account.name, l.timeout,
+					req.instance == MAILBOX_INSTANCE);
 		reply.send(IMSG_P_COMMAND_INPUT, 0, encode(NoPayload{}), std::move(p.input));
 		reply.send(IMSG_P_COMMAND_UNREAD, 0, encode(NoPayload{}), std::move(p.unread));
 		reply.send(IMSG_P_COMMAND_OUTPUT, 0, encode(CommandStartedMsg{l.account.name}), std::move(p.output));
@@ -358,10 +359,11 @@ bool CommandService::request(const Config& cfg, EventLoop& loop, Imsg& m)
 
 // A started command, until its end: reply is where the end is reported.
 ImsgPeer& CommandService::watch(EventLoop& loop, pid_t pid, UniqueFd reply, const std::string& label,
-				unsigned timeout, bool mailbox)
+				const std::string& user, unsigned timeout, bool mailbox)
 {
 	Running& r = running_[pid];
 	r.label = label;
+	r.user = user;
 	r.timeout = timeout;
 	r.mailbox = mailbox;
 	r.deadline = seconds_since_boot() + timeout;
@@ -403,6 +405,26 @@ bool CommandService::reap(pid_t pid)
 			      encode(CommandExitMsg{static_cast<uint32_t>(status), r.timed_out, r.timeout}));
 	running_.erase(it);
 	return true;
+}
+
+// A command runs as its user, who may stop it (SIGSTOP); stopped, it
+// would hold its delivery thread until its time limit, and laim-mda the
+// mbox handler's, and with it every other user's mail, until twice that.
+// So its process group is continued at once; the first stop is logged.
+// One waitid per command, not a loop until none is stopped: a user
+// stopping its command as fast as it can does not keep the parent here.
+void CommandService::resume_stopped()
+{
+	for (auto& [pid, r] : running_) {
+		siginfo_t si{};
+		if (waitid(P_PID, static_cast<id_t>(pid), &si, WSTOPPED | WNOHANG) != 0 || si.si_pid != pid)
+			continue;
+		kill(-pid, SIGCONT);
+		if (!r.stopped)
+			log_warnx("%s, %s as %s (pid %d) was stopped: continued", r.label.c_str(),
+				  r.mailbox ? "laim-mda" : "command", r.user.c_str(), (int)pid);
+		r.stopped = true;
+	}
 }
 
 // Kills the process group of each command past its time limit.

@@ -271,9 +271,11 @@ std::string describe_status(int status)
 
 // Each ended process is looked at before it is reaped (WNOWAIT), so that
 // a command's process group is killed while its number is still taken
-// (CommandService::reap); a child is restarted after its back-off.
+// (CommandService::reap); a child is restarted after its back-off. A
+// stopped command is continued (CommandService::resume_stopped).
 void reap_children()
 {
+	commands.resume_stopped();
 	for (siginfo_t si{}; waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid != 0; si = {}) {
 		pid_t pid = si.si_pid;
 		int status = 0;

@@ -33,6 +33,9 @@ class CommandService {
 	// reports its end; false when pid is not a command. Call it while pid
 	// is still a zombie (waitid WNOWAIT).
 	bool reap(pid_t pid);
+	// Continues each stopped command at once, so that its user, who may
+	// signal it, cannot hold up the handler's delivery thread.
+	void resume_stopped();
 	// Kills the commands past their time limit.
 	void expire(time_t now);
 	// At exit: kills every command.
@@ -41,14 +44,16 @@ class CommandService {
  private:
 	struct Running {
 		std::string label;  // "ID: handler=NAME", for log lines
+		std::string user;
 		unsigned timeout = 0;
 		time_t deadline = 0;
 		bool timed_out = false;
+		bool stopped = false;  // was stopped and continued (logged once)
 		bool mailbox = false;  // laim-mda: not killed when the handler lets go
 		std::unique_ptr<ImsgPeer> reply;  // null once the handler process let go
 	};
-	ImsgPeer& watch(EventLoop& loop, pid_t pid, UniqueFd reply, const std::string& label, unsigned timeout,
-			bool mailbox);
+	ImsgPeer& watch(EventLoop& loop, pid_t pid, UniqueFd reply, const std::string& label,
+			const std::string& user, unsigned timeout, bool mailbox);
 	void let_go(pid_t pid);
 	std::map<pid_t, Running> running_;
 };

@@ -7,7 +7,11 @@
 #     and no dotlock is left;
 #   - the locks are taken only after laim-mda's own deadline (SECONDS):
 #     it starts no append then, removes its dotlock and says why (75),
-#     the mailbox as it was.
+#     the mailbox as it was;
+#   - laim-mda waits for its input (the wrapper holds it back) and its
+#     user, who may signal it, stops it (SIGSTOP): the parent continues
+#     it at once, and mail to root, which waits for the mbox handler's
+#     one delivery thread, is not held up until laim-mda is killed.
 # Needs strace (bootstrap's PEERS).
 import sys
 sys.dont_write_bytecode = True
@@ -21,6 +25,30 @@ STRACE = "/usr/bin/strace"
 def slow(inject):
 	"""strace's arguments that delay laim-mda's system call, then run it."""
 	return [STRACE, "-qq", "-o", "/dev/null", "-e", "trace=" + inject.split(":")[0], "-e", "inject=" + inject]
+
+
+# LAIM_MDA: laim-mda (same pid, so the parent's child) run as the file
+# MODE says: "hold SECONDS", its input held back that long; else under
+# MODE's words (an strace command). Python, not sh: dash would set the
+# effective gid (the mail directory's group) to the real one.
+WRAPPER = """#!/usr/bin/python3
+import os, sys, time
+mode = open(%r).read().split()
+if mode[:1] == ["hold"]:
+	r, w = os.pipe()
+	if os.fork() == 0:
+		os.close(r)
+		time.sleep(float(mode[1]))
+		while data := os.read(0, 65536):
+			os.write(w, data)
+		os._exit(0)
+	os.dup2(r, 0)
+	os.close(r)
+	os.close(w)
+	mode = []
+argv = mode + [%r] + sys.argv[1:]
+os.execv(argv[0], argv)
+"""
 
 
 def as_mda(user, mail_gid):
@@ -41,12 +69,15 @@ def main():
 	# delivery_timeout 6: a command's limit is 5 s, laim-mda's own 4 s.
 	d.config["delivery_timeout"] = 6
 	d.config["retry_initial"] = 1
-	wrapper = os.path.join(d.dir, "laim-mda-slow")
+	wrapper, mode = os.path.join(d.dir, "laim-mda-slow"), os.path.join(d.dir, "mda-mode")
 	with open(wrapper, "w") as f:
-		# -p: else dash sets the effective gid (the mail directory's
-		# group, which laim-mda creates its dotlock with) to the real one.
-		f.write("#!/bin/sh -p\nexec %s %s \"$@\"\n" % (" ".join(slow("fsync:delay_enter=7500000")), real))
+		f.write(WRAPPER % (mode, real))
 	os.chmod(wrapper, 0o755)
+
+	def mda_mode(words):
+		with open(mode, "w") as f:
+			f.write(" ".join(words))
+		os.chmod(mode, 0o644)
 	os.environ["LAIM_MDA"] = wrapper
 	with open(box, "wb"):
 		pass
@@ -58,6 +89,7 @@ def main():
 		return [m["Subject"] for m in mailbox.mbox(box, create=False)]
 
 	def slow_fsync():
+		mda_mode(slow("fsync:delay_enter=7500000"))
 		mark = d.mark()
 		qid = d.send(rcpts=[rcpt], msg=simple_message("slow disk"))
 		m = d.wait_log(r"%s: (to=<.*>, handler=local, status=delivered, late \(after its timeout\)|"
@@ -83,10 +115,42 @@ def main():
 		check_eq(open(box, "rb").read(), before, "the mailbox")
 		check_eq(os.listdir(mail_dir), [user.pw_name], "files in mail_dir (no dotlock left)")
 
+	def laim_mda():
+		"""The pid of the parent's child that runs laim-mda, or None."""
+		for pid in children_of(d.pid):
+			try:
+				with open("/proc/%d/comm" % pid) as f:
+					if f.read() == "laim-mda\n":
+						return pid
+			except OSError:
+				pass
+		return None
+
+	def stopped():
+		mda_mode(["hold", "2"])
+		t0 = time.monotonic()
+		mark = d.mark()
+		qid = d.send(rcpts=[rcpt], msg=simple_message("stopped"))
+		mda = wait_for(laim_mda, 5, "laim-mda for %s" % rcpt)
+		mda_mode([])
+		as_user(user, lambda: os.kill(mda, signal.SIGSTOP))
+		to_root = d.send(rcpts=["root@" + HOSTNAME], msg=simple_message("after the stop"))
+		# Held 2 s; killed, still stopped, after 10 s (twice a command's
+		# limit).
+		for q in (qid, to_root):
+			d.wait_log(r"%s: to=<.*>, handler=local, status=delivered" % q, max(0.1, t0 + 4.5 - time.monotonic()),
+				   since=mark)
+		d.wait_log(r"%s: handler=mbox:mailbox, laim-mda as %s \(pid %d\) was stopped: continued$"
+			   % (qid, user.pw_name, mda), 1, since=mark)
+		# The first laim-mda delivered (continued, its poll goes on).
+		check(not d.search_log(r"%s: .*status=deferred" % qid, mark), "deferred:\n%s" % d.log(mark))
+		check_eq(subjects()[-1:], ["stopped"], "the last subject in the mailbox")
+
 	run_rows([
 		("an fsync past the delivery's limit: laim-mda not killed, the copy there once, no dotlock",
 		 slow_fsync),
 		("the locks taken past laim-mda's deadline: no append, no dotlock, 75", late_locks),
+		("laim-mda stopped by its user: continued at once, root's mail not held up", stopped),
 	])
 
 

@@ -212,6 +212,8 @@ long call_unlinkat_mail_dir() { return syscall(SYS_unlinkat, g_mail_dir, "nonexi
 long call_unlinkat() { return syscall(SYS_unlinkat, AT_FDCWD, "/nonexistent/laim-test", 0); }
 long call_ftruncate_badfd() { return syscall(SYS_ftruncate, -1, 0); }
 long call_fsync_badfd() { return syscall(SYS_fsync, -1); }
+// Nothing to restart: EINTR.
+long call_restart_syscall() { return syscall(SYS_restart_syscall); }
 
 // The smtp process: an allowlist; open and sockets get EACCES (glibc's
 // syslog reconnect), everything else kills.
@@ -301,6 +303,7 @@ const Row mda_rows[] = {
 	{"write", call_write_badfd, Expect::Allowed, 0},
 	{"fsync", call_fsync_badfd, Expect::Allowed, 0},
 	{"ftruncate", call_ftruncate_badfd, Expect::Allowed, 0},
+	{"restart_syscall (a poll continued after a stop)", call_restart_syscall, Expect::Allowed, 0},
 	{"openat in the mail directory", call_openat_mail_dir, Expect::Allowed, 0},
 	{"unlinkat in the mail directory", call_unlinkat_mail_dir, Expect::Allowed, 0},
 	{"openat elsewhere", call_openat, Expect::Killed, 0},
