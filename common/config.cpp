@@ -996,6 +996,18 @@ void config_check_users(const Config& cfg)
 				  "\"" + cfg.smtp_user + "\" and \"" + cfg.user + "\" have the same uid " +
 					  std::to_string(who[0].uid) + ": the smtp process must not be able to "
 					  "signal the handler process");
+	// A pipe command is fed by mail: as either child's user it could read
+	// the spool or signal the child.
+	for (const HandlerSection& h : cfg.handlers) {
+		const YamlNode* user = h.type == "pipe" ? h.options.find("user") : nullptr;
+		const struct passwd* pw = user ? getpwnam(user->value.c_str()) : nullptr;
+		for (const Who& w : who)
+			if (pw && pw->pw_uid == w.uid)
+				throw ConfigError(cfg.file, user->line, "handlers." + h.name + ".user",
+						  "\"" + user->value + "\" is laimd's " + w.key + " (uid " +
+							  std::to_string(w.uid) + "): a command never runs as laim's own "
+							  "processes do");
+	}
 }
 
 }  // namespace laim

@@ -50,6 +50,8 @@ BROKEN = [
 	("unknown handler type", lambda l: l[:7] + ["    type: nosuchtype"] + l[8:], 8, "type"),
 	("handler option", lambda l: l[:8] + ["    path: relative/Maildir"] + l[9:], 9, "path"),
 	("unknown handler option", lambda l: l[:9] + ["    colour: blue"] + l[9:], 10, "colour"),
+	("pipe command as laimd's user", lambda l: l[:9] + ["  run:", "    type: pipe", "    command: [/bin/true]",
+							  "    user: %s" % TEST_USER] + l[9:], 13, "run.user"),
 	("unknown route target", lambda l: l[:11] + ["    handlers: [inbox, nosuch]"], 12, "handlers"),
 	("route without match", lambda l: l[:10] + ["  - handlers: [inbox]"], 11, "match"),
 	("rate limit on auth", lambda l: l + ["rate_limits:", "  - {key: auth, count: 3, window: 5}"], 14,
