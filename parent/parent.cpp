@@ -378,6 +378,22 @@ void reload()
 	log_info("configuration reloaded");
 }
 
+// A child told to stop serves no new client: the parent closes its own
+// copies of that child's sockets and removes their paths, so that a new
+// client is refused at once (sendmail falls back to offline/, laimctl says
+// laimd is not running) instead of waiting, unserved, in a backlog until
+// laimd exits.
+void stop_serving(int which)
+{
+	if (which == SMTP) {
+		rt.listeners.clear();
+		unlink(rt.cfg.socket.c_str());
+	} else {
+		rt.control.fd.reset();
+		unlink(rt.cfg.control_socket.c_str());
+	}
+}
+
 // SIGTERM: smtp first (its sessions may still need the handler to commit),
 // then the handler (which finishes deliveries in progress), each with a
 // bounded wait. Signals are no longer read; the loop still serves the
@@ -389,6 +405,7 @@ void reload()
 	signals.reset();
 	for (int which : {SMTP, HANDLER}) {
 		Child& c = children[which];
+		stop_serving(which);
 		if (c.pid <= 0)
 			continue;
 		kill(c.pid, SIGTERM);
@@ -404,8 +421,6 @@ void reload()
 		}
 	}
 	commands.kill_all();
-	unlink(rt.cfg.socket.c_str());
-	unlink(rt.cfg.control_socket.c_str());
 	log_info("exiting");
 	exit(0);
 }

@@ -1,6 +1,8 @@
 # SIGTERM: the daemon stops accepting, lets a session in progress finish
 # its transaction (then 421), exits 0; a message committed but not yet
 # delivered stays in queue/ and is delivered at the next start, byte for byte as sent.
+# A stop held open by a slow delivery refuses new clients at once (TCP,
+# sendmail, laimctl) instead of leaving them to wait for its end.
 import sys
 sys.dont_write_bytecode = True
 import signal
@@ -79,9 +81,48 @@ def idle_sessions():
 		pass
 
 
+SLOW = 6  # seconds the slow delivery takes
+
+
+def slow_delivery():
+	"""A stop held open by a slow delivery serves no new client, and
+	makes none wait: a TCP connection is refused, sendmail falls back to
+	offline/ at once, laimctl says laimd is not running; the delivery
+	still ends, delivered once."""
+	d = Laimd(name="t_sigterm_slow", delivery_timeout=60)
+	d.config["handlers"] = {"slow": {"type": "pipe", "user": "nobody",
+					 "command": ["/bin/sh", "-c", "cat >/dev/null; sleep %d" % SLOW]}}
+	d.config["routes"] = [{"match": "*", "handlers": ["slow"]}]
+	d.start()
+	qid = d.send()
+	d.wait_log(r"%s: handler=slow, command started as nobody" % qid)
+	t0 = time.monotonic()
+	d.send_signal(signal.SIGTERM)
+	d.wait_log(r"smtp process exited with status 0", 5)
+	try:
+		socket.create_connection(("127.0.0.1", d.port), timeout=2).close()
+		raise Fail("TCP connection accepted while laimd stops")
+	except ConnectionRefusedError:
+		pass
+	r = d.sendmail(["rcpt@test.laim.example"], b"Subject: during the stop\n\nx\n", timeout=SLOW * 3)
+	check_eq(r.returncode, 0, "sendmail's exit status during the stop (%r)" % r.stderr)
+	check(r.elapsed < 2, "sendmail waited %.1fs for a stopping laimd" % r.elapsed)
+	check_eq(len(d.spool_files("offline")), 1, "files in offline/ after sendmail during the stop")
+	r = d.laimctl(["show", "queue"], timeout=SLOW * 3)
+	check_eq(r.returncode, 69, "laimctl's exit status during the stop (%r)" % r.stderr)
+	check(r.elapsed < 2, "laimctl waited %.1fs for a stopping laimd" % r.elapsed)
+	check(d.running(), "laimd exited before the slow delivery ended: the clients did not meet a stop")
+	check_eq(d.proc.wait(SLOW + 20), 0, "exit status after SIGTERM")
+	check(time.monotonic() - t0 >= SLOW - 1, "laimd exited before the slow delivery could end")
+	delivered = d.findall_log(r"%s: to=<[^>]*>, handler=slow, status=(\w+)" % qid)
+	check_eq([m.group(1) for m in delivered], ["delivered"], "ends of the slow delivery")
+	check_eq(d.spool_files("queue"), [], "queue/ after the stop")
+
+
 def both():
 	main()
 	idle_sessions()
+	slow_delivery()
 
 
 run(both)
