@@ -59,7 +59,7 @@ def main():
 	probe = d.make_user_dir(os.path.join(d.dir, "probe"))
 	d.config["handlers"] = {
 		"stuck": {"type": "probe", "path": probe, "hang_until": probe + "/go", "workers": 2},
-		"slowpipe": {"type": "pipe", "user": TEST_USER, "timeout": 3,
+		"slowpipe": {"type": "pipe", "user": "nobody", "timeout": 3,
 			     "command": ["/bin/sh", "-c", "test -e %s && exec cat >/dev/null; exec sleep 30" % slow_done]},
 		"relay": {"type": "smarthost", "host": "127.0.0.1", "port": closed.getsockname()[1], "tls": "none"},
 	}
