@@ -164,7 +164,7 @@ std::string dispatch(std::string_view req, uid_t uid, ControlTarget& t, ControlR
 	if (req == "show offline")
 		return show_offline(t, uid);
 	if (req == "flush") {
-		t.flush();
+		t.flush(root ? std::nullopt : std::optional<uid_t>(uid));
 		return "OK\n";
 	}
 	bool known = req == "show stats" || req == "show failed" || req == "show limits" || req == "reload aliases" ||

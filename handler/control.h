@@ -26,8 +26,9 @@
 //   test         "OK\nINSTANCE: ready: WHAT WAS CHECKED\n", or
 //                "ERR INSTANCE: not ready: WHY\n" (the handler's test())
 //
-// uid 0 may do everything; other users may "show queue" and "show
-// offline" (their own messages only) and "flush". Fields never hold a tab,
+// uid 0 may do everything; other users may "show queue", "show offline"
+// and "flush" (their own messages only: a user's flush must not undo the
+// back-off of everyone's retries). Fields never hold a tab,
 // CR, LF or other control character: they are replaced by spaces, so no
 // value (a last error quoting a remote reply, say) can forge a line.
 #pragma once
@@ -88,8 +89,8 @@ class ControlTarget {
 	virtual size_t offline(std::optional<uid_t> owner) = 0;
 	virtual std::vector<FailedItem> failed() = 0;
 	virtual std::vector<std::pair<std::string, uint64_t>> stats() = 0;
-	// Makes every deferred message due now.
-	virtual void flush() = 0;
+	// Makes every deferred message due now: those owner submitted, or all.
+	virtual void flush(std::optional<uid_t> owner) = 0;
 	// Removes a queued message: "" when done, else why not (no such
 	// message, a delivery call of it still running).
 	virtual std::string remove(const std::string& id) = 0;

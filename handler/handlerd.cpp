@@ -53,7 +53,7 @@ class HandlerServer : public ControlTarget {
 	size_t offline(std::optional<uid_t> owner) override { return import_.waiting(owner); }
 	std::vector<FailedItem> failed() override;
 	std::vector<std::pair<std::string, uint64_t>> stats() override;
-	void flush() override { queue_.flush(); }
+	void flush(std::optional<uid_t> owner) override { queue_.flush(owner); }
 	std::string remove(const std::string& id) override { return queue_.remove(id); }
 	std::string reload_aliases() override;
 	std::vector<LimitItem> limits() override { return limiter_.near_limits(time(nullptr)); }

@@ -568,11 +568,12 @@ std::vector<Queue::Item> Queue::items() const
 	return out;
 }
 
-void Queue::flush()
+void Queue::flush(std::optional<uid_t> owner)
 {
-	timers_.clear();
+	if (!owner)
+		timers_.clear();  // all made due: a timer left would find next_try changed anyway
 	for (auto& [id, e] : entries_)
-		if (e.next_try != 0)
+		if (e.next_try != 0 && (!owner || e.env.uid == owner))
 			make_due(id);
 }
 

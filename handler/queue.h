@@ -91,8 +91,9 @@ class Queue {
 		std::string last_error;
 	};
 	std::vector<Item> items() const;
-	// Every deferred message becomes due now.
-	void flush();
+	// Every deferred message becomes due now; with an owner, only those
+	// submitted with that uid.
+	void flush(std::optional<uid_t> owner = std::nullopt);
 	// Drops a message that no delivery call is running for, one past
 	// delivery_timeout included (it may still deliver). "" when done,
 	// else why not.

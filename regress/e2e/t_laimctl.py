@@ -2,12 +2,13 @@
 # show queue (id, sender, recipients, attempts, last error), show stats,
 # flush (a retry now, although retry_initial is 60 s; also sendmail -q),
 # remove ID, show failed; mailq in Postfix's layout, everything for root
-# and only the caller's own messages for another user, who may flush but
-# not remove nor see the stats; an argument laimd would refuse (empty, a
+# and only the caller's own messages for another user, who may flush them
+# (not root's) but not remove nor see the stats; an argument laimd would refuse (empty, a
 # control character, too long) is a usage error.
 import sys
 sys.dont_write_bytecode = True
 import signal
+import time
 from harness import *
 
 ROOT = "root@" + HOSTNAME
@@ -113,6 +114,8 @@ def main():
 		r = d.laimctl(["flush"], user=lu)
 		check_ran(r)
 		d.wait_log(DEFERRED % (quser, re.escape(ROOT), 4), timeout=5, since=m)
+		time.sleep(1)
+		check(not d.search_log(r"%s: to=<" % qroot, m), "%s's flush retried root's message %s" % (lu.pw_name, qroot))
 		for args in (["remove", qroot], ["show", "stats"], ["show", "failed"]):
 			r = d.laimctl(args, user=lu)
 			check(r.returncode != 0 and r.err.strip(), "laimctl %s as %s: %r" % (" ".join(args), lu.pw_name, r))

@@ -51,6 +51,7 @@ class FakeTarget : public ControlTarget {
 	std::string alias_error;
 	bool throw_on_queue = false;
 	int queue_calls = 0, failed_calls = 0, stats_calls = 0, flush_calls = 0, reload_calls = 0;
+	std::vector<std::optional<uid_t>> flush_owners;
 
 	std::vector<QueueItem> queue() override
 	{
@@ -79,7 +80,11 @@ class FakeTarget : public ControlTarget {
 		stats_calls++;
 		return counters;
 	}
-	void flush() override { flush_calls++; }
+	void flush(std::optional<uid_t> owner) override
+	{
+		flush_calls++;
+		flush_owners.push_back(owner);
+	}
 	std::string remove(const std::string& id) override
 	{
 		removed.push_back(id);
@@ -228,6 +233,8 @@ START_TEST(test_flush)
 	check_str(control_answer("flush\n", 0, t).c_str(), "OK\n");
 	check_str(control_answer("flush", 1000, t).c_str(), "OK\n");
 	ck_assert_int_eq(t.flush_calls, 2);
+	// root's flush is everyone's; a user's only their own messages'
+	ck_assert(t.flush_owners == (std::vector<std::optional<uid_t>>{std::nullopt, 1000}));
 }
 END_TEST
 
