@@ -249,8 +249,19 @@ TlsKeys tls_keys_load(const Config& cfg)
 	return k;
 }
 
+// A chain a reload read unchanged keeps its key id: a reload that renews
+// nothing then retires no key, however many come before the smtp process
+// has built its contexts anew (a handshake of a context two loads old
+// was refused). The chain names the key: the same leaf, the same key.
 void KeyServer::adopt(TlsKeys next)
 {
+	for (SmtpTls& c : next.chains)
+		for (const SmtpTls& now : current_.chains)
+			if (now.listen_index == c.listen_index && now.chain == c.chain) {
+				next.keys.erase(c.key_id);
+				c.key_id = now.key_id;
+				next.keys[c.key_id] = current_.keys.at(now.key_id);
+			}
 	previous_ = std::move(current_);
 	current_ = std::move(next);
 }

@@ -36,7 +36,7 @@ TlsKeys tls_keys_load(const Config& cfg);
 class KeyServer {
  public:
 	// Serves next's keys from now on; those of the load before stay for the
-	// handshakes in progress.
+	// handshakes in progress. An unchanged chain keeps its key id.
 	void adopt(TlsKeys next);
 	const std::vector<SmtpTls>& chains() const { return current_.chains; }
 	// One request of the smtp process: answered with the result, or with a

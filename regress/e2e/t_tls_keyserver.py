@@ -8,11 +8,13 @@
 # each with an answer and a log line, while the PSS encoding of a digest
 # comes back as a signature that verifies; a
 # malformed request ends the smtp process, never the parent, and the
-# restarted smtp process serves TLS again. Handshakes that fail or time
-# out (timeout: 3, which bounds the handshake too) log one line each.
+# restarted smtp process serves TLS again. A reload that renews no
+# certificate keeps the key ids. Handshakes that fail or time out
+# (timeout: 3, which bounds the handshake too) log one line each.
 import sys
 sys.dont_write_bytecode = True
 import hashlib
+import signal
 import smtplib
 import socket
 import struct
@@ -145,6 +147,15 @@ def main():
 	check_eq((ok, len(sig)), (1, 256), "RSA PKCS#1 signature of 32 bytes")
 	raw_rsa(d, chan, rsa)
 	check_eq(d.child("smtp"), smtp_pid, "smtp pid after refused requests")
+
+	# Reloads that renew nothing keep the key ids: a handshake whose
+	# context is older than the last two loads is still served.
+	for _ in range(2):
+		mark = d.mark()
+		d.send_signal(signal.SIGHUP)
+		d.wait_log(r"configuration reloaded$", since=mark)
+	ok, sig = request(chan, T_ECDSA_SIGN, EC_KEY_ID, 0, digest)
+	check_eq(ok, 1, "ECDSA signature under the key id of the start, after two reloads that renewed nothing")
 
 	# A malformed request: a payload shorter than its fields.
 	mark = d.mark()
