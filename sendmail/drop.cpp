@@ -15,6 +15,12 @@
 // the caller's uid (laimd imports it as that uid's), group laimdrop, one
 // link, in the format of common/offline.h.
 //
+// Any user may run it directly, and laimd judges a file only at the
+// import, so it leaves a floor of the spool's file system free
+// (check_free_space): laimd's processes run as laim, without root's
+// reserved blocks, and a user who filled it would make laimd refuse
+// everyone's mail.
+//
 // Exit status: 0 stored, 64 usage, 65 bad address or message too large,
 // 75 cannot store it ("laim-drop: cannot store the message: REASON").
 #include "config.h"
@@ -22,11 +28,14 @@
 #include <fcntl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <sysexits.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -49,6 +58,12 @@ using laim::write_all;
 namespace {
 
 constexpr size_t MAX_MESSAGE = 256u << 20;
+
+// The free space left on the spool's file system for laimd and the rest
+// of it: the larger of FLOOR_MIN and FLOOR_PERCENT of the file system,
+// in addition to root's reserved blocks (statvfs f_bavail).
+constexpr uint64_t FLOOR_MIN = 64u << 20;
+constexpr uint64_t FLOOR_PERCENT = 5;
 
 std::string offline_dir = LAIM_SPOOL_DIR "/offline";
 
@@ -77,6 +92,28 @@ void take_test_spool()
 [[noreturn]] void cannot_store_errno(const std::string& what)
 {
 	cannot_store(what + ": " + strerror(errno));
+}
+
+std::string mib(uint64_t bytes)
+{
+	char s[32];
+	snprintf(s, sizeof s, "%.1f MiB", double(bytes) / (1u << 20));
+	return s;
+}
+
+// Refuses (75) when writing `more` bytes to fd, on the spool's file
+// system, would leave less than the floor free there.
+void check_free_space(int fd, size_t more)
+{
+	struct statvfs fs;
+	if (fstatvfs(fd, &fs) == -1)
+		cannot_store_errno("statvfs " + offline_dir);
+	uint64_t unit = fs.f_frsize ? fs.f_frsize : fs.f_bsize;
+	uint64_t avail = uint64_t(fs.f_bavail) * unit;
+	uint64_t keep = std::max(FLOOR_MIN, uint64_t(fs.f_blocks) * unit / 100 * FLOOR_PERCENT);
+	if (avail < keep || avail - keep < more)
+		cannot_store("the file system of " + offline_dir + " has " + mib(avail) +
+			     " free, and laim-drop leaves " + mib(keep) + " of it free for laimd");
 }
 
 // A setgid program must not let its own files land on fds 0-2 (where a
@@ -124,9 +161,11 @@ void set_egid(gid_t gid)
 		cannot_store_errno("setresgid");
 }
 
-// Header, then stdin up to MAX_MESSAGE bytes, then fsync.
+// Header, then stdin up to MAX_MESSAGE bytes, then fsync; each write
+// first checks the free space, as the size is known only at the end.
 void write_message(int fd, const std::string& header)
 {
+	check_free_space(fd, header.size());
 	if (!write_all(fd, header))
 		cannot_store_errno("write");
 	char buf[64 * 1024];
@@ -142,6 +181,7 @@ void write_message(int fd, const std::string& header)
 		total += size_t(n);
 		if (total > MAX_MESSAGE)
 			die(EX_DATAERR, "message too large (more than 256 MiB)");
+		check_free_space(fd, size_t(n));
 		if (!write_all(fd, std::string_view(buf, size_t(n))))
 			cannot_store_errno("write");
 	}

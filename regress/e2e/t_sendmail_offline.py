@@ -6,7 +6,8 @@
 # the caller's mail (and root's). A file planted in offline/ that
 # laim-drop did not make (wrong group, two links, not a regular file) is
 # moved to failed/ and logged, not delivered, and laimctl show failed
-# lists it with its reason.
+# lists it with its reason. laim-drop leaves a floor of the spool's
+# file system free.
 #
 # The laimd under test has a spool of its own, where the test build's
 # laim-drop writes too (LAIM_TEST_SPOOL_DIR, see harness.local_env).
@@ -14,6 +15,7 @@ import sys
 sys.dont_write_bytecode = True
 import pwd
 import signal
+import subprocess
 import time
 from harness import *
 
@@ -294,6 +296,48 @@ def raw_drop(d, lu):
 	d.stop()
 
 
+def space_floor(lu, gid):
+	"""laim-drop, which any user may run, leaves the larger of 64 MiB and
+	5% of the spool's file system free for laimd (which has no reserved
+	blocks): on a tmpfs of 96 MiB, a message that would leave 63 MiB is
+	refused with 75, run directly or by sendmail, naming the file system
+	and its free space, and leaves no file in offline/; a small message is
+	still stored."""
+	d = Laimd(name="t_sendmail_offline_floor")
+	mounts = []
+	try:
+		fs = spool_on_tmpfs(d, mounts, 96 * 1024 * 1024, 200)
+		d.start()
+		d.stop()
+		def free():
+			st = os.statvfs(fs)
+			return st.f_bavail * st.f_frsize
+		before = free()
+		user = "%s@%s" % (lu.pw_name, HOSTNAME)
+		line = b"y" * 1022 + b"\r\n"
+		big = b"Subject: big\r\n\r\n" + line * ((before - 63 * 1024 * 1024) // len(line))
+		refused = (r"^laim-drop: cannot store the message: the file system of %s/offline has [0-9.]+ MiB free, "
+			   r"and laim-drop leaves 64\.0 MiB of it free for laimd$" % re.escape(d.spool))
+		r = run_program(drop_path(), ["-f", user, "--", ROOT], stdin=big, user=lu, env=d.local_env())
+		check(r.returncode == 75 and re.search(refused, r.stderr, re.M),
+		      "laim-drop of %d bytes with %d free: %r" % (len(big), before, r))
+		r = d.sendmail(["root"], big, user=lu)
+		check(r.returncode == 75 and re.search(refused, r.stderr, re.M),
+		      "sendmail of %d bytes with %d free, laimd down: %r" % (len(big), before, r))
+		check_eq(d.spool_files("offline"), [], "offline/ after the refusals")
+		check_eq(free(), before, "free space after the refusals")
+		r = run_program(drop_path(), ["-f", user, "--", ROOT], stdin=msg("small"), user=lu, env=d.local_env())
+		check_ran(r)
+		names = d.spool_files("offline")
+		check_eq(len(names), 1, "files in offline/ after the small message")
+		check_dropped(d.spool, names[0], lu.pw_uid, gid, user, [ROOT], b"body of small \xc3\xa9\n")
+	finally:
+		if d.running():
+			d.kill_tree()
+		for m in reversed(mounts):
+			subprocess.run(["umount", "-l", m])
+
+
 def many_recipients(d):
 	"""laimd down, 1001 recipients: laim-drop takes 1000 a file, so two
 	files; each recipient gets one copy once laimd starts."""
@@ -336,6 +380,8 @@ def main():
 			 lambda: planted(d, gid, link)),
 			("laim-drop run directly: bare CR, bare LF, NUL refused to failed/; a long line delivered",
 			 lambda: stopped_after(d, raw_drop, lu)),
+			("laim-drop leaves 64 MiB of a 96 MiB spool free: a message crossing it exits 75, no file; a small one is stored",
+			 lambda: space_floor(lu, gid)),
 			("1001 recipients, laimd down: two offline files, one copy each", lambda: many_recipients(d)),
 		])
 	finally:
