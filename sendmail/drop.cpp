@@ -60,9 +60,12 @@ namespace {
 constexpr size_t MAX_MESSAGE = 256u << 20;
 
 // The free space left on the spool's file system for laimd and the rest
-// of it: the larger of FLOOR_MIN and FLOOR_PERCENT of the file system,
-// in addition to root's reserved blocks (statvfs f_bavail).
+// of it: FLOOR_PERCENT of the file system, but at least FLOOR_MIN and at
+// most FLOOR_MAX (a 5% of a large disk would refuse cron's mail on a
+// server whose /var is merely well used), in addition to root's reserved
+// blocks (statvfs f_bavail).
 constexpr uint64_t FLOOR_MIN = 64u << 20;
+constexpr uint64_t FLOOR_MAX = 1u << 30;
 constexpr uint64_t FLOOR_PERCENT = 5;
 
 std::string offline_dir = LAIM_SPOOL_DIR "/offline";
@@ -110,7 +113,7 @@ void check_free_space(int fd, size_t more)
 		cannot_store_errno("statvfs " + offline_dir);
 	uint64_t unit = fs.f_frsize ? fs.f_frsize : fs.f_bsize;
 	uint64_t avail = uint64_t(fs.f_bavail) * unit;
-	uint64_t keep = std::max(FLOOR_MIN, uint64_t(fs.f_blocks) * unit / 100 * FLOOR_PERCENT);
+	uint64_t keep = std::clamp(uint64_t(fs.f_blocks) * unit / 100 * FLOOR_PERCENT, FLOOR_MIN, FLOOR_MAX);
 	if (avail < keep || avail - keep < more)
 		cannot_store("the file system of " + offline_dir + " has " + mib(avail) +
 			     " free, and laim-drop leaves " + mib(keep) + " of it free for laimd");

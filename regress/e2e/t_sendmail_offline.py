@@ -297,9 +297,9 @@ def raw_drop(d, lu):
 
 
 def space_floor(lu, gid):
-	"""laim-drop, which any user may run, leaves the larger of 64 MiB and
-	5% of the spool's file system free for laimd (which has no reserved
-	blocks): on a tmpfs of 96 MiB, a message that would leave 63 MiB is
+	"""laim-drop, which any user may run, leaves 5% of the spool's file
+	system (at least 64 MiB, at most 1 GiB) free for laimd (which has no
+	reserved blocks): on a tmpfs of 96 MiB, a message that would leave 63 MiB is
 	refused with 75, run directly or by sendmail, naming the file system
 	and its free space, and leaves no file in offline/; a small message is
 	still stored."""
