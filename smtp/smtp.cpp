@@ -749,12 +749,38 @@ void SmtpServer::run()
 	}
 }
 
+// Overwrites the strings of a YAML tree, keys and values.
+void wipe_yaml(YamlNode& n)
+{
+	explicit_bzero(n.value.data(), n.value.size());
+	for (YamlNode& item : n.items)
+		wipe_yaml(item);
+	for (auto& [key, value] : n.entries) {
+		explicit_bzero(key.data(), key.size());
+		wipe_yaml(value);
+	}
+}
+
+// The network-facing process keeps no handler secret: the secret files'
+// bytes, nor the config text and handler sections, which hold a webhook's
+// inline token and headers. It needs neither: a reload brings it only
+// its SmtpConf.
+void forget_handler_config(Runtime& rt)
+{
+	rt.secrets.wipe();
+	explicit_bzero(rt.config_text.data(), rt.config_text.size());
+	std::string().swap(rt.config_text);
+	for (HandlerSection& h : rt.cfg.handlers)
+		wipe_yaml(h.options);
+	std::vector<HandlerSection>().swap(rt.cfg.handlers);
+}
+
 }  // namespace
 
 void smtp_main(Runtime& rt, UniqueFd parent_chan, UniqueFd handler_chan, UniqueFd key_chan)
 {
 	child_signals(&got_sigterm);
-	rt.secrets.wipe();  // the network-facing process keeps no handler secret
+	forget_handler_config(rt);
 	if (!rt.tls.empty())
 		tls_init(std::move(key_chan));  // before the chroot: OpenSSL's config, the DRBG's seed
 	sandbox_drop(rt.smtp_user, LAIM_EMPTY_DIR);

@@ -87,13 +87,14 @@ def key_secrets(keyfile):
 	return out
 
 
-def secrets_in_memory(pid, secrets):
+def secrets_in_memory(pid, secrets, skip=()):
 	"""Which of secrets (name -> bytes) the readable mappings of process
 	pid hold, as it stores them (big-endian, as in the DER) or reversed
 	(little-endian, as OpenSSL's BIGNUM words hold them on this machine).
 	Mappings are read in pieces that overlap by the longest secret; those
 	larger than 1 GiB are not read: a sanitizer build's shadow memory,
-	reserved terabytes that hold no data of the program."""
+	reserved terabytes that hold no data of the program; nor those
+	named in skip ("[stack]")."""
 	found = set()
 	needles = [(name, n) for name, b in secrets.items() for n in (b, b[::-1])]
 	overlap = max(len(b) for b in secrets.values())
@@ -104,7 +105,7 @@ def secrets_in_memory(pid, secrets):
 		for line in maps:
 			addr, perms = line.split()[:2]
 			lo, hi = (int(x, 16) for x in addr.split("-"))
-			if perms[0] != "r" or hi - lo > 1 << 30:
+			if perms[0] != "r" or hi - lo > 1 << 30 or line.split()[-1] in skip:
 				continue
 			tail = b""
 			for at in range(lo, hi, chunk):
