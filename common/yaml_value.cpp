@@ -135,6 +135,10 @@ uint64_t YamlValue::integer(uint64_t min, uint64_t max) const
 
 std::vector<std::string> YamlValue::strings() const
 {
+	// A string written where the list belongs is not quoted: it may be
+	// a secret (a webhook header, a command's environment entry).
+	if (node_.kind == YamlNode::Kind::Scalar)
+		fail("expected a list of strings, got a string");
 	if (node_.kind != YamlNode::Kind::Sequence)
 		fail_expected("a list of strings");
 	std::vector<std::string> out;

@@ -5,7 +5,9 @@
 // Every error is a ConfigError at the value's line, worded
 //   FILE:LINE: key: expected a positive integer, got "5m"
 // where what was got is "an empty value", "a sequence", "a mapping",
-// "a quoted string \"12\"" or, unquoted, the scalar itself.
+// "a quoted string \"12\"" or, unquoted, the scalar itself; a string
+// where a list of strings belongs is "a string", never quoted (it may be
+// a secret).
 #pragma once
 
 #include <cstdint>

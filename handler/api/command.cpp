@@ -92,14 +92,15 @@ std::string read_user(HandlerOptions& o)
 std::vector<std::string> read_env(HandlerOptions& o)
 {
 	std::vector<std::string> env = o.strings("env");
-	for (const std::string& e : env) {
+	for (size_t i = 0; i < env.size(); i++) {
+		const std::string& e = env[i];
 		size_t eq = e.find('=');
 		std::string name = e.substr(0, eq);
 		bool valid = eq != std::string::npos && !name.empty() && !isdigit(static_cast<unsigned char>(name[0])) &&
 			     std::all_of(name.begin(), name.end(),
 					 [](unsigned char c) { return isalnum(c) || c == '_'; });
 		if (!valid)
-			o.fail("env", "expected NAME=value, got \"" + e + "\"");
+			o.fail("env", "entry " + std::to_string(i + 1) + " is not NAME=value (not quoted: it may hold a secret)");
 		if (std::find(COMMAND_ENV_NAMES.begin(), COMMAND_ENV_NAMES.end(), name) != COMMAND_ENV_NAMES.end())
 			o.fail("env", name + " is set by laim itself");
 	}

@@ -568,7 +568,7 @@ START_TEST(options_accessors)
 	ck_assert_string_eq(error_of([&] { o.strings("bad_list"); }),
 			 "t.yml:8: handlers.h.bad_list[1]: expected a string, got a sequence");
 	ck_assert_string_eq(error_of([&] { o.strings("scalar_list"); }),
-			 "t.yml:9: handlers.h.scalar_list: expected a list of strings, got \"a\"");
+			 "t.yml:9: handlers.h.scalar_list: expected a list of strings, got a string");
 	ck_assert_string_eq(error_of([&] { o.path("rel"); }),
 			 "t.yml:12: handlers.h.rel: expected an absolute path, got \"var/lib/x\"");
 	ck_assert_string_eq(error_of([&] { o.path("absent_p2"); }),
