@@ -9,7 +9,7 @@ import sys
 sys.dont_write_bytecode = True
 from harness import *
 
-CREATED_RE = re.compile(r'"([^"]+)", (?:\{flags=)?O_WRONLY\|[A-Z_|]*O_CREAT\|O_EXCL[^)]*\) += \d+<')
+CREATED_RE = re.compile(r'"([^"]+)", (?:\{flags=)?O_(?:WRONLY|RDWR)\|[A-Z_|]*O_CREAT\|O_EXCL[^)]*\) += \d+<')
 SYNCED_RE = re.compile(r'^\d+<([^>]+)>\) += 0$')
 
 
