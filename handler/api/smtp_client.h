@@ -33,7 +33,9 @@ struct SmtpReply {
 	// The reply verbatim on one line: "552 5.2.2 <carol> Quota exceeded",
 	// the lines of a multi-line reply joined by " / ".
 	std::string text() const;
-	bool ok() const { return code >= 200 && code < 400; }
+	// A 2xx: what MAIL, RCPT, EHLO and LHLO must get (a 3xx there is
+	// the server's error).
+	bool ok() const { return code >= 200 && code < 300; }
 	// 2xx delivered, 4xx tempfail, 5xx permfail, anything else tempfail
 	// ("unexpected reply 354 ..."); the reason is text() prefixed by what
 	// (e.g. "RCPT: "), and the code is the enhanced status code when the

@@ -263,9 +263,13 @@ void LmtpHandler::transaction(SmtpClient& c, const Envelope& env, const Message&
 	}
 	if (accepted.empty())
 		return;
-	if (replies.back().code != 354) {
+	// Only a 354 sends the message: a 2xx here (a broken server, or one
+	// whose replies came out of step) must not count as its delivery.
+	const SmtpReply& data = replies.back();
+	if (data.code != 354) {
 		for (size_t i : accepted)
-			each[i] = replies.back().result("DATA: ");
+			each[i] = data.code >= 400 ? data.result("DATA: ")
+						   : Result::tempfail(peer() + ": DATA: unexpected reply " + data.text());
 		return;
 	}
 	c.send_data(msg.raw(), timeout_);

@@ -13,14 +13,16 @@ import time
 
 class ScriptedPeer:
 	"""lmtp: answer LHLO, and after the message once per recipient.
-	mail(sender) and rcpt(address) return the reply line (no CRLF);
+	mail(sender) and rcpt(address) return the reply line (no CRLF), as
+	does data() for DATA (a reply other than 354 reads no message);
 	end(session, rcpts) the list of actions after "." of the session's
 	number (0 for the first)."""
 
-	def __init__(self, lmtp=False, mail=None, rcpt=None, end=None):
+	def __init__(self, lmtp=False, mail=None, rcpt=None, end=None, data=None):
 		self.lmtp = lmtp
 		self.mail = mail or (lambda sender: "250 2.1.0 Ok")
 		self.rcpt = rcpt or (lambda address: "250 2.1.5 Ok")
+		self.data = data or (lambda: "354 End data with <CR><LF>.<CR><LF>")
 		self.end = end or (lambda session, rcpts: [b"250 2.0.0 Ok\r\n"] * (len(rcpts) if lmtp else 1))
 		self.messages = []  # (session, rcpts, data) of each message received whole
 		self.sessions = 0
@@ -67,7 +69,10 @@ class ScriptedPeer:
 						rcpts.append(arg)
 					send(reply)
 				elif verb == "DATA":
-					send("354 End data with <CR><LF>.<CR><LF>")
+					reply = self.data()
+					send(reply)
+					if not reply.startswith("354"):
+						continue
 					data, l = b"", f.readline()
 					while l not in (b".\r\n", b""):
 						data, l = data + l, f.readline()

@@ -11,7 +11,8 @@
 # at laim's own RCPT, also when the server is down or hangs, and 451 when
 # a server (a scripted one, peer_scripted.py) refuses MAIL FROM:<>; a
 # server that closes after the message's end defers, saying the message
-# may have been delivered; connection
+# may have been delivered, and one that answers DATA with 250 defers
+# (only a 354 sends the message); connection
 # errors defer with what to fix (a socket laim may not open: its owner,
 # mode and Dovecot's unix_listener setting); laimctl test says LHLO
 # was answered.
@@ -176,6 +177,7 @@ class Peers:
 		self.hung_port = self.hung.getsockname()[1]
 		self.scripted = ScriptedPeer(lmtp=True, mail=lambda sender: "550 5.7.1 null sender refused" if not sender
 					     else "250 2.1.0 Ok", end=lambda session, rcpts: [None])
+		self.data250 = ScriptedPeer(lmtp=True, data=lambda: "250 2.0.0 DATA? whatever")
 		self.configure()
 		self.d.start()
 
@@ -199,10 +201,11 @@ class Peers:
 			"slow": {"type": "lmtp", "host": tcp(self.hung_port), "verify_recipients": True, "timeout": 2},
 			"scripted": {"type": "lmtp", "host": tcp(self.scripted.port), "verify_recipients": True},
 			"closes": {"type": "lmtp", "host": tcp(self.scripted.port)},
+			"data250": {"type": "lmtp", "host": tcp(self.data250.port)},
 		}
 		d.config["routes"] = [{"match": "*@%s.example" % name, "handlers": [name]}
 				      for name in ("nopipe", "smtpish", "refused", "hung", "nosocket", "down", "slow", "scripted",
-						   "closes")]
+						   "closes", "data250")]
 		d.config["routes"] += [{"match": "*@lists.example", "handlers": ["virtual"]},
 				       {"match": "*", "handlers": ["dovecot"]}]
 
@@ -210,6 +213,7 @@ class Peers:
 		check_eq(self.d.stop(), 0, "laimd exit status")
 		self.hung.close()
 		self.scripted.stop()
+		self.data250.stop()
 		self.aio.stdin.close()
 		self.aio.wait(10)
 		self.dc.cleanup()
@@ -329,7 +333,11 @@ def unreachable(p):
 	after the message's end: deferred, saying why."""
 	d = p.d
 	q5 = d.send(SENDER, ["x@smtpish.example", "x@refused.example", "x@hung.example", "x@nosocket.example",
-			     "x@closes.example"], message("unreachable"))
+			     "x@closes.example", "x@data250.example"], message("unreachable"))
+	# A 250 to DATA sends no message: never counted as its delivery.
+	deferred(d, q5, "x@data250.example", "data250", r"127\.0\.0\.1:%d: DATA: unexpected reply 250 2\.0\.0 "
+		 r"DATA\? whatever" % p.data250.port)
+	check_eq(p.data250.messages, [], "messages the server that answered DATA with 250 received")
 	deferred(d, q5, "x@closes.example", "closes", r"lmtp: after the end of the message \(it may have been "
 		 r"delivered\): 127\.0\.0\.1:%d closed the connection" % p.scripted.port)
 	deferred(d, q5, "x@smtpish.example", "smtpish",

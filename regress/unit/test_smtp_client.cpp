@@ -107,7 +107,10 @@ START_TEST(replies_whole_with_enhanced_codes)
 	r = c.read_reply(5);
 	CHECK_STR(r.enhanced, "");
 	ck_assert(r.result().status == Result::Status::Delivered);
-	res = c.read_reply(5).result();  // only a 5xx fails for good
+	ck_assert(r.ok());
+	r = c.read_reply(5);
+	ck_assert(!r.ok());  // a 3xx is no answer to MAIL, RCPT or EHLO
+	res = r.result();    // only a 5xx fails for good
 	ck_assert(res.status == Result::Status::TempFail);
 	CHECK_STR(res.reason, "unexpected reply 354 go on");
 	c.quit();
