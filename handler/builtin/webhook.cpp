@@ -137,6 +137,7 @@ struct Answer {
 	std::string status_line;  // "HTTP/1.1 503 Service Unavailable", CRLF removed
 	std::string body;         // at most MAX_ANSWER bytes
 	bool cut = false;         // the body was longer: its transfer was stopped
+	std::string broken;       // why the body broke off after the status came, or ""
 	unsigned retry_after = 0;
 
 	// "HTTP 503 Service Unavailable" (HTTP/2 has no reason phrase).
@@ -442,10 +443,16 @@ Result WebhookHandler::post(std::string_view body, curl_slist* headers) const
 	CURLcode rc = libcurl->easy_perform(h);
 	if (rc == CURLE_WRITE_ERROR && a.cut)
 		rc = CURLE_OK;  // the status is in; the rest of the body is not needed
-	if (rc != CURLE_OK)
-		return Result::tempfail(errbuf[0] ? errbuf : libcurl->easy_strerror(rc));
-	curl_off_t retry_after = 0;
 	libcurl->easy_getinfo(h, CURLINFO_RESPONSE_CODE, &a.status);
+	if (rc != CURLE_OK) {
+		std::string error = errbuf[0] ? errbuf : libcurl->easy_strerror(rc);
+		// A 2xx that came whole is the endpoint's acceptance, whatever
+		// became of its body: posting again would make a duplicate.
+		if (a.status < 200 || a.status >= 300)
+			return Result::tempfail(error);
+		a.broken = error;
+	}
+	curl_off_t retry_after = 0;
 	libcurl->easy_getinfo(h, CURLINFO_RETRY_AFTER, &retry_after);  // seconds or an HTTP-date
 	a.retry_after = static_cast<unsigned>(std::clamp<curl_off_t>(retry_after, 0, MAX_RETRY_AFTER));
 	return judge(a);
@@ -454,8 +461,10 @@ Result WebhookHandler::post(std::string_view body, curl_slist* headers) const
 // 2xx delivered; 408, 429 and 5xx deferred; the rest failed for good.
 Result WebhookHandler::judge(const Answer& a) const
 {
+	if (a.status >= 200 && a.status < 300 && format_ == Format::Slack)
+		return judge_slack(a);
 	if (a.status >= 200 && a.status < 300)
-		return format_ == Format::Slack ? judge_slack(a) : Result::delivered(a.status_text());
+		return Result::delivered(a.status_text() + (a.broken.empty() ? "" : " (its body broke off: " + a.broken + ")"));
 	std::string line = first_line(a.body);
 	std::string why = a.status_text() + (line.empty() ? "" : ": " + line);
 	if (a.status == 408 || a.status == 429 || a.status >= 500)
@@ -463,10 +472,33 @@ Result WebhookHandler::judge(const Answer& a) const
 	return Result::permfail(why);
 }
 
-// Slack's own verdict, in the body of its HTTP 200.
+// Whether a body starts as Slack's acceptance does: {"ok":true, then
+// a comma or the end of the object, white space allowed between.
+bool starts_ok_true(std::string_view s)
+{
+	size_t i = 0;
+	auto skip = [&] {
+		while (i < s.size() && isspace(static_cast<unsigned char>(s[i])))
+			i++;
+	};
+	for (std::string_view token : {"{", "\"ok\"", ":", "true"}) {
+		skip();
+		if (s.substr(i, token.size()) != token)
+			return false;
+		i += token.size();
+	}
+	skip();
+	return i < s.size() && (s[i] == ',' || s[i] == '}');
+}
+
+// Slack's own verdict, in the body of its HTTP 200. A body cut at
+// MAX_ANSWER or broken off (chat.postMessage echoes the message, which
+// may be long) still gives it when it starts as Slack's do, {"ok":true.
 Result WebhookHandler::judge_slack(const Answer& a)
 {
 	nlohmann::json j = nlohmann::json::parse(a.body, nullptr, false);
+	if (!j.is_object() && (a.cut || !a.broken.empty()) && starts_ok_true(a.body))
+		return Result::delivered(a.status_text());
 	if (!j.is_object() || !j.contains("ok") || !j["ok"].is_boolean())
 		return Result::tempfail(a.status_text() + " without Slack's answer: " + first_line(a.body));
 	if (j["ok"].get<bool>())

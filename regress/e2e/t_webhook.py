@@ -11,7 +11,8 @@
 # deferred; 429 and 503 deferred for their Retry-After (seconds and
 # HTTP-date); 408 deferred; 400 failed with the body's first line, also
 # when the body never ends (read up to 64 KiB); a redirect failed, not
-# followed; a peer that never answers deferred after `timeout`, two
+# followed; a 2xx whose body breaks off, or Slack's acceptance longer
+# than 64 KiB, delivered and posted once; a peer that never answers deferred after `timeout`, two
 # deliveries of one instance at once (workers); an impostor's
 # certificate and a certificate for another name deferred with curl's
 # reason, and nothing sent to them. etc/webhook.yml passes laimd -n. Proxy variables in laimd's environment are
@@ -59,6 +60,10 @@ def routes_of_good_peer():
 		"/hang": NEVER,
 		"/endless": (400, {}, itertools.chain([b"too much\n"], itertools.repeat(b"x" * 65536))),
 		"/moved": (302, {"Location": "/json"}, b""),
+		# A 200 whose body breaks off: 2 of the 100 bytes announced.
+		"/partial": (200, {"Content-Length": "100"}, [b"ok"]),
+		# Slack's acceptance echoes the message: past the 64 KiB kept.
+		"/slack/big": (200, {}, b'{"ok":true,"message":{"text":"' + b"x" * 70000 + b'"}}'),
 	}
 
 
@@ -157,6 +162,8 @@ def main():
 		"hang": hook("/hang", timeout=2),
 		"endless": hook("/endless", timeout=5),
 		"moved": hook("/moved"),
+		"partial": hook("/partial"),
+		"slackbig": hook("/slack/big", **slack),
 		"rogue": {"type": "webhook", "url": rogue.url("/rogue", "localhost"), "ca_file": certs.ca},
 		"name": {"type": "webhook", "url": elsewhere.url("/name"), "ca_file": certs.ca},
 		"plain": {"type": "webhook", "url": plain.url("/plain"), "allow_http": True},
@@ -306,6 +313,18 @@ def main():
 		check_eq([q.path for q in good.seen() if q_moved.encode() in q.body], ["/moved"], "requests for %s" % q_moved)
 		check_eq(len(good.seen("/json")), json_before, "requests to the redirect's Location")
 	rows.append(("an endless answer is cut, a redirect is not followed", odd_answers))
+
+	def accepted_body_lost():
+		q_part = d.send(rcpts=["partial@" + H])
+		q_big = d.send(rcpts=["slackbig@" + H])
+		d.wait_log(r"%s: to=<partial@%s>, handler=partial, status=delivered, delay=[0-9.]+ \(HTTP 200 OK "
+			   r"\(its body broke off: .+\)\)$" % (q_part, re.escape(H)))
+		d.wait_log(r"%s: to=<slackbig@%s>, handler=slackbig, status=delivered, delay=[0-9.]+ \(HTTP 200 OK\)$" %
+			   (q_big, re.escape(H)))
+		time.sleep(2.5)  # past the first retries a deferral would have made
+		for q, path in ((q_part, "/partial"), (q_big, "/slack/big")):
+			check_eq(len(good.seen(path)), 1, "POSTs of %s to %s" % (q, path))
+	rows.append(("a 2xx whose body breaks off or passes 64 KiB is delivered, posted once", accepted_body_lost))
 
 	def deferrals():
 		t0 = time.monotonic()
