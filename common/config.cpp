@@ -749,6 +749,8 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 		set_integer(&cfg_.queue_full_wait, n, name, 0, 300);
 	} else if (name == "data_size_limit") {
 		set_integer(&cfg_.data_size_limit, n, name, 0);
+	} else if (name == "hop_count_limit") {
+		set_integer(&cfg_.hop_count_limit, n, name, 1);
 	} else if (name == "timeout") {
 		set_integer(&cfg_.timeout, n, name, 1);
 	} else if (name == "enable_smtputf8" || name == "enable_SMTPUTF8") {

@@ -124,6 +124,7 @@ struct Config {
 	uint32_t max_queue_size = 50;
 	uint32_t queue_full_wait = 10;        // seconds a MAIL waits for room, then 452
 	uint64_t data_size_limit = 33554432;  // 0 = no limit
+	uint32_t hop_count_limit = 50;        // more Received: fields: a mail loop, refused
 	uint32_t timeout = 300;               // seconds between commands
 	bool enable_smtputf8 = true;
 	std::string spool;    // default LAIM_SPOOL_DIR

@@ -77,22 +77,22 @@ void unexpected_imsg(const Imsg& m)
 
 SmtpConf smtp_conf(const Config& cfg, const std::string& hostname)
 {
-	return {hostname, cfg.ident, cfg.data_size_limit, cfg.enable_smtputf8, cfg.timeout, cfg.max_sessions,
-		cfg.greeting_delay};
+	return {hostname, cfg.ident, cfg.data_size_limit, cfg.hop_count_limit, cfg.enable_smtputf8,
+		cfg.timeout, cfg.max_sessions, cfg.greeting_delay};
 }
 
 std::string encode(const SmtpConf& m)
 {
-	return ImsgWriter().str(m.hostname).str(m.ident).u64(m.size_limit).u32(m.smtputf8).u32(m.timeout)
-		.u32(m.max_sessions).u32(m.greeting_delay).data();
+	return ImsgWriter().str(m.hostname).str(m.ident).u64(m.size_limit).u32(m.hop_count_limit).u32(m.smtputf8)
+		.u32(m.timeout).u32(m.max_sessions).u32(m.greeting_delay).data();
 }
 
 bool decode(std::string_view data, SmtpConf& m)
 {
 	ImsgReader r(data);
 	uint32_t utf8;
-	if (!(r.str(m.hostname) && r.str(m.ident) && r.u64(m.size_limit) && r.u32(utf8) && r.u32(m.timeout) &&
-	      r.u32(m.max_sessions) && r.u32(m.greeting_delay)))
+	if (!(r.str(m.hostname) && r.str(m.ident) && r.u64(m.size_limit) && r.u32(m.hop_count_limit) &&
+	      r.u32(utf8) && r.u32(m.timeout) && r.u32(m.max_sessions) && r.u32(m.greeting_delay)))
 		return false;
 	m.smtputf8 = utf8 != 0;
 	return r.done();

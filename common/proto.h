@@ -95,6 +95,7 @@ struct SmtpConf {
 	std::string hostname;
 	std::string ident;
 	uint64_t size_limit = 0;
+	uint32_t hop_count_limit = 0;
 	bool smtputf8 = false;
 	uint32_t timeout = 0;
 	uint32_t max_sessions = 0;

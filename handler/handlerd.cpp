@@ -344,8 +344,8 @@ void HandlerServer::import_offline(bool force)
 	size_t room = used < cfg_.max_queue_size ? cfg_.max_queue_size - used : 0;
 	// A few files per loop turn, so that a pile of large ones never holds
 	// up SMTP transactions for long; more follow at the next turn.
-	auto imported = import_.run(std::min(room, IMPORT_BATCH), cfg_.data_size_limit, cfg_.routes,
-				    [this](const std::string& r) { return expand(r); });
+	auto imported = import_.run(std::min(room, IMPORT_BATCH), cfg_.data_size_limit, cfg_.hop_count_limit,
+				    cfg_.routes, [this](const std::string& r) { return expand(r); });
 	if (imported.size() == IMPORT_BATCH)
 		next_import_ = now;
 	// Files held by a rate limit go when their window ends, not later.

@@ -15,6 +15,7 @@
 
 #include "common/address.h"
 #include "common/fd.h"
+#include "common/hop_count.h"
 #include "common/hostname.h"
 #include "common/log.h"
 #include "common/offline.h"
@@ -52,13 +53,13 @@ OfflineImport::OfflineImport(Spool& spool, std::string hostname, gid_t drop_gid,
 {
 }
 
-std::vector<Imported> OfflineImport::run(size_t room, uint64_t size_limit, const std::vector<Route>& routes,
-					 const Expand& expand)
+std::vector<Imported> OfflineImport::run(size_t room, uint64_t size_limit, uint32_t hop_limit,
+					 const std::vector<Route>& routes, const Expand& expand)
 {
 	std::vector<Imported> out;
 	bool removed = remove_imported();
 	if (room > 0)
-		import_some(room, size_limit, routes, expand, out);
+		import_some(room, size_limit, hop_limit, routes, expand, out);
 	// A removal not yet on disk could come back at a stop of the system,
 	// after its message was delivered and removed: imported once more.
 	if (removed || !out.empty())
@@ -67,8 +68,8 @@ std::vector<Imported> OfflineImport::run(size_t room, uint64_t size_limit, const
 }
 
 // Up to room files of offline/ into out, oldest name first.
-void OfflineImport::import_some(size_t room, uint64_t size_limit, const std::vector<Route>& routes,
-				const Expand& expand, std::vector<Imported>& out)
+void OfflineImport::import_some(size_t room, uint64_t size_limit, uint32_t hop_limit,
+				const std::vector<Route>& routes, const Expand& expand, std::vector<Imported>& out)
 {
 	std::vector<std::string> names;
 	if (!not_imported(names)) {
@@ -88,7 +89,7 @@ void OfflineImport::import_some(size_t room, uint64_t size_limit, const std::vec
 		if (h != was_held.end() && held(name, h->second, now))
 			continue;
 		Imported m;
-		if (import_one(name, size_limit, routes, expand, m))
+		if (import_one(name, size_limit, hop_limit, routes, expand, m))
 			out.push_back(std::move(m));
 	}
 }
@@ -139,8 +140,8 @@ bool OfflineImport::held(const std::string& name, const Envelope& who, time_t no
 
 // One offline file: checked, copied into a fresh spool file with a
 // Received: header, committed, and only then removed from offline/.
-bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, const std::vector<Route>& routes,
-			       const Expand& expand, Imported& out)
+bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, uint32_t hop_limit,
+			       const std::vector<Route>& routes, const Expand& expand, Imported& out)
 {
 	Envelope& env = out.env;
 	std::string path = spool_.dir() + "/offline/" + name;
@@ -186,6 +187,13 @@ bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, con
 		return refuse(name, "message of " + std::to_string(body.size()) + " bytes exceeds data_size_limit"), false;
 	if (std::string fault = offline_body_fault(body); !fault.empty())
 		return refuse(name, fault), false;
+	// The same mail loop check as the smtp process's at the end of DATA.
+	HopCounter hops;
+	hops.feed(body);
+	if (hops.hops() > hop_limit) {
+		std::string why = "mail loop: " + std::to_string(hops.hops()) + " Received: headers";
+		return refuse(name, why + ", over hop_count_limit " + std::to_string(hop_limit)), false;
+	}
 	if (!oe.sender.empty() && !valid_mailbox(oe.sender, true))
 		return refuse(name, "bad sender <" + oe.sender + ">"), false;
 	for (const std::string& r : oe.recipients) {

@@ -38,14 +38,15 @@ class OfflineImport {
 	// (add_recipient() of handler/routes.h); a file with a recipient
 	// that expand() defers or finds too big stays for a later run. Files that fail the checks
 	// (not a regular file with one link, not group laimdrop, owner not a
-	// real user, malformed, over size_limit) are moved to failed/ and
+	// real user, malformed, over size_limit, more Received: fields than
+	// hop_limit: a mail loop) are moved to failed/ and
 	// logged. Files held by a rate limit stay, and are not opened again
 	// until their window allows (next_release()).
 	// Files whose message is in queue/ already (imported_before()) are
 	// only removed. Every removal is synced (an fsync of offline/) before
 	// run() returns, so before any message it returns can be delivered.
-	std::vector<Imported> run(size_t room, uint64_t size_limit, const std::vector<Route>& routes,
-				  const Expand& expand);
+	std::vector<Imported> run(size_t room, uint64_t size_limit, uint32_t hop_limit,
+				  const std::vector<Route>& routes, const Expand& expand);
 	// At start, for each message of queue/ that names its offline file
 	// (Envelope::offline): a stop between its commit and the file's
 	// removal left the file in offline/, and the next run() removes it
@@ -64,10 +65,10 @@ class OfflineImport {
 
  private:
 	bool not_imported(std::vector<std::string>& names) const;
-	void import_some(size_t room, uint64_t size_limit, const std::vector<Route>& routes, const Expand& expand,
-			 std::vector<Imported>& out);
-	bool import_one(const std::string& name, uint64_t size_limit, const std::vector<Route>& routes,
-			const Expand& expand, Imported& out);
+	void import_some(size_t room, uint64_t size_limit, uint32_t hop_limit, const std::vector<Route>& routes,
+			 const Expand& expand, std::vector<Imported>& out);
+	bool import_one(const std::string& name, uint64_t size_limit, uint32_t hop_limit,
+			const std::vector<Route>& routes, const Expand& expand, Imported& out);
 	bool held(const std::string& name, const Envelope& who, time_t now);
 	void refuse(const std::string& name, const std::string& why);
 	bool postpone(const std::string& name, const char* what);

@@ -143,6 +143,10 @@ inline constexpr std::string_view data_bare_crlf =
 inline constexpr std::string_view data_long_line =
 	"550 5.6.0 Message rejected: line longer than 1000 octets" LAIM_CRLF;
 inline constexpr std::string_view data_nul = "554 5.6.0 Message rejected: NUL in data" LAIM_CRLF;
+// RFC 3463 X.4.6 (routing loop detected), past hop_count_limit:
+// "554 5.4.6 Message rejected: too many hops (" + count + this.
+inline constexpr std::string_view hop_limit_code = "554 5.4.6 Message rejected: too many hops (";
+inline constexpr std::string_view hop_limit = " Received: headers): mail loop?" LAIM_CRLF;
 
 #undef LAIM_CRLF
 

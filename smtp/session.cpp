@@ -27,6 +27,7 @@
 
 #include "common/address.h"
 #include "common/fd.h"
+#include "common/hop_count.h"
 #include "common/log.h"
 #include "smtp/replies.h"
 
@@ -122,7 +123,7 @@ enum class DataState : uint8_t {
 };
 
 // Why a message is refused at its end; the first cause found wins.
-enum class Reject : uint8_t { None, BareCrLf, LongLine, Nul, TooBig, WriteError };
+enum class Reject : uint8_t { None, BareCrLf, LongLine, Nul, TooBig, TooManyHops, WriteError };
 
 std::string_view reject_reply(Reject r)
 {
@@ -135,6 +136,7 @@ std::string_view reject_reply(Reject r)
 		return reply::data_nul;
 	case Reject::TooBig:
 		return reply::size_exceeded;
+	case Reject::TooManyHops:  // assembled in data_end, with the count
 	case Reject::WriteError:
 	case Reject::None:
 		break;
@@ -217,6 +219,7 @@ struct Session::Impl {
 	size_t line_len = 0;   // octets of the current line, CRLF excluded
 	DataState ds = DataState::LineStart;
 	Reject reject = Reject::None;
+	HopCounter hops;       // Received: fields in the message's header
 };
 
 Session::Session(SessionBackend& backend, const SmtpSettings& settings, ClientInfo client, uint32_t id)
@@ -1092,6 +1095,7 @@ void Session::data_start()
 	m.line_len = 0;
 	m.ds = DataState::LineStart;
 	m.reject = Reject::None;
+	m.hops = {};
 	m.in_data = true;
 	write_received();
 }
@@ -1249,6 +1253,7 @@ void Session::data_put(const char* p, size_t n)
 	Impl& m = *impl_;
 	m.line_len += n;
 	m.size += n;
+	m.hops.feed(std::string_view(p, n));
 	if (m.reject != Reject::None)
 		return;
 	if (m.line_len > MAX_TEXT_LINE - 2 && client_.address != "local")
@@ -1264,6 +1269,7 @@ void Session::data_put_crlf()
 	Impl& m = *impl_;
 	m.line_len = 0;
 	m.size += 2;
+	m.hops.feed("\r\n");
 	if (m.reject != Reject::None)
 		return;
 	if (settings_.size_limit > 0 && m.size > settings_.size_limit)
@@ -1309,15 +1315,29 @@ void Session::spool_flush()
 	m.wlen = 0;
 }
 
-// After CRLF "." CRLF: commit the message or refuse it.
+// After CRLF "." CRLF: commit the message or refuse it. One with more
+// Received: fields than hop_count_limit has gone round a mail loop
+// (RFC 5321 6.3): refused, and the client, laim itself or another MTA
+// of the loop, bounces it instead of sending it round again.
 void Session::data_end()
 {
 	Impl& m = *impl_;
 	m.in_data = false;
+	if (m.reject == Reject::None && m.hops.hops() > settings_.hop_count_limit)
+		m.reject = Reject::TooManyHops;
 	if (m.reject == Reject::None)
 		spool_flush();
 	m.wlen = 0;
 	m.spool.reset();  // closed before on_commit/on_abort
+	if (m.reject == Reject::TooManyHops) {
+		std::string hops = std::to_string(m.hops.hops());
+		log_info("%s: reject: DATA from %s[%s]: mail loop: %s Received: headers, over hop_count_limit %u; "
+			 "from=<%s>", m.queue_id.c_str(), helo_.c_str(), client_.address.c_str(), hops.c_str(),
+			 settings_.hop_count_limit, sender_.c_str());
+		out_.append(reply::hop_limit_code).append(hops).append(reply::hop_limit);
+		abort_transaction();
+		return;
+	}
 	if (m.reject != Reject::None) {
 		std::string_view text = reject_reply(m.reject);
 		log_info("%s: reject: DATA from %s[%s]: %.*s; from=<%s>", m.queue_id.c_str(), helo_.c_str(),

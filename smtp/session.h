@@ -28,6 +28,7 @@ struct SmtpSettings {
 	std::string hostname;  // in the greeting, EHLO reply and Received:
 	std::string ident;     // "laim 0.1.0", in the greeting
 	uint64_t size_limit = 33554432;  // data_size_limit; 0 = none
+	unsigned hop_count_limit = 50;   // more Received: fields: refused as a loop
 	bool smtputf8 = true;
 	unsigned max_rcpts = 100;
 };

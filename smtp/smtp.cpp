@@ -665,6 +665,7 @@ void SmtpServer::configure(const SmtpConf& conf)
 	settings_.hostname = conf.hostname;
 	settings_.ident = conf.ident;
 	settings_.size_limit = conf.size_limit;
+	settings_.hop_count_limit = conf.hop_count_limit;
 	settings_.smtputf8 = conf.smtputf8;
 	timeout_ = conf.timeout;
 	max_sessions_ = conf.max_sessions;

@@ -93,6 +93,7 @@ static void check_defaults(const Config& c)
 	ck_assert_uint_eq(c.max_queue_size, 50);
 	ck_assert_uint_eq(c.queue_full_wait, 10);
 	ck_assert_uint_eq(c.data_size_limit, 33554432);
+	ck_assert_uint_eq(c.hop_count_limit, 50);
 	ck_assert_uint_eq(c.timeout, 300);
 	ck_assert(c.enable_smtputf8);
 	ck_assert_str_eq(c.spool.c_str(), LAIM_SPOOL_DIR);
@@ -290,6 +291,7 @@ START_TEST(integer_bounds_accepted)
 {
 	ck_assert_uint_eq(parse_ok("queue_full_wait: 0\n").queue_full_wait, 0);
 	ck_assert_uint_eq(parse_ok("queue_full_wait: 300\n").queue_full_wait, 300);
+	ck_assert_uint_eq(parse_ok("hop_count_limit: 1\n").hop_count_limit, 1);
 	Config c = parse_ok("max_queue_size: 4294967295\ndata_size_limit: 18446744073709551615\n"
 			    "greeting_delay: 0\ntimeout: 1\n");
 	ck_assert_uint_eq(c.max_queue_size, 4294967295u);
@@ -507,6 +509,7 @@ START_TEST(error_wrong_types)
 	    {"mail_dir", "expected a string"},
 	    {"max_queue_size", "expected a positive integer"},
 	    {"data_size_limit", "expected a non-negative integer"},
+	    {"hop_count_limit", "expected a positive integer"},
 	    {"timeout", "expected a positive integer"},
 	    {"enable_smtputf8", "expected a boolean (true/false, yes/no, on/off)"},
 	    {"enable_SMTPUTF8", "expected a boolean (true/false, yes/no, on/off)"},
@@ -568,6 +571,7 @@ START_TEST(error_bad_integers)
 	    {"data_size_limit: 99999999999999999999999\n", "t.yml:1: data_size_limit: ", "is out of range"},
 	    {"data_size_limit: -0\n", "t.yml:1: data_size_limit: ", "got \"-0\""},
 	    {"timeout: 0\n", "t.yml:1: timeout: ", "0 is out of range"},
+	    {"hop_count_limit: 0\n", "t.yml:1: hop_count_limit: ", "0 is out of range"},
 	    {"max_sessions: 0\n", "t.yml:1: max_sessions: ", "0 is out of range"},
 	    {"greeting_delay: 10001\n", "t.yml:1: greeting_delay: ",
 	     "10001 is out of range: expected an integer from 0 to 10000"},

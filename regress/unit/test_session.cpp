@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/hop_count.h"
 #include "smtp/auth_guard.h"
 #include "smtp/session.h"
 
@@ -1130,6 +1131,69 @@ START_TEST(test_data_size_limit)
 }
 END_TEST
 
+// The Received: fields of the header section, whatever the pieces the
+// text comes in.
+START_TEST(test_hop_counter)
+{
+	struct Row {
+		const char* text;
+		unsigned hops;
+	} rows[] = {
+	    {"", 0},
+	    {"Received: a\r\n", 1},
+	    {"Received: a\r\nReceived: b\r\nSubject: x\r\n\r\nbody\r\n", 2},
+	    {"received: a\r\nRECEIVED: b\r\nReCeIvEd:c\r\n", 3},                   // any case
+	    {"Received : a\r\nReceived\t: b\r\n", 2},                               // obs-optional WSP
+	    {"Received: from a\r\n\tby b\r\n Received: c\r\n", 1},                 // folded
+	    {"Subject: x\r\n\r\nReceived: in the body\r\n", 0},                    // after the empty line
+	    {"\r\nReceived: x\r\n", 0},                                             // no header at all
+	    {"X-Received: a\r\nReceived-SPF: b\r\nReceivedx: c\r\nReceived x: d\r\n", 0},
+	    {"Subject: Received: a\r\nReceive: b\r\nReceived\r\nReceived: e\r\n", 1},
+	    {"Received: a\r\n \r\nReceived: b\r\n", 2},  // a blank continuation line is not the empty line
+	};
+	for (const Row& r : rows) {
+		std::string_view text = r.text;
+		for (size_t chunk : {SIZE_MAX, size_t(1), size_t(3)}) {
+			HopCounter c;
+			for (size_t i = 0; i < text.size(); i += std::min(chunk, text.size() - i))
+				c.feed(text.substr(i, chunk));
+			ck_assert_msg(c.hops() == r.hops, "\"%s\" in pieces of %zu: %u Received: fields, want %u",
+				      escape(text).c_str(), chunk, c.hops(), r.hops);
+		}
+	}
+}
+END_TEST
+
+// More Received: fields than hop_count_limit: a mail loop, refused at the
+// end of data and nothing kept; at the limit, queued. laim's own Received:
+// does not count.
+START_TEST(test_data_hop_limit)
+{
+	std::string three = "Received: a\r\nreceived: b\r\nRECEIVED: c\r\n\tfolded\r\n";
+	{
+		Harness h;
+		h.settings.hop_count_limit = 3;
+		h.start();
+		h.envelope();
+		std::string body = "Subject: x\r\n\r\nReceived: in the body\r\n";
+		expect_eq(send_data(h, three + body + ".\r\n"), "250 2.0.0 Ok: queued as "s + QUEUE_ID + "\r\n");
+		ck_assert_int_eq(h.be.count("commit"), 1);
+	}
+	for (size_t chunk : {SIZE_MAX, size_t(1)}) {
+		Harness h;
+		h.settings.hop_count_limit = 3;
+		h.start();
+		h.envelope();
+		expect_eq(send_data(h, three + "Received: d\r\n\r\nbody\r\n.\r\nNOOP\r\n", chunk),
+			  "554 5.4.6 Message rejected: too many hops (4 Received: headers): mail loop?\r\n"
+			  "250 2.0.0 Ok\r\n");
+		expect_eq(h.be.joined(), "mail:a@b.example;rcpt:c@d.example;data;abort;");
+		// Back to the ready state: a new transaction works.
+		expect_eq(h.cmd("MAIL FROM:<a@b.example>\r\n"), "250 2.1.0 Ok\r\n");
+	}
+}
+END_TEST
+
 START_TEST(test_data_large_streams)
 {
 	// Several times the write buffer: every byte arrives once, in order.
@@ -1732,6 +1796,8 @@ int main()
 	tcase_add_test(tc, test_data_line_length);
 	tcase_add_test(tc, test_data_nul);
 	tcase_add_test(tc, test_data_size_limit);
+	tcase_add_test(tc, test_hop_counter);
+	tcase_add_test(tc, test_data_hop_limit);
 	tcase_add_test(tc, test_data_large_streams);
 	tcase_add_test(tc, test_data_write_error);
 	tcase_add_test(tc, test_data_backend_failures);
