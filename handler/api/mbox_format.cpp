@@ -15,6 +15,7 @@
 
 #include "common/fd.h"
 #include "common/mbox_tail.h"
+#include "handler/api/header_edit.h"
 
 namespace laim {
 
@@ -156,6 +157,30 @@ int sync_parent(const std::string& path)
 }
 
 }  // namespace
+
+std::optional<Result> delivered_to_loop(const Message& msg, const std::string& rcpt)
+{
+	std::string_view raw = msg.raw();
+	size_t end = 0;
+	for (const HeaderField& f : header_fields(raw, &end)) {
+		if (!header_name_is(f.name, "delivered-to"))
+			continue;
+		std::string_view field = raw.substr(f.begin, f.end - f.begin);
+		std::string value;  // unfolded: the line ends left out
+		for (char c : field.substr(field.find(':') + 1))
+			if (c != '\r' && c != '\n')
+				value += c;
+		size_t first = value.find_first_not_of(" \t");
+		if (first == std::string::npos)
+			continue;
+		std::string_view to = std::string_view(value).substr(first, value.find_last_not_of(" \t") + 1 - first);
+		if (to.starts_with('<') && to.ends_with('>'))
+			to = to.substr(1, to.size() - 2);
+		if (same_recipient(to, rcpt))
+			return Result::permfail("mail forwarding loop for " + rcpt).with_code("5.4.6");
+	}
+	return std::nullopt;
+}
 
 bool write_lf_text(int fd, std::string_view raw)
 {

@@ -1,9 +1,11 @@
 // Writing messages the way Unix mail programs read them: mbox copies
 // (for the file and mbox handlers, "/file" alias targets and the pipe
 // handler's stdin: mbox) and plain LF text (for "|command" alias targets
-// and stdin: raw).
+// and stdin: raw); and the loop test of every handler that adds
+// Delivered-To (these and maildir).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,6 +32,15 @@ Result mbox_deliver(const std::string& path, bool no_symlinks, const Envelope& e
 // Delivered-To unless delivered_to is empty. False on a write error, with
 // errno set.
 bool write_mbox_copy(int fd, const Envelope& env, const std::string& delivered_to, const Message& msg);
+
+// Postfix's loop test (local(8), pipe(8) with flag D), for a handler about
+// to add Delivered-To: rcpt to its copy: when the message's header section
+// (up to its first empty line) already has a Delivered-To: naming rcpt
+// (unfolded, angle brackets optional, same_recipient()), the message came
+// back to the mailbox it was delivered to, and another copy would only go
+// round again: a permanent failure, 5.4.6 "mail forwarding loop for
+// RCPT". Else nullopt.
+std::optional<Result> delivered_to_loop(const Message& msg, const std::string& rcpt);
 
 // Writes raw (lines ending in CRLF, as received) to fd with LF line ends
 // and nothing else changed. False on a write error, with errno set.

@@ -3,7 +3,9 @@
 // name, fsynced, then moved into new/, whose fsync deliveries running at
 // once share. Each copy starts with
 // Return-Path and Delivered-To, as Postfix's local(8) writes them, and
-// then holds the message exactly as received (CRLF line endings).
+// then holds the message exactly as received (CRLF line endings). A
+// message that already carries Delivered-To: for the recipient is not
+// delivered again: it fails as a mail forwarding loop (5.4.6).
 //
 //   handlers:
 //     inbox:
@@ -24,10 +26,12 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 
 #include "common/fd.h"
 #include "common/log.h"
 #include "handler/api/handler.h"
+#include "handler/api/mbox_format.h"
 
 namespace laim {
 
@@ -277,6 +281,10 @@ Results MaildirHandler::deliver(const Envelope& env, const Message& msg)
 				continue;
 			}
 			copy.dir = path_ + "/" + local;
+		}
+		if (std::optional<Result> loop = delivered_to_loop(msg, rcpt)) {
+			each[i] = *loop;
+			continue;
 		}
 		Result r = write_copy(env, rcpt, msg, copy);
 		if (r.status != Result::Status::Delivered) {

@@ -14,7 +14,9 @@
 // refuses links and files not the user's, takes the fcntl lock and the
 // dotlock, appends and fsyncs, or cuts the mailbox back), and streams it
 // the copy, written as the file handler's. laim-mda's exit status and
-// its one line decide the result, as a pipe command's do.
+// its one line decide the result, as a pipe command's do. A message that
+// already carries Delivered-To: for the recipient fails as a mail
+// forwarding loop (5.4.6) before laim-mda is asked.
 #include <pwd.h>
 #include <unistd.h>
 
@@ -86,6 +88,10 @@ class MboxHandler : public Handler {
 	{
 		std::vector<Result> each;
 		for (const std::string& rcpt : env.recipients) {
+			if (std::optional<Result> loop = delivered_to_loop(msg, rcpt)) {
+				each.push_back(*loop);
+				continue;
+			}
 			each.push_back(deliver_one(rcpt, env, msg));
 			if (each.back().status != Result::Status::Delivered)
 				each.back().reason = "mbox: " + each.back().reason;

@@ -32,6 +32,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <utility>
 
@@ -107,9 +108,14 @@ Results PipeHandler::deliver(const Envelope& env, const Message& msg)
 }
 
 // The message on the command's stdin, raw or as an mbox copy (with
-// Delivered-To when the command has one recipient).
+// Delivered-To when the command has one recipient, and then not run for
+// a message that carries that Delivered-To already: a loop).
 Result PipeHandler::run(const Envelope& env, const std::vector<std::string>& rcpts, const Message& msg) const
 {
+	if (spec_.mbox && rcpts.size() == 1) {
+		if (std::optional<Result> loop = delivered_to_loop(msg, rcpts[0]))
+			return *loop;
+	}
 	UniqueFd input = command_input_file();
 	bool written = input && (spec_.mbox ? write_mbox_copy(input.get(), env, rcpts.size() == 1 ? rcpts[0] : "", msg)
 					    : write_lf_text(input.get(), msg.raw()));

@@ -1,6 +1,9 @@
 # The built-in handlers behind routes: file (mbox with From_ line, LF line
 # ends and mboxrd >From quoting), log (one line with id, from, to, size and
-# the decoded subject), discard; a route may name several handlers.
+# the decoded subject), discard; a route may name several handlers. A
+# message that already carries Delivered-To: for its recipient fails at
+# the maildir as a mail forwarding loop (5.4.6), into failed/; one with
+# a Delivered-To: for another address is delivered.
 import sys
 sys.dont_write_bytecode = True
 from harness import *
@@ -65,6 +68,21 @@ def main():
 	msgs = maildir_messages(d.maildir)
 	check_eq(len(msgs), 1, "messages in the Maildir (only the audit copy)")
 	check_eq(split_delivered(msgs[0])[1], b"audit@test.laim.example", "Delivered-To of the Maildir copy")
+
+	looped = b"Delivered-To: Loop@test.laim.example\r\n" + simple_message("came back")
+	q5 = d.send(rcpts=["loop@test.laim.example"], msg=looped)
+	q6 = d.send(rcpts=["other@test.laim.example"], msg=b"Delivered-To: loop@test.laim.example\r\n" + simple_message("other"))
+	d.wait_log(r"%s: to=<loop@test\.laim\.example>, handler=inbox, status=failed, dsn=5\.4\.6 "
+		   r"\(mail forwarding loop for loop@test\.laim\.example\)$" % q5)
+	d.wait_log(r"%s: moved to failed/" % q5)
+	with open(os.path.join(d.spool, "failed", q5 + ".reason")) as f:
+		reason = f.read()
+	check("5.4.6 mail forwarding loop for loop@test.laim.example" in reason, "failed/%s.reason: %r" % (q5, reason))
+	d.wait_delivered(q6, "other@test.laim.example")
+	msgs = maildir_messages(d.maildir)
+	check_eq(len(msgs), 2, "messages in the Maildir (the audit copy and the other address's)")
+	check(any(b"body of other" in m for m in msgs), "the message with another Delivered-To: not in the Maildir")
+	check(not any(b"came back" in m for m in msgs), "the looping message delivered to the Maildir")
 
 
 run(main)

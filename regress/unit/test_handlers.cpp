@@ -22,6 +22,7 @@
 #include "common/log.h"
 #include "handler/api/command.h"
 #include "handler/api/handler.h"
+#include "handler/api/mbox_format.h"
 
 // Last: check.h defines a deprecated fail() macro that would clash with
 // HandlerOptions::fail.
@@ -909,6 +910,119 @@ START_TEST(file_open_error_tempfail)
 }
 END_TEST
 
+// ---------------------------------------------------------------- loops
+
+// Postfix's loop test: a Delivered-To: of the header section that names
+// the recipient (unfolded, with or without angle brackets, compared as
+// same_recipient() compares), and nothing else.
+START_TEST(delivered_to_loop_scan)
+{
+	set_local_domains({"host.example"});
+	Message hit("Subject: x\r\nDelivered-To: alice@host.example\r\n\r\nbody\r\n");
+	std::optional<Result> r = delivered_to_loop(hit, "alice@host.example");
+	ck_assert(r.has_value());
+	ck_assert_int_eq((int)r->status, (int)Result::Status::PermFail);
+	ck_assert_string_eq(r->code, "5.4.6");
+	ck_assert_string_eq(r->reason, "mail forwarding loop for alice@host.example");
+
+	const struct {
+		const char *raw, *rcpt;
+		bool loop;
+	} cases[] = {
+	    {"Delivered-To: bob@host.example\r\n\r\n", "alice@host.example", false},
+	    {"Subject: x\r\n\r\nDelivered-To: alice@host.example\r\n", "alice@host.example", false},
+	    {"X-Delivered-To: alice@host.example\r\nDelivered-To-X: alice@host.example\r\n\r\n", "alice@host.example", false},
+	    {"Delivered-To:\r\n alice@host.example\r\n\r\n", "alice@host.example", true},
+	    {"DELIVERED-TO: <Alice@HOST.Example> \r\n\r\n", "alice@host.example", true},
+	    {"delivered-to: alice\r\n\r\n", "ALICE@host.example", true},
+	    {"Delivered-To: bob@Other.Example\r\n\r\n", "bob@other.example", true},
+	    {"Delivered-To: Bob@other.example\r\n\r\n", "bob@other.example", false},
+	    {"Delivered-To: bob@host.example\r\nReceived: x\r\nDelivered-To: alice@host.example\r\n\r\n", "alice@host.example", true},
+	    {"Delivered-To: alice@host.example\r\n", "alice@host.example", true},  // no body
+	    {"Delivered-To: alice@host.example\n\n", "alice@host.example", true},  // LF line ends
+	    {"Delivered-To:\r\n\r\n", "alice@host.example", false},
+	};
+	for (const auto& c : cases) {
+		Message m(c.raw);
+		ck_assert_msg(delivered_to_loop(m, c.rcpt).has_value() == c.loop, "%s for %s: expected %s", c.raw, c.rcpt,
+			      c.loop ? "a loop" : "none");
+	}
+}
+END_TEST
+
+// A recipient the message was delivered to already fails, with no copy;
+// another recipient of the same call gets its copy.
+START_TEST(maildir_refuses_delivered_to_loop)
+{
+	TempDir t;
+	std::string box = t.path + "/Maildir";
+	auto h = create_one(maildir_yaml(box));
+	h->start();
+	std::string raw = std::string("Delivered-To: one@x.example\r\n") + plain_msg;
+	Message msg(raw);
+	Results rs = h->deliver(envelope("a@b.example", {"one@x.example", "two@y.example"}), msg);
+	ck_assert_int_eq((int)rs.at(0).status, (int)Result::Status::PermFail);
+	ck_assert_string_eq(rs.at(0).code, "5.4.6");
+	ck_assert_string_eq(rs.at(0).reason, "mail forwarding loop for one@x.example");
+	ck_assert_int_eq((int)rs.at(1).status, (int)Result::Status::Delivered);
+	ck_assert_string_eq(only_new_file(box), "Return-Path: <a@b.example>\r\nDelivered-To: two@y.example\r\n" + raw);
+}
+END_TEST
+
+START_TEST(file_refuses_delivered_to_loop)
+{
+	setenv("TZ", "UTC", 1);
+	tzset();
+	TempDir t;
+	std::string path = t.path + "/mbox";
+	auto h = create_one(file_yaml(path));
+	Message msg("Delivered-To: b@y\r\n\r\nbody\r\n");
+	Results rs = h->deliver(envelope("s@x", {"a@x", "b@y"}), msg);
+	ck_assert_int_eq((int)rs.at(0).status, (int)Result::Status::Delivered);
+	ck_assert_int_eq((int)rs.at(1).status, (int)Result::Status::PermFail);
+	ck_assert_string_eq(rs.at(1).reason, "mail forwarding loop for b@y");
+	const std::string one_copy = "From s@x Sun Nov 22 10:00:00 2026\nReturn-Path: <s@x>\n"
+				     "Delivered-To: a@x\nDelivered-To: b@y\n\nbody\n\n";
+	ck_assert_string_eq(read_file(path), one_copy);
+	// Every recipient a loop: no append at all.
+	rs = h->deliver(envelope("s@x", {"b@y"}), msg);
+	ck_assert_int_eq((int)rs.at(0).status, (int)Result::Status::PermFail);
+	ck_assert_string_eq(read_file(path), one_copy);
+}
+END_TEST
+
+// The mbox handler and the pipe handler with stdin: mbox fail a looping
+// recipient before they ask the parent for laim-mda or the command; with
+// no parent here, any request would fail temporarily instead. A pipe
+// without Delivered-To in its copy (stdin: raw, or a command for two
+// recipients) makes no such check, as Postfix's pipe(8) without flag D.
+START_TEST(commands_refuse_delivered_to_loop)
+{
+	set_local_domains({"host.example"});
+	Message msg("Delivered-To: root@host.example\r\n\r\nbody\r\n");
+	const std::string pipe = "handlers:\n  p:\n    type: pipe\n    command: [/bin/cat]\n    user: nobody\n";
+	const struct {
+		const char* what;
+		std::string yaml;
+		std::vector<std::string> rcpts;
+		Result::Status status;
+	} cases[] = {
+	    {"mbox", "handlers:\n  local:\n    type: mbox\n", {"root@host.example"}, Result::Status::PermFail},
+	    {"pipe, stdin: mbox", pipe + "    stdin: mbox\n", {"root@host.example"}, Result::Status::PermFail},
+	    {"pipe, stdin: mbox, two recipients", pipe + "    stdin: mbox\n    per_recipient: false\n",
+	     {"root@host.example", "x@host.example"}, Result::Status::TempFail},
+	    {"pipe, stdin: raw", pipe, {"root@host.example"}, Result::Status::TempFail},
+	};
+	for (const auto& c : cases) {
+		Result r = result_of(create_one(c.yaml)->deliver(envelope("s@x", c.rcpts), msg));
+		ck_assert_msg(r.status == c.status, "%s: got status %d (%s), expected %d", c.what, (int)r.status,
+			      r.reason.c_str(), (int)c.status);
+		if (c.status == Result::Status::PermFail)
+			ck_assert_string_eq(r.reason, "mail forwarding loop for root@host.example");
+	}
+}
+END_TEST
+
 // ---------------------------------------------------------------- log, discard
 
 // Runs FN with fd 2 pointed at a temporary file and returns what was written.
@@ -1109,6 +1223,13 @@ Suite* handlers_suite()
 	tcase_add_test(tc, file_ends_last_line);
 	tcase_add_test(tc, file_write_error_truncates);
 	tcase_add_test(tc, file_open_error_tempfail);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("loops");
+	tcase_add_test(tc, delivered_to_loop_scan);
+	tcase_add_test(tc, maildir_refuses_delivered_to_loop);
+	tcase_add_test(tc, file_refuses_delivered_to_loop);
+	tcase_add_test(tc, commands_refuse_delivered_to_loop);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("command");
