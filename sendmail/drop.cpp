@@ -81,9 +81,13 @@ void take_test_spool()
 #endif
 }
 
+// Exits with the group privilege given up, as a stored message's exit
+// does: nothing after this point may use it.
 [[noreturn]] void die(int code, const std::string& msg)
 {
 	fprintf(stderr, "laim-drop: %s\n", msg.c_str());
+	gid_t gid = getgid();
+	(void)!setresgid(gid, gid, gid);
 	exit(code);
 }
 
