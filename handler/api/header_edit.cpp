@@ -22,6 +22,22 @@ std::string_view field_name(std::string_view line)
 
 }  // namespace
 
+// Each CRLF goes (a fold's CRLF is followed by the white space that
+// stays), then the white space at either end.
+std::string header_unfold(std::string_view raw)
+{
+	std::string out;
+	out.reserve(raw.size());
+	for (char c : raw)
+		if (c != '\r' && c != '\n')
+			out += c;
+	size_t start = out.find_first_not_of(" \t");
+	if (start == std::string::npos)
+		return {};
+	size_t end = out.find_last_not_of(" \t");
+	return out.substr(start, end - start + 1);
+}
+
 bool header_name_is(std::string_view name, std::string_view lower)
 {
 	return name.size() == lower.size() &&

@@ -24,6 +24,10 @@ std::vector<HeaderField> header_fields(std::string_view msg, size_t* end);
 // True when a field's name is lower (given in lower case), in any case.
 bool header_name_is(std::string_view name, std::string_view lower);
 
+// A field's value unfolded (RFC 5322 2.2.3: its line breaks removed) and
+// without the white space around it; raw is what follows the colon.
+std::string header_unfold(std::string_view raw);
+
 // msg with "From: from": in place of its From:, whose value is kept in
 // X-Original-From: and, when the message has no Reply-To:, in one; or
 // added when it has none. With only_when_missing, a message that has a

@@ -166,14 +166,10 @@ std::optional<Result> delivered_to_loop(const Message& msg, const std::string& r
 		if (!header_name_is(f.name, "delivered-to"))
 			continue;
 		std::string_view field = raw.substr(f.begin, f.end - f.begin);
-		std::string value;  // unfolded: the line ends left out
-		for (char c : field.substr(field.find(':') + 1))
-			if (c != '\r' && c != '\n')
-				value += c;
-		size_t first = value.find_first_not_of(" \t");
-		if (first == std::string::npos)
+		std::string value = header_unfold(field.substr(field.find(':') + 1));
+		std::string_view to = value;
+		if (to.empty())
 			continue;
-		std::string_view to = std::string_view(value).substr(first, value.find_last_not_of(" \t") + 1 - first);
 		if (to.starts_with('<') && to.ends_with('>'))
 			to = to.substr(1, to.size() - 2);
 		if (same_recipient(to, rcpt))

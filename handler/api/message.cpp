@@ -12,6 +12,7 @@
 #include "common/fd.h"
 #include "handler/api/gmime.h"
 #include "handler/api/handler.h"
+#include "handler/api/header_edit.h"
 
 namespace laim {
 
@@ -26,26 +27,6 @@ struct Message::Parsed {
 
 namespace {
 
-// RFC 5322 2.2.3: unfolding removes each CRLF that is followed by WSP.
-// GMime's raw value still holds the folds, the leading space and the
-// final line break; strip those too.
-std::string unfold(std::string_view raw)
-{
-	std::string out;
-	out.reserve(raw.size());
-	for (size_t i = 0; i < raw.size(); i++) {
-		char c = raw[i];
-		if (c == '\r' || c == '\n')
-			continue;
-		out += c;
-	}
-	size_t start = out.find_first_not_of(" \t");
-	if (start == std::string::npos)
-		return {};
-	size_t end = out.find_last_not_of(" \t");
-	return out.substr(start, end - start + 1);
-}
-
 // Collects one header list into (offset, Header) pairs.
 void collect_headers(GMimeObject* obj, std::vector<std::pair<gint64, Header>>& out)
 {
@@ -59,7 +40,7 @@ void collect_headers(GMimeObject* obj, std::vector<std::pair<gint64, Header>>& o
 		const char* name = g.header_get_name(h);
 		const char* raw = g.header_get_raw_value(h);
 		out.emplace_back(g.header_get_offset(h),
-				 Header{name ? name : "", unfold(raw ? raw : "")});
+				 Header{name ? name : "", header_unfold(raw ? raw : "")});
 	}
 }
 
