@@ -98,6 +98,14 @@ bool valid_id(std::string_view id)
 	       });
 }
 
+// A valid id's 40 bits, as a number.
+uint64_t id_number(std::string_view id)
+{
+	uint64_t n = 0;
+	std::from_chars(id.data(), id.data() + id.size(), n, 16);
+	return n;
+}
+
 void check_id(const std::string& id)
 {
 	if (!valid_id(id))
@@ -334,6 +342,33 @@ Spool::Spool(std::string dir)
 			  e.what());
 	}
 	load_free_files();
+	load_failed_ids();
+}
+
+// The ids in failed/ at start, sorted, 8 bytes each; fail() adds to them.
+// One the administrator deletes later stays known: new_id() then skips
+// an id it could have used, which costs nothing.
+void Spool::load_failed_ids()
+{
+	std::string f = dir_ + "/failed";
+	UniqueDir d = fd_to_dir(open_dir(AT_FDCWD, f.c_str(), f), f);
+	errno = 0;
+	while (struct dirent* de = ::readdir(d.get())) {
+		if (valid_id(de->d_name))
+			failed_ids_.push_back(id_number(de->d_name));
+		errno = 0;
+	}
+	if (errno != 0)
+		throw_errno("readdir " + f);
+	std::sort(failed_ids_.begin(), failed_ids_.end());
+}
+
+void Spool::note_failed_id(const std::string& id)
+{
+	uint64_t n = id_number(id);
+	auto at = std::lower_bound(failed_ids_.begin(), failed_ids_.end(), n);
+	if (at == failed_ids_.end() || *at != n)
+		failed_ids_.insert(at, n);
 }
 
 // free/ as the last run left it: its files are reusable at once; beyond
@@ -392,7 +427,8 @@ std::string Spool::path(const char* sub, const std::string& id) const
 }
 
 // 40 random bits, from a pool that one getrandom fills for 51 ids; an id
-// still present in failed/ (whose files keep their id) is drawn again.
+// still present in failed/ (whose files keep their id) is drawn again,
+// known from failed_ids_ rather than a lookup per message.
 // An id in queue/ already makes create() fail with EEXIST (it never
 // replaces a file): its caller draws another.
 std::string Spool::new_id()
@@ -418,13 +454,8 @@ std::string Spool::new_id()
 			id += hex[*b >> 4];
 			id += hex[*b & 0xf];
 		}
-		std::string p = path("failed", id);
-		struct stat st;
-		if (::lstat(p.c_str(), &st) < 0) {
-			if (errno != ENOENT)
-				throw_errno("stat " + p);
+		if (!std::binary_search(failed_ids_.begin(), failed_ids_.end(), id_number(id)))
 			return id;
-		}
 	}
 	errno = EEXIST;
 	throw_errno("new queue id in " + dir_);
@@ -856,6 +887,7 @@ void Spool::fail(const std::string& id, const std::string& reason)
 	check_id(id);
 	write_reason(id, reason);
 	std::string to = path("failed", id);
+	note_failed_id(id);
 	if (::renameat(queue_dirfd_.get(), id.c_str(), AT_FDCWD, to.c_str()) < 0 && errno != ENOENT)
 		throw_errno("rename " + path("queue", id) + " to " + to);
 	if (journal_)

@@ -188,6 +188,8 @@ class Spool {
 	std::string path(const char* sub, const std::string& id) const;
 	static SpoolMessage parse(const std::string& id, std::shared_ptr<const std::string> bytes);
 	void load_free_files();
+	void load_failed_ids();
+	void note_failed_id(const std::string& id);
 	UniqueFd take_free_file(const std::string& id);
 	bool recycle(const std::string& id);
 
@@ -201,6 +203,7 @@ class Spool {
 	std::unique_ptr<Journal> journal_;
 	std::set<std::string> unjudged_;  // by recover(); read-only after
 	unsigned char random_[255];  // new_id()'s pool: 5 bytes an id
+	std::vector<uint64_t> failed_ids_;  // sorted: ids in failed/
 	size_t random_used_ = sizeof random_;
 	// Recycling saves the file system an inode and its blocks' allocation
 	// and release per message (doc/architecture.md, "The spool"). A file

@@ -105,7 +105,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
 sys.dont_write_bytecode = True
-from harness import QID_RE, TEST_USER, Fail, Laimd, ensure_user, laimd_path, port_listening  # noqa: E402
+from harness import (QID_RE, TEST_USER, Fail, Laimd, ensure_user, laimd_path, port_listening,  # noqa: E402
+		     strace_attach, strace_detach)
 
 Scenario = collections.namedtuple("Scenario", "messages quick size sessions reuse")
 SCENARIOS = {
@@ -549,13 +550,25 @@ class FreshFileSystem:
 			os.unlink(self.image)
 
 
-def measure(tools, server, sc, messages):
+def syscalls_per_message(path, accepted):
+	"""The total of strace -c's summary in path, per message."""
+	with open(path) as f:
+		total = [line.split() for line in f if line.rstrip().endswith(" total")]
+	return int(total[-1][-3 if len(total[-1]) == 6 else -2]) / accepted if total and accepted else 0
+
+
+def measure(tools, server, sc, messages, strace_out=None):
 	"""One smtp-source run against a freshly started server: the figures
-	of the table (ratio aside) and notes on anything amiss."""
+	of the table (ratio aside) and notes on anything amiss. With
+	strace_out, laimd's processes run under strace -c for the run, which
+	slows them: the counts are the figure then, not the rates."""
 	os.sync()  # the previous run's writes stay out of this one
+	tracer = None
 	try:
 		port = server.start()
 		sampler = PssSampler(server.pid)
+		if strace_out and isinstance(server, LaimServer):
+			tracer = strace_attach([server.pid] + sorted(server.d.children().values()), ["-c"], out=strace_out)
 		try:
 			drops = listen_drops()
 			cpu = cpu_ticks(process_tree(server.pid)), cpu_ticks()
@@ -572,6 +585,8 @@ def measure(tools, server, sc, messages):
 			       cpu_seconds_since(cpu[1], cpu_ticks()))
 		finally:
 			pss = sampler.stop()
+			if tracer:
+				strace_detach(tracer)
 	finally:
 		server.stop()
 	codes = REFUSAL_RE.findall(r.stderr)
@@ -587,6 +602,8 @@ def measure(tools, server, sc, messages):
 		fig["notes"].append("%d sent, %d accepted, %d refused" % (messages, accepted, len(codes)))
 	if drops:
 		fig["notes"].append("%d SYNs dropped on a full listen queue" % drops)
+	if tracer:
+		fig["notes"].append("%.1f system calls/msg (%s)" % (syscalls_per_message(strace_out, accepted), strace_out))
 	return fig
 
 
@@ -618,7 +635,9 @@ def run(args, tools):
 					with (FreshFileSystem(args.cache, args.fs == "tmpfs") if args.fs != "tmpdir"
 					      else contextlib.nullcontext()):
 						fig = measure(tools, new_server(name, tools, args), sc,
-							      sc.quick if args.quick else sc.messages)
+							      sc.quick if args.quick else sc.messages,
+							      args.strace and os.path.join(args.strace, "%s-%s-%d.txt" % (
+								      scenario, name, rep + 1)))
 				except Exception as e:  # one failed measurement does not end the run
 					fig = "n/a (%s)" % (str(e).strip().splitlines() or [type(e).__name__])[0]
 				if name == "smtp-sink" and not isinstance(fig, str):
@@ -688,6 +707,9 @@ def parse_args():
 		       help="where Postfix and OpenSMTPD are unpacked and the file systems made")
 	p.add_argument("--fs", choices=["fresh", "tmpfs", "tmpdir"], default="fresh",
 		       help="a new ext4 for each run (default), a new tmpfs (a sync costs nothing), or TMPDIR")
+	p.add_argument("--strace", metavar="DIR",
+		       help="count laimd's system calls with strace -c into DIR/SCENARIO-SERVER-REP.txt "
+		       "(slows laimd: the rates of such a run mean nothing)")
 	p.add_argument("--maildir-workers", type=int, metavar="N",
 		       help="laim-maildir's instance gets workers: N (default: the maildir type's)")
 	args = p.parse_args()

@@ -2,8 +2,10 @@
 // strict loader, and what a restart finds.
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -20,6 +22,19 @@
 #undef fail  // Check's deprecated fail() macro would hide Spool::fail
 
 using namespace laim;
+
+// getrandom(2) for this program: the kernel's, unless a test sets the
+// bytes that new_id() draws (then the rest of the pool is zeros).
+static std::string g_random_prefix;
+
+extern "C" ssize_t getrandom(void* buf, size_t len, unsigned int flags)
+{
+	if (g_random_prefix.empty())
+		return syscall(SYS_getrandom, buf, len, flags);
+	memset(buf, 0, len);
+	memcpy(buf, g_random_prefix.data(), std::min(len, g_random_prefix.size()));
+	return static_cast<ssize_t>(len);
+}
 
 namespace {
 
@@ -200,6 +215,26 @@ START_TEST(test_new_id)
 		seen.insert(id);
 	}
 	ck_assert_uint_eq(seen.size(), 200);
+}
+END_TEST
+
+// An id still in failed/, there at start or put there since, is drawn
+// again: a new message must not share a failed one's id.
+START_TEST(test_new_id_skips_failed)
+{
+	g_random_prefix = std::string("\x11\x22\x33\x44\x55\xaa\xbb\xcc\xdd\xee", 10);
+	spit(g_spool + "/failed/1122334455", "x");
+	{
+		Spool spool(g_spool);
+		std::string id = spool.new_id();
+		ck_assert_msg(id == "AABBCCDDEE", "with failed/1122334455 there at start, new_id() gave %s", id.c_str());
+	}
+	ck_assert_int_eq(unlink((g_spool + "/failed/1122334455").c_str()), 0);
+	Spool spool(g_spool);
+	spool.fail("1122334455", "given up");
+	std::string id = spool.new_id();
+	ck_assert_msg(id == "AABBCCDDEE", "after fail(1122334455), new_id() gave %s", id.c_str());
+	g_random_prefix.clear();
 }
 END_TEST
 
@@ -905,6 +940,7 @@ static Suite* spool_suite()
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_missing_dir);
 	tcase_add_test(tc, test_new_id);
+	tcase_add_test(tc, test_new_id_skips_failed);
 	tcase_add_test(tc, test_header_format);
 	tcase_add_test(tc, test_roundtrip);
 	tcase_add_test(tc, test_message_move);
