@@ -87,6 +87,7 @@
 #   make bench [BENCH_FLAGS="--reps 1 --scenario large --quick"]
 #   LAIMD=build/check/laimd LAIM_SRCDIR=. /usr/bin/python3 regress/bench/bench.py \
 #       [--reps N] [--scenario NAME]... [--server NAME]... [--quick] [--cache DIR]
+#       [--strace DIR]   (laimd's system calls per message, from strace -c)
 import argparse
 import collections
 import contextlib
