@@ -745,6 +745,8 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 						   " characters: the greeting line must stay within 512 octets");
 	} else if (name == "max_queue_size") {
 		set_integer(&cfg_.max_queue_size, n, name, 1);
+	} else if (name == "max_deferred") {
+		set_integer(&cfg_.max_deferred, n, name, 1);
 	} else if (name == "queue_full_wait") {
 		set_integer(&cfg_.queue_full_wait, n, name, 0, 300);
 	} else if (name == "data_size_limit") {

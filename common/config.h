@@ -121,7 +121,8 @@ struct Config {
 	int user_line = 0, smtp_user_line = 0;  // where the file sets them; 0: the default
 	std::string hostname;  // empty: /etc/mailname or the FQDN, resolved once at start
 	std::string ident;     // default "laim VERSION"
-	uint32_t max_queue_size = 50;
+	uint32_t max_queue_size = 50;  // messages in flight: not those deferred
+	uint32_t max_deferred = 10000;  // messages waiting for a retry
 	uint32_t queue_full_wait = 10;        // seconds a MAIL waits for room, then 452
 	uint64_t data_size_limit = 33554432;  // 0 = no limit
 	uint32_t hop_count_limit = 50;        // more Received: fields: a mail loop, refused

@@ -80,9 +80,18 @@ void Intake::reply(uint32_t type, uint32_t session, BackendStatus st)
 	smtp_.send(type, session, encode(StatusMsg{st}));
 }
 
+// Places of max_queue_size taken: transactions in progress and messages
+// not deferred (new, or in a delivery round). Deferred ones wait apart,
+// up to max_deferred, so that mail a handler keeps deferring (a locked
+// mailbox, a smarthost down) never stops other mail.
+size_t Intake::places_used() const
+{
+	return queue_.size() - queue_.deferred() + in_progress();
+}
+
 bool Intake::queue_full() const
 {
-	return queue_.size() + in_progress() >= cfg_.max_queue_size;
+	return places_used() >= cfg_.max_queue_size || queue_.deferred() >= cfg_.max_deferred;
 }
 
 // MAIL FROM: a new transaction reserves a place in the bounded queue, so
@@ -120,8 +129,10 @@ void Intake::on_mail(uint32_t session, MailMsg m, std::optional<uid_t> uid)
 // A MAIL the full queue has no room for: 452, and smtp defers the mail.
 void Intake::refuse_full(uint32_t session, const std::string& sender)
 {
-	log_warnx("queue full (%zu queued, %zu in progress, max_queue_size %u): deferring mail from <%s>",
-		  queue_.size(), in_progress(), cfg_.max_queue_size, sender.c_str());
+	log_warnx("queue full (%zu queued, %zu in progress, max_queue_size %u; %zu deferred, max_deferred %u): "
+		  "deferring mail from <%s>",
+		  queue_.size() - queue_.deferred(), in_progress(), cfg_.max_queue_size, queue_.deferred(),
+		  cfg_.max_deferred, sender.c_str());
 	reply(IMSG_H_MAIL, session, BackendStatus::Full);
 }
 

@@ -53,6 +53,9 @@ class Intake {
 	void commit_pending();
 	// Transactions open now: each holds a place in the queue.
 	size_t in_progress() const { return txns_.size() + syncing_.size(); }
+	// Places of max_queue_size taken: those, and the queued messages not
+	// deferred.
+	size_t places_used() const;
 	// Once per loop turn: MAILs waiting for room in a full queue get it,
 	// in their order, or 452 once they waited queue_full_wait seconds.
 	void admit_waiting();

@@ -110,8 +110,17 @@ void Queue::add(const Envelope& env, uint64_t size, double arrival, Bytes bytes)
 	e.size = size;
 	e.arrival = arrival;
 	hold(e, std::move(bytes));
-	e.next_try = 0;
+	set_next_try(e, 0);
 	due_.push_back(env.id);
+}
+
+// next_try of a message, and the count of those waiting for a retry,
+// which take no place of max_queue_size (deferred()).
+void Queue::set_next_try(Entry& e, time_t at)
+{
+	if ((e.next_try != 0) != (at != 0))
+		deferred_ += at != 0 ? 1 : -1;
+	e.next_try = at;
 }
 
 void Queue::hold(Entry& e, Bytes bytes)
@@ -137,7 +146,7 @@ void Queue::make_due(const std::string& id)
 	auto it = entries_.find(id);
 	if (it == entries_.end())
 		return;
-	it->second.next_try = 0;
+	set_next_try(it->second, 0);
 	it->second.waiting_for.clear();
 	due_.push_back(id);
 }
@@ -194,7 +203,7 @@ void Queue::dispatch(Entry& e)
 			// Settled once the late call says how it went; looked at again
 			// meanwhile, so that max_queue_age still ends a call that hangs.
 			e.awaits_late = true;
-			e.next_try = seconds_since_boot() + static_cast<time_t>(retry_max_);
+			set_next_try(e, seconds_since_boot() + static_cast<time_t>(retry_max_));
 			timers_.insert({e.next_try, e.env.id});
 		} else if (e.running == 0)
 			settle(e.env.id);
@@ -489,7 +498,7 @@ void Queue::settle(const std::string& id)
 			 d.rcpt.c_str(), d.instance.c_str(), delay, e.attempts, (long)retry_in, describe(d.result).c_str());
 	}
 	e.deferred = {};  // its capacity too: a deferred message may wait for hours
-	e.next_try = seconds_since_boot() + retry_in;
+	set_next_try(e, seconds_since_boot() + retry_in);
 	timers_.insert({e.next_try, id});
 }
 
@@ -537,6 +546,7 @@ void Queue::finalize(const std::string& id)
 		log_warnx("%s: finishing the queue file: %s", id.c_str(), ex.what());
 	}
 	take(e);
+	set_next_try(e, 0);
 	entries_.erase(id);
 }
 
@@ -591,6 +601,7 @@ std::string Queue::remove(const std::string& id)
 		return std::string("cannot remove it: ") + ex.what();
 	}
 	take(it->second);
+	set_next_try(it->second, 0);
 	entries_.erase(it);
 	log_info("%s: removed by the administrator", id.c_str());
 	return "";

@@ -63,6 +63,8 @@ class Queue {
 	// At start: loads queue/ from the spool; corrupt files go to failed/.
 	void load_spool();
 	size_t size() const { return entries_.size(); }
+	// Those waiting for a retry after a temporary failure.
+	size_t deferred() const { return deferred_; }
 
 	// `laimctl test`: runs the instance's test() on one of its workers;
 	// done gets the answer in the main thread, from collect(). False when
@@ -144,6 +146,8 @@ class Queue {
 	void hold(Entry& e, Bytes bytes);
 	Bytes take(Entry& e);
 	size_t held_bytes_ = 0;
+	size_t deferred_ = 0;  // entries with a next_try
+	void set_next_try(Entry& e, time_t at);
 	void make_due(const std::string& id);
 	void dispatch(Entry& e);
 	bool start(Entry& e, const std::string& name, std::vector<std::string> rcpts, const Bytes& bytes);

@@ -58,7 +58,7 @@ def restart_load_time(d):
 
 
 def measure(tools, total):
-	d = Laimd(name="bench-queue", hostname=bench.HOST, max_queue_size=total + 1000, retry_initial=3600,
+	d = Laimd(name="bench-queue", hostname=bench.HOST, max_queue_size=total + 1000, max_deferred=total + 1000, retry_initial=3600,
 		  retry_max=3600)
 	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
 	d.config["handlers"] = {"down": {"type": "maildir", "path": os.path.join(blocked, "Maildir")}}

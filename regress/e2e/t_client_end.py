@@ -148,7 +148,7 @@ def unread_replies():
 
 
 def reset_with_full_buffer():
-	d = Laimd(name="t_client_end_reset", max_queue_size=1, queue_full_wait=4)
+	d = Laimd(name="t_client_end_reset", max_queue_size=1, max_deferred=1, queue_full_wait=4)
 	d.block_inbox()
 	d.start()
 	d.send(msg=simple_message("fills the queue"))

@@ -234,6 +234,10 @@ def overflowing_group():
 		one(0)
 		for t in threads:
 			t.join(90)
+		# A from= line may be written after the 250s went out: the trace
+		# must still hold each one when it ends.
+		for q in ids.values():
+			d.wait_log(r"%s: from=<" % q, 30)
 	finally:
 		strace_detach(tracer)
 	check_eq(sorted(set(codes.values())), [250], "replies to the ends of data")

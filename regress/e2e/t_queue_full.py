@@ -1,7 +1,10 @@
-# The bounded queue: with max_queue_size messages committed but not yet
-# handled, a new transaction waits at MAIL FROM for room up to
-# queue_full_wait seconds, then gets 452 4.3.1 (never a 250 followed by a
-# drop); once the queue drains, mail is accepted again.
+# The bounded queue: with max_queue_size messages in flight (transactions
+# in progress, messages committed and not deferred) or max_deferred
+# messages waiting for a retry, a new transaction waits at MAIL FROM for
+# room up to queue_full_wait seconds, then gets 452 4.3.1 (never a 250
+# followed by a drop); once the queue drains, mail is accepted again.
+# Deferred messages take no place of max_queue_size: a mailbox or a
+# smarthost that keeps deferring does not stop other mail.
 import sys
 sys.dont_write_bytecode = True
 import socket
@@ -10,37 +13,41 @@ from harness import *
 
 
 def main():
-	d = Laimd(max_queue_size=2, queue_full_wait=0)
+	d = Laimd(max_queue_size=2, max_deferred=3, queue_full_wait=0)
 	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
 	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
 	d.start()
 
-	q1 = d.send(msg=simple_message("one"))
-	q2 = d.send(msg=simple_message("two"))
-	check_eq(sorted(d.spool_files("queue")), sorted([q1, q2]), "queue/ with two deferred messages")
+	ids = []
+	for n in ("one", "two", "three"):  # more than max_queue_size, each deferred
+		ids.append(d.send(msg=simple_message(n)))
+		d.wait_log(r"%s: to=<.*status=deferred" % ids[-1])
+	check_eq(sorted(d.spool_files("queue")), sorted(ids), "queue/ with three deferred messages")
 	with d.smtp() as c:
 		c.ehlo()
-		r = c.cmd("MAIL FROM:<third@client.example>", 452)
-		check(r.lines[-1].startswith("452 4.3.1"), "MAIL with a full queue: %r" % r)
+		r = c.cmd("MAIL FROM:<fourth@client.example>", 452)
+		check(r.lines[-1].startswith("452 4.3.1"), "MAIL with max_deferred messages deferred: %r" % r)
 		c.cmd("RCPT TO:<r@test.laim.example>", 503)
 		c.cmd("QUIT", 221)
-	check_eq(sorted(d.spool_files("queue")), sorted([q1, q2]), "queue/ after the refusal")
-	check(not d.search_log(r"from=<third@client\.example>", 0), "the refused sender reached the queue")
+	d.wait_log(r"queue full \(0 queued, 0 in progress, max_queue_size 2; 3 deferred, max_deferred 3\): "
+		   r"deferring mail from <fourth@client\.example>$")
+	check_eq(sorted(d.spool_files("queue")), sorted(ids), "queue/ after the refusal")
+	check(not d.search_log(r"from=<fourth@client\.example>", 0), "the refused sender reached the queue")
 
 	d.unblock_dir(blocked)
-	d.wait_removed(q1, 15)
-	d.wait_removed(q2, 15)
-	check_eq(len(maildir_files(blocked)), 2, "messages delivered once the queue drained")
-	q3 = d.send(sender="third@client.example", msg=simple_message("three"))
-	d.wait_removed(q3)
-	check_eq(len(maildir_files(blocked)), 3, "messages after the queue drained")
+	for q in ids:
+		d.wait_removed(q, 15)
+	check_eq(len(maildir_files(blocked)), 3, "messages delivered once the queue drained")
+	q4 = d.send(sender="fourth@client.example", msg=simple_message("four"))
+	d.wait_removed(q4)
+	check_eq(len(maildir_files(blocked)), 4, "messages after the queue drained")
 
 
 def reservations():
 	"""Transactions between MAIL and the end of data count against the
 	queue too: with max_queue_size 1, a second MAIL is refused while the
 	first transaction is open, and accepted again after its RSET."""
-	d = Laimd(name="t_queue_full_rsv", max_queue_size=1, queue_full_wait=0)
+	d = Laimd(name="t_queue_full_rsv", max_queue_size=1, max_deferred=1, queue_full_wait=0)
 	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
 	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
 	d.start()
@@ -68,7 +75,7 @@ def waiting():
 	sessions is slowed to the pace of delivery, not turned away."""
 	# queue_full_wait 4: longer than the retry interval (retry_max 2), so the
 	# retry after the unblock frees the place within the second MAIL's wait.
-	d = Laimd(name="t_queue_full_wait", max_queue_size=1, queue_full_wait=4)
+	d = Laimd(name="t_queue_full_wait", max_queue_size=1, max_deferred=1, queue_full_wait=4)
 	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
 	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
 	d.start()
@@ -133,7 +140,7 @@ def leavers():
 	"""Clients that leave while their MAIL waits for room, by a close
 	(FIN) or a reset, leave the line at once: the wait of neither ends
 	in a 452 logged for it, as it does for the client that stays."""
-	d = Laimd(name="t_queue_full_leave", max_queue_size=1, queue_full_wait=2)
+	d = Laimd(name="t_queue_full_leave", max_queue_size=1, max_deferred=1, queue_full_wait=2)
 	d.block_inbox()
 	d.start()
 	d.send(msg=simple_message("fills the queue"))

@@ -158,6 +158,7 @@ def queue_full(d, lu, gid):
 	the file is imported and delivered."""
 	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
 	d.config["max_queue_size"] = 1
+	d.config["max_deferred"] = 1
 	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
 	mark = d.mark()
 	d.start()

@@ -53,7 +53,8 @@ def main():
 
 
 def server_waits():
-	d = Laimd(name="t_timeout_waits", timeout=2, greeting_delay=3000, max_queue_size=1, queue_full_wait=20)
+	d = Laimd(name="t_timeout_waits", timeout=2, greeting_delay=3000, max_queue_size=1, max_deferred=1,
+		  queue_full_wait=20)
 	blocked = d.block_inbox()
 	d.start()
 	d.send(msg=simple_message("fills the queue"))  # stays queued: the inbox is blocked

@@ -91,6 +91,7 @@ static void check_defaults(const Config& c)
 	ck_assert_str_eq(c.hostname.c_str(), "");
 	ck_assert_str_eq(c.ident.c_str(), "laim " PACKAGE_VERSION);
 	ck_assert_uint_eq(c.max_queue_size, 50);
+	ck_assert_uint_eq(c.max_deferred, 10000);
 	ck_assert_uint_eq(c.queue_full_wait, 10);
 	ck_assert_uint_eq(c.data_size_limit, 33554432);
 	ck_assert_uint_eq(c.hop_count_limit, 50);
@@ -292,6 +293,7 @@ START_TEST(integer_bounds_accepted)
 	ck_assert_uint_eq(parse_ok("queue_full_wait: 0\n").queue_full_wait, 0);
 	ck_assert_uint_eq(parse_ok("queue_full_wait: 300\n").queue_full_wait, 300);
 	ck_assert_uint_eq(parse_ok("hop_count_limit: 1\n").hop_count_limit, 1);
+	ck_assert_uint_eq(parse_ok("max_deferred: 1\n").max_deferred, 1);
 	Config c = parse_ok("max_queue_size: 4294967295\ndata_size_limit: 18446744073709551615\n"
 			    "greeting_delay: 0\ntimeout: 1\n");
 	ck_assert_uint_eq(c.max_queue_size, 4294967295u);
@@ -508,6 +510,7 @@ START_TEST(error_wrong_types)
 	    {"aliases", "expected a string"},
 	    {"mail_dir", "expected a string"},
 	    {"max_queue_size", "expected a positive integer"},
+	    {"max_deferred", "expected a positive integer"},
 	    {"data_size_limit", "expected a non-negative integer"},
 	    {"hop_count_limit", "expected a positive integer"},
 	    {"timeout", "expected a positive integer"},
@@ -557,6 +560,7 @@ START_TEST(error_bad_integers)
 		const char* what;
 	} cases[] = {
 	    {"max_queue_size: 0\n", "t.yml:1: max_queue_size: ", "0 is out of range: expected a positive integer"},
+	    {"max_deferred: 0\n", "t.yml:1: max_deferred: ", "0 is out of range: expected a positive integer"},
 	    {"max_queue_size: -1\n", "t.yml:1: max_queue_size: ", "expected a positive integer, got \"-1\""},
 	    {"max_queue_size: +5\n", "t.yml:1: max_queue_size: ", "got \"+5\""},
 	    {"max_queue_size: 1.5\n", "t.yml:1: max_queue_size: ", "got \"1.5\""},
