@@ -227,7 +227,8 @@ void sandbox_seccomp_mda(int dir)
 {
 	// Appending one message to one file: read stdin (with a deadline),
 	// open, lock, stat, write, fsync and cut back the mailbox, make and
-	// remove the dotlock, say why on stderr, exit; memory for the copy.
+	// remove the dotlock, say why on stderr, exit; memory for the copy;
+	// rt_sigpending: a SIGTERM from the parent (blocked) cancels the append.
 	// Files are opened and unlinked only relative to the mail directory
 	// (the filter sees the descriptor, never the name: the names come
 	// from laim-mda itself, and it runs as the recipient). restart_syscall:
@@ -236,7 +237,7 @@ void sandbox_seccomp_mda(int dir)
 	static const char* const allow[] = {
 		"read", "write", "close", "fstat", "newfstatat", "fcntl", "fsync", "ftruncate", "lseek",
 		"poll", "ppoll", "brk", "mmap", "munmap", "mremap", "madvise", "clock_gettime", "getpid", "getuid",
-		"rt_sigprocmask", "rt_sigreturn", "restart_syscall", "exit", "exit_group",
+		"rt_sigprocmask", "rt_sigpending", "rt_sigreturn", "restart_syscall", "exit", "exit_group",
 	};
 	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
 	if (!ctx)

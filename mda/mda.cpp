@@ -32,14 +32,19 @@
 // SECONDS is four fifths of the delivery's limit, and the parent kills
 // laim-mda only at twice that limit, so a slow disk has the rest to end
 // an append. A kill in the append would leave the copy, or part of it,
-// and the dotlock, and the retry would append it again. It runs without
-// capabilities (root's mailbox is delivered as root), under no_new_privs
-// and a seccomp filter of its own (sandbox_seccomp_mda), with every
-// signal but SIGKILL blocked (its user may still SIGSTOP it: the parent
-// continues it at once). One line on stderr says what happened (the
-// handler logs it); exit 0 delivered, EX_TEMPFAIL (75) for what may pass
-// later (a lock, no space, a link in the mailbox's place, no time left:
-// the message stays queued), EX_USAGE (64) for a malformed invocation.
+// and the dotlock, and the retry would append it again. SIGTERM is the
+// parent's word that nobody will take the result (the handler process
+// ended: laimd is stopping, or it died): no append starts after it, and
+// one it came in is cut back once its write or fsync returns, so that
+// the message, still queued, is in the mailbox once after its retry. It
+// runs without capabilities (root's mailbox is delivered as root), under
+// no_new_privs and a seccomp filter of its own (sandbox_seccomp_mda),
+// with every signal but SIGKILL blocked (SIGTERM is only looked at; its
+// user may still SIGSTOP it: the parent continues it at once). One line
+// on stderr says what happened (the handler logs it); exit 0 delivered,
+// EX_TEMPFAIL (75) for what may pass later (a lock, no space, a link in
+// the mailbox's place, no time left, SIGTERM: the message stays queued),
+// EX_USAGE (64) for a malformed invocation.
 #include <config.h>
 
 #include <cap-ng.h>
@@ -97,6 +102,14 @@ std::string box;  // MAIL_DIR/USER, for messages
 	va_end(ap);
 	dprintf(2, "%s: %s\n", box.c_str(), why);
 	_exit(status);
+}
+
+// True once the parent sent SIGTERM (blocked, so pending): see the
+// header comment.
+bool told_to_stop()
+{
+	sigset_t pending;
+	return sigpending(&pending) == 0 && sigismember(&pending, SIGTERM) == 1;
 }
 
 // Milliseconds left until the deadline, <= 0 once it has passed.
@@ -257,9 +270,9 @@ std::string lock_dotlock(int dir, const char* user, bool* stale)
 }
 
 // Appends the copy to the locked mailbox, after the line ends its last
-// line lacks (*gap, mbox_tail_gap), and makes it durable; on any failure
-// cuts the mailbox back to the size it had and returns why ("" when
-// delivered).
+// line lacks (*gap, mbox_tail_gap), and makes it durable; on any failure,
+// or a SIGTERM that came meanwhile, cuts the mailbox back to the size it
+// had and returns why ("" when delivered).
 std::string append(int fd, const std::string& copy, std::string_view* gap)
 {
 	struct stat st;
@@ -278,11 +291,11 @@ std::string append(int fd, const std::string& copy, std::string_view* gap)
 				what = "write", err = w == 0 ? EIO : errno;
 		}
 	}
-	if (!what && fsync(fd) != 0)
+	if (!what && !told_to_stop() && fsync(fd) != 0)
 		what = "fsync", err = errno;
-	if (!what)
+	if (!what && !told_to_stop())
 		return "";
-	std::string why = std::string(what) + ": " + strerror(err);
+	std::string why = what ? std::string(what) + ": " + strerror(err) : "told to stop (SIGTERM)";
 	if (ftruncate(fd, st.st_size) != 0 || fsync(fd) != 0)
 		return why + ", and cutting it back to " + std::to_string(st.st_size) + " bytes failed: " + strerror(errno);
 	return why + " (cut back to " + std::to_string(st.st_size) + " bytes)";
@@ -294,7 +307,7 @@ int main(int argc, char* argv[])
 {
 	sigset_t all;
 	sigfillset(&all);
-	sigprocmask(SIG_BLOCK, &all, nullptr);  // only SIGKILL ends it half-way
+	sigprocmask(SIG_BLOCK, &all, nullptr);  // only SIGKILL ends it half-way; SIGTERM: told_to_stop()
 	if (argc != 4 || argv[1][0] != '/' || atoi(argv[3]) <= 0) {
 		fprintf(stderr, "usage: laim-mda MAIL_DIR USER SECONDS (run by laimd)\n");
 		return EX_USAGE;
@@ -333,6 +346,10 @@ int main(int argc, char* argv[])
 	if (ms_left(deadline) <= 0) {  // no append starts late (see the header comment)
 		unlinkat(dir.get(), dotlock.c_str(), 0);
 		give_up(EX_TEMPFAIL, "not appended: reading the copy and locking took more than %u s", seconds);
+	}
+	if (told_to_stop()) {
+		unlinkat(dir.get(), dotlock.c_str(), 0);
+		give_up(EX_TEMPFAIL, "not appended: told to stop (SIGTERM)");
 	}
 	fcntl(fd.get(), F_SETFL, fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK);
 	std::string_view gap;

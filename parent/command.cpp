@@ -374,17 +374,22 @@ ImsgPeer& CommandService::watch(EventLoop& loop, pid_t pid, UniqueFd reply, cons
 }
 
 // The handler process closed a command's reply channel (it gave up, or
-// died): nobody reads the command's output any more, so it is killed.
-// Not laim-mda, which may be appending: it finishes a copy it has read
-// whole, sees a short one end early, or meets its time limit.
+// died, or ended at a stop): nobody reads the command's output any more,
+// so it is killed. Not laim-mda, which may be appending: a SIGKILL there
+// would leave part of the copy in the mailbox. It is told to stop
+// (SIGTERM), and cuts back what it appended (mda/mda.cpp), since nobody
+// will mark the message delivered: else its retry would append it again.
 void CommandService::let_go(pid_t pid)
 {
 	auto it = running_.find(pid);
-	if (it == running_.end())
+	if (it == running_.end() || !it->second.reply)
 		return;
-	if (!it->second.mailbox)
-		kill(-pid, SIGKILL);
-	it->second.reply.reset();
+	Running& r = it->second;
+	kill(-pid, r.mailbox ? SIGTERM : SIGKILL);
+	if (r.mailbox)
+		log_warnx("%s, laim-mda as %s (pid %d) told to stop: the handler process let go", r.label.c_str(),
+			  r.user.c_str(), (int)pid);
+	r.reply.reset();
 }
 
 // Called while pid is an unreaped zombie (waitid with WNOWAIT), so that
@@ -403,6 +408,10 @@ bool CommandService::reap(pid_t pid)
 	if (r.reply)
 		r.reply->send(IMSG_P_COMMAND_EXIT, 0,
 			      encode(CommandExitMsg{static_cast<uint32_t>(status), r.timed_out, r.timeout}));
+	else if (r.mailbox)  // its line on stderr has no reader: its end is logged here
+		log_info("%s, laim-mda as %s (pid %d) %s %d", r.label.c_str(), r.user.c_str(), (int)pid,
+			 WIFEXITED(status) ? "exited with status" : "killed by signal",
+			 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
 	running_.erase(it);
 	return true;
 }
@@ -437,6 +446,14 @@ void CommandService::expire(time_t now)
 		kill(-pid, SIGKILL);
 		r.timed_out = true;
 	}
+}
+
+// At exit, the handler process gone (its closed reply channels may not
+// have been read yet): every command is let go, laim-mda told to stop.
+void CommandService::let_go_all()
+{
+	for (auto& [pid, r] : running_)
+		let_go(pid);
 }
 
 // At exit: no command outlives laimd.

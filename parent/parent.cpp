@@ -46,6 +46,9 @@ namespace {
 
 enum { SMTP = 0, HANDLER = 1 };
 const char* const child_name[] = {"smtp", "handler"};
+// Seconds a stop waits for laim-mda to cut back an append it was told to
+// stop (its write or fsync returns first, then a truncate and an fsync).
+constexpr time_t COMMAND_STOP_WAIT = 10;
 
 struct Child {
 	pid_t pid = -1;
@@ -398,7 +401,10 @@ void stop_serving(int which)
 // then the handler (which finishes deliveries in progress), each with a
 // bounded wait. Signals are no longer read; the loop still serves the
 // commands (and mailbox deliveries) that deliveries in progress may
-// need. No command outlives laimd.
+// need. No command outlives laimd: a laim-mda still running is told to
+// stop and waited for (COMMAND_STOP_WAIT) while it cuts back its append,
+// which a SIGKILL, the parent's or systemd's once laimd exits, would
+// leave half-written in the mailbox; then whatever is left is killed.
 [[noreturn]] void shutdown_children()
 {
 	shutting_down = true;
@@ -419,6 +425,12 @@ void stop_serving(int which)
 			waitpid(c.pid, nullptr, 0);
 			c.pid = -1;
 		}
+	}
+	commands.let_go_all();
+	for (time_t deadline = seconds_since_boot() + COMMAND_STOP_WAIT;
+	     commands.running() && seconds_since_boot() < deadline;) {
+		loop->wait(100);
+		reap_children();
 	}
 	commands.kill_all();
 	log_info("exiting");

@@ -38,6 +38,11 @@ class CommandService {
 	void resume_stopped();
 	// Kills the commands past their time limit.
 	void expire(time_t now);
+	// At exit: lets every command go (laim-mda is told to stop, the others
+	// are killed).
+	void let_go_all();
+	// True while a command is left to reap.
+	bool running() const { return !running_.empty(); }
 	// At exit: kills every command.
 	void kill_all();
 
@@ -49,7 +54,7 @@ class CommandService {
 		time_t deadline = 0;
 		bool timed_out = false;
 		bool stopped = false;  // was stopped and continued (logged once)
-		bool mailbox = false;  // laim-mda: not killed when the handler lets go
+		bool mailbox = false;  // laim-mda: told to stop, not killed, when the handler lets go
 		std::unique_ptr<ImsgPeer> reply;  // null once the handler process let go
 	};
 	ImsgPeer& watch(EventLoop& loop, pid_t pid, UniqueFd reply, const std::string& label,

@@ -11,7 +11,11 @@
 #   - laim-mda waits for its input (the wrapper holds it back) and its
 #     user, who may signal it, stops it (SIGSTOP): the parent continues
 #     it at once, and mail to root, which waits for the mbox handler's
-#     one delivery thread, is not held up until laim-mda is killed.
+#     one delivery thread, is not held up until laim-mda is killed;
+#   - the handler process dies while laim-mda's fsync is held: the parent
+#     tells laim-mda to stop (SIGTERM), which cuts its append back, and
+#     the restarted handler's retry puts the message in the mailbox once.
+#     (A stop past the handler's grace: t_mbox_stop.py.)
 # Needs strace (bootstrap's PEERS).
 import sys
 sys.dont_write_bytecode = True
@@ -146,11 +150,25 @@ def main():
 		check(not d.search_log(r"%s: .*status=deferred" % qid, mark), "deferred:\n%s" % d.log(mark))
 		check_eq(subjects()[-1:], ["stopped"], "the last subject in the mailbox")
 
+	def handler_dies():
+		mda_mode(slow("fsync:delay_enter=3000000"))
+		mark = d.mark()
+		size = os.path.getsize(box)
+		qid = d.send(rcpts=[rcpt], msg=simple_message("handler died"))
+		wait_for(lambda: os.path.getsize(box) > size, 5, "laim-mda's write")
+		mda_mode([])
+		os.kill(d.child("handler"), signal.SIGKILL)
+		d.wait_log(r"%s: handler=mbox:mailbox, laim-mda as %s \(pid \d+\) told to stop: the handler process let go$"
+			   % (qid, user.pw_name), 2, since=mark)
+		d.wait_removed(qid)
+		check_eq(subjects().count("handler died"), 1, "copies of the message in the mailbox")
+
 	run_rows([
 		("an fsync past the delivery's limit: laim-mda not killed, the copy there once, no dotlock",
 		 slow_fsync),
 		("the locks taken past laim-mda's deadline: no append, no dotlock, 75", late_locks),
 		("laim-mda stopped by its user: continued at once, root's mail not held up", stopped),
+		("the handler process dies in laim-mda's append: cut back, delivered once by the retry", handler_dies),
 	])
 
 

@@ -214,6 +214,11 @@ long call_ftruncate_badfd() { return syscall(SYS_ftruncate, -1, 0); }
 long call_fsync_badfd() { return syscall(SYS_fsync, -1); }
 // Nothing to restart: EINTR.
 long call_restart_syscall() { return syscall(SYS_restart_syscall); }
+long call_rt_sigpending()
+{
+	sigset_t pending;
+	return syscall(SYS_rt_sigpending, &pending, _NSIG / 8);
+}
 
 // The smtp process: an allowlist; open and sockets get EACCES (glibc's
 // syslog reconnect), everything else kills.
@@ -304,6 +309,7 @@ const Row mda_rows[] = {
 	{"fsync", call_fsync_badfd, Expect::Allowed, 0},
 	{"ftruncate", call_ftruncate_badfd, Expect::Allowed, 0},
 	{"restart_syscall (a poll continued after a stop)", call_restart_syscall, Expect::Allowed, 0},
+	{"rt_sigpending (the parent's SIGTERM)", call_rt_sigpending, Expect::Allowed, 0},
 	{"openat in the mail directory", call_openat_mail_dir, Expect::Allowed, 0},
 	{"unlinkat in the mail directory", call_unlinkat_mail_dir, Expect::Allowed, 0},
 	{"openat elsewhere", call_openat, Expect::Killed, 0},
