@@ -192,7 +192,12 @@ void SmtpClient::Impl::connected(int s, const sockaddr* addr, socklen_t len, con
 	if (s < 0)
 		throw SmtpError("socket: " + std::string(strerror(errno)), errno);
 	if (connect(s, addr, len) != 0) {
-		if (errno != EINPROGRESS && errno != EAGAIN)
+		// A unix socket whose listen queue is full refuses at once with
+		// EAGAIN: no connection is in progress, none to wait for.
+		if (errno == EAGAIN)
+			throw SmtpError("connect to " + peer + ": the server's listen queue is full (" +
+					strerror(errno) + ")", errno);
+		if (errno != EINPROGRESS)
 			throw SmtpError("connect to " + peer + ": " + strerror(errno), errno);
 		wait_ready(s, POLLOUT, deadline, ("connecting to " + peer).c_str());
 		int err = 0;

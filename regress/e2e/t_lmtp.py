@@ -14,8 +14,8 @@
 # may have been delivered, and one that answers DATA with 250 defers
 # (only a 354 sends the message); connection
 # errors defer with what to fix (a socket laim may not open: its owner,
-# mode and Dovecot's unix_listener setting); laimctl test says LHLO
-# was answered.
+# mode and Dovecot's unix_listener setting; a socket whose listen queue
+# is full: that it is full); laimctl test says LHLO was answered.
 import sys
 sys.dont_write_bytecode = True
 import atexit
@@ -175,6 +175,15 @@ class Peers:
 		self.hung.bind(("127.0.0.1", 0))
 		self.hung.listen(8)
 		self.hung_port = self.hung.getsockname()[1]
+		# A unix socket whose listen queue is full: it listens, never
+		# accepts, and holds the one connection its backlog of 0 lets in.
+		self.full_socket = os.path.join(self.d.dir, "full.sock")
+		self.full = socket.socket(socket.AF_UNIX)
+		self.full.bind(self.full_socket)
+		os.chmod(self.full_socket, 0o666)
+		self.full.listen(0)
+		self.full_held = socket.socket(socket.AF_UNIX)
+		self.full_held.connect(self.full_socket)
 		self.scripted = ScriptedPeer(lmtp=True, mail=lambda sender: "550 5.7.1 null sender refused" if not sender
 					     else "250 2.1.0 Ok", end=lambda session, rcpts: [None])
 		self.data250 = ScriptedPeer(lmtp=True, data=lambda: "250 2.0.0 DATA? whatever")
@@ -197,6 +206,7 @@ class Peers:
 			"refused": {"type": "lmtp", "host": tcp(self.refused_port)},
 			"hung": {"type": "lmtp", "host": tcp(self.hung_port), "timeout": 1},
 			"nosocket": {"type": "lmtp", "socket": os.path.join(d.dir, "no", "lmtp")},
+			"full": {"type": "lmtp", "socket": self.full_socket},
 			"down": {"type": "lmtp", "host": tcp(self.refused_port), "verify_recipients": True},
 			"slow": {"type": "lmtp", "host": tcp(self.hung_port), "verify_recipients": True, "timeout": 2},
 			"scripted": {"type": "lmtp", "host": tcp(self.scripted.port), "verify_recipients": True},
@@ -204,14 +214,16 @@ class Peers:
 			"data250": {"type": "lmtp", "host": tcp(self.data250.port)},
 		}
 		d.config["routes"] = [{"match": "*@%s.example" % name, "handlers": [name]}
-				      for name in ("nopipe", "smtpish", "refused", "hung", "nosocket", "down", "slow", "scripted",
-						   "closes", "data250")]
+				      for name in ("nopipe", "smtpish", "refused", "hung", "nosocket", "full", "down", "slow",
+						   "scripted", "closes", "data250")]
 		d.config["routes"] += [{"match": "*@lists.example", "handlers": ["virtual"]},
 				       {"match": "*", "handlers": ["dovecot"]}]
 
 	def stop(self):
 		check_eq(self.d.stop(), 0, "laimd exit status")
 		self.hung.close()
+		self.full_held.close()
+		self.full.close()
 		self.scripted.stop()
 		self.data250.stop()
 		self.aio.stdin.close()
@@ -333,7 +345,7 @@ def unreachable(p):
 	after the message's end: deferred, saying why."""
 	d = p.d
 	q5 = d.send(SENDER, ["x@smtpish.example", "x@refused.example", "x@hung.example", "x@nosocket.example",
-			     "x@closes.example", "x@data250.example"], message("unreachable"))
+			     "x@full.example", "x@closes.example", "x@data250.example"], message("unreachable"))
 	# A 250 to DATA sends no message: never counted as its delivery.
 	deferred(d, q5, "x@data250.example", "data250", r"127\.0\.0\.1:%d: DATA: unexpected reply 250 2\.0\.0 "
 		 r"DATA\? whatever" % p.data250.port)
@@ -349,6 +361,8 @@ def unreachable(p):
 	deferred(d, q5, "x@nosocket.example", "nosocket", r"lmtp: connect to %s: No such file or directory \(is the "
 		 r"LMTP server running, and is this its unix_listener's path\?\)" %
 		 re.escape(d.config["handlers"]["nosocket"]["socket"]))
+	deferred(d, q5, "x@full.example", "full", r"lmtp: connect to %s: the server's listen queue is full "
+		 r"\(Resource temporarily unavailable\)" % re.escape(p.full_socket))
 
 
 def socket_mode(p):

@@ -1,7 +1,8 @@
 // SmtpClient against a scripted peer on a real unix socket: replies read
 // whole with their enhanced codes, the data dot-stuffed with CRLF line
 // ends, a peer that stalls ends in a timeout, a peer that sends lies ends
-// in an error. The TLS side is covered by the smarthost end-to-end case.
+// in an error, a socket whose listen queue is full says so. The TLS side
+// is covered by the smarthost end-to-end case.
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -212,6 +213,38 @@ START_TEST(connect_errors_carry_errno)
 }
 END_TEST
 
+// A unix socket whose listen queue is full (a server that accepts no more):
+// the connect fails at once and says so, rather than the session going on
+// on a socket that never connected ("reading from ...: Invalid argument").
+START_TEST(full_listen_queue_said)
+{
+	char dir[] = "/tmp/laim-smtpc-XXXXXX";
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	std::string path = std::string(dir) + "/full";
+	struct sockaddr_un sun = {};
+	sun.sun_family = AF_UNIX;
+	strcpy(sun.sun_path, path.c_str());
+	int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_eq(bind(listener, reinterpret_cast<sockaddr*>(&sun), sizeof sun), 0);
+	ck_assert_int_eq(listen(listener, 0), 0);
+	int first = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	ck_assert_int_eq(connect(first, reinterpret_cast<sockaddr*>(&sun), sizeof sun), 0);  // fills the queue
+	SmtpClient c;
+	try {
+		c.connect_unix(path, 2);
+		c.read_reply(2);
+		ck_abort_msg("a session on a socket whose listen queue is full");
+	} catch (const SmtpError& e) {
+		CHECK_STR(e.what(), "connect to " + path + ": the server's listen queue is full (" + strerror(EAGAIN) + ")");
+		ck_assert_int_eq(e.error, EAGAIN);
+	}
+	close(first);
+	close(listener);
+	unlink(path.c_str());
+	rmdir(dir);
+}
+END_TEST
+
 int main()
 {
 	Suite* s = suite_create("smtp_client");
@@ -222,6 +255,7 @@ int main()
 	tcase_add_test(tc, long_line_cut_wherever_it_breaks);
 	tcase_add_test(tc, malformed_replies_refused);
 	tcase_add_test(tc, connect_errors_carry_errno);
+	tcase_add_test(tc, full_listen_queue_said);
 	suite_add_tcase(s, tc);
 	SRunner* sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
