@@ -171,10 +171,18 @@ class InstanceLink {
 // the same rules as the core keys (common/yaml_value.h, laim.yml(5)).
 class HandlerOptions {
  public:
-	HandlerOptions(const HandlerSection& section, const std::string& file, Secrets* secrets = nullptr);
+	// delivery_timeout: the queue's, for call_timeout(); 0 where the
+	// options are only checked (no call is made).
+	HandlerOptions(const HandlerSection& section, const std::string& file, Secrets* secrets = nullptr,
+		       unsigned delivery_timeout = 0);
 
 	const std::string& name() const { return section_.name; }
 	const std::string& file() const { return file_; }
+	// The time a handler whose call has many steps, each with a timeout
+	// of its own, gives the whole call: a second less than the queue's
+	// delivery_timeout, so that the handler's end, not the queue's
+	// timeout, decides how the call went. 0: no limit.
+	unsigned call_timeout() const { return delivery_timeout_ > 1 ? delivery_timeout_ - 1 : delivery_timeout_; }
 	bool has(const char* key) const;
 	// Missing key without a default is an error "missing required option".
 	std::string string(const char* key, std::optional<std::string> def = std::nullopt);
@@ -208,6 +216,7 @@ class HandlerOptions {
 	std::string file_;
 	std::vector<std::string> used_;
 	Secrets* secrets_;
+	unsigned delivery_timeout_;
 	std::vector<Link> links_;
 };
 

@@ -33,8 +33,9 @@ YamlValue value(const HandlerOptions& o, const YamlNode& node, const char* key)
 
 }  // namespace
 
-HandlerOptions::HandlerOptions(const HandlerSection& section, const std::string& file, Secrets* secrets)
-    : section_(section), file_(file), used_{"type"}, secrets_(secrets)
+HandlerOptions::HandlerOptions(const HandlerSection& section, const std::string& file, Secrets* secrets,
+			       unsigned delivery_timeout)
+    : section_(section), file_(file), used_{"type"}, secrets_(secrets), delivery_timeout_(delivery_timeout)
 {
 }
 

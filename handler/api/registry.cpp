@@ -137,7 +137,7 @@ std::vector<ConfiguredHandler> handlers_create(const Config& cfg, Secrets& secre
 					  "unknown handler type \"" + section.type + "\" (known: " +
 						  join(handler_types(), ", ") + ")");
 		}
-		HandlerOptions& opts = all_opts.emplace_back(section, cfg.file, &secrets);
+		HandlerOptions& opts = all_opts.emplace_back(section, cfg.file, &secrets, cfg.delivery_timeout);
 		ConfiguredHandler h;
 		h.name = section.name;
 		try {

@@ -15,6 +15,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "common/fd.h"
 
@@ -26,10 +27,11 @@ constexpr size_t MAX_LINE = 4096;        // longest reply line kept whole (RFC 5
 constexpr size_t MAX_REPLY_LINES = 200;  // lines of one reply
 constexpr size_t FLUSH_AT = 64 * 1024;   // data queued before it is written
 
-// A point in time that every wait of one step counts down to.
+// A point in time that every wait of one step counts down to; kind
+// names it in the error when it passes.
 class Deadline {
  public:
-	explicit Deadline(int seconds) : seconds_(seconds)
+	explicit Deadline(int seconds, const char* kind = "timeout") : seconds_(seconds), kind_(kind)
 	{
 		clock_gettime(CLOCK_MONOTONIC, &end_);
 		end_.tv_sec += seconds;
@@ -42,11 +44,18 @@ class Deadline {
 		long long ms = (end_.tv_sec - now.tv_sec) * 1000LL + (end_.tv_nsec - now.tv_nsec) / 1000000;
 		return ms < 0 ? 0 : static_cast<int>(ms);
 	}
-	int seconds() const { return seconds_; }
+	bool before(const Deadline& other) const
+	{
+		return end_.tv_sec != other.end_.tv_sec ? end_.tv_sec < other.end_.tv_sec
+							: end_.tv_nsec < other.end_.tv_nsec;
+	}
+	// "timeout after 10 s"
+	std::string passed() const { return std::string(kind_) + " after " + std::to_string(seconds_) + " s"; }
 
  private:
 	struct timespec end_;
 	int seconds_;
+	const char* kind_;
 };
 
 // Waits until fd is ready for events; throws when the deadline passes.
@@ -58,7 +67,7 @@ void wait_ready(int fd, short events, const Deadline& deadline, const char* what
 		if (n > 0)
 			return;
 		if (n == 0)
-			throw SmtpError(std::string("timeout after ") + std::to_string(deadline.seconds()) + " s " + what);
+			throw SmtpError(deadline.passed() + " " + what);
 		if (errno != EINTR)
 			throw SmtpError(std::string("poll: ") + strerror(errno));
 	}
@@ -169,6 +178,7 @@ struct SmtpClient::Impl {
 	std::string peer;     // "127.0.0.1:587" or the socket's path, for messages
 	std::string in, out;  // read and not yet taken; queued and not yet sent
 	std::string verified; // how the certificate was checked, for tls_summary()
+	std::optional<Deadline> session;  // limit_session()'s
 
 	~Impl()
 	{
@@ -178,12 +188,22 @@ struct SmtpClient::Impl {
 			SSL_CTX_free(ctx);
 	}
 
+	Deadline step(int timeout) const;
 	void connected(int s, const sockaddr* addr, socklen_t len, const Deadline& deadline);
+	SmtpReply reply(const Deadline& deadline);
 	void fill(const Deadline& deadline);
 	std::string read_line(const Deadline& deadline);
 	void write_out(const Deadline& deadline);
 	void handshake(const Deadline& deadline);
 };
+
+// The deadline of a step of timeout seconds: its own, or the session's
+// when that comes first.
+Deadline SmtpClient::Impl::step(int timeout) const
+{
+	Deadline own(timeout);
+	return session && session->before(own) ? *session : own;
+}
 
 // Connects the non-blocking socket s; on success it becomes the connection.
 void SmtpClient::Impl::connected(int s, const sockaddr* addr, socklen_t len, const Deadline& deadline)
@@ -212,6 +232,12 @@ void SmtpClient::Impl::connected(int s, const sockaddr* addr, socklen_t len, con
 SmtpClient::SmtpClient() : impl_(std::make_unique<Impl>()) {}
 SmtpClient::~SmtpClient() = default;
 
+void SmtpClient::limit_session(int seconds)
+{
+	if (seconds > 0)
+		impl_->session.emplace(seconds, "session timeout");
+}
+
 void SmtpClient::connect_unix(const std::string& path, int timeout)
 {
 	impl_->peer = path;
@@ -221,14 +247,14 @@ void SmtpClient::connect_unix(const std::string& path, int timeout)
 		throw SmtpError("socket path too long: " + path);
 	memcpy(sun.sun_path, path.c_str(), path.size() + 1);
 	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	impl_->connected(s, reinterpret_cast<sockaddr*>(&sun), sizeof sun, Deadline(timeout));
+	impl_->connected(s, reinterpret_cast<sockaddr*>(&sun), sizeof sun, impl_->step(timeout));
 }
 
 // Tries each address of host in turn; the last error is the one thrown.
 void SmtpClient::connect_tcp(const std::string& host, unsigned port, int timeout)
 {
 	impl_->peer = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
-	Deadline deadline(timeout);
+	Deadline deadline = impl_->step(timeout);
 	struct addrinfo hints = {};
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_NUMERICSERV;
@@ -309,39 +335,44 @@ std::string SmtpClient::Impl::read_line(const Deadline& deadline)
 	return line;
 }
 
-// Parses "250-text" / "250 text" lines until the last one.
 SmtpReply SmtpClient::read_reply(int timeout)
 {
-	Deadline deadline(timeout);
+	return impl_->reply(impl_->step(timeout));
+}
+
+// Parses "250-text" / "250 text" lines until the last one.
+SmtpReply SmtpClient::Impl::reply(const Deadline& deadline)
+{
 	SmtpReply reply;
 	for (;;) {
-		std::string line = impl_->read_line(deadline);
+		std::string line = read_line(deadline);
 		bool digits = line.size() >= 3 && isdigit((unsigned char)line[0]) && isdigit((unsigned char)line[1]) &&
 			      isdigit((unsigned char)line[2]);
 		if (!digits || (line.size() > 3 && line[3] != ' ' && line[3] != '-'))
-			throw SmtpError(impl_->peer + " sent a malformed reply: " + line.substr(0, 80));
+			throw SmtpError(peer + " sent a malformed reply: " + line.substr(0, 80));
 		int code = std::stoi(line.substr(0, 3));
 		if (reply.lines.empty())
 			reply.code = code;
 		else if (code != reply.code)
-			throw SmtpError(impl_->peer + " changed the code inside a reply: " + line.substr(0, 80));
+			throw SmtpError(peer + " changed the code inside a reply: " + line.substr(0, 80));
 		reply.lines.push_back(line.size() > 4 ? line.substr(4) : "");
 		if (line.size() <= 3 || line[3] == ' ')
 			break;
 		if (reply.lines.size() >= MAX_REPLY_LINES)
-			throw SmtpError(impl_->peer + " sent a reply of more than " + std::to_string(MAX_REPLY_LINES) +
+			throw SmtpError(peer + " sent a reply of more than " + std::to_string(MAX_REPLY_LINES) +
 					" lines");
 	}
 	reply.enhanced = enhanced_code(reply.code, reply.lines[0]);
 	return reply;
 }
 
-// read_reply() after the message's end: a failure says so, since the
-// server may have taken the message, and the retry may make a copy.
+// read_reply() after the message's end, with its own timeout only: a
+// failure says so, since the server may have taken the message, and the
+// retry may make a copy.
 SmtpReply SmtpClient::read_end_reply(int timeout)
 {
 	try {
-		return read_reply(timeout);
+		return impl_->reply(Deadline(timeout));
 	} catch (const SmtpError& e) {
 		throw SmtpError(std::string("after the end of the message (it may have been delivered): ") + e.what(),
 				e.error);
@@ -386,7 +417,7 @@ void SmtpClient::Impl::write_out(const Deadline& deadline)
 
 void SmtpClient::flush(int timeout)
 {
-	impl_->write_out(Deadline(timeout));
+	impl_->write_out(impl_->step(timeout));
 }
 
 SmtpReply SmtpClient::command(std::string_view line, int timeout)
@@ -400,7 +431,7 @@ SmtpReply SmtpClient::command(std::string_view line, int timeout)
 // becomes CRLF; written out every FLUSH_AT bytes.
 void SmtpClient::send_data(std::string_view message, int timeout)
 {
-	Deadline deadline(timeout);
+	Deadline deadline = impl_->step(timeout);
 	std::string& out = impl_->out;
 	while (!message.empty()) {
 		size_t nl = message.find('\n');
@@ -451,7 +482,7 @@ void SmtpClient::start_tls(const TlsPolicy& policy, int timeout)
 		if (!ok)
 			throw SmtpError("TLS: cannot check the name " + policy.host);
 	}
-	c.handshake(Deadline(timeout));
+	c.handshake(c.step(timeout));
 	X509* cert = SSL_get1_peer_certificate(c.ssl);
 	std::unique_ptr<X509, void (*)(X509*)> guard(cert, X509_free);
 	if (!cert)

@@ -2,8 +2,8 @@
 // the handlers that pass mail on (lmtp, smarthost). One connection, over
 // TCP or a unix socket, optionally TLS verified with OpenSSL; replies are
 // read whole (multi-line, each line cut at 4096 bytes); the message goes
-// out dot-stuffed. Blocking, with a deadline on every step, so that it
-// runs on a handler's worker thread.
+// out dot-stuffed. Blocking, with a deadline on every step and, when set,
+// on the whole session, so that it runs on a handler's worker thread.
 // Every failure throws SmtpError, whose text says what failed (and, for
 // connection errors, carries errno so that a handler can say what to fix).
 #pragma once
@@ -61,6 +61,13 @@ class SmtpClient {
 	SmtpClient(const SmtpClient&) = delete;
 	SmtpClient& operator=(const SmtpClient&) = delete;
 
+	// Every later step ends within seconds from now, whatever its own
+	// timeout (0: no such limit), so that a slow server cannot make the
+	// steps of one session add up to more than the handler's call may
+	// take. Not read_end_reply(): the server may have taken the message,
+	// and giving up on its answer would send it again. A step it cuts
+	// throws "session timeout after N s waiting for ...".
+	void limit_session(int seconds);
 	// Connect within timeout seconds; SmtpError with errno on failure.
 	void connect_unix(const std::string& path, int timeout);
 	void connect_tcp(const std::string& host, unsigned port, int timeout);

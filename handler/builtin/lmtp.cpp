@@ -15,7 +15,8 @@
 //                                    # this host's addresses (Dovecot's default
 //                                    # auth_username_format); address: as it is
 //       lhlo: mail.example.org       # name sent with LHLO; default: the hostname key
-//       timeout: 30                  # seconds to connect, and for each reply
+//       timeout: 30                  # seconds to connect, and for each reply; the
+//                                    # whole session ends within delivery_timeout
 //       verify_recipients: false     # true: ask the server at laim's RCPT (550/451)
 //       workers: 4                   # sessions at once
 //
@@ -96,6 +97,7 @@ class LmtpHandler : public Handler {
 	bool rcpt_user_;
 	std::string lhlo_;  // empty: host_name()
 	int timeout_;
+	int session_timeout_;  // the whole session's, from delivery_timeout
 	bool verify_;
 };
 
@@ -104,6 +106,7 @@ LAIM_HANDLER("lmtp", LmtpHandler);
 LmtpHandler::LmtpHandler(HandlerOptions& o)
     : name_(o.name()),
       timeout_(static_cast<int>(o.integer("timeout", 30, 1, 3600))),
+      session_timeout_(static_cast<int>(o.call_timeout())),
       verify_(o.boolean("verify_recipients", false))
 {
 	if (o.has("socket") && o.has("host"))
@@ -167,8 +170,10 @@ std::string LmtpHandler::rcpt_address(std::string_view rcpt) const
 
 // Connects, reads the greeting and says LHLO; returns the LHLO reply
 // (its extensions). A server that refuses LHLO speaks SMTP, not LMTP.
+// The session ends within delivery_timeout, however its steps add up.
 SmtpReply LmtpHandler::open(SmtpClient& c) const
 {
+	c.limit_session(session_timeout_);
 	if (!socket_.empty())
 		c.connect_unix(socket_, timeout_);
 	else

@@ -26,6 +26,8 @@
 //       connect_timeout: 20            # seconds
 //       command_timeout: 10
 //       data_timeout: 20               # for the reply to the message's end
+//                                      # (the session before it ends within
+//                                      # delivery_timeout, however the steps add up)
 //       workers: 4
 
 #include <algorithm>
@@ -102,6 +104,7 @@ class Smarthost : public Handler {
 	std::string helo_, mail_from_;
 	Rewrite rewrite_;
 	int connect_timeout_, command_timeout_, data_timeout_;
+	int session_timeout_;  // the whole session's, from delivery_timeout
 	std::string peer_;  // host:port, for reasons
 };
 
@@ -118,7 +121,8 @@ Smarthost::Smarthost(HandlerOptions& o)
       rewrite_(static_cast<Rewrite>(one_of(o, "rewrite_from", {"off", "missing", "always"}))),
       connect_timeout_(static_cast<int>(o.integer("connect_timeout", 20, 1, 3600))),
       command_timeout_(static_cast<int>(o.integer("command_timeout", 10, 1, 3600))),
-      data_timeout_(static_cast<int>(o.integer("data_timeout", 20, 1, 3600)))
+      data_timeout_(static_cast<int>(o.integer("data_timeout", 20, 1, 3600))),
+      session_timeout_(static_cast<int>(o.call_timeout()))
 {
 	if (!is_word(host_))
 		o.fail("host", "expected a host name or address, got \"" + host_ + "\"");
@@ -183,12 +187,14 @@ SmtpReply Smarthost::ehlo(SmtpClient& c) const
 // Connects and gets the session as far as MAIL: greeting, EHLO, TLS,
 // AUTH, each step written to *steps when given (laimctl test). Returns
 // the last EHLO reply; throws Stop when the server or the policy ends it.
+// The session ends within delivery_timeout, however its steps add up.
 SmtpReply Smarthost::open(SmtpClient& c, std::vector<std::string>* steps) const
 {
 	auto step = [steps](std::string s) {
 		if (steps)
 			steps->push_back(std::move(s));
 	};
+	c.limit_session(session_timeout_);
 	c.connect_tcp(host_, port_, connect_timeout_);
 	step("connected to " + peer_);
 	if (tls_ == Tls::Implicit) {

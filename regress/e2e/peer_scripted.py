@@ -4,8 +4,9 @@
 # after the message's end, does what the case's end() returns for that
 # session: bytes to send (each item in its own write), a number of seconds
 # to wait, or None to close the connection without a word. Everything
-# else gets the plain answer. Threads in the case's process; every socket
-# has a timeout, so nothing outlives the case.
+# else gets the plain answer; a slow server waits `pause` seconds before
+# each reply, the greeting included. Threads in the case's process; every
+# socket has a timeout, so nothing outlives the case.
 import socket
 import threading
 import time
@@ -18,8 +19,9 @@ class ScriptedPeer:
 	end(session, rcpts) the list of actions after "." of the session's
 	number (0 for the first)."""
 
-	def __init__(self, lmtp=False, mail=None, rcpt=None, end=None, data=None):
+	def __init__(self, lmtp=False, mail=None, rcpt=None, end=None, data=None, pause=0):
 		self.lmtp = lmtp
+		self.pause = pause
 		self.mail = mail or (lambda sender: "250 2.1.0 Ok")
 		self.rcpt = rcpt or (lambda address: "250 2.1.5 Ok")
 		self.data = data or (lambda: "354 End data with <CR><LF>.<CR><LF>")
@@ -50,7 +52,9 @@ class ScriptedPeer:
 	def _serve(self, conn, n):
 		conn.settimeout(30)
 		f = conn.makefile("rb")
-		send = lambda line: conn.sendall(line.encode("latin-1") + b"\r\n")
+		def send(line):
+			time.sleep(self.pause)
+			conn.sendall(line.encode("latin-1") + b"\r\n")
 		try:
 			send("220 scripted.test ready")
 			rcpts = []
