@@ -180,6 +180,11 @@ RateLimiter::Match RateLimiter::windows_for(const Envelope& who, time_t now)
 // Ends w once its time is up. A window that refused or held mail is
 // logged with its counts; what it counted beyond the limit opens the next
 // window at once, carried; otherwise the key's next message opens one.
+// Under strict, a window's refused attempts count for at most the
+// limit: a burst of them holds the key back for the window after alone,
+// not for one window per `count` attempts (60 refusals against 5 a window
+// were 12 windows, and anyone who may claim a sender or share a client
+// could spend them on its owners).
 void RateLimiter::close_ended(Window& w, const RateLimit& r, time_t now)
 {
 	if (w.start && now < w.start)
@@ -191,10 +196,13 @@ void RateLimiter::close_ended(Window& w, const RateLimit& r, time_t now)
 		log_info("rate limit: %s: window of %u s over: %llu %s counted, %llu deferred%s", who_text(w.key).c_str(),
 			 r.window, (unsigned long long)w.count, unit(r, w.count).c_str(),
 			 (unsigned long long)w.refused, w.held ? ", mail held in offline/" : "");
+	uint64_t counted = w.count;
+	if (r.strict)
+		counted = std::min(counted, w.count - std::min(w.count, w.refused) + r.count);
 	uint64_t periods = (uint64_t)(now - w.start) / r.window;
-	uint64_t allowed = periods > w.count / r.count ? w.count : r.count * periods;
+	uint64_t allowed = periods > counted / r.count ? counted : r.count * periods;
 	Window next{w.rule, w.key};
-	next.count = w.count - allowed;
+	next.count = counted - allowed;
 	next.limited_until = limited ? w.start + 2 * (time_t)r.window : 0;
 	if (next.count) {
 		next.start = w.start + (time_t)(periods * r.window);

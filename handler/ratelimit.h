@@ -14,7 +14,10 @@
 // What a window counts beyond the limit (a message with many recipients;
 // refused attempts, under mode: strict) is carried into the next window,
 // so over time a key never averages more than `count` per window and a
-// client that keeps hammering under strict stays refused.
+// client that keeps hammering under strict stays refused. Refused attempts
+// carry at most `count`: once quiet, a key is refused for the window after
+// alone, not for one window per `count` attempts, which a burst of a few
+// seconds could make hours on a key that others share or may claim.
 //
 // Alerts: the first refusal in a window sends one message to the limit's
 // `alert` instance (handlerd.cpp stores it), unless the key was limited
