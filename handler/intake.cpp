@@ -94,6 +94,27 @@ bool Intake::queue_full() const
 	return places_used() >= cfg_.max_queue_size || queue_.deferred() >= cfg_.max_deferred;
 }
 
+// The places one source holds in open transactions, and may hold: a
+// third of max_queue_size (at least one). TCP clients together are one
+// source (loopback does not say who they are), each uid on the local
+// socket another, root none. A session kept alive (NOOP) keeps its place
+// until it leaves, so without this one user could hold every place for
+// as long as they liked; with it, two sources at most hold two thirds,
+// and root's sendmail finds the rest.
+std::pair<size_t, size_t> Intake::source_places(std::optional<uid_t> uid) const
+{
+	size_t held = 0;
+	for (const auto& [session, t] : txns_)
+		held += t.env.uid == uid;
+	return {held, std::max<size_t>(1, cfg_.max_queue_size / 3)};
+}
+
+bool Intake::source_full(std::optional<uid_t> uid) const
+{
+	auto [held, most] = source_places(uid);
+	return (!uid || *uid != 0) && held >= most;
+}
+
 // MAIL FROM: a new transaction reserves a place in the bounded queue, so
 // that a 250 is never followed by a drop (doc/architecture.md). When the
 // queue is full it waits for room, up to queue_full_wait seconds; on the
@@ -111,25 +132,34 @@ void Intake::on_mail(uint32_t session, MailMsg m, std::optional<uid_t> uid)
 #endif
 	abort_txn(session);
 	admit_waiting();  // those already in line have the first turn
-	if (!queue_full() && waiting_.empty()) {
+	// Only TCP clients wait (below): a local MAIL is not behind them.
+	if (!queue_full() && !source_full(uid) && (uid || waiting_.empty())) {
 		open_txn(session, std::move(m), uid);
 		return;
 	}
 	time_t wait = uid ? 0 : static_cast<time_t>(cfg_.queue_full_wait);
 	if (wait == 0) {  // answered at once, never behind those that wait
-		refuse_full(session, m.sender);
+		refuse_full(session, m.sender, uid);
 		return;
 	}
 	if (waiting_.empty())
-		log_info("queue full (max_queue_size %u): MAIL FROM waits up to %lds for room", cfg_.max_queue_size,
-			 (long)wait);
+		log_info("queue full (max_queue_size %u%s): MAIL FROM waits up to %lds for room", cfg_.max_queue_size,
+			 queue_full() ? "" : "; TCP clients hold their third", (long)wait);
 	waiting_.push_back({session, std::move(m), uid, seconds_since_boot() + wait});
 }
 
-// A MAIL the full queue has no room for: 452, and smtp defers the mail.
-void Intake::refuse_full(uint32_t session, const std::string& sender)
+// A MAIL the full queue, or its source's share, has no room for: 452,
+// and smtp defers the mail.
+void Intake::refuse_full(uint32_t session, const std::string& sender, std::optional<uid_t> uid)
 {
-	log_warnx("queue full (%zu queued, %zu in progress, max_queue_size %u; %zu deferred, max_deferred %u): "
+	auto [held, most] = source_places(uid);
+	if (!queue_full())
+		log_warnx("%s %zu places in open transactions, at most %zu (a third of max_queue_size %u): "
+			  "deferring mail from <%s>",
+			  uid ? ("uid " + std::to_string(*uid) + " holds").c_str() : "TCP clients hold", held, most,
+			  cfg_.max_queue_size, sender.c_str());
+	else
+		log_warnx("queue full (%zu queued, %zu in progress, max_queue_size %u; %zu deferred, max_deferred %u): "
 		  "deferring mail from <%s>",
 		  queue_.size() - queue_.deferred(), in_progress(), cfg_.max_queue_size, queue_.deferred(),
 		  cfg_.max_deferred, sender.c_str());
@@ -174,10 +204,10 @@ void Intake::admit_waiting()
 	time_t now = seconds_since_boot();
 	while (!waiting_.empty()) {
 		WaitingMail& w = waiting_.front();
-		if (!queue_full()) {
+		if (!queue_full() && !source_full(w.uid)) {
 			open_txn(w.session, std::move(w.mail), w.uid);
 		} else if (now >= w.deadline) {
-			refuse_full(w.session, w.mail.sender);
+			refuse_full(w.session, w.mail.sender, w.uid);
 		} else {
 			return;
 		}

@@ -116,7 +116,9 @@ class Intake {
 		time_t deadline;
 	};
 	bool queue_full() const;
-	void refuse_full(uint32_t session, const std::string& sender);
+	std::pair<size_t, size_t> source_places(std::optional<uid_t> uid) const;
+	bool source_full(std::optional<uid_t> uid) const;
+	void refuse_full(uint32_t session, const std::string& sender, std::optional<uid_t> uid);
 	void open_txn(uint32_t session, MailMsg m, std::optional<uid_t> uid);
 
 	std::map<uint32_t, Txn> txns_;

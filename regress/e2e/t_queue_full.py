@@ -9,6 +9,7 @@ import sys
 sys.dont_write_bytecode = True
 import socket
 import struct
+import subprocess
 from harness import *
 
 
@@ -161,11 +162,69 @@ def leavers():
 	check(not stayed, "MAILs of clients gone stayed in line: %s" % stayed)
 
 
+# Run as the local user: two sessions on the submission socket, each
+# with its MAIL answered; prints the codes, then holds them until stdin
+# closes.
+HOLD_LOCAL = r"""
+import socket, sys
+socks = []
+for i in range(int(sys.argv[2])):
+	s = socket.socket(socket.AF_UNIX)
+	s.connect(sys.argv[1])
+	f = s.makefile("rb")
+	def reply():
+		while True:
+			line = f.readline()
+			if line[3:4] != b"-":
+				return line[:3].decode()
+	reply()
+	s.sendall(b"EHLO user.example\r\n")
+	reply()
+	s.sendall(b"MAIL FROM:<u%d@user.example>\r\n" % i)
+	print(reply(), flush=True)
+	socks.append((s, f))
+sys.stdin.read()
+"""
+
+
+def per_source():
+	"""Open transactions of one source hold at most a third of
+	max_queue_size: TCP clients together, each uid on the local socket.
+	Sessions kept open (as NOOP can) thus never take every place, and
+	root's sendmail gets one while both hold theirs."""
+	d = Laimd(name="t_queue_full_src", max_queue_size=6, queue_full_wait=0)
+	d.start()
+	tcp = [d.smtp() for _ in range(3)]
+	for i, c in enumerate(tcp):
+		c.ehlo()
+		c.send(b"MAIL FROM:<t%d@client.example>\r\n" % i)
+		check_eq(c.reply().code, 452 if i == 2 else 250, "TCP session %d's MAIL, with 6 places" % i)
+	d.wait_log(r"TCP clients hold 2 places in open transactions, at most 2 \(a third of max_queue_size 6\): "
+		   r"deferring mail from <t2@client\.example>$")
+	lu = local_user()
+	holder = subprocess.Popen(["/usr/bin/python3", "-c", HOLD_LOCAL, d.config["socket"], "3"], stdin=subprocess.PIPE,
+				  stdout=subprocess.PIPE, user=lu.pw_uid, group=lu.pw_gid, extra_groups=[], text=True)
+	try:
+		codes = [holder.stdout.readline().strip() for _ in range(3)]
+		check_eq(codes, ["250", "250", "452"], "MAIL of the local user's three sessions")
+		d.wait_log(r"uid %d holds 2 places in open transactions, at most 2 .*<u2@user\.example>$" % lu.pw_uid)
+		r = d.sendmail(["root"], b"Subject: from root\n\nwhile the others hold theirs\n")
+		check_eq(r.returncode, 0, "root's sendmail: %r" % r)
+		check_eq(d.spool_files("offline"), [], "offline/ after root's sendmail")
+		d.wait_log(r"from=<root@%s>, .*client=local, uid=0" % re.escape(HOSTNAME))
+	finally:
+		holder.stdin.close()
+		holder.wait(10)
+	for c in tcp:
+		c.close()
+
+
 def both():
 	main()
 	reservations()
 	waiting()
 	leavers()
+	per_source()
 
 
 run(both)
