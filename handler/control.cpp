@@ -3,6 +3,8 @@
 
 #include <exception>
 
+#include "common/log.h"
+
 namespace laim {
 
 namespace {
@@ -12,17 +14,13 @@ constexpr size_t QUEUE_ID_LEN = 10;
 
 bool is_control(unsigned char c) { return c < 0x20 || c == 0x7f; }
 
-// A field value as it may appear in a response line: tabs, CR, LF and the
-// other control characters become spaces, so no value can add a field or
-// a line.
-std::string field(std::string_view s)
-{
-	std::string out(s);
-	for (char& c : out)
-		if (is_control((unsigned char)c))
-			c = ' ';
-	return out;
-}
+// A field value as it may appear in a response line, escaped as the log
+// escapes it (log_escape): tab, CR, LF and the other control characters
+// become \t, \r, \n, \xNN, and so does every byte from 0x80 unless the
+// value is UTF-8 without C1 controls or bidi overrides. No value can add
+// a field or a line, and a peer's words quoted in a last error cannot
+// drive the terminal that shows them.
+std::string field(std::string_view s) { return log_escape(s); }
 
 // A stats key must stay one word: spaces become '_' as well.
 std::string stats_key(std::string_view s)

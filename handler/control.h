@@ -29,8 +29,9 @@
 // uid 0 may do everything; other users may "show queue", "show offline"
 // and "flush" (their own messages only: a user's flush must not undo the
 // back-off of everyone's retries). Fields never hold a tab,
-// CR, LF or other control character: they are replaced by spaces, so no
-// value (a last error quoting a remote reply, say) can forge a line.
+// CR, LF or other control character: they are escaped as in the log
+// (log_escape), so no value (a last error quoting a remote reply, say)
+// can forge a field or a line, or drive the terminal that shows it.
 #pragma once
 
 #include <sys/types.h>

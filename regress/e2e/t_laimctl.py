@@ -4,16 +4,22 @@
 # remove ID, show failed; mailq in Postfix's layout, everything for root
 # and only the caller's own messages for another user, who may flush them
 # (not root's) but not remove nor see the stats; an argument laimd would refuse (empty, a
-# control character, too long) is a usage error.
+# control character, too long) is a usage error. A smarthost's reply with
+# C1 controls, a raw 8-bit CSI and a bidi override is escaped in show
+# queue and mailq as in the log.
 import sys
 sys.dont_write_bytecode = True
 import signal
 import time
 from harness import *
+from peer_scripted import ScriptedPeer
 
 ROOT = "root@" + HOSTNAME
 OPS = "ops@" + HOSTNAME
 BAD = '"a/b"@' + HOSTNAME
+# ScriptedPeer sends its replies as latin-1: "\xc2\x9b" is UTF-8 U+009B (CSI),
+# "\x9b" the raw 8-bit CSI, "\xe2\x80\xae" U+202E (right-to-left override).
+HOSTILE = "4.3.0 \xc2\x9b2J\xc2\x9b31mcleared\xc2\x9d0;title\xc2\x9c raw\x9b7m \xe2\x80\xaedesrever"
 DEFERRED = r"%s: to=<%s>, handler=inbox, status=deferred, delay=[0-9.]+, attempt=%d, retry_in=\d+s \((.+)\)$"
 # A row of "laimctl show queue": ID AGE SIZE SENDER RECIPIENTS ATTEMPTS LAST ERROR
 ROW = r"^(%s) +(\d+[smhd]) +(\S+) +(\S+) +(\S+) +(\d+)(?:  (.*))?$" % QID_RE
@@ -155,6 +161,33 @@ def main():
 		check_ran(r)
 		check_eq(r.stdout, "Mail queue is empty\n", "mailq with an empty queue")
 
+	def peer_words():
+		"""A smarthost's 451 with C1 controls, a raw 8-bit CSI and a bidi
+		override: show queue and mailq print it escaped as the log does,
+		no byte of it raw."""
+		peer = ScriptedPeer(rcpt=lambda a: "451 " + HOSTILE)
+		try:
+			d.config["handlers"]["relay"] = {"type": "smarthost", "host": "127.0.0.1", "port": peer.port,
+							 "tls": "none"}
+			d.config["routes"] = [{"match": "*@relay.example", "handlers": ["relay"]},
+					      {"match": "*", "handlers": ["inbox"]}]
+			d.write_config()
+			m = d.mark()
+			d.send_signal(signal.SIGHUP)
+			d.wait_log(r"configuration reloaded$", since=m)
+			q = d.send(sender="s@client.example", rcpts=["defer@relay.example"], msg=simple_message("hostile"))
+			logged = d.wait_log(r"%s: to=<defer@relay\.example>, handler=relay, status=deferred, .* \((.+)\)$" % q)
+			escaped = r"4.3.0 \xc2\x9b2J\xc2\x9b31mcleared\xc2\x9d0;title\xc2\x9c raw\x9b7m \xe2\x80\xaedesrever"
+			check(logged.group(1).endswith(escaped), "the log's reason: %r" % logged.group(1))
+			for what, r in (("laimctl show queue", d.laimctl(["show", "queue"])),
+					("mailq", d.sendmail([], argv0="mailq"))):
+				check_ran(r)
+				check(all(b < 0x80 for b in r.out), "%s prints the peer's bytes raw: %r" % (what, r.out))
+				check(logged.group(1) in r.stdout, "%s lacks the escaped reason %r: %r" % (what, logged.group(1), r.stdout))
+			check_ran(d.laimctl(["remove", q]))
+		finally:
+			peer.stop()
+
 	def usage_errors():
 		"""An argument laimd would refuse is a usage error (64) naming what
 		is wrong, before sending it; the longest one laimd reads goes."""
@@ -183,6 +216,7 @@ def main():
 		("a user may flush, but not remove, show stats or show failed", user_limits),
 		("laimctl remove ID", remove),
 		("laimctl show failed; mailq with an empty queue", failed),
+		("a peer's C1 controls and bidi override are escaped in show queue and mailq", peer_words),
 		("laimctl usage errors exit 64 before sending; the longest request goes", usage_errors),
 	])
 

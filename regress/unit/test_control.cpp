@@ -223,7 +223,7 @@ START_TEST(test_show_stats)
 	              {"handler.local mbox.delivered", 7}, {"handler.log\tx.failed", 18446744073709551615ull}};
 	check_str(control_answer("show stats\n", 0, t).c_str(),
 	                 "OK\nreceived 12\ndelivered 10\ndeferred 1\nfailed 1\nqueue_length 2\n"
-	                 "handler.local_mbox.delivered 7\nhandler.log_x.failed 18446744073709551615\n");
+	                 "handler.local_mbox.delivered 7\nhandler.log\\tx.failed 18446744073709551615\n");
 }
 END_TEST
 
@@ -249,7 +249,7 @@ START_TEST(test_reload_aliases)
 	check_str(control_answer("reload aliases\n", 0, t).c_str(), "ERR /etc/aliases:3: missing ':'\n");
 	// An error text cannot add a line to the answer.
 	t.alias_error = "/etc/aliases:7: bad\nOK\tforged";
-	check_str(control_answer("reload aliases\n", 0, t).c_str(), "ERR /etc/aliases:7: bad OK forged\n");
+	check_str(control_answer("reload aliases\n", 0, t).c_str(), "ERR /etc/aliases:7: bad\\nOK\\tforged\n");
 	ck_assert_int_eq(t.reload_calls, 3);
 }
 END_TEST
@@ -268,7 +268,14 @@ START_TEST(test_test_instance)
 	ck_assert_str_eq(later.c_str(), "OK\ninbox: ready: maildir: /srv/Maildir/tmp is writable\n");
 	control_answer("test inbox", 0, t, reply);
 	t.pending_test(false, "maildir: /srv/Maildir/tmp: Permission denied\nforged line");
-	ck_assert_str_eq(later.c_str(), "ERR inbox: not ready: maildir: /srv/Maildir/tmp: Permission denied forged line\n");
+	ck_assert_str_eq(later.c_str(),
+			 "ERR inbox: not ready: maildir: /srv/Maildir/tmp: Permission denied\\nforged line\n");
+	// Nor drive the terminal: a peer's greeting with C1 controls (UTF-8
+	// CSI and OSC) and a bidi override is escaped as in the log.
+	control_answer("test inbox", 0, t, reply);
+	t.pending_test(true, "smarthost: 220 evil.test \xc2\x9b" "2J\xc2\x9d" "0;x\xc2\x9c \xe2\x80\xae" "ydaer");
+	ck_assert_str_eq(later.c_str(), "OK\ninbox: ready: smarthost: 220 evil.test \\xc2\\x9b2J\\xc2\\x9d0;x\\xc2\\x9c "
+			 "\\xe2\\x80\\xaeydaer\n");
 	ck_assert(ask("test nosuch", 0) == "ERR no handler instance nosuch\n");
 	ck_assert(ask("test inbox", 1000) == "ERR permission denied\n");
 	ck_assert(ask("test", 0) == "ERR usage: test INSTANCE\n");
@@ -285,7 +292,7 @@ START_TEST(test_limits)
 	t.limit_items.push_back({"sender:a\tb@x", "<a\tb@x>", 9, 10, 300, true, 120, 0, false, "none"});
 	check_str(control_answer("show limits\n", 0, t),
 		  "OK\nuid:1000\tuid 1000 (alice)\t3\t3\t5\tmessage\t4\t2\tyes\tsent\n"
-		  "sender:a b@x\t<a b@x>\t9\t10\t300\trecipient\t120\t0\tno\tnone\n");
+		  "sender:a\\tb@x\t<a\\tb@x>\t9\t10\t300\trecipient\t120\t0\tno\tnone\n");
 	check_str(control_answer("show limits\n", 1000, t), "ERR permission denied\n");
 	check_str(control_answer("reset-limit uid:1000\n", 1000, t), "ERR permission denied\n");
 	ck_assert(t.reset_keys.empty());
@@ -388,22 +395,31 @@ START_TEST(test_fields_sanitized)
 	FakeTarget t;
 	t.items.push_back(item("00000000D4", 0, "evil\t@host", {"a\n@x", "b\r@y"}, 3,
 	                       "451 4.3.0 temporary\r\n00000000E5\t0\t0\t0\tforged\tforged\t0\t"));
+	// A peer's reply with C1 controls (UTF-8 CSI, OSC and ST), a raw 8-bit
+	// CSI byte and a bidi override, as a smarthost may answer RCPT.
+	t.items.push_back(item("00000000D5", 0, "s@x", {"r@y"}, 1,
+	                       "451 4.3.0 \xc2\x9b" "2J\xc2\x9d" "0;pwned\xc2\x9c raw\x9b" "7m \xe2\x80\xae" "desrever"));
+	// Plain UTF-8 stays as it is.
+	t.items.push_back(item("00000000D6", 0, "s@x", {"r@y"}, 1, "451 4.2.2 mailbox of J\xc3\xb6rg full"));
 	FailedItem f;
 	f.id = "00000000F6";
 	f.sender = "s\x01@x";
 	f.recipients = {"r\t@x"};
-	f.reason = "bad\tthing\x1b[31m";
+	f.reason = "bad\tthing\x1b[31m \xc2\x9b" "31m";
 	t.failed_items.push_back(f);
 
 	std::string q = control_answer("show queue\n", 0, t);
 	check_str(q.c_str(),
-	                 "OK\n00000000D4\t1606011866\t1234\t0\tevil @host\ta @x,b @y\t3\t"
-	                 "451 4.3.0 temporary  00000000E5 0 0 0 forged forged 0 \n");
-	ck_assert_int_eq(count(q, '\n'), 2);
-	ck_assert_int_eq(count(q, '\t'), 7);
+	                 "OK\n00000000D4\t1606011866\t1234\t0\tevil\\t@host\ta\\n@x,b\\r@y\t3\t"
+	                 "451 4.3.0 temporary\\r\\n00000000E5\\t0\\t0\\t0\\tforged\\tforged\\t0\\t\n"
+	                 "00000000D5\t1606011866\t1234\t0\ts@x\tr@y\t1\t"
+	                 "451 4.3.0 \\xc2\\x9b2J\\xc2\\x9d0;pwned\\xc2\\x9c raw\\x9b7m \\xe2\\x80\\xaedesrever\n"
+	                 "00000000D6\t1606011866\t1234\t0\ts@x\tr@y\t1\t451 4.2.2 mailbox of J\xc3\xb6rg full\n");
+	ck_assert_int_eq(count(q, '\n'), 4);
+	ck_assert_int_eq(count(q, '\t'), 21);
 
 	std::string fl = control_answer("show failed\n", 0, t);
-	check_str(fl.c_str(), "OK\n00000000F6\t0\t0\ts @x\tr @x\tbad thing [31m\n");
+	check_str(fl.c_str(), "OK\n00000000F6\t0\t0\ts\\x01@x\tr\\t@x\tbad\\tthing\\x1b[31m \\xc2\\x9b31m\n");
 	ck_assert_int_eq(count(fl, '\t'), 5);
 }
 END_TEST
