@@ -35,53 +35,54 @@ bool has_8bit(std::string_view s)
 	return false;
 }
 
-// Code points that change how the text around them is shown: the bidi
-// embeddings, overrides and isolates and the LRM/RLM marks ("Trojan
-// Source", CVE-2021-42574: an address that reads as another one), and
-// the line and paragraph separators U+2028 and U+2029.
+}  // namespace
+
 bool is_display_control(uint32_t cp)
 {
 	return cp == 0x200e || cp == 0x200f || (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
 }
 
-}  // namespace
+size_t utf8_char(std::string_view s, size_t i, uint32_t& cp)
+{
+	unsigned char c = s[i];
+	size_t len;
+	if (c < 0x80) {
+		cp = c;
+		return 1;
+	} else if (c >= 0xc2 && c <= 0xdf) {
+		len = 2;
+		cp = c & 0x1f;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		len = 3;
+		cp = c & 0x0f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4;
+		cp = c & 0x07;
+	} else {
+		return 0;
+	}
+	if (s.size() - i < len)
+		return 0;
+	for (size_t k = 1; k < len; k++) {
+		unsigned char b = s[i + k];
+		if ((b & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (b & 0x3f);
+	}
+	if ((len == 3 && cp < 0x800) || (cp >= 0xd800 && cp <= 0xdfff) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return len;
+}
 
 // Well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
 // past U+10FFFF) without the C1 control characters U+0080..U+009F and
 // without is_display_control's code points.
 bool valid_utf8(std::string_view s)
 {
-	size_t i = 0, n = s.size();
-	while (i < n) {
-		unsigned char c = s[i];
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		size_t len;
+	for (size_t i = 0; i < s.size();) {
 		uint32_t cp;
-		if (c >= 0xc2 && c <= 0xdf) {
-			len = 2;
-			cp = c & 0x1f;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			len = 3;
-			cp = c & 0x0f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			len = 4;
-			cp = c & 0x07;
-		} else {
-			return false;
-		}
-		if (n - i < len)
-			return false;
-		for (size_t k = 1; k < len; k++) {
-			unsigned char b = s[i + k];
-			if ((b & 0xc0) != 0x80)
-				return false;
-			cp = (cp << 6) | (b & 0x3f);
-		}
-		if (cp < 0xa0 || (len == 3 && cp < 0x800) || (cp >= 0xd800 && cp <= 0xdfff) ||
-		    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) || is_display_control(cp))
+		size_t len = utf8_char(s, i, cp);
+		if (len == 0 || (cp >= 0x80 && cp < 0xa0) || is_display_control(cp))
 			return false;
 		i += len;
 	}

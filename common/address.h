@@ -14,6 +14,7 @@
 // Used by the SMTP session (MAIL FROM / RCPT TO) and the sendmail command.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -55,6 +56,17 @@ bool valid_mailbox(std::string_view mailbox, bool utf8, bool allow_bare_local = 
 // Well-formed UTF-8 (RFC 3629) without the C1 control characters, the
 // bidi controls and the line and paragraph separators.
 bool valid_utf8(std::string_view s);
+
+// The length of the well-formed UTF-8 character (RFC 3629) at s[i], its
+// code point in cp; 0 when none starts there (a continuation byte, an
+// overlong form, a surrogate, a sequence cut short).
+size_t utf8_char(std::string_view s, size_t i, uint32_t& cp);
+
+// Code points that change how the text around them is shown: the bidi
+// embeddings, overrides and isolates and the LRM/RLM marks ("Trojan
+// Source", CVE-2021-42574: an address that reads as another one), and
+// the line and paragraph separators U+2028 and U+2029.
+bool is_display_control(uint32_t cp);
 
 // Checks a Domain (RFC 5321 4.1.2, RFC 1035 2.3.1 with the leading digit
 // of RFC 1123 2.1): dot-separated labels of letters, digits and inner

@@ -84,6 +84,22 @@ std::string log_escape_lines(std::string_view s)
 	}
 }
 
+std::string printable_text(std::string_view s)
+{
+	std::string out;
+	out.reserve(s.size());
+	for (size_t i = 0; i < s.size();) {
+		uint32_t cp;
+		size_t len = utf8_char(s, i, cp);
+		if (len == 0 || cp < 0x20 || (cp >= 0x7f && cp < 0xa0))
+			out += '?';
+		else if (!is_display_control(cp))
+			out.append(s.substr(i, len));
+		i += len ? len : 1;
+	}
+	return out;
+}
+
 pid_t process_id()
 {
 	static bool registered = pthread_atfork(nullptr, nullptr, [] { self_pid = 0; }) == 0;

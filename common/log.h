@@ -25,6 +25,13 @@ std::string log_escape(std::string_view s);
 // by an administrator's terminal.
 std::string log_escape_lines(std::string_view s);
 
+// s as one line of text for a person to read where an escape would not
+// do (a subject in an alert or a chat post): control characters (C0,
+// DEL, C1) and bytes that are not UTF-8 become '?', and the code points
+// that reorder or break the text around them (is_display_control) are
+// dropped.
+std::string printable_text(std::string_view s);
+
 // getpid(), asked once per process (and again after a fork): imsg
 // headers and log lines carry it.
 pid_t process_id();

@@ -88,14 +88,13 @@ std::string ascii(std::string s)
 	return s;
 }
 
-// A subject as the window keeps it: one line, at most MAX_SUBJECT_LEN
+// A subject as the window keeps it for the alert: one line of
+// printable_text (no control character nor bidi override of a sender's
+// reaches the administrator's mail reader), at most MAX_SUBJECT_LEN
 // bytes, cut between UTF-8 characters.
 std::string clip(std::string_view subject)
 {
-	std::string s(subject.empty() ? "(no subject)" : subject);
-	for (char& c : s)
-		if ((unsigned char)c < 0x20 || c == 0x7f)
-			c = ' ';
+	std::string s = printable_text(subject.empty() ? "(no subject)" : subject);
 	if (s.size() > MAX_SUBJECT_LEN) {
 		size_t n = MAX_SUBJECT_LEN;
 		while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)

@@ -1,6 +1,7 @@
 # Rate limits on the other keys, over TCP, and their administration:
 #  - key sender, per recipient: a message's recipients count, the MAIL
-#    after the limit gets 451 4.7.1 naming the recipients; another sender
+#    after the limit gets 451 4.7.1 naming the recipients; the alert lists
+#    a subject of C1 controls and bidi overrides as printable text; another sender
 #    is not limited; sessions open at once cannot overshoot (a MAIL counts
 #    when answered) and a transaction without data gives its place back; the alert (from the null sender) counts under no key,
 #    so it can never trigger a limit, and <> is a sender like any other;
@@ -17,11 +18,18 @@
 #  - a state file that does not parse is logged and laimd starts without it.
 import sys
 sys.dont_write_bytecode = True
+import base64
 import signal
 import time
 from harness import *
 
 A = "a@client.example"
+# A subject that decodes to C1 controls (CSI, OSC, ST), a right-to-left
+# override and a line separator; the alert lists it with '?' for each
+# control and without the others.
+HOSTILE = "x\u009b2J\u009b31m\u009d0;pwned\u009c \u202eevil\u2028forged line"
+HOSTILE_ENCODED = "=?utf-8?b?%s?=" % base64.b64encode(HOSTILE.encode()).decode()
+HOSTILE_LISTED = "x?2J?31m?0;pwned? evilforged line"
 
 
 def mail(d, sender, rcpts, tag):
@@ -46,7 +54,7 @@ def per_recipient(d):
 	"""Two messages of two recipients: both accepted (the limit of 3 is
 	checked at MAIL), the third MAIL refused with 4 recipients."""
 	check(mail(d, A, rcpts(2), "one").startswith("250 "), "first message")
-	check(mail(d, A, rcpts(2), "two").startswith("250 "), "second message")
+	check(mail(d, A, rcpts(2), HOSTILE_ENCODED).startswith("250 "), "second message")
 	check_eq(mail(d, A, rcpts(1), "three"),
 		 "451 4.7.1 rate limit: 4 recipients in 60 s from <%s>; try again later" % A, "third MAIL")
 	check(mail(d, "b@client.example", rcpts(3), "other").startswith("250 "), "another sender")
@@ -54,6 +62,8 @@ def per_recipient(d):
 	check(b"Subject: rate limit: <%s> reached 4 recipients in 60 s\r\n" % A.encode() in msgs[0],
 	      "the alert: %r" % msgs[0][:600])
 	check(b"Counted:         4 recipients\r\n" in msgs[0], "the alert's count: %r" % msgs[0])
+	listed = re.findall(rb"(?m)^ +1  (.*)\r$", msgs[0])
+	check_eq(sorted(listed), [b"one", HOSTILE_LISTED.encode()], "subjects listed in the alert (%r)" % msgs[0])
 
 
 def reservations(d):
