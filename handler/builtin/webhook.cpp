@@ -54,6 +54,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/hostname.h"
+#include "common/log.h"
 #include "handler/api/handler.h"
 #include "handler/builtin/curl_loader.h"
 
@@ -366,10 +367,12 @@ CurlList WebhookHandler::request_headers(const Envelope& env) const
 	return CurlList(list);
 }
 
-// "[host] subject", "sender → recipients", a blank line, the text.
+// "[host] subject", "sender → recipients", a blank line, the text. The
+// subject is printable_text: a decoded subject holding a line feed would
+// otherwise forge the "sender → recipients" line.
 std::string WebhookHandler::slack_body(const Envelope& env, const Message& msg) const
 {
-	std::string subject = msg.subject(), text = msg.text();
+	std::string subject = printable_text(msg.subject()), text = msg.text();
 	size_t keep = utf8_prefix(text, max_text_);
 	std::string out = "[" + host_ + "] " + (subject.empty() ? "(no subject)" : subject) + "\n" +
 			  (env.sender.empty() ? "<>" : env.sender) + " \xe2\x86\x92 " + join(env.recipients, ", ");

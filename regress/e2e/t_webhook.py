@@ -50,6 +50,7 @@ def routes_of_good_peer():
 	return {
 		"/slack/ok": ok_json({"ok": True, "channel": "C1", "ts": "1700000000.000100"}),
 		"/slack/error": ok_json({"ok": False, "error": "channel_not_found"}),
+		"/slack/subject": ok_json({"ok": True}),
 		"/slack/ratelimited": (200, {"Retry-After": "20"}, b'{"ok":false,"error":"ratelimited"}'),
 		"/json": (200, {}, b"accepted\n"),
 		"/rfc822": (204, {}, b""),
@@ -152,6 +153,7 @@ def main():
 	d.config["handlers"] = {
 		"slack": hook("/slack/ok", max_text=40, **slack),
 		"slackerr": hook("/slack/error", **slack),
+		"slacksubj": hook("/slack/subject", **slack),
 		"slackrl": hook("/slack/ratelimited", **slack),
 		"json": hook("/json", format="json", max_text=60, token=INLINE_TOKEN, headers=["X-Laim-Test: yes"]),
 		"raw": hook("/rfc822", format="rfc822"),
@@ -219,6 +221,22 @@ def main():
 		check_eq(req.header("Content-Type"), ["application/json; charset=utf-8"], "Slack's Content-Type")
 		sent["slack"] = qid
 	rows.append(("slack: chat.postMessage body, escaped, truncated with its mark", slack_truncated))
+
+	def slack_subject():
+		# A subject that decodes to line feeds forging the "sender →
+		# recipients" line, with ESC, a C1 CSI and a bidi override.
+		subject = "Invoice\nceo@corp.example \u2192 ops@%s\n\nplease pay \x1b[31m \u009b2J \u202eevil" % H
+		msg = ("From: a@client.example\r\nSubject: =?UTF-8?B?%s?=\r\n\r\nbody text\r\n" %
+		       base64.b64encode(subject.encode()).decode()).encode()
+		qid = d.send(sender="attacker@client.example", rcpts=["slacksubj@" + H], msg=msg)
+		req = good.wait_requests("/slack/subject", 1)[0]
+		shown = "Invoice?ceo@corp.example \u2192 ops@%s??please pay ?[31m ?2J evil" % H
+		lines = json.loads(req.body)["text"].split("\n")
+		check_eq(lines[:2], ["[%s] %s" % (HOST, shown), "attacker@client.example \u2192 slacksubj@" + H],
+			 "the first two lines of Slack's text")
+		text = expected_slack(shown, "attacker@client.example", ["slacksubj@" + H], "body text\n", 3000, qid)
+		check_eq(req.body, dump({"channel": "#alerts", "text": text}), "Slack's body")
+	rows.append(("slack: a subject's line feeds and controls cannot forge a line of the text", slack_subject))
 
 	def json_local():
 		lu = local_user()
