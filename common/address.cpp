@@ -310,4 +310,12 @@ bool valid_user_name(std::string_view user)
 	});
 }
 
+std::string comment_name(std::string_view name)
+{
+	std::string out;
+	for (unsigned char c : name.substr(0, 255))
+		out += c > 0x20 && c < 0x7f && c != '(' && c != ')' && c != '\\' ? char(c) : '_';
+	return out;
+}
+
 }  // namespace laim

@@ -96,4 +96,11 @@ std::string quote_local_part(std::string_view text);
 // octets), never a path.
 bool valid_user_name(std::string_view user);
 
+// A user name (a login name, an AUTH user) as a Received: comment or a
+// log line carries it: printable ASCII without spaces, parentheses or
+// backslashes, anything else as '_', at most 255 characters (the longest
+// user name a users file holds). It can neither end the comment it is
+// written in ("rdz) (authenticated as admin") nor quote its ')'.
+std::string comment_name(std::string_view name);
+
 }  // namespace laim

@@ -222,9 +222,9 @@ bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, uin
 	RateLimiter::Ticket ticket = limits_.reserve(env, now);
 	try {
 		env.id = spool_.new_id();
-		std::string received = "Received: from local uid " + std::to_string(st.st_uid) + " (" + user +
-				       ")\r\n\tby " + hostname_ + " (laim) with local-offline id " + env.id +
-				       "; " + rfc5322_now() + "\r\n";
+		std::string received = "Received: from local uid " + std::to_string(st.st_uid) + " (" +
+				       comment_name(user) + ")\r\n\tby " + hostname_ + " (laim) with local-offline id " +
+				       env.id + "; " + rfc5322_now() + "\r\n";
 		out.size = spool_.store(env, {received, body});  // durable before the original goes
 	} catch (const std::exception& e) {
 		log_warnx("offline/%s: cannot import now: %s", name.c_str(), e.what());

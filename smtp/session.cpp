@@ -162,17 +162,6 @@ bool base64_decode(std::string_view in, std::string& out)
 	return true;
 }
 
-// A client-supplied name as a log line or a header comment may carry it:
-// printable ASCII without parentheses, at most 255 characters (the
-// longest user name a users file holds).
-std::string printable(std::string_view s)
-{
-	std::string r;
-	for (unsigned char c : s.substr(0, 255))
-		r += c > 0x20 && c < 0x7f && c != '(' && c != ')' ? char(c) : '_';
-	return r;
-}
-
 std::string_view without_crlf(std::string_view s)
 {
 	while (!s.empty() && (s.back() == '\n' || s.back() == '\r'))
@@ -813,7 +802,7 @@ void Session::auth_reply(bool ok, bool bound, std::vector<std::string> senders)
 	m.auth_user = std::move(m.auth_pending);
 	m.senders_bound = bound;
 	m.senders = std::move(senders);
-	log_info("smtp: AUTH as %s from %s", printable(m.auth_user).c_str(), client_.address.c_str());
+	log_info("smtp: AUTH as %s from %s", comment_name(m.auth_user).c_str(), client_.address.c_str());
 	reply(reply::auth_ok);
 	resume();
 }
@@ -835,7 +824,7 @@ void Session::auth_failed()
 {
 	Impl& m = *impl_;
 	m.auth_failures++;
-	log_info("smtp: AUTH failed for user=%s from %s (%u/%u)", printable(m.auth_pending).c_str(),
+	log_info("smtp: AUTH failed for user=%s from %s (%u/%u)", comment_name(m.auth_pending).c_str(),
 		 client_.address.c_str(), m.auth_failures, AUTH_MAX_FAILURES);
 	m.auth_pending.clear();
 	waiting_ = Wait::AuthDelay;
@@ -1122,20 +1111,16 @@ void Session::write_received()
 		put(" uid ");
 		put(std::string_view(num, r.ptr - num));
 		if (!client_.user.empty()) {
-			// A login name is a trusted but unchecked string: only
-			// printable ASCII goes into the header.
+			// A login name is a trusted but unchecked string.
 			put(" (");
-			for (unsigned char c : client_.user) {
-				char safe = c > 0x20 && c < 0x7f && c != '(' && c != ')' ? char(c) : '_';
-				spool_put(&safe, 1);
-			}
+			put(comment_name(client_.user));
 			put(")");
 		}
 	}
 	put(")\r\n\t");
 	if (!m.auth_user.empty()) {
 		put("(authenticated as ");
-		put(printable(m.auth_user));
+		put(comment_name(m.auth_user));
 		put(")\r\n\t");
 	}
 	put("by ");

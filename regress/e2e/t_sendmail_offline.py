@@ -7,7 +7,9 @@
 # laim-drop did not make (wrong group, two links, not a regular file) is
 # moved to failed/ and logged, not delivered, and laimctl show failed
 # lists it with its reason. laim-drop leaves a floor of the spool's
-# file system free.
+# file system free. A login name that would close the Received: comment
+# and open another ("x)(authenticated_as_admin") is written there as the
+# online path writes it, printable ASCII without parentheses.
 #
 # The laimd under test has a spool of its own, where the test build's
 # laim-drop writes too (LAIM_TEST_SPOOL_DIR, see harness.local_env).
@@ -18,8 +20,14 @@ import signal
 import subprocess
 import time
 from harness import *
+from harness import _ensure_account
 
 ROOT = "root@" + HOSTNAME
+# useradd --badname takes it; its Received: comment must not close early
+# and open another. (No space: the cases' accounts file holds one name a
+# word.)
+ODD_LOGIN = "laimrdz)(authenticated_as_admin"
+ODD_SHOWN = "laimrdz__authenticated_as_admin"
 QUICK = 5  # seconds sendmail may take when laimd is down
 UNLINK = 87  # x86_64
 
@@ -355,6 +363,28 @@ def many_recipients(d):
 	d.stop()
 
 
+def odd_login(d):
+	"""A login name with parentheses: the Received: of a message given
+	over the socket and of one imported from offline/ both name it as
+	"uid N (laimrdz__authenticated_as_admin)"."""
+	check(not d.running(), "laimd is running")
+	pw = _ensure_account(ODD_LOGIN, ["--badname", "--no-create-home", "--no-user-group", "--gid", "nogroup",
+					 "--shell", "/usr/sbin/nologin"])
+	sender = "odd@" + HOSTNAME
+	d.config["handlers"] = {"inbox": {"type": "maildir", "path": d.maildir}}  # where check_local_delivery looks
+	d.start()
+	mark = d.mark()
+	check_ran(d.sendmail(["-f", sender, "root"], msg("odd online"), user=pw))
+	check_local_delivery(d, mark, sender, [ROOT], pw.pw_uid, ODD_SHOWN)
+	d.stop()
+	check_ran(d.sendmail(["-f", sender, "root"], msg("odd offline"), user=pw))
+	check_eq(len(d.spool_files("offline")), 1, "files in offline/")
+	mark = d.mark()
+	d.start()
+	check_local_delivery(d, mark, sender, [ROOT], pw.pw_uid, ODD_SHOWN)
+	d.stop()
+
+
 def main():
 	gid = drop_gid()
 	lu = local_user()
@@ -384,6 +414,8 @@ def main():
 			("laim-drop leaves 64 MiB of a 96 MiB spool free: a message crossing it exits 75, no file; a small one is stored",
 			 lambda: space_floor(lu, gid)),
 			("1001 recipients, laimd down: two offline files, one copy each", lambda: many_recipients(d)),
+			("a login name \"x)(authenticated_as_admin\": the same Received: comment online and offline",
+			 lambda: stopped_after(d, odd_login)),
 		])
 	finally:
 		if d.running():

@@ -15,6 +15,7 @@ using laim::SmtpPath;
 using laim::valid_domain;
 using laim::valid_mailbox;
 using laim::valid_user_name;
+using laim::comment_name;
 
 namespace {
 
@@ -298,6 +299,19 @@ START_TEST(test_valid_user_name)
 }
 END_TEST
 
+// A user name in a Received: comment: nothing that could end the comment
+// or quote its ')' (a backslash), no space, control or 8-bit byte.
+START_TEST(test_comment_name)
+{
+	expect_view(comment_name("alice.b-2@x"), "alice.b-2@x");
+	expect_view(comment_name("rdz) (authenticated as admin"), "rdz___authenticated_as_admin");
+	expect_view(comment_name("ends in\\"), "ends_in_");
+	expect_view(comment_name("j\xc3\xb6rg\r\n\tx"), "j__rg___x");
+	expect_view(comment_name(std::string(300, 'u')), std::string(255, 'u'));
+	expect_view(comment_name(""), "");
+}
+END_TEST
+
 // A local part's text and back: a Dot-string stays as it is, any other
 // text becomes one Quoted-string that valid_mailbox() accepts (an SRS
 // address made of "john doe"@example.net).
@@ -337,6 +351,7 @@ int main()
 	tcase_add_test(tc, test_no_controls);
 	tcase_add_test(tc, test_valid_mailbox);
 	tcase_add_test(tc, test_valid_user_name);
+	tcase_add_test(tc, test_comment_name);
 	tcase_add_test(tc, test_quote_local_part);
 	suite_add_tcase(s, tc);
 	SRunner* sr = srunner_create(s);
