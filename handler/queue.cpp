@@ -29,6 +29,8 @@ struct Job {
 
 namespace {
 
+constexpr size_t MAX_STORED_REASON = 500;  // bytes of a reason kept, cut between characters
+
 std::mutex jobs_mutex;
 
 double now_real()
@@ -73,6 +75,23 @@ std::string one_line(std::string s)
 	for (char& c : s)
 		if (c == '\n' || c == '\r')
 			c = ' ';
+	return s;
+}
+
+// A reason as the queue keeps it for show queue, mailq and failed/ID.reason:
+// one line of at most MAX_STORED_REASON bytes, cut between UTF-8
+// characters and marked " [...]". A peer may answer with 200 lines of
+// 4 KB, and each recipient keeps its own; the log line shows more.
+std::string stored_reason(const std::string& reason)
+{
+	std::string s = one_line(reason.substr(0, MAX_STORED_REASON + 1));
+	if (s.size() > MAX_STORED_REASON) {
+		size_t n = MAX_STORED_REASON;
+		while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+			n--;
+		s.resize(n);
+		s += " [...]";
+	}
 	return s;
 }
 
@@ -457,7 +476,7 @@ void Queue::settle_recipient(Entry& e, const std::string& inst, const std::strin
 		count("failed");
 		count("handler." + inst + ".failed");
 		e.failures.push_back("<" + rcpt + "> handler " + inst + ": " + (r.code.empty() ? "" : r.code + " ") +
-				     one_line(r.reason));
+				     stored_reason(r.reason));
 		log_info("%s: to=<%s>, handler=%s, status=failed%s", id, rcpt.c_str(), inst.c_str(), describe(r).c_str());
 		break;
 	case Result::Status::TempFail:
@@ -491,7 +510,7 @@ void Queue::settle(const std::string& id)
 		retry_in = std::max<time_t>(retry_in, d.result.retry_after);
 	e.pending.clear();
 	for (const Deferral& d : e.deferred) {
-		e.pending.push_back({d.instance, d.rcpt, shared_text(one_line(d.result.reason))});
+		e.pending.push_back({d.instance, d.rcpt, shared_text(stored_reason(d.result.reason))});
 		count("deferred");
 		count("handler." + d.instance + ".deferred");
 		log_info("%s: to=<%s>, handler=%s, status=deferred, delay=%.2f, attempt=%u, retry_in=%lds%s", id.c_str(),
@@ -511,7 +530,7 @@ void Queue::expire(const std::string& id)
 	Entry& e = entries_.at(id);
 	std::vector<Pending> left;
 	for (const Deferral& d : e.deferred)  // this round's
-		left.push_back({d.instance, d.rcpt, shared_text(one_line(d.result.reason))});
+		left.push_back({d.instance, d.rcpt, shared_text(stored_reason(d.result.reason))});
 	for (Pending& p : e.pending)  // the last round's not tried again since
 		if (!e.done.count({p.instance, p.rcpt}) && !e.tried.count({p.instance, p.rcpt}))
 			left.push_back(std::move(p));

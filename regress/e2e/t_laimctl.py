@@ -6,7 +6,8 @@
 # (not root's) but not remove nor see the stats; an argument laimd would refuse (empty, a
 # control character, too long) is a usage error. A smarthost's reply with
 # C1 controls, a raw 8-bit CSI and a bidi override is escaped in show
-# queue and mailq as in the log.
+# queue and mailq as in the log, and a long reply of many lines is kept
+# as its first 500 bytes in show queue, mailq and failed/ID.reason.
 import sys
 sys.dont_write_bytecode = True
 import signal
@@ -20,6 +21,16 @@ BAD = '"a/b"@' + HOSTNAME
 # ScriptedPeer sends its replies as latin-1: "\xc2\x9b" is UTF-8 U+009B (CSI),
 # "\x9b" the raw 8-bit CSI, "\xe2\x80\xae" U+202E (right-to-left override).
 HOSTILE = "4.3.0 \xc2\x9b2J\xc2\x9b31mcleared\xc2\x9d0;title\xc2\x9c raw\x9b7m \xe2\x80\xaedesrever"
+HOSTILE_ESCAPED = r"4.3.0 \xc2\x9b2J\xc2\x9b31mcleared\xc2\x9d0;title\xc2\x9c raw\x9b7m \xe2\x80\xaedesrever"
+# Ten lines, the first HOSTILE, the rest 1 KB each: 10 KB the queue must
+# not keep whole (a peer may send 200 lines of 4 KB, for each recipient).
+LONG = "x" * 1000
+STORED_REASON = 500  # bytes of a reason the queue keeps, then " [...]"
+
+
+def long_reply(code, enhanced, first):
+	return "\r\n".join(["%s-%s" % (code, first)] + ["%s-%s %s" % (code, enhanced, LONG)] * 8 +
+			    ["%s %s %s" % (code, enhanced, LONG)])
 DEFERRED = r"%s: to=<%s>, handler=inbox, status=deferred, delay=[0-9.]+, attempt=%d, retry_in=\d+s \((.+)\)$"
 # A row of "laimctl show queue": ID AGE SIZE SENDER RECIPIENTS ATTEMPTS LAST ERROR
 ROW = r"^(%s) +(\d+[smhd]) +(\S+) +(\S+) +(\S+) +(\d+)(?:  (.*))?$" % QID_RE
@@ -162,10 +173,13 @@ def main():
 		check_eq(r.stdout, "Mail queue is empty\n", "mailq with an empty queue")
 
 	def peer_words():
-		"""A smarthost's 451 with C1 controls, a raw 8-bit CSI and a bidi
-		override: show queue and mailq print it escaped as the log does,
-		no byte of it raw."""
-		peer = ScriptedPeer(rcpt=lambda a: "451 " + HOSTILE)
+		"""A smarthost's 451 of ten lines, the first with C1 controls, a raw
+		8-bit CSI and a bidi override: show queue and mailq print its
+		first 500 bytes, escaped as the log does, no byte of it raw. Its
+		550 of ten 1 KB lines to five recipients: each line of
+		failed/ID.reason keeps 500 bytes of it."""
+		peer = ScriptedPeer(rcpt=lambda a: long_reply("451", "4.3.0", HOSTILE) if a.startswith("defer")
+				    else long_reply("550", "5.1.1", "5.1.1 " + LONG))
 		try:
 			d.config["handlers"]["relay"] = {"type": "smarthost", "host": "127.0.0.1", "port": peer.port,
 							 "tls": "none"}
@@ -176,15 +190,28 @@ def main():
 			d.send_signal(signal.SIGHUP)
 			d.wait_log(r"configuration reloaded$", since=m)
 			q = d.send(sender="s@client.example", rcpts=["defer@relay.example"], msg=simple_message("hostile"))
-			logged = d.wait_log(r"%s: to=<defer@relay\.example>, handler=relay, status=deferred, .* \((.+)\)$" % q)
-			escaped = r"4.3.0 \xc2\x9b2J\xc2\x9b31mcleared\xc2\x9d0;title\xc2\x9c raw\x9b7m \xe2\x80\xaedesrever"
-			check(logged.group(1).endswith(escaped), "the log's reason: %r" % logged.group(1))
-			for what, r in (("laimctl show queue", d.laimctl(["show", "queue"])),
-					("mailq", d.sendmail([], argv0="mailq"))):
+			d.wait_log(r"%s: to=<defer@relay\.example>, handler=relay, status=deferred, .* \(RCPT TO: 451 %s / "
+				   % (q, re.escape(HOSTILE_ESCAPED)))
+			head = "RCPT TO: 451 %s / 4.3.0 " % HOSTILE
+			stored = ("RCPT TO: 451 %s / 4.3.0 " % HOSTILE_ESCAPED) + "x" * (STORED_REASON - len(head)) + " [...]"
+			for what, r, want in (("laimctl show queue", d.laimctl(["show", "queue"]), "  %s\n" % stored),
+					      ("mailq", d.sendmail([], argv0="mailq"), "(%s)\n" % stored)):
 				check_ran(r)
-				check(all(b < 0x80 for b in r.out), "%s prints the peer's bytes raw: %r" % (what, r.out))
-				check(logged.group(1) in r.stdout, "%s lacks the escaped reason %r: %r" % (what, logged.group(1), r.stdout))
+				check(all(b < 0x80 for b in r.out), "%s prints the peer's bytes raw: %r" % (what, r.out[:3000]))
+				check(want in r.stdout, "%s lacks the reason %r: %r" % (what, want, r.stdout[:3000]))
 			check_ran(d.laimctl(["remove", q]))
+
+			rcpts = ["reject%d@relay.example" % i for i in range(5)]
+			q = d.send(sender="s@client.example", rcpts=rcpts, msg=simple_message("rejected"))
+			d.wait_log(r"%s: moved to failed/" % q)
+			stored = "5.1.1 RCPT TO: 550 5.1.1 " + "x" * (STORED_REASON - len("RCPT TO: 550 5.1.1 ")) + " [...]"
+			with open(os.path.join(d.spool, "failed", q + ".reason")) as f:
+				reason = f.read()
+			check_eq(reason, "".join("<%s> handler relay: %s\n" % (r, stored) for r in rcpts), "failed/%s.reason" % q)
+			r = d.laimctl(["show", "failed"])
+			check_ran(r)
+			check(re.search(r"(?m)^%s .* %s$" % (q, re.escape("<reject0@relay.example> handler relay: " + stored)),
+					r.stdout), "show failed: %r" % r.stdout[:3000])
 		finally:
 			peer.stop()
 
@@ -216,7 +243,7 @@ def main():
 		("a user may flush, but not remove, show stats or show failed", user_limits),
 		("laimctl remove ID", remove),
 		("laimctl show failed; mailq with an empty queue", failed),
-		("a peer's C1 controls and bidi override are escaped in show queue and mailq", peer_words),
+		("a peer's reply in show queue, mailq, failed/: escaped as in the log, 500 bytes of it", peer_words),
 		("laimctl usage errors exit 64 before sending; the longest request goes", usage_errors),
 	])
 
