@@ -84,6 +84,17 @@ std::string log_escape_lines(std::string_view s)
 	}
 }
 
+bool cut_utf8(std::string& s, size_t max)
+{
+	if (s.size() <= max)
+		return false;
+	size_t n = max;
+	for (int back = 0; back < 3 && n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80; back++)
+		n--;
+	s.resize(n);
+	return true;
+}
+
 std::string printable_text(std::string_view s)
 {
 	std::string out;

@@ -31,6 +31,9 @@ std::string log_escape_lines(std::string_view s);
 // that reorder or break the text around them (is_display_control) are
 // dropped.
 std::string printable_text(std::string_view s);
+// Cuts s to at most max bytes, not inside a UTF-8 character (it steps
+// back over at most three continuation bytes); true when it cut.
+bool cut_utf8(std::string& s, size_t max);
 
 // getpid(), asked once per process (and again after a fork): imsg
 // headers and log lines carry it.

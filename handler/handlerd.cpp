@@ -110,6 +110,7 @@ HandlerServer::HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp)
 	  import_(spool_, rt.hostname, rt.drop_gid, limiter_)
 {
 	queue_done_ = loop_.watch(queue_.notify_fd(), EPOLLIN, [this](uint32_t) { queue_.collect(); });
+	import_.admits = [this](uid_t owner) { return !intake_.source_full(owner); };
 	set_local_domains(rt.local_domains);
 	intake_.attach(std::move(smtp));
 	queue_.configure(cfg_, build_instances(cfg_));
@@ -341,7 +342,7 @@ void HandlerServer::import_offline(bool force)
 		return;
 	next_import_ = now + IMPORT_INTERVAL;
 	size_t used = intake_.places_used();
-	size_t room = used < cfg_.max_queue_size && queue_.deferred() < cfg_.max_deferred ? cfg_.max_queue_size - used : 0;
+	size_t room = used < cfg_.max_queue_size && queue_.retried() < cfg_.max_deferred ? cfg_.max_queue_size - used : 0;
 	// A few files per loop turn, so that a pile of large ones never holds
 	// up SMTP transactions for long; more follow at the next turn.
 	auto imported = import_.run(std::min(room, IMPORT_BATCH), cfg_.data_size_limit, cfg_.hop_count_limit,

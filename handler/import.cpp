@@ -165,6 +165,8 @@ bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, uin
 		return refuse(name, "empty file"), false;
 	if (name.find_first_of("\r\n") != std::string::npos)
 		return refuse(name, "CR or LF in the file name"), false;  // it goes into the spool header
+	if (admits && !admits(st.st_uid))
+		return false;
 
 	Mapping m;
 	m.len = static_cast<size_t>(st.st_size);

@@ -31,6 +31,9 @@ class OfflineImport {
 	// drop_gid: the laimdrop group; files of any other group are refused.
 	// limits: a file whose sender is over a rate limit waits in offline/.
 	OfflineImport(Spool& spool, std::string hostname, gid_t drop_gid, RateLimiter& limits);
+	// Whether the owner may queue a message now; a file whose owner may
+	// not (their share of the queue is taken) waits in offline/.
+	std::function<bool(uid_t)> admits;
 
 	// Moves up to `room` offline files into queue/, oldest name first
 	// (each fsynced before its offline file is removed), and returns them.

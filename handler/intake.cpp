@@ -81,17 +81,18 @@ void Intake::reply(uint32_t type, uint32_t session, BackendStatus st)
 }
 
 // Places of max_queue_size taken: transactions in progress and messages
-// not deferred (new, or in a delivery round). Deferred ones wait apart,
-// up to max_deferred, so that mail a handler keeps deferring (a locked
-// mailbox, a smarthost down) never stops other mail.
+// in their first round. Those deferred once (or loaded at start) wait
+// apart, up to max_deferred, so that mail a handler keeps deferring (a
+// locked mailbox, a smarthost down), made due again by a retry, a flush
+// or a restart, never stops other mail.
 size_t Intake::places_used() const
 {
-	return queue_.size() - queue_.deferred() + in_progress();
+	return queue_.fresh() + in_progress();
 }
 
 bool Intake::queue_full() const
 {
-	return places_used() >= cfg_.max_queue_size || queue_.deferred() >= cfg_.max_deferred;
+	return places_used() >= cfg_.max_queue_size || queue_.retried() >= cfg_.max_deferred;
 }
 
 // The places one source holds in open transactions, and may hold: a
@@ -109,10 +110,20 @@ std::pair<size_t, size_t> Intake::source_places(std::optional<uid_t> uid) const
 	return {held, std::max<size_t>(1, cfg_.max_queue_size / 3)};
 }
 
+// A third of max_deferred, likewise: one user whose mail keeps being
+// deferred (their own mailbox locked, mailed to ten thousand times)
+// reaches their share, not the whole.
+size_t Intake::source_deferred_most() const
+{
+	return std::max<size_t>(1, cfg_.max_deferred / 3);
+}
+
 bool Intake::source_full(std::optional<uid_t> uid) const
 {
-	auto [held, most] = source_places(uid);
-	return (!uid || *uid != 0) && held >= most;
+	if (uid && *uid == 0)
+		return false;
+	return source_places(uid).first >= source_places(uid).second ||
+	       queue_.retried(uid) >= source_deferred_most();
 }
 
 // MAIL FROM: a new transaction reserves a place in the bounded queue, so
@@ -143,26 +154,35 @@ void Intake::on_mail(uint32_t session, MailMsg m, std::optional<uid_t> uid)
 		return;
 	}
 	if (waiting_.empty())
-		log_info("queue full (max_queue_size %u%s): MAIL FROM waits up to %lds for room", cfg_.max_queue_size,
-			 queue_full() ? "" : "; TCP clients hold their third", (long)wait);
+		log_info("%s: MAIL FROM waits up to %lds for room", why_full(uid).c_str(), (long)wait);
 	waiting_.push_back({session, std::move(m), uid, seconds_since_boot() + wait});
+}
+
+// Why a MAIL from uid (none: TCP) finds no room, for the log.
+std::string Intake::why_full(std::optional<uid_t> uid) const
+{
+	char b[200];
+	if (queue_full()) {
+		snprintf(b, sizeof b, "queue full (%zu queued, %zu in progress, max_queue_size %u; %zu deferred, max_deferred %u)",
+			 queue_.fresh(), in_progress(), cfg_.max_queue_size, queue_.retried(), cfg_.max_deferred);
+		return b;
+	}
+	std::string who = uid ? "uid " + std::to_string(*uid) + " has" : "TCP clients have";
+	auto [held, most] = source_places(uid);
+	if (held >= most)
+		snprintf(b, sizeof b, " %zu places in open transactions, at most %zu (a third of max_queue_size %u)", held,
+			 most, cfg_.max_queue_size);
+	else
+		snprintf(b, sizeof b, " %zu deferred messages, at most %zu (a third of max_deferred %u)",
+			 queue_.retried(uid), source_deferred_most(), cfg_.max_deferred);
+	return who + b;
 }
 
 // A MAIL the full queue, or its source's share, has no room for: 452,
 // and smtp defers the mail.
 void Intake::refuse_full(uint32_t session, const std::string& sender, std::optional<uid_t> uid)
 {
-	auto [held, most] = source_places(uid);
-	if (!queue_full())
-		log_warnx("%s %zu places in open transactions, at most %zu (a third of max_queue_size %u): "
-			  "deferring mail from <%s>",
-			  uid ? ("uid " + std::to_string(*uid) + " holds").c_str() : "TCP clients hold", held, most,
-			  cfg_.max_queue_size, sender.c_str());
-	else
-		log_warnx("queue full (%zu queued, %zu in progress, max_queue_size %u; %zu deferred, max_deferred %u): "
-		  "deferring mail from <%s>",
-		  queue_.size() - queue_.deferred(), in_progress(), cfg_.max_queue_size, queue_.deferred(),
-		  cfg_.max_deferred, sender.c_str());
+	log_warnx("%s: deferring mail from <%s>", why_full(uid).c_str(), sender.c_str());
 	reply(IMSG_H_MAIL, session, BackendStatus::Full);
 }
 

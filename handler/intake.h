@@ -56,6 +56,10 @@ class Intake {
 	// Places of max_queue_size taken: those, and the queued messages not
 	// deferred.
 	size_t places_used() const;
+	// Whether MAIL from uid (none: TCP) is past its source's share: a third
+	// of max_queue_size in open transactions, or of max_deferred in
+	// messages deferred; root has none.
+	bool source_full(std::optional<uid_t> uid) const;
 	// Once per loop turn: MAILs waiting for room in a full queue get it,
 	// in their order, or 452 once they waited queue_full_wait seconds.
 	void admit_waiting();
@@ -117,7 +121,8 @@ class Intake {
 	};
 	bool queue_full() const;
 	std::pair<size_t, size_t> source_places(std::optional<uid_t> uid) const;
-	bool source_full(std::optional<uid_t> uid) const;
+	size_t source_deferred_most() const;
+	std::string why_full(std::optional<uid_t> uid) const;
 	void refuse_full(uint32_t session, const std::string& sender, std::optional<uid_t> uid);
 	void open_txn(uint32_t session, MailMsg m, std::optional<uid_t> uid);
 

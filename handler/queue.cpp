@@ -85,13 +85,8 @@ std::string one_line(std::string s)
 std::string stored_reason(const std::string& reason)
 {
 	std::string s = one_line(reason.substr(0, MAX_STORED_REASON + 1));
-	if (s.size() > MAX_STORED_REASON) {
-		size_t n = MAX_STORED_REASON;
-		while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-			n--;
-		s.resize(n);
+	if (cut_utf8(s, MAX_STORED_REASON))
 		s += " [...]";
-	}
 	return s;
 }
 
@@ -122,24 +117,49 @@ void Queue::configure(const Config& cfg, Instances instances)
 	delivery_timeout_ = cfg.delivery_timeout;
 }
 
-void Queue::add(const Envelope& env, uint64_t size, double arrival, Bytes bytes)
+void Queue::add(const Envelope& env, uint64_t size, double arrival, Bytes bytes, bool fresh)
 {
 	Entry& e = entries_[env.id];
 	e.env = env;
+	e.fresh = fresh;
+	if (fresh)
+		fresh_++;
+	else
+		retried_[env.uid]++;
 	e.size = size;
 	e.arrival = arrival;
 	hold(e, std::move(bytes));
-	set_next_try(e, 0);
+	e.next_try = 0;
 	due_.push_back(env.id);
 }
 
-// next_try of a message, and the count of those waiting for a retry,
-// which take no place of max_queue_size (deferred()).
+// next_try of a message; one that waits ended its first round, if it was
+// in it: it takes no place of max_queue_size any more (fresh()), and
+// counts among its source's retried ones.
 void Queue::set_next_try(Entry& e, time_t at)
 {
-	if ((e.next_try != 0) != (at != 0))
-		deferred_ += at != 0 ? 1 : -1;
+	if (at != 0 && e.fresh) {
+		e.fresh = false;
+		fresh_--;
+		retried_[e.env.uid]++;
+	}
 	e.next_try = at;
+}
+
+// Before an entry goes: the counts of fresh() and retried().
+void Queue::forget(Entry& e)
+{
+	if (e.fresh) {
+		fresh_--;
+	} else if (auto it = retried_.find(e.env.uid); it != retried_.end() && --it->second == 0) {
+		retried_.erase(it);
+	}
+}
+
+size_t Queue::retried(std::optional<uid_t> source) const
+{
+	auto it = retried_.find(source);
+	return it == retried_.end() ? 0 : it->second;
 }
 
 void Queue::hold(Entry& e, Bytes bytes)
@@ -177,7 +197,7 @@ void Queue::load_spool()
 			continue;  // as it is until the next start judges it
 		try {
 			SpoolMessage m = spool_.load(id);
-			add(m.envelope, m.body().size(), static_cast<double>(m.envelope.arrival));
+			add(m.envelope, m.body().size(), static_cast<double>(m.envelope.arrival), nullptr, false);
 		} catch (const std::exception& e) {
 			log_warnx("%s: unusable queue file (%s): moved to failed/", id.c_str(), e.what());
 			try {
@@ -565,7 +585,7 @@ void Queue::finalize(const std::string& id)
 		log_warnx("%s: finishing the queue file: %s", id.c_str(), ex.what());
 	}
 	take(e);
-	set_next_try(e, 0);
+	forget(e);
 	entries_.erase(id);
 }
 
@@ -620,7 +640,7 @@ std::string Queue::remove(const std::string& id)
 		return std::string("cannot remove it: ") + ex.what();
 	}
 	take(it->second);
-	set_next_try(it->second, 0);
+	forget(it->second);
 	entries_.erase(it);
 	log_info("%s: removed by the administrator", id.c_str());
 	return "";

@@ -58,13 +58,18 @@ class Queue {
 	// dispatch: those jobs need not read it again.
 	using Bytes = std::shared_ptr<const std::string>;
 	// A committed message of size bytes (arrival with sub-second
-	// precision when known).
-	void add(const Envelope& env, uint64_t size, double arrival, Bytes bytes = nullptr);
+	// precision when known); fresh unless loaded at start.
+	void add(const Envelope& env, uint64_t size, double arrival, Bytes bytes = nullptr, bool fresh = true);
 	// At start: loads queue/ from the spool; corrupt files go to failed/.
 	void load_spool();
 	size_t size() const { return entries_.size(); }
-	// Those waiting for a retry after a temporary failure.
-	size_t deferred() const { return deferred_; }
+	// Messages in their first round (committed since the start, not yet
+	// deferred): each takes a place of max_queue_size.
+	size_t fresh() const { return fresh_; }
+	// The others: deferred, retried, or loaded at start; all of them, or
+	// those a source submitted (its uid; none: TCP and laimd's own).
+	size_t retried() const { return entries_.size() - fresh_; }
+	size_t retried(std::optional<uid_t> source) const;
 
 	// `laimctl test`: runs the instance's test() on one of its workers;
 	// done gets the answer in the main thread, from collect(). False when
@@ -130,6 +135,7 @@ class Queue {
 		unsigned attempts = 0;
 		time_t next_try = 0;  // seconds_since_boot(); 0: not deferred
 		int running = 0;
+		bool fresh = false;  // in its first round: see fresh()
 		std::set<std::pair<std::string, std::string>> done;   // (instance, rcpt) finished
 		std::set<std::pair<std::string, std::string>> tried;  // (instance, rcpt) tried this round
 		// (instance, rcpt) of a call that timed out and still runs: not
@@ -146,8 +152,10 @@ class Queue {
 	void hold(Entry& e, Bytes bytes);
 	Bytes take(Entry& e);
 	size_t held_bytes_ = 0;
-	size_t deferred_ = 0;  // entries with a next_try
+	size_t fresh_ = 0;  // entries with fresh set
+	std::map<std::optional<uid_t>, size_t> retried_;  // the others, by source
 	void set_next_try(Entry& e, time_t at);
+	void forget(Entry& e);
 	void make_due(const std::string& id);
 	void dispatch(Entry& e);
 	bool start(Entry& e, const std::string& name, std::vector<std::string> rcpts, const Bytes& bytes);

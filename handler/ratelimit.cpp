@@ -95,12 +95,7 @@ std::string ascii(std::string s)
 std::string clip(std::string_view subject)
 {
 	std::string s = printable_text(subject.empty() ? "(no subject)" : subject);
-	if (s.size() > MAX_SUBJECT_LEN) {
-		size_t n = MAX_SUBJECT_LEN;
-		while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-			n--;
-		s.resize(n);
-	}
+	cut_utf8(s, MAX_SUBJECT_LEN);
 	return s;
 }
 

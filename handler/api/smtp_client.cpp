@@ -214,7 +214,7 @@ void SmtpClient::Impl::connected(int s, const sockaddr* addr, socklen_t len, con
 	if (connect(s, addr, len) != 0) {
 		// A unix socket whose listen queue is full refuses at once with
 		// EAGAIN: no connection is in progress, none to wait for.
-		if (errno == EAGAIN)
+		if (errno == EAGAIN && addr->sa_family == AF_UNIX)
 			throw SmtpError("connect to " + peer + ": the server's listen queue is full (" +
 					strerror(errno) + ")", errno);
 		if (errno != EINPROGRESS)

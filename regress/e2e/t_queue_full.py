@@ -14,7 +14,7 @@ from harness import *
 
 
 def main():
-	d = Laimd(max_queue_size=2, max_deferred=3, queue_full_wait=0)
+	d = Laimd(max_queue_size=2, max_deferred=9, queue_full_wait=0)
 	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
 	d.config["handlers"] = {"inbox": {"type": "maildir", "path": blocked}}
 	d.start()
@@ -27,10 +27,10 @@ def main():
 	with d.smtp() as c:
 		c.ehlo()
 		r = c.cmd("MAIL FROM:<fourth@client.example>", 452)
-		check(r.lines[-1].startswith("452 4.3.1"), "MAIL with max_deferred messages deferred: %r" % r)
+		check(r.lines[-1].startswith("452 4.3.1"), "MAIL with TCP's third of max_deferred deferred: %r" % r)
 		c.cmd("RCPT TO:<r@test.laim.example>", 503)
 		c.cmd("QUIT", 221)
-	d.wait_log(r"queue full \(0 queued, 0 in progress, max_queue_size 2; 3 deferred, max_deferred 3\): "
+	d.wait_log(r"TCP clients have 3 deferred messages, at most 3 \(a third of max_deferred 9\): "
 		   r"deferring mail from <fourth@client\.example>$")
 	check_eq(sorted(d.spool_files("queue")), sorted(ids), "queue/ after the refusal")
 	check(not d.search_log(r"from=<fourth@client\.example>", 0), "the refused sender reached the queue")
@@ -42,6 +42,35 @@ def main():
 	q4 = d.send(sender="fourth@client.example", msg=simple_message("four"))
 	d.wait_removed(q4)
 	check_eq(len(maildir_files(blocked)), 4, "messages after the queue drained")
+
+
+def loaded():
+	"""Messages loaded at start take no place of max_queue_size, even in
+	their first round of the new run: three deferred ones, whose calls
+	hang after a restart, leave max_queue_size 2 free for root's mail."""
+	d = Laimd(name="t_queue_full_loaded", max_queue_size=2, queue_full_wait=0, delivery_timeout=60)
+	bd = d.make_blocked_dir(os.path.join(d.dir, "bd"))
+	go = os.path.join(d.dir, "go")
+	open(go, "w").close()
+	d.config["handlers"] = {"p": {"type": "probe", "path": bd, "hang_until": go, "workers": 4}}
+	d.config["routes"] = [{"match": "*", "handlers": ["p"]}]
+	d.start()
+	ids = []
+	for n in ("one", "two", "three"):
+		ids.append(d.send(rcpts=["ok@test.laim.example"], msg=simple_message(n)))
+		d.wait_log(r"%s: to=<.*status=deferred" % ids[-1])
+	d.stop()
+	os.unlink(go)  # their calls hang after the restart
+	mark = d.mark()
+	d.start()
+	d.wait_log(r"3 queued messages loaded from the spool", since=mark)
+	r = d.sendmail(["ok@test.laim.example"], b"Subject: from root\n\nafter the restart\n")
+	check_eq((r.returncode, d.spool_files("offline")), (0, []), "root's sendmail after the restart: %r" % r)
+	d.wait_local_submission(mark, "root@" + HOSTNAME)
+	d.unblock_dir(bd)
+	open(go, "w").close()
+	for q in ids:
+		d.wait_removed(q, 15)
 
 
 def reservations():
@@ -98,7 +127,7 @@ def waiting():
 		q2 = queue_id(c.expect(250))
 	d.wait_removed(q1)
 	d.wait_removed(q2)
-	check(d.search_log(r"queue full \(max_queue_size 1\): MAIL FROM waits up to 4s for room", 0),
+	check(d.search_log(r"queue full \(.*max_queue_size 1; .*\): MAIL FROM waits up to 4s for room", 0),
 	      "no log line for the wait")
 
 	# Sessions in line are served in turn; one that leaves does not hold up
@@ -199,7 +228,7 @@ def per_source():
 		c.ehlo()
 		c.send(b"MAIL FROM:<t%d@client.example>\r\n" % i)
 		check_eq(c.reply().code, 452 if i == 2 else 250, "TCP session %d's MAIL, with 6 places" % i)
-	d.wait_log(r"TCP clients hold 2 places in open transactions, at most 2 \(a third of max_queue_size 6\): "
+	d.wait_log(r"TCP clients have 2 places in open transactions, at most 2 \(a third of max_queue_size 6\): "
 		   r"deferring mail from <t2@client\.example>$")
 	lu = local_user()
 	holder = subprocess.Popen(["/usr/bin/python3", "-c", HOLD_LOCAL, d.config["socket"], "3"], stdin=subprocess.PIPE,
@@ -207,7 +236,7 @@ def per_source():
 	try:
 		codes = [holder.stdout.readline().strip() for _ in range(3)]
 		check_eq(codes, ["250", "250", "452"], "MAIL of the local user's three sessions")
-		d.wait_log(r"uid %d holds 2 places in open transactions, at most 2 .*<u2@user\.example>$" % lu.pw_uid)
+		d.wait_log(r"uid %d has 2 places in open transactions, at most 2 .*<u2@user\.example>$" % lu.pw_uid)
 		r = d.sendmail(["root"], b"Subject: from root\n\nwhile the others hold theirs\n")
 		check_eq(r.returncode, 0, "root's sendmail: %r" % r)
 		check_eq(d.spool_files("offline"), [], "offline/ after root's sendmail")
@@ -221,6 +250,7 @@ def per_source():
 
 def both():
 	main()
+	loaded()
 	reservations()
 	waiting()
 	leavers()
