@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <string_view>
 
 namespace laim {
@@ -88,5 +89,13 @@ private:
 	size_t matched_ = 0;
 	unsigned hops_ = 0;
 };
+
+// Why a message past the limit is refused, in the log and in failed/:
+// "mail loop: 51 Received: headers, over hop_count_limit 50".
+inline std::string hop_count_fault(unsigned hops, unsigned limit)
+{
+	return "mail loop: " + std::to_string(hops) + " Received: headers, over hop_count_limit " +
+	       std::to_string(limit);
+}
 
 }  // namespace laim

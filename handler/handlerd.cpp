@@ -341,8 +341,7 @@ void HandlerServer::import_offline(bool force)
 	if (!rt_.have_drop_group || (!force && now < next_import_))
 		return;
 	next_import_ = now + IMPORT_INTERVAL;
-	size_t used = intake_.places_used();
-	size_t room = used < cfg_.max_queue_size && queue_.retried() < cfg_.max_deferred ? cfg_.max_queue_size - used : 0;
+	size_t room = intake_.room();
 	// A few files per loop turn, so that a pile of large ones never holds
 	// up SMTP transactions for long; more follow at the next turn.
 	auto imported = import_.run(std::min(room, IMPORT_BATCH), cfg_.data_size_limit, cfg_.hop_count_limit,

@@ -192,10 +192,8 @@ bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, uin
 	// The same mail loop check as the smtp process's at the end of DATA.
 	HopCounter hops;
 	hops.feed(body);
-	if (hops.hops() > hop_limit) {
-		std::string why = "mail loop: " + std::to_string(hops.hops()) + " Received: headers";
-		return refuse(name, why + ", over hop_count_limit " + std::to_string(hop_limit)), false;
-	}
+	if (hops.hops() > hop_limit)
+		return refuse(name, hop_count_fault(hops.hops(), hop_limit)), false;
 	if (!oe.sender.empty() && !valid_mailbox(oe.sender, true))
 		return refuse(name, "bad sender <" + oe.sender + ">"), false;
 	for (const std::string& r : oe.recipients) {

@@ -80,19 +80,23 @@ void Intake::reply(uint32_t type, uint32_t session, BackendStatus st)
 	smtp_.send(type, session, encode(StatusMsg{st}));
 }
 
-// Places of max_queue_size taken: transactions in progress and messages
-// in their first round. Those deferred once (or loaded at start) wait
-// apart, up to max_deferred, so that mail a handler keeps deferring (a
-// locked mailbox, a smarthost down), made due again by a retry, a flush
-// or a restart, never stops other mail.
-size_t Intake::places_used() const
+// Places of max_queue_size left: transactions in progress and messages
+// in their first round take one each; none is left once max_deferred
+// messages wait apart (deferred once, or loaded at start), which take
+// none, so that mail a handler keeps deferring (a locked mailbox, a
+// smarthost down), made due again by a retry, a flush or a restart,
+// never stops other mail.
+size_t Intake::room() const
 {
-	return queue_.fresh() + in_progress();
+	size_t used = queue_.fresh() + in_progress();
+	if (used >= cfg_.max_queue_size || queue_.retried() >= cfg_.max_deferred)
+		return 0;
+	return cfg_.max_queue_size - used;
 }
 
 bool Intake::queue_full() const
 {
-	return places_used() >= cfg_.max_queue_size || queue_.retried() >= cfg_.max_deferred;
+	return room() == 0;
 }
 
 // The places one source holds in open transactions, and may hold: a
@@ -122,8 +126,8 @@ bool Intake::source_full(std::optional<uid_t> uid) const
 {
 	if (uid && *uid == 0)
 		return false;
-	return source_places(uid).first >= source_places(uid).second ||
-	       queue_.retried(uid) >= source_deferred_most();
+	auto [held, most] = source_places(uid);
+	return held >= most || queue_.retried(uid) >= source_deferred_most();
 }
 
 // MAIL FROM: a new transaction reserves a place in the bounded queue, so

@@ -53,9 +53,10 @@ class Intake {
 	void commit_pending();
 	// Transactions open now: each holds a place in the queue.
 	size_t in_progress() const { return txns_.size() + syncing_.size(); }
-	// Places of max_queue_size taken: those, and the queued messages not
-	// deferred.
-	size_t places_used() const;
+	// Places of max_queue_size left for a new message (0: the queue is
+	// full): open transactions and the messages in their first round take
+	// one each.
+	size_t room() const;
 	// Whether MAIL from uid (none: TCP) is past its source's share: a third
 	// of max_queue_size in open transactions, or of max_deferred in
 	// messages deferred; root has none.

@@ -1315,11 +1315,10 @@ void Session::data_end()
 	m.wlen = 0;
 	m.spool.reset();  // closed before on_commit/on_abort
 	if (m.reject == Reject::TooManyHops) {
-		std::string hops = std::to_string(m.hops.hops());
-		log_info("%s: reject: DATA from %s[%s]: mail loop: %s Received: headers, over hop_count_limit %u; "
-			 "from=<%s>", m.queue_id.c_str(), helo_.c_str(), client_.address.c_str(), hops.c_str(),
-			 settings_.hop_count_limit, sender_.c_str());
-		out_.append(reply::hop_limit_code).append(hops).append(reply::hop_limit);
+		log_info("%s: reject: DATA from %s[%s]: %s; from=<%s>", m.queue_id.c_str(), helo_.c_str(),
+			 client_.address.c_str(), hop_count_fault(m.hops.hops(), settings_.hop_count_limit).c_str(),
+			 sender_.c_str());
+		out_.append(reply::hop_limit_code).append(std::to_string(m.hops.hops())).append(reply::hop_limit);
 		abort_transaction();
 		return;
 	}
