@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "common/hostname.h"
 #include "common/log.h"
@@ -18,9 +19,31 @@ namespace laim {
 
 namespace {
 
+// What socket() or bind() says for ::1 on a host without IPv6: a kernel
+// booted with ipv6.disable=1 has no AF_INET6, and disable_ipv6 takes ::1
+// off the loopback interface.
+bool no_ipv6(int family, int err)
+{
+	return family == AF_INET6 && (err == EAFNOSUPPORT || err == EADDRNOTAVAIL);
+}
+
+// The default [::1]:25 is skipped on a host without IPv6 (errno says
+// why); an entry of listen: is not, and names its line.
+std::nullopt_t skip_without_ipv6(const Config& cfg, const ListenAddress& a, const std::string& name)
+{
+	if (a.line != 0)
+		fatalx("%s:%d: %s: cannot listen on %s: this host has no IPv6 (%s); remove the entry or enable IPv6",
+		       cfg.file.c_str(), a.line, a.name.c_str(), name.c_str(), strerror(errno));
+	log_warnx("not listening on %s: this host has no IPv6 (%s)", name.c_str(), strerror(errno));
+	return std::nullopt;
+}
+
 // A TCP listener on a numeric address; IPv6 sockets are v6-only so that
-// 127.0.0.1 and ::1 can be bound side by side.
-Listener listen_tcp(const ListenAddress& a)
+// 127.0.0.1 and ::1 can be bound side by side. None for the default
+// [::1]:25 on a host without IPv6, which many servers are: laimd serves
+// 127.0.0.1:25 and the local socket there. A listen: entry that names an
+// IPv6 address stops the start there, with the line to change.
+std::optional<Listener> listen_tcp(const Config& cfg, const ListenAddress& a)
 {
 	struct sockaddr_storage ss = {};
 	socklen_t len;
@@ -41,8 +64,11 @@ Listener listen_tcp(const ListenAddress& a)
 	std::string name = family == AF_INET6 ? "[" + a.host + "]:" + std::to_string(a.port)
 					      : a.host + ":" + std::to_string(a.port);
 	UniqueFd fd(socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-	if (!fd)
-		fatal("socket for %s", name.c_str());
+	if (!fd) {
+		if (!no_ipv6(family, errno))
+			fatal("socket for %s", name.c_str());
+		return skip_without_ipv6(cfg, a, name);
+	}
 	int one = 1;
 	setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
 	if (family == AF_INET6)
@@ -52,11 +78,14 @@ Listener listen_tcp(const ListenAddress& a)
 	// accepted connection inherits it (Linux), so the smtp process makes
 	// no call for it per connection.
 	setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	if (bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) == -1)
-		fatal("bind %s", name.c_str());
+	if (bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) == -1) {
+		if (!no_ipv6(family, errno))
+			fatal("bind %s", name.c_str());
+		return skip_without_ipv6(cfg, a, name);
+	}
 	if (listen(fd.get(), SOMAXCONN) == -1)
 		fatal("listen %s", name.c_str());
-	return {std::move(fd), name, false};
+	return Listener{std::move(fd), name, false};
 }
 
 }  // namespace
@@ -95,7 +124,10 @@ std::vector<Listener> listen_all(const Config& cfg)
 {
 	std::vector<Listener> out;
 	for (size_t i = 0; i < cfg.listen.size(); i++) {
-		out.push_back(listen_tcp(cfg.listen[i]));
+		std::optional<Listener> l = listen_tcp(cfg, cfg.listen[i]);
+		if (!l)
+			continue;
+		out.push_back(std::move(*l));
 		out.back().listen_index = (int)i;
 	}
 	if (!cfg.socket.empty())

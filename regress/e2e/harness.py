@@ -39,6 +39,10 @@ TEST_USER = "laimtest"            # the handler process's user (user:)
 TEST_SMTP_USER = "laimtest-smtp"  # the smtp process's user (smtp_user:)
 HOSTNAME = "test.laim.example"
 IDENT = "laim-e2e"
+# listen= for a laimd whose config has no listen: key, so it binds its
+# defaults, 127.0.0.1:25 and [::1]:25: only in a private network
+# namespace (peer_dns.enter_private_network()), where port 25 is free.
+DEFAULT_LISTEN = "default"
 QID_RE = r"[0-9A-F]{10}"
 
 _daemons = []
@@ -962,7 +966,7 @@ class Laimd:
 		self.start_mark = 0
 		self.known_children = set()
 		self.config = {
-			"listen": None,  # ["127.0.0.1:{port}"], {port} filled in at start
+			"listen": None,  # ["127.0.0.1:{port}"], {port} filled in at start; DEFAULT_LISTEN: no listen:
 			"socket": os.path.join(self.dir, "submit.sock"),
 			"control_socket": os.path.join(self.dir, "control.sock"),
 			"user": TEST_USER,
@@ -1033,8 +1037,11 @@ class Laimd:
 			cfg = dict(self.config)
 			if cfg.get("listen") is None:
 				cfg["listen"] = ["127.0.0.1:{port}"]
-			cfg["listen"] = [dict(a, addr=a["addr"].format(port=self.port)) if isinstance(a, dict)
-					 else a.format(port=self.port) for a in cfg["listen"]]
+			if cfg["listen"] == DEFAULT_LISTEN:
+				del cfg["listen"]
+			else:
+				cfg["listen"] = [dict(a, addr=a["addr"].format(port=self.port)) if isinstance(a, dict)
+						 else a.format(port=self.port) for a in cfg["listen"]]
 			text = yaml_dump(cfg) + "\n"
 		with open(self.confpath, "w") as f:
 			f.write(text)
