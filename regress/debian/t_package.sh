@@ -321,6 +321,9 @@ else
 	fail "systemd-analyze verify laim.service"
 fi
 say "$(systemd-analyze security --offline=true /lib/systemd/system/laim.service 2>&1 | tail -1)"
+# laimd(8): a stop takes at most 60 + 60 + 10 s; systemd must not cut it.
+check "laim.service waits 130 s or more for laimd to stop" sh -c \
+	"sed -n 's/^TimeoutStopSec=\([0-9]*\)s\$/\1/p' /lib/systemd/system/laim.service | awk '\$1 >= 130 { f = 1 } END { exit !f }'"
 
 # The admin's edits survive a reinstall.
 echo "# t_package.sh $marker" >>/etc/laim/config.yml
