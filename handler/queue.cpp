@@ -90,6 +90,13 @@ std::string stored_reason(const std::string& reason)
 	return s;
 }
 
+// The name the log and failed/ give a recipient's instance: "none" for
+// one that no route sent anywhere (held while the file has no routes).
+const char* shown(const std::string& instance)
+{
+	return instance.empty() ? "none" : instance.c_str();
+}
+
 }  // namespace
 
 Queue::Queue(Spool& spool) : spool_(spool), notify_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC))
@@ -110,6 +117,7 @@ void Queue::configure(const Config& cfg, Instances instances)
 			it->second->busy = inst->busy;
 	}
 	routes_ = cfg.routes;
+	no_routes_ = cfg.routes.empty() ? cfg.file + " has no routes" : "";
 	instances_ = std::move(instances);
 	retry_initial_ = cfg.retry_initial;
 	retry_max_ = cfg.retry_max;
@@ -225,6 +233,11 @@ void Queue::dispatch(Entry& e)
 		own.push_back({"*", {e.env.instance}, 0});
 	for (const std::string& rcpt : e.env.recipients) {
 		const Route* r = route_find(own.empty() ? routes_ : own, rcpt);
+		if (!r && !no_routes_.empty()) {  // a file cut short: its mail waits for a reload
+			if (e.tried.insert({"", rcpt}).second)
+				e.deferred.push_back({"", rcpt, Result::tempfail(no_routes_)});
+			continue;
+		}
 		if (!r) {
 			if (e.done.insert({"", rcpt}).second) {
 				e.failures.push_back("<" + rcpt + ">: no route");
@@ -532,9 +545,10 @@ void Queue::settle(const std::string& id)
 	for (const Deferral& d : e.deferred) {
 		e.pending.push_back({d.instance, d.rcpt, shared_text(stored_reason(d.result.reason))});
 		count("deferred");
-		count("handler." + d.instance + ".deferred");
+		if (!d.instance.empty())
+			count("handler." + d.instance + ".deferred");
 		log_info("%s: to=<%s>, handler=%s, status=deferred, delay=%.2f, attempt=%u, retry_in=%lds%s", id.c_str(),
-			 d.rcpt.c_str(), d.instance.c_str(), delay, e.attempts, (long)retry_in, describe(d.result).c_str());
+			 d.rcpt.c_str(), shown(d.instance), delay, e.attempts, (long)retry_in, describe(d.result).c_str());
 	}
 	e.deferred = {};  // its capacity too: a deferred message may wait for hours
 	set_next_try(e, seconds_since_boot() + retry_in);
@@ -556,11 +570,12 @@ void Queue::expire(const std::string& id)
 			left.push_back(std::move(p));
 	for (const Pending& p : left) {
 		count("failed");
-		count("handler." + p.instance + ".failed");
-		e.failures.push_back("<" + p.rcpt + "> handler " + p.instance + ": expired after " +
+		if (!p.instance.empty())
+			count("handler." + p.instance + ".failed");
+		e.failures.push_back("<" + p.rcpt + "> handler " + shown(p.instance) + ": expired after " +
 				     std::to_string(e.attempts) + " attempts: " + *p.error);
 		log_info("%s: to=<%s>, handler=%s, status=failed (expired after %u attempts: %s)", id.c_str(),
-			 p.rcpt.c_str(), p.instance.c_str(), e.attempts, p.error->c_str());
+			 p.rcpt.c_str(), shown(p.instance), e.attempts, p.error->c_str());
 	}
 	finalize(id);
 }

@@ -174,6 +174,8 @@ class Queue {
 	Spool& spool_;
 	UniqueFd notify_;
 	std::vector<Route> routes_;
+	// Why recipients wait when the file has no routes; "" when it has some.
+	std::string no_routes_;
 	Instances instances_;
 	uint32_t retry_initial_ = 60, retry_max_ = 3600, delivery_timeout_ = 300;
 	uint64_t max_queue_age_ = 345600;

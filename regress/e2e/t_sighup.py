@@ -5,8 +5,9 @@
 # bound keeps its submitter's uid (the handler process checks each local
 # MAIL's connection against the bound path, not the reloaded one). A new
 # hostname waits for a restart too, in the greeting as in the aliases. A
-# config without routes defers every recipient. An instance's workers
-# bound its calls across a reload.
+# config without routes defers every recipient, at RCPT as in the queue,
+# until a reload brings routes back. An instance's workers bound its calls
+# across a reload.
 import sys
 sys.dont_write_bytecode = True
 import signal
@@ -145,9 +146,54 @@ def workers_hold():
 		check_eq(len(f.readlines()), 2, "deliveries")
 
 
+def routes_cut():
+	"""A config without routes, at a reload or a start, defers the queued
+	recipients (a message deferred before, one that sendmail left in
+	offline/ while laimd was down) instead of failing them "no route";
+	they wait in queue/, and a reload that brings the routes back
+	delivers them."""
+	d = Laimd(name="t_sighup_routes_cut")
+	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
+	d.config["handlers"]["stuck"] = {"type": "maildir", "path": blocked}
+	routes = d.config["routes"]
+	d.config["routes"] = [{"match": "*", "handlers": ["stuck"]}]
+	d.start()
+	x = d.send(msg=simple_message("queued before the cut"))
+	d.wait_log(r"%s: to=<rcpt@test\.laim\.example>, handler=stuck, status=deferred" % x)
+
+	d.config["routes"] = []
+	d.write_config()
+	mark = d.mark()
+	d.send_signal(signal.SIGHUP)
+	d.wait_log(r"configuration reloaded$", since=mark)
+	waits = r"to=<[^>]*>, handler=none, status=deferred, .* \(%s has no routes\)$" % re.escape(d.confpath)
+	d.wait_log(r"%s: %s" % (x, waits), since=mark)
+	check_eq(d.spool_files("failed"), [], "failed/ after a reload without routes")
+
+	d.stop()
+	r = d.sendmail(["rcpt@" + HOSTNAME], b"Subject: while down\n\nbody\n")
+	check_eq((r.returncode, len(d.spool_files("offline"))), (0, 1), "sendmail while laimd is down, offline/ files")
+	mark = d.mark()
+	d.start()
+	y = d.wait_local_submission(mark).group(1)
+	d.wait_log(r"%s: %s" % (y, waits), since=mark)
+	d.wait_log(r"%s: %s" % (x, waits), since=mark)
+	check_eq(d.spool_files("failed"), [], "failed/ after a start without routes")
+
+	d.config["routes"] = routes
+	d.write_config()
+	mark = d.mark()
+	d.send_signal(signal.SIGHUP)
+	d.wait_log(r"configuration reloaded$", since=mark)
+	d.wait_removed(x)
+	d.wait_removed(y)
+	check_eq(len(maildir_files(d.maildir)), 2, "messages delivered once the routes are back")
+
+
 def both():
 	main()
 	workers_hold()
+	routes_cut()
 
 
 run(both)
