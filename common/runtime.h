@@ -34,6 +34,7 @@ struct Runtime {
 	std::vector<Listener> listeners;  // served by smtp
 	std::vector<SmtpTls> tls;  // the TLS listeners' certificate chains (the parent keeps their keys)
 	Listener control;   // the control socket, served by the handler process
+	UniqueFd spool_lock;  // SPOOL/lock, flock()ed: kept by the parent and the handler process
 	bool have_drop_group = false;  // the laimdrop group exists: offline/ is open to laim-drop
 	gid_t drop_gid = 0;
 	bool foreground = false;  // -d: log to stderr

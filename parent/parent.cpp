@@ -204,14 +204,17 @@ void start_child(int which, UniqueFd sib)
 			OPENSSL_cleanse(c.mac_key.data(), c.mac_key.size());
 		keys.forget();  // only the parent holds the TLS keys
 		auth.wipe();  // and the password hashes
-		close_other_fds({theirs.get(), sib.get(), rt.control.fd.get(), cmd_theirs.get(), key_theirs.get()});
+		close_other_fds({theirs.get(), sib.get(), rt.control.fd.get(), cmd_theirs.get(), key_theirs.get(),
+				 rt.spool_lock.get()});
 		log_init(rt.foreground, rt.verbose);
 		set_process_title(which == SMTP ? "laimd: smtp" : "laimd: handler");
 		batch_scheduling();
 		if (which == SMTP) {
 			// The listeners stay with smtp only, the control socket
-			// with the handler.
+			// with the handler, and the spool's lock: a handler left
+			// by a parent killed -9 still holds the spool.
 			rt.control.fd.reset();
+			rt.spool_lock.reset();
 			smtp_main(rt, std::move(theirs), std::move(sib), std::move(key_theirs));
 		}
 		for (Listener& l : rt.listeners)
@@ -626,8 +629,10 @@ int main(int argc, char* argv[])
 	prepare_spool(rt);
 	rt.listeners = listen_all(rt.cfg);
 	rt.control = listen_unix(rt.cfg.control_socket);
-	if (!rt.foreground && !systemd)
+	if (!rt.foreground && !systemd) {
 		daemonize();
+		write_spool_lock_pid(rt.spool_lock.get(), rt.cfg.spool);
+	}
 	set_process_title("laimd: parent");
 
 	sigset_t mask;

@@ -78,8 +78,12 @@ std::vector<Listener> listen_all(const Config& cfg);
 Listener listen_unix(const std::string& path);
 // parent/listen.cpp: the configured hostname, /etc/mailname, or the FQDN.
 std::string resolve_hostname(const Config& cfg);
-// parent/spool.cpp: makes the spool's directories and gives them to
-// rt.user (offline/ also to laim-drop's group); fatal on failure.
+// parent/spool.cpp: locks the spool (rt.spool_lock; fatal when another
+// laimd holds it), makes its directories and gives them to rt.user
+// (offline/ also to laim-drop's group); fatal on failure.
 void prepare_spool(Runtime& rt);
+// parent/spool.cpp: this process's pid into the spool's lock file, again
+// after daemonizing, for the message of a laimd that finds it taken.
+void write_spool_lock_pid(int lock, const std::string& spool);
 
 }  // namespace laim

@@ -6,11 +6,15 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "common/log.h"
 #include "parent/parent.h"
@@ -54,7 +58,48 @@ void check_unowned_spool(int fd, const std::string& spool, uid_t uid)
 		       "give laimd a directory of its own", spool.c_str(), (unsigned)st.st_uid);
 }
 
+// The spool serves one laimd at a time: a second one would deliver its
+// queue again and remove the first one's files in reception as cut off.
+// SPOOL/lock, root's, is flock()ed for the daemon's life, before any
+// socket is bound or spool directory changed, and holds the pid for the
+// message of a laimd that finds it taken. The user owns the spool, so the
+// file is checked before anything is written to it: not a link to another
+// of root's files.
+UniqueFd lock_spool(int top, const std::string& spool)
+{
+	UniqueFd fd(openat(top, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644));
+	if (!fd)
+		fatal("spool %s: lock", spool.c_str());
+	struct stat st;
+	if (fstat(fd.get(), &st) == -1)
+		fatal("spool %s: lock", spool.c_str());
+	if (!S_ISREG(st.st_mode) || st.st_uid != 0 || st.st_nlink != 1)
+		fatalx("spool %s: lock is not a file of root's with one link: remove it", spool.c_str());
+	if (flock(fd.get(), LOCK_EX | LOCK_NB) == 0) {
+		write_spool_lock_pid(fd.get(), spool);
+		return fd;
+	}
+	if (errno != EWOULDBLOCK)
+		fatal("spool %s: flock lock", spool.c_str());
+	char buf[16] = {};
+	long pid = pread(fd.get(), buf, sizeof buf - 1, 0) > 0 ? strtol(buf, nullptr, 10) : 0;
+	if (pid <= 0)
+		fatalx("%s is in use by another laimd; stop it first", spool.c_str());
+	if (kill(static_cast<pid_t>(pid), 0) == -1 && errno == ESRCH)
+		fatalx("%s is in use by a process left by laimd pid %ld, which ended; stop it first", spool.c_str(), pid);
+	fatalx("%s is in use by laimd pid %ld; stop it first", spool.c_str(), pid);
+}
+
 }  // namespace
+
+// The pid, for the message of a second laimd; a failure only costs that
+// message its pid.
+void write_spool_lock_pid(int lock, const std::string& spool)
+{
+	std::string pid = std::to_string(getpid()) + "\n";
+	if (ftruncate(lock, 0) == -1 || pwrite(lock, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size()))
+		log_warn("spool %s: writing the pid to lock", spool.c_str());
+}
 
 // The spool belongs to the unprivileged user. offline/ also admits the
 // setgid laim-drop (group laimdrop): the spool is group-searchable and
@@ -83,6 +128,7 @@ void prepare_spool(Runtime& rt)
 		    {"failed", false, 0700}, {"free", false, 0700}, {"offline", true, 01730}};
 	UniqueFd top = open_spool_dir(AT_FDCWD, spool, spool.c_str());
 	check_unowned_spool(top.get(), spool, rt.user.uid);
+	rt.spool_lock = lock_spool(top.get(), spool);
 	for (const auto& d : dirs) {
 		UniqueFd fd = open_spool_dir(top.get(), spool, d.sub);
 		gid_t gid = d.drop && gr ? rt.drop_gid : rt.user.gid;

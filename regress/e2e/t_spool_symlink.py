@@ -1,7 +1,8 @@
 # The spool belongs to the unprivileged user, so root must never follow a
 # link planted there: with spool/failed replaced by a symbolic link to a
 # root-owned directory, laimd refuses to start and the directory keeps its
-# owner and mode. A spool directory that the user does not own and that is
+# owner and mode; so for spool/lock, a hard link to a file of root's. A
+# spool directory that the user does not own and that is
 # not empty (a typo naming a system directory) is refused as well.
 import sys
 sys.dont_write_bytecode = True
@@ -35,6 +36,26 @@ def main():
 	check(r.returncode != 0 and "parent directory" in out,
 	      "laimd accepted a spool in a directory writable by others:\n%s" % out)
 	os.chmod(d.dir, 0o755)
+
+	# spool/lock, which root opens to write its pid, planted as a hard
+	# link to a file of root's: refused, and the file left as it was.
+	# (The link of failed/ back in place ends a start that took it.)
+	os.symlink(target, os.path.join(d.spool, "failed"))
+	precious = os.path.join(d.dir, "precious-file")
+	with open(precious, "w") as f:
+		f.write("keep\n")
+	os.chmod(precious, 0o600)
+	lock = os.path.join(d.spool, "lock")
+	if os.path.lexists(lock):
+		os.unlink(lock)
+	os.link(precious, lock)
+	r = subprocess.run([d.laimd, "-d", "-f", d.confpath], stdin=subprocess.DEVNULL,
+			   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
+	out = r.stdout.decode(errors="replace")
+	check(r.returncode != 0 and "lock is not a file of root's with one link" in out,
+	      "laimd took a hard link for its lock file:\n%s" % out)
+	check_eq((open(precious).read(), os.stat(precious).st_mode & 0o7777), ("keep\n", 0o600),
+		 "contents and mode of the link's target")
 
 	# A directory laimd's user does not own, not empty (a typo such as
 	# "spool: /var/spool"): refused, and left as it was.
