@@ -321,9 +321,17 @@ int main(int argc, char* argv[])
 	if (dst.st_uid != 0)
 		give_up(EX_TEMPFAIL, "the mail directory is not root's");
 	// Root's own mailbox is delivered as root, but without root's
-	// capabilities: the owner's rights are all an append needs.
+	// capabilities: the owner's rights are all an append needs. The
+	// bounding set goes too when this process may drop it (CAP_SETPCAP,
+	// root's delivery); a user's has no capability to drop, and asking
+	// libcap-ng to clear the bounding set without CAP_SETPCAP only makes
+	// it log a failure to syslog at each delivery. no_new_privs below
+	// keeps either from gaining one.
+	capng_get_caps_process();
+	capng_select_t drop =
+		capng_have_capability(CAPNG_EFFECTIVE, CAP_SETPCAP) ? CAPNG_SELECT_BOTH : CAPNG_SELECT_CAPS;
 	capng_clear(CAPNG_SELECT_BOTH);
-	if (capng_apply(CAPNG_SELECT_BOTH) != 0)
+	if (capng_apply(drop) != 0)
 		give_up(EX_TEMPFAIL, "dropping capabilities failed");
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
 		give_up(EX_TEMPFAIL, "PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
