@@ -6,9 +6,10 @@
 # purge the package and check that nothing is left behind.
 #
 # It changes the machine (packages, users), so it is not part of `make
-# check`; .ci/run runs it after ./bootstrap check. An existing spool
-# and root's mailbox are moved aside for the run and put back after it,
-# so the postinst's and laimd's modes are checked on ones they create.
+# check`; .ci/run runs it after ./bootstrap check. An existing spool,
+# /var/lib/laim and root's mailbox are moved aside for the run and put
+# back after it, so the postinst's and laimd's modes are checked on ones
+# they create.
 # As root:
 #   regress/debian/t_package.sh
 # It needs only the Debian archive and sends nothing off this machine.
@@ -27,6 +28,7 @@ APT_INSTALL="apt-get install -y -q -o Dpkg::Use-Pty=0"
 
 DROP=/usr/libexec/laim/laim-drop
 SPOOL=/var/spool/laim
+LIB=/var/lib/laim
 MBOX=/var/mail/root
 TESTUSER=laimpkgtest
 CRON_FILE=/etc/cron.d/laim-pkgtest
@@ -94,20 +96,29 @@ pam_saved=""
 mailname_existed=""
 SPOOL_SAVED=/var/spool/.t_package-saved-spool
 MBOX_SAVED=/var/mail/.t_package-saved-root
+LIB_SAVED=/var/lib/.t_package-saved-laim
 spool_saved=""
 mbox_saved=""
+lib_saved=""
 aside=""
 laim_user_before=""
 drop_group_before=""
 
-# set_aside: the spool and root's mailbox of the machine go out of the
-# way (a rename, same file system), so the test starts without them.
+# set_aside: the spool, /var/lib/laim and root's mailbox of the machine
+# go out of the way (a rename, same file system), so the test starts
+# without them.
 set_aside() {
 	if [ -e "$SPOOL" ]; then
 		[ ! -e "$SPOOL_SAVED" ] || fail "$SPOOL_SAVED exists: an earlier run did not finish; put it back by hand"
 		mv "$SPOOL" "$SPOOL_SAVED"
 		spool_saved=yes
 		say "$SPOOL moved aside to $SPOOL_SAVED for the test"
+	fi
+	if [ -e "$LIB" ]; then
+		[ ! -e "$LIB_SAVED" ] || fail "$LIB_SAVED exists: an earlier run did not finish; put it back by hand"
+		mv "$LIB" "$LIB_SAVED"
+		lib_saved=yes
+		say "$LIB moved aside to $LIB_SAVED for the test"
 	fi
 	if [ -e "$MBOX" ]; then
 		[ ! -e "$MBOX_SAVED" ] || fail "$MBOX_SAVED exists: an earlier run did not finish; put it back by hand"
@@ -124,6 +135,8 @@ restore_aside() {
 	[ -n "$aside" ] || return 0
 	[ -e "$SPOOL" ] && mv "$SPOOL" "$work/spool-of-the-test"
 	[ -n "$spool_saved" ] && mv "$SPOOL_SAVED" "$SPOOL" && say "$SPOOL put back"
+	[ -e "$LIB" ] && mv "$LIB" "$work/lib-of-the-test"
+	[ -n "$lib_saved" ] && mv "$LIB_SAVED" "$LIB" && say "$LIB put back"
 	[ -e "$MBOX" ] && mv "$MBOX" "$work/mbox-of-the-test"
 	[ -n "$mbox_saved" ] && mv "$MBOX_SAVED" "$MBOX" && say "$MBOX put back"
 }
@@ -186,6 +199,7 @@ fi
 if [ -e /etc/mailname ]; then mailname_existed=yes; else mailname_existed=no; fi
 set_aside
 check "no $SPOOL before the install" test ! -e "$SPOOL"
+check "no $LIB before the install" test ! -e "$LIB"
 check "no $MBOX before the install" test ! -e "$MBOX"
 
 # Services stay down during the installs: exim must never bind port 25,
@@ -308,6 +322,7 @@ check "the default route delivers to the users' mailboxes" grep -qE '^ +type: mb
 check "/etc/mailname exists" test -s /etc/mailname
 say "/etc/mailname: $(cat /etc/mailname)"
 check_spool "postinst created"
+check "postinst created $LIB laim:laim 0750" test "$(stat -c '%U:%G %a' "$LIB")" = "laim:laim 750"
 check "laim.service is enabled" test -L /etc/systemd/system/multi-user.target.wants/laim.service
 for m in laimd.8 laim.yml.5 sendmail.8 laimctl.8; do
 	check "man ${m##*.} ${m%.*} finds the page" sh -c "man -w '${m##*.}' '${m%.*}' >/dev/null"
@@ -476,10 +491,26 @@ chmod 0644 "$work/offline.msg"
 check "sendmail root exits 0 with laimd down" runuser -u "$TESTUSER" -- sh -c "/usr/sbin/sendmail root <'$work/offline.msg'"
 check "the message waits in $SPOOL/offline" test "$(find "$SPOOL/offline" -type f | wc -l)" -gt "$offline_before"
 check "it is not delivered yet" sh -c "! grep -qF 'offline body $marker' '$MBOX'"
+# laim.yml(5)'s Maildir place: a maildir handler in $LIB delivers.
+cat >/etc/laim/config.yml <<EOF
+handlers:
+  local:
+    type: mbox
+  box:
+    type: maildir
+    path: $LIB/Maildir
+routes:
+  - match: "pkgtest-maildir@*"
+    handlers: [box]
+  - match: "*"
+    handlers: [local]
+EOF
 start_laimd
 ok "laimd started again"
 if wait_for 30 in_mbox "offline body $marker"; then ok "the offline message reached $MBOX"; else fail "the offline message reached $MBOX within 30 s"; fi
 check "$SPOOL/offline is empty again" wait_for 10 sh -c "[ -z \"\$(find '$SPOOL/offline' -type f)\" ]"
+check "sendmail pkgtest-maildir exits 0" sh -c "printf 'Subject: maildir %s\n\nmaildir body %s\n' '$marker' '$marker' | /usr/sbin/sendmail pkgtest-maildir"
+check "the message reached the Maildir $LIB/Maildir" wait_for 30 sh -c "grep -qF 'maildir body $marker' '$LIB'/Maildir/new/* 2>/dev/null"
 check "mailq exits 0" sh -c "/usr/bin/mailq >'$work/mailq' 2>&1"
 sed 's/^/#   /' "$work/mailq"
 check "laimctl show stats exits 0" sh -c "/usr/sbin/laimctl show stats >'$work/stats' 2>&1"
@@ -525,11 +556,14 @@ if [ -n "$cron_started" ] && [ -f /run/crond.pid ]; then
 fi
 
 # ------------------------------------------------------------ 4. remove and purge
+# The Maildir holds delivered mail, which a purge leaves: it goes first,
+# as README.Debian says.
+rm -rf "$LIB/Maildir"
 say "apt-get purge laim"
 apt-get purge -y -q laim >"$work/apt-purge.log" 2>&1 || { tail -20 "$work/apt-purge.log"; fail "apt-get purge laim"; }
 grep -E '^(Removing|Purging)' "$work/apt-purge.log" | sed 's/^/#   /'
 check "dpkg no longer knows laim" sh -c "! dpkg-query -W -f='\${db:Status-Abbrev}' laim 2>/dev/null | grep -q '[a-z]'"
-for p in /etc/laim $SPOOL /run/laim /usr/libexec/laim /usr/sbin/laimd /usr/sbin/laimctl /usr/sbin/sendmail \
+for p in /etc/laim $SPOOL $LIB /run/laim /usr/libexec/laim /usr/sbin/laimd /usr/sbin/laimctl /usr/sbin/sendmail \
 	/usr/lib/sendmail /usr/bin/mailq /lib/systemd/system/laim.service \
 	/etc/systemd/system/multi-user.target.wants/laim.service; do
 	check "$p is gone" test ! -e "$p" -a ! -L "$p"
