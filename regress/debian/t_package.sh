@@ -346,6 +346,22 @@ dpkg -i "$deb" >"$work/dpkg-reinstall.log" 2>&1 || { tail -20 "$work/dpkg-reinst
 check "reinstalling keeps an edited config.yml" grep -qF "$marker" /etc/laim/config.yml
 check "reinstalling keeps laim-drop setgid" test "$(stat -c '%U:%G %a' "$DROP")" = "root:laimdrop 2755"
 
+# A config.yml that laimd -n refuses fails the configure step before
+# debhelper restarts laimd: dpkg reports it, with laimd -n's message,
+# and a running laimd is left alone (nothing runs at this point).
+cp -p /etc/laim/config.yml "$work/config.good"
+echo "no_such_key_$marker: 1" >>/etc/laim/config.yml
+if dpkg -i "$deb" >"$work/dpkg-broken.log" 2>&1; then
+	fail "dpkg -i fails while laimd -n refuses config.yml"
+fi
+ok "dpkg -i fails while laimd -n refuses config.yml"
+grep -F 'laim' "$work/dpkg-broken.log" | sed 's/^/#   /'
+check "dpkg -i shows laimd -n's message" grep -qF "no_such_key_$marker" "$work/dpkg-broken.log"
+check "dpkg -i says laimd was not restarted" grep -qF "laimd was not restarted" "$work/dpkg-broken.log"
+cp -p "$work/config.good" /etc/laim/config.yml
+dpkg -i "$deb" >"$work/dpkg-fixed.log" 2>&1 || { tail -20 "$work/dpkg-fixed.log"; fail "dpkg -i with config.yml fixed"; }
+check "laim is configured again once config.yml is fixed" installed laim
+
 # ------------------------------------------------------------ 2. laimd as the unit runs it
 # A stand-in for systemd's sockets: the notify socket (READY=1) and, when
 # no syslog daemon provides one, /dev/log, so laimd's log is kept.
