@@ -564,14 +564,20 @@ check "$MBOX parses as mbox with each test message once" python3 "$work/mbox.py"
 say "the cron mail as delivered:"
 sed 's/^/#   /' "$work/cron-mail"
 
-stop_laimd || fail "laimd stopped on SIGTERM with status 0"
-ok "laimd stopped"
 if [ -n "$cron_started" ] && [ -f /run/crond.pid ]; then
 	kill "$(cat /run/crond.pid)" 2>/dev/null || true
 	cron_started=""
 fi
 
 # ------------------------------------------------------------ 4. remove and purge
+# Removed while a laimd started by hand still runs: its sockets stay.
+say "apt-get remove laim, laimd still running"
+apt-get remove -y -q laim >"$work/apt-remove.log" 2>&1 || { tail -20 "$work/apt-remove.log"; fail "apt-get remove laim"; }
+check "laim is removed" sh -c "dpkg-query -W -f='\${db:Status-Abbrev}' laim | grep -q '^rc'"
+check "the running laimd keeps /run/laim/submit.sock" test -S /run/laim/submit.sock
+stop_laimd || fail "laimd stopped on SIGTERM with status 0"
+ok "laimd stopped"
+
 # The Maildir holds delivered mail, which a purge leaves: it goes first,
 # as README.Debian says.
 rm -rf "$LIB/Maildir"
