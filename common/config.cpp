@@ -144,6 +144,10 @@ class YamlEvents {
 		if (parser_.context)
 			what += std::string(" (") + parser_.context + " started at line " +
 				std::to_string(parser_.context_mark.line + 1) + ")";
+		// libyaml names no tab: "found character that cannot start any token".
+		if (parser_.error == YAML_SCANNER_ERROR && parser_.problem_mark.index < text_.size() &&
+		    text_[parser_.problem_mark.index] == '\t')
+			what += " (a tab: YAML indents with spaces only)";
 		throw ConfigError(file_, line, "", what);
 	}
 
@@ -385,6 +389,7 @@ class ConfigParser {
 	int smtputf8_line_ = 0;  // set once enable_smtputf8 (either spelling) is seen
 	int retry_initial_line_ = 0;
 	int retry_max_line_ = 0;
+	int socket_line_ = 0, control_socket_line_ = 0;
 };
 
 // "HOST:PORT" with a numeric IPv4 host or a bracketed IPv6 host. laim does
@@ -722,6 +727,7 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 	} else if (name == "socket" || name == "control_socket") {
 		std::string& p = name == "socket" ? cfg_.socket : cfg_.control_socket;
 		p = value(n, name).path();
+		(name == "socket" ? socket_line_ : control_socket_line_) = n.line;
 		if (p.size() >= sizeof(sockaddr_un::sun_path))
 			fail(n.line, name, "too long for a unix socket path (at most " +
 					       std::to_string(sizeof(sockaddr_un::sun_path) - 1) + " bytes)");
@@ -773,7 +779,7 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 	} else if (name == "alias_files") {
 		cfg_.alias_files = value(n, name).boolean();
 	} else if (name == "max_sessions") {
-		set_integer(&cfg_.max_sessions, n, name, 1);
+		set_integer(&cfg_.max_sessions, n, name, 1, MAX_SESSIONS_MAX);
 	} else if (name == "greeting_delay") {
 		set_integer(&cfg_.greeting_delay, n, name, 0, 10000);
 	} else if (name == "retry_initial") {
@@ -825,6 +831,14 @@ Config ConfigParser::parse(const YamlNode& root)
 		fail(line, retry_max_line_ ? "retry_max" : "retry_initial",
 		     "retry_max (" + std::to_string(cfg_.retry_max) + ") must not be less than retry_initial (" +
 			 std::to_string(cfg_.retry_initial) + ")");
+	}
+	// One path for both: the second bind would take the first one's name,
+	// and sendmail would hand its mail to the control socket.
+	if (cfg_.socket == cfg_.control_socket) {
+		bool control = control_socket_line_ != 0;
+		fail(control ? control_socket_line_ : socket_line_, control ? "control_socket" : "socket",
+		     std::string("the same path as ") + (control ? "socket" : "control_socket") + " (" + cfg_.socket +
+			     "): each needs its own");
 	}
 	// A compromised smtp process must not be able to signal the handler
 	// process or touch what it owns (doc/architecture.md, "Processes").

@@ -110,6 +110,10 @@ const char* rate_limit_key_name(RateLimit::Key key);
 
 // The largest delivery_timeout: a day.
 constexpr uint32_t DELIVERY_TIMEOUT_MAX = 86400;
+// The largest max_sessions: far beyond any open file limit, and far from
+// the wrap of the smtp process's 32-bit sums (the local socket's reserve
+// is added to it).
+constexpr uint32_t MAX_SESSIONS_MAX = 1000000;
 
 struct Config {
 	std::string file;  // the path it was read from, for messages
@@ -133,7 +137,7 @@ struct Config {
 	std::string mail_dir = "/var/mail";  // users' mboxes, for the mbox handler
 	bool alias_commands = false;  // deliver "|command" targets of root's aliases files
 	bool alias_files = false;     // deliver "/file" targets of root's aliases files
-	uint32_t max_sessions = 100;
+	uint32_t max_sessions = 100;       // at most MAX_SESSIONS_MAX
 	uint32_t greeting_delay = 0;       // milliseconds before the 220 (pregreet check)
 	uint32_t retry_initial = 60;       // seconds before the first retry
 	uint32_t retry_max = 3600;         // cap of the exponential back-off

@@ -111,8 +111,10 @@ void prepare_spool(Runtime& rt)
 	const std::string& spool = rt.cfg.spool;
 	std::string parent = spool.substr(0, spool.find_last_of('/') + 1);
 	struct stat pst;
-	if (stat(parent.c_str(), &pst) == -1 || pst.st_uid != 0 || (pst.st_mode & (S_IWGRP | S_IWOTH)))
-		fatalx("spool %s: its parent directory %s must be owned by root and not writable by others",
+	if (stat(parent.c_str(), &pst) == -1)
+		fatal("spool %s: its parent directory %s", spool.c_str(), parent.c_str());
+	if (pst.st_uid != 0 || (pst.st_mode & (S_IWGRP | S_IWOTH)))
+		fatalx("spool %s: its parent directory %s must be owned by root and not writable by group or others",
 		       spool.c_str(), parent.c_str());
 	struct group* gr = getgrnam(LAIM_DROP_GROUP);
 	rt.have_drop_group = gr != nullptr;

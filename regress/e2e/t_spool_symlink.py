@@ -57,6 +57,15 @@ def main():
 	check_eq((open(precious).read(), os.stat(precious).st_mode & 0o7777), ("keep\n", 0o600),
 		 "contents and mode of the link's target")
 
+	# A spool whose parent is missing: said so, not blamed on an owner.
+	d.config["spool"] = os.path.join(d.dir, "missing", "spool")
+	d.write_config()
+	r = subprocess.run([d.laimd, "-d", "-f", d.confpath], stdin=subprocess.DEVNULL,
+			   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20)
+	out = r.stdout.decode(errors="replace")
+	check(r.returncode != 0 and re.search(r"its parent directory \S+/missing/: No such file or directory", out),
+	      "no clear error for a spool whose parent is missing:\n%s" % out)
+
 	# A directory laimd's user does not own, not empty (a typo such as
 	# "spool: /var/spool"): refused, and left as it was.
 	other = os.path.join(d.dir, "var-spool")

@@ -294,6 +294,7 @@ START_TEST(integer_bounds_accepted)
 	ck_assert_uint_eq(parse_ok("queue_full_wait: 300\n").queue_full_wait, 300);
 	ck_assert_uint_eq(parse_ok("hop_count_limit: 1\n").hop_count_limit, 1);
 	ck_assert_uint_eq(parse_ok("max_deferred: 1\n").max_deferred, 1);
+	ck_assert_uint_eq(parse_ok("max_sessions: 1000000\n").max_sessions, 1000000);
 	Config c = parse_ok("max_queue_size: 4294967295\ndata_size_limit: 18446744073709551615\n"
 			    "greeting_delay: 0\ntimeout: 1\n");
 	ck_assert_uint_eq(c.max_queue_size, 4294967295u);
@@ -410,7 +411,9 @@ START_TEST(error_syntax)
 {
 	check_error("a: 1\nb: [1, 2\nc: 3\n", "t.yml:3: syntax error: ", "did not find expected ',' or ']'");
 	check_error("a: 1\nb: 2\n  c: 3\n", "t.yml:3: syntax error: ", "mapping values are not allowed");
-	check_error("a: 1\nb:\n\t- x\n", "t.yml:3: syntax error: ", "cannot start any token");
+	check_error("a: 1\nb:\n\t- x\n", "t.yml:3: syntax error: ",
+		    "cannot start any token (while scanning for the next token started at line 3) "
+		    "(a tab: YAML indents with spaces only)");
 	check_error("a: 1\nb: \"open\n", "t.yml:3: syntax error: ", "quoted scalar");
 	check_error("a: 1\n- b\n", "t.yml:2: syntax error: ", "did not find expected key");
 	// Invalid UTF-8: libyaml's reader gives only an offset; the line is counted.
@@ -518,7 +521,7 @@ START_TEST(error_wrong_types)
 	    {"enable_SMTPUTF8", "expected a boolean (true/false, yes/no, on/off)"},
 	    {"alias_commands", "expected a boolean (true/false, yes/no, on/off)"},
 	    {"alias_files", "expected a boolean (true/false, yes/no, on/off)"},
-	    {"max_sessions", "expected a positive integer"},
+	    {"max_sessions", "expected an integer from 1 to 1000000"},
 	    {"greeting_delay", "expected an integer from 0 to 10000"},
 	    {"queue_full_wait", "expected an integer from 0 to 300"},
 	    {"retry_initial", "expected a positive integer"},
@@ -577,6 +580,9 @@ START_TEST(error_bad_integers)
 	    {"timeout: 0\n", "t.yml:1: timeout: ", "0 is out of range"},
 	    {"hop_count_limit: 0\n", "t.yml:1: hop_count_limit: ", "0 is out of range"},
 	    {"max_sessions: 0\n", "t.yml:1: max_sessions: ", "0 is out of range"},
+	    // With the local socket's reserve added, once wrapped to 7 sessions.
+	    {"max_sessions: 4294967295\n", "t.yml:1: max_sessions: ",
+	     "4294967295 is out of range: expected an integer from 1 to 1000000"},
 	    {"greeting_delay: 10001\n", "t.yml:1: greeting_delay: ",
 	     "10001 is out of range: expected an integer from 0 to 10000"},
 	    {"queue_full_wait: 301\n", "t.yml:1: queue_full_wait: ",
@@ -723,6 +729,12 @@ START_TEST(error_bad_strings)
 	check_error("socket: " + long_socket + "\n", "t.yml:1: socket: ", "too long for a unix socket path (at most 107 bytes)");
 	// 107 bytes fits sun_path with its NUL.
 	ck_assert_string_eq(parse_ok("socket: /" + std::string(106, 's') + "\n").socket, "/" + std::string(106, 's'));
+	// One path for both sockets: sendmail would reach the control socket.
+	check_error("control_socket: /run/laim/submit.sock\n", "t.yml:1: control_socket: ",
+		    "the same path as socket (/run/laim/submit.sock): each needs its own");
+	check_error("socket: /run/laim/control.sock\n", "t.yml:1: socket: ",
+		    "the same path as control_socket (/run/laim/control.sock): each needs its own");
+	check_error("socket: /run/s\ncontrol_socket: /run/s\n", "t.yml:2: control_socket: ", "the same path as socket");
 }
 END_TEST
 
