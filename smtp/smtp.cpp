@@ -331,9 +331,13 @@ void SmtpServer::accept_clients(size_t idx)
 		}
 		if (shutting_down_)
 			return;
+		auto tls_mode = l.listen_index < 0 ? ListenAddress::Tls::None : rt_.cfg.listen[l.listen_index].tls;
 		if (conns_.size() >= session_limit(l.local)) {
+			// An implicit TLS client would read a 421 in the clear as
+			// a broken handshake: it gets the close alone.
 			std::string msg = "421 4.3.2 " + settings_.hostname + " Too many sessions, try again later\r\n";
-			(void)!write(fd.get(), msg.data(), msg.size());
+			if (tls_mode != ListenAddress::Tls::Implicit)
+				(void)!write(fd.get(), msg.data(), msg.size());
 			if (conns_.size() >= max_sessions_ + (l.local ? LOCAL_RESERVE : 0))
 				log_warnx("max_sessions (%u) reached: refused a client on %s", max_sessions_, l.name.c_str());
 			else
@@ -342,7 +346,6 @@ void SmtpServer::accept_clients(size_t idx)
 			continue;
 		}
 		ClientInfo ci;
-		auto tls_mode = l.listen_index < 0 ? ListenAddress::Tls::None : rt_.cfg.listen[l.listen_index].tls;
 		ci.starttls = tls_mode == ListenAddress::Tls::Starttls;
 		if (l.local) {
 			ci.address = "local";
@@ -682,6 +685,14 @@ void SmtpServer::tick()
 		Conn& c = (it++)->second;
 		if (c.handshaking && now_ms - c.idle_since_ms >= std::min<int64_t>(HANDSHAKE_TIMEOUT_MS, timeout_ * 1000LL)) {
 			log_info("smtp: TLS handshake failed from %s: timed out", c.session->client().address.c_str());
+			c.session->disconnected();
+			close_conn(id);
+			continue;
+		}
+		if (c.handshaking && shutting_down_) {
+			// Nothing to finish before TLS: it would hold the stop for
+			// the whole handshake timeout.
+			log_info("smtp: TLS handshake from %s cut off by laimd's stop", c.session->client().address.c_str());
 			c.session->disconnected();
 			close_conn(id);
 			continue;

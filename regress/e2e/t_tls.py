@@ -6,12 +6,15 @@
 # TLS 1.1 is refused with one log line; no session ticket is issued (TLS
 # 1.2 and 1.3); what a client sends behind STARTTLS in the same write is
 # dropped (CVE-2011-0411); during a TLS session the smtp process is
-# confined and its memory holds neither key, which the parent's does.
+# confined and its memory holds neither key, which the parent's does; a
+# pending handshake holds no stop; beyond max_sessions the implicit TLS
+# port closes without a 421 in the clear.
 import sys
 sys.dont_write_bytecode = True
 import smtplib
 import socket
 import ssl
+import time
 import subprocess
 from harness import *
 from tls_util import *
@@ -129,6 +132,31 @@ def confinement_and_memory(d, certs, rsa):
 		s.noop()
 
 
+def stop_with_stalled_handshake(d):
+	"""A client that connects to the implicit TLS port and sends nothing
+	holds no stop: laimd exits at once, as with an idle session, not after
+	the handshake timeout (30 s)."""
+	with socket.create_connection((IMPLICIT_HOST, d.port), timeout=10):
+		time.sleep(0.5)  # accepted, its handshake waiting
+		start = time.monotonic()
+		check_eq(d.stop(), 0, "laimd's exit status after SIGTERM")
+		took = time.monotonic() - start
+	check(took < 10, "laimd took %.1f s to stop with a TLS handshake pending" % took)
+	d.wait_log(r"smtp: TLS handshake from 127\.0\.0\.1 cut off by laimd's stop$")
+
+
+def full_implicit():
+	"""At max_sessions, a client of the implicit TLS port is closed with
+	nothing sent in the clear: a 421 there reads as a broken handshake."""
+	d, certs, rsa = tls_laimd(max_sessions=1)
+	d.start()
+	with Smtp(d.port) as held:
+		held.ehlo()
+		with socket.create_connection((IMPLICIT_HOST, d.port), timeout=10) as s:
+			check_eq(s.recv(100), b"", "what a client of the implicit TLS port beyond max_sessions read")
+		d.wait_log(r"max_sessions \(1\) reached: refused a client on 127\.0\.0\.2:%d$" % d.port)
+
+
 def main():
 	d, certs, rsa = tls_laimd()
 	d.start()
@@ -150,6 +178,8 @@ def main():
 	injection(d, certs)
 	confinement_and_memory(d, certs, rsa)
 	check(not d.search_log(r"key service: refused"), "the parent refused a key operation")
+	stop_with_stalled_handshake(d)
+	full_implicit()
 
 
 run(main)
