@@ -188,7 +188,8 @@ void listen_check_files(const Config& cfg);
 // The user and smtp_user, as laimd -n and every (re)load check them: each
 // exists, neither is root, and their uids differ (the smtp process must
 // not be able to signal the handler process); no pipe handler runs its
-// command as either of them. Throws ConfigError naming
+// command as either of them. At a reload, call it again with user and
+// smtp_user set to the running ones. Throws ConfigError naming
 // file, line and key. Not part of config_parse(): the handler process,
 // which parses a reloaded config too, does not read the user database.
 void config_check_users(const Config& cfg);

@@ -204,11 +204,25 @@ Launch mailbox_launch(const Config& cfg, const CommandRunMsg& req)
 	return l;
 }
 
+// A command is fed by mail: as the handler or the smtp process's uid it
+// could signal or trace them, and read the spool. config_check_users()
+// refuses such a config; this holds whatever the user database says by
+// the time the command starts.
+void refuse_own_uid(const Runtime& rt, const Account& a)
+{
+	for (const RunAs* own : {&rt.user, &rt.smtp_user})
+		if (a.uid == own->uid)
+			throw Refusal(false, "\"" + a.name + "\" has uid " + std::to_string(a.uid) + ", that of laimd's " +
+						     (own == &rt.user ? "handler" : "smtp") + " process (" + own->name +
+						     "): a command never runs as laim's own processes do");
+}
+
 // The command req asks for, or a Refusal (thrown). Mailboxes are
 // delivered only for a configured mbox handler (temporary: the handler
 // process may still run the config before a SIGHUP).
-Launch prepare(const Config& cfg, const CommandRunMsg& req)
+Launch prepare(const Runtime& rt, const CommandRunMsg& req)
 {
+	const Config& cfg = rt.cfg;
 	if (req.instance == MAILBOX_INSTANCE) {
 		if (std::none_of(cfg.handlers.begin(), cfg.handlers.end(), [](auto& h) { return h.type == "mbox"; }))
 			throw Refusal(false, "no mbox handler in " + cfg.file);
@@ -217,6 +231,7 @@ Launch prepare(const Config& cfg, const CommandRunMsg& req)
 	bool alias = req.instance == ALIAS_COMMAND_INSTANCE;
 	CommandSpec spec = alias ? alias_spec(cfg, req) : pipe_spec(cfg, req);
 	Launch l{lookup_account(spec.user), {}, {}, spec.timeout};
+	refuse_own_uid(rt, l.account);
 	try {
 		l.argv = alias ? spec.argv : command_argv(spec.argv, {req.queue_id, req.sender, req.recipients});
 	} catch (const std::invalid_argument& e) {
@@ -320,7 +335,7 @@ static bool reply_channel(int fd)
 }
 
 // request is malformed (the caller ends the handler process).
-bool CommandService::request(const Config& cfg, EventLoop& loop, Imsg& m)
+bool CommandService::request(const Runtime& rt, EventLoop& loop, Imsg& m)
 {
 	CommandRunMsg req;
 	if (!decode(m.data, req))
@@ -338,7 +353,7 @@ bool CommandService::request(const Config& cfg, EventLoop& loop, Imsg& m)
 	try {
 		if (running_.size() >= MAX_COMMANDS)
 			throw Refusal(false, "too many commands running at once");
-		Launch l = prepare(cfg, req);
+		Launch l = prepare(rt, req);
 		Pipes p;
 		pid_t pid = spawn(l, &p);
 		if (pid < 0)

@@ -352,6 +352,13 @@ void reload()
 	cfg.user = rt.cfg.user;
 	cfg.smtp_user = rt.cfg.smtp_user;
 	cfg.spool = rt.cfg.spool;
+	try {
+		config_check_users(cfg);  // the new commands' users, against the users running now
+	} catch (const ConfigError& e) {
+		log_warnx("%s (user and smtp_user stay \"%s\" and \"%s\" until the next restart); keeping the "
+			  "previous configuration", e.what(), cfg.user.c_str(), cfg.smtp_user.c_str());
+		return;
+	}
 	TlsKeys tls;
 	try {
 		tls = tls_keys_load(cfg);  // a renewed certificate and key
@@ -522,7 +529,7 @@ void key_channel_lost(const char* broken)
 // A command request from the handler process.
 void command_request(Imsg& m)
 {
-	if (!commands.request(rt.cfg, *loop, m))
+	if (!commands.request(rt, *loop, m))
 		throw ImsgProtocolError("bad request");
 }
 

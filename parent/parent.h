@@ -27,8 +27,9 @@ namespace laim {
 // and a report of their end.
 class CommandService {
  public:
-	// Answers one IMSG_H_COMMAND_RUN; false when it breaks the protocol.
-	bool request(const Config& cfg, EventLoop& loop, Imsg& m);
+	// Answers one IMSG_H_COMMAND_RUN from rt.cfg, never as rt.user's or
+	// rt.smtp_user's uid; false when it breaks the protocol.
+	bool request(const Runtime& rt, EventLoop& loop, Imsg& m);
 	// pid ended: reaps it, kills what is left of its process group and
 	// reports its end; false when pid is not a command. Call it while pid
 	// is still a zombie (waitid WNOWAIT).

@@ -362,20 +362,27 @@ std::string read_all(int fd)
 	return out;
 }
 
-// Sends req to a CommandService as the handler process would; when the
-// command starts, feeds it nothing, reads its output, reaps it as the
-// parent does (waitid WNOWAIT, then reap) and reads its exit.
-CommandRun run_command(const Config& cfg, const CommandRunMsg& req, const std::string* payload = nullptr)
+// Sends req to a CommandService as the handler process would, in a laimd
+// whose handler and smtp processes run as handler and smtp (root's uid
+// unless given, which a command never has anyway); when the command
+// starts, feeds it nothing, reads its output, reaps it as the parent does
+// (waitid WNOWAIT, then reap) and reads its exit.
+CommandRun run_command(const Config& cfg, const CommandRunMsg& req, const std::string* payload = nullptr,
+		       const RunAs& handler = {}, const RunAs& smtp = {})
 {
 	EventLoop loop;
 	CommandService service;
+	Runtime rt;
+	rt.cfg = cfg;
+	rt.user = handler;
+	rt.smtp_user = smtp;
 	auto [handler_end, parent_end] = seqpacket_pair();
 	Imsg m;
 	m.type = IMSG_H_COMMAND_RUN;
 	m.data = payload ? *payload : encode(req);
 	m.fd = std::move(parent_end);
 	CommandRun run;
-	run.request_ok = service.request(cfg, loop, m);
+	run.request_ok = service.request(rt, loop, m);
 	if (!run.request_ok)
 		return run;
 	ImsgChannel reply(std::move(handler_end), imsg_valid_command_reply);
@@ -623,6 +630,44 @@ START_TEST(command_refusals)
 }
 END_TEST
 
+// A pipe or alias command whose user has the uid of laimd's handler or
+// smtp process is refused, whatever the config check said at the load
+// (the user database may have changed since): temporary, with the reason;
+// nothing is started.
+START_TEST(command_never_as_laims_own_uid)
+{
+	ck_assert_msg(geteuid() == 0, "the command service tests run as root (make check does)");
+	char dir[] = "/tmp/laim-test-parent-XXXXXX";
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	std::string aliases = std::string(dir) + "/aliases";
+	FILE* f = fopen(aliases.c_str(), "w");
+	ck_assert_ptr_nonnull(f);
+	fputs("listed: \"|/bin/echo listed ran\"\n", f);
+	fclose(f);
+	Config cfg = command_config(PRINTER, "aliases: " + aliases + "\nalias_commands: true\n");
+	struct passwd* pw = getpwnam("nobody");
+	ck_assert_ptr_nonnull(pw);
+	RunAs nobody{"laimtest", pw->pw_uid, pw->pw_gid};
+	const std::string pipe_why = "\"nobody\" has uid " + std::to_string(pw->pw_uid) + ", that of laimd's ";
+	const std::string tail = " process (laimtest): a command never runs as laim's own processes do";
+	for (const CommandRunMsg& req : {CommandRunMsg{"bare", "0123456789", "s@x.example", {"r@y.example"}},
+					 CommandRunMsg{ALIAS_COMMAND_INSTANCE, "0123456789", "s@x.example",
+						       {"|/bin/echo listed ran"}}}) {
+		CommandRun r = run_command(cfg, req, nullptr, nobody);
+		ck_assert_msg(r.types.size() == 1 && r.types[0] == IMSG_P_COMMAND_FAIL,
+			      "%s: started as the handler process's uid", req.instance.c_str());
+		ck_assert(!r.fail.permanent);
+		ck_assert_string_eq(r.fail.why, pipe_why + "handler" + tail);
+		r = run_command(cfg, req, nullptr, {}, nobody);
+		ck_assert_msg(r.types.size() == 1 && r.types[0] == IMSG_P_COMMAND_FAIL,
+			      "%s: started as the smtp process's uid", req.instance.c_str());
+		ck_assert_string_eq(r.fail.why, pipe_why + "smtp" + tail);
+	}
+	unlink(aliases.c_str());
+	rmdir(dir);
+}
+END_TEST
+
 // A request that does not decode breaks the protocol: request() says so
 // and the parent ends the handler process.
 START_TEST(command_request_undecodable)
@@ -656,6 +701,7 @@ int main()
 	tcase_add_test(tc, command_alias_targets);
 	tcase_add_test(tc, command_mailbox_delivery);
 	tcase_add_test(tc, command_refusals);
+	tcase_add_test(tc, command_never_as_laims_own_uid);
 	tcase_add_test(tc, command_request_undecodable);
 	suite_add_tcase(s, tc);
 	SRunner* sr = srunner_create(s);
