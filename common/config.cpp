@@ -776,6 +776,7 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 		cfg_.mail_dir = value(n, name).path();
 	} else if (name == "alias_commands") {
 		cfg_.alias_commands = value(n, name).boolean();
+		cfg_.alias_commands_line = key_line;
 	} else if (name == "alias_files") {
 		cfg_.alias_files = value(n, name).boolean();
 	} else if (name == "max_sessions") {
@@ -1014,8 +1015,15 @@ void config_check_users(const Config& cfg)
 				  "\"" + cfg.smtp_user + "\" and \"" + cfg.user + "\" have the same uid " +
 					  std::to_string(who[0].uid) + ": the smtp process must not be able to "
 					  "signal the handler process");
-	// A pipe command is fed by mail: as either child's user it could read
-	// the spool or signal the child.
+	// A command is fed by mail: as either child's user it could read the
+	// spool or signal the child.
+	const struct passwd* nobody = cfg.alias_commands ? getpwnam(ALIAS_COMMAND_USER) : nullptr;
+	for (const Who& w : who)
+		if (nobody && nobody->pw_uid == w.uid)
+			throw ConfigError(cfg.file, cfg.alias_commands_line, "alias_commands",
+					  std::string("alias commands run as ") + ALIAS_COMMAND_USER + ", and laimd's " +
+						  w.key + " \"" + w.name + "\" has its uid " + std::to_string(w.uid) +
+						  ": a command never runs as laim's own processes do");
 	for (const HandlerSection& h : cfg.handlers) {
 		const YamlNode* user = h.type == "pipe" ? h.options.find("user") : nullptr;
 		const struct passwd* pw = user ? getpwnam(user->value.c_str()) : nullptr;

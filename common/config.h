@@ -108,6 +108,10 @@ struct RateLimit {
 // "uid", "sender", "client" or "auth", as the config spells them.
 const char* rate_limit_key_name(RateLimit::Key key);
 
+// The user alias commands run as: Postfix's default_privs, since laim
+// takes commands only from an aliases file that root owns.
+inline constexpr const char* ALIAS_COMMAND_USER = "nobody";
+
 // The largest delivery_timeout: a day.
 constexpr uint32_t DELIVERY_TIMEOUT_MAX = 86400;
 // The largest max_sessions: far beyond any open file limit, and far from
@@ -136,6 +140,7 @@ struct Config {
 	std::string aliases = "/etc/aliases";
 	std::string mail_dir = "/var/mail";  // users' mboxes, for the mbox handler
 	bool alias_commands = false;  // deliver "|command" targets of root's aliases files
+	int alias_commands_line = 0;  // where the file sets it
 	bool alias_files = false;     // deliver "/file" targets of root's aliases files
 	uint32_t max_sessions = 100;       // at most MAX_SESSIONS_MAX
 	uint32_t greeting_delay = 0;       // milliseconds before the 220 (pregreet check)
@@ -187,8 +192,9 @@ void listen_check_files(const Config& cfg);
 
 // The user and smtp_user, as laimd -n and every (re)load check them: each
 // exists, neither is root, and their uids differ (the smtp process must
-// not be able to signal the handler process); no pipe handler runs its
-// command as either of them. At a reload, call it again with user and
+// not be able to signal the handler process); no command runs as either
+// of them: no pipe handler's user, and not ALIAS_COMMAND_USER while
+// alias_commands is on. At a reload, call it again with user and
 // smtp_user set to the running ones. Throws ConfigError naming
 // file, line and key. Not part of config_parse(): the handler process,
 // which parses a reloaded config too, does not read the user database.

@@ -23,9 +23,6 @@ inline constexpr const char* ALIAS_COMMAND_INSTANCE = "alias:command";
 // laim-mda as the one recipient, a user name (mda/mda.cpp). Its stdin:
 // the mbox copy's length in decimal and a LF, then the copy.
 inline constexpr const char* MAILBOX_INSTANCE = "mbox:mailbox";
-// The user alias commands run as: Postfix's default_privs, since laim
-// takes commands only from an aliases file that root owns.
-inline constexpr const char* ALIAS_COMMAND_USER = "nobody";
 
 // An alias command's time limit: a second less than the queue's
 // delivery_timeout, so that the command's end, not the queue's, decides.

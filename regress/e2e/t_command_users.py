@@ -5,7 +5,10 @@
 # only at the next restart: a reload that names the running handler's
 # (or smtp process's) user for a pipe command, beside a user: (or
 # smtp_user:) change, is refused with the pipe's FILE:LINE, and mail
-# still goes the old way.
+# still goes the old way. Alias commands run as nobody: a reload that
+# turns alias_commands on while the smtp process runs as nobody is
+# refused with alias_commands' FILE:LINE, even when the same edit moves
+# smtp_user: elsewhere (laimd -n's refusal of the file: t_configcheck).
 import sys
 sys.dont_write_bytecode = True
 import signal
@@ -34,4 +37,26 @@ def main():
 		check(not d.search_log(r"handler=run", mark), "%s: the pipe command was asked for" % key)
 
 
-run(main)
+
+def alias_commands_as_nobody():
+	d = Laimd(name="t_command_users_alias", smtp_user="nobody").start()
+	d.config["alias_commands"] = True
+	d.config["smtp_user"] = TEST_SMTP_USER  # takes effect at the next restart only
+	d.write_config()
+	mark = d.mark()
+	d.send_signal(signal.SIGHUP)
+	m = d.wait_log(r"(\S+):(\d+): alias_commands: (.*); keeping the previous configuration$", since=mark)
+	with open(d.confpath) as f:
+		line = f.read().split("\n").index("alias_commands: true") + 1
+	check_eq((m.group(1), int(m.group(2))), (d.confpath, line), "FILE:LINE of the refused reload")
+	check(m.group(3).startswith('alias commands run as nobody, and laimd\'s smtp_user "nobody" has its uid'),
+	      "reason of the refused reload: %r" % m.group(3))
+	check(not d.search_log(r"configuration reloaded$", mark), "the reload was taken")
+
+
+def both():
+	main()
+	alias_commands_as_nobody()
+
+
+run(both)
