@@ -6,12 +6,20 @@
 
 namespace laim {
 
-// The address itself, or for IPv6 its /64 prefix.
+// The address itself, or for IPv6 its /64 prefix; every loopback
+// address (127.0.0.0/8, ::1, IPv4-mapped 127/8) is this host, its local
+// users, one client that could otherwise take a new address for each
+// ten guesses.
 std::string AuthGuard::key(const std::string& address)
 {
+	struct in_addr a4;
+	if (inet_pton(AF_INET, address.c_str(), &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127 ? "loopback" : address;
 	struct in6_addr a;
 	if (inet_pton(AF_INET6, address.c_str(), &a) != 1)
 		return address;
+	if (IN6_IS_ADDR_LOOPBACK(&a) || (IN6_IS_ADDR_V4MAPPED(&a) && a.s6_addr[12] == 127))
+		return "loopback";
 	memset(a.s6_addr + 8, 0, 8);
 	char buf[INET6_ADDRSTRLEN];
 	return inet_ntop(AF_INET6, &a, buf, sizeof buf) ? std::string(buf) + "/64" : address;

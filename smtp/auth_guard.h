@@ -4,7 +4,8 @@
 // failed AUTH_GUARD_FAILURES times within AUTH_GUARD_WINDOW seconds, its
 // AUTH gets 454 for AUTH_GUARD_HOLD seconds and none of its passwords is
 // checked, the right one neither. IPv6 addresses count by their /64,
-// which one client usually holds whole.
+// which one client usually holds whole, and all loopback addresses
+// (127.0.0.0/8, ::1) as one: they are all this host.
 #pragma once
 
 #include <time.h>

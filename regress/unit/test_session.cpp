@@ -1693,10 +1693,10 @@ START_TEST(test_auth_mail_param)
 }
 END_TEST
 
-// Received: names the user, and the protocol is ESMTPSA.
 // The guard against guessing across sessions: ten failures within the
-// window hold the address off, IPv6 by its /64; the window starts again
-// after it; other addresses are not touched; the table stays bounded.
+// window hold the address off, IPv6 by its /64, every loopback address
+// as one; the window starts again after it; other addresses are not
+// touched; the table stays bounded.
 START_TEST(test_auth_guard)
 {
 	AuthGuard g;
@@ -1720,6 +1720,15 @@ START_TEST(test_auth_guard)
 	ck_assert(!g.allowed("2001:db8:1:2:ffff::1", t + 1));
 	ck_assert(g.allowed("2001:db8:1:3::1", t + 1));
 
+	// 127.0.0.0/8, ::1 and IPv4-mapped 127/8 are this host, one client.
+	const char* loopback[] = {"127.0.0.1", "127.0.0.2", "127.1.2.3", "::1", "::ffff:127.0.0.9"};
+	for (unsigned i = 1; i <= AUTH_GUARD_FAILURES; i++)
+		ck_assert_int_eq(g.failed(loopback[i % 5], t), i == AUTH_GUARD_FAILURES);
+	for (const char* a : loopback)
+		ck_assert_msg(!g.allowed(a, t + 1), "%s is not held with the other loopback addresses", a);
+	ck_assert(!g.allowed("127.255.255.254", t + 1));
+	ck_assert(g.allowed("128.0.0.1", t + 1));
+
 	// A full table forgets what expired, and tracks no more while full.
 	AuthGuard full;
 	for (size_t i = 0; i < AUTH_GUARD_ADDRESSES; i++)
@@ -1732,6 +1741,7 @@ START_TEST(test_auth_guard)
 }
 END_TEST
 
+// Received: names the user, and the protocol is ESMTPSA.
 START_TEST(test_auth_received)
 {
 	AuthHarness h;
