@@ -25,6 +25,7 @@
 
 #include <openssl/crypto.h>
 
+#include "common/address.h"
 #include "common/clock.h"
 #include "common/event_loop.h"
 #include "common/log.h"
@@ -116,6 +117,7 @@ class SmtpServer : public SessionBackend {
 	void update(uint32_t id);
 	void close_conn(uint32_t id);
 	void handler_gone();
+	void auth_failure(const std::string& address);
 	void handler_message(Imsg& m);
 	void parent_message(Imsg& m);
 	void configure(const SmtpConf& conf);
@@ -136,6 +138,12 @@ class SmtpServer : public SessionBackend {
 	std::vector<EventLoop::Watch> listening_;
 	std::map<uint32_t, Conn> conns_;
 	AuthGuard auth_guard_;
+	// The AUTH checks the parent has yet to answer, by session id: a
+	// client that leaves before the verdict still has its failure counted.
+	struct AuthCheck {
+		std::string address, user;
+	};
+	std::map<uint32_t, AuthCheck> auth_checks_;
 	// By Listener::listen_index; a session's SSL holds its own reference,
 	// so a context replaced at SIGHUP lives on while its sessions do.
 	std::map<int, std::unique_ptr<TlsContext>> tls_;
@@ -279,6 +287,16 @@ void SmtpServer::on_auth(Session& s, const std::string& user, const std::string&
 	OPENSSL_cleanse(req.data(), req.size());
 	if (!sent)
 		s.auth_reply(false);
+	else
+		auth_checks_[s.id()] = AuthCheck{s.client().address, user};
+}
+
+// Counts a failed AUTH of address across sessions; logs the hold it starts.
+void SmtpServer::auth_failure(const std::string& address)
+{
+	if (auth_guard_.failed(address, seconds_since_boot()))
+		log_warnx("smtp: AUTH from %s held off for %lds: %u failed authentications within %lds",
+			  address.c_str(), (long)AUTH_GUARD_HOLD, AUTH_GUARD_FAILURES, (long)AUTH_GUARD_WINDOW);
 }
 
 // A random 1 to 3 s before a failed AUTH's 535, served by tick(): a
@@ -286,9 +304,7 @@ void SmtpServer::on_auth(Session& s, const std::string& user, const std::string&
 // time the check took; other sessions go on meanwhile.
 void SmtpServer::on_auth_delay(Session& s)
 {
-	if (auth_guard_.failed(s.client().address, seconds_since_boot()))
-		log_warnx("smtp: AUTH from %s held off for %lds: %u failed authentications within %lds",
-			  s.client().address.c_str(), (long)AUTH_GUARD_HOLD, AUTH_GUARD_FAILURES, (long)AUTH_GUARD_WINDOW);
+	auth_failure(s.client().address);
 	auto it = conns_.find(s.id());
 	uint16_t r = 0;
 	if (getrandom(&r, sizeof r, 0) != sizeof r)
@@ -649,11 +665,18 @@ void SmtpServer::parent_message(Imsg& m)
 		break;
 	case IMSG_P_AUTH: {
 		AuthResultMsg r = payload<AuthResultMsg>(m);
+		auto check = auth_checks_.extract(m.peerid);
 		auto it = conns_.find(m.peerid);
-		if (it == conns_.end())
-			break;
-		it->second.session->auth_reply(r.ok, r.bound, std::move(r.senders));
-		update(m.peerid);
+		if (it != conns_.end()) {
+			it->second.session->auth_reply(r.ok, r.bound, std::move(r.senders));
+			update(m.peerid);
+		} else if (!check.empty() && !r.ok) {
+			// The client left before the verdict: a guess all the same.
+			const AuthCheck& a = check.mapped();
+			log_info("smtp: AUTH failed for user=%s from %s (client gone)", comment_name(a.user).c_str(),
+				 a.address.c_str());
+			auth_failure(a.address);
+		}
 		break;
 	}
 	default:

@@ -357,6 +357,26 @@ class Case:
 		check(not self.d.search_log(r"AUTH (as|failed for user=)bob from 127\.0\.0\.[56]", mark),
 		      "a password was checked during the hold")
 
+	def left_before_verdict(self):
+		"""Ten sessions each send a wrong password and close at once, while
+		the parent checks it: each failure is logged and counted all the
+		same, the tenth holds the address off, and the right password then
+		gets 454."""
+		self.fresh_guard()
+		mark = self.d.mark()
+		for n in range(10):
+			c, _ = self.tls_session()
+			c.send("AUTH PLAIN %s\r\n" % plain("alice", "gone %d" % n))
+			c.sock.close()
+		self.d.wait_log(r"smtp: AUTH from 127\.0\.0\.1 held off for 900s", since=mark)
+		# A verdict that beat the end of the connection is a session's failure.
+		failed = self.d.findall_log(r"smtp: AUTH failed for user=alice from 127\.0\.0\.1 \((client gone|1/3)\)$",
+					    since=mark)
+		check_eq(len(failed), 10, "AUTH failed lines of the ten sessions")
+		c, _ = self.tls_session()
+		with c:
+			c.cmd("AUTH PLAIN " + plain("bob", PASSWORDS["bob"]), 454)
+
 	def senders_bound(self):
 		c, _ = self.tls_session()
 		with c:
@@ -544,6 +564,7 @@ def main():
 		("a forged AUTH request ends the smtp process", t.forged_request),
 		("etc/submission.yml passes laimd -n", t.example_config),
 		("ten failures from loopback: its AUTH held off", t.guesser_held_off),
+		("clients that leave before the verdict are counted", t.left_before_verdict),
 	])
 
 
