@@ -27,8 +27,30 @@ std::string AuthGuard::key(const std::string& address)
 
 bool AuthGuard::allowed(const std::string& address, time_t now) const
 {
-	auto it = by_address_.find(key(address));
-	return it == by_address_.end() || it->second.held_until <= now;
+	std::string k = key(address);
+	auto c = checking_.find(k);
+	unsigned tries = c == checking_.end() ? 0 : c->second;
+	auto it = by_address_.find(k);
+	if (it != by_address_.end()) {
+		const Failures& f = it->second;
+		if (f.held_until > now)
+			return false;
+		if (f.count > 0 && now - f.since < AUTH_GUARD_WINDOW)
+			tries += f.count;
+	}
+	return tries < AUTH_GUARD_FAILURES;
+}
+
+void AuthGuard::checking(const std::string& address)
+{
+	checking_[key(address)]++;
+}
+
+void AuthGuard::checked(const std::string& address)
+{
+	auto c = checking_.find(key(address));
+	if (c != checking_.end() && --c->second == 0)
+		checking_.erase(c);
 }
 
 bool AuthGuard::failed(const std::string& address, time_t now)

@@ -3,7 +3,8 @@
 // parallel, each costing the parent a password hash: once an address has
 // failed AUTH_GUARD_FAILURES times within AUTH_GUARD_WINDOW seconds, its
 // AUTH gets 454 for AUTH_GUARD_HOLD seconds and none of its passwords is
-// checked, the right one neither. IPv6 addresses count by their /64,
+// checked, the right one neither. Checks still in flight count as
+// failures to come. IPv6 addresses count by their /64,
 // which one client usually holds whole, and all loopback addresses
 // (127.0.0.0/8, ::1) as one: they are all this host.
 #pragma once
@@ -22,8 +23,14 @@ inline constexpr size_t AUTH_GUARD_ADDRESSES = 4096;  // tracked at most
 
 class AuthGuard {
  public:
-	// False while address is held off.
+	// False while address is held off, or while its failures in the
+	// window and its checks still in flight reach AUTH_GUARD_FAILURES:
+	// parallel sessions get no more tries than one after the other.
 	bool allowed(const std::string& address, time_t now) const;
+	// A password of address went to the parent; its verdict came back
+	// (before failed(), when it is a no).
+	void checking(const std::string& address);
+	void checked(const std::string& address);
 	// Counts a failure of address; true when it starts a hold (to be
 	// logged once).
 	bool failed(const std::string& address, time_t now);
@@ -37,6 +44,8 @@ class AuthGuard {
 	static std::string key(const std::string& address);
 	void forget_expired(time_t now);
 	std::unordered_map<std::string, Failures> by_address_;
+	// Checks in flight by key; as many as the parent has yet to answer.
+	std::unordered_map<std::string, unsigned> checking_;
 };
 
 }  // namespace laim

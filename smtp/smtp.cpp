@@ -285,10 +285,12 @@ void SmtpServer::on_auth(Session& s, const std::string& user, const std::string&
 	std::string req = encode(AuthMsg{s.client().listener, user, password});
 	bool sent = parent_.send(IMSG_S_AUTH, s.id(), req);
 	OPENSSL_cleanse(req.data(), req.size());
-	if (!sent)
+	if (!sent) {
 		s.auth_reply(false);
-	else
-		auth_checks_[s.id()] = AuthCheck{s.client().address, user};
+		return;
+	}
+	auth_guard_.checking(s.client().address);
+	auth_checks_[s.id()] = AuthCheck{s.client().address, user};
 }
 
 // Counts a failed AUTH of address across sessions; logs the hold it starts.
@@ -666,6 +668,8 @@ void SmtpServer::parent_message(Imsg& m)
 	case IMSG_P_AUTH: {
 		AuthResultMsg r = payload<AuthResultMsg>(m);
 		auto check = auth_checks_.extract(m.peerid);
+		if (!check.empty())
+			auth_guard_.checked(check.mapped().address);
 		auto it = conns_.find(m.peerid);
 		if (it != conns_.end()) {
 			it->second.session->auth_reply(r.ok, r.bound, std::move(r.senders));

@@ -377,6 +377,28 @@ class Case:
 		with c:
 			c.cmd("AUTH PLAIN " + plain("bob", PASSWORDS["bob"]), 454)
 
+	def parallel_guesses(self):
+		"""Twenty sessions send a wrong password at once: ten are checked
+		(535), the others get 454 at once, and so does the right password
+		sent while those ten are in flight."""
+		self.fresh_guard()
+		mark = self.d.mark()
+		sessions = [self.tls_session()[0] for _ in range(20)]
+		right, _ = self.tls_session()
+		try:
+			for n, c in enumerate(sessions):
+				c.send("AUTH PLAIN %s\r\n" % plain("alice", "parallel %d" % n))
+			time.sleep(0.1)  # the smtp process has read them all; the parent takes some 15 ms a check
+			check_eq(right.cmd("AUTH PLAIN " + plain("bob", PASSWORDS["bob"])).text,
+				 "454 4.7.0 Temporary authentication failure, try again later",
+				 "the right password while ten checks are in flight")
+			codes = sorted(c.reply(timeout=10).code for c in sessions)
+		finally:
+			for c in sessions + [right]:
+				c.close()
+		check_eq(codes, [454] * 10 + [535] * 10, "the replies to twenty wrong passwords at once")
+		self.d.wait_log(r"smtp: AUTH from 127\.0\.0\.1 held off for 900s", since=mark)
+
 	def senders_bound(self):
 		c, _ = self.tls_session()
 		with c:
@@ -565,6 +587,7 @@ def main():
 		("etc/submission.yml passes laimd -n", t.example_config),
 		("ten failures from loopback: its AUTH held off", t.guesser_held_off),
 		("clients that leave before the verdict are counted", t.left_before_verdict),
+		("parallel guesses: no more checks than failures left", t.parallel_guesses),
 	])
 
 

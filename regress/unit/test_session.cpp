@@ -1695,8 +1695,8 @@ END_TEST
 
 // The guard against guessing across sessions: ten failures within the
 // window hold the address off, IPv6 by its /64, every loopback address
-// as one; the window starts again after it; other addresses are not
-// touched; the table stays bounded.
+// as one, and checks in flight count; the window starts again after it;
+// other addresses are not touched; the table stays bounded.
 START_TEST(test_auth_guard)
 {
 	AuthGuard g;
@@ -1728,6 +1728,23 @@ START_TEST(test_auth_guard)
 		ck_assert_msg(!g.allowed(a, t + 1), "%s is not held with the other loopback addresses", a);
 	ck_assert(!g.allowed("127.255.255.254", t + 1));
 	ck_assert(g.allowed("128.0.0.1", t + 1));
+
+	// Checks in flight count as failures to come: parallel sessions get
+	// no more tries than one after the other; a yes gives its place back.
+	AuthGuard p;
+	for (unsigned i = 1; i < AUTH_GUARD_FAILURES; i++)
+		ck_assert(!p.failed("192.0.2.20", t));
+	p.checking("192.0.2.20");
+	ck_assert_msg(!p.allowed("192.0.2.20", t), "a tenth check while nine failed and one is in flight");
+	ck_assert(p.allowed("192.0.2.21", t));
+	ck_assert(p.allowed("192.0.2.20", t + AUTH_GUARD_WINDOW));  // the nine are out of the window
+	p.checked("192.0.2.20");
+	ck_assert(p.allowed("192.0.2.20", t));
+	for (unsigned i = 0; i < AUTH_GUARD_FAILURES; i++) {
+		ck_assert(p.allowed("192.0.2.22", t));
+		p.checking("192.0.2.22");
+	}
+	ck_assert_msg(!p.allowed("192.0.2.22", t), "an eleventh check while ten are in flight");
 
 	// A full table forgets what expired, and tracks no more while full.
 	AuthGuard full;
