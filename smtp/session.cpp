@@ -194,6 +194,7 @@ struct Session::Impl {
 	std::string login_user;     // LOGIN's first answer
 	std::string secret;         // a decoded response, overwritten after use
 	unsigned auth_failures = 0;
+	bool auth_held_logged = false;  // a 454 of this session was logged
 	bool senders_bound = false;
 	std::vector<std::string> senders;  // patterns, when senders_bound
 	std::vector<std::string> spare;  // strings of past recipients, reused
@@ -807,11 +808,18 @@ void Session::auth_reply(bool ok, bool bound, std::vector<std::string> senders)
 	resume();
 }
 
+// Logs the session's first refusal only: a client held off can repeat
+// AUTH without a delay, and each line would cost more than its 454.
 void Session::auth_held()
 {
+	Impl& m = *impl_;
 	if (waiting_ != Wait::Auth)
 		return;
-	impl_->auth_pending.clear();
+	if (!m.auth_held_logged)
+		log_info("smtp: AUTH for user=%s from %s held off, not checked", comment_name(m.auth_pending).c_str(),
+			 client_.address.c_str());
+	m.auth_held_logged = true;
+	m.auth_pending.clear();
 	waiting_ = Wait::None;
 	if (closing_)
 		return;

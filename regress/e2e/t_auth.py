@@ -320,8 +320,9 @@ class Case:
 		"""Sessions from one address (127.0.0.5) fail AUTH ten times in
 		all (three sessions of three in parallel, then one): then its AUTH
 		gets 454 at once, the right password too, in that session and the
-		next, and the parent checks nothing; another loopback address
-		(127.0.0.6) is the same host, held off too."""
+		next (logged once a session), and the parent checks nothing;
+		another loopback address (127.0.0.6) is the same host, held off
+		too."""
 		self.fresh_guard()
 		replies = []
 
@@ -350,10 +351,15 @@ class Case:
 			check(time.monotonic() - t0 < 1, "the 454 took %.2fs" % (time.monotonic() - t0))
 		c, _ = self.tls_session(source="127.0.0.5")
 		with c:
-			c.cmd("AUTH PLAIN " + plain("bob", PASSWORDS["bob"]), 454)
+			for _ in range(3):
+				c.cmd("AUTH PLAIN " + plain("bob", PASSWORDS["bob"]), 454)
 		c, _ = self.tls_session(source="127.0.0.6")
 		with c:
 			c.cmd("AUTH PLAIN " + plain("bob", PASSWORDS["bob"]), 454)
+		# Each session's first 454 is logged, for the administrator.
+		held = [m.group(1) for m in self.d.findall_log(r"smtp: AUTH for user=bob from (127\.0\.0\.[56]) held off, "
+								 r"not checked$", since=mark)]
+		check_eq(held, ["127.0.0.5", "127.0.0.5", "127.0.0.6"], "the held-off lines of three sessions")
 		check(not self.d.search_log(r"AUTH (as|failed for user=)bob from 127\.0\.0\.[56]", mark),
 		      "a password was checked during the hold")
 
