@@ -16,10 +16,10 @@
 // link, in the format of common/offline.h.
 //
 // Any user may run it directly, and laimd judges a file only at the
-// import, so it leaves a floor of the spool's file system free
-// (check_free_space): laimd's processes run as laim, without root's
-// reserved blocks, and a user who filled it would make laimd refuse
-// everyone's mail.
+// import, so it leaves a floor of the spool's file system free, of
+// blocks and of inodes (check_free_space): laimd's processes run as laim,
+// without root's reserved blocks, and a user who filled either with
+// offline/ files would make laimd refuse everyone's mail.
 //
 // Exit status: 0 stored, 64 usage, 65 bad address or message too large,
 // 75 cannot store it ("laim-drop: cannot store the message: REASON").
@@ -67,6 +67,11 @@ constexpr size_t MAX_MESSAGE = 256u << 20;
 constexpr uint64_t FLOOR_MIN = 64u << 20;
 constexpr uint64_t FLOOR_MAX = 1u << 30;
 constexpr uint64_t FLOOR_PERCENT = 5;
+// The same for inodes (statvfs f_favail): a user's many tiny files would
+// otherwise use them all while the blocks stay free. A file system that
+// counts no inodes (f_files 0, as btrfs) has no such floor.
+constexpr uint64_t FILES_FLOOR_MIN = 64;
+constexpr uint64_t FILES_FLOOR_MAX = 65536;
 
 std::string offline_dir = LAIM_SPOOL_DIR "/offline";
 
@@ -109,12 +114,17 @@ std::string mib(uint64_t bytes)
 }
 
 // Refuses (75) when writing `more` bytes to fd, on the spool's file
-// system, would leave less than the floor free there.
+// system, would leave less than the floor free there, or when fewer
+// inodes than their floor are left free (fd holds its own already).
 void check_free_space(int fd, size_t more)
 {
 	struct statvfs fs;
 	if (fstatvfs(fd, &fs) == -1)
 		cannot_store_errno("statvfs " + offline_dir);
+	uint64_t keep_files = std::clamp(uint64_t(fs.f_files) / 100 * FLOOR_PERCENT, FILES_FLOOR_MIN, FILES_FLOOR_MAX);
+	if (fs.f_files != 0 && fs.f_favail < keep_files)
+		cannot_store("the file system of " + offline_dir + " has " + std::to_string(fs.f_favail) +
+			     " free inodes, and laim-drop leaves " + std::to_string(keep_files) + " of them free for laimd");
 	uint64_t unit = fs.f_frsize ? fs.f_frsize : fs.f_bsize;
 	uint64_t avail = uint64_t(fs.f_bavail) * unit;
 	uint64_t keep = std::clamp(uint64_t(fs.f_blocks) * unit / 100 * FLOOR_PERCENT, FLOOR_MIN, FLOOR_MAX);

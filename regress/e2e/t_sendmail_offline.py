@@ -7,7 +7,7 @@
 # laim-drop did not make (wrong group, two links, not a regular file) is
 # moved to failed/ and logged, not delivered, and laimctl show failed
 # lists it with its reason. laim-drop leaves a floor of the spool's
-# file system free. A login name that would close the Received: comment
+# file system free, of blocks and of inodes. A login name that would close the Received: comment
 # and open another ("x)(authenticated_as_admin") is written there as the
 # online path writes it, printable ASCII without parentheses.
 #
@@ -347,6 +347,42 @@ def space_floor(lu, gid):
 			subprocess.run(["umount", "-l", m])
 
 
+def inode_floor(lu):
+	"""laim-drop leaves inodes free too (5% of the file system's, at least
+	64): on a tmpfs of 96 MiB and 160 inodes, a user over a rate limit
+	(their files wait in offline/) runs laim-drop until it exits 75 naming
+	the free inodes, with 64 still free; root's mail is then taken by
+	laimd and delivered, not refused for want of a spool file."""
+	d = Laimd(name="t_sendmail_offline_inodes", rate_limits=[{"key": "uid", "count": 1, "window": 3600}])
+	mounts = []
+	try:
+		fs = spool_on_tmpfs(d, mounts, 96 * 1024 * 1024, 160)
+		d.start()
+		user = "%s@%s" % (lu.pw_name, HOSTNAME)
+		refused = (r"^laim-drop: cannot store the message: the file system of %s/offline has [0-9]+ free inodes, "
+			   r"and laim-drop leaves 64 of them free for laimd$" % re.escape(d.spool))
+		for i in range(160):
+			# CRLF, as sendmail writes it: laimd would move a bare LF
+			# to failed/, with a .reason file, another inode.
+			r = run_program(drop_path(), ["-f", user, "--", ROOT], stdin=b"Subject: tiny %d\r\n\r\nx\r\n" % i,
+					user=lu, env=d.local_env())
+			if r.returncode != 0:
+				break
+		check(r.returncode == 75 and re.search(refused, r.stderr, re.M),
+		      "laim-drop after %d files, %d inodes free: %r" % (i, os.statvfs(fs).f_favail, r))
+		check(i > 50, "laim-drop refused after only %d files" % i)
+		check(os.statvfs(fs).f_favail >= 64, "inodes free after the refusal: %d" % os.statvfs(fs).f_favail)
+		mark = d.mark()
+		check_ran(d.sendmail(["root"], msg("root's cron mail")))
+		m = d.wait_local_submission(mark, ROOT)
+		d.wait_delivered(m.group(1))
+	finally:
+		if d.running():
+			d.kill_tree()
+		for m in reversed(mounts):
+			subprocess.run(["umount", "-l", m])
+
+
 def many_recipients(d):
 	"""laimd down, 1001 recipients: laim-drop takes 1000 a file, so two
 	files; each recipient gets one copy once laimd starts."""
@@ -413,6 +449,8 @@ def main():
 			 lambda: stopped_after(d, raw_drop, lu)),
 			("laim-drop leaves 64 MiB of a 96 MiB spool free: a message crossing it exits 75, no file; a small one is stored",
 			 lambda: space_floor(lu, gid)),
+			("laim-drop leaves 64 of 160 inodes free: a user's tiny files stop there, root's mail is still delivered",
+			 lambda: inode_floor(lu)),
 			("1001 recipients, laimd down: two offline files, one copy each", lambda: many_recipients(d)),
 			("a login name \"x)(authenticated_as_admin\": the same Received: comment online and offline",
 			 lambda: stopped_after(d, odd_login)),
