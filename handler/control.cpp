@@ -183,8 +183,9 @@ std::string dispatch(std::string_view req, uid_t uid, ControlTarget& t, ControlR
 	if (req.starts_with("reset-limit"))
 		return reset_limit(t, req.substr(11));
 	if (req == "reload aliases") {
-		std::string error = t.reload_aliases();
-		return error.empty() ? "OK\n" : err(error);
+		std::string loaded;
+		std::string error = t.reload_aliases(&loaded);
+		return error.empty() ? "OK\n" + field(loaded) + "\n" : err(error);
 	}
 	if (req.starts_with("test"))
 		return test_instance(t, req.substr(4), std::move(later));

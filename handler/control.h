@@ -23,6 +23,8 @@
 //                (the rate limit windows at or near their limits; PER is
 //                message or recipient, HELD yes or no, ALERT sent, earlier,
 //                not yet or none)
+//   reload aliases  "PATH: N aliases": the file laimd read (aliases: of
+//                laim.yml) and what it holds now (newaliases prints it)
 //   test         "OK\nINSTANCE: ready: WHAT WAS CHECKED\n", or
 //                "ERR INSTANCE: not ready: WHY\n" (the handler's test())
 //
@@ -95,8 +97,9 @@ class ControlTarget {
 	// Removes a queued message: "" when done, else why not (no such
 	// message, a delivery call of it still running).
 	virtual std::string remove(const std::string& id) = 0;
-	// Re-reads the aliases file: "" or the first error.
-	virtual std::string reload_aliases() = 0;
+	// Re-reads the aliases file: "" or the first error; *loaded (when
+	// given) is set to "PATH: N aliases", the table laimd holds after it.
+	virtual std::string reload_aliases(std::string* loaded) = 0;
 	// The rate limit windows at or near their limits.
 	virtual std::vector<LimitItem> limits() = 0;
 	// Forgets KEY's rate limit windows; false when it has none.

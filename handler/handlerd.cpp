@@ -55,7 +55,7 @@ class HandlerServer : public ControlTarget {
 	std::vector<std::pair<std::string, uint64_t>> stats() override;
 	void flush(std::optional<uid_t> owner) override { queue_.flush(owner); }
 	std::string remove(const std::string& id) override { return queue_.remove(id); }
-	std::string reload_aliases() override;
+	std::string reload_aliases(std::string* loaded) override;
 	std::vector<LimitItem> limits() override { return limiter_.near_limits(time(nullptr)); }
 	bool reset_limit(const std::string& key) override;
 	bool test(const std::string& instance, std::function<void(bool, std::string)> done) override
@@ -116,7 +116,7 @@ HandlerServer::HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp)
 	queue_.configure(cfg_, build_instances(cfg_));
 	limiter_.configure(cfg_.rate_limits);
 	limiter_.load(time(nullptr));
-	reload_aliases();
+	reload_aliases(nullptr);
 	size_t n = spool_.clean_incoming();
 	if (n)
 		log_info("removed %zu incomplete messages from incoming/", n);
@@ -133,13 +133,13 @@ HandlerServer::HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp)
 // and the first is returned for the control client. A file that cannot be
 // read at all replaces nothing: the table read before stays, and without
 // one local recipients are deferred (expand()), never taken unaliased.
-std::string HandlerServer::reload_aliases()
+std::string HandlerServer::reload_aliases(std::string* loaded)
 {
 	std::vector<std::string> errors;
-	Aliases loaded = Aliases::load(cfg_.aliases, &errors);
+	Aliases table = Aliases::load(cfg_.aliases, &errors);
 	for (const std::string& e : errors)
 		log_warnx("%s", e.c_str());
-	if (loaded.unreadable()) {
+	if (table.unreadable()) {
 		if (aliases_)
 			log_warnx("aliases file %s unreadable: keeping the %zu aliases read before", cfg_.aliases.c_str(),
 				  aliases_->size());
@@ -148,8 +148,10 @@ std::string HandlerServer::reload_aliases()
 				  cfg_.aliases.c_str());
 		return errors.front();
 	}
-	aliases_ = std::move(loaded);
+	aliases_ = std::move(table);
 	log_debug("%zu aliases loaded from %s", aliases_->size(), cfg_.aliases.c_str());
+	if (loaded)
+		*loaded = cfg_.aliases + ": " + std::to_string(aliases_->size()) + " aliases";
 	return errors.empty() ? "" : errors.front();
 }
 
@@ -241,7 +243,7 @@ void HandlerServer::reload(const std::string& file, int fd)
 		queue_.configure(cfg, build_instances(cfg));
 		limiter_.configure(cfg.rate_limits);
 		cfg_ = std::move(cfg);
-		reload_aliases();
+		reload_aliases(nullptr);
 		log_debug("handler configuration reloaded");
 	} catch (const std::exception& e) {
 		log_warnx("%s; keeping the previous configuration", e.what());

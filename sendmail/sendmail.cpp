@@ -426,10 +426,26 @@ int list_queue()
 	return fflush(stdout) == 0 ? EX_OK : EX_IOERR;
 }
 
-// -bi, newaliases: check the aliases file, then have laimd re-read it
-// (which only root may ask).
+// -bi, newaliases: root has laimd re-read its aliases file (aliases: of
+// laim.yml, which this command cannot read) and prints what laimd says it
+// read, "PATH: N aliases". Without a running laimd, or for another user
+// (who may not ask for a reload), it checks $LAIM_ALIASES or /etc/aliases.
 int new_aliases()
 {
+	if (getuid() == 0) {
+		try {
+			std::vector<std::string> loaded = ctl_request(ctl_socket_path(), "reload aliases");
+			for (const std::string& line : loaded)
+				printf("%s\n", line.c_str());
+			return EX_OK;
+		} catch (const std::system_error& e) {
+			fprintf(stderr, "%s: laimd is not running; it reads its aliases file when it starts\n",
+				progname.c_str());
+		} catch (const std::runtime_error& e) {
+			fprintf(stderr, "%s: laimd: %s\n", progname.c_str(), e.what());
+			return EX_DATAERR;
+		}
+	}
 	const char* env = getenv("LAIM_ALIASES");
 	std::string path = env && *env ? env : "/etc/aliases";
 	std::vector<std::string> errors;
@@ -438,20 +454,11 @@ int new_aliases()
 		fprintf(stderr, "%s: %s\n", progname.c_str(), e.c_str());
 	if (!errors.empty())
 		return EX_DATAERR;
+	printf("%s: %zu aliases\n", path.c_str(), aliases.size());
 	if (getuid() != 0) {
-		printf("%s: %zu aliases\n", path.c_str(), aliases.size());
-		fprintf(stderr, "%s: only root can make laimd re-read %s\n", progname.c_str(), path.c_str());
+		fprintf(stderr, "%s: only root can make laimd re-read its aliases file\n", progname.c_str());
 		return EX_NOPERM;
 	}
-	try {
-		ctl_request(ctl_socket_path(), "reload aliases");
-	} catch (const std::system_error& e) {
-		fprintf(stderr, "%s: laimd is not running; it reads %s when it starts\n", progname.c_str(), path.c_str());
-	} catch (const std::runtime_error& e) {
-		fprintf(stderr, "%s: laimd: %s\n", progname.c_str(), e.what());
-		return EX_DATAERR;
-	}
-	printf("%s: %zu aliases\n", path.c_str(), aliases.size());
 	return EX_OK;
 }
 

@@ -5,9 +5,10 @@
 # 452 4.5.3, never a 250 for part of its list; an :include: file the
 # handler cannot read defers its alias (451), an aliases file it cannot
 # read on reload keeps the table read before, and without one (at start)
-# local recipients get 451; newaliases reports a broken file
-# as FILE:LINE and exits 65, checks a good one, and makes laimd re-read it
-# when root runs it (a user gets exit 77).
+# local recipients get 451; newaliases run by root makes laimd re-read its
+# file and prints the path and count laimd gives (not /etc/aliases, which
+# it would count itself); run by a user, it reports a broken file as
+# FILE:LINE and exits 65, or checks a good one and exits 77.
 import sys
 sys.dont_write_bytecode = True
 import signal
@@ -161,7 +162,7 @@ def main():
 			d.laimctl(["reload", "aliases"])
 
 	def broken_file():
-		r = newaliases(d, broken)
+		r = newaliases(d, broken, user=local_user())
 		check_eq(r.returncode, 65, "newaliases exit with a broken file (%r)" % r)
 		check(re.search(r"%s:3: \S" % re.escape(broken), r.stderr), "no %s:3: error on stderr: %r" % (broken, r))
 		check(not re.search(r"%s:[12]: " % re.escape(broken), r.stderr), "errors on good lines: %r" % r)
@@ -178,6 +179,12 @@ def main():
 		r = newaliases(d, aliases, argv0="sendmail", args=["-bi"])
 		check_ran(r, quiet=False)
 		check(re.search(r"%s: %d aliases" % (re.escape(aliases), COUNT), r.stdout), "sendmail -bi: %r" % r)
+		# Without LAIM_ALIASES, and with it naming another file, root's
+		# newaliases prints the file laimd read, as laimd counted it.
+		for other in ("", broken):
+			r = newaliases(d, other)
+			check_eq((r.returncode, r.stdout), (0, "%s: %d aliases\n" % (aliases, COUNT)),
+				 "newaliases with LAIM_ALIASES=%r (%r)" % (other, r))
 
 	def not_root():
 		r = newaliases(d, aliases, user=local_user())
@@ -221,8 +228,9 @@ def main():
 		("an alias past 1000 addresses: 452 4.5.3 at RCPT, logged", too_many),
 		("an aliases file unreadable on SIGHUP: the table read before stays", unreadable_file),
 		("an :include: file the handler cannot read: its alias gets 451", unreadable_include),
-		("newaliases with a broken file: FILE:LINE on stderr, exit 65", broken_file),
-		("newaliases with a good file: exit 0, laimd uses the changed alias", reload),
+		("newaliases by a user with a broken file: FILE:LINE on stderr, exit 65", broken_file),
+		("newaliases with a good file: exit 0, laimd's file and count printed, laimd uses the changed alias",
+		 reload),
 		("newaliases as a user checks the file but may not reload: exit 77", not_root),
 		("newaliases with laimd down: says so, exit 0", daemon_down),
 		("an aliases file unreadable at start: local recipients get 451 until a reload reads it",

@@ -90,9 +90,10 @@ class FakeTarget : public ControlTarget {
 		removed.push_back(id);
 		return std::find(present.begin(), present.end(), id) != present.end() ? "" : "no such message";
 	}
-	std::string reload_aliases() override
+	std::string reload_aliases(std::string* loaded) override
 	{
 		reload_calls++;
+		*loaded = "/srv/laim/aliases: 12 aliases";
 		return alias_error;
 	}
 	std::vector<LimitItem> limit_items;
@@ -241,7 +242,8 @@ END_TEST
 START_TEST(test_reload_aliases)
 {
 	FakeTarget t;
-	check_str(control_answer("reload aliases\n", 0, t).c_str(), "OK\n");
+	// The file laimd read (aliases: of laim.yml), and what it holds.
+	check_str(control_answer("reload aliases\n", 0, t).c_str(), "OK\n/srv/laim/aliases: 12 aliases\n");
 	// Root only: an error would show other users lines of files they may
 	// not read, and each reload costs the handler a full parse.
 	check_str(control_answer("reload aliases\n", 1000, t).c_str(), "ERR permission denied\n");
