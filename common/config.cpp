@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <tuple>
@@ -359,6 +360,8 @@ class ConfigParser {
 	{
 		throw ConfigError(file_, line, key, what);
 	}
+	void tools_path_only(int line, const std::string& key, const std::string& path, const char* builtin,
+			     const char* test_variable, const char* users) const;
 	// The value n of key, to read or refuse with the one rule of
 	// common/yaml_value.h.
 	YamlValue value(const YamlNode& n, const std::string& key) const { return YamlValue(n, file_, key); }
@@ -719,6 +722,29 @@ void ConfigParser::rate_limits(const YamlNode& n)
 	}
 }
 
+// spool:, socket: and control_socket: may only name the path built into
+// the programs that use them besides laimd (users): those cannot read
+// this file (root's, 0600), and laim-drop, setgid, must not take a path
+// from anything a user controls. Another path would have laim-drop store
+// mail where laimd never imports it, and sendmail and laimctl find no
+// laimd. In a test build the path is the one the case gives those
+// programs in its environment (test_variable, see regress/e2e
+// harness.py, local_env), and there is none to match without it.
+void ConfigParser::tools_path_only(int line, const std::string& key, const std::string& path, const char* builtin,
+				   const char* test_variable, const char* users) const
+{
+#ifdef LAIM_TEST_SEAMS
+	const char* variable = getenv(test_variable);
+	std::string tools = variable ? variable : "";
+	(void)builtin;
+#else
+	std::string tools = builtin;
+	(void)test_variable;
+#endif
+	if (!tools.empty() && path != tools)
+		fail(line, key, "must be " + tools + ", the path built into " + users + " (they do not read this file)");
+}
+
 // One core key. handlers, routes and rate_limits are dealt with by parse().
 void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 {
@@ -731,6 +757,11 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 		if (p.size() >= sizeof(sockaddr_un::sun_path))
 			fail(n.line, name, "too long for a unix socket path (at most " +
 					       std::to_string(sizeof(sockaddr_un::sun_path) - 1) + " bytes)");
+		if (name == "socket")
+			tools_path_only(n.line, name, p, LAIM_SOCKET, "LAIM_SOCKET", "sendmail");
+		else
+			tools_path_only(n.line, name, p, LAIM_CONTROL_SOCKET, "LAIM_CONTROL",
+					"laimctl, mailq and newaliases");
 	} else if (name == "user" || name == "smtp_user") {
 		std::string& u = name == "user" ? cfg_.user : cfg_.smtp_user;
 		u = value(n, name).string();
@@ -770,6 +801,7 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 		cfg_.spool = value(n, name).path();
 		if (cfg_.spool == "/")
 			fail(n.line, name, "must be a directory below / (laimd makes it the laim user's)");
+		tools_path_only(n.line, name, cfg_.spool, LAIM_SPOOL_DIR, "LAIM_TEST_SPOOL_DIR", "laim-drop");
 	} else if (name == "aliases") {
 		cfg_.aliases = value(n, name).path();
 	} else if (name == "mail_dir") {

@@ -236,13 +236,14 @@ def ensure_user(name=TEST_USER):
 PACKAGE_USERS = ("laim", "laim-smtp")
 
 
-def laimd_n(path, laimd=None):
-	"""laimd -n -f path (through laimd, when given), once the package's users exist (made as the
-	package would make them, and removed after the last case)."""
+def laimd_n(path, laimd=None, env=None):
+	"""laimd -n -f path (through laimd, when given; with env added to the
+	environment), once the package's users exist (made as the package
+	would make them, and removed after the last case)."""
 	for name in PACKAGE_USERS:
 		ensure_user(name)
 	return subprocess.run([laimd or laimd_path(), "-n", "-f", path], stdout=subprocess.PIPE,
-			      stderr=subprocess.PIPE, timeout=20)
+			      stderr=subprocess.PIPE, timeout=20, env=dict(os.environ, **(env or {})))
 
 
 def test_ids():

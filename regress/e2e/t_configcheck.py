@@ -1,7 +1,10 @@
 # `laimd -n -f FILE` checks a config: exit 0, or exit 1 with
 # "FILE:LINE: key: what is wrong". A config not owned by root or writable
 # by group or others is refused (by -n and by the daemon); one readable by
-# others is accepted with a warning.
+# others is accepted with a warning. spool:, socket: and control_socket:
+# other than the paths sendmail, laim-drop and laimctl use (a test
+# build's, given in laimd's environment as the harness gives them to
+# those programs) are refused by -n and by the daemon.
 import sys
 sys.dont_write_bytecode = True
 import subprocess
@@ -138,6 +141,33 @@ def main():
 			p.wait()
 			raise Fail("%s config: laimd -d started anyway" % what)
 		check_eq(p.returncode, 1, "%s config: exit status of laimd -d (stderr %r)" % (what, perr))
+
+	# The paths built into sendmail, laim-drop and laimctl: laim-drop would
+	# store mail in an offline/ laimd never imports, and sendmail and
+	# laimctl would not find laimd.
+	tools = d.local_env()
+	tools = {k: tools[k] for k in ("LAIM_TEST_SPOOL_DIR", "LAIM_SOCKET", "LAIM_CONTROL")}
+	check_eq(laimd_n(d.confpath, env=tools).returncode, 0, "laimd -n with the tools' paths")
+	moved = os.path.join(d.dir, "moved")
+	for key, variable, users, line in (("spool", "LAIM_TEST_SPOOL_DIR", "laim-drop", 4),
+					   ("socket", "LAIM_SOCKET", "sendmail", 5),
+					   ("control_socket", "LAIM_CONTROL", "laimctl, mailq and newaliases", 13)):
+		write(d, good[:line - 1] + ["%s: %s" % (key, moved)] + good[line:])
+		want = "%s:%d: %s: must be %s, the path built into %s (they do not read this file)" % (
+			d.confpath, line, key, tools[variable], users)
+		r = laimd_n(d.confpath, env=tools)
+		check_eq((r.returncode, r.stderr.decode(errors="replace")), (1, "laimd: %s\n" % want),
+			 "laimd -n with %s: moved" % key)
+		p = subprocess.Popen([laimd_path(), "-d", "-f", d.confpath], stdout=subprocess.PIPE,
+				     stderr=subprocess.PIPE, start_new_session=True, env=dict(os.environ, **tools))
+		try:
+			_, perr = p.communicate(timeout=10)
+		except subprocess.TimeoutExpired:
+			os.killpg(p.pid, 9)
+			p.wait()
+			raise Fail("laimd -d with %s: moved started anyway" % key)
+		check(p.returncode == 1 and want in perr.decode(errors="replace"),
+		      "laimd -d with %s: moved: exit %d, stderr %r" % (key, p.returncode, perr))
 
 	r = laimd_n(os.path.join(d.dir, "missing.yml"))
 	check_eq(r.returncode, 1, "laimd -n on a missing file")
