@@ -25,6 +25,7 @@
 
 #include "common/log.h"
 #include "common/openssl_error.h"
+#include "smtp/smtp.h"
 
 namespace laim {
 
@@ -244,6 +245,12 @@ TlsKeys tls_keys_load(const Config& cfg)
 		X509Ptr leaf(nullptr, X509_free);
 		SmtpTls chain{(uint32_t)i, next_id++, read_chain(cfg.file, a, &leaf)};
 		k.keys[chain.key_id] = read_key(cfg.file, a, leaf.get());
+		try {
+			tls_check_chain(chain.chain, k.keys[chain.key_id].get());
+		} catch (const std::runtime_error& e) {
+			throw ConfigError(cfg.file, a.cert.line, a.name + ".cert",
+					  a.cert.path + ": the smtp process could not serve TLS with it: " + e.what());
+		}
 		k.chains.push_back(std::move(chain));
 	}
 	return k;

@@ -29,8 +29,9 @@ struct TlsKeys {
 };
 
 // Reads the certificate chain and the key of every TLS listener of cfg and
-// checks them (an RSA or ECDSA key that matches the leaf certificate);
-// ConfigError names file, line and key. Each key gets an id never used before.
+// checks them (an RSA or ECDSA key that matches the leaf certificate, and
+// that the smtp process can serve TLS with: tls_check_chain); ConfigError
+// names file, line and key. Each key gets an id never used before.
 TlsKeys tls_keys_load(const Config& cfg);
 
 class KeyServer {

@@ -28,6 +28,7 @@
 #include "common/log.h"
 #include "common/openssl_error.h"
 #include "common/proto.h"
+#include "smtp/smtp.h"
 
 namespace laim {
 
@@ -141,8 +142,9 @@ EVP_PKEY* parent_key(X509* leaf, uint32_t key_id)
 }
 
 // The certificates of chain into ctx: the first as the leaf, the rest as
-// its chain; the leaf's key from the parent.
-bool use_chain(SSL_CTX* ctx, const std::string& chain, uint32_t key_id)
+// its chain; the leaf's key, or without it a stand-in whose private
+// operations go to the parent's key key_id.
+bool use_chain(SSL_CTX* ctx, const std::string& chain, uint32_t key_id, EVP_PKEY* key)
 {
 	std::unique_ptr<BIO, decltype(&BIO_free)> in(BIO_new_mem_buf(chain.data(), (int)chain.size()), BIO_free);
 	X509* leaf = PEM_read_bio_X509(in.get(), nullptr, nullptr, nullptr);
@@ -155,16 +157,57 @@ bool use_chain(SSL_CTX* ctx, const std::string& chain, uint32_t key_id)
 			return false;
 		}
 	ERR_clear_error();  // the end of the chain
-	std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(parent_key(leaf, key_id), EVP_PKEY_free);
-	return key && SSL_CTX_use_PrivateKey(ctx, key.get()) == 1;
+	std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> stand_in(key ? nullptr : parent_key(leaf, key_id),
+								      EVP_PKEY_free);
+	if (!key)
+		key = stand_in.get();
+	return key && SSL_CTX_use_PrivateKey(ctx, key) == 1;
+}
+
+// OpenSSL's configuration (the system's security level and ciphers) and
+// error strings, in the smtp process and in the parent's check alike.
+bool init_openssl()
+{
+	return OPENSSL_init_ssl(OPENSSL_INIT_LOAD_CONFIG | OPENSSL_INIT_LOAD_SSL_STRINGS |
+					OPENSSL_INIT_LOAD_CRYPTO_STRINGS,
+				nullptr) == 1;
+}
+
+// A handshake over memory of server_ctx with a client of OpenSSL's
+// defaults, up to TLS version max_version: "" when it completes, else why
+// it failed.
+std::string test_handshake(SSL_CTX* server_ctx, int max_version)
+{
+	std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> client_ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
+	if (!client_ctx || SSL_CTX_set_max_proto_version(client_ctx.get(), max_version) != 1)
+		return openssl_error();
+	std::unique_ptr<SSL, decltype(&SSL_free)> client(SSL_new(client_ctx.get()), SSL_free);
+	std::unique_ptr<SSL, decltype(&SSL_free)> server(SSL_new(server_ctx), SSL_free);
+	BIO *client_bio, *server_bio;
+	if (!client || !server || BIO_new_bio_pair(&client_bio, 0, &server_bio, 0) != 1)
+		return openssl_error();
+	SSL_set_bio(client.get(), client_bio, client_bio);
+	SSL_set_bio(server.get(), server_bio, server_bio);
+	SSL_set_connect_state(client.get());
+	SSL_set_accept_state(server.get());
+	for (int flight = 0; flight < 8; flight++) {  // TLS 1.2 takes 4
+		int c = SSL_do_handshake(client.get());
+		if (c <= 0 && SSL_get_error(client.get(), c) != SSL_ERROR_WANT_READ)
+			return "a client's side: " + openssl_error();
+		int s = SSL_do_handshake(server.get());
+		if (s <= 0 && SSL_get_error(server.get(), s) != SSL_ERROR_WANT_READ)
+			return openssl_error();
+		if (c == 1 && s == 1)
+			return "";
+	}
+	return "the handshake does not end";
 }
 
 }  // namespace
 
 void tls_init(UniqueFd key_chan)
 {
-	if (OPENSSL_init_ssl(OPENSSL_INIT_LOAD_CONFIG | OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS,
-			     nullptr) != 1)
+	if (!init_openssl())
 		fatalx("OpenSSL initialisation failed: %s", openssl_error().c_str());
 	unsigned char seed[32];
 	if (RAND_bytes(seed, sizeof seed) != 1)
@@ -182,7 +225,12 @@ void tls_init(UniqueFd key_chan)
 	key_channel = std::make_unique<ImsgChannel>(std::move(key_chan), imsg_valid_key_reply);
 }
 
-TlsContext::TlsContext(const std::string& chain, uint32_t key_id) : ctx_(SSL_CTX_new(TLS_server_method()))
+TlsContext::TlsContext(const std::string& chain, uint32_t key_id) : TlsContext(chain, key_id, nullptr) {}
+
+TlsContext::TlsContext(const std::string& chain, EVP_PKEY* key) : TlsContext(chain, 0, key) {}
+
+TlsContext::TlsContext(const std::string& chain, uint32_t key_id, EVP_PKEY* key)
+	: ctx_(SSL_CTX_new(TLS_server_method()))
 {
 	ERR_clear_error();
 	// OpenSSL's default ciphers but RSA key exchange: no forward secrecy,
@@ -193,7 +241,7 @@ TlsContext::TlsContext(const std::string& chain, uint32_t key_id) : ctx_(SSL_CTX
 		SSL_CTX_set_options(ctx_, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
 		SSL_CTX_set_session_cache_mode(ctx_, SSL_SESS_CACHE_OFF);
 		SSL_CTX_set_mode(ctx_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-		ok = use_chain(ctx_, chain, key_id);
+		ok = use_chain(ctx_, chain, key_id, key);
 	}
 	if (!ok) {
 		std::string why = openssl_error();
@@ -203,6 +251,19 @@ TlsContext::TlsContext(const std::string& chain, uint32_t key_id) : ctx_(SSL_CTX
 }
 
 TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
+
+void tls_check_chain(const std::string& chain, EVP_PKEY* key)
+{
+	if (!init_openssl())
+		throw std::runtime_error("OpenSSL initialisation failed: " + openssl_error());
+	TlsContext ctx(chain, key);
+	for (int version : {TLS1_2_VERSION, TLS1_3_VERSION}) {
+		std::string why = test_handshake(ctx.get(), version);
+		if (!why.empty())
+			throw std::runtime_error(std::string("a ") + (version == TLS1_2_VERSION ? "TLS 1.2" : "TLS 1.3") +
+						 " handshake with it fails: " + why);
+	}
+}
 
 TlsStream::TlsStream(SSL_CTX* ctx, int fd) : ssl_(SSL_new(ctx))
 {

@@ -12,6 +12,7 @@
 
 typedef struct ssl_ctx_st SSL_CTX;
 typedef struct ssl_st SSL;
+typedef struct evp_pkey_st EVP_PKEY;
 
 namespace laim {
 
@@ -27,12 +28,15 @@ void tls_init(UniqueFd key_channel);
 class TlsContext {
  public:
 	TlsContext(const std::string& chain, uint32_t key_id);
+	// The same context with the key itself, for the parent's check.
+	TlsContext(const std::string& chain, EVP_PKEY* key);
 	~TlsContext();
 	TlsContext(const TlsContext&) = delete;
 	TlsContext& operator=(const TlsContext&) = delete;
 	SSL_CTX* get() const { return ctx_; }
 
  private:
+	TlsContext(const std::string& chain, uint32_t key_id, EVP_PKEY* key);
 	SSL_CTX* ctx_;
 };
 

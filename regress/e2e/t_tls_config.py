@@ -4,7 +4,10 @@
 # without TLS, TLS without a certificate, a key, users or senders file
 # that group or others can read or write or that root does not own, an
 # unreadable certificate, a key that is not RSA or ECDSA, a key that does
-# not match the certificate, a key behind a passphrase). A certbot-style
+# not match the certificate, a key behind a passphrase, a certificate
+# that the smtp process's OpenSSL refuses: an RSA-1024 key or a SHA-1
+# signature below the security level, a curve outside the groups that a
+# handshake offers). A certbot-style
 # layout (live/ links into archive/) passes; the daemon refuses to start
 # with a refused key as laimd -n does.
 import sys
@@ -13,6 +16,7 @@ import shutil
 import subprocess
 from harness import *
 from peer_certs import Certs, _openssl
+from tls_util import ec_cert, rsa_cert
 
 
 def secret_file(path, text, mode=0o600, owner=(0, 0)):
@@ -37,6 +41,7 @@ def expect_refused(d, what, entry, line, key, fragment):
 	check_eq(r.returncode, 1, "%s: exit status of laimd -n (stderr %r)" % (what, err))
 	prefix = "laimd: %s:%d: %s: " % (d.confpath, line, key)
 	check(err.startswith(prefix) and fragment in err, "%s: expected %s...%s, got %r" % (what, prefix, fragment, err))
+	return err
 
 
 def main():
@@ -99,6 +104,14 @@ def main():
 	locked = secret_file(os.path.join(c, "locked.key"), open(os.path.join(c, "locked.key")).read())
 	expect_refused(d, "key behind a passphrase", tls.replace(certs.key, locked) + auth, 5, "listen[0].key",
 		       "%s: no PEM private key without a passphrase" % locked)
+
+	for what, (cert, key), why in (
+		("RSA-1024 key", rsa_cert(certs, "rsa1024", bits=1024), "ee key too small"),
+		("SHA-1 signature", rsa_cert(certs, "sha1", digest="sha1"), "ca md too weak"),
+		("secp256k1 key", ec_cert(certs, "k1", curve="secp256k1"), "a TLS 1.2 handshake with it fails: ")):
+		err = expect_refused(d, what, tls.replace(certs.cert, cert).replace(certs.key, key) + auth, 4,
+				     "listen[0].cert", "%s: the smtp process could not serve TLS with it: " % cert)
+		check(why in err, "%s: laimd -n does not say %r: %r" % (what, why, err))
 
 	# The daemon refuses it the same way, before it binds anything.
 	bad = secret_file(os.path.join(c, "bad"), open(certs.key).read(), 0o644)

@@ -1,7 +1,8 @@
 # A renewed certificate and key, written over the old files as certbot
 # does, and SIGHUP: a session opened before it goes on and delivers; a new
-# session sees the new certificate. A broken renewal is logged and the
-# last good certificate stays. The seccomp violation trigger still kills
+# session sees the new certificate. A broken renewal, or one that the
+# smtp process's OpenSSL would refuse (a SHA-1 signature), is logged and
+# the last good certificate stays, across two SIGHUPs. The seccomp violation trigger still kills
 # the smtp process from inside a TLS session; the restarted process, forked
 # by a parent that has signed with the keys, holds no trace of them and
 # serves TLS again.
@@ -63,6 +64,19 @@ def main():
 		   % re.escape(certs.cert), since=mark)
 	check_eq(deliver(d, certs, "after a broken renewal"), new_fp, "certificate after a broken renewal")
 
+	# A renewal signed with SHA-1, which OpenSSL's security level refuses:
+	# the last good certificate stays, and its key serves on across a
+	# second SIGHUP that changes nothing.
+	weak_cert, weak_key = rsa_cert(certs, "weak", digest="sha1")
+	shutil.copyfile(weak_key, certs.key)
+	shutil.copyfile(weak_cert, certs.cert)
+	for n in (1, 2):
+		mark = d.mark()
+		d.send_signal(signal.SIGHUP)
+		d.wait_log(r"listen\[0\]\.cert: %s: the smtp process could not serve TLS with it: .*ca md too weak; "
+			   r"keeping the previous configuration and certificates$" % re.escape(certs.cert), since=mark)
+		check_eq(deliver(d, certs, "after weak renewal %d" % n), new_fp, "certificate after weak renewal %d" % n)
+
 	# The seccomp trigger from inside a TLS session.
 	old = d.children()
 	s = starttls_session(d, certs)
@@ -80,7 +94,7 @@ def main():
 		check(secrets_in_memory(d.pid, secrets), "the parent holds nothing of %s" % keyfile)
 		found = secrets_in_memory(d.child("smtp"), secrets)
 		check(not found, "the restarted smtp process holds %s of %s" % (sorted(found), keyfile))
-	wait_maildir(d.maildir, 4)
+	wait_maildir(d.maildir, 6)
 	check(not d.search_log(r"key service: refused"), "the parent refused a key operation")
 
 

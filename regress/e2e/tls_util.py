@@ -14,25 +14,26 @@ from peer_certs import Certs, _openssl
 IMPLICIT_HOST = "127.0.0.2"
 
 
-def rsa_cert(certs, name, san="DNS:localhost,IP:127.0.0.1,IP:127.0.0.2"):
-	"""NAME.pem and NAME.key in the certs' directory: an RSA key and a
-	certificate for it that the test CA signs. Returns (cert, key)."""
+def rsa_cert(certs, name, san="DNS:localhost,IP:127.0.0.1,IP:127.0.0.2", bits=2048, digest="sha256"):
+	"""NAME.pem and NAME.key in the certs' directory: an RSA key of BITS and
+	a certificate for it that the test CA signs with DIGEST. Returns
+	(cert, key)."""
 	d = certs.dir
-	_openssl(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", name + ".key",
+	_openssl(["req", "-newkey", "rsa:%d" % bits, "-nodes", "-subj", "/CN=localhost", "-keyout", name + ".key",
 		  "-out", name + ".csr"], d)
 	with open(os.path.join(d, name + ".ext"), "w") as f:
 		f.write("subjectAltName=%s\n" % san)
 	_openssl(["x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-		  "-days", "2", "-extfile", name + ".ext", "-out", name + ".pem"], d)
+		  "-days", "2", "-" + digest, "-extfile", name + ".ext", "-out", name + ".pem"], d)
 	key = os.path.join(d, name + ".key")
 	os.chmod(key, 0o600)
 	return os.path.join(d, name + ".pem"), key
 
 
-def ec_cert(certs, name):
-	"""Like rsa_cert, with a P-256 key."""
+def ec_cert(certs, name, curve="prime256v1"):
+	"""Like rsa_cert, with an EC key on CURVE (P-256)."""
 	d = certs.dir
-	_openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=localhost",
+	_openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:" + curve, "-nodes", "-subj", "/CN=localhost",
 		  "-keyout", name + ".key", "-out", name + ".csr"], d)
 	_openssl(["x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
 		  "-days", "2", "-extfile", "san.ext", "-out", name + ".pem"], d)
