@@ -364,7 +364,12 @@ void SmtpServer::accept_clients(size_t idx)
 			continue;
 		}
 		ClientInfo ci;
-		ci.starttls = tls_mode == ListenAddress::Tls::Starttls;
+		bool has_tls = tls_.count(l.listen_index) > 0;
+		if (tls_mode == ListenAddress::Tls::Implicit && !has_tls) {
+			log_warnx("smtp: refused a client on %s: its certificate did not load", l.name.c_str());
+			continue;
+		}
+		ci.starttls = tls_mode == ListenAddress::Tls::Starttls && has_tls;
 		if (l.local) {
 			ci.address = "local";
 		} else {
@@ -548,15 +553,30 @@ void SmtpServer::handshake(uint32_t id, Conn& c)
 }
 
 // A listener's context from its chain and the parent's key id; a chain
-// that does not load leaves the context before it.
+// that does not load leaves the context before it. A listener without a
+// context offers no STARTTLS, and an implicit TLS one refuses its clients.
 void SmtpServer::set_tls(const SmtpTls& t, bool reloaded)
 {
+	int i = (int)t.listen_index;
 	try {
-		tls_[(int)t.listen_index] = std::make_unique<TlsContext>(t.chain, t.key_id);
+#ifdef LAIM_SECCOMP_TRIGGER
+		// Test builds only: an OpenSSL here that refuses a chain the
+		// parent's check passed (regress/e2e/t_tls_keyserver.py).
+		if (const char* when = getenv("LAIM_TEST_SMTP_REFUSE_TLS"))
+			if (std::string(when) == (reloaded ? "reload" : "start"))
+				throw std::runtime_error("TLS context: refused for the test");
+#endif
+		tls_[i] = std::make_unique<TlsContext>(t.chain, t.key_id);
 		if (reloaded)
 			log_info("smtp: new sessions on listen[%u] get the reloaded certificate", t.listen_index);
 	} catch (const std::exception& e) {
-		log_warnx("smtp: keeping the previous certificate of listen[%u]: %s", t.listen_index, e.what());
+		if (tls_.count(i))
+			log_warnx("smtp: keeping the previous certificate of listen[%u]: %s", t.listen_index, e.what());
+		else
+			log_warnx("smtp: listen[%u] serves no TLS (%s): %s", t.listen_index,
+				  rt_.cfg.listen.at(i).tls == ListenAddress::Tls::Implicit ? "it refuses every client"
+											    : "no STARTTLS",
+				  e.what());
 	}
 }
 

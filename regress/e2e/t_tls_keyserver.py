@@ -11,6 +11,10 @@
 # restarted smtp process serves TLS again. A reload that renews no
 # certificate keeps the key ids. Handshakes that fail or time out
 # (timeout: 3, which bounds the handshake too) log one line each.
+# A test build's smtp process that refuses a chain the parent's check
+# passed (LAIM_TEST_SMTP_REFUSE_TLS): the STARTTLS listener offers no
+# STARTTLS and the implicit TLS one refuses its clients, each said in
+# the log.
 import sys
 sys.dont_write_bytecode = True
 import hashlib
@@ -169,6 +173,24 @@ def main():
 		s.starttls(context=client_context(certs))
 		s.sendmail("after@client.example", ["rcpt@test.laim.example"], simple_message("after a malformed request"))
 	wait_maildir(d.maildir, 1)
+	d.stop()
+	smtp_refuses_at_start()
+
+
+def smtp_refuses_at_start():
+	d, certs, rsa = tls_laimd()
+	d.wrap(setup="export LAIM_TEST_SMTP_REFUSE_TLS=start")
+	d.start()
+	d.wait_log(r"smtp: listen\[0\] serves no TLS \(no STARTTLS\): TLS context: refused for the test$")
+	d.wait_log(r"smtp: listen\[1\] serves no TLS \(it refuses every client\): TLS context: refused for the test$")
+	with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+		s.ehlo("client.example")
+		check(not s.has_extn("starttls"), "STARTTLS offered without a certificate: %r" % s.ehlo_resp)
+	mark = d.mark()
+	with socket.create_connection((IMPLICIT_HOST, d.port), timeout=10) as c:
+		check_eq(c.recv(100), b"", "what the implicit TLS listener without a certificate sends")
+	d.wait_log(r"smtp: refused a client on \S+: its certificate did not load$", since=mark)
+	d.stop()
 
 
 run(main)
