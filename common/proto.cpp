@@ -64,6 +64,7 @@ const char* imsg_name(uint32_t type)
 	case IMSG_T_RSA_PRIV_ENC: return "IMSG_T_RSA_PRIV_ENC";
 	case IMSG_T_ECDSA_SIGN: return "IMSG_T_ECDSA_SIGN";
 	case IMSG_K_RESULT: return "IMSG_K_RESULT";
+	case IMSG_T_KEY_IN_USE: return "IMSG_T_KEY_IN_USE";
 	case IMSG_S_AUTH: return "IMSG_S_AUTH";
 	case IMSG_P_AUTH: return "IMSG_P_AUTH";
 	}

@@ -63,6 +63,8 @@ enum ImsgType : uint32_t {
 	IMSG_T_ECDSA_SIGN,          // KeyOpMsg: an ECDSA signature of a digest, DER
 	// parent -> smtp, on the key channel
 	IMSG_K_RESULT,              // KeyResultMsg
+	// smtp -> parent, on the key channel, after each SmtpTls it was given
+	IMSG_T_KEY_IN_USE,          // SmtpTls without its chain: the key of the listener's context (0: none)
 
 	// smtp -> parent; peerid = session id
 	IMSG_S_AUTH = 700,          // AuthMsg: check these credentials
@@ -385,7 +387,8 @@ inline ImsgTypeInfo imsg_valid_command_reply(uint32_t t)
 // only closes it (when it gives up on the command).
 inline ImsgTypeInfo imsg_valid_key_request(uint32_t t)
 {
-	return t == IMSG_T_RSA_PRIV_ENC || t == IMSG_T_ECDSA_SIGN ? ImsgTypeInfo{true, false} : ImsgTypeInfo{};
+	return t == IMSG_T_RSA_PRIV_ENC || t == IMSG_T_ECDSA_SIGN || t == IMSG_T_KEY_IN_USE ? ImsgTypeInfo{true, false}
+										    : ImsgTypeInfo{};
 }
 
 inline ImsgTypeInfo imsg_valid_key_reply(uint32_t t)

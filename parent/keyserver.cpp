@@ -19,8 +19,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-
 #include <memory>
+#include <set>
 #include <string>
 
 #include "common/log.h"
@@ -256,35 +256,77 @@ TlsKeys tls_keys_load(const Config& cfg)
 	return k;
 }
 
-// A chain a reload read unchanged keeps its key id: a reload that renews
-// nothing then retires no key, however many come before the smtp process
-// has built its contexts anew (a handshake of a context two loads old
-// was refused). The chain names the key: the same leaf, the same key.
+// A chain a reload read unchanged keeps its key id, and its key: the
+// chain names the key (the same leaf, the same key), and the smtp
+// process's context goes on with it.
 void KeyServer::adopt(TlsKeys next)
 {
 	for (SmtpTls& c : next.chains)
-		for (const SmtpTls& now : current_.chains)
+		for (const SmtpTls& now : chains_)
 			if (now.listen_index == c.listen_index && now.chain == c.chain) {
 				next.keys.erase(c.key_id);
 				c.key_id = now.key_id;
-				next.keys[c.key_id] = current_.keys.at(now.key_id);
 			}
-	previous_ = std::move(current_);
-	current_ = std::move(next);
+	keys_.merge(next.keys);
+	chains_ = std::move(next.chains);
+	retire();
+}
+
+void KeyServer::sent_to_smtp(bool fresh)
+{
+	if (fresh)
+		smtp_.clear();
+	for (const SmtpTls& c : chains_)
+		smtp_[c.listen_index].sent.push_back(c.key_id);
+	retire();
+}
+
+// The smtp process's answer to the oldest chain sent for a listener: its
+// context uses that chain's key, or still the one before when the chain
+// did not load there. Any other key is a broken report, and changes nothing.
+void KeyServer::key_in_use(const SmtpTls& report)
+{
+	auto it = smtp_.find(report.listen_index);
+	if (it == smtp_.end() || it->second.sent.empty() ||
+	    (report.key_id != it->second.sent.front() && report.key_id != it->second.now)) {
+		log_warnx("key service: the smtp process reports key id %u on listen[%u], which it was not given",
+			  report.key_id, report.listen_index);
+		return;
+	}
+	InUse& l = it->second;
+	l.sent.pop_front();
+	if (report.key_id != l.now) {
+		l.before = l.now;
+		l.now = report.key_id;
+	}
+	retire();
+}
+
+// Frees every key that neither the last load nor the smtp process uses.
+void KeyServer::retire()
+{
+	std::set<uint32_t> used;
+	for (const SmtpTls& c : chains_)
+		used.insert(c.key_id);
+	for (const auto& [index, l] : smtp_) {
+		used.insert({l.now, l.before});
+		used.insert(l.sent.begin(), l.sent.end());
+	}
+	std::erase_if(keys_, [&used](const auto& k) { return !used.count(k.first); });
 }
 
 void KeyServer::answer(ImsgPeer& chan, const Imsg& m)
 {
+	if (m.type == IMSG_T_KEY_IN_USE) {
+		key_in_use(payload<SmtpTls>(m));
+		return;
+	}
 	KeyOpMsg op = payload<KeyOpMsg>(m);
 	KeyResultMsg result;
 	std::string why = "unknown key id " + std::to_string(op.key_id);
-	for (const TlsKeys* k : {&current_, &previous_}) {
-		auto it = k->keys.find(op.key_id);
-		if (it != k->keys.end()) {
-			result.ok = key_operation(m.type, it->second.get(), op, &result.data, &why);
-			break;
-		}
-	}
+	auto it = keys_.find(op.key_id);
+	if (it != keys_.end())
+		result.ok = key_operation(m.type, it->second.get(), op, &result.data, &why);
 	if (!result.ok)
 		log_warnx("key service: refused %s from the smtp process: %s", imsg_name(m.type), why.c_str());
 	chan.send(IMSG_K_RESULT, m.peerid, encode(result));
@@ -293,8 +335,9 @@ void KeyServer::answer(ImsgPeer& chan, const Imsg& m)
 
 void KeyServer::forget()
 {
-	current_ = {};
-	previous_ = {};
+	chains_.clear();
+	keys_.clear();
+	smtp_.clear();
 }
 
 }  // namespace laim

@@ -237,6 +237,7 @@ void start_child(int which, UniqueFd sib)
 		c.key_chan = std::make_unique<ImsgPeer>(
 			*loop, std::move(key_mine), imsg_valid_key_request,
 			[](Imsg& m) { keys.answer(*children[SMTP].key_chan, m); }, key_channel_lost);
+		keys.sent_to_smtp(true);  // rt.tls, which it inherits
 	}
 	log_debug("%s process started, pid %d", child_name[which], (int)pid);
 }
@@ -378,6 +379,7 @@ void reload()
 		children[SMTP].chan->send(IMSG_P_SMTP_CONF, 0, encode(smtp_conf(rt.cfg, rt.hostname)));
 		for (const SmtpTls& t : rt.tls)
 			children[SMTP].chan->send(IMSG_P_SMTP_TLS, 0, encode(t));
+		keys.sent_to_smtp(false);
 	}
 	if (children[HANDLER].pid > 0) {
 		// The config and its secrets, which the handler process cannot read.

@@ -578,6 +578,8 @@ void SmtpServer::set_tls(const SmtpTls& t, bool reloaded)
 											    : "no STARTTLS",
 				  e.what());
 	}
+	auto ctx = tls_.find(i);
+	tls_report_key(t.listen_index, ctx == tls_.end() ? 0 : ctx->second->key_id());
 }
 
 // Writes pending output, starts TLS after a STARTTLS reply, closes a

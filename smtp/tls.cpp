@@ -225,12 +225,21 @@ void tls_init(UniqueFd key_chan)
 	key_channel = std::make_unique<ImsgChannel>(std::move(key_chan), imsg_valid_key_reply);
 }
 
+void tls_report_key(uint32_t listen_index, uint32_t key_id)
+{
+	if (!key_channel)
+		return;
+	key_channel->compose(IMSG_T_KEY_IN_USE, 0, encode(SmtpTls{listen_index, key_id, ""}));
+	if (!key_channel->flush_wait(KEY_TIMEOUT_MS))
+		log_warnx("key service: cannot reach the parent");
+}
+
 TlsContext::TlsContext(const std::string& chain, uint32_t key_id) : TlsContext(chain, key_id, nullptr) {}
 
 TlsContext::TlsContext(const std::string& chain, EVP_PKEY* key) : TlsContext(chain, 0, key) {}
 
 TlsContext::TlsContext(const std::string& chain, uint32_t key_id, EVP_PKEY* key)
-	: ctx_(SSL_CTX_new(TLS_server_method()))
+	: ctx_(SSL_CTX_new(TLS_server_method())), key_id_(key_id)
 {
 	ERR_clear_error();
 	// OpenSSL's default ciphers but RSA key exchange: no forward secrecy,

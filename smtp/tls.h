@@ -21,6 +21,11 @@ namespace laim {
 // the parent's key service.
 void tls_init(UniqueFd key_channel);
 
+// Tells the parent's key service which key listener listen_index's
+// context uses (0: it has none), after each chain the parent sent: the
+// parent retires a key only once no context here uses it.
+void tls_report_key(uint32_t listen_index, uint32_t key_id);
+
 // A listener's context: its certificate chain (PEM, leaf first), the
 // parent's id for its key, TLS 1.2 or later, no session tickets, no
 // renegotiation. Sessions hold a reference, so a replaced context lives
@@ -34,10 +39,12 @@ class TlsContext {
 	TlsContext(const TlsContext&) = delete;
 	TlsContext& operator=(const TlsContext&) = delete;
 	SSL_CTX* get() const { return ctx_; }
+	uint32_t key_id() const { return key_id_; }
 
  private:
 	TlsContext(const std::string& chain, uint32_t key_id, EVP_PKEY* key);
 	SSL_CTX* ctx_;
+	uint32_t key_id_;
 };
 
 // One connection's TLS, over a non-blocking socket.

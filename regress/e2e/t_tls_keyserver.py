@@ -12,14 +12,17 @@
 # certificate keeps the key ids. Handshakes that fail or time out
 # (timeout: 3, which bounds the handshake too) log one line each.
 # A test build's smtp process that refuses a chain the parent's check
-# passed (LAIM_TEST_SMTP_REFUSE_TLS): the STARTTLS listener offers no
-# STARTTLS and the implicit TLS one refuses its clients, each said in
-# the log.
+# passed (LAIM_TEST_SMTP_REFUSE_TLS): at start, the STARTTLS listener
+# offers no STARTTLS and the implicit TLS one refuses its clients, each
+# said in the log; at reload, it keeps its previous certificate, whose
+# key the parent keeps serving across two reloads.
 import sys
 sys.dont_write_bytecode = True
 import hashlib
+import shutil
 import signal
 import smtplib
+import ssl
 import socket
 import struct
 import subprocess
@@ -175,6 +178,7 @@ def main():
 	wait_maildir(d.maildir, 1)
 	d.stop()
 	smtp_refuses_at_start()
+	smtp_refuses_at_reload()
 
 
 def smtp_refuses_at_start():
@@ -190,6 +194,31 @@ def smtp_refuses_at_start():
 	with socket.create_connection((IMPLICIT_HOST, d.port), timeout=10) as c:
 		check_eq(c.recv(100), b"", "what the implicit TLS listener without a certificate sends")
 	d.wait_log(r"smtp: refused a client on \S+: its certificate did not load$", since=mark)
+	d.stop()
+
+
+def smtp_refuses_at_reload():
+	d, certs, rsa = tls_laimd()
+	d.wrap(setup="export LAIM_TEST_SMTP_REFUSE_TLS=reload")
+	d.start()
+	old_fp = certs.sha256()
+	renewed_cert, renewed_key = ec_cert(certs, "renewed")
+	shutil.copyfile(renewed_key, certs.key)
+	shutil.copyfile(renewed_cert, certs.cert)
+	for n in (1, 2):
+		mark = d.mark()
+		d.send_signal(signal.SIGHUP)
+		d.wait_log(r"smtp: keeping the previous certificate of listen\[0\]: TLS context: refused for the test$",
+			   since=mark)
+		with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
+			try:
+				s.starttls(context=client_context(certs))
+			except ssl.SSLError as e:
+				raise Fail("STARTTLS after reload %d, the smtp process on its previous certificate: %s" % (n, e))
+			check_eq(fingerprint(s.sock), old_fp, "certificate after reload %d" % n)
+			s.sendmail("kept@client.example", ["rcpt@test.laim.example"], simple_message("reload %d" % n))
+	wait_maildir(d.maildir, 2)
+	check(not d.search_log(r"key service: refused"), "the parent retired the key the smtp process kept")
 	d.stop()
 
 

@@ -84,6 +84,11 @@ void check_message(const Imsg& m)
 			       a.recipients == b.recipients;
 		});
 		break;
+	case IMSG_T_KEY_IN_USE:
+		check_payload<SmtpTls>(m, [](auto& a, auto& b) {
+			return a.listen_index == b.listen_index && a.key_id == b.key_id && a.chain == b.chain;
+		});
+		break;
 	case IMSG_T_RSA_PRIV_ENC:
 	case IMSG_T_ECDSA_SIGN:
 		check_payload<KeyOpMsg>(m, [](auto& a, auto& b) {

@@ -255,7 +255,7 @@ START_TEST(child_frames_other_types)
 		{imsg_valid_child_to_parent, {IMSG_C_PEER_ERROR, IMSG_C_PEER_ERROR_FD}},
 		{imsg_valid_smtp_to_parent, {IMSG_S_AUTH, IMSG_C_PEER_ERROR, IMSG_C_PEER_ERROR_FD}},
 		{imsg_valid_command_request, {IMSG_H_COMMAND_RUN}},
-		{imsg_valid_key_request, {IMSG_T_RSA_PRIV_ENC, IMSG_T_ECDSA_SIGN}},
+		{imsg_valid_key_request, {IMSG_T_RSA_PRIV_ENC, IMSG_T_ECDSA_SIGN, IMSG_T_KEY_IN_USE}},
 		{imsg_valid_nothing, {}},
 		{imsg_valid_parent_to_smtp, {IMSG_P_SMTP_CONF, IMSG_P_HANDLER_CHANNEL, IMSG_P_SMTP_TLS, IMSG_P_AUTH}},
 		{imsg_valid_parent_to_handler, {IMSG_P_HANDLER_CONF, IMSG_P_SMTP_CHANNEL}},
