@@ -66,6 +66,18 @@ bool recipient_field(std::string_view name, bool resent)
 	return iequal(name, "To") || iequal(name, "Cc") || iequal(name, "Bcc");
 }
 
+// Whether a field is left out of the message: Bcc and Resent-Bcc (with
+// or without -t: mailx -b puts the addresses on the command line and
+// leaves their removal to the MTA), and Return-Path and Content-Length,
+// which only the delivery may write (RFC 5321 4.4; a false one would
+// stand beside the real Return-Path, or cut the message short in a
+// mailbox reader that trusts it), as Postfix's cleanup removes them.
+bool removed_field(std::string_view name)
+{
+	return iequal(name, "Bcc") || iequal(name, "Resent-Bcc") || iequal(name, "Return-Path") ||
+	       iequal(name, "Content-Length");
+}
+
 }  // namespace
 
 std::string rfc5322_date(time_t t)
@@ -263,9 +275,8 @@ void MessagePreparer::header_line(const std::string& line)
 	emit(CRLF);
 }
 
-// The header block is complete: collect -t recipients, drop Bcc and
-// Resent-Bcc (with or without -t: mailx -b puts the addresses on the
-// command line and leaves their removal to the MTA), add the missing
+// The header block is complete: collect -t recipients, drop the fields
+// removed_field() names, add the missing
 // fields (RFC 5322 3.6: Date and From are required, Message-ID should be
 // there), then the empty line when a body follows. A message being
 // re-sent (a Resent-To, -Cc or -Bcc field) goes to its Resent- recipients
@@ -284,7 +295,7 @@ void MessagePreparer::end_headers(bool separator)
 		has_date |= iequal(h.name, "Date");
 		has_from |= iequal(h.name, "From");
 		has_id |= iequal(h.name, "Message-ID");
-		if (!iequal(h.name, "Bcc") && !iequal(h.name, "Resent-Bcc"))
+		if (!removed_field(h.name))
 			emit(h.text);
 	}
 	headers_.clear();

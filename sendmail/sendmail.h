@@ -3,7 +3,8 @@
 //
 //   options.cpp    the command line (sendmail(8) flags, by flag, getopt style)
 //   addresses.cpp  envelope addresses: splitting, qualification, checks
-//   message.cpp    the message as submitted: headers added, Bcc removed,
+//   message.cpp    the message as submitted: headers added, Bcc and
+//                  Return-Path removed,
 //                  the lone-dot end, line ends made CRLF
 //   submit.cpp     the SMTP client over laimd's unix socket; the -bs relay
 //   sendmail.cpp   main(): the modes, the laim-drop fallback
@@ -117,8 +118,8 @@ std::string gecos_name(std::string_view gecos, std::string_view login);
 // (LF, CRs before a LF, each bare CR) become CRLF, a leading Unix "From " line is
 // dropped; without ignore_dots a line holding a single "." ends the input;
 // the header block (at most MAX_HEADER bytes) is held until its end, then
-// Date, From and Message-ID are added when missing, Bcc and Resent-Bcc are
-// removed and, with extract, the To/Cc/Bcc recipients are collected (the
+// Date, From and Message-ID are added when missing, Bcc, Resent-Bcc,
+// Return-Path and Content-Length are removed and, with extract, the To/Cc/Bcc recipients are collected (the
 // Resent-To/Cc/Bcc ones instead when there are such fields). Everything
 // else passes byte for byte. Output goes to sink in chunks.
 class MessagePreparer {

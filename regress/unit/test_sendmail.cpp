@@ -567,6 +567,14 @@ START_TEST(test_bcc_and_extract)
 		ck_assert(p.out.find("Resent-Bcc") == std::string::npos);
 		ck_assert_uint_eq(p.recipients.size(), extract ? 1 : 0);
 	}
+	// Return-Path and Content-Length are the delivery's to write: a
+	// false one from the input goes, in any case, folded or not.
+	for (bool extract : {true, false}) {
+		p = prepare("Return-Path: <ceo@bank.example>\nCONTENT-LENGTH: 3\nreturn-path:\n <x@y>\n"
+			    "X-Return-Path: kept\nTo: a@x\n\nbody\n", true, extract);
+		ck_assert_msg(p.out.find("X-Return-Path: kept\r\nTo: a@x\r\nDate: ") == 0,
+			      "Return-Path or Content-Length from the input kept:\n%s", p.out.c_str());
+	}
 }
 END_TEST
 
