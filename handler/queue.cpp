@@ -616,12 +616,29 @@ int Queue::next_wakeup_ms() const
 	return static_cast<int>(std::clamp<long>((timers_.begin()->first - now) * 1000L, 0, 1000));
 }
 
+// Whether rcpt has nothing left to deliver: it has no route, or each
+// instance its route names (a notice's own instance) has delivered it or
+// failed for good. By the routes of now, which dispatch() goes by too.
+bool Queue::recipient_done(const Entry& e, const std::string& rcpt) const
+{
+	if (e.done.count({"", rcpt}))
+		return true;
+	if (!e.env.instance.empty())
+		return e.done.count({e.env.instance, rcpt}) > 0;
+	const Route* r = route_find(routes_, rcpt);
+	return r && std::all_of(r->handlers.begin(), r->handlers.end(),
+				[&](const std::string& name) { return e.done.count({name, rcpt}) > 0; });
+}
+
+// The queue as show queue and mailq list it: a recipient that has the
+// message already is left out, as Postfix's showq leaves it out.
 std::vector<Queue::Item> Queue::items() const
 {
 	std::vector<Item> out;
 	for (const auto& [id, e] : entries_) {
 		Item it;
 		it.env = e.env;
+		std::erase_if(it.env.recipients, [this, &entry = e](const std::string& r) { return recipient_done(entry, r); });
 		it.attempts = e.attempts;
 		it.next_try = e.next_try;
 		it.last_error = e.pending.empty() ? "" : *e.pending.back().error;

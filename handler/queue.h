@@ -91,7 +91,7 @@ class Queue {
 
 	// For the control socket (laimctl, mailq).
 	struct Item {
-		Envelope env;
+		Envelope env;  // its recipients: only those still to deliver to
 		uint64_t size = 0;
 		unsigned attempts = 0;
 		time_t next_try = 0;  // seconds_since_boot()
@@ -155,6 +155,7 @@ class Queue {
 	size_t fresh_ = 0;  // entries with fresh set
 	std::map<std::optional<uid_t>, size_t> retried_;  // the others, by source
 	void set_next_try(Entry& e, time_t at);
+	bool recipient_done(const Entry& e, const std::string& rcpt) const;
 	void forget(Entry& e);
 	void make_due(const std::string& id);
 	void dispatch(Entry& e);

@@ -7,7 +7,8 @@
 # control character, too long) is a usage error. A smarthost's reply with
 # C1 controls, a raw 8-bit CSI and a bidi override is escaped in show
 # queue and mailq as in the log, and a long reply of many lines is kept
-# as its first 500 bytes in show queue, mailq and failed/ID.reason.
+# as its first 500 bytes in show queue, mailq and failed/ID.reason. A
+# recipient that has the message is no longer listed under it.
 import sys
 sys.dont_write_bytecode = True
 import signal
@@ -215,6 +216,32 @@ def main():
 		finally:
 			peer.stop()
 
+	def done_recipients():
+		"""A recipient that has the message is left out of show queue and
+		mailq, as Postfix's showq leaves it out; one routed to two
+		instances stays until both have it."""
+		d.config["handlers"]["blk"] = {"type": "maildir", "path": blocked}
+		d.config["routes"] = [{"match": "*@blocked.example", "handlers": ["blk"]},
+				      {"match": "*@both.example", "handlers": ["inbox", "blk"]},
+				      {"match": "*", "handlers": ["inbox"]}]
+		d.write_config()
+		m = d.mark()
+		d.send_signal(signal.SIGHUP)
+		d.wait_log(r"configuration reloaded$", since=m)
+		check_ran(d.sendmail(["root", "x@blocked.example", "y@both.example"], b"Subject: mixed\n\nbody\n"))
+		q = d.wait_local_submission(m, "root@" + HOSTNAME).group(1)
+		for rcpt, inst, status in ((ROOT, "inbox", "delivered"), ("y@both.example", "inbox", "delivered"),
+					   ("x@blocked.example", "blk", "deferred"), ("y@both.example", "blk", "deferred")):
+			d.wait_log(r"%s: to=<%s>, handler=%s, status=%s" % (q, re.escape(rcpt), inst, status), since=m)
+		rows = queue_rows(d.laimctl(["show", "queue"]))
+		check_eq(rows[q].group(5), "x@blocked.example,y@both.example", "recipients of %s in show queue" % q)
+		r = d.sendmail([], argv0="mailq")
+		check_ran(r)
+		b = mailq_blocks(r.stdout)[q]
+		check_eq(re.findall(r"(?m)^ {42}(\S+)$", b), ["x@blocked.example", "y@both.example"],
+			 "recipients of %s in mailq (%r)" % (q, b))
+		check_ran(d.laimctl(["remove", q]))
+
 	def usage_errors():
 		"""An argument laimd would refuse is a usage error (64) naming what
 		is wrong, before sending it; the longest one laimd reads goes."""
@@ -244,6 +271,7 @@ def main():
 		("laimctl remove ID", remove),
 		("laimctl show failed; mailq with an empty queue", failed),
 		("a peer's reply in show queue, mailq, failed/: escaped as in the log, 500 bytes of it", peer_words),
+		("show queue and mailq leave out a recipient that has the message", done_recipients),
 		("laimctl usage errors exit 64 before sending; the longest request goes", usage_errors),
 	])
 
