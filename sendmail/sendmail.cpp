@@ -33,6 +33,7 @@
 
 #include "common/address.h"
 #include "common/aliases.h"
+#include "common/clock.h"
 #include "common/ctl.h"
 #include "common/fd.h"
 #include "common/offline.h"
@@ -299,11 +300,12 @@ void relay_greeting(int sock)
 	char b[4096];
 	for (;;) {
 		pollfd p{sock, POLLIN, 0};
-		int n = poll(&p, 1, 60 * 1000);
+		int n = poll(&p, 1, LAIMD_TIMEOUT * 1000);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n == 0)
-			throw Failure(EX_TEMPFAIL, "no greeting from laimd within 60 seconds");
+			throw Failure(EX_TEMPFAIL, "no greeting from laimd within " + std::to_string(LAIMD_TIMEOUT) +
+							   " seconds");
 		ssize_t r = read(sock, b, sizeof b);
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -322,7 +324,13 @@ void relay_greeting(int sock)
 // -bs: copies stdin to laimd's socket and its replies to stdout, so the
 // client speaks SMTP to laimd itself (and laimd sees our uid); SmtpRelay
 // makes bare LFs CRLF and holds the input after DATA until its reply.
-// The session went well when it ended with the 221 to QUIT.
+// Both directions move at once, the socket non-blocking: laimd stops
+// reading a client that reads none of its replies, so a long pipelined
+// input must have its replies taken while it goes on, or both sides wait
+// for each other for ever. laimd that owes a reply, or takes none of
+// our input, for LAIMD_TIMEOUT seconds ends the session (as sendmail's
+// own submission waits no longer); a silent client is laimd's to time
+// out. The session went well when it ended with the 221 to QUIT.
 int relay_smtp()
 {
 	UniqueFd sock;
@@ -334,23 +342,38 @@ int relay_smtp()
 		throw Failure(EX_TEMPFAIL, t.what());
 	}
 	relay_greeting(sock.get());
+	int flags = fcntl(sock.get(), F_GETFL);
+	if (flags < 0 || fcntl(sock.get(), F_SETFL, flags | O_NONBLOCK) < 0)
+		throw Failure(EX_OSERR, std::string("fcntl on laimd's socket: ") + strerror(errno));
 	SmtpRelay relay;
 	char in[16 * 1024], buf[16 * 1024];
 	size_t in_start = 0, in_end = 0;  // stdin read, not yet taken by the relay
 	bool reading = true;
-	std::string out;
+	std::string out;  // for laimd: written up to out_start
+	size_t out_start = 0;
+	int64_t quiet_since = monotonic_ms();  // laimd's last move, or when we began to wait for one
 	for (;;) {
-		if (in_start < in_end && !relay.held()) {
+		if (out_start == out.size() && in_start < in_end && !relay.held()) {
 			out.clear();
+			out_start = 0;
 			in_start += relay.from_client(std::string_view(in + in_start, in_end - in_start), out);
-			if (!write_all(sock.get(), out)) {  // laimd is gone: its last words are read below
-				in_start = in_end = 0;
-				reading = false;
-			}
 		}
-		bool more = reading && in_start == in_end;
-		pollfd p[2] = {{more ? STDIN_FILENO : -1, POLLIN, 0}, {sock.get(), POLLIN, 0}};
-		if (poll(p, 2, -1) < 0) {
+		bool writing = out_start < out.size();
+		int64_t now = monotonic_ms();
+		int wait = -1;
+		if (!writing && !relay.awaits_reply()) {
+			quiet_since = now;
+		} else {
+			int64_t left = quiet_since + LAIMD_TIMEOUT * 1000LL - now;
+			if (left <= 0)
+				throw Failure(EX_TEMPFAIL, "no answer from laimd within " + std::to_string(LAIMD_TIMEOUT) +
+								   " seconds");
+			wait = static_cast<int>(left);
+		}
+		bool more = reading && in_start == in_end && !writing;
+		pollfd p[2] = {{more ? STDIN_FILENO : -1, POLLIN, 0},
+			       {sock.get(), static_cast<short>(writing ? POLLIN | POLLOUT : POLLIN), 0}};
+		if (poll(p, 2, wait) < 0) {
 			if (errno == EINTR)
 				continue;
 			throw Failure(EX_OSERR, std::string("poll: ") + strerror(errno));
@@ -366,12 +389,25 @@ int relay_smtp()
 				reading = false;
 			}
 		}
-		if (p[1].revents) {
+		if (writing && (p[1].revents & (POLLOUT | POLLERR))) {
+			ssize_t n = write(sock.get(), out.data() + out_start, out.size() - out_start);
+			if (n > 0) {
+				out_start += size_t(n);
+				quiet_since = monotonic_ms();
+			} else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+				// laimd is gone: its last words are read below.
+				out_start = out.size();
+				in_start = in_end = 0;
+				reading = false;
+			}
+		}
+		if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
 			ssize_t n = read(sock.get(), buf, sizeof buf);
-			if (n < 0 && errno == EINTR)
+			if (n < 0 && (errno == EINTR || errno == EAGAIN))
 				continue;
 			if (n <= 0)
 				break;
+			quiet_since = monotonic_ms();
 			relay.from_laimd(std::string_view(buf, size_t(n)));
 			if (!write_all(STDOUT_FILENO, std::string_view(buf, size_t(n))))
 				return EX_IOERR;

@@ -191,6 +191,11 @@ class DataEncoder {
 	bool after_cr_ = false;
 };
 
+// Seconds sendmail waits for laimd: its greeting, a reply, room for more
+// input. laimd's local socket answers at once (it waits for no room in
+// the queue there), so a longer silence is a laimd that is stuck.
+constexpr int LAIMD_TIMEOUT = 60;
+
 // Why laimd could not take the message now: the caller falls back to
 // laim-drop. A permanent refusal is a Failure instead.
 class TemporaryFailure : public std::runtime_error {
@@ -205,7 +210,7 @@ struct Submission {
 	bool eight_bit = false;
 	int message_fd = -1;  // the prepared message, read from offset 0
 	bool verbose = false;
-	int timeout = 60;     // seconds per reply
+	int timeout = LAIMD_TIMEOUT;  // seconds per reply
 	size_t submitted = 0; // how many of recipients laimd has taken the message for
 };
 
@@ -243,6 +248,9 @@ class SmtpRelay {
 	void from_laimd(std::string_view in);
 	// The client's input waits for laimd's reply to DATA.
 	bool held() const { return held_; }
+	// laimd owes a reply: to a complete command line or the end of the
+	// data that it has not answered yet.
+	bool awaits_reply() const { return unanswered_ > (client_in_line_ && !data_ ? 1 : 0); }
 	// The code of laimd's last reply: 221 once QUIT is answered, 421
 	// when laimd ended the session; 0 before any.
 	int last_code() const { return last_code_; }

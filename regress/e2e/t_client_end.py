@@ -5,7 +5,8 @@
 #     to pipelined commands; a message cut off by the shutdown is dropped
 #     and nothing of it stays in the spool;
 #   - sendmail -bs takes a whole session piped in, with CRLF or LF line
-#     ends, and exits 0 after the 221 to QUIT, 75 without it;
+#     ends, and exits 0 after the 221 to QUIT, 75 without it; a long
+#     pipelined input gets its replies while it goes on (no deadlock);
 #   - a client that never reads its replies is closed once the idle
 #     timeout and then the same time without its output moving have
 #     passed, so its session slot is free again and SIGTERM ends laimd
@@ -120,6 +121,17 @@ def sendmail_bs_status(d):
 	t.stop()
 
 
+def sendmail_bs_pipelined(d):
+	"""200000 NOOPs piped whole into sendmail -bs: laimd stops reading a
+	client that reads none of its replies, so the relay takes them while
+	its input goes on, and the session ends with QUIT's 221."""
+	n = 200000
+	r = d.sendmail(["-bs"], b"EHLO client.example\n" + b"NOOP\n" * n + b"QUIT\n", timeout=20)
+	check_ran(r)
+	check_eq(len(re.findall(rb"(?m)^250 ", r.out)), n + 1, "replies 250 to EHLO and the NOOPs")
+	check(re.search(rb"\r\n221 [^\r\n]*\r\n$", r.out), "sendmail -bs last reply: %r" % r.out[-200:])
+
+
 def unread_replies():
 	d = Laimd(name="t_client_end_unread", timeout=2, max_sessions=2)
 	d.start()
@@ -175,6 +187,7 @@ def main():
 		("sendmail -bs gets its 250 and 221", lambda: sendmail_bs(d)),
 		("a session piped whole into sendmail -bs, with CRLF or LF", lambda: sendmail_bs_script(d)),
 		("sendmail -bs exits 75 without the 221 to QUIT", lambda: sendmail_bs_status(d)),
+		("200000 NOOPs piped into sendmail -bs: every reply, no deadlock", lambda: sendmail_bs_pipelined(d)),
 	])
 	d.stop()
 	unread_replies()
