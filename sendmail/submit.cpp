@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "common/smtp_command.h"
 #include "sendmail/sendmail.h"
 
 #ifndef LAIM_SOCKET
@@ -311,7 +312,9 @@ void smtp_submit(Submission& s)
 
 size_t SmtpRelay::from_client(std::string_view in, std::string& out)
 {
-	constexpr size_t HEAD = 5;  // "DATA" and what follows it
+	// The first octets of a line: laimd runs no command line longer than
+	// RFC 5321's 512 octets (a longer one taken for DATA only waits).
+	constexpr size_t HEAD = 512;
 	for (size_t i = 0; i < in.size(); i++) {
 		char c = in[i];
 		if (c == '\n' && !client_cr_)
@@ -335,9 +338,8 @@ size_t SmtpRelay::from_client(std::string_view in, std::string& out)
 			data_ = false;
 			unanswered_++;
 		} else if (!data_) {
-			// laimd's verb: DATA, alone or with arguments (which get 501).
-			held_ = line.size() >= 4 && strncasecmp(line.data(), "DATA", 4) == 0 &&
-				(line.size() == 4 || line[4] == ' ');
+			// DATA as laimd reads it ("DATA\t" too; with arguments: 501).
+			held_ = smtp_is_data(line);
 		}
 		client_line_.clear();
 		if (held_)

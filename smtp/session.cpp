@@ -29,6 +29,7 @@
 #include "common/fd.h"
 #include "common/hop_count.h"
 #include "common/log.h"
+#include "common/smtp_command.h"
 #include "smtp/replies.h"
 
 namespace laim {
@@ -380,11 +381,7 @@ void Session::command(std::string_view line)
 		reply(reply::nul_in_command);
 		return;
 	}
-	while (!line.empty() && (line.back() == ' ' || line.back() == '\t'))
-		line.remove_suffix(1);
-	size_t sp = line.find(' ');
-	std::string_view verb = line.substr(0, sp);
-	std::string_view arg = sp == std::string_view::npos ? std::string_view() : line.substr(sp + 1);
+	auto [verb, arg] = smtp_command(line);  // the split sendmail -bs relies on, in common/
 
 	if (m.shutdown_pending && !m.txn) {
 		reply_host(reply::shutdown_code, reply::shutdown);

@@ -85,15 +85,16 @@ def sendmail_bs(d):
 def sendmail_bs_script(d):
 	"""A session piped whole into sendmail -bs, its lines ending in CRLF
 	or in LF alone: the message goes after the 354 (laimd ends a session
-	whose text comes before it), LFs become CRLF, exit 0 after the 221."""
-	for eol in (b"\r\n", b"\n"):
+	whose text comes before it), LFs become CRLF, exit 0 after the 221.
+	"DATA<TAB>", which laimd runs as DATA, holds the text too."""
+	for eol, data in ((b"\r\n", b"DATA"), (b"\n", b"DATA"), (b"\n", b"DATA\t")):
 		lines = [b"EHLO client.example", b"MAIL FROM:<root@test.laim.example>", b"RCPT TO:<%s>" % RCPT.encode(),
-			 b"DATA", b"Subject: piped into -bs", b"", b"body", b".", b"QUIT"]
+			 data, b"Subject: piped into -bs", b"", b"body", b".", b"QUIT"]
 		r = d.sendmail(["-bs"], eol.join(lines) + eol)
 		check_ran(r)
 		m = re.search(rb"\r\n354 [^\r\n]*\r\n250 2\.0\.0 Ok: queued as (%s)\r\n221 [^\r\n]*\r\n$" % QID_RE.encode(),
 			      r.out)
-		check(m, "sendmail -bs with %r line ends: %r" % (eol, r.out))
+		check(m, "sendmail -bs with %r line ends and %r: %r" % (eol, data, r.out))
 		qid = m.group(1).decode()
 		d.wait_removed(qid)
 		copy = d.delivered_copies(qid)[RCPT][2]

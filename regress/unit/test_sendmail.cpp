@@ -761,6 +761,20 @@ START_TEST(test_bs_relay)
 	expect_str(out, "..\r\n.\r\n");
 	r.from_laimd("421 4.3.2 bye\r\n");
 	ck_assert_int_eq(r.last_code(), 421);
+	// DATA as laimd's session reads it: blanks at the end go, the verb
+	// ends at a space. The text after it waits for the 354.
+	for (const char* line : {"DATA\t\n", "data \t \r\n", "DATA\t\t\n", "DATA x\n"}) {
+		SmtpRelay d;
+		std::string o;
+		std::string in = std::string(line) + "Subject: s\n";
+		ck_assert_msg(d.from_client(in, o) == strlen(line) && d.held(), "%s not taken for DATA", line);
+	}
+	for (const char* line : {"DATA\tx\n", "DATAX\n", "XDATA\n"}) {
+		SmtpRelay d;
+		std::string o;
+		ck_assert_msg(d.from_client(std::string(line) + "NOOP\n", o) == strlen(line) + 5 && !d.held(),
+			      "%s taken for DATA", line);
+	}
 }
 END_TEST
 
