@@ -8,7 +8,8 @@
 // laim-drop, which stores it in the spool's offline/ directory for laimd
 // to import later. Exit status (sysexits.h): 0 once the message is
 // stored, 64 usage, 65 data error, 67 a recipient refused, 69 laimd
-// refused or is not there for -bp/-q, 75 not even laim-drop could store it
+// refused or is not there for -bp/-q, 74 reading the message or writing
+// the output failed, 75 not even laim-drop could store it
 // (or a -bs session ended without the 221 to QUIT).
 #include "config.h"
 
@@ -291,6 +292,14 @@ int deliver(const Options& o)
 	}
 }
 
+// -bs: what laimd sent, to the client. A stdout that takes nothing (its
+// reader gone) is our output's error, not laimd's: EX_IOERR.
+void write_stdout(std::string_view s)
+{
+	if (!write_all(STDOUT_FILENO, s))
+		throw Failure(EX_IOERR, std::string("writing to standard output: ") + strerror(errno));
+}
+
 // Copies laimd's greeting to stdout. The client's input is relayed only
 // after it: laimd drops a client that talks first (RFC 5321 3.1), and a
 // script piped into -bs has written all its commands already.
@@ -309,8 +318,9 @@ void relay_greeting(int sock)
 		ssize_t r = read(sock, b, sizeof b);
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r <= 0 || !write_all(STDOUT_FILENO, std::string_view(b, size_t(r))))
+		if (r <= 0)
 			throw Failure(EX_TEMPFAIL, "laimd closed the connection before its greeting");
+		write_stdout(std::string_view(b, size_t(r)));
 		buf.append(b, size_t(r));
 		// The greeting ends with a line "220 ..." (not "220-...").
 		for (size_t start = 0, lf; (lf = buf.find('\n', start)) != std::string::npos; start = lf + 1)
@@ -409,8 +419,7 @@ int relay_smtp()
 				break;
 			quiet_since = monotonic_ms();
 			relay.from_laimd(std::string_view(buf, size_t(n)));
-			if (!write_all(STDOUT_FILENO, std::string_view(buf, size_t(n))))
-				return EX_IOERR;
+			write_stdout(std::string_view(buf, size_t(n)));
 		}
 	}
 	if (relay.last_code() == 221)

@@ -7,6 +7,7 @@
 #   - sendmail -bs takes a whole session piped in, with CRLF or LF line
 #     ends, and exits 0 after the 221 to QUIT, 75 without it; a long
 #     pipelined input gets its replies while it goes on (no deadlock);
+#     a broken stdout is an output error (74);
 #   - a client that never reads its replies is closed once the idle
 #     timeout and then the same time without its output moving have
 #     passed, so its session slot is free again and SIGTERM ends laimd
@@ -133,6 +134,25 @@ def sendmail_bs_pipelined(d):
 	check(re.search(rb"\r\n221 [^\r\n]*\r\n$", r.out), "sendmail -bs last reply: %r" % r.out[-200:])
 
 
+def sendmail_bs_stdout(d):
+	"""sendmail -bs whose stdout breaks, before the greeting or after it,
+	exits 74 (an output error), saying so, and blames not laimd."""
+	env = dict(os.environ, **d.local_env())
+	rfd, wfd = os.pipe()
+	os.close(rfd)
+	p = subprocess.run([sendmail_path(), "-bs"], input=b"EHLO x\nQUIT\n", stdout=wfd, stderr=subprocess.PIPE,
+			   env=env, timeout=20)
+	os.close(wfd)
+	want = b"sendmail: writing to standard output: Broken pipe\n"
+	check_eq((p.returncode, p.stderr), (74, want), "sendmail -bs, its stdout broken before the greeting")
+	p = subprocess.Popen([sendmail_path(), "-bs"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+			     stderr=subprocess.PIPE, env=env)
+	check(p.stdout.readline().startswith(b"220 "), "sendmail -bs greeting")
+	p.stdout.close()
+	_, err = p.communicate(b"EHLO x\nQUIT\n", timeout=20)
+	check_eq((p.returncode, err), (74, want), "sendmail -bs, its stdout broken after the greeting")
+
+
 def unread_replies():
 	d = Laimd(name="t_client_end_unread", timeout=2, max_sessions=2)
 	d.start()
@@ -189,6 +209,7 @@ def main():
 		("a session piped whole into sendmail -bs, with CRLF or LF", lambda: sendmail_bs_script(d)),
 		("sendmail -bs exits 75 without the 221 to QUIT", lambda: sendmail_bs_status(d)),
 		("200000 NOOPs piped into sendmail -bs: every reply, no deadlock", lambda: sendmail_bs_pipelined(d)),
+		("sendmail -bs with a broken stdout exits 74", lambda: sendmail_bs_stdout(d)),
 	])
 	d.stop()
 	unread_replies()
