@@ -54,12 +54,18 @@ std::string unfolded_value(const std::string& text)
 	return v;
 }
 
+// Whether a field is one of a re-sending's (RFC 5322 3.6.6): Resent-*.
+bool resent_field(std::string_view name)
+{
+	return name.size() > 7 && iequal(name.substr(0, 7), "Resent-");
+}
+
 // Whether a field names recipients: To, Cc or Bcc, or with resent their
 // Resent- forms (RFC 5322 3.6.6).
 bool recipient_field(std::string_view name, bool resent)
 {
 	if (resent) {
-		if (name.size() <= 7 || !iequal(name.substr(0, 7), "Resent-"))
+		if (!resent_field(name))
 			return false;
 		name.remove_prefix(7);
 	}
@@ -281,14 +287,27 @@ void MessagePreparer::header_line(const std::string& line)
 // there), then the empty line when a body follows. A message being
 // re-sent (a Resent-To, -Cc or -Bcc field) goes to its Resent- recipients
 // only, not to the original ones again, as with Postfix, Exim and
-// sendmail 8.
+// sendmail 8. A message with Resent- fields gets the Resent-Date and
+// Resent-From that RFC 5322 3.6.6 requires of them, when missing, before
+// the first of them (their block), as Postfix adds them.
 void MessagePreparer::end_headers(bool separator)
 {
 	in_headers_ = false;
-	bool resent = std::any_of(headers_.begin(), headers_.end(),
-				  [](const Header& h) { return recipient_field(h.name, true); });
+	auto any = [this](auto pred) { return std::any_of(headers_.begin(), headers_.end(), pred); };
+	bool resent = any([](const Header& h) { return recipient_field(h.name, true); });
+	bool resent_date = any([](const Header& h) { return iequal(h.name, "Resent-Date"); });
+	bool resent_from = any([](const Header& h) { return iequal(h.name, "Resent-From"); });
+	bool resent_block = false;  // the first Resent- field was met
 	bool has_date = false, has_from = false, has_id = false;
 	for (const Header& h : headers_) {
+		if (!resent_block && resent_field(h.name)) {
+			resent_block = true;
+			if (!resent_date)
+				emit("Resent-Date: " + rfc5322_date(facts_.now) + std::string(CRLF));
+			if (!resent_from && !facts_.from_address.empty())  // none known: left out
+				emit("Resent-From: " + format_mailbox(facts_.from_name, facts_.from_address) +
+				     std::string(CRLF));
+		}
 		if (extract_ && recipient_field(h.name, resent))
 			add_address_list(unfolded_value(h.text), facts_.domain, h.name + ": header", EX_DATAERR,
 					 recipients_);

@@ -118,7 +118,8 @@ std::string gecos_name(std::string_view gecos, std::string_view login);
 // (LF, CRs before a LF, each bare CR) become CRLF, a leading Unix "From " line is
 // dropped; without ignore_dots a line holding a single "." ends the input;
 // the header block (at most MAX_HEADER bytes) is held until its end, then
-// Date, From and Message-ID are added when missing, Bcc, Resent-Bcc,
+// Date, From and Message-ID are added when missing (and Resent-Date and
+// Resent-From when there are Resent- fields), Bcc, Resent-Bcc,
 // Return-Path and Content-Length are removed and, with extract, the To/Cc/Bcc recipients are collected (the
 // Resent-To/Cc/Bcc ones instead when there are such fields). Everything
 // else passes byte for byte. Output goes to sink in chunks.

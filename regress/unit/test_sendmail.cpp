@@ -604,6 +604,20 @@ START_TEST(test_resent)
 	expect_strings(p.recipients, {"bob@x.example"});
 	expect_failure([] { prepare("To: bob@x.example\nResent-Cc: a@@x\n\nb\n", true, true); }, EX_DATAERR,
 		       "Resent-Cc: header");
+	// RFC 5322 3.6.6: the Resent- block gets the Resent-Date and
+	// Resent-From it lacks, before its first field, with or without -t.
+	setenv("TZ", "UTC0", 1);
+	tzset();
+	std::string head = "From: a@x\r\nDate: d\r\nMessage-ID: <i@x>\r\n";
+	for (bool extract : {true, false}) {
+		p = prepare("From: a@x\nDate: d\nMessage-ID: <i@x>\nresent-to: root\n\nb\n", true, extract);
+		expect_str(p.out, head + "Resent-Date: Tue, 4 Jun 2024 07:05:03 +0000\r\n"
+					 "Resent-From: Alice Liddell <alice@host.example>\r\nresent-to: root\r\n\r\nb\r\n");
+	}
+	p = prepare("From: a@x\nDate: d\nMessage-ID: <i@x>\nResent-Bcc: root\nResent-Date: e\n\nb\n", true, true);
+	expect_str(p.out, head + "Resent-From: Alice Liddell <alice@host.example>\r\nResent-Date: e\r\n\r\nb\r\n");
+	p = prepare("From: a@x\nDate: d\nMessage-ID: <i@x>\nResent-From: r@x\nResent-Date: e\n\nb\n", true, false);
+	expect_str(p.out, head + "Resent-From: r@x\r\nResent-Date: e\r\n\r\nb\r\n");
 }
 END_TEST
 
