@@ -120,10 +120,10 @@ std::string gecos_name(std::string_view gecos, std::string_view login)
 	return name.substr(b, name.find_last_not_of(" \t") - b + 1);
 }
 
-std::string format_mailbox(const std::string& name, const std::string& addr)
+std::string mailbox_field(const std::string& field, const std::string& name, const std::string& addr)
 {
 	if (name.empty())
-		return addr;
+		return field + ": " + addr + std::string(CRLF);
 	gmime_init_once();
 	// A name that is not UTF-8 is taken as Latin-1 (an old GECOS field or
 	// terminal), where every byte is a character, so that it is encoded
@@ -136,17 +136,21 @@ std::string format_mailbox(const std::string& name, const std::string& addr)
 			utf8 = s;
 		g_free(s);
 	}
+	// GMime writes the field as it writes a header, folded (a long -F
+	// name made a line past RFC 5322's 998 octets, which laimd's TCP
+	// listener and other MTAs refuse), with CRLF line ends.
+	InternetAddressList* list = internet_address_list_new();
 	InternetAddress* ia = internet_address_mailbox_new(utf8.c_str(), addr.c_str());
-	char* s = internet_address_to_string(ia, nullptr, TRUE);
-	std::string out;
-	// GMime folds a long result with bare LFs: make them CRLF.
-	for (const char* p = s; *p; p++) {
-		if (*p == '\n' && (out.empty() || out.back() != '\r'))
-			out += '\r';
-		out += *p;
-	}
-	g_free(s);
+	internet_address_list_add(list, ia);
+	GMimeFormatOptions* options = g_mime_format_options_new();
+	g_mime_format_options_set_newline_format(options, GMIME_NEWLINE_FORMAT_DOS);
+	GString* str = g_string_new((field + ": ").c_str());
+	internet_address_list_encode(list, options, str);
+	std::string out(str->str, str->len);
+	g_string_free(str, TRUE);
+	g_mime_format_options_free(options);
 	g_object_unref(ia);
+	g_object_unref(list);
 	return out;
 }
 
@@ -305,8 +309,7 @@ void MessagePreparer::end_headers(bool separator)
 			if (!resent_date)
 				emit("Resent-Date: " + rfc5322_date(facts_.now) + std::string(CRLF));
 			if (!resent_from && !facts_.from_address.empty())  // none known: left out
-				emit("Resent-From: " + format_mailbox(facts_.from_name, facts_.from_address) +
-				     std::string(CRLF));
+				emit(mailbox_field("Resent-From", facts_.from_name, facts_.from_address));
 		}
 		if (extract_ && recipient_field(h.name, resent))
 			add_address_list(unfolded_value(h.text), facts_.domain, h.name + ": header", EX_DATAERR,
@@ -323,7 +326,7 @@ void MessagePreparer::end_headers(bool separator)
 	if (!has_from && facts_.from_address.empty())
 		throw Failure(EX_NOUSER, facts_.from_error);
 	if (!has_from)
-		emit("From: " + format_mailbox(facts_.from_name, facts_.from_address) + std::string(CRLF));
+		emit(mailbox_field("From", facts_.from_name, facts_.from_address));
 	if (!has_id)
 		emit("Message-ID: <" + std::to_string(facts_.now) + "." + std::to_string(facts_.pid) + "." +
 		     facts_.random + "@" + facts_.domain + ">" + std::string(CRLF));

@@ -105,10 +105,11 @@ struct HeaderFacts {
 // "Tue, 4 Jun 2024 09:05:03 +0200".
 std::string rfc5322_date(time_t t);
 
-// "Name <addr>" (or "addr" when name is empty), the name quoted or
-// RFC 2047 encoded as needed, for a From: header. A name that is not
-// UTF-8 is read as Latin-1.
-std::string format_mailbox(const std::string& name, const std::string& addr);
+// The header field "FIELD: Name <addr>" CRLF (or "FIELD: addr" when name
+// is empty), the name quoted or RFC 2047 encoded as needed, folded so
+// that no line passes 78 octets where it can (From:, Resent-From:). A
+// name that is not UTF-8 is read as Latin-1.
+std::string mailbox_field(const std::string& field, const std::string& name, const std::string& addr);
 
 // The GECOS full name: the part before the first comma, with '&' (BSD
 // convention) replaced by the capitalized login name.

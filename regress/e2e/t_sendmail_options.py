@@ -3,7 +3,8 @@
 # usage errors (64, with a message naming what is wrong, and nothing is
 # submitted); no recipient at all is a data error (65); every option that
 # is accepted and ignored leaves the message delivered; -v shows the SMTP
-# dialogue on stderr; commas split recipients; -r and -F NAME work; more
+# dialogue on stderr; commas split recipients; -r and -F NAME work (a
+# long NAME folded); more
 # recipients than one transaction takes go in several, and a refused one
 # among them leaves nothing stored.
 import sys
@@ -67,6 +68,16 @@ def from_name(d):
 	check_added_headers(extra, "-F NAME", "Nightly Job", "jobs@other.example")  # the envelope sender, as sendmail 8 and Postfix do
 
 
+def long_name(d):
+	"""-F with a 1200-character name: the From: field is folded, no line of
+	the delivered header passes RFC 5322's 998 octets."""
+	copies = accepted(d, ["-F", "x" * 1200, "root"], "long name")
+	head = copies[ROOT].split(b"\r\n\r\n")[0]
+	longest = max(len(line) for line in head.split(b"\r\n"))
+	check(longest <= 998, "a header line of %d octets: %r" % (longest, head[:2000]))
+	check(re.search(rb"(?m)^From:(\r\n[ \t].*)*<root@", head), "no From: field: %r" % head[:2000])
+
+
 def many_recipients(d):
 	"""More recipients than laimd takes in one transaction (100): sendmail
 	sends the message in as many, each recipient gets one copy."""
@@ -122,6 +133,7 @@ def main():
 		 lambda: accepted(d, ["alpha, beta@other.example,gamma"], "commas",
 				  rcpts=("alpha@" + HOSTNAME, "beta@other.example", "gamma@" + HOSTNAME))),
 		("-F NAME (separate) and -r ADDR", lambda: from_name(d)),
+		("-F with a 1200-character name: From: folded", lambda: long_name(d)),
 		("250 recipients: three transactions, one copy each", lambda: many_recipients(d)),
 		("150 recipients, the 120th refused: 67, nothing stored", lambda: refused_later(d)),
 	])

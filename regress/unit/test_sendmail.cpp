@@ -467,20 +467,36 @@ END_TEST
 
 START_TEST(test_from_format)
 {
-	std::string s = format_mailbox("CronDaemon", "root@h.example");
-	expect_str(s, "CronDaemon <root@h.example>");
-	s = format_mailbox("", "root@h.example");
-	expect_str(s, "root@h.example");
-	s = format_mailbox("Doe, John", "jd@h.example");
-	expect_str(s, "\"Doe, John\" <jd@h.example>");
-	s = format_mailbox("J\xc3\xb6rg", "j@h.example");  // RFC 2047 encoded
-	ck_assert_msg(s.find("=?") == 0 && s.find("?= <j@h.example>") != std::string::npos, "got %s", s.c_str());
-	for (char c : s)
+	std::string s = mailbox_field("From", "CronDaemon", "root@h.example");
+	expect_str(s, "From: CronDaemon <root@h.example>\r\n");
+	s = mailbox_field("From", "", "root@h.example");
+	expect_str(s, "From: root@h.example\r\n");
+	s = mailbox_field("Resent-From", "Doe, John", "jd@h.example");
+	expect_str(s, "Resent-From: \"Doe, John\" <jd@h.example>\r\n");
+	s = mailbox_field("From", "J\xc3\xb6rg", "j@h.example");  // RFC 2047 encoded
+	ck_assert_msg(s.find("From: =?") == 0 && s.find("?= <j@h.example>\r\n") != std::string::npos, "got %s",
+		      s.c_str());
+	for (char c : s.substr(0, s.size() - 2))
 		ck_assert_msg(static_cast<unsigned char>(c) < 0x80 && c != '\n', "raw byte in %s", s.c_str());
 	// A name that is not UTF-8 (a Latin-1 GECOS or -F) is read as Latin-1.
-	std::string latin1 = format_mailbox("J\xf6rg M\xfc" "ller", "j@h.example");
-	std::string utf8 = format_mailbox("J\xc3\xb6rg M\xc3\xbc" "ller", "j@h.example");
+	std::string latin1 = mailbox_field("From", "J\xf6rg M\xfc" "ller", "j@h.example");
+	std::string utf8 = mailbox_field("From", "J\xc3\xb6rg M\xc3\xbc" "ller", "j@h.example");
 	ck_assert_msg(latin1 == utf8, "got %s, want %s", latin1.c_str(), utf8.c_str());
+	// A long name, one word or many, is folded: no line of the field
+	// passes RFC 5322's 998 octets, and each ends in CRLF.
+	std::string words;
+	for (int i = 0; i < 300; i++)
+		words += "J\xc3\xb6rg ";
+	for (const std::string& name : {std::string(1200, 'x'), words}) {
+		s = mailbox_field("From", name, "j@h.example");
+		ck_assert_msg(s.size() > 1200 && s.compare(s.size() - 15, 15, "<j@h.example>\r\n") == 0, "got %s",
+			      s.c_str());
+		for (size_t start = 0, end; start < s.size(); start = end + 2) {
+			end = s.find("\r\n", start);
+			ck_assert_msg(end - start <= 998 && s.find('\n', start) == end + 1, "a line of %zu octets in %s",
+				      end - start, s.c_str());
+		}
+	}
 }
 END_TEST
 
