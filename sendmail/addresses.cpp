@@ -82,7 +82,7 @@ std::optional<std::vector<std::string>> parse_list(std::string_view text)
 std::string checked_address(std::string_view addr, std::string_view domain, const std::string& where, int code)
 {
 	if (!addr.empty() && addr[0] == '-')
-		throw Failure(EX_USAGE, where + ": address \"" + std::string(addr) + "\" begins with '-': refused");
+		throw Failure(code, where + ": address \"" + std::string(addr) + "\" begins with '-': refused");
 	if (addr.empty())
 		throw Failure(code, where + ": empty address");
 	std::string q = qualify(addr, domain);

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <string>
 
+#include "common/log.h"
 #include "sendmail/sendmail.h"
 
 namespace laim::sendmail {
@@ -136,6 +137,8 @@ void parse_cluster(Options& o, const std::vector<std::string>& args, size_t& i)
 			o.mode = Mode::Flush;
 			return;
 		default:
+			if (c == '-')  // "--help": there are no long options; the whole one is named
+				throw Failure(EX_USAGE, "unknown option " + log_escape(a));
 			unsigned char u = static_cast<unsigned char>(c);
 			char name[8] = {c, 0};
 			if (u < 0x20 || u >= 0x7f)

@@ -73,8 +73,8 @@ std::string qualify(std::string_view addr, std::string_view domain);
 // with GMime, and appends its mailboxes (groups flattened), qualified and
 // checked, to out unless already there. Throws Failure(code) naming
 // `where` for a list that does not parse (or only in part: nothing is
-// dropped silently) or an invalid address, and Failure(EX_USAGE) for an
-// address that begins with '-'. An empty or blank list adds nothing.
+// dropped silently), an invalid address or one that begins with '-'. An
+// empty or blank list adds nothing.
 void add_address_list(std::string_view list, std::string_view domain, const std::string& where, int code,
 		      std::vector<std::string>& out);
 

@@ -113,6 +113,7 @@ def main():
 	d = Laimd(routes=[{"match": m, "handlers": ["inbox"]} for m in ("*@" + HOSTNAME, "*@other.example")]).start()
 	run_rows([
 		("unknown option -Y: 64 naming it", lambda: refused(d, ["-Y", "root"], 64, ["Y"])),
+		("--help: 64 naming it whole", lambda: refused(d, ["--help"], 64, ["unknown option --help\n"])),
 		("recipient -oQ/tmp/x after --: 64", lambda: refused(d, ["--", "-oQ/tmp/x"], 64, ["-oQ/tmp/x"])),
 		("recipient --help after --: 64", lambda: refused(d, ["-i", "--", "--help"], 64, ["--help"])),
 		("recipient -oQ/tmp/x split from root,-oQ/tmp/x: 64",
@@ -122,6 +123,9 @@ def main():
 		("LF in the -f value: 64", lambda: refused(d, ["-fa@b.example\nX", "root"], 64, [])),
 		("LF in a recipient: 64",
 		 lambda: refused(d, ["root\nRCPT TO:<evil@x.example>"], 64, [])),
+		("-t with To: -x@other.example: 65 (a bad header address)",
+		 lambda: refused(d, ["-t"], 65, ["To: header", "-x@other.example"],
+				 stdin=b"To: -x@other.example\nSubject: s\n\nb\n")),
 		("-t without any recipient: 65",
 		 lambda: refused(d, ["-t"], 65, [], stdin=b"Subject: nobody\n\nno To, Cc or Bcc\n")),
 	] + [

@@ -324,6 +324,9 @@ START_TEST(test_refused_options)
 	expect_usage_error({"-d0.1"}, "unknown option -d");
 	expect_usage_error({"-tiz"}, "unknown option -z");
 	expect_usage_error({"-\x01"}, "unknown option -\\x01");
+	// No long options: the whole argument is named, escaped.
+	expect_usage_error({"--help"}, "unknown option --help");
+	expect_usage_error({"root", "--version\x1b"}, "unknown option --version\\x1b");
 	expect_usage_error({"-bd"}, "unsupported option -bd");
 	expect_usage_error({"-bt"}, "unsupported option -bt");
 	expect_usage_error({"-bv", "root"}, "unsupported option -bv");
@@ -641,7 +644,8 @@ START_TEST(test_extract_errors)
 {
 	expect_failure([] { prepare("To: a@@x\n\nb\n", true, true); }, EX_DATAERR, "To: header");
 	expect_failure([] { prepare("Cc: foo bar\n\nb\n", true, true); }, EX_DATAERR, "Cc: header");
-	expect_failure([] { prepare("To: ok@x, -oQ/tmp@x\n\nb\n", true, true); }, EX_USAGE, "begins with '-'");
+	// A bad address in a header is a data error, as sendmail(8) says.
+	expect_failure([] { prepare("To: ok@x, -oQ/tmp@x\n\nb\n", true, true); }, EX_DATAERR, "begins with '-'");
 	// Not an error without -t.
 	Prepared p = prepare("To: a@@x\n\nb\n", true, false);
 	ck_assert(p.out.find("To: a@@x\r\n") == 0);
