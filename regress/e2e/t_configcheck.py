@@ -11,6 +11,19 @@ import subprocess
 from harness import *
 
 
+
+def laimd_d_refused(confpath, what, env=None):
+	"""laimd -d with confpath, which must not start: (exit status, stderr)."""
+	p = subprocess.Popen([laimd_path(), "-d", "-f", confpath], stdout=subprocess.PIPE,
+			     stderr=subprocess.PIPE, start_new_session=True, env=env)
+	try:
+		_, err = p.communicate(timeout=10)
+	except subprocess.TimeoutExpired:
+		os.killpg(p.pid, 9)
+		p.wait()
+		raise Fail("%s: laimd -d started anyway" % what)
+	return p.returncode, err
+
 def base_lines(d):
 	return [
 		'listen: ["127.0.0.1:%d"]' % d.port,        # 1
@@ -132,15 +145,8 @@ def main():
 		check_eq(r.returncode, 1, "%s config: exit status of laimd -n (stderr %r)" % (what, err))
 		check(d.confpath in err, "%s config: the refusal does not name the file: %r" % (what, err))
 		# The daemon refuses to start with it too.
-		p = subprocess.Popen([laimd_path(), "-d", "-f", d.confpath], stdout=subprocess.PIPE,
-				     stderr=subprocess.PIPE, start_new_session=True)
-		try:
-			_, perr = p.communicate(timeout=10)
-		except subprocess.TimeoutExpired:
-			os.killpg(p.pid, 9)
-			p.wait()
-			raise Fail("%s config: laimd -d started anyway" % what)
-		check_eq(p.returncode, 1, "%s config: exit status of laimd -d (stderr %r)" % (what, perr))
+		status, perr = laimd_d_refused(d.confpath, "%s config" % what)
+		check_eq(status, 1, "%s config: exit status of laimd -d (stderr %r)" % (what, perr))
 
 	# The paths built into sendmail, laim-drop and laimctl: laim-drop would
 	# store mail in an offline/ laimd never imports, and sendmail and
@@ -158,16 +164,9 @@ def main():
 		r = laimd_n(d.confpath, env=tools)
 		check_eq((r.returncode, r.stderr.decode(errors="replace")), (1, "laimd: %s\n" % want),
 			 "laimd -n with %s: moved" % key)
-		p = subprocess.Popen([laimd_path(), "-d", "-f", d.confpath], stdout=subprocess.PIPE,
-				     stderr=subprocess.PIPE, start_new_session=True, env=dict(os.environ, **tools))
-		try:
-			_, perr = p.communicate(timeout=10)
-		except subprocess.TimeoutExpired:
-			os.killpg(p.pid, 9)
-			p.wait()
-			raise Fail("laimd -d with %s: moved started anyway" % key)
-		check(p.returncode == 1 and want in perr.decode(errors="replace"),
-		      "laimd -d with %s: moved: exit %d, stderr %r" % (key, p.returncode, perr))
+		status, perr = laimd_d_refused(d.confpath, "laimd -d with %s: moved" % key, dict(os.environ, **tools))
+		check(status == 1 and want in perr.decode(errors="replace"),
+		      "laimd -d with %s: moved: exit %d, stderr %r" % (key, status, perr))
 
 	r = laimd_n(os.path.join(d.dir, "missing.yml"))
 	check_eq(r.returncode, 1, "laimd -n on a missing file")

@@ -484,16 +484,32 @@ START_TEST(command_argv_user_and_environment)
 }
 END_TEST
 
+// An aliases file in a temporary directory of its own, which lists one
+// command, "|/bin/echo listed ran"; both go at the end of the case.
+struct ListedAliases {
+	char dir[32] = "/tmp/laim-test-parent-XXXXXX";
+	std::string path;
+	ListedAliases()
+	{
+		ck_assert_ptr_nonnull(mkdtemp(dir));
+		path = std::string(dir) + "/aliases";
+		FILE* f = fopen(path.c_str(), "w");
+		ck_assert_ptr_nonnull(f);
+		fputs("listed: \"|/bin/echo listed ran\"\n", f);
+		fclose(f);
+	}
+	~ListedAliases()
+	{
+		unlink(path.c_str());
+		rmdir(dir);
+	}
+};
+
 START_TEST(command_alias_targets)
 {
 	ck_assert_msg(geteuid() == 0, "the command service tests run as root (make check does)");
-	char dir[] = "/tmp/laim-test-parent-XXXXXX";
-	ck_assert_ptr_nonnull(mkdtemp(dir));
-	std::string aliases = std::string(dir) + "/aliases";
-	FILE* f = fopen(aliases.c_str(), "w");
-	ck_assert_ptr_nonnull(f);
-	fputs("listed: \"|/bin/echo listed ran\"\n", f);
-	fclose(f);
+	ListedAliases listed;
+	const std::string& aliases = listed.path;
 	std::string extra = "aliases: " + aliases + "\nalias_commands: true\n";
 	Config cfg = command_config("  x:\n    type: discard\n", extra);
 
@@ -512,8 +528,6 @@ START_TEST(command_alias_targets)
 	r = run_command(off, {ALIAS_COMMAND_INSTANCE, "0123456789", "s@x.example", {"|/bin/echo listed ran"}});
 	ck_assert(r.fail.permanent);
 	ck_assert_string_eq(r.fail.why, "alias commands are not enabled (alias_commands)");
-	unlink(aliases.c_str());
-	rmdir(dir);
 }
 END_TEST
 
@@ -637,13 +651,8 @@ END_TEST
 START_TEST(command_never_as_laims_own_uid)
 {
 	ck_assert_msg(geteuid() == 0, "the command service tests run as root (make check does)");
-	char dir[] = "/tmp/laim-test-parent-XXXXXX";
-	ck_assert_ptr_nonnull(mkdtemp(dir));
-	std::string aliases = std::string(dir) + "/aliases";
-	FILE* f = fopen(aliases.c_str(), "w");
-	ck_assert_ptr_nonnull(f);
-	fputs("listed: \"|/bin/echo listed ran\"\n", f);
-	fclose(f);
+	ListedAliases listed;
+	const std::string& aliases = listed.path;
 	Config cfg = command_config(PRINTER, "aliases: " + aliases + "\nalias_commands: true\n");
 	struct passwd* pw = getpwnam("nobody");
 	ck_assert_ptr_nonnull(pw);
@@ -663,8 +672,6 @@ START_TEST(command_never_as_laims_own_uid)
 			      "%s: started as the smtp process's uid", req.instance.c_str());
 		ck_assert_string_eq(r.fail.why, pipe_why + "smtp" + tail);
 	}
-	unlink(aliases.c_str());
-	rmdir(dir);
 }
 END_TEST
 
