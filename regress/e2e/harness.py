@@ -518,6 +518,10 @@ def _pgid_members(pgid):
 	return pids
 
 
+def _on_one_cpu():
+	os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
 def steal_seqpacket(pid, pick):
 	"""A copy of one of pid's SOCK_SEQPACKET sockets (its imsg channels),
 	taken with pidfd_getfd as root: pick(list of (inode, fd)) chooses, by
@@ -530,6 +534,10 @@ def steal_seqpacket(pid, pick):
 			cols = line.split()
 			if cols[4] == "0005":  # SOCK_SEQPACKET
 				seq.add(int(cols[6]))
+	# Socket inode numbers come from per-CPU batches (get_next_ino): they
+	# follow the order the parent made the pairs in only if it ran on one CPU.
+	check(len(os.sched_getaffinity(pid)) == 1,
+	      "process %d may run on several CPUs: its channels' inode order says nothing (Laimd.one_cpu)" % pid)
 	found = []
 	for fd in os.listdir("/proc/%d/fd" % pid):
 		try:
@@ -963,6 +971,7 @@ class Laimd:
 			f.write(HOSTNAME + "\n")
 		os.chmod(self.mailname, 0o644)
 		self.attempt = 0
+		self.one_cpu = False  # for steal_seqpacket(): laimd and its children on one CPU
 		self.port = _port_for(self.name, 0)
 		self.start_mark = 0
 		self.known_children = set()
@@ -1105,7 +1114,8 @@ class Laimd:
 			logf = open(self.logpath, "ab")
 			self.proc = subprocess.Popen([self.laimd, "-d", "-v", "-f", self.confpath],
 						     stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-						     start_new_session=True, close_fds=True)
+						     start_new_session=True, close_fds=True,
+						     preexec_fn=_on_one_cpu if self.one_cpu else None)
 			logf.close()
 			end = time.monotonic() + timeout
 			while time.monotonic() < end:

@@ -20,6 +20,7 @@ from harness import *
 
 def main():
 	d = Laimd(alias_commands=True)
+	d.one_cpu = True  # its channels are stolen by age
 	cmd = os.path.join(d.dir, "cmd")
 	os.mkdir(cmd, 0o755)
 	nobody = pwd.getpwnam("nobody")

@@ -52,6 +52,7 @@ def main():
 	user = local_user()
 	mail_gid = grp.getgrnam("mail").gr_gid
 	d, mail_dir = mbox_laimd()
+	d.one_cpu = True  # its channels are stolen by age
 	d.start()
 	box = os.path.join(mail_dir, user.pw_name)
 
