@@ -360,8 +360,6 @@ class ConfigParser {
 	{
 		throw ConfigError(file_, line, key, what);
 	}
-	void tools_path_only(int line, const std::string& key, const std::string& path, const char* builtin,
-			     const char* test_variable, const char* users) const;
 	// The value n of key, to read or refuse with the one rule of
 	// common/yaml_value.h.
 	YamlValue value(const YamlNode& n, const std::string& key) const { return YamlValue(n, file_, key); }
@@ -392,7 +390,6 @@ class ConfigParser {
 	int smtputf8_line_ = 0;  // set once enable_smtputf8 (either spelling) is seen
 	int retry_initial_line_ = 0;
 	int retry_max_line_ = 0;
-	int socket_line_ = 0, control_socket_line_ = 0;
 };
 
 // "HOST:PORT" with a numeric IPv4 host or a bracketed IPv6 host. laim does
@@ -722,29 +719,6 @@ void ConfigParser::rate_limits(const YamlNode& n)
 	}
 }
 
-// spool:, socket: and control_socket: may only name the path built into
-// the programs that use them besides laimd (users): those cannot read
-// this file (root's, 0600), and laim-drop, setgid, must not take a path
-// from anything a user controls. Another path would have laim-drop store
-// mail where laimd never imports it, and sendmail and laimctl find no
-// laimd. In a test build the path is the one the case gives those
-// programs in its environment (test_variable, see regress/e2e
-// harness.py, local_env), and there is none to match without it.
-void ConfigParser::tools_path_only(int line, const std::string& key, const std::string& path, const char* builtin,
-				   const char* test_variable, const char* users) const
-{
-#ifdef LAIM_TEST_SEAMS
-	const char* variable = getenv(test_variable);
-	std::string tools = variable ? variable : "";
-	(void)builtin;
-#else
-	std::string tools = builtin;
-	(void)test_variable;
-#endif
-	if (!tools.empty() && path != tools)
-		fail(line, key, "must be " + tools + ", the path built into " + users + " (they do not read this file)");
-}
-
 // One core key. handlers, routes and rate_limits are dealt with by parse().
 void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 {
@@ -753,15 +727,10 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 	} else if (name == "socket" || name == "control_socket") {
 		std::string& p = name == "socket" ? cfg_.socket : cfg_.control_socket;
 		p = value(n, name).path();
-		(name == "socket" ? socket_line_ : control_socket_line_) = n.line;
+		(name == "socket" ? cfg_.socket_line : cfg_.control_socket_line) = n.line;
 		if (p.size() >= sizeof(sockaddr_un::sun_path))
 			fail(n.line, name, "too long for a unix socket path (at most " +
 					       std::to_string(sizeof(sockaddr_un::sun_path) - 1) + " bytes)");
-		if (name == "socket")
-			tools_path_only(n.line, name, p, LAIM_SOCKET, "LAIM_SOCKET", "sendmail");
-		else
-			tools_path_only(n.line, name, p, LAIM_CONTROL_SOCKET, "LAIM_CONTROL",
-					"laimctl, mailq and newaliases");
 	} else if (name == "user" || name == "smtp_user") {
 		std::string& u = name == "user" ? cfg_.user : cfg_.smtp_user;
 		u = value(n, name).string();
@@ -801,7 +770,7 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 		cfg_.spool = value(n, name).path();
 		if (cfg_.spool == "/")
 			fail(n.line, name, "must be a directory below / (laimd makes it the laim user's)");
-		tools_path_only(n.line, name, cfg_.spool, LAIM_SPOOL_DIR, "LAIM_TEST_SPOOL_DIR", "laim-drop");
+		cfg_.spool_line = n.line;
 	} else if (name == "aliases") {
 		cfg_.aliases = value(n, name).path();
 	} else if (name == "mail_dir") {
@@ -868,8 +837,8 @@ Config ConfigParser::parse(const YamlNode& root)
 	// One path for both: the second bind would take the first one's name,
 	// and sendmail would hand its mail to the control socket.
 	if (cfg_.socket == cfg_.control_socket) {
-		bool control = control_socket_line_ != 0;
-		fail(control ? control_socket_line_ : socket_line_, control ? "control_socket" : "socket",
+		bool control = cfg_.control_socket_line != 0;
+		fail(control ? cfg_.control_socket_line : cfg_.socket_line, control ? "control_socket" : "socket",
 		     std::string("the same path as ") + (control ? "socket" : "control_socket") + " (" + cfg_.socket +
 			     "): each needs its own");
 	}
@@ -1021,6 +990,44 @@ void listen_check_files(const Config& cfg)
 		if (!fd || read(fd.get(), &c, 1) < 0)
 			throw ConfigError(cfg.file, a.cert.line, a.name + ".cert", a.cert.path + ": " + strerror(errno));
 	}
+}
+
+namespace {
+
+// spool:, socket: and control_socket: may only name the path built into
+// the programs that use them besides laimd (users): those cannot read
+// this file (root's, 0600), and laim-drop, setgid, must not take a path
+// from anything a user controls. Another path would have laim-drop store
+// mail where laimd never imports it, and sendmail and laimctl find no
+// laimd. In a test build the path is the one the case gives those
+// programs in its environment (test_variable, see regress/e2e
+// harness.py, local_env), and there is none to match without it.
+void tools_path_only(const Config& cfg, int line, const std::string& key, const std::string& path,
+		     const char* builtin, const char* test_variable, const char* users)
+{
+	if (line == 0)
+		return;  // not in the file: the default, the built-in path
+#ifdef LAIM_TEST_SEAMS
+	const char* variable = getenv(test_variable);
+	std::string tools = variable ? variable : "";
+	(void)builtin;
+#else
+	std::string tools = builtin;
+	(void)test_variable;
+#endif
+	if (!tools.empty() && path != tools)
+		throw ConfigError(cfg.file, line, key,
+				  "must be " + tools + ", the path built into " + users + " (they do not read this file)");
+}
+
+}  // namespace
+
+void config_check_tool_paths(const Config& cfg)
+{
+	tools_path_only(cfg, cfg.spool_line, "spool", cfg.spool, LAIM_SPOOL_DIR, "LAIM_TEST_SPOOL_DIR", "laim-drop");
+	tools_path_only(cfg, cfg.socket_line, "socket", cfg.socket, LAIM_SOCKET, "LAIM_SOCKET", "sendmail");
+	tools_path_only(cfg, cfg.control_socket_line, "control_socket", cfg.control_socket, LAIM_CONTROL_SOCKET,
+			"LAIM_CONTROL", "laimctl, mailq and newaliases");
 }
 
 void config_check_users(const Config& cfg)

@@ -127,6 +127,7 @@ struct Config {
 	std::string user = "laim";  // the handler process's user; owns the spool
 	std::string smtp_user = "laim-smtp";  // the smtp process's user; owns nothing
 	int user_line = 0, smtp_user_line = 0;  // where the file sets them; 0: the default
+	int spool_line = 0, socket_line = 0, control_socket_line = 0;  // likewise
 	std::string hostname;  // empty: /etc/mailname or the FQDN, resolved once at start
 	std::string ident;     // default "laim VERSION"
 	uint32_t max_queue_size = 50;  // messages in flight: not those deferred
@@ -199,5 +200,11 @@ void listen_check_files(const Config& cfg);
 // file, line and key. Not part of config_parse(): the handler process,
 // which parses a reloaded config too, does not read the user database.
 void config_check_users(const Config& cfg);
+
+// spool, socket and control_socket name the paths built into laim-drop,
+// sendmail and laimctl, which do not read the file. Throws ConfigError
+// naming file, line and key. Not part of config_parse(), so that unit
+// tests of the parser may name other paths in any build.
+void config_check_tool_paths(const Config& cfg);
 
 }  // namespace laim

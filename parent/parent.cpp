@@ -86,6 +86,7 @@ Config load_config(const std::string& file, std::string* text, Secrets* secrets,
 {
 	*text = config_read(file, world_readable);
 	Config cfg = config_parse(*text, file);
+	config_check_tool_paths(cfg);
 	listen_check_files(cfg);
 	config_check_users(cfg);
 	*secrets = Secrets::from_files();
