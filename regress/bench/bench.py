@@ -339,6 +339,40 @@ class SmtpSink:
 		kill_tree(self.proc)
 
 
+# A release laimd takes only the spool and sockets built into laim-drop,
+# sendmail and laimctl (LAIM_SPOOL_DIR and LAIM_RUN_DIR, which make bench
+# passes from configure's directories). at_builtin_paths() runs it in a
+# mount namespace of its own in which directories of its scratch dir are
+# bind-mounted on the parents of those paths, so that each laimd still has
+# a spool of its own, on the file system under test. A test build runs the
+# same way, so that the figures of both compare.
+SPOOL_DIR = os.environ.get("LAIM_SPOOL_DIR", "/var/spool/laim")
+RUN_DIR = os.environ.get("LAIM_RUN_DIR", "/run/laim")
+BUILTIN_NAMESPACE = 'mount --bind "$1" "$2" && mount --bind "$3" "$4" && shift 4 && exec "$@"'
+
+
+def at_builtin_paths(d):
+	"""Makes d's config name the built-in paths and d's laimd run where
+	they are d.dir/root/<parent>/...; d.spool and d.control_path are the
+	paths from outside."""
+	binds = []
+	for path in (SPOOL_DIR, RUN_DIR):
+		parent = os.path.dirname(path)
+		if not os.path.isdir(parent):
+			raise Unavailable("%s does not exist to mount on (LAIM_SPOOL_DIR, LAIM_RUN_DIR)" % parent)
+		outside = os.path.join(d.dir, "root" + parent)
+		os.makedirs(outside, mode=0o755)
+		for p in (d.dir, d.laimd):
+			if os.path.realpath(p).startswith(parent + "/"):
+				raise Unavailable("%s is under %s, which laimd's mount namespace hides" % (p, parent))
+		binds += [outside, parent]
+	d.spool = os.path.join(d.dir, "root" + SPOOL_DIR)
+	d.control_path = os.path.join(d.dir, "root" + RUN_DIR, "control.sock")
+	d.config.update(spool=SPOOL_DIR, socket=os.path.join(RUN_DIR, "submit.sock"),
+			control_socket=os.path.join(RUN_DIR, "control.sock"))
+	d.wrap(runner="unshare --mount --propagation private sh -c '%s' sh %s" % (BUILTIN_NAMESPACE, " ".join(binds)))
+
+
 class LaimServer:
 	"""laimd through the e2e harness (its temp dir, its test user)."""
 
@@ -356,6 +390,7 @@ class LaimServer:
 			self.d = Laimd(name="bench-maildir", hostname=HOST, max_queue_size=50)
 			if self.workers:
 				self.d.config["handlers"]["inbox"]["workers"] = self.workers
+		at_builtin_paths(self.d)
 		self.d.start()
 		return self.d.port
 
