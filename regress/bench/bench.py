@@ -83,6 +83,8 @@
 # package (see OPENSMTPD_NAMESPACE); its host name there is bench.example.
 # Its privilege separation users opensmtpd and opensmtpq are created
 # (useradd --system) when missing.
+# laimd runs likewise with the spool and sockets built into it, which are
+# all a release laimd takes: see at_builtin_paths().
 #
 #   make bench [BENCH_FLAGS="--reps 1 --scenario large --quick"]
 #   LAIMD=build/check/laimd LAIM_SRCDIR=. /usr/bin/python3 regress/bench/bench.py \
