@@ -200,21 +200,33 @@ void Queue::make_due(const std::string& id)
 
 void Queue::load_spool()
 {
+	std::set<std::string> progress = spool_.progress_ids();
 	for (const std::string& id : spool_.list_queue()) {
+		bool has_progress = progress.erase(id) > 0;
 		if (spool_.unjudged(id))
 			continue;  // as it is until the next start judges it
 		try {
 			SpoolMessage m = spool_.load(id);
 			add(m.envelope, m.body().size(), static_cast<double>(m.envelope.arrival), nullptr, false);
+			if (has_progress && !restore_progress(entries_.at(id), spool_.load_progress(id)))
+				log_warnx("%s: queue/%s.done is not as laimd writes it: ignored, so its recipients may get "
+					  "the message again", id.c_str(), id.c_str());
 		} catch (const std::exception& e) {
 			log_warnx("%s: unusable queue file (%s): moved to failed/", id.c_str(), e.what());
 			try {
 				spool_.fail(id, e.what());
+				progress.insert(id);
 			} catch (const std::exception& e2) {
 				log_warnx("%s: %s", id.c_str(), e2.what());
 			}
 		}
 	}
+	for (const std::string& id : progress)  // their message is gone
+		try {
+			spool_.drop_progress(id);
+		} catch (const std::exception& e) {
+			log_warnx("%s: %s", id.c_str(), e.what());
+		}
 	if (!entries_.empty())
 		log_info("%zu queued messages loaded from the spool", entries_.size());
 }
@@ -551,8 +563,63 @@ void Queue::settle(const std::string& id)
 			 d.rcpt.c_str(), shown(d.instance), delay, e.attempts, (long)retry_in, describe(d.result).c_str());
 	}
 	e.deferred = {};  // its capacity too: a deferred message may wait for hours
+	save_progress(e);
 	set_next_try(e, seconds_since_boot() + retry_in);
 	timers_.insert({e.next_try, id});
+}
+
+// queue/ID.done (Spool::save_progress): the (instance, recipient) pairs
+// finished so far and the failures among them, of a message that waits
+// for a retry, rewritten when a round finished more. Without it a restart
+// delivered the message again to each recipient that had it, and failed
+// again those that had failed. One line each:
+//   done INSTANCE RCPT     INSTANCE "*": no route, none
+//   fail REASON            as failed/ID.reason will say it
+void Queue::save_progress(Entry& e)
+{
+	if (e.done.size() == e.saved_done)
+		return;
+	std::string text;
+	for (const auto& [inst, rcpt] : e.done)
+		text.append("done ").append(inst.empty() ? "*" : inst).append(" ").append(rcpt).append("\n");
+	for (const std::string& f : e.failures)
+		text.append("fail ").append(f).append("\n");
+	try {
+		spool_.save_progress(e.env.id, text);
+		e.saved_done = e.done.size();
+	} catch (const std::exception& ex) {
+		log_warnx("%s: %s: after a restart, the recipients done would be tried again", e.env.id.c_str(),
+			  ex.what());
+	}
+}
+
+// At start: e's done pairs and failures from save_progress()'s text.
+// False, e unchanged, when a line is not one it writes.
+bool Queue::restore_progress(Entry& e, const std::string& text)
+{
+	std::set<std::pair<std::string, std::string>> done;
+	std::vector<std::string> failures;
+	size_t pos = 0;
+	while (pos < text.size()) {
+		size_t nl = text.find('\n', pos);
+		if (nl == std::string::npos)
+			return false;
+		std::string_view line(text.data() + pos, nl - pos);
+		pos = nl + 1;
+		if (line.substr(0, 5) == "fail ") {
+			failures.emplace_back(line.substr(5));
+			continue;
+		}
+		size_t sp = line.find(' ', 5);
+		if (line.substr(0, 5) != "done " || sp == std::string_view::npos || sp == 5 || sp + 1 == line.size())
+			return false;
+		std::string_view inst = line.substr(5, sp - 5);
+		done.insert({inst == "*" ? "" : std::string(inst), std::string(line.substr(sp + 1))});
+	}
+	e.done = std::move(done);
+	e.failures = std::move(failures);
+	e.saved_done = e.done.size();
+	return true;
 }
 
 // The message is older than max_queue_age, at the end of a round or when
@@ -596,6 +663,8 @@ void Queue::finalize(const std::string& id)
 			spool_.fail(id, reasons);
 			log_info("%s: moved to failed/: %s", id.c_str(), one_line(e.failures.front()).c_str());
 		}
+		if (e.saved_done)
+			spool_.drop_progress(id);
 	} catch (const std::exception& ex) {
 		log_warnx("%s: finishing the queue file: %s", id.c_str(), ex.what());
 	}
@@ -667,6 +736,8 @@ std::string Queue::remove(const std::string& id)
 		return "a delivery call of " + id + " is still running: try again once it has returned";
 	try {
 		spool_.remove(id);
+		if (it->second.saved_done)
+			spool_.drop_progress(id);
 	} catch (const std::exception& ex) {
 		log_warnx("%s: remove: %s", id.c_str(), ex.what());
 		return std::string("cannot remove it: ") + ex.what();

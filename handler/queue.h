@@ -137,6 +137,7 @@ class Queue {
 		int running = 0;
 		bool fresh = false;  // in its first round: see fresh()
 		std::set<std::pair<std::string, std::string>> done;   // (instance, rcpt) finished
+		size_t saved_done = 0;  // of them, in queue/ID.done (save_progress())
 		std::set<std::pair<std::string, std::string>> tried;  // (instance, rcpt) tried this round
 		// (instance, rcpt) of a call that timed out and still runs: not
 		// tried again until it returns (late_delivery()).
@@ -166,6 +167,8 @@ class Queue {
 	std::shared_ptr<const std::string> shared_text(std::string text);
 	void settle_recipient(Entry& e, const std::string& instance, const std::string& rcpt, const Result& r);
 	void settle(const std::string& id);
+	void save_progress(Entry& e);
+	bool restore_progress(Entry& e, const std::string& text);
 	void expire(const std::string& id);
 	void late_delivery(const Job& job);
 	void finalize(const std::string& id);

@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <stdexcept>
@@ -902,6 +903,59 @@ void Spool::write_reason(const std::string& name, const std::string& reason)
 		throw_errno("create " + rpath);
 	if (!write_all(fd.get(), log_escape_lines(reason) + "\n"))
 		throw_errno("write " + rpath);
+}
+
+// Written to ID.done.new and renamed over ID.done, so that a stop midway
+// leaves the old file or the new one, never half of one. Not synced: a
+// stop of the system may cost the last round's record, and a recipient
+// then has the message twice (as every recipient did before there were
+// such files), never lose it.
+void Spool::save_progress(const std::string& id, const std::string& text)
+{
+	check_id(id);
+	std::string done = id + ".done", fresh = done + ".new";
+	UniqueFd fd(::openat(queue_dirfd_.get(), fresh.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+			     0600));
+	if (!fd || !write_all(fd.get(), text) || ::renameat(queue_dirfd_.get(), fresh.c_str(), queue_dirfd_.get(),
+							     done.c_str()) < 0)
+		throw_errno("writing " + path("queue", done));
+}
+
+std::string Spool::load_progress(const std::string& id) const
+{
+	std::ifstream in(path("queue", id) + ".done", std::ios::binary);
+	return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void Spool::drop_progress(const std::string& id)
+{
+	check_id(id);
+	if (::unlinkat(queue_dirfd_.get(), (id + ".done").c_str(), 0) < 0 && errno != ENOENT)
+		throw_errno("unlink " + path("queue", id) + ".done");
+}
+
+// The ids of the ID.done files in queue/, at start; an ID.done.new that
+// a stop cut off before its rename goes.
+std::set<std::string> Spool::progress_ids()
+{
+	std::string q = dir_ + "/queue";
+	UniqueDir d = fd_to_dir(open_dir(AT_FDCWD, q.c_str(), q), q);
+	std::set<std::string> ids;
+	errno = 0;
+	while (struct dirent* de = ::readdir(d.get())) {
+		std::string_view name = de->d_name;
+		size_t dot = name.find('.');
+		if (dot != std::string_view::npos && valid_id(name.substr(0, dot))) {
+			if (name.substr(dot) == ".done")
+				ids.emplace(name.substr(0, dot));
+			else if (name.substr(dot) == ".done.new")
+				::unlinkat(::dirfd(d.get()), de->d_name, 0);
+		}
+		errno = 0;
+	}
+	if (errno != 0)
+		throw_errno("readdir " + q);
+	return ids;
 }
 
 std::string Spool::reason(const std::string& name) const

@@ -3,6 +3,8 @@
 //
 //   SPOOL/queue/ID      being received or committed (mode 0700 until its
 //                       commit returned, 0600 after), not yet handled
+//   SPOOL/queue/ID.done the recipients its earlier rounds finished, when
+//                       others wait for a retry
 //   SPOOL/failed/ID     given up; SPOOL/failed/ID.reason says why
 //   SPOOL/free/NAME     emptied files of removed messages, for reuse
 //   SPOOL/offline/      dropped by sendmail while laimd is down
@@ -183,6 +185,15 @@ class Spool {
 	// read ("" when there is none).
 	void write_reason(const std::string& name, const std::string& reason);
 	std::string reason(const std::string& name) const;
+	// queue/ID.done: what the rounds of a message still queued finished
+	// (Queue writes and reads its lines): saved (replacing the last),
+	// read ("" when there is none), removed with its message. At start,
+	// progress_ids() lists them, so that those whose message is gone go
+	// too.
+	void save_progress(const std::string& id, const std::string& text);
+	std::string load_progress(const std::string& id) const;
+	void drop_progress(const std::string& id);
+	std::set<std::string> progress_ids();
 
  private:
 	std::string path(const char* sub, const std::string& id) const;

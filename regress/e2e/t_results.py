@@ -2,7 +2,8 @@
 # (as Dovecot's LMTP answers after DATA) is settled per recipient. The
 # delivered one is never delivered again, the deferred one is retried
 # until it gets through, the failed one lands in failed/ with the peer's
-# code and text. A Retry-After later than the back-off is honoured. The
+# code and text, and neither is tried again after a restart or a kill -9
+# (queue/ID.done). A Retry-After later than the back-off is honoured. The
 # probe handler (regress/handlers/probe.cpp, a check build only) gives the
 # answers its recipients' local parts ask for.
 import sys
@@ -44,7 +45,19 @@ def main():
 	d.wait_log(r"%s: to=<%s>, handler=lmtp, status=deferred, .*attempt=3" % (qid, re.escape(defer)), 15)
 	check_eq(deliveries(out), ["%s %s" % (qid, ok)], "deliveries while defer@ is deferred")
 	check_eq(len(d.findall_log(r"%s: to=<%s>" % (qid, re.escape(fail)), 0)), 1, "log lines for fail@")
-	check_eq(d.spool_files("queue"), [qid], "queue/ while defer@ waits")
+	check_eq(d.spool_files("queue"), [qid, qid + ".done"], "queue/ while defer@ waits")
+
+	# A stop, then a kill -9: neither delivers ok@ again nor fails fail@ again.
+	for how in ("stop", "kill -9"):
+		if how == "stop":
+			check_eq(d.stop(), 0, "laimd exit status")
+		else:
+			d.kill_tree()
+		d.start()
+		d.wait_log(r"%s: to=<%s>, handler=lmtp, status=deferred, .*attempt=2" % (qid, re.escape(defer)))
+		check_eq(deliveries(out), ["%s %s" % (qid, ok)], "deliveries after a %s while defer@ is deferred" % how)
+		check_eq(len(d.findall_log(r"%s: to=<%s>" % (qid, re.escape(fail)), 0)), 1,
+			 "log lines for fail@ after a %s" % how)
 
 	open(release, "w").close()
 	d.wait_log(r"%s: to=<%s>, handler=lmtp, status=delivered" % (qid, re.escape(defer)), 15)
