@@ -246,7 +246,7 @@ void Queue::dispatch(Entry& e)
 	for (const std::string& rcpt : e.env.recipients) {
 		const Route* r = route_find(own.empty() ? routes_ : own, rcpt);
 		if (!r && !no_routes_.empty()) {  // a file cut short: its mail waits for a reload
-			if (e.tried.insert({"", rcpt}).second)
+			if (owed_unrouted(e, rcpt) && e.tried.insert({"", rcpt}).second)
 				e.deferred.push_back({"", rcpt, Result::tempfail(no_routes_)});
 			continue;
 		}
@@ -695,8 +695,24 @@ bool Queue::recipient_done(const Entry& e, const std::string& rcpt) const
 	if (!e.env.instance.empty())
 		return e.done.count({e.env.instance, rcpt}) > 0;
 	const Route* r = route_find(routes_, rcpt);
+	if (!r && !no_routes_.empty())
+		return !owed_unrouted(e, rcpt);
 	return r && std::all_of(r->handlers.begin(), r->handlers.end(),
 				[&](const std::string& name) { return e.done.count({name, rcpt}) > 0; });
+}
+
+// While the file has no routes, nothing says which instances a recipient
+// goes to: it is owed the message when no round settled it anywhere yet,
+// or when one of its instances deferred it and has not delivered since. A
+// recipient delivered (or failed) before the routes went is neither
+// deferred again nor, at max_queue_age, failed.
+bool Queue::owed_unrouted(const Entry& e, const std::string& rcpt) const
+{
+	auto settled = [&](const auto& d) { return d.second == rcpt; };
+	return std::none_of(e.done.begin(), e.done.end(), settled) ||
+	       std::any_of(e.pending.begin(), e.pending.end(), [&](const Pending& p) {
+		       return p.rcpt == rcpt && !e.done.count({p.instance, rcpt});
+	       });
 }
 
 // The queue as show queue and mailq list it: a recipient that has the

@@ -157,6 +157,7 @@ class Queue {
 	std::map<std::optional<uid_t>, size_t> retried_;  // the others, by source
 	void set_next_try(Entry& e, time_t at);
 	bool recipient_done(const Entry& e, const std::string& rcpt) const;
+	bool owed_unrouted(const Entry& e, const std::string& rcpt) const;
 	void forget(Entry& e);
 	void make_due(const std::string& id);
 	void dispatch(Entry& e);

@@ -151,14 +151,17 @@ def routes_cut():
 	recipients (a message deferred before, one that sendmail left in
 	offline/ while laimd was down) instead of failing them "no route";
 	they wait in queue/, and a reload that brings the routes back
-	delivers them."""
+	delivers them. A recipient delivered before the cut is neither
+	deferred again nor listed by show queue."""
 	d = Laimd(name="t_sighup_routes_cut")
 	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
 	d.config["handlers"]["stuck"] = {"type": "maildir", "path": blocked}
 	routes = d.config["routes"]
-	d.config["routes"] = [{"match": "*", "handlers": ["stuck"]}]
+	d.config["routes"] = [{"match": "had@*", "handlers": ["inbox"]}, {"match": "*", "handlers": ["stuck"]}]
 	d.start()
-	x = d.send(msg=simple_message("queued before the cut"))
+	had, rcpt = "had@" + HOSTNAME, "rcpt@" + HOSTNAME
+	x = d.send(rcpts=[had, rcpt], msg=simple_message("queued before the cut"))
+	d.wait_log(r"%s: to=<%s>, handler=inbox, status=delivered" % (x, re.escape(had)))
 	d.wait_log(r"%s: to=<rcpt@test\.laim\.example>, handler=stuck, status=deferred" % x)
 
 	d.config["routes"] = []
@@ -169,6 +172,13 @@ def routes_cut():
 	waits = r"to=<[^>]*>, handler=none, status=deferred, .* \(%s has no routes\)$" % re.escape(d.confpath)
 	d.wait_log(r"%s: %s" % (x, waits), since=mark)
 	check_eq(d.spool_files("failed"), [], "failed/ after a reload without routes")
+	redone = r"%s: to=<%s>, handler=none, status=deferred" % (x, re.escape(had))
+
+	def had_left_alone(when):
+		check(not d.search_log(redone, mark), "%s, delivered before the cut, deferred %s" % (had, when))
+		rows = [l.split() for l in d.laimctl(["show", "queue"]).stdout.splitlines()[1:]]
+		check_eq([r[4] for r in rows if r[0] == x], [rcpt], "show queue's recipients of %s %s" % (x, when))
+	had_left_alone("after a reload without routes")
 
 	d.stop()
 	r = d.sendmail(["rcpt@" + HOSTNAME], b"Subject: while down\n\nbody\n")
@@ -179,6 +189,7 @@ def routes_cut():
 	d.wait_log(r"%s: %s" % (y, waits), since=mark)
 	d.wait_log(r"%s: %s" % (x, waits), since=mark)
 	check_eq(d.spool_files("failed"), [], "failed/ after a start without routes")
+	had_left_alone("after a start without routes")
 
 	d.config["routes"] = routes
 	d.write_config()
@@ -187,7 +198,7 @@ def routes_cut():
 	d.wait_log(r"configuration reloaded$", since=mark)
 	d.wait_removed(x)
 	d.wait_removed(y)
-	check_eq(len(maildir_files(d.maildir)), 2, "messages delivered once the routes are back")
+	check_eq(len(maildir_files(d.maildir)), 3, "copies delivered (had@ before the cut, rcpt@ and y after)")
 
 
 def both():
