@@ -550,9 +550,11 @@ void Queue::settle(const std::string& id)
 	e.tried.clear();
 	double backoff = std::min(static_cast<double>(retry_max_),
 				  retry_initial_ * std::pow(2.0, std::min(e.attempts - 1, 30u)));
-	time_t retry_in = static_cast<time_t>(backoff);
+	time_t retry_in = static_cast<time_t>(backoff), asked = 0;
 	for (const Deferral& d : e.deferred)
-		retry_in = std::max<time_t>(retry_in, d.result.retry_after);
+		asked = std::max<time_t>(asked, d.result.retry_after);
+	retry_in = std::max(retry_in, asked);
+	e.user_flush_after = seconds_since_boot() + std::max<time_t>(retry_initial_, asked);
 	e.pending.clear();
 	for (const Deferral& d : e.deferred) {
 		e.pending.push_back({d.instance, d.rcpt, shared_text(stored_reason(d.result.reason))});
@@ -734,12 +736,19 @@ std::vector<Queue::Item> Queue::items() const
 	return out;
 }
 
+// A user's flush (laimctl flush, sendmail -q) starts a round of one of
+// their messages at most every retry_initial seconds, and not before a
+// handler's retry_after: in a loop it started a round at every call, past
+// the back-off and the rate limits (only MAIL counts), some 70
+// authenticated smarthost sessions a second for one message. Root's
+// flush makes every deferred message due.
 void Queue::flush(std::optional<uid_t> owner)
 {
 	if (!owner)
 		timers_.clear();  // all made due: a timer left would find next_try changed anyway
+	time_t now = seconds_since_boot();
 	for (auto& [id, e] : entries_)
-		if (e.next_try != 0 && (!owner || e.env.uid == owner))
+		if (e.next_try != 0 && (!owner || (e.env.uid == owner && now >= e.user_flush_after)))
 			make_due(id);
 }
 

@@ -99,7 +99,8 @@ class Queue {
 	};
 	std::vector<Item> items() const;
 	// Every deferred message becomes due now; with an owner, only those
-	// submitted with that uid.
+	// submitted with that uid whose last round ended retry_initial ago
+	// (and whose handlers' retry_after has passed).
 	void flush(std::optional<uid_t> owner = std::nullopt);
 	// Drops a message that no delivery call is running for, one past
 	// delivery_timeout included (it may still deliver). "" when done,
@@ -134,6 +135,7 @@ class Queue {
 		double arrival = 0;
 		unsigned attempts = 0;
 		time_t next_try = 0;  // seconds_since_boot(); 0: not deferred
+		time_t user_flush_after = 0;  // seconds_since_boot(): its owner's flush makes it due no sooner
 		int running = 0;
 		bool fresh = false;  // in its first round: see fresh()
 		std::set<std::pair<std::string, std::string>> done;   // (instance, rcpt) finished
