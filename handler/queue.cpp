@@ -453,7 +453,10 @@ void Queue::late_delivery(const Job& job)
 		if (job.results.at(i).status != Result::Status::Delivered)
 			continue;
 		log_info("%s: to=<%s>, handler=%s, status=delivered, late (after its timeout)%s", job.id.c_str(),
-			 r.c_str(), job.inst->name.c_str(), it == entries_.end() ? ", message no longer queued" : "");
+			 r.c_str(), job.inst->name.c_str(),
+			 it == entries_.end() ? ", message no longer queued (if it went to failed/, its reason lists "
+						"this recipient as expired)"
+					      : "");
 		count("delivered");
 		count("handler." + job.inst->name + ".delivered");
 		if (it != entries_.end())
@@ -641,10 +644,12 @@ void Queue::expire(const std::string& id)
 		count("failed");
 		if (!p.instance.empty())
 			count("handler." + p.instance + ".failed");
+		// A call past its timeout may still deliver (late_delivery()).
+		const char* running = e.late.count({p.instance, p.rcpt}) ? "; its call still runs and may yet deliver" : "";
 		e.failures.push_back("<" + p.rcpt + "> handler " + shown(p.instance) + ": expired after " +
-				     std::to_string(e.attempts) + " attempts: " + *p.error);
-		log_info("%s: to=<%s>, handler=%s, status=failed (expired after %u attempts: %s)", id.c_str(),
-			 p.rcpt.c_str(), shown(p.instance), e.attempts, p.error->c_str());
+				     std::to_string(e.attempts) + " attempts: " + *p.error + running);
+		log_info("%s: to=<%s>, handler=%s, status=failed (expired after %u attempts: %s%s)", id.c_str(),
+			 p.rcpt.c_str(), shown(p.instance), e.attempts, p.error->c_str(), running);
 	}
 	finalize(id);
 }

@@ -71,20 +71,25 @@ def deliveries(probe, qid):
 
 def hangs_past_max_age(d, probe):
 	"""A call that hangs past max_queue_age: the message, waiting for it,
-	still expires to failed/; the call's late success is logged, and
-	nothing is delivered twice."""
+	still expires to failed/, whose reason says the call may yet deliver;
+	the call's late success is logged, and nothing is delivered twice."""
 	d.config["max_queue_age"] = 6
 	go = os.path.join(probe, "go")
 	os.unlink(go)
 	d.start()
 	qid = d.send(rcpts=["stuck@test.laim.example"], msg=simple_message("hangs"))
-	d.wait_log(r"%s: moved to failed/: <stuck@test\.laim\.example> handler stuck: expired after 1 attempts: "
-		   r"handler stuck timed out after 2s$" % qid, 20)
+	still = "handler stuck timed out after 2s; its call still runs and may yet deliver"
+	d.wait_log(r"%s: moved to failed/: <stuck@test\.laim\.example> handler stuck: expired after 1 attempts: %s$"
+		   % (qid, still), 20)
 	check(d.search_log(r"%s: to=<stuck@test\.laim\.example>, handler=stuck, status=failed \(expired after 1 attempts: "
-			   r"handler stuck timed out after 2s\)$" % qid, 0), "no failed line for the expired recipient")
+			   r"%s\)$" % (qid, still), 0), "no failed line for the expired recipient")
+	with open(os.path.join(d.spool, "failed", qid + ".reason")) as f:
+		check_eq(f.read(), "<stuck@test.laim.example> handler stuck: expired after 1 attempts: %s\n" % still,
+			 "failed/%s.reason" % qid)
 	open(go, "w").close()
 	d.wait_log(r"%s: to=<stuck@test\.laim\.example>, handler=stuck, status=delivered, late \(after its timeout\), "
-		   r"message no longer queued$" % qid, 10)
+		   r"message no longer queued \(if it went to failed/, its reason lists this recipient as expired\)$"
+		   % qid, 10)
 	check_eq(deliveries(probe, qid), 1, "deliveries of the expired message")
 	check(d.running(), "the parent died")
 
