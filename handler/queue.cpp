@@ -650,11 +650,18 @@ void Queue::expire(const std::string& id)
 				     std::to_string(e.attempts) + " attempts: " + *p.error + running);
 		log_info("%s: to=<%s>, handler=%s, status=failed (expired after %u attempts: %s%s)", id.c_str(),
 			 p.rcpt.c_str(), shown(p.instance), e.attempts, p.error->c_str(), running);
+		e.done.insert({p.instance, p.rcpt});  // failed: not again if finalize() must wait
 	}
+	e.deferred = {};
+	e.pending.clear();
 	finalize(id);
 }
 
 // The message is finished: removed, or moved to failed/ with its reasons.
+// When that fails (a full or failing disk), it stays queued and this is
+// tried again every retry_max seconds (its next round finds nothing left
+// to deliver): forgotten, its file stayed in queue/ unseen by show queue,
+// remove and flush, and the next start delivered it again.
 void Queue::finalize(const std::string& id)
 {
 	Entry& e = entries_.at(id);
@@ -670,10 +677,18 @@ void Queue::finalize(const std::string& id)
 			spool_.fail(id, reasons);
 			log_info("%s: moved to failed/: %s", id.c_str(), one_line(e.failures.front()).c_str());
 		}
+	} catch (const std::exception& ex) {
+		log_warnx("%s: finishing the queue file: %s: it stays queued, tried again in %us", id.c_str(), ex.what(),
+			  retry_max_);
+		set_next_try(e, seconds_since_boot() + static_cast<time_t>(retry_max_));
+		timers_.insert({e.next_try, id});
+		return;
+	}
+	try {
 		if (e.saved_done)
 			spool_.drop_progress(id);
 	} catch (const std::exception& ex) {
-		log_warnx("%s: finishing the queue file: %s", id.c_str(), ex.what());
+		log_warnx("%s: %s", id.c_str(), ex.what());
 	}
 	take(e);
 	forget(e);

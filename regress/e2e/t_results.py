@@ -75,6 +75,33 @@ def main():
 	time.sleep(3)
 	check_eq(len(d.findall_log(r"%s: to=<later@" % q2, 0)), 1, "attempts within 3 s of a Retry-After: 30")
 	check_eq(d.stop(), 0, "laimd exit status")
+	unfinished()
+
+
+def unfinished():
+	"""A message whose move to failed/ fails (failed/ unwritable, as a
+	full disk would make it) stays queued, listed by show queue, and
+	goes to failed/ once it can, with its reason once; ok@ has it once."""
+	d = Laimd(name="t_results_unfinished", retry_initial=1, retry_max=1)
+	out = d.make_user_dir(os.path.join(d.dir, "probe"))
+	d.config["handlers"] = {"lmtp": {"type": "probe", "path": out}}
+	d.config["routes"] = [{"match": "*", "handlers": ["lmtp"]}]
+	d.start()
+	failed = os.path.join(d.spool, "failed")
+	os.chmod(failed, 0o500)
+	ok, fail = "ok@" + H, "fail@" + H
+	qid = d.send(rcpts=[ok, fail], msg=simple_message("unfinished"))
+	d.wait_log(r"%s: finishing the queue file: .*Permission denied: it stays queued, tried again in 1s$" % qid)
+	rows = d.laimctl(["show", "queue"]).stdout.splitlines()[1:]
+	check_eq([r.split()[0] for r in rows], [qid], "show queue while failed/ is unwritable")
+	os.chmod(failed, 0o700)
+	d.wait_log(r"%s: moved to failed/" % qid)
+	check_eq(deliveries(out), ["%s %s" % (qid, ok)], "deliveries")
+	with open(os.path.join(failed, qid + ".reason")) as f:
+		check_eq(f.read(), "<%s> handler lmtp: 5.2.2 552 5.2.2 <%s> Quota exceeded\n" % (fail, fail),
+			 "failed/%s.reason" % qid)
+	check_eq(d.spool_files("queue"), [], "queue/ at the end")
+	check_eq(d.stop(), 0, "laimd exit status")
 
 
 run(main)
