@@ -123,6 +123,28 @@ void Queue::configure(const Config& cfg, Instances instances)
 	retry_max_ = cfg.retry_max;
 	max_queue_age_ = cfg.max_queue_age;
 	delivery_timeout_ = cfg.delivery_timeout;
+	bring_retries_forward();
+}
+
+// A lowered retry_max takes effect at once (laimd(8)): a retry set for
+// later than it allows from now comes sooner, though never before a
+// handler asked. Timers go by time, so only the last ones are looked at.
+void Queue::bring_retries_forward()
+{
+	time_t latest = seconds_since_boot() + static_cast<time_t>(retry_max_);
+	std::vector<std::string> sooner;
+	while (!timers_.empty() && std::prev(timers_.end())->first > latest) {
+		auto last = std::prev(timers_.end());
+		auto it = entries_.find(last->second);
+		if (it != entries_.end() && it->second.next_try == last->first)
+			sooner.push_back(last->second);
+		timers_.erase(last);
+	}
+	for (const std::string& id : sooner) {
+		Entry& e = entries_.at(id);
+		e.next_try = std::min(e.next_try, std::max(latest, e.asked_until));
+		timers_.insert({e.next_try, id});
+	}
 }
 
 void Queue::add(const Envelope& env, uint64_t size, double arrival, Bytes bytes, bool fresh)
@@ -557,7 +579,8 @@ void Queue::settle(const std::string& id)
 	for (const Deferral& d : e.deferred)
 		asked = std::max<time_t>(asked, d.result.retry_after);
 	retry_in = std::max(retry_in, asked);
-	e.user_flush_after = seconds_since_boot() + std::max<time_t>(retry_initial_, asked);
+	e.round_ended = seconds_since_boot();
+	e.asked_until = e.round_ended + asked;
 	e.pending.clear();
 	for (const Deferral& d : e.deferred) {
 		e.pending.push_back({d.instance, d.rcpt, shared_text(stored_reason(d.result.reason))});
@@ -768,7 +791,8 @@ void Queue::flush(std::optional<uid_t> owner)
 		timers_.clear();  // all made due: a timer left would find next_try changed anyway
 	time_t now = seconds_since_boot();
 	for (auto& [id, e] : entries_)
-		if (e.next_try != 0 && (!owner || (e.env.uid == owner && now >= e.user_flush_after)))
+		if (e.next_try != 0 && (!owner || (e.env.uid == owner && now >= e.asked_until &&
+						       now >= e.round_ended + static_cast<time_t>(retry_initial_))))
 			make_due(id);
 }
 

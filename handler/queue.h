@@ -135,7 +135,9 @@ class Queue {
 		double arrival = 0;
 		unsigned attempts = 0;
 		time_t next_try = 0;  // seconds_since_boot(); 0: not deferred
-		time_t user_flush_after = 0;  // seconds_since_boot(): its owner's flush makes it due no sooner
+		// seconds_since_boot(): when its last round ended, and until when
+		// its handlers asked for no retry (retry_after)
+		time_t round_ended = 0, asked_until = 0;
 		int running = 0;
 		bool fresh = false;  // in its first round: see fresh()
 		std::set<std::pair<std::string, std::string>> done;   // (instance, rcpt) finished
@@ -158,6 +160,7 @@ class Queue {
 	size_t fresh_ = 0;  // entries with fresh set
 	std::map<std::optional<uid_t>, size_t> retried_;  // the others, by source
 	void set_next_try(Entry& e, time_t at);
+	void bring_retries_forward();
 	bool recipient_done(const Entry& e, const std::string& rcpt) const;
 	bool owed_unrouted(const Entry& e, const std::string& rcpt) const;
 	void forget(Entry& e);

@@ -201,10 +201,28 @@ def routes_cut():
 	check_eq(len(maildir_files(d.maildir)), 3, "copies delivered (had@ before the cut, rcpt@ and y after)")
 
 
+def retry_lowered():
+	"""A reload that lowers retry_max brings a retry set for later
+	forward at once, as laimd(8) says: the retry policy is replaced."""
+	d = Laimd(name="t_sighup_retry", retry_initial=600, retry_max=600)
+	d.block_inbox()
+	d.start()
+	x = d.send(msg=simple_message("retried after the reload"))
+	d.wait_log(r"%s: to=<[^>]*>, handler=inbox, status=deferred, .*attempt=1, retry_in=600s" % x)
+	d.config.update(retry_initial=1, retry_max=2)
+	d.write_config()
+	mark = d.mark()
+	d.send_signal(signal.SIGHUP)
+	d.wait_log(r"configuration reloaded$", since=mark)
+	d.wait_log(r"%s: to=<[^>]*>, handler=inbox, status=deferred, .*attempt=2, " % x, 10, since=mark)
+	d.stop()
+
+
 def both():
 	main()
 	workers_hold()
 	routes_cut()
+	retry_lowered()
 
 
 run(both)
