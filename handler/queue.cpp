@@ -152,6 +152,7 @@ void Queue::add(const Envelope& env, uint64_t size, double arrival, Bytes bytes,
 	Entry& e = entries_[env.id];
 	e.env = env;
 	e.fresh = fresh;
+	e.loaded = !fresh;
 	if (fresh)
 		fresh_++;
 	else
@@ -663,16 +664,19 @@ void Queue::expire(const std::string& id)
 	for (Pending& p : e.pending)  // the last round's not tried again since
 		if (!e.done.count({p.instance, p.rcpt}) && !e.tried.count({p.instance, p.rcpt}))
 			left.push_back(std::move(p));
+	// Attempts are counted from laimd's start: a message loaded then had others.
+	std::string attempts = std::to_string(e.attempts) + (e.attempts == 1 ? " attempt" : " attempts") +
+			       (e.loaded ? " since laimd started" : "");
 	for (const Pending& p : left) {
 		count("failed");
 		if (!p.instance.empty())
 			count("handler." + p.instance + ".failed");
 		// A call past its timeout may still deliver (late_delivery()).
 		const char* running = e.late.count({p.instance, p.rcpt}) ? "; its call still runs and may yet deliver" : "";
-		e.failures.push_back("<" + p.rcpt + "> handler " + shown(p.instance) + ": expired after " +
-				     std::to_string(e.attempts) + " attempts: " + *p.error + running);
-		log_info("%s: to=<%s>, handler=%s, status=failed (expired after %u attempts: %s%s)", id.c_str(),
-			 p.rcpt.c_str(), shown(p.instance), e.attempts, p.error->c_str(), running);
+		e.failures.push_back("<" + p.rcpt + "> handler " + shown(p.instance) + ": expired after " + attempts +
+				     ": " + *p.error + running);
+		log_info("%s: to=<%s>, handler=%s, status=failed (expired after %s: %s%s)", id.c_str(), p.rcpt.c_str(),
+			 shown(p.instance), attempts.c_str(), p.error->c_str(), running);
 		e.done.insert({p.instance, p.rcpt});  // failed: not again if finalize() must wait
 	}
 	e.deferred = {};

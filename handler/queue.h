@@ -140,6 +140,7 @@ class Queue {
 		time_t round_ended = 0, asked_until = 0;
 		int running = 0;
 		bool fresh = false;  // in its first round: see fresh()
+		bool loaded = false;  // from the spool, at start
 		std::set<std::pair<std::string, std::string>> done;   // (instance, rcpt) finished
 		size_t saved_done = 0;  // of them, in queue/ID.done (save_progress())
 		std::set<std::pair<std::string, std::string>> tried;  // (instance, rcpt) tried this round

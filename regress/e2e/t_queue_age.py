@@ -89,10 +89,30 @@ def at_retry():
 	      "reason of %s: %r" % (qid, reason))
 
 
+def after_restart():
+	"""A message loaded at start counts its attempts from then, and its
+	reason says so: "expired after 1 attempt since laimd started"."""
+	d = Laimd(name="t_queue_age_restart", max_queue_age=4, retry_initial=3, retry_max=3)
+	p = d.make_user_dir(os.path.join(d.dir, "probe"))
+	d.config["handlers"] = {"p": {"type": "probe", "path": p, "release": p + "/release"}}
+	d.config["routes"] = [{"match": "*", "handlers": ["p"]}]
+	d.start()
+	qid = d.send(rcpts=["defer@test.laim.example"])
+	d.wait_log(r"%s: to=.*status=deferred.*attempt=1, " % qid, 10)
+	d.stop()
+	d.start()
+	d.wait_log(r"%s: moved to failed/" % qid, 10)
+	with open(os.path.join(d.spool, "failed", qid + ".reason")) as f:
+		reason = f.read().strip()
+	check(re.fullmatch(r"<defer@test\.laim\.example> handler p: expired after (1 attempt|[2-9] attempts) since laimd started: "
+			   r"451 4\.2\.0 .*", reason), "reason of %s: %r" % (qid, reason))
+
+
 def both():
 	main()
 	waiting()
 	at_retry()
+	after_restart()
 
 
 run(both)

@@ -79,12 +79,12 @@ def hangs_past_max_age(d, probe):
 	d.start()
 	qid = d.send(rcpts=["stuck@test.laim.example"], msg=simple_message("hangs"))
 	still = "handler stuck timed out after 2s; its call still runs and may yet deliver"
-	d.wait_log(r"%s: moved to failed/: <stuck@test\.laim\.example> handler stuck: expired after 1 attempts: %s$"
+	d.wait_log(r"%s: moved to failed/: <stuck@test\.laim\.example> handler stuck: expired after 1 attempt: %s$"
 		   % (qid, still), 20)
-	check(d.search_log(r"%s: to=<stuck@test\.laim\.example>, handler=stuck, status=failed \(expired after 1 attempts: "
+	check(d.search_log(r"%s: to=<stuck@test\.laim\.example>, handler=stuck, status=failed \(expired after 1 attempt: "
 			   r"%s\)$" % (qid, still), 0), "no failed line for the expired recipient")
 	with open(os.path.join(d.spool, "failed", qid + ".reason")) as f:
-		check_eq(f.read(), "<stuck@test.laim.example> handler stuck: expired after 1 attempts: %s\n" % still,
+		check_eq(f.read(), "<stuck@test.laim.example> handler stuck: expired after 1 attempt: %s\n" % still,
 			 "failed/%s.reason" % qid)
 	open(go, "w").close()
 	d.wait_log(r"%s: to=<stuck@test\.laim\.example>, handler=stuck, status=delivered, late \(after its timeout\), "
