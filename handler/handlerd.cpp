@@ -305,11 +305,10 @@ std::vector<FailedItem> HandlerServer::failed()
 		f.id = id;
 		f.reason = spool_.reason(id);
 		try {
-			SpoolMessage m = spool_.load(id, "failed");
-			f.arrival = m.envelope.arrival;
-			f.size = m.body().size();
-			f.sender = m.envelope.sender;
-			f.recipients = m.envelope.recipients;
+			Envelope env = spool_.load_envelope(id, "failed", &f.size);
+			f.arrival = env.arrival;
+			f.sender = env.sender;
+			f.recipients = env.recipients;
 		} catch (const std::exception& e) {
 			f.reason += f.reason.empty() ? e.what() : "";
 		}

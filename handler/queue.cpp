@@ -229,8 +229,9 @@ void Queue::load_spool()
 		if (spool_.unjudged(id))
 			continue;  // as it is until the next start judges it
 		try {
-			SpoolMessage m = spool_.load(id);
-			add(m.envelope, m.body().size(), static_cast<double>(m.envelope.arrival), nullptr, false);
+			uint64_t size = 0;
+			Envelope env = spool_.load_envelope(id, "queue", &size);
+			add(env, size, static_cast<double>(env.arrival), nullptr, false);
 			if (has_progress && !restore_progress(entries_.at(id), spool_.load_progress(id)))
 				log_warnx("%s: queue/%s.done is not as laimd writes it: ignored, so its recipients may get "
 					  "the message again", id.c_str(), id.c_str());

@@ -674,7 +674,9 @@ std::vector<std::string> Spool::list_queue(const char* sub) const
 	return ids;
 }
 
-SpoolMessage Spool::load(const std::string& id, const char* sub) const
+// sub/ID open for reading, and its length; SpoolError when it is missing,
+// not a regular file or empty.
+UniqueFd Spool::open_message(const std::string& id, const char* sub, size_t* len) const
 {
 	if (!valid_id(id))
 		throw SpoolError(id + ": not a queue id");
@@ -688,8 +690,35 @@ SpoolMessage Spool::load(const std::string& id, const char* sub) const
 		throw SpoolError(id + ": not a regular file");
 	if (st.st_size == 0)
 		throw SpoolError(id + ": empty file");
+	*len = static_cast<size_t>(st.st_size);
+	return fd;
+}
 
-	size_t len = static_cast<size_t>(st.st_size);
+// Reads from the start only until the header's blank line, in growing
+// steps: loading the queue at start and listing failed/ need no message.
+Envelope Spool::load_envelope(const std::string& id, const char* sub, uint64_t* size) const
+{
+	size_t len = 0;
+	UniqueFd fd = open_message(id, sub, &len);
+	std::string head;
+	for (size_t want = 4096;; want *= 4) {
+		head.resize(std::min(want, len));
+		ssize_t n = ::pread(fd.get(), head.data(), head.size(), 0);
+		if (n != static_cast<ssize_t>(head.size()))
+			throw SpoolError(id + ": read: " + (n < 0 ? strerror(errno) : "short read"));
+		if (head.size() == len || head.find("\n\n") != std::string::npos)
+			break;
+	}
+	Envelope env;
+	std::string sum;
+	*size = len - parse_header(head, id, env, sum);
+	return env;
+}
+
+SpoolMessage Spool::load(const std::string& id, const char* sub) const
+{
+	size_t len = 0;
+	UniqueFd fd = open_message(id, sub, &len);
 	if (len <= READ_LIMIT) {
 		auto bytes = std::make_shared<std::string>(len, '\0');
 		ssize_t n = ::pread(fd.get(), bytes->data(), len, 0);

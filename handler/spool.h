@@ -168,6 +168,8 @@ class Spool {
 	std::vector<std::string> list_queue(const char* sub = "queue") const;
 	// Maps queue/ID (or sub/ID); throws SpoolError when missing or malformed.
 	SpoolMessage load(const std::string& id, const char* sub = "queue") const;
+	// Only its envelope, and in *size the message's size.
+	Envelope load_envelope(const std::string& id, const char* sub, uint64_t* size) const;
 	// The message from its file's bytes as the commit read them, when it
 	// kept them (its first round needs no read of the file), else as
 	// load(id). SpoolError when they do not parse.
@@ -197,6 +199,7 @@ class Spool {
 
  private:
 	std::string path(const char* sub, const std::string& id) const;
+	UniqueFd open_message(const std::string& id, const char* sub, size_t* len) const;
 	static SpoolMessage parse(const std::string& id, std::shared_ptr<const std::string> bytes);
 	void load_free_files();
 	void load_failed_ids();

@@ -344,6 +344,37 @@ START_TEST(test_roundtrip)
 }
 END_TEST
 
+// load_envelope() reads the header alone, in growing steps: one longer
+// than its first read, before a large message, in queue/ and in failed/,
+// gives the envelope and the size that load() gives; a header without
+// its blank line is refused as load() refuses it.
+START_TEST(test_load_envelope)
+{
+	Spool spool(g_spool);
+	Envelope env = sample_env(spool.new_id());
+	for (int i = 0; i < 400; i++)
+		env.recipients.push_back("recipient" + std::to_string(i) + "@example.org");
+	const std::string body = "Subject: big\n\n" + std::string(1 << 20, 'x');
+	commit(spool, env, body);
+	for (const char* sub : {"queue", "failed"}) {
+		uint64_t size = 0;
+		check_same_envelope(spool.load_envelope(env.id, sub, &size), env);
+		ck_assert_uint_eq(size, body.size());
+		if (!strcmp(sub, "queue"))
+			spool.fail(env.id, "given up");
+	}
+	const std::string id = "ABCDEF0005";
+	spit(g_spool + "/queue/" + id, "LAIM 1\nid " + id + "\narrival 5\nsender a@b\n" + std::string(20000, 'r'));
+	uint64_t size = 0;
+	try {
+		spool.load_envelope(id, "queue", &size);
+		ck_abort_msg("a header without its blank line loaded");
+	} catch (const SpoolError& e) {
+		ck_assert_msg(strstr(e.what(), "no blank line") != nullptr, "%s", e.what());
+	}
+}
+END_TEST
+
 // Reading a spool file (the seal, a delivery, the load at start) leaves
 // its access time alone: on a relatime mount each first read after a
 // change would write the inode.
@@ -943,6 +974,7 @@ static Suite* spool_suite()
 	tcase_add_test(tc, test_new_id_skips_failed);
 	tcase_add_test(tc, test_header_format);
 	tcase_add_test(tc, test_roundtrip);
+	tcase_add_test(tc, test_load_envelope);
 	tcase_add_test(tc, test_message_move);
 	tcase_add_test(tc, test_create_noreplace);
 	tcase_add_test(tc, test_read_keeps_atime);
