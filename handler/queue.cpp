@@ -153,6 +153,7 @@ void Queue::add(const Envelope& env, uint64_t size, double arrival, Bytes bytes,
 	e.env = env;
 	e.fresh = fresh;
 	e.loaded = !fresh;
+	e.added = seconds_since_boot();
 	if (fresh)
 		fresh_++;
 	else
@@ -162,6 +163,15 @@ void Queue::add(const Envelope& env, uint64_t size, double arrival, Bytes bytes,
 	hold(e, std::move(bytes));
 	e.next_try = 0;
 	due_.push_back(env.id);
+}
+
+// Seconds since the message arrived, for max_queue_age: by its arrival
+// time, or at least since laimd took it into the queue, on the boot clock.
+// An arrival time ahead of the wall clock (a clock stepped back) made the
+// age negative, and such a message never expired.
+double Queue::age(const Entry& e)
+{
+	return std::max(now_real() - e.arrival, static_cast<double>(seconds_since_boot() - e.added));
 }
 
 // next_try of a message; one that waits ended its first round, if it was
@@ -423,7 +433,7 @@ void Queue::run()
 void Queue::go(const std::string& id)
 {
 	Entry& e = entries_.at(id);
-	if (e.running == 0 && e.attempts > 0 && now_real() - e.arrival >= static_cast<double>(max_queue_age_)) {
+	if (e.running == 0 && e.attempts > 0 && age(e) >= static_cast<double>(max_queue_age_)) {
 		expire(id);
 		return;
 	}
@@ -570,7 +580,7 @@ void Queue::settle(const std::string& id)
 	}
 	e.attempts++;
 	double delay = now_real() - e.arrival;
-	if (delay >= static_cast<double>(max_queue_age_)) {
+	if (age(e) >= static_cast<double>(max_queue_age_)) {
 		expire(id);
 		return;
 	}

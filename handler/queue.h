@@ -141,6 +141,7 @@ class Queue {
 		int running = 0;
 		bool fresh = false;  // in its first round: see fresh()
 		bool loaded = false;  // from the spool, at start
+		time_t added = 0;  // seconds_since_boot() when add()ed
 		std::set<std::pair<std::string, std::string>> done;   // (instance, rcpt) finished
 		size_t saved_done = 0;  // of them, in queue/ID.done (save_progress())
 		std::set<std::pair<std::string, std::string>> tried;  // (instance, rcpt) tried this round
@@ -161,6 +162,7 @@ class Queue {
 	size_t fresh_ = 0;  // entries with fresh set
 	std::map<std::optional<uid_t>, size_t> retried_;  // the others, by source
 	void set_next_try(Entry& e, time_t at);
+	static double age(const Entry& e);
 	void bring_retries_forward();
 	bool recipient_done(const Entry& e, const std::string& rcpt) const;
 	bool owed_unrouted(const Entry& e, const std::string& rcpt) const;

@@ -99,5 +99,30 @@ def main():
 	closed.close()
 
 
+def arrival_ahead():
+	"""A message that arrived while the wall clock was a year ahead (a
+	wrong RTC until NTP steps it back) still expires at max_queue_age:
+	its age counts at least from when laimd took it."""
+	d = Laimd(name="t_clock_step_ahead", retry_initial=1, retry_max=1, max_queue_age=5)
+	shift_file = os.path.join(d.dir, "clock.shift")
+	with open(shift_file, "wb") as f:
+		f.write(struct.pack("=q", 365 * 86400))
+	d.wrap(setup="export LD_PRELOAD=%s LAIM_CLOCK_SHIFT=%s ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}"
+		     "verify_asan_link_order=0" % (build_shim(d), shift_file))
+	probe = d.make_user_dir(os.path.join(d.dir, "probe"))
+	d.config["handlers"] = {"p": {"type": "probe", "path": probe, "release": probe + "/release"}}
+	d.config["routes"] = [{"match": "*", "handlers": ["p"]}]
+	d.start()
+	qid = d.send(rcpts=["defer@test.laim.example"], msg=simple_message("from the future"))
+	d.wait_log(r"%s: to=<defer@test\.laim\.example>, handler=p, status=deferred, .*attempt=1, " % qid)
+	step(shift_file, 0)
+	d.wait_log(r"%s: moved to failed/: <defer@test\.laim\.example> handler p: expired after " % qid, 15)
+
+
+def both():
+	main()
+	arrival_ahead()
+
+
 if __name__ == "__main__":
-	run(main)
+	run(both)
