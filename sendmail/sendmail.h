@@ -262,7 +262,7 @@ class SmtpRelay {
 	bool held_ = false;
 	bool client_cr_ = false;    // the client's last byte was a CR
 	bool client_in_line_ = false;  // inside a line of the client's
-	std::string client_line_;   // the first octets of its line, CR left out
+	std::string client_line_;   // the first octets of its line, CRs kept
 	uint64_t unanswered_ = 0;   // commands (and ends of data) sent, not answered
 	std::string reply_line_;    // the first octets of laimd's line, CR left out
 	int last_code_ = 0;

@@ -326,20 +326,24 @@ size_t SmtpRelay::from_client(std::string_view in, std::string& out)
 		if (!client_in_line_ && !data_)
 			unanswered_++;
 		client_in_line_ = c != '\n';
-		if (c == '\r')
-			continue;
 		if (c != '\n') {
 			if (client_line_.size() < HEAD)
 				client_line_ += c;
 			continue;
 		}
+		// laimd ends a line at CRLF only (every LF goes to it as one): a
+		// CR before that is part of the line, so ".\r\r\n" ends no data.
 		std::string_view line = client_line_;
+		if (!line.empty() && line.back() == '\r')
+			line.remove_suffix(1);
 		if (data_ && line == ".") {  // the end of data, which is answered
 			data_ = false;
 			unanswered_++;
 		} else if (!data_) {
-			// DATA as laimd reads it ("DATA\t" too; with arguments: 501).
-			held_ = smtp_is_data(line);
+			// DATA as laimd reads it ("DATA\t" too; with arguments: 501),
+			// held while its reply is owed: a line too long is answered
+			// before its end, and no reply would release it.
+			held_ = unanswered_ > 0 && smtp_is_data(line);
 		}
 		client_line_.clear();
 		if (held_)

@@ -7,7 +7,8 @@
 #   - sendmail -bs takes a whole session piped in, with CRLF or LF line
 #     ends, and exits 0 after the 221 to QUIT, 75 without it; a long
 #     pipelined input gets its replies while it goes on (no deadlock);
-#     a broken stdout is an output error (74);
+#     a broken stdout is an output error (74); a DATA line too long,
+#     answered before its end, does not hold the input;
 #   - a client that never reads its replies is closed once the idle
 #     timeout and then the same time without its output moving have
 #     passed, so its session slot is free again and SIGTERM ends laimd
@@ -100,6 +101,26 @@ def sendmail_bs_script(d):
 		d.wait_removed(qid)
 		copy = d.delivered_copies(qid)[RCPT][2]
 		check(copy.endswith(b"Subject: piped into -bs\r\n\r\nbody\r\n"), "the message: %r" % copy)
+
+
+def sendmail_bs_long_data(d):
+	"""A DATA line too long, which laimd answers before its end: the
+	relay does not hold the input for a reply that will never come."""
+	p = subprocess.Popen([sendmail_path(), "-bs"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+			     stderr=subprocess.PIPE, env=dict(os.environ, **d.local_env()))
+	try:
+		check(p.stdout.readline().startswith(b"220 "), "sendmail -bs greeting")
+		p.stdin.write(b"DATA" + b" " * 600)
+		p.stdin.flush()
+		reply = p.stdout.readline()
+		check(reply.startswith(b"500 5.5.2 "), "reply to the long line's start: %r" % reply)
+		out, err = p.communicate(b"\r\nNOOP\r\nQUIT\r\n", timeout=10)
+	except subprocess.TimeoutExpired:
+		p.kill()
+		p.communicate()
+		raise Fail("sendmail -bs relayed nothing after a DATA line too long within 10 s")
+	check(re.match(rb"250 [^\r\n]*\r\n221 [^\r\n]*\r\n$", out), "replies after the long line: %r" % out)
+	check_eq((p.returncode, err), (0, b""), "sendmail -bs after a DATA line too long")
 
 
 def sendmail_bs_status(d):
@@ -207,6 +228,7 @@ def main():
 		("a client's shutdown: the replies to what it sent, then the end", lambda: half_closed(d)),
 		("sendmail -bs gets its 250 and 221", lambda: sendmail_bs(d)),
 		("a session piped whole into sendmail -bs, with CRLF or LF", lambda: sendmail_bs_script(d)),
+		("sendmail -bs after a DATA line too long: no hold", lambda: sendmail_bs_long_data(d)),
 		("sendmail -bs exits 75 without the 221 to QUIT", lambda: sendmail_bs_status(d)),
 		("200000 NOOPs piped into sendmail -bs: every reply, no deadlock", lambda: sendmail_bs_pipelined(d)),
 		("sendmail -bs with a broken stdout exits 74", lambda: sendmail_bs_stdout(d)),

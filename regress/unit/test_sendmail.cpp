@@ -795,6 +795,22 @@ START_TEST(test_bs_relay)
 	expect_str(out, "..\r\n.\r\n");
 	r.from_laimd("421 4.3.2 bye\r\n");
 	ck_assert_int_eq(r.last_code(), 421);
+	// A DATA line too long, answered before its end: nothing waits for
+	// another reply.
+	SmtpRelay l;
+	std::string long_data = "DATA" + std::string(600, ' ');
+	l.from_client(long_data.substr(0, 512), out);
+	l.from_laimd("500 5.5.2 Line too long\r\n");
+	std::string after = long_data.substr(512) + "\r\nNOOP\r\n";
+	ck_assert_uint_eq(l.from_client(after, out), after.size());
+	ck_assert_msg(!l.held(), "a DATA line answered before its end held the input");
+	// laimd ends data at CRLF "." CRLF only: ".\r\r\n" is a data line.
+	SmtpRelay e;
+	e.from_client("DATA\r\n", out);
+	e.from_laimd("354 go\r\n");
+	e.from_client("x\r\n.\r\r\n.\r\n", out);
+	e.from_laimd("550 5.6.0 bare CR\r\n");
+	ck_assert_msg(!e.awaits_reply(), "a reply awaited after the end of data's");
 	// DATA as laimd's session reads it: blanks at the end go, the verb
 	// ends at a space. The text after it waits for the 354.
 	for (const char* line : {"DATA\t\n", "data \t \r\n", "DATA\t\t\n", "DATA x\n"}) {
