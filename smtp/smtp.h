@@ -18,8 +18,8 @@ namespace laim {
 // each load (smtp/tls.cpp): a context made as this process makes it,
 // which refuses, say, a key or a signature below OpenSSL's security
 // level, then a handshake with a client of OpenSSL's defaults at TLS 1.2
-// and at TLS 1.3, which fails on, say, a curve outside the groups
-// offered. Throws std::runtime_error with OpenSSL's reason.
+// and at TLS 1.3 (each that the context serves, by OpenSSL's system
+// policy), which fails on, say, a curve outside the groups offered. Throws std::runtime_error with OpenSSL's reason.
 void tls_check_chain(const std::string& chain, EVP_PKEY* key);
 
 }  // namespace laim

@@ -174,12 +174,14 @@ bool init_openssl()
 }
 
 // A handshake over memory of server_ctx with a client of OpenSSL's
-// defaults, up to TLS version max_version: "" when it completes, else why
+// defaults but its TLS version, which is exactly version (not the system
+// policy's range, which may leave it out): "" when it completes, else why
 // it failed.
-std::string test_handshake(SSL_CTX* server_ctx, int max_version)
+std::string test_handshake(SSL_CTX* server_ctx, int version)
 {
 	std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> client_ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
-	if (!client_ctx || SSL_CTX_set_max_proto_version(client_ctx.get(), max_version) != 1)
+	if (!client_ctx || SSL_CTX_set_min_proto_version(client_ctx.get(), version) != 1 ||
+	    SSL_CTX_set_max_proto_version(client_ctx.get(), version) != 1)
 		return openssl_error();
 	std::unique_ptr<SSL, decltype(&SSL_free)> client(SSL_new(client_ctx.get()), SSL_free);
 	std::unique_ptr<SSL, decltype(&SSL_free)> server(SSL_new(server_ctx), SSL_free);
@@ -266,7 +268,11 @@ void tls_check_chain(const std::string& chain, EVP_PKEY* key)
 	if (!init_openssl())
 		throw std::runtime_error("OpenSSL initialisation failed: " + openssl_error());
 	TlsContext ctx(chain, key);
+	// Each version the context serves (0: no bound), by the system policy.
+	int min = SSL_CTX_get_min_proto_version(ctx.get()), max = SSL_CTX_get_max_proto_version(ctx.get());
 	for (int version : {TLS1_2_VERSION, TLS1_3_VERSION}) {
+		if ((min != 0 && version < min) || (max != 0 && version > max))
+			continue;
 		std::string why = test_handshake(ctx.get(), version);
 		if (!why.empty())
 			throw std::runtime_error(std::string("a ") + (version == TLS1_2_VERSION ? "TLS 1.2" : "TLS 1.3") +

@@ -7,7 +7,8 @@
 # not match the certificate, a key behind a passphrase, a certificate
 # that the smtp process's OpenSSL refuses: an RSA-1024 key or a SHA-1
 # signature below the security level, a curve outside the groups that a
-# handshake offers). A certbot-style
+# handshake offers). The handshakes checked are those that OpenSSL's
+# system policy leaves (TLS 1.3 only, or 1.2 only). A certbot-style
 # layout (live/ links into archive/) passes; the daemon refuses to start
 # with a refused key as laimd -n does.
 import sys
@@ -66,6 +67,15 @@ def main():
 	d.write_config(config(d, good))
 	r = laimd_n(d.confpath)
 	check_eq(r.returncode, 0, "laimd -n on a submission listener with certbot's links (stderr %r)" % r.stderr)
+	# A system policy of one TLS version: the check makes the handshake
+	# at that version, and not at the other.
+	for bound in ("MinProtocol = TLSv1.3", "MaxProtocol = TLSv1.2"):
+		cnf = os.path.join(d.dir, "openssl.cnf")
+		with open(cnf, "w") as f:
+			f.write("openssl_conf = conf\n[conf]\nssl_conf = ssl\n[ssl]\nsystem_default = policy\n"
+				"[policy]\n%s\n" % bound)
+		r = laimd_n(d.confpath, env={"OPENSSL_CONF": cnf})
+		check_eq(r.returncode, 0, "laimd -n under OpenSSL's %s (stderr %r)" % (bound, r.stderr))
 
 	expect_refused(d, "open relay", "0.0.0.0:25", 2, "listen[0]",
 		       '"0.0.0.0" is not a loopback address: a listener for other hosts needs tls: starttls or '
