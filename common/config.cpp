@@ -94,6 +94,17 @@ namespace {
 // the recursion of the tree builder and of YamlNode's destructor.
 constexpr int yaml_max_depth = 64;
 
+// The byte offset in UTF-8 text of libyaml's mark index, which counts
+// characters (a byte order mark left out).
+size_t yaml_mark_offset(std::string_view text, size_t index)
+{
+	size_t i = text.substr(0, 3) == "\xEF\xBB\xBF" ? 3 : 0;
+	for (; i < text.size(); i++)
+		if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80 && index-- == 0)
+			break;
+	return i;
+}
+
 // Pulls libyaml events one at a time; owns the parser and the current event.
 class YamlEvents {
  public:
@@ -146,8 +157,8 @@ class YamlEvents {
 			what += std::string(" (") + parser_.context + " started at line " +
 				std::to_string(parser_.context_mark.line + 1) + ")";
 		// libyaml names no tab: "found character that cannot start any token".
-		if (parser_.error == YAML_SCANNER_ERROR && parser_.problem_mark.index < text_.size() &&
-		    text_[parser_.problem_mark.index] == '\t')
+		size_t at = yaml_mark_offset(text_, parser_.problem_mark.index);
+		if (parser_.error == YAML_SCANNER_ERROR && at < text_.size() && text_[at] == '\t')
 			what += " (a tab: YAML indents with spaces only)";
 		throw ConfigError(file_, line, "", what);
 	}

@@ -414,6 +414,16 @@ START_TEST(error_syntax)
 	check_error("a: 1\nb:\n\t- x\n", "t.yml:3: syntax error: ",
 		    "cannot start any token (while scanning for the next token started at line 3) "
 		    "(a tab: YAML indents with spaces only)");
+	// libyaml counts characters: UTF-8 before the error moves no hint.
+	check_error("# caf\xc3\xa9 \xc3\xa9\xc3\xa9\xc3\xa9\na: 1\nb:\n\t- x\n", "t.yml:4: syntax error: ",
+		    "(a tab: YAML indents with spaces only)");
+	check_error("\xEF\xBB\xBF# \xc3\xa9\na: 1\nb:\n\t- x\n", "t.yml:4: syntax error: ",
+		    "(a tab: YAML indents with spaces only)");
+	for (const char* text : {"# \xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\na: \"x\ty\" @\n", "a: \"\xf0\x9f\x98\x80\t\" @\n"}) {
+		std::string msg = parse_error(text);
+		ck_assert_msg(msg.find("syntax error") != std::string::npos && msg.find("a tab") == std::string::npos,
+			      "config:\n%s\ngot: %s", text, msg.c_str());
+	}
 	check_error("a: 1\nb: \"open\n", "t.yml:3: syntax error: ", "quoted scalar");
 	check_error("a: 1\n- b\n", "t.yml:2: syntax error: ", "did not find expected key");
 	// Invalid UTF-8: libyaml's reader gives only an offset; the line is counted.
