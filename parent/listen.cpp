@@ -21,10 +21,23 @@ namespace {
 
 // What socket() or bind() says for ::1 on a host without IPv6: a kernel
 // booted with ipv6.disable=1 has no AF_INET6, and disable_ipv6 takes ::1
-// off the loopback interface.
-bool no_ipv6(int family, int err)
+// off the loopback interface. Another IPv6 address that is not there is
+// just not assigned (or not yet usable), which says nothing of IPv6.
+bool no_ipv6(const sockaddr_storage& ss, int err)
 {
-	return family == AF_INET6 && (err == EAFNOSUPPORT || err == EADDRNOTAVAIL);
+	if (ss.ss_family != AF_INET6)
+		return false;
+	const in6_addr& addr = reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr;
+	return err == EAFNOSUPPORT || (err == EADDRNOTAVAIL && IN6_IS_ADDR_LOOPBACK(&addr));
+}
+
+// A bind that failed otherwise: an entry of listen: names its line.
+[[noreturn]] void bind_failed(const Config& cfg, const ListenAddress& a, const std::string& name)
+{
+	if (a.line != 0)
+		fatalx("%s:%d: %s: cannot listen on %s: %s", cfg.file.c_str(), a.line, a.name.c_str(), name.c_str(),
+		       strerror(errno));
+	fatal("bind %s", name.c_str());
 }
 
 // The default [::1]:25 is skipped on a host without IPv6 (errno says
@@ -65,7 +78,7 @@ std::optional<Listener> listen_tcp(const Config& cfg, const ListenAddress& a)
 					      : a.host + ":" + std::to_string(a.port);
 	UniqueFd fd(socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
 	if (!fd) {
-		if (!no_ipv6(family, errno))
+		if (!no_ipv6(ss, errno))
 			fatal("socket for %s", name.c_str());
 		return skip_without_ipv6(cfg, a, name);
 	}
@@ -79,8 +92,8 @@ std::optional<Listener> listen_tcp(const Config& cfg, const ListenAddress& a)
 	// no call for it per connection.
 	setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	if (bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) == -1) {
-		if (!no_ipv6(family, errno))
-			fatal("bind %s", name.c_str());
+		if (!no_ipv6(ss, errno))
+			bind_failed(cfg, a, name);
 		return skip_without_ipv6(cfg, a, name);
 	}
 	if (listen(fd.get(), SOMAXCONN) == -1)
