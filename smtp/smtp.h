@@ -19,7 +19,8 @@ namespace laim {
 // which refuses, say, a key or a signature below OpenSSL's security
 // level, then a handshake with a client of OpenSSL's defaults at TLS 1.2
 // and at TLS 1.3 (each that the context serves, by OpenSSL's system
-// policy), which fails on, say, a curve outside the groups offered. Throws std::runtime_error with OpenSSL's reason.
+// policy), which fails on, say, a curve outside the groups offered.
+// Throws std::runtime_error with OpenSSL's reason.
 void tls_check_chain(const std::string& chain, EVP_PKEY* key);
 
 }  // namespace laim
