@@ -20,8 +20,9 @@
 //       verify_recipients: false     # true: ask the server at laim's RCPT (550/451)
 //       workers: 4                   # sessions at once
 //
-// Dovecot's unix_listener must let laim's user connect: `user = laim`,
-// or a group laim is in with mode 0660.
+// Dovecot's unix_listener must let laim's user connect: its default mode
+// 0666 does; with a stricter one, `user = laim`, or a group laim is in
+// with mode 0660.
 #include <grp.h>
 #include <sys/stat.h>
 #include <unistd.h>
