@@ -30,6 +30,8 @@
 //                                      # delivery_timeout, however the steps add up)
 //       workers: 4
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 
 #include "handler/api/handler.h"
@@ -126,6 +128,16 @@ Smarthost::Smarthost(HandlerOptions& o)
 {
 	if (!is_word(host_))
 		o.fail("host", "expected a host name or address, got \"" + host_ + "\"");
+	// A name or an address alone, as getaddrinfo() takes it: "HOST:PORT"
+	// and "[::1]" resolve to nothing, and every message would defer until
+	// it expires. A colon belongs only to an IPv6 address (with its
+	// %scope, if any).
+	std::string unscoped = host_.substr(0, host_.find('%'));
+	struct in6_addr a6;
+	if (host_[0] == '[')
+		o.fail("host", "\"" + host_ + "\": expected no brackets: an IPv6 address alone (::1), the port in port:");
+	if (host_.find(':') != std::string::npos && inet_pton(AF_INET6, unscoped.c_str(), &a6) != 1)
+		o.fail("host", "\"" + host_ + "\": expected a host name or address without a port: give the port in port:");
 	peer_ = (host_.find(':') != std::string::npos ? "[" + host_ + "]" : host_) + ":" + std::to_string(port_);
 	policy_ = {host_, o.has("ca_file") ? o.path("ca_file") : "", o.string("tls_fingerprint", "")};
 	std::string pin = policy_.fingerprint;

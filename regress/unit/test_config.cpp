@@ -1502,6 +1502,15 @@ START_TEST(smarthost_option_errors)
 	    {"    port: 25\n", "t.yml:2: handlers.relay.host: missing required option"},
 	    {"    host: 'smtp example.org'\n", "t.yml:4: handlers.relay.host: expected a host name or address, got "
 					    "\"smtp example.org\""},
+	    {"    host: smtp.example.org:25\n", "t.yml:4: handlers.relay.host: \"smtp.example.org:25\": expected a host "
+					     "name or address without a port: give the port in port:"},
+	    {"    host: 127.0.0.1:2525\n", "t.yml:4: handlers.relay.host: \"127.0.0.1:2525\": expected a host name or "
+					   "address without a port"},
+	    {"    host: '::1:x'\n", "t.yml:4: handlers.relay.host: \"::1:x\": expected a host name or address without a "
+				      "port"},
+	    {"    host: '[::1]'\n", "t.yml:4: handlers.relay.host: \"[::1]\": expected no brackets: an IPv6 address "
+				      "alone (::1), the port in port:"},
+	    {"    host: '[::1]:25'\n", "t.yml:4: handlers.relay.host: \"[::1]:25\": expected no brackets"},
 	    {host + std::string("    port: 0\n"), "t.yml:5: handlers.relay.port: 0 is out of range"},
 	    {host + std::string("    port: 65536\n"), "t.yml:5: handlers.relay.port: 65536 is out of range"},
 	    {host + std::string("    port: '587'\n"), "t.yml:5: handlers.relay.port: expected an integer from 1 to "
@@ -1540,6 +1549,9 @@ START_TEST(smarthost_option_errors)
 	expect_error_prefixes([](const std::string& o) { return smarthost_error(o); }, cases);
 	ck_assert_string_eq(smarthost_error(host + std::string("    port: 465\n    mail_from: alerts@\n"
 							      "    rewrite_from: missing\n")), "(no error)");
+	// An IPv6 address is written alone, with its scope if it has one.
+	for (const char* ipv6 : {"::1", "2001:db8::25", "fe80::1%eth0"})
+		ck_assert_string_eq(smarthost_error("    host: '" + std::string(ipv6) + "'\n"), "(no error)");
 }
 END_TEST
 
