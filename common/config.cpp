@@ -964,12 +964,17 @@ std::string config_read(const std::string& file, bool* world_readable)
 	return text;
 }
 
-bool ListenAddress::loopback() const
+bool loopback_address(const std::string& host)
 {
 	unsigned char a[sizeof(struct in6_addr)];
 	if (inet_pton(AF_INET, host.c_str(), a) == 1)
 		return a[0] == 127;
 	return inet_pton(AF_INET6, host.c_str(), a) == 1 && IN6_IS_ADDR_LOOPBACK(reinterpret_cast<in6_addr*>(a));
+}
+
+bool ListenAddress::loopback() const
+{
+	return loopback_address(host);
 }
 
 const RootFileRule listen_secret_rule = {"listen secret", S_IRWXG | S_IRWXO, "without access for group or others",

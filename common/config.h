@@ -79,6 +79,10 @@ struct ListenAddress {
 	bool loopback() const;
 };
 
+// Whether host is a numeric loopback address, 127.0.0.0/8 or ::1 (no
+// brackets): what the listeners and smarthost's tls: none allow.
+bool loopback_address(const std::string& host);
+
 struct HandlerSection {
 	std::string name;  // instance name: the key under handlers:
 	std::string type;  // registered handler class

@@ -14,7 +14,8 @@
 //       type: smarthost
 //       host: smtp.example.org         # a name (checked against the certificate) or an address
 //       port: 587                      # default 587, or 465 with tls: implicit
-//       tls: starttls                  # starttls | implicit | none; port 465 defaults to implicit
+//       tls: starttls                  # starttls | implicit | none; port 465 defaults to implicit;
+//                                      # none only with host localhost, 127.0.0.0/8 or ::1
 //       ca_file: /etc/ssl/certs/ca-certificates.crt  # trusted CAs; default: the system store
 //       tls_fingerprint: "5E:2B:...:9C"  # optional: the certificate's SHA-256 instead of its chain
 //       auth: auto                     # auto (PLAIN, else LOGIN) | plain | login | none
@@ -31,6 +32,7 @@
 //       workers: 4
 
 #include <arpa/inet.h>
+#include <strings.h>
 
 #include <algorithm>
 
@@ -145,6 +147,11 @@ Smarthost::Smarthost(HandlerOptions& o)
 	bool sha256 = pin.size() == 64 && pin.find_first_not_of("0123456789abcdefABCDEF") == std::string::npos;
 	if (o.has("tls_fingerprint") && !sha256)
 		o.fail("tls_fingerprint", "expected a SHA-256 fingerprint, 64 hex digits (colons optional)");
+	// tls: none sends the message in clear: only to a relay on this host,
+	// where it crosses no network.
+	if (tls_ == Tls::None && !loopback_address(host_) && strcasecmp(host_.c_str(), "localhost") != 0)
+		o.fail("tls", "none sends the message in clear: only to a relay on this host (localhost, 127.0.0.0/8 or "
+			      "::1), not to \"" + host_ + "\"");
 	for (const char* key : {"ca_file", "tls_fingerprint"})
 		if (tls_ == Tls::None && o.has(key))
 			o.fail(key, "has no use with tls: none");

@@ -1495,6 +1495,7 @@ static std::string smarthost_error(const std::string& options, laim::Secrets sec
 START_TEST(smarthost_option_errors)
 {
 	static const char host[] = "    host: smtp.example.org\n";  // line 4
+	static const char local[] = "    host: 127.0.0.1\n";          // a relay on this host, for tls: none
 	static const struct {
 		std::string options;  // from line 4
 		const char* error;
@@ -1520,7 +1521,14 @@ START_TEST(smarthost_option_errors)
 	    {host + std::string("    auth: cram-md5\n"), "t.yml:5: handlers.relay.auth: expected one of auto, plain, "
 						     "login, none, got \"cram-md5\""},
 	    {host + std::string("    auth: plain\n"), "t.yml:5: handlers.relay.auth: needs credentials"},
-	    {host + std::string("    tls: none\n    credentials: /etc/laim/relay.secret\n"),
+	    {host + std::string("    tls: none\n"), "t.yml:5: handlers.relay.tls: none sends the message in clear: only "
+					     "to a relay on this host (localhost, 127.0.0.0/8 or ::1), not to "
+					     "\"smtp.example.org\""},
+	    {"    host: 10.0.0.1\n    tls: none\n", "t.yml:5: handlers.relay.tls: none sends the message in clear"},
+	    {"    host: '::2'\n    tls: none\n", "t.yml:5: handlers.relay.tls: none sends the message in clear"},
+	    {"    host: localhost.example.org\n    tls: none\n",
+	     "t.yml:5: handlers.relay.tls: none sends the message in clear"},
+	    {local + std::string("    tls: none\n    credentials: /etc/laim/relay.secret\n"),
 	     "t.yml:6: handlers.relay.credentials: AUTH never goes in clear: credentials need tls: starttls or "
 	     "implicit"},
 	    {host + std::string("    auth: none\n    credentials: /etc/laim/relay.secret\n"),
@@ -1530,7 +1538,7 @@ START_TEST(smarthost_option_errors)
 	     "optional)"},
 	    {host + std::string("    tls_fingerprint: ") + std::string(63, 'a') + "g\n",
 	     "t.yml:5: handlers.relay.tls_fingerprint: expected a SHA-256 fingerprint"},
-	    {host + std::string("    tls: none\n    ca_file: /etc/ssl/ca.pem\n"),
+	    {local + std::string("    tls: none\n    ca_file: /etc/ssl/ca.pem\n"),
 	     "t.yml:6: handlers.relay.ca_file: has no use with tls: none"},
 	    {host + std::string("    ca_file: ca.pem\n"), "t.yml:5: handlers.relay.ca_file: expected an absolute path"},
 	    {host + std::string("    mail_from: '@example.org'\n"),
@@ -1552,6 +1560,10 @@ START_TEST(smarthost_option_errors)
 	// An IPv6 address is written alone, with its scope if it has one.
 	for (const char* ipv6 : {"::1", "2001:db8::25", "fe80::1%eth0"})
 		ck_assert_string_eq(smarthost_error("    host: '" + std::string(ipv6) + "'\n"), "(no error)");
+	// tls: none to a relay on this host.
+	for (const char* loopback : {"localhost", "LocalHost", "127.0.0.1", "127.1.2.3", "::1"})
+		ck_assert_string_eq(smarthost_error("    host: '" + std::string(loopback) + "'\n    tls: none\n"),
+				    "(no error)");
 }
 END_TEST
 
