@@ -24,6 +24,7 @@
 
 #include "common/address.h"
 #include "common/fd.h"
+#include "common/mail_dir.h"
 #include "common/yaml_value.h"
 
 #ifndef LAIM_SOCKET
@@ -786,6 +787,7 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 		cfg_.aliases = value(n, name).path();
 	} else if (name == "mail_dir") {
 		cfg_.mail_dir = value(n, name).path();
+		cfg_.mail_dir_line = n.line;
 	} else if (name == "alias_commands") {
 		cfg_.alias_commands = value(n, name).boolean();
 		cfg_.alias_commands_line = key_line;
@@ -1044,6 +1046,24 @@ void config_check_tool_paths(const Config& cfg)
 	tools_path_only(cfg, cfg.socket_line, "socket", cfg.socket, LAIM_SOCKET, "LAIM_SOCKET", "sendmail");
 	tools_path_only(cfg, cfg.control_socket_line, "control_socket", cfg.control_socket, LAIM_CONTROL_SOCKET,
 			"LAIM_CONTROL", "laimctl, mailq and newaliases");
+}
+
+void config_check_mail_dir(const Config& cfg)
+{
+	auto mbox = std::find_if(cfg.handlers.begin(), cfg.handlers.end(),
+				 [](const HandlerSection& h) { return h.type == "mbox"; });
+	if (mbox == cfg.handlers.end())
+		return;  // nothing delivers there
+	UniqueFd dir;
+	std::string unusable = mail_dir_open(cfg.mail_dir, &dir);
+	if (unusable.empty())
+		return;
+	std::string why = ": " + unusable + ": the mbox handler delivers there, and laim-mda wants a directory "
+				      "owned by root";
+	if (cfg.mail_dir_line)
+		throw ConfigError(cfg.file, cfg.mail_dir_line, "mail_dir", cfg.mail_dir + why);
+	throw ConfigError(cfg.file, mbox->line, "handlers." + mbox->name,
+			  "mail_dir " + cfg.mail_dir + " (the default)" + why);
 }
 
 void config_check_users(const Config& cfg)

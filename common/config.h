@@ -144,6 +144,7 @@ struct Config {
 	std::string spool;    // default LAIM_SPOOL_DIR
 	std::string aliases = "/etc/aliases";
 	std::string mail_dir = "/var/mail";  // users' mboxes, for the mbox handler
+	int mail_dir_line = 0;               // where the file sets it; 0: the default
 	bool alias_commands = false;  // deliver "|command" targets of root's aliases files
 	int alias_commands_line = 0;  // where the file sets it
 	bool alias_files = false;     // deliver "/file" targets of root's aliases files
@@ -210,5 +211,10 @@ void config_check_users(const Config& cfg);
 // naming file, line and key. Not part of config_parse(), so that unit
 // tests of the parser may name other paths in any build.
 void config_check_tool_paths(const Config& cfg);
+
+// mail_dir, as laimd -n and every (re)load check it when an mbox handler
+// delivers there: a directory owned by root, as laim-mda wants it
+// (common/mail_dir.h). Throws ConfigError naming file, line and key.
+void config_check_mail_dir(const Config& cfg);
 
 }  // namespace laim

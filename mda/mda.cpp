@@ -67,6 +67,7 @@
 #include <string_view>
 
 #include "common/fd.h"
+#include "common/mail_dir.h"
 #include "common/mbox_tail.h"
 #include "common/sandbox.h"
 
@@ -314,12 +315,10 @@ int main(int argc, char* argv[])
 	}
 	const char* user = argv[2];
 	box = std::string(argv[1]) + "/" + user;
-	UniqueFd dir(open(argv[1], O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-	struct stat dst;
-	if (!dir || fstat(dir.get(), &dst) == -1)
-		give_up(EX_TEMPFAIL, "the mail directory: %s", strerror(errno));
-	if (dst.st_uid != 0)
-		give_up(EX_TEMPFAIL, "the mail directory is not root's");
+	UniqueFd dir;
+	std::string unusable = mail_dir_open(argv[1], &dir);
+	if (!unusable.empty())
+		give_up(EX_TEMPFAIL, "the mail directory: %s", unusable.c_str());
 	// Root's own mailbox is delivered as root, but without root's
 	// capabilities: the owner's rights are all an append needs. The
 	// bounding set goes too when this process may drop it (CAP_SETPCAP,

@@ -89,6 +89,7 @@ Config load_config(const std::string& file, std::string* text, Secrets* secrets,
 	config_check_tool_paths(cfg);
 	listen_check_files(cfg);
 	config_check_users(cfg);
+	config_check_mail_dir(cfg);
 	*secrets = Secrets::from_files();
 	handlers_create(cfg, *secrets);
 	return cfg;

@@ -168,6 +168,31 @@ def main():
 		check(status == 1 and want in perr.decode(errors="replace"),
 		      "laimd -d with %s: moved: exit %d, stderr %r" % (key, status, perr))
 
+	# mail_dir, when an mbox handler delivers there: laim-mda wants a
+	# directory owned by root, and would defer every delivery to another.
+	mbox = good[:9] + ["  local:", "    type: mbox"] + good[9:11] + ["    handlers: [inbox, local]"]
+	mail_dir = os.path.join(d.dir, "mail")
+	os.mkdir(mail_dir)
+	os.chmod(mail_dir, 0o2775)
+	write(d, mbox + ["mail_dir: %s" % mail_dir])
+	r = laimd_n(d.confpath)
+	check_eq((r.returncode, r.stderr), (0, b""), "laimd -n with a mail_dir of root's")
+	mail_file = os.path.join(d.dir, "mail-file")
+	open(mail_file, "w").close()
+	os.chown(mail_dir, d.uid, d.gid)
+	tail = ": the mbox handler delivers there, and laim-mda wants a directory owned by root"
+	for path, why in ((mail_dir, "not owned by root (uid %d)" % d.uid),
+			  (os.path.join(d.dir, "nomail"), "No such file or directory"),
+			  (mail_file, "Not a directory")):
+		write(d, mbox + ["mail_dir: %s" % path])
+		r = laimd_n(d.confpath)
+		check_eq((r.returncode, r.stderr.decode(errors="replace")),
+			 (1, "laimd: %s:15: mail_dir: %s: %s%s\n" % (d.confpath, path, why, tail)),
+			 "laimd -n with mail_dir %s" % why)
+	# Nothing delivers there: no check.
+	write(d, good + ["mail_dir: %s" % mail_dir])
+	check_eq(laimd_n(d.confpath).returncode, 0, "laimd -n with mail_dir not root's and no mbox handler")
+
 	r = laimd_n(os.path.join(d.dir, "missing.yml"))
 	check_eq(r.returncode, 1, "laimd -n on a missing file")
 

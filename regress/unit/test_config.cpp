@@ -664,6 +664,27 @@ START_TEST(error_users_unusable)
 }
 END_TEST
 
+// mail_dir left at its default names the mbox handler's line, there being
+// no line of its own; with no mbox handler it is not looked at.
+START_TEST(error_mail_dir_default)
+{
+	Config c = parse_ok("timeout: 5\nhandlers:\n  local:\n    type: mbox\n");
+	c.mail_dir = "/nonexistent-laim-mail";  // as if the default were missing
+	std::string got;
+	try {
+		laim::config_check_mail_dir(c);
+	} catch (const ConfigError& e) {
+		got = e.what();
+	}
+	ck_assert_str_eq(got.c_str(), "t.yml:3: handlers.local: mail_dir /nonexistent-laim-mail (the default): No "
+				      "such file or directory: the mbox handler delivers there, and laim-mda wants a "
+				      "directory owned by root");
+	c = parse_ok("handlers:\n  inbox:\n    type: log\n");
+	c.mail_dir = "/nonexistent-laim-mail";
+	laim::config_check_mail_dir(c);
+}
+END_TEST
+
 START_TEST(error_bad_boolean)
 {
 	check_error("enable_smtputf8: maybe\n", "t.yml:1: enable_smtputf8: ",
@@ -1811,6 +1832,7 @@ static Suite* config_suite()
 	tcase_add_test(tc, error_retry_order);
 	tcase_add_test(tc, error_same_users);
 	tcase_add_test(tc, error_users_unusable);
+	tcase_add_test(tc, error_mail_dir_default);
 	tcase_add_test(tc, error_bad_boolean);
 	tcase_add_test(tc, path_spelling);
 	tcase_add_test(tc, error_bad_strings);
