@@ -61,6 +61,9 @@ inline constexpr std::string_view rcpt_deferred =
 // "451 4.7.1 " + the limit's words from the handler process + CRLF.
 inline constexpr std::string_view rate_limited = "451 4.7.1 ";
 inline constexpr std::string_view rate_limited_default = "rate limit exceeded; try again later";
+// RFC 3207 4: STARTTLS where the listener's certificate did not load;
+// also AUTH and MAIL that wait for TLS there, never a 5xx for our fault.
+inline constexpr std::string_view tls_unavailable = "454 4.7.0 TLS not available due to temporary reason" LAIM_CRLF;
 inline constexpr std::string_view too_many_rcpts = "452 4.5.3 Too many recipients" LAIM_CRLF;
 // "421 4.4.2 HOSTNAME Error: timeout exceeded" (RFC 5321 4.5.3.2)
 inline constexpr std::string_view timeout_code = "421 4.4.2 ";

@@ -470,10 +470,11 @@ void Session::cmd_helo(std::string_view arg, bool ehlo)
 	out_.append(reply::ehlo_last);
 }
 
-// STARTTLS (RFC 3207 4): only where the listener offers it, once. What
-// the client sent behind it in the clear is dropped unread (the
-// command-injection class of CVE-2011-0411), and the session starts over
-// under TLS: no HELO, no transaction (4.2).
+// STARTTLS (RFC 3207 4): only where the listener offers it, once; 454
+// while its certificate did not load, a fault of ours. What the client
+// sent behind it in the clear is dropped unread (the command-injection
+// class of CVE-2011-0411), and the session starts over under TLS: no
+// HELO, no transaction (4.2).
 void Session::cmd_starttls(std::string_view arg)
 {
 	Impl& m = *impl_;
@@ -487,6 +488,10 @@ void Session::cmd_starttls(std::string_view arg)
 	}
 	if (!arg.empty()) {
 		reply(reply::syntax_noarg);
+		return;
+	}
+	if (client_.tls_unavailable) {
+		reply(reply::tls_unavailable);
 		return;
 	}
 	abort_transaction();
@@ -534,7 +539,7 @@ void Session::cmd_mail(std::string_view arg)
 	// without auth: required takes mail in the clear too (as Postfix's
 	// smtpd_tls_security_level=may).
 	if (client_.auth_required && !tls_) {
-		reply(reply::need_starttls);
+		reply(client_.tls_unavailable ? reply::tls_unavailable : reply::need_starttls);
 		return;
 	}
 	if (client_.auth_required && m.auth_user.empty()) {
@@ -694,7 +699,7 @@ void Session::cmd_auth(std::string_view arg)
 		return;
 	}
 	if (!auth_offered()) {
-		reply(reply::auth_not_enabled);
+		reply(client_.auth_required && client_.tls_unavailable ? reply::tls_unavailable : reply::auth_not_enabled);
 		return;
 	}
 	if (!m.auth_user.empty()) {

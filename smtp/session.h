@@ -42,6 +42,9 @@ struct ClientInfo {
 	// The listener's AUTH (listen: in laim.yml(5)).
 	uint32_t listener = 0;       // index in listen:, for the parent's AUTH check
 	bool auth_required = false;  // auth: required: AUTH offered under TLS, MAIL needs it
+	// starttls, but the listener's certificate did not load: STARTTLS,
+	// and the AUTH and MAIL of auth: required that need it, get 454.
+	bool tls_unavailable = false;
 };
 
 class SessionBackend {

@@ -369,7 +369,8 @@ void SmtpServer::accept_clients(size_t idx)
 			log_warnx("smtp: refused a client on %s: its certificate did not load", l.name.c_str());
 			continue;
 		}
-		ci.starttls = tls_mode == ListenAddress::Tls::Starttls && has_tls;
+		ci.starttls = tls_mode == ListenAddress::Tls::Starttls;
+		ci.tls_unavailable = ci.starttls && !has_tls;
 		if (l.local) {
 			ci.address = "local";
 		} else {
@@ -554,7 +555,8 @@ void SmtpServer::handshake(uint32_t id, Conn& c)
 
 // A listener's context from its chain and the parent's key id; a chain
 // that does not load leaves the context before it. A listener without a
-// context offers no STARTTLS, and an implicit TLS one refuses its clients.
+// context answers STARTTLS with 454 (a temporary fault: the client tries
+// again later), and an implicit TLS one refuses its clients.
 void SmtpServer::set_tls(const SmtpTls& t, bool reloaded)
 {
 	int i = (int)t.listen_index;
@@ -575,7 +577,7 @@ void SmtpServer::set_tls(const SmtpTls& t, bool reloaded)
 		else
 			log_warnx("smtp: listen[%u] serves no TLS (%s): %s", t.listen_index,
 				  rt_.cfg.listen.at(i).tls == ListenAddress::Tls::Implicit ? "it refuses every client"
-											    : "no STARTTLS",
+											    : "STARTTLS gets 454",
 				  e.what());
 	}
 	auto ctx = tls_.find(i);

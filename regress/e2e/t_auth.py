@@ -11,7 +11,8 @@
 # root parent checks the passwords (crypt(3)); hashes made here with
 # libcrypt (yescrypt, bcrypt) and openssl passwd (sha512crypt,
 # sha256crypt). A forged request from the smtp process ends it;
-# etc/submission.yml passes laimd -n.
+# etc/submission.yml passes laimd -n. A listener whose certificate did
+# not load answers STARTTLS, AUTH and MAIL with 454, never a 5xx.
 import sys
 sys.dont_write_bytecode = True
 import base64
@@ -406,6 +407,31 @@ class Case:
 		check_eq(codes, [454] * 10 + [535] * 10, "the replies to twenty wrong passwords at once")
 		self.d.wait_log(r"smtp: AUTH from 127\.0\.0\.1 held off for 900s", since=mark)
 
+	def certificate_not_loaded(self):
+		"""The smtp process refused the listener's certificate (a test
+		seam): STARTTLS is still offered and gets 454, as do AUTH and MAIL
+		before TLS; a fault of the server is never a client's 5xx."""
+		d = self.d
+		laimd = d.laimd
+		d.stop()
+		d.wrap(setup="export LAIM_TEST_SMTP_REFUSE_TLS=start")
+		try:
+			d.start()
+			d.wait_log(r"smtp: listen\[0\] serves no TLS \(STARTTLS gets 454\): TLS context: refused for the test$")
+			with d.smtp() as c:
+				ehlo = c.ehlo()
+				check(any("STARTTLS" in l for l in ehlo.lines), "no STARTTLS offered: %r" % ehlo)
+				unavailable = "454 4.7.0 TLS not available due to temporary reason"
+				check_eq(c.cmd("MAIL FROM:<alice@example.org>").text, unavailable, "MAIL without a certificate")
+				check_eq(c.cmd("AUTH PLAIN " + plain("alice", PASSWORDS["alice"])).text, unavailable,
+					 "AUTH without a certificate")
+				check_eq(c.cmd("STARTTLS").text, unavailable, "STARTTLS without a certificate")
+				check_eq(c.cmd("NOOP").text, "250 2.0.0 Ok", "NOOP after the 454")
+		finally:
+			d.stop()
+			d.laimd = laimd
+			d.start()
+
 	def senders_bound(self):
 		c, _ = self.tls_session()
 		with c:
@@ -595,6 +621,7 @@ def main():
 		("ten failures from loopback: its AUTH held off", t.guesser_held_off),
 		("clients that leave before the verdict are counted", t.left_before_verdict),
 		("parallel guesses: no more checks than failures left", t.parallel_guesses),
+		("no certificate: 454 to STARTTLS, AUTH and MAIL", t.certificate_not_loaded),
 	])
 
 

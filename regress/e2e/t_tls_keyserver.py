@@ -13,7 +13,7 @@
 # (timeout: 3, which bounds the handshake too) log one line each.
 # A test build's smtp process that refuses a chain the parent's check
 # passed (LAIM_TEST_SMTP_REFUSE_TLS): at start, the STARTTLS listener
-# offers no STARTTLS and the implicit TLS one refuses its clients, each
+# answers STARTTLS with 454 and the implicit TLS one refuses its clients, each
 # said in the log; at reload, it keeps its previous certificate, whose
 # key the parent keeps serving across two reloads.
 import sys
@@ -186,11 +186,13 @@ def smtp_refuses_at_start():
 	d, certs, rsa = tls_laimd()
 	d.wrap(setup="export LAIM_TEST_SMTP_REFUSE_TLS=start")
 	d.start()
-	d.wait_log(r"smtp: listen\[0\] serves no TLS \(no STARTTLS\): TLS context: refused for the test$")
+	d.wait_log(r"smtp: listen\[0\] serves no TLS \(STARTTLS gets 454\): TLS context: refused for the test$")
 	d.wait_log(r"smtp: listen\[1\] serves no TLS \(it refuses every client\): TLS context: refused for the test$")
 	with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as s:
 		s.ehlo("client.example")
-		check(not s.has_extn("starttls"), "STARTTLS offered without a certificate: %r" % s.ehlo_resp)
+		check(s.has_extn("starttls"), "STARTTLS not offered without a certificate: %r" % s.ehlo_resp)
+		check_eq(s.docmd("STARTTLS"), (454, b"4.7.0 TLS not available due to temporary reason"),
+			 "STARTTLS without a certificate")
 	mark = d.mark()
 	with socket.create_connection((IMPLICIT_HOST, d.port), timeout=10) as c:
 		check_eq(c.recv(100), b"", "what the implicit TLS listener without a certificate sends")

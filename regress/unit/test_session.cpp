@@ -373,6 +373,25 @@ START_TEST(test_starttls_not_offered)
 }
 END_TEST
 
+// A STARTTLS listener whose certificate did not load: STARTTLS is still
+// offered and gets 454 (RFC 3207 4), as do AUTH and MAIL that need TLS
+// on an auth: required listener; the session goes on in the clear.
+START_TEST(test_starttls_unavailable)
+{
+	Harness h(ClientInfo{"192.0.2.7", std::nullopt, "", true, 1, true, true});
+	h.start();
+	const char* unavailable = "454 4.7.0 TLS not available due to temporary reason\r\n";
+	std::string ehlo = h.cmd("EHLO client.example\r\n");
+	ck_assert_msg(ehlo.find("\r\n250-STARTTLS\r\n") != std::string::npos, "%s", escape(ehlo).c_str());
+	expect_eq(h.cmd("MAIL FROM:<alice@example.org>\r\n"), unavailable);
+	expect_eq(h.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"), unavailable);
+	expect_eq(h.cmd("STARTTLS\r\n"), unavailable);
+	ck_assert(!h.s->starttls_wanted());
+	expect_eq(h.cmd("NOOP\r\n"), "250 2.0.0 Ok\r\n");
+	expect_eq(h.be.joined(), "");
+}
+END_TEST
+
 // ------------------------------------------------------------ greeting
 
 START_TEST(test_greeting)
@@ -1794,6 +1813,7 @@ int main()
 	tcase_add_test(tc, test_greeting);
 	tcase_add_test(tc, test_starttls);
 	tcase_add_test(tc, test_starttls_not_offered);
+	tcase_add_test(tc, test_starttls_unavailable);
 	tcase_add_test(tc, test_pregreet);
 	tcase_add_test(tc, test_ehlo);
 	tcase_add_test(tc, test_ehlo_no_limit_no_utf8);
