@@ -51,6 +51,7 @@ constexpr rlim_t FD_SPARE = 8;
 // submission out.
 constexpr uint32_t LOCAL_RESERVE = 8;
 constexpr int64_t HANDSHAKE_TIMEOUT_MS = 30000;  // at most; timeout: when shorter
+constexpr time_t REFUSALS_LOG_INTERVAL = 60;     // seconds between a listener's lines of refused clients
 
 // How many sessions the open file limit has room for: each holds its
 // socket and, in DATA, its spool file, beside the descriptors open now.
@@ -114,6 +115,7 @@ class SmtpServer : public SessionBackend {
 	void start_tls(uint32_t id, Conn& c);
 	void handshake(uint32_t id, Conn& c);
 	void set_tls(const SmtpTls& t, bool reloaded);
+	void refused_without_tls(size_t idx, bool flush);
 	void update(uint32_t id);
 	void close_conn(uint32_t id);
 	void handler_gone();
@@ -147,6 +149,14 @@ class SmtpServer : public SessionBackend {
 	// By Listener::listen_index; a session's SSL holds its own reference,
 	// so a context replaced at SIGHUP lives on while its sessions do.
 	std::map<int, std::unique_ptr<TlsContext>> tls_;
+	// The clients an implicit TLS listener without a context refused, by
+	// index in rt_.listeners, for refused_without_tls().
+	struct Refusals {
+		time_t logged_at = 0;
+		unsigned count = 0;  // since the last line
+		bool logged = false;
+	};
+	std::vector<Refusals> refused_;
 	uint32_t next_id_ = 1;
 	bool shutting_down_ = false;
 	time_t shutdown_deadline_ = 0;
@@ -160,6 +170,7 @@ SmtpServer::SmtpServer(Runtime& rt, UniqueFd parent, UniqueFd handler)
 		   [this] { handler_gone(); })
 {
 	configure(smtp_conf(rt.cfg, rt.hostname));
+	refused_.resize(rt.listeners.size());
 	for (const SmtpTls& t : rt.tls)
 		set_tls(t, false);
 	handler_.attach(std::move(handler));
@@ -366,7 +377,7 @@ void SmtpServer::accept_clients(size_t idx)
 		ClientInfo ci;
 		bool has_tls = tls_.count(l.listen_index) > 0;
 		if (tls_mode == ListenAddress::Tls::Implicit && !has_tls) {
-			log_warnx("smtp: refused a client on %s: its certificate did not load", l.name.c_str());
+			refused_without_tls(idx, false);
 			continue;
 		}
 		ci.starttls = tls_mode == ListenAddress::Tls::Starttls;
@@ -569,6 +580,9 @@ void SmtpServer::set_tls(const SmtpTls& t, bool reloaded)
 				throw std::runtime_error("TLS context: refused for the test");
 #endif
 		tls_[i] = std::make_unique<TlsContext>(t.chain, t.key_id);
+		for (size_t idx = 0; idx < rt_.listeners.size(); idx++)
+			if (rt_.listeners[idx].listen_index == i)
+				refused_without_tls(idx, true);
 		if (reloaded)
 			log_info("smtp: new sessions on listen[%u] get the reloaded certificate", t.listen_index);
 	} catch (const std::exception& e) {
@@ -582,6 +596,28 @@ void SmtpServer::set_tls(const SmtpTls& t, bool reloaded)
 	}
 	auto ctx = tls_.find(i);
 	tls_report_key(t.listen_index, ctx == tls_.end() ? 0 : ctx->second->key_id());
+}
+
+// Counts a client that implicit TLS listener idx refused for want of a
+// context, and logs: the first at once, later ones at most once every
+// REFUSALS_LOG_INTERVAL with how many since the last line, so that a
+// local user looping on connect() cannot flood the log. flush: the
+// listener has its context now; what was counted since is logged.
+void SmtpServer::refused_without_tls(size_t idx, bool flush)
+{
+	Refusals& r = refused_.at(idx);
+	time_t now = seconds_since_boot();
+	if (!flush)
+		r.count++;
+	if (r.count == 0 || (!flush && r.logged && now - r.logged_at < REFUSALS_LOG_INTERVAL))
+		return;
+	const char* name = rt_.listeners[idx].name.c_str();
+	if (!r.logged)
+		log_warnx("smtp: refused a client on %s: its certificate did not load", name);
+	else
+		log_warnx("smtp: refused %u clients on %s in the last %lds: its certificate did not load", r.count,
+			  name, (long)(now - r.logged_at));
+	r = {now, 0, true};
 }
 
 // Writes pending output, starts TLS after a STARTTLS reply, closes a

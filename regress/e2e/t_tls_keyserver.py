@@ -14,7 +14,8 @@
 # A test build's smtp process that refuses a chain the parent's check
 # passed (LAIM_TEST_SMTP_REFUSE_TLS): at start, the STARTTLS listener
 # answers STARTTLS with 454 and the implicit TLS one refuses its clients, each
-# said in the log; at reload, it keeps its previous certificate, whose
+# said in the log (the refused clients in one line a minute, and their
+# count when a reload brings the certificate); at reload, it keeps its previous certificate, whose
 # key the parent keeps serving across two reloads.
 import sys
 sys.dont_write_bytecode = True
@@ -194,9 +195,19 @@ def smtp_refuses_at_start():
 		check_eq(s.docmd("STARTTLS"), (454, b"4.7.0 TLS not available due to temporary reason"),
 			 "STARTTLS without a certificate")
 	mark = d.mark()
-	with socket.create_connection((IMPLICIT_HOST, d.port), timeout=10) as c:
-		check_eq(c.recv(100), b"", "what the implicit TLS listener without a certificate sends")
+	for n in range(20):
+		with socket.create_connection((IMPLICIT_HOST, d.port), timeout=10) as c:
+			check_eq(c.recv(100), b"", "what the implicit TLS listener without a certificate sends")
 	d.wait_log(r"smtp: refused a client on \S+: its certificate did not load$", since=mark)
+	time.sleep(0.5)
+	refused = d.findall_log(r"smtp: refused .*: its certificate did not load$", since=mark)
+	check_eq(len(refused), 1, "lines for 20 clients refused within a minute")
+	# The reload loads the certificate: the count since the line is logged.
+	d.send_signal(signal.SIGHUP)
+	d.wait_log(r"smtp: refused 19 clients on \S+ in the last \d+s: its certificate did not load$", since=mark)
+	with socket.create_connection((IMPLICIT_HOST, d.port), timeout=10) as c:
+		with client_context(certs, check_hostname=False).wrap_socket(c) as t:
+			check_eq(t.recv(100)[:4], b"220 ", "the implicit TLS listener's greeting after the reload")
 	d.stop()
 
 
