@@ -25,7 +25,7 @@ std::string AuthGuard::key(const std::string& address)
 	return inet_ntop(AF_INET6, &a, buf, sizeof buf) ? std::string(buf) + "/64" : address;
 }
 
-bool AuthGuard::allowed(const std::string& address, time_t now) const
+AuthGuard::Admit AuthGuard::admit(const std::string& address, time_t now) const
 {
 	std::string k = key(address);
 	auto c = checking_.find(k);
@@ -34,11 +34,11 @@ bool AuthGuard::allowed(const std::string& address, time_t now) const
 	if (it != by_address_.end()) {
 		const Failures& f = it->second;
 		if (f.held_until > now)
-			return false;
+			return Admit::Held;
 		if (f.count > 0 && now - f.since < AUTH_GUARD_WINDOW)
 			tries += f.count;
 	}
-	return tries < AUTH_GUARD_FAILURES;
+	return tries < AUTH_GUARD_FAILURES ? Admit::Check : Admit::Wait;
 }
 
 void AuthGuard::checking(const std::string& address)

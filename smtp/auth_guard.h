@@ -4,7 +4,9 @@
 // failed AUTH_GUARD_FAILURES times within AUTH_GUARD_WINDOW seconds, its
 // AUTH gets 454 for AUTH_GUARD_HOLD seconds and none of its passwords is
 // checked, the right one neither. Checks still in flight count as
-// failures to come. IPv6 addresses count by their /64,
+// failures to come: while they and the failures make
+// AUTH_GUARD_FAILURES, a further AUTH waits (in the smtp process's line)
+// for a verdict rather than be checked. IPv6 addresses count by their /64,
 // which one client usually holds whole, and all loopback addresses
 // (127.0.0.0/8, ::1) as one: they are all this host.
 #pragma once
@@ -23,10 +25,14 @@ inline constexpr size_t AUTH_GUARD_ADDRESSES = 4096;  // tracked at most
 
 class AuthGuard {
  public:
-	// False while address is held off, or while its failures in the
-	// window and its checks still in flight reach AUTH_GUARD_FAILURES:
-	// parallel sessions get no more tries than one after the other.
-	bool allowed(const std::string& address, time_t now) const;
+	// Held while address is held off; Wait while its failures in the
+	// window and its checks still in flight reach AUTH_GUARD_FAILURES
+	// (parallel sessions get no more tries than one after the other);
+	// Check otherwise.
+	enum class Admit { Check, Wait, Held };
+	Admit admit(const std::string& address, time_t now) const;
+	// The bucket address counts in: itself, its /64, or "loopback".
+	static std::string key(const std::string& address);
 	// A password of address went to the parent; its verdict came back
 	// (before failed(), when it is a no).
 	void checking(const std::string& address);
@@ -41,7 +47,6 @@ class AuthGuard {
 		time_t since = 0;       // the first failure counted
 		time_t held_until = 0;  // 0: not held
 	};
-	static std::string key(const std::string& address);
 	void forget_expired(time_t now);
 	std::unordered_map<std::string, Failures> by_address_;
 	// Checks in flight by key; as many as the parent has yet to answer.

@@ -812,14 +812,14 @@ void Session::auth_reply(bool ok, bool bound, std::vector<std::string> senders)
 
 // Logs the session's first refusal only: a client held off can repeat
 // AUTH without a delay, and each line would cost more than its 454.
-void Session::auth_held()
+void Session::auth_held(std::string_view why)
 {
 	Impl& m = *impl_;
 	if (waiting_ != Wait::Auth)
 		return;
 	if (!m.auth_held_logged)
-		log_info("smtp: AUTH for user=%s from %s held off, not checked", comment_name(m.auth_pending).c_str(),
-			 client_.address.c_str());
+		log_info("smtp: AUTH for user=%s from %s %.*s, not checked", comment_name(m.auth_pending).c_str(),
+			 client_.address.c_str(), (int)why.size(), why.data());
 	m.auth_held_logged = true;
 	m.auth_pending.clear();
 	waiting_ = Wait::None;

@@ -165,9 +165,10 @@ class Session {
 	// After the delay that a failed AUTH waits: 535, or 421 and the end
 	// at the third failure.
 	void auth_delay_over();
-	// Instead of auth_reply(): the backend checked nothing (the client's
-	// address is held off): 454, and the session goes on.
-	void auth_held();
+	// Instead of auth_reply(): the backend checked nothing: 454, and the
+	// session goes on. why, for the log: "held off" (the client's
+	// address is), or why else the password went unchecked.
+	void auth_held(std::string_view why = "held off");
 
 	// The user the session authenticated as; "" before AUTH.
 	const std::string& auth_user() const;

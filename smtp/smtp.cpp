@@ -20,6 +20,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <list>
 #include <map>
 #include <memory>
 
@@ -83,6 +84,7 @@ struct Conn {
 	int listen_index = -1;  // Listener::listen_index
 	const std::string* listener = nullptr;  // Listener::name, for log lines
 	int64_t auth_delay_until_ms = 0;  // a failed AUTH's 535 waits until then; 0: none
+	int64_t auth_line_since_ms = 0;   // since when its AUTH waits in the line; 0: it does not
 	int64_t output_moved_ms = 0;  // when its output was last written, or empty
 	bool input_ended = false;     // the client shut its side (EOF)
 };
@@ -120,6 +122,9 @@ class SmtpServer : public SessionBackend {
 	void close_conn(uint32_t id);
 	void handler_gone();
 	void auth_failure(const std::string& address);
+	void send_auth(Session& s, const std::string& user, std::string& req);
+	void auth_line_next(const std::string& key);
+	void auth_line_leave(uint32_t id);
 	void handler_message(Imsg& m);
 	void parent_message(Imsg& m);
 	void configure(const SmtpConf& conf);
@@ -146,6 +151,20 @@ class SmtpServer : public SessionBackend {
 		std::string address, user;
 	};
 	std::map<uint32_t, AuthCheck> auth_checks_;
+	// The AUTHs over their key's checks in flight (AuthGuard::admit()
+	// said Wait), in order of arrival: see auth_line_next(). req is the
+	// encoded AuthMsg, password included, wiped when it leaves (a list:
+	// leaving moves no other entry's copy around).
+	struct AuthWaiting {
+		uint32_t id;
+		std::string key, address, user, req;
+	};
+	std::list<AuthWaiting> auth_line_;
+	std::list<AuthWaiting>::iterator first_waiting(const std::string& key)
+	{
+		return std::find_if(auth_line_.begin(), auth_line_.end(),
+				    [&key](const AuthWaiting& w) { return w.key == key; });
+	}
 	// By Listener::listen_index; a session's SSL holds its own reference,
 	// so a context replaced at SIGHUP lives on while its sessions do.
 	std::map<int, std::unique_ptr<TlsContext>> tls_;
@@ -286,14 +305,37 @@ void SmtpServer::on_abort(Session& s)
 }
 
 // The parent checks the credentials against the listener's users file;
-// the payload, which holds the password, is overwritten once queued.
+// the payload, which holds the password, is overwritten once queued. An
+// AUTH over its key's budget of checks in flight waits in the line (as
+// does one behind others of its key) rather than get 454: parallel
+// sessions with the right password, a web application's workers, all
+// get their answer; a guesser's get no more checks at once.
 void SmtpServer::on_auth(Session& s, const std::string& user, const std::string& password)
 {
-	if (!auth_guard_.allowed(s.client().address, seconds_since_boot())) {
+	const std::string& address = s.client().address;
+	std::string key = AuthGuard::key(address);
+	AuthGuard::Admit admit = auth_guard_.admit(address, seconds_since_boot());
+	if (admit == AuthGuard::Admit::Check && first_waiting(key) != auth_line_.end())
+		admit = AuthGuard::Admit::Wait;
+	if (admit == AuthGuard::Admit::Held) {
 		s.auth_held();
 		return;
 	}
 	std::string req = encode(AuthMsg{s.client().listener, user, password});
+	if (admit == AuthGuard::Admit::Wait) {
+		auth_line_.push_back(AuthWaiting{s.id(), std::move(key), address, user, req});
+		OPENSSL_cleanse(req.data(), req.size());
+		auto it = conns_.find(s.id());
+		if (it != conns_.end())
+			it->second.auth_line_since_ms = monotonic_ms();
+		return;
+	}
+	send_auth(s, user, req);
+}
+
+// Sends s's AUTH request req to the parent, then wipes it.
+void SmtpServer::send_auth(Session& s, const std::string& user, std::string& req)
+{
 	bool sent = parent_.send(IMSG_S_AUTH, s.id(), req);
 	OPENSSL_cleanse(req.data(), req.size());
 	if (!sent) {
@@ -302,6 +344,48 @@ void SmtpServer::on_auth(Session& s, const std::string& user, const std::string&
 	}
 	auth_guard_.checking(s.client().address);
 	auth_checks_[s.id()] = AuthCheck{s.client().address, user};
+}
+
+// A verdict of key came back: the AUTHs of key waiting in the line go to
+// the parent, first come first, as long as the budget allows, or get 454
+// if key is now held off.
+void SmtpServer::auth_line_next(const std::string& key)
+{
+	for (;;) {
+		auto it = first_waiting(key);
+		if (it == auth_line_.end())
+			return;
+		AuthGuard::Admit admit = auth_guard_.admit(it->address, seconds_since_boot());
+		if (admit == AuthGuard::Admit::Wait)
+			return;
+		// Out of the line before the session goes on: its next commands
+		// may bring another AUTH.
+		uint32_t id = it->id;
+		std::string user = std::move(it->user), req = it->req;
+		auth_line_leave(id);
+		Session& s = *conns_.at(id).session;
+		if (admit == AuthGuard::Admit::Held) {
+			OPENSSL_cleanse(req.data(), req.size());
+			s.auth_held();
+		} else {
+			send_auth(s, user, req);
+		}
+		update(id);
+	}
+}
+
+// Session id's AUTH leaves the line, if it waits there: the session got
+// its turn, timed out, or is gone.
+void SmtpServer::auth_line_leave(uint32_t id)
+{
+	auto it = std::find_if(auth_line_.begin(), auth_line_.end(), [id](const AuthWaiting& w) { return w.id == id; });
+	if (it == auth_line_.end())
+		return;
+	OPENSSL_cleanse(it->req.data(), it->req.size());
+	auth_line_.erase(it);
+	auto c = conns_.find(id);
+	if (c != conns_.end())
+		c->second.auth_line_since_ms = 0;
 }
 
 // Counts a failed AUTH of address across sessions; logs the hold it starts.
@@ -664,6 +748,7 @@ void SmtpServer::update(uint32_t id)
 
 void SmtpServer::close_conn(uint32_t id)
 {
+	auth_line_leave(id);
 	conns_.erase(id);
 }
 
@@ -741,6 +826,8 @@ void SmtpServer::parent_message(Imsg& m)
 				 a.address.c_str());
 			auth_failure(a.address);
 		}
+		if (!check.empty())
+			auth_line_next(AuthGuard::key(check.mapped().address));
 		break;
 	}
 	default:
@@ -786,6 +873,11 @@ void SmtpServer::tick()
 		}
 		if (c.handshaking)
 			continue;
+		// An AUTH in the line waits at most as long as a command may.
+		if (c.auth_line_since_ms && now_ms - c.auth_line_since_ms >= static_cast<int64_t>(timeout_) * 1000) {
+			auth_line_leave(id);
+			c.session->auth_held("waited too long behind other checks of its address");
+		}
 		// While the session waits for the handler or the parent (a MAIL
 		// in line for queue room, a commit, AUTH) the client waits too.
 		if (c.session->waiting())

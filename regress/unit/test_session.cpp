@@ -1718,52 +1718,54 @@ END_TEST
 // other addresses are not touched; the table stays bounded.
 START_TEST(test_auth_guard)
 {
+	using Admit = AuthGuard::Admit;
 	AuthGuard g;
 	time_t t = 1000;
 	for (unsigned i = 1; i < AUTH_GUARD_FAILURES; i++)
 		ck_assert(!g.failed("192.0.2.1", t + i));
-	ck_assert(g.allowed("192.0.2.1", t + 20));
+	ck_assert(g.admit("192.0.2.1", t + 20) == Admit::Check);
 	ck_assert(g.failed("192.0.2.1", t + 20));
-	ck_assert(!g.allowed("192.0.2.1", t + 21));
-	ck_assert(g.allowed("192.0.2.2", t + 21));
-	ck_assert(g.allowed("192.0.2.1", t + 20 + AUTH_GUARD_HOLD));
+	ck_assert(g.admit("192.0.2.1", t + 21) == Admit::Held);
+	ck_assert(g.admit("192.0.2.2", t + 21) == Admit::Check);
+	ck_assert(g.admit("192.0.2.1", t + 20 + AUTH_GUARD_HOLD) == Admit::Check);
 
 	// Failures spread wider than the window never add up to a hold.
 	for (unsigned i = 0; i < 3 * AUTH_GUARD_FAILURES; i++)
 		ck_assert(!g.failed("192.0.2.3", t + i * (AUTH_GUARD_WINDOW / (AUTH_GUARD_FAILURES - 1) + 1)));
-	ck_assert(g.allowed("192.0.2.3", t + 3 * AUTH_GUARD_FAILURES * AUTH_GUARD_WINDOW));
+	ck_assert(g.admit("192.0.2.3", t + 3 * AUTH_GUARD_FAILURES * AUTH_GUARD_WINDOW) == Admit::Check);
 
 	// Each address of a /64 counts for it.
 	for (unsigned i = 1; i <= AUTH_GUARD_FAILURES; i++)
 		ck_assert_int_eq(g.failed("2001:db8:1:2::" + std::to_string(i), t), i == AUTH_GUARD_FAILURES);
-	ck_assert(!g.allowed("2001:db8:1:2:ffff::1", t + 1));
-	ck_assert(g.allowed("2001:db8:1:3::1", t + 1));
+	ck_assert(g.admit("2001:db8:1:2:ffff::1", t + 1) == Admit::Held);
+	ck_assert(g.admit("2001:db8:1:3::1", t + 1) == Admit::Check);
 
 	// 127.0.0.0/8, ::1 and IPv4-mapped 127/8 are this host, one client.
 	const char* loopback[] = {"127.0.0.1", "127.0.0.2", "127.1.2.3", "::1", "::ffff:127.0.0.9"};
 	for (unsigned i = 1; i <= AUTH_GUARD_FAILURES; i++)
 		ck_assert_int_eq(g.failed(loopback[i % 5], t), i == AUTH_GUARD_FAILURES);
 	for (const char* a : loopback)
-		ck_assert_msg(!g.allowed(a, t + 1), "%s is not held with the other loopback addresses", a);
-	ck_assert(!g.allowed("127.255.255.254", t + 1));
-	ck_assert(g.allowed("128.0.0.1", t + 1));
+		ck_assert_msg(g.admit(a, t + 1) == Admit::Held, "%s is not held with the other loopback addresses", a);
+	ck_assert(g.admit("127.255.255.254", t + 1) == Admit::Held);
+	ck_assert(g.admit("128.0.0.1", t + 1) == Admit::Check);
 
 	// Checks in flight count as failures to come: parallel sessions get
-	// no more tries than one after the other; a yes gives its place back.
+	// no more tries than one after the other (a further AUTH waits); a
+	// yes gives its place back.
 	AuthGuard p;
 	for (unsigned i = 1; i < AUTH_GUARD_FAILURES; i++)
 		ck_assert(!p.failed("192.0.2.20", t));
 	p.checking("192.0.2.20");
-	ck_assert_msg(!p.allowed("192.0.2.20", t), "a tenth check while nine failed and one is in flight");
-	ck_assert(p.allowed("192.0.2.21", t));
-	ck_assert(p.allowed("192.0.2.20", t + AUTH_GUARD_WINDOW));  // the nine are out of the window
+	ck_assert_msg(p.admit("192.0.2.20", t) == Admit::Wait, "a tenth check while nine failed and one is in flight");
+	ck_assert(p.admit("192.0.2.21", t) == Admit::Check);
+	ck_assert(p.admit("192.0.2.20", t + AUTH_GUARD_WINDOW) == Admit::Check);  // the nine are out of the window
 	p.checked("192.0.2.20");
-	ck_assert(p.allowed("192.0.2.20", t));
+	ck_assert(p.admit("192.0.2.20", t) == Admit::Check);
 	for (unsigned i = 0; i < AUTH_GUARD_FAILURES; i++) {
-		ck_assert(p.allowed("192.0.2.22", t));
+		ck_assert(p.admit("192.0.2.22", t) == Admit::Check);
 		p.checking("192.0.2.22");
 	}
-	ck_assert_msg(!p.allowed("192.0.2.22", t), "an eleventh check while ten are in flight");
+	ck_assert_msg(p.admit("192.0.2.22", t) == Admit::Wait, "an eleventh check while ten are in flight");
 
 	// A full table forgets what expired, and tracks no more while full.
 	AuthGuard full;
