@@ -1,6 +1,9 @@
 #include "common/hostname.h"
 
+#include <arpa/inet.h>
+#include <ifaddrs.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <pwd.h>
 #include <unistd.h>
 
@@ -12,6 +15,7 @@
 #include <string_view>
 
 #include "common/address.h"
+#include "common/log.h"
 
 namespace laim {
 
@@ -74,6 +78,29 @@ std::vector<std::string> host_names(const std::string& hostname)
 		if (!name.empty() && !seen)
 			out.push_back(name);
 	}
+	return out;
+}
+
+std::vector<std::string> host_addresses()
+{
+	std::vector<std::string> out;
+	struct ifaddrs* ifs;
+	if (getifaddrs(&ifs) == -1) {
+		log_warn("getifaddrs: this host's addresses");
+		return out;
+	}
+	for (struct ifaddrs* i = ifs; i; i = i->ifa_next) {
+		char buf[INET6_ADDRSTRLEN];
+		const void* a = nullptr;
+		if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET)
+			a = &reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr;
+		else if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET6)
+			a = &reinterpret_cast<const sockaddr_in6*>(i->ifa_addr)->sin6_addr;
+		if (a && inet_ntop(i->ifa_addr->sa_family, a, buf, sizeof buf) &&
+		    std::find(out.begin(), out.end(), buf) == out.end())
+			out.emplace_back(buf);
+	}
+	freeifaddrs(ifs);
 	return out;
 }
 

@@ -23,6 +23,11 @@ std::string host_fqdn();
 // and localhost; without repeats. Resolved once, by the parent at start.
 std::vector<std::string> host_names(const std::string& hostname);
 
+// This host's own addresses (getifaddrs(3)), numeric as inet_ntop(3)
+// writes them, loopback too: the parent's, at start and at each reload,
+// for the smtp process's AUTH guard (a local user may bind any of them).
+std::vector<std::string> host_addresses();
+
 // The login name of uid, or "" when no user has it.
 std::string login_name(uid_t uid);
 

@@ -23,6 +23,28 @@ bool status(ImsgReader& r, Enum& out, Enum last)
 	return true;
 }
 
+// A list of strings: its count, then each. The count is checked against
+// the frame's size, so that a forged one cannot make the reader reserve
+// more than the frame holds (each string takes at least its length).
+void put_strs(ImsgWriter& w, const std::vector<std::string>& v)
+{
+	w.u32(static_cast<uint32_t>(v.size()));
+	for (const std::string& s : v)
+		w.str(s);
+}
+
+bool get_strs(ImsgReader& r, std::string_view data, std::vector<std::string>& v)
+{
+	uint32_t n;
+	if (!r.u32(n) || n > data.size() / 4)
+		return false;
+	v.assign(n, "");
+	for (std::string& s : v)
+		if (!r.str(s))
+			return false;
+	return true;
+}
+
 // The payloads that are one string.
 std::string encode_str(std::string_view v) { return ImsgWriter().str(v).data(); }
 
@@ -76,16 +98,19 @@ void unexpected_imsg(const Imsg& m)
 	throw ImsgProtocolError(std::string("unexpected ") + imsg_name(m.type));
 }
 
-SmtpConf smtp_conf(const Config& cfg, const std::string& hostname)
+SmtpConf smtp_conf(const Config& cfg, const std::string& hostname, const std::vector<std::string>& host_addresses)
 {
 	return {hostname, cfg.ident, cfg.data_size_limit, cfg.hop_count_limit, cfg.enable_smtputf8,
-		cfg.timeout, cfg.max_sessions, cfg.greeting_delay};
+		cfg.timeout, cfg.max_sessions, cfg.greeting_delay, host_addresses};
 }
 
 std::string encode(const SmtpConf& m)
 {
-	return ImsgWriter().str(m.hostname).str(m.ident).u64(m.size_limit).u32(m.hop_count_limit).u32(m.smtputf8)
-		.u32(m.timeout).u32(m.max_sessions).u32(m.greeting_delay).data();
+	ImsgWriter w;
+	w.str(m.hostname).str(m.ident).u64(m.size_limit).u32(m.hop_count_limit).u32(m.smtputf8)
+		.u32(m.timeout).u32(m.max_sessions).u32(m.greeting_delay);
+	put_strs(w, m.host_addresses);
+	return w.data();
 }
 
 bool decode(std::string_view data, SmtpConf& m)
@@ -93,7 +118,8 @@ bool decode(std::string_view data, SmtpConf& m)
 	ImsgReader r(data);
 	uint32_t utf8;
 	if (!(r.str(m.hostname) && r.str(m.ident) && r.u64(m.size_limit) && r.u32(m.hop_count_limit) &&
-	      r.u32(utf8) && r.u32(m.timeout) && r.u32(m.max_sessions) && r.u32(m.greeting_delay)))
+	      r.u32(utf8) && r.u32(m.timeout) && r.u32(m.max_sessions) && r.u32(m.greeting_delay) &&
+	      get_strs(r, data, m.host_addresses)))
 		return false;
 	m.smtputf8 = utf8 != 0;
 	return r.done();
@@ -177,25 +203,16 @@ bool decode(std::string_view data, PeerErrorMsg& m)
 std::string encode(const CommandRunMsg& m)
 {
 	ImsgWriter w;
-	w.str(m.instance).str(m.queue_id).str(m.sender).u32(static_cast<uint32_t>(m.recipients.size()));
-	for (const std::string& r : m.recipients)
-		w.str(r);
+	w.str(m.instance).str(m.queue_id).str(m.sender);
+	put_strs(w, m.recipients);
 	return w.data();
 }
 
-// The count is checked against what is left, so that a forged one cannot
-// make the reader reserve more than the frame holds.
 bool decode(std::string_view data, CommandRunMsg& m)
 {
 	ImsgReader r(data);
-	uint32_t n;
-	if (!(r.str(m.instance) && r.str(m.queue_id) && r.str(m.sender) && r.u32(n)) || n > data.size() / 4)
-		return false;
-	m.recipients.assign(n, "");
-	for (std::string& rcpt : m.recipients)
-		if (!r.str(rcpt))
-			return false;
-	return r.done();
+	return r.str(m.instance) && r.str(m.queue_id) && r.str(m.sender) && get_strs(r, data, m.recipients) &&
+	       r.done();
 }
 
 std::string encode(const CommandStartedMsg& m) { return encode_str(m.user); }
@@ -240,25 +257,19 @@ bool decode(std::string_view data, AuthMsg& m)
 std::string encode(const AuthResultMsg& m)
 {
 	ImsgWriter w;
-	w.u32(m.ok).u32(m.bound).u32(static_cast<uint32_t>(m.senders.size()));
-	for (const std::string& s : m.senders)
-		w.str(s);
+	w.u32(m.ok).u32(m.bound);
+	put_strs(w, m.senders);
 	return w.data();
 }
 
-// As CommandRunMsg: the count cannot ask for more than the frame holds.
 bool decode(std::string_view data, AuthResultMsg& m)
 {
 	ImsgReader r(data);
-	uint32_t ok, bound, n;
-	if (!(r.u32(ok) && r.u32(bound) && r.u32(n)) || ok > 1 || bound > 1 || n > data.size() / 4)
+	uint32_t ok, bound;
+	if (!(r.u32(ok) && r.u32(bound)) || ok > 1 || bound > 1 || !get_strs(r, data, m.senders))
 		return false;
 	m.ok = ok;
 	m.bound = bound;
-	m.senders.assign(n, "");
-	for (std::string& s : m.senders)
-		if (!r.str(s))
-			return false;
 	return r.done();
 }
 

@@ -102,9 +102,12 @@ struct SmtpConf {
 	uint32_t timeout = 0;
 	uint32_t max_sessions = 0;
 	uint32_t greeting_delay = 0;
+	// This host's own addresses: AUTH from any of them is this host's
+	// (smtp/auth_guard.h).
+	std::vector<std::string> host_addresses;
 };
 // The smtp process's part of cfg, hostname as resolved at start.
-SmtpConf smtp_conf(const Config& cfg, const std::string& hostname);
+SmtpConf smtp_conf(const Config& cfg, const std::string& hostname, const std::vector<std::string>& host_addresses);
 
 // IMSG_P_SMTP_TLS, and what the smtp process inherits at fork: the
 // certificate chain of listener cfg.listen[listen_index], leaf first

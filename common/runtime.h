@@ -29,6 +29,7 @@ struct Runtime {
 	Secrets secrets;          // the secret files the handler sections name, as read
 	std::string hostname;     // resolved once at start
 	std::vector<std::string> local_domains;  // host_names(hostname), at start
+	std::vector<std::string> host_addresses;  // host_addresses(), at start and at each reload
 	RunAs user;       // the handler process's
 	RunAs smtp_user;  // the smtp process's, another uid: it cannot signal the handler
 	std::vector<Listener> listeners;  // served by smtp

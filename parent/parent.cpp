@@ -377,8 +377,9 @@ void reload()
 	auth.wipe();
 	auth = std::move(new_auth);
 
+	rt.host_addresses = host_addresses();  // one added since (ip addr add) is this host's too
 	if (children[SMTP].pid > 0) {
-		children[SMTP].chan->send(IMSG_P_SMTP_CONF, 0, encode(smtp_conf(rt.cfg, rt.hostname)));
+		children[SMTP].chan->send(IMSG_P_SMTP_CONF, 0, encode(smtp_conf(rt.cfg, rt.hostname, rt.host_addresses)));
 		for (const SmtpTls& t : rt.tls)
 			children[SMTP].chan->send(IMSG_P_SMTP_TLS, 0, encode(t));
 		keys.sent_to_smtp(false);
@@ -635,6 +636,7 @@ int main(int argc, char* argv[])
 	rt.smtp_user = sandbox_lookup_user(rt.cfg.smtp_user);
 	rt.hostname = resolve_hostname(rt.cfg);
 	rt.local_domains = host_names(rt.hostname);
+	rt.host_addresses = host_addresses();
 	set_local_domains(rt.local_domains);  // for the alias check of root's mailbox
 	sandbox_prepare_chroot(LAIM_EMPTY_DIR);
 	prepare_spool(rt);

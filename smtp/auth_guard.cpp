@@ -7,19 +7,23 @@
 namespace laim {
 
 // The address itself, or for IPv6 its /64 prefix; every loopback
-// address (127.0.0.0/8, ::1, IPv4-mapped 127/8) is this host, its local
-// users, one client that could otherwise take a new address for each
-// ten guesses.
-std::string AuthGuard::key(const std::string& address)
+// address (127.0.0.0/8, ::1) and each of the host's own addresses is
+// this host, its local users, one client that could otherwise take a new
+// address for each ten guesses. (No IPv4-mapped address reaches here:
+// every IPv6 listener is IPV6_V6ONLY, parent/listen.cpp.)
+std::string AuthGuard::key(const std::string& address) const
 {
+	static const std::string this_host = "this host";
+	if (host_addresses_.count(address))
+		return this_host;
 	struct in_addr a4;
 	if (inet_pton(AF_INET, address.c_str(), &a4) == 1)
-		return (ntohl(a4.s_addr) >> 24) == 127 ? "loopback" : address;
+		return (ntohl(a4.s_addr) >> 24) == 127 ? this_host : address;
 	struct in6_addr a;
 	if (inet_pton(AF_INET6, address.c_str(), &a) != 1)
 		return address;
-	if (IN6_IS_ADDR_LOOPBACK(&a) || (IN6_IS_ADDR_V4MAPPED(&a) && a.s6_addr[12] == 127))
-		return "loopback";
+	if (IN6_IS_ADDR_LOOPBACK(&a))
+		return this_host;
 	memset(a.s6_addr + 8, 0, 8);
 	char buf[INET6_ADDRSTRLEN];
 	return inet_ntop(AF_INET6, &a, buf, sizeof buf) ? std::string(buf) + "/64" : address;
@@ -51,6 +55,11 @@ void AuthGuard::checked(const std::string& address)
 	auto c = checking_.find(key(address));
 	if (c != checking_.end() && --c->second == 0)
 		checking_.erase(c);
+}
+
+void AuthGuard::set_host_addresses(const std::vector<std::string>& addresses)
+{
+	host_addresses_ = std::unordered_set<std::string>(addresses.begin(), addresses.end());
 }
 
 bool AuthGuard::failed(const std::string& address, time_t now)

@@ -8,13 +8,16 @@
 // AUTH_GUARD_FAILURES, a further AUTH waits (in the smtp process's line)
 // for a verdict rather than be checked. IPv6 addresses count by their /64,
 // which one client usually holds whole, and all loopback addresses
-// (127.0.0.0/8, ::1) as one: they are all this host.
+// (127.0.0.0/8, ::1) and the host's own addresses as one: they are all
+// this host, whose users can bind() any of them.
 #pragma once
 
 #include <time.h>
 
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
+#include <vector>
 
 namespace laim {
 
@@ -31,8 +34,11 @@ class AuthGuard {
 	// Check otherwise.
 	enum class Admit { Check, Wait, Held };
 	Admit admit(const std::string& address, time_t now) const;
-	// The bucket address counts in: itself, its /64, or "loopback".
-	static std::string key(const std::string& address);
+	// The bucket address counts in: itself, its /64, or "this host".
+	std::string key(const std::string& address) const;
+	// This host's own addresses (SmtpConf::host_addresses): a local
+	// user can bind() any of them, so each counts as this host.
+	void set_host_addresses(const std::vector<std::string>& addresses);
 	// A password of address went to the parent; its verdict came back
 	// (before failed(), when it is a no).
 	void checking(const std::string& address);
@@ -51,6 +57,7 @@ class AuthGuard {
 	std::unordered_map<std::string, Failures> by_address_;
 	// Checks in flight by key; as many as the parent has yet to answer.
 	std::unordered_map<std::string, unsigned> checking_;
+	std::unordered_set<std::string> host_addresses_;
 };
 
 }  // namespace laim

@@ -188,7 +188,7 @@ SmtpServer::SmtpServer(Runtime& rt, UniqueFd parent, UniqueFd handler)
 	  handler_(loop_, parent_, "handler", imsg_valid_handler_to_smtp, [this](Imsg& m) { handler_message(m); },
 		   [this] { handler_gone(); })
 {
-	configure(smtp_conf(rt.cfg, rt.hostname));
+	configure(smtp_conf(rt.cfg, rt.hostname, rt.host_addresses));
 	refused_.resize(rt.listeners.size());
 	for (const SmtpTls& t : rt.tls)
 		set_tls(t, false);
@@ -313,7 +313,7 @@ void SmtpServer::on_abort(Session& s)
 void SmtpServer::on_auth(Session& s, const std::string& user, const std::string& password)
 {
 	const std::string& address = s.client().address;
-	std::string key = AuthGuard::key(address);
+	std::string key = auth_guard_.key(address);
 	AuthGuard::Admit admit = auth_guard_.admit(address, seconds_since_boot());
 	if (admit == AuthGuard::Admit::Check && first_waiting(key) != auth_line_.end())
 		admit = AuthGuard::Admit::Wait;
@@ -827,7 +827,7 @@ void SmtpServer::parent_message(Imsg& m)
 			auth_failure(a.address);
 		}
 		if (!check.empty())
-			auth_line_next(AuthGuard::key(check.mapped().address));
+			auth_line_next(auth_guard_.key(check.mapped().address));
 		break;
 	}
 	default:
@@ -847,6 +847,7 @@ void SmtpServer::configure(const SmtpConf& conf)
 	timeout_ = conf.timeout;
 	max_sessions_ = conf.max_sessions;
 	greeting_delay_ = conf.greeting_delay;
+	auth_guard_.set_host_addresses(conf.host_addresses);
 }
 
 // Once per loop: delayed greetings, idle timeouts, the shutdown deadline.

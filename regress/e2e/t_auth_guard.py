@@ -5,10 +5,16 @@
 # failed all the same. Checks in flight count as failures to come: an
 # AUTH over them waits for a verdict, so parallel guesses get no more
 # checks, while parallel right passwords all get 235; an AUTH waits in
-# the line at most timeout:, and leaves it with its client.
+# the line at most timeout:, and leaves it with its client. The host's
+# own addresses, which a local user can bind(), are this host too: the
+# case runs in a network namespace of its own, whose lo gets two.
 import sys
 sys.dont_write_bytecode = True
+from peer_dns import enter_private_network
+enter_private_network()
+
 import signal
+import subprocess
 import threading
 from harness import *
 from t_auth import Case, PASSWORDS, plain
@@ -172,6 +178,28 @@ class GuardCase(Case):
 			del d.config["timeout"]
 			d.start()
 
+	def host_addresses(self):
+		"""Two addresses added to the host (lo), then SIGHUP: ten clients
+		from them, five each, send a wrong password and leave; the ten
+		failures hold this host off, 127.0.0.1 too, though no address
+		failed ten times."""
+		d = self.d
+		self.fresh_guard()
+		own = ("10.9.0.1", "10.8.0.1")
+		for a in own:
+			subprocess.run(["ip", "addr", "add", a + "/32", "dev", "lo"], check=True)
+		mark = d.mark()
+		d.send_signal(signal.SIGHUP)
+		d.wait_log(r"configuration reloaded$", since=mark)
+		for n in range(10):
+			c, _ = self.tls_session(source=own[n % 2])
+			c.send("AUTH PLAIN %s\r\n" % plain("alice", "bound %d" % n))
+			c.sock.close()
+		d.wait_log(r"smtp: AUTH from 10\.[89]\.0\.1 held off for 900s", since=mark)
+		c, _ = self.tls_session()
+		with c:
+			c.cmd("AUTH PLAIN " + plain("bob", PASSWORDS["bob"]), 454)
+
 
 def main():
 	t = GuardCase()
@@ -182,6 +210,7 @@ def main():
 		("parallel guesses: no more checks than failures left", t.parallel_guesses),
 		("twelve right passwords at once: all 235", t.parallel_right_passwords),
 		("an AUTH waits in line at most timeout:, and leaves it with its client", t.auth_line),
+		("the host's own addresses are this host", t.host_addresses),
 	])
 
 

@@ -44,13 +44,14 @@ START_TEST(parent_messages)
 	cfg.max_sessions = 9;
 	cfg.greeting_delay = 11;
 	cfg.hop_count_limit = 13;
-	SmtpConf c = roundtrip(smtp_conf(cfg, "mx.example.org"));
+	SmtpConf c = roundtrip(smtp_conf(cfg, "mx.example.org", {"192.0.2.1", "2001:db8::1"}));
 	ck_assert_str_eq(c.hostname.c_str(), "mx.example.org");
 	ck_assert_str_eq(c.ident.c_str(), "laim test");
 	ck_assert(c.size_limit == 1ULL << 40 && !c.smtputf8);
 	ck_assert(c.timeout == 7 && c.max_sessions == 9 && c.greeting_delay == 11 && c.hop_count_limit == 13);
+	ck_assert(c.host_addresses == std::vector<std::string>({"192.0.2.1", "2001:db8::1"}));
 	cfg.enable_smtputf8 = true;
-	ck_assert(roundtrip(smtp_conf(cfg, "h")).smtputf8);
+	ck_assert(roundtrip(smtp_conf(cfg, "h", {})).smtputf8);
 
 	ck_assert(roundtrip(HandlerConf{"/etc/laim/config.yml"}).file == "/etc/laim/config.yml");
 	HandlerConfText t = roundtrip(HandlerConfText{"user: laim\n", std::string("\0\1secret", 8)});

@@ -1714,7 +1714,7 @@ END_TEST
 
 // The guard against guessing across sessions: ten failures within the
 // window hold the address off, IPv6 by its /64, every loopback address
-// as one, and checks in flight count; the window starts again after it;
+// and each of the host's own as one, and checks in flight count; the window starts again after it;
 // other addresses are not touched; the table stays bounded.
 START_TEST(test_auth_guard)
 {
@@ -1740,14 +1740,18 @@ START_TEST(test_auth_guard)
 	ck_assert(g.admit("2001:db8:1:2:ffff::1", t + 1) == Admit::Held);
 	ck_assert(g.admit("2001:db8:1:3::1", t + 1) == Admit::Check);
 
-	// 127.0.0.0/8, ::1 and IPv4-mapped 127/8 are this host, one client.
-	const char* loopback[] = {"127.0.0.1", "127.0.0.2", "127.1.2.3", "::1", "::ffff:127.0.0.9"};
+	// 127.0.0.0/8, ::1 and the host's own addresses are this host, one
+	// client; another address of the host's /64 is not the host.
+	g.set_host_addresses({"192.0.2.50", "2001:db8:5::1"});
+	const char* this_host[] = {"127.0.0.1", "127.0.0.2", "127.1.2.3", "::1", "192.0.2.50", "2001:db8:5::1"};
 	for (unsigned i = 1; i <= AUTH_GUARD_FAILURES; i++)
-		ck_assert_int_eq(g.failed(loopback[i % 5], t), i == AUTH_GUARD_FAILURES);
-	for (const char* a : loopback)
-		ck_assert_msg(g.admit(a, t + 1) == Admit::Held, "%s is not held with the other loopback addresses", a);
+		ck_assert_int_eq(g.failed(this_host[i % 6], t), i == AUTH_GUARD_FAILURES);
+	for (const char* a : this_host)
+		ck_assert_msg(g.admit(a, t + 1) == Admit::Held, "%s is not held with the other addresses of this host", a);
 	ck_assert(g.admit("127.255.255.254", t + 1) == Admit::Held);
 	ck_assert(g.admit("128.0.0.1", t + 1) == Admit::Check);
+	ck_assert(g.admit("192.0.2.51", t + 1) == Admit::Check);
+	ck_assert(g.admit("2001:db8:5::2", t + 1) == Admit::Check);
 
 	// Checks in flight count as failures to come: parallel sessions get
 	// no more tries than one after the other (a further AUTH waits); a
