@@ -312,6 +312,33 @@ void reap_children()
 	}
 }
 
+// What a reload cannot change in a running laimd keeps its running value
+// in cfg, with a warning when the file says otherwise. The host name is
+// one of them: the handler process's local domains (set_local_domains())
+// and the parent's are resolved once, at start.
+void keep_until_restart(Config& cfg)
+{
+	bool listeners_changed = cfg.socket != rt.cfg.socket || cfg.control_socket != rt.cfg.control_socket ||
+				 cfg.listen.size() != rt.cfg.listen.size();
+	for (size_t i = 0; !listeners_changed && i < cfg.listen.size(); i++) {
+		const ListenAddress &a = cfg.listen[i], &b = rt.cfg.listen[i];
+		listeners_changed = a.host != b.host || a.port != b.port || a.tls != b.tls || a.cert.path != b.cert.path ||
+				    a.key.path != b.key.path || a.auth_required != b.auth_required ||
+				    a.users.path != b.users.path || a.senders.path != b.senders.path;
+	}
+	if (listeners_changed || cfg.user != rt.cfg.user || cfg.smtp_user != rt.cfg.smtp_user ||
+	    cfg.spool != rt.cfg.spool || cfg.hostname != rt.cfg.hostname)
+		log_warnx("listen, socket, control_socket, user, smtp_user, spool and hostname changes take effect "
+			  "at the next restart (the files a listener names are read again)");
+	cfg.listen = rt.cfg.listen;
+	cfg.hostname = rt.cfg.hostname;
+	cfg.socket = rt.cfg.socket;
+	cfg.control_socket = rt.cfg.control_socket;
+	cfg.user = rt.cfg.user;
+	cfg.smtp_user = rt.cfg.smtp_user;
+	cfg.spool = rt.cfg.spool;
+}
+
 // SIGHUP: a valid new config replaces the old one in both children; an
 // invalid one is logged and the old one stays.
 void reload()
@@ -334,27 +361,7 @@ void reload()
 		log_warnx("%s has no routes: every recipient is deferred", cfg.file.c_str());
 	for (const std::string& w : new_auth.warnings())
 		log_warnx("%s", w.c_str());
-	bool listeners_changed = cfg.socket != rt.cfg.socket || cfg.control_socket != rt.cfg.control_socket ||
-				 cfg.listen.size() != rt.cfg.listen.size();
-	for (size_t i = 0; !listeners_changed && i < cfg.listen.size(); i++) {
-		const ListenAddress &a = cfg.listen[i], &b = rt.cfg.listen[i];
-		listeners_changed = a.host != b.host || a.port != b.port || a.tls != b.tls || a.cert.path != b.cert.path ||
-				    a.key.path != b.key.path || a.auth_required != b.auth_required ||
-				    a.users.path != b.users.path || a.senders.path != b.senders.path;
-	}
-	// The host name is one of them: the handler process's local domains
-	// (set_local_domains()) and the parent's are resolved once, at start.
-	if (listeners_changed || cfg.user != rt.cfg.user || cfg.smtp_user != rt.cfg.smtp_user ||
-	    cfg.spool != rt.cfg.spool || cfg.hostname != rt.cfg.hostname)
-		log_warnx("listen, socket, control_socket, user, smtp_user, spool and hostname changes take effect "
-			  "at the next restart (the files a listener names are read again)");
-	cfg.listen = rt.cfg.listen;
-	cfg.hostname = rt.cfg.hostname;
-	cfg.socket = rt.cfg.socket;
-	cfg.control_socket = rt.cfg.control_socket;
-	cfg.user = rt.cfg.user;
-	cfg.smtp_user = rt.cfg.smtp_user;
-	cfg.spool = rt.cfg.spool;
+	keep_until_restart(cfg);
 	try {
 		config_check_users(cfg);  // the new commands' users, against the users running now
 	} catch (const ConfigError& e) {
