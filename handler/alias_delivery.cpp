@@ -16,8 +16,9 @@ namespace {
 
 // "|command": the root parent runs it (parent/command.cpp) as nobody,
 // under /bin/sh -c, after checking that the aliases file lists it; this
-// side writes the message to its stdin: Return-Path, then the message with
-// LF line ends. A command need not read its input (Postfix's local(8)
+// side writes the message to its stdin: Return-Path, then the message
+// without its own Return-Path and Content-Length, with LF line ends
+// (write_lf_copy()). A command need not read its input (Postfix's local(8)
 // does not ask that either).
 class CommandDelivery : public Handler {
  public:
@@ -37,8 +38,7 @@ class CommandDelivery : public Handler {
 	Result run(const std::string& rcpt, const Envelope& env, const Message& msg) const
 	{
 		UniqueFd input = command_input_file();
-		if (!input || !write_all(input.get(), "Return-Path: <" + env.sender + ">\n") ||
-		    !write_lf_text(input.get(), msg.raw()))
+		if (!input || !write_lf_copy(input.get(), env, msg))
 			return Result::tempfail(std::string("command: message copy: ") + strerror(errno));
 		return command_run(ALIAS_COMMAND_INSTANCE, env, {rcpt}, input.get(), timeout_, false);
 	}

@@ -63,9 +63,17 @@ class Message {
 
 	std::string_view raw() const { return raw_; }
 	size_t size() const { return raw_.size(); }
-	// Writes prefix, then the message, to fd. A large message is copied
-	// in the kernel (sendfile(2)) from the spool file, so that its pages
-	// never enter the process. False with errno set.
+	// What a final delivery, which adds its own Return-Path, writes of
+	// the message: raw() without the Return-Path and Content-Length
+	// fields of its header section (any case, folds included), which a
+	// sender could forge (RFC 5321 4.4 lets final delivery remove
+	// Return-Path; a false Content-Length cuts the message short in an
+	// mbox reader). The pieces of raw() that remain, in order.
+	std::vector<std::string_view> delivered_parts() const;
+	// Writes prefix (the copy's own Return-Path and so on), then
+	// delivered_parts(), to fd. A large message is copied in the kernel
+	// (sendfile(2)) from the spool file, so that its pages never enter
+	// the process. False with errno set.
 	bool write_to(int fd, std::string_view prefix = {}) const;
 	const std::vector<Header>& headers() const;
 	// First header of that name (case-insensitive), unfolded, or nullopt.

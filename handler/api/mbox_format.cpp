@@ -91,17 +91,39 @@ void put_lines(FdWriter& w, std::string_view raw, bool mboxrd)
 	}
 }
 
-// One mbox copy: the From_ line, Return-Path, Delivered-To unless rcpt is
-// empty, the message, and the empty line that ends it.
+// Return-Path, then Delivered-To unless rcpt is empty, then the message
+// without its own Return-Path and Content-Length (delivered_parts()), with
+// LF line ends and every line ended, the last one included.
+void put_delivered(FdWriter& w, const Envelope& env, const std::string& rcpt, const Message& msg, bool mboxrd)
+{
+	w.put("Return-Path: <" + env.sender + ">\n");
+	if (!rcpt.empty())
+		w.put("Delivered-To: " + rcpt + "\n");
+	for (std::string_view part : msg.delivered_parts())  // whole lines, but the last
+		put_lines(w, part, mboxrd);
+}
+
+// One mbox copy: the From_ line, put_delivered() with mboxrd quoting, and
+// the empty line that ends it.
 void put_copy(FdWriter& w, const Envelope& env, const std::string& rcpt, const Message& msg)
 {
 	std::string sender = env.sender.empty() ? "MAILER-DAEMON" : env.sender;
 	w.put("From " + sender + " " + from_date(env.arrival ? env.arrival : time(nullptr)) + "\n");
-	w.put("Return-Path: <" + env.sender + ">\n");
-	if (!rcpt.empty())
-		w.put("Delivered-To: " + rcpt + "\n");
-	put_lines(w, msg.raw(), true);  // ends every line, the last one included
+	put_delivered(w, env, rcpt, msg, true);
 	w.put('\n');
+}
+
+// Runs put(w) on a writer for fd and flushes it: false on a write error,
+// with errno set.
+template <class Put>
+bool write_with(int fd, Put put)
+{
+	FdWriter w(fd);
+	put(w);
+	if (w.flush())
+		return true;
+	errno = w.error();
+	return false;
 }
 
 Result fail(const std::string& path, const char* what, int err)
@@ -180,22 +202,17 @@ std::optional<Result> delivered_to_loop(const Message& msg, const std::string& r
 
 bool write_lf_text(int fd, std::string_view raw)
 {
-	FdWriter w(fd);
-	put_lines(w, raw, false);
-	if (w.flush())
-		return true;
-	errno = w.error();
-	return false;
+	return write_with(fd, [raw](FdWriter& w) { put_lines(w, raw, false); });
+}
+
+bool write_lf_copy(int fd, const Envelope& env, const Message& msg)
+{
+	return write_with(fd, [&](FdWriter& w) { put_delivered(w, env, "", msg, false); });
 }
 
 bool write_mbox_copy(int fd, const Envelope& env, const std::string& delivered_to, const Message& msg)
 {
-	FdWriter w(fd);
-	put_copy(w, env, delivered_to, msg);
-	if (w.flush())
-		return true;
-	errno = w.error();
-	return false;
+	return write_with(fd, [&](FdWriter& w) { put_copy(w, env, delivered_to, msg); });
 }
 
 namespace {

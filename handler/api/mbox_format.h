@@ -18,8 +18,9 @@ namespace laim {
 // missing, and then its directory synced; with no_symlinks, refused when
 // any component of the path is a symbolic link) one copy of msg per entry
 // of delivered_to: the From_ line, Return-Path, a Delivered-To header
-// unless the entry is empty, then the message with LF line ends and mboxrd
-// quoting, then an empty line; before them, the line ends a last line
+// unless the entry is empty, then the message without its own Return-Path
+// and Content-Length (Message::delivered_parts()) with LF line ends and
+// mboxrd quoting, then an empty line; before them, the line ends a last line
 // without its newline lacks (mbox_tail_gap). Holds an fcntl write lock (a
 // lock held by another process is not waited for: a temporary failure),
 // fsyncs, and on any error cuts the file back to where it was, so a reader
@@ -45,5 +46,10 @@ std::optional<Result> delivered_to_loop(const Message& msg, const std::string& r
 // Writes raw (lines ending in CRLF, as received) to fd with LF line ends
 // and nothing else changed. False on a write error, with errno set.
 bool write_lf_text(int fd, std::string_view raw);
+
+// Writes to fd Return-Path, then the message as an mbox copy holds it
+// but without mboxrd quoting (a "|command" alias target's stdin). False
+// on a write error, with errno set.
+bool write_lf_copy(int fd, const Envelope& env, const Message& msg);
 
 }  // namespace laim

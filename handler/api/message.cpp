@@ -7,7 +7,6 @@
 #include <mutex>
 #include <strings.h>
 #include <sys/sendfile.h>
-#include <sys/uio.h>
 
 #include "common/fd.h"
 #include "handler/api/gmime.h"
@@ -155,32 +154,45 @@ Message::Message(std::string_view raw, int file, off_t offset)
 {
 }
 
+// The bytes around the fields cut, as header_fields() (also the loop
+// test's) finds them.
+std::vector<std::string_view> Message::delivered_parts() const
+{
+	std::vector<std::string_view> parts;
+	size_t end = 0, kept = 0;  // kept: where the bytes not yet in parts start
+	for (const HeaderField& f : header_fields(raw_, &end)) {
+		if (!header_name_is(f.name, "return-path") && !header_name_is(f.name, "content-length"))
+			continue;
+		if (f.begin > kept)
+			parts.push_back(raw_.substr(kept, f.begin - kept));
+		kept = f.end;
+	}
+	if (kept < raw_.size())
+		parts.push_back(raw_.substr(kept));
+	return parts;
+}
+
+// Each part from memory, or with sendfile(2) from where it lies in the
+// file.
 bool Message::write_to(int fd, std::string_view prefix) const
 {
-	if (file_ < 0) {
-		struct iovec iov[2] = {{const_cast<char*>(prefix.data()), prefix.size()},
-				       {const_cast<char*>(raw_.data()), raw_.size()}};
-		ssize_t n;
-		do
-			n = writev(fd, iov, 2);
-		while (n < 0 && errno == EINTR);
-		if (n < 0)
-			return false;
-		size_t done = static_cast<size_t>(n);
-		if (done >= prefix.size())
-			return write_all(fd, raw_.substr(done - prefix.size()));
-		return write_all(fd, prefix.substr(done)) && write_all(fd, raw_);
-	}
 	if (!write_all(fd, prefix))
 		return false;
-	off_t from = offset_;
-	for (size_t left = raw_.size(); left > 0;) {
-		ssize_t n = sendfile(fd, file_, &from, left);
-		if (n < 0 && errno == EINTR)
+	for (std::string_view part : delivered_parts()) {
+		if (file_ < 0) {
+			if (!write_all(fd, part))
+				return false;
 			continue;
-		if (n <= 0)
-			return n == 0 ? (errno = EIO, false) : false;
-		left -= static_cast<size_t>(n);
+		}
+		off_t from = offset_ + (part.data() - raw_.data());
+		for (size_t left = part.size(); left > 0;) {
+			ssize_t n = sendfile(fd, file_, &from, left);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return n == 0 ? (errno = EIO, false) : false;
+			left -= static_cast<size_t>(n);
+		}
 	}
 	return true;
 }

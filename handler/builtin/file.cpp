@@ -8,12 +8,12 @@
 //       path: /var/mail/root    # absolute; created 0600 when missing
 //
 // A copy is the From_ line, Return-Path and Delivered-To, then the
-// message with CRLF turned into LF and mboxrd quoting (">From ",
-// ">>From ", ...), then an empty line; a last line without its newline is
-// ended first. A failed append is cut back off
-// the file, so a reader never sees half a message. A message that already
-// carries Delivered-To: for a recipient fails for that recipient as a
-// mail forwarding loop (5.4.6).
+// message without its own Return-Path and Content-Length, with CRLF
+// turned into LF and mboxrd quoting (">From ", ">>From ", ...), then an
+// empty line; a last line without its newline is ended first. A failed
+// append is cut back off the file, so a reader never sees half a message.
+// A message that already carries Delivered-To: for a recipient fails for
+// that recipient as a mail forwarding loop (5.4.6).
 #include "handler/api/handler.h"
 #include "handler/api/mbox_format.h"
 

@@ -3,7 +3,8 @@
 // name, fsynced, then moved into new/, whose fsync deliveries running at
 // once share. Each copy starts with
 // Return-Path and Delivered-To, as Postfix's local(8) writes them, and
-// then holds the message exactly as received (CRLF line endings). A
+// then holds the message as received (CRLF line endings) but for its own
+// Return-Path and Content-Length (Message::delivered_parts()). A
 // message that already carries Delivered-To: for the recipient is not
 // delivered again: it fails as a mail forwarding loop (5.4.6).
 //

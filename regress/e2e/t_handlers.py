@@ -3,7 +3,11 @@
 # the decoded subject), discard; a route may name several handlers. A
 # message that already carries Delivered-To: for its recipient fails at
 # the maildir as a mail forwarding loop (5.4.6), into failed/; one with
-# a Delivered-To: for another address is delivered.
+# a Delivered-To: for another address is delivered. A message's own
+# Return-Path: and Content-Length: fields (forged: any case, folded) are
+# left out of the Maildir and mbox copies, whose only Return-Path is
+# laim's; the body keeps its lines, and a Maildir copy too large to be
+# read into memory (sent from the spool file) is cut the same way.
 import sys
 sys.dont_write_bytecode = True
 from harness import *
@@ -13,6 +17,10 @@ ASCTIME = r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|O
 BODY = (b"Subject: =?UTF-8?B?w6l0w6k=?= report\r\n\r\n"
 	b"From the start\r\n>From quoted\r\n>>From twice\r\nFromage\r\n \r\nend\r\n")
 MBOXRD = b">From the start\n>>From quoted\n>>>From twice\nFromage\n \nend\n"
+
+FORGED_BODY = b"Return-Path: <in-body@bank.example>\r\nContent-Length: 1\r\n" + (b"x" * 78 + b"\r\n") * 4000
+FORGED = (b"Return-Path: <ceo@bank.example>\r\nSubject: forged\r\ncontent-length: 3\r\n"
+	  b"RETURN-PATH:\r\n <folded@bank.example>\r\n\r\n" + FORGED_BODY)
 
 
 def main():
@@ -83,6 +91,25 @@ def main():
 	check_eq(len(msgs), 2, "messages in the Maildir (the audit copy and the other address's)")
 	check(any(b"body of other" in m for m in msgs), "the message with another Delivered-To: not in the Maildir")
 	check(not any(b"came back" in m for m in msgs), "the looping message delivered to the Maildir")
+
+	q7 = d.send(rcpts=["mbox@test.laim.example", "forged@test.laim.example"], msg=FORGED)
+	d.wait_removed(q7)
+	copy = [m for m in maildir_messages(d.maildir) if b"Subject: forged" in m]
+	check_eq(len(copy), 1, "forged-field copies in the Maildir")
+	ret, to, received, rest = split_delivered(copy[0])
+	check_eq((ret, to), (b"sender@client.example", b"forged@test.laim.example"), "the Maildir copy's own fields")
+	head, _, body = rest.partition(b"\r\n\r\n")
+	check_eq(head, b"Subject: forged", "the Maildir copy's header fields after Received:")
+	check(body == FORGED_BODY, "the Maildir copy's body changed: %r" % body[:200])
+	with open(mbox, "rb") as f:
+		last = re.split(rb"(?<=\n\n)(?=From )", f.read())[-1]
+	m = re.match((r"From sender@client\.example %s\nReturn-Path: <sender@client\.example>\n"
+		      r"Delivered-To: mbox@test\.laim\.example\nReceived: [^\n]*\n(?:[ \t][^\n]*\n)*"
+		      % ASCTIME).encode(), last)
+	check(m, "the forged-field mbox copy starts wrong: %r" % last[:400])
+	head, _, body = last[m.end():].partition(b"\n\n")
+	check_eq(head, b"Subject: forged", "the mbox copy's header fields after Received:")
+	check(body == FORGED_BODY.replace(b"\r\n", b"\n") + b"\n", "the mbox copy's body changed: %r" % body[:200])
 
 
 run(main)

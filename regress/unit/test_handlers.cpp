@@ -313,11 +313,46 @@ START_TEST(message_text_html_only_and_none)
 }
 END_TEST
 
+// The pieces of a message a final delivery writes: the header section's
+// Return-Path and Content-Length fields (any case, folded, the obsolete
+// blank before the colon) are cut, every other byte stays, and a line
+// that only looks like one in the body is left alone.
+START_TEST(message_delivered_parts)
+{
+	auto delivered = [](std::string_view raw) {
+		std::string out;
+		for (std::string_view part : Message(raw).delivered_parts())
+			out += part;
+		return out;
+	};
+	ck_assert_string_eq(delivered("Return-Path: <forged@x>\r\nSubject: s\r\n\r\nbody\r\n"),
+			    "Subject: s\r\n\r\nbody\r\n");
+	ck_assert_string_eq(delivered("Received: by x\r\n\tid 1\r\nreturn-PATH: <a@x>\r\n"
+				      "Subject: s\r\nCONTENT-LENGTH: 3\r\nTo: t\r\n\r\n"
+				      "Return-Path: <body@x>\r\nContent-Length: 9\r\n"),
+			    "Received: by x\r\n\tid 1\r\nSubject: s\r\nTo: t\r\n\r\n"
+			    "Return-Path: <body@x>\r\nContent-Length: 9\r\n");
+	ck_assert_string_eq(delivered("Subject: s\r\nReturn-Path:\r\n <folded@x>\r\n\t(more)\r\n"
+				      "Return-Path : <obs@x>\r\nContent-Length\t: 1\r\nX-Return-Path: kept\r\n"
+				      "\r\nbody\r\n"),
+			    "Subject: s\r\nX-Return-Path: kept\r\n\r\nbody\r\n");
+	ck_assert_string_eq(delivered("Subject: s\nContent-Length: 1\n\nb\n"), "Subject: s\n\nb\n");
+	ck_assert_string_eq(delivered("Subject: s\r\nReturn-Path: <last@x>"), "Subject: s\r\n");
+	ck_assert_uint_eq(Message("Return-Path: <a>\r\nContent-Length: 1\r\n").delivered_parts().size(), 0);
+	std::string plain = "Subject: s\r\n\r\nbody\r\n";
+	std::vector<std::string_view> parts = Message(plain).delivered_parts();
+	ck_assert_uint_eq(parts.size(), 1);
+	ck_assert(parts[0].data() == plain.data() && parts[0].size() == plain.size());  // raw() itself
+}
+END_TEST
+
 // The bytes written out, from memory or from the file the message lies
-// in (at its offset, after the spool header), each after the prefix.
+// in (at its offset, after the spool header), each after the prefix and
+// without the message's own Return-Path and Content-Length.
 START_TEST(message_write_to)
 {
-	std::string body = "Subject: s\r\n\r\n" + std::string(300000, 'b') + "\r\n";
+	std::string body = "Return-Path: <forged@x>\r\nSubject: s\r\ncontent-length: 1\r\n\r\n" +
+			   std::string(300000, 'b') + "\r\n";
 	char in_path[] = "/tmp/laim-msg-XXXXXX", out_path[] = "/tmp/laim-out-XXXXXX";
 	UniqueFd in(mkstemp(in_path)), out(mkstemp(out_path));
 	unlink(in_path);
@@ -326,13 +361,14 @@ START_TEST(message_write_to)
 	ck_assert(write_all(in.get(), file));
 	Message from_file(body, in.get(), static_cast<off_t>(file.size() - body.size()));
 	ck_assert(from_file.write_to(out.get(), "Return-Path: <>\r\n"));
-	Message from_memory("Subject: m\r\n\r\nmemory\r\n");
+	Message from_memory("Subject: m\r\nReturn-Path: <f>\r\n\r\nmemory\r\n");
 	ck_assert(from_memory.write_to(out.get(), "X: y\r\n"));
 	std::string got(file.size() * 2, '\0');
 	ssize_t n = pread(out.get(), got.data(), got.size(), 0);
 	ck_assert_int_gt(n, 0);
 	got.resize(static_cast<size_t>(n));
-	ck_assert(got == "Return-Path: <>\r\n" + body + "X: y\r\nSubject: m\r\n\r\nmemory\r\n");
+	std::string kept = "Subject: s\r\n\r\n" + std::string(300000, 'b') + "\r\n";
+	ck_assert(got == "Return-Path: <>\r\n" + kept + "X: y\r\nSubject: m\r\n\r\nmemory\r\n");
 }
 END_TEST
 
@@ -1183,6 +1219,7 @@ Suite* handlers_suite()
 	Suite* s = suite_create("handlers");
 	TCase* tc = tcase_create("message");
 	tcase_add_test(tc, message_plain);
+	tcase_add_test(tc, message_delivered_parts);
 	tcase_add_test(tc, message_write_to);
 	tcase_add_test(tc, message_folded_headers);
 	tcase_add_test(tc, message_first_header_wins);
