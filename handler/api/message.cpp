@@ -7,6 +7,7 @@
 #include <mutex>
 #include <strings.h>
 #include <sys/sendfile.h>
+#include <sys/uio.h>
 
 #include "common/fd.h"
 #include "handler/api/gmime.h"
@@ -172,18 +173,46 @@ std::vector<std::string_view> Message::delivered_parts() const
 	return parts;
 }
 
-// Each part from memory, or with sendfile(2) from where it lies in the
-// file.
+namespace {
+
+// Writes the parts with writev(2), one call when it takes them whole.
+bool write_parts(int fd, const std::vector<std::string_view>& parts)
+{
+	std::vector<iovec> iov;
+	for (std::string_view p : parts)
+		if (!p.empty())
+			iov.push_back({const_cast<char*>(p.data()), p.size()});
+	for (size_t i = 0; i < iov.size();) {
+		ssize_t n = writev(fd, iov.data() + i, static_cast<int>(std::min<size_t>(iov.size() - i, IOV_MAX)));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n == 0 ? (errno = EIO, false) : false;
+		for (size_t done = static_cast<size_t>(n); done > 0;) {
+			size_t step = std::min(done, iov[i].iov_len);
+			iov[i].iov_base = static_cast<char*>(iov[i].iov_base) + step;
+			iov[i].iov_len -= step;
+			done -= step;
+			i += iov[i].iov_len == 0;
+		}
+	}
+	return true;
+}
+
+}  // namespace
+
+// From memory in one writev(2), or each part with sendfile(2) from where
+// it lies in the file.
 bool Message::write_to(int fd, std::string_view prefix) const
 {
+	std::vector<std::string_view> parts = delivered_parts();
+	if (file_ < 0) {
+		parts.insert(parts.begin(), prefix);
+		return write_parts(fd, parts);
+	}
 	if (!write_all(fd, prefix))
 		return false;
-	for (std::string_view part : delivered_parts()) {
-		if (file_ < 0) {
-			if (!write_all(fd, part))
-				return false;
-			continue;
-		}
+	for (std::string_view part : parts) {
 		off_t from = offset_ + (part.data() - raw_.data());
 		for (size_t left = part.size(); left > 0;) {
 			ssize_t n = sendfile(fd, file_, &from, left);
