@@ -4,9 +4,9 @@
 // runs as DATA (a text sent before the 354 ends the session).
 #pragma once
 
-#include <strings.h>
-
 #include <string_view>
+
+#include "common/text.h"
 
 namespace laim {
 
@@ -32,7 +32,7 @@ inline SmtpCommand smtp_command(std::string_view line)
 inline bool smtp_is_data(std::string_view line)
 {
 	std::string_view verb = smtp_command(line).verb;
-	return verb.size() == 4 && strncasecmp(verb.data(), "DATA", 4) == 0;
+	return iequal(verb, "DATA");
 }
 
 }  // namespace laim

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "common/aliases.h"
+#include "common/text.h"
 #include "handler/alias_delivery.h"
 #include "handler/api/handler.h"
 
@@ -37,24 +38,13 @@ Parts split_address(std::string_view addr)
 	return {addr.substr(0, at), addr.substr(at + 1), true};
 }
 
-char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c; }
-
-bool iequals(std::string_view a, std::string_view b)
-{
-	if (a.size() != b.size())
-		return false;
-	for (size_t i = 0; i < a.size(); i++)
-		if (ascii_lower(a[i]) != ascii_lower(b[i]))
-			return false;
-	return true;
-}
 
 // Local parts are case-sensitive (RFC 5321 2.4) except the reserved
 // "postmaster" (RFC 5321 4.5.1), matched in any case. Quoted local parts
 // compare as written.
 bool local_equals(std::string_view a, std::string_view b)
 {
-	return a == b || (iequals(a, "postmaster") && iequals(b, "postmaster"));
+	return a == b || (iequal(a, "postmaster") && iequal(b, "postmaster"));
 }
 
 }  // namespace
@@ -65,13 +55,13 @@ bool route_matches(std::string_view pattern, std::string_view rcpt)
 		return true;
 	Parts r = split_address(rcpt);
 	if (pattern.starts_with("*@"))
-		return r.has_domain && iequals(pattern.substr(2), r.domain);
+		return r.has_domain && iequal(pattern.substr(2), r.domain);
 	if (pattern.size() > 2 && pattern.ends_with("@*"))
 		return local_equals(pattern.substr(0, pattern.size() - 2), r.local);
 	Parts p = split_address(pattern);
 	if (p.has_domain != r.has_domain || !local_equals(p.local, r.local))
 		return false;
-	return !p.has_domain || iequals(p.domain, r.domain);
+	return !p.has_domain || iequal(p.domain, r.domain);
 }
 
 const Route* route_find(const std::vector<Route>& routes, std::string_view rcpt)

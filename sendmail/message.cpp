@@ -2,7 +2,6 @@
 // sendmail.h. The header block is parsed only as far as RFC 5322 2.2
 // needs (field name, colon, folded lines); addresses go to GMime.
 #include <gmime/gmime.h>
-#include <strings.h>
 #include <sysexits.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 #include <cstdlib>
 #include <optional>
 
+#include "common/text.h"
 #include "sendmail/sendmail.h"
 
 namespace laim::sendmail {
@@ -34,11 +34,6 @@ std::optional<std::string_view> field_name(std::string_view line)
 	if (j == line.size() || line[j] != ':')
 		return std::nullopt;
 	return line.substr(0, i);
-}
-
-bool iequal(std::string_view a, std::string_view b)
-{
-	return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
 }
 
 bool is_blank(char c) { return c == ' ' || c == '\t'; }

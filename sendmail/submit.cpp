@@ -5,7 +5,6 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <strings.h>
 #include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
@@ -16,6 +15,7 @@
 #include <cstring>
 
 #include "common/smtp_command.h"
+#include "common/text.h"
 #include "sendmail/sendmail.h"
 
 #ifndef LAIM_SOCKET
@@ -157,7 +157,7 @@ bool has_extension(const Reply& ehlo, std::string_view name)
 	for (size_t i = 1; i < ehlo.lines.size(); i++) {
 		std::string_view kw = std::string_view(ehlo.lines[i]).substr(4);
 		kw = kw.substr(0, kw.find(' '));
-		if (kw.size() == name.size() && strncasecmp(kw.data(), name.data(), kw.size()) == 0)
+		if (iequal(kw, name))
 			return true;
 	}
 	return false;

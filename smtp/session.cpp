@@ -30,6 +30,7 @@
 #include "common/hop_count.h"
 #include "common/log.h"
 #include "common/smtp_command.h"
+#include "common/text.h"
 #include "smtp/replies.h"
 
 namespace laim {
@@ -43,23 +44,6 @@ constexpr size_t MAX_TEXT_LINE = 1000;       // RFC 5321 4.5.3.1.6, CRLF include
 constexpr size_t WRITE_BUFFER_SIZE = 65536;  // data phase, flushed when full
 constexpr size_t OUTPUT_HIGH_WATER = 65536;  // stop reading while this much waits
 constexpr unsigned AUTH_MAX_FAILURES = 3;    // then 421 and the end of the session
-
-// ASCII case-insensitive comparison, as SMTP verbs and keywords compare.
-bool iequal(std::string_view a, std::string_view b)
-{
-	if (a.size() != b.size())
-		return false;
-	for (size_t i = 0; i < a.size(); i++) {
-		unsigned char x = a[i], y = b[i];
-		if (x >= 'A' && x <= 'Z')
-			x += 'a' - 'A';
-		if (y >= 'A' && y <= 'Z')
-			y += 'a' - 'A';
-		if (x != y)
-			return false;
-	}
-	return true;
-}
 
 bool istarts(std::string_view s, std::string_view prefix)
 {

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "common/text.h"
+
 namespace laim {
 
 namespace {
@@ -40,9 +42,7 @@ std::string header_unfold(std::string_view raw)
 
 bool header_name_is(std::string_view name, std::string_view lower)
 {
-	return name.size() == lower.size() &&
-	       std::equal(name.begin(), name.end(), lower.begin(),
-			  [](char a, char b) { return tolower(static_cast<unsigned char>(a)) == b; });
+	return iequal(name, lower);
 }
 
 std::vector<HeaderField> header_fields(std::string_view msg, size_t* end)

@@ -5,11 +5,11 @@
 
 #include <algorithm>
 #include <mutex>
-#include <strings.h>
 #include <sys/sendfile.h>
 #include <sys/uio.h>
 
 #include "common/fd.h"
+#include "common/text.h"
 #include "handler/api/gmime.h"
 #include "handler/api/handler.h"
 #include "handler/api/header_edit.h"
@@ -258,8 +258,7 @@ const std::vector<Header>& Message::headers() const { return parsed().headers; }
 std::optional<std::string> Message::header(std::string_view name) const
 {
 	for (const Header& h : parsed().headers)
-		if (h.name.size() == name.size() &&
-		    strncasecmp(h.name.data(), name.data(), name.size()) == 0)
+		if (iequal(h.name, name))
 			return h.value;
 	return std::nullopt;
 }

@@ -4,9 +4,9 @@
 #include <cstdlib>
 #include <deque>
 #include <map>
-#include <strings.h>
 
 #include "common/log.h"
+#include "common/text.h"
 #include "handler/api/handler.h"
 
 namespace laim {
@@ -54,12 +54,6 @@ std::string host_name()
 	return local_domains.empty() ? "localhost" : local_domains.front();
 }
 
-namespace {
-bool equal_nocase(std::string_view a, std::string_view b)
-{
-	return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
-}
-}  // namespace
 
 bool is_local_address(std::string_view rcpt)
 {
@@ -68,17 +62,17 @@ bool is_local_address(std::string_view rcpt)
 		return true;
 	std::string_view dom = rcpt.substr(at + 1);
 	return std::any_of(local_domains.begin(), local_domains.end(),
-			   [dom](const std::string& d) { return equal_nocase(d, dom); });
+			   [dom](const std::string& d) { return iequal(d, dom); });
 }
 
 
 bool same_recipient(std::string_view a, std::string_view b)
 {
 	if (is_local_address(a) && is_local_address(b))
-		return equal_nocase(local_part(a), local_part(b));
+		return iequal(local_part(a), local_part(b));
 	size_t at_a = a.rfind('@'), at_b = b.rfind('@');
 	return at_a != std::string_view::npos && at_b != std::string_view::npos && local_part(a) == local_part(b) &&
-	       equal_nocase(a.substr(at_a), b.substr(at_b));
+	       iequal(a.substr(at_a), b.substr(at_b));
 }
 
 HandlerFactory handler_factory(std::string_view type)

@@ -18,6 +18,7 @@
 #include <optional>
 
 #include "common/fd.h"
+#include "common/text.h"
 
 namespace laim {
 
@@ -164,7 +165,7 @@ std::optional<std::string> SmtpReply::extension(std::string_view keyword) const
 	for (size_t i = 1; i < lines.size(); i++) {
 		std::string_view line = lines[i];
 		std::string_view word = line.substr(0, line.find(' '));
-		if (word.size() != keyword.size() || strncasecmp(word.data(), keyword.data(), word.size()) != 0)
+		if (!iequal(word, keyword))
 			continue;
 		return std::string(word.size() < line.size() ? line.substr(word.size() + 1) : "");
 	}

@@ -1,0 +1,20 @@
+// Text helpers every process shares.
+#pragma once
+
+#include <algorithm>
+#include <string_view>
+
+namespace laim {
+
+inline char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c; }
+
+// ASCII case-insensitive equality, as SMTP verbs and keywords, header
+// field names and domains compare, whatever the locale (strcasecmp(3)
+// follows it).
+inline bool iequal(std::string_view a, std::string_view b)
+{
+	return a.size() == b.size() &&
+	       std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return ascii_lower(x) == ascii_lower(y); });
+}
+
+}  // namespace laim
