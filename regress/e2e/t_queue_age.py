@@ -65,15 +65,22 @@ def waiting():
 	check_eq(d.spool_files("queue"), [], "queue/ once the worker is free")
 
 
-def at_retry():
-	"""A message that expires when its retry comes up (not at the end of a
-	round) is counted and logged as failed per recipient, with the last
-	error in its reason, like one that expires at the end of a round."""
-	d = Laimd(name="t_queue_age_retry", max_queue_age=4, retry_initial=3, retry_max=3)
+def probe_laimd(name):
+	"""A started laimd whose only route is a probe handler p, with
+	max_queue_age 4 and retries every 3 s."""
+	d = Laimd(name=name, max_queue_age=4, retry_initial=3, retry_max=3)
 	p = d.make_user_dir(os.path.join(d.dir, "probe"))
 	d.config["handlers"] = {"p": {"type": "probe", "path": p, "release": p + "/release"}}
 	d.config["routes"] = [{"match": "*", "handlers": ["p"]}]
 	d.start()
+	return d
+
+
+def at_retry():
+	"""A message that expires when its retry comes up (not at the end of a
+	round) is counted and logged as failed per recipient, with the last
+	error in its reason, like one that expires at the end of a round."""
+	d = probe_laimd("t_queue_age_retry")
 	# Deferred at 0s and 3s (younger than 4s); given up at its retry at 6s.
 	qid = d.send(rcpts=["defer@test.laim.example"])
 	d.wait_log(r"%s: to=.*status=deferred.*attempt=2, " % qid, 10)
@@ -92,11 +99,7 @@ def at_retry():
 def after_restart():
 	"""A message loaded at start counts its attempts from then, and its
 	reason says so: "expired after 1 attempt since laimd started"."""
-	d = Laimd(name="t_queue_age_restart", max_queue_age=4, retry_initial=3, retry_max=3)
-	p = d.make_user_dir(os.path.join(d.dir, "probe"))
-	d.config["handlers"] = {"p": {"type": "probe", "path": p, "release": p + "/release"}}
-	d.config["routes"] = [{"match": "*", "handlers": ["p"]}]
-	d.start()
+	d = probe_laimd("t_queue_age_restart")
 	qid = d.send(rcpts=["defer@test.laim.example"])
 	d.wait_log(r"%s: to=.*status=deferred.*attempt=1, " % qid, 10)
 	d.stop()
