@@ -32,10 +32,10 @@
 //       workers: 4
 
 #include <arpa/inet.h>
-#include <strings.h>
 
 #include <algorithm>
 
+#include "common/text.h"
 #include "handler/api/handler.h"
 #include "handler/api/header_edit.h"
 #include "handler/api/smtp_client.h"
@@ -149,7 +149,7 @@ Smarthost::Smarthost(HandlerOptions& o)
 		o.fail("tls_fingerprint", "expected a SHA-256 fingerprint, 64 hex digits (colons optional)");
 	// tls: none sends the message in clear: only to a relay on this host,
 	// where it crosses no network.
-	if (tls_ == Tls::None && !loopback_address(host_) && strcasecmp(host_.c_str(), "localhost") != 0)
+	if (tls_ == Tls::None && !loopback_address(host_) && !iequal(host_, "localhost"))
 		o.fail("tls", "none sends the message in clear: only to a relay on this host (localhost, 127.0.0.0/8 or "
 			      "::1), not to \"" + host_ + "\"");
 	for (const char* key : {"ca_file", "tls_fingerprint"})
