@@ -279,8 +279,10 @@ void Queue::dispatch(Entry& e)
 		own.push_back({"*", {e.env.instance}, 0});
 	for (const std::string& rcpt : e.env.recipients) {
 		const Route* r = route_find(own.empty() ? routes_ : own, rcpt);
+		if (!r && !owed_unrouted(e, rcpt))
+			continue;  // settled before a reload took its route away
 		if (!r && !no_routes_.empty()) {  // a file cut short: its mail waits for a reload
-			if (owed_unrouted(e, rcpt) && e.tried.insert({"", rcpt}).second)
+			if (e.tried.insert({"", rcpt}).second)
 				e.deferred.push_back({"", rcpt, Result::tempfail(no_routes_)});
 			continue;
 		}
@@ -755,17 +757,18 @@ bool Queue::recipient_done(const Entry& e, const std::string& rcpt) const
 	if (!e.env.instance.empty())
 		return e.done.count({e.env.instance, rcpt}) > 0;
 	const Route* r = route_find(routes_, rcpt);
-	if (!r && !no_routes_.empty())
+	if (!r)
 		return !owed_unrouted(e, rcpt);
-	return r && std::all_of(r->handlers.begin(), r->handlers.end(),
+	return std::all_of(r->handlers.begin(), r->handlers.end(),
 				[&](const std::string& name) { return e.done.count({name, rcpt}) > 0; });
 }
 
-// While the file has no routes, nothing says which instances a recipient
-// goes to: it is owed the message when no round settled it anywhere yet,
-// or when one of its instances deferred it and has not delivered since. A
-// recipient delivered (or failed) before the routes went is neither
-// deferred again nor, at max_queue_age, failed.
+// While no route matches a recipient (a reload took it away, or the file
+// has no routes at all), nothing says which instances it goes to: it is
+// owed the message when no round settled it anywhere yet, or when one of
+// its instances deferred it and has not delivered since. A recipient
+// delivered (or failed) before its route went is neither failed "no
+// route", nor deferred again, nor failed at max_queue_age.
 bool Queue::owed_unrouted(const Entry& e, const std::string& rcpt) const
 {
 	auto settled = [&](const auto& d) { return d.second == rcpt; };

@@ -201,6 +201,35 @@ def routes_cut():
 	check_eq(len(maildir_files(d.maildir)), 3, "copies delivered (had@ before the cut, rcpt@ and y after)")
 
 
+def route_removed():
+	"""A reload that leaves a recipient without a route fails it "no
+	route" only if it was still owed the message: one delivered before
+	the reload is not, and the message is removed, not put in failed/,
+	once its other recipient has it."""
+	d = Laimd(name="t_sighup_route_removed")
+	blocked = d.make_blocked_dir(os.path.join(d.dir, "blocked"))
+	d.config["handlers"]["stuck"] = {"type": "maildir", "path": blocked}
+	d.config["routes"] = [{"match": "had@*", "handlers": ["inbox"]}, {"match": "*", "handlers": ["stuck"]}]
+	d.start()
+	had, rcpt = "had@" + HOSTNAME, "rcpt@" + HOSTNAME
+	x = d.send(rcpts=[had, rcpt], msg=simple_message("route removed"))
+	d.wait_log(r"%s: to=<%s>, handler=inbox, status=delivered" % (x, re.escape(had)))
+	d.wait_log(r"%s: to=<%s>, handler=stuck, status=deferred" % (x, re.escape(rcpt)))
+	for routes in ([{"match": "rcpt@*", "handlers": ["stuck"]}], [{"match": "*", "handlers": ["inbox"]}]):
+		d.config["routes"] = routes
+		d.write_config()
+		mark = d.mark()
+		d.send_signal(signal.SIGHUP)
+		d.wait_log(r"configuration reloaded$", since=mark)
+		if routes[0]["match"] == "rcpt@*":  # a round without had@'s route
+			d.wait_log(r"%s: to=<%s>, handler=stuck, status=deferred" % (x, re.escape(rcpt)), since=mark)
+	d.wait_log(r"%s: removed$" % x)
+	check(not d.search_log(r"%s: to=<%s>, handler=none, status=failed" % (x, re.escape(had)), 0),
+	      "%s, delivered before the reload, failed 'no route' after it" % had)
+	check_eq(len(maildir_files(d.maildir)), 2, "copies delivered (had@ before the reloads, rcpt@ after)")
+	d.stop()
+
+
 def retry_lowered():
 	"""A reload that lowers retry_max brings a retry set for later
 	forward at once, as laimd(8) says: the retry policy is replaced."""
@@ -222,6 +251,7 @@ def both():
 	main()
 	workers_hold()
 	routes_cut()
+	route_removed()
 	retry_lowered()
 
 
