@@ -3,8 +3,8 @@
 //
 //   options.cpp    the command line (sendmail(8) flags, by flag, getopt style)
 //   addresses.cpp  envelope addresses: splitting, qualification, checks
-//   message.cpp    the message as submitted: headers added, Bcc and
-//                  Return-Path removed,
+//   message.cpp    the message as submitted: headers added, Bcc,
+//                  Return-Path and Content-Length removed,
 //                  the lone-dot end, line ends made CRLF
 //   submit.cpp     the SMTP client over laimd's unix socket; the -bs relay
 //   sendmail.cpp   main(): the modes, the laim-drop fallback
