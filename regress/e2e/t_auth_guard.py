@@ -152,7 +152,11 @@ class GuardCase(Case):
 			waiting, leaving = sessions[10], sessions[11]
 			os.kill(d.proc.pid, signal.SIGSTOP)
 			try:
-				for c in sessions:
+				# The ten first, so that they are the ones in flight: the
+				# smtp process reads sessions in no set order.
+				for i, c in enumerate(sessions):
+					if i == 10:
+						time.sleep(1)
 					c.send("AUTH PLAIN %s\r\n" % plain("bob", PASSWORDS["bob"]))
 				time.sleep(0.5)
 				leaving.sock.close()
