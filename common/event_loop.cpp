@@ -37,8 +37,19 @@ EventLoop::Watch EventLoop::watch(int fd, uint32_t events, Callback cb)
 	return w;
 }
 
+void EventLoop::run_posted()
+{
+	while (!posted_.empty()) {  // a function may post another
+		running_.swap(posted_);
+		for (auto& fn : running_)
+			fn();
+		running_.clear();
+	}
+}
+
 void EventLoop::wait(int timeout_ms)
 {
+	run_posted();
 	struct epoll_event evs[64];
 	int n = epoll_wait(ep_.get(), evs, 64, timeout_ms);
 	if (n == -1 && errno != EINTR)
@@ -53,6 +64,7 @@ void EventLoop::wait(int timeout_ms)
 		std::shared_ptr<Callback> cb = it->second;
 		(*cb)(evs[i].events);
 	}
+	run_posted();
 }
 
 EventLoop::Watch& EventLoop::Watch::operator=(Watch&& o) noexcept

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <unordered_map>
+#include <vector>
 
 #include "common/fd.h"
 
@@ -50,11 +51,17 @@ class EventLoop {
 	// Watches fd for events (0: for nothing until set_events(), not
 	// even EPOLLHUP); cb runs from wait() until the Watch goes.
 	[[nodiscard]] Watch watch(int fd, uint32_t events, Callback cb);
-	// Waits up to timeout_ms for ready descriptors and runs their callbacks.
+	// Waits up to timeout_ms for ready descriptors and runs their callbacks,
+	// then what they posted.
 	void wait(int timeout_ms);
+	// Runs fn once, after the callbacks of this wake-up (nginx's posted
+	// events), or, when posted outside them, before the loop next waits:
+	// what the callbacks of one wake-up send goes out together.
+	void post(std::function<void()> fn) { posted_.push_back(std::move(fn)); }
 
  private:
 	void control(int op, int fd, uint64_t id, uint32_t events);
+	void run_posted();
 
 	UniqueFd ep_;
 	// The epoll tag is a registration id, never reused: an event already
@@ -63,6 +70,7 @@ class EventLoop {
 	// that it outlives its Watch while it runs.
 	uint64_t next_id_ = 1;
 	std::unordered_map<uint64_t, std::shared_ptr<Callback>> callbacks_;
+	std::vector<std::function<void()>> posted_, running_;
 };
 
 }  // namespace laim

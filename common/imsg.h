@@ -97,6 +97,9 @@ void imsg_encode(uint32_t type, uint32_t peerid, uint32_t pid, std::string_view 
 class ImsgChannel {
  public:
 	ImsgChannel(UniqueFd fd, ImsgValidator valid);
+	ImsgChannel(ImsgChannel&& o) noexcept;
+	ImsgChannel& operator=(ImsgChannel&&) = delete;
+	~ImsgChannel();
 	int fd() const { return fd_.get(); }
 
 	// The smtp<->handler channel's ends: every frame sent carries a MAC
@@ -107,7 +110,8 @@ class ImsgChannel {
 
 	// Queues a frame (fd: attached and closed after sending, or -1).
 	void compose(uint32_t type, uint32_t peerid, std::string_view payload, int fd = -1);
-	// Sends queued frames; false on a fatal socket error (peer gone).
+	// Sends queued frames, up to SEND_BATCH in one call; false on a fatal
+	// socket error (peer gone).
 	bool flush();
 	bool pending() const { return !out_.empty(); }
 
@@ -115,6 +119,9 @@ class ImsgChannel {
 	// Receives one frame: Message (in msg), Again (nothing now), Closed
 	// (peer closed), or Error (*err says which decoding rule it broke).
 	Read read(Imsg& msg, ImsgError* err);
+	// From now on read() takes up to READ_BATCH records with one call
+	// and hands them out one by one (a busy channel: common/peer.h).
+	void read_in_batches();
 
 	// For a thread that waits on its channel outside any event loop (the
 	// mailbox and command clients): sends everything queued, waiting up to
@@ -133,16 +140,24 @@ class ImsgChannel {
 	Refused take_refused() { return std::move(refused_); }
 
  private:
+	static constexpr size_t SEND_BATCH = 16;
+	static constexpr unsigned READ_BATCH = 8;
 	struct Frame {
 		std::string bytes;
 		UniqueFd fd;
 	};
+	struct Batch;  // records received together, in imsg.cpp
+	Read take(const uint8_t* rec, size_t n, int flags, std::vector<UniqueFd>& fds, Imsg& msg,
+		  ImsgError* err);
+	Read read_batched(Imsg& msg, ImsgError* err);
+
 	UniqueFd fd_;
 	ImsgValidator valid_;
 	std::deque<Frame> out_;
 	Refused refused_;
 	ImsgMac mac_;  // keyed: the channel is sealed
 	std::string last_mac_;
+	Batch* batch_ = nullptr;  // owned; read_in_batches()
 };
 
 // Payload builder: fixed-width integers and length-prefixed strings.

@@ -10,7 +10,7 @@
 namespace laim {
 
 ImsgPeer::ImsgPeer(EventLoop& loop, UniqueFd fd, ImsgValidator valid, OnMessage on_message, OnLost on_lost)
-	: chan_(std::move(fd), valid), on_message_(std::move(on_message)), on_lost_(std::move(on_lost))
+	: loop_(loop), chan_(std::move(fd), valid), on_message_(std::move(on_message)), on_lost_(std::move(on_lost))
 {
 	watch_ = loop.watch(chan_.fd(), EPOLLIN, [this](uint32_t events) { on_event(events); });
 }
@@ -27,10 +27,36 @@ ImsgPeer::OnLost ImsgPeer::fatal_loss(const char* peer)
 bool ImsgPeer::send(uint32_t type, uint32_t peerid, std::string_view payload, UniqueFd fd)
 {
 	chan_.compose(type, peerid, payload, fd.release());
+	if (batched_) {
+		if (!flush_queued_) {
+			flush_queued_ = true;
+			loop_.post([this, alive = alive_] {
+				if (*alive)
+					flush_batch();
+			});
+		}
+		return !failed_;
+	}
 	if (!chan_.flush())
 		failed_ = true;
 	watch_output();
 	return !failed_;
+}
+
+void ImsgPeer::batch_io()
+{
+	batched_ = true;
+	chan_.read_in_batches();
+}
+
+// What send() queued in one wake-up of the loop, in as few calls as the
+// socket takes it.
+void ImsgPeer::flush_batch()
+{
+	flush_queued_ = false;
+	if (!failed_ && !chan_.flush())
+		failed_ = true;
+	watch_output();
 }
 
 // Write readiness is watched only while output waits, or to have the loop
@@ -125,6 +151,7 @@ void SiblingChannel::attach(UniqueFd fd)
 			drop();
 	});
 	peer_->seal_with(key_);
+	peer_->batch_io();
 }
 
 void SiblingChannel::drop()

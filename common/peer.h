@@ -45,6 +45,11 @@ class ImsgPeer {
 	ImsgChannel::Refused take_offense() { return std::move(offense_); }
 	// MACs what it sends with key, strips the trailer of what it reads.
 	void seal_with(const ImsgMacKey& key) { chan_.seal_with(key); }
+	// For a busy channel (smtp<->handler): reads come in batches
+	// (recvmmsg), and what the loop's callbacks send during one wake-up
+	// goes out in one call (sendmmsg) once they ran, rather than a system
+	// call for each frame each way.
+	void batch_io();
 
 	// The lost callback for a trusted peer (a child's parent): nothing can
 	// go on without it, so losing it ends this process.
@@ -52,15 +57,19 @@ class ImsgPeer {
 
  private:
 	void on_event(uint32_t events);
+	void flush_batch();
 	bool read_frames();
 	void lose(const char* broken);
 	void watch_output();
 
+	EventLoop& loop_;
 	ImsgChannel chan_;
 	EventLoop::Watch watch_;
 	OnMessage on_message_;
 	OnLost on_lost_;
 	bool failed_ = false;  // a write failed: the loop reports the loss
+	bool batched_ = false;       // batch_io()
+	bool flush_queued_ = false;  // flush_batch() is posted to the loop
 	ImsgChannel::Refused offense_;
 	std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

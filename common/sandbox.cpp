@@ -97,7 +97,7 @@ void sandbox_seccomp_smtp()
 	// executes anything.
 	static const char* const allow[] = {
 		"read", "write", "writev", "close", "epoll_wait", "epoll_pwait", "epoll_ctl",
-		"accept", "accept4", "recvmsg", "sendmsg", "recvfrom", "sendto", "getsockopt",
+		"accept", "accept4", "recvmsg", "sendmsg", "recvmmsg", "sendmmsg", "recvfrom", "sendto", "getsockopt",
 		"shutdown", "fcntl", "fstat", "newfstatat", "brk", "mmap", "munmap",
 		"mremap", "madvise", "mprotect", "futex",
 		"clock_gettime", "gettimeofday", "time", "getpid", "gettid", "rt_sigreturn",

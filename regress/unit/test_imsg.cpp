@@ -172,6 +172,69 @@ START_TEST(channel_roundtrip_with_fd)
 }
 END_TEST
 
+// More frames than one sendmmsg or recvmmsg takes, every third with a
+// descriptor: they arrive whole, in order, each with its own descriptor,
+// and the end of the stream is Closed, not a bad record.
+START_TEST(channel_batches_keep_order_and_fds)
+{
+	auto [a, b] = pair();
+	b.read_in_batches();
+	constexpr int N = 40;
+	struct stat want[N];
+	for (int i = 0; i < N; i++) {
+		int fd = i % 3 ? -1 : open("/dev/null", O_RDONLY);
+		if (fd >= 0)
+			fstat(fd, &want[i]);
+		a.compose(fd < 0 ? 1 : 2, static_cast<uint32_t>(i), "frame " + std::to_string(i), fd);
+	}
+	ck_assert(a.flush());
+	ck_assert(!a.pending());
+	Imsg m;
+	ImsgError err;
+	for (int i = 0; i < N; i++) {
+		ck_assert(b.read(m, &err) == ImsgChannel::Read::Message);
+		ck_assert_uint_eq(m.peerid, static_cast<uint32_t>(i));
+		ck_assert_str_eq(m.data.c_str(), ("frame " + std::to_string(i)).c_str());
+		ck_assert(static_cast<bool>(m.fd) == (i % 3 == 0));
+		if (m.fd) {
+			struct stat got;
+			fstat(m.fd.get(), &got);
+			ck_assert(got.st_ino == want[i].st_ino && got.st_dev == want[i].st_dev);
+		}
+	}
+	ck_assert(b.read(m, &err) == ImsgChannel::Read::Again);
+	a.compose(1, 0, "last");
+	ck_assert(a.flush());
+	{ ImsgChannel gone = std::move(a); }  // closes a's end after its last frame
+	ck_assert(b.read(m, &err) == ImsgChannel::Read::Message);
+	ck_assert_str_eq(m.data.c_str(), "last");
+	ck_assert(b.read(m, &err) == ImsgChannel::Read::Closed);
+}
+END_TEST
+
+// A bad record among good ones in one batch is refused on its own: those
+// before it are read, and it is what take_refused() returns.
+START_TEST(channel_batch_refuses_bad_record)
+{
+	int sv[2];
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+	ImsgChannel b(UniqueFd(sv[1]), accept_1_nofd_2_fd);
+	b.read_in_batches();
+	std::string good, bad = frame(1, 8, "x");
+	imsg_encode(1, 5, 0, "good", good);
+	ck_assert(send(sv[0], good.data(), good.size(), 0) > 0);
+	ck_assert(send(sv[0], bad.data(), bad.size(), 0) > 0);
+	Imsg m;
+	ImsgError err;
+	ck_assert(b.read(m, &err) == ImsgChannel::Read::Message);
+	ck_assert_str_eq(m.data.c_str(), "good");
+	ck_assert(b.read(m, &err) == ImsgChannel::Read::Error);
+	ck_assert(err == ImsgError::Truncated);
+	ck_assert(b.take_refused().record == bad);
+	close(sv[0]);
+}
+END_TEST
+
 START_TEST(channel_rejects_forged_records)
 {
 	int sv[2];
@@ -223,6 +286,8 @@ int main()
 	tcase_add_test(tc, decode_type_and_fd_rules);
 	tcase_add_test(tc, reader_strict);
 	tcase_add_test(tc, channel_roundtrip_with_fd);
+	tcase_add_test(tc, channel_batches_keep_order_and_fds);
+	tcase_add_test(tc, channel_batch_refuses_bad_record);
 	tcase_add_test(tc, channel_rejects_forged_records);
 	tcase_add_test(tc, protocol_validators_separate_peers);
 	suite_add_tcase(s, tc);
