@@ -86,14 +86,22 @@ std::string show_offline(ControlTarget& t, uid_t uid)
 	return "OK\n" + std::to_string(t.offline(uid == ROOT_UID ? std::nullopt : std::optional<uid_t>(uid))) + "\n";
 }
 
-std::string show_failed(ControlTarget& t)
+// "" now, the list through later.
+std::string show_failed(ControlTarget& t, ControlReply later)
 {
-	std::string out = "OK\n";
-	for (const FailedItem& f : t.failed())
-		out += field(f.id) + '\t' + std::to_string((long long)f.arrival) + '\t' +
-		       std::to_string(f.size) + '\t' + field(f.sender) + '\t' +
-		       join_recipients(f.recipients) + '\t' + field(first_line(f.reason)) + '\n';
-	return out;
+	if (!later)
+		return err("show failed: no way to answer later");
+	t.failed([later](std::vector<FailedItem> items, std::string error) {
+		if (!error.empty())
+			return later(err(error));
+		std::string out = "OK\n";
+		for (const FailedItem& f : items)
+			out += field(f.id) + '\t' + std::to_string((long long)f.arrival) + '\t' +
+			       std::to_string(f.size) + '\t' + field(f.sender) + '\t' +
+			       join_recipients(f.recipients) + '\t' + field(first_line(f.reason)) + '\n';
+		later(out);
+	});
+	return "";
 }
 
 std::string show_stats(ControlTarget& t)
@@ -177,7 +185,7 @@ std::string dispatch(std::string_view req, uid_t uid, ControlTarget& t, ControlR
 	if (req == "show stats")
 		return show_stats(t);
 	if (req == "show failed")
-		return show_failed(t);
+		return show_failed(t, std::move(later));
 	if (req == "show limits")
 		return show_limits(t);
 	if (req.starts_with("reset-limit"))

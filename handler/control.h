@@ -90,7 +90,9 @@ class ControlTarget {
 	virtual std::vector<QueueItem> queue() = 0;
 	// The files in offline/ not imported yet: those owner owns, or all.
 	virtual size_t offline(std::optional<uid_t> owner) = 0;
-	virtual std::vector<FailedItem> failed() = 0;
+	// Lists failed/, which takes reading two files per message: done gets
+	// the list later, or why it could not be read.
+	virtual void failed(std::function<void(std::vector<FailedItem> items, std::string error)> done) = 0;
 	virtual std::vector<std::pair<std::string, uint64_t>> stats() = 0;
 	// Makes every deferred message due now: those owner submitted, or all.
 	virtual void flush(std::optional<uid_t> owner) = 0;
@@ -115,7 +117,7 @@ using ControlReply = std::function<void(std::string response)>;
 
 // Answers one request line (with or without its final "\n") from a client
 // with uid `uid`: the complete response, every line ending in "\n"; or ""
-// when the answer comes later, through `later` (test INSTANCE).
+// when the answer comes later, through `later` (test INSTANCE, show failed).
 // Exceptions from the target become "ERR internal error: ...".
 std::string control_answer(std::string_view line, uid_t uid, ControlTarget& t, ControlReply later = {});
 

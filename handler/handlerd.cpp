@@ -29,6 +29,7 @@
 #include "handler/queue.h"
 #include "handler/ratelimit.h"
 #include "handler/routes.h"
+#include "handler/workers.h"
 #include "handler/spool.h"
 
 namespace laim {
@@ -51,7 +52,7 @@ class HandlerServer : public ControlTarget {
 	// ControlTarget: what laimctl and mailq see and do.
 	std::vector<QueueItem> queue() override;
 	size_t offline(std::optional<uid_t> owner) override { return import_.waiting(owner); }
-	std::vector<FailedItem> failed() override;
+	void failed(std::function<void(std::vector<FailedItem>, std::string)> done) override;
 	std::vector<std::pair<std::string, uint64_t>> stats() override;
 	void flush(std::optional<uid_t> owner) override { queue_.flush(owner); }
 	std::string remove(const std::string& id) override { return queue_.remove(id); }
@@ -85,6 +86,7 @@ class HandlerServer : public ControlTarget {
 	Intake intake_;
 	ControlServer control_;
 	EventLoop::Watch queue_done_;
+	Offload offload_{loop_, 1};  // show failed's reads
 	std::optional<Aliases> aliases_;  // none while the file was never read
 	OfflineImport import_;
 	time_t next_import_ = 0;
@@ -297,26 +299,47 @@ std::vector<QueueItem> HandlerServer::queue()
 	return out;
 }
 
-std::vector<FailedItem> HandlerServer::failed()
+// The files of failed/ are read on offload_'s thread: thousands of them,
+// cold in the cache, would hold every SMTP transaction for a second.
+void HandlerServer::failed(std::function<void(std::vector<FailedItem>, std::string)> done)
 {
-	std::vector<FailedItem> out;
-	for (const std::string& id : spool_.list_queue("failed")) {
-		FailedItem f;
-		f.id = id;
-		f.reason = spool_.reason(id);
+	struct Listing {
+		std::vector<FailedItem> items;
+		std::string error;
+	};
+	std::vector<FailedItem> refused = import_.refused();
+	const Spool& spool = spool_;
+	std::function<Listing()> read_failed = [&spool] {
+		Listing out;
 		try {
-			Envelope env = spool_.load_envelope(id, "failed", &f.size);
-			f.arrival = env.arrival;
-			f.sender = env.sender;
-			f.recipients = env.recipients;
+			for (const std::string& id : spool.list_queue("failed")) {
+				FailedItem f;
+				f.id = id;
+				f.reason = spool.reason(id);
+				try {
+					Envelope env = spool.load_envelope(id, "failed", &f.size);
+					f.arrival = env.arrival;
+					f.sender = env.sender;
+					f.recipients = env.recipients;
+				} catch (const std::exception& e) {
+					f.reason += f.reason.empty() ? e.what() : "";
+				}
+				out.items.push_back(std::move(f));
+			}
 		} catch (const std::exception& e) {
-			f.reason += f.reason.empty() ? e.what() : "";
+			out.error = e.what();
 		}
-		out.push_back(std::move(f));
+		return out;
+	};
+	try {
+		offload_.run<Listing>(std::move(read_failed), [done, refused](Listing l) mutable {
+			for (FailedItem& f : refused)
+				l.items.push_back(std::move(f));
+			done(std::move(l.items), std::move(l.error));
+		});
+	} catch (const std::exception& e) {
+		done({}, std::string("cannot start a thread: ") + e.what());
 	}
-	for (FailedItem& f : import_.refused())
-		out.push_back(std::move(f));
-	return out;
 }
 
 std::vector<std::pair<std::string, uint64_t>> HandlerServer::stats()

@@ -1,9 +1,16 @@
 #include "handler/workers.h"
 
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <vector>
+
+#include "common/log.h"
 
 namespace laim {
 
@@ -68,6 +75,46 @@ void WorkerPool::serve(std::shared_ptr<State> st)
 		task = nullptr;  // what it holds goes before the lock is taken again
 		lock.lock();
 	}
+}
+
+struct Offload::State {
+	std::mutex mutex;
+	std::vector<std::function<void()>> finished;  // the dones of work done
+	UniqueFd notify{eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)};
+};
+
+Offload::Offload(EventLoop& loop, unsigned threads) : st_(std::make_shared<State>()), pool_(threads)
+{
+	if (!st_->notify)
+		fatal("eventfd");
+	watch_ = loop.watch(st_->notify.get(), EPOLLIN, [this](uint32_t) { collect(); });
+}
+
+// Throws std::system_error when no thread can be started.
+void Offload::submit(std::function<void()> work, std::function<void()> done)
+{
+	pool_.run([st = st_, work = std::move(work), done = std::move(done)]() mutable {
+		work();
+		{
+			std::lock_guard<std::mutex> lock(st->mutex);
+			st->finished.push_back(std::move(done));
+		}
+		uint64_t one = 1;
+		(void)!write(st->notify.get(), &one, sizeof one);
+	});
+}
+
+void Offload::collect()
+{
+	uint64_t n;
+	(void)!read(st_->notify.get(), &n, sizeof n);
+	std::vector<std::function<void()>> done;
+	{
+		std::lock_guard<std::mutex> lock(st_->mutex);
+		done.swap(st_->finished);
+	}
+	for (auto& fn : done)
+		fn();
 }
 
 }  // namespace laim

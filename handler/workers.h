@@ -7,6 +7,8 @@
 #include <functional>
 #include <memory>
 
+#include "common/event_loop.h"
+
 namespace laim {
 
 class WorkerPool {
@@ -29,6 +31,30 @@ class WorkerPool {
 	static void serve(std::shared_ptr<State> st);
 	std::shared_ptr<State> st_;
 	unsigned size_;
+};
+
+// File work a request needs that the handler process's main loop must
+// not wait for, since every 250 waits for that loop (show failed reads
+// two files per failed message): work runs on a pool thread, then done,
+// with its result, on the loop's thread.
+class Offload {
+ public:
+	Offload(EventLoop& loop, unsigned threads);
+	template <class R>
+	void run(std::function<R()> work, std::function<void(R)> done)
+	{
+		auto result = std::make_shared<R>();
+		submit([work = std::move(work), result] { *result = work(); },
+		       [done = std::move(done), result] { done(std::move(*result)); });
+	}
+
+ private:
+	struct State;  // shared with the threads, which may outlive this
+	void submit(std::function<void()> work, std::function<void()> done);
+	void collect();
+	std::shared_ptr<State> st_;
+	WorkerPool pool_;
+	EventLoop::Watch watch_;
 };
 
 }  // namespace laim

@@ -12,6 +12,7 @@
 import sys
 sys.dont_write_bytecode = True
 import signal
+import threading
 import time
 from harness import *
 from peer_scripted import ScriptedPeer
@@ -27,6 +28,7 @@ HOSTILE_ESCAPED = r"4.3.0 \xc2\x9b2J\xc2\x9b31mcleared\xc2\x9d0;title\xc2\x9c ra
 # not keep whole (a peer may send 200 lines of 4 KB, for each recipient).
 LONG = "x" * 1000
 STORED_REASON = 500  # bytes of a reason the queue keeps, then " [...]"
+OPENAT = 257  # x86_64
 
 
 def long_reply(code, enhanced, first):
@@ -174,6 +176,29 @@ def main():
 		check_ran(r)
 		check_eq(r.stdout, "Mail queue is empty\n", "mailq with an empty queue")
 
+	def failed_off_loop():
+		"""show failed reads failed/ on a thread of its own: while opening a
+		file there takes 5 s (strace holds the open), a message sent
+		meanwhile still gets its 250 at once, and the list comes whole."""
+		qbad = d.spool_files("failed")[0]
+		handler = d.child("handler")
+		tracer = strace_attach([handler], ["-P", os.path.join(d.spool, "failed", qbad), "-e", "trace=openat",
+						   "-e", "inject=openat:delay_enter=5000000"])
+		try:
+			shown = {}
+			lister = threading.Thread(target=lambda: shown.update(r=d.laimctl(["show", "failed"])))
+			lister.start()
+			wait_for(lambda: in_syscall(handler, OPENAT), 10, "show failed held in the open of failed/" + qbad)
+			start = time.monotonic()
+			q = d.send(sender="s@client.example", rcpts=[ROOT], msg=simple_message("while listing"))
+			took = time.monotonic() - start
+			check(took < 2.5, "%s got its 250 after %.1f s, while show failed read failed/" % (q, took))
+			lister.join(30)
+			check_ran(shown["r"])
+			check(re.search(r"(?m)^%s " % qbad, shown["r"].stdout), "show failed: %r" % shown["r"].stdout)
+		finally:
+			strace_detach(tracer)
+
 	def peer_words():
 		"""A smarthost's 451 of ten lines, the first with C1 controls, a raw
 		8-bit CSI and a bidi override: show queue and mailq print its
@@ -293,6 +318,7 @@ def main():
 		("a user's flush starts a round at most every retry_initial", user_flush_pace),
 		("laimctl remove ID", remove),
 		("laimctl show failed; mailq with an empty queue", failed),
+		("show failed reads failed/ off the handler's main loop: a 250 meanwhile comes at once", failed_off_loop),
 		("a peer's reply in show queue, mailq, failed/: escaped as in the log, 500 bytes of it", peer_words),
 		("show queue and mailq leave out a recipient that has the message", done_recipients),
 		("laimctl usage errors exit 64 before sending; the longest request goes", usage_errors),

@@ -70,10 +70,11 @@ class FakeTarget : public ControlTarget {
 			n += !owner || uid == *owner ? count : 0;
 		return n;
 	}
-	std::vector<FailedItem> failed() override
+	std::string failed_error;  // what failed() reports instead of failed_items
+	void failed(std::function<void(std::vector<FailedItem>, std::string)> done) override
 	{
 		failed_calls++;
-		return failed_items;
+		done(failed_error.empty() ? failed_items : std::vector<FailedItem>{}, failed_error);
 	}
 	std::vector<std::pair<std::string, uint64_t>> stats() override
 	{
@@ -207,13 +208,20 @@ START_TEST(test_show_failed)
 	f.recipients = {"x@example.org", "y@example.org"};
 	f.reason = "handler mbox: /var/mail/x: Permission denied\nsecond line\n";
 	t.failed_items.push_back(f);
-	check_str(control_answer("show failed\n", 0, t).c_str(),
-	                 "OK\n0123456789\t1604307907\t99\t\tx@example.org,y@example.org\t"
-	                 "handler mbox: /var/mail/x: Permission denied\n");
+	// The list comes later, through the reply (failed/ is read off the
+	// main loop).
+	std::string later;
+	auto reply = [&later](std::string r) { later = std::move(r); };
+	check_str(control_answer("show failed\n", 0, t, reply).c_str(), "");
+	check_str(later.c_str(), "OK\n0123456789\t1604307907\t99\t\tx@example.org,y@example.org\t"
+				 "handler mbox: /var/mail/x: Permission denied\n");
 	f.reason = "550 5.1.1 no such user\r\n";
 	t.failed_items = {f};
-	check_str(control_answer("show failed", 0, t).c_str(),
-	                 "OK\n0123456789\t1604307907\t99\t\tx@example.org,y@example.org\t550 5.1.1 no such user\n");
+	check_str(control_answer("show failed", 0, t, reply).c_str(), "");
+	check_str(later.c_str(), "OK\n0123456789\t1604307907\t99\t\tx@example.org,y@example.org\t550 5.1.1 no such user\n");
+	t.failed_error = "opendir /var/spool/laim/failed: Permission denied";
+	check_str(control_answer("show failed", 0, t, reply).c_str(), "");
+	check_str(later.c_str(), "ERR opendir /var/spool/laim/failed: Permission denied\n");
 }
 END_TEST
 
@@ -420,7 +428,8 @@ START_TEST(test_fields_sanitized)
 	ck_assert_int_eq(count(q, '\n'), 4);
 	ck_assert_int_eq(count(q, '\t'), 21);
 
-	std::string fl = control_answer("show failed\n", 0, t);
+	std::string fl;
+	check_str(control_answer("show failed\n", 0, t, [&fl](std::string r) { fl = std::move(r); }).c_str(), "");
 	check_str(fl.c_str(), "OK\n00000000F6\t0\t0\ts\\x01@x\tr\\t@x\tbad\\tthing\\x1b[31m \\xc2\\x9b31m\n");
 	ck_assert_int_eq(count(fl, '\t'), 5);
 }
