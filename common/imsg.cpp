@@ -109,6 +109,21 @@ std::string imsg_mac(const ImsgMacKey& key, std::string_view record, int fd)
 	return mac;
 }
 
+constexpr size_t RECORD_MAX = IMSG_HEADER_SIZE + IMSG_MAX_PAYLOAD + IMSG_MAC_SIZE;
+constexpr size_t RECORD_CONTROL = CMSG_SPACE(sizeof(int) * 4);
+
+// Up to READ_BATCH records from one recvmmsg, with their descriptors. The
+// buffers are allocated once and not cleared: only the pages a record
+// fills are ever touched.
+struct ImsgChannel::Batch {
+	std::unique_ptr<uint8_t[]> bufs{new uint8_t[READ_BATCH * RECORD_MAX]};  // new[] leaves them unwritten
+	alignas(struct cmsghdr) char control[READ_BATCH][RECORD_CONTROL];
+	struct mmsghdr hdrs[READ_BATCH];
+	struct iovec iov[READ_BATCH];
+	std::vector<UniqueFd> fds[READ_BATCH];
+	unsigned count = 0, next = 0;
+};
+
 ImsgChannel::ImsgChannel(UniqueFd fd, ImsgValidator valid) : fd_(std::move(fd)), valid_(valid) {}
 
 ImsgChannel::ImsgChannel(ImsgChannel&& o) noexcept
@@ -206,9 +221,6 @@ ImsgChannel::Read ImsgChannel::read_wait(Imsg& msg, int64_t deadline, ImsgError*
 	}
 }
 
-constexpr size_t RECORD_MAX = IMSG_HEADER_SIZE + IMSG_MAX_PAYLOAD + IMSG_MAC_SIZE;
-constexpr size_t RECORD_CONTROL = CMSG_SPACE(sizeof(int) * 4);
-
 // Every descriptor that came with a record, so that none leaks whatever
 // happens next.
 static std::vector<UniqueFd> received_fds(struct msghdr& mh)
@@ -250,18 +262,6 @@ ImsgChannel::Read ImsgChannel::read(Imsg& msg, ImsgError* err)
 	std::vector<UniqueFd> fds = received_fds(mh);
 	return take(buf, static_cast<size_t>(n), mh.msg_flags, fds, msg, err);
 }
-
-// Up to READ_BATCH records from one recvmmsg, with their descriptors. The
-// buffers are allocated once and not cleared: only the pages a record
-// fills are ever touched.
-struct ImsgChannel::Batch {
-	std::unique_ptr<uint8_t[]> bufs{new uint8_t[READ_BATCH * RECORD_MAX]};  // new[] leaves them unwritten
-	alignas(struct cmsghdr) char control[READ_BATCH][RECORD_CONTROL];
-	struct mmsghdr hdrs[READ_BATCH];
-	struct iovec iov[READ_BATCH];
-	std::vector<UniqueFd> fds[READ_BATCH];
-	unsigned count = 0, next = 0;
-};
 
 void ImsgChannel::read_in_batches()
 {
