@@ -194,7 +194,8 @@ START_TEST(channel_batches_keep_order_and_fds)
 	for (int i = 0; i < N; i++) {
 		ck_assert(b.read(m, &err) == ImsgChannel::Read::Message);
 		ck_assert_uint_eq(m.peerid, static_cast<uint32_t>(i));
-		ck_assert_str_eq(m.data.c_str(), ("frame " + std::to_string(i)).c_str());
+		std::string want_data = "frame " + std::to_string(i);
+		ck_assert_str_eq(m.data.c_str(), want_data.c_str());
 		ck_assert(static_cast<bool>(m.fd) == (i % 3 == 0));
 		if (m.fd) {
 			struct stat got;
