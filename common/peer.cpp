@@ -27,19 +27,17 @@ ImsgPeer::OnLost ImsgPeer::fatal_loss(const char* peer)
 bool ImsgPeer::send(uint32_t type, uint32_t peerid, std::string_view payload, UniqueFd fd)
 {
 	chan_.compose(type, peerid, payload, fd.release());
-	if (batched_) {
-		if (!flush_queued_) {
-			flush_queued_ = true;
-			loop_.post([this, alive = alive_] {
-				if (*alive)
-					flush_batch();
-			});
-		}
-		return !failed_;
+	if (!batched_) {
+		write_queued();
+	} else if (!flush_queued_) {
+		flush_queued_ = true;
+		loop_.post([this, alive = alive_] {
+			if (!*alive)
+				return;
+			flush_queued_ = false;
+			write_queued();
+		});
 	}
-	if (!chan_.flush())
-		failed_ = true;
-	watch_output();
 	return !failed_;
 }
 
@@ -49,12 +47,11 @@ void ImsgPeer::batch_io()
 	chan_.read_in_batches();
 }
 
-// What send() queued in one wake-up of the loop, in as few calls as the
-// socket takes it.
-void ImsgPeer::flush_batch()
+// Writes what is queued, as far as the socket takes it (a batched peer:
+// what one wake-up of the loop sent, in as few calls).
+void ImsgPeer::write_queued()
 {
-	flush_queued_ = false;
-	if (!failed_ && !chan_.flush())
+	if (!chan_.flush())
 		failed_ = true;
 	watch_output();
 }

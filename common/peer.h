@@ -57,7 +57,7 @@ class ImsgPeer {
 
  private:
 	void on_event(uint32_t events);
-	void flush_batch();
+	void write_queued();
 	bool read_frames();
 	void lose(const char* broken);
 	void watch_output();
@@ -69,7 +69,7 @@ class ImsgPeer {
 	OnLost on_lost_;
 	bool failed_ = false;  // a write failed: the loop reports the loss
 	bool batched_ = false;       // batch_io()
-	bool flush_queued_ = false;  // flush_batch() is posted to the loop
+	bool flush_queued_ = false;  // write_queued() is posted to the loop
 	ImsgChannel::Refused offense_;
 	std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
