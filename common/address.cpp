@@ -3,12 +3,13 @@
 #include "common/address.h"
 
 #include <arpa/inet.h>
-#include <strings.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cstdint>
 #include <cstring>
+
+#include "common/text.h"
 
 namespace laim {
 
@@ -161,7 +162,7 @@ bool valid_address_literal(std::string_view s)
 	if (s.size() < 3 || s.front() != '[' || s.back() != ']' || s.size() > ADDR_MAX_DOMAIN)
 		return false;
 	s = s.substr(1, s.size() - 2);
-	if (s.size() > 5 && strncasecmp(s.data(), "IPv6:", 5) == 0) {
+	if (s.size() > 5 && istarts(s, "IPv6:")) {
 		s.remove_prefix(5);
 		char buf[INET6_ADDRSTRLEN];
 		if (s.size() >= sizeof buf)

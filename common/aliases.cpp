@@ -3,7 +3,6 @@
 #include "common/aliases.h"
 
 #include <fcntl.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +13,7 @@
 
 #include "common/address.h"
 #include "common/fd.h"
+#include "common/text.h"
 
 namespace laim {
 
@@ -395,7 +395,7 @@ void Aliases::Loader::add_target(std::string_view t, uint32_t file, uint32_t lin
 	} else if (inner.starts_with('/')) {
 		target.kind = Target::Kind::File;
 		target.text = inner;
-	} else if (inner.size() >= 9 && strncasecmp(inner.c_str(), ":include:", 9) == 0) {
+	} else if (istarts(inner, ":include:")) {
 		include(trim(std::string_view(inner).substr(9)), file, line, depth);
 		return;
 	} else if (t.front() == '\\') {

@@ -7,8 +7,6 @@
 #include <pwd.h>
 #include <unistd.h>
 
-#include <strings.h>
-
 #include <algorithm>
 #include <climits>
 #include <fstream>
@@ -16,6 +14,7 @@
 
 #include "common/address.h"
 #include "common/log.h"
+#include "common/text.h"
 
 namespace laim {
 
@@ -73,7 +72,7 @@ std::vector<std::string> host_names(const std::string& hostname)
 	for (const std::string& name : {hostname, std::string(host), host_fqdn(), read_mailname("/etc/mailname"),
 					 std::string("localhost"), std::string("localhost.localdomain")}) {
 		bool seen = std::any_of(out.begin(), out.end(), [&](const std::string& o) {
-			return strcasecmp(o.c_str(), name.c_str()) == 0;
+			return iequal(o, name);
 		});
 		if (!name.empty() && !seen)
 			out.push_back(name);

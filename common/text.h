@@ -17,4 +17,10 @@ inline bool iequal(std::string_view a, std::string_view b)
 	       std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return ascii_lower(x) == ascii_lower(y); });
 }
 
+// s begins with prefix, in ASCII case-insensitive terms (iequal).
+inline bool istarts(std::string_view s, std::string_view prefix)
+{
+	return s.size() >= prefix.size() && iequal(s.substr(0, prefix.size()), prefix);
+}
+
 }  // namespace laim

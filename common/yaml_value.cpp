@@ -1,11 +1,11 @@
 // The typed readers of YAML values; see yaml_value.h.
 #include "common/yaml_value.h"
 
-#include <strings.h>
-
 #include <algorithm>
 #include <charconv>
 #include <limits>
+
+#include "common/text.h"
 
 namespace laim {
 
@@ -108,12 +108,12 @@ std::string YamlValue::path() const
 bool YamlValue::boolean() const
 {
 	if (node_.kind == YamlNode::Kind::Scalar && !node_.quoted) {
-		const char* v = node_.value.c_str();
+		const std::string& v = node_.value;
 		for (const char* t : {"true", "yes", "on"})
-			if (strcasecmp(v, t) == 0)
+			if (iequal(v, t))
 				return true;
 		for (const char* f : {"false", "no", "off"})
-			if (strcasecmp(v, f) == 0)
+			if (iequal(v, f))
 				return false;
 	}
 	fail_expected("a boolean (true/false, yes/no, on/off)");

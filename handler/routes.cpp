@@ -38,7 +38,6 @@ Parts split_address(std::string_view addr)
 	return {addr.substr(0, at), addr.substr(at + 1), true};
 }
 
-
 // Local parts are case-sensitive (RFC 5321 2.4) except the reserved
 // "postmaster" (RFC 5321 4.5.1), matched in any case. Quoted local parts
 // compare as written.

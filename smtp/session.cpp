@@ -45,11 +45,6 @@ constexpr size_t WRITE_BUFFER_SIZE = 65536;  // data phase, flushed when full
 constexpr size_t OUTPUT_HIGH_WATER = 65536;  // stop reading while this much waits
 constexpr unsigned AUTH_MAX_FAILURES = 3;    // then 421 and the end of the session
 
-bool istarts(std::string_view s, std::string_view prefix)
-{
-	return s.size() >= prefix.size() && iequal(s.substr(0, prefix.size()), prefix);
-}
-
 // xtext (RFC 3461 4), as MAIL's AUTH= parameter carries an address or
 // "<>": printable ASCII but '+' and '=', and "+XX" (two upper-case hex
 // digits) for any octet. Empty is no value.

@@ -54,7 +54,6 @@ std::string host_name()
 	return local_domains.empty() ? "localhost" : local_domains.front();
 }
 
-
 bool is_local_address(std::string_view rcpt)
 {
 	size_t at = rcpt.rfind('@');
