@@ -20,6 +20,7 @@
 #include "common/proto.h"
 #include "common/sandbox.h"
 #include "handler/alias_delivery.h"
+#include "handler/bounce.h"
 #include "handler/control.h"
 #include "handler/command_client.h"
 #include "handler/control_server.h"
@@ -75,6 +76,7 @@ class HandlerServer : public ControlTarget {
 	void enqueue(const Envelope& env, uint64_t size, double arrival, Queue::Bytes bytes);
 	void import_offline(bool force);
 	std::string store_alert(const std::string& instance, const std::string& message);
+	void store_bounce(const Envelope& original, const std::vector<std::string>& failures);
 
 	Runtime& rt_;
 	Config cfg_;
@@ -113,6 +115,9 @@ HandlerServer::HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp)
 {
 	queue_done_ = loop_.watch(queue_.notify_fd(), EPOLLIN, [this](uint32_t) { queue_.collect(); });
 	import_.admits = [this](uid_t owner) { return !intake_.source_full(owner); };
+	queue_.given_up = [this](const Envelope& env, const std::vector<std::string>& failures) {
+		store_bounce(env, failures);
+	};
 	set_local_domains(rt.local_domains);
 	intake_.attach(std::move(smtp));
 	queue_.configure(cfg_, build_instances(cfg_));
@@ -407,6 +412,42 @@ std::string HandlerServer::store_alert(const std::string& instance, const std::s
 	} catch (const std::exception& e) {
 		log_warnx("rate limit alert for handler %s not stored: %s", instance.c_str(), e.what());
 		return "";
+	}
+}
+
+// The notice to the sender of a message given up (handler/bounce.h):
+// from the null sender, through /etc/aliases and the routes as a
+// message from a client would go (a recipient with no route is left
+// out), committed like an alert. It is stored in the main loop, as an
+// alert is: given-up messages of local senders are few.
+void HandlerServer::store_bounce(const Envelope& original, const std::vector<std::string>& failures)
+{
+	if (!wants_bounce(original))
+		return;
+	const char* id = original.id.c_str();
+	Envelope env;
+	Expanded x = expand(original.sender);
+	for (std::string& r : x.addresses)
+		if (alias_delivery(r) || route_find(cfg_.routes, r))
+			add_recipient(cfg_.routes, env.recipients, std::move(r));
+	if (env.recipients.empty()) {
+		log_warnx("%s: no notice of its failure to <%s>: %s", id, original.sender.c_str(),
+			  x.status == BackendStatus::Ok ? "the address has no route" : "/etc/aliases did not expand it");
+		return;
+	}
+	env.client = "local";
+	env.helo = rt_.hostname;
+	env.arrival = time(nullptr);
+	try {
+		SpoolMessage m = spool_.load(original.id);
+		std::string text = bounce_message(original, failures, m.body(), rt_.hostname, env.arrival);
+		env.id = spool_.new_id();
+		uint64_t size = spool_.store(env, {text});
+		log_info("%s: from=<>, size=%llu, nrcpt=%zu, client=laimd, notice of the failure of %s to <%s>",
+			 env.id.c_str(), (unsigned long long)size, env.recipients.size(), id, original.sender.c_str());
+		queue_.add(env, size, static_cast<double>(env.arrival));
+	} catch (const std::exception& e) {
+		log_warnx("%s: no notice of its failure to <%s>: %s", id, original.sender.c_str(), e.what());
 	}
 }
 

@@ -697,8 +697,9 @@ void Queue::expire(const std::string& id)
 	finalize(id);
 }
 
-// The message is finished: removed, or moved to failed/ with its reasons.
-// When that fails (a full or failing disk), it stays queued and this is
+// The message is finished: removed, or moved to failed/ with its reasons
+// after given_up() (once: not again when the move is retried). When that
+// fails (a full or failing disk), it stays queued and this is
 // tried again every retry_max seconds (its next round finds nothing left
 // to deliver): forgotten, its file stayed in queue/ unseen by show queue,
 // remove and flush, and the next start delivered it again.
@@ -710,6 +711,10 @@ void Queue::finalize(const std::string& id)
 			spool_.remove(id);
 			log_info("%s: removed", id.c_str());
 		} else {
+			if (given_up && !e.noticed) {
+				e.noticed = true;
+				given_up(e.env, e.failures);
+			}
 			std::string reasons;
 			for (const std::string& f : e.failures)
 				reasons += f + "\n";

@@ -117,6 +117,11 @@ class Queue {
 	void count(const std::string& key) { stats_[key]++; }
 	const std::map<std::string, uint64_t>& stats() const { return stats_; }
 
+	// Called once for a message given up (a recipient failed for good),
+	// with its envelope and failure lines, before it moves to failed/:
+	// the sender's notice (handler/bounce.h).
+	std::function<void(const Envelope& env, const std::vector<std::string>& failures)> given_up;
+
  private:
 	// A recipient of one instance that failed temporarily this round.
 	struct Deferral {
@@ -150,6 +155,7 @@ class Queue {
 		std::set<std::pair<std::string, std::string>> late;
 		bool awaits_late = false;  // nothing else to do: made due when the late call returns
 		std::vector<std::string> failures;   // permanent failure reasons
+		bool noticed = false;  // given_up() was called
 		std::vector<Deferral> deferred;      // this round's temporary failures
 		std::vector<Pending> pending;        // the last round's temporary failures
 		std::set<std::string> waiting_for;  // instances whose waiting list holds it

@@ -1,0 +1,164 @@
+#include "handler/bounce.h"
+
+#include <ctime>
+#include <sstream>
+
+namespace laim {
+
+namespace {
+
+constexpr const char* NL = "\r\n";
+
+// One of Queue's failure lines, taken apart: "<RCPT> handler NAME: REST".
+struct Failure {
+	std::string rcpt, handler, status, diagnostic;
+};
+
+// A line of text for a header field or a report line: no CR, LF or NUL.
+std::string field_text(std::string_view s)
+{
+	std::string out(s);
+	for (char& c : out)
+		if (c == '\r' || c == '\n' || c == '\0')
+			c = ' ';
+	return out;
+}
+
+// "X.Y.Z" with X 4 or 5 (RFC 3463), as handlers put it before a reason.
+bool status_code(std::string_view s)
+{
+	size_t dots = 0;
+	if (s.size() < 5 || (s[0] != '4' && s[0] != '5') || s[1] != '.')
+		return false;
+	for (char c : s.substr(2)) {
+		if (c == '.')
+			dots++;
+		else if (c < '0' || c > '9')
+			return false;
+	}
+	return dots == 1 && s.back() != '.' && s[2] != '.';
+}
+
+// A failure line as Queue wrote it. An expired recipient says so (4.4.7:
+// delivery time expired); one without a code of its own gets 5.0.0.
+Failure parse_failure(std::string_view line)
+{
+	Failure f{"", "", "5.0.0", field_text(line)};
+	size_t close = line.find("> handler ");
+	if (line.empty() || line[0] != '<' || close == std::string_view::npos)
+		return f;
+	f.rcpt = field_text(line.substr(1, close - 1));
+	std::string_view rest = line.substr(close + 10);
+	size_t colon = rest.find(": ");
+	if (colon == std::string_view::npos)
+		return f;
+	f.handler = field_text(rest.substr(0, colon));
+	rest = rest.substr(colon + 2);
+	size_t sp = rest.find(' ');
+	if (sp != std::string_view::npos && status_code(rest.substr(0, sp))) {
+		f.status = rest.substr(0, sp);
+		rest = rest.substr(sp + 1);
+	} else if (rest.substr(0, 14) == "expired after ") {
+		f.status = "4.4.7";
+	}
+	f.diagnostic = field_text(rest);
+	return f;
+}
+
+// The message's header section, up to its empty line, cut at a line end
+// to at most BOUNCE_HEADERS_MAX bytes, with CRLF line ends.
+std::string header_section(std::string_view message)
+{
+	std::string out;
+	size_t pos = 0;
+	while (pos < message.size()) {
+		size_t nl = message.find('\n', pos);
+		size_t end = nl == std::string_view::npos ? message.size() : nl;
+		std::string_view line = message.substr(pos, end - pos);
+		if (!line.empty() && line.back() == '\r')
+			line.remove_suffix(1);
+		if (line.empty() || out.size() + line.size() + 2 > BOUNCE_HEADERS_MAX)
+			break;
+		out.append(line).append(NL);
+		pos = end + 1;
+	}
+	return out;
+}
+
+bool eight_bit(std::string_view s)
+{
+	for (unsigned char c : s)
+		if (c >= 0x80)
+			return true;
+	return false;
+}
+
+std::string date(time_t t)
+{
+	char buf[64];
+	struct tm tm;
+	localtime_r(&t, &tm);
+	strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S %z", &tm);
+	return buf;
+}
+
+}  // namespace
+
+bool wants_bounce(const Envelope& env)
+{
+	return !env.sender.empty() && env.instance.empty() && is_local_address(env.sender);
+}
+
+std::string bounce_message(const Envelope& env, const std::vector<std::string>& failures,
+			   std::string_view message, const std::string& hostname, time_t now)
+{
+	std::vector<Failure> parsed;
+	for (const std::string& line : failures)
+		parsed.push_back(parse_failure(line));
+	std::string boundary = env.id + "." + std::to_string(now) + "/" + hostname;
+	std::string headers = header_section(message);
+	std::ostringstream m;
+	m << "From: Mail Delivery System <MAILER-DAEMON@" << hostname << ">" << NL
+	  << "To: <" << field_text(env.sender) << ">" << NL
+	  << "Subject: Undelivered Mail Returned to Sender" << NL
+	  << "Date: " << date(now) << NL
+	  << "Message-ID: <bounce." << env.id << "." << now << "@" << hostname << ">" << NL
+	  << "Auto-Submitted: auto-replied" << NL
+	  << "MIME-Version: 1.0" << NL
+	  << "Content-Type: multipart/report; report-type=delivery-status;" << NL
+	  << "\tboundary=\"" << boundary << "\"" << NL << NL
+	  << "This is a MIME-encapsulated message." << NL << NL
+	  << "--" << boundary << NL
+	  << "Content-Type: text/plain; charset=utf-8" << NL
+	  << "Content-Transfer-Encoding: 8bit" << NL << NL
+	  << "This is laim on " << hostname << "." << NL << NL
+	  << "Your message could not be delivered to one or more of its recipients," << NL
+	  << "and laim has given up on it. The administrator finds it as " << env.id << NL
+	  << "in the spool's failed/ directory (laimctl show failed)." << NL << NL;
+	for (const Failure& f : parsed)
+		if (f.rcpt.empty())
+			m << f.diagnostic << NL;
+		else
+			m << "<" << f.rcpt << ">: " << f.diagnostic << " (handler " << f.handler << ")" << NL;
+	m << NL << "--" << boundary << NL
+	  << "Content-Type: message/delivery-status" << NL << NL
+	  << "Reporting-MTA: dns; " << hostname << NL
+	  << "X-Laim-Queue-ID: " << env.id << NL
+	  << "Arrival-Date: " << date(env.arrival) << NL;
+	for (const Failure& f : parsed) {
+		if (f.rcpt.empty())
+			continue;
+		m << NL << "Final-Recipient: rfc822; " << f.rcpt << NL
+		  << "Action: failed" << NL
+		  << "Status: " << f.status << NL
+		  << "Diagnostic-Code: X-laim; " << f.diagnostic << NL;
+	}
+	m << NL << "--" << boundary << NL
+	  << "Content-Type: text/rfc822-headers" << NL;
+	if (eight_bit(headers))
+		m << "Content-Transfer-Encoding: 8bit" << NL;
+	m << NL << headers << NL << "--" << boundary << "--" << NL;
+	return m.str();
+}
+
+}  // namespace laim
