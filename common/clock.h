@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include <cstdint>
+#include <string>
 
 namespace laim {
 
@@ -29,6 +30,17 @@ inline time_t seconds_since_boot()
 	struct timespec ts;
 	clock_gettime(CLOCK_BOOTTIME, &ts);
 	return ts.tv_sec;
+}
+
+// t in local time, as strftime(3) writes it by fmt: RFC5322_DATE for the
+// Date: field of laim's own notices.
+constexpr const char* RFC5322_DATE = "%a, %d %b %Y %H:%M:%S %z";
+inline std::string local_time(time_t t, const char* fmt)
+{
+	char buf[64];
+	struct tm tm;
+	localtime_r(&t, &tm);
+	return strftime(buf, sizeof buf, fmt, &tm) ? buf : "";
 }
 
 }  // namespace laim

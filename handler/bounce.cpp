@@ -1,7 +1,8 @@
 #include "handler/bounce.h"
 
-#include <ctime>
 #include <sstream>
+
+#include "common/clock.h"
 
 namespace laim {
 
@@ -93,15 +94,6 @@ bool eight_bit(std::string_view s)
 	return false;
 }
 
-std::string date(time_t t)
-{
-	char buf[64];
-	struct tm tm;
-	localtime_r(&t, &tm);
-	strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S %z", &tm);
-	return buf;
-}
-
 }  // namespace
 
 bool wants_bounce(const Envelope& env)
@@ -121,7 +113,7 @@ std::string bounce_message(const Envelope& env, const std::vector<std::string>& 
 	m << "From: Mail Delivery System <MAILER-DAEMON@" << hostname << ">" << NL
 	  << "To: <" << field_text(env.sender) << ">" << NL
 	  << "Subject: Undelivered Mail Returned to Sender" << NL
-	  << "Date: " << date(now) << NL
+	  << "Date: " << local_time(now, RFC5322_DATE) << NL
 	  << "Message-ID: <bounce." << env.id << "." << now << "@" << hostname << ">" << NL
 	  << "Auto-Submitted: auto-replied" << NL
 	  << "MIME-Version: 1.0" << NL
@@ -144,7 +136,7 @@ std::string bounce_message(const Envelope& env, const std::vector<std::string>& 
 	  << "Content-Type: message/delivery-status" << NL << NL
 	  << "Reporting-MTA: dns; " << hostname << NL
 	  << "X-Laim-Queue-ID: " << env.id << NL
-	  << "Arrival-Date: " << date(env.arrival) << NL;
+	  << "Arrival-Date: " << local_time(env.arrival, RFC5322_DATE) << NL;
 	for (const Failure& f : parsed) {
 		if (f.rcpt.empty())
 			continue;

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/fd.h"
 #include "common/hostname.h"
 #include "common/log.h"
@@ -97,15 +98,6 @@ std::string clip(std::string_view subject)
 	std::string s = printable_text(subject.empty() ? "(no subject)" : subject);
 	cut_utf8(s, MAX_SUBJECT_LEN);
 	return s;
-}
-
-std::string format_time(time_t t, const char* fmt)
-{
-	char buf[64];
-	struct tm tm;
-	localtime_r(&t, &tm);
-	strftime(buf, sizeof buf, fmt, &tm);
-	return buf;
 }
 
 // The window's subjects, most frequent first (ties in name order).
@@ -272,7 +264,7 @@ std::string RateLimiter::alert_message(const RateLimit& r, const Window& w, cons
 	m << "From: Mail Delivery System <MAILER-DAEMON@" << hostname_ << ">" << nl
 	  << "To: postmaster@" << hostname_ << nl
 	  << "Subject: rate limit: " << ascii(who) << " reached " << used(r, w.count) << nl
-	  << "Date: " << format_time(now, "%a, %d %b %Y %H:%M:%S %z") << nl
+	  << "Date: " << local_time(now, RFC5322_DATE) << nl
 	  << "Message-ID: <ratelimit." << now << "." << ++alerts_sent_ << "." << getpid() << "@" << hostname_ << ">" << nl
 	  << "Auto-Submitted: auto-generated" << nl
 	  << "MIME-Version: 1.0" << nl << "Content-Type: text/plain; charset=utf-8" << nl
@@ -280,8 +272,8 @@ std::string RateLimiter::alert_message(const RateLimit& r, const Window& w, cons
 	  << who << " reached its rate limit on " << hostname_ << ": " << used(r, r.count) << nl
 	  << "(key " << rate_limit_key_name(r.key) << ", per " << (r.per_recipient ? "recipient" : "message")
 	  << ", mode " << (r.strict ? "strict" : "leaky") << ")." << nl << nl
-	  << "Window:          " << format_time(w.start, "%Y-%m-%d %H:%M:%S") << " to "
-	  << format_time(w.start + r.window, "%H:%M:%S") << " (" << r.window << " s)" << nl
+	  << "Window:          " << local_time(w.start, "%Y-%m-%d %H:%M:%S") << " to "
+	  << local_time(w.start + r.window, "%H:%M:%S") << " (" << r.window << " s)" << nl
 	  << "Counted:         " << w.count << " " << unit(r, w.count) << nl
 	  << "Deferred so far: " << w.refused << nl
 	  << "First queue id:  " << (w.first_id.empty() ? "-" : w.first_id) << nl
