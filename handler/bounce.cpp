@@ -109,9 +109,12 @@ std::string bounce_message(const Envelope& env, const std::vector<std::string>& 
 		parsed.push_back(parse_failure(line));
 	std::string boundary = env.id + "." + std::to_string(now) + "/" + hostname;
 	std::string headers = header_section(message);
+	std::string to = field_text(env.sender);  // a bare local part ("root") gets this host's name
+	if (to.find('@') == std::string::npos)
+		to += "@" + hostname;
 	std::ostringstream m;
 	m << "From: Mail Delivery System <MAILER-DAEMON@" << hostname << ">" << NL
-	  << "To: <" << field_text(env.sender) << ">" << NL
+	  << "To: <" << to << ">" << NL
 	  << "Subject: Undelivered Mail Returned to Sender" << NL
 	  << "Date: " << local_time(now, RFC5322_DATE) << NL
 	  << "Message-ID: <bounce." << env.id << "." << now << "@" << hostname << ">" << NL

@@ -59,6 +59,7 @@ START_TEST(test_status_per_failure)
 	ck_assert(has(n, "Final-Recipient: rfc822; c@x\r\nAction: failed\r\nStatus: 5.0.0\r\n"
 			 "Diagnostic-Code: X-laim; disk quota  Injected: yes\r\n"));
 	ck_assert(!has(n, "\r\nInjected: yes"));
+	ck_assert(has(n, "\r\nTo: <alice@host.example>\r\n"));
 	ck_assert(has(n, "\r\nSubject: hi\r\n\r\n--"));
 	ck_assert(!has(n, "body"));
 }
