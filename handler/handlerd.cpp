@@ -42,6 +42,7 @@ constexpr int SHUTDOWN_GRACE = 30;  // seconds deliveries in progress get at SIG
 
 constexpr time_t IMPORT_INTERVAL = 2;    // seconds between looks into offline/
 constexpr size_t IMPORT_BATCH = 4;       // offline files imported per loop turn
+constexpr size_t NOTICES_PER_TURN = 4;   // failure notices stored per loop turn
 
 // The process: its loop, its parent channel, and what runs between loop
 // turns (deliveries, offline imports, group commits).
@@ -76,7 +77,7 @@ class HandlerServer : public ControlTarget {
 	void enqueue(const Envelope& env, uint64_t size, double arrival, Queue::Bytes bytes);
 	void import_offline(bool force);
 	std::string store_alert(const std::string& instance, const std::string& message);
-	void store_bounce(const Envelope& original, const std::vector<std::string>& failures);
+	bool store_bounce(const Envelope& original, const std::vector<std::string>& failures);
 
 	Runtime& rt_;
 	Config cfg_;
@@ -92,6 +93,7 @@ class HandlerServer : public ControlTarget {
 	std::optional<Aliases> aliases_;  // none while the file was never read
 	OfflineImport import_;
 	time_t next_import_ = 0;
+	size_t notices_ = 0;  // failure notices stored this loop turn
 	uint64_t received_ = 0;
 };
 
@@ -116,7 +118,7 @@ HandlerServer::HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp)
 	queue_done_ = loop_.watch(queue_.notify_fd(), EPOLLIN, [this](uint32_t) { queue_.collect(); });
 	import_.admits = [this](uid_t owner) { return !intake_.source_full(owner); };
 	queue_.given_up = [this](const Envelope& env, const std::vector<std::string>& failures) {
-		store_bounce(env, failures);
+		return store_bounce(env, failures);
 	};
 	set_local_domains(rt.local_domains);
 	intake_.attach(std::move(smtp));
@@ -418,12 +420,17 @@ std::string HandlerServer::store_alert(const std::string& instance, const std::s
 // The notice to the sender of a message given up (handler/bounce.h):
 // from the null sender, through /etc/aliases and the routes as a
 // message from a client would go (a recipient with no route is left
-// out), committed like an alert. It is stored in the main loop, as an
-// alert is: given-up messages of local senders are few.
-void HandlerServer::store_bounce(const Envelope& original, const std::vector<std::string>& failures)
+// out), committed like an alert, in the main loop. At most
+// NOTICES_PER_TURN a loop turn (false: the queue asks again at the
+// next), so that a burst of failures holds no 250 for long; a notice that
+// cannot be stored is logged, and the message given up without one.
+bool HandlerServer::store_bounce(const Envelope& original, const std::vector<std::string>& failures)
 {
 	if (!wants_bounce(original))
-		return;
+		return true;
+	if (notices_ == NOTICES_PER_TURN)
+		return false;
+	notices_++;
 	const char* id = original.id.c_str();
 	Envelope env;
 	Expanded x = expand(original.sender);
@@ -433,7 +440,7 @@ void HandlerServer::store_bounce(const Envelope& original, const std::vector<std
 	if (env.recipients.empty()) {
 		log_warnx("%s: no notice of its failure to <%s>: %s", id, original.sender.c_str(),
 			  x.status == BackendStatus::Ok ? "the address has no route" : "/etc/aliases did not expand it");
-		return;
+		return true;
 	}
 	env.client = "local";
 	env.helo = rt_.hostname;
@@ -449,6 +456,7 @@ void HandlerServer::store_bounce(const Envelope& original, const std::vector<std
 	} catch (const std::exception& e) {
 		log_warnx("%s: no notice of its failure to <%s>: %s", id, original.sender.c_str(), e.what());
 	}
+	return true;
 }
 
 // A received message, committed to the spool, enters the queue.
@@ -475,6 +483,7 @@ void HandlerServer::run()
 	for (;;) {
 		if (got_sigterm)
 			shutdown();
+		notices_ = 0;
 		queue_.run();
 		import_offline(false);
 		limiter_.tick(time(nullptr));

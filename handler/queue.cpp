@@ -698,8 +698,8 @@ void Queue::expire(const std::string& id)
 }
 
 // The message is finished: removed, or moved to failed/ with its reasons
-// after given_up() (once: not again when the move is retried). When that
-// fails (a full or failing disk), it stays queued and this is
+// after given_up() has taken it (once: not again when the move is
+// retried). When that fails (a full or failing disk), it stays queued and this is
 // tried again every retry_max seconds (its next round finds nothing left
 // to deliver): forgotten, its file stayed in queue/ unseen by show queue,
 // remove and flush, and the next start delivered it again.
@@ -712,8 +712,12 @@ void Queue::finalize(const std::string& id)
 			log_info("%s: removed", id.c_str());
 		} else {
 			if (given_up && !e.noticed) {
+				if (!given_up(e.env, e.failures)) {
+					save_progress(e);  // what is done, should laimd stop first
+					due_.push_back(id);  // dispatch() finds nothing to do, and settles it again
+					return;
+				}
 				e.noticed = true;
-				given_up(e.env, e.failures);
 			}
 			std::string reasons;
 			for (const std::string& f : e.failures)

@@ -117,10 +117,12 @@ class Queue {
 	void count(const std::string& key) { stats_[key]++; }
 	const std::map<std::string, uint64_t>& stats() const { return stats_; }
 
-	// Called once for a message given up (a recipient failed for good),
-	// with its envelope and failure lines, before it moves to failed/:
-	// the sender's notice (handler/bounce.h).
-	std::function<void(const Envelope& env, const std::vector<std::string>& failures)> given_up;
+	// Called for a message given up (a recipient failed for good), with
+	// its envelope and failure lines, before it moves to failed/: the
+	// sender's notice (handler/bounce.h). True once it is taken care of;
+	// false when it cannot be now, and the message is finished at the
+	// next run(), asking again.
+	std::function<bool(const Envelope& env, const std::vector<std::string>& failures)> given_up;
 
  private:
 	// A recipient of one instance that failed temporarily this round.

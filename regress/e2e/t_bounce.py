@@ -3,7 +3,7 @@
 # failed recipient with its status, and the original header section. A
 # remote sender gets none (its notice would leave the host), and neither
 # does the null sender, so a notice that fails in turn is given up
-# quietly: no loop.
+# quietly: no loop. A burst of failures gets every notice.
 import sys
 sys.dont_write_bytecode = True
 import email
@@ -79,6 +79,15 @@ def main():
 		 sorted(x + s for x in (qid, remote, looping, m.group(1)) for s in ("", ".reason")), "failed/")
 	check_eq(len(notices(d)), 1, "notices in the inbox at the end")
 	check_eq(d.spool_files("queue"), [], "queue/ at the end")
+
+	# A burst of failures: more notices than the handler process stores in
+	# one loop turn; each message waits for its own, none is lost.
+	burst = [send_mail(d.port, ALICE, [DOOMED], simple_message("burst %d" % i)) for i in range(12)]
+	for b in burst:
+		given_up(d, b)
+		d.wait_log(r"notice of the failure of %s to <%s>$" % (b, re.escape(ALICE)))
+	wait_for(lambda: len(notices(d)) == 13, 15, "13 notices in the inbox")
+	wait_for(lambda: d.spool_files("queue") == [], 15, "an empty queue/")
 
 
 run(main)

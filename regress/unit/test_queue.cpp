@@ -290,6 +290,31 @@ START_TEST(mixed_results_settle_each_recipient)
 }
 END_TEST
 
+// A message given up waits in queue/ while given_up() cannot take its
+// notice, and is asked again at a later run(); it moves to failed/ once
+// taken, and given_up() hears of it no more.
+START_TEST(given_up_asked_again_when_refused)
+{
+	Fixture f(MIXED);
+	int asked = 0;
+	std::vector<std::string> failures;
+	f.queue.given_up = [&](const Envelope& env, const std::vector<std::string>& why) {
+		ck_assert(access((g_tmp + "/spool/queue/" + env.id).c_str(), F_OK) == 0);
+		failures = why;
+		return ++asked > 2;
+	};
+	std::string id = f.commit({"alice", "carol"});
+	f.drain();
+	ck_assert_int_eq(asked, 3);
+	ck_assert_uint_eq(failures.size(), 1);
+	ck_assert_str_eq(failures[0].c_str(), "<carol> handler lmtp: 5.2.2 552 <carol> Quota exceeded");
+	ck_assert_uint_eq(f.queue.size(), 0);
+	ck_assert(access((g_tmp + "/spool/failed/" + id).c_str(), F_OK) == 0);
+	ck_assert_int_eq(calls_for("alice"), 1);
+	ck_assert_int_eq(calls_for("carol"), 1);
+}
+END_TEST
+
 // Retry-After later than the back-off wins; earlier, the back-off does.
 START_TEST(retry_after_later_than_backoff)
 {
@@ -497,6 +522,7 @@ int main()
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, mixed_results_settle_each_recipient);
+	tcase_add_test(tc, given_up_asked_again_when_refused);
 	tcase_add_test(tc, retry_after_later_than_backoff);
 	tcase_add_test(tc, forgotten_result_is_tempfail);
 	tcase_add_test(tc, exception_is_tempfail);
