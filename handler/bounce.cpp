@@ -1,5 +1,6 @@
 #include "handler/bounce.h"
 
+#include <cctype>
 #include <sstream>
 
 #include "common/clock.h"
@@ -10,10 +11,12 @@ namespace {
 
 constexpr const char* NL = "\r\n";
 
-// One of Queue's failure lines, taken apart: "<RCPT> handler NAME: REST".
+// One of Queue's failure lines, taken apart: "<RCPT> handler NAME: REST",
+// or "<RCPT>: no route".
 struct Failure {
 	std::string rcpt, handler, status, diagnostic;
 };
+constexpr std::string_view NO_ROUTE = ">: no route";
 
 // A line of text for a header field or a report line: no CR, LF or NUL.
 std::string field_text(std::string_view s)
@@ -45,6 +48,13 @@ bool status_code(std::string_view s)
 Failure parse_failure(std::string_view line)
 {
 	Failure f{"", "", "5.0.0", field_text(line)};
+	if (line.size() > NO_ROUTE.size() && line[0] == '<' &&
+	    line.substr(line.size() - NO_ROUTE.size()) == NO_ROUTE) {
+		f.rcpt = field_text(line.substr(1, line.size() - NO_ROUTE.size() - 1));
+		f.handler = "none";
+		f.diagnostic = "no route";
+		return f;
+	}
 	size_t close = line.find("> handler ");
 	if (line.empty() || line[0] != '<' || close == std::string_view::npos)
 		return f;
@@ -84,6 +94,15 @@ std::string header_section(std::string_view message)
 		pos = end + 1;
 	}
 	return out;
+}
+
+// RFC 3464's diagnostic-type: "smtp" for a peer's SMTP or LMTP reply,
+// which the handler's reason starts with ("550 5.1.1 ..."), else laim's.
+const char* diagnostic_type(std::string_view d)
+{
+	bool reply = d.size() > 4 && d[0] >= '2' && d[0] <= '5' && isdigit((unsigned char)d[1]) &&
+		     isdigit((unsigned char)d[2]) && (d[3] == ' ' || d[3] == '-');
+	return reply ? "smtp" : "X-laim";
 }
 
 bool eight_bit(std::string_view s)
@@ -146,7 +165,7 @@ std::string bounce_message(const Envelope& env, const std::vector<std::string>& 
 		m << NL << "Final-Recipient: rfc822; " << f.rcpt << NL
 		  << "Action: failed" << NL
 		  << "Status: " << f.status << NL
-		  << "Diagnostic-Code: X-laim; " << f.diagnostic << NL;
+		  << "Diagnostic-Code: " << diagnostic_type(f.diagnostic) << "; " << f.diagnostic << NL;
 	}
 	m << NL << "--" << boundary << NL
 	  << "Content-Type: text/rfc822-headers" << NL;

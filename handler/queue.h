@@ -157,7 +157,7 @@ class Queue {
 		std::set<std::pair<std::string, std::string>> late;
 		bool awaits_late = false;  // nothing else to do: made due when the late call returns
 		std::vector<std::string> failures;   // permanent failure reasons
-		bool noticed = false;  // given_up() was called
+		bool noticed = false;  // given_up() took it
 		std::vector<Deferral> deferred;      // this round's temporary failures
 		std::vector<Pending> pending;        // the last round's temporary failures
 		std::set<std::string> waiting_for;  // instances whose waiting list holds it

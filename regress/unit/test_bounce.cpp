@@ -49,12 +49,15 @@ END_TEST
 
 START_TEST(test_status_per_failure)
 {
-	std::string n = notice({"<a@x> handler smart: 5.1.1 mailbox unknown",
+	std::string n = notice({"<a@x> handler smart: 5.1.1 550 mailbox unknown",
 				"<b@x> handler smart: expired after 3 attempts: connection refused",
-				"<c@x> handler box: disk quota\r\nInjected: yes"},
+				"<c@x> handler box: disk quota\r\nInjected: yes", "<d@x>: no route"},
 			       "Subject: hi\r\n\r\nbody\r\n");
 	ck_assert(has(n, "Final-Recipient: rfc822; a@x\r\nAction: failed\r\nStatus: 5.1.1\r\n"
-			 "Diagnostic-Code: X-laim; mailbox unknown\r\n"));
+			 "Diagnostic-Code: smtp; 550 mailbox unknown\r\n"));
+	ck_assert(has(n, "Final-Recipient: rfc822; d@x\r\nAction: failed\r\nStatus: 5.0.0\r\n"
+			 "Diagnostic-Code: X-laim; no route\r\n"));
+	ck_assert(has(n, "\r\n<d@x>: no route (handler none)\r\n"));
 	ck_assert(has(n, "Final-Recipient: rfc822; b@x\r\nAction: failed\r\nStatus: 4.4.7\r\n"));
 	ck_assert(has(n, "Final-Recipient: rfc822; c@x\r\nAction: failed\r\nStatus: 5.0.0\r\n"
 			 "Diagnostic-Code: X-laim; disk quota  Injected: yes\r\n"));
