@@ -11,12 +11,11 @@ namespace {
 
 constexpr const char* NL = "\r\n";
 
-// One of Queue's failure lines, taken apart: "<RCPT> handler NAME: REST",
-// or "<RCPT>: no route".
+// A failure line taken apart: Queue's "<RCPT> handler NAME: REST" or
+// "<RCPT>: no route", an offline import's "<RCPT>: CODE WHY".
 struct Failure {
 	std::string rcpt, handler, status, diagnostic;
 };
-constexpr std::string_view NO_ROUTE = ">: no route";
 
 // A line of text for a header field or a report line: no CR, LF or NUL.
 std::string field_text(std::string_view s)
@@ -43,28 +42,23 @@ bool status_code(std::string_view s)
 	return dots == 1 && s.back() != '.' && s[2] != '.';
 }
 
-// A failure line as Queue wrote it. An expired recipient says so (4.4.7:
-// delivery time expired); one without a code of its own gets 5.0.0.
+// A failure line, by the forms above. The status is the line's code; an
+// expired recipient's is 4.4.7 (delivery time expired), else 5.0.0.
 Failure parse_failure(std::string_view line)
 {
 	Failure f{"", "", "5.0.0", field_text(line)};
-	if (line.size() > NO_ROUTE.size() && line[0] == '<' &&
-	    line.substr(line.size() - NO_ROUTE.size()) == NO_ROUTE) {
-		f.rcpt = field_text(line.substr(1, line.size() - NO_ROUTE.size() - 1));
-		f.handler = "none";
-		f.diagnostic = "no route";
-		return f;
-	}
 	size_t close = line.find("> handler ");
-	if (line.empty() || line[0] != '<' || close == std::string_view::npos)
+	size_t colon = close == std::string_view::npos ? std::string_view::npos : line.find(": ", close + 10);
+	if (colon != std::string_view::npos) {
+		f.handler = field_text(line.substr(close + 10, colon - close - 10));
+	} else {
+		close = colon = line.find(">: ");
+		colon += colon == std::string_view::npos ? 0 : 1;
+	}
+	if (line.empty() || line[0] != '<' || colon == std::string_view::npos)
 		return f;
 	f.rcpt = field_text(line.substr(1, close - 1));
-	std::string_view rest = line.substr(close + 10);
-	size_t colon = rest.find(": ");
-	if (colon == std::string_view::npos)
-		return f;
-	f.handler = field_text(rest.substr(0, colon));
-	rest = rest.substr(colon + 2);
+	std::string_view rest = line.substr(colon + 2);
 	size_t sp = rest.find(' ');
 	if (sp != std::string_view::npos && status_code(rest.substr(0, sp))) {
 		f.status = rest.substr(0, sp);
@@ -153,7 +147,8 @@ std::string bounce_message(const Envelope& env, const std::vector<std::string>& 
 		if (f.rcpt.empty())
 			m << f.diagnostic << NL;
 		else
-			m << "<" << f.rcpt << ">: " << f.diagnostic << " (handler " << f.handler << ")" << NL;
+			m << "<" << f.rcpt << ">: " << f.diagnostic
+			  << (f.handler.empty() ? "" : " (handler " + f.handler + ")") << NL;
 	m << NL << "--" << boundary << NL
 	  << "Content-Type: message/delivery-status" << NL << NL
 	  << "Reporting-MTA: dns; " << hostname << NL

@@ -26,7 +26,8 @@ bool wants_bounce(const Envelope& env);
 // Status and Diagnostic-Code per failure) and the original message's
 // header section (text/rfc822-headers, at most BOUNCE_HEADERS_MAX bytes,
 // cut at a line end). failures are Queue's lines, "<RCPT> handler NAME:
-// [CODE ]REASON"; message is the message as received.
+// [CODE ]REASON" or "<RCPT>: no route", or an offline import's
+// "<RCPT>: CODE WHY"; message is the message as received.
 std::string bounce_message(const Envelope& env, const std::vector<std::string>& failures,
 			   std::string_view message, const std::string& hostname, time_t now);
 constexpr size_t BOUNCE_HEADERS_MAX = 32 * 1024;

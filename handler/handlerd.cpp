@@ -77,7 +77,9 @@ class HandlerServer : public ControlTarget {
 	void enqueue(const Envelope& env, uint64_t size, double arrival, Queue::Bytes bytes);
 	void import_offline(bool force);
 	std::string store_alert(const std::string& instance, const std::string& message);
-	bool store_bounce(const Envelope& original, const std::vector<std::string>& failures);
+	bool given_up(const Envelope& original, const std::vector<std::string>& failures);
+	void store_notice(const Envelope& original, const std::vector<std::string>& failures,
+			  std::string_view message);
 
 	Runtime& rt_;
 	Config cfg_;
@@ -118,8 +120,10 @@ HandlerServer::HandlerServer(Runtime& rt, UniqueFd parent, UniqueFd smtp)
 	queue_done_ = loop_.watch(queue_.notify_fd(), EPOLLIN, [this](uint32_t) { queue_.collect(); });
 	import_.admits = [this](uid_t owner) { return !intake_.source_full(owner); };
 	queue_.given_up = [this](const Envelope& env, const std::vector<std::string>& failures) {
-		return store_bounce(env, failures);
+		return given_up(env, failures);
 	};
+	import_.tell_sender = [this](const Envelope& env, const std::vector<std::string>& failures,
+				     std::string_view message) { store_notice(env, failures, message); };
 	set_local_domains(rt.local_domains);
 	intake_.attach(std::move(smtp));
 	queue_.configure(cfg_, build_instances(cfg_));
@@ -417,20 +421,36 @@ std::string HandlerServer::store_alert(const std::string& instance, const std::s
 	}
 }
 
-// The notice to the sender of a message given up (handler/bounce.h):
-// from the null sender, through /etc/aliases and the routes as a
-// message from a client would go (a recipient with no route is left
-// out), committed like an alert, in the main loop. At most
+// A message given up by the queue: its sender's notice, at most
 // NOTICES_PER_TURN a loop turn (false: the queue asks again at the
-// next), so that a burst of failures holds no 250 for long; a notice that
-// cannot be stored is logged, and the message given up without one.
-bool HandlerServer::store_bounce(const Envelope& original, const std::vector<std::string>& failures)
+// next), so that a burst of failures holds no 250 for long.
+bool HandlerServer::given_up(const Envelope& original, const std::vector<std::string>& failures)
 {
 	if (!wants_bounce(original))
 		return true;
 	if (notices_ == NOTICES_PER_TURN)
 		return false;
 	notices_++;
+	try {
+		SpoolMessage m = spool_.load(original.id);
+		store_notice(original, failures, m.body());
+	} catch (const std::exception& e) {
+		log_warnx("%s: no notice of its failure to <%s>: %s", original.id.c_str(), original.sender.c_str(),
+			  e.what());
+	}
+	return true;
+}
+
+// The notice to the sender of a message given up or refused
+// (handler/bounce.h): from the null sender, through /etc/aliases and the
+// routes as a message from a client would go (a recipient with no route
+// is left out), committed like an alert, in the main loop. One that
+// cannot be stored is logged, and the message given up without it.
+void HandlerServer::store_notice(const Envelope& original, const std::vector<std::string>& failures,
+				 std::string_view message)
+{
+	if (!wants_bounce(original))
+		return;
 	const char* id = original.id.c_str();
 	Envelope env;
 	Expanded x = expand(original.sender);
@@ -440,14 +460,13 @@ bool HandlerServer::store_bounce(const Envelope& original, const std::vector<std
 	if (env.recipients.empty()) {
 		log_warnx("%s: no notice of its failure to <%s>: %s", id, original.sender.c_str(),
 			  x.status == BackendStatus::Ok ? "the address has no route" : "/etc/aliases did not expand it");
-		return true;
+		return;
 	}
 	env.client = "local";
 	env.helo = rt_.hostname;
 	env.arrival = time(nullptr);
 	try {
-		SpoolMessage m = spool_.load(original.id);
-		std::string text = bounce_message(original, failures, m.body(), rt_.hostname, env.arrival);
+		std::string text = bounce_message(original, failures, message, rt_.hostname, env.arrival);
 		env.id = spool_.new_id();
 		uint64_t size = spool_.store(env, {text});
 		log_info("%s: from=<>, size=%llu, nrcpt=%zu, client=laimd, notice of the failure of %s to <%s>",
@@ -456,7 +475,6 @@ bool HandlerServer::store_bounce(const Envelope& original, const std::vector<std
 	} catch (const std::exception& e) {
 		log_warnx("%s: no notice of its failure to <%s>: %s", id, original.sender.c_str(), e.what());
 	}
-	return true;
 }
 
 // A received message, committed to the spool, enters the queue.

@@ -185,20 +185,23 @@ bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, uin
 		return refuse(name, std::string("malformed: ") + e.what()), false;
 	}
 	std::string_view body = data.substr(hdr);
+	if (!oe.sender.empty() && !valid_mailbox(oe.sender, true))
+		return refuse(name, "bad sender <" + oe.sender + ">"), false;
+	auto refused = [&](const char* code, const std::string& why) {
+		return refuse_and_tell(name, oe, st.st_mtime, body, code, why);
+	};
 	if (size_limit && body.size() > size_limit)
-		return refuse(name, "message of " + std::to_string(body.size()) + " bytes exceeds data_size_limit"), false;
+		return refused("5.3.4", "message of " + std::to_string(body.size()) + " bytes exceeds data_size_limit");
 	if (std::string fault = offline_body_fault(body); !fault.empty())
-		return refuse(name, fault), false;
+		return refused("5.6.0", fault);
 	// The same mail loop check as the smtp process's at the end of DATA.
 	HopCounter hops;
 	hops.feed(body);
 	if (hops.hops() > hop_limit)
-		return refuse(name, hop_count_fault(hops.hops(), hop_limit)), false;
-	if (!oe.sender.empty() && !valid_mailbox(oe.sender, true))
-		return refuse(name, "bad sender <" + oe.sender + ">"), false;
+		return refused("5.4.6", hop_count_fault(hops.hops(), hop_limit));
 	for (const std::string& r : oe.recipients) {
 		if (!valid_mailbox(r, true))
-			return refuse(name, "bad recipient <" + r + ">"), false;
+			return refused("5.1.3", "bad recipient <" + r + ">");
 		Expanded x = expand(r);
 		if (x.status == BackendStatus::Defer || x.status == BackendStatus::TooMany) {
 			log_warnx("offline/%s: cannot import now: recipient <%s> deferred", name.c_str(), r.c_str());
@@ -208,7 +211,7 @@ bool OfflineImport::import_one(const std::string& name, uint64_t size_limit, uin
 			add_recipient(routes, env.recipients, std::move(a));
 	}
 	if (env.recipients.empty())
-		return refuse(name, "no recipients left after alias expansion"), false;
+		return refused("5.1.1", "no recipients left after alias expansion");
 
 	env.sender = oe.sender;
 	env.uid = st.st_uid;
@@ -326,8 +329,9 @@ std::vector<CtlFailedEntry> OfflineImport::refused() const
 }
 
 // A file laimd will not import is kept for the administrator in failed/,
-// with its reason beside it (laimctl show failed lists both).
-void OfflineImport::refuse(const std::string& name, const std::string& why)
+// with its reason beside it (laimctl show failed lists both). False when
+// it could not be moved there.
+bool OfflineImport::refuse(const std::string& name, const std::string& why)
 {
 	std::string from = spool_.dir() + "/offline/" + name;
 	std::string to = spool_.dir() + "/failed/offline." + name;
@@ -336,10 +340,31 @@ void OfflineImport::refuse(const std::string& name, const std::string& why)
 	} catch (const std::exception& e) {
 		log_warnx("offline/%s: %s", name.c_str(), e.what());
 	}
-	if (rename(from.c_str(), to.c_str()) == -1)
+	if (rename(from.c_str(), to.c_str()) == -1) {
 		log_warn("offline/%s: refused (%s), and cannot move it to failed/", name.c_str(), why.c_str());
-	else
-		log_warnx("offline/%s: refused (%s): moved to failed/offline.%s", name.c_str(), why.c_str(), name.c_str());
+		return false;
+	}
+	log_warnx("offline/%s: refused (%s): moved to failed/offline.%s", name.c_str(), why.c_str(), name.c_str());
+	return true;
+}
+
+// A refusal of a file whose envelope was read: its sender is told, once
+// the file is in failed/ (left in offline/, it is refused again at each
+// look, and would be told each time). Always false: nothing imported.
+bool OfflineImport::refuse_and_tell(const std::string& name, const OfflineEnvelope& oe, time_t arrival,
+				    std::string_view body, const char* code, const std::string& why)
+{
+	if (!refuse(name, why) || !tell_sender)
+		return false;
+	Envelope env;
+	env.id = "offline." + name;  // as failed/ and laimctl show failed name it
+	env.sender = oe.sender;
+	env.arrival = arrival;
+	std::vector<std::string> failures;
+	for (const std::string& r : oe.recipients)
+		failures.push_back("<" + r + ">: " + code + " refused from offline/: " + why);
+	tell_sender(env, failures, body);
+	return false;
 }
 
 }  // namespace laim

@@ -10,9 +10,11 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/ctl.h"
+#include "common/offline.h"
 #include "handler/api/handler.h"
 #include "handler/ratelimit.h"
 #include "handler/routes.h"
@@ -34,6 +36,11 @@ class OfflineImport {
 	// Whether the owner may queue a message now; a file whose owner may
 	// not (their share of the queue is taken) waits in offline/.
 	std::function<bool(uid_t)> admits;
+	// A file refused after its envelope was read, once it is in failed/:
+	// the notice to its sender (handler/bounce.h), with a failure line
+	// "<RCPT>: CODE WHY" per recipient and the message.
+	std::function<void(const Envelope& env, const std::vector<std::string>& failures, std::string_view message)>
+		tell_sender;
 
 	// Moves up to `room` offline files into queue/, oldest name first
 	// (each fsynced before its offline file is removed), and returns them.
@@ -73,7 +80,9 @@ class OfflineImport {
 	bool import_one(const std::string& name, uint64_t size_limit, uint32_t hop_limit,
 			const std::vector<Route>& routes, const Expand& expand, Imported& out);
 	bool held(const std::string& name, const Envelope& who, time_t now);
-	void refuse(const std::string& name, const std::string& why);
+	bool refuse(const std::string& name, const std::string& why);
+	bool refuse_and_tell(const std::string& name, const OfflineEnvelope& oe, time_t arrival,
+			     std::string_view body, const char* code, const std::string& why);
 	bool postpone(const std::string& name, const char* what);
 	bool remove_imported();
 	void sync_offline();

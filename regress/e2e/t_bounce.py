@@ -3,7 +3,9 @@
 # failed recipient with its status, and the original header section. A
 # remote sender gets none (its notice would leave the host), and neither
 # does the null sender, so a notice that fails in turn is given up
-# quietly: no loop. A burst of failures gets every notice.
+# quietly: no loop. A burst of failures gets every notice. A file of
+# offline/ refused at its import (here: over data_size_limit) is told to
+# its local sender the same way, once.
 import sys
 sys.dont_write_bytecode = True
 import email
@@ -49,6 +51,7 @@ def main():
 		"doomed": {"type": "pipe", "user": "nobody", "command": ["/bin/sh", "-c", "exit 67"]},
 	}
 	d.config["routes"] = [{"match": "doomed@*", "handlers": ["doomed"]}, {"match": "*", "handlers": ["inbox"]}]
+	d.config["data_size_limit"] = 8192
 	d.start()
 
 	# A local sender: one recipient delivered, one failed for good.
@@ -88,6 +91,27 @@ def main():
 		d.wait_log(r"notice of the failure of %s to <%s>$" % (b, re.escape(ALICE)))
 	wait_for(lambda: len(notices(d)) == 13, 15, "13 notices in the inbox")
 	wait_for(lambda: d.spool_files("queue") == [], 15, "an empty queue/")
+
+	# Files of offline/ over data_size_limit, from a local and a remote sender.
+	big = b"Subject: too big\r\n\r\n" + b"x" * 76 + b"\r\n"
+	big = big * 200
+	gid = drop_gid()
+	local = plant_offline(d.spool, ALICE, ["rcpt@" + HOSTNAME], big, gid)
+	remote_file = plant_offline(d.spool, "b@client.example", ["rcpt@" + HOSTNAME], big, gid)
+	for name in (local, remote_file):
+		d.wait_log(r"offline/%s: refused \(message of \d+ bytes exceeds data_size_limit\)" % re.escape(name), 15)
+	m = d.wait_log(r"(\w+): from=<>, size=\d+, nrcpt=1, client=laimd, notice of the failure of offline\.%s to <%s>$"
+		       % (re.escape(local), re.escape(ALICE)))
+	d.wait_removed(m.group(1))
+	raw = [n for n in notices(d) if b"offline." + local.encode() in n]
+	check_eq(len(raw), 1, "notices of offline/%s in the inbox" % local)
+	report = email.message_from_bytes(raw[0], policy=email.policy.compat32).get_payload()[1].as_string()
+	for line in ("Final-Recipient: rfc822; rcpt@" + HOSTNAME, "Status: 5.3.4"):
+		check(line in report, "%r not in the delivery-status part:\n%s" % (line, report))
+	d.wait_removed(d.send(rcpts=["rcpt@" + HOSTNAME], msg=simple_message("after the imports")))
+	check(not d.search_log(r"notice of the failure of offline\.%s" % re.escape(remote_file), 0),
+	      "the remote sender of offline/%s was sent a notice" % remote_file)
+	check_eq(len(notices(d)), 14, "notices in the inbox after the imports")
 
 
 run(main)

@@ -264,8 +264,8 @@ def raw_drop(d, lu):
 	CRLF and drops NUL): a message with a bare CR, a bare LF or a NUL is
 	refused as the smtp process refuses it in DATA (a bare CR or LF could
 	end a line or the data at a peer further on: SMTP smuggling), moved to
-	failed/ with its reason; a line of 5000 octets is delivered, as
-	through the local socket."""
+	failed/ with its reason, and its sender is mailed a notice; a line of
+	5000 octets is delivered, as through the local socket."""
 	check(not d.running(), "laimd is running")
 	user = "%s@%s" % (lu.pw_name, HOSTNAME)
 	bad = {
@@ -295,7 +295,11 @@ def raw_drop(d, lu):
 	got = [x for x in maildir_messages(inbox) if b"Subject: long\r\n" in x]
 	check(len(got) == 1 and got[0].endswith(b"\r\n\r\n" + b"L" * 5000 + b"\r\n"),
 	      "the message with the long line as delivered: %r" % [x[-100:] for x in got])
-	check_eq(len(maildir_files(inbox)) - before, 1, "messages delivered")
+	for body in bad:
+		d.wait_log(r"notice of the failure of offline\.%s to <%s>$" % (re.escape(names[body]), re.escape(user)),
+			   since=mark)
+	wait_for(lambda: len(maildir_files(inbox)) - before == 4, 15,
+		 "the long line's message and the three notices in the inbox")
 	check_eq(len(d.findall_log(r"client=local", mark)), 1, "from= lines (only the long line's)")
 	r = d.laimctl(["show", "failed"])
 	check_ran(r)
@@ -445,7 +449,7 @@ def main():
 			 lambda: queue_full(d, lu, gid)),
 			("planted files (wrong group, two links, symlink, directory, FIFO) moved to failed/, logged, listed",
 			 lambda: planted(d, gid, link)),
-			("laim-drop run directly: bare CR, bare LF, NUL refused to failed/; a long line delivered",
+			("laim-drop run directly: bare CR, bare LF, NUL refused to failed/, the sender told; a long line delivered",
 			 lambda: stopped_after(d, raw_drop, lu)),
 			("laim-drop leaves 64 MiB of a 96 MiB spool free: a message crossing it exits 75, no file; a small one is stored",
 			 lambda: space_floor(lu, gid)),

@@ -51,16 +51,20 @@ START_TEST(test_status_per_failure)
 {
 	std::string n = notice({"<a@x> handler smart: 5.1.1 550 mailbox unknown",
 				"<b@x> handler smart: expired after 3 attempts: connection refused",
-				"<c@x> handler box: disk quota\r\nInjected: yes", "<d@x>: no route"},
+				"<c@x> handler box: disk quota\r\nInjected: yes", "<d@x>: no route",
+				"<e@x>: 5.3.4 refused from offline/: too big"},
 			       "Subject: hi\r\n\r\nbody\r\n");
 	ck_assert(has(n, "Final-Recipient: rfc822; a@x\r\nAction: failed\r\nStatus: 5.1.1\r\n"
 			 "Diagnostic-Code: smtp; 550 mailbox unknown\r\n"));
 	ck_assert(has(n, "Final-Recipient: rfc822; d@x\r\nAction: failed\r\nStatus: 5.0.0\r\n"
 			 "Diagnostic-Code: X-laim; no route\r\n"));
-	ck_assert(has(n, "\r\n<d@x>: no route (handler none)\r\n"));
+	ck_assert(has(n, "\r\n<d@x>: no route\r\n"));
+	ck_assert(has(n, "\r\n<a@x>: 550 mailbox unknown (handler smart)\r\n"));
 	ck_assert(has(n, "Final-Recipient: rfc822; b@x\r\nAction: failed\r\nStatus: 4.4.7\r\n"));
 	ck_assert(has(n, "Final-Recipient: rfc822; c@x\r\nAction: failed\r\nStatus: 5.0.0\r\n"
 			 "Diagnostic-Code: X-laim; disk quota  Injected: yes\r\n"));
+	ck_assert(has(n, "Final-Recipient: rfc822; e@x\r\nAction: failed\r\nStatus: 5.3.4\r\n"
+			 "Diagnostic-Code: X-laim; refused from offline/: too big\r\n"));
 	ck_assert(!has(n, "\r\nInjected: yes"));
 	ck_assert(has(n, "\r\nTo: <alice@host.example>\r\n"));
 	ck_assert(has(n, "\r\nSubject: hi\r\n\r\n--"));
