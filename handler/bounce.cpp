@@ -46,21 +46,22 @@ bool status_code(std::string_view s)
 // expired recipient's is 4.4.7 (delivery time expired), else 5.0.0.
 Failure parse_failure(std::string_view line)
 {
+	constexpr auto npos = std::string_view::npos;
 	Failure f{"", "", "5.0.0", field_text(line)};
+	if (line.empty() || line[0] != '<')
+		return f;
 	size_t close = line.find("> handler ");
-	size_t colon = close == std::string_view::npos ? std::string_view::npos : line.find(": ", close + 10);
-	if (colon != std::string_view::npos) {
+	size_t colon = close == npos ? npos : line.find(": ", close + 10);
+	if (colon != npos)  // <RCPT> handler NAME: REST
 		f.handler = field_text(line.substr(close + 10, colon - close - 10));
-	} else {
-		close = colon = line.find(">: ");
-		colon += colon == std::string_view::npos ? 0 : 1;
-	}
-	if (line.empty() || line[0] != '<' || colon == std::string_view::npos)
+	else if ((close = line.find(">: ")) != npos)  // <RCPT>: REST
+		colon = close + 1;
+	else
 		return f;
 	f.rcpt = field_text(line.substr(1, close - 1));
 	std::string_view rest = line.substr(colon + 2);
 	size_t sp = rest.find(' ');
-	if (sp != std::string_view::npos && status_code(rest.substr(0, sp))) {
+	if (sp != npos && status_code(rest.substr(0, sp))) {
 		f.status = rest.substr(0, sp);
 		rest = rest.substr(sp + 1);
 	} else if (rest.substr(0, 14) == "expired after ") {

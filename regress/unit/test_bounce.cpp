@@ -52,7 +52,7 @@ START_TEST(test_status_per_failure)
 	std::string n = notice({"<a@x> handler smart: 5.1.1 550 mailbox unknown",
 				"<b@x> handler smart: expired after 3 attempts: connection refused",
 				"<c@x> handler box: disk quota\r\nInjected: yes", "<d@x>: no route",
-				"<e@x>: 5.3.4 refused from offline/: too big"},
+				"<e@x>: 5.3.4 refused from offline/: too big", "an odd line"},
 			       "Subject: hi\r\n\r\nbody\r\n");
 	ck_assert(has(n, "Final-Recipient: rfc822; a@x\r\nAction: failed\r\nStatus: 5.1.1\r\n"
 			 "Diagnostic-Code: smtp; 550 mailbox unknown\r\n"));
@@ -66,6 +66,8 @@ START_TEST(test_status_per_failure)
 	ck_assert(has(n, "Final-Recipient: rfc822; e@x\r\nAction: failed\r\nStatus: 5.3.4\r\n"
 			 "Diagnostic-Code: X-laim; refused from offline/: too big\r\n"));
 	ck_assert(!has(n, "\r\nInjected: yes"));
+	ck_assert(has(n, "\r\nan odd line\r\n"));  // in the text part alone
+	ck_assert(!has(n, "Final-Recipient: rfc822; \r\n"));
 	ck_assert(has(n, "\r\nTo: <alice@host.example>\r\n"));
 	ck_assert(has(n, "\r\nSubject: hi\r\n\r\n--"));
 	ck_assert(!has(n, "body"));
