@@ -61,6 +61,7 @@ namespace laim {
 	F(g_mime_, data_wrapper_write_to_stream) \
 	F(g_mime_, utils_header_encode_text) \
 	F(g_mime_, utils_unstructured_header_fold) \
+	F(g_mime_, utils_structured_header_fold) \
 	F(, internet_address_list_parse) \
 	F(, internet_address_list_length) \
 	F(, internet_address_list_get_address) \

@@ -271,6 +271,18 @@ std::string format_mailbox(const std::string& name, const std::string& address)
 	return out;
 }
 
+// A header field as GMime folded it (g_free()d here), with CRLF line ends.
+std::string crlf_field(char* folded)
+{
+	std::string out;
+	for (const char* p = folded; *p; p++)
+		out += *p == '\n' ? std::string("\r\n") : std::string(1, *p);
+	g_free(folded);
+	if (!out.ends_with("\r\n"))
+		out += "\r\n";
+	return out;
+}
+
 // "Subject: TEXT" encoded (RFC 2047, UTF-8 words only where needed) and
 // folded by GMime, with CRLF line ends.
 std::string encoded_subject(const std::string& text)
@@ -279,14 +291,17 @@ std::string encoded_subject(const std::string& text)
 	char* enc = g.utils_header_encode_text(nullptr, text.c_str(), "utf-8");
 	std::string field = std::string("Subject: ") + enc;
 	g_free(enc);
-	char* folded = g.utils_unstructured_header_fold(g.options, nullptr, field.c_str());
-	std::string out;
-	for (const char* p = folded; *p; p++)
-		out += *p == '\n' ? std::string("\r\n") : std::string(1, *p);
-	g_free(folded);
-	if (!out.ends_with("\r\n"))
-		out += "\r\n";
-	return out;
+	return crlf_field(g.utils_unstructured_header_fold(g.options, nullptr, field.c_str()));
+}
+
+// The value of a From: of name and address, encoded and folded, without
+// its CRLF: a long name on one line went past RFC 5322's 998 octets.
+std::string folded_from(const std::string& name, const std::string& address)
+{
+	const GMimeApi& g = gm();
+	std::string field = "From: " + format_mailbox(name, address);
+	std::string out = crlf_field(g.utils_structured_header_fold(g.options, nullptr, field.c_str()));
+	return out.substr(6, out.size() - 8);
 }
 
 // msg with prefix and a space before its subject (decoded: what the
@@ -518,7 +533,7 @@ bool Forward::rewrite_dmarc(std::string_view raw, const Message& msg, std::strin
 	if (!valid_domain(domain, false) || dmarc_policy(domain) != "reject")
 		return false;
 	std::string ours = sender_ == Sender::Address ? mail_from_ : srs(address);
-	return rewrite_from(raw, format_mailbox(name.empty() ? address : name, ours), false, out);
+	return rewrite_from(raw, folded_from(name.empty() ? address : name, ours), false, out);
 }
 
 // The message as forwarded: subject prefix and From: rewrite applied.

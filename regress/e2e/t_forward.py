@@ -213,6 +213,17 @@ def check_dmarc(d, peer, dns):
 		check_eq(email.utils.parseaddr(field_value(fields[0])), (name, addr), "From: rewritten for <%s>" % mail_from)
 		check_eq(b"".join(fields[1:]) + rest, b"Reply-To:" + orig + b"X-Original-From:" + orig +
 			 msg[msg.index(b"To: "):], "the rest of the message for <%s>" % mail_from)
+	# A long name (folded as sent) stays whole, in a From: folded again.
+	long_name = "Alice" + " Example" * 150
+	qid = d.send("carol@reject.example", ["admin@plain.example"],
+		     message(b'"Alice' + b"\r\n Example" * 150 + b'" <alice@reject.example>', b"long", tag=b"long"))
+	d.wait_removed(qid)
+	m = [m for m in relayed(peer, "forwarder@" + SRS_DOMAIN, 2) if b"<long@" in m["data"]]
+	fields, _ = header_fields(after_received(only(m, "messages with the long name")["data"]))
+	check_eq(email.utils.parseaddr(field_value(fields[0])), (long_name, "forwarder@" + SRS_DOMAIN),
+		 "From: rewritten for the long name")
+	lines = fields[0].split(b"\r\n")[:-1]
+	check(len(lines) > 1 and max(map(len, lines)) <= 78, "From: not folded to 78 octets a line: %r" % fields[0])
 	dsn = only(relayed(peer, "<>"), "messages from the null sender (aiosmtpd writes <>)")
 	fields, rest = header_fields(after_received(dsn["data"]))
 	check_eq(email.utils.parseaddr(field_value(fields[0])), ("MAILER-DAEMON@reject.example", "forwarder@" + SRS_DOMAIN),
