@@ -2,6 +2,7 @@
 #pragma once
 
 #include <algorithm>
+#include <string>
 #include <string_view>
 
 namespace laim {
@@ -21,6 +22,16 @@ inline bool iequal(std::string_view a, std::string_view b)
 inline bool istarts(std::string_view s, std::string_view prefix)
 {
 	return s.size() >= prefix.size() && iequal(s.substr(0, prefix.size()), prefix);
+}
+
+// s on one line: each CR and LF a space (a peer's reply in a log line, a
+// reason file, a header field).
+inline std::string one_line(std::string s)
+{
+	for (char& c : s)
+		if (c == '\n' || c == '\r')
+			c = ' ';
+	return s;
 }
 
 }  // namespace laim

@@ -1,9 +1,12 @@
 #include "handler/bounce.h"
 
+#include <algorithm>
 #include <cctype>
 #include <sstream>
 
 #include "common/clock.h"
+#include "common/text.h"
+#include "handler/api/command.h"
 
 namespace laim {
 
@@ -20,26 +23,9 @@ struct Failure {
 // A line of text for a header field or a report line: no CR, LF or NUL.
 std::string field_text(std::string_view s)
 {
-	std::string out(s);
-	for (char& c : out)
-		if (c == '\r' || c == '\n' || c == '\0')
-			c = ' ';
+	std::string out = one_line(std::string(s));
+	std::replace(out.begin(), out.end(), '\0', ' ');
 	return out;
-}
-
-// "X.Y.Z" with X 4 or 5 (RFC 3463), as handlers put it before a reason.
-bool status_code(std::string_view s)
-{
-	size_t dots = 0;
-	if (s.size() < 5 || (s[0] != '4' && s[0] != '5') || s[1] != '.')
-		return false;
-	for (char c : s.substr(2)) {
-		if (c == '.')
-			dots++;
-		else if (c < '0' || c > '9')
-			return false;
-	}
-	return dots == 1 && s.back() != '.' && s[2] != '.';
 }
 
 // A failure line, by the forms above. The status is the line's code; an
@@ -59,12 +45,11 @@ Failure parse_failure(std::string_view line)
 	else
 		return f;
 	f.rcpt = field_text(line.substr(1, close - 1));
-	std::string_view rest = line.substr(colon + 2);
-	size_t sp = rest.find(' ');
-	if (sp != npos && status_code(rest.substr(0, sp))) {
-		f.status = rest.substr(0, sp);
-		rest = rest.substr(sp + 1);
-	} else if (rest.substr(0, 14) == "expired after ") {
+	std::string rest(line.substr(colon + 2)), text;
+	if (std::string code = leading_code(rest, &text); !code.empty()) {
+		f.status = code;
+		rest = text;
+	} else if (rest.starts_with("expired after ")) {
 		f.status = "4.4.7";
 	}
 	f.diagnostic = field_text(rest);

@@ -8,6 +8,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/text.h"
 #include "handler/routes.h"
 
 namespace laim {
@@ -68,14 +69,6 @@ void work(const std::shared_ptr<Job>& job, const Spool& spool, int notify)
 	}
 	uint64_t one = 1;
 	(void)!write(notify, &one, sizeof one);
-}
-
-std::string one_line(std::string s)
-{
-	for (char& c : s)
-		if (c == '\n' || c == '\r')
-			c = ' ';
-	return s;
 }
 
 // A reason as the queue keeps it for show queue, mailq and failed/ID.reason:

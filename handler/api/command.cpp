@@ -154,27 +154,6 @@ std::string first_line(const std::string& output)
 	return line;
 }
 
-// A leading RFC 3463 status code of class 4 or 5 ("5.1.1 text"): the code,
-// and the text after it in *text.
-std::string leading_code(const std::string& line, std::string* text)
-{
-	size_t i = 0;
-	auto digits = [&](size_t most) {
-		size_t start = i;
-		while (i < line.size() && i - start < most && isdigit(static_cast<unsigned char>(line[i])))
-			i++;
-		return i > start && (i == line.size() || !isdigit(static_cast<unsigned char>(line[i])));
-	};
-	if (line.empty() || (line[0] != '4' && line[0] != '5') || line.size() < 2 || line[1] != '.')
-		return "";
-	i = 2;
-	if (!digits(3) || i == line.size() || line[i++] != '.' || !digits(3) || (i < line.size() && line[i] != ' '))
-		return "";
-	size_t rest = line.find_first_not_of(' ', i);
-	*text = rest == std::string::npos ? "" : line.substr(rest);
-	return line.substr(0, i);
-}
-
 // Postfix's texts for the sysexits.h statuses; 71, 74 and 75 are temporary.
 struct SysExit {
 	int status;
@@ -223,6 +202,25 @@ Result exit_result(int status, const std::string& who, const std::string& line)
 }
 
 }  // namespace
+
+std::string leading_code(const std::string& line, std::string* text)
+{
+	size_t i = 0;
+	auto digits = [&](size_t most) {
+		size_t start = i;
+		while (i < line.size() && i - start < most && isdigit(static_cast<unsigned char>(line[i])))
+			i++;
+		return i > start && (i == line.size() || !isdigit(static_cast<unsigned char>(line[i])));
+	};
+	if (line.empty() || (line[0] != '4' && line[0] != '5') || line.size() < 2 || line[1] != '.')
+		return "";
+	i = 2;
+	if (!digits(3) || i == line.size() || line[i++] != '.' || !digits(3) || (i < line.size() && line[i] != ' '))
+		return "";
+	size_t rest = line.find_first_not_of(' ', i);
+	*text = rest == std::string::npos ? "" : line.substr(rest);
+	return line.substr(0, i);
+}
 
 CommandSpec read_command_spec(HandlerOptions& o)
 {

@@ -86,4 +86,8 @@ struct CommandEnd {
 // first line of the output.
 Result command_result(const CommandEnd& end, bool whole_input);
 
+// A leading RFC 3463 status code of class 4 or 5 ("5.1.1 text"): the code,
+// and the text after it in *text; "" when line starts with none.
+std::string leading_code(const std::string& line, std::string* text);
+
 }  // namespace laim
