@@ -77,6 +77,8 @@ class HandlerServer : public ControlTarget {
 	void enqueue(const Envelope& env, uint64_t size, double arrival, Queue::Bytes bytes);
 	void import_offline(bool force);
 	std::string store_alert(const std::string& instance, const std::string& message);
+	Envelope own_envelope() const;
+	uint64_t commit_own(Envelope& env, std::string_view message);
 	bool given_up(const Envelope& original, const std::vector<std::string>& failures);
 	void store_notice(const Envelope& original, const std::vector<std::string>& failures,
 			  std::string_view message);
@@ -396,7 +398,7 @@ void HandlerServer::import_offline(bool force)
 // can never trigger one. Returns its queue id, or "".
 std::string HandlerServer::store_alert(const std::string& instance, const std::string& message)
 {
-	Envelope env;
+	Envelope env = own_envelope();
 	std::string postmaster = "postmaster@" + rt_.hostname;
 	const std::vector<Route> own = {{"*", {instance}, 0}};  // as Queue::dispatch() routes it
 	for (std::string& r : expand(postmaster).addresses)
@@ -404,21 +406,38 @@ std::string HandlerServer::store_alert(const std::string& instance, const std::s
 			add_recipient(own, env.recipients, std::move(r));
 	if (env.recipients.empty())
 		env.recipients.push_back(postmaster);
-	env.client = "local";
-	env.helo = rt_.hostname;
 	env.instance = instance;
-	env.arrival = time(nullptr);
 	try {
-		env.id = spool_.new_id();
-		uint64_t size = spool_.store(env, {message});
+		uint64_t size = commit_own(env, message);
 		log_info("%s: from=<>, size=%llu, nrcpt=%zu, client=laimd, rate limit alert for handler %s", env.id.c_str(),
 			 (unsigned long long)size, env.recipients.size(), instance.c_str());
-		queue_.add(env, size, static_cast<double>(env.arrival));
 		return env.id;
 	} catch (const std::exception& e) {
 		log_warnx("rate limit alert for handler %s not stored: %s", instance.c_str(), e.what());
 		return "";
 	}
+}
+
+// The envelope of a message laimd makes itself (a rate limit's alert, a
+// failure notice): from the null sender, arriving now.
+Envelope HandlerServer::own_envelope() const
+{
+	Envelope env;
+	env.client = "local";
+	env.helo = rt_.hostname;
+	env.arrival = time(nullptr);
+	return env;
+}
+
+// Commits such a message under a new queue id (Spool::store: synced
+// before it returns) and queues it; its size. Throws, nothing queued,
+// when it cannot be stored.
+uint64_t HandlerServer::commit_own(Envelope& env, std::string_view message)
+{
+	env.id = spool_.new_id();
+	uint64_t size = spool_.store(env, {message});
+	queue_.add(env, size, static_cast<double>(env.arrival));
+	return size;
 }
 
 // A message given up by the queue: its sender's notice, at most
@@ -452,7 +471,7 @@ void HandlerServer::store_notice(const Envelope& original, const std::vector<std
 	if (!wants_bounce(original))
 		return;
 	const char* id = original.id.c_str();
-	Envelope env;
+	Envelope env = own_envelope();
 	Expanded x = expand(original.sender);
 	for (std::string& r : x.addresses)
 		if (alias_delivery(r) || route_find(cfg_.routes, r))
@@ -462,16 +481,10 @@ void HandlerServer::store_notice(const Envelope& original, const std::vector<std
 			  x.status == BackendStatus::Ok ? "the address has no route" : "/etc/aliases did not expand it");
 		return;
 	}
-	env.client = "local";
-	env.helo = rt_.hostname;
-	env.arrival = time(nullptr);
 	try {
-		std::string text = bounce_message(original, failures, message, rt_.hostname, env.arrival);
-		env.id = spool_.new_id();
-		uint64_t size = spool_.store(env, {text});
+		uint64_t size = commit_own(env, bounce_message(original, failures, message, rt_.hostname, env.arrival));
 		log_info("%s: from=<>, size=%llu, nrcpt=%zu, client=laimd, notice of the failure of %s to <%s>",
 			 env.id.c_str(), (unsigned long long)size, env.recipients.size(), id, original.sender.c_str());
-		queue_.add(env, size, static_cast<double>(env.arrival));
 	} catch (const std::exception& e) {
 		log_warnx("%s: no notice of its failure to <%s>: %s", id, original.sender.c_str(), e.what());
 	}
