@@ -89,6 +89,8 @@ const char* imsg_name(uint32_t type)
 	case IMSG_T_KEY_IN_USE: return "IMSG_T_KEY_IN_USE";
 	case IMSG_S_AUTH: return "IMSG_S_AUTH";
 	case IMSG_P_AUTH: return "IMSG_P_AUTH";
+	case IMSG_S_CLIENT_UID: return "IMSG_S_CLIENT_UID";
+	case IMSG_P_CLIENT_UID: return "IMSG_P_CLIENT_UID";
 	}
 	return "an unknown imsg type";
 }
@@ -270,6 +272,18 @@ bool decode(std::string_view data, AuthResultMsg& m)
 		return false;
 	m.ok = ok;
 	m.bound = bound;
+	return r.done();
+}
+
+std::string encode(const ClientUidMsg& m) { return ImsgWriter().u32(m.known).u32(m.uid).data(); }
+
+bool decode(std::string_view data, ClientUidMsg& m)
+{
+	ImsgReader r(data);
+	uint32_t known;
+	if (!(r.u32(known) && r.u32(m.uid)) || known > 1)
+		return false;
+	m.known = known;
 	return r.done();
 }
 

@@ -70,6 +70,10 @@ enum ImsgType : uint32_t {
 	IMSG_S_AUTH = 700,          // AuthMsg: check these credentials
 	// parent -> smtp; peerid = session id
 	IMSG_P_AUTH,                // AuthResultMsg
+	// smtp -> parent; peerid = session id
+	IMSG_S_CLIENT_UID,          // NoPayload; fd: a TCP client's connection, from this host
+	// parent -> smtp; peerid = session id
+	IMSG_P_CLIENT_UID,          // ClientUidMsg: who owns the client's end
 };
 
 // "IMSG_S_MAIL" for IMSG_S_MAIL, for messages about the protocol.
@@ -254,6 +258,15 @@ struct AuthResultMsg {
 	std::vector<std::string> senders;
 };
 
+// IMSG_P_CLIENT_UID: the uid that owns the socket at the client's end of
+// a TCP connection from this host, which the AUTH guard counts that
+// client's failures by (smtp/auth_guard.h); unknown when the kernel no
+// longer has it (the client left).
+struct ClientUidMsg {
+	bool known = false;
+	uint32_t uid = 0;
+};
+
 // The types whose frame is all they say (and the fd they carry).
 struct NoPayload {};
 
@@ -272,6 +285,7 @@ std::string encode(const CommandExitMsg& m);
 std::string encode(const CommandFailMsg& m);
 std::string encode(const AuthMsg& m);
 std::string encode(const AuthResultMsg& m);
+std::string encode(const ClientUidMsg& m);
 std::string encode(const NoPayload& m);
 std::string encode(const SmtpTls& m);
 std::string encode(const KeyOpMsg& m);
@@ -292,6 +306,7 @@ bool decode(std::string_view data, CommandExitMsg& m);
 bool decode(std::string_view data, CommandFailMsg& m);
 bool decode(std::string_view data, AuthMsg& m);
 bool decode(std::string_view data, AuthResultMsg& m);
+bool decode(std::string_view data, ClientUidMsg& m);
 bool decode(std::string_view data, NoPayload& m);
 bool decode(std::string_view data, SmtpTls& m);
 bool decode(std::string_view data, KeyOpMsg& m);
@@ -325,7 +340,7 @@ inline ImsgTypeInfo imsg_valid_parent_to_smtp(uint32_t t)
 	switch (t) {
 	case IMSG_P_SMTP_CONF: case IMSG_P_SMTP_TLS: return {true, false};
 	case IMSG_P_HANDLER_CHANNEL: return {true, true};
-	case IMSG_P_AUTH: return {true, false};
+	case IMSG_P_AUTH: case IMSG_P_CLIENT_UID: return {true, false};
 	default: return {};
 	}
 }
@@ -366,10 +381,15 @@ inline ImsgTypeInfo imsg_valid_child_to_parent(uint32_t t)
 	}
 }
 
-// The smtp process may also ask for an AUTH check.
+// The smtp process may also ask for an AUTH check, and whose a local
+// TCP client is.
 inline ImsgTypeInfo imsg_valid_smtp_to_parent(uint32_t t)
 {
-	return t == IMSG_S_AUTH ? ImsgTypeInfo{true, false} : imsg_valid_child_to_parent(t);
+	switch (t) {
+	case IMSG_S_AUTH: return {true, false};
+	case IMSG_S_CLIENT_UID: return {true, true};
+	default: return imsg_valid_child_to_parent(t);
+	}
 }
 
 inline ImsgTypeInfo imsg_valid_command_request(uint32_t t)

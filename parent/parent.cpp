@@ -36,6 +36,7 @@
 #include "handler/api/handler.h"
 #include "handler/handlerd.h"
 #include "parent/auth.h"
+#include "parent/client_uid.h"
 #include "parent/keyserver.h"
 #include "parent/parent.h"
 #include "smtp/smtp.h"
@@ -472,13 +473,18 @@ void daemonize()
 // reporter instead; a frame without the sibling's MAC was made up by one
 // of them, the parent cannot tell which, and ends both. Either way the
 // ended child is restarted, like any child that dies (doc/architecture.md,
-// "Channels and messages"). The smtp process also asks for AUTH checks.
+// "Channels and messages"). The smtp process also asks for AUTH checks,
+// and whose a local TCP client is.
 void child_message(int which, Imsg& m)
 {
 	switch (m.type) {
 	case IMSG_S_AUTH:
 		if (which != SMTP || !auth.request(*children[SMTP].chan, m))
 			throw ImsgProtocolError("bad AUTH request");
+		break;
+	case IMSG_S_CLIENT_UID:
+		if (which != SMTP || !answer_client_uid(*children[SMTP].chan, m))
+			throw ImsgProtocolError("bad client uid request");
 		break;
 	case IMSG_C_PEER_ERROR:
 	case IMSG_C_PEER_ERROR_FD: {

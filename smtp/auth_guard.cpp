@@ -6,6 +6,10 @@
 
 namespace laim {
 
+namespace {
+const std::string THIS_HOST = "this host";
+}
+
 // The address itself, or for IPv6 its /64 prefix; every loopback
 // address (127.0.0.0/8, ::1) and each of the host's own addresses is
 // this host, its local users, one client that could otherwise take a new
@@ -13,20 +17,24 @@ namespace laim {
 // every IPv6 listener is IPV6_V6ONLY, parent/listen.cpp.)
 std::string AuthGuard::key(const std::string& address) const
 {
-	static const std::string this_host = "this host";
 	if (host_addresses_.count(address))
-		return this_host;
+		return THIS_HOST;
 	struct in_addr a4;
 	if (inet_pton(AF_INET, address.c_str(), &a4) == 1)
-		return (ntohl(a4.s_addr) >> 24) == 127 ? this_host : address;
+		return (ntohl(a4.s_addr) >> 24) == 127 ? THIS_HOST : address;
 	struct in6_addr a;
 	if (inet_pton(AF_INET6, address.c_str(), &a) != 1)
 		return address;
 	if (IN6_IS_ADDR_LOOPBACK(&a))
-		return this_host;
+		return THIS_HOST;
 	memset(a.s6_addr + 8, 0, 8);
 	char buf[INET6_ADDRSTRLEN];
 	return inet_ntop(AF_INET6, &a, buf, sizeof buf) ? std::string(buf) + "/64" : address;
+}
+
+bool AuthGuard::this_host(const std::string& address) const
+{
+	return key(address) == THIS_HOST;
 }
 
 AuthGuard::Admit AuthGuard::admit(const std::string& address, time_t now) const

@@ -9,7 +9,11 @@
 // for a verdict rather than be checked. IPv6 addresses count by their /64,
 // which one client usually holds whole, and all loopback addresses
 // (127.0.0.0/8, ::1) and the host's own addresses as one: they are all
-// this host, whose users can bind() any of them.
+// this host, whose users can bind() any of them. The smtp process counts
+// a client of this host by its uid instead ("uid N", which the parent
+// reads off the client's socket: parent/client_uid.h), so that one local
+// user's guesses hold off no other user; "this host" is left for a client
+// whose uid could not be known.
 #pragma once
 
 #include <time.h>
@@ -35,7 +39,10 @@ class AuthGuard {
 	enum class Admit { Check, Wait, Held };
 	Admit admit(const std::string& address, time_t now) const;
 	// The bucket address counts in: itself, its /64, or "this host".
+	// Anything else that is no address ("uid N") is a bucket of its own.
 	std::string key(const std::string& address) const;
+	// Whether address is a loopback one or one of this host's own.
+	bool this_host(const std::string& address) const;
 	// This host's own addresses (SmtpConf::host_addresses): a local
 	// user can bind() any of them, so each counts as this host.
 	void set_host_addresses(const std::vector<std::string>& addresses);

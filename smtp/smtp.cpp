@@ -85,6 +85,10 @@ struct Conn {
 	const std::string* listener = nullptr;  // Listener::name, for log lines
 	int64_t auth_delay_until_ms = 0;  // a failed AUTH's 535 waits until then; 0: none
 	int64_t auth_line_since_ms = 0;   // since when its AUTH waits in the line; 0: it does not
+	// Whose failures its AUTHs count as (AuthGuard): its address, or for
+	// a client of this host on an auth listener "uid N", as the parent
+	// found; empty until the parent said.
+	std::string auth_as;
 	int64_t output_moved_ms = 0;  // when its output was last written, or empty
 	bool input_ended = false;     // the client shut its side (EOF)
 };
@@ -121,10 +125,14 @@ class SmtpServer : public SessionBackend {
 	void update(uint32_t id);
 	void close_conn(uint32_t id);
 	void handler_gone();
-	void auth_failure(const std::string& address);
-	void send_auth(Session& s, const std::string& user, std::string& req);
+	void auth_failure(const std::string& address, const std::string& as);
+	bool ask_client_uid(uint32_t id, const Conn& c);
+	void auth_admit(Session& s, Conn& c, const std::string& user, std::string& req);
+	void auth_line_join(uint32_t id, std::string key, const std::string& user, std::string& req);
+	void send_auth(Session& s, const std::string& as, const std::string& user, std::string& req);
 	void auth_line_next(const std::string& key);
 	void auth_line_leave(uint32_t id);
+	void client_uid(uint32_t id, const ClientUidMsg& r);
 	void handler_message(Imsg& m);
 	void parent_message(Imsg& m);
 	void configure(const SmtpConf& conf);
@@ -148,16 +156,17 @@ class SmtpServer : public SessionBackend {
 	// The AUTH checks the parent has yet to answer, by session id: a
 	// client that leaves before the verdict still has its failure counted.
 	struct AuthCheck {
-		std::string address, user;
+		std::string address, as, user;
 	};
 	std::map<uint32_t, AuthCheck> auth_checks_;
 	// The AUTHs over their key's checks in flight (AuthGuard::admit()
-	// said Wait), in order of arrival: see auth_line_next(). req is the
-	// encoded AuthMsg, password included, wiped when it leaves (a list:
-	// leaving moves no other entry's copy around).
+	// said Wait), in order of arrival: see auth_line_next(); and with an
+	// empty key, those waiting for the parent to say whose client they
+	// are. req is the encoded AuthMsg, password included, wiped when it
+	// leaves (a list: leaving moves no other entry's copy around).
 	struct AuthWaiting {
 		uint32_t id;
-		std::string key, address, user, req;
+		std::string key, user, req;
 	};
 	std::list<AuthWaiting> auth_line_;
 	std::list<AuthWaiting>::iterator first_waiting(const std::string& key)
@@ -309,32 +318,57 @@ void SmtpServer::on_abort(Session& s)
 // AUTH over its key's budget of checks in flight waits in the line (as
 // does one behind others of its key) rather than get 454: parallel
 // sessions with the right password, a web application's workers, all
-// get their answer; a guesser's get no more checks at once.
+// get their answer; a guesser's get no more checks at once. An AUTH that
+// comes before the parent said whose client it is (accept_clients()) waits
+// in the line for that, unjudged, as long as a check in flight would.
 void SmtpServer::on_auth(Session& s, const std::string& user, const std::string& password)
 {
-	const std::string& address = s.client().address;
-	std::string key = auth_guard_.key(address);
-	AuthGuard::Admit admit = auth_guard_.admit(address, seconds_since_boot());
+	Conn& c = conns_.at(s.id());
+	std::string req = encode(AuthMsg{s.client().listener, user, password});
+	if (c.auth_as.empty())
+		auth_line_join(s.id(), "", user, req);
+	else
+		auth_admit(s, c, user, req);
+}
+
+// Passes the parent a copy of c's connection, to learn whose it is
+// (IMSG_P_CLIENT_UID). A client of this host counts as the uid that owns
+// its socket: every local user can send from any loopback address, and
+// one user's guesses must not hold off the others.
+bool SmtpServer::ask_client_uid(uint32_t id, const Conn& c)
+{
+	UniqueFd conn(fcntl(c.fd.get(), F_DUPFD_CLOEXEC, 0));
+	return conn && parent_.send(IMSG_S_CLIENT_UID, id, encode(NoPayload{}), std::move(conn));
+}
+
+// Counts s's AUTH as c.auth_as's: held off, in the line, or checked.
+void SmtpServer::auth_admit(Session& s, Conn& c, const std::string& user, std::string& req)
+{
+	std::string key = auth_guard_.key(c.auth_as);
+	AuthGuard::Admit admit = auth_guard_.admit(c.auth_as, seconds_since_boot());
 	if (admit == AuthGuard::Admit::Check && first_waiting(key) != auth_line_.end())
 		admit = AuthGuard::Admit::Wait;
 	if (admit == AuthGuard::Admit::Held) {
-		s.auth_held();
-		return;
-	}
-	std::string req = encode(AuthMsg{s.client().listener, user, password});
-	if (admit == AuthGuard::Admit::Wait) {
-		auth_line_.push_back(AuthWaiting{s.id(), std::move(key), address, user, req});
 		OPENSSL_cleanse(req.data(), req.size());
-		auto it = conns_.find(s.id());
-		if (it != conns_.end())
-			it->second.auth_line_since_ms = monotonic_ms();
-		return;
+		s.auth_held();
+	} else if (admit == AuthGuard::Admit::Wait) {
+		auth_line_join(s.id(), std::move(key), user, req);
+		c.auth_line_since_ms = monotonic_ms();
+	} else {
+		send_auth(s, c.auth_as, user, req);
 	}
-	send_auth(s, user, req);
 }
 
-// Sends s's AUTH request req to the parent, then wipes it.
-void SmtpServer::send_auth(Session& s, const std::string& user, std::string& req)
+// Session id's AUTH waits in the line under key; req is wiped here.
+void SmtpServer::auth_line_join(uint32_t id, std::string key, const std::string& user, std::string& req)
+{
+	auth_line_.push_back(AuthWaiting{id, std::move(key), user, req});
+	OPENSSL_cleanse(req.data(), req.size());
+}
+
+// Sends s's AUTH request req to the parent, then wipes it; its verdict
+// counts as the client as's.
+void SmtpServer::send_auth(Session& s, const std::string& as, const std::string& user, std::string& req)
 {
 	bool sent = parent_.send(IMSG_S_AUTH, s.id(), req);
 	OPENSSL_cleanse(req.data(), req.size());
@@ -342,8 +376,8 @@ void SmtpServer::send_auth(Session& s, const std::string& user, std::string& req
 		s.auth_reply(false);
 		return;
 	}
-	auth_guard_.checking(s.client().address);
-	auth_checks_[s.id()] = AuthCheck{s.client().address, user};
+	auth_guard_.checking(as);
+	auth_checks_[s.id()] = AuthCheck{s.client().address, as, user};
 }
 
 // A verdict of key came back: the AUTHs of key waiting in the line go to
@@ -355,7 +389,8 @@ void SmtpServer::auth_line_next(const std::string& key)
 		auto it = first_waiting(key);
 		if (it == auth_line_.end())
 			return;
-		AuthGuard::Admit admit = auth_guard_.admit(it->address, seconds_since_boot());
+		Conn& c = conns_.at(it->id);
+		AuthGuard::Admit admit = auth_guard_.admit(c.auth_as, seconds_since_boot());
 		if (admit == AuthGuard::Admit::Wait)
 			return;
 		// Out of the line before the session goes on: its next commands
@@ -363,12 +398,12 @@ void SmtpServer::auth_line_next(const std::string& key)
 		uint32_t id = it->id;
 		std::string user = std::move(it->user), req = it->req;
 		auth_line_leave(id);
-		Session& s = *conns_.at(id).session;
+		Session& s = *c.session;
 		if (admit == AuthGuard::Admit::Held) {
 			OPENSSL_cleanse(req.data(), req.size());
 			s.auth_held();
 		} else {
-			send_auth(s, user, req);
+			send_auth(s, c.auth_as, user, req);
 		}
 		update(id);
 	}
@@ -388,12 +423,34 @@ void SmtpServer::auth_line_leave(uint32_t id)
 		c->second.auth_line_since_ms = 0;
 }
 
-// Counts a failed AUTH of address across sessions; logs the hold it starts.
-void SmtpServer::auth_failure(const std::string& address)
+// The parent says whose session id's client is (or, when the client's
+// end is gone, that it is this host's): an AUTH waiting for that leaves
+// the line and is judged.
+void SmtpServer::client_uid(uint32_t id, const ClientUidMsg& r)
 {
-	if (auth_guard_.failed(address, seconds_since_boot()))
-		log_warnx("smtp: AUTH from %s held off for %lds: %u failed authentications within %lds",
-			  address.c_str(), (long)AUTH_GUARD_HOLD, AUTH_GUARD_FAILURES, (long)AUTH_GUARD_WINDOW);
+	auto c = conns_.find(id);
+	if (c == conns_.end())
+		return;
+	c->second.auth_as = r.known ? "uid " + std::to_string(r.uid) : c->second.session->client().address;
+	auto it = std::find_if(auth_line_.begin(), auth_line_.end(),
+			       [id](const AuthWaiting& w) { return w.id == id && w.key.empty(); });
+	if (it == auth_line_.end())
+		return;
+	std::string user = std::move(it->user), req = it->req;
+	auth_line_leave(id);
+	auth_admit(*c->second.session, c->second, user, req);
+	update(id);
+}
+
+// Counts a failed AUTH of the client as (from address) across sessions;
+// logs the hold it starts, with the uid of a local client.
+void SmtpServer::auth_failure(const std::string& address, const std::string& as)
+{
+	if (!auth_guard_.failed(as, seconds_since_boot()))
+		return;
+	std::string who = as == address ? address : address + " (" + as + ")";
+	log_warnx("smtp: AUTH from %s held off for %lds: %u failed authentications within %lds", who.c_str(),
+		  (long)AUTH_GUARD_HOLD, AUTH_GUARD_FAILURES, (long)AUTH_GUARD_WINDOW);
 }
 
 // A random 1 to 3 s before a failed AUTH's 535, served by tick(): a
@@ -401,8 +458,9 @@ void SmtpServer::auth_failure(const std::string& address)
 // time the check took; other sessions go on meanwhile.
 void SmtpServer::on_auth_delay(Session& s)
 {
-	auth_failure(s.client().address);
 	auto it = conns_.find(s.id());
+	if (it != conns_.end())
+		auth_failure(s.client().address, it->second.auth_as);
 	uint16_t r = 0;
 	if (getrandom(&r, sizeof r, 0) != sizeof r)
 		r = static_cast<uint16_t>(monotonic_ms());
@@ -485,6 +543,9 @@ void SmtpServer::accept_clients(size_t idx)
 		c.listen_index = l.listen_index;
 		c.listener = &l.name;
 		c.watch = loop_.watch(c.fd.get(), 0, [this, id](uint32_t events) { client_event(id, events); });
+		const ClientInfo& client = c.session->client();
+		if (!(client.auth_required && auth_guard_.this_host(client.address) && ask_client_uid(id, c)))
+			c.auth_as = client.address;
 		if (tls_mode == ListenAddress::Tls::Implicit)
 			start_tls(id, c);
 		else if (greeting_delay_ == 0)
@@ -814,7 +875,7 @@ void SmtpServer::parent_message(Imsg& m)
 		AuthResultMsg r = payload<AuthResultMsg>(m);
 		auto check = auth_checks_.extract(m.peerid);
 		if (!check.empty())
-			auth_guard_.checked(check.mapped().address);
+			auth_guard_.checked(check.mapped().as);
 		auto it = conns_.find(m.peerid);
 		if (it != conns_.end()) {
 			it->second.session->auth_reply(r.ok, r.bound, std::move(r.senders));
@@ -824,12 +885,15 @@ void SmtpServer::parent_message(Imsg& m)
 			const AuthCheck& a = check.mapped();
 			log_info("smtp: AUTH failed for user=%s from %s (client gone)", comment_name(a.user).c_str(),
 				 a.address.c_str());
-			auth_failure(a.address);
+			auth_failure(a.address, a.as);
 		}
 		if (!check.empty())
-			auth_line_next(auth_guard_.key(check.mapped().address));
+			auth_line_next(auth_guard_.key(check.mapped().as));
 		break;
 	}
+	case IMSG_P_CLIENT_UID:
+		client_uid(m.peerid, payload<ClientUidMsg>(m));
+		break;
 	default:
 		unexpected_imsg(m);
 	}

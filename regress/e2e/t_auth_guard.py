@@ -1,8 +1,9 @@
 # The AUTH guard across sessions (smtp/auth_guard.h), on t_auth's
-# submission listeners: ten failures from an address, in any number of
-# sessions, hold it off (454, the right password too), all loopback
-# addresses being this host; a client that leaves before the verdict has
-# failed all the same. Checks in flight count as failures to come: an
+# submission listeners: ten failures from a client, in any number of
+# sessions, hold it off (454, the right password too), a client of this
+# host being the uid that owns its socket, from any loopback address, so
+# that one local user's guesses hold off no other; a client that leaves
+# before the verdict has failed all the same. Checks in flight count as failures to come: an
 # AUTH over them waits for a verdict, so parallel guesses get no more
 # checks, while parallel right passwords all get 235; an AUTH waits in
 # the line at most timeout:, and leaves it with its client. The host's
@@ -13,11 +14,14 @@ sys.dont_write_bytecode = True
 from peer_dns import enter_private_network
 enter_private_network()
 
+import pwd
 import signal
 import subprocess
 import threading
 from harness import *
 from t_auth import Case, PASSWORDS, plain
+
+NOBODY = pwd.getpwnam("nobody").pw_uid
 
 
 class GuardCase(Case):
@@ -32,8 +36,8 @@ class GuardCase(Case):
 		all (three sessions of three in parallel, then one): then its AUTH
 		gets 454 at once, the right password too, in that session and the
 		next (logged once a session), and the parent checks nothing;
-		another loopback address (127.0.0.6) is the same host, held off
-		too."""
+		another loopback address (127.0.0.6) is the same user of this
+		host (root), held off too."""
 		self.fresh_guard()
 		replies = []
 
@@ -53,7 +57,7 @@ class GuardCase(Case):
 		c, _ = self.tls_session(source="127.0.0.5")
 		with c:
 			c.cmd("AUTH PLAIN " + plain("alice", "guess 10"), 535)
-			self.d.wait_log(r"smtp: AUTH from 127\.0\.0\.5 held off for 900s: 10 failed authentications within "
+			self.d.wait_log(r"smtp: AUTH from 127\.0\.0\.5 \(uid 0\) held off for 900s: 10 failed authentications within "
 					r"600s$", since=0)
 			mark = self.d.mark()
 			t0 = time.monotonic()
@@ -85,7 +89,7 @@ class GuardCase(Case):
 			c, _ = self.tls_session()
 			c.send("AUTH PLAIN %s\r\n" % plain("alice", "gone %d" % n))
 			c.sock.close()
-		self.d.wait_log(r"smtp: AUTH from 127\.0\.0\.1 held off for 900s", since=mark)
+		self.d.wait_log(r"smtp: AUTH from 127\.0\.0\.1 \(uid 0\) held off for 900s", since=mark)
 		# A verdict that beat the end of the connection is a session's failure.
 		failed = self.d.findall_log(r"smtp: AUTH failed for user=alice from 127\.0\.0\.1 \((client gone|1/3)\)$",
 					    since=mark)
@@ -115,7 +119,7 @@ class GuardCase(Case):
 			for c in sessions + [right]:
 				c.close()
 		check_eq(codes, [454] * 10 + [535] * 10, "the replies to twenty wrong passwords at once")
-		self.d.wait_log(r"smtp: AUTH from 127\.0\.0\.1 held off for 900s", since=mark)
+		self.d.wait_log(r"smtp: AUTH from 127\.0\.0\.1 \(uid 0\) held off for 900s", since=mark)
 
 	def parallel_right_passwords(self):
 		"""Twelve sessions from loopback addresses (one client: this host)
@@ -182,10 +186,48 @@ class GuardCase(Case):
 			del d.config["timeout"]
 			d.start()
 
+	def tls_session_as(self, uid, source=None):
+		"""tls_session() over a socket that uid owns (made with that
+		effective uid), as a local user's client would be."""
+		"localhost".encode("idna")  # its codec loaded as root: the modules may be root's alone
+		os.seteuid(uid)
+		try:
+			c = self.d.smtp(source=source)
+		finally:
+			os.seteuid(0)
+		c.ehlo()
+		c.cmd("STARTTLS", 220)
+		c.sock = self.ctx.wrap_socket(c.sock, server_hostname="localhost")
+		return c, c.ehlo()
+
+	def local_users_apart(self):
+		"""Ten clients of nobody's from 127.0.0.1 send a wrong password
+		and leave: nobody is held off, by uid, from any loopback address;
+		root's clients from the same addresses are another user of this
+		host, whose right password still gets 235."""
+		self.fresh_guard()
+		mark = self.d.mark()
+		for n in range(10):
+			c, _ = self.tls_session_as(NOBODY, source="127.0.0.1")
+			c.send("AUTH PLAIN %s\r\n" % plain("alice", "nobody %d" % n))
+			c.sock.close()
+		self.d.wait_log(r"smtp: AUTH from 127\.0\.0\.1 .*held off for 900s", since=mark)
+		for source in ("127.0.0.1", "127.0.0.7"):
+			c, _ = self.tls_session(source=source)
+			with c:
+				check_eq(c.cmd("AUTH PLAIN " + plain("bob", PASSWORDS["bob"])).code, 235,
+					 "root's right password from %s" % source)
+		c, _ = self.tls_session_as(NOBODY, source="127.0.0.7")
+		with c:
+			c.cmd("AUTH PLAIN " + plain("bob", PASSWORDS["bob"]), 454)
+		check(self.d.search_log(r"smtp: AUTH from 127\.0\.0\.1 \(uid %d\) held off for 900s: 10 failed "
+					r"authentications within 600s$" % NOBODY, mark), "the hold's line names nobody's uid")
+
 	def host_addresses(self):
 		"""Two addresses added to the host (lo), then SIGHUP: ten clients
-		from them, five each, send a wrong password and leave; the ten
-		failures hold this host off, 127.0.0.1 too, though no address
+		from them, five each, send a wrong password and leave; they are
+		clients of this host, counted by their user (root), so the ten
+		failures hold root off, from 127.0.0.1 too, though no address
 		failed ten times."""
 		d = self.d
 		self.fresh_guard()
@@ -199,7 +241,7 @@ class GuardCase(Case):
 			c, _ = self.tls_session(source=own[n % 2])
 			c.send("AUTH PLAIN %s\r\n" % plain("alice", "bound %d" % n))
 			c.sock.close()
-		d.wait_log(r"smtp: AUTH from 10\.[89]\.0\.1 held off for 900s", since=mark)
+		d.wait_log(r"smtp: AUTH from 10\.[89]\.0\.1 \(uid 0\) held off for 900s", since=mark)
 		c, _ = self.tls_session()
 		with c:
 			c.cmd("AUTH PLAIN " + plain("bob", PASSWORDS["bob"]), 454)
@@ -214,7 +256,8 @@ def main():
 		("parallel guesses: no more checks than failures left", t.parallel_guesses),
 		("twelve right passwords at once: all 235", t.parallel_right_passwords),
 		("an AUTH waits in line at most timeout:, and leaves it with its client", t.auth_line),
-		("the host's own addresses are this host", t.host_addresses),
+		("the host's own addresses count by user, as loopback", t.host_addresses),
+		("each local user is a client of its own", t.local_users_apart),
 	])
 
 

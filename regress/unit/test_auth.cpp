@@ -2,15 +2,25 @@
 // senders file parsers with their "FILE:LINE: what" errors, the crypt(3)
 // check against hashes made here with crypt_gensalt_rn (yescrypt,
 // sha512crypt, sha256crypt, bcrypt), and the answer's sender patterns;
-// and the AuthMsg/AuthResultMsg payloads.
+// and the AuthMsg/AuthResultMsg payloads. Then whose a local TCP client
+// is (parent/client_uid.cpp): clients connected as other users, on
+// 127.0.0.1 and ::1, and ends that are gone. Run as root.
+#include <arpa/inet.h>
 #include <crypt.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <ctime>
 #include <string>
 
 #include "common/proto.h"
+#include "common/fd.h"
 #include "parent/auth.h"
+#include "parent/client_uid.h"
 
 // Last: check.h defines a "fail" macro that clashes with C++ headers.
 #include <check.h>
@@ -50,6 +60,70 @@ std::string senders_error(const std::string& users, const std::string& senders)
 		return e.what();
 	}
 	return "(no error)";
+}
+
+// A listening socket on the loopback address of family (port 0), and its
+// address.
+laim::UniqueFd loopback_listener(int family, sockaddr_storage& addr)
+{
+	laim::UniqueFd l(socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+	ck_assert(l);
+	addr = {};
+	socklen_t len;
+	if (family == AF_INET) {
+		auto& a = reinterpret_cast<sockaddr_in&>(addr);
+		a.sin_family = AF_INET;
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		len = sizeof a;
+	} else {
+		auto& a = reinterpret_cast<sockaddr_in6&>(addr);
+		a.sin6_family = AF_INET6;
+		a.sin6_addr = in6addr_loopback;
+		len = sizeof a;
+	}
+	ck_assert_int_eq(bind(l.get(), reinterpret_cast<sockaddr*>(&addr), len), 0);
+	ck_assert_int_eq(listen(l.get(), 4), 0);
+	ck_assert_int_eq(getsockname(l.get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
+	return l;
+}
+
+// What tcp_client_uid() says of the server's end of a connection that a
+// child process made to the loopback address of family as uid; with
+// reset, the child resets the connection (its socket is gone) first.
+std::optional<uid_t> client_uid_of(int family, uid_t uid, bool reset = false)
+{
+	sockaddr_storage addr;
+	laim::UniqueFd l = loopback_listener(family, addr);
+	int ready[2], done[2];
+	ck_assert(pipe(ready) == 0 && pipe(done) == 0);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		char b = 0;
+		int c = -1;
+		close(done[1]);
+		if (setuid(uid) == 0 && (c = socket(family, SOCK_STREAM, 0)) >= 0 &&
+		    connect(c, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+			if (reset) {
+				struct linger lg = {1, 0};
+				setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+				close(c);
+			}
+			(void)!write(ready[1], &b, 1);
+			(void)!read(done[0], &b, 1);
+		}
+		_exit(0);
+	}
+	close(ready[1]);
+	close(done[0]);
+	laim::UniqueFd conn(accept(l.get(), nullptr, nullptr));
+	char b;
+	ck_assert_int_eq(read(ready[0], &b, 1), 1);
+	std::optional<uid_t> found = laim::tcp_client_uid(conn.get());
+	close(done[1]);
+	close(ready[0]);
+	waitpid(pid, nullptr, 0);
+	return found;
 }
 
 }  // namespace
@@ -254,6 +328,40 @@ START_TEST(auth_payloads)
 }
 END_TEST
 
+START_TEST(client_uid_of_local_clients)
+{
+	ck_assert_uint_eq(getuid(), 0);
+	std::optional<uid_t> u = client_uid_of(AF_INET, 65534);
+	ck_assert_msg(u && *u == 65534, "127.0.0.1 as nobody: %d", u ? int(*u) : -1);
+	u = client_uid_of(AF_INET6, 1);
+	ck_assert_msg(u && *u == 1, "::1 as uid 1: %d", u ? int(*u) : -1);
+	u = client_uid_of(AF_INET, 0);
+	ck_assert_msg(u && *u == 0, "127.0.0.1 as root: %d", u ? int(*u) : -1);
+}
+END_TEST
+
+// No uid for an end that is gone (reset), nor for what is no connection.
+START_TEST(client_uid_unknown)
+{
+	ck_assert(!client_uid_of(AF_INET, 65534, true));
+	sockaddr_storage addr;
+	laim::UniqueFd l = loopback_listener(AF_INET, addr);
+	ck_assert(!laim::tcp_client_uid(l.get()));
+	int pair[2];
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
+	ck_assert(!laim::tcp_client_uid(pair[0]));
+	close(pair[0]);
+	close(pair[1]);
+
+	laim::ClientUidMsg m{true, 65534}, m2;
+	ck_assert(laim::decode(laim::encode(m), m2) && m2.known && m2.uid == 65534);
+	std::string enc = laim::encode(m);
+	enc[0] = 2;
+	ck_assert(!laim::decode(enc, m2));
+	ck_assert(!laim::decode(laim::encode(m) + "x", m2));
+}
+END_TEST
+
 int main()
 {
 	Suite* s = suite_create("auth");
@@ -267,6 +375,8 @@ int main()
 	tcase_add_test(tc, senders_errors);
 	tcase_add_test(tc, answer_senders);
 	tcase_add_test(tc, auth_payloads);
+	tcase_add_test(tc, client_uid_of_local_clients);
+	tcase_add_test(tc, client_uid_unknown);
 	suite_add_tcase(s, tc);
 	SRunner* sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

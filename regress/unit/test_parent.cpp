@@ -166,6 +166,8 @@ std::vector<ChildType> child_types()
 		{"child_to_parent", imsg_valid_child_to_parent, IMSG_C_PEER_ERROR_FD, true,
 		 encode(PeerErrorMsg{"unexpected or missing descriptor", record(IMSG_S_RCPT, "")}),
 		 decoder<PeerErrorMsg>()},
+		{"smtp_to_parent", imsg_valid_smtp_to_parent, IMSG_S_CLIENT_UID, true, encode(NoPayload{}),
+		 decoder<NoPayload>()},
 		{"command_request", imsg_valid_command_request, IMSG_H_COMMAND_RUN, true,
 		 encode(CommandRunMsg{"lda", "0123456789", "a@b.example", {"r@c.example"}}), decoder<CommandRunMsg>()},
 	};
@@ -253,11 +255,12 @@ START_TEST(child_frames_other_types)
 	};
 	Channel channels[] = {
 		{imsg_valid_child_to_parent, {IMSG_C_PEER_ERROR, IMSG_C_PEER_ERROR_FD}},
-		{imsg_valid_smtp_to_parent, {IMSG_S_AUTH, IMSG_C_PEER_ERROR, IMSG_C_PEER_ERROR_FD}},
+		{imsg_valid_smtp_to_parent, {IMSG_S_AUTH, IMSG_S_CLIENT_UID, IMSG_C_PEER_ERROR, IMSG_C_PEER_ERROR_FD}},
 		{imsg_valid_command_request, {IMSG_H_COMMAND_RUN}},
 		{imsg_valid_key_request, {IMSG_T_RSA_PRIV_ENC, IMSG_T_ECDSA_SIGN, IMSG_T_KEY_IN_USE}},
 		{imsg_valid_nothing, {}},
-		{imsg_valid_parent_to_smtp, {IMSG_P_SMTP_CONF, IMSG_P_HANDLER_CHANNEL, IMSG_P_SMTP_TLS, IMSG_P_AUTH}},
+		{imsg_valid_parent_to_smtp,
+		 {IMSG_P_SMTP_CONF, IMSG_P_HANDLER_CHANNEL, IMSG_P_SMTP_TLS, IMSG_P_AUTH, IMSG_P_CLIENT_UID}},
 		{imsg_valid_parent_to_handler, {IMSG_P_HANDLER_CONF, IMSG_P_SMTP_CHANNEL}},
 		{imsg_valid_smtp_to_handler,
 		 {IMSG_S_MAIL, IMSG_S_RCPT, IMSG_S_DATA, IMSG_S_COMMIT, IMSG_S_ABORT, IMSG_S_MAIL_LOCAL}},
