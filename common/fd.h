@@ -2,6 +2,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <sysexits.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -55,6 +56,19 @@ inline int fsync_dir(const char* dir)
 {
 	UniqueFd fd(::open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
 	return fd && ::fsync(fd.get()) == 0 ? 0 : errno;
+}
+
+// For the programs any user or daemon runs (sendmail, laim-drop,
+// laimctl): a file or socket they open must not land on fds 0-2, where
+// their own writes to stdout or stderr would then go (sendmail -v run with
+// stderr closed wrote its SMTP dialogue into the message). Each of them
+// that is closed is opened on /dev/null; exits EX_OSERR when one cannot be.
+inline void open_std_fds()
+{
+	for (int fd = 0; fd <= 2; fd++)
+		if (fcntl(fd, F_GETFD) == -1 && errno == EBADF)
+			if (::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) != fd)
+				_exit(EX_OSERR);
 }
 
 }  // namespace laim

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common/ctl.h"
+#include "common/fd.h"
 
 using namespace laim;
 
@@ -240,6 +241,7 @@ void show_stats(const std::vector<std::string>& lines)
 
 int main(int argc, char** argv)
 {
+	open_std_fds();
 	std::vector<std::string> args(argv + 1, argv + argc);
 	std::string request = request_of(args);
 	std::string path = ctl_socket_path();

@@ -133,16 +133,6 @@ void check_free_space(int fd, size_t more)
 			     " free, and laim-drop leaves " + mib(keep) + " of it free for laimd");
 }
 
-// A setgid program must not let its own files land on fds 0-2 (where a
-// careless write would go): any of them closed is opened on /dev/null.
-void sanitize_std_fds()
-{
-	for (int fd = 0; fd <= 2; fd++)
-		if (fcntl(fd, F_GETFD) == -1 && errno == EBADF)
-			if (open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) != fd)
-				_exit(EX_OSERR);
-}
-
 // Checks an envelope address as sendmail wrote it: qualified, RFC 5321
 // syntax (UTF-8 allowed), no control characters, not an option.
 void check_address(const std::string& a, const char* what, bool may_be_empty)
@@ -252,9 +242,9 @@ void sync_directory(int fd)
 
 int main(int argc, char** argv)
 {
+	laim::open_std_fds();  // setgid: its own files must not land there
 	take_test_spool();
 	clearenv();
-	sanitize_std_fds();
 	umask(022);
 	OfflineEnvelope env = parse_args(argc, argv);
 	std::string header;

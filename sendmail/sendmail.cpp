@@ -538,6 +538,7 @@ int main(int argc, char** argv)
 		a0.remove_prefix(slash + 1);
 	if (!a0.empty())
 		progname = a0;
+	open_std_fds();
 	signal(SIGPIPE, SIG_IGN);
 	try {
 		return run(argc, argv);

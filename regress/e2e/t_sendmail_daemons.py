@@ -128,6 +128,21 @@ def unknown_uid(d):
 	check(not d.search_log(r"from=<", mark), "a message was submitted: %s" % d.log(mark))
 
 
+def stderr_closed(d):
+	"""sendmail -v -t run with its stderr closed, as a daemon that
+	closed its own may run it: the connection to laimd must not become
+	fd 2, where -v's dialogue (and any message) would be written into the
+	SMTP session. The message arrives whole, and laimd got no stray line."""
+	mark = d.mark()
+	msg = b"From: root\nTo: root\nSubject: stderr closed\n\nfrom a daemon without stderr\n"
+	r = run_program("/bin/sh", ["-c", 'exec "$0" "$@" 2>&-', sendmail_path(), "-v", "-t"], msg,
+			env=d.local_env())
+	check_eq(r.returncode, 0, "exit status")
+	qid, copies = check_local_delivery(d, mark, ROOT, [ROOT], 0, "root")
+	check_passthrough(copies[ROOT], msg, "sendmail -v -t without stderr", added=("date", "message-id"))
+	check(not d.search_log(r"unrecognized|syntax|not implemented", mark), "laimd got a stray line: %s" % d.log(mark))
+
+
 def main():
 	lu = local_user()
 	d = Laimd().start()
@@ -138,6 +153,7 @@ def main():
 		('fail2ban: sendmail -f "fail2ban <root@localhost>" root@localhost', lambda: fail2ban(d)),
 		("a uid without a passwd entry: sendmail -f '<>' root, with a From: of its own",
 		 lambda: unknown_uid(d)),
+		("a daemon without stderr: sendmail -v -t, fd 2 closed", lambda: stderr_closed(d)),
 	])
 
 
