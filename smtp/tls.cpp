@@ -27,6 +27,7 @@
 #include "common/imsg.h"
 #include "common/log.h"
 #include "common/openssl_error.h"
+#include "common/tls_version.h"
 #include "common/proto.h"
 #include "smtp/smtp.h"
 
@@ -246,7 +247,7 @@ TlsContext::TlsContext(const std::string& chain, uint32_t key_id, EVP_PKEY* key)
 	ERR_clear_error();
 	// OpenSSL's default ciphers but RSA key exchange: no forward secrecy,
 	// and the parent would decrypt for this process (keyserver.cpp).
-	bool ok = ctx_ && SSL_CTX_set_min_proto_version(ctx_, TLS1_2_VERSION) == 1 &&
+	bool ok = ctx_ && tls12_at_least(ctx_) &&
 		  SSL_CTX_set_num_tickets(ctx_, 0) == 1 && SSL_CTX_set_cipher_list(ctx_, "DEFAULT:!kRSA") == 1;
 	if (ok) {
 		SSL_CTX_set_options(ctx_, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);

@@ -19,6 +19,7 @@
 
 #include "common/fd.h"
 #include "common/text.h"
+#include "common/tls_version.h"
 
 namespace laim {
 
@@ -460,7 +461,8 @@ void SmtpClient::start_tls(const TlsPolicy& policy, int timeout)
 	c.ctx = SSL_CTX_new(TLS_client_method());
 	if (!c.ctx)
 		throw SmtpError("TLS: " + openssl_error());
-	SSL_CTX_set_min_proto_version(c.ctx, TLS1_2_VERSION);
+	if (!tls12_at_least(c.ctx))
+		throw SmtpError("TLS: " + openssl_error());
 	bool pinned = !policy.fingerprint.empty();
 	if (!pinned) {
 		int ok = policy.ca_file.empty() ? SSL_CTX_set_default_verify_paths(c.ctx)

@@ -7,6 +7,7 @@
 #             accepted only after it, and required before MAIL
 #   implicit  TLS from the first byte (as on port 465), AUTH required
 #   rogue     as starttls, but presenting the rogue self-signed certificate
+#   tls12     as starttls, but speaking TLS 1.2 at most
 #   plain     no TLS offered; AUTH offered in clear (as a badly set up
 #             server would), not required: a client that AUTHs here sent
 #             its password in clear
@@ -38,7 +39,7 @@ import subprocess
 import sys
 import time
 
-PORT_KINDS = ("starttls", "implicit", "rogue", "plain")
+PORT_KINDS = ("starttls", "implicit", "rogue", "tls12", "plain")
 PEER_PYTHON = "/usr/bin/python3"
 
 
@@ -203,10 +204,13 @@ def serve(conf):
 
 	good = context(conf["cert"], conf["key"])
 	rogue = context(conf["rogue_cert"], conf["rogue_key"])
+	tls12 = context(conf["cert"], conf["key"])
+	tls12.maximum_version = ssl.TLSVersion.TLSv1_2
 	kinds = {
 		"starttls": dict(tls_context=good, require_starttls=True, auth_required=True),
 		"implicit": dict(auth_required=True, auth_require_tls=False),
 		"rogue": dict(tls_context=rogue, require_starttls=True, auth_required=True),
+		"tls12": dict(tls_context=tls12, require_starttls=True, auth_required=True),
 		"plain": dict(auth_require_tls=False),
 	}
 

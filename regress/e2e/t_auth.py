@@ -122,6 +122,43 @@ class Case:
 		c.sock = self.ctx.wrap_socket(c.sock, server_hostname="localhost")
 		return c, c.ehlo()
 
+	def system_tls_policy(self):
+		"""Under an OpenSSL system policy of TLS 1.3 only (MinProtocol in
+		OPENSSL_CONF), a client of TLS 1.2 at most fails its handshake,
+		after STARTTLS and on implicit TLS; TLS 1.3 goes on. laim's own
+		floor, TLS 1.2, raises a policy's minimum, never lowers it."""
+		d = self.d
+		cnf = os.path.join(d.dir, "openssl-tls13.cnf")
+		with open(cnf, "w") as f:
+			f.write("openssl_conf = conf\n[conf]\nssl_conf = ssl\n[ssl]\nsystem_default = policy\n"
+				"[policy]\nMinProtocol = TLSv1.3\n")
+		tls12 = ssl.create_default_context(cafile=self.certs.ca)
+		tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+		d.stop()
+		os.environ["OPENSSL_CONF"] = cnf
+		try:
+			d.start()
+			for implicit in (False, True):
+				c = d.smtp(host=IMPLICIT_HOST, greet=False) if implicit else d.smtp()
+				with c:
+					if not implicit:
+						c.ehlo()
+						c.cmd("STARTTLS", 220)
+					try:
+						tls12.wrap_socket(c.sock, server_hostname="localhost")
+						refused = None
+					except (ssl.SSLError, OSError) as e:
+						refused = e
+				check(refused is not None, "a TLS 1.2 handshake (%s) under MinProtocol = TLSv1.3" %
+				      ("implicit" if implicit else "STARTTLS"))
+			c, ehlo = self.tls_session()
+			with c:
+				check_eq(c.sock.version(), "TLSv1.3", "the version of a default client")
+		finally:
+			del os.environ["OPENSSL_CONF"]
+			d.stop()
+			d.start()
+
 	def implicit_tls(self):
 		"""The implicit TLS listener (listen[1]): AUTH offered from the
 		first EHLO, MAIL needs it, erin (bcrypt) delivers."""
@@ -513,6 +550,7 @@ def main():
 		("smtplib PLAIN and LOGIN deliver as alice", t.smtplib_plain_and_login),
 		("swaks PLAIN and LOGIN deliver as dave", t.swaks_plain_and_login),
 		("implicit TLS: AUTH, 530, erin (bcrypt) delivers", t.implicit_tls),
+		("OpenSSL's system policy of TLS 1.3 only holds", t.system_tls_policy),
 		("MAIL's AUTH= parameter after AUTH is taken", t.mail_auth_param),
 		("wrong password: 535 after 1-3 s, 421 after 3", t.wrong_password),
 		("a failed AUTH behind unread replies: no busy wait", t.flooded_failure),

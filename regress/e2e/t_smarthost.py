@@ -48,6 +48,7 @@ def configure(d, certs, peer, secrets, scripted):
 			     "ca_file": certs.ca, "credentials": secrets["bob"], "auth": "login", "mail_from": "alerts@",
 			     "rewrite_from": "always"},
 		"rogue": dict(verified, type="smarthost", port=ports["rogue"]),
+		"tls12": dict(verified, type="smarthost", port=ports["tls12"]),
 		"pinned": {"type": "smarthost", "host": "localhost", "port": ports["rogue"], "helo": "pinned.test",
 			   "tls_fingerprint": certs.sha256(certs.rogue_cert), "credentials": secrets["alice"],
 			   "mail_from": "relay@example.org", "rewrite_from": "missing"},
@@ -200,6 +201,29 @@ def check_refusals(d, peer, qids, ports):
 	check_eq([e for e in peer.events() if e.get("cmd") == "AUTH" and not e["tls"]], [], "AUTH in clear")
 
 
+def check_system_tls_policy(d, peer, qid):
+	"""A smarthost of TLS 1.2 at most takes the message (TLS 1.2 is laim's
+	floor); under an OpenSSL system policy of TLS 1.3 only (MinProtocol in
+	OPENSSL_CONF), which laim's floor never lowers, the next message to it
+	is deferred at the handshake, and the peer gets no MAIL."""
+	log_line(d, qid, "x@tls12.example", "tls12", "delivered", r"250 2\.0\.0 Ok: queued as P\d+")
+	check_eq([m["rcpt_tos"] for m in peer.messages("tls12")], [["x@tls12.example"]], "messages on the TLS 1.2 port")
+	cnf = os.path.join(d.dir, "openssl-tls13.cnf")
+	with open(cnf, "w") as f:
+		f.write("openssl_conf = conf\n[conf]\nssl_conf = ssl\n[ssl]\nsystem_default = policy\n"
+			"[policy]\nMinProtocol = TLSv1.3\n")
+	d.stop()
+	os.environ["OPENSSL_CONF"] = cnf
+	try:
+		d.start()
+		later = d.send(SENDER, ["y@tls12.example"], SENT)
+		log_line(d, later, "y@tls12.example", "tls12", "deferred",
+			 r"TLS handshake with localhost:%d: .*" % peer.ports["tls12"])
+	finally:
+		del os.environ["OPENSSL_CONF"]
+	check_eq([m["rcpt_tos"] for m in peer.messages("tls12")], [["x@tls12.example"]], "messages on the TLS 1.2 port")
+
+
 def check_laimctl_test(d, peer, ports):
 	"""laimctl test relay: each step, then QUIT; nothing sent."""
 	before = set(peer.sessions("starttls"))
@@ -282,6 +306,7 @@ def main():
 	qids = {"relay": relay, "implicit": d.send(SENDER, ["x@implicit.example"], SENT + "caf\u00e9\r\n".encode())}
 	qids["spam"] = d.send(SPAM_SENDER, ["ok9@relay.example", "reject9@relay.example"], SENT)
 	qids["pinned"] = d.send(SENDER, ["x@pinned.example"], SENT[SENT.index(b"To: "):])
+	qids["tls12"] = d.send(SENDER, ["x@tls12.example"], SENT)
 	for name in ("rogue", "wrongpin", "nostarttls", "clear", "badpass", "noauth"):
 		qids[name] = d.send(SENDER, ["x@%s.example" % name], SENT)
 	for name in ("long", "odd", "closes", "escape"):
@@ -295,6 +320,8 @@ def main():
 		("refusals before MAIL, tls: none", lambda: check_refusals(d, peer, qids, peer.ports)),
 		("laimctl test", lambda: check_laimctl_test(d, peer, peer.ports)),
 		("a scripted server's replies", lambda: check_scripted(d, scripted, qids)),
+		("a TLS 1.2 smarthost, and OpenSSL's system policy of TLS 1.3 only", lambda: check_system_tls_policy(
+			d, peer, qids["tls12"])),
 	])
 	check_eq(d.stop(), 0, "laimd exit status")
 	log = d.log(0)
