@@ -55,6 +55,7 @@
 
 #include "common/hostname.h"
 #include "common/log.h"
+#include "common/tls_version.h"
 #include "handler/api/handler.h"
 #include "handler/builtin/curl_loader.h"
 
@@ -79,6 +80,14 @@ struct CurlFree {
 };
 using Curl = std::unique_ptr<CURL, CurlFree>;
 using CurlList = std::unique_ptr<curl_slist, CurlFree>;
+
+// libcurl's OpenSSL context, before its handshake: TLS 1.2 at least,
+// above OpenSSL's system policy (common/tls_version.h). CURLOPT_SSLVERSION
+// of TLSv1_2 would set 1.2 outright, below a policy of 1.3.
+CURLcode tls_floor(CURL*, void* ssl_ctx, void*)
+{
+	return tls12_at_least(static_cast<SSL_CTX*>(ssl_ctx)) ? CURLE_OK : CURLE_SSL_CONNECT_ERROR;
+}
 
 // The length in bytes of text's first max characters (UTF-8), so that a
 // cut never splits a character.
@@ -325,7 +334,10 @@ Curl WebhookHandler::easy(char* errbuf) const
 #endif
 	libcurl->easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
 	libcurl->easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-	libcurl->easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+	// A libcurl of another TLS library takes no OpenSSL callback: it gets
+	// the floor its own way.
+	if (libcurl->easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, tls_floor) != CURLE_OK)
+		libcurl->easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
 	if (!ca_file_.empty()) {
 		libcurl->easy_setopt(h, CURLOPT_CAINFO, ca_file_.c_str());
 		libcurl->easy_setopt(h, CURLOPT_CAPATH, nullptr);

@@ -105,11 +105,15 @@ class HttpsPeer:
 	"""routes: {path: (status, {header: value}, body)}, or a function of
 	the Request giving that, or NEVER; body is bytes, or an iterable of
 	chunks sent without a Content-Length. certs: a peer_certs.Certs, or
-	None for plain HTTP. rogue: present the self-signed impostor."""
+	None for plain HTTP. rogue: present the self-signed impostor. tls12:
+	speak TLS 1.2 at most."""
 
-	def __init__(self, certs, routes, rogue=False, host="127.0.0.1"):
+	def __init__(self, certs, routes, rogue=False, host="127.0.0.1", tls12=False):
+		import ssl
 		self.routes = routes
 		self.context = certs.server_context(rogue=rogue) if certs else None
+		if tls12:
+			self.context.maximum_version = ssl.TLSVersion.TLSv1_2
 		self.lock = threading.Lock()
 		self.requests = []
 		self.handshakes = []  # (ok, error) per connection

@@ -140,6 +140,7 @@ def main():
 	# Only laimctl test talks to this one: its handshakes and requests are
 	# not mixed with the retries of deferred deliveries.
 	quiet = HttpsPeer(certs, {"/quiet": (200, {}, b"")})
+	tls12 = HttpsPeer(certs, {"/tls12": (200, {}, b"")}, tls12=True)
 	token_file = os.path.join(d.dir, "slack.token")
 	with open(token_file, "w") as f:
 		f.write(TOKEN + "\n")
@@ -170,6 +171,7 @@ def main():
 		"name": {"type": "webhook", "url": elsewhere.url("/name"), "ca_file": certs.ca},
 		"plain": {"type": "webhook", "url": plain.url("/plain"), "allow_http": True},
 		"quiet": {"type": "webhook", "url": quiet.url("/quiet", "localhost"), "ca_file": certs.ca},
+		"tls12": {"type": "webhook", "url": tls12.url("/tls12", "localhost"), "ca_file": certs.ca},
 	}
 	d.config["routes"] = [{"match": "%s@*" % n, "handlers": [n]} for n in d.config["handlers"]] + \
 		[{"match": "raw2@*", "handlers": ["raw"]}]
@@ -420,13 +422,37 @@ def main():
 			 "nothing sent\n" % plain.port, "laimctl test plain")
 	rows.append(("laimctl test: TLS handshake verified, nothing sent", laimctl_test))
 
+	def system_tls_policy():
+		"""A peer of TLS 1.2 at most gets the post (laim's floor is 1.2);
+		under an OpenSSL system policy of TLS 1.3 only (MinProtocol in
+		OPENSSL_CONF), which laim's floor never lowers, the next one is
+		deferred at the handshake and the peer gets no request."""
+		qid = d.send(rcpts=["tls12@" + H])
+		d.wait_log(r"%s: to=<tls12@%s>, handler=tls12, status=delivered, delay=[0-9.]+ \(HTTP 200 OK\)$" %
+			   (qid, re.escape(H)))
+		cnf = os.path.join(d.dir, "openssl-tls13.cnf")
+		with open(cnf, "w") as f:
+			f.write("openssl_conf = conf\n[conf]\nssl_conf = ssl\n[ssl]\nsystem_default = policy\n"
+				"[policy]\nMinProtocol = TLSv1.3\n")
+		d.stop()
+		os.environ["OPENSSL_CONF"] = cnf
+		try:
+			d.start()
+			qid = d.send(rcpts=["tls12@" + H])
+			d.wait_log(r"%s: to=<tls12@%s>, handler=tls12, status=deferred, .*attempt=1, .*\(.*\)$" %
+				   (qid, re.escape(H)))
+		finally:
+			del os.environ["OPENSSL_CONF"]
+		check_eq(len(tls12.seen()), 1, "requests the TLS 1.2 peer got")
+	rows.append(("a TLS 1.2 peer, and OpenSSL's system policy of TLS 1.3 only", system_tls_policy))
+
 	try:
 		run_rows(rows)
 		check_eq(d.stop(), 0, "laimd exit status")
 		log = d.log(0)
 		check(TOKEN not in log and INLINE_TOKEN not in log, "a token in the log")
 	finally:
-		for p in (good, rogue, elsewhere, plain, quiet):
+		for p in (good, rogue, elsewhere, plain, quiet, tls12):
 			p.stop()
 
 
