@@ -200,6 +200,12 @@ bool valid_domain(std::string_view d, bool utf8)
 	}
 }
 
+bool valid_host_name(std::string_view name)
+{
+	std::string_view last = name.substr(name.rfind('.') + 1);
+	return valid_domain(name, true) && !std::all_of(last.begin(), last.end(), is_digit);
+}
+
 bool valid_mailbox(std::string_view m, bool utf8, bool allow_bare_local)
 {
 	if (utf8 ? !valid_utf8(m) : has_8bit(m))

@@ -75,6 +75,11 @@ bool is_display_control(uint32_t cp);
 // 6531). The one rule for addresses, the hostname and route patterns.
 bool valid_domain(std::string_view domain, bool utf8);
 
+// A name for this host (hostname:, /etc/mailname): a valid_domain whose
+// last label is not all digits, so never an IPv4 address, which EHLO,
+// Received: and an address's domain would have to write as [127.0.0.1].
+bool valid_host_name(std::string_view name);
+
 // Checks an address-literal (RFC 5321 4.1.3): "[192.0.2.1]" or
 // "[IPv6:2001:db8::1]"; general address literals are refused.
 bool valid_address_literal(std::string_view literal);

@@ -753,6 +753,9 @@ void ConfigParser::key(const std::string& name, int key_line, const YamlNode& n)
 		cfg_.hostname = value(n, name).string();
 		if (!cfg_.hostname.empty() && !valid_domain(cfg_.hostname, false))
 			fail(n.line, name, "\"" + cfg_.hostname + "\" is not a valid domain name");
+		if (!cfg_.hostname.empty() && !valid_host_name(cfg_.hostname))
+			fail(n.line, name, "\"" + cfg_.hostname + "\" is an address, not a name: give this host's "
+				"name (as in /etc/mailname), or leave hostname: out");
 	} else if (name == "ident") {
 		// It goes into the 220 greeting line, as it is.
 		cfg_.ident = value(n, name).string();

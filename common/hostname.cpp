@@ -29,7 +29,7 @@ std::string read_mailname(const char* path)
 		name.remove_prefix(1);
 	while (!name.empty() && (name.back() == ' ' || name.back() == '\t' || name.back() == '\r'))
 		name.remove_suffix(1);
-	return valid_domain(name, true) ? std::string(name) : "";
+	return valid_host_name(name) ? std::string(name) : "";
 }
 
 namespace {

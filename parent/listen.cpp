@@ -101,10 +101,29 @@ std::optional<Listener> listen_tcp(const Config& cfg, const ListenAddress& a)
 	return Listener{std::move(fd), name, false};
 }
 
+// The directory of a socket must be root's and writable by root alone (or
+// sticky, as /tmp): whoever could rename a file there could put their own
+// socket in laimd's place, and take the mail or the commands meant for it.
+void check_socket_dir(const std::string& path, const std::string& dir)
+{
+	struct stat st;
+	if (stat(dir.c_str(), &st) == -1)
+		fatal("socket %s: %s", path.c_str(), dir.c_str());
+	if (st.st_uid != 0)
+		fatalx("socket %s: its directory %s belongs to uid %u, not root: another socket could take its place",
+		       path.c_str(), dir.c_str(), unsigned(st.st_uid));
+	if (st.st_mode & (S_IWGRP | S_IWOTH) && !(st.st_mode & S_ISVTX))
+		fatalx("socket %s: its directory %s is writable by group or others (mode %04o): another socket "
+		       "could take its place",
+		       path.c_str(), dir.c_str(), unsigned(st.st_mode & 07777));
+}
+
 }  // namespace
 
 // The local submission and control sockets, reachable by every local user
-// (0666); the serving process tells callers apart with SO_PEERCRED.
+// (0666, made so by the umask of the bind, not by a chmod of the path,
+// which would follow what stands there by then); the serving process tells
+// callers apart with SO_PEERCRED.
 Listener listen_unix(const std::string& path)
 {
 	struct sockaddr_un sun = {};
@@ -115,6 +134,7 @@ Listener listen_unix(const std::string& path)
 	std::string dir = path.substr(0, path.rfind('/'));
 	if (!dir.empty() && mkdir(dir.c_str(), 0755) == -1 && errno != EEXIST)
 		fatal("mkdir %s", dir.c_str());
+	check_socket_dir(path, dir.empty() ? "/" : dir);
 	struct stat st;
 	if (lstat(path.c_str(), &st) == 0) {
 		if (!S_ISSOCK(st.st_mode))
@@ -124,10 +144,11 @@ Listener listen_unix(const std::string& path)
 	UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
 	if (!fd)
 		fatal("socket %s", path.c_str());
-	if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun) == -1)
+	mode_t umask_before = umask(0111);
+	int bound = bind(fd.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun);
+	umask(umask_before);
+	if (bound == -1)
 		fatal("bind %s", path.c_str());
-	if (chmod(path.c_str(), 0666) == -1)
-		fatal("chmod %s", path.c_str());
 	if (listen(fd.get(), SOMAXCONN) == -1)
 		fatal("listen %s", path.c_str());
 	return {std::move(fd), path, true};

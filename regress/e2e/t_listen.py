@@ -68,6 +68,37 @@ def main():
 	check(re.search(r"\buid %d\b" % d.uid, received_of(d, quser)),
 	      "Received: via the socket as %s: %r" % (TEST_USER, received_of(d, quser)))
 	check_eq(len(maildir_files(d.maildir)), 4, "messages delivered")
+	check_eq(stat.S_IMODE(st.st_mode), 0o666, "mode of %s" % sock)
+	socket_dirs(d)
+
+
+def socket_dirs(d):
+	"""laimd will not start with its socket in a directory that someone
+	other than root could rename a file in: not root's, or writable by
+	group or others without the sticky bit. A sticky one (as /tmp) is
+	fine."""
+	check_eq(d.stop(), 0, "laimd exit status")
+	user = pwd.getpwnam(TEST_USER).pw_uid
+	sockdir = os.path.join(d.dir, "sockets")
+	os.mkdir(sockdir)
+	d.config["socket"] = os.path.join(sockdir, "submit.sock")
+	for uid, mode, why in ((user, 0o755, "belongs to uid %d, not root" % user),
+			       (0, 0o777, r"is writable by group or others \(mode 0777\)"),
+			       (0, 0o775, r"is writable by group or others \(mode 0775\)")):
+		os.chown(sockdir, uid, 0)
+		os.chmod(sockdir, mode)
+		try:
+			d.start()
+			d.stop()
+			failed = None
+		except Fail as e:
+			failed = str(e)
+		check(failed and re.search(r"laimd\[\d+\]: socket %s: its directory %s %s: another socket could take its place" %
+					   (re.escape(d.config["socket"]), re.escape(sockdir), why), failed),
+		      "socket directory of uid %d, mode %o: %r" % (uid, mode, failed))
+	os.chmod(sockdir, 0o1777)
+	d.start()
+	check_eq(stat.S_IMODE(os.stat(d.config["socket"]).st_mode), 0o666, "mode of the socket in a sticky directory")
 
 
 run(main)

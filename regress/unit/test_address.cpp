@@ -131,6 +131,13 @@ START_TEST(test_domain)
 	ck_assert(valid_domain(d253, false));
 	ck_assert(!valid_domain(d253 + "d", false));  // 254, every label still at most 63
 	ck_assert(!valid_domain("", false));
+	// A host's name: never an IPv4 address (a numeric last label).
+	ck_assert(laim::valid_host_name("mail.example"));
+	ck_assert(laim::valid_host_name("10.example"));
+	ck_assert(laim::valid_host_name("host1"));
+	ck_assert(!laim::valid_host_name("127.0.0.1"));
+	ck_assert(!laim::valid_host_name("localhost.123"));
+	ck_assert(!laim::valid_host_name("-x.example"));
 }
 END_TEST
 

@@ -730,6 +730,10 @@ START_TEST(error_bad_strings)
 	    {"hostname: a..b\n", "t.yml:1: hostname: ", "is not a valid domain name"},
 	    {"hostname: host.\n", "t.yml:1: hostname: ", "is not a valid domain name"},
 	    {"hostname: under_score.example\n", "t.yml:1: hostname: ", "is not a valid domain name"},
+	    {"hostname: 127.0.0.1\n", "t.yml:1: hostname: ",
+	     "\"127.0.0.1\" is an address, not a name: give this host's name (as in /etc/mailname), or leave "
+	     "hostname: out"},
+	    {"hostname: 10.0.0.256\n", "t.yml:1: hostname: ", "is an address, not a name"},
 	    {"hostname: 'mx example'\n", "t.yml:1: hostname: ", "is not a valid domain name"},
 	    {"hostname: bücher.example\n", "t.yml:1: hostname: ", "is not a valid domain name"},
 	    {"ident: \"laim\\r\\n250 injected\"\n", "t.yml:1: ident: ", "must be printable ASCII"},
