@@ -43,7 +43,7 @@ constexpr size_t AUTH_PARAM_ROOM = 500;      // RFC 4954 5: MAIL's AUTH= may mak
 constexpr size_t MAX_TEXT_LINE = 1000;       // RFC 5321 4.5.3.1.6, CRLF included
 constexpr size_t WRITE_BUFFER_SIZE = 65536;  // data phase, flushed when full
 constexpr size_t OUTPUT_HIGH_WATER = 65536;  // stop reading while this much waits
-constexpr unsigned AUTH_MAX_FAILURES = 3;    // then 421 and the end of the session
+constexpr unsigned AUTH_MAX_FAILURES = 3;    // failures, or AUTHs held off: then 421, the end
 
 // xtext (RFC 3461 4), as MAIL's AUTH= parameter carries an address or
 // "<>": printable ASCII but '+' and '=', and "+XX" (two upper-case hex
@@ -174,7 +174,7 @@ struct Session::Impl {
 	std::string login_user;     // LOGIN's first answer
 	std::string secret;         // a decoded response, overwritten after use
 	unsigned auth_failures = 0;
-	bool auth_held_logged = false;  // a 454 of this session was logged
+	unsigned auth_holds = 0;  // its AUTHs held off (454): the first is logged
 	bool senders_bound = false;
 	std::vector<std::string> senders;  // patterns, when senders_bound
 	std::vector<std::string> spare;  // strings of past recipients, reused
@@ -796,15 +796,22 @@ void Session::auth_held(std::string_view why)
 	Impl& m = *impl_;
 	if (waiting_ != Wait::Auth)
 		return;
-	if (!m.auth_held_logged)
+	if (m.auth_holds++ == 0)
 		log_info("smtp: AUTH for user=%s from %s %.*s, not checked", comment_name(m.auth_pending).c_str(),
 			 client_.address.c_str(), (int)why.size(), why.data());
-	m.auth_held_logged = true;
 	m.auth_pending.clear();
 	waiting_ = Wait::None;
 	if (closing_)
 		return;
 	reply(reply::auth_held);
+	// A client that goes on trying while held off gets no check, but
+	// would spin the session for as long as it liked: ended as at its
+	// third failure.
+	if (m.auth_holds >= AUTH_MAX_FAILURES) {
+		reply_host(reply::auth_limit_code, reply::auth_limit);
+		closing_ = true;
+		return;
+	}
 	resume();
 }
 

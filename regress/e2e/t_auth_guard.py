@@ -35,7 +35,8 @@ class GuardCase(Case):
 		"""Sessions from one address (127.0.0.5) fail AUTH ten times in
 		all (three sessions of three in parallel, then one): then its AUTH
 		gets 454 at once, the right password too, in that session and the
-		next (logged once a session), and the parent checks nothing;
+		next (logged once a session), whose third such AUTH ends it (421),
+		and the parent checks nothing;
 		another loopback address (127.0.0.6) is the same user of this
 		host (root), held off too."""
 		self.fresh_guard()
@@ -68,6 +69,10 @@ class GuardCase(Case):
 		with c:
 			for _ in range(3):
 				c.cmd("AUTH PLAIN " + plain("bob", PASSWORDS["bob"]), 454)
+			# A third AUTH held off ends the session, as a third failure does.
+			check_eq(c.reply(timeout=5).text, "421 4.7.0 %s Error: too many failed authentications" % HOSTNAME,
+				 "after the third AUTH held off")
+			check_eq(c.sock.recv(1), b"", "the session after its 421")
 		c, _ = self.tls_session(source="127.0.0.6")
 		with c:
 			c.cmd("AUTH PLAIN " + plain("bob", PASSWORDS["bob"]), 454)
