@@ -1568,6 +1568,29 @@ def check_ran(r, code=0, quiet=True):
 		check(r.err == b"", "expected nothing on stderr: %r" % r)
 
 
+def openssl_policy_file(directory, policy):
+	"""An openssl.cnf in directory whose system policy (the section
+	system_default, as in Debian's own) is policy, such as "MinProtocol =
+	TLSv1.3"; returns its path, for OPENSSL_CONF."""
+	path = os.path.join(directory, "openssl-policy.cnf")
+	with open(path, "w") as f:
+		f.write("openssl_conf = conf\n[conf]\nssl_conf = ssl\n[ssl]\nsystem_default = policy\n"
+			"[policy]\n%s\n" % policy)
+	return path
+
+
+def restart_under_openssl_policy(d, policy):
+	"""Restarts laimd d with OPENSSL_CONF naming openssl_policy_file()
+	of policy; the variable is gone from this process again once d runs."""
+	cnf = openssl_policy_file(d.dir, policy)
+	d.stop()
+	os.environ["OPENSSL_CONF"] = cnf
+	try:
+		d.start()
+	finally:
+		del os.environ["OPENSSL_CONF"]
+
+
 def as_user(pw, fn):
 	"""Runs fn() in a forked child with pw's uid and gid (no supplementary
 	group); returns str(fn()) as the child printed it, failing when fn

@@ -128,16 +128,10 @@ class Case:
 		after STARTTLS and on implicit TLS; TLS 1.3 goes on. laim's own
 		floor, TLS 1.2, raises a policy's minimum, never lowers it."""
 		d = self.d
-		cnf = os.path.join(d.dir, "openssl-tls13.cnf")
-		with open(cnf, "w") as f:
-			f.write("openssl_conf = conf\n[conf]\nssl_conf = ssl\n[ssl]\nsystem_default = policy\n"
-				"[policy]\nMinProtocol = TLSv1.3\n")
 		tls12 = ssl.create_default_context(cafile=self.certs.ca)
 		tls12.maximum_version = ssl.TLSVersion.TLSv1_2
-		d.stop()
-		os.environ["OPENSSL_CONF"] = cnf
 		try:
-			d.start()
+			restart_under_openssl_policy(d, "MinProtocol = TLSv1.3")
 			for implicit in (False, True):
 				c = d.smtp(host=IMPLICIT_HOST, greet=False) if implicit else d.smtp()
 				with c:
@@ -155,7 +149,6 @@ class Case:
 			with c:
 				check_eq(c.sock.version(), "TLSv1.3", "the version of a default client")
 		finally:
-			del os.environ["OPENSSL_CONF"]
 			d.stop()
 			d.start()
 

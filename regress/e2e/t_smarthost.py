@@ -208,19 +208,10 @@ def check_system_tls_policy(d, peer, qid):
 	is deferred at the handshake, and the peer gets no MAIL."""
 	log_line(d, qid, "x@tls12.example", "tls12", "delivered", r"250 2\.0\.0 Ok: queued as P\d+")
 	check_eq([m["rcpt_tos"] for m in peer.messages("tls12")], [["x@tls12.example"]], "messages on the TLS 1.2 port")
-	cnf = os.path.join(d.dir, "openssl-tls13.cnf")
-	with open(cnf, "w") as f:
-		f.write("openssl_conf = conf\n[conf]\nssl_conf = ssl\n[ssl]\nsystem_default = policy\n"
-			"[policy]\nMinProtocol = TLSv1.3\n")
-	d.stop()
-	os.environ["OPENSSL_CONF"] = cnf
-	try:
-		d.start()
-		later = d.send(SENDER, ["y@tls12.example"], SENT)
-		log_line(d, later, "y@tls12.example", "tls12", "deferred",
-			 r"TLS handshake with localhost:%d: .*" % peer.ports["tls12"])
-	finally:
-		del os.environ["OPENSSL_CONF"]
+	restart_under_openssl_policy(d, "MinProtocol = TLSv1.3")
+	later = d.send(SENDER, ["y@tls12.example"], SENT)
+	log_line(d, later, "y@tls12.example", "tls12", "deferred",
+		 r"TLS handshake with localhost:%d: .*" % peer.ports["tls12"])
 	check_eq([m["rcpt_tos"] for m in peer.messages("tls12")], [["x@tls12.example"]], "messages on the TLS 1.2 port")
 
 

@@ -70,10 +70,7 @@ def main():
 	# A system policy of one TLS version: the check makes the handshake
 	# at that version, and not at the other.
 	for bound in ("MinProtocol = TLSv1.3", "MaxProtocol = TLSv1.2"):
-		cnf = os.path.join(d.dir, "openssl.cnf")
-		with open(cnf, "w") as f:
-			f.write("openssl_conf = conf\n[conf]\nssl_conf = ssl\n[ssl]\nsystem_default = policy\n"
-				"[policy]\n%s\n" % bound)
+		cnf = openssl_policy_file(d.dir, bound)
 		r = laimd_n(d.confpath, env={"OPENSSL_CONF": cnf})
 		check_eq(r.returncode, 0, "laimd -n under OpenSSL's %s (stderr %r)" % (bound, r.stderr))
 

@@ -430,19 +430,10 @@ def main():
 		qid = d.send(rcpts=["tls12@" + H])
 		d.wait_log(r"%s: to=<tls12@%s>, handler=tls12, status=delivered, delay=[0-9.]+ \(HTTP 200 OK\)$" %
 			   (qid, re.escape(H)))
-		cnf = os.path.join(d.dir, "openssl-tls13.cnf")
-		with open(cnf, "w") as f:
-			f.write("openssl_conf = conf\n[conf]\nssl_conf = ssl\n[ssl]\nsystem_default = policy\n"
-				"[policy]\nMinProtocol = TLSv1.3\n")
-		d.stop()
-		os.environ["OPENSSL_CONF"] = cnf
-		try:
-			d.start()
-			qid = d.send(rcpts=["tls12@" + H])
-			d.wait_log(r"%s: to=<tls12@%s>, handler=tls12, status=deferred, .*attempt=1, .*\(.*\)$" %
-				   (qid, re.escape(H)))
-		finally:
-			del os.environ["OPENSSL_CONF"]
+		restart_under_openssl_policy(d, "MinProtocol = TLSv1.3")
+		qid = d.send(rcpts=["tls12@" + H])
+		d.wait_log(r"%s: to=<tls12@%s>, handler=tls12, status=deferred, .*attempt=1, .*\(.*\)$" %
+			   (qid, re.escape(H)))
 		check_eq(len(tls12.seen()), 1, "requests the TLS 1.2 peer got")
 	rows.append(("a TLS 1.2 peer, and OpenSSL's system policy of TLS 1.3 only", system_tls_policy))
 
