@@ -16,6 +16,7 @@ enter_private_network()
 
 import pwd
 import signal
+import socket
 import subprocess
 import threading
 from harness import *
@@ -228,6 +229,23 @@ class GuardCase(Case):
 		check(self.d.search_log(r"smtp: AUTH from 127\.0\.0\.1 \(uid %d\) held off for 900s: 10 failed "
 					r"authentications within 600s$" % NOBODY, mark), "the hold's line names nobody's uid")
 
+	def under_unit_families(self):
+		"""laimd under the shipped unit's RestrictAddressFamilies= (read
+		from etc/laim.service, applied by a seccomp filter as systemd
+		applies it): it still finds this host's addresses and the uid of a
+		local client, so nobody's failures still hold off nobody alone."""
+		src = os.environ.get("LAIM_SRCDIR", ".")
+		with open(os.path.join(src, "etc", "laim.service")) as f:
+			line = only([l for l in f if l.startswith("RestrictAddressFamilies=")], "RestrictAddressFamilies=")
+		families = [str(getattr(socket, name)) for name in line.split("=", 1)[1].split()]
+		runner = os.path.join(self.d.dir, "address_families")
+		r = subprocess.run(["cc", "-O2", "-o", runner, os.path.join(src, "regress", "e2e", "address_families.c"),
+				    "-lseccomp"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+		check_eq((r.returncode, r.stdout), (0, b""), "cc address_families.c")
+		self.d.wrap(runner="%s %s --" % (runner, " ".join(families)))
+		self.local_users_apart()  # which starts laimd anew
+		check(not self.d.search_log(r"getifaddrs", 0), "getifaddrs failed: %s" % self.d.log(0))
+
 	def host_addresses(self):
 		"""Two addresses added to the host (lo), then SIGHUP: ten clients
 		from them, five each, send a wrong password and leave; they are
@@ -263,6 +281,7 @@ def main():
 		("an AUTH waits in line at most timeout:, and leaves it with its client", t.auth_line),
 		("the host's own addresses count by user, as loopback", t.host_addresses),
 		("each local user is a client of its own", t.local_users_apart),
+		("so under laim.service's RestrictAddressFamilies", t.under_unit_families),
 	])
 
 
