@@ -111,11 +111,20 @@ class Case:
 
 	# -- clients
 
-	def tls_session(self, source=None):
+	def tls_session(self, source=None, uid=None):
 		"""A raw session after STARTTLS (verified against the test CA) and
 		a second EHLO, whose reply it returns with the client; from the
-		address source when given."""
-		c = self.d.smtp(source=source)
+		address source when given, over a socket that uid owns (made with
+		that effective uid, as a local user's client) when given."""
+		if uid is None:
+			c = self.d.smtp(source=source)
+		else:
+			"localhost".encode("idna")  # its codec loaded as root: the modules may be root's alone
+			os.seteuid(uid)
+			try:
+				c = self.d.smtp(source=source)
+			finally:
+				os.seteuid(0)
 		c.ehlo()
 		c.cmd("STARTTLS", 220)
 		check_eq(c.buf, b"", "bytes after the 220 to STARTTLS")

@@ -192,20 +192,6 @@ class GuardCase(Case):
 			del d.config["timeout"]
 			d.start()
 
-	def tls_session_as(self, uid, source=None):
-		"""tls_session() over a socket that uid owns (made with that
-		effective uid), as a local user's client would be."""
-		"localhost".encode("idna")  # its codec loaded as root: the modules may be root's alone
-		os.seteuid(uid)
-		try:
-			c = self.d.smtp(source=source)
-		finally:
-			os.seteuid(0)
-		c.ehlo()
-		c.cmd("STARTTLS", 220)
-		c.sock = self.ctx.wrap_socket(c.sock, server_hostname="localhost")
-		return c, c.ehlo()
-
 	def local_users_apart(self):
 		"""Ten clients of nobody's from 127.0.0.1 send a wrong password
 		and leave: nobody is held off, by uid, from any loopback address;
@@ -214,7 +200,7 @@ class GuardCase(Case):
 		self.fresh_guard()
 		mark = self.d.mark()
 		for n in range(10):
-			c, _ = self.tls_session_as(NOBODY, source="127.0.0.1")
+			c, _ = self.tls_session(source="127.0.0.1", uid=NOBODY)
 			c.send("AUTH PLAIN %s\r\n" % plain("alice", "nobody %d" % n))
 			c.sock.close()
 		self.d.wait_log(r"smtp: AUTH from 127\.0\.0\.1 .*held off for 900s", since=mark)
@@ -223,7 +209,7 @@ class GuardCase(Case):
 			with c:
 				check_eq(c.cmd("AUTH PLAIN " + plain("bob", PASSWORDS["bob"])).code, 235,
 					 "root's right password from %s" % source)
-		c, _ = self.tls_session_as(NOBODY, source="127.0.0.7")
+		c, _ = self.tls_session(source="127.0.0.7", uid=NOBODY)
 		with c:
 			c.cmd("AUTH PLAIN " + plain("bob", PASSWORDS["bob"]), 454)
 		check(self.d.search_log(r"smtp: AUTH from 127\.0\.0\.1 \(uid %d\) held off for 900s: 10 failed "
