@@ -159,7 +159,7 @@ void Intake::on_mail(uint32_t session, MailMsg m, std::optional<uid_t> uid)
 	}
 	if (waiting_.empty())
 		log_info("%s: MAIL FROM waits up to %lds for room", why_full(uid).c_str(), (long)wait);
-	waiting_.push_back({session, std::move(m), uid, seconds_since_boot() + wait});
+	waiting_.push_back({session, std::move(m), uid, monotonic_ms() + wait * 1000});
 }
 
 // Why a MAIL from uid (none: TCP) finds no room, for the log.
@@ -225,12 +225,12 @@ void Intake::open_txn(uint32_t session, MailMsg m, std::optional<uid_t> uid)
 
 void Intake::admit_waiting()
 {
-	time_t now = seconds_since_boot();
+	int64_t now = monotonic_ms();
 	while (!waiting_.empty()) {
 		WaitingMail& w = waiting_.front();
 		if (!queue_full() && !source_full(w.uid)) {
 			open_txn(w.session, std::move(w.mail), w.uid);
-		} else if (now >= w.deadline) {
+		} else if (now >= w.deadline_ms) {
 			refuse_full(w.session, w.mail.sender, w.uid);
 		} else {
 			return;

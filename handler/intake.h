@@ -118,7 +118,7 @@ class Intake {
 		uint32_t session;
 		MailMsg mail;
 		std::optional<uid_t> uid;  // the local submitter's, from the kernel
-		time_t deadline;
+		int64_t deadline_ms;       // CLOCK_MONOTONIC: whole seconds would cut the wait short
 	};
 	bool queue_full() const;
 	std::pair<size_t, size_t> source_places(std::optional<uid_t> uid) const;
