@@ -42,6 +42,10 @@ def main():
 	pst = proc_status(d.pid)
 	check_eq(ids(pst, "Uid")[0], "0", "parent's real uid")
 	smtp, handler = d.child("smtp"), d.child("handler")
+	# "ready" is the parent's, once it forked them: each child loads its
+	# seccomp filter last, before it serves anything, and may not have yet.
+	wait_for(lambda: all(proc_status(p)["Seccomp"] != "0" for p in (smtp, handler)), 5,
+		 "the children's seccomp filters")
 
 	st = proc_status(smtp)
 	check(d.smtp_uid != uid and d.smtp_gid != gid, "the test's smtp_user shares the handler's uid or gid")
