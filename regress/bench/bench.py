@@ -60,6 +60,15 @@
 #              the kernel (on the loop device of --fs fresh, each sync is
 #              a write and an fsync of its backing file, done by the loop
 #              worker on the same two CPUs)
+#   flushes    the cache flushes (REQ_PREFLUSH) the loop device of --fs
+#              fresh completed over the run and its deliveries, per
+#              message accepted (/sys/block/loopN/stat): what a server
+#              asks of the disk for its durability. smtp-sink and an
+#              in-memory design ask none
+#   ms/flush   the same device's flush time over its flushes: what one
+#              costs on this machine in this run (each is an fsync of the
+#              loop's backing file on the host's disk), by which a
+#              server that syncs before its 250 waits
 #   ratio      msg/s over smtp-sink's msg/s in the same scenario and
 #              repetition
 #
@@ -593,6 +602,18 @@ class FreshFileSystem:
 		tempfile.tempdir = self.mountpoint
 		return self
 
+	def flushes(self):
+		"""(flushes completed, ms spent in them) by the loop device so
+		far, or None on tmpfs (Documentation/block/stat.rst: fields 16
+		and 17 of /sys/block/DEV/stat)."""
+		if not self.image:
+			return None
+		source = subprocess.run(["findmnt", "-n", "-o", "SOURCE", self.mountpoint], capture_output=True,
+					text=True, check=True).stdout.strip()
+		with open("/sys/block/%s/stat" % os.path.basename(source)) as f:
+			fields = [int(x) for x in f.read().split()]
+		return fields[15], fields[16]
+
 	def __exit__(self, *exc):
 		tempfile.tempdir = None
 		for _ in range(50):  # a killed server's files may still be open for a moment
@@ -612,9 +633,10 @@ def syscalls_per_message(path, accepted):
 	return int(total[-1][-3 if len(total[-1]) == 6 else -2]) / accepted if total and accepted else 0
 
 
-def measure(tools, server, sc, messages, strace_out=None):
+def measure(tools, server, sc, messages, fs=None, strace_out=None):
 	"""One smtp-source run against a freshly started server: the figures
-	of the table (ratio aside) and notes on anything amiss. With
+	of the table (ratio aside) and notes on anything amiss; fs the
+	FreshFileSystem it runs on, if any (the flushes). With
 	strace_out, laimd's processes run under strace -c for the run, which
 	slows them: the counts are the figure then, not the rates."""
 	os.sync()  # the previous run's writes stay out of this one
@@ -626,6 +648,7 @@ def measure(tools, server, sc, messages, strace_out=None):
 			tracer = strace_attach([server.pid] + sorted(server.d.children().values()), ["-c"], out=strace_out)
 		try:
 			drops = listen_drops()
+			flushes = fs and fs.flushes()
 			cpu = cpu_ticks(process_tree(server.pid)), cpu_ticks()
 			start = time.monotonic()
 			r = subprocess.run(source_argv(tools, sc, messages, port), env=tools.env, stdout=subprocess.DEVNULL,
@@ -638,6 +661,8 @@ def measure(tools, server, sc, messages, strace_out=None):
 			delivered_in = wait_maildir(server.maildir, accepted, start) if server.maildir else None
 			cpu = (cpu_seconds_since(cpu[0], cpu_ticks(process_tree(server.pid))),
 			       cpu_seconds_since(cpu[1], cpu_ticks()))
+			if flushes:
+				flushes = [now - before for now, before in zip(fs.flushes(), flushes)]
 		finally:
 			pss = sampler.stop()
 			if tracer:
@@ -649,6 +674,10 @@ def measure(tools, server, sc, messages, strace_out=None):
 	       "other": len(codes) - codes.count("452"), "pss": pss, "notes": []}
 	if accepted:
 		fig["cpu"], fig["kcpu"] = (c * 1e6 / accepted for c in cpu)
+		if flushes:
+			fig["flushes"] = flushes[0] / accepted
+	if flushes and flushes[0]:
+		fig["flush_ms"] = flushes[1] / flushes[0]
 	if delivered_in:
 		fig["deliver"] = accepted / delivered_in
 	elif server.maildir:
@@ -672,6 +701,10 @@ def progress(rep, scenario, name, fig):
 			line += ", CPU %.0f us/msg (kernel threads %.0f)" % (fig["cpu"], fig["kcpu"])
 		if "deliver" in fig:
 			line += ", %.0f deliveries/s" % fig["deliver"]
+		if "flushes" in fig:
+			line += ", %.2f disk flushes/msg" % fig["flushes"]
+		if "flush_ms" in fig:
+			line += " (%.2f ms each)" % fig["flush_ms"]
 		if fig["notes"]:
 			line += " (%s)" % "; ".join(fig["notes"])
 	print("rep %d %-13s %-12s %s" % (rep + 1, scenario, name, line), flush=True)
@@ -688,9 +721,9 @@ def run(args, tools):
 			for name in args.server:
 				try:
 					with (FreshFileSystem(args.cache, args.fs == "tmpfs") if args.fs != "tmpdir"
-					      else contextlib.nullcontext()):
+					      else contextlib.nullcontext()) as fs:
 						fig = measure(tools, new_server(name, tools, args), sc,
-							      sc.quick if args.quick else sc.messages,
+							      sc.quick if args.quick else sc.messages, fs,
 							      args.strace and os.path.join(args.strace, "%s-%s-%d.txt" % (
 								      scenario, name, rep + 1)))
 				except Exception as e:  # one failed measurement does not end the run
@@ -709,7 +742,7 @@ def run(args, tools):
 COLUMNS = [("msg/s", "rate", "%.0f"), ("MiB/s", "mib", "%.1f"), ("452s", "452", "%.0f"),
 	   ("other", "other", "%.0f"), ("deliver msg/s", "deliver", "%.0f"),
 	   ("peak PSS MiB", "pss", "%.1f"), ("CPU us/msg", "cpu", "%.0f"), ("kthreads us/msg", "kcpu", "%.0f"),
-	   ("ratio to smtp-sink", "ratio", "%.3f")]
+	   ("flushes/msg", "flushes", "%.2f"), ("ms/flush", "flush_ms", "%.2f"), ("ratio to smtp-sink", "ratio", "%.3f")]
 
 
 def row(scenario, name, figs):

@@ -437,7 +437,7 @@ START_TEST(workers_default_per_type)
 	std::map<std::string, unsigned> workers;
 	for (const ConfiguredHandler& h : hs)
 		workers[h.name] = h.workers;
-	ck_assert_uint_eq(workers["box"], 8);
+	ck_assert_uint_eq(workers["box"], 16);
 	ck_assert_uint_eq(workers["onebox"], 1);
 	ck_assert_uint_eq(workers["dovecot"], 4);
 	ck_assert_uint_eq(workers["relay"], 4);
