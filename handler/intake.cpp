@@ -566,12 +566,17 @@ void Intake::group_done()
 	if (!group_finished_.exchange(false, std::memory_order_acquire))
 		return;
 	group_running_ = false;
-	if (!dir_error_.empty())
-		log_warnx("fsync of queue/: %s", dir_error_.c_str());
+	std::vector<Commit> group = std::exchange(syncing_, {});
+	std::string dir_error = std::exchange(dir_error_, {});
+	// The next group's sync starts now, and the answers, log lines and
+	// queueing below run beside it instead of before it.
+	commit_pending();
+	if (!dir_error.empty())
+		log_warnx("fsync of queue/: %s", dir_error.c_str());
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	double now = static_cast<double>(ts.tv_sec) + ts.tv_nsec / 1e9;
-	for (Commit& c : syncing_) {
+	for (Commit& c : group) {
 		Txn& t = c.txn;
 		bool answer = c.channel == smtp_channel_;
 		if (!c.committed || !answer) {  // its file goes first, then the answer
@@ -596,7 +601,7 @@ void Intake::group_done()
 		// Not durable when queue/ could not be synced: queued and so
 		// delivered later, but the client must not count on it.
 		if (answer)
-			reply(IMSG_H_COMMIT, c.session, dir_error_.empty() ? BackendStatus::Ok : BackendStatus::Error);
+			reply(IMSG_H_COMMIT, c.session, dir_error.empty() ? BackendStatus::Ok : BackendStatus::Error);
 		std::string who = t.env.uid ? ", uid=" + std::to_string(*t.env.uid) : "";
 		if (!t.env.auth_user.empty())
 			who += ", auth=" + t.env.auth_user;
@@ -606,7 +611,6 @@ void Intake::group_done()
 		count_committed(t, bytes);
 		enqueue_(t.env, t.size, now, std::move(bytes));
 	}
-	syncing_.clear();
 }
 
 // A committed message that a rate limit counts: its windows learn its
