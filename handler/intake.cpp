@@ -405,11 +405,11 @@ void Intake::commit_pending()
 }
 
 // The size of a transaction's journal record; 0 for a file too large to
-// be in one.
-size_t Intake::record_size(const Spool& spool, const Txn& t)
+// be in one, or over INLINE_MAX unless larger.
+size_t Intake::record_size(const Spool& spool, const Txn& t, bool larger)
 {
 	uint64_t n = t.created.header_len + t.size;
-	return spool.journals(n) ? Journal::RECORD_HEAD + n : 0;
+	return spool.journals(n) && (larger || n <= Journal::INLINE_MAX) ? Journal::RECORD_HEAD + n : 0;
 }
 
 // The group commit (doc/architecture.md, "The spool"), on the committer
@@ -421,9 +421,16 @@ size_t Intake::record_size(const Spool& spool, const Txn& t)
 std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 {
 	Journal* journal = spool.journal();  // none: every file synced on its own
-	size_t bytes = 0;
+	// Files over INLINE_MAX go to the journal only while a group's come to
+	// at most RECORD_MAX: one alone saves two commits of the file
+	// system's journal, where many synced side by side share theirs, and
+	// copying many would call a checkpoint (a syncfs) at every group.
+	size_t larger = 0, bytes = 0;
 	for (const Commit& c : group)
-		bytes += record_size(spool, c.txn);
+		larger += record_size(spool, c.txn, true) - record_size(spool, c.txn, false);
+	bool with_larger = larger <= Journal::RECORD_HEAD + Journal::RECORD_MAX;
+	for (const Commit& c : group)
+		bytes += record_size(spool, c.txn, with_larger);
 	if (spool.wants_checkpoint(bytes)) {
 		try {
 			spool.checkpoint();
@@ -433,7 +440,7 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 	}
 	std::vector<Commit*> files;
 	for (Commit& c : group) {
-		size_t rec = record_size(spool, c.txn);
+		size_t rec = record_size(spool, c.txn, with_larger);
 		c.in_journal = rec && journal->fits(rec);
 		if (stage(spool, c))
 			files.push_back(&c);
@@ -485,9 +492,10 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 }
 
 // One file of a group, before the barrier: checked to hold exactly what
-// smtp reported and sealed with its sum; recorded in the journal, whole
-// (c.bytes keep what it read), when c.in_journal, else its writeback
-// started for its own fdatasync. False, c.error set, when it failed.
+// smtp reported and sealed with its sum; recorded in the journal, whole,
+// when c.in_journal (c.bytes keep what it read of a small one; a larger
+// one is copied as the journal is written), else its writeback started
+// for its own fdatasync. False, c.error set, when it failed.
 bool Intake::stage(Spool& spool, Commit& c)
 {
 	c.error = check_size(c.txn);
@@ -496,11 +504,17 @@ bool Intake::stage(Spool& spool, Commit& c)
 		return false;
 	}
 	try {
-		spool.seal(c.txn.env.id, c.txn.file.get(), c.txn.created, c.txn.size, c.in_journal ? &c.bytes : nullptr);
+		const std::string& id = c.txn.env.id;
+		int fd = c.txn.file.get();
+		uint64_t n = c.txn.created.header_len + c.txn.size;
+		bool in_memory = c.in_journal && n <= Journal::INLINE_MAX;
+		spool.seal(id, fd, c.txn.created, c.txn.size, in_memory ? &c.bytes : nullptr);
 		if (!c.in_journal)
-			sync_file_range(c.txn.file.get(), 0, 0, SYNC_FILE_RANGE_WRITE);  // a start: fdatasync reports
+			sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);  // a start: fdatasync reports
+		else if (in_memory)
+			spool.journal()->add(Journal::Commit, id, c.bytes);
 		else
-			spool.journal()->add(Journal::Commit, c.txn.env.id, c.bytes);
+			spool.journal()->add_file(id, fd, static_cast<size_t>(n));
 		return true;
 	} catch (const std::exception& e) {
 		c.in_journal = false;

@@ -97,7 +97,7 @@ class Intake {
 	void abort_txn(uint32_t session);
 	void discard(const std::string& id);
 	std::string sync_group(Spool& spool, std::vector<Commit>& group);
-	static size_t record_size(const Spool& spool, const Txn& t);
+	static size_t record_size(const Spool& spool, const Txn& t, bool larger);
 	static bool stage(Spool& spool, Commit& c);
 	static std::string check_size(Txn& t);
 	void run_together(std::vector<std::function<void()>>& calls);

@@ -6,11 +6,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <memory>
 #include <system_error>
+#include <utility>
 
 #include <zlib.h>
 
@@ -24,6 +27,7 @@ constexpr char FILE_MAGIC[8] = {'L', 'A', 'I', 'M', 'J', 'R', 'N', '1'};
 constexpr uint32_t RECORD_MAGIC = 0x4c4a5243;  // "CRJL" on disk
 constexpr size_t ID_LEN = 10;
 constexpr size_t CHUNK = 1 << 20;  // zeros written per call when making the file
+constexpr size_t COPY_CHUNK = 64 * 1024;  // a file's bytes read per call into its record
 
 [[noreturn]] void throw_errno(const std::string& what)
 {
@@ -182,18 +186,25 @@ void Journal::read_records()
 	}
 }
 
-void Journal::append(std::string& to, Kind kind, std::string_view id, std::string_view content) const
+// A record's head, its sum still 0, after to; returns where it starts.
+size_t Journal::append_head(std::string& to, Kind kind, std::string_view id, size_t len) const
 {
-	if (id.size() != ID_LEN || content.size() > SIZE)
+	if (id.size() != ID_LEN || len > SIZE)
 		throw std::invalid_argument("journal record for " + std::string(id) + ": bad id or size");
 	size_t start = to.size();
 	put<uint32_t>(to, RECORD_MAGIC);
-	put<uint32_t>(to, static_cast<uint32_t>(content.size()));
+	put<uint32_t>(to, static_cast<uint32_t>(len));
 	put<uint64_t>(to, generation_);
 	to += static_cast<char>(kind);
 	to += id;
 	to += '\0';
 	put<uint32_t>(to, 0);
+	return start;
+}
+
+void Journal::append(std::string& to, Kind kind, std::string_view id, std::string_view content) const
+{
+	size_t start = append_head(to, kind, id, content.size());
 	to += content;
 	uint32_t sum = crc32(0, reinterpret_cast<const Bytef*>(to.data() + start), static_cast<uInt>(to.size() - start));
 	memcpy(to.data() + start + 28, &sum, sizeof sum);
@@ -219,10 +230,17 @@ void Journal::add(Kind kind, std::string_view id, std::string_view content)
 	append(batch_, kind, id, content);
 }
 
+void Journal::add_file(std::string_view id, int fd, size_t len)
+{
+	append_head(batch_, Commit, id, len);
+	batch_files_.push_back({batch_.size(), fd, len});
+	batch_file_bytes_ += len;
+}
+
 bool Journal::fits(size_t extra) const
 {
 	std::lock_guard<std::mutex> lock(mutex_);
-	return !reset_failed_ && end_ + batch_.size() + extra + SLACK <= SIZE;
+	return !reset_failed_ && end_ + batch_.size() + batch_file_bytes_ + extra + SLACK <= SIZE;
 }
 
 // A batch that does not fit is refused whole: the caller checkpoints
@@ -231,16 +249,53 @@ bool Journal::fits(size_t extra) const
 // ever follows a gap (which would end the journal before it).
 bool Journal::write()
 {
-	std::string batch = std::move(batch_);
-	batch_.clear();
-	if (batch.empty())
+	std::string batch = std::exchange(batch_, {});
+	std::vector<FileContent> files = std::exchange(batch_files_, {});
+	size_t size = batch.size() + std::exchange(batch_file_bytes_, 0);
+	if (size == 0)
 		return false;
 	std::lock_guard<std::mutex> lock(mutex_);
-	if (end_ + batch.size() > SIZE)
+	if (end_ + size > SIZE)
 		throw std::system_error(ENOSPC, std::generic_category(), "write " + path_ + ": journal full");
-	pwrite_all(fd_.get(), batch.data(), batch.size(), end_, path_);
-	end_ += batch.size();
+	uint64_t off = end_;
+	size_t from = 0;
+	for (const FileContent& f : files) {
+		// The content first: its record's sum goes into the head.
+		char* head = batch.data() + f.at - RECORD_HEAD;
+		uint64_t content = off + (f.at - from);
+		auto crc = static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(head), RECORD_HEAD));
+		uint32_t sum = copy_in(f.fd, f.len, content, crc);
+		memcpy(head + 28, &sum, sizeof sum);
+		pwrite_all(fd_.get(), batch.data() + from, f.at - from, off, path_);
+		off = content + f.len;
+		from = f.at;
+	}
+	pwrite_all(fd_.get(), batch.data() + from, batch.size() - from, off, path_);
+	end_ += size;
 	return true;
+}
+
+// The first len bytes of the file in, into the journal at off; returns
+// crc updated with them. The sum is taken of what was copied: the smtp
+// process still holds the file, and a record whose sum disagreed with
+// its content would end the journal for every record after it.
+uint32_t Journal::copy_in(int in, size_t len, uint64_t off, uint32_t crc)
+{
+	uLong sum = crc;
+	std::unique_ptr<char[]> buf(new char[COPY_CHUNK]);
+	for (size_t done = 0; done < len;) {
+		ssize_t n = ::pread(in, buf.get(), std::min(len - done, COPY_CHUNK), static_cast<off_t>(done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0)
+			errno = EIO;  // the file is shorter than its record
+		if (n <= 0)
+			throw_errno("read a queue file for " + path_);
+		sum = crc32(sum, reinterpret_cast<const Bytef*>(buf.get()), static_cast<uInt>(n));
+		pwrite_all(fd_.get(), buf.get(), static_cast<size_t>(n), off + done, path_);
+		done += static_cast<size_t>(n);
+	}
+	return static_cast<uint32_t>(sum);
 }
 
 void Journal::sync()

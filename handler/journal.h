@@ -12,8 +12,8 @@
 //   char 0 | u32 CRC-32 of the record with this field 0 | length bytes
 //
 // kind 'C': a committed message, its queue file's bytes inline; 'D': a
-// message delivered and removed, or moved to failed/. (A message too
-// large to be inline has no record: its file is synced on its own.) A
+// message delivered and removed, or moved to failed/. (A message larger
+// than RECORD_MAX has no record: its file is synced on its own.) A
 // record counts only when its generation is the header's and its sum
 // holds, and the first one that does not ends the journal. A checkpoint
 // (Spool::checkpoint: every file the records stand for is synced)
@@ -34,9 +34,12 @@ class Journal {
  public:
 	static constexpr uint64_t SIZE = 8 << 20;  // bytes, header included
 	static constexpr size_t HEADER = 64, RECORD_HEAD = 32, BOOT_ID_MAX = HEADER - 16;
-	// A queue file larger than this is not copied into its record: it is
-	// synced on its own (the copy would double a large message's writes).
-	static constexpr size_t INLINE_MAX = 64 * 1024;
+	// A queue file of at most INLINE_MAX bytes is copied into its record
+	// from the committer's memory (the seal read it, and the queue keeps
+	// those bytes for its delivery); one of at most RECORD_MAX through a
+	// small buffer. A larger one is synced on its own: two commits of the
+	// file system's journal, where a record costs one cache flush.
+	static constexpr size_t INLINE_MAX = 64 * 1024, RECORD_MAX = 2 << 20;
 
 	enum Kind : char { Commit = 'C', Done = 'D' };
 	struct Record {
@@ -66,6 +69,10 @@ class Journal {
 	void note_done(std::string_view id);
 	// The committer: adds a record to the batch.
 	void add(Kind kind, std::string_view id, std::string_view content = {});
+	// The committer: adds a Commit record whose content is the first len
+	// bytes of the file fd; write() copies them, so fd stays open until it
+	// returned.
+	void add_file(std::string_view id, int fd, size_t len);
 	// Whether the batch, with extra more bytes of records, still fits;
 	// never after a failed reset(), until one succeeds.
 	bool fits(size_t extra = 0) const;
@@ -83,6 +90,8 @@ class Journal {
 	void make(const std::string& dir);
 	void read_records();
 	void append(std::string& to, Kind kind, std::string_view id, std::string_view content) const;
+	size_t append_head(std::string& to, Kind kind, std::string_view id, size_t len) const;
+	uint32_t copy_in(int in, size_t len, uint64_t off, uint32_t crc);
 
 	std::string path_;
 	std::string boot_id_;  // this boot's
@@ -98,6 +107,14 @@ class Journal {
 
 	std::vector<Record> found_;
 	std::string batch_;          // the committer's
+	// add_file()'s contents: each follows the first at bytes of batch_.
+	struct FileContent {
+		size_t at;
+		int fd;
+		size_t len;
+	};
+	std::vector<FileContent> batch_files_;
+	size_t batch_file_bytes_ = 0;
 	mutable std::mutex mutex_;   // end_ and writes to the file
 };
 

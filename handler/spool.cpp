@@ -833,8 +833,11 @@ void Spool::recover_file(const std::string& id, const Journal::Record* r, bool s
 		return;
 	}
 	bool pending = (st.st_mode & 0777) == MODE_PENDING;
-	// A journal made at this start cannot say that it never held a file.
-	bool small = journals(static_cast<uint64_t>(st.st_size)) && !journal_->made();
+	// A small file got its 250 only once its record or its committed
+	// mode was synced; a larger one may have had syncs of its own, its
+	// mode not yet on disk. A journal made at this start cannot say that
+	// it never held a file.
+	bool small = journal_ && st.st_size <= static_cast<off_t>(Journal::INLINE_MAX) && !journal_->made();
 	if (!r && (!pending || same_boot || small)) {
 		if (pending) {
 			discard(id);

@@ -134,9 +134,9 @@ class Spool {
 	// for a message too large for it, its file's fdatasync and an fsync of
 	// queue/. Any thread may call them.
 	Journal* journal() { return journal_.get(); }  // none when it could not be made
-	// Whether a queue file of file_size bytes commits through the journal
-	// (else with syncs of its own); recover() judges by the same rule.
-	bool journals(uint64_t file_size) const { return journal_ && file_size <= Journal::INLINE_MAX; }
+	// Whether a queue file of file_size bytes may commit through the
+	// journal (else with syncs of its own).
+	bool journals(uint64_t file_size) const { return journal_ && file_size <= Journal::RECORD_MAX; }
 	void sync_file(int fd);
 	void sync_queue_dir();
 	// Step 3, once the syncs returned: the file's mode says committed,

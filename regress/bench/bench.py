@@ -19,13 +19,16 @@
 #                  "smtp limit max-mails" is raised from 100 to 100000, as
 #                  laim has no such limit.
 #
-# in three scenarios (--quick: 500, 500 and 20 messages):
+# in four scenarios (--quick: 500, 500, 20 and 100 messages):
 #
 #   small-conn     5000 messages of 1 KiB over 8 concurrent sessions, a new
 #                  connection for each message
 #   small-session  the same, each session sending its messages over one
 #                  connection (smtp-source -d)
 #   large          200 messages of 1 MiB over one session
+#   medium         1000 messages of 256 KiB over 8 sessions, each over one
+#                  connection: medium files that commit together (laim's
+#                  journal takes up to 2 MiB of them a group)
 #
 # Each measurement starts its server afresh, on a file system of its own:
 # a new ext4 (mkfs.ext4 defaults, so with a journal) on a loop device over
@@ -133,6 +136,7 @@ SCENARIOS = {
 	"small-conn": Scenario(5000, 500, 1024, 8, False),
 	"small-session": Scenario(5000, 500, 1024, 8, True),
 	"large": Scenario(200, 20, 1024 * 1024, 1, True),
+	"medium": Scenario(1000, 100, 256 * 1024, 8, True),
 }
 SERVERS = ["smtp-sink", "laim-discard", "laim-maildir", "opensmtpd"]
 HOST = "bench.example"
@@ -790,7 +794,7 @@ def parse_args():
 	p.add_argument("--reps", type=int, default=3, help="repetitions (default 3); the table shows medians")
 	p.add_argument("--scenario", action="append", choices=list(SCENARIOS), help="only these (repeatable)")
 	p.add_argument("--server", action="append", choices=SERVERS, help="only these (repeatable)")
-	p.add_argument("--quick", action="store_true", help="500, 500 and 20 messages instead of 5000, 5000, 200")
+	p.add_argument("--quick", action="store_true", help="500, 500, 20 and 100 messages instead of 5000, 5000, 200, 1000")
 	p.add_argument("--cache", default=CACHE,
 		       help="where Postfix and OpenSMTPD are unpacked and the file systems made")
 	p.add_argument("--fs", choices=["fresh", "tmpfs", "tmpdir"], default="fresh",

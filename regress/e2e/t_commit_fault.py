@@ -35,10 +35,10 @@ from harness import *
 
 SCENARIOS = [
 	# (system call, errno injected, whether the refused message is queued
-	# anyway, its size: 30000 goes through the journal, 100000 not)
+	# anyway, its size: 30000 goes through the journal, 3000000 not)
 	("fdatasync", "ENOSPC", False, 30000),
 	("fchmod", "EIO", False, 30000),
-	("fsync", "EIO", True, 100000),
+	("fsync", "EIO", True, 3000000),
 ]
 ERRNO_TEXT = {"ENOSPC": "No space left on device", "EIO": "Input/output error"}
 

@@ -4,12 +4,14 @@
 # killed with SIGKILL, and the spool is left as a power cut could leave
 # it: the journal's header names another boot, and of the committed
 # messages one file is torn, one is gone (its rename never reached the
-# disk), one is still pending (its chmod never did), one is whole; a
-# large message (too large for the journal, its file synced on its own)
+# disk), one is still pending (its chmod never did), one is whole, a
+# medium one (its record copied from its file by the kernel) has a block
+# of zeros; a large message (too large for the journal, its file synced
+# on its own)
 # is pending with a block of zeros, as a power cut in its commit can
 # leave it (its size on disk, its data not all); and a
 # small pending file the journal never held is there too. At the next
-# start the torn and the lost ones are restored from the journal, the
+# start the torn, the lost and the medium ones are restored from the journal, the
 # pending one is kept, the large one goes to failed/, the unheld one is
 # removed; then every committed message but the large one is delivered
 # once, byte for byte as sent.
@@ -38,22 +40,23 @@ def main():
 	blocked = d.block_inbox()
 	d.start()
 	sent = {}
-	for tag in ("torn", "lost", "pending", "whole"):
-		msg = varied_message(tag)
+	for tag, size in (("torn", 30000), ("lost", 30000), ("pending", 30000), ("whole", 30000), ("medium", 300000)):
+		msg = varied_message(tag, size)
 		sent[d.send(msg=msg)] = msg
-	large_msg = varied_message("large", 100000)
+	large_msg = varied_message("large", 3000000)  # over the journal's RECORD_MAX, 2 MiB
 	large = d.send(msg=large_msg)
-	torn, lost, pending, whole = list(sent)
+	torn, lost, pending, whole, medium = list(sent)
 	for q in list(sent) + [large]:
 		d.wait_log(r"%s: to=<[^>]*>, handler=inbox, status=deferred" % q)
 	d.kill_tree()
 
 	journal_of_another_boot(d.spool)
 	os.truncate(queue_path(d, torn), os.path.getsize(queue_path(d, torn)) // 2)
-	with open(queue_path(d, large), "r+b") as f:
-		f.seek(40960)
-		f.write(bytes(4096))
-	os.chmod(queue_path(d, large), 0o700)
+	for q in (medium, large):
+		with open(queue_path(d, q), "r+b") as f:
+			f.seek(40960)
+			f.write(bytes(4096))
+		os.chmod(queue_path(d, q), 0o700)
 	os.unlink(queue_path(d, lost))
 	os.chmod(queue_path(d, pending), 0o700)
 	unheld = "0123456789"
@@ -63,6 +66,7 @@ def main():
 	d.start()
 	for qid, what in ((torn, "queue file not whole after a stop of the system: restored from the journal"),
 			  (lost, "queue file missing after a stop of the system: restored from the journal"),
+			  (medium, "queue file not whole after a stop of the system: restored from the journal"),
 			  (large, "queue file not whole after a stop of the system: moved to failed/"),
 			  (unheld, "commit cut off before the journal held it, so before any 250: removed")):
 		d.wait_log(r"%s: %s$" % (qid, re.escape(what)), since=0)
@@ -73,7 +77,7 @@ def main():
 	check(os.path.exists(os.path.join(d.spool, "failed", large)), "the torn large message in failed/")
 	check(not d.search_log(r"%s: (from|to)=" % unheld, 0), "the file the journal never held was delivered")
 	check_eq(d.spool_files("queue"), [], "queue/ at the end")
-	print("after a stop of the system: torn and lost restored from the journal, pending kept, "
+	print("after a stop of the system: torn, lost and medium restored from the journal, pending kept, "
 	      "large with a hole to failed/, unheld removed; %d delivered byte for byte" % len(sent))
 
 

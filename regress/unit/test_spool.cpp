@@ -111,19 +111,27 @@ void write_body(int fd, std::string_view body)
 enum class Until { Sealed, Journaled, Finished };
 
 // The commit's steps, as the handler process takes them before 250 for a
-// small message (the file in the journal) or a large one (its own syncs).
-void commit(Spool& spool, const Envelope& env, std::string_view body, Until until = Until::Finished)
+// small message (the file in the journal, through memory), a medium one
+// (the file copied into the journal) or a large one (its own syncs), or
+// a medium one alone, as in a group whose medium files are too many for
+// the journal.
+void commit(Spool& spool, const Envelope& env, std::string_view body, Until until = Until::Finished,
+	    bool alone = false)
 {
 	Spool::Created created;
 	UniqueFd fd = spool.create(env, &created);
 	write_body(fd.get(), body);
 	std::string content;
-	bool small = created.header_len + body.size() <= Journal::INLINE_MAX;
+	size_t n = created.header_len + body.size();
+	bool small = n <= Journal::INLINE_MAX, journaled = small || (!alone && n <= Journal::RECORD_MAX);
 	spool.seal(env.id, fd.get(), created, body.size(), small ? &content : nullptr);
 	if (until == Until::Sealed)
 		return;
-	if (small) {
-		spool.journal()->add(Journal::Commit, env.id, content);
+	if (journaled) {
+		if (small)
+			spool.journal()->add(Journal::Commit, env.id, content);
+		else
+			spool.journal()->add_file(env.id, fd.get(), n);
 		spool.journal()->write();
 		spool.journal()->sync();
 	} else {
@@ -795,7 +803,9 @@ END_TEST
 // What a start finds after a stop in the middle of commits, judged by
 // the journal (Spool::recover): a message it holds is kept when whole and
 // restored from it when torn or lost; a pending file it does not hold is
-// removed; a removal it holds, or a file in failed/, is not undone; a
+// removed (a medium one's record, copied from its file, as a small one's;
+// a medium one synced on its own is judged as a large one);
+// a removal it holds, or a file in failed/, is not undone; a
 // large message (no record: synced on its own) still pending is kept when
 // whole and goes to failed/ when not, and removed when it was never
 // sealed (cut off in its DATA) or its header is not even readable. After the
@@ -803,12 +813,14 @@ END_TEST
 START_TEST(test_journal_recovery)
 {
 	const std::string body = "Subject: cut off\r\n\r\nline\r\n";
-	Envelope done, cut, held, torn, lost, delivered, failed, large, large_whole, receiving, garbled;
-	std::string torn_file;
+	const std::string medium_body(2 * Journal::INLINE_MAX, 'M');
+	Envelope done, cut, held, torn, lost, delivered, failed, medium, alone, large, large_whole, receiving, garbled;
+	std::string torn_file, medium_file;
 	{
 		Spool spool(g_spool);
 		for (Envelope* e :
-		     {&done, &cut, &held, &torn, &lost, &delivered, &failed, &large, &large_whole, &receiving, &garbled})
+		     {&done, &cut, &held, &torn, &lost, &delivered, &failed, &medium, &alone, &large, &large_whole, &receiving,
+		      &garbled})
 			*e = sample_env(spool.new_id());
 		commit(spool, done, body);
 		commit(spool, cut, body, Until::Sealed);
@@ -817,8 +829,10 @@ START_TEST(test_journal_recovery)
 		commit(spool, lost, body);
 		commit(spool, delivered, body);
 		commit(spool, failed, body);
-		commit(spool, large, std::string(Journal::INLINE_MAX, 'L'), Until::Journaled);
-		commit(spool, large_whole, std::string(Journal::INLINE_MAX, 'W'), Until::Journaled);
+		commit(spool, medium, medium_body, Until::Journaled);
+		commit(spool, alone, medium_body, Until::Journaled, true);  // its 250 went before its mode reached the disk
+		commit(spool, large, std::string(Journal::RECORD_MAX, 'L'), Until::Journaled);
+		commit(spool, large_whole, std::string(Journal::RECORD_MAX, 'W'), Until::Journaled);
 		UniqueFd in_data = spool.create(receiving);
 		write_body(in_data.get(), std::string(Journal::INLINE_MAX, 'R'));
 		UniqueFd zeroed = spool.create(garbled);
@@ -827,7 +841,8 @@ START_TEST(test_journal_recovery)
 		ck_assert_int_eq(mode_of(g_spool + "/queue/" + done.id), 0600);
 		ck_assert_int_eq(mode_of(g_spool + "/queue/" + held.id), 0700);
 		torn_file = slurp(g_spool + "/queue/" + torn.id);
-		for (const Envelope* e : {&torn, &large}) {
+		medium_file = slurp(g_spool + "/queue/" + medium.id);
+		for (const Envelope* e : {&torn, &medium, &large}) {
 			std::string path = g_spool + "/queue/" + e->id;
 			std::string data = slurp(path);
 			data[data.size() - 3] = 'X';  // a block that never reached the disk
@@ -839,10 +854,14 @@ START_TEST(test_journal_recovery)
 	}
 	from_other_boot();
 	Spool spool(g_spool);
-	ck_assert_uint_eq(spool.journal()->records().size(), 8);  // 6 small commits, a removal, a failure
+	ck_assert_uint_eq(spool.journal()->records().size(), 9);  // 6 small commits, a medium one, a removal, a failure
 	spool.recover();
 	ck_assert_int_eq(mode_of(g_spool + "/queue/" + large_whole.id), 0600);
-	ck_assert(spool.load(large_whole.id).body() == std::string(Journal::INLINE_MAX, 'W'));
+	ck_assert(spool.load(large_whole.id).body() == std::string(Journal::RECORD_MAX, 'W'));
+	ck_assert_int_eq(mode_of(g_spool + "/queue/" + medium.id), 0600);
+	ck_assert(slurp(g_spool + "/queue/" + medium.id) == medium_file);
+	ck_assert_int_eq(mode_of(g_spool + "/queue/" + alone.id), 0600);
+	ck_assert(spool.load(alone.id).body() == medium_body);
 	for (const Envelope* e : {&done, &held, &torn, &lost}) {
 		std::string path = g_spool + "/queue/" + e->id;
 		ck_assert_msg(exists(path), "%s gone", e == &lost ? "lost" : e == &torn ? "torn" : "held");
