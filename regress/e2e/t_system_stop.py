@@ -4,14 +4,13 @@
 # killed with SIGKILL, and the spool is left as a power cut could leave
 # it: the journal's header names another boot, and of the committed
 # messages one file is torn, one is gone (its rename never reached the
-# disk), one is still pending (its chmod never did), one is whole, a
-# medium one (its record copied from its file by the kernel) has a block
-# of zeros; a large message (too large for the journal, its file synced
-# on its own)
+# disk), one is still pending (its chmod never did), one is whole, and
+# a medium one (its record copied from its file) has a block of zeros; a
+# large message (too large for the journal, its file synced on its own)
 # is pending with a block of zeros, as a power cut in its commit can
-# leave it (its size on disk, its data not all); and a
-# small pending file the journal never held is there too. At the next
-# start the torn, the lost and the medium ones are restored from the journal, the
+# leave it (its size on disk, its data not all); and a small pending
+# file the journal never held is there too. At the next start the torn,
+# the lost and the medium ones are restored from the journal, the
 # pending one is kept, the large one goes to failed/, the unheld one is
 # removed; then every committed message but the large one is delivered
 # once, byte for byte as sent.
