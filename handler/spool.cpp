@@ -35,6 +35,7 @@ namespace {
 
 constexpr size_t ID_LEN = 10;
 constexpr size_t READ_LIMIT = 256 * 1024;  // larger messages are mapped
+constexpr size_t MAPPED_HEAD_READ = 16 * 1024;  // of a mapped one, read (map_message)
 constexpr std::string_view MAGIC = "LAIM 1";
 constexpr std::string_view SUM_PENDING = "--------";  // 8 hex digits at the commit
 // The mode bits of a queue file whose commit has not finished.
@@ -727,14 +728,37 @@ SpoolMessage Spool::load(const std::string& id, const char* sub) const
 		return parse(id, std::move(bytes));
 	}
 	SpoolMessage msg;
-	void* map = ::mmap(nullptr, len, PROT_READ, MAP_PRIVATE, fd.get(), 0);
-	if (map == MAP_FAILED)
-		throw SpoolError(id + ": mmap: " + strerror(errno));
+	char* map = map_message(id, fd.get(), len);
 	msg.map_ = map;
 	msg.map_len_ = len;
 	msg.file_ = std::move(fd);
-	msg.set_data(id, std::string_view(static_cast<const char*>(map), len));
+	msg.set_data(id, std::string_view(map, len));
 	return msg;
+}
+
+// A large message's len bytes, one range of memory: its first
+// MAPPED_HEAD_READ bytes (the headers, in nearly every message) read into
+// memory, the rest of the file mapped after them. A handler that reads
+// only the headers (a mailbox's, which sends the body with sendfile)
+// then maps none of the file's pages; the kernel would map 64 KiB or more
+// of them around the first one touched, for every message in delivery.
+char* Spool::map_message(const std::string& id, int fd, size_t len)
+{
+	size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+	size_t head = (MAPPED_HEAD_READ + page - 1) / page * page;  // < READ_LIMIT < len
+	void* map = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (map == MAP_FAILED)
+		throw SpoolError(id + ": mmap: " + strerror(errno));
+	char* p = static_cast<char*>(map);
+	ssize_t n = ::pread(fd, p, head, 0);
+	if (n != static_cast<ssize_t>(head) ||
+	    ::mmap(p + head, len - head, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, static_cast<off_t>(head)) == MAP_FAILED ||
+	    ::mprotect(p, head, PROT_READ) < 0) {
+		std::string why = n >= 0 && n < static_cast<ssize_t>(head) ? "short read" : strerror(errno);
+		::munmap(map, len);
+		throw SpoolError(id + ": map: " + why);
+	}
+	return p;
 }
 
 SpoolMessage Spool::load(const std::string& id, std::shared_ptr<const std::string> bytes) const

@@ -58,7 +58,8 @@ class SpoolError : public std::runtime_error {
 
 // A committed message in memory: read when small (a mapping would cost the
 // threads of the handler process a TLB shootdown when it goes), mapped
-// read-only when large; or the bytes the commit read.
+// read-only when large (its headers read, in front of the mapping: see
+// Spool::map_message); or the bytes the commit read.
 class SpoolMessage {
  public:
 	SpoolMessage() = default;
@@ -201,6 +202,7 @@ class Spool {
 	std::string path(const char* sub, const std::string& id) const;
 	UniqueFd open_message(const std::string& id, const char* sub, size_t* len) const;
 	static SpoolMessage parse(const std::string& id, std::shared_ptr<const std::string> bytes);
+	static char* map_message(const std::string& id, int fd, size_t len);
 	void load_free_files();
 	void load_failed_ids();
 	void note_failed_id(const std::string& id);

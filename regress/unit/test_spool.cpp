@@ -417,6 +417,45 @@ START_TEST(test_read_keeps_atime)
 }
 END_TEST
 
+// The resident kB of this process's mappings of path (/proc/self/smaps).
+long mapped_kb(const std::string& path)
+{
+	std::ifstream smaps("/proc/self/smaps");
+	std::string line;
+	bool in = false;
+	long kb = 0;
+	while (std::getline(smaps, line)) {
+		std::string first = line.substr(0, line.find(' '));
+		if (first.find_first_not_of("0123456789abcdef-") == std::string::npos)  // a mapping's first line
+			in = line.size() >= path.size() && line.compare(line.size() - path.size(), path.size(), path) == 0;
+		else if (in && first == "Rss:")
+			kb += std::atol(line.c_str() + 4);
+	}
+	return kb;
+}
+
+// A large message is mapped, its headers read in front of the mapping:
+// reading them maps none of the file's pages (the kernel would map 64
+// KiB or more around the first one touched), and the message reads the
+// same across the seam.
+START_TEST(test_mapped_message_headers)
+{
+	Spool spool(g_spool);
+	Envelope env = sample_env(spool.new_id());
+	std::string body = "Subject: mapped\r\n\r\n";
+	for (size_t i = 0; body.size() < 1024 * 1024; i++)
+		body += std::to_string(i) + (i % 13 ? " " : "\r\n");
+	commit(spool, env, body);
+	std::string path = g_spool + "/queue/" + env.id;
+	SpoolMessage msg = spool.load(env.id);
+	ck_assert_int_ge(msg.file(), 0);  // mapped, not read
+	ck_assert(msg.body().substr(0, 20) == "Subject: mapped\r\n\r\n0");
+	ck_assert_int_eq(mapped_kb(path), 0);
+	ck_assert(msg.body() == body);
+	ck_assert_int_gt(mapped_kb(path), 0);
+}
+END_TEST
+
 START_TEST(test_message_move)
 {
 	Spool spool(g_spool);
@@ -995,6 +1034,7 @@ static Suite* spool_suite()
 	tcase_add_test(tc, test_roundtrip);
 	tcase_add_test(tc, test_load_envelope);
 	tcase_add_test(tc, test_message_move);
+	tcase_add_test(tc, test_mapped_message_headers);
 	tcase_add_test(tc, test_create_noreplace);
 	tcase_add_test(tc, test_read_keeps_atime);
 	tcase_add_test(tc, test_sync_errors);
