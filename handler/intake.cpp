@@ -481,7 +481,7 @@ std::string Intake::sync_group(Spool& spool, std::vector<Commit>& group)
 			// A small file the journal does not hold (it was full, or
 			// there is none: the next start may make one) needs its
 			// mode on disk: recover() removes one that is pending.
-			bool small = c->txn.created.header_len + c->txn.size <= Journal::INLINE_MAX;
+			bool small = Spool::small_file(c->txn.created.header_len + c->txn.size);
 			spool.mark_committed(c->txn.file.get(), !c->in_journal && small);
 			c->committed = true;
 		} catch (const std::exception& e) {

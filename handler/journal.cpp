@@ -6,18 +6,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
-#include <memory>
 #include <system_error>
 #include <utility>
 
 #include <zlib.h>
 
 #include "common/log.h"
+#include "handler/read_chunks.h"
 
 namespace laim {
 
@@ -27,7 +26,6 @@ constexpr char FILE_MAGIC[8] = {'L', 'A', 'I', 'M', 'J', 'R', 'N', '1'};
 constexpr uint32_t RECORD_MAGIC = 0x4c4a5243;  // "CRJL" on disk
 constexpr size_t ID_LEN = 10;
 constexpr size_t CHUNK = 1 << 20;  // zeros written per call when making the file
-constexpr size_t COPY_CHUNK = 64 * 1024;  // a file's bytes read per call into its record
 
 [[noreturn]] void throw_errno(const std::string& what)
 {
@@ -234,13 +232,21 @@ void Journal::add_file(std::string_view id, int fd, size_t len)
 {
 	append_head(batch_, Commit, id, len);
 	batch_files_.push_back({batch_.size(), fd, len});
-	batch_file_bytes_ += len;
+}
+
+// The bytes the batch's records take, the files' contents included.
+size_t Journal::batch_size() const
+{
+	size_t n = batch_.size();
+	for (const FileContent& f : batch_files_)
+		n += f.len;
+	return n;
 }
 
 bool Journal::fits(size_t extra) const
 {
 	std::lock_guard<std::mutex> lock(mutex_);
-	return !reset_failed_ && end_ + batch_.size() + batch_file_bytes_ + extra + SLACK <= SIZE;
+	return !reset_failed_ && end_ + batch_size() + extra + SLACK <= SIZE;
 }
 
 // A batch that does not fit is refused whole: the caller checkpoints
@@ -249,9 +255,9 @@ bool Journal::fits(size_t extra) const
 // ever follows a gap (which would end the journal before it).
 bool Journal::write()
 {
+	size_t size = batch_size();
 	std::string batch = std::exchange(batch_, {});
 	std::vector<FileContent> files = std::exchange(batch_files_, {});
-	size_t size = batch.size() + std::exchange(batch_file_bytes_, 0);
 	if (size == 0)
 		return false;
 	std::lock_guard<std::mutex> lock(mutex_);
@@ -282,19 +288,11 @@ bool Journal::write()
 uint32_t Journal::copy_in(int in, size_t len, uint64_t off, uint32_t crc)
 {
 	uLong sum = crc;
-	std::unique_ptr<char[]> buf(new char[COPY_CHUNK]);
-	for (size_t done = 0; done < len;) {
-		ssize_t n = ::pread(in, buf.get(), std::min(len - done, COPY_CHUNK), static_cast<off_t>(done));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n == 0)
-			errno = EIO;  // the file is shorter than its record
-		if (n <= 0)
-			throw_errno("read a queue file for " + path_);
-		sum = crc32(sum, reinterpret_cast<const Bytef*>(buf.get()), static_cast<uInt>(n));
-		pwrite_all(fd_.get(), buf.get(), static_cast<size_t>(n), off + done, path_);
-		done += static_cast<size_t>(n);
-	}
+	read_chunks(in, 0, len, "a queue file for " + path_, [&](std::string_view chunk) {
+		sum = crc32(sum, reinterpret_cast<const Bytef*>(chunk.data()), static_cast<uInt>(chunk.size()));
+		pwrite_all(fd_.get(), chunk.data(), chunk.size(), off, path_);
+		off += chunk.size();
+	});
 	return static_cast<uint32_t>(sum);
 }
 

@@ -92,6 +92,7 @@ class Journal {
 	void append(std::string& to, Kind kind, std::string_view id, std::string_view content) const;
 	size_t append_head(std::string& to, Kind kind, std::string_view id, size_t len) const;
 	uint32_t copy_in(int in, size_t len, uint64_t off, uint32_t crc);
+	size_t batch_size() const;
 
 	std::string path_;
 	std::string boot_id_;  // this boot's
@@ -114,7 +115,6 @@ class Journal {
 		size_t len;
 	};
 	std::vector<FileContent> batch_files_;
-	size_t batch_file_bytes_ = 0;
 	mutable std::mutex mutex_;   // end_ and writes to the file
 };
 

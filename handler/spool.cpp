@@ -28,6 +28,7 @@
 #include <zlib.h>
 
 #include "common/log.h"
+#include "handler/read_chunks.h"
 
 namespace laim {
 
@@ -60,21 +61,7 @@ uLong crc_add(uLong crc, std::string_view bytes)
 uint32_t crc_of_range(int fd, off_t offset, uint64_t len, const std::string& what)
 {
 	uLong crc = crc32(0, nullptr, 0);
-	std::unique_ptr<char[]> buf(new char[64 * 1024]);
-	while (len > 0) {
-		size_t want = static_cast<size_t>(std::min<uint64_t>(len, 64 * 1024));
-		ssize_t n = ::pread(fd, buf.get(), want, offset);
-		if (n <= 0) {
-			if (n == 0)
-				errno = EIO;
-			if (errno == EINTR)
-				continue;
-			throw_errno("read " + what);
-		}
-		crc = crc_add(crc, std::string_view(buf.get(), static_cast<size_t>(n)));
-		offset += n;
-		len -= static_cast<uint64_t>(n);
-	}
+	read_chunks(fd, offset, len, what, [&crc](std::string_view chunk) { crc = crc_add(crc, chunk); });
 	return static_cast<uint32_t>(crc);
 }
 
@@ -857,11 +844,10 @@ void Spool::recover_file(const std::string& id, const Journal::Record* r, bool s
 		return;
 	}
 	bool pending = (st.st_mode & 0777) == MODE_PENDING;
-	// A small file got its 250 only once its record or its committed
-	// mode was synced; a larger one may have had syncs of its own, its
-	// mode not yet on disk. A journal made at this start cannot say that
-	// it never held a file.
-	bool small = journal_ && st.st_size <= static_cast<off_t>(Journal::INLINE_MAX) && !journal_->made();
+	// A larger file may have had syncs of its own, its mode not yet on
+	// disk (small_file()). A journal made at this start cannot say that it
+	// never held a file.
+	bool small = journal_ && small_file(static_cast<uint64_t>(st.st_size)) && !journal_->made();
 	if (!r && (!pending || same_boot || small)) {
 		if (pending) {
 			discard(id);
