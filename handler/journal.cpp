@@ -176,12 +176,17 @@ void Journal::read_records()
 		memset(rec.data() + 28, 0, 4);
 		if (sum != crc32(0, reinterpret_cast<const Bytef*>(rec.data()), static_cast<uInt>(rec.size())))
 			break;
-		Kind kind = static_cast<Kind>(rec[16]);
-		// After laimd's own end the files are the truth: no copy is kept.
-		bool keep = kind == Commit && !written_this_boot_;
-		found_.push_back({kind, rec.substr(17, ID_LEN), keep ? rec.substr(RECORD_HEAD) : ""});
+		found_.push_back({static_cast<Kind>(rec[16]), rec.substr(17, ID_LEN), end_ + RECORD_HEAD, len});
 		end_ += rec.size();
 	}
+}
+
+std::string Journal::content(const Record& r) const
+{
+	std::string out(r.length, '\0');
+	if (::pread(fd_.get(), out.data(), out.size(), static_cast<off_t>(r.at)) != static_cast<ssize_t>(out.size()))
+		throw_errno("read " + path_);
+	return out;
 }
 
 // A record's head, its sum still 0, after to; returns where it starts.

@@ -32,7 +32,11 @@ namespace laim {
 
 class Journal {
  public:
-	static constexpr uint64_t SIZE = 8 << 20;  // bytes, header included
+	// Bytes, header included. The journal is emptied by a checkpoint (a
+	// syncfs, then its header synced) when full: with 1 MiB messages, 8
+	// MiB took one every 7 messages, 1.7 cache flushes a message where
+	// 32 MiB take 1.2.
+	static constexpr uint64_t SIZE = 32 << 20;
 	static constexpr size_t HEADER = 64, RECORD_HEAD = 32, BOOT_ID_MAX = HEADER - 16;
 	// A queue file of at most INLINE_MAX bytes is copied into its record
 	// from the committer's memory (the seal read it, and the queue keeps
@@ -45,7 +49,8 @@ class Journal {
 	struct Record {
 		Kind kind;
 		std::string id;
-		std::string content;  // a Commit's queue file
+		uint64_t at;      // a Commit's queue file: where its bytes are
+		uint32_t length;  // in the journal, and how many
 	};
 
 	// Opens dir/journal and reads its records. One missing is made (its
@@ -55,9 +60,12 @@ class Journal {
 	// std::system_error.
 	explicit Journal(const std::string& dir);
 
-	// The records found at open, until reset(); a Commit's content only
-	// when they were written in another boot (Spool::recover's use).
+	// The records found at open, until reset().
 	const std::vector<Record>& records() const { return found_; }
+	// A Commit record's queue file, read from the journal when recovery
+	// needs it (until reset()), so that a full journal is never all in
+	// memory. Throws std::system_error.
+	std::string content(const Record& r) const;
 	// Whether they were written in this boot: then laimd ended, not the
 	// system, and the page cache still holds every write.
 	bool written_this_boot() const { return written_this_boot_; }

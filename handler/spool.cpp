@@ -815,7 +815,7 @@ void Spool::recover()
 		if (r->kind != Journal::Commit || ::lstat(path("failed", id).c_str(), &st) == 0)
 			continue;
 		judging(id, [&, &id = id, &r = r] {
-			restore(id, r->content);
+			restore(id, journal_->content(*r));
 			log_warnx("%s: queue file missing after a stop of the system: restored from the journal",
 				  id.c_str());
 		});
@@ -871,7 +871,7 @@ void Spool::recover_file(const std::string& id, const Journal::Record* r, bool s
 		if (pending && ::fchmodat(queue_dirfd_.get(), id.c_str(), MODE_COMMITTED, 0) < 0)
 			throw_errno("chmod " + path("queue", id));
 	} else if (r && r->kind == Journal::Commit) {
-		restore(id, r->content);
+		restore(id, journal_->content(*r));
 		log_warnx("%s: queue file not whole after a stop of the system: restored from the journal", id.c_str());
 	} else {
 		fail(id, "committed, but its file is not whole after a stop of the system");

@@ -846,6 +846,33 @@ def simple_message(tag="hello"):
 		"Subject: %s\r\n\r\nbody of %s\r\n" % (tag, tag)).encode()
 
 
+def handler_started(d):
+	"""The handler process, once its start is over: the new journal's
+	syncs, which may come after the parent's "ready", must not be counted
+	or failed by a trace attached for what follows."""
+	d.wait_log(r"laimd\[\d+\]: \d+ aliases loaded from ")
+	return d.child("handler")
+
+
+def traced(d, args):
+	"""strace -y with args on the handler process, attached; returns it
+	and its trace file."""
+	trace = os.path.join(d.dir, "strace-%d.out" % len(os.listdir(d.dir)))
+	return strace_attach([handler_started(d)], ["-y", "-s", "100"] + args, trace), trace
+
+
+def synced_alone(trace, qid):
+	"""Whether the trace shows qid's queue file fdatasynced, then fsynced
+	(its committed mode), before its from= line was logged."""
+	calls = strace_calls(trace)
+	def at(name, pattern):
+		return [start for _, n, text, start, _ in calls if n == name and re.search(pattern, text)]
+	datasynced = at("fdatasync", r"^\d+<\S+/queue/%s>\)" % qid)
+	synced = at("fsync", r"^\d+<\S+/queue/%s>\)" % qid)
+	logged = at("write", r"%s: from=<" % qid)
+	return bool(datasynced and synced and logged and datasynced[0] < synced[0] < logged[0])
+
+
 def varied_message(tag, size=30000):
 	"""A message that arrives intact only if every byte does: a Subject of
 	tag, then lines of pseudo-random printable text seeded by tag (some
@@ -901,14 +928,34 @@ def journal_counted(spool):
 	return counted
 
 
+def delivered_by_id(maildir):
+	"""The Maildir's copies by the queue id in their Received: line, each
+	as {Delivered-To: (Return-Path, Received: unfolded, the message after
+	Received:)}; fails on two copies of one id for one recipient. The
+	Maildir is read once."""
+	out = {}
+	for data in maildir_messages(maildir):
+		rp, dt, rec, rest = split_delivered(data)
+		m = re.search(rb"\bid (%s)\b" % QID_RE.encode(), rec)
+		if not m:
+			continue
+		qid, key = m.group(1).decode(), dt.decode(errors="replace")
+		copies = out.setdefault(qid, {})
+		check(key not in copies, "two copies of %s for %s in the Maildir" % (qid, key))
+		flat = re.sub(rb"\r\n[ \t]+", b" ", rec).decode(errors="replace").rstrip("\r\n")
+		copies[key] = (rp.decode(errors="replace"), flat, rest)
+	return out
+
+
 def check_delivered_exactly(d, sent, maildir=None, rcpt="rcpt@test.laim.example"):
 	"""sent maps queue ids to the messages their clients sent: the Maildir
 	holds exactly one copy of each, for rcpt, and nothing else, and each
 	copy after laimd's Received: is byte for byte what was sent."""
 	maildir = maildir or d.maildir
 	check_eq(len(maildir_files(maildir)), len(sent), "messages in %s" % maildir)
+	by_id = delivered_by_id(maildir)
 	for qid, msg in sent.items():
-		copies = d.delivered_copies(qid, maildir)
+		copies = by_id.get(qid, {})
 		check_eq(sorted(copies), [rcpt], "recipients of the copies of %s" % qid)
 		got = copies[rcpt][2]
 		if got != msg:
@@ -1313,16 +1360,7 @@ class Laimd:
 		"""The copies of qid in the Maildir, as {Delivered-To: (Return-Path,
 		Received: unfolded, the message after Received:)}; fails on two
 		copies for one recipient."""
-		out = {}
-		for data in maildir_messages(maildir or self.maildir):
-			rp, dt, rec, rest = split_delivered(data)
-			if not re.search(rb"\bid %s\b" % qid.encode(), rec):
-				continue
-			key = dt.decode(errors="replace")
-			check(key not in out, "two copies of %s for %s in the Maildir" % (qid, key))
-			flat = re.sub(rb"\r\n[ \t]+", b" ", rec).decode(errors="replace").rstrip("\r\n")
-			out[key] = (rp.decode(errors="replace"), flat, rest)
-		return out
+		return delivered_by_id(maildir or self.maildir).get(qid, {})
 
 
 # ------------------------------------------------------------------ the installed tree

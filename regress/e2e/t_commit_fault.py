@@ -14,23 +14,20 @@
 #     the delivery is deferred and its copy leaves new/ again, so that
 #     the retry leaves exactly one.
 # Then strace detaches (the disk is back) and the same daemon takes and
-# delivers the next message byte for byte. Three more cases:
+# delivers the next message byte for byte. Two more cases:
 #   - a checkpoint whose new journal header cannot be written (EIO):
 #     the next message still gets its 250, committed without the journal
 #     (its file fdatasynced, its mode fsynced), and once the disk is back
 #     the next checkpoint succeeds and messages go to the journal again,
 #     whose record restores one after a stop of the system;
-#   - a group larger than the journal (140 messages of 64000 bytes held
-#     behind one slow fdatasync): every one gets 250, those the journal
-#     has no room for committed on their own;
 #   - an offline import whose final fsync fails: its file leaves queue/,
 #     the import is tried again, and the message is delivered once, also
 #     after a restart.
-# t_enospc covers a full file system before the commit; tmpfs never fails
-# these calls themselves.
+# t_journal_overflow covers a group larger than the journal, t_enospc a
+# full file system before the commit; tmpfs never fails these calls
+# themselves.
 import sys
 sys.dont_write_bytecode = True
-import threading
 from harness import *
 
 SCENARIOS = [
@@ -41,14 +38,6 @@ SCENARIOS = [
 	("fsync", "EIO", True, 3000000),
 ]
 ERRNO_TEXT = {"ENOSPC": "No space left on device", "EIO": "Input/output error"}
-
-
-def handler_started(d):
-	"""The handler process, once its start is over: the new journal's
-	syncs, which may come after the parent's "ready", must not be counted
-	or failed by a trace attached for what follows."""
-	d.wait_log(r"laimd\[\d+\]: \d+ aliases loaded from ")
-	return d.child("handler")
 
 
 def attach_failing(d, syscall, err):
@@ -129,25 +118,6 @@ def scenario(syscall, err, queued_anyway, size):
 	       len(sent)))
 
 
-def traced(d, args):
-	"""strace -y with args on the handler process, attached; returns it
-	and its trace file."""
-	trace = os.path.join(d.dir, "strace-%d.out" % len(os.listdir(d.dir)))
-	return strace_attach([handler_started(d)], ["-y", "-s", "100"] + args, trace), trace
-
-
-def synced_alone(trace, qid):
-	"""Whether the trace shows qid's queue file fdatasynced, then fsynced
-	(its committed mode), before its from= line was logged."""
-	calls = strace_calls(trace)
-	def at(name, pattern):
-		return [start for _, n, text, start, _ in calls if n == name and re.search(pattern, text)]
-	datasynced = at("fdatasync", r"^\d+<\S+/queue/%s>\)" % qid)
-	synced = at("fsync", r"^\d+<\S+/queue/%s>\)" % qid)
-	logged = at("write", r"%s: from=<" % qid)
-	return bool(datasynced and synced and logged and datasynced[0] < synced[0] < logged[0])
-
-
 def failed_checkpoint():
 	d = Laimd(name="t_commit_fault_checkpoint")
 	blocked = d.block_inbox()
@@ -197,66 +167,6 @@ def failed_checkpoint():
 	      "then the journal used again")
 
 
-def overflowing_group():
-	n = 140
-	d = Laimd(name="t_commit_fault_overflow", max_sessions=300, max_queue_size=1000)
-	d.start()
-	# The first fdatasync, message 0's group's, held 4 s: the n ends of
-	# data sent meanwhile make the next group, 8.9 MB of records for an
-	# 8 MiB journal.
-	tracer, trace = traced(d, ["-e", "trace=fdatasync,fsync,write", "-e",
-				   "inject=fdatasync:delay_enter=4000000:when=1"])
-	msgs = [varied_message("group %d" % i, 64000) for i in range(n + 1)]
-	codes, ids = {}, {}
-	go = threading.Event()
-
-	def one(i):
-		with d.smtp() as c:
-			c.ehlo()
-			c.cmd("MAIL FROM:<sender@client.example>", 250)
-			c.cmd("RCPT TO:<rcpt@test.laim.example>", 250)
-			c.cmd("DATA", 354)
-			if i > 0:
-				go.wait(60)
-			c.send(data_terminated(msgs[i]))
-			if i == 0:
-				time.sleep(0.5)  # its group is in the held fdatasync
-				go.set()
-			r = c.reply(timeout=60)
-			codes[i] = r.code
-			if r.code == 250:
-				ids[i] = queue_id(r)
-
-	threads = [threading.Thread(target=one, args=(i,)) for i in range(1, n + 1)]
-	try:
-		for t in threads:
-			t.start()
-		one(0)
-		for t in threads:
-			t.join(90)
-		# A from= line may be written after the 250s went out: the trace
-		# must still hold each one when it ends.
-		for q in ids.values():
-			d.wait_log(r"%s: from=<" % q, 30)
-	finally:
-		strace_detach(tracer)
-	check_eq(sorted(set(codes.values())), [250], "replies to the ends of data")
-	# The group checkpointed first (it could not fit): its records are
-	# all the journal has.
-	journaled = journal_records(d.spool, b"C")
-	group = [ids[i] for i in range(1, n + 1)]
-	alone = [q for q in group if q not in journaled]
-	check(alone and len(alone) < n, "%d of the group's %d messages committed without the journal" % (len(alone), n))
-	for q in alone:
-		check(synced_alone(trace, q), "%s: not in the journal, and its file not fdatasynced and fsynced before "
-		      "its 250 (trace %s)" % (q, trace))
-	for q in ids.values():
-		d.wait_removed(q, 60)
-	check_delivered_exactly(d, {ids[i]: msgs[i] for i in ids})
-	d.stop()
-	print("a group of %d messages of 64000 bytes: all 250, %d committed without the journal" % (n, len(alone)))
-
-
 def failed_import_commit():
 	d = Laimd(name="t_commit_fault_import")
 	d.start()
@@ -286,7 +196,6 @@ def main():
 	for s in SCENARIOS:
 		scenario(*s)
 	failed_checkpoint()
-	overflowing_group()
 	failed_import_commit()
 
 

@@ -7,8 +7,8 @@
 #   - no space left while the maildir handler writes: the message stays in
 #     queue/ (deferred), no half-written copy reaches new/ or stays in tmp/;
 # and once space is back the daemon takes and delivers each message byte
-# for byte as sent, the deferred one included. Twice: with a spool of 12
-# MiB, which holds the commit journal (8 MiB, made at the first start),
+# for byte as sent, the deferred one included. Twice: with a spool of 36
+# MiB, which holds the commit journal (32 MiB, made at the first start),
 # and with one of 2 MiB, which does not: laimd says so and commits each
 # file with syncs of its own.
 import sys
@@ -105,7 +105,7 @@ def maildir_full(d, sent):
 	d.wait_removed(qid, 15)
 
 
-JOURNAL_SIZE = 8 * 1024 * 1024
+JOURNAL_SIZE = 32 * 1024 * 1024
 
 
 def full_disks(spool_size):
@@ -142,7 +142,7 @@ def full_disks(spool_size):
 
 
 def main():
-	full_disks(12 * 1024 * 1024)
+	full_disks(36 * 1024 * 1024)
 	full_disks(2 * 1024 * 1024)
 
 

@@ -12,7 +12,7 @@ sys.dont_write_bytecode = True
 import glob
 from harness import *
 
-SIZE = 8 * 1024 * 1024
+SIZE = 32 * 1024 * 1024
 
 
 def garbage_header(path):

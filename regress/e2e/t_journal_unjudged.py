@@ -1,6 +1,6 @@
 # A start after a stop of the system that cannot restore what the journal
 # holds (doc/architecture.md, "The spool": A commit cut off, or a stop of
-# the system). The spool is a tmpfs of 16 MiB; two messages are
+# the system). The spool is a tmpfs of 40 MiB; two messages are
 # committed and held, laimd killed, one file torn and the other lost, and
 # the spool filled. The start leaves both as they are, to be judged
 # again: the torn file is not loaded (never delivered torn), and the
@@ -21,7 +21,7 @@ def main():
 	blocked = d.block_inbox()
 	mounts = []
 	try:
-		fs = spool_on_tmpfs(d, mounts, 16 * 1024 * 1024, 1000)
+		fs = spool_on_tmpfs(d, mounts, 40 * 1024 * 1024, 1000)
 		d.start()
 		sent = {}
 		for tag in ("torn", "lost"):

@@ -45,7 +45,7 @@ def main():
 		synced = mode_synced(trace, qid)
 		if not synced:
 			os.chmod(os.path.join(d.spool, "queue", qid), 0o700)  # lost with the stop of the system
-		r = subprocess.run(["mount", "-o", "remount,size=%d" % (16 * 1024 * 1024), fs],
+		r = subprocess.run(["mount", "-o", "remount,size=%d" % (40 * 1024 * 1024), fs],
 				   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 		check_eq(r.returncode, 0, "remount of %s, larger (%r)" % (fs, r.stdout))
 		d.unblock_dir(blocked)
@@ -53,7 +53,7 @@ def main():
 		m = d.wait_log(r"%s: (to=<[^>]*>, handler=inbox, status=delivered|.*removed)" % qid, since=d.start_mark)
 		check("delivered" in m.group(0), "%s, answered 250 without a journal, at the start that made one: %s" %
 		      (qid, m.group(0)))
-		check_eq(os.path.getsize(journal), 8 * 1024 * 1024, "size of the journal made at the second start")
+		check_eq(os.path.getsize(journal), 32 * 1024 * 1024, "size of the journal made at the second start")
 		d.wait_removed(qid)
 		check_delivered_exactly(d, {qid: msg}, blocked)
 		check(synced, "%s: its committed mode not fsynced before its 250, without a journal" % qid)

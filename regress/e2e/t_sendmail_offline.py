@@ -312,14 +312,14 @@ def raw_drop(d, lu):
 def space_floor(lu, gid):
 	"""laim-drop, which any user may run, leaves 5% of the spool's file
 	system (at least 64 MiB, at most 1 GiB) free for laimd (which has no
-	reserved blocks): on a tmpfs of 96 MiB, a message that would leave 63 MiB is
+	reserved blocks): on a tmpfs of 128 MiB, a message that would leave 63 MiB is
 	refused with 75, run directly or by sendmail, naming the file system
 	and its free space, and leaves no file in offline/; a small message is
 	still stored."""
 	d = Laimd(name="t_sendmail_offline_floor")
 	mounts = []
 	try:
-		fs = spool_on_tmpfs(d, mounts, 96 * 1024 * 1024, 200)
+		fs = spool_on_tmpfs(d, mounts, 128 * 1024 * 1024, 200)
 		d.start()
 		d.stop()
 		def free():
@@ -353,14 +353,14 @@ def space_floor(lu, gid):
 
 def inode_floor(lu):
 	"""laim-drop leaves inodes free too (5% of the file system's, at least
-	64): on a tmpfs of 96 MiB and 160 inodes, a user over a rate limit
+	64): on a tmpfs of 128 MiB and 160 inodes, a user over a rate limit
 	(their files wait in offline/) runs laim-drop until it exits 75 naming
 	the free inodes, with 64 still free; root's mail is then taken by
 	laimd and delivered, not refused for want of a spool file."""
 	d = Laimd(name="t_sendmail_offline_inodes", rate_limits=[{"key": "uid", "count": 1, "window": 3600}])
 	mounts = []
 	try:
-		fs = spool_on_tmpfs(d, mounts, 96 * 1024 * 1024, 160)
+		fs = spool_on_tmpfs(d, mounts, 128 * 1024 * 1024, 160)
 		d.start()
 		user = "%s@%s" % (lu.pw_name, HOSTNAME)
 		refused = (r"^laim-drop: cannot store the message: the file system of %s/offline has [0-9]+ free inodes, "
@@ -451,7 +451,7 @@ def main():
 			 lambda: planted(d, gid, link)),
 			("laim-drop run directly: bare CR, bare LF, NUL refused to failed/, the sender told; a long line delivered",
 			 lambda: stopped_after(d, raw_drop, lu)),
-			("laim-drop leaves 64 MiB of a 96 MiB spool free: a message crossing it exits 75, no file; a small one is stored",
+			("laim-drop leaves 64 MiB of a 128 MiB spool free: a message crossing it exits 75, no file; a small one is stored",
 			 lambda: space_floor(lu, gid)),
 			("laim-drop leaves 64 of 160 inodes free: a user's tiny files stop there, root's mail is still delivered",
 			 lambda: inode_floor(lu)),
