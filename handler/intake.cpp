@@ -508,13 +508,15 @@ bool Intake::stage(Spool& spool, Commit& c)
 		int fd = c.txn.file.get();
 		uint64_t n = c.txn.created.header_len + c.txn.size;
 		bool in_memory = c.in_journal && n <= Journal::INLINE_MAX;
+		if (c.in_journal && !in_memory) {
+			spool.seal_in_journal(id, fd, c.txn.created, c.txn.size);
+			return true;
+		}
 		spool.seal(id, fd, c.txn.created, c.txn.size, in_memory ? &c.bytes : nullptr);
-		if (!c.in_journal)
-			sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);  // a start: fdatasync reports
-		else if (in_memory)
+		if (in_memory)
 			spool.journal()->add(Journal::Commit, id, c.bytes);
 		else
-			spool.journal()->add_file(id, fd, static_cast<size_t>(n));
+			sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);  // a start: fdatasync reports
 		return true;
 	} catch (const std::exception& e) {
 		c.in_journal = false;

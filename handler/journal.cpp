@@ -6,10 +6,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <stdexcept>
 #include <system_error>
 #include <utility>
 
@@ -233,10 +235,12 @@ void Journal::add(Kind kind, std::string_view id, std::string_view content)
 	append(batch_, kind, id, content);
 }
 
-void Journal::add_file(std::string_view id, int fd, size_t len)
+void Journal::add_file(std::string_view id, int fd, size_t len, const Seal& seal)
 {
+	if (seal.body > len || seal.sum_at + seal.text(0).size() > seal.body)
+		throw std::invalid_argument("journal record for " + std::string(id) + ": bad seal");
 	append_head(batch_, Commit, id, len);
-	batch_files_.push_back({batch_.size(), fd, len});
+	batch_files_.push_back({batch_.size(), fd, len, seal});
 }
 
 // The bytes the batch's records take, the files' contents included.
@@ -274,8 +278,7 @@ bool Journal::write()
 		// The content first: its record's sum goes into the head.
 		char* head = batch.data() + f.at - RECORD_HEAD;
 		uint64_t content = off + (f.at - from);
-		auto crc = static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(head), RECORD_HEAD));
-		uint32_t sum = copy_in(f.fd, f.len, content, crc);
+		uint32_t sum = copy_in(f, content, head);
 		memcpy(head + 28, &sum, sizeof sum);
 		pwrite_all(fd_.get(), batch.data() + from, f.at - from, off, path_);
 		off = content + f.len;
@@ -286,19 +289,32 @@ bool Journal::write()
 	return true;
 }
 
-// The first len bytes of the file in, into the journal at off; returns
-// crc updated with them. The sum is taken of what was copied: the smtp
-// process still holds the file, and a record whose sum disagreed with
-// its content would end the journal for every record after it.
-uint32_t Journal::copy_in(int in, size_t len, uint64_t off, uint32_t crc)
+// f's file, into the journal at off, sealed; returns its record's sum,
+// of head (its sum 0) and the content. Both sums are taken of what was
+// copied, in one read: the smtp process still holds the file, and a
+// record whose sum disagreed with its content would end the journal for
+// every record after it. The file's header is kept aside until its sum
+// is known; the record's sum joins the header's CRC and the body's.
+uint32_t Journal::copy_in(const FileContent& f, uint64_t off, const char* head)
 {
-	uLong sum = crc;
-	read_chunks(in, 0, len, "a queue file for " + path_, [&](std::string_view chunk) {
-		sum = crc32(sum, reinterpret_cast<const Bytef*>(chunk.data()), static_cast<uInt>(chunk.size()));
-		pwrite_all(fd_.get(), chunk.data(), chunk.size(), off, path_);
-		off += chunk.size();
+	std::string header;
+	uLong body = crc32(0, nullptr, 0);
+	uint64_t at = 0;
+	read_chunks(f.fd, 0, f.len, "a queue file for " + path_, [&](std::string_view chunk) {
+		pwrite_all(fd_.get(), chunk.data(), chunk.size(), off + at, path_);
+		size_t in_header = at < f.seal.body ? std::min<size_t>(chunk.size(), f.seal.body - at) : 0;
+		header.append(chunk.substr(0, in_header));
+		body = crc32(body, reinterpret_cast<const Bytef*>(chunk.data() + in_header),
+			     static_cast<uInt>(chunk.size() - in_header));
+		at += chunk.size();
 	});
-	return static_cast<uint32_t>(sum);
+	std::string sum = f.seal.text(static_cast<uint32_t>(body));
+	header.replace(f.seal.sum_at, sum.size(), sum);
+	pwrite_all(fd_.get(), sum.data(), sum.size(), off + f.seal.sum_at, path_);
+	pwrite_all(f.fd, sum.data(), sum.size(), f.seal.sum_at, "the sum of a queue file for " + path_);
+	uLong crc = crc32(0, reinterpret_cast<const Bytef*>(head), RECORD_HEAD);
+	crc = crc32(crc, reinterpret_cast<const Bytef*>(header.data()), static_cast<uInt>(header.size()));
+	return static_cast<uint32_t>(crc32_combine(crc, body, static_cast<z_off_t>(f.len - f.seal.body)));
 }
 
 void Journal::sync()

@@ -77,10 +77,17 @@ class Journal {
 	void note_done(std::string_view id);
 	// The committer: adds a record to the batch.
 	void add(Kind kind, std::string_view id, std::string_view content = {});
+	// A queue file's seal, made as write() copies the file: the CRC-32 of
+	// its bytes from body on, as text() spells it, goes at sum_at, in the
+	// file and in its copy. One read of the file then serves both sums.
+	struct Seal {
+		size_t body, sum_at;
+		std::string (*text)(uint32_t crc);
+	};
 	// The committer: adds a Commit record whose content is the first len
-	// bytes of the file fd; write() copies them, so fd stays open until it
-	// returned.
-	void add_file(std::string_view id, int fd, size_t len);
+	// bytes of the file fd, sealed; write() copies them, so fd stays open
+	// until it returned.
+	void add_file(std::string_view id, int fd, size_t len, const Seal& seal);
 	// Whether the batch, with extra more bytes of records, still fits;
 	// never after a failed reset(), until one succeeds.
 	bool fits(size_t extra = 0) const;
@@ -99,7 +106,8 @@ class Journal {
 	void read_records();
 	void append(std::string& to, Kind kind, std::string_view id, std::string_view content) const;
 	size_t append_head(std::string& to, Kind kind, std::string_view id, size_t len) const;
-	uint32_t copy_in(int in, size_t len, uint64_t off, uint32_t crc);
+	struct FileContent;
+	uint32_t copy_in(const FileContent& f, uint64_t off, const char* head);
 	size_t batch_size() const;
 
 	std::string path_;
@@ -121,6 +129,7 @@ class Journal {
 		size_t at;
 		int fd;
 		size_t len;
+		Seal seal;
 	};
 	std::vector<FileContent> batch_files_;
 	mutable std::mutex mutex_;   // end_ and writes to the file

@@ -531,6 +531,12 @@ void Spool::seal(const std::string& id, int fd, const Created& created, uint64_t
 		throw_errno("write the sum of a spool file in " + dir_);
 }
 
+void Spool::seal_in_journal(const std::string& id, int fd, const Created& created, uint64_t size)
+{
+	check_id(id);
+	journal_->add_file(id, fd, created.header_len + size, {created.header_len, created.sum_offset, sum_text});
+}
+
 void Spool::sync_file(int fd)
 {
 	if (::fdatasync(fd) < 0)

@@ -131,6 +131,9 @@ class Spool {
 	// *content too.
 	void seal(const std::string& id, int fd, const Created& created, uint64_t size,
 		  std::string* content = nullptr);
+	// Step 1 instead for a file the journal copies through a buffer
+	// (Journal::add_file): its sum is taken as the copy is, in one read.
+	void seal_in_journal(const std::string& id, int fd, const Created& created, uint64_t size);
 	// Step 2, all at once for a group: the journal's write and sync and,
 	// for a message too large for it, its file's fdatasync and an fsync of
 	// queue/. Any thread may call them.

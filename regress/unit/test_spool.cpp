@@ -124,14 +124,15 @@ void commit(Spool& spool, const Envelope& env, std::string_view body, Until unti
 	std::string content;
 	size_t n = created.header_len + body.size();
 	bool small = n <= Journal::INLINE_MAX, journaled = small || (!alone && n <= Journal::RECORD_MAX);
-	spool.seal(env.id, fd.get(), created, body.size(), small ? &content : nullptr);
+	if (small || !journaled)
+		spool.seal(env.id, fd.get(), created, body.size(), small ? &content : nullptr);
+	else
+		spool.seal_in_journal(env.id, fd.get(), created, body.size());
 	if (until == Until::Sealed)
 		return;
 	if (journaled) {
 		if (small)
 			spool.journal()->add(Journal::Commit, env.id, content);
-		else
-			spool.journal()->add_file(env.id, fd.get(), n);
 		spool.journal()->write();
 		spool.journal()->sync();
 	} else {
