@@ -78,10 +78,12 @@ std::optional<uid_t> tcp_client_uid(int conn)
 	if (n < 0 || !NLMSG_OK(h, static_cast<size_t>(n)) || h->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
 	    h->nlmsg_len < NLMSG_LENGTH(sizeof(inet_diag_msg)))
 		return std::nullopt;
-	// The kernel says uid 0 for what is no longer (or not yet) a socket
-	// of its own: a TIME_WAIT end, a connection request.
+	// What is no longer (or not yet) a socket with an owner has neither
+	// inode nor uid, and the kernel says uid 0 for it: an end its process
+	// closed, once its FIN is answered (a mini socket in FIN_WAIT2 or
+	// TIME_WAIT), or a connection request. Not root's.
 	auto* m = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
-	if (m->idiag_state == TCP_TIME_WAIT || m->idiag_state == TCP_LISTEN || m->idiag_state > TCP_CLOSING)
+	if ((m->idiag_inode == 0 && m->idiag_uid == 0) || m->idiag_state == TCP_LISTEN)
 		return std::nullopt;
 	return m->idiag_uid;
 }
